@@ -1,0 +1,378 @@
+"""The ``hurricane`` console command and its subcommands.
+
+Every subcommand takes ``--config FILE`` (default: ``$HURRICANE_CONFIG``, else
+the built-in defaults, the same ones ``twistd -n hurricane`` uses). Errors
+print one line and exit non-zero, without a traceback: 2 for a usage or
+configuration error, 1 for a failed operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+from hurricane import __version__
+from hurricane.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A subcommand failed; the message is printed, the code is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", "-c", metavar="FILE", default=os.environ.get("HURRICANE_CONFIG"),
+        help="configuration file (TOML); default $HURRICANE_CONFIG, else built-in defaults",
+    )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+
+
+def _run_store(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Open the configured store, run ``work(store)`` in a reactor, close, return its code."""
+    from twisted.internet import defer, task
+
+    from hurricane.store.factory import create_store, redact_url
+    from hurricane.store.interface import StoreError
+
+    result: dict[str, int] = {}
+    errors: list[CommandError] = []
+
+    async def main(reactor: Any) -> None:
+        try:
+            store = create_store(
+                config.store_url, reactor, data_dir=config.data_dir,
+                sqlite_synchronous=config.store.sqlite_synchronous,
+                pool_size=config.store.pool_size,
+            )
+        except StoreError as e:
+            errors.append(CommandError(str(e), EXIT_USAGE))
+            return
+        try:
+            await store.open()
+        except StoreError as e:
+            errors.append(CommandError(f"cannot open store {redact_url(config.store_url)}: {e}"))
+            return
+        try:
+            result["code"] = await work(store)
+        except CommandError as e:
+            errors.append(e)
+        except StoreError as e:
+            errors.append(CommandError(f"store {redact_url(config.store_url)}: {e}"))
+        finally:
+            await store.close()
+
+    try:
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
+    except SystemExit:
+        pass  # react always exits; the outcome is in result / errors
+    if errors:
+        raise errors[0]
+    return result.get("code", EXIT_FAILED)
+
+
+# -- check-config ----------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration and print what it amounts to."""
+    config = _config(args)
+    from hurricane.store.factory import redact_url
+
+    out = sys.stdout
+    print(f"{config.source or '(built-in defaults)'}: OK", file=out)
+    print(f"  hostname      {config.server.hostname}", file=out)
+    print(f"  data_dir      {config.data_dir}", file=out)
+    print(f"  store         {redact_url(config.store_url)}", file=out)
+    print(f"  bounce domain {config.bounce.domain}", file=out)
+    for name in ("submission", "bounce", "web"):
+        for ep in getattr(config, name).listen:
+            print(f"  listen        {name:<10} {ep}", file=out)
+    if config.admin.enabled:
+        print(f"  listen        {'admin':<10} {config.admin.listen}", file=out)
+    for dom, target in config.routes.items():
+        print(f"  route         {dom} -> {target}", file=out)
+    return EXIT_OK
+
+
+# -- migrate -----------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending schema migrations."""
+    config = _config(args)
+
+    async def work(store: Any) -> int:
+        applied = await store.migrate()
+        version = await store.schema_version()
+        if applied:
+            for name in applied:
+                print(f"applied {name}")
+        print(f"schema version {version}")
+        return EXIT_OK
+
+    return _run_store(config, work)
+
+
+# -- verp ------------------------------------------------------------------------------
+
+
+def _codec(config: Config) -> Any:
+    from hurricane.verp import codec_from_config
+
+    try:
+        return codec_from_config(config)
+    except (OSError, ValueError) as e:
+        raise CommandError(str(e)) from None
+
+
+def cmd_verp_encode(args: argparse.Namespace) -> int:
+    """Print the return path of a delivery."""
+    codec = _codec(_config(args))
+    try:
+        print(codec.encode(args.delivery_id, args.mailing_id, args.message_id))
+    except ValueError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+    return EXIT_OK
+
+
+def cmd_verp_decode(args: argparse.Namespace) -> int:
+    """Verify a return path and print what it carries as JSON."""
+    codec = _codec(_config(args))
+    token = codec.decode(args.address)
+    if not token:
+        print(f"rejected: {token.reason}")
+        return EXIT_FAILED
+    print(json.dumps(token.as_dict(), sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_verp_rotate(args: argparse.Namespace) -> int:
+    """Add a new signing key (old keys keep verifying until retired)."""
+    config = _config(args)
+    from hurricane.verp import rotate_keys
+
+    try:
+        key = rotate_keys(config.verp_keys_file, args.retire_older_than)
+    except (OSError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    print(f"new signing key {key.key_id} in {config.verp_keys_file}")
+    return EXIT_OK
+
+
+# -- outcomes ------------------------------------------------------------------------
+
+
+def cmd_outcomes(args: argparse.Namespace) -> int:
+    """Print one record per (message, recipient)."""
+    config = _config(args)
+    from hurricane.model import Outcome
+
+    out: TextIO = sys.stdout
+
+    async def work(store: Any) -> int:
+        writer = None
+        if args.format == "csv":
+            writer = csv.writer(out)
+            writer.writerow(Outcome.FIELDS)
+        after = 0
+        while True:
+            page = await store.outcomes(
+                after, 1000, state=args.state, mailing_id=args.mailing_id
+            )
+            for record in page:
+                row = record.as_dict()
+                if writer is not None:
+                    writer.writerow(["" if v is None else v for v in row.values()])
+                else:
+                    out.write(json.dumps(row) + "\n")
+            if len(page) < 1000:
+                return EXIT_OK
+            after = page[-1].delivery_id
+
+    return _run_store(config, work)
+
+
+# -- suppression -------------------------------------------------------------------
+
+
+def cmd_suppression(args: argparse.Namespace) -> int:
+    """List, add or remove suppressed addresses."""
+    config = _config(args)
+    import time
+
+    if args.action in ("add", "remove") and not args.address:
+        raise CommandError(f"suppression {args.action} needs an ADDRESS", EXIT_USAGE)
+
+    async def work(store: Any) -> int:
+        if args.action == "list":
+            after = None
+            while True:
+                page = await store.suppressions(after, 1000)
+                for s in page:
+                    print(json.dumps({
+                        "address": s.address, "reason": s.reason, "source": s.source,
+                        "created_at": s.created_at, "note": s.note,
+                    }))
+                if len(page) < 1000:
+                    return EXIT_OK
+                after = page[-1].address
+        if args.action == "add":
+            new = await store.suppress(
+                args.address, args.reason, time.time(), source="operator", note=args.note
+            )
+            print(("added " if new else "already suppressed ") + args.address.lower())
+            return EXIT_OK
+        gone = await store.unsuppress(args.address)
+        print(("removed " if gone else "not suppressed ") + args.address.lower())
+        return EXIT_OK if gone else EXIT_FAILED
+
+    return _run_store(config, work)
+
+
+# -- passwd ----------------------------------------------------------------------------
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    """Print a hash of a password or API token for the configuration."""
+    from hurricane.passwords import hash_password
+
+    if args.stdin:
+        secret = sys.stdin.readline().rstrip("\n")
+    else:
+        secret = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != secret:
+            raise CommandError("the two entries differ", EXIT_USAGE)
+    if not secret:
+        raise CommandError("empty password", EXIT_USAGE)
+    print(hash_password(secret))
+    return EXIT_OK
+
+
+# -- the parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hurricane`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="hurricane",
+        description="Hurricane mail server tools. Run the server with: twistd -n hurricane "
+        "[--config FILE]",
+    )
+    parser.add_argument("--version", action="version", version=f"hurricane {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("check-config", help="validate a configuration file",
+                       description="Validate the configuration and print what it amounts to.")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations",
+                       description="Apply pending schema migrations to the configured store "
+                       "(start-up applies them too).")
+    _add_config(p)
+    p.set_defaults(func=cmd_migrate)
+
+    verp = sub.add_parser("verp", help="encode, decode and rotate VERP return paths",
+                          description="Signed VERP return paths.")
+    vsub = verp.add_subparsers(dest="verp_command", metavar="ACTION")
+    vsub.required = True
+    p = vsub.add_parser("encode", help="print the return path of a delivery",
+                        description="Print the signed return-path address of a delivery.")
+    _add_config(p)
+    p.add_argument("--delivery-id", type=int, required=True, metavar="N")
+    p.add_argument("--mailing-id", metavar="X", help="application mailing id ([0-9A-Za-z-])")
+    p.add_argument("--message-id", metavar="Y", help="application message id ([0-9A-Za-z-])")
+    p.set_defaults(func=cmd_verp_encode)
+    p = vsub.add_parser("decode", help="verify a return path and print its contents as JSON",
+                        description="Verify ADDRESS; print delivery_id, mailing_id, message_id, "
+                        "key_id and issued as JSON and exit 0, or print why it is refused "
+                        "and exit 1.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
+    p.set_defaults(func=cmd_verp_decode)
+    p = vsub.add_parser("rotate", help="add a new signing key",
+                        description="Add a new VERP signing key. Older keys still verify "
+                        "until retired.")
+    _add_config(p)
+    p.add_argument("--retire-older-than", type=float, metavar="DAYS",
+                   help="retire keys created more than DAYS days ago")
+    p.set_defaults(func=cmd_verp_rotate)
+
+    try:
+        from hurricane.bounce import cli as bounce_cli
+    except ImportError:  # pragma: no cover - the analyzer ships with the package
+        bounce_cli = None
+    if bounce_cli is not None and hasattr(bounce_cli, "add_parser"):
+        bounce_cli.add_parser(sub)
+
+    p = sub.add_parser("outcomes", help="print one record per (message, recipient)",
+                       description="Print one outcome record per (message, recipient).")
+    _add_config(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--state", help="only this state (delivered, bounced, ...)")
+    p.add_argument("--mailing-id", help="only this mailing")
+    p.set_defaults(func=cmd_outcomes)
+
+    p = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
+                       description="The suppression list: addresses Hurricane will not send to.")
+    _add_config(p)
+    p.add_argument("action", choices=("list", "add", "remove"))
+    p.add_argument("address", nargs="?", metavar="ADDRESS")
+    p.add_argument("--reason", default="operator", help="reason recorded with add")
+    p.add_argument("--note", help="free text recorded with add")
+    p.set_defaults(func=cmd_suppression)
+
+    p = sub.add_parser("passwd", help="hash a password or API token for the configuration",
+                       description="Print a pbkdf2_sha256 hash for [submission.users], "
+                       "[web.users] or [web.tokens].")
+    p.add_argument("--stdin", action="store_true", help="read the secret from standard input")
+    p.set_defaults(func=cmd_passwd)
+
+    for name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo")):
+        try:
+            mod = __import__(module, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hurricane`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CommandError as e:
+        print(f"hurricane {args.command}: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

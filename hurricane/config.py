@@ -1,0 +1,579 @@
+"""Configuration: one TOML file into frozen, typed dataclasses, one per section.
+
+Every key is validated at start-up. An unknown key, a wrong type or a bad
+endpoint string raises :class:`ConfigError`, whose message names the file and
+the key path (``[delivery] max_age``), in the manner of Synapse's
+``ConfigError(msg, path)``. Every key is documented, with its default, in
+``etc/hurricane.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Default listeners: loopback only, unprivileged ports.
+DEFAULT_SUBMISSION_LISTEN = ("tcp:2587:interface=127.0.0.1",)
+DEFAULT_BOUNCE_LISTEN = ("tcp:2525:interface=127.0.0.1",)
+DEFAULT_WEB_LISTEN = ("tcp:8025:interface=127.0.0.1",)
+DEFAULT_ADMIN_LISTEN = "tcp:8022:interface=127.0.0.1"
+
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong.
+
+    Args:
+        msg: what was expected.
+        path: the key path, e.g. ``("delivery", "max_age")``.
+        file: the configuration file, when there is one.
+    """
+
+    def __init__(self, msg: str, path: Sequence[str] = (), file: str | None = None) -> None:
+        self.msg = msg
+        self.path = tuple(path)
+        self.file = file
+        super().__init__(str(self))
+
+    def with_file(self, file: str | None) -> ConfigError:
+        """The same error, naming ``file``."""
+        return ConfigError(self.msg, self.path, file)
+
+    def __str__(self) -> str:
+        where = self.file or "configuration"
+        if self.path:
+            key = _format_path(self.path)
+            return f"{where}: {key}: {self.msg}"
+        return f"{where}: {self.msg}"
+
+
+def _format_path(path: Sequence[str]) -> str:
+    if len(path) == 1:
+        return f"[{path[0]}]"
+    head, rest = path[0], path[1:]
+    return f"[{head}] " + ".".join(rest)
+
+
+# -- sections -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: identity of this node and where it keeps its files."""
+
+    #: Name used in EHLO, Received headers and Message-IDs we add.
+    hostname: str = field(default_factory=socket.getfqdn)
+    #: Directory for the SQLite database, secrets and spools.
+    data_dir: str = "hurricane-data"
+    #: Name of this node in leases and logs (default: hostname and pid).
+    node_id: str = ""
+    #: Application log as JSON lines to this file ("" = twistd's log).
+    json_log: str = ""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[store]``: where outcomes and the queue live."""
+
+    #: ``sqlite:///path.db`` or ``postgresql://user@host:port/db``; "" means
+    #: ``sqlite:///<data_dir>/hurricane.db``.
+    url: str = ""
+    #: SQLite ``PRAGMA synchronous`` (FULL survives power loss; NORMAL a crash).
+    sqlite_synchronous: str = "FULL"
+    #: PostgreSQL connections per node.
+    pool_size: int = 4
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """One submission user: ``[submission.users] name = "pbkdf2_sha256$..."``."""
+
+    name: str
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    """``[submission]``: the ESMTP listener for applications."""
+
+    listen: tuple[str, ...] = DEFAULT_SUBMISSION_LISTEN
+    #: Clients from these networks may relay without AUTH.
+    trusted_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: name -> password hash (``hurricane passwd`` makes one).
+    users: Mapping[str, str] = field(default_factory=dict)
+    #: A file of ``name:hash`` lines, read in addition to ``users``.
+    users_file: str = ""
+    tls_certificate: str = ""
+    tls_key: str = ""
+    max_message_size: int = 25 * MIB
+    max_recipients: int = 100
+    max_line_length: int = 2048
+    idle_timeout: float = 300.0
+    max_errors: int = 20
+    max_connections_per_ip: int = 20
+    max_connections: int = 200
+    max_auth_failures: int = 3
+    #: Seconds an address stays blocked after too many AUTH failures.
+    auth_block_seconds: float = 600.0
+    #: Require AUTH even from trusted networks.
+    require_auth: bool = False
+
+
+@dataclass(frozen=True)
+class BounceConfig:
+    """``[bounce]``: the return-path domain and its ESMTP listener."""
+
+    #: Domain of every VERP return path; MX of this domain must reach ``listen``.
+    domain: str = "bounces.localhost"
+    listen: tuple[str, ...] = DEFAULT_BOUNCE_LISTEN
+    #: VERP signing keys (JSON, mode 0600); "" means ``<data_dir>/verp-keys.json``.
+    keys_file: str = ""
+    #: Days a VERP token stays valid.
+    token_max_age_days: int = 30
+    #: Local parts accepted besides VERP addresses and postmaster.
+    feedback_addresses: tuple[str, ...] = ("abuse", "fbl")
+    tls_certificate: str = ""
+    tls_key: str = ""
+    max_message_size: int = 5 * MIB
+    max_recipients: int = 20
+    max_line_length: int = 2048
+    idle_timeout: float = 300.0
+    max_errors: int = 10
+    max_connections_per_ip: int = 10
+    max_connections: int = 200
+    #: Operator rule files for the reply classifier, checked before the packaged rules.
+    rules_files: tuple[str, ...] = ()
+    analysis_cpu_seconds: float = 2.0
+    analysis_max_depth: int = 50
+    analysis_max_parts: int = 2000
+
+
+@dataclass(frozen=True)
+class DkimKeyConfig:
+    """``[[delivery.dkim]]``: one signing key for a From domain."""
+
+    domain: str
+    selector: str
+    key_file: str
+    #: rsa-sha256 or ed25519-sha256; "" guesses from the key.
+    algorithm: str = ""
+
+
+@dataclass(frozen=True)
+class TlsPolicyConfig:
+    """``[delivery.tls_policy]``: per destination domain, ``opportunistic``,
+    ``require`` (encrypt, any certificate) or ``verify`` (certificate and name)."""
+
+    default: str = "opportunistic"
+    domains: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """``[delivery.timeouts]``: RFC 5321 4.5.3.2 client timeouts, seconds."""
+
+    connect: float = 30.0
+    greeting: float = 300.0
+    mail: float = 300.0
+    rcpt: float = 300.0
+    data_init: float = 120.0
+    data_block: float = 180.0
+    data_end: float = 600.0
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """``[delivery]``: retries, limits and the return path."""
+
+    first_retry: float = 300.0
+    max_retry_interval: float = 14400.0
+    #: Age after which a recipient still deferred is ``expired``.
+    max_age: float = 259200.0
+    #: Random spread added to each retry interval, as a fraction.
+    retry_jitter: float = 0.2
+    #: ``per-recipient`` (one VERP sender per recipient) or ``per-message``.
+    verp: str = "per-recipient"
+    max_connections_per_destination: int = 5
+    messages_per_connection: int = 100
+    #: Messages per minute per destination domain, 0 = no limit.
+    rate_per_minute: int = 0
+    #: Recipients in one SMTP transaction.
+    max_recipients_per_transaction: int = 50
+    #: Deliveries in flight on this node at once.
+    max_in_flight: int = 1000
+    #: Seconds a claimed delivery stays leased to this node.
+    lease_seconds: float = 600.0
+    #: Seconds between scans of the queue when idle.
+    poll_interval: float = 1.0
+    #: Seconds an MX answer is kept at most (the record's TTL is used if shorter).
+    mx_cache_seconds: float = 3600.0
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    tls_policy: TlsPolicyConfig = field(default_factory=TlsPolicyConfig)
+    dkim: tuple[DkimKeyConfig, ...] = ()
+    #: Source address for outgoing connections ("" = the system's choice).
+    bind_address: str = ""
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """``[web]``: the report, the JSON API and /metrics."""
+
+    listen: tuple[str, ...] = DEFAULT_WEB_LISTEN
+    #: name -> hashed bearer token for the API.
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    #: name -> hashed password for the web report (HTTP basic).
+    users: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """``[admin]``: the SSH manhole (off unless ``enabled``)."""
+
+    enabled: bool = False
+    listen: str = DEFAULT_ADMIN_LISTEN
+    #: OpenSSH authorized_keys file of the keys that may log in.
+    authorized_keys: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    bounce: BounceConfig = field(default_factory=BounceConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    #: destination domain (or "*") -> "host:port"
+    routes: Mapping[str, str] = field(default_factory=dict)
+    web: WebConfig = field(default_factory=WebConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    #: The file this came from (None for built-in defaults).
+    source: str | None = None
+
+    # -- derived values ---------------------------------------------------
+
+    @property
+    def data_dir(self) -> str:
+        """The data directory as an absolute path."""
+        return os.path.abspath(self.server.data_dir)
+
+    @property
+    def store_url(self) -> str:
+        """The store URL, defaulting to SQLite in the data directory."""
+        if self.store.url:
+            return self.store.url
+        return "sqlite:///" + os.path.join(self.data_dir, "hurricane.db")
+
+    @property
+    def verp_keys_file(self) -> str:
+        """Where the VERP keys live."""
+        return self.bounce.keys_file or os.path.join(self.data_dir, "verp-keys.json")
+
+    @property
+    def node_id(self) -> str:
+        """This node's name in leases."""
+        return self.server.node_id or f"{self.server.hostname}:{os.getpid()}"
+
+
+# -- loading ------------------------------------------------------------------
+
+_SECTIONS = {
+    "server": ServerConfig,
+    "store": StoreConfig,
+    "submission": SubmissionConfig,
+    "bounce": BounceConfig,
+    "delivery": DeliveryConfig,
+    "web": WebConfig,
+    "admin": AdminConfig,
+}
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a configuration file; ``None`` gives the defaults.
+
+    Raises:
+        ConfigError: naming the file and the key path.
+    """
+    if path is None:
+        return Config()
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as fp:
+            data = tomllib.load(fp)
+    except FileNotFoundError:
+        raise ConfigError("file not found", (), file) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", (), file) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", (), file) from None
+    try:
+        config = config_from_dict(data)
+    except ConfigError as e:
+        raise e.with_file(file) from None
+    return dataclasses.replace(config, source=file)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from parsed TOML, validating every key."""
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "routes":
+            kwargs["routes"] = _routes(value, ("routes",))
+        elif key in _SECTIONS:
+            kwargs[key] = _build(_SECTIONS[key], value, (key,))
+        else:
+            raise ConfigError(
+                f"unknown section; expected one of {', '.join(sorted([*_SECTIONS, 'routes']))}",
+                (key,),
+            )
+    config = Config(**kwargs)
+    _check(config)
+    return config
+
+
+def _build(cls: type[Any], value: Any, path: tuple[str, ...]) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table, got {_tname(value)}", path)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key; expected one of {', '.join(sorted(fields))}", (*path, key)
+            )
+        kwargs[key] = _coerce(hints[key], item, (*path, key))
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(str(e).split("() ", 1)[-1], path) from None
+
+
+def _coerce(tp: Any, value: Any, path: tuple[str, ...]) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as e:
+                errors.append(e.msg)
+        raise ConfigError("; ".join(errors), path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected true or false, got {_tname(value)}", path)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected an integer, got {_tname(value)}", path)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"expected a number, got {_tname(value)}", path)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"expected a string, got {_tname(value)}", path)
+    if origin is tuple:
+        if isinstance(value, str):
+            raise ConfigError("expected a list, got a string (write [\"...\"])", path)
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {_tname(value)}", path)
+        item_type = args[0]
+        return tuple(
+            _coerce(item_type, v, (*path[:-1], f"{path[-1]}[{i}]")) for i, v in enumerate(value)
+        )
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"expected a table, got {_tname(value)}", path)
+        vt = args[1] if args else str
+        return types.MappingProxyType(
+            {str(k): _coerce(vt, v, (*path, str(k))) for k, v in value.items()}
+        )
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)  # type: ignore[arg-type]
+    raise ConfigError(f"unsupported type {tp!r}", path)  # pragma: no cover
+
+
+def _routes(value: Any, path: tuple[str, ...]) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a table, got {_tname(value)}", path)
+    routes: dict[str, str] = {}
+    for domain, target in value.items():
+        key_path = (*path, f'"{domain}"')
+        if not isinstance(target, str):
+            raise ConfigError(f"expected \"host:port\", got {_tname(target)}", key_path)
+        try:
+            parse_host_port(target)
+        except ValueError as e:
+            raise ConfigError(str(e), key_path) from None
+        routes[domain.lower().rstrip(".")] = target
+    return types.MappingProxyType(routes)
+
+
+def parse_host_port(value: str, default_port: int = 25) -> tuple[str, int]:
+    """Split ``host:port``, ``[v6]:port`` or ``host`` (port 25).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    v = value.strip()
+    if not v:
+        raise ValueError("expected \"host:port\", got an empty string")
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            raise ValueError(f"expected \"[address]:port\", got {value!r}")
+        host, rest = v[1:end], v[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"expected \"[address]:port\", got {value!r}")
+        port_s = rest[1:] if rest else ""
+    elif v.count(":") == 1:
+        host, port_s = v.split(":")
+    elif ":" in v:
+        raise ValueError(f"expected \"host:port\" (IPv6 in brackets), got {value!r}")
+    else:
+        host, port_s = v, ""
+    if not host:
+        raise ValueError(f"expected \"host:port\", got {value!r}")
+    if port_s:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise ValueError(f"expected a port 1-65535, got {port_s!r}")
+        return host, int(port_s)
+    return host, default_port
+
+
+def _tname(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+# -- cross-field checks ---------------------------------------------------------
+
+
+def check_endpoint(description: str, path: tuple[str, ...]) -> None:
+    """Parse a server endpoint string the way twistd will, without listening."""
+    from twisted.internet import endpoints
+
+    if not isinstance(description, str) or not description.strip():
+        raise ConfigError("expected an endpoint string like \"tcp:2525:interface=127.0.0.1\"",
+                          path)
+    try:
+        # The reactor is only stored by the endpoint; parsing needs none.
+        endpoints.serverFromString(_NO_REACTOR, description)
+    except Exception as e:  # any parse error: ValueError, KeyError, TypeError...
+        raise ConfigError(
+            f"bad endpoint string {description!r}: {e or type(e).__name__}", path
+        ) from None
+
+
+class _NoReactor:
+    """Stands in for a reactor while an endpoint string is parsed."""
+
+
+_NO_REACTOR: Any = _NoReactor()
+
+_VERP_MODES = ("per-recipient", "per-message")
+_TLS_POLICIES = ("opportunistic", "require", "verify", "none")
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _positive(value: float, path: tuple[str, ...], allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"expected a number {'>= 0' if allow_zero else '> 0'}, got {value}",
+                          path)
+
+
+def _check(c: Config) -> None:
+    for name in ("submission", "bounce", "web"):
+        for i, ep in enumerate(getattr(c, name).listen):
+            check_endpoint(ep, (name, f"listen[{i}]"))
+    if c.admin.enabled:
+        check_endpoint(c.admin.listen, ("admin", "listen"))
+    for i, net in enumerate(c.submission.trusted_networks):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"expected a CIDR network like 10.0.0.0/8, got {net!r}",
+                              ("submission", f"trusted_networks[{i}]")) from None
+    url = c.store.url
+    if url and not url.startswith(("sqlite:", "postgresql://", "postgres://", "memory:")):
+        raise ConfigError("expected sqlite:///path.db or postgresql://user@host:port/db",
+                          ("store", "url"))
+    if c.store.sqlite_synchronous.upper() not in _SYNC_MODES:
+        raise ConfigError(f"expected one of {', '.join(_SYNC_MODES)}",
+                          ("store", "sqlite_synchronous"))
+    if c.delivery.verp not in _VERP_MODES:
+        raise ConfigError(f"expected one of {', '.join(_VERP_MODES)}, got {c.delivery.verp!r}",
+                          ("delivery", "verp"))
+    for key in ("first_retry", "max_retry_interval", "max_age", "lease_seconds",
+                "poll_interval"):
+        _positive(getattr(c.delivery, key), ("delivery", key))
+    if c.delivery.max_retry_interval < c.delivery.first_retry:
+        raise ConfigError("must be >= first_retry", ("delivery", "max_retry_interval"))
+    if not 0 <= c.delivery.retry_jitter <= 1:
+        raise ConfigError("expected a fraction between 0 and 1", ("delivery", "retry_jitter"))
+    for key in ("max_connections_per_destination", "messages_per_connection",
+                "max_recipients_per_transaction", "max_in_flight"):
+        if getattr(c.delivery, key) < 1:
+            raise ConfigError("expected an integer >= 1", ("delivery", key))
+    pol = c.delivery.tls_policy
+    for dom, p in [("default", pol.default), *pol.domains.items()]:
+        if p not in _TLS_POLICIES:
+            raise ConfigError(f"expected one of {', '.join(_TLS_POLICIES)}, got {p!r}",
+                              ("delivery", "tls_policy", dom if dom == "default"
+                               else f"domains.{dom}"))
+    for name in ("submission", "bounce"):
+        s = getattr(c, name)
+        for key in ("max_message_size", "max_recipients", "max_line_length", "max_errors",
+                    "max_connections_per_ip", "max_connections"):
+            if getattr(s, key) < 1:
+                raise ConfigError("expected an integer >= 1", (name, key))
+        if bool(s.tls_certificate) != bool(s.tls_key):
+            raise ConfigError("tls_certificate and tls_key go together", (name, "tls_key"))
+    if c.bounce.token_max_age_days < 1 or c.bounce.token_max_age_days > 900:
+        raise ConfigError("expected 1-900 days", ("bounce", "token_max_age_days"))
+    if not _is_domain(c.bounce.domain):
+        raise ConfigError(f"expected a domain name, got {c.bounce.domain!r}",
+                          ("bounce", "domain"))
+    for i, local in enumerate(c.bounce.feedback_addresses):
+        if not local or "@" in local or not all(ch.isalnum() or ch in "-_." for ch in local):
+            raise ConfigError(f"expected a local part like \"abuse\", got {local!r}",
+                              ("bounce", f"feedback_addresses[{i}]"))
+    for i, key in enumerate(c.delivery.dkim):
+        if key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
+            raise ConfigError("expected rsa-sha256 or ed25519-sha256",
+                              ("delivery", f"dkim[{i}]", "algorithm"))
+
+
+def _is_domain(name: str) -> bool:
+    labels = name.rstrip(".").split(".")
+    return bool(name) and len(name) <= 253 and all(
+        0 < len(label) <= 63
+        and not label.startswith("-")
+        and not label.endswith("-")
+        and all(ch.isalnum() or ch == "-" for ch in label)
+        for label in labels
+    )

@@ -1,0 +1,317 @@
+"""Value types shared by the store, delivery, the bounce receiver and reports.
+
+The outcome model (DESIGN.md): every (message, recipient) pair is one
+*delivery* row with a ``state``; every move of that state is explained by an
+append-only *event*. ``state``, ``reason`` and ``hard`` are separate fields
+and must never be folded into one another.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class State(str, enum.Enum):
+    """Where one (message, recipient) pair stands."""
+
+    queued = "queued"
+    deferred = "deferred"
+    delivered = "delivered"
+    failed = "failed"
+    expired = "expired"
+    suppressed = "suppressed"
+    bounced = "bounced"
+    complained = "complained"
+
+    @property
+    def pending(self) -> bool:
+        """True while delivery attempts are still due."""
+        return self in (State.queued, State.deferred)
+
+
+#: States that no delivery attempt will move any more.
+FINAL_STATES = frozenset(
+    {State.delivered, State.failed, State.expired, State.suppressed, State.bounced,
+     State.complained}
+)
+
+
+class EventKind(str, enum.Enum):
+    """What an event records."""
+
+    queued = "queued"  # accepted from the application
+    attempt = "attempt"  # one SMTP delivery attempt (any result)
+    suppressed = "suppressed"  # not sent: the address is on the suppression list
+    expired = "expired"  # retries ran out (max_age)
+    bounce = "bounce"  # an asynchronous non-delivery report
+    delayed = "delayed"  # a "delayed" DSN: information only
+    complaint = "complaint"  # ARF feedback report
+    autoreply = "autoreply"  # RFC 3834 auto-reply: information only
+    relayed = "relayed"  # a "relayed"/"delivered"/"expanded" DSN: information only
+    retry = "retry"  # an operator asked for a retry now
+    note = "note"  # anything else an operator or a tool wants to say
+
+
+class Source(str, enum.Enum):
+    """Where a classification came from."""
+
+    smtp = "smtp"  # a reply in our own SMTP conversation
+    dsn = "dsn"  # an RFC 3464 delivery status notification
+    heuristic = "heuristic"  # free-text bounce analysis
+    arf = "arf"  # RFC 5965 feedback report
+    autoreply = "autoreply"  # RFC 3834 auto-reply
+    local = "local"  # decided here (suppression, expiry, DNS)
+    operator = "operator"  # an operator's action
+
+
+@dataclass(frozen=True)
+class NewRecipient:
+    """One recipient of a message being enqueued."""
+
+    address: str
+    #: RFC 3461 ORCPT the application gave, if any.
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message accepted from an application, not yet stored."""
+
+    sender: str  # the application's envelope sender ("" for null)
+    recipients: tuple[NewRecipient, ...]
+    body: bytes  # the final RFC 5322 bytes, identifiers headers removed
+    mailing_id: str | None = None  # exact form the application gave
+    message_id: str | None = None  # the application's own message id (X-Hurricane-Message-Id)
+    header_message_id: str | None = None  # RFC 5322 Message-ID, without <>
+    source: str = "smtp"  # smtp | api
+    client: str | None = None  # submitting client address / user, for the record
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnqueuedRecipient:
+    """What happened to one recipient at enqueue time."""
+
+    delivery_id: int
+    address: str
+    state: State  # queued or suppressed
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The store's answer to an enqueue: the message's queue id and its rows."""
+
+    queue_id: str
+    message_pk: int
+    recipients: tuple[EnqueuedRecipient, ...]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One (message, recipient) row, as the scheduler and reports see it."""
+
+    delivery_id: int
+    message_pk: int
+    queue_id: str
+    sender: str
+    recipient: str
+    domain: str
+    state: State
+    reason: str | None
+    hard: bool
+    attempts: int
+    next_attempt_at: float | None
+    code: int | None
+    status: str | None
+    text: str | None
+    remote_host: str | None
+    mailing_id: str | None
+    message_id: str | None
+    header_message_id: str | None
+    orcpt: str | None
+    created_at: float
+    updated_at: float
+    delivered_at: float | None = None
+    bounced_at: float | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """The outcome of one delivery attempt for one recipient, to be recorded.
+
+    ``state`` is the state the delivery moves to: ``delivered``, ``deferred``,
+    ``failed`` or ``expired``.
+    """
+
+    delivery_id: int
+    state: State
+    at: float
+    code: int | None = None
+    status: str | None = None
+    text: str | None = None
+    reason: str | None = None
+    hard: bool = False
+    #: Put the recipient on the suppression list (recipient-side hard failure).
+    suppress: bool = False
+    source: Source = Source.smtp
+    rule: str | None = None
+    remote_host: str | None = None
+    remote_ip: str | None = None
+    tls: str | None = None  # e.g. "TLSv1.3", None when clear text
+    duration: float | None = None
+    #: When the next attempt is due (``deferred`` only).
+    next_attempt_at: float | None = None
+    #: Lease holder writing this result; a result from a node that lost its
+    #: lease is still recorded as an event but does not move the state back.
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class ReturnedMessage:
+    """A message received on the bounce listener, before analysis."""
+
+    raw: bytes
+    mail_from: str
+    rcpt_to: str
+    received_at: float
+    #: Delivery id decoded from a verified VERP recipient, if any.
+    delivery_id: int | None = None
+    client: str | None = None  # remote address and HELO
+
+
+@dataclass(frozen=True)
+class StoredBounce:
+    """A stored returned message, as read back for analysis or replay."""
+
+    bounce_id: int
+    raw: bytes
+    mail_from: str
+    rcpt_to: str
+    received_at: float
+    delivery_id: int | None
+    status: str  # pending | analyzed | failed
+    category: str | None = None
+    correlation: str | None = None
+
+
+@dataclass(frozen=True)
+class BounceEvent:
+    """The result of analysis for one delivery, to be recorded.
+
+    ``kind`` is ``bounce``, ``delayed``, ``complaint``, ``autoreply`` or
+    ``relayed``. A ``bounce`` with ``permanent`` moves the delivery to
+    ``bounced`` (also from ``delivered``) and stops retries; a ``complaint``
+    moves it to ``complained``; the others only add an event.
+    """
+
+    delivery_id: int
+    kind: EventKind
+    at: float
+    bounce_id: int | None = None
+    reason: str | None = None
+    hard: bool = False
+    permanent: bool = True
+    suppress: bool = False
+    code: int | None = None
+    status: str | None = None
+    text: str | None = None
+    remote_host: str | None = None
+    source: Source = Source.dsn
+    rule: str | None = None
+    feedback_type: str | None = None
+    #: Which key correlated the report to the delivery (verp, header-token,
+    #: message-id, envid, orcpt, recipient).
+    correlation: str | None = None
+    #: Idempotency key: the same returned message recorded twice (a remote
+    #: that retried) is recorded once.
+    idem_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One append-only event row."""
+
+    event_id: int
+    delivery_id: int
+    kind: EventKind
+    at: float
+    state: State | None
+    reason: str | None
+    hard: bool
+    code: int | None
+    status: str | None
+    text: str | None
+    remote_host: str | None
+    remote_ip: str | None
+    tls: str | None
+    source: str | None
+    rule: str | None
+    duration: float | None
+    bounce_id: int | None
+    feedback_type: str | None
+    correlation: str | None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address we refuse to send to, and why."""
+
+    address: str
+    reason: str
+    created_at: float
+    source: str | None = None  # bounce, complaint, smtp, operator
+    event_id: int | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One record of ``hurricane outcomes``: a delivery with its message's ids."""
+
+    queue_id: str
+    delivery_id: int
+    recipient: str
+    state: str
+    reason: str | None
+    hard: bool
+    code: int | None
+    status: str | None
+    text: str | None
+    attempts: int
+    mailing_id: str | None
+    message_id: str | None
+    created_at: float
+    updated_at: float
+    remote_host: str | None = None
+    delivered_at: float | None = None
+    bounced_at: float | None = None
+
+    #: Field order of the CSV and JSON export.
+    FIELDS = (
+        "queue_id", "delivery_id", "recipient", "state", "reason", "hard", "code",
+        "status", "text", "attempts", "mailing_id", "message_id", "created_at",
+        "updated_at", "remote_host", "delivered_at", "bounced_at",
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict in export field order."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts for a time window (by ``created_at`` of the delivery)."""
+
+    messages: int
+    recipients: int
+    by_state: dict[str, int]
+    by_reason: dict[str, int]
+    #: Failed recipients split by where the failure came from.
+    sync_failures: int
+    async_bounces: int
+    complaints: int

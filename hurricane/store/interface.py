@@ -1,0 +1,201 @@
+"""The storage interface: Hurricane's domain operations, no SQL.
+
+Every method is a coroutine (``async def``); Twisted callers wrap it with
+``Deferred.fromCoroutine``. Engines: ``memory`` (tests), ``sqlite`` (the
+zero-setup default) and ``postgres`` (production; several nodes may share one
+database). All three pass ``tests/store/contract.py``.
+
+Errors: any failure to reach or write the database raises
+:class:`StoreUnavailable` (a :class:`StoreError`); callers turn it into an SMTP
+451 or an HTTP 503, never a permanent refusal, and the reactor keeps running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from zope.interface import Attribute, Interface
+
+from hurricane.model import (
+    AttemptResult,
+    BounceEvent,
+    Delivery,
+    EnqueueResult,
+    Event,
+    NewMessage,
+    Outcome,
+    ReturnedMessage,
+    StoredBounce,
+    Summary,
+    Suppression,
+)
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or could not commit; try again later."""
+
+
+class StoreConfigError(StoreError):
+    """The store URL or its options are wrong (names the URL, without password)."""
+
+
+class IOutcomeStore(Interface):
+    """Durable queue, outcome records, returned messages and the suppression list."""
+
+    url = Attribute("The store URL with any password removed, for messages and logs.")
+
+    async def open() -> None:
+        """Connect and apply pending migrations. Raises StoreUnavailable naming the URL."""
+
+    async def close() -> None:
+        """Close every connection. Safe to call twice."""
+
+    async def migrate() -> list[str]:
+        """Apply pending numbered migrations; return the names applied (may be empty)."""
+
+    async def schema_version() -> int:
+        """The number of the last applied migration (0 for an empty database)."""
+
+    # -- submission ---------------------------------------------------------
+
+    async def enqueue(message: NewMessage, now: float) -> EnqueueResult:
+        """Durably store a message and one delivery row per recipient, atomically.
+
+        Recipients on the suppression list (compared case-insensitively) get
+        state ``suppressed`` with the suppression's reason and a ``suppressed``
+        event instead of being queued. The others are ``queued`` and due at
+        ``now``. When this returns, everything is committed: the caller may
+        answer 250. Concurrent calls may be committed together (group commit).
+        """
+
+    # -- delivery -----------------------------------------------------------
+
+    async def claim_due(
+        now: float,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        exclude_domains: Sequence[str] = (),
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries (queued/deferred, due, unleased or
+        lease expired) for ``owner`` until ``now + lease_seconds``.
+
+        New mail (no attempt yet) comes before retries, then by due time. On
+        PostgreSQL rows are taken with ``FOR UPDATE SKIP LOCKED`` so two nodes
+        never claim the same row.
+        """
+
+    async def release(delivery_ids: Sequence[int], owner: str) -> None:
+        """Give back leases held by ``owner`` without recording an attempt."""
+
+    async def load_body(message_pk: int) -> bytes:
+        """The stored message bytes."""
+
+    async def record_attempts(results: Sequence[AttemptResult]) -> list[int]:
+        """Record attempt outcomes in one transaction; return the event ids.
+
+        Each result appends an ``attempt`` event (``expired`` event for state
+        ``expired``), increments ``attempts``, stores the last code / status /
+        text / remote host, clears the lease and moves the state, but only when
+        the delivery is still pending and the lease (if ``owner`` is given) is
+        still the writer's: a late result from a node that lost its lease is
+        kept as an event only. ``suppress`` adds the recipient to the
+        suppression list with the reason.
+        """
+
+    async def retry_now(
+        now: float, queue_id: str | None = None, domain: str | None = None,
+        delivery_id: int | None = None,
+    ) -> int:
+        """Make matching deferred deliveries due now; return how many."""
+
+    # -- returned mail ------------------------------------------------------
+
+    async def store_bounce(message: ReturnedMessage) -> int:
+        """Durably store a received message (status ``pending``); return its id."""
+
+    async def pending_bounces(limit: int) -> list[int]:
+        """Ids of stored returned messages not yet analyzed, oldest first."""
+
+    async def load_bounce(bounce_id: int) -> StoredBounce | None:
+        """One stored returned message with its raw bytes."""
+
+    async def record_bounce(
+        bounce_id: int,
+        events: Sequence[BounceEvent],
+        category: str,
+        correlation: str | None,
+        analysis: str,
+    ) -> list[int]:
+        """Record the analysis of a returned message in one transaction.
+
+        Marks the returned message ``analyzed`` with its category, correlation
+        key and the analysis JSON, then applies each event: an event whose
+        ``idem_key`` was already recorded for that delivery is skipped;
+        ``bounce`` with ``permanent`` moves a queued, deferred or delivered row
+        to ``bounced`` (with reason, hard, codes, text, ``bounced_at``);
+        ``complaint`` moves any sent row to ``complained``; ``delayed``,
+        ``autoreply`` and ``relayed`` only add an event. ``suppress`` adds the
+        recipient to the suppression list citing the event. Returns the ids of
+        the events written (skipped duplicates are not listed).
+        """
+
+    async def mark_bounce_failed(bounce_id: int, error: str) -> None:
+        """Mark a returned message whose analysis failed (kept for replay)."""
+
+    # -- reading ------------------------------------------------------------
+
+    async def get_delivery(delivery_id: int) -> Delivery | None:
+        """One delivery row, or None."""
+
+    async def find_deliveries(
+        *,
+        recipient: str | None = None,
+        queue_id: str | None = None,
+        mailing_id: str | None = None,
+        message_id: str | None = None,
+        header_message_id: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """Deliveries matching every given filter (addresses and ids compared
+        case-insensitively), newest first."""
+
+    async def events(delivery_id: int) -> list[Event]:
+        """Every event of a delivery, in order."""
+
+    async def outcomes(
+        after_delivery_id: int = 0,
+        limit: int = 1000,
+        *,
+        state: str | None = None,
+        mailing_id: str | None = None,
+    ) -> list[Outcome]:
+        """One page of outcome records ordered by delivery id (keyset paging)."""
+
+    async def summary(since: float | None = None, until: float | None = None) -> Summary:
+        """Counts by state and reason for deliveries created in the window."""
+
+    async def queue_depth() -> dict[str, int]:
+        """Number of deliveries per pending state (queued, deferred)."""
+
+    # -- suppression --------------------------------------------------------
+
+    async def suppress(
+        address: str, reason: str, now: float, source: str | None = None,
+        note: str | None = None, event_id: int | None = None,
+    ) -> bool:
+        """Add an address (lower-cased); return False when it was already there."""
+
+    async def unsuppress(address: str) -> bool:
+        """Remove an address; return False when it was not there."""
+
+    async def get_suppression(address: str) -> Suppression | None:
+        """The suppression entry of an address, or None."""
+
+    async def suppressions(after: str | None = None, limit: int = 1000) -> list[Suppression]:
+        """One page of the suppression list ordered by address."""

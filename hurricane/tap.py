@@ -1,0 +1,72 @@
+"""twistd glue: ``twistd -n hurricane [--config FILE]``.
+
+The only module that imports the global reactor: everything below it gets the
+reactor (or the narrow interface it needs) as a constructor argument.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from hurricane.config import Config, ConfigError, load_config
+
+
+class Options(usage.Options):
+    """Command-line options of the twistd plugin."""
+
+    synopsis = "[--config FILE]"
+    longdesc = (
+        "Run Hurricane: ESMTP submission, delivery with VERP return paths, the bounce "
+        "receiver and the reports, in one process. Without --config it runs on built-in "
+        "defaults: SQLite in ./hurricane-data/, every listener on 127.0.0.1."
+    )
+    optParameters = [
+        ["config", "c", os.environ.get("HURRICANE_CONFIG"),
+         "Configuration file (TOML); default $HURRICANE_CONFIG, else built-in defaults."],
+    ]
+
+    config: Config
+
+    def postOptions(self) -> None:
+        """Load and validate the configuration; a bad one is a usage error naming the key."""
+        try:
+            self.config = load_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options) -> IService:
+    """Build the service tree from the configuration."""
+    from twisted.internet import reactor
+
+    from hurricane.app import StartupError, build_service
+
+    def on_fatal(message: str) -> None:
+        _fatal(reactor, message)
+
+    try:
+        return build_service(options.config, reactor, on_fatal=on_fatal)
+    except StartupError as e:
+        # Printed without a traceback; twistd has not daemonized yet.
+        sys.stderr.write(f"hurricane: {e}\n")
+        raise SystemExit(1) from None
+
+
+def _fatal(reactor: Any, message: str) -> None:
+    """Stop the reactor and make the process exit non-zero once it has stopped."""
+    sys.stderr.write(f"hurricane: {message}\n")
+
+    def exit_nonzero() -> None:
+        sys.stderr.flush()
+        os._exit(1)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_nonzero)
+    if reactor.running:
+        reactor.stop()
+    else:
+        reactor.callWhenRunning(reactor.stop)

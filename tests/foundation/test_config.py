@@ -1,0 +1,117 @@
+"""Tests for configuration loading and validation."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.config import Config, ConfigError, load_config, parse_host_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(text: str) -> str:
+    fd, path = tempfile.mkstemp(suffix=".toml")
+    with os.fdopen(fd, "w") as fp:
+        fp.write(text)
+    return path
+
+
+class ConfigErrorTests(SynchronousTestCase):
+    """Every mistake names the file, the key path and what was expected."""
+
+    def assertError(self, text: str, *fragments: str) -> ConfigError:
+        path = write(text)
+        e = self.assertRaises(ConfigError, load_config, path)
+        message = str(e)
+        self.assertIn(path, message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return e
+
+    def test_misspelt_key(self) -> None:
+        """An unknown key is named with its section."""
+        self.assertError("[delivery]\nmax_agee = 10\n", "[delivery] max_agee", "unknown key")
+
+    def test_unknown_section(self) -> None:
+        """An unknown section is named."""
+        self.assertError("[deliveri]\nmax_age = 10\n", "[deliveri]", "unknown section")
+
+    def test_wrong_type(self) -> None:
+        """A string where a number belongs names the key and the expected type."""
+        self.assertError('[delivery]\nmax_age = "3 days"\n', "[delivery] max_age",
+                         "expected a number")
+        self.assertError('[submission]\nlisten = "tcp:25"\n', "[submission] listen",
+                         "expected a list")
+
+    def test_bad_endpoint(self) -> None:
+        """A listener that is not a Twisted endpoint string is refused at load time."""
+        self.assertError('[bounce]\nlisten = ["tcpp:25"]\n', "[bounce] listen[0]",
+                         "bad endpoint")
+
+    def test_nested_tables(self) -> None:
+        """Keys of nested tables are named with their full path."""
+        self.assertError("[delivery.timeouts]\nconect = 1\n", "[delivery] timeouts.conect")
+        self.assertError('[delivery.tls_policy.domains]\n"a.example" = "always"\n',
+                         "[delivery] tls_policy.domains.a.example")
+
+    def test_bad_route(self) -> None:
+        """A route target must be host:port."""
+        self.assertError('[routes]\n"example.test" = "127.0.0.1:notaport"\n',
+                         '[routes] "example.test"', "port")
+
+    def test_cross_field(self) -> None:
+        """Values that contradict each other are refused."""
+        self.assertError("[delivery]\nfirst_retry = 600\nmax_retry_interval = 60\n",
+                         "[delivery] max_retry_interval")
+        self.assertError('[delivery]\nverp = "sometimes"\n', "[delivery] verp")
+        self.assertError('[submission]\ntrusted_networks = ["10.0.0.0/33"]\n',
+                         "trusted_networks[0]")
+
+    def test_invalid_toml_and_missing_file(self) -> None:
+        """Broken TOML and a missing file are clear errors too."""
+        self.assertError("[server\n", "not valid TOML")
+        e = self.assertRaises(ConfigError, load_config, "/nonexistent/h.toml")
+        self.assertIn("/nonexistent/h.toml", str(e))
+
+
+class ConfigDefaultsTests(SynchronousTestCase):
+    """Without a file the server runs on safe defaults."""
+
+    def test_defaults(self) -> None:
+        """Defaults: SQLite in ./hurricane-data, loopback listeners on high ports."""
+        c = Config()
+        self.assertTrue(c.store_url.startswith("sqlite:///"))
+        self.assertTrue(c.store_url.endswith("hurricane-data/hurricane.db"))
+        for name in ("submission", "bounce", "web"):
+            for ep in getattr(c, name).listen:
+                self.assertIn("interface=127.0.0.1", ep)
+                self.assertGreater(int(ep.split(":")[1]), 1024)
+        self.assertFalse(c.admin.enabled)
+
+    def test_shipped_examples_load(self) -> None:
+        """etc/hurricane.toml and etc/hurricane-postgres.toml are valid."""
+        for name in ("hurricane.toml", "hurricane-postgres.toml"):
+            c = load_config(REPO / "etc" / name)
+            self.assertEqual(c.source, str(REPO / "etc" / name))
+
+    def test_example_documents_every_key(self) -> None:
+        """Every key of every section appears in etc/hurricane.toml."""
+        import dataclasses
+
+        text = (REPO / "etc" / "hurricane.toml").read_text()
+        c = Config()
+        for section in ("server", "store", "submission", "bounce", "delivery", "web", "admin"):
+            self.assertIn(f"[{section}]", text)
+            for f in dataclasses.fields(getattr(c, section)):
+                self.assertIn(f.name, text, f"[{section}] {f.name} undocumented")
+
+    def test_host_port(self) -> None:
+        """Route targets parse in their three forms."""
+        self.assertEqual(parse_host_port("127.0.0.1:2526"), ("127.0.0.1", 2526))
+        self.assertEqual(parse_host_port("[::1]:25"), ("::1", 25))
+        self.assertEqual(parse_host_port("mx.example.com"), ("mx.example.com", 25))
+        self.assertRaises(ValueError, parse_host_port, "::1:25")

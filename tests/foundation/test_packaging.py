@@ -1,0 +1,81 @@
+"""The wheel ships the twistd plugin correctly and nothing it must not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class WheelTests(SynchronousTestCase):
+    """Build the wheel once and inspect it."""
+
+    wheel: Path
+    tmp: str
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = tempfile.mkdtemp()
+        # A stray dropin.cache in the tree must not reach the wheel.
+        (REPO / "twisted" / "plugins" / "dropin.cache").write_bytes(b"stale")
+        subprocess.run(
+            [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", cls.tmp,
+             str(REPO)],
+            check=True, capture_output=True, timeout=300,
+        )
+        (cls.wheel,) = Path(cls.tmp).glob("hurricane-*.whl")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        (REPO / "twisted" / "plugins" / "dropin.cache").unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        with zipfile.ZipFile(self.wheel) as z:
+            return z.namelist()
+
+    def test_plugin_shipped_without_package_markers(self) -> None:
+        """The plugin module is in the wheel; twisted/__init__.py and dropin.cache are not."""
+        names = self.names()
+        self.assertIn("twisted/plugins/hurricane_plugin.py", names)
+        self.assertNotIn("twisted/__init__.py", names)
+        self.assertNotIn("twisted/plugins/__init__.py", names)
+        self.assertFalse([n for n in names if n.endswith("dropin.cache")])
+        self.assertFalse([n for n in names if n.startswith("twisted/") and
+                          n != "twisted/plugins/hurricane_plugin.py"])
+
+    def test_package_data(self) -> None:
+        """Migrations and the analyzer's rule table are package data."""
+        names = self.names()
+        self.assertTrue([n for n in names if n.startswith("hurricane/store/migrations/")
+                         and n.endswith(".sql")])
+        self.assertIn("hurricane/cli.py", names)
+        self.assertTrue([n for n in names if n.endswith("entry_points.txt")])
+
+    def test_installed_wheel_registers_plugin(self) -> None:
+        """Installed from the wheel, twistd lists hurricane when run from another directory."""
+        target = os.path.join(self.tmp, "site")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+             "--target", target, str(self.wheel)],
+            check=True, capture_output=True, timeout=300,
+        )
+        env = dict(os.environ, PYTHONPATH=target)
+        out = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from twisted.scripts.twistd import run; sys.argv=['twistd','--help'];"
+             " run()"],
+            cwd=tempfile.mkdtemp(), env=env, capture_output=True, text=True, timeout=120,
+        )
+        self.assertIn("hurricane", out.stdout)
+        where = subprocess.run(
+            [sys.executable, "-c", "import hurricane; print(hurricane.__file__)"],
+            cwd=tempfile.mkdtemp(), env=env, capture_output=True, text=True, timeout=60,
+        )
+        self.assertTrue(where.stdout.strip().startswith(target), where.stdout)
