@@ -1,0 +1,453 @@
+"""An in-memory IOutcomeStore for the unit tests of other components.
+
+Plain dicts, the same semantics as the SQL engines (it passes the same
+contract tests), and coroutines that complete immediately, so a test that
+drives it with ``Deferred.fromCoroutine`` can use ``successResultOf``. Like
+Klein's ``MemorySessionStore``, it is a supported provider of the interface,
+not a mock. Two test hooks make calls fail with :class:`StoreUnavailable`:
+:meth:`MemoryStore.fail_next` and :meth:`MemoryStore.set_available`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from hurricane.model import (
+    AttemptResult,
+    BounceEvent,
+    Delivery,
+    EnqueuedRecipient,
+    EnqueueResult,
+    Event,
+    EventKind,
+    NewMessage,
+    Outcome,
+    ReturnedMessage,
+    State,
+    StoredBounce,
+    Summary,
+    Suppression,
+)
+from hurricane.store import migrate, txn
+from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.store.sql import SQLITE
+
+__all__ = ["MemoryStore"]
+
+log = Logger()
+
+_PENDING = (State.queued, State.deferred)
+
+
+@dataclasses.dataclass
+class _Message:
+    message_pk: int
+    queue_id: str
+    message: NewMessage
+    created_at: float
+
+
+@dataclasses.dataclass
+class _Bounce:
+    stored: StoredBounce
+    analysis: str | None = None
+    error: str | None = None
+
+
+@implementer(IOutcomeStore)
+class MemoryStore:
+    """IOutcomeStore in dicts; nothing survives the process."""
+
+    def __init__(self, url: str = "memory:") -> None:
+        self.url = url
+        self._open = False
+        self._fail_next = 0
+        self._available = True
+        self._ids = itertools.count(1)
+        self._messages: dict[int, _Message] = {}
+        self._queue_ids: set[str] = set()
+        self._deliveries: dict[int, Delivery] = {}
+        self._priority: dict[int, int] = {}
+        self._events: dict[int, list[Event]] = {}
+        self._idem: set[tuple[int, str]] = set()
+        self._bounces: dict[int, _Bounce] = {}
+        self._suppressions: dict[str, Suppression] = {}
+        self._applied: list[str] = []
+        self._event_ids = itertools.count(1)
+        self._bounce_ids = itertools.count(1)
+
+    # -- test hooks ---------------------------------------------------------
+
+    def fail_next(self, n: int = 1) -> None:
+        """Make the next ``n`` calls raise StoreUnavailable (then work again)."""
+        self._fail_next += n
+
+    def set_available(self, available: bool) -> None:
+        """Make every call raise StoreUnavailable until set back to True."""
+        self._available = available
+
+    def _check(self, need_open: bool = True) -> None:
+        if self._fail_next > 0:
+            self._fail_next -= 1
+            raise StoreUnavailable(f"store {self.url} failed (fail_next)")
+        if not self._available:
+            raise StoreUnavailable(f"store {self.url} is unavailable (set_available)")
+        if need_open and not self._open:
+            raise StoreUnavailable(f"store {self.url} is not open")
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store (applies the migration names, for schema_version)."""
+        self._check(need_open=False)
+        self._open = True
+        await self.migrate()
+
+    async def close(self) -> None:
+        """Close; the data stays in this object (reopen sees it)."""
+        self._open = False
+
+    async def migrate(self) -> list[str]:
+        """Record the SQL migrations as applied, so versions agree with SQL engines."""
+        self._check()
+        names = [m.name for m in migrate.load_migrations(SQLITE) if m.name not in self._applied]
+        self._applied.extend(names)
+        return names
+
+    async def schema_version(self) -> int:
+        """The number of the last applied migration."""
+        self._check()
+        return max((int(name[:4]) for name in self._applied), default=0)
+
+    # -- submission ---------------------------------------------------------
+
+    async def enqueue(self, message: NewMessage, now: float) -> EnqueueResult:
+        """Store a message and one delivery per recipient."""
+        txn.prepare_message(message, now)
+        self._check()
+        queue_id = txn.new_queue_id(now)
+        while queue_id in self._queue_ids:
+            queue_id = txn.new_queue_id(now)
+        self._queue_ids.add(queue_id)
+        message_pk = len(self._messages) + 1
+        self._messages[message_pk] = _Message(message_pk, queue_id, message, now)
+        recipients = []
+        for rcpt in message.recipients:
+            entry = self._suppressions.get(txn.fold(rcpt.address))
+            state = State.queued if entry is None else State.suppressed
+            reason = None if entry is None else entry.reason
+            delivery_id = next(self._ids)
+            self._deliveries[delivery_id] = Delivery(
+                delivery_id=delivery_id, message_pk=message_pk, queue_id=queue_id,
+                sender=message.sender, recipient=rcpt.address,
+                domain=txn.domain_of(rcpt.address), state=state, reason=reason, hard=False,
+                attempts=0, next_attempt_at=now if state is State.queued else None, code=None,
+                status=None, text=None, remote_host=None, mailing_id=message.mailing_id,
+                message_id=message.message_id, header_message_id=message.header_message_id,
+                orcpt=rcpt.orcpt, created_at=now, updated_at=now,
+            )
+            self._priority[delivery_id] = 0
+            kind = EventKind.queued if state is State.queued else EventKind.suppressed
+            self._add_event(delivery_id, kind, now, state=state, reason=reason,
+                            source="local")
+            recipients.append(EnqueuedRecipient(delivery_id, rcpt.address, state, reason))
+        return EnqueueResult(queue_id, message_pk, tuple(recipients))
+
+    def _add_event(self, delivery_id: int, kind: EventKind, at: float, **fields: Any) -> int:
+        values: dict[str, Any] = {name.name: None for name in dataclasses.fields(Event)}
+        values.update(fields)
+        event_id = next(self._event_ids)
+        values.update(event_id=event_id, delivery_id=delivery_id, kind=kind, at=at)
+        if values["hard"] is None:
+            values["hard"] = False
+        self._events.setdefault(delivery_id, []).append(Event(**values))
+        return event_id
+
+    def _update(self, delivery_id: int, **changes: Any) -> None:
+        self._deliveries[delivery_id] = dataclasses.replace(
+            self._deliveries[delivery_id], **changes)
+
+    # -- delivery -----------------------------------------------------------
+
+    async def claim_due(self, now: float, owner: str, lease_seconds: float, limit: int,
+                        exclude_domains: Sequence[str] = ()) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries for ``owner``."""
+        self._check()
+        excluded = {d.lower() for d in exclude_domains}
+        due = [
+            d for d in self._deliveries.values()
+            if d.state in _PENDING and d.next_attempt_at is not None
+            and d.next_attempt_at <= now and (d.lease_until is None or d.lease_until <= now)
+            and d.domain not in excluded
+        ]
+        due.sort(key=lambda d: (self._priority[d.delivery_id], d.next_attempt_at,
+                                d.delivery_id))
+        claimed = []
+        for d in due[:max(limit, 0)]:
+            self._update(d.delivery_id, lease_owner=owner, lease_until=now + lease_seconds)
+            claimed.append(self._deliveries[d.delivery_id])
+        return claimed
+
+    async def release(self, delivery_ids: Sequence[int], owner: str) -> None:
+        """Give back leases held by ``owner``."""
+        self._check()
+        for delivery_id in delivery_ids:
+            d = self._deliveries.get(delivery_id)
+            if d is not None and d.lease_owner == owner:
+                self._update(delivery_id, lease_owner=None, lease_until=None)
+
+    async def load_body(self, message_pk: int) -> bytes:
+        """The stored message bytes (KeyError when unknown)."""
+        self._check()
+        return self._messages[message_pk].message.body
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> list[int]:
+        """Record attempt outcomes; a late result is kept as an event only."""
+        txn.check_attempts(results)
+        self._check()
+        event_ids = []
+        for r in results:
+            d = self._deliveries.get(r.delivery_id)
+            if d is None:
+                continue
+            state = State(r.state)
+            kind = EventKind.expired if state is State.expired else EventKind.attempt
+            event_id = self._add_event(
+                r.delivery_id, kind, r.at, state=state, reason=r.reason, hard=r.hard,
+                code=r.code, status=r.status, text=r.text, remote_host=r.remote_host,
+                remote_ip=r.remote_ip, tls=r.tls, source=txn.source_text(r.source), rule=r.rule,
+                duration=r.duration)
+            event_ids.append(event_id)
+            if d.state in _PENDING and (r.owner is None or d.lease_owner == r.owner):
+                deferred = state is State.deferred
+                self._update(
+                    r.delivery_id, state=state, reason=r.reason, hard=r.hard,
+                    attempts=d.attempts + 1, code=r.code, status=r.status, text=r.text,
+                    remote_host=r.remote_host,
+                    next_attempt_at=r.next_attempt_at if deferred else None,
+                    lease_owner=None, lease_until=None, updated_at=r.at,
+                    delivered_at=r.at if state is State.delivered else d.delivered_at)
+                self._priority[r.delivery_id] = 1 if deferred else 0
+            if r.suppress:
+                self._suppress(d.recipient, r.reason or "undefined", r.at, "smtp", None,
+                               event_id)
+        return event_ids
+
+    async def retry_now(self, now: float, queue_id: str | None = None,
+                        domain: str | None = None, delivery_id: int | None = None) -> int:
+        """Make matching deferred deliveries due now; return how many."""
+        self._check()
+        count = 0
+        for d in list(self._deliveries.values()):
+            if d.state is not State.deferred:
+                continue
+            if queue_id is not None and d.queue_id != queue_id.upper():
+                continue
+            if domain is not None and d.domain != domain.lower():
+                continue
+            if delivery_id is not None and d.delivery_id != delivery_id:
+                continue
+            self._add_event(d.delivery_id, EventKind.retry, now, state=d.state,
+                            source="operator")
+            self._update(d.delivery_id, next_attempt_at=now, updated_at=now)
+            count += 1
+        return count
+
+    # -- returned mail ------------------------------------------------------
+
+    async def store_bounce(self, message: ReturnedMessage) -> int:
+        """Store a returned message as pending; return its id."""
+        self._check()
+        bounce_id = next(self._bounce_ids)
+        self._bounces[bounce_id] = _Bounce(StoredBounce(
+            bounce_id=bounce_id, raw=message.raw, mail_from=message.mail_from,
+            rcpt_to=message.rcpt_to, received_at=message.received_at,
+            delivery_id=message.delivery_id, status="pending"))
+        return bounce_id
+
+    async def pending_bounces(self, limit: int) -> list[int]:
+        """Ids of pending returned messages, oldest first."""
+        self._check()
+        pending = [b.stored for b in self._bounces.values() if b.stored.status == "pending"]
+        pending.sort(key=lambda b: (b.received_at, b.bounce_id))
+        return [b.bounce_id for b in pending[:limit]]
+
+    async def load_bounce(self, bounce_id: int) -> StoredBounce | None:
+        """One stored returned message."""
+        self._check()
+        bounce = self._bounces.get(bounce_id)
+        return None if bounce is None else bounce.stored
+
+    async def record_bounce(self, bounce_id: int, events: Sequence[BounceEvent], category: str,
+                            correlation: str | None, analysis: str) -> list[int]:
+        """Record the analysis of a returned message."""
+        self._check()
+        bounce = self._bounces.get(bounce_id)
+        if bounce is not None:
+            bounce.stored = dataclasses.replace(bounce.stored, status="analyzed",
+                                                category=category, correlation=correlation)
+            bounce.analysis, bounce.error = analysis, None
+        event_ids = []
+        for ev in events:
+            d = self._deliveries.get(ev.delivery_id)
+            if d is None:
+                continue
+            if ev.idem_key is not None:
+                if (ev.delivery_id, ev.idem_key) in self._idem:
+                    continue
+                self._idem.add((ev.delivery_id, ev.idem_key))
+            kind = EventKind(ev.kind)
+            target = txn.bounce_target(kind, ev.permanent, d.state, d.attempts)
+            event_id = self._add_event(
+                ev.delivery_id, kind, ev.at, state=target, reason=ev.reason, hard=ev.hard,
+                code=ev.code, status=ev.status, text=ev.text, remote_host=ev.remote_host,
+                source=txn.source_text(ev.source), rule=ev.rule, bounce_id=ev.bounce_id,
+                feedback_type=ev.feedback_type, correlation=ev.correlation)
+            event_ids.append(event_id)
+            if target is State.bounced:
+                self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
+                             code=ev.code, status=ev.status, text=ev.text,
+                             remote_host=ev.remote_host or d.remote_host, bounced_at=ev.at,
+                             updated_at=ev.at, next_attempt_at=None, lease_owner=None,
+                             lease_until=None)
+            elif target is State.complained:
+                self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
+                             updated_at=ev.at, next_attempt_at=None, lease_owner=None,
+                             lease_until=None)
+            if ev.suppress:
+                source = "complaint" if kind is EventKind.complaint else "bounce"
+                self._suppress(d.recipient, ev.reason or kind.value, ev.at, source, None,
+                               event_id)
+        return event_ids
+
+    async def mark_bounce_failed(self, bounce_id: int, error: str) -> None:
+        """Mark a returned message whose analysis failed."""
+        self._check()
+        bounce = self._bounces.get(bounce_id)
+        if bounce is not None:
+            bounce.stored = dataclasses.replace(bounce.stored, status="failed")
+            bounce.error = error
+
+    # -- reading ------------------------------------------------------------
+
+    async def get_delivery(self, delivery_id: int) -> Delivery | None:
+        """One delivery row, or None."""
+        self._check()
+        return self._deliveries.get(delivery_id)
+
+    async def find_deliveries(self, *, recipient: str | None = None,
+                              queue_id: str | None = None, mailing_id: str | None = None,
+                              message_id: str | None = None,
+                              header_message_id: str | None = None,
+                              since: float | None = None, limit: int = 100) -> list[Delivery]:
+        """Deliveries matching every filter, newest first."""
+        self._check()
+
+        def same(value: str | None, wanted: str | None) -> bool:
+            return wanted is None or (value is not None
+                                      and value.lower() == wanted.strip().lower())
+
+        found = [
+            d for d in self._deliveries.values()
+            if same(d.recipient, recipient) and same(d.queue_id, queue_id)
+            and same(d.mailing_id, mailing_id) and same(d.message_id, message_id)
+            and same(d.header_message_id, header_message_id)
+            and (since is None or d.created_at >= since)
+        ]
+        found.sort(key=lambda d: (d.created_at, d.delivery_id), reverse=True)
+        return found[:limit]
+
+    async def events(self, delivery_id: int) -> list[Event]:
+        """Every event of a delivery, in order."""
+        self._check()
+        return list(self._events.get(delivery_id, []))
+
+    async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
+                       state: str | None = None,
+                       mailing_id: str | None = None) -> list[Outcome]:
+        """One page of outcome records by delivery id."""
+        self._check()
+        wanted_state = None if state is None else str(getattr(state, "value", state))
+        page = []
+        for delivery_id in sorted(self._deliveries):
+            if delivery_id <= after_delivery_id:
+                continue
+            d = self._deliveries[delivery_id]
+            if wanted_state is not None and d.state.value != wanted_state:
+                continue
+            if mailing_id is not None and (
+                    d.mailing_id is None or d.mailing_id.lower() != mailing_id.lower()):
+                continue
+            page.append(Outcome(
+                queue_id=d.queue_id, delivery_id=d.delivery_id, recipient=d.recipient,
+                state=d.state.value, reason=d.reason, hard=d.hard, code=d.code,
+                status=d.status, text=d.text, attempts=d.attempts, mailing_id=d.mailing_id,
+                message_id=d.message_id, created_at=d.created_at, updated_at=d.updated_at,
+                remote_host=d.remote_host, delivered_at=d.delivered_at,
+                bounced_at=d.bounced_at))
+            if len(page) >= limit:
+                break
+        return page
+
+    async def summary(self, since: float | None = None, until: float | None = None) -> Summary:
+        """Counts for deliveries created in [since, until)."""
+        self._check()
+        counts: dict[tuple[str, str | None], int] = {}
+        messages = set()
+        for d in self._deliveries.values():
+            if (since is not None and d.created_at < since) or (
+                    until is not None and d.created_at >= until):
+                continue
+            messages.add(d.message_pk)
+            key = (d.state.value, d.reason)
+            counts[key] = counts.get(key, 0) + 1
+        return txn.make_summary(len(messages), [(s, r, n) for (s, r), n in counts.items()])
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Deliveries per pending state."""
+        self._check()
+        depth = {State.queued.value: 0, State.deferred.value: 0}
+        for d in self._deliveries.values():
+            if d.state in _PENDING:
+                depth[d.state.value] += 1
+        return depth
+
+    # -- suppression --------------------------------------------------------
+
+    def _suppress(self, address: str, reason: str, now: float, source: str | None,
+                  note: str | None, event_id: int | None) -> bool:
+        key = txn.fold(address)
+        if key in self._suppressions:
+            return False
+        self._suppressions[key] = Suppression(key, reason, now, source, event_id, note)
+        return True
+
+    async def suppress(self, address: str, reason: str, now: float, source: str | None = None,
+                       note: str | None = None, event_id: int | None = None) -> bool:
+        """Add an address (lower-cased); False when it was already there."""
+        self._check()
+        return self._suppress(address, reason, now, source, note, event_id)
+
+    async def unsuppress(self, address: str) -> bool:
+        """Remove an address; False when it was not there."""
+        self._check()
+        return self._suppressions.pop(txn.fold(address), None) is not None
+
+    async def get_suppression(self, address: str) -> Suppression | None:
+        """The suppression entry of an address, or None."""
+        self._check()
+        return self._suppressions.get(txn.fold(address))
+
+    async def suppressions(self, after: str | None = None,
+                           limit: int = 1000) -> list[Suppression]:
+        """One page of the suppression list ordered by address."""
+        self._check()
+        start = txn.fold(after) if after else ""
+        keys = sorted(k for k in self._suppressions if k > start)
+        return [self._suppressions[k] for k in keys[:limit]]

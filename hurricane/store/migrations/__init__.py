@@ -1,0 +1,1 @@
+"""Numbered schema migrations, shipped as package data (see hurricane.store.migrate)."""

@@ -1,0 +1,245 @@
+"""The PostgreSQL engine: txpostgres (async psycopg2, no threads).
+
+Kept thin on purpose (txpostgres's last release is from 2019): a small pool
+of :class:`txpostgres.txpostgres.Connection` objects, our own BEGIN/COMMIT
+around the shared ``*_txn`` functions, and dead-connection handling:
+
+- a connection that fails with a connection-level error (server restarted,
+  ``pg_terminate_backend``) fails the call in flight with StoreUnavailable
+  and is dropped from the pool;
+- an idle connection the server closed is noticed by the reactor (txpostgres
+  keeps every connection registered as a reader) and dropped at the next
+  checkout;
+- a missing connection is opened on demand, so later calls reconnect by
+  themselves, with no timer left behind (tests end with an empty reactor).
+
+We do not use txpostgres's own ``ConnectionPool``: it falls back to the
+global reactor and never replaces a dead connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg2
+from twisted.internet import main
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+from txpostgres import txpostgres
+from txpostgres.reconnection import ConnectionDead
+
+from hurricane.store.base import SqlStore
+from hurricane.store.factory import redact_url
+from hurricane.store.sql import POSTGRES
+from hurricane.store.txn import Row
+
+__all__ = ["PostgresStore"]
+
+log = Logger()
+
+
+class _Connection(txpostgres.Connection):  # type: ignore[misc]
+    """A txpostgres connection that dies quietly when the server goes away.
+
+    txpostgres raises from ``doRead`` when an idle connection is closed by
+    the server; the reactor would log that as an unhandled error. We turn it
+    into an ordinary lost connection: the pool sees it closed and replaces it.
+    """
+
+    def doRead(self) -> object:
+        try:
+            txpostgres.Connection.doRead(self)
+        except psycopg2.Error as e:
+            log.warn("PostgreSQL connection lost while idle: {error}", error=str(e).strip())
+            return main.CONNECTION_LOST
+        return None
+
+    @property
+    def dead(self) -> bool:
+        """True once the underlying psycopg2 connection is closed."""
+        conn = self._connection
+        return conn is None or bool(conn.closed)
+
+
+class _Pool:
+    """At most ``size`` connections, opened on demand, replaced when dead."""
+
+    def __init__(self, reactor: IReactorCore, dsn: str, connect_kwargs: dict[str, Any],
+                 size: int) -> None:
+        self._reactor = reactor
+        self._dsn = dsn
+        self._kwargs = connect_kwargs
+        self._size = size
+        self._idle: list[_Connection] = []
+        self._count = 0
+        self._waiting: deque[Deferred[None]] = deque()
+        self._closed = False
+
+    async def acquire(self) -> _Connection:
+        """A live connection for the caller's exclusive use until release()."""
+        while True:
+            if self._closed:
+                raise ConnectionDead("pool is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.dead:
+                    return conn
+                self._drop(conn)
+            if self._count < self._size:
+                self._count += 1
+                conn = _Connection(reactor=self._reactor)
+                try:
+                    await conn.connect(self._dsn, **self._kwargs)
+                except BaseException:
+                    self._drop(conn, counted=True)
+                    raise
+                return conn
+            waiter: Deferred[None] = Deferred()
+            self._waiting.append(waiter)
+            await waiter
+
+    def release(self, conn: _Connection, broken: bool = False) -> None:
+        """Give a connection back; a broken or dead one is closed and forgotten."""
+        if broken or conn.dead or self._closed:
+            self._drop(conn)
+        else:
+            self._idle.append(conn)
+            self._wake()
+
+    def _drop(self, conn: _Connection, counted: bool = True) -> None:
+        if counted:
+            self._count -= 1
+        try:
+            if conn._connection is not None:
+                conn.close()
+        except Exception:
+            pass  # already gone: closing is best effort
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().callback(None)
+
+    def close(self) -> None:
+        """Close idle connections; busy ones are closed when released."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._drop(conn)
+        while self._waiting:
+            self._waiting.popleft().callback(None)
+
+
+class _PgTxn:
+    """The :class:`hurricane.store.txn.Txn` protocol over a txpostgres cursor."""
+
+    dialect = POSTGRES
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        await self._cursor.execute(POSTGRES.convert(statement), tuple(params))
+
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]]) -> None:
+        # psycopg2 has no executemany on asynchronous connections: one
+        # multi-row VALUES per chunk, one round trip.
+        group = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        for start in range(0, len(rows), 500):
+            chunk = rows[start:start + 500]
+            statement = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                         + ", ".join([group] * len(chunk)))
+            await self._cursor.execute(statement, [v for row in chunk for v in row])
+
+    def fetchone(self) -> Row | None:
+        row: Row | None = self._cursor.fetchone()
+        return row
+
+    def fetchall(self) -> list[Row]:
+        rows: list[Row] = self._cursor.fetchall()
+        return rows
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+#: Errors after which a connection is not trusted any more.
+_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionDead)
+
+
+class PostgresStore(SqlStore):
+    """IOutcomeStore in PostgreSQL; several nodes may share one database."""
+
+    dialect = POSTGRES
+
+    def __init__(self, dsn: str, reactor: IReactorCore, pool_size: int = 4, *,
+                 enqueue_concurrency: int = 1,
+                 connect_kwargs: dict[str, Any] | None = None, url: str | None = None) -> None:
+        """
+        Args:
+            dsn: a libpq connection string or ``postgresql://`` URI.
+            reactor: watches the connections' sockets.
+            pool_size: most connections this node opens.
+            enqueue_concurrency: group-commit batches in flight at once. One
+                gives the largest batches, which measured fastest (a batch
+                is a few statements whatever its size); the other
+                connections serve claims and reads meanwhile.
+            connect_kwargs: more ``psycopg2.connect`` keywords (e.g. ``options``).
+            url: how to name the store in messages (must not hold a password).
+        """
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if not 1 <= enqueue_concurrency <= pool_size:
+            raise ValueError("enqueue_concurrency must be between 1 and pool_size")
+        self.enqueue_in_flight = enqueue_concurrency
+        super().__init__(url or redact_url(dsn), reactor)
+        self._pg_reactor = reactor
+        self._dsn = dsn
+        self._connect_kwargs = dict(connect_kwargs or {})
+        self._pool_size = pool_size
+        self._pool: _Pool | None = None
+
+    async def _connect(self) -> None:
+        self._pool = _Pool(self._pg_reactor, self._dsn, self._connect_kwargs, self._pool_size)
+        # Check out one connection now, so an unreachable server fails open().
+        conn = await self._pool.acquire()
+        self._pool.release(conn)
+
+    async def _disconnect(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
+        pool = self._pool
+        if pool is None:
+            raise ConnectionDead("store is closed")
+        conn = await pool.acquire()
+        broken = False
+        try:
+            cursor = conn.cursor()
+            await cursor.execute("BEGIN")
+            try:
+                result = await func(_PgTxn(cursor), *args)
+                await cursor.execute("COMMIT")
+            except BaseException:
+                if not conn.dead:
+                    try:
+                        await cursor.execute("ROLLBACK")
+                    except Exception:
+                        broken = True
+                raise
+            return result
+        except _CONNECTION_ERRORS:
+            broken = True
+            raise
+        finally:
+            pool.release(conn, broken=broken)
+
+    def _is_database_error(self, error: BaseException) -> bool:
+        return isinstance(error, (psycopg2.Error, ConnectionDead, OSError))

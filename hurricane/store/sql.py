@@ -1,0 +1,311 @@
+"""SQL text shared by the SQLite and PostgreSQL engines, and their differences.
+
+Every statement here is written once with ``?`` placeholders (SQLite's
+paramstyle) and converted with :meth:`Dialect.convert` for psycopg2's
+``%s``. The few places where the dialects really differ (row locks, catalog
+look-ups, migration locks) are attributes of :class:`Dialect`, in the spirit
+of Synapse's ``synapse/storage/engines``. No SQL lives outside this package.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Dialect", "SQLITE", "POSTGRES", "placeholders", "split_statements"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the engines, kept small and explicit."""
+
+    #: Engine name, also the suffix of engine-specific migration files.
+    name: str
+    #: DB-API paramstyle marker for one parameter.
+    marker: str
+    #: Appended to a SELECT that must lock the rows it reads ("" when the
+    #: engine serialises writers anyway, as SQLite does).
+    for_update: str
+    #: Appended to the claim sub-select so that concurrent claimers skip rows
+    #: another node is taking instead of waiting for them.
+    skip_locked: str
+    #: SELECT returning one row when the table named by the parameter exists.
+    table_exists: str
+    #: Statement serialising migrations between nodes ("" when not needed).
+    migration_lock: str
+
+    def convert(self, sql: str) -> str:
+        """Turn ``?`` placeholders into this dialect's marker.
+
+        Args:
+            sql: statement text written with ``?`` placeholders (no ``?`` or
+                ``%`` inside string literals: none of ours have any).
+
+        Returns:
+            The statement in this engine's paramstyle.
+        """
+        if self.marker == "?":
+            return sql
+        return sql.replace("%", "%%").replace("?", self.marker)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    marker="?",
+    for_update="",
+    skip_locked="",
+    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+    migration_lock="",
+)
+
+POSTGRES = Dialect(
+    name="postgres",
+    marker="%s",
+    for_update=" FOR UPDATE",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
+    # to_regclass honours search_path, so per-test schemas work.
+    table_exists="SELECT 1 WHERE to_regclass(?) IS NOT NULL",
+    # Two nodes starting at once must not both apply a migration.
+    migration_lock="SELECT pg_advisory_xact_lock(7305125671)",
+)
+
+
+def placeholders(n: int) -> str:
+    """``?, ?, ...`` for an ``IN (...)`` list of ``n`` parameters (n >= 1)."""
+    return ", ".join("?" * n)
+
+
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a migration script into statements.
+
+    Our migrations never put ``;`` or ``--`` inside string literals, so a
+    plain split is enough; it lets both engines run each statement inside
+    our own transaction (``sqlite3.executescript`` would commit).
+
+    Args:
+        script: the text of a migration file.
+
+    Returns:
+        The non-empty statements, without comments.
+    """
+    text = _COMMENT.sub("", script)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+# -- migrations bookkeeping (Synapse style) ---------------------------------
+
+CREATE_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    lock CHAR(1) NOT NULL DEFAULT 'X' UNIQUE CHECK (lock = 'X'),
+    version INTEGER NOT NULL
+)"""
+
+CREATE_APPLIED_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS applied_migrations (
+    version INTEGER NOT NULL,
+    name TEXT NOT NULL PRIMARY KEY,
+    applied_at DOUBLE PRECISION NOT NULL
+)"""
+
+SELECT_APPLIED = "SELECT name FROM applied_migrations"
+SELECT_APPLIED_ONE = "SELECT 1 FROM applied_migrations WHERE name = ?"
+INSERT_APPLIED = "INSERT INTO applied_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+SELECT_SCHEMA_VERSION = "SELECT version FROM schema_version"
+DELETE_SCHEMA_VERSION = "DELETE FROM schema_version"
+INSERT_SCHEMA_VERSION = "INSERT INTO schema_version (lock, version) VALUES ('X', ?)"
+
+# -- submission -------------------------------------------------------------
+
+SELECT_SUPPRESSED_IN = "SELECT address, reason FROM suppressions WHERE address IN ({})"
+
+# ON CONFLICT DO NOTHING: a queue id collision returns no row and the caller
+# draws another id, without aborting the (PostgreSQL) transaction.
+_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_MESSAGES = """
+INSERT INTO messages (queue_id, sender, mailing_id, message_id, header_message_id,
+                      size, body, source, client, metadata, created_at)
+VALUES {}
+ON CONFLICT (queue_id) DO NOTHING
+RETURNING message_pk, queue_id"""
+
+
+def insert_messages(n: int) -> str:
+    """A multi-row INSERT of ``n`` messages returning (message_pk, queue_id)."""
+    return _INSERT_MESSAGES.format(", ".join([_MESSAGE_VALUES] * n))
+
+
+DELIVERY_INSERT_COLUMNS = (
+    "message_pk", "recipient", "domain", "state", "reason", "next_attempt_at",
+    "orcpt", "created_at", "updated_at",
+)
+
+# One statement writes the first event of every recipient of a message.
+INSERT_ENQUEUE_EVENTS = """
+INSERT INTO events (delivery_id, kind, at, state, reason, source)
+SELECT delivery_id, CASE WHEN state = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
+       created_at, state, reason, 'local'
+FROM deliveries WHERE message_pk IN ({}) ORDER BY delivery_id"""
+
+SELECT_DELIVERY_IDS_OF_MESSAGES = (
+    "SELECT delivery_id, message_pk FROM deliveries WHERE message_pk IN ({})"
+    " ORDER BY delivery_id"
+)
+
+# -- delivery ---------------------------------------------------------------
+
+DELIVERY_COLUMNS = """
+d.delivery_id, d.message_pk, m.queue_id, m.sender, d.recipient, d.domain, d.state,
+d.reason, d.hard, d.attempts, d.next_attempt_at, d.code, d.status, d.text,
+d.remote_host, m.mailing_id, m.message_id, m.header_message_id, d.orcpt,
+d.created_at, d.updated_at, d.delivered_at, d.bounced_at, d.lease_owner, d.lease_until"""
+
+SELECT_DELIVERIES = (
+    "SELECT" + DELIVERY_COLUMNS
+    + "\nFROM deliveries d JOIN messages m ON m.message_pk = d.message_pk"
+)
+
+# The CTE reads the due index in claim order and is MATERIALIZED: written as
+# a plain "IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)", PostgreSQL may run
+# the sub-select more than once and lease more than n rows (seen in tests).
+# The outer WHERE repeats the lease test so that, on PostgreSQL under READ
+# COMMITTED, a row another node leased meanwhile is re-checked on its latest
+# version and left alone.
+CLAIM_DUE = """
+WITH due AS MATERIALIZED (
+    SELECT delivery_id FROM deliveries
+    WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+      AND (lease_until IS NULL OR lease_until <= ?){domains}
+    ORDER BY priority, next_attempt_at, delivery_id
+    LIMIT ?{skip_locked}
+)
+UPDATE deliveries SET lease_owner = ?, lease_until = ?
+WHERE delivery_id IN (SELECT delivery_id FROM due)
+  AND state IN ('queued', 'deferred') AND (lease_until IS NULL OR lease_until <= ?)
+RETURNING delivery_id"""
+
+RELEASE = """
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+WHERE delivery_id IN ({}) AND lease_owner = ?"""
+
+SELECT_BODY = "SELECT body FROM messages WHERE message_pk = ?"
+
+SELECT_DELIVERY_FOR_WRITE = (
+    "SELECT recipient, state, attempts FROM deliveries WHERE delivery_id = ?{for_update}"
+)
+
+EVENT_INSERT_COLUMNS = (
+    "delivery_id", "kind", "at", "state", "reason", "hard", "code", "status", "text",
+    "remote_host", "remote_ip", "tls", "source", "rule", "duration", "bounce_id",
+    "feedback_type", "correlation", "idem_key",
+)
+
+INSERT_EVENT = (
+    "INSERT INTO events (" + ", ".join(EVENT_INSERT_COLUMNS) + ")\nVALUES ("
+    + placeholders(len(EVENT_INSERT_COLUMNS)) + ")"
+)
+
+# Idempotent variant: the conflict target names the partial unique index.
+INSERT_EVENT_IDEMPOTENT = (
+    INSERT_EVENT
+    + "\nON CONFLICT (delivery_id, idem_key) WHERE idem_key IS NOT NULL DO NOTHING"
+    + "\nRETURNING event_id"
+)
+
+INSERT_EVENT_RETURNING = INSERT_EVENT + "\nRETURNING event_id"
+
+# Moves the state only while the row is pending; the lease condition is
+# appended when the writer names itself.
+RECORD_ATTEMPT = """
+UPDATE deliveries SET state = ?, reason = ?, hard = ?, attempts = attempts + 1,
+    code = ?, status = ?, text = ?, remote_host = ?, next_attempt_at = ?,
+    priority = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,
+    delivered_at = COALESCE(?, delivered_at)
+WHERE delivery_id = ? AND state IN ('queued', 'deferred')"""
+
+LEASE_HELD_BY = " AND lease_owner = ?"
+
+INSERT_SUPPRESSION = """
+INSERT INTO suppressions (address, reason, source, event_id, note, created_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (address) DO NOTHING
+RETURNING address"""
+
+RETRY_EVENTS = """
+INSERT INTO events (delivery_id, kind, at, state, source)
+SELECT delivery_id, 'retry', ?, state, 'operator' FROM deliveries WHERE {where}"""
+
+RETRY_NOW = "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE {where}"
+
+# -- returned mail ----------------------------------------------------------
+
+INSERT_BOUNCE = """
+INSERT INTO bounces (received_at, mail_from, rcpt_to, delivery_id, client, raw, status)
+VALUES (?, ?, ?, ?, ?, ?, 'pending')
+RETURNING bounce_id"""
+
+SELECT_PENDING_BOUNCES = """
+SELECT bounce_id FROM bounces WHERE status = 'pending'
+ORDER BY received_at, bounce_id LIMIT ?"""
+
+SELECT_BOUNCE = """
+SELECT bounce_id, raw, mail_from, rcpt_to, received_at, delivery_id, status,
+       category, correlation
+FROM bounces WHERE bounce_id = ?"""
+
+MARK_BOUNCE_ANALYZED = """
+UPDATE bounces SET status = 'analyzed', category = ?, correlation = ?, analysis = ?,
+       error = NULL
+WHERE bounce_id = ?"""
+
+MARK_BOUNCE_FAILED = "UPDATE bounces SET status = 'failed', error = ? WHERE bounce_id = ?"
+
+MOVE_TO_BOUNCED = """
+UPDATE deliveries SET state = 'bounced', reason = ?, hard = ?, code = ?, status = ?,
+    text = ?, remote_host = COALESCE(?, remote_host), bounced_at = ?, updated_at = ?,
+    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+WHERE delivery_id = ? AND state = ?"""
+
+MOVE_TO_COMPLAINED = """
+UPDATE deliveries SET state = 'complained', reason = ?, hard = ?, updated_at = ?,
+    next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
+WHERE delivery_id = ? AND state = ?"""
+
+# -- reading ----------------------------------------------------------------
+
+SELECT_EVENTS = """
+SELECT event_id, delivery_id, kind, at, state, reason, hard, code, status, text,
+       remote_host, remote_ip, tls, source, rule, duration, bounce_id, feedback_type,
+       correlation
+FROM events WHERE delivery_id = ? ORDER BY event_id"""
+
+SELECT_OUTCOMES = """
+SELECT m.queue_id, d.delivery_id, d.recipient, d.state, d.reason, d.hard, d.code,
+       d.status, d.text, d.attempts, m.mailing_id, m.message_id, d.created_at,
+       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at
+FROM deliveries d JOIN messages m ON m.message_pk = d.message_pk
+WHERE d.delivery_id > ?{filters}
+ORDER BY d.delivery_id LIMIT ?"""
+
+SUMMARY_COUNTS = """
+SELECT state, reason, COUNT(*) FROM deliveries WHERE {where} GROUP BY state, reason"""
+
+SUMMARY_MESSAGES = "SELECT COUNT(DISTINCT message_pk) FROM deliveries WHERE {where}"
+
+QUEUE_DEPTH = """
+SELECT state, COUNT(*) FROM deliveries WHERE state IN ('queued', 'deferred') GROUP BY state"""
+
+# -- suppression ------------------------------------------------------------
+
+DELETE_SUPPRESSION = "DELETE FROM suppressions WHERE address = ? RETURNING address"
+
+SUPPRESSION_COLUMNS = "address, reason, created_at, source, event_id, note"
+
+SELECT_SUPPRESSION = "SELECT " + SUPPRESSION_COLUMNS + " FROM suppressions WHERE address = ?"
+
+SELECT_SUPPRESSIONS = (
+    "SELECT " + SUPPRESSION_COLUMNS + " FROM suppressions WHERE address > ?"
+    " ORDER BY address LIMIT ?"
+)

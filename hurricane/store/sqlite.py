@@ -1,0 +1,150 @@
+"""The SQLite engine: the zero-setup default.
+
+One connection in an adbapi pool (``cp_min = cp_max = 1``, as Synapse does),
+so every transaction runs in that pool's single thread, one after the other;
+WAL so that readers (``hurricane outcomes`` in another process) do not block
+the server; foreign keys on; ``synchronous`` FULL by default so that a
+committed enqueue survives a power cut, which is what "250 means committed"
+promises. Enqueues are group-committed (:class:`hurricane.store.base.GroupCommit`):
+one fsync for all the messages that arrived while the previous one ran.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+
+from hurricane.store.base import SqlStore
+from hurricane.store.sql import SQLITE
+from hurricane.store.txn import Row, run_sync
+
+__all__ = ["SqliteStore"]
+
+log = Logger()
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class _SqliteTxn:
+    """The :class:`hurricane.store.txn.Txn` protocol over a sqlite3 cursor.
+
+    ``execute`` is a coroutine only in form: it runs the statement at once,
+    in the pool thread, and never suspends (see :func:`run_sync`).
+    """
+
+    dialect = SQLITE
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(statement, tuple(params))
+
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]]) -> None:
+        statement = (f"INSERT INTO {table} ({', '.join(columns)}) "
+                     f"VALUES ({', '.join('?' * len(columns))})")
+        self._cursor.executemany(statement, rows)
+
+    def fetchone(self) -> Row | None:
+        row: Row | None = self._cursor.fetchone()
+        return row
+
+    def fetchall(self) -> list[Row]:
+        rows: list[Row] = self._cursor.fetchall()
+        return rows
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+class SqliteStore(SqlStore):
+    """IOutcomeStore in one SQLite file."""
+
+    dialect = SQLITE
+    enqueue_in_flight = 1
+
+    def __init__(self, path: str, reactor: IReactorCore, synchronous: str = "FULL", *,
+                 busy_timeout: float = 10.0, url: str | None = None) -> None:
+        """
+        Args:
+            path: the database file; its directory is created at open.
+            reactor: runs the pool's thread and its callbacks.
+            synchronous: SQLite's ``PRAGMA synchronous`` (FULL: durable commits).
+            busy_timeout: seconds to wait for another process's write lock.
+            url: how to name the store in messages (default ``sqlite:///path``).
+
+        Raises:
+            ValueError: ``synchronous`` is not a SQLite level.
+        """
+        synchronous = synchronous.upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self.path = os.path.abspath(path)
+        super().__init__(url or f"sqlite://{self.path}", reactor)
+        self._pool_reactor = reactor
+        self._synchronous = synchronous
+        self._busy_ms = int(busy_timeout * 1000)
+        self._pool: adbapi.ConnectionPool | None = None
+
+    def _on_connect(self, conn: sqlite3.Connection) -> None:
+        # Runs in the pool thread for the (one) new connection.
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+
+    async def _connect(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3", self.path, cp_min=1, cp_max=1, cp_openfun=self._on_connect,
+            cp_reactor=self._pool_reactor, check_same_thread=False,
+            # We issue BEGIN/COMMIT ourselves: Python's implicit transactions
+            # would leave DDL (migrations) outside any transaction.
+            isolation_level=None, timeout=self._busy_ms / 1000,
+        )
+        self._pool.start()
+        # Connect now, so that an unusable path fails open() and not the
+        # first enqueue.
+        await self._pool.runInteraction(lambda cursor: cursor.execute("SELECT 1"))
+
+    async def _disconnect(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
+        pool = self._pool
+        if pool is None:
+            raise sqlite3.ProgrammingError("store is closed")
+        return await pool.runInteraction(self._interaction_txn, func, args)
+
+    @staticmethod
+    def _interaction_txn(cursor: Any, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Run one transaction function in the pool thread.
+
+        BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
+        that reads and then writes can fail with SQLITE_BUSY halfway when
+        another process (a CLI command) writes in between.
+        """
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            result = run_sync(func(_SqliteTxn(cursor), *args))
+        except BaseException:
+            try:
+                cursor.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is gone; the original error says why
+            raise
+        cursor.execute("COMMIT")
+        return result
+
+    def _is_database_error(self, error: BaseException) -> bool:
+        return isinstance(error, (sqlite3.Error, OSError))

@@ -1,0 +1,656 @@
+"""Transaction functions shared by the SQLite and PostgreSQL engines.
+
+Each ``*_txn`` function (Synapse's naming) receives an open transaction and
+does one domain operation with the SQL of :mod:`hurricane.store.sql`. They
+are coroutines over the small :class:`Txn` protocol:
+
+- on PostgreSQL, ``Txn.execute`` awaits txpostgres (no threads);
+- on SQLite, ``Txn.execute`` runs the statement synchronously in the adbapi
+  pool thread and never suspends, so the engine drives the coroutine to its
+  end with a single ``send(None)`` (see :func:`run_sync`).
+
+Writing the semantics once keeps the two engines identical, which is what
+the contract tests check; only the engine-specific glue (connections,
+commit, error mapping) differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from hurricane.model import (
+    AttemptResult,
+    BounceEvent,
+    Delivery,
+    EnqueuedRecipient,
+    EnqueueResult,
+    Event,
+    EventKind,
+    NewMessage,
+    Outcome,
+    ReturnedMessage,
+    State,
+    StoredBounce,
+    Summary,
+    Suppression,
+)
+from hurricane.store import sql
+from hurricane.store.sql import Dialect
+
+__all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync"]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+class Txn(Protocol):
+    """What a transaction function may do: the engine provides it."""
+
+    dialect: Dialect
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement written with ``?`` placeholders."""
+
+    async def insert_rows(self, table: str, columns: Sequence[str],
+                          rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows at once (executemany or multi-row VALUES)."""
+
+    def fetchone(self) -> Row | None:
+        """The next row of the last statement."""
+
+    def fetchall(self) -> list[Row]:
+        """The remaining rows of the last statement."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the last statement."""
+
+
+TxnFunction = Callable[..., Awaitable[T]]
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Drive a transaction coroutine whose awaits never suspend.
+
+    Args:
+        coro: a ``*_txn`` coroutine running over a synchronous :class:`Txn`.
+
+    Returns:
+        Its result.
+
+    Raises:
+        RuntimeError: the coroutine awaited something asynchronous (a bug).
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a transaction function suspended on a synchronous connection")
+
+
+# -- identifiers --------------------------------------------------------------
+
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+#: 2024-01-01T00:00:00Z: queue ids count seconds from here (32 bits: 136 years).
+_EPOCH = 1704067200
+QUEUE_ID_LENGTH = 14
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A new queue id: 14 upper-case RFC 4648 base32 characters (70 bits).
+
+    The first 32 bits are seconds since 2024 (ids sort roughly by time, which
+    helps reading logs), the other 38 are random, so that nodes sharing one
+    database need no coordination; the unique index catches the rare
+    collision and the caller draws again.
+    """
+    seconds = int((time.time() if now is None else now) - _EPOCH) & 0xFFFFFFFF
+    value = (seconds << 38) | int.from_bytes(os.urandom(5), "big") >> 2
+    return "".join(_B32[(value >> shift) & 31] for shift in range(65, -1, -5))
+
+
+def fold(address: str) -> str:
+    """The case-insensitive key of an address (suppression list)."""
+    return address.strip().lower()
+
+
+def domain_of(address: str) -> str:
+    """The lower-cased domain of an address ("" when there is no ``@``)."""
+    return address.rpartition("@")[2].lower()
+
+
+# -- row conversion -----------------------------------------------------------
+
+def _bool(value: Any) -> bool:
+    return bool(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def delivery_from_row(row: Row) -> Delivery:
+    """A :class:`Delivery` from a row of ``sql.SELECT_DELIVERIES``."""
+    return Delivery(
+        delivery_id=int(row[0]), message_pk=int(row[1]), queue_id=row[2], sender=row[3],
+        recipient=row[4], domain=row[5], state=State(row[6]), reason=row[7],
+        hard=_bool(row[8]), attempts=int(row[9]), next_attempt_at=row[10],
+        code=_opt_int(row[11]), status=row[12], text=row[13], remote_host=row[14],
+        mailing_id=row[15], message_id=row[16], header_message_id=row[17], orcpt=row[18],
+        created_at=row[19], updated_at=row[20], delivered_at=row[21], bounced_at=row[22],
+        lease_owner=row[23], lease_until=row[24],
+    )
+
+
+def event_from_row(row: Row) -> Event:
+    """An :class:`Event` from a row of ``sql.SELECT_EVENTS``."""
+    return Event(
+        event_id=int(row[0]), delivery_id=int(row[1]), kind=EventKind(row[2]), at=row[3],
+        state=None if row[4] is None else State(row[4]), reason=row[5], hard=_bool(row[6]),
+        code=_opt_int(row[7]), status=row[8], text=row[9], remote_host=row[10],
+        remote_ip=row[11], tls=row[12], source=row[13], rule=row[14], duration=row[15],
+        bounce_id=_opt_int(row[16]), feedback_type=row[17], correlation=row[18],
+    )
+
+
+def outcome_from_row(row: Row) -> Outcome:
+    """An :class:`Outcome` from a row of ``sql.SELECT_OUTCOMES``."""
+    return Outcome(
+        queue_id=row[0], delivery_id=int(row[1]), recipient=row[2], state=row[3],
+        reason=row[4], hard=_bool(row[5]), code=_opt_int(row[6]), status=row[7],
+        text=row[8], attempts=int(row[9]), mailing_id=row[10], message_id=row[11],
+        created_at=row[12], updated_at=row[13], remote_host=row[14],
+        delivered_at=row[15], bounced_at=row[16],
+    )
+
+
+def suppression_from_row(row: Row) -> Suppression:
+    """A :class:`Suppression` from a row with ``sql.SUPPRESSION_COLUMNS``."""
+    return Suppression(address=row[0], reason=row[1], created_at=row[2], source=row[3],
+                       event_id=_opt_int(row[4]), note=row[5])
+
+
+# -- submission ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A message with everything that can fail outside the database done.
+
+    Prepared on the caller's side before it joins a group commit, so that a
+    bad message (metadata that is not JSON) fails alone, not its batch.
+    """
+
+    message: NewMessage
+    metadata_json: str
+    now: float
+
+
+def prepare_message(message: NewMessage, now: float) -> PreparedMessage:
+    """Validate and serialise a message for :func:`enqueue_txn`.
+
+    Raises:
+        ValueError: no recipients, or metadata that JSON cannot encode.
+    """
+    if not message.recipients:
+        raise ValueError("a message needs at least one recipient")
+    try:
+        metadata_json = json.dumps(message.metadata, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"message metadata is not JSON-serialisable: {e}") from e
+    return PreparedMessage(message, metadata_json, now)
+
+
+#: Parameters per IN (...) list: below SQLite's historical 999 limit.
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+#: Messages per multi-row INSERT (11 parameters each: under SQLite's old 999).
+_MESSAGE_CHUNK = 80
+
+
+async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[EnqueueResult]:
+    """Store several messages, their delivery rows and first events.
+
+    Set-based, so that a group commit costs a few statements per batch rather
+    than per message: one suppression look-up, multi-row inserts for
+    messages and deliveries, one INSERT ... SELECT for the events and one
+    SELECT for the new delivery ids.
+    """
+    keys = sorted({fold(r.address) for p in batch for r in p.message.recipients})
+    suppressed: dict[str, str] = {}
+    for chunk in _chunks(keys):
+        await txn.execute(sql.SELECT_SUPPRESSED_IN.format(sql.placeholders(len(chunk))), chunk)
+        suppressed.update((row[0], row[1]) for row in txn.fetchall())
+
+    # Messages: draw queue ids; a collision (unique index, ON CONFLICT DO
+    # NOTHING) returns no row for that message, which draws again.
+    message_pks: dict[int, tuple[str, int]] = {}
+    for _ in range(8):
+        todo = [i for i in range(len(batch)) if i not in message_pks]
+        if not todo:
+            break
+        for chunk in _chunks(todo, _MESSAGE_CHUNK):
+            drawn = {new_queue_id(batch[i].now): i for i in chunk}
+            params: list[Any] = []
+            for queue_id, i in drawn.items():
+                m = batch[i].message
+                params += [queue_id, m.sender, m.mailing_id, m.message_id, m.header_message_id,
+                           len(m.body), m.body, m.source, m.client, batch[i].metadata_json,
+                           batch[i].now]
+            await txn.execute(sql.insert_messages(len(drawn)), params)
+            for message_pk, queue_id in txn.fetchall():
+                message_pks[drawn[queue_id]] = (queue_id, int(message_pk))
+    if len(message_pks) < len(batch):  # pragma: no cover - 38 random bits, 8 times
+        raise RuntimeError("could not allocate unique queue ids")
+
+    rows = []
+    for i, prepared in enumerate(batch):
+        message_pk, now = message_pks[i][1], prepared.now
+        for recipient in prepared.message.recipients:
+            reason = suppressed.get(fold(recipient.address))
+            state = State.queued if reason is None else State.suppressed
+            rows.append((
+                message_pk, recipient.address, domain_of(recipient.address), state.value,
+                reason, now if state is State.queued else None, recipient.orcpt, now, now,
+            ))
+    await txn.insert_rows("deliveries", sql.DELIVERY_INSERT_COLUMNS, rows)
+    pks = [pk for _, pk in message_pks.values()]
+    ids: dict[int, list[int]] = {pk: [] for pk in pks}
+    for chunk in _chunks(pks):
+        marks = sql.placeholders(len(chunk))
+        await txn.execute(sql.INSERT_ENQUEUE_EVENTS.format(marks), chunk)
+        # Rows were inserted in recipient order, so ascending ids map back
+        # to recipients by position within each message.
+        await txn.execute(sql.SELECT_DELIVERY_IDS_OF_MESSAGES.format(marks), chunk)
+        for delivery_id, message_pk in txn.fetchall():
+            ids[int(message_pk)].append(int(delivery_id))
+
+    results = []
+    for i, prepared in enumerate(batch):
+        queue_id, message_pk = message_pks[i]
+        recipients = []
+        for delivery_id, recipient in zip(ids[message_pk], prepared.message.recipients):
+            reason = suppressed.get(fold(recipient.address))
+            state = State.queued if reason is None else State.suppressed
+            recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state, reason))
+        results.append(EnqueueResult(queue_id, message_pk, tuple(recipients)))
+    return results
+
+
+async def enqueue_txn(txn: Txn, prepared: PreparedMessage) -> EnqueueResult:
+    """Store one message (a batch of one)."""
+    return (await enqueue_batch_txn(txn, [prepared]))[0]
+
+
+# -- delivery -----------------------------------------------------------------
+
+async def _select_deliveries(txn: Txn, ids: Sequence[int]) -> dict[int, Delivery]:
+    found: dict[int, Delivery] = {}
+    for chunk in _chunks(ids):
+        await txn.execute(
+            sql.SELECT_DELIVERIES + f"\nWHERE d.delivery_id IN ({sql.placeholders(len(chunk))})",
+            chunk,
+        )
+        for row in txn.fetchall():
+            delivery = delivery_from_row(row)
+            found[delivery.delivery_id] = delivery
+    return found
+
+
+async def claim_due_txn(txn: Txn, now: float, owner: str, lease_seconds: float, limit: int,
+                        exclude_domains: Sequence[str]) -> list[Delivery]:
+    """Lease due deliveries to ``owner``; see IOutcomeStore.claim_due."""
+    if limit <= 0:
+        return []
+    domains = [d.lower() for d in exclude_domains]
+    domain_sql = (
+        f"\n      AND domain NOT IN ({sql.placeholders(len(domains))})" if domains else ""
+    )
+    statement = sql.CLAIM_DUE.format(domains=domain_sql, skip_locked=txn.dialect.skip_locked)
+    await txn.execute(statement, (now, now, *domains, limit, owner, now + lease_seconds, now))
+    ids = [int(row[0]) for row in txn.fetchall()]
+    if not ids:
+        return []
+    found = await _select_deliveries(txn, ids)
+    claimed = list(found.values())
+    # Same order as the claim: new mail first, then by due time.
+    claimed.sort(key=lambda d: (0 if d.attempts == 0 else 1, d.next_attempt_at or 0.0,
+                                d.delivery_id))
+    return claimed
+
+
+async def release_txn(txn: Txn, delivery_ids: Sequence[int], owner: str) -> None:
+    """Give back leases held by ``owner``."""
+    for chunk in _chunks(list(delivery_ids)):
+        await txn.execute(sql.RELEASE.format(sql.placeholders(len(chunk))), (*chunk, owner))
+
+
+async def load_body_txn(txn: Txn, message_pk: int) -> bytes | None:
+    """The stored bytes of a message, or None."""
+    await txn.execute(sql.SELECT_BODY, (message_pk,))
+    row = txn.fetchone()
+    return None if row is None else bytes(row[0])
+
+
+async def _suppress(txn: Txn, address: str, reason: str, now: float, source: str | None,
+                    note: str | None, event_id: int | None) -> bool:
+    await txn.execute(sql.INSERT_SUPPRESSION,
+                      (fold(address), reason, source, event_id, note, now))
+    return txn.fetchone() is not None
+
+
+_ATTEMPT_STATES = frozenset({State.delivered, State.deferred, State.failed, State.expired})
+
+
+def check_attempts(results: Sequence[AttemptResult]) -> None:
+    """Reject results whose state no attempt can produce (a caller's bug).
+
+    Raises:
+        ValueError: a result's state is not delivered/deferred/failed/expired.
+    """
+    for result in results:
+        if State(result.state) not in _ATTEMPT_STATES:
+            raise ValueError(f"an attempt cannot end in state {result.state!r}")
+
+
+async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> list[int]:
+    """Record attempt outcomes; see IOutcomeStore.record_attempts."""
+    event_ids: list[int] = []
+    for r in results:
+        state = State(r.state)
+        await txn.execute(
+            sql.SELECT_DELIVERY_FOR_WRITE.format(for_update=txn.dialect.for_update),
+            (r.delivery_id,),
+        )
+        row = txn.fetchone()
+        if row is None:
+            # Unknown delivery (purged, or a caller's bug): nothing to explain.
+            continue
+        recipient = row[0]
+        kind = EventKind.expired if state is State.expired else EventKind.attempt
+        await txn.execute(sql.INSERT_EVENT_RETURNING, (
+            r.delivery_id, kind.value, r.at, state.value, r.reason, r.hard, r.code, r.status,
+            r.text, r.remote_host, r.remote_ip, r.tls, source_text(r.source), r.rule, r.duration,
+            None, None, None, None,
+        ))
+        event_row = txn.fetchone()
+        assert event_row is not None
+        event_id = int(event_row[0])
+        event_ids.append(event_id)
+        statement, params = sql.RECORD_ATTEMPT, [
+            state.value, r.reason, r.hard, r.code, r.status, r.text, r.remote_host,
+            r.next_attempt_at if state is State.deferred else None,
+            1 if state is State.deferred else 0, r.at,
+            r.at if state is State.delivered else None, r.delivery_id,
+        ]
+        if r.owner is not None:
+            # A node that lost its lease keeps only its event.
+            statement += sql.LEASE_HELD_BY
+            params.append(r.owner)
+        await txn.execute(statement, params)
+        if r.suppress:
+            await _suppress(txn, recipient, r.reason or "undefined", r.at, "smtp", None,
+                            event_id)
+    return event_ids
+
+
+def source_text(source: Any) -> str | None:
+    """The text form of a Source (or of a plain string)."""
+    return None if source is None else str(getattr(source, "value", source))
+
+
+async def retry_now_txn(txn: Txn, now: float, queue_id: str | None, domain: str | None,
+                        delivery_id: int | None) -> int:
+    """Make matching deferred deliveries due now; return how many."""
+    where = ["state = 'deferred'"]
+    params: list[Any] = []
+    if queue_id is not None:
+        where.append("message_pk IN (SELECT message_pk FROM messages WHERE queue_id = ?)")
+        params.append(queue_id.upper())
+    if domain is not None:
+        where.append("domain = ?")
+        params.append(domain.lower())
+    if delivery_id is not None:
+        where.append("delivery_id = ?")
+        params.append(delivery_id)
+    clause = " AND ".join(where)
+    await txn.execute(sql.RETRY_EVENTS.format(where=clause), (now, *params))
+    await txn.execute(sql.RETRY_NOW.format(where=clause), (now, now, *params))
+    return txn.rowcount
+
+
+# -- returned mail ------------------------------------------------------------
+
+async def store_bounce_txn(txn: Txn, message: ReturnedMessage) -> int:
+    """Store a returned message as pending; return its id."""
+    await txn.execute(sql.INSERT_BOUNCE, (
+        message.received_at, message.mail_from, message.rcpt_to, message.delivery_id,
+        message.client, message.raw,
+    ))
+    row = txn.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
+    """Ids of returned messages not analyzed yet, oldest first."""
+    await txn.execute(sql.SELECT_PENDING_BOUNCES, (limit,))
+    return [int(row[0]) for row in txn.fetchall()]
+
+
+async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
+    """One stored returned message."""
+    await txn.execute(sql.SELECT_BOUNCE, (bounce_id,))
+    row = txn.fetchone()
+    if row is None:
+        return None
+    return StoredBounce(
+        bounce_id=int(row[0]), raw=bytes(row[1]), mail_from=row[2], rcpt_to=row[3],
+        received_at=row[4], delivery_id=_opt_int(row[5]), status=row[6], category=row[7],
+        correlation=row[8],
+    )
+
+
+#: States a permanent bounce moves to ``bounced``.
+BOUNCEABLE = frozenset({State.queued, State.deferred, State.delivered})
+#: States a complaint never moves: never sent, or already complained.
+NOT_COMPLAINABLE = frozenset({State.suppressed, State.complained})
+
+
+def bounce_target(kind: EventKind, permanent: bool, state: State, attempts: int) -> State | None:
+    """The state a bounce event moves a delivery to, or None (event only).
+
+    Shared with the memory store so that all engines decide alike.
+    """
+    if kind is EventKind.bounce and permanent and state in BOUNCEABLE:
+        return State.bounced
+    if kind is EventKind.complaint and state not in NOT_COMPLAINABLE and attempts > 0:
+        # A complaint is about mail that was sent: at least one attempt.
+        return State.complained
+    return None
+
+
+async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
+                            category: str, correlation: str | None, analysis: str) -> list[int]:
+    """Record the analysis of a returned message; see IOutcomeStore.record_bounce."""
+    await txn.execute(sql.MARK_BOUNCE_ANALYZED, (category, correlation, analysis, bounce_id))
+    event_ids: list[int] = []
+    for ev in events:
+        kind = EventKind(ev.kind)
+        await txn.execute(
+            sql.SELECT_DELIVERY_FOR_WRITE.format(for_update=txn.dialect.for_update),
+            (ev.delivery_id,),
+        )
+        row = txn.fetchone()
+        if row is None:
+            continue
+        recipient, state, attempts = row[0], State(row[1]), int(row[2])
+        target = bounce_target(kind, ev.permanent, state, attempts)
+        await txn.execute(sql.INSERT_EVENT_IDEMPOTENT, (
+            ev.delivery_id, kind.value, ev.at, None if target is None else target.value,
+            ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
+            source_text(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
+            ev.correlation, ev.idem_key,
+        ))
+        event_row = txn.fetchone()
+        if event_row is None:
+            continue  # already recorded under this idem_key
+        event_id = int(event_row[0])
+        event_ids.append(event_id)
+        if target is State.bounced:
+            await txn.execute(sql.MOVE_TO_BOUNCED, (
+                ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, ev.at, ev.at,
+                ev.delivery_id, state.value,
+            ))
+        elif target is State.complained:
+            await txn.execute(sql.MOVE_TO_COMPLAINED, (
+                ev.reason, ev.hard, ev.at, ev.delivery_id, state.value,
+            ))
+        if ev.suppress:
+            source = "complaint" if kind is EventKind.complaint else "bounce"
+            await _suppress(txn, recipient, ev.reason or kind.value, ev.at, source, None,
+                            event_id)
+    return event_ids
+
+
+async def mark_bounce_failed_txn(txn: Txn, bounce_id: int, error: str) -> None:
+    """Mark a returned message whose analysis failed."""
+    await txn.execute(sql.MARK_BOUNCE_FAILED, (error, bounce_id))
+
+
+# -- reading ------------------------------------------------------------------
+
+async def get_delivery_txn(txn: Txn, delivery_id: int) -> Delivery | None:
+    """One delivery, or None."""
+    return (await _select_deliveries(txn, [delivery_id])).get(delivery_id)
+
+
+async def find_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str | None,
+                              mailing_id: str | None, message_id: str | None,
+                              header_message_id: str | None, since: float | None,
+                              limit: int) -> list[Delivery]:
+    """Deliveries matching every given filter, newest first."""
+    where: list[str] = []
+    params: list[Any] = []
+    if recipient is not None:
+        where.append("lower(d.recipient) = lower(?)")
+        params.append(recipient.strip())
+    if queue_id is not None:
+        where.append("m.queue_id = ?")
+        params.append(queue_id.strip().upper())
+    for column, value in (("mailing_id", mailing_id), ("message_id", message_id),
+                          ("header_message_id", header_message_id)):
+        if value is not None:
+            where.append(f"lower(m.{column}) = lower(?)")
+            params.append(value)
+    if since is not None:
+        where.append("d.created_at >= ?")
+        params.append(since)
+    statement = sql.SELECT_DELIVERIES
+    if where:
+        statement += "\nWHERE " + " AND ".join(where)
+    statement += "\nORDER BY d.created_at DESC, d.delivery_id DESC LIMIT ?"
+    await txn.execute(statement, (*params, limit))
+    return [delivery_from_row(row) for row in txn.fetchall()]
+
+
+async def events_txn(txn: Txn, delivery_id: int) -> list[Event]:
+    """Every event of a delivery, in order."""
+    await txn.execute(sql.SELECT_EVENTS, (delivery_id,))
+    return [event_from_row(row) for row in txn.fetchall()]
+
+
+async def outcomes_txn(txn: Txn, after_delivery_id: int, limit: int, state: str | None,
+                       mailing_id: str | None) -> list[Outcome]:
+    """One page of outcome records by delivery id."""
+    filters = ""
+    params: list[Any] = [after_delivery_id]
+    if state is not None:
+        filters += " AND d.state = ?"
+        params.append(str(getattr(state, "value", state)))
+    if mailing_id is not None:
+        filters += " AND lower(m.mailing_id) = lower(?)"
+        params.append(mailing_id)
+    await txn.execute(sql.SELECT_OUTCOMES.format(filters=filters), (*params, limit))
+    return [outcome_from_row(row) for row in txn.fetchall()]
+
+
+def make_summary(messages: int, counts: Sequence[tuple[str, str | None, int]]) -> Summary:
+    """Fold (state, reason, count) rows into a :class:`Summary` (all engines)."""
+    by_state: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for state, reason, count in counts:
+        by_state[state] = by_state.get(state, 0) + count
+        if reason is not None:
+            by_reason[reason] = by_reason.get(reason, 0) + count
+    return Summary(
+        messages=messages, recipients=sum(by_state.values()), by_state=by_state,
+        by_reason=by_reason, sync_failures=by_state.get(State.failed.value, 0),
+        async_bounces=by_state.get(State.bounced.value, 0),
+        complaints=by_state.get(State.complained.value, 0),
+    )
+
+
+async def summary_txn(txn: Txn, since: float | None, until: float | None) -> Summary:
+    """Counts for deliveries created in [since, until)."""
+    where = ["1 = 1"]
+    params: list[Any] = []
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("created_at < ?")
+        params.append(until)
+    clause = " AND ".join(where)
+    await txn.execute(sql.SUMMARY_MESSAGES.format(where=clause), params)
+    row = txn.fetchone()
+    messages = int(row[0]) if row is not None else 0
+    await txn.execute(sql.SUMMARY_COUNTS.format(where=clause), params)
+    counts = [(r[0], r[1], int(r[2])) for r in txn.fetchall()]
+    return make_summary(messages, counts)
+
+
+async def queue_depth_txn(txn: Txn) -> dict[str, int]:
+    """Deliveries per pending state."""
+    depth = {State.queued.value: 0, State.deferred.value: 0}
+    await txn.execute(sql.QUEUE_DEPTH)
+    for state, count in txn.fetchall():
+        depth[state] = int(count)
+    return depth
+
+
+# -- suppression --------------------------------------------------------------
+
+async def suppress_txn(txn: Txn, address: str, reason: str, now: float, source: str | None,
+                       note: str | None, event_id: int | None) -> bool:
+    """Add an address; False when it was already there."""
+    return await _suppress(txn, address, reason, now, source, note, event_id)
+
+
+async def unsuppress_txn(txn: Txn, address: str) -> bool:
+    """Remove an address; False when it was not there."""
+    await txn.execute(sql.DELETE_SUPPRESSION, (fold(address),))
+    return bool(txn.fetchall())
+
+
+async def get_suppression_txn(txn: Txn, address: str) -> Suppression | None:
+    """The suppression entry of an address."""
+    await txn.execute(sql.SELECT_SUPPRESSION, (fold(address),))
+    row = txn.fetchone()
+    return None if row is None else suppression_from_row(row)
+
+
+async def suppressions_txn(txn: Txn, after: str | None, limit: int) -> list[Suppression]:
+    """One page of the suppression list by address."""
+    await txn.execute(sql.SELECT_SUPPRESSIONS, (fold(after) if after else "", limit))
+    return [suppression_from_row(row) for row in txn.fetchall()]

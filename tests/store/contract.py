@@ -1,0 +1,631 @@
+"""The IOutcomeStore contract: one mixin, run against every engine.
+
+An engine's test case mixes :class:`StoreContractMixin` into a trial
+``TestCase`` and provides :meth:`StoreContractMixin.make_store` (an opened
+store, closed by a cleanup), :meth:`StoreContractMixin.reopen`,
+:meth:`StoreContractMixin.break_store` and
+:meth:`StoreContractMixin.make_unreachable_store`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import SkipTest
+from zope.interface.verify import verifyObject
+
+from hurricane.model import (
+    AttemptResult,
+    BounceEvent,
+    EventKind,
+    NewMessage,
+    NewRecipient,
+    ReturnedMessage,
+    Source,
+    State,
+)
+from hurricane.store import migrate, sql
+from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+
+T0 = 1_000_000.0
+
+
+def message(*recipients: str, **fields: Any) -> NewMessage:
+    """A small message to ``recipients`` (default one)."""
+    rcpts = tuple(NewRecipient(r) for r in (recipients or ("rcpt@example.com",)))
+    fields.setdefault("body", b"Subject: hi\r\n\r\nhello\r\n")
+    return NewMessage(sender=fields.pop("sender", "app@sender.test"), recipients=rcpts,
+                      **fields)
+
+
+class StoreContractMixin:
+    """Contract tests for any IOutcomeStore; see the module docstring."""
+
+    #: False for engines that keep nothing across reopen (memory).
+    durable = True
+    #: True where the store runs real transactions that can be made to fail.
+    transactional = True
+
+    # Provided by trial's TestCase.
+    assertEqual: Any
+    assertTrue: Any
+    assertFalse: Any
+    assertIsNone: Any
+    assertIsNotNone: Any
+    assertIn: Any
+    assertLess: Any
+    assertRaises: Any
+    assertGreater: Any
+    patch: Any
+
+    async def make_store(self) -> Any:
+        """An opened store on fresh, empty storage (closed by a cleanup)."""
+        raise NotImplementedError
+
+    async def reopen(self, store: Any) -> Any:
+        """Close ``store`` and open a new one on the same storage."""
+        raise NotImplementedError
+
+    async def break_store(self, store: Any) -> None:
+        """Make the storage under ``store`` fail every later call."""
+        raise NotImplementedError
+
+    def make_unreachable_store(self) -> Any:
+        """A store (not opened) whose storage cannot be reached."""
+        raise NotImplementedError
+
+    async def setUp(self) -> None:  # noqa: D102 - trial hook
+        self.store = await self.make_store()
+
+    async def assertUnavailable(self, coro: Any) -> StoreUnavailable:
+        """Await ``coro`` and check that it raises StoreUnavailable."""
+        try:
+            await coro
+        except StoreUnavailable as e:
+            return e
+        raise AssertionError("expected StoreUnavailable")
+
+    async def enqueue_one(self, *recipients: str, now: float = T0, **fields: Any) -> Any:
+        """Enqueue one message and return the EnqueueResult."""
+        return await self.store.enqueue(message(*recipients, **fields), now)
+
+    async def deliver(self, delivery_id: int, at: float = T0 + 10) -> None:
+        """Record a successful attempt."""
+        await self.store.record_attempts(
+            [AttemptResult(delivery_id, State.delivered, at, code=250, text="ok")])
+
+    # -- interface and schema -----------------------------------------------
+
+    def test_provides_interface(self) -> None:
+        """The store provides every IOutcomeStore method and a redacted url."""
+        self.assertTrue(verifyObject(IOutcomeStore, self.store))
+        self.assertTrue(self.store.url)
+
+    async def test_schema_version(self) -> None:
+        """After open, every migration is applied and migrate() applies nothing more."""
+        numbers = [m.number for m in migrate.load_migrations(sql.SQLITE)]
+        self.assertEqual(await self.store.schema_version(), max(numbers))
+        self.assertEqual(await self.store.migrate(), [])
+
+    async def test_close_twice(self) -> None:
+        """close() is safe to call twice, and a closed store is unavailable."""
+        await self.store.close()
+        await self.store.close()
+        await self.assertUnavailable(self.store.queue_depth())
+
+    # -- enqueue ------------------------------------------------------------
+
+    async def test_enqueue(self) -> None:
+        """enqueue stores a queued delivery per recipient, due now, with the message's ids."""
+        result = await self.enqueue_one(
+            "One@Example.COM", "two@example.net", mailing_id="Spring-26", message_id="Ab12",
+            header_message_id="x.1@sender.test", metadata={"k": "v"})
+        self.assertEqual(len(result.queue_id), 14)
+        self.assertTrue(result.queue_id.isalnum() and result.queue_id.isupper())
+        self.assertEqual([r.address for r in result.recipients],
+                         ["One@Example.COM", "two@example.net"])
+        self.assertEqual({r.state for r in result.recipients}, {State.queued})
+        ids = [r.delivery_id for r in result.recipients]
+        self.assertEqual(len(set(ids)), 2)
+        for delivery_id in ids:
+            self.assertLess(delivery_id, 2 ** 52)
+        d = await self.store.get_delivery(ids[0])
+        self.assertEqual((d.queue_id, d.message_pk, d.recipient, d.domain, d.state),
+                         (result.queue_id, result.message_pk, "One@Example.COM",
+                          "example.com", State.queued))
+        self.assertEqual((d.mailing_id, d.message_id, d.header_message_id, d.sender),
+                         ("Spring-26", "Ab12", "x.1@sender.test", "app@sender.test"))
+        self.assertEqual((d.attempts, d.next_attempt_at, d.created_at, d.hard),
+                         (0, T0, T0, False))
+        events = await self.store.events(ids[0])
+        self.assertEqual([(e.kind, e.state) for e in events],
+                         [(EventKind.queued, State.queued)])
+
+    async def test_enqueue_orcpt(self) -> None:
+        """The ORCPT an application gave is kept on the delivery."""
+        result = await self.store.enqueue(NewMessage(
+            "a@s.test", (NewRecipient("r@x.test", orcpt="rfc822;R@x.test"),), b"x"), T0)
+        d = await self.store.get_delivery(result.recipients[0].delivery_id)
+        self.assertEqual(d.orcpt, "rfc822;R@x.test")
+
+    async def test_enqueue_unique_queue_ids(self) -> None:
+        """Every message gets its own queue id and its own delivery ids."""
+        results = [await self.enqueue_one() for _ in range(20)]
+        self.assertEqual(len({r.queue_id for r in results}), 20)
+        self.assertEqual(len({r.recipients[0].delivery_id for r in results}), 20)
+
+    async def test_enqueue_concurrent(self) -> None:
+        """Concurrent enqueues (group-committed) each get their own, committed result."""
+        calls = [Deferred.fromCoroutine(self.store.enqueue(message(f"r{i}@x.test"), T0 + i))
+                 for i in range(30)]
+        results = await gatherResults(calls)
+        self.assertEqual([r.recipients[0].address for r in results],
+                         [f"r{i}@x.test" for i in range(30)])
+        for i, r in enumerate(results):
+            d = await self.store.get_delivery(r.recipients[0].delivery_id)
+            self.assertEqual((d.recipient, d.created_at, d.queue_id),
+                             (f"r{i}@x.test", T0 + i, r.queue_id))
+        enqueuer = getattr(self.store, "_enqueuer", None)
+        if enqueuer is not None:
+            # Calls arriving while a commit is in flight share the next one.
+            self.assertGreater(max(enqueuer.batch_sizes), 1)
+
+    async def test_enqueue_suppressed(self) -> None:
+        """A suppressed recipient (any case) gets state suppressed, its reason and an event."""
+        await self.store.suppress("Gone@Example.com", "userunknown", T0 - 5, source="bounce")
+        result = await self.enqueue_one("ok@example.com", "GONE@example.COM")
+        ok, gone = result.recipients
+        self.assertEqual((ok.state, ok.reason), (State.queued, None))
+        self.assertEqual((gone.state, gone.reason), (State.suppressed, "userunknown"))
+        d = await self.store.get_delivery(gone.delivery_id)
+        self.assertEqual((d.state, d.reason, d.next_attempt_at), (State.suppressed,
+                                                                   "userunknown", None))
+        events = await self.store.events(gone.delivery_id)
+        self.assertEqual([(e.kind, e.state, e.reason) for e in events],
+                         [(EventKind.suppressed, State.suppressed, "userunknown")])
+        claimed = await self.store.claim_due(T0 + 1, "n1", 60, 10)
+        self.assertEqual([c.delivery_id for c in claimed], [ok.delivery_id])
+
+    async def test_enqueue_no_recipients(self) -> None:
+        """A message without recipients is refused before touching the store."""
+        with self.assertRaises(ValueError):
+            await self.store.enqueue(NewMessage("a@s.test", (), b"x"), T0)
+
+    async def test_enqueue_atomic(self) -> None:
+        """An enqueue that fails halfway leaves nothing behind and raises StoreUnavailable."""
+        if not self.transactional:
+            raise SkipTest("this engine has no transaction that can fail halfway")
+        # The last statement of enqueue fails: message and deliveries are in.
+        self.patch(sql, "INSERT_ENQUEUE_EVENTS",
+                   "INSERT INTO no_such_table SELECT * FROM deliveries WHERE message_pk IN ({})")
+        await self.assertUnavailable(self.store.enqueue(message("a@x.test", "b@x.test"), T0))
+        self.patch(sql, "INSERT_ENQUEUE_EVENTS", _original_enqueue_events)
+        self.assertEqual(await self.store.outcomes(), [])
+        self.assertEqual((await self.store.summary()).messages, 0)
+        # And the store still works afterwards.
+        await self.enqueue_one()
+        self.assertEqual(len(await self.store.outcomes()), 1)
+
+    async def test_load_body(self) -> None:
+        """load_body returns the stored bytes exactly."""
+        body = bytes(range(256)) * 20
+        result = await self.enqueue_one(body=body)
+        self.assertEqual(await self.store.load_body(result.message_pk), body)
+
+    # -- claiming -----------------------------------------------------------
+
+    async def test_claim_new_before_retries(self) -> None:
+        """New mail is claimed before retries, then by due time."""
+        retry = (await self.enqueue_one("retry@x.test", now=T0)).recipients[0].delivery_id
+        await self.store.claim_due(T0, "n1", 60, 10)
+        await self.store.record_attempts([AttemptResult(
+            retry, State.deferred, T0 + 1, code=451, next_attempt_at=T0 + 5, owner="n1")])
+        late = (await self.enqueue_one("late@x.test", now=T0 + 20)).recipients[0].delivery_id
+        early = (await self.enqueue_one("early@x.test", now=T0 + 10)).recipients[0].delivery_id
+        claimed = await self.store.claim_due(T0 + 30, "n1", 60, 10)
+        self.assertEqual([c.delivery_id for c in claimed], [early, late, retry])
+        self.assertEqual({(c.lease_owner, c.lease_until) for c in claimed},
+                         {("n1", T0 + 90)})
+
+    async def test_claim_only_due(self) -> None:
+        """Deliveries not yet due and deliveries in a final state are not claimed."""
+        later = (await self.enqueue_one(now=T0 + 100)).recipients[0].delivery_id
+        done = (await self.enqueue_one(now=T0)).recipients[0].delivery_id
+        await self.deliver(done, T0 + 1)
+        self.assertEqual(await self.store.claim_due(T0 + 50, "n1", 60, 10), [])
+        claimed = await self.store.claim_due(T0 + 100, "n1", 60, 10)
+        self.assertEqual([c.delivery_id for c in claimed], [later])
+
+    async def test_claim_limit_and_excluded_domains(self) -> None:
+        """claim_due honours the limit and skips excluded domains (any case)."""
+        await self.enqueue_one("a@slow.test", "b@fast.test", "c@fast.test", "d@fast.test")
+        claimed = await self.store.claim_due(T0, "n1", 60, 2, exclude_domains=["SLOW.test"])
+        self.assertEqual([c.recipient for c in claimed], ["b@fast.test", "c@fast.test"])
+        self.assertEqual(await self.store.claim_due(T0, "n1", 60, 0), [])
+
+    async def test_lease(self) -> None:
+        """A leased row is not claimed again until its lease expires; then it is taken over."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        self.assertEqual(len(await self.store.claim_due(T0, "n1", 60, 10)), 1)
+        self.assertEqual(await self.store.claim_due(T0 + 59, "n2", 60, 10), [])
+        taken = await self.store.claim_due(T0 + 61, "n2", 60, 10)
+        self.assertEqual([(c.delivery_id, c.lease_owner) for c in taken], [(delivery_id, "n2")])
+
+    async def test_release(self) -> None:
+        """release gives back only the owner's leases, and released rows are claimable."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.store.claim_due(T0, "n1", 60, 10)
+        await self.store.release([delivery_id], "n2")
+        self.assertEqual(await self.store.claim_due(T0 + 1, "n2", 60, 10), [])
+        await self.store.release([delivery_id], "n1")
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.lease_owner, d.lease_until, d.attempts), (None, None, 0))
+        self.assertEqual(len(await self.store.claim_due(T0 + 1, "n2", 60, 10)), 1)
+
+    # -- attempts -----------------------------------------------------------
+
+    async def test_record_delivered(self) -> None:
+        """A 250 moves the row to delivered, stores the reply and clears the lease."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.store.claim_due(T0, "n1", 60, 10)
+        [event_id] = await self.store.record_attempts([AttemptResult(
+            delivery_id, State.delivered, T0 + 3, code=250, status="2.0.0", text="queued as X",
+            remote_host="mx.example.com", remote_ip="192.0.2.1", tls="TLSv1.3", duration=0.2,
+            owner="n1")])
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.code, d.status, d.text, d.remote_host, d.attempts),
+                         (State.delivered, 250, "2.0.0", "queued as X", "mx.example.com", 1))
+        self.assertEqual((d.delivered_at, d.updated_at, d.lease_owner, d.lease_until,
+                          d.next_attempt_at), (T0 + 3, T0 + 3, None, None, None))
+        event = (await self.store.events(delivery_id))[-1]
+        self.assertEqual((event.event_id, event.kind, event.state, event.remote_ip, event.tls,
+                          event.duration, event.source),
+                         (event_id, EventKind.attempt, State.delivered, "192.0.2.1",
+                          "TLSv1.3", 0.2, "smtp"))
+
+    async def test_record_deferred_then_counts(self) -> None:
+        """Deferrals set the next due time and count attempts; retries come back due."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        for n in range(1, 3):
+            [c] = await self.store.claim_due(T0 + 100 * n, "n1", 60, 10)
+            await self.store.record_attempts([AttemptResult(
+                delivery_id, State.deferred, T0 + 100 * n + 1, code=451, status="4.7.1",
+                reason="blocked", next_attempt_at=T0 + 100 * (n + 1), owner="n1")])
+            d = await self.store.get_delivery(delivery_id)
+            self.assertEqual((d.state, d.attempts, d.next_attempt_at, d.reason, d.lease_owner),
+                             (State.deferred, n, T0 + 100 * (n + 1), "blocked", None))
+        self.assertEqual(await self.store.queue_depth(), {"queued": 0, "deferred": 1})
+
+    async def test_record_failed_suppresses(self) -> None:
+        """A recipient-side hard failure moves to failed and suppresses the address."""
+        delivery_id = (await self.enqueue_one("Nobody@Example.com")).recipients[0].delivery_id
+        [event_id] = await self.store.record_attempts([AttemptResult(
+            delivery_id, State.failed, T0 + 1, code=550, status="5.1.1", reason="userunknown",
+            hard=True, suppress=True, rule="smtp-5.1.1")])
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.reason, d.hard, d.next_attempt_at),
+                         (State.failed, "userunknown", True, None))
+        entry = await self.store.get_suppression("nobody@example.com")
+        self.assertEqual((entry.address, entry.reason, entry.source, entry.event_id),
+                         ("nobody@example.com", "userunknown", "smtp", event_id))
+
+    async def test_record_expired(self) -> None:
+        """Running out of retries gives state expired, an expired event, and no suppression."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.store.record_attempts([AttemptResult(
+            delivery_id, State.expired, T0 + 1, reason="expired", source=Source.local)])
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual(d.state, State.expired)
+        self.assertEqual((await self.store.events(delivery_id))[-1].kind, EventKind.expired)
+        self.assertEqual(await self.store.suppressions(), [])
+
+    async def test_record_rejects_bad_state(self) -> None:
+        """An attempt cannot end in queued or bounced: ValueError, nothing recorded."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        with self.assertRaises(ValueError):
+            await self.store.record_attempts([AttemptResult(delivery_id, State.bounced, T0)])
+        self.assertEqual(len(await self.store.events(delivery_id)), 1)
+
+    async def test_late_result_after_lost_lease(self) -> None:
+        """A result from a node that lost its lease is kept as an event only."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.store.claim_due(T0, "n1", 60, 10)
+        await self.store.claim_due(T0 + 61, "n2", 60, 10)
+        ids = await self.store.record_attempts([AttemptResult(
+            delivery_id, State.delivered, T0 + 62, code=250, owner="n1")])
+        self.assertEqual(len(ids), 1)
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.attempts, d.lease_owner), (State.queued, 0, "n2"))
+        await self.store.record_attempts([AttemptResult(
+            delivery_id, State.deferred, T0 + 63, code=421, next_attempt_at=T0 + 500,
+            owner="n2")])
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.attempts, d.lease_owner), (State.deferred, 1, None))
+        kinds = [e.kind for e in await self.store.events(delivery_id)]
+        self.assertEqual(kinds, [EventKind.queued, EventKind.attempt, EventKind.attempt])
+
+    async def test_result_after_final_state(self) -> None:
+        """A result for a row already final adds an event and moves nothing."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        await self.store.record_attempts([AttemptResult(
+            delivery_id, State.failed, T0 + 20, code=550, reason="userunknown")])
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.attempts, d.code), (State.delivered, 1, 250))
+        self.assertEqual(len(await self.store.events(delivery_id)), 3)
+
+    async def test_record_unknown_delivery(self) -> None:
+        """Results for unknown delivery ids are ignored, the others recorded."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        ids = await self.store.record_attempts([
+            AttemptResult(delivery_id + 1000, State.delivered, T0 + 1),
+            AttemptResult(delivery_id, State.delivered, T0 + 1)])
+        self.assertEqual(len(ids), 1)
+        self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.delivered)
+
+    async def test_retry_now(self) -> None:
+        """retry_now makes matching deferred rows due now and counts them."""
+        rows = []
+        for rcpt in ("a@one.test", "b@two.test", "c@two.test"):
+            rows.append((await self.enqueue_one(rcpt)).recipients[0].delivery_id)
+        queued = (await self.enqueue_one("d@two.test")).recipients[0].delivery_id
+        await self.store.record_attempts([
+            AttemptResult(i, State.deferred, T0 + 1, next_attempt_at=T0 + 1000) for i in rows])
+        self.assertEqual(await self.store.retry_now(T0 + 5, domain="TWO.test"), 2)
+        self.assertEqual((await self.store.get_delivery(rows[1])).next_attempt_at, T0 + 5)
+        self.assertEqual((await self.store.get_delivery(rows[0])).next_attempt_at, T0 + 1000)
+        self.assertEqual((await self.store.get_delivery(queued)).next_attempt_at, T0)
+        self.assertEqual((await self.store.events(rows[1]))[-1].kind, EventKind.retry)
+        d0 = await self.store.get_delivery(rows[0])
+        self.assertEqual(await self.store.retry_now(T0 + 6, queue_id=d0.queue_id.lower()), 1)
+        self.assertEqual(await self.store.retry_now(T0 + 7, delivery_id=rows[2]), 1)
+        self.assertEqual(await self.store.retry_now(T0 + 8), 3)
+        self.assertEqual(await self.store.retry_now(T0 + 8, delivery_id=queued), 0)
+
+    # -- returned mail ------------------------------------------------------
+
+    async def bounce(self, delivery_id: int, kind: EventKind = EventKind.bounce,
+                     **fields: Any) -> list[int]:
+        """Store a returned message and record one analysed event for it."""
+        bounce_id = await self.store.store_bounce(ReturnedMessage(
+            b"From: MAILER-DAEMON\r\n\r\nfailed\r\n", "", "b@bounce.test", T0 + 50,
+            delivery_id=delivery_id, client="192.0.2.9"))
+        fields.setdefault("reason", "userunknown")
+        event = BounceEvent(delivery_id, kind, T0 + 60, bounce_id=bounce_id, **fields)
+        return await self.store.record_bounce(bounce_id, [event], "dsn", "verp", "{}")
+
+    async def test_bounce_after_delivered(self) -> None:
+        """A permanent bounce moves delivered to bounced, with its details."""
+        delivery_id = (await self.enqueue_one("X@Example.com")).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        [event_id] = await self.bounce(delivery_id, hard=True, suppress=True, code=550,
+                                       status="5.1.1", text="no such user",
+                                       remote_host="mx.example.com", correlation="verp")
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.reason, d.hard, d.status, d.text, d.bounced_at,
+                          d.delivered_at),
+                         (State.bounced, "userunknown", True, "5.1.1", "no such user",
+                          T0 + 60, T0 + 10))
+        event = (await self.store.events(delivery_id))[-1]
+        self.assertEqual((event.event_id, event.kind, event.state, event.correlation,
+                          event.source), (event_id, EventKind.bounce, State.bounced, "verp",
+                                          "dsn"))
+        self.assertIsNotNone(event.bounce_id)
+        entry = await self.store.get_suppression("x@example.com")
+        self.assertEqual((entry.source, entry.event_id), ("bounce", event_id))
+
+    async def test_bounce_stops_retries(self) -> None:
+        """A permanent bounce for a deferred row moves it to bounced and stops retries."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.store.record_attempts([AttemptResult(
+            delivery_id, State.deferred, T0 + 1, next_attempt_at=T0 + 100)])
+        await self.bounce(delivery_id)
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.next_attempt_at), (State.bounced, None))
+        self.assertEqual(await self.store.claim_due(T0 + 1000, "n1", 60, 10), [])
+
+    async def test_temporary_bounce_is_event_only(self) -> None:
+        """A non-permanent bounce adds an event and leaves the state alone."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        self.assertEqual(len(await self.bounce(delivery_id, permanent=False)), 1)
+        self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.delivered)
+
+    async def test_complaint(self) -> None:
+        """A complaint moves a delivered row to complained and may suppress."""
+        delivery_id = (await self.enqueue_one("c@x.test")).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        await self.bounce(delivery_id, EventKind.complaint, reason="feedback",
+                          feedback_type="abuse", suppress=True, source=Source.arf)
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.reason), (State.complained, "feedback"))
+        event = (await self.store.events(delivery_id))[-1]
+        self.assertEqual((event.kind, event.feedback_type, event.source),
+                         (EventKind.complaint, "abuse", "arf"))
+        self.assertEqual((await self.store.get_suppression("c@x.test")).source, "complaint")
+
+    async def test_informational_events(self) -> None:
+        """Delayed, auto-reply and relayed reports add events and never change the state."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        for kind, reason in ((EventKind.delayed, "expired"), (EventKind.autoreply, "vacation"),
+                             (EventKind.relayed, "delivered")):
+            self.assertEqual(len(await self.bounce(delivery_id, kind, reason=reason)), 1)
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.reason), (State.delivered, None))
+        events = (await self.store.events(delivery_id))[-3:]
+        self.assertEqual([(e.kind, e.state) for e in events],
+                         [(EventKind.delayed, None), (EventKind.autoreply, None),
+                          (EventKind.relayed, None)])
+
+    async def test_idempotent_idem_key(self) -> None:
+        """An event recorded twice under one idem_key is recorded once."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        self.assertEqual(len(await self.bounce(delivery_id, idem_key="k1")), 1)
+        self.assertEqual(await self.bounce(delivery_id, idem_key="k1"), [])
+        self.assertEqual(len(await self.bounce(delivery_id, EventKind.delayed,
+                                               idem_key="k2")), 1)
+        kinds = [e.kind for e in await self.store.events(delivery_id)]
+        self.assertEqual(kinds.count(EventKind.bounce), 1)
+
+    async def test_pending_bounces(self) -> None:
+        """Stored returned messages stay pending, oldest first, until analyzed or failed."""
+        ids = []
+        for n in (3, 1, 2):
+            ids.append(await self.store.store_bounce(ReturnedMessage(
+                b"raw %d" % n, "", "b@bounce.test", T0 + n)))
+        self.assertEqual(await self.store.pending_bounces(10), [ids[1], ids[2], ids[0]])
+        await self.store.record_bounce(ids[1], [], "unknown", None, '{"x": 1}')
+        await self.store.mark_bounce_failed(ids[2], "RecursionError")
+        self.assertEqual(await self.store.pending_bounces(10), [ids[0]])
+        stored = await self.store.load_bounce(ids[1])
+        self.assertEqual((stored.status, stored.category, stored.raw, stored.received_at),
+                         ("analyzed", "unknown", b"raw 1", T0 + 1))
+        self.assertEqual((await self.store.load_bounce(ids[2])).status, "failed")
+        self.assertIsNone(await self.store.load_bounce(ids[0] + 1000))
+
+    async def test_bounce_for_unknown_delivery(self) -> None:
+        """A bounce event for an unknown delivery is skipped; the message is analyzed."""
+        bounce_id = await self.store.store_bounce(ReturnedMessage(b"r", "", "b@x", T0))
+        ids = await self.store.record_bounce(
+            bounce_id, [BounceEvent(99999, EventKind.bounce, T0)], "dsn", None, "{}")
+        self.assertEqual(ids, [])
+        self.assertEqual((await self.store.load_bounce(bounce_id)).status, "analyzed")
+
+    # -- reading ------------------------------------------------------------
+
+    async def test_get_delivery_unknown(self) -> None:
+        """get_delivery returns None for an unknown id."""
+        self.assertIsNone(await self.store.get_delivery(424242))
+
+    async def test_find_deliveries(self) -> None:
+        """find_deliveries matches every filter case-insensitively, newest first."""
+        a = await self.enqueue_one("Pat@Example.com", now=T0, mailing_id="Spring-26",
+                                   message_id="M-1", header_message_id="A.1@s.test")
+        b = await self.enqueue_one("pat@example.com", now=T0 + 10, mailing_id="spring-26")
+        await self.enqueue_one("other@example.com", now=T0 + 20)
+        found = await self.store.find_deliveries(recipient="PAT@example.COM")
+        self.assertEqual([d.queue_id for d in found], [b.queue_id, a.queue_id])
+        found = await self.store.find_deliveries(mailing_id="SPRING-26", since=T0 + 5)
+        self.assertEqual([d.queue_id for d in found], [b.queue_id])
+        for kw in ({"queue_id": a.queue_id.lower()}, {"message_id": "m-1"},
+                   {"header_message_id": "a.1@S.TEST"}):
+            found = await self.store.find_deliveries(**kw)
+            self.assertEqual([d.queue_id for d in found], [a.queue_id], kw)
+        self.assertEqual(len(await self.store.find_deliveries(limit=2)), 2)
+
+    async def test_outcomes_paging(self) -> None:
+        """outcomes pages by delivery id and filters by state and mailing id."""
+        r1 = await self.enqueue_one("a@x.test", "b@x.test", "c@x.test", mailing_id="Mx")
+        await self.enqueue_one("d@x.test", "e@x.test")
+        await self.deliver(r1.recipients[1].delivery_id)
+        page1 = await self.store.outcomes(limit=2)
+        page2 = await self.store.outcomes(after_delivery_id=page1[-1].delivery_id, limit=2)
+        page3 = await self.store.outcomes(after_delivery_id=page2[-1].delivery_id, limit=2)
+        records = page1 + page2 + page3
+        self.assertEqual([o.recipient for o in records],
+                         ["a@x.test", "b@x.test", "c@x.test", "d@x.test", "e@x.test"])
+        first = records[1].as_dict()
+        self.assertEqual((first["queue_id"], first["state"], first["code"], first["attempts"],
+                          first["mailing_id"], first["hard"]),
+                         (r1.queue_id, "delivered", 250, 1, "Mx", False))
+        delivered = await self.store.outcomes(state="delivered")
+        self.assertEqual([o.recipient for o in delivered], ["b@x.test"])
+        self.assertEqual(len(await self.store.outcomes(mailing_id="mX")), 3)
+
+    async def test_summary(self) -> None:
+        """summary counts messages, recipients, states, reasons and failure sources."""
+        await self.store.suppress("s@x.test", "userunknown", T0)
+        r = await self.enqueue_one("a@x.test", "b@x.test", "c@x.test", "d@x.test", "s@x.test",
+                                   now=T0)
+        await self.enqueue_one("late@x.test", now=T0 + 100)
+        a, b, c, d, _ = [x.delivery_id for x in r.recipients]
+        await self.store.record_attempts([
+            AttemptResult(a, State.delivered, T0 + 1, code=250),
+            AttemptResult(b, State.failed, T0 + 1, code=550, reason="userunknown", hard=True),
+            AttemptResult(c, State.delivered, T0 + 1, code=250),
+            AttemptResult(d, State.delivered, T0 + 1, code=250)])
+        await self.bounce(c, reason="mailboxfull")
+        await self.bounce(d, EventKind.complaint, reason="feedback")
+        s = await self.store.summary(since=T0, until=T0 + 50)
+        self.assertEqual((s.messages, s.recipients), (1, 5))
+        self.assertEqual(s.by_state, {"delivered": 1, "failed": 1, "bounced": 1,
+                                      "complained": 1, "suppressed": 1})
+        self.assertEqual(s.by_reason, {"userunknown": 2, "mailboxfull": 1, "feedback": 1})
+        self.assertEqual((s.sync_failures, s.async_bounces, s.complaints), (1, 1, 1))
+        everything = await self.store.summary()
+        self.assertEqual((everything.messages, everything.recipients), (2, 6))
+
+    async def test_queue_depth(self) -> None:
+        """queue_depth counts queued and deferred rows."""
+        self.assertEqual(await self.store.queue_depth(), {"queued": 0, "deferred": 0})
+        r = await self.enqueue_one("a@x.test", "b@x.test", "c@x.test")
+        await self.store.record_attempts([AttemptResult(
+            r.recipients[0].delivery_id, State.deferred, T0 + 1, next_attempt_at=T0 + 9)])
+        self.assertEqual(await self.store.queue_depth(), {"queued": 2, "deferred": 1})
+
+    # -- suppression --------------------------------------------------------
+
+    async def test_suppression_crud(self) -> None:
+        """Suppressions are lower-cased, unique, paged by address and removable."""
+        self.assertTrue(await self.store.suppress("B@X.test", "userunknown", T0,
+                                                  source="operator", note="by hand"))
+        self.assertFalse(await self.store.suppress("b@x.TEST", "hasmoved", T0 + 1))
+        for address in ("a@x.test", "c@x.test", "a.b@x.test"):
+            await self.store.suppress(address, "feedback", T0)
+        entry = await self.store.get_suppression("b@X.Test")
+        self.assertEqual((entry.address, entry.reason, entry.source, entry.note,
+                          entry.created_at), ("b@x.test", "userunknown", "operator",
+                                              "by hand", T0))
+        page1 = await self.store.suppressions(limit=2)
+        page2 = await self.store.suppressions(after=page1[-1].address, limit=10)
+        self.assertEqual([s.address for s in page1 + page2],
+                         ["a.b@x.test", "a@x.test", "b@x.test", "c@x.test"])
+        self.assertTrue(await self.store.unsuppress("B@x.test"))
+        self.assertFalse(await self.store.unsuppress("b@x.test"))
+        self.assertIsNone(await self.store.get_suppression("b@x.test"))
+
+    # -- failures and durability ---------------------------------------------
+
+    async def test_store_failure(self) -> None:
+        """When the storage fails, calls raise StoreUnavailable (never another error)."""
+        await self.enqueue_one()
+        await self.break_store(self.store)
+        await self.assertUnavailable(self.store.enqueue(message(), T0))
+        await self.assertUnavailable(self.store.claim_due(T0, "n1", 60, 10))
+        await self.assertUnavailable(self.store.record_attempts(
+            [AttemptResult(1, State.delivered, T0)]))
+
+    async def test_open_unreachable(self) -> None:
+        """open() on unreachable storage raises StoreUnavailable naming the URL."""
+        store = self.make_unreachable_store()
+        error = await self.assertUnavailable(store.open())
+        self.assertIn(store.url, str(error))
+        await store.close()
+
+    async def test_reopen_keeps_everything(self) -> None:
+        """A reopened store has every message, delivery, event, bounce and suppression."""
+        if not self.durable:
+            raise SkipTest("this engine keeps nothing across a reopen")
+        r = await self.enqueue_one("a@x.test", "b@x.test", body=b"kept")
+        a, b = [x.delivery_id for x in r.recipients]
+        await self.deliver(a)
+        await self.store.suppress("z@x.test", "userunknown", T0)
+        bounce_id = await self.store.store_bounce(ReturnedMessage(b"raw", "", "b@x", T0))
+        before = (await self.store.outcomes(), await self.store.events(a),
+                  await self.store.suppressions())
+        self.store = await self.reopen(self.store)
+        after = (await self.store.outcomes(), await self.store.events(a),
+                 await self.store.suppressions())
+        self.assertEqual(before, after)
+        self.assertEqual(await self.store.load_body(r.message_pk), b"kept")
+        self.assertEqual(await self.store.pending_bounces(10), [bounce_id])
+        self.assertEqual([c.delivery_id for c in
+                          await self.store.claim_due(T0 + 1, "n1", 60, 10)], [b])
+        again = await self.enqueue_one()
+        self.assertGreater(again.recipients[0].delivery_id, b)
+
+
+_original_enqueue_events = sql.INSERT_ENQUEUE_EVENTS
