@@ -1,0 +1,433 @@
+"""Find the deliveries a returned message speaks about.
+
+A returned message names deliveries in several ways, of very different
+strength. We try them in a fixed order and stop at the first that finds
+anything (DESIGN.md, "The return path"):
+
+1. ``verp``: the envelope recipient, a VERP token the bounce listener verified
+   at RCPT time (``StoredBounce.delivery_id``). Exact and authenticated.
+2. ``header-token`` / ``message-id``: mail that reached postmaster or a
+   feedback address carries no usable envelope; the returned original may
+   still hold our ``X-Hurricane-Token`` header (checked with the same MAC, a
+   token that fails it is recorded and ignored) or our Message-ID (only a hint
+   until the store knows it).
+3. ``envid`` / ``orcpt``: RFC 3461 parameters echoed by a DSN. ENVID is our
+   VERP local part (or address) and is verified like any token; ORCPT is the
+   recipient as we sent it.
+4. ``recipient``: the addresses the analysis found, matched against recent
+   deliveries, newest first. The weakest key; used only when nothing else
+   correlates.
+
+Steps 1-3 find *anchor* deliveries; each result of the analysis is then
+paired with the anchor for its recipient. With per-message VERP one token
+names one delivery of a message sent to several recipients: the other
+recipients are looked up in the same queue entry.
+
+Everything here is read-only: it asks the store questions and returns a
+:class:`Correlation`, which the processor turns into events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.logger import Logger
+
+from hurricane.bounce.model import Analysis, RecipientResult
+from hurricane.model import Delivery, State, StoredBounce
+from hurricane.store.interface import IOutcomeStore
+from hurricane.verp import VerpCodec, VerpRejection, VerpToken
+
+__all__ = [
+    "KEYS",
+    "RECIPIENT_WINDOW",
+    "Correlation",
+    "Match",
+    "correlate",
+    "normalise_address",
+]
+
+log = Logger()
+
+#: Correlation keys, strongest first.
+KEYS = ("verp", "header-token", "message-id", "envid", "orcpt", "recipient")
+
+#: How far back a bare recipient address is matched (seconds).
+RECIPIENT_WINDOW = 30 * 86400.0
+
+#: Most deliveries read back for one lookup; a Message-ID shared by more
+#: recipients than this is matched per recipient instead.
+_LOOKUP_LIMIT = 100
+
+
+def normalise_address(value: str | None) -> str | None:
+    """Lower-cased bare address from an address, ``<address>`` or ``type;address``.
+
+    Args:
+        value: an address as found in a DSN field (Final-Recipient,
+            Original-Recipient) or header, possibly with an address type or
+            a display name.
+
+    Returns:
+        The address lower-cased without angle brackets or type, or None for
+        an empty value.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if ";" in text:
+        kind, _, rest = text.partition(";")
+        if "@" not in kind:
+            # No xtext decoding here: "user+ab@" (sub-addressing) would
+            # decode to nonsense, and analyzers already give decoded forms.
+            text = rest
+    text = text.strip()
+    lt, gt = text.rfind("<"), text.rfind(">")
+    if 0 <= lt < gt:  # "Display Name <address>"
+        text = text[lt + 1 : gt]
+    text = text.strip().strip("<>").strip()
+    return text.lower() or None
+
+
+def _xtext_decode(text: str) -> str:
+    """Decode RFC 3461 xtext (``+XX`` hex escapes); bad escapes are kept."""
+    if "+" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "+" and _is_hex(text[i + 1 : i + 3]):
+            out.append(chr(int(text[i + 1 : i + 3], 16)))
+            i += 3
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _is_hex(pair: str) -> bool:
+    return len(pair) == 2 and all(c in "0123456789ABCDEFabcdef" for c in pair)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One analysis result paired with the delivery it refers to.
+
+    ``result`` is None for a message that correlated to exactly one delivery
+    but named no recipient (an auto-reply with no usable address, a bounce
+    whose text the analyzer could not read): the event then concerns that
+    delivery as a whole.
+    """
+
+    result: RecipientResult | None
+    delivery: Delivery
+    key: str
+
+
+@dataclass
+class Correlation:
+    """What correlation found, and the evidence it looked at.
+
+    Attributes:
+        matches: results paired with deliveries, in the analysis's order.
+        unmatched: results no key could pair with a delivery.
+        key: the strongest key that matched anything (None: uncorrelated).
+        evidence: header-derived and envelope data as seen, verified or not,
+            for the stored analysis record (JSON-serialisable).
+    """
+
+    matches: list[Match] = field(default_factory=list)
+    unmatched: list[RecipientResult] = field(default_factory=list)
+    key: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def correlated(self) -> bool:
+        """True when at least one result (or the message) reached a delivery."""
+        return bool(self.matches)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form kept next to the analysis, so a classification can be explained."""
+        return {
+            "key": self.key,
+            "matches": [
+                {
+                    "delivery_id": m.delivery.delivery_id,
+                    "recipient": m.result.recipient if m.result else m.delivery.recipient,
+                    "key": m.key,
+                }
+                for m in self.matches
+            ],
+            "unmatched": [r.recipient for r in self.unmatched],
+            "evidence": self.evidence,
+        }
+
+
+def _decode_token(codec: VerpCodec, value: str) -> VerpToken | VerpRejection:
+    """Verify a token given as a full address or as a bare local part."""
+    text = value.strip().strip("<>").strip()
+    if "@" in text:
+        return codec.decode(text)
+    return codec.decode_local(_xtext_decode(text))
+
+
+def _sent(delivery: Delivery) -> bool:
+    """True for a delivery that may have produced a returned message."""
+    if delivery.state is State.suppressed:
+        return False
+    return not (delivery.state is State.queued and delivery.attempts == 0)
+
+
+class _Correlator:
+    """One correlation run (holds the per-run caches and evidence)."""
+
+    def __init__(
+        self,
+        store: IOutcomeStore,
+        codec: VerpCodec,
+        bounce: StoredBounce,
+        analysis: Analysis,
+        now: float,
+        window: float,
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self.bounce = bounce
+        self.analysis = analysis
+        self.now = now
+        self.window = window
+        self.evidence: dict[str, Any] = {}
+        self._by_id: dict[int, Delivery | None] = {}
+
+    async def get(self, delivery_id: int) -> Delivery | None:
+        if delivery_id not in self._by_id:
+            self._by_id[delivery_id] = await self.store.get_delivery(delivery_id)
+        return self._by_id[delivery_id]
+
+    async def run(self) -> Correlation:
+        anchors, key = await self._anchors()
+        results = list(self.analysis.results)
+        if anchors and key is not None:
+            corr = await self._pair(anchors, key, results)
+        else:
+            corr = await self._by_recipient(results)
+        corr.evidence = self.evidence
+        return corr
+
+    # -- steps 1-3: anchors ----------------------------------------------------
+
+    async def _anchors(self) -> tuple[list[Delivery], str | None]:
+        # 1. the verified envelope recipient
+        if self.bounce.delivery_id is not None:
+            self.evidence["envelope_delivery_id"] = self.bounce.delivery_id
+            d = await self.get(self.bounce.delivery_id)
+            if d is not None:
+                return [d], "verp"
+            self.evidence["envelope_delivery_missing"] = True
+
+        # 2a. X-Hurricane-Token headers: hints until the MAC verifies
+        found: list[Delivery] = []
+        tokens: list[dict[str, Any]] = []
+        for value in self.analysis.verp_tokens:
+            token = _decode_token(self.codec, value)
+            entry: dict[str, Any] = {"value": value[:200]}
+            if isinstance(token, VerpToken):
+                entry["delivery_id"] = token.delivery_id
+                d = await self.get(token.delivery_id)
+                if d is not None and d not in found:
+                    found.append(d)
+                elif d is None:
+                    entry["missing"] = True
+            else:
+                entry["rejected"] = token.reason
+            tokens.append(entry)
+        if tokens:
+            self.evidence["header_tokens"] = tokens
+        if found:
+            return found, "header-token"
+
+        # 2b. our Message-ID in the returned headers
+        mid = (self.analysis.original_message_id or "").strip().strip("<>").strip()
+        if mid:
+            self.evidence["message_id"] = mid[:500]
+            rows = await self.store.find_deliveries(
+                header_message_id=mid, limit=_LOOKUP_LIMIT
+            )
+            if rows:
+                return rows, "message-id"
+
+        # 3a. RFC 3461 ENVID: our VERP local part or address, verified
+        if self.analysis.envid:
+            token = _decode_token(self.codec, self.analysis.envid)
+            entry = {"value": self.analysis.envid[:200]}
+            if isinstance(token, VerpToken):
+                entry["delivery_id"] = token.delivery_id
+                d = await self.get(token.delivery_id)
+                if d is not None:
+                    self.evidence["envid"] = entry
+                    return [d], "envid"
+                entry["missing"] = True
+            else:
+                entry["rejected"] = token.reason
+            self.evidence["envid"] = entry
+        return [], None
+
+    # -- pairing results with anchors -------------------------------------------
+
+    async def _pair(
+        self, anchors: list[Delivery], key: str, results: list[RecipientResult]
+    ) -> Correlation:
+        corr = Correlation(key=key)
+        if not results:
+            target = await self._no_result_target(anchors)
+            if target is not None:
+                corr.matches.append(Match(None, target, key))
+            return corr
+
+        by_rcpt: dict[str, Delivery] = {}
+        for anchor in anchors:
+            by_rcpt.setdefault(anchor.recipient.lower(), anchor)
+        used: set[int] = set()
+        pending: list[tuple[int, RecipientResult]] = []
+        paired: dict[int, Match] = {}
+        for i, r in enumerate(results):
+            found = next(
+                (by_rcpt[a] for a in self._addresses(r) if a in by_rcpt), None
+            )
+            if found is not None:
+                paired[i] = Match(r, found, key)
+                used.add(found.delivery_id)
+            else:
+                pending.append((i, r))
+
+        # Per-message VERP: other recipients of the same queue entry.
+        queue_ids = sorted({a.queue_id for a in anchors})
+        still: list[tuple[int, RecipientResult]] = []
+        for i, r in pending:
+            sibling = await self._in_queue(queue_ids, r)
+            if sibling is not None:
+                paired[i] = Match(r, sibling, key)
+                used.add(sibling.delivery_id)
+            else:
+                still.append((i, r))
+
+        # A single anchor and a result under another name: the remote
+        # rewrote the address (alias, forward). The token is exact about the
+        # delivery, so it takes the first failure (else the first result).
+        if len(anchors) == 1 and anchors[0].delivery_id not in used and still:
+            pick = next((p for p in still if p[1].action == "failed"), still[0])
+            still.remove(pick)
+            paired[pick[0]] = Match(pick[1], anchors[0], key)
+            self.evidence.setdefault("renamed", []).append(pick[1].recipient)
+        corr.matches = [paired[i] for i in sorted(paired)]
+        corr.unmatched = [r for _, r in still]
+        return corr
+
+    async def _no_result_target(self, anchors: list[Delivery]) -> Delivery | None:
+        """The delivery a recipient-less message concerns, when unambiguous."""
+        if len(anchors) == 1:
+            return anchors[0]
+        # An auto-reply comes from the recipient itself.
+        sender = normalise_address(self.analysis.from_address)
+        if self.analysis.category == "autoreply" and sender:
+            for d in anchors:
+                if d.recipient.lower() == sender:
+                    return d
+        return None
+
+    async def _in_queue(self, queue_ids: Sequence[str], r: RecipientResult) -> Delivery | None:
+        for qid in queue_ids:
+            for addr in self._addresses(r):
+                rows = await self.store.find_deliveries(queue_id=qid, recipient=addr, limit=1)
+                if rows:
+                    return rows[0]
+        return None
+
+    @staticmethod
+    def _addresses(r: RecipientResult) -> list[str]:
+        """The addresses a result may be known by: ORCPT first (as we sent it)."""
+        out: list[str] = []
+        for value in (r.original_recipient, r.recipient):
+            addr = normalise_address(value)
+            if addr and addr not in out:
+                out.append(addr)
+        return out
+
+    # -- step 3b / 4: ORCPT and bare recipients -----------------------------------
+
+    async def _by_recipient(self, results: list[RecipientResult]) -> Correlation:
+        corr = Correlation()
+        since = self.now - self.window
+        paired: list[Match] = []
+        for r in results:
+            match: Match | None = None
+            orcpt = normalise_address(r.original_recipient)
+            final = normalise_address(r.recipient)
+            for addr, key in ((orcpt, "orcpt"), (final, "recipient")):
+                if not addr:
+                    continue
+                d = await self._recent(addr, since)
+                if d is not None:
+                    match = Match(r, d, key)
+                    break
+            if match is not None:
+                paired.append(match)
+            else:
+                corr.unmatched.append(r)
+        if not results and self.analysis.category == "autoreply":
+            sender = normalise_address(self.analysis.from_address)
+            if sender:
+                d = await self._recent(sender, since)
+                if d is not None:
+                    paired.append(Match(None, d, "recipient"))
+        corr.matches = paired
+        corr.key = _strongest(m.key for m in paired)
+        return corr
+
+    async def _recent(self, address: str, since: float) -> Delivery | None:
+        rows = await self.store.find_deliveries(
+            recipient=address, since=since, limit=_LOOKUP_LIMIT
+        )
+        for d in rows:  # newest first
+            if _sent(d):
+                return d
+        return None
+
+
+def _strongest(keys: Iterable[str]) -> str | None:
+    ranked = sorted(set(keys), key=KEYS.index)
+    return ranked[0] if ranked else None
+
+
+async def correlate(
+    store: IOutcomeStore,
+    codec: VerpCodec,
+    bounce: StoredBounce,
+    analysis: Analysis,
+    now: float,
+    *,
+    window: float = RECIPIENT_WINDOW,
+) -> Correlation:
+    """Pair each result of an analysis with the delivery it refers to.
+
+    Args:
+        store: read access to deliveries (``get_delivery``, ``find_deliveries``).
+        codec: verifies header tokens and ENVIDs with the same keys and MAC as
+            the envelope recipient.
+        bounce: the stored returned message; its ``delivery_id`` comes from
+            the envelope recipient the listener verified.
+        analysis: what the analyzer found in the message.
+        now: the current time, for the recipient look-up window.
+        window: how far back a bare recipient address is matched (seconds).
+
+    Returns:
+        The pairs found, the results left unpaired, the strongest key used
+        and the evidence seen (including header tokens that failed the MAC).
+
+    Raises:
+        StoreUnavailable: when the store cannot answer; nothing was written.
+    """
+    return await _Correlator(store, codec, bounce, analysis, now, window).run()

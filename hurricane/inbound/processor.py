@@ -1,0 +1,846 @@
+"""From a stored returned message to recorded outcomes.
+
+The bounce listener commits every returned message to the store before it
+answers 250, then calls :meth:`BounceProcessor.submit`. From there:
+
+    load_bounce -> analyze (in a thread) -> correlate -> events -> record_bounce
+
+Why each step is shaped the way it is:
+
+- Analysis is pure CPU work over hostile input (deep MIME trees, huge
+  single-line bodies): it runs off the reactor thread, at most
+  ``concurrency`` at a time, under the analyzer's own size/depth/CPU limits.
+- Nothing is lost. A message that correlates to nothing is still recorded
+  (``record_bounce`` with no events) so the raw bytes stay for a replay after
+  a rule change; one whose analysis blew up is marked ``failed`` (raw kept);
+  one caught by a store outage stays ``pending`` and is retried with backoff,
+  and ``startService`` resumes every pending message, so a crash between the
+  250 and the analysis costs nothing.
+- Recording is idempotent: each event carries a key derived from the
+  returned message's bytes, the delivery and the recipient, so a remote that
+  delivers the same NDR twice, or an operator's replay, counts once.
+- ``suppress`` is taken only from the analysis and only for permanent
+  bounces (recipient-side hard reasons); a 5xx for spam, policy or
+  reputation is the sender's problem and never suppresses. Complaints always
+  suppress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import collections
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from hurricane.bounce.analyze import AnalysisLimits
+from hurricane.bounce.analyze import analyze as default_analyze
+from hurricane.bounce.classify import ReplyClassifier
+from hurricane.bounce.model import Analysis, RecipientResult
+from hurricane.inbound.correlate import RECIPIENT_WINDOW, Correlation, Match, correlate
+from hurricane.model import BounceEvent, EventKind, Source, StoredBounce
+from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.verp import VerpCodec
+
+__all__ = [
+    "AnalyzeFunction",
+    "BounceProcessor",
+    "ProcessResult",
+    "Runner",
+    "build_events",
+    "idempotency_key",
+    "message_fingerprint",
+    "run_inline",
+]
+
+log = Logger()
+
+
+#: The analyzer's signature: ``analyze(raw, envelope_rcpt, *, classifier=, limits=)``
+#: (``hurricane.bounce.analyze.analyze``).
+AnalyzeFunction = Callable[..., Analysis]
+
+
+#: Runs ``f(*args, **kwargs)`` somewhere and returns a Deferred of its result.
+Runner = Callable[..., "Deferred[Any]"]
+
+
+def run_inline(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """A :data:`Runner` that calls ``f`` at once in the calling thread.
+
+    For tests and command-line tools; the server runs analyses in a thread pool.
+    """
+    return maybeDeferred(f, *args, **kwargs)
+
+
+# -- idempotency ------------------------------------------------------------------
+
+#: Header fields added on the way to us (ours included). They differ between
+#: two copies of the same returned message, so they are left out of its
+#: fingerprint.
+_TRACE_FIELDS = frozenset(
+    {b"received", b"return-path", b"delivered-to", b"x-original-to", b"x-envelope-to"}
+)
+_FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+def message_fingerprint(raw: bytes) -> bytes:
+    """SHA-256 of a returned message, normalised so that copies compare equal.
+
+    Line endings become LF, trailing white space and blank lines at the end
+    are dropped, and the top-level trace fields (Received, Return-Path,
+    Delivered-To, ...) are left out: a remote that retries sends the same
+    message, but our listener's Received line differs each time.
+
+    Args:
+        raw: the message as received.
+
+    Returns:
+        The 32-byte digest.
+    """
+    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    head, sep, body = text.partition(b"\n\n")
+    if not sep:
+        head, body = text, b""
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line.rstrip())
+            continue
+        m = _FIELD_RE.match(line)
+        skipping = bool(m) and m.group(1).lower() in _TRACE_FIELDS  # type: ignore[union-attr]
+        if not skipping:
+            kept.append(line.rstrip())
+    lines = kept + [b""] + [line.rstrip() for line in body.split(b"\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return hashlib.sha256(b"\n".join(lines)).digest()
+
+
+def idempotency_key(fingerprint: bytes, delivery_id: int, recipient: str) -> str:
+    """The key under which one returned message is recorded once per delivery.
+
+    Args:
+        fingerprint: :func:`message_fingerprint` of the returned message.
+        delivery_id: the delivery the event is about.
+        recipient: the recipient the event is about (compared lower-cased).
+
+    Returns:
+        A hex SHA-256.
+    """
+    h = hashlib.sha256(b"hurricane-bounce-1\0")
+    h.update(fingerprint)
+    h.update(b"\0%d\0" % delivery_id)
+    h.update(recipient.strip().lower().encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+# -- events -------------------------------------------------------------------------
+
+#: Longest diagnostic text kept on an event.
+MAX_TEXT = 2000
+
+_SOURCES = {s.value: s for s in Source}
+
+
+def _code(value: str | None) -> int | None:
+    if value and len(value) == 3 and value.isdigit():
+        return int(value)
+    return None
+
+
+def _permanent(result: RecipientResult) -> bool:
+    """A "failed" result is permanent unless its codes say 4xx (RFC 3463)."""
+    status = result.status or ""
+    code = result.code or ""
+    if status.startswith("5") or code.startswith("5"):
+        return True
+    if status.startswith("4") or code.startswith("4"):
+        return False
+    return True  # Action: failed with no code at all still means "gave up"
+
+
+#: Correlation keys backed by our MAC (or our own Message-ID): only these may
+#: put an address on the suppression list.
+VERIFIED_KEYS = frozenset({"verp", "header-token", "envid", "message-id"})
+
+
+def _severity(event: BounceEvent) -> int:
+    if event.kind in (EventKind.bounce, EventKind.complaint):
+        return 3 if event.permanent else 2
+    return 1 if event.kind is EventKind.delayed else 0
+
+
+def build_events(
+    bounce: StoredBounce,
+    analysis: Analysis,
+    correlation: Correlation,
+    fingerprint: bytes,
+) -> list[BounceEvent]:
+    """Turn correlated analysis results into events for ``record_bounce``.
+
+    Category ``bounce``: action ``failed`` gives a ``bounce`` event (permanent
+    for 5.x.x/5xx, not for 4.x.x), ``delayed`` a ``delayed`` event,
+    ``delivered``/``relayed``/``expanded`` a ``relayed`` event. ``feedback``
+    gives a ``complaint`` (always suppresses), ``autoreply`` an ``autoreply``
+    event (never a failure), ``other`` nothing. When one message names the
+    same delivery and recipient twice, only the most severe event is kept
+    (they would share one idempotency key).
+
+    Args:
+        bounce: the stored returned message (its id and received time).
+        analysis: the analyzer's answer.
+        correlation: results paired with deliveries.
+        fingerprint: :func:`message_fingerprint` of the raw message.
+
+    Returns:
+        The events, in the analysis's order.
+    """
+    events: dict[str, BounceEvent] = {}
+    for match in correlation.matches:
+        event = _event(bounce, analysis.category, match, fingerprint)
+        if event is None:
+            continue
+        if event.suppress and match.key not in VERIFIED_KEYS:
+            # Matched only by an address anyone can write into a forged
+            # report: record it, but never let it suppress someone.
+            event = dataclasses.replace(event, suppress=False)
+        assert event.idem_key is not None
+        seen = events.get(event.idem_key)
+        if seen is None or _severity(event) > _severity(seen):
+            events[event.idem_key] = event
+    return list(events.values())
+
+
+def _event(
+    bounce: StoredBounce, category: str, match: Match, fingerprint: bytes
+) -> BounceEvent | None:
+    r = match.result
+    d = match.delivery
+    recipient = r.recipient if r is not None and r.recipient else d.recipient
+    common: dict[str, Any] = {
+        "delivery_id": d.delivery_id,
+        "at": bounce.received_at,
+        "bounce_id": bounce.bounce_id,
+        "correlation": match.key,
+        "idem_key": idempotency_key(fingerprint, d.delivery_id, recipient),
+    }
+    if r is not None:
+        common.update(
+            code=_code(r.code),
+            status=r.status or None,
+            text=(r.diagnostic or "")[:MAX_TEXT] or None,
+            remote_host=r.remote_mta or None,
+            rule=r.rule,
+        )
+    source = _SOURCES.get(r.source) if r is not None else None
+
+    if category == "feedback":
+        return BounceEvent(
+            kind=EventKind.complaint,
+            reason=(r.reason if r is not None else None) or "feedback",
+            hard=False,
+            permanent=True,
+            suppress=True,  # a complaint always stops mail to the address
+            source=source or Source.arf,
+            feedback_type=(r.feedback_type if r is not None else None) or None,
+            **common,
+        )
+    if category == "autoreply":
+        return BounceEvent(
+            kind=EventKind.autoreply,
+            reason=(r.reason if r is not None else None) or "vacation",
+            hard=False,
+            permanent=False,
+            suppress=False,
+            source=source or Source.autoreply,
+            **common,
+        )
+    if category != "bounce":
+        return None
+    if r is None:
+        # We know a bounce came back for this delivery but not what it says:
+        # keep it as information, it moves nothing.
+        return BounceEvent(
+            kind=EventKind.bounce, reason="undefined", hard=False, permanent=False,
+            suppress=False, source=Source.heuristic, **common,
+        )
+    action = (r.action or "").lower()
+    if action == "failed":
+        permanent = _permanent(r)
+        return BounceEvent(
+            kind=EventKind.bounce,
+            reason=r.reason or "undefined",
+            hard=bool(r.hard) and permanent,
+            permanent=permanent,
+            # Only the analysis knows whether the reason is recipient-side.
+            suppress=bool(r.suppress) and permanent,
+            source=source or Source.heuristic,
+            **common,
+        )
+    if action == "delayed":
+        kind = EventKind.delayed
+    elif action in ("delivered", "relayed", "expanded"):
+        kind = EventKind.relayed
+    else:
+        log.warn(
+            "bounce {bounce_id}: unknown action {action!r} for {recipient} ignored",
+            bounce_id=bounce.bounce_id, action=action, recipient=recipient,
+        )
+        return None
+    return BounceEvent(
+        kind=kind, reason=r.reason or None, hard=False, permanent=False, suppress=False,
+        source=source or Source.dsn, **common,
+    )
+
+
+# -- the service ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What became of one returned message.
+
+    ``status`` is ``analyzed`` (recorded, correlated), ``uncorrelated``
+    (recorded with no event), ``failed`` (analysis failed, marked failed),
+    ``missing`` (no such bounce), ``skipped`` (already analyzed and not a
+    replay) or ``stopped`` (the service stopped first; still pending).
+    ``retry`` is used internally while the store is unavailable; callers of
+    :meth:`BounceProcessor.replay` never see it.
+    """
+
+    bounce_id: int
+    status: str
+    category: str | None = None
+    correlation: str | None = None
+    event_ids: tuple[int, ...] = ()
+    events: int = 0
+    error: str | None = None
+
+
+@dataclass
+class _Stats:
+    received: int = 0
+    analyzed: int = 0
+    uncorrelated: int = 0
+    failed: int = 0
+    retries: int = 0
+    replayed: int = 0
+    events: int = 0
+    by_category: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class BounceProcessor(Service):
+    """Analyzes stored returned messages and records their outcomes.
+
+    Args:
+        store: the outcome store.
+        codec: the VERP codec of the bounce domain (verifies header tokens
+            and ENVIDs).
+        clock: the reactor's time; also the reactor the thread pool reports
+            back to unless ``runner`` is given.
+        analyze: the analysis function; defaults to
+            ``hurricane.bounce.analyze.analyze``.
+        limits: the analyzer's ``AnalysisLimits``; None uses its defaults.
+        classifier: the reply classifier to pass to the analyzer; None uses
+            its default.
+        threadpool: the pool analyses run in (owned by the caller). When
+            neither it nor ``runner`` is given, the processor starts its own
+            pool of ``concurrency`` threads.
+        runner: runs the analysis and returns a Deferred (tests inject
+            :func:`run_inline`); overrides ``threadpool``.
+        concurrency: analyses in flight at most.
+        retry_initial: first wait after a store outage (seconds).
+        retry_max: longest wait between attempts during an outage.
+        stop_timeout: how long ``stopService`` waits for analyses in flight.
+        window: how far back a bare recipient address is matched (seconds).
+        max_queued: ids kept in memory at most; beyond that they stay
+            pending in the store and are picked up by a later sweep.
+        sweep_batch: pending ids read from the store per sweep.
+    """
+
+    name = "bounce-processor"
+
+    def __init__(
+        self,
+        store: IOutcomeStore,
+        codec: VerpCodec,
+        clock: IReactorTime,
+        *,
+        analyze: AnalyzeFunction | None = None,
+        limits: AnalysisLimits | None = None,
+        classifier: ReplyClassifier | None = None,
+        threadpool: ThreadPool | None = None,
+        runner: Runner | None = None,
+        concurrency: int = 2,
+        retry_initial: float = 5.0,
+        retry_max: float = 300.0,
+        stop_timeout: float = 30.0,
+        window: float = RECIPIENT_WINDOW,
+        max_queued: int = 10_000,
+        sweep_batch: int = 1000,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if analyze is None:
+            analyze = default_analyze
+        self._store = store
+        self._codec = codec
+        self._clock = clock
+        self._analyze = analyze
+        self._analyze_kwargs: dict[str, Any] = {}
+        if limits is not None:
+            self._analyze_kwargs["limits"] = limits
+        if classifier is not None:
+            self._analyze_kwargs["classifier"] = classifier
+        self._own_pool: ThreadPool | None = None
+        self._runner = self._make_runner(clock, threadpool, runner, concurrency)
+        self._concurrency = concurrency
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._stop_timeout = stop_timeout
+        self._window = window
+        self._max_queued = max_queued
+        self._sweep_batch = sweep_batch
+
+        self._queue: collections.deque[tuple[int, bool]] = collections.deque()
+        self._queued: set[int] = set()
+        self._inflight: dict[int, Deferred[ProcessResult]] = {}
+        self._after_inflight: dict[int, bool] = {}  # replays asked while in flight
+        self._waiters: dict[int, list[Deferred[ProcessResult]]] = {}
+        self._drain_waiters: list[Deferred[None]] = []
+        self._pumping = False
+        self._stopping = False
+        self._backoff = 0  # consecutive store outages
+        self._pause: IDelayedCall | None = None
+        self._sweep_timer: IDelayedCall | None = None
+        self._sweep_backoff = 0
+        self._sweep_again = False
+        self._sweeping = False
+        self._progress = 0  # messages whose status changed since the last sweep
+        self._stats = _Stats()
+
+    def _make_runner(
+        self,
+        clock: IReactorTime,
+        threadpool: ThreadPool | None,
+        runner: Runner | None,
+        concurrency: int,
+    ) -> Runner:
+        if runner is not None:
+            return runner
+        if not IReactorFromThreads.providedBy(clock):
+            raise TypeError(
+                "BounceProcessor needs a reactor (IReactorFromThreads) as clock to use "
+                "a thread pool; pass runner= to run analyses some other way"
+            )
+        reactor: IReactorFromThreads = clock
+        if threadpool is None:
+            threadpool = self._own_pool = ThreadPool(
+                minthreads=0, maxthreads=concurrency, name="hurricane-bounce-analysis"
+            )
+        pool = threadpool
+
+        def in_pool(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+            return deferToThreadPool(reactor, pool, f, *args, **kwargs)
+
+        return in_pool
+
+    # -- public API --------------------------------------------------------------
+
+    def submit(self, bounce_id: int) -> None:
+        """Queue a stored returned message for analysis; never blocks or raises.
+
+        Called by the bounce listener once the message is committed. A message
+        already queued or in flight is not queued twice. Before
+        ``startService`` the id is only queued.
+
+        Args:
+            bounce_id: the id ``store_bounce`` returned.
+        """
+        try:
+            if self._enqueue(bounce_id, replay=False):
+                self._stats.received += 1
+            self._pump()
+        except Exception:
+            # The message is committed and pending: the next sweep finds it.
+            log.failure("bounce {bounce_id}: could not queue for analysis", bounce_id=bounce_id)
+
+    def replay(self, bounce_id: int) -> Deferred[ProcessResult]:
+        """Analyze a stored returned message again (after a rule change).
+
+        Works whatever the message's status. Events already recorded for the
+        same message, delivery and recipient are skipped by the store
+        (idempotency keys), so a replay never counts twice.
+
+        Args:
+            bounce_id: the stored message to re-analyze.
+
+        Returns:
+            A Deferred firing with the :class:`ProcessResult` once the
+            message has been recorded (after any store outage is over).
+        """
+        d: Deferred[ProcessResult] = Deferred()
+        self._waiters.setdefault(bounce_id, []).append(d)
+        self._stats.replayed += 1
+        self._enqueue(bounce_id, replay=True)
+        self._pump()
+        return d
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for metrics.
+
+        Returns:
+            ``received``, ``analyzed``, ``uncorrelated``, ``failed``,
+            ``retries`` (store outages met), ``replayed``, ``events``
+            (written), ``queued``, ``in_flight`` and ``by_category`` (a dict).
+        """
+        s = self._stats
+        return {
+            "received": s.received,
+            "analyzed": s.analyzed,
+            "uncorrelated": s.uncorrelated,
+            "failed": s.failed,
+            "retries": s.retries,
+            "replayed": s.replayed,
+            "events": s.events,
+            "queued": len(self._queue),
+            "in_flight": len(self._inflight),
+            "by_category": dict(s.by_category),
+        }
+
+    # -- service -----------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start analyzing, beginning with every message left pending."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self._stopping = False
+        if self._own_pool is not None:
+            self._own_pool.start()
+        self._start_sweep()
+        self._pump()
+
+    def stopService(self) -> Deferred[None]:
+        """Stop taking work; wait (at most ``stop_timeout``) for analyses in flight.
+
+        Queued messages stay pending in the store and are resumed at the next
+        start; timers are cancelled.
+        """
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        for timer in (self._pause, self._sweep_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._pause = self._sweep_timer = None
+        queued = list(self._queue)
+        self._queue.clear()
+        self._queued.clear()
+        self._after_inflight.clear()
+        for bounce_id, _ in queued:
+            self._resolve(bounce_id, ProcessResult(bounce_id, "stopped"))
+
+        if not self._inflight:
+            self._stop_pool(join=True)
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._drain_waiters.append(waiting)
+        waiting.addTimeout(self._stop_timeout, self._clock)
+
+        def drained(_: None) -> None:
+            self._stop_pool(join=True)
+
+        def timed_out(failure: Failure) -> None:
+            log.warn(
+                "stopping with {count} analyses still running; their messages stay pending",
+                count=len(self._inflight), failure=failure,
+            )
+            # Joining a stuck worker here would make the stop unbounded.
+            self._stop_pool(join=False)
+
+        waiting.addCallbacks(drained, timed_out)
+        return waiting
+
+    def _stop_pool(self, join: bool) -> None:
+        """Stop the pool this processor started (if any).
+
+        Args:
+            join: wait for the workers here; otherwise a helper thread does.
+        """
+        pool = self._own_pool
+        if pool is None or not pool.started:
+            return
+        if join:
+            pool.stop()
+        else:
+            threading.Thread(
+                target=pool.stop, name="hurricane-bounce-pool-stop", daemon=True
+            ).start()
+
+    # -- queue -------------------------------------------------------------------
+
+    def _enqueue(self, bounce_id: int, replay: bool) -> bool:
+        """Add to the queue; False when it was there already or did not fit."""
+        if self._stopping:
+            self._resolve(bounce_id, ProcessResult(bounce_id, "stopped"))
+            return False
+        if bounce_id in self._inflight:
+            if replay:
+                self._after_inflight[bounce_id] = True
+            return False
+        if bounce_id in self._queued:
+            if replay:  # upgrade the queued entry so an analyzed message is redone
+                self._queue = collections.deque(
+                    (b, r or b == bounce_id) for b, r in self._queue
+                )
+            return False
+        if len(self._queue) >= self._max_queued and not replay:
+            self._sweep_again = True  # still pending in the store
+            log.warn(
+                "analysis queue full ({size}); bounce {bounce_id} left for a later sweep",
+                size=len(self._queue), bounce_id=bounce_id,
+            )
+            return False
+        self._queue.append((bounce_id, replay))
+        self._queued.add(bounce_id)
+        return True
+
+    def _pump(self) -> None:
+        """Start queued work up to the concurrency limit (loop, not recursion)."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while True:
+                while (
+                    self.running
+                    and not self._stopping
+                    and self._pause is None
+                    and self._queue
+                    and len(self._inflight) < self._concurrency
+                ):
+                    bounce_id, replay = self._queue.popleft()
+                    self._queued.discard(bounce_id)
+                    self._start(bounce_id, replay)
+                # a sweep that completes at once refills the queue: go round again
+                if not self._maybe_sweep_again():
+                    break
+        finally:
+            self._pumping = False
+
+    def _start(self, bounce_id: int, replay: bool) -> None:
+        d: Deferred[ProcessResult] = Deferred.fromCoroutine(self._process(bounce_id, replay))
+        if d.called:
+            # finished synchronously (in-memory store, inline runner)
+            d.addBoth(self._finished, bounce_id, replay)
+            return
+        self._inflight[bounce_id] = d
+        d.addBoth(self._finished, bounce_id, replay)
+
+    def _finished(self, outcome: ProcessResult | Failure, bounce_id: int, replay: bool) -> None:
+        self._inflight.pop(bounce_id, None)
+        if isinstance(outcome, Failure):
+            # _process handles its own errors; this is a bug in it
+            log.failure("bounce {bounce_id}: processing crashed", outcome, bounce_id=bounce_id)
+            self._resolve(bounce_id, ProcessResult(bounce_id, "failed", error=str(outcome.value)))
+        elif outcome.status == "retry" and self._stopping:
+            self._resolve(bounce_id, ProcessResult(bounce_id, "stopped"))
+        elif outcome.status == "retry":
+            # store outage: back in front of the queue, and pause everything
+            self._queue.appendleft((bounce_id, replay))
+            self._queued.add(bounce_id)
+            self._back_off()
+        else:
+            self._backoff = 0
+            if outcome.status in ("analyzed", "uncorrelated", "failed"):
+                self._progress += 1
+            self._resolve(bounce_id, outcome)
+        again = self._after_inflight.pop(bounce_id, None)
+        if again is not None:
+            self._enqueue(bounce_id, again)
+        if not self._inflight:
+            for w in self._drain_waiters:
+                if not w.called:
+                    w.callback(None)
+            self._drain_waiters = []
+        if not self._stopping:
+            self._pump()
+
+    def _resolve(self, bounce_id: int, outcome: ProcessResult) -> None:
+        for w in self._waiters.pop(bounce_id, []):
+            w.callback(outcome)
+
+    def _delay(self, attempts: int) -> float:
+        return float(min(self._retry_initial * 2 ** max(attempts - 1, 0), self._retry_max))
+
+    def _back_off(self) -> None:
+        self._stats.retries += 1
+        if self._stopping or self._pause is not None:
+            return
+        self._backoff += 1
+        delay = self._delay(self._backoff)
+        log.warn(
+            "store unavailable; analysis paused for {delay} s ({queued} queued)",
+            delay=delay, queued=len(self._queue),
+        )
+        self._pause = self._clock.callLater(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._pause = None
+        self._pump()
+
+    # -- sweeping pending messages ---------------------------------------------
+
+    def _start_sweep(self) -> None:
+        self._sweep_timer = None
+        self._sweep_again = False
+        self._progress = 0
+        self._sweeping = True
+        d = Deferred.fromCoroutine(self._sweep())
+        d.addErrback(
+            lambda f: log.failure("sweeping pending returned messages failed", f)
+        )
+
+    async def _sweep(self) -> None:
+        """Queue every message left pending (crash, outage, full queue)."""
+        try:
+            ids = await self._store.pending_bounces(self._sweep_batch)
+        except StoreUnavailable:
+            self._sweep_backoff += 1
+            delay = self._delay(self._sweep_backoff)
+            log.warn("store unavailable; resuming pending bounces in {delay} s", delay=delay)
+            if not self._stopping:
+                self._sweep_timer = self._clock.callLater(delay, self._start_sweep)
+            return
+        except Exception:
+            log.failure("reading pending returned messages failed")
+            return
+        finally:
+            self._sweeping = False
+        self._sweep_backoff = 0
+        if ids:
+            log.info("resuming {count} pending returned messages", count=len(ids))
+        for bounce_id in ids:
+            if self._enqueue(bounce_id, replay=False):
+                self._stats.received += 1
+        if len(ids) >= self._sweep_batch:
+            self._sweep_again = True
+        self._pump()
+
+    def _maybe_sweep_again(self) -> bool:
+        """After the queue drained, look for more pending messages.
+
+        Only when the last sweep was cut short and work has been done since,
+        so a message the store keeps pending for no reason cannot loop.
+
+        Returns:
+            True when a sweep was started.
+        """
+        if (
+            self._sweep_again
+            and self._progress
+            and self.running
+            and not self._stopping
+            and not self._queue
+            and not self._inflight
+            and self._sweep_timer is None
+            and not self._sweeping
+        ):
+            self._start_sweep()
+            return True
+        return False
+
+    # -- one message ---------------------------------------------------------------
+
+    async def _process(self, bounce_id: int, replay: bool) -> ProcessResult:
+        try:
+            return await self._process_one(bounce_id, replay)
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, "retry")
+        except Exception as e:
+            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
+            return await self._fail(bounce_id, f"{type(e).__name__}: {e}")
+
+    async def _fail(self, bounce_id: int, error: str) -> ProcessResult:
+        """Mark a message failed (raw kept for replay)."""
+        try:
+            await self._store.mark_bounce_failed(bounce_id, error[:1000])
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, "retry")
+        except Exception:
+            log.failure("bounce {bounce_id}: could not mark it failed", bounce_id=bounce_id)
+        self._stats.failed += 1
+        return ProcessResult(bounce_id, "failed", error=error)
+
+    async def _process_one(self, bounce_id: int, replay: bool) -> ProcessResult:
+        bounce = await self._store.load_bounce(bounce_id)
+        if bounce is None:
+            log.warn("bounce {bounce_id}: not in the store", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, "missing")
+        if bounce.status != "pending" and not replay:
+            return ProcessResult(bounce_id, "skipped", category=bounce.category)
+
+        try:
+            analysis = await self._runner(
+                self._analyze, bounce.raw, bounce.rcpt_to or None, **self._analyze_kwargs
+            )
+        except Exception as e:
+            log.failure("bounce {bounce_id}: analysis raised", bounce_id=bounce_id)
+            return await self._fail(bounce_id, f"analysis raised {type(e).__name__}: {e}")
+        if not isinstance(analysis, Analysis):
+            return await self._fail(
+                bounce_id, f"analysis returned {type(analysis).__name__}, not Analysis"
+            )
+        if analysis.error and not analysis.results:
+            log.warn(
+                "bounce {bounce_id}: analysis gave up: {error}",
+                bounce_id=bounce_id, error=analysis.error,
+            )
+            return await self._fail(bounce_id, f"analysis gave up: {analysis.error}")
+
+        now = self._clock.seconds()
+        corr = await correlate(
+            self._store, self._codec, bounce, analysis, now, window=self._window
+        )
+        events = build_events(bounce, analysis, corr, message_fingerprint(bounce.raw))
+        record = analysis.to_json()
+        record["correlation"] = corr.to_json()
+        event_ids = await self._store.record_bounce(
+            bounce_id, events, analysis.category, corr.key, json.dumps(record, default=str)
+        )
+
+        s = self._stats
+        s.analyzed += 1
+        s.by_category[analysis.category] += 1
+        s.events += len(event_ids)
+        status = "analyzed" if corr.correlated else "uncorrelated"
+        if not corr.correlated and analysis.category != "other":
+            # "other" (a reply, spam) is expected to match nothing
+            s.uncorrelated += 1
+        log.info(
+            "bounce {bounce_id}: {category}, correlation {correlation}, "
+            "{written}/{built} events written, {unmatched} results unmatched",
+            bounce_id=bounce_id, category=analysis.category, correlation=corr.key,
+            written=len(event_ids), built=len(events), unmatched=len(corr.unmatched),
+        )
+        return ProcessResult(
+            bounce_id, status, category=analysis.category, correlation=corr.key,
+            event_ids=tuple(event_ids), events=len(events),
+        )
+

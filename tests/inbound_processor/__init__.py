@@ -1,0 +1,1 @@
+"""Tests for hurricane.inbound.processor and hurricane.inbound.correlate."""

@@ -1,0 +1,224 @@
+"""Tests for hurricane.inbound.correlate: which delivery a returned message is about."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.model import Analysis
+from hurricane.inbound.correlate import Correlation, correlate, normalise_address
+from hurricane.model import State, StoredBounce
+
+from .helpers import BOUNCE_DOMAIN, NOW, World, dsn, result, run
+
+POSTMASTER = "postmaster@" + BOUNCE_DOMAIN
+
+
+class CorrelationKeyTests(SynchronousTestCase):
+    """Each correlation key, end to end through the processor and the real analyzer."""
+
+    def setUp(self) -> None:
+        self.w = World()
+        [self.d] = self.w.send(["alice@example.net"], header_message_id="m1@example.org")
+        self.token = self.w.token(self.d)
+        self.p = self.w.processor()
+        self.p.startService()
+
+    def tearDown(self) -> None:
+        self.successResultOf(self.p.stopService())
+        self.assertEqual(self.w.clock.getDelayedCalls(), [])
+
+    def process(self, raw: bytes, rcpt: str = POSTMASTER) -> int:
+        bid = self.w.receive(raw, rcpt, verified=rcpt != POSTMASTER)
+        self.p.submit(bid)
+        return bid
+
+    def last(self, delivery_id: int) -> Any:
+        return self.w.events(delivery_id)[-1]
+
+    def record(self, bid: int) -> dict[str, Any]:
+        analysis = self.w.store._bounces[bid].analysis
+        assert analysis is not None
+        return json.loads(analysis)  # type: ignore[no-any-return]
+
+    def test_verp(self) -> None:
+        """The verified envelope recipient correlates with key verp."""
+        bid = self.process(dsn("alice@example.net"), self.token)
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "verp")
+        self.assertEqual(self.w.bounce(bid).correlation, "verp")
+
+    def test_header_token(self) -> None:
+        """A verified X-Hurricane-Token in the returned headers correlates mail to postmaster."""
+        bid = self.process(dsn("alice@example.net", token=self.token))
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "header-token")
+        self.assertEqual(self.record(bid)["correlation"]["evidence"]["header_tokens"],
+                         [{"value": self.token, "delivery_id": self.d.delivery_id}])
+
+    def test_forged_header_token_ignored(self) -> None:
+        """A header token that fails the MAC is recorded as evidence and moves nothing."""
+        forged = self.w.other_codec.encode(self.d.delivery_id)
+        self.assertEqual(forged.split("@")[0][:14], self.token.split("@")[0][:14])
+        bid = self.process(dsn("someone.else@example.org", token=forged))
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual(self.w.bounce(bid).correlation, None)
+        [entry] = self.record(bid)["correlation"]["evidence"]["header_tokens"]
+        self.assertEqual(entry["rejected"], "bad signature")
+        self.assertEqual(self.p.stats()["uncorrelated"], 1)
+
+    def test_message_id(self) -> None:
+        """Our Message-ID in the returned headers correlates with key message-id."""
+        self.process(dsn("alice@example.net", message_id="m1@example.org"))
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "message-id")
+
+    def test_message_id_picks_the_recipient(self) -> None:
+        """With a Message-ID shared by several recipients, only the one the DSN names bounces."""
+        rows = self.w.send(["carol@example.net", "dave@example.net"],
+                           header_message_id="m2@example.org")
+        self.process(dsn("dave@example.net", message_id="m2@example.org"))
+        states = [self.w.delivery(r.delivery_id).state for r in rows]
+        self.assertEqual(states, [State.delivered, State.bounced])
+
+    def test_envid(self) -> None:
+        """An ENVID holding our VERP local part, verified, correlates with key envid."""
+        self.process(dsn("alice@example.net", envid=self.token.split("@")[0]))
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "envid")
+
+    def test_forged_envid_ignored(self) -> None:
+        """An ENVID that fails the MAC does not correlate; the recipient key does instead."""
+        forged = self.w.other_codec.encode(self.d.delivery_id).split("@")[0]
+        bid = self.process(dsn("alice@example.net", envid=forged))
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "recipient")
+        self.assertEqual(self.record(bid)["correlation"]["evidence"]["envid"]["rejected"],
+                         "bad signature")
+
+    def test_orcpt(self) -> None:
+        """ORCPT (the address as we sent it) correlates when the final recipient was rewritten."""
+        self.process(dsn("alice@forward.example.org", orcpt="alice@example.net"))
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "orcpt")
+
+    def test_recipient_newest_first(self) -> None:
+        """A bare recipient matches its most recent delivery within 30 days."""
+        self.w.clock.advance(3600)
+        [newer] = self.w.send(["alice@example.net"])
+        self.process(dsn("alice@example.net"))
+        self.assertEqual(self.w.delivery(newer.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(newer.delivery_id).correlation, "recipient")
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+
+    def test_recipient_window(self) -> None:
+        """A bare recipient does not match a delivery older than 30 days."""
+        self.w.clock.advance(31 * 86400)
+        bid = self.process(dsn("alice@example.net"))
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertIsNone(self.w.bounce(bid).correlation)
+
+    def test_per_message_verp(self) -> None:
+        """One token for a message to several recipients: each DSN result finds its own row."""
+        rows = self.w.send(["carol@example.net", "dave@example.net"])
+        tok = self.w.token(rows[0])
+        self.process(dsn("carol@example.net",
+                         extra_recipients=[("dave@example.net", "failed", "5.1.1")]), tok)
+        for r in rows:
+            self.assertEqual(self.w.delivery(r.delivery_id).state, State.bounced)
+            self.assertEqual(self.last(r.delivery_id).correlation, "verp")
+
+    def test_renamed_recipient(self) -> None:
+        """A per-recipient token pairs with a result under another name (an alias)."""
+        bid = self.process(dsn("a.smith@mail.example.net"), self.token)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.record(bid)["correlation"]["evidence"]["renamed"],
+                         ["a.smith@mail.example.net"])
+
+    def test_envelope_beats_header(self) -> None:
+        """The envelope token wins over a valid header token naming another delivery."""
+        [other] = self.w.send(["bob@example.net"])
+        self.process(dsn("alice@example.net", token=self.w.token(other)), self.token)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.w.delivery(other.delivery_id).state, State.delivered)
+
+    def test_unsent_delivery_not_matched(self) -> None:
+        """A bare recipient never matches a delivery that was never sent (still queued)."""
+        self.w.clock.advance(60)
+        [queued] = self.w.send(["alice@example.net"], state=State.queued)
+        self.process(dsn("alice@example.net"))
+        self.assertEqual(self.w.delivery(queued.delivery_id).state, State.queued)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+
+
+class CorrelateFunctionTests(SynchronousTestCase):
+    """correlate() on hand-made analyses."""
+
+    def setUp(self) -> None:
+        self.w = World()
+        self.rows = self.w.send(["alice@example.net", "bob@example.net"],
+                                header_message_id="m1@example.org")
+
+    def bounce(self, delivery_id: int | None = None) -> StoredBounce:
+        return StoredBounce(1, b"", "", POSTMASTER, NOW, delivery_id, "pending")
+
+    def correlate(self, analysis: Analysis, delivery_id: int | None = None) -> Correlation:
+        corr: Correlation = run(correlate(self.w.store, self.w.codec, self.bounce(delivery_id),
+                                          analysis, self.w.clock.seconds()))
+        return corr
+
+    def test_autoreply_without_result_uses_sender(self) -> None:
+        """An auto-reply correlated by Message-ID with no result pairs with its sender's row."""
+        a = Analysis("autoreply", original_message_id="m1@example.org",
+                     from_address="Bob <BOB@example.net>")
+        corr = self.correlate(a)
+        self.assertEqual([(m.delivery.delivery_id, m.key, m.result) for m in corr.matches],
+                         [(self.rows[1].delivery_id, "message-id", None)])
+
+    def test_single_delivery_without_result(self) -> None:
+        """A message verified to one delivery but naming no recipient still concerns it."""
+        corr = self.correlate(Analysis("bounce"), self.rows[0].delivery_id)
+        self.assertEqual([(m.delivery.delivery_id, m.result) for m in corr.matches],
+                         [(self.rows[0].delivery_id, None)])
+        self.assertEqual(corr.key, "verp")
+
+    def test_unmatched_results_kept(self) -> None:
+        """Results no key pairs are listed as unmatched and the correlation key is None."""
+        corr = self.correlate(Analysis("bounce", (result("nobody@example.com"),)))
+        self.assertEqual(corr.matches, [])
+        self.assertIsNone(corr.key)
+        self.assertEqual(corr.to_json()["unmatched"], ["nobody@example.com"])
+
+    def test_missing_envelope_delivery_falls_through(self) -> None:
+        """A verified envelope id with no row left falls through to the next keys."""
+        a = Analysis("bounce", (result("bob@example.net"),), original_message_id="m1@example.org")
+        corr = self.correlate(a, delivery_id=999)
+        self.assertEqual(corr.key, "message-id")
+        self.assertTrue(corr.evidence["envelope_delivery_missing"])
+
+    def test_full_address_envid(self) -> None:
+        """An ENVID holding a whole VERP address is verified like a local part."""
+        a = Analysis("bounce", (result("alice@example.net"),),
+                     envid=self.w.token(self.rows[0]).upper())
+        self.assertEqual(self.correlate(a).key, "envid")
+
+    def test_json_shape(self) -> None:
+        """to_json lists each match with its delivery, recipient and key."""
+        a = Analysis("bounce", (result("alice@example.net"),))
+        data = self.correlate(a, self.rows[0].delivery_id).to_json()
+        self.assertEqual(data["matches"], [{"delivery_id": self.rows[0].delivery_id,
+                                            "recipient": "alice@example.net", "key": "verp"}])
+        json.dumps(data)
+
+
+class NormaliseAddressTests(SynchronousTestCase):
+    """normalise_address strips types, brackets, display names and case."""
+
+    def test_forms(self) -> None:
+        """Each DSN address form reduces to the bare lower-cased address."""
+        self.assertEqual(normalise_address("rfc822; <Alice@Example.NET>"), "alice@example.net")
+        self.assertEqual(normalise_address("rfc822;Pat+ab@example.net"), "pat+ab@example.net")
+        self.assertEqual(normalise_address("Pat <pat@example.net>"), "pat@example.net")
+        self.assertEqual(normalise_address(" <bob@example.net> "), "bob@example.net")
+        self.assertIsNone(normalise_address(""))
+        self.assertIsNone(normalise_address(None))
+
