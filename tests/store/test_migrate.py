@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +24,7 @@ class MigrateTests(TestCase):
 
     async def test_migrate_twice(self) -> None:
         """An empty database is at version 0; migrate applies all, then nothing."""
-        path = os.path.join(self.mktemp(), "m.db")
+        path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "m.db")
         store = SqliteStore(path, reactor)
         # Connect without open(), which would migrate.
         await store._connect()
@@ -44,7 +45,7 @@ class MigrateTests(TestCase):
 
     async def test_open_migrates(self) -> None:
         """open() applies pending migrations; reopening applies none."""
-        path = os.path.join(self.mktemp(), "m.db")
+        path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "m.db")
         for _ in range(2):
             store = SqliteStore(path, reactor)
             await store.open()
@@ -72,7 +73,7 @@ class MigrationFilesTests(SynchronousTestCase):
 
     def test_found_when_installed(self) -> None:
         """Migrations load through importlib.resources from a zipped package, not the tree."""
-        archive = os.path.abspath(self.mktemp() + ".zip")
+        archive = os.path.abspath(os.path.join(tempfile.mkdtemp(), "t") + ".zip")
         root = os.path.dirname(os.path.dirname(os.path.abspath(hurricane.__file__)))
         with zipfile.ZipFile(archive, "w") as zf:
             for folder, _, files in os.walk(os.path.join(root, "hurricane")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sqlite3
 from typing import Any
 
@@ -19,7 +20,7 @@ class SqliteStoreContractTests(StoreContractMixin, TestCase):
     """SqliteStore passes the IOutcomeStore contract."""
 
     async def make_store(self) -> Any:
-        self.path = os.path.join(self.mktemp(), "sub", "hurricane.db")
+        self.path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "sub", "hurricane.db")
         return await self.open_store(self.path)
 
     async def open_store(self, path: str, **kw: Any) -> Any:
@@ -43,7 +44,7 @@ class SqliteStoreContractTests(StoreContractMixin, TestCase):
 
     def make_unreachable_store(self) -> Any:
         # The parent "directory" is a regular file: nothing can be created.
-        blocker = self.mktemp()
+        blocker = os.path.join(tempfile.mkdtemp(), "t")
         with open(blocker, "w"):
             pass
         return SqliteStore(os.path.join(blocker, "hurricane.db"), reactor)
@@ -54,7 +55,7 @@ class SqliteSpecificTests(TestCase):
 
     async def test_pragmas_and_directory(self) -> None:
         """open() creates the parent directory and sets WAL, foreign keys and synchronous."""
-        path = os.path.join(self.mktemp(), "a", "b", "h.db")
+        path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "a", "b", "h.db")
         store = SqliteStore(path, reactor, synchronous="NORMAL")
         await store.open()
         self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
@@ -75,7 +76,7 @@ class SqliteSpecificTests(TestCase):
 
     async def test_group_commit_batches(self) -> None:
         """Enqueues arriving while a commit is in flight are committed together."""
-        store = SqliteStore(os.path.join(self.mktemp(), "h.db"), reactor)
+        store = SqliteStore(os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "h.db"), reactor)
         await store.open()
         self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
         calls = [Deferred.fromCoroutine(store.enqueue(message(f"r{i}@x.test"), T0))
@@ -89,7 +90,7 @@ class SqliteSpecificTests(TestCase):
 
     async def test_close_waits_for_enqueues(self) -> None:
         """close() lets enqueues in flight commit before closing the connection."""
-        path = os.path.join(self.mktemp(), "h.db")
+        path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "h.db")
         store = SqliteStore(path, reactor)
         await store.open()
         calls = [Deferred.fromCoroutine(store.enqueue(message(), T0)) for _ in range(10)]

@@ -1,0 +1,109 @@
+"""Which recipients the bounce receiver accepts. Pure: no protocol, no database.
+
+Accepted, on the bounce domain only:
+
+- a VERP return path that :meth:`VerpCodec.decode` verifies (shape, key, MAC,
+  age; checked here, before anything touches the store);
+- ``postmaster`` in any case (RFC 5321 4.5.1), also without a domain;
+- the configured feedback local parts (``abuse``, ``fbl``...).
+
+Everything else is refused at RCPT. Relay attempts (other domains, source
+routes, ``%`` and ``!`` routing, quoted local parts, address literals, the
+null address) get 550 5.7.1; unknown, forged and expired tokens all get the
+same 550 5.1.1, so a prober learns nothing about which check failed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from hurricane.smtpd.address import Path
+from hurricane.smtpd.reply import Reply
+from hurricane.verp import VerpCodec, VerpToken, normalise_domain
+
+log = Logger()
+
+RELAY_DENIED = Reply(550, "5.7.1", "Error: relay access denied")
+UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "Error: recipient address rejected: "
+                                        "user unknown")
+
+
+class RecipientKind(str, enum.Enum):
+    """Why a recipient was accepted."""
+
+    verp = "verp"
+    postmaster = "postmaster"
+    feedback = "feedback"
+
+
+@dataclass(frozen=True)
+class BounceRecipient:
+    """An accepted bounce-listener recipient.
+
+    Args:
+        address: the address as the client gave it.
+        kind: VERP token, postmaster or feedback address.
+        token: the verified token (VERP only).
+    """
+
+    address: str
+    kind: RecipientKind
+    token: VerpToken | None = None
+
+    @property
+    def delivery_id(self) -> int | None:
+        """The delivery the token names, None for postmaster and feedback."""
+        return self.token.delivery_id if self.token is not None else None
+
+
+class BouncePolicy:
+    """RCPT decisions for the bounce domain.
+
+    Args:
+        codec: verifies VERP tokens.
+        domain: the bounce domain.
+        feedback_addresses: extra local parts accepted (case-insensitive).
+    """
+
+    def __init__(self, codec: VerpCodec, domain: str,
+                 feedback_addresses: Sequence[str] = ("abuse", "fbl")) -> None:
+        self.codec = codec
+        self.domain = normalise_domain(domain)
+        self.feedback = frozenset(a.lower() for a in feedback_addresses)
+
+    def check_sender(self, sender: Path) -> Reply:
+        """Any syntactically valid reverse-path, including ``<>``, is fine."""
+        return Reply(250, "2.1.0", "Ok")
+
+    def check_recipient(self, path: Path) -> BounceRecipient | Reply:
+        """Accept or refuse one forward-path.
+
+        Returns:
+            A :class:`BounceRecipient` to accept, or the refusal.
+        """
+        if path.is_null or path.route or path.quoted or path.is_literal:
+            return RELAY_DENIED
+        local = path.local
+        if "%" in local or "!" in local:
+            return RELAY_DENIED  # old-style routing through us
+        lower = local.lower()
+        if path.domain is None:
+            # RFC 5321 4.5.1: "Postmaster" without a domain must be accepted.
+            if lower == "postmaster":
+                return BounceRecipient(path.address, RecipientKind.postmaster)
+            return UNKNOWN_RECIPIENT
+        if normalise_domain(path.domain) != self.domain:
+            return RELAY_DENIED
+        if lower == "postmaster":
+            return BounceRecipient(path.address, RecipientKind.postmaster)
+        if lower in self.feedback:
+            return BounceRecipient(path.address, RecipientKind.feedback)
+        token = self.codec.decode(path.address)
+        if isinstance(token, VerpToken):
+            return BounceRecipient(path.address, RecipientKind.verp, token)
+        log.info("refused recipient {rcpt}: {reason}", rcpt=path.address, reason=token.reason)
+        return UNKNOWN_RECIPIENT

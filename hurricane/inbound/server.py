@@ -1,0 +1,153 @@
+"""The bounce receiver (default 127.0.0.1:2525): returned mail for the VERP domain.
+
+It accepts only what :class:`hurricane.inbound.policy.BouncePolicy` accepts,
+never relays and never sends mail (no backscatter: refusals happen at RCPT
+time, inside the SMTP conversation). After the dot each accepted recipient
+becomes one stored returned message; the 250 goes out only once every row
+is committed, a store failure answers 451 4.3.0, and then ``on_stored`` gets
+each bounce id (the lead wires it to the analysis pipeline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from hurricane.config import BounceConfig
+from hurricane.inbound.policy import BouncePolicy, BounceRecipient
+from hurricane.model import ReturnedMessage
+from hurricane.smtpd.address import Path
+from hurricane.smtpd.limits import ServerLimits
+from hurricane.smtpd.protocol import Envelope, HardenedESMTP, HardenedFactory, Recipient
+from hurricane.smtpd.reply import Reply
+from hurricane.smtpd.tls import tls_context_from_files
+from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.verp import VerpCodec
+
+log = Logger()
+
+
+def limits_from_config(config: BounceConfig) -> ServerLimits:
+    """The listener limits of ``[bounce]``."""
+    return ServerLimits(
+        max_message_size=config.max_message_size,
+        max_recipients=config.max_recipients,
+        max_line_length=config.max_line_length,
+        max_unterminated=max(4096, 2 * config.max_line_length),
+        idle_timeout=config.idle_timeout,
+        max_errors=config.max_errors,
+        max_connections_per_ip=config.max_connections_per_ip,
+        max_connections=config.max_connections,
+        # A returned message from an old MTA with bare LFs is still worth
+        # analysing, and nothing received here is ever relayed: normalise.
+        # End of data stays CRLF.CRLF only either way.
+        reject_bare_line_endings=False,
+    )
+
+
+class BounceProtocol(HardenedESMTP):
+    """One connection to the bounce receiver (no AUTH)."""
+
+    factory: BounceFactory
+
+    def validate_sender(self, sender: Path, params: Mapping[str, str | None]) -> Reply:
+        """Any reverse-path, including the null sender."""
+        return self.factory.policy.check_sender(sender)
+
+    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
+        """VERP, postmaster or feedback addresses on the bounce domain only."""
+        verdict = self.factory.policy.check_recipient(recipient)
+        if isinstance(verdict, BounceRecipient):
+            return Recipient(recipient, params, verdict)
+        return verdict
+
+    async def message_received(self, envelope: Envelope, data: bytes) -> Reply:
+        """Store one returned message per recipient, then answer 250."""
+        factory = self.factory
+        s = envelope.session
+        client = f"[{s.peer}] helo={s.helo}"
+        messages = [
+            ReturnedMessage(
+                raw=data,
+                mail_from=envelope.sender.address,
+                rcpt_to=rcpt.path.address,
+                received_at=envelope.received_at,
+                delivery_id=rcpt.info.delivery_id,
+                client=client,
+            )
+            for rcpt in envelope.recipients
+        ]
+        # Issue the writes together so an engine with group commit can batch them.
+        writes = [defer.ensureDeferred(factory.store.store_bounce(m)) for m in messages]
+        try:
+            ids: list[int] = await defer.gatherResults(writes, consumeErrors=True)
+        except defer.FirstError as e:
+            if e.subFailure.check(StoreUnavailable):
+                log.warn("store unavailable, answered 451 to {peer}: {error}", peer=s.peer,
+                         error=str(e.subFailure.value))
+                return Reply(451, "4.3.0", "Error: temporarily unable to accept the message, "
+                                           "try again later")
+            e.subFailure.raiseException()
+        log.info("stored returned message(s) {ids} from {client}", ids=ids, client=client)
+        for bounce_id in ids:
+            try:
+                factory.on_stored(bounce_id)
+            except Exception:
+                # Stored is stored: analysis can be replayed from the store.
+                log.failure("on_stored hook failed for bounce {bounce_id}",
+                            bounce_id=bounce_id)
+        return Reply(250, "2.0.0", "Ok: stored")
+
+
+class BounceFactory(HardenedFactory):
+    """Builds bounce-receiver connections.
+
+    Args:
+        config: the ``[bounce]`` section.
+        codec: verifies VERP tokens.
+        store: where returned messages are stored.
+        hostname: our name (greeting, Received).
+        clock: the injected reactor time.
+        on_stored: called with each bounce id after its commit.
+        tls_context: server context factory for STARTTLS, or None.
+    """
+
+    protocol = BounceProtocol
+
+    def __init__(
+        self,
+        config: BounceConfig,
+        codec: VerpCodec,
+        store: IOutcomeStore,
+        hostname: str,
+        clock: IReactorTime,
+        on_stored: Callable[[int], None] = lambda bounce_id: None,
+        tls_context: Any = None,
+    ) -> None:
+        super().__init__(hostname, limits_from_config(config), clock, tls_context)
+        self.config = config
+        self.store = store
+        self.on_stored = on_stored
+        self.policy = BouncePolicy(codec, config.domain, config.feedback_addresses)
+
+
+def build_bounce_factory(
+    config: BounceConfig,
+    codec: VerpCodec,
+    store: IOutcomeStore,
+    hostname: str,
+    clock: IReactorTime,
+    on_stored: Callable[[int], None] = lambda bounce_id: None,
+) -> BounceFactory:
+    """A :class:`BounceFactory` from configuration, with TLS when configured.
+
+    Raises:
+        ValueError: naming an unusable TLS file.
+    """
+    tls = (tls_context_from_files(config.tls_certificate, config.tls_key)
+           if config.tls_certificate else None)
+    return BounceFactory(config, codec, store, hostname, clock, on_stored, tls)

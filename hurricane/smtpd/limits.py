@@ -1,0 +1,84 @@
+"""Limits of one ESMTP listener, and the connection counter that enforces two of them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+#: A DATA line longer than this is refused (discarded to end of data). RFC 5322
+#: says 998, but applications send unwrapped HTML; delivery re-encodes lines,
+#: so a generous bound only has to keep memory bounded.
+DEFAULT_DATA_LINE_LENGTH = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one listener allows (DESIGN.md, "Limits").
+
+    Args:
+        max_message_size: advertised with SIZE; larger messages get 552 5.3.4.
+        max_recipients: recipients per transaction; more get 452 4.5.3.
+        max_line_length: longest command line; longer ones get 500 5.5.2.
+        max_unterminated: command input with no CRLF beyond this closes the
+            connection (after 500 5.5.6).
+        max_data_line_length: longest line inside DATA; a longer one fails the
+            message (554 5.3.4 after the dot) but the session stays in DATA.
+        idle_timeout: seconds to wait for each command (421 4.4.2 after).
+        max_errors: error replies before 421 4.7.0 and close.
+        max_connections_per_ip: concurrent connections from one address.
+        max_connections: concurrent connections in all.
+        reject_bare_line_endings: True refuses a message holding a bare CR or
+            LF (550 5.6.2 after the dot); False turns each into CRLF.
+    """
+
+    max_message_size: int = 25 * MIB
+    max_recipients: int = 100
+    max_line_length: int = 2048
+    max_unterminated: int = 4096
+    max_data_line_length: int = DEFAULT_DATA_LINE_LENGTH
+    idle_timeout: float = 300.0
+    max_errors: int = 20
+    max_connections_per_ip: int = 20
+    max_connections: int = 200
+    reject_bare_line_endings: bool = True
+
+
+class ConnectionLimiter:
+    """Counts open connections per client address and in total.
+
+    Args:
+        per_ip: most connections one address may hold.
+        total: most connections in all.
+    """
+
+    def __init__(self, per_ip: int, total: int) -> None:
+        self.per_ip = per_ip
+        self.total = total
+        self._by_ip: Counter[str] = Counter()
+        self._count = 0
+
+    def admit(self, ip: str) -> bool:
+        """Take a slot for ``ip``.
+
+        Returns:
+            False (and nothing taken) when either limit is reached.
+        """
+        if self._count >= self.total or self._by_ip[ip] >= self.per_ip:
+            return False
+        self._by_ip[ip] += 1
+        self._count += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        """Give back a slot taken by :meth:`admit`."""
+        if self._by_ip[ip] <= 1:
+            del self._by_ip[ip]
+        else:
+            self._by_ip[ip] -= 1
+        self._count -= 1
+
+    def count(self, ip: str | None = None) -> int:
+        """Open connections from ``ip``, or in total when None."""
+        return self._count if ip is None else self._by_ip.get(ip, 0)

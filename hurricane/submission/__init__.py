@@ -1,0 +1,8 @@
+"""The submission listener: applications hand messages in over ESMTP."""
+
+__all__ = [
+    "auth",
+    "message",
+    "policy",
+    "server",
+]

@@ -1,0 +1,163 @@
+"""Turn submitted bytes into the message Hurricane stores. Pure.
+
+Headers are *read* with the stdlib parser (``policy=compat32``) but *edited*
+on the raw bytes: the ``X-Hurricane-*`` identifier fields are cut out and
+``Message-ID`` / ``Date`` appended when missing, and every other byte stays
+as the application sent it (re-serialising with ``email`` would refold
+headers and re-encode parts, breaking signatures the application made).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import compat32
+
+from hurricane.smtpd.reply import Reply, ReplyError
+from hurricane.verp import check_identifiers
+
+MAILING_ID_HEADER = "X-Hurricane-Mailing-Id"
+MESSAGE_ID_HEADER = "X-Hurricane-Message-Id"
+_REMOVED = frozenset({MAILING_ID_HEADER.lower(), MESSAGE_ID_HEADER.lower()})
+_FIELD_NAME_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A submitted message ready for ``store.enqueue``.
+
+    Args:
+        body: the bytes to store and deliver.
+        mailing_id: X-Hurricane-Mailing-Id as the application gave it.
+        message_id: X-Hurricane-Message-Id as the application gave it.
+        header_message_id: the RFC 5322 Message-ID without the angle brackets.
+    """
+
+    body: bytes
+    mailing_id: str | None
+    message_id: str | None
+    header_message_id: str | None
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str  # lower-case
+    start: int
+    end: int  # after the CRLF of its last line
+
+
+def _scan_header(data: bytes) -> tuple[list[_Field], int, bool]:
+    """Find the header fields.
+
+    Returns:
+        The fields, the offset where the header section ends, and whether it
+        ends with the empty line (False when a non-header line or the end of
+        the data ends it).
+    """
+    fields: list[_Field] = []
+    pos = 0
+    while pos < len(data):
+        eol = data.find(b"\r\n", pos)
+        end = len(data) if eol < 0 else eol + 2
+        line = data[pos:end]
+        if line in (b"\r\n", b""):
+            return fields, pos, True
+        if line[:1] in (b" ", b"\t") and fields:
+            last = fields[-1]
+            fields[-1] = _Field(last.name, last.start, end)
+        else:
+            m = _FIELD_NAME_RE.match(line)
+            if m is None:
+                return fields, pos, False
+            fields.append(_Field(m.group(1).decode("ascii").lower(), pos, end))
+        pos = end
+    return fields, pos, False
+
+
+def _one_value(msg: object, name: str) -> str | None:
+    values = msg.get_all(name)  # type: ignore[attr-defined]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ReplyError(Reply(550, "5.6.0", f"Error: header {name} appears more than once"))
+    # compat32 keeps folding whitespace and undecodable bytes as surrogates;
+    # either makes the value invalid below.
+    return re.sub(r"\r?\n[ \t]*", " ", str(values[0])).strip()
+
+
+def _check(name: str, mailing: str | None, message: str | None) -> None:
+    problem = check_identifiers(mailing, message)
+    if problem:
+        raise ReplyError(Reply(550, "5.6.0", f"Error: header {name}: {problem}"))
+
+
+def default_message_id(hostname: str) -> str:
+    """A new Message-ID value (without brackets) for ``hostname``."""
+    return f"{secrets.token_hex(12)}@{hostname}"
+
+
+def prepare_message(
+    data: bytes,
+    *,
+    hostname: str,
+    now: float,
+    make_message_id: Callable[[str], str] = default_message_id,
+) -> PreparedMessage:
+    """Validate and edit the header of a submitted message.
+
+    Args:
+        data: the message as received (CRLF line endings).
+        hostname: domain of the Message-ID we add.
+        now: time for the Date we add.
+        make_message_id: makes the Message-ID value (tests inject one).
+
+    Returns:
+        The message to store.
+
+    Raises:
+        ReplyError: 550 5.6.0 naming the header when an identifier is bad.
+    """
+    fields, header_end, has_separator = _scan_header(data)
+    msg = BytesParser(policy=compat32).parsebytes(data[:header_end], headersonly=True)
+    mailing_id = _one_value(msg, MAILING_ID_HEADER)
+    message_id = _one_value(msg, MESSAGE_ID_HEADER)
+    _check(MAILING_ID_HEADER, mailing_id, None)
+    _check(MESSAGE_ID_HEADER, None, message_id)
+    _check(f"{MAILING_ID_HEADER} and {MESSAGE_ID_HEADER}", mailing_id, message_id)
+
+    added = []
+    header_message_id = _one_value_or_none(msg, "Message-ID")
+    if header_message_id is None:
+        header_message_id = make_message_id(hostname)
+        added.append(f"Message-ID: <{header_message_id}>\r\n")
+    else:
+        header_message_id = header_message_id.strip().strip("<>").strip() or None
+    if msg.get("Date") is None:
+        added.append("Date: " + time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now))
+                     + "\r\n")
+
+    out = bytearray()
+    pos = 0
+    for f in fields:
+        if f.name in _REMOVED:
+            out += data[pos:f.start]
+            pos = f.end
+    out += data[pos:header_end]
+    if added:
+        if header_end > 0 and not data[:header_end].endswith(b"\r\n"):
+            out += b"\r\n"  # the data ended inside a header line
+        out += "".join(added).encode("ascii", "replace")
+        if not has_separator and header_end < len(data):
+            # A body line without a blank line before it: keep it out of our headers.
+            out += b"\r\n"
+    out += data[header_end:]
+    return PreparedMessage(bytes(out), mailing_id, message_id, header_message_id)
+
+
+def _one_value_or_none(msg: object, name: str) -> str | None:
+    value = msg.get(name)  # type: ignore[attr-defined]
+    return None if value is None else str(value)

@@ -1,0 +1,319 @@
+"""The submission listener (default 127.0.0.1:2587): applications hand messages in.
+
+A client may relay when it is in ``trusted_networks`` (unless
+``require_auth``) or has authenticated with AUTH PLAIN or LOGIN. AUTH is
+offered only over TLS, or to a loopback client. "Accepted" means
+"committed": the 250 goes out only after ``store.enqueue`` returned; a store
+failure answers 451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.mail.smtp import AUTH, COMMAND
+from twisted.python.failure import Failure
+
+from hurricane.config import SubmissionConfig
+from hurricane.model import NewMessage, NewRecipient
+from hurricane.smtpd.address import Path
+from hurricane.smtpd.limits import ServerLimits
+from hurricane.smtpd.protocol import Envelope, HardenedESMTP, HardenedFactory, Recipient
+from hurricane.smtpd.reply import Reply, ReplyError
+from hurricane.smtpd.tls import tls_context_from_files
+from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.submission.auth import (
+    AuthThrottle,
+    ISubmissionUser,
+    RunHash,
+    build_portal,
+    load_users,
+)
+from hurricane.submission.message import prepare_message
+from hurricane.submission.policy import AUTH_NEEDS_TLS, RELAY_DENIED, SubmissionPolicy
+
+log = Logger()
+
+_MECHANISMS = ("PLAIN", "LOGIN")
+
+
+def limits_from_config(config: SubmissionConfig) -> ServerLimits:
+    """The listener limits of ``[submission]``."""
+    return ServerLimits(
+        max_message_size=config.max_message_size,
+        max_recipients=config.max_recipients,
+        max_line_length=config.max_line_length,
+        max_unterminated=max(4096, 2 * config.max_line_length),
+        idle_timeout=config.idle_timeout,
+        max_errors=config.max_errors,
+        max_connections_per_ip=config.max_connections_per_ip,
+        max_connections=config.max_connections,
+        # Applications must send CRLF; refusing a bare LF shows the bug at
+        # once instead of guessing what the application meant.
+        reject_bare_line_endings=True,
+    )
+
+
+class SubmissionProtocol(HardenedESMTP):
+    """One submission connection."""
+
+    factory: SubmissionFactory
+    # RFC 4954 5: AUTH=<mailbox> on MAIL; accepted and ignored.
+    extra_mail_parameters = frozenset({"AUTH"})
+
+    def __init__(self, factory: SubmissionFactory) -> None:
+        super().__init__(factory)
+        self.auth_failures = 0
+        self._auth_mechanism: str | None = None
+        self._auth_username: bytes | None = None
+
+    # -- AUTH -------------------------------------------------------------
+
+    def auth_offered(self) -> bool:
+        """True when AUTH may be used on this connection now."""
+        return self.factory.portal is not None and self.factory.policy.auth_offered(
+            self.session.peer, self.session.tls)
+
+    def ehlo_keywords(self) -> list[str]:
+        """Adds AUTH PLAIN LOGIN where it is offered."""
+        keywords = super().ehlo_keywords()
+        if self.auth_offered():
+            keywords.append("AUTH " + " ".join(_MECHANISMS))
+        return keywords
+
+    def tls_started(self) -> None:
+        """Forget authentication after STARTTLS (RFC 3207 4.2)."""
+        self._auth_mechanism = None
+        self._auth_username = None
+
+    def ext_AUTH(self, rest: str) -> None:
+        """AUTH PLAIN [initial] | AUTH LOGIN [initial] (RFC 4954)."""
+        if self.factory.portal is None:
+            self.send_reply(Reply(503, "5.5.1", "Error: authentication not enabled"))
+            return
+        if self.session.helo is None or not self.session.esmtp:
+            self.send_reply(Reply(503, "5.5.1", "Error: send EHLO first"))
+            return
+        if self.session.user is not None:
+            self.send_reply(Reply(503, "5.5.1", "Error: already authenticated"))
+            return
+        if self.transaction is not None:
+            self.send_reply(Reply(503, "5.5.1", "Error: AUTH not allowed during a mail "
+                                                "transaction"))
+            return
+        if not self.auth_offered():
+            self.send_reply(AUTH_NEEDS_TLS)
+            return
+        if self.factory.throttle.is_blocked(self.session.peer):
+            self.send_reply(Reply(454, "4.7.0", "Error: too many authentication failures, "
+                                                "try again later"))
+            return
+        mechanism, _, initial = rest.partition(" ")
+        mechanism = mechanism.upper()
+        initial = initial.strip()
+        if mechanism not in _MECHANISMS:
+            self.send_reply(Reply(504, "5.5.4", "Error: unsupported authentication mechanism"))
+            return
+        self._auth_mechanism = mechanism
+        self._auth_username = None
+        self.mode = AUTH
+        if initial == "=":
+            self.auth_line(b"")  # RFC 4954 4: "=" is an empty initial response
+        elif initial:
+            self.auth_line(initial.encode("ascii"))
+        elif mechanism == "PLAIN":
+            self._send(334, [""])
+        else:
+            self._send(334, [base64.b64encode(b"Username:").decode("ascii")])
+
+    def auth_aborted(self) -> None:
+        """Forget a half-finished AUTH exchange."""
+        self._auth_mechanism = None
+        self._auth_username = None
+
+    def auth_line(self, line: bytes) -> None:
+        """One response line of the AUTH exchange."""
+        mechanism = self._auth_mechanism
+        if line.strip() == b"*":
+            self.mode = COMMAND
+            self.auth_aborted()
+            self.send_reply(Reply(501, "5.7.0", "Error: authentication aborted"))
+            return
+        try:
+            decoded = base64.b64decode(line.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            self.mode = COMMAND
+            self.auth_aborted()
+            self.send_reply(Reply(501, "5.5.2", "Error: cannot decode response"))
+            return
+        if mechanism == "LOGIN" and self._auth_username is None:
+            self._auth_username = decoded
+            self._send(334, [base64.b64encode(b"Password:").decode("ascii")])
+            return
+        self.mode = COMMAND
+        if mechanism == "LOGIN":
+            username, password = self._auth_username or b"", decoded
+        else:
+            parts = decoded.split(b"\0")
+            if len(parts) != 3 or (parts[0] and parts[0] != parts[1]):
+                # RFC 4616: authzid must be empty or the authcid (no proxying).
+                self.auth_aborted()
+                self._auth_failed()
+                return
+            username, password = parts[1], parts[2]
+        self.auth_aborted()
+        d = self.factory.portal.login(UsernamePassword(username, password), None,
+                                      ISubmissionUser)  # type: ignore[union-attr]
+        d.addCallbacks(self._auth_ok, self._auth_error)
+        self.wait_for(d, lambda _: None)
+
+    def _auth_ok(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
+        _iface, user, _logout = result
+        self.session.user = user.name
+        log.info("AUTH ok for {user} from {peer}", user=user.name, peer=self.session.peer)
+        self.send_reply(Reply(235, "2.7.0", "Authentication successful"))
+
+    def _auth_error(self, failure: Failure) -> None:
+        if failure.check(UnauthorizedLogin):
+            self._auth_failed()
+            return
+        log.failure("AUTH error for {peer}", failure, peer=self.session.peer)
+        self.send_reply(Reply(454, "4.7.0", "Error: temporary authentication failure"))
+
+    def _auth_failed(self) -> None:
+        """Answer 535 and count the failure; past the limits, 421 and close."""
+        self.send_reply(Reply(535, "5.7.8", "Error: authentication credentials invalid"))
+        self.auth_failures += 1
+        blocked = self.factory.throttle.record_failure(self.session.peer)
+        log.info("AUTH failed from {peer} ({count})", peer=self.session.peer,
+                 count=self.auth_failures)
+        if self.auth_failures >= self.factory.config.max_auth_failures or blocked:
+            self.send_reply(Reply(421, "4.7.0", f"{self.hostname} Error: too many "
+                                                "authentication failures"))
+            self.close()
+
+    # -- envelope ---------------------------------------------------------
+
+    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
+        """Relay only for trusted or authenticated clients; refuse odd forms."""
+        if not self.factory.policy.may_relay(self.session.peer, self.session.user):
+            log.info("relay denied for {peer} to {rcpt}", peer=self.session.peer,
+                     rcpt=recipient.address)
+            return RELAY_DENIED
+        if recipient.is_null:
+            return Reply(553, "5.1.3", "Error: the null address is not a recipient")
+        if recipient.domain is None:
+            return Reply(553, "5.1.3", "Error: recipient address must be fully qualified")
+        return Recipient(recipient, params)
+
+    async def message_received(self, envelope: Envelope, data: bytes) -> Reply:
+        """Prepare the message, enqueue it, and answer only once it is committed."""
+        factory = self.factory
+        try:
+            prepared = prepare_message(data, hostname=factory.hostname,
+                                       now=envelope.received_at)
+        except ReplyError as e:
+            log.info("refused message from {peer}: {reply}", peer=envelope.session.peer,
+                     reply=str(e.reply))
+            return e.reply
+        seen: set[str] = set()
+        recipients = []
+        for rcpt in envelope.recipients:
+            key = rcpt.path.address.lower()
+            if key not in seen:  # the same address twice is one delivery
+                seen.add(key)
+                recipients.append(NewRecipient(rcpt.path.address))
+        client = envelope.session.peer
+        if envelope.session.user is not None:
+            client += f" user={envelope.session.user}"
+        message = NewMessage(
+            sender=envelope.sender.address,
+            recipients=tuple(recipients),
+            body=prepared.body,
+            mailing_id=prepared.mailing_id,
+            message_id=prepared.message_id,
+            header_message_id=prepared.header_message_id,
+            source="smtp",
+            client=client,
+            metadata={"helo": envelope.session.helo, "tls": envelope.session.tls},
+        )
+        try:
+            result = await factory.store.enqueue(message, envelope.received_at)
+        except StoreUnavailable as e:
+            log.warn("store unavailable, answered 451 to {peer}: {error}",
+                     peer=envelope.session.peer, error=str(e))
+            return Reply(451, "4.3.0", "Error: queue temporarily unavailable, try again later")
+        log.info("queued {queue_id} from {client} for {count} recipients",
+                 queue_id=result.queue_id, client=client, count=len(recipients))
+        try:
+            factory.on_enqueued()
+        except Exception:
+            # The message is committed; a failing hook must not turn that into an error.
+            log.failure("on_enqueued hook failed")
+        return Reply(250, "2.0.0", f"Ok: queued as {result.queue_id}")
+
+
+class SubmissionFactory(HardenedFactory):
+    """Builds submission connections.
+
+    Args:
+        config: the ``[submission]`` section.
+        store: where messages are enqueued.
+        hostname: our name (greeting, Received, added Message-IDs).
+        clock: the injected reactor time.
+        on_enqueued: called after each committed enqueue (wakes the scheduler).
+        tls_context: server context factory for STARTTLS, or None.
+        portal: the AUTH portal; None disables AUTH.
+    """
+
+    protocol = SubmissionProtocol
+
+    def __init__(
+        self,
+        config: SubmissionConfig,
+        store: IOutcomeStore,
+        hostname: str,
+        clock: IReactorTime,
+        on_enqueued: Callable[[], None] = lambda: None,
+        tls_context: Any = None,
+        portal: Portal | None = None,
+    ) -> None:
+        super().__init__(hostname, limits_from_config(config), clock, tls_context)
+        self.config = config
+        self.store = store
+        self.on_enqueued = on_enqueued
+        self.portal = portal
+        self.policy = SubmissionPolicy(config.trusted_networks, config.require_auth)
+        self.throttle = AuthThrottle(clock, config.max_auth_failures, config.auth_block_seconds)
+
+
+def build_submission_factory(
+    config: SubmissionConfig,
+    store: IOutcomeStore,
+    hostname: str,
+    clock: IReactorTime,
+    on_enqueued: Callable[[], None] = lambda: None,
+    run_hash: RunHash | None = None,
+) -> SubmissionFactory:
+    """A :class:`SubmissionFactory` from configuration: users, portal and TLS.
+
+    Args:
+        run_hash: runs password verification off the reactor thread
+            (``lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)``).
+
+    Raises:
+        ValueError: naming an unreadable users file or TLS file.
+    """
+    users = load_users(config)
+    portal = build_portal(users, run_hash) if users else None
+    tls = (tls_context_from_files(config.tls_certificate, config.tls_key)
+           if config.tls_certificate else None)
+    return SubmissionFactory(config, store, hostname, clock, on_enqueued, tls, portal)
