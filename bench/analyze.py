@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Benchmark the bounce analyzer on the corpus, side by side with Sisimai.
+
+    python bench/analyze.py [--corpus DIR] [--repeat N] [--no-sisimai]
+
+Prints the accuracy (score.py run on the analyzer's predictions), messages
+per second (parse time only, one core: CPU time of this process, files read
+into memory first, one warm-up pass), the same for Debian's Sisimai (Perl,
+package libsisimai-perl; timed inside Perl so start-up is excluded), their
+ratio and the machine.  Sisimai is skipped with a message when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from hurricane.bounce.analyze import analyze, to_prediction  # noqa: E402
+from hurricane.bounce.classify import default_classifier  # noqa: E402
+
+PERL = r"""
+use strict; use warnings;
+use Sisimai; use Time::HiRes qw(clock);
+my $repeat = shift @ARGV;
+my @data;
+for my $f (@ARGV) {
+    open(my $fh, '<:raw', $f) or die "$f: $!"; local $/; push @data, scalar <$fh>; close $fh;
+}
+my $call = Sisimai->can('rise') ? 'rise' : 'make';
+my $found = 0;
+for my $d (@data) { my $v = Sisimai->$call(\$d, 'input' => 'string'); $found++ if $v && @$v; }
+my $t0 = clock();
+for (1 .. $repeat) { for my $d (@data) { Sisimai->$call(\$d, 'input' => 'string'); } }
+my $el = clock() - $t0;
+printf "%d %.6f %d %s\n", scalar(@data) * $repeat, $el, $found, $Sisimai::VERSION;
+"""
+
+
+def default_corpus() -> str:
+    env = os.environ.get("HURRICANE_BOUNCE_CORPUS")
+    if env:
+        return env
+    return os.path.normpath(os.path.join(ROOT, "..", "shared", "bounce-corpus"))
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fp:
+            for line in fp:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%s, %d cores, Python %s, %s" % (model, os.cpu_count() or 1,
+                                            platform.python_version(), platform.system())
+
+
+def sisimai(files: list[str], repeat: int) -> tuple[float, str] | str:
+    """(msgs/s, version), or a reason why Sisimai could not run."""
+    perl = shutil.which("perl")
+    if perl is None:
+        return "perl is not installed"
+    if subprocess.run([perl, "-MSisimai", "-e", "1"], capture_output=True).returncode != 0:
+        return ("Sisimai is not installed (Debian: apt-get install libsisimai-perl); "
+                "skipping the comparison")
+    with tempfile.NamedTemporaryFile("w", suffix=".pl", delete=False) as fp:
+        fp.write(PERL)
+        script = fp.name
+    try:
+        p = subprocess.run([perl, script, str(repeat), *files], capture_output=True, text=True)
+    finally:
+        os.unlink(script)
+    if p.returncode != 0:
+        return "Sisimai failed: %s" % p.stderr.strip()[-500:]
+    n, el, _found, version = p.stdout.split()
+    return int(n) / float(el), version
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=default_corpus())
+    ap.add_argument("--repeat", type=int, default=3, help="timed passes over the corpus")
+    ap.add_argument("--no-sisimai", action="store_true")
+    a = ap.parse_args()
+    emails = os.path.join(a.corpus, "emails")
+    if not os.path.isdir(emails):
+        print("corpus not found at %s (set HURRICANE_BOUNCE_CORPUS)" % a.corpus)
+        return 2
+    files = sorted(os.path.join(emails, f) for f in os.listdir(emails) if f.endswith(".eml"))
+    data = []
+    for f in files:
+        with open(f, "rb") as fp:
+            data.append((f, fp.read()))
+    clf = default_classifier()
+    preds = [to_prediction(analyze(raw, classifier=clf), "emails/" + os.path.basename(f))
+             for f, raw in data]                               # warm-up pass
+    t0 = time.process_time()
+    for _ in range(a.repeat):
+        for _f, raw in data:
+            analyze(raw, classifier=clf)
+    el = time.process_time() - t0
+    ours = len(data) * a.repeat / el
+    errors = sum(1 for p in preds if p.get("error"))
+
+    print("machine: %s" % machine())
+    print("corpus: %s (%d messages, %.1f MB)" % (a.corpus, len(data),
+                                                 sum(len(r) for _, r in data) / 1e6))
+    score = os.path.join(a.corpus, "score.py")
+    expected = os.path.join(a.corpus, "expected.jsonl")
+    if os.path.exists(score) and os.path.exists(expected):
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as fp:
+            for p in preds:
+                fp.write(json.dumps(p) + "\n")
+            pfile = fp.name
+        try:
+            out = subprocess.run([sys.executable, score, pfile, expected],
+                                 capture_output=True, text=True).stdout
+        finally:
+            os.unlink(pfile)
+        print("accuracy (score.py):")
+        for line in out.splitlines():
+            if line.startswith("Per recipient"):
+                break
+            if any(k in line for k in ("exact set match", "found nothing", "  status", "replycode",
+                                       "  hard  ", "  reason", "  category")):
+                print("  " + line.strip())
+    print("analysis errors (limits): %d" % errors)
+    print("hurricane: %8.0f msgs/s  (%d messages x %d passes, %.3f s CPU, one core)"
+          % (ours, len(data), a.repeat, el))
+    if a.no_sisimai:
+        print("sisimai: skipped (--no-sisimai)")
+        return 0
+    r = sisimai(files, a.repeat)
+    if isinstance(r, str):
+        print("sisimai: %s" % r)
+        return 0
+    theirs, version = r
+    print("sisimai %s: %8.0f msgs/s  (Perl, timed inside Perl, same files, same run)"
+          % (version, theirs))
+    print("ratio: %.2fx Sisimai's messages per second" % (ours / theirs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,712 @@
+"""Analyze a returned message: bounce (DSN or free text), auto-reply, feedback.
+
+``analyze(raw, envelope_rcpt)`` is pure and thread-safe and never raises.  The
+order is cheapest and most exact first: RFC 5965 ARF feedback reports, RFC
+3464 delivery-status parts, RFC 3834 auto-reply headers, then free-text
+bounces of the usual MTAs and providers (with flufl.bounce as one more source
+of recipients), and finally "other".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
+
+from hurricane.bounce import mime
+from hurricane.bounce.classify import (
+    ReplyClassifier,
+    default_classifier,
+    detect_command,
+    extract_codes,
+    normalise_text,
+)
+from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass
+
+__all__ = ["AnalysisLimits", "analyze", "to_prediction"]
+
+
+@dataclass(frozen=True)
+class AnalysisLimits:
+    """Bounds on the work spent on one message."""
+
+    max_bytes: int = 5 * 1024 * 1024
+    max_depth: int = 50
+    max_parts: int = 2000
+    cpu_seconds: float = 2.0
+    max_text: int = 256 * 1024      # notification text looked at by the free-text rules
+
+
+class _OverBudget(Exception):
+    pass
+
+
+ADDR = (r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_ADDR_RE = re.compile(ADDR)
+_TOKEN_RE = re.compile(rb"(?im)^[ \t>]*X-Hurricane-Token:[ \t]*<?([^\s<>]+@[^\s<>]+?)>?[ \t]*$")
+_TOKEN_HINT = re.compile(rb"(?i)x-hurricane-token")
+_MSGID_RE = re.compile(r"(?im)^[ \t>]*Message-I[dD]:[ \t]*<?([^\s<>]+)>?")
+
+_SYSTEM_LOCAL = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|root|daemon|"
+                           r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
+
+
+def _addr(value: str | None) -> str:
+    """The first address in a header-ish value, lower-cased, or ''."""
+    if not value:
+        return ""
+    m = _ADDR_RE.search(value)
+    return m.group(0).lower().rstrip(".") if m else ""
+
+
+def _strip_type(value: str) -> str:
+    """'rfc822; a@b' -> 'a@b'; 'smtp; 550 ...' -> '550 ...'."""
+    i = value.find(";")
+    if 0 < i < 20 and " " not in value[:i].strip():
+        return value[i + 1:].strip()
+    return value.strip()
+
+
+# ---------------------------------------------------------------------------
+# RFC 3464 delivery-status
+
+
+def _field_blocks(text: str) -> list[list[tuple[str, str]]]:
+    blocks = []
+    for chunk in re.split(r"\n[ \t]*\n", text.replace("\r", "")):
+        if chunk.strip():
+            h = mime.parse_headers(chunk.strip("\n"))
+            if h:
+                blocks.append(h)
+    return blocks
+
+
+def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Per-message fields and per-recipient field dicts of a delivery-status body."""
+    per_msg: dict[str, str] = {}
+    rcpts: list[dict[str, str]] = []
+    for block in _field_blocks(text):
+        d: dict[str, str] = {}
+        for k, v in block:
+            if k in d:
+                if k == "diagnostic-code":
+                    d[k] += " " + v
+                continue
+            d[k] = v
+        if "final-recipient" in d or "original-recipient" in d or "x-actual-recipient" in d:
+            rcpts.append(d)
+        else:
+            for k, v in d.items():
+                per_msg.setdefault(k, v)
+    return per_msg, rcpts
+
+
+# ---------------------------------------------------------------------------
+# Auto-replies (RFC 3834)
+
+_AUTO_SUBJECT = re.compile(
+    r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|out of (?:the )?office|away from|"
+    r"abwesenheit|absence|on vacation|vacation|autoreply|auto:|r[ée]ponse automatique|away until|"
+    r"respuesta autom|risposta automatica|自動応答|自動返信|不在)", re.I)
+_BOUNCE_SUBJECT = re.compile(
+    r"(?:undeliver|undelivered|deliver(?:y|ed) (?:status|fail|notif|report|problem)|returned mail|"
+    r"mail delivery|failure notice|delivery failure|non[- ]?deliver|could not be delivered|"
+    r"mail system error|returned to sender|nicht zustellbar|unzustellbar|rejected|bounce|"
+    r"warning: could not|delayed mail|delivery (?:has )?failed|error sending|message not delivered|"
+    r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable)", re.I)
+_BOUNCE_FROM = re.compile(r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
+                          r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange", re.I)
+
+
+# ---------------------------------------------------------------------------
+# Free text
+
+_ORIGINAL_MARK = re.compile(
+    r"(?im)^[ \t>|]*(?:-{2,}|={2,}|_{2,}|\*{2,})?[ \t]*(?:"
+    r"original message|(?:this is a )?copy of (?:the|your) (?:original )?message|below this line is a copy|"
+    r"(?:the )?(?:original|unsent|returned|undelivered) message(?: headers?)?(?: follows| is attached| below)?[ \t:-]*$|"
+    r"(?:the )?headers? of (?:the|your) (?:original )?message|message headers? follow|original message (?:follows|header)|"
+    r"start of (?:the )?(?:returned|original) message|returned message|included (?:original )?message|"
+    r"unsent message below|headers of the original|original mail follows|rfc822 headers|"
+    r"(?:this is )?(?:the )?(?:header|message) of (?:the |your )?(?:original|returned)|text of the original|"
+    r"message text follows|the first \d+ lines|received message follows|original text follows|"
+    r"content-type: message/rfc822|begin forwarded message)"
+)
+_HEADER_START = re.compile(r"(?m)^(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |X-Hurricane-Token: )")
+_QUOTED_HEADER = re.compile(r"(?im)^[ \t>]*(?:from|to|cc|reply-to|sender|return-path|message-id|in-reply-to|references|"
+                            r"x-original-to|delivered-to|date|subject|x-hurricane-token|received|dkim-signature|"
+                            r"x-postfix-sender|original-mail-from|errors-to):.*$")
+_CODEISH = re.compile(r"(?<![\d.])[245]\d\d(?![\d.])|(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
+_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>", re.I)
+_ANY_TAG = re.compile(r"<[^>@]*>")
+
+
+def _html_to_text(html: str) -> str:
+    import html as _h
+    t = _HTML_TAG.sub("\n", html)
+    t = re.sub(r"(?is)<(script|style)\b.*?</\1>", "", t)
+    t = _ANY_TAG.sub("", t)
+    return _h.unescape(t)
+
+
+_ERRORISH = re.compile(
+    r"(?i)unknown|no such|not exist|invalid|rejected|refused|denied|full|quota|fail|error|undeliver|"
+    r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|suspended|said:|"
+    r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|too (?:big|large|many)|"
+    r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|host|deferred|delay|giving up|bounce|mailbox|account|policy|"
+    r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+class _Ctx:
+    __slots__ = ("root", "deadline", "limits", "classifier", "tokens", "msgid", "envid", "error",
+                 "excluded", "envelope_rcpt")
+
+    def __init__(self, root: mime.Part, deadline: float, limits: AnalysisLimits,
+                 classifier: ReplyClassifier, envelope_rcpt: str | None) -> None:
+        self.root = root
+        self.deadline = deadline
+        self.limits = limits
+        self.classifier = classifier
+        self.tokens: list[str] = []
+        self.msgid: str | None = None
+        self.envid: str | None = None
+        self.error: str | None = None
+        self.excluded: set[str] = set()
+        self.envelope_rcpt = (envelope_rcpt or "").strip().strip("<>").lower() or None
+
+    def check(self) -> None:
+        if time.process_time() > self.deadline:
+            raise _OverBudget()
+
+
+def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status: str | None = None,
+            action: str = "failed", source: str, remote: str | None = None,
+            orcpt: str | None = None, reason: str | None = None) -> RecipientResult:
+    rc: ReplyClass = ctx.classifier.classify(code, status, text)
+    c = code
+    if c is None:
+        c, _ = extract_codes(text)
+    st, inferred, rsn, hard, rule = rc.status, rc.status_inferred, rc.reason, rc.hard, rc.rule
+    if reason is not None:
+        rsn, rule = reason, None
+    elif action == "delayed" and rsn in ("onhold", "undefined"):
+        rsn = "expired"
+    if action == "delivered":
+        rsn = "delivered"
+    from hurricane.bounce.model import is_hard
+    hard = is_hard(rsn, st)
+    return RecipientResult(recipient=rcpt, action=action, code=c, status=st,
+                           status_inferred=inferred, reason=rsn, hard=hard, suppress=hard,
+                           diagnostic=text.strip()[:2000], remote_mta=remote, source=source,
+                           rule=rule, original_recipient=orcpt)
+
+
+def _original_parts(ctx: _Ctx) -> Iterable[mime.Part]:
+    """Message/rfc822 and text/rfc822-headers children (the returned originals)."""
+    for p in ctx.root.walk():
+        if p.maintype == "message" and p.subtype in ("rfc822", "global") or \
+                p.content_type == "text/rfc822-headers":
+            for c in p.children:
+                yield c
+
+
+def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
+    toks: list[str] = []
+    for m in (_TOKEN_RE.finditer(norm) if _TOKEN_HINT.search(norm) else ()):
+        t = m.group(1).decode("latin-1").lower()
+        if t not in toks:
+            toks.append(t)
+    for orig in _original_parts(ctx):
+        if ctx.msgid is None:
+            mid = orig.get("message-id")
+            if mid:
+                ctx.msgid = mid.strip().strip("<>").strip() or None
+        for v in orig.get_all("x-hurricane-token"):
+            t = v.strip().strip("<>").lower()
+            if t and t not in toks:
+                toks.append(t)
+        for h in ("from", "return-path", "sender", "reply-to"):
+            a = _addr(orig.get(h))
+            if a:
+                ctx.excluded.add(a)
+    # base64 originals: look inside decoded message/rfc822 parts too
+    for p in ctx.root.walk() if b"ase64" in norm else ():
+        if p.maintype == "message" and "base64" in p.get("content-transfer-encoding").lower():
+            for m in _TOKEN_RE.finditer(mime.normalise(p.payload())):
+                t = m.group(1).decode("latin-1").lower()
+                if t not in toks:
+                    toks.append(t)
+    ctx.tokens = toks
+
+
+# ---------------------------------------------------------------------------
+
+
+def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None:
+    fields: dict[str, list[str]] = {}
+    for block in _field_blocks(part.text()):
+        for k, v in block:
+            fields.setdefault(k, []).append(v)
+    ftype = (fields.get("feedback-type") or ["abuse"])[0].strip().lower() or "abuse"
+    rcpts: list[str] = []
+    for v in fields.get("original-rcpt-to", []) + fields.get("removal-recipient", []):
+        a = _addr(v)
+        if a and a not in rcpts:
+            rcpts.append(a)
+    if not rcpts:
+        for orig in _original_parts(ctx):
+            for v in orig.get_all("to"):
+                for a in _ADDR_RE.findall(v):
+                    a = a.lower()
+                    if a not in rcpts:
+                        rcpts.append(a)
+            break
+    results = tuple(
+        RecipientResult(recipient=a, action="failed", code=None, status=None, status_inferred=False,
+                        reason="feedback", hard=False, suppress=True,
+                        diagnostic=(fields.get("user-agent") or [""])[0], remote_mta=None,
+                        source="arf", rule=None, feedback_type=ftype)
+        for a in rcpts)
+    if not results:
+        results = (RecipientResult(recipient="", action="failed", code=None, status=None,
+                                   status_inferred=False, reason="feedback", hard=False,
+                                   suppress=False, diagnostic="", remote_mta=None, source="arf",
+                                   rule=None, feedback_type=ftype),)
+    return Analysis(category="feedback", results=results)
+
+
+def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
+    """(delivery-status parts, feedback-report parts, notification text parts)."""
+    dsn, arf, texts = [], [], []
+    stack = [(root, False)]
+    while stack:
+        p, inside = stack.pop()
+        ct = p.content_type
+        if ct in ("message/delivery-status", "message/global-delivery-status",
+                  "text/delivery-status", "message/x-delivery-status"):
+            dsn.append(p)
+        elif ct == "message/feedback-report":
+            arf.append(p)
+        elif p.maintype == "text" and not inside and ct != "text/rfc822-headers":
+            if p.get("content-disposition").lower().startswith("attachment") and texts:
+                pass
+            else:
+                texts.append(p)
+        elif p.maintype == "message" or ct == "text/rfc822-headers":
+            inside = True
+        for c in reversed(p.children):
+            stack.append((c, inside))
+    return dsn, arf, texts
+
+
+def _notification_text(texts: list[mime.Part], limit: int) -> str:
+    plain = [p for p in texts if p.subtype == "plain"]
+    chosen = plain or texts
+    out = []
+    n = 0
+    for p in chosen:
+        t = p.text()
+        if p.subtype == "html":
+            t = _html_to_text(t[:limit])
+        out.append(t[: max(0, limit - n)])
+        n += len(out[-1])
+        if n >= limit:
+            break
+    return "\n".join(out)
+
+
+def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[RecipientResult]:
+    results: list[RecipientResult] = []
+    for part in parts:
+        per_msg, rcpts = _parse_dsn_fields(part.text())
+        if ctx.envid is None and per_msg.get("original-envelope-id"):
+            ctx.envid = per_msg["original-envelope-id"].strip()
+        for d in rcpts[:2000]:
+            ctx.check()
+            final = _strip_type(d.get("final-recipient", ""))
+            orig = _strip_type(d.get("original-recipient", ""))
+            rcpt = _addr(final) or _addr(d.get("x-actual-recipient", "")) or _addr(orig)
+            action = (d.get("action", "") or "").strip().lower().split()[0:1]
+            act = action[0] if action else "failed"
+            if act not in ("failed", "delayed", "delivered", "relayed", "expanded"):
+                act = "failed" if act in ("failure", "fail", "") else "delayed" if "delay" in act else "failed"
+            status = d.get("status", "").strip()
+            m = re.match(r"([245])\.(\d{1,3})\.(\d{1,3})", status)
+            status = "%s.%d.%d" % (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
+            diag = _strip_type(d.get("diagnostic-code", ""))
+            code, dstatus = extract_codes(diag)
+            if dstatus and (status is None or (status.endswith(".0.0") and dstatus[0] == status[0])):
+                status = dstatus
+            text = diag
+            if not text.strip() or not _ERRORISH.search(text):
+                text = (_near(note, rcpt) or text) if note else text
+                if code is None:
+                    code, s2 = extract_codes(text)
+            remote = _strip_type(d.get("remote-mta", "")) or None
+            ctext = _with_command(text, note, rcpt)
+            r = _result(ctx, rcpt, ctext, code=code, status=status, action=act,
+                        source="dsn", remote=remote, orcpt=_addr(orig) or None)
+            if ctext is not text:
+                r = replace(r, diagnostic=text.strip()[:2000])
+            results.append(r)
+    return results
+
+
+_CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)", "DATA": " (in reply to end of DATA command)",
+               "MAIL": " (in reply to MAIL FROM command)", "HELO": " (in reply to EHLO command)",
+               "CONN": " (after initial connection)"}
+
+
+def _with_command(text: str, note: str, rcpt: str) -> str:
+    """The text, plus the SMTP command the notification names for this recipient."""
+    if not note or detect_command(normalise_text(text)) != "NONE":
+        return text
+    near = _near(note, rcpt)
+    if not near:
+        return text
+    cmd = detect_command(normalise_text(near))
+    return text + _CMD_PHRASE[cmd] if cmd in _CMD_PHRASE else text
+
+
+def _near(note: str, rcpt: str) -> str:
+    """The paragraph(s) of the notification text that talk about one recipient."""
+    if not rcpt:
+        return ""
+    low = note.lower()
+    i = low.find(rcpt)
+    if i < 0:
+        return ""
+    start = low.rfind("\n", 0, i) + 1
+    end = low.find("\n\n", i)
+    if end < 0:
+        end = len(note)
+    block = note[start:end]
+    if not _CODEISH.search(block):
+        end2 = low.find("\n\n", end + 2)
+        block = note[start:end2 if end2 > 0 else len(note)]
+    return block[:1500]
+
+
+# -- SES / JSON notifications ------------------------------------------------
+
+def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
+    i = text.find('{"notificationType"')
+    if i < 0:
+        i = text.find('{"eventType"')
+    if i < 0:
+        return None
+    blob = text[i:]
+    blob = re.sub(r"\n(?! )", "", blob)
+    try:
+        data, _ = json.JSONDecoder().raw_decode(blob)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    kind = str(data.get("notificationType") or data.get("eventType") or "").lower()
+    mail = data.get("mail") or {}
+    if isinstance(mail, dict) and mail.get("messageId") and ctx.msgid is None:
+        pass
+    if kind == "complaint":
+        c = data.get("complaint") or {}
+        ftype = str(c.get("complaintFeedbackType") or "abuse")
+        rs = tuple(RecipientResult(recipient=str(r.get("emailAddress", "")).lower(), action="failed", code=None,
+                                   status=None, status_inferred=False, reason="feedback", hard=False,
+                                   suppress=True, diagnostic="", remote_mta=None, source="arf", rule=None,
+                                   feedback_type=ftype)
+                   for r in c.get("complainedRecipients") or [] if isinstance(r, dict))
+        return Analysis(category="feedback", results=rs)
+    if kind == "delivery":
+        d = data.get("delivery") or {}
+        rs = tuple(RecipientResult(recipient=str(a).lower(), action="delivered", code=None,
+                                   status="2.6.0", status_inferred=False, reason="delivered", hard=False,
+                                   suppress=False, diagnostic=str(d.get("smtpResponse", "")),
+                                   remote_mta=d.get("reportingMTA"), source="dsn", rule=None)
+                   for a in d.get("recipients") or [])
+        return Analysis(category="other", results=rs)
+    if kind == "bounce":
+        b = data.get("bounce") or {}
+        out = []
+        for r in b.get("bouncedRecipients") or []:
+            if not isinstance(r, dict):
+                continue
+            diag = _strip_type(str(r.get("diagnosticCode", "")))
+            st = r.get("status")
+            code, ds = extract_codes(diag)
+            res = _result(ctx, str(r.get("emailAddress", "")).lower(), diag or str(b.get("bounceSubType", "")),
+                          code=code, status=str(st) if st else ds, source="dsn",
+                          remote=b.get("reportingMTA"))
+            if not diag:
+                sub = str(b.get("bounceSubType", "")).lower()
+                m = {"suppressed": "suppressed", "mailboxfull": "mailboxfull", "messagetoolarge": "mesgtoobig",
+                     "contentrejected": "contenterror", "attachmentrejected": "policyviolation",
+                     "noemail": "userunknown", "general": None}.get(sub)
+                if m:
+                    res = replace(res, reason=m)
+            out.append(res)
+        return Analysis(category="bounce", results=tuple(out))
+    return None
+
+
+# -- free text ---------------------------------------------------------------
+
+def _cut_original(note: str) -> str:
+    m = _ORIGINAL_MARK.search(note)
+    cut = len(note)
+    if m is not None and m.start() > 0:
+        cut = m.start()
+    m2 = _HEADER_START.search(note, 0, cut)
+    if m2 is not None and m2.start() > 0:
+        cut = m2.start()
+    return note[:cut]
+
+
+def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
+    region = _cut_original(note)
+    ctx.check()
+    # quoted headers in the notification are not recipients
+    scan = _QUOTED_HEADER.sub("", region)
+    excluded = set(ctx.excluded)
+    for h in ("from", "to", "return-path", "reply-to", "sender"):
+        for v in root.get_all(h):
+            a = _addr(v)
+            if a:
+                excluded.add(a)
+    if ctx.envelope_rcpt:
+        excluded.add(ctx.envelope_rcpt)
+    excluded.update(ctx.tokens)
+    found: list[tuple[int, str]] = []
+    seen = set()
+    for m in _ADDR_RE.finditer(scan):
+        a = m.group(0).lower().rstrip(".")
+        if a in seen or a in excluded:
+            continue
+        local = a.split("@", 1)[0]
+        if _SYSTEM_LOCAL.match(local):
+            continue
+        # skip message-id-like tokens
+        before = scan[max(0, m.start() - 1):m.start()]
+        if before == "<" and scan[m.end():m.end() + 1] == ">" and re.match(r"[0-9a-f.$-]{16,}$", local):
+            continue
+        seen.add(a)
+        found.append((m.start(), a))
+        if len(found) >= 500:
+            break
+    if not found:
+        return []
+    results = []
+    for n, (pos, a) in enumerate(found):
+        start = scan.rfind("\n", 0, pos) + 1
+        nxt = found[n + 1][0] if n + 1 < len(found) else len(scan)
+        nxt_line = scan.rfind("\n", 0, nxt) + 1 if n + 1 < len(found) else nxt
+        end = max(nxt_line, scan.find("\n", pos) if scan.find("\n", pos) > 0 else len(scan))
+        block = scan[start:end][:2000]
+        if not _CODEISH.search(block) and len(found) > 1:
+            # the error may be stated once for all recipients (before them)
+            block = block + "\n" + scan[:start][-800:]
+        results.append((a, block))
+    # keep only recipients whose block looks like an error, when some do
+    errorish = [(a, b) for a, b in results if _ERRORISH.search(b)]
+    if errorish:
+        results = errorish
+    out = []
+    for a, b in results:
+        ctx.check()
+        rr = _result(ctx, a, b, source="heuristic")
+        if rr.reason in ("onhold", "undefined"):
+            whole = ctx.classifier.classify(None, None, region[:4000])
+            if whole.reason not in ("onhold", "undefined"):
+                rr = _result(ctx, a, region[:4000], source="heuristic")
+                rr = replace(rr, diagnostic=b.strip()[:2000])
+        out.append(rr)
+    return out
+
+
+def _flufl(root_raw: bytes, ctx: _Ctx) -> list[str]:
+    try:
+        import email
+        from email.policy import compat32
+
+        from flufl.bounce import all_failures
+        msg = email.message_from_bytes(root_raw[:256 * 1024], policy=compat32)
+        perm, temp = all_failures(msg)
+    except Exception:
+        return []
+    out = []
+    for a in list(perm) + list(temp):
+        s = a.decode("latin-1", "replace").lower() if isinstance(a, bytes) else str(a).lower()
+        if "@" in s and s not in out and s not in ctx.excluded:
+            out.append(s)
+    return out
+
+
+def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
+             limits: AnalysisLimits, start: float) -> Analysis:
+    error = None
+    if len(raw) > limits.max_bytes:
+        raw = raw[:limits.max_bytes]
+        error = "too-large"
+    norm = mime.normalise(raw)
+    deadline = start + limits.cpu_seconds
+    root, perr = mime.parse(norm, max_depth=limits.max_depth, max_parts=limits.max_parts,
+                            deadline=deadline)
+    error = error or perr
+    ctx = _Ctx(root, deadline, limits, classifier, envelope_rcpt)
+    ctx.error = error
+    subject = mime.decode_words(root.get("subject")) or None
+    from_hdr = mime.decode_words(root.get("from"))
+    from_addr = _addr(from_hdr) or None
+    base: dict[str, Any] = {"subject": subject, "from_address": from_addr}
+    try:
+        _collect_meta(ctx, norm)
+        ctx.check()
+        dsn, arf, texts = _find_parts(root)
+        rtype = root.params.get("report-type", "").lower()
+        note = _notification_text(texts, limits.max_text)
+        if ctx.msgid is None:
+            region_end = len(_cut_original(note))
+            m = _MSGID_RE.search(note, region_end)
+            if m is not None:
+                ctx.msgid = m.group(1).strip()
+        if arf or rtype == "feedback-report":
+            part = arf[0] if arf else root
+            a = _analyze_arf(ctx, part, root)
+            if a is not None:
+                return _finish(a, ctx, base)
+        ctx.check()
+        results: list[RecipientResult] = []
+        if dsn:
+            results = _analyze_dsn(ctx, dsn, note)
+        if not results and re.search(r"(?im)^(?:final|original)-recipient:", note[:limits.max_text]):
+            per = [mime.Part([("content-type", "message/delivery-status")],
+                             note.encode("utf-8", "replace"), 1)]
+            results = _analyze_dsn(ctx, per, note)
+        if results and not any(r.recipient for r in results):
+            alt = _free_text(ctx, note, root) if note else []
+            if len(alt) == len(results):
+                results = [replace(r, recipient=x.recipient) for r, x in zip(results, alt)]
+        results = [r for r in results if r.recipient or len(results) == 1]
+        if results:
+            cat = "bounce"
+            if all(r.action in ("delivered", "relayed", "expanded") for r in results):
+                cat = "other"
+            return _finish(Analysis(category=cat, results=tuple(results)), ctx, base)
+        for orig in _original_parts(ctx):
+            hm = orig.get("x-hmxmroriginalrecipient")
+            if hm and _addr(hm):
+                rr = RecipientResult(recipient=_addr(hm), action="failed", code=None, status=None,
+                                     status_inferred=False, reason="feedback", hard=False,
+                                     suppress=True, diagnostic="", remote_mta=None, source="arf",
+                                     rule="feedback.jmrp", feedback_type="abuse")
+                return _finish(Analysis(category="feedback", results=(rr,)), ctx, base)
+        ctx.check()
+        js = _analyze_json(ctx, note)
+        if js is not None:
+            return _finish(js, ctx, base)
+        # RFC 3834 auto-replies
+        auto = _autoreply_kind(root, subject or "", from_hdr)
+        bouncy = bool(_BOUNCE_FROM.search(from_hdr or "")) or bool(_BOUNCE_SUBJECT.search(subject or ""))
+        if auto and not bouncy:
+            who = from_addr or ""
+            rr = RecipientResult(recipient=who, action="delivered", code=None, status=None,
+                                 status_inferred=False, reason="vacation", hard=False, suppress=False,
+                                 diagnostic=(subject or "")[:500], remote_mta=None, source="autoreply",
+                                 rule=auto)
+            return _finish(Analysis(category="autoreply", results=(rr,)), ctx, base)
+        ctx.check()
+        if len(note) > limits.max_text:
+            note = note[:limits.max_text]
+        results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
+        if not results and bouncy:
+            ctx.check()
+            addrs = [a.lower() for v in root.get_all("x-failed-recipients") for a in _ADDR_RE.findall(v)]
+            if not addrs:
+                addrs = _flufl(norm[:256 * 1024], ctx) if len(norm) < 1024 * 1024 else []
+            region = _cut_original(note)
+            if not addrs:
+                # the original's recipient when the text names none
+                for orig in _original_parts(ctx):
+                    addrs = [a.lower() for a in _ADDR_RE.findall(orig.get("to"))][:1]
+                    break
+            results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
+            if not results and region.strip():
+                results = [_result(ctx, "", region[:4000], source="heuristic")]
+        if results:
+            return _finish(Analysis(category="bounce", results=tuple(results)), ctx, base)
+        return _finish(Analysis(category="other"), ctx, base)
+    except _OverBudget:
+        return _finish(Analysis(category="other"), ctx, base, "over-budget")
+    except RecursionError:
+        return _finish(Analysis(category="other"), ctx, base, "too-deep")
+
+
+def _looks_bounce(note: str) -> bool:
+    return bool(re.search(r"(?i)could not be delivered|undeliverable|delivery (?:to the following|has failed|failed)|"
+                          r"permanent (?:error|failure)|following (?:address|recipient)|not be delivered|"
+                          r"returned to sender|unable to deliver|user unknown|mailbox|550|554",
+                          note[:20000]))
+
+
+def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
+    v = root.get("auto-submitted").lower()
+    if v and not v.startswith("no"):
+        return "autoreply.auto-submitted"
+    for h in ("x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-reply"):
+        if root.get(h):
+            return "autoreply." + h
+    prec = root.get("precedence").lower()
+    if prec in ("auto_reply", "auto-reply"):
+        return "autoreply.precedence"
+    if _AUTO_SUBJECT.search(subject.strip()):
+        return "autoreply.subject"
+    if root.get("x-auto-response-suppress") and re.match(r"(?i)auto", subject):
+        return "autoreply.subject"
+    return None
+
+
+def _finish(a: Analysis, ctx: _Ctx, base: dict[str, Any], error: str | None = None) -> Analysis:
+    return replace(a, original_message_id=a.original_message_id or ctx.msgid,
+                   verp_tokens=tuple(ctx.tokens), envid=a.envid or ctx.envid,
+                   subject=base.get("subject"), from_address=base.get("from_address"),
+                   error=error or ctx.error)
+
+
+def analyze(raw: bytes, envelope_rcpt: str | None = None, *,
+            classifier: ReplyClassifier | None = None,
+            limits: AnalysisLimits = AnalysisLimits()) -> Analysis:
+    """Analyze the raw bytes of a returned message; never raises."""
+    start = time.process_time()
+    clf = classifier or default_classifier()
+    try:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raw = str(raw).encode("utf-8", "surrogateescape")
+        return _analyze(bytes(raw), envelope_rcpt, clf, limits, start)
+    except RecursionError:
+        return Analysis(category="other", error="too-deep")
+    except Exception as e:  # never raise on any input
+        return Analysis(category="other", error="unparseable: %s" % type(e).__name__)
+
+
+def to_prediction(analysis: Analysis, file: str) -> dict[str, Any]:
+    """The score.py / CLI JSON line for one analyzed file."""
+    rs = [r for r in analysis.results if r.recipient]
+    first = analysis.results[0] if analysis.results else None
+    cat = analysis.category
+    reason = first.reason if first else ""
+    return {
+        "file": file,
+        "category": cat,
+        "recipients": list(dict.fromkeys(r.recipient for r in rs)),
+        "status": (first.status or "") if first and cat == "bounce" else "",
+        "replycode": (first.code or "") if first else "",
+        "reason": reason,
+        "hard": first.hard if first else None,
+        "error": analysis.error,
+        "results": [{"recipient": r.recipient, "status": r.status or "", "replycode": r.code or "",
+                     "reason": r.reason, "hard": r.hard, "diagnostic": r.diagnostic[:300],
+                     "action": r.action, "source": r.source, "rule": r.rule}
+                    for r in analysis.results],
+    }

@@ -1,0 +1,323 @@
+"""One reply classifier shared by the bounce analyzer and outbound delivery.
+
+``ReplyClassifier.classify(code, status, text)`` maps an SMTP reply code, an
+enhanced status code (RFC 3463) and the reply text to a reason word of
+Sisimai's vocabulary, using ordered rules kept as data in ``rules.toml`` next
+to this module.  Operators extend or override them with their own TOML files
+(same shape), which are checked first; a rule with a packaged rule's id
+replaces it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Sequence
+
+from hurricane.bounce.model import ReplyClass, is_hard
+
+__all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text", "detect_command",
+           "REASONS"]
+
+REASONS = frozenset("""
+userunknown hostunknown hasmoved mailboxfull suspend filtered rejected blocked spamdetected
+virusdetected policyviolation authfailure requireptr badreputation securityerror norelaying
+notaccept notcompliantrfc mesgtoobig exceedlimit toomanyconn speeding expired networkerror
+systemerror systemfull mailererror contenterror syntaxerror onhold failedstarttls suppressed
+undefined delivered vacation feedback""".split())
+
+_WS = re.compile(r"\s+")
+_STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_CODE_RE = re.compile(r"(?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*%)")
+_STATUS_OK = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case and collapse white space, as the rules expect."""
+    return _WS.sub(" ", text).strip().lower()
+
+
+def extract_codes(text: str) -> tuple[str | None, str | None]:
+    """Find the first SMTP reply code and enhanced status code in a text."""
+    code = status = None
+    m = _CODE_RE.search(text)
+    if m is not None:
+        code = m.group(1)
+    m = _STATUS_RE.search(text)
+    if m is not None:
+        status = "%s.%s.%s" % (m.group(1), int(m.group(2)), int(m.group(3)))
+    if code and status and code[0] != status[0]:
+        # a code that disagrees with the status is usually a number in the text
+        if text.find(code) > text.find(status[:1] + "."):
+            code = None
+    return code, status
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One classification rule (see rules.toml for the fields)."""
+
+    id: str
+    reason: str
+    text: re.Pattern[str] | None
+    status: tuple[str, ...]
+    code: tuple[str, ...]
+    unless: re.Pattern[str] | None
+    also: re.Pattern[str] | None
+    command: tuple[str, ...]
+    disposition: str | None
+    match: tuple[Any, ...]
+    nomatch: tuple[Any, ...]
+    origin: str
+
+    def applies(self, code: str | None, status: str | None, low: str, cmd: str) -> bool:
+        if self.command and cmd not in self.command:
+            return False
+        if self.status:
+            if not status or not any(status == s or (s.endswith(".") and status.startswith(s))
+                                     for s in self.status):
+                return False
+        if self.code:
+            if not code or not any(code == c or (len(c) < 3 and code.startswith(c))
+                                   for c in self.code):
+                return False
+        if self.text is not None and self.text.search(low) is None:
+            return False
+        if self.also is not None and self.also.search(low) is None:
+            return False
+        if self.unless is not None and self.unless.search(low) is not None:
+            return False
+        return True
+
+
+def _compile(patterns: Any, path: str, rid: str, key: str,
+             named: dict[str, list[str]] | None = None) -> re.Pattern[str] | None:
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ValueError("%s: rule %r: %r must be a list of regex strings" % (path, rid, key))
+    expanded: list[str] = []
+    for p in patterns:
+        if p.startswith("@"):
+            if named is None or p[1:] not in named:
+                raise ValueError("%s: rule %r: unknown pattern set %r in %r" % (path, rid, p, key))
+            expanded.extend(named[p[1:]])
+        else:
+            expanded.append(p)
+    patterns = expanded
+    if not patterns:
+        return None
+    try:
+        return re.compile("|".join("(?:%s)" % p for p in patterns))
+    except re.error as e:
+        raise ValueError("%s: rule %r: bad regex in %r: %s" % (path, rid, key, e)) from None
+
+
+def _str_list(value: Any, path: str, rid: str, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError("%s: rule %r: %r must be a list" % (path, rid, key))
+    return tuple(str(v) for v in value)
+
+
+_RULE_KEYS = {"id", "reason", "text", "status", "code", "unless", "also", "command", "disposition",
+              "match", "nomatch", "description"}
+COMMANDS = ("CONN", "HELO", "MAIL", "RCPT", "DATA", "NONE")
+_COMMAND_RE = re.compile(
+    r"(?P<DATA>in reply to (?:end of )?data|after (?:end of )?data|>>> data|smtp command:? data|"
+    r"\bdata command|\[data\]|during data|after (?:sending )?(?:the )?message|failed after i sent the message)|"
+    r"(?P<RCPT>in reply to rcpt|after rcpt|>>> rcpt|\brcpt to\b|\[rcpt_to\]|does not like recipient|"
+    r"did not like our rcpt|recipient address rejected)|"
+    r"(?P<MAIL>in reply to mail from|after mail from|>>> mail from|\[mail_from\]|sender was rejected|"
+    r"\bmail from:)|"
+    r"(?P<HELO>in reply to (?:ehlo|helo)|after (?:ehlo|helo)|>>> (?:ehlo|helo)|my name was rejected)|"
+    r"(?P<CONN>after initial connection|in reply to (?:the )?initial|while connecting|greeting)")
+
+
+_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|does not like|"
+                           r"did not like|sender was|my name|initial|connecting|greeting|message")
+
+
+def detect_command(low: str) -> str:
+    """The SMTP command a (lower-cased) reply text says it answered; NONE if unknown."""
+    if not _COMMAND_HINT.search(low):
+        return "NONE"
+    last = None
+    for m in _COMMAND_RE.finditer(low):
+        last = m
+    return last.lastgroup if last is not None and last.lastgroup else "NONE"
+
+
+
+def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
+    try:
+        if data is None:
+            with open(path, "rb") as fp:
+                data = fp.read()
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError("%s: cannot read rules: %s" % (path, e)) from None
+    rules = []
+    named = doc.get("patterns", {})
+    if not isinstance(named, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in named.values()):
+        raise ValueError("%s: [patterns] must map names to lists of regex strings" % (path,))
+    raw_rules = doc.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise ValueError("%s: [[rule]] must be an array of tables" % (path,))
+    seen = set()
+    for n, r in enumerate(raw_rules, 1):
+        if not isinstance(r, dict):
+            raise ValueError("%s: rule #%d is not a table" % (path, n))
+        rid = r.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise ValueError("%s: rule #%d has no id" % (path, n))
+        if rid in seen:
+            raise ValueError("%s: rule %r: duplicate id" % (path, rid))
+        seen.add(rid)
+        unknown = set(r) - _RULE_KEYS
+        if unknown:
+            raise ValueError("%s: rule %r: unknown keys %s" % (path, rid, sorted(unknown)))
+        reason = r.get("reason")
+        if reason not in REASONS:
+            raise ValueError("%s: rule %r: unknown reason %r" % (path, rid, reason))
+        disp = r.get("disposition")
+        if disp not in (None, "temporary", "permanent"):
+            raise ValueError("%s: rule %r: disposition must be 'temporary' or 'permanent'"
+                             % (path, rid))
+        text = _compile(r.get("text"), path, rid, "text", named)
+        cmds = tuple(c.upper() for c in _str_list(r.get("command"), path, rid, "command"))
+        if any(c not in COMMANDS for c in cmds):
+            raise ValueError("%s: rule %r: command must be among %s" % (path, rid, COMMANDS))
+        status = _str_list(r.get("status"), path, rid, "status")
+        code = _str_list(r.get("code"), path, rid, "code")
+        if text is None and not status and not code:
+            raise ValueError("%s: rule %r: needs at least one of text, status, code" % (path, rid))
+        ex = []
+        for key in ("match", "nomatch"):
+            v = r.get(key, [])
+            if not isinstance(v, list) or not all(isinstance(x, (str, dict)) for x in v):
+                raise ValueError("%s: rule %r: %r must be a list of strings or tables"
+                                 % (path, rid, key))
+            ex.append(tuple(v))
+        rules.append(Rule(rid, reason, text, status, code,
+                          _compile(r.get("unless"), path, rid, "unless", named),
+                          _compile(r.get("also"), path, rid, "also", named), cmds,
+                          disp, ex[0], ex[1], path))
+    status_map = doc.get("status", {})
+    infer = doc.get("infer", {})
+    for name, table in (("status", status_map), ("infer", infer)):
+        if not isinstance(table, dict):
+            raise ValueError("%s: [%s] must be a table" % (path, name))
+        for k, v in table.items():
+            if v not in REASONS and name == "status":
+                raise ValueError("%s: [status] %r: unknown reason %r" % (path, k, v))
+            if name == "infer" and (k not in REASONS or not _STATUS_OK.match(str(v))):
+                raise ValueError("%s: [infer] %r = %r is not a reason and a status" % (path, k, v))
+    return {"rules": rules, "status": dict(status_map), "infer": dict(infer)}
+
+
+class ReplyClassifier:
+    """Ordered rules plus a status table: (code, status, text) -> ReplyClass."""
+
+    def __init__(self, rules: Sequence[Rule], status_map: dict[str, str],
+                 infer: dict[str, str]) -> None:
+        self.rules = tuple(rules)
+        self.status_map = dict(status_map)
+        self.infer = dict(infer)
+        self._cache: dict[tuple[str | None, str | None, str], ReplyClass] = {}
+
+    @classmethod
+    def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> "ReplyClassifier":
+        """The packaged rules, with operator files (checked first) layered on top."""
+        pkg = resources.files("hurricane.bounce").joinpath("rules.toml")
+        base = _load_file(str(pkg), pkg.read_bytes())
+        rules: list[Rule] = list(base["rules"])
+        status_map, infer = base["status"], base["infer"]
+        operator: list[Rule] = []
+        for p in extra_paths:
+            d = _load_file(os.fspath(p))
+            ids = {r.id for r in d["rules"]}
+            rules = [r for r in rules if r.id not in ids]
+            operator = [r for r in operator if r.id not in ids] + d["rules"]
+            status_map.update(d["status"])
+            infer.update(d["infer"])
+        return cls(operator + rules, status_map, infer)
+
+    def classify(self, code: int | str | None, status: str | None, text: str) -> ReplyClass:
+        """Classify one reply; codes missing from the arguments are read from the text."""
+        text = text or ""
+        c = str(code).strip() if code is not None and str(code).strip() else None
+        s = status.strip() if status else None
+        if s and not _STATUS_OK.match(s):
+            s = None
+        key = (c, s, text)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if c is None or s is None:
+            ec, es = extract_codes(text)
+            c = c or ec
+            s = s or es
+        if c is not None and not (len(c) == 3 and c.isdigit()):
+            c = None
+        low = normalise_text(text)
+        result = self._classify(c, s, low)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def _classify(self, c: str | None, s: str | None, low: str) -> ReplyClass:
+        reason = None
+        rule: Rule | None = None
+        if s and s.startswith("2."):
+            reason = "delivered"
+        else:
+            cmd = detect_command(low)
+            for r in self.rules:
+                if r.applies(c, s, low, cmd):
+                    reason, rule = r.reason, r
+                    break
+        if reason is None and s:
+            reason = self.status_map.get(s)
+        if reason is None:
+            if s and s[2:4] in ("6.",):
+                reason = "contenterror"
+            elif s and s[2:4] == "7.":
+                reason = "securityerror"
+            elif low:
+                reason = "onhold"
+            else:
+                reason = "undefined"
+        inferred = False
+        if s is None:
+            guess = self.infer.get(reason)
+            if guess:
+                inferred = True
+                cls = c[0] if c and c[0] in "45" else guess[0]
+                if reason == "expired" and not c:
+                    cls = "4" if guess[0] == "4" else "5"
+                s = cls + guess[1:]
+        klass = s[0] if s else (c[0] if c else None)
+        permanent = True if klass == "5" else False if klass == "4" else None
+        if rule is not None and rule.disposition is not None:
+            permanent = rule.disposition == "permanent"
+        hard = is_hard(reason, s)
+        return ReplyClass(reason=reason, hard=hard, status=s, status_inferred=inferred,
+                          rule=rule.id if rule else None, permanent=permanent, suppress=hard)
+
+
+@functools.lru_cache(maxsize=1)
+def default_classifier() -> ReplyClassifier:
+    """The packaged rules only (cached)."""
+    return ReplyClassifier.load()

@@ -1,0 +1,95 @@
+"""``hurricane analyze [--json] [--rcpt ADDRESS] FILE...``: analyze returned messages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Iterator, Sequence
+
+from hurricane.bounce.analyze import analyze, to_prediction
+from hurricane.bounce.classify import ReplyClassifier
+
+__all__ = ["add_parser", "run", "main"]
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register the ``analyze`` subcommand."""
+    p = subparsers.add_parser(
+        "analyze", help="analyze returned messages (bounces, auto-replies, ARF reports)",
+        description="Analyze returned messages; FILE may be a directory (every file in it).")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per file, one per line (score.py's format)")
+    p.add_argument("--rcpt", metavar="ADDRESS", default=None,
+                   help="the envelope recipient the messages arrived for (our VERP address)")
+    p.add_argument("--rules", metavar="TOML", action="append", default=[],
+                   help="an extra rules file checked before the packaged rules (repeatable)")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.set_defaults(func=run)
+
+
+def _expand(paths: Sequence[str]) -> Iterator[str]:
+    for path in paths:
+        if os.path.isdir(path):
+            for name in sorted(os.listdir(path)):
+                full = os.path.join(path, name)
+                if os.path.isfile(full):
+                    yield full
+        else:
+            yield path
+
+
+def _summary(path: str, pred: dict) -> str:
+    lines = ["%s: %s%s" % (path, pred["category"],
+                           " (%s)" % pred["error"] if pred.get("error") else "")]
+    for r in pred["results"]:
+        lines.append("  %s %s %s %s %s%s [%s%s]" % (
+            r["recipient"] or "-", r["action"], r["replycode"] or "-", r["status"] or "-",
+            r["reason"], " hard" if r["hard"] else "", r["source"],
+            ", " + r["rule"] if r["rule"] else ""))
+        if r["diagnostic"]:
+            lines.append("    " + " ".join(r["diagnostic"].split())[:160])
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyze each file; exit status 1 if any file could not be read."""
+    try:
+        classifier = ReplyClassifier.load(getattr(args, "rules", []) or [])
+    except ValueError as e:
+        print("hurricane analyze: %s" % (e,), file=sys.stderr)
+        return 2
+    status = 0
+    out = sys.stdout
+    for path in _expand(args.files):
+        try:
+            with open(path, "rb") as fp:
+                raw = fp.read()
+        except OSError as e:
+            print("hurricane analyze: %s: %s" % (path, e.strerror or e), file=sys.stderr)
+            status = 1
+            continue
+        pred = to_prediction(analyze(raw, args.rcpt, classifier=classifier), path)
+        if args.json:
+            out.write(json.dumps(pred, ensure_ascii=False) + "\n")
+        else:
+            out.write(_summary(path, pred) + "\n")
+    out.flush()
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m hurricane.bounce.cli [analyze] [--json] FILE...``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] != ["analyze"]:
+        args_list.insert(0, "analyze")
+    parser = argparse.ArgumentParser(prog="hurricane")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(args_list)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Value types produced by the bounce analyzer and the reply classifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ReplyClass", "RecipientResult", "Analysis", "HARD_REASONS", "is_hard"]
+
+#: Reasons that say the address itself is bad (Sisimai's notion of "hard").
+HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
+
+
+def is_hard(reason: str, status: str | None) -> bool:
+    """Sisimai's hard bounce: a bad address, or notaccept with a 5.x.x status."""
+    if reason in HARD_REASONS:
+        return True
+    if reason == "notaccept":
+        return bool(status) and status.startswith("5")  # type: ignore[union-attr]
+    return False
+
+
+@dataclass(frozen=True)
+class ReplyClass:
+    """The classification of one reply (SMTP code, enhanced status, text)."""
+
+    reason: str
+    hard: bool
+    status: str | None
+    status_inferred: bool
+    rule: str | None
+    permanent: bool | None
+    suppress: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "hard": self.hard,
+            "status": self.status,
+            "status_inferred": self.status_inferred,
+            "rule": self.rule,
+            "permanent": self.permanent,
+            "suppress": self.suppress,
+        }
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """What happened to one recipient according to a returned message."""
+
+    recipient: str
+    action: str
+    code: str | None
+    status: str | None
+    status_inferred: bool
+    reason: str
+    hard: bool
+    suppress: bool
+    diagnostic: str
+    remote_mta: str | None
+    source: str
+    rule: str | None
+    original_recipient: str | None = None
+    feedback_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "action": self.action,
+            "code": self.code,
+            "status": self.status,
+            "status_inferred": self.status_inferred,
+            "reason": self.reason,
+            "hard": self.hard,
+            "suppress": self.suppress,
+            "diagnostic": self.diagnostic,
+            "remote_mta": self.remote_mta,
+            "source": self.source,
+            "rule": self.rule,
+            "original_recipient": self.original_recipient,
+            "feedback_type": self.feedback_type,
+        }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The analysis of one returned message."""
+
+    category: str
+    results: tuple[RecipientResult, ...] = ()
+    original_message_id: str | None = None
+    verp_tokens: tuple[str, ...] = ()
+    envid: str | None = None
+    subject: str | None = None
+    from_address: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "results": [r.to_json() for r in self.results],
+            "original_message_id": self.original_message_id,
+            "verp_tokens": list(self.verp_tokens),
+            "envid": self.envid,
+            "subject": self.subject,
+            "from_address": self.from_address,
+            "error": self.error,
+        }

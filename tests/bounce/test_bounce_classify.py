@@ -1,0 +1,165 @@
+"""Tests for hurricane.bounce.classify: the rule table and the reply classifier."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.classify import (
+    ReplyClassifier,
+    default_classifier,
+    detect_command,
+    extract_codes,
+    normalise_text,
+)
+
+
+def _example(ex):
+    if isinstance(ex, str):
+        return None, None, ex
+    return ex.get("code"), ex.get("status"), ex.get("text", "")
+
+
+class RuleTableTests(SynchronousTestCase):
+    """Every packaged rule carries examples, and they hold."""
+
+    def test_every_rule_has_examples(self):
+        """Each rule has at least one match and one nomatch example."""
+        for rule in default_classifier().rules:
+            self.assertTrue(rule.match, rule.id)
+            self.assertTrue(rule.nomatch, rule.id)
+
+    def test_match_examples(self):
+        """Each rule matches each of its own match examples."""
+        for rule in default_classifier().rules:
+            for ex in rule.match:
+                code, status, text = _example(ex)
+                low = normalise_text(text)
+                if code is None or status is None:
+                    ec, es = extract_codes(text)
+                    code, status = code or ec, status or es
+                self.assertTrue(rule.applies(code, status, low, detect_command(low)),
+                                "%s should match %r" % (rule.id, ex))
+
+    def test_nomatch_examples(self):
+        """The classifier never answers with a rule for one of its nomatch examples."""
+        clf = default_classifier()
+        for rule in clf.rules:
+            for ex in rule.nomatch:
+                code, status, text = _example(ex)
+                self.assertNotEqual(clf.classify(code, status, text).rule, rule.id,
+                                    "%s should not match %r" % (rule.id, ex))
+
+    def test_rule_ids_unique(self):
+        """Rule ids are unique."""
+        ids = [r.id for r in default_classifier().rules]
+        self.assertEqual(len(ids), len(set(ids)))
+
+
+class ClassifyTests(SynchronousTestCase):
+    """classify(code, status, text) -> ReplyClass."""
+
+    def setUp(self):
+        self.clf = default_classifier()
+
+    def test_user_unknown_is_hard_and_suppressed(self):
+        """A 550 5.1.1 user unknown at RCPT is a hard, suppressing userunknown."""
+        r = self.clf.classify(550, "5.1.1", "5.1.1 <a@example.org>: Recipient address rejected: "
+                                            "User unknown in virtual mailbox table")
+        self.assertEqual((r.reason, r.hard, r.suppress, r.permanent), ("userunknown", True, True, True))
+        self.assertFalse(r.status_inferred)
+
+    def test_spam_5xx_never_suppresses(self):
+        """A 5xx for spam is the sender's problem: not hard, not suppressed."""
+        r = self.clf.classify(554, "5.7.1", "Message rejected as spam by content filter")
+        self.assertEqual(r.reason, "spamdetected")
+        self.assertFalse(r.hard)
+        self.assertFalse(r.suppress)
+        self.assertTrue(r.permanent)
+
+    def test_inferred_status(self):
+        """A reply without an enhanced code gets one inferred from the reason, marked so."""
+        r = self.clf.classify("552", None, "Requested mail action aborted: mailbox full")
+        self.assertEqual((r.reason, r.status, r.status_inferred), ("mailboxfull", "5.2.2", True))
+        r = self.clf.classify("452", None, "mailbox full")
+        self.assertEqual(r.status, "4.2.2")
+
+    def test_codes_read_from_text(self):
+        """Codes missing from the arguments are read from the text itself."""
+        r = self.clf.classify(None, None, "550 5.1.1 <a@b.example>... User unknown (in reply to RCPT TO command)")
+        self.assertEqual((r.reason, r.status), ("userunknown", "5.1.1"))
+
+    def test_same_text_same_reason(self):
+        """The same reply text gets the same reason from a DSN or an SMTP conversation."""
+        text = "421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred due to user complaints"
+        a = self.clf.classify(421, "4.7.0", text)
+        b = self.clf.classify(None, None, text)
+        self.assertEqual((a.reason, a.rule), (b.reason, b.rule))
+
+    def test_disposition_temporary(self):
+        """A rate-limit 5xx carries a temporary disposition for outbound retries."""
+        r = self.clf.classify(550, "5.4.5", "Daily sending quota exceeded; temporarily rate limited due to volume")
+        self.assertEqual(r.reason, "toomanyconn")
+        self.assertIs(r.permanent, False)
+
+    def test_fallback_by_code(self):
+        """Text no rule knows falls back to the status table, then to onhold."""
+        r = self.clf.classify(550, "5.2.2", "zzz")
+        self.assertEqual((r.reason, r.rule), ("mailboxfull", "mailboxfull.status"))
+        r = self.clf.classify(550, None, "zzz qqq")
+        self.assertEqual((r.reason, r.rule, r.permanent), ("onhold", None, True))
+        r = self.clf.classify(None, None, "")
+        self.assertEqual(r.reason, "undefined")
+
+    def test_command_detection(self):
+        """The SMTP command a reply answered is read from the usual phrasings."""
+        self.assertEqual(detect_command("550 x (in reply to end of data command)"), "DATA")
+        self.assertEqual(detect_command(">>> rcpt to:<a@b> <<< 550 no"), "RCPT")
+        self.assertEqual(detect_command("nothing"), "NONE")
+
+
+def _write(text):
+    fd, path = tempfile.mkstemp(suffix=".toml")
+    with os.fdopen(fd, "w") as fp:
+        fp.write(text)
+    return path
+
+
+class OperatorRulesTests(SynchronousTestCase):
+    """Operators extend and override the rules from their own TOML files."""
+
+    def test_operator_rule_checked_first(self):
+        """An operator rule wins over the packaged rules."""
+        path = _write('[[rule]]\nid = "acme.quota"\nreason = "mailboxfull"\n'
+                      'text = ["acme user unknown"]\nmatch = ["acme user unknown"]\nnomatch = ["x"]\n')
+        self.addCleanup(os.unlink, path)
+        clf = ReplyClassifier.load([path])
+        r = clf.classify(550, None, "550 acme user unknown")
+        self.assertEqual((r.reason, r.rule), ("mailboxfull", "acme.quota"))
+
+    def test_same_id_replaces(self):
+        """A rule with a packaged rule's id replaces it."""
+        path = _write('[[rule]]\nid = "mailboxfull.text"\nreason = "mailboxfull"\n'
+                      'text = ["zzz-never"]\ndisposition = "permanent"\n')
+        self.addCleanup(os.unlink, path)
+        clf = ReplyClassifier.load([path])
+        self.assertEqual(sum(1 for r in clf.rules if r.id == "mailboxfull.text"), 1)
+        r = clf.classify(452, None, "452 zzz-never")
+        self.assertEqual((r.rule, r.permanent), ("mailboxfull.text", True))
+
+    def test_bad_file_names_file_and_rule(self):
+        """A bad rule raises ValueError naming the file and the rule id."""
+        path = _write('[[rule]]\nid = "broken.one"\nreason = "nonsense"\ntext = ["x"]\n')
+        self.addCleanup(os.unlink, path)
+        e = self.assertRaises(ValueError, ReplyClassifier.load, [path])
+        self.assertIn(path, str(e))
+        self.assertIn("broken.one", str(e))
+
+    def test_bad_regex(self):
+        """A rule with an invalid regex raises ValueError naming the rule."""
+        path = _write('[[rule]]\nid = "broken.re"\nreason = "blocked"\ntext = ["(unclosed"]\n')
+        self.addCleanup(os.unlink, path)
+        e = self.assertRaises(ValueError, ReplyClassifier.load, [path])
+        self.assertIn("broken.re", str(e))
