@@ -12,7 +12,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import endpoints
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
 
 from hurricane.config import Config
@@ -56,6 +59,23 @@ def _preflight_store(config: Config) -> None:
             raise StartupError(f"cannot open store {redact_url(url)}: {first}") from None
 
 
+def store_from_config(config: Config, reactor: Any) -> Any:
+    """The configured store engine, not yet opened.
+
+    Raises:
+        StoreError: for a URL or option the engines do not accept.
+    """
+    from hurricane.store.factory import create_store
+
+    url = config.store_url
+    options: dict[str, Any] = {}
+    if url.startswith("sqlite:"):
+        options["synchronous"] = config.store.sqlite_synchronous.upper()
+    elif url.startswith(("postgresql:", "postgres:")):
+        options["pool_size"] = config.store.pool_size
+    return create_store(url, reactor, data_dir=config.data_dir, **options)
+
+
 def build_service(
     config: Config, reactor: Any, *, on_fatal: Callable[[str], None],
     preflight: bool = True,
@@ -71,7 +91,6 @@ def build_service(
     Raises:
         StartupError: for problems found before the reactor runs.
     """
-    from hurricane.store.factory import create_store
     from hurricane.store.interface import StoreError
     from hurricane.verp import codec_from_config
 
@@ -82,11 +101,7 @@ def build_service(
     if preflight:
         _preflight_store(config)
     try:
-        store = create_store(
-            config.store_url, reactor, data_dir=config.data_dir,
-            sqlite_synchronous=config.store.sqlite_synchronous,
-            pool_size=config.store.pool_size,
-        )
+        store = store_from_config(config, reactor)
     except StoreError as e:
         raise StartupError(str(e)) from None
     try:
@@ -108,5 +123,101 @@ def add_listeners(root: HurricaneService, kind: str, descriptions: Any, factory:
         ListenerService(kind, description, endpoint, factory).setServiceParent(root)
 
 
+class ThreadPoolService(Service):
+    """A thread pool for CPU-bound work kept off the reactor thread.
+
+    DKIM signing (pure Python), password hashing and bounce analysis run here.
+    Started before the workers that use it, stopped after them.
+    """
+
+    def __init__(self, reactor: Any, name: str, max_threads: int) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
+        self.setName(name)
+
+    def startService(self) -> None:
+        """Start the threads."""
+        Service.startService(self)
+        self.pool.start()
+
+    def stopService(self) -> None:
+        """Join the threads (work in flight finishes first)."""
+        Service.stopService(self)
+        self.pool.stop()
+
+    def run(self, work: Callable[[], Any]) -> Any:
+        """Run ``work`` in the pool; a Deferred fires on the reactor thread."""
+        return deferToThreadPool(self.reactor, self.pool, work)
+
+
 def _build_components(root: HurricaneService, config: Config, reactor: Any) -> None:
     """Workers first (they start after the store), listeners last."""
+    from twisted.names import client as dns_client
+
+    from hurricane.bounce.analyze import AnalysisLimits, analyze
+    from hurricane.bounce.classify import ReplyClassifier
+    from hurricane.inbound.processor import BounceProcessor
+    from hurricane.inbound.server import build_bounce_factory
+    from hurricane.outbound.client import Connector
+    from hurricane.outbound.dkim import DkimSigner, threadpool_runner
+    from hurricane.outbound.mx import MXResolver
+    from hurricane.outbound.queue import OutboundService
+    from hurricane.submission.server import build_submission_factory
+
+    store = root.store
+    codec = root.components["codec"]
+    hostname = config.server.hostname
+
+    try:
+        classifier = ReplyClassifier.load(config.bounce.rules_files)
+    except (OSError, ValueError) as e:
+        raise StartupError(f"[bounce] rules_files: {e}") from None
+
+    work = ThreadPoolService(reactor, "hurricane-work", max_threads=4)
+    work.setServiceParent(root)
+
+    try:
+        dkim = (DkimSigner.from_config(config.delivery.dkim,
+                                       threadpool_runner(reactor, work.pool))
+                if config.delivery.dkim else None)
+    except (OSError, ValueError) as e:
+        raise StartupError(f"[delivery] dkim: {e}") from None
+
+    b = config.bounce
+    limits = AnalysisLimits(
+        max_bytes=b.max_message_size, max_depth=b.analysis_max_depth,
+        max_parts=b.analysis_max_parts, cpu_seconds=b.analysis_cpu_seconds,
+    )
+    processor = BounceProcessor(
+        store, codec, reactor, limits=limits, classifier=classifier,
+        threadpool=work.pool, concurrency=2,
+    )
+    processor.setServiceParent(root)
+
+    resolver = MXResolver(
+        dns_client.createResolver(), reactor, config.routes, config.delivery.mx_cache_seconds,
+    )
+    connector = Connector(reactor, config.delivery.timeouts,
+                          bind_address=config.delivery.bind_address)
+    outbound = OutboundService(
+        store, connector, resolver, codec, classifier, config.delivery, hostname,
+        config.node_id, reactor, dkim,
+    )
+    outbound.setServiceParent(root)
+    root.components.update(
+        classifier=classifier, processor=processor, outbound=outbound, resolver=resolver,
+        analyze=analyze,
+    )
+
+    try:
+        submission = build_submission_factory(
+            config.submission, store, hostname, reactor, on_enqueued=outbound.wake,
+            run_hash=work.run,
+        )
+        bounce = build_bounce_factory(
+            config.bounce, codec, store, hostname, reactor, on_stored=processor.submit,
+        )
+    except (OSError, ValueError) as e:
+        raise StartupError(str(e)) from None
+    add_listeners(root, "submission", config.submission.listen, submission, reactor)
+    add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)

@@ -51,7 +51,8 @@ def _run_store(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
     """Open the configured store, run ``work(store)`` in a reactor, close, return its code."""
     from twisted.internet import defer, task
 
-    from hurricane.store.factory import create_store, redact_url
+    from hurricane.app import store_from_config
+    from hurricane.store.factory import redact_url
     from hurricane.store.interface import StoreError
 
     result: dict[str, int] = {}
@@ -59,11 +60,7 @@ def _run_store(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
 
     async def main(reactor: Any) -> None:
         try:
-            store = create_store(
-                config.store_url, reactor, data_dir=config.data_dir,
-                sqlite_synchronous=config.store.sqlite_synchronous,
-                pool_size=config.store.pool_size,
-            )
+            store = store_from_config(config, reactor)
         except StoreError as e:
             errors.append(CommandError(str(e), EXIT_USAGE))
             return
@@ -334,13 +331,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mailing-id", help="only this mailing")
     p.set_defaults(func=cmd_outcomes)
 
-    p = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
-                       description="The suppression list: addresses Hurricane will not send to.")
+    supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
+                          description="The suppression list: addresses Hurricane will not "
+                          "send to.")
+    ssub = supp.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+    p = ssub.add_parser("list", help="print the list as JSON lines",
+                        description="Print every suppressed address as a JSON line.")
     _add_config(p)
-    p.add_argument("action", choices=("list", "add", "remove"))
-    p.add_argument("address", nargs="?", metavar="ADDRESS")
-    p.add_argument("--reason", default="operator", help="reason recorded with add")
-    p.add_argument("--note", help="free text recorded with add")
+    p.set_defaults(func=cmd_suppression, address=None)
+    p = ssub.add_parser("add", help="suppress an address",
+                        description="Add ADDRESS to the suppression list.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--reason", default="operator", help="reason recorded (default operator)")
+    p.add_argument("--note", help="free text recorded with the entry")
+    p.set_defaults(func=cmd_suppression)
+    p = ssub.add_parser("remove", help="stop suppressing an address",
+                        description="Remove ADDRESS from the suppression list.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
     p.set_defaults(func=cmd_suppression)
 
     p = sub.add_parser("passwd", help="hash a password or API token for the configuration",

@@ -1,0 +1,898 @@
+"""The delivery scheduler: claims due deliveries, sends them, records what happened.
+
+How a delivery moves through this module:
+
+1. The claim loop leases due rows from the store (``claim_due``), woken by
+   :meth:`OutboundService.wake` after each enqueue (many wakes coalesce into
+   one claim) and by a ``poll_interval`` timer otherwise. At most
+   ``max_in_flight`` deliveries are held at once; destinations whose queue is
+   already long are excluded from the claim so one big domain cannot hold
+   every slot (and leases do not run out while rows wait in memory).
+2. Claimed rows go to a FIFO queue per destination domain. The store hands
+   out new mail before retries, and the FIFO keeps that order.
+3. Per destination, a few workers (``max_connections_per_destination``) each
+   hold one connection and send transactions on it until the queue is empty
+   or ``messages_per_connection`` is reached (the client sends RSET between
+   transactions). One worker starts first; more start only once a connection
+   has worked, so a dead destination costs one failed round, not five.
+4. Each result becomes an :class:`~hurricane.model.AttemptResult`; results
+   are written in batches with ``record_attempts``.
+
+Outcome rules (DESIGN.md's model): 2xx after the dot is *delivered*; a 5xx is
+classified and *failed* (the classifier decides ``hard`` and ``suppress``),
+unless the matching rule says the reply is really temporary; a 4xx, or a
+connection problem, is *deferred* with the retry policy's next time, or
+*expired* when the delivery is older than ``max_age`` (never suppressed).
+NXDOMAIN and a null MX fail the recipients as ``hostunknown``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hurricane.bounce.model import ReplyClass
+from hurricane.config import DeliveryConfig
+from hurricane.model import AttemptResult, Delivery, Source, State
+from hurricane.outbound.dkim import DkimSigner
+from hurricane.outbound.interface import (
+    ConnectionFailed,
+    IConnector,
+    ISMTPConnection,
+    OutboundMessage,
+    OutboundRecipient,
+    RecipientReply,
+    Reply,
+    SessionInfo,
+)
+from hurricane.outbound.mx import Destination, DestinationError, MXResolver
+from hurricane.outbound.prepare import normalise_message, prepare_message, wire_address
+from hurricane.outbound.retry import RetryPolicy, expired
+from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.verp import VerpCodec
+
+__all__ = ["Classifier", "OutboundService"]
+
+log = Logger()
+
+#: Addresses (MX hosts times their A/AAAA records) tried for one destination in one round.
+MAX_ADDRESSES_PER_ROUND = 10
+#: Results written in one ``record_attempts`` call at most.
+RECORD_BATCH = 200
+#: Seconds ``stopService`` waits for transactions under way.
+SHUTDOWN_GRACE = 30.0
+
+
+class Classifier(Protocol):
+    """The reply classifier (``hurricane.bounce.classify.ReplyClassifier``)."""
+
+    def classify(self, code: int | str | None, status: str | None, text: str) -> ReplyClass:
+        """Classify one reply."""
+
+
+@dataclass
+class _DestinationQueue:
+    """Claimed deliveries waiting for one destination domain, and its connections."""
+
+    domain: str
+    queue: deque[Delivery] = field(default_factory=deque)
+    workers: int = 0
+    connecting: int = 0
+    sending: int = 0
+    connections: set[ISMTPConnection] = field(default_factory=set)
+    #: Earliest time the next transaction may start (``rate_per_minute``).
+    next_send_at: float = 0.0
+    transactions: int = 0
+
+
+class OutboundService(Service):
+    """Delivers queued mail and records every attempt.
+
+    Args:
+        store: the durable queue and outcome store.
+        connector: opens ESMTP sessions.
+        resolver: finds the addresses of a destination domain.
+        codec: makes the VERP return path of each delivery.
+        classifier: turns a refusal into a reason word.
+        config: ``[delivery]``.
+        helo: the name we EHLO with.
+        node_id: this node's name in leases.
+        clock: the clock for timers, durations and record times.
+        dkim: signs messages, or None for no signing.
+        rng: jitter and shuffles; seed it in tests.
+        shutdown_grace: seconds ``stopService`` lets transactions finish.
+    """
+
+    name = "outbound"
+
+    def __init__(
+        self,
+        store: IOutcomeStore,
+        connector: IConnector,
+        resolver: MXResolver,
+        codec: VerpCodec,
+        classifier: Classifier,
+        config: DeliveryConfig,
+        helo: str,
+        node_id: str,
+        clock: IReactorTime,
+        dkim: DkimSigner | None = None,
+        rng: random.Random | None = None,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+    ) -> None:
+        self._store = store
+        self._connector = connector
+        self._resolver = resolver
+        self._codec = codec
+        self._classifier = classifier
+        self._config = config
+        self._helo = helo
+        self._node_id = node_id
+        self._clock = clock
+        self._dkim = dkim
+        self._rng = rng if rng is not None else random.Random()
+        self._grace = shutdown_grace
+        self._policy = RetryPolicy.from_config(config)
+        self._per_message = config.verp == "per-message"
+
+        self._stopping = False
+        self._claim_call: IDelayedCall | None = None
+        self._claiming = False
+        self._wake_again = False
+        #: True when a claim found no capacity: a finished delivery triggers one.
+        self._starved = False
+        self._in_flight: dict[int, Delivery] = {}
+        self._destinations: dict[str, _DestinationQueue] = {}
+        self._workers: set[Deferred[None]] = set()
+        self._sleeps: set[Deferred[None]] = set()
+
+        # Message bytes (normalised and signed), loaded once per message and
+        # kept while any delivery of that message is in flight.
+        self._body_refs: Counter[int] = Counter()
+        self._bodies: dict[int, bytes] = {}
+        self._body_loading: dict[int, list[Deferred[bytes]]] = {}
+
+        self._results: list[AttemptResult] = []
+        self._flush_call: IDelayedCall | None = None
+        self._flushing = False
+        self._idle_waiters: list[Deferred[None]] = []
+
+    # -- service ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        """Start claiming at once."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self._stopping = False
+        self._schedule_claim(0)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop claiming, let transactions under way finish (for ``shutdown_grace``
+        seconds), write pending results, give back unstarted leases, close every
+        connection and cancel every timer.
+
+        Returns:
+            Fires when all of that is done; never fails.
+        """
+        super().stopService()  # type: ignore[no-untyped-call]
+        d = Deferred.fromCoroutine(self._stop())
+        d.addErrback(lambda f: log.failure("outbound stop failed", f))
+        return d
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        self._cancel_call(self._claim_call)
+        self._claim_call = None
+
+        # Deliveries not started yet go back to the store at once; workers
+        # find their queues empty and close their connections.
+        unstarted: list[Delivery] = []
+        for dest in self._destinations.values():
+            unstarted.extend(dest.queue)
+            dest.queue.clear()
+        for sleep in list(self._sleeps):
+            sleep.cancel()  # workers waiting for a rate slot leave now
+
+        if not await self._wait(self._idle(), self._grace):
+            stuck = list(self._workers)
+            log.warn(
+                "outbound stop: {count} connections still busy after {grace}s; "
+                "their deliveries stay leased until the lease runs out",
+                count=len(stuck), grace=self._grace,
+            )
+            for worker in stuck:
+                worker.cancel()
+
+        self._cancel_call(self._flush_call)
+        self._flush_call = None
+        if self._results:
+            await self._wait(Deferred.fromCoroutine(self._flush()), self._grace)
+        if self._results:
+            # the rows stay leased and come back after the lease: sent twice
+            # at worst, never lost
+            log.warn("outbound stop: {count} attempt results could not be recorded",
+                     count=len(self._results))
+        self._cancel_call(self._flush_call)
+        self._flush_call = None
+
+        for delivery in unstarted:
+            self._forget(delivery)
+        if unstarted:
+            ids = [d.delivery_id for d in unstarted]
+            try:
+                ok = await self._wait(
+                    Deferred.fromCoroutine(self._store.release(ids, self._node_id)), self._grace
+                )
+            except Exception:
+                log.failure("outbound stop: releasing {count} leases failed", count=len(ids))
+            else:
+                if ok:
+                    log.info("outbound stop: released {count} unstarted deliveries",
+                             count=len(ids))
+
+        for dest in self._destinations.values():
+            for conn in list(dest.connections):
+                self._close_quietly(dest, conn)
+        for sleep in list(self._sleeps):
+            sleep.cancel()
+
+    async def _wait(self, d: Deferred[Any], timeout: float) -> bool:
+        """Wait for ``d`` at most ``timeout`` seconds on our clock; False on timeout."""
+        d.addTimeout(timeout, self._clock)
+        try:
+            await d
+        except (TimeoutError, CancelledError):
+            return False
+        return True
+
+    def _idle(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        self._check_idle()
+        return d
+
+    def _check_idle(self) -> None:
+        if self._workers or self._claiming or self._flushing:
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for d in waiters:
+            if not d.called:
+                d.callback(None)
+
+    # -- claim loop ------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New mail is due: claim soon. Cheap; many calls make one claim."""
+        if not self.running or self._stopping:
+            return
+        if self._claiming:
+            self._wake_again = True
+            return
+        self._schedule_claim(0)
+
+    def _schedule_claim(self, delay: float) -> None:
+        if not self.running or self._stopping:
+            return
+        call = self._claim_call
+        if call is not None and call.active():
+            if call.getTime() <= self._clock.seconds() + delay:
+                return  # an earlier claim is already scheduled: coalesce
+            call.cancel()
+        self._claim_call = self._clock.callLater(delay, self._claim_tick)
+
+    def _claim_tick(self) -> None:
+        self._claim_call = None
+        if self._claiming:
+            self._wake_again = True
+            return
+        d = Deferred.fromCoroutine(self._claim())
+        d.addErrback(lambda f: log.failure("outbound claim loop failed", f))
+
+    async def _claim(self) -> None:
+        self._claiming = True
+        self._wake_again = False
+        try:
+            capacity = self._config.max_in_flight - len(self._in_flight)
+            if capacity <= 0:
+                self._starved = True
+                return
+            try:
+                deliveries = await self._store.claim_due(
+                    self._clock.seconds(), self._node_id, self._config.lease_seconds,
+                    capacity, exclude_domains=self._saturated(),
+                )
+            except StoreUnavailable:
+                log.failure("claiming due deliveries failed; retrying in {delay}s",
+                            delay=self._config.poll_interval)
+                return
+            except Exception:
+                log.failure("claiming due deliveries failed unexpectedly; retrying in {delay}s",
+                            delay=self._config.poll_interval)
+                return
+            if not self.running or self._stopping:
+                # stopped while the claim was on its way: give them back
+                await self._release(deliveries, "claimed during stop")
+                return
+            if len(deliveries) >= capacity:
+                self._starved = True
+            self._accept(deliveries)
+        finally:
+            self._claiming = False
+            if self._wake_again and not self._starved:
+                self._schedule_claim(0)
+            else:
+                self._schedule_claim(self._config.poll_interval)
+            self._check_idle()
+
+    def _saturated(self) -> list[str]:
+        """Domains with enough work queued here already.
+
+        With a rate limit the bound is what can be sent within half a lease,
+        so rows do not wait in memory until their lease runs out.
+        """
+        limit = max(50, 10 * self._config.max_connections_per_destination)
+        if self._config.rate_per_minute > 0:
+            per_lease = self._config.rate_per_minute * self._config.lease_seconds / 60 / 2
+            limit = max(1, min(limit, int(per_lease)))
+        return sorted(d.domain for d in self._destinations.values() if len(d.queue) >= limit)
+
+    def _accept(self, deliveries: Sequence[Delivery]) -> None:
+        touched: dict[str, _DestinationQueue] = {}
+        for delivery in deliveries:
+            if delivery.delivery_id in self._in_flight:
+                continue  # already ours (a lease renewed under us)
+            self._in_flight[delivery.delivery_id] = delivery
+            self._body_refs[delivery.message_pk] += 1
+            dest = self._destinations.get(delivery.domain)
+            if dest is None:
+                dest = self._destinations[delivery.domain] = _DestinationQueue(delivery.domain)
+            dest.queue.append(delivery)
+            touched[dest.domain] = dest
+        for dest in touched.values():
+            self._pump(dest)
+
+    # -- per destination -------------------------------------------------------
+
+    def _pump(self, dest: _DestinationQueue) -> None:
+        """Start workers for a destination's queue."""
+        if not self.running or self._stopping:
+            return
+        pending = self._pending_transactions(dest)
+        if not pending:
+            return
+        if dest.workers == 0:
+            self._start_worker(dest)
+            return
+        if not dest.connections:
+            return  # the first worker is still finding out whether the host is up
+        # Enough workers for the transactions waiting, within the limit.
+        target = min(self._config.max_connections_per_destination, pending + dest.sending)
+        if self._config.rate_per_minute > 0:
+            # a rate-limited destination gains nothing from parallel connections
+            target = min(target, 1)
+        # A bounded loop: with synchronous fakes a new worker can drain the
+        # queue and finish before this loop looks again.
+        for _ in range(max(0, target - dest.workers)):
+            if not dest.queue or self._stopping or dest.workers >= target:
+                break
+            self._start_worker(dest)
+
+    def _pending_transactions(self, dest: _DestinationQueue) -> int:
+        if not self._per_message:
+            return len(dest.queue)
+        per_tx = max(1, self._config.max_recipients_per_transaction)
+        counts = Counter(d.message_pk for d in dest.queue)
+        return sum(-(-n // per_tx) for n in counts.values())
+
+    def _start_worker(self, dest: _DestinationQueue) -> None:
+        dest.workers += 1
+        d = Deferred.fromCoroutine(self._worker(dest))
+        self._workers.add(d)
+
+        def done(result: object) -> None:
+            self._workers.discard(d)
+            dest.workers -= 1
+            failure = result if isinstance(result, Failure) else None
+            if failure is not None and not failure.check(CancelledError):  # type: ignore[no-untyped-call]
+                log.failure("outbound worker for {domain} failed", failure, domain=dest.domain)
+                if dest.workers == 0:
+                    # a bug, not the destination: defer what is left rather
+                    # than start another worker that fails the same way
+                    self._defer_all(dest, "systemerror", failure.getErrorMessage())
+            if (dest.workers == 0 and not dest.queue and not dest.connections
+                    and dest.next_send_at <= self._clock.seconds()):
+                # idle: forget it (kept while a rate-limit slot is pending,
+                # so an idle moment does not reset the rate)
+                self._destinations.pop(dest.domain, None)
+            elif dest.queue:
+                self._pump(dest)
+            self._check_idle()
+
+        d.addBoth(done)
+
+    async def _worker(self, dest: _DestinationQueue) -> None:
+        """Open a connection and send transactions on it while there is work."""
+        while dest.queue and not self._stopping:
+            conn = await self._connect(dest)
+            if conn is None:
+                return
+            try:
+                self._pump(dest)  # the destination works: more connections may help
+                sent = 0
+                while (
+                    conn.usable
+                    and conn in dest.connections
+                    and dest.queue
+                    and not self._stopping
+                    and sent < self._config.messages_per_connection
+                ):
+                    await self._rate_wait(dest)
+                    batch = self._take(dest)
+                    if not batch:
+                        break
+                    await self._transaction(dest, conn, batch)
+                    sent += 1
+            finally:
+                if conn in dest.connections:
+                    self._close_quietly(dest, conn)
+
+    async def _rate_wait(self, dest: _DestinationQueue) -> None:
+        """Wait for this destination's next send slot (``rate_per_minute``)."""
+        rate = self._config.rate_per_minute
+        if rate <= 0:
+            return
+        now = self._clock.seconds()
+        slot = max(now, dest.next_send_at)
+        dest.next_send_at = slot + 60.0 / rate
+        if slot > now:
+            await self._sleep(slot - now)
+
+    async def _sleep(self, seconds: float) -> None:
+        d: Deferred[None] = deferLater(self._clock, seconds, lambda: None)
+        self._sleeps.add(d)
+        try:
+            await d
+        finally:
+            self._sleeps.discard(d)
+
+    def _take(self, dest: _DestinationQueue) -> list[Delivery]:
+        """The deliveries of the next transaction, in FIFO order."""
+        if not dest.queue:
+            return []
+        first = dest.queue.popleft()
+        if not self._per_message:
+            return [first]
+        # One transaction for up to max_recipients_per_transaction recipients
+        # of the same message; others keep their places in the queue.
+        batch = [first]
+        rest: deque[Delivery] = deque()
+        limit = max(1, self._config.max_recipients_per_transaction)
+        for delivery in dest.queue:
+            if delivery.message_pk == first.message_pk and len(batch) < limit:
+                batch.append(delivery)
+            else:
+                rest.append(delivery)
+        dest.queue = rest
+        return batch
+
+    def _tls_policy(self, domain: str) -> str:
+        policies = self._config.tls_policy
+        return policies.domains.get(domain.lower()) or policies.default
+
+    async def _connect(self, dest: _DestinationQueue) -> ISMTPConnection | None:
+        """A connection to the destination, trying its addresses in order.
+
+        When none works, every queued delivery of the destination is recorded
+        (deferred, or failed for a permanent DNS answer) and None returned.
+        """
+        dest.connecting += 1
+        try:
+            try:
+                targets = await self._resolver.resolve(dest.domain)
+            except DestinationError as e:
+                log.info("no destination for {domain}: {reason} {error}",
+                         domain=dest.domain, reason=e.reason, error=e.message)
+                self._dns_failure(dest, e)
+                return None
+            last: tuple[Destination, ConnectionFailed] | None = None
+            for target in targets[:MAX_ADDRESSES_PER_ROUND]:
+                if self._stopping:
+                    return None
+                try:
+                    conn = await self._connector.connect(
+                        target.host, target.ip, target.port,
+                        tls_policy=self._tls_policy(dest.domain), helo=self._helo,
+                    )
+                except ConnectionFailed as e:
+                    failure = e
+                except CancelledError:
+                    raise
+                except Exception as e:
+                    # a connector bug must not strand the queue: count it as
+                    # a network error and move on
+                    log.failure("connector failed for {host} [{ip}]",
+                                host=target.host, ip=target.ip)
+                    failure = ConnectionFailed(str(e) or e.__class__.__name__, "connect",
+                                               reason="networkerror")
+                else:
+                    self._resolver.mark_succeeded(target)
+                    dest.connections.add(conn)
+                    return conn
+                log.info("connection to {domain} via {host} [{ip}]:{port} failed in "
+                         "{phase}: {error}", domain=dest.domain, host=target.host,
+                         ip=target.ip, port=target.port, phase=failure.phase,
+                         error=str(failure))
+                self._resolver.mark_failed(target)
+                last = (target, failure)
+            assert last is not None  # resolve() never returns an empty list
+            self._connection_failure(dest, *last)
+            return None
+        finally:
+            dest.connecting -= 1
+
+    def _close_quietly(self, dest: _DestinationQueue, conn: ISMTPConnection) -> None:
+        dest.connections.discard(conn)
+        d = Deferred.fromCoroutine(conn.close())
+        d.addErrback(lambda f: log.failure("closing connection to {host} failed", f,
+                                           host=conn.info.host))
+
+    # -- one transaction -------------------------------------------------------
+
+    async def _transaction(
+        self, dest: _DestinationQueue, conn: ISMTPConnection, batch: list[Delivery]
+    ) -> None:
+        dest.sending += 1
+        dest.transactions += 1
+        try:
+            await self._send_batch(dest, conn, batch)
+        except CancelledError:
+            raise
+        except Exception as e:
+            log.failure("transaction to {domain} failed", domain=dest.domain)
+            self._defer_all(dest, "systemerror", f"{e.__class__.__name__}: {e}", batch)
+        finally:
+            dest.sending -= 1
+
+    async def _send_batch(
+        self, dest: _DestinationQueue, conn: ISMTPConnection, batch: list[Delivery]
+    ) -> None:
+        info = conn.info
+        first = batch[0]
+        try:
+            message = await self._message_bytes(first.message_pk)
+        except CancelledError:
+            raise
+        except Exception:
+            # Without the body nothing can be sent; give the leases back
+            # so the rows come again, without counting an attempt.
+            log.failure("loading message {message_pk} failed", message_pk=first.message_pk)
+            for delivery in batch:
+                self._forget(delivery)
+            await self._release(batch, "body unavailable")
+            return
+        try:
+            token = self._codec.encode(first.delivery_id, first.mailing_id, first.message_id)
+        except ValueError as e:
+            # identifiers that do not fit a return path: submission should
+            # have refused them; no retry can fix it
+            now = self._clock.seconds()
+            for delivery in batch:
+                self._finish(delivery, AttemptResult(
+                    delivery_id=delivery.delivery_id, state=State.failed, at=now,
+                    reason="mailererror", text=f"cannot make a return path: {e}",
+                    source=Source.local, owner=self._node_id,
+                ), None)
+            return
+        recipients = tuple(
+            OutboundRecipient(
+                delivery_id=d.delivery_id,
+                address=wire_address(d.recipient),
+                orcpt=d.orcpt or f"rfc822;{d.recipient}",
+            )
+            for d in batch
+        )
+        prepared = prepare_message(message, token, [token, *(r.address for r in recipients)])
+        outbound = OutboundMessage(
+            mail_from=token,
+            recipients=recipients,
+            body=prepared.body,
+            envid=token,
+            eight_bit=prepared.eight_bit,
+            smtputf8=prepared.smtputf8,
+        )
+        started = self._clock.seconds()
+        try:
+            replies = await conn.send(outbound)
+        except CancelledError:
+            raise
+        except Exception as e:
+            # send() must not raise; if it does, the session is unusable
+            # and nothing is known about the recipients
+            log.failure("send to {host} failed", host=info.host)
+            replies = [RecipientReply(d.delivery_id, None, "data", error=str(e))
+                       for d in batch]
+            dest.connections.discard(conn)
+            self._close_quietly(dest, conn)
+        now = self._clock.seconds()
+        by_id = {r.delivery_id: r for r in replies}
+        for delivery in batch:
+            reply = by_id.get(delivery.delivery_id) or RecipientReply(
+                delivery.delivery_id, None, "data", error="no reply for this recipient"
+            )
+            self._finish(delivery, self._result(delivery, reply, info, now - started, now),
+                         info.host)
+
+    async def _message_bytes(self, message_pk: int) -> bytes:
+        """The normalised, signed bytes of a message, loaded and signed once."""
+        cached = self._bodies.get(message_pk)
+        if cached is not None:
+            return cached
+        waiters = self._body_loading.get(message_pk)
+        if waiters is not None:
+            # Another transaction is loading it: wait for that one. Each
+            # waiter gets its own Deferred (a Deferred awaited twice would
+            # hand the second awaiter None).
+            d: Deferred[bytes] = Deferred()
+            waiters.append(d)
+            return await d
+        self._body_loading[message_pk] = []
+        try:
+            raw = await self._store.load_body(message_pk)
+            message = normalise_message(raw)
+            if self._dkim is not None:
+                message = await self._dkim.sign(message)
+        except BaseException as e:
+            for d in self._body_loading.pop(message_pk, []):
+                d.errback(Failure(e))  # type: ignore[no-untyped-call]
+            raise
+        if self._body_refs.get(message_pk):
+            self._bodies[message_pk] = message
+        for d in self._body_loading.pop(message_pk, []):
+            d.callback(message)
+        return message
+
+    # -- outcomes --------------------------------------------------------------
+
+    def _result(
+        self, delivery: Delivery, rr: RecipientReply, info: SessionInfo, duration: float,
+        now: float,
+    ) -> AttemptResult:
+        """Turn one recipient's reply into the result to record."""
+        common: dict[str, Any] = {
+            "delivery_id": delivery.delivery_id,
+            "at": now,
+            "remote_host": info.host,
+            "remote_ip": info.ip,
+            "tls": info.tls,
+            "duration": duration,
+            "owner": self._node_id,
+        }
+        reply = rr.reply
+        if rr.delivered:
+            assert reply is not None
+            return AttemptResult(state=State.delivered, code=reply.code, status=reply.status,
+                                 text=reply.text, reason="delivered", **common)
+        if reply is None:
+            # the session broke before this recipient got an answer
+            text = rr.error or f"connection lost during {rr.phase}"
+            return self._temporary(delivery, now, "networkerror", None, None, text, None,
+                                   common)
+        if reply.code < 400:
+            # a positive reply that did not deliver (protocol confusion):
+            # nothing is known, try again
+            return self._temporary(delivery, now, "undefined", reply.code, reply.status,
+                                   reply.text, None, common)
+        klass = self._classifier.classify(reply.code, reply.status, reply.text)
+        status = reply.status or klass.status
+        permanent = reply.permanent
+        if klass.permanent is not None:
+            # the rule's disposition wins: a 5xx "rate limited" is retried,
+            # a 4xx "over quota for months" is final
+            permanent = klass.permanent
+        if permanent:
+            return AttemptResult(
+                state=State.failed, code=reply.code, status=status, text=reply.text,
+                reason=klass.reason, hard=klass.hard, suppress=klass.suppress,
+                rule=klass.rule, **common,
+            )
+        return self._temporary(delivery, now, klass.reason, reply.code, status, reply.text,
+                               klass.rule, common)
+
+    def _temporary(
+        self, delivery: Delivery, now: float, reason: str, code: int | None,
+        status: str | None, text: str | None, rule: str | None, common: dict[str, Any],
+        source: Source = Source.smtp,
+    ) -> AttemptResult:
+        """Deferred with the next attempt time, or expired when too old."""
+        if expired(delivery.created_at, now, self._config.max_age):
+            # retries ran out: keep the last error, never suppress
+            return AttemptResult(state=State.expired, code=code, status=status, text=text,
+                                 reason="expired", hard=False, suppress=False, rule=rule,
+                                 source=source, **common)
+        return AttemptResult(
+            state=State.deferred, code=code, status=status, text=text, reason=reason,
+            rule=rule, source=source,
+            next_attempt_at=self._policy.next_attempt(delivery.attempts + 1, now, self._rng),
+            **common,
+        )
+
+    def _defer_all(self, dest: _DestinationQueue, reason: str, text: str,
+                   batch: Sequence[Delivery] | None = None) -> None:
+        """Defer (or expire) deliveries after a local error; the whole queue by default."""
+        now = self._clock.seconds()
+        for delivery in self._take_all(dest) if batch is None else batch:
+            if delivery.delivery_id not in self._in_flight:
+                continue  # already recorded
+            common: dict[str, Any] = {"delivery_id": delivery.delivery_id, "at": now,
+                                      "owner": self._node_id}
+            self._finish(delivery, self._temporary(delivery, now, reason, None, None, text,
+                                                   None, common, source=Source.local), None)
+
+    def _take_all(self, dest: _DestinationQueue) -> list[Delivery]:
+        batch = list(dest.queue)
+        dest.queue.clear()
+        return batch
+
+    def _connection_failure(
+        self, dest: _DestinationQueue, target: Destination, error: ConnectionFailed
+    ) -> None:
+        """Defer every queued delivery of the destination with the cause."""
+        reply: Reply | None = error.reply
+        reason = error.reason
+        rule = None
+        status = None
+        if reply is not None:
+            klass = self._classifier.classify(reply.code, reply.status, reply.text)
+            reason = reason or klass.reason
+            rule = klass.rule
+            status = reply.status or klass.status
+        text = f"{error.phase}: {reply.text if reply is not None else error}"
+        now = self._clock.seconds()
+        common: dict[str, Any] = {
+            "at": now, "remote_host": target.host, "remote_ip": target.ip,
+            "owner": self._node_id,
+        }
+        source = Source.smtp if reply is not None else Source.local
+        for delivery in self._take_all(dest):
+            result = self._temporary(
+                delivery, now, reason or "networkerror", reply.code if reply else None,
+                status, text, rule, {"delivery_id": delivery.delivery_id, **common},
+                source=source,
+            )
+            self._finish(delivery, result, target.host)
+
+    def _dns_failure(self, dest: _DestinationQueue, error: DestinationError) -> None:
+        """Record every queued delivery of a destination DNS could not resolve."""
+        now = self._clock.seconds()
+        for delivery in self._take_all(dest):
+            common: dict[str, Any] = {"delivery_id": delivery.delivery_id, "at": now,
+                                      "owner": self._node_id}
+            if error.permanent:
+                result = AttemptResult(
+                    state=State.failed, status=error.status, text=error.message,
+                    reason=error.reason, hard=True, suppress=True, source=Source.local,
+                    **common,
+                )
+            else:
+                result = self._temporary(delivery, now, error.reason, None, error.status,
+                                         error.message, None, common, source=Source.local)
+            self._finish(delivery, result, None)
+
+    def _finish(self, delivery: Delivery, result: AttemptResult, host: str | None) -> None:
+        """Log one attempt, queue its result for recording, free its slot."""
+        log.info(
+            "delivery {delivery_id} to {recipient} via {host}: {state} {code} {text}",
+            delivery_id=delivery.delivery_id, recipient=delivery.recipient,
+            host=host or "-", state=result.state.value, code=result.code or "",
+            text=result.text or "", reason=result.reason, status=result.status,
+            queue_id=delivery.queue_id, remote_ip=result.remote_ip, tls=result.tls,
+            duration=result.duration,
+        )
+        self._results.append(result)
+        self._forget(delivery)
+        self._schedule_flush(0)
+        if self._starved:
+            self._starved = False
+            self._schedule_claim(0)
+
+    def _forget(self, delivery: Delivery) -> None:
+        if self._in_flight.pop(delivery.delivery_id, None) is None:
+            return
+        pk = delivery.message_pk
+        self._body_refs[pk] -= 1
+        if self._body_refs[pk] <= 0:
+            del self._body_refs[pk]
+            self._bodies.pop(pk, None)
+
+    async def _release(self, deliveries: Sequence[Delivery], why: str) -> None:
+        if not deliveries:
+            return
+        try:
+            await self._store.release([d.delivery_id for d in deliveries], self._node_id)
+        except Exception:
+            # the leases run out by themselves; nothing is lost
+            log.failure("releasing {count} leases ({why}) failed", count=len(deliveries),
+                        why=why)
+
+    # -- recording -------------------------------------------------------------
+
+    def _schedule_flush(self, delay: float) -> None:
+        """Write results soon: everything finished in this reactor turn goes in
+        one ``record_attempts`` call."""
+        if self._flushing:
+            return  # the running flush loops until the list is empty
+        if self._flush_call is not None and self._flush_call.active():
+            return
+        self._flush_call = self._clock.callLater(delay, self._flush_tick)
+
+    def _flush_tick(self) -> None:
+        self._flush_call = None
+        d = Deferred.fromCoroutine(self._flush())
+        d.addErrback(lambda f: log.failure("recording attempt results failed", f))
+
+    async def _flush(self) -> None:
+        if self._flushing:
+            return
+        self._flushing = True
+        retry = False
+        try:
+            while self._results:
+                batch = self._results[:RECORD_BATCH]
+                try:
+                    await self._store.record_attempts(batch)
+                except CancelledError:
+                    raise
+                except Exception:
+                    # Keep the results: writing them late is better than
+                    # losing them (the rows would be sent again).
+                    log.failure("recording {count} attempt results failed; retrying in "
+                                "{delay}s", count=len(batch), delay=self._config.poll_interval)
+                    retry = True
+                    return
+                # results added while we waited are behind this batch
+                del self._results[: len(batch)]
+        finally:
+            self._flushing = False
+            if retry and not self._stopping:
+                self._schedule_flush(self._config.poll_interval)
+            self._check_idle()
+
+    # -- helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _cancel_call(call: IDelayedCall | None) -> None:
+        if call is not None and call.active():
+            call.cancel()
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for the admin console and metrics.
+
+        Returns:
+            ``in_flight``, ``unrecorded`` results, and per destination domain
+            its open ``connections``, ``workers``, ``queued`` deliveries and
+            ``transactions`` sent since it was last idle.
+        """
+        return {
+            "in_flight": len(self._in_flight),
+            "unrecorded": len(self._results),
+            "stopping": self._stopping,
+            "destinations": {
+                dest.domain: {
+                    "connections": len(dest.connections),
+                    "workers": dest.workers,
+                    "queued": len(dest.queue),
+                    "transactions": dest.transactions,
+                }
+                for dest in self._destinations.values()
+            },
+        }
+

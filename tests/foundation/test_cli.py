@@ -1,0 +1,150 @@
+"""The ``hurricane`` command as a user runs it: exit codes, output, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+
+def run(*args: str, cwd: str | None = None, stdin: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HURRICANE_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "hurricane.cli", *args], capture_output=True, text=True,
+        timeout=120, cwd=cwd, env=env, input=stdin,
+    )
+
+
+def make_config(extra: str = "") -> str:
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "h.toml")
+    with open(path, "w") as fp:
+        fp.write(f'[server]\ndata_dir = "{d}/data"\n[bounce]\ndomain = "bounce.example.com"\n'
+                 + extra)
+    return path
+
+
+class VerpCommandTests(SynchronousTestCase):
+    """``hurricane verp encode|decode`` as DESIGN.md specifies them."""
+
+    def test_round_trip(self) -> None:
+        """encode prints an address that decode turns back into the same identifiers."""
+        config = make_config()
+        enc = run("verp", "encode", "--config", config, "--delivery-id", "12345",
+                  "--mailing-id", "Spring-Sale-26", "--message-id", "ab12-cd34")
+        self.assertEqual(enc.returncode, 0, enc.stderr)
+        address = enc.stdout.strip()
+        self.assertTrue(address.endswith("@bounce.example.com"))
+        dec = run("verp", "decode", "--config", config, address)
+        self.assertEqual(dec.returncode, 0, dec.stderr)
+        data = json.loads(dec.stdout)
+        self.assertEqual(data["delivery_id"], 12345)
+        self.assertEqual(data["mailing_id"], "spring-sale-26")
+        self.assertEqual(data["message_id"], "ab12-cd34")
+        self.assertEqual(data["key_id"], 0)
+        self.assertRegex(data["issued"], r"^\d{4}-\d\d-\d\d$")
+        # the key file was created private on first use
+        keys = os.path.join(os.path.dirname(config), "data", "verp-keys.json")
+        self.assertEqual(os.stat(keys).st_mode & 0o777, 0o600)
+
+    def test_tampered_refused(self) -> None:
+        """A changed character or another server's key makes decode exit 1 with the reason."""
+        config = make_config()
+        address = run("verp", "encode", "--config", config, "--delivery-id", "7"
+                      ).stdout.strip()
+        i = 5
+        forged = address[:i] + ("a" if address[i] != "a" else "b") + address[i + 1:]
+        dec = run("verp", "decode", "--config", config, forged)
+        self.assertEqual(dec.returncode, 1)
+        self.assertIn("rejected: bad signature", dec.stdout)
+        other = make_config()  # different data dir, different key
+        self.assertEqual(run("verp", "decode", "--config", other, address).returncode, 1)
+        garbage = run("verp", "decode", "--config", config, "not-an-address")
+        self.assertEqual(garbage.returncode, 1)
+        self.assertIn("rejected", garbage.stdout)
+
+    def test_bad_identifier(self) -> None:
+        """Identifiers outside [0-9A-Za-z-] are a usage error, not a traceback."""
+        r = run("verp", "encode", "--config", make_config(), "--delivery-id", "1",
+                "--mailing-id", "no spaces")
+        self.assertEqual(r.returncode, 2)
+        self.assertNotIn("Traceback", r.stderr)
+        self.assertIn("mailing id", r.stderr)
+
+
+class CheckConfigTests(SynchronousTestCase):
+    """``hurricane check-config`` reports mistakes in one line."""
+
+    def test_misspelt_key(self) -> None:
+        """A misspelt key exits 2 with one line naming the file and the key."""
+        config = make_config("[delivery]\nmax_agee = 5\n")
+        r = run("check-config", "--config", config)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+        self.assertIn(config, r.stderr)
+        self.assertIn("[delivery] max_agee", r.stderr)
+
+    def test_ok(self) -> None:
+        """A good file prints its listeners and exits 0."""
+        r = run("check-config", "--config", make_config())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("OK", r.stdout)
+        self.assertIn("tcp:2525:interface=127.0.0.1", r.stdout)
+
+    def test_help(self) -> None:
+        """Every subcommand documents --config."""
+        for cmd in (["migrate"], ["check-config"], ["verp", "encode"], ["verp", "decode"],
+                    ["outcomes"], ["suppression", "add"]):
+            r = run(*cmd, "--help")
+            self.assertEqual(r.returncode, 0, cmd)
+            self.assertIn("--config", r.stdout)
+
+
+class StoreCommandTests(SynchronousTestCase):
+    """migrate, suppression and outcomes against a real SQLite file."""
+
+    def test_migrate_then_suppression(self) -> None:
+        """migrate reports the schema version; suppression add/list/remove round-trips."""
+        config = make_config()
+        r = run("migrate", "--config", config)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("schema version", r.stdout)
+        again = run("migrate", "--config", config)
+        self.assertNotIn("applied", again.stdout)
+        self.assertEqual(run("suppression", "add", "--config", config, "Bob@Example.COM",
+                             "--reason", "userunknown").returncode, 0)
+        listed = run("suppression", "list", "--config", config)
+        rows = [json.loads(line) for line in listed.stdout.splitlines()]
+        self.assertEqual([(x["address"], x["reason"]) for x in rows],
+                         [("bob@example.com", "userunknown")])
+        self.assertEqual(run("suppression", "remove", "--config", config,
+                             "bob@example.com").returncode, 0)
+        self.assertEqual(run("suppression", "list", "--config", config).stdout, "")
+        self.assertEqual(run("suppression", "remove", "--config", config,
+                             "bob@example.com").returncode, 1)
+        out = run("outcomes", "--config", config, "--format", "csv")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertTrue(out.stdout.startswith("queue_id,delivery_id,recipient,state"))
+
+    def test_unreachable_store(self) -> None:
+        """A PostgreSQL URL that cannot be reached names the URL without its password."""
+        config = make_config('[store]\nurl = "postgresql://u:sekrit@127.0.0.1:1/nodb"\n')
+        r = run("migrate", "--config", config)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("127.0.0.1:1/nodb", r.stderr)
+        self.assertNotIn("sekrit", r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+
+    def test_passwd(self) -> None:
+        """passwd --stdin prints a hash that verifies."""
+        from hurricane.passwords import verify_password
+
+        r = run("passwd", "--stdin", stdin="hunter2\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(verify_password("hunter2", r.stdout.strip()))
+        self.assertFalse(verify_password("hunter3", r.stdout.strip()))

@@ -1,0 +1,1 @@
+"""Tests for the outbound ESMTP client, its DATA encoder and TLS options."""

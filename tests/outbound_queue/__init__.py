@@ -1,0 +1,1 @@
+"""Tests of the delivery scheduler, MX resolution, retries, message preparation and DKIM."""
