@@ -49,6 +49,8 @@ def makeService(options: Options) -> IService:
     def on_fatal(message: str) -> None:
         _fatal(reactor, message)
 
+    if options.config.server.json_log:
+        _add_json_log(options.config.server.json_log)
     try:
         return build_service(options.config, reactor, on_fatal=on_fatal)
     except StartupError as e:
@@ -70,3 +72,24 @@ def _fatal(reactor: Any, message: str) -> None:
         reactor.stop()
     else:
         reactor.callWhenRunning(reactor.stop)
+
+
+def _add_json_log(path: str) -> None:
+    """Also write every log event as a JSON line to ``path`` (rotated at 100 MB).
+
+    twistd's own ``--logger`` can replace the whole log; this keeps the
+    human-readable log on stdout and adds a machine-readable copy.
+    """
+    from twisted.logger import globalLogPublisher, jsonFileLogObserver
+    from twisted.python.logfile import LogFile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        logfile = LogFile(os.path.basename(path), directory, rotateLength=100_000_000,
+                          maxRotatedFiles=10)
+    except OSError as e:
+        sys.stderr.write(f"hurricane: [server] json_log: cannot open {path}: {e.strerror}\n")
+        raise SystemExit(1) from None
+    # Plain JSON lines (no RFC 7464 record separator): what log shippers expect.
+    globalLogPublisher.addObserver(jsonFileLogObserver(logfile, recordSeparator=""))

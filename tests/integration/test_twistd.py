@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -76,9 +75,17 @@ class TwistdTests(SynchronousTestCase):
     def test_shipped_config(self) -> None:
         """``--config etc/hurricane.toml`` starts too (data under the working directory)."""
         cwd = tempfile.mkdtemp()
-        shutil.copy(REPO / "etc" / "hurricane.toml", cwd)
+        text = (REPO / "etc" / "hurricane.toml").read_text()
+        Path(cwd, "hurricane.toml").write_text(
+            text.replace('json_log = ""', 'json_log = "log/hurricane.json"'))
         self.run_server(["--config", "hurricane.toml"], cwd)
         self.assertTrue(Path(cwd, "hurricane-data", "hurricane.db").exists())
+        # the JSON application log has one structured event per listener
+        import json
+
+        events = [json.loads(line) for line in Path(cwd, "log", "hurricane.json").open()]
+        listeners = {e.get("kind") for e in events if "listening on" in e.get("log_format", "")}
+        self.assertTrue({"submission", "bounce"} <= listeners, listeners)
 
     def test_bad_config_exits_nonzero(self) -> None:
         """A misspelt key stops twistd with the key's name and no traceback."""
