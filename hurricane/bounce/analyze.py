@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
@@ -89,18 +90,23 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     per_msg: dict[str, str] = {}
     rcpts: list[dict[str, str]] = []
     for block in _field_blocks(text):
-        d: dict[str, str] = {}
+        ds: list[dict[str, str]] = [{}]
         for k, v in block:
+            d = ds[-1]
             if k in d:
-                if k == "diagnostic-code":
+                if k in ("final-recipient", "original-recipient") and "final-recipient" in d:
+                    # the next recipient's fields with no blank line in between
+                    ds.append({k: v})
+                elif k == "diagnostic-code":
                     d[k] += " " + v
                 continue
             d[k] = v
-        if "final-recipient" in d or "original-recipient" in d or "x-actual-recipient" in d:
-            rcpts.append(d)
-        else:
-            for k, v in d.items():
-                per_msg.setdefault(k, v)
+        for d in ds:
+            if "final-recipient" in d or "original-recipient" in d or "x-actual-recipient" in d:
+                rcpts.append(d)
+            else:
+                for k, v in d.items():
+                    per_msg.setdefault(k, v)
     return per_msg, rcpts
 
 
@@ -297,6 +303,9 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
                 texts.append(p)
         elif p.maintype == "message" or ct == "text/rfc822-headers":
             inside = True
+        elif p.maintype == "multipart" and not p.children and not inside and p.raw_body.strip():
+            # a multipart whose body has no boundary lines at all: read it as text
+            texts.append(mime.Part([("content-type", "text/plain")], p.raw_body, p.depth))
         for c in reversed(p.children):
             stack.append((c, inside))
     return dsn, arf, texts
@@ -324,6 +333,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
         per_msg, rcpts = _parse_dsn_fields(part.text())
         if ctx.envid is None and per_msg.get("original-envelope-id"):
             ctx.envid = per_msg["original-envelope-id"].strip()
+        # many recipients: look at less text around each (bounded work per message)
+        near_max = _NEAR_MAX if len(rcpts) <= 50 else 300
         for d in rcpts[:2000]:
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
@@ -338,19 +349,33 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             status = "%s.%d.%d" % (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
             diag = _strip_type(d.get("diagnostic-code", ""))
             code, dstatus = extract_codes(diag)
-            if dstatus and (status is None or (status.endswith(".0.0") and dstatus[0] == status[0])):
+            m = _RELAYED_STATUS.match(diag)
+            if m is not None:
+                # "5.1.0 - Unknown address error 550-'5.2.2 ...'": the relay's summary, then the remote reply
+                code, dstatus = extract_codes(m.group(1))
+            # the code in the remote server's own words is more precise than the
+            # reporting MTA's summary, unless it is only a vaguer form of it
+            if dstatus and (status is None or (status != dstatus and not (
+                    dstatus.endswith(".0") and dstatus.rsplit(".", 1)[0] == status.rsplit(".", 1)[0]))):
                 status = dstatus
             text = diag
             if not text.strip() or not _ERRORISH.search(text):
-                text = (_near(note, rcpt) or text) if note else text
-                if code is None:
-                    code, s2 = extract_codes(text)
+                text = (_near(note, rcpt, near_max) or text) if note else text
+                c2, s2 = extract_codes(text)
+                code = code or c2
+                if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
+                    status = s2
             remote = _strip_type(d.get("remote-mta", "")) or None
-            ctext = _with_command(text, note, rcpt)
+            ctext = _with_command(text, note, rcpt, near_max)
             r = _result(ctx, rcpt, ctext, code=code, status=status, action=act,
                         source="dsn", remote=remote, orcpt=_addr(orig) or None)
             if ctext is not text:
                 r = replace(r, diagnostic=text.strip()[:2000])
+            if d.get("diagnostic-code", "")[:7].lower() == "x-unix;" and r.reason not in (
+                    "mailboxfull", "delivered"):
+                # a local delivery program (procmail, maildrop, a pipe) failed: the
+                # mailer's problem whatever the words, unless it says the mailbox is full
+                r = replace(r, reason="mailererror", hard=False, suppress=False, rule="mailererror.x-unix")
             results.append(r)
     return results
 
@@ -360,34 +385,65 @@ _CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)", "DATA": " (in reply to 
                "CONN": " (after initial connection)"}
 
 
-def _with_command(text: str, note: str, rcpt: str) -> str:
+def _with_command(text: str, note: str, rcpt: str, near_max: int = 1500) -> str:
     """The text, plus the SMTP command the notification names for this recipient."""
     if not note or detect_command(normalise_text(text)) != "NONE":
         return text
-    near = _near(note, rcpt)
+    near = _near(note, rcpt, near_max)
     if not near:
         return text
     cmd = detect_command(normalise_text(near))
     return text + _CMD_PHRASE[cmd] if cmd in _CMD_PHRASE else text
 
 
-def _near(note: str, rcpt: str) -> str:
+_RELAYED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3} - [^'\n]{0,60}?([245]\d\d[ -]'?[245]\.\d{1,3}\.\d{1,3}.*)", re.S)
+_OTHER_RCPT_LINE = re.compile(r"(?m)^[ \t]*<?" + ADDR + r">?:[ \t]")
+
+
+_LOWER_CACHE = threading.local()
+
+
+def _lower(note: str) -> str:
+    """note.lower(), remembered per thread for the note last asked about (one DSN, many recipients)."""
+    c = getattr(_LOWER_CACHE, "last", None)
+    if c is not None and c[0] is note:
+        return c[1]
+    low = note.lower()
+    _LOWER_CACHE.last = (note, low)
+    return low
+
+
+_NEAR_MAX = 1500
+
+
+def _near(note: str, rcpt: str, near_max: int = _NEAR_MAX) -> str:
     """The paragraph(s) of the notification text that talk about one recipient."""
     if not rcpt:
         return ""
-    low = note.lower()
+    low = _lower(note)
     i = low.find(rcpt)
     if i < 0:
         return ""
     start = low.rfind("\n", 0, i) + 1
-    end = low.find("\n\n", i)
+    limit = min(len(note), start + 4 * near_max)   # bounded work per recipient
+    end = low.find("\n\n", i, limit)
     if end < 0:
-        end = len(note)
+        end = limit
     block = note[start:end]
-    if not _CODEISH.search(block):
-        end2 = low.find("\n\n", end + 2)
-        block = note[start:end2 if end2 > 0 else len(note)]
-    return block[:1500]
+    # "addr: reply" lines, one per recipient: keep only this recipient's
+    cut = False
+    nl = low.find("\n", i, end)
+    if nl > 0:
+        for m in _OTHER_RCPT_LINE.finditer(block, nl - start + 1):
+            if rcpt not in m.group(0).lower():
+                block = block[:m.start()]
+                cut = True
+                break
+    if not cut and len(block) < near_max and not _CODEISH.search(block):
+        # the reply may follow in the next paragraph
+        end2 = low.find("\n\n", end + 2, limit)
+        block = note[start:end2 if end2 > 0 else limit]
+    return block[:near_max]
 
 
 # -- SES / JSON notifications ------------------------------------------------
@@ -398,12 +454,15 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
         i = text.find('{"eventType"')
     if i < 0:
         return None
-    blob = text[i:]
-    blob = re.sub(r"\n(?! )", "", blob)
-    try:
-        data, _ = json.JSONDecoder().raw_decode(blob)
-    except ValueError:
-        return None
+    blob = text[i:i + 256 * 1024]
+    data = None
+    # SNS mail wraps the one-line JSON; continuation lines may start with a space
+    for pat in (r"\n(?! )", r"\n ?"):
+        try:
+            data, _ = json.JSONDecoder().raw_decode(re.sub(pat, "", blob))
+            break
+        except ValueError:
+            continue
     if not isinstance(data, dict):
         return None
     kind = str(data.get("notificationType") or data.get("eventType") or "").lower()
@@ -464,6 +523,11 @@ def _cut_original(note: str) -> str:
     return note[:cut]
 
 
+_NOT_RCPT_CONTEXT = re.compile(
+    r"(?i)(?:generated from|(?:a )?message (?:that you )?sent by|please contact|contact us at|"
+    r"send mail to|for (?:further )?assistance[^<\n]{0,40})[ \t:]*(?:\n[ \t]*){0,2}<?(" + ADDR + r")")
+
+
 def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     region = _cut_original(note)
     ctx.check()
@@ -478,6 +542,9 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     if ctx.envelope_rcpt:
         excluded.add(ctx.envelope_rcpt)
     excluded.update(ctx.tokens)
+    # addresses the text names as something other than a failed recipient
+    for m in _NOT_RCPT_CONTEXT.finditer(scan):
+        excluded.add(m.group(1).lower().rstrip("."))
     found: list[tuple[int, str]] = []
     seen = set()
     for m in _ADDR_RE.finditer(scan):
@@ -485,6 +552,8 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         if a in seen or a in excluded:
             continue
         local = a.split("@", 1)[0]
+        if local[:1] in "/|":
+            continue  # a file or program path that ends in an address
         if _SYSTEM_LOCAL.match(local):
             continue
         # skip message-id-like tokens
@@ -566,6 +635,9 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         dsn, arf, texts = _find_parts(root)
         rtype = root.params.get("report-type", "").lower()
         note = _notification_text(texts, limits.max_text)
+        if not dsn and _QUOTED_DSN.search(note):
+            # a bounce forwarded inline ("> Final-Recipient: ..."): read the quoted text
+            note = _QUOTE_PREFIX.sub("", note)
         if ctx.msgid is None:
             region_end = len(_cut_original(note))
             m = _MSGID_RE.search(note, region_end)
@@ -606,6 +678,13 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         js = _analyze_json(ctx, note)
         if js is not None:
             return _finish(js, ctx, base)
+        if from_addr and _UNSUBSCRIBE_REQUEST.search(note[:4000]):
+            # a mail client's one-click unsubscribe (List-Unsubscribe mailto:): a complaint
+            rr = RecipientResult(recipient=from_addr, action="failed", code=None, status=None,
+                                 status_inferred=False, reason="feedback", hard=False, suppress=True,
+                                 diagnostic=(subject or "")[:500], remote_mta=None, source="arf",
+                                 rule="feedback.unsubscribe", feedback_type="opt-out")
+            return _finish(Analysis(category="feedback", results=(rr,)), ctx, base)
         # RFC 3834 auto-replies
         auto = _autoreply_kind(root, subject or "", from_hdr)
         bouncy = bool(_BOUNCE_FROM.search(from_hdr or "")) or bool(_BOUNCE_SUBJECT.search(subject or ""))
@@ -619,7 +698,9 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         ctx.check()
         if len(note) > limits.max_text:
             note = note[:limits.max_text]
-        results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
+        results = _mailing_list_error(ctx, root, note)
+        if not results:
+            results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
         if not results and bouncy:
             ctx.check()
             addrs = [a.lower() for v in root.get_all("x-failed-recipients") for a in _ADDR_RE.findall(v)]
@@ -631,6 +712,11 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
                 for orig in _original_parts(ctx):
                     addrs = [a.lower() for a in _ADDR_RE.findall(orig.get("to"))][:1]
                     break
+            if not addrs:
+                # ... or its To: quoted inline after the notification
+                m = _INLINE_TO.search(note, len(region))
+                if m is not None and _addr(m.group(1)) and _addr(m.group(1)) not in ctx.excluded:
+                    addrs = [_addr(m.group(1))]
             results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
             if not results and region.strip():
                 results = [_result(ctx, "", region[:4000], source="heuristic")]
@@ -641,6 +727,24 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "over-budget")
     except RecursionError:
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
+
+
+_UNSUBSCRIBE_REQUEST = re.compile(r"(?i)\bsent this (?:e-?mail|message) to unsubscribe\b")
+_INLINE_TO = re.compile(r"(?im)^[ \t>]*To:[ \t]*([^\n]*)")
+_QUOTED_DSN = re.compile(r"(?im)^>[ \t]*(?:final-recipient|diagnostic-code):")
+_QUOTE_PREFIX = re.compile(r"(?m)^>[ \t]?")
+_FML_RCPT = re.compile(r"<(" + ADDR + r")>")
+
+
+def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[RecipientResult]:
+    """fml (a Japanese mailing-list manager) answering a post: the list address it names."""
+    if "fml" not in root.get("x-mlserver").lower():
+        return []
+    region = _cut_original(note)
+    m = _FML_RCPT.search(region)
+    if m is None:
+        return []
+    return [_result(ctx, m.group(1).lower(), region[:2000], source="heuristic")]
 
 
 def _looks_bounce(note: str) -> bool:

@@ -45,9 +45,14 @@ def extract_codes(text: str) -> tuple[str | None, str | None]:
     """Find the first SMTP reply code and enhanced status code in a text."""
     code = status = None
     m = _CODE_RE.search(text)
+    if m is not None and m.group(1)[0] == "2":
+        # a session transcript: the failure follows the successes
+        m = next((x for x in _CODE_RE.finditer(text) if x.group(1)[0] != "2"), m)
     if m is not None:
         code = m.group(1)
     m = _STATUS_RE.search(text)
+    if m is not None and m.group(1) == "2":
+        m = next((x for x in _STATUS_RE.finditer(text) if x.group(1) != "2"), m)
     if m is not None:
         status = "%s.%s.%s" % (m.group(1), int(m.group(2)), int(m.group(3)))
     if code and status and code[0] != status[0]:
@@ -136,14 +141,16 @@ _COMMAND_RE = re.compile(
     r"(?P<DATA>in reply to (?:end of )?data|after (?:end of )?data|>>> data|smtp command:? data|"
     r"\bdata command|\[data\]|during data|after (?:sending )?(?:the )?message|failed after i sent the message)|"
     r"(?P<RCPT>in reply to rcpt|after rcpt|>>> rcpt|\brcpt to\b|\[rcpt_to\]|does not like recipient|"
-    r"did not like our rcpt|recipient address rejected)|"
+    r"did not like our rcpt|(?:following|to) (?:the )?rcpt command|rcpt command|"
+    r"rejected recipient|unknown recipient or mailbox unavailable)|"
     r"(?P<MAIL>in reply to mail from|after mail from|>>> mail from|\[mail_from\]|sender was rejected|"
     r"\bmail from:)|"
     r"(?P<HELO>in reply to (?:ehlo|helo)|after (?:ehlo|helo)|>>> (?:ehlo|helo)|my name was rejected)|"
     r"(?P<CONN>after initial connection|in reply to (?:the )?initial|while connecting|greeting)")
 
 
-_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|does not like|"
+_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|does not like|rejected (?:the )?recipient|"
+                           r"unknown recipient or mailbox|"
                            r"did not like|sender was|my name|initial|connecting|greeting|message")
 
 
@@ -271,6 +278,11 @@ class ReplyClassifier:
         if c is not None and not (len(c) == 3 and c.isdigit()):
             c = None
         low = normalise_text(text)
+        if c is not None and low.count(c) > 1:
+            # a multi-line reply repeats "550-5.7.1" on every line: drop the repeats
+            # so that phrases broken across lines read whole
+            i = low.find(c) + 3
+            low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
         result = self._classify(c, s, low)
         if len(self._cache) > 4096:
             self._cache.clear()

@@ -255,9 +255,8 @@ def parse(raw: bytes, *, max_depth: int = 50, max_parts: int = 2000,
                 break
             if p.maintype == "multipart":
                 b = p.params.get("boundary")
-                if not b:
-                    continue
-                chunks = _split_multipart(p.raw_body, b.encode("utf-8", "replace"))
+                # no boundary parameter (e.g. written unfolded on the next line): guess it
+                chunks = _split_multipart(p.raw_body, b.encode("utf-8", "replace")) if b else []
                 if not chunks:
                     # a boundary that the body does not use: guess the one it does use
                     m = _GUESS_BOUNDARY.search(p.raw_body[:64 * 1024])
