@@ -80,6 +80,11 @@ class Classifier(Protocol):
         """Classify one reply."""
 
 
+#: Protocol phase of a reply -> the command named in Postfix's DSN wording.
+_PHASE_COMMANDS = {"mail": "MAIL FROM", "rcpt": "RCPT TO", "data": "DATA",
+                   "dot": "end of DATA"}
+
+
 @dataclass
 class _DestinationQueue:
     """Claimed deliveries waiting for one destination domain, and its connections."""
@@ -691,7 +696,13 @@ class OutboundService(Service):
             # nothing is known, try again
             return self._temporary(delivery, now, "undefined", reply.code, reply.status,
                                    reply.text, None, common)
-        klass = self._classifier.classify(reply.code, reply.status, reply.text)
+        # Tell the classifier which command was refused, in the words Postfix
+        # uses in its DSNs, so a reply gets the same reason here as it would
+        # in a bounce report (a refusal at RCPT is about the mailbox, one
+        # after DATA about the content).
+        command = _PHASE_COMMANDS.get(rr.phase)
+        context = f"{reply.text} (in reply to {command} command)" if command else reply.text
+        klass = self._classifier.classify(reply.code, reply.status, context)
         status = reply.status or klass.status
         permanent = reply.permanent
         if klass.permanent is not None:

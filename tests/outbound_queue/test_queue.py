@@ -171,6 +171,21 @@ class OutcomeTests(SchedulerTestCase):
         self.assertIsNotNone(self.successResultOf(Deferred.fromCoroutine(
             self.store.get_suppression("bob@example.com"))))
 
+    def test_refusal_at_rcpt_without_status_code(self) -> None:
+        """A bare "User unknown" refusal at RCPT is userunknown: the phase tells the classifier."""
+        self.classifier = ReplyClassifier.load()
+        self.connector.responder = reply_all(
+            550, "<erin@example.com>: Recipient address rejected: User unknown", None, "rcpt")
+        self.start()
+        [did] = self.enqueue("erin@example.com")
+        self.turn()
+        result = self.results()[did]
+        self.assertEqual((result.state, result.reason, result.hard, result.suppress),
+                         (State.failed, "userunknown", True, True))
+        # the recorded text is the server's, without the context we added
+        self.assertEqual(result.text, "<erin@example.com>: Recipient address rejected: "
+                         "User unknown")
+
     def test_policy_failure_not_suppressed(self) -> None:
         """A 5xx for spam is failed but never suppresses the recipient."""
         self.classifier = ReplyClassifier.load()
