@@ -315,3 +315,75 @@ class Summary:
     sync_failures: int
     async_bounces: int
     complaints: int
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One event with the identifiers of its delivery and message (event feeds).
+
+    Read by webhooks and the accounting log through ``events_after``;
+    ``delivery_state`` is the delivery's *current* state, which may be later
+    than the state the event recorded.
+    """
+
+    event: Event
+    queue_id: str
+    recipient: str
+    sender: str
+    mailing_id: str | None
+    message_id: str | None
+    header_message_id: str | None
+    delivery_state: str
+    #: When the delivery was created (latency and time-to-bounce metrics).
+    delivery_created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A stored message's envelope and identifiers, without its body."""
+
+    message_pk: int
+    queue_id: str
+    sender: str
+    mailing_id: str | None
+    message_id: str | None
+    header_message_id: str | None
+    size: int
+    source: str
+    client: str | None
+    metadata: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Deliveries to one destination domain in a window, by state."""
+
+    domain: str
+    total: int
+    by_state: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DeferredDomain:
+    """The deferred queue of one destination domain."""
+
+    domain: str
+    count: int
+    oldest_created_at: float
+    next_attempt_at: float | None
+    last_update: float
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    """Failures with one reason, split synchronous (failed) / asynchronous (bounced)."""
+
+    reason: str
+    synchronous: int
+    asynchronous: int
+
+    @property
+    def total(self) -> int:
+        """Both kinds together."""
+        return self.synchronous + self.asynchronous

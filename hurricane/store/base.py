@@ -21,13 +21,18 @@ from zope.interface import implementer
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
+    DeferredDomain,
     Delivery,
+    DomainStats,
     EnqueueResult,
     Event,
+    EventRecord,
     NewMessage,
     Outcome,
+    ReasonCount,
     ReturnedMessage,
     StoredBounce,
+    StoredMessage,
     Summary,
     Suppression,
 )
@@ -313,6 +318,12 @@ class SqlStore:
         events: list[Event] = await self._run(txn.events_txn, delivery_id)
         return events
 
+    async def events_after(self, after_event_id: int, limit: int) -> list[EventRecord]:
+        """Events with ``event_id > after_event_id`` in id order (at most ``limit``)."""
+        records: list[EventRecord] = await self._run(txn.events_after_txn, after_event_id,
+                                                     limit)
+        return records
+
     async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
                        state: str | None = None,
                        mailing_id: str | None = None) -> list[Outcome]:
@@ -330,6 +341,63 @@ class SqlStore:
         """Number of deliveries per pending state (queued, deferred)."""
         depth: dict[str, int] = await self._run(txn.queue_depth_txn)
         return depth
+
+    # -- report reads -------------------------------------------------------
+
+    async def timeseries(self, since: float, until: float,
+                         bucket_seconds: float) -> list[tuple[float, dict[str, int]]]:
+        """Deliveries created in [since, until) per time bucket and current state."""
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        series: list[tuple[float, dict[str, int]]] = await self._run(
+            txn.timeseries_txn, since, until, bucket_seconds)
+        return series
+
+    async def top_domains(self, since: float | None, until: float | None,
+                          limit: int = 10) -> list[DomainStats]:
+        """The destination domains with most deliveries created in the window."""
+        found: list[DomainStats] = await self._run(txn.top_domains_txn, since, until, limit)
+        return found
+
+    async def bounce_reasons(self, since: float | None, until: float | None,
+                             limit: int = 50) -> list[ReasonCount]:
+        """Failed and bounced deliveries by reason, most first."""
+        found: list[ReasonCount] = await self._run(txn.bounce_reasons_txn, since, until,
+                                                   limit)
+        return found
+
+    async def deferred_by_domain(self, limit: int = 100) -> list[DeferredDomain]:
+        """The deferred queue grouped by destination domain, largest first."""
+        found: list[DeferredDomain] = await self._run(txn.deferred_by_domain_txn, limit)
+        return found
+
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest queued or deferred delivery."""
+        oldest: float | None = await self._run(txn.oldest_pending_txn)
+        return oldest
+
+    async def mailing_summary(self, mailing_id: str) -> Summary:
+        """Counts for every delivery of a mailing."""
+        summary: Summary = await self._run(txn.mailing_summary_txn, mailing_id)
+        return summary
+
+    async def get_message(self, queue_id: str) -> StoredMessage | None:
+        """A message's envelope and identifiers by queue id, or None."""
+        found: StoredMessage | None = await self._run(txn.get_message_txn, queue_id)
+        return found
+
+    async def search_deliveries(self, *, recipient: str | None = None,
+                                queue_id: str | None = None, mailing_id: str | None = None,
+                                message_id: str | None = None, state: str | None = None,
+                                domain: str | None = None, since: float | None = None,
+                                until: float | None = None,
+                                before_delivery_id: int | None = None,
+                                limit: int = 50) -> list[Delivery]:
+        """One page of deliveries matching every filter, newest first (keyset)."""
+        found: list[Delivery] = await self._run(
+            txn.search_deliveries_txn, recipient, queue_id, mailing_id, message_id, state,
+            domain, since, until, before_delivery_id, limit)
+        return found
 
     # -- suppression --------------------------------------------------------
 

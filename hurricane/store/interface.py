@@ -19,13 +19,18 @@ from zope.interface import Attribute, Interface
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
+    DeferredDomain,
     Delivery,
+    DomainStats,
     EnqueueResult,
     Event,
+    EventRecord,
     NewMessage,
     Outcome,
+    ReasonCount,
     ReturnedMessage,
     StoredBounce,
+    StoredMessage,
     Summary,
     Suppression,
 )
@@ -168,6 +173,14 @@ class IOutcomeStore(Interface):
     async def events(delivery_id: int) -> list[Event]:
         """Every event of a delivery, in order."""
 
+    async def events_after(after_event_id: int, limit: int) -> list[EventRecord]:
+        """Up to ``limit`` events with ``event_id > after_event_id``, in id order.
+
+        Each comes with its delivery's recipient, sender, current state and
+        its message's identifiers: the feed webhooks and the accounting log
+        follow, keeping the last event id they handled.
+        """
+
     async def outcomes(
         after_delivery_id: int = 0,
         limit: int = 1000,
@@ -182,6 +195,55 @@ class IOutcomeStore(Interface):
 
     async def queue_depth() -> dict[str, int]:
         """Number of deliveries per pending state (queued, deferred)."""
+
+    # -- report reads (bounded, index-backed) ------------------------------
+
+    async def timeseries(since: float, until: float,
+                         bucket_seconds: float) -> list[tuple[float, dict[str, int]]]:
+        """Deliveries created in [since, until) counted per time bucket and current state.
+
+        Returns (bucket start, {state: count}) for the non-empty buckets, in
+        time order. Raises ValueError when ``bucket_seconds`` is not positive.
+        """
+
+    async def top_domains(since: float | None, until: float | None,
+                          limit: int = 10) -> list[DomainStats]:
+        """The destination domains with most deliveries created in the window."""
+
+    async def bounce_reasons(since: float | None, until: float | None,
+                             limit: int = 50) -> list[ReasonCount]:
+        """Failed (synchronous) and bounced (asynchronous) deliveries by reason, most first."""
+
+    async def deferred_by_domain(limit: int = 100) -> list[DeferredDomain]:
+        """The deferred queue grouped by destination domain, largest first."""
+
+    async def oldest_pending() -> float | None:
+        """``created_at`` of the oldest queued or deferred delivery (None when none)."""
+
+    async def mailing_summary(mailing_id: str) -> Summary:
+        """Counts for every delivery of a mailing (id compared case-insensitively)."""
+
+    async def get_message(queue_id: str) -> StoredMessage | None:
+        """A message's envelope and identifiers (no body) by queue id, or None."""
+
+    async def search_deliveries(
+        *,
+        recipient: str | None = None,
+        queue_id: str | None = None,
+        mailing_id: str | None = None,
+        message_id: str | None = None,
+        state: str | None = None,
+        domain: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_delivery_id: int | None = None,
+        limit: int = 50,
+    ) -> list[Delivery]:
+        """One page of deliveries matching every filter, newest (highest id) first.
+
+        Keyset paging: pass the last delivery id of a page as
+        ``before_delivery_id`` to get the next one.
+        """
 
     # -- suppression --------------------------------------------------------
 

@@ -21,16 +21,21 @@ from zope.interface import implementer
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
+    DeferredDomain,
     Delivery,
+    DomainStats,
     EnqueuedRecipient,
     EnqueueResult,
     Event,
     EventKind,
+    EventRecord,
     NewMessage,
     Outcome,
+    ReasonCount,
     ReturnedMessage,
     State,
     StoredBounce,
+    StoredMessage,
     Summary,
     Suppression,
 )
@@ -368,6 +373,21 @@ class MemoryStore:
         self._check()
         return list(self._events.get(delivery_id, []))
 
+    async def events_after(self, after_event_id: int, limit: int) -> list[EventRecord]:
+        """Events with ``event_id > after_event_id`` in id order (at most ``limit``)."""
+        self._check()
+        found = sorted((e for events in self._events.values() for e in events
+                        if e.event_id > after_event_id), key=lambda e: e.event_id)
+        records = []
+        for e in found[:max(limit, 0)]:
+            d = self._deliveries[e.delivery_id]
+            records.append(EventRecord(
+                event=e, queue_id=d.queue_id, recipient=d.recipient, sender=d.sender,
+                mailing_id=d.mailing_id, message_id=d.message_id,
+                header_message_id=d.header_message_id, delivery_state=d.state.value,
+                delivery_created_at=d.created_at))
+        return records
+
     async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
                        state: str | None = None,
                        mailing_id: str | None = None) -> list[Outcome]:
@@ -417,6 +437,135 @@ class MemoryStore:
             if d.state in _PENDING:
                 depth[d.state.value] += 1
         return depth
+
+    # -- report reads -------------------------------------------------------
+
+    def _in_window(self, since: float | None, until: float | None) -> list[Delivery]:
+        return [d for d in self._deliveries.values()
+                if (since is None or d.created_at >= since)
+                and (until is None or d.created_at < until)]
+
+    async def timeseries(self, since: float, until: float,
+                         bucket_seconds: float) -> list[tuple[float, dict[str, int]]]:
+        """Deliveries created in [since, until) per time bucket and current state."""
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        self._check()
+        buckets: dict[int, dict[str, int]] = {}
+        for d in self._in_window(since, until):
+            counts = buckets.setdefault(int((d.created_at - since) // bucket_seconds), {})
+            counts[d.state.value] = counts.get(d.state.value, 0) + 1
+        return [(since + n * bucket_seconds, buckets[n]) for n in sorted(buckets)]
+
+    async def top_domains(self, since: float | None, until: float | None,
+                          limit: int = 10) -> list[DomainStats]:
+        """The destination domains with most deliveries created in the window."""
+        self._check()
+        domains: dict[str, dict[str, int]] = {}
+        for d in self._in_window(since, until):
+            counts = domains.setdefault(d.domain, {})
+            counts[d.state.value] = counts.get(d.state.value, 0) + 1
+        found = [DomainStats(name, sum(c.values()), c) for name, c in domains.items()]
+        found.sort(key=lambda s: (-s.total, s.domain))
+        return found[:max(0, min(limit, txn.MAX_REPORT_ROWS))]
+
+    async def bounce_reasons(self, since: float | None, until: float | None,
+                             limit: int = 50) -> list[ReasonCount]:
+        """Failed and bounced deliveries by reason, most first."""
+        self._check()
+        counts: dict[str, list[int]] = {}
+        for d in self._in_window(since, until):
+            if d.state in (State.failed, State.bounced):
+                pair = counts.setdefault(d.reason or "undefined", [0, 0])
+                pair[0 if d.state is State.failed else 1] += 1
+        found = [ReasonCount(r, s, a) for r, (s, a) in counts.items()]
+        found.sort(key=lambda r: (-r.total, r.reason))
+        return found[:max(0, min(limit, txn.MAX_REPORT_ROWS))]
+
+    async def deferred_by_domain(self, limit: int = 100) -> list[DeferredDomain]:
+        """The deferred queue grouped by destination domain, largest first."""
+        self._check()
+        groups: dict[str, list[Delivery]] = {}
+        for d in self._deliveries.values():
+            if d.state is State.deferred:
+                groups.setdefault(d.domain, []).append(d)
+        found = []
+        for name, rows in groups.items():
+            due = [d.next_attempt_at for d in rows if d.next_attempt_at is not None]
+            found.append(DeferredDomain(
+                domain=name, count=len(rows), oldest_created_at=min(d.created_at for d in rows),
+                next_attempt_at=min(due) if due else None,
+                last_update=max(d.updated_at for d in rows)))
+        found.sort(key=lambda g: (-g.count, g.domain))
+        return found[:max(0, min(limit, txn.MAX_REPORT_ROWS))]
+
+    async def oldest_pending(self) -> float | None:
+        """``created_at`` of the oldest queued or deferred delivery."""
+        self._check()
+        return min((d.created_at for d in self._deliveries.values() if d.state in _PENDING),
+                   default=None)
+
+    async def mailing_summary(self, mailing_id: str) -> Summary:
+        """Counts for every delivery of a mailing."""
+        self._check()
+        wanted = mailing_id.lower()
+        counts: dict[tuple[str, str | None], int] = {}
+        messages = set()
+        for d in self._deliveries.values():
+            if d.mailing_id is None or d.mailing_id.lower() != wanted:
+                continue
+            messages.add(d.message_pk)
+            counts[(d.state.value, d.reason)] = counts.get((d.state.value, d.reason), 0) + 1
+        return txn.make_summary(len(messages), [(s, r, n) for (s, r), n in counts.items()])
+
+    async def get_message(self, queue_id: str) -> StoredMessage | None:
+        """A message's envelope and identifiers by queue id, or None."""
+        self._check()
+        wanted = queue_id.strip().upper()
+        for m in self._messages.values():
+            if m.queue_id == wanted:
+                msg = m.message
+                return StoredMessage(
+                    message_pk=m.message_pk, queue_id=m.queue_id, sender=msg.sender,
+                    mailing_id=msg.mailing_id, message_id=msg.message_id,
+                    header_message_id=msg.header_message_id, size=len(msg.body),
+                    source=msg.source, client=msg.client, metadata=dict(msg.metadata),
+                    created_at=m.created_at)
+        return None
+
+    async def search_deliveries(self, *, recipient: str | None = None,
+                                queue_id: str | None = None, mailing_id: str | None = None,
+                                message_id: str | None = None, state: str | None = None,
+                                domain: str | None = None, since: float | None = None,
+                                until: float | None = None,
+                                before_delivery_id: int | None = None,
+                                limit: int = 50) -> list[Delivery]:
+        """One page of deliveries matching every filter, newest first (keyset)."""
+        self._check()
+
+        def same(value: str | None, wanted: str | None) -> bool:
+            return wanted is None or (value is not None
+                                      and value.lower() == wanted.strip().lower())
+
+        wanted_state = None if state is None else str(getattr(state, "value", state))
+        found: list[Delivery] = []
+        if limit <= 0:
+            return found
+        for delivery_id in sorted(self._deliveries, reverse=True):
+            d = self._deliveries[delivery_id]
+            if before_delivery_id is not None and delivery_id >= before_delivery_id:
+                continue
+            if not (same(d.recipient, recipient) and same(d.queue_id, queue_id)
+                    and same(d.mailing_id, mailing_id) and same(d.message_id, message_id)
+                    and same(d.domain, domain)
+                    and (wanted_state is None or d.state.value == wanted_state)
+                    and (since is None or d.created_at >= since)
+                    and (until is None or d.created_at < until)):
+                continue
+            found.append(d)
+            if len(found) >= min(limit, txn.MAX_REPORT_ROWS):
+                break
+        return found
 
     # -- suppression --------------------------------------------------------
 

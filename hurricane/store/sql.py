@@ -33,6 +33,9 @@ class Dialect:
     table_exists: str
     #: Statement serialising migrations between nodes ("" when not needed).
     migration_lock: str
+    #: Integer part of a non-negative expression (``{}`` is the expression):
+    #: SQLite's CAST truncates, PostgreSQL's rounds, hence FLOOR there.
+    floor: str = "CAST({} AS INTEGER)"
 
     def convert(self, sql: str) -> str:
         """Turn ``?`` placeholders into this dialect's marker.
@@ -67,6 +70,7 @@ POSTGRES = Dialect(
     table_exists="SELECT 1 WHERE to_regclass(?) IS NOT NULL",
     # Two nodes starting at once must not both apply a migration.
     migration_lock="SELECT pg_advisory_xact_lock(7305125671)",
+    floor="CAST(FLOOR({}) AS BIGINT)",
 )
 
 
@@ -281,6 +285,19 @@ SELECT event_id, delivery_id, kind, at, state, reason, hard, code, status, text,
        correlation
 FROM events WHERE delivery_id = ? ORDER BY event_id"""
 
+# Event feed (webhooks, accounting log): keyset on the events primary key.
+SELECT_EVENTS_AFTER = """
+SELECT e.event_id, e.delivery_id, e.kind, e.at, e.state, e.reason, e.hard, e.code,
+       e.status, e.text, e.remote_host, e.remote_ip, e.tls, e.source, e.rule, e.duration,
+       e.bounce_id, e.feedback_type, e.correlation,
+       m.queue_id, d.recipient, m.sender, m.mailing_id, m.message_id, m.header_message_id,
+       d.state, d.created_at
+FROM events e
+JOIN deliveries d ON d.delivery_id = e.delivery_id
+JOIN messages m ON m.message_pk = d.message_pk
+WHERE e.event_id > ?
+ORDER BY e.event_id LIMIT ?"""
+
 SELECT_OUTCOMES = """
 SELECT m.queue_id, d.delivery_id, d.recipient, d.state, d.reason, d.hard, d.code,
        d.status, d.text, d.attempts, m.mailing_id, m.message_id, d.created_at,
@@ -288,6 +305,52 @@ SELECT m.queue_id, d.delivery_id, d.recipient, d.state, d.reason, d.hard, d.code
 FROM deliveries d JOIN messages m ON m.message_pk = d.message_pk
 WHERE d.delivery_id > ?{filters}
 ORDER BY d.delivery_id LIMIT ?"""
+
+# -- report reads (each bounded by LIMIT and served by an index) -------------
+
+ALL_STATES = ("queued", "deferred", "delivered", "failed", "expired", "suppressed",
+              "bounced", "complained")
+
+# Deliveries created in a window, per time bucket and current state.
+TIMESERIES = """
+SELECT {bucket} AS bucket, state, COUNT(*) FROM deliveries
+WHERE {where}
+GROUP BY 1, state ORDER BY 1 LIMIT ?"""
+
+TOP_DOMAINS = (
+    "SELECT domain, COUNT(*), "
+    + ", ".join(f"SUM(CASE WHEN state = '{s}' THEN 1 ELSE 0 END)" for s in ALL_STATES)
+    + "\nFROM deliveries WHERE {where}\nGROUP BY domain ORDER BY 2 DESC, domain LIMIT ?"
+)
+
+BOUNCE_REASONS = """
+SELECT COALESCE(reason, 'undefined'), state, COUNT(*) FROM deliveries
+WHERE {where} AND state IN ('failed', 'bounced')
+GROUP BY 1, state ORDER BY 3 DESC LIMIT ?"""
+
+DEFERRED_BY_DOMAIN = """
+SELECT domain, COUNT(*), MIN(created_at), MIN(next_attempt_at), MAX(updated_at)
+FROM deliveries WHERE state = 'deferred'
+GROUP BY domain ORDER BY 2 DESC, domain LIMIT ?"""
+
+OLDEST_PENDING = """
+SELECT MIN(created_at) FROM deliveries WHERE state IN ('queued', 'deferred')"""
+
+MAILING_MESSAGES = """
+SELECT COUNT(DISTINCT d.message_pk)
+FROM messages m JOIN deliveries d ON d.message_pk = m.message_pk
+WHERE lower(m.mailing_id) = lower(?)"""
+
+MAILING_COUNTS = """
+SELECT d.state, d.reason, COUNT(*)
+FROM messages m JOIN deliveries d ON d.message_pk = m.message_pk
+WHERE lower(m.mailing_id) = lower(?)
+GROUP BY d.state, d.reason"""
+
+SELECT_MESSAGE = """
+SELECT message_pk, queue_id, sender, mailing_id, message_id, header_message_id, size,
+       source, client, metadata, created_at
+FROM messages WHERE queue_id = ?"""
 
 SUMMARY_COUNTS = """
 SELECT state, reason, COUNT(*) FROM deliveries WHERE {where} GROUP BY state, reason"""

@@ -26,16 +26,21 @@ from typing import Any, Protocol, TypeVar
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
+    DeferredDomain,
     Delivery,
+    DomainStats,
     EnqueuedRecipient,
     EnqueueResult,
     Event,
     EventKind,
+    EventRecord,
     NewMessage,
     Outcome,
+    ReasonCount,
     ReturnedMessage,
     State,
     StoredBounce,
+    StoredMessage,
     Summary,
     Suppression,
 )
@@ -570,6 +575,20 @@ async def events_txn(txn: Txn, delivery_id: int) -> list[Event]:
     return [event_from_row(row) for row in txn.fetchall()]
 
 
+async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[EventRecord]:
+    """Events with ids above ``after_event_id``, in id order, with their ids."""
+    if limit <= 0:
+        return []
+    await txn.execute(sql.SELECT_EVENTS_AFTER, (after_event_id, limit))
+    return [
+        EventRecord(event=event_from_row(row[:19]), queue_id=row[19], recipient=row[20],
+                    sender=row[21], mailing_id=row[22], message_id=row[23],
+                    header_message_id=row[24], delivery_state=row[25],
+                    delivery_created_at=row[26])
+        for row in txn.fetchall()
+    ]
+
+
 async def outcomes_txn(txn: Txn, after_delivery_id: int, limit: int, state: str | None,
                        mailing_id: str | None) -> list[Outcome]:
     """One page of outcome records by delivery id."""
@@ -654,3 +673,150 @@ async def suppressions_txn(txn: Txn, after: str | None, limit: int) -> list[Supp
     """One page of the suppression list by address."""
     await txn.execute(sql.SELECT_SUPPRESSIONS, (fold(after) if after else "", limit))
     return [suppression_from_row(row) for row in txn.fetchall()]
+
+
+# -- report reads ---------------------------------------------------------------
+
+#: Most rows a report read returns, whatever the caller asks for.
+MAX_REPORT_ROWS = 10_000
+
+
+def _window(since: float | None, until: float | None,
+            column: str = "created_at") -> tuple[str, list[Any]]:
+    """A WHERE clause (never empty) and its parameters for [since, until)."""
+    where = ["1 = 1"]
+    params: list[Any] = []
+    if since is not None:
+        where.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{column} < ?")
+        params.append(until)
+    return " AND ".join(where), params
+
+
+def _limit(limit: int) -> int:
+    return max(0, min(int(limit), MAX_REPORT_ROWS))
+
+
+async def timeseries_txn(txn: Txn, since: float, until: float,
+                         bucket_seconds: float) -> list[tuple[float, dict[str, int]]]:
+    """Deliveries created in [since, until) per bucket and current state."""
+    if bucket_seconds <= 0:
+        raise ValueError("bucket_seconds must be positive")
+    where, params = _window(since, until)
+    bucket = txn.dialect.floor.format("(created_at - ?) / ?")
+    statement = sql.TIMESERIES.format(bucket=bucket, where=where)
+    await txn.execute(statement, (since, bucket_seconds, *params,
+                                  MAX_REPORT_ROWS * len(sql.ALL_STATES)))
+    buckets: dict[int, dict[str, int]] = {}
+    for number, state, count in txn.fetchall():
+        counts = buckets.setdefault(int(number), {})
+        counts[state] = counts.get(state, 0) + int(count)
+    return [(since + n * bucket_seconds, buckets[n]) for n in sorted(buckets)]
+
+
+async def top_domains_txn(txn: Txn, since: float | None, until: float | None,
+                          limit: int) -> list[DomainStats]:
+    """The destination domains with most deliveries created in the window."""
+    where, params = _window(since, until)
+    await txn.execute(sql.TOP_DOMAINS.format(where=where), (*params, _limit(limit)))
+    found = []
+    for row in txn.fetchall():
+        by_state = {state: int(n) for state, n in zip(sql.ALL_STATES, row[2:], strict=False) if n}
+        found.append(DomainStats(domain=row[0], total=int(row[1]), by_state=by_state))
+    return found
+
+
+async def bounce_reasons_txn(txn: Txn, since: float | None, until: float | None,
+                             limit: int) -> list[ReasonCount]:
+    """Failed and bounced deliveries created in the window, by reason."""
+    where, params = _window(since, until)
+    await txn.execute(sql.BOUNCE_REASONS.format(where=where), (*params, _limit(limit) * 2))
+    counts: dict[str, list[int]] = {}
+    for reason, state, count in txn.fetchall():
+        pair = counts.setdefault(reason, [0, 0])
+        pair[0 if state == State.failed.value else 1] += int(count)
+    found = [ReasonCount(reason, sync, async_) for reason, (sync, async_) in counts.items()]
+    found.sort(key=lambda r: (-r.total, r.reason))
+    return found[:_limit(limit)]
+
+
+async def deferred_by_domain_txn(txn: Txn, limit: int) -> list[DeferredDomain]:
+    """The deferred queue grouped by destination domain, largest first."""
+    await txn.execute(sql.DEFERRED_BY_DOMAIN, (_limit(limit),))
+    return [
+        DeferredDomain(domain=row[0], count=int(row[1]), oldest_created_at=float(row[2]),
+                       next_attempt_at=None if row[3] is None else float(row[3]),
+                       last_update=float(row[4]))
+        for row in txn.fetchall()
+    ]
+
+
+async def oldest_pending_txn(txn: Txn) -> float | None:
+    """Creation time of the oldest queued or deferred delivery."""
+    await txn.execute(sql.OLDEST_PENDING)
+    row = txn.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+async def mailing_summary_txn(txn: Txn, mailing_id: str) -> Summary:
+    """Counts for every delivery of a mailing."""
+    await txn.execute(sql.MAILING_MESSAGES, (mailing_id,))
+    row = txn.fetchone()
+    messages = int(row[0]) if row is not None else 0
+    await txn.execute(sql.MAILING_COUNTS, (mailing_id,))
+    return make_summary(messages, [(r[0], r[1], int(r[2])) for r in txn.fetchall()])
+
+
+async def get_message_txn(txn: Txn, queue_id: str) -> StoredMessage | None:
+    """A message's envelope and identifiers by queue id."""
+    await txn.execute(sql.SELECT_MESSAGE, (queue_id.strip().upper(),))
+    row = txn.fetchone()
+    if row is None:
+        return None
+    try:
+        metadata = json.loads(row[9]) if row[9] else {}
+    except ValueError:
+        metadata = {}
+    return StoredMessage(
+        message_pk=int(row[0]), queue_id=row[1], sender=row[2], mailing_id=row[3],
+        message_id=row[4], header_message_id=row[5], size=int(row[6]), source=row[7],
+        client=row[8], metadata=metadata if isinstance(metadata, dict) else {},
+        created_at=float(row[10]))
+
+
+async def search_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str | None,
+                                mailing_id: str | None, message_id: str | None,
+                                state: str | None, domain: str | None, since: float | None,
+                                until: float | None, before_delivery_id: int | None,
+                                limit: int) -> list[Delivery]:
+    """Deliveries matching every filter, by delivery id descending (keyset)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if recipient is not None:
+        where.append("lower(d.recipient) = lower(?)")
+        params.append(recipient.strip())
+    if queue_id is not None:
+        where.append("m.queue_id = ?")
+        params.append(queue_id.strip().upper())
+    for column, value in (("mailing_id", mailing_id), ("message_id", message_id)):
+        if value is not None:
+            where.append(f"lower(m.{column}) = lower(?)")
+            params.append(value.strip())
+    if state is not None:
+        where.append("d.state = ?")
+        params.append(str(getattr(state, "value", state)))
+    if domain is not None:
+        where.append("d.domain = ?")
+        params.append(domain.strip().lower())
+    window, window_params = _window(since, until, "d.created_at")
+    where.append(window)
+    params.extend(window_params)
+    if before_delivery_id is not None:
+        where.append("d.delivery_id < ?")
+        params.append(before_delivery_id)
+    statement = (sql.SELECT_DELIVERIES + "\nWHERE " + " AND ".join(where)
+                 + "\nORDER BY d.delivery_id DESC LIMIT ?")
+    await txn.execute(statement, (*params, _limit(limit)))
+    return [delivery_from_row(row) for row in txn.fetchall()]

@@ -516,6 +516,143 @@ class StoreContractMixin:
             self.assertEqual([d.queue_id for d in found], [a.queue_id], kw)
         self.assertEqual(len(await self.store.find_deliveries(limit=2)), 2)
 
+    async def test_events_after(self) -> None:
+        """events_after pages the event feed by id with each delivery's ids and state."""
+        self.assertEqual(await self.store.events_after(0, 10), [])
+        r = await self.enqueue_one("a@x.test", "b@x.test", mailing_id="Mx", message_id="M-1",
+                                   header_message_id="h.1@s.test")
+        a, b = [x.delivery_id for x in r.recipients]
+        await self.deliver(a)
+        first = await self.store.events_after(0, 2)
+        self.assertEqual([(e.event.delivery_id, e.event.kind) for e in first],
+                         [(a, EventKind.queued), (b, EventKind.queued)])
+        rest = await self.store.events_after(first[-1].event.event_id, 10)
+        self.assertEqual([(e.event.delivery_id, e.event.kind) for e in rest],
+                         [(a, EventKind.attempt)])
+        record = rest[0]
+        self.assertEqual((record.queue_id, record.recipient, record.sender, record.mailing_id,
+                          record.message_id, record.header_message_id,
+                          record.delivery_state, record.event.code),
+                         (r.queue_id, "a@x.test", "app@sender.test", "Mx", "M-1",
+                          "h.1@s.test", "delivered", 250))
+        # The current state of the delivery, also on its older events.
+        self.assertEqual(first[0].delivery_state, "delivered")
+        ids = [e.event.event_id for e in first + rest]
+        self.assertEqual(ids, sorted(ids))
+        self.assertEqual(await self.store.events_after(ids[-1], 10), [])
+        self.assertEqual(await self.store.events_after(0, 0), [])
+
+    # -- report reads -------------------------------------------------------
+
+    async def report_fixture(self) -> Any:
+        """Deliveries over two hours and three domains in every final state."""
+        r1 = await self.enqueue_one("a@one.test", "b@one.test", "c@two.test", now=T0,
+                                    mailing_id="Spring-26")
+        r2 = await self.enqueue_one("d@one.test", "e@three.test", now=T0 + 3600,
+                                    mailing_id="spring-26")
+        await self.enqueue_one("f@two.test", now=T0 + 7200)
+        a, b, c = [x.delivery_id for x in r1.recipients]
+        d, e = [x.delivery_id for x in r2.recipients]
+        await self.store.record_attempts([
+            AttemptResult(a, State.delivered, T0 + 1, code=250),
+            AttemptResult(b, State.failed, T0 + 1, code=550, reason="userunknown"),
+            AttemptResult(c, State.delivered, T0 + 1, code=250),
+            AttemptResult(d, State.deferred, T0 + 3601, code=451, next_attempt_at=T0 + 4000),
+            AttemptResult(e, State.deferred, T0 + 3601, code=421, next_attempt_at=T0 + 5000),
+        ])
+        await self.bounce(c, reason="userunknown")
+        return r1, r2
+
+    async def test_timeseries(self) -> None:
+        """timeseries counts deliveries per bucket of creation time and current state."""
+        await self.report_fixture()
+        series = await self.store.timeseries(T0, T0 + 7200, 3600)
+        self.assertEqual(series, [
+            (T0, {"delivered": 1, "failed": 1, "bounced": 1}),
+            (T0 + 3600, {"deferred": 2}),
+        ])
+        self.assertEqual(await self.store.timeseries(T0 + 9000, T0 + 9900, 60), [])
+        try:
+            await self.store.timeseries(T0, T0 + 10, 0)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("expected ValueError")
+
+    async def test_top_domains(self) -> None:
+        """top_domains ranks destination domains by deliveries, with counts per state."""
+        await self.report_fixture()
+        top = await self.store.top_domains(T0, T0 + 7201, limit=2)
+        self.assertEqual([(t.domain, t.total) for t in top], [("one.test", 3), ("two.test", 2)])
+        self.assertEqual(top[0].by_state, {"delivered": 1, "failed": 1, "deferred": 1})
+        self.assertEqual(top[1].by_state, {"bounced": 1, "queued": 1})
+        self.assertEqual(len(await self.store.top_domains(None, None, limit=10)), 3)
+
+    async def test_bounce_reasons(self) -> None:
+        """bounce_reasons splits each reason into synchronous and asynchronous failures."""
+        await self.report_fixture()
+        reasons = await self.store.bounce_reasons(T0, T0 + 10)
+        self.assertEqual([(r.reason, r.synchronous, r.asynchronous, r.total) for r in reasons],
+                         [("userunknown", 1, 1, 2)])
+
+    async def test_deferred_by_domain(self) -> None:
+        """deferred_by_domain groups the deferred queue by domain, and oldest_pending finds
+        the oldest pending delivery."""
+        self.assertIsNone(await self.store.oldest_pending())
+        await self.report_fixture()
+        groups = await self.store.deferred_by_domain()
+        self.assertEqual(
+            [(g.domain, g.count, g.oldest_created_at, g.next_attempt_at) for g in groups],
+            [("one.test", 1, T0 + 3600, T0 + 4000), ("three.test", 1, T0 + 3600, T0 + 5000)])
+        self.assertEqual(len(await self.store.deferred_by_domain(limit=1)), 1)
+        self.assertEqual(await self.store.oldest_pending(), T0 + 3600)
+
+    async def test_mailing_summary(self) -> None:
+        """mailing_summary counts every delivery of a mailing, ids compared case-insensitively."""
+        await self.report_fixture()
+        s = await self.store.mailing_summary("SPRING-26")
+        self.assertEqual((s.messages, s.recipients), (2, 5))
+        self.assertEqual(s.by_state, {"delivered": 1, "failed": 1, "bounced": 1, "deferred": 2})
+        self.assertEqual((s.sync_failures, s.async_bounces), (1, 1))
+        self.assertEqual((await self.store.mailing_summary("nope")).recipients, 0)
+
+    async def test_get_message(self) -> None:
+        """get_message returns a message's envelope, identifiers and metadata by queue id."""
+        r = await self.enqueue_one("a@x.test", mailing_id="Mx", message_id="M-1",
+                                   header_message_id="h@s.test", metadata={"k": "v"},
+                                   body=b"12345", source="api", client="127.0.0.1")
+        m = await self.store.get_message(r.queue_id.lower())
+        self.assertEqual((m.queue_id, m.message_pk, m.sender, m.mailing_id, m.message_id,
+                          m.header_message_id, m.size, m.source, m.client, m.metadata,
+                          m.created_at),
+                         (r.queue_id, r.message_pk, "app@sender.test", "Mx", "M-1",
+                          "h@s.test", 5, "api", "127.0.0.1", {"k": "v"}, T0))
+        self.assertIsNone(await self.store.get_message("AAAAAAAAAAAAAA"))
+
+    async def test_search_deliveries(self) -> None:
+        """search_deliveries filters and pages newest first with a keyset."""
+        r1, r2 = await self.report_fixture()
+        everything = await self.store.search_deliveries(limit=100)
+        ids = [d.delivery_id for d in everything]
+        self.assertEqual(ids, sorted(ids, reverse=True))
+        self.assertEqual(len(ids), 6)
+        page1 = await self.store.search_deliveries(limit=4)
+        page2 = await self.store.search_deliveries(before_delivery_id=page1[-1].delivery_id,
+                                                   limit=4)
+        self.assertEqual([d.delivery_id for d in page1 + page2], ids)
+        found = await self.store.search_deliveries(domain="ONE.test", state="deferred")
+        self.assertEqual([d.recipient for d in found], ["d@one.test"])
+        found = await self.store.search_deliveries(mailing_id="SPRING-26", since=T0,
+                                                   until=T0 + 1)
+        self.assertEqual([d.recipient for d in found], ["c@two.test", "b@one.test",
+                                                        "a@one.test"])
+        found = await self.store.search_deliveries(queue_id=r2.queue_id.lower())
+        self.assertEqual(len(found), 2)
+        found = await self.store.search_deliveries(recipient="A@ONE.test")
+        self.assertEqual([d.queue_id for d in found], [r1.queue_id])
+        self.assertEqual(await self.store.search_deliveries(message_id="none"), [])
+        self.assertEqual(await self.store.search_deliveries(limit=0), [])
+
     async def test_outcomes_paging(self) -> None:
         """outcomes pages by delivery id and filters by state and mailing id."""
         r1 = await self.enqueue_one("a@x.test", "b@x.test", "c@x.test", mailing_id="Mx")

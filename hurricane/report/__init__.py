@@ -1,0 +1,6 @@
+"""The web report, the JSON API and the Prometheus metrics, on one twisted.web site.
+
+:func:`hurricane.report.web.build_web_site` builds the site for ``[web] listen``.
+"""
+
+__all__ = ["web", "api", "pages", "charts", "csvexport", "metrics", "auth"]
