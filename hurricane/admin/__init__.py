@@ -1,0 +1,3 @@
+"""The admin console: an SSH manhole into the live process (off by default)."""
+
+__all__ = ["logs", "manhole"]

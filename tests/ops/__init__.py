@@ -1,0 +1,1 @@
+"""Tests of the operations features: accounting log, webhooks, SSH manhole."""
