@@ -150,10 +150,34 @@ class ThreadPoolService(Service):
         return deferToThreadPool(self.reactor, self.pool, work)
 
 
+class ResolverService(Service):
+    """The DNS resolver for MX lookups, on the injected reactor.
+
+    ``twisted.names.client.createResolver`` uses the global reactor and
+    re-reads resolv.conf on a timer that nothing ever cancels; this builds
+    the same chain (hosts file, then the system's name servers) on our
+    reactor and cancels that timer when the service stops.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        from twisted.names import client, hosts, resolve
+
+        self._client = client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
+        self.resolver = resolve.ResolverChain(
+            [hosts.Resolver(file=b"/etc/hosts"), self._client])
+        self.setName("dns")
+
+    def stopService(self) -> None:
+        """Stop re-reading resolv.conf."""
+        Service.stopService(self)
+        call = getattr(self._client, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
+        self._client._parseCall = None
+
+
 def _build_components(root: HurricaneService, config: Config, reactor: Any) -> None:
     """Workers first (they start after the store), listeners last."""
-    from twisted.names import client as dns_client
-
     from hurricane.bounce.analyze import AnalysisLimits, analyze
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.inbound.processor import BounceProcessor
@@ -194,8 +218,10 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     )
     processor.setServiceParent(root)
 
+    dns = ResolverService(reactor)
+    dns.setServiceParent(root)
     resolver = MXResolver(
-        dns_client.createResolver(), reactor, config.routes, config.delivery.mx_cache_seconds,
+        dns.resolver, reactor, config.routes, config.delivery.mx_cache_seconds,
     )
     connector = Connector(reactor, config.delivery.timeouts,
                           bind_address=config.delivery.bind_address)
@@ -219,5 +245,45 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
         )
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
+    _build_operations(root, config, reactor, outbound)
     add_listeners(root, "submission", config.submission.listen, submission, reactor)
     add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
+    _build_web_and_admin(root, config, reactor, outbound)
+
+
+def _build_operations(root: HurricaneService, config: Config, reactor: Any,
+                      outbound: Any) -> None:
+    """The accounting log and webhooks: followers of the event feed."""
+    from hurricane.accounting import build_accounting_service
+    from hurricane.webhooks import build_webhooks_service
+
+    try:
+        accounting = build_accounting_service(
+            config.accounting, root.store, reactor, config.data_dir, node_id=config.node_id)
+        hooks = build_webhooks_service(config.webhooks, root.store, reactor, config.data_dir)
+    except (OSError, ValueError) as e:
+        raise StartupError(str(e)) from None
+    if accounting is not None:
+        accounting.setServiceParent(root)
+        root.components["accounting"] = accounting
+    if hooks is not None:
+        hooks.setServiceParent(root)
+        root.components["webhooks"] = hooks
+
+
+def _build_web_and_admin(root: HurricaneService, config: Config, reactor: Any,
+                         outbound: Any) -> None:
+    """The web report/API/metrics site and the SSH manhole (listeners, started last)."""
+    from hurricane.admin.manhole import build_manhole_service
+    from hurricane.report.web import build_web_site
+
+    try:
+        site = build_web_site(config, root.store, reactor, on_enqueued=outbound.wake,
+                              codec=root.components["codec"])
+        admin = build_manhole_service(config, root, reactor)
+    except (OSError, ValueError) as e:
+        raise StartupError(str(e)) from None
+    root.components.update(site=site, metrics=site.metrics)
+    add_listeners(root, "web", config.web.listen, site, reactor)
+    if admin is not None:
+        admin.setServiceParent(root)

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hurricane.opsconfig import AccountingConfig, WebhookConfig
+
 #: Default listeners: loopback only, unprivileged ports.
 DEFAULT_SUBMISSION_LISTEN = ("tcp:2587:interface=127.0.0.1",)
 DEFAULT_BOUNCE_LISTEN = ("tcp:2525:interface=127.0.0.1",)
@@ -242,6 +244,12 @@ class AdminConfig:
     listen: str = DEFAULT_ADMIN_LISTEN
     #: OpenSSH authorized_keys file of the keys that may log in.
     authorized_keys: str = ""
+    #: User names allowed to log in ([] = any name with an authorized key).
+    usernames: tuple[str, ...] = ()
+    #: name -> password hash; empty = no password login at all.
+    passwords: Mapping[str, str] = field(default_factory=dict)
+    #: SSH host key ("" = <data_dir>/admin_ssh_host_ed25519_key, made on first start).
+    host_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -257,6 +265,8 @@ class Config:
     routes: Mapping[str, str] = field(default_factory=dict)
     web: WebConfig = field(default_factory=WebConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    webhooks: tuple[WebhookConfig, ...] = ()
     #: The file this came from (None for built-in defaults).
     source: str | None = None
 
@@ -295,6 +305,7 @@ _SECTIONS = {
     "delivery": DeliveryConfig,
     "web": WebConfig,
     "admin": AdminConfig,
+    "accounting": AccountingConfig,
 }
 
 
@@ -329,11 +340,14 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     for key, value in data.items():
         if key == "routes":
             kwargs["routes"] = _routes(value, ("routes",))
+        elif key == "webhooks":
+            kwargs["webhooks"] = _coerce(tuple[WebhookConfig, ...], value, ("webhooks",))
         elif key in _SECTIONS:
             kwargs[key] = _build(_SECTIONS[key], value, (key,))
         else:
             raise ConfigError(
-                f"unknown section; expected one of {', '.join(sorted([*_SECTIONS, 'routes']))}",
+                "unknown section; expected one of "
+                f"{', '.join(sorted([*_SECTIONS, 'routes', 'webhooks']))}",
                 (key,),
             )
     config = Config(**kwargs)
@@ -562,6 +576,11 @@ def _check(c: Config) -> None:
         if not local or "@" in local or not all(ch.isalnum() or ch in "-_." for ch in local):
             raise ConfigError(f"expected a local part like \"abuse\", got {local!r}",
                               ("bounce", f"feedback_addresses[{i}]"))
+    for key, msg in c.accounting.problems():
+        raise ConfigError(msg, ("accounting", key))
+    for i, hook in enumerate(c.webhooks):
+        for key, msg in hook.problems():
+            raise ConfigError(msg, (f"webhooks[{i}]", key))
     for i, key in enumerate(c.delivery.dkim):
         if key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
             raise ConfigError("expected rsa-sha256 or ed25519-sha256",

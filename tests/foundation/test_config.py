@@ -104,10 +104,21 @@ class ConfigDefaultsTests(SynchronousTestCase):
 
         text = (REPO / "etc" / "hurricane.toml").read_text()
         c = Config()
-        for section in ("server", "store", "submission", "bounce", "delivery", "web", "admin"):
+        for section in ("server", "store", "submission", "bounce", "delivery", "web", "admin",
+                        "accounting"):
             self.assertIn(f"[{section}]", text)
             for f in dataclasses.fields(getattr(c, section)):
                 self.assertIn(f.name, text, f"[{section}] {f.name} undocumented")
+
+    def test_webhooks_documented(self) -> None:
+        """Every webhook key appears in etc/hurricane.toml."""
+        import dataclasses
+
+        from hurricane.opsconfig import WebhookConfig
+
+        text = (REPO / "etc" / "hurricane.toml").read_text()
+        for f in dataclasses.fields(WebhookConfig):
+            self.assertIn(f.name, text)
 
     def test_host_port(self) -> None:
         """Route targets parse in their three forms."""
