@@ -49,6 +49,13 @@ def makeService(options: Options) -> IService:
     def on_fatal(message: str) -> None:
         _fatal(reactor, message)
 
+    # twistd re-raises the signal that stopped the reactor once shutdown is
+    # complete (twisted.application.app reads reactor._exitSignal), so a
+    # clean SIGTERM stop would exit 143. A shutdown that went through every
+    # service's stopService is a clean stop: exit 0, as operators expect.
+    reactor.addSystemEventTrigger(
+        "after", "shutdown", lambda: setattr(reactor, "_exitSignal", None))
+
     if options.config.server.json_log:
         _add_json_log(options.config.server.json_log)
     try:
