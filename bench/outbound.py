@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Outbound throughput: submission -> relay -> sink, Hurricane versus Postfix.
+
+    python bench/outbound.py [--messages N] [--concurrency 1,10,50] [--stores sqlite,postgres]
+                             [--no-postfix] [--profile] [--no-append]
+
+Load generator for both: Postfix's ``smtp-source -s K -m N -l 5000`` (one
+recipient per message). Relays:
+
+- Hurricane: a real ``twistd -n hurricane`` on a fresh data directory (SQLite,
+  ``synchronous = FULL``, or a fresh PostgreSQL database from
+  ``HURRICANE_TEST_POSTGRES``), ``[routes] "*"`` pointing at the sink;
+- Postfix: a throwaway instance (its own config, queue and data directories
+  under /tmp, no chroot, inet_interfaces 127.0.0.1, a high smtpd port,
+  relayhost the sink), started and stopped with ``postfix -c DIR``.
+
+The sink is ``hurricane sink`` (a separate process, returns off) for both, so
+the far end costs the same. Reported: acceptance rate (messages / time for
+smtp-source to finish), end-to-end delivered rate (messages / time until the
+sink counted them all), Hurricane's peak RSS, and the ratio to Postfix.
+``--profile`` runs Hurricane under cProfile for the first configuration and
+prints the top functions. Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (  # noqa: E402
+    Hurricane,
+    Sink,
+    append_results,
+    free_port,
+    fresh_postgres_db,
+    machine,
+    peak_rss_mib,
+    postgres_dsn,
+    smtp_source,
+    wait_for,
+)
+
+
+class PostfixRelay:
+    """A throwaway Postfix relaying everything from 127.0.0.1 to the sink."""
+
+    def __init__(self, sink_port: int) -> None:
+        self.dir = tempfile.mkdtemp(prefix="bench-postfix-")
+        os.chmod(self.dir, 0o755)  # the postfix user must reach data/ and queue/
+        self.etc = os.path.join(self.dir, "etc")
+        os.makedirs(self.etc)
+        for sub in ("queue", "data"):
+            os.makedirs(os.path.join(self.dir, sub))
+        shutil.chown(os.path.join(self.dir, "data"), "postfix")
+        self.port = free_port()
+        shutil.copy("/etc/postfix/master.cf", os.path.join(self.etc, "master.cf"))
+        with open(os.path.join(self.etc, "main.cf"), "w") as fp:
+            fp.write("compatibility_level = 3.6\n")
+        settings = {
+            "queue_directory": os.path.join(self.dir, "queue"),
+            "data_directory": os.path.join(self.dir, "data"),
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": "postfix.bench.test",
+            "mydestination": "",
+            "local_recipient_maps": "",
+            "relayhost": f"[127.0.0.1]:{sink_port}",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "maillog_file_prefixes": self.dir,
+            "maillog_file": os.path.join(self.dir, "maillog"),
+            "smtp_tls_security_level": "none",
+            "smtpd_tls_security_level": "none",
+            "default_process_limit": "100",
+            "smtp_destination_concurrency_limit": "20",
+            "alias_maps": "", "alias_database": "",
+            "message_size_limit": "52428800",
+        }
+        self.postconf(["-e", *(f"{k}={v}" for k, v in settings.items())])
+        # the smtpd on a high port; no chroot anywhere; log to a file (postlogd)
+        self.postconf(["-M#", "smtp/inet"])
+        self.postconf(["-M", f"127.0.0.1:{self.port}/inet=127.0.0.1:{self.port} inet n - n - - "
+                       "smtpd"])
+        self.postconf(["-F", "*/*/chroot = n"])
+        out = subprocess.run(["postfix", "-c", self.etc, "start"], capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode:
+            log = ""
+            try:
+                with open(os.path.join(self.dir, "maillog")) as fp:
+                    log = fp.read()[-1000:]
+            except OSError:
+                pass
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise RuntimeError(f"postfix start failed: {out.stdout}{out.stderr}{log}")
+        if not wait_for(self._listening, 20, 0.1):
+            raise RuntimeError(f"postfix did not listen on 127.0.0.1:{self.port}")
+
+    def postconf(self, args: list[str]) -> None:
+        subprocess.run(["postconf", "-c", self.etc, *args], check=True, capture_output=True,
+                       timeout=30)
+
+    def _listening(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """postfix stop, then remove the directory."""
+        subprocess.run(["postfix", "-c", self.etc, "stop"], capture_output=True, timeout=60)
+        time.sleep(0.5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def measure(port: int, sink: Sink, sessions: int, messages: int,
+            timeout: float) -> tuple[float, float, bool]:
+    """(accept rate, delivered rate, complete) for one smtp-source run against ``port``."""
+    base = sink.accepted()
+    t0 = time.monotonic()
+    accept_s = smtp_source(port, sessions, messages, timeout=timeout)
+    done = wait_for(lambda: sink.accepted() - base >= messages,
+                    max(1.0, timeout - accept_s), 0.05)
+    total = time.monotonic() - t0
+    got = sink.accepted() - base
+    return messages / accept_s, got / total, done
+
+
+def hurricane_config(sink_port: int, store_url: str) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "server": {"hostname": "hurricane.bench.test", "node_id": "bench"},
+        "submission": {"listen": ["tcp:0:interface=127.0.0.1:backlog=1024"],
+                       "max_connections_per_ip": 200, "max_connections": 400},
+        "bounce": {"listen": ["tcp:0:interface=127.0.0.1"]},
+        "web": {"listen": []},
+        "delivery": {"poll_interval": 0.1, "max_connections_per_destination": 20,
+                     "first_retry": 5.0},
+        "routes": {"*": f"127.0.0.1:{sink_port}"},
+    }
+    if store_url:
+        cfg["store"] = {"url": store_url}
+    return cfg
+
+
+def print_profile(path: str, limit: int = 15) -> list[str]:
+    """The top functions by own time in a cProfile dump, as lines."""
+    import io
+
+    buf = io.StringIO()
+    st = pstats.Stats(path, stream=buf)
+    st.sort_stats("tottime").print_stats(limit)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    start = next(i for i, ln in enumerate(lines) if ln.strip().startswith("ncalls"))
+    return lines[start:start + limit + 1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--concurrency", default="1,10,50")
+    ap.add_argument("--stores", default="sqlite,postgres")
+    ap.add_argument("--no-postfix", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile Hurricane in the first configuration")
+    ap.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
+    ap.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+    stores = [s for s in args.stores.split(",") if s]
+    if "postgres" in stores and not postgres_dsn():
+        print("postgres: skipped (set HURRICANE_TEST_POSTGRES)")
+        stores.remove("postgres")
+    print(f"machine: {machine()}")
+    sink = Sink()
+    rows: list[list[Any]] = []
+    postfix_rates: dict[int, tuple[float, float]] = {}
+    profile_lines: list[str] = []
+    notes = [f"{args.messages} messages of 5000 octets, one recipient each, per run; "
+             "smtp-source is the load generator; the sink is `hurricane sink` "
+             "(returns off) for both relays."]
+    try:
+        if not args.no_postfix:
+            try:
+                pf = PostfixRelay(sink.port)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                print(f"postfix: could not start a throwaway instance: {e}")
+                notes.append(f"Postfix relay could not be started: {e}")
+            else:
+                try:
+                    for k in levels:
+                        acc, dlv, ok = measure(pf.port, sink, k, args.messages, args.timeout)
+                        postfix_rates[k] = (acc, dlv)
+                        print(f"postfix   c={k:<3} accept {acc:8.0f} msg/s  delivered "
+                              f"{dlv:8.0f} msg/s{'' if ok else '  (INCOMPLETE)'}")
+                finally:
+                    pf.stop()
+        runs = [(store, k, False) for store in stores for k in levels]
+        if args.profile:
+            runs.append(("sqlite", max(levels) if max(levels) <= 10 else 10, True))
+        for store, k, profiled in runs:
+            drop = None
+            url = ""
+            if store == "postgres":
+                url, drop = fresh_postgres_db(postgres_dsn())
+            prof = (os.path.join(tempfile.gettempdir(), f"hurricane-outbound-{os.getpid()}.prof")
+                    if profiled else None)
+            h = Hurricane(hurricane_config(sink.port, url), profile=prof)
+            try:
+                acc, dlv, ok = measure(h.ports["submission"], sink, k, args.messages,
+                                       args.timeout)
+                rss = peak_rss_mib(h.proc.pid)
+            finally:
+                h.stop()
+                if drop:
+                    drop()
+            if prof and os.path.exists(prof):
+                profile_lines = print_profile(prof)
+                print("\n".join(profile_lines))
+                os.unlink(prof)
+            pacc, pdlv = postfix_rates.get(k, (float("nan"), float("nan")))
+            rows.append([store + (" (cProfile)" if prof else ""), k, f"{acc:.0f}",
+                         f"{dlv:.0f}", f"{rss:.0f}", f"{pacc:.0f}", f"{pdlv:.0f}",
+                         f"{acc / pacc:.2f}", f"{dlv / pdlv:.2f}"
+                         + ("" if ok else " (incomplete)")])
+            print(f"hurricane {store:<8} c={k:<3} accept {acc:8.0f} msg/s  delivered "
+                  f"{dlv:8.0f} msg/s  peak RSS {rss:.0f} MiB  ratio vs postfix "
+                  f"{acc / pacc:.2f} / {dlv / pdlv:.2f}{'' if ok else '  (INCOMPLETE)'}"
+                  f"{'  (cProfile)' if prof else ''}")
+    finally:
+        sink.stop()
+    if not args.no_append and rows:
+        header = ["store", "conc.", "H accept msg/s", "H delivered msg/s", "H peak RSS MiB",
+                  "Postfix accept msg/s", "Postfix delivered msg/s", "accept ratio H/P",
+                  "delivered ratio H/P"]
+        if profile_lines:
+            notes.append("The cProfile row ran under the profiler (slower, not comparable); "
+                         "where the time goes is in the profile section below.")
+        text = append_results("Outbound: submission -> relay -> sink", header, rows, notes)
+        if profile_lines:
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"),
+                      "a") as fp:
+                fp.write("### Where the time goes (cProfile of Hurricane, the cProfile row above, "
+                         "top 15 by own time)\n\n```\n" + "\n".join(profile_lines) +
+                         "\n```\n\n")
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

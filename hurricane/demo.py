@@ -1,0 +1,514 @@
+"""``hurricane demo``: the whole job on one machine, with no set-up.
+
+One reactor runs both sides:
+
+- the smart sink (:mod:`hurricane.sink`) on a loopback port, playing every
+  remote MX with a realistic, seeded mix of behaviours (most recipients
+  accept; some are unknown, full, greylisted, refuse the message as spam,
+  drop the connection, or accept and later send a DSN, a free-text NDR, an
+  auto-reply or a complaint);
+- Hurricane itself (:func:`hurricane.app.build_service`) on a temporary
+  SQLite data directory, with the sink as the route for every domain
+  (``[routes] "*"``), short retry intervals and a short ``max_age`` so that
+  deferred recipients either get through or expire within seconds.
+
+The demo submits a mailing (``--recipients``, one personalised message per
+recipient) through the submission port with Hurricane's own ESMTP client
+(pipelined, several connections at once), waits (bounded) for the queue to
+drain and the asynchronous returns to be analyzed, prints a summary, and then
+leaves the web report up until Ctrl-C (or, without a web listener, prints the
+``hurricane outcomes`` command to inspect the data).
+
+:class:`Rig` is the reusable part: sink + Hurricane on an injected reactor;
+the end-to-end tests use it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from hurricane.sink.scenario import Scenario, default_scenario, mix_rule
+
+log = Logger()
+
+#: The demo's mix of behaviours, in percent.
+DEMO_MIX: Mapping[str, float] = {
+    "accept": 86.0, "unknown": 3.0, "full": 1.0, "spam": 1.5, "grey": 2.0,
+    "late": 1.5, "ndr-exim": 0.5, "ndr-exchange": 0.5, "ndr-gmail": 0.5,
+    "delayed": 0.5, "complain": 1.0, "vacation": 1.5, "drop": 0.5,
+}
+
+DEMO_DOMAINS = ("gmail.test", "yahoo.test", "outlook.test", "gmx.test", "orange.test",
+                "example.org")
+
+PENDING_STATES = ("queued", "deferred")
+
+
+def demo_scenario(seed: int | str = 2026, mix: Mapping[str, float] = DEMO_MIX) -> Scenario:
+    """The default scenario's prefix rules, then ``mix`` for every other address."""
+    base = default_scenario(seed)
+    rules = tuple(r for r in base.rules if r.match != "*") + (mix_rule(mix),)
+    return dataclasses.replace(base, rules=rules, hostname="mx.sink.test")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def write_toml(data: Mapping[str, Any], path: str) -> None:
+    """Write a configuration dict (sections of scalars and one level of sub-tables)."""
+    lines: list[str] = []
+
+    def section(name: str, table: Mapping[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        subs = []
+        for k, v in table.items():
+            if isinstance(v, Mapping):
+                subs.append((k, v))
+            else:
+                key = k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+                lines.append(f"{key} = {_toml_value(v)}")
+        lines.append("")
+        for k, v in subs:
+            section(f"{name}.{k}", v)
+
+    for name, table in data.items():
+        section(name, table)
+    with open(path, "w") as fp:
+        fp.write("\n".join(lines))
+
+
+@dataclass
+class SubmitResult:
+    """What the submitting side saw."""
+
+    accepted: int = 0
+    refused: int = 0
+    errors: int = 0
+
+
+class Rig:
+    """The smart sink and a whole Hurricane service on one reactor, on loopback.
+
+    Args:
+        reactor: the reactor (the trial reactor in tests, the global one in
+            ``hurricane demo``).
+        data_dir: Hurricane's data directory (SQLite file, VERP keys).
+        scenario: the sink's scenario.
+        store_url: "" for SQLite in ``data_dir``, else e.g. a PostgreSQL URL.
+        delivery: ``[delivery]`` overrides.
+        web: also start a web listener on a free port when the service has one.
+    """
+
+    def __init__(self, reactor: Any, data_dir: str, scenario: Scenario, *,
+                 store_url: str = "", delivery: Mapping[str, Any] | None = None,
+                 web: bool = True, sqlite_synchronous: str = "NORMAL") -> None:
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.scenario = scenario
+        self.store_url = store_url
+        self.delivery = {
+            "first_retry": 1.0, "max_retry_interval": 2.0, "max_age": 10.0,
+            "retry_jitter": 0.0, "poll_interval": 0.2, "lease_seconds": 60.0,
+            "max_connections_per_destination": 10,
+            "timeouts": {"connect": 5.0, "greeting": 10.0, "mail": 10.0, "rcpt": 10.0,
+                         "data_init": 10.0, "data_block": 10.0, "data_end": 10.0},
+            **(delivery or {}),
+        }
+        self.web = web
+        self.sqlite_synchronous = sqlite_synchronous
+        self.root: Any = None
+        self.sink: Any = None
+        self.returns: Any = None
+        self.config: Any = None
+        self.config_file = os.path.join(data_dir, "hurricane.toml")
+        self._sink_port: Any = None
+        self.fatal: list[str] = []
+
+    # -- start and stop ------------------------------------------------------
+
+    def config_dict(self, sink_port: int) -> dict[str, Any]:
+        """The configuration of the Hurricane side, as TOML-ready data."""
+        data: dict[str, Any] = {
+            "server": {"hostname": "demo.hurricane.test", "data_dir": self.data_dir,
+                       "node_id": "demo"},
+            "store": {"sqlite_synchronous": self.sqlite_synchronous},
+            "submission": {"listen": ["tcp:0:interface=127.0.0.1"],
+                           "max_connections_per_ip": 100},
+            "bounce": {"listen": ["tcp:0:interface=127.0.0.1"], "domain": "bounces.demo.test",
+                       "max_connections_per_ip": 100},
+            "delivery": dict(self.delivery),
+            "routes": {"*": f"127.0.0.1:{sink_port}"},
+            "web": {"listen": ["tcp:0:interface=127.0.0.1"] if self.web else []},
+        }
+        if self.store_url:
+            data["store"]["url"] = self.store_url
+        return data
+
+    async def start(self) -> None:
+        """Start the sink, then Hurricane; point the sink's returns at the bounce port."""
+        from hurricane.app import build_service
+        from hurricane.config import config_from_dict
+        from hurricane.sink.server import ReturnSender, SinkFactory, SinkStats, tls_context_for
+
+        os.makedirs(self.data_dir, exist_ok=True)
+        stats = SinkStats()
+        self.returns = ReturnSender(self.reactor, "127.0.0.1", 0, stats,
+                                    helo=self.scenario.hostname, retry_delay=0.5)
+        ctx = tls_context_for(self.scenario.hostname) if self.scenario.tls != "off" else None
+        self.sink = SinkFactory(self.scenario, self.reactor, returns=self.returns,
+                                tls_context=ctx)
+        self._sink_port = self.reactor.listenTCP(0, self.sink, interface="127.0.0.1")
+        data = self.config_dict(self._sink_port.getHost().port)
+        write_toml(data, self.config_file)
+        self.config = dataclasses.replace(config_from_dict(data), source=self.config_file)
+        self.root = build_service(self.config, self.reactor, on_fatal=self.fatal.append)
+        self.root.startService()
+        await self.root.started
+        if self.fatal:
+            raise RuntimeError(self.fatal[0])
+        self.returns.port = self.port("bounce")
+
+    async def stop(self) -> None:
+        """Stop Hurricane, then the sink."""
+        if self.sink is not None:
+            self.sink.stop()
+        if self.root is not None and self.root.running:
+            await self.root.stopService()
+            _cancel_resolver_timers(self.root.components.get("resolver"))
+        if self._sink_port is not None:
+            await self._sink_port.stopListening()
+            self._sink_port = None
+
+    def listener(self, kind: str) -> Any:
+        """The first listener service of ``kind`` (submission, bounce, web), or None."""
+        for child in self.root:
+            if getattr(child, "kind", None) == kind and getattr(child, "port", None):
+                return child
+        return None
+
+    def port(self, kind: str) -> int:
+        """The port a listener got."""
+        listener = self.listener(kind)
+        if listener is None:
+            raise LookupError(f"no {kind} listener")
+        return int(listener.port.getHost().port)
+
+    @property
+    def store(self) -> Any:
+        """Hurricane's store."""
+        return self.root.store
+
+    # -- mailing ---------------------------------------------------------------
+
+    async def submit(self, recipients: Sequence[str], *, mailing_id: str = "demo-1",
+                     connections: int = 8, size: int = 2000,
+                     progress: Any = None) -> SubmitResult:
+        """Submit one personalised message per recipient over ``connections`` sessions."""
+        from hurricane.config import TimeoutsConfig
+        from hurricane.outbound.client import Connector
+        from hurricane.outbound.interface import OutboundMessage, OutboundRecipient
+
+        port = self.port("submission")
+        connector = Connector(self.reactor, TimeoutsConfig(
+            connect=10, greeting=30, mail=30, rcpt=30, data_init=30, data_block=30,
+            data_end=60))
+        result = SubmitResult()
+        filler = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do "
+                  "eiusmod tempor incididunt ut labore et dolore magna aliqua.\r\n")
+        body_text = (filler * (size // len(filler) + 1))[:size]
+        shares = [list(recipients[i::connections]) for i in range(connections)]
+
+        async def worker(share: list[str], n: int) -> None:
+            conn = None
+            for i, rcpt in enumerate(share):
+                if conn is None or not conn.usable:
+                    conn = await connector.connect("127.0.0.1", "127.0.0.1", port,
+                                                   tls_policy="none", helo="app.demo.test")
+                msg = (f"From: Demo Shop <news@shop.demo.test>\r\nTo: <{rcpt}>\r\n"
+                       f"Subject: Spring sale for {rcpt.split('@')[0]}\r\n"
+                       f"Message-ID: <{mailing_id}.{n}.{i}@shop.demo.test>\r\n"
+                       f"X-Hurricane-Mailing-Id: {mailing_id}\r\n"
+                       f"X-Hurricane-Message-Id: m{n}-{i}\r\n"
+                       "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+                       f"\r\nHello {rcpt},\r\n\r\n{body_text}").encode()
+                (reply,) = await conn.send(OutboundMessage(
+                    "news@shop.demo.test", (OutboundRecipient(i, rcpt),), msg))
+                if reply.delivered:
+                    result.accepted += 1
+                elif reply.reply is not None:
+                    result.refused += 1
+                else:
+                    result.errors += 1
+                if progress is not None:
+                    progress()
+            if conn is not None:
+                await conn.close()
+
+        ds = [Deferred.fromCoroutine(worker(s, n)) for n, s in enumerate(shares) if s]
+        results = await DeferredList(ds, consumeErrors=True)
+        for ok, value in results:
+            if not ok:
+                log.failure("submission worker failed", value)
+                result.errors += 1
+        return result
+
+    async def settled(self) -> bool:
+        """True when nothing is queued or deferred, no return is pending, and
+        every returned message has been analyzed."""
+        depth = await self.store.queue_depth()
+        if any(depth.get(s, 0) for s in PENDING_STATES):
+            return False
+        if self.returns.pending:
+            return False
+        return not await self.store.pending_bounces(1)
+
+    async def wait_settled(self, timeout: float, interval: float = 0.2,
+                           tick: Any = None) -> bool:
+        """Poll :meth:`settled` until true or ``timeout`` seconds; True if settled."""
+        deadline = self.reactor.seconds() + timeout
+        while True:
+            if tick is not None:
+                await tick()
+            if await self.settled():
+                # one more round: a return may be in the bounce pipeline
+                await self.sleep(interval)
+                if await self.settled():
+                    return True
+            if self.reactor.seconds() > deadline:
+                return False
+            await self.sleep(interval)
+
+    def sleep(self, seconds: float) -> Deferred[None]:
+        """A Deferred firing after ``seconds`` on the rig's reactor."""
+        d: Deferred[None] = Deferred()
+        self.reactor.callLater(seconds, d.callback, None)
+        return d
+
+
+def _cancel_resolver_timers(mx_resolver: Any) -> None:
+    """Cancel the 60-second resolv.conf re-read that ``twisted.names.client.Resolver``
+    schedules for itself: ``build_service`` never stops it, so a test reactor
+    would be left unclean."""
+    chain = getattr(mx_resolver, "_resolver", None)
+    for r in getattr(chain, "resolvers", [chain]):
+        call = getattr(r, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
+
+
+def demo_recipients(n: int) -> list[str]:
+    """``n`` distinct addresses spread over a few domains."""
+    return [f"user{i:05d}@{DEMO_DOMAINS[i % len(DEMO_DOMAINS)]}" for i in range(n)]
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``hurricane demo``."""
+    p = subparsers.add_parser(
+        "demo", help="send a mailing to the smart sink and show what happened",
+        description="Start Hurricane and the smart sink in one process on a temporary "
+        "SQLite directory, send a mailing with a realistic mix of outcomes, wait for "
+        "the bounces, print a summary and keep the web report up until Ctrl-C.",
+    )
+    p.add_argument("--recipients", type=int, default=2000, metavar="N",
+                   help="recipients in the mailing (default 2000)")
+    p.add_argument("--connections", type=int, default=8, metavar="K",
+                   help="concurrent submission sessions (default 8)")
+    p.add_argument("--seed", default="2026", help="seed of the sink's mix")
+    p.add_argument("--timeout", type=float, default=90.0, metavar="S",
+                   help="longest wait for the queue to drain (default 90 s)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="keep the data here (default: a temporary directory)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit after the summary (do not keep the report up)")
+    p.set_defaults(func=cmd_demo)
+
+
+class Progress:
+    """A one-line progress bar (redrawn in place on a terminal)."""
+
+    def __init__(self, out: TextIO, total: int) -> None:
+        self.out = out
+        self.total = total
+        self.tty = out.isatty()
+        self._last = 0.0
+        self.submitted = 0
+
+    def draw(self, done: int, counts: Mapping[str, int], final: bool = False) -> None:
+        """Draw the bar: ``done`` of ``total`` recipients finished."""
+        now = time.monotonic()
+        if not final and not self.tty and now - self._last < 2.0:
+            return
+        self._last = now
+        width = 30
+        frac = min(1.0, done / self.total) if self.total else 1.0
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+        line = (f"[{bar}] {done}/{self.total} settled, submitted {self.submitted}"
+                f"{'  ' + parts if parts else ''}")
+        if self.tty:
+            self.out.write("\r\x1b[K" + line + ("\n" if final else ""))
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+def summary_text(summary: Any, sink_stats: Any, submitted: Any, elapsed: float,
+                 settled: bool) -> str:
+    """The table printed at the end of the demo."""
+    lines = ["", f"Mailing of {summary.recipients} recipients "
+             f"({submitted.accepted} accepted at submission) in {elapsed:.1f} s"
+             + ("" if settled else "  (timed out waiting: some still pending)"), ""]
+    lines.append(f"  {'state':<14}{'recipients':>11}")
+    for state in ("delivered", "deferred", "queued", "failed", "bounced", "complained",
+                  "expired", "suppressed"):
+        n = summary.by_state.get(state, 0)
+        if n or state in ("delivered", "failed", "bounced", "complained", "expired"):
+            lines.append(f"  {state:<14}{n:>11}")
+    lines.append("")
+    lines.append(f"  {'reason':<16}{'recipients':>11}")
+    for reason, n in sorted(summary.by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {reason:<16}{n:>11}")
+    lines.append("")
+    lines.append(f"  synchronous failures (refused during SMTP)  {summary.sync_failures:>6}")
+    lines.append(f"  asynchronous bounces (DSN / NDR later)      {summary.async_bounces:>6}")
+    lines.append(f"  complaints (ARF)                            {summary.complaints:>6}")
+    st = sink_stats.as_dict()
+    lines.append("")
+    lines.append("  the sink's own count (recipients per behaviour):")
+    for outcome in ("accepted", "rejected", "deferred", "dropped"):
+        items = ", ".join(f"{k} {v}" for k, v in st[outcome].items())
+        if items:
+            lines.append(f"    {outcome:<9} {items}")
+    sent = ", ".join(f"{k} {v}" for k, v in st["returns_sent"].items())
+    lines.append(f"    returns   {sent or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo; see the module docstring."""
+    from hurricane.cli import EXIT_OK, EXIT_USAGE, CommandError
+
+    if args.recipients < 1 or args.connections < 1:
+        raise CommandError("--recipients and --connections must be >= 1", EXIT_USAGE)
+    from twisted.internet import defer, task
+
+    temporary = args.data_dir is None
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="hurricane-demo-")
+    data_dir = os.path.abspath(data_dir)
+    out = sys.stdout
+    _log_to_file(os.path.join(data_dir, "demo.log"))
+    codes: list[int] = []
+
+    async def main(reactor: Any) -> None:
+        codes.append(await run_demo(reactor, args, data_dir, out))
+
+    try:
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            print(f"hurricane demo: failed, see {os.path.join(data_dir, 'demo.log')}",
+                  file=sys.stderr)
+            return int(e.code) if isinstance(e.code, int) else 1
+    finally:
+        if temporary and args.no_wait:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return codes[0] if codes else EXIT_OK
+
+
+def _log_to_file(path: str) -> None:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fp = open(path, "a")  # noqa: SIM115 (kept open for the process)
+    observer = FilteringLogObserver(textFileLogObserver(fp),
+                                    [LogLevelFilterPredicate(LogLevel.info)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+async def run_demo(reactor: Any, args: argparse.Namespace, data_dir: str,
+                   out: TextIO) -> int:
+    """The demo on ``reactor``; returns the exit code."""
+    rig = Rig(reactor, data_dir, demo_scenario(args.seed))
+    out.write(f"Hurricane demo: data in {data_dir}\n")
+    await rig.start()
+    out.write(f"  submission 127.0.0.1:{rig.port('submission')}, bounces "
+              f"127.0.0.1:{rig.port('bounce')}, sink (every MX) "
+              f"127.0.0.1:{rig._sink_port.getHost().port}\n")
+    recipients = demo_recipients(args.recipients)
+    bar = Progress(out, len(recipients))
+    started = reactor.seconds()
+
+    def submitted_one() -> None:
+        bar.submitted += 1
+
+    async def tick() -> None:
+        s = await rig.store.summary()
+        pending = sum(s.by_state.get(k, 0) for k in PENDING_STATES)
+        bar.draw(max(0, s.recipients - pending), s.by_state)
+
+    ticking = True
+
+    async def ticker() -> None:
+        while ticking:
+            await tick()
+            await rig.sleep(0.25)
+
+    ticker_d = Deferred.fromCoroutine(ticker())
+    sub = await rig.submit(recipients, connections=args.connections, progress=submitted_one)
+    ticking = False
+    await ticker_d
+    remaining = max(1.0, args.timeout - (reactor.seconds() - started))
+    settled = await rig.wait_settled(remaining, interval=0.25, tick=tick)
+    summary = await rig.store.summary()
+    bar.draw(summary.recipients, summary.by_state, final=True)
+    out.write(summary_text(summary, rig.sink.stats, sub, reactor.seconds() - started,
+                           settled))
+    web = rig.listener("web")
+    if args.no_wait:
+        if args.data_dir and not web:
+            out.write(f"\nInspect the records with: hurricane outcomes --config "
+                      f"{rig.config_file}\n")
+        await rig.stop()
+        return 0
+    if web is not None:
+        out.write(f"\nWeb report: http://127.0.0.1:{rig.port('web')}/  (Ctrl-C to stop)\n")
+    else:
+        out.write(f"\nNo web report in this build. Inspect the records with:\n"
+                  f"  hurricane outcomes --config {rig.config_file}\n"
+                  "(the demo keeps running until Ctrl-C)\n")
+    out.flush()
+    forever: Deferred[None] = Deferred()
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(
+        rig.stop()))
+    await forever
+    return 0
