@@ -168,7 +168,7 @@ _ERRORISH = re.compile(
 
 class _Ctx:
     __slots__ = ("root", "deadline", "limits", "classifier", "tokens", "msgid", "envid", "error",
-                 "excluded", "envelope_rcpt")
+                 "excluded", "envelope_rcpt", "family")
 
     def __init__(self, root: mime.Part, deadline: float, limits: AnalysisLimits,
                  classifier: ReplyClassifier, envelope_rcpt: str | None) -> None:
@@ -182,6 +182,7 @@ class _Ctx:
         self.error: str | None = None
         self.excluded: set[str] = set()
         self.envelope_rcpt = (envelope_rcpt or "").strip().strip("<>").lower() or None
+        self.family: str | None = None
 
     def check(self) -> None:
         if time.process_time() > self.deadline:
@@ -191,7 +192,7 @@ class _Ctx:
 def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status: str | None = None,
             action: str = "failed", source: str, remote: str | None = None,
             orcpt: str | None = None, reason: str | None = None) -> RecipientResult:
-    rc: ReplyClass = ctx.classifier.classify(code, status, text)
+    rc: ReplyClass = ctx.classifier.classify(code, status, text, ctx.family)
     c = code
     if c is None:
         c, _ = extract_codes(text)
@@ -359,8 +360,20 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                     dstatus.endswith(".0") and dstatus.rsplit(".", 1)[0] == status.rsplit(".", 1)[0]))):
                 status = dstatus
             text = diag
+            sm = _STATUS_COMMENT.match(d.get("status", ""))
+            if sm is not None and diag:
+                # PowerMTA glosses the status ("5.2.1 (mailbox disabled, not accepting
+                # messages)"): a disabled mailbox is the more precise cause
+                gm = _SUSPEND_COMMENT.search(sm.group(1))
+                if gm is not None:
+                    text = diag + " (" + gm.group(0) + ")"
             if not text.strip() or not _ERRORISH.search(text):
                 text = (_near(note, rcpt, near_max) or text) if note else text
+                if ctx.family == "ezweb" and note:
+                    # EZweb states the cause once, in a fixed sentence above the recipients
+                    m = _EZWEB_HEADLINE.search(note, 0, 2000)
+                    if m is not None:
+                        text = m.group(0) + "\n" + text
                 c2, s2 = extract_codes(text)
                 code = code or c2
                 if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
@@ -378,6 +391,11 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 r = replace(r, reason="mailererror", hard=False, suppress=False, rule="mailererror.x-unix")
             results.append(r)
     return results
+
+
+_STATUS_COMMENT = re.compile(r"\s*[245]\.\d{1,3}\.\d{1,3}\s*\(([^()]{3,120})\)")
+_SUSPEND_COMMENT = re.compile(r"(?i)mailbox disabled")
+_EZWEB_HEADLINE = re.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
 
 
 _CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)", "DATA": " (in reply to end of DATA command)",
@@ -586,7 +604,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         ctx.check()
         rr = _result(ctx, a, b, source="heuristic")
         if rr.reason in ("onhold", "undefined"):
-            whole = ctx.classifier.classify(None, None, region[:4000])
+            whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
             if whole.reason not in ("onhold", "undefined"):
                 rr = _result(ctx, a, region[:4000], source="heuristic")
                 rr = replace(rr, diagnostic=b.strip()[:2000])
@@ -635,6 +653,7 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         dsn, arf, texts = _find_parts(root)
         rtype = root.params.get("report-type", "").lower()
         note = _notification_text(texts, limits.max_text)
+        ctx.family = _family(root, from_hdr, note)
         if not dsn and _QUOTED_DSN.search(note):
             # a bounce forwarded inline ("> Final-Recipient: ..."): read the quoted text
             note = _QUOTE_PREFIX.sub("", note)
@@ -718,6 +737,11 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
                 if m is not None and _addr(m.group(1)) and _addr(m.group(1)) not in ctx.excluded:
                     addrs = [_addr(m.group(1))]
             results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
+            if not _CODEISH.search(region):
+                # the report names no reply and no status (only its MTA's boilerplate):
+                # nothing says why, which is "undefined" rather than "onhold"
+                results = [replace(r, reason="undefined", rule="undefined.no-diagnostic")
+                           if r.reason == "onhold" else r for r in results]
             if not results and region.strip():
                 results = [_result(ctx, "", region[:4000], source="heuristic")]
         if results:
@@ -745,6 +769,23 @@ def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[Recipient
     if m is None:
         return []
     return [_result(ctx, m.group(1).lower(), region[:2000], source="heuristic")]
+
+
+# MTAs and providers whose reports need their own reading of the reply text
+# (rules.toml: `family = [...]`), recognised by the sender or the report's words.
+# (name, From: header pattern, notification pattern)
+_FAMILIES = (
+    ("messagelabs", re.compile(r"(?i)@messagelabs\.com"),
+     re.compile(r"(?i)mail delivery agent at (?:messagelabs\.com|symantec email security)")),
+    ("ezweb", re.compile(r"(?i)@ezweb\.ne\.jp\b"), None),
+)
+
+
+def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
+    for name, from_rx, note_rx in _FAMILIES:
+        if from_rx.search(from_hdr or "") or (note_rx is not None and note_rx.search(note, 0, 2000)):
+            return name
+    return None
 
 
 def _looks_bounce(note: str) -> bool:

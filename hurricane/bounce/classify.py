@@ -78,8 +78,12 @@ class Rule:
     match: tuple[Any, ...]
     nomatch: tuple[Any, ...]
     origin: str
+    family: tuple[str, ...] = ()
 
-    def applies(self, code: str | None, status: str | None, low: str, cmd: str) -> bool:
+    def applies(self, code: str | None, status: str | None, low: str, cmd: str,
+                family: str | None = None) -> bool:
+        if self.family and family not in self.family:
+            return False
         if self.command and cmd not in self.command:
             return False
         if self.status:
@@ -135,7 +139,7 @@ def _str_list(value: Any, path: str, rid: str, key: str) -> tuple[str, ...]:
 
 
 _RULE_KEYS = {"id", "reason", "text", "status", "code", "unless", "also", "command", "disposition",
-              "match", "nomatch", "description"}
+              "match", "nomatch", "description", "family"}
 COMMANDS = ("CONN", "HELO", "MAIL", "RCPT", "DATA", "NONE")
 _COMMAND_RE = re.compile(
     r"(?P<DATA>in reply to (?:end of )?data|after (?:end of )?data|>>> data|smtp command:? data|"
@@ -219,7 +223,8 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
         rules.append(Rule(rid, reason, text, status, code,
                           _compile(r.get("unless"), path, rid, "unless", named),
                           _compile(r.get("also"), path, rid, "also", named), cmds,
-                          disp, ex[0], ex[1], path))
+                          disp, ex[0], ex[1], path,
+                          tuple(f.lower() for f in _str_list(r.get("family"), path, rid, "family"))))
     status_map = doc.get("status", {})
     infer = doc.get("infer", {})
     for name, table in (("status", status_map), ("infer", infer)):
@@ -241,7 +246,7 @@ class ReplyClassifier:
         self.rules = tuple(rules)
         self.status_map = dict(status_map)
         self.infer = dict(infer)
-        self._cache: dict[tuple[str | None, str | None, str], ReplyClass] = {}
+        self._cache: dict[tuple[str | None, str | None, str, str | None], ReplyClass] = {}
 
     @classmethod
     def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> "ReplyClassifier":
@@ -260,14 +265,19 @@ class ReplyClassifier:
             infer.update(d["infer"])
         return cls(operator + rules, status_map, infer)
 
-    def classify(self, code: int | str | None, status: str | None, text: str) -> ReplyClass:
-        """Classify one reply; codes missing from the arguments are read from the text."""
+    def classify(self, code: int | str | None, status: str | None, text: str,
+                 family: str | None = None) -> ReplyClass:
+        """Classify one reply; codes missing from the arguments are read from the text.
+
+        ``family`` names the MTA or provider that wrote the report, when the
+        bounce analyzer recognised it (rules with a ``family`` key need it).
+        """
         text = text or ""
         c = str(code).strip() if code is not None and str(code).strip() else None
         s = status.strip() if status else None
         if s and not _STATUS_OK.match(s):
             s = None
-        key = (c, s, text)
+        key = (c, s, text, family)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -283,13 +293,13 @@ class ReplyClassifier:
             # so that phrases broken across lines read whole
             i = low.find(c) + 3
             low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
-        result = self._classify(c, s, low)
+        result = self._classify(c, s, low, family)
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[key] = result
         return result
 
-    def _classify(self, c: str | None, s: str | None, low: str) -> ReplyClass:
+    def _classify(self, c: str | None, s: str | None, low: str, family: str | None = None) -> ReplyClass:
         reason = None
         rule: Rule | None = None
         if s and s.startswith("2."):
@@ -297,7 +307,7 @@ class ReplyClassifier:
         else:
             cmd = detect_command(low)
             for r in self.rules:
-                if r.applies(c, s, low, cmd):
+                if r.applies(c, s, low, cmd, family):
                     reason, rule = r.reason, r
                     break
         if reason is None and s:

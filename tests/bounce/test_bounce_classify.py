@@ -22,6 +22,10 @@ def _example(ex):
     return ex.get("code"), ex.get("status"), ex.get("text", "")
 
 
+def _family(ex):
+    return ex.get("family") if isinstance(ex, dict) else None
+
+
 class RuleTableTests(SynchronousTestCase):
     """Every packaged rule carries examples, and they hold."""
 
@@ -40,7 +44,7 @@ class RuleTableTests(SynchronousTestCase):
                 if code is None or status is None:
                     ec, es = extract_codes(text)
                     code, status = code or ec, status or es
-                self.assertTrue(rule.applies(code, status, low, detect_command(low)),
+                self.assertTrue(rule.applies(code, status, low, detect_command(low), _family(ex)),
                                 "%s should match %r" % (rule.id, ex))
 
     def test_nomatch_examples(self):
@@ -49,7 +53,7 @@ class RuleTableTests(SynchronousTestCase):
         for rule in clf.rules:
             for ex in rule.nomatch:
                 code, status, text = _example(ex)
-                self.assertNotEqual(clf.classify(code, status, text).rule, rule.id,
+                self.assertNotEqual(clf.classify(code, status, text, _family(ex)).rule, rule.id,
                                     "%s should not match %r" % (rule.id, ex))
 
     def test_rule_ids_unique(self):

@@ -22,9 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 THRESHOLDS = {
     "recipients_exact": 0.987,
     "status~real": 0.987,
-    "reason": 0.944,
+    "reason": 0.965,
     "category": 0.995,
-    "hard": 0.982,
+    "hard": 0.988,
 }
 
 

@@ -279,3 +279,81 @@ class ProviderDeferralTests(SynchronousTestCase):
         self.assertEqual((r.reason, r.permanent, r.suppress), ("badreputation", False, False))
         r = clf.classify(None, None, text + " (in reply to MAIL FROM command)")
         self.assertEqual((r.reason, r.permanent, r.suppress), ("rejected", False, False))
+
+
+_REPORT_HEAD = """From: {frm}
+To: sender@example.net
+Subject: Delivery Status Notification
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="BB"
+"""
+
+
+def _report(frm: str, note: str, fields: str) -> bytes:
+    body = ("--BB\nContent-Type: text/plain\n\n" + note.strip("\n") + "\n\n"
+            "--BB\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.net\n\n"
+            + fields.strip("\n") + "\n\n--BB--\n")
+    return _msg(_REPORT_HEAD.format(frm=frm), body)
+
+
+class ReporterFamilyTests(SynchronousTestCase):
+    """Rules that hold only for the MTA or provider that wrote the report (rules.toml `family`)."""
+
+    def test_family_rules_need_the_family(self):
+        clf = default_classifier()
+        self.assertEqual(clf.classify(542, None, "542 a@b.example Rejected", "messagelabs").reason,
+                         "userunknown")
+        self.assertNotEqual(clf.classify(542, None, "542 a@b.example Rejected").reason, "userunknown")
+
+    def test_messagelabs_relayed_refusal(self):
+        """MessageLabs relays a recipient refusal as '<code> <address> Rejected' / 'No such user'."""
+        raw = _report("Mail Delivery System <MAILER-DAEMON@messagelabs.com>",
+                      "This is the mail delivery agent at messagelabs.com.\n"
+                      "I was unable to deliver your message to the following addresses:\n\n"
+                      "u@dest.example\n\nReason: 550 u@dest.example... No such user\n",
+                      "Final-Recipient: rfc822; u@dest.example\nAction: failed\nStatus: 5.0.0\n"
+                      "Diagnostic-Code: smtp; 550 u@dest.example... No such user\n")
+        r = analyze(raw).results[0]
+        self.assertEqual((r.recipient, r.reason, r.hard), ("u@dest.example", "userunknown", True))
+
+    def test_ezweb_headline_states_the_cause(self):
+        """EZweb says once, above the recipient lines, why they failed."""
+        raw = _report("Mail Administrator <Postmaster@ezweb.ne.jp>",
+                      "The user(s) account is disabled.\n\n"
+                      "<u@ezweb.ne.jp>: 550 user unknown (in reply to RCPT TO command)\n",
+                      "Final-Recipient: rfc822; u@ezweb.ne.jp\nAction: failed\nStatus: 5.0.0\n")
+        r = analyze(raw).results[0]
+        self.assertEqual((r.reason, r.hard), ("suspend", False))
+
+    def test_status_gloss_mailbox_disabled(self):
+        """A Status field glossed '(mailbox disabled, ...)' makes the mailbox suspended."""
+        raw = _report("postmaster@mta.example.net", "Delivery failed for <u@dest.example>.\n",
+                      "Final-Recipient: rfc822;u@dest.example\nAction: failed\n"
+                      "Status: 5.2.1 (mailbox disabled, not accepting messages)\n"
+                      "Diagnostic-Code: smtp;550 5.2.1 <u@dest.example>... User Unknown\n")
+        self.assertEqual(analyze(raw).results[0].reason, "suspend")
+
+    def test_boilerplate_only_report_is_undefined(self):
+        """A report that names no reply, no status and no cause: undefined, not onhold."""
+        raw = _report("MAILER-DAEMON@mta.example.net (Mail Delivery System)",
+                      "This is the mail system at host mta.example.net.\n\n"
+                      "Your message could not be delivered to one or more recipients.\n",
+                      "X-Postfix-Queue-ID: ABC123\n")
+        raw = raw.replace(b"--BB--\n", b"--BB\nContent-Type: text/rfc822-headers\n\n"
+                          b"From: sender@example.net\nTo: u@dest.example\nSubject: hi\n\n--BB--\n")
+        a = analyze(raw)
+        self.assertEqual(a.category, "bounce")
+        self.assertEqual((a.results[0].recipient, a.results[0].reason), ("u@dest.example", "undefined"))
+
+    def test_provider_codes(self):
+        """Provider code tables: Orange/La Poste _630, Spectrum AUP 13xx, Mimecast signatures, Cloudmark (BL)."""
+        clf = default_classifier()
+        self.assertEqual(clf.classify(554, "5.7.1", "554 5.7.1 <h[192.0.2.1]:1>: Client host rejected: lpn LPN000_630").reason,
+                         "policyviolation")
+        self.assertEqual(clf.classify(550, "5.1.0", "550 5.1.0 <a@b.example> sender rejected. AUP#In-1310").reason,
+                         "toomanyconn")
+        self.assertEqual(clf.classify(554, None, "554 email rejected due to security policies - MCSpamSignature.x").reason,
+                         "virusdetected")
+        self.assertEqual(clf.classify(554, None, "554 IP=192.0.2.1 - A problem occurred. (Ask your postmaster for help.) (BL)").reason,
+                         "blocked")
+        self.assertEqual(clf.classify(554, "5.7.9", "554 5.7.9 Header error").reason, "policyviolation")
