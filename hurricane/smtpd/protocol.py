@@ -660,6 +660,9 @@ class HardenedESMTP(ESMTP):
 class HardenedFactory(ServerFactory):
     """Builds :class:`HardenedESMTP` protocols and counts their connections.
 
+    Not ``noisy``: the listener logs its address once (service.py); a
+    "Starting factory" line per start and stop says nothing more.
+
     Args:
         hostname: name in the greeting, EHLO reply and Received header.
         limits: the listener's limits.
@@ -668,6 +671,8 @@ class HardenedFactory(ServerFactory):
     """
 
     protocol: type[HardenedESMTP] = HardenedESMTP  # type: ignore[assignment]
+
+    noisy = False
 
     def __init__(self, hostname: str, limits: ServerLimits, clock: IReactorTime,
                  tls_context: Any = None) -> None:
