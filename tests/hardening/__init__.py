@@ -1,0 +1,1 @@
+"""Durability, fault and attack-surface tests against real Hurricane processes on loopback."""
