@@ -37,7 +37,12 @@ from hurricane.model import (
     Suppression,
 )
 from hurricane.store import migrate, txn
-from hurricane.store.interface import IOutcomeStore, StoreError, StoreUnavailable
+from hurricane.store.interface import (
+    BounceRecord,
+    IOutcomeStore,
+    StoreError,
+    StoreUnavailable,
+)
 from hurricane.store.sql import Dialect
 
 __all__ = ["GroupCommit", "SqlStore"]
@@ -136,6 +141,16 @@ class SqlStore:
         self._open = False
         self._enqueuer: GroupCommit[txn.PreparedMessage, EnqueueResult] = GroupCommit(
             self._enqueue_batch, max_in_flight=self.enqueue_in_flight)
+        # Returned messages are committed before their 250 like submissions:
+        # the same group commit, so concurrent bounce sessions share one fsync.
+        self._bouncer: GroupCommit[ReturnedMessage, int] = GroupCommit(
+            self._store_bounce_batch, max_in_flight=self.enqueue_in_flight)
+        # Point reads issued together (the bounce processor correlating a
+        # batch, outbound workers loading bodies) share one transaction: on
+        # SQLite each transaction is a hand-off to the pool thread and back,
+        # which costs more than the SELECT.
+        self._reader: GroupCommit[tuple[Callable[..., Any], tuple[Any, ...]], Any] = \
+            GroupCommit(self._read_batch, max_in_flight=1)
 
     # -- engine hooks -------------------------------------------------------
 
@@ -174,6 +189,17 @@ class SqlStore:
                             operation=getattr(func, "__name__", "?"))
             raise StoreUnavailable(f"store {self.url}: {e}") from e
 
+    async def _read(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a read-only transaction function, batched with concurrent reads."""
+        if not self._open:
+            raise StoreUnavailable(f"store {self.url} is not open")
+        return await self._reader.submit((func, args))
+
+    async def _read_batch(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                          ) -> list[Any]:
+        results: list[Any] = await self._run(txn.read_batch_txn, calls)
+        return results
+
     # -- lifecycle ----------------------------------------------------------
 
     async def open(self) -> None:
@@ -197,6 +223,8 @@ class SqlStore:
         if not self._open:
             return
         await self._enqueuer.drain()
+        await self._bouncer.drain()
+        await self._reader.drain()
         self._open = False
         await self._disconnect()
 
@@ -244,13 +272,18 @@ class SqlStore:
         if delivery_ids:
             await self._run(txn.release_txn, list(delivery_ids), owner)
 
+    async def release_owner(self, owner: str) -> int:
+        """Give back every lease held by ``owner``."""
+        count: int = await self._run(txn.release_owner_txn, owner)
+        return count
+
     async def load_body(self, message_pk: int) -> bytes:
         """The stored message bytes.
 
         Raises:
             KeyError: no such message.
         """
-        body: bytes | None = await self._run(txn.load_body_txn, message_pk)
+        body: bytes | None = await self._read(txn.load_body_txn, message_pk)
         if body is None:
             raise KeyError(message_pk)
         return body
@@ -271,8 +304,20 @@ class SqlStore:
     # -- returned mail ------------------------------------------------------
 
     async def store_bounce(self, message: ReturnedMessage) -> int:
-        """Durably store a received message (status ``pending``); return its id."""
-        return int(await self._run(txn.store_bounce_txn, message))
+        """Durably store a received message (status ``pending``); return its id.
+
+        Group commit: messages arriving while a commit is in flight go into
+        the next transaction together; a failed batch fails each of its
+        callers with StoreUnavailable (none of them got a 250).
+        """
+        if not self._open:
+            raise StoreUnavailable(f"store {self.url} is not open")
+        bounce_id: int = await self._bouncer.submit(message)
+        return bounce_id
+
+    async def _store_bounce_batch(self, batch: list[ReturnedMessage]) -> list[int]:
+        ids: list[int] = await self._run(txn.store_bounces_txn, batch)
+        return ids
 
     async def pending_bounces(self, limit: int) -> list[int]:
         """Ids of stored returned messages not yet analyzed, oldest first."""
@@ -281,7 +326,7 @@ class SqlStore:
 
     async def load_bounce(self, bounce_id: int) -> StoredBounce | None:
         """One stored returned message with its raw bytes."""
-        bounce: StoredBounce | None = await self._run(txn.load_bounce_txn, bounce_id)
+        bounce: StoredBounce | None = await self._read(txn.load_bounce_txn, bounce_id)
         return bounce
 
     async def record_bounce(self, bounce_id: int, events: Sequence[BounceEvent], category: str,
@@ -289,6 +334,13 @@ class SqlStore:
         """Record the analysis of a returned message in one transaction."""
         ids: list[int] = await self._run(txn.record_bounce_txn, bounce_id, list(events),
                                          category, correlation, analysis)
+        return ids
+
+    async def record_bounces(self, records: Sequence[BounceRecord]) -> list[list[int]]:
+        """Record several analyses in one transaction (one commit for the batch)."""
+        if not records:
+            return []
+        ids: list[list[int]] = await self._run(txn.record_bounces_txn, list(records))
         return ids
 
     async def mark_bounce_failed(self, bounce_id: int, error: str) -> None:
@@ -299,7 +351,7 @@ class SqlStore:
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None:
         """One delivery row, or None."""
-        delivery: Delivery | None = await self._run(txn.get_delivery_txn, delivery_id)
+        delivery: Delivery | None = await self._read(txn.get_delivery_txn, delivery_id)
         return delivery
 
     async def find_deliveries(self, *, recipient: str | None = None,
@@ -308,7 +360,7 @@ class SqlStore:
                               header_message_id: str | None = None,
                               since: float | None = None, limit: int = 100) -> list[Delivery]:
         """Deliveries matching every given filter, newest first."""
-        found: list[Delivery] = await self._run(
+        found: list[Delivery] = await self._read(
             txn.find_deliveries_txn, recipient, queue_id, mailing_id, message_id,
             header_message_id, since, limit)
         return found

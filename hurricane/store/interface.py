@@ -13,6 +13,7 @@ Errors: any failure to reach or write the database raises
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface
 
@@ -34,6 +35,20 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
+
+
+@dataclass(frozen=True)
+class BounceRecord:
+    """The analysis of one returned message, as ``record_bounces`` takes it.
+
+    The fields are the arguments of :meth:`IOutcomeStore.record_bounce`.
+    """
+
+    bounce_id: int
+    events: Sequence[BounceEvent]
+    category: str
+    correlation: str | None
+    analysis: str
 
 
 class StoreError(Exception):
@@ -97,6 +112,14 @@ class IOutcomeStore(Interface):
     async def release(delivery_ids: Sequence[int], owner: str) -> None:
         """Give back leases held by ``owner`` without recording an attempt."""
 
+    async def release_owner(owner: str) -> int:
+        """Give back every lease ``owner`` holds; return how many.
+
+        A node calls this at start-up with its stable node id: whatever it
+        had claimed before a crash is due again at once instead of waiting
+        for the leases to expire.
+        """
+
     async def load_body(message_pk: int) -> bytes:
         """The stored message bytes."""
 
@@ -147,6 +170,16 @@ class IOutcomeStore(Interface):
         ``autoreply`` and ``relayed`` only add an event. ``suppress`` adds the
         recipient to the suppression list citing the event. Returns the ids of
         the events written (skipped duplicates are not listed).
+        """
+
+    async def record_bounces(records: Sequence[BounceRecord]) -> list[list[int]]:
+        """Record the analyses of several returned messages in one transaction.
+
+        Each record is applied exactly as :meth:`record_bounce` would, in
+        order (a later record sees what an earlier one changed). Either all
+        are written or none (StoreUnavailable). Returns, per record, the ids
+        of the events written. One commit for many messages: the bounce
+        processor's batches cost one fsync instead of one each.
         """
 
     async def mark_bounce_failed(bounce_id: int, error: str) -> None:

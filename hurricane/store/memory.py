@@ -40,7 +40,7 @@ from hurricane.model import (
     Suppression,
 )
 from hurricane.store import migrate, txn
-from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.store.sql import SQLITE
 
 __all__ = ["MemoryStore"]
@@ -207,6 +207,14 @@ class MemoryStore:
             if d is not None and d.lease_owner == owner:
                 self._update(delivery_id, lease_owner=None, lease_until=None)
 
+    async def release_owner(self, owner: str) -> int:
+        """Give back every lease held by ``owner``."""
+        self._check()
+        mine = [i for i, d in self._deliveries.items() if d.lease_owner == owner]
+        for delivery_id in mine:
+            self._update(delivery_id, lease_owner=None, lease_until=None)
+        return len(mine)
+
     async def load_body(self, message_pk: int) -> bytes:
         """The stored message bytes (KeyError when unknown)."""
         self._check()
@@ -293,6 +301,16 @@ class MemoryStore:
                             correlation: str | None, analysis: str) -> list[int]:
         """Record the analysis of a returned message."""
         self._check()
+        return self._record_bounce(bounce_id, events, category, correlation, analysis)
+
+    async def record_bounces(self, records: Sequence[BounceRecord]) -> list[list[int]]:
+        """Record several analyses at once: one availability check, all or nothing."""
+        self._check()
+        return [self._record_bounce(r.bounce_id, r.events, r.category, r.correlation,
+                                    r.analysis) for r in records]
+
+    def _record_bounce(self, bounce_id: int, events: Sequence[BounceEvent], category: str,
+                       correlation: str | None, analysis: str) -> list[int]:
         bounce = self._bounces.get(bounce_id)
         if bounce is not None:
             bounce.stored = dataclasses.replace(bounce.stored, status="analyzed",

@@ -194,6 +194,10 @@ RELEASE = """
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
 WHERE delivery_id IN ({}) AND lease_owner = ?"""
 
+RELEASE_OWNER = """
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+WHERE lease_owner = ?"""
+
 SELECT_BODY = "SELECT body FROM messages WHERE message_pk = ?"
 
 SELECT_DELIVERY_FOR_WRITE = (

@@ -297,6 +297,15 @@ async def enqueue_txn(txn: Txn, prepared: PreparedMessage) -> EnqueueResult:
     return (await enqueue_batch_txn(txn, [prepared]))[0]
 
 
+async def read_batch_txn(txn: Txn, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]
+                         ) -> list[Any]:
+    """Run several read-only transaction functions in one transaction, in order.
+
+    Each ``(func, args)`` is awaited as ``func(txn, *args)``; their results in order.
+    """
+    return [await func(txn, *args) for func, args in calls]
+
+
 # -- delivery -----------------------------------------------------------------
 
 async def _select_deliveries(txn: Txn, ids: Sequence[int]) -> dict[int, Delivery]:
@@ -338,6 +347,12 @@ async def release_txn(txn: Txn, delivery_ids: Sequence[int], owner: str) -> None
     """Give back leases held by ``owner``."""
     for chunk in _chunks(list(delivery_ids)):
         await txn.execute(sql.RELEASE.format(sql.placeholders(len(chunk))), (*chunk, owner))
+
+
+async def release_owner_txn(txn: Txn, owner: str) -> int:
+    """Give back every lease held by ``owner``; return how many rows."""
+    await txn.execute(sql.RELEASE_OWNER, (owner,))
+    return max(txn.rowcount, 0)
 
 
 async def load_body_txn(txn: Txn, message_pk: int) -> bytes | None:
@@ -447,6 +462,15 @@ async def store_bounce_txn(txn: Txn, message: ReturnedMessage) -> int:
     return int(row[0])
 
 
+async def store_bounces_txn(txn: Txn, messages: Sequence[ReturnedMessage]) -> list[int]:
+    """Store several returned messages as pending (one group commit); their ids in order.
+
+    One INSERT per message: the statements are cheap, the commit (fsync)
+    is what the batch saves.
+    """
+    return [await store_bounce_txn(txn, message) for message in messages]
+
+
 async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
     """Ids of returned messages not analyzed yet, oldest first."""
     await txn.execute(sql.SELECT_PENDING_BOUNCES, (limit,))
@@ -526,6 +550,20 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
             await _suppress(txn, recipient, ev.reason or kind.value, ev.at, source, None,
                             event_id)
     return event_ids
+
+
+async def record_bounces_txn(txn: Txn, records: Sequence[Any]) -> list[list[int]]:
+    """Record several analyses in one transaction; see IOutcomeStore.record_bounces.
+
+    ``records`` are :class:`hurricane.store.interface.BounceRecord` (typed
+    ``Any`` here: this module does not import the interface). Applied in
+    order, so two reports about one delivery end as they would one by one.
+    """
+    return [
+        await record_bounce_txn(txn, r.bounce_id, list(r.events), r.category, r.correlation,
+                                r.analysis)
+        for r in records
+    ]
 
 
 async def mark_bounce_failed_txn(txn: Txn, bounce_id: int, error: str) -> None:

@@ -26,7 +26,7 @@ from hurricane.model import (
     State,
 )
 from hurricane.store import migrate, sql
-from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 
 T0 = 1_000_000.0
 
@@ -263,6 +263,19 @@ class StoreContractMixin:
         self.assertEqual((d.lease_owner, d.lease_until, d.attempts), (None, None, 0))
         self.assertEqual(len(await self.store.claim_due(T0 + 1, "n2", 60, 10)), 1)
 
+    async def test_release_owner(self) -> None:
+        """release_owner frees every lease of one node (after its restart), no one else's."""
+        r = await self.enqueue_one("a@x.test", "b@x.test", "c@y.test")
+        ids = [x.delivery_id for x in r.recipients]
+        claimed = await self.store.claim_due(T0, "n1", 600, 2)
+        await self.store.claim_due(T0, "n2", 600, 10)
+        self.assertEqual(await self.store.release_owner("n1"), len(claimed))
+        self.assertEqual(await self.store.release_owner("n1"), 0)
+        again = await self.store.claim_due(T0 + 1, "n1", 600, 10)
+        self.assertEqual(sorted(d.delivery_id for d in again),
+                         sorted(d.delivery_id for d in claimed))
+        self.assertEqual(len(ids), 3)
+
     # -- attempts -----------------------------------------------------------
 
     async def test_record_delivered(self) -> None:
@@ -493,6 +506,107 @@ class StoreContractMixin:
             bounce_id, [BounceEvent(99999, EventKind.bounce, T0)], "dsn", None, "{}")
         self.assertEqual(ids, [])
         self.assertEqual((await self.store.load_bounce(bounce_id)).status, "analyzed")
+
+    async def test_store_bounce_concurrent(self) -> None:
+        """Concurrent store_bounce calls (group-committed) each get their own id, stored."""
+        calls = [Deferred.fromCoroutine(self.store.store_bounce(ReturnedMessage(
+            b"raw %d" % i, "", f"b{i}@bounce.test", T0 + i))) for i in range(30)]
+        ids = await gatherResults(calls)
+        self.assertEqual(len(set(ids)), 30)
+        for i, bounce_id in enumerate(ids):
+            stored = await self.store.load_bounce(bounce_id)
+            self.assertEqual((stored.raw, stored.rcpt_to, stored.status),
+                             (b"raw %d" % i, f"b{i}@bounce.test", "pending"))
+        self.assertEqual(await self.store.pending_bounces(100), ids)
+        bouncer = getattr(self.store, "_bouncer", None)
+        if bouncer is not None:
+            # Calls arriving while a commit is in flight share the next one.
+            self.assertGreater(max(bouncer.batch_sizes), 1)
+
+    async def test_store_bounce_batch_failure(self) -> None:
+        """A failed group commit fails every store_bounce of its batch with StoreUnavailable."""
+        if not self.transactional:
+            raise SkipTest("this engine has no transaction that can fail halfway")
+        self.patch(sql, "INSERT_BOUNCE", "INSERT INTO no_such_table VALUES (?, ?, ?, ?, ?, ?)")
+        calls = [Deferred.fromCoroutine(self.assertUnavailable(self.store.store_bounce(
+            ReturnedMessage(b"raw %d" % i, "", "b@bounce.test", T0 + i)))) for i in range(5)]
+        errors = await gatherResults(calls)
+        self.assertEqual(len(errors), 5)
+        self.patch(sql, "INSERT_BOUNCE", _original_insert_bounce)
+        self.assertEqual(await self.store.pending_bounces(10), [])
+        # And the store still works afterwards.
+        bounce_id = await self.store.store_bounce(ReturnedMessage(b"ok", "", "b@x", T0))
+        self.assertEqual(await self.store.pending_bounces(10), [bounce_id])
+
+    async def test_concurrent_reads(self) -> None:
+        """Reads issued together (batched in one transaction) each get their own answer."""
+        rows = [(await self.enqueue_one(f"r{i}@x.test", body=b"body %d" % i)) for i in range(6)]
+        bounce_id = await self.store.store_bounce(ReturnedMessage(b"raw", "", "b@x", T0))
+        calls = [Deferred.fromCoroutine(self.store.get_delivery(r.recipients[0].delivery_id))
+                 for r in rows]
+        calls += [Deferred.fromCoroutine(self.store.load_body(r.message_pk)) for r in rows]
+        calls.append(Deferred.fromCoroutine(self.store.find_deliveries(recipient="r3@x.test")))
+        calls.append(Deferred.fromCoroutine(self.store.load_bounce(bounce_id)))
+        calls.append(Deferred.fromCoroutine(self.store.get_delivery(999999)))
+        out = await gatherResults(calls)
+        self.assertEqual([d.recipient for d in out[:6]], [f"r{i}@x.test" for i in range(6)])
+        self.assertEqual(out[6:12], [b"body %d" % i for i in range(6)])
+        self.assertEqual([d.recipient for d in out[12]], ["r3@x.test"])
+        self.assertEqual(out[13].raw, b"raw")
+        self.assertIsNone(out[14])
+        reader = getattr(self.store, "_reader", None)
+        if reader is not None:
+            self.assertGreater(max(reader.batch_sizes), 1)
+
+    async def test_record_bounces(self) -> None:
+        """record_bounces applies each record as record_bounce would, in order."""
+        a = (await self.enqueue_one("a@x.test")).recipients[0].delivery_id
+        b = (await self.enqueue_one("b@x.test")).recipients[0].delivery_id
+        await self.deliver(a)
+        await self.deliver(b)
+        bounce_ids = [await self.store.store_bounce(ReturnedMessage(
+            b"r%d" % i, "", "b@bounce.test", T0 + 50 + i)) for i in range(3)]
+        records = [
+            BounceRecord(bounce_ids[0], [BounceEvent(
+                a, EventKind.bounce, T0 + 60, reason="userunknown", hard=True, suppress=True,
+                bounce_id=bounce_ids[0], idem_key="ka")], "bounce", "verp", '{"n": 0}'),
+            BounceRecord(bounce_ids[1], [BounceEvent(
+                b, EventKind.complaint, T0 + 61, reason="feedback", suppress=True,
+                bounce_id=bounce_ids[1], idem_key="kb")], "feedback", "verp", '{"n": 1}'),
+            # the same event as the first record: skipped by its idem_key
+            BounceRecord(bounce_ids[2], [BounceEvent(
+                a, EventKind.bounce, T0 + 62, reason="userunknown", bounce_id=bounce_ids[2],
+                idem_key="ka")], "bounce", "verp", '{"n": 2}'),
+        ]
+        ids = await self.store.record_bounces(records)
+        self.assertEqual([len(x) for x in ids], [1, 1, 0])
+        self.assertEqual((await self.store.get_delivery(a)).state, State.bounced)
+        self.assertEqual((await self.store.get_delivery(b)).state, State.complained)
+        self.assertEqual(await self.store.pending_bounces(10), [])
+        self.assertEqual([(await self.store.load_bounce(i)).category for i in bounce_ids],
+                         ["bounce", "feedback", "bounce"])
+        self.assertEqual((await self.store.get_suppression("a@x.test")).event_id, ids[0][0])
+        self.assertEqual(await self.store.record_bounces([]), [])
+
+    async def test_record_bounces_atomic(self) -> None:
+        """A record_bounces that fails leaves every message pending and raises StoreUnavailable."""
+        if not self.transactional:
+            raise SkipTest("this engine has no transaction that can fail halfway")
+        a = (await self.enqueue_one("a@x.test")).recipients[0].delivery_id
+        await self.deliver(a)
+        first = await self.store.store_bounce(ReturnedMessage(b"r1", "", "b@x", T0 + 50))
+        second = await self.store.store_bounce(ReturnedMessage(b"r2", "", "b@x", T0 + 51))
+        # The second record's event insert fails, after the first was applied.
+        self.patch(sql, "INSERT_EVENT_IDEMPOTENT",
+                   f"INSERT INTO no_such_table VALUES ({sql.placeholders(19)})")
+        await self.assertUnavailable(self.store.record_bounces([
+            BounceRecord(first, [], "other", None, "{}"),
+            BounceRecord(second, [BounceEvent(a, EventKind.bounce, T0 + 60)], "bounce",
+                         "verp", "{}"),
+        ]))
+        self.patch(sql, "INSERT_EVENT_IDEMPOTENT", _original_insert_event_idempotent)
+        self.assertEqual(await self.store.pending_bounces(10), [first, second])
+        self.assertEqual((await self.store.get_delivery(a)).state, State.delivered)
 
     # -- reading ------------------------------------------------------------
 
@@ -766,3 +880,5 @@ class StoreContractMixin:
 
 
 _original_enqueue_events = sql.INSERT_ENQUEUE_EVENTS
+_original_insert_bounce = sql.INSERT_BOUNCE
+_original_insert_event_idempotent = sql.INSERT_EVENT_IDEMPOTENT
