@@ -10,6 +10,7 @@ the key path (``[delivery] max_age``), in the manner of Synapse's
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import socket
@@ -291,8 +292,16 @@ class Config:
 
     @property
     def node_id(self) -> str:
-        """This node's name in leases."""
-        return self.server.node_id or f"{self.server.hostname}:{os.getpid()}"
+        """This node's name in leases: stable across restarts, distinct per data dir.
+
+        A restarted node takes back its own leases at once (the scheduler
+        releases them at start-up), so the default must not change between
+        runs: host name plus a digest of the data directory.
+        """
+        if self.server.node_id:
+            return self.server.node_id
+        digest = hashlib.sha256(self.data_dir.encode()).hexdigest()[:8]
+        return f"{self.server.hostname}:{digest}"
 
 
 # -- loading ------------------------------------------------------------------

@@ -283,10 +283,14 @@ def run_crash_load(server: Hurricane, sink: SmtpSink, seed: int, kills: int,
 
 def crash_overrides(sink_port: int, store_url: str = "",
                     max_in_flight: int = 20) -> dict[str, dict[str, Any]]:
-    """Config for a crash run: everything routed to the sink, short leases."""
+    """Config for a crash run: everything routed to the sink.
+
+    Leases keep their default length (10 minutes): a restarted node must
+    take back its own leases at start-up, not wait for them to expire.
+    """
     out: dict[str, dict[str, Any]] = {
         "routes": {"*": f"127.0.0.1:{sink_port}"},
-        "delivery": {"max_in_flight": max_in_flight, "lease_seconds": 3.0},
+        "delivery": {"max_in_flight": max_in_flight},
     }
     if store_url:
         out["store"] = {"url": store_url}

@@ -316,6 +316,8 @@ class ConnectionFailureTests(SchedulerTestCase):
         self.start()
         self.enqueue("jay@example.com")
         self.turn()
+        self.turn(2.0)  # past the idle grace: the connection to mx2 is closed
+        self.assertEqual(self.connector.open_connections(), 0)
         self.connector.attempts.clear()
         self.enqueue("kim@example.com")
         self.service.wake()  # type: ignore[union-attr]
@@ -566,6 +568,32 @@ class LoopTests(SchedulerTestCase):
         self.turn()
         self.assertEqual(len(self.store.claims), before + 1)
 
+    def test_wake_during_claim_claims_again_at_once(self) -> None:
+        """Mail submitted while a claim is running is claimed right after it, not at the
+        next poll, and many such wakes still make one more claim."""
+        held: list[Deferred[None]] = []
+        original = self.store.claim_due
+
+        async def slow_claim(*a: Any, **kw: Any) -> list[Delivery]:
+            gate: Deferred[None] = Deferred()
+            held.append(gate)
+            await gate
+            return await original(*a, **kw)
+
+        self.store.claim_due = slow_claim  # type: ignore[method-assign]
+        self.start(poll_interval=5.0)
+        self.turn()
+        self.assertEqual(len(held), 1)
+        for i in range(5):
+            self.enqueue(f"u{i}@example.com")  # each wakes the service
+        held.pop().callback(None)  # the first claim ends (it saw the mail too)
+        self.turn()
+        self.assertEqual(len(held), 1)  # one more claim at once, not after 5 s
+        held.pop().callback(None)
+        self.turn()
+        self.assertEqual(len(self.connector.messages), 5)
+        self.assertEqual(held, [])
+
     def test_poll_without_wake(self) -> None:
         """Without a wake, due mail is found by the poll timer."""
         self.start(poll_interval=5.0)
@@ -579,13 +607,23 @@ class LoopTests(SchedulerTestCase):
     def test_store_failure_logged_and_retried(self) -> None:
         """A StoreUnavailable from claim_due is logged and the claim retried after poll_interval."""
         self.enqueue("a@example.com")
-        self.store.fail_next(1)
-        self.start(poll_interval=5.0)
+        self.start(poll_interval=5.0)  # start-up releases old leases first
+        self.store.fail_next(1)  # ...then the first claim fails
         self.turn()
         self.assertEqual(len(self.flushLoggedErrors(StoreUnavailable)), 1)
         self.assertEqual(self.connector.messages, [])
         self.turn(5.0)
         self.assertEqual(len(self.connector.messages), 1)
+
+    def test_restart_takes_back_own_leases(self) -> None:
+        """Rows this node leased before a crash are sent at once after a restart."""
+        [did] = self.enqueue("a@example.com")
+        self.successResultOf(Deferred.fromCoroutine(
+            self.store.claim_due(START, "node-1", 600.0, 10)))  # the "crashed" run
+        self.start()
+        self.turn()
+        self.assertEqual(len(self.connector.messages), 1)
+        self.assertEqual(self.delivery(did).state, State.delivered)
 
     def test_record_failure_retried(self) -> None:
         """Results that could not be written are kept and written on the next try."""
@@ -647,6 +685,136 @@ class LoopTests(SchedulerTestCase):
         self.assertEqual((row.state, row.attempts, row.lease_owner), (State.queued, 0, None))
         self.turn(5.0)
         self.assertEqual(self.delivery(did).state, State.delivered)
+
+
+class IdleGraceTests(SchedulerTestCase):
+    """Idle connections wait ``idle_grace`` seconds (2 by default) for more mail."""
+
+    def test_reused_across_short_gap(self) -> None:
+        """Mail arriving within the grace period goes on the open connection."""
+        self.start(max_connections_per_destination=1)
+        self.enqueue("a@example.com")
+        self.turn()
+        self.assertEqual(self.connector.open_connections(), 1)
+        stats = self.service.stats()  # type: ignore[union-attr]
+        self.assertEqual(stats["destinations"]["example.com"]["idle"], 1)
+        self.turn(1.5)  # shorter than the grace period
+        self.enqueue("b@example.com")
+        self.turn()
+        self.assertEqual(len(self.connector.connections), 1)
+        self.assertEqual([len(c.sent) for c in self.connector.connections], [2])
+        self.assertEqual(len(self.connector.attempts), 1)
+        # the grace period starts again after the second message
+        self.turn(1.5)
+        self.assertEqual(self.connector.open_connections(), 1)
+        self.turn(0.5)
+        self.assertEqual(self.connector.open_connections(), 0)
+        self.assertEqual(self.clock.getDelayedCalls()[0].func, self.service._claim_tick)  # type: ignore[union-attr]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # only the poll timer
+
+    def test_closed_after_grace(self) -> None:
+        """A connection idle for the whole grace period is closed; later mail opens another."""
+        self.start(max_connections_per_destination=1)
+        self.enqueue("a@example.com")
+        self.turn()
+        self.turn(1.99)
+        self.assertEqual(self.connector.open_connections(), 1)
+        self.turn(0.01)
+        self.assertEqual(self.connector.open_connections(), 0)
+        self.assertEqual(self.service.stats()["destinations"], {})  # type: ignore[union-attr]
+        self.enqueue("b@example.com")
+        self.turn()
+        self.assertEqual([len(c.sent) for c in self.connector.connections], [1, 1])
+
+    def test_configurable_grace(self) -> None:
+        """idle_grace is a constructor argument; 0 closes at once as before."""
+        resolver = MXResolver(self.dns, self.clock, {}, 3600, rng=random.Random(0))
+        self.config = DeliveryConfig(poll_interval=5.0)
+        self.service = OutboundService(
+            store=self.store, connector=self.connector, resolver=resolver, codec=self.codec,
+            classifier=self.classifier, config=self.config, helo="out.shop.example",
+            node_id="node-1", clock=self.clock, rng=random.Random(0), idle_grace=0,
+        )
+        self.service.startService()
+        self.enqueue("a@example.com")
+        self.turn()
+        self.assertEqual(self.connector.open_connections(), 0)
+        self.enqueue("b@example.com")
+        self.turn()
+        self.assertEqual(len(self.connector.connections), 2)
+
+    def test_idle_connections_get_new_claims(self) -> None:
+        """New claims go to idle connections first; no extra connection is opened."""
+        self.connector.send_delay = 1.0
+        self.start(max_connections_per_destination=3)
+        for i in range(6):
+            self.enqueue(f"u{i}@example.com")
+        for _ in range(3):
+            self.turn(1.0)
+        opened = len(self.connector.connections)
+        self.assertEqual(opened, 3)
+        self.assertEqual(self.service.stats()["destinations"]["example.com"]["idle"], 3)  # type: ignore[union-attr]
+        for i in range(3):
+            self.enqueue(f"v{i}@example.com")
+        self.turn()
+        self.assertEqual(self.service.stats()["destinations"]["example.com"]["idle"], 0)  # type: ignore[union-attr]
+        self.turn(1.0)
+        self.assertEqual(len(self.connector.connections), opened)
+        self.assertEqual(len(self.results()), 9)
+        self.assertEqual({r.state for r in self.results().values()}, {State.delivered})
+
+    def test_messages_per_connection_still_bounds_reuse(self) -> None:
+        """An idle connection that reached messages_per_connection is not kept."""
+        self.start(max_connections_per_destination=1, messages_per_connection=2)
+        self.enqueue("a@example.com", "b@example.com")
+        self.turn()
+        self.assertEqual(self.connector.open_connections(), 0)
+        self.enqueue("c@example.com")
+        self.turn()
+        self.assertEqual([len(c.sent) for c in self.connector.connections], [2, 1])
+
+    def test_dead_idle_connection_replaced(self) -> None:
+        """A connection the peer dropped while idle is replaced when work comes."""
+        self.start(max_connections_per_destination=1)
+        self.enqueue("a@example.com")
+        self.turn()
+        self.connector.connections[0]._usable = False  # the server timed us out
+        self.enqueue("b@example.com")
+        self.turn()
+        self.assertEqual([len(c.sent) for c in self.connector.connections], [1, 1])
+        self.assertTrue(self.connector.connections[0].closed)
+
+    def test_stop_closes_idle_connections(self) -> None:
+        """stopService closes idle connections at once and leaves no timers."""
+        service = self.start()
+        self.enqueue("a@example.com", "b@example.com")
+        self.turn()
+        self.assertGreater(self.connector.open_connections(), 0)
+        self.successResultOf(service.stopService())
+        self.assertEqual(self.connector.open_connections(), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+    def test_stop_waits_for_quit(self) -> None:
+        """stopService fires only once the idle connections' QUIT has finished."""
+        quits: list[Deferred[None]] = []
+
+        async def slow_close(conn: FakeConnection) -> None:
+            gate: Deferred[None] = Deferred()
+            quits.append(gate)
+            await gate
+            conn.closed = True
+
+        self.patch(FakeConnection, "close", slow_close)
+        service = self.start()
+        self.enqueue("a@example.com")
+        self.turn()
+        d = service.stopService()
+        self.assertEqual(len(quits), 1)
+        self.assertNoResult(d)
+        quits.pop().callback(None)
+        self.successResultOf(d)
+        self.assertEqual(self.connector.open_connections(), 0)
 
 
 class StopTests(SchedulerTestCase):
