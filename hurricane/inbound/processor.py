@@ -34,12 +34,13 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -52,7 +53,7 @@ from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis, RecipientResult
 from hurricane.inbound.correlate import RECIPIENT_WINDOW, Correlation, Match, correlate
 from hurricane.model import BounceEvent, EventKind, Source, StoredBounce
-from hurricane.store.interface import IOutcomeStore, StoreUnavailable
+from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
 __all__ = [
@@ -67,6 +68,8 @@ __all__ = [
 ]
 
 log = Logger()
+
+T = TypeVar("T")
 
 
 #: The analyzer's signature: ``analyze(raw, envelope_rcpt, *, classifier=, limits=)``
@@ -312,6 +315,47 @@ def _event(
 # -- the service ----------------------------------------------------------------------
 
 
+def _analyze_many(
+    analyze: AnalyzeFunction, work: list[tuple[bytes, str | None]], kwargs: dict[str, Any]
+) -> list[Analysis | BaseException]:
+    """Analyze several messages in one call (in a worker thread).
+
+    Exceptions are returned, not raised, so one hostile message fails only
+    itself; they are logged on the reactor thread.
+    """
+    out: list[Analysis | BaseException] = []
+    for raw, rcpt in work:
+        try:
+            out.append(analyze(raw, rcpt, **kwargs))
+        except Exception as e:
+            out.append(e)
+        # Hand the GIL to the reactor between messages. Otherwise this thread
+        # keeps it for up to the interpreter's switch interval (5 ms) each
+        # time the reactor blocks on a send or poll, which is what a busy
+        # SMTP listener does thousands of times a second.
+        time.sleep(0)
+    return out
+
+
+async def _gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run coroutines concurrently; their results in order (they must not raise)."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    results: list[T] = await gatherResults([Deferred.fromCoroutine(c) for c in coros])
+    return results
+
+
+@dataclass
+class _Analyzed:
+    """One analyzed, correlated message waiting to be recorded."""
+
+    bounce: StoredBounce
+    analysis: Analysis
+    corr: Correlation
+    events: list[BounceEvent]
+    record: str
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     """What became of one returned message.
@@ -372,6 +416,11 @@ class BounceProcessor(Service):
         max_queued: ids kept in memory at most; beyond that they stay
             pending in the store and are picked up by a later sweep.
         sweep_batch: pending ids read from the store per sweep.
+        batch_size: queued messages taken together at most: analyzed in one
+            thread-pool hop and recorded in one transaction
+            (``record_bounces``). Under load this turns one commit (fsync)
+            and one thread hand-off per message into one per batch; when
+            idle a message still goes alone, at once.
     """
 
     name = "bounce-processor"
@@ -394,9 +443,12 @@ class BounceProcessor(Service):
         window: float = RECIPIENT_WINDOW,
         max_queued: int = 10_000,
         sweep_batch: int = 1000,
+        batch_size: int = 32,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         if analyze is None:
             analyze = default_analyze
         self._store = store
@@ -417,10 +469,14 @@ class BounceProcessor(Service):
         self._window = window
         self._max_queued = max_queued
         self._sweep_batch = sweep_batch
+        self._batch_size = batch_size
+        #: Batches being processed (each holds up to ``batch_size`` messages).
+        self._batches = 0
 
         self._queue: collections.deque[tuple[int, bool]] = collections.deque()
         self._queued: set[int] = set()
-        self._inflight: dict[int, Deferred[ProcessResult]] = {}
+        #: Message id -> the Deferred of the batch it is part of.
+        self._inflight: dict[int, Deferred[list[ProcessResult]]] = {}
         self._after_inflight: dict[int, bool] = {}  # replays asked while in flight
         self._waiters: dict[int, list[Deferred[ProcessResult]]] = {}
         self._drain_waiters: list[Deferred[None]] = []
@@ -631,27 +687,68 @@ class BounceProcessor(Service):
                     and not self._stopping
                     and self._pause is None
                     and self._queue
-                    and len(self._inflight) < self._concurrency
+                    and self._batches < self._concurrency
                 ):
-                    bounce_id, replay = self._queue.popleft()
-                    self._queued.discard(bounce_id)
-                    self._start(bounce_id, replay)
+                    # Whatever is waiting goes together (up to batch_size):
+                    # one thread hop and one commit for all of it.
+                    items: list[tuple[int, bool]] = []
+                    while self._queue and len(items) < self._batch_size:
+                        bounce_id, replay = self._queue.popleft()
+                        self._queued.discard(bounce_id)
+                        items.append((bounce_id, replay))
+                    self._start(items)
                 # a sweep that completes at once refills the queue: go round again
                 if not self._maybe_sweep_again():
                     break
         finally:
             self._pumping = False
 
-    def _start(self, bounce_id: int, replay: bool) -> None:
-        d: Deferred[ProcessResult] = Deferred.fromCoroutine(self._process(bounce_id, replay))
+    def _start(self, items: list[tuple[int, bool]]) -> None:
+        d: Deferred[list[ProcessResult]] = Deferred.fromCoroutine(self._process_batch(items))
         if d.called:
             # finished synchronously (in-memory store, inline runner)
-            d.addBoth(self._finished, bounce_id, replay)
+            d.addBoth(self._batch_finished, items)
             return
-        self._inflight[bounce_id] = d
-        d.addBoth(self._finished, bounce_id, replay)
+        self._batches += 1
+        for bounce_id, _ in items:
+            self._inflight[bounce_id] = d
+        d.addBoth(self._batch_finished, items, True)
 
-    def _finished(self, outcome: ProcessResult | Failure, bounce_id: int, replay: bool) -> None:
+    def _batch_finished(
+        self, outcome: list[ProcessResult] | Failure, items: list[tuple[int, bool]],
+        counted: bool = False,
+    ) -> None:
+        if counted:
+            self._batches -= 1
+        if isinstance(outcome, Failure):
+            outcomes: list[ProcessResult | Failure] = [outcome] * len(items)
+        else:
+            outcomes = list(outcome)
+        retries: list[tuple[int, bool]] = []
+        for (bounce_id, replay), one in zip(items, outcomes, strict=True):
+            if self._finished(one, bounce_id, replay):
+                retries.append((bounce_id, replay))
+        if retries:
+            # store outage: back in front of the queue (in order), pause everything
+            for bounce_id, replay in reversed(retries):
+                self._queue.appendleft((bounce_id, replay))
+                self._queued.add(bounce_id)
+            for bounce_id, _ in retries:
+                again = self._after_inflight.pop(bounce_id, None)
+                if again is not None:
+                    self._enqueue(bounce_id, again)  # upgrades the queued entry
+            self._back_off()
+        if not self._inflight:
+            for w in self._drain_waiters:
+                if not w.called:
+                    w.callback(None)
+            self._drain_waiters = []
+        if not self._stopping:
+            self._pump()
+
+    def _finished(self, outcome: ProcessResult | Failure, bounce_id: int, replay: bool) -> bool:
+        """Settle one message of a finished batch; True when it must be retried."""
+        retry = False
         self._inflight.pop(bounce_id, None)
         if isinstance(outcome, Failure):
             # _process handles its own errors; this is a bug in it
@@ -660,25 +757,17 @@ class BounceProcessor(Service):
         elif outcome.status == "retry" and self._stopping:
             self._resolve(bounce_id, ProcessResult(bounce_id, "stopped"))
         elif outcome.status == "retry":
-            # store outage: back in front of the queue, and pause everything
-            self._queue.appendleft((bounce_id, replay))
-            self._queued.add(bounce_id)
-            self._back_off()
+            retry = True
         else:
             self._backoff = 0
             if outcome.status in ("analyzed", "uncorrelated", "failed"):
                 self._progress += 1
             self._resolve(bounce_id, outcome)
-        again = self._after_inflight.pop(bounce_id, None)
-        if again is not None:
-            self._enqueue(bounce_id, again)
-        if not self._inflight:
-            for w in self._drain_waiters:
-                if not w.called:
-                    w.callback(None)
-            self._drain_waiters = []
-        if not self._stopping:
-            self._pump()
+        if not retry:
+            again = self._after_inflight.pop(bounce_id, None)
+            if again is not None:
+                self._enqueue(bounce_id, again)
+        return retry
 
     def _resolve(self, bounce_id: int, outcome: ProcessResult) -> None:
         for w in self._waiters.pop(bounce_id, []):
@@ -766,43 +855,102 @@ class BounceProcessor(Service):
 
     # -- one message ---------------------------------------------------------------
 
-    async def _process(self, bounce_id: int, replay: bool) -> ProcessResult:
+    async def _process_batch(self, items: list[tuple[int, bool]]) -> list[ProcessResult]:
+        """Load, analyze (one thread hop), correlate and record (one transaction) a batch.
+
+        Every message gets its own result, as if processed alone: a store
+        outage makes it ``retry``, a bug or a broken analysis marks it
+        ``failed``; one bad message does not fail the others.
+        """
+        # Loads, then correlations, run concurrently: the store batches reads
+        # issued together into one transaction (one pool-thread hop on SQLite).
+        results: dict[int, ProcessResult] = {}
+        loaded: list[StoredBounce] = []
+        for (bounce_id, _), got in zip(items, await _gather(
+                [self._load(bounce_id, replay) for bounce_id, replay in items]), strict=True):
+            if isinstance(got, ProcessResult):
+                results[bounce_id] = got
+            else:
+                loaded.append(got)
+
+        analyses = await self._analyze_all(loaded)
+        ready: list[_Analyzed] = []
+        for bounce, prepared in zip(loaded, await _gather(
+                [self._prepare_safe(b, a) for b, a in zip(loaded, analyses, strict=True)]),
+                                   strict=True):
+            if isinstance(prepared, ProcessResult):
+                results[bounce.bounce_id] = prepared
+            else:
+                ready.append(prepared)
+
+        for item, outcome in zip(ready, await self._record_all(ready), strict=True):
+            results[item.bounce.bounce_id] = outcome
+        return [results[bounce_id] for bounce_id, _ in items]
+
+    async def _load(self, bounce_id: int, replay: bool) -> StoredBounce | ProcessResult:
+        """The stored message to analyze, or the result that ends its processing."""
         try:
-            return await self._process_one(bounce_id, replay)
+            bounce = await self._store.load_bounce(bounce_id)
         except StoreUnavailable:
             log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
             return ProcessResult(bounce_id, "retry")
         except Exception as e:
             log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
             return await self._fail(bounce_id, f"{type(e).__name__}: {e}")
-
-    async def _fail(self, bounce_id: int, error: str) -> ProcessResult:
-        """Mark a message failed (raw kept for replay)."""
-        try:
-            await self._store.mark_bounce_failed(bounce_id, error[:1000])
-        except StoreUnavailable:
-            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
-            return ProcessResult(bounce_id, "retry")
-        except Exception:
-            log.failure("bounce {bounce_id}: could not mark it failed", bounce_id=bounce_id)
-        self._stats.failed += 1
-        return ProcessResult(bounce_id, "failed", error=error)
-
-    async def _process_one(self, bounce_id: int, replay: bool) -> ProcessResult:
-        bounce = await self._store.load_bounce(bounce_id)
         if bounce is None:
             log.warn("bounce {bounce_id}: not in the store", bounce_id=bounce_id)
             return ProcessResult(bounce_id, "missing")
         if bounce.status != "pending" and not replay:
             return ProcessResult(bounce_id, "skipped", category=bounce.category)
+        return bounce
 
+    async def _prepare_safe(self, bounce: StoredBounce,
+                            analysis: Analysis | BaseException) -> _Analyzed | ProcessResult:
+        """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
         try:
-            analysis = await self._runner(
-                self._analyze, bounce.raw, bounce.rcpt_to or None, **self._analyze_kwargs
+            return await self._prepare(bounce, analysis)
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry",
+                     bounce_id=bounce.bounce_id)
+            return ProcessResult(bounce.bounce_id, "retry")
+        except Exception as e:
+            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce.bounce_id)
+            return await self._fail(bounce.bounce_id, f"{type(e).__name__}: {e}")
+
+    async def _analyze_all(self, bounces: list[StoredBounce]) -> list[Analysis | BaseException]:
+        """Analyze in the runner: one hop for the whole batch (the hand-off to a
+        thread and back costs more than a small analysis)."""
+        if not bounces:
+            return []
+        if len(bounces) == 1:
+            # alone: the analyzer itself, so a runner sees the usual call
+            bounce = bounces[0]
+            try:
+                one = await self._runner(
+                    self._analyze, bounce.raw, bounce.rcpt_to or None, **self._analyze_kwargs
+                )
+            except Exception as e:
+                return [e]
+            return [one]
+        try:
+            many: list[Analysis | BaseException] = await self._runner(
+                _analyze_many, self._analyze, [(b.raw, b.rcpt_to or None) for b in bounces],
+                self._analyze_kwargs,
             )
         except Exception as e:
-            log.failure("bounce {bounce_id}: analysis raised", bounce_id=bounce_id)
-            return await self._fail(bounce_id, f"analysis raised {type(e).__name__}: {e}")
+            return [e] * len(bounces)
+        return many
+
+    async def _prepare(self, bounce: StoredBounce,
+                       analysis: Analysis | BaseException) -> _Analyzed | ProcessResult:
+        """Check an analysis, correlate it and build its events (nothing written yet)."""
+        bounce_id = bounce.bounce_id
+        if isinstance(analysis, BaseException):
+            log.failure("bounce {bounce_id}: analysis raised",
+                        Failure(analysis, type(analysis), analysis.__traceback__),
+                        bounce_id=bounce_id)
+            return await self._fail(
+                bounce_id, f"analysis raised {type(analysis).__name__}: {analysis}")
         if not isinstance(analysis, Analysis):
             return await self._fail(
                 bounce_id, f"analysis returned {type(analysis).__name__}, not Analysis"
@@ -821,10 +969,47 @@ class BounceProcessor(Service):
         events = build_events(bounce, analysis, corr, message_fingerprint(bounce.raw))
         record = analysis.to_json()
         record["correlation"] = corr.to_json()
-        event_ids = await self._store.record_bounce(
-            bounce_id, events, analysis.category, corr.key, json.dumps(record, default=str)
-        )
+        return _Analyzed(bounce, analysis, corr, events, json.dumps(record, default=str))
 
+    async def _record_all(self, ready: list[_Analyzed]) -> list[ProcessResult]:
+        """Record the batch in one transaction; on a non-store error, one by one
+        so the message at fault is marked failed and the others still recorded."""
+        if not ready:
+            return []
+        if len(ready) > 1:
+            try:
+                ids = await self._store.record_bounces([
+                    BounceRecord(a.bounce.bounce_id, a.events, a.analysis.category,
+                                 a.corr.key, a.record) for a in ready
+                ])
+            except StoreUnavailable:
+                log.warn("{count} bounces: store unavailable, will retry", count=len(ready))
+                return [ProcessResult(a.bounce.bounce_id, "retry") for a in ready]
+            except Exception as e:
+                log.warn("recording {count} bounces together failed ({error}); "
+                         "recording them one by one", count=len(ready), error=repr(e))
+            else:
+                return [self._recorded(a, event_ids)
+                        for a, event_ids in zip(ready, ids, strict=True)]
+        return [await self._record_one(a) for a in ready]
+
+    async def _record_one(self, a: _Analyzed) -> ProcessResult:
+        bounce_id = a.bounce.bounce_id
+        try:
+            event_ids = await self._store.record_bounce(
+                bounce_id, a.events, a.analysis.category, a.corr.key, a.record
+            )
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, "retry")
+        except Exception as e:
+            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
+            return await self._fail(bounce_id, f"{type(e).__name__}: {e}")
+        return self._recorded(a, event_ids)
+
+    def _recorded(self, a: _Analyzed, event_ids: list[int]) -> ProcessResult:
+        """Count and log one recorded analysis; its result."""
+        analysis, corr = a.analysis, a.corr
         s = self._stats
         s.analyzed += 1
         s.by_category[analysis.category] += 1
@@ -836,11 +1021,22 @@ class BounceProcessor(Service):
         log.info(
             "bounce {bounce_id}: {category}, correlation {correlation}, "
             "{written}/{built} events written, {unmatched} results unmatched",
-            bounce_id=bounce_id, category=analysis.category, correlation=corr.key,
-            written=len(event_ids), built=len(events), unmatched=len(corr.unmatched),
+            bounce_id=a.bounce.bounce_id, category=analysis.category, correlation=corr.key,
+            written=len(event_ids), built=len(a.events), unmatched=len(corr.unmatched),
         )
         return ProcessResult(
-            bounce_id, status, category=analysis.category, correlation=corr.key,
-            event_ids=tuple(event_ids), events=len(events),
+            a.bounce.bounce_id, status, category=analysis.category, correlation=corr.key,
+            event_ids=tuple(event_ids), events=len(a.events),
         )
 
+    async def _fail(self, bounce_id: int, error: str) -> ProcessResult:
+        """Mark a message failed (raw kept for replay)."""
+        try:
+            await self._store.mark_bounce_failed(bounce_id, error[:1000])
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, "retry")
+        except Exception:
+            log.failure("bounce {bounce_id}: could not mark it failed", bounce_id=bounce_id)
+        self._stats.failed += 1
+        return ProcessResult(bounce_id, "failed", error=error)

@@ -17,6 +17,7 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.model import Analysis
 from hurricane.inbound.processor import BounceProcessor, ProcessResult, run_inline
 from hurricane.model import EventKind, State
+from hurricane.store.interface import StoreUnavailable
 
 from .helpers import (
     BOUNCE_DOMAIN,
@@ -656,3 +657,145 @@ class ForgedReportTests(_Base):
         ev = self.w.events(self.d.delivery_id)[-1]
         self.assertEqual((ev.kind, ev.correlation), (EventKind.bounce, "recipient"))
         self.assertIsNone(run(self.w.store.get_suppression("alice@example.net")))
+
+
+class BatchTests(_Base):
+    """Messages waiting together are analyzed in one hop and recorded in one transaction."""
+
+    def held_runner(self) -> tuple[Any, list[tuple[Deferred[Any], Any, tuple[Any, ...],
+                                                   dict[str, Any]]]]:
+        held: list[tuple[Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]] = []
+
+        def runner(f: Any, *a: Any, **kw: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            held.append((d, f, a, kw))
+            return d
+
+        return runner, held
+
+    def count_record_calls(self) -> tuple[list[int], list[int]]:
+        """Wrap record_bounce(s); return the lists of single calls and batch sizes."""
+        singles: list[int] = []
+        batches: list[int] = []
+        store = self.w.store
+        one, many = store.record_bounce, store.record_bounces
+
+        async def record_bounce(bounce_id: int, *a: Any) -> list[int]:
+            singles.append(bounce_id)
+            return await one(bounce_id, *a)
+
+        async def record_bounces(records: Any) -> list[list[int]]:
+            batches.append(len(records))
+            return await many(records)
+
+        store.record_bounce = record_bounce  # type: ignore[method-assign]
+        store.record_bounces = record_bounces  # type: ignore[method-assign]
+        return singles, batches
+
+    def test_waiting_messages_share_one_hop_and_one_transaction(self) -> None:
+        """While one analysis runs, the next ones queue and then go together."""
+        runner, held = self.held_runner()
+        singles, batches = self.count_record_calls()
+        senders = self.w.send([f"r{i}@example.net" for i in range(5)])
+        p = self.start(runner=runner, concurrency=1)
+        first = self.w.receive(dsn("alice@example.net"), self.token)
+        p.submit(first)
+        others = []
+        for i, d in enumerate(senders):
+            others.append(self.w.receive(dsn(f"r{i}@example.net"), self.w.token(d)))
+            p.submit(others[-1])
+        self.assertEqual(len(held), 1)  # the first alone, the others wait
+        self.assertEqual(p.stats()["queued"], 5)
+        d, f, a, kw = held.pop()
+        d.callback(f(*a, **kw))
+        self.assertEqual(singles, [first])
+        self.assertEqual(len(held), 1)  # the five in one hop
+        self.assertEqual(p.stats()["in_flight"], 5)
+        d, f, a, kw = held.pop()
+        d.callback(f(*a, **kw))
+        self.assertEqual(batches, [5])
+        self.assertEqual({self.w.bounce(b).status for b in [first, *others]}, {"analyzed"})
+        self.assertEqual({self.w.delivery(x.delivery_id).state for x in senders},
+                         {State.bounced})
+        self.assertEqual(p.stats()["analyzed"], 6)
+
+    def test_batch_size_bounds_a_batch(self) -> None:
+        """No batch is larger than batch_size."""
+        runner, held = self.held_runner()
+        p = self.start(runner=runner, concurrency=1, batch_size=2,
+                       analyze=fake_analyze(Analysis("other")))
+        ids = [self.w.receive(b"x%d" % i, self.token) for i in range(5)]
+        for b in ids:
+            p.submit(b)
+        sizes = []
+        while held:
+            d, f, a, kw = held.pop(0)
+            sizes.append(len(a[1]) if len(a) > 1 and isinstance(a[1], list) else 1)
+            d.callback(f(*a, **kw))
+        self.assertEqual(sizes, [1, 2, 2])
+        self.assertEqual({self.w.bounce(b).status for b in ids}, {"analyzed"})
+
+    def test_one_bad_message_fails_alone(self) -> None:
+        """An analysis that raises inside a batch marks that message failed only."""
+
+        def analyze(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+            if raw == b"bad":
+                raise RuntimeError("rule engine exploded")
+            return Analysis("other")
+
+        runner, held = self.held_runner()
+        p = self.start(runner=runner, concurrency=1, analyze=analyze)
+        ids = [self.w.receive(raw, self.token) for raw in (b"a", b"b", b"bad", b"c")]
+        for b in ids:
+            p.submit(b)
+        while held:
+            d, f, a, kw = held.pop(0)
+            d.callback(f(*a, **kw))
+        self.assertEqual([self.w.bounce(b).status for b in ids],
+                         ["analyzed", "analyzed", "failed", "analyzed"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_batch_outage_retries_every_message(self) -> None:
+        """A store outage at recording leaves the whole batch pending, retried in order."""
+        runner, held = self.held_runner()
+        p = self.start(runner=runner, concurrency=1, retry_initial=5.0,
+                       analyze=fake_analyze(Analysis("other")))
+        ids = [self.w.receive(b"x%d" % i, self.token) for i in range(4)]
+        for b in ids:
+            p.submit(b)
+        d, f, a, kw = held.pop(0)
+        d.callback(f(*a, **kw))  # the first, alone
+        d, f, a, kw = held.pop(0)
+        real = self.w.store.record_bounces
+
+        async def down(records: Any) -> list[list[int]]:
+            self.w.store.record_bounces = real  # type: ignore[method-assign]
+            raise StoreUnavailable("down (test)")
+
+        self.w.store.record_bounces = down  # type: ignore[method-assign]
+        d.callback(f(*a, **kw))
+        self.assertEqual([self.w.bounce(b).status for b in ids],
+                         ["analyzed", "pending", "pending", "pending"])
+        self.assertEqual(p.stats()["queued"], 3)
+        self.w.clock.advance(5)
+        d, f, a, kw = held.pop(0)
+        self.assertEqual(len(a[1]), 3)
+        d.callback(f(*a, **kw))
+        self.assertEqual({self.w.bounce(b).status for b in ids}, {"analyzed"})
+
+    def test_batch_record_bug_falls_back_to_one_by_one(self) -> None:
+        """A non-store error from record_bounces records the messages one by one."""
+        runner, held = self.held_runner()
+        p = self.start(runner=runner, concurrency=1, analyze=fake_analyze(Analysis("other")))
+
+        async def broken(records: Any) -> list[list[int]]:
+            raise ValueError("bad batch")
+
+        self.w.store.record_bounces = broken  # type: ignore[method-assign]
+        ids = [self.w.receive(b"x%d" % i, self.token) for i in range(3)]
+        for b in ids:
+            p.submit(b)
+        while held:
+            d, f, a, kw = held.pop(0)
+            d.callback(f(*a, **kw))
+        self.assertEqual({self.w.bounce(b).status for b in ids}, {"analyzed"})
