@@ -33,20 +33,10 @@ log = Logger()
 
 def limits_from_config(config: BounceConfig) -> ServerLimits:
     """The listener limits of ``[bounce]``."""
-    return ServerLimits(
-        max_message_size=config.max_message_size,
-        max_recipients=config.max_recipients,
-        max_line_length=config.max_line_length,
-        max_unterminated=max(4096, 2 * config.max_line_length),
-        idle_timeout=config.idle_timeout,
-        max_errors=config.max_errors,
-        max_connections_per_ip=config.max_connections_per_ip,
-        max_connections=config.max_connections,
-        # A returned message from an old MTA with bare LFs is still worth
-        # analysing, and nothing received here is ever relayed: normalise.
-        # End of data stays CRLF.CRLF only either way.
-        reject_bare_line_endings=False,
-    )
+    # A returned message from an old MTA with bare LFs is still worth
+    # analysing, and nothing received here is ever relayed: normalise.
+    # End of data stays CRLF.CRLF only either way.
+    return ServerLimits.from_config(config, reject_bare_line_endings=False)
 
 
 class BounceProtocol(HardenedESMTP):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 MIB = 1024 * 1024
 
@@ -43,6 +44,25 @@ class ServerLimits:
     max_connections_per_ip: int = 20
     max_connections: int = 200
     reject_bare_line_endings: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any, *, reject_bare_line_endings: bool) -> ServerLimits:
+        """The limits of a listener section (``[submission]`` or ``[bounce]``).
+
+        Both sections name their limits alike; unterminated input may run to
+        twice a command line (4 KiB at least) before the connection closes.
+        """
+        return cls(
+            max_message_size=config.max_message_size,
+            max_recipients=config.max_recipients,
+            max_line_length=config.max_line_length,
+            max_unterminated=max(4096, 2 * config.max_line_length),
+            idle_timeout=config.idle_timeout,
+            max_errors=config.max_errors,
+            max_connections_per_ip=config.max_connections_per_ip,
+            max_connections=config.max_connections,
+            reject_bare_line_endings=reject_bare_line_endings,
+        )
 
 
 class ConnectionLimiter:

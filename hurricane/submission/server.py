@@ -47,19 +47,9 @@ _MECHANISMS = ("PLAIN", "LOGIN")
 
 def limits_from_config(config: SubmissionConfig) -> ServerLimits:
     """The listener limits of ``[submission]``."""
-    return ServerLimits(
-        max_message_size=config.max_message_size,
-        max_recipients=config.max_recipients,
-        max_line_length=config.max_line_length,
-        max_unterminated=max(4096, 2 * config.max_line_length),
-        idle_timeout=config.idle_timeout,
-        max_errors=config.max_errors,
-        max_connections_per_ip=config.max_connections_per_ip,
-        max_connections=config.max_connections,
-        # Applications must send CRLF; refusing a bare LF shows the bug at
-        # once instead of guessing what the application meant.
-        reject_bare_line_endings=True,
-    )
+    # Applications must send CRLF; refusing a bare LF shows the bug at
+    # once instead of guessing what the application meant.
+    return ServerLimits.from_config(config, reject_bare_line_endings=True)
 
 
 class SubmissionProtocol(HardenedESMTP):
