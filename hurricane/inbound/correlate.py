@@ -52,7 +52,7 @@ __all__ = [
 log = Logger()
 
 #: Correlation keys, strongest first.
-KEYS = ("verp", "header-token", "message-id", "envid", "orcpt", "recipient")
+KEYS = ("verp", "header-token", "message-id", "envid", "sibling", "orcpt", "recipient")
 
 #: How far back a bare recipient address is matched (seconds).
 RECIPIENT_WINDOW = 30 * 86400.0
@@ -309,7 +309,10 @@ class _Correlator:
         for i, r in pending:
             sibling = await self._in_queue(queue_ids, r)
             if sibling is not None:
-                paired[i] = Match(r, sibling, key)
+                # Not the token's own delivery: the address came from the
+                # report's text, which any recipient of the message can
+                # forge, so this key never counts as verified.
+                paired[i] = Match(r, sibling, "sibling")
                 used.add(sibling.delivery_id)
             else:
                 still.append((i, r))

@@ -178,9 +178,11 @@ def _permanent(result: RecipientResult) -> bool:
     return True  # Action: failed with no code at all still means "gave up"
 
 
-#: Correlation keys backed by our MAC (or our own Message-ID): only these may
-#: put an address on the suppression list.
-VERIFIED_KEYS = frozenset({"verp", "header-token", "envid", "message-id"})
+#: Correlation keys backed by our MAC: only these may put an address on the
+#: suppression list. A Message-ID is seen by every recipient of a message and
+#: a sibling match rests on an address in the report's text: both are hints
+#: that anyone who received the message could forge.
+VERIFIED_KEYS = frozenset({"verp", "header-token", "envid"})
 
 
 def _severity(event: BounceEvent) -> int:

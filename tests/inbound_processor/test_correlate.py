@@ -125,7 +125,25 @@ class CorrelationKeyTests(SynchronousTestCase):
                          extra_recipients=[("dave@example.net", "failed", "5.1.1")]), tok)
         for r in rows:
             self.assertEqual(self.w.delivery(r.delivery_id).state, State.bounced)
-            self.assertEqual(self.last(r.delivery_id).correlation, "verp")
+        # the token's own delivery is verified; the other was found by the
+        # address in the report's text, which is only a hint
+        self.assertEqual(self.last(rows[0].delivery_id).correlation, "verp")
+        self.assertEqual(self.last(rows[1].delivery_id).correlation, "sibling")
+
+    def test_sibling_cannot_suppress(self) -> None:
+        """A recipient forging a DSN with its own token cannot get a co-recipient suppressed."""
+        rows = self.w.send(["mallory@example.net", "victim@example.net"])
+        tok = self.w.token(rows[0])  # mallory's own return path, MAC valid
+        self.process(dsn("victim@example.net"), tok)
+        self.assertEqual(self.last(rows[1].delivery_id).correlation, "sibling")
+        self.assertIsNone(run(self.w.store.get_suppression("victim@example.net")))
+
+    def test_message_id_cannot_suppress(self) -> None:
+        """A report matched only by our Message-ID (seen by every recipient) suppresses no one."""
+        [d] = self.w.send(["erin@example.net"], header_message_id="shared@example.org")
+        self.process(dsn("erin@example.net", message_id="shared@example.org"))
+        self.assertEqual(self.last(d.delivery_id).correlation, "message-id")
+        self.assertIsNone(run(self.w.store.get_suppression("erin@example.net")))
 
     def test_renamed_recipient(self) -> None:
         """A per-recipient token pairs with a result under another name (an alias)."""
