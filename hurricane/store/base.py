@@ -112,6 +112,16 @@ class GroupCommit(Generic[T, R]):
             for _, d in batch:
                 d.errback(error)
         else:
+            if len(results) != len(batch):
+                # A commit function that answers for fewer items than it was
+                # given would leave callers waiting for ever (an SMTP session
+                # paused with neither 250 nor 451): fail them all instead.
+                error = StoreUnavailable(
+                    f"group commit returned {len(results)} results for {len(batch)} items")
+                log.error("{error}", error=str(error))
+                for _, d in batch:
+                    d.errback(error)
+                return
             for (_, d), result in zip(batch, results):
                 d.callback(result)
 

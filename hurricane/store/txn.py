@@ -492,8 +492,10 @@ async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
 
 #: States a permanent bounce moves to ``bounced``.
 BOUNCEABLE = frozenset({State.queued, State.deferred, State.delivered})
-#: States a complaint never moves: never sent, or already complained.
-NOT_COMPLAINABLE = frozenset({State.suppressed, State.complained})
+#: States a complaint moves to ``complained``: mail that reached the mailbox
+#: (a complaint about a failed or expired delivery is recorded as an event
+#: only: it was never delivered, so the report is mis-correlated or forged).
+COMPLAINABLE = frozenset({State.delivered, State.bounced})
 
 
 def bounce_target(kind: EventKind, permanent: bool, state: State, attempts: int) -> State | None:
@@ -503,8 +505,7 @@ def bounce_target(kind: EventKind, permanent: bool, state: State, attempts: int)
     """
     if kind is EventKind.bounce and permanent and state in BOUNCEABLE:
         return State.bounced
-    if kind is EventKind.complaint and state not in NOT_COMPLAINABLE and attempts > 0:
-        # A complaint is about mail that was sent: at least one attempt.
+    if kind is EventKind.complaint and state in COMPLAINABLE and attempts > 0:
         return State.complained
     return None
 

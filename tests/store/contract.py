@@ -458,6 +458,17 @@ class StoreContractMixin:
                          (EventKind.complaint, "abuse", "arf"))
         self.assertEqual((await self.store.get_suppression("c@x.test")).source, "complaint")
 
+    async def test_complaint_about_undelivered_mail(self) -> None:
+        """A complaint for a failed delivery is an event only: that mail never arrived."""
+        delivery_id = (await self.enqueue_one("f@x.test")).recipients[0].delivery_id
+        await self.store.record_attempts([AttemptResult(
+            delivery_id, State.failed, T0 + 10, code=550, text="no", reason="filtered")])
+        await self.bounce(delivery_id, EventKind.complaint, reason="feedback",
+                          feedback_type="abuse", source=Source.arf)
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual(d.state, State.failed)
+        self.assertEqual((await self.store.events(delivery_id))[-1].kind, EventKind.complaint)
+
     async def test_informational_events(self) -> None:
         """Delayed, auto-reply and relayed reports add events and never change the state."""
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
