@@ -146,6 +146,27 @@ def client_is_loopback(request: Request) -> bool:
     return isinstance(host, str) and _is_loopback_ip(host)
 
 
+def require_loopback_host(request: Request) -> None:
+    """Refuse a login-free request whose Host is not a loopback name (DNS rebinding).
+
+    Without a login, access rests on the client being on this machine; a page
+    on evil.example that re-resolves its own name to 127.0.0.1 runs in a
+    local browser but still sends ``Host: evil.example``.
+
+    Raises:
+        Denied: 403 naming the host.
+    """
+    host = (header(request, b"host") or "").strip().lower()
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
+    try:
+        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a name, not an address literal
+        loopback = False
+    if not loopback:
+        raise Denied(403, f"Host {host!r} is not a loopback name: without a login the report "
+                          "answers only http://127.0.0.1 or http://localhost.")
+
+
 class AccessPolicy:
     """The access rules above, for one site.
 
@@ -188,6 +209,7 @@ class AccessPolicy:
                               "[web.users] (name = hash from 'hurricane passwd') to log in.")
         if not client_is_loopback(request):
             raise Denied(403, "Only loopback clients may use the report without a login.")
+        require_loopback_host(request)
         return "local"
 
     # -- API -----------------------------------------------------------------
@@ -215,6 +237,7 @@ class AccessPolicy:
             raise Denied(401, "No API token is configured: the API answers only loopback "
                               "clients on a loopback listener. Configure [web.tokens].",
                          b'Bearer realm="Hurricane"')
+        require_loopback_host(request)
         if write:
             raise Denied(403, "No API token is configured, so the API is read-only. Add "
                               "[web.tokens] name = \"<hash>\" (hash from 'hurricane passwd') "

@@ -227,6 +227,19 @@ class AccessTests(SynchronousTestCase):
         self.assertEqual(response.code, 403)
         self.assertIn("[web.users]", page)
 
+    def test_dns_rebinding_refused(self) -> None:
+        """Without a login, a request naming a non-loopback Host is refused (DNS rebinding)."""
+        f = WebFixture(make_config(tokens=False), populated=False)
+        response, _ = body_of(f, f.treq.get(BASE + "/"))
+        self.assertEqual(response.code, 200)
+        response, _ = body_of(f, f.treq.get("http://localhost:8025/"))
+        self.assertEqual(response.code, 200)
+        for url in ("http://evil.example/", "http://evil.example/api/v1/summary",
+                    "http://127.0.0.1.evil.example/"):
+            response, page = body_of(f, f.treq.get(url))
+            self.assertEqual(response.code, 403, url)
+            self.assertIn("loopback", page)
+
     def test_basic_login(self) -> None:
         """With [web.users], pages need HTTP basic and accept the right password."""
         f = WebFixture(make_config(listen=("tcp:8025",), users={"ops": "pw"}), populated=False)
