@@ -26,6 +26,7 @@ from tests.hardening.harness import (
     wait_until,
 )
 from tests.hardening.live import PASSWORD, LiveServerTestCase, off_loopback_address
+from tests.peers import missing_peer
 
 #: Relay probes: (MAIL FROM, RCPT TO). None of these may ever be relayed.
 RELAY_PROBES: list[tuple[str, str]] = [
@@ -106,7 +107,7 @@ class RelayProbeTests(LiveServerTestCase):
         """Off loopback, without TLS, EHLO offers no AUTH and AUTH is refused; RCPT is refused."""
         off = off_loopback_address()
         if not off or len(self.server.ports["submission"]) < 2:
-            self.skipTest("this host has no non-loopback IPv4 address")
+            missing_peer("this host has no non-loopback IPv4 address")
         port = self.server.ports["submission"][1]
         sock = socket.create_connection((off, port), timeout=10, source_address=(off, 0))
         c = RawSMTP.__new__(RawSMTP)
@@ -148,7 +149,7 @@ class RelayProbeTests(LiveServerTestCase):
             self.assertIn(host, configured.get(kind, set()), kind)
         self.assertEqual(len(self.server.addresses), len(expected))
         if not out.strip():
-            self.skipTest("ss(8) gave no output")
+            missing_peer("ss(8) gave no output")
         self.assertEqual(mine, expected)
 
 

@@ -24,6 +24,7 @@ from tests.hardening.harness import (
     terminate_backends,
     wait_until,
 )
+from tests.peers import missing_peer
 
 SEED = 424242
 
@@ -150,7 +151,7 @@ class ReadOnlyStoreTests(TestCase):
         """Submissions and bounces answer 451 with a logged reason, then 250 once writable."""
         if os.geteuid() != 0 or subprocess.run(["chattr", "--help"], capture_output=True
                                                 ).returncode not in (0, 1):
-            self.skipTest("needs root and chattr to make files immutable")
+            missing_peer("needs root and chattr to make files immutable")
         sink = SmtpSink(self).start()
         server = Hurricane(temp_dir(self), {"routes": {"*": f"127.0.0.1:{sink.port}"}}
                            ).start(self)
@@ -162,7 +163,7 @@ class ReadOnlyStoreTests(TestCase):
                  if n.startswith("hurricane.db") and not n.endswith("-shm")]
         probe = subprocess.run(["chattr", "+i", data, *files], capture_output=True, text=True)
         if probe.returncode != 0:
-            self.skipTest(f"chattr +i not supported here: {probe.stderr.strip()}")
+            missing_peer(f"chattr +i not supported here: {probe.stderr.strip()}")
         self.addCleanup(subprocess.run, ["chattr", "-i", data, *files], capture_output=True)
         codes = [submit(server, f"ro-{i}", f"ro-{i}@sink.test") for i in range(3)]
         self.assertEqual(codes, [451, 451, 451])

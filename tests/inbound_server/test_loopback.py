@@ -14,6 +14,7 @@ from hurricane.config import BounceConfig
 from hurricane.inbound.server import build_bounce_factory
 from hurricane.store.memory import MemoryStore
 from tests.inbound_server.test_policy import CODEC, DOMAIN, GOOD
+from tests.peers import missing_peer
 from tests.smtpd.helpers import SWAKS, wait_for_no_connections
 
 DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n\r\n"
@@ -64,7 +65,7 @@ class BounceLoopbackTests(TestCase):
     def test_swaks(self) -> None:
         """swaks sends a bounce to postmaster and to a VERP address; both are stored."""
         if not os.path.exists(SWAKS):
-            self.skipTest(f"{SWAKS} not installed (apt-get install swaks)")
+            missing_peer(f"{SWAKS} not installed (apt-get install swaks)")
         port = self.port.getHost().port
 
         def client() -> subprocess.CompletedProcess:

@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from hurricane.outbound.client import Connector
+from tests.peers import missing_peer
 
 from .helpers import TIMEOUTS, message
 
@@ -44,7 +45,7 @@ class SmtpSinkTests(TestCase):
     def setUp(self) -> None:
         path = shutil.which("smtp-sink") or (SMTP_SINK if os.path.exists(SMTP_SINK) else None)
         if path is None:
-            raise SkipTest(f"Postfix smtp-sink not installed ({SMTP_SINK}; Debian package postfix)")
+            missing_peer(f"Postfix smtp-sink not installed ({SMTP_SINK}; Debian package postfix)")
         self.port = _free_port()
         args = [path]
         if os.geteuid() == 0:

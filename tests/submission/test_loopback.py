@@ -20,6 +20,7 @@ from hurricane.passwords import hash_password
 from hurricane.smtpd.tls import tls_context_from_files
 from hurricane.store.memory import MemoryStore
 from hurricane.submission.server import build_submission_factory
+from tests.peers import missing_peer
 from tests.smtpd.helpers import SWAKS, wait_for_no_connections
 
 MESSAGE = (b"From: app@example.org\r\nTo: a@example.com\r\nSubject: loopback\r\n"
@@ -92,7 +93,7 @@ class SubmissionLoopbackTests(TestCase):
     def test_swaks(self) -> None:
         """swaks (a real third-party client) submits over STARTTLS with AUTH PLAIN."""
         if not os.path.exists(SWAKS):
-            self.skipTest(f"{SWAKS} not installed (apt-get install swaks)")
+            missing_peer(f"{SWAKS} not installed (apt-get install swaks)")
         port = self.port.getHost().port
 
         def client() -> subprocess.CompletedProcess:
