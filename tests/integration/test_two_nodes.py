@@ -9,31 +9,22 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections import Counter
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg2
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from hurricane.app import build_service, store_from_config
 from hurricane.config import config_from_dict
 from hurricane.model import NewMessage, NewRecipient, State
+from tests.e2e.helpers import postgres_url
+from tests.peers import missing_peer
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 MESSAGES = 2000
-
-
-def require(dsn: str) -> str:
-    if dsn:
-        return dsn
-    if os.environ.get("HURRICANE_REQUIRE_POSTGRES") == "1":
-        raise RuntimeError("HURRICANE_REQUIRE_POSTGRES=1 but HURRICANE_TEST_POSTGRES is unset")
-    raise SkipTest("needs HURRICANE_TEST_POSTGRES=postgresql://user@host:port/db")
 
 
 def free_port() -> int:
@@ -50,25 +41,9 @@ class TwoNodesTests(TestCase):
     timeout = 240
 
     def setUp(self) -> None:
-        base = require(os.environ.get("HURRICANE_TEST_POSTGRES", ""))
         if not os.path.exists(SMTP_SINK):
-            if os.environ.get("HURRICANE_REQUIRE_PEERS") == "1":
-                raise RuntimeError("smtp-sink (Debian postfix) is required")
-            raise SkipTest("smtp-sink (Debian package postfix) is not installed")
-        name = "hurricane_nodes_" + uuid.uuid4().hex[:10]
-        admin = psycopg2.connect(base)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-
-        def drop() -> None:
-            with admin.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            admin.close()
-
-        self.addCleanup(drop)
-        parts = urlsplit(base)
-        self.url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+            missing_peer("smtp-sink (Debian package postfix) is not installed")
+        self.url = postgres_url(self)  # a fresh database, dropped afterwards
         self.dir = tempfile.mkdtemp()
         os.chmod(self.dir, 0o755)  # smtp-sink runs as nobody and must reach the dump dir
         self.dump = os.path.join(self.dir, "sink")
@@ -126,7 +101,8 @@ class TwoNodesTests(TestCase):
         for i in range(MESSAGES):
             rcpt = f"user{i}@{domains[i % len(domains)]}"
             body = f"Subject: m{i}\r\nMessage-ID: <m{i}@app.test>\r\n\r\nbody {i}\r\n".encode()
-            await store.enqueue(NewMessage("app@app.test", (NewRecipient(rcpt),), body), time.time())
+            message = NewMessage("app@app.test", (NewRecipient(rcpt),), body)
+            await store.enqueue(message, time.time())
 
         async def drained() -> bool:
             depth = await store.queue_depth()
