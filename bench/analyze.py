@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import machine  # noqa: E402  (one machine line for every benchmark)
 
 from hurricane.bounce.analyze import analyze, to_prediction  # noqa: E402
 from hurricane.bounce.classify import default_classifier  # noqa: E402
@@ -53,19 +55,6 @@ def default_corpus() -> str:
         return env
     return os.path.normpath(os.path.join(ROOT, "..", "shared", "bounce-corpus"))
 
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fp:
-            for line in fp:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return "%s, %d cores, Python %s, %s" % (model, os.cpu_count() or 1,
-                                            platform.python_version(), platform.system())
 
 
 def sisimai(files: list[str], repeat: int) -> tuple[float, str] | str:
