@@ -5,8 +5,16 @@ so every transaction runs in that pool's single thread, one after the other;
 WAL so that readers (``hurricane outcomes`` in another process) do not block
 the server; foreign keys on; ``synchronous`` FULL by default so that a
 committed enqueue survives a power cut, which is what "250 means committed"
-promises. Enqueues are group-committed (:class:`hurricane.store.base.GroupCommit`):
-one fsync for all the messages that arrived while the previous one ran.
+promises.
+
+Every transaction goes through one :class:`hurricane.store.base.GroupCommit`
+(:meth:`SqliteStore._run_txn`): operations of any kind that arrive while a
+transaction is in flight (an enqueue, the scheduler's claim, the results of
+the deliveries that just finished, the bounce processor's reads) run in the
+next transaction together, each under its own SAVEPOINT so that one that
+fails is rolled back and reported alone. With a single connection every
+transaction costs a hand-off to the pool thread and back plus a commit; an
+idle store still runs an operation at once, so nothing waits for a timer.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
-from hurricane.store.base import SqlStore
+from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
 from hurricane.store.txn import Row, run_sync
 
@@ -29,6 +37,10 @@ __all__ = ["SqliteStore"]
 log = Logger()
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Most operations per coalesced transaction (bounds one commit's latency).
+_MAX_OPERATIONS = 64
+#: One operation's result: (True, value) or (False, the exception it raised).
+_Outcome = tuple[bool, Any]
 
 
 class _SqliteTxn:
@@ -93,6 +105,9 @@ class SqliteStore(SqlStore):
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._pool: adbapi.ConnectionPool | None = None
+        #: Every transaction function call, coalesced (see the module doc).
+        self._txns: GroupCommit[tuple[Callable[..., Any], tuple[Any, ...]], _Outcome] = \
+            GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
 
     def _on_connect(self, conn: sqlite3.Connection) -> None:
         # Runs in the pool thread for the (one) new connection.
@@ -116,27 +131,70 @@ class SqliteStore(SqlStore):
         await self._pool.runInteraction(lambda cursor: cursor.execute("SELECT 1"))
 
     async def _disconnect(self) -> None:
+        await self._txns.drain()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
 
     async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
+        ok, value = await self._txns.submit((func, args))
+        if not ok:
+            raise value
+        return value
+
+    async def _run_batch(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                         ) -> list[_Outcome]:
         pool = self._pool
         if pool is None:
             raise sqlite3.ProgrammingError("store is closed")
-        return await pool.runInteraction(self._interaction_txn, func, args)
+        try:
+            outcomes: list[_Outcome] = await pool.runInteraction(self._interaction_batch, calls)
+        except Exception as e:
+            # The whole transaction failed (BEGIN, COMMIT or a broken
+            # savepoint): every caller gets the error (GroupCommit maps it to
+            # StoreUnavailable); say once which operations it took down.
+            log.warn("Store {url} failed a transaction of {count} operation(s) ({names}): "
+                     "{error}", url=self.url, count=len(calls), error=repr(e),
+                     names=", ".join(sorted({getattr(f, "__name__", "?") for f, _ in calls})))
+            raise
+        return outcomes
 
     @staticmethod
-    def _interaction_txn(cursor: Any, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """Run one transaction function in the pool thread.
+    def _interaction_batch(cursor: Any, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                           ) -> list[_Outcome]:
+        """Run transaction functions in the pool thread, in one transaction.
 
         BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
         that reads and then writes can fail with SQLITE_BUSY halfway when
-        another process (a CLI command) writes in between.
+        another process (a CLI command) writes in between. With more than one
+        call each runs under a SAVEPOINT: a call that raises is rolled back
+        to it and gets its own error; the others commit.
         """
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            result = run_sync(func(_SqliteTxn(cursor), *args))
+            if len(calls) == 1:
+                func, args = calls[0]
+                try:
+                    outcomes: list[_Outcome] = [(True, run_sync(func(_SqliteTxn(cursor), *args)))]
+                except Exception as e:
+                    # Alone in its transaction: roll all of it back.
+                    cursor.execute("ROLLBACK")
+                    return [(False, e)]
+            else:
+                outcomes = []
+                for func, args in calls:
+                    cursor.execute("SAVEPOINT op")
+                    try:
+                        value = run_sync(func(_SqliteTxn(cursor), *args))
+                    except Exception as e:
+                        # If the failure aborted the whole transaction this
+                        # raises too, and the batch fails as one.
+                        cursor.execute("ROLLBACK TO op")
+                        cursor.execute("RELEASE op")
+                        outcomes.append((False, e))
+                    else:
+                        cursor.execute("RELEASE op")
+                        outcomes.append((True, value))
         except BaseException:
             try:
                 cursor.execute("ROLLBACK")
@@ -144,7 +202,7 @@ class SqliteStore(SqlStore):
                 pass  # the connection is gone; the original error says why
             raise
         cursor.execute("COMMIT")
-        return result
+        return outcomes
 
     def _is_database_error(self, error: BaseException) -> bool:
         return isinstance(error, (sqlite3.Error, OSError))

@@ -101,3 +101,76 @@ class SqliteSpecificTests(TestCase):
             self.assertEqual(conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0], 10)
         finally:
             conn.close()
+
+    async def _store(self) -> tuple[SqliteStore, str]:
+        path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "h.db")
+        store = SqliteStore(path, reactor)
+        await store.open()
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        return store, path
+
+    async def test_operations_of_any_kind_share_a_transaction(self) -> None:
+        """An enqueue, a claim, a read and a suppression issued together
+        run in one transaction after the one in flight, in the order given."""
+        store, _ = await self._store()
+        first = await store.enqueue(message("a@x.test"), T0)
+        before = len(store._txns.batch_sizes)
+        calls = [
+            Deferred.fromCoroutine(store.enqueue(message("b@y.test"), T0)),
+            Deferred.fromCoroutine(store.claim_due(T0 + 1, "node", 60, 10)),
+            Deferred.fromCoroutine(store.get_delivery(first.recipients[0].delivery_id)),
+            Deferred.fromCoroutine(store.suppress("c@z.test", "manual", T0)),
+            Deferred.fromCoroutine(store.claim_due(T0 + 1, "node", 60, 10)),
+        ]
+        second, claimed, row, added, claimed_again = await gatherResults(calls)
+        sizes = store._txns.batch_sizes[before:]
+        # Five operations, at most two transactions: whatever was issued
+        # while one was in flight shares the next.
+        self.assertEqual(sum(sizes), 5)
+        self.assertLessEqual(len(sizes), 2)
+        # Each operation saw the ones before it in the shared transaction:
+        # the second claim never gets a row the first one took.
+        self.assertIn("a@x.test", [d.recipient for d in claimed])
+        both = [d.delivery_id for d in claimed + claimed_again]
+        self.assertEqual(len(both), len(set(both)))
+        self.assertEqual(row.recipient, "a@x.test")
+        self.assertTrue(added)
+        self.assertEqual(len(second.recipients), 1)
+
+    async def test_a_failing_operation_is_rolled_back_alone(self) -> None:
+        """One operation of a shared transaction raises: its writes are undone
+        and it alone fails; the others commit (seen from another connection)."""
+        from hurricane.store.interface import StoreUnavailable
+
+        store, path = await self._store()
+        await store.enqueue(message("first@x.test"), T0)  # makes the next ones batch
+
+        async def write_then_fail(txn: Any) -> None:
+            await txn.execute("INSERT INTO suppressions (address, reason, created_at) "
+                              "VALUES (?, ?, ?)", ("doomed@x.test", "manual", T0))
+            raise ValueError("this operation fails after writing")
+
+        self.flushLoggedErrors()
+        blocker = Deferred.fromCoroutine(store.enqueue(message("x@x.test"), T0))
+        calls = [
+            Deferred.fromCoroutine(store.enqueue(message("kept@x.test"), T0)),
+            Deferred.fromCoroutine(store._run(write_then_fail)),
+            Deferred.fromCoroutine(store.suppress("also-kept@x.test", "manual", T0)),
+        ]
+        await blocker
+        kept, failed, suppressed = await gatherResults(
+            [c.addErrback(lambda f: f.value) for c in calls])
+        self.assertIsInstance(failed, StoreUnavailable)
+        self.assertIn("fails after writing", str(failed))
+        self.assertEqual(len(kept.recipients), 1)
+        self.assertTrue(suppressed)
+        self.assertIn(3, store._txns.batch_sizes)
+        self.flushLoggedErrors(ValueError)
+        conn = sqlite3.connect(path)
+        try:
+            addresses = {a for (a,) in conn.execute("SELECT address FROM suppressions")}
+            recipients = {r for (r,) in conn.execute("SELECT recipient FROM deliveries")}
+        finally:
+            conn.close()
+        self.assertEqual(addresses, {"also-kept@x.test"})
+        self.assertIn("kept@x.test", recipients)
