@@ -140,9 +140,21 @@ class _PgTxn:
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        #: Whether BEGIN has been sent (it rides on the first statement).
+        self.begun = False
+
+    async def _send(self, statement: str, params: Sequence[Any]) -> None:
+        if not self.begun:
+            # One round trip less per transaction: psycopg2 sends both in one
+            # simple-protocol Query; results and rowcount are the last
+            # statement's. If the statement fails, the block is open and
+            # aborted, and the caller's ROLLBACK closes it.
+            self.begun = True
+            statement = "BEGIN; " + statement
+        await self._cursor.execute(statement, params)
 
     async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
-        await self._cursor.execute(POSTGRES.convert(statement), tuple(params))
+        await self._send(POSTGRES.convert(statement), tuple(params))
 
     async def insert_rows(self, table: str, columns: Sequence[str],
                           rows: Sequence[Sequence[Any]]) -> None:
@@ -153,7 +165,7 @@ class _PgTxn:
             chunk = rows[start:start + 500]
             statement = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                          + ", ".join([group] * len(chunk)))
-            await self._cursor.execute(statement, [v for row in chunk for v in row])
+            await self._send(statement, [v for row in chunk for v in row])
 
     def fetchone(self) -> Row | None:
         row: Row | None = self._cursor.fetchone()
@@ -223,12 +235,13 @@ class PostgresStore(SqlStore):
         broken = False
         try:
             cursor = conn.cursor()
-            await cursor.execute("BEGIN")
+            txn = _PgTxn(cursor)
             try:
-                result = await func(_PgTxn(cursor), *args)
-                await cursor.execute("COMMIT")
+                result = await func(txn, *args)
+                if txn.begun:
+                    await cursor.execute("COMMIT")
             except BaseException:
-                if not conn.dead:
+                if txn.begun and not conn.dead:
                     try:
                         await cursor.execute("ROLLBACK")
                     except Exception:
