@@ -92,7 +92,7 @@ class SchedulerTestCase(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def start(self, dkim_signer: DkimSigner | None = None, routes: dict[str, str] | None = None,
-              **delivery: Any) -> OutboundService:
+              wake_delay: float = 0.0, **delivery: Any) -> OutboundService:
         settings: dict[str, Any] = {"first_retry": 300, "max_retry_interval": 3600,
                                     "retry_jitter": 0.0, "poll_interval": 5.0}
         settings.update(delivery)
@@ -102,7 +102,7 @@ class SchedulerTestCase(SynchronousTestCase):
             store=self.store, connector=self.connector, resolver=resolver, codec=self.codec,
             classifier=self.classifier, config=self.config, helo="out.shop.example",
             node_id="node-1", clock=self.clock, dkim=dkim_signer, rng=random.Random(0),
-            shutdown_grace=10.0,
+            shutdown_grace=10.0, wake_delay=wake_delay,
         )
         self.service.startService()
         return self.service
@@ -567,6 +567,23 @@ class LoopTests(SchedulerTestCase):
             self.service.wake()  # type: ignore[union-attr]
         self.turn()
         self.assertEqual(len(self.store.claims), before + 1)
+
+    def test_wake_delay_gathers_submissions_into_one_claim(self) -> None:
+        """With a wake delay (the server's WAKE_DELAY), mail committed within
+        it is claimed by one claim when it runs out, not one claim each,
+        and not before."""
+        self.start(wake_delay=0.01, poll_interval=5.0)
+        self.turn()
+        before = len(self.store.claims)
+        for i in range(3):
+            self.enqueue(f"u{i}@example.com")
+            self.clock.advance(0.002)
+        self.assertEqual(len(self.store.claims), before)  # still waiting
+        self.assertEqual(self.connector.messages, [])
+        self.clock.advance(0.005)  # 10 ms after the first wake
+        self.turn()
+        self.assertEqual(len(self.store.claims), before + 1)
+        self.assertEqual(len(self.connector.messages), 3)
 
     def test_wake_during_claim_claims_again_at_once(self) -> None:
         """Mail submitted while a claim is running is claimed right after it, not at the
