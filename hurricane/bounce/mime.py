@@ -28,6 +28,9 @@ class LimitExceeded(Exception):
 
 _UNFOLD = re.compile(r"\n[ \t]+")
 _HEADER_LINE = re.compile(r"^([!-9;-~]+)[ \t]*:[ \t]*(.*)$")
+# _HEADER_LINE for every line of a block at once: run on "\n" + block, the
+# leading newline is a literal prefix that the regex engine skips to quickly.
+_HEADER_LINES = re.compile(r"\n([!-9;-~]+)[ \t]*:[ \t]*(.*)")
 _CT = re.compile(r"^\s*([a-z0-9!#$&.+^_`{|}~-]+)\s*/\s*([a-z0-9!#$&.+^_`{|}~-]+)", re.I)
 _PARAM = re.compile(r';\s*([a-z0-9*_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.I)
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
@@ -42,12 +45,7 @@ def _decode_bytes(b: bytes) -> str:
 
 def parse_headers(text: str) -> list[tuple[str, str]]:
     """Split an (already unfoldable) header block into (lower name, value) pairs."""
-    out: list[tuple[str, str]] = []
-    for line in _UNFOLD.sub(" ", text).split("\n"):
-        m = _HEADER_LINE.match(line)
-        if m is not None:
-            out.append((m.group(1).lower(), m.group(2).strip()))
-    return out
+    return [(k.lower(), v.strip()) for k, v in _HEADER_LINES.findall("\n" + _UNFOLD.sub(" ", text))]
 
 
 def decode_words(value: str) -> str:
@@ -121,11 +119,7 @@ class Part:
         """The first value of a header (lower-case name), or default."""
         hm = self._hmap
         if hm is None:
-            hm = {}
-            for k, v in self.headers:
-                if k not in hm:
-                    hm[k] = v
-            self._hmap = hm
+            hm = self._hmap = dict(reversed(self.headers))   # the first value of each name wins
         return hm.get(name, default)
 
     def get_all(self, name: str) -> list[str]:
@@ -228,7 +222,9 @@ _GUESS_BOUNDARY = re.compile(rb"(?m)^--([0-9A-Za-z'()+_,./:=?-]{8,200})[ \t]*$")
 def normalise(raw: bytes) -> bytes:
     """CRLF and bare CR to LF."""
     if b"\r" in raw:
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        raw = raw.replace(b"\r\n", b"\n")
+        if b"\r" in raw:
+            raw = raw.replace(b"\r", b"\n")
     return raw
 
 
