@@ -97,11 +97,17 @@ def main() -> int:
     clf = default_classifier()
     preds = [to_prediction(analyze(raw, classifier=clf), "emails/" + os.path.basename(f))
              for f, raw in data]                               # warm-up pass
-    t0 = time.process_time()
+    # Each timed pass starts with an empty classifier cache: otherwise the
+    # warm-up pass would have classified every diagnostic text already and
+    # the passes would time the cache, not the rules. Within a pass, texts
+    # that repeat across messages hit the cache, as they do in real traffic.
+    el = 0.0
     for _ in range(a.repeat):
+        clf._cache.clear()
+        t0 = time.process_time()
         for _f, raw in data:
             analyze(raw, classifier=clf)
-    el = time.process_time() - t0
+        el += time.process_time() - t0
     ours = len(data) * a.repeat / el
     errors = sum(1 for p in preds if p.get("error"))
 
