@@ -41,7 +41,8 @@ _STATUS_OK = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 def normalise_text(text: str) -> str:
     """Lower-case and collapse white space, as the rules expect."""
-    return _WS.sub(" ", text).strip().lower()
+    # str.split() splits on the same white space as \s (Py_UNICODE_ISSPACE)
+    return " ".join(text.split()).lower()
 
 
 def extract_codes(text: str) -> tuple[str | None, str | None]:
@@ -85,6 +86,19 @@ class Rule:
 
     def applies(self, code: str | None, status: str | None, low: str, cmd: str,
                 family: str | None = None) -> bool:
+        if not self.conditions_hold(code, status, cmd, family):
+            return False
+        if self.text is not None and self.text.search(low) is None:
+            return False
+        if self.also is not None and self.also.search(low) is None:
+            return False
+        if self.unless is not None and self.unless.search(low) is not None:
+            return False
+        return True
+
+    def conditions_hold(self, code: str | None, status: str | None, cmd: str,
+                        family: str | None = None) -> bool:
+        """The family, command, status and code conditions (all but the text ones)."""
         if self.family and family not in self.family:
             return False
         if self.command and cmd not in self.command:
@@ -97,12 +111,6 @@ class Rule:
             if not code or not any(code == c or (len(c) < 3 and code.startswith(c))
                                    for c in self.code):
                 return False
-        if self.text is not None and self.text.search(low) is None:
-            return False
-        if self.also is not None and self.also.search(low) is None:
-            return False
-        if self.unless is not None and self.unless.search(low) is not None:
-            return False
         return True
 
 
@@ -265,6 +273,179 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
     return {"rules": rules, "status": dict(status_map), "infer": dict(infer)}
 
 
+# ---------------------------------------------------------------------------
+# Literal prefilter.  For every regex of a rule we derive, from its parse tree,
+# a set of literal strings at least one of which must occur in any text the
+# regex can match (None when no such set can be derived: the regex then always
+# runs).  One scan of the text finds every occurrence of every such literal
+# (a trie-shaped regex, restarted one character after each hit), and a rule
+# whose literals are all absent is skipped without running its regexes.  This
+# is only ever a necessary condition, so the first matching rule, and thus
+# every result, stays exactly the same.
+
+try:
+    from re import _constants as _sre_c, _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
+    _sre_c = _sre_parse = None  # type: ignore[assignment]
+
+_MIN_LITERAL = 3        # shorter literals are too common to be worth a check
+_MAX_EXACT = 32         # cap on the strings of a fully literal sub-pattern
+
+
+def _required_literals(pattern: re.Pattern[str] | None) -> frozenset[str] | None:
+    """Literals one of which every match of ``pattern`` contains; None if unknown."""
+    if pattern is None or _sre_parse is None:
+        return None
+    return _required_for(pattern.pattern, pattern.flags)
+
+
+@functools.lru_cache(maxsize=1024)
+def _required_for(source: str, flags: int) -> frozenset[str] | None:
+    try:
+        tree = _sre_parse.parse(source, flags)
+        req, _exact = _analyse(tree, tree.state.flags | flags)
+    except Exception:       # an unknown parser shape: no prefilter, always run
+        return None
+    if not req:
+        return None
+    return frozenset(req)
+
+
+def _better(a: set[str] | None, b: set[str] | None) -> set[str] | None:
+    """The more selective of two required-literal sets (longer shortest literal, then fewer)."""
+    if b is None or not b or min(map(len, b)) < _MIN_LITERAL:
+        return a
+    if a is None:
+        return b
+    ka, kb = (min(map(len, a)), -len(a)), (min(map(len, b)), -len(b))
+    return b if kb > ka else a
+
+
+def _product(a: set[str] | None, b: set[str]) -> set[str] | None:
+    if a is None or len(a) * len(b) > _MAX_EXACT:
+        return None
+    return {x + y for x in a for y in b}
+
+
+def _analyse(items: Any, flags: int) -> tuple[set[str] | None, set[str] | None]:
+    """(required, exact) for a sequence of parse-tree items.
+
+    ``required``: literals one of which any match contains (None: unknown);
+    ``exact``: a small finite set of strings that includes every string the
+    sequence can match (None: not known to be small and finite).
+    """
+    c = _sre_c
+    best: set[str] | None = None
+    run: set[str] = {""}            # the exact strings of the items since the last break
+    whole: set[str] | None = {""}   # the exact strings of the whole sequence so far
+    for op, av in items:
+        req: set[str] | None = None
+        exact: set[str] | None = None
+        if op is c.LITERAL:
+            if not flags & re.IGNORECASE:
+                exact = {chr(av)}
+        elif op is c.SUBPATTERN:
+            _group, add, dele, sub = av
+            req, exact = _analyse(sub, (flags | add) & ~dele)
+        elif op is c.ATOMIC_GROUP:
+            req, exact = _analyse(av, flags)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            lo, hi, sub = av
+            sreq, sexact = _analyse(sub, flags)
+            if lo >= 1:
+                req = sreq
+            if sexact is not None and lo == hi == 1:
+                exact = sexact
+            elif sexact is not None and lo == 0 and hi == 1:
+                exact = sexact | {""}
+        elif op is c.BRANCH:
+            req, exact = set(), set()
+            for alt in av[1]:
+                areq, aexact = _analyse(alt, flags)
+                req = None if req is None or areq is None else req | areq
+                exact = None if exact is None or aexact is None else exact | aexact
+                if exact is not None and len(exact) > _MAX_EXACT:
+                    exact = None
+        elif op is c.AT or op is c.ASSERT or op is c.ASSERT_NOT:
+            # zero-width: consumes nothing, so the characters around it are contiguous
+            exact = {""}
+        # anything else (classes, any character, back references...): no literal,
+        # and it ends the run of literal characters
+        best = _better(best, req)
+        if exact is None:
+            best = _better(best, run)
+            run = {""}
+            whole = None
+        else:
+            grown = _product(run, exact)
+            if grown is None:      # too many strings: keep the run so far, start a new one
+                best = _better(best, run)
+                grown = set(exact)
+            run = grown
+            whole = _product(whole, exact)
+    best = _better(best, run)
+    return best, whole
+
+
+def _trie_regex(words: Sequence[str]) -> str:
+    """A regex that matches, at one position, the longest of ``words`` found there."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        end = "" in node
+        if len(alts) == 1 and not end:
+            return alts[0]
+        # the longer continuations first; the empty one (a word ends here) last
+        return "(?:" + "|".join(alts) + ("|)" if end else ")")
+
+    return "|".join(re.escape(ch) + emit(sub) for ch, sub in sorted(trie.items()))
+
+
+class _Prefilter:
+    """The literal prefilter for one tuple of rules (see above)."""
+
+    __slots__ = ("rules", "scan", "found", "entries")
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        entries = []
+        words: set[str] = set()
+        for r in rules:
+            lits = tuple(_required_literals(p) for p in (r.text, r.also, r.unless))
+            for x in lits:
+                if x is not None:
+                    words |= x
+            entries.append((r,) + lits)
+        self.entries = tuple(entries)
+        ordered = sorted(words)
+        self.scan = re.compile(_trie_regex(ordered)) if ordered else None
+        # the scan reports the longest literal at a position: the shorter ones
+        # that are prefixes of it occur there too
+        self.found = {w: frozenset(w[:i] for i in range(1, len(w) + 1) if w[:i] in words)
+                      for w in ordered}
+
+    def present(self, low: str) -> set[str]:
+        """Every literal of the rules that occurs in ``low``."""
+        out: set[str] = set()
+        if self.scan is None:
+            return out
+        search = self.scan.search
+        found = self.found
+        m = search(low)
+        while m is not None:
+            out |= found[m.group()]
+            m = search(low, m.start() + 1)
+        return out
+
+
 class ReplyClassifier:
     """Ordered rules plus a status table: (code, status, text) -> ReplyClass."""
 
@@ -274,6 +455,9 @@ class ReplyClassifier:
         self.status_map = dict(status_map)
         self.infer = dict(infer)
         self._cache: dict[tuple[str | None, str | None, str, str | None], ReplyClass] = {}
+        self._prefilter: _Prefilter | None = None
+        # the rules whose code/status/command/family conditions hold, per (c, s, cmd, family)
+        self._candidates: dict[tuple[str | None, str | None, str, str | None], tuple[Any, ...]] = {}
 
     @classmethod
     def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> "ReplyClassifier":
@@ -326,17 +510,49 @@ class ReplyClassifier:
         self._cache[key] = result
         return result
 
+    def _first_rule(self, c: str | None, s: str | None, low: str, cmd: str,
+                    family: str | None) -> Rule | None:
+        """The first rule that applies (same answer as trying ``Rule.applies`` in order)."""
+        pf = self._prefilter
+        if pf is None or pf.rules is not self.rules:
+            pf = self._prefilter = _Prefilter(self.rules)
+            self._candidates = {}
+        key = (c, s, cmd, family)
+        cands = self._candidates.get(key)
+        if cands is None:
+            # the conditions of Rule.applies that do not look at the text
+            cands = tuple(e for e in pf.entries if e[0].conditions_hold(c, s, cmd, family))
+            if len(self._candidates) > 1024:
+                self._candidates.clear()
+            self._candidates[key] = cands
+        present = None
+        for r, tlit, alit, ulit in cands:
+            if tlit is not None or alit is not None or ulit is not None:
+                if present is None:
+                    present = pf.present(low)
+                if tlit is not None and tlit.isdisjoint(present):
+                    continue
+                if alit is not None and alit.isdisjoint(present):
+                    continue
+            if r.text is not None and r.text.search(low) is None:
+                continue
+            if r.also is not None and r.also.search(low) is None:
+                continue
+            if r.unless is not None and (ulit is None or not ulit.isdisjoint(present)) \
+                    and r.unless.search(low) is not None:
+                continue
+            return r
+        return None
+
     def _classify(self, c: str | None, s: str | None, low: str, family: str | None = None) -> ReplyClass:
         reason = None
         rule: Rule | None = None
         if s and s.startswith("2."):
             reason = "delivered"
         else:
-            cmd = detect_command(low)
-            for r in self.rules:
-                if r.applies(c, s, low, cmd, family):
-                    reason, rule = r.reason, r
-                    break
+            rule = self._first_rule(c, s, low, detect_command(low), family)
+            if rule is not None:
+                reason = rule.reason
         if reason is None and s:
             reason = self.status_map.get(s)
         if reason is None:

@@ -45,7 +45,9 @@ def _decode_bytes(b: bytes) -> str:
 
 def parse_headers(text: str) -> list[tuple[str, str]]:
     """Split an (already unfoldable) header block into (lower name, value) pairs."""
-    return [(k.lower(), v.strip()) for k, v in _HEADER_LINES.findall("\n" + _UNFOLD.sub(" ", text))]
+    if "\n " in text or "\n\t" in text:     # only then can _UNFOLD match
+        text = _UNFOLD.sub(" ", text)
+    return [(k.lower(), v.strip()) for k, v in _HEADER_LINES.findall("\n" + text)]
 
 
 def decode_words(value: str) -> str:

@@ -167,3 +167,59 @@ class OperatorRulesTests(SynchronousTestCase):
         self.addCleanup(os.unlink, path)
         e = self.assertRaises(ValueError, ReplyClassifier.load, [path])
         self.assertIn("broken.re", str(e))
+
+
+class PrefilterTests(SynchronousTestCase):
+    """The literal prefilter skips rules, never changes which rule matches first."""
+
+    def _plain(self, clf, code, status, text, family=None):
+        low = normalise_text(text)
+        if code is None or status is None:
+            ec, es = extract_codes(text)
+            code, status = code or ec, status or es
+        cmd = detect_command(low)
+        return next((r.id for r in clf.rules if r.applies(code, status, low, cmd, family)), None)
+
+    def test_literals_derived_for_packaged_rules(self):
+        """Nearly every packaged text pattern gets a prefilter (a broken derivation would not)."""
+        from hurricane.bounce.classify import _required_literals
+        rules = [r for r in default_classifier().rules if r.text is not None]
+        derived = [r for r in rules if _required_literals(r.text)]
+        self.assertGreater(len(derived), len(rules) * 0.9)
+
+    def test_derivation(self):
+        """Literals come only from case-sensitive literal runs; otherwise None (always run)."""
+        import re
+        from hurricane.bounce.classify import _required_literals
+        self.assertEqual(_required_literals(re.compile("user (?:is )?unknown")),
+                         {"user unknown", "user is unknown"})
+        for p in ("(?i)abc", "a(?i:bcd)e", "x.*yz|abc", "(?:a|b)c", "ab?", "[a-z]+", "(a)\\1"):
+            self.assertIsNone(_required_literals(re.compile(p)), p)
+
+    def test_same_first_rule_as_plain_loop(self):
+        """With operator rules of all shapes, the answer equals trying every rule in order."""
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fp:
+            fp.write(r'''
+[[rule]]
+id = "op.ci"
+reason = "blocked"
+text = ['(?i:USER\s+Unknown)', 'x(?=yz)', '(a)bc\1', '(?<!no )such user']
+unless = ['(?i:DATA)', 'rcpt$']
+[[rule]]
+id = "op.any"
+reason = "suspend"
+text = ['.*']
+code = ["55"]
+also = ['disabled|quota\b']
+''')
+        self.addCleanup(os.unlink, fp.name)
+        clf = ReplyClassifier.load([fp.name])
+        texts = ["550 user unknown", "550 USER unknown", "xyz", "abca", "abc", "no such user", "a such user",
+                 "550 account disabled", "552 over quota", "554 data rcpt", "5.1.1 Mailbox full",
+                 "550 5.7.1 relaying denied", "421 try again later", ""]
+        for rule in default_classifier().rules:
+            texts += [_example(ex)[2] for ex in rule.match + rule.nomatch]
+        for t in texts:
+            for code, status in ((None, None), ("550", None), (None, "5.1.1"), ("452", "4.2.2")):
+                clf._cache.clear()
+                self.assertEqual(clf.classify(code, status, t).rule, self._plain(clf, code, status, t), t)
