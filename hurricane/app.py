@@ -182,10 +182,11 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.inbound.processor import BounceProcessor
     from hurricane.inbound.server import build_bounce_factory
+    from hurricane.inbound.workers import AnalysisProcessPool
     from hurricane.outbound.client import Connector
     from hurricane.outbound.dkim import DkimSigner, threadpool_runner
     from hurricane.outbound.mx import MXResolver
-    from hurricane.outbound.queue import OutboundService
+    from hurricane.outbound.queue import WAKE_DELAY, OutboundService
     from hurricane.submission.server import build_submission_factory
 
     store = root.store
@@ -212,9 +213,15 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
         max_bytes=b.max_message_size, max_depth=b.analysis_max_depth,
         max_parts=b.analysis_max_parts, cpu_seconds=b.analysis_cpu_seconds,
     )
+    # Analysis in worker processes keeps it off the GIL of the reactor, which
+    # serves SMTP and the store; started on the first analysis, stopped with
+    # the processor.
+    processes = (AnalysisProcessPool(reactor, b.analysis_processes,
+                                     rules_files=b.rules_files, limits=limits)
+                 if b.analysis_processes else None)
     processor = BounceProcessor(
         store, codec, reactor, limits=limits, classifier=classifier,
-        threadpool=work.pool, concurrency=2,
+        threadpool=work.pool, processes=processes, concurrency=2,
     )
     processor.setServiceParent(root)
 
@@ -227,7 +234,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
                           bind_address=config.delivery.bind_address)
     outbound = OutboundService(
         store, connector, resolver, codec, classifier, config.delivery, hostname,
-        config.node_id, reactor, dkim,
+        config.node_id, reactor, dkim, wake_delay=WAKE_DELAY,
     )
     outbound.setServiceParent(root)
     root.components.update(

@@ -158,6 +158,9 @@ class BounceConfig:
     analysis_cpu_seconds: float = 2.0
     analysis_max_depth: int = 50
     analysis_max_parts: int = 2000
+    #: Worker processes that analyze returned messages beside the reactor;
+    #: 0 analyzes in threads of the server process (sharing its GIL).
+    analysis_processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -576,6 +579,9 @@ def _check(c: Config) -> None:
                 raise ConfigError("expected an integer >= 1", (name, key))
         if bool(s.tls_certificate) != bool(s.tls_key):
             raise ConfigError("tls_certificate and tls_key go together", (name, "tls_key"))
+    if not 0 <= c.bounce.analysis_processes <= 64:
+        raise ConfigError("expected 0-64 (0: analyze in threads)",
+                          ("bounce", "analysis_processes"))
     if c.bounce.token_max_age_days < 1 or c.bounce.token_max_age_days > 900:
         raise ConfigError("expected 1-900 days", ("bounce", "token_max_age_days"))
     if not _is_domain(c.bounce.domain):

@@ -3,13 +3,18 @@
 The bounce listener commits every returned message to the store before it
 answers 250, then calls :meth:`BounceProcessor.submit`. From there:
 
-    load_bounce -> analyze (in a thread) -> correlate -> events -> record_bounce
+    load_bounce -> analyze (in a worker process, or a thread) -> correlate
+                -> events -> record_bounce
 
 Why each step is shaped the way it is:
 
 - Analysis is pure CPU work over hostile input (deep MIME trees, huge
   single-line bodies): it runs off the reactor thread, at most
-  ``concurrency`` at a time, under the analyzer's own size/depth/CPU limits.
+  ``concurrency`` batches at a time, under the analyzer's own
+  size/depth/CPU limits. In worker processes (``[bounce]
+  analysis_processes``, :mod:`hurricane.inbound.workers`) it also runs off
+  the reactor's GIL, on another core; a worker that dies costs a retry,
+  never a message.
 - Nothing is lost. A message that correlates to nothing is still recorded
   (``record_bounce`` with no events) so the raw bytes stay for a replay after
   a rule change; one whose analysis blew up is marked ``failed`` (raw kept);
@@ -32,7 +37,6 @@ import dataclasses
 import collections
 import hashlib
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -40,7 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -52,6 +62,8 @@ from hurricane.bounce.analyze import analyze as default_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis, RecipientResult
 from hurricane.inbound.correlate import RECIPIENT_WINDOW, Correlation, Match, correlate
+from hurricane.inbound.fingerprint import message_fingerprint
+from hurricane.inbound.workers import AnalysisProcessPool, WorkerLost
 from hurricane.model import BounceEvent, EventKind, Source, StoredBounce
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
@@ -90,50 +102,6 @@ def run_inline(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any
 
 
 # -- idempotency ------------------------------------------------------------------
-
-#: Header fields added on the way to us (ours included). They differ between
-#: two copies of the same returned message, so they are left out of its
-#: fingerprint.
-_TRACE_FIELDS = frozenset(
-    {b"received", b"return-path", b"delivered-to", b"x-original-to", b"x-envelope-to"}
-)
-_FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:")
-
-
-def message_fingerprint(raw: bytes) -> bytes:
-    """SHA-256 of a returned message, normalised so that copies compare equal.
-
-    Line endings become LF, trailing white space and blank lines at the end
-    are dropped, and the top-level trace fields (Received, Return-Path,
-    Delivered-To, ...) are left out: a remote that retries sends the same
-    message, but our listener's Received line differs each time.
-
-    Args:
-        raw: the message as received.
-
-    Returns:
-        The 32-byte digest.
-    """
-    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    head, sep, body = text.partition(b"\n\n")
-    if not sep:
-        head, body = text, b""
-    kept: list[bytes] = []
-    skipping = False
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line.rstrip())
-            continue
-        m = _FIELD_RE.match(line)
-        skipping = bool(m) and m.group(1).lower() in _TRACE_FIELDS  # type: ignore[union-attr]
-        if not skipping:
-            kept.append(line.rstrip())
-    lines = kept + [b""] + [line.rstrip() for line in body.split(b"\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return hashlib.sha256(b"\n".join(lines)).digest()
-
 
 def idempotency_key(fingerprint: bytes, delivery_id: int, recipient: str) -> str:
     """The key under which one returned message is recorded once per delivery.
@@ -410,6 +378,15 @@ class BounceProcessor(Service):
             pool of ``concurrency`` threads.
         runner: runs the analysis and returns a Deferred (tests inject
             :func:`run_inline`); overrides ``threadpool``.
+        processes: analyses run in these worker processes instead of threads
+            (overrides ``threadpool`` and ``runner``; ``analyze``,
+            ``limits`` and ``classifier`` are then the pool's own). The
+            processor owns it: its workers start with the first analysis and
+            stop with the service.
+        worker_attempts: after a worker died under a batch, each of its
+            messages is analyzed alone, one at a time, up to this many
+            times; a message that takes its worker down every time is marked
+            failed (raw kept for a replay) so it cannot stall the rest.
         concurrency: analyses in flight at most.
         retry_initial: first wait after a store outage (seconds).
         retry_max: longest wait between attempts during an outage.
@@ -438,6 +415,8 @@ class BounceProcessor(Service):
         classifier: ReplyClassifier | None = None,
         threadpool: ThreadPool | None = None,
         runner: Runner | None = None,
+        processes: AnalysisProcessPool | None = None,
+        worker_attempts: int = 3,
         concurrency: int = 2,
         retry_initial: float = 5.0,
         retry_max: float = 300.0,
@@ -463,7 +442,14 @@ class BounceProcessor(Service):
         if classifier is not None:
             self._analyze_kwargs["classifier"] = classifier
         self._own_pool: ThreadPool | None = None
-        self._runner = self._make_runner(clock, threadpool, runner, concurrency)
+        self._processes = processes
+        self._worker_attempts = max(1, worker_attempts)
+        #: One message analyzed alone at a time after a worker died.
+        self._isolating = DeferredLock()
+        if processes is not None:
+            self._runner: Runner = run_inline  # unused: analyses go to the processes
+        else:
+            self._runner = self._make_runner(clock, threadpool, runner, concurrency)
         self._concurrency = concurrency
         self._retry_initial = retry_initial
         self._retry_max = retry_max
@@ -590,6 +576,8 @@ class BounceProcessor(Service):
         self._stopping = False
         if self._own_pool is not None:
             self._own_pool.start()
+        if self._processes is not None:
+            self._processes.restart()
         self._start_sweep()
         self._pump()
 
@@ -637,8 +625,11 @@ class BounceProcessor(Service):
         """Stop the pool this processor started (if any).
 
         Args:
-            join: wait for the workers here; otherwise a helper thread does.
+            join: wait for the workers here; otherwise a helper thread does
+                (and worker processes are killed: an analysis is stuck).
         """
+        if self._processes is not None:
+            self._processes.stop(wait=join)
         pool = self._own_pool
         if pool is None or not pool.started:
             return
@@ -878,7 +869,8 @@ class BounceProcessor(Service):
         analyses = await self._analyze_all(loaded)
         ready: list[_Analyzed] = []
         for bounce, prepared in zip(loaded, await _gather(
-                [self._prepare_safe(b, a) for b, a in zip(loaded, analyses, strict=True)]),
+                [self._prepare_safe(b, a, fp) for b, (a, fp) in zip(loaded, analyses,
+                                                                    strict=True)]),
                                    strict=True):
             if isinstance(prepared, ProcessResult):
                 results[bounce.bounce_id] = prepared
@@ -906,11 +898,11 @@ class BounceProcessor(Service):
             return ProcessResult(bounce_id, "skipped", category=bounce.category)
         return bounce
 
-    async def _prepare_safe(self, bounce: StoredBounce,
-                            analysis: Analysis | BaseException) -> _Analyzed | ProcessResult:
+    async def _prepare_safe(self, bounce: StoredBounce, analysis: Analysis | BaseException,
+                            fingerprint: bytes | None) -> _Analyzed | ProcessResult:
         """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
         try:
-            return await self._prepare(bounce, analysis)
+            return await self._prepare(bounce, analysis, fingerprint)
         except StoreUnavailable:
             log.warn("bounce {bounce_id}: store unavailable, will retry",
                      bounce_id=bounce.bounce_id)
@@ -919,11 +911,26 @@ class BounceProcessor(Service):
             log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce.bounce_id)
             return await self._fail(bounce.bounce_id, f"{type(e).__name__}: {e}")
 
-    async def _analyze_all(self, bounces: list[StoredBounce]) -> list[Analysis | BaseException]:
-        """Analyze in the runner: one hop for the whole batch (the hand-off to a
-        thread and back costs more than a small analysis)."""
+    async def _analyze_all(
+        self, bounces: list[StoredBounce]
+    ) -> list[tuple[Analysis | BaseException, bytes | None]]:
+        """Analyze in the worker processes or the runner: one hop for the whole
+        batch (the hand-off and back costs more than a small analysis).
+
+        Returns:
+            Per message, its analysis (or the exception) and its fingerprint
+            when the worker computed it (None: the caller does).
+        """
         if not bounces:
             return []
+        if self._processes is not None:
+            return await self._analyze_in_processes(bounces)
+        return [(a, None) for a in await self._analyze_in_runner(bounces)]
+
+    async def _analyze_in_runner(
+        self, bounces: list[StoredBounce]
+    ) -> list[Analysis | BaseException]:
+        """Analyze with the runner (threads, or inline in tests)."""
         if len(bounces) == 1:
             # alone: the analyzer itself, so a runner sees the usual call
             bounce = bounces[0]
@@ -943,10 +950,67 @@ class BounceProcessor(Service):
             return [e] * len(bounces)
         return many
 
-    async def _prepare(self, bounce: StoredBounce,
-                       analysis: Analysis | BaseException) -> _Analyzed | ProcessResult:
+    async def _analyze_in_processes(
+        self, bounces: list[StoredBounce]
+    ) -> list[tuple[Analysis | BaseException, bytes | None]]:
+        """Analyze a batch in a worker process; survive a worker's death.
+
+        A dead worker fails the whole call (and every other call in flight in
+        the pool). It may have been killed from outside, or one of these
+        messages kills it: each message is then analyzed again alone, one at
+        a time across the processor, so a message that kills its worker
+        every time is found and marked failed while the others go through.
+        While the service stops, the batch is left pending instead.
+        """
+        assert self._processes is not None
+        work = [(b.raw, b.rcpt_to or None) for b in bounces]
+        try:
+            many: list[tuple[Analysis | BaseException, bytes | None]] = list(
+                await self._processes.analyze(work))
+        except WorkerLost as e:
+            if self._stopping:
+                return [(e, None)] * len(bounces)
+            log.warn("an analysis worker died under {count} messages; "
+                     "analyzing each alone", count=len(bounces))
+        except Exception as e:
+            return [(e, None)] * len(bounces)
+        else:
+            return many
+        out: list[tuple[Analysis | BaseException, bytes | None]] = []
+        for bounce, item in zip(bounces, work, strict=True):
+            out.append(await self._analyze_alone(bounce.bounce_id, item))
+        return out
+
+    async def _analyze_alone(
+        self, bounce_id: int, item: tuple[bytes, str | None]
+    ) -> tuple[Analysis | BaseException, bytes | None]:
+        """One message, alone in the pool, up to ``worker_attempts`` times."""
+        assert self._processes is not None
+        await self._isolating.acquire()
+        try:
+            for attempt in range(1, self._worker_attempts + 1):
+                try:
+                    [one] = await self._processes.analyze([item])
+                    return one
+                except WorkerLost as e:
+                    if self._stopping:
+                        return e, None
+                    log.warn("bounce {bounce_id}: analysis worker died "
+                             "(attempt {attempt} alone)", bounce_id=bounce_id, attempt=attempt)
+                except Exception as e:
+                    return e, None
+            return RuntimeError(
+                f"the analysis worker died {self._worker_attempts} times on this message"), None
+        finally:
+            self._isolating.release()
+
+    async def _prepare(self, bounce: StoredBounce, analysis: Analysis | BaseException,
+                       fingerprint: bytes | None = None) -> _Analyzed | ProcessResult:
         """Check an analysis, correlate it and build its events (nothing written yet)."""
         bounce_id = bounce.bounce_id
+        if isinstance(analysis, WorkerLost):
+            # not analyzed (the service is stopping): still pending
+            return ProcessResult(bounce_id, "retry")
         if isinstance(analysis, BaseException):
             log.failure("bounce {bounce_id}: analysis raised",
                         Failure(analysis, type(analysis), analysis.__traceback__),
@@ -968,7 +1032,9 @@ class BounceProcessor(Service):
         corr = await correlate(
             self._store, self._codec, bounce, analysis, now, window=self._window
         )
-        events = build_events(bounce, analysis, corr, message_fingerprint(bounce.raw))
+        if fingerprint is None:
+            fingerprint = message_fingerprint(bounce.raw)
+        events = build_events(bounce, analysis, corr, fingerprint)
         record = analysis.to_json()
         record["correlation"] = corr.to_json()
         return _Analyzed(bounce, analysis, corr, events, json.dumps(record, default=str))
@@ -991,9 +1057,29 @@ class BounceProcessor(Service):
                 log.warn("recording {count} bounces together failed ({error}); "
                          "recording them one by one", count=len(ready), error=repr(e))
             else:
-                return [self._recorded(a, event_ids)
-                        for a, event_ids in zip(ready, ids, strict=True)]
-        return [await self._record_one(a) for a in ready]
+                return self._log_recorded([self._recorded(a, event_ids)
+                                           for a, event_ids in zip(ready, ids, strict=True)])
+        return self._log_recorded([await self._record_one(a) for a in ready])
+
+    def _log_recorded(self, results: list[ProcessResult]) -> list[ProcessResult]:
+        """One log line per recorded batch, every message's details in it.
+
+        One event per message cost as much reactor time as recording it.
+        The ``messages`` field keeps each message's details for JSON logs.
+        """
+        done = [r for r in results if r.status in ("analyzed", "uncorrelated")]
+        if done:
+            log.info(
+                "{count} returned messages recorded: {summary}",
+                count=len(done),
+                summary=", ".join(
+                    f"{r.bounce_id} {r.category}/{r.correlation} {len(r.event_ids)}/{r.events}"
+                    for r in done),
+                messages=[{"bounce_id": r.bounce_id, "category": r.category,
+                           "correlation": r.correlation, "written": len(r.event_ids),
+                           "built": r.events} for r in done],
+            )
+        return results
 
     async def _record_one(self, a: _Analyzed) -> ProcessResult:
         bounce_id = a.bounce.bounce_id
@@ -1020,12 +1106,9 @@ class BounceProcessor(Service):
         if not corr.correlated and analysis.category != "other":
             # "other" (a reply, spam) is expected to match nothing
             s.uncorrelated += 1
-        log.info(
-            "bounce {bounce_id}: {category}, correlation {correlation}, "
-            "{written}/{built} events written, {unmatched} results unmatched",
-            bounce_id=a.bounce.bounce_id, category=analysis.category, correlation=corr.key,
-            written=len(event_ids), built=len(a.events), unmatched=len(corr.unmatched),
-        )
+        if corr.unmatched:
+            log.info("bounce {bounce_id}: {unmatched} results matched no delivery",
+                     bounce_id=a.bounce.bounce_id, unmatched=len(corr.unmatched))
         return ProcessResult(
             a.bounce.bounce_id, status, category=analysis.category, correlation=corr.key,
             event_ids=tuple(event_ids), events=len(a.events),

@@ -1,0 +1,93 @@
+"""The code that runs inside an analysis worker process.
+
+Kept apart from :mod:`hurricane.inbound.workers` so that a spawned worker
+imports only the analyzer, not Twisted: a worker starts in a fresh
+interpreter, and every import delays the first analysis.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from hurricane.bounce.analyze import AnalysisLimits
+from hurricane.bounce.classify import ReplyClassifier
+from hurricane.bounce.model import Analysis
+
+__all__ = ["Work", "analyze_batch", "init_worker"]
+
+#: One unit of work: the raw returned message and its envelope recipient.
+Work = tuple[bytes, "str | None"]
+
+#: Set once per worker by :func:`init_worker`: (analyze, its keyword arguments).
+_WORKER: tuple[Any, dict[str, Any]] | None = None
+
+
+def init_worker(analyze: Any, rules_files: Sequence[str], limits: AnalysisLimits | None) -> None:
+    """Load the classifier once for this worker; exit when the parent does.
+
+    Args:
+        analyze: the analysis function (``hurricane.bounce.analyze.analyze``).
+        rules_files: operator rule files for ``ReplyClassifier.load``.
+        limits: the analyzer's limits; None uses its defaults.
+    """
+    global _WORKER
+    # Ctrl-C in a terminal reaches the whole process group; the parent
+    # decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    kwargs: dict[str, Any] = {"classifier": ReplyClassifier.load(rules_files)}
+    if limits is not None:
+        kwargs["limits"] = limits
+    _WORKER = (analyze, kwargs)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True,
+                         name="hurricane-parent-watch").start()
+
+
+def _exit_with(sentinel: int) -> None:
+    """Wait until the parent process is gone, then end this worker at once.
+
+    An idle worker would otherwise wait forever: it blocks reading the
+    pool's call queue, whose write end its own copy of the queue keeps open.
+    """
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    os._exit(0)
+
+
+def _portable(e: BaseException) -> BaseException:
+    """The exception itself when it survives pickling, else a RuntimeError naming it."""
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:
+        return RuntimeError(f"{type(e).__name__}: {e}")
+    return e
+
+
+def analyze_batch(work: list[Work]) -> list[tuple[Analysis | BaseException, bytes]]:
+    """Analyze several messages; an exception fails only its own message.
+
+    Returns:
+        Per message, the analysis (or the exception the analyzer raised) and
+        the message's fingerprint (``processor.message_fingerprint``),
+        computed here too so that the server process does not have to.
+    """
+    from hurricane.inbound.fingerprint import message_fingerprint
+
+    assert _WORKER is not None, "worker not initialized"
+    analyze, kwargs = _WORKER
+    out: list[tuple[Analysis | BaseException, bytes]] = []
+    for raw, rcpt in work:
+        try:
+            one: Analysis | BaseException = analyze(raw, rcpt, **kwargs)
+        except Exception as e:
+            one = _portable(e)
+        out.append((one, message_fingerprint(raw)))
+    return out

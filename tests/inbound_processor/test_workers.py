@@ -1,0 +1,359 @@
+"""Tests for hurricane.inbound.workers: analyses in spawned worker processes.
+
+These start real processes (spawn), so they take a second or two; every wait
+is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from hurricane.bounce.analyze import AnalysisLimits
+from hurricane.bounce.analyze import analyze as real_analyze
+from hurricane.bounce.classify import ReplyClassifier
+from hurricane.bounce.model import Analysis
+from hurricane.inbound.processor import BounceProcessor, message_fingerprint
+from hurricane.inbound.workers import AnalysisProcessPool, WorkerLost
+from hurricane.model import State
+
+from .helpers import World, dsn
+from .test_processor import _ThreadClock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# -- analysis functions the workers run (module level: pickled by name) -------------
+
+
+def _marked(raw: bytes) -> tuple[bytes, bytes]:
+    """Split ``MARKER-PATH\\n`` off the front of a test message."""
+    first, _, rest = raw.partition(b"\n")
+    return first, rest
+
+
+def die_once(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """Kill this worker the first time a marked message is seen, then analyze it."""
+    path, rest = _marked(raw)
+    if path.startswith(b"/") and not os.path.exists(path):
+        open(path, "w").close()
+        os._exit(3)
+    return real_analyze(rest if path.startswith(b"/") else raw, envelope_rcpt, **kw)
+
+
+def die_always(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """Kill this worker on every message that starts with POISON."""
+    if raw.startswith(b"POISON"):
+        os._exit(3)
+    return real_analyze(raw, envelope_rcpt, **kw)
+
+
+def hang_once(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """Block (up to 30 s) the first time a marked message is seen, else analyze it."""
+    path, rest = _marked(raw)
+    if path.startswith(b"/") and not os.path.exists(path):
+        open(path, "w").close()
+        time.sleep(30)
+    return real_analyze(rest if path.startswith(b"/") else raw, envelope_rcpt, **kw)
+
+
+def raises(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """An analyzer bug: fails only its own message."""
+    if raw.startswith(b"BUG"):
+        raise ValueError("analyzer bug")
+    return real_analyze(raw, envelope_rcpt, **kw)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def corpus_dir() -> str | None:
+    env = os.environ.get("HURRICANE_BOUNCE_CORPUS")
+    candidates = [env] if env else [os.path.join(ROOT, "..", "shared", "bounce-corpus")]
+    for c in candidates:
+        if c and os.path.isdir(os.path.join(c, "emails")):
+            return os.path.normpath(c)
+    return None
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie counts: it holds nothing)."""
+    try:
+        with open(f"/proc/{pid}/status") as fp:
+            for line in fp:
+                if line.startswith("State:"):
+                    return "Z" in line.split(":", 1)[1]
+    except OSError:  # gone while reading (ESRCH) or before (ENOENT)
+        return True
+    return False
+
+
+def wait_until(predicate: Any, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+class _PoolCase(SynchronousTestCase):
+    """A fake reactor that worker results are reported to, pumped by the test."""
+
+    def setUp(self) -> None:
+        self.reactor = _ThreadClock()
+        self.tmp = tempfile.mkdtemp(prefix="hurricane-workers-")
+
+    def pool(self, processes: int = 1, **kw: Any) -> AnalysisProcessPool:
+        pool = AnalysisProcessPool(self.reactor, processes, **kw)
+        self.addCleanup(pool.stop, False)
+        return pool
+
+    def pump_until(self, predicate: Any, timeout: float = 30.0) -> None:
+        """Run the calls that threads report back until ``predicate()`` holds."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail("timed out waiting for the workers")
+            try:
+                self.reactor.run_one()
+            except Exception as e:  # queue.Empty after 10 s
+                self.fail(f"no report from the workers: {e!r}")
+
+    def marker(self, name: str) -> bytes:
+        return os.path.join(self.tmp, name).encode() + b"\n"
+
+
+class PoolTests(_PoolCase):
+    """The pool itself: same answers as in-process, lazily started, stopped for good."""
+
+    def test_same_results_as_in_process(self) -> None:
+        """Corpus messages analyzed in a worker equal the in-process analyses, fingerprints too."""
+        d = corpus_dir()
+        if d is None:
+            msg = "bounce corpus not found: set HURRICANE_BOUNCE_CORPUS"
+            if os.environ.get("HURRICANE_REQUIRE_CORPUS") == "1":
+                self.fail(msg)
+            raise SkipTest(msg)
+        names = sorted(os.listdir(os.path.join(d, "emails")))[::40][:12]
+        raws = []
+        for name in names:
+            with open(os.path.join(d, "emails", name), "rb") as fp:
+                raws.append(fp.read())
+        limits = AnalysisLimits()
+        classifier = ReplyClassifier.load(())
+        expected = [real_analyze(raw, None, classifier=classifier, limits=limits)
+                    for raw in raws]
+        pool = self.pool(limits=limits)
+        got: list[Any] = []
+        pool.analyze([(raw, None) for raw in raws]).addBoth(got.append)
+        self.pump_until(lambda: got)
+        self.assertEqual([a for a, _ in got[0]], expected)
+        self.assertEqual([fp for _, fp in got[0]], [message_fingerprint(r) for r in raws])
+
+    def test_lazy_start_and_stop(self) -> None:
+        """No worker before the first analysis; stop() ends every worker."""
+        pool = self.pool(processes=2)
+        self.assertEqual((pool.pids(), pool.generation), ([], 0))
+        got: list[Any] = []
+        pool.analyze([(b"Subject: hi\r\n\r\nhello\r\n", None)]).addBoth(got.append)
+        self.pump_until(lambda: got)
+        pids = pool.pids()
+        self.assertTrue(pids)
+        pool.stop()
+        self.assertTrue(all(gone(pid) for pid in pids), pids)
+        failed: list[Any] = []
+        pool.analyze([(b"x", None)]).addErrback(failed.append)
+        self.assertTrue(failed[0].check(WorkerLost))
+
+    def test_exception_fails_only_its_message(self) -> None:
+        """An analyzer exception comes back as that message's result, the others analyzed."""
+        pool = self.pool(analyze=raises)
+        got: list[Any] = []
+        pool.analyze([(b"BUG", None), (b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
+        self.pump_until(lambda: got)
+        first, second = got[0]
+        self.assertIsInstance(first[0], ValueError)
+        self.assertIsInstance(second[0], Analysis)
+
+    def test_dead_worker_fails_the_call_and_a_new_pool_follows(self) -> None:
+        """A worker that dies fails its call with WorkerLost; the next call gets new workers."""
+        pool = self.pool(analyze=die_once)
+        got: list[Any] = []
+        pool.analyze([(self.marker("m") + b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
+        self.pump_until(lambda: got)
+        self.assertTrue(got[0].check(WorkerLost))
+        again: list[Any] = []
+        pool.analyze([(self.marker("m") + b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(
+            again.append)
+        self.pump_until(lambda: again)
+        self.assertIsInstance(again[0][0][0], Analysis)
+        self.assertEqual(pool.generation, 2)
+
+    def test_fork_refused(self) -> None:
+        """The fork start method is refused: the server runs a reactor and threads."""
+        self.assertRaises(ValueError, AnalysisProcessPool, self.reactor, 1, context="fork")
+
+
+class ProcessorTests(_PoolCase):
+    """The processor with worker processes: nothing accepted is lost when a worker dies."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.w = World()
+        self.reactor.advance(self.w.clock.seconds())
+        self.deliveries = self.w.send(["alice@example.net", "bob@example.net"])
+
+    def processor(self, analyze: Any, **kw: Any) -> BounceProcessor:
+        pool = self.pool(analyze=analyze)
+        p = BounceProcessor(self.w.store, self.w.codec, self.reactor, processes=pool, **kw)
+        p.startService()
+        self.addCleanup(self._stop, p)
+        return p
+
+    def _stop(self, p: BounceProcessor) -> None:
+        if p.running:
+            self.successResultOf(p.stopService())
+
+    def receive(self, delivery: Any, prefix: bytes = b"") -> int:
+        token = self.w.token(delivery)
+        return self.w.receive(prefix + dsn(delivery.recipient, token=token), token)
+
+    def status(self, bid: int) -> str:
+        return str(self.w.bounce(bid).status)
+
+    def test_bounce_recorded_through_a_worker(self) -> None:
+        """A DSN analyzed in a worker bounces its delivery, as with threads."""
+        p = self.processor(real_analyze)
+        bid = self.receive(self.deliveries[0])
+        p.submit(bid)
+        self.pump_until(lambda: self.status(bid) != "pending")
+        self.assertEqual(self.status(bid), "analyzed")
+        row = self.w.delivery(self.deliveries[0].delivery_id)
+        self.assertEqual((row.state, row.reason), (State.bounced, "userunknown"))
+
+    def test_killed_worker_means_retry_not_loss(self) -> None:
+        """A worker killed (SIGKILL) under a batch: every message of it is still recorded."""
+        p = self.processor(hang_once)
+        first = self.receive(self.deliveries[0], self.marker("hang"))
+        second = self.receive(self.deliveries[1])
+        p.submit(first)
+        p.submit(second)
+        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(self.tmp, "hang"))))
+        self.assertEqual(self.status(first), "pending")
+        [pid] = p._processes.pids()  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+        self.pump_until(lambda: "pending" not in (self.status(first), self.status(second)))
+        self.assertEqual((self.status(first), self.status(second)), ("analyzed", "analyzed"))
+        for d in self.deliveries:
+            self.assertEqual(self.w.delivery(d.delivery_id).state, State.bounced)
+        self.assertNotIn(pid, p._processes.pids())  # type: ignore[union-attr]
+
+    def test_message_that_always_kills_its_worker_is_failed_alone(self) -> None:
+        """A message that kills every worker is marked failed (raw kept); its batch-mate goes through."""
+        p = self.processor(die_always, worker_attempts=2)
+        poison = self.receive(self.deliveries[0], b"POISON\n")
+        good = self.receive(self.deliveries[1])
+        p.submit(poison)
+        p.submit(good)
+        self.pump_until(lambda: "pending" not in (self.status(poison), self.status(good)))
+        self.assertEqual(self.status(good), "analyzed")
+        stored = self.w.bounce(poison)
+        self.assertEqual(stored.status, "failed")
+        self.assertIn("died 2 times", self.w.store._bounces[poison].error)
+        self.assertTrue(stored.raw.startswith(b"POISON"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_stop_terminates_workers(self) -> None:
+        """stopService ends every worker process; a restarted service spawns new ones."""
+        p = self.processor(real_analyze)
+        bid = self.receive(self.deliveries[0])
+        p.submit(bid)
+        self.pump_until(lambda: self.status(bid) != "pending")
+        pids = p._processes.pids()  # type: ignore[union-attr]
+        self.assertTrue(pids)
+        self.successResultOf(p.stopService())
+        self.assertTrue(all(gone(pid) for pid in pids), pids)
+        p.startService()
+        other = self.receive(self.deliveries[1])
+        p.submit(other)
+        self.pump_until(lambda: self.status(other) != "pending")
+        self.assertEqual(self.status(other), "analyzed")
+
+    def test_stuck_analysis_killed_at_stop_and_left_pending(self) -> None:
+        """A worker stuck past stop_timeout is killed; its message stays pending for the next start."""
+        p = self.processor(hang_once, stop_timeout=1.0)
+        bid = self.receive(self.deliveries[0], self.marker("stuck"))
+        p.submit(bid)
+        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(self.tmp, "stuck"))))
+        [pid] = p._processes.pids()  # type: ignore[union-attr]
+        stopped = p.stopService()
+        self.assertNoResult(stopped)
+        self.reactor.advance(1.0)
+        self.successResultOf(stopped)
+        self.assertTrue(wait_until(lambda: gone(pid)))
+        self.pump_until(lambda: not p._inflight)
+        self.assertEqual(self.status(bid), "pending")
+
+    def test_never_started_without_analysis(self) -> None:
+        """A service started and stopped without any message spawns no process."""
+        p = self.processor(real_analyze)
+        self.successResultOf(p.stopService())
+        self.assertEqual(p._processes.generation, 0)  # type: ignore[union-attr]
+
+
+class ParentDeathTests(SynchronousTestCase):
+    """Workers do not outlive a server killed with SIGKILL."""
+
+    def test_workers_exit_when_parent_is_killed(self) -> None:
+        """After kill -9 of the parent, its idle workers exit on their own."""
+        script = textwrap.dedent("""
+            import os, signal, sys, time
+            from twisted.internet.task import Clock
+            from hurricane.inbound.workers import AnalysisProcessPool
+
+            class R(Clock):
+                def callFromThread(self, f, *a, **kw):
+                    pass
+
+            pool = AnalysisProcessPool(R(), 2)
+            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
+            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
+            deadline = time.monotonic() + 30
+            while len(pool.pids()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            print(" ".join(map(str, pool.pids())), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+        self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr[-2000:])
+        pids = [int(p) for p in proc.stdout.split()]
+        self.assertEqual(len(pids), 2, proc.stderr[-2000:])
+        self.assertTrue(wait_until(lambda: all(gone(pid) for pid in pids)),
+                        f"workers {pids} outlived their parent")
+
+
+class ConfigTests(SynchronousTestCase):
+    """``[bounce] analysis_processes``: processes by default, 0 for threads, bounded."""
+
+    def test_default_and_bounds(self) -> None:
+        """One worker process by default; negative or absurd counts are refused by path."""
+        from hurricane.config import ConfigError, config_from_dict
+
+        self.assertEqual(config_from_dict({}).bounce.analysis_processes, 1)
+        self.assertEqual(
+            config_from_dict({"bounce": {"analysis_processes": 0}}).bounce.analysis_processes, 0)
+        for bad in (-1, 65):
+            e = self.assertRaises(ConfigError, config_from_dict,
+                                  {"bounce": {"analysis_processes": bad}})
+            self.assertIn("analysis_processes", str(e))
