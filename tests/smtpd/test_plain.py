@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.smtpd.address import Path, is_valid_helo, parse_params, parse_path
@@ -119,6 +121,37 @@ class DataReaderTests(SynchronousTestCase):
         """A CRLF split between two reads still ends a line after a long partial."""
         reader = self.read(b"z" * 1500 + b"\r", b"\n.\r\n", line=1000)
         self.assertTrue(reader.finished)
+
+    @settings(max_examples=400, deadline=None)
+    @given(
+        parts=st.lists(st.sampled_from([b"abc", b"x" * 40, b".", b"..", b"\r\n", b"\r", b"\n",
+                                        b"\r\n.\r\n", b"\r\n.", b"Subject: s", b"y" * 120]),
+                       max_size=40),
+        cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
+        reject=st.booleans(), size=st.sampled_from([60, 500, 10_000]),
+        line=st.sampled_from([50, 100, 1000]),
+    )
+    def test_whole_chunk_path_equals_line_by_line(self, parts: list[bytes], cuts: list[int],
+                                                  reject: bool, size: int, line: int) -> None:
+        """Taking plain chunks at once gives exactly what the line-by-line
+        reading gives (message, failure, end, leftover) for any input split
+        into any reads."""
+        data = b"".join(parts) + b"\r\n.\r\nQUIT\r\n"
+        bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+        chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+        outcomes = []
+        for fast in (True, False):
+            reader = DataReader(size, line, reject)
+            reader._fast = fast
+            left = None
+            for chunk in chunks:
+                left = reader.feed(chunk)
+                if reader.finished:
+                    break
+            failure = reader.failure
+            outcomes.append((reader.finished, left, reader.message(),
+                             failure and (failure.code, failure.status)))
+        self.assertEqual(outcomes[0], outcomes[1])
 
 
 class ConnectionLimiterTests(SynchronousTestCase):
