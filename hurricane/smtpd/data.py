@@ -64,18 +64,24 @@ class DataReader:
         lines = buf.split(CRLF)
         rest = lines.pop()
         if self._fast and lines and self.failure is None and not self._skipping:
-            # The common case, with no Python loop over lines: whole lines,
-            # none starting with a dot (so no end of data and nothing to
-            # unstuff), no bare CR or LF (as many of each as CRLFs), none too
-            # long, and room left. Appended as they are, which is what the
-            # loop below would do line by line.
+            # The common case, with no Python loop over lines: the whole
+            # lines before the first one starting with a dot (the end of data
+            # or a line to unstuff, left to the loop below), when they hold no
+            # bare CR or LF (as many of each as CRLFs), none is too long and
+            # they fit. Appended as they are, which is what the loop does.
             complete = buf[:len(buf) - len(rest)]
-            if (not complete.startswith(b".") and b"\n." not in complete
-                    and complete.count(b"\r") == len(lines) == complete.count(b"\n")
-                    and max(map(len, lines)) <= self.max_line_length
-                    and len(self._body) + len(complete) <= self.max_size):
-                self._body += complete
-                lines = []
+            if complete.startswith(b"."):
+                cut = 0
+            else:
+                dot = complete.find(b"\n.")
+                cut = len(complete) if dot < 0 else dot + 1
+            head = complete[:cut]
+            n = head.count(CRLF)
+            if (n and head.count(b"\r") == n == head.count(b"\n")
+                    and max(map(len, lines[:n])) <= self.max_line_length
+                    and len(self._body) + len(head) <= self.max_size):
+                self._body += head
+                del lines[:n]
         for index, line in enumerate(lines):
             if self._skipping:
                 self._skipping = False

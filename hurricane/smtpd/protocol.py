@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
-import secrets
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -50,6 +50,9 @@ from hurricane.smtpd.limits import ConnectionLimiter, ServerLimits
 from hurricane.smtpd.reply import TRY_LATER, Reply, ReplyError
 
 log = Logger()
+#: Ids in our Received lines: unique enough to find a message in a log, not
+#: a secret, so a seeded PRNG instead of an os.urandom call per message.
+_received_ids = random.Random()
 
 T = TypeVar("T")
 
@@ -619,7 +622,7 @@ class HardenedESMTP(ESMTP):
         # The HELO was validated (a domain or literal), the peer is an IP,
         # and recipients were parsed from ASCII lines without CR/LF.
         lines = [f"Received: from {s.helo} ([{literal}])",
-                 f"\tby {self.hostname} (Hurricane) with {protocol} id {secrets.token_hex(6)}"]
+                 f"\tby {self.hostname} (Hurricane) with {protocol} id {_received_ids.getrandbits(48):012x}"]
         if len(envelope.recipients) == 1:
             lines.append(f"\tfor {envelope.recipients[0].path};")
         else:
