@@ -107,10 +107,16 @@ class GroupCommit(Generic[T, R]):
             self.batch_sizes.append(len(batch))
         try:
             results = await self._commit([item for item, _ in batch])
-        except Exception as e:
-            error = e if isinstance(e, StoreError) else StoreUnavailable(str(e))
+        except BaseException as e:
+            # Every caller gets an answer, even for KeyboardInterrupt and the
+            # like (which then go on up): a caller left waiting would be an
+            # SMTP session with neither 250 nor 451.
+            error = e if isinstance(e, StoreError) else StoreUnavailable(
+                f"{type(e).__name__}: {e}" if isinstance(e, Exception) else repr(e))
             for _, d in batch:
                 d.errback(error)
+            if not isinstance(e, Exception):
+                raise
         else:
             if len(results) != len(batch):
                 # A commit function that answers for fewer items than it was

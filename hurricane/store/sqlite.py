@@ -43,6 +43,18 @@ _MAX_OPERATIONS = 64
 _Outcome = tuple[bool, Any]
 
 
+def _check_open(conn: sqlite3.Connection) -> None:
+    """Fail when SQLite has rolled our transaction back by itself.
+
+    After SQLITE_FULL, an I/O error or a RAISE(ROLLBACK) the connection is
+    in autocommit mode: a transaction function that caught the error and
+    went on would have its next statements committed one by one, outside
+    the batch, while its caller is told the batch failed.
+    """
+    if not conn.in_transaction:
+        raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
+
+
 class _SqliteTxn:
     """The :class:`hurricane.store.txn.Txn` protocol over a sqlite3 cursor.
 
@@ -54,12 +66,15 @@ class _SqliteTxn:
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        self._conn = cursor.connection
 
     async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        _check_open(self._conn)
         self._cursor.execute(statement, tuple(params))
 
     async def insert_rows(self, table: str, columns: Sequence[str],
                           rows: Sequence[Sequence[Any]]) -> None:
+        _check_open(self._conn)
         statement = (f"INSERT INTO {table} ({', '.join(columns)}) "
                      f"VALUES ({', '.join('?' * len(columns))})")
         self._cursor.executemany(statement, rows)
@@ -170,16 +185,21 @@ class SqliteStore(SqlStore):
         call each runs under a SAVEPOINT: a call that raises is rolled back
         to it and gets its own error; the others commit.
         """
+        conn = cursor.connection
         cursor.execute("BEGIN IMMEDIATE")
         try:
             if len(calls) == 1:
                 func, args = calls[0]
                 try:
-                    outcomes: list[_Outcome] = [(True, run_sync(func(_SqliteTxn(cursor), *args)))]
+                    value = run_sync(func(_SqliteTxn(cursor), *args))
                 except Exception as e:
-                    # Alone in its transaction: roll all of it back.
-                    cursor.execute("ROLLBACK")
+                    # Alone in its transaction: roll all of it back (unless
+                    # SQLite already did: disk full, I/O error...).
+                    if conn.in_transaction:
+                        cursor.execute("ROLLBACK")
                     return [(False, e)]
+                _check_open(conn)
+                outcomes: list[_Outcome] = [(True, value)]
             else:
                 outcomes = []
                 for func, args in calls:
@@ -187,19 +207,23 @@ class SqliteStore(SqlStore):
                     try:
                         value = run_sync(func(_SqliteTxn(cursor), *args))
                     except Exception as e:
-                        # If the failure aborted the whole transaction this
-                        # raises too, and the batch fails as one.
+                        if not conn.in_transaction:
+                            # SQLite rolled the whole transaction back: every
+                            # operation of the batch fails, with this error.
+                            raise
                         cursor.execute("ROLLBACK TO op")
                         cursor.execute("RELEASE op")
                         outcomes.append((False, e))
                     else:
+                        _check_open(conn)
                         cursor.execute("RELEASE op")
                         outcomes.append((True, value))
         except BaseException:
-            try:
-                cursor.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # the connection is gone; the original error says why
+            if conn.in_transaction:
+                try:
+                    cursor.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the connection is gone; the original error says why
             raise
         cursor.execute("COMMIT")
         return outcomes

@@ -174,3 +174,70 @@ class SqliteSpecificTests(TestCase):
             conn.close()
         self.assertEqual(addresses, {"also-kept@x.test"})
         self.assertIn("kept@x.test", recipients)
+
+    def _add_rollback_trigger(self, path: str) -> None:
+        # SQLite rolls the whole transaction back by itself, as after
+        # SQLITE_FULL or an I/O error.
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("CREATE TRIGGER boom BEFORE INSERT ON suppressions "
+                         "WHEN NEW.address = 'boom@x.test' "
+                         "BEGIN SELECT RAISE(ROLLBACK, 'boom: disk full'); END")
+            conn.commit()
+        finally:
+            conn.close()
+
+    def _suppressed(self, path: str) -> set[str]:
+        conn = sqlite3.connect(path)
+        try:
+            return {a for (a,) in conn.execute("SELECT address FROM suppressions")}
+        finally:
+            conn.close()
+
+    async def test_sqlite_rolling_back_by_itself_reports_the_real_error(self) -> None:
+        """When SQLite aborts the transaction (disk full, I/O error), callers
+        get that error, not our ROLLBACK's 'no transaction is active', alone
+        or in a shared transaction, and nothing of the batch is committed."""
+        from hurricane.store.interface import StoreUnavailable
+
+        store, path = await self._store()
+        self._add_rollback_trigger(path)
+        with self.assertRaises(StoreUnavailable) as alone:
+            await store.suppress("boom@x.test", "manual", T0)
+        self.assertIn("boom: disk full", str(alone.exception))
+
+        # Issued while the enqueue's transaction is still in flight (its
+        # caller resumes before the batch is retired): the three share one.
+        await store.enqueue(message("first@x.test"), T0)
+        calls = [Deferred.fromCoroutine(store.suppress(a, "manual", T0))
+                 for a in ("a@x.test", "boom@x.test", "b@x.test")]
+        results = await gatherResults([c.addErrback(lambda f: f.value) for c in calls])
+        self.assertEqual(store._txns.batch_sizes[-1], 3)
+        for r in results:
+            self.assertIsInstance(r, StoreUnavailable)
+            self.assertIn("boom: disk full", str(r))
+        self.assertEqual(self._suppressed(path), set())
+        self.flushLoggedErrors()
+
+    async def test_no_write_after_sqlite_rolled_back(self) -> None:
+        """A transaction function that swallows the error and writes on gets
+        an error instead of autocommitted rows."""
+        store, path = await self._store()
+        self._add_rollback_trigger(path)
+
+        async def swallow_and_go_on(txn: Any) -> None:
+            try:
+                await txn.execute("INSERT INTO suppressions (address, reason, created_at) "
+                                  "VALUES (?, ?, ?)", ("boom@x.test", "manual", T0))
+            except sqlite3.Error:
+                pass
+            await txn.execute("INSERT INTO suppressions (address, reason, created_at) "
+                              "VALUES (?, ?, ?)", ("stray@x.test", "manual", T0))
+
+        from hurricane.store.interface import StoreUnavailable
+
+        with self.assertRaises(StoreUnavailable) as caught:
+            await store._run(swallow_and_go_on)
+        self.assertIn("rolled back by SQLite", str(caught.exception))
+        self.assertEqual(self._suppressed(path), set())
+        self.flushLoggedErrors()
