@@ -362,6 +362,7 @@ class OutboundService(Service):
     async def _claim(self) -> None:
         self._claiming = True
         self._wake_again = False
+        failed = False
         try:
             capacity = self._config.max_in_flight - len(self._in_flight)
             if capacity <= 0:
@@ -376,10 +377,12 @@ class OutboundService(Service):
             except StoreUnavailable:
                 log.failure("claiming due deliveries failed; retrying in {delay}s",
                             delay=self._config.poll_interval)
+                failed = True
                 return
             except Exception:
                 log.failure("claiming due deliveries failed unexpectedly; retrying in {delay}s",
                             delay=self._config.poll_interval)
+                failed = True
                 return
             if not self.running or self._stopping:
                 # stopped while the claim was on its way: give them back
@@ -390,7 +393,7 @@ class OutboundService(Service):
             self._accept(deliveries)
         finally:
             self._claiming = False
-            if self._wake_again and not self._starved:
+            if self._wake_again and not self._starved and not failed:
                 self._schedule_claim(self._wake_delay)
             else:
                 self._schedule_claim(self._config.poll_interval)

@@ -555,6 +555,10 @@ class VerpTests(SchedulerTestCase):
             self.assertTrue(dkim.verify(message.body, dnsfunc=dnsfunc))
 
 
+async def _empty() -> list[Delivery]:
+    return []
+
+
 class LoopTests(SchedulerTestCase):
     """The claim loop: wakes, polling, store errors, capacity."""
 
@@ -584,6 +588,32 @@ class LoopTests(SchedulerTestCase):
         self.turn()
         self.assertEqual(len(self.store.claims), before + 1)
         self.assertEqual(len(self.connector.messages), 3)
+
+    def test_failed_claim_waits_for_the_poll_even_after_wakes(self) -> None:
+        """A claim that fails (store away) is retried at the poll interval,
+        not right away, even when mail woke the service meanwhile."""
+        held: list[Deferred[None]] = []
+
+        async def failing_claim(*a: Any, **kw: Any) -> list[Delivery]:
+            gate: Deferred[None] = Deferred()
+            held.append(gate)
+            await gate
+            raise StoreUnavailable("store away")
+
+        self.store.claim_due = failing_claim  # type: ignore[method-assign]
+        self.start(poll_interval=5.0, wake_delay=0.01)
+        self.turn()
+        self.assertEqual(len(held), 1)
+        self.service.wake()  # type: ignore[union-attr]  # during the claim
+        held.pop().callback(None)
+        self.clock.advance(1.0)
+        self.assertEqual(held, [])  # not retried within a second
+        self.clock.advance(4.0)
+        self.assertEqual(len(held), 1)  # at the poll interval
+        self.flushLoggedErrors(StoreUnavailable)
+        self.store.claim_due = lambda *a, **kw: Deferred.fromCoroutine(_empty())  # type: ignore
+        held.pop().callback(None)
+        self.flushLoggedErrors(StoreUnavailable)
 
     def test_wake_during_claim_claims_again_at_once(self) -> None:
         """Mail submitted while a claim is running is claimed right after it, not at the
