@@ -19,13 +19,24 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
 
-__all__ = ["Work", "analyze_batch", "init_worker"]
+__all__ = ["Work", "WorkerInitFailed", "analyze_batch", "init_worker", "ping"]
 
 #: One unit of work: the raw returned message and its envelope recipient.
 Work = tuple[bytes, "str | None"]
 
 #: Set once per worker by :func:`init_worker`: (analyze, its keyword arguments).
 _WORKER: tuple[Any, dict[str, Any]] | None = None
+
+#: Why :func:`init_worker` could not load the classifier (None: it did).
+_INIT_ERROR: str | None = None
+
+
+class WorkerInitFailed(Exception):
+    """This worker could not initialize (a rules file gone or invalid since start-up).
+
+    Raised by :func:`analyze_batch` instead of analyzing: the pool treats it
+    as "the workers cannot start", not as a fault of the messages.
+    """
 
 
 def init_worker(analyze: Any, rules_files: Sequence[str], limits: AnalysisLimits | None) -> None:
@@ -36,14 +47,20 @@ def init_worker(analyze: Any, rules_files: Sequence[str], limits: AnalysisLimits
         rules_files: operator rule files for ``ReplyClassifier.load``.
         limits: the analyzer's limits; None uses its defaults.
     """
-    global _WORKER
+    global _WORKER, _INIT_ERROR
     # Ctrl-C in a terminal reaches the whole process group; the parent
     # decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    kwargs: dict[str, Any] = {"classifier": ReplyClassifier.load(rules_files)}
-    if limits is not None:
-        kwargs["limits"] = limits
-    _WORKER = (analyze, kwargs)
+    try:
+        kwargs: dict[str, Any] = {"classifier": ReplyClassifier.load(rules_files)}
+        if limits is not None:
+            kwargs["limits"] = limits
+        _WORKER = (analyze, kwargs)
+    except Exception as e:
+        # Not raised: an initializer that raises kills its worker, and the
+        # pool would only see "a worker died", as if a message had killed it.
+        # Reported by ping() and analyze_batch() instead.
+        _INIT_ERROR = f"{type(e).__name__}: {e}"
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True,
@@ -71,6 +88,16 @@ def _portable(e: BaseException) -> BaseException:
     return e
 
 
+def ping() -> str | None:
+    """None when this worker is ready to analyze, else why it is not.
+
+    The pool sends it first to each new set of workers, before any message.
+    """
+    if _WORKER is None:
+        return _INIT_ERROR or "the worker was not initialized"
+    return None
+
+
 def analyze_batch(work: list[Work]) -> list[tuple[Analysis | BaseException, bytes]]:
     """Analyze several messages; an exception fails only its own message.
 
@@ -81,7 +108,8 @@ def analyze_batch(work: list[Work]) -> list[tuple[Analysis | BaseException, byte
     """
     from hurricane.inbound.fingerprint import message_fingerprint
 
-    assert _WORKER is not None, "worker not initialized"
+    if _WORKER is None:
+        raise WorkerInitFailed(_INIT_ERROR or "the worker was not initialized")
     analyze, kwargs = _WORKER
     out: list[tuple[Analysis | BaseException, bytes]] = []
     for raw, rcpt in work:

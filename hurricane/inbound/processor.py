@@ -63,7 +63,7 @@ from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis, RecipientResult
 from hurricane.inbound.correlate import RECIPIENT_WINDOW, Correlation, Match, correlate
 from hurricane.inbound.fingerprint import message_fingerprint
-from hurricane.inbound.workers import AnalysisProcessPool, WorkerLost
+from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
 from hurricane.model import BounceEvent, EventKind, Source, StoredBounce
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
@@ -383,10 +383,13 @@ class BounceProcessor(Service):
             ``limits`` and ``classifier`` are then the pool's own). The
             processor owns it: its workers start with the first analysis and
             stop with the service.
-        worker_attempts: after a worker died under a batch, each of its
-            messages is analyzed alone, one at a time, up to this many
-            times; a message that takes its worker down every time is marked
-            failed (raw kept for a replay) so it cannot stall the rest.
+        worker_attempts: after a worker died (or passed its deadline) under
+            a batch, each of its messages is analyzed alone (nothing else in
+            the pool meanwhile), one at a time, up to this many times; a
+            message that takes its worker down every time is marked failed
+            (raw kept for a replay) so it cannot stall the rest. Workers
+            that cannot start count against no message: the messages stay
+            pending and are retried with backoff, as in a store outage.
         concurrency: analyses in flight at most.
         retry_initial: first wait after a store outage (seconds).
         retry_max: longest wait between attempts during an outage.
@@ -718,9 +721,12 @@ class BounceProcessor(Service):
         else:
             outcomes = list(outcome)
         retries: list[tuple[int, bool]] = []
+        causes: list[str] = []
         for (bounce_id, replay), one in zip(items, outcomes, strict=True):
             if self._finished(one, bounce_id, replay):
                 retries.append((bounce_id, replay))
+                if isinstance(one, ProcessResult) and one.error:
+                    causes.append(one.error)
         if retries:
             # store outage: back in front of the queue (in order), pause everything
             for bounce_id, replay in reversed(retries):
@@ -730,7 +736,7 @@ class BounceProcessor(Service):
                 again = self._after_inflight.pop(bounce_id, None)
                 if again is not None:
                     self._enqueue(bounce_id, again)  # upgrades the queued entry
-            self._back_off()
+            self._back_off(causes[0] if causes else "store unavailable")
         if not self._inflight:
             for w in self._drain_waiters:
                 if not w.called:
@@ -769,15 +775,16 @@ class BounceProcessor(Service):
     def _delay(self, attempts: int) -> float:
         return float(min(self._retry_initial * 2 ** max(attempts - 1, 0), self._retry_max))
 
-    def _back_off(self) -> None:
+    def _back_off(self, cause: str = "store unavailable") -> None:
+        """Pause all analysis: the store, or the analysis workers, are unavailable."""
         self._stats.retries += 1
         if self._stopping or self._pause is not None:
             return
         self._backoff += 1
         delay = self._delay(self._backoff)
         log.warn(
-            "store unavailable; analysis paused for {delay} s ({queued} queued)",
-            delay=delay, queued=len(self._queue),
+            "{cause}; analysis paused for {delay} s ({queued} queued)",
+            cause=cause, delay=delay, queued=len(self._queue),
         )
         self._pause = self._clock.callLater(delay, self._resume)
 
@@ -956,51 +963,70 @@ class BounceProcessor(Service):
         """Analyze a batch in a worker process; survive a worker's death.
 
         A dead worker fails the whole call (and every other call in flight in
-        the pool). It may have been killed from outside, or one of these
+        the pool); so does one past its deadline (a hang), whose workers the
+        pool kills. It may have been killed from outside, or one of these
         messages kills it: each message is then analyzed again alone, one at
-        a time across the processor, so a message that kills its worker
-        every time is found and marked failed while the others go through.
-        While the service stops, the batch is left pending instead.
+        a time across the processor and with nothing else in the pool, so a
+        message that kills its worker every time is found and marked failed
+        while the others go through. While the service stops, or when the
+        workers cannot start at all (:class:`PoolUnavailable`), the batch is
+        left pending instead (``_prepare`` turns the exception into a retry).
         """
         assert self._processes is not None
         work = [(b.raw, b.rcpt_to or None) for b in bounces]
         try:
             many: list[tuple[Analysis | BaseException, bytes | None]] = list(
                 await self._processes.analyze(work))
+        except PoolUnavailable as e:
+            return [(e, None)] * len(bounces)
         except WorkerLost as e:
             if self._stopping:
                 return [(e, None)] * len(bounces)
-            log.warn("an analysis worker died under {count} messages; "
-                     "analyzing each alone", count=len(bounces))
+            log.warn("{error} under {count} messages; analyzing each alone",
+                     error=str(e), count=len(bounces))
         except Exception as e:
             return [(e, None)] * len(bounces)
         else:
             return many
         out: list[tuple[Analysis | BaseException, bytes | None]] = []
         for bounce, item in zip(bounces, work, strict=True):
-            out.append(await self._analyze_alone(bounce.bounce_id, item))
+            one = await self._analyze_alone(bounce.bounce_id, item)
+            if isinstance(one[0], PoolUnavailable):
+                # no worker can start: do not start one per message
+                return out + [one] * (len(bounces) - len(out))
+            out.append(one)
         return out
 
     async def _analyze_alone(
         self, bounce_id: int, item: tuple[bytes, str | None]
     ) -> tuple[Analysis | BaseException, bytes | None]:
-        """One message, alone in the pool, up to ``worker_attempts`` times."""
+        """One message, alone in the pool, up to ``worker_attempts`` times.
+
+        Only a worker lost while this message ran alone counts against it;
+        workers that cannot start (:class:`PoolUnavailable`) end the attempts
+        with the message still pending.
+        """
         assert self._processes is not None
         await self._isolating.acquire()
         try:
+            last: WorkerLost | None = None
             for attempt in range(1, self._worker_attempts + 1):
                 try:
-                    [one] = await self._processes.analyze([item])
+                    [one] = await self._processes.analyze([item], alone=True)
                     return one
+                except PoolUnavailable as e:
+                    return e, None
                 except WorkerLost as e:
                     if self._stopping:
                         return e, None
-                    log.warn("bounce {bounce_id}: analysis worker died "
-                             "(attempt {attempt} alone)", bounce_id=bounce_id, attempt=attempt)
+                    last = e
+                    log.warn("bounce {bounce_id}: {error} (attempt {attempt} alone)",
+                             bounce_id=bounce_id, error=str(e), attempt=attempt)
                 except Exception as e:
                     return e, None
             return RuntimeError(
-                f"the analysis worker died {self._worker_attempts} times on this message"), None
+                f"the analysis worker died {self._worker_attempts} times on this message"
+                f" (last: {last})"), None
         finally:
             self._isolating.release()
 
@@ -1009,8 +1035,9 @@ class BounceProcessor(Service):
         """Check an analysis, correlate it and build its events (nothing written yet)."""
         bounce_id = bounce.bounce_id
         if isinstance(analysis, WorkerLost):
-            # not analyzed (the service is stopping): still pending
-            return ProcessResult(bounce_id, "retry")
+            # not analyzed (the service is stopping, or no worker can
+            # start): still pending
+            return ProcessResult(bounce_id, "retry", error=str(analysis))
         if isinstance(analysis, BaseException):
             log.failure("bounce {bounce_id}: analysis raised",
                         Failure(analysis, type(analysis), analysis.__traceback__),

@@ -7,6 +7,7 @@ is bounded.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from hurricane.bounce.analyze import analyze as real_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
 from hurricane.inbound.processor import BounceProcessor, message_fingerprint
-from hurricane.inbound.workers import AnalysisProcessPool, WorkerLost
+from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
 from hurricane.model import State
 
 from .helpers import World, dsn
@@ -63,6 +64,37 @@ def hang_once(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analys
         open(path, "w").close()
         time.sleep(30)
     return real_analyze(rest if path.startswith(b"/") else raw, envelope_rcpt, **kw)
+
+
+def hang_always(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """``HANG <path>``: note each start in <path>, then block (a C-level hang, as far
+    as the analyzer's cooperative CPU limit knows); anything else is analyzed."""
+    if raw.startswith(b"HANG "):
+        with open(raw.partition(b"\n")[0][5:], "ab") as fp:
+            fp.write(b"x")
+        time.sleep(30)
+    return real_analyze(raw, envelope_rcpt, **kw)
+
+
+def gate(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """``GATE <dir>``: kill the worker the first time; later, create <dir>/started
+    and wait for <dir>/release before analyzing. ``POISON``: note it in
+    <dir-of-argv>/poison-ran (path on the first line) and kill the worker."""
+    first, _, rest = raw.partition(b"\n")
+    if first.startswith(b"GATE "):
+        d = first[5:].decode()
+        if not os.path.exists(os.path.join(d, "died")):
+            open(os.path.join(d, "died"), "w").close()
+            os._exit(3)
+        open(os.path.join(d, "started"), "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(d, "release")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return real_analyze(rest, envelope_rcpt, **kw)
+    if first.startswith(b"POISON "):
+        open(first[7:].decode(), "w").close()
+        os._exit(3)
+    return real_analyze(raw, envelope_rcpt, **kw)
 
 
 def raises(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
@@ -127,6 +159,23 @@ class _PoolCase(SynchronousTestCase):
                 self.reactor.run_one()
             except Exception as e:  # queue.Empty after 10 s
                 self.fail(f"no report from the workers: {e!r}")
+
+    def pump_while(self, predicate: Any, timeout: float = 15.0) -> bool:
+        """Run reports from threads as they come until ``predicate()`` holds.
+
+        Like :func:`wait_until`, but new workers' first answer (their ping)
+        reaches the pool, which sends no message before it.
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            try:
+                f, args, kwargs = self.reactor.from_threads.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            f(*args, **kwargs)
+        return True
 
     def marker(self, name: str) -> bytes:
         return os.path.join(self.tmp, name).encode() + b"\n"
@@ -198,6 +247,65 @@ class PoolTests(_PoolCase):
         self.assertIsInstance(again[0][0][0], Analysis)
         self.assertEqual(pool.generation, 2)
 
+    def test_relative_rules_files_are_made_absolute(self) -> None:
+        """Relative rules files are found by workers started after a change of directory."""
+        with open(os.path.join(self.tmp, "local-rules.toml"), "w") as fp:
+            fp.write('[[rule]]\nid = "t-1"\nreason = "userunknown"\nstatus = ["5.1.1"]\n')
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self.tmp)
+        pool = self.pool(rules_files=["local-rules.toml"])
+        os.chdir(cwd)  # the server changed directory after start-up
+        got: list[Any] = []
+        pool.analyze([(b"Subject: hi\r\n\r\nhello\r\n", None)]).addBoth(got.append)
+        self.pump_until(lambda: got)
+        self.assertIsInstance(got[0], list, got[0])
+        self.assertIsInstance(got[0][0][0], Analysis)
+
+    def test_pool_that_cannot_be_created_is_unavailable(self) -> None:
+        """OSError creating the executor or submitting to it fails with PoolUnavailable, not raised."""
+        from hurricane.inbound import workers
+
+        def no_executor(*a: Any, **kw: Any) -> Any:
+            raise OSError(24, "Too many open files")
+
+        class NoSpawn:
+            def __init__(self, *a: Any, **kw: Any) -> None:
+                pass
+
+            def submit(self, *a: Any, **kw: Any) -> Any:
+                raise OSError(11, "Resource temporarily unavailable")
+
+            def shutdown(self, *a: Any, **kw: Any) -> None:
+                pass
+
+        for fake, text in ((no_executor, "Too many open files"),
+                           (NoSpawn, "Resource temporarily unavailable")):
+            self.patch(workers, "ProcessPoolExecutor", fake)
+            pool = self.pool()
+            got: list[Any] = []
+            pool.analyze([(b"x", None)]).addErrback(got.append)
+            self.assertTrue(got[0].check(PoolUnavailable), got[0])
+            self.assertIn(text, str(got[0].value))
+            self.assertIsNone(pool._executor)
+
+    def test_worker_dead_while_idle_costs_nothing(self) -> None:
+        """A worker that died idle: the next call goes to a fresh pool instead of failing."""
+        pool = self.pool()
+        got: list[Any] = []
+        pool.analyze([(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
+        self.pump_until(lambda: got)
+        executor = pool._executor
+        [pid] = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_until(lambda: getattr(executor, "_broken", False)))
+        again: list[Any] = []
+        pool.analyze([(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(again.append)
+        self.pump_until(lambda: again)
+        self.assertIsInstance(again[0], list, again[0])
+        self.assertIsInstance(again[0][0][0], Analysis)
+        self.assertEqual(pool.generation, 2)
+
     def test_fork_refused(self) -> None:
         """The fork start method is refused: the server runs a reactor and threads."""
         self.assertRaises(ValueError, AnalysisProcessPool, self.reactor, 1, context="fork")
@@ -212,8 +320,9 @@ class ProcessorTests(_PoolCase):
         self.reactor.advance(self.w.clock.seconds())
         self.deliveries = self.w.send(["alice@example.net", "bob@example.net"])
 
-    def processor(self, analyze: Any, **kw: Any) -> BounceProcessor:
-        pool = self.pool(analyze=analyze)
+    def processor(self, analyze: Any, pool_kw: dict[str, Any] | None = None,
+                  **kw: Any) -> BounceProcessor:
+        pool = self.pool(analyze=analyze, **(pool_kw or {}))
         p = BounceProcessor(self.w.store, self.w.codec, self.reactor, processes=pool, **kw)
         p.startService()
         self.addCleanup(self._stop, p)
@@ -247,7 +356,7 @@ class ProcessorTests(_PoolCase):
         second = self.receive(self.deliveries[1])
         p.submit(first)
         p.submit(second)
-        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(self.tmp, "hang"))))
+        self.assertTrue(self.pump_while(lambda: os.path.exists(os.path.join(self.tmp, "hang"))))
         self.assertEqual(self.status(first), "pending")
         [pid] = p._processes.pids()  # type: ignore[union-attr]
         os.kill(pid, signal.SIGKILL)
@@ -272,6 +381,117 @@ class ProcessorTests(_PoolCase):
         self.assertTrue(stored.raw.startswith(b"POISON"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def errors_logged(self) -> list[str]:
+        """Error events logged from now on (formatted)."""
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        seen: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_level") in (LogLevel.error, LogLevel.critical):
+                seen.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return seen
+
+    def test_workers_that_cannot_initialize_leave_messages_pending(self) -> None:
+        """A rules file deleted after start-up: no strike, nothing failed, one error naming
+        it; analysis resumes with backoff once the file is back."""
+        rules = os.path.join(self.tmp, "operator-rules.toml")
+        open(rules, "w").close()
+        p = self.processor(real_analyze, pool_kw={"rules_files": [rules]})
+        os.remove(rules)
+        errors = self.errors_logged()
+        bids = [self.receive(d) for d in self.deliveries]
+        for bid in bids:
+            p.submit(bid)
+        self.assertTrue(self.pump_while(lambda: p._pause is not None))
+        self.assertEqual([self.status(b) for b in bids], ["pending", "pending"])
+        self.assertEqual(p.stats()["failed"], 0)
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("operator-rules.toml", errors[0])
+        self.assertEqual(self.w.store._bounces[bids[0]].error, None)
+        open(rules, "w").close()
+        self.reactor.advance(5.0)  # retry_initial
+        self.pump_until(lambda: "pending" not in [self.status(b) for b in bids])
+        self.assertEqual([self.status(b) for b in bids], ["analyzed", "analyzed"])
+
+    def test_pool_that_cannot_spawn_leaves_messages_pending(self) -> None:
+        """OSError starting workers: messages stay pending (backoff), then go through."""
+        from hurricane.inbound import workers
+
+        def no_executor(*a: Any, **kw: Any) -> Any:
+            raise OSError(24, "Too many open files")
+
+        real = workers.ProcessPoolExecutor
+        self.patch(workers, "ProcessPoolExecutor", no_executor)
+        p = self.processor(real_analyze)
+        bids = [self.receive(d) for d in self.deliveries]
+        for bid in bids:
+            p.submit(bid)
+        self.assertIsNotNone(p._pause)
+        self.assertEqual([self.status(b) for b in bids], ["pending", "pending"])
+        self.assertEqual(p.stats()["failed"], 0)
+        self.patch(workers, "ProcessPoolExecutor", real)
+        self.reactor.advance(5.0)
+        self.pump_until(lambda: "pending" not in [self.status(b) for b in bids])
+        self.assertEqual([self.status(b) for b in bids], ["analyzed", "analyzed"])
+
+    def test_alone_retry_runs_alone(self) -> None:
+        """While a message is retried alone, no other batch runs beside it: a batch that
+        kills the pool meanwhile costs the message in isolation no strike."""
+        p = self.processor(gate, pool_kw={"processes": 2}, worker_attempts=1,
+                           concurrency=2, batch_size=1)
+        pool = p._processes
+        assert pool is not None
+        a = self.receive(self.deliveries[0], b"GATE " + self.tmp.encode() + b"\n")
+        p.submit(a)
+        # its batch killed the worker; now alone, and waiting for "release"
+        self.assertTrue(self.pump_while(
+            lambda: os.path.exists(os.path.join(self.tmp, "started"))))
+        ran = os.path.join(self.tmp, "poison-ran")
+        poison = self.receive(self.deliveries[1], b"POISON " + ran.encode() + b"\n")
+        p.submit(poison)
+        # held while the alone retry runs (else it would run and kill the pool)
+        self.assertTrue(self.pump_while(
+            lambda: len(pool._queue) == 1 or os.path.exists(ran)))
+        self.assertFalse(os.path.exists(ran))
+        open(os.path.join(self.tmp, "release"), "w").close()
+        self.pump_until(lambda: "pending" not in (self.status(a), self.status(poison)))
+        self.assertEqual((self.status(a), self.status(poison)), ("analyzed", "failed"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_hung_analysis_is_killed_at_its_deadline(self) -> None:
+        """A message that hangs its worker every time (beyond the analyzer's reach) is
+        killed at each deadline, then marked failed with its raw kept; the other goes through."""
+        p = self.processor(hang_always, worker_attempts=2)
+        count = os.path.join(self.tmp, "hangs")
+        hung = self.receive(self.deliveries[0], b"HANG " + count.encode() + b"\n")
+        good = self.receive(self.deliveries[1])
+        p.submit(hung)
+        p.submit(good)
+        seen = 0
+
+        def settled() -> bool:
+            nonlocal seen
+            n = os.path.getsize(count) if os.path.exists(count) else 0
+            if n > seen:
+                # hung: let the reactor's clock pass the deadline (2 s CPU + 10 s margin)
+                seen = n
+                self.reactor.advance(13.0)
+            return "pending" not in (self.status(hung), self.status(good))
+
+        self.assertTrue(self.pump_while(settled, timeout=30))
+        self.assertEqual(seen, 3)  # in its batch, then twice alone
+        self.assertEqual(self.status(good), "analyzed")
+        stored = self.w.bounce(hung)
+        self.assertEqual(stored.status, "failed")
+        self.assertIn("died 2 times", self.w.store._bounces[hung].error)
+        self.assertIn("did not finish within 12 s", self.w.store._bounces[hung].error)
+        self.assertTrue(stored.raw.startswith(b"HANG "))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_stop_terminates_workers(self) -> None:
         """stopService ends every worker process; a restarted service spawns new ones."""
         p = self.processor(real_analyze)
@@ -293,7 +513,7 @@ class ProcessorTests(_PoolCase):
         p = self.processor(hang_once, stop_timeout=1.0)
         bid = self.receive(self.deliveries[0], self.marker("stuck"))
         p.submit(bid)
-        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(self.tmp, "stuck"))))
+        self.assertTrue(self.pump_while(lambda: os.path.exists(os.path.join(self.tmp, "stuck"))))
         [pid] = p._processes.pids()  # type: ignore[union-attr]
         stopped = p.stopService()
         self.assertNoResult(stopped)
@@ -316,20 +536,27 @@ class ParentDeathTests(SynchronousTestCase):
     def test_workers_exit_when_parent_is_killed(self) -> None:
         """After kill -9 of the parent, its idle workers exit on their own."""
         script = textwrap.dedent("""
-            import os, signal, sys, time
+            import os, queue, signal, sys, time
             from twisted.internet.task import Clock
             from hurricane.inbound.workers import AnalysisProcessPool
 
             class R(Clock):
-                def callFromThread(self, f, *a, **kw):
-                    pass
+                reports = queue.Queue()
 
-            pool = AnalysisProcessPool(R(), 2)
+                def callFromThread(self, f, *a, **kw):
+                    self.reports.put((f, a, kw))
+
+            r = R()
+            pool = AnalysisProcessPool(r, 2)
             pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
             pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
             deadline = time.monotonic() + 30
             while len(pool.pids()) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
+                try:
+                    f, a, kw = r.reports.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                f(*a, **kw)
             time.sleep(0.5)
             print(" ".join(map(str, pool.pids())), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
