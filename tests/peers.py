@@ -18,3 +18,31 @@ def missing_peer(reason: str) -> NoReturn:
     if os.environ.get("HURRICANE_REQUIRE_PEERS") == "1":
         raise AssertionError(f"HURRICANE_REQUIRE_PEERS=1 but {reason}")
     raise SkipTest(reason)
+
+
+#: The checkout's root (the corpus lives next to it, in ../shared).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def corpus_dir() -> str | None:
+    """The public bounce corpus: ``$HURRICANE_BOUNCE_CORPUS``, else
+    ``../shared/bounce-corpus`` next to the checkout; None when absent."""
+    env = os.environ.get("HURRICANE_BOUNCE_CORPUS")
+    candidates = [env] if env else [os.path.join(_ROOT, "..", "shared", "bounce-corpus")]
+    for c in candidates:
+        if c and os.path.isfile(os.path.join(c, "expected.jsonl")) \
+                and os.path.isdir(os.path.join(c, "emails")):
+            return os.path.normpath(c)
+    return None
+
+
+def require_corpus() -> str:
+    """The corpus directory; skip without it, or fail under ``HURRICANE_REQUIRE_CORPUS=1``."""
+    d = corpus_dir()
+    if d is None:
+        msg = ("bounce corpus not found: set HURRICANE_BOUNCE_CORPUS or put it at "
+               "../shared/bounce-corpus next to the checkout")
+        if os.environ.get("HURRICANE_REQUIRE_CORPUS") == "1":
+            raise AssertionError(msg + " (HURRICANE_REQUIRE_CORPUS=1)")
+        raise SkipTest(msg)
+    return d

@@ -11,11 +11,11 @@ import importlib.util
 import json
 import os
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.analyze import analyze, to_prediction
+from tests.peers import require_corpus
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Figures reached by the analyzer (score.py, strict), minus about half a point.
 # Raise them when the analyzer improves; never lower them to make a change pass.
@@ -28,27 +28,11 @@ THRESHOLDS = {
 }
 
 
-def corpus_dir() -> str | None:
-    env = os.environ.get("HURRICANE_BOUNCE_CORPUS")
-    candidates = [env] if env else [os.path.join(ROOT, "..", "shared", "bounce-corpus")]
-    for c in candidates:
-        if c and os.path.isfile(os.path.join(c, "expected.jsonl")):
-            return os.path.normpath(c)
-    return None
-
-
 class CorpusTests(SynchronousTestCase):
     """The whole public corpus, scored with the corpus's own score.py."""
 
     def setUp(self):
-        d = corpus_dir()
-        if d is None:
-            msg = ("bounce corpus not found: set HURRICANE_BOUNCE_CORPUS or put it at "
-                   "../shared/bounce-corpus next to the checkout")
-            if os.environ.get("HURRICANE_REQUIRE_CORPUS") == "1":
-                self.fail(msg + " (HURRICANE_REQUIRE_CORPUS=1)")
-            raise SkipTest(msg)
-        self.dir = d
+        self.dir = require_corpus()
 
     def _score_module(self):
         spec = importlib.util.spec_from_file_location("bounce_corpus_score",

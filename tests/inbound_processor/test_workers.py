@@ -16,7 +16,7 @@ import textwrap
 import time
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as real_analyze
@@ -25,6 +25,7 @@ from hurricane.bounce.model import Analysis
 from hurricane.inbound.processor import BounceProcessor, message_fingerprint
 from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
 from hurricane.model import State
+from tests.peers import require_corpus
 
 from .helpers import World, dsn
 from .test_processor import _ThreadClock
@@ -107,15 +108,6 @@ def raises(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
 # -- helpers ----------------------------------------------------------------------
 
 
-def corpus_dir() -> str | None:
-    env = os.environ.get("HURRICANE_BOUNCE_CORPUS")
-    candidates = [env] if env else [os.path.join(ROOT, "..", "shared", "bounce-corpus")]
-    for c in candidates:
-        if c and os.path.isdir(os.path.join(c, "emails")):
-            return os.path.normpath(c)
-    return None
-
-
 def gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie counts: it holds nothing)."""
     try:
@@ -186,12 +178,7 @@ class PoolTests(_PoolCase):
 
     def test_same_results_as_in_process(self) -> None:
         """Corpus messages analyzed in a worker equal the in-process analyses, fingerprints too."""
-        d = corpus_dir()
-        if d is None:
-            msg = "bounce corpus not found: set HURRICANE_BOUNCE_CORPUS"
-            if os.environ.get("HURRICANE_REQUIRE_CORPUS") == "1":
-                self.fail(msg)
-            raise SkipTest(msg)
+        d = require_corpus()
         names = sorted(os.listdir(os.path.join(d, "emails")))[::40][:12]
         raws = []
         for name in names:
