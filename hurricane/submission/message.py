@@ -1,6 +1,8 @@
 """Turn submitted bytes into the message Hurricane stores. Pure.
 
-Headers are *read* with the stdlib parser (``policy=compat32``) but *edited*
+Headers are *read* as the stdlib parser (``policy=compat32``) reads them (a
+plain ASCII block from our own field offsets, anything else by the parser
+itself) but *edited*
 on the raw bytes: the ``X-Hurricane-*`` identifier fields are cut out and
 ``Message-ID`` / ``Date`` appended when missing, and every other byte stays
 as the application sent it (re-serialising with ``email`` would refold
@@ -122,7 +124,7 @@ def prepare_message(
         ReplyError: 550 5.6.0 naming the header when an identifier is bad.
     """
     fields, header_end, has_separator = _scan_header(data)
-    msg = BytesParser(policy=compat32).parsebytes(data[:header_end], headersonly=True)
+    msg = _read_header(data, fields, header_end)
     mailing_id = _one_value(msg, MAILING_ID_HEADER)
     message_id = _one_value(msg, MESSAGE_ID_HEADER)
     _check(MAILING_ID_HEADER, mailing_id, None)
@@ -156,6 +158,56 @@ def prepare_message(
             out += b"\r\n"
     out += data[header_end:]
     return PreparedMessage(bytes(out), mailing_id, message_id, header_message_id)
+
+
+class _AsciiHeader:
+    """What the stdlib parser (compat32) reads from a plain header block, read
+    from our own field offsets: ``get`` and ``get_all`` with its semantics.
+
+    Only for blocks where the two read the same fields: pure ASCII, every
+    line ending CRLF, no "From " line (the parser's mbox From_ handling), no
+    white space between a name and its colon.
+    Parsing with the stdlib costs ~80 us per message; this ~10.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, data: bytes, fields: list[_Field]) -> None:
+        self._fields: list[tuple[str, str]] = []
+        for f in fields:
+            text = data[f.start:f.end].decode("ascii")
+            colon = text.index(":")
+            if text[colon - 1] in " \t":
+                # "Name :" ends the parser's header block (not a header line
+                # to it); leave such blocks to the parser itself
+                raise ValueError("white space before the colon")
+            # compat32: the name is everything before the first colon (white
+            # space before it included); the value starts after the colon
+            # and its leading blanks, keeps folding, loses the last CRLF.
+            self._fields.append((text[:colon].lower(),
+                                 text[colon + 1:].lstrip(" \t").rstrip("\r\n")))
+
+    def get_all(self, name: str) -> list[str] | None:
+        key = name.lower()
+        values = [v for k, v in self._fields if k == key]
+        return values or None
+
+    def get(self, name: str) -> str | None:
+        key = name.lower()
+        return next((v for k, v in self._fields if k == key), None)
+
+
+def _read_header(data: bytes, fields: list[_Field], header_end: int) -> object:
+    """The header block read as the stdlib parser (compat32) reads it."""
+    head = data[:header_end]
+    crlf = head.count(b"\r\n")
+    if (head.isascii() and head.count(b"\r") == crlf == head.count(b"\n")
+            and not head.startswith(b"From ") and b"\nFrom " not in head):
+        try:
+            return _AsciiHeader(data, fields)
+        except ValueError:
+            pass
+    return BytesParser(policy=compat32).parsebytes(head, headersonly=True)
 
 
 def _one_value_or_none(msg: object, name: str) -> str | None:

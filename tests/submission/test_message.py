@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.smtpd.reply import ReplyError
@@ -46,3 +48,48 @@ class PrepareMessageTests(SynchronousTestCase):
             prep(b"X-Hurricane-Mailing-Id:\r\n\r\n")
         self.assertEqual((cm.exception.reply.code, cm.exception.reply.status), (550, "5.6.0"))
         self.assertIn("X-Hurricane-Mailing-Id", cm.exception.reply.text)
+
+
+class HeaderReadingTests(SynchronousTestCase):
+    """Our reading of plain header blocks equals the stdlib parser's (compat32)."""
+
+    @settings(max_examples=500, deadline=None)
+    @given(lines=st.lists(st.sampled_from([
+        b"Subject: hi", b"Subject :spaced", b"X-Hurricane-Mailing-Id: spring",
+        b"x-hurricane-mailing-id:   lower", b"X-Hurricane-Message-Id: AB12",
+        b"X-Hurricane-Message-Id :odd", b"Message-ID: <a@b>", b"message-id:<c@d> ",
+        b"Message-ID:", b"Date: Fri, 27 Nov 2026 10:00:00 +0000", b" folded", b"\tfolded tab",
+        b"  ", b"From: a@b", b"To: x@y", b"Bad line", b":empty name", b"X-A:b:c",
+        b"From someone", b"Caf\xc3\xa9: x", b"X: \xff", b"Y: bare\rcr", b"Z: bare\nlf",
+    ]), max_size=12), body=st.sampled_from([b"", b"\r\n", b"\r\nbody\r\n", b"body\r\n"]))
+    def test_same_values_as_the_stdlib_parser(self, lines: list[bytes], body: bytes) -> None:
+        """get/get_all of every name we ask for, and the whole prepare_message
+        result, match the stdlib parser's reading for any header block."""
+        from email.parser import BytesParser
+        from email.policy import compat32
+
+        from hurricane.submission import message as m
+
+        data = b"".join(line + b"\r\n" for line in lines) + body
+        fields, end, _ = m._scan_header(data)
+        ours = m._read_header(data, fields, end)
+        theirs = BytesParser(policy=compat32).parsebytes(data[:end], headersonly=True)
+        for name in ("X-Hurricane-Mailing-Id", "X-Hurricane-Message-Id", "Message-ID", "Date",
+                     "Subject", "From"):
+            self.assertEqual(ours.get_all(name), theirs.get_all(name), name)
+            self.assertEqual(ours.get(name), theirs.get(name), name)
+
+        def run(reader: object) -> object:
+            original = m._read_header
+            m._read_header = reader  # type: ignore[assignment]
+            try:
+                return m.prepare_message(data, hostname="h.test", now=0.0,
+                                         make_message_id=lambda h: "fixed@" + h)
+            except ReplyError as e:
+                return ("refused", e.reply.code, e.reply.text)
+            finally:
+                m._read_header = original
+
+        stdlib = lambda data, fields, end: BytesParser(  # noqa: E731
+            policy=compat32).parsebytes(data[:end], headersonly=True)
+        self.assertEqual(run(m._read_header), run(stdlib))
