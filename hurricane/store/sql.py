@@ -224,6 +224,26 @@ INSERT_EVENT_IDEMPOTENT = (
 
 INSERT_EVENT_RETURNING = INSERT_EVENT + "\nRETURNING event_id"
 
+_EVENT_VALUES = "(" + placeholders(len(EVENT_INSERT_COLUMNS)) + ")"
+
+
+def insert_events_returning(n: int) -> str:
+    """A multi-row INSERT of ``n`` events returning their event ids.
+
+    Ids are drawn in row order within the statement, so the sorted ids map
+    back to the rows by position (RETURNING itself promises no order).
+    """
+    return ("INSERT INTO events (" + ", ".join(EVENT_INSERT_COLUMNS) + ")\nVALUES "
+            + ", ".join([_EVENT_VALUES] * n) + "\nRETURNING event_id")
+
+
+# The recipients of deliveries about to be written, locked (PostgreSQL) in id
+# order so that two writers never wait on each other in a cycle.
+SELECT_DELIVERIES_FOR_WRITE = (
+    "SELECT delivery_id, recipient FROM deliveries WHERE delivery_id IN ({marks})"
+    " ORDER BY delivery_id{for_update}"
+)
+
 # Moves the state only while the row is pending; the lease condition is
 # appended when the writer names itself.
 RECORD_ATTEMPT = """

@@ -377,6 +377,29 @@ class StoreContractMixin:
         self.assertEqual(len(ids), 1)
         self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.delivered)
 
+    async def test_record_many_maps_each_event_to_its_result(self) -> None:
+        """A large batch (over one multi-row INSERT) returns one event id per
+        known result, in the results' order, each event carrying its own
+        result's values; a delivery twice in the batch gets both events."""
+        ids = [(await self.enqueue_one(f"r{i}@many.test")).recipients[0].delivery_id
+               for i in range(60)]
+        results = [AttemptResult(d, State.deferred, T0 + 1, code=400 + i % 10,
+                                 text=f"try {i}", next_attempt_at=T0 + 100)
+                   for i, d in enumerate(ids)]
+        results.insert(7, AttemptResult(ids[0] + 100000, State.delivered, T0 + 1))
+        results.append(AttemptResult(ids[3], State.delivered, T0 + 2, code=250,
+                                     text="second"))
+        event_ids = await self.store.record_attempts(results)
+        known = [r for r in results if r.delivery_id != ids[0] + 100000]
+        self.assertEqual(len(event_ids), len(known))
+        self.assertEqual(event_ids, sorted(event_ids))
+        for r, event_id in zip(known, event_ids):
+            [event] = [e for e in await self.store.events(r.delivery_id)
+                       if e.event_id == event_id]
+            self.assertEqual((event.code, event.text), (r.code, r.text))
+        self.assertEqual((await self.store.get_delivery(ids[3])).state, State.delivered)
+        self.assertEqual((await self.store.get_delivery(ids[4])).state, State.deferred)
+
     async def test_retry_now(self) -> None:
         """retry_now makes matching deferred rows due now and counts them."""
         rows = []
