@@ -42,13 +42,23 @@ def _marked(raw: bytes) -> tuple[bytes, bytes]:
     return first, rest
 
 
+def _first_sight(raw: bytes) -> tuple[bool, bytes]:
+    """(True the first time a marked message is seen, the message without its mark)."""
+    path, rest = _marked(raw)
+    if not path.startswith(b"/"):
+        return False, raw
+    if os.path.exists(path):
+        return False, rest
+    open(path, "w").close()
+    return True, rest
+
+
 def die_once(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
     """Kill this worker the first time a marked message is seen, then analyze it."""
-    path, rest = _marked(raw)
-    if path.startswith(b"/") and not os.path.exists(path):
-        open(path, "w").close()
+    first, message = _first_sight(raw)
+    if first:
         os._exit(3)
-    return real_analyze(rest if path.startswith(b"/") else raw, envelope_rcpt, **kw)
+    return real_analyze(message, envelope_rcpt, **kw)
 
 
 def die_always(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
@@ -60,11 +70,10 @@ def die_always(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analy
 
 def hang_once(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
     """Block (up to 30 s) the first time a marked message is seen, else analyze it."""
-    path, rest = _marked(raw)
-    if path.startswith(b"/") and not os.path.exists(path):
-        open(path, "w").close()
+    first, message = _first_sight(raw)
+    if first:
         time.sleep(30)
-    return real_analyze(rest if path.startswith(b"/") else raw, envelope_rcpt, **kw)
+    return real_analyze(message, envelope_rcpt, **kw)
 
 
 def hang_always(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
