@@ -186,7 +186,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     from hurricane.outbound.client import Connector
     from hurricane.outbound.dkim import DkimSigner, threadpool_runner
     from hurricane.outbound.mx import MXResolver
-    from hurricane.outbound.queue import WAKE_DELAY, OutboundService
+    from hurricane.outbound.queue import RECORD_DELAY, WAKE_DELAY, OutboundService
     from hurricane.submission.server import build_submission_factory
 
     store = root.store
@@ -237,7 +237,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
                           bind_address=config.delivery.bind_address)
     outbound = OutboundService(
         store, connector, resolver, codec, classifier, config.delivery, hostname,
-        config.node_id, reactor, dkim, wake_delay=WAKE_DELAY,
+        config.node_id, reactor, dkim, wake_delay=WAKE_DELAY, record_delay=RECORD_DELAY,
     )
     outbound.setServiceParent(root)
     root.components.update(

@@ -20,6 +20,7 @@ from hurricane.outbound.dkim import DkimSigner
 from hurricane.outbound.interface import ConnectionFailed, OutboundMessage, Reply
 from hurricane.outbound.mx import MXResolver
 from hurricane.outbound.prepare import header_value
+from hurricane.outbound import queue
 from hurricane.outbound.queue import OutboundService
 from hurricane.store.interface import StoreUnavailable
 from hurricane.store.memory import MemoryStore
@@ -92,7 +93,8 @@ class SchedulerTestCase(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def start(self, dkim_signer: DkimSigner | None = None, routes: dict[str, str] | None = None,
-              wake_delay: float = 0.0, **delivery: Any) -> OutboundService:
+              wake_delay: float = 0.0, record_delay: float = 0.0,
+              **delivery: Any) -> OutboundService:
         settings: dict[str, Any] = {"first_retry": 300, "max_retry_interval": 3600,
                                     "retry_jitter": 0.0, "poll_interval": 5.0}
         settings.update(delivery)
@@ -102,7 +104,7 @@ class SchedulerTestCase(SynchronousTestCase):
             store=self.store, connector=self.connector, resolver=resolver, codec=self.codec,
             classifier=self.classifier, config=self.config, helo="out.shop.example",
             node_id="node-1", clock=self.clock, dkim=dkim_signer, rng=random.Random(0),
-            shutdown_grace=10.0, wake_delay=wake_delay,
+            shutdown_grace=10.0, wake_delay=wake_delay, record_delay=record_delay,
         )
         self.service.startService()
         return self.service
@@ -588,6 +590,46 @@ class LoopTests(SchedulerTestCase):
         self.turn()
         self.assertEqual(len(self.store.claims), before + 1)
         self.assertEqual(len(self.connector.messages), 3)
+
+    def test_record_delay_gathers_results_into_one_write(self) -> None:
+        """With a record delay (the server's RECORD_DELAY), results finished
+        within it are written by one record_attempts call when it runs out,
+        not one call each, and not before; the rows stay leased meanwhile."""
+        self.connector.send_delay = 0.005
+        self.start(record_delay=0.02, poll_interval=5.0)
+        self.turn()
+        ids = []
+        for i in range(3):
+            ids += self.enqueue(f"u{i}@example.com")
+            self.turn()
+            self.clock.advance(0.006)  # each is sent 5 ms after its claim
+        self.assertEqual(len(self.connector.messages), 3)
+        self.clock.advance(0.006)  # 19 ms after the first result (sent at 5 ms)
+        self.assertEqual(self.store.recorded, [])
+        self.assertEqual(self.delivery(ids[0]).lease_owner, "node-1")
+        self.clock.advance(0.002)
+        self.assertEqual([len(batch) for batch in self.store.recorded], [3])
+        self.assertEqual({self.delivery(i).state for i in ids}, {State.delivered})
+
+    def test_record_delay_never_holds_more_than_a_batch(self) -> None:
+        """A full batch of results (RECORD_BATCH) is written at once, whatever the delay."""
+        self.start(record_delay=60.0, poll_interval=5.0, max_in_flight=1000,
+                   max_connections_per_destination=1)
+        self.enqueue(*(f"u{i}@example.com" for i in range(queue.RECORD_BATCH + 5)))
+        self.turn()
+        self.turn()
+        # the full batch went at once, and the write loop took the rest with it
+        self.assertEqual([len(batch) for batch in self.store.recorded],
+                         [queue.RECORD_BATCH, 5])
+
+    def test_stop_writes_results_held_by_the_record_delay(self) -> None:
+        """Stopping writes the results still waiting for the record delay at once."""
+        self.start(record_delay=60.0, poll_interval=5.0)
+        [did] = self.enqueue("alice@example.com")
+        self.turn()
+        self.assertEqual(self.store.recorded, [])
+        self.successResultOf(self.service.stopService())  # type: ignore[union-attr]
+        self.assertEqual(self.delivery(did).state, State.delivered)
 
     def test_failed_claim_waits_for_the_poll_even_after_wakes(self) -> None:
         """A claim that fails (store away) is retried at the poll interval,
