@@ -34,7 +34,7 @@ NXDOMAIN and a null MX fail the recipients as ``hostunknown``.
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,6 +91,10 @@ WAKE_DELAY = 0.01
 #: transaction and commit. A result still in memory when the process dies is
 #: sent again: at least once, never lost, as for the transaction under way.
 RECORD_DELAY = 0.02
+#: Bytes of just-submitted message bodies kept for their first delivery
+#: (:meth:`OutboundService.wake`), so that it need not read back from the
+#: store what submission wrote a few milliseconds before. Oldest go first.
+FRESH_BODY_BYTES = 8 * 1024 * 1024
 
 
 class Classifier(Protocol):
@@ -207,6 +211,9 @@ class OutboundService(Service):
         self._body_refs: Counter[int] = Counter()
         self._bodies: dict[int, bytes] = {}
         self._body_loading: dict[int, list[Deferred[bytes]]] = {}
+        #: Raw bodies handed over by :meth:`wake`, by message key, oldest first.
+        self._fresh: OrderedDict[int, bytes] = OrderedDict()
+        self._fresh_bytes = 0
 
         self._results: list[AttemptResult] = []
         self._flush_call: IDelayedCall | None = None
@@ -293,6 +300,8 @@ class OutboundService(Service):
         self._cancel_call(self._flush_call)
         self._flush_call = None
 
+        self._fresh.clear()
+        self._fresh_bytes = 0
         for delivery in unstarted:
             self._forget(delivery)
         if unstarted:
@@ -344,10 +353,19 @@ class OutboundService(Service):
 
     # -- claim loop ------------------------------------------------------------
 
-    def wake(self) -> None:
-        """New mail is due: claim soon. Cheap; many calls make one claim."""
+    def wake(self, message_pk: int | None = None, body: bytes | None = None) -> None:
+        """New mail is due: claim soon. Cheap; many calls make one claim.
+
+        Args:
+            message_pk: the message just committed, with
+            body: its raw body as stored: kept (up to
+                :data:`FRESH_BODY_BYTES` in all) for its first delivery,
+                which then does not read it back from the store.
+        """
         if not self.running or self._stopping:
             return
+        if message_pk is not None and body is not None:
+            self._keep_fresh(message_pk, body)
         if self._claiming:
             self._wake_again = True
             return
@@ -809,6 +827,21 @@ class OutboundService(Service):
             self._finish(delivery, self._result(delivery, reply, info, now - started, now),
                          info.host)
 
+    def _keep_fresh(self, message_pk: int, body: bytes) -> None:
+        if len(body) > FRESH_BODY_BYTES // 4 or message_pk in self._fresh:
+            return
+        self._fresh[message_pk] = body
+        self._fresh_bytes += len(body)
+        while self._fresh_bytes > FRESH_BODY_BYTES:
+            _, old = self._fresh.popitem(last=False)
+            self._fresh_bytes -= len(old)
+
+    def _take_fresh(self, message_pk: int) -> bytes | None:
+        body = self._fresh.pop(message_pk, None)
+        if body is not None:
+            self._fresh_bytes -= len(body)
+        return body
+
     async def _message_bytes(self, message_pk: int) -> bytes:
         """The normalised, signed bytes of a message, loaded and signed once."""
         cached = self._bodies.get(message_pk)
@@ -824,7 +857,9 @@ class OutboundService(Service):
             return await d
         self._body_loading[message_pk] = []
         try:
-            raw = await self._store.load_body(message_pk)
+            raw = self._take_fresh(message_pk)
+            if raw is None:
+                raw = await self._store.load_body(message_pk)
             message = normalise_message(raw)
             if self._dkim is not None:
                 message = await self._dkim.sign(message)

@@ -244,7 +244,7 @@ class SubmissionProtocol(HardenedESMTP):
         log.info("queued {queue_id} from {client} for {count} recipients",
                  queue_id=result.queue_id, client=client, count=len(recipients))
         try:
-            factory.on_enqueued()
+            factory.on_enqueued(result.message_pk, message.body)
         except Exception:
             # The message is committed; a failing hook must not turn that into an error.
             log.failure("on_enqueued hook failed")
@@ -259,7 +259,9 @@ class SubmissionFactory(HardenedFactory):
         store: where messages are enqueued.
         hostname: our name (greeting, Received, added Message-IDs).
         clock: the injected reactor time.
-        on_enqueued: called after each committed enqueue (wakes the scheduler).
+        on_enqueued: called after each committed enqueue with the message's
+            key and its body as stored (the scheduler's ``wake``, which keeps
+            the body for the first delivery).
         tls_context: server context factory for STARTTLS, or None.
         portal: the AUTH portal; None disables AUTH.
     """
@@ -272,7 +274,7 @@ class SubmissionFactory(HardenedFactory):
         store: IOutcomeStore,
         hostname: str,
         clock: IReactorTime,
-        on_enqueued: Callable[[], None] = lambda: None,
+        on_enqueued: Callable[[int, bytes], None] = lambda message_pk, body: None,
         tls_context: Any = None,
         portal: Portal | None = None,
     ) -> None:
@@ -290,7 +292,7 @@ def build_submission_factory(
     store: IOutcomeStore,
     hostname: str,
     clock: IReactorTime,
-    on_enqueued: Callable[[], None] = lambda: None,
+    on_enqueued: Callable[[int, bytes], None] = lambda message_pk, body: None,
     run_hash: RunHash | None = None,
 ) -> SubmissionFactory:
     """A :class:`SubmissionFactory` from configuration: users, portal and TLS.

@@ -27,6 +27,7 @@ from hurricane.store.memory import MemoryStore
 from hurricane.verp import VerpCodec, VerpKey, VerpToken
 
 from .fakes import (
+    accept_all,
     FakeClassifier,
     FakeConnection,
     FakeConnector,
@@ -111,7 +112,7 @@ class SchedulerTestCase(SynchronousTestCase):
 
     def enqueue(self, *recipients: str, mailing_id: str | None = "spring-sale",
                 message_id: str | None = "AB12", at: float | None = None,
-                body: bytes = BODY, wake: bool = True) -> list[int]:
+                body: bytes = BODY, wake: bool = True, hand: bool = False) -> list[int]:
         message = NewMessage(
             sender="news@shop.example",
             recipients=tuple(NewRecipient(r) for r in recipients),
@@ -119,8 +120,10 @@ class SchedulerTestCase(SynchronousTestCase):
         )
         result = self.successResultOf(Deferred.fromCoroutine(
             self.store.enqueue(message, self.clock.seconds() if at is None else at)))
-        if self.service is not None and wake:
-            self.service.wake()  # as submission does after each enqueue
+        if self.service is not None and hand:
+            self.service.wake(result.message_pk, body)  # as submission does
+        elif self.service is not None and wake:
+            self.service.wake()  # as the API and the manhole do
         return [r.delivery_id for r in result.recipients]
 
     def turn(self, seconds: float = 0.0) -> None:
@@ -472,6 +475,45 @@ class ConnectionUseTests(SchedulerTestCase):
         self.enqueue(*[f"u{i}@example.com" for i in range(5)])
         self.turn()
         self.assertEqual(loads, [1])
+
+    def count_loads(self) -> list[int]:
+        loads: list[int] = []
+        original = self.store.load_body
+
+        async def load_body(message_pk: int) -> bytes:
+            loads.append(message_pk)
+            return await original(message_pk)
+
+        self.store.load_body = load_body  # type: ignore[method-assign]
+        return loads
+
+    def test_body_handed_by_submission_is_not_read_back(self) -> None:
+        """The body handed over with the wake serves the first delivery; a
+        retry later reads it from the store, and both send the same bytes."""
+        loads = self.count_loads()
+        self.connector.responder = reply_all(451, "4.7.1 Greylisted", "4.7.1")
+        self.start()
+        [did] = self.enqueue("alice@example.com", hand=True)
+        self.turn()
+        self.assertEqual(loads, [])
+        first = self.connector.messages[-1][1]
+        self.connector.responder = accept_all
+        self.turn(300)  # the retry
+        self.assertEqual(loads, [self.delivery(did).message_pk])
+        second = self.connector.messages[-1][1]
+        self.assertEqual(first.body, second.body)
+        self.assertEqual(self.delivery(did).state, State.delivered)
+
+    def test_handed_bodies_are_bounded(self) -> None:
+        """Bodies handed over are kept up to FRESH_BODY_BYTES in all, newest
+        kept: the older ones are read from the store when their turn comes."""
+        loads = self.count_loads()
+        self.patch(queue, "FRESH_BODY_BYTES", 4 * len(BODY) + 10)
+        self.start(wake_delay=1.0)
+        ids = [self.enqueue(f"u{i}@example.com", hand=True)[0] for i in range(6)]
+        self.turn(1.0)
+        self.assertEqual(sorted(loads), sorted(self.delivery(i).message_pk for i in ids[:2]))
+        self.assertEqual({self.delivery(i).state for i in ids}, {State.delivered})
 
 
 class VerpTests(SchedulerTestCase):

@@ -32,6 +32,8 @@ class _Base(SynchronousTestCase):
         self.store = MemoryStore()
         self.successResultOf(Deferred.fromCoroutine(self.store.open()))
         self.woken = 0
+        #: (message key, body) handed to the scheduler by each wake
+        self.handed: list[tuple[int, bytes]] = []
         self.config = SubmissionConfig()
         self.protos: list[SubmissionProtocol] = []
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
@@ -42,8 +44,9 @@ class _Base(SynchronousTestCase):
             if not proto._lost:
                 disconnect(proto)
 
-    def wake(self) -> None:
+    def wake(self, message_pk: int, body: bytes) -> None:
         self.woken += 1
+        self.handed.append((message_pk, body))
 
     def factory(self, tls: bool = False, users: dict[str, str] | None = USERS,
                 **config: object) -> SubmissionFactory:
@@ -123,6 +126,11 @@ class RelayTests(_Base):
         self.assertEqual(sorted(d.recipient for d in found), ["a@example.com", "b@example.com"])
         self.assertEqual({d.queue_id for d in found}, {queue_id})
         self.assertEqual(self.woken, 1)
+        # the scheduler gets the body exactly as stored, for the first delivery
+        [(message_pk, body)] = self.handed
+        self.assertEqual({d.message_pk for d in found}, {message_pk})
+        self.assertEqual(body, self.successResultOf(Deferred.fromCoroutine(
+            self.store.load_body(message_pk))))
 
     def test_require_auth_refuses_trusted_networks(self) -> None:
         """With require_auth, even a trusted client gets 550 5.7.1 until it authenticates."""
