@@ -87,6 +87,40 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time (s) of a live process and each live descendant, by pid.
+
+    Each figure is user + system time, plus that of the process's children
+    it has reaped (Postfix's master reaps each smtpd after ``max_use``
+    connections). Sample before and after a phase and subtract per pid
+    (:func:`cpu_between`). A descendant still running at the second sample
+    is counted from the first (or from its start); one that exits and is
+    reaped in between is counted by its parent, whole.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fp:
+                fields = fp.read().rsplit(")", 1)[1].split()
+            out[p] = sum(int(f) for f in fields[11:15]) / tick
+            with open(f"/proc/{p}/task/{p}/children") as fp:
+                todo.extend(int(c) for c in fp.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float], root: int
+                ) -> tuple[float, float]:
+    """(CPU s of ``root`` itself, CPU s of its descendants) spent between two samples."""
+    own = after.get(root, 0.0) - before.get(root, 0.0)
+    rest = sum(t - before.get(p, 0.0) for p, t in after.items() if p != root)
+    return own, rest
+
+
 class Sink:
     """``hurricane sink`` in a subprocess, counting into a stats file."""
 

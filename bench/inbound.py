@@ -52,6 +52,8 @@ from _common import (  # noqa: E402
     Hurricane,
     Sink,
     append_results,
+    cpu_between,
+    cpu_seconds,
     machine,
     peak_rss_mib,
     smtp_source,
@@ -328,13 +330,14 @@ def main() -> int:
                        if f.endswith(".eml"))
         poll = Recorded(os.path.join(h.dir, "data"))
         base = poll()
-        t0 = time.monotonic()
+        cpu0 = cpu_seconds(h.proc.pid)
         accept_s, refused = send_all(h.ports["bounce"], files, args.connections,
                                      args.sender_processes)
         # the sender's clock started after its processes were ready
         t0 = time.monotonic() - accept_s
         ok = wait_for(lambda: poll() - base >= expected, 600, 0.01)
         total_s = time.monotonic() - t0
+        server_cpu, worker_cpu = cpu_between(cpu0, cpu_seconds(h.proc.pid), h.proc.pid)
         got = poll() - base
         rss = peak_rss_mib(h.proc.pid)
     finally:
@@ -350,7 +353,8 @@ def main() -> int:
     print(f"hurricane: {len(files)} returns ({kinds}), refused {refused}; accepted "
           f"{acc_rate:.0f}/s, accepted+analyzed+recorded {rec_rate:.0f}/s "
           f"({got}/{expected} bounced+complained{'' if ok else ', INCOMPLETE'}), "
-          f"peak RSS {rss:.0f} MiB")
+          f"peak RSS {rss:.0f} MiB; CPU per return: server {server_cpu / len(files) * 1e6:.0f}"
+          f" µs, analysis workers {worker_cpu / len(files) * 1e6:.0f} µs")
     s = None if args.no_sisimai else sisimai(files)
     if s:
         print(f"sisimai {s[2]}: {s[0]:.0f} messages/s analyzed (parse only, one core), "
@@ -363,9 +367,12 @@ def main() -> int:
         text = append_results(
             "Inbound: returned messages accepted, analyzed, recorded", [
                 "returns", "conc.", "H accepted/s", "H recorded/s", "H peak RSS MiB",
+                "H CPU µs/return (server + workers)",
                 "Sisimai analyzed/s", "ratio H recorded / Sisimai"],
             [[len(files), args.connections, f"{acc_rate:.0f}", f"{rec_rate:.0f}",
-              f"{rss:.0f}", f"{s[0]:.0f}" if s else "n/a",
+              f"{rss:.0f}",
+              f"{server_cpu / len(files) * 1e6:.0f} + {worker_cpu / len(files) * 1e6:.0f}",
+              f"{s[0]:.0f}" if s else "n/a",
               f"{rec_rate / s[0]:.2f}" if s else "n/a"]],
             [f"Mix: {kinds} (built by hurricane.sink.returns from real deliveries).",
              "Hurricane: SMTP + durable write before 250 + analysis + recording "

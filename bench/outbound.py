@@ -40,6 +40,8 @@ from _common import (  # noqa: E402
     Hurricane,
     Sink,
     append_results,
+    cpu_between,
+    cpu_seconds,
     free_port,
     fresh_postgres_db,
     machine,
@@ -104,6 +106,11 @@ class PostfixRelay:
             raise RuntimeError(f"postfix start failed: {out.stdout}{out.stderr}{log}")
         if not wait_for(self._listening, 20, 0.1):
             raise RuntimeError(f"postfix did not listen on 127.0.0.1:{self.port}")
+
+    def master_pid(self) -> int:
+        """The pid of this instance's master (its processes descend from it)."""
+        with open(os.path.join(self.dir, "queue", "pid", "master.pid")) as fp:
+            return int(fp.read().split()[0])
 
     def postconf(self, args: list[str]) -> None:
         subprocess.run(["postconf", "-c", self.etc, *args], check=True, capture_output=True,
@@ -185,11 +192,14 @@ def main() -> int:
     print(f"machine: {machine()}")
     sink = Sink()
     rows: list[list[Any]] = []
-    postfix_rates: dict[int, tuple[float, float]] = {}
+    postfix_rates: dict[int, tuple[float, float, float]] = {}
     profile_lines: list[str] = []
     notes = [f"{args.messages} messages of 5000 octets, one recipient each, per run; "
              "smtp-source is the load generator; the sink is `hurricane sink` "
-             "(returns off) for both relays."]
+             "(returns off) for both relays.",
+             "CPU µs/msg: user + system time during the run over the messages: Hurricane's "
+             "twistd process (every thread); Postfix's master and every process under it "
+             "(smtpd, cleanup, qmgr, smtp...), the reaped ones included."]
     try:
         if not args.no_postfix:
             try:
@@ -199,11 +209,16 @@ def main() -> int:
                 notes.append(f"Postfix relay could not be started: {e}")
             else:
                 try:
+                    master = pf.master_pid()
                     for k in levels:
+                        cpu0 = cpu_seconds(master)
                         acc, dlv, ok = measure(pf.port, sink, k, args.messages, args.timeout)
-                        postfix_rates[k] = (acc, dlv)
+                        own, rest = cpu_between(cpu0, cpu_seconds(master), master)
+                        pcpu = (own + rest) / args.messages * 1e6
+                        postfix_rates[k] = (acc, dlv, pcpu)
                         print(f"postfix   c={k:<3} accept {acc:8.0f} msg/s  delivered "
-                              f"{dlv:8.0f} msg/s{'' if ok else '  (INCOMPLETE)'}")
+                              f"{dlv:8.0f} msg/s  CPU {pcpu:.0f} µs/msg (all its processes)"
+                              f"{'' if ok else '  (INCOMPLETE)'}")
                 finally:
                     pf.stop()
         runs = [(store, k, False) for store in stores for k in levels]
@@ -218,8 +233,10 @@ def main() -> int:
                     if profiled else None)
             h = Hurricane(hurricane_config(sink.port, url), profile=prof)
             try:
+                cpu0 = cpu_seconds(h.proc.pid)
                 acc, dlv, ok = measure(h.ports["submission"], sink, k, args.messages,
                                        args.timeout)
+                cpu, _ = cpu_between(cpu0, cpu_seconds(h.proc.pid), h.proc.pid)
                 rss = peak_rss_mib(h.proc.pid)
             finally:
                 h.stop()
@@ -229,20 +246,23 @@ def main() -> int:
                 profile_lines = print_profile(prof)
                 print("\n".join(profile_lines))
                 os.unlink(prof)
-            pacc, pdlv = postfix_rates.get(k, (float("nan"), float("nan")))
+            pacc, pdlv, pcpu = postfix_rates.get(k, (float("nan"),) * 3)
             rows.append([store + (" (cProfile)" if prof else ""), k, f"{acc:.0f}",
-                         f"{dlv:.0f}", f"{rss:.0f}", f"{pacc:.0f}", f"{pdlv:.0f}",
+                         f"{dlv:.0f}", f"{rss:.0f}", f"{cpu / args.messages * 1e6:.0f}",
+                         f"{pacc:.0f}", f"{pdlv:.0f}", f"{pcpu:.0f}",
                          f"{acc / pacc:.2f}", f"{dlv / pdlv:.2f}"
                          + ("" if ok else " (incomplete)")])
             print(f"hurricane {store:<8} c={k:<3} accept {acc:8.0f} msg/s  delivered "
-                  f"{dlv:8.0f} msg/s  peak RSS {rss:.0f} MiB  ratio vs postfix "
+                  f"{dlv:8.0f} msg/s  peak RSS {rss:.0f} MiB  CPU {cpu / args.messages * 1e6:.0f}"
+                  f" µs/msg  ratio vs postfix "
                   f"{acc / pacc:.2f} / {dlv / pdlv:.2f}{'' if ok else '  (INCOMPLETE)'}"
                   f"{'  (cProfile)' if prof else ''}")
     finally:
         sink.stop()
     if not args.no_append and rows:
         header = ["store", "conc.", "H accept msg/s", "H delivered msg/s", "H peak RSS MiB",
-                  "Postfix accept msg/s", "Postfix delivered msg/s", "accept ratio H/P",
+                  "H CPU µs/msg", "Postfix accept msg/s", "Postfix delivered msg/s",
+                  "Postfix CPU µs/msg", "accept ratio H/P",
                   "delivered ratio H/P"]
         if profile_lines:
             notes.append("The cProfile row ran under the profiler (slower, not comparable); "
