@@ -31,9 +31,13 @@ Why each choice:
   them. So each call also has a **deadline** on the reactor's clock
   (``cpu_seconds`` per message plus ``call_margin``); past it the pool's
   workers are killed and the call fails with :class:`WorkerLost`, like any
-  dead worker. For the deadline to measure the call and not the queue in
-  front of it, at most ``processes`` calls are handed to the executor at a
-  time; the rest wait here, on the reactor thread.
+  dead worker.
+- **Two calls per worker are handed to the executor** (``depth``), so a
+  worker that finishes one call starts the next at once instead of idling
+  while its result crosses the busy reactor and the next call comes back.
+  A call's deadline covers the messages handed over before it as well as
+  its own; the calls beyond ``depth`` wait here, on the reactor thread, so
+  deadlines stay tight.
 - **Each new set of workers is pinged first**, before any message reaches
   it. Workers that cannot start (a rules file deleted or invalid since
   start-up, a package upgraded in place under the server, no process or
@@ -138,6 +142,9 @@ class AnalysisProcessPool:
         call_margin: added to ``limits.cpu_seconds`` per message to make a
             call's deadline (scheduling, a worker spawned for the call,
             pickling, CPU shared with other processes).
+        depth: calls handed to the executor per worker process (the rest
+            wait in the pool); 1 makes each deadline measure its own call
+            alone.
         start_timeout: how long new workers have to answer their first ping.
     """
 
@@ -153,14 +160,18 @@ class AnalysisProcessPool:
         clock: IReactorTime | None = None,
         call_margin: float = 10.0,
         start_timeout: float = 60.0,
+        depth: int = 2,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
         if context == "fork":
             raise ValueError("never fork a process that runs a reactor and threads")
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor  # type: ignore[assignment]
         self._processes = processes
+        self._depth = depth
         rules = tuple(os.path.abspath(os.fspath(f)) for f in rules_files)
         self._initargs = (analyze, rules, limits)
         self._cpu_seconds = (limits if limits is not None else AnalysisLimits()).cpu_seconds
@@ -240,7 +251,7 @@ class AnalysisProcessPool:
         if self._alone:
             # first in line; it waits for the calls in flight to finish
             return None if self._running else self._alone.popleft()
-        if self._queue and len(self._running) < self._processes:
+        if self._queue and len(self._running) < self._processes * self._depth:
             return self._queue.popleft()
         return None
 
@@ -337,8 +348,10 @@ class AnalysisProcessPool:
             (self._alone if call.alone else self._queue).appendleft(call)
             self._unavailable(f"{type(e).__name__}: {e}")
             return
+        # the messages handed over before this call may run first
+        ahead = sum(len(c.work) for c in self._running if c.executor is executor)
         call.executor = executor
-        call.deadline = self._cpu_seconds * len(call.work) + self._call_margin
+        call.deadline = self._cpu_seconds * (ahead + len(call.work)) + self._call_margin
         call.timer = self._clock.callLater(call.deadline, self._timed_out, call)
         self._running.add(call)
         future.add_done_callback(

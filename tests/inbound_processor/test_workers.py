@@ -107,6 +107,19 @@ def gate(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
     return real_analyze(raw, envelope_rcpt, **kw)
 
 
+def hold(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
+    """``HOLD <dir>``: create <dir>/started, then wait (up to 20 s) for <dir>/release."""
+    first, _, rest = raw.partition(b"\n")
+    if first.startswith(b"HOLD "):
+        d = first[5:].decode()
+        open(os.path.join(d, "started"), "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(d, "release")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        raw = rest
+    return real_analyze(raw, envelope_rcpt, **kw)
+
+
 def raises(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
     """An analyzer bug: fails only its own message."""
     if raw.startswith(b"BUG"):
@@ -218,6 +231,43 @@ class PoolTests(_PoolCase):
         failed: list[Any] = []
         pool.analyze([(b"x", None)]).addErrback(failed.append)
         self.assertTrue(failed[0].check(WorkerLost))
+
+    def test_two_calls_per_worker_with_deadlines_covering_the_first(self) -> None:
+        """With one worker, a second call is handed over while the first runs
+        (so the worker never waits for the reactor between calls); a third
+        waits in the pool. The second call's deadline counts the first call's
+        messages too; all three are answered in order."""
+        pool = self.pool(analyze=hold, limits=AnalysisLimits(cpu_seconds=2.0),
+                         call_margin=10.0)
+        held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
+        plain = (b"Subject: b\r\n\r\ny\r\n", None)
+        got: list[Any] = []
+        for work in ([(held, None), plain], [plain], [plain]):
+            pool.analyze(work).addBoth(got.append)
+        self.assertTrue(self.pump_while(
+            lambda: os.path.exists(os.path.join(self.tmp, "started"))))
+        running = sorted(pool._running, key=lambda c: c.deadline)
+        self.assertEqual([c.deadline for c in running], [2.0 * 2 + 10.0, 2.0 * 3 + 10.0])
+        self.assertEqual(len(pool._queue), 1)
+        open(os.path.join(self.tmp, "release"), "w").close()
+        self.pump_until(lambda: len(got) == 3)
+        self.assertEqual([len(r) for r in got], [2, 1, 1])
+        self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
+
+    def test_depth_one_hands_one_call_at_a_time(self) -> None:
+        """depth=1: a call reaches the worker only when the one before came back."""
+        pool = self.pool(analyze=hold, depth=1)
+        held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
+        got: list[Any] = []
+        for work in ([(held, None)], [(b"Subject: b\r\n\r\ny\r\n", None)]):
+            pool.analyze(work).addBoth(got.append)
+        self.assertTrue(self.pump_while(
+            lambda: os.path.exists(os.path.join(self.tmp, "started"))))
+        self.assertEqual((len(pool._running), len(pool._queue)), (1, 1))
+        open(os.path.join(self.tmp, "release"), "w").close()
+        self.pump_until(lambda: len(got) == 2)
+        with self.assertRaises(ValueError):
+            AnalysisProcessPool(self.reactor, 1, depth=0)
 
     def test_exception_fails_only_its_message(self) -> None:
         """An analyzer exception comes back as that message's result, the others analyzed."""
