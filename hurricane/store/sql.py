@@ -36,6 +36,9 @@ class Dialect:
     #: Integer part of a non-negative expression (``{}`` is the expression):
     #: SQLite's CAST truncates, PostgreSQL's rounds, hence FLOOR there.
     floor: str = "CAST({} AS INTEGER)"
+    #: INSERT ... RETURNING may stand in a WITH clause (PostgreSQL), so that a
+    #: whole enqueue is one statement, one round trip (:data:`ENQUEUE_CTE`).
+    writable_cte: bool = False
 
     def convert(self, sql: str) -> str:
         """Turn ``?`` placeholders into this dialect's marker.
@@ -71,6 +74,7 @@ POSTGRES = Dialect(
     # Two nodes starting at once must not both apply a migration.
     migration_lock="SELECT pg_advisory_xact_lock(7305125671)",
     floor="CAST(FLOOR({}) AS BIGINT)",
+    writable_cte=True,
 )
 
 
@@ -152,6 +156,51 @@ INSERT INTO events (delivery_id, kind, at, state, reason, source)
 SELECT delivery_id, CASE WHEN state = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
        created_at, state, reason, 'local'
 FROM deliveries WHERE message_pk IN ({}) ORDER BY delivery_id"""
+
+# The whole of an enqueue in one statement where the engine allows it
+# (Dialect.writable_cte): suppression look-up, messages, deliveries in
+# recipient order, their first events; it returns one row per delivery.
+# A message whose queue id collided is skipped (ON CONFLICT DO NOTHING)
+# with its recipients, and drawn again by the caller.
+_ENQUEUE_CTE = """
+WITH s AS (SELECT address, reason FROM suppressions WHERE address IN ({keys})),
+m AS (
+    INSERT INTO messages (queue_id, sender, mailing_id, message_id, header_message_id,
+                          size, body, source, client, metadata, created_at)
+    VALUES {messages}
+    ON CONFLICT (queue_id) DO NOTHING
+    RETURNING message_pk, queue_id),
+r (queue_id, ord, recipient, domain, key, orcpt, now) AS (VALUES {recipients}),
+d AS (
+    INSERT INTO deliveries (message_pk, recipient, domain, state, reason, next_attempt_at,
+                            orcpt, created_at, updated_at)
+    SELECT m.message_pk, r.recipient, r.domain,
+           CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'suppressed' END, s.reason,
+           CASE WHEN s.reason IS NULL THEN CAST(r.now AS DOUBLE PRECISION) END,
+           r.orcpt, CAST(r.now AS DOUBLE PRECISION), CAST(r.now AS DOUBLE PRECISION)
+    FROM r JOIN m ON m.queue_id = r.queue_id LEFT JOIN s ON s.address = r.key
+    ORDER BY m.message_pk, r.ord
+    RETURNING delivery_id, message_pk, state, reason, created_at),
+e AS (
+    INSERT INTO events (delivery_id, kind, at, state, reason, source)
+    SELECT delivery_id, CASE WHEN state = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
+           created_at, state, reason, 'local'
+    FROM d ORDER BY delivery_id)
+SELECT d.delivery_id, m.queue_id, d.message_pk, d.state, d.reason
+FROM d JOIN m ON m.message_pk = d.message_pk
+ORDER BY d.delivery_id"""
+
+
+def enqueue_cte(keys: int, messages: int, recipients: int) -> str:
+    """:data:`_ENQUEUE_CTE` for ``keys`` suppression keys, ``messages`` messages
+    (11 parameters each) and ``recipients`` recipients (7 each: queue id,
+    position, address, domain, folded key, ORCPT, time)."""
+    return _ENQUEUE_CTE.format(
+        keys=placeholders(keys),
+        messages=", ".join([_MESSAGE_VALUES] * messages),
+        recipients=", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * recipients),
+    )
+
 
 SELECT_DELIVERY_IDS_OF_MESSAGES = (
     "SELECT delivery_id, message_pk FROM deliveries WHERE message_pk IN ({})"

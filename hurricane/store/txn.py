@@ -231,6 +231,9 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
     messages and deliveries, one INSERT ... SELECT for the events and one
     SELECT for the new delivery ids.
     """
+    if txn.dialect.writable_cte and \
+            sum(len(p.message.recipients) for p in batch) <= _CTE_RECIPIENTS:
+        return await _enqueue_batch_cte(txn, batch)
     keys = sorted({fold(r.address) for p in batch for r in p.message.recipients})
     suppressed: dict[str, str] = {}
     for chunk in _chunks(keys):
@@ -290,6 +293,56 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
             recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state, reason))
         results.append(EnqueueResult(queue_id, message_pk, tuple(recipients)))
     return results
+
+
+#: Recipients in one batch at most for the one-statement enqueue; a larger
+#: batch (a message to thousands) takes the step-by-step path.
+_CTE_RECIPIENTS = 2000
+
+
+async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
+                             ) -> list[EnqueueResult]:
+    """:func:`enqueue_batch_txn` as one statement per chunk of messages.
+
+    Where the engine allows INSERT ... RETURNING inside WITH (PostgreSQL), the
+    suppression look-up, the messages, the deliveries and their first
+    events are one round trip instead of five. Same rows, same results.
+    """
+    results: dict[int, EnqueueResult] = {}
+    for _ in range(8):
+        todo = [i for i in range(len(batch)) if i not in results]
+        if not todo:
+            break
+        for chunk in _chunks(todo, _MESSAGE_CHUNK):
+            drawn = {new_queue_id(batch[i].now): i for i in chunk}
+            keys = sorted({fold(r.address) for i in drawn.values()
+                           for r in batch[i].message.recipients})
+            messages: list[Any] = []
+            recipients: list[Any] = []
+            for queue_id, i in drawn.items():
+                m, now = batch[i].message, batch[i].now
+                messages += [queue_id, m.sender, m.mailing_id, m.message_id,
+                             m.header_message_id, len(m.body), m.body, m.source, m.client,
+                             batch[i].metadata_json, now]
+                for position, r in enumerate(m.recipients):
+                    recipients += [queue_id, position, r.address, domain_of(r.address),
+                                   fold(r.address), r.orcpt, now]
+            await txn.execute(
+                sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 7),
+                [*keys, *messages, *recipients])
+            rows: dict[str, list[Row]] = {}
+            for row in txn.fetchall():  # in delivery id order: recipient order
+                rows.setdefault(row[1], []).append(row)
+            for queue_id, got in rows.items():
+                i = drawn[queue_id]
+                recipients_out = tuple(
+                    EnqueuedRecipient(int(delivery_id), r.address, State(state), reason)
+                    for (delivery_id, _, _, state, reason), r in zip(
+                        got, batch[i].message.recipients, strict=True))
+                results[i] = EnqueueResult(queue_id, int(got[0][2]), recipients_out)
+    if len(results) < len(batch):  # pragma: no cover - 38 random bits, 8 times
+        raise RuntimeError("could not allocate unique queue ids")
+    return [results[i] for i in range(len(batch))]
 
 
 async def enqueue_txn(txn: Txn, prepared: PreparedMessage) -> EnqueueResult:

@@ -25,7 +25,7 @@ from hurricane.model import (
     Source,
     State,
 )
-from hurricane.store import migrate, sql
+from hurricane.store import migrate, sql, txn
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 
 T0 = 1_000_000.0
@@ -187,6 +187,43 @@ class StoreContractMixin:
         claimed = await self.store.claim_due(T0 + 1, "n1", 60, 10)
         self.assertEqual([c.delivery_id for c in claimed], [ok.delivery_id])
 
+    async def test_enqueue_many_recipients_in_order(self) -> None:
+        """Every delivery id names its own recipient, in recipient order, for a
+        message of a few hundred recipients and one past 2,000 (PostgreSQL
+        enqueues those step by step rather than in one statement), with
+        suppressed recipients among them; concurrent enqueues too."""
+        await self.store.suppress("r7@x.test", "userunknown", T0 - 5, source="bounce")
+        sizes = (300, txn._CTE_RECIPIENTS + 1, 3)
+        calls = [Deferred.fromCoroutine(self.store.enqueue(
+            message(*(f"r{i}@x.test" for i in range(n))), T0)) for n in sizes]
+        for n, result in zip(sizes, await gatherResults(calls)):
+            self.assertEqual([r.address for r in result.recipients],
+                             [f"r{i}@x.test" for i in range(n)])
+            ids = [r.delivery_id for r in result.recipients]
+            self.assertEqual(ids, sorted(ids))
+            self.assertEqual(result.recipients[7 % n].state,
+                             State.suppressed if n > 7 else State.queued)
+            for i in {0, 7 % n, n // 2, n - 1}:
+                d = await self.store.get_delivery(ids[i])
+                self.assertEqual((d.recipient, d.message_pk, d.queue_id),
+                                 (f"r{i}@x.test", result.message_pk, result.queue_id))
+                self.assertEqual(d.state, result.recipients[i].state)
+
+    async def test_enqueue_queue_id_collision_draws_again(self) -> None:
+        """A queue id already taken is drawn again; the message and its
+        deliveries end up under the new one, nothing under the old twice."""
+        draws = iter(["QAAAAAAAAAAAAA", "QAAAAAAAAAAAAA", "QBBBBBBBBBBBBB"])
+        self.patch(txn, "new_queue_id", lambda now=None: next(draws))
+        first = await self.enqueue_one("a@x.test")
+        second = await self.enqueue_one("b@x.test", "c@x.test")
+        self.assertEqual((first.queue_id, second.queue_id),
+                         ("QAAAAAAAAAAAAA", "QBBBBBBBBBBBBB"))
+        for result in (first, second):
+            for r in result.recipients:
+                d = await self.store.get_delivery(r.delivery_id)
+                self.assertEqual((d.recipient, d.queue_id), (r.address, result.queue_id))
+        self.assertEqual((await self.store.summary()).messages, 2)
+
     async def test_enqueue_no_recipients(self) -> None:
         """A message without recipients is refused before touching the store."""
         with self.assertRaises(ValueError):
@@ -196,11 +233,15 @@ class StoreContractMixin:
         """An enqueue that fails halfway leaves nothing behind and raises StoreUnavailable."""
         if not self.transactional:
             raise SkipTest("this engine has no transaction that can fail halfway")
-        # The last statement of enqueue fails: message and deliveries are in.
+        # The events' insert fails, after the message's and the deliveries'
+        # (a later statement, or a later part of the one statement).
         self.patch(sql, "INSERT_ENQUEUE_EVENTS",
                    "INSERT INTO no_such_table SELECT * FROM deliveries WHERE message_pk IN ({})")
+        self.patch(sql, "_ENQUEUE_CTE",
+                   _original_enqueue_cte.replace("INSERT INTO events", "INSERT INTO no_such_table"))
         await self.assertUnavailable(self.store.enqueue(message("a@x.test", "b@x.test"), T0))
         self.patch(sql, "INSERT_ENQUEUE_EVENTS", _original_enqueue_events)
+        self.patch(sql, "_ENQUEUE_CTE", _original_enqueue_cte)
         self.assertEqual(await self.store.outcomes(), [])
         self.assertEqual((await self.store.summary()).messages, 0)
         # And the store still works afterwards.
@@ -914,5 +955,6 @@ class StoreContractMixin:
 
 
 _original_enqueue_events = sql.INSERT_ENQUEUE_EVENTS
+_original_enqueue_cte = sql._ENQUEUE_CTE
 _original_insert_bounce = sql.INSERT_BOUNCE
 _original_insert_event_idempotent = sql.INSERT_EVENT_IDEMPOTENT
