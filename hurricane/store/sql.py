@@ -36,9 +36,11 @@ class Dialect:
     #: Integer part of a non-negative expression (``{}`` is the expression):
     #: SQLite's CAST truncates, PostgreSQL's rounds, hence FLOOR there.
     floor: str = "CAST({} AS INTEGER)"
-    #: INSERT ... RETURNING may stand in a WITH clause (PostgreSQL), so that a
-    #: whole enqueue is one statement, one round trip (:data:`ENQUEUE_CTE`).
-    writable_cte: bool = False
+    #: Each statement is a network round trip (PostgreSQL): the hot write
+    #: paths send fewer, larger statements there, in that engine's syntax
+    #: (INSERT ... RETURNING inside WITH: :func:`enqueue_cte`; UPDATE ...
+    #: FROM VALUES: :func:`record_attempts_from_values`).
+    round_trips: bool = False
 
     def convert(self, sql: str) -> str:
         """Turn ``?`` placeholders into this dialect's marker.
@@ -74,7 +76,7 @@ POSTGRES = Dialect(
     # Two nodes starting at once must not both apply a migration.
     migration_lock="SELECT pg_advisory_xact_lock(7305125671)",
     floor="CAST(FLOOR({}) AS BIGINT)",
-    writable_cte=True,
+    round_trips=True,
 )
 
 
@@ -157,8 +159,8 @@ SELECT delivery_id, CASE WHEN state = 'suppressed' THEN 'suppressed' ELSE 'queue
        created_at, state, reason, 'local'
 FROM deliveries WHERE message_pk IN ({}) ORDER BY delivery_id"""
 
-# The whole of an enqueue in one statement where the engine allows it
-# (Dialect.writable_cte): suppression look-up, messages, deliveries in
+# The whole of an enqueue in one statement where statements cost round trips
+# (Dialect.round_trips, PostgreSQL): suppression look-up, messages, deliveries in
 # recipient order, their first events; it returns one row per delivery.
 # A message whose queue id collided is skipped (ON CONFLICT DO NOTHING)
 # with its recipients, and drawn again by the caller.
@@ -303,6 +305,28 @@ UPDATE deliveries SET state = ?, reason = ?, hard = ?, attempts = attempts + 1,
 WHERE delivery_id = ? AND state IN ('queued', 'deferred')"""
 
 LEASE_HELD_BY = " AND lease_owner = ?"
+
+# RECORD_ATTEMPT for many results in one statement (Dialect.round_trips):
+# each VALUES row carries one result's values and its lease holder (NULL:
+# no lease condition). The casts type columns that may be NULL in every row.
+_RECORD_ATTEMPTS_FROM_VALUES = """
+UPDATE deliveries AS d SET state = v.state, reason = v.reason,
+    hard = CAST(v.hard AS BOOLEAN), attempts = d.attempts + 1,
+    code = CAST(v.code AS INTEGER), status = v.status, text = v.text,
+    remote_host = v.remote_host,
+    next_attempt_at = CAST(v.next_attempt_at AS DOUBLE PRECISION),
+    priority = CAST(v.priority AS INTEGER), lease_owner = NULL, lease_until = NULL,
+    updated_at = CAST(v.at AS DOUBLE PRECISION),
+    delivered_at = COALESCE(CAST(v.delivered_at AS DOUBLE PRECISION), d.delivered_at)
+FROM (VALUES {}) AS v (delivery_id, state, reason, hard, code, status, text, remote_host,
+                       next_attempt_at, priority, at, delivered_at, owner)
+WHERE d.delivery_id = CAST(v.delivery_id AS BIGINT) AND d.state IN ('queued', 'deferred')
+  AND (v.owner IS NULL OR d.lease_owner = v.owner)"""
+
+
+def record_attempts_from_values(n: int) -> str:
+    """:data:`_RECORD_ATTEMPTS_FROM_VALUES` for ``n`` results (13 parameters each)."""
+    return _RECORD_ATTEMPTS_FROM_VALUES.format(", ".join(["(" + ", ".join(["?"] * 13) + ")"] * n))
 
 INSERT_SUPPRESSION = """
 INSERT INTO suppressions (address, reason, source, event_id, note, created_at)

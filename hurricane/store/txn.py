@@ -231,7 +231,7 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
     messages and deliveries, one INSERT ... SELECT for the events and one
     SELECT for the new delivery ids.
     """
-    if txn.dialect.writable_cte and \
+    if txn.dialect.round_trips and \
             sum(len(p.message.recipients) for p in batch) <= _CTE_RECIPIENTS:
         return await _enqueue_batch_cte(txn, batch)
     keys = sorted({fold(r.address) for p in batch for r in p.message.recipients})
@@ -445,8 +445,9 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
 
     Set-based where it can be: one SELECT (FOR UPDATE) for every delivery of
     the batch and one multi-row INSERT per 50 events, then one UPDATE per
-    result (each has its own values and lease condition). On PostgreSQL each
-    statement is a round trip, and this used to be three per result.
+    result (each has its own values and lease condition), or, where each
+    statement is a round trip (PostgreSQL), one UPDATE ... FROM VALUES per 50
+    results. That used to be three statements per result.
     """
     recipients: dict[int, str] = {}
     for chunk in _chunks(sorted({r.delivery_id for r in results})):
@@ -476,19 +477,31 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
             raise RuntimeError(f"inserted {len(chunk)} events, got {len(got)} ids back")
         event_ids += got
 
+    values = [[
+        State(r.state).value, r.reason, r.hard, r.code, r.status, r.text, r.remote_host,
+        r.next_attempt_at if State(r.state) is State.deferred else None,
+        1 if State(r.state) is State.deferred else 0, r.at,
+        r.at if State(r.state) is State.delivered else None, r.delivery_id,
+    ] for r in known]
+    if txn.dialect.round_trips and len(known) > 1 and \
+            len({r.delivery_id for r in known}) == len(known):
+        # One statement for all (each result still under its own conditions).
+        # A delivery twice in one batch takes the row-by-row path, where the
+        # second update sees the first.
+        for chunk in _chunks(list(zip(known, values)), _EVENT_CHUNK):
+            flat: list[Any] = []
+            for r, v in chunk:
+                flat += [v[-1], *v[:-1], r.owner]
+            await txn.execute(sql.record_attempts_from_values(len(chunk)), flat)
+    else:
+        for r, update in zip(known, values):
+            statement = sql.RECORD_ATTEMPT
+            if r.owner is not None:
+                # A node that lost its lease keeps only its event.
+                statement += sql.LEASE_HELD_BY
+                update.append(r.owner)
+            await txn.execute(statement, update)
     for r, event_id in zip(known, event_ids):
-        state = State(r.state)
-        statement, update = sql.RECORD_ATTEMPT, [
-            state.value, r.reason, r.hard, r.code, r.status, r.text, r.remote_host,
-            r.next_attempt_at if state is State.deferred else None,
-            1 if state is State.deferred else 0, r.at,
-            r.at if state is State.delivered else None, r.delivery_id,
-        ]
-        if r.owner is not None:
-            # A node that lost its lease keeps only its event.
-            statement += sql.LEASE_HELD_BY
-            update.append(r.owner)
-        await txn.execute(statement, update)
         if r.suppress:
             await _suppress(txn, recipients[r.delivery_id], r.reason or "undefined", r.at,
                             "smtp", None, event_id)

@@ -399,6 +399,55 @@ class StoreContractMixin:
         kinds = [e.kind for e in await self.store.events(delivery_id)]
         self.assertEqual(kinds, [EventKind.queued, EventKind.attempt, EventKind.attempt])
 
+    async def test_record_attempts_mixed_batch(self) -> None:
+        """One batch mixing every case moves each row as it would alone: a
+        delivered, a deferred with its next time, a hard failure that
+        suppresses, a late result from a node that lost its lease, a result
+        for a row already final; then a batch with two results for one
+        delivery, applied in order. PostgreSQL writes the first batch's
+        updates in one statement, the second's row by row."""
+        ids = [r.delivery_id for r in (await self.enqueue_one(
+            *(f"r{i}@x.test" for i in range(6)))).recipients]
+        await self.deliver(ids[4])  # already final
+        claimed = await self.store.claim_due(T0, "n1", 60, 10)
+        self.assertEqual(len(claimed), 5)
+        await self.store.claim_due(T0 + 61, "n2", 60, 1)  # n2 takes one of them over
+        taken = (await self.store.get_delivery(ids[0])).lease_owner
+        self.assertEqual(taken, "n2")
+        at = T0 + 70
+        await self.store.record_attempts([
+            AttemptResult(ids[0], State.delivered, at, code=250, owner="n1"),  # lost lease
+            AttemptResult(ids[1], State.delivered, at, code=250, status="2.0.0",
+                          text="ok", remote_host="mx.x.test", owner="n1"),
+            AttemptResult(ids[2], State.deferred, at, code=451, status="4.7.1",
+                          next_attempt_at=T0 + 900, owner="n1"),
+            AttemptResult(ids[3], State.failed, at, code=550, status="5.1.1",
+                          reason="userunknown", hard=True, suppress=True, owner="n1"),
+            AttemptResult(ids[4], State.failed, at, code=550),  # final already
+            AttemptResult(ids[5], State.deferred, at, code=421, next_attempt_at=T0 + 800,
+                          owner="n1"),
+        ])
+        await self.store.record_attempts([
+            AttemptResult(ids[5], State.deferred, at, code=421, next_attempt_at=T0 + 850),
+            AttemptResult(ids[5], State.delivered, at + 1, code=250),
+        ])
+        got = [await self.store.get_delivery(i) for i in ids]
+        self.assertEqual([(d.state, d.attempts) for d in got], [
+            (State.queued, 0), (State.delivered, 1), (State.deferred, 1), (State.failed, 1),
+            (State.delivered, 1), (State.delivered, 3)])
+        self.assertEqual(got[0].lease_owner, "n2")
+        self.assertEqual((got[1].code, got[1].status, got[1].text, got[1].remote_host,
+                          got[1].delivered_at, got[1].lease_owner),
+                         (250, "2.0.0", "ok", "mx.x.test", at, None))
+        self.assertEqual((got[2].code, got[2].next_attempt_at, got[2].lease_owner),
+                         (451, T0 + 900, None))
+        self.assertEqual((got[3].reason, got[3].hard, got[3].next_attempt_at),
+                         ("userunknown", True, None))
+        self.assertIsNotNone(await self.store.get_suppression("r3@x.test"))
+        self.assertEqual((got[4].code, got[4].delivered_at), (250, T0 + 10))
+        self.assertEqual((got[5].code, got[5].delivered_at), (250, at + 1))
+        self.assertEqual([len(await self.store.events(i)) for i in ids], [2, 2, 2, 2, 3, 4])
+
     async def test_result_after_final_state(self) -> None:
         """A result for a row already final adds an event and moves nothing."""
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
