@@ -95,8 +95,11 @@ WAKE_DELAY = 0.03
 RECORD_DELAY = 0.02
 #: Bytes of just-submitted message bodies kept for their first delivery
 #: (:meth:`OutboundService.wake`), so that it need not read back from the
-#: store what submission wrote a few milliseconds before. Oldest go first.
+#: store what submission wrote a few milliseconds before. Oldest go first,
+#: and none stays longer than FRESH_BODY_SECONDS (a body nobody here takes:
+#: another node claimed the message, or a claim read the store first).
 FRESH_BODY_BYTES = 8 * 1024 * 1024
+FRESH_BODY_SECONDS = 10.0
 
 
 class Classifier(Protocol):
@@ -213,13 +216,16 @@ class OutboundService(Service):
         self._body_refs: Counter[int] = Counter()
         self._bodies: dict[int, bytes] = {}
         self._body_loading: dict[int, list[Deferred[bytes]]] = {}
-        #: Raw bodies handed over by :meth:`wake`, by message key, oldest first.
-        self._fresh: OrderedDict[int, bytes] = OrderedDict()
+        #: (time kept, raw body) handed over by :meth:`wake`, by message key,
+        #: oldest first.
+        self._fresh: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
         self._fresh_bytes = 0
 
         self._results: list[AttemptResult] = []
         self._flush_call: IDelayedCall | None = None
         self._flushing = False
+        #: The scheduled flush is the retry of a failed write.
+        self._record_retry = False
         self._idle_waiters: list[Deferred[None]] = []
         #: Connections being closed (QUIT sent): stopService waits for them.
         self._closing: set[Deferred[None]] = set()
@@ -292,6 +298,7 @@ class OutboundService(Service):
 
         self._cancel_call(self._flush_call)
         self._flush_call = None
+        self._record_retry = False
         if self._results:
             await self._wait(Deferred.fromCoroutine(self._flush()), self._grace)
         if self._results:
@@ -394,6 +401,7 @@ class OutboundService(Service):
     async def _claim(self) -> None:
         self._claiming = True
         self._wake_again = False
+        self._trim_fresh()
         failed = False
         try:
             capacity = self._config.max_in_flight - len(self._in_flight)
@@ -830,19 +838,27 @@ class OutboundService(Service):
                          info.host)
 
     def _keep_fresh(self, message_pk: int, body: bytes) -> None:
-        if len(body) > FRESH_BODY_BYTES // 4 or message_pk in self._fresh:
-            return
-        self._fresh[message_pk] = body
-        self._fresh_bytes += len(body)
-        while self._fresh_bytes > FRESH_BODY_BYTES:
-            _, old = self._fresh.popitem(last=False)
-            self._fresh_bytes -= len(old)
+        if len(body) <= FRESH_BODY_BYTES // 4 and message_pk not in self._fresh:
+            self._fresh[message_pk] = (self._clock.seconds(), body)
+            self._fresh_bytes += len(body)
+        self._trim_fresh()
+
+    def _trim_fresh(self) -> None:
+        """Drop the oldest kept bodies: over FRESH_BODY_BYTES, or too old."""
+        too_old = self._clock.seconds() - FRESH_BODY_SECONDS
+        while self._fresh:
+            kept, body = next(iter(self._fresh.values()))
+            if self._fresh_bytes <= FRESH_BODY_BYTES and kept > too_old:
+                break
+            self._fresh.popitem(last=False)
+            self._fresh_bytes -= len(body)
 
     def _take_fresh(self, message_pk: int) -> bytes | None:
-        body = self._fresh.pop(message_pk, None)
-        if body is not None:
-            self._fresh_bytes -= len(body)
-        return body
+        entry = self._fresh.pop(message_pk, None)
+        if entry is None:
+            return None
+        self._fresh_bytes -= len(entry[1])
+        return entry[1]
 
     async def _message_bytes(self, message_pk: int) -> bytes:
         """The normalised, signed bytes of a message, loaded and signed once."""
@@ -1054,13 +1070,16 @@ class OutboundService(Service):
             return  # the running flush loops until the list is empty
         call = self._flush_call
         if call is not None and call.active():
-            if call.getTime() <= self._clock.seconds() + delay:
-                return  # an earlier flush is already scheduled
+            if self._record_retry or call.getTime() <= self._clock.seconds() + delay:
+                # an earlier flush is due, or a failed write waits out the
+                # poll interval (new results must not bring it forward)
+                return
             call.cancel()
         self._flush_call = self._clock.callLater(delay, self._flush_tick)
 
     def _flush_tick(self) -> None:
         self._flush_call = None
+        self._record_retry = False
         d = Deferred.fromCoroutine(self._flush())
         d.addErrback(lambda f: log.failure("recording attempt results failed", f))
 
@@ -1089,6 +1108,7 @@ class OutboundService(Service):
             self._flushing = False
             if retry and not self._stopping:
                 self._schedule_flush(self._config.poll_interval)
+                self._record_retry = True
             self._check_idle()
 
     # -- helpers ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from twisted.mail.smtp import AUTH, COMMAND
 from twisted.python.failure import Failure
 
 from hurricane.config import SubmissionConfig
-from hurricane.model import NewMessage, NewRecipient
+from hurricane.model import NewMessage, NewRecipient, State
 from hurricane.smtpd.address import Path
 from hurricane.smtpd.limits import ServerLimits
 from hurricane.smtpd.protocol import Envelope, HardenedESMTP, HardenedFactory, Recipient
@@ -244,7 +244,9 @@ class SubmissionProtocol(HardenedESMTP):
         log.info("queued {queue_id} from {client} for {count} recipients",
                  queue_id=result.queue_id, client=client, count=len(recipients))
         try:
-            factory.on_enqueued(result.message_pk, message.body)
+            # the body goes along only when something here will be sent
+            queued = any(r.state is State.queued for r in result.recipients)
+            factory.on_enqueued(result.message_pk, message.body if queued else None)
         except Exception:
             # The message is committed; a failing hook must not turn that into an error.
             log.failure("on_enqueued hook failed")
@@ -260,8 +262,9 @@ class SubmissionFactory(HardenedFactory):
         hostname: our name (greeting, Received, added Message-IDs).
         clock: the injected reactor time.
         on_enqueued: called after each committed enqueue with the message's
-            key and its body as stored (the scheduler's ``wake``, which keeps
-            the body for the first delivery).
+            key and its body as stored, or None when every recipient was
+            suppressed (the scheduler's ``wake``, which keeps the body for
+            the first delivery).
         tls_context: server context factory for STARTTLS, or None.
         portal: the AUTH portal; None disables AUTH.
     """
@@ -274,7 +277,7 @@ class SubmissionFactory(HardenedFactory):
         store: IOutcomeStore,
         hostname: str,
         clock: IReactorTime,
-        on_enqueued: Callable[[int, bytes], None] = lambda message_pk, body: None,
+        on_enqueued: Callable[[int, bytes | None], None] = lambda message_pk, body: None,
         tls_context: Any = None,
         portal: Portal | None = None,
     ) -> None:
@@ -292,7 +295,7 @@ def build_submission_factory(
     store: IOutcomeStore,
     hostname: str,
     clock: IReactorTime,
-    on_enqueued: Callable[[int, bytes], None] = lambda message_pk, body: None,
+    on_enqueued: Callable[[int, bytes | None], None] = lambda message_pk, body: None,
     run_hash: RunHash | None = None,
 ) -> SubmissionFactory:
     """A :class:`SubmissionFactory` from configuration: users, portal and TLS.

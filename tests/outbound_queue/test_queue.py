@@ -504,6 +504,21 @@ class ConnectionUseTests(SchedulerTestCase):
         self.assertEqual(first.body, second.body)
         self.assertEqual(self.delivery(did).state, State.delivered)
 
+    def test_handed_bodies_are_dropped_when_old(self) -> None:
+        """A body nobody took within FRESH_BODY_SECONDS (another node claimed
+        the message, say) is dropped at the next claim; its delivery, if it
+        comes here later, reads the store."""
+        loads = self.count_loads()
+        self.start(poll_interval=5.0)
+        self.service.wake(999, b"never claimed here")  # type: ignore[union-attr]
+        self.assertEqual(list(self.service._fresh), [999])  # type: ignore[union-attr]
+        self.turn(queue.FRESH_BODY_SECONDS + 1)  # claims ran meanwhile
+        self.assertEqual(list(self.service._fresh), [])  # type: ignore[union-attr]
+        self.assertEqual(self.service._fresh_bytes, 0)  # type: ignore[union-attr]
+        [did] = self.enqueue("a@example.com")
+        self.turn(5.0)
+        self.assertEqual(loads, [self.delivery(did).message_pk])
+
     def test_handed_bodies_are_bounded(self) -> None:
         """Bodies handed over are kept up to FRESH_BODY_BYTES in all, newest
         kept: the older ones are read from the store when their turn comes."""
@@ -767,6 +782,36 @@ class LoopTests(SchedulerTestCase):
         self.turn(5.0)
         self.assertEqual(self.delivery(did).state, State.delivered)
         self.assertEqual(len(self.connector.messages), 1)  # leased: not sent twice
+
+    def test_record_retry_waits_for_the_poll_whatever_finishes_meanwhile(self) -> None:
+        """After a failed write, results finishing meanwhile join the retry at
+        the poll interval instead of each bringing on another failing write."""
+        self.store.record_failures = 10
+        writes = []
+        original = self.store.record_attempts
+
+        async def counting(results: Sequence[AttemptResult]) -> list[int]:
+            writes.append(self.clock.seconds())
+            return await original(results)
+
+        self.store.record_attempts = counting  # type: ignore[method-assign]
+        self.start(poll_interval=5.0, record_delay=0.02)
+        self.enqueue("a@example.com")
+        self.turn()
+        self.turn(0.02)
+        self.assertEqual(len(writes), 1)  # failed
+        for i in range(4):
+            self.enqueue(f"b{i}@example.com")
+            self.turn()
+            self.turn(0.5)
+        self.assertEqual(len(writes), 1)  # still waiting for the retry
+        self.turn(3.0)
+        self.assertEqual(len(writes), 2)  # the retry, 5 s after the failure
+        self.assertEqual(writes[1] - writes[0], 5.0)
+        self.store.record_failures = 0
+        self.turn(5.0)
+        self.assertEqual(self.delivery(1).state, State.delivered)
+        self.flushLoggedErrors(StoreUnavailable)
 
     def test_results_batched(self) -> None:
         """Results finished in one reactor turn are written in one record_attempts call."""

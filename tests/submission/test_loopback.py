@@ -54,7 +54,7 @@ class SubmissionLoopbackTests(TestCase):
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
-    def wake(self, message_pk: int, body: bytes) -> None:
+    def wake(self, message_pk: int, body: bytes | None) -> None:
         self.woken += 1
 
     async def _deliveries(self) -> list:

@@ -33,7 +33,7 @@ class _Base(SynchronousTestCase):
         self.successResultOf(Deferred.fromCoroutine(self.store.open()))
         self.woken = 0
         #: (message key, body) handed to the scheduler by each wake
-        self.handed: list[tuple[int, bytes]] = []
+        self.handed: list[tuple[int, bytes | None]] = []
         self.config = SubmissionConfig()
         self.protos: list[SubmissionProtocol] = []
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
@@ -44,7 +44,7 @@ class _Base(SynchronousTestCase):
             if not proto._lost:
                 disconnect(proto)
 
-    def wake(self, message_pk: int, body: bytes) -> None:
+    def wake(self, message_pk: int, body: bytes | None) -> None:
         self.woken += 1
         self.handed.append((message_pk, body))
 
@@ -131,6 +131,17 @@ class RelayTests(_Base):
         self.assertEqual({d.message_pk for d in found}, {message_pk})
         self.assertEqual(body, self.successResultOf(Deferred.fromCoroutine(
             self.store.load_body(message_pk))))
+
+    def test_no_body_handed_when_every_recipient_is_suppressed(self) -> None:
+        """Nothing will be sent: the scheduler is woken without the body."""
+        self.successResultOf(Deferred.fromCoroutine(self.store.suppress(
+            "gone@example.com", "userunknown", 0.0, source="bounce")))
+        proto, t = self.start(ip="127.0.0.1")
+        proto.dataReceived(b"MAIL FROM:<app@example.org>\r\nRCPT TO:<gone@example.com>\r\n"
+                           b"DATA\r\nSubject: hi\r\n\r\nhello\r\n.\r\n")
+        self.assertTrue(replies(t)[-1].startswith(b"250 2.0.0"))
+        [(_, body)] = self.handed
+        self.assertIsNone(body)
 
     def test_require_auth_refuses_trusted_networks(self) -> None:
         """With require_auth, even a trusted client gets 550 5.7.1 until it authenticates."""
