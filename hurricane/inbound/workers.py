@@ -35,9 +35,12 @@ Why each choice:
 - **Two calls per worker are handed to the executor** (``depth``), so a
   worker that finishes one call starts the next at once instead of idling
   while its result crosses the busy reactor and the next call comes back.
-  A call's deadline covers the messages handed over before it as well as
-  its own; the calls beyond ``depth`` wait here, on the reactor thread, so
-  deadlines stay tight.
+  When every worker is busy, a call's deadline covers the messages handed
+  over before it as well as its own; the calls beyond ``depth`` wait here,
+  on the reactor thread, so deadlines stay bounded. A hang past a deadline
+  kills the workers and so fails every call handed over (up to
+  ``processes * depth``), whose messages the processor then analyzes one by
+  one.
 - **Each new set of workers is pinged first**, before any message reaches
   it. Workers that cannot start (a rules file deleted or invalid since
   start-up, a package upgraded in place under the server, no process or
@@ -143,8 +146,8 @@ class AnalysisProcessPool:
             call's deadline (scheduling, a worker spawned for the call,
             pickling, CPU shared with other processes).
         depth: calls handed to the executor per worker process (the rest
-            wait in the pool); 1 makes each deadline measure its own call
-            alone.
+            wait in the pool); 1 hands a call over only when a worker is
+            free, so that each deadline measures its own call alone.
         start_timeout: how long new workers have to answer their first ping.
     """
 
@@ -348,8 +351,11 @@ class AnalysisProcessPool:
             (self._alone if call.alone else self._queue).appendleft(call)
             self._unavailable(f"{type(e).__name__}: {e}")
             return
-        # the messages handed over before this call may run first
-        ahead = sum(len(c.work) for c in self._running if c.executor is executor)
+        # With every worker busy, the messages handed over before this call
+        # may all run first; with one free, it starts at once.
+        on_executor = [c for c in self._running if c.executor is executor]
+        ahead = (sum(len(c.work) for c in on_executor)
+                 if len(on_executor) >= self._processes else 0)
         call.executor = executor
         call.deadline = self._cpu_seconds * (ahead + len(call.work)) + self._call_margin
         call.timer = self._clock.callLater(call.deadline, self._timed_out, call)

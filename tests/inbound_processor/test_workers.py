@@ -254,6 +254,23 @@ class PoolTests(_PoolCase):
         self.assertEqual([len(r) for r in got], [2, 1, 1])
         self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
 
+    def test_deadlines_with_two_workers(self) -> None:
+        """With two workers, the first two calls start at once and count only
+        their own messages; the third, handed over while both are busy,
+        counts the messages of both calls before it."""
+        pool = self.pool(processes=2, analyze=hold, limits=AnalysisLimits(cpu_seconds=2.0),
+                         call_margin=10.0)
+        held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
+        got: list[Any] = []
+        for work in ([(held, None)], [(held, None)], [(b"Subject: b\r\n\r\ny\r\n", None)]):
+            pool.analyze(work).addBoth(got.append)
+        self.assertTrue(self.pump_while(lambda: len(pool._running) == 3))
+        self.assertEqual(sorted(c.deadline for c in pool._running),
+                         [2.0 * 1 + 10.0, 2.0 * 1 + 10.0, 2.0 * 3 + 10.0])
+        open(os.path.join(self.tmp, "release"), "w").close()
+        self.pump_until(lambda: len(got) == 3)
+        self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
+
     def test_depth_one_hands_one_call_at_a_time(self) -> None:
         """depth=1: a call reaches the worker only when the one before came back."""
         pool = self.pool(analyze=hold, depth=1)
