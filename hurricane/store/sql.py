@@ -307,8 +307,9 @@ WHERE delivery_id = ? AND state IN ('queued', 'deferred')"""
 LEASE_HELD_BY = " AND lease_owner = ?"
 
 # RECORD_ATTEMPT for many results in one statement (Dialect.round_trips):
-# each VALUES row carries one result's values and its lease holder (NULL:
-# no lease condition). The casts type columns that may be NULL in every row.
+# each VALUES row carries RECORD_ATTEMPT's parameters, in its order, then
+# the lease holder (NULL: no lease condition). The casts type the columns
+# that may be NULL in every row.
 _RECORD_ATTEMPTS_FROM_VALUES = """
 UPDATE deliveries AS d SET state = v.state, reason = v.reason,
     hard = CAST(v.hard AS BOOLEAN), attempts = d.attempts + 1,
@@ -318,8 +319,8 @@ UPDATE deliveries AS d SET state = v.state, reason = v.reason,
     priority = CAST(v.priority AS INTEGER), lease_owner = NULL, lease_until = NULL,
     updated_at = CAST(v.at AS DOUBLE PRECISION),
     delivered_at = COALESCE(CAST(v.delivered_at AS DOUBLE PRECISION), d.delivered_at)
-FROM (VALUES {}) AS v (delivery_id, state, reason, hard, code, status, text, remote_host,
-                       next_attempt_at, priority, at, delivered_at, owner)
+FROM (VALUES {}) AS v (state, reason, hard, code, status, text, remote_host,
+                       next_attempt_at, priority, at, delivered_at, delivery_id, owner)
 WHERE d.delivery_id = CAST(v.delivery_id AS BIGINT) AND d.state IN ('queued', 'deferred')
   AND (v.owner IS NULL OR d.lease_owner = v.owner)"""
 

@@ -223,13 +223,21 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
 _MESSAGE_CHUNK = 80
 
 
+def _message_params(queue_id: str, prepared: PreparedMessage) -> list[Any]:
+    """The 11 parameters of one message's row (``sql._MESSAGE_VALUES``)."""
+    m = prepared.message
+    return [queue_id, m.sender, m.mailing_id, m.message_id, m.header_message_id,
+            len(m.body), m.body, m.source, m.client, prepared.metadata_json, prepared.now]
+
+
 async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[EnqueueResult]:
     """Store several messages, their delivery rows and first events.
 
     Set-based, so that a group commit costs a few statements per batch rather
     than per message: one suppression look-up, multi-row inserts for
     messages and deliveries, one INSERT ... SELECT for the events and one
-    SELECT for the new delivery ids.
+    SELECT for the new delivery ids. Where statements are round trips
+    (PostgreSQL), all of that is one statement (:func:`_enqueue_batch_cte`).
     """
     if txn.dialect.round_trips and \
             sum(len(p.message.recipients) for p in batch) <= _CTE_RECIPIENTS:
@@ -251,10 +259,7 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
             drawn = {new_queue_id(batch[i].now): i for i in chunk}
             params: list[Any] = []
             for queue_id, i in drawn.items():
-                m = batch[i].message
-                params += [queue_id, m.sender, m.mailing_id, m.message_id, m.header_message_id,
-                           len(m.body), m.body, m.source, m.client, batch[i].metadata_json,
-                           batch[i].now]
+                params += _message_params(queue_id, batch[i])
             await txn.execute(sql.insert_messages(len(drawn)), params)
             for message_pk, queue_id in txn.fetchall():
                 message_pks[drawn[queue_id]] = (queue_id, int(message_pk))
@@ -321,9 +326,7 @@ async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
             recipients: list[Any] = []
             for queue_id, i in drawn.items():
                 m, now = batch[i].message, batch[i].now
-                messages += [queue_id, m.sender, m.mailing_id, m.message_id,
-                             m.header_message_id, len(m.body), m.body, m.source, m.client,
-                             batch[i].metadata_json, now]
+                messages += _message_params(queue_id, batch[i])
                 for position, r in enumerate(m.recipients):
                     recipients += [queue_id, position, r.address, domain_of(r.address),
                                    fold(r.address), r.orcpt, now]
@@ -491,7 +494,7 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
         for chunk in _chunks(list(zip(known, values)), _EVENT_CHUNK):
             flat: list[Any] = []
             for r, v in chunk:
-                flat += [v[-1], *v[:-1], r.owner]
+                flat += [*v, r.owner]
             await txn.execute(sql.record_attempts_from_values(len(chunk)), flat)
     else:
         for r, update in zip(known, values):

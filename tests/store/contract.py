@@ -189,14 +189,17 @@ class StoreContractMixin:
 
     async def test_enqueue_many_recipients_in_order(self) -> None:
         """Every delivery id names its own recipient, in recipient order, for a
-        message of a few hundred recipients and one past 2,000 (PostgreSQL
-        enqueues those step by step rather than in one statement), with
-        suppressed recipients among them; concurrent enqueues too."""
+        message of a few hundred recipients, one past 2,000 (PostgreSQL
+        enqueues that one step by step rather than in one statement) and
+        small ones enqueued together (one group commit), with a suppressed
+        recipient among them."""
         await self.store.suppress("r7@x.test", "userunknown", T0 - 5, source="bounce")
-        sizes = (300, txn._CTE_RECIPIENTS + 1, 3)
-        calls = [Deferred.fromCoroutine(self.store.enqueue(
-            message(*(f"r{i}@x.test" for i in range(n))), T0)) for n in sizes]
-        for n, result in zip(sizes, await gatherResults(calls)):
+        sizes = (300, txn._CTE_RECIPIENTS + 1, 3, 9)
+        results = [await self.store.enqueue(message(*(f"r{i}@x.test" for i in range(n))), T0)
+                   for n in sizes[:2]]
+        results += await gatherResults([Deferred.fromCoroutine(self.store.enqueue(
+            message(*(f"r{i}@x.test" for i in range(n))), T0)) for n in sizes[2:]])
+        for n, result in zip(sizes, results):
             self.assertEqual([r.address for r in result.recipients],
                              [f"r{i}@x.test" for i in range(n)])
             ids = [r.delivery_id for r in result.recipients]
@@ -407,10 +410,10 @@ class StoreContractMixin:
         delivery, applied in order. PostgreSQL writes the first batch's
         updates in one statement, the second's row by row."""
         ids = [r.delivery_id for r in (await self.enqueue_one(
-            *(f"r{i}@x.test" for i in range(6)))).recipients]
+            *(f"r{i}@x.test" for i in range(7)))).recipients]
         await self.deliver(ids[4])  # already final
         claimed = await self.store.claim_due(T0, "n1", 60, 10)
-        self.assertEqual(len(claimed), 5)
+        self.assertEqual(len(claimed), 6)
         await self.store.claim_due(T0 + 61, "n2", 60, 1)  # n2 takes one of them over
         taken = (await self.store.get_delivery(ids[0])).lease_owner
         self.assertEqual(taken, "n2")
@@ -426,6 +429,7 @@ class StoreContractMixin:
             AttemptResult(ids[4], State.failed, at, code=550),  # final already
             AttemptResult(ids[5], State.deferred, at, code=421, next_attempt_at=T0 + 800,
                           owner="n1"),
+            AttemptResult(ids[6], State.failed, at, code=554, status="5.7.1"),  # no owner
         ])
         await self.store.record_attempts([
             AttemptResult(ids[5], State.deferred, at, code=421, next_attempt_at=T0 + 850),
@@ -434,7 +438,7 @@ class StoreContractMixin:
         got = [await self.store.get_delivery(i) for i in ids]
         self.assertEqual([(d.state, d.attempts) for d in got], [
             (State.queued, 0), (State.delivered, 1), (State.deferred, 1), (State.failed, 1),
-            (State.delivered, 1), (State.delivered, 3)])
+            (State.delivered, 1), (State.delivered, 3), (State.failed, 1)])
         self.assertEqual(got[0].lease_owner, "n2")
         self.assertEqual((got[1].code, got[1].status, got[1].text, got[1].remote_host,
                           got[1].delivered_at, got[1].lease_owner),
@@ -446,7 +450,8 @@ class StoreContractMixin:
         self.assertIsNotNone(await self.store.get_suppression("r3@x.test"))
         self.assertEqual((got[4].code, got[4].delivered_at), (250, T0 + 10))
         self.assertEqual((got[5].code, got[5].delivered_at), (250, at + 1))
-        self.assertEqual([len(await self.store.events(i)) for i in ids], [2, 2, 2, 2, 3, 4])
+        self.assertEqual((got[6].code, got[6].status, got[6].lease_owner), (554, "5.7.1", None))
+        self.assertEqual([len(await self.store.events(i)) for i in ids], [2, 2, 2, 2, 3, 4, 2])
 
     async def test_result_after_final_state(self) -> None:
         """A result for a row already final adds an event and moves nothing."""
