@@ -115,9 +115,15 @@ def cpu_seconds(pid: int) -> dict[int, float]:
 
 def cpu_between(before: dict[int, float], after: dict[int, float], root: int
                 ) -> tuple[float, float]:
-    """(CPU s of ``root`` itself, CPU s of its descendants) spent between two samples."""
+    """(CPU s of ``root`` itself, CPU s of its descendants) spent between two samples.
+
+    A descendant seen at the first sample and gone at the second was reaped
+    in between: its whole time went into its parent's, so what it had spent
+    before the first sample is taken off again.
+    """
     own = after.get(root, 0.0) - before.get(root, 0.0)
     rest = sum(t - before.get(p, 0.0) for p, t in after.items() if p != root)
+    rest -= sum(t for p, t in before.items() if p != root and p not in after)
     return own, rest
 
 
