@@ -329,6 +329,7 @@ def record_attempts_from_values(n: int) -> str:
     """:data:`_RECORD_ATTEMPTS_FROM_VALUES` for ``n`` results (13 parameters each)."""
     return _RECORD_ATTEMPTS_FROM_VALUES.format(", ".join(["(" + ", ".join(["?"] * 13) + ")"] * n))
 
+
 INSERT_SUPPRESSION = """
 INSERT INTO suppressions (address, reason, source, event_id, note, created_at)
 VALUES (?, ?, ?, ?, ?, ?)

@@ -491,20 +491,20 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
         # One statement for all (each result still under its own conditions).
         # A delivery twice in one batch takes the row-by-row path, where the
         # second update sees the first.
-        for chunk in _chunks(list(zip(known, values)), _EVENT_CHUNK):
+        for chunk in _chunks(list(zip(known, values, strict=True)), _EVENT_CHUNK):
             flat: list[Any] = []
             for r, v in chunk:
                 flat += [*v, r.owner]
             await txn.execute(sql.record_attempts_from_values(len(chunk)), flat)
     else:
-        for r, update in zip(known, values):
+        for r, update in zip(known, values, strict=True):
             statement = sql.RECORD_ATTEMPT
             if r.owner is not None:
                 # A node that lost its lease keeps only its event.
                 statement += sql.LEASE_HELD_BY
                 update.append(r.owner)
             await txn.execute(statement, update)
-    for r, event_id in zip(known, event_ids):
+    for r, event_id in zip(known, event_ids, strict=True):
         if r.suppress:
             await _suppress(txn, recipients[r.delivery_id], r.reason or "undefined", r.at,
                             "smtp", None, event_id)

@@ -16,22 +16,22 @@ from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import ReplyClass
 from hurricane.config import DeliveryConfig, DkimKeyConfig, TlsPolicyConfig
 from hurricane.model import AttemptResult, Delivery, NewMessage, NewRecipient, State
+from hurricane.outbound import queue
 from hurricane.outbound.dkim import DkimSigner
 from hurricane.outbound.interface import ConnectionFailed, OutboundMessage, Reply
 from hurricane.outbound.mx import MXResolver
 from hurricane.outbound.prepare import header_value
-from hurricane.outbound import queue
 from hurricane.outbound.queue import OutboundService
 from hurricane.store.interface import StoreUnavailable
 from hurricane.store.memory import MemoryStore
 from hurricane.verp import VerpCodec, VerpKey, VerpToken
 
 from .fakes import (
-    accept_all,
     FakeClassifier,
     FakeConnection,
     FakeConnector,
     FakeResolver,
+    accept_all,
     reply_all,
 )
 from .test_dkim import dnsfunc_for, rsa_dns_record, rsa_key_pem

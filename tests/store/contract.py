@@ -199,7 +199,7 @@ class StoreContractMixin:
                    for n in sizes[:2]]
         results += await gatherResults([Deferred.fromCoroutine(self.store.enqueue(
             message(*(f"r{i}@x.test" for i in range(n))), T0)) for n in sizes[2:]])
-        for n, result in zip(sizes, results):
+        for n, result in zip(sizes, results, strict=True):
             self.assertEqual([r.address for r in result.recipients],
                              [f"r{i}@x.test" for i in range(n)])
             ids = [r.delivery_id for r in result.recipients]
