@@ -32,14 +32,13 @@ Why each step is shaped the way it is:
 
 from __future__ import annotations
 
-import dataclasses
-
 import collections
+import dataclasses
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -890,14 +889,9 @@ class BounceProcessor(Service):
 
     async def _load(self, bounce_id: int, replay: bool) -> StoredBounce | ProcessResult:
         """The stored message to analyze, or the result that ends its processing."""
-        try:
-            bounce = await self._store.load_bounce(bounce_id)
-        except StoreUnavailable:
-            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
-            return ProcessResult(bounce_id, "retry")
-        except Exception as e:
-            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
-            return await self._fail(bounce_id, f"{type(e).__name__}: {e}")
+        bounce = await self._settled(bounce_id, self._store.load_bounce(bounce_id))
+        if isinstance(bounce, ProcessResult):
+            return bounce
         if bounce is None:
             log.warn("bounce {bounce_id}: not in the store", bounce_id=bounce_id)
             return ProcessResult(bounce_id, "missing")
@@ -905,18 +899,23 @@ class BounceProcessor(Service):
             return ProcessResult(bounce_id, "skipped", category=bounce.category)
         return bounce
 
+    async def _settled(self, bounce_id: int, step: Awaitable[T]) -> T | ProcessResult:
+        """What ``step`` gives, or the result that ends this message's processing now:
+        ``retry`` on a store outage, ``failed`` (marked in the store) on a bug."""
+        try:
+            return await step
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, "retry")
+        except Exception as e:
+            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
+            return await self._fail(bounce_id, f"{type(e).__name__}: {e}")
+
     async def _prepare_safe(self, bounce: StoredBounce, analysis: Analysis | BaseException,
                             fingerprint: bytes | None) -> _Analyzed | ProcessResult:
         """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
-        try:
-            return await self._prepare(bounce, analysis, fingerprint)
-        except StoreUnavailable:
-            log.warn("bounce {bounce_id}: store unavailable, will retry",
-                     bounce_id=bounce.bounce_id)
-            return ProcessResult(bounce.bounce_id, "retry")
-        except Exception as e:
-            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce.bounce_id)
-            return await self._fail(bounce.bounce_id, f"{type(e).__name__}: {e}")
+        return await self._settled(bounce.bounce_id,
+                                   self._prepare(bounce, analysis, fingerprint))
 
     async def _analyze_all(
         self, bounces: list[StoredBounce]
@@ -1110,16 +1109,10 @@ class BounceProcessor(Service):
 
     async def _record_one(self, a: _Analyzed) -> ProcessResult:
         bounce_id = a.bounce.bounce_id
-        try:
-            event_ids = await self._store.record_bounce(
-                bounce_id, a.events, a.analysis.category, a.corr.key, a.record
-            )
-        except StoreUnavailable:
-            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
-            return ProcessResult(bounce_id, "retry")
-        except Exception as e:
-            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
-            return await self._fail(bounce_id, f"{type(e).__name__}: {e}")
+        event_ids = await self._settled(bounce_id, self._store.record_bounce(
+            bounce_id, a.events, a.analysis.category, a.corr.key, a.record))
+        if isinstance(event_ids, ProcessResult):
+            return event_ids
         return self._recorded(a, event_ids)
 
     def _recorded(self, a: _Analyzed, event_ids: list[int]) -> ProcessResult:

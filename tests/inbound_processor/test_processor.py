@@ -32,6 +32,14 @@ from .helpers import (
 )
 
 
+def release_held(held: list[tuple[Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]]
+                 ) -> None:
+    """Run every call a held runner kept, in order, including those they add."""
+    while held:
+        d, f, a, kw = held.pop(0)
+        d.callback(f(*a, **kw))
+
+
 class _Base(SynchronousTestCase):
     """A world with one delivered message and a started processor."""
 
@@ -748,9 +756,7 @@ class BatchTests(_Base):
         ids = [self.w.receive(raw, self.token) for raw in (b"a", b"b", b"bad", b"c")]
         for b in ids:
             p.submit(b)
-        while held:
-            d, f, a, kw = held.pop(0)
-            d.callback(f(*a, **kw))
+        release_held(held)
         self.assertEqual([self.w.bounce(b).status for b in ids],
                          ["analyzed", "analyzed", "failed", "analyzed"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -795,7 +801,5 @@ class BatchTests(_Base):
         ids = [self.w.receive(b"x%d" % i, self.token) for i in range(3)]
         for b in ids:
             p.submit(b)
-        while held:
-            d, f, a, kw = held.pop(0)
-            d.callback(f(*a, **kw))
+        release_held(held)
         self.assertEqual({self.w.bounce(b).status for b in ids}, {"analyzed"})
