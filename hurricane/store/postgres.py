@@ -142,9 +142,24 @@ class _PgTxn:
         self._cursor = cursor
         #: Whether BEGIN has been sent (it rides on the first statement).
         self.begun = False
+        #: Whether each statement runs as its own transaction (no BEGIN).
+        self._standalone = False
+
+    def standalone(self) -> bool:
+        """Run each following statement as its own transaction, if none was sent yet.
+
+        The connection is in autocommit mode (psycopg2's asynchronous
+        connections always are): without BEGIN, a statement commits by itself,
+        durably, when it completes, and neither BEGIN nor COMMIT costs a round
+        trip.
+        """
+        if self.begun:
+            return False
+        self._standalone = True
+        return True
 
     async def _send(self, statement: str, params: Sequence[Any]) -> None:
-        if not self.begun:
+        if not self.begun and not self._standalone:
             # One round trip less per transaction: psycopg2 sends both in one
             # simple-protocol Query; results and rowcount are the last
             # statement's. If the statement fails, the block is open and

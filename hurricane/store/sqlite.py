@@ -68,6 +68,10 @@ class _SqliteTxn:
         self._cursor = cursor
         self._conn = cursor.connection
 
+    def standalone(self) -> bool:
+        """Statements stay in the (coalesced) transaction: no round trips to save."""
+        return False
+
     async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
         _check_open(self._conn)
         self._cursor.execute(statement, tuple(params))

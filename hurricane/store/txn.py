@@ -75,6 +75,18 @@ class Txn(Protocol):
     def rowcount(self) -> int:
         """Rows changed by the last statement."""
 
+    def standalone(self) -> bool:
+        """Ask to run each following statement as its own transaction.
+
+        For a transaction function whose every statement is atomic by itself
+        and leaves the store consistent whatever follows: where statements
+        are round trips (PostgreSQL), no BEGIN and COMMIT are then sent.
+        Only honoured before the first statement.
+
+        Returns:
+            True when the engine does so.
+        """
+
 
 TxnFunction = Callable[..., Awaitable[T]]
 
@@ -313,6 +325,9 @@ async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
     suppression look-up, the messages, the deliveries and their first
     events are one round trip instead of five. Same rows, same results.
     """
+    # Each statement stores whole messages (the message, its deliveries and
+    # their events) or none: no transaction block is needed around them.
+    txn.standalone()
     results: dict[int, EnqueueResult] = {}
     for _ in range(8):
         todo = [i for i in range(len(batch)) if i not in results]

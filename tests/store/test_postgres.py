@@ -17,6 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
+from txpostgres import txpostgres
 
 from hurricane.model import AttemptResult, NewMessage, NewRecipient, State
 from hurricane.store.factory import create_store, redact_url
@@ -209,3 +210,59 @@ class PostgresNodesTests(PostgresMixin, TestCase):
                 continue
         else:
             self.fail("the store did not recover")
+
+
+class PostgresRoundTripTests(PostgresMixin, TestCase):
+    """Statements a transaction sends: no round trip spent on BEGIN/COMMIT alone."""
+
+    async def setUp(self) -> None:
+        self.make_schema()
+        self.store = await self.open_store(pool_size=2)
+        # What goes to the server: every query txpostgres sends.
+        self.sent: list[str] = []
+        execute = txpostgres.Cursor.execute
+
+        def spy(cursor: Any, statement: str, params: Any = None) -> Any:
+            self.sent.append(statement)
+            return execute(cursor, statement, params)
+
+        self.patch(txpostgres.Cursor, "execute", spy)
+
+    async def test_enqueue_is_one_statement_committed(self) -> None:
+        """A group-committed batch of enqueues is one statement, durable on return."""
+        calls = [Deferred.fromCoroutine(self.store.enqueue(message(f"e{i}@x.test"), T0))
+                 for i in range(3)]
+        results = await gatherResults(calls)
+        # The first goes alone (the store was idle), the other two together:
+        # two queries, neither with BEGIN, and no COMMIT.
+        self.assertEqual(len(self.sent), 2)
+        for statement in self.sent:
+            self.assertTrue(statement.lstrip().startswith("WITH"), statement[:60])
+            self.assertNotIn("BEGIN", statement)
+        # Committed: another connection sees every row as soon as enqueue returns.
+        self.assertEqual(
+            sorted(r[0] for r in self.admin_sql("SELECT queue_id FROM messages")),
+            sorted(r.queue_id for r in results))
+        self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM deliveries"), [(3,)])
+
+    async def test_standalone_after_a_statement_keeps_the_block(self) -> None:
+        """Asked after a statement, standalone() is refused: the block stays atomic."""
+        answers: list[bool] = []
+
+        async def half_done(txn: Any) -> None:
+            await txn.execute("CREATE TABLE probe (x INTEGER)")
+            answers.append(txn.standalone())
+            await txn.execute("INSERT INTO probe VALUES (1)")
+            await txn.execute("SELECT 1/0")
+
+        from hurricane.store.interface import StoreUnavailable
+
+        with self.assertRaises(StoreUnavailable):  # division by zero, from the server
+            await self.store._run(half_done)
+        self.assertEqual(answers, [False])
+        self.assertTrue(self.sent[0].startswith("BEGIN; "))
+        self.assertEqual(self.sent[-1], "ROLLBACK")
+        # Rolled back as a whole: the table was never created.
+        self.assertEqual(self.admin_sql(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'probe'"
+            f" AND table_schema = '{self.schema}'"), [(0,)])
