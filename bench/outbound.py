@@ -2,7 +2,7 @@
 """Outbound throughput: submission -> relay -> sink, Hurricane versus Postfix.
 
     python bench/outbound.py [--messages N] [--concurrency 1,10,50] [--stores sqlite,postgres]
-                             [--no-postfix] [--profile] [--no-append]
+                             [--rounds 3] [--no-postfix] [--profile] [--no-append]
 
 Load generator for both: Postfix's ``smtp-source -s K -m N -l 5000`` (one
 recipient per message). Relays:
@@ -18,6 +18,10 @@ The sink is ``hurricane sink`` (a separate process, returns off) for both, so
 the far end costs the same. Reported: acceptance rate (messages / time for
 smtp-source to finish), end-to-end delivered rate (messages / time until the
 sink counted them all), Hurricane's peak RSS, and the ratio to Postfix.
+This machine's speed moves by tens of percent within minutes, so each
+configuration runs ``--rounds`` times with Postfix and Hurricane back to back
+at the same concurrency, in alternating order; the ratio reported is the
+median of the pairs' own ratios.
 ``--profile`` runs Hurricane under cProfile for the first configuration and
 prints the top functions. Every loop is bounded in count and time.
 """
@@ -28,6 +32,7 @@ import argparse
 import os
 import pstats
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,17 +178,54 @@ def print_profile(path: str, limit: int = 15) -> list[str]:
     return lines[start:start + limit + 1]
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+class Runs:
+    """Every run of one relay at one concurrency: (accept, delivered, CPU µs/msg, RSS)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, float, float, float]] = []
+        self.complete = True
+
+    def add(self, acc: float, dlv: float, cpu: float, rss: float, ok: bool) -> None:
+        self.runs.append((acc, dlv, cpu, rss))
+        self.complete = self.complete and ok
+
+    def median(self, i: int) -> float:
+        return _median([r[i] for r in self.runs])
+
+
+def paired_ratios(h: Runs, p: Runs, i: int) -> list[float]:
+    """Hurricane over Postfix, run by run: each pair ran back to back in one round."""
+    return [a[i] / b[i] for a, b in zip(h.runs, p.runs, strict=False) if b[i]]
+
+
+def ratio_text(ratios: list[float]) -> str:
+    """The median ratio, with the range when there are several rounds."""
+    if not ratios:
+        return "n/a"
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{_median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--concurrency", default="1,10,50")
     ap.add_argument("--stores", default="sqlite,postgres")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of every configuration, Postfix and Hurricane interleaved")
     ap.add_argument("--no-postfix", action="store_true")
     ap.add_argument("--profile", action="store_true",
-                    help="cProfile Hurricane in the first configuration")
+                    help="cProfile Hurricane in one more run (SQLite, concurrency 10 at most)")
     ap.add_argument("--timeout", type=float, default=300.0, help="per run, seconds")
     ap.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     levels = [int(x) for x in args.concurrency.split(",")]
     stores = [s for s in args.stores.split(",") if s]
     if "postgres" in stores and not postgres_dsn():
@@ -192,14 +234,20 @@ def main() -> int:
     print(f"machine: {machine()}")
     sink = Sink()
     rows: list[list[Any]] = []
-    postfix_rates: dict[int, tuple[float, float, float]] = {}
     profile_lines: list[str] = []
     notes = [f"{args.messages} messages of 5000 octets, one recipient each, per run; "
              "smtp-source is the load generator; the sink is `hurricane sink` "
              "(returns off) for both relays.",
+             f"{args.rounds} round(s): in each, every concurrency level runs Postfix and "
+             "Hurricane back to back (the order flips every round), so a pair meets the "
+             "same machine; rates and CPU are medians over the rounds, a ratio is the "
+             "median of the rounds' own ratios (range in brackets).",
              "CPU µs/msg: user + system time during the run over the messages: Hurricane's "
              "twistd process (every thread); Postfix's master and every process under it "
              "(smtpd, cleanup, qmgr, smtp...), the reaped ones included."]
+    postfix: dict[int, Runs] = {k: Runs() for k in levels}
+    hurricane: dict[tuple[str, int], Runs] = {(st, k): Runs() for st in stores for k in levels}
+    pf: PostfixRelay | None = None
     try:
         if not args.no_postfix:
             try:
@@ -207,30 +255,24 @@ def main() -> int:
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 print(f"postfix: could not start a throwaway instance: {e}")
                 notes.append(f"Postfix relay could not be started: {e}")
-            else:
-                try:
-                    master = pf.master_pid()
-                    for k in levels:
-                        cpu0 = cpu_seconds(master)
-                        acc, dlv, ok = measure(pf.port, sink, k, args.messages, args.timeout)
-                        own, rest = cpu_between(cpu0, cpu_seconds(master), master)
-                        pcpu = (own + rest) / args.messages * 1e6
-                        postfix_rates[k] = (acc, dlv, pcpu)
-                        print(f"postfix   c={k:<3} accept {acc:8.0f} msg/s  delivered "
-                              f"{dlv:8.0f} msg/s  CPU {pcpu:.0f} µs/msg (all its processes)"
-                              f"{'' if ok else '  (INCOMPLETE)'}")
-                finally:
-                    pf.stop()
-        runs = [(store, k, False) for store in stores for k in levels]
-        if args.profile:
-            runs.append(("sqlite", max(levels) if max(levels) <= 10 else 10, True))
-        for store, k, profiled in runs:
+
+        def run_postfix(k: int) -> None:
+            assert pf is not None
+            master = pf.master_pid()
+            cpu0 = cpu_seconds(master)
+            acc, dlv, ok = measure(pf.port, sink, k, args.messages, args.timeout)
+            own, rest = cpu_between(cpu0, cpu_seconds(master), master)
+            pcpu = (own + rest) / args.messages * 1e6
+            postfix[k].add(acc, dlv, pcpu, float("nan"), ok)
+            print(f"postfix   c={k:<3} accept {acc:8.0f} msg/s  delivered "
+                  f"{dlv:8.0f} msg/s  CPU {pcpu:.0f} µs/msg (all its processes)"
+                  f"{'' if ok else '  (INCOMPLETE)'}", flush=True)
+
+        def run_hurricane(store: str, k: int, prof: str | None = None) -> tuple[Any, ...]:
             drop = None
             url = ""
             if store == "postgres":
                 url, drop = fresh_postgres_db(postgres_dsn())
-            prof = (os.path.join(tempfile.gettempdir(), f"hurricane-outbound-{os.getpid()}.prof")
-                    if profiled else None)
             h = Hurricane(hurricane_config(sink.port, url), profile=prof)
             try:
                 cpu0 = cpu_seconds(h.proc.pid)
@@ -242,23 +284,57 @@ def main() -> int:
                 h.stop()
                 if drop:
                     drop()
-            if prof and os.path.exists(prof):
+            per = cpu / args.messages * 1e6
+            print(f"hurricane {store:<8} c={k:<3} accept {acc:8.0f} msg/s  delivered "
+                  f"{dlv:8.0f} msg/s  peak RSS {rss:.0f} MiB  CPU {per:.0f} µs/msg"
+                  f"{'' if ok else '  (INCOMPLETE)'}{'  (cProfile)' if prof else ''}",
+                  flush=True)
+            return acc, dlv, per, rss, ok
+
+        for r in range(args.rounds):
+            print(f"-- round {r + 1}/{args.rounds}", flush=True)
+            for k in levels:
+                relays: list[tuple[str, str]] = [("postfix", "")] if pf else []
+                relays += [("hurricane", st) for st in stores]
+                if r % 2:
+                    relays.reverse()
+                for kind, store in relays:
+                    if kind == "postfix":
+                        run_postfix(k)
+                    else:
+                        hurricane[(store, k)].add(*run_hurricane(store, k))
+        if args.profile:
+            k = min(max(levels), 10)
+            prof = os.path.join(tempfile.gettempdir(), f"hurricane-outbound-{os.getpid()}.prof")
+            acc, dlv, per, rss, ok = run_hurricane("sqlite", k, prof)
+            if os.path.exists(prof):
                 profile_lines = print_profile(prof)
                 print("\n".join(profile_lines))
                 os.unlink(prof)
-            pacc, pdlv, pcpu = postfix_rates.get(k, (float("nan"),) * 3)
-            rows.append([store + (" (cProfile)" if prof else ""), k, f"{acc:.0f}",
-                         f"{dlv:.0f}", f"{rss:.0f}", f"{cpu / args.messages * 1e6:.0f}",
-                         f"{pacc:.0f}", f"{pdlv:.0f}", f"{pcpu:.0f}",
-                         f"{acc / pacc:.2f}", f"{dlv / pdlv:.2f}"
-                         + ("" if ok else " (incomplete)")])
-            print(f"hurricane {store:<8} c={k:<3} accept {acc:8.0f} msg/s  delivered "
-                  f"{dlv:8.0f} msg/s  peak RSS {rss:.0f} MiB  CPU {cpu / args.messages * 1e6:.0f}"
-                  f" µs/msg  ratio vs postfix "
-                  f"{acc / pacc:.2f} / {dlv / pdlv:.2f}{'' if ok else '  (INCOMPLETE)'}"
-                  f"{'  (cProfile)' if prof else ''}")
+            rows.append(["sqlite (cProfile)", k, f"{acc:.0f}", f"{dlv:.0f}", f"{rss:.0f}",
+                         f"{per:.0f}", "", "", "", "", ""])
     finally:
+        if pf is not None:
+            pf.stop()
         sink.stop()
+    print("-- medians")
+    summary: list[list[Any]] = []
+    for store in stores:
+        for k in levels:
+            h, p = hurricane[(store, k)], postfix[k]
+            acc_r, dlv_r = paired_ratios(h, p, 0), paired_ratios(h, p, 1)
+            row = [store, k, f"{h.median(0):.0f}", f"{h.median(1):.0f}",
+                   f"{max(r[3] for r in h.runs):.0f}" if h.runs else "n/a",
+                   f"{h.median(2):.0f}",
+                   f"{p.median(0):.0f}", f"{p.median(1):.0f}", f"{p.median(2):.0f}",
+                   ratio_text(acc_r),
+                   ratio_text(dlv_r) + ("" if h.complete and p.complete else " (incomplete)")]
+            summary.append(row)
+            print(f"hurricane {store:<8} c={k:<3} delivered {h.median(1):6.0f} msg/s, CPU "
+                  f"{h.median(2):5.0f} µs/msg | postfix delivered {p.median(1):6.0f} msg/s, "
+                  f"CPU {p.median(2):5.0f} µs/msg | ratio accept {ratio_text(acc_r)}, "
+                  f"delivered {ratio_text(dlv_r)}")
+    rows = summary + rows
     if not args.no_append and rows:
         header = ["store", "conc.", "H accept msg/s", "H delivered msg/s", "H peak RSS MiB",
                   "H CPU µs/msg", "Postfix accept msg/s", "Postfix delivered msg/s",
