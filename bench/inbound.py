@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Inbound throughput: returned messages accepted, analyzed and recorded, versus Sisimai.
 
-    python bench/inbound.py [--bounces N (3000)] [--connections K] [--sender-processes P]
-                            [--profile FILE] [--no-sisimai] [--no-append]
+    python bench/inbound.py [--bounces N (3000)] [--rounds R (3)] [--connections K]
+                            [--sender-processes P] [--profile FILE] [--no-sisimai]
+                            [--no-append]
 
-1. A real ``twistd -n hurricane`` (SQLite, fresh directory) delivers N
+1. A real ``twistd -n hurricane`` (SQLite, fresh directory) delivers N x R
    messages (``smtp-source``) to ``hurricane sink --dump-dir``, so every
    message has a genuine signed VERP return path.
 2. From the dumped messages the sink's own templates build N returns: 40 %
@@ -22,6 +23,10 @@
    connection, which WAL lets run beside the server's writer).
 5. Sisimai (Debian libsisimai-perl) analyzes the same files, timed inside
    Perl (start-up and file reading excluded): messages/s on one core.
+6. Steps 4 and 5 run R times (``--rounds``), each round on its own N
+   returns, back to back in an order that flips every round: this
+   machine's speed moves by tens of percent within minutes, so the ratio
+   reported is the median of the rounds' own ratios.
 
 Hurricane's figure includes SMTP, the durable store write, analysis (in
 worker processes or threads, per ``[bounce] analysis_processes``) and
@@ -40,6 +45,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -304,7 +310,10 @@ def main() -> int:
     # 3,000 by default: with 1,000 the run lasts under a second and the
     # worker's start (~0.3 s, on the first return) and the ramp-up weigh
     # on the figure; sustained throughput is what a bounce flood meets.
-    ap.add_argument("--bounces", type=int, default=3000)
+    ap.add_argument("--bounces", type=int, default=3000, help="returns per round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of Hurricane and Sisimai back to back, each on its own "
+                         "returns (the order flips every round)")
     ap.add_argument("--connections", type=int, default=32,
                     help="concurrent SMTP sessions (remote MTAs returning mail)")
     ap.add_argument("--sender-processes", type=int, default=1,
@@ -316,6 +325,8 @@ def main() -> int:
     ap.add_argument("--no-sisimai", action="store_true")
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     print(f"machine: {machine()}")
     work = tempfile.mkdtemp(prefix="bench-inbound-")
     dump = os.path.join(work, "dump")
@@ -324,6 +335,11 @@ def main() -> int:
     sink = Sink(extra=["--dump-dir", dump])
     h = None
     poll = None
+    have_sisimai = not args.no_sisimai and subprocess.run(
+        ["perl", "-MSisimai", "-e1"], capture_output=True).returncode == 0
+    #: per round: (files, accepted/s, recorded/s, server CPU, worker CPU, sisimai/s, found)
+    rounds: list[dict[str, Any]] = []
+    version = ""
     try:
         bounce: dict[str, Any] = {"listen": ["tcp:0:interface=127.0.0.1"],
                                   "max_connections_per_ip": max(100, args.connections)}
@@ -335,16 +351,14 @@ def main() -> int:
                        "delivery": {"poll_interval": 0.1},
                        "routes": {"*": f"127.0.0.1:{sink.port}"}},
                       profile=args.profile)
-        total = args.bounces + WARM_UP
+        total = args.bounces * args.rounds + WARM_UP
         smtp_source(h.ports["submission"], 10, total, size=3000)
-        if not wait_for(lambda: sink.accepted() >= total, 300, 0.2):
+        if not wait_for(lambda: sink.accepted() >= total, 600, 0.2):
             raise RuntimeError("the deliveries did not all reach the sink")
         build_returns(dump, returns_dir, total)
         every = sorted(os.path.join(returns_dir, f) for f in os.listdir(returns_dir)
                        if f.endswith(".eml"))
-        warm, files = every[:WARM_UP], every[WARM_UP:]
-        kinds = count_kinds(files)
-        expected = kinds.get("dsn", 0) + kinds.get("ndr", 0) + kinds.get("arf", 0)
+        warm = every[:WARM_UP]
         poll = Recorded(os.path.join(h.dir, "data"))
         # Warm-up, not timed: a running server has its analysis worker up
         # already; starting it (~0.3 s of a spawned interpreter) is not
@@ -354,16 +368,44 @@ def main() -> int:
         send_all(h.ports["bounce"], warm, min(8, args.connections))
         if not wait_for(lambda: poll() >= warm_expected, 120, 0.01):
             raise RuntimeError("the warm-up returns were not all recorded")
-        base = poll()
-        cpu0 = cpu_seconds(h.proc.pid)
-        accept_s, refused = send_all(h.ports["bounce"], files, args.connections,
-                                     args.sender_processes)
-        # the sender's clock started after its processes were ready
-        t0 = time.monotonic() - accept_s
-        ok = wait_for(lambda: poll() - base >= expected, 600, 0.01)
-        total_s = time.monotonic() - t0
-        server_cpu, worker_cpu = cpu_between(cpu0, cpu_seconds(h.proc.pid), h.proc.pid)
-        got = poll() - base
+        for r in range(args.rounds):
+            files = every[WARM_UP + r * args.bounces:WARM_UP + (r + 1) * args.bounces]
+            kinds = count_kinds(files)
+            expected = kinds.get("dsn", 0) + kinds.get("ndr", 0) + kinds.get("arf", 0)
+            one: dict[str, Any] = {"files": len(files), "kinds": kinds}
+            print(f"-- round {r + 1}/{args.rounds}", flush=True)
+            steps = ["hurricane", "sisimai"] if r % 2 == 0 else ["sisimai", "hurricane"]
+            for step in steps:
+                if step == "sisimai":
+                    s = sisimai(files) if have_sisimai else None
+                    if s:
+                        one["sisimai"], one["found"], version = s
+                        print(f"sisimai {version}: {s[0]:.0f} messages/s analyzed (parse only,"
+                              f" one core), {s[1]}/{len(files)} with a result", flush=True)
+                    continue
+                base = poll()
+                cpu0 = cpu_seconds(h.proc.pid)
+                accept_s, refused = send_all(h.ports["bounce"], files, args.connections,
+                                             args.sender_processes)
+                # the sender's clock started after its processes were ready
+                t0 = time.monotonic() - accept_s
+                ok = wait_for(lambda b=base, e=expected: poll() - b >= e, 600, 0.01)
+                total_s = time.monotonic() - t0
+                server_cpu, worker_cpu = cpu_between(cpu0, cpu_seconds(h.proc.pid), h.proc.pid)
+                got = poll() - base
+                one.update(accepted=len(files) / accept_s, recorded=len(files) / total_s,
+                           server=server_cpu / len(files) * 1e6,
+                           worker=worker_cpu / len(files) * 1e6, ok=ok, refused=refused)
+                print(f"hurricane: {len(files)} returns ({kinds}), refused {refused}; accepted "
+                      f"{one['accepted']:.0f}/s, accepted+analyzed+recorded "
+                      f"{one['recorded']:.0f}/s ({got}/{expected} bounced+complained"
+                      f"{'' if ok else ', INCOMPLETE'}); CPU per return: server "
+                      f"{one['server']:.0f} µs, analysis workers {one['worker']:.0f} µs",
+                      flush=True)
+            if "sisimai" in one:
+                one["ratio"] = one["recorded"] / one["sisimai"]
+                print(f"round ratio hurricane/sisimai {one['ratio']:.2f}", flush=True)
+            rounds.append(one)
         rss = peak_rss_mib(h.proc.pid)
     finally:
         if poll is not None:
@@ -373,33 +415,42 @@ def main() -> int:
             if args.profile:
                 print(f"profile: {args.profile} (server directory {h.dir})")
         sink.stop()
-    acc_rate = len(files) / accept_s
-    rec_rate = len(files) / total_s
-    print(f"hurricane: {len(files)} returns ({kinds}), refused {refused}; accepted "
-          f"{acc_rate:.0f}/s, accepted+analyzed+recorded {rec_rate:.0f}/s "
-          f"({got}/{expected} bounced+complained{'' if ok else ', INCOMPLETE'}), "
-          f"peak RSS {rss:.0f} MiB; CPU per return: server {server_cpu / len(files) * 1e6:.0f}"
-          f" µs, analysis workers {worker_cpu / len(files) * 1e6:.0f} µs")
-    s = None if args.no_sisimai else sisimai(files)
-    if s:
-        print(f"sisimai {s[2]}: {s[0]:.0f} messages/s analyzed (parse only, one core), "
-              f"{s[1]}/{len(files)} with a result; ratio hurricane/sisimai "
-              f"{rec_rate / s[0]:.2f}")
-    else:
-        print("sisimai: not measured")
+
+    def med(key: str) -> float:
+        values = [r[key] for r in rounds if key in r]
+        return statistics.median(values) if values else float("nan")
+
+    ratios = [r["ratio"] for r in rounds if "ratio" in r]
+    ratio = (f"{statistics.median(ratios):.2f}" + (f" ({min(ratios):.2f}-{max(ratios):.2f})"
+                                                    if len(ratios) > 1 else "")
+             if ratios else "n/a")
+    complete = all(r["ok"] for r in rounds)
+    print(f"-- medians over {len(rounds)} round(s): hurricane accepted {med('accepted'):.0f}/s, "
+          f"accepted+analyzed+recorded {med('recorded'):.0f}/s"
+          f"{'' if complete else ' (INCOMPLETE)'}, peak RSS {rss:.0f} MiB, CPU per return: "
+          f"server {med('server'):.0f} µs, analysis workers {med('worker'):.0f} µs; "
+          f"sisimai {med('sisimai'):.0f}/s; ratio hurricane/sisimai {ratio}")
     shutil.rmtree(work, ignore_errors=True)
     if not args.no_append:
+        kinds_all: dict[str, int] = {}
+        for r in rounds:
+            for k, v in r["kinds"].items():
+                kinds_all[k] = kinds_all.get(k, 0) + v
+        found = sum(r.get("found", 0) for r in rounds)
         text = append_results(
             "Inbound: returned messages accepted, analyzed, recorded", [
                 "returns", "conc.", "H accepted/s", "H recorded/s", "H peak RSS MiB",
                 "H CPU µs/return (server + workers)",
                 "Sisimai analyzed/s", "ratio H recorded / Sisimai"],
-            [[len(files), args.connections, f"{acc_rate:.0f}", f"{rec_rate:.0f}",
-              f"{rss:.0f}",
-              f"{server_cpu / len(files) * 1e6:.0f} + {worker_cpu / len(files) * 1e6:.0f}",
-              f"{s[0]:.0f}" if s else "n/a",
-              f"{rec_rate / s[0]:.2f}" if s else "n/a"]],
-            [f"Mix: {kinds} (built by hurricane.sink.returns from real deliveries).",
+            [[f"{len(rounds)} x {args.bounces}", args.connections, f"{med('accepted'):.0f}",
+              f"{med('recorded'):.0f}" + ("" if complete else " (incomplete)"), f"{rss:.0f}",
+              f"{med('server'):.0f} + {med('worker'):.0f}",
+              f"{med('sisimai'):.0f}" if ratios else "n/a", ratio]],
+            [f"Mix: {kinds_all} (built by hurricane.sink.returns from real deliveries).",
+             f"{len(rounds)} round(s), each on its own {args.bounces} returns: Hurricane (one "
+             "server, kept up) and Sisimai back to back, the order flipped every round; "
+             "rates and CPU are medians, the ratio is the median of the rounds' own ratios "
+             "(range in brackets).",
              "Hurricane: SMTP + durable write before 250 + analysis + recording "
              "(SQLite FULL); recorded/s: until every bounced and complained recipient "
              "shows its state, polled every 10 ms in the SQLite file (read-only, WAL) "
@@ -407,8 +458,8 @@ def main() -> int:
              f"Load: {args.connections} concurrent SMTP sessions (conc.) from "
              f"{args.sender_processes} asyncio process(es), connections reused, "
              "MAIL/RCPT/DATA pipelined (the server offers PIPELINING).",
-             f"Sisimai {s[2] if s else ''}: parse only, timed inside Perl; "
-             f"{s[1] if s else 0}/{len(files)} messages gave a result."])
+             f"Sisimai {version}: parse only, timed inside Perl; "
+             f"{found}/{sum(r['files'] for r in rounds)} messages gave a result."])
         print(text)
     return 0
 
