@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 
 from hurricane.store.interface import IOutcomeStore
 
@@ -92,6 +93,20 @@ class HurricaneService(MultiService):
         self.stopped: defer.Deferred[None] | None = None
         #: Free-form references for the admin console (codec, queue, ...).
         self.components: dict[str, Any] = {}
+        #: twistd's text log observer, set on the application (see setServiceParent).
+        self.log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:  # type: ignore[override]
+        """Join ``parent``; under twistd, also give its application our log observer.
+
+        twistd creates the application, adds this service to it, then starts
+        logging with the application's ``ILogObserver`` component when it has
+        one (``twisted.application.app.AppLogger.start``).
+        """
+        super().setServiceParent(parent)
+        if self.log_observer is not None and isinstance(parent, Componentized) \
+                and parent.getComponent(ILogObserver, None) is None:
+            parent.setComponent(ILogObserver, self.log_observer)
 
     def privilegedStartService(self) -> None:
         """Nothing binds early; see :class:`ListenerService`."""

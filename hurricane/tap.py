@@ -14,6 +14,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from hurricane.config import Config, ConfigError, load_config
+from hurricane.textlog import twistd_observer
 
 
 class Options(usage.Options):
@@ -59,11 +60,15 @@ def makeService(options: Options) -> IService:
     if options.config.server.json_log:
         _add_json_log(options.config.server.json_log)
     try:
-        return build_service(options.config, reactor, on_fatal=on_fatal)
+        service = build_service(options.config, reactor, on_fatal=on_fatal)
     except StartupError as e:
         # Printed without a traceback; twistd has not daemonized yet.
         sys.stderr.write(f"hurricane: {e}\n")
         raise SystemExit(1) from None
+    # The same text log lines as twistd's, for less CPU a line (textlog.py);
+    # --syslog and --logger stay twistd's.
+    service.log_observer = twistd_observer(getattr(options, "parent", None))
+    return service
 
 
 def _fatal(reactor: Any, message: str) -> None:
