@@ -325,9 +325,15 @@ async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
     suppression look-up, the messages, the deliveries and their first
     events are one round trip instead of five. Same rows, same results.
     """
-    # Each statement stores whole messages (the message, its deliveries and
-    # their events) or none: no transaction block is needed around them.
-    txn.standalone()
+    # One statement stores whole messages (the message, its deliveries and
+    # their events) or none: when the batch is one statement it needs no
+    # transaction block. A larger batch keeps it: its callers all get the
+    # same answer, and chunks committed one by one before a failing one
+    # would be delivered and, answered 451, submitted again. (A queue-id
+    # redraw is a second statement after a committed first: a failure
+    # exactly then makes duplicates, never a loss.)
+    if len(batch) <= _MESSAGE_CHUNK:
+        txn.standalone()
     results: dict[int, EnqueueResult] = {}
     for _ in range(8):
         todo = [i for i in range(len(batch)) if i not in results]

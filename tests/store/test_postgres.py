@@ -245,6 +245,42 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
             sorted(r.queue_id for r in results))
         self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM deliveries"), [(3,)])
 
+    async def test_a_batch_of_several_statements_keeps_its_block(self) -> None:
+        """More messages than one statement takes: BEGIN ... COMMIT around the
+        statements, so a failing chunk cannot leave earlier ones committed."""
+        from hurricane.store.txn import _MESSAGE_CHUNK, prepare_message
+
+        count = _MESSAGE_CHUNK + 5
+        batch = [prepare_message(message(f"m{i}@x.test"), T0) for i in range(count)]
+        results = await self.store._enqueue_batch(batch)
+        self.assertEqual(len({r.queue_id for r in results}), count)
+        self.assertEqual(len(self.sent), 3)
+        self.assertTrue(self.sent[0].startswith("BEGIN; "))
+        self.assertNotIn("BEGIN", self.sent[1])
+        self.assertEqual(self.sent[2], "COMMIT")
+        self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM deliveries"), [(count,)])
+
+    async def test_a_failing_chunk_commits_nothing(self) -> None:
+        """The second statement of a large batch fails: no message of the batch stays."""
+        from hurricane.store.interface import StoreUnavailable
+        from hurricane.store.txn import _MESSAGE_CHUNK, prepare_message
+
+        execute = txpostgres.Cursor.execute
+        calls = {"n": 0}
+
+        def second_fails(cursor: Any, statement: str, params: Any = None) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                statement = "SELECT 1/0"
+            return execute(cursor, statement, params)
+
+        self.patch(txpostgres.Cursor, "execute", second_fails)
+        batch = [prepare_message(message(f"f{i}@x.test"), T0)
+                 for i in range(_MESSAGE_CHUNK + 5)]
+        with self.assertRaises(StoreUnavailable):
+            await self.store._enqueue_batch(batch)
+        self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM messages"), [(0,)])
+
     async def test_standalone_after_a_statement_keeps_the_block(self) -> None:
         """Asked after a statement, standalone() is refused: the block stays atomic."""
         answers: list[bool] = []
