@@ -25,6 +25,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from twisted.application import app
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -35,20 +36,24 @@ from twisted.python.logfile import LogFile
 
 __all__ = ["format_event", "twistd_observer"]
 
-_stamp_second: int | None = None
-_stamp_text = "-"
+#: (second, its stamp): one tuple, so a thread logging meanwhile sees a pair.
+_stamp_cache: tuple[int, str] = (-1, "")
 
 
 def _stamp(when: float) -> str:
     """``formatTime(when)``: RFC 3339 in local time, made once per second."""
-    global _stamp_second, _stamp_text
+    global _stamp_cache
     second = int(when)
-    if second != _stamp_second:
-        # astimezone() gives the local offset of that instant, as
-        # FixedOffsetTimeZone.fromLocalTimeStamp does.
-        _stamp_text = datetime.fromtimestamp(when).astimezone().strftime(timeFormatRFC3339)
-        _stamp_second = second
-    return _stamp_text
+    # datetime rounds to the microsecond: the last half microsecond of a
+    # second (and any time before 1970) is not cached.
+    if second == _stamp_cache[0] and when - second < 0.9999995:
+        return _stamp_cache[1]
+    # astimezone() gives the local offset of that instant, as
+    # FixedOffsetTimeZone.fromLocalTimeStamp does.
+    text = datetime.fromtimestamp(when).astimezone().strftime(timeFormatRFC3339)
+    if when >= 0 and when - second < 0.9999995:
+        _stamp_cache = (second, text)
+    return text
 
 
 def _system(event: dict[str, Any]) -> str:
@@ -64,13 +69,16 @@ def format_event(event: dict[str, Any]) -> str | None:
     fmt = event.get("log_format")
     when = event.get("log_time")
     if (type(fmt) is not str or "log_failure" in event or "log_flattened" in event
-            or type(when) is not float or type(event.get("log_system", "")) is not str):
+            or type(when) is not float or type(event.get("log_system", "")) is not str
+            or "__" in fmt):
+        # Twisted wraps each field for its call syntax, so a dunder attribute
+        # ("{e.__class__}") names the wrapper: only its own path says the same.
         return formatEventAsClassicLogText(event)  # type: ignore[no-any-return]
     try:
         text = fmt.format_map(event)
-    except Exception:
+    except BaseException:
         # "{f()}" call syntax, a missing key, a failing __format__: Twisted's
-        # formatter says what it can.
+        # formatter says what it can (it catches BaseException too).
         return formatEventAsClassicLogText(event)  # type: ignore[no-any-return]
     if not text:
         return None
@@ -85,7 +93,9 @@ def twistd_observer(twistd_options: Any) -> ILogObserver | None:
         twistd_options: twistd's ``ServerOptions`` (the plugin options'
             ``parent``); None outside twistd.
     """
-    if twistd_options is None or sys.platform == "win32":
+    # twistd's options only: `twist` names its options differently and logs
+    # by itself.
+    if not isinstance(twistd_options, app.ServerOptions) or sys.platform == "win32":
         return None
     try:
         if twistd_options.get("logger") or twistd_options.get("syslog"):

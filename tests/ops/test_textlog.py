@@ -84,6 +84,47 @@ class FormatEventTests(SynchronousTestCase):
             e = event("at {x}", x=when, log_time=when)
             self.assertEqual(format_event(dict(e)), formatEventAsClassicLogText(dict(e)))
 
+    def test_last_microsecond_and_time_zones(self) -> None:
+        """A time that rounds up to the next second, before 1970, and zones with
+        offsets and daylight saving: the stamp Twisted makes."""
+        import time as _time
+
+        def check() -> None:
+            for when in (1000.2, 1000.9999996, 1000.9999994, 1001.0, -0.5, 0.5,
+                         1_774_746_000.5, 1_774_749_600.5, T):
+                e = event("at {x}", x=1, log_time=when)
+                self.assertEqual(format_event(dict(e)), formatEventAsClassicLogText(dict(e)),
+                                 when)
+
+        saved = os.environ.get("TZ")
+
+        def restore() -> None:
+            if saved is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = saved
+            _time.tzset()
+
+        self.addCleanup(restore)
+        for zone in ("UTC", "Europe/Dublin", "America/New_York", "Australia/Lord_Howe"):
+            os.environ["TZ"] = zone
+            _time.tzset()
+            check()
+
+    def test_dunder_and_base_exceptions(self) -> None:
+        """A dunder attribute, and a __format__ raising a BaseException: as Twisted."""
+
+        class Odd(BaseException):
+            pass
+
+        class Bad:
+            def __format__(self, spec: str) -> str:
+                raise Odd("no")
+
+        for e in (event("{e.__class__.__name__}", e=ValueError("v")),
+                  event("bad {b}", b=Bad())):
+            self.assertEqual(format_event(dict(e)), formatEventAsClassicLogText(dict(e)))
+
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.sampled_from(["{a}", "{b!r}", "{c:>6}", "text ", "\n", "{{", "}}", "é",
                                      "{a} {b}"]), max_size=12),
@@ -110,8 +151,13 @@ class FormatEventTests(SynchronousTestCase):
         self.assertIn("delivery 7 to a@example.org: delivered", ours.getvalue())
 
 
-class Options(dict):  # type: ignore[type-arg]
-    """twistd's ServerOptions, as far as twistd_observer reads it."""
+def Options(**values: Any) -> Any:  # noqa: N802 - stands for twistd's ServerOptions
+    """twistd's (Unix) ServerOptions with these values, as if from the command line."""
+    from twisted.scripts.twistd import ServerOptions
+
+    options = ServerOptions()
+    options.update(values)
+    return options
 
 
 class TwistdObserverTests(SynchronousTestCase):
@@ -120,6 +166,10 @@ class TwistdObserverTests(SynchronousTestCase):
     def test_left_to_twistd(self) -> None:
         """No twistd, --syslog, --logger, or a daemon told to log to stdout: None."""
         self.assertIsNone(twistd_observer(None))
+        # `twist` (not twistd) logs by itself, with options of its own.
+        from twisted.application.twist._options import TwistOptions
+
+        self.assertIsNone(twistd_observer(TwistOptions()))
         self.assertIsNone(twistd_observer(Options(syslog=1, nodaemon=1)))
         self.assertIsNone(twistd_observer(Options(logger="x.y", nodaemon=1)))
         self.assertIsNone(twistd_observer(Options(logfile="-", nodaemon=0)))
