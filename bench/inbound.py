@@ -314,8 +314,12 @@ def sisimai(files: list[str], warm: Sequence[str] = ()) -> tuple[float, int, str
                              timeout=900)
     finally:
         os.unlink(fp.name)
-    n, el, found, version = out.stdout.split()
-    return int(n) / float(el), int(found), version
+    try:
+        n, el, found, version = out.stdout.split()
+        return int(n) / float(el), int(found), version
+    except ValueError:
+        print(f"sisimai failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+        return None
 
 
 def main() -> int:
@@ -471,9 +475,10 @@ def main() -> int:
              f"Load: {args.connections} concurrent SMTP sessions (conc.) from "
              f"{args.sender_processes} asyncio process(es), connections reused, "
              "MAIL/RCPT/DATA pipelined (the server offers PIPELINING).",
-             f"Sisimai {version}: parse only, timed inside Perl, after the same "
-             f"{WARM_UP} warm-up returns untimed; "
-             f"{found}/{sum(r['files'] for r in rounds)} messages gave a result."])
+             (f"Sisimai {version}: parse only, timed inside Perl, after the same "
+              f"{WARM_UP} warm-up returns untimed; "
+              f"{found}/{sum(r['files'] for r in rounds if 'sisimai' in r)} messages "
+              "gave a result." if ratios else "Sisimai: not measured.")])
         print(text)
     return 0
 
