@@ -78,18 +78,15 @@ def _reference_normalise(raw: bytes) -> bytes:
     """normalise_message as it was before its fast paths: always substitute and rebuild."""
     import re
 
-    from hurricane.outbound.prepare import TOKEN_HEADER, split_headers
+    from hurricane.outbound.prepare import TOKEN_HEADER, _header_lines, split_headers
 
+    # The substitution always, and the header block always rebuilt (the
+    # field splitting itself is prepare's own: the fast paths skip it).
     message = re.sub(rb"\r\n|\r|\n", b"\r\n", raw)
     headers, body = split_headers(message)
-    fields: list[bytes] = []
-    for line in headers.split(b"\r\n")[:-1]:
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line + b"\r\n"
-        else:
-            fields.append(line + b"\r\n")
     token = TOKEN_HEADER.lower()
-    return b"".join(f for f in fields if f.split(b":", 1)[0].strip().lower() != token) + body
+    return b"".join(f for f in _header_lines(headers)
+                    if f.split(b":", 1)[0].strip().lower() != token) + body
 
 
 _PIECES = [b"\r\n", b"\r", b"\n", b"\r\n\r\n", b"X-Hurricane-Token: t@x", b"x-hurricane-token:",
