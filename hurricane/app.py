@@ -73,6 +73,7 @@ def store_from_config(config: Config, reactor: Any) -> Any:
         options["synchronous"] = config.store.sqlite_synchronous.upper()
     elif url.startswith(("postgresql:", "postgres:")):
         options["pool_size"] = config.store.pool_size
+        options["prepared_statements"] = config.store.postgres_prepared_statements
     return create_store(url, reactor, data_dir=config.data_dir, **options)
 
 

@@ -94,6 +94,9 @@ class StoreConfig:
     sqlite_synchronous: str = "FULL"
     #: PostgreSQL connections per node.
     pool_size: int = 4
+    #: PostgreSQL: plan the enqueue statement once per connection (PREPARE).
+    #: false behind PgBouncer in transaction pooling mode.
+    postgres_prepared_statements: bool = True
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ global reactor and never replaces a dead connection.
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,6 +50,11 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
     the server; the reactor would log that as an unhandled error. We turn it
     into an ordinary lost connection: the pool sees it closed and replaces it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Statement text -> the name it is prepared under on this connection.
+        self.prepared: dict[str, str] = {}
 
     def doRead(self) -> object:
         try:
@@ -133,13 +140,29 @@ class _Pool:
             self._waiting.popleft().callback(None)
 
 
+#: Statements prepared per connection at most (each shape of a batched
+#: statement is one).
+MAX_PREPARED = 64
+
+_names = itertools.count(1)
+
+
+def _numbered(statement: str) -> str:
+    """``%s`` markers as ``$1``, ``$2``... (``%%`` stays: psycopg2 makes it ``%``)."""
+    count = itertools.count(1)
+    return re.sub(r"%(%|s)", lambda m: "%%" if m.group(1) == "%" else f"${next(count)}",
+                  statement)
+
+
 class _PgTxn:
     """The :class:`hurricane.store.txn.Txn` protocol over a txpostgres cursor."""
 
     dialect = POSTGRES
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: Any, prepared: dict[str, str] | None = None) -> None:
         self._cursor = cursor
+        #: The connection's prepared statements; None: never prepare.
+        self._prepared = prepared
         #: Whether BEGIN has been sent (it rides on the first statement).
         self.begun = False
         #: Whether each statement runs as its own transaction (no BEGIN).
@@ -168,8 +191,29 @@ class _PgTxn:
             statement = "BEGIN; " + statement
         await self._cursor.execute(statement, params)
 
-    async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
-        await self._send(POSTGRES.convert(statement), tuple(params))
+    async def execute(self, statement: str, params: Sequence[Any] = (), *,
+                      prepare: bool = False) -> None:
+        text = POSTGRES.convert(statement)
+        cache = self._prepared
+        if not prepare or cache is None:
+            await self._send(text, tuple(params))
+            return
+        values = tuple(params)
+        arguments = f" ({', '.join(['%s'] * len(values))})" if values else ""
+        name = cache.get(text)
+        if name is not None:
+            await self._send(f"EXECUTE {name}{arguments}", values)
+            return
+        if len(cache) >= MAX_PREPARED:
+            await self._send(text, values)
+            return
+        # PREPARE rides on the first execution: no round trip of its own.
+        # A fresh name each time, so a PREPARE left behind by a failed
+        # query can never collide with a later one.
+        name = f"hurricane_{next(_names)}"
+        await self._send(f"PREPARE {name} AS {_numbered(text)}; EXECUTE {name}{arguments}",
+                         values)
+        cache[text] = name
 
     async def insert_rows(self, table: str, columns: Sequence[str],
                           rows: Sequence[Sequence[Any]]) -> None:
@@ -195,6 +239,9 @@ class _PgTxn:
         return int(self._cursor.rowcount)
 
 
+#: SQLSTATE invalid_sql_statement_name: EXECUTE of a name not prepared here.
+_NO_SUCH_STATEMENT = "26000"
+
 #: Errors after which a connection is not trusted any more.
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionDead)
 
@@ -205,7 +252,7 @@ class PostgresStore(SqlStore):
     dialect = POSTGRES
 
     def __init__(self, dsn: str, reactor: IReactorCore, pool_size: int = 4, *,
-                 enqueue_concurrency: int = 1,
+                 enqueue_concurrency: int = 1, prepared_statements: bool = True,
                  connect_kwargs: dict[str, Any] | None = None, url: str | None = None) -> None:
         """
         Args:
@@ -218,6 +265,10 @@ class PostgresStore(SqlStore):
                 connections serve claims and reads meanwhile.
             connect_kwargs: more ``psycopg2.connect`` keywords (e.g. ``options``).
             url: how to name the store in messages (must not hold a password).
+            prepared_statements: run the statements marked ``prepare`` (the
+                enqueue) as server-side prepared statements, planned once per
+                connection. Turn off behind PgBouncer in transaction pooling,
+                which may run each transaction on another server connection.
         """
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
@@ -229,6 +280,7 @@ class PostgresStore(SqlStore):
         self._dsn = dsn
         self._connect_kwargs = dict(connect_kwargs or {})
         self._pool_size = pool_size
+        self._prepare = bool(prepared_statements)
         self._pool: _Pool | None = None
 
     async def _connect(self) -> None:
@@ -250,7 +302,7 @@ class PostgresStore(SqlStore):
         broken = False
         try:
             cursor = conn.cursor()
-            txn = _PgTxn(cursor)
+            txn = _PgTxn(cursor, conn.prepared if self._prepare else None)
             try:
                 result = await func(txn, *args)
                 if txn.begun:
@@ -265,6 +317,12 @@ class PostgresStore(SqlStore):
             return result
         except _CONNECTION_ERRORS:
             broken = True
+            raise
+        except psycopg2.Error as e:
+            if e.pgcode == _NO_SUCH_STATEMENT:
+                # Prepared statements gone (DISCARD ALL, a pooler that moved
+                # us to another server connection): prepare again next time.
+                conn.prepared.clear()
             raise
         finally:
             pool.release(conn, broken=broken)

@@ -181,7 +181,7 @@ d AS (
            CASE WHEN s.reason IS NULL THEN CAST(r.now AS DOUBLE PRECISION) END,
            r.orcpt, CAST(r.now AS DOUBLE PRECISION), CAST(r.now AS DOUBLE PRECISION)
     FROM r JOIN m ON m.queue_id = r.queue_id LEFT JOIN s ON s.address = r.key
-    ORDER BY m.message_pk, r.ord
+    ORDER BY m.message_pk, CAST(r.ord AS INTEGER)
     RETURNING delivery_id, message_pk, state, reason, created_at),
 e AS (
     INSERT INTO events (delivery_id, kind, at, state, reason, source)

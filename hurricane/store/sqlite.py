@@ -72,7 +72,9 @@ class _SqliteTxn:
         """Statements stay in the (coalesced) transaction: no round trips to save."""
         return False
 
-    async def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+    async def execute(self, statement: str, params: Sequence[Any] = (), *,
+                      prepare: bool = False) -> None:
+        # ``prepare``: the sqlite3 module caches prepared statements by text.
         _check_open(self._conn)
         self._cursor.execute(statement, tuple(params))
 

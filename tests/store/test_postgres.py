@@ -234,16 +234,64 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
                  for i in range(3)]
         results = await gatherResults(calls)
         # The first goes alone (the store was idle), the other two together:
-        # two queries, neither with BEGIN, and no COMMIT.
+        # two queries (each shape prepared with its first run), neither with
+        # BEGIN, and no COMMIT.
         self.assertEqual(len(self.sent), 2)
         for statement in self.sent:
-            self.assertTrue(statement.lstrip().startswith("WITH"), statement[:60])
+            self.assertTrue(statement.startswith("PREPARE hurricane_"), statement[:60])
+            self.assertIn("; EXECUTE hurricane_", statement)
             self.assertNotIn("BEGIN", statement)
         # Committed: another connection sees every row as soon as enqueue returns.
         self.assertEqual(
             sorted(r[0] for r in self.admin_sql("SELECT queue_id FROM messages")),
             sorted(r.queue_id for r in results))
         self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM deliveries"), [(3,)])
+
+    async def test_a_shape_is_prepared_once_per_connection(self) -> None:
+        """The second enqueue of the same shape is a bare EXECUTE; recipients
+        keep their order past ten (the position is cast, not sorted as text)."""
+        store = await self.open_store(pool_size=1)
+        many = tuple(NewRecipient(f"r{i}@x.test") for i in range(12))
+        first = await store.enqueue(NewMessage("a@s.test", many, b"x"), T0)
+        second = await store.enqueue(NewMessage("a@s.test", many, b"y"), T0)
+        self.assertTrue(self.sent[-2].startswith("PREPARE hurricane_"))
+        self.assertTrue(self.sent[-1].startswith("EXECUTE hurricane_"), self.sent[-1][:60])
+        for result in (first, second):
+            self.assertEqual([r.address for r in result.recipients],
+                             [r.address for r in many])
+            ids = [r.delivery_id for r in result.recipients]
+            self.assertEqual(ids, sorted(ids))
+            rows = self.admin_sql(
+                "SELECT delivery_id, recipient FROM deliveries d JOIN messages m"
+                f" USING (message_pk) WHERE m.queue_id = '{result.queue_id}'")
+            self.assertEqual(dict(rows), {r.delivery_id: r.address for r in result.recipients})
+
+    async def test_prepared_statements_off(self) -> None:
+        """prepared_statements=False (PgBouncer in transaction mode): plain statements."""
+        store = await self.open_store(pool_size=1, prepared_statements=False)
+        for body in (b"x", b"y"):
+            await store.enqueue(NewMessage("a@s.test", (NewRecipient("r@x.test"),), body), T0)
+        self.assertTrue(all(st.lstrip().startswith("WITH") for st in self.sent[-2:]),
+                        [st[:40] for st in self.sent[-2:]])
+
+    async def test_statements_gone_are_prepared_again(self) -> None:
+        """DEALLOCATE ALL (or a pooler) drops them: that call fails, the next prepares again."""
+        from hurricane.store.interface import StoreUnavailable
+
+        store = await self.open_store(pool_size=1)
+        one = (NewRecipient("r@x.test"),)
+        await store.enqueue(NewMessage("a@s.test", one, b"x"), T0)
+
+        async def discard(txn: Any) -> None:
+            await txn.execute("DEALLOCATE ALL")
+
+        await store._run(discard)
+        with self.assertRaises(StoreUnavailable):
+            await store.enqueue(NewMessage("a@s.test", one, b"y"), T0)
+        again = await store.enqueue(NewMessage("a@s.test", one, b"z"), T0)
+        self.assertTrue(self.sent[-1].startswith("PREPARE hurricane_"))
+        self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM messages"), [(2,)])
+        self.assertEqual(len(again.recipients), 1)
 
     async def test_a_batch_of_several_statements_keeps_its_block(self) -> None:
         """More messages than one statement takes: BEGIN ... COMMIT around the
@@ -255,7 +303,7 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
         results = await self.store._enqueue_batch(batch)
         self.assertEqual(len({r.queue_id for r in results}), count)
         self.assertEqual(len(self.sent), 3)
-        self.assertTrue(self.sent[0].startswith("BEGIN; "))
+        self.assertTrue(self.sent[0].startswith("BEGIN; PREPARE hurricane_"))
         self.assertNotIn("BEGIN", self.sent[1])
         self.assertEqual(self.sent[2], "COMMIT")
         self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM deliveries"), [(count,)])
