@@ -141,8 +141,12 @@ class _Pool:
 
 
 #: Statements prepared per connection at most (each shape of a batched
-#: statement is one).
+#: statement is one); later shapes run unprepared.
 MAX_PREPARED = 64
+#: Larger statements are not prepared: a big batch is rare, PostgreSQL plans
+#: it afresh each time anyway (its custom plans win), and its cached plan
+#: would hold megabytes per connection.
+MAX_PREPARED_PARAMETERS = 256
 
 _names = itertools.count(1)
 
@@ -204,16 +208,18 @@ class _PgTxn:
         if name is not None:
             await self._send(f"EXECUTE {name}{arguments}", values)
             return
-        if len(cache) >= MAX_PREPARED:
+        if len(cache) >= MAX_PREPARED or len(values) > MAX_PREPARED_PARAMETERS:
             await self._send(text, values)
             return
         # PREPARE rides on the first execution: no round trip of its own.
-        # A fresh name each time, so a PREPARE left behind by a failed
-        # query can never collide with a later one.
+        # A PREPARE outlives a failed EXECUTE in the same query (and any
+        # rollback), so the name is kept before sending: the next call
+        # reuses it. If the PREPARE itself failed, that EXECUTE finds no such
+        # statement (26000), which clears the cache.
         name = f"hurricane_{next(_names)}"
+        cache[text] = name
         await self._send(f"PREPARE {name} AS {_numbered(text)}; EXECUTE {name}{arguments}",
                          values)
-        cache[text] = name
 
     async def insert_rows(self, table: str, columns: Sequence[str],
                           rows: Sequence[Sequence[Any]]) -> None:
@@ -239,8 +245,10 @@ class _PgTxn:
         return int(self._cursor.rowcount)
 
 
-#: SQLSTATE invalid_sql_statement_name: EXECUTE of a name not prepared here.
-_NO_SUCH_STATEMENT = "26000"
+#: SQLSTATEs of a prepared statement that cannot run: invalid_sql_statement_name
+#: (EXECUTE of a name not prepared here) and feature_not_supported ("cached
+#: plan must not change result type", after a migration altered a column).
+_STALE_STATEMENT = frozenset({"26000", "0A000"})
 
 #: Errors after which a connection is not trusted any more.
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionDead)
@@ -319,9 +327,10 @@ class PostgresStore(SqlStore):
             broken = True
             raise
         except psycopg2.Error as e:
-            if e.pgcode == _NO_SUCH_STATEMENT:
+            if e.pgcode in _STALE_STATEMENT:
                 # Prepared statements gone (DISCARD ALL, a pooler that moved
-                # us to another server connection): prepare again next time.
+                # us to another server connection) or made stale by a schema
+                # change: prepare again next time.
                 conn.prepared.clear()
             raise
         finally:

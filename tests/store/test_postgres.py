@@ -293,6 +293,59 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
         self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM messages"), [(2,)])
         self.assertEqual(len(again.recipients), 1)
 
+    async def _server_prepared(self, store: PostgresStore) -> int:
+        async def count(txn: Any) -> int:
+            await txn.execute("SELECT COUNT(*) FROM pg_prepared_statements")
+            return int(txn.fetchone()[0])
+
+        return int(await store._run(count))
+
+    async def test_a_failed_first_run_keeps_its_name(self) -> None:
+        """The EXECUTE fails after its PREPARE took: later calls reuse that
+        statement instead of preparing (and leaking) one each time."""
+        from hurricane.store.interface import StoreUnavailable
+
+        store = await self.open_store(pool_size=1)
+        self.admin_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'refused'; END$$;"
+            " CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW"
+            " WHEN (NEW.sender = 'boom@s.test') EXECUTE FUNCTION refuse();"
+            " SELECT 1")
+        one = (NewRecipient("r@x.test"),)
+        for _ in range(3):
+            with self.assertRaises(StoreUnavailable):
+                await store.enqueue(NewMessage("boom@s.test", one, b"x"), T0)
+        self.assertEqual(await self._server_prepared(store), 1)
+        await store.enqueue(NewMessage("a@s.test", one, b"x"), T0)
+        self.assertTrue(self.sent[-1].startswith("EXECUTE hurricane_"), self.sent[-1][:60])
+        self.assertEqual(await self._server_prepared(store), 1)
+
+    async def test_a_schema_change_prepares_again(self) -> None:
+        """A migration that changes a returned column's type makes the plan
+        stale (0A000): that call fails, the next one prepares again."""
+        from hurricane.store.interface import StoreUnavailable
+
+        store = await self.open_store(pool_size=1)
+        one = (NewRecipient("r@x.test"),)
+        await store.enqueue(NewMessage("a@s.test", one, b"x"), T0)
+        self.admin_sql("ALTER TABLE deliveries ALTER COLUMN reason TYPE VARCHAR(500);"
+                       " SELECT 1")
+        with self.assertRaises(StoreUnavailable):
+            await store.enqueue(NewMessage("a@s.test", one, b"y"), T0)
+        await store.enqueue(NewMessage("a@s.test", one, b"z"), T0)
+        self.assertTrue(self.sent[-1].startswith("PREPARE hurricane_"), self.sent[-1][:60])
+        self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM messages"), [(2,)])
+
+    async def test_a_large_shape_is_not_prepared(self) -> None:
+        """Over 256 parameters (here 40 recipients: 331): a plain statement."""
+        store = await self.open_store(pool_size=1)
+        many = tuple(NewRecipient(f"r{i}@x.test") for i in range(40))
+        result = await store.enqueue(NewMessage("a@s.test", many, b"x"), T0)
+        self.assertTrue(self.sent[-1].lstrip().startswith("WITH"), self.sent[-1][:60])
+        self.assertEqual([r.address for r in result.recipients], [r.address for r in many])
+        self.assertEqual(await self._server_prepared(store), 0)
+
     async def test_a_batch_of_several_statements_keeps_its_block(self) -> None:
         """More messages than one statement takes: BEGIN ... COMMIT around the
         statements, so a failing chunk cannot leave earlier ones committed."""
@@ -303,7 +356,8 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
         results = await self.store._enqueue_batch(batch)
         self.assertEqual(len({r.queue_id for r in results}), count)
         self.assertEqual(len(self.sent), 3)
-        self.assertTrue(self.sent[0].startswith("BEGIN; PREPARE hurricane_"))
+        # (too many parameters to be worth preparing: plain statements)
+        self.assertTrue(self.sent[0].startswith("BEGIN; \nWITH"), self.sent[0][:40])
         self.assertNotIn("BEGIN", self.sent[1])
         self.assertEqual(self.sent[2], "COMMIT")
         self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM deliveries"), [(count,)])
