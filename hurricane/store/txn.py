@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -243,6 +243,21 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
 _MESSAGE_CHUNK = 80
 
 
+def _draws(batch: Sequence[PreparedMessage], stored: Container[int]
+           ) -> Iterator[dict[str, int]]:
+    """Fresh queue ids for the messages not yet ``stored``, a chunk at a time.
+
+    A collision (unique index, ON CONFLICT DO NOTHING) stores no row for
+    that message, so the next round draws it again; eight rounds at most.
+    """
+    for _ in range(8):
+        todo = [i for i in range(len(batch)) if i not in stored]
+        if not todo:
+            return
+        for chunk in _chunks(todo, _MESSAGE_CHUNK):
+            yield {new_queue_id(batch[i].now): i for i in chunk}
+
+
 def _message_params(queue_id: str, prepared: PreparedMessage) -> list[Any]:
     """The 11 parameters of one message's row (``sql._MESSAGE_VALUES``)."""
     m = prepared.message
@@ -268,21 +283,15 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
         await txn.execute(sql.SELECT_SUPPRESSED_IN.format(sql.placeholders(len(chunk))), chunk)
         suppressed.update((row[0], row[1]) for row in txn.fetchall())
 
-    # Messages: draw queue ids; a collision (unique index, ON CONFLICT DO
-    # NOTHING) returns no row for that message, which draws again.
+    # Messages, each under a queue id drawn until unique (see _draws).
     message_pks: dict[int, tuple[str, int]] = {}
-    for _ in range(8):
-        todo = [i for i in range(len(batch)) if i not in message_pks]
-        if not todo:
-            break
-        for chunk in _chunks(todo, _MESSAGE_CHUNK):
-            drawn = {new_queue_id(batch[i].now): i for i in chunk}
-            params: list[Any] = []
-            for queue_id, i in drawn.items():
-                params += _message_params(queue_id, batch[i])
-            await txn.execute(sql.insert_messages(len(drawn)), params)
-            for message_pk, queue_id in txn.fetchall():
-                message_pks[drawn[queue_id]] = (queue_id, int(message_pk))
+    for drawn in _draws(batch, message_pks):
+        params: list[Any] = []
+        for queue_id, i in drawn.items():
+            params += _message_params(queue_id, batch[i])
+        await txn.execute(sql.insert_messages(len(drawn)), params)
+        for message_pk, queue_id in txn.fetchall():
+            message_pks[drawn[queue_id]] = (queue_id, int(message_pk))
     if len(message_pks) < len(batch):  # pragma: no cover - 38 random bits, 8 times
         raise RuntimeError("could not allocate unique queue ids")
 
@@ -343,38 +352,33 @@ async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
     if len(batch) <= _MESSAGE_CHUNK:
         txn.standalone()
     results: dict[int, EnqueueResult] = {}
-    for _ in range(8):
-        todo = [i for i in range(len(batch)) if i not in results]
-        if not todo:
-            break
-        for chunk in _chunks(todo, _MESSAGE_CHUNK):
-            drawn = {new_queue_id(batch[i].now): i for i in chunk}
-            keys = sorted({fold(r.address) for i in drawn.values()
-                           for r in batch[i].message.recipients})
-            messages: list[Any] = []
-            recipients: list[Any] = []
-            for queue_id, i in drawn.items():
-                m, now = batch[i].message, batch[i].now
-                messages += _message_params(queue_id, batch[i])
-                for position, r in enumerate(m.recipients):
-                    recipients += [queue_id, position, r.address, domain_of(r.address),
-                                   fold(r.address), r.orcpt, now]
-            # Prepared: PostgreSQL parses and plans this CTE in ~0.6 ms,
-            # longer than it takes to run it; each batch shape is parsed
-            # once per connection (and, after five runs, planned once).
-            await txn.execute(
-                sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 7),
-                [*keys, *messages, *recipients], prepare=True)
-            rows: dict[str, list[Row]] = {}
-            for row in txn.fetchall():  # in delivery id order: recipient order
-                rows.setdefault(row[1], []).append(row)
-            for queue_id, got in rows.items():
-                i = drawn[queue_id]
-                recipients_out = tuple(
-                    EnqueuedRecipient(int(delivery_id), r.address, State(state), reason)
-                    for (delivery_id, _, _, state, reason), r in zip(
-                        got, batch[i].message.recipients, strict=True))
-                results[i] = EnqueueResult(queue_id, int(got[0][2]), recipients_out)
+    for drawn in _draws(batch, results):
+        keys = sorted({fold(r.address) for i in drawn.values()
+                       for r in batch[i].message.recipients})
+        messages: list[Any] = []
+        recipients: list[Any] = []
+        for queue_id, i in drawn.items():
+            m, now = batch[i].message, batch[i].now
+            messages += _message_params(queue_id, batch[i])
+            for position, r in enumerate(m.recipients):
+                recipients += [queue_id, position, r.address, domain_of(r.address),
+                               fold(r.address), r.orcpt, now]
+        # Prepared: PostgreSQL parses and plans this CTE in ~0.6 ms,
+        # longer than it takes to run it; each batch shape is parsed
+        # once per connection (and, after five runs, planned once).
+        await txn.execute(
+            sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 7),
+            [*keys, *messages, *recipients], prepare=True)
+        rows: dict[str, list[Row]] = {}
+        for row in txn.fetchall():  # in delivery id order: recipient order
+            rows.setdefault(row[1], []).append(row)
+        for queue_id, got in rows.items():
+            i = drawn[queue_id]
+            recipients_out = tuple(
+                EnqueuedRecipient(int(delivery_id), r.address, State(state), reason)
+                for (delivery_id, _, _, state, reason), r in zip(
+                    got, batch[i].message.recipients, strict=True))
+            results[i] = EnqueueResult(queue_id, int(got[0][2]), recipients_out)
     if len(results) < len(batch):  # pragma: no cover - 38 random bits, 8 times
         raise RuntimeError("could not allocate unique queue ids")
     return [results[i] for i in range(len(batch))]
