@@ -356,7 +356,7 @@ ORDER BY received_at, bounce_id LIMIT ?"""
 SELECT_BOUNCE = """
 SELECT bounce_id, raw, mail_from, rcpt_to, received_at, delivery_id, status,
        category, correlation
-FROM bounces WHERE bounce_id = ?"""
+FROM bounces WHERE """
 
 MARK_BOUNCE_ANALYZED = """
 UPDATE bounces SET status = 'analyzed', category = ?, correlation = ?, analysis = ?,

@@ -391,11 +391,32 @@ async def enqueue_txn(txn: Txn, prepared: PreparedMessage) -> EnqueueResult:
 
 async def read_batch_txn(txn: Txn, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]
                          ) -> list[Any]:
-    """Run several read-only transaction functions in one transaction, in order.
+    """Run several read-only transaction functions in one transaction.
 
-    Each ``(func, args)`` is awaited as ``func(txn, *args)``; their results in order.
+    Each ``(func, args)`` is answered as ``func(txn, *args)`` would; their
+    results in order. Point reads of one kind (``load_bounce_txn``,
+    ``get_delivery_txn``: the bounce processor issues dozens at once) are
+    answered together by one ``IN (...)`` query each: on SQLite every
+    statement costs a trip through the sqlite3 module with the GIL, on
+    PostgreSQL a round trip. The calls are read-only and share one
+    transaction, so answering them out of order changes nothing.
     """
-    return [await func(txn, *args) for func, args in calls]
+    results: list[Any] = [None] * len(calls)
+    grouped: dict[Callable[..., Any], list[int]] = {}
+    for i, (func, args) in enumerate(calls):
+        if func in _POINT_READS and len(args) == 1 and isinstance(args[0], int):
+            grouped.setdefault(func, []).append(i)
+        else:
+            results[i] = await func(txn, *args)
+    for func, positions in grouped.items():
+        if len(positions) == 1:
+            i = positions[0]
+            results[i] = await func(txn, *calls[i][1])
+            continue
+        found = await _POINT_READS[func](txn, sorted({calls[i][1][0] for i in positions}))
+        for i in positions:
+            results[i] = found.get(calls[i][1][0])
+    return results
 
 
 # -- delivery -----------------------------------------------------------------
@@ -600,17 +621,30 @@ async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
     return [int(row[0]) for row in txn.fetchall()]
 
 
-async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
-    """One stored returned message."""
-    await txn.execute(sql.SELECT_BOUNCE, (bounce_id,))
-    row = txn.fetchone()
-    if row is None:
-        return None
+def _stored_bounce(row: Sequence[Any]) -> StoredBounce:
     return StoredBounce(
         bounce_id=int(row[0]), raw=bytes(row[1]), mail_from=row[2], rcpt_to=row[3],
         received_at=row[4], delivery_id=_opt_int(row[5]), status=row[6], category=row[7],
         correlation=row[8],
     )
+
+
+async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
+    """One stored returned message."""
+    await txn.execute(sql.SELECT_BOUNCE + "bounce_id = ?", (bounce_id,))
+    row = txn.fetchone()
+    return None if row is None else _stored_bounce(row)
+
+
+async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]:
+    found: dict[int, StoredBounce] = {}
+    for chunk in _chunks(ids):
+        await txn.execute(
+            sql.SELECT_BOUNCE + f"bounce_id IN ({sql.placeholders(len(chunk))})", chunk)
+        for row in txn.fetchall():
+            bounce = _stored_bounce(row)
+            found[bounce.bounce_id] = bounce
+    return found
 
 
 #: States a permanent bounce moves to ``bounced``.
@@ -700,6 +734,15 @@ async def mark_bounce_failed_txn(txn: Txn, bounce_id: int, error: str) -> None:
 async def get_delivery_txn(txn: Txn, delivery_id: int) -> Delivery | None:
     """One delivery, or None."""
     return (await _select_deliveries(txn, [delivery_id])).get(delivery_id)
+
+
+#: Point reads that ``read_batch_txn`` answers together: the single-key
+#: function -> the same read for many keys (a dict of the rows found).
+_ManyRead = Callable[[Txn, Sequence[int]], Awaitable[dict[int, Any]]]
+_POINT_READS: dict[Callable[..., Any], _ManyRead] = {
+    load_bounce_txn: _load_bounces,
+    get_delivery_txn: _select_deliveries,
+}
 
 
 async def find_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str | None,

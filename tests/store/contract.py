@@ -687,6 +687,36 @@ class StoreContractMixin:
         if reader is not None:
             self.assertGreater(max(reader.batch_sizes), 1)
 
+    async def test_concurrent_point_reads(self) -> None:
+        """Many load_bounce/get_delivery reads at once (answered by one query each) map back.
+
+        Repeated and unknown keys included, interleaved with another read.
+        """
+        rows = [(await self.enqueue_one(f"p{i}@x.test")) for i in range(5)]
+        delivery_ids = [r.recipients[0].delivery_id for r in rows]
+        bounce_ids = [await self.store.store_bounce(ReturnedMessage(
+            b"raw %d" % i, "", f"b{i}@bounce.test", T0 + i, delivery_id=delivery_ids[i]))
+            for i in range(5)]
+        keys: list[tuple[str, int]] = []
+        for i in (3, 0, 4, 3, 1, 2):
+            keys += [("bounce", bounce_ids[i]), ("delivery", delivery_ids[i])]
+        keys += [("bounce", max(bounce_ids) + 100), ("delivery", max(delivery_ids) + 100)]
+        calls = []
+        for kind, key in keys:
+            read = self.store.load_bounce if kind == "bounce" else self.store.get_delivery
+            calls.append(Deferred.fromCoroutine(read(key)))
+        calls.insert(3, Deferred.fromCoroutine(self.store.find_deliveries(recipient="p2@x.test")))
+        out = await gatherResults(calls)
+        self.assertEqual([d.recipient for d in out.pop(3)], ["p2@x.test"])
+        for (kind, key), got in zip(keys[:-2], out[:-2], strict=True):
+            i = (bounce_ids if kind == "bounce" else delivery_ids).index(key)
+            if kind == "bounce":
+                self.assertEqual((got.bounce_id, got.raw, got.rcpt_to, got.delivery_id),
+                                 (key, b"raw %d" % i, f"b{i}@bounce.test", delivery_ids[i]))
+            else:
+                self.assertEqual((got.delivery_id, got.recipient), (key, f"p{i}@x.test"))
+        self.assertEqual(out[-2:], [None, None])
+
     async def test_record_bounces(self) -> None:
         """record_bounces applies each record as record_bounce would, in order."""
         a = (await self.enqueue_one("a@x.test")).recipients[0].delivery_id
