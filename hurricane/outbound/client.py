@@ -40,7 +40,6 @@ from twisted.internet import ssl
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import (
     IDelayedCall,
     IOpenSSLClientConnectionCreator,
@@ -50,12 +49,13 @@ from twisted.internet.interfaces import (
     ITCPTransport,
     ITLSTransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hurricane.config import TimeoutsConfig
+from hurricane.netio import write_now
 from hurricane.outbound.dataenc import DataEncoder
 from hurricane.outbound.interface import (
     ConnectionFailed,
@@ -493,7 +493,7 @@ class SMTPClientProtocol(Protocol):
         d = self.expect_group([(phase, timeout) for _, phase, timeout in items],
                               tls_start=tls_start)
         if self.error is None:
-            self.transport.write(b"".join([line + b"\r\n" for line, _, _ in items]))
+            write_now(self.transport, b"".join([line + b"\r\n" for line, _, _ in items]))
         return d
 
     def write_raw(self, data: bytes) -> None:
@@ -540,7 +540,7 @@ class SMTPClientProtocol(Protocol):
         if len(body) <= BODY_CHUNK:
             # The common case (a few KB): one write, no producer round trips.
             encoder = DataEncoder()
-            self.transport.write(encoder.feed(body) + encoder.finish())
+            write_now(self.transport, encoder.feed(body) + encoder.finish())
             done: Deferred[None] = Deferred()
             done.callback(None)
             return done

@@ -185,6 +185,7 @@ class SinkESMTP(HardenedESMTP):
         if self.factory.tls_mode == "fail" and not rest and self.canStartTLS:
             self.send_reply(Reply(220, "2.0.0", "Ready to start TLS"))
             self._buffer = b""
+            self._flush()  # the 220 first
             # Not a TLS record: the client's handshake fails, then we hang up.
             self._transport().write(b"\x15\x03\x03\x00\x02\x02\x28")
             self.close()

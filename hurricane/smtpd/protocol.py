@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from twisted.mail.smtp import AUTH, COMMAND, DATA, ESMTP
 from twisted.python.failure import Failure
 
+from hurricane.netio import write_now
 from hurricane.smtpd.address import Path, is_valid_helo, parse_params, parse_path
 from hurricane.smtpd.data import DataReader
 from hurricane.smtpd.limits import ConnectionLimiter, ServerLimits
@@ -203,6 +204,8 @@ class HardenedESMTP(ESMTP):
         self._lost = False
         self._paused = False
         self._processing = False
+        #: Replies gathered while processing one read (see _send).
+        self._output: list[bytes] = []
 
     # -- connection ---------------------------------------------------------
 
@@ -241,6 +244,7 @@ class HardenedESMTP(ESMTP):
         """Stop reading commands and close the connection after pending writes."""
         self._closing = True
         self.setTimeout(None)
+        self._flush()
         self.transport.loseConnection()
 
     # -- replies ------------------------------------------------------------
@@ -248,9 +252,23 @@ class HardenedESMTP(ESMTP):
     def _send(self, code: int, lines: list[str]) -> None:
         if self._lost:
             return
-        for i, text in enumerate(lines):
-            sep = " " if i == len(lines) - 1 else "-"
-            self.transport.write(f"{code:03d}{sep}{text}\r\n".encode("ascii", "replace"))
+        last = len(lines) - 1
+        data = "".join([f"{code:03d}{' ' if i == last else '-'}{text}\r\n"
+                        for i, text in enumerate(lines)]).encode("ascii", "replace")
+        if self._processing:
+            # Replies to pipelined commands leave together, once this
+            # read is processed (RFC 2920: one packet, not one per reply).
+            self._output.append(data)
+        else:
+            write_now(self.transport, data)
+
+    def _flush(self) -> None:
+        """Send the replies gathered while processing input."""
+        if self._output:
+            data = b"".join(self._output)
+            self._output = []
+            if not self._lost:
+                write_now(self.transport, data)
 
     def send_reply(self, reply: Reply) -> None:
         """Send a reply; count 5xx replies and close after ``max_errors`` of them.
@@ -318,6 +336,7 @@ class HardenedESMTP(ESMTP):
                 self.lineReceived(line)
         finally:
             self._processing = False
+            self._flush()
 
     def _data_received(self) -> None:
         assert self._reader is not None
@@ -583,6 +602,7 @@ class HardenedESMTP(ESMTP):
             self.send_reply(Reply(454, "4.7.0", "TLS not available"))
             return
         self.send_reply(Reply(220, "2.0.0", "Ready to start TLS"))
+        self._flush()  # in clear text, before the handshake
         # CVE-2011-0411: whatever followed the command in this read was sent
         # in clear text before the handshake; it must not run after it.
         self._buffer = b""
@@ -622,7 +642,8 @@ class HardenedESMTP(ESMTP):
         # The HELO was validated (a domain or literal), the peer is an IP,
         # and recipients were parsed from ASCII lines without CR/LF.
         lines = [f"Received: from {s.helo} ([{literal}])",
-                 f"\tby {self.hostname} (Hurricane) with {protocol} id {_received_ids.getrandbits(48):012x}"]
+                 f"\tby {self.hostname} (Hurricane) with {protocol} "
+                 f"id {_received_ids.getrandbits(48):012x}"]
         if len(envelope.recipients) == 1:
             lines.append(f"\tfor {envelope.recipients[0].path};")
         else:

@@ -27,10 +27,13 @@ class TLSStringTransport(StringTransport):
     """A StringTransport that records startTLS calls instead of doing TLS."""
 
     tls_context: Any = None
+    #: What had been written when startTLS was called (went out in clear text).
+    written_before_tls: bytes | None = None
 
     def startTLS(self, contextFactory: Any, normal: bool = True) -> None:
         """Remember the context; the bytes stay clear text in tests."""
         self.tls_context = contextFactory
+        self.written_before_tls = self.value()
 
 
 def connect(factory: HardenedFactory, ip: str = "203.0.113.5",

@@ -51,6 +51,14 @@ class StartTLSTests(_Base):
         self.assertIsNotNone(t.tls_context)
         self.assertIsNone(proto.transaction)
 
+    def test_220_written_before_the_handshake(self) -> None:
+        """The 220 goes out in clear text before TLS starts, not held for the read's end."""
+        proto, t = self.start(tls=True)
+        self.ehlo(proto, t)
+        proto.dataReceived(b"NOOP\r\nSTARTTLS\r\n")
+        self.assertEqual(t.written_before_tls,
+                         b"250 2.0.0 Ok\r\n220 2.0.0 Ready to start TLS\r\n")
+
     def test_session_reset_after_starttls(self) -> None:
         """After STARTTLS the client must EHLO again, and no transaction survives."""
         proto, t = self.start(tls=True)
@@ -421,3 +429,63 @@ class TLSTransportTests(SynchronousTestCase):
         from twisted.internet.interfaces import ITLSTransport
 
         self.assertTrue(ITLSTransport.providedBy(TLSStringTransport()))
+
+
+class ReplyWriteTests(_Base):
+    """Replies to one read leave in one write; a later reply is not held back."""
+
+    def writes(self, t) -> list[bytes]:
+        calls: list[bytes] = []
+        original = t.write
+
+        def write(data: bytes) -> None:
+            calls.append(data)
+            original(data)
+
+        t.write = write
+        return calls
+
+    def test_pipelined_replies_in_one_write(self) -> None:
+        """MAIL, RCPT and DATA in one read: 250, 250 and 354 in one write (RFC 2920)."""
+        proto, t = self.start()
+        self.ehlo(proto, t)
+        calls = self.writes(t)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+                           b"DATA\r\n")
+        self.assertEqual([codes(replies(t))], [[b"250 2.1.0", b"250 2.1.5", b"354 End"]])
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0].count(b"\r\n"), 3)
+
+    def test_ehlo_reply_in_one_write(self) -> None:
+        """A multi-line reply is one write, not one per line."""
+        proto, t = self.start()
+        calls = self.writes(t)
+        proto.dataReceived(b"EHLO client.example\r\n")
+        self.assertEqual(len(calls), 1)
+        self.assertGreater(calls[0].count(b"\r\n"), 3)
+
+    def test_quit_reply_before_close(self) -> None:
+        """QUIT: the 221 is written before the connection is closed.
+
+        (A TLS transport drops what is written after loseConnection.)
+        """
+        proto, t = self.start()
+        calls = self.writes(t)
+        write = t.write
+        t.write = lambda data: None if t.disconnecting else write(data)
+        proto.dataReceived(b"QUIT\r\n")
+        self.assertEqual(len(calls), 1)
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(replies(t), [b"221 2.0.0 Bye"])
+
+    def test_reply_after_asynchronous_hook_not_held(self) -> None:
+        """A reply produced later (a hook's Deferred firing) is written at once."""
+        self.factory = RecordingFactory(self.clock)
+        pending: defer.Deferred = defer.Deferred()
+        self.factory.on_sender = lambda p: pending
+        proto, t = self.start(factory=self.factory)
+        self.ehlo(proto, t)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\n")
+        self.assertEqual(replies(t), [])
+        pending.callback(Reply(250, "2.1.0", "Ok"))
+        self.assertEqual(codes(replies(t)), [b"250 2.1.0"])
