@@ -217,7 +217,8 @@ class DeliveryConfig:
     rate_per_minute: int = 0
     #: Recipients in one SMTP transaction.
     max_recipients_per_transaction: int = 50
-    #: Deliveries in flight on this node at once.
+    #: Deliveries in flight on this node at once, from claim until their result is
+    #: written: also the most a crash can send twice.
     max_in_flight: int = 1000
     #: Seconds a claimed delivery stays leased to this node.
     lease_seconds: float = 600.0

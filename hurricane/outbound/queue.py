@@ -5,7 +5,9 @@ How a delivery moves through this module:
 1. The claim loop leases due rows from the store (``claim_due``), woken by
    :meth:`OutboundService.wake` after each enqueue (many wakes coalesce into
    one claim) and by a ``poll_interval`` timer otherwise. At most
-   ``max_in_flight`` deliveries are held at once; destinations whose queue is
+   ``max_in_flight`` deliveries are held at once, from their claim until
+   their result is written (so a crash sends at most that many twice);
+   destinations whose queue is
    already long are excluded from the claim so one big domain cannot hold
    every slot (and leases do not run out while rows wait in memory). When
    every slot is taken anyway (one claim of a retry wave), rows waiting for
@@ -404,10 +406,15 @@ class OutboundService(Service):
         self._trim_fresh()
         failed = False
         try:
-            capacity = self._config.max_in_flight - len(self._in_flight)
+            # A result not written yet still counts: until it is, a crash
+            # would send that mail again, and max_in_flight is also the
+            # bound on what a crash can send twice.
+            capacity = self._config.max_in_flight - len(self._in_flight) - len(self._results)
             if capacity <= 0:
                 self._starved = True
-                await self._make_room()
+                if len(self._in_flight) >= self._config.max_in_flight:
+                    await self._make_room()
+                # else the results' write frees the room, and claims then
                 return
             try:
                 deliveries = await self._store.claim_due(
@@ -1104,6 +1111,9 @@ class OutboundService(Service):
                     return
                 # results added while we waited are behind this batch
                 del self._results[: len(batch)]
+                if self._starved:
+                    self._starved = False
+                    self._schedule_claim(0)
         finally:
             self._flushing = False
             if retry and not self._stopping:

@@ -832,6 +832,24 @@ class LoopTests(SchedulerTestCase):
         self.assertEqual({self.results()[i].state for i in ids}, {State.delivered})
         self.assertTrue(all(limit <= 3 for limit, _ in self.store.claims))
 
+    def test_unwritten_results_hold_their_slots(self) -> None:
+        """A delivery whose result is not written yet keeps its slot (max_in_flight
+        also bounds what a crash sends twice); the write frees it and claims again."""
+        self.start(max_in_flight=3, record_delay=1.0, poll_interval=60.0,
+                   max_connections_per_destination=3)
+        ids = [self.enqueue(f"u{i}@example.com")[0] for i in range(5)]
+        self.turn()
+        self.assertEqual(len(self.connector.messages), 3)  # sent, results held 1 s
+        self.assertEqual(self.service.stats()["in_flight"], 0)  # type: ignore[union-attr]
+        self.clock.advance(0.5)
+        self.assertEqual(len(self.connector.messages), 3)  # no slot free before the write
+        self.assertEqual(self.store.recorded, [])
+        self.clock.advance(0.6)  # the write, then at once the next claim
+        self.assertEqual([len(batch) for batch in self.store.recorded], [3])
+        self.assertEqual(len(self.connector.messages), 5)
+        self.assertTrue(all(limit <= 3 for limit, _ in self.store.claims))
+        self.clock.advance(1.1)
+        self.assertEqual({self.results()[i].state for i in ids}, {State.delivered})
 
     def test_saturated_domain_excluded(self) -> None:
         """A destination with a long queue here is left out of the next claim."""
