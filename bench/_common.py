@@ -25,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BIN = os.path.dirname(sys.executable)
 HURRICANE = os.path.join(BIN, "hurricane")
-TWISTD = os.path.join(BIN, "twistd")
+#: BENCH_TWISTD runs another twistd-compatible script instead (a profiler wrapper, say).
+TWISTD = os.environ.get("BENCH_TWISTD") or os.path.join(BIN, "twistd")
 RESULTS = os.path.join(HERE, "RESULTS.md")
 LISTENING = re.compile(r"(submission|bounce|web) listening on 127\.0\.0\.1:(\d+)")
 
