@@ -20,8 +20,9 @@ from twisted.internet import tcp
 def write_now(transport: Any, data: bytes) -> None:
     """``transport.write(data)``, sending at once when that cannot reorder anything.
 
-    Only a plain (not TLS) TCP connection that is open, has nothing queued
-    and no producer attached is written to directly; every other transport,
+    Only a plain (not TLS) TCP connection that is open (not closing, not
+    aborted), has nothing queued and no producer attached is written to
+    directly; every other transport,
     and whatever part of ``data`` the socket does not take, goes through
     ``transport.write``. A socket error is left for Twisted to find on its
     queued write, so the connection is closed and reported the usual way.
@@ -36,6 +37,7 @@ def write_now(transport: Any, data: bytes) -> None:
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
+        and not getattr(transport, "_aborting", False)
         and not transport._writeDisconnected
         and transport.producer is None
         and not transport._tempDataBuffer

@@ -1043,10 +1043,9 @@ class OutboundService(Service):
         )
         self._results.append(result)
         self._forget(delivery)
+        # The slot stays taken until the result is written (see _claim):
+        # the write, not this, wakes a starved claim loop.
         self._schedule_flush(0 if len(self._results) >= RECORD_BATCH else self._record_delay)
-        if self._starved:
-            self._starved = False
-            self._schedule_claim(0)
 
     def _forget(self, delivery: Delivery) -> None:
         if self._in_flight.pop(delivery.delivery_id, None) is None:

@@ -206,6 +206,8 @@ class HardenedESMTP(ESMTP):
         self._processing = False
         #: Replies gathered while processing one read (see _send).
         self._output: list[bytes] = []
+        #: Hook results being answered (see wait_for): replies gather too.
+        self._gathering = 0
 
     # -- connection ---------------------------------------------------------
 
@@ -220,6 +222,11 @@ class HardenedESMTP(ESMTP):
             self.close()
             return
         self._admitted = True
+        # Every reply is a complete answer the client waits for: never hold
+        # one back for the client's ACK of the previous (Nagle's algorithm).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self._send(220, [f"{self.hostname} ESMTP Hurricane"])
         self.setTimeout(self.timeout)
 
@@ -255,7 +262,7 @@ class HardenedESMTP(ESMTP):
         last = len(lines) - 1
         data = "".join([f"{code:03d}{' ' if i == last else '-'}{text}\r\n"
                         for i, text in enumerate(lines)]).encode("ascii", "replace")
-        if self._processing:
+        if self._processing or self._gathering:
             # Replies to pipelined commands leave together, once this
             # read is processed (RFC 2920: one packet, not one per reply).
             self._output.append(data)
@@ -383,6 +390,10 @@ class HardenedESMTP(ESMTP):
 
         def finish(result: T | Failure) -> None:
             state["done"] = True
+            # This reply and those to the commands pipelined behind it
+            # (answered by _resume) leave in one write: sent apart, the
+            # second would wait for the client's delayed ACK (Nagle).
+            self._gathering += 1
             try:
                 if self._lost:
                     return
@@ -396,8 +407,13 @@ class HardenedESMTP(ESMTP):
                 log.failure("error while answering {peer}", peer=self.session.peer)
                 self.send_reply(TRY_LATER)
             finally:
-                if state["paused"]:
-                    self._resume()
+                try:
+                    if state["paused"]:
+                        self._resume()
+                finally:
+                    self._gathering -= 1
+                    if not self._gathering and not self._processing:
+                        self._flush()
 
         d.addBoth(finish)
         if not state["done"]:

@@ -87,6 +87,16 @@ class WriteNowTests(TestCase):
         self.assertEqual(transport._tempDataBuffer, [b"late"])
         self.assertEqual(await client.done, b"late")
 
+    async def test_nothing_sent_after_abort(self) -> None:
+        """After abortConnection the bytes go to transport.write (which drops them)."""
+        transport, client = await self.pair(1)
+        lost: defer.Deferred[None] = defer.Deferred()
+        client.connectionLost = lambda reason: lost.callback(None)
+        transport.abortConnection()
+        write_now(transport, b"leak")
+        await lost
+        self.assertEqual(client.data, b"")
+
     def test_other_transports_use_write(self) -> None:
         """Not a TCP connection (a TLS layer, a wrapper, a test transport): plain write."""
         t = StringTransport()

@@ -36,12 +36,21 @@ class TLSStringTransport(StringTransport):
         self.written_before_tls = self.value()
 
 
+class _TCPStringTransport(StringTransport):
+    """A StringTransport with ITCPTransport's setTcpNoDelay."""
+
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
 def connect(factory: HardenedFactory, ip: str = "203.0.113.5",
             tls: bool = False) -> tuple[HardenedESMTP, StringTransport]:
     """Build a protocol for a client at ``ip`` and connect it to a string transport."""
     addr = IPv4Address("TCP", ip, 1234)
     proto = factory.buildProtocol(addr)
-    transport = (TLSStringTransport if tls else StringTransport)(peerAddress=addr)
+    transport = (TLSStringTransport if tls else _TCPStringTransport)(peerAddress=addr)
     proto.makeConnection(transport)
     return proto, transport
 

@@ -489,3 +489,30 @@ class ReplyWriteTests(_Base):
         self.assertEqual(replies(t), [])
         pending.callback(Reply(250, "2.1.0", "Ok"))
         self.assertEqual(codes(replies(t)), [b"250 2.1.0"])
+
+    def test_late_reply_and_pipelined_replies_in_one_write(self) -> None:
+        """A reply a hook gives later, and the replies to the commands pipelined
+        behind it, leave in one write (apart, Nagle would delay the second)."""
+        self.factory = RecordingFactory(self.clock)
+        pending: list[defer.Deferred] = []
+
+        def on_sender(path):
+            d: defer.Deferred = defer.Deferred()
+            pending.append(d)
+            return d
+
+        self.factory.on_sender = on_sender
+        proto, t = self.start(factory=self.factory)
+        self.ehlo(proto, t)
+        calls = self.writes(t)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+                           b"NOOP\r\n")
+        self.assertEqual(calls, [])
+        pending[0].callback(Reply(250, "2.1.0", "Ok"))
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(codes(replies(t)), [b"250 2.1.0", b"250 2.1.5", b"250 2.0.0"])
+
+    def test_no_delay_on_the_connection(self) -> None:
+        """The server turns Nagle's algorithm off on each connection."""
+        proto, t = self.start()
+        self.assertTrue(t.no_delay)
