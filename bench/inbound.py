@@ -6,8 +6,10 @@
                             [--no-append]
 
 1. A real ``twistd -n hurricane`` (SQLite, fresh directory) delivers N x R
-   messages (``smtp-source``) to ``hurricane sink --dump-dir``, so every
-   message has a genuine signed VERP return path.
+   messages, each to its own recipient as in a real mailing (submitted
+   over SMTP by the load generator below), to ``hurricane sink
+   --dump-dir``, so every message has a genuine signed VERP return path
+   and every return names its own delivery's recipient.
 2. From the dumped messages the sink's own templates build N returns: 40 %
    RFC 3464 DSNs, 40 % free-text NDRs (Postfix, Exim, Sendmail, qmail,
    Exchange, Gmail styles), 10 % ARF complaints, 10 % auto-replies.
@@ -66,7 +68,6 @@ from _common import (  # noqa: E402
     cpu_seconds,
     machine,
     peak_rss_mib,
-    smtp_source,
     wait_for,
 )
 
@@ -114,8 +115,6 @@ def build_returns(dump_dir: str, out_dir: str, n: int, seed: int = 1) -> dict[st
         head, _, data = raw.partition(b"X-Sink-Behaviour: accept\r\n")
         mail_from = re.search(rb"X-Sink-Mail-From: <([^>]*)>", head).group(1).decode()
         rcpt = re.search(rb"X-Sink-Rcpt-To: <([^>]*)>", head).group(1).decode()
-        # one distinct recipient per delivery, as a real mailing would have
-        rcpt = rcpt.replace("@", f"+{i}@")
         pick = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
         b = BUILTIN_BEHAVIOURS["ndr-" + STYLES[i % len(STYLES)]] if pick == "ndr" \
             else BUILTIN_BEHAVIOURS[pick]
@@ -223,6 +222,23 @@ def _sender(port: int, work: list[tuple[bytes, bytes, bytes]], sessions: int,
     result.put(counts)
 
 
+def mailing(total: int, size: int = 3000) -> list[tuple[bytes, bytes, bytes]]:
+    """A mailing of ``total`` messages, each to its own recipient, ready to submit.
+
+    Every delivery has its own address, as in a real mailing, so a return
+    names the recipient of the delivery its VERP address points to.
+    """
+    out = []
+    for i in range(total):
+        rcpt = f"user{i}@dest.test"
+        head = (f"From: <from@bench.test>\r\nTo: <{rcpt}>\r\n"
+                f"Subject: bench {i}\r\nMessage-ID: <bench.{i}@bench.test>\r\n\r\n")
+        body = (b"X" * 78 + b"\r\n") * max(1, (size - len(head)) // 80)
+        out.append((b"MAIL FROM:<from@bench.test>\r\n", f"RCPT TO:<{rcpt}>\r\n".encode(),
+                    _dot_stuffed(head.encode() + body)))
+    return out
+
+
 def send_all(port: int, files: list[str], connections: int,
              processes: int = 1) -> tuple[float, int]:
     """Send every return over ``connections`` sessions in ``processes`` processes.
@@ -236,8 +252,13 @@ def send_all(port: int, files: list[str], connections: int,
     Returns:
         (seconds, messages not accepted with 250).
     """
+    return send_work(port, load_returns(files), connections, processes)
+
+
+def send_work(port: int, work: list[tuple[bytes, bytes, bytes]], connections: int,
+              processes: int = 1) -> tuple[float, int]:
+    """:func:`send_all` for messages already encoded (MAIL, RCPT, data)."""
     ctx = multiprocessing.get_context("spawn")
-    work = load_returns(files)
     processes = max(1, min(processes, connections))
     go = ctx.Event()
     result = ctx.Queue()
@@ -274,7 +295,7 @@ def send_all(port: int, files: list[str], connections: int,
             if p.is_alive():
                 p.kill()
     accepted = sum(c["accepted"] for c in counts)
-    return elapsed, len(files) - accepted
+    return elapsed, len(work) - accepted
 
 
 class Recorded:
@@ -369,7 +390,9 @@ def main() -> int:
                        "routes": {"*": f"127.0.0.1:{sink.port}"}},
                       profile=args.profile)
         total = args.bounces * args.rounds + WARM_UP
-        smtp_source(h.ports["submission"], 10, total, size=3000)
+        _, unsent = send_work(h.ports["submission"], mailing(total), 10)
+        if unsent:
+            raise RuntimeError(f"{unsent} messages of the mailing were not accepted")
         if not wait_for(lambda: sink.accepted() >= total, 600, 0.2):
             raise RuntimeError("the deliveries did not all reach the sink")
         build_returns(dump, returns_dir, total)
