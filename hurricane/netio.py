@@ -16,16 +16,23 @@ from typing import Any
 
 from twisted.internet import tcp
 
+#: The private parts of Twisted's TCP transport that write_now reads. Should
+#: a Twisted release rename one, write_now falls back to transport.write
+#: (slower, never wrong) instead of guessing.
+_KNOWN_TRANSPORT = all(hasattr(tcp.Connection, name) for name in (
+    "TLS", "connected", "disconnecting", "_aborting", "_writeDisconnected", "producer",
+    "dataBuffer", "offset"))
+
 
 def write_now(transport: Any, data: bytes) -> None:
     """``transport.write(data)``, sending at once when that cannot reorder anything.
 
     Only a plain (not TLS) TCP connection that is open (not closing, not
     aborted), has nothing queued and no producer attached is written to
-    directly; every other transport,
-    and whatever part of ``data`` the socket does not take, goes through
-    ``transport.write``. A socket error is left for Twisted to find on its
-    queued write, so the connection is closed and reported the usual way.
+    directly; every other transport, and whatever part of ``data`` the
+    socket does not take, goes through ``transport.write``. A socket error
+    is left for Twisted to find on its queued write, so the connection is
+    closed and reported the usual way.
 
     Args:
         transport: the protocol's transport.
@@ -33,15 +40,17 @@ def write_now(transport: Any, data: bytes) -> None:
     """
     if (
         data
+        and _KNOWN_TRANSPORT
         and isinstance(transport, tcp.Connection)
         and not transport.TLS
         and transport.connected
         and not transport.disconnecting
-        and not getattr(transport, "_aborting", False)
+        and not transport._aborting
         and not transport._writeDisconnected
         and transport.producer is None
-        and not transport._tempDataBuffer
+        and getattr(transport, "_tempDataBuffer", None) == []
         and transport.offset == len(transport.dataBuffer)
+        and hasattr(transport, "socket")
     ):
         try:
             sent = transport.socket.send(data)

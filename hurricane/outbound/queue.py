@@ -20,8 +20,9 @@ How a delivery moves through this module:
    or ``messages_per_connection`` is reached (the client sends RSET between
    transactions). A connection whose queue runs empty stays open, idle, for
    ``idle_grace`` seconds; new claims for its destination go to idle
-   connections before any new one is opened. One worker starts first; more start only once a connection
-   has worked, so a dead destination costs one failed round, not five.
+   connections before any new one is opened. One worker starts first; more
+   start only once a connection has worked, so a dead destination costs
+   one failed round, not five.
 4. Each result becomes an :class:`~hurricane.model.AttemptResult`; results
    are written in batches with ``record_attempts``.
 
@@ -409,7 +410,7 @@ class OutboundService(Service):
             # A result not written yet still counts: until it is, a crash
             # would send that mail again, and max_in_flight is also the
             # bound on what a crash can send twice.
-            capacity = self._config.max_in_flight - len(self._in_flight) - len(self._results)
+            capacity = self._room()
             if capacity <= 0:
                 self._starved = True
                 if len(self._in_flight) >= self._config.max_in_flight:
@@ -440,11 +441,20 @@ class OutboundService(Service):
             self._accept(deliveries)
         finally:
             self._claiming = False
-            if self._wake_again and not self._starved and not failed:
+            if self._starved and not failed and self._room() > 0:
+                # Results were written while the claim was on its way: their
+                # write found no starved loop to wake, so claim for the room.
+                self._starved = False
+                self._schedule_claim(0)
+            elif self._wake_again and not self._starved and not failed:
                 self._schedule_claim(self._wake_delay)
             else:
                 self._schedule_claim(self._config.poll_interval)
             self._check_idle()
+
+    def _room(self) -> int:
+        """Deliveries this node may still claim (see :meth:`_claim`)."""
+        return self._config.max_in_flight - len(self._in_flight) - len(self._results)
 
     async def _make_room(self) -> None:
         """Every slot is taken: trade rows waiting here for due work of other domains.

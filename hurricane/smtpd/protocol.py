@@ -410,6 +410,14 @@ class HardenedESMTP(ESMTP):
                 try:
                     if state["paused"]:
                         self._resume()
+                except Exception:
+                    # A bug while answering the pipelined commands: in
+                    # dataReceived Twisted would drop the connection; do
+                    # the same rather than leave the client waiting.
+                    log.failure("error while processing input from {peer}",
+                                peer=self.session.peer)
+                    self._send(421, ["4.3.0 Error: internal error, closing connection"])
+                    self.close()
                 finally:
                     self._gathering -= 1
                     if not self._gathering and not self._processing:

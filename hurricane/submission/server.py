@@ -162,8 +162,11 @@ class SubmissionProtocol(HardenedESMTP):
         self.auth_aborted()
         d = self.factory.portal.login(UsernamePassword(username, password), None,
                                       ISubmissionUser)  # type: ignore[union-attr]
-        d.addCallbacks(self._auth_ok, self._auth_error)
-        self.wait_for(d, lambda _: None)
+        # The reply is sent from wait_for's callback, so it leaves in one
+        # write with the replies to commands pipelined behind the AUTH.
+        d.addCallbacks(lambda result: (self._auth_ok, result),
+                       lambda failure: (self._auth_error, failure))
+        self.wait_for(d, lambda outcome: outcome[0](outcome[1]))
 
     def _auth_ok(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         _iface, user, _logout = result

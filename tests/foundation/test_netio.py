@@ -97,6 +97,22 @@ class WriteNowTests(TestCase):
         await lost
         self.assertEqual(client.data, b"")
 
+    async def test_unknown_twisted_falls_back(self) -> None:
+        """When Twisted's transport no longer looks as expected, plain write is used."""
+        import hurricane.netio as netio
+
+        transport, client = await self.pair(2)
+        self.patch(netio, "_KNOWN_TRANSPORT", False)
+        write_now(transport, b"ok")
+        self.assertEqual(transport._tempDataBuffer, [b"ok"])
+        self.assertEqual(await client.done, b"ok")
+
+    def test_installed_twisted_known(self) -> None:
+        """The installed Twisted has every attribute write_now reads (fast path on)."""
+        import hurricane.netio as netio
+
+        self.assertTrue(netio._KNOWN_TRANSPORT)
+
     def test_other_transports_use_write(self) -> None:
         """Not a TCP connection (a TLS layer, a wrapper, a test transport): plain write."""
         t = StringTransport()

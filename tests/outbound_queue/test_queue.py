@@ -8,7 +8,7 @@ from typing import Any
 
 import dkim
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -850,6 +850,41 @@ class LoopTests(SchedulerTestCase):
         self.assertTrue(all(limit <= 3 for limit, _ in self.store.claims))
         self.clock.advance(1.1)
         self.assertEqual({self.results()[i].state for i in ids}, {State.delivered})
+
+    def test_room_freed_during_a_claim_is_claimed(self) -> None:
+        """Results written while a claim is on its way: the room they free is
+        claimed at once, not left idle until the next poll (review repro)."""
+        orig_claim, orig_record = self.store.claim_due, self.store.record_attempts
+        slow = {"claim": 0.0, "record": 0.0}
+
+        async def claim_due(*a: Any, **kw: Any) -> list[Delivery]:
+            if slow["claim"]:
+                await deferLater(self.clock, slow["claim"], lambda: None)
+            return await orig_claim(*a, **kw)
+
+        async def record_attempts(results: Sequence[AttemptResult]) -> None:
+            if slow["record"]:
+                await deferLater(self.clock, slow["record"], lambda: None)
+            return await orig_record(results)
+
+        self.store.claim_due = claim_due  # type: ignore[method-assign]
+        self.store.record_attempts = record_attempts  # type: ignore[method-assign]
+        self.start(max_in_flight=4, poll_interval=60.0, max_connections_per_destination=10)
+        slow["record"] = 0.5
+        self.enqueue("a0@example.com", "a1@example.com")
+        self.turn()  # both sent; writing their results takes 0.5 s
+        slow["claim"] = 1.0
+        self.connector.send_delay = 30.0
+        self.enqueue(*(f"b{i}@example.com" for i in range(10)))
+        self.turn()  # a claim for the 2 free slots, 1 s long
+        self.turn(0.6)  # the results are written meanwhile: 2 more slots
+        self.turn(0.5)  # the claim returns its 2
+        self.turn(1.1)  # and the freed room is claimed (not at the 60 s poll)
+        self.assertEqual(self.service.stats()["in_flight"], 4)  # type: ignore[union-attr]
+        slow["claim"] = slow["record"] = 0.0
+        for _ in range(6):
+            self.turn(31.0)
+        self.assertEqual(len(self.connector.messages), 12)
 
     def test_saturated_domain_excluded(self) -> None:
         """A destination with a long queue here is left out of the next claim."""

@@ -516,3 +516,22 @@ class ReplyWriteTests(_Base):
         """The server turns Nagle's algorithm off on each connection."""
         proto, t = self.start()
         self.assertTrue(t.no_delay)
+
+    def test_bug_while_resuming_closes_with_421(self) -> None:
+        """A handler that raises on pipelined input after a late reply: 421 and
+        close (as Twisted does for dataReceived), not a session left hanging."""
+        self.factory = RecordingFactory(self.clock)
+        pending: defer.Deferred = defer.Deferred()
+        self.factory.on_sender = lambda p: pending
+        proto, t = self.start(factory=self.factory)
+        self.ehlo(proto, t)
+
+        def broken(rest: str) -> None:
+            raise RuntimeError("bug")
+
+        proto.do_NOOP = broken  # type: ignore[method-assign]
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nNOOP\r\nRSET\r\n")
+        pending.callback(Reply(250, "2.1.0", "Ok"))
+        self.assertEqual(codes(replies(t)), [b"250 2.1.0", b"421 4.3.0"])
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -187,6 +187,50 @@ class AuthTests(_Base):
         proto.dataReceived(b"MAIL FROM:<app@example.org>\r\nRCPT TO:<a@example.com>\r\n")
         self.assertEqual(codes(replies(t)), [b"250 2.1.0", b"250 2.1.5"])
 
+    def _slow_portal_session(self):
+        """A session whose portal answers later; writes are recorded."""
+        pending: list[Deferred] = []
+
+        class SlowPortal:
+            def login(self, credentials, mind, *interfaces):
+                d: Deferred = Deferred()
+                pending.append(d)
+                return d
+
+        fact = self.factory()
+        fact.portal = SlowPortal()  # type: ignore[assignment]
+        proto, t = self.start(ip="127.0.0.1", factory=fact)
+        writes: list[bytes] = []
+        write = t.write
+        t.write = lambda data: (writes.append(data), write(data))
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n"
+                           b"MAIL FROM:<app@example.org>\r\nNOOP\r\n")
+        self.assertEqual(writes, [])
+        return pending[0], proto, t, writes
+
+    def test_auth_reply_and_pipelined_replies_in_one_write(self) -> None:
+        """A login answered later: 235 and the replies to the commands pipelined
+        behind AUTH (RFC 4954 initial response) leave in one write."""
+        login, proto, t, writes = self._slow_portal_session()
+
+        class User:
+            name = "alice"
+
+        login.callback((None, User(), lambda: None))
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(codes(replies(t)), [b"235 2.7.0", b"250 2.1.0", b"250 2.0.0"])
+        self.assertEqual(proto.session.user, "alice")
+
+    def test_auth_refusal_later_in_one_write(self) -> None:
+        """A refusal answered later: 535 and the replies behind it in one write."""
+        from twisted.cred.error import UnauthorizedLogin
+
+        login, proto, t, writes = self._slow_portal_session()
+        login.errback(UnauthorizedLogin())
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(codes(replies(t))[0], b"535 5.7.8")
+        self.assertIsNone(proto.session.user)
+
     def test_auth_login_and_plain_challenge(self) -> None:
         """AUTH LOGIN and AUTH PLAIN without initial response work step by step."""
         proto, t = self.start(ip="127.0.0.1")
