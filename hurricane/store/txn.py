@@ -409,10 +409,6 @@ async def read_batch_txn(txn: Txn, calls: Sequence[tuple[Callable[..., Any], tup
         else:
             results[i] = await func(txn, *args)
     for func, positions in grouped.items():
-        if len(positions) == 1:
-            i = positions[0]
-            results[i] = await func(txn, *calls[i][1])
-            continue
         found = await _POINT_READS[func](txn, sorted({calls[i][1][0] for i in positions}))
         for i in positions:
             results[i] = found.get(calls[i][1][0])
@@ -629,13 +625,6 @@ def _stored_bounce(row: Sequence[Any]) -> StoredBounce:
     )
 
 
-async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
-    """One stored returned message."""
-    await txn.execute(sql.SELECT_BOUNCE + "bounce_id = ?", (bounce_id,))
-    row = txn.fetchone()
-    return None if row is None else _stored_bounce(row)
-
-
 async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]:
     found: dict[int, StoredBounce] = {}
     for chunk in _chunks(ids):
@@ -645,6 +634,11 @@ async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]
             bounce = _stored_bounce(row)
             found[bounce.bounce_id] = bounce
     return found
+
+
+async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
+    """One stored returned message."""
+    return (await _load_bounces(txn, [bounce_id])).get(bounce_id)
 
 
 #: States a permanent bounce moves to ``bounced``.
