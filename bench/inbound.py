@@ -3,7 +3,7 @@
 
     python bench/inbound.py [--bounces N (3000)] [--rounds R (3)] [--connections K]
                             [--sender-processes P] [--profile FILE] [--no-sisimai]
-                            [--no-append]
+                            [--no-stages] [--no-append]
 
 1. A real ``twistd -n hurricane`` (SQLite, fresh directory) delivers N x R
    messages, each to its own recipient as in a real mailing (submitted
@@ -26,7 +26,13 @@
    connection, which WAL lets run beside the server's writer).
 5. Sisimai (Debian libsisimai-perl) analyzes the same files, timed inside
    Perl (start-up and file reading excluded): messages/s on one core.
-6. Steps 4 and 5 run R times (``--rounds``), each round on its own N
+6. The stage ladder (skip with ``--no-stages``): the same returns, load
+   generator and connections through each stage of the path alone
+   (bench/_stages.py: stock Twisted ESMTP discarding; Hurricane's bounce
+   listener over the memory store; the same over SQLite, 250 after the
+   commit), and Hurricane's analyzer alone in this process: where the
+   cost per return comes from, measured rather than sampled.
+7. Steps 4 to 6 run R times (``--rounds``), each round on its own N
    returns, back to back in an order that flips every round: this
    machine's speed moves by tens of percent within minutes, so the ratio
    reported is the median of the rounds' own ratios.
@@ -66,10 +72,15 @@ from _common import (  # noqa: E402
     append_results,
     cpu_between,
     cpu_seconds,
+    free_port,
     machine,
     peak_rss_mib,
+    stop_process,
     wait_for,
 )
+from _stages import STAGES  # noqa: E402
+
+from hurricane.config import BounceConfig  # noqa: E402
 
 PERL = r"""
 use strict; use warnings;
@@ -343,6 +354,75 @@ def sisimai(files: list[str], warm: Sequence[str] = ()) -> tuple[float, int, str
         return None
 
 
+class Stage:
+    """One rung of the stage ladder (bench/_stages.py) as a server process."""
+
+    def __init__(self, stage: str, keys_file: str, domain: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix=f"bench-stage-{stage}-")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "_stages.py"), stage, str(self.port),
+             keys_file, domain, self.dir],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if line.strip() != "listening":
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.stop()
+            raise RuntimeError(f"stage {stage} did not start: {line}{err[-2000:]}")
+
+    def stop(self) -> None:
+        stop_process(self.proc, 30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_stage(stage: str, files: list[str], keys_file: str, domain: str,
+              connections: int, processes: int) -> dict[str, float]:
+    """Send ``files`` to one stage alone; its accepted/s and CPU per message."""
+    s = Stage(stage, keys_file, domain)
+    try:
+        # warm: first connections, imports, the SQLite file's first pages
+        send_all(s.port, files[:256], min(8, connections))
+        cpu0 = cpu_seconds(s.proc.pid)
+        seconds, refused = send_all(s.port, files, connections, processes)
+        cpu, _ = cpu_between(cpu0, cpu_seconds(s.proc.pid), s.proc.pid)
+    finally:
+        s.stop()
+    if refused:
+        raise RuntimeError(f"stage {stage} refused {refused} of {len(files)} returns")
+    return {"accepted": len(files) / seconds, "cpu": cpu / len(files) * 1e6}
+
+
+def analysis_alone(files: list[str]) -> float:
+    """Hurricane's analyzer on these returns in this process: messages/s, one core."""
+    from hurricane.bounce.analyze import analyze
+    raws = []
+    for path in files:
+        with open(path, "rb") as fp:
+            raws.append(fp.read())
+    for raw in raws[:200]:
+        analyze(raw)
+    t0 = time.process_time()
+    for raw in raws:
+        analyze(raw)
+    return len(raws) / (time.process_time() - t0)
+
+
+def stage_ladder(rounds: list[dict[str, Any]], med: Any) -> list[list[str]]:
+    """Rows (stage, returns/s, ratio to Sisimai, server CPU per return) of the ladder."""
+    sis = med("sisimai")
+
+    def vs(rate: float) -> str:
+        return f"{rate / sis:.2f}" if sis == sis else "n/a"  # NaN without Sisimai
+
+    rows = [[stage, f"{med('stage:' + stage):.0f}", vs(med("stage:" + stage)),
+             f"{med('stage-cpu:' + stage):.0f}"] for stage in STAGES]
+    rows.append(["whole server (recorded)", f"{med('recorded'):.0f}", vs(med("recorded")),
+                 f"{med('server'):.0f} (+ {med('worker'):.0f} in the worker)"])
+    rows.append(["analysis alone, one core", f"{med('analysis'):.0f}", vs(med("analysis")),
+                 "-"])
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # 3,000 by default: with 1,000 the run lasts under a second and the
@@ -361,6 +441,8 @@ def main() -> int:
     ap.add_argument("--profile", metavar="FILE",
                     help="run the server under cProfile, stats saved to FILE")
     ap.add_argument("--no-sisimai", action="store_true")
+    ap.add_argument("--no-stages", action="store_true",
+                    help="skip the stage ladder (each stage of the path alone)")
     ap.add_argument("--no-append", action="store_true")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -445,6 +527,19 @@ def main() -> int:
             if "sisimai" in one:
                 one["ratio"] = one["recorded"] / one["sisimai"]
                 print(f"round ratio hurricane/sisimai {one['ratio']:.2f}", flush=True)
+            if not args.no_stages:
+                # The same returns through each stage of the path alone:
+                # where the per-message cost comes from (see bench/_stages.py).
+                keys_file = os.path.join(h.dir, "data", "verp-keys.json")
+                for stage in STAGES:
+                    got = run_stage(stage, files, keys_file, BounceConfig().domain,
+                                    args.connections, args.sender_processes)
+                    one[f"stage:{stage}"], one[f"stage-cpu:{stage}"] = got["accepted"], got["cpu"]
+                    print(f"stage {stage}: accepted {got['accepted']:.0f}/s, server CPU "
+                          f"{got['cpu']:.0f} µs per return", flush=True)
+                one["analysis"] = analysis_alone(files)
+                print(f"analysis alone (in process, one core): {one['analysis']:.0f}/s",
+                      flush=True)
             rounds.append(one)
         rss = peak_rss_mib(h.proc.pid)
     finally:
@@ -471,6 +566,11 @@ def main() -> int:
           f"server {med('server'):.0f} µs, analysis workers {med('worker'):.0f} µs; "
           f"sisimai {med('sisimai'):.0f}/s; ratio hurricane/sisimai {ratio}")
     shutil.rmtree(work, ignore_errors=True)
+    ladder = stage_ladder(rounds, med) if not args.no_stages else []
+    if ladder:
+        print("-- stage ladder (medians; the same returns through each stage alone)")
+        for row in ladder:
+            print("   " + " | ".join(str(c) for c in row))
     if not args.no_append:
         kinds_all: dict[str, int] = {}
         for r in rounds:
@@ -503,6 +603,22 @@ def main() -> int:
               f"{found}/{sum(r['files'] for r in rounds if 'sisimai' in r)} messages "
               "gave a result." if ratios else "Sisimai: not measured.")])
         print(text)
+        if ladder:
+            print(append_results(
+                "Inbound: where the cost per return comes from (stage ladder)",
+                ["stage (each one the previous plus ...)", "returns/s", "vs Sisimai",
+                 "server CPU µs/return"], ladder,
+                ["The same returns, load generator and connections as the table above, in "
+                 "the same run; each stage is a server of its own (bench/_stages.py), "
+                 "medians over the rounds.",
+                 "twisted: stock twisted.mail ESMTP throwing every message away. "
+                 "listener: Hurricane's bounce listener (framing, policy, VERP check, "
+                 "Received line, log line) over the memory store. listener-sqlite: the "
+                 "same, 250 after the SQLite commit. whole server: plus analysis (worker "
+                 "process), correlation and recording, until recorded.",
+                 "analysis alone: Hurricane's analyzer on the same returns in one process "
+                 "(no SMTP, no store); the whole server runs it in a worker process, on "
+                 "the other core."]))
     return 0
 
 
