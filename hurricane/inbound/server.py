@@ -71,17 +71,25 @@ class BounceProtocol(HardenedESMTP):
             )
             for rcpt in envelope.recipients
         ]
-        # Issue the writes together so an engine with group commit can batch them.
-        writes = [defer.ensureDeferred(factory.store.store_bounce(m)) for m in messages]
         try:
-            ids: list[int] = await defer.gatherResults(writes, consumeErrors=True)
-        except defer.FirstError as e:
-            if e.subFailure.check(StoreUnavailable):
-                log.warn("store unavailable, answered 451 to {peer}: {error}", peer=s.peer,
-                         error=str(e.subFailure.value))
-                return Reply(451, "4.3.0", "Error: temporarily unable to accept the message, "
-                                           "try again later")
-            e.subFailure.raiseException()
+            if len(messages) == 1:
+                # The usual case (one VERP address per return): awaited
+                # directly, without a Deferred per write and a DeferredList.
+                ids: list[int] = [await factory.store.store_bounce(messages[0])]
+            else:
+                # Issue the writes together so an engine with group commit
+                # can batch them.
+                writes = [defer.ensureDeferred(factory.store.store_bounce(m))
+                          for m in messages]
+                try:
+                    ids = await defer.gatherResults(writes, consumeErrors=True)
+                except defer.FirstError as e:
+                    e.subFailure.raiseException()
+        except StoreUnavailable as e:
+            log.warn("store unavailable, answered 451 to {peer}: {error}", peer=s.peer,
+                     error=str(e))
+            return Reply(451, "4.3.0", "Error: temporarily unable to accept the message, "
+                                       "try again later")
         log.info("stored returned message(s) {ids} from {client}", ids=ids, client=client)
         for bounce_id in ids:
             try:

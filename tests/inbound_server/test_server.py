@@ -88,6 +88,14 @@ class BounceServerTests(SynchronousTestCase):
         self.assertEqual(codes(replies(self.t))[-1], b"250 2.0.0")
         self.assertEqual(len(self.stored), 1)
 
+    def test_store_failure_with_several_recipients_answers_451(self) -> None:
+        """With several rows to write, a store outage still answers 451 4.3.0."""
+        self.store.set_available(False)
+        self.proto.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<" + GOOD.encode() + b">\r\n"
+                                b"RCPT TO:<postmaster>\r\nDATA\r\n" + DSN + b".\r\n")
+        self.assertEqual(codes(replies(self.t))[-1], b"451 4.3.0")
+        self.assertEqual(self.stored, [])
+
     def test_bare_lf_normalised(self) -> None:
         """The bounce receiver keeps a returned message with bare LFs, normalised to CRLF."""
         self.proto.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nDATA\r\n"
