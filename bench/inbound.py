@@ -360,15 +360,22 @@ class Stage:
     def __init__(self, stage: str, keys_file: str, domain: str) -> None:
         self.dir = tempfile.mkdtemp(prefix=f"bench-stage-{stage}-")
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "_stages.py"), stage, str(self.port),
-             keys_file, domain, self.dir],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if line.strip() != "listening":
-            err = self.proc.stderr.read() if self.proc.stderr else ""
+        # Output to a file: a pipe nobody reads could fill and stall the server.
+        out_path = os.path.join(self.dir, "stage.out")
+        with open(out_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "_stages.py"), stage, str(self.port),
+                 keys_file, domain, self.dir], stdout=out, stderr=subprocess.STDOUT)
+
+        def said() -> str:
+            with open(out_path, errors="replace") as fp:
+                return fp.read()
+
+        if not wait_for(lambda: "listening" in said() or self.proc.poll() is not None,
+                        60, 0.05) or "listening" not in said():
+            text = said()
             self.stop()
-            raise RuntimeError(f"stage {stage} did not start: {line}{err[-2000:]}")
+            raise RuntimeError(f"stage {stage} did not start: {text[-2000:]}")
 
     def stop(self) -> None:
         stop_process(self.proc, 30)
