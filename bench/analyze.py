@@ -73,7 +73,7 @@ def sisimai(files: list[str], repeat: int) -> tuple[float, str] | str:
     finally:
         os.unlink(script)
     if p.returncode != 0:
-        return "Sisimai failed: %s" % p.stderr.strip()[-500:]
+        return f"Sisimai failed: {p.stderr.strip()[-500:]}"
     n, el, _found, version = p.stdout.split()
     return int(n) / float(el), version
 
@@ -88,7 +88,7 @@ def main() -> int:
     a = ap.parse_args()
     emails = os.path.join(a.corpus, "emails")
     if not os.path.isdir(emails):
-        print("corpus not found at %s (set HURRICANE_BOUNCE_CORPUS)" % a.corpus)
+        print(f"corpus not found at {a.corpus} (set HURRICANE_BOUNCE_CORPUS)")
         return 2
     files = sorted(os.path.join(emails, f) for f in os.listdir(emails) if f.endswith(".eml"))
     data = []
@@ -112,9 +112,9 @@ def main() -> int:
     ours = len(data) * a.repeat / el
     errors = sum(1 for p in preds if p.get("error"))
 
-    print("machine: %s" % machine())
-    print("corpus: %s (%d messages, %.1f MB)" % (a.corpus, len(data),
-                                                 sum(len(r) for _, r in data) / 1e6))
+    print(f"machine: {machine()}")
+    print(f"corpus: {a.corpus} ({len(data)} messages, "
+          f"{sum(len(r) for _, r in data) / 1e6:.1f} MB)")
     score = os.path.join(a.corpus, "score.py")
     expected = os.path.join(a.corpus, "expected.jsonl")
     if os.path.exists(score) and os.path.exists(expected):
@@ -134,20 +134,20 @@ def main() -> int:
             if any(k in line for k in ("exact set match", "found nothing", "  status", "replycode",
                                        "  hard  ", "  reason", "  category")):
                 print("  " + line.strip())
-    print("analysis errors (limits): %d" % errors)
-    print("hurricane: %8.0f msgs/s  (%d messages x %d passes, %.3f s CPU, one core)"
-          % (ours, len(data), a.repeat, el))
+    print(f"analysis errors (limits): {errors}")
+    print(f"hurricane: {ours:8.0f} msgs/s  ({len(data)} messages x {a.repeat} passes, "
+          f"{el:.3f} s CPU, one core)")
     if a.no_sisimai:
         print("sisimai: skipped (--no-sisimai)")
         return 0
     r = sisimai(files, a.repeat)
     if isinstance(r, str):
-        print("sisimai: %s" % r)
+        print(f"sisimai: {r}")
         return 0
     theirs, version = r
-    print("sisimai %s: %8.0f msgs/s  (Perl, timed inside Perl, same files, same run)"
-          % (version, theirs))
-    print("ratio: %.2fx Sisimai's messages per second" % (ours / theirs))
+    print(f"sisimai {version}: {theirs:8.0f} msgs/s  (Perl, timed inside Perl, same files, "
+          "same run)")
+    print(f"ratio: {ours / theirs:.2f}x Sisimai's messages per second")
     if not a.no_append:
         print(append_results(
             "Analyzer alone: Hurricane vs Sisimai on the public corpus",

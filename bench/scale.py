@@ -125,7 +125,8 @@ def one(n: int, timeout: float) -> list[Any]:
         import shutil
         shutil.rmtree(base, ignore_errors=True)
     rate = (got - base_count) / drain_s
-    print(f"N={n:<7} start {start_s:.1f} s ({base_count} sent meanwhile)  drain {rate:7.0f} msg/s ({1000 / rate:.2f} ms/msg)  RSS at 2 s "
+    print(f"N={n:<7} start {start_s:.1f} s ({base_count} sent meanwhile)  drain {rate:7.0f} "
+          f"msg/s ({1000 / rate:.2f} ms/msg)  RSS at 2 s "
           f"{rss_2s:.0f} MiB, peak {peak:.0f}, end {end:.0f}"
           f"{'' if ok else '  INCOMPLETE ' + str(got)}", flush=True)
     return [n, f"{rate:.0f}" + ("" if ok else f" (only {got})"), f"{1000 / rate:.2f}",
