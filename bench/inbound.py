@@ -216,15 +216,17 @@ async def _session(port: int, work: list[tuple[bytes, bytes, bytes]],
 def _sender(port: int, work: list[tuple[bytes, bytes, bytes]], sessions: int,
             ready: Any, go: Any, result: Any) -> None:
     """One load-generator process: ``sessions`` asyncio SMTP sessions over ``work``."""
-    counts = {"accepted": 0, "refused": 0}
+    counts = {"accepted": 0, "refused": 0, "cpu": 0.0}
 
     async def run() -> None:
         shares = [work[i::sessions] for i in range(sessions)]
         ready.set()
         await asyncio.get_running_loop().run_in_executor(None, go.wait, 60)
+        cpu0 = time.process_time()  # the load's own CPU, without start-up
         outcomes = await asyncio.wait_for(asyncio.gather(
             *(_session(port, share, counts) for share in shares if share),
             return_exceptions=True), 600)
+        counts["cpu"] = time.process_time() - cpu0
         for o in outcomes:
             if isinstance(o, BaseException):
                 print(f"sender session failed: {o!r}", file=sys.stderr)
@@ -251,7 +253,7 @@ def mailing(total: int, size: int = 3000) -> list[tuple[bytes, bytes, bytes]]:
 
 
 def send_all(port: int, files: list[str], connections: int,
-             processes: int = 1) -> tuple[float, int]:
+             processes: int = 1) -> tuple[float, int, float]:
     """Send every return over ``connections`` sessions in ``processes`` processes.
 
     The load generator runs outside this process (which polls the database)
@@ -261,13 +263,14 @@ def send_all(port: int, files: list[str], connections: int,
     encoded) and stops at the last reply.
 
     Returns:
-        (seconds, messages not accepted with 250).
+        (seconds, messages not accepted with 250, CPU seconds the load
+        generator's processes used while sending).
     """
     return send_work(port, load_returns(files), connections, processes)
 
 
 def send_work(port: int, work: list[tuple[bytes, bytes, bytes]], connections: int,
-              processes: int = 1) -> tuple[float, int]:
+              processes: int = 1) -> tuple[float, int, float]:
     """:func:`send_all` for messages already encoded (MAIL, RCPT, data)."""
     ctx = multiprocessing.get_context("spawn")
     processes = max(1, min(processes, connections))
@@ -306,7 +309,7 @@ def send_work(port: int, work: list[tuple[bytes, bytes, bytes]], connections: in
             if p.is_alive():
                 p.kill()
     accepted = sum(c["accepted"] for c in counts)
-    return elapsed, len(work) - accepted
+    return elapsed, len(work) - accepted, sum(c["cpu"] for c in counts)
 
 
 class Recorded:
@@ -390,7 +393,7 @@ def run_stage(stage: str, files: list[str], keys_file: str, domain: str,
         # warm: first connections, imports, the SQLite file's first pages
         send_all(s.port, files[:256], min(8, connections))
         cpu0 = cpu_seconds(s.proc.pid)
-        seconds, refused = send_all(s.port, files, connections, processes)
+        seconds, refused, _ = send_all(s.port, files, connections, processes)
         cpu, _ = cpu_between(cpu0, cpu_seconds(s.proc.pid), s.proc.pid)
     finally:
         s.stop()
@@ -427,6 +430,37 @@ def stage_ladder(rounds: list[dict[str, Any]], med: Any) -> list[list[str]]:
                  f"{med('server'):.0f} (+ {med('worker'):.0f} in the worker)"])
     rows.append(["analysis alone, one core", f"{med('analysis'):.0f}", vs("analysis"), "-"])
     return rows
+
+
+def budget_line(med: Any, ladder: bool) -> str | None:
+    """What 2x Sisimai allows in CPU per return on this machine, against what is used.
+
+    Twice Sisimai's rate on ``os.cpu_count()`` cores leaves at most
+    cores / (2 x rate) of CPU per return for every process together, and
+    only if every core is busy all the time. With the ladder, the floor is
+    the sum of the parts measured alone: stock Twisted's ESMTP discarding,
+    the SQLite write the listener adds, the analyzer alone and the load
+    generator, with nothing between them (no hand-off, correlation or
+    recording).
+    """
+    rate = med("sisimai")
+    if not rate == rate:  # NaN: Sisimai not measured
+        return None
+    cores = os.cpu_count() or 1
+    budget = cores * 1e6 / (2 * rate)
+    server, worker, load = med("server"), med("worker"), med("loadgen")
+    line = (f"CPU budget for 2x Sisimai on {cores} cores: {budget:.0f} µs per return for all "
+            f"processes together, every core busy; the whole server used "
+            f"{server + worker + load:.0f} (server {server:.0f} + analysis workers "
+            f"{worker:.0f} + load generator {load:.0f})")
+    if ladder:
+        smtp = med("stage-cpu:twisted")
+        write = med("stage-cpu:listener-sqlite") - med("stage-cpu:listener")
+        analysis = 1e6 / med("analysis")
+        line += (f"; the parts alone already take {smtp + write + analysis + load:.0f} "
+                 f"(stock Twisted ESMTP {smtp:.0f} + SQLite write {write:.0f} + analyzer "
+                 f"{analysis:.0f} + load generator {load:.0f})")
+    return line + "."
 
 
 def main() -> int:
@@ -478,7 +512,7 @@ def main() -> int:
                        "routes": {"*": f"127.0.0.1:{sink.port}"}},
                       profile=args.profile)
         total = args.bounces * args.rounds + WARM_UP
-        _, unsent = send_work(h.ports["submission"], mailing(total), 10)
+        _, unsent, _ = send_work(h.ports["submission"], mailing(total), 10)
         if unsent:
             raise RuntimeError(f"{unsent} messages of the mailing were not accepted")
         if not wait_for(lambda: sink.accepted() >= total, 600, 0.2):
@@ -513,8 +547,8 @@ def main() -> int:
                     continue
                 base = poll()
                 cpu0 = cpu_seconds(h.proc.pid)
-                accept_s, refused = send_all(h.ports["bounce"], files, args.connections,
-                                             args.sender_processes)
+                accept_s, refused, load_cpu = send_all(h.ports["bounce"], files,
+                                                       args.connections, args.sender_processes)
                 # the sender's clock started after its processes were ready
                 t0 = time.monotonic() - accept_s
                 ok = wait_for(lambda b=base, e=expected: poll() - b >= e, 600, 0.01)
@@ -523,13 +557,14 @@ def main() -> int:
                 got = poll() - base
                 one.update(accepted=len(files) / accept_s, recorded=len(files) / total_s,
                            server=server_cpu / len(files) * 1e6,
-                           worker=worker_cpu / len(files) * 1e6, ok=ok, refused=refused)
+                           worker=worker_cpu / len(files) * 1e6,
+                           loadgen=load_cpu / len(files) * 1e6, ok=ok, refused=refused)
                 print(f"hurricane: {len(files)} returns ({kinds}), refused {refused}; accepted "
                       f"{one['accepted']:.0f}/s, accepted+analyzed+recorded "
                       f"{one['recorded']:.0f}/s ({got}/{expected} bounced+complained"
                       f"{'' if ok else ', INCOMPLETE'}); CPU per return: server "
-                      f"{one['server']:.0f} µs, analysis workers {one['worker']:.0f} µs",
-                      flush=True)
+                      f"{one['server']:.0f} µs, analysis workers {one['worker']:.0f} µs, "
+                      f"load generator {one['loadgen']:.0f} µs", flush=True)
             if "sisimai" in one:
                 one["ratio"] = one["recorded"] / one["sisimai"]
                 print(f"round ratio hurricane/sisimai {one['ratio']:.2f}", flush=True)
@@ -569,7 +604,8 @@ def main() -> int:
     print(f"-- medians over {len(rounds)} round(s): hurricane accepted {med('accepted'):.0f}/s, "
           f"accepted+analyzed+recorded {med('recorded'):.0f}/s"
           f"{'' if complete else ' (INCOMPLETE)'}, peak RSS {rss:.0f} MiB, CPU per return: "
-          f"server {med('server'):.0f} µs, analysis workers {med('worker'):.0f} µs; "
+          f"server {med('server'):.0f} µs, analysis workers {med('worker'):.0f} µs, "
+          f"load generator {med('loadgen'):.0f} µs; "
           f"sisimai {med('sisimai'):.0f}/s; ratio hurricane/sisimai {ratio}")
     shutil.rmtree(work, ignore_errors=True)
     ladder = stage_ladder(rounds, med) if not args.no_stages else []
@@ -577,6 +613,9 @@ def main() -> int:
         print("-- stage ladder (medians; the same returns through each stage alone)")
         for row in ladder:
             print("   " + " | ".join(str(c) for c in row))
+    budget = budget_line(med, bool(ladder))
+    if budget:
+        print("-- " + budget)
     if not args.no_append:
         kinds_all: dict[str, int] = {}
         for r in rounds:
@@ -625,7 +664,7 @@ def main() -> int:
                  "process), correlation and recording, until recorded.",
                  "analysis alone: Hurricane's analyzer on the same returns in one process "
                  "(no SMTP, no store); the whole server runs it in a worker process, on "
-                 "the other core."]))
+                 "the other core."] + ([budget] if budget else [])))
     return 0
 
 
