@@ -468,11 +468,14 @@ def open_log_file(path: str, rotate_bytes: int, max_rotated_files: int = 0) -> B
     """
     path = os.path.abspath(path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    opened: BaseLogFile
     if rotate_bytes > 0:
-        return LogFile.fromFullPath(path, rotateLength=rotate_bytes,
-                                    maxRotatedFiles=max_rotated_files or None,
-                                    defaultMode=0o640)
-    return DailyLogFile.fromFullPath(path, defaultMode=0o640)
+        opened = LogFile.fromFullPath(path, rotateLength=rotate_bytes,
+                                      maxRotatedFiles=max_rotated_files or None,
+                                      defaultMode=0o640)
+    else:
+        opened = DailyLogFile.fromFullPath(path, defaultMode=0o640)
+    return opened
 
 
 class AccountingService(EventFeed):

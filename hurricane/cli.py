@@ -316,12 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retire keys created more than DAYS days ago")
     p.set_defaults(func=cmd_verp_rotate)
 
-    try:
-        from hurricane.bounce import cli as bounce_cli
-    except ImportError:  # pragma: no cover - the analyzer ships with the package
-        bounce_cli = None
-    if bounce_cli is not None and hasattr(bounce_cli, "add_parser"):
-        bounce_cli.add_parser(sub)
+    from hurricane.bounce import cli as bounce_cli
+    bounce_cli.add_parser(sub)
 
     p = sub.add_parser("outcomes", help="print one record per (message, recipient)",
                        description="Print one outcome record per (message, recipient).")

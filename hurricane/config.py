@@ -600,8 +600,8 @@ def _check(c: Config) -> None:
     for i, hook in enumerate(c.webhooks):
         for key, msg in hook.problems():
             raise ConfigError(msg, (f"webhooks[{i}]", key))
-    for i, key in enumerate(c.delivery.dkim):
-        if key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
+    for i, dkim_key in enumerate(c.delivery.dkim):
+        if dkim_key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
             raise ConfigError("expected rsa-sha256 or ed25519-sha256",
                               ("delivery", f"dkim[{i}]", "algorithm"))
 

@@ -15,6 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IConsumer, IPushProducer, ISystemHandle, ITLSTransport
+
+
+class IStreamTransport(ITLSTransport, IPushProducer, IConsumer, ISystemHandle):
+    """A connected TCP stream as Hurricane's SMTP protocols use it: write,
+    STARTTLS, abort, pause and resume reading, and producers for large
+    writes. Twisted's TCP connections provide all of it (and
+    ``StringTransport`` does in tests); this only names it for the type
+    checker, which knows a protocol's transport as a bare ``ITransport``."""
 
 #: The private parts of Twisted's TCP transport that write_now reads. Should
 #: a Twisted release rename one, write_now falls back to transport.write

@@ -96,7 +96,7 @@ class HurricaneService(MultiService):
         #: twistd's text log observer, set on the application (see setServiceParent).
         self.log_observer: ILogObserver | None = None
 
-    def setServiceParent(self, parent: IServiceCollection) -> None:  # type: ignore[override]
+    def setServiceParent(self, parent: IServiceCollection) -> None:
         """Join ``parent``; under twistd, also give its application our log observer.
 
         twistd creates the application, adds this service to it, then starts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import IO, Any, cast
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -104,4 +104,6 @@ def _add_json_log(path: str) -> None:
         sys.stderr.write(f"hurricane: [server] json_log: cannot open {path}: {e.strerror}\n")
         raise SystemExit(1) from None
     # Plain JSON lines (no RFC 7464 record separator): what log shippers expect.
-    globalLogPublisher.addObserver(jsonFileLogObserver(logfile, recordSeparator=""))
+    # A LogFile is file-like (write, flush): all jsonFileLogObserver uses.
+    globalLogPublisher.addObserver(jsonFileLogObserver(cast(IO[Any], logfile),
+                                                       recordSeparator=""))

@@ -73,13 +73,13 @@ def format_event(event: dict[str, Any]) -> str | None:
             or "__" in fmt):
         # Twisted wraps each field for its call syntax, so a dunder attribute
         # ("{e.__class__}") names the wrapper: only its own path says the same.
-        return formatEventAsClassicLogText(event)  # type: ignore[no-any-return]
+        return formatEventAsClassicLogText(event)
     try:
         text = fmt.format_map(event)
     except BaseException:
         # "{f()}" call syntax, a missing key, a failing __format__: Twisted's
         # formatter says what it can (it catches BaseException too).
-        return formatEventAsClassicLogText(event)  # type: ignore[no-any-return]
+        return formatEventAsClassicLogText(event)
     if not text:
         return None
     line = f"{_stamp(when)} [{_system(event)}] {text}"

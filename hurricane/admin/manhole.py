@@ -132,7 +132,7 @@ def ensure_host_key(path: str) -> keys.Key:
         os.chmod(path, 0o600)
         log.warn("host key {path} was readable by others (mode {mode:o}); made it 0600",
                  path=path, mode=mode)
-    key = keys.Key.fromFile(path)
+    key: keys.Key = keys.Key.fromFile(path)
     log.info("admin console host key {fingerprint}",
              fingerprint=key.fingerprint(keys.FingerprintFormats.SHA256_BASE64))
     return key
@@ -313,7 +313,7 @@ def make_namespace(root: HurricaneService, clock: IReactorTime) -> dict[str, Any
 # -- the interpreter ------------------------------------------------------------
 
 
-class ConsoleInterpreter(manhole.ManholeInterpreter):  # type: ignore[misc]
+class ConsoleInterpreter(manhole.ManholeInterpreter):
     """ManholeInterpreter that pretty-prints, prints fired Deferreds' results at
     once, counts errors (the exit status of scripts) and logs every statement.
 
@@ -380,7 +380,7 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):  # type: ignore[misc]
     def _failed(self, failure: Failure, number: int) -> None:
         self.pending.pop(number, None)
         self.errors += 1
-        text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
+        text = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
         if self._displaying == number:
             self.write(text)
         else:
@@ -388,7 +388,7 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):  # type: ignore[misc]
         return None  # handled: printed, never "Unhandled error in Deferred"
 
 
-class ColoredConsole(manhole.ColoredManhole):  # type: ignore[misc]
+class ColoredConsole(manhole.ColoredManhole):
     """The interactive console (with a terminal), using :class:`ConsoleInterpreter`."""
 
     def __init__(self, namespace: dict[str, Any], user: str) -> None:
@@ -523,7 +523,7 @@ class LineConsole:
 # -- SSH session and realm ------------------------------------------------------
 
 
-class _TerminalTransport(manhole_ssh.TerminalSessionTransport):  # type: ignore[misc]
+class _TerminalTransport(manhole_ssh.TerminalSessionTransport):
     """Conch's terminal glue, but leaving the console (^D) sends exit status 0.
 
     Conch's own closes the channel without a status, and OpenSSH then exits 255.
@@ -543,7 +543,7 @@ class _TerminalTransport(manhole_ssh.TerminalSessionTransport):  # type: ignore[
 
 
 @implementer(ISession)
-class ConsoleSession(components.Adapter):  # type: ignore[misc]
+class ConsoleSession(components.Adapter):
     """One SSH session: the colored console with a PTY, the line console without.
 
     Args:
@@ -641,7 +641,7 @@ class ConsoleRealm:
 # -- builders -------------------------------------------------------------------
 
 
-class ManholeFactory(manhole_ssh.ConchFactory):  # type: ignore[misc]
+class ManholeFactory(manhole_ssh.ConchFactory):
     """The SSH server factory: one host key, the console portal."""
 
     def __init__(self, portal: Portal, host_key: keys.Key) -> None:

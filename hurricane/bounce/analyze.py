@@ -331,7 +331,9 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
 
 def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
     """(delivery-status parts, feedback-report parts, notification text parts)."""
-    dsn, arf, texts = [], [], []
+    dsn: list[mime.Part] = []
+    arf: list[mime.Part] = []
+    texts: list[mime.Part] = []
     stack = [(root, False)]
     while stack:
         p, inside = stack.pop()
@@ -389,8 +391,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             act = action[0] if action else "failed"
             if act not in ("failed", "delayed", "delivered", "relayed", "expanded"):
                 act = "failed" if act in ("failure", "fail", "") else "delayed" if "delay" in act else "failed"
-            status = d.get("status", "").strip()
-            m = re.match(r"([245])\.(\d{1,3})\.(\d{1,3})", status)
+            raw_status = d.get("status", "").strip()
+            m = re.match(r"([245])\.(\d{1,3})\.(\d{1,3})", raw_status)
             status = "%s.%d.%d" % (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
             diag = _strip_type(d.get("diagnostic-code", ""))
             code, dstatus = extract_codes(diag)
@@ -467,7 +469,7 @@ _LOWER_CACHE = threading.local()
 
 def _lower(note: str) -> str:
     """note.lower(), remembered per thread for the note last asked about (one DSN, many recipients)."""
-    c = getattr(_LOWER_CACHE, "last", None)
+    c: tuple[str, str] | None = getattr(_LOWER_CACHE, "last", None)
     if c is not None and c[0] is note:
         return c[1]
     low = note.lower()
@@ -480,7 +482,7 @@ _NL_CACHE = threading.local()
 
 def _nl(note: str) -> str:
     """"\n" + note, remembered per thread for the note last asked about."""
-    c = getattr(_NL_CACHE, "last", None)
+    c: tuple[str, str] | None = getattr(_NL_CACHE, "last", None)
     if c is not None and c[0] is note:
         return c[1]
     nl = "\n" + note
@@ -589,7 +591,7 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
 
 def _cut_original(note: str) -> str:
     """The notification without the returned original (remembered for the last note)."""
-    c = getattr(_CUT_CACHE, "last", None)
+    c: tuple[str, str] | None = getattr(_CUT_CACHE, "last", None)
     if c is not None and c[0] is note:
         return c[1]
     nl = _nl(note)

@@ -284,9 +284,9 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
 # every result, stays exactly the same.
 
 try:
-    from re import _constants as _sre_c, _parser as _sre_parse
+    from re import _constants as _sre_c, _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
-    _sre_c = _sre_parse = None  # type: ignore[assignment]
+    _sre_c = _sre_parse = None
 
 _MIN_LITERAL = 3        # shorter literals are too common to be worth a check
 _MAX_EXACT = 32         # cap on the strings of a fully literal sub-pattern
@@ -409,6 +409,10 @@ def _trie_regex(words: Sequence[str]) -> str:
     return "|".join(re.escape(ch) + emit(sub) for ch, sub in sorted(trie.items()))
 
 
+#: A rule and the literals its text, also and unless patterns need (None: no check).
+_Entry = tuple["Rule", "frozenset[str] | None", "frozenset[str] | None", "frozenset[str] | None"]
+
+
 class _Prefilter:
     """The literal prefilter for one tuple of rules (see above)."""
 
@@ -416,14 +420,14 @@ class _Prefilter:
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
-        entries = []
+        entries: list[_Entry] = []
         words: set[str] = set()
         for r in rules:
             lits = tuple(_required_literals(p) for p in (r.text, r.also, r.unless))
             for x in lits:
                 if x is not None:
                     words |= x
-            entries.append((r,) + lits)
+            entries.append((r, lits[0], lits[1], lits[2]))
         self.entries = tuple(entries)
         ordered = sorted(words)
         self.scan = re.compile(_trie_regex(ordered)) if ordered else None
@@ -457,7 +461,8 @@ class ReplyClassifier:
         self._cache: dict[tuple[str | None, str | None, str, str | None], ReplyClass] = {}
         self._prefilter: _Prefilter | None = None
         # the rules whose code/status/command/family conditions hold, per (c, s, cmd, family)
-        self._candidates: dict[tuple[str | None, str | None, str, str | None], tuple[Any, ...]] = {}
+        self._candidates: dict[tuple[str | None, str | None, str, str | None],
+                               tuple[_Entry, ...]] = {}
 
     @classmethod
     def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> "ReplyClassifier":
@@ -538,7 +543,7 @@ class ReplyClassifier:
                 continue
             if r.also is not None and r.also.search(low) is None:
                 continue
-            if r.unless is not None and (ulit is None or not ulit.isdisjoint(present)) \
+            if r.unless is not None and (ulit is None or not ulit.isdisjoint(present or ())) \
                     and r.unless.search(low) is not None:
                 continue
             return r

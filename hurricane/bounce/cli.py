@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from hurricane.bounce.analyze import analyze, to_prediction
 from hurricane.bounce.classify import ReplyClassifier
@@ -40,7 +40,7 @@ def _expand(paths: Sequence[str]) -> Iterator[str]:
             yield path
 
 
-def _summary(path: str, pred: dict) -> str:
+def _summary(path: str, pred: dict[str, Any]) -> str:
     lines = ["%s: %s%s" % (path, pred["category"],
                            " (%s)" % pred["error"] if pred.get("error") else "")]
     for r in pred["results"]:

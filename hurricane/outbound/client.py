@@ -55,7 +55,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hurricane.config import TimeoutsConfig
-from hurricane.netio import write_now
+from hurricane.netio import IStreamTransport, write_now
 from hurricane.outbound.dataenc import DataEncoder
 from hurricane.outbound.interface import (
     ConnectionFailed,
@@ -222,6 +222,8 @@ class SMTPClientProtocol(Protocol):
         clock: where timers are scheduled (the reactor, or a ``task.Clock``).
     """
 
+    transport: IStreamTransport | None
+
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._buffer = bytearray()
@@ -247,7 +249,7 @@ class SMTPClientProtocol(Protocol):
     @property
     def alive(self) -> bool:
         """True while commands may still be sent."""
-        return self.error is None and self.connected and not self.closing
+        return self.error is None and bool(self.connected) and not self.closing
 
     # -- transport events ----------------------------------------------------
 
@@ -502,7 +504,7 @@ class SMTPClientProtocol(Protocol):
         Args:
             data: octets to send.
         """
-        if self.error is None and self.connected:
+        if self.error is None and self.connected and self.transport is not None:
             self.transport.write(data)
 
     def start_tls(self, options: IOpenSSLClientConnectionCreator) -> None:
@@ -595,7 +597,9 @@ class _BodyProducer:
 
     def start(self) -> None:
         """Register with the transport and start writing."""
-        self._protocol.transport.registerProducer(self, True)
+        transport = self._protocol.transport
+        assert transport is not None  # a body is sent on a live connection
+        transport.registerProducer(self, True)
         self.resumeProducing()
 
     def _arm(self) -> None:
@@ -613,6 +617,7 @@ class _BodyProducer:
         """Write chunks until the transport pushes back or the body ends."""
         self._paused = False
         transport = self._protocol.transport
+        assert transport is not None  # registered by start() on a live connection
         while not self._paused and not self._finished:
             # Every chunk handed over is progress: restart the block timer.
             self._arm()
@@ -860,8 +865,11 @@ class SMTPConnection:
 
     def _tls_version(self) -> str:
         """The negotiated TLS version (pyOpenSSL), e.g. ``TLSv1.3``."""
+        transport = self._proto.transport
+        if transport is None:
+            return "TLS"
         try:
-            handle = self._proto.transport.getHandle()
+            handle: Any = transport.getHandle()
             return str(handle.get_protocol_version_name())
         except Exception:  # a test transport, or an unexpected handle
             return "TLS"
@@ -1214,7 +1222,7 @@ class Connector:
         self._bind_address = bind_address
         self._trust: IOpenSSLTrustRoot | None
         if trust_roots is not None and IOpenSSLTrustRoot.providedBy(trust_roots):
-            self._trust = cast(IOpenSSLTrustRoot, trust_roots)
+            self._trust = trust_roots
         else:
             self._trust = trust_roots_with(cast(Sequence[Any], trust_roots))
 

@@ -235,7 +235,7 @@ class OutboundService(Service):
 
     # -- service ---------------------------------------------------------------
 
-    def startService(self) -> Deferred[None]:  # type: ignore[override]
+    def startService(self) -> Deferred[None]:
         """Take back this node's leases from before a restart, then start claiming.
 
         The node id is stable across restarts (``[server] node_id``, or host
@@ -579,7 +579,7 @@ class OutboundService(Service):
             self._workers.discard(d)
             dest.workers -= 1
             failure = result if isinstance(result, Failure) else None
-            if failure is not None and not failure.check(CancelledError):  # type: ignore[no-untyped-call]
+            if failure is not None and not failure.check(CancelledError):
                 log.failure("outbound worker for {domain} failed", failure, domain=dest.domain)
                 if dest.workers == 0:
                     # a bug, not the destination: defer what is left rather
@@ -900,7 +900,7 @@ class OutboundService(Service):
                 message = await self._dkim.sign(message)
         except BaseException as e:
             for d in self._body_loading.pop(message_pk, []):
-                d.errback(Failure(e))  # type: ignore[no-untyped-call]
+                d.errback(Failure(e))
             raise
         if self._body_refs.get(message_pk):
             self._bodies[message_pk] = message

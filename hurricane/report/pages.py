@@ -376,7 +376,7 @@ class ReportPages(Resource):
                 raise HttpError(400, "field: unknown search field", "field")
             args = dict(query_args(request))
             args[field.encode()] = [term.encode("utf-8")]
-            request.args = args  # type: ignore[assignment]
+            request.args = args
         filters = self._filters(request)
         found = await self.store.search_deliveries(**filters, limit=PAGE_SIZE)
         fields = [("recipient", "Recipient address"), ("queue_id", "Queue id"),

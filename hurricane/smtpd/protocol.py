@@ -38,13 +38,13 @@ from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime, ITLSTransport
+from twisted.internet.interfaces import IAddress, IReactorTime, ITLSTransport
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.mail.smtp import AUTH, COMMAND, DATA, ESMTP
 from twisted.python.failure import Failure
 
-from hurricane.netio import write_now
+from hurricane.netio import IStreamTransport, write_now
 from hurricane.smtpd.address import Path, is_valid_helo, parse_params, parse_path
 from hurricane.smtpd.data import DataReader
 from hurricane.smtpd.limits import ConnectionLimiter, ServerLimits
@@ -184,16 +184,19 @@ class HardenedESMTP(ESMTP):
     #: ESMTP parameters accepted on MAIL besides SIZE and BODY.
     extra_mail_parameters: frozenset[str] = frozenset()
 
+    transport: IStreamTransport
+
     def __init__(self, factory: HardenedFactory) -> None:
         ESMTP.__init__(self, chal={}, contextFactory=factory.tls_context)
         self.factory = factory
         self.limits: ServerLimits = factory.limits
         self.hostname = factory.hostname
         self.host = factory.hostname.encode("ascii", "replace")
-        self.timeout = factory.limits.idle_timeout
+        # TimeoutMixin annotates whole seconds; any delay works.
+        self.timeout = factory.limits.idle_timeout  # type: ignore[assignment]
         # TimeoutMixin schedules through self.callLater: route it to the
         # injected clock so tests use task.Clock.
-        self.callLater = factory.clock.callLater
+        self.callLater = factory.clock.callLater  # type: ignore[method-assign,assignment]
         self.session = Session(peer="unknown")
         self.transaction: Transaction | None = None
         self.errors = 0
@@ -630,6 +633,7 @@ class HardenedESMTP(ESMTP):
         # CVE-2011-0411: whatever followed the command in this read was sent
         # in clear text before the handshake; it must not run after it.
         self._buffer = b""
+        assert self.ctx is not None  # canStartTLS
         self.transport.startTLS(self.ctx)
         self.startedTLS = True
         # RFC 3207 4.2: discard all knowledge obtained from the client.
@@ -705,7 +709,7 @@ class HardenedESMTP(ESMTP):
         return TRY_LATER
 
 
-class HardenedFactory(ServerFactory):
+class HardenedFactory(ServerFactory["HardenedESMTP"]):
     """Builds :class:`HardenedESMTP` protocols and counts their connections.
 
     Not ``noisy``: the listener logs its address once (service.py); a
@@ -718,7 +722,7 @@ class HardenedFactory(ServerFactory):
         tls_context: a server context factory for STARTTLS, or None.
     """
 
-    protocol: type[HardenedESMTP] = HardenedESMTP  # type: ignore[assignment]
+    protocol: type[HardenedESMTP] = HardenedESMTP
 
     noisy = False
 
@@ -731,6 +735,6 @@ class HardenedFactory(ServerFactory):
         self.connections = ConnectionLimiter(limits.max_connections_per_ip,
                                              limits.max_connections)
 
-    def buildProtocol(self, addr: Any) -> HardenedESMTP:
+    def buildProtocol(self, addr: IAddress | None) -> HardenedESMTP:
         """A new protocol bound to this factory."""
         return self.protocol(self)

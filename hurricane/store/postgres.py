@@ -23,12 +23,12 @@ import itertools
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg2
 from twisted.internet import main
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 from txpostgres import txpostgres
 from txpostgres.reconnection import ConnectionDead
@@ -283,7 +283,8 @@ class PostgresStore(SqlStore):
         if not 1 <= enqueue_concurrency <= pool_size:
             raise ValueError("enqueue_concurrency must be between 1 and pool_size")
         self.enqueue_in_flight = enqueue_concurrency
-        super().__init__(url or redact_url(dsn), reactor)
+        # a reactor is a clock too (IReactorCore does not say so)
+        super().__init__(url or redact_url(dsn), cast(IReactorTime, reactor))
         self._pg_reactor = reactor
         self._dsn = dsn
         self._connect_kwargs = dict(connect_kwargs or {})

@@ -22,10 +22,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.enterprise import adbapi
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
 from hurricane.store.base import GroupCommit, SqlStore
@@ -121,7 +121,8 @@ class SqliteStore(SqlStore):
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
         self.path = os.path.abspath(path)
-        super().__init__(url or f"sqlite://{self.path}", reactor)
+        # a reactor is a clock too (IReactorCore does not say so)
+        super().__init__(url or f"sqlite://{self.path}", cast(IReactorTime, reactor))
         self._pool_reactor = reactor
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)

@@ -279,8 +279,9 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
         return await _enqueue_batch_cte(txn, batch)
     keys = sorted({fold(r.address) for p in batch for r in p.message.recipients})
     suppressed: dict[str, str] = {}
-    for chunk in _chunks(keys):
-        await txn.execute(sql.SELECT_SUPPRESSED_IN.format(sql.placeholders(len(chunk))), chunk)
+    for key_chunk in _chunks(keys):
+        await txn.execute(sql.SELECT_SUPPRESSED_IN.format(sql.placeholders(len(key_chunk))),
+                          key_chunk)
         suppressed.update((row[0], row[1]) for row in txn.fetchall())
 
     # Messages, each under a queue id drawn until unique (see _draws).
@@ -517,9 +518,9 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
     known = [r for r in results if r.delivery_id in recipients]
 
     event_ids: list[int] = []
-    for chunk in _chunks(known, _EVENT_CHUNK):
+    for result_chunk in _chunks(known, _EVENT_CHUNK):
         params: list[Any] = []
-        for r in chunk:
+        for r in result_chunk:
             state = State(r.state)
             kind = EventKind.expired if state is State.expired else EventKind.attempt
             params += [
@@ -527,10 +528,10 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
                 r.status, r.text, r.remote_host, r.remote_ip, r.tls, source_text(r.source),
                 r.rule, r.duration, None, None, None, None,
             ]
-        await txn.execute(sql.insert_events_returning(len(chunk)), params)
+        await txn.execute(sql.insert_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
-        if len(got) != len(chunk):
-            raise RuntimeError(f"inserted {len(chunk)} events, got {len(got)} ids back")
+        if len(got) != len(result_chunk):
+            raise RuntimeError(f"inserted {len(result_chunk)} events, got {len(got)} ids back")
         event_ids += got
 
     values = [[
@@ -544,11 +545,11 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
         # One statement for all (each result still under its own conditions).
         # A delivery twice in one batch takes the row-by-row path, where the
         # second update sees the first.
-        for chunk in _chunks(list(zip(known, values, strict=True)), _EVENT_CHUNK):
+        for pair_chunk in _chunks(list(zip(known, values, strict=True)), _EVENT_CHUNK):
             flat: list[Any] = []
-            for r, v in chunk:
+            for r, v in pair_chunk:
                 flat += [*v, r.owner]
-            await txn.execute(sql.record_attempts_from_values(len(chunk)), flat)
+            await txn.execute(sql.record_attempts_from_values(len(pair_chunk)), flat)
     else:
         for r, update in zip(known, values, strict=True):
             statement = sql.RECORD_ATTEMPT

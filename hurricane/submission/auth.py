@@ -78,10 +78,10 @@ class PasswordHashChecker:
         self.users = dict(users)
         self.run_hash = run_hash
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         """Fire with the user name (bytes) or fail with UnauthorizedLogin."""
         try:
-            name = credentials.username.decode("utf-8")
+            name: str = credentials.username.decode("utf-8")
             password = credentials.password.decode("utf-8")
         except (AttributeError, UnicodeDecodeError):
             return defer.fail(UnauthorizedLogin())

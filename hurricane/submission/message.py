@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import compat32
+from typing import Any, Protocol
 
 from hurricane.smtpd.reply import Reply, ReplyError
 from hurricane.verp import check_identifiers
@@ -80,8 +81,16 @@ def _scan_header(data: bytes) -> tuple[list[_Field], int, bool]:
     return fields, pos, False
 
 
-def _one_value(msg: object, name: str) -> str | None:
-    values = msg.get_all(name)  # type: ignore[attr-defined]
+class _Header(Protocol):
+    """What is read of a header block: :class:`_AsciiHeader` or a compat32 Message."""
+
+    def get(self, name: str) -> Any: ...
+
+    def get_all(self, name: str) -> list[Any] | None: ...
+
+
+def _one_value(msg: _Header, name: str) -> str | None:
+    values = msg.get_all(name)
     if not values:
         return None
     if len(values) > 1:
@@ -197,7 +206,7 @@ class _AsciiHeader:
         return next((v for k, v in self._fields if k == key), None)
 
 
-def _read_header(data: bytes, fields: list[_Field], header_end: int) -> object:
+def _read_header(data: bytes, fields: list[_Field], header_end: int) -> _Header:
     """The header block read as the stdlib parser (compat32) reads it."""
     head = data[:header_end]
     crlf = head.count(b"\r\n")
@@ -210,6 +219,6 @@ def _read_header(data: bytes, fields: list[_Field], header_end: int) -> object:
     return BytesParser(policy=compat32).parsebytes(head, headersonly=True)
 
 
-def _one_value_or_none(msg: object, name: str) -> str | None:
-    value = msg.get(name)  # type: ignore[attr-defined]
+def _one_value_or_none(msg: _Header, name: str) -> str | None:
+    value = msg.get(name)
     return None if value is None else str(value)

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.mail.smtp import AUTH, COMMAND
@@ -160,8 +161,11 @@ class SubmissionProtocol(HardenedESMTP):
                 return
             username, password = parts[1], parts[2]
         self.auth_aborted()
-        d = self.factory.portal.login(UsernamePassword(username, password), None,
-                                      ISubmissionUser)  # type: ignore[union-attr]
+        portal = self.factory.portal
+        assert portal is not None  # AUTH is not offered (or is refused) without one
+        # (handler, its argument): the callbacks below replace the result.
+        d: Deferred[Any] = portal.login(UsernamePassword(username, password), None,
+                                        ISubmissionUser)
         # The reply is sent from wait_for's callback, so it leaves in one
         # write with the replies to commands pipelined behind the AUTH.
         d.addCallbacks(lambda result: (self._auth_ok, result),
