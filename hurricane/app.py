@@ -15,8 +15,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from hurricane.config import Config
 from hurricane.service import HurricaneService, ListenerService

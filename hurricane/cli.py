@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stdin", action="store_true", help="read the secret from standard input")
     p.set_defaults(func=cmd_passwd)
 
-    for name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo")):
+    for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo")):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

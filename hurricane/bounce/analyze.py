@@ -14,8 +14,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from hurricane.bounce import mime
 from hurricane.bounce.classify import (
@@ -73,7 +74,8 @@ _TOKEN_RE = re.compile(rb"(?im)^[ \t>]*X-Hurricane-Token:[ \t]*<?([^\s<>]+@[^\s<
 # skips to each newline quickly instead of trying the pattern at every character.
 _MSGID_RE = re.compile(r"(?i)\n[ \t>]*Message-I[dD]:[ \t]*<?([^\s<>]+)>?")
 
-_SYSTEM_LOCAL = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|root|daemon|"
+_SYSTEM_LOCAL = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|"
+                           r"root|daemon|"
                            r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
 
 
@@ -144,9 +146,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"mail delivery|failure notice|delivery failure|non[- ]?deliver|could not be delivered|"
     r"mail system error|returned to sender|nicht zustellbar|unzustellbar|rejected|bounce|"
     r"warning: could not|delayed mail|delivery (?:has )?failed|error sending|message not delivered|"
-    r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable)", re.I)
+    r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable)",
+    re.I)
 _BOUNCE_FROM = re.compile(r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
-                          r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange", re.I)
+                          r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange",
+                          re.I)
 
 
 # ---------------------------------------------------------------------------
@@ -158,17 +162,24 @@ _BOUNCE_FROM = re.compile(r"mailer-daemon|postmaster|mail delivery|mail-daemon|m
 # letter), without the backtracking that made this regex cost ~80 us per note.
 _ORIGINAL_MARK = re.compile(
     r"(?im)\n[ \t>|]*+(?>-{2,}|={2,}|_{2,}|\*{2,})?+[ \t]*+(?=[otcburhmsi])(?:"
-    r"original message|(?:this is a )?copy of (?:the|your) (?:original )?message|below this line is a copy|"
-    r"(?:the )?(?:original|unsent|returned|undelivered) message(?: headers?)?(?: follows| is attached| below)?[ \t:-]*$|"
-    r"(?:the )?headers? of (?:the|your) (?:original )?message|message headers? follow|original message (?:follows|header)|"
-    r"start of (?:the )?(?:returned|original) message|returned message|included (?:original )?message|"
+    r"original message|(?:this is a )?copy of (?:the|your) (?:original )?message|"
+    r"below this line is a copy|"
+    r"(?:the )?(?:original|unsent|returned|undelivered) message(?: headers?)?"
+    r"(?: follows| is attached| below)?[ \t:-]*$|"
+    r"(?:the )?headers? of (?:the|your) (?:original )?message|message headers? follow|"
+    r"original message (?:follows|header)|"
+    r"start of (?:the )?(?:returned|original) message|returned message|"
+    r"included (?:original )?message|"
     r"unsent message below|headers of the original|original mail follows|rfc822 headers|"
-    r"(?:this is )?(?:the )?(?:header|message) of (?:the |your )?(?:original|returned)|text of the original|"
+    r"(?:this is )?(?:the )?(?:header|message) of (?:the |your )?(?:original|returned)|"
+    r"text of the original|"
     r"message text follows|the first \d+ lines|received message follows|original text follows|"
     r"content-type: message/rfc822|begin forwarded message)"
 )
-_HEADER_START = re.compile(r"\n(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |X-Hurricane-Token: )")
-_QUOTED_HEADER = re.compile(r"(?im)\n[ \t>]*+(?:from|to|cc|reply-to|sender|return-path|message-id|in-reply-to|references|"
+_HEADER_START = re.compile(r"\n(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |"
+                           r"X-Hurricane-Token: )")
+_QUOTED_HEADER = re.compile(r"(?im)\n[ \t>]*+(?:from|to|cc|reply-to|sender|return-path|message-id|"
+                            r"in-reply-to|references|"
                             r"x-original-to|delivered-to|date|subject|x-hurricane-token|received|dkim-signature|"
                             r"x-postfix-sender|original-mail-from|errors-to):.*$")
 # (?<![\d.])[245]\d\d(?![\d.]) or (?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.]), written to start
@@ -187,18 +198,24 @@ def _html_to_text(html: str) -> str:
 
 
 _ERRORISH = re.compile(
-    r"(?i)unknown|no such|not exist|invalid|rejected|refused|denied|full|quota|fail|error|undeliver|"
-    r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|suspended|said:|"
-    r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|too (?:big|large|many)|"
-    r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|host|deferred|delay|giving up|bounce|mailbox|account|policy|"
+    r"(?i)unknown|no such|not exist|invalid|rejected|refused|denied|full|quota|fail|error|"
+    r"undeliver|"
+    r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|"
+    r"suspended|said:|"
+    r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|"
+    r"too (?:big|large|many)|"
+    r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|host|deferred|delay|giving up|bounce|mailbox|"
+    r"account|policy|"
     r"[\u3040-\u30ff\u4e00-\u9fff]")
 # _ERRORISH for ASCII text, lower-cased: the same answer (no kana or kanji to find;
 # \b[45] written as [45] then a look-behind), but case-sensitive and starting with
 # literals, which the regex engine searches for much faster.
 _ERRORISH_ASCII = re.compile(
     r"unknown|no such|not exist|invalid|rejected|refused|denied|full|quota|fail|error|undeliver|"
-    r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|suspended|said:|"
-    r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|too (?:big|large|many)|"
+    r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|"
+    r"suspended|said:|"
+    r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|"
+    r"too (?:big|large|many)|"
     r"host|deferred|delay|giving up|bounce|mailbox|account|policy|"
     r"4(?<!\w4)\d\d\b|5(?<!\w5)\d\d\b|4(?<!\w4)\.\d{1,3}\.\d{1,3}\b|5(?<!\w5)\.\d{1,3}\.\d{1,3}\b")
 
@@ -260,8 +277,7 @@ def _original_parts(ctx: _Ctx) -> Iterable[mime.Part]:
     for p in ctx.root.walk():
         if p.maintype == "message" and p.subtype in ("rfc822", "global") or \
                 p.content_type == "text/rfc822-headers":
-            for c in p.children:
-                yield c
+            yield from p.children
 
 
 def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
@@ -390,7 +406,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             action = (d.get("action", "") or "").strip().lower().split()[0:1]
             act = action[0] if action else "failed"
             if act not in ("failed", "delayed", "delivered", "relayed", "expanded"):
-                act = "failed" if act in ("failure", "fail", "") else "delayed" if "delay" in act else "failed"
+                act = ("failed" if act in ("failure", "fail", "")
+                       else "delayed" if "delay" in act else "failed")
             raw_status = d.get("status", "").strip()
             m = re.match(r"([245])\.(\d{1,3})\.(\d{1,3})", raw_status)
             status = "%s.%d.%d" % (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
@@ -398,12 +415,14 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             code, dstatus = extract_codes(diag)
             m = _RELAYED_STATUS.match(diag)
             if m is not None:
-                # "5.1.0 - Unknown address error 550-'5.2.2 ...'": the relay's summary, then the remote reply
+                # "5.1.0 - Unknown address error 550-'5.2.2 ...'": the relay's summary,
+                # then the remote reply
                 code, dstatus = extract_codes(m.group(1))
             # the code in the remote server's own words is more precise than the
             # reporting MTA's summary, unless it is only a vaguer form of it
             if dstatus and (status is None or (status != dstatus and not (
-                    dstatus.endswith(".0") and dstatus.rsplit(".", 1)[0] == status.rsplit(".", 1)[0]))):
+                    dstatus.endswith(".0")
+                    and dstatus.rsplit(".", 1)[0] == status.rsplit(".", 1)[0]))):
                 status = dstatus
             text = diag
             sm = _STATUS_COMMENT.match(d.get("status", ""))
@@ -434,7 +453,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                     "mailboxfull", "delivered"):
                 # a local delivery program (procmail, maildrop, a pipe) failed: the
                 # mailer's problem whatever the words, unless it says the mailbox is full
-                r = replace(r, reason="mailererror", hard=False, suppress=False, rule="mailererror.x-unix")
+                r = replace(r, reason="mailererror", hard=False, suppress=False,
+                            rule="mailererror.x-unix")
             results.append(r)
     return results
 
@@ -444,7 +464,8 @@ _SUSPEND_COMMENT = re.compile(r"(?i)mailbox disabled")
 _EZWEB_HEADLINE = re.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
 
 
-_CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)", "DATA": " (in reply to end of DATA command)",
+_CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)",
+               "DATA": " (in reply to end of DATA command)",
                "MAIL": " (in reply to MAIL FROM command)", "HELO": " (in reply to EHLO command)",
                "CONN": " (after initial connection)"}
 
@@ -460,7 +481,8 @@ def _with_command(text: str, note: str, rcpt: str, near_max: int = 1500) -> str:
     return text + _CMD_PHRASE[cmd] if cmd in _CMD_PHRASE else text
 
 
-_RELAYED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3} - [^'\n]{0,60}?([245]\d\d[ -]'?[245]\.\d{1,3}\.\d{1,3}.*)", re.S)
+_RELAYED_STATUS = re.compile(
+    r"[245]\.\d{1,3}\.\d{1,3} - [^'\n]{0,60}?([245]\d\d[ -]'?[245]\.\d{1,3}\.\d{1,3}.*)", re.S)
 _OTHER_RCPT_LINE = re.compile(r"(?m)^[ \t]*<?" + ADDR + r">?:[ \t]")
 
 
@@ -468,7 +490,8 @@ _LOWER_CACHE = threading.local()
 
 
 def _lower(note: str) -> str:
-    """note.lower(), remembered per thread for the note last asked about (one DSN, many recipients)."""
+    """note.lower(), remembered per thread for the note last asked about (one DSN, many
+    recipients)."""
     c: tuple[str, str] | None = getattr(_LOWER_CACHE, "last", None)
     if c is not None and c[0] is note:
         return c[1]
@@ -549,16 +572,19 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
     if kind == "complaint":
         c = data.get("complaint") or {}
         ftype = str(c.get("complaintFeedbackType") or "abuse")
-        rs = tuple(RecipientResult(recipient=str(r.get("emailAddress", "")).lower(), action="failed", code=None,
-                                   status=None, status_inferred=False, reason="feedback", hard=False,
-                                   suppress=True, diagnostic="", remote_mta=None, source="arf", rule=None,
+        rs = tuple(RecipientResult(recipient=str(r.get("emailAddress", "")).lower(),
+                                   action="failed", code=None,
+                                   status=None, status_inferred=False, reason="feedback",
+                                   hard=False, suppress=True, diagnostic="", remote_mta=None,
+                                   source="arf", rule=None,
                                    feedback_type=ftype)
                    for r in c.get("complainedRecipients") or [] if isinstance(r, dict))
         return Analysis(category="feedback", results=rs)
     if kind == "delivery":
         d = data.get("delivery") or {}
         rs = tuple(RecipientResult(recipient=str(a).lower(), action="delivered", code=None,
-                                   status="2.6.0", status_inferred=False, reason="delivered", hard=False,
+                                   status="2.6.0", status_inferred=False, reason="delivered",
+                                   hard=False,
                                    suppress=False, diagnostic=str(d.get("smtpResponse", "")),
                                    remote_mta=d.get("reportingMTA"), source="dsn", rule=None)
                    for a in d.get("recipients") or [])
@@ -572,12 +598,14 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
             diag = _strip_type(str(r.get("diagnosticCode", "")))
             st = r.get("status")
             code, ds = extract_codes(diag)
-            res = _result(ctx, str(r.get("emailAddress", "")).lower(), diag or str(b.get("bounceSubType", "")),
+            res = _result(ctx, str(r.get("emailAddress", "")).lower(),
+                          diag or str(b.get("bounceSubType", "")),
                           code=code, status=str(st) if st else ds, source="dsn",
                           remote=b.get("reportingMTA"))
             if not diag:
                 sub = str(b.get("bounceSubType", "")).lower()
-                m = {"suppressed": "suppressed", "mailboxfull": "mailboxfull", "messagetoolarge": "mesgtoobig",
+                m = {"suppressed": "suppressed", "mailboxfull": "mailboxfull",
+                     "messagetoolarge": "mesgtoobig",
                      "contentrejected": "contenterror", "attachmentrejected": "policyviolation",
                      "noemail": "userunknown", "general": None}.get(sub)
                 if m:
@@ -612,7 +640,8 @@ _CUT_CACHE = threading.local()
 
 _NOT_RCPT_CONTEXT = re.compile(
     r"(?i)(?:generated from|(?:a )?message (?:that you )?sent by|please contact|contact us at|"
-    r"send mail to|for (?:further )?assistance[^<\n]{0,40})[ \t:]*(?:\n[ \t]*){0,2}<?(" + ADDR + r")")
+    r"send mail to|for (?:further )?assistance[^<\n]{0,40})[ \t:]*(?:\n[ \t]*){0,2}<?("
+    + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
 _NOT_RCPT_CONTEXT_LOW = re.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
@@ -660,7 +689,8 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             continue
         # skip message-id-like tokens
         before = scan[max(0, m.start() - 1):m.start()]
-        if before == "<" and scan[m.end():m.end() + 1] == ">" and re.match(r"[0-9a-f.$-]{16,}$", local):
+        if (before == "<" and scan[m.end():m.end() + 1] == ">"
+                and re.match(r"[0-9a-f.$-]{16,}$", local)):
             continue
         seen.add(a)
         found.append((m.start(), a))
@@ -769,7 +799,8 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         if results and not any(r.recipient for r in results):
             alt = _free_text(ctx, note, root) if note else []
             if len(alt) == len(results):
-                results = [replace(r, recipient=x.recipient) for r, x in zip(results, alt)]
+                results = [replace(r, recipient=x.recipient)
+                           for r, x in zip(results, alt, strict=True)]
         results = [r for r in results if r.recipient or len(results) == 1]
         if results:
             cat = "bounce"
@@ -791,18 +822,22 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         if from_addr and _unsubscribe_request(note[:4000]):
             # a mail client's one-click unsubscribe (List-Unsubscribe mailto:): a complaint
             rr = RecipientResult(recipient=from_addr, action="failed", code=None, status=None,
-                                 status_inferred=False, reason="feedback", hard=False, suppress=True,
+                                 status_inferred=False, reason="feedback", hard=False,
+                                 suppress=True,
                                  diagnostic=(subject or "")[:500], remote_mta=None, source="arf",
                                  rule="feedback.unsubscribe", feedback_type="opt-out")
             return _finish(Analysis(category="feedback", results=(rr,)), ctx, base)
         # RFC 3834 auto-replies
         auto = _autoreply_kind(root, subject or "", from_hdr)
-        bouncy = bool(_BOUNCE_FROM.search(from_hdr or "")) or bool(_BOUNCE_SUBJECT.search(subject or ""))
+        bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
+                  or bool(_BOUNCE_SUBJECT.search(subject or "")))
         if auto and not bouncy:
             who = from_addr or ""
             rr = RecipientResult(recipient=who, action="delivered", code=None, status=None,
-                                 status_inferred=False, reason="vacation", hard=False, suppress=False,
-                                 diagnostic=(subject or "")[:500], remote_mta=None, source="autoreply",
+                                 status_inferred=False, reason="vacation", hard=False,
+                                 suppress=False,
+                                 diagnostic=(subject or "")[:500], remote_mta=None,
+                                 source="autoreply",
                                  rule=auto)
             return _finish(Analysis(category="autoreply", results=(rr,)), ctx, base)
         ctx.check()
@@ -813,7 +848,8 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
             results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
         if not results and bouncy:
             ctx.check()
-            addrs = [a.lower() for v in root.get_all("x-failed-recipients") for a in _ADDR_RE.findall(v)]
+            addrs = [a.lower() for v in root.get_all("x-failed-recipients")
+                     for a in _ADDR_RE.findall(v)]
             if not addrs:
                 addrs = _flufl(norm[:256 * 1024], ctx) if len(norm) < 1024 * 1024 else []
             region = _cut_original(note)
@@ -884,14 +920,17 @@ _FAMILIES = (
 
 def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
     for name, from_rx, note_rx in _FAMILIES:
-        if from_rx.search(from_hdr or "") or (note_rx is not None and note_rx.search(note, 0, 2000)):
+        if from_rx.search(from_hdr or "") or (
+                note_rx is not None and note_rx.search(note, 0, 2000)):
             return name
     return None
 
 
 def _looks_bounce(note: str) -> bool:
-    return bool(re.search(r"(?i)could not be delivered|undeliverable|delivery (?:to the following|has failed|failed)|"
-                          r"permanent (?:error|failure)|following (?:address|recipient)|not be delivered|"
+    return bool(re.search(r"(?i)could not be delivered|undeliverable|"
+                          r"delivery (?:to the following|has failed|failed)|"
+                          r"permanent (?:error|failure)|following (?:address|recipient)|"
+                          r"not be delivered|"
                           r"returned to sender|unable to deliver|user unknown|mailbox|550|554",
                           note[:20000]))
 

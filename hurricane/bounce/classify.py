@@ -14,14 +14,15 @@ import functools
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any
 
 from hurricane.bounce.model import ReplyClass, is_hard
 
-__all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text", "detect_command",
-           "REASONS"]
+__all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text",
+           "detect_command", "REASONS"]
 
 REASONS = frozenset("""
 userunknown hostunknown hasmoved mailboxfull suspend filtered rejected blocked spamdetected
@@ -31,7 +32,8 @@ systemerror systemfull mailererror contenterror syntaxerror onhold failedstarttl
 undefined delivered vacation feedback""".split())
 
 _WS = re.compile(r"\s+")
-# (?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d) and (?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*%),
+# (?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d) and
+# (?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*%),
 # each written to start with the [245] class (the look-behind just after it) so
 # that searches skip ahead to the digits fast; the same matches.
 _STATUS_RE = re.compile(r"([245])(?<![\d.].)\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
@@ -154,13 +156,17 @@ _RULE_KEYS = {"id", "reason", "text", "status", "code", "unless", "also", "comma
 COMMANDS = ("CONN", "HELO", "MAIL", "RCPT", "DATA", "NONE")
 _COMMAND_RE = re.compile(
     r"(?P<DATA>in reply to (?:end of )?data|after (?:end of )?data|>>> data|smtp command:? data|"
-    r"\bdata command|\[data\]|during data|after (?:sending )?(?:the )?message|failed after i sent the message)|"
-    r"(?P<RCPT>in reply to rcpt|after rcpt|>>> rcpt|\brcpt to\b|\[rcpt_to\]|does not like recipient|"
+    r"\bdata command|\[data\]|during data|after (?:sending )?(?:the )?message|"
+    r"failed after i sent the message)|"
+    r"(?P<RCPT>in reply to rcpt|after rcpt|>>> rcpt|\brcpt to\b|\[rcpt_to\]|"
+    r"does not like recipient|"
     r"did not like our rcpt|(?:following|to) (?:the )?rcpt command|rcpt command|"
     r"rejected recipient|unknown recipient or mailbox unavailable)|"
-    r"(?P<MAIL>in reply to mail from|after mail from|>>> mail from|\[mail_from\]|sender was rejected|"
+    r"(?P<MAIL>in reply to mail from|after mail from|>>> mail from|\[mail_from\]|"
+    r"sender was rejected|"
     r"\bmail from:)|"
-    r"(?P<HELO>in reply to (?:ehlo|helo)|after (?:ehlo|helo)|>>> (?:ehlo|helo)|my name was rejected)|"
+    r"(?P<HELO>in reply to (?:ehlo|helo)|after (?:ehlo|helo)|>>> (?:ehlo|helo)|"
+    r"my name was rejected)|"
     r"(?P<CONN>after initial connection|in reply to (?:the )?initial|while connecting|greeting)")
 
 
@@ -173,7 +179,8 @@ def _command_any(pattern: str) -> str:
     assert not head and len(pieces) == len(COMMANDS) - 1, pieces
     groups = [x[:-2] if x.endswith(")|") else x[:-1] for x in pieces]
     flat = "|".join(groups)
-    for old, new in ((r"\bdata command", r"d(?<!\wd)ata command"), (r"\brcpt to\b", r"r(?<!\wr)cpt to\b"),
+    for old, new in ((r"\bdata command", r"d(?<!\wd)ata command"),
+                     (r"\brcpt to\b", r"r(?<!\wr)cpt to\b"),
                      (r"\bmail from:", r"m(?<!\wm)ail from:"),
                      ("(?:following|to) (?:the )?rcpt command",
                       "following (?:the )?rcpt command|to (?:the )?rcpt command")):
@@ -185,7 +192,8 @@ def _command_any(pattern: str) -> str:
 _COMMAND_ANY = re.compile(_command_any(_COMMAND_RE.pattern))
 
 
-_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|does not like|rejected (?:the )?recipient|"
+_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|"
+                           r"does not like|rejected (?:the )?recipient|"
                            r"unknown recipient or mailbox|"
                            r"did not like|sender was|my name|initial|connecting|greeting|message")
 
@@ -194,12 +202,12 @@ def detect_command(low: str) -> str:
     """The SMTP command a (lower-cased) reply text says it answered; NONE if unknown."""
     if not _COMMAND_HINT.search(low):
         return "NONE"
-    last = None
-    for last in _COMMAND_ANY.finditer(low):
+    _last = None
+    for _last in _COMMAND_ANY.finditer(low):
         pass
-    if last is None:
+    if _last is None:
         return "NONE"
-    m = _COMMAND_RE.match(low, last.start())
+    m = _COMMAND_RE.match(low, _last.start())
     return m.lastgroup if m is not None and m.lastgroup else "NONE"
 
 
@@ -259,7 +267,8 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
                           _compile(r.get("unless"), path, rid, "unless", named),
                           _compile(r.get("also"), path, rid, "also", named), cmds,
                           disp, ex[0], ex[1], path,
-                          tuple(f.lower() for f in _str_list(r.get("family"), path, rid, "family"))))
+                          tuple(f.lower()
+                                for f in _str_list(r.get("family"), path, rid, "family"))))
     status_map = doc.get("status", {})
     infer = doc.get("infer", {})
     for name, table in (("status", status_map), ("infer", infer)):
@@ -284,7 +293,8 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
 # every result, stays exactly the same.
 
 try:
-    from re import _constants as _sre_c, _parser as _sre_parse  # type: ignore[attr-defined]
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
     _sre_c = _sre_parse = None
 
@@ -465,7 +475,7 @@ class ReplyClassifier:
                                tuple[_Entry, ...]] = {}
 
     @classmethod
-    def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> "ReplyClassifier":
+    def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> ReplyClassifier:
         """The packaged rules, with operator files (checked first) layered on top."""
         pkg = resources.files("hurricane.bounce").joinpath("rules.toml")
         base = _load_file(str(pkg), pkg.read_bytes())
@@ -549,7 +559,8 @@ class ReplyClassifier:
             return r
         return None
 
-    def _classify(self, c: str | None, s: str | None, low: str, family: str | None = None) -> ReplyClass:
+    def _classify(self, c: str | None, s: str | None, low: str,
+                  family: str | None = None) -> ReplyClass:
         reason = None
         rule: Rule | None = None
         if s and s.startswith("2."):

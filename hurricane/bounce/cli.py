@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from hurricane.bounce.analyze import analyze, to_prediction
 from hurricane.bounce.classify import ReplyClassifier
@@ -14,7 +15,7 @@ from hurricane.bounce.classify import ReplyClassifier
 __all__ = ["add_parser", "run", "main"]
 
 
-def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``analyze`` subcommand."""
     p = subparsers.add_parser(
         "analyze", help="analyze returned messages (bounces, auto-replies, ARF reports)",

@@ -12,8 +12,8 @@ import binascii
 import codecs
 import re
 import time
+from collections.abc import Iterator
 from email.header import decode_header
-from typing import Iterator
 
 __all__ = ["Part", "LimitExceeded", "parse", "parse_headers", "decode_words", "to_text"]
 
@@ -109,7 +109,8 @@ class Part:
             self.maintype = m.group(1).lower()
             self.subtype = m.group(2).lower()
             for pm in _PARAM.finditer(ct, m.end()):
-                self.params[pm.group(1).lower()] = pm.group(2) if pm.group(2) is not None else pm.group(3)
+                self.params[pm.group(1).lower()] = (
+                    pm.group(2) if pm.group(2) is not None else pm.group(3))
         else:
             self.maintype, self.subtype = "text", "plain"
 
@@ -154,7 +155,7 @@ class Part:
             self._text = to_text(self.payload(), self.params.get("charset")).replace("\r", "")
         return self._text
 
-    def walk(self) -> Iterator["Part"]:
+    def walk(self) -> Iterator[Part]:
         stack = [self]
         while stack:
             p = stack.pop()

@@ -128,7 +128,7 @@ class GroupCommit(Generic[T, R]):
                 for _, d in batch:
                     d.errback(error)
                 return
-            for (_, d), result in zip(batch, results):
+            for (_, d), result in zip(batch, results, strict=True):
                 d.callback(result)
 
     async def drain(self) -> None:

@@ -35,7 +35,8 @@ __all__ = ["Migration", "load_migrations", "applied_txn", "apply_migration_txn",
 
 log = Logger()
 
-_FILE = re.compile(r"^(?P<number>\d{4})_(?P<label>[a-z0-9_]+?)(?:\.(?P<engine>sqlite|postgres))?\.sql$")
+_FILE = re.compile(
+    r"^(?P<number>\d{4})_(?P<label>[a-z0-9_]+?)(?:\.(?P<engine>sqlite|postgres))?\.sql$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def load_migrations(dialect: Dialect, package: str = "hurricane.store.migrations") -> list[Migration]:
+def load_migrations(dialect: Dialect,
+                    package: str = "hurricane.store.migrations") -> list[Migration]:
     """Read the migrations of ``package`` for one engine, in order.
 
     Args:

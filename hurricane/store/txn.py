@@ -322,7 +322,8 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
     for i, prepared in enumerate(batch):
         queue_id, message_pk = message_pks[i]
         recipients = []
-        for delivery_id, recipient in zip(ids[message_pk], prepared.message.recipients):
+        for delivery_id, recipient in zip(ids[message_pk], prepared.message.recipients,
+                                          strict=True):
             reason = suppressed.get(fold(recipient.address))
             state = State.queued if reason is None else State.suppressed
             recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state, reason))

@@ -72,7 +72,8 @@ class ClassifyTests(SynchronousTestCase):
         """A 550 5.1.1 user unknown at RCPT is a hard, suppressing userunknown."""
         r = self.clf.classify(550, "5.1.1", "5.1.1 <a@example.org>: Recipient address rejected: "
                                             "User unknown in virtual mailbox table")
-        self.assertEqual((r.reason, r.hard, r.suppress, r.permanent), ("userunknown", True, True, True))
+        self.assertEqual((r.reason, r.hard, r.suppress, r.permanent),
+                         ("userunknown", True, True, True))
         self.assertFalse(r.status_inferred)
 
     def test_spam_5xx_never_suppresses(self):
@@ -92,19 +93,22 @@ class ClassifyTests(SynchronousTestCase):
 
     def test_codes_read_from_text(self):
         """Codes missing from the arguments are read from the text itself."""
-        r = self.clf.classify(None, None, "550 5.1.1 <a@b.example>... User unknown (in reply to RCPT TO command)")
+        r = self.clf.classify(None, None, "550 5.1.1 <a@b.example>... User unknown "
+                                          "(in reply to RCPT TO command)")
         self.assertEqual((r.reason, r.status), ("userunknown", "5.1.1"))
 
     def test_same_text_same_reason(self):
         """The same reply text gets the same reason from a DSN or an SMTP conversation."""
-        text = "421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred due to user complaints"
+        text = ("421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred "
+                "due to user complaints")
         a = self.clf.classify(421, "4.7.0", text)
         b = self.clf.classify(None, None, text)
         self.assertEqual((a.reason, a.rule), (b.reason, b.rule))
 
     def test_disposition_temporary(self):
         """A rate-limit 5xx carries a temporary disposition for outbound retries."""
-        r = self.clf.classify(550, "5.4.5", "Daily sending quota exceeded; temporarily rate limited due to volume")
+        r = self.clf.classify(550, "5.4.5", "Daily sending quota exceeded; "
+                                            "temporarily rate limited due to volume")
         self.assertEqual(r.reason, "toomanyconn")
         self.assertIs(r.permanent, False)
 
@@ -137,7 +141,8 @@ class OperatorRulesTests(SynchronousTestCase):
     def test_operator_rule_checked_first(self):
         """An operator rule wins over the packaged rules."""
         path = _write('[[rule]]\nid = "acme.quota"\nreason = "mailboxfull"\n'
-                      'text = ["acme user unknown"]\nmatch = ["acme user unknown"]\nnomatch = ["x"]\n')
+                      'text = ["acme user unknown"]\nmatch = ["acme user unknown"]\n'
+                      'nomatch = ["x"]\n')
         self.addCleanup(os.unlink, path)
         clf = ReplyClassifier.load([path])
         r = clf.classify(550, None, "550 acme user unknown")
@@ -190,6 +195,7 @@ class PrefilterTests(SynchronousTestCase):
     def test_derivation(self):
         """Literals come only from case-sensitive literal runs; otherwise None (always run)."""
         import re
+
         from hurricane.bounce.classify import _required_literals
         self.assertEqual(_required_literals(re.compile("user (?:is )?unknown")),
                          {"user unknown", "user is unknown"})
@@ -214,7 +220,8 @@ also = ['disabled|quota\b']
 ''')
         self.addCleanup(os.unlink, fp.name)
         clf = ReplyClassifier.load([fp.name])
-        texts = ["550 user unknown", "550 USER unknown", "xyz", "abca", "abc", "no such user", "a such user",
+        texts = ["550 user unknown", "550 USER unknown", "xyz", "abca", "abc", "no such user",
+                 "a such user",
                  "550 account disabled", "552 over quota", "554 data rcpt", "5.1.1 Mailbox full",
                  "550 5.7.1 relaying denied", "421 try again later", ""]
         for rule in default_classifier().rules:
@@ -222,4 +229,5 @@ also = ['disabled|quota\b']
         for t in texts:
             for code, status in ((None, None), ("550", None), (None, "5.1.1"), ("452", "4.2.2")):
                 clf._cache.clear()
-                self.assertEqual(clf.classify(code, status, t).rule, self._plain(clf, code, status, t), t)
+                self.assertEqual(clf.classify(code, status, t).rule,
+                                 self._plain(clf, code, status, t), t)

@@ -46,7 +46,8 @@ class CLITests(SynchronousTestCase):
         self.assertEqual(rc, 0)
         lines = [json.loads(x) for x in self.out.getvalue().splitlines()]
         self.assertEqual([os.path.basename(x["file"]) for x in lines], ["a.eml", "b.eml"])
-        for key in ("file", "category", "recipients", "status", "replycode", "reason", "hard", "results"):
+        for key in ("file", "category", "recipients", "status", "replycode", "reason", "hard",
+                    "results"):
             self.assertIn(key, lines[0])
         self.assertEqual(lines[0]["recipients"], ["erin@example.org"])
         self.assertEqual(set(lines[0]["results"][0]),
@@ -66,4 +67,5 @@ class CLITests(SynchronousTestCase):
         cli.add_parser(parser.add_subparsers())
         args = parser.parse_args(["analyze", "--rcpt", "h1k@bounce.example.com", "x"])
         self.assertIs(args.func, cli.run)
-        self.assertEqual((args.rcpt, args.files, args.json), ("h1k@bounce.example.com", ["x"], False))
+        self.assertEqual((args.rcpt, args.files, args.json),
+                         ("h1k@bounce.example.com", ["x"], False))

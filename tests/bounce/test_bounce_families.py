@@ -28,20 +28,24 @@ class ClassifierFamilyTests(SynchronousTestCase):
     def test_user_unknown_without_command_is_filtered(self):
         """Sisimai's rule: 'user unknown' with no RCPT evidence and no 5.1.1 may be a filter."""
         self.assertEqual(self.reason("550 Unknown user a@example.org"), "filtered")
-        self.assertEqual(self.reason("550 <a@example.org>: User unknown (in reply to RCPT TO command)"),
+        self.assertEqual(self.reason("550 <a@example.org>: User unknown "
+                                     "(in reply to RCPT TO command)"),
                          "userunknown")
         self.assertEqual(self.reason("550 5.1.1 <a@example.org>... User Unknown"), "userunknown")
 
     def test_rcpt_evidence_phrases(self):
         """Wordings that name the RCPT step count as the command."""
-        self.assertEqual(detect_command("rejected recipient <a@b.example> (error following rcpt command)"), "RCPT")
-        self.assertEqual(detect_command("remote server returned unknown recipient or mailbox unavailable"), "RCPT")
+        self.assertEqual(detect_command("rejected recipient <a@b.example> "
+                                        "(error following rcpt command)"), "RCPT")
+        self.assertEqual(detect_command("remote server returned unknown recipient or mailbox "
+                                        "unavailable"), "RCPT")
 
     def test_address_rejected_is_a_recipient_problem_unless_sender(self):
         """'Address rejected' alone is about the recipient; 'Sender address rejected' is not."""
         r = self.clf.classify(550, "5.1.0", "550 #5.1.0 Address rejected.")
         self.assertEqual((r.reason, r.hard, r.suppress), ("userunknown", True, True))
-        r = self.clf.classify(550, "5.1.0", "550 5.1.0 <a@b.example>: Sender address rejected: Domain not found")
+        r = self.clf.classify(550, "5.1.0", "550 5.1.0 <a@b.example>: Sender address rejected: "
+                                            "Domain not found")
         self.assertEqual(r.reason, "rejected")
         self.assertFalse(r.suppress)
 
@@ -56,23 +60,28 @@ class ClassifierFamilyTests(SynchronousTestCase):
 
     def test_multiline_reply_reads_whole(self):
         """Repeated '550-5.7.1' continuation prefixes do not break a phrase."""
-        text = "550-5.7.1 Messages with multiple 550-5.7.1 addresses in From: header are not accepted."
+        text = ("550-5.7.1 Messages with multiple 550-5.7.1 addresses in From: header "
+                "are not accepted.")
         self.assertEqual(self.reason(text), "notcompliantrfc")
 
     def test_expired_only_when_no_cause_is_named(self):
         """A queue that gave up is 'expired' unless the text names the cause."""
         gave_up = "I'm not going to try again; this message has been in the queue too long."
-        self.assertEqual(self.reason("Unable to contact LDAP server. (#4.4.3)" + gave_up), "systemerror")
-        self.assertEqual(self.reason("Sorry, I wasn't able to establish an SMTP connection. " + gave_up),
+        self.assertEqual(self.reason("Unable to contact LDAP server. (#4.4.3)" + gave_up),
+                         "systemerror")
+        self.assertEqual(self.reason("Sorry, I wasn't able to establish an SMTP connection. "
+                                     + gave_up),
                          "networkerror")
         self.assertEqual(self.reason("Temporary resource shortage. " + gave_up), "expired")
         self.assertEqual(self.reason("550 5.4.316 Message expired, connection refused"), "expired")
-        self.assertEqual(self.reason("550 5.4.312 Message expired, DNS query failed", status="5.4.312"),
+        self.assertEqual(self.reason("550 5.4.312 Message expired, DNS query failed",
+                                     status="5.4.312"),
                          "networkerror")
 
     def test_greeting_or_helo_refusal_is_blocked(self):
         """A refusal at connection or EHLO with no better wording blocks the sender."""
-        r = self.clf.classify(None, None, "SMTP error from remote mail server after EHLO mx.example.org: 550 No")
+        r = self.clf.classify(None, None, "SMTP error from remote mail server after EHLO "
+                                          "mx.example.org: 550 No")
         self.assertEqual(r.reason, "blocked")
         self.assertFalse(r.suppress)
 
@@ -88,7 +97,8 @@ class ClassifierFamilyTests(SynchronousTestCase):
 
     def test_transcript_codes_skip_successes(self):
         """In a session transcript the failure's codes win over earlier 250s."""
-        self.assertEqual(extract_codes("Out: 250 2.1.5 Ok\nIn: DATA\nOut: 451 4.3.0 Error: queue file write error"),
+        self.assertEqual(extract_codes("Out: 250 2.1.5 Ok\nIn: DATA\n"
+                                       "Out: 451 4.3.0 Error: queue file write error"),
                          ("451", "4.3.0"))
 
 
@@ -174,7 +184,8 @@ Content-Type: multipart/report; boundary="never-used"; report-type=delivery-stat
   Diagnostic code: smtp; 550 5.1.1 <gone@example.org>... User unknown
 """)
         a = analyze(raw)
-        self.assertEqual([(r.recipient, r.reason) for r in a.results], [("gone@example.org", "userunknown")])
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("gone@example.org", "userunknown")])
 
     def test_forwarded_bounce_is_unquoted(self):
         """A user forwarding a bounce inline ('> Final-Recipient:') still yields the recipient."""
@@ -193,7 +204,8 @@ Subject: Fwd: Returned mail: see transcript for details
 > Diagnostic-Code: SMTP; 550 5.1.1 <lost@example.org>... User unknown
 """)
         a = analyze(raw)
-        self.assertEqual([(r.recipient, r.reason) for r in a.results], [("lost@example.org", "userunknown")])
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("lost@example.org", "userunknown")])
 
     def test_exim_generated_from_and_sender_are_not_recipients(self):
         raw = _msg("""
@@ -237,15 +249,18 @@ Diagnostic-Code: x-unix; delivery program exited with status 75
 
     def test_wrapped_sns_json_notification(self):
         """An SES notification whose JSON line was wrapped with leading spaces."""
-        body = ('{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":'
-                '[{"emailAddress":"nobody@exa\n mple.org","status":"5.1.1","diagnosticCode":"smtp; 550 5.1.1 '
+        body = ('{"notificationType":"Bounce","bounce":{"bounceType":"Permanent",'
+                '"bouncedRecipients":'
+                '[{"emailAddress":"nobody@exa\n mple.org","status":"5.1.1",'
+                '"diagnosticCode":"smtp; 550 5.1.1 '
                 'user unkn\n own"}]},"mail":{"messageId":"x"}}\n')
         raw = _msg("""
 From: no-reply@sns.example.com
 Subject: AWS Notification Message
 """, body)
         a = analyze(raw)
-        self.assertEqual([(r.recipient, r.reason) for r in a.results], [("nobody@example.org", "userunknown")])
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("nobody@example.org", "userunknown")])
 
     def test_mail_client_unsubscribe_is_feedback(self):
         raw = _msg("""
@@ -266,7 +281,8 @@ Subject: You poster@example.com are not member (cats ML)
 X-MLServer: fml [fml 4.0.3 release]
 """, "You are not a member of this mailing list <cats@example.org>.\n")
         a = analyze(raw)
-        self.assertEqual([(r.recipient, r.reason) for r in a.results], [("cats@example.org", "rejected")])
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("cats@example.org", "rejected")])
 
 
 class ProviderDeferralTests(SynchronousTestCase):
@@ -274,7 +290,8 @@ class ProviderDeferralTests(SynchronousTestCase):
 
     def test_yahoo_style_deferral(self):
         clf = default_classifier()
-        text = "421 4.7.0 [TSS04] Messages from 192.0.2.9 temporarily deferred due to unexpected volume or user complaints"
+        text = ("421 4.7.0 [TSS04] Messages from 192.0.2.9 temporarily deferred "
+                "due to unexpected volume or user complaints")
         r = clf.classify(None, None, text)
         self.assertEqual((r.reason, r.permanent, r.suppress), ("badreputation", False, False))
         r = clf.classify(None, None, text + " (in reply to MAIL FROM command)")
@@ -303,10 +320,12 @@ class ReporterFamilyTests(SynchronousTestCase):
         clf = default_classifier()
         self.assertEqual(clf.classify(542, None, "542 a@b.example Rejected", "messagelabs").reason,
                          "userunknown")
-        self.assertNotEqual(clf.classify(542, None, "542 a@b.example Rejected").reason, "userunknown")
+        self.assertNotEqual(clf.classify(542, None, "542 a@b.example Rejected").reason,
+                            "userunknown")
 
     def test_messagelabs_relayed_refusal(self):
-        """MessageLabs relays a recipient refusal as '<code> <address> Rejected' / 'No such user'."""
+        """MessageLabs relays a recipient refusal as '<code> <address> Rejected' /
+        'No such user'."""
         raw = _report("Mail Delivery System <MAILER-DAEMON@messagelabs.com>",
                       "This is the mail delivery agent at messagelabs.com.\n"
                       "I was unable to deliver your message to the following addresses:\n\n"
@@ -343,17 +362,24 @@ class ReporterFamilyTests(SynchronousTestCase):
                           b"From: sender@example.net\nTo: u@dest.example\nSubject: hi\n\n--BB--\n")
         a = analyze(raw)
         self.assertEqual(a.category, "bounce")
-        self.assertEqual((a.results[0].recipient, a.results[0].reason), ("u@dest.example", "undefined"))
+        self.assertEqual((a.results[0].recipient, a.results[0].reason),
+                         ("u@dest.example", "undefined"))
 
     def test_provider_codes(self):
-        """Provider code tables: Orange/La Poste _630, Spectrum AUP 13xx, Mimecast signatures, Cloudmark (BL)."""
+        """Provider code tables: Orange/La Poste _630, Spectrum AUP 13xx, Mimecast signatures,
+        Cloudmark (BL)."""
         clf = default_classifier()
-        self.assertEqual(clf.classify(554, "5.7.1", "554 5.7.1 <h[192.0.2.1]:1>: Client host rejected: lpn LPN000_630").reason,
+        self.assertEqual(clf.classify(554, "5.7.1", "554 5.7.1 <h[192.0.2.1]:1>: "
+                                      "Client host rejected: lpn LPN000_630").reason,
                          "policyviolation")
-        self.assertEqual(clf.classify(550, "5.1.0", "550 5.1.0 <a@b.example> sender rejected. AUP#In-1310").reason,
+        self.assertEqual(clf.classify(550, "5.1.0", "550 5.1.0 <a@b.example> sender rejected. "
+                                      "AUP#In-1310").reason,
                          "toomanyconn")
-        self.assertEqual(clf.classify(554, None, "554 email rejected due to security policies - MCSpamSignature.x").reason,
+        self.assertEqual(clf.classify(554, None, "554 email rejected due to security policies - "
+                                      "MCSpamSignature.x").reason,
                          "virusdetected")
-        self.assertEqual(clf.classify(554, None, "554 IP=192.0.2.1 - A problem occurred. (Ask your postmaster for help.) (BL)").reason,
+        self.assertEqual(clf.classify(554, None, "554 IP=192.0.2.1 - A problem occurred. "
+                                      "(Ask your postmaster for help.) (BL)").reason,
                          "blocked")
-        self.assertEqual(clf.classify(554, "5.7.9", "554 5.7.9 Header error").reason, "policyviolation")
+        self.assertEqual(clf.classify(554, "5.7.9", "554 5.7.9 Header error").reason,
+                         "policyviolation")

@@ -11,10 +11,13 @@ from hurricane.bounce.model import Analysis
 
 SAMPLE = (b"From: MAILER-DAEMON@x.example\r\nSubject: Undelivered Mail\r\n"
           b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
-          b"--b\r\nContent-Type: text/plain; charset=iso-2022-jp\r\n\r\n<a@b.example>: 550 5.1.1 unknown\r\n"
-          b"--b\r\nContent-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+          b"--b\r\nContent-Type: text/plain; charset=iso-2022-jp\r\n\r\n"
+          b"<a@b.example>: 550 5.1.1 unknown\r\n"
+          b"--b\r\nContent-Type: message/delivery-status\r\n"
+          b"Content-Transfer-Encoding: base64\r\n\r\n"
           b"RmluYWwtUmVjaXBpZW50OiByZmM4MjI7IGFAYi5leGFtcGxlCkFjdGlvbjogZmFpbGVkClN0YXR1czogNS4xLjEK\r\n"
-          b"--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y.example\r\nX-Hurricane-Token: t@b.example\r\n\r\nhi\r\n"
+          b"--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: x@y.example\r\n"
+          b"X-Hurricane-Token: t@b.example\r\n\r\nhi\r\n"
           b"--b--\r\n")
 
 
@@ -73,7 +76,8 @@ class BombTests(SynchronousTestCase):
 
     def test_huge_line_under_size_limit(self):
         """A 4 MB single line under the size limit finishes with no error or over budget."""
-        raw = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n" + b"a@b.example " * 350000
+        raw = (b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
+               + b"a@b.example " * 350000)
         a = analyze(raw)
         self.assertIn(a.error, (None, "over-budget"))
 
@@ -85,7 +89,8 @@ class BombTests(SynchronousTestCase):
 
     def test_cpu_budget(self):
         """A tiny CPU budget yields an over-budget Analysis, not an exception."""
-        parts = b"".join(b"--b\nContent-Type: message/rfc822\n\nSubject: %d\n\nx\n" % i for i in range(1500))
+        parts = b"".join(b"--b\nContent-Type: message/rfc822\n\nSubject: %d\n\nx\n" % i
+                         for i in range(1500))
         raw = b"Subject: x\nContent-Type: multipart/mixed; boundary=\"b\"\n\n" + parts + b"--b--\n"
         a = analyze(raw, limits=AnalysisLimits(cpu_seconds=0.0))
         self.assertEqual(a.error, "over-budget")

@@ -162,7 +162,8 @@ class DSNTests(SynchronousTestCase):
     def test_category_and_recipients(self):
         """Each per-recipient block becomes one result."""
         self.assertEqual(self.a.category, "bounce")
-        self.assertEqual([r.recipient for r in self.a.results], ["alice@example.org", "bob@example.org"])
+        self.assertEqual([r.recipient for r in self.a.results],
+                         ["alice@example.org", "bob@example.org"])
 
     def test_fields(self):
         """Status, code, action, remote MTA, ORCPT and source are read from the DSN."""
@@ -172,7 +173,8 @@ class DSNTests(SynchronousTestCase):
         self.assertEqual(alice.remote_mta, "mx.example.org")
         self.assertEqual(alice.original_recipient, "alice@example.org")
         self.assertEqual(alice.source, "dsn")
-        self.assertEqual((bob.action, bob.status, bob.reason, bob.hard), ("delayed", "4.2.2", "mailboxfull", False))
+        self.assertEqual((bob.action, bob.status, bob.reason, bob.hard),
+                         ("delayed", "4.2.2", "mailboxfull", False))
 
     def test_metadata(self):
         """ENVID, the original Message-ID and the VERP token are collected."""
@@ -234,7 +236,8 @@ class AutoReplyTests(SynchronousTestCase):
 
     def test_subject_only(self):
         """A vacation subject alone is enough."""
-        raw = AUTOREPLY.replace("Auto-Submitted: auto-replied\n", "").replace("Out of office", "Automatic reply")
+        raw = (AUTOREPLY.replace("Auto-Submitted: auto-replied\n", "")
+               .replace("Out of office", "Automatic reply"))
         self.assertEqual(analyze(raw.encode()).category, "autoreply")
 
     def test_auto_submitted_no(self):
@@ -252,7 +255,8 @@ class FreeTextTests(SynchronousTestCase):
         self.assertEqual(a.category, "bounce")
         self.assertEqual([r.recipient for r in a.results], ["erin@example.org"])
         r = a.results[0]
-        self.assertEqual((r.code, r.status, r.reason, r.source), ("550", "5.1.1", "userunknown", "heuristic"))
+        self.assertEqual((r.code, r.status, r.reason, r.source),
+                         ("550", "5.1.1", "userunknown", "heuristic"))
         self.assertEqual(a.verp_tokens, ("h1kqqq@bounce.example.com",))
         self.assertEqual(a.original_message_id, "orig-3@example.com")
 
@@ -269,6 +273,7 @@ class FreeTextTests(SynchronousTestCase):
 
     def test_envelope_rcpt_not_a_recipient(self):
         """The envelope recipient (our VERP address) is never taken for a failed recipient."""
-        raw = QMAIL.replace("<erin@example.org>:", "<erin@example.org>:\nsee h1kenv@bounce.example.com")
+        raw = QMAIL.replace("<erin@example.org>:",
+                            "<erin@example.org>:\nsee h1kenv@bounce.example.com")
         a = analyze(raw.encode(), "h1kenv@bounce.example.com")
         self.assertEqual([r.recipient for r in a.results], ["erin@example.org"])

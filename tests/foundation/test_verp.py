@@ -140,7 +140,8 @@ class VerpRejectionTests(SynchronousTestCase):
         c = codec()
         for bad in ["", "@", "a@b@c", "x" * 400, "postmaster@bounce.example.com",
                     '"h"@bounce.example.com', "h" * 70 + "@bounce.example.com",
-                    "@bounce.example.com", "<>", None, 5, "hda" + "a" * 29 + "..x@bounce.example.com"]:
+                    "@bounce.example.com", "<>", None, 5,
+                    "hda" + "a" * 29 + "..x@bounce.example.com"]:
             self.assertIsInstance(c.decode(bad), VerpRejection)  # type: ignore[arg-type]
 
     def test_identifier_rules(self) -> None:

@@ -326,7 +326,8 @@ class PoolTests(_PoolCase):
         self.assertIsInstance(got[0][0][0], Analysis)
 
     def test_pool_that_cannot_be_created_is_unavailable(self) -> None:
-        """OSError creating the executor or submitting to it fails with PoolUnavailable, not raised."""
+        """OSError creating the executor or submitting to it fails with PoolUnavailable, not
+        raised."""
         from hurricane.inbound import workers
 
         def no_executor(*a: Any, **kw: Any) -> Any:
@@ -430,7 +431,8 @@ class ProcessorTests(_PoolCase):
         self.assertNotIn(pid, p._processes.pids())  # type: ignore[union-attr]
 
     def test_message_that_always_kills_its_worker_is_failed_alone(self) -> None:
-        """A message that kills every worker is marked failed (raw kept); its batch-mate goes through."""
+        """A message that kills every worker is marked failed (raw kept); its batch-mate goes
+        through."""
         p = self.processor(die_always, worker_attempts=2)
         poison = self.receive(self.deliveries[0], b"POISON\n")
         good = self.receive(self.deliveries[1])
@@ -572,7 +574,8 @@ class ProcessorTests(_PoolCase):
         self.assertEqual(self.status(other), "analyzed")
 
     def test_stuck_analysis_killed_at_stop_and_left_pending(self) -> None:
-        """A worker stuck past stop_timeout is killed; its message stays pending for the next start."""
+        """A worker stuck past stop_timeout is killed; its message stays pending for the next
+        start."""
         p = self.processor(hang_once, stop_timeout=1.0)
         bid = self.receive(self.deliveries[0], self.marker("stuck"))
         p.submit(bid)

@@ -138,7 +138,7 @@ class DataReaderTests(SynchronousTestCase):
         into any reads."""
         data = b"".join(parts) + b"\r\n.\r\nQUIT\r\n"
         bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-        chunks = [data[a:b] for a, b in zip(bounds, bounds[1:])]
+        chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
         outcomes = []
         for fast in (True, False):
             reader = DataReader(size, line, reject)

@@ -365,8 +365,8 @@ class PipeliningTests(_Base):
         self.assertEqual(codes(replies(t)), [b"250 2.1.0"])
         waits[0].callback(Reply(550, "5.1.1", "no"))
         self.assertEqual(codes(replies(t)), [b"550 5.1.1"])
-        from hurricane.smtpd.protocol import Recipient
         from hurricane.smtpd.address import parse_path
+        from hurricane.smtpd.protocol import Recipient
         waits[1].callback(Recipient(parse_path("<c@example.com>", "recipient")[0]))
         self.assertEqual(codes(replies(t)), [b"250 2.1.5", b"354 End"])
 

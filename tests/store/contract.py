@@ -488,7 +488,7 @@ class StoreContractMixin:
         known = [r for r in results if r.delivery_id != ids[0] + 100000]
         self.assertEqual(len(event_ids), len(known))
         self.assertEqual(event_ids, sorted(event_ids))
-        for r, event_id in zip(known, event_ids):
+        for r, event_id in zip(known, event_ids, strict=True):
             [event] = [e for e in await self.store.events(r.delivery_id)
                        if e.event_id == event_id]
             self.assertEqual((event.code, event.text), (r.code, r.text))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 from twisted.internet import reactor
