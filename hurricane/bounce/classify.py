@@ -202,12 +202,12 @@ def detect_command(low: str) -> str:
     """The SMTP command a (lower-cased) reply text says it answered; NONE if unknown."""
     if not _COMMAND_HINT.search(low):
         return "NONE"
-    _last = None
-    for _last in _COMMAND_ANY.finditer(low):
+    last = None
+    for last in _COMMAND_ANY.finditer(low):  # noqa: B007 (read after the loop: the last match)
         pass
-    if _last is None:
+    if last is None:
         return "NONE"
-    m = _COMMAND_RE.match(low, _last.start())
+    m = _COMMAND_RE.match(low, last.start())
     return m.lastgroup if m is not None and m.lastgroup else "NONE"
 
 

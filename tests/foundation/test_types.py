@@ -1,9 +1,9 @@
-"""The package type-checks: ``mypy --strict`` with the mypy_zope plugin.
+"""The package type-checks (``mypy --strict``, mypy_zope plugin) and the tree lints clean.
 
 STYLE.md asks for strict typing, relaxed per module only where a module
 subclasses Twisted's untyped bases; ``[tool.mypy]`` in pyproject.toml holds
 that configuration, and this test holds the code to it in every CI run.
-mypy and mypy-zope are pinned in the ``test`` extra, so a new mypy release
+mypy, mypy-zope and ruff are pinned in the ``test`` extra, so a new release
 cannot turn CI red on its own.
 """
 
@@ -30,3 +30,14 @@ class StrictTypesTests(SynchronousTestCase):
             )
         self.assertEqual(proc.returncode, 0, proc.stdout[-6000:] + proc.stderr[-2000:])
         self.assertIn("Success: no issues found", proc.stdout)
+
+
+class LintTests(SynchronousTestCase):
+    def test_tree_is_ruff_clean(self) -> None:
+        """No ruff finding under pyproject's [tool.ruff] rules (ruff pinned in the test extra)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", "hurricane", "tests",
+             "twisted", "bench"],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        self.assertEqual(proc.returncode, 0, proc.stdout[-6000:] + proc.stderr[-2000:])
