@@ -432,7 +432,7 @@ def stage_ladder(rounds: list[dict[str, Any]], med: Any) -> list[list[str]]:
     return rows
 
 
-def budget_line(med: Any, ladder: bool) -> str | None:
+def budget_line(med: Any, ladder: bool, rounds: list[dict[str, Any]]) -> str | None:
     """What 2x Sisimai allows in CPU per return on this machine, against what is used.
 
     Twice Sisimai's rate on ``os.cpu_count()`` cores leaves at most
@@ -446,21 +446,21 @@ def budget_line(med: Any, ladder: bool) -> str | None:
     rate = med("sisimai")
     if not rate == rate:  # NaN: Sisimai not measured
         return None
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) or 1  # the cores this run may use
     budget = cores * 1e6 / (2 * rate)
     server, worker, load = med("server"), med("worker"), med("loadgen")
     line = (f"CPU budget for 2x Sisimai on {cores} cores: {budget:.0f} µs per return for all "
-            f"processes together, every core busy; the whole server used "
+            f"processes together, every core busy; the whole run used "
             f"{server + worker + load:.0f} (server {server:.0f} + analysis workers "
             f"{worker:.0f} + load generator {load:.0f})")
-    if ladder:
+    if ladder and "analysis" in rounds[0]:
         smtp = med("stage-cpu:twisted")
         write = med("stage-cpu:listener-sqlite") - med("stage-cpu:listener")
         analysis = 1e6 / med("analysis")
         line += (f"; the parts alone already take {smtp + write + analysis + load:.0f} "
                  f"(stock Twisted ESMTP {smtp:.0f} + SQLite write {write:.0f} + analyzer "
                  f"{analysis:.0f} + load generator {load:.0f})")
-    return line + "."
+    return line + " (sums of the medians over the rounds)."
 
 
 def main() -> int:
@@ -613,7 +613,7 @@ def main() -> int:
         print("-- stage ladder (medians; the same returns through each stage alone)")
         for row in ladder:
             print("   " + " | ".join(str(c) for c in row))
-    budget = budget_line(med, bool(ladder))
+    budget = budget_line(med, bool(ladder), rounds)
     if budget:
         print("-- " + budget)
     if not args.no_append:

@@ -77,6 +77,11 @@ def prefill(path: str, n: int) -> None:
     react(lambda r: ensureDeferred(run(r)))
 
 
+def mib(value: float | None) -> str:
+    """A memory figure for the table; n/a when it was never sampled."""
+    return "n/a" if value is None else f"{value:.0f}"
+
+
 def one(n: int, timeout: float) -> list[Any]:
     """Measure one queue size; the table row."""
     base = tempfile.mkdtemp(prefix="bench-scale-")
@@ -117,8 +122,8 @@ def one(n: int, timeout: float) -> list[Any]:
         threading.Thread(target=sample, daemon=True).start()
         ok = wait_for(lambda: sink.accepted() >= n, timeout, 0.02)
         drain_s = time.monotonic() - t_ready
-        wait_for(lambda: rss_2s[0] is not None, 10, 0.05)
         got = sink.accepted()
+        wait_for(lambda: rss_2s[0] is not None, 10, 0.05)
         start_s = t_ready - t0
         peak = max(peak_rss_mib(pid), peak_seen[0])
         end = rss_mib(pid)
@@ -132,10 +137,10 @@ def one(n: int, timeout: float) -> list[Any]:
     rate = (got - base_count) / drain_s
     print(f"N={n:<7} start {start_s:.1f} s ({base_count} sent meanwhile)  drain {rate:7.0f} "
           f"msg/s ({1000 / rate:.2f} ms/msg)  RSS at 2 s "
-          f"{rss_2s[0] or 0:.0f} MiB, peak {peak:.0f}, end {end:.0f}"
+          f"{mib(rss_2s[0])} MiB, peak {peak:.0f}, end {end:.0f}"
           f"{'' if ok else '  INCOMPLETE ' + str(got)}", flush=True)
     return [n, f"{rate:.0f}" + ("" if ok else f" (only {got})"), f"{1000 / rate:.2f}",
-            f"{rss_2s[0] or 0:.0f}", f"{peak:.0f}", f"{end:.0f}"]
+            mib(rss_2s[0]), f"{peak:.0f}", f"{end:.0f}"]
 
 
 def main() -> int:
