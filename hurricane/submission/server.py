@@ -163,11 +163,11 @@ class SubmissionProtocol(HardenedESMTP):
         self.auth_aborted()
         portal = self.factory.portal
         assert portal is not None  # AUTH is not offered (or is refused) without one
-        # (handler, its argument): the callbacks below replace the result.
         d: Deferred[Any] = portal.login(UsernamePassword(username, password), None,
                                         ISubmissionUser)
-        # The reply is sent from wait_for's callback, so it leaves in one
-        # write with the replies to commands pipelined behind the AUTH.
+        # The result becomes (handler, its argument); the reply is sent from
+        # wait_for's callback, so it leaves in one write with the replies to
+        # commands pipelined behind the AUTH.
         d.addCallbacks(lambda result: (self._auth_ok, result),
                        lambda failure: (self._auth_error, failure))
         self.wait_for(d, lambda outcome: outcome[0](outcome[1]))
