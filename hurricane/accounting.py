@@ -87,6 +87,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.logfile import BaseLogFile, DailyLogFile, LogFile
 
+from hurricane.filemodes import PRIVATE_FILE_MODE, is_inside, make_dirs, tighten
 from hurricane.model import EventKind, EventRecord, State
 from hurricane.opsconfig import AccountingConfig
 from hurricane.store.interface import IOutcomeStore
@@ -126,10 +127,17 @@ class CursorFile:
     def load(self) -> int:
         """The stored position; 0 (the start of the feed) when there is no file.
 
+        The cursor directory and file are made owner-only first (they sit in
+        the data directory; see :mod:`hurricane.filemodes`).
+
         Raises:
             ValueError: the file exists but is not a cursor (naming the path);
                 starting from 0 would silently replay the whole history.
+            OSError: the directory or the file exists and its mode cannot be
+                changed.
         """
+        tighten(os.path.dirname(os.path.abspath(self.path)))
+        tighten(self.path)
         try:
             with open(self.path, "rb") as fp:
                 data = json.loads(fp.read().decode("utf-8"))
@@ -149,7 +157,7 @@ class CursorFile:
             OSError: the file could not be written (the old position stays).
         """
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)
         tmp = f"{self.path}.tmp"
         body = json.dumps({"event_id": event_id, "saved_at": now}).encode("ascii") + b"\n"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -459,22 +467,38 @@ def accounting_line(record: EventRecord, node_id: str | None = None) -> bytes:
 # -- the service ----------------------------------------------------------------
 
 
-def open_log_file(path: str, rotate_bytes: int, max_rotated_files: int = 0) -> BaseLogFile:
+#: Mode of an accounting log outside the data directory: readable by the
+#: service's group, so that a log shipper in that group can read it (the
+#: layout of docs/production.md: /var/log/hurricane, 0750).
+SHARED_LOG_MODE = 0o640
+
+
+def open_log_file(path: str, rotate_bytes: int, max_rotated_files: int = 0, *,
+                  private: bool = False) -> BaseLogFile:
     """A rotating log file: by size (``rotate_bytes`` > 0) or daily.
 
     Size rotation renames ``file`` to ``file.1`` (``file.1`` to ``file.2``...)
     and keeps ``max_rotated_files`` of them (0: all); daily rotation renames
     it to ``file.YYYY_MM_DD`` at the first write of a new (local) day.
+
+    Args:
+        private: mode 0600 and missing directories 0700 (a log in the data
+            directory); else 0640 (see :data:`SHARED_LOG_MODE`). The mode is
+            set at every open, so an existing file gets it too.
     """
     path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if private:
+        make_dirs(os.path.dirname(path))
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    mode = PRIVATE_FILE_MODE if private else SHARED_LOG_MODE
     opened: BaseLogFile
     if rotate_bytes > 0:
         opened = LogFile.fromFullPath(path, rotateLength=rotate_bytes,
                                       maxRotatedFiles=max_rotated_files or None,
-                                      defaultMode=0o640)
+                                      defaultMode=mode)
     else:
-        opened = DailyLogFile.fromFullPath(path, defaultMode=0o640)
+        opened = DailyLogFile.fromFullPath(path, defaultMode=mode)
     return opened
 
 
@@ -549,6 +573,9 @@ def build_accounting_service(
     path = accounting.file or os.path.join(data_dir, "accounting.jsonl")
     cursor = CursorFile(os.path.join(data_dir, "cursors", "accounting.json"))
     cursor.load()  # fail before opening anything
-    logfile = open_log_file(path, accounting.rotate_bytes, accounting.max_rotated_files)
+    # Every recipient address is in it: in the data directory it is private
+    # like the rest; a file the operator put elsewhere stays group-readable.
+    logfile = open_log_file(path, accounting.rotate_bytes, accounting.max_rotated_files,
+                            private=is_inside(path, data_dir))
     return AccountingService(store, clock, logfile, cursor, node_id=node_id,
                              poll_interval=accounting.poll_interval, batch=accounting.batch)

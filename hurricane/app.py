@@ -8,7 +8,6 @@ their own.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from hurricane.config import Config
+from hurricane.filemodes import ensure_private_dir
 from hurricane.service import HurricaneService, ListenerService
 
 log = Logger()
@@ -28,12 +28,18 @@ class StartupError(Exception):
     """The server cannot start with this configuration (printed without traceback)."""
 
 
-def _preflight_store(config: Config) -> None:
+def _preflight_store(config: Config, store: Any) -> None:
     """Fail fast, naming the URL, when the store cannot be reached at all.
 
     twistd cannot exit non-zero once the reactor runs, so the common mistakes
     (unwritable data directory, PostgreSQL down, wrong database) are caught
     here, synchronously, before the reactor starts.
+
+    Args:
+        config: gives the URL.
+        store: the engine :func:`store_from_config` built; a SQLite store
+            names its file (a relative URL is relative to ``data_dir``, which
+            only the factory resolves).
     """
     from hurricane.store.factory import redact_url
 
@@ -41,12 +47,12 @@ def _preflight_store(config: Config) -> None:
     if url.startswith("sqlite:"):
         import sqlite3
 
-        path = url.split("sqlite:", 1)[1]
-        if path.startswith("///"):
-            path = path[2:]
+        from hurricane.store.sqlite import prepare_database_files
+
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-            sqlite3.connect(path, timeout=5).close()
+            # The file is created owner-only before SQLite ever opens it.
+            prepare_database_files(store.path)
+            sqlite3.connect(store.path, timeout=5).close()
         except (OSError, sqlite3.Error) as e:
             raise StartupError(f"cannot open store {redact_url(url)}: {e}") from None
     elif url.startswith(("postgresql:", "postgres:")):
@@ -96,15 +102,18 @@ def build_service(
     from hurricane.verp import codec_from_config
 
     try:
-        os.makedirs(config.data_dir, exist_ok=True)
+        # Every message, returned mail, address and key lives here: 0700,
+        # tightened (with a warning) when an existing one is wider.
+        ensure_private_dir(config.data_dir)
     except OSError as e:
-        raise StartupError(f"cannot create data_dir {config.data_dir}: {e.strerror}") from None
-    if preflight:
-        _preflight_store(config)
+        raise StartupError(f"cannot make data_dir {config.data_dir} private: "
+                           f"{e.strerror}") from None
     try:
         store = store_from_config(config, reactor)
     except StoreError as e:
         raise StartupError(str(e)) from None
+    if preflight:
+        _preflight_store(config, store)
     try:
         codec = codec_from_config(config)
     except (OSError, ValueError) as e:

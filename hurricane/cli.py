@@ -9,7 +9,6 @@ configuration error, 1 for a failed operation.
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
 import json
 import os
@@ -183,13 +182,16 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
     """Print one record per (message, recipient)."""
     config = _config(args)
     from hurricane.model import Outcome
+    from hurricane.report.csvexport import CsvWriter
 
     out: TextIO = sys.stdout
 
     async def work(store: Any) -> int:
         writer = None
         if args.format == "csv":
-            writer = csv.writer(out)
+            # The web export's writer: the same cells, formula-safe, from
+            # either path (text in returned mail is the sender's to choose).
+            writer = CsvWriter(out)
             writer.writerow(Outcome.FIELDS)
         after = 0
         while True:
@@ -199,7 +201,7 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
             for record in page:
                 row = record.as_dict()
                 if writer is not None:
-                    writer.writerow(["" if v is None else v for v in row.values()])
+                    writer.writerow(row.values())
                 else:
                     out.write(json.dumps(row) + "\n")
             if len(page) < 1000:

@@ -58,7 +58,7 @@ def makeService(options: Options) -> IService:
         "after", "shutdown", lambda: setattr(reactor, "_exitSignal", None))
 
     if options.config.server.json_log:
-        _add_json_log(options.config.server.json_log)
+        _add_json_log(options.config.server.json_log, options.config.data_dir)
     try:
         service = build_service(options.config, reactor, on_fatal=on_fatal)
     except StartupError as e:
@@ -86,20 +86,29 @@ def _fatal(reactor: Any, message: str) -> None:
         reactor.callWhenRunning(reactor.stop)
 
 
-def _add_json_log(path: str) -> None:
+def _add_json_log(path: str, data_dir: str) -> None:
     """Also write every log event as a JSON line to ``path`` (rotated at 100 MB).
 
     twistd's own ``--logger`` can replace the whole log; this keeps the
-    human-readable log on stdout and adds a machine-readable copy.
+    human-readable log on stdout and adds a machine-readable copy. In the
+    data directory it is owner-only like everything there
+    (:mod:`hurricane.filemodes`); elsewhere the operator's umask decides.
     """
     from twisted.logger import globalLogPublisher, jsonFileLogObserver
     from twisted.python.logfile import LogFile
 
+    from hurricane.filemodes import PRIVATE_FILE_MODE, is_inside, make_dirs
+
     directory = os.path.dirname(os.path.abspath(path))
+    private = is_inside(path, data_dir)
     try:
-        os.makedirs(directory, exist_ok=True)
+        if private:
+            make_dirs(directory)
+        else:
+            os.makedirs(directory, exist_ok=True)
         logfile = LogFile(os.path.basename(path), directory, rotateLength=100_000_000,
-                          maxRotatedFiles=10)
+                          maxRotatedFiles=10,
+                          defaultMode=PRIVATE_FILE_MODE if private else None)
     except OSError as e:
         sys.stderr.write(f"hurricane: [server] json_log: cannot open {path}: {e.strerror}\n")
         raise SystemExit(1) from None

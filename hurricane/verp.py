@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import idna
 
+from hurricane.filemodes import make_dirs, tighten
+
 #: Longest local part allowed by RFC 5321.
 MAX_LOCAL_PART = 64
 #: Mailing id and message id together.
@@ -290,12 +292,15 @@ class VerpCodec:
 
 
 def load_keys(path: str) -> list[VerpKey]:
-    """Read a keys file.
+    """Read a keys file; one readable by other users is made 0600 first (and logged).
 
     Raises:
-        ValueError: naming the file, when it is unreadable or malformed.
+        ValueError: naming the file, when it is unreadable or malformed, or
+            its mode cannot be changed.
     """
     try:
+        # Anyone who reads a key can forge a verified bounce.
+        tighten(path)
         with open(path, encoding="utf-8") as fp:
             data = json.load(fp)
         keys = [
@@ -315,8 +320,8 @@ def load_keys(path: str) -> list[VerpKey]:
 
 
 def save_keys(path: str, keys: Sequence[VerpKey]) -> None:
-    """Write a keys file with mode 0600, atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Write a keys file with mode 0600 (a missing directory 0700), atomically."""
+    make_dirs(os.path.dirname(os.path.abspath(path)))
     data = {
         "keys": [
             {"id": k.key_id, "secret": k.secret.hex(), "created": k.created, "retired": k.retired}

@@ -7,11 +7,13 @@ slow or dead receiver delays only its own endpoint.
 
 Delivery guarantee (at-least-once, in order, per endpoint):
     the endpoint's cursor (``<data_dir>/cursors/webhook-<name>.json``) moves
-    past a batch only after the receiver answered 2xx. A non-2xx answer, a
-    connection error or a timeout retries the *same* events with exponential
-    backoff (``first_backoff`` doubling up to ``max_backoff``), forever: events
-    are never dropped. A crash between the 2xx and the cursor write sends the
-    batch again; receivers de-duplicate on ``event_id``.
+    past a batch only after the receiver answered 2xx. A non-2xx answer (a
+    3xx included: redirects are never followed, the log names the
+    ``Location``), a connection error or a timeout retries the *same* events
+    with exponential backoff (``first_backoff`` doubling up to
+    ``max_backoff``), forever: events are never dropped. A crash between the
+    2xx and the cursor write sends the batch again; receivers de-duplicate on
+    ``event_id``.
 
 The request::
 
@@ -56,6 +58,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 
 import hurricane
 from hurricane.accounting import DEFAULT_GAP_GRACE, CursorFile, EventFeed, _iso
@@ -80,16 +83,30 @@ SIGNATURE_HEADER = "X-Hurricane-Signature"
 TIMESTAMP_HEADER = "X-Hurricane-Timestamp"
 #: Seconds a receiver should accept between the timestamp and its own clock.
 DEFAULT_TOLERANCE = 300.0
+#: Octets of a redirect's Location kept for the log.
+_LOCATION_SHOWN = 200
 
 
 class WebhookError(Exception):
-    """The receiver did not take a batch (non-2xx); the batch will be sent again."""
+    """The receiver did not take a batch (non-2xx); the batch will be sent again.
+
+    Args:
+        message: what happened, for the log and the stats.
+        code: the HTTP status.
+        location: the ``Location`` of a 3xx (cut, as received), else None.
+    """
+
+    def __init__(self, message: str, code: int, location: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.location = location
 
 
 class HTTPResponse(Protocol):
     """What the webhooks need of a treq response."""
 
     code: int
+    headers: Headers
 
     def content(self) -> Deferred[bytes]:
         """The whole body."""
@@ -98,7 +115,8 @@ class HTTPResponse(Protocol):
 class HTTPPoster(Protocol):
     """What the webhooks need of ``treq.client.HTTPClient`` (or ``StubTreq``)."""
 
-    def post(self, url: str, data: bytes, headers: dict[str, str]) -> Deferred[Any]:
+    def post(self, url: str, data: bytes, headers: dict[str, str], *,
+             allow_redirects: bool) -> Deferred[Any]:
         """POST ``data``; fires with an :class:`HTTPResponse`."""
 
 
@@ -247,7 +265,7 @@ class WebhookService(EventFeed):
         self.wanted = frozenset(config.events)
         self.posts = 0
         self.sent = 0
-        self._request: Deferred[tuple[int, bytes]] | None = None
+        self._request: Deferred[tuple[int, str | None, bytes]] | None = None
 
     def wants(self, record: EventRecord) -> bool:
         """Whether this endpoint receives an event (mode and ``events`` filter)."""
@@ -278,21 +296,34 @@ class WebhookService(EventFeed):
         request.addTimeout(self.config.timeout, self.clock)
         self._request = request
         try:
-            code, content = await request
+            code, location, content = await request
         finally:
             self._request = None
+        if 300 <= code < 400:
+            # Not followed (see _post): the batch is retried like any other
+            # failure until the URL is fixed; the log says where it pointed.
+            raise WebhookError(f"HTTP {code} from {self.config.url}, a redirect to "
+                               f"{location!r}: redirects are not followed", code, location)
         if not 200 <= code < 300:
             snippet = content[:200].decode("utf-8", "replace")
-            raise WebhookError(f"HTTP {code} from {self.config.url}: {snippet}")
+            raise WebhookError(f"HTTP {code} from {self.config.url}: {snippet}", code)
         self.posts += 1
         self.sent += len(items)
         log.debug("{feed}: {count} events accepted by {url}", feed=self.name,
                   count=len(items), url=self.config.url)
 
-    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        response = await self.http.post(self.config.url, data=body, headers=headers)
+    async def _post(self, body: bytes, headers: dict[str, str]
+                    ) -> tuple[int, str | None, bytes]:
+        # Never follow a redirect: treq would send the signed batch (or, for
+        # a 303, a GET with the signature headers) wherever the receiver
+        # points, an internal URL included, and count that answer's 2xx as
+        # delivered. The configured URL is the only one that may take events.
+        response = await self.http.post(self.config.url, data=body, headers=headers,
+                                        allow_redirects=False)
         content = await response.content()  # read it all: frees the connection
-        return response.code, content
+        locations = response.headers.getRawHeaders(b"location") or [b""]
+        location = locations[0][:_LOCATION_SHOWN].decode("utf-8", "replace") or None
+        return response.code, location, content
 
     def stopService(self) -> Deferred[None] | None:
         """Stop; a request in flight is cancelled (its batch is sent after restart)."""

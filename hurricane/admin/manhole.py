@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import os
 import pprint
-import stat
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -68,6 +67,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hurricane.config import Config
+from hurricane.filemodes import make_dirs, tighten
 from hurricane.passwords import verify_password
 from hurricane.service import HurricaneService, ListenerService
 
@@ -113,7 +113,7 @@ def ensure_host_key(path: str) -> keys.Key:
         keys.BadKeyError: the file is not a private key.
     """
     if not os.path.exists(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        make_dirs(os.path.dirname(os.path.abspath(path)))
         private = ed25519.Ed25519PrivateKey.generate()
         pem = private.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.OpenSSH,
@@ -127,11 +127,7 @@ def ensure_host_key(path: str) -> keys.Key:
             os.close(fd)
         os.replace(tmp, path)
         log.info("generated the admin console host key {path}", path=path)
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        os.chmod(path, 0o600)
-        log.warn("host key {path} was readable by others (mode {mode:o}); made it 0600",
-                 path=path, mode=mode)
+    tighten(path)
     key: keys.Key = keys.Key.fromFile(path)
     log.info("admin console host key {fingerprint}",
              fingerprint=key.fingerprint(keys.FingerprintFormats.SHA256_BASE64))

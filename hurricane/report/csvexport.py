@@ -1,7 +1,12 @@
-"""Streaming CSV answers: keyset pages written as they come, with flow control.
+"""CSV for people's spreadsheets: one cell format, and streaming web answers.
 
-A million rows never sit in memory: each page is read from the store,
-written to the request and dropped; while the client reads slowly the
+Every CSV Hurricane writes (the web exports here, ``hurricane outcomes
+--format csv``) goes through :class:`CsvWriter`, so a cell looks the same
+whichever path wrote it, and text from the outside world (returned mail,
+remote SMTP replies, addresses) never reaches a spreadsheet as a formula.
+
+Streaming: a million rows never sit in memory: each page is read from the
+store, written to the request and dropped; while the client reads slowly the
 transport pauses us (:class:`FlowControl` is the request's push producer) and
 the next page is not even read until it resumes. A client that goes away
 stops the export.
@@ -11,39 +16,77 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.web.server import Request
 from zope.interface import implementer
 
-__all__ = ["FlowControl", "stream_csv", "csv_cell"]
+if TYPE_CHECKING:
+    # Only a type here: the CLI imports this module without twisted.web.
+    from twisted.web.server import Request
+
+__all__ = ["CsvWriter", "FlowControl", "stream_csv", "csv_cell"]
 
 log = Logger()
 
-#: Leading characters that make spreadsheets evaluate a cell as a formula.
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+#: Leading characters that make a spreadsheet read a cell as a formula
+#: (OWASP "CSV Injection": = + - @, tab and carriage return), with line feed
+#: and the fullwidth forms of the four signs, which cost nothing to escape.
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
-def csv_cell(value: Any) -> Any:
-    """A value made safe for spreadsheets: text starting like a formula gets a quote.
+def csv_cell(value: Any) -> str:
+    """The text of one CSV cell, made safe for spreadsheets.
+
+    None is empty, booleans are ``true``/``false`` (as in the JSON exports),
+    other values are their ``str`` (a ``str`` enum its value). Text that
+    starts with a formula character, or whose first non-blank character is
+    one (``" =HYPERLINK(...)"``), gets a leading ``'``, which spreadsheets
+    take as "this is text" (OWASP). Numbers go through the same rule: no
+    exported number is negative, and a cell never starts with ``-``.
 
     Args:
         value: one field.
 
     Returns:
-        The value to write ("" for None).
+        The cell's text.
     """
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(_FORMULA):
-        return "'" + value
-    return value
+    # str(value) of a (str, Enum) member is "Class.member"; its text is the value.
+    text = str.__str__(value) if isinstance(value, str) else str(value)
+    if text.startswith(_FORMULA) or text.lstrip().startswith(_FORMULA):
+        return "'" + text
+    return text
+
+
+class _TextOut(Protocol):
+    def write(self, text: str, /) -> Any: ...
+
+
+class CsvWriter:
+    """``csv.writer`` (CRLF line ends, RFC 4180 quoting) with every cell through
+    :func:`csv_cell`: the one CSV writer of the web exports and the CLI.
+
+    Args:
+        out: where the text goes (a file, ``sys.stdout``, a StringIO).
+    """
+
+    def __init__(self, out: _TextOut) -> None:
+        self._writer = csv.writer(out, lineterminator="\r\n")
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        """Write one row (header rows too: a column name is a cell like any other)."""
+        self._writer.writerow([csv_cell(v) for v in row])
+
+    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+        """Write several rows."""
+        self._writer.writerows([[csv_cell(v) for v in row] for row in rows])
 
 
 @implementer(IPushProducer)
@@ -104,7 +147,7 @@ async def stream_csv(request: Request, filename: str, header: Sequence[str],
     request.registerProducer(flow, True)
     request.notifyFinish().addErrback(lambda _: flow.stopProducing())
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = CsvWriter(buffer)
     writer.writerow(header)
     request.write(buffer.getvalue().encode("utf-8"))
     count = 0
@@ -116,7 +159,7 @@ async def stream_csv(request: Request, filename: str, header: Sequence[str],
                 return count
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows([[csv_cell(v) for v in row] for row in rows])
+            writer.writerows(rows)
             request.write(buffer.getvalue().encode("utf-8"))
             count += len(rows)
     finally:

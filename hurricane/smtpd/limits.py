@@ -28,8 +28,11 @@ class ServerLimits:
             message (554 5.3.4 after the dot) but the session stays in DATA.
         idle_timeout: seconds to wait for each command (421 4.4.2 after).
         max_errors: error replies before 421 4.7.0 and close.
-        max_connections_per_ip: concurrent connections from one address.
-        max_connections: concurrent connections in all.
+        max_connections_per_ip: concurrent connections from one address,
+            among those the listener counts (:class:`ConnectionLimiter`;
+            submission counts neither trusted networks nor authenticated
+            connections).
+        max_connections: concurrent connections in all, counted or not.
         reject_bare_line_endings: True refuses a message holding a bare CR or
             LF (550 5.6.2 after the dot); False turns each into CRLF.
     """
@@ -68,9 +71,18 @@ class ServerLimits:
 class ConnectionLimiter:
     """Counts open connections per client address and in total.
 
+    Every connection takes one of the ``total`` slots. The per-address limit
+    counts only the connections that are subject to it: its job is to stop
+    one unknown client from holding the listener, not to cap the operator's
+    own applications. A connection admitted with ``per_ip=False`` (a trusted
+    network) never counts against its address, and one that proves who it is
+    (AUTH) stops counting through :meth:`leave_per_ip` while keeping its
+    global slot. Postfix does the same for ``$mynetworks``
+    (``smtpd_client_connection_limit_exceptions``).
+
     Args:
-        per_ip: most connections one address may hold.
-        total: most connections in all.
+        per_ip: most counted connections one address may hold.
+        total: most connections in all, counted or not.
     """
 
     def __init__(self, per_ip: int, total: int) -> None:
@@ -79,26 +91,56 @@ class ConnectionLimiter:
         self._by_ip: Counter[str] = Counter()
         self._count = 0
 
-    def admit(self, ip: str) -> bool:
+    def admit(self, ip: str, *, per_ip: bool = True) -> bool:
         """Take a slot for ``ip``.
 
+        Args:
+            ip: the client address.
+            per_ip: whether this connection counts against ``ip``'s limit.
+
         Returns:
-            False (and nothing taken) when either limit is reached.
+            False (and nothing taken) when a limit that applies is reached.
         """
-        if self._count >= self.total or self._by_ip[ip] >= self.per_ip:
+        if self._count >= self.total:
             return False
-        self._by_ip[ip] += 1
+        if per_ip:
+            if self._by_ip[ip] >= self.per_ip:
+                return False
+            self._by_ip[ip] += 1
         self._count += 1
         return True
 
-    def release(self, ip: str) -> None:
-        """Give back a slot taken by :meth:`admit`."""
+    def leave_per_ip(self, ip: str) -> None:
+        """Stop counting one admitted, counted connection against ``ip``'s limit.
+
+        The connection keeps its slot in the total until :meth:`release`
+        (with ``per_ip=False``).
+        """
+        self._drop(ip)
+
+    def release(self, ip: str, *, per_ip: bool = True) -> None:
+        """Give back a slot taken by :meth:`admit`.
+
+        Args:
+            ip: the client address.
+            per_ip: whether the connection still counts against ``ip``'s
+                limit (admitted with ``per_ip=True`` and never passed to
+                :meth:`leave_per_ip`).
+        """
+        if per_ip:
+            self._drop(ip)
+        self._count -= 1
+
+    def _drop(self, ip: str) -> None:
         if self._by_ip[ip] <= 1:
             del self._by_ip[ip]
         else:
             self._by_ip[ip] -= 1
-        self._count -= 1
 
     def count(self, ip: str | None = None) -> int:
-        """Open connections from ``ip``, or in total when None."""
+        """Counted connections from ``ip``, or every open connection when None."""
         return self._count if ip is None else self._by_ip.get(ip, 0)
+
+    def is_full(self) -> bool:
+        """Whether the total is reached (no connection can be admitted)."""
+        return self._count >= self.total

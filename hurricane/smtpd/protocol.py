@@ -203,6 +203,9 @@ class HardenedESMTP(ESMTP):
         self._buffer = b""
         self._reader: DataReader | None = None
         self._admitted = False
+        #: The connection counts against its address's limit (see
+        #: HardenedFactory.counts_per_ip and leave_per_ip_limit).
+        self._per_ip = False
         self._closing = False
         self._lost = False
         self._paused = False
@@ -218,13 +221,18 @@ class HardenedESMTP(ESMTP):
         """Greet the client, or turn it away when a connection limit is reached."""
         self.session = Session(peer=peer_ip(self.transport))
         self.canStartTLS = ITLSTransport.providedBy(self.transport) and self.ctx is not None
-        if not self.factory.connections.admit(self.session.peer):
-            log.info("refused connection from {peer}: connection limit", peer=self.session.peer)
+        connections = self.factory.connections
+        per_ip = self.factory.counts_per_ip(self.session.peer)
+        if not connections.admit(self.session.peer, per_ip=per_ip):
+            log.info("refused connection from {peer}: {limit} connection limit",
+                     peer=self.session.peer,
+                     limit="global" if connections.is_full() else "per-address")
             self.send_reply(Reply(421, "4.7.0", f"{self.hostname} Error: too many connections, "
                                                 "try again later"))
             self.close()
             return
         self._admitted = True
+        self._per_ip = per_ip
         # Every reply is a complete answer the client waits for: never hold
         # one back for the client's ACK of the previous (Nagle's algorithm).
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -240,8 +248,16 @@ class HardenedESMTP(ESMTP):
         self._reader = None
         if self._admitted:
             self._admitted = False
-            self.factory.connections.release(self.session.peer)
+            self.factory.connections.release(self.session.peer, per_ip=self._per_ip)
+            self._per_ip = False
         ESMTP.connectionLost(self, reason)
+
+    def leave_per_ip_limit(self) -> None:
+        """Stop counting this connection against its address's limit (it keeps its
+        place in the global one); for a client that has proved who it is."""
+        if self._admitted and self._per_ip:
+            self._per_ip = False
+            self.factory.connections.leave_per_ip(self.session.peer)
 
     def timeoutConnection(self) -> None:
         """Idle timeout: say 421 4.4.2 and close (RFC 5321 4.5.3.2)."""
@@ -738,3 +754,12 @@ class HardenedFactory(ServerFactory["HardenedESMTP"]):
     def buildProtocol(self, addr: IAddress | None) -> HardenedESMTP:
         """A new protocol bound to this factory."""
         return self.protocol(self)
+
+    def counts_per_ip(self, ip: str) -> bool:
+        """Whether a connection from ``ip`` counts against ``max_connections_per_ip``.
+
+        Every connection does here; a listener with clients of its own
+        (submission's trusted networks) exempts them. The global
+        ``max_connections`` applies to all.
+        """
+        return True

@@ -28,11 +28,12 @@ from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
+from hurricane.filemodes import create_private_file, tighten
 from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
 from hurricane.store.txn import Row, run_sync
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "prepare_database_files"]
 
 log = Logger()
 
@@ -53,6 +54,31 @@ def _check_open(conn: sqlite3.Connection) -> None:
     """
     if not conn.in_transaction:
         raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
+
+
+#: The files SQLite keeps next to the database (WAL mode, and the rollback
+#: journal of a database last used in another mode).
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def prepare_database_files(path: str) -> None:
+    """Make the database file and its companions owner-only before SQLite opens them.
+
+    SQLite creates a new database with mode 0644 (less the umask) and gives
+    its ``-wal`` and ``-shm`` files the mode of the database file, so the
+    database is created here first with mode 0600 (its directory 0700 when
+    it is missing); files left wider by an older version are tightened,
+    with a warning (:mod:`hurricane.filemodes`).
+
+    Args:
+        path: the database file.
+
+    Raises:
+        OSError: a file cannot be created or its mode changed.
+    """
+    create_private_file(path)
+    for suffix in _SIDECARS:
+        tighten(path + suffix)
 
 
 class _SqliteTxn:
@@ -139,7 +165,7 @@ class SqliteStore(SqlStore):
         conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     async def _connect(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        prepare_database_files(self.path)
         self._pool = adbapi.ConnectionPool(
             "sqlite3", self.path, cp_min=1, cp_max=1, cp_openfun=self._on_connect,
             cp_reactor=self._pool_reactor, check_same_thread=False,

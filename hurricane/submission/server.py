@@ -175,6 +175,11 @@ class SubmissionProtocol(HardenedESMTP):
     def _auth_ok(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         _iface, user, _logout = result
         self.session.user = user.name
+        # An application that proved who it is may hold as many connections
+        # as it needs (its pool), within the global cap: the per-address
+        # limit is for clients nobody knows. The greeting could not wait for
+        # this (see SubmissionFactory.counts_per_ip).
+        self.leave_per_ip_limit()
         log.info("AUTH ok for {user} from {peer}", user=user.name, peer=self.session.peer)
         self.send_reply(Reply(235, "2.7.0", "Authentication successful"))
 
@@ -295,6 +300,23 @@ class SubmissionFactory(HardenedFactory):
         self.portal = portal
         self.policy = SubmissionPolicy(config.trusted_networks, config.require_auth)
         self.throttle = AuthThrottle(clock, config.max_auth_failures, config.auth_block_seconds)
+
+    def counts_per_ip(self, ip: str) -> bool:
+        """Trusted networks are exempt from ``max_connections_per_ip``; others count.
+
+        The operator's own application hosts open connection pools larger
+        than a per-client limit meant for strangers (Postfix exempts
+        ``$mynetworks`` the same way), even with ``require_auth``, where
+        they must still authenticate to send. Everyone else counts from the
+        greeting until AUTH succeeds (:meth:`SubmissionProtocol._auth_ok`):
+        the greeting has to be decided before anyone can authenticate, and
+        greeting strangers beyond the limit would let one address fill
+        ``max_connections``, which the limit exists to prevent. So a pool
+        from an untrusted host grows past the limit as its connections
+        authenticate, with at most ``max_connections_per_ip`` of them
+        between greeting and AUTH at a time.
+        """
+        return not self.policy.is_trusted(ip)
 
 
 def build_submission_factory(

@@ -8,7 +8,11 @@ import subprocess
 import sys
 import tempfile
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.report.helpers import HOSTILE_TEXTS, check_csv_cells
 
 
 def run(*args: str, cwd: str | None = None, stdin: str | None = None
@@ -148,3 +152,37 @@ class StoreCommandTests(SynchronousTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(verify_password("hunter2", r.stdout.strip()))
         self.assertFalse(verify_password("hunter3", r.stdout.strip()))
+
+
+class OutcomesCsvTests(TestCase):
+    """``hurricane outcomes --format csv`` writes the web export's formula-safe cells."""
+
+    async def _hostile(self) -> None:
+        from hurricane.config import load_config
+        from hurricane.store.sqlite import SqliteStore
+        from tests.report.helpers import store_hostile
+
+        config = make_config()
+        path = load_config(config).store_url.split("sqlite://", 1)[1]
+        store = SqliteStore(path, reactor)
+        await store.open()
+        try:
+            await store_hostile(store)
+        finally:
+            await store.close()
+        env = {k: v for k, v in os.environ.items() if k != "HURRICANE_CONFIG"}
+        # Bytes: text=True would read a CR inside a quoted cell as a line end.
+        out = await threads.deferToThread(
+            subprocess.run,
+            [sys.executable, "-m", "hurricane.cli", "outcomes", "--config", config,
+             "--format", "csv"], capture_output=True, timeout=120, env=env)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        text = out.stdout.decode("utf-8")
+        records = check_csv_cells(self, text)
+        self.assertEqual(len(records), len(HOSTILE_TEXTS))
+        self.assertTrue(text.startswith("queue_id,delivery_id,recipient,state"))
+
+    def test_hostile_text(self) -> Deferred[None]:
+        """The same hostile reply texts as the web test never start a cell as a formula;
+        booleans are true/false as on the web."""
+        return Deferred.fromCoroutine(self._hostile())

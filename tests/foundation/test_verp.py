@@ -174,6 +174,26 @@ class VerpKeyFileTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertEqual(load_or_create_keys(path), keys)
 
+    def test_wide_file_tightened(self) -> None:
+        """A keys file readable by others (an older version, a copy) is made 0600 when read."""
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "verp-keys.json")
+        keys = load_or_create_keys(path)
+        os.chmod(path, 0o644)
+        self.assertEqual(load_or_create_keys(path), keys)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    def test_missing_directory_private(self) -> None:
+        """A keys file whose directory is missing gets that directory with mode 0700."""
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "new", "verp-keys.json")
+        old = os.umask(0o022)
+        try:
+            load_or_create_keys(path)
+        finally:
+            os.umask(old)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
+
     def test_rotate(self) -> None:
         """Rotation adds a key and optionally retires old ones."""
         d = tempfile.mkdtemp()

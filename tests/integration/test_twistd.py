@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -44,10 +45,12 @@ def wait_for(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -> 
 class TwistdTests(SynchronousTestCase):
     """The server starts on defaults and on the shipped config, and stops cleanly."""
 
-    def run_server(self, args: list[str], cwd: str) -> list[str]:
+    def run_server(self, args: list[str], cwd: str,
+                   while_running: Callable[[], None] = lambda: None) -> list[str]:
         proc = start(args, cwd)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         lines = wait_for(proc, "hurricane started")
+        while_running()
         listeners = {(m[1], m[2]) for m in map(LISTENING.search, lines) if m}
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
@@ -68,6 +71,29 @@ class TwistdTests(SynchronousTestCase):
         data = Path(cwd, "hurricane-data")
         self.assertTrue((data / "hurricane.db").exists())
         self.assertEqual((data / "verp-keys.json").stat().st_mode & 0o777, 0o600)
+
+    def test_data_private(self) -> None:
+        """While it runs: data directory 0700; database, -wal, -shm, keys and JSON log 0600."""
+        cwd = tempfile.mkdtemp()
+        data = Path(cwd, "hurricane-data")
+        Path(cwd, "h.toml").write_text('[server]\njson_log = "hurricane-data/app.json"\n')
+        modes: dict[str, int] = {}
+
+        def look() -> None:
+            # -wal and -shm exist only while the database is open.
+            modes.update({p.name: p.stat().st_mode & 0o777 for p in data.iterdir()})
+            modes["."] = data.stat().st_mode & 0o777
+
+        old = os.umask(0o022)  # twistd -n keeps the umask it was started with
+        try:
+            self.run_server(["--config", "h.toml"], cwd, look)
+        finally:
+            os.umask(old)
+        self.assertEqual(modes.pop("."), 0o700)
+        self.assertTrue({"hurricane.db", "hurricane.db-wal", "hurricane.db-shm",
+                         "verp-keys.json", "app.json"} <= set(modes), modes)
+        self.assertEqual({name: 0o700 if (data / name).is_dir() else 0o600 for name in modes},
+                         modes)
 
     def test_shipped_config(self) -> None:
         """``--config etc/hurricane.toml`` starts too (data under the working directory)."""

@@ -183,6 +183,20 @@ class EventFeedTests(SynchronousTestCase):
             fp.write("{not json")
         self.assertRaises(ValueError, cursor.load)
 
+    def test_cursor_directory_private(self) -> None:
+        """The cursors directory is created 0700; a wider one (and file) is tightened by load()."""
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        path = os.path.join(self.dir, "cursors", "c.json")
+        CursorFile(path).save(7, T0)
+        directory = os.path.dirname(path)
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
+        os.chmod(directory, 0o755)
+        os.chmod(path, 0o644)
+        self.assertEqual(CursorFile(path).load(), 7)
+        self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
     def successResultOf_or_none(self, feed: EventFeed) -> None:
         """Stop ``feed`` and check that nothing is left on the clock."""
         result = feed.stopService()
@@ -356,6 +370,30 @@ class AccountingServiceTests(SynchronousTestCase):
         assert svc is not None
         self.assertIsInstance(svc.logfile, LogFile)
         svc.logfile.close()
+
+    def test_file_modes(self) -> None:
+        """The log is 0600 in the data directory (even if it was wider), 0640 elsewhere."""
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        inside = os.path.join(self.dir, "accounting.jsonl")
+        with open(inside, "wb"):
+            pass
+        os.chmod(inside, 0o644)  # left by an older version
+        for rotate_bytes in (0, 10**6):
+            svc = build_accounting_service(
+                AccountingConfig(enabled=True, rotate_bytes=rotate_bytes),
+                self.store, self.clock, self.dir)
+            assert svc is not None
+            svc.logfile.close()
+            self.assertEqual(stat.S_IMODE(os.stat(inside).st_mode), 0o600, rotate_bytes)
+        # A file the operator put elsewhere (e.g. /var/log/hurricane) stays
+        # readable by the service's group, for a log shipper.
+        outside = os.path.join(temp_path(self), "log", "acct.jsonl")
+        svc = build_accounting_service(AccountingConfig(enabled=True, file=outside),
+                                       self.store, self.clock, self.dir)
+        assert svc is not None
+        svc.logfile.close()
+        self.assertEqual(stat.S_IMODE(os.stat(outside).st_mode), 0o640)
 
     def test_config_problems(self) -> None:
         """AccountingConfig reports its invalid values by key."""

