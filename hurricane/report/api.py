@@ -177,7 +177,7 @@ class ApiResource(Resource):
         parts = parts[1:]
         method = request.method.decode("ascii", "replace")
         write = method not in ("GET", "HEAD")
-        self.access.api_client(request, write)
+        await self.access.api_client(request, write)
         head = parts[0] if parts else ""
         rest = parts[1:]
         if head == "messages" and not rest and method == "POST":
@@ -343,7 +343,7 @@ class ApiResource(Resource):
                     sender = ""
         elif sender != "":
             sender = _address(sender, "sender")
-        client = f"api token={self.access_name(request)}"
+        client = f"api token={await self.access_name(request)}"
         message = NewMessage(
             sender=sender, recipients=tuple(rcpts), body=prepared.body,
             mailing_id=prepared.mailing_id, message_id=prepared.message_id,
@@ -370,9 +370,9 @@ class ApiResource(Resource):
             ],
         })
 
-    def access_name(self, request: Request) -> str:
-        """The token name the request was authorised with (already checked)."""
-        return self.access.api_client(request, True)
+    async def access_name(self, request: Request) -> str:
+        """The token name the request was authorised with (already checked: a cache hit)."""
+        return await self.access.api_client(request, True)
 
     # -- reading ----------------------------------------------------------------
 

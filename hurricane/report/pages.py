@@ -196,7 +196,7 @@ class ReportPages(Resource):
 
     async def handle(self, request: Request) -> None:
         """Log in, then route by method and path."""
-        user = self.access.page_user(request)
+        user = await self.access.page_user(request)
         parts = [unquote(p.decode("utf-8", "replace")) for p in request.postpath or []]
         while parts and parts[-1] == "":
             parts.pop()

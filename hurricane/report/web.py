@@ -16,11 +16,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from hurricane.config import Config
+from hurricane.credentials import FailureLimiter, SecretVerifier, inline_runner
 from hurricane.report.api import ApiResource
-from hurricane.report.auth import AccessPolicy, Denied
+from hurricane.report.auth import AccessPolicy
 from hurricane.report.metrics import Metrics, MetricsResource
 from hurricane.report.pages import ReportPages
-from hurricane.report.resource import security_headers
+from hurricane.report.resource import HttpError, run_async
 
 __all__ = ["HurricaneSite", "build_web_site"]
 
@@ -37,21 +38,30 @@ class _GuardedMetrics(Resource):
         self.access = access
         self.inner = inner
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> Any:
         """Check access, then render the metrics."""
-        security_headers(request)
-        try:
-            self.access.metrics_allowed(request)
-        except Denied as e:
-            request.setResponseCode(e.code)
-            if e.challenge is not None:
-                request.setHeader(b"www-authenticate", e.challenge)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return e.message.encode("utf-8") + b"\n"
+        return run_async(request, self.handle, self._error)
+
+    async def handle(self, request: Request) -> None:
+        """Check access (it may wait for the password pool), then answer."""
+        await self.access.metrics_allowed(request)
         if request.method not in (b"GET", b"HEAD"):
-            request.setResponseCode(405)
-            return b"Use GET.\n"
-        return self.inner.render_GET(request)
+            raise HttpError(405, "Use GET.")
+        body = self.inner.render_GET(request)
+        if request.method == b"GET":
+            request.write(body)
+        request.finish()
+
+    @staticmethod
+    def _error(request: Request, code: int, message: str, field: str | None,
+               challenge: bytes | None) -> None:
+        del field
+        request.setResponseCode(code)
+        if challenge is not None:
+            request.setHeader(b"www-authenticate", challenge)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.write(message.encode("utf-8") + b"\n")
+        request.finish()
 
 
 class _Root(Resource):
@@ -108,26 +118,35 @@ class HurricaneSite(Site):
 def build_web_site(config: Config, store: Any, clock: IReactorTime, *,
                    on_enqueued: Callable[[], None], codec: Any = None,
                    metrics: Metrics | None = None, hostname: str | None = None,
-                   csrf_secret: bytes | None = None) -> HurricaneSite:
+                   csrf_secret: bytes | None = None,
+                   verifier: SecretVerifier | None = None) -> HurricaneSite:
     """Build the site serving the report, ``/api/v1`` and ``/metrics``.
 
     Args:
         config: the whole configuration (``[web]``, submission limits, hostname).
         store: the opened IOutcomeStore.
-        clock: the injected reactor time (windows, submission time, collector).
+        clock: the injected reactor time (windows, submission time, collector,
+            the failed-login window).
         on_enqueued: called after each committed API injection (the scheduler's wake()).
         codec: the VERP codec (reserved; the report shows stored identifiers only).
         metrics: a Metrics to expose (one is built on ``store`` and ``clock`` if None).
         hostname: the name for Message-IDs added to injected mail
             (default ``config.server.hostname``).
         csrf_secret: the CSRF key (random per process if None; tests pass one).
+        verifier: verifies passwords and tokens; the server passes one on a
+            thread pool. None verifies inline, on the caller's thread: for
+            tests and tools only.
 
     Returns:
         The Site; listen with it on each ``config.web.listen`` endpoint.
     """
     del codec  # reserved
     web = config.web
-    access = AccessPolicy(web.listen, web.tokens, web.users, csrf_secret)
+    if verifier is None:
+        verifier = SecretVerifier(inline_runner)
+    limiter = FailureLimiter(clock, web.max_auth_failures, web.auth_block_seconds)
+    access = AccessPolicy(web.listen, web.tokens, web.users, verifier=verifier,
+                          limiter=limiter, csrf_secret=csrf_secret)
     if metrics is None:
         metrics = Metrics(store, clock)
     pages = ReportPages(store, clock, access)
@@ -140,4 +159,10 @@ def build_web_site(config: Config, store: Any, clock: IReactorTime, *,
     if not access.loopback_only and not web.users:
         log.warn("[web] listens on {listen} (not loopback) and [web.users] is empty: the "
                  "report pages will answer 403", listen=", ".join(web.listen))
+    if access.tokens.pbkdf2_names:
+        log.warn("[web.tokens] {names}: hashed with pbkdf2, so every wrong token costs "
+                 "{count} pbkdf2 verifications in the thread pool; replace them with "
+                 "'hurricane passwd --token' (sha256$...)",
+                 names=", ".join(access.tokens.pbkdf2_names),
+                 count=len(access.tokens.pbkdf2_names))
     return site
