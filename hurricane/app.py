@@ -181,6 +181,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     """Workers first (they start after the store), listeners last."""
     from hurricane.bounce.analyze import AnalysisLimits, analyze
     from hurricane.bounce.classify import ReplyClassifier
+    from hurricane.credentials import SecretVerifier
     from hurricane.inbound.processor import BounceProcessor
     from hurricane.inbound.server import build_bounce_factory
     from hurricane.inbound.workers import AnalysisProcessPool
@@ -201,6 +202,13 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
 
     work = ThreadPoolService(reactor, "hurricane-work", max_threads=4)
     work.setServiceParent(root)
+    # Password hashing gets a pool of its own: a flood of wrong passwords
+    # (each pbkdf2 ~40 ms) then waits for two threads instead of taking the
+    # pool that signs DKIM and analyzes bounces, and never the reactor.
+    auth = ThreadPoolService(reactor, "hurricane-auth", max_threads=2)
+    auth.setServiceParent(root)
+    verifier = SecretVerifier(auth.run)
+    root.components["verifier"] = verifier
 
     try:
         dkim = (DkimSigner.from_config(config.delivery.dkim,
@@ -249,7 +257,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     try:
         submission = build_submission_factory(
             config.submission, store, hostname, reactor, on_enqueued=outbound.wake,
-            run_hash=work.run,
+            verifier=verifier,
         )
         bounce = build_bounce_factory(
             config.bounce, codec, store, hostname, reactor, on_stored=processor.submit,
@@ -290,7 +298,8 @@ def _build_web_and_admin(root: HurricaneService, config: Config, reactor: Any,
 
     try:
         site = build_web_site(config, root.store, reactor, on_enqueued=outbound.wake,
-                              codec=root.components["codec"])
+                              codec=root.components["codec"],
+                              verifier=root.components["verifier"])
         admin = build_manhole_service(config, root, reactor)
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None

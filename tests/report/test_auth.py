@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane import passwords
@@ -187,3 +188,37 @@ class ProxyTests(SynchronousTestCase):
         headers = {"X-Forwarded-For": ["198.51.100.1"], **bearer(TOKEN)}
         response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=headers))
         self.assertEqual(response.code, 200)
+
+
+class WiringTests(SynchronousTestCase):
+    """The server gives the web site and submission one verifier on a thread pool."""
+
+    def test_build_service(self) -> None:
+        """build_service wires one pool-backed verifier into the site, AUTH and the manhole."""
+        import os
+        import tempfile
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from hurricane.app import build_service
+        from hurricane.config import config_from_dict
+        from hurricane.passwords import hash_password
+
+        data_dir = tempfile.mkdtemp()
+        self.addCleanup(__import__("shutil").rmtree, data_dir, True)
+        config = config_from_dict({
+            "server": {"data_dir": data_dir},
+            "store": {"url": "sqlite:///" + os.path.join(data_dir, "h.db")},
+            "submission": {"users": {"app": hash_password("pw", iterations=1000)}},
+        })
+        root = build_service(config, MemoryReactorClock(), on_fatal=lambda _: None,
+                             preflight=False)
+        verifier = root.components["verifier"]
+        self.assertIs(root.components["site"].access.verifier, verifier)
+        factories = [s.factory for s in root if getattr(s, "kind", None) == "submission"]
+        (checker,) = factories[0].portal.checkers.values()
+        self.assertIs(checker.book.verifier, verifier)
+        # The pool has not started: a verification waits for it instead of
+        # running on this (the reactor's) thread.
+        d: Deferred[Any] = verifier.match("pw", [hash_password("pw", iterations=1000)])
+        self.assertNoResult(d)
