@@ -203,9 +203,12 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     work = ThreadPoolService(reactor, "hurricane-work", max_threads=4)
     work.setServiceParent(root)
     # Password hashing gets a pool of its own: a flood of wrong passwords
-    # (each pbkdf2 ~40 ms) then waits for two threads instead of taking the
-    # pool that signs DKIM and analyzes bounces, and never the reactor.
-    auth = ThreadPoolService(reactor, "hurricane-auth", max_threads=2)
+    # (each pbkdf2 ~40 ms) then waits for its threads instead of taking the
+    # pool that signs DKIM and analyzes bounces, and never the reactor. Half
+    # the cores at most (pbkdf2 releases the GIL, so each thread can take a
+    # whole core): the reactor keeps the other half.
+    auth = ThreadPoolService(reactor, "hurricane-auth",
+                             max_threads=max(1, (os.cpu_count() or 2) // 2))
     auth.setServiceParent(root)
     verifier = SecretVerifier(auth.run)
     root.components["verifier"] = verifier

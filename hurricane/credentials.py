@@ -7,7 +7,7 @@ submission AUTH, the admin console's passwords):
   thread pool in production (``hurricane.app`` gives it a pool of its own, so
   that a flood of wrong passwords cannot delay DKIM signing or bounce
   analysis), a synchronous fake in tests. At most ``max_pending``
-  verifications wait for the pool; past that it refuses at once
+  pbkdf2 hashes wait for the pool; past that it refuses at once
   (:class:`VerifierBusy`) instead of queueing CPU work without bound. Answers
   are cached under an HMAC of the secret with a per-process key, so a client
   that logs in again (or repeats a wrong secret) costs no hashing.
@@ -67,9 +67,9 @@ log = Logger()
 _T = TypeVar("_T")
 _T_co = TypeVar("_T_co", covariant=True)
 
-#: Verifications that may wait for the pool at once. A pool of two threads
-#: works through 32 pbkdf2 hashes (~40 ms each) in about 0.6 s: beyond that a
-#: caller waits longer than any client should, and the work only piles up.
+#: pbkdf2 hashes that may wait for the pool at once. One pool thread works
+#: through 32 (~40 ms each) in about 1.3 s: beyond that a caller waits longer
+#: than any client should, and the work only piles up.
 MAX_PENDING = 32
 
 
@@ -115,7 +115,8 @@ class SecretVerifier:
 
     Args:
         run: runs the hashing (a thread pool; :func:`inline_runner` in tests).
-        max_pending: verifications that may wait for ``run`` at once.
+        max_pending: pbkdf2 hashes that may wait for ``run`` at once (a
+            verification against several hashes counts each).
         cache_size: answers remembered (each of successes and failures).
 
     Attributes:
@@ -151,8 +152,8 @@ class SecretVerifier:
 
         Returns:
             A Deferred firing with the index of the first matching hash, or
-            None; it fails with :class:`VerifierBusy` when ``max_pending``
-            verifications are already waiting.
+            None; it fails with :class:`VerifierBusy` when these hashes would
+            bring the waiting ones over ``max_pending``.
         """
         key = self._cache_key(secret, hashes)
         if key in self._matched:
@@ -161,19 +162,23 @@ class SecretVerifier:
         if key in self._failed:
             self._failed.move_to_end(key)
             return defer.succeed(None)
-        if self.pending >= self._max_pending:
+        # Pending work is counted in pbkdf2 hashes: a wrong token tried
+        # against ten older pbkdf2 tokens costs ten. One job alone always
+        # runs, whatever its size, so any configuration can still log in.
+        cost = max(1, len(hashes))
+        if self.pending and self.pending + cost > self._max_pending:
             self.refused_busy += 1
             if self.refused_busy == 1 or self.refused_busy % 1000 == 0:
                 log.warn("password verification busy: {pending} waiting, {refused} refused "
                          "so far", pending=self.pending, refused=self.refused_busy)
             return defer.fail(VerifierBusy())
-        self.pending += 1
+        self.pending += cost
         self.verifications += 1
         frozen = tuple(hashes)
         d = self._run(lambda: _first_match(secret, frozen))
 
         def done(index: int | None) -> int | None:
-            self.pending -= 1
+            self.pending -= cost
             if index is not None:
                 self._matched[key] = index
                 if len(self._matched) > self._cache_size:
@@ -185,7 +190,7 @@ class SecretVerifier:
             return index
 
         def failed(reason: Failure) -> Failure:
-            self.pending -= 1
+            self.pending -= cost
             return reason
 
         return d.addCallbacks(done, failed)

@@ -113,6 +113,17 @@ class SecretVerifierTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(d))
 
 
+    def test_pending_counts_hashes(self) -> None:
+        """A verification against several hashes counts each; one alone always runs."""
+        hashes = [self.hash] * 3
+        d = self.verifier.match("a", hashes)  # 3 > max_pending, but nothing else waits
+        self.assertEqual(self.verifier.pending, 3)
+        self.failureResultOf(self.verifier.match("b", [self.hash]), VerifierBusy)
+        self.pool.run_all()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.verifier.pending, 0)
+
+
 class PasswordBookTests(SynchronousTestCase):
     """Known and unknown user names cost the same pbkdf2."""
 
