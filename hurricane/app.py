@@ -8,6 +8,7 @@ their own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -190,6 +191,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     """Workers first (they start after the store), listeners last."""
     from hurricane.bounce.analyze import AnalysisLimits, analyze
     from hurricane.bounce.classify import ReplyClassifier
+    from hurricane.credentials import SecretVerifier
     from hurricane.inbound.processor import BounceProcessor
     from hurricane.inbound.server import build_bounce_factory
     from hurricane.inbound.workers import AnalysisProcessPool
@@ -210,6 +212,16 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
 
     work = ThreadPoolService(reactor, "hurricane-work", max_threads=4)
     work.setServiceParent(root)
+    # Password hashing gets a pool of its own: a flood of wrong passwords
+    # (each pbkdf2 ~40 ms) then waits for its threads instead of taking the
+    # pool that signs DKIM and analyzes bounces, and never the reactor. Half
+    # the cores at most (pbkdf2 releases the GIL, so each thread can take a
+    # whole core): the reactor keeps the other half.
+    auth = ThreadPoolService(reactor, "hurricane-auth",
+                             max_threads=max(1, (os.cpu_count() or 2) // 2))
+    auth.setServiceParent(root)
+    verifier = SecretVerifier(auth.run)
+    root.components["verifier"] = verifier
 
     try:
         dkim = (DkimSigner.from_config(config.delivery.dkim,
@@ -258,7 +270,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     try:
         submission = build_submission_factory(
             config.submission, store, hostname, reactor, on_enqueued=outbound.wake,
-            run_hash=work.run,
+            verifier=verifier,
         )
         bounce = build_bounce_factory(
             config.bounce, codec, store, hostname, reactor, on_stored=processor.submit,
@@ -299,7 +311,8 @@ def _build_web_and_admin(root: HurricaneService, config: Config, reactor: Any,
 
     try:
         site = build_web_site(config, root.store, reactor, on_enqueued=outbound.wake,
-                              codec=root.components["codec"])
+                              codec=root.components["codec"],
+                              verifier=root.components["verifier"])
         admin = build_manhole_service(config, root, reactor)
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None

@@ -252,9 +252,23 @@ def cmd_suppression(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
-    """Print a hash of a password or API token for the configuration."""
-    from hurricane.passwords import hash_password
+    """Print a hash of a password, or make an API token and print it with its hash."""
+    from hurricane.passwords import MIN_TOKEN_LENGTH, generate_token, hash_password, hash_token
 
+    if args.token:
+        # A token gets a fast hash, which is only safe for a secret nobody
+        # can guess: make one, or insist on a long one from the operator.
+        if not args.stdin:
+            token = generate_token()
+            print(f"token: {token}")
+            print(f"hash:  {hash_token(token)}")
+            return EXIT_OK
+        token = sys.stdin.readline().rstrip("\n")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise CommandError(f"a token needs at least {MIN_TOKEN_LENGTH} random characters "
+                               "(run without --stdin to have one made)", EXIT_USAGE)
+        print(hash_token(token))
+        return EXIT_OK
     if args.stdin:
         secret = sys.stdin.readline().rstrip("\n")
     else:
@@ -351,10 +365,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", metavar="ADDRESS")
     p.set_defaults(func=cmd_suppression)
 
-    p = sub.add_parser("passwd", help="hash a password or API token for the configuration",
-                       description="Print a pbkdf2_sha256 hash for [submission.users], "
-                       "[web.users] or [web.tokens].")
+    p = sub.add_parser("passwd", help="hash a password or make an API token",
+                       description="Print a pbkdf2_sha256 hash of a password for "
+                       "[submission.users], [web.users] or [admin.passwords]; with --token, "
+                       "make a random API token and print it with its sha256 hash for "
+                       "[web.tokens].")
     p.add_argument("--stdin", action="store_true", help="read the secret from standard input")
+    p.add_argument("--token", action="store_true",
+                   help="an API token: make one (or hash one read with --stdin, at least "
+                        "24 characters) with a fast sha256 hash")
     p.set_defaults(func=cmd_passwd)
 
     for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo")):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hurricane.opsconfig import AccountingConfig, WebhookConfig
+from hurricane.passwords import is_password_hash, is_token_hash
 
 #: Default listeners: loopback only, unprivileged ports.
 DEFAULT_SUBMISSION_LISTEN = ("tcp:2587:interface=127.0.0.1",)
@@ -238,10 +239,17 @@ class WebConfig:
     """``[web]``: the report, the JSON API and /metrics."""
 
     listen: tuple[str, ...] = DEFAULT_WEB_LISTEN
-    #: name -> hashed bearer token for the API.
+    #: name -> hashed bearer token for the API (``hurricane passwd --token``:
+    #: ``sha256$...``; older ``pbkdf2_sha256$...`` tokens still work).
     tokens: Mapping[str, str] = field(default_factory=dict)
     #: name -> hashed password for the web report (HTTP basic).
     users: Mapping[str, str] = field(default_factory=dict)
+    #: Failed logins (wrong token, password or user) from one address (an
+    #: IPv6 /64) within ``auth_block_seconds`` before it gets 429 without
+    #: any verification.
+    max_auth_failures: int = 10
+    #: The window of ``max_auth_failures``, in seconds.
+    auth_block_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -600,10 +608,31 @@ def _check(c: Config) -> None:
     for i, hook in enumerate(c.webhooks):
         for key, msg in hook.problems():
             raise ConfigError(msg, (f"webhooks[{i}]", key))
+    _check_secrets(c)
     for i, dkim_key in enumerate(c.delivery.dkim):
         if dkim_key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
             raise ConfigError("expected rsa-sha256 or ed25519-sha256",
                               ("delivery", f"dkim[{i}]", "algorithm"))
+
+
+def _check_secrets(c: Config) -> None:
+    """Hashes must have a known form; passwords must be slow (pbkdf2)."""
+    for name, value in c.web.tokens.items():
+        if not is_token_hash(value):
+            raise ConfigError("expected a token hash from 'hurricane passwd --token' "
+                              "(sha256$<64 hex digits>, or pbkdf2_sha256$...)",
+                              ("web", "tokens", name))
+    for section, users in (("web", c.web.users), ("submission", c.submission.users)):
+        for name, value in users.items():
+            if not is_password_hash(value):
+                raise ConfigError("expected a password hash from 'hurricane passwd' "
+                                  "(pbkdf2_sha256$<iterations 1000-10000000>$<salt>$<hash>); "
+                                  "a fast sha256$ hash is for API tokens only",
+                                  (section, "users", name))
+    for section, block in (("web", c.web), ("submission", c.submission)):
+        if block.max_auth_failures < 1:
+            raise ConfigError("expected an integer >= 1", (section, "max_auth_failures"))
+        _positive(block.auth_block_seconds, (section, "auth_block_seconds"))
 
 
 def _is_domain(name: str) -> bool:

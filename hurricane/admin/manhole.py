@@ -58,7 +58,7 @@ from twisted.cred import error as cred_error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet import defer, endpoints, error, threads
+from twisted.internet import defer, endpoints, error
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -67,8 +67,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hurricane.config import Config
+from hurricane.credentials import PasswordBook, SecretVerifier, VerifierBusy, threadpool_runner
 from hurricane.filemodes import make_dirs, tighten
-from hurricane.passwords import verify_password
 from hurricane.service import HurricaneService, ListenerService
 
 __all__ = [
@@ -171,20 +171,20 @@ class AuthorizedKeysFile:
 class HashedPasswordChecker:
     """User names and passwords checked against :mod:`hurricane.passwords` hashes.
 
-    The hash (PBKDF2, about 0.1 s) runs in the reactor's thread pool.
+    The hash (PBKDF2, about 40 ms) runs in the verifier's thread pool, and an
+    unknown name costs a dummy hash of the same cost, so timing does not tell
+    names apart (:class:`~hurricane.credentials.PasswordBook`).
 
     Args:
         users: name -> hash.
-        reactor: IReactorThreads (its thread pool is used).
+        verifier: the process's verifier (its thread pool).
     """
 
     credentialInterfaces = (IUsernamePassword,)
-    #: Checked for unknown names too, so that timing does not tell them apart.
-    _DUMMY = "pbkdf2_sha256$200000$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 43 + "="
 
-    def __init__(self, users: Mapping[str, str], reactor: Any) -> None:
+    def __init__(self, users: Mapping[str, str], verifier: SecretVerifier) -> None:
         self.users = dict(users)
-        self.reactor = reactor
+        self.book = PasswordBook(users, verifier)
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         """The user name when the password matches, else UnauthorizedLogin."""
@@ -193,16 +193,17 @@ class HashedPasswordChecker:
         password = credentials.password
         if isinstance(password, bytes):
             password = password.decode("utf-8", "replace")
-        encoded = self.users.get(name, self._DUMMY)
-        d = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
-                                      verify_password, password, encoded)
 
         def checked(ok: bool) -> bytes:
-            if ok and name in self.users:
+            if ok:
                 return name.encode("utf-8")
             raise cred_error.UnauthorizedLogin("bad user name or password")
 
-        return d.addCallback(checked)
+        def busy(failure: Failure) -> bytes:
+            failure.trap(VerifierBusy)
+            raise cred_error.UnauthorizedLogin("too many logins being checked; try again")
+
+        return self.book.check(name, password).addCallbacks(checked, busy)
 
 
 # -- the namespace --------------------------------------------------------------
@@ -652,7 +653,7 @@ class ManholeFactory(manhole_ssh.ConchFactory):
 def build_manhole_factory(
     namespace_factory: Callable[[], dict[str, Any]], reactor: Any, *, host_key: keys.Key,
     authorized_keys: str = "", usernames: Collection[str] = (),
-    passwords: Mapping[str, str] | None = None,
+    passwords: Mapping[str, str] | None = None, verifier: SecretVerifier | None = None,
 ) -> ManholeFactory:
     """The SSH factory of the console, without configuration or listener.
 
@@ -664,12 +665,16 @@ def build_manhole_factory(
         usernames: names allowed to log in with a key; empty allows any.
         passwords: name -> hurricane.passwords hash; None or empty = no
             password login (the SSH server does not even offer it).
+        verifier: checks the passwords (the server's, on its thread pool);
+            None makes one on the reactor's thread pool.
     """
     checkers: list[Any] = []
     if authorized_keys:
         checkers.append(SSHPublicKeyChecker(AuthorizedKeysFile(authorized_keys, usernames)))
     if passwords:
-        checkers.append(HashedPasswordChecker(passwords, reactor))
+        if verifier is None:
+            verifier = SecretVerifier(threadpool_runner(reactor, reactor.getThreadPool()))
+        checkers.append(HashedPasswordChecker(passwords, verifier))
     portal = Portal(ConsoleRealm(namespace_factory, reactor), checkers)
     return ManholeFactory(portal, host_key)
 
@@ -722,7 +727,8 @@ def build_manhole_service(config: Config, root: HurricaneService,
                  listen=admin.listen)
     factory = build_manhole_factory(
         lambda: make_namespace(root, reactor), reactor, host_key=host_key,
-        authorized_keys=authorized_keys, usernames=usernames, passwords=passwords)
+        authorized_keys=authorized_keys, usernames=usernames, passwords=passwords,
+        verifier=root.components.get("verifier"))
     endpoint = endpoints.serverFromString(reactor, admin.listen)
     return ListenerService("admin", admin.listen, endpoint, factory)
 

@@ -51,6 +51,8 @@ __all__ = ["ApiResource", "parse_time", "delivery_json", "event_json"]
 log = Logger()
 
 MIB = 1024 * 1024
+#: The largest body of POST /api/v1/suppressions (an address, a reason, a note).
+SUPPRESSION_BODY_LIMIT = 64 * 1024
 #: JSON fields accepted by POST /api/v1/messages.
 INJECT_FIELDS = frozenset({"sender", "recipients", "raw", "raw_base64", "from", "subject",
                            "text", "html", "headers", "mailing_id", "message_id", "metadata"})
@@ -167,17 +169,47 @@ class ApiResource(Resource):
             request.setHeader(b"www-authenticate", challenge)
         write_json(request, code, {"error": message, "field": field})
 
-    async def handle(self, request: Request) -> None:
-        """Route by method and path."""
-        parts = [unquote(p.decode("utf-8", "replace")) for p in request.postpath or []]
+    @staticmethod
+    def _parts(postpath: list[bytes]) -> list[str]:
+        """The path segments after ``/api`` as text, without trailing empty ones."""
+        parts = [unquote(p.decode("utf-8", "replace")) for p in postpath]
         while parts and parts[-1] == "":
             parts.pop()
+        return parts
+
+    def body_limit(self, method: bytes, postpath: list[bytes]) -> int:
+        """The largest request body the endpoint takes (0: none).
+
+        The request gate (:mod:`hurricane.report.web`) refuses a bigger one
+        before reading it.
+
+        Args:
+            method: the request method.
+            postpath: the path segments after ``/api``, as Twisted splits them.
+        """
+        if method != b"POST":
+            return 0
+        parts = self._parts(postpath)
+        if parts == ["v1", "messages"]:
+            return self.inject_body_limit
+        if parts == ["v1", "suppressions"]:
+            return SUPPRESSION_BODY_LIMIT
+        return 0
+
+    @property
+    def inject_body_limit(self) -> int:
+        """The largest injection body: the message in JSON (escaped or base64) plus fields."""
+        return self.max_message_size * 2 + MIB
+
+    async def handle(self, request: Request) -> None:
+        """Route by method and path."""
+        parts = self._parts(request.postpath or [])
         if parts[:1] != ["v1"]:
             raise HttpError(404, "no such endpoint (the API is under /api/v1)")
         parts = parts[1:]
         method = request.method.decode("ascii", "replace")
         write = method not in ("GET", "HEAD")
-        self.access.api_client(request, write)
+        await self.access.api_client(request, write)
         head = parts[0] if parts else ""
         rest = parts[1:]
         if head == "messages" and not rest and method == "POST":
@@ -284,7 +316,7 @@ class ApiResource(Resource):
     async def inject(self, request: Request) -> None:
         """POST /api/v1/messages: validate, enqueue, answer with the queue id after commit."""
         now = self.clock.seconds()
-        data = self._read_json(request, self.max_message_size * 2 + MIB)
+        data = self._read_json(request, self.inject_body_limit)
         unknown = sorted(set(data) - INJECT_FIELDS)
         if unknown:
             raise HttpError(400, f"{unknown[0]}: unknown field", unknown[0])
@@ -343,7 +375,7 @@ class ApiResource(Resource):
                     sender = ""
         elif sender != "":
             sender = _address(sender, "sender")
-        client = f"api token={self.access_name(request)}"
+        client = f"api token={await self.access_name(request)}"
         message = NewMessage(
             sender=sender, recipients=tuple(rcpts), body=prepared.body,
             mailing_id=prepared.mailing_id, message_id=prepared.message_id,
@@ -370,9 +402,9 @@ class ApiResource(Resource):
             ],
         })
 
-    def access_name(self, request: Request) -> str:
-        """The token name the request was authorised with (already checked)."""
-        return self.access.api_client(request, True)
+    async def access_name(self, request: Request) -> str:
+        """The token name the request was authorised with (already checked: a cache hit)."""
+        return await self.access.api_client(request, True)
 
     # -- reading ----------------------------------------------------------------
 
@@ -455,7 +487,7 @@ class ApiResource(Resource):
             })
             return
         if not rest and method == "POST":
-            data = self._read_json(request, 64 * 1024)
+            data = self._read_json(request, SUPPRESSION_BODY_LIMIT)
             address = _address(data.get("address"), "address")
             reason = data.get("reason", "operator")
             note = data.get("note")

@@ -1,21 +1,31 @@
 """Who may see the report and call the API, and CSRF protection of the forms.
 
-Rules (the web issue):
+Rules (the web issue, and issue 23 items 4 and 5):
 
 - Pages: when ``[web.users]`` is configured, HTTP basic authentication is
   required. Without users, pages are served only when every listener is on
-  loopback and only to loopback clients.
+  loopback, only to loopback clients naming a loopback Host, and never to a
+  request that came through a reverse proxy (``Forwarded``,
+  ``X-Forwarded-For``, ``X-Real-IP``...): behind a proxy every client looks
+  local, so the report then needs a login.
 - API: when any ``[web.tokens]`` is configured, every call needs
   ``Authorization: Bearer <token>``. Without tokens the API is read-only and
-  answers only on loopback listeners to loopback clients; writes get 403
-  explaining how to configure a token.
-- Secrets are stored hashed (:mod:`hurricane.passwords`, pbkdf2). A
-  successful verification is cached in memory keyed by the SHA-256 of the
-  secret, so pbkdf2 is paid once per secret and process; failed ones are
-  cached too (bounded), so repeating a wrong token costs nothing either.
+  answers only loopback clients on loopback listeners (no proxy either);
+  writes get 403 explaining how to configure a token.
+- Secrets are stored hashed (:mod:`hurricane.passwords`) and verified by
+  :mod:`hurricane.credentials`: pbkdf2 in a thread pool, never on the
+  reactor thread; ``sha256$`` tokens by one dict lookup. Unknown user names
+  cost a dummy hash, like known ones.
+- Failed logins are counted per client address (an IPv6 /64): past
+  ``[web] max_auth_failures`` within ``auth_block_seconds`` the address gets
+  429 with Retry-After, and nothing is verified for it.
 - Forms that change state are POST only, carry a CSRF token (an HMAC of the
   user name under a per-process random secret) and, when the browser sends
   ``Origin`` or ``Referer``, must come from this site.
+
+Every check is async (it may wait for the pool); the request gate of
+:mod:`hurricane.report.web` runs the same checks when the headers are in,
+before a request body is read.
 """
 
 from __future__ import annotations
@@ -24,23 +34,39 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from hurricane.passwords import verify_password
+from hurricane.credentials import (
+    FailureLimiter,
+    PasswordBook,
+    SecretVerifier,
+    TokenBook,
+    VerifierBusy,
+)
 
-__all__ = ["AccessPolicy", "SecretCache", "Denied", "listen_is_loopback", "client_is_loopback"]
+__all__ = ["AccessPolicy", "Denied", "PROXY_HEADERS", "listen_is_loopback", "client_is_loopback"]
 
 log = Logger()
 
+_T = TypeVar("_T")
+
 #: Header telling browsers how to log in to the report.
 BASIC_REALM = b'Basic realm="Hurricane", charset="UTF-8"'
+BEARER_REALM = b'Bearer realm="Hurricane"'
+
+#: Headers a reverse proxy adds (RFC 7239, the de facto X- ones, RFC 9110
+#: Via). A browser on this machine sends none of them.
+PROXY_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto",
+                 b"x-real-ip", b"x-client-ip", b"true-client-ip", b"via")
 
 
 @dataclass(frozen=True)
@@ -51,54 +77,8 @@ class Denied(Exception):
     message: str
     #: Set for 401 answers: the WWW-Authenticate value.
     challenge: bytes | None = None
-
-
-class SecretCache:
-    """Verify secrets against pbkdf2 hashes, remembering answers by SHA-256.
-
-    Args:
-        hashes: name -> hash (``[web.tokens]`` or ``[web.users]``).
-        max_failures: how many distinct wrong secrets to remember.
-    """
-
-    def __init__(self, hashes: Mapping[str, str], max_failures: int = 1024) -> None:
-        self._hashes = dict(hashes)
-        self._ok: dict[bytes, str] = {}
-        self._failed: OrderedDict[bytes, None] = OrderedDict()
-        self._max_failures = max_failures
-        #: pbkdf2 verifications actually run (for tests).
-        self.verifications = 0
-
-    def __bool__(self) -> bool:
-        return bool(self._hashes)
-
-    def check(self, secret: str, name: str | None = None) -> str | None:
-        """The name the secret belongs to, or None.
-
-        Args:
-            secret: the token, or the password when ``name`` is given.
-            name: for passwords, the user name the secret must belong to.
-
-        Returns:
-            The matching name, or None when nothing matches.
-        """
-        key = hashlib.sha256(f"{name or ''}\0{secret}".encode("utf-8", "replace")).digest()
-        if key in self._ok:
-            return self._ok[key]
-        if key in self._failed:
-            self._failed.move_to_end(key)
-            return None
-        candidates = ([(name, self._hashes[name])] if name is not None and name in self._hashes
-                      else [] if name is not None else list(self._hashes.items()))
-        for candidate, encoded in candidates:
-            self.verifications += 1
-            if verify_password(secret, encoded):
-                self._ok[key] = candidate
-                return candidate
-        self._failed[key] = None
-        while len(self._failed) > self._max_failures:
-            self._failed.popitem(last=False)
-        return None
+    #: Set for 429 and 503 answers: seconds before trying again.
+    retry_after: float | None = None
 
 
 def _endpoint_host(description: str) -> str | None:
@@ -167,54 +147,137 @@ def require_loopback_host(request: Request) -> None:
                           "answers only http://127.0.0.1 or http://localhost.")
 
 
+def client_host(request: Request) -> str:
+    """The client's IP address as text ("local" for a UNIX socket)."""
+    address = request.getClientAddress()
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return address.host
+    return "local"
+
+
+def proxy_header(request: Request) -> str | None:
+    """The name of the first reverse-proxy header the request carries, or None."""
+    for name in PROXY_HEADERS:
+        if request.requestHeaders.hasHeader(name):
+            return name.decode("ascii")
+    return None
+
+
+def parse_basic(value: str) -> tuple[str, str] | None:
+    """``(name, password)`` of an HTTP basic Authorization value, or None."""
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        name, sep, password = base64.b64decode(encoded.strip(), validate=True).decode(
+            "utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (name, password) if sep and name else None
+
+
+def bearer_token(value: str) -> str | None:
+    """The token of a Bearer Authorization value, or None."""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
 class AccessPolicy:
     """The access rules above, for one site.
 
     Args:
         listen: the ``[web] listen`` descriptions.
-        tokens: ``[web.tokens]`` name -> hash.
-        users: ``[web.users]`` name -> hash.
+        tokens: ``[web.tokens]`` name -> token hash.
+        users: ``[web.users]`` name -> password hash.
+        verifier: where hashes are verified (a thread pool in production).
+        limiter: failed logins per client address.
         csrf_secret: the per-process CSRF key (random when omitted).
     """
 
     def __init__(self, listen: Sequence[str], tokens: Mapping[str, str],
-                 users: Mapping[str, str], csrf_secret: bytes | None = None) -> None:
+                 users: Mapping[str, str], *, verifier: SecretVerifier,
+                 limiter: FailureLimiter, csrf_secret: bytes | None = None) -> None:
         self.loopback_only = listen_is_loopback(listen)
-        self.tokens = SecretCache(tokens)
-        self.users = SecretCache(users)
+        self.verifier = verifier
+        self.tokens = TokenBook(tokens, verifier)
+        self.users = PasswordBook(users, verifier)
+        self.limiter = limiter
         self._csrf_secret = csrf_secret or os.urandom(32)
+
+    # -- verification ----------------------------------------------------------
+
+    async def _verified(self, request: Request, check: Callable[[], Awaitable[_T]]) -> _T:
+        """Run one credential check under the per-address failure limit.
+
+        Raises:
+            Denied: 429 when the address is over the limit (nothing is
+                verified then), 503 when the verifier is busy.
+        """
+        client = client_host(request)
+        attempt = self.limiter.attempt(client)
+        if attempt is None:
+            wait = self.limiter.retry_after(client)
+            raise Denied(429, f"Too many failed logins from this address: try again in "
+                              f"{math.ceil(wait)} s.", retry_after=wait)
+        try:
+            result = await check()
+        except VerifierBusy:
+            attempt.succeeded()  # nothing was verified: not the client's failure
+            raise Denied(503, "Too many logins are being checked: try again in a moment.",
+                         retry_after=1.0) from None
+        if result:
+            attempt.succeeded()
+        else:
+            attempt.failed()
+            log.info("failed web login from {client}", client=client)
+        return result
+
+    async def _token_name(self, request: Request, token: str) -> str | None:
+        """The name of a bearer token (None: wrong), under the failure limit."""
+        return await self._verified(request, lambda: self.tokens.check(token))
+
+    def _login_free(self, request: Request, denied: Callable[[str], Denied]) -> None:
+        """Allow a request without credentials only from this machine, directly.
+
+        Raises:
+            Denied: made by ``denied`` from the reason.
+        """
+        if not client_is_loopback(request):
+            raise denied("Only loopback clients may use the report without a login.")
+        proxied = proxy_header(request)
+        if proxied is not None:
+            raise denied(f"This request came through a reverse proxy ({proxied} header): "
+                         "behind a proxy every client looks local, so a login is required. "
+                         "Configure [web.users] and [web.tokens].")
+        require_loopback_host(request)
 
     # -- pages ---------------------------------------------------------------
 
-    def page_user(self, request: Request) -> str:
+    async def page_user(self, request: Request) -> str:
         """The user a page request is made for.
 
         Raises:
-            Denied: 401 with a basic challenge, or 403 where pages are closed.
+            Denied: 401 with a basic challenge, 403 where pages are closed,
+                429 for an address over the failure limit.
         """
         if self.users:
-            auth = header(request, b"authorization") or ""
-            scheme, _, value = auth.partition(" ")
-            if scheme.lower() == "basic":
-                try:
-                    name, _, password = base64.b64decode(value.strip(), validate=True).decode(
-                        "utf-8").partition(":")
-                except (ValueError, UnicodeDecodeError):
-                    name, password = "", ""
-                if name and self.users.check(password, name) is not None:
+            credentials = parse_basic(header(request, b"authorization") or "")
+            if credentials is not None:
+                name, password = credentials
+                if await self._verified(request, lambda: self.users.check(name, password)):
                     return name
             raise Denied(401, "Log in with a user of [web.users].", BASIC_REALM)
         if not self.loopback_only:
             raise Denied(403, "The web report listens on a non-loopback address: configure "
                               "[web.users] (name = hash from 'hurricane passwd') to log in.")
-        if not client_is_loopback(request):
-            raise Denied(403, "Only loopback clients may use the report without a login.")
-        require_loopback_host(request)
+        self._login_free(request, lambda reason: Denied(403, reason))
         return "local"
 
     # -- API -----------------------------------------------------------------
 
-    def api_client(self, request: Request, write: bool) -> str:
+    async def api_client(self, request: Request, write: bool) -> str:
         """The token name (or ``"local"``) an API request is made with.
 
         Args:
@@ -222,40 +285,40 @@ class AccessPolicy:
             write: True for calls that change something (injection, suppression).
 
         Raises:
-            Denied: 401 without a valid token, 403 for writes without tokens configured.
+            Denied: 401 without a valid token, 403 for writes without tokens
+                configured, 429 for an address over the failure limit.
         """
-        auth = header(request, b"authorization") or ""
-        scheme, _, token = auth.partition(" ")
+        token = bearer_token(header(request, b"authorization") or "")
         if self.tokens:
-            if scheme.lower() == "bearer" and token.strip():
-                name = self.tokens.check(token.strip())
+            if token is not None:
+                name = await self._token_name(request, token)
                 if name is not None:
                     return name
             raise Denied(401, "A valid bearer token is required (Authorization: Bearer ...).",
-                         b'Bearer realm="Hurricane"')
-        if not (self.loopback_only and client_is_loopback(request)):
+                         BEARER_REALM)
+        if not self.loopback_only:
             raise Denied(401, "No API token is configured: the API answers only loopback "
                               "clients on a loopback listener. Configure [web.tokens].",
-                         b'Bearer realm="Hurricane"')
-        require_loopback_host(request)
+                         BEARER_REALM)
+        self._login_free(request, lambda reason: Denied(401, reason, BEARER_REALM))
         if write:
             raise Denied(403, "No API token is configured, so the API is read-only. Add "
-                              "[web.tokens] name = \"<hash>\" (hash from 'hurricane passwd') "
-                              "and send Authorization: Bearer <token>.")
+                              "[web.tokens] name = \"<hash>\" (hash from 'hurricane passwd "
+                              "--token') and send Authorization: Bearer <token>.")
         return "local"
 
-    def metrics_allowed(self, request: Request) -> None:
+    async def metrics_allowed(self, request: Request) -> None:
         """Allow /metrics to loopback, or to a user or token holder.
 
         Raises:
             Denied: as for pages.
         """
-        auth = (header(request, b"authorization") or "").partition(" ")
-        if auth[0].lower() == "bearer" and self.tokens:
-            if self.tokens.check(auth[2].strip()) is not None:
+        token = bearer_token(header(request, b"authorization") or "")
+        if token is not None and self.tokens:
+            if await self._token_name(request, token) is not None:
                 return
-            raise Denied(401, "Invalid bearer token.", b'Bearer realm="Hurricane"')
-        self.page_user(request)
+            raise Denied(401, "Invalid bearer token.", BEARER_REALM)
+        await self.page_user(request)
 
     # -- CSRF ----------------------------------------------------------------
 

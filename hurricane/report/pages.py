@@ -40,6 +40,9 @@ WINDOWS = {
 }
 PAGE_SIZE = 50
 CSV_PAGE = 1000
+#: The largest body of a form POST: an address, a reason, a note and the CSRF
+#: token fit in well under 1 KiB; the rest is room for a long note.
+FORM_BODY_LIMIT = 16 * 1024
 
 CSS = """
 *{box-sizing:border-box}
@@ -194,12 +197,31 @@ class ReportPages(Resource):
         d.addCallback(lambda _: request.finish())
         d.addErrback(lambda f: log.failure("flattening a page failed", f))
 
-    async def handle(self, request: Request) -> None:
-        """Log in, then route by method and path."""
-        user = self.access.page_user(request)
-        parts = [unquote(p.decode("utf-8", "replace")) for p in request.postpath or []]
+    @staticmethod
+    def _parts(postpath: list[bytes]) -> list[str]:
+        """The path segments as text, without trailing empty ones."""
+        parts = [unquote(p.decode("utf-8", "replace")) for p in postpath]
         while parts and parts[-1] == "":
             parts.pop()
+        return parts
+
+    def body_limit(self, method: bytes, postpath: list[bytes]) -> int:
+        """The largest request body a page takes: a few KiB for the forms, else none.
+
+        The request gate (:mod:`hurricane.report.web`) refuses a bigger one
+        before reading it.
+        """
+        if method == b"POST" and self._parts(postpath) in self.FORMS:
+            return FORM_BODY_LIMIT
+        return 0
+
+    #: The paths that take a form POST.
+    FORMS = (["suppressions", "add"], ["suppressions", "remove"], ["deferred", "retry"])
+
+    async def handle(self, request: Request) -> None:
+        """Log in, then route by method and path."""
+        user = await self.access.page_user(request)
+        parts = self._parts(request.postpath or [])
         method = request.method
         head, rest = (parts[0] if parts else ""), parts[1:]
         if method == b"POST":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -67,6 +68,11 @@ def arg(request: Request, name: str, default: str | None = None) -> str | None:
     return values[0].decode("utf-8", "replace").strip()
 
 
+def retry_after_value(seconds: float) -> bytes:
+    """A Retry-After header value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds))).encode("ascii")
+
+
 def security_headers(request: Request) -> None:
     """Headers every answer carries: no framing, no sniffing, no foreign content."""
     request.setHeader(b"x-content-type-options", b"nosniff")
@@ -125,6 +131,8 @@ def _answer_error(request: Request, e: Exception,
     if isinstance(e, HttpError):
         on_error(request, e.code, e.message, e.field, None)
     elif isinstance(e, Denied):
+        if e.retry_after is not None:
+            request.setHeader(b"retry-after", retry_after_value(e.retry_after))
         on_error(request, e.code, e.message, None, e.challenge)
     elif isinstance(e, StoreUnavailable):
         log.warn("store unavailable for {uri}: {error}", uri=uri, error=str(e))

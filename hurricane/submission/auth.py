@@ -1,15 +1,16 @@
 """Submission authentication: a twisted.cred checker over hashed passwords, and a throttle.
 
 Users come from ``[submission] users`` (name -> hash) and ``users_file``
-(``name:hash`` lines). Passwords are verified with
-:func:`hurricane.passwords.verify_password`; PBKDF2 costs about 0.1 s of CPU,
-so the checker takes a ``run_hash`` callable to move it off the reactor thread
-(``tap.py`` passes ``deferToThreadPool``); by default it runs inline.
+(``name:hash`` lines). Passwords are verified by a
+:class:`~hurricane.credentials.PasswordBook`: pbkdf2 (about 40 ms of CPU) runs
+in the verifier's thread pool, never on the reactor thread, and an unknown
+user name costs a dummy hash of the same cost. The server passes the
+process's one verifier; without one, verification runs inline (tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +25,19 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from hurricane.config import SubmissionConfig
-from hurricane.passwords import ITERATIONS, verify_password
+from hurricane.credentials import (
+    FailureLimiter,
+    PasswordBook,
+    SecretVerifier,
+    VerifierBusy,
+    inline_runner,
+)
+from hurricane.passwords import is_password_hash
+
+__all__ = ["AuthThrottle", "ISubmissionUser", "PasswordHashChecker", "SubmissionRealm",
+           "SubmissionUser", "VerifierBusy", "build_portal", "load_users"]
 
 log = Logger()
-
-#: Verified when the user name is unknown, so that the answer takes as long
-#: as for a known user (no user-name oracle through timing).
-_DUMMY_HASH = (f"pbkdf2_sha256${ITERATIONS}$AAAAAAAAAAAAAAAAAAAAAA==$"
-               "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
-
-RunHash = Callable[[Callable[[], bool]], "Deferred[bool]"]
 
 
 class ISubmissionUser(Interface):
@@ -68,41 +72,30 @@ class PasswordHashChecker:
 
     Args:
         users: user name -> hash from :func:`hurricane.passwords.hash_password`.
-        run_hash: runs the verification (a thread pool in production);
-            None runs it inline.
+        verifier: where the hashing runs (the server's thread pool).
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, users: Mapping[str, str], run_hash: RunHash | None = None) -> None:
+    def __init__(self, users: Mapping[str, str], verifier: SecretVerifier) -> None:
         self.users = dict(users)
-        self.run_hash = run_hash
+        self.book = PasswordBook(users, verifier)
 
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
-        """Fire with the user name (bytes) or fail with UnauthorizedLogin."""
+        """Fire with the user name (bytes), or fail with UnauthorizedLogin
+        (or :class:`VerifierBusy` when the pool has too much waiting)."""
         try:
             name: str = credentials.username.decode("utf-8")
             password = credentials.password.decode("utf-8")
         except (AttributeError, UnicodeDecodeError):
             return defer.fail(UnauthorizedLogin())
-        known = name in self.users
-        encoded = self.users.get(name, _DUMMY_HASH)
-
-        def verify() -> bool:
-            return verify_password(password, encoded)
-
-        d: Deferred[bool]
-        if self.run_hash is None:
-            d = defer.maybeDeferred(verify)
-        else:
-            d = self.run_hash(verify)
 
         def decide(ok: bool) -> bytes:
-            if ok and known:
+            if ok:
                 return name.encode("utf-8")
             raise UnauthorizedLogin()
 
-        return d.addCallback(decide)
+        return self.book.check(name, password).addCallback(decide)
 
 
 def load_users(config: SubmissionConfig) -> dict[str, str]:
@@ -125,21 +118,31 @@ def load_users(config: SubmissionConfig) -> dict[str, str]:
             name, sep, encoded = line.partition(":")
             if not sep or not name or not encoded:
                 raise ValueError(f"{config.users_file}:{number}: expected name:hash")
+            if not is_password_hash(encoded.strip()):
+                raise ValueError(f"{config.users_file}:{number}: expected a password hash "
+                                 "from 'hurricane passwd' (pbkdf2_sha256$...)")
             users[name.strip()] = encoded.strip()
     return users
 
 
-def build_portal(users: Mapping[str, str], run_hash: RunHash | None = None) -> Portal:
-    """A portal with the password-hash checker over ``users``."""
-    return Portal(SubmissionRealm(), [PasswordHashChecker(users, run_hash)])
+def build_portal(users: Mapping[str, str], verifier: SecretVerifier | None = None) -> Portal:
+    """A portal with the password-hash checker over ``users``.
+
+    Args:
+        users: name -> hash.
+        verifier: where the hashing runs; None verifies inline (tests only).
+    """
+    checker = PasswordHashChecker(users, verifier or SecretVerifier(inline_runner))
+    return Portal(SubmissionRealm(), [checker])
 
 
-class AuthThrottle:
+class AuthThrottle(FailureLimiter):
     """Blocks AUTH from an address after repeated failures (kept per factory).
 
-    An address that fails ``max_failures`` times within ``block_seconds``
-    (across connections) may not try AUTH again until ``block_seconds`` after
-    its last failure.
+    An address (an IPv6 /64) that fails ``max_failures`` times within
+    ``block_seconds`` (across connections) may not try AUTH again, and is
+    not verified at all, until enough of those failures are older than
+    ``block_seconds``.
 
     Args:
         clock: the injected reactor time.
@@ -147,41 +150,6 @@ class AuthThrottle:
         block_seconds: the window and the block length.
     """
 
-    _SWEEP_EVERY = 1000
-
     def __init__(self, clock: IReactorTime, max_failures: int, block_seconds: float) -> None:
-        self.clock = clock
-        self.max_failures = max_failures
+        super().__init__(clock, max_failures, block_seconds)
         self.block_seconds = block_seconds
-        self._failures: dict[str, list[float]] = {}
-        self._calls = 0
-
-    def _recent(self, ip: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(ip, ()) if now - t < self.block_seconds]
-        if times:
-            self._failures[ip] = times
-        else:
-            self._failures.pop(ip, None)
-        return times
-
-    def is_blocked(self, ip: str) -> bool:
-        """True while ``ip`` may not try AUTH."""
-        return len(self._recent(ip, self.clock.seconds())) >= self.max_failures
-
-    def record_failure(self, ip: str) -> bool:
-        """Count one failure; return True when ``ip`` is now blocked."""
-        now = self.clock.seconds()
-        times = self._recent(ip, now)
-        times.append(now)
-        self._failures[ip] = times
-        self._calls += 1
-        if self._calls % self._SWEEP_EVERY == 0:
-            # Bound memory under a spray of addresses.
-            for other in list(self._failures):
-                self._recent(other, now)
-        blocked = len(times) >= self.max_failures
-        if blocked:
-            log.warn("AUTH blocked for {ip} for {seconds} s after {failures} failures",
-                     ip=ip, seconds=self.block_seconds, failures=len(times))
-        return blocked
-

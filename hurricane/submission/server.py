@@ -24,6 +24,7 @@ from twisted.mail.smtp import AUTH, COMMAND
 from twisted.python.failure import Failure
 
 from hurricane.config import SubmissionConfig
+from hurricane.credentials import SecretVerifier
 from hurricane.model import NewMessage, NewRecipient, State
 from hurricane.smtpd.address import Path
 from hurricane.smtpd.limits import ServerLimits
@@ -34,7 +35,7 @@ from hurricane.store.interface import IOutcomeStore, StoreUnavailable
 from hurricane.submission.auth import (
     AuthThrottle,
     ISubmissionUser,
-    RunHash,
+    VerifierBusy,
     build_portal,
     load_users,
 )
@@ -187,6 +188,12 @@ class SubmissionProtocol(HardenedESMTP):
         if failure.check(UnauthorizedLogin):
             self._auth_failed()
             return
+        if failure.check(VerifierBusy):
+            # Too many passwords are waiting for the pool: nothing was
+            # checked, so it is not the client's failure.
+            self.send_reply(Reply(454, "4.7.0", "Error: temporary authentication failure, "
+                                                "try again later"))
+            return
         log.failure("AUTH error for {peer}", failure, peer=self.session.peer)
         self.send_reply(Reply(454, "4.7.0", "Error: temporary authentication failure"))
 
@@ -325,19 +332,20 @@ def build_submission_factory(
     hostname: str,
     clock: IReactorTime,
     on_enqueued: Callable[[int, bytes | None], None] = lambda message_pk, body: None,
-    run_hash: RunHash | None = None,
+    verifier: SecretVerifier | None = None,
 ) -> SubmissionFactory:
     """A :class:`SubmissionFactory` from configuration: users, portal and TLS.
 
     Args:
-        run_hash: runs password verification off the reactor thread
-            (``lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)``).
+        verifier: verifies passwords off the reactor thread (the server's
+            :class:`~hurricane.credentials.SecretVerifier` on a thread pool);
+            None verifies inline (tests only).
 
     Raises:
         ValueError: naming an unreadable users file or TLS file.
     """
     users = load_users(config)
-    portal = build_portal(users, run_hash) if users else None
+    portal = build_portal(users, verifier) if users else None
     tls = (tls_context_from_files(config.tls_certificate, config.tls_key)
            if config.tls_certificate else None)
     return SubmissionFactory(config, store, hostname, clock, on_enqueued, tls, portal)

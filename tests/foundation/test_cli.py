@@ -153,6 +153,22 @@ class StoreCommandTests(SynchronousTestCase):
         self.assertTrue(verify_password("hunter2", r.stdout.strip()))
         self.assertFalse(verify_password("hunter3", r.stdout.strip()))
 
+    def test_passwd_token(self) -> None:
+        """passwd --token makes a random token and prints its sha256 hash; --stdin hashes a
+        long enough one and refuses a short one."""
+        from hurricane.passwords import hash_token
+
+        r = run("passwd", "--token")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        token_line, hash_line = r.stdout.splitlines()
+        token = token_line.removeprefix("token: ")
+        self.assertGreaterEqual(len(token), 43)
+        self.assertEqual(hash_line.removeprefix("hash:").strip(), hash_token(token))
+        r = run("passwd", "--token", "--stdin", stdin="x" * 30 + "\n")
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, hash_token("x" * 30)))
+        r = run("passwd", "--token", "--stdin", stdin="short\n")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("at least 24", r.stderr)
 
 class OutcomesCsvTests(TestCase):
     """``hurricane outcomes --format csv`` writes the web export's formula-safe cells."""

@@ -71,6 +71,22 @@ class ConfigErrorTests(SynchronousTestCase):
         self.assertError('[submission]\ntrusted_networks = ["10.0.0.0/33"]\n',
                          "trusted_networks[0]")
 
+    def test_secret_hashes(self) -> None:
+        """Tokens need a token hash, passwords a pbkdf2 one; the entry is named."""
+        self.assertError('[web.tokens]\napp = "s3cret"\n', "[web] tokens.app",
+                         "hurricane passwd --token")
+        self.assertError('[web.users]\nops = "sha256$' + "0" * 64 + '"\n', "[web] users.ops",
+                         "for API tokens only")
+        self.assertError('[submission.users]\napp = "pbkdf2_sha256$10$AAAA$AAAA"\n',
+                         "[submission] users.app", "iterations 1000-10000000")
+        self.assertError("[web]\nmax_auth_failures = 0\n", "[web] max_auth_failures")
+        self.assertError("[web]\nauth_block_seconds = 0\n", "[web] auth_block_seconds")
+        from hurricane.passwords import generate_token, hash_password, hash_token
+
+        path = write(f'[web.tokens]\nnew = "{hash_token(generate_token())}"\n'
+                     f'old = "{hash_password("t", iterations=1000)}"\n')
+        self.assertEqual(set(load_config(path).web.tokens), {"new", "old"})
+
     def test_invalid_toml_and_missing_file(self) -> None:
         """Broken TOML and a missing file are clear errors too."""
         self.assertError("[server\n", "not valid TOML")

@@ -383,10 +383,12 @@ class PasswordTests(TestCase):
         from twisted.internet import reactor
 
         from hurricane.admin.manhole import HashedPasswordChecker
+        from hurricane.credentials import SecretVerifier, threadpool_runner
         from hurricane.passwords import hash_password
 
+        verifier = SecretVerifier(threadpool_runner(reactor, reactor.getThreadPool()))
         checker = HashedPasswordChecker({"ops": hash_password("pw", iterations=1000)},
-                                        reactor)
+                                        verifier)
         name = yield checker.requestAvatarId(UsernamePassword(b"ops", b"pw"))
         self.assertEqual(name, b"ops")
         for user, password in ((b"ops", b"wrong"), (b"root", b"pw")):

@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from hurricane.config import Config, WebConfig
+from hurricane.credentials import SecretVerifier
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -82,7 +83,8 @@ def populate(store: MemoryStore, now: float = T0) -> dict[str, Any]:
 class WebFixture:
     """A MemoryStore, a Clock at T0 and a StubTreq over the site."""
 
-    def __init__(self, config: Config | None = None, populated: bool = True) -> None:
+    def __init__(self, config: Config | None = None, populated: bool = True,
+                 verifier: SecretVerifier | None = None) -> None:
         self.store = MemoryStore()
         run(self.store.open())
         self.clock = Clock()
@@ -91,7 +93,8 @@ class WebFixture:
         self.woken = 0
         self.config = config or make_config()
         self.site = build_web_site(self.config, self.store, self.clock,
-                                   on_enqueued=self.wake, csrf_secret=CSRF_SECRET)
+                                   on_enqueued=self.wake, csrf_secret=CSRF_SECRET,
+                                   verifier=verifier)
         self.treq = StubTreq(self.site.resource)
 
     def wake(self) -> None:

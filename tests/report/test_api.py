@@ -24,12 +24,12 @@ class ApiAuthTests(SynchronousTestCase):
             self.assertIn("token", body["error"])
 
     def test_token_cached(self) -> None:
-        """A good token is verified with pbkdf2 once, then from the sha256-keyed cache."""
+        """A good pbkdf2 token is verified with pbkdf2 once, then from the verifier's cache."""
         f = WebFixture()
         for _ in range(3):
             response, _ = json_of(f, f.treq.get(API + "/summary", headers=f.auth()))
             self.assertEqual(response.code, 200)
-        self.assertEqual(f.site.access.tokens.verifications, 1)
+        self.assertEqual(f.site.access.verifier.verifications, 1)
 
     def test_no_tokens_read_only(self) -> None:
         """Without tokens the API reads from loopback and refuses injection with 403."""

@@ -221,8 +221,13 @@ class FormTests(SynchronousTestCase):
         """Tokens from another secret do not pass."""
         other = WebFixture(populated=False)
         self.assertEqual(other.site.access.csrf_token("local"), self.token)  # same test secret
+        from twisted.internet.task import Clock
+
+        from hurricane.credentials import FailureLimiter, SecretVerifier, inline_runner
         from hurricane.report.auth import AccessPolicy
-        fresh = AccessPolicy(("tcp:1:interface=127.0.0.1",), {}, {})
+        fresh = AccessPolicy(("tcp:1:interface=127.0.0.1",), {}, {},
+                             verifier=SecretVerifier(inline_runner),
+                             limiter=FailureLimiter(Clock(), 10, 60.0))
         self.assertNotEqual(fresh.csrf_token("local"), self.token)
         self.assertEqual(len(CSRF_SECRET), 32)
 

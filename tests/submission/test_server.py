@@ -11,12 +11,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from hurricane import passwords
 from hurricane.config import SubmissionConfig
+from hurricane.credentials import SecretVerifier
 from hurricane.model import State
 from hurricane.passwords import hash_password
 from hurricane.store.memory import MemoryStore
 from hurricane.submission.auth import build_portal
 from hurricane.submission.server import SubmissionFactory, SubmissionProtocol
+from tests.pools import Pbkdf2Recorder, QueuedRunner
 from tests.smtpd.helpers import codes, connect, disconnect, keywords, replies
 
 OUTSIDE = "203.0.113.5"
@@ -285,6 +288,53 @@ class AuthTests(_Base):
         self.assertFalse(any(k.startswith(b"AUTH") for k in self.ehlo))
         proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
         self.assertEqual(codes(replies(t)), [b"503 5.5.1"])
+
+
+class AuthPoolTests(_Base):
+    """AUTH hashes in the verifier's pool, never on the reactor thread, and alike for all names."""
+
+    def pooled(self, max_pending: int = 32) -> tuple[SubmissionFactory, QueuedRunner]:
+        pool = QueuedRunner()
+        fact = self.factory()
+        fact.portal = build_portal(USERS, SecretVerifier(pool, max_pending=max_pending))
+        return fact, pool
+
+    def test_hash_waits_for_the_pool(self) -> None:
+        """AUTH queues the pbkdf2 and answers when the pool is done; nothing hashes inline."""
+        fact, pool = self.pooled()
+        recorder = Pbkdf2Recorder()
+        self.patch(passwords, "hashlib", recorder)
+        proto, t = self.start(ip="127.0.0.1", factory=fact)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
+        self.assertEqual(replies(t), [])
+        self.assertEqual((recorder.calls, len(pool.jobs)), ([], 1))
+        pool.run_all()
+        self.assertEqual(codes(replies(t)), [b"235 2.7.0"])
+
+    def test_unknown_user_costs_a_hash(self) -> None:
+        """An unknown name runs one pbkdf2 of the users' iteration count, like a wrong password."""
+        fact, pool = self.pooled()
+        recorder = Pbkdf2Recorder()
+        self.patch(passwords, "hashlib", recorder)
+        proto, t = self.start(ip="127.0.0.1", factory=fact)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0mallory\0s3cret") + b"\r\n")
+        pool.run_all()
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0wrong") + b"\r\n")
+        pool.run_all()
+        self.assertEqual(codes(replies(t)), [b"535 5.7.8", b"535 5.7.8"])
+        self.assertEqual([iterations for _, iterations in recorder.calls], [1000, 1000])
+
+    def test_busy_is_temporary(self) -> None:
+        """With the pool's queue full, AUTH gets 454 at once and it is not a failure."""
+        fact, pool = self.pooled(max_pending=1)
+        first, t1 = self.start(ip="127.0.0.1", factory=fact)
+        first.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
+        second, t2 = self.start(ip="127.0.0.1", factory=fact)
+        second.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
+        self.assertEqual(codes(replies(t2)), [b"454 4.7.0"])
+        self.assertEqual(second.auth_failures, 0)
+        pool.run_all()
+        self.assertEqual(codes(replies(t1)), [b"235 2.7.0"])
 
 
 class MessageTests(_Base):
