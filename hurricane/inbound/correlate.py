@@ -2,26 +2,31 @@
 
 A returned message names deliveries in several ways, of very different
 strength. We try them in a fixed order and stop at the first that finds
-anything (DESIGN.md, "The return path"):
+anything (DESIGN.md, "The return path"); the verified keys come first:
 
 1. ``verp``: the envelope recipient, a VERP token the bounce listener verified
    at RCPT time (``StoredBounce.delivery_id``). Exact and authenticated.
-2. ``header-token`` / ``message-id``: mail that reached postmaster or a
-   feedback address carries no usable envelope; the returned original may
-   still hold our ``X-Hurricane-Token`` header (checked with the same MAC, a
-   token that fails it is recorded and ignored) or our Message-ID (only a hint
-   until the store knows it).
-3. ``envid`` / ``orcpt``: RFC 3461 parameters echoed by a DSN. ENVID is our
-   VERP local part (or address) and is verified like any token; ORCPT is the
-   recipient as we sent it.
-4. ``recipient``: the addresses the analysis found, matched against recent
-   deliveries, newest first. The weakest key; used only when nothing else
+2. ``header-token``: mail that reached postmaster or a feedback address
+   carries no usable envelope; the returned original may still hold our
+   ``X-Hurricane-Token`` header, checked with the same MAC (a token that
+   fails it is recorded as evidence and ignored).
+3. ``envid``: the RFC 3461 ENVID a DSN echoes: our VERP local part (or
+   address), verified like any token.
+4. ``message-id``: our Message-ID in the returned headers. Every recipient of
+   the message has seen it: a hint, never proof.
+5. ``orcpt`` / ``recipient``: the RFC 3461 ORCPT (the recipient as we sent
+   it) or the addresses the analysis found, matched against recent
+   deliveries, newest first. The weakest keys; used only when nothing else
    correlates.
 
-Steps 1-3 find *anchor* deliveries; each result of the analysis is then
-paired with the anchor for its recipient. With per-message VERP one token
-names one delivery of a message sent to several recipients: the other
-recipients are looked up in the same queue entry.
+Steps 1-4 find *anchor* deliveries; each result of the analysis is then
+paired with the anchor for its recipient. A result naming another recipient
+of an anchor's message is looked up in the same queue entry (``sibling``):
+the address came from the report's text, so that match is only a hint.
+
+Only the verified keys (:attr:`hurricane.model.CorrelationKey.verified`) let
+an event change anything; that is decided once, in
+:func:`hurricane.decisions.decide_bounce`, for every store engine.
 
 Everything here is read-only: it asks the store questions and returns a
 :class:`Correlation`, which the processor turns into events.
@@ -36,7 +41,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from hurricane.bounce.model import Analysis, RecipientResult
-from hurricane.model import Delivery, State, StoredBounce
+from hurricane.model import CorrelationKey, Delivery, State, StoredBounce
 from hurricane.store.interface import IOutcomeStore
 from hurricane.verp import VerpCodec, VerpRejection, VerpToken
 
@@ -51,8 +56,8 @@ __all__ = [
 
 log = Logger()
 
-#: Correlation keys, strongest first.
-KEYS = ("verp", "header-token", "message-id", "envid", "sibling", "orcpt", "recipient")
+#: Correlation keys, strongest first (the text of :class:`CorrelationKey`).
+KEYS = tuple(k.value for k in CorrelationKey)
 
 #: How far back a bare recipient address is matched (seconds).
 RECIPIENT_WINDOW = 30 * 86400.0
@@ -225,10 +230,10 @@ class _Correlator:
             self.evidence["envelope_delivery_id"] = self.bounce.delivery_id
             d = await self.get(self.bounce.delivery_id)
             if d is not None:
-                return [d], "verp"
+                return [d], CorrelationKey.verp
             self.evidence["envelope_delivery_missing"] = True
 
-        # 2a. X-Hurricane-Token headers: hints until the MAC verifies
+        # 2. X-Hurricane-Token headers: hints until the MAC verifies
         found: list[Delivery] = []
         tokens: list[dict[str, Any]] = []
         for value in self.analysis.verp_tokens:
@@ -247,19 +252,9 @@ class _Correlator:
         if tokens:
             self.evidence["header_tokens"] = tokens
         if found:
-            return found, "header-token"
+            return found, CorrelationKey.header_token
 
-        # 2b. our Message-ID in the returned headers
-        mid = (self.analysis.original_message_id or "").strip().strip("<>").strip()
-        if mid:
-            self.evidence["message_id"] = mid[:500]
-            rows = await self.store.find_deliveries(
-                header_message_id=mid, limit=_LOOKUP_LIMIT
-            )
-            if rows:
-                return rows, "message-id"
-
-        # 3a. RFC 3461 ENVID: our VERP local part or address, verified
+        # 3. RFC 3461 ENVID: our VERP local part or address, verified
         if self.analysis.envid:
             token = _decode_token(self.codec, self.analysis.envid)
             entry = {"value": self.analysis.envid[:200]}
@@ -268,11 +263,22 @@ class _Correlator:
                 d = await self.get(token.delivery_id)
                 if d is not None:
                     self.evidence["envid"] = entry
-                    return [d], "envid"
+                    return [d], CorrelationKey.envid
                 entry["missing"] = True
             else:
                 entry["rejected"] = token.reason
             self.evidence["envid"] = entry
+
+        # 4. our Message-ID in the returned headers: a hint only
+        mid = (self.analysis.original_message_id or "").strip().strip("<>").strip()
+        if mid:
+            self.evidence["message_id"] = mid[:500]
+            rows = await self.store.find_deliveries(
+                header_message_id=mid, limit=_LOOKUP_LIMIT
+            )
+            if rows:
+                return rows, CorrelationKey.message_id
+
         return [], None
 
     # -- pairing results with anchors -------------------------------------------
@@ -312,7 +318,7 @@ class _Correlator:
                 # Not the token's own delivery: the address came from the
                 # report's text, which any recipient of the message can
                 # forge, so this key never counts as verified.
-                paired[i] = Match(r, sibling, "sibling")
+                paired[i] = Match(r, sibling, CorrelationKey.sibling)
                 used.add(sibling.delivery_id)
             else:
                 still.append((i, r))
@@ -369,7 +375,7 @@ class _Correlator:
             match: Match | None = None
             orcpt = normalise_address(r.original_recipient)
             final = normalise_address(r.recipient)
-            for addr, key in ((orcpt, "orcpt"), (final, "recipient")):
+            for addr, key in ((orcpt, CorrelationKey.orcpt), (final, CorrelationKey.recipient)):
                 if not addr:
                     continue
                 d = await self._recent(addr, since)
@@ -385,7 +391,7 @@ class _Correlator:
             if sender:
                 d = await self._recent(sender, since)
                 if d is not None:
-                    paired.append(Match(None, d, "recipient"))
+                    paired.append(Match(None, d, CorrelationKey.recipient))
         corr.matches = paired
         corr.key = _strongest(m.key for m in paired)
         return corr

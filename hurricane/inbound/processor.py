@@ -24,16 +24,20 @@ Why each step is shaped the way it is:
 - Recording is idempotent: each event carries a key derived from the
   returned message's bytes, the delivery and the recipient, so a remote that
   delivers the same NDR twice, or an operator's replay, counts once.
-- ``suppress`` is taken only from the analysis and only for permanent
+- ``suppress`` is proposed only from the analysis and only for permanent
   bounces (recipient-side hard reasons); a 5xx for spam, policy or
   reputation is the sender's problem and never suppresses. Complaints always
-  suppress.
+  propose it.
+- Whether an event may change anything at all (state, reason, suppression)
+  is not decided here: every store engine asks
+  :func:`hurricane.decisions.decide_bounce`, which applies only events whose
+  correlation key is verified (our MAC over the delivery). The events carry
+  the key.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import json
 import threading
@@ -145,13 +149,6 @@ def _permanent(result: RecipientResult) -> bool:
     return True  # Action: failed with no code at all still means "gave up"
 
 
-#: Correlation keys backed by our MAC: only these may put an address on the
-#: suppression list. A Message-ID is seen by every recipient of a message and
-#: a sibling match rests on an address in the report's text: both are hints
-#: that anyone who received the message could forge.
-VERIFIED_KEYS = frozenset({"verp", "header-token", "envid"})
-
-
 def _severity(event: BounceEvent) -> int:
     if event.kind in (EventKind.bounce, EventKind.complaint):
         return 3 if event.permanent else 2
@@ -188,10 +185,6 @@ def build_events(
         event = _event(bounce, analysis.category, match, fingerprint)
         if event is None:
             continue
-        if event.suppress and match.key not in VERIFIED_KEYS:
-            # Matched only by an address anyone can write into a forged
-            # report: record it, but never let it suppress someone.
-            event = dataclasses.replace(event, suppress=False)
         assert event.idem_key is not None
         seen = events.get(event.idem_key)
         if seen is None or _severity(event) > _severity(seen):

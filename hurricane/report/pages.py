@@ -476,7 +476,9 @@ class ReportPages(Resource):
                          " ".join(_text(x) for x in (e.remote_host, e.remote_ip) if x),
                          _text(e.tls), _text(e.source), _text(e.rule),
                          "" if e.duration is None else f"{e.duration:.2f} s",
-                         _text(e.correlation or e.feedback_type), raw))
+                         # the note says when a weak correlation changed nothing
+                         " \u2014 ".join(_text(x) for x in (e.correlation or e.feedback_type,
+                                                            e.note) if x), raw))
         content: list[Any] = [tags.div(table(["Field", "Value"], info), class_="card"),
                               tags.h2("Attempts and events")]
         content.append(tags.div(table(["When", "Event", "State", "Reason", "Code", "Text",

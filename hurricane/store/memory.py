@@ -18,6 +18,7 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from hurricane.decisions import decide_bounce
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -326,12 +327,14 @@ class MemoryStore:
                     continue
                 self._idem.add((ev.delivery_id, ev.idem_key))
             kind = EventKind(ev.kind)
-            target = txn.bounce_target(kind, ev.permanent, d.state, d.attempts)
+            decision = decide_bounce(ev, d.state, d.attempts)
+            target = decision.target
             event_id = self._add_event(
                 ev.delivery_id, kind, ev.at, state=target, reason=ev.reason, hard=ev.hard,
                 code=ev.code, status=ev.status, text=ev.text, remote_host=ev.remote_host,
                 source=txn.source_text(ev.source), rule=ev.rule, bounce_id=ev.bounce_id,
-                feedback_type=ev.feedback_type, correlation=ev.correlation)
+                feedback_type=ev.feedback_type, correlation=txn.source_text(ev.correlation),
+                note=decision.note)
             event_ids.append(event_id)
             if target is State.bounced:
                 self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
@@ -343,7 +346,7 @@ class MemoryStore:
                 self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
                              updated_at=ev.at, next_attempt_at=None, lease_owner=None,
                              lease_until=None)
-            if ev.suppress:
+            if decision.suppress:
                 source = "complaint" if kind is EventKind.complaint else "bounce"
                 self._suppress(d.recipient, ev.reason or kind.value, ev.at, source, None,
                                event_id)

@@ -258,7 +258,7 @@ SELECT_DELIVERY_FOR_WRITE = (
 EVENT_INSERT_COLUMNS = (
     "delivery_id", "kind", "at", "state", "reason", "hard", "code", "status", "text",
     "remote_host", "remote_ip", "tls", "source", "rule", "duration", "bounce_id",
-    "feedback_type", "correlation", "idem_key",
+    "feedback_type", "correlation", "idem_key", "note",
 )
 
 INSERT_EVENT = (
@@ -381,14 +381,14 @@ WHERE delivery_id = ? AND state = ?"""
 SELECT_EVENTS = """
 SELECT event_id, delivery_id, kind, at, state, reason, hard, code, status, text,
        remote_host, remote_ip, tls, source, rule, duration, bounce_id, feedback_type,
-       correlation
+       correlation, note
 FROM events WHERE delivery_id = ? ORDER BY event_id"""
 
 # Event feed (webhooks, accounting log): keyset on the events primary key.
 SELECT_EVENTS_AFTER = """
 SELECT e.event_id, e.delivery_id, e.kind, e.at, e.state, e.reason, e.hard, e.code,
        e.status, e.text, e.remote_host, e.remote_ip, e.tls, e.source, e.rule, e.duration,
-       e.bounce_id, e.feedback_type, e.correlation,
+       e.bounce_id, e.feedback_type, e.correlation, e.note,
        m.queue_id, d.recipient, m.sender, m.mailing_id, m.message_id, m.header_message_id,
        d.state, d.created_at
 FROM events e

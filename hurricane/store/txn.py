@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator,
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from hurricane.decisions import decide_bounce
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -181,6 +182,7 @@ def event_from_row(row: Row) -> Event:
         code=_opt_int(row[7]), status=row[8], text=row[9], remote_host=row[10],
         remote_ip=row[11], tls=row[12], source=row[13], rule=row[14], duration=row[15],
         bounce_id=_opt_int(row[16]), feedback_type=row[17], correlation=row[18],
+        note=row[19],
     )
 
 
@@ -494,8 +496,8 @@ def check_attempts(results: Sequence[AttemptResult]) -> None:
             raise ValueError(f"an attempt cannot end in state {result.state!r}")
 
 
-#: Events per multi-row INSERT (19 parameters each: under SQLite's old 999).
-_EVENT_CHUNK = 50
+#: Events per multi-row INSERT (20 parameters each: under SQLite's old 999).
+_EVENT_CHUNK = 45
 
 
 async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> list[int]:
@@ -527,7 +529,7 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
             params += [
                 r.delivery_id, kind.value, r.at, state.value, r.reason, r.hard, r.code,
                 r.status, r.text, r.remote_host, r.remote_ip, r.tls, source_text(r.source),
-                r.rule, r.duration, None, None, None, None,
+                r.rule, r.duration, None, None, None, None, None,
             ]
         await txn.execute(sql.insert_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
@@ -643,26 +645,6 @@ async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
     return (await _load_bounces(txn, [bounce_id])).get(bounce_id)
 
 
-#: States a permanent bounce moves to ``bounced``.
-BOUNCEABLE = frozenset({State.queued, State.deferred, State.delivered})
-#: States a complaint moves to ``complained``: mail that reached the mailbox
-#: (a complaint about a failed or expired delivery is recorded as an event
-#: only: it was never delivered, so the report is mis-correlated or forged).
-COMPLAINABLE = frozenset({State.delivered, State.bounced})
-
-
-def bounce_target(kind: EventKind, permanent: bool, state: State, attempts: int) -> State | None:
-    """The state a bounce event moves a delivery to, or None (event only).
-
-    Shared with the memory store so that all engines decide alike.
-    """
-    if kind is EventKind.bounce and permanent and state in BOUNCEABLE:
-        return State.bounced
-    if kind is EventKind.complaint and state in COMPLAINABLE and attempts > 0:
-        return State.complained
-    return None
-
-
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
                             category: str, correlation: str | None, analysis: str) -> list[int]:
     """Record the analysis of a returned message; see IOutcomeStore.record_bounce."""
@@ -678,12 +660,13 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
         if row is None:
             continue
         recipient, state, attempts = row[0], State(row[1]), int(row[2])
-        target = bounce_target(kind, ev.permanent, state, attempts)
+        decision = decide_bounce(ev, state, attempts)
+        target = decision.target
         await txn.execute(sql.INSERT_EVENT_IDEMPOTENT, (
             ev.delivery_id, kind.value, ev.at, None if target is None else target.value,
             ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
             source_text(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
-            ev.correlation, ev.idem_key,
+            source_text(ev.correlation), ev.idem_key, decision.note,
         ))
         event_row = txn.fetchone()
         if event_row is None:
@@ -699,7 +682,7 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
             await txn.execute(sql.MOVE_TO_COMPLAINED, (
                 ev.reason, ev.hard, ev.at, ev.delivery_id, state.value,
             ))
-        if ev.suppress:
+        if decision.suppress:
             source = "complaint" if kind is EventKind.complaint else "bounce"
             await _suppress(txn, recipient, ev.reason or kind.value, ev.at, source, None,
                             event_id)
@@ -782,10 +765,10 @@ async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[Ev
         return []
     await txn.execute(sql.SELECT_EVENTS_AFTER, (after_event_id, limit))
     return [
-        EventRecord(event=event_from_row(row[:19]), queue_id=row[19], recipient=row[20],
-                    sender=row[21], mailing_id=row[22], message_id=row[23],
-                    header_message_id=row[24], delivery_state=row[25],
-                    delivery_created_at=row[26])
+        EventRecord(event=event_from_row(row[:20]), queue_id=row[20], recipient=row[21],
+                    sender=row[22], mailing_id=row[23], message_id=row[24],
+                    header_message_id=row[25], delivery_state=row[26],
+                    delivery_created_at=row[27])
         for row in txn.fetchall()
     ]
 

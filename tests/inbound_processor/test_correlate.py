@@ -8,8 +8,9 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.model import Analysis
+from hurricane.decisions import NOT_APPLIED
 from hurricane.inbound.correlate import Correlation, correlate, normalise_address
-from hurricane.model import State, StoredBounce
+from hurricane.model import EventKind, State, StoredBounce
 
 from .helpers import BOUNCE_DOMAIN, NOW, World, dsn, result, run
 
@@ -69,18 +70,19 @@ class CorrelationKeyTests(SynchronousTestCase):
         self.assertEqual(self.p.stats()["uncorrelated"], 1)
 
     def test_message_id(self) -> None:
-        """Our Message-ID in the returned headers correlates with key message-id."""
+        """Our Message-ID correlates with key message-id: recorded, not applied."""
         self.process(dsn("alice@example.net", message_id="m1@example.org"))
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
-        self.assertEqual(self.last(self.d.delivery_id).correlation, "message-id")
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual((self.last(self.d.delivery_id).correlation,
+                          self.last(self.d.delivery_id).note), ("message-id", NOT_APPLIED))
 
     def test_message_id_picks_the_recipient(self) -> None:
         """With a Message-ID shared by several recipients, only the one the DSN names bounces."""
         rows = self.w.send(["carol@example.net", "dave@example.net"],
                            header_message_id="m2@example.org")
         self.process(dsn("dave@example.net", message_id="m2@example.org"))
-        states = [self.w.delivery(r.delivery_id).state for r in rows]
-        self.assertEqual(states, [State.delivered, State.bounced])
+        kinds = [self.last(r.delivery_id).kind for r in rows]
+        self.assertEqual(kinds, [EventKind.attempt, EventKind.bounce])
 
     def test_envid(self) -> None:
         """An ENVID holding our VERP local part, verified, correlates with key envid."""
@@ -98,17 +100,19 @@ class CorrelationKeyTests(SynchronousTestCase):
     def test_orcpt(self) -> None:
         """ORCPT (the address as we sent it) correlates when the final recipient was rewritten."""
         self.process(dsn("alice@forward.example.org", orcpt="alice@example.net"))
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
-        self.assertEqual(self.last(self.d.delivery_id).correlation, "orcpt")
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual((self.last(self.d.delivery_id).correlation,
+                          self.last(self.d.delivery_id).note), ("orcpt", NOT_APPLIED))
 
     def test_recipient_newest_first(self) -> None:
         """A bare recipient matches its most recent delivery within 30 days."""
         self.w.clock.advance(3600)
         [newer] = self.w.send(["alice@example.net"])
         self.process(dsn("alice@example.net"))
-        self.assertEqual(self.w.delivery(newer.delivery_id).state, State.bounced)
         self.assertEqual(self.last(newer.delivery_id).correlation, "recipient")
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual(self.last(self.d.delivery_id).kind, EventKind.attempt)
+        # a bare address is anyone's to write: recorded, not applied
+        self.assertEqual(self.w.delivery(newer.delivery_id).state, State.delivered)
 
     def test_recipient_window(self) -> None:
         """A bare recipient does not match a delivery older than 30 days."""
@@ -117,18 +121,18 @@ class CorrelationKeyTests(SynchronousTestCase):
         self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
         self.assertIsNone(self.w.bounce(bid).correlation)
 
-    def test_per_message_verp(self) -> None:
-        """One token for a message to several recipients: each DSN result finds its own row."""
+    def test_sibling(self) -> None:
+        """A report through one recipient's token naming a co-recipient: recorded, not applied."""
         rows = self.w.send(["carol@example.net", "dave@example.net"])
         tok = self.w.token(rows[0])
         self.process(dsn("carol@example.net",
                          extra_recipients=[("dave@example.net", "failed", "5.1.1")]), tok)
-        for r in rows:
-            self.assertEqual(self.w.delivery(r.delivery_id).state, State.bounced)
         # the token's own delivery is verified; the other was found by the
         # address in the report's text, which is only a hint
         self.assertEqual(self.last(rows[0].delivery_id).correlation, "verp")
         self.assertEqual(self.last(rows[1].delivery_id).correlation, "sibling")
+        self.assertEqual([self.w.delivery(r.delivery_id).state for r in rows],
+                         [State.bounced, State.delivered])
 
     def test_sibling_cannot_suppress(self) -> None:
         """A recipient forging a DSN with its own token cannot get a co-recipient suppressed."""
@@ -165,7 +169,8 @@ class CorrelationKeyTests(SynchronousTestCase):
         [queued] = self.w.send(["alice@example.net"], state=State.queued)
         self.process(dsn("alice@example.net"))
         self.assertEqual(self.w.delivery(queued.delivery_id).state, State.queued)
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(queued.delivery_id).kind, EventKind.queued)
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "recipient")
 
 
 class CorrelateFunctionTests(SynchronousTestCase):

@@ -523,8 +523,11 @@ class StoreContractMixin:
             b"From: MAILER-DAEMON\r\n\r\nfailed\r\n", "", "b@bounce.test", T0 + 50,
             delivery_id=delivery_id, client="192.0.2.9"))
         fields.setdefault("reason", "userunknown")
+        # as the envelope's verified token would have matched it
+        fields.setdefault("correlation", "verp")
         event = BounceEvent(delivery_id, kind, T0 + 60, bounce_id=bounce_id, **fields)
-        return await self.store.record_bounce(bounce_id, [event], "dsn", "verp", "{}")
+        return await self.store.record_bounce(bounce_id, [event], "dsn",
+                                              fields["correlation"], "{}")
 
     async def test_bounce_after_delivered(self) -> None:
         """A permanent bounce moves delivered to bounced, with its details."""
@@ -611,6 +614,53 @@ class StoreContractMixin:
                                                idem_key="k2")), 1)
         kinds = [e.kind for e in await self.store.events(delivery_id)]
         self.assertEqual(kinds.count(EventKind.bounce), 1)
+
+    async def test_weak_correlation_changes_nothing(self) -> None:
+        """A bounce or complaint matched by a weak key is recorded, not applied, in every state."""
+        delivered = (await self.enqueue_one("d@weak.test")).recipients[0].delivery_id
+        await self.deliver(delivered)
+        deferred = (await self.enqueue_one("e@weak.test")).recipients[0].delivery_id
+        await self.store.record_attempts([AttemptResult(
+            deferred, State.deferred, T0 + 1, code=451, text="later", next_attempt_at=T0 + 100)])
+        queued = (await self.enqueue_one("q@weak.test")).recipients[0].delivery_id
+        before = {i: await self.store.get_delivery(i) for i in (delivered, deferred, queued)}
+        for key in (None, "recipient", "orcpt", "message-id", "sibling", "message-token", "x"):
+            for delivery_id in before:
+                await self.bounce(delivery_id, hard=True, suppress=True, code=550,
+                                  status="5.1.1", text="forged", correlation=key)
+                await self.bounce(delivery_id, EventKind.complaint, reason="feedback",
+                                  suppress=True, source=Source.arf, correlation=key)
+        for delivery_id, row in before.items():
+            self.assertEqual(await self.store.get_delivery(delivery_id), row)
+            events = [e for e in await self.store.events(delivery_id)
+                      if e.kind in (EventKind.bounce, EventKind.complaint)]
+            self.assertEqual(len(events), 14)
+            self.assertEqual({(e.state, e.note) for e in events},
+                             {(None, "recorded, not applied: unverified correlation")})
+            self.assertIn("forged", [e.text for e in events])
+        self.assertEqual(await self.store.suppressions(), [])
+        # the deferred one is still due for its retry, the queued one for its first try
+        claimed = {d.delivery_id for d in await self.store.claim_due(T0 + 200, "n1", 60, 10)}
+        self.assertEqual(claimed, {deferred, queued})
+
+    async def test_verified_keys_apply(self) -> None:
+        """Each verified key (verp, header-token, envid) moves the state and suppresses."""
+        for i, key in enumerate(("verp", "header-token", "envid")):
+            delivery_id = (await self.enqueue_one(f"v{i}@ok.test")).recipients[0].delivery_id
+            await self.deliver(delivery_id)
+            await self.bounce(delivery_id, hard=True, suppress=True, correlation=key)
+            self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.bounced)
+            event = (await self.store.events(delivery_id))[-1]
+            self.assertEqual((event.state, event.note, event.correlation),
+                             (State.bounced, None, key))
+            self.assertIsNotNone(await self.store.get_suppression(f"v{i}@ok.test"))
+
+    async def test_unsent_delivery_not_bounced(self) -> None:
+        """A delivery never attempted cannot have bounced, even by a verified key."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.bounce(delivery_id)
+        self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.queued)
+        self.assertIsNone((await self.store.events(delivery_id))[-1].state)
 
     async def test_pending_bounces(self) -> None:
         """Stored returned messages stay pending, oldest first, until analyzed or failed."""
@@ -728,14 +778,16 @@ class StoreContractMixin:
         records = [
             BounceRecord(bounce_ids[0], [BounceEvent(
                 a, EventKind.bounce, T0 + 60, reason="userunknown", hard=True, suppress=True,
-                bounce_id=bounce_ids[0], idem_key="ka")], "bounce", "verp", '{"n": 0}'),
+                bounce_id=bounce_ids[0], idem_key="ka", correlation="verp")], "bounce", "verp",
+                '{"n": 0}'),
             BounceRecord(bounce_ids[1], [BounceEvent(
                 b, EventKind.complaint, T0 + 61, reason="feedback", suppress=True,
-                bounce_id=bounce_ids[1], idem_key="kb")], "feedback", "verp", '{"n": 1}'),
+                bounce_id=bounce_ids[1], idem_key="kb", correlation="header-token")],
+                "feedback", "header-token", '{"n": 1}'),
             # the same event as the first record: skipped by its idem_key
             BounceRecord(bounce_ids[2], [BounceEvent(
                 a, EventKind.bounce, T0 + 62, reason="userunknown", bounce_id=bounce_ids[2],
-                idem_key="ka")], "bounce", "verp", '{"n": 2}'),
+                idem_key="ka", correlation="verp")], "bounce", "verp", '{"n": 2}'),
         ]
         ids = await self.store.record_bounces(records)
         self.assertEqual([len(x) for x in ids], [1, 1, 0])
@@ -756,12 +808,12 @@ class StoreContractMixin:
         first = await self.store.store_bounce(ReturnedMessage(b"r1", "", "b@x", T0 + 50))
         second = await self.store.store_bounce(ReturnedMessage(b"r2", "", "b@x", T0 + 51))
         # The second record's event insert fails, after the first was applied.
-        self.patch(sql, "INSERT_EVENT_IDEMPOTENT",
-                   f"INSERT INTO no_such_table VALUES ({sql.placeholders(19)})")
+        self.patch(sql, "INSERT_EVENT_IDEMPOTENT", "INSERT INTO no_such_table VALUES "
+                   f"({sql.placeholders(len(sql.EVENT_INSERT_COLUMNS))})")
         await self.assertUnavailable(self.store.record_bounces([
             BounceRecord(first, [], "other", None, "{}"),
-            BounceRecord(second, [BounceEvent(a, EventKind.bounce, T0 + 60)], "bounce",
-                         "verp", "{}"),
+            BounceRecord(second, [BounceEvent(a, EventKind.bounce, T0 + 60,
+                                              correlation="verp")], "bounce", "verp", "{}"),
         ]))
         self.patch(sql, "INSERT_EVENT_IDEMPOTENT", _original_insert_event_idempotent)
         self.assertEqual(await self.store.pending_bounces(10), [first, second])
