@@ -220,8 +220,30 @@ class AttemptResult:
 
 
 @dataclass(frozen=True)
+class ReturnedRecipient:
+    """One envelope recipient of a returned message.
+
+    Attributes:
+        address: the address as the client gave it.
+        delivery_id: the delivery a VERP token verified at RCPT time names
+            (None for postmaster and feedback addresses).
+        per_message: that token was shared by several recipients of one
+            transaction: it proves the message, not this delivery.
+    """
+
+    address: str
+    delivery_id: int | None = None
+    per_message: bool = False
+
+
+@dataclass(frozen=True)
 class ReturnedMessage:
-    """A message received on the bounce listener, before analysis."""
+    """A message received on the bounce listener, before analysis.
+
+    One per SMTP transaction, however many recipients it had: ``rcpt_to``
+    and ``delivery_id`` describe the first, ``recipients`` all of them (empty
+    means just that first one).
+    """
 
     raw: bytes
     mail_from: str
@@ -230,11 +252,22 @@ class ReturnedMessage:
     #: Delivery id decoded from a verified VERP recipient, if any.
     delivery_id: int | None = None
     client: str | None = None  # remote address and HELO
+    recipients: tuple[ReturnedRecipient, ...] = ()
+
+    def envelope(self) -> tuple[ReturnedRecipient, ...]:
+        """Every envelope recipient, in RCPT order."""
+        return self.recipients or (ReturnedRecipient(self.rcpt_to, self.delivery_id),)
 
 
 @dataclass(frozen=True)
 class StoredBounce:
-    """A stored returned message, as read back for analysis or replay."""
+    """A stored returned message, as read back for analysis or replay.
+
+    ``rcpt_to`` and ``delivery_id`` are the first envelope recipient's;
+    ``recipients`` lists them all. ``purged_at`` is set once the raw bytes
+    were dropped after the retention period (``raw`` is then empty; the
+    analysis and the events stay).
+    """
 
     bounce_id: int
     raw: bytes
@@ -245,6 +278,12 @@ class StoredBounce:
     status: str  # pending | analyzed | failed
     category: str | None = None
     correlation: str | None = None
+    recipients: tuple[ReturnedRecipient, ...] = ()
+    purged_at: float | None = None
+
+    def envelope(self) -> tuple[ReturnedRecipient, ...]:
+        """Every envelope recipient, in RCPT order."""
+        return self.recipients or (ReturnedRecipient(self.rcpt_to, self.delivery_id),)
 
 
 @dataclass(frozen=True)

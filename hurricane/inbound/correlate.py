@@ -4,8 +4,9 @@ A returned message names deliveries in several ways, of very different
 strength. We try them in a fixed order and stop at the first that finds
 anything (DESIGN.md, "The return path"); the verified keys come first:
 
-1. ``verp``: the envelope recipient, a VERP token the bounce listener verified
-   at RCPT time (``StoredBounce.delivery_id``). Exact and authenticated.
+1. ``verp``: the envelope recipients, VERP tokens the bounce listener
+   verified at RCPT time (``StoredBounce.recipients``). Exact and
+   authenticated.
 2. ``header-token``: mail that reached postmaster or a feedback address
    carries no usable envelope; the returned original may still hold our
    ``X-Hurricane-Token`` header, checked with the same MAC (a token that
@@ -225,13 +226,20 @@ class _Correlator:
     # -- steps 1-3: anchors ----------------------------------------------------
 
     async def _anchors(self) -> tuple[list[Delivery], str | None]:
-        # 1. the verified envelope recipient
-        if self.bounce.delivery_id is not None:
-            self.evidence["envelope_delivery_id"] = self.bounce.delivery_id
-            d = await self.get(self.bounce.delivery_id)
-            if d is not None:
-                return [d], CorrelationKey.verp
-            self.evidence["envelope_delivery_missing"] = True
+        # 1. the verified envelope recipients (one stored message per
+        #    transaction: it may have had several)
+        envelope: list[Delivery] = []
+        for rcpt in self.bounce.envelope():
+            if rcpt.delivery_id is None:
+                continue
+            self.evidence.setdefault("envelope_delivery_ids", []).append(rcpt.delivery_id)
+            d = await self.get(rcpt.delivery_id)
+            if d is None:
+                self.evidence["envelope_delivery_missing"] = True
+            elif d not in envelope:
+                envelope.append(d)
+        if envelope:
+            return envelope, CorrelationKey.verp
 
         # 2. X-Hurricane-Token headers: hints until the MAC verifies
         found: list[Delivery] = []

@@ -325,7 +325,9 @@ class ProcessResult:
     ``status`` is ``analyzed`` (recorded, correlated), ``uncorrelated``
     (recorded with no event), ``failed`` (analysis failed, marked failed),
     ``missing`` (no such bounce), ``skipped`` (already analyzed and not a
-    replay) or ``stopped`` (the service stopped first; still pending).
+    replay), ``purged`` (a replay of a message whose raw bytes the
+    retention period dropped) or ``stopped`` (the service stopped first;
+    still pending).
     ``retry`` is used internally while the store is unavailable; callers of
     :meth:`BounceProcessor.replay` never see it.
     """
@@ -890,6 +892,9 @@ class BounceProcessor(Service):
             return ProcessResult(bounce_id, "missing")
         if bounce.status != "pending" and not replay:
             return ProcessResult(bounce_id, "skipped", category=bounce.category)
+        if bounce.purged_at is not None:
+            # past the retention period: its bytes are gone, its analysis stays
+            return ProcessResult(bounce_id, "purged", category=bounce.category)
         return bounce
 
     async def _settled(self, bounce_id: int, step: Awaitable[T]) -> T | ProcessResult:

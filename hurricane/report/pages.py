@@ -511,6 +511,10 @@ class ReportPages(Resource):
         bounce = await self.store.load_bounce(int(bounce_id))
         if bounce is None:
             raise HttpError(404, f"No returned message {bounce_id}.")
+        if bounce.purged_at is not None:
+            raise HttpError(410, f"Returned message {bounce_id} was purged at "
+                                 f"{fmt_time(bounce.purged_at)} ([bounce] retention); "
+                                 "its analysis and events are kept.")
         self._raw(request, bounce.raw, f"bounce-{bounce.bounce_id}.eml")
 
     async def message_body(self, request: Request, queue_id: str) -> None:

@@ -144,7 +144,12 @@ class IOutcomeStore(Interface):
     # -- returned mail ------------------------------------------------------
 
     async def store_bounce(message: ReturnedMessage) -> int:
-        """Durably store a received message (status ``pending``); return its id."""
+        """Durably store a received message (status ``pending``); return its id.
+
+        One stored message per SMTP transaction: the raw bytes once, and
+        every envelope recipient (``message.envelope()``) with the delivery
+        its verified token names, read back in ``StoredBounce.recipients``.
+        """
 
     async def pending_bounces(limit: int) -> list[int]:
         """Ids of stored returned messages not yet analyzed, oldest first."""
@@ -188,6 +193,17 @@ class IOutcomeStore(Interface):
 
     async def mark_bounce_failed(bounce_id: int, error: str) -> None:
         """Mark a returned message whose analysis failed (kept for replay)."""
+
+    async def purge_bounces(before: float, now: float, limit: int = 1000) -> int:
+        """Drop the raw bytes of finished returned messages received before ``before``.
+
+        Retention (``[bounce] retention``): up to ``limit`` messages whose
+        status is ``analyzed`` or ``failed`` and whose bytes are still kept,
+        oldest first, get an empty ``raw`` and ``purged_at = now``; their
+        analysis, recipients and events stay. Pending messages are never
+        purged. Returns how many were purged (call again while it returns
+        ``limit``).
+        """
 
     # -- reading ------------------------------------------------------------
 

@@ -279,10 +279,14 @@ class MemoryStore:
         """Store a returned message as pending; return its id."""
         self._check()
         bounce_id = next(self._bounce_ids)
+        envelope = message.envelope()
         self._bounces[bounce_id] = _Bounce(StoredBounce(
             bounce_id=bounce_id, raw=message.raw, mail_from=message.mail_from,
-            rcpt_to=message.rcpt_to, received_at=message.received_at,
-            delivery_id=message.delivery_id, status="pending"))
+            rcpt_to=envelope[0].address, received_at=message.received_at,
+            delivery_id=next((r.delivery_id for r in envelope if r.delivery_id is not None),
+                             None),
+            status="pending",
+            recipients=envelope))
         return bounce_id
 
     async def pending_bounces(self, limit: int) -> list[int]:
@@ -359,6 +363,18 @@ class MemoryStore:
         if bounce is not None:
             bounce.stored = dataclasses.replace(bounce.stored, status="failed")
             bounce.error = error
+
+    async def purge_bounces(self, before: float, now: float, limit: int = 1000) -> int:
+        """Drop the raw bytes of finished returned messages received before ``before``."""
+        self._check()
+        due = sorted((b.stored for b in self._bounces.values()
+                      if b.stored.status != "pending" and b.stored.purged_at is None
+                      and b.stored.received_at < before),
+                     key=lambda b: (b.received_at, b.bounce_id))[:max(limit, 0)]
+        for stored in due:
+            self._bounces[stored.bounce_id].stored = dataclasses.replace(
+                stored, raw=b"", purged_at=now)
+        return len(due)
 
     # -- reading ------------------------------------------------------------
 

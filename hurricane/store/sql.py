@@ -355,8 +355,25 @@ ORDER BY received_at, bounce_id LIMIT ?"""
 
 SELECT_BOUNCE = """
 SELECT bounce_id, raw, mail_from, rcpt_to, received_at, delivery_id, status,
-       category, correlation
+       category, correlation, purged_at
 FROM bounces WHERE """
+
+BOUNCE_RECIPIENT_COLUMNS = ("bounce_id", "position", "rcpt_to", "delivery_id", "per_message")
+
+SELECT_BOUNCE_RECIPIENTS = """
+SELECT bounce_id, position, rcpt_to, delivery_id, per_message FROM bounce_recipients
+WHERE bounce_id IN ({}) ORDER BY bounce_id, position"""
+
+# Retention: drop the raw bytes of finished (analyzed or failed) messages
+# received before a time, oldest first, a bounded number per statement; the
+# outer condition is checked again on the row another node may have purged.
+PURGE_BOUNCES = """
+UPDATE bounces SET raw = ?, purged_at = ?
+WHERE bounce_id IN (
+    SELECT bounce_id FROM bounces
+    WHERE status <> 'pending' AND purged_at IS NULL AND received_at < ?
+    ORDER BY received_at LIMIT ?)
+  AND status <> 'pending' AND purged_at IS NULL"""
 
 MARK_BOUNCE_ANALYZED = """
 UPDATE bounces SET status = 'analyzed', category = ?, correlation = ?, analysis = ?,

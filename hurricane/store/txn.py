@@ -39,6 +39,7 @@ from hurricane.model import (
     Outcome,
     ReasonCount,
     ReturnedMessage,
+    ReturnedRecipient,
     State,
     StoredBounce,
     StoredMessage,
@@ -597,22 +598,35 @@ async def retry_now_txn(txn: Txn, now: float, queue_id: str | None, domain: str 
 
 async def store_bounce_txn(txn: Txn, message: ReturnedMessage) -> int:
     """Store a returned message as pending; return its id."""
-    await txn.execute(sql.INSERT_BOUNCE, (
-        message.received_at, message.mail_from, message.rcpt_to, message.delivery_id,
-        message.client, message.raw,
-    ))
-    row = txn.fetchone()
-    assert row is not None
-    return int(row[0])
+    return (await store_bounces_txn(txn, [message]))[0]
 
 
 async def store_bounces_txn(txn: Txn, messages: Sequence[ReturnedMessage]) -> list[int]:
     """Store several returned messages as pending (one group commit); their ids in order.
 
-    One INSERT per message: the statements are cheap, the commit (fsync)
-    is what the batch saves.
+    One INSERT per message (the raw bytes once, whatever the number of
+    recipients), then one multi-row INSERT for every envelope recipient of
+    the batch: the statements are cheap, the commit (fsync) is what the
+    batch saves.
     """
-    return [await store_bounce_txn(txn, message) for message in messages]
+    ids: list[int] = []
+    recipients: list[tuple[Any, ...]] = []
+    for message in messages:
+        envelope = message.envelope()
+        first = envelope[0]
+        await txn.execute(sql.INSERT_BOUNCE, (
+            message.received_at, message.mail_from, first.address,
+            next((r.delivery_id for r in envelope if r.delivery_id is not None), None),
+            message.client, message.raw,
+        ))
+        row = txn.fetchone()
+        assert row is not None
+        bounce_id = int(row[0])
+        ids.append(bounce_id)
+        recipients += [(bounce_id, position, r.address, r.delivery_id, bool(r.per_message))
+                       for position, r in enumerate(envelope)]
+    await txn.insert_rows("bounce_recipients", sql.BOUNCE_RECIPIENT_COLUMNS, recipients)
+    return ids
 
 
 async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
@@ -621,21 +635,30 @@ async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
     return [int(row[0]) for row in txn.fetchall()]
 
 
-def _stored_bounce(row: Sequence[Any]) -> StoredBounce:
+def _stored_bounce(row: Sequence[Any], recipients: Sequence[ReturnedRecipient]
+                   ) -> StoredBounce:
     return StoredBounce(
         bounce_id=int(row[0]), raw=bytes(row[1]), mail_from=row[2], rcpt_to=row[3],
         received_at=row[4], delivery_id=_opt_int(row[5]), status=row[6], category=row[7],
-        correlation=row[8],
+        correlation=row[8], recipients=tuple(recipients), purged_at=row[9],
     )
 
 
 async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]:
     found: dict[int, StoredBounce] = {}
     for chunk in _chunks(ids):
-        await txn.execute(
-            sql.SELECT_BOUNCE + f"bounce_id IN ({sql.placeholders(len(chunk))})", chunk)
-        for row in txn.fetchall():
-            bounce = _stored_bounce(row)
+        marks = sql.placeholders(len(chunk))
+        await txn.execute(sql.SELECT_BOUNCE + f"bounce_id IN ({marks})", chunk)
+        rows = txn.fetchall()
+        if not rows:
+            continue
+        await txn.execute(sql.SELECT_BOUNCE_RECIPIENTS.format(marks), chunk)
+        envelopes: dict[int, list[ReturnedRecipient]] = {}
+        for bounce_id, _, address, delivery_id, per_message in txn.fetchall():
+            envelopes.setdefault(int(bounce_id), []).append(
+                ReturnedRecipient(address, _opt_int(delivery_id), bool(per_message)))
+        for row in rows:
+            bounce = _stored_bounce(row, envelopes.get(int(row[0]), ()))
             found[bounce.bounce_id] = bounce
     return found
 
@@ -706,6 +729,16 @@ async def record_bounces_txn(txn: Txn, records: Sequence[Any]) -> list[list[int]
 async def mark_bounce_failed_txn(txn: Txn, bounce_id: int, error: str) -> None:
     """Mark a returned message whose analysis failed."""
     await txn.execute(sql.MARK_BOUNCE_FAILED, (error, bounce_id))
+
+
+async def purge_bounces_txn(txn: Txn, before: float, now: float, limit: int) -> int:
+    """Drop the raw bytes of up to ``limit`` finished returned messages received
+    before ``before``; see IOutcomeStore.purge_bounces."""
+    if limit <= 0:
+        return 0
+    txn.standalone()  # one statement: atomic by itself
+    await txn.execute(sql.PURGE_BOUNCES, (b"", now, before, limit))
+    return max(txn.rowcount, 0)
 
 
 # -- reading ------------------------------------------------------------------

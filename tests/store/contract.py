@@ -22,6 +22,7 @@ from hurricane.model import (
     NewMessage,
     NewRecipient,
     ReturnedMessage,
+    ReturnedRecipient,
     Source,
     State,
 )
@@ -678,6 +679,53 @@ class StoreContractMixin:
         self.assertEqual((await self.store.load_bounce(ids[2])).status, "failed")
         self.assertIsNone(await self.store.load_bounce(ids[0] + 1000))
 
+    async def test_bounce_envelope(self) -> None:
+        """One stored message keeps each envelope recipient with its token's delivery and scope."""
+        envelope = (ReturnedRecipient("postmaster@bounce.test"),
+                    ReturnedRecipient("hxx@bounce.test", 42, per_message=True),
+                    ReturnedRecipient("abuse@bounce.test"),
+                    ReturnedRecipient("hyy@bounce.test", 43))
+        bounce_id = await self.store.store_bounce(ReturnedMessage(
+            b"one copy", "", "ignored@bounce.test", T0, recipients=envelope))
+        single = await self.store.store_bounce(ReturnedMessage(
+            b"r", "", "b@bounce.test", T0, delivery_id=7))
+        stored = await self.store.load_bounce(bounce_id)
+        self.assertEqual((stored.raw, stored.recipients, stored.envelope(), stored.rcpt_to,
+                          stored.delivery_id, stored.purged_at),
+                         (b"one copy", envelope, envelope, "postmaster@bounce.test", 42, None))
+        # many loads at once map their envelopes back to the right message
+        both = await gatherResults([Deferred.fromCoroutine(self.store.load_bounce(i))
+                                    for i in (single, bounce_id)])
+        self.assertEqual([b.recipients for b in both],
+                         [(ReturnedRecipient("b@bounce.test", 7),), envelope])
+
+    async def test_purge_bounces(self) -> None:
+        """Retention drops the raw bytes of old finished messages only, keeping their analysis."""
+        d = (await self.enqueue_one("p@x.test")).recipients[0].delivery_id
+        await self.deliver(d)
+        ids = [await self.store.store_bounce(ReturnedMessage(
+            b"raw %d" % i, "", "b@bounce.test", T0 + i, delivery_id=d)) for i in range(5)]
+        analyzed, failed, pending, recent, second = ids
+        [event_id] = await self.store.record_bounce(analyzed, [BounceEvent(
+            d, EventKind.bounce, T0 + 60, bounce_id=analyzed, correlation="verp",
+            reason="userunknown")], "bounce", "verp", '{"kept": true}')
+        await self.store.mark_bounce_failed(failed, "gave up")
+        await self.store.record_bounce(recent, [], "other", None, "{}")
+        await self.store.record_bounce(second, [], "other", None, "{}")
+        # received before T0 + 3.5: analyzed, failed, pending (never), recent
+        self.assertEqual(await self.store.purge_bounces(T0 + 3.5, T0 + 100, limit=2), 2)
+        self.assertEqual(await self.store.purge_bounces(T0 + 3.5, T0 + 101), 1)
+        self.assertEqual(await self.store.purge_bounces(T0 + 3.5, T0 + 102), 0)
+        got = {i: await self.store.load_bounce(i) for i in ids}
+        self.assertEqual([(got[i].raw, got[i].purged_at) for i in ids],
+                         [(b"", T0 + 100), (b"", T0 + 100), (b"raw 2", None),
+                          (b"", T0 + 101), (b"raw 4", None)])
+        self.assertEqual((got[analyzed].status, got[analyzed].category,
+                          got[analyzed].recipients[0].delivery_id),
+                         ("analyzed", "bounce", d))
+        self.assertEqual((await self.store.events(d))[-1].event_id, event_id)
+        self.assertEqual(await self.store.pending_bounces(10), [pending])
+
     async def test_bounce_for_unknown_delivery(self) -> None:
         """A bounce event for an unknown delivery is skipped; the message is analyzed."""
         bounce_id = await self.store.store_bounce(ReturnedMessage(b"r", "", "b@x", T0))
@@ -694,8 +742,9 @@ class StoreContractMixin:
         self.assertEqual(len(set(ids)), 30)
         for i, bounce_id in enumerate(ids):
             stored = await self.store.load_bounce(bounce_id)
-            self.assertEqual((stored.raw, stored.rcpt_to, stored.status),
-                             (b"raw %d" % i, f"b{i}@bounce.test", "pending"))
+            self.assertEqual((stored.raw, stored.rcpt_to, stored.status, stored.recipients),
+                             (b"raw %d" % i, f"b{i}@bounce.test", "pending",
+                              (ReturnedRecipient(f"b{i}@bounce.test"),)))
         self.assertEqual(await self.store.pending_bounces(100), ids)
         bouncer = getattr(self.store, "_bouncer", None)
         if bouncer is not None:
