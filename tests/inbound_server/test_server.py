@@ -100,6 +100,16 @@ class BounceServerTests(SynchronousTestCase):
         (bounce_id,) = self.stored
         self.assertEqual(self.bounce(bounce_id).recipients, (ReturnedRecipient(GOOD, 42),))
 
+    def test_per_message_token_kept(self) -> None:
+        """A shared (per-message) token is stored as such, for the correlation to weigh."""
+        shared = CODEC.encode(43, per_message=True)
+        self.proto.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<" + shared.encode() + b">\r\n"
+                                b"DATA\r\n" + DSN + b".\r\n")
+        self.assertEqual(codes(replies(self.t))[-1], b"250 2.0.0")
+        (bounce_id,) = self.stored
+        self.assertEqual(self.bounce(bounce_id).recipients,
+                         (ReturnedRecipient(shared, 43, per_message=True),))
+
     def test_postmaster_and_feedback_capped(self) -> None:
         """Postmaster and feedback recipients past the cap get 452 4.5.3; VERP ones do not count."""
         factory = BounceFactory(
