@@ -166,10 +166,12 @@ def build_events(
     Category ``bounce``: action ``failed`` gives a ``bounce`` event (permanent
     for 5.x.x/5xx, not for 4.x.x), ``delayed`` a ``delayed`` event,
     ``delivered``/``relayed``/``expanded`` a ``relayed`` event. ``feedback``
-    gives a ``complaint`` (always suppresses), ``autoreply`` an ``autoreply``
-    event (never a failure), ``other`` nothing. When one message names the
-    same delivery and recipient twice, only the most severe event is kept
-    (they would share one idempotency key).
+    gives a ``complaint`` (always proposes suppression), ``autoreply`` an
+    ``autoreply`` event (never a failure), ``other`` nothing. Each event
+    carries the key that matched it; whether it may change anything is the
+    store's :func:`hurricane.decisions.decide_bounce`. When one message names
+    the same delivery and recipient twice, only the most severe event is
+    kept (they would share one idempotency key).
 
     Args:
         bounce: the stored returned message (its id and received time).
