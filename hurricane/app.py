@@ -193,6 +193,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.credentials import SecretVerifier
     from hurricane.inbound.processor import BounceProcessor
+    from hurricane.inbound.retention import BounceRetention
     from hurricane.inbound.server import build_bounce_factory
     from hurricane.inbound.workers import AnalysisProcessPool
     from hurricane.outbound.client import Connector
@@ -249,6 +250,10 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
         threadpool=work.pool, processes=processes, concurrency=4,
     )
     processor.setServiceParent(root)
+    if b.retention > 0:
+        retention = BounceRetention(store, reactor, b.retention)
+        retention.setServiceParent(root)
+        root.components["retention"] = retention
 
     dns = ResolverService(reactor)
     dns.setServiceParent(root)

@@ -148,6 +148,11 @@ class BounceConfig:
     token_max_age_days: int = 30
     #: Local parts accepted besides VERP addresses and postmaster.
     feedback_addresses: tuple[str, ...] = ("abuse", "fbl")
+    #: Postmaster and feedback recipients (anyone may use them) accepted per
+    #: transaction; more get 452 4.5.3.
+    max_postmaster_recipients: int = 5
+    #: Seconds the raw bytes of analyzed returned mail are kept; 0 keeps them.
+    retention: float = 90 * 86400.0
     tls_certificate: str = ""
     tls_key: str = ""
     max_message_size: int = 5 * MIB
@@ -591,6 +596,12 @@ def _check(c: Config) -> None:
                 raise ConfigError("expected an integer >= 1", (name, key))
         if bool(s.tls_certificate) != bool(s.tls_key):
             raise ConfigError("tls_certificate and tls_key go together", (name, "tls_key"))
+    if c.bounce.max_postmaster_recipients < 1:
+        raise ConfigError("expected an integer >= 1", ("bounce", "max_postmaster_recipients"))
+    if c.bounce.retention != 0 and c.bounce.retention < 86400:
+        # also catches a number of days written where seconds are expected
+        raise ConfigError("expected seconds: 0 (keep for ever) or at least 86400 (one day); "
+                          f"90 days is {90 * 86400}", ("bounce", "retention"))
     if not 0 <= c.bounce.analysis_processes <= 64:
         raise ConfigError("expected 0-64 (0: analyze in threads)",
                           ("bounce", "analysis_processes"))

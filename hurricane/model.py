@@ -54,6 +54,54 @@ class EventKind(str, enum.Enum):
     note = "note"  # anything else an operator or a tool wants to say
 
 
+class CorrelationKey(enum.StrEnum):
+    """How a returned message was matched to a delivery, strongest first.
+
+    Only the *verified* keys rest on our MAC over one delivery; the others
+    are hints anyone who received the message (or knows an address) can
+    forge, and an event matched by them must change nothing
+    (:func:`hurricane.decisions.decide_bounce`).
+    """
+
+    #: The envelope recipient: a per-recipient VERP token verified at RCPT time.
+    verp = "verp"
+    #: Our X-Hurricane-Token header in the returned original, MAC verified.
+    header_token = "header-token"
+    #: RFC 3461 ENVID echoed by a DSN, MAC verified.
+    envid = "envid"
+    #: A verified per-message token shared by several recipients: proves the
+    #: message, not which of its recipients a report names.
+    message_token = "message-token"
+    #: Our Message-ID (seen by every recipient of the message).
+    message_id = "message-id"
+    #: Another recipient of the message a verified token names, found by the
+    #: address in the report's text.
+    sibling = "sibling"
+    #: RFC 3461 ORCPT: the address as we sent it.
+    orcpt = "orcpt"
+    #: The bare recipient address, matched against recent deliveries.
+    recipient = "recipient"
+
+    @property
+    def verified(self) -> bool:
+        """True when the key proves which delivery the report is about."""
+        return self in _VERIFIED_KEYS
+
+    @classmethod
+    def is_verified(cls, key: str | None) -> bool:
+        """True for the text of a verified key; False for None or anything else."""
+        if key is None:
+            return False
+        try:
+            return cls(key).verified
+        except ValueError:
+            return False
+
+
+_VERIFIED_KEYS = frozenset(
+    {CorrelationKey.verp, CorrelationKey.header_token, CorrelationKey.envid})
+
+
 class Source(str, enum.Enum):
     """Where a classification came from."""
 
@@ -172,8 +220,30 @@ class AttemptResult:
 
 
 @dataclass(frozen=True)
+class ReturnedRecipient:
+    """One envelope recipient of a returned message.
+
+    Attributes:
+        address: the address as the client gave it.
+        delivery_id: the delivery a VERP token verified at RCPT time names
+            (None for postmaster and feedback addresses).
+        per_message: that token was shared by several recipients of one
+            transaction: it proves the message, not this delivery.
+    """
+
+    address: str
+    delivery_id: int | None = None
+    per_message: bool = False
+
+
+@dataclass(frozen=True)
 class ReturnedMessage:
-    """A message received on the bounce listener, before analysis."""
+    """A message received on the bounce listener, before analysis.
+
+    One per SMTP transaction, however many recipients it had: ``rcpt_to``
+    and ``delivery_id`` describe the first, ``recipients`` all of them (empty
+    means just that first one).
+    """
 
     raw: bytes
     mail_from: str
@@ -182,11 +252,22 @@ class ReturnedMessage:
     #: Delivery id decoded from a verified VERP recipient, if any.
     delivery_id: int | None = None
     client: str | None = None  # remote address and HELO
+    recipients: tuple[ReturnedRecipient, ...] = ()
+
+    def envelope(self) -> tuple[ReturnedRecipient, ...]:
+        """Every envelope recipient, in RCPT order."""
+        return self.recipients or (ReturnedRecipient(self.rcpt_to, self.delivery_id),)
 
 
 @dataclass(frozen=True)
 class StoredBounce:
-    """A stored returned message, as read back for analysis or replay."""
+    """A stored returned message, as read back for analysis or replay.
+
+    ``rcpt_to`` and ``delivery_id`` are the first envelope recipient's;
+    ``recipients`` lists them all. ``purged_at`` is set once the raw bytes
+    were dropped after the retention period (``raw`` is then empty; the
+    analysis and the events stay).
+    """
 
     bounce_id: int
     raw: bytes
@@ -197,6 +278,12 @@ class StoredBounce:
     status: str  # pending | analyzed | failed
     category: str | None = None
     correlation: str | None = None
+    recipients: tuple[ReturnedRecipient, ...] = ()
+    purged_at: float | None = None
+
+    def envelope(self) -> tuple[ReturnedRecipient, ...]:
+        """Every envelope recipient, in RCPT order."""
+        return self.recipients or (ReturnedRecipient(self.rcpt_to, self.delivery_id),)
 
 
 @dataclass(frozen=True)
@@ -204,9 +291,11 @@ class BounceEvent:
     """The result of analysis for one delivery, to be recorded.
 
     ``kind`` is ``bounce``, ``delayed``, ``complaint``, ``autoreply`` or
-    ``relayed``. A ``bounce`` with ``permanent`` moves the delivery to
-    ``bounced`` (also from ``delivered``) and stops retries; a ``complaint``
-    moves it to ``complained``; the others only add an event.
+    ``relayed``. What it changes is decided by
+    :func:`hurricane.decisions.decide_bounce`, for every store engine: only
+    an event whose ``correlation`` is a verified key may move the delivery
+    (a permanent ``bounce`` to ``bounced``, a ``complaint`` to
+    ``complained``) or suppress the address; the others only add an event.
     """
 
     delivery_id: int
@@ -224,8 +313,8 @@ class BounceEvent:
     source: Source = Source.dsn
     rule: str | None = None
     feedback_type: str | None = None
-    #: Which key correlated the report to the delivery (verp, header-token,
-    #: message-id, envid, orcpt, recipient).
+    #: Which :class:`CorrelationKey` matched the report to the delivery
+    #: (its text); None or a weak key: recorded, never applied.
     correlation: str | None = None
     #: Idempotency key: the same returned message recorded twice (a remote
     #: that retried) is recorded once.
@@ -255,6 +344,9 @@ class Event:
     bounce_id: int | None
     feedback_type: str | None
     correlation: str | None
+    #: Why an event changed nothing it could have, e.g. "recorded, not
+    #: applied: unverified correlation".
+    note: str | None = None
 
 
 @dataclass(frozen=True)

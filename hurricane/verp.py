@@ -1,6 +1,6 @@
 """The signed VERP return path: encode and decode, in one module.
 
-Address layout (format version 1), all lower case::
+Address layout, all lower case::
 
     h F K IIIIIIIIIII DD MMMMMMMMMMMMMMMM [.mailing-id] [.message-id] @ bounce.domain
     | | | |           |  |
@@ -8,9 +8,18 @@ Address layout (format version 1), all lower case::
     | | | |           +---- 2 base32 chars: day issued, days since epoch mod 1024
     | | | +---------------- 11 base32 chars: the delivery id (< 2**55)
     | | +------------------ 1 base32 char: key id (0-31)
-    | +-------------------- format: a = no identifiers, b = mailing id only,
-    |                       c = message id only, d = both (version 1)
+    | +-------------------- format: version, scope and which identifiers follow
     +---------------------- "h", marks a Hurricane token
+
+Format letters (the identifiers that follow: none, mailing id, message id,
+both):
+
+- ``a b c d``: version 1, no longer issued, still verified (tokens in flight);
+- ``e f g h``: version 2, one recipient (per-recipient VERP, or a
+  transaction with a single recipient);
+- ``i j k l``: version 2, one transaction to several recipients of a
+  message (``[delivery] verp = "per-message"``): the token names the first
+  delivery of the transaction, and verifies the *message*, not a recipient.
 
 The head is 32 octets; the identifiers (``[0-9A-Za-z-]``, 30 characters
 together at most) and their dots bring the local part to 64 octets at most
@@ -18,9 +27,19 @@ together at most) and their dots bring the local part to 64 octets at most
 token survives MTAs that fold the case of addresses, and every character is
 plain atext. The MAC covers the format, key id, delivery id, day, both
 identifiers (lower-cased) and the bounce domain, so a token is bound to this
-server's domain. Decoding never raises on input: it returns a
-:class:`VerpRejection` with the reason, and checks shape, key, MAC and age
-before anyone touches a database.
+server's domain.
+
+The day on the wire is kept modulo 1,024 to fit two characters; version 2
+binds the *absolute* day of issue into the MAC. The verifier rebuilds the
+absolute day as the most recent day with those low bits, so a token that
+comes back more than 1,024 days after its issue rebuilds to another day and
+fails the MAC: an old token cannot come back to life by construction,
+whatever the key's age. Version 1 MACs cover only the low bits; those tokens
+verify only under a key younger than 1,022 days, where the low bits cannot
+have wrapped since the key signed its first token.
+
+Decoding never raises on input: it returns a :class:`VerpRejection` with the
+reason, and checks shape, key, MAC and age before anyone touches a database.
 """
 
 from __future__ import annotations
@@ -51,13 +70,26 @@ MAX_DELIVERY_ID = 2**55 - 1
 DAY_MODULUS = 1024
 #: A token issued up to this many days "in the future" is clock skew, not forgery.
 FUTURE_SKEW_DAYS = 1
+#: The format version :meth:`VerpCodec.encode` writes.
+CURRENT_VERSION = 2
+#: A version 1 token verifies only under a key younger than this (days): its
+#: day of issue is then later than the key's creation, so less than
+#: DAY_MODULUS - FUTURE_SKEW_DAYS days old, and its low bits cannot have wrapped.
+V1_MAX_KEY_AGE_DAYS = DAY_MODULUS - 1 - FUTURE_SKEW_DAYS
 
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 _B32_INDEX = {c: i for i, c in enumerate(_B32)}
-_FORMATS = {(False, False): "a", (True, False): "b", (False, True): "c", (True, True): "d"}
+#: (version, per_message) -> the four format letters, by (mailing id, message id).
+_LETTERS = {(1, False): "abcd", (2, False): "efgh", (2, True): "ijkl"}
+#: format letter -> (version, per_message, has mailing id, has message id)
+_FORMATS = {
+    letter: (version, per_message, bool(i & 1), bool(i & 2))
+    for (version, per_message), letters in _LETTERS.items()
+    for i, letter in enumerate(letters)
+}
 _IDENT_RE = re.compile(r"[0-9A-Za-z-]+\Z")
 _TOKEN_RE = re.compile(
-    r"h(?P<fmt>[a-d])(?P<key>[a-z2-7])(?P<id>[a-z2-7]{11})(?P<day>[a-z2-7]{2})"
+    r"h(?P<fmt>[a-l])(?P<key>[a-z2-7])(?P<id>[a-z2-7]{11})(?P<day>[a-z2-7]{2})"
     r"(?P<mac>[a-z2-7]{16})(?:\.(?P<a>[0-9a-z-]{1,30}))?(?:\.(?P<b>[0-9a-z-]{1,30}))?\Z"
 )
 
@@ -124,13 +156,20 @@ class VerpKey:
 
 @dataclass(frozen=True)
 class VerpToken:
-    """What a verified return path says."""
+    """What a verified return path says.
+
+    ``per_message`` tokens were shared by every recipient of one transaction:
+    they prove the message, not which of its recipients a report is about
+    (see :mod:`hurricane.inbound.correlate`).
+    """
 
     delivery_id: int
     mailing_id: str | None  # lower-cased: the address is all the token has
     message_id: str | None
     key_id: int
     issued: int  # days since the epoch
+    version: int = CURRENT_VERSION
+    per_message: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """JSON form printed by ``hurricane verp decode``."""
@@ -140,6 +179,8 @@ class VerpToken:
             "message_id": self.message_id,
             "key_id": self.key_id,
             "issued": time.strftime("%Y-%m-%d", time.gmtime(self.issued * 86400)),
+            "version": self.version,
+            "per_message": self.per_message,
         }
 
 
@@ -162,6 +203,10 @@ class VerpCodec:
             every non-retired key verifies.
         max_age_days: tokens older than this are refused.
         today: the current day number (days since epoch); tests inject it.
+        legacy_per_message: version 1 tokens did not say whether they were
+            shared by a transaction's recipients; True (the server runs
+            ``verp = "per-message"``) decodes them as ``per_message`` so that
+            none of them vouches for one recipient.
     """
 
     def __init__(
@@ -170,6 +215,8 @@ class VerpCodec:
         keys: Sequence[VerpKey],
         max_age_days: int = 30,
         today: object = None,
+        *,
+        legacy_per_message: bool = False,
     ) -> None:
         live = [k for k in keys if not k.retired]
         if not live:
@@ -181,9 +228,10 @@ class VerpCodec:
                 raise ValueError(f"VERP key {k.key_id} is shorter than 128 bits")
         self.domain = normalise_domain(domain)
         self._signing = max(live, key=lambda k: (k.created, k.key_id))
-        self._verify = {k.key_id: k.secret for k in live}
+        self._verify = {k.key_id: k for k in live}
         self.max_age_days = max_age_days
         self._today = today
+        self.legacy_per_message = legacy_per_message
 
     def today(self) -> int:
         """Current day number."""
@@ -193,23 +241,47 @@ class VerpCodec:
             return int(self._today)  # type: ignore[call-overload,no-any-return]
         return int(time.time() // 86400)
 
-    def _mac(self, secret: bytes, fmt: str, key: str, did: str, day: str,
-             mailing: str, message: str) -> str:
-        msg = "\0".join(("hurricane-verp-1", fmt, key, did, day, mailing, message, self.domain))
-        digest = hmac.new(secret, msg.encode("ascii"), hashlib.sha256).digest()[:10]
+    def _mac(self, secret: bytes, version: int, fmt: str, key: str, did: str, day: str,
+             issued: int, mailing: str, message: str) -> str:
+        if version == 1:
+            # The day field alone (low bits): kept to verify tokens in flight.
+            fields = ("hurricane-verp-1", fmt, key, did, day, mailing, message, self.domain)
+        else:
+            # The absolute day: a token cannot verify on any other day
+            # sharing its low bits (see the module docstring).
+            fields = ("hurricane-verp-2", fmt, key, did, str(issued), mailing, message,
+                      self.domain)
+        digest = hmac.new(secret, "\0".join(fields).encode("ascii"),
+                          hashlib.sha256).digest()[:10]
         return base64.b32encode(digest).decode("ascii").lower()
 
     def encode_local(
         self, delivery_id: int, mailing_id: str | None = None, message_id: str | None = None,
-        day: int | None = None,
+        day: int | None = None, *, per_message: bool = False,
+        version: int = CURRENT_VERSION,
     ) -> str:
         """The local part for a delivery.
 
+        Args:
+            delivery_id: the delivery the token names (with ``per_message``,
+                the first delivery of the transaction).
+            mailing_id: the application's mailing id, if any.
+            message_id: the application's message id, if any.
+            day: the day of issue (default today).
+            per_message: the token is shared by several recipients of one
+                transaction.
+            version: the format version; 1 only to test the decoding of
+                tokens issued before version 2.
+
         Raises:
-            ValueError: for an id out of range or identifiers that do not fit.
+            ValueError: for an id out of range, identifiers that do not fit,
+                or a version/scope this codec does not write.
         """
         if not 0 <= delivery_id <= MAX_DELIVERY_ID:
             raise ValueError(f"delivery id {delivery_id} out of range")
+        letters = _LETTERS.get((version, per_message))
+        if letters is None:
+            raise ValueError(f"no format version {version} with per_message={per_message}")
         mailing_id = mailing_id or None
         message_id = message_id or None
         problem = check_identifiers(mailing_id, message_id)
@@ -217,11 +289,13 @@ class VerpCodec:
             raise ValueError(problem)
         mailing = (mailing_id or "").lower()
         message = (message_id or "").lower()
-        fmt = _FORMATS[(bool(mailing), bool(message))]
+        fmt = letters[(1 if mailing else 0) | (2 if message else 0)]
         key = _B32[self._signing.key_id]
         did = _b32_int(delivery_id, 11)
-        d = _b32_int((self.today() if day is None else day) % DAY_MODULUS, 2)
-        mac = self._mac(self._signing.secret, fmt, key, did, d, mailing, message)
+        issued = self.today() if day is None else day
+        d = _b32_int(issued % DAY_MODULUS, 2)
+        mac = self._mac(self._signing.secret, version, fmt, key, did, d, issued, mailing,
+                        message)
         local = "h" + fmt + key + did + d + mac
         for part in (mailing, message):
             if part:
@@ -231,10 +305,12 @@ class VerpCodec:
 
     def encode(
         self, delivery_id: int, mailing_id: str | None = None, message_id: str | None = None,
-        day: int | None = None,
+        day: int | None = None, *, per_message: bool = False,
+        version: int = CURRENT_VERSION,
     ) -> str:
-        """The full return-path address for a delivery."""
-        return self.encode_local(delivery_id, mailing_id, message_id, day) + "@" + self.domain
+        """The full return-path address for a delivery (see :meth:`encode_local`)."""
+        return self.encode_local(delivery_id, mailing_id, message_id, day,
+                                 per_message=per_message, version=version) + "@" + self.domain
 
     def decode(self, address: str) -> VerpToken | VerpRejection:
         """Verify an address; never raises on input."""
@@ -259,32 +335,41 @@ class VerpCodec:
             return VerpRejection("not a return-path token")
         fmt, key, did, day, mac = m["fmt"], m["key"], m["id"], m["day"], m["mac"]
         parts = [p for p in (m["a"], m["b"]) if p is not None]
-        want_mailing, want_message = {"a": (0, 0), "b": (1, 0), "c": (0, 1), "d": (1, 1)}[fmt]
+        version, per_message, want_mailing, want_message = _FORMATS[fmt]
         if len(parts) != want_mailing + want_message:
             return VerpRejection("not a return-path token")
         mailing = parts[0] if want_mailing else ""
         message = parts[-1] if want_message else ""
         if len(mailing) + len(message) > MAX_IDENTIFIERS:
             return VerpRejection("identifiers too long")
-        secret = self._verify.get(_B32_INDEX[key])
-        if secret is None:
+        signer = self._verify.get(_B32_INDEX[key])
+        if signer is None:
             return VerpRejection("unknown key")
-        expected = self._mac(secret, fmt, key, did, day, mailing, message)
-        if not hmac.compare_digest(expected, mac):
-            return VerpRejection("bad signature")
         today = self.today()
+        if version == 1 and today - int(signer.created // 86400) > V1_MAX_KEY_AGE_DAYS:
+            # The low bits may have wrapped since this key signed its first
+            # version 1 token: no way to tell an old token from a new one.
+            return VerpRejection("version 1 token under a key too old to date it")
+        # The most recent day with these low bits, or tomorrow (clock skew
+        # between nodes).
         age = (today - _int_b32(day)) % DAY_MODULUS
         if age > DAY_MODULUS - 1 - FUTURE_SKEW_DAYS:
-            age -= DAY_MODULUS  # issued "tomorrow": clock skew between nodes
-        elif age > self.max_age_days:
-            return VerpRejection("expired")
+            age -= DAY_MODULUS
         issued = today - age
+        expected = self._mac(signer.secret, version, fmt, key, did, day, issued, mailing,
+                             message)
+        if not hmac.compare_digest(expected, mac):
+            return VerpRejection("bad signature")
+        if age > self.max_age_days:
+            return VerpRejection("expired")
         return VerpToken(
             delivery_id=_int_b32(did),
             mailing_id=mailing or None,
             message_id=message or None,
             key_id=_B32_INDEX[key],
             issued=issued,
+            version=version,
+            per_message=per_message or (version == 1 and self.legacy_per_message),
         )
 
 
@@ -372,4 +457,5 @@ def codec_from_config(config: object) -> VerpCodec:
 
     assert isinstance(config, Config)
     keys = load_or_create_keys(config.verp_keys_file)
-    return VerpCodec(config.bounce.domain, keys, config.bounce.token_max_age_days)
+    return VerpCodec(config.bounce.domain, keys, config.bounce.token_max_age_days,
+                     legacy_per_message=config.delivery.verp == "per-message")

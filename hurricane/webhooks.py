@@ -193,9 +193,10 @@ def webhook_type(record: EventRecord) -> tuple[str, bool]:
     if kind is EventKind.bounce:
         return kind_type, state is State.bounced
     if kind is EventKind.complaint:
-        # a complaint always matters to the sender, even one that did not
-        # change the state (a second report, or one for a bounced delivery)
-        return kind_type, True
+        # Final only when it moved the delivery to complained: a report that
+        # moved nothing (a forged one matched by a bare address, a second one)
+        # must not tell the application an outcome; mode "every" still gets it.
+        return kind_type, state is State.complained
     return kind_type, kind_type in WEBHOOK_FINAL_TYPES
 
 

@@ -2,26 +2,40 @@
 
 A returned message names deliveries in several ways, of very different
 strength. We try them in a fixed order and stop at the first that finds
-anything (DESIGN.md, "The return path"):
+anything (DESIGN.md, "The return path"); the verified keys come first:
 
-1. ``verp``: the envelope recipient, a VERP token the bounce listener verified
-   at RCPT time (``StoredBounce.delivery_id``). Exact and authenticated.
-2. ``header-token`` / ``message-id``: mail that reached postmaster or a
-   feedback address carries no usable envelope; the returned original may
-   still hold our ``X-Hurricane-Token`` header (checked with the same MAC, a
-   token that fails it is recorded and ignored) or our Message-ID (only a hint
-   until the store knows it).
-3. ``envid`` / ``orcpt``: RFC 3461 parameters echoed by a DSN. ENVID is our
-   VERP local part (or address) and is verified like any token; ORCPT is the
-   recipient as we sent it.
-4. ``recipient``: the addresses the analysis found, matched against recent
-   deliveries, newest first. The weakest key; used only when nothing else
+1. ``verp``: the envelope recipients, VERP tokens the bounce listener
+   verified at RCPT time (``StoredBounce.recipients``). Exact and
+   authenticated.
+2. ``header-token``: mail that reached postmaster or a feedback address
+   carries no usable envelope; the returned original may still hold our
+   ``X-Hurricane-Token`` header, checked with the same MAC (a token that
+   fails it is recorded as evidence and ignored).
+3. ``envid``: the RFC 3461 ENVID a DSN echoes: our VERP local part (or
+   address), verified like any token.
+4. ``message-id``: our Message-ID in the returned headers. Every recipient of
+   the message has seen it: a hint, never proof.
+5. ``orcpt`` / ``recipient``: the RFC 3461 ORCPT (the recipient as we sent
+   it) or the addresses the analysis found, matched against recent
+   deliveries, newest first. The weakest keys; used only when nothing else
    correlates.
 
-Steps 1-3 find *anchor* deliveries; each result of the analysis is then
-paired with the anchor for its recipient. With per-message VERP one token
-names one delivery of a message sent to several recipients: the other
-recipients are looked up in the same queue entry.
+Steps 1-4 find *anchor* deliveries; each result of the analysis is then
+paired with the anchor for its recipient. A result naming another recipient
+of an anchor's message is looked up in the same queue entry (``sibling``):
+the address came from the report's text, so that match is only a hint.
+
+A per-message token (``[delivery] verp = "per-message"``, a transaction to
+several recipients) was seen by all of them, so it proves the *message*, not
+the recipient: every result it carries is paired within the message's queue
+entry under ``message-token``, which is not a verified key, and the "renamed
+recipient" fallback never applies to it (any co-recipient could otherwise
+bounce the token's first delivery). When the message had exactly one
+recipient, the token does name it and keeps its own key.
+
+Only the verified keys (:attr:`hurricane.model.CorrelationKey.verified`) let
+an event change anything; that is decided once, in
+:func:`hurricane.decisions.decide_bounce`, for every store engine.
 
 Everything here is read-only: it asks the store questions and returns a
 :class:`Correlation`, which the processor turns into events.
@@ -36,7 +50,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from hurricane.bounce.model import Analysis, RecipientResult
-from hurricane.model import Delivery, State, StoredBounce
+from hurricane.model import CorrelationKey, Delivery, State, StoredBounce
 from hurricane.store.interface import IOutcomeStore
 from hurricane.verp import VerpCodec, VerpRejection, VerpToken
 
@@ -51,8 +65,8 @@ __all__ = [
 
 log = Logger()
 
-#: Correlation keys, strongest first.
-KEYS = ("verp", "header-token", "message-id", "envid", "sibling", "orcpt", "recipient")
+#: Correlation keys, strongest first (the text of :class:`CorrelationKey`).
+KEYS = tuple(k.value for k in CorrelationKey)
 
 #: How far back a bare recipient address is matched (seconds).
 RECIPIENT_WINDOW = 30 * 86400.0
@@ -166,6 +180,25 @@ class Correlation:
         }
 
 
+@dataclass(frozen=True)
+class _Anchor:
+    """A delivery a returned message is known to be about, and how it is known.
+
+    ``shared`` anchors come from a per-message token seen by several
+    recipients: they prove the message (the queue entry), not the delivery.
+    """
+
+    delivery: Delivery
+    key: CorrelationKey
+    shared: bool = False
+
+
+def _add(anchors: list[_Anchor], anchor: _Anchor) -> None:
+    """Append ``anchor`` unless its delivery is already anchored."""
+    if all(a.delivery.delivery_id != anchor.delivery.delivery_id for a in anchors):
+        anchors.append(anchor)
+
+
 def _decode_token(codec: VerpCodec, value: str) -> VerpToken | VerpRejection:
     """Verify a token given as a full address or as a bare local part."""
     text = value.strip().strip("<>").strip()
@@ -208,28 +241,35 @@ class _Correlator:
         return self._by_id[delivery_id]
 
     async def run(self) -> Correlation:
-        anchors, key = await self._anchors()
+        anchors = await self._anchors()
         results = list(self.analysis.results)
-        if anchors and key is not None:
-            corr = await self._pair(anchors, key, results)
+        if anchors:
+            corr = await self._pair(anchors, results)
         else:
             corr = await self._by_recipient(results)
         corr.evidence = self.evidence
         return corr
 
-    # -- steps 1-3: anchors ----------------------------------------------------
+    # -- steps 1-4: anchors ----------------------------------------------------
 
-    async def _anchors(self) -> tuple[list[Delivery], str | None]:
-        # 1. the verified envelope recipient
-        if self.bounce.delivery_id is not None:
-            self.evidence["envelope_delivery_id"] = self.bounce.delivery_id
-            d = await self.get(self.bounce.delivery_id)
-            if d is not None:
-                return [d], "verp"
-            self.evidence["envelope_delivery_missing"] = True
+    async def _anchors(self) -> list[_Anchor]:
+        # 1. the verified envelope recipients (one stored message per
+        #    transaction: it may have had several)
+        envelope: list[_Anchor] = []
+        for rcpt in self.bounce.envelope():
+            if rcpt.delivery_id is None:
+                continue
+            self.evidence.setdefault("envelope_delivery_ids", []).append(rcpt.delivery_id)
+            d = await self.get(rcpt.delivery_id)
+            if d is None:
+                self.evidence["envelope_delivery_missing"] = True
+            else:
+                _add(envelope, await self._anchor(d, CorrelationKey.verp, rcpt.per_message))
+        if envelope:
+            return envelope
 
-        # 2a. X-Hurricane-Token headers: hints until the MAC verifies
-        found: list[Delivery] = []
+        # 2. X-Hurricane-Token headers: hints until the MAC verifies
+        found: list[_Anchor] = []
         tokens: list[dict[str, Any]] = []
         for value in self.analysis.verp_tokens:
             token = _decode_token(self.codec, value)
@@ -237,9 +277,10 @@ class _Correlator:
             if isinstance(token, VerpToken):
                 entry["delivery_id"] = token.delivery_id
                 d = await self.get(token.delivery_id)
-                if d is not None and d not in found:
-                    found.append(d)
-                elif d is None:
+                if d is not None:
+                    _add(found, await self._anchor(d, CorrelationKey.header_token,
+                                                   token.per_message))
+                else:
                     entry["missing"] = True
             else:
                 entry["rejected"] = token.reason
@@ -247,19 +288,9 @@ class _Correlator:
         if tokens:
             self.evidence["header_tokens"] = tokens
         if found:
-            return found, "header-token"
+            return found
 
-        # 2b. our Message-ID in the returned headers
-        mid = (self.analysis.original_message_id or "").strip().strip("<>").strip()
-        if mid:
-            self.evidence["message_id"] = mid[:500]
-            rows = await self.store.find_deliveries(
-                header_message_id=mid, limit=_LOOKUP_LIMIT
-            )
-            if rows:
-                return rows, "message-id"
-
-        # 3a. RFC 3461 ENVID: our VERP local part or address, verified
+        # 3. RFC 3461 ENVID: our VERP local part or address, verified
         if self.analysis.envid:
             token = _decode_token(self.codec, self.analysis.envid)
             entry = {"value": self.analysis.envid[:200]}
@@ -268,28 +299,56 @@ class _Correlator:
                 d = await self.get(token.delivery_id)
                 if d is not None:
                     self.evidence["envid"] = entry
-                    return [d], "envid"
+                    return [await self._anchor(d, CorrelationKey.envid, token.per_message)]
                 entry["missing"] = True
             else:
                 entry["rejected"] = token.reason
             self.evidence["envid"] = entry
-        return [], None
+
+        # 4. our Message-ID in the returned headers: a hint only
+        mid = (self.analysis.original_message_id or "").strip().strip("<>").strip()
+        if mid:
+            self.evidence["message_id"] = mid[:500]
+            rows = await self.store.find_deliveries(
+                header_message_id=mid, limit=_LOOKUP_LIMIT
+            )
+            if rows:
+                return [_Anchor(d, CorrelationKey.message_id) for d in rows]
+
+        return []
+
+    async def _anchor(self, delivery: Delivery, key: CorrelationKey,
+                      per_message: bool) -> _Anchor:
+        """The anchor a verified token gives: its delivery, or its message when shared."""
+        if not per_message:
+            return _Anchor(delivery, key)
+        # A per-message token was seen by every recipient of its transaction:
+        # it proves which message a report is about, not which recipient.
+        # Only when the message had one recipient does that name it.
+        group = await self.store.find_deliveries(queue_id=delivery.queue_id, limit=2)
+        if len(group) <= 1:
+            return _Anchor(delivery, key)
+        self.evidence.setdefault("message_tokens", []).append(
+            {"delivery_id": delivery.delivery_id, "queue_id": delivery.queue_id,
+             "via": key.value})
+        return _Anchor(delivery, CorrelationKey.message_token, shared=True)
 
     # -- pairing results with anchors -------------------------------------------
 
-    async def _pair(
-        self, anchors: list[Delivery], key: str, results: list[RecipientResult]
-    ) -> Correlation:
-        corr = Correlation(key=key)
+    async def _pair(self, anchors: list[_Anchor], results: list[RecipientResult]
+                    ) -> Correlation:
+        corr = Correlation(key=_strongest(a.key for a in anchors))
+        own = [a for a in anchors if not a.shared]
+        shared = [a for a in anchors if a.shared]
         if not results:
-            target = await self._no_result_target(anchors)
+            target = await self._no_result_target(own, shared)
             if target is not None:
-                corr.matches.append(Match(None, target, key))
+                corr.matches.append(target)
             return corr
 
-        by_rcpt: dict[str, Delivery] = {}
-        for anchor in anchors:
-            by_rcpt.setdefault(anchor.recipient.lower(), anchor)
+        by_rcpt: dict[str, _Anchor] = {}
+        for anchor in own:
+            by_rcpt.setdefault(anchor.delivery.recipient.lower(), anchor)
         used: set[int] = set()
         pending: list[tuple[int, RecipientResult]] = []
         paired: dict[int, Match] = {}
@@ -298,47 +357,64 @@ class _Correlator:
                 (by_rcpt[a] for a in self._addresses(r) if a in by_rcpt), None
             )
             if found is not None:
-                paired[i] = Match(r, found, key)
-                used.add(found.delivery_id)
+                paired[i] = Match(r, found.delivery, found.key)
+                used.add(found.delivery.delivery_id)
             else:
                 pending.append((i, r))
 
-        # Per-message VERP: other recipients of the same queue entry.
-        queue_ids = sorted({a.queue_id for a in anchors})
+        # Other recipients of the anchors' queue entries, found by the
+        # address in the report's text, which any recipient of the message
+        # can write: never verified. Through a shared (per-message) token the
+        # message at least is proven (message-token); through one
+        # recipient's token, the co-recipient is only a sibling.
+        shared_queues = sorted({a.delivery.queue_id for a in shared})
+        own_queues = sorted({a.delivery.queue_id for a in own})
         still: list[tuple[int, RecipientResult]] = []
         for i, r in pending:
-            sibling = await self._in_queue(queue_ids, r)
-            if sibling is not None:
-                # Not the token's own delivery: the address came from the
-                # report's text, which any recipient of the message can
-                # forge, so this key never counts as verified.
-                paired[i] = Match(r, sibling, "sibling")
-                used.add(sibling.delivery_id)
+            match: Match | None = None
+            for queues, key in ((shared_queues, CorrelationKey.message_token),
+                                (own_queues, CorrelationKey.sibling)):
+                member = await self._in_queue(queues, r)
+                if member is not None:
+                    match = Match(r, member, key)
+                    break
+            if match is not None:
+                paired[i] = match
+                used.add(match.delivery.delivery_id)
             else:
                 still.append((i, r))
 
-        # A single anchor and a result under another name: the remote
-        # rewrote the address (alias, forward). The token is exact about the
-        # delivery, so it takes the first failure (else the first result).
-        if len(anchors) == 1 and anchors[0].delivery_id not in used and still:
+        # A single anchor of its own and a result under another name: the
+        # remote rewrote the address (alias, forward). The token is exact
+        # about the delivery, so it takes the first failure (else the first
+        # result). Never for a shared token: that is the forgery it allows.
+        if len(anchors) == 1 and own and own[0].delivery.delivery_id not in used and still:
             pick = next((p for p in still if p[1].action == "failed"), still[0])
             still.remove(pick)
-            paired[pick[0]] = Match(pick[1], anchors[0], key)
+            paired[pick[0]] = Match(pick[1], own[0].delivery, own[0].key)
             self.evidence.setdefault("renamed", []).append(pick[1].recipient)
         corr.matches = [paired[i] for i in sorted(paired)]
         corr.unmatched = [r for _, r in still]
+        if corr.matches:
+            corr.key = _strongest(m.key for m in corr.matches)
         return corr
 
-    async def _no_result_target(self, anchors: list[Delivery]) -> Delivery | None:
-        """The delivery a recipient-less message concerns, when unambiguous."""
-        if len(anchors) == 1:
-            return anchors[0]
+    async def _no_result_target(self, own: list[_Anchor], shared: list[_Anchor]
+                                ) -> Match | None:
+        """What a recipient-less message concerns, when unambiguous."""
+        if len(own) == 1 and not shared:
+            return Match(None, own[0].delivery, own[0].key)
         # An auto-reply comes from the recipient itself.
         sender = normalise_address(self.analysis.from_address)
-        if self.analysis.category == "autoreply" and sender:
-            for d in anchors:
-                if d.recipient.lower() == sender:
-                    return d
+        if self.analysis.category != "autoreply" or not sender:
+            return None
+        for a in own:
+            if a.delivery.recipient.lower() == sender:
+                return Match(None, a.delivery, a.key)
+        for qid in sorted({a.delivery.queue_id for a in shared}):
+            rows = await self.store.find_deliveries(queue_id=qid, recipient=sender, limit=1)
+            if rows:
+                return Match(None, rows[0], CorrelationKey.message_token)
         return None
 
     async def _in_queue(self, queue_ids: Sequence[str], r: RecipientResult) -> Delivery | None:
@@ -369,7 +445,7 @@ class _Correlator:
             match: Match | None = None
             orcpt = normalise_address(r.original_recipient)
             final = normalise_address(r.recipient)
-            for addr, key in ((orcpt, "orcpt"), (final, "recipient")):
+            for addr, key in ((orcpt, CorrelationKey.orcpt), (final, CorrelationKey.recipient)):
                 if not addr:
                     continue
                 d = await self._recent(addr, since)
@@ -385,7 +461,7 @@ class _Correlator:
             if sender:
                 d = await self._recent(sender, since)
                 if d is not None:
-                    paired.append(Match(None, d, "recipient"))
+                    paired.append(Match(None, d, CorrelationKey.recipient))
         corr.matches = paired
         corr.key = _strongest(m.key for m in paired)
         return corr

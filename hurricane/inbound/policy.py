@@ -11,6 +11,13 @@ Everything else is refused at RCPT. Relay attempts (other domains, source
 routes, ``%`` and ``!`` routing, quoted local parts, address literals, the
 null address) get 550 5.7.1; unknown, forged and expired tokens all get the
 same 550 5.1.1, so a prober learns nothing about which check failed.
+
+Within one transaction a mailbox named twice (in any case, with or without
+the domain for postmaster) is accepted once: the returned message is stored
+once per transaction, and a repeated recipient adds nothing to it. Postmaster
+and feedback recipients, which anyone may use, are capped per transaction
+(``[bounce] max_postmaster_recipients``; 452 4.5.3 beyond): each costs a
+stored recipient row and a share of the analysis, and none is needed twice.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ log = Logger()
 RELAY_DENIED = Reply(550, "5.7.1", "Error: relay access denied")
 UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "Error: recipient address rejected: "
                                         "user unknown")
+TOO_MANY_REPORT_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
+#: The answer to a recipient already accepted in this transaction: RFC 5321
+#: lets a server deliver one copy to a mailbox named twice.
+DUPLICATE_RECIPIENT = Reply(250, "2.1.5", "Ok")
 
 
 class RecipientKind(str, enum.Enum):
@@ -59,6 +70,19 @@ class BounceRecipient:
         """The delivery the token names, None for postmaster and feedback."""
         return self.token.delivery_id if self.token is not None else None
 
+    @property
+    def per_message(self) -> bool:
+        """True for a token shared by several recipients of one transaction."""
+        return self.token is not None and self.token.per_message
+
+    @property
+    def mailbox(self) -> tuple[str, str]:
+        """What identifies the mailbox: the same for every spelling of one address."""
+        if self.kind is RecipientKind.postmaster:
+            return (self.kind.value, "")
+        return (self.kind.value, self.address.rpartition("@")[0].lower()
+                if "@" in self.address else self.address.lower())
+
 
 class BouncePolicy:
     """RCPT decisions for the bounce domain.
@@ -67,24 +91,51 @@ class BouncePolicy:
         codec: verifies VERP tokens.
         domain: the bounce domain.
         feedback_addresses: extra local parts accepted (case-insensitive).
+        max_report_recipients: postmaster and feedback recipients accepted
+            per transaction at most.
     """
 
     def __init__(self, codec: VerpCodec, domain: str,
-                 feedback_addresses: Sequence[str] = ("abuse", "fbl")) -> None:
+                 feedback_addresses: Sequence[str] = ("abuse", "fbl"),
+                 max_report_recipients: int = 5) -> None:
         self.codec = codec
         self.domain = normalise_domain(domain)
         self.feedback = frozenset(a.lower() for a in feedback_addresses)
+        self.max_report_recipients = max_report_recipients
 
     def check_sender(self, sender: Path) -> Reply:
         """Any syntactically valid reverse-path, including ``<>``, is fine."""
         return Reply(250, "2.1.0", "Ok")
 
-    def check_recipient(self, path: Path) -> BounceRecipient | Reply:
+    def check_recipient(self, path: Path, accepted: Sequence[BounceRecipient] = ()
+                        ) -> BounceRecipient | Reply:
         """Accept or refuse one forward-path.
 
+        Args:
+            path: the forward-path.
+            accepted: the recipients this transaction accepted so far.
+
         Returns:
-            A :class:`BounceRecipient` to accept, or the refusal.
+            A :class:`BounceRecipient` to add, or the reply: a refusal, or
+            :data:`DUPLICATE_RECIPIENT` (accepted, nothing added) for a
+            mailbox already accepted.
         """
+        verdict = self._check(path)
+        if not isinstance(verdict, BounceRecipient):
+            return verdict
+        if any(a.mailbox == verdict.mailbox for a in accepted):
+            return DUPLICATE_RECIPIENT
+        if verdict.kind is not RecipientKind.verp and sum(
+                a.kind is not RecipientKind.verp for a in accepted) \
+                >= self.max_report_recipients:
+            log.info("refused recipient {rcpt}: more than {limit} postmaster and feedback "
+                     "recipients in one transaction", rcpt=path.address,
+                     limit=self.max_report_recipients)
+            return TOO_MANY_REPORT_RECIPIENTS
+        return verdict
+
+    def _check(self, path: Path) -> BounceRecipient | Reply:
+        """The verdict on one forward-path alone."""
         if path.is_null or path.route or path.quoted or path.is_literal:
             return RELAY_DENIED
         local = path.local

@@ -24,16 +24,20 @@ Why each step is shaped the way it is:
 - Recording is idempotent: each event carries a key derived from the
   returned message's bytes, the delivery and the recipient, so a remote that
   delivers the same NDR twice, or an operator's replay, counts once.
-- ``suppress`` is taken only from the analysis and only for permanent
+- ``suppress`` is proposed only from the analysis and only for permanent
   bounces (recipient-side hard reasons); a 5xx for spam, policy or
   reputation is the sender's problem and never suppresses. Complaints always
-  suppress.
+  propose it.
+- Whether an event may change anything at all (state, reason, suppression)
+  is not decided here: every store engine asks
+  :func:`hurricane.decisions.decide_bounce`, which applies only events whose
+  correlation key is verified (our MAC over the delivery). The events carry
+  the key.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import json
 import threading
@@ -145,13 +149,6 @@ def _permanent(result: RecipientResult) -> bool:
     return True  # Action: failed with no code at all still means "gave up"
 
 
-#: Correlation keys backed by our MAC: only these may put an address on the
-#: suppression list. A Message-ID is seen by every recipient of a message and
-#: a sibling match rests on an address in the report's text: both are hints
-#: that anyone who received the message could forge.
-VERIFIED_KEYS = frozenset({"verp", "header-token", "envid"})
-
-
 def _severity(event: BounceEvent) -> int:
     if event.kind in (EventKind.bounce, EventKind.complaint):
         return 3 if event.permanent else 2
@@ -169,10 +166,12 @@ def build_events(
     Category ``bounce``: action ``failed`` gives a ``bounce`` event (permanent
     for 5.x.x/5xx, not for 4.x.x), ``delayed`` a ``delayed`` event,
     ``delivered``/``relayed``/``expanded`` a ``relayed`` event. ``feedback``
-    gives a ``complaint`` (always suppresses), ``autoreply`` an ``autoreply``
-    event (never a failure), ``other`` nothing. When one message names the
-    same delivery and recipient twice, only the most severe event is kept
-    (they would share one idempotency key).
+    gives a ``complaint`` (always proposes suppression), ``autoreply`` an
+    ``autoreply`` event (never a failure), ``other`` nothing. Each event
+    carries the key that matched it; whether it may change anything is the
+    store's :func:`hurricane.decisions.decide_bounce`. When one message names
+    the same delivery and recipient twice, only the most severe event is
+    kept (they would share one idempotency key).
 
     Args:
         bounce: the stored returned message (its id and received time).
@@ -188,10 +187,6 @@ def build_events(
         event = _event(bounce, analysis.category, match, fingerprint)
         if event is None:
             continue
-        if event.suppress and match.key not in VERIFIED_KEYS:
-            # Matched only by an address anyone can write into a forged
-            # report: record it, but never let it suppress someone.
-            event = dataclasses.replace(event, suppress=False)
         assert event.idem_key is not None
         seen = events.get(event.idem_key)
         if seen is None or _severity(event) > _severity(seen):
@@ -332,7 +327,9 @@ class ProcessResult:
     ``status`` is ``analyzed`` (recorded, correlated), ``uncorrelated``
     (recorded with no event), ``failed`` (analysis failed, marked failed),
     ``missing`` (no such bounce), ``skipped`` (already analyzed and not a
-    replay) or ``stopped`` (the service stopped first; still pending).
+    replay), ``purged`` (a replay of a message whose raw bytes the
+    retention period dropped) or ``stopped`` (the service stopped first;
+    still pending).
     ``retry`` is used internally while the store is unavailable; callers of
     :meth:`BounceProcessor.replay` never see it.
     """
@@ -897,6 +894,9 @@ class BounceProcessor(Service):
             return ProcessResult(bounce_id, "missing")
         if bounce.status != "pending" and not replay:
             return ProcessResult(bounce_id, "skipped", category=bounce.category)
+        if bounce.purged_at is not None:
+            # past the retention period: its bytes are gone, its analysis stays
+            return ProcessResult(bounce_id, "purged", category=bounce.category)
         return bounce
 
     async def _settled(self, bounce_id: int, step: Awaitable[T]) -> T | ProcessResult:

@@ -2,10 +2,13 @@
 
 It accepts only what :class:`hurricane.inbound.policy.BouncePolicy` accepts,
 never relays and never sends mail (no backscatter: refusals happen at RCPT
-time, inside the SMTP conversation). After the dot each accepted recipient
-becomes one stored returned message; the 250 goes out only once every row
-is committed, a store failure answers 451 4.3.0, and then ``on_stored`` gets
-each bounce id (the lead wires it to the analysis pipeline).
+time, inside the SMTP conversation). After the dot the transaction becomes
+one stored returned message, however many recipients it had (the raw bytes
+once, every envelope recipient with the delivery its token names): a message
+to twenty recipients is stored and analyzed once, not twenty times. The 250
+goes out only once it is committed (group commit with the other sessions'
+messages), a store failure answers 451 4.3.0, and then ``on_stored`` gets
+the bounce id (the lead wires it to the analysis pipeline).
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from hurricane.config import BounceConfig
 from hurricane.inbound.policy import BouncePolicy, BounceRecipient
-from hurricane.model import ReturnedMessage
+from hurricane.model import ReturnedMessage, ReturnedRecipient
 from hurricane.smtpd.address import Path
 from hurricane.smtpd.limits import ServerLimits
 from hurricane.smtpd.protocol import Envelope, HardenedESMTP, HardenedFactory, Recipient
@@ -50,54 +52,47 @@ class BounceProtocol(HardenedESMTP):
 
     def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
         """VERP, postmaster or feedback addresses on the bounce domain only."""
-        verdict = self.factory.policy.check_recipient(recipient)
+        tx = self.transaction
+        accepted = [r.info for r in tx.recipients] if tx is not None else []
+        verdict = self.factory.policy.check_recipient(recipient, accepted)
         if isinstance(verdict, BounceRecipient):
             return Recipient(recipient, params, verdict)
         return verdict
 
     async def message_received(self, envelope: Envelope, data: bytes) -> Reply:
-        """Store one returned message per recipient, then answer 250."""
+        """Store the message once for all its recipients, then answer 250."""
         factory = self.factory
         s = envelope.session
         client = f"[{s.peer}] helo={s.helo}"
-        messages = [
-            ReturnedMessage(
-                raw=data,
-                mail_from=envelope.sender.address,
-                rcpt_to=rcpt.path.address,
-                received_at=envelope.received_at,
-                delivery_id=rcpt.info.delivery_id,
-                client=client,
-            )
+        recipients = tuple(
+            ReturnedRecipient(rcpt.path.address, rcpt.info.delivery_id, rcpt.info.per_message)
             for rcpt in envelope.recipients
-        ]
+        )
+        message = ReturnedMessage(
+            raw=data,
+            mail_from=envelope.sender.address,
+            rcpt_to=recipients[0].address,
+            received_at=envelope.received_at,
+            delivery_id=recipients[0].delivery_id,
+            client=client,
+            recipients=recipients,
+        )
         try:
-            if len(messages) == 1:
-                # The usual case (one VERP address per return): awaited
-                # directly, without a Deferred per write and a DeferredList.
-                ids: list[int] = [await factory.store.store_bounce(messages[0])]
-            else:
-                # Issue the writes together so an engine with group commit
-                # can batch them.
-                writes = [defer.ensureDeferred(factory.store.store_bounce(m))
-                          for m in messages]
-                try:
-                    ids = await defer.gatherResults(writes, consumeErrors=True)
-                except defer.FirstError as e:
-                    e.subFailure.raiseException()
+            # One write; the store gathers those of concurrent sessions into
+            # one commit.
+            bounce_id = await factory.store.store_bounce(message)
         except StoreUnavailable as e:
             log.warn("store unavailable, answered 451 to {peer}: {error}", peer=s.peer,
                      error=str(e))
             return Reply(451, "4.3.0", "Error: temporarily unable to accept the message, "
                                        "try again later")
-        log.info("stored returned message(s) {ids} from {client}", ids=ids, client=client)
-        for bounce_id in ids:
-            try:
-                factory.on_stored(bounce_id)
-            except Exception:
-                # Stored is stored: analysis can be replayed from the store.
-                log.failure("on_stored hook failed for bounce {bounce_id}",
-                            bounce_id=bounce_id)
+        log.info("stored returned message {bounce_id} for {count} recipient(s) from {client}",
+                 bounce_id=bounce_id, count=len(recipients), client=client)
+        try:
+            factory.on_stored(bounce_id)
+        except Exception:
+            # Stored is stored: analysis can be replayed from the store.
+            log.failure("on_stored hook failed for bounce {bounce_id}", bounce_id=bounce_id)
         return Reply(250, "2.0.0", "Ok: stored")
 
 
@@ -110,7 +105,7 @@ class BounceFactory(HardenedFactory):
         store: where returned messages are stored.
         hostname: our name (greeting, Received).
         clock: the injected reactor time.
-        on_stored: called with each bounce id after its commit.
+        on_stored: called with the bounce id after its commit.
         tls_context: server context factory for STARTTLS, or None.
     """
 
@@ -130,7 +125,8 @@ class BounceFactory(HardenedFactory):
         self.config = config
         self.store = store
         self.on_stored = on_stored
-        self.policy = BouncePolicy(codec, config.domain, config.feedback_addresses)
+        self.policy = BouncePolicy(codec, config.domain, config.feedback_addresses,
+                                   config.max_postmaster_recipients)
 
 
 def build_bounce_factory(

@@ -803,7 +803,11 @@ class OutboundService(Service):
             await self._release(batch, "body unavailable")
             return
         try:
-            token = self._codec.encode(first.delivery_id, first.mailing_id, first.message_id)
+            # A transaction to several recipients shares one return path: it
+            # is marked per-message (under its MAC) so that it vouches for the
+            # message only, never for one recipient a co-recipient names.
+            token = self._codec.encode(first.delivery_id, first.mailing_id, first.message_id,
+                                       per_message=len(batch) > 1)
         except ValueError as e:
             # identifiers that do not fit a return path: submission should
             # have refused them; no retry can fix it

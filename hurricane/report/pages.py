@@ -498,7 +498,9 @@ class ReportPages(Resource):
                          " ".join(_text(x) for x in (e.remote_host, e.remote_ip) if x),
                          _text(e.tls), _text(e.source), _text(e.rule),
                          "" if e.duration is None else f"{e.duration:.2f} s",
-                         _text(e.correlation or e.feedback_type), raw))
+                         # the note says when a weak correlation changed nothing
+                         " \u2014 ".join(_text(x) for x in (e.correlation or e.feedback_type,
+                                                            e.note) if x), raw))
         content: list[Any] = [tags.div(table(["Field", "Value"], info), class_="card"),
                               tags.h2("Attempts and events")]
         content.append(tags.div(table(["When", "Event", "State", "Reason", "Code", "Text",
@@ -531,6 +533,10 @@ class ReportPages(Resource):
         bounce = await self.store.load_bounce(int(bounce_id))
         if bounce is None:
             raise HttpError(404, f"No returned message {bounce_id}.")
+        if bounce.purged_at is not None:
+            raise HttpError(410, f"Returned message {bounce_id} was purged at "
+                                 f"{fmt_time(bounce.purged_at)} ([bounce] retention); "
+                                 "its analysis and events are kept.")
         self._raw(request, bounce.raw, f"bounce-{bounce.bounce_id}.eml")
 
     async def message_body(self, request: Request, queue_id: str) -> None:

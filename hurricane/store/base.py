@@ -363,6 +363,10 @@ class SqlStore:
         """Mark a returned message whose analysis failed (kept for replay)."""
         await self._run(txn.mark_bounce_failed_txn, bounce_id, error)
 
+    async def purge_bounces(self, before: float, now: float, limit: int = 1000) -> int:
+        """Drop the raw bytes of finished returned messages received before ``before``."""
+        return int(await self._run(txn.purge_bounces_txn, before, now, limit))
+
     # -- reading ------------------------------------------------------------
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None:

@@ -144,7 +144,12 @@ class IOutcomeStore(Interface):
     # -- returned mail ------------------------------------------------------
 
     async def store_bounce(message: ReturnedMessage) -> int:
-        """Durably store a received message (status ``pending``); return its id."""
+        """Durably store a received message (status ``pending``); return its id.
+
+        One stored message per SMTP transaction: the raw bytes once, and
+        every envelope recipient (``message.envelope()``) with the delivery
+        its verified token names, read back in ``StoredBounce.recipients``.
+        """
 
     async def pending_bounces(limit: int) -> list[int]:
         """Ids of stored returned messages not yet analyzed, oldest first."""
@@ -163,13 +168,17 @@ class IOutcomeStore(Interface):
 
         Marks the returned message ``analyzed`` with its category, correlation
         key and the analysis JSON, then applies each event: an event whose
-        ``idem_key`` was already recorded for that delivery is skipped;
-        ``bounce`` with ``permanent`` moves a queued, deferred or delivered row
-        to ``bounced`` (with reason, hard, codes, text, ``bounced_at``);
-        ``complaint`` moves any sent row to ``complained``; ``delayed``,
-        ``autoreply`` and ``relayed`` only add an event. ``suppress`` adds the
-        recipient to the suppression list citing the event. Returns the ids of
-        the events written (skipped duplicates are not listed).
+        ``idem_key`` was already recorded for that delivery is skipped; what
+        the others change is :func:`hurricane.decisions.decide_bounce`'s to
+        say, in every engine. Matched by a verified key, ``bounce`` with
+        ``permanent`` moves a sent queued, deferred or delivered row to
+        ``bounced`` (with reason, hard, codes, text, ``bounced_at``),
+        ``complaint`` moves a delivered or bounced row to ``complained``, and
+        ``suppress`` adds the recipient to the suppression list citing the
+        event. Matched by a weak key, the event is recorded with the note
+        "recorded, not applied: unverified correlation" and changes nothing.
+        ``delayed``, ``autoreply`` and ``relayed`` only add an event. Returns
+        the ids of the events written (skipped duplicates are not listed).
         """
 
     async def record_bounces(records: Sequence[BounceRecord]) -> list[list[int]]:
@@ -184,6 +193,17 @@ class IOutcomeStore(Interface):
 
     async def mark_bounce_failed(bounce_id: int, error: str) -> None:
         """Mark a returned message whose analysis failed (kept for replay)."""
+
+    async def purge_bounces(before: float, now: float, limit: int = 1000) -> int:
+        """Drop the raw bytes of finished returned messages received before ``before``.
+
+        Retention (``[bounce] retention``): up to ``limit`` messages whose
+        status is ``analyzed`` or ``failed`` and whose bytes are still kept,
+        oldest first, get an empty ``raw`` and ``purged_at = now``; their
+        analysis, recipients and events stay. Pending messages are never
+        purged. Returns how many were purged (call again while it returns
+        ``limit``).
+        """
 
     # -- reading ------------------------------------------------------------
 

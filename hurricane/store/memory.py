@@ -18,6 +18,7 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from hurricane.decisions import decide_bounce
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -278,10 +279,14 @@ class MemoryStore:
         """Store a returned message as pending; return its id."""
         self._check()
         bounce_id = next(self._bounce_ids)
+        envelope = message.envelope()
         self._bounces[bounce_id] = _Bounce(StoredBounce(
             bounce_id=bounce_id, raw=message.raw, mail_from=message.mail_from,
-            rcpt_to=message.rcpt_to, received_at=message.received_at,
-            delivery_id=message.delivery_id, status="pending"))
+            rcpt_to=envelope[0].address, received_at=message.received_at,
+            delivery_id=next((r.delivery_id for r in envelope if r.delivery_id is not None),
+                             None),
+            status="pending",
+            recipients=envelope))
         return bounce_id
 
     async def pending_bounces(self, limit: int) -> list[int]:
@@ -326,12 +331,14 @@ class MemoryStore:
                     continue
                 self._idem.add((ev.delivery_id, ev.idem_key))
             kind = EventKind(ev.kind)
-            target = txn.bounce_target(kind, ev.permanent, d.state, d.attempts)
+            decision = decide_bounce(ev, d.state, d.attempts)
+            target = decision.target
             event_id = self._add_event(
                 ev.delivery_id, kind, ev.at, state=target, reason=ev.reason, hard=ev.hard,
                 code=ev.code, status=ev.status, text=ev.text, remote_host=ev.remote_host,
                 source=txn.source_text(ev.source), rule=ev.rule, bounce_id=ev.bounce_id,
-                feedback_type=ev.feedback_type, correlation=ev.correlation)
+                feedback_type=ev.feedback_type, correlation=txn.source_text(ev.correlation),
+                note=decision.note)
             event_ids.append(event_id)
             if target is State.bounced:
                 self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
@@ -343,7 +350,7 @@ class MemoryStore:
                 self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
                              updated_at=ev.at, next_attempt_at=None, lease_owner=None,
                              lease_until=None)
-            if ev.suppress:
+            if decision.suppress:
                 source = "complaint" if kind is EventKind.complaint else "bounce"
                 self._suppress(d.recipient, ev.reason or kind.value, ev.at, source, None,
                                event_id)
@@ -356,6 +363,18 @@ class MemoryStore:
         if bounce is not None:
             bounce.stored = dataclasses.replace(bounce.stored, status="failed")
             bounce.error = error
+
+    async def purge_bounces(self, before: float, now: float, limit: int = 1000) -> int:
+        """Drop the raw bytes of finished returned messages received before ``before``."""
+        self._check()
+        due = sorted((b.stored for b in self._bounces.values()
+                      if b.stored.status != "pending" and b.stored.purged_at is None
+                      and b.stored.received_at < before),
+                     key=lambda b: (b.received_at, b.bounce_id))[:max(limit, 0)]
+        for stored in due:
+            self._bounces[stored.bounce_id].stored = dataclasses.replace(
+                stored, raw=b"", purged_at=now)
+        return len(due)
 
     # -- reading ------------------------------------------------------------
 

@@ -258,7 +258,7 @@ SELECT_DELIVERY_FOR_WRITE = (
 EVENT_INSERT_COLUMNS = (
     "delivery_id", "kind", "at", "state", "reason", "hard", "code", "status", "text",
     "remote_host", "remote_ip", "tls", "source", "rule", "duration", "bounce_id",
-    "feedback_type", "correlation", "idem_key",
+    "feedback_type", "correlation", "idem_key", "note",
 )
 
 INSERT_EVENT = (
@@ -355,8 +355,25 @@ ORDER BY received_at, bounce_id LIMIT ?"""
 
 SELECT_BOUNCE = """
 SELECT bounce_id, raw, mail_from, rcpt_to, received_at, delivery_id, status,
-       category, correlation
+       category, correlation, purged_at
 FROM bounces WHERE """
+
+BOUNCE_RECIPIENT_COLUMNS = ("bounce_id", "position", "rcpt_to", "delivery_id", "per_message")
+
+SELECT_BOUNCE_RECIPIENTS = """
+SELECT bounce_id, position, rcpt_to, delivery_id, per_message FROM bounce_recipients
+WHERE bounce_id IN ({}) ORDER BY bounce_id, position"""
+
+# Retention: drop the raw bytes of finished (analyzed or failed) messages
+# received before a time, oldest first, a bounded number per statement; the
+# outer condition is checked again on the row another node may have purged.
+PURGE_BOUNCES = """
+UPDATE bounces SET raw = ?, purged_at = ?
+WHERE bounce_id IN (
+    SELECT bounce_id FROM bounces
+    WHERE status <> 'pending' AND purged_at IS NULL AND received_at < ?
+    ORDER BY received_at LIMIT ?)
+  AND status <> 'pending' AND purged_at IS NULL"""
 
 MARK_BOUNCE_ANALYZED = """
 UPDATE bounces SET status = 'analyzed', category = ?, correlation = ?, analysis = ?,
@@ -381,14 +398,14 @@ WHERE delivery_id = ? AND state = ?"""
 SELECT_EVENTS = """
 SELECT event_id, delivery_id, kind, at, state, reason, hard, code, status, text,
        remote_host, remote_ip, tls, source, rule, duration, bounce_id, feedback_type,
-       correlation
+       correlation, note
 FROM events WHERE delivery_id = ? ORDER BY event_id"""
 
 # Event feed (webhooks, accounting log): keyset on the events primary key.
 SELECT_EVENTS_AFTER = """
 SELECT e.event_id, e.delivery_id, e.kind, e.at, e.state, e.reason, e.hard, e.code,
        e.status, e.text, e.remote_host, e.remote_ip, e.tls, e.source, e.rule, e.duration,
-       e.bounce_id, e.feedback_type, e.correlation,
+       e.bounce_id, e.feedback_type, e.correlation, e.note,
        m.queue_id, d.recipient, m.sender, m.mailing_id, m.message_id, m.header_message_id,
        d.state, d.created_at
 FROM events e

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator,
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from hurricane.decisions import decide_bounce
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -38,6 +39,7 @@ from hurricane.model import (
     Outcome,
     ReasonCount,
     ReturnedMessage,
+    ReturnedRecipient,
     State,
     StoredBounce,
     StoredMessage,
@@ -181,6 +183,7 @@ def event_from_row(row: Row) -> Event:
         code=_opt_int(row[7]), status=row[8], text=row[9], remote_host=row[10],
         remote_ip=row[11], tls=row[12], source=row[13], rule=row[14], duration=row[15],
         bounce_id=_opt_int(row[16]), feedback_type=row[17], correlation=row[18],
+        note=row[19],
     )
 
 
@@ -494,8 +497,8 @@ def check_attempts(results: Sequence[AttemptResult]) -> None:
             raise ValueError(f"an attempt cannot end in state {result.state!r}")
 
 
-#: Events per multi-row INSERT (19 parameters each: under SQLite's old 999).
-_EVENT_CHUNK = 50
+#: Events per multi-row INSERT (20 parameters each: under SQLite's old 999).
+_EVENT_CHUNK = 45
 
 
 async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> list[int]:
@@ -527,7 +530,7 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
             params += [
                 r.delivery_id, kind.value, r.at, state.value, r.reason, r.hard, r.code,
                 r.status, r.text, r.remote_host, r.remote_ip, r.tls, source_text(r.source),
-                r.rule, r.duration, None, None, None, None,
+                r.rule, r.duration, None, None, None, None, None,
             ]
         await txn.execute(sql.insert_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
@@ -595,22 +598,35 @@ async def retry_now_txn(txn: Txn, now: float, queue_id: str | None, domain: str 
 
 async def store_bounce_txn(txn: Txn, message: ReturnedMessage) -> int:
     """Store a returned message as pending; return its id."""
-    await txn.execute(sql.INSERT_BOUNCE, (
-        message.received_at, message.mail_from, message.rcpt_to, message.delivery_id,
-        message.client, message.raw,
-    ))
-    row = txn.fetchone()
-    assert row is not None
-    return int(row[0])
+    return (await store_bounces_txn(txn, [message]))[0]
 
 
 async def store_bounces_txn(txn: Txn, messages: Sequence[ReturnedMessage]) -> list[int]:
     """Store several returned messages as pending (one group commit); their ids in order.
 
-    One INSERT per message: the statements are cheap, the commit (fsync)
-    is what the batch saves.
+    One INSERT per message (the raw bytes once, whatever the number of
+    recipients), then one multi-row INSERT for every envelope recipient of
+    the batch: the statements are cheap, the commit (fsync) is what the
+    batch saves.
     """
-    return [await store_bounce_txn(txn, message) for message in messages]
+    ids: list[int] = []
+    recipients: list[tuple[Any, ...]] = []
+    for message in messages:
+        envelope = message.envelope()
+        first = envelope[0]
+        await txn.execute(sql.INSERT_BOUNCE, (
+            message.received_at, message.mail_from, first.address,
+            next((r.delivery_id for r in envelope if r.delivery_id is not None), None),
+            message.client, message.raw,
+        ))
+        row = txn.fetchone()
+        assert row is not None
+        bounce_id = int(row[0])
+        ids.append(bounce_id)
+        recipients += [(bounce_id, position, r.address, r.delivery_id, bool(r.per_message))
+                       for position, r in enumerate(envelope)]
+    await txn.insert_rows("bounce_recipients", sql.BOUNCE_RECIPIENT_COLUMNS, recipients)
+    return ids
 
 
 async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
@@ -619,21 +635,30 @@ async def pending_bounces_txn(txn: Txn, limit: int) -> list[int]:
     return [int(row[0]) for row in txn.fetchall()]
 
 
-def _stored_bounce(row: Sequence[Any]) -> StoredBounce:
+def _stored_bounce(row: Sequence[Any], recipients: Sequence[ReturnedRecipient]
+                   ) -> StoredBounce:
     return StoredBounce(
         bounce_id=int(row[0]), raw=bytes(row[1]), mail_from=row[2], rcpt_to=row[3],
         received_at=row[4], delivery_id=_opt_int(row[5]), status=row[6], category=row[7],
-        correlation=row[8],
+        correlation=row[8], recipients=tuple(recipients), purged_at=row[9],
     )
 
 
 async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]:
     found: dict[int, StoredBounce] = {}
     for chunk in _chunks(ids):
-        await txn.execute(
-            sql.SELECT_BOUNCE + f"bounce_id IN ({sql.placeholders(len(chunk))})", chunk)
-        for row in txn.fetchall():
-            bounce = _stored_bounce(row)
+        marks = sql.placeholders(len(chunk))
+        await txn.execute(sql.SELECT_BOUNCE + f"bounce_id IN ({marks})", chunk)
+        rows = txn.fetchall()
+        if not rows:
+            continue
+        await txn.execute(sql.SELECT_BOUNCE_RECIPIENTS.format(marks), chunk)
+        envelopes: dict[int, list[ReturnedRecipient]] = {}
+        for bounce_id, _, address, delivery_id, per_message in txn.fetchall():
+            envelopes.setdefault(int(bounce_id), []).append(
+                ReturnedRecipient(address, _opt_int(delivery_id), bool(per_message)))
+        for row in rows:
+            bounce = _stored_bounce(row, envelopes.get(int(row[0]), ()))
             found[bounce.bounce_id] = bounce
     return found
 
@@ -641,26 +666,6 @@ async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]
 async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
     """One stored returned message."""
     return (await _load_bounces(txn, [bounce_id])).get(bounce_id)
-
-
-#: States a permanent bounce moves to ``bounced``.
-BOUNCEABLE = frozenset({State.queued, State.deferred, State.delivered})
-#: States a complaint moves to ``complained``: mail that reached the mailbox
-#: (a complaint about a failed or expired delivery is recorded as an event
-#: only: it was never delivered, so the report is mis-correlated or forged).
-COMPLAINABLE = frozenset({State.delivered, State.bounced})
-
-
-def bounce_target(kind: EventKind, permanent: bool, state: State, attempts: int) -> State | None:
-    """The state a bounce event moves a delivery to, or None (event only).
-
-    Shared with the memory store so that all engines decide alike.
-    """
-    if kind is EventKind.bounce and permanent and state in BOUNCEABLE:
-        return State.bounced
-    if kind is EventKind.complaint and state in COMPLAINABLE and attempts > 0:
-        return State.complained
-    return None
 
 
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
@@ -678,12 +683,13 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
         if row is None:
             continue
         recipient, state, attempts = row[0], State(row[1]), int(row[2])
-        target = bounce_target(kind, ev.permanent, state, attempts)
+        decision = decide_bounce(ev, state, attempts)
+        target = decision.target
         await txn.execute(sql.INSERT_EVENT_IDEMPOTENT, (
             ev.delivery_id, kind.value, ev.at, None if target is None else target.value,
             ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
             source_text(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
-            ev.correlation, ev.idem_key,
+            source_text(ev.correlation), ev.idem_key, decision.note,
         ))
         event_row = txn.fetchone()
         if event_row is None:
@@ -699,7 +705,7 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
             await txn.execute(sql.MOVE_TO_COMPLAINED, (
                 ev.reason, ev.hard, ev.at, ev.delivery_id, state.value,
             ))
-        if ev.suppress:
+        if decision.suppress:
             source = "complaint" if kind is EventKind.complaint else "bounce"
             await _suppress(txn, recipient, ev.reason or kind.value, ev.at, source, None,
                             event_id)
@@ -723,6 +729,16 @@ async def record_bounces_txn(txn: Txn, records: Sequence[Any]) -> list[list[int]
 async def mark_bounce_failed_txn(txn: Txn, bounce_id: int, error: str) -> None:
     """Mark a returned message whose analysis failed."""
     await txn.execute(sql.MARK_BOUNCE_FAILED, (error, bounce_id))
+
+
+async def purge_bounces_txn(txn: Txn, before: float, now: float, limit: int) -> int:
+    """Drop the raw bytes of up to ``limit`` finished returned messages received
+    before ``before``; see IOutcomeStore.purge_bounces."""
+    if limit <= 0:
+        return 0
+    txn.standalone()  # one statement: atomic by itself
+    await txn.execute(sql.PURGE_BOUNCES, (b"", now, before, limit))
+    return max(txn.rowcount, 0)
 
 
 # -- reading ------------------------------------------------------------------
@@ -782,10 +798,10 @@ async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[Ev
         return []
     await txn.execute(sql.SELECT_EVENTS_AFTER, (after_event_id, limit))
     return [
-        EventRecord(event=event_from_row(row[:19]), queue_id=row[19], recipient=row[20],
-                    sender=row[21], mailing_id=row[22], message_id=row[23],
-                    header_message_id=row[24], delivery_state=row[25],
-                    delivery_created_at=row[26])
+        EventRecord(event=event_from_row(row[:20]), queue_id=row[20], recipient=row[21],
+                    sender=row[22], mailing_id=row[23], message_id=row[24],
+                    header_message_id=row[25], delivery_state=row[26],
+                    delivery_created_at=row[27])
         for row in txn.fetchall()
     ]
 

@@ -87,6 +87,16 @@ class ConfigErrorTests(SynchronousTestCase):
                      f'old = "{hash_password("t", iterations=1000)}"\n')
         self.assertEqual(set(load_config(path).web.tokens), {"new", "old"})
 
+    def test_returned_mail_limits(self) -> None:
+        """The postmaster cap is at least 1; retention is 0 or at least a day, in seconds."""
+        self.assertError("[bounce]\nmax_postmaster_recipients = 0\n",
+                         "[bounce] max_postmaster_recipients", ">= 1")
+        self.assertError("[bounce]\nretention = 90\n", "[bounce] retention", "86400")
+        self.assertError('[bounce]\nretention = "90d"\n', "[bounce] retention",
+                         "expected a number")
+        self.assertEqual(load_config(write("[bounce]\nretention = 0\n")).bounce.retention, 0)
+        self.assertEqual(Config().bounce.retention, 90 * 86400)
+
     def test_invalid_toml_and_missing_file(self) -> None:
         """Broken TOML and a missing file are clear errors too."""
         self.assertError("[server\n", "not valid TOML")

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.verp import (
+    DAY_MODULUS,
     MAX_DELIVERY_ID,
     MAX_LOCAL_PART,
+    V1_MAX_KEY_AGE_DAYS,
     VerpCodec,
     VerpKey,
     VerpRejection,
@@ -79,7 +81,8 @@ class VerpRoundTripTests(SynchronousTestCase):
         """The address has the documented 32-octet head and the identifiers after dots."""
         address = codec().encode(42, "Spring-Sale-26", "AB12-cd34")
         local = address.split("@")[0]
-        self.assertTrue(local.startswith("hda"))
+        # "h", format "h" (version 2, one recipient, both identifiers), key 0
+        self.assertTrue(local.startswith("hha"))
         self.assertEqual(local[32:], ".spring-sale-26.ab12-cd34")
         self.assertTrue(address.endswith("@bounce.example.com"))
 
@@ -89,6 +92,89 @@ class VerpRoundTripTests(SynchronousTestCase):
         token = c.decode(c.encode(7, None, "m1"))
         assert isinstance(token, VerpToken)
         self.assertEqual((token.mailing_id, token.message_id), (None, "m1"))
+
+
+#: A key created the day before DAY, so that version 1 tokens can be dated under it.
+RECENT = VerpKey(0, b"0" * 32, (DAY - 1) * 86400.0)
+
+
+class VerpVersionTests(SynchronousTestCase):
+    """Version 2 binds the absolute day and the scope; version 1 tokens still verify."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(issued=st.integers(min_value=DAY_MODULUS, max_value=60_000),
+           later=st.integers(min_value=0, max_value=30),
+           wraps=st.integers(min_value=1, max_value=40))
+    def test_old_token_never_comes_back(self, issued: int, later: int, wraps: int) -> None:
+        """A token shown again a multiple of 1,024 days after its issue never verifies."""
+        address = codec(today=issued).encode(5, "m", "x")
+        self.assertIsInstance(codec(today=issued + later).decode(address), VerpToken)
+        back = codec(today=issued + wraps * DAY_MODULUS + later).decode(address)
+        self.assertIsInstance(back, VerpRejection)
+
+    def test_wrapped_tokens_refused(self) -> None:
+        """1,024 days on, a version 1 token fails its key's age, a version 2 one its MAC."""
+        key = VerpKey(0, b"0" * 32, 0.0)
+        c = codec(keys=[key], today=DAY)
+        # version 1 signed only the low bits of the day, which match today's
+        old = c.encode(5, day=DAY - DAY_MODULUS, version=1)
+        self.assertEqual(old.split("@")[0][14:16], c.encode(5, version=1)[14:16])
+        self.assertEqual(c.decode(old), VerpRejection(
+            "version 1 token under a key too old to date it"))
+        self.assertEqual(c.decode(c.encode(5, day=DAY - DAY_MODULUS)),
+                         VerpRejection("bad signature"))
+
+    @settings(max_examples=200, deadline=None)
+    @given(delivery_id=st.integers(min_value=0, max_value=MAX_DELIVERY_ID),
+           mailing=st.none() | ident, message=st.none() | ident,
+           age=st.integers(min_value=-1, max_value=30))
+    def test_v1_tokens_in_flight_verify(self, delivery_id: int, mailing: str | None,
+                                        message: str | None, age: int) -> None:
+        """A version 1 token issued before the upgrade decodes as before, dated right."""
+        c = codec(keys=[RECENT])
+        token = c.decode(c.encode(delivery_id, mailing, message, day=DAY - age, version=1))
+        assert isinstance(token, VerpToken)
+        self.assertEqual((token.delivery_id, token.version, token.per_message, token.issued),
+                         (delivery_id, 1, False, DAY - age))
+        self.assertEqual(token.mailing_id, mailing.lower() if mailing else None)
+
+    def test_v1_key_age_limit(self) -> None:
+        """Version 1 tokens verify under a key up to 1,022 days old, not older."""
+        for key_age, verifies in ((V1_MAX_KEY_AGE_DAYS, True), (V1_MAX_KEY_AGE_DAYS + 1, False)):
+            key = VerpKey(0, b"0" * 32, (DAY - key_age) * 86400.0)
+            c = codec(keys=[key])
+            token = c.decode(c.encode(9, day=DAY - 3, version=1))
+            self.assertEqual(isinstance(token, VerpToken), verifies, key_age)
+        # version 2 has no such limit
+        self.assertIsInstance(codec().decode(codec().encode(9, day=DAY - 3)), VerpToken)
+
+    def test_per_message_scope(self) -> None:
+        """A per-message token says so; its scope letter is under the MAC."""
+        c = codec()
+        shared = c.encode(77, "m", None, per_message=True)
+        token = c.decode(shared)
+        assert isinstance(token, VerpToken)
+        self.assertEqual((token.delivery_id, token.per_message, token.version), (77, True, 2))
+        one = c.decode(c.encode(77, "m", None))
+        assert isinstance(one, VerpToken)
+        self.assertFalse(one.per_message)
+        # relabelling a shared token as a one-recipient token breaks the MAC
+        self.assertEqual(shared[1], "j")
+        self.assertEqual(c.decode("hf" + shared[2:]), VerpRejection("bad signature"))
+        self.assertEqual(token.as_dict()["per_message"], True)
+
+    def test_legacy_per_message(self) -> None:
+        """Under verp = "per-message", version 1 tokens vouch for the message only."""
+        c = codec(keys=[RECENT], legacy_per_message=True)
+        old = c.decode(c.encode(3, day=DAY - 2, version=1))
+        new = c.decode(c.encode(3))
+        assert isinstance(old, VerpToken) and isinstance(new, VerpToken)
+        self.assertEqual((old.per_message, new.per_message), (True, False))
+
+    def test_no_v1_per_message(self) -> None:
+        """Version 1 had no per-message letter: the codec refuses to invent one."""
+        self.assertRaises(ValueError, codec().encode, 1, per_message=True, version=1)
+        self.assertRaises(ValueError, codec().encode, 1, version=3)
 
 
 class VerpRejectionTests(SynchronousTestCase):

@@ -17,6 +17,7 @@ from hurricane.model import (
     NewMessage,
     NewRecipient,
     ReturnedMessage,
+    ReturnedRecipient,
     State,
 )
 from hurricane.store.memory import MemoryStore
@@ -89,17 +90,20 @@ class World:
             run(self.store.record_attempts(attempts))
         return [run(self.store.get_delivery(i)) for i in ids]
 
-    def token(self, delivery: Delivery) -> str:
-        """The VERP address of a delivery."""
-        return self.codec.encode(delivery.delivery_id, delivery.mailing_id, delivery.message_id)
+    def token(self, delivery: Delivery, per_message: bool = False) -> str:
+        """The VERP address of a delivery (shared by its transaction with ``per_message``)."""
+        return self.codec.encode(delivery.delivery_id, delivery.mailing_id, delivery.message_id,
+                                 per_message=per_message)
 
     def receive(self, raw: bytes, rcpt_to: str, *, verified: bool = True) -> int:
         """Store a returned message as the listener would; return its id."""
         tok = self.codec.decode(rcpt_to) if verified else None
         delivery_id = tok.delivery_id if isinstance(tok, VerpToken) else None
+        per_message = isinstance(tok, VerpToken) and tok.per_message
         bounce_id: int = run(self.store.store_bounce(ReturnedMessage(
             raw=raw, mail_from="", rcpt_to=rcpt_to, received_at=self.clock.seconds(),
-            delivery_id=delivery_id, client="192.0.2.1")))
+            delivery_id=delivery_id, client="192.0.2.1",
+            recipients=(ReturnedRecipient(rcpt_to, delivery_id, per_message),))))
         return bounce_id
 
     def processor(self, **kwargs: Any) -> BounceProcessor:

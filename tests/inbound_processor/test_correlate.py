@@ -8,8 +8,10 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.model import Analysis
+from hurricane.decisions import NOT_APPLIED
 from hurricane.inbound.correlate import Correlation, correlate, normalise_address
-from hurricane.model import State, StoredBounce
+from hurricane.model import Delivery, EventKind, State, StoredBounce
+from hurricane.verp import VerpCodec, VerpKey
 
 from .helpers import BOUNCE_DOMAIN, NOW, World, dsn, result, run
 
@@ -69,18 +71,19 @@ class CorrelationKeyTests(SynchronousTestCase):
         self.assertEqual(self.p.stats()["uncorrelated"], 1)
 
     def test_message_id(self) -> None:
-        """Our Message-ID in the returned headers correlates with key message-id."""
+        """Our Message-ID correlates with key message-id: recorded, not applied."""
         self.process(dsn("alice@example.net", message_id="m1@example.org"))
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
-        self.assertEqual(self.last(self.d.delivery_id).correlation, "message-id")
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual((self.last(self.d.delivery_id).correlation,
+                          self.last(self.d.delivery_id).note), ("message-id", NOT_APPLIED))
 
     def test_message_id_picks_the_recipient(self) -> None:
         """With a Message-ID shared by several recipients, only the one the DSN names bounces."""
         rows = self.w.send(["carol@example.net", "dave@example.net"],
                            header_message_id="m2@example.org")
         self.process(dsn("dave@example.net", message_id="m2@example.org"))
-        states = [self.w.delivery(r.delivery_id).state for r in rows]
-        self.assertEqual(states, [State.delivered, State.bounced])
+        kinds = [self.last(r.delivery_id).kind for r in rows]
+        self.assertEqual(kinds, [EventKind.attempt, EventKind.bounce])
 
     def test_envid(self) -> None:
         """An ENVID holding our VERP local part, verified, correlates with key envid."""
@@ -98,17 +101,19 @@ class CorrelationKeyTests(SynchronousTestCase):
     def test_orcpt(self) -> None:
         """ORCPT (the address as we sent it) correlates when the final recipient was rewritten."""
         self.process(dsn("alice@forward.example.org", orcpt="alice@example.net"))
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
-        self.assertEqual(self.last(self.d.delivery_id).correlation, "orcpt")
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual((self.last(self.d.delivery_id).correlation,
+                          self.last(self.d.delivery_id).note), ("orcpt", NOT_APPLIED))
 
     def test_recipient_newest_first(self) -> None:
         """A bare recipient matches its most recent delivery within 30 days."""
         self.w.clock.advance(3600)
         [newer] = self.w.send(["alice@example.net"])
         self.process(dsn("alice@example.net"))
-        self.assertEqual(self.w.delivery(newer.delivery_id).state, State.bounced)
         self.assertEqual(self.last(newer.delivery_id).correlation, "recipient")
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.assertEqual(self.last(self.d.delivery_id).kind, EventKind.attempt)
+        # a bare address is anyone's to write: recorded, not applied
+        self.assertEqual(self.w.delivery(newer.delivery_id).state, State.delivered)
 
     def test_recipient_window(self) -> None:
         """A bare recipient does not match a delivery older than 30 days."""
@@ -117,18 +122,54 @@ class CorrelationKeyTests(SynchronousTestCase):
         self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
         self.assertIsNone(self.w.bounce(bid).correlation)
 
-    def test_per_message_verp(self) -> None:
-        """One token for a message to several recipients: each DSN result finds its own row."""
+    def test_sibling(self) -> None:
+        """A report through one recipient's token naming a co-recipient: recorded, not applied."""
         rows = self.w.send(["carol@example.net", "dave@example.net"])
         tok = self.w.token(rows[0])
         self.process(dsn("carol@example.net",
                          extra_recipients=[("dave@example.net", "failed", "5.1.1")]), tok)
-        for r in rows:
-            self.assertEqual(self.w.delivery(r.delivery_id).state, State.bounced)
         # the token's own delivery is verified; the other was found by the
         # address in the report's text, which is only a hint
         self.assertEqual(self.last(rows[0].delivery_id).correlation, "verp")
         self.assertEqual(self.last(rows[1].delivery_id).correlation, "sibling")
+        self.assertEqual([self.w.delivery(r.delivery_id).state for r in rows],
+                         [State.bounced, State.delivered])
+
+    def test_per_message_token_proves_the_message_only(self) -> None:
+        """A co-recipient's report through a shared token cannot bounce the token's delivery."""
+        victim, mallory = self.w.send(["victim@example.net", "mallory@example.net"])
+        shared = self.w.token(victim, per_message=True)  # names victim, the first
+        bid = self.process(dsn("victim@example.net"), shared)
+        self.assertEqual(self.w.delivery(victim.delivery_id).state, State.delivered)
+        last = self.last(victim.delivery_id)
+        self.assertEqual((last.correlation, last.note), ("message-token", NOT_APPLIED))
+        self.assertEqual(self.w.bounce(bid).correlation, "message-token")
+        self.assertEqual(self.record(bid)["correlation"]["evidence"]["message_tokens"],
+                         [{"delivery_id": victim.delivery_id, "queue_id": victim.queue_id,
+                           "via": "verp"}])
+        self.assertIsNone(run(self.w.store.get_suppression("victim@example.net")))
+
+    def test_per_message_token_no_renamed_fallback(self) -> None:
+        """A result under an unknown name is not pinned on a shared token's delivery."""
+        victim, _ = self.w.send(["victim@example.net", "mallory@example.net"])
+        bid = self.process(dsn("alias@elsewhere.example"), self.w.token(victim, per_message=True))
+        self.assertEqual(self.last(victim.delivery_id).kind, EventKind.attempt)
+        self.assertNotIn("renamed", self.record(bid)["correlation"]["evidence"])
+
+    def test_per_message_header_token(self) -> None:
+        """A shared token in the returned headers proves the message only, too."""
+        victim, mallory = self.w.send(["victim@example.net", "mallory@example.net"])
+        self.process(dsn("mallory@example.net", token=self.w.token(victim, per_message=True)))
+        self.assertEqual([self.w.delivery(r.delivery_id).state for r in (victim, mallory)],
+                         [State.delivered, State.delivered])
+        self.assertEqual(self.last(mallory.delivery_id).correlation, "message-token")
+
+    def test_per_message_token_one_recipient(self) -> None:
+        """A per-message token of a message with one recipient names it: applied."""
+        [alone] = self.w.send(["alone@example.net"])
+        self.process(dsn("alone@example.net"), self.w.token(alone, per_message=True))
+        self.assertEqual(self.w.delivery(alone.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(alone.delivery_id).correlation, "verp")
 
     def test_sibling_cannot_suppress(self) -> None:
         """A recipient forging a DSN with its own token cannot get a co-recipient suppressed."""
@@ -165,7 +206,8 @@ class CorrelationKeyTests(SynchronousTestCase):
         [queued] = self.w.send(["alice@example.net"], state=State.queued)
         self.process(dsn("alice@example.net"))
         self.assertEqual(self.w.delivery(queued.delivery_id).state, State.queued)
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual(self.last(queued.delivery_id).kind, EventKind.queued)
+        self.assertEqual(self.last(self.d.delivery_id).correlation, "recipient")
 
 
 class CorrelateFunctionTests(SynchronousTestCase):
@@ -226,6 +268,38 @@ class CorrelateFunctionTests(SynchronousTestCase):
         self.assertEqual(data["matches"], [{"delivery_id": self.rows[0].delivery_id,
                                             "recipient": "alice@example.net", "key": "verp"}])
         json.dumps(data)
+
+
+class LegacyPerMessageTests(SynchronousTestCase):
+    """Version 1 tokens of a per-message server: shared by a transaction, or not."""
+
+    def setUp(self) -> None:
+        self.w = World()
+        self.codec = VerpCodec(BOUNCE_DOMAIN, [VerpKey(0, b"k" * 32, NOW - 86400)],
+                               today=lambda: int(self.w.clock.seconds() // 86400),
+                               legacy_per_message=True)
+
+    def correlate(self, token_of: Delivery, named: str) -> Correlation:
+        token = self.codec.encode(token_of.delivery_id, version=1)
+        a = Analysis("bounce", (result(named),), verp_tokens=(token,))
+        corr: Correlation = run(correlate(self.w.store, self.codec,
+                                          StoredBounce(1, b"", "", POSTMASTER, NOW, None,
+                                                       "pending"), a, NOW))
+        return corr
+
+    def test_several_recipients(self) -> None:
+        """A v1 token of a message to several recipients proves the message only."""
+        first, other = self.w.send(["first@example.net", "other@example.net"])
+        corr = self.correlate(first, "first@example.net")
+        self.assertEqual([(m.delivery.delivery_id, m.key) for m in corr.matches],
+                         [(first.delivery_id, "message-token")])
+
+    def test_one_recipient(self) -> None:
+        """A v1 token of a message to one recipient still names its delivery."""
+        [alone] = self.w.send(["alone@example.net"])
+        corr = self.correlate(alone, "alone@example.net")
+        self.assertEqual([(m.delivery.delivery_id, m.key) for m in corr.matches],
+                         [(alone.delivery_id, "header-token")])
 
 
 class NormaliseAddressTests(SynchronousTestCase):

@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.config import BounceConfig
 from hurricane.inbound.policy import RecipientKind
 from hurricane.inbound.server import BounceFactory
+from hurricane.model import ReturnedRecipient
 from hurricane.store.memory import MemoryStore
 from tests.inbound_server.test_policy import CODEC, DOMAIN, FORGED, GOOD, TABLE
 from tests.smtpd.helpers import codes, connect, disconnect, keywords, replies
@@ -59,21 +60,74 @@ class BounceServerTests(SynchronousTestCase):
             else:
                 self.assertEqual(reply, f"{expected.code} {expected.status}".encode(), text)
 
-    def test_one_row_per_recipient_then_250(self) -> None:
-        """Each accepted recipient is stored with its delivery id before the 250; then on_stored."""
+    def test_one_copy_per_transaction_then_250(self) -> None:
+        """The message is stored once, with every accepted recipient, before the 250."""
         self.proto.dataReceived(
             b"MAIL FROM:<>\r\nRCPT TO:<" + GOOD.encode() + b">\r\nRCPT TO:<postmaster>\r\n"
             b"RCPT TO:<" + FORGED.encode() + b">\r\nDATA\r\n" + DSN + b".\r\n")
         self.assertEqual(codes(replies(self.t)), [b"250 2.1.0", b"250 2.1.5", b"250 2.1.5",
                                                   b"550 5.1.1", b"354 End", b"250 2.0.0"])
-        self.assertEqual(len(self.stored), 2)
-        first, second = (self.bounce(i) for i in self.stored)
-        self.assertEqual((first.rcpt_to, first.delivery_id, first.mail_from),
+        (bounce_id,) = self.stored
+        bounce = self.bounce(bounce_id)
+        self.assertEqual((bounce.rcpt_to, bounce.delivery_id, bounce.mail_from),
                          (GOOD, 42, ""))
-        self.assertEqual((second.rcpt_to, second.delivery_id), ("postmaster", None))
-        self.assertTrue(first.raw.startswith(b"Received: from mx.example.net ([198.51.100.7])"))
-        self.assertTrue(first.raw.endswith(DSN))
-        self.assertEqual(first.received_at, 1_700_000_000)
+        self.assertEqual(bounce.recipients, (ReturnedRecipient(GOOD, 42),
+                                             ReturnedRecipient("postmaster")))
+        self.assertTrue(bounce.raw.startswith(b"Received: from mx.example.net ([198.51.100.7])"))
+        self.assertTrue(bounce.raw.endswith(DSN))
+        self.assertEqual(bounce.received_at, 1_700_000_000)
+
+    def test_twenty_postmasters_one_copy(self) -> None:
+        """Twenty RCPTs of postmaster (any spelling) with one message: one recipient, one copy."""
+        spellings = [b"<postmaster>", b"<Postmaster@" + DOMAIN.upper().encode() + b">",
+                     b"<POSTMASTER@" + DOMAIN.encode() + b">", b"<postmaster@" + DOMAIN.encode()
+                     + b">"]
+        self.proto.dataReceived(b"MAIL FROM:<>\r\n" + b"".join(
+            b"RCPT TO:" + spellings[i % 4] + b"\r\n" for i in range(20))
+            + b"DATA\r\n" + DSN + b".\r\n")
+        self.assertEqual(codes(replies(self.t)), [b"250 2.1.0"] + [b"250 2.1.5"] * 20
+                         + [b"354 End", b"250 2.0.0"])
+        (bounce_id,) = self.stored
+        self.assertEqual([r.address for r in self.bounce(bounce_id).recipients], ["postmaster"])
+        self.assertEqual(len(self.store._bounces), 1)
+
+    def test_same_token_twice(self) -> None:
+        """A VERP address named twice (in another case) is one recipient."""
+        self.proto.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<" + GOOD.encode() + b">\r\n"
+                                b"RCPT TO:<" + GOOD.upper().encode() + b">\r\nDATA\r\n"
+                                + DSN + b".\r\n")
+        self.assertEqual(codes(replies(self.t))[-1], b"250 2.0.0")
+        (bounce_id,) = self.stored
+        self.assertEqual(self.bounce(bounce_id).recipients, (ReturnedRecipient(GOOD, 42),))
+
+    def test_per_message_token_kept(self) -> None:
+        """A shared (per-message) token is stored as such, for the correlation to weigh."""
+        shared = CODEC.encode(43, per_message=True)
+        self.proto.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<" + shared.encode() + b">\r\n"
+                                b"DATA\r\n" + DSN + b".\r\n")
+        self.assertEqual(codes(replies(self.t))[-1], b"250 2.0.0")
+        (bounce_id,) = self.stored
+        self.assertEqual(self.bounce(bounce_id).recipients,
+                         (ReturnedRecipient(shared, 43, per_message=True),))
+
+    def test_postmaster_and_feedback_capped(self) -> None:
+        """Postmaster and feedback recipients past the cap get 452 4.5.3; VERP ones do not count."""
+        factory = BounceFactory(
+            BounceConfig(domain=DOMAIN, max_postmaster_recipients=3,
+                         feedback_addresses=("abuse", "fbl", "spam", "junk")),
+            CODEC, self.store, "mx.bounces.example.com", self.clock, self.stored.append)
+        proto, t = connect(factory, "198.51.100.8")
+        self.addCleanup(lambda: None if proto._lost else disconnect(proto))
+        replies(t)
+        local = [b"postmaster", b"abuse", b"fbl", b"spam", b"junk"]
+        proto.dataReceived(b"EHLO x\r\nMAIL FROM:<>\r\n" + b"".join(
+            b"RCPT TO:<" + name + b"@" + DOMAIN.encode() + b">\r\n" for name in local)
+            + b"RCPT TO:<" + GOOD.encode() + b">\r\nDATA\r\n" + DSN + b".\r\n")
+        self.assertEqual(codes(replies(t))[2:], [b"250 2.1.5"] * 3 + [b"452 4.5.3"] * 2
+                         + [b"250 2.1.5", b"354 End", b"250 2.0.0"])
+        (bounce_id,) = self.stored
+        self.assertEqual([r.delivery_id for r in self.bounce(bounce_id).recipients],
+                         [None, None, None, 42])
 
     def test_store_failure_answers_451(self) -> None:
         """StoreUnavailable answers 451 4.3.0, never 550, and nothing reaches on_stored."""
@@ -106,7 +160,8 @@ class BounceServerTests(SynchronousTestCase):
 
     def test_recipient_and_error_limits(self) -> None:
         """21st recipient gets 452 4.5.3; ten refusals get 421 4.7.0 and a close."""
-        self.proto.dataReceived(b"MAIL FROM:<>\r\n" + b"RCPT TO:<postmaster>\r\n" * 21)
+        self.proto.dataReceived(b"MAIL FROM:<>\r\n" + b"".join(
+            b"RCPT TO:<" + CODEC.encode(i).encode() + b">\r\n" for i in range(21)))
         self.assertEqual(codes(replies(self.t))[-1], b"452 4.5.3")
         self.proto.dataReceived(b"RSET\r\nMAIL FROM:<>\r\n" + b"RCPT TO:<x@example.com>\r\n" * 10)
         lines = codes(replies(self.t))

@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from hurricane.accounting import CursorFile
+from hurricane.model import BounceEvent, EventKind, ReturnedMessage, Source
 from hurricane.opsconfig import WebhookConfig
 from hurricane.store.memory import MemoryStore
 from hurricane.webhooks import (
@@ -27,6 +28,7 @@ from hurricane.webhooks import (
     WebhookService,
     build_webhooks_service,
     verify_signature,
+    webhook_type,
 )
 from tests.ops.helpers import T0, drain, populate, run, temp_path
 
@@ -106,6 +108,49 @@ class WebhookTestsMixin:
         if result is not None:
             case.successResultOf(result)
         case.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class UnappliedEventTests(WebhookTestsMixin, SynchronousTestCase):
+    """Reports that moved nothing (matched by a weak key) are never final."""
+
+    def forge(self, correlation: str | None) -> list[int]:
+        """Record a bounce and a complaint for ``ok`` and ``info`` (both delivered before)."""
+        async def go() -> list[int]:
+            bounce_id = await self.store.store_bounce(ReturnedMessage(
+                b"forged", "", "postmaster@bounces", T0 + 6))
+            ids = await self.store.events_after(0, 1000)
+            by_name = {r.recipient.split("@")[0]: r.event.delivery_id for r in ids}
+            return await self.store.record_bounce(bounce_id, [
+                BounceEvent(by_name["info"], EventKind.bounce, T0 + 6, bounce_id=bounce_id,
+                            reason="userunknown", hard=True, suppress=True,
+                            correlation=correlation),
+                BounceEvent(by_name["info"], EventKind.complaint, T0 + 6, bounce_id=bounce_id,
+                            reason="feedback", suppress=True, source=Source.arf,
+                            correlation=correlation),
+            ], "bounce", correlation, "{}")
+        return run(self, go())
+
+    def test_weak_reports_not_final(self) -> None:
+        """A forged bounce and complaint are typed but not final, and final mode skips them."""
+        event_ids = self.forge("recipient")
+        records = [r for r in run(self, self.store.events_after(0, 1000))
+                   if r.event.event_id in event_ids]
+        self.assertEqual([webhook_type(r) for r in records],
+                         [("bounced", False), ("complained", False)])
+        http = FakeHTTP(self.clock)
+        svc = self.service(http, mode="final")
+        drain(self.clock)
+        sent = [i for body in http.ids() for i in body]
+        self.assertEqual(sent, FINAL_IDS)
+        self.stop(svc)
+
+    def test_verified_complaint_final(self) -> None:
+        """The same complaint through a verified key moves the state and is final."""
+        event_ids = self.forge("header-token")
+        records = [r for r in run(self, self.store.events_after(0, 1000))
+                   if r.event.event_id in event_ids]
+        self.assertEqual([webhook_type(r) for r in records],
+                         [("bounced", True), ("complained", True)])
 
 
 class WebhookSigningTests(WebhookTestsMixin, SynchronousTestCase):

@@ -565,6 +565,11 @@ class VerpTests(SchedulerTestCase):
         token = self.codec.decode(messages[0].mail_from)
         assert isinstance(token, VerpToken)
         self.assertEqual(token.delivery_id, ids[0])
+        # shared by two recipients: it vouches for the message, not for ids[0]
+        self.assertTrue(token.per_message)
+        alone = self.codec.decode(messages[1].mail_from)
+        assert isinstance(alone, VerpToken)
+        self.assertEqual((alone.delivery_id, alone.per_message), (ids[2], False))
         self.assertEqual([r.delivery_id for m in messages for r in m.recipients], ids)
         self.assertEqual({self.results()[i].state for i in ids}, {State.delivered})
 

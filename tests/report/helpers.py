@@ -74,8 +74,9 @@ def populate(store: MemoryStore, now: float = T0) -> dict[str, Any]:
         b"From: mailer-daemon\r\n\r\n<b>gone</b>", "", "verp@bounce.test", at + 60)))
     run(store.record_bounce(bounce_id, [
         BounceEvent(bounce, EventKind.bounce, at + 60, bounce_id=bounce_id, reason="mailboxfull",
-                    status="5.2.2", text="mailbox full", rule="dsn-status"),
-        BounceEvent(angry, EventKind.complaint, at + 70, reason="feedback", source="arf"),
+                    status="5.2.2", text="mailbox full", rule="dsn-status", correlation="verp"),
+        BounceEvent(angry, EventKind.complaint, at + 70, reason="feedback", source="arf",
+                    correlation="verp"),
     ], "bounce", "verp", "{}"))
     return {"result": r, "ids": (ok, gone, later, bounce, angry), "bounce_id": bounce_id}
 

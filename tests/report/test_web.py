@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from hurricane.model import NewMessage, NewRecipient
+from hurricane.model import BounceEvent, EventKind, NewMessage, NewRecipient, ReturnedMessage
 from hurricane.report.figures import STATES
 
 from .helpers import (
@@ -101,6 +101,26 @@ class PagesTests(SynchronousTestCase):
                          ["text/plain; charset=utf-8"])
         self.assertTrue(response.headers.getRawHeaders("content-disposition")[0]
                         .startswith("attachment"))
+
+    def test_purged_bounce(self) -> None:
+        """A returned message past its retention answers 410 and says why."""
+        run(self.f.store.purge_bounces(T0 + 10**7, T0 + 10**7))
+        response, text = body_of(self.f, self.f.treq.get(
+            BASE + f"/bounce/{self.f.data['bounce_id']}"))
+        self.assertEqual(response.code, 410)
+        self.assertIn("retention", text)
+        self.assertNotIn("<b>gone</b>", text)
+
+    def test_unapplied_note_shown(self) -> None:
+        """A report matched by a weak key shows "recorded, not applied" on the recipient page."""
+        ok = self.f.data["ids"][0]
+        bounce_id = run(self.f.store.store_bounce(ReturnedMessage(
+            b"forged", "", "postmaster@bounce.test", T0 + 100)))
+        run(self.f.store.record_bounce(bounce_id, [BounceEvent(
+            ok, EventKind.bounce, T0 + 100, bounce_id=bounce_id, reason="userunknown",
+            correlation="recipient")], "bounce", "recipient", "{}"))
+        code, page = self.get(f"/delivery/{ok}")
+        self.assertIn("recipient \u2014 recorded, not applied: unverified correlation", page)
 
     def test_mailing_and_message(self) -> None:
         """The mailing page has its figures and recipients; the message page its envelope."""

@@ -22,6 +22,7 @@ from hurricane.model import (
     NewMessage,
     NewRecipient,
     ReturnedMessage,
+    ReturnedRecipient,
     Source,
     State,
 )
@@ -523,8 +524,11 @@ class StoreContractMixin:
             b"From: MAILER-DAEMON\r\n\r\nfailed\r\n", "", "b@bounce.test", T0 + 50,
             delivery_id=delivery_id, client="192.0.2.9"))
         fields.setdefault("reason", "userunknown")
+        # as the envelope's verified token would have matched it
+        fields.setdefault("correlation", "verp")
         event = BounceEvent(delivery_id, kind, T0 + 60, bounce_id=bounce_id, **fields)
-        return await self.store.record_bounce(bounce_id, [event], "dsn", "verp", "{}")
+        return await self.store.record_bounce(bounce_id, [event], "dsn",
+                                              fields["correlation"], "{}")
 
     async def test_bounce_after_delivered(self) -> None:
         """A permanent bounce moves delivered to bounced, with its details."""
@@ -612,6 +616,53 @@ class StoreContractMixin:
         kinds = [e.kind for e in await self.store.events(delivery_id)]
         self.assertEqual(kinds.count(EventKind.bounce), 1)
 
+    async def test_weak_correlation_changes_nothing(self) -> None:
+        """A bounce or complaint matched by a weak key is recorded, not applied, in every state."""
+        delivered = (await self.enqueue_one("d@weak.test")).recipients[0].delivery_id
+        await self.deliver(delivered)
+        deferred = (await self.enqueue_one("e@weak.test")).recipients[0].delivery_id
+        await self.store.record_attempts([AttemptResult(
+            deferred, State.deferred, T0 + 1, code=451, text="later", next_attempt_at=T0 + 100)])
+        queued = (await self.enqueue_one("q@weak.test")).recipients[0].delivery_id
+        before = {i: await self.store.get_delivery(i) for i in (delivered, deferred, queued)}
+        for key in (None, "recipient", "orcpt", "message-id", "sibling", "message-token", "x"):
+            for delivery_id in before:
+                await self.bounce(delivery_id, hard=True, suppress=True, code=550,
+                                  status="5.1.1", text="forged", correlation=key)
+                await self.bounce(delivery_id, EventKind.complaint, reason="feedback",
+                                  suppress=True, source=Source.arf, correlation=key)
+        for delivery_id, row in before.items():
+            self.assertEqual(await self.store.get_delivery(delivery_id), row)
+            events = [e for e in await self.store.events(delivery_id)
+                      if e.kind in (EventKind.bounce, EventKind.complaint)]
+            self.assertEqual(len(events), 14)
+            self.assertEqual({(e.state, e.note) for e in events},
+                             {(None, "recorded, not applied: unverified correlation")})
+            self.assertIn("forged", [e.text for e in events])
+        self.assertEqual(await self.store.suppressions(), [])
+        # the deferred one is still due for its retry, the queued one for its first try
+        claimed = {d.delivery_id for d in await self.store.claim_due(T0 + 200, "n1", 60, 10)}
+        self.assertEqual(claimed, {deferred, queued})
+
+    async def test_verified_keys_apply(self) -> None:
+        """Each verified key (verp, header-token, envid) moves the state and suppresses."""
+        for i, key in enumerate(("verp", "header-token", "envid")):
+            delivery_id = (await self.enqueue_one(f"v{i}@ok.test")).recipients[0].delivery_id
+            await self.deliver(delivery_id)
+            await self.bounce(delivery_id, hard=True, suppress=True, correlation=key)
+            self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.bounced)
+            event = (await self.store.events(delivery_id))[-1]
+            self.assertEqual((event.state, event.note, event.correlation),
+                             (State.bounced, None, key))
+            self.assertIsNotNone(await self.store.get_suppression(f"v{i}@ok.test"))
+
+    async def test_unsent_delivery_not_bounced(self) -> None:
+        """A delivery never attempted cannot have bounced, even by a verified key."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.bounce(delivery_id)
+        self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.queued)
+        self.assertIsNone((await self.store.events(delivery_id))[-1].state)
+
     async def test_pending_bounces(self) -> None:
         """Stored returned messages stay pending, oldest first, until analyzed or failed."""
         ids = []
@@ -627,6 +678,53 @@ class StoreContractMixin:
                          ("analyzed", "unknown", b"raw 1", T0 + 1))
         self.assertEqual((await self.store.load_bounce(ids[2])).status, "failed")
         self.assertIsNone(await self.store.load_bounce(ids[0] + 1000))
+
+    async def test_bounce_envelope(self) -> None:
+        """One stored message keeps each envelope recipient with its token's delivery and scope."""
+        envelope = (ReturnedRecipient("postmaster@bounce.test"),
+                    ReturnedRecipient("hxx@bounce.test", 42, per_message=True),
+                    ReturnedRecipient("abuse@bounce.test"),
+                    ReturnedRecipient("hyy@bounce.test", 43))
+        bounce_id = await self.store.store_bounce(ReturnedMessage(
+            b"one copy", "", "ignored@bounce.test", T0, recipients=envelope))
+        single = await self.store.store_bounce(ReturnedMessage(
+            b"r", "", "b@bounce.test", T0, delivery_id=7))
+        stored = await self.store.load_bounce(bounce_id)
+        self.assertEqual((stored.raw, stored.recipients, stored.envelope(), stored.rcpt_to,
+                          stored.delivery_id, stored.purged_at),
+                         (b"one copy", envelope, envelope, "postmaster@bounce.test", 42, None))
+        # many loads at once map their envelopes back to the right message
+        both = await gatherResults([Deferred.fromCoroutine(self.store.load_bounce(i))
+                                    for i in (single, bounce_id)])
+        self.assertEqual([b.recipients for b in both],
+                         [(ReturnedRecipient("b@bounce.test", 7),), envelope])
+
+    async def test_purge_bounces(self) -> None:
+        """Retention drops the raw bytes of old finished messages only, keeping their analysis."""
+        d = (await self.enqueue_one("p@x.test")).recipients[0].delivery_id
+        await self.deliver(d)
+        ids = [await self.store.store_bounce(ReturnedMessage(
+            b"raw %d" % i, "", "b@bounce.test", T0 + i, delivery_id=d)) for i in range(5)]
+        analyzed, failed, pending, recent, second = ids
+        [event_id] = await self.store.record_bounce(analyzed, [BounceEvent(
+            d, EventKind.bounce, T0 + 60, bounce_id=analyzed, correlation="verp",
+            reason="userunknown")], "bounce", "verp", '{"kept": true}')
+        await self.store.mark_bounce_failed(failed, "gave up")
+        await self.store.record_bounce(recent, [], "other", None, "{}")
+        await self.store.record_bounce(second, [], "other", None, "{}")
+        # received before T0 + 3.5: analyzed, failed, pending (never), recent
+        self.assertEqual(await self.store.purge_bounces(T0 + 3.5, T0 + 100, limit=2), 2)
+        self.assertEqual(await self.store.purge_bounces(T0 + 3.5, T0 + 101), 1)
+        self.assertEqual(await self.store.purge_bounces(T0 + 3.5, T0 + 102), 0)
+        got = {i: await self.store.load_bounce(i) for i in ids}
+        self.assertEqual([(got[i].raw, got[i].purged_at) for i in ids],
+                         [(b"", T0 + 100), (b"", T0 + 100), (b"raw 2", None),
+                          (b"", T0 + 101), (b"raw 4", None)])
+        self.assertEqual((got[analyzed].status, got[analyzed].category,
+                          got[analyzed].recipients[0].delivery_id),
+                         ("analyzed", "bounce", d))
+        self.assertEqual((await self.store.events(d))[-1].event_id, event_id)
+        self.assertEqual(await self.store.pending_bounces(10), [pending])
 
     async def test_bounce_for_unknown_delivery(self) -> None:
         """A bounce event for an unknown delivery is skipped; the message is analyzed."""
@@ -644,8 +742,9 @@ class StoreContractMixin:
         self.assertEqual(len(set(ids)), 30)
         for i, bounce_id in enumerate(ids):
             stored = await self.store.load_bounce(bounce_id)
-            self.assertEqual((stored.raw, stored.rcpt_to, stored.status),
-                             (b"raw %d" % i, f"b{i}@bounce.test", "pending"))
+            self.assertEqual((stored.raw, stored.rcpt_to, stored.status, stored.recipients),
+                             (b"raw %d" % i, f"b{i}@bounce.test", "pending",
+                              (ReturnedRecipient(f"b{i}@bounce.test"),)))
         self.assertEqual(await self.store.pending_bounces(100), ids)
         bouncer = getattr(self.store, "_bouncer", None)
         if bouncer is not None:
@@ -728,14 +827,16 @@ class StoreContractMixin:
         records = [
             BounceRecord(bounce_ids[0], [BounceEvent(
                 a, EventKind.bounce, T0 + 60, reason="userunknown", hard=True, suppress=True,
-                bounce_id=bounce_ids[0], idem_key="ka")], "bounce", "verp", '{"n": 0}'),
+                bounce_id=bounce_ids[0], idem_key="ka", correlation="verp")], "bounce", "verp",
+                '{"n": 0}'),
             BounceRecord(bounce_ids[1], [BounceEvent(
                 b, EventKind.complaint, T0 + 61, reason="feedback", suppress=True,
-                bounce_id=bounce_ids[1], idem_key="kb")], "feedback", "verp", '{"n": 1}'),
+                bounce_id=bounce_ids[1], idem_key="kb", correlation="header-token")],
+                "feedback", "header-token", '{"n": 1}'),
             # the same event as the first record: skipped by its idem_key
             BounceRecord(bounce_ids[2], [BounceEvent(
                 a, EventKind.bounce, T0 + 62, reason="userunknown", bounce_id=bounce_ids[2],
-                idem_key="ka")], "bounce", "verp", '{"n": 2}'),
+                idem_key="ka", correlation="verp")], "bounce", "verp", '{"n": 2}'),
         ]
         ids = await self.store.record_bounces(records)
         self.assertEqual([len(x) for x in ids], [1, 1, 0])
@@ -756,12 +857,12 @@ class StoreContractMixin:
         first = await self.store.store_bounce(ReturnedMessage(b"r1", "", "b@x", T0 + 50))
         second = await self.store.store_bounce(ReturnedMessage(b"r2", "", "b@x", T0 + 51))
         # The second record's event insert fails, after the first was applied.
-        self.patch(sql, "INSERT_EVENT_IDEMPOTENT",
-                   f"INSERT INTO no_such_table VALUES ({sql.placeholders(19)})")
+        self.patch(sql, "INSERT_EVENT_IDEMPOTENT", "INSERT INTO no_such_table VALUES "
+                   f"({sql.placeholders(len(sql.EVENT_INSERT_COLUMNS))})")
         await self.assertUnavailable(self.store.record_bounces([
             BounceRecord(first, [], "other", None, "{}"),
-            BounceRecord(second, [BounceEvent(a, EventKind.bounce, T0 + 60)], "bounce",
-                         "verp", "{}"),
+            BounceRecord(second, [BounceEvent(a, EventKind.bounce, T0 + 60,
+                                              correlation="verp")], "bounce", "verp", "{}"),
         ]))
         self.patch(sql, "INSERT_EVENT_IDEMPOTENT", _original_insert_event_idempotent)
         self.assertEqual(await self.store.pending_bounces(10), [first, second])
