@@ -60,6 +60,8 @@ brackets):
 ``bounce_id``          the stored returned message (``OOB``, ``Feedback``...)
 ``feedback_type``      ARF Feedback-Type (``Feedback``) [KumoMTA ``feedback_report``]
 ``correlation``        how a returned message was matched to the delivery
+``note``               why an event changed nothing it could have, e.g.
+                       ``recorded, not applied: unverified correlation``
 ``mailing_id``         X-Hurricane-Mailing-Id [PowerMTA ``header_x-job``-style tags]
 ``message_id``         X-Hurricane-Message-Id, the application's message id
 ``header_message_id``  the RFC 5322 Message-ID
@@ -451,6 +453,7 @@ def accounting_record(record: EventRecord, node_id: str | None = None) -> dict[s
         "bounce_id": e.bounce_id,
         "feedback_type": e.feedback_type,
         "correlation": e.correlation,
+        "note": e.note,
         "mailing_id": record.mailing_id,
         "message_id": record.message_id,
         "header_message_id": record.header_message_id,

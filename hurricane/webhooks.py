@@ -231,6 +231,8 @@ def webhook_payload(record: EventRecord) -> dict[str, Any]:
         "rule": e.rule,
         "bounce_id": e.bounce_id,
         "feedback_type": e.feedback_type,
+        "correlation": e.correlation,
+        "note": e.note,
     }
 
 

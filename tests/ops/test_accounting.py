@@ -29,7 +29,7 @@ ALL_KEYS = {
     "type", "timestamp", "time", "event_id", "delivery_id", "queue_id", "recipient", "sender",
     "domain", "code", "status", "response", "dsn_action", "remote_host", "remote_ip", "tls",
     "reason", "hard", "state", "delivery_state", "kind", "source", "rule", "duration",
-    "bounce_id", "feedback_type", "correlation", "mailing_id", "message_id",
+    "bounce_id", "feedback_type", "correlation", "note", "mailing_id", "message_id",
     "header_message_id", "node_id",
 }
 

@@ -28,6 +28,7 @@ from hurricane.webhooks import (
     WebhookService,
     build_webhooks_service,
     verify_signature,
+    webhook_payload,
     webhook_type,
 )
 from tests.ops.helpers import T0, drain, populate, run, temp_path
@@ -137,6 +138,9 @@ class UnappliedEventTests(WebhookTestsMixin, SynchronousTestCase):
                    if r.event.event_id in event_ids]
         self.assertEqual([webhook_type(r) for r in records],
                          [("bounced", False), ("complained", False)])
+        payloads = [webhook_payload(r) for r in records]
+        self.assertEqual({(p["correlation"], p["note"]) for p in payloads},
+                         {("recipient", "recorded, not applied: unverified correlation")})
         http = FakeHTTP(self.clock)
         svc = self.service(http, mode="final")
         drain(self.clock)
@@ -151,6 +155,7 @@ class UnappliedEventTests(WebhookTestsMixin, SynchronousTestCase):
                    if r.event.event_id in event_ids]
         self.assertEqual([webhook_type(r) for r in records],
                          [("bounced", True), ("complained", True)])
+        self.assertEqual([webhook_payload(r)["note"] for r in records], [None, None])
 
 
 class WebhookSigningTests(WebhookTestsMixin, SynchronousTestCase):
