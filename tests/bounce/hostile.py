@@ -501,6 +501,28 @@ def json_notification(size: int) -> bytes:
     return HEAD + b"Content-Type: text/plain\r\n\r\n" + body
 
 
+def json_recipients(size: int) -> bytes:
+    """A complete JSON bounce notification naming thousands of recipients, each its own."""
+    items = []
+    total = 0
+    i = 0
+    while total < _size_of_part(size) - 200:
+        item = (b'{"emailAddress":"u%d@example.net","diagnosticCode":"smtp; 550 5.1.%d user %d '
+                b'unknown"}' % (i, i % 8, i))
+        items.append(item)
+        total += len(item) + 1
+        i += 1
+    body = (b'{"notificationType":"Bounce","bounce":{"bounceType":"Permanent",'
+            b'"bouncedRecipients":[' + b",".join(items) + b"]}}")
+    return HEAD + b"Content-Type: text/plain\r\n\r\n" + body + b"\r\n"
+
+
+def addresses_one_line(size: int) -> bytes:
+    """Distinct addresses on one line of the whole notification (the per-address blocks)."""
+    words = b"".join(b"failed u%d@example.net " % i for i in range(size // 20 + 1))
+    return _plain(words[:_size_of_part(size)])
+
+
 def charset_bomb(size: int) -> bytes:
     """A text part in a multi-byte charset (UTF-16) of odd bytes."""
     return _report(_fill(b"\xff\xfe\xd8\x00", _size_of_part(size)), size,
@@ -603,6 +625,8 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "base64-delivery-status": base64_delivery_status,
     "base64-rfc822-tokens": base64_rfc822_tokens,
     "json-notification": json_notification,
+    "json-recipients": json_recipients,
+    "addresses-one-line": addresses_one_line,
     "charset-bomb": charset_bomb,
     "charset-punycode": charset_punycode,
     "no-body-separator": no_body_separator,
