@@ -451,6 +451,8 @@ def regex_hazard(pattern: str, flags: int = 0) -> str | None:
     if _sre_parse is None:  # pragma: no cover
         return None
     tree = _sre_parse.parse(pattern, flags)
+    if not _has_unbounded(tree):
+        return None     # every repeat is bounded: at most _LARGE_REPEAT steps a start
     return _scan(list(tree), tree.state.flags | flags, [()], [], False)[0]
 
 
