@@ -440,9 +440,10 @@ def regex_hazard(pattern: str, flags: int = 0) -> str | None:
       between them that the first cannot match (``x\\S+@\\S+ y`` tries every
       "@" with every end).
 
-    A repeat that nothing after it can fail (the end of the pattern), or a
-    possessive one (``*+``, ``++``), never reads back. This is a check of
-    shapes, not a proof: it errs towards refusing.
+    A repeat that nothing after it can fail (the end of the pattern) never
+    reads back; a possessive one (``*+``, ``++``) never gives characters to
+    a later repeat (but a match starting inside its run still reads it
+    again). This is a check of shapes, not a proof: it errs towards refusing.
 
     Args:
         pattern: a regex source.
