@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the bounce analyzer: random bytes, hostile MIME trees, mangled corpus messages.
+"""Fuzz the bounce analyzer: random bytes, hostile MIME trees and runs, mangled corpus messages.
 
     python fuzz/fuzz_analyze.py --seconds 600
 
@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from hurricane.bounce.analyze import AnalysisLimits, analyze
 from hurricane.bounce.model import Analysis
+from tests.bounce.strategies import hostile_mail
 from tests.hardening.strategies import returned_mail
 
 LIMITS = AnalysisLimits(cpu_seconds=2.0)
@@ -64,6 +65,7 @@ _CORPUS = corpus()
 PROPERTIES = [
     ("random_bytes", check, (st.binary(max_size=5000),)),
     ("mime_trees", check, (returned_mail,)),
+    ("hostile_mime", check, (hostile_mail,)),
 ]
 if _CORPUS:
     PROPERTIES.append((

@@ -22,7 +22,7 @@ from typing import Any
 from hurricane.bounce.model import ReplyClass, is_hard
 
 __all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text",
-           "detect_command", "REASONS"]
+           "detect_command", "regex_hazard", "REASONS", "MAX_TEXT"]
 
 REASONS = frozenset("""
 userunknown hostunknown hasmoved mailboxfull suspend filtered rejected blocked spamdetected
@@ -31,7 +31,9 @@ notaccept notcompliantrfc mesgtoobig exceedlimit toomanyconn speeding expired ne
 systemerror systemfull mailererror contenterror syntaxerror onhold failedstarttls suppressed
 undefined delivered vacation feedback""".split())
 
-_WS = re.compile(r"\s+")
+#: Characters of a reply text that the rules read.
+MAX_TEXT = 8 * 1024
+
 # (?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d) and
 # (?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*%),
 # each written to start with the [245] class (the look-behind just after it) so
@@ -136,9 +138,15 @@ def _compile(patterns: Any, path: str, rid: str, key: str,
     if not patterns:
         return None
     try:
-        return re.compile("|".join("(?:%s)" % p for p in patterns))
+        compiled = re.compile("|".join("(?:%s)" % p for p in patterns))
     except re.error as e:
         raise ValueError("%s: rule %r: bad regex in %r: %s" % (path, rid, key, e)) from None
+    for p in patterns:
+        hazard = regex_hazard(p)
+        if hazard is not None:
+            raise ValueError("%s: rule %r: regex %r in %r can take more than linear time: %s"
+                             % (path, rid, p, key, hazard))
+    return compiled
 
 
 def _str_list(value: Any, path: str, rid: str, key: str) -> tuple[str, ...]:
@@ -149,6 +157,304 @@ def _str_list(value: Any, path: str, rid: str, key: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ValueError("%s: rule %r: %r must be a list" % (path, rid, key))
     return tuple(str(v) for v in value)
+
+
+# ---------------------------------------------------------------------------
+# Linear patterns only.  A rule's regexes run with re.search on text that came
+# from anyone (returned mail), up to MAX_TEXT characters.  A pattern that can
+# read the same run of characters again from many starting points, or split
+# one run between two repeats in many ways, takes quadratic (or exponential)
+# time there.  regex_hazard() finds those shapes in the pattern's parse tree;
+# the packaged rules pass it, and a rule file whose pattern does not is
+# refused at load, with the reason (rules.toml's header says what is refused).
+
+try:
+    from re import _constants as _sre_c  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
+    _sre_c = _sre_parse = None
+
+#: The characters tested when comparing two character sets (Latin, Greek,
+#: Cyrillic, the punctuation blocks, kana, the first CJK ideographs, the
+#: full-width forms: what a reply text holds).
+_ALPHABET = "".join(map(chr, [*range(0x3100), *range(0x4E00, 0x4F00), *range(0xFF00, 0xFFF0)]))
+#: A repeat bounded above this many is treated as unbounded. Below it, a
+#: repeat costs at most that many steps per start: on MAX_TEXT characters,
+#: a few million steps in the very worst case.
+_LARGE_REPEAT = 1000
+_CATEGORIES = {
+    "CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
+    "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W",
+}
+_WORD = frozenset(re.findall(r"\w", _ALPHABET))
+_NOT_WORD = frozenset(_ALPHABET) - _WORD
+
+#: One way the text before a point can look, as the character sets of the
+#: characters consumed since a match started (the last 64).
+_Prefix = tuple[frozenset[str], ...]
+#: An unbounded one-character repeat seen so far in a sequence: its characters,
+#: and whether a mandatory character it cannot match has come since.
+_Run = tuple[frozenset[str], bool]
+
+
+def _char_class(op: Any, av: Any, flags: int) -> frozenset[str] | None:
+    """The characters one single-character item matches (None: not such an item)."""
+    c = _sre_c
+    if op is c.LITERAL:
+        ch = chr(av)
+        return frozenset({ch, ch.lower(), ch.upper()} if flags & re.IGNORECASE else ch)
+    if op is c.IN:
+        return _class_of(tuple((str(iop), iav) for iop, iav in av), flags)
+    if op is c.NOT_LITERAL:
+        return _class_of((("=NOT_LITERAL", av),), flags)
+    if op is c.ANY:
+        return _class_of((("=ANY", None),), flags)
+    return None
+
+
+@functools.lru_cache(maxsize=512)
+def _class_of(items: tuple[tuple[str, Any], ...], flags: int) -> frozenset[str]:
+    """The characters of a class (an IN item's contents, or ANY, or NOT_LITERAL)."""
+    c = _sre_c
+    if items[0][0] == "=NOT_LITERAL":
+        source = "[^" + re.escape(chr(items[0][1])) + "]"
+    elif items[0][0] == "=ANY":
+        source = "."
+    else:
+        inner: list[str] = []
+        for iop, iav in items:
+            if iop == str(c.NEGATE):
+                inner.insert(0, "^")
+            elif iop == str(c.LITERAL):
+                inner.append(re.escape(chr(iav)))
+            elif iop == str(c.RANGE):
+                inner.append(re.escape(chr(iav[0])) + "-" + re.escape(chr(iav[1])))
+            elif iop == str(c.CATEGORY):
+                inner.append(_CATEGORIES.get(str(iav), r"\s\S"))
+            else:
+                return frozenset(_ALPHABET)   # unknown: assume anything
+        source = "[" + "".join(inner) + "]"
+    rx = re.compile(source, flags & (re.IGNORECASE | re.DOTALL | re.ASCII))
+    return frozenset(rx.findall(_ALPHABET))
+
+
+def _repeat(op: Any, av: Any) -> tuple[int, int, Any] | None:
+    c = _sre_c
+    if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+        lo, hi, sub = av
+        return lo, hi, sub
+    return None
+
+
+def _has_unbounded(items: Any) -> bool:
+    """Whether a parse (sub)tree holds an unbounded (or large) repeat."""
+    c = _sre_c
+    for op, av in items:
+        r = _repeat(op, av)
+        if r is not None:
+            if r[1] > _LARGE_REPEAT or _has_unbounded(r[2]):
+                return True
+        elif op is c.SUBPATTERN:
+            if _has_unbounded(av[3]):
+                return True
+        elif op is c.BRANCH:
+            if any(_has_unbounded(a) for a in av[1]):
+                return True
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            if _has_unbounded(av[1]):
+                return True
+        elif op is c.ATOMIC_GROUP:
+            if _has_unbounded(av):
+                return True
+    return False
+
+
+def _single(items: Any, flags: int) -> frozenset[str] | None:
+    """The character set of a one-item sequence of one character, else None."""
+    items = list(items)
+    if len(items) != 1:
+        return None
+    op, av = items[0]
+    if op is _sre_c.SUBPATTERN:
+        return _single(av[3], (flags | av[1]) & ~av[2])
+    return _char_class(op, av, flags)
+
+
+def _separate(runs: list[_Run], chars: frozenset[str]) -> list[_Run]:
+    """The runs after a mandatory character of ``chars``."""
+    return [(p, s or not (p & chars)) for p, s in runs]
+
+
+def _merge(base: int, paths: list[list[_Run]]) -> list[_Run]:
+    """The runs after one of several paths taken from the same ``base`` runs.
+
+    A run is separated only if every path separated it; runs opened on any
+    path stay open.
+    """
+    merged = [(paths[0][i][0], all(p[i][1] for p in paths)) for i in range(base)]
+    for p in paths:
+        merged.extend(p[base:])
+    return merged
+
+
+def _extend(prefixes: list[_Prefix] | None, chars: frozenset[str]) -> list[_Prefix] | None:
+    """The prefixes after one more mandatory character of ``chars``."""
+    if prefixes is None:
+        return None
+    return [(p + (chars,))[-64:] for p in prefixes]
+
+
+def _union(groups: list[list[_Prefix] | None]) -> list[_Prefix] | None:
+    """The prefixes of one of several paths (None: no path can restart in a run)."""
+    out: list[_Prefix] = []
+    for g in groups:
+        if g is not None:
+            out.extend(x for x in g if x not in out)
+    if len(out) > 32:
+        return [()]     # too many to follow: assume the worst, a fresh start
+    return out if out or all(g is not None for g in groups) else None
+
+
+def _restarts_in(prefixes: list[_Prefix] | None, chars: frozenset[str]) -> bool:
+    """Whether a match could start inside a run of ``chars`` and reach this point:
+    then each character of a long run is a new start that reads the run again."""
+    return prefixes is not None and any(all(s & chars for s in p) for p in prefixes)
+
+
+def _can_fail(op: Any, av: Any) -> bool:
+    """Whether an item can fail to match (one that may match nothing cannot)."""
+    r = _repeat(op, av)
+    return r is None or r[0] > 0
+
+
+def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Run],
+          followed: bool) -> tuple[str | None, list[_Prefix] | None, list[_Run]]:
+    """Check one sequence of a parse tree and what it holds.
+
+    Args:
+        items: the sequence.
+        flags: the flags in force.
+        prefixes: what may have been consumed since a match started (None:
+            the match can only start at one place, the start of the text).
+        runs: the unbounded repeats open before the sequence.
+        followed: whether something that can fail comes after the sequence
+            (a run that nothing after it can fail never reads back).
+
+    Returns:
+        (the hazard or None, the prefixes after it, the runs open after it).
+    """
+    c = _sre_c
+    items = list(items)
+    # then[i]: whether something after item i can fail
+    then = [followed] * len(items)
+    for i in range(len(items) - 2, -1, -1):
+        then[i] = then[i + 1] or _can_fail(*items[i + 1])
+    for i, (op, av) in enumerate(items):
+        r = _repeat(op, av)
+        if r is not None:
+            lo, hi, sub = r
+            if hi > _LARGE_REPEAT:
+                chars = _single(sub, flags)
+                if chars is None:
+                    return "an unbounded repeat of more than one character", prefixes, runs
+                if then[i] and _restarts_in(prefixes, chars):
+                    return ("a match can start at any character of a run that an unbounded "
+                            "repeat reads to its end"), prefixes, runs
+                if then[i] and any(not sep and prev & chars for prev, sep in runs):
+                    return ("two unbounded repeats that can match the same characters, with "
+                            "nothing between them that tells where the first ends"), prefixes, runs
+                if lo > 0:
+                    runs = _separate(runs, chars)
+                    prefixes = _extend(prefixes, chars)
+                if op is not c.POSSESSIVE_REPEAT:
+                    # (a possessive run never gives characters back to a later one)
+                    runs = runs + [(chars, False)]
+                continue
+            if hi > 1 and _has_unbounded(sub):
+                return "a repeat around an unbounded repeat", prefixes, runs
+            hazard, inner_prefixes, inner = _scan(sub, flags, prefixes, runs,
+                                                  then[i] or hi > 1)
+            if hazard is not None:
+                return hazard, prefixes, runs
+            if lo > 0:
+                prefixes, runs = inner_prefixes, inner
+            else:   # may be skipped
+                prefixes = _union([prefixes, inner_prefixes])
+                runs = _merge(len(runs), [runs, inner])
+        elif op is c.SUBPATTERN:
+            hazard, prefixes, runs = _scan(av[3], (flags | av[1]) & ~av[2], prefixes, runs,
+                                           then[i])
+            if hazard is not None:
+                return hazard, prefixes, runs
+        elif op is c.ATOMIC_GROUP:
+            hazard, prefixes, inner = _scan(av, flags, prefixes, runs, then[i])
+            if hazard is not None:
+                return hazard, prefixes, runs
+            # nothing inside gives characters back once the group has matched
+            runs = inner[:len(runs)]
+        elif op is c.BRANCH:
+            paths: list[list[_Run]] = []
+            ends: list[list[_Prefix] | None] = []
+            for alt in av[1]:
+                hazard, alt_prefixes, path = _scan(alt, flags, prefixes, runs, then[i])
+                if hazard is not None:
+                    return hazard, prefixes, runs
+                paths.append(path)
+                ends.append(alt_prefixes)
+            runs = _merge(len(runs), paths)
+            prefixes = _union(ends)
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            hazard, _, _ = _scan(av[1], flags, prefixes, runs, True)
+            if hazard is not None:
+                return hazard, prefixes, runs
+        elif op is c.AT:
+            if av in (c.AT_BEGINNING, c.AT_BEGINNING_STRING) and not flags & re.MULTILINE \
+                    or av is c.AT_BEGINNING_STRING:
+                prefixes = None          # one start only
+            elif av in (c.AT_BEGINNING, c.AT_BEGINNING_LINE):
+                prefixes = [(frozenset("\n"),)]     # starts after a line break
+            elif av is c.AT_BOUNDARY:
+                prefixes = [(_WORD, _NOT_WORD)]     # a run must mix both to hold one
+        else:
+            chars = _char_class(op, av, flags)
+            if chars is not None:
+                runs = _separate(runs, chars)
+                prefixes = _extend(prefixes, chars)
+            else:
+                prefixes = [()] if prefixes is not None else None   # unknown: assume the worst
+    return None, prefixes, runs
+
+
+@functools.lru_cache(maxsize=4096)
+def regex_hazard(pattern: str, flags: int = 0) -> str | None:
+    """Why ``pattern`` can take more than linear time under ``re.search``, or None.
+
+    Refused shapes, for a repeat of more than ``_LARGE_REPEAT`` (``*``, ``+``):
+
+    - a repeat of anything but one character (``(ab)*``), or a repeat around
+      one (``(a+)+``);
+    - a repeat that can read a run to its end from any character of it and
+      then fail (``\\w+ is``, ``a\\w+:``): a match may start at each
+      character of the run, and each reads it again;
+    - two repeats that can match the same characters with no character
+      between them that the first cannot match (``x\\S+@\\S+ y`` tries every
+      "@" with every end).
+
+    A repeat that nothing after it can fail (the end of the pattern) never
+    reads back; a possessive one (``*+``, ``++``) never gives characters to
+    a later repeat (but a match starting inside its run still reads it
+    again). This is a check of shapes, not a proof: it errs towards refusing.
+
+    Args:
+        pattern: a regex source.
+        flags: ``re`` flags it is compiled with.
+    """
+    if _sre_parse is None:  # pragma: no cover
+        return None
+    tree = _sre_parse.parse(pattern, flags)
+    if not _has_unbounded(tree):
+        return None     # every repeat is bounded: at most _LARGE_REPEAT steps a start
+    return _scan(list(tree), tree.state.flags | flags, [()], [], False)[0]
 
 
 _RULE_KEYS = {"id", "reason", "text", "status", "code", "unless", "also", "command", "disposition",
@@ -291,12 +597,6 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
 # whose literals are all absent is skipped without running its regexes.  This
 # is only ever a necessary condition, so the first matching rule, and thus
 # every result, stays exactly the same.
-
-try:
-    from re import _constants as _sre_c  # type: ignore[attr-defined]
-    from re import _parser as _sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
-    _sre_c = _sre_parse = None
 
 _MIN_LITERAL = 3        # shorter literals are too common to be worth a check
 _MAX_EXACT = 32         # cap on the strings of a fully literal sub-pattern
@@ -498,7 +798,10 @@ class ReplyClassifier:
         ``family`` names the MTA or provider that wrote the report, when the
         bounce analyzer recognised it (rules with a ``family`` key need it).
         """
-        text = text or ""
+        # Bounded work: the rules read the first MAX_TEXT characters only (a
+        # reply or a diagnostic is a few hundred; a returned message can hold
+        # megabytes where one is expected).
+        text = (text or "")[:MAX_TEXT]
         c = str(code).strip() if code is not None and str(code).strip() else None
         s = status.strip() if status else None
         if s and not _STATUS_OK.match(s):

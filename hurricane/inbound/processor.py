@@ -379,13 +379,15 @@ class BounceProcessor(Service):
             ``limits`` and ``classifier`` are then the pool's own). The
             processor owns it: its workers start with the first analysis and
             stop with the service.
-        worker_attempts: after a worker died (or passed its deadline) under
-            a batch, each of its messages is analyzed alone (nothing else in
-            the pool meanwhile), one at a time, up to this many times; a
-            message that takes its worker down every time is marked failed
-            (raw kept for a replay) so it cannot stall the rest. Workers
-            that cannot start count against no message: the messages stay
-            pending and are retried with backoff, as in a store outage.
+            After a worker died (or passed its deadline) under a batch, each
+            of the batch's messages is analyzed once more, alone (nothing
+            else in the pool meanwhile), one at a time; a message that takes
+            its worker down alone too is marked failed (raw kept for a
+            replay), so that a hostile message costs two kills of the
+            worker at most (it was four), while every other bounce waits.
+            Workers that cannot start count against no message: the
+            messages stay pending and are retried with backoff, as in a
+            store outage.
         concurrency: analyses in flight at most.
         retry_initial: first wait after a store outage (seconds).
         retry_max: longest wait between attempts during an outage.
@@ -415,7 +417,6 @@ class BounceProcessor(Service):
         threadpool: ThreadPool | None = None,
         runner: Runner | None = None,
         processes: AnalysisProcessPool | None = None,
-        worker_attempts: int = 3,
         concurrency: int = 2,
         retry_initial: float = 5.0,
         retry_max: float = 300.0,
@@ -442,7 +443,6 @@ class BounceProcessor(Service):
             self._analyze_kwargs["classifier"] = classifier
         self._own_pool: ThreadPool | None = None
         self._processes = processes
-        self._worker_attempts = max(1, worker_attempts)
         #: One message analyzed alone at a time after a worker died.
         self._isolating = DeferredLock()
         if processes is not None:
@@ -999,33 +999,32 @@ class BounceProcessor(Service):
     async def _analyze_alone(
         self, bounce_id: int, item: tuple[bytes, str | None]
     ) -> tuple[Analysis | BaseException, bytes | None]:
-        """One message, alone in the pool, up to ``worker_attempts`` times.
+        """One message, alone in the pool, once.
 
-        Only a worker lost while this message ran alone counts against it;
-        workers that cannot start (:class:`PoolUnavailable`) end the attempts
-        with the message still pending.
+        It is here because a worker died (or passed its deadline) under its
+        batch. Alone, a second death is this message's doing: it is marked
+        failed (raw kept) rather than tried again, since each attempt stalls
+        the pool for up to its deadline. Workers that cannot start
+        (:class:`PoolUnavailable`), or a stop, leave it pending instead.
         """
         assert self._processes is not None
         await self._isolating.acquire()
         try:
-            last: WorkerLost | None = None
-            for attempt in range(1, self._worker_attempts + 1):
-                try:
-                    [one] = await self._processes.analyze([item], alone=True)
-                    return one
-                except PoolUnavailable as e:
+            try:
+                [one] = await self._processes.analyze([item], alone=True)
+                return one
+            except PoolUnavailable as e:
+                return e, None
+            except WorkerLost as e:
+                if self._stopping:
                     return e, None
-                except WorkerLost as e:
-                    if self._stopping:
-                        return e, None
-                    last = e
-                    log.warn("bounce {bounce_id}: {error} (attempt {attempt} alone)",
-                             bounce_id=bounce_id, error=str(e), attempt=attempt)
-                except Exception as e:
-                    return e, None
-            return RuntimeError(
-                f"the analysis worker died {self._worker_attempts} times on this message"
-                f" (last: {last})"), None
+                log.warn("bounce {bounce_id}: {error} (alone, after its batch)",
+                         bounce_id=bounce_id, error=str(e))
+                return RuntimeError(
+                    f"the analysis worker died on this message twice, in its batch and"
+                    f" alone (last: {e})"), None
+            except Exception as e:
+                return e, None
         finally:
             self._isolating.release()
 

@@ -7,12 +7,14 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from hurricane.bounce import classify
 from hurricane.bounce.classify import (
     ReplyClassifier,
     default_classifier,
     detect_command,
     extract_codes,
     normalise_text,
+    regex_hazard,
 )
 
 
@@ -231,3 +233,53 @@ also = ['disabled|quota\b']
                 clf._cache.clear()
                 self.assertEqual(clf.classify(code, status, t).rule,
                                  self._plain(clf, code, status, t), t)
+
+
+class RegexHazardTests(SynchronousTestCase):
+    """Rules must be linear: the check of regex shapes, at load and on the packaged rules."""
+
+    def test_packaged_rules(self):
+        """Every regex of rules.toml passes (the classifier loads; each is checked)."""
+        clf = ReplyClassifier.load()
+        for rule in clf.rules:
+            for p in (rule.text, rule.also, rule.unless):
+                if p is not None:
+                    self.assertIsNone(regex_hazard(p.pattern), rule.id)
+
+    def test_operator_rule_refused(self):
+        """An operator rule that would be quadratic is refused at load, naming it."""
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fp:
+            fp.write("[[rule]]\nid = \"op.slow\"\nreason = \"blocked\"\n"
+                     "text = ['blocked', 'x\\S+@\\S+ denied']\n")
+        self.addCleanup(os.unlink, fp.name)
+        with self.assertRaises(ValueError) as e:
+            ReplyClassifier.load([fp.name])
+        self.assertIn("op.slow", str(e.exception))
+        self.assertIn("linear", str(e.exception))
+
+    def test_shapes(self):
+        """What the check refuses, and what it lets through."""
+        refused = [r"\w+ is", r"\w+$", r"x\S+@\S+ y", r"a\w+b", r"x(a+)+", r"x(?:ab)*c",
+                   r"(?m)^\s+x", r"\b\S+x", r"x(?=\S*y)", r"x.*;.*y", r"(?:|x)\w+ y"]
+        allowed = [r".*", r"\w+", r"a \w+b", r"(?m)^[ \t]+x", r"^\s+x", r"\b\w+x",
+                   r"550 unknown user \S*docomo", r"internal (?:\w+ )?error",
+                   r"\b5\d\d \S[^\s@]*+@\S++ y", r"a.{0,400}b", r"0[a-z]+[0-9]*[A-Z]+y",
+                   r"unknown (?:user|recipient)", r"(?i)x\s*/\s*y"]
+        self.assertEqual([p for p in refused if regex_hazard(p) is None], [])
+        self.assertEqual({p: regex_hazard(p) for p in allowed if regex_hazard(p)}, {})
+
+    def test_reply_text_cut(self):
+        """The rules read MAX_TEXT characters of a reply at most."""
+        seen = []
+        clf = ReplyClassifier.load()
+        real = clf._classify
+
+        def spy(c, s, low, family=None):
+            seen.append(len(low))
+            return real(c, s, low, family)
+
+        self.patch(clf, "_classify", spy)
+        text = "user unknown " * 100_000
+        clf.classify("550", None, text)
+        self.assertEqual(seen, [len(classify.normalise_text(text[:classify.MAX_TEXT]))])
+        self.assertLessEqual(seen[0], classify.MAX_TEXT)

@@ -94,3 +94,74 @@ class BombTests(SynchronousTestCase):
         raw = b"Subject: x\nContent-Type: multipart/mixed; boundary=\"b\"\n\n" + parts + b"--b--\n"
         a = analyze(raw, limits=AnalysisLimits(cpu_seconds=0.0))
         self.assertEqual(a.error, "over-budget")
+
+
+class ReportLimitTests(SynchronousTestCase):
+    """Recipients, tokens and last-resort parsers are bounded per message."""
+
+    def test_recipients_capped(self):
+        """A delivery-status report naming 1,500 recipients gives the first 500."""
+        rcpts = b"".join(b"Final-Recipient: rfc822; u%d@example.net\nAction: failed\n"
+                         b"Status: 5.1.1\n\n" % i for i in range(1500))
+        raw = (b"From: MAILER-DAEMON@x.example\nSubject: Undelivered\n"
+               b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+               b"--b\nContent-Type: text/plain\n\nfailed\n"
+               b"--b\nContent-Type: message/delivery-status\n\n" + rcpts + b"--b--\n")
+        a = analyze(raw)
+        self.assertEqual(len(a.results), 500)
+        self.assertEqual(a.results[-1].recipient, "u499@example.net")
+
+    def test_feedback_recipients_deduplicated_and_capped(self):
+        """An ARF report repeating 3,000 Original-Rcpt-To fields gives each address once,
+        at most 500."""
+        fields = b"".join(b"Original-Rcpt-To: <u%d@example.net>\n" % (i % 1200)
+                          for i in range(3000))
+        raw = (b"From: fbl@isp.example\nSubject: complaint\n"
+               b"Content-Type: multipart/report; report-type=feedback-report; boundary=b\n\n"
+               b"--b\nContent-Type: text/plain\n\nabuse\n"
+               b"--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n"
+               + fields + b"--b--\n")
+        a = analyze(raw)
+        self.assertEqual(a.category, "feedback")
+        self.assertEqual(len(a.results), 500)
+        self.assertEqual(len({r.recipient for r in a.results}), 500)
+
+    def test_tokens_capped(self):
+        """100 distinct X-Hurricane-Token lines give 50 tokens; one of 400 characters none."""
+        lines = b"".join(b"X-Hurricane-Token: t%d@bounce.example\n" % i for i in range(100))
+        raw = b"Subject: x\n\n" + lines + b"X-Hurricane-Token: " + b"a" * 400 + b"@b.example\n"
+        a = analyze(raw)
+        self.assertEqual(len(a.verp_tokens), 50)
+        self.assertEqual(a.verp_tokens[0], "t0@bounce.example")
+
+    def test_flufl_only_on_small_messages(self):
+        """flufl.bounce (the last resort) reads messages up to flufl_max_bytes and
+        flufl_max_lines only."""
+        from hurricane.bounce import analyze as analyzer
+
+        seen = []
+        real = analyzer._flufl
+
+        def spy(raw, ctx):
+            seen.append(len(raw))
+            return real(raw, ctx)
+
+        self.patch(analyzer, "_flufl", spy)
+        head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
+        analyze(head + b"it failed\n")
+        analyze(head + b"it failed\n" * 5000)          # 50 KB
+        analyze(head + b"\n" * 2000)                   # 2,000 lines
+        self.assertEqual(len(seen), 1)
+        limits = AnalysisLimits(flufl_max_bytes=100 * 1024, flufl_max_lines=10_000)
+        analyze(head + b"it failed\n" * 5000, limits=limits)
+        self.assertEqual(len(seen), 2)
+
+    def test_repeated_diagnostic_bounded(self):
+        """A Diagnostic-Code repeated 20,000 times is joined up to a header value's size."""
+        raw = (b"Subject: x\nContent-Type: multipart/report; boundary=b\n\n"
+               b"--b\nContent-Type: message/delivery-status\n\n"
+               b"Final-Recipient: rfc822; a@b.example\nStatus: 5.1.1\n"
+               + b"Diagnostic-Code: smtp; 550 user unknown\n" * 20_000 + b"--b--\n")
+        a = analyze(raw)
+        self.assertEqual([r.recipient for r in a.results], ["a@b.example"])
+        self.assertLessEqual(len(a.results[0].diagnostic), 2000)

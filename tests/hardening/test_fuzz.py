@@ -30,6 +30,7 @@ from hurricane.smtpd.reply import ReplyError
 from hurricane.store.memory import MemoryStore
 from hurricane.submission.server import build_submission_factory
 from hurricane.verp import VerpCodec, VerpKey
+from tests.bounce.strategies import hostile_mail
 from tests.hardening.strategies import returned_mail
 
 REPLY_LINE = re.compile(rb"\A[2345]\d\d[ -][\x20-\x7e]*\Z")
@@ -190,3 +191,14 @@ class AnalyzerFuzzTests(SynchronousTestCase):
         self.assertIsInstance(result, Analysis)
         json.dumps(result.to_json())
         self.assertLess(time.process_time() - started, limits.cpu_seconds + 1.0)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(hostile_mail)
+    def test_hostile_mime(self, raw: bytes) -> None:
+        """Random, truncated and hostile MIME (runs of one character, bombs, junk spliced
+        in anywhere) gives an Analysis that serialises, with at most a limit's error."""
+        result = analyze(raw)
+        self.assertIsInstance(result, Analysis)
+        json.dumps(result.to_json())
+        self.assertIn(result.error, (None, "too-large", "too-deep", "too-many-parts",
+                                     "over-budget"))

@@ -62,8 +62,13 @@ def die_once(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysi
 
 
 def die_always(raw: bytes, envelope_rcpt: str | None = None, **kw: Any) -> Analysis:
-    """Kill this worker on every message that starts with POISON."""
+    """Kill this worker on every message that starts with POISON; ``POISON <path>``
+    also notes each death in <path>."""
     if raw.startswith(b"POISON"):
+        first = raw.partition(b"\n")[0]
+        if first.startswith(b"POISON "):
+            with open(first[7:], "ab") as fp:
+                fp.write(b"x")
         os._exit(3)
     return real_analyze(raw, envelope_rcpt, **kw)
 
@@ -431,10 +436,11 @@ class ProcessorTests(_PoolCase):
         self.assertNotIn(pid, p._processes.pids())  # type: ignore[union-attr]
 
     def test_message_that_always_kills_its_worker_is_failed_alone(self) -> None:
-        """A message that kills every worker is marked failed (raw kept); its batch-mate goes
-        through."""
-        p = self.processor(die_always, worker_attempts=2)
-        poison = self.receive(self.deliveries[0], b"POISON\n")
+        """A message that kills every worker kills it twice (in its batch, then alone once)
+        and is marked failed (raw kept); its batch-mate goes through."""
+        p = self.processor(die_always)
+        deaths = os.path.join(self.tmp, "deaths")
+        poison = self.receive(self.deliveries[0], b"POISON " + deaths.encode() + b"\n")
         good = self.receive(self.deliveries[1])
         p.submit(poison)
         p.submit(good)
@@ -442,7 +448,8 @@ class ProcessorTests(_PoolCase):
         self.assertEqual(self.status(good), "analyzed")
         stored = self.w.bounce(poison)
         self.assertEqual(stored.status, "failed")
-        self.assertIn("died 2 times", self.w.store._bounces[poison].error)
+        self.assertEqual(os.path.getsize(deaths), 2)
+        self.assertIn("died on this message twice", self.w.store._bounces[poison].error)
         self.assertTrue(stored.raw.startswith(b"POISON"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -506,8 +513,7 @@ class ProcessorTests(_PoolCase):
     def test_alone_retry_runs_alone(self) -> None:
         """While a message is retried alone, no other batch runs beside it: a batch that
         kills the pool meanwhile costs the message in isolation no strike."""
-        p = self.processor(gate, pool_kw={"processes": 2}, worker_attempts=1,
-                           concurrency=2, batch_size=1)
+        p = self.processor(gate, pool_kw={"processes": 2}, concurrency=2, batch_size=1)
         pool = p._processes
         assert pool is not None
         a = self.receive(self.deliveries[0], b"GATE " + self.tmp.encode() + b"\n")
@@ -529,8 +535,9 @@ class ProcessorTests(_PoolCase):
 
     def test_hung_analysis_is_killed_at_its_deadline(self) -> None:
         """A message that hangs its worker every time (beyond the analyzer's reach) is
-        killed at each deadline, then marked failed with its raw kept; the other goes through."""
-        p = self.processor(hang_always, worker_attempts=2)
+        killed at its deadline in its batch and once alone, then marked failed with its raw
+        kept; the other goes through."""
+        p = self.processor(hang_always)
         count = os.path.join(self.tmp, "hangs")
         hung = self.receive(self.deliveries[0], b"HANG " + count.encode() + b"\n")
         good = self.receive(self.deliveries[1])
@@ -548,11 +555,11 @@ class ProcessorTests(_PoolCase):
             return "pending" not in (self.status(hung), self.status(good))
 
         self.assertTrue(self.pump_while(settled, timeout=30))
-        self.assertEqual(seen, 3)  # in its batch, then twice alone
+        self.assertEqual(seen, 2)  # in its batch, then once alone
         self.assertEqual(self.status(good), "analyzed")
         stored = self.w.bounce(hung)
         self.assertEqual(stored.status, "failed")
-        self.assertIn("died 2 times", self.w.store._bounces[hung].error)
+        self.assertIn("died on this message twice", self.w.store._bounces[hung].error)
         self.assertIn("did not finish within 12 s", self.w.store._bounces[hung].error)
         self.assertTrue(stored.raw.startswith(b"HANG "))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
