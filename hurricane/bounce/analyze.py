@@ -22,11 +22,10 @@ from hurricane.bounce import mime
 from hurricane.bounce.classify import (
     ReplyClassifier,
     default_classifier,
-    detect_command,
     extract_codes,
-    normalise_text,
 )
-from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass
+from hurricane.bounce.evidence import Stage, find_stage
+from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
 
@@ -424,24 +423,38 @@ class _Ctx:
 
 def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status: str | None = None,
             action: str = "failed", source: str, remote: str | None = None,
-            orcpt: str | None = None, reason: str | None = None) -> RecipientResult:
-    rc: ReplyClass = ctx.classifier.classify(code, status, text, ctx.family)
+            orcpt: str | None = None, reason: str | None = None, stage: Stage | None = None,
+            stage_source: str | None = None,
+            diagnostic_type: str | None = None) -> RecipientResult:
+    rc: ReplyClass = ctx.classifier.classify(code, status, text, ctx.family, stage=stage,
+                                             diagnostic_type=diagnostic_type)
     c = code
     if c is None:
         c, _ = extract_codes(text)
     st, inferred, rsn, hard, rule = rc.status, rc.status_inferred, rc.reason, rc.hard, rc.rule
+    decided_by, runner, runner_rule = rc.decided_by, rc.runner_up, rc.runner_up_rule
     if reason is not None:
-        rsn, rule = reason, None
+        if reason != rsn:
+            runner, runner_rule = rsn, decided_by
+        rsn, rule, decided_by = reason, None, source + "." + reason
     elif action == "delayed" and rsn in ("onhold", "undefined"):
-        rsn = "expired"
+        # docs step 6: a delay with no cause named is a delivery still being retried
+        runner, runner_rule = rsn, decided_by
+        rsn, decided_by = "expired", "expired.delayed-action"
     if action == "delivered":
-        rsn = "delivered"
-    from hurricane.bounce.model import is_hard
+        rsn, decided_by = "delivered", "action.delivered"
     hard = is_hard(rsn, st)
+    if stage is None and rc.stage:
+        stage, stage_source = Stage(rc.stage), "text"
     return RecipientResult(recipient=rcpt, action=action, code=c, status=st,
                            status_inferred=inferred, reason=rsn, hard=hard, suppress=hard,
                            diagnostic=text.strip()[:2000], remote_mta=remote, source=source,
-                           rule=rule, original_recipient=orcpt)
+                           rule=rule, original_recipient=orcpt,
+                           stage=stage.value if stage is not None else None,
+                           stage_source=stage_source if stage is not None else None,
+                           diagnostic_type=diagnostic_type, decided_by=decided_by,
+                           runner_up=runner, runner_up_rule=runner_rule,
+                           family=ctx.family)
 
 
 def _original_parts(ctx: _Ctx) -> Iterable[mime.Part]:
@@ -623,17 +636,11 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
                     status = s2
             remote = _strip_type(d.get("remote-mta", "")) or None
-            ctext = _with_command(text, note, rcpt, near_max)
-            r = _result(ctx, rcpt, ctext, code=code, status=status, action=act,
-                        source="dsn", remote=remote, orcpt=_addr(orig) or None)
-            if ctext is not text:
-                r = replace(r, diagnostic=text.strip()[:2000])
-            if d.get("diagnostic-code", "")[:7].lower() == "x-unix;" and r.reason not in (
-                    "mailboxfull", "delivered"):
-                # a local delivery program (procmail, maildrop, a pipe) failed: the
-                # mailer's problem whatever the words, unless it says the mailbox is full
-                r = replace(r, reason="mailererror", hard=False, suppress=False,
-                            rule="mailererror.x-unix")
+            stage, stage_source = _stage_for(text, note, rcpt, near_max)
+            dtype = _diag_type(d.get("diagnostic-code", ""))
+            r = _result(ctx, rcpt, text, code=code, status=status, action=act,
+                        source="dsn", remote=remote, orcpt=_addr(orig) or None, stage=stage,
+                        stage_source=stage_source, diagnostic_type=dtype)
             results.append(r)
     return results
 
@@ -643,21 +650,29 @@ _SUSPEND_COMMENT = re.compile(r"(?i)mailbox disabled")
 _EZWEB_HEADLINE = re.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
 
 
-_CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)",
-               "DATA": " (in reply to end of DATA command)",
-               "MAIL": " (in reply to MAIL FROM command)", "HELO": " (in reply to EHLO command)",
-               "CONN": " (after initial connection)"}
+def _stage_for(text: str, note: str, rcpt: str,
+               near_max: int = 1500) -> tuple[Stage | None, str | None]:
+    """The SMTP stage of one recipient's failure: from its diagnostic, else the notification.
 
-
-def _with_command(text: str, note: str, rcpt: str, near_max: int = 1500) -> str:
-    """The text, plus the SMTP command the notification names for this recipient."""
-    if not note or detect_command(normalise_text(text)) != "NONE":
-        return text
+    Returns:
+        (stage, where it was read: "text" or "notification"), (None, None) if unknown.
+    """
+    stage = find_stage(text)
+    if stage is not None:
+        return stage, "text"
+    if not note:
+        return None, None
     near = _near(note, rcpt, near_max)
-    if not near:
-        return text
-    cmd = detect_command(normalise_text(near))
-    return text + _CMD_PHRASE[cmd] if cmd in _CMD_PHRASE else text
+    stage = find_stage(near) if near else None
+    return (stage, "notification") if stage is not None else (None, None)
+
+
+def _diag_type(value: str) -> str | None:
+    """'x-unix; ...' -> 'x-unix'; None when the Diagnostic-Code names no type."""
+    i = value.find(";")
+    if 0 < i < 20 and " " not in value[:i].strip():
+        return value[:i].strip().lower()
+    return None
 
 
 _RELAYED_STATUS = re.compile(
@@ -1228,6 +1243,7 @@ def to_prediction(analysis: Analysis, file: str) -> dict[str, Any]:
         "error": analysis.error,
         "results": [{"recipient": r.recipient, "status": r.status or "", "replycode": r.code or "",
                      "reason": r.reason, "hard": r.hard, "diagnostic": r.diagnostic[:300],
-                     "action": r.action, "source": r.source, "rule": r.rule}
+                     "action": r.action, "source": r.source, "rule": r.rule,
+                     "stage": r.stage, "decided_by": r.decided_by, "runner_up": r.runner_up}
                     for r in analysis.results],
     }

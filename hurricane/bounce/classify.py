@@ -14,11 +14,12 @@ import functools
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.model import ReplyClass, is_hard
 
 __all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text",
@@ -460,62 +461,15 @@ def regex_hazard(pattern: str, flags: int = 0) -> str | None:
 _RULE_KEYS = {"id", "reason", "text", "status", "code", "unless", "also", "command", "disposition",
               "match", "nomatch", "description", "family"}
 COMMANDS = ("CONN", "HELO", "MAIL", "RCPT", "DATA", "NONE")
-_COMMAND_RE = re.compile(
-    r"(?P<DATA>in reply to (?:end of )?data|after (?:end of )?data|>>> data|smtp command:? data|"
-    r"\bdata command|\[data\]|during data|after (?:sending )?(?:the )?message|"
-    r"failed after i sent the message)|"
-    r"(?P<RCPT>in reply to rcpt|after rcpt|>>> rcpt|\brcpt to\b|\[rcpt_to\]|"
-    r"does not like recipient|"
-    r"did not like our rcpt|(?:following|to) (?:the )?rcpt command|rcpt command|"
-    r"rejected recipient|unknown recipient or mailbox unavailable)|"
-    r"(?P<MAIL>in reply to mail from|after mail from|>>> mail from|\[mail_from\]|"
-    r"sender was rejected|"
-    r"\bmail from:)|"
-    r"(?P<HELO>in reply to (?:ehlo|helo)|after (?:ehlo|helo)|>>> (?:ehlo|helo)|"
-    r"my name was rejected)|"
-    r"(?P<CONN>after initial connection|in reply to (?:the )?initial|while connecting|greeting)")
-
-
-# _COMMAND_RE without its groups and with each phrase starting with a literal
-# (\bdata -> d(?<!\wd)ata): the same matches, found much faster; the command is
-# then read from _COMMAND_RE at the last match's position.
-def _command_any(pattern: str) -> str:
-    # the pattern is "(?P<A>...)|(?P<B>...)|...": the bodies of the named groups
-    head, *pieces = re.split(r"\(\?P<\w+>", pattern)
-    assert not head and len(pieces) == len(COMMANDS) - 1, pieces
-    groups = [x[:-2] if x.endswith(")|") else x[:-1] for x in pieces]
-    flat = "|".join(groups)
-    for old, new in ((r"\bdata command", r"d(?<!\wd)ata command"),
-                     (r"\brcpt to\b", r"r(?<!\wr)cpt to\b"),
-                     (r"\bmail from:", r"m(?<!\wm)ail from:"),
-                     ("(?:following|to) (?:the )?rcpt command",
-                      "following (?:the )?rcpt command|to (?:the )?rcpt command")):
-        assert old in flat, old
-        flat = flat.replace(old, new)
-    return flat
-
-
-_COMMAND_ANY = re.compile(_command_any(_COMMAND_RE.pattern))
-
-
-_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|"
-                           r"does not like|rejected (?:the )?recipient|"
-                           r"unknown recipient or mailbox|"
-                           r"did not like|sender was|my name|initial|connecting|greeting|message")
+_STAGE_COMMAND = {Stage.conn: "CONN", Stage.helo: "HELO", Stage.mail: "MAIL",
+                  Stage.rcpt: "RCPT", Stage.data: "DATA"}
+_COMMAND_STAGE = {v: k for k, v in _STAGE_COMMAND.items()}
 
 
 def detect_command(low: str) -> str:
-    """The SMTP command a (lower-cased) reply text says it answered; NONE if unknown."""
-    if not _COMMAND_HINT.search(low):
-        return "NONE"
-    last = None
-    for last in _COMMAND_ANY.finditer(low):  # noqa: B007 (read after the loop: the last match)
-        pass
-    if last is None:
-        return "NONE"
-    m = _COMMAND_RE.match(low, last.start())
-    return m.lastgroup if m is not None and m.lastgroup else "NONE"
-
+    """The SMTP command a reply text says it answered (rules' ``command``); NONE if unknown."""
+    stage = find_stage(low)
+    return _STAGE_COMMAND[stage] if stage is not None else "NONE"
 
 
 def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
@@ -792,11 +746,26 @@ class ReplyClassifier:
         return cls(operator + rules, status_map, infer)
 
     def classify(self, code: int | str | None, status: str | None, text: str,
-                 family: str | None = None) -> ReplyClass:
+                 family: str | None = None, *, stage: Stage | None = None,
+                 diagnostic_type: str | None = None) -> ReplyClass:
         """Classify one reply; codes missing from the arguments are read from the text.
 
-        ``family`` names the MTA or provider that wrote the report, when the
-        bounce analyzer recognised it (rules with a ``family`` key need it).
+        A shorthand for :meth:`decide` on an :class:`Evidence` built from the
+        arguments (the outbound client and the bounce analyzer both use it).
+
+        Args:
+            code: the SMTP reply code, if known.
+            status: the enhanced status code (a DSN's Status field), if known.
+            text: the reply or diagnostic text.
+            family: the MTA or provider that wrote the report, when the bounce
+                analyzer recognised it (rules with a ``family`` key need it).
+            stage: the SMTP stage of the refusal when known from outside the
+                text (our own session, or the notification around a DSN);
+                otherwise it is read from the text.
+            diagnostic_type: the Diagnostic-Code's type ("smtp", "x-unix").
+
+        Returns:
+            The decision.
         """
         # Bounded work: the rules read the first MAX_TEXT characters only (a
         # reply or a diagnostic is a few hundred; a returned message can hold
@@ -806,31 +775,21 @@ class ReplyClassifier:
         s = status.strip() if status else None
         if s and not _STATUS_OK.match(s):
             s = None
-        key = (c, s, text, family)
+        dtype = diagnostic_type.lower() if diagnostic_type else None
+        key = (c, s, text, family, stage, dtype)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if c is None or s is None:
-            ec, es = extract_codes(text)
-            c = c or ec
-            s = s or es
-        if c is not None and not (len(c) == 3 and c.isdigit()):
-            c = None
-        low = normalise_text(text)
-        if c is not None and low.count(c) > 1:
-            # a multi-line reply repeats "550-5.7.1" on every line: drop the repeats
-            # so that phrases broken across lines read whole
-            i = low.find(c) + 3
-            low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
-        result = self._classify(c, s, low, family)
+        result = self.decide(Evidence(text=text, code=c, status=s, stage=stage,
+                                      family=family, diagnostic_type=dtype))
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[key] = result
         return result
 
-    def _first_rule(self, c: str | None, s: str | None, low: str, cmd: str,
-                    family: str | None) -> Rule | None:
-        """The first rule that applies (same answer as trying ``Rule.applies`` in order)."""
+    def _rules_in_order(self, c: str | None, s: str | None, low: str, cmd: str,
+                        family: str | None) -> Iterator[Rule]:
+        """The rules that apply, in order (the same as trying ``Rule.applies`` on each)."""
         pf = self._prefilter
         if pf is None or pf.rules is not self.rules:
             pf = self._prefilter = _Prefilter(self.rules)
@@ -859,30 +818,88 @@ class ReplyClassifier:
             if r.unless is not None and (ulit is None or not ulit.isdisjoint(present or ())) \
                     and r.unless.search(low) is not None:
                 continue
-            return r
-        return None
+            yield r
 
-    def _classify(self, c: str | None, s: str | None, low: str,
-                  family: str | None = None) -> ReplyClass:
+    def _first_rule(self, c: str | None, s: str | None, low: str, cmd: str,
+                    family: str | None) -> Rule | None:
+        """The first rule that applies."""
+        return next(self._rules_in_order(c, s, low, cmd, family), None)
+
+    def decide(self, ev: Evidence) -> ReplyClass:
+        """The reason for one recipient, from its evidence alone (docs/bounce-reasons.md).
+
+        Args:
+            ev: the evidence; a missing code or status is read from its text,
+                a missing stage too.
+
+        Returns:
+            The reason, hard, the status (inferred when the evidence had
+            none), the deciding rule and the runner-up it beat.
+        """
+        text = ev.text or ""
+        c, s = ev.code, ev.status
+        if c is None or s is None:
+            ec, es = extract_codes(text)
+            c = c or ec
+            s = s or es
+        if c is not None and not (len(c) == 3 and c.isdigit()):
+            c = None
+        low = normalise_text(text)
+        if c is not None and low.count(c) > 1:
+            # a multi-line reply repeats "550-5.7.1" on every line: drop the repeats
+            # so that phrases broken across lines read whole
+            i = low.find(c) + 3
+            low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
+        stage = ev.stage
+        if stage is None:
+            stage = find_stage(low)
+        cmd = _STAGE_COMMAND[stage] if stage is not None else "NONE"
+        return self._decide(c, s, low, cmd, ev.family, ev.diagnostic_type, stage)
+
+    def _decide(self, c: str | None, s: str | None, low: str, cmd: str,
+                family: str | None, dtype: str | None, stage: Stage | None) -> ReplyClass:
         reason = None
         rule: Rule | None = None
+        decided_by: str | None = None
+        runner: tuple[str, str] | None = None     # (reason, rule or "status")
+        rules = iter(())
         if s and s.startswith("2."):
             reason = "delivered"
+            decided_by = "status.success"
         else:
-            rule = self._first_rule(c, s, low, detect_command(low), family)
+            rules = self._rules_in_order(c, s, low, cmd, family)
+            rule = next(rules, None)
             if rule is not None:
                 reason = rule.reason
+                decided_by = rule.id
+            if dtype == "x-unix" and (rule is None or rule.text is None) and is_catch_all(s):
+                # docs step 4: a local delivery program answered, and neither its words
+                # nor a specific status name a cause: the mailer failed
+                if rule is not None:
+                    runner = (rule.reason, rule.id)
+                reason, rule, decided_by = "mailererror", None, "mailererror.x-unix"
         if reason is None and s:
             reason = self.status_map.get(s)
+            if reason is not None:
+                decided_by = "status." + s
         if reason is None:
             if s and s[2:4] in ("6.",):
-                reason = "contenterror"
+                reason, decided_by = "contenterror", "status.x.6"
             elif s and s[2:4] == "7.":
-                reason = "securityerror"
+                reason, decided_by = "securityerror", "status.x.7"
             elif low:
-                reason = "onhold"
+                reason, decided_by = "onhold", "onhold.no-cause"
             else:
-                reason = "undefined"
+                reason, decided_by = "undefined", "undefined.no-evidence"
+        if runner is None and reason != "delivered":
+            # the runner-up: the next rule that applies with another answer, else
+            # what the status code alone would have said
+            for r in rules:
+                if r.reason != reason:
+                    runner = (r.reason, r.id)
+                    break
+            if runner is None and s and self.status_map.get(s) not in (None, reason):
+                runner = (self.status_map[s], "status." + s)
         inferred = False
         if s is None:
             guess = self.infer.get(reason)
@@ -898,7 +915,11 @@ class ReplyClassifier:
             permanent = rule.disposition == "permanent"
         hard = is_hard(reason, s)
         return ReplyClass(reason=reason, hard=hard, status=s, status_inferred=inferred,
-                          rule=rule.id if rule else None, permanent=permanent, suppress=hard)
+                          rule=rule.id if rule else None, permanent=permanent, suppress=hard,
+                          code=c, stage=stage.value if stage is not None else None,
+                          decided_by=decided_by,
+                          runner_up=runner[0] if runner else None,
+                          runner_up_rule=runner[1] if runner else None)
 
 
 @functools.lru_cache(maxsize=1)

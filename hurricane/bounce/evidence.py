@@ -1,0 +1,143 @@
+"""Evidence about one failed recipient, gathered before any reason is decided.
+
+docs/bounce-reasons.md, section 1: the SMTP stage at which the recipient
+failed, the reply code, the enhanced status code (and whether it is specific
+or a catch-all), the diagnostic text and its type, the DSN action, the remote
+MTA and the reporting MTA's family.  :func:`find_stage` reads the stage from
+the words the usual MTAs use for it; ``hurricane.bounce.decide`` decides the
+reason from an :class:`Evidence` alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Stage", "Evidence", "find_stage", "is_catch_all", "STAGE_TEXT_LIMIT"]
+
+
+class Stage(StrEnum):
+    """The SMTP step at which a recipient was refused."""
+
+    conn = "conn"      # connecting, or the server's greeting
+    helo = "helo"      # EHLO / HELO
+    mail = "mail"      # MAIL FROM: the envelope sender
+    rcpt = "rcpt"      # RCPT TO: this recipient
+    data = "data"      # the DATA command, the end of data, or after it
+
+
+#: The stage is read from at most this many characters (the end of a long text:
+#: transcripts end with the failing command). Bounded work on hostile input.
+STAGE_TEXT_LIMIT = 8192
+
+# One alternation, lower-cased text with white space collapsed. Each branch
+# starts with a literal, has no nested quantifier, and only bounded gaps, so a
+# search is linear in the text. The phrases, by MTA:
+#   Postfix    "(in reply to RCPT TO command)", "(in reply to end of DATA command)",
+#              "refused to talk to me" (greeting), smtpd's "Recipient address
+#              rejected" / "Helo command rejected"
+#   Exim       "SMTP error from remote mail server after RCPT TO:<a>:",
+#              "after pipelined MAIL FROM:", "after end of data", "after initial connection"
+#   Sendmail   the transcript ">>> RCPT To:<a>" then "<<< 550 ..."; ">>> DATA", ">>> ."
+#   qmail      "does not like recipient", "failed after I sent the message",
+#              "sender was rejected", "greeting failed", "my name was rejected",
+#              "Sorry, I wasn't able to establish an SMTP connection"
+#   Courier    ">>> RCPT TO:<a>"; others "in response to RCPT TO", "RCPT command"
+_STAGE_RE = re.compile(
+    r"(?P<data>in (?:reply|response) to (?:the )?(?:end of )?data\b|"
+    r"after (?:the )?(?:end of )?data\b|after pipelined data\b|>>> data\b|>>> \.(?!\S)|"
+    r"smtp command:? data\b|data command|\[data\]|during data\b|"
+    r"after (?:sending )?(?:the )?message(?: body)?\b|failed after i sent the message|"
+    r"while sending (?:the )?message|end of data\b|"
+    r"(?:message|content) (?:was )?rejected after data)|"
+    r"(?P<rcpt>in (?:reply|response) to (?:the )?rcpt\b|after (?:pipelined )?rcpt\b|"
+    r">>> rcpt\b|\[rcpt_to\]|does not like recipient|did(?: not|n.t) like our rcpt|"
+    r"(?:following|to) (?:the )?rcpt command|rcpt command|"
+    r"unknown recipient or mailbox unavailable)|"
+    r"(?P<mail>in (?:reply|response) to (?:the )?mail from\b|after (?:pipelined )?mail from\b|"
+    r">>> mail from\b|\[mail_from\]|sender was rejected|did(?: not|n.t) like our mail from|"
+    r"mail from command)|"
+    r"(?P<helo>in (?:reply|response) to (?:the )?(?:ehlo|helo)\b|after (?:ehlo|helo)\b|"
+    r">>> (?:ehlo|helo)\b|my name was rejected|helo command rejected|"
+    r"(?:ehlo|helo) command)|"
+    r"(?P<conn>after initial connection|in (?:reply|response) to (?:the )?initial|"
+    r"while connecting|greeting failed|refused to talk to me|"
+    r"establish an smtp connection|connection (?:was )?rejected at connect|"
+    r"during initial connection|at connect time)")
+
+
+def find_stage(text: str) -> Stage | None:
+    """The SMTP stage a diagnostic or notification text names, or None.
+
+    The last mention wins: a session transcript lists the commands that
+    succeeded before the one that failed.
+
+    Args:
+        text: the text, in any case and with any white space.
+
+    Returns:
+        The stage, or None when the text names none.
+    """
+    if not text:
+        return None
+    low = " ".join(text[-STAGE_TEXT_LIMIT:].split()).lower()
+    last = None
+    for last in _STAGE_RE.finditer(low):  # noqa: B007 (the last match counts)
+        pass
+    if last is None or last.lastgroup is None:
+        return None
+    return Stage(last.lastgroup)
+
+
+#: Enhanced status codes that only name an area (RFC 3463's "other or
+#: undefined" details), plus x.7.1, which every filter uses for every reason.
+_CATCH_ALL_DETAIL = {"0"}
+
+
+def is_catch_all(status: str | None) -> bool:
+    """Whether an enhanced status code names an area rather than one cause.
+
+    Args:
+        status: "5.1.1" or None.
+
+    Returns:
+        True for x.Y.0, x.7.1 and for no status at all.
+    """
+    if not status:
+        return True
+    parts = status.split(".")
+    if len(parts) != 3:
+        return True
+    return parts[2] in _CATCH_ALL_DETAIL or parts[1:] == ["7", "1"]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a returned message (or our own SMTP session) says about one recipient."""
+
+    text: str = ""
+    code: str | None = None
+    status: str | None = None
+    stage: Stage | None = None
+    stage_source: str | None = None       # "text", "notification", "session"
+    diagnostic_type: str | None = None    # "smtp", "x-unix", ... (lower-case)
+    action: str = "failed"
+    remote_mta: str | None = None
+    family: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The evidence as stored with the event and shown by ``--explain``."""
+        return {
+            "stage": self.stage.value if self.stage else None,
+            "stage_source": self.stage_source,
+            "code": self.code,
+            "status": self.status,
+            "status_kind": None if not self.status else
+            ("catch-all" if is_catch_all(self.status) else "specific"),
+            "diagnostic_type": self.diagnostic_type,
+            "action": self.action,
+            "remote_mta": self.remote_mta,
+            "family": self.family,
+        }
