@@ -24,7 +24,7 @@ from hurricane.bounce.classify import (
     default_classifier,
     extract_codes,
 )
-from hurricane.bounce.evidence import Stage, find_stage
+from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_stage
 from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
@@ -636,7 +636,7 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
                     status = s2
             remote = _strip_type(d.get("remote-mta", "")) or None
-            stage, stage_source = _stage_for(text, note, rcpt, near_max)
+            stage, stage_source = _stage_for(text, note, rcpt, near_max, len(rcpts) == 1)
             dtype = _diag_type(d.get("diagnostic-code", ""))
             r = _result(ctx, rcpt, text, code=code, status=status, action=act,
                         source="dsn", remote=remote, orcpt=_addr(orig) or None, stage=stage,
@@ -650,8 +650,8 @@ _SUSPEND_COMMENT = re.compile(r"(?i)mailbox disabled")
 _EZWEB_HEADLINE = re.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
 
 
-def _stage_for(text: str, note: str, rcpt: str,
-               near_max: int = 1500) -> tuple[Stage | None, str | None]:
+def _stage_for(text: str, note: str, rcpt: str, near_max: int = 1500,
+               only: bool = False) -> tuple[Stage | None, str | None]:
     """The SMTP stage of one recipient's failure: from its diagnostic, else the notification.
 
     Returns:
@@ -664,6 +664,9 @@ def _stage_for(text: str, note: str, rcpt: str,
         return None, None
     near = _near(note, rcpt, near_max)
     stage = find_stage(near) if near else None
+    if stage is None and only:
+        # one failed recipient: the notification's session transcript is about it
+        stage = find_stage(_cut_original(note)[:STAGE_TEXT_LIMIT])
     return (stage, "notification") if stage is not None else (None, None)
 
 

@@ -82,13 +82,52 @@ def find_stage(text: str) -> Stage | None:
     """
     if not text:
         return None
-    low = " ".join(text[-STAGE_TEXT_LIMIT:].split()).lower()
+    tail = text[-STAGE_TEXT_LIMIT:]
+    if ">>> " in tail:
+        stage = _transcript_stage(tail)
+        if stage is not None:
+            return stage
+    low = " ".join(tail.split()).lower()
     last = None
     for last in _STAGE_RE.finditer(low):  # noqa: B007 (the last match counts)
         pass
     if last is None or last.lastgroup is None:
         return None
     return Stage(last.lastgroup)
+
+
+_SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "rcpt": Stage.rcpt, "mail": Stage.mail,
+                 "ehlo": Stage.helo, "helo": Stage.helo, "lhlo": Stage.helo}
+# DATA refused because no recipient had been accepted: the failure that came
+# first answered a RCPT sent in the same pipelined batch (RFC 2920).
+_NO_RECIPIENTS = re.compile(r"need rcpt|no valid recipients|no recipients|"
+                            r"rcpt commands were rejected|start afresh|"
+                            r"need (?:a )?recipient|no recipient")
+
+
+def _transcript_stage(text: str) -> Stage | None:
+    """The stage from a session transcript (">>> RCPT To:<a>" then "<<< 550 ...").
+
+    Sendmail, Courier and others quote the session: the command that got the
+    first 4xx/5xx reply failed. With pipelining the client sends RCPT and DATA
+    together, so the transcript shows ">>> DATA" before the RCPT's refusal; a
+    later "503 need RCPT" (DATA refused for want of recipients) says the first
+    refusal answered the RCPT.
+    """
+    last: Stage | None = None
+    failed: Stage | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(">>> "):
+            word = line[4:].split(" ", 1)[0].split(":", 1)[0].lower()
+            if word in _SENT_COMMAND:
+                last = _SENT_COMMAND[word]
+        elif line.startswith("<<< ") and line[4:5] in ("4", "5"):
+            if failed is None:
+                failed = last
+            elif failed is Stage.data and _NO_RECIPIENTS.search(line.lower()) is not None:
+                return Stage.rcpt
+    return failed
 
 
 #: Enhanced status codes that only name an area (RFC 3463's "other or
