@@ -1081,7 +1081,14 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         # RFC 3834 auto-replies
         auto = _autoreply_kind(root, subject or "", from_hdr)
         bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
-                  or bool(_BOUNCE_SUBJECT.search(subject or "")))
+                  or bool(_BOUNCE_SUBJECT.search(subject or ""))
+                  # "From: <>": written by a mail system, not by a person who is away
+                  # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
+                  or (not from_addr and "<>" in (from_hdr or "")))
+        if (not auto and not bouncy and from_addr and not _looks_bounce(note)
+                # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
+                and not root.get("auto-submitted").lower().startswith("no")):
+            auto = _autoreply_body(subject or "", note)
         if auto and not bouncy:
             who = from_addr or ""
             rr = RecipientResult(recipient=who, action="delivered", code=None, status=None,
@@ -1187,6 +1194,32 @@ def _looks_bounce(note: str) -> bool:
                           r"not be delivered|"
                           r"returned to sender|unable to deliver|user unknown|mailbox|550|554",
                           note[:20000]))
+
+
+# The typical bodies and subjects of auto-replies, by cause: the person is away
+# (out of office, on leave, back on a date), or the message was received and will
+# be answered (a helpdesk's acknowledgement), in the languages seen in returns.
+_AUTO_BODY = re.compile(
+    r"out of (?:the )?office|on (?:annual |parental |sick )?(?:leave|vacation|holiday)|"
+    r"away from (?:the|my) (?:office|desk)|i(?: am|.m) (?:currently )?(?:away|out|travell?ing)|"
+    r"i will be (?:back|out|away)|i will return|i.ll be back|back in the office|"
+    r"limited access to (?:my )?e-?mail|"
+    r"thank you for (?:your )?(?:e-?mail|message|enquiry|inquiry|contacting)|"
+    r"i will (?:reply|respond|answer|get back to you)[^.\n]{0,40}as soon as|"
+    r"this is an? auto(?:mated|matic|matically generated)? ?(?:reply|response|message)|"
+    r"auto-?reply|abwesen|nicht im b(?:ü|ue)ro|au(?:ß|ss)er haus|im urlaub|"
+    r"absente? du bureau|je suis absent|en cong[ée]|fuera de la oficina|estar[ée] ausente|"
+    r"fuori ufficio|sar[òo] assente|niet op kantoor|afwezig|不在|休暇")
+
+
+def _autoreply_body(subject: str, note: str) -> str | None:
+    """"autoreply.body" when a short, non-bounce message reads like an auto-reply."""
+    head = note[:2000].lower()
+    if len(note) > 20000:
+        return None       # a long text is a newsletter or a conversation, not an auto-reply
+    if _AUTO_BODY.search(subject.lower()) is not None or _AUTO_BODY.search(head) is not None:
+        return "autoreply.body"
+    return None
 
 
 def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
