@@ -722,7 +722,8 @@ class ReplyClassifier:
         self.rules = tuple(rules)
         self.status_map = dict(status_map)
         self.infer = dict(infer)
-        self._cache: dict[tuple[str | None, str | None, str, str | None], ReplyClass] = {}
+        self._cache: dict[tuple[str | None, str | None, str, str | None, Stage | None,
+                                str | None], ReplyClass] = {}
         self._prefilter: _Prefilter | None = None
         # the rules whose code/status/command/family conditions hold, per (c, s, cmd, family)
         self._candidates: dict[tuple[str | None, str | None, str, str | None],
@@ -862,7 +863,7 @@ class ReplyClassifier:
         rule: Rule | None = None
         decided_by: str | None = None
         runner: tuple[str, str] | None = None     # (reason, rule or "status")
-        rules = iter(())
+        rules: Iterator[Rule] = iter(())
         if s and s.startswith("2."):
             reason = "delivered"
             decided_by = "status.success"
