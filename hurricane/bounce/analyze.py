@@ -427,7 +427,8 @@ def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status:
             stage_source: str | None = None,
             diagnostic_type: str | None = None) -> RecipientResult:
     rc: ReplyClass = ctx.classifier.classify(code, status, text, ctx.family, stage=stage,
-                                             diagnostic_type=diagnostic_type)
+                                             diagnostic_type=diagnostic_type,
+                                             stage_searched=stage_source == "none")
     c = code
     if c is None:
         c, _ = extract_codes(text)
@@ -655,19 +656,20 @@ def _stage_for(text: str, note: str, rcpt: str, near_max: int = 1500,
     """The SMTP stage of one recipient's failure: from its diagnostic, else the notification.
 
     Returns:
-        (stage, where it was read: "text" or "notification"), (None, None) if unknown.
+        (stage, where it was read: "text" or "notification"), or (None, "none")
+        when neither names one.
     """
     stage = find_stage(text)
     if stage is not None:
         return stage, "text"
     if not note:
-        return None, None
+        return None, "none"
     near = _near(note, rcpt, near_max)
     stage = find_stage(near) if near else None
     if stage is None and only:
         # one failed recipient: the notification's session transcript is about it
         stage = find_stage(_cut_original(note)[:STAGE_TEXT_LIMIT])
-    return (stage, "notification") if stage is not None else (None, None)
+    return (stage, "notification") if stage is not None else (None, "none")
 
 
 def _diag_type(value: str) -> str | None:

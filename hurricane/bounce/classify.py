@@ -684,17 +684,20 @@ class _Prefilter:
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
+        table, trie = _packaged_literals()
         entries: list[_Entry] = []
         words: set[str] = set()
         for r in rules:
-            lits = tuple(_required_literals(p) for p in (r.text, r.also, r.unless))
+            lits = tuple(_literals_of(p, table) for p in (r.text, r.also, r.unless))
             for x in lits:
                 if x is not None:
                     words |= x
             entries.append((r, lits[0], lits[1], lits[2]))
         self.entries = tuple(entries)
         ordered = sorted(words)
-        self.scan = re.compile(_trie_regex(ordered)) if ordered else None
+        if trie is None or trie[0] != ordered:
+            trie = (ordered, _trie_regex(ordered))
+        self.scan = re.compile(trie[1]) if ordered else None
         # the scan reports the longest literal at a position: the shorter ones
         # that are prefixes of it occur there too
         self.found = {w: frozenset(w[:i] for i in range(1, len(w) + 1) if w[:i] in words)
@@ -714,6 +717,64 @@ class _Prefilter:
         return out
 
 
+def _literals_of(pattern: re.Pattern[str] | None,
+                 table: dict[str, frozenset[str] | None]) -> frozenset[str] | None:
+    if pattern is None:
+        return None
+    if pattern.pattern in table:
+        return table[pattern.pattern]
+    return _required_literals(pattern)
+
+
+_LITERALS_FILE = "rules_literals.json"
+
+
+def literal_table(rules: Sequence[Rule]) -> dict[str, Any]:
+    """The packaged literal table for ``rules``: each regex's literals, and the scan regex.
+
+    Returns:
+        {"literals": {regex source: sorted literals or None}, "words": every
+        literal, sorted, "scan": the trie regex over them}.
+    """
+    lits: dict[str, list[str] | None] = {}
+    words: set[str] = set()
+    for r in rules:
+        for p in (r.text, r.also, r.unless):
+            if p is not None and p.pattern not in lits:
+                req = _required_literals(p)
+                lits[p.pattern] = sorted(req) if req is not None else None
+                words |= req or set()
+    ordered = sorted(words)
+    return {"literals": lits, "words": ordered, "scan": _trie_regex(ordered)}
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_literals() -> tuple[dict[str, frozenset[str] | None],
+                                  tuple[list[str], str] | None]:
+    """The literal table shipped beside rules.toml: (literals per regex, (words, scan regex)).
+
+    Deriving the literals parses every rule regex a second time (~50 ms) and
+    building the scan regex takes ~15 ms, which a short ``hurricane analyze``
+    run would pay at every start. The table is derived from the packaged rules
+    by ``python -m hurricane.bounce.classify`` and a test keeps it current;
+    a regex missing from it (an operator's rule) is derived at load time, and
+    the scan is rebuilt when the set of words differs, so a stale table only
+    costs time, never a different answer.
+    """
+    import json
+    try:
+        with open(os.path.join(os.path.dirname(__file__), _LITERALS_FILE), "rb") as fp:
+            raw = json.loads(fp.read())
+        table = {k: (frozenset(v) if isinstance(v, list) else None)
+                 for k, v in raw["literals"].items()}
+        words, scan = raw["words"], raw["scan"]
+        if not (isinstance(words, list) and isinstance(scan, str)):
+            raise ValueError(_LITERALS_FILE)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, None
+    return table, (words, scan)
+
+
 class ReplyClassifier:
     """Ordered rules plus a status table: (code, status, text) -> ReplyClass."""
 
@@ -722,7 +783,7 @@ class ReplyClassifier:
         self.rules = tuple(rules)
         self.status_map = dict(status_map)
         self.infer = dict(infer)
-        self._cache: dict[tuple[str | None, str | None, str, str | None, Stage | None,
+        self._cache: dict[tuple[str | None, str | None, str, str | None, Stage | bool,
                                 str | None], ReplyClass] = {}
         self._prefilter: _Prefilter | None = None
         # the rules whose code/status/command/family conditions hold, per (c, s, cmd, family)
@@ -748,7 +809,8 @@ class ReplyClassifier:
 
     def classify(self, code: int | str | None, status: str | None, text: str,
                  family: str | None = None, *, stage: Stage | None = None,
-                 diagnostic_type: str | None = None) -> ReplyClass:
+                 diagnostic_type: str | None = None,
+                 stage_searched: bool = False) -> ReplyClass:
         """Classify one reply; codes missing from the arguments are read from the text.
 
         A shorthand for :meth:`decide` on an :class:`Evidence` built from the
@@ -764,6 +826,8 @@ class ReplyClassifier:
                 text (our own session, or the notification around a DSN);
                 otherwise it is read from the text.
             diagnostic_type: the Diagnostic-Code's type ("smtp", "x-unix").
+            stage_searched: the caller already read ``text`` for a stage and
+                found none (do not read it again).
 
         Returns:
             The decision.
@@ -777,11 +841,12 @@ class ReplyClassifier:
         if s and not _STATUS_OK.match(s):
             s = None
         dtype = diagnostic_type.lower() if diagnostic_type else None
-        key = (c, s, text, family, stage, dtype)
+        key = (c, s, text, family, stage if stage is not None else stage_searched, dtype)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         result = self.decide(Evidence(text=text, code=c, status=s, stage=stage,
+                                      stage_source="none" if stage_searched else None,
                                       family=family, diagnostic_type=dtype))
         if len(self._cache) > 4096:
             self._cache.clear()
@@ -852,7 +917,8 @@ class ReplyClassifier:
             i = low.find(c) + 3
             low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
         stage = ev.stage
-        if stage is None:
+        if stage is None and ev.stage_source != "none":
+            # ("none": the caller already looked in this text and found no stage)
             stage = find_stage(low)
         cmd = _STAGE_COMMAND[stage] if stage is not None else "NONE"
         return self._decide(c, s, low, cmd, ev.family, ev.diagnostic_type, stage)
@@ -927,3 +993,13 @@ class ReplyClassifier:
 def default_classifier() -> ReplyClassifier:
     """The packaged rules only (cached)."""
     return ReplyClassifier.load()
+
+
+if __name__ == "__main__":   # python -m hurricane.bounce.classify: regenerate the literal table
+    import json as _json
+    _table = literal_table(ReplyClassifier.load().rules)
+    with open(os.path.join(os.path.dirname(__file__), _LITERALS_FILE), "w") as _fp:
+        _json.dump(_table, _fp, indent=0, sort_keys=True)
+        _fp.write("\n")
+    print("wrote %d regexes, %d literals to %s" % (len(_table["literals"]), len(_table["words"]),
+                                                   _LITERALS_FILE))

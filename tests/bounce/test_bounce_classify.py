@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -283,3 +284,27 @@ class RegexHazardTests(SynchronousTestCase):
         clf.classify("550", None, text)
         self.assertEqual(seen, [len(classify.normalise_text(text[:classify.MAX_TEXT]))])
         self.assertLessEqual(seen[0], classify.MAX_TEXT)
+
+
+class LiteralTableTests(SynchronousTestCase):
+    """The literal table packaged beside rules.toml (a start-up cost saved, never an answer)."""
+
+    def test_packaged_table_is_current(self) -> None:
+        """rules_literals.json is what the packaged rules derive to (else regenerate it)."""
+        from hurricane.bounce import classify
+        path = os.path.join(os.path.dirname(classify.__file__), "rules_literals.json")
+        with open(path) as fp:
+            packaged = json.load(fp)
+        self.assertEqual(packaged, classify.literal_table(ReplyClassifier.load().rules),
+                         "run: python -m hurricane.bounce.classify")
+
+    def test_stale_table_gives_the_same_answers(self) -> None:
+        """Without the table (or with a wrong one) every answer stays the same."""
+        from hurricane.bounce import classify
+        texts = [_example(ex)[2] for rule in default_classifier().rules
+                 for ex in rule.match + rule.nomatch]
+        with_table = ReplyClassifier.load()
+        want = [with_table.classify(None, None, t).rule for t in texts]
+        self.patch(classify, "_packaged_literals", lambda: ({}, (["zzz"], "zzz")))
+        without = ReplyClassifier.load()
+        self.assertEqual([without.classify(None, None, t).rule for t in texts], want)
