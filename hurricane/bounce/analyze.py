@@ -10,7 +10,6 @@ of recipients), and finally "other".
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 import time
@@ -976,20 +975,21 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     return out
 
 
-#: flufl.bounce logs a full traceback (stdlib logging) whenever one of its
-#: detectors trips over a hostile message; we already treat a failing
-#: detector as "no recipients", so those tracebacks are only noise in the
-#: server log (found by fuzz/fuzz_analyze.py).
-logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-
-
 def _flufl(root_raw: bytes, ctx: _Ctx) -> list[str]:
+    # Imported here, as is stdlib logging: most messages never get this far,
+    # and ``hurricane analyze`` on a few files should not pay for the imports.
     try:
         import email
-        from email.policy import compat32
+        import logging
 
+        # flufl.bounce logs a full traceback (stdlib logging) whenever one of its
+        # detectors trips over a hostile message; we already treat a failing
+        # detector as "no recipients", so those tracebacks are only noise in the
+        # server log (found by fuzz/fuzz_analyze.py).
+        logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
         from flufl.bounce import all_failures
-        msg = email.message_from_bytes(root_raw, policy=compat32)
+        # (message_from_bytes parses with the compat32 policy by default)
+        msg = email.message_from_bytes(root_raw)
         perm, temp = all_failures(msg)
     except Exception:
         return []
