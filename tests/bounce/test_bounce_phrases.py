@@ -114,6 +114,25 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('530 5.7.0 Must issue a STARTTLS command first', None, 'failedstarttls'),
     ('lost connection with mx.example.net[192.0.2.1] while receiving the initial '
      'server greeting', None, 'networkerror'),
+    # other languages (the stage is unknown in these free-text notes: the doc's
+    # filtered for unknown-user words without a stage or a specific status)
+    ('Die Nachricht konnte nicht zugestellt werden. Der Empf\u00e4nger ist unbekannt.', 'rcpt',
+     'userunknown'),
+    ('550 Destinatario inesistente', 'rcpt', 'userunknown'),
+    ('550 Destinataire inconnu', 'rcpt', 'userunknown'),
+    ('550 \u3053\u306e\u30e1\u30fc\u30eb\u30a2\u30c9\u30ec\u30b9\u306f'
+     '\u5b58\u5728\u3057\u307e\u305b\u3093', 'rcpt', 'userunknown'),
+    ('Postfach voll', None, 'mailboxfull'),
+    ('La boite aux lettres du destinataire est pleine', None, 'mailboxfull'),
+    ('El buz\u00f3n del destinatario est\u00e1 lleno', None, 'mailboxfull'),
+    # more causes said other ways
+    ('550 5.2.1 <x@y.example>... Mailbox temporarily disabled', None, 'suspend'),
+    ('550 5.7.0 Mail server does not accept mail from dynamic IP addresses', None, 'blocked'),
+    ('450 4.7.1 Rate limited', None, 'toomanyconn'),
+    ('554 5.7.5 DKIM signature verification failed', None, 'authfailure'),
+    ('454 4.7.0 TLS not available due to local problem', None, 'failedstarttls'),
+    ('551 User not local; please try <x@other.example>', None, 'hasmoved'),
+    ('556 5.1.10 Recipient address has null MX', None, 'notaccept'),
 ]
 
 
