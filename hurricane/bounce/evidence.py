@@ -56,10 +56,17 @@ _PREFIXED = (
                r"(?P<conn>initial connection))"),
     re.compile(r">>> (?:(?P<data>data\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
                r"(?P<helo>ehlo|helo)\b)"),
-    re.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from))"),
+    re.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
+               r"(?P<data>(?:final )?data))"),
+    re.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
+    re.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
     re.compile(r"smtp command:? (?P<data>data)\b"),
     re.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
-    re.compile(r"while (?:(?P<data>sending (?:the )?message)|(?P<conn>connecting))"),
+    re.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
+               r"(?P<conn>connecting|receiving the initial server greeting)|"
+               r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|(?P<helo>sending [eh][eh]lo))"),
+    # Postfix's "connect to mx.example[192.0.2.1]:25: Connection timed out"
+    re.compile(r"(?P<conn>connect to [^\s\[\]]{1,255}\[)"),
 )
 _PHRASES = (
     ("data command", Stage.data), ("[data]", Stage.data), ("failed after i sent the message",
@@ -75,7 +82,8 @@ _PHRASES = (
     ("ehlo command", Stage.helo),
     ("greeting failed", Stage.conn), ("refused to talk to me", Stage.conn),
     ("establish an smtp connection", Stage.conn), ("rejected at connect", Stage.conn),
-    ("at connect time", Stage.conn),
+    ("at connect time", Stage.conn), ("failed connect()", Stage.conn),
+    ("requests to connect", Stage.conn), ("unable to connect successfully", Stage.conn),
 )
 
 
