@@ -86,8 +86,8 @@ def sealed(name: str) -> bool:
 THRESHOLDS_2 = {
     "unsealed": {"recipients_exact": 0.99, "status~real": 0.99, "reason": 0.905,
                  "category": 0.99, "hard": 0.97},
-    "sealed": {"recipients_exact": 0.90, "status~real": 0.96, "reason": 0.84,
-               "category": 0.99, "hard": 0.91},
+    "sealed": {"recipients_exact": 0.90, "status~real": 0.96, "reason": 0.865,
+               "category": 0.99, "hard": 0.94},
 }
 
 

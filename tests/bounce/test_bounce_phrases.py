@@ -133,6 +133,14 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('454 4.7.0 TLS not available due to local problem', None, 'failedstarttls'),
     ('551 User not local; please try <x@other.example>', None, 'hasmoved'),
     ('556 5.1.10 Recipient address has null MX', None, 'notaccept'),
+    # Postfix's DNS reports: a missing domain (NXDOMAIN), a failing lookup ("try
+    # again": SERVFAIL), and (older Postfix) a null MX
+    ('Host or domain name not found. Name service error for name=example.org type=MX: '
+     'Host not found', None, 'hostunknown'),
+    ('Host or domain name not found. Name service error for name=example.org type=MX: '
+     'Host not found, try again', None, 'networkerror'),
+    ('Name service error for name=example.org type=MX: Malformed or unexpected name server '
+     'reply', None, 'notaccept'),
 ]
 
 
