@@ -141,6 +141,9 @@ FAMILIES: list[tuple[str, str | None, str]] = [
      'Host not found, try again', None, 'networkerror'),
     ('Name service error for name=example.org type=MX: Malformed or unexpected name server '
      'reply', None, 'notaccept'),
+    # a lapsed account is a suspended mailbox, not a message that expired in a queue
+    ('550 5.2.1 This account has expired', None, 'suspend'),
+    ('554 5.4.7 Message expired', None, 'expired'),
 ]
 
 
