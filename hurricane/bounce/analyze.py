@@ -1087,7 +1087,7 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
                   # "From: <>": written by a mail system, not by a person who is away
                   # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
                   or (not from_addr and "<>" in (from_hdr or "")))
-        if (not auto and not bouncy and from_addr and not _looks_bounce(note)
+        if (not auto and not bouncy and from_addr and not _says_undelivered(note)
                 # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
                 and not root.get("auto-submitted").lower().startswith("no")):
             auto = _autoreply_body(subject or "", note)
@@ -1187,6 +1187,19 @@ def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
                 note_rx is not None and note_rx.search(note, 0, 2000)):
             return name
     return None
+
+
+# A delivery failure said outright. Narrower than _looks_bounce: an out-of-office
+# note may well mention its "mailbox" ("limited access to my mailbox").
+_UNDELIVERED = re.compile(r"(?i)could not be delivered|undeliverable|undelivered|"
+                          r"delivery (?:to the following|has failed|failed)|"
+                          r"permanent (?:error|failure)|not be delivered|returned to sender|"
+                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d")
+
+
+def _says_undelivered(note: str) -> bool:
+    """Whether the text says a delivery failed (not merely that it mentions a mailbox)."""
+    return _UNDELIVERED.search(note, 0, 20000) is not None
 
 
 def _looks_bounce(note: str) -> bool:
