@@ -1134,6 +1134,10 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
                            if r.reason == "onhold" else r for r in results]
             if not results and region.strip():
                 results = [_result(ctx, "", region[:4000], source="heuristic")]
+        if results and _still_retrying(subject or "", _cut_original(note)):
+            # a free-text warning: the reporter has not given up (docs step 1, action)
+            results = [replace(r, action="delayed") if r.action == "failed" else r
+                       for r in results]
         if results:
             return _finish(Analysis(category="bounce", results=tuple(results)), ctx, base)
         return _finish(Analysis(category="other"), ctx, base)
@@ -1200,6 +1204,36 @@ _UNDELIVERED = re.compile(r"(?i)could not be delivered|undeliverable|undelivered
 def _says_undelivered(note: str) -> bool:
     """Whether the text says a delivery failed (not merely that it mentions a mailbox)."""
     return _UNDELIVERED.search(note, 0, 20000) is not None
+
+
+# A free-text report that says the reporter is still trying: a delay warning,
+# not a failure (a DSN says so in its Action field; free text says it in words).
+# Gmail's "THIS IS A WARNING MESSAGE ONLY ... will be retried for 2 more day(s)",
+# Exim's "Warning: message X delayed 24 hours ... Delivery attempts will
+# continue", Sendmail's "Warning: could not send message for past 4 hours",
+# Exchange's "Delivery Status Notification (Delay)".
+_STILL_RETRYING = re.compile(
+    r"(?i)this is a warning message only|will be retried|delivery attempts will continue|"
+    r"(?:will|shall) (?:continue|keep) (?:to )?try(?:ing)?|still (?:be )?trying|"
+    r"no action is required on your part|will try (?:again|to deliver)|has not yet been delivered|"
+    r"not been delivered yet|is still in the queue|will retry")
+_DELAY_SUBJECT = re.compile(r"(?i)\(delay\)|delayed mail|^warning: (?:message|could not send)|"
+                            r"delivery delayed|delay(?:ed)? (?:notification|warning)|"
+                            r"still being retried")
+# ...unless the same text says it gave up after all.
+# ("will give up" is the warning's future, not a give-up)
+_GAVE_UP = re.compile(r"(?i)(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
+                      r"will not (?:be )?retr|could not be delivered|has been rejected|"
+                      r"not going to try again")
+
+
+def _still_retrying(subject: str, region: str) -> bool:
+    """Whether a free-text report is a delay warning (the reporter is still retrying)."""
+    head = region[:6000]
+    if _GAVE_UP.search(head) is not None:
+        return False
+    return (_DELAY_SUBJECT.search(subject) is not None
+            or _STILL_RETRYING.search(head) is not None)
 
 
 def _looks_bounce(note: str) -> bool:
