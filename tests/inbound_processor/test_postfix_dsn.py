@@ -118,3 +118,62 @@ class PostfixLocalDeliveryTests(SynchronousTestCase):
             self.assertEqual((ev.kind, ev.reason), (EventKind.bounce, reason))
             suppressed = run(w.store.get_suppression("alice@example.net")) is not None
             self.assertEqual(suppressed, hard, diag)
+
+
+def recorded(raw_for_token: object, recipient: str = "alice@example.net") -> tuple[World, int]:
+    """Send one message, return ``raw_for_token(token)`` to its VERP address, process it."""
+    w = World()
+    [d] = w.send([recipient])
+    token = w.token(d)
+    p = w.processor()
+    p.startService()
+    assert callable(raw_for_token)
+    p.submit(w.receive(raw_for_token(token), token))
+    p.stopService()
+    return w, d.delivery_id
+
+
+class FinalSoftFailureTests(SynchronousTestCase):
+    """Action: failed with a 4.x.x status: the remote MTA gave up, a final soft failure."""
+
+    def test_bounced_not_hard(self) -> None:
+        """Postfix gave up on a full mailbox (4.2.2): bounced, mailboxfull, neither hard nor
+        suppressed."""
+        w, delivery_id = recorded(lambda token: postfix_dsn(
+            "alice@example.net", status="4.2.2", token=token,
+            diagnostic="smtp; 452 4.2.2 <alice@example.net>: Mailbox full"))
+        row = w.delivery(delivery_id)
+        self.assertEqual((row.state, row.reason, row.hard, row.status),
+                         (State.bounced, "mailboxfull", False, "4.2.2"))
+        self.assertIsNone(run(w.store.get_suppression("alice@example.net")))
+
+    def test_delay_warning_moves_nothing(self) -> None:
+        """A DSN with Action: delayed (still retrying) leaves the recipient delivered."""
+        w, delivery_id = recorded(lambda token: postfix_dsn(
+            "alice@example.net", status="4.2.2", action="delayed", token=token,
+            diagnostic="smtp; 452 4.2.2 <alice@example.net>: Mailbox full"))
+        self.assertEqual(w.delivery(delivery_id).state, State.delivered)
+        self.assertEqual(w.events(delivery_id)[-1].kind, EventKind.delayed)
+
+    def test_free_text_delay_warning_moves_nothing(self) -> None:
+        """A free-text warning ('will be retried', no DSN) is a delay, not a final failure."""
+        def warning(token: str) -> bytes:
+            return (
+                "From: Mail Delivery Subsystem <mailer-daemon@example.net>\r\n"
+                f"To: <{token}>\r\n"
+                "Subject: Delivery Status Notification (Delay)\r\n"
+                "Content-Type: text/plain\r\n\r\n"
+                "This is an automatically generated Delivery Status Notification.\r\n\r\n"
+                "THIS IS A WARNING MESSAGE ONLY.\r\n\r\n"
+                "YOU DO NOT NEED TO RESEND YOUR MESSAGE.\r\n\r\n"
+                "Delivery to the following recipient has been delayed:\r\n\r\n"
+                "     alice@example.net\r\n\r\n"
+                "Message will be retried for 2 more day(s)\r\n\r\n"
+                "Technical details of temporary failure:\r\n"
+                "The recipient server did not accept our requests to connect.\r\n"
+            ).encode()
+        a = analyze(warning("x@bounce.example.com"))
+        self.assertEqual([(r.recipient, r.action) for r in a.results],
+                         [("alice@example.net", "delayed")])
+        w, delivery_id = recorded(warning)
+        self.assertEqual(w.delivery(delivery_id).state, State.delivered)
