@@ -157,6 +157,13 @@ class IOutcomeStore(Interface):
     async def load_bounce(bounce_id: int) -> StoredBounce | None:
         """One stored returned message with its raw bytes."""
 
+    async def bounce_analysis(bounce_id: int) -> str | None:
+        """The analysis JSON recorded for a returned message (None: not analyzed, or none).
+
+        The recipient page reads each event's evidence and decision from it
+        (docs/bounce-reasons.md) without loading the raw message.
+        """
+
     async def record_bounce(
         bounce_id: int,
         events: Sequence[BounceEvent],
