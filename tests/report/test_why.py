@@ -20,22 +20,22 @@ from .helpers import T0, WebFixture, body_of, run
 BASE = "http://127.0.0.1"
 
 DSN = (
-    "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
-    "To: <verp@bounce.test>\r\n"
-    "Subject: Undelivered Mail Returned to Sender\r\n"
-    "MIME-Version: 1.0\r\n"
-    'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-    "--B\r\nContent-Type: text/plain\r\n\r\n"
-    "<bounce@two.test>: host mx.two.test[192.0.2.7] said: 550 5.7.1 Service\r\n"
-    "    unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org (in reply to\r\n"
-    "    RCPT TO command)\r\n\r\n"
-    "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-    "Reporting-MTA: dns; mx.example.net\r\n\r\n"
-    "Final-Recipient: rfc822; bounce@two.test\r\nAction: failed\r\nStatus: 5.7.1\r\n"
-    "Remote-MTA: dns; mx.two.test\r\n"
-    "Diagnostic-Code: smtp; 550 5.7.1 Service unavailable; client host [192.0.2.1] blocked "
-    "using zen.spamhaus.org\r\n\r\n--B--\r\n"
-).encode()
+    b"From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
+    b"To: <verp@bounce.test>\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+    b"--B\r\nContent-Type: text/plain\r\n\r\n"
+    b"<bounce@two.test>: host mx.two.test[192.0.2.7] said: 550 5.7.1 Service\r\n"
+    b"    unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org (in reply to\r\n"
+    b"    RCPT TO command)\r\n\r\n"
+    b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+    b"Final-Recipient: rfc822; bounce@two.test\r\nAction: failed\r\nStatus: 5.7.1\r\n"
+    b"Remote-MTA: dns; mx.two.test\r\n"
+    b"Diagnostic-Code: smtp; 550 5.7.1 Service unavailable; client host [192.0.2.1] blocked "
+    b"using zen.spamhaus.org\r\n\r\n--B--\r\n"
+)
 
 
 class WhyTests(SynchronousTestCase):
