@@ -965,11 +965,16 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     out = []
     for a, b in results:
         ctx.check()
-        rr = _result(ctx, a, b, source="heuristic")
+        # The stage from the recipient's own block, else from its paragraph as the
+        # report wrote it: header-looking lines were taken out of the block, and
+        # qmail-ldap writes "From: <s> RCPT: <a> 192.0.2.1 does not like recipient."
+        stage, stage_source = _stage_for(b, region, a, only=len(results) == 1)
+        rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source)
         if rr.reason in ("onhold", "undefined"):
             whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
             if whole.reason not in ("onhold", "undefined"):
-                rr = _result(ctx, a, region[:4000], source="heuristic")
+                rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
+                             stage_source=stage_source)
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out

@@ -102,7 +102,7 @@ def find_stage(text: str) -> Stage | None:
     if not text:
         return None
     tail = text[-STAGE_TEXT_LIMIT:]
-    if ">>> " in tail:
+    if ">>> " in tail or "In:" in tail:
         stage = _transcript_stage(tail)
         if stage is not None:
             return stage
@@ -145,6 +145,12 @@ def _transcript_stage(text: str) -> Stage | None:
     failed: Stage | None = None
     for line in text.splitlines():
         line = line.strip()
+        # Postfix's own session transcripts (notify_classes) write "In:  RCPT TO:<a>"
+        # and "Out: 550 ...": the same shape
+        if line.startswith("In: "):
+            line = ">>> " + line[4:].lstrip()
+        elif line.startswith("Out: "):
+            line = "<<< " + line[5:].lstrip()
         if line.startswith(">>> "):
             word = line[4:].split(" ", 1)[0].split(":", 1)[0].lower()
             if word in _SENT_COMMAND:

@@ -212,6 +212,13 @@ class StageTests(SynchronousTestCase):
         self.assertEqual(find_stage(">>> DATA\n<<< 550 Unknown user c@d.example\n"
                                     "554 5.0.0 Service unavailable\n"), Stage.data)
 
+    def test_postfix_server_transcript(self) -> None:
+        """Postfix's own "In:"/"Out:" session transcript reads like ">>>"/"<<<"."""
+        self.assertEqual(find_stage(" In:  RCPT TO:<a@b.example>\n Out: 250 2.1.5 Ok\n"
+                                    " In:  DATA\n Out: 354 End data\n"
+                                    " Out: 451 4.3.0 Error: queue file write error\n"
+                                    " In:  QUIT\n Out: 221 2.0.0 Bye\n"), Stage.data)
+
     def test_pipelined_transcript(self) -> None:
         """With pipelining, a later '503 need RCPT' shows the refusal answered RCPT."""
         self.assertEqual(find_stage(">>> DATA\n<<< 550 5.1.1 <c@d.example>... User Unknown\n"
@@ -225,3 +232,23 @@ class StageTests(SynchronousTestCase):
         for status, want in (("5.0.0", True), ("5.1.0", True), ("5.7.1", True), (None, True),
                              ("5.1.1", False), ("4.2.2", False), ("5.7.26", False)):
             self.assertEqual(is_catch_all(status), want, status)
+
+
+class StageInFreeTextTests(SynchronousTestCase):
+    """The stage of a free-text report is read where the report wrote it."""
+
+    def test_qmail_ldap_rcpt_line(self) -> None:
+        """qmail-ldap's "From: <s> RCPT: <a> ... does not like recipient." gives rcpt."""
+        from hurricane.bounce.analyze import analyze
+        raw = (b"From: MAILER-DAEMON@mx.example.org\r\nTo: news@example.com\r\n"
+               b"Subject: failure notice\r\n\r\n"
+               b"Hi. This is the qmail-send program at mx.example.org.\r\n"
+               b"I'm afraid I wasn't able to deliver your message to the following "
+               b"addresses.\r\nThis is a permanent error; I've given up.\r\n\r\n"
+               b"<erin@example.net>:\r\n"
+               b"From: <news@example.com> RCPT: <erin@example.net> 192.0.2.25 does not like "
+               b"recipient.\r\nRemote host said: 550 No such user here\r\n"
+               b"Giving up on 192.0.2.25.\r\n")
+        [r] = analyze(raw).results
+        self.assertEqual((r.recipient, r.stage, r.reason), ("erin@example.net", "rcpt",
+                                                            "userunknown"))
