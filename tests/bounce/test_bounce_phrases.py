@@ -144,6 +144,14 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     # a lapsed account is a suspended mailbox, not a message that expired in a queue
     ('550 5.2.1 This account has expired', None, 'suspend'),
     ('554 5.4.7 Message expired', None, 'expired'),
+    # the cause named beats the generic "blocked"/"rejected"
+    ('550 5.7.1 Unauthenticated email is not accepted from this domain', None, 'authfailure'),
+    ('554 5.7.1 This message has been blocked because it contains a banned attachment', None,
+     'policyviolation'),
+    ('550 This recipient has chosen to block your messages', None, 'filtered'),
+    ('550 5.7.1 The recipient has rejected your message', None, 'filtered'),
+    ('550 This email has been rejected because its sending IP address is not authorized', None,
+     'blocked'),
 ]
 
 
