@@ -81,3 +81,16 @@ class DecisionPropertyTests(SynchronousTestCase):
         self.assertTrue(rc.decided_by)
         self.assertTrue(rc.runner_up is None or rc.runner_up in REASONS)
         self.assertNotEqual(rc.runner_up, rc.reason)
+
+
+class LinearPatternTests(SynchronousTestCase):
+    """The stage reader's and the auto-reply and delay patterns pass the linear-shape check."""
+
+    def test_patterns_linear(self) -> None:
+        """Each regex these steps run on returned text has no superlinear shape."""
+        from hurricane.bounce import analyze
+        from hurricane.bounce.classify import regex_hazard
+        patterns = [p.pattern for p in evidence._PREFIXED] + [evidence._NO_RECIPIENTS.pattern]
+        patterns += [getattr(analyze, n).pattern for n in (
+            "_UNDELIVERED", "_STILL_RETRYING", "_DELAY_SUBJECT", "_GAVE_UP", "_AUTO_BODY")]
+        self.assertEqual({p: regex_hazard(p) for p in patterns if regex_hazard(p)}, {})
