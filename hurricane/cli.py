@@ -14,10 +14,12 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from hurricane import __version__
-from hurricane.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from hurricane.config import Config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,6 +42,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    # imported here: ``hurricane analyze`` must not pay for the configuration modules
+    from hurricane.config import ConfigError, load_config
     try:
         return load_config(args.config)
     except ConfigError as e:
@@ -387,8 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hurricane`` command."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["analyze"]:
+        # The analyzer alone needs no configuration, store, reactor or web modules,
+        # and is often run on a few files, where start-up is most of the time:
+        # go straight to it, without building every subcommand's parser.
+        from hurricane.bounce import cli as bounce_cli
+        return bounce_cli.main(args_list)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     try:
         code: int = args.func(args)
     except CommandError as e:

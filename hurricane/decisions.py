@@ -60,8 +60,8 @@ def decide_bounce(event: BounceEvent, state: State, attempts: int) -> BounceDeci
     """Decide what a bounce-side event does to its delivery.
 
     Args:
-        event: the event (its kind, ``permanent``, ``suppress`` as the
-            analysis proposes, and the ``correlation`` key that matched it).
+        event: the event (its kind, ``permanent`` or ``final``, ``suppress``
+            as the analysis proposes, and the ``correlation`` key that matched it).
         state: the delivery's current state.
         attempts: delivery attempts made so far (0: never sent, so nothing
             can have come back about it).
@@ -75,7 +75,10 @@ def decide_bounce(event: BounceEvent, state: State, attempts: int) -> BounceDeci
         return BounceDecision(None, False, note)
     target: State | None = None
     if attempts > 0:
-        if kind is EventKind.bounce and event.permanent and state in BOUNCEABLE:
+        # a final failure moves the delivery whatever its status class: with
+        # "Action: failed, Status: 4.2.2" the remote MTA retried and gave up
+        if kind is EventKind.bounce and (event.permanent or event.final) \
+                and state in BOUNCEABLE:
             target = State.bounced
         elif kind is EventKind.complaint and state in COMPLAINABLE:
             target = State.complained

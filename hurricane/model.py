@@ -294,7 +294,7 @@ class BounceEvent:
     ``relayed``. What it changes is decided by
     :func:`hurricane.decisions.decide_bounce`, for every store engine: only
     an event whose ``correlation`` is a verified key may move the delivery
-    (a permanent ``bounce`` to ``bounced``, a ``complaint`` to
+    (a permanent or final ``bounce`` to ``bounced``, a ``complaint`` to
     ``complained``) or suppress the address; the others only add an event.
     """
 
@@ -304,6 +304,7 @@ class BounceEvent:
     bounce_id: int | None = None
     reason: str | None = None
     hard: bool = False
+    #: The failure is permanent in the RFC sense (a 5.x.x status or 5xx code).
     permanent: bool = True
     suppress: bool = False
     code: int | None = None
@@ -319,6 +320,10 @@ class BounceEvent:
     #: Idempotency key: the same returned message recorded twice (a remote
     #: that retried) is recorded once.
     idem_key: str | None = None
+    #: The reporter gave up on the recipient (a DSN's ``Action: failed``)
+    #: whatever the status class: a 4.x.x that was retried until the reporter
+    #: stopped is as final for this message as a 5.x.x (docs/bounce-reasons.md).
+    final: bool = False
 
 
 @dataclass(frozen=True)

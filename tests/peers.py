@@ -46,3 +46,26 @@ def require_corpus() -> str:
             raise AssertionError(msg + " (HURRICANE_REQUIRE_CORPUS=1)")
         raise SkipTest(msg)
     return d
+
+
+def corpus2_dir() -> str | None:
+    """Bounce corpus 2: ``$HURRICANE_BOUNCE_CORPUS_2``, else ``../shared/bounce-corpus-2``
+    next to the checkout; None when absent."""
+    env = os.environ.get("HURRICANE_BOUNCE_CORPUS_2")
+    c = env or os.path.join(_ROOT, "..", "shared", "bounce-corpus-2")
+    if os.path.isfile(os.path.join(c, "expected.jsonl")) \
+            and os.path.isdir(os.path.join(c, "emails")):
+        return os.path.normpath(c)
+    return None
+
+
+def require_corpus2() -> str:
+    """Corpus 2's directory; skip without it, or fail under ``HURRICANE_REQUIRE_CORPUS=1``."""
+    d = corpus2_dir()
+    if d is None:
+        msg = ("bounce corpus 2 not found: set HURRICANE_BOUNCE_CORPUS_2 or put it at "
+               "../shared/bounce-corpus-2 next to the checkout")
+        if os.environ.get("HURRICANE_REQUIRE_CORPUS") == "1":
+            raise AssertionError(msg + " (HURRICANE_REQUIRE_CORPUS=1)")
+        raise SkipTest(msg)
+    return d

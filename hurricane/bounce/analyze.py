@@ -10,7 +10,6 @@ of recipients), and finally "other".
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 import time
@@ -22,11 +21,10 @@ from hurricane.bounce import mime
 from hurricane.bounce.classify import (
     ReplyClassifier,
     default_classifier,
-    detect_command,
     extract_codes,
-    normalise_text,
 )
-from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass
+from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_stage
+from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
 
@@ -424,24 +422,39 @@ class _Ctx:
 
 def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status: str | None = None,
             action: str = "failed", source: str, remote: str | None = None,
-            orcpt: str | None = None, reason: str | None = None) -> RecipientResult:
-    rc: ReplyClass = ctx.classifier.classify(code, status, text, ctx.family)
+            orcpt: str | None = None, reason: str | None = None, stage: Stage | None = None,
+            stage_source: str | None = None,
+            diagnostic_type: str | None = None) -> RecipientResult:
+    rc: ReplyClass = ctx.classifier.classify(code, status, text, ctx.family, stage=stage,
+                                             diagnostic_type=diagnostic_type,
+                                             stage_searched=stage_source == "none")
     c = code
     if c is None:
         c, _ = extract_codes(text)
     st, inferred, rsn, hard, rule = rc.status, rc.status_inferred, rc.reason, rc.hard, rc.rule
+    decided_by, runner, runner_rule = rc.decided_by, rc.runner_up, rc.runner_up_rule
     if reason is not None:
-        rsn, rule = reason, None
+        if reason != rsn:
+            runner, runner_rule = rsn, decided_by
+        rsn, rule, decided_by = reason, None, source + "." + reason
     elif action == "delayed" and rsn in ("onhold", "undefined"):
-        rsn = "expired"
+        # docs step 6: a delay with no cause named is a delivery still being retried
+        runner, runner_rule = rsn, decided_by
+        rsn, decided_by = "expired", "expired.delayed-action"
     if action == "delivered":
-        rsn = "delivered"
-    from hurricane.bounce.model import is_hard
+        rsn, decided_by = "delivered", "action.delivered"
     hard = is_hard(rsn, st)
+    if stage is None and rc.stage:
+        stage, stage_source = Stage(rc.stage), "text"
     return RecipientResult(recipient=rcpt, action=action, code=c, status=st,
                            status_inferred=inferred, reason=rsn, hard=hard, suppress=hard,
                            diagnostic=text.strip()[:2000], remote_mta=remote, source=source,
-                           rule=rule, original_recipient=orcpt)
+                           rule=rule, original_recipient=orcpt,
+                           stage=stage.value if stage is not None else None,
+                           stage_source=stage_source if stage is not None else None,
+                           diagnostic_type=diagnostic_type, decided_by=decided_by,
+                           runner_up=runner, runner_up_rule=runner_rule,
+                           family=ctx.family)
 
 
 def _original_parts(ctx: _Ctx) -> Iterable[mime.Part]:
@@ -623,17 +636,11 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
                     status = s2
             remote = _strip_type(d.get("remote-mta", "")) or None
-            ctext = _with_command(text, note, rcpt, near_max)
-            r = _result(ctx, rcpt, ctext, code=code, status=status, action=act,
-                        source="dsn", remote=remote, orcpt=_addr(orig) or None)
-            if ctext is not text:
-                r = replace(r, diagnostic=text.strip()[:2000])
-            if d.get("diagnostic-code", "")[:7].lower() == "x-unix;" and r.reason not in (
-                    "mailboxfull", "delivered"):
-                # a local delivery program (procmail, maildrop, a pipe) failed: the
-                # mailer's problem whatever the words, unless it says the mailbox is full
-                r = replace(r, reason="mailererror", hard=False, suppress=False,
-                            rule="mailererror.x-unix")
+            stage, stage_source = _stage_for(text, note, rcpt, near_max, len(rcpts) == 1)
+            dtype = _diag_type(d.get("diagnostic-code", ""))
+            r = _result(ctx, rcpt, text, code=code, status=status, action=act,
+                        source="dsn", remote=remote, orcpt=_addr(orig) or None, stage=stage,
+                        stage_source=stage_source, diagnostic_type=dtype)
             results.append(r)
     return results
 
@@ -643,21 +650,33 @@ _SUSPEND_COMMENT = re.compile(r"(?i)mailbox disabled")
 _EZWEB_HEADLINE = re.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
 
 
-_CMD_PHRASE = {"RCPT": " (in reply to RCPT TO command)",
-               "DATA": " (in reply to end of DATA command)",
-               "MAIL": " (in reply to MAIL FROM command)", "HELO": " (in reply to EHLO command)",
-               "CONN": " (after initial connection)"}
+def _stage_for(text: str, note: str, rcpt: str, near_max: int = 1500,
+               only: bool = False) -> tuple[Stage | None, str | None]:
+    """The SMTP stage of one recipient's failure: from its diagnostic, else the notification.
 
-
-def _with_command(text: str, note: str, rcpt: str, near_max: int = 1500) -> str:
-    """The text, plus the SMTP command the notification names for this recipient."""
-    if not note or detect_command(normalise_text(text)) != "NONE":
-        return text
+    Returns:
+        (stage, where it was read: "text" or "notification"), or (None, "none")
+        when neither names one.
+    """
+    stage = find_stage(text)
+    if stage is not None:
+        return stage, "text"
+    if not note:
+        return None, "none"
     near = _near(note, rcpt, near_max)
-    if not near:
-        return text
-    cmd = detect_command(normalise_text(near))
-    return text + _CMD_PHRASE[cmd] if cmd in _CMD_PHRASE else text
+    stage = find_stage(near) if near else None
+    if stage is None and only:
+        # one failed recipient: the notification's session transcript is about it
+        stage = find_stage(_cut_original(note)[:STAGE_TEXT_LIMIT])
+    return (stage, "notification") if stage is not None else (None, "none")
+
+
+def _diag_type(value: str) -> str | None:
+    """'x-unix; ...' -> 'x-unix'; None when the Diagnostic-Code names no type."""
+    i = value.find(";")
+    if 0 < i < 20 and " " not in value[:i].strip():
+        return value[:i].strip().lower()
+    return None
 
 
 _RELAYED_STATUS = re.compile(
@@ -946,30 +965,36 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     out = []
     for a, b in results:
         ctx.check()
-        rr = _result(ctx, a, b, source="heuristic")
+        # The stage from the recipient's own block, else from its paragraph as the
+        # report wrote it: header-looking lines were taken out of the block, and
+        # qmail-ldap writes "From: <s> RCPT: <a> 192.0.2.1 does not like recipient."
+        stage, stage_source = _stage_for(b, region, a, only=len(results) == 1)
+        rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source)
         if rr.reason in ("onhold", "undefined"):
             whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
             if whole.reason not in ("onhold", "undefined"):
-                rr = _result(ctx, a, region[:4000], source="heuristic")
+                rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
+                             stage_source=stage_source)
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
 
 
-#: flufl.bounce logs a full traceback (stdlib logging) whenever one of its
-#: detectors trips over a hostile message; we already treat a failing
-#: detector as "no recipients", so those tracebacks are only noise in the
-#: server log (found by fuzz/fuzz_analyze.py).
-logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-
-
 def _flufl(root_raw: bytes, ctx: _Ctx) -> list[str]:
+    # Imported here, as is stdlib logging: most messages never get this far,
+    # and ``hurricane analyze`` on a few files should not pay for the imports.
     try:
         import email
-        from email.policy import compat32
+        import logging
 
+        # flufl.bounce logs a full traceback (stdlib logging) whenever one of its
+        # detectors trips over a hostile message; we already treat a failing
+        # detector as "no recipients", so those tracebacks are only noise in the
+        # server log (found by fuzz/fuzz_analyze.py).
+        logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
         from flufl.bounce import all_failures
-        msg = email.message_from_bytes(root_raw, policy=compat32)
+        # (message_from_bytes parses with the compat32 policy by default)
+        msg = email.message_from_bytes(root_raw)
         perm, temp = all_failures(msg)
     except Exception:
         return []
@@ -1063,7 +1088,14 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         # RFC 3834 auto-replies
         auto = _autoreply_kind(root, subject or "", from_hdr)
         bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
-                  or bool(_BOUNCE_SUBJECT.search(subject or "")))
+                  or bool(_BOUNCE_SUBJECT.search(subject or ""))
+                  # "From: <>": written by a mail system, not by a person who is away
+                  # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
+                  or (not from_addr and "<>" in (from_hdr or "")))
+        if (not auto and not bouncy and from_addr and not _says_undelivered(note)
+                # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
+                and not root.get("auto-submitted").lower().startswith("no")):
+            auto = _autoreply_body(subject or "", note)
         if auto and not bouncy:
             who = from_addr or ""
             rr = RecipientResult(recipient=who, action="delivered", code=None, status=None,
@@ -1107,6 +1139,10 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
                            if r.reason == "onhold" else r for r in results]
             if not results and region.strip():
                 results = [_result(ctx, "", region[:4000], source="heuristic")]
+        if results and _still_retrying(subject or "", _cut_original(note)):
+            # a free-text warning: the reporter has not given up (docs step 1, action)
+            results = [replace(r, action="delayed") if r.action == "failed" else r
+                       for r in results]
         if results:
             return _finish(Analysis(category="bounce", results=tuple(results)), ctx, base)
         return _finish(Analysis(category="other"), ctx, base)
@@ -1162,6 +1198,49 @@ def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
     return None
 
 
+# A delivery failure said outright. Narrower than _looks_bounce: an out-of-office
+# note may well mention its "mailbox" ("limited access to my mailbox").
+_UNDELIVERED = re.compile(r"(?i)could not be delivered|undeliverable|undelivered|"
+                          r"delivery (?:to the following|has failed|failed)|"
+                          r"permanent (?:error|failure)|not be delivered|returned to sender|"
+                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d")
+
+
+def _says_undelivered(note: str) -> bool:
+    """Whether the text says a delivery failed (not merely that it mentions a mailbox)."""
+    return _UNDELIVERED.search(note, 0, 20000) is not None
+
+
+# A free-text report that says the reporter is still trying: a delay warning,
+# not a failure (a DSN says so in its Action field; free text says it in words).
+# Gmail's "THIS IS A WARNING MESSAGE ONLY ... will be retried for 2 more day(s)",
+# Exim's "Warning: message X delayed 24 hours ... Delivery attempts will
+# continue", Sendmail's "Warning: could not send message for past 4 hours",
+# Exchange's "Delivery Status Notification (Delay)".
+_STILL_RETRYING = re.compile(
+    r"(?i)this is a warning message only|will be retried|delivery attempts will continue|"
+    r"(?:will|shall) (?:continue|keep) (?:to )?try(?:ing)?|still (?:be )?trying|"
+    r"no action is required on your part|will try (?:again|to deliver)|has not yet been delivered|"
+    r"not been delivered yet|is still in the queue|will retry")
+_DELAY_SUBJECT = re.compile(r"(?i)\(delay\)|delayed mail|^warning: (?:message|could not send)|"
+                            r"delivery delayed|delay(?:ed)? (?:notification|warning)|"
+                            r"still being retried")
+# ...unless the same text says it gave up after all.
+# ("will give up" is the warning's future, not a give-up)
+_GAVE_UP = re.compile(r"(?i)(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
+                      r"will not (?:be )?retr|could not be delivered|has been rejected|"
+                      r"not going to try again")
+
+
+def _still_retrying(subject: str, region: str) -> bool:
+    """Whether a free-text report is a delay warning (the reporter is still retrying)."""
+    head = region[:6000]
+    if _GAVE_UP.search(head) is not None:
+        return False
+    return (_DELAY_SUBJECT.search(subject) is not None
+            or _STILL_RETRYING.search(head) is not None)
+
+
 def _looks_bounce(note: str) -> bool:
     return bool(re.search(r"(?i)could not be delivered|undeliverable|"
                           r"delivery (?:to the following|has failed|failed)|"
@@ -1169,6 +1248,32 @@ def _looks_bounce(note: str) -> bool:
                           r"not be delivered|"
                           r"returned to sender|unable to deliver|user unknown|mailbox|550|554",
                           note[:20000]))
+
+
+# The typical bodies and subjects of auto-replies, by cause: the person is away
+# (out of office, on leave, back on a date), or the message was received and will
+# be answered (a helpdesk's acknowledgement), in the languages seen in returns.
+_AUTO_BODY = re.compile(
+    r"out of (?:the )?office|on (?:annual |parental |sick )?(?:leave|vacation|holiday)|"
+    r"away from (?:the|my) (?:office|desk)|i(?: am|.m) (?:currently )?(?:away|out|travell?ing)|"
+    r"i will be (?:back|out|away)|i will return|i.ll be back|back in the office|"
+    r"limited access to (?:my )?e-?mail|"
+    r"thank you for (?:your )?(?:e-?mail|message|enquiry|inquiry|contacting)|"
+    r"i will (?:reply|respond|answer|get back to you)[^.\n]{0,40}as soon as|"
+    r"this is an? auto(?:mated|matic|matically generated)? ?(?:reply|response|message)|"
+    r"auto-?reply|abwesen|nicht im b(?:ü|ue)ro|au(?:ß|ss)er haus|im urlaub|"
+    r"absente? du bureau|je suis absent|en cong[ée]|fuera de la oficina|estar[ée] ausente|"
+    r"fuori ufficio|sar[òo] assente|niet op kantoor|afwezig|不在|休暇")
+
+
+def _autoreply_body(subject: str, note: str) -> str | None:
+    """"autoreply.body" when a short, non-bounce message reads like an auto-reply."""
+    head = note[:2000].lower()
+    if len(note) > 20000:
+        return None       # a long text is a newsletter or a conversation, not an auto-reply
+    if _AUTO_BODY.search(subject.lower()) is not None or _AUTO_BODY.search(head) is not None:
+        return "autoreply.body"
+    return None
 
 
 def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
@@ -1228,6 +1333,7 @@ def to_prediction(analysis: Analysis, file: str) -> dict[str, Any]:
         "error": analysis.error,
         "results": [{"recipient": r.recipient, "status": r.status or "", "replycode": r.code or "",
                      "reason": r.reason, "hard": r.hard, "diagnostic": r.diagnostic[:300],
-                     "action": r.action, "source": r.source, "rule": r.rule}
+                     "action": r.action, "source": r.source, "rule": r.rule,
+                     "stage": r.stage, "decided_by": r.decided_by, "runner_up": r.runner_up}
                     for r in analysis.results],
     }

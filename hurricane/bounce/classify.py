@@ -14,11 +14,11 @@ import functools
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
+from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.model import ReplyClass, is_hard
 
 __all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text",
@@ -119,7 +119,8 @@ class Rule:
 
 
 def _compile(patterns: Any, path: str, rid: str, key: str,
-             named: dict[str, list[str]] | None = None) -> re.Pattern[str] | None:
+             named: dict[str, list[str]] | None = None,
+             check_linear: bool = True) -> re.Pattern[str] | None:
     if patterns is None:
         return None
     if isinstance(patterns, str):
@@ -141,7 +142,7 @@ def _compile(patterns: Any, path: str, rid: str, key: str,
         compiled = re.compile("|".join("(?:%s)" % p for p in patterns))
     except re.error as e:
         raise ValueError("%s: rule %r: bad regex in %r: %s" % (path, rid, key, e)) from None
-    for p in patterns:
+    for p in patterns if check_linear else ():
         hazard = regex_hazard(p)
         if hazard is not None:
             raise ValueError("%s: rule %r: regex %r in %r can take more than linear time: %s"
@@ -186,8 +187,15 @@ _CATEGORIES = {
     "CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
     "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W",
 }
-_WORD = frozenset(re.findall(r"\w", _ALPHABET))
-_NOT_WORD = frozenset(_ALPHABET) - _WORD
+
+
+@functools.lru_cache(maxsize=1)
+def _word_sets() -> tuple[frozenset[str], frozenset[str]]:
+    """The word and non-word characters of _ALPHABET (computed on first use: ~10 ms,
+    which ``hurricane analyze`` need not pay, since the packaged rules are checked by
+    the test suite rather than at each start)."""
+    word = frozenset(re.findall(r"\w", _ALPHABET))
+    return word, frozenset(_ALPHABET) - word
 
 #: One way the text before a point can look, as the character sets of the
 #: characters consumed since a match started (the last 64).
@@ -414,7 +422,7 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
             elif av in (c.AT_BEGINNING, c.AT_BEGINNING_LINE):
                 prefixes = [(frozenset("\n"),)]     # starts after a line break
             elif av is c.AT_BOUNDARY:
-                prefixes = [(_WORD, _NOT_WORD)]     # a run must mix both to hold one
+                prefixes = [_word_sets()]     # a run must mix both to hold one
         else:
             chars = _char_class(op, av, flags)
             if chars is not None:
@@ -460,65 +468,26 @@ def regex_hazard(pattern: str, flags: int = 0) -> str | None:
 _RULE_KEYS = {"id", "reason", "text", "status", "code", "unless", "also", "command", "disposition",
               "match", "nomatch", "description", "family"}
 COMMANDS = ("CONN", "HELO", "MAIL", "RCPT", "DATA", "NONE")
-_COMMAND_RE = re.compile(
-    r"(?P<DATA>in reply to (?:end of )?data|after (?:end of )?data|>>> data|smtp command:? data|"
-    r"\bdata command|\[data\]|during data|after (?:sending )?(?:the )?message|"
-    r"failed after i sent the message)|"
-    r"(?P<RCPT>in reply to rcpt|after rcpt|>>> rcpt|\brcpt to\b|\[rcpt_to\]|"
-    r"does not like recipient|"
-    r"did not like our rcpt|(?:following|to) (?:the )?rcpt command|rcpt command|"
-    r"rejected recipient|unknown recipient or mailbox unavailable)|"
-    r"(?P<MAIL>in reply to mail from|after mail from|>>> mail from|\[mail_from\]|"
-    r"sender was rejected|"
-    r"\bmail from:)|"
-    r"(?P<HELO>in reply to (?:ehlo|helo)|after (?:ehlo|helo)|>>> (?:ehlo|helo)|"
-    r"my name was rejected)|"
-    r"(?P<CONN>after initial connection|in reply to (?:the )?initial|while connecting|greeting)")
-
-
-# _COMMAND_RE without its groups and with each phrase starting with a literal
-# (\bdata -> d(?<!\wd)ata): the same matches, found much faster; the command is
-# then read from _COMMAND_RE at the last match's position.
-def _command_any(pattern: str) -> str:
-    # the pattern is "(?P<A>...)|(?P<B>...)|...": the bodies of the named groups
-    head, *pieces = re.split(r"\(\?P<\w+>", pattern)
-    assert not head and len(pieces) == len(COMMANDS) - 1, pieces
-    groups = [x[:-2] if x.endswith(")|") else x[:-1] for x in pieces]
-    flat = "|".join(groups)
-    for old, new in ((r"\bdata command", r"d(?<!\wd)ata command"),
-                     (r"\brcpt to\b", r"r(?<!\wr)cpt to\b"),
-                     (r"\bmail from:", r"m(?<!\wm)ail from:"),
-                     ("(?:following|to) (?:the )?rcpt command",
-                      "following (?:the )?rcpt command|to (?:the )?rcpt command")):
-        assert old in flat, old
-        flat = flat.replace(old, new)
-    return flat
-
-
-_COMMAND_ANY = re.compile(_command_any(_COMMAND_RE.pattern))
-
-
-_COMMAND_HINT = re.compile(r"data|rcpt|mail from|helo|ehlo|recipient address rejected|"
-                           r"does not like|rejected (?:the )?recipient|"
-                           r"unknown recipient or mailbox|"
-                           r"did not like|sender was|my name|initial|connecting|greeting|message")
+_STAGE_COMMAND = {Stage.conn: "CONN", Stage.helo: "HELO", Stage.mail: "MAIL",
+                  Stage.rcpt: "RCPT", Stage.data: "DATA"}
+_COMMAND_STAGE = {v: k for k, v in _STAGE_COMMAND.items()}
 
 
 def detect_command(low: str) -> str:
-    """The SMTP command a (lower-cased) reply text says it answered; NONE if unknown."""
-    if not _COMMAND_HINT.search(low):
-        return "NONE"
-    last = None
-    for last in _COMMAND_ANY.finditer(low):  # noqa: B007 (read after the loop: the last match)
-        pass
-    if last is None:
-        return "NONE"
-    m = _COMMAND_RE.match(low, last.start())
-    return m.lastgroup if m is not None and m.lastgroup else "NONE"
+    """The SMTP command a reply text says it answered (rules' ``command``); NONE if unknown."""
+    stage = find_stage(low)
+    return _STAGE_COMMAND[stage] if stage is not None else "NONE"
 
 
+def _load_file(path: str, data: bytes | None = None, packaged: bool = False) -> dict[str, Any]:
+    """Read and check one rules file (``packaged``: the rules shipped beside this module).
 
-def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
+    An operator's file has every regex checked for linear time at load. The
+    packaged rules are checked by the test suite instead
+    (tests/bounce/test_bounce_classify.py, RegexHazardTests): the check parses
+    each of their ~700 regexes again, ~60 ms at every start of
+    ``hurricane analyze`` for an answer that cannot change between releases.
+    """
     try:
         if data is None:
             with open(path, "rb") as fp:
@@ -554,7 +523,7 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
         if disp not in (None, "temporary", "permanent"):
             raise ValueError("%s: rule %r: disposition must be 'temporary' or 'permanent'"
                              % (path, rid))
-        text = _compile(r.get("text"), path, rid, "text", named)
+        text = _compile(r.get("text"), path, rid, "text", named, not packaged)
         cmds = tuple(c.upper() for c in _str_list(r.get("command"), path, rid, "command"))
         if any(c not in COMMANDS for c in cmds):
             raise ValueError("%s: rule %r: command must be among %s" % (path, rid, COMMANDS))
@@ -570,8 +539,8 @@ def _load_file(path: str, data: bytes | None = None) -> dict[str, Any]:
                                  % (path, rid, key))
             ex.append(tuple(v))
         rules.append(Rule(rid, reason, text, status, code,
-                          _compile(r.get("unless"), path, rid, "unless", named),
-                          _compile(r.get("also"), path, rid, "also", named), cmds,
+                          _compile(r.get("unless"), path, rid, "unless", named, not packaged),
+                          _compile(r.get("also"), path, rid, "also", named, not packaged), cmds,
                           disp, ex[0], ex[1], path,
                           tuple(f.lower()
                                 for f in _str_list(r.get("family"), path, rid, "family"))))
@@ -730,17 +699,20 @@ class _Prefilter:
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
+        table, trie = _packaged_literals()
         entries: list[_Entry] = []
         words: set[str] = set()
         for r in rules:
-            lits = tuple(_required_literals(p) for p in (r.text, r.also, r.unless))
+            lits = tuple(_cut(_literals_of(p, table)) for p in (r.text, r.also, r.unless))
             for x in lits:
                 if x is not None:
                     words |= x
             entries.append((r, lits[0], lits[1], lits[2]))
         self.entries = tuple(entries)
         ordered = sorted(words)
-        self.scan = re.compile(_trie_regex(ordered)) if ordered else None
+        if trie is None or trie[0] != ordered:
+            trie = (ordered, _trie_regex(ordered))
+        self.scan = re.compile(trie[1]) if ordered else None
         # the scan reports the longest literal at a position: the shorter ones
         # that are prefixes of it occur there too
         self.found = {w: frozenset(w[:i] for i in range(1, len(w) + 1) if w[:i] in words)
@@ -760,6 +732,78 @@ class _Prefilter:
         return out
 
 
+#: The prefilter looks for the first characters of each literal only: if a
+#: literal occurs, so does its prefix, so the check stays a necessary condition
+#: (every answer the same). The scan regex over ~1,000 12-character prefixes
+#: compiles in ~10 ms where the one over ~1,400 whole literals took ~20 ms at
+#: every start; shorter prefixes compile faster still but let through so many
+#: rules per message (more regexes run) that a run of a few hundred messages
+#: loses more than the start-up gains.
+_SCAN_PREFIX = 12
+
+
+def _cut(lits: frozenset[str] | None) -> frozenset[str] | None:
+    return None if lits is None else frozenset(w[:_SCAN_PREFIX] for w in lits)
+
+
+def _literals_of(pattern: re.Pattern[str] | None,
+                 table: dict[str, frozenset[str] | None]) -> frozenset[str] | None:
+    if pattern is None:
+        return None
+    if pattern.pattern in table:
+        return table[pattern.pattern]
+    return _required_literals(pattern)
+
+
+_LITERALS_FILE = "rules_literals.json"
+
+
+def literal_table(rules: Sequence[Rule]) -> dict[str, Any]:
+    """The packaged literal table for ``rules``: each regex's literals, and the scan regex.
+
+    Returns:
+        {"literals": {regex source: sorted literals or None}, "words": every
+        literal, sorted, "scan": the trie regex over them}.
+    """
+    lits: dict[str, list[str] | None] = {}
+    words: set[str] = set()
+    for r in rules:
+        for p in (r.text, r.also, r.unless):
+            if p is not None and p.pattern not in lits:
+                req = _required_literals(p)
+                lits[p.pattern] = sorted(req) if req is not None else None
+                words |= _cut(req) or set()
+    ordered = sorted(words)
+    return {"literals": lits, "words": ordered, "scan": _trie_regex(ordered)}
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_literals() -> tuple[dict[str, frozenset[str] | None],
+                                  tuple[list[str], str] | None]:
+    """The literal table shipped beside rules.toml: (literals per regex, (words, scan regex)).
+
+    Deriving the literals parses every rule regex a second time (~50 ms) and
+    building the scan regex takes ~15 ms, which a short ``hurricane analyze``
+    run would pay at every start. The table is derived from the packaged rules
+    by ``python -m hurricane.bounce.classify`` and a test keeps it current;
+    a regex missing from it (an operator's rule) is derived at load time, and
+    the scan is rebuilt when the set of words differs, so a stale table only
+    costs time, never a different answer.
+    """
+    import json
+    try:
+        with open(os.path.join(os.path.dirname(__file__), _LITERALS_FILE), "rb") as fp:
+            raw = json.loads(fp.read())
+        table = {k: (frozenset(v) if isinstance(v, list) else None)
+                 for k, v in raw["literals"].items()}
+        words, scan = raw["words"], raw["scan"]
+        if not (isinstance(words, list) and isinstance(scan, str)):
+            raise ValueError(_LITERALS_FILE)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, None
+    return table, (words, scan)
+
+
 class ReplyClassifier:
     """Ordered rules plus a status table: (code, status, text) -> ReplyClass."""
 
@@ -768,7 +812,8 @@ class ReplyClassifier:
         self.rules = tuple(rules)
         self.status_map = dict(status_map)
         self.infer = dict(infer)
-        self._cache: dict[tuple[str | None, str | None, str, str | None], ReplyClass] = {}
+        self._cache: dict[tuple[str | None, str | None, str, str | None, Stage | bool,
+                                str | None], ReplyClass] = {}
         self._prefilter: _Prefilter | None = None
         # the rules whose code/status/command/family conditions hold, per (c, s, cmd, family)
         self._candidates: dict[tuple[str | None, str | None, str, str | None],
@@ -777,8 +822,9 @@ class ReplyClassifier:
     @classmethod
     def load(cls, extra_paths: Sequence[str | os.PathLike[str]] = ()) -> ReplyClassifier:
         """The packaged rules, with operator files (checked first) layered on top."""
-        pkg = resources.files("hurricane.bounce").joinpath("rules.toml")
-        base = _load_file(str(pkg), pkg.read_bytes())
+        # beside this module (a plain path: importlib.resources costs ~8 ms to import)
+        pkg = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules.toml")
+        base = _load_file(pkg, packaged=True)
         rules: list[Rule] = list(base["rules"])
         status_map, infer = base["status"], base["infer"]
         operator: list[Rule] = []
@@ -792,11 +838,29 @@ class ReplyClassifier:
         return cls(operator + rules, status_map, infer)
 
     def classify(self, code: int | str | None, status: str | None, text: str,
-                 family: str | None = None) -> ReplyClass:
+                 family: str | None = None, *, stage: Stage | None = None,
+                 diagnostic_type: str | None = None,
+                 stage_searched: bool = False) -> ReplyClass:
         """Classify one reply; codes missing from the arguments are read from the text.
 
-        ``family`` names the MTA or provider that wrote the report, when the
-        bounce analyzer recognised it (rules with a ``family`` key need it).
+        A shorthand for :meth:`decide` on an :class:`Evidence` built from the
+        arguments (the outbound client and the bounce analyzer both use it).
+
+        Args:
+            code: the SMTP reply code, if known.
+            status: the enhanced status code (a DSN's Status field), if known.
+            text: the reply or diagnostic text.
+            family: the MTA or provider that wrote the report, when the bounce
+                analyzer recognised it (rules with a ``family`` key need it).
+            stage: the SMTP stage of the refusal when known from outside the
+                text (our own session, or the notification around a DSN);
+                otherwise it is read from the text.
+            diagnostic_type: the Diagnostic-Code's type ("smtp", "x-unix").
+            stage_searched: the caller already read ``text`` for a stage and
+                found none (do not read it again).
+
+        Returns:
+            The decision.
         """
         # Bounded work: the rules read the first MAX_TEXT characters only (a
         # reply or a diagnostic is a few hundred; a returned message can hold
@@ -806,31 +870,22 @@ class ReplyClassifier:
         s = status.strip() if status else None
         if s and not _STATUS_OK.match(s):
             s = None
-        key = (c, s, text, family)
+        dtype = diagnostic_type.lower() if diagnostic_type else None
+        key = (c, s, text, family, stage if stage is not None else stage_searched, dtype)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if c is None or s is None:
-            ec, es = extract_codes(text)
-            c = c or ec
-            s = s or es
-        if c is not None and not (len(c) == 3 and c.isdigit()):
-            c = None
-        low = normalise_text(text)
-        if c is not None and low.count(c) > 1:
-            # a multi-line reply repeats "550-5.7.1" on every line: drop the repeats
-            # so that phrases broken across lines read whole
-            i = low.find(c) + 3
-            low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
-        result = self._classify(c, s, low, family)
+        result = self.decide(Evidence(text=text, code=c, status=s, stage=stage,
+                                      stage_source="none" if stage_searched else None,
+                                      family=family, diagnostic_type=dtype))
         if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[key] = result
         return result
 
-    def _first_rule(self, c: str | None, s: str | None, low: str, cmd: str,
-                    family: str | None) -> Rule | None:
-        """The first rule that applies (same answer as trying ``Rule.applies`` in order)."""
+    def _rules_in_order(self, c: str | None, s: str | None, low: str, cmd: str,
+                        family: str | None) -> Iterator[Rule]:
+        """The rules that apply, in order (the same as trying ``Rule.applies`` on each)."""
         pf = self._prefilter
         if pf is None or pf.rules is not self.rules:
             pf = self._prefilter = _Prefilter(self.rules)
@@ -859,30 +914,89 @@ class ReplyClassifier:
             if r.unless is not None and (ulit is None or not ulit.isdisjoint(present or ())) \
                     and r.unless.search(low) is not None:
                 continue
-            return r
-        return None
+            yield r
 
-    def _classify(self, c: str | None, s: str | None, low: str,
-                  family: str | None = None) -> ReplyClass:
+    def _first_rule(self, c: str | None, s: str | None, low: str, cmd: str,
+                    family: str | None) -> Rule | None:
+        """The first rule that applies."""
+        return next(self._rules_in_order(c, s, low, cmd, family), None)
+
+    def decide(self, ev: Evidence) -> ReplyClass:
+        """The reason for one recipient, from its evidence alone (docs/bounce-reasons.md).
+
+        Args:
+            ev: the evidence; a missing code or status is read from its text,
+                a missing stage too.
+
+        Returns:
+            The reason, hard, the status (inferred when the evidence had
+            none), the deciding rule and the runner-up it beat.
+        """
+        text = (ev.text or "")[:MAX_TEXT]     # bounded work, as in classify()
+        c, s = ev.code, ev.status
+        if c is None or s is None:
+            ec, es = extract_codes(text)
+            c = c or ec
+            s = s or es
+        if c is not None and not (len(c) == 3 and c.isdigit()):
+            c = None
+        low = normalise_text(text)
+        if c is not None and low.count(c) > 1:
+            # a multi-line reply repeats "550-5.7.1" on every line: drop the repeats
+            # so that phrases broken across lines read whole
+            i = low.find(c) + 3
+            low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
+        stage = ev.stage
+        if stage is None and ev.stage_source != "none":
+            # ("none": the caller already looked in this text and found no stage)
+            stage = find_stage(low)
+        cmd = _STAGE_COMMAND[stage] if stage is not None else "NONE"
+        return self._decide(c, s, low, cmd, ev.family, ev.diagnostic_type, stage)
+
+    def _decide(self, c: str | None, s: str | None, low: str, cmd: str,
+                family: str | None, dtype: str | None, stage: Stage | None) -> ReplyClass:
         reason = None
         rule: Rule | None = None
+        decided_by: str | None = None
+        runner: tuple[str, str] | None = None     # (reason, rule or "status")
+        rules: Iterator[Rule] = iter(())
         if s and s.startswith("2."):
             reason = "delivered"
+            decided_by = "status.success"
         else:
-            rule = self._first_rule(c, s, low, detect_command(low), family)
+            rules = self._rules_in_order(c, s, low, cmd, family)
+            rule = next(rules, None)
             if rule is not None:
                 reason = rule.reason
+                decided_by = rule.id
+            if dtype == "x-unix" and (rule is None or rule.text is None) and is_catch_all(s):
+                # docs step 4: a local delivery program answered, and neither its words
+                # nor a specific status name a cause: the mailer failed
+                if rule is not None:
+                    runner = (rule.reason, rule.id)
+                reason, rule, decided_by = "mailererror", None, "mailererror.x-unix"
         if reason is None and s:
             reason = self.status_map.get(s)
+            if reason is not None:
+                decided_by = "status." + s
         if reason is None:
             if s and s[2:4] in ("6.",):
-                reason = "contenterror"
+                reason, decided_by = "contenterror", "status.x.6"
             elif s and s[2:4] == "7.":
-                reason = "securityerror"
+                reason, decided_by = "securityerror", "status.x.7"
             elif low:
-                reason = "onhold"
+                reason, decided_by = "onhold", "onhold.no-cause"
             else:
-                reason = "undefined"
+                reason, decided_by = "undefined", "undefined.no-evidence"
+        if runner is None and reason != "delivered":
+            # the runner-up: the next rule that applies with another answer, else
+            # what the status code alone would have said
+            for r in rules:
+                if r.reason != reason:
+                    runner = (r.reason, r.id)
+                    break
+            if runner is None and s and self.status_map.get(s) not in (None, reason):
+                runner = (self.status_map[s], "status." + s)
         inferred = False
         if s is None:
             guess = self.infer.get(reason)
@@ -898,10 +1012,24 @@ class ReplyClassifier:
             permanent = rule.disposition == "permanent"
         hard = is_hard(reason, s)
         return ReplyClass(reason=reason, hard=hard, status=s, status_inferred=inferred,
-                          rule=rule.id if rule else None, permanent=permanent, suppress=hard)
+                          rule=rule.id if rule else None, permanent=permanent, suppress=hard,
+                          code=c, stage=stage.value if stage is not None else None,
+                          decided_by=decided_by,
+                          runner_up=runner[0] if runner else None,
+                          runner_up_rule=runner[1] if runner else None)
 
 
 @functools.lru_cache(maxsize=1)
 def default_classifier() -> ReplyClassifier:
     """The packaged rules only (cached)."""
     return ReplyClassifier.load()
+
+
+if __name__ == "__main__":   # python -m hurricane.bounce.classify: regenerate the literal table
+    import json as _json
+    _table = literal_table(ReplyClassifier.load().rules)
+    with open(os.path.join(os.path.dirname(__file__), _LITERALS_FILE), "w") as _fp:
+        _json.dump(_table, _fp, indent=0, sort_keys=True)
+        _fp.write("\n")
+    print("wrote %d regexes, %d literals to %s" % (len(_table["literals"]), len(_table["words"]),
+                                                   _LITERALS_FILE))

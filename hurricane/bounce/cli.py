@@ -1,4 +1,4 @@
-"""``hurricane analyze [--json] [--rcpt ADDRESS] FILE...``: analyze returned messages."""
+"""``hurricane analyze [--json | --explain] [--rcpt ADDRESS] FILE...``: read returned mail."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 from hurricane.bounce.analyze import analyze, to_prediction
 from hurricane.bounce.classify import ReplyClassifier
+from hurricane.bounce.evidence import is_catch_all
+from hurricane.bounce.model import Analysis
 
 __all__ = ["add_parser", "run", "main"]
 
@@ -22,6 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Analyze returned messages; FILE may be a directory (every file in it).")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per file, one per line (score.py's format)")
+    p.add_argument("--explain", action="store_true",
+                   help="print, per recipient, the evidence (stage, codes, family), the deciding "
+                        "rule and the runner-up it beat")
     p.add_argument("--rcpt", metavar="ADDRESS", default=None,
                    help="the envelope recipient the messages arrived for (our VERP address)")
     p.add_argument("--rules", metavar="TOML", action="append", default=[],
@@ -54,6 +59,44 @@ def _summary(path: str, pred: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def explain(path: str, analysis: Analysis) -> str:
+    """The evidence and the decision for each recipient of one analyzed message.
+
+    Args:
+        path: the file's name, for the heading.
+        analysis: the analyzer's answer.
+
+    Returns:
+        Lines of text: per recipient the stage (and where it was read), the
+        reply code, the enhanced status (specific or catch-all), the diagnostic
+        type, the remote MTA, the reporter's family, then the reason, the rule
+        that decided it and the runner-up it beat (docs/bounce-reasons.md).
+    """
+    lines = ["%s: %s%s" % (path, analysis.category,
+                           " (%s)" % analysis.error if analysis.error else "")]
+    for r in analysis.results:
+        status_kind = ""
+        if r.status:
+            status_kind = " (%s%s)" % ("catch-all" if is_catch_all(r.status) else "specific",
+                                      ", inferred" if r.status_inferred else "")
+        lines.append("  recipient  %s" % (r.recipient or "-"))
+        lines.append("    evidence: action %s; stage %s; code %s; status %s%s; diagnostic type %s;"
+                     % (r.action, (r.stage + " (from the %s)" % r.stage_source) if r.stage
+                        else "unknown", r.code or "-", r.status or "-", status_kind,
+                        r.diagnostic_type or "-"))
+        lines.append("              remote MTA %s; reporter family %s; source %s"
+                     % (r.remote_mta or "-", r.family or "-", r.source))
+        if r.diagnostic:
+            lines.append("    text:     " + " ".join(r.diagnostic.split())[:300])
+        lines.append("    decision: %s%s, by %s" % (r.reason, " (hard)" if r.hard else "",
+                                                  r.decided_by or r.rule or "-"))
+        if r.runner_up:
+            lines.append("    runner-up: %s (%s)" % (r.runner_up, r.runner_up_rule or "-"))
+        else:
+            lines.append("    runner-up: none (no rule with another answer applied)")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """Analyze each file; exit status 1 if any file could not be read."""
     try:
@@ -71,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
             print("hurricane analyze: %s: %s" % (path, e.strerror or e), file=sys.stderr)
             status = 1
             continue
-        pred = to_prediction(analyze(raw, args.rcpt, classifier=classifier), path)
+        analysis = analyze(raw, args.rcpt, classifier=classifier)
+        if getattr(args, "explain", False):
+            out.write(explain(path, analysis) + "\n")
+            continue
+        pred = to_prediction(analysis, path)
         if args.json:
             out.write(json.dumps(pred, ensure_ascii=False) + "\n")
         else:

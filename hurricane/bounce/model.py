@@ -31,6 +31,11 @@ class ReplyClass:
     rule: str | None
     permanent: bool | None
     suppress: bool
+    code: str | None = None              # the reply code used (given or read from the text)
+    stage: str | None = None             # the SMTP stage the decision used
+    decided_by: str | None = None        # the rule id, or "status.5.1.1", "onhold.no-cause"...
+    runner_up: str | None = None         # the answer the decision beat, if another applied
+    runner_up_rule: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +46,11 @@ class ReplyClass:
             "rule": self.rule,
             "permanent": self.permanent,
             "suppress": self.suppress,
+            "code": self.code,
+            "stage": self.stage,
+            "decided_by": self.decided_by,
+            "runner_up": self.runner_up,
+            "runner_up_rule": self.runner_up_rule,
         }
 
 
@@ -62,6 +72,14 @@ class RecipientResult:
     rule: str | None
     original_recipient: str | None = None
     feedback_type: str | None = None
+    # the evidence and the decision (docs/bounce-reasons.md), for explanations
+    stage: str | None = None
+    stage_source: str | None = None
+    diagnostic_type: str | None = None
+    family: str | None = None
+    decided_by: str | None = None
+    runner_up: str | None = None
+    runner_up_rule: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +97,13 @@ class RecipientResult:
             "rule": self.rule,
             "original_recipient": self.original_recipient,
             "feedback_type": self.feedback_type,
+            "stage": self.stage,
+            "stage_source": self.stage_source,
+            "diagnostic_type": self.diagnostic_type,
+            "family": self.family,
+            "decided_by": self.decided_by,
+            "runner_up": self.runner_up,
+            "runner_up_rule": self.runner_up_rule,
         }
 
 

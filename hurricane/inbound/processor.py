@@ -139,7 +139,11 @@ def _code(value: str | None) -> int | None:
 
 
 def _permanent(result: RecipientResult) -> bool:
-    """A "failed" result is permanent unless its codes say 4xx (RFC 3463)."""
+    """A "failed" result is permanent (RFC 3463's class) unless its codes say 4xx.
+
+    Whether it moves the delivery is another matter: every ``failed`` result is
+    final (the reporter gave up), see :attr:`BounceEvent.final`.
+    """
     status = result.status or ""
     code = result.code or ""
     if status.startswith("5") or code.startswith("5"):
@@ -151,7 +155,7 @@ def _permanent(result: RecipientResult) -> bool:
 
 def _severity(event: BounceEvent) -> int:
     if event.kind in (EventKind.bounce, EventKind.complaint):
-        return 3 if event.permanent else 2
+        return 3 if event.permanent or event.final else 2
     return 1 if event.kind is EventKind.delayed else 0
 
 
@@ -163,8 +167,9 @@ def build_events(
 ) -> list[BounceEvent]:
     """Turn correlated analysis results into events for ``record_bounce``.
 
-    Category ``bounce``: action ``failed`` gives a ``bounce`` event (permanent
-    for 5.x.x/5xx, not for 4.x.x), ``delayed`` a ``delayed`` event,
+    Category ``bounce``: action ``failed`` gives a final ``bounce`` event
+    (permanent for 5.x.x/5xx, not for 4.x.x, which then is neither hard nor
+    suppressing), ``delayed`` a ``delayed`` event,
     ``delivered``/``relayed``/``expanded`` a ``relayed`` event. ``feedback``
     gives a ``complaint`` (always proposes suppression), ``autoreply`` an
     ``autoreply`` event (never a failure), ``other`` nothing. Each event
@@ -253,11 +258,14 @@ def _event(
         return BounceEvent(
             kind=EventKind.bounce,
             reason=r.reason or "undefined",
+            # A 4.x.x the reporter gave up on bounces the delivery (final) but
+            # says the condition may pass: never hard, never suppressed.
             hard=bool(r.hard) and permanent,
             permanent=permanent,
             # Only the analysis knows whether the reason is recipient-side.
             suppress=bool(r.suppress) and permanent,
             source=source or Source.heuristic,
+            final=True,
             **common,
         )
     if action == "delayed":

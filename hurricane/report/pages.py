@@ -9,6 +9,7 @@ state (suppression add/remove, retry now) are POST only and CSRF-protected.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -109,6 +110,54 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
         body = [tags.tr(tags.td("Nothing to show.", colspan=str(len(headers)),
                                 class_="muted"))]
     return tags.table(tags.thead(head), tags.tbody(*body))
+
+
+def explain_result(analysis: str | None, recipient: str) -> dict[str, Any] | None:
+    """The recorded analysis's result for ``recipient`` (or its only result), if any."""
+    if not analysis:
+        return None
+    try:
+        record = json.loads(analysis)
+    except ValueError:
+        return None
+    results = record.get("results") if isinstance(record, dict) else None
+    if not isinstance(results, list):
+        return None
+    found = [r for r in results if isinstance(r, dict)
+             and str(r.get("recipient") or "").lower() == recipient.lower()]
+    if not found and len(results) == 1 and isinstance(results[0], dict):
+        found = results
+    return found[0] if found else None
+
+
+def evidence_text(r: dict[str, Any]) -> str:
+    """One line of a result's evidence: action, stage, codes, type, remote MTA, family."""
+    stage = r.get("stage")
+    status = r.get("status")
+    parts = [f"action {_text(r.get('action'))}",
+             f"stage {stage} (from the {_text(r.get('stage_source'))})" if stage
+             else "stage unknown",
+             f"code {_text(r.get('code')) or '-'}",
+             f"status {_text(status) or '-'}"
+             + (" (inferred)" if status and r.get("status_inferred") else ""),
+             f"diagnostic type {_text(r.get('diagnostic_type')) or '-'}",
+             f"remote MTA {_text(r.get('remote_mta')) or '-'}",
+             f"reporter {_text(r.get('family')) or '-'}"]
+    return "; ".join(parts)
+
+
+def decision_text(r: dict[str, Any]) -> str:
+    """The reason and the rule that decided it."""
+    hard = " (hard)" if r.get("hard") else ""
+    return (f"{_text(r.get('reason'))}{hard}, by "
+            f"{_text(r.get('decided_by') or r.get('rule')) or '-'}")
+
+
+def runner_up_text(r: dict[str, Any]) -> str:
+    """The answer the decision beat, and its rule."""
+    if not r.get("runner_up"):
+        return "none"
+    return f"{_text(r.get('runner_up'))} ({_text(r.get('runner_up_rule')) or '-'})"
 
 
 def link(href: str, text: Any) -> Tag:
@@ -507,6 +556,11 @@ class ReportPages(Resource):
                                        "Remote", "TLS", "Source", "Rule", "Duration",
                                        "Correlation", "Returned message"], rows),
                                 class_="card"))
+        why = await self._why(d.recipient, events)
+        if why:
+            content += [tags.h2("Why: the evidence and the decision"),
+                        tags.div(table(["When", "Returned message", "Evidence", "Decision",
+                                        "Runner-up it beat"], why), class_="card")]
         if d.state.value == "deferred":
             content.append(tags.form(self.csrf_field(user),
                                      tags.input(type="hidden", name="delivery_id",
@@ -514,6 +568,25 @@ class ReportPages(Resource):
                                      tags.button("Retry now", type="submit"),
                                      method="post", action="/deferred/retry"))
         self._finish(request, self.layout(f"Recipient {d.recipient}", content))
+
+    async def _why(self, recipient: str, events: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Per returned message of the recipient: its evidence, decision and runner-up.
+
+        Read from the analysis recorded with the returned message (the same
+        explanation as ``hurricane analyze --explain``; docs/bounce-reasons.md).
+        """
+        rows: list[tuple[Any, ...]] = []
+        seen: set[int] = set()
+        for e in events:
+            if e.bounce_id is None or e.bounce_id in seen:
+                continue
+            seen.add(e.bounce_id)
+            r = explain_result(await self.store.bounce_analysis(e.bounce_id), recipient)
+            if r is None:
+                continue
+            rows.append((fmt_time(e.at), link(f"/bounce/{e.bounce_id}", f"#{e.bounce_id}"),
+                         evidence_text(r), decision_text(r), runner_up_text(r)))
+        return rows
 
     def _raw(self, request: Request, data: bytes, filename: str) -> None:
         """Raw mail as plain text (never as HTML), inline or as a download."""

@@ -345,6 +345,11 @@ class SqlStore:
         bounce: StoredBounce | None = await self._read(txn.load_bounce_txn, bounce_id)
         return bounce
 
+    async def bounce_analysis(self, bounce_id: int) -> str | None:
+        """The analysis JSON recorded for a returned message."""
+        analysis: str | None = await self._read(txn.bounce_analysis_txn, bounce_id)
+        return analysis
+
     async def record_bounce(self, bounce_id: int, events: Sequence[BounceEvent], category: str,
                             correlation: str | None, analysis: str) -> list[int]:
         """Record the analysis of a returned message in one transaction."""

@@ -157,6 +157,13 @@ class IOutcomeStore(Interface):
     async def load_bounce(bounce_id: int) -> StoredBounce | None:
         """One stored returned message with its raw bytes."""
 
+    async def bounce_analysis(bounce_id: int) -> str | None:
+        """The analysis JSON recorded for a returned message (None: not analyzed, or none).
+
+        The recipient page reads each event's evidence and decision from it
+        (docs/bounce-reasons.md) without loading the raw message.
+        """
+
     async def record_bounce(
         bounce_id: int,
         events: Sequence[BounceEvent],
@@ -171,7 +178,7 @@ class IOutcomeStore(Interface):
         ``idem_key`` was already recorded for that delivery is skipped; what
         the others change is :func:`hurricane.decisions.decide_bounce`'s to
         say, in every engine. Matched by a verified key, ``bounce`` with
-        ``permanent`` moves a sent queued, deferred or delivered row to
+        ``permanent`` or ``final`` moves a sent queued, deferred or delivered row to
         ``bounced`` (with reason, hard, codes, text, ``bounced_at``),
         ``complaint`` moves a delivered or bounced row to ``complained``, and
         ``suppress`` adds the recipient to the suppression list citing the

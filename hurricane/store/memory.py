@@ -302,6 +302,12 @@ class MemoryStore:
         bounce = self._bounces.get(bounce_id)
         return None if bounce is None else bounce.stored
 
+    async def bounce_analysis(self, bounce_id: int) -> str | None:
+        """The analysis JSON recorded for a returned message."""
+        self._check()
+        bounce = self._bounces.get(bounce_id)
+        return None if bounce is None else bounce.analysis
+
     async def record_bounce(self, bounce_id: int, events: Sequence[BounceEvent], category: str,
                             correlation: str | None, analysis: str) -> list[int]:
         """Record the analysis of a returned message."""

@@ -358,6 +358,8 @@ SELECT bounce_id, raw, mail_from, rcpt_to, received_at, delivery_id, status,
        category, correlation, purged_at
 FROM bounces WHERE """
 
+SELECT_BOUNCE_ANALYSIS = "SELECT analysis FROM bounces WHERE bounce_id = ?"
+
 BOUNCE_RECIPIENT_COLUMNS = ("bounce_id", "position", "rcpt_to", "delivery_id", "per_message")
 
 SELECT_BOUNCE_RECIPIENTS = """

@@ -663,6 +663,13 @@ async def _load_bounces(txn: Txn, ids: Sequence[int]) -> dict[int, StoredBounce]
     return found
 
 
+async def bounce_analysis_txn(txn: Txn, bounce_id: int) -> str | None:
+    """The analysis JSON of one returned message (None when there is none)."""
+    await txn.execute(sql.SELECT_BOUNCE_ANALYSIS, (bounce_id,))
+    row = txn.fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
     """One stored returned message."""
     return (await _load_bounces(txn, [bounce_id])).get(bounce_id)

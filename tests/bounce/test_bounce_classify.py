@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -239,7 +240,8 @@ class RegexHazardTests(SynchronousTestCase):
     """Rules must be linear: the check of regex shapes, at load and on the packaged rules."""
 
     def test_packaged_rules(self):
-        """Every regex of rules.toml passes (the classifier loads; each is checked)."""
+        """Every regex of rules.toml passes (checked here: the packaged rules are not re-checked
+        at each start, an operator's rules are)."""
         clf = ReplyClassifier.load()
         for rule in clf.rules:
             for p in (rule.text, rule.also, rule.unless):
@@ -272,14 +274,38 @@ class RegexHazardTests(SynchronousTestCase):
         """The rules read MAX_TEXT characters of a reply at most."""
         seen = []
         clf = ReplyClassifier.load()
-        real = clf._classify
+        real = clf._decide
 
-        def spy(c, s, low, family=None):
+        def spy(c, s, low, *rest):
             seen.append(len(low))
-            return real(c, s, low, family)
+            return real(c, s, low, *rest)
 
-        self.patch(clf, "_classify", spy)
+        self.patch(clf, "_decide", spy)
         text = "user unknown " * 100_000
         clf.classify("550", None, text)
         self.assertEqual(seen, [len(classify.normalise_text(text[:classify.MAX_TEXT]))])
         self.assertLessEqual(seen[0], classify.MAX_TEXT)
+
+
+class LiteralTableTests(SynchronousTestCase):
+    """The literal table packaged beside rules.toml (a start-up cost saved, never an answer)."""
+
+    def test_packaged_table_is_current(self) -> None:
+        """rules_literals.json is what the packaged rules derive to (else regenerate it)."""
+        from hurricane.bounce import classify
+        path = os.path.join(os.path.dirname(classify.__file__), "rules_literals.json")
+        with open(path) as fp:
+            packaged = json.load(fp)
+        self.assertEqual(packaged, classify.literal_table(ReplyClassifier.load().rules),
+                         "run: python -m hurricane.bounce.classify")
+
+    def test_stale_table_gives_the_same_answers(self) -> None:
+        """Without the table (or with a wrong one) every answer stays the same."""
+        from hurricane.bounce import classify
+        texts = [_example(ex)[2] for rule in default_classifier().rules
+                 for ex in rule.match + rule.nomatch]
+        with_table = ReplyClassifier.load()
+        want = [with_table.classify(None, None, t).rule for t in texts]
+        self.patch(classify, "_packaged_literals", lambda: ({}, (["zzz"], "zzz")))
+        without = ReplyClassifier.load()
+        self.assertEqual([without.classify(None, None, t).rule for t in texts], want)

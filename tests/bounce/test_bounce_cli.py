@@ -52,7 +52,7 @@ class CLITests(SynchronousTestCase):
         self.assertEqual(lines[0]["recipients"], ["erin@example.org"])
         self.assertEqual(set(lines[0]["results"][0]),
                          {"recipient", "status", "replycode", "reason", "hard", "diagnostic",
-                          "action", "source", "rule"})
+                          "action", "source", "rule", "stage", "decided_by", "runner_up"})
 
     def test_human_and_missing_file(self):
         """Without --json a summary is printed; an unreadable file makes the exit status 1."""

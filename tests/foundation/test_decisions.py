@@ -54,3 +54,26 @@ class DecideBounceTests(SynchronousTestCase):
         """Exactly verp, header-token and envid are verified."""
         self.assertEqual({k.value for k in CorrelationKey if k.verified},
                          {"verp", "header-token", "envid"})
+
+
+class FinalFailureTests(SynchronousTestCase):
+    """A final failure (Action: failed) bounces the delivery whatever its status class."""
+
+    def test_final_4xx_bounces(self) -> None:
+        """Action: failed with a 4.x.x (not permanent, final) moves sent mail to bounced."""
+        event = BounceEvent(1, B, 0.0, permanent=False, final=True, suppress=False,
+                            correlation=V)
+        for state in (State.delivered, State.deferred, State.queued):
+            self.assertEqual(decide_bounce(event, state, 1),
+                             BounceDecision(State.bounced, False), state)
+
+    def test_not_final_4xx_moves_nothing(self) -> None:
+        """A non-permanent bounce event that is not final (no result read) moves nothing."""
+        event = BounceEvent(1, B, 0.0, permanent=False, final=False, correlation=V)
+        self.assertEqual(decide_bounce(event, State.delivered, 1), BounceDecision(None, False))
+
+    def test_final_is_still_only_for_verified_keys(self) -> None:
+        """A final failure matched by a weak key is recorded, not applied."""
+        event = BounceEvent(1, B, 0.0, permanent=False, final=True, correlation="recipient")
+        self.assertEqual(decide_bounce(event, State.delivered, 1),
+                         BounceDecision(None, False, NOT_APPLIED))

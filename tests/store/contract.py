@@ -567,6 +567,24 @@ class StoreContractMixin:
         self.assertEqual(len(await self.bounce(delivery_id, permanent=False)), 1)
         self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.delivered)
 
+    async def test_final_soft_bounce(self) -> None:
+        """A final failure with a 4.x.x (the reporter gave up) moves delivered to bounced."""
+        delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        await self.bounce(delivery_id, permanent=False, final=True, reason="mailboxfull",
+                          status="4.2.2")
+        d = await self.store.get_delivery(delivery_id)
+        self.assertEqual((d.state, d.reason, d.hard), (State.bounced, "mailboxfull", False))
+
+    async def test_bounce_analysis(self) -> None:
+        """The analysis JSON recorded for a returned message is read back alone."""
+        bounce_id = await self.store.store_bounce(ReturnedMessage(
+            b"raw", "", "b@bounce.test", T0))
+        self.assertIsNone(await self.store.bounce_analysis(bounce_id))
+        await self.store.record_bounce(bounce_id, [], "bounce", None, '{"category": "bounce"}')
+        self.assertEqual(await self.store.bounce_analysis(bounce_id), '{"category": "bounce"}')
+        self.assertIsNone(await self.store.bounce_analysis(bounce_id + 1000))
+
     async def test_complaint(self) -> None:
         """A complaint moves a delivered row to complained and may suppress."""
         delivery_id = (await self.enqueue_one("c@x.test")).recipients[0].delivery_id

@@ -1,0 +1,69 @@
+"""Auto-replies recognised from their typical bodies, and mail-system notes that are not.
+
+docs/bounce-reasons.md, vacation: RFC 3834 headers are not always there; a
+short message that is not a bounce and says the person is away (or that the
+message will be answered) is an auto-reply. Messages written for this test.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.analyze import analyze
+
+
+def message(body: str, *, sender: str = "Carol <carol@example.org>",
+            subject: str = "Re: Spring sale", extra: str = "") -> bytes:
+    """A plain-text reply to one of our messages."""
+    return (f"From: {sender}\r\nTo: news@example.com\r\nSubject: {subject}\r\n{extra}"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode("utf-8")
+
+
+class AutoReplyBodyTests(SynchronousTestCase):
+    """Bodies of auto-replies without RFC 3834 headers."""
+
+    def test_away_with_mailbox_mention(self) -> None:
+        """An out-of-office note that mentions its mailbox is still an auto-reply."""
+        a = analyze(message("I am out of the office until 3 March with limited access to my "
+                            "mailbox.\r\nFor urgent matters write to dave@example.org.\r\n"))
+        self.assertEqual(a.category, "autoreply")
+        self.assertEqual([(r.recipient, r.reason, r.rule) for r in a.results],
+                         [("carol@example.org", "vacation", "autoreply.body")])
+
+    def test_acknowledgement(self) -> None:
+        """'Thank you for your e-mail, I will reply as soon as possible' is an auto-reply."""
+        a = analyze(message("Thank you for your e-mail.\r\nI will endeavour to reply as soon "
+                            "as possible.\r\n", subject="Thank you for your e-mail"))
+        self.assertEqual(a.category, "autoreply")
+
+    def test_other_languages(self) -> None:
+        """German and French away notes are auto-replies."""
+        for body in ("Ich bin bis zum 3. März nicht im Büro.\r\n",
+                     "Je suis absente du bureau jusqu'au 3 mars.\r\n"):
+            self.assertEqual(analyze(message(body)).category, "autoreply", body)
+
+    def test_person_says_so(self) -> None:
+        """Auto-Submitted: no means a person wrote it, whatever it says (RFC 3834)."""
+        a = analyze(message("I am away until Monday.\r\n", extra="Auto-Submitted: no\r\n"))
+        self.assertEqual(a.category, "other")
+
+    def test_ordinary_reply(self) -> None:
+        """A person's reply that reads like nothing automatic is other."""
+        self.assertEqual(analyze(message("Thanks, I bought two.\r\n")).category, "other")
+
+    def test_long_text_is_not_an_auto_reply(self) -> None:
+        """A long text (a newsletter, a thread) that mentions an absence is not an auto-reply."""
+        body = "I am out of the office. " + "Lorem ipsum dolor sit amet. " * 1000
+        self.assertEqual(analyze(message(body)).category, "other")
+
+
+class MailSystemNoteTests(SynchronousTestCase):
+    """A note written by a mail system is read as a bounce, never as a vacation."""
+
+    def test_null_from_with_auto_submitted(self) -> None:
+        """From: <> with Auto-Submitted: auto-replied and a failure is a bounce (Exim :fail:)."""
+        a = analyze(message("You sent mail to erin@example.net. That's not a valid user here.\r\n",
+                            sender="<>", subject="Mail failure",
+                            extra="Auto-Submitted: auto-replied\r\n"))
+        self.assertEqual(a.category, "bounce")
+        self.assertEqual([r.recipient for r in a.results], ["erin@example.net"])

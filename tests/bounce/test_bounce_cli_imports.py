@@ -1,0 +1,48 @@
+"""``hurricane analyze`` starts light: no reactor, store, configuration or web modules.
+
+Issue 22 item 7: the analyzer is compared with Sisimai as a whole process,
+start-up included, so the command must import only the analyzer. Checked by
+the modules a fresh interpreter holds after the command ran (no clock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+PROBE = """
+import contextlib, io, json, sys
+import hurricane.cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = hurricane.cli.main(["analyze", "--json", sys.argv[1]])
+print(json.dumps([code, sorted(sys.modules)]))
+"""
+
+DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nTo: news@example.com\r\n"
+       b"Subject: Undelivered Mail Returned to Sender\r\n\r\n"
+       b"<erin@example.net>: host mx.example.net[192.0.2.1] said: 550 5.1.1 User unknown "
+       b"(in reply to RCPT TO command)\r\n")
+
+
+class AnalyzeImportsTests(SynchronousTestCase):
+    """The modules ``hurricane analyze`` loads."""
+
+    def test_only_the_analyzer(self) -> None:
+        """No Twisted, store, configuration, report, inbound or outbound module is imported."""
+        with tempfile.NamedTemporaryFile(suffix=".eml", delete=False) as fp:
+            fp.write(DSN)
+        self.addCleanup(os.unlink, fp.name)
+        out = subprocess.run([sys.executable, "-c", PROBE, fp.name], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        code, modules = json.loads(out)
+        self.assertEqual(code, 0)
+        heavy = [m for m in modules if m.split(".")[0] == "twisted"
+                 or m.startswith(("hurricane.store", "hurricane.config", "hurricane.report",
+                                  "hurricane.inbound", "hurricane.outbound", "hurricane.app"))]
+        self.assertEqual(heavy, [])
+        self.assertIn("hurricane.bounce.analyze", modules)

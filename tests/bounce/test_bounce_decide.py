@@ -1,0 +1,254 @@
+"""Table tests of the decision model, taken from docs/bounce-reasons.md.
+
+Each confusable pair of section 4 is tested both ways; the evidence rows of
+section 1 (the stage) and the precedence steps of section 2 (a specific
+status against the diagnostic type, the stage against the words, onhold only
+without evidence) each have their own table.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.classify import default_classifier
+from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
+
+# (code, status, text, stage, diagnostic type) -> reason
+Row = tuple[str | None, str | None, str, str | None, str | None, str]
+
+#: docs/bounce-reasons.md section 4: (pair, row for A, row for B).
+PAIRS: list[tuple[str, Row, Row]] = [
+    ("userunknown / filtered (stage)",
+     ("550", None, "550 5.1.1 <a@b.example>: user unknown", "rcpt", None, "userunknown"),
+     ("550", None, "550 user unknown", "data", None, "filtered")),
+    ("userunknown / filtered (no stage: a specific status decides)",
+     ("550", "5.1.1", "550 user unknown", None, None, "userunknown"),
+     ("550", None, "550 user unknown", None, None, "filtered")),
+    ("userunknown / rejected",
+     ("550", None, "550 user unknown", "rcpt", None, "userunknown"),
+     ("550", None, "550 user unknown", "mail", None, "rejected")),
+    ("blocked / rejected (a causeless refusal: the stage says whose)",
+     ("550", None, "550 access denied", "conn", None, "blocked"),
+     ("550", None, "550 access denied", "mail", None, "rejected")),
+    ("blocked / rejected (the words say whose)",
+     ("554", None, "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using "
+      "zen.spamhaus.org", "rcpt", None, "blocked"),
+     ("550", None, "550 5.1.8 Sender address rejected: Domain not found", "rcpt", None,
+      "rejected")),
+    ("blocked / spamdetected",
+     ("554", None, "554 5.7.1 IP address blocked", "conn", None, "blocked"),
+     ("550", None, "550 5.7.1 Message rejected as spam by Content Filtering", "data", None,
+      "spamdetected")),
+    ("blocked / badreputation",
+     ("554", None, "554 5.7.1 IP address blocked", "conn", None, "blocked"),
+     ("550", None, "550 5.7.1 Your IP address has a poor reputation", "conn", None,
+      "badreputation")),
+    ("policyviolation / spamdetected",
+     ("552", None, "552 5.7.0 This message was blocked because its content presents a potential "
+      "security issue: attachment type not allowed", "data", None, "policyviolation"),
+     ("550", None, "550 5.7.1 message content rejected, spam detected", "data", None,
+      "spamdetected")),
+    ("securityerror / authfailure",
+     ("530", None, "530 5.7.0 Authentication required", "mail", None, "securityerror"),
+     ("550", None, "550 5.7.26 This message fails to pass DMARC checks", "data", None,
+      "authfailure")),
+    ("securityerror / spamdetected (a catch-all 5.7.1 yields to spam words)",
+     ("550", None, "550 5.7.1 Delivery not authorized, message refused", "data", None,
+      "securityerror"),
+     ("550", "5.7.1", "550 5.7.1 message looks like spam", "data", None, "spamdetected")),
+    ("expired / networkerror",
+     ("421", None, "421 4.4.7 retry timeout exceeded", None, None, "expired"),
+     (None, None, "connect to mx.example.org[192.0.2.1]:25: No route to host", None, None,
+      "networkerror")),
+    ("expired / systemerror",
+     ("421", None, "421 4.4.7 retry timeout exceeded", None, None, "expired"),
+     ("451", None, "451 4.3.0 internal server error", "data", None, "systemerror")),
+    ("notaccept / hostunknown",
+     ("556", None, "556 5.1.10 domain does not accept mail", None, None, "notaccept"),
+     ("550", None, "550 5.1.2 host unknown", None, None, "hostunknown")),
+    ("mailboxfull / exceedlimit (quota words under 5.2.3)",
+     ("552", None, "552 5.2.3 mailbox quota exceeded", "data", None, "mailboxfull"),
+     ("552", None, "552 5.2.3 message exceeds the limit for this user", "data", None,
+      "exceedlimit")),
+    ("mailboxfull / mesgtoobig",
+     ("452", None, "452 4.2.2 mailbox full", "rcpt", None, "mailboxfull"),
+     ("552", None, "552 5.3.4 message too big", "data", None, "mesgtoobig")),
+    ("exceedlimit / mesgtoobig",
+     ("552", None, "552 5.2.3 message exceeds the limit for this user", "data", None,
+      "exceedlimit"),
+     ("552", None, "552 5.3.4 message size exceeds fixed maximum message size", "mail", None,
+      "mesgtoobig")),
+    ("toomanyconn / speeding",
+     ("421", None, "421 4.7.0 too many connections from your host", "conn", None,
+      "toomanyconn"),
+     ("451", None, "451 4.7.1 you are sending too fast, slow down", "rcpt", None, "speeding")),
+    ("blocked / networkerror",
+     (None, None, "Deferred: Connection refused by mx.example.org", None, None, "blocked"),
+     (None, None, "No route to host", None, None, "networkerror")),
+    ("mailererror / userunknown (x-unix)",
+     (None, "5.0.0", "procmail: Error while writing to /var/mail/x", None, "x-unix",
+      "mailererror"),
+     (None, "5.1.1", "user unknown", None, "x-unix", "userunknown")),
+]
+
+#: docs step 4: the diagnostic type is not a cause.
+X_UNIX: list[Row] = [
+    (None, "5.1.1", "<a@b.example>: user unknown", None, "x-unix", "userunknown"),
+    (None, "5.1.6", "the mailbox has moved to c@d.example", None, "x-unix", "hasmoved"),
+    (None, "5.7.1", "message rejected as spam", None, "x-unix", "spamdetected"),
+    (None, "4.3.0", "temporary failure", None, "x-unix", "mailererror"),
+    (None, "5.3.0", "Disk quota exceeded", None, "x-unix", "mailboxfull"),
+]
+
+#: docs step 5: stage defaults only settle what the words cannot.
+STAGE_DEFAULTS: list[Row] = [
+    ("550", None, "550 Rejected", "helo", None, "blocked"),
+    ("550", None, "550 5.1.7 No such domain", "mail", None, "rejected"),
+    ("552", None, "552 Message size exceeds fixed limit", "mail", None, "mesgtoobig"),
+    ("552", None, "552 5.2.3 Message size exceeds fixed maximum message size (10485760)", "mail",
+     None, "exceedlimit"),
+]
+
+#: docs step 6: onhold only without evidence.
+FALLBACKS: list[Row] = [
+    ("550", "5.2.2", "550 something odd", None, None, "mailboxfull"),
+    ("550", None, "550 the moon is made of cheese", None, None, "onhold"),
+    (None, None, "", None, None, "undefined"),
+    ("550", "2.0.0", "250 ok", None, None, "delivered"),
+]
+
+
+def _decide(row: Row) -> tuple[str, str | None, str | None]:
+    code, status, text, stage, dtype, _want = row
+    rc = default_classifier().classify(code, status, text, stage=Stage(stage) if stage else None,
+                                       diagnostic_type=dtype)
+    return rc.reason, rc.decided_by, rc.runner_up
+
+
+class ConfusablePairTests(SynchronousTestCase):
+    """Every confusable pair of docs/bounce-reasons.md section 4, both ways."""
+
+    def test_pairs_both_ways(self) -> None:
+        """Each row of a pair gets its own side's reason."""
+        for pair, a, b in PAIRS:
+            for row in (a, b):
+                self.assertEqual(_decide(row)[0], row[-1], "%s: %r" % (pair, row))
+
+
+class PrecedenceTests(SynchronousTestCase):
+    """The precedence steps of section 2."""
+
+    def test_x_unix_is_not_a_cause(self) -> None:
+        """x-unix yields to a specific status or to words that name a cause (step 4)."""
+        for row in X_UNIX:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_stage_defaults_come_after_the_words(self) -> None:
+        """A refusal at MAIL or HELO is rejected or blocked only when no words name a cause."""
+        for row in STAGE_DEFAULTS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_fallbacks(self) -> None:
+        """onhold only when nothing names a cause; undefined when there is nothing at all."""
+        for row in FALLBACKS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_explanation(self) -> None:
+        """A decision names the deciding rule and the runner-up it beat."""
+        reason, by, runner = _decide(("550", None, "550 access denied", "mail", None, "rejected"))
+        self.assertEqual((reason, by, runner), ("rejected", "rejected.refused-at-mail", "blocked"))
+        reason, by, runner = _decide(("550", "5.2.2", "550 something odd", None, None, ""))
+        self.assertEqual((reason, by), ("mailboxfull", "mailboxfull.status"))
+
+    def test_decide_takes_evidence(self) -> None:
+        """decide() answers from an Evidence, the same as classify() on the same facts."""
+        clf = default_classifier()
+        ev = Evidence(text="550 user unknown", code="550", stage=Stage.data)
+        self.assertEqual(clf.decide(ev).reason, "filtered")
+        self.assertEqual(clf.decide(ev).stage, "data")
+
+
+class StageTests(SynchronousTestCase):
+    """The stage read from the words of each MTA (docs section 1)."""
+
+    def test_phrases(self) -> None:
+        """Postfix, Exim, qmail and Courier phrasings give their stage."""
+        table = [
+            ("550 5.1.1 unknown (in reply to RCPT TO command)", Stage.rcpt),
+            ("550 spam (in reply to end of DATA command)", Stage.data),
+            ("550 no (in reply to MAIL FROM command)", Stage.mail),
+            ("SMTP error from remote mail server after RCPT TO:<a@b.example>: 550 no", Stage.rcpt),
+            ("SMTP error from remote mail server after pipelined MAIL FROM:<> SIZE=1: 550 no",
+             Stage.mail),
+            ("SMTP error from remote mail server after end of data: 550 no", Stage.data),
+            ("SMTP error from remote mail server after initial connection: 554 go away",
+             Stage.conn),
+            ("SMTP error from remote mail server after EHLO mx.example: 550 no", Stage.helo),
+            ("192.0.2.1 does not like recipient. Remote host said: 550 no", Stage.rcpt),
+            ("192.0.2.1 failed after I sent the message. Remote host said: 554 spam", Stage.data),
+            ("Connected to 192.0.2.1 but sender was rejected.", Stage.mail),
+            ("Connected to 192.0.2.1 but my name was rejected.", Stage.helo),
+            ("host mx.example[192.0.2.1] refused to talk to me: 554 go away", Stage.conn),
+            ("mx.example[192.0.2.1] did not like our final DATA: 554 rejected", Stage.data),
+            ("SMTP error from remote server for TEXT command, host: mx.example reason: 550",
+             Stage.data),
+            ("Error while performing the HELO handshake", Stage.helo),
+            ("lost connection with mx.example[192.0.2.1] while sending RCPT TO", Stage.rcpt),
+            ("lost connection with mx.example[192.0.2.1] while receiving the initial server "
+             "greeting", Stage.conn),
+            ("connect to mx.example[192.0.2.1]:25: Connection timed out", Stage.conn),
+            ("550 5.1.1 <a@b.example>: Recipient address rejected: User unknown", None),
+            ("RCPT TO: a@b.example", None),
+            ("", None),
+        ]
+        for text, want in table:
+            self.assertEqual(find_stage(text), want, text)
+
+    def test_transcript(self) -> None:
+        """A session transcript: the command that got the first refusal."""
+        self.assertEqual(find_stage(">>> MAIL From:<a@b.example>\n<<< 250 ok\n"
+                                    ">>> RCPT To:<c@d.example>\n<<< 550 5.1.1 unknown\n"),
+                         Stage.rcpt)
+        self.assertEqual(find_stage(">>> DATA\n<<< 550 Unknown user c@d.example\n"
+                                    "554 5.0.0 Service unavailable\n"), Stage.data)
+
+    def test_postfix_server_transcript(self) -> None:
+        """Postfix's own "In:"/"Out:" session transcript reads like ">>>"/"<<<"."""
+        self.assertEqual(find_stage(" In:  RCPT TO:<a@b.example>\n Out: 250 2.1.5 Ok\n"
+                                    " In:  DATA\n Out: 354 End data\n"
+                                    " Out: 451 4.3.0 Error: queue file write error\n"
+                                    " In:  QUIT\n Out: 221 2.0.0 Bye\n"), Stage.data)
+
+    def test_pipelined_transcript(self) -> None:
+        """With pipelining, a later '503 need RCPT' shows the refusal answered RCPT."""
+        self.assertEqual(find_stage(">>> DATA\n<<< 550 5.1.1 <c@d.example>... User Unknown\n"
+                                    "550 5.1.1 <c@d.example>... User unknown\n"
+                                    "<<< 503 5.0.0 Need RCPT (recipient)\n"), Stage.rcpt)
+        self.assertEqual(find_stage(">>> DATA\n<<< 550 <c@d.example>: User unknown\n"
+                                    "<<< 554 Error: no valid recipients\n"), Stage.rcpt)
+
+    def test_catch_all_statuses(self) -> None:
+        """x.Y.0 and x.7.1 only name an area; x.1.1 names a cause."""
+        for status, want in (("5.0.0", True), ("5.1.0", True), ("5.7.1", True), (None, True),
+                             ("5.1.1", False), ("4.2.2", False), ("5.7.26", False)):
+            self.assertEqual(is_catch_all(status), want, status)
+
+
+class StageInFreeTextTests(SynchronousTestCase):
+    """The stage of a free-text report is read where the report wrote it."""
+
+    def test_qmail_ldap_rcpt_line(self) -> None:
+        """qmail-ldap's "From: <s> RCPT: <a> ... does not like recipient." gives rcpt."""
+        from hurricane.bounce.analyze import analyze
+        raw = (b"From: MAILER-DAEMON@mx.example.org\r\nTo: news@example.com\r\n"
+               b"Subject: failure notice\r\n\r\n"
+               b"Hi. This is the qmail-send program at mx.example.org.\r\n"
+               b"I'm afraid I wasn't able to deliver your message to the following "
+               b"addresses.\r\nThis is a permanent error; I've given up.\r\n\r\n"
+               b"<erin@example.net>:\r\n"
+               b"From: <news@example.com> RCPT: <erin@example.net> 192.0.2.25 does not like "
+               b"recipient.\r\nRemote host said: 550 No such user here\r\n"
+               b"Giving up on 192.0.2.25.\r\n")
+        [r] = analyze(raw).results
+        self.assertEqual((r.recipient, r.stage, r.reason), ("erin@example.net", "rcpt",
+                                                            "userunknown"))

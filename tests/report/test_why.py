@@ -1,0 +1,103 @@
+"""The recipient page explains each returned message: evidence, decision, runner-up.
+
+docs/bounce-reasons.md: an operator must be able to see why a recipient was
+called ``blocked``. The page reads the analysis recorded with the returned
+message, as the bounce processor stores it (``Analysis.to_json()``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.analyze import analyze
+from hurricane.model import BounceEvent, EventKind, ReturnedMessage
+from hurricane.report.pages import explain_result
+
+from .helpers import T0, WebFixture, body_of, run
+
+BASE = "http://127.0.0.1"
+
+DSN = (
+    b"From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
+    b"To: <verp@bounce.test>\r\n"
+    b"Subject: Undelivered Mail Returned to Sender\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+    b"--B\r\nContent-Type: text/plain\r\n\r\n"
+    b"<bounce@two.test>: host mx.two.test[192.0.2.7] said: 550 5.7.1 Service\r\n"
+    b"    unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org (in reply to\r\n"
+    b"    RCPT TO command)\r\n\r\n"
+    b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+    b"Final-Recipient: rfc822; bounce@two.test\r\nAction: failed\r\nStatus: 5.7.1\r\n"
+    b"Remote-MTA: dns; mx.two.test\r\n"
+    b"Diagnostic-Code: smtp; 550 5.7.1 Service unavailable; client host [192.0.2.1] blocked "
+    b"using zen.spamhaus.org\r\n\r\n--B--\r\n"
+)
+
+
+class WhyTests(SynchronousTestCase):
+    """The 'Why' section of the recipient page."""
+
+    def setUp(self) -> None:
+        self.f = WebFixture()
+        self.delivery = self.f.data["ids"][3]
+        recipient = run(self.f.store.get_delivery(self.delivery)).recipient
+        self.recipient = recipient
+
+    def record(self, analysis: str) -> int:
+        bounce_id = run(self.f.store.store_bounce(ReturnedMessage(
+            DSN, "", "verp@bounce.test", T0 + 100)))
+        run(self.f.store.record_bounce(bounce_id, [BounceEvent(
+            self.delivery, EventKind.bounce, T0 + 100, bounce_id=bounce_id, reason="blocked",
+            correlation="verp")], "bounce", "verp", analysis))
+        return int(bounce_id)
+
+    def page(self) -> str:
+        response, text = body_of(self.f, self.f.treq.get(BASE + f"/delivery/{self.delivery}"))
+        self.assertEqual(response.code, 200)
+        return str(text)
+
+    def test_evidence_decision_runner_up(self) -> None:
+        """The real analysis of a blocked refusal shows its stage, codes, rule and runner-up."""
+        analysis = analyze(DSN)
+        [r] = analysis.results
+        self.assertEqual((r.recipient, r.reason, r.stage), (self.recipient, "blocked", "rcpt"))
+        self.record(json.dumps(analysis.to_json()))
+        page = self.page()
+        self.assertIn("Why: the evidence and the decision", page)
+        self.assertIn("stage rcpt (from the notification)", page)
+        self.assertIn("status 5.7.1", page)
+        self.assertIn("remote MTA mx.two.test", page)
+        self.assertIn(f"blocked, by {r.decided_by}", page)
+        if r.runner_up:
+            self.assertIn(f"{r.runner_up} ({r.runner_up_rule})", page)
+
+    def test_no_analysis_no_section(self) -> None:
+        """A returned message recorded without an analysis adds no 'Why' row."""
+        self.record("{}")
+        self.assertNotIn("Why: the evidence", self.page())
+
+    def test_escaped(self) -> None:
+        """Values from the returned message are text, never markup."""
+        hostile = {"results": [{"recipient": self.recipient, "reason": "blocked",
+                                "decided_by": "<script>alert(1)</script>",
+                                "runner_up": "filtered", "runner_up_rule": "<b>x</b>",
+                                "remote_mta": "<img src=x>", "action": "failed"}]}
+        self.record(json.dumps(hostile))
+        page = self.page()
+        self.assertNotIn("<script>alert(1)", page)
+        self.assertNotIn("<img src=x>", page)
+        self.assertIn("&lt;script&gt;", page)
+
+    def test_explain_result(self) -> None:
+        """The recipient's result is found by address, or the only result is taken."""
+        record = json.dumps({"results": [{"recipient": "a@x"}, {"recipient": "B@x"}]})
+        self.assertEqual(explain_result(record, "b@X"), {"recipient": "B@x"})
+        self.assertIsNone(explain_result(record, "c@x"))
+        self.assertEqual(explain_result(json.dumps({"results": [{"recipient": ""}]}), "c@x"),
+                         {"recipient": ""})
+        for bad in (None, "", "not json", "[]", '{"results": 3}'):
+            self.assertIsNone(explain_result(bad, "a@x"), bad)
