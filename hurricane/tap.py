@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from hurricane.config import Config, ConfigError, load_config
@@ -43,9 +44,12 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the service tree from the configuration."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
     from hurricane.app import StartupError, build_service
+    from hurricane.reactors import server_reactor
+
+    reactor = server_reactor(global_reactor)
 
     def on_fatal(message: str) -> None:
         _fatal(reactor, message)
@@ -71,7 +75,7 @@ def makeService(options: Options) -> IService:
     return service
 
 
-def _fatal(reactor: Any, message: str) -> None:
+def _fatal(reactor: IReactorCore, message: str) -> None:
     """Stop the reactor and make the process exit non-zero once it has stopped."""
     sys.stderr.write(f"hurricane: {message}\n")
 
@@ -114,5 +118,5 @@ def _add_json_log(path: str, data_dir: str) -> None:
         raise SystemExit(1) from None
     # Plain JSON lines (no RFC 7464 record separator): what log shippers expect.
     # A LogFile is file-like (write, flush): all jsonFileLogObserver uses.
-    globalLogPublisher.addObserver(jsonFileLogObserver(cast(IO[Any], logfile),
+    globalLogPublisher.addObserver(jsonFileLogObserver(cast(IO[str], logfile),
                                                        recordSeparator=""))
