@@ -28,6 +28,7 @@ from hurricane.service import HurricaneService, ListenerService
 from hurricane.store.interface import IOutcomeStore
 
 if TYPE_CHECKING:
+    from hurricane.inbound.processor import BounceProcessor
     from hurricane.outbound.queue import OutboundService
 
 log = Logger()
@@ -175,13 +176,9 @@ class ThreadPoolService(Service):
 
 def _build_components(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:
     """Workers first (they start after the store), listeners last."""
-    from hurricane.bounce.analyze import AnalysisLimits
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.credentials import SecretVerifier
-    from hurricane.inbound.processor import BounceProcessor
-    from hurricane.inbound.retention import BounceRetention
     from hurricane.inbound.server import build_bounce_factory
-    from hurricane.inbound.workers import AnalysisProcessPool
     from hurricane.outbound.client import Connector
     from hurricane.outbound.dkim import DkimSigner, threadpool_runner
     from hurricane.outbound.mx import MXResolver
@@ -220,31 +217,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     except (OSError, ValueError) as e:
         raise StartupError(f"[delivery] dkim: {e}") from None
 
-    b = config.bounce
-    limits = AnalysisLimits(
-        max_bytes=b.max_message_size, max_depth=b.analysis_max_depth,
-        max_parts=b.analysis_max_parts, cpu_seconds=b.analysis_cpu_seconds,
-    )
-    # Analysis in worker processes keeps it off the GIL of the reactor, which
-    # serves SMTP and the store; started on the first analysis, stopped with
-    # the processor.
-    processes = (AnalysisProcessPool(reactor, b.analysis_processes,
-                                     rules_files=b.rules_files, limits=limits)
-                 if b.analysis_processes else None)
-    # Four batches in flight keep every stage busy (load, analysis in the
-    # worker, correlation, recording): bench/inbound.py, 3,000 returns,
-    # recorded/s 1,475-1,521 with two, 1,600-1,621 with four.
-    processor = BounceProcessor(
-        store, codec, reactor, limits=limits, classifier=classifier,
-        threadpool=work.pool, processes=processes, concurrency=4,
-    )
-    processor.setServiceParent(root)
-    root.processor = processor
-    if b.retention > 0:
-        retention = BounceRetention(store, reactor, b.retention)
-        retention.setServiceParent(root)
-        root.retention = retention
-
+    processor = _build_processor(root, config, reactor, work.pool)
     try:
         dns = ResolverService(reactor)
     except OSError as e:
@@ -274,16 +247,58 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
     _build_feeds(root, config, reactor)
+    operations = root.operations = _build_operations(root, reactor, outbound, processor)
+    add_listeners(root, "submission", config.submission.listen, submission, reactor)
+    add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
+    _build_web_and_admin(root, config, reactor, outbound, operations)
+
+
+def _build_processor(root: HurricaneService, config: Config, reactor: IServerReactor,
+                     pool: ThreadPool) -> BounceProcessor:
+    """The bounce processor (and the retention of returned mail), children of ``root``."""
+    from hurricane.bounce.analyze import AnalysisLimits
+    from hurricane.inbound.processor import BounceProcessor
+    from hurricane.inbound.retention import BounceRetention
+    from hurricane.inbound.workers import AnalysisProcessPool
+
+    store, codec, classifier = root.store, root.codec, root.classifier
+    assert codec is not None and classifier is not None  # built before
+    b = config.bounce
+    limits = AnalysisLimits(
+        max_bytes=b.max_message_size, max_depth=b.analysis_max_depth,
+        max_parts=b.analysis_max_parts, cpu_seconds=b.analysis_cpu_seconds,
+    )
+    # Analysis in worker processes keeps it off the GIL of the reactor, which
+    # serves SMTP and the store; started on the first analysis, stopped with
+    # the processor.
+    processes = (AnalysisProcessPool(reactor, b.analysis_processes,
+                                     rules_files=b.rules_files, limits=limits)
+                 if b.analysis_processes else None)
+    # Four batches in flight keep every stage busy (load, analysis in the
+    # worker, correlation, recording): bench/inbound.py, 3,000 returns,
+    # recorded/s 1,475-1,521 with two, 1,600-1,621 with four.
+    processor = BounceProcessor(
+        store, codec, reactor, limits=limits, classifier=classifier,
+        threadpool=pool, processes=processes, concurrency=4,
+    )
+    processor.setServiceParent(root)
+    root.processor = processor
+    if b.retention > 0:
+        retention = BounceRetention(store, reactor, b.retention)
+        retention.setServiceParent(root)
+        root.retention = retention
+    return processor
+
+
+def _build_operations(root: HurricaneService, reactor: IServerReactor,
+                      outbound: OutboundService, processor: BounceProcessor) -> Operations:
+    """The one Operations of the process, with every component's counters for stats()."""
     counters: dict[str, Counters] = {"outbound": outbound, "processor": processor}
     if root.accounting is not None:
         counters["accounting"] = root.accounting
     if root.webhooks is not None:
         counters["webhooks"] = root.webhooks
-    root.operations = Operations(store, reactor, outbound, processor=processor,
-                                 counters=counters)
-    add_listeners(root, "submission", config.submission.listen, submission, reactor)
-    add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
-    _build_web_and_admin(root, config, reactor, outbound, root.operations)
+    return Operations(root.store, reactor, outbound, processor=processor, counters=counters)
 
 
 def _build_feeds(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:

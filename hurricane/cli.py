@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from hurricane import __version__
 from hurricane.config import Config, ConfigError, load_config
@@ -323,6 +323,57 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 # -- the parser --------------------------------------------------------------------
 
 
+class _Subcommands(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as far as we use it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A parser for subcommand ``name``."""
+
+
+def _add_data_parsers(sub: _Subcommands) -> None:
+    """``outcomes``, ``suppression`` and ``retry``: the commands on the store's data."""
+    p = sub.add_parser("outcomes", help="print one record per (message, recipient)",
+                       description="Print one outcome record per (message, recipient).")
+    _add_config(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--state", help="only this state (delivered, bounced, ...)")
+    p.add_argument("--mailing-id", help="only this mailing")
+    p.set_defaults(func=cmd_outcomes)
+
+    supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
+                          description="The suppression list: addresses Hurricane will not "
+                          "send to.")
+    ssub = supp.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+    p = ssub.add_parser("list", help="print the list as JSON lines",
+                        description="Print every suppressed address as a JSON line.")
+    _add_config(p)
+    p.set_defaults(func=cmd_suppression, address=None)
+    p = ssub.add_parser("add", help="suppress an address",
+                        description="Add ADDRESS to the suppression list.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--reason", default="operator", help="reason recorded (default operator)")
+    p.add_argument("--note", help="free text recorded with the entry")
+    p.set_defaults(func=cmd_suppression)
+    p = ssub.add_parser("remove", help="stop suppressing an address",
+                        description="Remove ADDRESS from the suppression list.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
+    p.set_defaults(func=cmd_suppression)
+
+    p = sub.add_parser("retry", help="make deferred deliveries due now",
+                       description="Make deferred deliveries due now: those of a message "
+                       "(--queue-id), of a destination domain (--domain) or one delivery "
+                       "(--delivery-id); every given filter must match. The server's "
+                       "scheduler sends them at its next poll.")
+    _add_config(p)
+    p.add_argument("--queue-id", metavar="ID")
+    p.add_argument("--domain", metavar="DOMAIN")
+    p.add_argument("--delivery-id", type=int, metavar="N")
+    p.set_defaults(func=cmd_retry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hurricane`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -374,46 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hurricane.bounce import cli as bounce_cli
     bounce_cli.add_parser(sub)
 
-    p = sub.add_parser("outcomes", help="print one record per (message, recipient)",
-                       description="Print one outcome record per (message, recipient).")
-    _add_config(p)
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    p.add_argument("--state", help="only this state (delivered, bounced, ...)")
-    p.add_argument("--mailing-id", help="only this mailing")
-    p.set_defaults(func=cmd_outcomes)
-
-    supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
-                          description="The suppression list: addresses Hurricane will not "
-                          "send to.")
-    ssub = supp.add_subparsers(dest="action", metavar="ACTION")
-    ssub.required = True
-    p = ssub.add_parser("list", help="print the list as JSON lines",
-                        description="Print every suppressed address as a JSON line.")
-    _add_config(p)
-    p.set_defaults(func=cmd_suppression, address=None)
-    p = ssub.add_parser("add", help="suppress an address",
-                        description="Add ADDRESS to the suppression list.")
-    _add_config(p)
-    p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--reason", default="operator", help="reason recorded (default operator)")
-    p.add_argument("--note", help="free text recorded with the entry")
-    p.set_defaults(func=cmd_suppression)
-    p = ssub.add_parser("remove", help="stop suppressing an address",
-                        description="Remove ADDRESS from the suppression list.")
-    _add_config(p)
-    p.add_argument("address", metavar="ADDRESS")
-    p.set_defaults(func=cmd_suppression)
-
-    p = sub.add_parser("retry", help="make deferred deliveries due now",
-                       description="Make deferred deliveries due now: those of a message "
-                       "(--queue-id), of a destination domain (--domain) or one delivery "
-                       "(--delivery-id); every given filter must match. The server's "
-                       "scheduler sends them at its next poll.")
-    _add_config(p)
-    p.add_argument("--queue-id", metavar="ID")
-    p.add_argument("--domain", metavar="DOMAIN")
-    p.add_argument("--delivery-id", type=int, metavar="N")
-    p.set_defaults(func=cmd_retry)
+    _add_data_parsers(sub)
 
     p = sub.add_parser("passwd", help="hash a password or make an API token",
                        description="Print a pbkdf2_sha256 hash of a password for "
