@@ -538,8 +538,14 @@ class AccountingService(EventFeed):
             self.logfile.write(accounting_line(record, self.node_id))
         self.logfile.flush()
         if self.fsync:
-            # LogFile has no fsync of its own; its file object is unbuffered.
-            os.fsync(self.logfile._file.fileno())
+            # LogFile has no fsync of its own and keeps its file object private;
+            # its writes are unbuffered, and an fsync through any descriptor of
+            # the file makes its data durable.
+            fd = os.open(self.logfile.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def stopService(self) -> Deferred[None] | None:
         """Stop following, then close the file once a write in progress is over."""

@@ -9,27 +9,38 @@ their own.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolFactory, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from hurricane.config import Config
 from hurricane.filemodes import ensure_private_dir
+from hurricane.operations import Counters, Operations
+from hurricane.reactors import IServerReactor, IStoreReactor
 from hurricane.service import HurricaneService, ListenerService
+from hurricane.store.interface import IOutcomeStore
+
+if TYPE_CHECKING:
+    from hurricane.inbound.processor import BounceProcessor
+    from hurricane.outbound.queue import OutboundService
 
 log = Logger()
+
+_T = TypeVar("_T")
 
 
 class StartupError(Exception):
     """The server cannot start with this configuration (printed without traceback)."""
 
 
-def _preflight_store(config: Config, store: Any) -> None:
+def _preflight_store(config: Config, store: IOutcomeStore) -> None:
     """Fail fast, naming the URL, when the store cannot be reached at all.
 
     twistd cannot exit non-zero once the reactor runs, so the common mistakes
@@ -48,8 +59,9 @@ def _preflight_store(config: Config, store: Any) -> None:
     if url.startswith("sqlite:"):
         import sqlite3
 
-        from hurricane.store.sqlite import prepare_database_files
+        from hurricane.store.sqlite import SqliteStore, prepare_database_files
 
+        assert isinstance(store, SqliteStore)  # the factory's engine for sqlite: URLs
         try:
             # The file is created owner-only before SQLite ever opens it.
             prepare_database_files(store.path)
@@ -66,7 +78,7 @@ def _preflight_store(config: Config, store: Any) -> None:
             raise StartupError(f"cannot open store {redact_url(url)}: {first}") from None
 
 
-def store_from_config(config: Config, reactor: Any) -> Any:
+def store_from_config(config: Config, reactor: IStoreReactor) -> IOutcomeStore:
     """The configured store engine, not yet opened.
 
     Raises:
@@ -75,7 +87,7 @@ def store_from_config(config: Config, reactor: Any) -> Any:
     from hurricane.store.factory import create_store
 
     url = config.store_url
-    options: dict[str, Any] = {}
+    options: dict[str, str | int | bool] = {}
     if url.startswith("sqlite:"):
         options["synchronous"] = config.store.sqlite_synchronous.upper()
     elif url.startswith(("postgresql:", "postgres:")):
@@ -85,14 +97,14 @@ def store_from_config(config: Config, reactor: Any) -> Any:
 
 
 def build_service(
-    config: Config, reactor: Any, *, on_fatal: Callable[[str], None],
+    config: Config, reactor: IServerReactor, *, on_fatal: Callable[[str], None],
     preflight: bool = True,
 ) -> HurricaneService:
     """Build the whole service tree.
 
     Args:
         config: the validated configuration.
-        reactor: provides IReactorTime, IReactorTCP, IReactorThreads...
+        reactor: the one reactor; each part gets it typed by what it needs.
         on_fatal: called when asynchronous start-up fails.
         preflight: check synchronously that the store is reachable.
 
@@ -120,14 +132,15 @@ def build_service(
     except (OSError, ValueError) as e:
         raise StartupError(f"VERP keys: {e}") from None
 
-    root = HurricaneService(store, on_fatal)
-    root.components.update(config=config, store=store, codec=codec, reactor=reactor)
+    root = HurricaneService(store, on_fatal, config)
+    root.codec = codec
+    root.reactor = reactor
     _build_components(root, config, reactor)
     return root
 
 
-def add_listeners(root: HurricaneService, kind: str, descriptions: Any, factory: Any,
-                  reactor: Any) -> None:
+def add_listeners(root: HurricaneService, kind: str, descriptions: Sequence[str],
+                  factory: IProtocolFactory, reactor: IServerReactor) -> None:
     """Attach one :class:`ListenerService` per endpoint string."""
     for description in descriptions:
         endpoint = endpoints.serverFromString(reactor, description)
@@ -141,7 +154,7 @@ class ThreadPoolService(Service):
     Started before the workers that use it, stopped after them.
     """
 
-    def __init__(self, reactor: Any, name: str, max_threads: int) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str, max_threads: int) -> None:
         self.reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
         self.setName(name)
@@ -156,60 +169,33 @@ class ThreadPoolService(Service):
         Service.stopService(self)
         self.pool.stop()
 
-    def run(self, work: Callable[[], Any]) -> Any:
+    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
         """Run ``work`` in the pool; a Deferred fires on the reactor thread."""
         return deferToThreadPool(self.reactor, self.pool, work)
 
 
-class ResolverService(Service):
-    """The DNS resolver for MX lookups, on the injected reactor.
-
-    ``twisted.names.client.createResolver`` uses the global reactor and
-    re-reads resolv.conf on a timer that nothing ever cancels; this builds
-    the same chain (hosts file, then the system's name servers) on our
-    reactor and cancels that timer when the service stops.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        from twisted.names import client, hosts, resolve
-
-        self._client = client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
-        self.resolver = resolve.ResolverChain(
-            [hosts.Resolver(file=b"/etc/hosts"), self._client])
-        self.setName("dns")
-
-    def stopService(self) -> None:
-        """Stop re-reading resolv.conf."""
-        Service.stopService(self)
-        call = getattr(self._client, "_parseCall", None)
-        if call is not None and call.active():
-            call.cancel()
-        self._client._parseCall = None
-
-
-def _build_components(root: HurricaneService, config: Config, reactor: Any) -> None:
+def _build_components(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:
     """Workers first (they start after the store), listeners last."""
-    from hurricane.bounce.analyze import AnalysisLimits, analyze
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.credentials import SecretVerifier
-    from hurricane.inbound.processor import BounceProcessor
-    from hurricane.inbound.retention import BounceRetention
     from hurricane.inbound.server import build_bounce_factory
-    from hurricane.inbound.workers import AnalysisProcessPool
     from hurricane.outbound.client import Connector
     from hurricane.outbound.dkim import DkimSigner, threadpool_runner
     from hurricane.outbound.mx import MXResolver
     from hurricane.outbound.queue import RECORD_DELAY, WAKE_DELAY, OutboundService
+    from hurricane.resolver import ResolverService
     from hurricane.submission.server import build_submission_factory
 
     store = root.store
-    codec = root.components["codec"]
+    codec = root.codec
+    assert codec is not None  # build_service set it
     hostname = config.server.hostname
 
     try:
         classifier = ReplyClassifier.load(config.bounce.rules_files)
     except (OSError, ValueError) as e:
         raise StartupError(f"[bounce] rules_files: {e}") from None
+    root.classifier = classifier
 
     work = ThreadPoolService(reactor, "hurricane-work", max_threads=4)
     work.setServiceParent(root)
@@ -222,7 +208,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
                              max_threads=max(1, (os.cpu_count() or 2) // 2))
     auth.setServiceParent(root)
     verifier = SecretVerifier(auth.run)
-    root.components["verifier"] = verifier
+    root.verifier = verifier
 
     try:
         dkim = (DkimSigner.from_config(config.delivery.dkim,
@@ -231,6 +217,52 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     except (OSError, ValueError) as e:
         raise StartupError(f"[delivery] dkim: {e}") from None
 
+    processor = _build_processor(root, config, reactor, work.pool)
+    try:
+        dns = ResolverService(reactor)
+    except OSError as e:
+        raise StartupError(f"cannot read /etc/resolv.conf: {e.strerror}") from None
+    dns.setServiceParent(root)
+    resolver = MXResolver(
+        dns.resolver, reactor, config.routes, config.delivery.mx_cache_seconds,
+    )
+    root.resolver = resolver
+    connector = Connector(reactor, config.delivery.timeouts,
+                          bind_address=config.delivery.bind_address)
+    outbound = OutboundService(
+        store, connector, resolver, codec, classifier, config.delivery, hostname,
+        config.node_id, reactor, dkim, wake_delay=WAKE_DELAY, record_delay=RECORD_DELAY,
+    )
+    outbound.setServiceParent(root)
+    root.outbound = outbound
+
+    try:
+        submission = build_submission_factory(
+            config.submission, store, hostname, reactor, on_enqueued=outbound.wake,
+            verifier=verifier,
+        )
+        bounce = build_bounce_factory(
+            config.bounce, codec, store, hostname, reactor, on_stored=processor.submit,
+        )
+    except (OSError, ValueError) as e:
+        raise StartupError(str(e)) from None
+    _build_feeds(root, config, reactor)
+    operations = root.operations = _build_operations(root, reactor, outbound, processor)
+    add_listeners(root, "submission", config.submission.listen, submission, reactor)
+    add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
+    _build_web_and_admin(root, config, reactor, outbound, operations)
+
+
+def _build_processor(root: HurricaneService, config: Config, reactor: IServerReactor,
+                     pool: ThreadPool) -> BounceProcessor:
+    """The bounce processor (and the retention of returned mail), children of ``root``."""
+    from hurricane.bounce.analyze import AnalysisLimits
+    from hurricane.inbound.processor import BounceProcessor
+    from hurricane.inbound.retention import BounceRetention
+    from hurricane.inbound.workers import AnalysisProcessPool
+
+    store, codec, classifier = root.store, root.codec, root.classifier
+    assert codec is not None and classifier is not None  # built before
     b = config.bounce
     limits = AnalysisLimits(
         max_bytes=b.max_message_size, max_depth=b.analysis_max_depth,
@@ -247,49 +279,29 @@ def _build_components(root: HurricaneService, config: Config, reactor: Any) -> N
     # recorded/s 1,475-1,521 with two, 1,600-1,621 with four.
     processor = BounceProcessor(
         store, codec, reactor, limits=limits, classifier=classifier,
-        threadpool=work.pool, processes=processes, concurrency=4,
+        threadpool=pool, processes=processes, concurrency=4,
     )
     processor.setServiceParent(root)
+    root.processor = processor
     if b.retention > 0:
         retention = BounceRetention(store, reactor, b.retention)
         retention.setServiceParent(root)
-        root.components["retention"] = retention
-
-    dns = ResolverService(reactor)
-    dns.setServiceParent(root)
-    resolver = MXResolver(
-        dns.resolver, reactor, config.routes, config.delivery.mx_cache_seconds,
-    )
-    connector = Connector(reactor, config.delivery.timeouts,
-                          bind_address=config.delivery.bind_address)
-    outbound = OutboundService(
-        store, connector, resolver, codec, classifier, config.delivery, hostname,
-        config.node_id, reactor, dkim, wake_delay=WAKE_DELAY, record_delay=RECORD_DELAY,
-    )
-    outbound.setServiceParent(root)
-    root.components.update(
-        classifier=classifier, processor=processor, outbound=outbound, resolver=resolver,
-        analyze=analyze,
-    )
-
-    try:
-        submission = build_submission_factory(
-            config.submission, store, hostname, reactor, on_enqueued=outbound.wake,
-            verifier=verifier,
-        )
-        bounce = build_bounce_factory(
-            config.bounce, codec, store, hostname, reactor, on_stored=processor.submit,
-        )
-    except (OSError, ValueError) as e:
-        raise StartupError(str(e)) from None
-    _build_operations(root, config, reactor, outbound)
-    add_listeners(root, "submission", config.submission.listen, submission, reactor)
-    add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
-    _build_web_and_admin(root, config, reactor, outbound)
+        root.retention = retention
+    return processor
 
 
-def _build_operations(root: HurricaneService, config: Config, reactor: Any,
-                      outbound: Any) -> None:
+def _build_operations(root: HurricaneService, reactor: IServerReactor,
+                      outbound: OutboundService, processor: BounceProcessor) -> Operations:
+    """The one Operations of the process, with every component's counters for stats()."""
+    counters: dict[str, Counters] = {"outbound": outbound, "processor": processor}
+    if root.accounting is not None:
+        counters["accounting"] = root.accounting
+    if root.webhooks is not None:
+        counters["webhooks"] = root.webhooks
+    return Operations(root.store, reactor, outbound, processor=processor, counters=counters)
+
+
+def _build_feeds(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:
     """The accounting log and webhooks: followers of the event feed."""
     from hurricane.accounting import build_accounting_service
     from hurricane.webhooks import build_webhooks_service
@@ -302,26 +314,27 @@ def _build_operations(root: HurricaneService, config: Config, reactor: Any,
         raise StartupError(str(e)) from None
     if accounting is not None:
         accounting.setServiceParent(root)
-        root.components["accounting"] = accounting
+        root.accounting = accounting
     if hooks is not None:
         hooks.setServiceParent(root)
-        root.components["webhooks"] = hooks
+        root.webhooks = hooks
 
 
-def _build_web_and_admin(root: HurricaneService, config: Config, reactor: Any,
-                         outbound: Any) -> None:
+def _build_web_and_admin(root: HurricaneService, config: Config, reactor: IServerReactor,
+                         outbound: OutboundService, operations: Operations) -> None:
     """The web report/API/metrics site and the SSH manhole (listeners, started last)."""
     from hurricane.admin.manhole import build_manhole_service
     from hurricane.report.web import build_web_site
 
     try:
         site = build_web_site(config, root.store, reactor, on_enqueued=outbound.wake,
-                              codec=root.components["codec"],
-                              verifier=root.components["verifier"])
-        admin = build_manhole_service(config, root, reactor)
+                              operations=operations, codec=root.codec,
+                              verifier=root.verifier)
+        admin = build_manhole_service(config, root, reactor, operations=operations,
+                                      verifier=root.verifier)
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
-    root.components.update(site=site, metrics=site.metrics)
+    root.site = site
     add_listeners(root, "web", config.web.listen, site, reactor)
     if admin is not None:
         admin.setServiceParent(root)

@@ -14,12 +14,16 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from hurricane import __version__
 
 if TYPE_CHECKING:
     from hurricane.config import Config
+    from hurricane.operations import Operations
+    from hurricane.reactors import IStoreReactor
+    from hurricane.store.interface import IOutcomeStore
+    from hurricane.verp import VerpCodec
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,8 +54,10 @@ def _config(args: argparse.Namespace) -> Config:
         raise CommandError(str(e), EXIT_USAGE) from None
 
 
-def _run_store(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
-    """Open the configured store, run ``work(store)`` in a reactor, close, return its code."""
+def _run_store(config: Config,
+               work: Callable[[IOutcomeStore, IStoreReactor], Awaitable[int]]) -> int:
+    """Open the configured store, run ``work(store, reactor)`` in a reactor, close,
+    return its code."""
     from twisted.internet import defer, task
 
     from hurricane.app import store_from_config
@@ -61,7 +67,7 @@ def _run_store(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
     result: dict[str, int] = {}
     errors: list[CommandError] = []
 
-    async def main(reactor: Any) -> None:
+    async def main(reactor: IStoreReactor) -> None:
         try:
             store = store_from_config(config, reactor)
         except StoreError as e:
@@ -73,7 +79,7 @@ def _run_store(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
             errors.append(CommandError(f"cannot open store {redact_url(config.store_url)}: {e}"))
             return
         try:
-            result["code"] = await work(store)
+            result["code"] = await work(store, reactor)
         except CommandError as e:
             errors.append(e)
         except StoreError as e:
@@ -121,7 +127,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending schema migrations."""
     config = _config(args)
 
-    async def work(store: Any) -> int:
+    async def work(store: IOutcomeStore, reactor: IStoreReactor) -> int:
+        del reactor
         applied = await store.migrate()
         version = await store.schema_version()
         if applied:
@@ -136,7 +143,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # -- verp ------------------------------------------------------------------------------
 
 
-def _codec(config: Config) -> Any:
+def _codec(config: Config) -> VerpCodec:
     from hurricane.verp import codec_from_config
 
     try:
@@ -157,9 +164,11 @@ def cmd_verp_encode(args: argparse.Namespace) -> int:
 
 def cmd_verp_decode(args: argparse.Namespace) -> int:
     """Verify a return path and print what it carries as JSON."""
+    from hurricane.verp import VerpRejection
+
     codec = _codec(_config(args))
     token = codec.decode(args.address)
-    if not token:
+    if isinstance(token, VerpRejection):
         print(f"rejected: {token.reason}")
         return EXIT_FAILED
     print(json.dumps(token.as_dict(), sort_keys=True))
@@ -190,7 +199,8 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
 
     out: TextIO = sys.stdout
 
-    async def work(store: Any) -> int:
+    async def work(store: IOutcomeStore, reactor: IStoreReactor) -> int:
+        del reactor
         writer = None
         if args.format == "csv":
             # The web export's writer: the same cells, formula-safe, from
@@ -218,19 +228,35 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
 # -- suppression -------------------------------------------------------------------
 
 
+def _operations(config: Config, work: Callable[[Operations], Awaitable[int]]) -> int:
+    """Run ``work`` with the operations on the configured store (see :func:`_run_store`).
+
+    No scheduler runs in this process: mail made due here is found by the
+    server's scheduler at its next poll.
+    """
+    from hurricane.operations import InvalidRequest, Operations
+
+    async def with_operations(store: IOutcomeStore, reactor: IStoreReactor) -> int:
+        try:
+            return await work(Operations(store, reactor))
+        except InvalidRequest as e:
+            raise CommandError(e.message, EXIT_USAGE) from None
+
+    return _run_store(config, with_operations)
+
+
 def cmd_suppression(args: argparse.Namespace) -> int:
     """List, add or remove suppressed addresses."""
     config = _config(args)
-    import time
 
     if args.action in ("add", "remove") and not args.address:
         raise CommandError(f"suppression {args.action} needs an ADDRESS", EXIT_USAGE)
 
-    async def work(store: Any) -> int:
+    async def work(operations: Operations) -> int:
         if args.action == "list":
             after = None
             while True:
-                page = await store.suppressions(after, 1000)
+                page = await operations.suppressions(after, 1000)
                 for s in page:
                     print(json.dumps({
                         "address": s.address, "reason": s.reason, "source": s.source,
@@ -240,16 +266,27 @@ def cmd_suppression(args: argparse.Namespace) -> int:
                     return EXIT_OK
                 after = page[-1].address
         if args.action == "add":
-            new = await store.suppress(
-                args.address, args.reason, time.time(), source="operator", note=args.note
-            )
-            print(("added " if new else "already suppressed ") + args.address.lower())
+            added = await operations.suppress(args.address, args.reason, args.note)
+            print(("added " if added.added else "already suppressed ") + added.address)
             return EXIT_OK
-        gone = await store.unsuppress(args.address)
-        print(("removed " if gone else "not suppressed ") + args.address.lower())
-        return EXIT_OK if gone else EXIT_FAILED
+        removed = await operations.unsuppress(args.address)
+        print(("removed " if removed.removed else "not suppressed ") + removed.address)
+        return EXIT_OK if removed.removed else EXIT_FAILED
 
-    return _run_store(config, work)
+    return _operations(config, work)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Make deferred deliveries due now (by message, domain or delivery)."""
+    config = _config(args)
+
+    async def work(operations: Operations) -> int:
+        count = await operations.retry(queue_id=args.queue_id, domain=args.domain,
+                                       delivery_id=args.delivery_id)
+        print(f"{count} deliveries are due now")
+        return EXIT_OK
+
+    return _operations(config, work)
 
 
 # -- passwd ----------------------------------------------------------------------------
@@ -286,6 +323,57 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 # -- the parser --------------------------------------------------------------------
+
+
+class _Subcommands(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as far as we use it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A parser for subcommand ``name``."""
+
+
+def _add_data_parsers(sub: _Subcommands) -> None:
+    """``outcomes``, ``suppression`` and ``retry``: the commands on the store's data."""
+    p = sub.add_parser("outcomes", help="print one record per (message, recipient)",
+                       description="Print one outcome record per (message, recipient).")
+    _add_config(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--state", help="only this state (delivered, bounced, ...)")
+    p.add_argument("--mailing-id", help="only this mailing")
+    p.set_defaults(func=cmd_outcomes)
+
+    supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
+                          description="The suppression list: addresses Hurricane will not "
+                          "send to.")
+    ssub = supp.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+    p = ssub.add_parser("list", help="print the list as JSON lines",
+                        description="Print every suppressed address as a JSON line.")
+    _add_config(p)
+    p.set_defaults(func=cmd_suppression, address=None)
+    p = ssub.add_parser("add", help="suppress an address",
+                        description="Add ADDRESS to the suppression list.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--reason", default="operator", help="reason recorded (default operator)")
+    p.add_argument("--note", help="free text recorded with the entry")
+    p.set_defaults(func=cmd_suppression)
+    p = ssub.add_parser("remove", help="stop suppressing an address",
+                        description="Remove ADDRESS from the suppression list.")
+    _add_config(p)
+    p.add_argument("address", metavar="ADDRESS")
+    p.set_defaults(func=cmd_suppression)
+
+    p = sub.add_parser("retry", help="make deferred deliveries due now",
+                       description="Make deferred deliveries due now: those of a message "
+                       "(--queue-id), of a destination domain (--domain) or one delivery "
+                       "(--delivery-id); every given filter must match. The server's "
+                       "scheduler sends them at its next poll.")
+    _add_config(p)
+    p.add_argument("--queue-id", metavar="ID")
+    p.add_argument("--domain", metavar="DOMAIN")
+    p.add_argument("--delivery-id", type=int, metavar="N")
+    p.set_defaults(func=cmd_retry)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,35 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hurricane.bounce import cli as bounce_cli
     bounce_cli.add_parser(sub)
 
-    p = sub.add_parser("outcomes", help="print one record per (message, recipient)",
-                       description="Print one outcome record per (message, recipient).")
-    _add_config(p)
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    p.add_argument("--state", help="only this state (delivered, bounced, ...)")
-    p.add_argument("--mailing-id", help="only this mailing")
-    p.set_defaults(func=cmd_outcomes)
-
-    supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
-                          description="The suppression list: addresses Hurricane will not "
-                          "send to.")
-    ssub = supp.add_subparsers(dest="action", metavar="ACTION")
-    ssub.required = True
-    p = ssub.add_parser("list", help="print the list as JSON lines",
-                        description="Print every suppressed address as a JSON line.")
-    _add_config(p)
-    p.set_defaults(func=cmd_suppression, address=None)
-    p = ssub.add_parser("add", help="suppress an address",
-                        description="Add ADDRESS to the suppression list.")
-    _add_config(p)
-    p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--reason", default="operator", help="reason recorded (default operator)")
-    p.add_argument("--note", help="free text recorded with the entry")
-    p.set_defaults(func=cmd_suppression)
-    p = ssub.add_parser("remove", help="stop suppressing an address",
-                        description="Remove ADDRESS from the suppression list.")
-    _add_config(p)
-    p.add_argument("address", metavar="ADDRESS")
-    p.set_defaults(func=cmd_suppression)
+    _add_data_parsers(sub)
 
     p = sub.add_parser("passwd", help="hash a password or make an API token",
                        description="Print a pbkdf2_sha256 hash of a password for "

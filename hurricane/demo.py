@@ -34,12 +34,22 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from hurricane.sink.scenario import Scenario, default_scenario, mix_rule
+
+if TYPE_CHECKING:
+    from hurricane.config import Config
+    from hurricane.reactors import IServerReactor
+    from hurricane.service import HurricaneService, ListenerService
+    from hurricane.sink.server import ReturnSender, SinkFactory
+    from hurricane.store.interface import IOutcomeStore
 
 log = Logger()
 
@@ -120,7 +130,7 @@ class Rig:
         web: also start a web listener on a free port when the service has one.
     """
 
-    def __init__(self, reactor: Any, data_dir: str, scenario: Scenario, *,
+    def __init__(self, reactor: IServerReactor, data_dir: str, scenario: Scenario, *,
                  store_url: str = "", delivery: Mapping[str, Any] | None = None,
                  web: bool = True, sqlite_synchronous: str = "NORMAL") -> None:
         self.reactor = reactor
@@ -137,12 +147,12 @@ class Rig:
         }
         self.web = web
         self.sqlite_synchronous = sqlite_synchronous
-        self.root: Any = None
-        self.sink: Any = None
-        self.returns: Any = None
-        self.config: Any = None
+        self.root: HurricaneService | None = None
+        self.sink: SinkFactory | None = None
+        self.returns: ReturnSender | None = None
+        self.config: Config | None = None
         self.config_file = os.path.join(data_dir, "hurricane.toml")
-        self._sink_port: Any = None
+        self._sink_port: IListeningPort | None = None
         self.fatal: list[str] = []
 
     # -- start and stop ------------------------------------------------------
@@ -178,13 +188,15 @@ class Rig:
         ctx = tls_context_for(self.scenario.hostname) if self.scenario.tls != "off" else None
         self.sink = SinkFactory(self.scenario, self.reactor, returns=self.returns,
                                 tls_context=ctx)
-        self._sink_port = self.reactor.listenTCP(0, self.sink, interface="127.0.0.1")
-        data = self.config_dict(self._sink_port.getHost().port)
+        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1")
+        self._sink_port = await endpoint.listen(self.sink)
+        data = self.config_dict(self.sink_port())
         write_toml(data, self.config_file)
         self.config = dataclasses.replace(config_from_dict(data), source=self.config_file)
-        self.root = build_service(self.config, self.reactor, on_fatal=self.fatal.append)
-        self.root.startService()
-        await self.root.started
+        root = self.root = build_service(self.config, self.reactor, on_fatal=self.fatal.append)
+        root.startService()
+        assert root.started is not None  # set by startService
+        await root.started
         if self.fatal:
             raise RuntimeError(self.fatal[0])
         self.returns.port = self.port("bounce")
@@ -195,28 +207,39 @@ class Rig:
             self.sink.stop()
         if self.root is not None and self.root.running:
             await self.root.stopService()
-            _cancel_resolver_timers(self.root.components.get("resolver"))
         if self._sink_port is not None:
-            await self._sink_port.stopListening()
+            stopped = self._sink_port.stopListening()
             self._sink_port = None
+            if stopped is not None:
+                await stopped
 
-    def listener(self, kind: str) -> Any:
+    def sink_port(self) -> int:
+        """The sink's port."""
+        if self._sink_port is None:
+            raise LookupError("the sink is not listening")
+        return _port_of(self._sink_port)
+
+    def listener(self, kind: str) -> ListenerService | None:
         """The first listener service of ``kind`` (submission, bounce, web), or None."""
-        for child in self.root:
-            if getattr(child, "kind", None) == kind and getattr(child, "port", None):
+        from hurricane.service import ListenerService
+
+        for child in self.root or ():
+            if isinstance(child, ListenerService) and child.kind == kind and child.port:
                 return child
         return None
 
     def port(self, kind: str) -> int:
         """The port a listener got."""
         listener = self.listener(kind)
-        if listener is None:
+        if listener is None or listener.port is None:
             raise LookupError(f"no {kind} listener")
-        return int(listener.port.getHost().port)
+        return _port_of(listener.port)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> IOutcomeStore:
         """Hurricane's store."""
+        if self.root is None:
+            raise RuntimeError("the rig has not started")
         return self.root.store
 
     # -- mailing ---------------------------------------------------------------
@@ -279,7 +302,7 @@ class Rig:
         depth = await self.store.queue_depth()
         if any(depth.get(s, 0) for s in PENDING_STATES):
             return False
-        if self.returns.pending:
+        if self.returns is not None and self.returns.pending:
             return False
         return not await self.store.pending_bounces(1)
 
@@ -306,15 +329,12 @@ class Rig:
         return d
 
 
-def _cancel_resolver_timers(mx_resolver: Any) -> None:
-    """Cancel the 60-second resolv.conf re-read that ``twisted.names.client.Resolver``
-    schedules for itself: ``build_service`` never stops it, so a test reactor
-    would be left unclean."""
-    chain = getattr(mx_resolver, "_resolver", None)
-    for r in getattr(chain, "resolvers", [chain]):
-        call = getattr(r, "_parseCall", None)
-        if call is not None and call.active():
-            call.cancel()
+def _port_of(port: IListeningPort) -> int:
+    """The TCP port a listening port is bound to."""
+    address = port.getHost()
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        raise LookupError(f"not a TCP port: {address}")
+    return address.port
 
 
 def demo_recipients(n: int) -> list[str]:
@@ -423,7 +443,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _log_to_file(os.path.join(data_dir, "demo.log"))
     codes: list[int] = []
 
-    async def main(reactor: Any) -> None:
+    async def main(reactor: IServerReactor) -> None:
         codes.append(await run_demo(reactor, args, data_dir, out))
 
     try:
@@ -455,7 +475,7 @@ def _log_to_file(path: str) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
-async def run_demo(reactor: Any, args: argparse.Namespace, data_dir: str,
+async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: str,
                    out: TextIO) -> int:
     """The demo on ``reactor``; returns the exit code."""
     rig = Rig(reactor, data_dir, demo_scenario(args.seed))
@@ -463,7 +483,7 @@ async def run_demo(reactor: Any, args: argparse.Namespace, data_dir: str,
     await rig.start()
     out.write(f"  submission 127.0.0.1:{rig.port('submission')}, bounces "
               f"127.0.0.1:{rig.port('bounce')}, sink (every MX) "
-              f"127.0.0.1:{rig._sink_port.getHost().port}\n")
+              f"127.0.0.1:{rig.sink_port()}\n")
     recipients = demo_recipients(args.recipients)
     bar = Progress(out, len(recipients))
     started = reactor.seconds()
@@ -491,6 +511,7 @@ async def run_demo(reactor: Any, args: argparse.Namespace, data_dir: str,
     settled = await rig.wait_settled(remaining, interval=0.25, tick=tick)
     summary = await rig.store.summary()
     bar.draw(summary.recipients, summary.by_state, final=True)
+    assert rig.sink is not None  # started
     out.write(summary_text(summary, rig.sink.stats, sub, reactor.seconds() - started,
                            settled))
     web = rig.listener("web")

@@ -12,15 +12,32 @@ from ``CAP_NET_BIND_SERVICE`` (see ``etc/hurricane.service``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 
+from hurricane.config import Config
 from hurricane.store.interface import IOutcomeStore
+
+if TYPE_CHECKING:
+    # Types only: the parts import this module (ListenerService), not the reverse.
+    from hurricane.accounting import AccountingService
+    from hurricane.bounce.classify import ReplyClassifier
+    from hurricane.credentials import SecretVerifier
+    from hurricane.inbound.processor import BounceProcessor
+    from hurricane.inbound.retention import BounceRetention
+    from hurricane.operations import Operations
+    from hurricane.outbound.mx import MXResolver
+    from hurricane.outbound.queue import OutboundService
+    from hurricane.reactors import IServerReactor
+    from hurricane.report.web import HurricaneSite
+    from hurricane.verp import VerpCodec
+    from hurricane.webhooks import WebhooksService
 
 log = Logger()
 
@@ -67,7 +84,7 @@ class ListenerService(Service):
         """Mark running; :class:`HurricaneService` awaits :meth:`listen`."""
         Service.startService(self)
 
-    def stopService(self) -> defer.Deferred[Any] | None:
+    def stopService(self) -> defer.Deferred[object] | None:
         """Stop listening; existing connections are left to finish."""
         Service.stopService(self)
         if self.port is not None:
@@ -79,22 +96,41 @@ class ListenerService(Service):
 class HurricaneService(MultiService):
     """The root of the service tree.
 
+    The parts :func:`hurricane.app.build_service` makes are typed attributes
+    (for the admin console and the tests); each is None in a tree built
+    without it (a test's bare root, or a part the configuration turns off:
+    ``retention``, ``accounting``, ``webhooks``).
+
     Args:
         store: opened first, closed last.
         on_fatal: called with a message when start-up fails (twistd stops the
             reactor and exits non-zero); tests pass a recorder.
+        config: the configuration the tree was built from.
     """
 
-    def __init__(self, store: IOutcomeStore, on_fatal: Callable[[str], None]) -> None:
+    def __init__(self, store: IOutcomeStore, on_fatal: Callable[[str], None],
+                 config: Config | None = None) -> None:
         super().__init__()
         self.store = store
         self.on_fatal = on_fatal
+        self.config = config if config is not None else Config()
         self.started: defer.Deferred[None] | None = None
         self.stopped: defer.Deferred[None] | None = None
-        #: Free-form references for the admin console (codec, queue, ...).
-        self.components: dict[str, Any] = {}
         #: twistd's text log observer, set on the application (see setServiceParent).
         self.log_observer: ILogObserver | None = None
+        self.reactor: IServerReactor | None = None
+        self.codec: VerpCodec | None = None
+        self.verifier: SecretVerifier | None = None
+        self.classifier: ReplyClassifier | None = None
+        self.processor: BounceProcessor | None = None
+        self.retention: BounceRetention | None = None
+        self.resolver: MXResolver | None = None
+        self.outbound: OutboundService | None = None
+        self.accounting: AccountingService | None = None
+        self.webhooks: WebhooksService | None = None
+        #: Every operator action (the console, the report's forms and the API use it).
+        self.operations: Operations | None = None
+        self.site: HurricaneSite | None = None
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
         """Join ``parent``; under twistd, also give its application our log observer.
@@ -130,7 +166,7 @@ class HurricaneService(MultiService):
                 await child.listen()
         log.info("hurricane started")
 
-    def _start_failed(self, failure: Any) -> None:
+    def _start_failed(self, failure: Failure) -> None:
         log.failure("start-up failed", failure)
         self.on_fatal(f"start-up failed: {failure.getErrorMessage()}")
 

@@ -7,14 +7,28 @@ reactor (or the narrow interface it needs) as a constructor argument.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import IO, Any, cast
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import IO, cast
 
 from twisted.application.service import IService
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
 from twisted.python import usage
 
 from hurricane.config import Config, ConfigError, load_config
+from hurricane.reactors import IRunningReactor
 from hurricane.textlog import twistd_observer
+
+log = Logger()
+
+#: The signals that stop the server cleanly (exit status 0).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_Handler = Callable[[int, FrameType | None], None]
 
 
 class Options(usage.Options):
@@ -43,19 +57,17 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the service tree from the configuration."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
     from hurricane.app import StartupError, build_service
+    from hurricane.reactors import server_reactor
+
+    reactor = server_reactor(global_reactor)
 
     def on_fatal(message: str) -> None:
         _fatal(reactor, message)
 
-    # twistd re-raises the signal that stopped the reactor once shutdown is
-    # complete (twisted.application.app reads reactor._exitSignal), so a
-    # clean SIGTERM stop would exit 143. A shutdown that went through every
-    # service's stopService is a clean stop: exit 0, as operators expect.
-    reactor.addSystemEventTrigger(
-        "after", "shutdown", lambda: setattr(reactor, "_exitSignal", None))
+    stop_cleanly_on_signals(reactor)
 
     if options.config.server.json_log:
         _add_json_log(options.config.server.json_log, options.config.data_dir)
@@ -71,7 +83,48 @@ def makeService(options: Options) -> IService:
     return service
 
 
-def _fatal(reactor: Any, message: str) -> None:
+def stop_cleanly_on_signals(
+    reactor: IRunningReactor, signals: Sequence[int] = STOP_SIGNALS,
+    install: Callable[[int, _Handler], object] = signal.signal,
+) -> None:
+    """Make SIGTERM and SIGINT stop the reactor, and the process exit 0 afterwards.
+
+    The reactor's own handlers stop it and record the signal, and twistd
+    re-raises that signal once the reactor has stopped, so a clean SIGTERM
+    stop would exit 143. A stop that went through every service's
+    ``stopService`` is a clean stop: exit 0, as operators and systemd
+    expect. Once the reactor runs (its handlers are installed during
+    start-up), ours replace them for these signals: they stop the reactor
+    the same way, from the reactor thread, and record nothing. Only public
+    names are used; upstream, the fix would be a twistd option for the exit
+    status of a signalled clean stop (the ticket to file: "twistd: let an
+    application exit 0 after a clean SIGTERM shutdown without touching the
+    reactor's private exit-signal attribute").
+
+    Args:
+        reactor: the reactor to stop.
+        signals: the signals that stop it.
+        install: sets a signal handler (``signal.signal``; tests record).
+    """
+    def stop() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass  # a second signal while stopping
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.info("received {signal}, shutting down", signal=signal.Signals(signum).name)
+        reactor.callFromThread(stop)
+
+    def install_all() -> None:
+        for signum in signals:
+            install(signum, handler)
+
+    reactor.callWhenRunning(install_all)
+
+
+def _fatal(reactor: IReactorCore, message: str) -> None:
     """Stop the reactor and make the process exit non-zero once it has stopped."""
     sys.stderr.write(f"hurricane: {message}\n")
 
@@ -114,5 +167,5 @@ def _add_json_log(path: str, data_dir: str) -> None:
         raise SystemExit(1) from None
     # Plain JSON lines (no RFC 7464 record separator): what log shippers expect.
     # A LogFile is file-like (write, flush): all jsonFileLogObserver uses.
-    globalLogPublisher.addObserver(jsonFileLogObserver(cast(IO[Any], logfile),
+    globalLogPublisher.addObserver(jsonFileLogObserver(cast(IO[str], logfile),
                                                        recordSeparator=""))

@@ -64,6 +64,7 @@ import hurricane
 from hurricane.accounting import DEFAULT_GAP_GRACE, CursorFile, EventFeed, _iso
 from hurricane.model import EventKind, EventRecord, State
 from hurricane.opsconfig import WEBHOOK_FINAL_TYPES, WebhookConfig
+from hurricane.reactors import IClientReactor
 from hurricane.store.interface import IOutcomeStore
 
 __all__ = [
@@ -396,7 +397,8 @@ class WebhooksService(MultiService):
 
 
 def build_webhooks_service(
-    webhooks: Sequence[WebhookConfig], store: IOutcomeStore, reactor: Any, data_dir: str, *,
+    webhooks: Sequence[WebhookConfig], store: IOutcomeStore, reactor: IClientReactor,
+    data_dir: str, *,
     http: HTTPPoster | None = None,
 ) -> WebhooksService | None:
     """One service holding a :class:`WebhookService` per endpoint; None when there are none.

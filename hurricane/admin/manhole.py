@@ -19,13 +19,16 @@ The console:
     each connection gets a fresh namespace built from the live root service
     (Buildbot's ``makeNamespace``): ``service`` (the root), ``store``,
     ``outbound``, ``processor``, ``codec``, ``classifier``, ``config``,
-    ``reactor``, ``components`` and the helpers below. Helpers return
-    Deferreds; the console prints each result when it fires.
+    ``reactor``, ``operations`` and the helpers below, each a call of
+    :class:`~hurricane.operations.Operations` (what the web report, the API
+    and the ``hurricane`` command do too). Helpers return Deferreds; the
+    console prints each result when it fires.
 
     ``stats()``                   scheduler, bounce processor and feed counters, queue depth
     ``find(address, limit=20)``   the deliveries of a recipient, newest first
     ``events(delivery_id)``       the events of one delivery
     ``retry(queue_id)``           make a message's deferred recipients due now
+    ``release(node_id)``          give back the leases of a node that died
     ``suppress(address, reason="operator", note=None)``
     ``unsuppress(address)``
     ``replay(bounce_id)``         re-analyze a stored returned message (after a rule change)
@@ -44,8 +47,8 @@ from __future__ import annotations
 
 import os
 import pprint
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -69,6 +72,9 @@ from zope.interface import implementer
 from hurricane.config import Config
 from hurricane.credentials import PasswordBook, SecretVerifier, VerifierBusy, threadpool_runner
 from hurricane.filemodes import make_dirs, tighten
+from hurricane.model import Delivery, Event
+from hurricane.operations import Operations
+from hurricane.reactors import IConsoleReactor
 from hurricane.service import HurricaneService, ListenerService
 
 __all__ = [
@@ -87,6 +93,8 @@ __all__ = [
 ]
 
 log = Logger()
+
+_T = TypeVar("_T")
 
 HOST_KEY_NAME = "admin_ssh_host_ed25519_key"
 
@@ -209,7 +217,11 @@ class HashedPasswordChecker:
 # -- the namespace --------------------------------------------------------------
 
 
-def _delivery_summary(delivery: Any) -> dict[str, Any]:
+#: A console's globals.
+Namespace = dict[str, object]
+
+
+def _delivery_summary(delivery: Delivery) -> dict[str, object]:
     fields = ("delivery_id", "queue_id", "recipient", "state", "reason", "hard", "code",
               "status", "text", "attempts", "remote_host", "mailing_id", "message_id",
               "updated_at")
@@ -218,69 +230,54 @@ def _delivery_summary(delivery: Any) -> dict[str, Any]:
     return summary
 
 
-def make_namespace(root: HurricaneService, clock: IReactorTime) -> dict[str, Any]:
+def make_namespace(root: HurricaneService, operations: Operations) -> Namespace:
     """A fresh console namespace over the live service tree.
 
     Args:
-        root: the running root service (its ``components`` are exposed).
-        clock: ``now`` for the store operations.
+        root: the running root service (its parts are exposed by name).
+        operations: what the helpers do.
     """
-    components_ = root.components
-    store = root.store
-    outbound = components_.get("outbound")
-    processor = components_.get("processor")
-
-    def later(coro: Any) -> Deferred[Any]:
+    def later(coro: Coroutine[Deferred[object], object, _T]) -> Deferred[_T]:
         return Deferred.fromCoroutine(coro)
 
-    def stats() -> Deferred[dict[str, Any]]:
+    def stats() -> Deferred[dict[str, object]]:
         """Scheduler, bounce processor, accounting and webhook counters, queue depth."""
-        async def collect() -> dict[str, Any]:
-            found: dict[str, Any] = {}
-            for name in ("outbound", "processor", "accounting", "webhooks"):
-                component = components_.get(name)
-                if component is not None and hasattr(component, "stats"):
-                    found[name] = component.stats()
-            found["queue_depth"] = await store.queue_depth()
-            return found
-        return later(collect())
+        return later(operations.stats())
 
-    def find(address: str, limit: int = 20) -> Deferred[list[dict[str, Any]]]:
+    def find(address: str, limit: int = 20) -> Deferred[list[dict[str, object]]]:
         """The deliveries of one recipient address, newest first."""
-        async def search() -> list[dict[str, Any]]:
-            return [_delivery_summary(d)
-                    for d in await store.find_deliveries(recipient=address, limit=limit)]
+        async def search() -> list[dict[str, object]]:
+            return [_delivery_summary(d) for d in await operations.find(address, limit=limit)]
         return later(search())
 
-    def events(delivery_id: int) -> Deferred[list[Any]]:
+    def events(delivery_id: int) -> Deferred[list[Event]]:
         """Every event of one delivery, in order."""
-        return later(store.events(delivery_id))
+        return later(operations.events(delivery_id))
 
     def retry(queue_id: str) -> Deferred[int]:
         """Make the deferred recipients of a message due now; return how many."""
-        async def go() -> int:
-            count: int = await store.retry_now(clock.seconds(), queue_id=queue_id)
-            if count and outbound is not None:
-                outbound.wake()
-            return count
-        return later(go())
+        return later(operations.retry(queue_id=queue_id))
+
+    def release(node_id: str) -> Deferred[int]:
+        """Give back every lease a (dead) node holds; return how many."""
+        return later(operations.release(node_id))
 
     def suppress(address: str, reason: str = "operator",
                  note: str | None = None) -> Deferred[bool]:
         """Add an address to the suppression list; False if it was there already."""
-        return later(store.suppress(address, reason, clock.seconds(), source="operator",
-                                    note=note))
+        async def add() -> bool:
+            return (await operations.suppress(address, reason, note)).added
+        return later(add())
 
     def unsuppress(address: str) -> Deferred[bool]:
         """Remove an address from the suppression list; False if it was not there."""
-        return later(store.unsuppress(address))
+        async def remove() -> bool:
+            return (await operations.unsuppress(address)).removed
+        return later(remove())
 
-    def replay(bounce_id: int) -> Deferred[Any]:
+    def replay(bounce_id: int) -> Deferred[object]:
         """Analyze a stored returned message again (after a rule change)."""
-        if processor is None:
-            return defer.fail(RuntimeError("no bounce processor in this process"))
-        result: Deferred[Any] = processor.replay(bounce_id)
-        return result
+        return later(operations.replay(bounce_id))
 
     def help() -> None:  # noqa: A001 - the console's own help
         """Print the helpers."""
@@ -288,18 +285,19 @@ def make_namespace(root: HurricaneService, clock: IReactorTime) -> dict[str, Any
 
     return {
         "service": root,
-        "store": store,
-        "outbound": outbound,
-        "processor": processor,
-        "codec": components_.get("codec"),
-        "classifier": components_.get("classifier"),
-        "config": components_.get("config"),
-        "reactor": components_.get("reactor"),
-        "components": components_,
+        "store": root.store,
+        "outbound": root.outbound,
+        "processor": root.processor,
+        "codec": root.codec,
+        "classifier": root.classifier,
+        "config": root.config,
+        "reactor": root.reactor,
+        "operations": operations,
         "stats": stats,
         "find": find,
         "events": events,
         "retry": retry,
+        "release": release,
         "suppress": suppress,
         "unsuppress": unsuppress,
         "replay": replay,
@@ -308,6 +306,13 @@ def make_namespace(root: HurricaneService, clock: IReactorTime) -> dict[str, Any
 
 
 # -- the interpreter ------------------------------------------------------------
+
+
+class _Output(Protocol):
+    """Where an interpreter's output goes (a console protocol)."""
+
+    def addOutput(self, data: str, isAsync: bool | None = None) -> None:  # noqa: N802, N803
+        """Show ``data``."""
 
 
 class ConsoleInterpreter(manhole.ManholeInterpreter):
@@ -320,11 +325,11 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):
         user: for the audit log.
     """
 
-    def __init__(self, handler: Any, namespace: dict[str, Any], user: str) -> None:
+    def __init__(self, handler: _Output, namespace: Namespace, user: str) -> None:
         super().__init__(handler, namespace)
         self.user = user
         self.errors = 0
-        self.pending: dict[int, Deferred[Any]] = {}
+        self.pending: dict[int, Deferred[object]] = {}
         self._count = 0
 
     def runsource(self, source: str, filename: str = "<console>",
@@ -340,12 +345,12 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):
         self.errors += 1
         super().showtraceback()
 
-    def showsyntaxerror(self, filename: str | None = None, **kwargs: Any) -> None:
+    def showsyntaxerror(self, filename: str | None = None, **kwargs: object) -> None:
         """Count the error, then print it."""
         self.errors += 1
         super().showsyntaxerror(filename, **kwargs)
 
-    def displayhook(self, obj: Any) -> None:
+    def displayhook(self, obj: object) -> None:
         """Show a value; a Deferred's result is shown when it fires."""
         self.locals["_"] = obj
         if isinstance(obj, Deferred):
@@ -365,7 +370,7 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):
 
     _displaying: int | None = None
 
-    def _fired(self, result: Any, number: int) -> Any:
+    def _fired(self, result: object, number: int) -> object:
         self.pending.pop(number, None)
         text = pprint.pformat(result, width=100, sort_dicts=False)
         if self._displaying == number:
@@ -388,7 +393,7 @@ class ConsoleInterpreter(manhole.ManholeInterpreter):
 class ColoredConsole(manhole.ColoredManhole):
     """The interactive console (with a terminal), using :class:`ConsoleInterpreter`."""
 
-    def __init__(self, namespace: dict[str, Any], user: str) -> None:
+    def __init__(self, namespace: Namespace, user: str) -> None:
         super().__init__(namespace)
         self.user = user
 
@@ -418,7 +423,7 @@ class LineConsole:
         clock: bounds the wait for pending Deferreds at the end.
     """
 
-    def __init__(self, process: Any, namespace: dict[str, Any], user: str,
+    def __init__(self, process: Any, namespace: Namespace, user: str,
                  clock: IReactorTime) -> None:
         self.process = process
         self.clock = clock
@@ -447,11 +452,11 @@ class LineConsole:
         """The channel is going away."""
         self._done = True
 
-    def getPeer(self) -> Any:
+    def getPeer(self) -> None:
         """Unused; part of the transport interface."""
         return None
 
-    def getHost(self) -> Any:
+    def getHost(self) -> None:
         """Unused; part of the transport interface."""
         return None
 
@@ -504,7 +509,8 @@ class LineConsole:
         if not pending:
             self._exit()
             return
-        waiting: Deferred[Any] = defer.DeferredList(pending, consumeErrors=True)
+        waiting: Deferred[list[tuple[bool, object]]] = defer.DeferredList(
+            pending, consumeErrors=True)
         waiting.addTimeout(SCRIPT_WAIT, self.clock)
         waiting.addBoth(lambda _: self._exit())
 
@@ -550,7 +556,7 @@ class ConsoleSession(components.Adapter):
         user: the authenticated name.
     """
 
-    def __init__(self, original: Any, namespace_factory: Callable[[], dict[str, Any]],
+    def __init__(self, original: Any, namespace_factory: Callable[[], Namespace],
                  clock: IReactorTime, user: str) -> None:
         super().__init__(original)
         self.namespace_factory = namespace_factory
@@ -580,7 +586,7 @@ class ConsoleSession(components.Adapter):
         console.write(command + b"\n")
         console.finish()
 
-    def _line_console(self, proto: Any, namespace: dict[str, Any]) -> LineConsole:
+    def _line_console(self, proto: Any, namespace: Namespace) -> LineConsole:
         self.console = LineConsole(proto, namespace, self.user, self.clock)
         proto.makeConnection(self.console)
         return self.console
@@ -610,7 +616,7 @@ class ConsoleRealm:
         clock: for the line console.
     """
 
-    def __init__(self, namespace_factory: Callable[[], dict[str, Any]],
+    def __init__(self, namespace_factory: Callable[[], Namespace],
                  clock: IReactorTime) -> None:
         self.namespace_factory = namespace_factory
         self.clock = clock
@@ -651,7 +657,8 @@ class ManholeFactory(manhole_ssh.ConchFactory):
 
 
 def build_manhole_factory(
-    namespace_factory: Callable[[], dict[str, Any]], reactor: Any, *, host_key: keys.Key,
+    namespace_factory: Callable[[], Namespace], reactor: IConsoleReactor, *,
+    host_key: keys.Key,
     authorized_keys: str = "", usernames: Collection[str] = (),
     passwords: Mapping[str, str] | None = None, verifier: SecretVerifier | None = None,
 ) -> ManholeFactory:
@@ -659,7 +666,8 @@ def build_manhole_factory(
 
     Args:
         namespace_factory: makes a fresh namespace per session.
-        reactor: IReactorTime (+ IReactorThreads when passwords are used).
+        reactor: times the scripts; its thread pool checks passwords when no
+            verifier is given.
         host_key: the server's private key.
         authorized_keys: an OpenSSH authorized_keys file ("" = no key login).
         usernames: names allowed to log in with a key; empty allows any.
@@ -668,7 +676,7 @@ def build_manhole_factory(
         verifier: checks the passwords (the server's, on its thread pool);
             None makes one on the reactor's thread pool.
     """
-    checkers: list[Any] = []
+    checkers: list[ICredentialsChecker] = []
     if authorized_keys:
         checkers.append(SSHPublicKeyChecker(AuthorizedKeysFile(authorized_keys, usernames)))
     if passwords:
@@ -688,8 +696,9 @@ def _is_loopback(description: str) -> bool:
     return description.startswith("unix:")
 
 
-def build_manhole_service(config: Config, root: HurricaneService,
-                          reactor: Any) -> ListenerService | None:
+def build_manhole_service(config: Config, root: HurricaneService, reactor: IConsoleReactor,
+                          *, operations: Operations,
+                          verifier: SecretVerifier | None = None) -> ListenerService | None:
     """The admin console's listener, or None when ``[admin] enabled`` is false.
 
     Returns a :class:`~hurricane.service.ListenerService` (kind ``admin``): add it
@@ -700,8 +709,11 @@ def build_manhole_service(config: Config, root: HurricaneService,
     Args:
         config: reads ``[admin]`` (enabled, listen, authorized_keys, and when
             the lead adds them: usernames, passwords, host_key) and ``data_dir``.
-        root: the root service; its ``store`` and ``components`` feed the namespace.
-        reactor: IReactorTCP, IReactorTime, IReactorThreads.
+        root: the root service; its parts are in the namespace.
+        reactor: listens, times the scripts (and checks passwords without a verifier).
+        operations: what the console's helpers do.
+        verifier: checks passwords (the server's, on its pool); None uses
+            the reactor's thread pool.
 
     Raises:
         ManholeConfigError: no way to log in, or an unreadable authorized_keys.
@@ -726,9 +738,9 @@ def build_manhole_service(config: Config, root: HurricaneService,
         log.warn("the admin console listens on {listen}, not only on loopback",
                  listen=admin.listen)
     factory = build_manhole_factory(
-        lambda: make_namespace(root, reactor), reactor, host_key=host_key,
+        lambda: make_namespace(root, operations), reactor, host_key=host_key,
         authorized_keys=authorized_keys, usernames=usernames, passwords=passwords,
-        verifier=root.components.get("verifier"))
+        verifier=verifier)
     endpoint = endpoints.serverFromString(reactor, admin.listen)
     return ListenerService("admin", admin.listen, endpoint, factory)
 

@@ -35,9 +35,6 @@ from typing import Any, Final, cast
 
 from service_identity import CertificateError, VerificationError
 from twisted.internet import ssl
-
-# Only exported from the private module; it is a documented interface.
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import (
@@ -65,7 +62,7 @@ from hurricane.outbound.interface import (
     Reply,
     SessionInfo,
 )
-from hurricane.outbound.tls import POLICIES, client_tls_options, trust_roots_with
+from hurricane.outbound.tls import POLICIES, IOpenSSLTrustRoot, client_tls_options, trust_roots_with
 
 __all__ = [
     "Connector",

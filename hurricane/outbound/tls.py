@@ -14,6 +14,17 @@ Policies (the ``tls_policy`` argument of :meth:`IConnector.connect`):
 The options objects returned here are
 :class:`~twisted.internet.interfaces.IOpenSSLClientConnectionCreator`
 providers, which ``ITLSTransport.startTLS`` accepts directly.
+
+Trust roots: Twisted's ``platformTrust()`` and ``trustRootFromCertificates()``
+are either/or, and the interface that would let us combine them
+(``IOpenSSLTrustRoot``, with its one private method) lives in Twisted's
+private SSL verification module. :class:`ExtraTrust` does it with public
+names only: ``optionsForClientTLS`` with one of Twisted's roots, then the
+extra CA certificates added to the new connection's certificate store
+(pyOpenSSL's public ``Context.get_cert_store``) before the handshake reads
+it. The upstream ticket to file: "export IOpenSSLTrustRoot from
+twisted.internet.ssl and give it a public method, or accept several trust
+roots in optionsForClientTLS".
 """
 
 from __future__ import annotations
@@ -24,41 +35,83 @@ from typing import Final
 import idna
 from OpenSSL import SSL
 from twisted.internet import ssl
-
-# Only exported from the private module; it is a documented interface.
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOProtocol
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 #: Every policy name the client understands.
 POLICIES: Final = frozenset({"none", "opportunistic", "require", "verify"})
 
 
-@implementer(IOpenSSLTrustRoot)
-class PlatformPlusExtraTrust:
-    """Trust the platform's CA store plus some extra CA certificates.
+class ITrustRoots(Interface):
+    """The certificate authorities a ``verify`` STARTTLS checks the server's chain against."""
 
-    Twisted's ``platformTrust()`` and ``trustRootFromCertificates()`` are
-    either/or; a test (or an operator with a private CA) wants both.
+    def verifying_options(host: str) -> IOpenSSLClientConnectionCreator:
+        """Client TLS options that verify the chain against these roots and the name ``host``."""
+
+
+#: The name client.py imports (it was Twisted's private interface; now ours).
+IOpenSSLTrustRoot = ITrustRoots
+
+
+@implementer(ITrustRoots)
+class ExtraTrust:
+    """Trust some extra CA certificates, plus (by default) the platform's CA store.
+
+    A test, or an operator with a private CA, wants both; see the module
+    docstring for how this is done with public names.
 
     Args:
-        extra: additional CA certificates to trust.
+        extra: additional CA certificates to trust (at least one).
         include_platform: also trust OpenSSL's default verify paths.
     """
 
     def __init__(self, extra: Sequence[ssl.Certificate], include_platform: bool = True) -> None:
-        self._extra = tuple(extra)
-        self._include_platform = include_platform
+        if not extra:
+            raise ValueError("ExtraTrust needs at least one certificate")
+        self.extra = tuple(extra)
+        self.include_platform = include_platform
 
-    def _addCACertsToContext(self, context: SSL.Context) -> None:  # noqa: N802 (Twisted API)
-        if self._include_platform:
-            context.set_default_verify_paths()
-        store = context.get_cert_store()
-        assert store is not None
-        for cert in self._extra:
-            store.add_cert(cert.original)
+    def verifying_options(self, host: str) -> IOpenSSLClientConnectionCreator:
+        """``optionsForClientTLS`` for ``host`` that also trusts :attr:`extra`."""
+        if not self.include_platform:
+            return ssl.optionsForClientTLS(
+                host, trustRoot=ssl.trustRootFromCertificates(list(self.extra)))
+        return _AddCertificates(
+            ssl.optionsForClientTLS(host, trustRoot=ssl.platformTrust()), self.extra)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _AddCertificates:
+    """Wraps client TLS options: each connection's store also gets ``extra``.
+
+    The certificate store belongs to the connection's context, which the
+    handshake reads only after this returns, so the extra roots count for
+    this connection's verification.
+    """
+
+    def __init__(self, inner: IOpenSSLClientConnectionCreator,
+                 extra: Sequence[ssl.Certificate]) -> None:
+        self._inner = inner
+        self._extra = tuple(extra)
+        self._added: set[int] = set()
+
+    def clientConnectionForTLS(  # noqa: N802 (Twisted API)
+        self, tlsProtocol: TLSMemoryBIOProtocol,  # noqa: N803
+    ) -> SSL.Connection:
+        """The inner options' connection, its context trusting the extra roots."""
+        connection = self._inner.clientConnectionForTLS(tlsProtocol)
+        context = connection.get_context()
+        # optionsForClientTLS makes one context for all its connections: add
+        # the certificates to it once.
+        if id(context) not in self._added:
+            store = context.get_cert_store()
+            assert store is not None  # a client context always has one
+            for cert in self._extra:
+                store.add_cert(cert.original)
+            self._added.add(id(context))
+        return connection
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -101,7 +154,7 @@ class UnverifiedClientTLS:
 
 
 def client_tls_options(
-    policy: str, host: str, trust_roots: IOpenSSLTrustRoot | None = None,
+    policy: str, host: str, trust_roots: ITrustRoots | None = None,
 ) -> IOpenSSLClientConnectionCreator:
     """Client TLS options for one STARTTLS under ``policy``.
 
@@ -120,14 +173,15 @@ def client_tls_options(
     if policy in ("opportunistic", "require"):
         return UnverifiedClientTLS(host)
     if policy == "verify":
-        roots = trust_roots if trust_roots is not None else ssl.platformTrust()
-        return ssl.optionsForClientTLS(host.rstrip("."), trustRoot=roots)
+        if trust_roots is not None:
+            return trust_roots.verifying_options(host.rstrip("."))
+        return ssl.optionsForClientTLS(host.rstrip("."), trustRoot=ssl.platformTrust())
     raise ValueError(f"no TLS options for policy {policy!r}")
 
 
 def trust_roots_with(
     extra: Sequence[ssl.Certificate | bytes] | None, include_platform: bool = True,
-) -> IOpenSSLTrustRoot | None:
+) -> ITrustRoots | None:
     """Trust roots made of the platform store plus ``extra`` CA certificates.
 
     Args:
@@ -141,4 +195,4 @@ def trust_roots_with(
     if not extra:
         return None
     certs = [c if isinstance(c, ssl.Certificate) else ssl.Certificate.loadPEM(c) for c in extra]
-    return PlatformPlusExtraTrust(certs, include_platform=include_platform)
+    return ExtraTrust(certs, include_platform=include_platform)

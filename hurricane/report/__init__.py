@@ -3,4 +3,4 @@
 :func:`hurricane.report.web.build_web_site` builds the site for ``[web] listen``.
 """
 
-__all__ = ["web", "api", "pages", "charts", "csvexport", "metrics", "auth"]
+__all__ = ["web", "api", "pages", "html", "resource", "charts", "csvexport", "metrics", "auth"]

@@ -1,6 +1,7 @@
 """The JSON API under ``/api/v1``: inject messages, read outcomes, manage suppressions.
 
-Endpoints (bearer token, see :mod:`hurricane.report.auth`):
+Endpoints (bearer token, see :mod:`hurricane.report.auth`), one resource each
+in the tree :func:`build_api` makes:
 
 - ``POST /api/v1/messages``: inject; answers 201 with the queue id after commit;
 - ``GET /api/v1/messages/<queue id>``: the message and its recipients;
@@ -11,8 +12,13 @@ Endpoints (bearer token, see :mod:`hurricane.report.auth`):
 - ``GET /api/v1/summary?since=&until=``: summary, rates and queue depth for a window;
 - ``GET|POST /api/v1/suppressions``, ``GET|DELETE /api/v1/suppressions/<address>``.
 
-Errors are ``{"error": message, "field": name-or-null}`` with 400 (naming the
-field), 401, 403, 404, 405, 413 or 503 (store unavailable).
+Under ``/api/v1`` the token is checked first; then an unknown endpoint is
+404, and an unknown method or sub-path of a known one 405. Outside
+``/api/v1`` every path is 404, before any token check. Errors are
+``{"error": message, "field": name-or-null}`` with 400 (naming the field),
+401, 403, 404, 405, 413 or 503 (store unavailable). Suppressions and the
+recipient lookup are :class:`~hurricane.operations.Operations`' (the same
+checks and messages as the report's forms, the console and the command).
 """
 
 from __future__ import annotations
@@ -20,13 +26,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import parseaddr
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -34,11 +39,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from hurricane.model import Delivery, Event, NewMessage, NewRecipient
-from hurricane.report.auth import AccessPolicy
+from hurricane.operations import InvalidRequest, Operations, parse_address
+from hurricane.report.auth import AccessPolicy, Denied
 from hurricane.report.figures import summary_json
-from hurricane.report.resource import HttpError, arg, run_async, write_json
-from hurricane.smtpd.address import parse_path
+from hurricane.report.resource import (
+    HttpError,
+    ReportResource,
+    arg,
+    run_async,
+    segment,
+    write_json,
+)
 from hurricane.smtpd.reply import ReplyError
+from hurricane.store.interface import IOutcomeStore
 from hurricane.submission.message import (
     MAILING_ID_HEADER,
     MESSAGE_ID_HEADER,
@@ -46,7 +59,7 @@ from hurricane.submission.message import (
 )
 from hurricane.verp import check_identifiers
 
-__all__ = ["ApiResource", "parse_time", "delivery_json", "event_json"]
+__all__ = ["Api", "Endpoint", "build_api", "parse_time", "delivery_json", "event_json"]
 
 log = Logger()
 
@@ -56,6 +69,8 @@ SUPPRESSION_BODY_LIMIT = 64 * 1024
 #: JSON fields accepted by POST /api/v1/messages.
 INJECT_FIELDS = frozenset({"sender", "recipients", "raw", "raw_base64", "from", "subject",
                            "text", "html", "headers", "mailing_id", "message_id", "metadata"})
+
+Handler = Callable[[Request], Awaitable[None]]
 
 
 def parse_time(value: str | None, field: str) -> float | None:
@@ -118,139 +133,206 @@ def event_json(e: Event) -> dict[str, Any]:
     return out
 
 
+def invalid(e: InvalidRequest) -> HttpError:
+    """The operations' refusal as a 400 naming the field."""
+    return HttpError(400, e.message, e.field)
+
+
 def _address(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise HttpError(400, f"{field}: expected an address", field)
+    """An address of an injection (recipient or sender): the operations' one check."""
     try:
-        path, rest = parse_path(f"<{value.strip()}>", "recipient")
-    except ReplyError as e:
-        raise HttpError(400, f"{field}: invalid address {value!r} ({e.reply.text})",
-                        field) from None
-    if rest or path.is_null or path.domain is None:
-        raise HttpError(400, f"{field}: address must be fully qualified: {value!r}", field)
-    return path.address
+        return parse_address(value, field)
+    except InvalidRequest as e:
+        raise invalid(e) from None
 
 
-class ApiResource(Resource):
-    """``/api/v1``: every endpoint; dispatches on the path itself.
+def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    Raises:
+        HttpError: 413 over ``limit`` bytes, 400 for anything but an object.
+    """
+    length = request.getHeader(b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes")
+    content = request.content
+    body = content.read(limit + 1) if content is not None else b""
+    if len(body) > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as e:
+        raise HttpError(400, f"body: invalid JSON ({e})", "body") from None
+    if not isinstance(data, dict):
+        raise HttpError(400, "body: expected a JSON object", "body")
+    return data
+
+
+def api_error(request: Request, code: int, message: str, field: str | None,
+              challenge: bytes | None) -> None:
+    """An error answer as JSON (the ``on_error`` of :func:`~.resource.run_async`)."""
+    if challenge is not None:
+        request.setHeader(b"www-authenticate", challenge)
+    write_json(request, code, {"error": message, "field": field})
+
+
+class Api:
+    """What every endpoint shares.
 
     Args:
-        store: the IOutcomeStore.
-        clock: the injected clock (submission time).
+        store: the IOutcomeStore (reads and injection).
+        clock: the injected clock (submission time, the default summary window).
         access: the access policy.
+        operations: suppressions and the recipient lookup.
         hostname: our name, for Message-IDs we add.
         on_enqueued: called after each committed injection (the scheduler's wake()).
         max_message_size: largest message accepted (bytes).
         max_recipients: most recipients per message.
     """
 
-    isLeaf = True
-
-    def __init__(self, store: Any, clock: IReactorTime, access: AccessPolicy, hostname: str,
-                 on_enqueued: Callable[[], None], max_message_size: int = 25 * MIB,
-                 max_recipients: int = 100) -> None:
-        super().__init__()
+    def __init__(self, store: IOutcomeStore, clock: IReactorTime, access: AccessPolicy,
+                 operations: Operations, hostname: str, on_enqueued: Callable[[], None], *,
+                 max_message_size: int = 25 * MIB, max_recipients: int = 100) -> None:
         self.store = store
         self.clock = clock
         self.access = access
+        self.operations = operations
         self.hostname = hostname
         self.on_enqueued = on_enqueued
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
-
-    def render(self, request: Request) -> Any:
-        """Every method goes through :meth:`handle`."""
-        return run_async(request, self.handle, self._error)
-
-    @staticmethod
-    def _error(request: Request, code: int, message: str, field: str | None,
-               challenge: bytes | None) -> None:
-        if challenge is not None:
-            request.setHeader(b"www-authenticate", challenge)
-        write_json(request, code, {"error": message, "field": field})
-
-    @staticmethod
-    def _parts(postpath: list[bytes]) -> list[str]:
-        """The path segments after ``/api`` as text, without trailing empty ones."""
-        parts = [unquote(p.decode("utf-8", "replace")) for p in postpath]
-        while parts and parts[-1] == "":
-            parts.pop()
-        return parts
-
-    def body_limit(self, method: bytes, postpath: list[bytes]) -> int:
-        """The largest request body the endpoint takes (0: none).
-
-        The request gate (:mod:`hurricane.report.web`) refuses a bigger one
-        before reading it.
-
-        Args:
-            method: the request method.
-            postpath: the path segments after ``/api``, as Twisted splits them.
-        """
-        if method != b"POST":
-            return 0
-        parts = self._parts(postpath)
-        if parts == ["v1", "messages"]:
-            return self.inject_body_limit
-        if parts == ["v1", "suppressions"]:
-            return SUPPRESSION_BODY_LIMIT
-        return 0
 
     @property
     def inject_body_limit(self) -> int:
         """The largest injection body: the message in JSON (escaped or base64) plus fields."""
         return self.max_message_size * 2 + MIB
 
+
+class Endpoint(ReportResource):
+    """A resource under ``/api/v1``: the token first, then its methods.
+
+    Subclasses return their handlers by method from :meth:`handlers`.
+
+    Args:
+        api: what the endpoints share.
+    """
+
+    #: True below a known endpoint: an unknown method or sub-path is 405
+    #: there; elsewhere (``/api/v1`` itself, unknown endpoints) it is 404.
+    known: ClassVar[bool] = True
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()
+        self.api = api
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """The handler of each method this resource answers."""
+        return {}
+
+    def render(self, request: Request) -> Any:
+        """Every method goes through :meth:`handle`."""
+        return run_async(request, self.handle, api_error)
+
     async def handle(self, request: Request) -> None:
-        """Route by method and path."""
-        parts = self._parts(request.postpath or [])
-        if parts[:1] != ["v1"]:
-            raise HttpError(404, "no such endpoint (the API is under /api/v1)")
-        parts = parts[1:]
+        """Check the token, then answer the method."""
         method = request.method.decode("ascii", "replace")
-        write = method not in ("GET", "HEAD")
-        await self.access.api_client(request, write)
-        head = parts[0] if parts else ""
-        rest = parts[1:]
-        if head == "messages" and not rest and method == "POST":
-            return await self.inject(request)
-        if head == "messages" and len(rest) == 1 and method == "GET":
-            return await self.get_message(request, rest[0])
-        if head == "deliveries" and len(rest) == 1 and method == "GET":
-            return await self.get_delivery(request, rest[0])
-        if head == "recipients" and len(rest) == 1 and method == "GET":
-            return await self.get_recipient(request, rest[0])
-        if head == "mailings" and len(rest) == 1 and method == "GET":
-            return await self.get_mailing(request, rest[0])
-        if head == "mailings" and len(rest) == 2 and rest[1] == "recipients" and method == "GET":
-            return await self.mailing_recipients(request, rest[0])
-        if head == "summary" and not rest and method == "GET":
-            return await self.get_summary(request)
-        if head == "suppressions":
-            return await self.suppressions(request, method, rest)
-        known = head in ("messages", "deliveries", "recipients", "mailings", "summary")
-        raise HttpError(405 if known else 404,
-                        f"{method} is not allowed here" if known else "no such endpoint")
+        await self.api.access.api_client(request, method not in ("GET", "HEAD"))
+        handler = self.handlers().get(method)
+        if handler is None:
+            if self.known:
+                raise HttpError(405, f"{method} is not allowed here")
+            raise HttpError(404, "no such endpoint")
+        await handler(request)
 
-    # -- injection -------------------------------------------------------------
+    async def authorize(self, request: Request, method: bytes) -> None:
+        """The token check (a write for every method but GET and HEAD)."""
+        await self.api.access.api_client(request, method not in (b"GET", b"HEAD"))
 
-    def _read_json(self, request: Request, limit: int) -> dict[str, Any]:
-        length = request.getHeader(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes")
-        content = request.content
-        body = content.read(limit + 1) if content is not None else b""
-        if len(body) > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes")
-        try:
-            data = json.loads(body or b"null")
-        except ValueError as e:
-            raise HttpError(400, f"body: invalid JSON ({e})", "body") from None
-        if not isinstance(data, dict):
-            raise HttpError(400, "body: expected a JSON object", "body")
-        return data
+    def refusal(self, denied: Denied) -> tuple[bytes, bytes]:
+        """An early refusal in the API's JSON error form."""
+        body = json.dumps({"error": denied.message, "field": None}).encode("utf-8") + b"\n"
+        return b"application/json", body
 
-    def _build_message(self, data: Mapping[str, Any]) -> bytes:
+    def missing(self, path: bytes) -> Resource:
+        """An unknown sub-path: 405 below a known endpoint, else 404."""
+        return _Known(self.api) if self.known else _Unknown(self.api)
+
+
+class _Known(Endpoint):
+    """A sub-path of a known endpoint that names nothing: 405 for every method."""
+
+
+class _Unknown(Endpoint):
+    """A path under ``/api/v1`` that names no endpoint: 404 for every method."""
+
+    known = False
+
+
+class Outside(Endpoint):
+    """``/api`` and every path under it outside ``/api/v1``: 404, before any token check."""
+
+    known = False
+
+    async def handle(self, request: Request) -> None:
+        """404, naming where the API is."""
+        raise HttpError(404, "no such endpoint (the API is under /api/v1)")
+
+    def missing(self, path: bytes) -> Resource:
+        """The same answer for any deeper path."""
+        return self
+
+
+class Items(Endpoint):
+    """An endpoint whose children are identifiers (``/deliveries/<id>``...).
+
+    Args:
+        api: what the endpoints share.
+        child: makes the resource of one identifier.
+    """
+
+    def __init__(self, api: Api, child: type[Item]) -> None:
+        super().__init__(api)
+        self.child = child
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802 - Twisted
+        """The resource of the identifier ``path``."""
+        if path == b"":
+            return super().getChild(path, request)
+        return self.child(self.api, segment(path))
+
+
+class Item(Endpoint):
+    """The resource of one identifier.
+
+    Args:
+        api: what the endpoints share.
+        key: the identifier, as the path gave it.
+    """
+
+    def __init__(self, api: Api, key: str) -> None:
+        super().__init__(api)
+        self.key = key
+
+
+# -- injection -------------------------------------------------------------------
+
+
+class Messages(Items):
+    """``/api/v1/messages``: inject (POST); its children are the messages."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__(api, MessageItem)
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """POST injects."""
+        return {"POST": self.inject}
+
+    def body_limit(self, method: bytes) -> int:
+        """The message in JSON (escaped or base64) plus the fields."""
+        return self.api.inject_body_limit if method == b"POST" else 0
+
+    @staticmethod
+    def _build_message(data: Mapping[str, Any]) -> bytes:
         """The RFC 5322 bytes of an injection request (raw, or built from parts)."""
         if "raw" in data or "raw_base64" in data:
             if "raw" in data and "raw_base64" in data:
@@ -315,8 +397,9 @@ class ApiResource(Resource):
 
     async def inject(self, request: Request) -> None:
         """POST /api/v1/messages: validate, enqueue, answer with the queue id after commit."""
-        now = self.clock.seconds()
-        data = self._read_json(request, self.inject_body_limit)
+        api = self.api
+        now = api.clock.seconds()
+        data = read_json(request, api.inject_body_limit)
         unknown = sorted(set(data) - INJECT_FIELDS)
         if unknown:
             raise HttpError(400, f"{unknown[0]}: unknown field", unknown[0])
@@ -326,8 +409,8 @@ class ApiResource(Resource):
         if not isinstance(recipients, list) or not recipients:
             raise HttpError(400, "recipients: expected a non-empty list of addresses",
                             "recipients")
-        if len(recipients) > self.max_recipients:
-            raise HttpError(400, f"recipients: at most {self.max_recipients} per message",
+        if len(recipients) > api.max_recipients:
+            raise HttpError(400, f"recipients: at most {api.max_recipients} per message",
                             "recipients")
         seen: set[str] = set()
         rcpts = []
@@ -356,10 +439,10 @@ class ApiResource(Resource):
             raise HttpError(400, "metadata: larger than 64 KiB", "metadata")
         raw = self._build_message(data)
         raw = self._add_identifiers(raw, ids["mailing_id"], ids["message_id"])
-        if len(raw) > self.max_message_size:
-            raise HttpError(413, f"message larger than {self.max_message_size} bytes")
+        if len(raw) > api.max_message_size:
+            raise HttpError(413, f"message larger than {api.max_message_size} bytes")
         try:
-            prepared = prepare_message(raw, hostname=self.hostname, now=now)
+            prepared = prepare_message(raw, hostname=api.hostname, now=now)
         except ReplyError as e:
             text = e.reply.text
             field = ("mailing_id" if "Mailing-Id" in text else "message_id"
@@ -375,17 +458,18 @@ class ApiResource(Resource):
                     sender = ""
         elif sender != "":
             sender = _address(sender, "sender")
-        client = f"api token={await self.access_name(request)}"
+        # Already checked by handle(): a cache hit, never a second verification.
+        client = f"api token={await api.access.api_client(request, True)}"
         message = NewMessage(
             sender=sender, recipients=tuple(rcpts), body=prepared.body,
             mailing_id=prepared.mailing_id, message_id=prepared.message_id,
             header_message_id=prepared.header_message_id, source="api", client=client,
             metadata=metadata)
-        result = await self.store.enqueue(message, now)
+        result = await api.store.enqueue(message, now)
         log.info("queued {queue_id} from {client} for {count} recipients",
                  queue_id=result.queue_id, client=client, count=len(rcpts))
         try:
-            self.on_enqueued()
+            api.on_enqueued()
         except Exception:
             # Committed already: a failing hook must not turn that into an error.
             log.failure("on_enqueued hook failed")
@@ -402,117 +486,218 @@ class ApiResource(Resource):
             ],
         })
 
-    async def access_name(self, request: Request) -> str:
-        """The token name the request was authorised with (already checked: a cache hit)."""
-        return await self.access.api_client(request, True)
 
-    # -- reading ----------------------------------------------------------------
+class MessageItem(Item):
+    """``GET /api/v1/messages/<queue id>``: the message and its recipients."""
 
-    async def get_message(self, request: Request, queue_id: str) -> None:
-        """GET /api/v1/messages/<queue id>."""
-        message = await self.store.get_message(queue_id)
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    async def get(self, request: Request) -> None:
+        """The message and its recipients."""
+        store = self.api.store
+        message = await store.get_message(self.key)
         if message is None:
-            raise HttpError(404, f"no message with queue id {queue_id}")
-        deliveries = await self.store.search_deliveries(queue_id=message.queue_id, limit=1000)
+            raise HttpError(404, f"no message with queue id {self.key}")
+        deliveries = await store.search_deliveries(queue_id=message.queue_id, limit=1000)
         body = dataclasses.asdict(message)
         body.pop("message_pk", None)
         body["recipients"] = [delivery_json(d) for d in reversed(deliveries)]
         write_json(request, 200, body)
 
-    async def get_delivery(self, request: Request, delivery_id: str) -> None:
-        """GET /api/v1/deliveries/<id>: the delivery and its events."""
-        if not delivery_id.isdigit():
+
+# -- reading ----------------------------------------------------------------------
+
+
+class DeliveryItem(Item):
+    """``GET /api/v1/deliveries/<id>``: the delivery and its events."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    async def get(self, request: Request) -> None:
+        """The delivery and its events."""
+        if not self.key.isdigit():
             raise HttpError(400, "delivery_id: expected an integer", "delivery_id")
-        delivery = await self.store.get_delivery(int(delivery_id))
+        delivery = await self.api.store.get_delivery(int(self.key))
         if delivery is None:
-            raise HttpError(404, f"no delivery {delivery_id}")
-        events = await self.store.events(delivery.delivery_id)
+            raise HttpError(404, f"no delivery {self.key}")
+        events = await self.api.operations.events(delivery.delivery_id)
         body = delivery_json(delivery)
         body["events"] = [event_json(e) for e in events]
         write_json(request, 200, body)
 
-    async def get_recipient(self, request: Request, address: str) -> None:
-        """GET /api/v1/recipients/<address>: deliveries to it, newest first."""
+
+class RecipientItem(Item):
+    """``GET /api/v1/recipients/<address>``: deliveries to it, newest first."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    async def get(self, request: Request) -> None:
+        """One page of the address's deliveries (:meth:`Operations.find`)."""
         limit = int_arg(request, "limit", 100, 1, 1000)
         before = int_arg(request, "before", None, 1)
-        found = await self.store.search_deliveries(recipient=address,
-                                                   before_delivery_id=before, limit=limit)
+        assert limit is not None  # it has a default
+        try:
+            found = await self.api.operations.find(self.key, limit=limit, before=before)
+        except InvalidRequest as e:
+            raise invalid(e) from None
         write_json(request, 200, {
-            "recipient": address, "deliveries": [delivery_json(d) for d in found],
+            "recipient": self.key, "deliveries": [delivery_json(d) for d in found],
             "next_before": found[-1].delivery_id if len(found) == limit else None,
         })
 
-    async def get_mailing(self, request: Request, mailing_id: str) -> None:
-        """GET /api/v1/mailings/<id>: summary and rates."""
-        summary = await self.store.mailing_summary(mailing_id)
-        if summary.recipients == 0:
-            raise HttpError(404, f"no mailing {mailing_id}")
-        write_json(request, 200, {"mailing_id": mailing_id, **summary_json(summary)})
 
-    async def mailing_recipients(self, request: Request, mailing_id: str) -> None:
-        """GET /api/v1/mailings/<id>/recipients: one page, newest first."""
+class MailingItem(Item):
+    """``GET /api/v1/mailings/<id>``: summary and rates; ``.../recipients`` is a child."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802 - Twisted
+        """``recipients``: one page of the mailing's recipients."""
+        if path == b"recipients":
+            return MailingRecipients(self.api, self.key)
+        return super().getChild(path, request)
+
+    async def get(self, request: Request) -> None:
+        """The mailing's summary and rates."""
+        summary = await self.api.store.mailing_summary(self.key)
+        if summary.recipients == 0:
+            raise HttpError(404, f"no mailing {self.key}")
+        write_json(request, 200, {"mailing_id": self.key, **summary_json(summary)})
+
+
+class MailingRecipients(Item):
+    """``GET /api/v1/mailings/<id>/recipients``: one page, newest first."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    async def get(self, request: Request) -> None:
+        """One page of the mailing's recipients (``state``, ``before``, ``limit``)."""
         limit = int_arg(request, "limit", 100, 1, 1000)
         before = int_arg(request, "before", None, 1)
         state = arg(request, "state") or None
-        found = await self.store.search_deliveries(mailing_id=mailing_id, state=state,
-                                                   before_delivery_id=before, limit=limit)
+        assert limit is not None  # it has a default
+        found = await self.api.store.search_deliveries(
+            mailing_id=self.key, state=state, before_delivery_id=before, limit=limit)
         write_json(request, 200, {
-            "mailing_id": mailing_id, "deliveries": [delivery_json(d) for d in found],
+            "mailing_id": self.key, "deliveries": [delivery_json(d) for d in found],
             "next_before": found[-1].delivery_id if len(found) == limit else None,
         })
 
-    async def get_summary(self, request: Request) -> None:
-        """GET /api/v1/summary?since=&until=: window summary, rates and queue depth."""
+
+class SummaryEndpoint(Endpoint):
+    """``GET /api/v1/summary?since=&until=``: window summary, rates and queue depth."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    async def get(self, request: Request) -> None:
+        """The summary of the window (the last day by default)."""
         until = parse_time(arg(request, "until"), "until")
         since = parse_time(arg(request, "since"), "since")
         if since is None and until is None:
-            until = self.clock.seconds()
+            until = self.api.clock.seconds()
             since = until - 86400
-        summary = await self.store.summary(since, until)
-        depth = await self.store.queue_depth()
+        summary = await self.api.store.summary(since, until)
+        depth = await self.api.store.queue_depth()
         write_json(request, 200, {"since": since, "until": until, **summary_json(summary),
                                   "queue_depth": depth})
 
-    # -- suppressions -------------------------------------------------------------
 
-    async def suppressions(self, request: Request, method: str, rest: list[str]) -> None:
-        """The suppression list: list, add, read one, remove one."""
-        if not rest and method == "GET":
-            limit = int_arg(request, "limit", 1000, 1, 10000)
-            page = await self.store.suppressions(after=arg(request, "after") or None,
-                                                 limit=limit)
-            write_json(request, 200, {
-                "suppressions": [dataclasses.asdict(s) for s in page],
-                "next_after": page[-1].address if len(page) == limit else None,
-            })
-            return
-        if not rest and method == "POST":
-            data = self._read_json(request, SUPPRESSION_BODY_LIMIT)
-            address = _address(data.get("address"), "address")
-            reason = data.get("reason", "operator")
-            note = data.get("note")
-            if not isinstance(reason, str) or not reason or len(reason) > 64:
-                raise HttpError(400, "reason: expected a short word", "reason")
-            if note is not None and not isinstance(note, str):
-                raise HttpError(400, "note: expected a string", "note")
-            added = await self.store.suppress(address, reason, self.clock.seconds(),
-                                              source="operator", note=note)
-            entry = await self.store.get_suppression(address)
-            write_json(request, 201 if added else 200,
-                       {"added": added, "suppression": dataclasses.asdict(entry)
-                        if entry else None})
-            return
-        if len(rest) == 1 and method == "GET":
-            entry = await self.store.get_suppression(rest[0])
-            if entry is None:
-                raise HttpError(404, f"{rest[0]} is not suppressed")
-            write_json(request, 200, dataclasses.asdict(entry))
-            return
-        if len(rest) == 1 and method == "DELETE":
-            if not await self.store.unsuppress(rest[0]):
-                raise HttpError(404, f"{rest[0]} is not suppressed")
-            write_json(request, 200, {"removed": rest[0].strip().lower()})
-            return
-        raise HttpError(405, f"{method} is not allowed here")
+# -- suppressions -------------------------------------------------------------------
 
 
+class Suppressions(Items):
+    """``/api/v1/suppressions``: list (GET) and add (POST); the addresses are children."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__(api, SuppressionItem)
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET lists, POST adds."""
+        return {"GET": self.list_page, "POST": self.add}
+
+    def body_limit(self, method: bytes) -> int:
+        """An address, a reason and a note."""
+        return SUPPRESSION_BODY_LIMIT if method == b"POST" else 0
+
+    async def list_page(self, request: Request) -> None:
+        """One page of the list (``after``, ``limit``)."""
+        limit = int_arg(request, "limit", 1000, 1, 10000)
+        assert limit is not None  # it has a default
+        page = await self.api.operations.suppressions(after=arg(request, "after") or None,
+                                                      limit=limit)
+        write_json(request, 200, {
+            "suppressions": [dataclasses.asdict(s) for s in page],
+            "next_after": page[-1].address if len(page) == limit else None,
+        })
+
+    async def add(self, request: Request) -> None:
+        """Add an address (:meth:`Operations.suppress`): 201, or 200 when already there."""
+        data = read_json(request, SUPPRESSION_BODY_LIMIT)
+        try:
+            result = await self.api.operations.suppress(
+                data.get("address"), data.get("reason", "operator"), data.get("note"))
+        except InvalidRequest as e:
+            raise invalid(e) from None
+        write_json(request, 201 if result.added else 200,
+                   {"added": result.added, "suppression": dataclasses.asdict(result.entry)
+                    if result.entry else None})
+
+
+class SuppressionItem(Item):
+    """``/api/v1/suppressions/<address>``: read (GET) or remove (DELETE) one entry."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET reads, DELETE removes."""
+        return {"GET": self.get, "DELETE": self.delete}
+
+    async def get(self, request: Request) -> None:
+        """The entry, or 404."""
+        try:
+            entry = await self.api.operations.suppression(self.key)
+        except InvalidRequest as e:
+            raise invalid(e) from None
+        if entry is None:
+            raise HttpError(404, f"{self.key} is not suppressed")
+        write_json(request, 200, dataclasses.asdict(entry))
+
+    async def delete(self, request: Request) -> None:
+        """Remove the entry (:meth:`Operations.unsuppress`), or 404."""
+        try:
+            result = await self.api.operations.unsuppress(self.key)
+        except InvalidRequest as e:
+            raise invalid(e) from None
+        if not result.removed:
+            raise HttpError(404, f"{self.key} is not suppressed")
+        write_json(request, 200, {"removed": result.address})
+
+
+class V1(Endpoint):
+    """``/api/v1``: the endpoints are its children; itself it is 404."""
+
+    known = False
+
+
+def build_api(api: Api) -> Resource:
+    """The ``/api`` tree."""
+    v1 = V1(api)
+    v1.putChild(b"messages", Messages(api))
+    v1.putChild(b"deliveries", Items(api, DeliveryItem))
+    v1.putChild(b"recipients", Items(api, RecipientItem))
+    v1.putChild(b"mailings", Items(api, MailingItem))
+    v1.putChild(b"summary", SummaryEndpoint(api))
+    v1.putChild(b"suppressions", Suppressions(api))
+    root = Outside(api)
+    root.putChild(b"v1", v1)
+    return root

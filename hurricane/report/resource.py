@@ -1,4 +1,12 @@
-"""The base of the report's resources: async handlers, errors, security headers."""
+"""The base of the report's resources: the tree, async handlers, errors, security headers.
+
+The site is a tree of twisted.web resources (``putChild`` for fixed names,
+``getChild`` for identifiers): Twisted's own traversal picks the resource
+that answers, and no module routes by hand. Every resource of the tree is a
+:class:`ReportResource`, which also tells the request gate of
+:mod:`hurricane.report.web` its body limit and its access check, so the gate
+and the renderer can never disagree about where a request goes.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,14 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from hurricane.report.auth import Denied
 from hurricane.store.interface import StoreUnavailable
 
-__all__ = ["HttpError", "run_async", "arg", "query_args", "json_default", "write_json"]
+__all__ = ["HttpError", "ReportResource", "run_async", "arg", "query_args", "json_default",
+           "segment", "write_json"]
 
 log = Logger()
 
@@ -140,3 +150,48 @@ def _answer_error(request: Request, e: Exception,
     else:
         log.failure("error rendering {uri}", Failure(e), uri=uri)
         on_error(request, 500, "Internal error (see the server log).", None, None)
+
+
+def segment(path: bytes) -> str:
+    """A path segment as text (Twisted has already percent-decoded it, once)."""
+    return path.decode("utf-8", "replace")
+
+
+class ReportResource(Resource):
+    """A resource of the report's tree.
+
+    Subclasses render their methods (through :func:`run_async`) and say what
+    the request gate needs before a body is read: :meth:`body_limit` and
+    :meth:`authorize`, plus the form of an early refusal (:meth:`refusal`).
+
+    A trailing slash names the resource itself (``/search/`` is
+    ``/search``); any other unknown child is :meth:`missing`, which answers
+    as the subclass's part of the site does (an HTML 404, a JSON 404 or 405).
+    """
+
+    def body_limit(self, method: bytes) -> int:
+        """The largest request body this resource takes for ``method`` (0: none)."""
+        del method
+        return 0
+
+    async def authorize(self, request: Request, method: bytes) -> None:
+        """The access check of this resource, run by the gate before the body is read.
+
+        Raises:
+            Denied: the answer to give instead.
+        """
+        raise NotImplementedError
+
+    def refusal(self, denied: Denied) -> tuple[bytes, bytes]:
+        """The content type and body of an early refusal (plain text by default)."""
+        return b"text/plain; charset=utf-8", denied.message.encode("utf-8") + b"\n"
+
+    def missing(self, path: bytes) -> Resource:
+        """The resource answering for an unknown child ``path``."""
+        raise NotImplementedError
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802 - Twisted
+        """Trailing empty segments name this resource; anything else is :meth:`missing`."""
+        if path == b"" and not any(request.postpath or ()):
+            return self
+        return self.missing(path)

@@ -8,10 +8,11 @@ Request bodies are never read before the request is allowed (issue 23 item
 5). twisted.web reads a body whole (to a temporary file past 100 KB) before
 any resource runs, so the check sits below the resources, in the Request:
 when the headers are complete (:meth:`GuardedRequest.gotLength`) the
-:class:`RequestGate` looks at the method and the path, refuses a
-Content-Length over the route's limit with 413, and runs the route's access
-check (:class:`~hurricane.report.auth.AccessPolicy`, the same one the
-resources run again). While a password waits for the thread pool the
+:class:`RequestGate` finds the resource that will answer (Twisted's own
+traversal of the same tree), refuses a Content-Length over that resource's
+limit with 413, and runs its access check
+(:class:`~hurricane.report.auth.AccessPolicy`, the same one the resource
+runs again). While a password waits for the thread pool the
 connection stops reading. A refused request is answered at once and the
 connection closed, without reading a byte of its body; a chunked body is
 counted as it arrives and cut at the limit. Requests without a body go
@@ -20,9 +21,7 @@ straight to the resources, which render their own error pages.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -33,36 +32,42 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
-from twisted.web.resource import Resource
+from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import Request, Site
 
 from hurricane.config import Config
 from hurricane.credentials import FailureLimiter, SecretVerifier, inline_runner
-from hurricane.report.api import ApiResource
+from hurricane.operations import Operations
+from hurricane.report.api import Api, build_api
 from hurricane.report.auth import AccessPolicy, Denied
 from hurricane.report.metrics import Metrics, MetricsResource
-from hurricane.report.pages import ReportPages
+from hurricane.report.pages import Pages, build_pages
 from hurricane.report.resource import (
     HttpError,
+    ReportResource,
     retry_after_value,
     run_async,
 )
+from hurricane.store.interface import IOutcomeStore
 
-__all__ = ["GuardedChannel", "GuardedRequest", "HurricaneSite", "RequestGate", "Route",
+__all__ = ["GuardedChannel", "GuardedRequest", "HurricaneSite", "MetricsPage", "RequestGate",
            "build_web_site"]
 
 log = Logger()
 
 
-class _GuardedMetrics(Resource):
-    """/metrics behind the access policy (open on loopback, else a login or token)."""
+class MetricsPage(ReportResource):
+    """``/metrics`` behind the access policy (open on loopback, else a login or token).
+
+    A leaf: any path under ``/metrics`` is the metrics too.
+    """
 
     isLeaf = True
 
-    def __init__(self, access: AccessPolicy, inner: MetricsResource) -> None:
+    def __init__(self, access: AccessPolicy, metrics: Metrics) -> None:
         super().__init__()
         self.access = access
-        self.inner = inner
+        self.inner = MetricsResource(metrics)
 
     def render(self, request: Request) -> Any:
         """Check access, then render the metrics."""
@@ -78,6 +83,10 @@ class _GuardedMetrics(Resource):
             request.write(body)
         request.finish()
 
+    async def authorize(self, request: Request, method: bytes) -> None:
+        """The metrics' access check."""
+        await self.access.metrics_allowed(request)
+
     @staticmethod
     def _error(request: Request, code: int, message: str, field: str | None,
                challenge: bytes | None) -> None:
@@ -90,89 +99,39 @@ class _GuardedMetrics(Resource):
         request.finish()
 
 
-class _Root(Resource):
-    """``/api``, ``/metrics`` and every other path to the report pages."""
-
-    def __init__(self, pages: ReportPages, api: ApiResource, metrics: Resource) -> None:
-        super().__init__()
-        self.pages = pages
-        self.api = api
-        self.metrics = metrics
-
-    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802 - Twisted
-        """Route the first path segment."""
-        if path == b"api":
-            return self.api
-        if path == b"metrics":
-            return self.metrics
-        # The pages resource is a leaf: it sees the whole path again.
-        assert request.postpath is not None and request.prepath is not None
-        request.postpath.insert(0, path)
-        request.prepath.pop()
-        return self.pages
-
-    def render(self, request: Request) -> Any:
-        """``/`` itself: the overview."""
-        return self.pages.render(request)
-
-
-@dataclass(frozen=True)
-class Route:
-    """What the gate needs to know about a request's target.
-
-    Attributes:
-        kind: ``"api"``, ``"metrics"`` or ``"pages"`` (the resource that will answer).
-        body_limit: the largest body the target takes (0: none).
-        write: for the API, True when the call changes something.
-    """
-
-    kind: str
-    body_limit: int
-    write: bool = False
-
-
 class RequestGate:
     """Decides, once the headers are in, whether a request's body may be read.
 
-    It routes exactly as :class:`_Root` does (first path segment, after
-    Twisted's percent-decoding), asks the answering resource for its body
-    limit and runs that resource's access check.
+    It finds the resource that will answer exactly as the Site will, with
+    Twisted's own traversal (:func:`twisted.web.resource.getChildForRequest`)
+    over the same tree and the same percent-decoded segments, and asks that
+    resource for its body limit and its access check.
 
     Args:
-        access: the site's access policy.
-        api: the ``/api`` resource.
-        pages: the report pages.
+        root: the site's root resource.
     """
 
-    def __init__(self, access: AccessPolicy, api: ApiResource, pages: ReportPages) -> None:
-        self.access = access
-        self.api = api
-        self.pages = pages
+    def __init__(self, root: Resource) -> None:
+        self.root = root
 
-    def route(self, method: bytes, target: bytes) -> Route:
-        """The route of a request line's method and target."""
+    def resource_for(self, request: Request, target: bytes) -> ReportResource:
+        """The resource of a request line's target.
+
+        The traversal runs on the request itself (its ``prepath`` and
+        ``postpath``), which ``Request.process`` sets again from the start
+        when the request is served.
+        """
         path = target.split(b"?", 1)[0]
         # The same split and decoding as twisted.web.server.Request.process.
-        segments = [unquote_to_bytes(s) for s in path[1:].split(b"/")]
-        if segments[0] == b"api":
-            return Route("api", self.api.body_limit(method, segments[1:]),
-                         write=method not in (b"GET", b"HEAD"))
-        if segments[0] == b"metrics":
-            return Route("metrics", 0)
-        return Route("pages", self.pages.body_limit(method, segments))
-
-    async def authorize(self, route: Route, request: Request) -> None:
-        """Run the route's access check.
-
-        Raises:
-            Denied: the answer the resource would give.
-        """
-        if route.kind == "api":
-            await self.access.api_client(request, route.write)
-        elif route.kind == "metrics":
-            await self.access.metrics_allowed(request)
-        else:
-            await self.access.page_user(request)
+        request.prepath = []
+        request.postpath = [unquote_to_bytes(s) for s in path[1:].split(b"/")]
+        try:
+            found = getChildForRequest(self.root, request)
+        finally:
+            request.prepath = request.postpath = None
+        if not isinstance(found, ReportResource):
+            raise TypeError(f"{type(found).__name__} is not a ReportResource")
+        return found
 
 
 class GuardedChannel(HTTPChannel):
@@ -209,6 +168,7 @@ class GuardedRequest(Request):
         self._line: tuple[bytes, bytes, bytes] | None = None
         self._state = _OPEN
         self._limit: int | None = None
+        self._resource: ReportResource | None = None
         self._received = 0
         self._length: int | None = None
         self._held = BytesIO()
@@ -236,10 +196,11 @@ class GuardedRequest(Request):
             super().gotLength(length)
             return
         method, target, _version = self._line
-        route = gate.route(method, target)
-        self._limit = route.body_limit
-        if length is not None and length > route.body_limit:
-            self._refuse(route, Denied(413, _too_large(route.body_limit)))
+        resource = gate.resource_for(self, target)
+        self._resource = resource
+        self._limit = resource.body_limit(method)
+        if length is not None and length > self._limit:
+            self._refuse(Denied(413, _too_large(self._limit)))
             return
         if length == 0:
             # Nothing to hold back: the resource checks access and answers
@@ -248,8 +209,8 @@ class GuardedRequest(Request):
             return
         self._length = length
         self._state = _PENDING
-        d = Deferred.fromCoroutine(gate.authorize(route, self))
-        d.addCallbacks(lambda _: self._allowed(), lambda f: self._denied(route, f))
+        d = Deferred.fromCoroutine(resource.authorize(self, method))
+        d.addCallbacks(lambda _: self._allowed(), self._denied)
         if self._state == _PENDING:
             # The check waits for the thread pool: stop reading meanwhile, and
             # keep Twisted from inviting the body with "100 Continue".
@@ -262,15 +223,12 @@ class GuardedRequest(Request):
                 self._paused = producer
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted
-        """Count the body as it arrives and cut it at the route's limit."""
+        """Count the body as it arrives and cut it at the resource's limit."""
         if self._state == _REFUSED:
             return
         self._received += len(data)
         if self._limit is not None and self._received > self._limit:
-            gate = self._gate()
-            assert gate is not None and self._line is not None  # a limit comes from the gate
-            self._refuse(gate.route(self._line[0], self._line[1]),
-                         Denied(413, _too_large(self._limit)))
+            self._refuse(Denied(413, _too_large(self._limit)))
             return
         if self._state == _PENDING:
             self._held.write(data)
@@ -314,16 +272,16 @@ class GuardedRequest(Request):
             self._received_args = None
             super().requestReceived(command, path, version)
 
-    def _denied(self, route: Route, failure: Failure) -> None:
+    def _denied(self, failure: Failure) -> None:
         if self._gone or self._state == _REFUSED:
             return
         denied = failure.value
         if not isinstance(denied, Denied):
             log.failure("access check failed", failure)
             denied = Denied(500, "Internal error (see the server log).")
-        self._refuse(route, denied)
+        self._refuse(denied)
 
-    def _refuse(self, route: Route, denied: Denied) -> None:
+    def _refuse(self, denied: Denied) -> None:
         """Answer ``denied`` now and close, reading nothing more."""
         self._state = _REFUSED
         self._held = BytesIO()
@@ -331,12 +289,8 @@ class GuardedRequest(Request):
         self.requestHeaders.removeHeader(b"expect")
         if self.content is None:
             self.content = BytesIO()  # connectionLost closes it
-        if route.kind == "api":
-            body = json.dumps({"error": denied.message, "field": None}).encode("utf-8") + b"\n"
-            content_type = b"application/json"
-        else:
-            body = denied.message.encode("utf-8") + b"\n"
-            content_type = b"text/plain; charset=utf-8"
+        assert self._resource is not None  # a refusal comes after the gate found it
+        content_type, body = self._resource.refusal(denied)
         headers = Headers({
             b"content-type": [content_type],
             b"content-length": [str(len(body)).encode("ascii")],
@@ -377,6 +331,7 @@ class HurricaneSite(Site):
         metrics: the :class:`Metrics` (other components may call its methods).
         access: the :class:`AccessPolicy`.
         gate: the :class:`RequestGate` its requests consult before their bodies.
+        api: what the API's endpoints share (its limits).
     """
 
     # A plain HTTP/1.1 channel: the guard needs its request line. (Twisted's
@@ -385,11 +340,12 @@ class HurricaneSite(Site):
     protocol = GuardedChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, metrics: Metrics, access: AccessPolicy,
-                 gate: RequestGate, **kwargs: Any) -> None:
+                 gate: RequestGate, api: Api, **kwargs: Any) -> None:
         super().__init__(resource, requestFactory=GuardedRequest, **kwargs)
         self.metrics = metrics
         self.access = access
         self.gate = gate
+        self.api = api
 
     def startFactory(self) -> None:  # noqa: N802 - Twisted
         """Start the metrics collector with the first listener."""
@@ -402,10 +358,10 @@ class HurricaneSite(Site):
         super().stopFactory()
 
 
-def build_web_site(config: Config, store: Any, clock: IReactorTime, *,
-                   on_enqueued: Callable[[], None], codec: Any = None,
-                   metrics: Metrics | None = None, hostname: str | None = None,
-                   csrf_secret: bytes | None = None,
+def build_web_site(config: Config, store: IOutcomeStore, clock: IReactorTime, *,
+                   on_enqueued: Callable[[], None], operations: Operations | None = None,
+                   codec: object = None, metrics: Metrics | None = None,
+                   hostname: str | None = None, csrf_secret: bytes | None = None,
                    verifier: SecretVerifier | None = None) -> HurricaneSite:
     """Build the site serving the report, ``/api/v1`` and ``/metrics``.
 
@@ -415,6 +371,9 @@ def build_web_site(config: Config, store: Any, clock: IReactorTime, *,
         clock: the injected reactor time (windows, submission time, collector,
             the failed-login window).
         on_enqueued: called after each committed API injection (the scheduler's wake()).
+        operations: what the forms and the API's suppressions do; the server
+            passes its one :class:`Operations`. None makes one on ``store``
+            and ``clock`` whose scheduler is ``on_enqueued`` (tests and tools).
         codec: the VERP codec (reserved; the report shows stored identifiers only).
         metrics: a Metrics to expose (one is built on ``store`` and ``clock`` if None).
         hostname: the name for Message-IDs added to injected mail
@@ -436,13 +395,16 @@ def build_web_site(config: Config, store: Any, clock: IReactorTime, *,
                           limiter=limiter, csrf_secret=csrf_secret)
     if metrics is None:
         metrics = Metrics(store, clock)
-    pages = ReportPages(store, clock, access)
-    api = ApiResource(store, clock, access, hostname or config.server.hostname, on_enqueued,
-                      max_message_size=config.submission.max_message_size,
-                      max_recipients=config.submission.max_recipients)
-    root = _Root(pages, api, _GuardedMetrics(access, MetricsResource(metrics)))
+    if operations is None:
+        operations = Operations(store, clock, _Hook(on_enqueued))
+    api = Api(store, clock, access, operations, hostname or config.server.hostname,
+              on_enqueued, max_message_size=config.submission.max_message_size,
+              max_recipients=config.submission.max_recipients)
+    root = build_pages(Pages(store, clock, access, operations))
+    root.putChild(b"api", build_api(api))
+    root.putChild(b"metrics", MetricsPage(access, metrics))
     # The injected clock also runs the connections' idle timeouts.
-    site = HurricaneSite(root, metrics, access, RequestGate(access, api, pages), reactor=clock)
+    site = HurricaneSite(root, metrics, access, RequestGate(root), api, reactor=clock)
     site.displayTracebacks = False
     if not access.loopback_only and not web.users:
         log.warn("[web] listens on {listen} (not loopback) and [web.users] is empty: the "
@@ -454,3 +416,10 @@ def build_web_site(config: Config, store: Any, clock: IReactorTime, *,
                  names=", ".join(access.tokens.pbkdf2_names),
                  count=len(access.tokens.pbkdf2_names))
     return site
+
+
+class _Hook:
+    """A bare callable as the operations' scheduler (a site built without the server)."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from hurricane import sink as sink_package
+
+if TYPE_CHECKING:
+    from hurricane.reactors import IServerReactor
 
 log = Logger()
 
@@ -102,7 +105,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         raise CommandError(str(e), EXIT_USAGE) from None
 
-    async def main(reactor: Any) -> None:
+    async def main(reactor: IServerReactor) -> None:
         returns = None if args.no_returns else ReturnSender(
             reactor, host, port, stats, helo=scenario.hostname)
         factory = SinkFactory(scenario, reactor, returns=returns, dump_dir=args.dump_dir,

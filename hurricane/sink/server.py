@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime,
 from twisted.logger import Logger
 
 from hurricane.config import TimeoutsConfig
+from hurricane.reactors import IClientReactor
 from hurricane.sink.returns import Accepted, ReturnMessage, build_return
 from hurricane.sink.scenario import Behaviour, Scenario
 from hurricane.smtpd.address import Path
@@ -239,7 +240,7 @@ class ReturnSender:
         retry_delay: seconds between tries.
     """
 
-    def __init__(self, reactor: Any, host: str, port: int, stats: SinkStats, *,
+    def __init__(self, reactor: IClientReactor, host: str, port: int, stats: SinkStats, *,
                  helo: str = "mx.sink.test", concurrency: int = 8, attempts: int = 5,
                  retry_delay: float = 1.0) -> None:
         from hurricane.outbound.client import Connector

@@ -103,7 +103,7 @@ class CheckConfigTests(SynchronousTestCase):
     def test_help(self) -> None:
         """Every subcommand documents --config."""
         for cmd in (["migrate"], ["check-config"], ["verp", "encode"], ["verp", "decode"],
-                    ["outcomes"], ["suppression", "add"]):
+                    ["outcomes"], ["suppression", "add"], ["retry"]):
             r = run(*cmd, "--help")
             self.assertEqual(r.returncode, 0, cmd)
             self.assertIn("--config", r.stdout)
@@ -134,6 +134,21 @@ class StoreCommandTests(SynchronousTestCase):
         out = run("outcomes", "--config", config, "--format", "csv")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertTrue(out.stdout.startswith("queue_id,delivery_id,recipient,state"))
+
+    def test_operations_refuse_like_the_web(self) -> None:
+        """suppression add checks the address as the form and the API do; retry needs a
+        filter; both exit 2 with the operations' message and change nothing."""
+        config = make_config()
+        r = run("suppression", "add", "--config", config, "not an address")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("address: invalid address 'not an address'", r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
+        self.assertEqual(run("suppression", "list", "--config", config).stdout, "")
+        r = run("retry", "--config", config)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("give a domain, a queue id or a delivery id", r.stderr)
+        r = run("retry", "--config", config, "--domain", "nowhere.test")
+        self.assertEqual((r.returncode, r.stdout), (0, "0 deliveries are due now\n"), r.stderr)
 
     def test_unreachable_store(self) -> None:
         """A PostgreSQL URL that cannot be reached names the URL without its password."""
@@ -202,3 +217,44 @@ class OutcomesCsvTests(TestCase):
         """The same hostile reply texts as the web test never start a cell as a formula;
         booleans are true/false as on the web."""
         return Deferred.fromCoroutine(self._hostile())
+
+
+class RetryCommandTests(TestCase):
+    """``hurricane retry`` maps its options onto Operations.retry over the configured store."""
+
+    async def _retry(self) -> None:
+        from hurricane.config import load_config
+        from hurricane.model import AttemptResult, NewMessage, NewRecipient, State
+        from hurricane.store.sqlite import SqliteStore
+
+        config = make_config()
+        path = load_config(config).store_url.split("sqlite://", 1)[1]
+        store = SqliteStore(path, reactor)
+        await store.open()
+        try:
+            result = await store.enqueue(NewMessage(
+                sender="a@b.test", recipients=(NewRecipient("x@later.test"),), body=b"x"), 1.0)
+            delivery_id = result.recipients[0].delivery_id
+            await store.record_attempts([AttemptResult(
+                delivery_id, State.deferred, 2.0, code=451, next_attempt_at=4e9)])
+        finally:
+            await store.close()
+        env = {k: v for k, v in os.environ.items() if k != "HURRICANE_CONFIG"}
+        out = await threads.deferToThread(
+            subprocess.run, [sys.executable, "-m", "hurricane.cli", "retry", "--config", config,
+                             "--domain", "LATER.test"],
+            capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual((out.returncode, out.stdout), (0, "1 deliveries are due now\n"),
+                         out.stderr)
+        store = SqliteStore(path, reactor)
+        await store.open()
+        try:
+            delivery = await store.get_delivery(delivery_id)
+        finally:
+            await store.close()
+        assert delivery is not None and delivery.next_attempt_at is not None
+        self.assertLess(delivery.next_attempt_at, 4e9)
+
+    def test_retry_by_domain(self) -> Deferred[None]:
+        """A deferred delivery of the domain (in any case) is due now after the command."""
+        return Deferred.fromCoroutine(self._retry())

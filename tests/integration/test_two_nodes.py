@@ -126,7 +126,7 @@ class TwoNodesTests(TestCase):
         self.assertEqual([r for r, n in seen.items() if n > 1], [])
 
         # and the store agrees: all delivered, attempts split between the nodes
-        reader = store_from_config(a.components["config"], reactor)
+        reader = store_from_config(a.config, reactor)
         await reader.open()
         self.addCleanup(lambda: Deferred.fromCoroutine(reader.close()))
         summary = await reader.summary()

@@ -251,6 +251,25 @@ class AccountingServiceTests(SynchronousTestCase):
         self.assertEqual(svc.stats()["position"], 17)
         self.stop(svc)
 
+    def test_lines_made_durable(self) -> None:
+        """Each batch of lines is fsynced, through a descriptor of the log file itself."""
+        synced: list[tuple[int, int]] = []
+
+        def fsync(fd: int) -> None:
+            info = os.fstat(fd)
+            synced.append((info.st_dev, info.st_ino))
+
+        self.patch(os, "fsync", fsync)
+        logfile = open_log_file(self.path, 10**9)
+        svc = AccountingService(self.store, self.clock, logfile, CursorFile(self.cursor_path),
+                                batch=5, fsync=True)
+        svc.startService()
+        drain(self.clock)
+        info = os.stat(self.path)
+        # 17 events in batches of 5 (the cursor file is fsynced as well)
+        self.assertEqual(synced.count((info.st_dev, info.st_ino)), 4)
+        self.stop(svc)
+
     def test_polls_for_new_events(self) -> None:
         """Events recorded later are written at the next poll."""
         svc = self.service()

@@ -26,6 +26,7 @@ from hurricane.admin.manhole import (
 )
 from hurricane.config import AdminConfig, Config, ServerConfig
 from hurricane.model import AttemptResult, NewMessage, NewRecipient, State
+from hurricane.operations import InvalidRequest, Operations
 from hurricane.service import HurricaneService
 from hurricane.store.memory import MemoryStore
 from tests.ops.helpers import T0, populate, run, temp_path
@@ -62,12 +63,20 @@ class FakeProcessor:
         return defer.succeed(f"replayed {bounce_id}")
 
 
-def make_root(store: MemoryStore, config: Config | None = None) -> HurricaneService:
-    """A root service (not started) with fake workers in its components."""
-    root = HurricaneService(store, on_fatal=lambda msg: None)
-    root.components.update(config=config or Config(), store=store, outbound=FakeOutbound(),
-                           processor=FakeProcessor(), codec="codec", classifier="classifier")
+def make_root(store: MemoryStore, config: Config | None = None,
+              clock: Clock | None = None) -> HurricaneService:
+    """A root service (not started) whose operations drive fake workers."""
+    root = HurricaneService(store, on_fatal=lambda msg: None, config=config)
+    outbound, processor = FakeOutbound(), FakeProcessor()
+    root.operations = Operations(store, clock or Clock(), outbound, processor=processor,
+                                 counters={"outbound": outbound, "processor": processor})
     return root
+
+
+def build_console(config: Config, root: HurricaneService, reactor: Any) -> Any:
+    """build_manhole_service with the root's operations."""
+    assert root.operations is not None
+    return build_manhole_service(config, root, reactor, operations=root.operations)
 
 
 def write_key(path: str) -> str:
@@ -132,13 +141,11 @@ class AuthorizedKeysTests(SynchronousTestCase):
         store = MemoryStore()
         config = Config(server=ServerConfig(data_dir=directory),
                         admin=AdminConfig(enabled=True))
-        self.assertRaises(ManholeConfigError, build_manhole_service, config,
-                          make_root(store), Clock())
+        self.assertRaises(ManholeConfigError, build_console, config, make_root(store), Clock())
         config = Config(server=ServerConfig(data_dir=directory),
                         admin=AdminConfig(enabled=True, authorized_keys="/nonexistent/keys"))
-        self.assertRaises(ManholeConfigError, build_manhole_service, config,
-                          make_root(store), Clock())
-        self.assertIsNone(build_manhole_service(Config(), make_root(store), Clock()))
+        self.assertRaises(ManholeConfigError, build_console, config, make_root(store), Clock())
+        self.assertIsNone(build_console(Config(), make_root(store), Clock()))
 
 
 class Output:
@@ -160,16 +167,21 @@ class NamespaceTests(SynchronousTestCase):
         self.ids = run(self, populate(self.store))
         self.clock = Clock()
         self.clock.advance(T0 + 1000)
-        self.root = make_root(self.store)
-        self.ns = make_namespace(self.root, self.clock)
+        self.root = make_root(self.store, clock=self.clock)
+        assert self.root.operations is not None
+        self.operations = self.root.operations
+        self.ns = make_namespace(self.root, self.operations)
 
     def test_names(self) -> None:
         """The namespace exposes the live objects and the helpers."""
         for name in ("service", "store", "outbound", "processor", "codec", "classifier",
-                     "config", "stats", "find", "retry", "suppress", "unsuppress", "replay"):
+                     "config", "reactor", "operations", "stats", "find", "retry", "release",
+                     "suppress", "unsuppress", "replay"):
             self.assertIn(name, self.ns)
         self.assertIs(self.ns["service"], self.root)
-        self.assertIsNot(make_namespace(self.root, self.clock), self.ns)
+        self.assertIs(self.ns["operations"], self.operations)
+        self.assertIs(self.ns["config"], self.root.config)
+        self.assertIsNot(make_namespace(self.root, self.operations), self.ns)
 
     def test_stats(self) -> None:
         """stats() gathers the scheduler, the processor and the queue depth."""
@@ -195,10 +207,11 @@ class NamespaceTests(SynchronousTestCase):
         run(self, store.record_attempts([AttemptResult(delivery.delivery_id, State.deferred,
                                                        T0 + 1, code=451,
                                                        next_attempt_at=T0 + 9999)]))
-        root = make_root(store)
-        ns = make_namespace(root, self.clock)
+        root = make_root(store, clock=self.clock)
+        assert root.operations is not None
+        ns = make_namespace(root, root.operations)
         self.assertEqual(self.successResultOf(ns["retry"](delivery.queue_id)), 1)
-        self.assertEqual(root.components["outbound"].woken, 1)
+        self.assertEqual(root.operations.outbound.woken, 1)  # type: ignore[union-attr]
         after = run(self, store.get_delivery(delivery.delivery_id))
         assert after is not None
         self.assertEqual(after.next_attempt_at, T0 + 1000)
@@ -212,6 +225,17 @@ class NamespaceTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(self.ns["unsuppress"]("z@example.org")))
         self.assertFalse(self.successResultOf(self.ns["unsuppress"]("z@example.org")))
         self.assertEqual(self.successResultOf(self.ns["replay"](4)), "replayed 4")
+
+    def test_same_refusals_as_the_other_adapters(self) -> None:
+        """A malformed address fails the helper with the operations' own error."""
+        failure = self.failureResultOf(self.ns["suppress"]("not an address"), InvalidRequest)
+        self.assertEqual(failure.value.field, "address")
+        self.assertIsNone(run(self, self.store.get_suppression("not an address")))
+        out = Output()
+        interp = ConsoleInterpreter(out, self.ns, "tester")
+        interp.push(b"suppress('bad')")
+        self.assertIn("InvalidRequest: address: address must be fully qualified", out.text)
+        self.assertEqual(interp.errors, 1)
 
     def test_interpreter_deferreds(self) -> None:
         """Results already there print at once; later ones print when they fire."""
@@ -286,8 +310,8 @@ class ManholeSSHTests(TestCase):
             server=ServerConfig(data_dir=os.path.join(self.dir, "data")),
             admin=AdminConfig(enabled=True, listen="tcp:0:interface=127.0.0.1",
                               authorized_keys=authorized))
-        self.root = make_root(self.store, self.config)
-        service = build_manhole_service(self.config, self.root, reactor)
+        self.root = make_root(self.store, self.config, clock=reactor)
+        service = build_console(self.config, self.root, reactor)
         assert service is not None
         self.service = service
         return Deferred.fromCoroutine(self._start())

@@ -7,6 +7,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from hurricane.model import NewMessage, NewRecipient
+
 from .helpers import T0, WebFixture, json_of, make_config, run
 
 API = "http://127.0.0.1/api/v1"
@@ -130,7 +132,7 @@ class InjectionTests(SynchronousTestCase):
 
     def test_too_large(self) -> None:
         """A message over the size limit is refused with 413."""
-        self.f.site.resource.api.max_message_size = 1000
+        self.f.site.api.max_message_size = 1000
         response, body = self.inject({"recipients": ["a@x.test"], "raw": "x" * 1500})
         self.assertEqual(response.code, 413)
 
@@ -178,6 +180,16 @@ class ApiReadTests(SynchronousTestCase):
         self.assertIsNotNone(body["next_before"])
         for path in ("/deliveries/999", "/mailings/none", "/messages/AAAA", "/nothing"):
             self.assertEqual(self.get(path)[0], 404, path)
+
+    def test_path_decoded_once(self) -> None:
+        """A percent sign in an address survives the path: segments are decoded once."""
+        run(self.f.store.enqueue(NewMessage(sender="", recipients=(NewRecipient("a%41@x.test"),),
+                                            body=b"x"), T0))
+        code, body = self.get("/recipients/a%2541@x.test")
+        self.assertEqual((code, body["recipient"]), (200, "a%41@x.test"))
+        self.assertEqual([d["recipient"] for d in body["deliveries"]], ["a%41@x.test"])
+        run(self.f.store.suppress("b%42@x.test", "operator", T0))
+        self.assertEqual(self.get("/suppressions/b%2542@x.test")[0], 200)
 
     def test_suppression_crud(self) -> None:
         """Suppressions are listed, added, read and removed through the API."""

@@ -213,8 +213,9 @@ class WiringTests(SynchronousTestCase):
         })
         root = build_service(config, MemoryReactorClock(), on_fatal=lambda _: None,
                              preflight=False)
-        verifier = root.components["verifier"]
-        self.assertIs(root.components["site"].access.verifier, verifier)
+        verifier = root.verifier
+        assert verifier is not None and root.site is not None
+        self.assertIs(root.site.access.verifier, verifier)
         factories = [s.factory for s in root if getattr(s, "kind", None) == "submission"]
         (checker,) = factories[0].portal.checkers.values()
         self.assertIs(checker.book.verifier, verifier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from urllib.parse import urlencode
 
@@ -9,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.model import BounceEvent, EventKind, NewMessage, NewRecipient, ReturnedMessage
 from hurricane.report.figures import STATES
+from tests.ops.test_operations import MALFORMED
 
 from .helpers import (
     CSRF_SECRET,
@@ -17,6 +19,7 @@ from .helpers import (
     WebFixture,
     body_of,
     check_csv_cells,
+    json_of,
     make_config,
     run,
     store_hostile,
@@ -236,6 +239,41 @@ class FormTests(SynchronousTestCase):
         self.assertEqual(code, 303)
         later = run(self.f.store.get_delivery(self.f.data["ids"][2]))
         self.assertEqual(later.next_attempt_at, T0)
+
+    def test_retry_now_wakes_the_scheduler(self) -> None:
+        """Retry now from the report wakes the scheduler, as the console's retry always did."""
+        later = self.f.data["ids"][2]
+        code, _ = self.post("/deferred/retry", {"delivery_id": str(later), "csrf": self.token})
+        self.assertEqual(code, 303)
+        self.assertEqual(self.f.woken, 1)
+        code, _ = self.post("/deferred/retry", {"domain": "nowhere.test", "csrf": self.token})
+        self.assertEqual(code, 303)
+        self.assertEqual(self.f.woken, 1)  # nothing became due: nothing to wake for
+
+    def test_retry_bad_delivery_id(self) -> None:
+        """A delivery id that is not a number is a 400 naming it, never a 500."""
+        code, page = self.post("/deferred/retry", {"domain": "two.test", "delivery_id": "x",
+                                                   "csrf": self.token})
+        self.assertEqual(code, 400)
+        self.assertIn("delivery_id", page)
+        code, page = self.post("/deferred/retry", {"delivery_id": "x", "csrf": self.token})
+        self.assertEqual(code, 400)
+        self.assertIn("domain: give a domain", page)
+
+    def test_malformed_addresses_refused_as_by_the_api(self) -> None:
+        """The form refuses every malformed address the API refuses, with the same message,
+        and stores none of them."""
+        for value, _ in MALFORMED:
+            code, page = self.post("/suppressions/add", {"address": value, "csrf": self.token})
+            response, body = json_of(self.f, self.f.treq.post(
+                BASE + "/api/v1/suppressions", json={"address": value}, headers=self.f.auth()))
+            self.assertEqual((code, response.code), (400, 400), value)
+            self.assertEqual(body["field"], "address")
+            shown = re.search(r'<div class="msg">([^<]*)</div>', page)
+            assert shown is not None
+            self.assertEqual(html.unescape(shown.group(1)), body["error"], value)
+        self.assertEqual([s.address for s in run(self.f.store.suppressions(after=None))],
+                         ["gone@one.test"])
 
     def test_csrf_secret_is_per_process(self) -> None:
         """Tokens from another secret do not pass."""

@@ -1,0 +1,343 @@
+"""Operator actions, written once: retry, release, suppress, unsuppress, replay, find, stats.
+
+Four front ends let an operator act on the live data: the ``hurricane``
+command (:mod:`hurricane.cli`), the SSH console (:mod:`hurricane.admin.manhole`),
+the web report's forms (:mod:`hurricane.report.pages`) and the JSON API
+(:mod:`hurricane.report.api`). Each is a thin adapter over one
+:class:`Operations`: it turns its own input (arguments, form fields, JSON)
+into a call here and the result (or :class:`InvalidRequest`) into its own
+output. What an action does, which input it accepts, and what it wakes up is
+decided in this module and nowhere else (STYLE habit 20; Buildbot's web UI
+and REST API both go through one data API the same way).
+
+Addresses are checked by one parser, the SMTP server's own
+(:func:`hurricane.smtpd.address.parse_path`), and normalised by one rule, the
+store's suppression key (the whole address lower-cased), so the form, the
+API, the console and the command refuse the same malformed address with the
+same message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from hurricane.model import Delivery, Event, Suppression
+from hurricane.smtpd.address import parse_path
+from hurricane.smtpd.reply import ReplyError
+from hurricane.store.interface import IOutcomeStore
+
+__all__ = [
+    "Counters",
+    "InvalidRequest",
+    "MAX_FIND",
+    "MAX_REASON",
+    "Operations",
+    "Replayer",
+    "Scheduler",
+    "SuppressResult",
+    "UnsuppressResult",
+    "address_key",
+    "parse_address",
+]
+
+log = Logger()
+
+#: Longest suppression reason (a word such as ``userunknown`` or ``operator``).
+MAX_REASON = 64
+#: Most deliveries one :meth:`Operations.find` returns.
+MAX_FIND = 1000
+
+
+class InvalidRequest(ValueError):
+    """An operator's input the operations refuse, with the argument at fault.
+
+    Every adapter shows ``message`` as it is (the API and the forms answer
+    400 with it, the command exits 2, the console raises), so one mistake
+    reads the same wherever it was made.
+
+    Args:
+        field: the argument at fault (``address``, ``reason``...).
+        message: what is wrong, for a human; it starts with the field name.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def parse_address(value: object, field: str = "address") -> str:
+    """A fully qualified address, checked by the SMTP server's path parser.
+
+    Args:
+        value: what the operator gave (any type: JSON and forms are untyped).
+        field: the argument's name, for the error.
+
+    Returns:
+        The address as written (``local@domain``, surrounding space
+        removed); the case is kept, since a local part may be case-sensitive
+        on delivery.
+
+    Raises:
+        InvalidRequest: empty, not text, malformed, or without a domain.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(field, f"{field}: expected an address")
+    text = value.strip()
+    try:
+        path, rest = parse_path(f"<{text}>", "recipient")
+    except ReplyError as e:
+        raise InvalidRequest(field, f"{field}: invalid address {text!r} "
+                                    f"({e.reply.text})") from None
+    if rest or path.is_null or path.domain is None:
+        raise InvalidRequest(field, f"{field}: address must be fully qualified: {text!r}")
+    return path.address
+
+
+def address_key(value: object, field: str = "address") -> str:
+    """The normalised form of an address to look up or remove: lower-cased, trimmed.
+
+    No syntax check here, on purpose: an entry written before addresses were
+    checked (or a recipient stored by an older version) must stay findable
+    and removable. The store keys the suppression list the same way.
+
+    Raises:
+        InvalidRequest: empty or not text.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(field, f"{field}: expected an address")
+    return value.strip().lower()
+
+
+def _reason(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_REASON:
+        raise InvalidRequest("reason", "reason: expected a short word")
+    return value.strip()
+
+
+def _note(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest("note", "note: expected a string")
+    return value
+
+
+class Scheduler(Protocol):
+    """The delivery scheduler as the operations see it: woken when mail is due now."""
+
+    def wake(self) -> None:
+        """Claim due work soon."""
+
+
+class Replayer(Protocol):
+    """The bounce processor as the operations see it."""
+
+    def replay(self, bounce_id: int) -> Awaitable[object]:
+        """Analyze a stored returned message again."""
+
+
+class Counters(Protocol):
+    """A component with counters for :meth:`Operations.stats`."""
+
+    def stats(self) -> Mapping[str, object]:
+        """A snapshot of the counters."""
+
+
+@dataclass(frozen=True)
+class SuppressResult:
+    """What :meth:`Operations.suppress` did.
+
+    Attributes:
+        added: False when the address was on the list already.
+        address: the address as the list keys it (lower-cased).
+        entry: the list's entry for it after the call.
+    """
+
+    added: bool
+    address: str
+    entry: Suppression | None
+
+
+@dataclass(frozen=True)
+class UnsuppressResult:
+    """What :meth:`Operations.unsuppress` did.
+
+    Attributes:
+        removed: False when the address was not on the list.
+        address: the address as the list keys it (lower-cased).
+    """
+
+    removed: bool
+    address: str
+
+
+class Operations:
+    """Every operator action on the store and the live workers.
+
+    Args:
+        store: the opened IOutcomeStore.
+        clock: "now" for every write (retry due times, suppression dates).
+        outbound: the delivery scheduler, woken when mail becomes due; None
+            where no scheduler runs in this process (the ``hurricane``
+            command: the server's scheduler finds the mail at its next poll).
+        processor: the bounce processor, for :meth:`replay`; None where none
+            runs.
+        counters: components whose ``stats()`` :meth:`stats` gathers, by name.
+    """
+
+    def __init__(self, store: IOutcomeStore, clock: IReactorTime,
+                 outbound: Scheduler | None = None, *, processor: Replayer | None = None,
+                 counters: Mapping[str, Counters] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.outbound = outbound
+        self.processor = processor
+        self.counters = dict(counters or {})
+
+    def _wake(self) -> None:
+        if self.outbound is None:
+            return
+        try:
+            self.outbound.wake()
+        except Exception:
+            # The change is committed: a failing wake-up only delays the
+            # delivery to the scheduler's next poll.
+            log.failure("waking the scheduler failed")
+
+    # -- the queue -----------------------------------------------------------
+
+    async def retry(self, *, queue_id: str | None = None, domain: str | None = None,
+                    delivery_id: int | None = None) -> int:
+        """Make deferred deliveries due now and wake the scheduler.
+
+        Every given filter must match (a message, a destination domain, one
+        delivery); at least one is required, so that no slip retries the
+        whole queue.
+
+        Returns:
+            How many deliveries became due.
+
+        Raises:
+            InvalidRequest: no filter, or an empty one.
+        """
+        queue = queue_id.strip().upper() if queue_id is not None else None
+        dom = domain.strip().lower() if domain is not None else None
+        if queue == "" or dom == "" or (delivery_id is not None and delivery_id < 1):
+            raise InvalidRequest("domain", "domain: give a domain, a queue id or a delivery id")
+        if queue is None and dom is None and delivery_id is None:
+            raise InvalidRequest("domain", "domain: give a domain, a queue id or a delivery id")
+        count = await self.store.retry_now(self.clock.seconds(), queue_id=queue, domain=dom,
+                                           delivery_id=delivery_id)
+        log.info("retry now: {count} deliveries ({selector})", count=count,
+                 selector=" ".join(f"{k}={v}" for k, v in (("queue_id", queue), ("domain", dom),
+                                                           ("delivery_id", delivery_id))
+                                   if v is not None))
+        if count:
+            self._wake()
+        return count
+
+    async def release(self, node_id: str) -> int:
+        """Give back every lease a node holds (a node that died), and wake the scheduler.
+
+        Returns:
+            How many deliveries were released.
+
+        Raises:
+            InvalidRequest: an empty node id.
+        """
+        if not isinstance(node_id, str) or not node_id.strip():
+            raise InvalidRequest("node_id", "node_id: expected the node id of a node")
+        count = await self.store.release_owner(node_id.strip())
+        log.info("released {count} leases of node {node}", count=count, node=node_id.strip())
+        if count:
+            self._wake()
+        return count
+
+    # -- the suppression list ------------------------------------------------
+
+    async def suppress(self, address: object, reason: object = "operator",
+                       note: object = None) -> SuppressResult:
+        """Put an address on the suppression list (source ``operator``).
+
+        Raises:
+            InvalidRequest: a malformed address, a reason that is not a short
+                word, a note that is not text.
+        """
+        parsed = parse_address(address)
+        why = _reason(reason)
+        text = _note(note)
+        added = await self.store.suppress(parsed, why, self.clock.seconds(), source="operator",
+                                          note=text)
+        key = parsed.lower()
+        log.info("suppression of {address} added by an operator ({added})", address=key,
+                 added=added)
+        return SuppressResult(added, key, await self.store.get_suppression(key))
+
+    async def unsuppress(self, address: object) -> UnsuppressResult:
+        """Take an address off the suppression list.
+
+        Raises:
+            InvalidRequest: an empty address.
+        """
+        key = address_key(address)
+        removed = await self.store.unsuppress(key)
+        log.info("suppression of {address} removed by an operator ({removed})", address=key,
+                 removed=removed)
+        return UnsuppressResult(removed, key)
+
+    async def suppression(self, address: object) -> Suppression | None:
+        """The list's entry for an address, or None."""
+        return await self.store.get_suppression(address_key(address))
+
+    async def suppressions(self, after: str | None = None,
+                           limit: int = 1000) -> list[Suppression]:
+        """One page of the list ordered by address (keyset on ``after``)."""
+        return await self.store.suppressions(after=after, limit=limit)
+
+    # -- reading -------------------------------------------------------------
+
+    async def find(self, address: object, *, limit: int = 20,
+                   before: int | None = None) -> list[Delivery]:
+        """The deliveries to an address, newest first.
+
+        Args:
+            address: compared case-insensitively.
+            limit: at most this many (1 to :data:`MAX_FIND`).
+            before: keyset: only deliveries with a smaller id.
+
+        Raises:
+            InvalidRequest: an empty address or a limit out of range.
+        """
+        key = address_key(address)
+        if not 1 <= limit <= MAX_FIND:
+            raise InvalidRequest("limit", f"limit: must be between 1 and {MAX_FIND}")
+        return await self.store.search_deliveries(recipient=key, before_delivery_id=before,
+                                                  limit=limit)
+
+    async def events(self, delivery_id: int) -> list[Event]:
+        """Every event of one delivery, in order."""
+        return await self.store.events(delivery_id)
+
+    async def replay(self, bounce_id: int) -> object:
+        """Analyze a stored returned message again (after a rule change).
+
+        Raises:
+            RuntimeError: no bounce processor runs in this process.
+        """
+        if self.processor is None:
+            raise RuntimeError("no bounce processor in this process")
+        log.info("replaying returned message {bounce_id}", bounce_id=bounce_id)
+        return await self.processor.replay(bounce_id)
+
+    async def stats(self) -> dict[str, object]:
+        """Every component's counters by name, and the queue depth."""
+        found: dict[str, object] = {name: dict(source.stats())
+                                    for name, source in self.counters.items()}
+        found["queue_depth"] = await self.store.queue_depth()
+        return found
