@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 
 from hurricane.config import TimeoutsConfig
@@ -144,14 +144,6 @@ class SinkESMTP(HardenedESMTP):
                 return Reply(452, "4.5.3", "Error: too many recipients, send this one again")
         return Recipient(recipient, params, _Decision(b, 0))
 
-    def _transport(self) -> ITCPTransport:
-        assert self.transport is not None
-        return cast(ITCPTransport, self.transport)
-
-    def _abort(self) -> None:
-        """Close the connection at once (no FIN after pending writes)."""
-        self._transport().abortConnection()
-
     def send_reply(self, reply: Reply) -> None:
         """Send a reply (a :class:`_Silent` one is not sent)."""
         if isinstance(reply, _Silent):
@@ -174,9 +166,8 @@ class SinkESMTP(HardenedESMTP):
         """Hang up in the middle of DATA when the transaction is to be dropped."""
         if self._drop_in_data and self._reader is not None:
             self._drop_in_data = False
-            self._closing = True
             log.debug("dropping connection from {peer} mid-DATA", peer=self.session.peer)
-            self._abort()
+            self.abort()
             return
         HardenedESMTP.dataReceived(self, data)
 
@@ -187,7 +178,7 @@ class SinkESMTP(HardenedESMTP):
             self._buffer = b""
             self._flush()  # the 220 first
             # Not a TLS record: the client's handshake fails, then we hang up.
-            self._transport().write(b"\x15\x03\x03\x00\x02\x02\x28")
+            self.writer.write(b"\x15\x03\x03\x00\x02\x02\x28")
             self.close()
             return
         HardenedESMTP.ext_STARTTLS(self, rest)
@@ -198,7 +189,7 @@ class SinkESMTP(HardenedESMTP):
         if self._drop_in_data:
             # The whole body came in one read with DATA: hang up all the same.
             self._drop_in_data = False
-            self._abort()
+            self.abort()
             return Deferred()
         decisions = [cast(_Decision, r.info) for r in envelope.recipients]
         b = decisions[0].behaviour

@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from twisted.mail.smtp import AUTH, COMMAND, DATA, ESMTP
 from twisted.python.failure import Failure
 
-from hurricane.netio import IStreamTransport, write_now
+from hurricane.netio import IStreamTransport, StreamWriter
 from hurricane.smtpd.address import Path, is_valid_helo, parse_params, parse_path
 from hurricane.smtpd.data import DataReader
 from hurricane.smtpd.limits import ConnectionLimiter, ServerLimits
@@ -185,6 +185,9 @@ class HardenedESMTP(ESMTP):
     extra_mail_parameters: frozenset[str] = frozenset()
 
     transport: IStreamTransport
+    #: Every byte to the client goes through it (built at connectionMade,
+    #: before anything is written; see hurricane.netio).
+    writer: StreamWriter
 
     def __init__(self, factory: HardenedFactory) -> None:
         ESMTP.__init__(self, chal={}, contextFactory=factory.tls_context)
@@ -219,6 +222,7 @@ class HardenedESMTP(ESMTP):
 
     def connectionMade(self) -> None:
         """Greet the client, or turn it away when a connection limit is reached."""
+        self.writer = StreamWriter(self.transport)
         self.session = Session(peer=peer_ip(self.transport))
         self.canStartTLS = ITLSTransport.providedBy(self.transport) and self.ctx is not None
         connections = self.factory.connections
@@ -246,6 +250,7 @@ class HardenedESMTP(ESMTP):
         self._lost = True
         self._closing = True
         self._reader = None
+        self.writer.connection_lost()
         if self._admitted:
             self._admitted = False
             self.factory.connections.release(self.session.peer, per_ip=self._per_ip)
@@ -271,7 +276,14 @@ class HardenedESMTP(ESMTP):
         self._closing = True
         self.setTimeout(None)
         self._flush()
-        self.transport.loseConnection()
+        self.writer.lose_connection()
+
+    def abort(self) -> None:
+        """Close at once: nothing pending or written later reaches the client."""
+        self._closing = True
+        self.setTimeout(None)
+        self._output = []
+        self.writer.abort()
 
     # -- replies ------------------------------------------------------------
 
@@ -286,7 +298,7 @@ class HardenedESMTP(ESMTP):
             # read is processed (RFC 2920: one packet, not one per reply).
             self._output.append(data)
         else:
-            write_now(self.transport, data)
+            self.writer.write(data)
 
     def _flush(self) -> None:
         """Send the replies gathered while processing input."""
@@ -294,7 +306,7 @@ class HardenedESMTP(ESMTP):
             data = b"".join(self._output)
             self._output = []
             if not self._lost:
-                write_now(self.transport, data)
+                self.writer.write(data)
 
     def send_reply(self, reply: Reply) -> None:
         """Send a reply; count 5xx replies and close after ``max_errors`` of them.
@@ -650,7 +662,7 @@ class HardenedESMTP(ESMTP):
         # in clear text before the handshake; it must not run after it.
         self._buffer = b""
         assert self.ctx is not None  # canStartTLS
-        self.transport.startTLS(self.ctx)
+        self.writer.start_tls(self.ctx)
         self.startedTLS = True
         # RFC 3207 4.2: discard all knowledge obtained from the client.
         self.session = Session(peer=self.session.peer, tls=True)
