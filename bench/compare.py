@@ -12,6 +12,8 @@ anything else they start import that tree's ``hurricane``; the benchmark
 scripts themselves are this checkout's, so every tree is measured the same
 way):
 
+- ``bench/protocol.py``: CPU of the server protocol per transaction, no
+  I/O (the steadiest figure);
 - ``bench/inbound.py --no-sisimai --no-stages --rounds 1 --bounces 1000``:
   returns recorded per second and server CPU per return;
 - ``bench/outbound.py --no-postfix --stores sqlite --concurrency 1`` (500
@@ -41,6 +43,13 @@ ROOT = os.path.dirname(HERE)
 
 #: name -> (script and arguments, {metric: regex on its output})
 JOBS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "protocol": (
+        ["protocol.py", "--transactions", "5000"],
+        {
+            "us/tx pipelined": r"pipelined ([\d.]+) us",
+            "us/tx lock-step": r"lock-step ([\d.]+) us",
+        },
+    ),
     "inbound": (
         ["inbound.py", "--no-sisimai", "--no-stages", "--rounds", "1", "--bounces", "1000",
          "--no-append"],
@@ -129,7 +138,8 @@ def compare(ap: argparse.ArgumentParser, rounds: int, specs: list[str], work: st
             for name, _ in trees:
                 values = results.get((job, metric, name), [])
                 median = statistics.median(values) if values else float("nan")
-                cells.append(f"{name} {median:7.0f}")
+                cells.append(f"{name} {median:7.1f}" if median < 100 else
+                             f"{name} {median:7.0f}")
             print(f"  {job:16} {metric:17} " + "  ".join(cells))
 
 
