@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Before and after in the same run: inbound and submission benchmarks on several trees.
 
-    python bench/compare.py [--rounds 8] NAME=REV_OR_DIR [NAME=REV_OR_DIR ...]
+    python bench/compare.py [--rounds 8] [--jobs protocol,inbound,...] NAME=REV_OR_DIR ...
 
 e.g. ``python bench/compare.py base=main new=HEAD``. Each tree is a git
 revision (exported with ``git archive`` into a temporary directory) or a
@@ -93,20 +93,26 @@ def tree_dir(spec: str, work: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--jobs", default=",".join(JOBS),
+                    help=f"comma-separated, among: {', '.join(JOBS)}")
     ap.add_argument("trees", nargs="+", metavar="NAME=REV_OR_DIR")
     args = ap.parse_args()
     if not 1 <= args.rounds <= 50:
         ap.error("--rounds: 1 to 50")
+    jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
+    if not jobs or any(j not in JOBS for j in jobs):
+        ap.error(f"--jobs: among {', '.join(JOBS)}")
     work = tempfile.mkdtemp(prefix="bench-compare-")
     try:
-        compare(ap, args.rounds, args.trees, work)
+        compare(ap, args.rounds, jobs, args.trees, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def compare(ap: argparse.ArgumentParser, rounds: int, specs: list[str], work: str) -> None:
-    """Run every job on every tree, ``rounds`` times, and print the medians."""
+def compare(ap: argparse.ArgumentParser, rounds: int, jobs: list[str], specs: list[str],
+            work: str) -> None:
+    """Run the ``jobs`` on every tree, ``rounds`` times, and print the medians."""
     trees = []
     for item in specs:
         name, sep, spec = item.partition("=")
@@ -119,7 +125,8 @@ def compare(ap: argparse.ArgumentParser, rounds: int, specs: list[str], work: st
         k = r % len(trees)
         for name, tree in trees[k:] + trees[:k]:
             env = dict(os.environ, PYTHONPATH=tree)
-            for job, (argv, patterns) in JOBS.items():
+            for job in jobs:
+                argv, patterns = JOBS[job]
                 started = time.monotonic()
                 proc = subprocess.run([sys.executable, os.path.join(HERE, argv[0]), *argv[1:]],
                                       env=env, capture_output=True, text=True, timeout=600)
@@ -132,8 +139,8 @@ def compare(ap: argparse.ArgumentParser, rounds: int, specs: list[str], work: st
                 print(f"round {r + 1} {name:10} {job:16} {got or proc.stderr[-300:]} "
                       f"({time.monotonic() - started:.0f} s)", flush=True)
     print(f"\nmedians over {rounds} rounds:")
-    for job, (_, patterns) in JOBS.items():
-        for metric in patterns:
+    for job in jobs:
+        for metric in JOBS[job][1]:
             cells = []
             for name, _ in trees:
                 values = results.get((job, metric, name), [])
