@@ -14,9 +14,9 @@ the bounce id (the lead wires it to the analysis pipeline).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import cast
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 from twisted.logger import Logger
 
 from hurricane.config import BounceConfig
@@ -41,6 +41,11 @@ def limits_from_config(config: BounceConfig) -> ServerLimits:
     return ServerLimits.from_config(config, reject_bare_line_endings=False)
 
 
+def _token(recipient: Recipient) -> BounceRecipient:
+    """What the policy attached to a recipient this listener accepted."""
+    return cast(BounceRecipient, recipient.info)
+
+
 class BounceProtocol(HardenedESMTP):
     """One connection to the bounce receiver (no AUTH)."""
 
@@ -50,10 +55,11 @@ class BounceProtocol(HardenedESMTP):
         """Any reverse-path, including the null sender."""
         return self.factory.policy.check_sender(sender)
 
-    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
+    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]
+                           ) -> Recipient | Reply:
         """VERP, postmaster or feedback addresses on the bounce domain only."""
         tx = self.transaction
-        accepted = [r.info for r in tx.recipients] if tx is not None else []
+        accepted = [_token(r) for r in tx.recipients] if tx is not None else []
         verdict = self.factory.policy.check_recipient(recipient, accepted)
         if isinstance(verdict, BounceRecipient):
             return Recipient(recipient, params, verdict)
@@ -65,7 +71,8 @@ class BounceProtocol(HardenedESMTP):
         s = envelope.session
         client = f"[{s.peer}] helo={s.helo}"
         recipients = tuple(
-            ReturnedRecipient(rcpt.path.address, rcpt.info.delivery_id, rcpt.info.per_message)
+            ReturnedRecipient(rcpt.path.address, _token(rcpt).delivery_id,
+                              _token(rcpt).per_message)
             for rcpt in envelope.recipients
         )
         message = ReturnedMessage(
@@ -119,7 +126,7 @@ class BounceFactory(HardenedFactory):
         hostname: str,
         clock: IReactorTime,
         on_stored: Callable[[int], None] = lambda bounce_id: None,
-        tls_context: Any = None,
+        tls_context: IOpenSSLServerConnectionCreator | None = None,
     ) -> None:
         super().__init__(hostname, limits_from_config(config), clock, tls_context)
         self.config = config

@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from hurricane.config import TimeoutsConfig
-from hurricane.netio import IStreamTransport, write_now
+from hurricane.netio import IStreamTransport, StreamWriter
 from hurricane.outbound.dataenc import DataEncoder
 from hurricane.outbound.interface import (
     ConnectionFailed,
@@ -231,6 +231,9 @@ class SMTPClientProtocol(Protocol):
         self._unclaimed: deque[Reply] = deque()
         self._timer: IDelayedCall | None = None
         self._producer: _BodyProducer | None = None
+        #: Every write, STARTTLS, close and abort goes through it (see
+        #: hurricane.netio); built when the connection is made.
+        self._writer: StreamWriter | None = None
         #: Set once the session is dead; every later request fails with it.
         self.error: SessionError | None = None
         #: Why the transport went away (a TLS verification failure shows here).
@@ -249,6 +252,11 @@ class SMTPClientProtocol(Protocol):
         return self.error is None and bool(self.connected) and not self.closing
 
     # -- transport events ----------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
+        """Route everything sent on this connection through one writer."""
+        assert self.transport is not None  # set by makeConnection
+        self._writer = StreamWriter(self.transport)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted API)
         """Split input into reply lines; bounded, and re-entrancy safe.
@@ -284,6 +292,8 @@ class SMTPClientProtocol(Protocol):
         """
         self.connected = False
         self.lost_reason = reason
+        if self._writer is not None:
+            self._writer.connection_lost()
         waiters, self._lost_waiters = self._lost_waiters, []
         for d in waiters:
             d.callback(None)
@@ -409,8 +419,8 @@ class SMTPClientProtocol(Protocol):
         if self.error is not None:
             return
         self._fail_all(error)
-        if self.transport is not None and self.connected:
-            self.transport.abortConnection()
+        if self._writer is not None and self.connected:
+            self._writer.abort()
 
     # -- requests ------------------------------------------------------------
 
@@ -492,7 +502,7 @@ class SMTPClientProtocol(Protocol):
         d = self.expect_group([(phase, timeout) for _, phase, timeout in items],
                               tls_start=tls_start)
         if self.error is None:
-            write_now(self.transport, b"".join([line + b"\r\n" for line, _, _ in items]))
+            self.write_raw(b"".join([line + b"\r\n" for line, _, _ in items]))
         return d
 
     def write_raw(self, data: bytes) -> None:
@@ -501,8 +511,8 @@ class SMTPClientProtocol(Protocol):
         Args:
             data: octets to send.
         """
-        if self.error is None and self.connected and self.transport is not None:
-            self.transport.write(data)
+        if self.error is None and self.connected and self._writer is not None:
+            self._writer.write(data)
 
     def start_tls(self, options: IOpenSSLClientConnectionCreator) -> None:
         """Start TLS now, with nothing of the plain-text session carried over.
@@ -517,10 +527,9 @@ class SMTPClientProtocol(Protocol):
         self._unclaimed.clear()
         self._reply_lines = []
         self._reply_size = 0
-        tls = ITLSTransport(self.transport, None)
-        if tls is None:
+        if ITLSTransport(self.transport, None) is None or self._writer is None:
             raise SessionError("transport cannot start TLS", "starttls", reason="failedstarttls")
-        tls.startTLS(options)
+        self._writer.start_tls(options)
         self._discarding = False
 
     def send_body(self, body: bytes, block_timeout: float) -> Deferred[None]:
@@ -539,7 +548,7 @@ class SMTPClientProtocol(Protocol):
         if len(body) <= BODY_CHUNK:
             # The common case (a few KB): one write, no producer round trips.
             encoder = DataEncoder()
-            write_now(self.transport, encoder.feed(body) + encoder.finish())
+            self.write_raw(encoder.feed(body) + encoder.finish())
             done: Deferred[None] = Deferred()
             done.callback(None)
             return done
@@ -558,8 +567,8 @@ class SMTPClientProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
         self.closing = True
-        if self.transport is not None and self.connected:
-            self.transport.loseConnection()
+        if self._writer is not None and self.connected:
+            self._writer.lose_connection()
 
 
 @implementer(IPushProducer)
@@ -619,7 +628,7 @@ class _BodyProducer:
             # Every chunk handed over is progress: restart the block timer.
             self._arm()
             if self._offset >= len(self._view):
-                transport.write(self._encoder.finish())
+                self._protocol.write_raw(self._encoder.finish())
                 self._end()
                 self.done.callback(None)
                 return
@@ -627,7 +636,7 @@ class _BodyProducer:
             self._offset += BODY_CHUNK
             data = self._encoder.feed(chunk)
             if data:
-                transport.write(data)
+                self._protocol.write_raw(data)
 
     def pauseProducing(self) -> None:  # noqa: N802 (Twisted API)
         """The transport's buffer is full."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 
 from hurricane.config import TimeoutsConfig
@@ -35,7 +35,13 @@ from hurricane.sink.returns import Accepted, ReturnMessage, build_return
 from hurricane.sink.scenario import Behaviour, Scenario
 from hurricane.smtpd.address import Path
 from hurricane.smtpd.limits import ServerLimits
-from hurricane.smtpd.protocol import Envelope, HardenedESMTP, HardenedFactory, Recipient
+from hurricane.smtpd.protocol import (
+    Envelope,
+    HardenedESMTP,
+    HardenedFactory,
+    Recipient,
+    ServerState,
+)
 from hurricane.smtpd.reply import Reply
 
 __all__ = ["ReturnSender", "SinkESMTP", "SinkFactory", "SinkStats", "sink_limits",
@@ -145,14 +151,6 @@ class SinkESMTP(HardenedESMTP):
                 return Reply(452, "4.5.3", "Error: too many recipients, send this one again")
         return Recipient(recipient, params, _Decision(b, 0))
 
-    def _transport(self) -> ITCPTransport:
-        assert self.transport is not None
-        return cast(ITCPTransport, self.transport)
-
-    def _abort(self) -> None:
-        """Close the connection at once (no FIN after pending writes)."""
-        self._transport().abortConnection()
-
     def send_reply(self, reply: Reply) -> None:
         """Send a reply (a :class:`_Silent` one is not sent)."""
         if isinstance(reply, _Silent):
@@ -173,25 +171,24 @@ class SinkESMTP(HardenedESMTP):
 
     def dataReceived(self, data: bytes) -> None:
         """Hang up in the middle of DATA when the transaction is to be dropped."""
-        if self._drop_in_data and self._reader is not None:
+        if self._drop_in_data and self.state is ServerState.DATA:
             self._drop_in_data = False
-            self._closing = True
             log.debug("dropping connection from {peer} mid-DATA", peer=self.session.peer)
-            self._abort()
+            self.abort()
             return
         HardenedESMTP.dataReceived(self, data)
 
-    def ext_STARTTLS(self, rest: str) -> None:
+    def do_STARTTLS(self, rest: str) -> None:
         """STARTTLS; in ``fail`` mode, answer 220 and then break the handshake."""
-        if self.factory.tls_mode == "fail" and not rest and self.canStartTLS:
+        if self.factory.tls_mode == "fail" and not rest and self.can_start_tls:
             self.send_reply(Reply(220, "2.0.0", "Ready to start TLS"))
-            self._buffer = b""
-            self._flush()  # the 220 first
+            self.input_buffer.clear()
+            self.flush_replies()  # the 220 first
             # Not a TLS record: the client's handshake fails, then we hang up.
-            self._transport().write(b"\x15\x03\x03\x00\x02\x02\x28")
+            self.writer.write(b"\x15\x03\x03\x00\x02\x02\x28")
             self.close()
             return
-        HardenedESMTP.ext_STARTTLS(self, rest)
+        HardenedESMTP.do_STARTTLS(self, rest)
 
     def message_received(self, envelope: Envelope, data: bytes) -> Any:
         """Accept, refuse, defer or stall the whole transaction, as its recipients say."""
@@ -199,7 +196,7 @@ class SinkESMTP(HardenedESMTP):
         if self._drop_in_data:
             # The whole body came in one read with DATA: hang up all the same.
             self._drop_in_data = False
-            self._abort()
+            self.abort()
             return Deferred()
         decisions = [cast(_Decision, r.info) for r in envelope.recipients]
         b = decisions[0].behaviour

@@ -1,54 +1,77 @@
-"""HardenedESMTP: twisted.mail's ESMTP with the framing, DATA and reply paths owned here.
+"""HardenedESMTP: the ESMTP server protocol of Hurricane's listeners, owned here.
 
-What this class replaces, and why (DESIGN.md, "Known traps in the libraries"):
+It is a plain ``twisted.internet.protocol.Protocol`` with an explicit state
+machine (:class:`~hurricane.smtpd.session.ServerState`), not a subclass of
+twisted.mail's ``ESMTP``: DESIGN.md ("Known traps in the libraries")
+lists what the stock server gets wrong, and with all of it replaced nothing
+of the stock class was left but its internal mode. What it guarantees:
 
-- Line framing. ``LineOnlyReceiver`` buffers input without bound, executes
-  every line of a read even while an asynchronous MAIL/RCPT validation is
-  pending (so pipelined transactions fail), and on an over-long DATA line
-  drops back into command mode, executing the rest of the body as commands.
-  Here input is consumed one command at a time; while a validation or the
-  final store write is pending, reading is paused (``pauseProducing``) and
-  the rest stays buffered, which is what makes PIPELINING safe to offer.
+- Bounded framing. Input is consumed one command at a time
+  (:class:`~hurricane.smtpd.commands.LineBuffer`): a command line over the
+  limit is refused (500 5.5.2), input with no line ending beyond
+  ``max_unterminated`` is answered 500 5.5.6 and the connection closed.
+- Safe PIPELINING. While a validation or the final store write is pending,
+  the connection is WAITING: reading is paused (``pauseProducing``) and the
+  rest stays buffered, so pipelined transactions see every answer in order.
 - STARTTLS. Bytes that arrived after the STARTTLS line were sent in clear
   text before the handshake (CVE-2011-0411): they are dropped, and the
   session (HELO, transaction, authentication) is forgotten (RFC 3207 4.2).
 - HELO/EHLO arguments are validated before they can reach a Received header.
-- DATA goes through :class:`hurricane.smtpd.data.DataReader`: CRLF.CRLF only,
-  size and line limits enforced while reading.
-- End of message: stock SMTP answers 550 when ``eomReceived`` fails, which
-  would refuse a message for good because a database blinked. Here the
-  owner's ``message_received`` returns the reply, and any failure answers
-  451 4.3.0.
-- Every reply carries an enhanced status code; errors are counted.
+- DATA goes through :class:`hurricane.smtpd.data.DataReader`: CRLF.CRLF
+  only, size and line limits enforced while reading.
+- End of message: the owner's ``message_received`` returns the reply, and
+  any failure answers 451 4.3.0 (never a permanent refusal because a
+  database blinked).
+- Every reply carries an enhanced status code; 5xx replies are counted and
+  ``max_errors`` of them close the connection; an idle timeout (421 4.4.2)
+  runs on the injected clock while the client is expected to speak;
+  connection limits are enforced at the greeting.
 
 Subclasses decide policy through three hooks, ``validate_sender``,
 ``validate_recipient`` and ``message_received``, which may return a value, a
-Deferred or a coroutine.
+Deferred or a coroutine, and may offer AUTH through ``do_AUTH``,
+``auth_line`` and ``auth_aborted`` (with :meth:`SMTPChannel.enter_auth`
+and :meth:`SMTPChannel.leave_auth`).
 """
 
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import random
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import TypeVar, Union, cast
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorTime, ITLSTransport
-from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IOpenSSLServerConnectionCreator,
+    IReactorTime,
+    ITLSTransport,
+)
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
-from twisted.mail.smtp import AUTH, COMMAND, DATA, ESMTP
-from twisted.python.failure import Failure
 
-from hurricane.netio import IStreamTransport, write_now
-from hurricane.smtpd.address import Path, is_valid_helo, parse_params, parse_path
+from hurricane.smtpd.address import Path, is_valid_helo
+from hurricane.smtpd.channel import SMTPChannel
+from hurricane.smtpd.commands import parse_mail, parse_rcpt
 from hurricane.smtpd.data import DataReader
 from hurricane.smtpd.limits import ConnectionLimiter, ServerLimits
 from hurricane.smtpd.reply import TRY_LATER, Reply, ReplyError
+from hurricane.smtpd.session import (
+    Envelope,
+    Recipient,
+    ServerState,
+    Session,
+    Transaction,
+    is_loopback,
+    peer_ip,
+    received_header,
+)
+
+__all__ = ["Envelope", "HardenedESMTP", "HardenedFactory", "Recipient", "SMTPChannel",
+           "ServerState", "Session", "Transaction", "as_deferred", "is_loopback", "peer_ip"]
 
 log = Logger()
 #: Ids in our Received lines: unique enough to find a message in a log, not
@@ -57,123 +80,29 @@ _received_ids = random.Random()
 
 T = TypeVar("T")
 
-#: Commands this server understands, mapped to their handler methods.
-_COMMANDS = {
-    "HELO": "do_HELO",
-    "EHLO": "do_EHLO",
-    "MAIL": "do_MAIL",
-    "RCPT": "do_RCPT",
-    "DATA": "do_DATA",
-    "RSET": "do_RSET",
-    "NOOP": "do_NOOP",
-    "QUIT": "do_QUIT",
-    "VRFY": "do_VRFY",
-    "EXPN": "do_EXPN",
-    "HELP": "do_HELP",
-    "STARTTLS": "ext_STARTTLS",
-    "AUTH": "ext_AUTH",
-}
-
-# Enhanced codes for replies that arrive without one (Twisted code paths we
-# do not expect to reach, kept as a safety net so every reply has one).
-_DEFAULT_STATUS = {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}
+#: What a hook may return: its answer, or a Deferred or coroutine of it.
+#: (mypy takes a generic alias spelled with Union, not with ``|``.)
+Decision = Union[T, Awaitable[T]]  # noqa: UP007
 
 
-@dataclass
-class Session:
-    """What is known about the client of one connection.
-
-    Args:
-        peer: the client's IP address (or a transport description).
-        helo: the HELO/EHLO argument, None before HELO/EHLO.
-        esmtp: True after EHLO.
-        tls: True once STARTTLS has completed its command.
-        user: the authenticated user, if any.
-    """
-
-    peer: str
-    helo: str | None = None
-    esmtp: bool = False
-    tls: bool = False
-    user: str | None = None
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """An accepted recipient.
-
-    Args:
-        path: the forward-path as the client gave it.
-        params: the RCPT ESMTP parameters.
-        info: whatever the owner's policy attached (e.g. a verified VERP token).
-    """
-
-    path: Path
-    params: Mapping[str, str | None] = field(default_factory=dict)
-    info: Any = None
-
-
-@dataclass
-class Transaction:
-    """One MAIL ... DATA transaction in progress."""
-
-    sender: Path
-    params: Mapping[str, str | None]
-    recipients: list[Recipient] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A complete transaction handed to the owner with the message bytes.
-
-    Args:
-        sender: the reverse-path.
-        recipients: the accepted recipients, in RCPT order.
-        session: a snapshot of the session (peer, HELO, TLS, user).
-        received_at: when the final dot arrived (the injected clock).
-        params: the MAIL ESMTP parameters.
-    """
-
-    sender: Path
-    recipients: tuple[Recipient, ...]
-    session: Session
-    received_at: float
-    params: Mapping[str, str | None] = field(default_factory=dict)
-
-
-def peer_ip(transport: Any) -> str:
-    """The client's address as text (the host of an IP address, else its repr)."""
-    peer = transport.getPeer()
-    host = getattr(peer, "host", None)
-    return host if isinstance(host, str) else str(peer)
-
-
-def is_loopback(ip: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and their IPv4-mapped forms."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
-
-
-def as_deferred(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+def as_deferred(fn: Callable[..., Decision[T]], *args: object) -> Deferred[T]:
     """Call ``fn`` and return its result as a Deferred (value, Deferred or coroutine)."""
     try:
         result = fn(*args)
     except BaseException:
         return defer.fail()
-    if inspect.iscoroutine(result):
-        return Deferred.fromCoroutine(result)
     if isinstance(result, Deferred):
         return result
-    return defer.succeed(result)
+    if inspect.iscoroutine(result):
+        return Deferred.fromCoroutine(result)
+    return defer.succeed(cast(T, result))
 
 
-class HardenedESMTP(ESMTP):
+class HardenedESMTP(SMTPChannel):
     """An ESMTP server protocol safe to expose; subclass it and fill in the hooks.
+
+    The commands and what they mean; the connection underneath (state,
+    framing, flow control, replies, limits) is :class:`SMTPChannel`'s.
 
     Args:
         factory: the :class:`HardenedFactory` that built it (limits, clock,
@@ -184,283 +113,15 @@ class HardenedESMTP(ESMTP):
     #: ESMTP parameters accepted on MAIL besides SIZE and BODY.
     extra_mail_parameters: frozenset[str] = frozenset()
 
-    transport: IStreamTransport
-
     def __init__(self, factory: HardenedFactory) -> None:
-        ESMTP.__init__(self, chal={}, contextFactory=factory.tls_context)
-        self.factory = factory
-        self.limits: ServerLimits = factory.limits
-        self.hostname = factory.hostname
-        self.host = factory.hostname.encode("ascii", "replace")
-        # TimeoutMixin annotates whole seconds; any delay works.
-        self.timeout = factory.limits.idle_timeout  # type: ignore[assignment]
-        # TimeoutMixin schedules through self.callLater: route it to the
-        # injected clock so tests use task.Clock.
-        self.callLater = factory.clock.callLater  # type: ignore[method-assign,assignment]
-        self.session = Session(peer="unknown")
+        super().__init__(factory)
+        self.tls_context = factory.tls_context
         self.transaction: Transaction | None = None
-        self.errors = 0
-        self._buffer = b""
-        self._reader: DataReader | None = None
-        self._admitted = False
-        #: The connection counts against its address's limit (see
-        #: HardenedFactory.counts_per_ip and leave_per_ip_limit).
-        self._per_ip = False
-        self._closing = False
-        self._lost = False
-        self._paused = False
-        self._processing = False
-        #: Replies gathered while processing one read (see _send).
-        self._output: list[bytes] = []
-        #: Hook results being answered (see wait_for): replies gather too.
-        self._gathering = 0
 
-    # -- connection ---------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        """Greet the client, or turn it away when a connection limit is reached."""
-        self.session = Session(peer=peer_ip(self.transport))
-        self.canStartTLS = ITLSTransport.providedBy(self.transport) and self.ctx is not None
-        connections = self.factory.connections
-        per_ip = self.factory.counts_per_ip(self.session.peer)
-        if not connections.admit(self.session.peer, per_ip=per_ip):
-            log.info("refused connection from {peer}: {limit} connection limit",
-                     peer=self.session.peer,
-                     limit="global" if connections.is_full() else "per-address")
-            self.send_reply(Reply(421, "4.7.0", f"{self.hostname} Error: too many connections, "
-                                                "try again later"))
-            self.close()
-            return
-        self._admitted = True
-        self._per_ip = per_ip
-        # Every reply is a complete answer the client waits for: never hold
-        # one back for the client's ACK of the previous (Nagle's algorithm).
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
-        self._send(220, [f"{self.hostname} ESMTP Hurricane"])
-        self.setTimeout(self.timeout)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Free the connection slot and forget any message in progress."""
-        self._lost = True
-        self._closing = True
-        self._reader = None
-        if self._admitted:
-            self._admitted = False
-            self.factory.connections.release(self.session.peer, per_ip=self._per_ip)
-            self._per_ip = False
-        ESMTP.connectionLost(self, reason)
-
-    def leave_per_ip_limit(self) -> None:
-        """Stop counting this connection against its address's limit (it keeps its
-        place in the global one); for a client that has proved who it is."""
-        if self._admitted and self._per_ip:
-            self._per_ip = False
-            self.factory.connections.leave_per_ip(self.session.peer)
-
-    def timeoutConnection(self) -> None:
-        """Idle timeout: say 421 4.4.2 and close (RFC 5321 4.5.3.2)."""
-        log.info("idle timeout for {peer}", peer=self.session.peer)
-        self._reader = None
-        self.send_reply(Reply(421, "4.4.2", f"{self.hostname} Error: timeout exceeded"))
-        self.close()
-
-    def close(self) -> None:
-        """Stop reading commands and close the connection after pending writes."""
-        self._closing = True
-        self.setTimeout(None)
-        self._flush()
-        self.transport.loseConnection()
-
-    # -- replies ------------------------------------------------------------
-
-    def _send(self, code: int, lines: list[str]) -> None:
-        if self._lost:
-            return
-        last = len(lines) - 1
-        data = "".join([f"{code:03d}{' ' if i == last else '-'}{text}\r\n"
-                        for i, text in enumerate(lines)]).encode("ascii", "replace")
-        if self._processing or self._gathering:
-            # Replies to pipelined commands leave together, once this
-            # read is processed (RFC 2920: one packet, not one per reply).
-            self._output.append(data)
-        else:
-            write_now(self.transport, data)
-
-    def _flush(self) -> None:
-        """Send the replies gathered while processing input."""
-        if self._output:
-            data = b"".join(self._output)
-            self._output = []
-            if not self._lost:
-                write_now(self.transport, data)
-
-    def send_reply(self, reply: Reply) -> None:
-        """Send a reply; count 5xx replies and close after ``max_errors`` of them.
-
-        Args:
-            reply: what to send. Its text must be one line.
-        """
-        if self._closing:
-            return
-        self._send(reply.code, [reply.render()])
-        if reply.code >= 500:
-            self.errors += 1
-            if self.errors >= self.limits.max_errors:
-                log.info("too many errors from {peer}", peer=self.session.peer)
-                self._send(421, [f"4.7.0 {self.hostname} Error: too many errors"])
-                self._reader = None
-                self.close()
-
-    def sendCode(self, code: int, message: bytes | str = b"") -> None:
-        """Twisted's reply path, kept so that any inherited code still adds a status."""
-        text = message.decode("ascii", "replace") if isinstance(message, bytes) else message
-        text = " ".join(text.splitlines())
-        status = _DEFAULT_STATUS.get(code // 100, "")
-        self.send_reply(Reply(code, status, text))
-
-    # -- input ----------------------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        """Buffer input and process as much of it as the current state allows."""
-        if self._closing:
-            return
-        self._buffer += data
-        self._process()
-
-    def _process(self) -> None:
-        if self._processing:
-            return  # re-entered from a callback; the running loop continues
-        self._processing = True
-        try:
-            while not self._closing and not self._paused:
-                if self.mode is DATA:
-                    if not self._buffer:
-                        break
-                    self._data_received()
-                    continue
-                end = self._buffer.find(b"\r\n")
-                if end < 0:
-                    if len(self._buffer) > self.limits.max_unterminated:
-                        # Unbounded input: say why, then hang up (DESIGN.md).
-                        self._buffer = b""
-                        log.info("unterminated input from {peer}", peer=self.session.peer)
-                        self._send(500, ["5.5.6 Error: line too long"])
-                        self.close()
-                    break
-                line, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-                if len(line) > self.limits.max_line_length:
-                    if self.mode is AUTH:
-                        self.mode = COMMAND
-                        self.auth_aborted()
-                        self.send_reply(Reply(500, "5.5.6", "Error: authentication line "
-                                                            "too long"))
-                    else:
-                        self.send_reply(Reply(500, "5.5.2", "Error: line too long"))
-                    continue
-                self.lineReceived(line)
-        finally:
-            self._processing = False
-            self._flush()
-
-    def _data_received(self) -> None:
-        assert self._reader is not None
-        chunk, self._buffer = self._buffer, b""
-        self.resetTimeout()
-        leftover = self._reader.feed(chunk)
-        if leftover is not None:
-            # Bytes after the dot are pipelined commands: keep them buffered
-            # until the message has been answered.
-            self._buffer = leftover
-            self._end_of_data()
-
-    def lineReceived(self, line: bytes) -> None:
-        """Dispatch one command line (or an AUTH continuation line)."""
-        self.resetTimeout()
-        if self.mode is AUTH:
-            self.auth_line(line)
-            return
-        if b"\r" in line or b"\n" in line:
-            # A bare LF could smuggle a second command or header line.
-            self.send_reply(Reply(500, "5.5.2", "Error: bare CR or LF in command"))
-            return
-        try:
-            text = line.decode("ascii")
-        except UnicodeDecodeError:
-            self.send_reply(Reply(500, "5.5.2", "Error: non-ASCII command"))
-            return
-        verb, _, rest = text.strip(" \t").partition(" ")
-        method = _COMMANDS.get(verb.upper())
-        if method is None:
-            self.send_reply(Reply(500, "5.5.2", "Error: command not recognized"))
-            return
-        getattr(self, method)(rest.strip(" \t"))
-
-    # -- waiting on hooks ---------------------------------------------------
-
-    def wait_for(self, d: Deferred[T], on_result: Callable[[T], None]) -> None:
-        """Run ``on_result`` with the result of ``d``, pausing input until then.
-
-        A failure of ``d`` is logged and answered 451 4.3.0: a passing
-        problem on our side must never become a permanent refusal.
-        """
-        state = {"done": False, "paused": False}
-
-        def finish(result: T | Failure) -> None:
-            state["done"] = True
-            # This reply and those to the commands pipelined behind it
-            # (answered by _resume) leave in one write: sent apart, the
-            # second would wait for the client's delayed ACK (Nagle).
-            self._gathering += 1
-            try:
-                if self._lost:
-                    return
-                if isinstance(result, Failure):
-                    log.failure("error while handling a command from {peer}", result,
-                                peer=self.session.peer)
-                    self.send_reply(TRY_LATER)
-                else:
-                    on_result(result)
-            except Exception:
-                log.failure("error while answering {peer}", peer=self.session.peer)
-                self.send_reply(TRY_LATER)
-            finally:
-                try:
-                    if state["paused"]:
-                        self._resume()
-                except Exception:
-                    # A bug while answering the pipelined commands: in
-                    # dataReceived Twisted would drop the connection; do
-                    # the same rather than leave the client waiting.
-                    log.failure("error while processing input from {peer}",
-                                peer=self.session.peer)
-                    self._send(421, ["4.3.0 Error: internal error, closing connection"])
-                    self.close()
-                finally:
-                    self._gathering -= 1
-                    if not self._gathering and not self._processing:
-                        self._flush()
-
-        d.addBoth(finish)
-        if not state["done"]:
-            state["paused"] = True
-            self._pause()
-
-    def _pause(self) -> None:
-        self._paused = True
-        # While we work, the client waits on us: no idle timeout.
-        self.setTimeout(None)
-        if not self._lost:
-            self.transport.pauseProducing()
-
-    def _resume(self) -> None:
-        self._paused = False
-        if self._lost or self._closing:
-            return
-        self.transport.resumeProducing()
-        self.setTimeout(self.timeout)
-        self._process()
+    @property
+    def can_start_tls(self) -> bool:
+        """True when STARTTLS can work: a TLS context and a transport that can start TLS."""
+        return self.tls_context is not None and ITLSTransport.providedBy(self.transport)
 
     # -- commands -----------------------------------------------------------
 
@@ -472,7 +133,7 @@ class HardenedESMTP(ESMTP):
             "8BITMIME",
             "ENHANCEDSTATUSCODES",
         ]
-        if self.canStartTLS and not self.startedTLS:
+        if self.can_start_tls and not self.session.tls:
             keywords.append("STARTTLS")
         return keywords
 
@@ -484,9 +145,9 @@ class HardenedESMTP(ESMTP):
         self.transaction = None
         greeting = f"{self.hostname} Hello [{self.session.peer}]"
         if esmtp:
-            self._send(250, [greeting, *self.ehlo_keywords()])
+            self.send_lines(250, [greeting, *self.ehlo_keywords()])
         else:
-            self._send(250, [greeting])
+            self.send_lines(250, [greeting])
 
     def do_HELO(self, rest: str) -> None:
         """HELO domain."""
@@ -504,16 +165,9 @@ class HardenedESMTP(ESMTP):
         if self.transaction is not None:
             self.send_reply(Reply(503, "5.5.1", "Error: nested MAIL command"))
             return
-        if rest[:5].upper() != "FROM:":
-            self.send_reply(Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
-            return
         try:
-            path, ptext = parse_path(rest[5:], "sender")
-            params = parse_params(ptext)
-            self._check_mail_params(params)
-            if path.domain is None and not path.is_null:
-                raise ReplyError(Reply(553, "5.1.7", "Error: sender address must be "
-                                                     "fully qualified"))
+            path, params = parse_mail(rest, self.limits.max_message_size,
+                                      self.extra_mail_parameters)
         except ReplyError as e:
             self.send_reply(e.reply)
             return
@@ -525,34 +179,14 @@ class HardenedESMTP(ESMTP):
 
         self.wait_for(as_deferred(self.validate_sender, path, params), done)
 
-    def _check_mail_params(self, params: Mapping[str, str | None]) -> None:
-        for key, value in params.items():
-            if key == "SIZE":
-                if value is None or not value.isdigit() or len(value) > 20:
-                    raise ReplyError(Reply(501, "5.5.4", "Error: bad SIZE parameter"))
-                if int(value) > self.limits.max_message_size:
-                    raise ReplyError(Reply(552, "5.3.4", "Error: message size exceeds fixed "
-                                           f"limit of {self.limits.max_message_size} octets"))
-            elif key == "BODY":
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-                    raise ReplyError(Reply(501, "5.5.4", "Error: bad BODY parameter"))
-            elif key not in self.extra_mail_parameters:
-                raise ReplyError(Reply(555, "5.5.4", f"Error: unsupported parameter {key}"))
-
     def do_RCPT(self, rest: str) -> None:
         """RCPT TO:<path>."""
         tx = self.transaction
         if tx is None:
             self.send_reply(Reply(503, "5.5.1", "Error: need MAIL command"))
             return
-        if rest[:3].upper() != "TO:":
-            self.send_reply(Reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
-            return
         try:
-            path, ptext = parse_path(rest[3:], "recipient")
-            params = parse_params(ptext)
-            for key in params:
-                raise ReplyError(Reply(555, "5.5.4", f"Error: unsupported parameter {key}"))
+            path, params = parse_rcpt(rest)
         except ReplyError as e:
             self.send_reply(e.reply)
             return
@@ -567,7 +201,8 @@ class HardenedESMTP(ESMTP):
             else:
                 self.send_reply(result)
 
-        self.wait_for(as_deferred(self.validate_recipient, path, params), done)
+        verdict: Deferred[Recipient | Reply] = as_deferred(self.validate_recipient, path, params)
+        self.wait_for(verdict, done)
 
     def do_DATA(self, rest: str) -> None:
         """DATA: switch to the DATA reader."""
@@ -582,20 +217,18 @@ class HardenedESMTP(ESMTP):
             # RFC 2920 3.1: pipelined RCPTs may all have failed.
             self.send_reply(Reply(554, "5.5.1", "Error: no valid recipients"))
             return
-        self._reader = DataReader(
+        self.read_data(DataReader(
             self.limits.max_message_size,
             self.limits.max_data_line_length,
             self.limits.reject_bare_line_endings,
-        )
-        self.mode = DATA
-        self._send(354, ["End data with <CR><LF>.<CR><LF>"])
+        ))
+        self.send_lines(354, ["End data with <CR><LF>.<CR><LF>"])
 
-    def _end_of_data(self) -> None:
-        reader, tx = self._reader, self.transaction
-        self._reader = None
+    def data_finished(self, reader: DataReader) -> None:
+        """The final dot: hand the message to :meth:`message_received` (or refuse it)."""
+        tx = self.transaction
         self.transaction = None
-        self.mode = COMMAND
-        assert reader is not None and tx is not None
+        assert tx is not None
         if reader.failure is not None:
             log.info("refused message from {peer}: {reply}", peer=self.session.peer,
                      reply=str(reader.failure))
@@ -633,25 +266,24 @@ class HardenedESMTP(ESMTP):
         """HELP."""
         self.send_reply(Reply(214, "2.0.0", "See RFC 5321"))
 
-    def ext_STARTTLS(self, rest: str) -> None:
+    def do_STARTTLS(self, rest: str) -> None:
         """STARTTLS: drop clear-text input sent after the command, forget the session."""
         if rest:
             self.send_reply(Reply(501, "5.5.4", "Syntax: STARTTLS"))
             return
-        if self.startedTLS:
+        if self.session.tls:
             self.send_reply(Reply(503, "5.5.1", "Error: TLS already active"))
             return
-        if not self.canStartTLS:
+        context = self.tls_context
+        if context is None or not self.can_start_tls:
             self.send_reply(Reply(454, "4.7.0", "TLS not available"))
             return
         self.send_reply(Reply(220, "2.0.0", "Ready to start TLS"))
-        self._flush()  # in clear text, before the handshake
+        self.flush_replies()  # in clear text, before the handshake
         # CVE-2011-0411: whatever followed the command in this read was sent
         # in clear text before the handshake; it must not run after it.
-        self._buffer = b""
-        assert self.ctx is not None  # canStartTLS
-        self.transport.startTLS(self.ctx)
-        self.startedTLS = True
+        self.input_buffer.clear()
+        self.writer.start_tls(context)
         # RFC 3207 4.2: discard all knowledge obtained from the client.
         self.session = Session(peer=self.session.peer, tls=True)
         self.transaction = None
@@ -660,45 +292,18 @@ class HardenedESMTP(ESMTP):
     def tls_started(self) -> None:
         """Hook: called after STARTTLS reset the session (forget authentication here)."""
 
-    def ext_AUTH(self, rest: str) -> None:
+    def do_AUTH(self, rest: str) -> None:
         """AUTH: not offered by the base server."""
         self.send_reply(Reply(503, "5.5.1", "Error: authentication not enabled"))
 
-    def auth_line(self, line: bytes) -> None:
-        """Hook: one client line during an AUTH exchange (mode AUTH)."""
-        self.mode = COMMAND
-
-    def auth_aborted(self) -> None:
-        """Hook: the AUTH exchange was cut short (an over-long line)."""
-
-    # -- the Received header ------------------------------------------------
+    # -- the Received header and the owner's hooks ----------------------------
 
     def received_header(self, envelope: Envelope) -> bytes:
         """The Received header prepended to each message (RFC 5321 4.4, RFC 3848)."""
-        s = envelope.session
-        protocol = "ESMTP" if s.esmtp else "SMTP"
-        if s.esmtp and s.tls:
-            protocol += "S"
-        if s.esmtp and s.user is not None:
-            protocol += "A"
-        ip = s.peer
-        literal = f"IPv6:{ip}" if ":" in ip else ip
-        # The HELO was validated (a domain or literal), the peer is an IP,
-        # and recipients were parsed from ASCII lines without CR/LF.
-        lines = [f"Received: from {s.helo} ([{literal}])",
-                 f"\tby {self.hostname} (Hurricane) with {protocol} "
-                 f"id {_received_ids.getrandbits(48):012x}"]
-        if len(envelope.recipients) == 1:
-            lines.append(f"\tfor {envelope.recipients[0].path};")
-        else:
-            lines[-1] += ";"
-        lines.append("\t" + time.strftime("%a, %d %b %Y %H:%M:%S +0000",
-                                          time.gmtime(envelope.received_at)))
-        return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
+        return received_header(envelope, self.hostname, _received_ids.getrandbits(48))
 
-    # -- hooks for the owner ------------------------------------------------
-
-    def validate_sender(self, sender: Path, params: Mapping[str, str | None]) -> Any:
+    def validate_sender(self, sender: Path, params: Mapping[str, str | None]
+                        ) -> Decision[Reply]:
         """Decide MAIL FROM.
 
         Returns:
@@ -706,7 +311,8 @@ class HardenedESMTP(ESMTP):
         """
         return Reply(250, "2.1.0", "Ok")
 
-    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
+    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]
+                           ) -> Decision[Recipient | Reply]:
         """Decide RCPT TO.
 
         Returns:
@@ -715,7 +321,7 @@ class HardenedESMTP(ESMTP):
         """
         return Reply(550, "5.1.1", "Error: recipient address rejected")
 
-    def message_received(self, envelope: Envelope, data: bytes) -> Any:
+    def message_received(self, envelope: Envelope, data: bytes) -> Decision[Reply]:
         """Take a complete message (Received header prepended).
 
         Returns:
@@ -743,7 +349,7 @@ class HardenedFactory(ServerFactory["HardenedESMTP"]):
     noisy = False
 
     def __init__(self, hostname: str, limits: ServerLimits, clock: IReactorTime,
-                 tls_context: Any = None) -> None:
+                 tls_context: IOpenSSLServerConnectionCreator | None = None) -> None:
         self.hostname = hostname
         self.limits = limits
         self.clock = clock

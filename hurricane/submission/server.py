@@ -12,15 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from typing import Any
+from functools import partial
+from typing import cast
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 from twisted.logger import Logger
-from twisted.mail.smtp import AUTH, COMMAND
 from twisted.python.failure import Failure
 
 from hurricane.config import SubmissionConfig
@@ -86,7 +86,7 @@ class SubmissionProtocol(HardenedESMTP):
         self._auth_mechanism = None
         self._auth_username = None
 
-    def ext_AUTH(self, rest: str) -> None:
+    def do_AUTH(self, rest: str) -> None:
         """AUTH PLAIN [initial] | AUTH LOGIN [initial] (RFC 4954)."""
         if self.factory.portal is None:
             self.send_reply(Reply(503, "5.5.1", "Error: authentication not enabled"))
@@ -116,15 +116,15 @@ class SubmissionProtocol(HardenedESMTP):
             return
         self._auth_mechanism = mechanism
         self._auth_username = None
-        self.mode = AUTH
+        self.enter_auth()
         if initial == "=":
             self.auth_line(b"")  # RFC 4954 4: "=" is an empty initial response
         elif initial:
             self.auth_line(initial.encode("ascii"))
         elif mechanism == "PLAIN":
-            self._send(334, [""])
+            self.send_lines(334, [""])
         else:
-            self._send(334, [base64.b64encode(b"Username:").decode("ascii")])
+            self.send_lines(334, [base64.b64encode(b"Username:").decode("ascii")])
 
     def auth_aborted(self) -> None:
         """Forget a half-finished AUTH exchange."""
@@ -135,22 +135,22 @@ class SubmissionProtocol(HardenedESMTP):
         """One response line of the AUTH exchange."""
         mechanism = self._auth_mechanism
         if line.strip() == b"*":
-            self.mode = COMMAND
+            self.leave_auth()
             self.auth_aborted()
             self.send_reply(Reply(501, "5.7.0", "Error: authentication aborted"))
             return
         try:
             decoded = base64.b64decode(line.strip(), validate=True)
         except (binascii.Error, ValueError):
-            self.mode = COMMAND
+            self.leave_auth()
             self.auth_aborted()
             self.send_reply(Reply(501, "5.5.2", "Error: cannot decode response"))
             return
         if mechanism == "LOGIN" and self._auth_username is None:
             self._auth_username = decoded
-            self._send(334, [base64.b64encode(b"Password:").decode("ascii")])
+            self.send_lines(334, [base64.b64encode(b"Password:").decode("ascii")])
             return
-        self.mode = COMMAND
+        self.leave_auth()
         if mechanism == "LOGIN":
             username, password = self._auth_username or b"", decoded
         else:
@@ -164,17 +164,17 @@ class SubmissionProtocol(HardenedESMTP):
         self.auth_aborted()
         portal = self.factory.portal
         assert portal is not None  # AUTH is not offered (or is refused) without one
-        d: Deferred[Any] = portal.login(UsernamePassword(username, password), None,
-                                        ISubmissionUser)
-        # The result becomes (handler, its argument); the reply is sent from
-        # wait_for's callback, so it leaves in one write with the replies to
-        # commands pipelined behind the AUTH.
-        d.addCallbacks(lambda result: (self._auth_ok, result),
-                       lambda failure: (self._auth_error, failure))
-        self.wait_for(d, lambda outcome: outcome[0](outcome[1]))
+        # The verdict becomes what to do about it, done from wait_for's
+        # callback: the reply leaves in one write with the replies to the
+        # commands pipelined behind the AUTH. (The realm's avatar provides
+        # the interface asked for.)
+        login = portal.login(UsernamePassword(username, password), None, ISubmissionUser)
+        answer: Deferred[Callable[[], None]] = login.addCallbacks(
+            lambda result: partial(self._auth_ok, cast(ISubmissionUser, result[1])),
+            lambda failure: partial(self._auth_error, failure))
+        self.wait_for(answer, lambda act: act())
 
-    def _auth_ok(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
-        _iface, user, _logout = result
+    def _auth_ok(self, user: ISubmissionUser) -> None:
         self.session.user = user.name
         # An application that proved who it is may hold as many connections
         # as it needs (its pool), within the global cap: the per-address
@@ -211,7 +211,8 @@ class SubmissionProtocol(HardenedESMTP):
 
     # -- envelope ---------------------------------------------------------
 
-    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
+    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]
+                           ) -> Recipient | Reply:
         """Relay only for trusted or authenticated clients; refuse odd forms."""
         if not self.factory.policy.may_relay(self.session.peer, self.session.user):
             log.info("relay denied for {peer} to {rcpt}", peer=self.session.peer,
@@ -297,7 +298,7 @@ class SubmissionFactory(HardenedFactory):
         hostname: str,
         clock: IReactorTime,
         on_enqueued: Callable[[int, bytes | None], None] = lambda message_pk, body: None,
-        tls_context: Any = None,
+        tls_context: IOpenSSLServerConnectionCreator | None = None,
         portal: Portal | None = None,
     ) -> None:
         super().__init__(hostname, limits_from_config(config), clock, tls_context)

@@ -1,14 +1,25 @@
-"""write_now on real loopback TCP connections: at once when it can, in order always."""
+"""StreamWriter on real loopback TCP connections: at once when it can, in order always.
+
+These tests also pin what the adapter relies on in Twisted (see
+hurricane/netio.py): that ``transport.write`` only queues until the reactor's
+next turn (the reason the adapter exists), that ``getHandle()`` of a TCP
+connection is its socket, and that a connection that started TLS provides
+ISSLTransport. An upgrade that changes one of them fails here first.
+"""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from twisted.internet import defer, protocol, reactor
+import trustme
+from OpenSSL import crypto
+from twisted.internet import defer, protocol, reactor, ssl
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from hurricane.netio import write_now
+from hurricane.netio import StreamWriter, direct_socket
 
 
 class _Collect(protocol.Protocol):
@@ -16,11 +27,15 @@ class _Collect(protocol.Protocol):
         self.expected = expected
         self.data = b""
         self.done: defer.Deferred[bytes] = defer.Deferred()
+        self.lost: defer.Deferred[None] = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
         if len(self.data) >= self.expected and not self.done.called:
             self.done.callback(self.data)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost.callback(None)
 
 
 class _Server(protocol.Protocol):
@@ -31,13 +46,39 @@ class _Server(protocol.Protocol):
         self.connected_d.callback(self)
 
 
-class WriteNowTests(TestCase):
-    async def pair(self, expected: int) -> tuple[Any, _Collect]:
-        """A server-side transport and the client protocol collecting what it sends."""
+def _server_context() -> ssl.CertificateOptions:
+    """A server TLS context for 127.0.0.1 from a throwaway CA."""
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    key = crypto.load_privatekey(crypto.FILETYPE_PEM, cert.private_key_pem.bytes())
+    chain = [ssl.Certificate.loadPEM(b.bytes()).original for b in cert.cert_chain_pems]
+    return ssl.CertificateOptions(privateKey=key, certificate=chain[0])
+
+
+class StreamWriterTests(TestCase):
+    async def server(self) -> Any:
+        """Listen on 127.0.0.1 and return (server transport, the port)."""
         connected: defer.Deferred[Any] = defer.Deferred()
         factory = protocol.Factory.forProtocol(lambda: _Server(connected))
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
+        return port, connected
+
+    async def raw_pair(self) -> tuple[Any, socket.socket]:
+        """A server-side transport and a plain (non-Twisted) client socket.
+
+        The client reads without the reactor, so what it can read before
+        the reactor runs again was sent at once.
+        """
+        port, connected = await self.server()
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+        self.addCleanup(client.close)
+        server = await connected
+        self.addCleanup(server.transport.loseConnection)
+        return server.transport, client
+
+    async def pair(self, expected: int) -> tuple[Any, _Collect]:
+        """A server-side transport and a Twisted client protocol collecting what it sends."""
+        port, connected = await self.server()
         client = _Collect(expected)
         creator = protocol.ClientCreator(reactor, lambda: client)
         await creator.connectTCP("127.0.0.1", port.getHost().port)
@@ -46,89 +87,99 @@ class WriteNowTests(TestCase):
         self.addCleanup(client.transport.loseConnection)
         return server.transport, client
 
+    async def test_transport_write_waits_for_the_reactor(self) -> None:
+        """Pinned Twisted behaviour: transport.write sends nothing before the reactor's
+        next turn (if this starts failing, Twisted writes eagerly: drop the adapter)."""
+        transport, client = await self.raw_pair()
+        transport.write(b"queued")
+        client.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            client.recv(100)
+
     async def test_sent_at_once(self) -> None:
         """With nothing queued, the bytes leave before the reactor's next turn."""
-        transport, client = await self.pair(5)
-        write_now(transport, b"hello")
-        self.assertEqual((transport._tempDataBuffer, transport.dataBuffer), ([], b""))
-        self.assertEqual(await client.done, b"hello")
-
-    async def test_queued_behind_pending_data(self) -> None:
-        """Behind data already queued, it is queued too: the order is kept."""
-        transport, client = await self.pair(6)
-        transport.write(b"abc")
-        write_now(transport, b"def")
-        self.assertEqual(transport._tempDataBuffer, [b"abc", b"def"])
-        self.assertEqual(await client.done, b"abcdef")
+        transport, client = await self.raw_pair()
+        writer = StreamWriter(transport)
+        self.assertTrue(writer.direct)
+        writer.write(b"hello")
+        self.assertEqual(client.recv(100), b"hello")
+        writer.write(b" again")
+        self.assertEqual(client.recv(100), b" again")
 
     async def test_partial_send_queues_the_rest(self) -> None:
-        """More than the socket takes: the rest is queued, then a later write follows it."""
+        """More than the socket takes: the rest is queued, and every later write follows it."""
         big = bytes(range(256)) * (32 * 1024)  # 8 MiB, more than a socket buffer
         transport, client = await self.pair(len(big) + 4)
-        write_now(transport, big)
-        self.assertGreater(transport._tempDataLen, 0)
-        write_now(transport, b"tail")
+        writer = StreamWriter(transport)
+        writer.write(big)
+        self.assertFalse(writer.direct)
+        writer.write(b"tail")
         self.assertEqual(await client.done, big + b"tail")
 
     async def test_socket_error_left_to_twisted(self) -> None:
         """A send error queues the bytes; Twisted's own write path then deals with them."""
         transport, client = await self.pair(4)
-        real = transport.socket
+        writer = StreamWriter(transport)
 
-        class Failing:
+        class Busy:
             def send(self, data: bytes) -> int:
                 raise BlockingIOError(11, "try again")
 
-        transport.socket = Failing()
-        try:
-            write_now(transport, b"late")
-        finally:
-            transport.socket = real
-        self.assertEqual(transport._tempDataBuffer, [b"late"])
+        writer._socket = Busy()  # type: ignore[assignment]
+        writer.write(b"late")
+        self.assertFalse(writer.direct)
         self.assertEqual(await client.done, b"late")
 
     async def test_nothing_sent_after_abort(self) -> None:
-        """After abortConnection the bytes go to transport.write (which drops them)."""
+        """After abort, written bytes never reach the peer (a direct send would leak them)."""
         transport, client = await self.pair(1)
-        lost: defer.Deferred[None] = defer.Deferred()
-        client.connectionLost = lambda reason: lost.callback(None)
-        transport.abortConnection()
-        write_now(transport, b"leak")
-        await lost
+        writer = StreamWriter(transport)
+        writer.abort()
+        writer.write(b"leak")
+        await client.lost
         self.assertEqual(client.data, b"")
 
-    async def test_unknown_twisted_falls_back(self) -> None:
-        """When Twisted's transport no longer looks as expected, plain write is used."""
-        import hurricane.netio as netio
+    async def test_lose_connection_after_pending_writes(self) -> None:
+        """lose_connection closes after what was written, and writes stop going direct."""
+        transport, client = await self.pair(3)
+        writer = StreamWriter(transport)
+        writer.write(b"bye")
+        writer.lose_connection()
+        self.assertFalse(writer.direct)
+        await client.lost
+        self.assertEqual(client.data, b"bye")
 
-        transport, client = await self.pair(2)
-        self.patch(netio, "_KNOWN_TRANSPORT", False)
-        write_now(transport, b"ok")
-        self.assertEqual(transport._tempDataBuffer, [b"ok"])
-        self.assertEqual(await client.done, b"ok")
+    async def test_nothing_in_clear_after_start_tls(self) -> None:
+        """After start_tls every byte goes through the TLS layer: none leaves in clear text."""
+        transport, client = await self.raw_pair()
+        writer = StreamWriter(transport)
+        writer.start_tls(_server_context())
+        self.assertTrue(ISSLTransport.providedBy(transport))
+        self.assertIsNone(direct_socket(transport))
+        writer.write(b"secret")
+        client.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            client.recv(100)  # TLS waits for the client's hello; nothing was sent
 
-    def test_installed_twisted_known(self) -> None:
-        """The installed Twisted has every attribute write_now reads (fast path on)."""
-        import hurricane.netio as netio
+    async def test_connection_lost_stops_direct_sends(self) -> None:
+        """After connection_lost the socket is never touched again."""
+        transport, client = await self.pair(1)
+        writer = StreamWriter(transport)
+        writer.connection_lost()
+        self.assertFalse(writer.direct)
 
-        self.assertTrue(netio._KNOWN_TRANSPORT)
 
+class OtherTransportTests(SynchronousTestCase):
     def test_other_transports_use_write(self) -> None:
         """Not a TCP connection (a TLS layer, a wrapper, a test transport): plain write."""
         t = StringTransport()
-        write_now(t, b"x")
+        writer = StreamWriter(t)
+        self.assertFalse(writer.direct)
+        writer.write(b"x")
         self.assertEqual(t.value(), b"x")
 
-    async def test_tls_connection_uses_write(self) -> None:
-        """A TCP connection that started TLS is never written to directly."""
-        transport, client = await self.pair(1)
-        sent: list[bytes] = []
-        transport.TLS = True
-        transport.write = sent.append
-        try:
-            write_now(transport, b"secret")
-        finally:
-            del transport.TLS
-            del transport.write
-        self.assertEqual(sent, [b"secret"])
-        self.assertEqual((transport._tempDataBuffer, transport.dataBuffer), ([], b""))
+    def test_empty_write(self) -> None:
+        """Writing nothing writes nothing."""
+        t = StringTransport()
+        StreamWriter(t).write(b"")
+        self.assertEqual(t.value(), b"")

@@ -16,7 +16,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.mail.smtp import AUTH, DATA
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.analyze import AnalysisLimits, analyze
@@ -27,6 +26,7 @@ from hurricane.passwords import hash_password
 from hurricane.smtpd.address import parse_params, parse_path
 from hurricane.smtpd.data import DataReader
 from hurricane.smtpd.reply import ReplyError
+from hurricane.smtpd.session import ServerState
 from hurricane.store.memory import MemoryStore
 from hurricane.submission.server import build_submission_factory
 from hurricane.verp import VerpCodec, VerpKey
@@ -141,22 +141,22 @@ class SessionFuzzTests(SynchronousTestCase):
         proto.makeConnection(transport)
         for piece in pieces:
             proto.dataReceived(piece)  # must not raise
-            if not proto._paused:
+            if proto.state is not ServerState.WAITING:
                 # bounded buffering: never more than the unterminated-line limit
-                self.assertLessEqual(len(proto._buffer), proto.limits.max_unterminated
+                self.assertLessEqual(len(proto.input_buffer), proto.limits.max_unterminated
                                      + len(piece))
-        closing = transport.disconnecting or proto._closing
+        closing = transport.disconnecting or proto.state is ServerState.CLOSING
         if not closing:
             # bring it back to command mode and ask for a NOOP: it must answer
-            if proto.mode is DATA:
+            if proto.state is ServerState.DATA:
                 proto.dataReceived(b"\r\n.\r\n")
-            elif proto.mode is AUTH:
+            elif proto.state is ServerState.AUTH:
                 proto.dataReceived(b"*\r\n")
             else:
                 proto.dataReceived(b"\r\n")  # end a partial command line
             transport.clear()
             proto.dataReceived(b"NOOP\r\n")
-            if not (transport.disconnecting or proto._closing):
+            if not (transport.disconnecting or proto.state is ServerState.CLOSING):
                 self.assertTrue(transport.value().endswith(b"250 2.0.0 Ok\r\n"),
                                 transport.value()[-300:])
         out = transport.value()

@@ -29,7 +29,7 @@ class BounceServerTests(SynchronousTestCase):
                                      "mx.bounces.example.com", self.clock, self.stored.append)
         self.proto, self.t = connect(self.factory, "198.51.100.7")
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
-        self.addCleanup(lambda: None if self.proto._lost else disconnect(self.proto))
+        self.addCleanup(lambda: None if self.proto.lost else disconnect(self.proto))
         replies(self.t)
         self.proto.dataReceived(b"EHLO mx.example.net\r\n")
         self.ehlo = keywords(replies(self.t))
@@ -117,7 +117,7 @@ class BounceServerTests(SynchronousTestCase):
                          feedback_addresses=("abuse", "fbl", "spam", "junk")),
             CODEC, self.store, "mx.bounces.example.com", self.clock, self.stored.append)
         proto, t = connect(factory, "198.51.100.8")
-        self.addCleanup(lambda: None if proto._lost else disconnect(proto))
+        self.addCleanup(lambda: None if proto.lost else disconnect(proto))
         replies(t)
         local = [b"postmaster", b"abuse", b"fbl", b"spam", b"junk"]
         proto.dataReceived(b"EHLO x\r\nMAIL FROM:<>\r\n" + b"".join(

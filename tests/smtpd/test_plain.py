@@ -191,3 +191,37 @@ class ConnectionLimiterTests(SynchronousTestCase):
         limiter.release("a", per_ip=False)
         limiter.release("a")
         self.assertEqual((limiter.count(), limiter.count("a")), (0, 0))
+
+
+class ReceivedHeaderTests(SynchronousTestCase):
+    """The Received header, byte for byte as the server wrote it before it owned its protocol."""
+
+    def test_esmtpsa_one_recipient(self) -> None:
+        """EHLO + TLS + AUTH from IPv6, one recipient: protocol ESMTPSA and a "for" clause."""
+        from hurricane.smtpd.session import Envelope, Recipient, Session, received_header
+
+        session = Session(peer="2001:db8::5", helo="client.example", esmtp=True, tls=True,
+                          user="alice")
+        envelope = Envelope(parse_path("<a@example.com>", "sender")[0],
+                            (Recipient(parse_path("<b@example.com>", "recipient")[0]),),
+                            session, 1_700_000_000.0)
+        self.assertEqual(
+            received_header(envelope, "mx.test.example", 0x123456789ABC),
+            b"Received: from client.example ([IPv6:2001:db8::5])\r\n"
+            b"\tby mx.test.example (Hurricane) with ESMTPSA id 123456789abc\r\n"
+            b"\tfor <b@example.com>;\r\n"
+            b"\tTue, 14 Nov 2023 22:13:20 +0000\r\n")
+
+    def test_smtp_two_recipients(self) -> None:
+        """HELO with an address literal, two recipients: SMTP, no "for" clause."""
+        from hurricane.smtpd.session import Envelope, Recipient, Session, received_header
+
+        rcpts = tuple(Recipient(parse_path(f"<{r}@example.com>", "recipient")[0])
+                      for r in ("b", "c"))
+        envelope = Envelope(parse_path("<a@example.com>", "sender")[0], rcpts,
+                            Session(peer="203.0.113.5", helo="[192.0.2.1]"), 1_700_000_000.0)
+        self.assertEqual(
+            received_header(envelope, "mx.test.example", 0x123456789ABC),
+            b"Received: from [192.0.2.1] ([203.0.113.5])\r\n"
+            b"\tby mx.test.example (Hurricane) with SMTP id 123456789abc;\r\n"
+            b"\tTue, 14 Nov 2023 22:13:20 +0000\r\n")

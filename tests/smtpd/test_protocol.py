@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from hurricane.smtpd.protocol import HardenedESMTP
+from hurricane.smtpd.protocol import HardenedESMTP, ServerState
 from hurricane.smtpd.reply import Reply
 from tests.smtpd.helpers import (
     ENHANCED_RE,
@@ -31,7 +31,7 @@ class _Base(SynchronousTestCase):
         self.factory = factory or RecordingFactory(
             self.clock, tls_context=object() if tls else None, **limits)
         proto, transport = connect(self.factory, ip=ip, tls=tls)
-        self.addCleanup(lambda: None if proto._lost else disconnect(proto))
+        self.addCleanup(lambda: None if proto.lost else disconnect(proto))
         replies(transport)  # the greeting
         return proto, transport
 
@@ -128,7 +128,7 @@ class LineLengthTests(_Base):
         for _ in range(10):
             proto.dataReceived(b"C" * 5000)
         self.assertFalse(t.disconnecting)
-        self.assertLess(len(proto._buffer) + len(proto._reader._partial), 1002)
+        self.assertLess(len(proto.input_buffer) + len(proto.reader._partial), 1002)
         # The dot right after the long line is still inside that line.
         proto.dataReceived(b".\r\nstill data\r\n.\r\n")
         self.assertEqual(codes(replies(t)), [b"554 5.3.4"])
@@ -231,7 +231,7 @@ class SizeAndRecipientTests(_Base):
         replies(t)
         for _ in range(100):
             proto.dataReceived(b"x" * 78 + b"\r\n")
-        self.assertEqual(len(proto._reader.message()), 0)
+        self.assertEqual(len(proto.reader.message()), 0)
         proto.dataReceived(b".\r\n")
         self.assertEqual(codes(replies(t)), [b"552 5.3.4"])
         self.assertEqual(self.factory.messages, [])
@@ -535,3 +535,67 @@ class ReplyWriteTests(_Base):
         self.assertEqual(codes(replies(t)), [b"250 2.1.0", b"421 4.3.0"])
         self.assertTrue(t.disconnecting)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class StateTests(_Base):
+    """The explicit state machine: where the connection is after each step."""
+
+    def test_states_of_a_transaction(self) -> None:
+        """COMMAND, DATA after 354, WAITING while the owner stores, COMMAND after the
+        reply, CLOSING after QUIT and CLOSED once the transport is gone."""
+        proto, t = self.start()
+        self.assertIs(proto.state, ServerState.COMMAND)
+        self.ehlo(proto, t)
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        self.assertIs(proto.state, ServerState.DATA)
+        pending: defer.Deferred[Reply] = defer.Deferred()
+        self.factory.on_message = lambda e, d: pending
+        proto.dataReceived(b"body\r\n.\r\nQUIT\r\n")
+        self.assertIs(proto.state, ServerState.WAITING)
+        self.assertEqual(t.producerState, "paused")
+        pending.callback(Reply(250, "2.0.0", "Ok"))
+        self.assertEqual(codes(replies(t))[-2:], [b"250 2.0.0", b"221 2.0.0"])
+        self.assertIs(proto.state, ServerState.CLOSING)
+        disconnect(proto)
+        self.assertIs(proto.state, ServerState.CLOSED)
+        self.assertTrue(proto.lost)
+
+    def test_input_after_close_is_ignored(self) -> None:
+        """Once closing, input is neither buffered nor answered."""
+        proto, t = self.start()
+        proto.dataReceived(b"QUIT\r\n")
+        replies(t)
+        proto.dataReceived(b"NOOP\r\n")
+        self.assertEqual(replies(t), [])
+        self.assertEqual(len(proto.input_buffer), 0)
+
+    def test_answer_needing_a_second_hook_keeps_input_paused(self) -> None:
+        """An answer that waits on a second Deferred keeps pipelined commands waiting
+        until that one fires too (one command at a time, however long it takes)."""
+        proto, t = self.start()
+        first: defer.Deferred[str] = defer.Deferred()
+        second: defer.Deferred[str] = defer.Deferred()
+
+        def two_steps(rest: str) -> None:
+            proto.wait_for(first, lambda _: proto.wait_for(
+                second, lambda _: proto.send_reply(Reply(250, "2.0.0", "two steps"))))
+
+        proto.do_HELP = two_steps  # type: ignore[method-assign]
+        proto.dataReceived(b"HELP\r\nNOOP\r\n")
+        first.callback("one")
+        self.assertEqual(replies(t), [])
+        self.assertIs(proto.state, ServerState.WAITING)
+        self.assertEqual(t.producerState, "paused")
+        second.callback("two")
+        self.assertEqual(replies(t), [b"250 2.0.0 two steps", b"250 2.0.0 Ok"])
+        self.assertEqual(t.producerState, "producing")
+
+
+class OwnProtocolTests(SynchronousTestCase):
+    def test_not_twisted_mail(self) -> None:
+        """The server is a plain Protocol of ours: nothing of twisted.mail.smtp under it."""
+        from twisted.internet.protocol import Protocol
+
+        names = {f"{c.__module__}.{c.__qualname__}" for c in HardenedESMTP.__mro__}
+        self.assertFalse([n for n in names if n.startswith("twisted.mail")], names)
+        self.assertTrue(issubclass(HardenedESMTP, Protocol))

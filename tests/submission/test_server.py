@@ -46,7 +46,7 @@ class _Base(SynchronousTestCase):
 
     def _disconnect_all(self) -> None:
         for proto in self.protos:
-            if not proto._lost:
+            if not proto.lost:
                 disconnect(proto)
 
     def wake(self, message_pk: int, body: bytes | None) -> None:
