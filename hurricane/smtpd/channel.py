@@ -147,9 +147,6 @@ class SMTPChannel(Protocol):
         """True once the connection is gone."""
         return self.state is CLOSED
 
-    #: The name older tests know :attr:`lost` by.
-    _lost = lost
-
     def leave_per_ip_limit(self) -> None:
         """Stop counting this connection against its address's limit (it keeps its
         place in the global one); for a client that has proved who it is."""

@@ -118,7 +118,7 @@ class DataReaderFuzzTests(SynchronousTestCase):
 def _submission() -> object:
     store = MemoryStore()
     Deferred.fromCoroutine(store.open())
-    config = SubmissionConfig(users={"alice": hash_password("pw", iterations=10)},
+    config = SubmissionConfig(users={"alice": hash_password("pw", iterations=1000)},
                               trusted_networks=(), require_auth=True, max_errors=1000)
     return build_submission_factory(config, store, "mx.fuzz.test", Clock())
 

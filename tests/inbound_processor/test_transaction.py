@@ -42,7 +42,7 @@ class TransactionTests(SynchronousTestCase):
         replies(self.t)
 
     def tearDown(self) -> None:
-        if not self.proto._lost:
+        if not self.proto.lost:
             disconnect(self.proto)
         self.successResultOf(self.p.stopService())
         self.assertEqual(self.w.clock.getDelayedCalls(), [])
