@@ -4,114 +4,52 @@ The outcome model (DESIGN.md): every (message, recipient) pair is one
 *delivery* row with a ``state``; every move of that state is explained by an
 append-only *event*. ``state``, ``reason`` and ``hard`` are separate fields
 and must never be folded into one another.
+
+The words themselves (states, reasons, event kinds, sources, correlation
+keys...) live in :mod:`hurricane.outcome`; the ones this module used to
+define are imported here too, so ``from hurricane.model import State`` keeps
+working.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class State(str, enum.Enum):
-    """Where one (message, recipient) pair stands."""
-
-    queued = "queued"
-    deferred = "deferred"
-    delivered = "delivered"
-    failed = "failed"
-    expired = "expired"
-    suppressed = "suppressed"
-    bounced = "bounced"
-    complained = "complained"
-
-    @property
-    def pending(self) -> bool:
-        """True while delivery attempts are still due."""
-        return self in (State.queued, State.deferred)
-
-
-#: States that no delivery attempt will move any more.
-FINAL_STATES = frozenset(
-    {State.delivered, State.failed, State.expired, State.suppressed, State.bounced,
-     State.complained}
+from hurricane.outcome import (
+    FINAL_STATES,
+    CorrelationKey,
+    EventKind,
+    Source,
+    State,
 )
 
-
-class EventKind(str, enum.Enum):
-    """What an event records."""
-
-    queued = "queued"  # accepted from the application
-    attempt = "attempt"  # one SMTP delivery attempt (any result)
-    suppressed = "suppressed"  # not sent: the address is on the suppression list
-    expired = "expired"  # retries ran out (max_age)
-    bounce = "bounce"  # an asynchronous non-delivery report
-    delayed = "delayed"  # a "delayed" DSN: information only
-    complaint = "complaint"  # ARF feedback report
-    autoreply = "autoreply"  # RFC 3834 auto-reply: information only
-    relayed = "relayed"  # a "relayed"/"delivered"/"expanded" DSN: information only
-    retry = "retry"  # an operator asked for a retry now
-    note = "note"  # anything else an operator or a tool wants to say
-
-
-class CorrelationKey(enum.StrEnum):
-    """How a returned message was matched to a delivery, strongest first.
-
-    Only the *verified* keys rest on our MAC over one delivery; the others
-    are hints anyone who received the message (or knows an address) can
-    forge, and an event matched by them must change nothing
-    (:func:`hurricane.decisions.decide_bounce`).
-    """
-
-    #: The envelope recipient: a per-recipient VERP token verified at RCPT time.
-    verp = "verp"
-    #: Our X-Hurricane-Token header in the returned original, MAC verified.
-    header_token = "header-token"
-    #: RFC 3461 ENVID echoed by a DSN, MAC verified.
-    envid = "envid"
-    #: A verified per-message token shared by several recipients: proves the
-    #: message, not which of its recipients a report names.
-    message_token = "message-token"
-    #: Our Message-ID (seen by every recipient of the message).
-    message_id = "message-id"
-    #: Another recipient of the message a verified token names, found by the
-    #: address in the report's text.
-    sibling = "sibling"
-    #: RFC 3461 ORCPT: the address as we sent it.
-    orcpt = "orcpt"
-    #: The bare recipient address, matched against recent deliveries.
-    recipient = "recipient"
-
-    @property
-    def verified(self) -> bool:
-        """True when the key proves which delivery the report is about."""
-        return self in _VERIFIED_KEYS
-
-    @classmethod
-    def is_verified(cls, key: str | None) -> bool:
-        """True for the text of a verified key; False for None or anything else."""
-        if key is None:
-            return False
-        try:
-            return cls(key).verified
-        except ValueError:
-            return False
-
-
-_VERIFIED_KEYS = frozenset(
-    {CorrelationKey.verp, CorrelationKey.header_token, CorrelationKey.envid})
-
-
-class Source(str, enum.Enum):
-    """Where a classification came from."""
-
-    smtp = "smtp"  # a reply in our own SMTP conversation
-    dsn = "dsn"  # an RFC 3464 delivery status notification
-    heuristic = "heuristic"  # free-text bounce analysis
-    arf = "arf"  # RFC 5965 feedback report
-    autoreply = "autoreply"  # RFC 3834 auto-reply
-    local = "local"  # decided here (suppression, expiry, DNS)
-    operator = "operator"  # an operator's action
+__all__ = [
+    "AttemptResult",
+    "BounceEvent",
+    "CorrelationKey",
+    "DeferredDomain",
+    "Delivery",
+    "DomainStats",
+    "EnqueueResult",
+    "EnqueuedRecipient",
+    "Event",
+    "EventKind",
+    "EventRecord",
+    "FINAL_STATES",
+    "NewMessage",
+    "NewRecipient",
+    "Outcome",
+    "ReasonCount",
+    "ReturnedMessage",
+    "ReturnedRecipient",
+    "Source",
+    "State",
+    "StoredBounce",
+    "StoredMessage",
+    "Summary",
+    "Suppression",
+]
 
 
 @dataclass(frozen=True)
