@@ -14,12 +14,13 @@ working.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hurricane.outcome import (
     FINAL_STATES,
     CorrelationKey,
     EventKind,
+    Reason,
     Source,
     State,
 )
@@ -37,9 +38,11 @@ __all__ = [
     "EventKind",
     "EventRecord",
     "FINAL_STATES",
+    "Finding",
     "NewMessage",
     "NewRecipient",
     "Outcome",
+    "Reason",
     "ReasonCount",
     "ReturnedMessage",
     "ReturnedRecipient",
@@ -126,27 +129,67 @@ class Delivery:
     lease_until: float | None = None
 
 
-@dataclass(frozen=True)
-class AttemptResult:
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """What one attempt or one returned message says about one delivery.
+
+    The fields a delivery attempt (:class:`AttemptResult`) and an analyzed
+    returned message (:class:`BounceEvent`) have in common, declared once:
+    both become one event row, and what they change is decided in
+    :mod:`hurricane.decisions`. Every field is keyword-only.
+
+    ``reason`` and ``source`` accept their words as text too and hold the
+    :mod:`hurricane.outcome` member after construction (a word outside the
+    vocabulary is a ValueError); a ``source`` left out is the kind's usual
+    one (:attr:`DEFAULT_SOURCE`).
+    """
+
+    #: The source of a finding that does not name one.
+    DEFAULT_SOURCE: ClassVar[Source] = Source.local
+
+    delivery_id: int
+    at: float
+    #: SMTP reply code.
+    code: int | None = None
+    #: RFC 3463 enhanced status code.
+    status: str | None = None
+    #: The reply's or the report's diagnostic text.
+    text: str | None = None
+    reason: Reason | None = None
+    hard: bool = False
+    #: Put the recipient on the suppression list (as the classifier or the
+    #: analysis proposes; what is applied is the decision's).
+    suppress: bool = False
+    source: Source | None = None
+    #: Which classifier rule decided the reason.
+    rule: str | None = None
+    remote_host: str | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen: the coercions go through object.__setattr__, as dataclasses
+        # themselves do. Members pass the identity checks at no cost.
+        reason = self.reason
+        if reason is not None and type(reason) is not Reason:
+            object.__setattr__(self, "reason", Reason(reason))
+        source = self.source
+        if source is None:
+            object.__setattr__(self, "source", self.DEFAULT_SOURCE)
+        elif type(source) is not Source:
+            object.__setattr__(self, "source", Source(source))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptResult(Finding):
     """The outcome of one delivery attempt for one recipient, to be recorded.
 
     ``state`` is the state the delivery moves to: ``delivered``, ``deferred``,
-    ``failed`` or ``expired``.
+    ``failed`` or ``expired`` (:func:`hurricane.decisions.decide_attempt`
+    chose it).
     """
 
-    delivery_id: int
+    DEFAULT_SOURCE: ClassVar[Source] = Source.smtp
+
     state: State
-    at: float
-    code: int | None = None
-    status: str | None = None
-    text: str | None = None
-    reason: str | None = None
-    hard: bool = False
-    #: Put the recipient on the suppression list (recipient-side hard failure).
-    suppress: bool = False
-    source: Source = Source.smtp
-    rule: str | None = None
-    remote_host: str | None = None
     remote_ip: str | None = None
     tls: str | None = None  # e.g. "TLSv1.3", None when clear text
     duration: float | None = None
@@ -155,6 +198,11 @@ class AttemptResult:
     #: Lease holder writing this result; a result from a node that lost its
     #: lease is still recorded as an event but does not move the state back.
     owner: str | None = None
+
+    @property
+    def event_kind(self) -> EventKind:
+        """The kind of event that records it: ``expired`` or ``attempt``."""
+        return EventKind.expired if self.state is State.expired else EventKind.attempt
 
 
 @dataclass(frozen=True)
@@ -224,32 +272,25 @@ class StoredBounce:
         return self.recipients or (ReturnedRecipient(self.rcpt_to, self.delivery_id),)
 
 
-@dataclass(frozen=True)
-class BounceEvent:
+@dataclass(frozen=True, kw_only=True)
+class BounceEvent(Finding):
     """The result of analysis for one delivery, to be recorded.
 
     ``kind`` is ``bounce``, ``delayed``, ``complaint``, ``autoreply`` or
-    ``relayed``. What it changes is decided by
+    ``relayed``; the other fields say what the analysis read (``hard`` and
+    ``suppress`` as it proposes them). What the event changes is decided by
     :func:`hurricane.decisions.decide_bounce`, for every store engine: only
     an event whose ``correlation`` is a verified key may move the delivery
     (a permanent ``bounce`` to ``bounced``, a ``complaint`` to
     ``complained``) or suppress the address; the others only add an event.
     """
 
-    delivery_id: int
+    DEFAULT_SOURCE: ClassVar[Source] = Source.dsn
+
     kind: EventKind
-    at: float
     bounce_id: int | None = None
-    reason: str | None = None
-    hard: bool = False
+    #: The failure is permanent in the RFC sense (a 5.x.x status or 5xx code).
     permanent: bool = True
-    suppress: bool = False
-    code: int | None = None
-    status: str | None = None
-    text: str | None = None
-    remote_host: str | None = None
-    source: Source = Source.dsn
-    rule: str | None = None
     feedback_type: str | None = None
     #: Which :class:`CorrelationKey` matched the report to the delivery
     #: (its text); None or a weak key: recorded, never applied.

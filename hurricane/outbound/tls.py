@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import idna
 from OpenSSL import SSL
 from twisted.internet import ssl
 
@@ -32,8 +31,11 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-#: Every policy name the client understands.
-POLICIES: Final = frozenset({"none", "opportunistic", "require", "verify"})
+from hurricane.address import to_a_label
+from hurricane.outcome import TlsPolicy
+
+#: Every policy the client understands (:class:`~hurricane.outcome.TlsPolicy`).
+POLICIES: Final = frozenset(TlsPolicy)
 
 
 @implementer(IOpenSSLTrustRoot)
@@ -78,8 +80,8 @@ class UnverifiedClientTLS:
         self._sni: bytes | None = None
         if host and not (isIPAddress(host) or isIPv6Address(host)):
             try:
-                self._sni = idna.encode(host.rstrip("."), uts46=True)
-            except idna.IDNAError:
+                self._sni = to_a_label(host).encode("ascii")
+            except ValueError:
                 # A name we cannot encode is still worth encrypting to.
                 self._sni = None
 
@@ -101,7 +103,7 @@ class UnverifiedClientTLS:
 
 
 def client_tls_options(
-    policy: str, host: str, trust_roots: IOpenSSLTrustRoot | None = None,
+    policy: TlsPolicy, host: str, trust_roots: IOpenSSLTrustRoot | None = None,
 ) -> IOpenSSLClientConnectionCreator:
     """Client TLS options for one STARTTLS under ``policy``.
 
@@ -117,9 +119,9 @@ def client_tls_options(
     Raises:
         ValueError: for ``none`` or an unknown policy.
     """
-    if policy in ("opportunistic", "require"):
+    if policy in (TlsPolicy.opportunistic, TlsPolicy.require):
         return UnverifiedClientTLS(host)
-    if policy == "verify":
+    if policy is TlsPolicy.verify:
         roots = trust_roots if trust_roots is not None else ssl.platformTrust()
         return ssl.optionsForClientTLS(host.rstrip("."), trustRoot=roots)
     raise ValueError(f"no TLS options for policy {policy!r}")

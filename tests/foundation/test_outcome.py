@@ -1,6 +1,10 @@
-"""hurricane.outcome: the vocabulary and its helpers."""
+"""hurricane.outcome: the vocabulary, its helpers, and that nothing else spells it."""
 
 from __future__ import annotations
+
+import ast
+import tempfile
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -30,6 +34,8 @@ securityerror, norelaying, notaccept, notcompliantrfc, mesgtoobig, exceedlimit, 
 speeding, expired, networkerror, systemerror, systemfull, mailererror, contenterror,
 syntaxerror, onhold, failedstarttls, suppressed, undefined, delivered, vacation, feedback
 """
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class VocabularyTests(SynchronousTestCase):
@@ -128,3 +134,75 @@ class SmallVocabularyTests(SynchronousTestCase):
         """Members as SQL literals in the order given."""
         self.assertEqual(sql_list(PENDING_STATES), "'queued', 'deferred'")
         self.assertEqual(sql_list([Reason.undefined]), "'undefined'")
+
+
+#: Words of other vocabularies that happen to be spelled like ours, by module.
+#: "bounce" (a config section, the bounce rate) and "other" (plain English)
+#: are not checked at all.
+ELSEWHERE = {
+    # a token the VERP codec rejected, in the correlation evidence
+    "hurricane/inbound/correlate.py": {"rejected"},
+    # RecipientKind.feedback: mail to a feedback address
+    "hurricane/inbound/policy.py": {"feedback"},
+    # ProcessResult.status (what became of a returned message) and counters
+    "hurricane/inbound/processor.py": {"failed", "queued"},
+    # the per-destination count of deliveries waiting in memory
+    "hurricane/outbound/queue.py": {"queued"},
+    # VerpRejection: a token too old
+    "hurricane/verp.py": {"expired"},
+    # the smart sink plays remote MTAs: its scenario words are its own
+    "hurricane/sink/returns.py": {"delayed", "autoreply", "vacation"},
+    "hurricane/sink/scenario.py": {"delayed", "autoreply", "vacation"},
+    "hurricane/sink/server.py": {"rejected", "deferred"},
+    # the operations layer (issue 17's operations work) still spells some
+    "hurricane/report/pages.py": {"delivered", "deferred", "queued", "failed", "bounced"},
+    "hurricane/demo.py": {"delivered", "deferred", "queued", "failed", "bounced", "complained",
+                          "expired", "suppressed", "delayed", "vacation", "rejected"},
+}
+
+
+def _spelled(path: Path, words: set[str]) -> set[tuple[int, str]]:
+    """String constants of a module that are one of ``words``, docstrings and
+    ``__all__`` aside."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant):
+            skip.add(id(body[0].value))
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            skip.update(id(n) for n in ast.walk(node.value))
+    return {(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in skip and n.value in words}
+
+
+class NoCopiesTests(SynchronousTestCase):
+    """The vocabulary is imported, never retyped (STYLE.md habit 18)."""
+
+    def test_no_module_spells_the_words(self) -> None:
+        """No state, reason, category or action word is a string literal outside
+        hurricane/outcome.py (the bounce analyzer's package aside: its copies are
+        listed in issue 17's report)."""
+        words = {m.value for e in (State, Reason, Category, Action) for m in e}
+        words -= {"bounce", "other"}
+        found = []
+        for path in sorted((REPO / "hurricane").rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if name == "hurricane/outcome.py" or name.startswith("hurricane/bounce/"):
+                continue
+            allowed = ELSEWHERE.get(name, set())
+            found += [f"{name}:{line}: {word!r}" for line, word in sorted(_spelled(path, words))
+                      if word not in allowed]
+        self.assertEqual(found, [])
+
+    def test_the_check_finds_a_copy(self) -> None:
+        """The scan sees a retyped word (and skips docstrings and __all__)."""
+        with tempfile.TemporaryDirectory() as where:
+            path = Path(where) / "module.py"
+            path.write_text('"""delivered."""\n__all__ = ["failed"]\nSTATES = ("queued",)\n',
+                            encoding="utf-8")
+            self.assertEqual(_spelled(path, {"delivered", "failed", "queued"}),
+                             {(3, "queued")})
