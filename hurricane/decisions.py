@@ -25,8 +25,9 @@ put the address on the suppression list. A report matched by a weak key
 message, a per-message token shared by several recipients) is recorded as
 an event that says it was not applied, and changes nothing; since it moves
 no state, the webhooks never call it final
-(:func:`hurricane.webhooks.webhook_type`). A failure the RFC calls
-temporary (4.x.x) moves nothing, and is never hard and never suppresses.
+(:func:`hurricane.webhooks.webhook_type`). A DSN with ``Action: failed`` is
+final whatever its status class (issue 22): a 4.x.x the reporting MTA gave
+up on bounces the delivery, but is never hard and never suppresses.
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ def _retry(expired: bool, reason: Reason, code: int | None, status: str | None,
 
 # -- returned messages ------------------------------------------------------------
 
-#: States a verified permanent bounce moves to ``bounced``: mail
+#: States a verified permanent or final bounce moves to ``bounced``: mail
 #: that was sent at least once (a deferred one may have been accepted after
 #: all, by a server whose 250 we never saw).
 BOUNCEABLE = frozenset({State.queued, State.deferred, State.delivered})
@@ -366,7 +367,7 @@ def decide_bounce(event: BounceEvent, state: State, attempts: int) -> BounceDeci
     """Decide what a bounce-side event does to its delivery.
 
     Args:
-        event: the event (its kind, ``permanent``, ``hard`` and
+        event: the event (its kind, ``permanent`` and ``final``, ``hard`` and
             ``suppress`` as the analysis proposes, and the ``correlation``
             key that matched it).
         state: the delivery's current state.
@@ -377,8 +378,8 @@ def decide_bounce(event: BounceEvent, state: State, attempts: int) -> BounceDeci
         The decision; every engine applies exactly this.
     """
     kind = EventKind(event.kind)
-    # A 4.x.x says the condition may pass (a full mailbox): never hard,
-    # never suppressing.
+    # A 4.x.x the reporter gave up on (final, not permanent) says the
+    # condition may pass (a full mailbox): never hard, never suppressing.
     temporary_failure = kind is EventKind.bounce and not event.permanent
     hard = bool(event.hard) and not temporary_failure
     if not CorrelationKey.is_verified(event.correlation):
@@ -386,7 +387,8 @@ def decide_bounce(event: BounceEvent, state: State, attempts: int) -> BounceDeci
         return BounceDecision(None, False, note, hard)
     target: State | None = None
     if attempts > 0:
-        if kind is EventKind.bounce and event.permanent and state in BOUNCEABLE:
+        if kind is EventKind.bounce and (event.permanent or event.final) \
+                and state in BOUNCEABLE:
             target = State.bounced
         elif kind is EventKind.complaint and state in COMPLAINABLE:
             target = State.complained

@@ -281,7 +281,7 @@ class BounceEvent(Finding):
     ``suppress`` as it proposes them). What the event changes is decided by
     :func:`hurricane.decisions.decide_bounce`, for every store engine: only
     an event whose ``correlation`` is a verified key may move the delivery
-    (a permanent ``bounce`` to ``bounced``, a ``complaint`` to
+    (a permanent or final ``bounce`` to ``bounced``, a ``complaint`` to
     ``complained``) or suppress the address; the others only add an event.
     """
 
@@ -291,6 +291,10 @@ class BounceEvent(Finding):
     bounce_id: int | None = None
     #: The failure is permanent in the RFC sense (a 5.x.x status or 5xx code).
     permanent: bool = True
+    #: The reporter gave up on the recipient (a DSN's ``Action: failed``),
+    #: whatever the status class: a 4.x.x retried until the reporter stopped
+    #: is as final for this message as a 5.x.x.
+    final: bool = False
     feedback_type: str | None = None
     #: Which :class:`CorrelationKey` matched the report to the delivery
     #: (its text); None or a weak key: recorded, never applied.

@@ -29,10 +29,10 @@ Why each step is shaped the way it is:
   event may change (state, reason, ``hard``, the suppression list) is not
   decided here: every store engine asks
   :func:`hurricane.decisions.decide_bounce`, which applies only events whose
-  correlation key is verified (our MAC over the delivery), moves only
-  permanent bounces (a 4.x.x is neither hard nor suppressing) and never
-  suppresses for a sender-side reason (the analysis does not propose it).
-  The events carry the key.
+  correlation key is verified (our MAC over the delivery), bounces the
+  delivery on every ``Action: failed`` (a 4.x.x one is then neither hard nor
+  suppressing) and never suppresses for a sender-side reason (the analysis
+  does not propose it). The events carry the key.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _permanent(result: RecipientResult) -> bool:
     """Permanent in RFC 3463's sense: a 5.x.x status or 5xx code, not 4.x.x or 4xx.
 
     Whether the event moves the delivery is :func:`~hurricane.decisions.decide_bounce`'s
-    to say.
+    to say: a ``failed`` result is final whatever its class.
     """
     status = result.status or ""
     code = result.code or ""
@@ -148,7 +148,7 @@ def _permanent(result: RecipientResult) -> bool:
 
 def _severity(event: BounceEvent) -> int:
     if event.kind in (EventKind.bounce, EventKind.complaint):
-        return 3 if event.permanent else 2
+        return 3 if event.permanent or event.final else 2
     return 1 if event.kind is EventKind.delayed else 0
 
 
@@ -162,7 +162,7 @@ def build_events(
 
     The events transcribe the analysis; what they change is the store's
     :func:`hurricane.decisions.decide_bounce` to say. Category ``bounce``:
-    action ``failed`` gives a ``bounce`` event (``permanent`` for
+    action ``failed`` gives a final ``bounce`` event (``permanent`` for
     5.x.x/5xx, not for 4.x.x), ``delayed`` a ``delayed`` event,
     ``delivered``/``relayed``/``expanded`` a ``relayed`` event. ``feedback``
     gives a ``complaint`` (always proposes suppression), ``autoreply`` an
@@ -231,8 +231,8 @@ def _event(
         text=(r.diagnostic or "")[:MAX_TEXT] or None, remote_host=r.remote_mta or None,
         rule=r.rule, hard=bounced and bool(r.hard),
         suppress=complaint or (bounced and bool(r.suppress)),
-        # "permanent" is the RFC class (5.x.x/5xx)
-        permanent=complaint or (failed and _permanent(r)),
+        # "permanent" is the RFC class (5.x.x/5xx); "final" that the reporter gave up
+        permanent=complaint or (failed and _permanent(r)), final=failed,
         feedback_type=(r.feedback_type or None) if complaint else None,
     )
 

@@ -171,7 +171,7 @@ class IOutcomeStore(Interface):
         ``idem_key`` was already recorded for that delivery is skipped; what
         the others change is :func:`hurricane.decisions.decide_bounce`'s to
         say, in every engine. Matched by a verified key, ``bounce`` with
-        ``permanent`` moves a sent queued, deferred or delivered
+        ``permanent`` or ``final`` moves a sent queued, deferred or delivered
         row to ``bounced`` (with reason, the decided hard, codes, text,
         ``bounced_at``), ``complaint`` moves a delivered or bounced row to
         ``complained``, and a decided suppression adds the recipient to the

@@ -86,7 +86,8 @@ class AppliedFieldsTests(SynchronousTestCase):
     """What an applied event records: hard and suppression as decide_bounce decides them."""
 
     def test_temporary_bounce_never_hard_nor_suppressing(self) -> None:
-        """A 4.x.x failure is recorded neither hard nor suppressing, whatever the analysis said."""
+        """A 4.x.x failure that is not final (no result read) moves nothing, and is
+        recorded neither hard nor suppressing, whatever the analysis said."""
         event = BounceEvent(delivery_id=1, kind=B, at=0.0, permanent=False, hard=True,
                             suppress=True, correlation=V)
         self.assertEqual(decide_bounce(event, State.delivered, 1),
@@ -120,6 +121,40 @@ class AppliedFieldsTests(SynchronousTestCase):
         """A complaint's suppression cites the complaint, any other the bounce."""
         self.assertEqual(suppression_source(C), SuppressionSource.complaint)
         self.assertEqual(suppression_source(B), SuppressionSource.bounce)
+
+
+class FinalFailureTests(SynchronousTestCase):
+    """Action: failed is final whatever the status class (issue 22)."""
+
+    def test_final_4xx_bounces_never_hard_nor_suppressing(self) -> None:
+        """A final 4.x.x bounces sent mail; the analysis's hard and suppress do not apply."""
+        event = BounceEvent(delivery_id=1, kind=B, at=0.0, permanent=False, final=True,
+                            hard=True, suppress=True, correlation=V)
+        for state in (State.delivered, State.deferred, State.queued):
+            self.assertEqual(decide_bounce(event, state, 1),
+                             BounceDecision(State.bounced, False, None, False), state)
+
+    def test_final_4xx_moves_only_what_a_bounce_may(self) -> None:
+        """A final 4.x.x never moves mail that was not sent, nor a failed or expired row."""
+        event = BounceEvent(delivery_id=1, kind=B, at=0.0, permanent=False, final=True,
+                            correlation=V)
+        self.assertEqual(decide_bounce(event, State.queued, 0), BounceDecision(None, False))
+        for state in (State.failed, State.expired, State.bounced, State.complained):
+            self.assertEqual(decide_bounce(event, state, 1), BounceDecision(None, False), state)
+
+    def test_final_5xx_keeps_the_analysis(self) -> None:
+        """A final 5.x.x bounces and is hard and suppressing as the analysis says."""
+        event = BounceEvent(delivery_id=1, kind=B, at=0.0, permanent=True, final=True,
+                            hard=True, suppress=True, correlation=V)
+        self.assertEqual(decide_bounce(event, State.delivered, 1),
+                         BounceDecision(State.bounced, True, None, True))
+
+    def test_final_is_still_only_for_verified_keys(self) -> None:
+        """A final failure matched by a weak key is recorded, not applied."""
+        event = BounceEvent(delivery_id=1, kind=B, at=0.0, permanent=False, final=True,
+                            correlation="recipient")
+        self.assertEqual(decide_bounce(event, State.delivered, 1),
+                         BounceDecision(None, False, NOT_APPLIED))
 
 
 # -- decide_attempt -----------------------------------------------------------------

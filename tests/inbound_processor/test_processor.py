@@ -169,12 +169,17 @@ class OutcomeTests(_Base):
         self.assertIsNone(run(self.w.store.get_suppression("alice@example.net")))
 
     def test_temporary_failure_is_not_permanent(self) -> None:
-        """An Action: failed with a 4.x.x status is a bounce event that moves nothing."""
+        """An Action: failed with a 4.x.x status is final: bounced, never hard or suppressed.
+
+        (Until issue 22 it moved nothing and left the recipient delivered; but
+        the reporter gave up: the message will not arrive.)
+        """
         analysis = Analysis("bounce", (result("alice@example.net", code="452", status="4.2.2",
-                                              reason="mailboxfull", hard=False, suppress=True),))
+                                              reason="mailboxfull", hard=True, suppress=True),))
         p = self.start(analyze=fake_analyze(analysis))
         p.submit(self.w.receive(b"x", self.token))
-        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        row = self.w.delivery(self.d.delivery_id)
+        self.assertEqual((row.state, row.reason, row.hard), (State.bounced, "mailboxfull", False))
         self.assertEqual(self.kinds(self.d.delivery_id)[-1], EventKind.bounce)
         self.assertIsNone(run(self.w.store.get_suppression("alice@example.net")))
 
