@@ -89,9 +89,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.logfile import BaseLogFile, DailyLogFile, LogFile
 
+from hurricane.address import domain_of
 from hurricane.filemodes import PRIVATE_FILE_MODE, is_inside, make_dirs, tighten
-from hurricane.model import EventKind, EventRecord, State
+from hurricane.model import EventRecord
 from hurricane.opsconfig import AccountingConfig
+from hurricane.outcome import Action, EventKind, State
 from hurricane.store.interface import IOutcomeStore
 
 __all__ = [
@@ -373,15 +375,16 @@ _KIND_TYPES = {
     EventKind.note: "Note",
 }
 
-_DSN_ACTIONS = {
-    "Delivery": "delivered",
-    "TransientFailure": "delayed",
-    "Bounce": "failed",
-    "Expiration": "failed",
-    "AdminBounce": "failed",
-    "OOB": "failed",
-    "Delayed": "delayed",
-    "Relayed": "relayed",
+#: The RFC 3464 action each record type amounts to (PowerMTA's ``dsnAction``).
+_DSN_ACTIONS: dict[str, str] = {
+    "Delivery": Action.delivered.value,
+    "TransientFailure": Action.delayed.value,
+    "Bounce": Action.failed.value,
+    "Expiration": Action.failed.value,
+    "AdminBounce": Action.failed.value,
+    "OOB": Action.failed.value,
+    "Delayed": Action.delayed.value,
+    "Relayed": Action.relayed.value,
 }
 
 
@@ -424,7 +427,7 @@ def accounting_record(record: EventRecord, node_id: str | None = None) -> dict[s
     """One accounting line as a dict, every key present (see the module docstring)."""
     e = record.event
     kind = accounting_type(record)
-    domain = record.recipient.rpartition("@")[2].lower() or None
+    domain = domain_of(record.recipient) or None
     return {
         "type": kind,
         "timestamp": e.at,

@@ -10,6 +10,7 @@ the key path (``[delivery] max_age``), in the manner of Synapse's
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import ipaddress
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hurricane.opsconfig import AccountingConfig, WebhookConfig
+from hurricane.outcome import SqliteSync, TlsPolicy
 from hurricane.passwords import is_password_hash, is_token_hash
 
 #: Default listeners: loopback only, unprivileged ports.
@@ -92,7 +94,7 @@ class StoreConfig:
     #: ``sqlite:///<data_dir>/hurricane.db``.
     url: str = ""
     #: SQLite ``PRAGMA synchronous`` (FULL survives power loss; NORMAL a crash).
-    sqlite_synchronous: str = "FULL"
+    sqlite_synchronous: SqliteSync = SqliteSync.full
     #: PostgreSQL connections per node.
     pool_size: int = 4
     #: PostgreSQL: plan the enqueue statement once per connection (PREPARE).
@@ -188,8 +190,8 @@ class TlsPolicyConfig:
     """``[delivery.tls_policy]``: per destination domain, ``opportunistic``,
     ``require`` (encrypt, any certificate) or ``verify`` (certificate and name)."""
 
-    default: str = "opportunistic"
-    domains: Mapping[str, str] = field(default_factory=dict)
+    default: TlsPolicy = TlsPolicy.opportunistic
+    domains: Mapping[str, TlsPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -433,6 +435,8 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...]) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"expected a string, got {_tname(value)}", path)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _member(tp, value, path)
     if origin is tuple:
         if isinstance(value, str):
             raise ConfigError("expected a list, got a string (write [\"...\"])", path)
@@ -452,6 +456,21 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...]) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)  # type: ignore[arg-type]
     raise ConfigError(f"unsupported type {tp!r}", path)  # pragma: no cover
+
+
+def _member(tp: type[enum.Enum], value: Any, path: tuple[str, ...]) -> enum.Enum:
+    """The member of a vocabulary (:mod:`hurricane.outcome`) a config word names.
+
+    The words are the members' values; an upper-case vocabulary (SQLite's
+    levels) is matched in any case, as SQLite itself does.
+    """
+    if isinstance(value, str):
+        for member in tp:
+            word = str(member.value)
+            if value == word or (word.isupper() and value.upper() == word):
+                return member
+    words = ", ".join(str(m.value) for m in tp)
+    raise ConfigError(f"expected one of {words}, got {value!r}", path)
 
 
 def _routes(value: Any, path: tuple[str, ...]) -> Mapping[str, str]:
@@ -539,8 +558,6 @@ class _NoReactor:
 _NO_REACTOR: Any = _NoReactor()
 
 _VERP_MODES = ("per-recipient", "per-message")
-_TLS_POLICIES = ("opportunistic", "require", "verify", "none")
-_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 def _positive(value: float, path: tuple[str, ...], allow_zero: bool = False) -> None:
@@ -565,9 +582,6 @@ def _check(c: Config) -> None:
     if url and not url.startswith(("sqlite:", "postgresql://", "postgres://", "memory:")):
         raise ConfigError("expected sqlite:///path.db or postgresql://user@host:port/db",
                           ("store", "url"))
-    if c.store.sqlite_synchronous.upper() not in _SYNC_MODES:
-        raise ConfigError(f"expected one of {', '.join(_SYNC_MODES)}",
-                          ("store", "sqlite_synchronous"))
     if c.delivery.verp not in _VERP_MODES:
         raise ConfigError(f"expected one of {', '.join(_VERP_MODES)}, got {c.delivery.verp!r}",
                           ("delivery", "verp"))
@@ -582,12 +596,6 @@ def _check(c: Config) -> None:
                 "max_recipients_per_transaction", "max_in_flight"):
         if getattr(c.delivery, key) < 1:
             raise ConfigError("expected an integer >= 1", ("delivery", key))
-    pol = c.delivery.tls_policy
-    for dom, p in [("default", pol.default), *pol.domains.items()]:
-        if p not in _TLS_POLICIES:
-            raise ConfigError(f"expected one of {', '.join(_TLS_POLICIES)}, got {p!r}",
-                              ("delivery", "tls_policy", dom if dom == "default"
-                               else f"domains.{dom}"))
     for name in ("submission", "bounce"):
         s = getattr(c, name)
         for key in ("max_message_size", "max_recipients", "max_line_length", "max_errors",

@@ -4,114 +4,55 @@ The outcome model (DESIGN.md): every (message, recipient) pair is one
 *delivery* row with a ``state``; every move of that state is explained by an
 append-only *event*. ``state``, ``reason`` and ``hard`` are separate fields
 and must never be folded into one another.
+
+The words themselves (states, reasons, event kinds, sources, correlation
+keys...) live in :mod:`hurricane.outcome`; the ones this module used to
+define are imported here too, so ``from hurricane.model import State`` keeps
+working.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-
-class State(str, enum.Enum):
-    """Where one (message, recipient) pair stands."""
-
-    queued = "queued"
-    deferred = "deferred"
-    delivered = "delivered"
-    failed = "failed"
-    expired = "expired"
-    suppressed = "suppressed"
-    bounced = "bounced"
-    complained = "complained"
-
-    @property
-    def pending(self) -> bool:
-        """True while delivery attempts are still due."""
-        return self in (State.queued, State.deferred)
-
-
-#: States that no delivery attempt will move any more.
-FINAL_STATES = frozenset(
-    {State.delivered, State.failed, State.expired, State.suppressed, State.bounced,
-     State.complained}
+from hurricane.outcome import (
+    FINAL_STATES,
+    CorrelationKey,
+    EventKind,
+    Reason,
+    Source,
+    State,
 )
 
-
-class EventKind(str, enum.Enum):
-    """What an event records."""
-
-    queued = "queued"  # accepted from the application
-    attempt = "attempt"  # one SMTP delivery attempt (any result)
-    suppressed = "suppressed"  # not sent: the address is on the suppression list
-    expired = "expired"  # retries ran out (max_age)
-    bounce = "bounce"  # an asynchronous non-delivery report
-    delayed = "delayed"  # a "delayed" DSN: information only
-    complaint = "complaint"  # ARF feedback report
-    autoreply = "autoreply"  # RFC 3834 auto-reply: information only
-    relayed = "relayed"  # a "relayed"/"delivered"/"expanded" DSN: information only
-    retry = "retry"  # an operator asked for a retry now
-    note = "note"  # anything else an operator or a tool wants to say
-
-
-class CorrelationKey(enum.StrEnum):
-    """How a returned message was matched to a delivery, strongest first.
-
-    Only the *verified* keys rest on our MAC over one delivery; the others
-    are hints anyone who received the message (or knows an address) can
-    forge, and an event matched by them must change nothing
-    (:func:`hurricane.decisions.decide_bounce`).
-    """
-
-    #: The envelope recipient: a per-recipient VERP token verified at RCPT time.
-    verp = "verp"
-    #: Our X-Hurricane-Token header in the returned original, MAC verified.
-    header_token = "header-token"
-    #: RFC 3461 ENVID echoed by a DSN, MAC verified.
-    envid = "envid"
-    #: A verified per-message token shared by several recipients: proves the
-    #: message, not which of its recipients a report names.
-    message_token = "message-token"
-    #: Our Message-ID (seen by every recipient of the message).
-    message_id = "message-id"
-    #: Another recipient of the message a verified token names, found by the
-    #: address in the report's text.
-    sibling = "sibling"
-    #: RFC 3461 ORCPT: the address as we sent it.
-    orcpt = "orcpt"
-    #: The bare recipient address, matched against recent deliveries.
-    recipient = "recipient"
-
-    @property
-    def verified(self) -> bool:
-        """True when the key proves which delivery the report is about."""
-        return self in _VERIFIED_KEYS
-
-    @classmethod
-    def is_verified(cls, key: str | None) -> bool:
-        """True for the text of a verified key; False for None or anything else."""
-        if key is None:
-            return False
-        try:
-            return cls(key).verified
-        except ValueError:
-            return False
-
-
-_VERIFIED_KEYS = frozenset(
-    {CorrelationKey.verp, CorrelationKey.header_token, CorrelationKey.envid})
-
-
-class Source(str, enum.Enum):
-    """Where a classification came from."""
-
-    smtp = "smtp"  # a reply in our own SMTP conversation
-    dsn = "dsn"  # an RFC 3464 delivery status notification
-    heuristic = "heuristic"  # free-text bounce analysis
-    arf = "arf"  # RFC 5965 feedback report
-    autoreply = "autoreply"  # RFC 3834 auto-reply
-    local = "local"  # decided here (suppression, expiry, DNS)
-    operator = "operator"  # an operator's action
+__all__ = [
+    "AttemptResult",
+    "BounceEvent",
+    "CorrelationKey",
+    "DeferredDomain",
+    "Delivery",
+    "DomainStats",
+    "EnqueueResult",
+    "EnqueuedRecipient",
+    "Event",
+    "EventKind",
+    "EventRecord",
+    "FINAL_STATES",
+    "Finding",
+    "NewMessage",
+    "NewRecipient",
+    "Outcome",
+    "Reason",
+    "ReasonCount",
+    "ReturnedMessage",
+    "ReturnedRecipient",
+    "Source",
+    "State",
+    "StoredBounce",
+    "StoredMessage",
+    "Summary",
+    "Suppression",
+]
 
 
 @dataclass(frozen=True)
@@ -188,27 +129,67 @@ class Delivery:
     lease_until: float | None = None
 
 
-@dataclass(frozen=True)
-class AttemptResult:
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """What one attempt or one returned message says about one delivery.
+
+    The fields a delivery attempt (:class:`AttemptResult`) and an analyzed
+    returned message (:class:`BounceEvent`) have in common, declared once:
+    both become one event row, and what they change is decided in
+    :mod:`hurricane.decisions`. Every field is keyword-only.
+
+    ``reason`` and ``source`` accept their words as text too and hold the
+    :mod:`hurricane.outcome` member after construction (a word outside the
+    vocabulary is a ValueError); a ``source`` left out is the kind's usual
+    one (:attr:`DEFAULT_SOURCE`).
+    """
+
+    #: The source of a finding that does not name one.
+    DEFAULT_SOURCE: ClassVar[Source] = Source.local
+
+    delivery_id: int
+    at: float
+    #: SMTP reply code.
+    code: int | None = None
+    #: RFC 3463 enhanced status code.
+    status: str | None = None
+    #: The reply's or the report's diagnostic text.
+    text: str | None = None
+    reason: Reason | None = None
+    hard: bool = False
+    #: Put the recipient on the suppression list (as the classifier or the
+    #: analysis proposes; what is applied is the decision's).
+    suppress: bool = False
+    source: Source | None = None
+    #: Which classifier rule decided the reason.
+    rule: str | None = None
+    remote_host: str | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen: the coercions go through object.__setattr__, as dataclasses
+        # themselves do. Members pass the identity checks at no cost.
+        reason = self.reason
+        if reason is not None and type(reason) is not Reason:
+            object.__setattr__(self, "reason", Reason(reason))
+        source = self.source
+        if source is None:
+            object.__setattr__(self, "source", self.DEFAULT_SOURCE)
+        elif type(source) is not Source:
+            object.__setattr__(self, "source", Source(source))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptResult(Finding):
     """The outcome of one delivery attempt for one recipient, to be recorded.
 
     ``state`` is the state the delivery moves to: ``delivered``, ``deferred``,
-    ``failed`` or ``expired``.
+    ``failed`` or ``expired`` (:func:`hurricane.decisions.decide_attempt`
+    chose it).
     """
 
-    delivery_id: int
+    DEFAULT_SOURCE: ClassVar[Source] = Source.smtp
+
     state: State
-    at: float
-    code: int | None = None
-    status: str | None = None
-    text: str | None = None
-    reason: str | None = None
-    hard: bool = False
-    #: Put the recipient on the suppression list (recipient-side hard failure).
-    suppress: bool = False
-    source: Source = Source.smtp
-    rule: str | None = None
-    remote_host: str | None = None
     remote_ip: str | None = None
     tls: str | None = None  # e.g. "TLSv1.3", None when clear text
     duration: float | None = None
@@ -217,6 +198,11 @@ class AttemptResult:
     #: Lease holder writing this result; a result from a node that lost its
     #: lease is still recorded as an event but does not move the state back.
     owner: str | None = None
+
+    @property
+    def event_kind(self) -> EventKind:
+        """The kind of event that records it: ``expired`` or ``attempt``."""
+        return EventKind.expired if self.state is State.expired else EventKind.attempt
 
 
 @dataclass(frozen=True)
@@ -286,33 +272,29 @@ class StoredBounce:
         return self.recipients or (ReturnedRecipient(self.rcpt_to, self.delivery_id),)
 
 
-@dataclass(frozen=True)
-class BounceEvent:
+@dataclass(frozen=True, kw_only=True)
+class BounceEvent(Finding):
     """The result of analysis for one delivery, to be recorded.
 
     ``kind`` is ``bounce``, ``delayed``, ``complaint``, ``autoreply`` or
-    ``relayed``. What it changes is decided by
+    ``relayed``; the other fields say what the analysis read (``hard`` and
+    ``suppress`` as it proposes them). What the event changes is decided by
     :func:`hurricane.decisions.decide_bounce`, for every store engine: only
     an event whose ``correlation`` is a verified key may move the delivery
     (a permanent or final ``bounce`` to ``bounced``, a ``complaint`` to
     ``complained``) or suppress the address; the others only add an event.
     """
 
-    delivery_id: int
+    DEFAULT_SOURCE: ClassVar[Source] = Source.dsn
+
     kind: EventKind
-    at: float
     bounce_id: int | None = None
-    reason: str | None = None
-    hard: bool = False
     #: The failure is permanent in the RFC sense (a 5.x.x status or 5xx code).
     permanent: bool = True
-    suppress: bool = False
-    code: int | None = None
-    status: str | None = None
-    text: str | None = None
-    remote_host: str | None = None
-    source: Source = Source.dsn
-    rule: str | None = None
+    #: The reporter gave up on the recipient (a DSN's ``Action: failed``),
+    #: whatever the status class: a 4.x.x retried until the reporter stopped
+    #: is as final for this message as a 5.x.x.
+    final: bool = False
     feedback_type: str | None = None
     #: Which :class:`CorrelationKey` matched the report to the delivery
     #: (its text); None or a weak key: recorded, never applied.
@@ -320,10 +302,6 @@ class BounceEvent:
     #: Idempotency key: the same returned message recorded twice (a remote
     #: that retried) is recorded once.
     idem_key: str | None = None
-    #: The reporter gave up on the recipient (a DSN's ``Action: failed``)
-    #: whatever the status class: a 4.x.x that was retried until the reporter
-    #: stopped is as final for this message as a 5.x.x (docs/bounce-reasons.md).
-    final: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hurricane.outcome import EventKind, State
+
 __all__ = [
     "AccountingConfig",
     "WEBHOOK_EVENT_TYPES",
@@ -38,15 +40,19 @@ __all__ = [
 
 MIB = 1024 * 1024
 
-#: Event types a webhook can receive (see :mod:`hurricane.webhooks`).
-WEBHOOK_EVENT_TYPES = (
-    "delivered", "failed", "bounced", "complained", "expired", "suppressed",
-    "deferred", "queued", "delayed", "autoreply", "relayed", "retry", "note",
-)
+#: The outcome types; the only ones a ``mode = "final"`` endpoint receives:
+#: the final states an event can set.
+WEBHOOK_FINAL_TYPES = tuple(s.value for s in (
+    State.delivered, State.failed, State.bounced, State.complained, State.expired,
+    State.suppressed))
 
-#: The outcome types; the only ones a ``mode = "final"`` endpoint receives.
-WEBHOOK_FINAL_TYPES = (
-    "delivered", "failed", "bounced", "complained", "expired", "suppressed",
+#: Event types a webhook can receive (see :mod:`hurricane.webhooks`): an
+#: event is typed by the state it speaks of, or by its kind when it is
+#: information only.
+WEBHOOK_EVENT_TYPES = (
+    *WEBHOOK_FINAL_TYPES, State.deferred.value, State.queued.value,
+    *(k.value for k in (EventKind.delayed, EventKind.autoreply, EventKind.relayed,
+                        EventKind.retry, EventKind.note)),
 )
 
 WEBHOOK_MODES = ("final", "every")

@@ -56,8 +56,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import idna
-
+from hurricane.address import to_a_label
 from hurricane.filemodes import make_dirs, tighten
 
 #: Longest local part allowed by RFC 5321.
@@ -135,13 +134,11 @@ def normalise_domain(domain: str) -> str:
     Cached: every RCPT to the bounce listener checks the same few domains,
     and the IDNA encoding cost ~5 % of the listener's CPU per message.
     """
-    d = domain.strip()
-    if d.endswith("."):
-        d = d[:-1]
     try:
-        return idna.encode(d, uts46=True).decode("ascii").lower()
-    except idna.IDNAError:
-        return d.lower()
+        return to_a_label(domain)
+    except ValueError:
+        # not a name IDNA accepts: compared as it is (it matches nothing)
+        return domain.strip().removesuffix(".").lower()
 
 
 @dataclass(frozen=True)

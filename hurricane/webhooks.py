@@ -62,8 +62,9 @@ from twisted.web.http_headers import Headers
 
 import hurricane
 from hurricane.accounting import DEFAULT_GAP_GRACE, CursorFile, EventFeed, _iso
-from hurricane.model import EventKind, EventRecord, State
+from hurricane.model import EventRecord
 from hurricane.opsconfig import WEBHOOK_FINAL_TYPES, WebhookConfig
+from hurricane.outcome import ATTEMPT_STATES, EventKind, State
 from hurricane.reactors import IClientReactor
 from hurricane.store.interface import IOutcomeStore
 
@@ -156,24 +157,16 @@ def verify_signature(
 
 # -- payload --------------------------------------------------------------------
 
-_KIND_TYPES = {
-    EventKind.expired: "expired",
-    EventKind.suppressed: "suppressed",
-    EventKind.bounce: "bounced",
-    EventKind.complaint: "complained",
-    EventKind.queued: "queued",
-    EventKind.delayed: "delayed",
-    EventKind.autoreply: "autoreply",
-    EventKind.relayed: "relayed",
-    EventKind.retry: "retry",
-    EventKind.note: "note",
-}
-
-_ATTEMPT_TYPES = {
-    State.delivered: "delivered",
-    State.failed: "failed",
-    State.deferred: "deferred",
-    State.expired: "expired",
+#: An event's webhook type: the state it speaks of, or its kind when it is
+#: information only.
+_KIND_TYPES: dict[EventKind, str] = {
+    EventKind.expired: State.expired.value,
+    EventKind.suppressed: State.suppressed.value,
+    EventKind.bounce: State.bounced.value,
+    EventKind.complaint: State.complained.value,
+    EventKind.queued: State.queued.value,
+    **{k: k.value for k in (EventKind.delayed, EventKind.autoreply, EventKind.relayed,
+                            EventKind.retry, EventKind.note)},
 }
 
 
@@ -188,9 +181,11 @@ def webhook_type(record: EventRecord) -> tuple[str, bool]:
     kind = EventKind(event.kind)
     state = State(event.state) if event.state is not None else None
     if kind is EventKind.attempt:
-        kind_type = _ATTEMPT_TYPES.get(state, "deferred") if state else "deferred"
+        # an attempt ends delivered, failed, deferred or expired
+        ended = state if state is not None and state in ATTEMPT_STATES else State.deferred
+        kind_type = ended.value
         return kind_type, kind_type in WEBHOOK_FINAL_TYPES
-    kind_type = _KIND_TYPES.get(kind, "note")
+    kind_type = _KIND_TYPES.get(kind, EventKind.note.value)
     if kind is EventKind.bounce:
         return kind_type, state is State.bounced
     if kind is EventKind.complaint:

@@ -33,7 +33,7 @@ recipient" fallback never applies to it (any co-recipient could otherwise
 bounce the token's first delivery). When the message had exactly one
 recipient, the token does name it and keeps its own key.
 
-Only the verified keys (:attr:`hurricane.model.CorrelationKey.verified`) let
+Only the verified keys (:attr:`hurricane.outcome.CorrelationKey.verified`) let
 an event change anything; that is decided once, in
 :func:`hurricane.decisions.decide_bounce`, for every store engine.
 
@@ -49,10 +49,13 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from hurricane.address import bare_address
 from hurricane.bounce.model import Analysis, RecipientResult
-from hurricane.model import CorrelationKey, Delivery, State, StoredBounce
+from hurricane.model import Delivery, StoredBounce
+from hurricane.outcome import Action, Category, CorrelationKey, State
 from hurricane.store.interface import IOutcomeStore
 from hurricane.verp import VerpCodec, VerpRejection, VerpToken
+from hurricane.xtext import xtext_decode
 
 __all__ = [
     "KEYS",
@@ -60,7 +63,6 @@ __all__ = [
     "Correlation",
     "Match",
     "correlate",
-    "normalise_address",
 ]
 
 log = Logger()
@@ -74,56 +76,6 @@ RECIPIENT_WINDOW = 30 * 86400.0
 #: Most deliveries read back for one lookup; a Message-ID shared by more
 #: recipients than this is matched per recipient instead.
 _LOOKUP_LIMIT = 100
-
-
-def normalise_address(value: str | None) -> str | None:
-    """Lower-cased bare address from an address, ``<address>`` or ``type;address``.
-
-    Args:
-        value: an address as found in a DSN field (Final-Recipient,
-            Original-Recipient) or header, possibly with an address type or
-            a display name.
-
-    Returns:
-        The address lower-cased without angle brackets or type, or None for
-        an empty value.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if ";" in text:
-        kind, _, rest = text.partition(";")
-        if "@" not in kind:
-            # No xtext decoding here: "user+ab@" (sub-addressing) would
-            # decode to nonsense, and analyzers already give decoded forms.
-            text = rest
-    text = text.strip()
-    lt, gt = text.rfind("<"), text.rfind(">")
-    if 0 <= lt < gt:  # "Display Name <address>"
-        text = text[lt + 1 : gt]
-    text = text.strip().strip("<>").strip()
-    return text.lower() or None
-
-
-def _xtext_decode(text: str) -> str:
-    """Decode RFC 3461 xtext (``+XX`` hex escapes); bad escapes are kept."""
-    if "+" not in text:
-        return text
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "+" and _is_hex(text[i + 1 : i + 3]):
-            out.append(chr(int(text[i + 1 : i + 3], 16)))
-            i += 3
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
-
-
-def _is_hex(pair: str) -> bool:
-    return len(pair) == 2 and all(c in "0123456789ABCDEFabcdef" for c in pair)
 
 
 @dataclass(frozen=True)
@@ -204,7 +156,7 @@ def _decode_token(codec: VerpCodec, value: str) -> VerpToken | VerpRejection:
     text = value.strip().strip("<>").strip()
     if "@" in text:
         return codec.decode(text)
-    return codec.decode_local(_xtext_decode(text))
+    return codec.decode_local(xtext_decode(text))
 
 
 def _sent(delivery: Delivery) -> bool:
@@ -389,7 +341,7 @@ class _Correlator:
         # about the delivery, so it takes the first failure (else the first
         # result). Never for a shared token: that is the forgery it allows.
         if len(anchors) == 1 and own and own[0].delivery.delivery_id not in used and still:
-            pick = next((p for p in still if p[1].action == "failed"), still[0])
+            pick = next((p for p in still if p[1].action == Action.failed), still[0])
             still.remove(pick)
             paired[pick[0]] = Match(pick[1], own[0].delivery, own[0].key)
             self.evidence.setdefault("renamed", []).append(pick[1].recipient)
@@ -405,8 +357,8 @@ class _Correlator:
         if len(own) == 1 and not shared:
             return Match(None, own[0].delivery, own[0].key)
         # An auto-reply comes from the recipient itself.
-        sender = normalise_address(self.analysis.from_address)
-        if self.analysis.category != "autoreply" or not sender:
+        sender = bare_address(self.analysis.from_address)
+        if self.analysis.category != Category.autoreply or not sender:
             return None
         for a in own:
             if a.delivery.recipient.lower() == sender:
@@ -430,7 +382,7 @@ class _Correlator:
         """The addresses a result may be known by: ORCPT first (as we sent it)."""
         out: list[str] = []
         for value in (r.original_recipient, r.recipient):
-            addr = normalise_address(value)
+            addr = bare_address(value)
             if addr and addr not in out:
                 out.append(addr)
         return out
@@ -443,8 +395,8 @@ class _Correlator:
         paired: list[Match] = []
         for r in results:
             match: Match | None = None
-            orcpt = normalise_address(r.original_recipient)
-            final = normalise_address(r.recipient)
+            orcpt = bare_address(r.original_recipient)
+            final = bare_address(r.recipient)
             for addr, key in ((orcpt, CorrelationKey.orcpt), (final, CorrelationKey.recipient)):
                 if not addr:
                     continue
@@ -456,8 +408,8 @@ class _Correlator:
                 paired.append(match)
             else:
                 corr.unmatched.append(r)
-        if not results and self.analysis.category == "autoreply":
-            sender = normalise_address(self.analysis.from_address)
+        if not results and self.analysis.category == Category.autoreply:
+            sender = bare_address(self.analysis.from_address)
             if sender:
                 d = await self._recent(sender, since)
                 if d is not None:

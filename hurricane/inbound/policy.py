@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from hurricane.smtpd.address import Path
-from hurricane.smtpd.reply import Reply
+from hurricane.address import Path
+from hurricane.smtp_reply import Reply
 from hurricane.verp import VerpCodec, VerpToken, normalise_domain
 
 log = Logger()

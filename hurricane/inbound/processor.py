@@ -24,15 +24,15 @@ Why each step is shaped the way it is:
 - Recording is idempotent: each event carries a key derived from the
   returned message's bytes, the delivery and the recipient, so a remote that
   delivers the same NDR twice, or an operator's replay, counts once.
-- ``suppress`` is proposed only from the analysis and only for permanent
-  bounces (recipient-side hard reasons); a 5xx for spam, policy or
-  reputation is the sender's problem and never suppresses. Complaints always
-  propose it.
-- Whether an event may change anything at all (state, reason, suppression)
-  is not decided here: every store engine asks
+- The events transcribe the analysis (its reason, ``hard`` and proposed
+  suppression; a complaint always proposes it) and nothing more. What an
+  event may change (state, reason, ``hard``, the suppression list) is not
+  decided here: every store engine asks
   :func:`hurricane.decisions.decide_bounce`, which applies only events whose
-  correlation key is verified (our MAC over the delivery). The events carry
-  the key.
+  correlation key is verified (our MAC over the delivery), bounces the
+  delivery on every ``Action: failed`` (a 4.x.x one is then neither hard nor
+  suppressing) and never suppresses for a sender-side reason (the analysis
+  does not propose it). The events carry the key.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ from hurricane.bounce.model import Analysis, RecipientResult
 from hurricane.inbound.correlate import RECIPIENT_WINDOW, Correlation, Match, correlate
 from hurricane.inbound.fingerprint import message_fingerprint
 from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
-from hurricane.model import BounceEvent, EventKind, Source, StoredBounce
+from hurricane.model import BounceEvent, StoredBounce
+from hurricane.outcome import Action, BounceStatus, Category, EventKind, Reason, Source
+from hurricane.smtp_reply import reply_code
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
@@ -129,20 +131,11 @@ def idempotency_key(fingerprint: bytes, delivery_id: int, recipient: str) -> str
 #: Longest diagnostic text kept on an event.
 MAX_TEXT = 2000
 
-_SOURCES = {s.value: s for s in Source}
-
-
-def _code(value: str | None) -> int | None:
-    if value and len(value) == 3 and value.isdigit():
-        return int(value)
-    return None
-
-
 def _permanent(result: RecipientResult) -> bool:
-    """A "failed" result is permanent (RFC 3463's class) unless its codes say 4xx.
+    """Permanent in RFC 3463's sense: a 5.x.x status or 5xx code, not 4.x.x or 4xx.
 
-    Whether it moves the delivery is another matter: every ``failed`` result is
-    final (the reporter gave up), see :attr:`BounceEvent.final`.
+    Whether the event moves the delivery is :func:`~hurricane.decisions.decide_bounce`'s
+    to say: a ``failed`` result is final whatever its class.
     """
     status = result.status or ""
     code = result.code or ""
@@ -167,16 +160,16 @@ def build_events(
 ) -> list[BounceEvent]:
     """Turn correlated analysis results into events for ``record_bounce``.
 
-    Category ``bounce``: action ``failed`` gives a final ``bounce`` event
-    (permanent for 5.x.x/5xx, not for 4.x.x, which then is neither hard nor
-    suppressing), ``delayed`` a ``delayed`` event,
+    The events transcribe the analysis; what they change is the store's
+    :func:`hurricane.decisions.decide_bounce` to say. Category ``bounce``:
+    action ``failed`` gives a final ``bounce`` event (``permanent`` for
+    5.x.x/5xx, not for 4.x.x), ``delayed`` a ``delayed`` event,
     ``delivered``/``relayed``/``expanded`` a ``relayed`` event. ``feedback``
     gives a ``complaint`` (always proposes suppression), ``autoreply`` an
     ``autoreply`` event (never a failure), ``other`` nothing. Each event
-    carries the key that matched it; whether it may change anything is the
-    store's :func:`hurricane.decisions.decide_bounce`. When one message names
-    the same delivery and recipient twice, only the most severe event is
-    kept (they would share one idempotency key).
+    carries the key that matched it. When one message names the same
+    delivery and recipient twice, only the most severe event is kept (they
+    would share one idempotency key).
 
     Args:
         bounce: the stored returned message (its id and received time).
@@ -202,86 +195,73 @@ def build_events(
 def _event(
     bounce: StoredBounce, category: str, match: Match, fingerprint: bytes
 ) -> BounceEvent | None:
+    """One analysis result (or none: a bounce that said nothing readable) as an event."""
     r = match.result
     d = match.delivery
     recipient = r.recipient if r is not None and r.recipient else d.recipient
-    common: dict[str, Any] = {
-        "delivery_id": d.delivery_id,
-        "at": bounce.received_at,
-        "bounce_id": bounce.bounce_id,
-        "correlation": match.key,
-        "idem_key": idempotency_key(fingerprint, d.delivery_id, recipient),
-    }
-    if r is not None:
-        common.update(
-            code=_code(r.code),
-            status=r.status or None,
-            text=(r.diagnostic or "")[:MAX_TEXT] or None,
-            remote_host=r.remote_mta or None,
-            rule=r.rule,
-        )
-    source = _SOURCES.get(r.source) if r is not None else None
-
-    if category == "feedback":
-        return BounceEvent(
-            kind=EventKind.complaint,
-            reason=(r.reason if r is not None else None) or "feedback",
-            hard=False,
-            permanent=True,
-            suppress=True,  # a complaint always stops mail to the address
-            source=source or Source.arf,
-            feedback_type=(r.feedback_type if r is not None else None) or None,
-            **common,
-        )
-    if category == "autoreply":
-        return BounceEvent(
-            kind=EventKind.autoreply,
-            reason=(r.reason if r is not None else None) or "vacation",
-            hard=False,
-            permanent=False,
-            suppress=False,
-            source=source or Source.autoreply,
-            **common,
-        )
-    if category != "bounce":
+    try:
+        cat = Category(category)
+    except ValueError:
+        return None  # not a category the analyzer gives: nothing to record
+    if cat is Category.other:
         return None
+    kind, reason, source = _kind(cat, r)
+    if kind is None:
+        log.warn(
+            "bounce {bounce_id}: unknown action {action!r} for {recipient} ignored",
+            bounce_id=bounce.bounce_id, action=r.action if r is not None else None,
+            recipient=recipient,
+        )
+        return None
+    idem_key = idempotency_key(fingerprint, d.delivery_id, recipient)
+    complaint = kind is EventKind.complaint
+    if r is None:
+        # A complaint always proposes suppression ("permanent" means no more for it).
+        return BounceEvent(
+            delivery_id=d.delivery_id, at=bounce.received_at, bounce_id=bounce.bounce_id,
+            correlation=match.key, idem_key=idem_key, kind=kind, reason=reason,
+            source=source, permanent=complaint, suppress=complaint)
+    # What the analysis read and proposes; decide_bounce decides what applies.
+    bounced = kind is EventKind.bounce
+    failed = bounced and Action.of(r.action) is Action.failed
+    return BounceEvent(
+        delivery_id=d.delivery_id, at=bounce.received_at, bounce_id=bounce.bounce_id,
+        correlation=match.key, idem_key=idem_key, kind=kind, reason=reason, source=source,
+        code=reply_code(r.code), status=r.status or None,
+        text=(r.diagnostic or "")[:MAX_TEXT] or None, remote_host=r.remote_mta or None,
+        rule=r.rule, hard=bounced and bool(r.hard),
+        suppress=complaint or (bounced and bool(r.suppress)),
+        # "permanent" is the RFC class (5.x.x/5xx); "final" that the reporter gave up
+        permanent=complaint or (failed and _permanent(r)), final=failed,
+        feedback_type=(r.feedback_type or None) if complaint else None,
+    )
+
+
+def _kind(category: Category, r: RecipientResult | None
+          ) -> tuple[EventKind | None, Reason | None, Source]:
+    """The event kind, reason and source of one analysis result.
+
+    Returns:
+        ``(kind, reason, source)``; kind None: nothing to record.
+    """
+    source = Source.of(r.source) if r is not None else None
+    reason = Reason.of(r.reason) if r is not None else None
+    if category is Category.feedback:
+        return EventKind.complaint, reason or Reason.feedback, source or Source.arf
+    if category is Category.autoreply:
+        return EventKind.autoreply, reason or Reason.vacation, source or Source.autoreply
     if r is None:
         # We know a bounce came back for this delivery but not what it says:
         # keep it as information, it moves nothing.
-        return BounceEvent(
-            kind=EventKind.bounce, reason="undefined", hard=False, permanent=False,
-            suppress=False, source=Source.heuristic, **common,
-        )
-    action = (r.action or "").lower()
-    if action == "failed":
-        permanent = _permanent(r)
-        return BounceEvent(
-            kind=EventKind.bounce,
-            reason=r.reason or "undefined",
-            # A 4.x.x the reporter gave up on bounces the delivery (final) but
-            # says the condition may pass: never hard, never suppressed.
-            hard=bool(r.hard) and permanent,
-            permanent=permanent,
-            # Only the analysis knows whether the reason is recipient-side.
-            suppress=bool(r.suppress) and permanent,
-            source=source or Source.heuristic,
-            final=True,
-            **common,
-        )
-    if action == "delayed":
-        kind = EventKind.delayed
-    elif action in ("delivered", "relayed", "expanded"):
-        kind = EventKind.relayed
-    else:
-        log.warn(
-            "bounce {bounce_id}: unknown action {action!r} for {recipient} ignored",
-            bounce_id=bounce.bounce_id, action=action, recipient=recipient,
-        )
-        return None
-    return BounceEvent(
-        kind=kind, reason=r.reason or None, hard=False, permanent=False, suppress=False,
-        source=source or Source.dsn, **common,
-    )
+        return EventKind.bounce, Reason.undefined, Source.heuristic
+    action = Action.of(r.action)
+    if action is Action.failed:
+        return EventKind.bounce, reason or Reason.undefined, source or Source.heuristic
+    if action is Action.delayed:
+        return EventKind.delayed, reason, source or Source.dsn
+    if action is not None and action.passed_on:
+        return EventKind.relayed, reason, source or Source.dsn
+    return None, None, Source.heuristic
 
 
 # -- the service ----------------------------------------------------------------------
@@ -900,7 +880,7 @@ class BounceProcessor(Service):
         if bounce is None:
             log.warn("bounce {bounce_id}: not in the store", bounce_id=bounce_id)
             return ProcessResult(bounce_id, "missing")
-        if bounce.status != "pending" and not replay:
+        if bounce.status != BounceStatus.pending and not replay:
             return ProcessResult(bounce_id, "skipped", category=bounce.category)
         if bounce.purged_at is not None:
             # past the retention period: its bytes are gone, its analysis stays
@@ -1130,7 +1110,7 @@ class BounceProcessor(Service):
         s.by_category[analysis.category] += 1
         s.events += len(event_ids)
         status = "analyzed" if corr.correlated else "uncorrelated"
-        if not corr.correlated and analysis.category != "other":
+        if not corr.correlated and analysis.category != Category.other:
             # "other" (a reply, spam) is expected to match nothing
             s.uncorrelated += 1
         if corr.unmatched:

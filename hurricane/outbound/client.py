@@ -62,15 +62,15 @@ from hurricane.outbound.interface import (
     Reply,
     SessionInfo,
 )
-from hurricane.outbound.tls import POLICIES, IOpenSSLTrustRoot, client_tls_options, trust_roots_with
+from hurricane.outbound.tls import IOpenSSLTrustRoot, client_tls_options, trust_roots_with
+from hurricane.outcome import Phase, Reason, TlsPolicy
+from hurricane.xtext import xtext_encode
 
 __all__ = [
     "Connector",
     "SMTPClientProtocol",
     "SMTPConnection",
     "SessionError",
-    "parse_enhanced_status",
-    "xtext",
 ]
 
 log = Logger()
@@ -94,43 +94,18 @@ BODY_CHUNK: Final = 64 * 1024
 _HELO_FALLBACK_CODES: Final = frozenset({500, 502})
 
 _UNSAFE_IN_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
-_ENHANCED_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=[\s;,.:]|$)")
 
 
-def parse_enhanced_status(code: int, text: str) -> str | None:
-    """The RFC 3463 enhanced status code at the start of a reply's text.
+def _policy(value: TlsPolicy | str) -> TlsPolicy:
+    """The TLS policy a caller named (a member, or its word).
 
-    Args:
-        code: the three-digit reply code.
-        text: the reply text (first line first).
-
-    Returns:
-        ``"5.1.1"`` style status, or None when the text does not start with
-        one whose class matches the reply code's (a "5.x.x" on a 250 is
-        noise, not a status).
+    Raises:
+        ValueError: not a policy.
     """
-    match = _ENHANCED_STATUS.match(text.lstrip())
-    if match is None or match.group(1) != str(code)[0]:
-        return None
-    return match.group(0)
-
-
-def xtext(value: str) -> str:
-    """Encode a value as RFC 3461 xtext (for ENVID and ORCPT).
-
-    Args:
-        value: the text to encode; non-ASCII goes out as its UTF-8 octets.
-
-    Returns:
-        the value with "+", "=", controls, space and non-ASCII as ``+XX``.
-    """
-    out = []
-    for octet in value.encode("utf-8"):
-        if 33 <= octet <= 126 and octet not in (0x2B, 0x3D):
-            out.append(chr(octet))
-        else:
-            out.append(f"+{octet:02X}")
-    return "".join(out)
+    try:
+        return TlsPolicy(value)
+    except ValueError:
+        raise ValueError(f"unknown TLS policy {value!r}") from None
 
 
 def _safe_address(address: str) -> bool:
@@ -153,17 +128,17 @@ class SessionError(Exception):
     """
 
     def __init__(
-        self, message: str, phase: str, *, timed_out: bool = False,
-        reason: str = "networkerror", partial: Sequence[Reply] = (),
+        self, message: str, phase: Phase, *, timed_out: bool = False,
+        reason: Reason = Reason.networkerror, partial: Sequence[Reply] = (),
     ) -> None:
         super().__init__(message)
-        self.phase = phase
+        self.phase = Phase(phase)
         self.timed_out = timed_out
-        self.reason = reason
+        self.reason = Reason(reason)
         #: Replies of a pipelined group that did arrive before the failure.
         self.partial = tuple(partial)
 
-    def for_group(self, phase: str, partial: Sequence[Reply]) -> SessionError:
+    def for_group(self, phase: Phase, partial: Sequence[Reply]) -> SessionError:
         """The same error as seen by one group of pipelined commands.
 
         Args:
@@ -181,7 +156,7 @@ class _ServiceClosing(Exception):
     """A 421 arrived: the server is closing the transmission channel."""
 
     def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.text)
+        super().__init__(reply.render())
         self.reply = reply
 
 
@@ -196,13 +171,13 @@ class _Waiter:
 
     deferred: Deferred[list[Reply]]
     #: (phase, timeout) of each reply, in order.
-    expected: Sequence[tuple[str, float]]
+    expected: Sequence[tuple[Phase, float]]
     replies: list[Reply] = field(default_factory=list)
     #: The command was STARTTLS: a 220 must drop everything buffered after it.
     tls_start: bool = False
 
     @property
-    def current(self) -> tuple[str, float]:
+    def current(self) -> tuple[Phase, float]:
         """(phase, timeout) of the reply awaited now."""
         return self.expected[len(self.replies)]
 
@@ -299,7 +274,7 @@ class SMTPClientProtocol(Protocol):
             d.callback(None)
         if self.error is None:
             phase = self._waiters[0].current[0] if self._waiters else (
-                "data" if self._producer is not None else "connect")
+                Phase.data if self._producer is not None else Phase.connect)
             message = f"connection lost: {reason.getErrorMessage()}"
             self._fail_all(SessionError(message, phase))
 
@@ -336,7 +311,7 @@ class SMTPClientProtocol(Protocol):
         if sep == b"-":
             return
         text = "\n".join(self._reply_lines)
-        reply = Reply(self._reply_code, text, parse_enhanced_status(self._reply_code, text))
+        reply = Reply.parse(self._reply_code, text)
         self._reply_lines = []
         self._reply_size = 0
         self._dispatch(reply)
@@ -386,18 +361,18 @@ class SMTPClientProtocol(Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        phase = self._waiters[0].current[0] if self._waiters else "connect"
-        log.info("timeout waiting for the {phase} reply", phase=phase)
+        phase = self._waiters[0].current[0] if self._waiters else Phase.connect
+        log.info("timeout waiting for the {phase} reply", phase=phase.value)
         self.fail(SessionError(
-            f"timeout waiting for the {phase} reply", phase, timed_out=True,
+            f"timeout waiting for the {phase.value} reply", phase, timed_out=True,
         ))
 
     # -- failure -------------------------------------------------------------
 
     def _protocol_error(self, message: str) -> None:
-        phase = self._waiters[0].current[0] if self._waiters else "connect"
+        phase = self._waiters[0].current[0] if self._waiters else Phase.connect
         log.warn("protocol error from server: {message}", message=message)
-        self.fail(SessionError(message, phase, reason="networkerror"))
+        self.fail(SessionError(message, phase, reason=Reason.networkerror))
 
     def _fail_all(self, error: SessionError) -> None:
         self.error = error
@@ -425,7 +400,7 @@ class SMTPClientProtocol(Protocol):
     # -- requests ------------------------------------------------------------
 
     def expect_group(
-        self, expected: Sequence[tuple[str, float]], *, tls_start: bool = False,
+        self, expected: Sequence[tuple[Phase, float]], *, tls_start: bool = False,
     ) -> Deferred[list[Reply]]:
         """Wait for the next replies, in order.
 
@@ -458,7 +433,7 @@ class SMTPClientProtocol(Protocol):
             self._rearm()
         return waiter.deferred
 
-    def expect(self, phase: str, timeout: float) -> Deferred[Reply]:
+    def expect(self, phase: Phase, timeout: float) -> Deferred[Reply]:
         """Wait for the next reply (the greeting, or the one after the dot).
 
         Args:
@@ -472,7 +447,7 @@ class SMTPClientProtocol(Protocol):
         return self.expect_group([(phase, timeout)]).addCallback(_first)
 
     def command(
-        self, line: bytes, phase: str, timeout: float, *, tls_start: bool = False,
+        self, line: bytes, phase: Phase, timeout: float, *, tls_start: bool = False,
     ) -> Deferred[Reply]:
         """Send one command line and wait for its reply.
 
@@ -488,7 +463,7 @@ class SMTPClientProtocol(Protocol):
         return self.commands([(line, phase, timeout)], tls_start=tls_start).addCallback(_first)
 
     def commands(
-        self, items: Sequence[tuple[bytes, str, float]], *, tls_start: bool = False,
+        self, items: Sequence[tuple[bytes, Phase, float]], *, tls_start: bool = False,
     ) -> Deferred[list[Reply]]:
         """Send several command lines in one write (RFC 2920 pipelining).
 
@@ -528,7 +503,8 @@ class SMTPClientProtocol(Protocol):
         self._reply_lines = []
         self._reply_size = 0
         if ITLSTransport(self.transport, None) is None or self._writer is None:
-            raise SessionError("transport cannot start TLS", "starttls", reason="failedstarttls")
+            raise SessionError("transport cannot start TLS", Phase.starttls,
+                               reason=Reason.failedstarttls)
         self._writer.start_tls(options)
         self._discarding = False
 
@@ -616,7 +592,7 @@ class _BodyProducer:
     def _stalled(self) -> None:
         self._timer = None
         self._protocol.fail(SessionError(
-            "timeout sending the message body", "data", timed_out=True,
+            "timeout sending the message body", Phase.data, timed_out=True,
         ))
 
     def resumeProducing(self) -> None:  # noqa: N802 (Twisted API)
@@ -644,7 +620,7 @@ class _BodyProducer:
 
     def stopProducing(self) -> None:  # noqa: N802 (Twisted API)
         """The transport went away."""
-        self.abort(SessionError("connection lost while sending the body", "data"))
+        self.abort(SessionError("connection lost while sending the body", Phase.data))
 
     def abort(self, error: SessionError) -> None:
         """Stop for good and fail :attr:`done`.
@@ -699,7 +675,7 @@ class SMTPConnection:
         self._closed = False
         self.transactions = 0
         #: Phase of the transaction in progress (for a 421's recipients).
-        self._phase = "mail"
+        self._phase = Phase.mail
 
     @property
     def protocol(self) -> SMTPClientProtocol:
@@ -721,7 +697,7 @@ class SMTPConnection:
         if self._proto.alive:
             try:
                 await self._proto.command(
-                    b"QUIT", "quit", min(QUIT_TIMEOUT, self._timeouts.mail),
+                    b"QUIT", Phase.quit, min(QUIT_TIMEOUT, self._timeouts.mail),
                 )
             except SessionError:
                 pass  # best effort: the server may just hang up
@@ -744,7 +720,7 @@ class SMTPConnection:
             raise RuntimeError("SMTPConnection.send() while a transaction is running")
         if not self.usable:
             return [
-                RecipientReply(r.delivery_id, None, "connect", error="connection not usable")
+                RecipientReply(r.delivery_id, None, Phase.connect, error="connection not usable")
                 for r in message.recipients
             ]
         self._busy = True
@@ -756,32 +732,32 @@ class SMTPConnection:
     # -- session set-up ------------------------------------------------------
 
     async def handshake(
-        self, *, helo: str, tls_policy: str,
+        self, *, helo: str, tls_policy: TlsPolicy | str,
         tls_options: Callable[[], IOpenSSLClientConnectionCreator] | None = None,
     ) -> None:
         """Greeting, EHLO (HELO fallback), STARTTLS per policy, re-EHLO.
 
         Args:
             helo: our name for EHLO/HELO.
-            tls_policy: ``none``, ``opportunistic``, ``require`` or ``verify``.
+            tls_policy: a :class:`~hurricane.outcome.TlsPolicy` (or its word).
             tls_options: builds the client TLS options when STARTTLS is used.
 
         Raises:
             ConnectionFailed: with phase, reply and reason; the transport is
                 closed by then.
+            ValueError: an unknown policy, or an EHLO name that is not one word.
         """
-        if tls_policy not in POLICIES:
-            raise ValueError(f"unknown TLS policy {tls_policy!r}")
+        policy = _policy(tls_policy)
         if not helo or " " in helo or _UNSAFE_IN_ADDRESS.search(helo):
             # Our own configuration: a CR/LF here would inject commands.
             raise ValueError(f"invalid EHLO name {helo!r}")
         try:
-            await self._handshake(helo, tls_policy, tls_options)
+            await self._handshake(helo, policy, tls_options)
         except ConnectionFailed as e:
             log.info(
                 "session with {host} [{ip}] failed in {phase}: {error} (reason {reason})",
-                host=self.info.host, ip=self.info.ip, phase=e.phase, error=str(e),
-                reason=e.reason,
+                host=self.info.host, ip=self.info.ip, phase=e.phase.value, error=str(e),
+                reason=None if e.reason is None else e.reason.value,
             )
             self._closed = True
             if self._proto.alive:
@@ -791,65 +767,67 @@ class SMTPConnection:
             raise
 
     async def _handshake(
-        self, helo: str, tls_policy: str,
+        self, helo: str, tls_policy: TlsPolicy,
         tls_options: Callable[[], IOpenSSLClientConnectionCreator] | None,
     ) -> None:
         t = self._timeouts
-        greeting = await self._session_reply(self._proto.expect("greeting", t.greeting), "greeting")
-        self.info = dataclasses.replace(self.info, greeting=greeting.text)
+        greeting = await self._session_reply(self._proto.expect(Phase.greeting, t.greeting),
+                                             Phase.greeting)
+        self.info = dataclasses.replace(self.info, greeting=greeting.render())
         if greeting.code != 220:
             raise ConnectionFailed(
-                f"greeting refused: {greeting.code} {greeting.text}", "greeting", greeting,
+                f"greeting refused: {greeting}", Phase.greeting, greeting,
                 temporary=not greeting.permanent,
             )
         await self._ehlo(helo)
-        if tls_policy == "none":
+        if tls_policy is TlsPolicy.none:
             return
         if "STARTTLS" not in self.extensions:
-            if tls_policy == "opportunistic":
+            if tls_policy is TlsPolicy.opportunistic:
                 return
             raise ConnectionFailed(
-                "STARTTLS required but not offered", "starttls", reason="failedstarttls",
+                "STARTTLS required but not offered", Phase.starttls, reason=Reason.failedstarttls,
             )
         reply = await self._session_reply(
-            self._proto.command(b"STARTTLS", "starttls", t.mail, tls_start=True), "starttls",
+            self._proto.command(b"STARTTLS", Phase.starttls, t.mail, tls_start=True),
+            Phase.starttls,
         )
         if reply.code != 220:
-            if tls_policy == "opportunistic" and reply.code != 421:
+            if tls_policy is TlsPolicy.opportunistic and reply.code != 421:
                 # RFC 3207 4.1: the session goes on in plain text; the
                 # encryption was a bonus under this policy.
                 log.info(
                     "STARTTLS refused by {host}: {code} {text}; continuing in plain text",
-                    host=self.info.host, code=reply.code, text=reply.text,
+                    host=self.info.host, code=reply.code, text=reply.render(),
                 )
                 return
             raise ConnectionFailed(
-                f"STARTTLS refused: {reply.code} {reply.text}", "starttls", reply,
-                temporary=True, reason="failedstarttls",
+                f"STARTTLS refused: {reply}", Phase.starttls, reply,
+                temporary=True, reason=Reason.failedstarttls,
             )
         assert tls_options is not None, "STARTTLS without TLS options"
         try:
             self._proto.start_tls(tls_options())
         except SessionError as e:
-            raise ConnectionFailed(str(e), "starttls", reason="failedstarttls") from e
+            raise ConnectionFailed(str(e), Phase.starttls, reason=Reason.failedstarttls) from e
         # RFC 3207 4.2: forget everything learnt before TLS and ask again.
         self.extensions = {}
         try:
             await self._ehlo(helo)
         except ConnectionFailed as e:
-            if e.reply is None and e.phase != "timeout":
+            if e.reply is None and e.phase != Phase.timeout:
                 # The transport died before a reply: the handshake failed.
                 raise self._tls_failure(tls_policy) from e
             raise
         self.info = dataclasses.replace(
-            self.info, tls=self._tls_version(), tls_verified=tls_policy == "verify",
+            self.info, tls=self._tls_version(), tls_verified=tls_policy is TlsPolicy.verify,
         )
         log.info(
             "TLS with {host} [{ip}]: {version}, verified={verified}", host=self.info.host,
             ip=self.info.ip, version=self.info.tls, verified=self.info.tls_verified,
         )
 
-    def _tls_failure(self, tls_policy: str) -> ConnectionFailed:
+    def _tls_failure(self, tls_policy: TlsPolicy) -> ConnectionFailed:
         """Turn a connection lost during the TLS handshake into a failure.
 
         Args:
@@ -861,12 +839,14 @@ class SMTPConnection:
         """
         reason = self._proto.lost_reason
         detail = reason.getErrorMessage() if reason is not None else "connection lost"
-        if tls_policy == "verify" and reason is not None and _is_verification_failure(reason):
+        if tls_policy is TlsPolicy.verify and reason is not None \
+                and _is_verification_failure(reason):
             return ConnectionFailed(
-                f"TLS certificate not verified: {detail}", "starttls", reason="securityerror",
+                f"TLS certificate not verified: {detail}", Phase.starttls,
+                reason=Reason.securityerror,
             )
         return ConnectionFailed(
-            f"TLS handshake failed: {detail}", "starttls", reason="failedstarttls",
+            f"TLS handshake failed: {detail}", Phase.starttls, reason=Reason.failedstarttls,
         )
 
     def _tls_version(self) -> str:
@@ -892,11 +872,11 @@ class SMTPConnection:
         t = self._timeouts
         name = helo.encode("ascii", "replace")
         reply = await self._session_reply(
-            self._proto.command(b"EHLO " + name, "ehlo", t.mail), "ehlo",
+            self._proto.command(b"EHLO " + name, Phase.ehlo, t.mail), Phase.ehlo,
         )
         if reply.code in _HELO_FALLBACK_CODES:
             reply = await self._session_reply(
-                self._proto.command(b"HELO " + name, "ehlo", t.mail), "ehlo",
+                self._proto.command(b"HELO " + name, Phase.ehlo, t.mail), Phase.ehlo,
             )
             if reply.code == 250:
                 self.extensions = {}
@@ -904,10 +884,10 @@ class SMTPConnection:
                 return
         if reply.code != 250:
             raise ConnectionFailed(
-                f"EHLO/HELO refused: {reply.code} {reply.text}", "ehlo", reply,
+                f"EHLO/HELO refused: {reply}", Phase.ehlo, reply,
                 temporary=not reply.permanent,
             )
-        lines = reply.text.split("\n")[1:]
+        lines = reply.render().split("\n")[1:]
         extensions: dict[str, str] = {}
         for line in lines:
             keyword, _, params = line.strip().partition(" ")
@@ -918,7 +898,7 @@ class SMTPConnection:
             self.info, extensions=tuple(line.strip() for line in lines if line.strip()),
         )
 
-    async def _session_reply(self, d: Deferred[Reply], phase: str) -> Reply:
+    async def _session_reply(self, d: Deferred[Reply], phase: Phase) -> Reply:
         """Await a set-up reply, turning session errors into ConnectionFailed.
 
         Args:
@@ -935,7 +915,7 @@ class SMTPConnection:
             return await d
         except SessionError as e:
             raise ConnectionFailed(
-                str(e), "timeout" if e.timed_out else phase, reason=e.reason,
+                str(e), Phase.timeout if e.timed_out else phase, reason=e.reason,
             ) from e
 
     # -- transactions --------------------------------------------------------
@@ -958,7 +938,7 @@ class SMTPConnection:
         if "DSN" in ext:
             params.append("RET=HDRS")
             if message.envid:
-                params.append(f"ENVID={xtext(message.envid)}")
+                params.append(f"ENVID={xtext_encode(message.envid)}")
         line = f"MAIL FROM:<{message.mail_from}>" + "".join(" " + p for p in params)
         return line.encode("utf-8")
 
@@ -972,7 +952,7 @@ class SMTPConnection:
             if orcpt is not None:
                 addr_type, _, addr = orcpt.partition(";")
                 if addr:
-                    params.append(f"ORCPT={addr_type};{xtext(addr)}")
+                    params.append(f"ORCPT={addr_type};{xtext_encode(addr)}")
         line = f"RCPT TO:<{recipient.address}>" + "".join(" " + p for p in params)
         return line.encode("utf-8")
 
@@ -980,11 +960,12 @@ class SMTPConnection:
         recipients = message.recipients
         results: list[RecipientReply | None] = [None] * len(recipients)
 
-        def decide(index: int, reply: Reply | None, phase: str, error: str | None = None) -> None:
+        def decide(index: int, reply: Reply | None, phase: Phase,
+                   error: str | None = None) -> None:
             if results[index] is None:
                 results[index] = RecipientReply(recipients[index].delivery_id, reply, phase, error)
 
-        def decide_rest(reply: Reply | None, phase: str, error: str | None = None) -> None:
+        def decide_rest(reply: Reply | None, phase: Phase, error: str | None = None) -> None:
             for index in range(len(recipients)):
                 decide(index, reply, phase, error)
 
@@ -994,39 +975,39 @@ class SMTPConnection:
         # Refusals we can make without asking the server (RFC 6531 3.4,
         # RFC 1870 6): synthesised, permanent, and the session stays usable.
         if message.smtputf8 and "SMTPUTF8" not in self.extensions:
-            decide_rest(Reply(553, "5.6.7 SMTPUTF8 required but not offered by the server",
-                              "5.6.7"), "mail")
+            decide_rest(Reply(553, "5.6.7", "SMTPUTF8 required but not offered by the server"),
+                        Phase.mail)
             return finished()
         if self._max_size and len(message.body) > self._max_size:
-            decide_rest(Reply(552, f"5.3.4 message size exceeds the server's limit of "
-                                   f"{self._max_size}", "5.3.4"), "mail")
+            decide_rest(Reply(552, "5.3.4", "message size exceeds the server's limit of "
+                                            f"{self._max_size}"), Phase.mail)
             return finished()
         if not _safe_address(message.mail_from):
-            decide_rest(Reply(501, "5.1.7 invalid sender address (not sent)", "5.1.7"), "mail")
+            decide_rest(Reply(501, "5.1.7", "invalid sender address (not sent)"), Phase.mail)
             return finished()
         sendable: list[int] = []
         for index, recipient in enumerate(recipients):
             if _safe_address(recipient.address) and recipient.address:
                 sendable.append(index)
             else:
-                decide(index, Reply(501, "5.1.3 invalid recipient address (not sent)", "5.1.3"),
-                       "rcpt")
+                decide(index, Reply(501, "5.1.3", "invalid recipient address (not sent)"),
+                       Phase.rcpt)
         if not sendable:
             return finished()
 
         self.transactions += 1
-        self._phase = "mail"
+        self._phase = Phase.mail
         try:
             await self._run(message, sendable, decide, decide_rest)
         except _ServiceClosing as e:
             log.info("{host} closing (421) during {phase}: {text}", host=self.info.host,
-                     phase=self._phase, text=e.reply.text)
+                     phase=self._phase.value, text=e.reply.render())
             decide_rest(e.reply, self._phase)
             self._abandon(SessionError("server closed the session (421)", self._phase))
         except SessionError as e:
             log.info("session with {host} failed during {phase}: {error}", host=self.info.host,
-                     phase=self._phase, error=str(e))
-            decide_rest(None, "timeout" if e.timed_out else self._phase, str(e))
+                     phase=self._phase.value, error=str(e))
+            decide_rest(None, Phase.timeout if e.timed_out else self._phase, str(e))
             self._abandon(e)
         return finished()
 
@@ -1035,7 +1016,7 @@ class SMTPConnection:
         self._proto.fail(error)
         self._proto.disconnect()
 
-    def _check(self, reply: Reply, phase: str) -> Reply:
+    def _check(self, reply: Reply, phase: Phase) -> Reply:
         """Note the phase of ``reply``; a 421 ends the session.
 
         Raises:
@@ -1046,7 +1027,7 @@ class SMTPConnection:
             raise _ServiceClosing(reply)
         return reply
 
-    async def _one(self, line: bytes, phase: str, timeout: float) -> Reply:
+    async def _one(self, line: bytes, phase: Phase, timeout: float) -> Reply:
         """Send one command and await its reply (lock-step).
 
         Raises:
@@ -1059,14 +1040,14 @@ class SMTPConnection:
 
     async def _rset(self) -> None:
         """RSET and insist on 250 (anything else: the session is broken)."""
-        reply = await self._one(b"RSET", "mail", self._timeouts.mail)
+        reply = await self._one(b"RSET", Phase.mail, self._timeouts.mail)
         if reply.code // 100 != 2:
-            raise SessionError(f"RSET refused: {reply.code} {reply.text}", "mail")
+            raise SessionError(f"RSET refused: {reply}", Phase.mail)
         self._dirty = False
 
     async def _pipelined(
-        self, items: list[tuple[bytes, str, float]],
-    ) -> Callable[[str], Reply]:
+        self, items: list[tuple[bytes, Phase, float]],
+    ) -> Callable[[Phase], Reply]:
         """Send a pipelined group; return a reader of its replies, in order.
 
         The reader takes the phase of the next reply and returns the reply;
@@ -1081,7 +1062,7 @@ class SMTPConnection:
             replies, error = e.partial, e
         position = iter(replies)
 
-        def read(phase: str) -> Reply:
+        def read(phase: Phase) -> Reply:
             self._phase = phase
             reply = next(position, None)
             if reply is None:
@@ -1109,59 +1090,59 @@ class SMTPConnection:
         if "PIPELINING" in self.extensions:
             # RFC 2920: RSET, MAIL, every RCPT and DATA in one write; the
             # replies come back in order.
-            items: list[tuple[bytes, str, float]] = []
+            items: list[tuple[bytes, Phase, float]] = []
             reset = self._dirty
             if reset:
-                items.append((b"RSET", "mail", t.mail))
-            items.append((mail_line, "mail", t.mail))
-            items.extend((line, "rcpt", t.rcpt) for line in rcpt_lines)
-            items.append((b"DATA", "data", t.data_init))
+                items.append((b"RSET", Phase.mail, t.mail))
+            items.append((mail_line, Phase.mail, t.mail))
+            items.extend((line, Phase.rcpt, t.rcpt) for line in rcpt_lines)
+            items.append((b"DATA", Phase.data, t.data_init))
             read = await self._pipelined(items)
             if reset:
-                rset = read("mail")
+                rset = read(Phase.mail)
                 if rset.code // 100 != 2:
-                    decide_rest(rset, "mail")
-                    raise SessionError(f"RSET refused: {rset.code} {rset.text}", "mail")
+                    decide_rest(rset, Phase.mail)
+                    raise SessionError(f"RSET refused: {rset}", Phase.mail)
             self._dirty = True
-            mail = read("mail")
+            mail = read(Phase.mail)
             mail_ok = mail.code // 100 == 2
             if not mail_ok:
-                decide_rest(mail, "mail")
+                decide_rest(mail, Phase.mail)
             for index in sendable:
-                reply = read("rcpt")
+                reply = read(Phase.rcpt)
                 if not mail_ok:
                     continue
                 if reply.code // 100 == 2:
                     accepted.append(index)
                 else:
-                    decide(index, reply, "rcpt")
-            data = read("data")
+                    decide(index, reply, Phase.rcpt)
+            data = read(Phase.data)
         else:
             if self._dirty:
-                rset = await self._one(b"RSET", "mail", t.mail)
+                rset = await self._one(b"RSET", Phase.mail, t.mail)
                 if rset.code // 100 != 2:
-                    decide_rest(rset, "mail")
-                    raise SessionError(f"RSET refused: {rset.code} {rset.text}", "mail")
+                    decide_rest(rset, Phase.mail)
+                    raise SessionError(f"RSET refused: {rset}", Phase.mail)
             self._dirty = True
-            mail = await self._one(mail_line, "mail", t.mail)
+            mail = await self._one(mail_line, Phase.mail, t.mail)
             if mail.code // 100 != 2:
-                decide_rest(mail, "mail")
+                decide_rest(mail, Phase.mail)
                 return
             for index, line in zip(sendable, rcpt_lines, strict=True):
-                reply = await self._one(line, "rcpt", t.rcpt)
+                reply = await self._one(line, Phase.rcpt, t.rcpt)
                 if reply.code // 100 == 2:
                     accepted.append(index)
                 else:
-                    decide(index, reply, "rcpt")
+                    decide(index, reply, Phase.rcpt)
             if not accepted:
                 # Nobody to send to: RSET instead of DATA.
                 await self._rset()
                 return
-            data = await self._one(b"DATA", "data", t.data_init)
+            data = await self._one(b"DATA", Phase.data, t.data_init)
 
         if data.code != 354:
             for index in accepted:
-                decide(index, data, "data")
+                decide(index, data, Phase.data)
             # Close the transaction now rather than leave it half open.
             await self._rset()
             return
@@ -1169,15 +1150,15 @@ class SMTPConnection:
             # RFC 2920 3.1: DATA was pipelined and accepted although no
             # recipient was: end it with an empty message the server must
             # refuse or discard. Its reply decides nobody.
-            self._phase = "dot"
+            self._phase = Phase.dot
             self._proto.write_raw(b".\r\n")
-            self._check(await self._proto.expect("dot", t.data_end), "dot")
+            self._check(await self._proto.expect(Phase.dot, t.data_end), Phase.dot)
             return
         await self._proto.send_body(message.body, t.data_block)
-        self._phase = "dot"
-        final = self._check(await self._proto.expect("dot", t.data_end), "dot")
+        self._phase = Phase.dot
+        final = self._check(await self._proto.expect(Phase.dot, t.data_end), Phase.dot)
         for index in accepted:
-            decide(index, final, "dot")
+            decide(index, final, Phase.dot)
 
 
 def _is_verification_failure(reason: Failure) -> bool:
@@ -1241,7 +1222,7 @@ class Connector:
         )
 
     async def connect(
-        self, host: str, ip: str, port: int, *, tls_policy: str, helo: str,
+        self, host: str, ip: str, port: int, *, tls_policy: TlsPolicy | str, helo: str,
     ) -> SMTPConnection:
         """Connect, greet, EHLO, STARTTLS per policy; see :class:`IConnector`.
 
@@ -1250,7 +1231,7 @@ class Connector:
                 under ``verify``.
             ip: the address to connect to (IPv4 or IPv6 literal).
             port: the TCP port.
-            tls_policy: ``none``, ``opportunistic``, ``require``, ``verify``.
+            tls_policy: a :class:`~hurricane.outcome.TlsPolicy` (or its word).
             helo: our name for EHLO.
 
         Returns:
@@ -1260,21 +1241,20 @@ class Connector:
             ConnectionFailed: with phase, reply and reason.
             ValueError: for an unknown policy.
         """
-        if tls_policy not in POLICIES:
-            raise ValueError(f"unknown TLS policy {tls_policy!r}")
+        policy = _policy(tls_policy)
         try:
             endpoint = self._endpoint(ip, port)
         except ValueError as e:
-            raise ConnectionFailed(f"bad address {ip!r}: {e}", "connect",
-                                   reason="networkerror") from e
+            raise ConnectionFailed(f"bad address {ip!r}: {e}", Phase.connect,
+                                   reason=Reason.networkerror) from e
         protocol = SMTPClientProtocol(self._clock)
         try:
             await endpoint.connect(_QuietFactory(protocol))
         except Exception as e:
             log.info("connect to {host} [{ip}]:{port} failed: {error}", host=host, ip=ip,
                      port=port, error=str(e))
-            raise ConnectionFailed(f"connect to [{ip}]:{port} failed: {e}", "connect",
-                                   reason="networkerror") from e
+            raise ConnectionFailed(f"connect to [{ip}]:{port} failed: {e}", Phase.connect,
+                                   reason=Reason.networkerror) from e
         tcp = ITCPTransport(protocol.transport, None)
         if tcp is not None:
             # DESIGN.md: without it, Nagle + delayed ACK stall every message
@@ -1283,8 +1263,8 @@ class Connector:
         connection = SMTPConnection(protocol, self._timeouts, SessionInfo(host, ip, port))
         trust = self._trust
         await connection.handshake(
-            helo=helo, tls_policy=tls_policy,
-            tls_options=lambda: client_tls_options(tls_policy, host, trust),
+            helo=helo, tls_policy=policy,
+            tls_options=lambda: client_tls_options(policy, host, trust),
         )
         log.info("connected to {host} [{ip}]:{port}, extensions {extensions}", host=host,
                  ip=ip, port=port, extensions=",".join(connection.extensions))

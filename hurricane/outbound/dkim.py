@@ -27,8 +27,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from hurricane.address import domain_of, to_a_label
 from hurricane.config import DkimKeyConfig
-from hurricane.outbound.mx import DestinationError, to_a_label
 from hurricane.outbound.prepare import header_value
 
 __all__ = ["SIGNED_HEADERS", "DkimKey", "DkimSigner", "Runner", "threadpool_runner",
@@ -120,8 +120,8 @@ class DkimKey:
             )
         try:
             domain = to_a_label(entry.domain)
-        except DestinationError as e:
-            raise ValueError(f"DKIM domain {entry.domain!r}: {e.message}") from None
+        except ValueError as e:
+            raise ValueError(f"DKIM domain {entry.domain!r}: {e}") from None
         return cls(domain, entry.selector, algorithm, private)
 
 
@@ -174,8 +174,8 @@ def from_domain(message: bytes) -> str | None:
     for _, address in email.utils.getaddresses([text]):
         if "@" in address:
             try:
-                return to_a_label(address.rpartition("@")[2])
-            except DestinationError:
+                return to_a_label(domain_of(address))
+            except ValueError:
                 return None
     return None
 

@@ -11,6 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from hurricane.decisions import delivered
+from hurricane.outcome import Phase, Reason, TlsPolicy
+from hurricane.smtp_reply import Reply
+
+__all__ = [
+    "ConnectionFailed",
+    "IConnector",
+    "ISMTPConnection",
+    "OutboundMessage",
+    "OutboundRecipient",
+    "RecipientReply",
+    "Reply",
+    "SessionInfo",
+]
+
 
 @dataclass(frozen=True)
 class OutboundRecipient:
@@ -40,30 +55,6 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True)
-class Reply:
-    """One server reply, as data."""
-
-    code: int
-    text: str  # all lines joined with "\n", codes stripped
-    status: str | None = None  # enhanced status code from the text, if any
-
-    @property
-    def permanent(self) -> bool:
-        """5xx."""
-        return 500 <= self.code < 600
-
-    @property
-    def temporary(self) -> bool:
-        """4xx."""
-        return 400 <= self.code < 500
-
-    @property
-    def positive(self) -> bool:
-        """2xx or 3xx."""
-        return 200 <= self.code < 400
-
-
-@dataclass(frozen=True)
 class RecipientReply:
     """What happened to one recipient of a transaction.
 
@@ -75,15 +66,14 @@ class RecipientReply:
 
     delivery_id: int
     reply: Reply | None
-    #: protocol phase of the deciding reply: connect, greeting, ehlo, starttls,
-    #: mail, rcpt, data, dot, timeout.
-    phase: str
+    #: protocol phase of the deciding reply.
+    phase: Phase
     error: str | None = None
 
     @property
     def delivered(self) -> bool:
-        """The remote took responsibility (2xx after the dot)."""
-        return self.reply is not None and self.phase == "dot" and 200 <= self.reply.code < 300
+        """The remote took responsibility (:func:`hurricane.decisions.delivered`)."""
+        return delivered(self.phase, self.reply)
 
 
 @dataclass(frozen=True)
@@ -107,19 +97,20 @@ class ConnectionFailed(Exception):
         reply: the server reply that failed it, if any.
         temporary: False only when the server's reply says permanent
             (a 5xx greeting); TLS policy failures are temporary.
-        reason: classifier reason chosen by the client for local failures
+        reason: the reason chosen by the client for local failures
             (``failedstarttls``, ``securityerror``, ``networkerror``...), or None.
     """
 
     def __init__(
-        self, message: str, phase: str, reply: Reply | None = None, temporary: bool = True,
-        reason: str | None = None,
+        self, message: str, phase: Phase, reply: Reply | None = None, temporary: bool = True,
+        reason: Reason | None = None,
     ) -> None:
         super().__init__(message)
-        self.phase = phase
+        # the words are accepted as text too (tests, other connectors)
+        self.phase = Phase(phase)
         self.reply = reply
         self.temporary = temporary
-        self.reason = reason
+        self.reason = None if reason is None else Reason(reason)
 
 
 class ISMTPConnection(Protocol):
@@ -148,11 +139,11 @@ class IConnector(Protocol):
     """Opens connections; the scheduler holds one and never sees sockets."""
 
     async def connect(
-        self, host: str, ip: str, port: int, *, tls_policy: str, helo: str,
+        self, host: str, ip: str, port: int, *, tls_policy: TlsPolicy, helo: str,
     ) -> ISMTPConnection:
         """Connect, read the greeting, EHLO (HELO fallback), STARTTLS per policy
-        (``opportunistic``, ``require``, ``verify`` checks certificate and
-        ``host`` with service-identity, ``none``), re-EHLO after TLS.
+        (:class:`~hurricane.outcome.TlsPolicy`; ``verify`` checks the
+        certificate and ``host`` with service-identity), re-EHLO after TLS.
 
         Raises:
             ConnectionFailed: with the phase, reply and reason.

@@ -21,15 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import idna
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
 from twisted.names import dns, error
 
+from hurricane.address import to_a_label
 from hurricane.config import parse_host_port
+from hurricane.outcome import Reason
 
-__all__ = ["Destination", "DestinationError", "MXResolver", "to_a_label"]
+__all__ = ["Destination", "DestinationError", "MXResolver"]
 
 log = Logger()
 
@@ -70,10 +71,10 @@ class DestinationError(Exception):
         message: what went wrong, for the record.
     """
 
-    def __init__(self, permanent: bool, reason: str, message: str) -> None:
+    def __init__(self, permanent: bool, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.permanent = permanent
-        self.reason = reason
+        self.reason = Reason(reason)
         self.message = message
 
     @property
@@ -85,26 +86,16 @@ class DestinationError(Exception):
         return "5.1.10" if "null MX" in self.message else "5.1.2"
 
 
-def to_a_label(domain: str) -> str:
-    """The lower-case A-label (punycode) form of a domain, one trailing dot removed.
-
-    Uses the ``idna`` package (IDNA 2008 with UTS 46 mapping), not the stdlib
-    codec, which implements IDNA 2003 and maps some names differently.
+def _a_label(domain: str) -> str:
+    """:func:`hurricane.address.to_a_label`, failing as a destination does.
 
     Raises:
         DestinationError: permanent ``hostunknown`` when the name is not valid.
     """
-    name = domain.strip()
-    if name.endswith("."):
-        name = name[:-1]
-    if not name:
-        raise DestinationError(True, "hostunknown", "empty domain")
-    if name.isascii():
-        return name.lower()
     try:
-        return idna.encode(name, uts46=True).decode("ascii").lower()
-    except idna.IDNAError as e:
-        raise DestinationError(True, "hostunknown", f"invalid domain {domain!r}: {e}") from None
+        return to_a_label(domain)
+    except ValueError as e:
+        raise DestinationError(True, Reason.hostunknown, str(e)) from None
 
 
 def _is_ip(value: str) -> bool:
@@ -162,7 +153,7 @@ class MXResolver:
         # Route keys are compared in A-label form, like the domains we resolve.
         self._routes: dict[str, tuple[str, int]] = {}
         for key, target in routes.items():
-            name = key if key == "*" else to_a_label(key)
+            name = key if key == "*" else _a_label(key)
             self._routes[name] = parse_host_port(target)
         self._mx_cache: dict[str, _CacheEntry] = {}
         self._addr_cache: dict[tuple[str, int], _CacheEntry] = {}
@@ -184,7 +175,7 @@ class MXResolver:
             DestinationError: permanent (NXDOMAIN, null MX, invalid name) or
                 temporary (SERVFAIL, timeout, no reachable MX address).
         """
-        name = to_a_label(domain)
+        name = _a_label(domain)
         route = self._routes.get(name) or self._routes.get("*")
         if route is not None:
             destinations = await self._route(name, *route)
@@ -221,12 +212,12 @@ class MXResolver:
         if _is_ip(host):
             return [Destination(host, host, port, 0)]
         try:
-            ips = await self._addresses(to_a_label(host))
+            ips = await self._addresses(_a_label(host))
         except _NoAddress:
             # A route is our own configuration: a typo must not fail the
             # recipients for good, so this is temporary.
             raise DestinationError(
-                False, "networkerror", f"route host {host} for {domain} has no address"
+                False, Reason.networkerror, f"route host {host} for {domain} has no address"
             ) from None
         return [Destination(host, ip, port, 0) for ip in ips]
 
@@ -241,7 +232,7 @@ class MXResolver:
                 ips = await self._addresses(domain)
             except _NoAddress:
                 raise DestinationError(
-                    True, "hostunknown", f"{domain} has no MX and no address record"
+                    True, Reason.hostunknown, f"{domain} has no MX and no address record"
                 ) from None
             return [Destination(domain, ip, self._port, 0) for ip in ips]
 
@@ -266,7 +257,7 @@ class MXResolver:
         # Every MX host is NXDOMAIN or has no address: the domain cannot
         # receive mail, as Postfix and Exim decide too.
         raise DestinationError(
-            True, "hostunknown", f"no MX host of {domain} has an address"
+            True, Reason.hostunknown, f"no MX host of {domain} has an address"
         )
 
     def _order(self, records: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -297,7 +288,7 @@ class MXResolver:
         try:
             answers, _, _ = await self._query(self._resolver.lookupMailExchange, domain)
         except error.DNSNameError:
-            raise DestinationError(True, "hostunknown", f"{domain}: no such domain") from None
+            raise DestinationError(True, Reason.hostunknown, f"{domain}: no such domain") from None
 
         records: list[tuple[int, str]] = []
         ttls: list[int] = []
@@ -314,7 +305,7 @@ class MXResolver:
             if len(records) == 1:
                 # RFC 7505: the domain says it accepts no mail at all.
                 raise DestinationError(
-                    True, "hostunknown", f"{domain} does not accept mail (null MX)"
+                    True, Reason.hostunknown, f"{domain} does not accept mail (null MX)"
                 )
             # A null MX next to real ones is a misconfiguration (RFC 7505
             # 3 says MUST NOT); the real ones are still worth trying.
@@ -392,12 +383,12 @@ class MXResolver:
         except error.DNSNameError:
             raise
         except (error.DNSQueryTimeoutError, TimeoutError, CancelledError):
-            raise DestinationError(False, "networkerror", f"DNS timeout for {name}") from None
+            raise DestinationError(False, Reason.networkerror, f"DNS timeout for {name}") from None
         except error.DNSServerError:
-            raise DestinationError(False, "networkerror", f"DNS SERVFAIL for {name}") from None
+            raise DestinationError(False, Reason.networkerror, f"DNS SERVFAIL for {name}") from None
         except Exception as e:  # refused, format error, socket trouble: all temporary
             raise DestinationError(
-                False, "networkerror", f"DNS lookup for {name} failed: {e.__class__.__name__}"
+                False, Reason.networkerror, f"DNS lookup for {name} failed: {e.__class__.__name__}"
             ) from None
         return result
 

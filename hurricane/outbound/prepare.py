@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import idna
+from hurricane.address import to_a_label
 
 __all__ = [
     "TOKEN_HEADER",
@@ -161,10 +161,9 @@ def wire_address(address: str) -> str:
     if not at or domain.isascii():
         return address
     try:
-        domain = idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError:
+        return f"{local}@{to_a_label(domain)}"
+    except ValueError:
         return address
-    return f"{local}@{domain}"
 
 
 def prepare_message(message: bytes, token: str, addresses: Iterable[str]) -> PreparedMessage:

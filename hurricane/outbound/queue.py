@@ -26,12 +26,11 @@ How a delivery moves through this module:
 4. Each result becomes an :class:`~hurricane.model.AttemptResult`; results
    are written in batches with ``record_attempts``.
 
-Outcome rules (DESIGN.md's model): 2xx after the dot is *delivered*; a 5xx is
-classified and *failed* (the classifier decides ``hard`` and ``suppress``),
-unless the matching rule says the reply is really temporary; a 4xx, or a
-connection problem, is *deferred* with the retry policy's next time, or
-*expired* when the delivery is older than ``max_age`` (never suppressed).
-NXDOMAIN and a null MX fail the recipients as ``hostunknown``.
+What each reply, broken session, failed connection or DNS answer does to a
+delivery is not decided here: :func:`hurricane.decisions.decide_attempt`
+decides it (2xx after the dot *delivered*, a classified 5xx *failed*, a 4xx
+or a connection problem *deferred*, or *expired* past ``max_age``...); this
+module adds the retry policy's next time and records the result.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
@@ -49,9 +48,16 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hurricane.bounce.model import ReplyClass
 from hurricane.config import DeliveryConfig
-from hurricane.model import AttemptResult, Delivery, Source, State
+from hurricane.decisions import (
+    Attempt,
+    Classifier,
+    LocalFailure,
+    RecipientAnswer,
+    SessionFailure,
+    decide_attempt,
+)
+from hurricane.model import AttemptResult, Delivery
 from hurricane.outbound.dkim import DkimSigner
 from hurricane.outbound.interface import (
     ConnectionFailed,
@@ -60,12 +66,11 @@ from hurricane.outbound.interface import (
     OutboundMessage,
     OutboundRecipient,
     RecipientReply,
-    Reply,
-    SessionInfo,
 )
 from hurricane.outbound.mx import Destination, DestinationError, MXResolver
 from hurricane.outbound.prepare import normalise_message, prepare_message, wire_address
 from hurricane.outbound.retry import RetryPolicy, expired
+from hurricane.outcome import Phase, Reason, TlsPolicy
 from hurricane.store.interface import IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
@@ -103,18 +108,6 @@ RECORD_DELAY = 0.02
 #: another node claimed the message, or a claim read the store first).
 FRESH_BODY_BYTES = 8 * 1024 * 1024
 FRESH_BODY_SECONDS = 10.0
-
-
-class Classifier(Protocol):
-    """The reply classifier (``hurricane.bounce.classify.ReplyClassifier``)."""
-
-    def classify(self, code: int | str | None, status: str | None, text: str) -> ReplyClass:
-        """Classify one reply."""
-
-
-#: Protocol phase of a reply -> the command named in Postfix's DSN wording.
-_PHASE_COMMANDS = {"mail": "MAIL FROM", "rcpt": "RCPT TO", "data": "DATA",
-                   "dot": "end of DATA"}
 
 
 @dataclass
@@ -584,7 +577,7 @@ class OutboundService(Service):
                 if dest.workers == 0:
                     # a bug, not the destination: defer what is left rather
                     # than start another worker that fails the same way
-                    self._defer_all(dest, "systemerror", failure.getErrorMessage())
+                    self._defer_all(dest, Reason.systemerror, failure.getErrorMessage())
             if (dest.workers == 0 and not dest.queue and not dest.connections
                     and dest.next_send_at <= self._clock.seconds()):
                 # idle: forget it (kept while a rate-limit slot is pending,
@@ -704,7 +697,7 @@ class OutboundService(Service):
         dest.queue = rest
         return batch
 
-    def _tls_policy(self, domain: str) -> str:
+    def _tls_policy(self, domain: str) -> TlsPolicy:
         policies = self._config.tls_policy
         return policies.domains.get(domain.lower()) or policies.default
 
@@ -720,7 +713,7 @@ class OutboundService(Service):
                 targets = await self._resolver.resolve(dest.domain)
             except DestinationError as e:
                 log.info("no destination for {domain}: {reason} {error}",
-                         domain=dest.domain, reason=e.reason, error=e.message)
+                         domain=dest.domain, reason=e.reason.value, error=e.message)
                 self._dns_failure(dest, e)
                 return None
             last: tuple[Destination, ConnectionFailed] | None = None
@@ -741,15 +734,15 @@ class OutboundService(Service):
                     # a network error and move on
                     log.failure("connector failed for {host} [{ip}]",
                                 host=target.host, ip=target.ip)
-                    failure = ConnectionFailed(str(e) or e.__class__.__name__, "connect",
-                                               reason="networkerror")
+                    failure = ConnectionFailed(str(e) or e.__class__.__name__, Phase.connect,
+                                               reason=Reason.networkerror)
                 else:
                     self._resolver.mark_succeeded(target)
                     dest.connections.add(conn)
                     return conn
                 log.info("connection to {domain} via {host} [{ip}]:{port} failed in "
                          "{phase}: {error}", domain=dest.domain, host=target.host,
-                         ip=target.ip, port=target.port, phase=failure.phase,
+                         ip=target.ip, port=target.port, phase=failure.phase.value,
                          error=str(failure))
                 self._resolver.mark_failed(target)
                 last = (target, failure)
@@ -781,7 +774,7 @@ class OutboundService(Service):
             raise
         except Exception as e:
             log.failure("transaction to {domain} failed", domain=dest.domain)
-            self._defer_all(dest, "systemerror", f"{e.__class__.__name__}: {e}", batch)
+            self._defer_all(dest, Reason.systemerror, f"{e.__class__.__name__}: {e}", batch)
         finally:
             dest.sending -= 1
 
@@ -812,12 +805,10 @@ class OutboundService(Service):
             # identifiers that do not fit a return path: submission should
             # have refused them; no retry can fix it
             now = self._clock.seconds()
+            failure = LocalFailure(Reason.mailererror, f"cannot make a return path: {e}",
+                                   permanent=True)
             for delivery in batch:
-                self._finish(delivery, AttemptResult(
-                    delivery_id=delivery.delivery_id, state=State.failed, at=now,
-                    reason="mailererror", text=f"cannot make a return path: {e}",
-                    source=Source.local, owner=self._node_id,
-                ), None)
+                self._finish(delivery, self._decide(delivery, failure, now), None)
             return
         recipients = tuple(
             OutboundRecipient(
@@ -845,18 +836,19 @@ class OutboundService(Service):
             # send() must not raise; if it does, the session is unusable
             # and nothing is known about the recipients
             log.failure("send to {host} failed", host=info.host)
-            replies = [RecipientReply(d.delivery_id, None, "data", error=str(e))
+            replies = [RecipientReply(d.delivery_id, None, Phase.data, error=str(e))
                        for d in batch]
             dest.connections.discard(conn)
             self._close_quietly(dest, conn)
         now = self._clock.seconds()
         by_id = {r.delivery_id: r for r in replies}
         for delivery in batch:
-            reply = by_id.get(delivery.delivery_id) or RecipientReply(
-                delivery.delivery_id, None, "data", error="no reply for this recipient"
-            )
-            self._finish(delivery, self._result(delivery, reply, info, now - started, now),
-                         info.host)
+            rr = by_id.get(delivery.delivery_id)
+            answer = (RecipientAnswer(rr.phase, rr.reply, rr.error) if rr is not None else
+                      RecipientAnswer(Phase.data, None, "no reply for this recipient"))
+            self._finish(delivery, self._decide(delivery, answer, now, host=info.host,
+                                                ip=info.ip, tls=info.tls,
+                                                duration=now - started), info.host)
 
     def _keep_fresh(self, message_pk: int, body: bytes) -> None:
         if len(body) <= FRESH_BODY_BYTES // 4 and message_pk not in self._fresh:
@@ -914,86 +906,28 @@ class OutboundService(Service):
 
     # -- outcomes --------------------------------------------------------------
 
-    def _result(
-        self, delivery: Delivery, rr: RecipientReply, info: SessionInfo, duration: float,
-        now: float,
+    def _decide(
+        self, delivery: Delivery, attempt: Attempt, now: float, *, host: str | None = None,
+        ip: str | None = None, tls: str | None = None, duration: float | None = None,
     ) -> AttemptResult:
-        """Turn one recipient's reply into the result to record."""
-        common: dict[str, Any] = {
-            "delivery_id": delivery.delivery_id,
-            "at": now,
-            "remote_host": info.host,
-            "remote_ip": info.ip,
-            "tls": info.tls,
-            "duration": duration,
-            "owner": self._node_id,
-        }
-        reply = rr.reply
-        if rr.delivered:
-            assert reply is not None
-            return AttemptResult(state=State.delivered, code=reply.code, status=reply.status,
-                                 text=reply.text, reason="delivered", **common)
-        if reply is None:
-            # the session broke before this recipient got an answer
-            text = rr.error or f"connection lost during {rr.phase}"
-            return self._temporary(delivery, now, "networkerror", None, None, text, None,
-                                   common)
-        if reply.code < 400:
-            # a positive reply that did not deliver (protocol confusion):
-            # nothing is known, try again
-            return self._temporary(delivery, now, "undefined", reply.code, reply.status,
-                                   reply.text, None, common)
-        # Tell the classifier which command was refused, in the words Postfix
-        # uses in its DSNs, so a reply gets the same reason here as it would
-        # in a bounce report (a refusal at RCPT is about the mailbox, one
-        # after DATA about the content).
-        command = _PHASE_COMMANDS.get(rr.phase)
-        context = f"{reply.text} (in reply to {command} command)" if command else reply.text
-        klass = self._classifier.classify(reply.code, reply.status, context)
-        status = reply.status or klass.status
-        permanent = reply.permanent
-        if klass.permanent is not None:
-            # the rule's disposition wins: a 5xx "rate limited" is retried,
-            # a 4xx "over quota for months" is final
-            permanent = klass.permanent
-        if permanent:
-            return AttemptResult(
-                state=State.failed, code=reply.code, status=status, text=reply.text,
-                reason=klass.reason, hard=klass.hard, suppress=klass.suppress,
-                rule=klass.rule, **common,
-            )
-        return self._temporary(delivery, now, klass.reason, reply.code, status, reply.text,
-                               klass.rule, common)
+        """The result to record for one delivery: :func:`decide_attempt`'s decision,
+        with the next attempt time from the retry policy when it retries."""
+        decision = decide_attempt(attempt, self._classifier,
+                                  expired=expired(delivery.created_at, now, self._config.max_age))
+        next_attempt = (self._policy.next_attempt(delivery.attempts + 1, now, self._rng)
+                        if decision.retry else None)
+        return decision.result(delivery.delivery_id, now, remote_host=host, remote_ip=ip,
+                               tls=tls, duration=duration, next_attempt_at=next_attempt,
+                               owner=self._node_id)
 
-    def _temporary(
-        self, delivery: Delivery, now: float, reason: str, code: int | None,
-        status: str | None, text: str | None, rule: str | None, common: dict[str, Any],
-        source: Source = Source.smtp,
-    ) -> AttemptResult:
-        """Deferred with the next attempt time, or expired when too old."""
-        if expired(delivery.created_at, now, self._config.max_age):
-            # retries ran out: keep the last error, never suppress
-            return AttemptResult(state=State.expired, code=code, status=status, text=text,
-                                 reason="expired", hard=False, suppress=False, rule=rule,
-                                 source=source, **common)
-        return AttemptResult(
-            state=State.deferred, code=code, status=status, text=text, reason=reason,
-            rule=rule, source=source,
-            next_attempt_at=self._policy.next_attempt(delivery.attempts + 1, now, self._rng),
-            **common,
-        )
-
-    def _defer_all(self, dest: _DestinationQueue, reason: str, text: str,
+    def _defer_all(self, dest: _DestinationQueue, reason: Reason, text: str,
                    batch: Sequence[Delivery] | None = None) -> None:
         """Defer (or expire) deliveries after a local error; the whole queue by default."""
         now = self._clock.seconds()
         for delivery in self._take_all(dest) if batch is None else batch:
             if delivery.delivery_id not in self._in_flight:
                 continue  # already recorded
-            common: dict[str, Any] = {"delivery_id": delivery.delivery_id, "at": now,
-                                      "owner": self._node_id}
-            self._finish(delivery, self._temporary(delivery, now, reason, None, None, text,
-                                                   None, common, source=Source.local), None)
+            self._finish(delivery, self._decide(delivery, LocalFailure(reason, text), now), None)
 
     def _take_all(self, dest: _DestinationQueue) -> list[Delivery]:
         batch = list(dest.queue)
@@ -1003,47 +937,19 @@ class OutboundService(Service):
     def _connection_failure(
         self, dest: _DestinationQueue, target: Destination, error: ConnectionFailed
     ) -> None:
-        """Defer every queued delivery of the destination with the cause."""
-        reply: Reply | None = error.reply
-        reason = error.reason
-        rule = None
-        status = None
-        if reply is not None:
-            klass = self._classifier.classify(reply.code, reply.status, reply.text)
-            reason = reason or klass.reason
-            rule = klass.rule
-            status = reply.status or klass.status
-        text = f"{error.phase}: {reply.text if reply is not None else error}"
+        """Record every queued delivery of the destination with the cause."""
+        attempt = SessionFailure(error.phase, error.reply, str(error), error.reason)
         now = self._clock.seconds()
-        common: dict[str, Any] = {
-            "at": now, "remote_host": target.host, "remote_ip": target.ip,
-            "owner": self._node_id,
-        }
-        source = Source.smtp if reply is not None else Source.local
         for delivery in self._take_all(dest):
-            result = self._temporary(
-                delivery, now, reason or "networkerror", reply.code if reply else None,
-                status, text, rule, {"delivery_id": delivery.delivery_id, **common},
-                source=source,
-            )
-            self._finish(delivery, result, target.host)
+            self._finish(delivery, self._decide(delivery, attempt, now, host=target.host,
+                                                ip=target.ip), target.host)
 
     def _dns_failure(self, dest: _DestinationQueue, error: DestinationError) -> None:
         """Record every queued delivery of a destination DNS could not resolve."""
+        attempt = LocalFailure(error.reason, error.message, error.permanent, error.status)
         now = self._clock.seconds()
         for delivery in self._take_all(dest):
-            common: dict[str, Any] = {"delivery_id": delivery.delivery_id, "at": now,
-                                      "owner": self._node_id}
-            if error.permanent:
-                result = AttemptResult(
-                    state=State.failed, status=error.status, text=error.message,
-                    reason=error.reason, hard=True, suppress=True, source=Source.local,
-                    **common,
-                )
-            else:
-                result = self._temporary(delivery, now, error.reason, None, error.status,
-                                         error.message, None, common, source=Source.local)
-            self._finish(delivery, result, None)
+            self._finish(delivery, self._decide(delivery, attempt, now), None)
 
     def _finish(self, delivery: Delivery, result: AttemptResult, host: str | None) -> None:
         """Log one attempt, queue its result for recording, free its slot."""
@@ -1051,7 +957,8 @@ class OutboundService(Service):
             "delivery {delivery_id} to {recipient} via {host}: {state} {code} {text}",
             delivery_id=delivery.delivery_id, recipient=delivery.recipient,
             host=host or "-", state=result.state.value, code=result.code or "",
-            text=result.text or "", reason=result.reason, status=result.status,
+            text=result.text or "", reason=result.reason and result.reason.value,
+            status=result.status,
             queue_id=delivery.queue_id, remote_ip=result.remote_ip, tls=result.tls,
             duration=result.duration,
         )

@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-import idna
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -40,8 +39,11 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import Interface, implementer
 
-#: Every policy name the client understands.
-POLICIES: Final = frozenset({"none", "opportunistic", "require", "verify"})
+from hurricane.address import to_a_label
+from hurricane.outcome import TlsPolicy
+
+#: Every policy the client understands (:class:`~hurricane.outcome.TlsPolicy`).
+POLICIES: Final = frozenset(TlsPolicy)
 
 
 class ITrustRoots(Interface):
@@ -131,8 +133,8 @@ class UnverifiedClientTLS:
         self._sni: bytes | None = None
         if host and not (isIPAddress(host) or isIPv6Address(host)):
             try:
-                self._sni = idna.encode(host.rstrip("."), uts46=True)
-            except idna.IDNAError:
+                self._sni = to_a_label(host).encode("ascii")
+            except ValueError:
                 # A name we cannot encode is still worth encrypting to.
                 self._sni = None
 
@@ -154,7 +156,7 @@ class UnverifiedClientTLS:
 
 
 def client_tls_options(
-    policy: str, host: str, trust_roots: ITrustRoots | None = None,
+    policy: TlsPolicy, host: str, trust_roots: ITrustRoots | None = None,
 ) -> IOpenSSLClientConnectionCreator:
     """Client TLS options for one STARTTLS under ``policy``.
 
@@ -170,9 +172,13 @@ def client_tls_options(
     Raises:
         ValueError: for ``none`` or an unknown policy.
     """
-    if policy in ("opportunistic", "require"):
+    try:
+        policy = TlsPolicy(policy)  # its plain word is accepted too
+    except ValueError:
+        raise ValueError(f"no TLS options for policy {policy!r}") from None
+    if policy in (TlsPolicy.opportunistic, TlsPolicy.require):
         return UnverifiedClientTLS(host)
-    if policy == "verify":
+    if policy is TlsPolicy.verify:
         if trust_roots is not None:
             return trust_roots.verifying_options(host.rstrip("."))
         return ssl.optionsForClientTLS(host.rstrip("."), trustRoot=ssl.platformTrust())

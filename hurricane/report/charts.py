@@ -11,21 +11,25 @@ from collections.abc import Callable, Sequence
 
 from twisted.web.template import Tag
 
+from hurricane.outcome import State
+
 __all__ = ["STATE_COLOURS", "STATE_ORDER", "stacked_bars", "horizontal_bars"]
 
-#: The order states are stacked and listed in.
-STATE_ORDER = ("delivered", "deferred", "queued", "failed", "bounced", "complained",
-               "expired", "suppressed")
+#: The order states are stacked and listed in (texts, as the store counts them).
+STATE_ORDER = tuple(s.value for s in (
+    State.delivered, State.deferred, State.queued, State.failed, State.bounced,
+    State.complained, State.expired, State.suppressed))
 
-STATE_COLOURS = {
-    "delivered": "#2e7d32",
-    "deferred": "#f9a825",
-    "queued": "#1e88e5",
-    "failed": "#c62828",
-    "bounced": "#d81b60",
-    "complained": "#6a1b9a",
-    "expired": "#6d4c41",
-    "suppressed": "#9e9e9e",
+#: Each state's colour; keyed by the State member, which a state's text finds too.
+STATE_COLOURS: dict[str, str] = {
+    State.delivered: "#2e7d32",
+    State.deferred: "#f9a825",
+    State.queued: "#1e88e5",
+    State.failed: "#c62828",
+    State.bounced: "#d81b60",
+    State.complained: "#6a1b9a",
+    State.expired: "#6d4c41",
+    State.suppressed: "#9e9e9e",
 }
 
 

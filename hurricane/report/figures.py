@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hurricane.model import Summary
+from hurricane.outcome import State
 
 __all__ = ["Rates", "rates", "summary_json", "percent"]
 
@@ -48,10 +49,12 @@ def rates(by_state: dict[str, int]) -> Rates:
     Returns:
         The rates.
     """
-    n = by_state.get
-    delivered, complained = n("delivered", 0), n("complained", 0)
-    failed, bounced = n("failed", 0), n("bounced", 0)
-    finished = delivered + complained + failed + bounced + n("expired", 0)
+    def n(state: State) -> int:
+        return by_state.get(state.value, 0)
+
+    delivered, complained = n(State.delivered), n(State.complained)
+    failed, bounced = n(State.failed), n(State.bounced)
+    finished = delivered + complained + failed + bounced + n(State.expired)
     return Rates(
         finished=finished,
         delivery=_ratio(delivered + complained, finished),
@@ -67,8 +70,10 @@ def percent(value: float | None) -> str:
     return "\u2013" if value is None else f"{value * 100:.1f} %"
 
 
-STATES = ("queued", "deferred", "delivered", "failed", "bounced", "complained", "expired",
-          "suppressed")
+#: The states in the order the report and the API list them (texts).
+STATES = tuple(s.value for s in (
+    State.queued, State.deferred, State.delivered, State.failed, State.bounced,
+    State.complained, State.expired, State.suppressed))
 
 
 def summary_json(summary: Summary) -> dict[str, Any]:

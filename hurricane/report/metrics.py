@@ -20,8 +20,8 @@ observing them itself should build Metrics with it set to False.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -32,22 +32,15 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from hurricane.model import EventKind, EventRecord
-from hurricane.store.interface import StoreError
+from hurricane.model import EventRecord
+from hurricane.outcome import PENDING_STATES, EventKind, Reason, State
+from hurricane.store.interface import IOutcomeStore, StoreError
 
-__all__ = ["Metrics", "MetricsResource", "REASONS"]
+__all__ = ["Metrics", "MetricsResource"]
 
 log = Logger()
 
-#: Reason label values (DESIGN.md's vocabulary); anything else is "other",
-#: which keeps the label's cardinality bounded.
-REASONS = frozenset(
-    "userunknown hostunknown hasmoved mailboxfull suspend filtered rejected blocked "
-    "spamdetected virusdetected policyviolation authfailure requireptr badreputation "
-    "securityerror norelaying notaccept notcompliantrfc mesgtoobig exceedlimit toomanyconn "
-    "speeding expired networkerror systemerror systemfull mailererror contenterror "
-    "syntaxerror onhold failedstarttls suppressed undefined delivered vacation feedback"
-    .split())
+T = TypeVar("T")
 
 #: Buckets (seconds) from one second to a week: delivery and bounce delays.
 _DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400)
@@ -55,7 +48,9 @@ _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 def _reason(value: str | None) -> str:
-    return value if value in REASONS else ("undefined" if value is None else "other")
+    # DESIGN.md's vocabulary; anything else is "other", which keeps the
+    # label's cardinality bounded
+    return Reason.label(value)
 
 
 class Metrics:
@@ -71,7 +66,7 @@ class Metrics:
         monotonic: the timer for store latency (tests inject one).
     """
 
-    def __init__(self, store: Any, clock: IReactorTime, *, interval: float = 15.0,
+    def __init__(self, store: IOutcomeStore, clock: IReactorTime, *, interval: float = 15.0,
                  page_size: int = 5000, max_pages: int = 20,
                  histograms_from_events: bool = True,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -123,8 +118,8 @@ class Metrics:
                                        buckets=_STORE_BUCKETS, registry=r)
         self.collect_errors = Counter("hurricane_metrics_collect_errors", "Collections that "
                                       "failed (store unavailable).", registry=r)
-        for state in ("queued", "deferred"):
-            self.queue_depth.labels(state)
+        for state in PENDING_STATES:
+            self.queue_depth.labels(state.value)
         self._after = 0
         self._loop: LoopingCall | None = None
 
@@ -172,7 +167,7 @@ class Metrics:
     def _tick(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self.collect())
 
-    async def _timed(self, operation: str, call: Any) -> Any:
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
         started = self._monotonic()
         try:
             return await call
@@ -205,8 +200,7 @@ class Metrics:
     def _count(self, record: EventRecord) -> None:
         event = record.event
         kind = EventKind(event.kind)
-        state = None if event.state is None else str(getattr(event.state, "value",
-                                                               event.state))
+        state = None if event.state is None else State(event.state)
         created = record.delivery_created_at
         if kind is EventKind.queued:
             self.submitted.inc()
@@ -214,21 +208,21 @@ class Metrics:
             self.submitted.inc()
             self.suppressed.inc()
         elif kind is EventKind.attempt:
-            if state == "delivered":
+            if state is State.delivered:
                 self.delivered.inc()
                 if self.histograms_from_events and created is not None:
                     self.observe_delivery(event.at - created)
-            elif state == "deferred":
+            elif state is State.deferred:
                 self.deferred.inc()
-            elif state == "failed":
+            elif state is State.failed:
                 self.failed.labels(_reason(event.reason)).inc()
         elif kind is EventKind.expired:
             self.expired.inc()
-        elif kind is EventKind.bounce and state == "bounced":
+        elif kind is EventKind.bounce and state is State.bounced:
             self.bounced.labels(_reason(event.reason)).inc()
             if self.histograms_from_events and created is not None:
                 self.observe_bounce(event.at - created)
-        elif kind is EventKind.complaint and state == "complained":
+        elif kind is EventKind.complaint and state is State.complained:
             self.complained.inc()
 
     # -- exposition -------------------------------------------------------------

@@ -24,6 +24,7 @@ import email.utils
 import hashlib
 from dataclasses import dataclass
 
+from hurricane.outcome import Action
 from hurricane.sink.scenario import Behaviour
 
 __all__ = ["Accepted", "ReturnMessage", "arf", "autoreply", "build_return", "dsn", "ndr"]
@@ -128,7 +129,7 @@ def dsn(acc: Accepted, behaviour: Behaviour, host: str, now: float, *,
     if not diagnostic[:3].isdigit():
         code = "4" if status.startswith("4") else "5"
         diagnostic = f"{code}{'51' if code == '5' else '50'} {status} {diagnostic}"
-    action = "delayed" if delayed else "failed"
+    action = (Action.delayed if delayed else Action.failed).value
     subject = ("Delayed Mail (still being retried)" if delayed
                else "Undelivered Mail Returned to Sender")
     intro = (

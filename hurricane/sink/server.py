@@ -29,11 +29,13 @@ from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 
+from hurricane.address import Path
 from hurricane.config import TimeoutsConfig
+from hurricane.outcome import TlsPolicy
 from hurricane.reactors import IClientReactor
 from hurricane.sink.returns import Accepted, ReturnMessage, build_return
 from hurricane.sink.scenario import Behaviour, Scenario
-from hurricane.smtpd.address import Path
+from hurricane.smtp_reply import Reply
 from hurricane.smtpd.limits import ServerLimits
 from hurricane.smtpd.protocol import (
     Envelope,
@@ -42,7 +44,6 @@ from hurricane.smtpd.protocol import (
     Recipient,
     ServerState,
 )
-from hurricane.smtpd.reply import Reply
 
 __all__ = ["ReturnSender", "SinkESMTP", "SinkFactory", "SinkStats", "sink_limits",
            "tls_context_for"]
@@ -299,7 +300,7 @@ class ReturnSender:
         for attempt in range(1, self._attempts + 1):
             try:
                 conn = await self._connector.connect(
-                    self.host, self.host, self.port, tls_policy="none", helo=self.helo)
+                    self.host, self.host, self.port, tls_policy=TlsPolicy.none, helo=self.helo)
             except ConnectionFailed as e:
                 error = str(e)
             else:

@@ -178,12 +178,13 @@ class IOutcomeStore(Interface):
         ``idem_key`` was already recorded for that delivery is skipped; what
         the others change is :func:`hurricane.decisions.decide_bounce`'s to
         say, in every engine. Matched by a verified key, ``bounce`` with
-        ``permanent`` or ``final`` moves a sent queued, deferred or delivered row to
-        ``bounced`` (with reason, hard, codes, text, ``bounced_at``),
-        ``complaint`` moves a delivered or bounced row to ``complained``, and
-        ``suppress`` adds the recipient to the suppression list citing the
-        event. Matched by a weak key, the event is recorded with the note
-        "recorded, not applied: unverified correlation" and changes nothing.
+        ``permanent`` or ``final`` moves a sent queued, deferred or delivered
+        row to ``bounced`` (with reason, the decided hard, codes, text,
+        ``bounced_at``), ``complaint`` moves a delivered or bounced row to
+        ``complained``, and a decided suppression adds the recipient to the
+        suppression list citing the event. Matched by a weak key, the event is
+        recorded with the note "recorded, not applied: unverified correlation"
+        and changes nothing.
         ``delayed``, ``autoreply`` and ``relayed`` only add an event. Returns
         the ids of the events written (skipped duplicates are not listed).
         """

@@ -18,7 +18,8 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from hurricane.decisions import decide_bounce
+from hurricane.address import domain_of, fold
+from hurricane.decisions import decide_bounce, suppression_source
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -40,6 +41,7 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
+from hurricane.outcome import PENDING_STATES, BounceStatus, Reason, Source, SuppressionSource
 from hurricane.store import migrate, txn
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.store.sql import SQLITE
@@ -48,7 +50,7 @@ __all__ = ["MemoryStore"]
 
 log = Logger()
 
-_PENDING = (State.queued, State.deferred)
+_PENDING = PENDING_STATES
 
 
 @dataclasses.dataclass
@@ -145,14 +147,14 @@ class MemoryStore:
         self._messages[message_pk] = _Message(message_pk, queue_id, message, now)
         recipients = []
         for rcpt in message.recipients:
-            entry = self._suppressions.get(txn.fold(rcpt.address))
+            entry = self._suppressions.get(fold(rcpt.address))
             state = State.queued if entry is None else State.suppressed
             reason = None if entry is None else entry.reason
             delivery_id = next(self._ids)
             self._deliveries[delivery_id] = Delivery(
                 delivery_id=delivery_id, message_pk=message_pk, queue_id=queue_id,
                 sender=message.sender, recipient=rcpt.address,
-                domain=txn.domain_of(rcpt.address), state=state, reason=reason, hard=False,
+                domain=domain_of(rcpt.address), state=state, reason=reason, hard=False,
                 attempts=0, next_attempt_at=now if state is State.queued else None, code=None,
                 status=None, text=None, remote_host=None, mailing_id=message.mailing_id,
                 message_id=message.message_id, header_message_id=message.header_message_id,
@@ -161,18 +163,26 @@ class MemoryStore:
             self._priority[delivery_id] = 0
             kind = EventKind.queued if state is State.queued else EventKind.suppressed
             self._add_event(delivery_id, kind, now, state=state, reason=reason,
-                            source="local")
+                            source=Source.local.value)
             recipients.append(EnqueuedRecipient(delivery_id, rcpt.address, state, reason))
         return EnqueueResult(queue_id, message_pk, tuple(recipients))
 
-    def _add_event(self, delivery_id: int, kind: EventKind, at: float, **fields: Any) -> int:
-        values: dict[str, Any] = {name.name: None for name in dataclasses.fields(Event)}
-        values.update(fields)
+    def _add_event(
+        self, delivery_id: int, kind: EventKind, at: float, *, state: State | None = None,
+        reason: str | None = None, hard: bool = False, code: int | None = None,
+        status: str | None = None, text: str | None = None, remote_host: str | None = None,
+        remote_ip: str | None = None, tls: str | None = None, source: str | None = None,
+        rule: str | None = None, duration: float | None = None, bounce_id: int | None = None,
+        feedback_type: str | None = None, correlation: str | None = None,
+        note: str | None = None,
+    ) -> int:
         event_id = next(self._event_ids)
-        values.update(event_id=event_id, delivery_id=delivery_id, kind=kind, at=at)
-        if values["hard"] is None:
-            values["hard"] = False
-        self._events.setdefault(delivery_id, []).append(Event(**values))
+        self._events.setdefault(delivery_id, []).append(Event(
+            event_id=event_id, delivery_id=delivery_id, kind=kind, at=at, state=state,
+            reason=reason, hard=hard, code=code, status=status, text=text,
+            remote_host=remote_host, remote_ip=remote_ip, tls=tls, source=source, rule=rule,
+            duration=duration, bounce_id=bounce_id, feedback_type=feedback_type,
+            correlation=correlation, note=note))
         return event_id
 
     def _update(self, delivery_id: int, **changes: Any) -> None:
@@ -231,17 +241,17 @@ class MemoryStore:
             if d is None:
                 continue
             state = State(r.state)
-            kind = EventKind.expired if state is State.expired else EventKind.attempt
+            reason = txn.text_of(r.reason)
             event_id = self._add_event(
-                r.delivery_id, kind, r.at, state=state, reason=r.reason, hard=r.hard,
+                r.delivery_id, r.event_kind, r.at, state=state, reason=reason, hard=r.hard,
                 code=r.code, status=r.status, text=r.text, remote_host=r.remote_host,
-                remote_ip=r.remote_ip, tls=r.tls, source=txn.source_text(r.source), rule=r.rule,
+                remote_ip=r.remote_ip, tls=r.tls, source=txn.text_of(r.source), rule=r.rule,
                 duration=r.duration)
             event_ids.append(event_id)
             if d.state in _PENDING and (r.owner is None or d.lease_owner == r.owner):
                 deferred = state is State.deferred
                 self._update(
-                    r.delivery_id, state=state, reason=r.reason, hard=r.hard,
+                    r.delivery_id, state=state, reason=reason, hard=r.hard,
                     attempts=d.attempts + 1, code=r.code, status=r.status, text=r.text,
                     remote_host=r.remote_host,
                     next_attempt_at=r.next_attempt_at if deferred else None,
@@ -249,8 +259,8 @@ class MemoryStore:
                     delivered_at=r.at if state is State.delivered else d.delivered_at)
                 self._priority[r.delivery_id] = 1 if deferred else 0
             if r.suppress:
-                self._suppress(d.recipient, r.reason or "undefined", r.at, "smtp", None,
-                               event_id)
+                self._suppress(d.recipient, reason or Reason.undefined.value, r.at,
+                               SuppressionSource.smtp.value, None, event_id)
         return event_ids
 
     async def retry_now(self, now: float, queue_id: str | None = None,
@@ -268,7 +278,7 @@ class MemoryStore:
             if delivery_id is not None and d.delivery_id != delivery_id:
                 continue
             self._add_event(d.delivery_id, EventKind.retry, now, state=d.state,
-                            source="operator")
+                            source=Source.operator.value)
             self._update(d.delivery_id, next_attempt_at=now, updated_at=now)
             count += 1
         return count
@@ -285,14 +295,15 @@ class MemoryStore:
             rcpt_to=envelope[0].address, received_at=message.received_at,
             delivery_id=next((r.delivery_id for r in envelope if r.delivery_id is not None),
                              None),
-            status="pending",
+            status=BounceStatus.pending.value,
             recipients=envelope))
         return bounce_id
 
     async def pending_bounces(self, limit: int) -> list[int]:
         """Ids of pending returned messages, oldest first."""
         self._check()
-        pending = [b.stored for b in self._bounces.values() if b.stored.status == "pending"]
+        pending = [b.stored for b in self._bounces.values()
+                   if b.stored.status == BounceStatus.pending]
         pending.sort(key=lambda b: (b.received_at, b.bounce_id))
         return [b.bounce_id for b in pending[:limit]]
 
@@ -324,7 +335,7 @@ class MemoryStore:
                        correlation: str | None, analysis: str) -> list[int]:
         bounce = self._bounces.get(bounce_id)
         if bounce is not None:
-            bounce.stored = dataclasses.replace(bounce.stored, status="analyzed",
+            bounce.stored = dataclasses.replace(bounce.stored, status=BounceStatus.analyzed.value,
                                                 category=category, correlation=correlation)
             bounce.analysis, bounce.error = analysis, None
         event_ids = []
@@ -339,27 +350,27 @@ class MemoryStore:
             kind = EventKind(ev.kind)
             decision = decide_bounce(ev, d.state, d.attempts)
             target = decision.target
+            reason = txn.text_of(ev.reason)
             event_id = self._add_event(
-                ev.delivery_id, kind, ev.at, state=target, reason=ev.reason, hard=ev.hard,
+                ev.delivery_id, kind, ev.at, state=target, reason=reason, hard=decision.hard,
                 code=ev.code, status=ev.status, text=ev.text, remote_host=ev.remote_host,
-                source=txn.source_text(ev.source), rule=ev.rule, bounce_id=ev.bounce_id,
-                feedback_type=ev.feedback_type, correlation=txn.source_text(ev.correlation),
+                source=txn.text_of(ev.source), rule=ev.rule, bounce_id=ev.bounce_id,
+                feedback_type=ev.feedback_type, correlation=txn.text_of(ev.correlation),
                 note=decision.note)
             event_ids.append(event_id)
             if target is State.bounced:
-                self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
+                self._update(ev.delivery_id, state=target, reason=reason, hard=decision.hard,
                              code=ev.code, status=ev.status, text=ev.text,
                              remote_host=ev.remote_host or d.remote_host, bounced_at=ev.at,
                              updated_at=ev.at, next_attempt_at=None, lease_owner=None,
                              lease_until=None)
             elif target is State.complained:
-                self._update(ev.delivery_id, state=target, reason=ev.reason, hard=ev.hard,
+                self._update(ev.delivery_id, state=target, reason=reason, hard=decision.hard,
                              updated_at=ev.at, next_attempt_at=None, lease_owner=None,
                              lease_until=None)
             if decision.suppress:
-                source = "complaint" if kind is EventKind.complaint else "bounce"
-                self._suppress(d.recipient, ev.reason or kind.value, ev.at, source, None,
-                               event_id)
+                self._suppress(d.recipient, reason or kind.value, ev.at,
+                               suppression_source(kind).value, None, event_id)
         return event_ids
 
     async def mark_bounce_failed(self, bounce_id: int, error: str) -> None:
@@ -367,14 +378,14 @@ class MemoryStore:
         self._check()
         bounce = self._bounces.get(bounce_id)
         if bounce is not None:
-            bounce.stored = dataclasses.replace(bounce.stored, status="failed")
+            bounce.stored = dataclasses.replace(bounce.stored, status=BounceStatus.failed.value)
             bounce.error = error
 
     async def purge_bounces(self, before: float, now: float, limit: int = 1000) -> int:
         """Drop the raw bytes of finished returned messages received before ``before``."""
         self._check()
         due = sorted((b.stored for b in self._bounces.values()
-                      if b.stored.status != "pending" and b.stored.purged_at is None
+                      if b.stored.status != BounceStatus.pending and b.stored.purged_at is None
                       and b.stored.received_at < before),
                      key=lambda b: (b.received_at, b.bounce_id))[:max(limit, 0)]
         for stored in due:
@@ -475,7 +486,7 @@ class MemoryStore:
     async def queue_depth(self) -> dict[str, int]:
         """Deliveries per pending state."""
         self._check()
-        depth = {State.queued.value: 0, State.deferred.value: 0}
+        depth = {s.value: 0 for s in PENDING_STATES}
         for d in self._deliveries.values():
             if d.state in _PENDING:
                 depth[d.state.value] += 1
@@ -519,7 +530,7 @@ class MemoryStore:
         counts: dict[str, list[int]] = {}
         for d in self._in_window(since, until):
             if d.state in (State.failed, State.bounced):
-                pair = counts.setdefault(d.reason or "undefined", [0, 0])
+                pair = counts.setdefault(d.reason or Reason.undefined.value, [0, 0])
                 pair[0 if d.state is State.failed else 1] += 1
         found = [ReasonCount(r, s, a) for r, (s, a) in counts.items()]
         found.sort(key=lambda r: (-r.total, r.reason))
@@ -614,7 +625,7 @@ class MemoryStore:
 
     def _suppress(self, address: str, reason: str, now: float, source: str | None,
                   note: str | None, event_id: int | None) -> bool:
-        key = txn.fold(address)
+        key = fold(address)
         if key in self._suppressions:
             return False
         self._suppressions[key] = Suppression(key, reason, now, source, event_id, note)
@@ -629,17 +640,17 @@ class MemoryStore:
     async def unsuppress(self, address: str) -> bool:
         """Remove an address; False when it was not there."""
         self._check()
-        return self._suppressions.pop(txn.fold(address), None) is not None
+        return self._suppressions.pop(fold(address), None) is not None
 
     async def get_suppression(self, address: str) -> Suppression | None:
         """The suppression entry of an address, or None."""
         self._check()
-        return self._suppressions.get(txn.fold(address))
+        return self._suppressions.get(fold(address))
 
     async def suppressions(self, after: str | None = None,
                            limit: int = 1000) -> list[Suppression]:
         """One page of the suppression list ordered by address."""
         self._check()
-        start = txn.fold(after) if after else ""
+        start = fold(after) if after else ""
         keys = sorted(k for k in self._suppressions if k > start)
         return [self._suppressions[k] for k in keys[:limit]]

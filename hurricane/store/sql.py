@@ -11,8 +11,36 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
+
+from hurricane.outcome import (
+    PENDING_STATES,
+    STATES,
+    BounceStatus,
+    EventKind,
+    Reason,
+    Source,
+    State,
+    sql_list,
+)
 
 __all__ = ["Dialect", "SQLITE", "POSTGRES", "placeholders", "split_statements"]
+
+
+def _lit(word: Enum) -> str:
+    """One vocabulary word as a SQL literal (``'queued'``).
+
+    The statements below are text built once, at import: the words of
+    :mod:`hurricane.outcome` go in as literals (never user input; none has a
+    quote), so that they are spelled only in the enums and the text stays
+    what the partial indexes of the migrations name.
+    """
+    return sql_list([word])
+
+
+#: ``'queued', 'deferred'``: the pending states, as 0002/0003's partial
+#: indexes name them (a query must repeat the predicate to use the index).
+_PENDING = sql_list(PENDING_STATES)
 
 
 @dataclass(frozen=True)
@@ -153,31 +181,37 @@ DELIVERY_INSERT_COLUMNS = (
 )
 
 # One statement writes the first event of every recipient of a message.
-INSERT_ENQUEUE_EVENTS = """
+_FIRST_EVENT_KIND = (
+    f"CASE WHEN state = {_lit(State.suppressed)} THEN {_lit(EventKind.suppressed)} "
+    f"ELSE {_lit(EventKind.queued)} END"
+)
+
+INSERT_ENQUEUE_EVENTS = f"""
 INSERT INTO events (delivery_id, kind, at, state, reason, source)
-SELECT delivery_id, CASE WHEN state = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
-       created_at, state, reason, 'local'
-FROM deliveries WHERE message_pk IN ({}) ORDER BY delivery_id"""
+SELECT delivery_id, {_FIRST_EVENT_KIND},
+       created_at, state, reason, {_lit(Source.local)}
+FROM deliveries WHERE message_pk IN ({{}}) ORDER BY delivery_id"""
 
 # The whole of an enqueue in one statement where statements cost round trips
 # (Dialect.round_trips, PostgreSQL): suppression look-up, messages, deliveries in
 # recipient order, their first events; it returns one row per delivery.
 # A message whose queue id collided is skipped (ON CONFLICT DO NOTHING)
 # with its recipients, and drawn again by the caller.
-_ENQUEUE_CTE = """
-WITH s AS (SELECT address, reason FROM suppressions WHERE address IN ({keys})),
+_ENQUEUE_CTE = f"""
+WITH s AS (SELECT address, reason FROM suppressions WHERE address IN ({{keys}})),
 m AS (
     INSERT INTO messages (queue_id, sender, mailing_id, message_id, header_message_id,
                           size, body, source, client, metadata, created_at)
-    VALUES {messages}
+    VALUES {{messages}}
     ON CONFLICT (queue_id) DO NOTHING
     RETURNING message_pk, queue_id),
-r (queue_id, ord, recipient, domain, key, orcpt, now) AS (VALUES {recipients}),
+r (queue_id, ord, recipient, domain, key, orcpt, now) AS (VALUES {{recipients}}),
 d AS (
     INSERT INTO deliveries (message_pk, recipient, domain, state, reason, next_attempt_at,
                             orcpt, created_at, updated_at)
     SELECT m.message_pk, r.recipient, r.domain,
-           CASE WHEN s.reason IS NULL THEN 'queued' ELSE 'suppressed' END, s.reason,
+           CASE WHEN s.reason IS NULL THEN {_lit(State.queued)} ELSE {_lit(State.suppressed)} END,
+           s.reason,
            CASE WHEN s.reason IS NULL THEN CAST(r.now AS DOUBLE PRECISION) END,
            r.orcpt, CAST(r.now AS DOUBLE PRECISION), CAST(r.now AS DOUBLE PRECISION)
     FROM r JOIN m ON m.queue_id = r.queue_id LEFT JOIN s ON s.address = r.key
@@ -185,8 +219,8 @@ d AS (
     RETURNING delivery_id, message_pk, state, reason, created_at),
 e AS (
     INSERT INTO events (delivery_id, kind, at, state, reason, source)
-    SELECT delivery_id, CASE WHEN state = 'suppressed' THEN 'suppressed' ELSE 'queued' END,
-           created_at, state, reason, 'local'
+    SELECT delivery_id, {_FIRST_EVENT_KIND},
+           created_at, state, reason, {_lit(Source.local)}
     FROM d ORDER BY delivery_id)
 SELECT d.delivery_id, m.queue_id, d.message_pk, d.state, d.reason
 FROM d JOIN m ON m.message_pk = d.message_pk
@@ -228,17 +262,17 @@ SELECT_DELIVERIES = (
 # The outer WHERE repeats the lease test so that, on PostgreSQL under READ
 # COMMITTED, a row another node leased meanwhile is re-checked on its latest
 # version and left alone.
-CLAIM_DUE = """
+CLAIM_DUE = f"""
 WITH due AS MATERIALIZED (
     SELECT delivery_id FROM deliveries
-    WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
-      AND (lease_until IS NULL OR lease_until <= ?){domains}
+    WHERE state IN ({_PENDING}) AND next_attempt_at <= ?
+      AND (lease_until IS NULL OR lease_until <= ?){{domains}}
     ORDER BY priority, next_attempt_at, delivery_id
-    LIMIT ?{skip_locked}
+    LIMIT ?{{skip_locked}}
 )
 UPDATE deliveries SET lease_owner = ?, lease_until = ?
 WHERE delivery_id IN (SELECT delivery_id FROM due)
-  AND state IN ('queued', 'deferred') AND (lease_until IS NULL OR lease_until <= ?)
+  AND state IN ({_PENDING}) AND (lease_until IS NULL OR lease_until <= ?)
 RETURNING delivery_id"""
 
 RELEASE = """
@@ -297,12 +331,12 @@ SELECT_DELIVERIES_FOR_WRITE = (
 
 # Moves the state only while the row is pending; the lease condition is
 # appended when the writer names itself.
-RECORD_ATTEMPT = """
+RECORD_ATTEMPT = f"""
 UPDATE deliveries SET state = ?, reason = ?, hard = ?, attempts = attempts + 1,
     code = ?, status = ?, text = ?, remote_host = ?, next_attempt_at = ?,
     priority = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?,
     delivered_at = COALESCE(?, delivered_at)
-WHERE delivery_id = ? AND state IN ('queued', 'deferred')"""
+WHERE delivery_id = ? AND state IN ({_PENDING})"""
 
 LEASE_HELD_BY = " AND lease_owner = ?"
 
@@ -310,7 +344,7 @@ LEASE_HELD_BY = " AND lease_owner = ?"
 # each VALUES row carries RECORD_ATTEMPT's parameters, in its order, then
 # the lease holder (NULL: no lease condition). The casts type the columns
 # that may be NULL in every row.
-_RECORD_ATTEMPTS_FROM_VALUES = """
+_RECORD_ATTEMPTS_FROM_VALUES = f"""
 UPDATE deliveries AS d SET state = v.state, reason = v.reason,
     hard = CAST(v.hard AS BOOLEAN), attempts = d.attempts + 1,
     code = CAST(v.code AS INTEGER), status = v.status, text = v.text,
@@ -319,9 +353,9 @@ UPDATE deliveries AS d SET state = v.state, reason = v.reason,
     priority = CAST(v.priority AS INTEGER), lease_owner = NULL, lease_until = NULL,
     updated_at = CAST(v.at AS DOUBLE PRECISION),
     delivered_at = COALESCE(CAST(v.delivered_at AS DOUBLE PRECISION), d.delivered_at)
-FROM (VALUES {}) AS v (state, reason, hard, code, status, text, remote_host,
+FROM (VALUES {{}}) AS v (state, reason, hard, code, status, text, remote_host,
                        next_attempt_at, priority, at, delivered_at, delivery_id, owner)
-WHERE d.delivery_id = CAST(v.delivery_id AS BIGINT) AND d.state IN ('queued', 'deferred')
+WHERE d.delivery_id = CAST(v.delivery_id AS BIGINT) AND d.state IN ({_PENDING})
   AND (v.owner IS NULL OR d.lease_owner = v.owner)"""
 
 
@@ -336,21 +370,22 @@ VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (address) DO NOTHING
 RETURNING address"""
 
-RETRY_EVENTS = """
+RETRY_EVENTS = f"""
 INSERT INTO events (delivery_id, kind, at, state, source)
-SELECT delivery_id, 'retry', ?, state, 'operator' FROM deliveries WHERE {where}"""
+SELECT delivery_id, {_lit(EventKind.retry)}, ?, state, {_lit(Source.operator)}
+FROM deliveries WHERE {{where}}"""
 
 RETRY_NOW = "UPDATE deliveries SET next_attempt_at = ?, updated_at = ? WHERE {where}"
 
 # -- returned mail ----------------------------------------------------------
 
-INSERT_BOUNCE = """
+INSERT_BOUNCE = f"""
 INSERT INTO bounces (received_at, mail_from, rcpt_to, delivery_id, client, raw, status)
-VALUES (?, ?, ?, ?, ?, ?, 'pending')
+VALUES (?, ?, ?, ?, ?, ?, {_lit(BounceStatus.pending)})
 RETURNING bounce_id"""
 
-SELECT_PENDING_BOUNCES = """
-SELECT bounce_id FROM bounces WHERE status = 'pending'
+SELECT_PENDING_BOUNCES = f"""
+SELECT bounce_id FROM bounces WHERE status = {_lit(BounceStatus.pending)}
 ORDER BY received_at, bounce_id LIMIT ?"""
 
 SELECT_BOUNCE = """
@@ -369,29 +404,31 @@ WHERE bounce_id IN ({}) ORDER BY bounce_id, position"""
 # Retention: drop the raw bytes of finished (analyzed or failed) messages
 # received before a time, oldest first, a bounded number per statement; the
 # outer condition is checked again on the row another node may have purged.
-PURGE_BOUNCES = """
+PURGE_BOUNCES = f"""
 UPDATE bounces SET raw = ?, purged_at = ?
 WHERE bounce_id IN (
     SELECT bounce_id FROM bounces
-    WHERE status <> 'pending' AND purged_at IS NULL AND received_at < ?
+    WHERE status <> {_lit(BounceStatus.pending)} AND purged_at IS NULL AND received_at < ?
     ORDER BY received_at LIMIT ?)
-  AND status <> 'pending' AND purged_at IS NULL"""
+  AND status <> {_lit(BounceStatus.pending)} AND purged_at IS NULL"""
 
-MARK_BOUNCE_ANALYZED = """
-UPDATE bounces SET status = 'analyzed', category = ?, correlation = ?, analysis = ?,
-       error = NULL
+MARK_BOUNCE_ANALYZED = f"""
+UPDATE bounces SET status = {_lit(BounceStatus.analyzed)}, category = ?, correlation = ?,
+       analysis = ?, error = NULL
 WHERE bounce_id = ?"""
 
-MARK_BOUNCE_FAILED = "UPDATE bounces SET status = 'failed', error = ? WHERE bounce_id = ?"
+MARK_BOUNCE_FAILED = (
+    f"UPDATE bounces SET status = {_lit(BounceStatus.failed)}, error = ? WHERE bounce_id = ?"
+)
 
-MOVE_TO_BOUNCED = """
-UPDATE deliveries SET state = 'bounced', reason = ?, hard = ?, code = ?, status = ?,
+MOVE_TO_BOUNCED = f"""
+UPDATE deliveries SET state = {_lit(State.bounced)}, reason = ?, hard = ?, code = ?, status = ?,
     text = ?, remote_host = COALESCE(?, remote_host), bounced_at = ?, updated_at = ?,
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
 WHERE delivery_id = ? AND state = ?"""
 
-MOVE_TO_COMPLAINED = """
-UPDATE deliveries SET state = 'complained', reason = ?, hard = ?, updated_at = ?,
+MOVE_TO_COMPLAINED = f"""
+UPDATE deliveries SET state = {_lit(State.complained)}, reason = ?, hard = ?, updated_at = ?,
     next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL
 WHERE delivery_id = ? AND state = ?"""
 
@@ -426,8 +463,9 @@ ORDER BY d.delivery_id LIMIT ?"""
 
 # -- report reads (each bounded by LIMIT and served by an index) -------------
 
-ALL_STATES = ("queued", "deferred", "delivered", "failed", "expired", "suppressed",
-              "bounced", "complained")
+#: Every state's text, in the order of :data:`hurricane.outcome.STATES`
+#: (TOP_DOMAINS has one column per state, in this order).
+ALL_STATES = tuple(s.value for s in STATES)
 
 # Deliveries created in a window, per time bucket and current state.
 TIMESERIES = """
@@ -437,22 +475,22 @@ GROUP BY 1, state ORDER BY 1 LIMIT ?"""
 
 TOP_DOMAINS = (
     "SELECT domain, COUNT(*), "
-    + ", ".join(f"SUM(CASE WHEN state = '{s}' THEN 1 ELSE 0 END)" for s in ALL_STATES)
+    + ", ".join(f"SUM(CASE WHEN state = {_lit(s)} THEN 1 ELSE 0 END)" for s in STATES)
     + "\nFROM deliveries WHERE {where}\nGROUP BY domain ORDER BY 2 DESC, domain LIMIT ?"
 )
 
-BOUNCE_REASONS = """
-SELECT COALESCE(reason, 'undefined'), state, COUNT(*) FROM deliveries
-WHERE {where} AND state IN ('failed', 'bounced')
+BOUNCE_REASONS = f"""
+SELECT COALESCE(reason, {_lit(Reason.undefined)}), state, COUNT(*) FROM deliveries
+WHERE {{where}} AND state IN ({sql_list([State.failed, State.bounced])})
 GROUP BY 1, state ORDER BY 3 DESC LIMIT ?"""
 
-DEFERRED_BY_DOMAIN = """
+DEFERRED_BY_DOMAIN = f"""
 SELECT domain, COUNT(*), MIN(created_at), MIN(next_attempt_at), MAX(updated_at)
-FROM deliveries WHERE state = 'deferred'
+FROM deliveries WHERE state = {_lit(State.deferred)}
 GROUP BY domain ORDER BY 2 DESC, domain LIMIT ?"""
 
-OLDEST_PENDING = """
-SELECT MIN(created_at) FROM deliveries WHERE state IN ('queued', 'deferred')"""
+OLDEST_PENDING = f"""
+SELECT MIN(created_at) FROM deliveries WHERE state IN ({_PENDING})"""
 
 MAILING_MESSAGES = """
 SELECT COUNT(DISTINCT d.message_pk)
@@ -475,8 +513,8 @@ SELECT state, reason, COUNT(*) FROM deliveries WHERE {where} GROUP BY state, rea
 
 SUMMARY_MESSAGES = "SELECT COUNT(DISTINCT message_pk) FROM deliveries WHERE {where}"
 
-QUEUE_DEPTH = """
-SELECT state, COUNT(*) FROM deliveries WHERE state IN ('queued', 'deferred') GROUP BY state"""
+QUEUE_DEPTH = f"""
+SELECT state, COUNT(*) FROM deliveries WHERE state IN ({_PENDING}) GROUP BY state"""
 
 # -- suppression ------------------------------------------------------------
 

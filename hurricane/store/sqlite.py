@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
 from hurricane.filemodes import create_private_file, tighten
+from hurricane.outcome import SqliteSync
 from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
 from hurricane.store.txn import Row, run_sync
@@ -37,7 +38,6 @@ __all__ = ["SqliteStore", "prepare_database_files"]
 
 log = Logger()
 
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Most operations per coalesced transaction (bounds one commit's latency).
 _MAX_OPERATIONS = 64
 #: One operation's result: (True, value) or (False, the exception it raised).
@@ -130,27 +130,27 @@ class SqliteStore(SqlStore):
     dialect = SQLITE
     enqueue_in_flight = 1
 
-    def __init__(self, path: str, reactor: IReactorCore, synchronous: str = "FULL", *,
+    def __init__(self, path: str, reactor: IReactorCore,
+                 synchronous: SqliteSync | str = SqliteSync.full, *,
                  busy_timeout: float = 10.0, url: str | None = None) -> None:
         """
         Args:
             path: the database file; its directory is created at open.
             reactor: runs the pool's thread and its callbacks.
-            synchronous: SQLite's ``PRAGMA synchronous`` (FULL: durable commits).
+            synchronous: SQLite's ``PRAGMA synchronous`` (FULL: durable commits),
+                a :class:`~hurricane.outcome.SqliteSync` or its name in any case.
             busy_timeout: seconds to wait for another process's write lock.
             url: how to name the store in messages (default ``sqlite:///path``).
 
         Raises:
             ValueError: ``synchronous`` is not a SQLite level.
         """
-        synchronous = synchronous.upper()
-        if synchronous not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        level = SqliteSync.of(synchronous)
         self.path = os.path.abspath(path)
         # a reactor is a clock too (IReactorCore does not say so)
         super().__init__(url or f"sqlite://{self.path}", cast(IReactorTime, reactor))
         self._pool_reactor = reactor
-        self._synchronous = synchronous
+        self._synchronous = level
         self._busy_ms = int(busy_timeout * 1000)
         self._pool: adbapi.ConnectionPool | None = None
         #: Every transaction function call, coalesced (see the module doc).
@@ -161,7 +161,7 @@ class SqliteStore(SqlStore):
         # Runs in the pool thread for the (one) new connection.
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous.value}")
         conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
 
     async def _connect(self) -> None:

@@ -16,6 +16,7 @@ commit, error mapping) differs.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import time
@@ -23,7 +24,8 @@ from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator,
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from hurricane.decisions import decide_bounce
+from hurricane.address import domain_of, fold
+from hurricane.decisions import decide_bounce, suppression_source
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
@@ -46,7 +48,9 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
+from hurricane.outcome import ATTEMPT_STATES, PENDING_STATES, Reason, SuppressionSource
 from hurricane.store import sql
+from hurricane.store.interface import BounceRecord
 from hurricane.store.sql import Dialect
 
 __all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync"]
@@ -140,16 +144,6 @@ def new_queue_id(now: float | None = None) -> str:
     seconds = int((time.time() if now is None else now) - _EPOCH) & 0xFFFFFFFF
     value = (seconds << 38) | int.from_bytes(os.urandom(5), "big") >> 2
     return "".join(_B32[(value >> shift) & 31] for shift in range(65, -1, -5))
-
-
-def fold(address: str) -> str:
-    """The case-insensitive key of an address (suppression list)."""
-    return address.strip().lower()
-
-
-def domain_of(address: str) -> str:
-    """The lower-cased domain of an address ("" when there is no ``@``)."""
-    return address.rpartition("@")[2].lower()
 
 
 # -- row conversion -----------------------------------------------------------
@@ -483,9 +477,6 @@ async def _suppress(txn: Txn, address: str, reason: str, now: float, source: str
     return txn.fetchone() is not None
 
 
-_ATTEMPT_STATES = frozenset({State.delivered, State.deferred, State.failed, State.expired})
-
-
 def check_attempts(results: Sequence[AttemptResult]) -> None:
     """Reject results whose state no attempt can produce (a caller's bug).
 
@@ -493,8 +484,8 @@ def check_attempts(results: Sequence[AttemptResult]) -> None:
         ValueError: a result's state is not delivered/deferred/failed/expired.
     """
     for result in results:
-        if State(result.state) not in _ATTEMPT_STATES:
-            raise ValueError(f"an attempt cannot end in state {result.state!r}")
+        if State(result.state) not in ATTEMPT_STATES:
+            raise ValueError(f"an attempt cannot end in state {State(result.state).value!r}")
 
 
 #: Events per multi-row INSERT (20 parameters each: under SQLite's old 999).
@@ -525,12 +516,11 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
     for result_chunk in _chunks(known, _EVENT_CHUNK):
         params: list[Any] = []
         for r in result_chunk:
-            state = State(r.state)
-            kind = EventKind.expired if state is State.expired else EventKind.attempt
             params += [
-                r.delivery_id, kind.value, r.at, state.value, r.reason, r.hard, r.code,
-                r.status, r.text, r.remote_host, r.remote_ip, r.tls, source_text(r.source),
-                r.rule, r.duration, None, None, None, None, None,
+                r.delivery_id, r.event_kind.value, r.at, State(r.state).value,
+                text_of(r.reason), r.hard, r.code, r.status, r.text, r.remote_host,
+                r.remote_ip, r.tls, text_of(r.source), r.rule, r.duration, None, None, None,
+                None, None,
             ]
         await txn.execute(sql.insert_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
@@ -539,7 +529,8 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
         event_ids += got
 
     values = [[
-        State(r.state).value, r.reason, r.hard, r.code, r.status, r.text, r.remote_host,
+        State(r.state).value, text_of(r.reason), r.hard, r.code, r.status, r.text,
+        r.remote_host,
         r.next_attempt_at if State(r.state) is State.deferred else None,
         1 if State(r.state) is State.deferred else 0, r.at,
         r.at if State(r.state) is State.delivered else None, r.delivery_id,
@@ -564,20 +555,24 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
             await txn.execute(statement, update)
     for r, event_id in zip(known, event_ids, strict=True):
         if r.suppress:
-            await _suppress(txn, recipients[r.delivery_id], r.reason or "undefined", r.at,
-                            "smtp", None, event_id)
+            await _suppress(txn, recipients[r.delivery_id],
+                            text_of(r.reason) or Reason.undefined.value, r.at,
+                            SuppressionSource.smtp.value, None, event_id)
     return event_ids
 
 
-def source_text(source: Any) -> str | None:
-    """The text form of a Source (or of a plain string)."""
-    return None if source is None else str(getattr(source, "value", source))
+def text_of(word: enum.Enum | str | None) -> str | None:
+    """What the SQL stores for a vocabulary word: the member's value (text as it is)."""
+    if word is None or isinstance(word, str) and not isinstance(word, enum.Enum):
+        return word
+    return str(word.value)
+
 
 
 async def retry_now_txn(txn: Txn, now: float, queue_id: str | None, domain: str | None,
                         delivery_id: int | None) -> int:
     """Make matching deferred deliveries due now; return how many."""
-    where = ["state = 'deferred'"]
+    where = [f"state = '{State.deferred.value}'"]
     params: list[Any] = []
     if queue_id is not None:
         where.append("message_pk IN (SELECT message_pk FROM messages WHERE queue_id = ?)")
@@ -693,10 +688,10 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
         decision = decide_bounce(ev, state, attempts)
         target = decision.target
         await txn.execute(sql.INSERT_EVENT_IDEMPOTENT, (
-            ev.delivery_id, kind.value, ev.at, None if target is None else target.value,
-            ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
-            source_text(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
-            source_text(ev.correlation), ev.idem_key, decision.note,
+            ev.delivery_id, kind.value, ev.at, text_of(target), text_of(ev.reason),
+            decision.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
+            text_of(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
+            text_of(ev.correlation), ev.idem_key, decision.note,
         ))
         event_row = txn.fetchone()
         if event_row is None:
@@ -705,26 +700,24 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
         event_ids.append(event_id)
         if target is State.bounced:
             await txn.execute(sql.MOVE_TO_BOUNCED, (
-                ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, ev.at, ev.at,
-                ev.delivery_id, state.value,
+                text_of(ev.reason), decision.hard, ev.code, ev.status, ev.text, ev.remote_host,
+                ev.at, ev.at, ev.delivery_id, state.value,
             ))
         elif target is State.complained:
             await txn.execute(sql.MOVE_TO_COMPLAINED, (
-                ev.reason, ev.hard, ev.at, ev.delivery_id, state.value,
+                text_of(ev.reason), decision.hard, ev.at, ev.delivery_id, state.value,
             ))
         if decision.suppress:
-            source = "complaint" if kind is EventKind.complaint else "bounce"
-            await _suppress(txn, recipient, ev.reason or kind.value, ev.at, source, None,
-                            event_id)
+            await _suppress(txn, recipient, text_of(ev.reason) or kind.value, ev.at,
+                            suppression_source(kind).value, None, event_id)
     return event_ids
 
 
-async def record_bounces_txn(txn: Txn, records: Sequence[Any]) -> list[list[int]]:
+async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord]) -> list[list[int]]:
     """Record several analyses in one transaction; see IOutcomeStore.record_bounces.
 
-    ``records`` are :class:`hurricane.store.interface.BounceRecord` (typed
-    ``Any`` here: this module does not import the interface). Applied in
-    order, so two reports about one delivery end as they would one by one.
+    Applied in order, so two reports about one delivery end as they would one
+    by one.
     """
     return [
         await record_bounce_txn(txn, r.bounce_id, list(r.events), r.category, r.correlation,
@@ -865,7 +858,7 @@ async def summary_txn(txn: Txn, since: float | None, until: float | None) -> Sum
 
 async def queue_depth_txn(txn: Txn) -> dict[str, int]:
     """Deliveries per pending state."""
-    depth = {State.queued.value: 0, State.deferred.value: 0}
+    depth = {s.value: 0 for s in PENDING_STATES}
     await txn.execute(sql.QUEUE_DEPTH)
     for state, count in txn.fetchall():
         depth[state] = int(count)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import compat32
 from typing import Any, Protocol
 
-from hurricane.smtpd.reply import Reply, ReplyError
+from hurricane.maildate import rfc5322_date
+from hurricane.smtp_reply import Reply, ReplyError
 from hurricane.verp import check_identifiers
 
 MAILING_ID_HEADER = "X-Hurricane-Mailing-Id"
@@ -148,8 +148,7 @@ def prepare_message(
     else:
         header_message_id = header_message_id.strip().strip("<>").strip() or None
     if msg.get("Date") is None:
-        added.append("Date: " + time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now))
-                     + "\r\n")
+        added.append(f"Date: {rfc5322_date(now)}\r\n")
 
     out = bytearray()
     pos = 0

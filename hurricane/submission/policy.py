@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+from hurricane.smtp_reply import Reply
 from hurricane.smtpd.protocol import is_loopback
-from hurricane.smtpd.reply import Reply
 
 RELAY_DENIED = Reply(550, "5.7.1", "Error: relay access denied")
 AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Error: encryption required for authentication")

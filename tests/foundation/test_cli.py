@@ -236,7 +236,8 @@ class RetryCommandTests(TestCase):
                 sender="a@b.test", recipients=(NewRecipient("x@later.test"),), body=b"x"), 1.0)
             delivery_id = result.recipients[0].delivery_id
             await store.record_attempts([AttemptResult(
-                delivery_id, State.deferred, 2.0, code=451, next_attempt_at=4e9)])
+                delivery_id=delivery_id, state=State.deferred, at=2.0, code=451,
+                next_attempt_at=4e9)])
         finally:
             await store.close()
         env = {k: v for k, v in os.environ.items() if k != "HURRICANE_CONFIG"}

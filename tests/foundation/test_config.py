@@ -9,6 +9,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.config import Config, ConfigError, load_config, parse_host_port
+from hurricane.outcome import SqliteSync, TlsPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,6 +98,15 @@ class ConfigErrorTests(SynchronousTestCase):
         self.assertEqual(load_config(write("[bounce]\nretention = 0\n")).bounce.retention, 0)
         self.assertEqual(Config().bounce.retention, 90 * 86400)
 
+    def test_vocabulary_values(self) -> None:
+        """A TLS policy or a SQLite level outside its vocabulary names the key and the words."""
+        self.assertError('[delivery.tls_policy]\ndefault = "Require"\n',
+                         "[delivery] tls_policy.default",
+                         "expected one of none, opportunistic, require, verify")
+        self.assertError('[store]\nsqlite_synchronous = "sometimes"\n',
+                         "[store] sqlite_synchronous", "expected one of OFF, NORMAL, FULL, EXTRA")
+        self.assertError('[store]\nsqlite_synchronous = 1\n', "[store] sqlite_synchronous")
+
     def test_invalid_toml_and_missing_file(self) -> None:
         """Broken TOML and a missing file are clear errors too."""
         self.assertError("[server\n", "not valid TOML")
@@ -117,6 +127,16 @@ class ConfigDefaultsTests(SynchronousTestCase):
                 self.assertIn("interface=127.0.0.1", ep)
                 self.assertGreater(int(ep.split(":")[1]), 1024)
         self.assertFalse(c.admin.enabled)
+
+    def test_vocabulary_members(self) -> None:
+        """TLS policies and the SQLite level load as their outcome enums (a level in any case)."""
+        c = load_config(write('[store]\nsqlite_synchronous = "normal"\n'
+                              '[delivery.tls_policy]\ndefault = "require"\n'
+                              '[delivery.tls_policy.domains]\n"a.example" = "verify"\n'))
+        self.assertIs(c.store.sqlite_synchronous, SqliteSync.normal)
+        self.assertIs(c.delivery.tls_policy.default, TlsPolicy.require)
+        self.assertIs(c.delivery.tls_policy.domains["a.example"], TlsPolicy.verify)
+        self.assertIs(Config().delivery.tls_policy.default, TlsPolicy.opportunistic)
 
     def test_shipped_examples_load(self) -> None:
         """etc/hurricane.toml and etc/hurricane-postgres.toml are valid."""

@@ -81,10 +81,12 @@ class World:
         attempts = []
         for i in ids:
             if state is State.deferred:
-                attempts.append(AttemptResult(i, State.deferred, now, code=451, status="4.3.0",
+                attempts.append(AttemptResult(delivery_id=i, state=State.deferred, at=now,
+                                              code=451, status="4.3.0",
                                               text="try later", next_attempt_at=now + 600))
             elif state is State.delivered:
-                attempts.append(AttemptResult(i, State.delivered, now, code=250,
+                attempts.append(AttemptResult(delivery_id=i, state=State.delivered, at=now,
+                                              code=250,
                                               status="2.0.0", text="ok"))
         if attempts:
             run(self.store.record_attempts(attempts))

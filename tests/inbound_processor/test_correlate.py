@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.model import Analysis
 from hurricane.decisions import NOT_APPLIED
-from hurricane.inbound.correlate import Correlation, correlate, normalise_address
+from hurricane.inbound.correlate import Correlation, correlate
 from hurricane.model import Delivery, EventKind, State, StoredBounce
 from hurricane.verp import VerpCodec, VerpKey
 
@@ -300,17 +300,3 @@ class LegacyPerMessageTests(SynchronousTestCase):
         corr = self.correlate(alone, "alone@example.net")
         self.assertEqual([(m.delivery.delivery_id, m.key) for m in corr.matches],
                          [(alone.delivery_id, "header-token")])
-
-
-class NormaliseAddressTests(SynchronousTestCase):
-    """normalise_address strips types, brackets, display names and case."""
-
-    def test_forms(self) -> None:
-        """Each DSN address form reduces to the bare lower-cased address."""
-        self.assertEqual(normalise_address("rfc822; <Alice@Example.NET>"), "alice@example.net")
-        self.assertEqual(normalise_address("rfc822;Pat+ab@example.net"), "pat+ab@example.net")
-        self.assertEqual(normalise_address("Pat <pat@example.net>"), "pat@example.net")
-        self.assertEqual(normalise_address(" <bob@example.net> "), "bob@example.net")
-        self.assertIsNone(normalise_address(""))
-        self.assertIsNone(normalise_address(None))
-

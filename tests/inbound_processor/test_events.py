@@ -7,9 +7,10 @@ from dataclasses import replace
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.model import Analysis, RecipientResult
+from hurricane.decisions import decide_bounce
 from hurricane.inbound.correlate import Correlation, Match
 from hurricane.inbound.processor import build_events, idempotency_key, message_fingerprint
-from hurricane.model import BounceEvent, EventKind, Source, StoredBounce
+from hurricane.model import BounceEvent, EventKind, Source, State, StoredBounce
 
 from .helpers import NOW, World, result
 
@@ -82,12 +83,20 @@ class BuildEventsTests(SynchronousTestCase):
                                                       "alice@example.net"))
 
     def test_code_alone_decides(self) -> None:
-        """Without a status, a 4xx code makes the failure temporary and a 5xx permanent."""
+        """Without a status, a 4xx code makes the failure temporary and a 5xx permanent.
+
+        The events say what the analysis proposed; the temporary one, final
+        all the same, is never applied as a suppression (decide_bounce decides
+        that, since issue 17: the event used to carry the masked value).
+        """
         [t] = self.events("bounce", result("a@x", code="421", status=None))
         [p] = self.events("bounce", result("a@x", code="554", status=None))
         [n] = self.events("bounce", result("a@x", code=None, status=None))
         self.assertEqual((t.permanent, p.permanent, n.permanent), (False, True, True))
-        self.assertFalse(t.suppress)
+        self.assertEqual((t.final, p.final, n.final), (True, True, True))
+        decision = decide_bounce(t, State.delivered, 1)
+        self.assertEqual((decision.target, decision.suppress, decision.hard),
+                         (State.bounced, False, False))
 
     def test_sender_side_never_suppresses(self) -> None:
         """A permanent failure the analysis does not mark suppress never suppresses."""

@@ -65,34 +65,40 @@ async def populate(store: MemoryStore, at: float = T0) -> dict[str, int]:
         header_message_id="abc@example.com"), at)
     ids = {r.address.split("@")[0]: r.delivery_id for r in result.recipients}
     await store.record_attempts([
-        AttemptResult(ids["ok"], State.delivered, at + 1, code=250, status="2.0.0",
+        AttemptResult(delivery_id=ids["ok"], state=State.delivered, at=at + 1, code=250,
+                      status="2.0.0",
                       text="ok queued", remote_host="mx.example.org", remote_ip="192.0.2.1",
                       tls="TLSv1.3", duration=0.5),
-        AttemptResult(ids["later"], State.deferred, at + 1, code=451, status="4.7.1",
+        AttemptResult(delivery_id=ids["later"], state=State.deferred, at=at + 1, code=451,
+                      status="4.7.1",
                       text="try later", reason="blocked", next_attempt_at=at + 300),
-        AttemptResult(ids["refused"], State.failed, at + 1, code=550, status="5.1.1",
+        AttemptResult(delivery_id=ids["refused"], state=State.failed, at=at + 1, code=550,
+                      status="5.1.1",
                       text="no such user", reason="userunknown", hard=True, suppress=True,
                       rule="550-511"),
-        AttemptResult(ids["angry"], State.delivered, at + 1, code=250),
-        AttemptResult(ids["info"], State.delivered, at + 1, code=250),
+        AttemptResult(delivery_id=ids["angry"], state=State.delivered, at=at + 1, code=250),
+        AttemptResult(delivery_id=ids["info"], state=State.delivered, at=at + 1, code=250),
     ])
     await store.retry_now(at + 2, delivery_id=ids["later"])
     await store.record_attempts([
-        AttemptResult(ids["later"], State.expired, at + 3, reason="expired", source=Source.local),
+        AttemptResult(delivery_id=ids["later"], state=State.expired, at=at + 3, reason="expired",
+                      source=Source.local),
     ])
     bounce_id = await store.store_bounce(ReturnedMessage(
         raw=b"From: MAILER-DAEMON\r\n\r\nbounce\r\n", mail_from="", rcpt_to="verp@bounces",
         received_at=at + 4))
     await store.record_bounce(bounce_id, [
-        BounceEvent(ids["ok"], EventKind.bounce, at + 4, bounce_id=bounce_id,
+        BounceEvent(delivery_id=ids["ok"], kind=EventKind.bounce, at=at + 4, bounce_id=bounce_id,
                     reason="mailboxfull", code=552, status="5.2.2", text="mailbox full",
                     remote_host="mx.example.org", rule="dsn-522", correlation="verp"),
-        BounceEvent(ids["angry"], EventKind.complaint, at + 4, bounce_id=bounce_id,
+        BounceEvent(delivery_id=ids["angry"], kind=EventKind.complaint, at=at + 4,
+                    bounce_id=bounce_id,
                     reason="feedback", hard=True, source=Source.arf, feedback_type="abuse",
                     correlation="verp"),
-        BounceEvent(ids["info"], EventKind.delayed, at + 4, bounce_id=bounce_id,
+        BounceEvent(delivery_id=ids["info"], kind=EventKind.delayed, at=at + 4, bounce_id=bounce_id,
                     status="4.4.7", permanent=False),
-        BounceEvent(ids["info"], EventKind.autoreply, at + 5, bounce_id=bounce_id,
+        BounceEvent(delivery_id=ids["info"], kind=EventKind.autoreply, at=at + 5,
+                    bounce_id=bounce_id,
                     reason="vacation", source=Source.autoreply, permanent=False),
     ], "mixed", "verp", "{}")
     return ids

@@ -204,8 +204,9 @@ class NamespaceTests(SynchronousTestCase):
                                            recipients=(NewRecipient("x@y.example"),),
                                            body=b"x"), T0))
         delivery = run(self, store.find_deliveries(recipient="x@y.example"))[0]
-        run(self, store.record_attempts([AttemptResult(delivery.delivery_id, State.deferred,
-                                                       T0 + 1, code=451,
+        run(self, store.record_attempts([AttemptResult(delivery_id=delivery.delivery_id,
+                                                       state=State.deferred,
+                                                       at=T0 + 1, code=451,
                                                        next_attempt_at=T0 + 9999)]))
         root = make_root(store, clock=self.clock)
         assert root.operations is not None

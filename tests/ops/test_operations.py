@@ -79,7 +79,7 @@ class Fixture:
             sender="a@b.example", recipients=(NewRecipient(address),), body=b"x"), T0))
         delivery = run(self.case, self.store.find_deliveries(recipient=address))[0]
         run(self.case, self.store.record_attempts([AttemptResult(
-            delivery.delivery_id, State.deferred, T0 + 1, code=451,
+            delivery_id=delivery.delivery_id, state=State.deferred, at=T0 + 1, code=451,
             next_attempt_at=T0 + 99999)]))
         return delivery
 

@@ -122,10 +122,12 @@ class UnappliedEventTests(WebhookTestsMixin, SynchronousTestCase):
             ids = await self.store.events_after(0, 1000)
             by_name = {r.recipient.split("@")[0]: r.event.delivery_id for r in ids}
             return await self.store.record_bounce(bounce_id, [
-                BounceEvent(by_name["info"], EventKind.bounce, T0 + 6, bounce_id=bounce_id,
+                BounceEvent(delivery_id=by_name["info"], kind=EventKind.bounce, at=T0 + 6,
+                            bounce_id=bounce_id,
                             reason="userunknown", hard=True, suppress=True,
                             correlation=correlation),
-                BounceEvent(by_name["info"], EventKind.complaint, T0 + 6, bounce_id=bounce_id,
+                BounceEvent(delivery_id=by_name["info"], kind=EventKind.complaint, at=T0 + 6,
+                            bounce_id=bounce_id,
                             reason="feedback", suppress=True, source=Source.arf,
                             correlation=correlation),
             ], "bounce", correlation, "{}")

@@ -14,8 +14,6 @@ from hurricane.outbound.client import (
     MAX_REPLY_LINE,
     QUIT_TIMEOUT,
     SessionError,
-    parse_enhanced_status,
-    xtext,
 )
 from hurricane.outbound.dataenc import encode_data
 from hurricane.outbound.interface import (
@@ -56,22 +54,6 @@ class _Base(SynchronousTestCase):
     def handshake_failure(self, session: Session, d: defer.Deferred[Any]) -> ConnectionFailed:
         """The ConnectionFailed a handshake ended with."""
         return self.failureResultOf(d, ConnectionFailed).value  # type: ignore[return-value]
-
-
-class ReplyParsingTests(SynchronousTestCase):
-    """Pure helpers."""
-
-    def test_enhanced_status(self) -> None:
-        """The status is taken from the start of the text when its class matches the code."""
-        self.assertEqual(parse_enhanced_status(550, "5.1.1 no such user"), "5.1.1")
-        self.assertEqual(parse_enhanced_status(250, "2.0.0 Ok: queued"), "2.0.0")
-        self.assertIsNone(parse_enhanced_status(250, "5.1.1 odd"))
-        self.assertIsNone(parse_enhanced_status(550, "no such user 5.1.1"))
-        self.assertIsNone(parse_enhanced_status(550, "5.1.1x"))
-
-    def test_xtext(self) -> None:
-        """xtext escapes "+", "=", space, controls and non-ASCII."""
-        self.assertEqual(xtext("a+b=c d\x01é"), "a+2Bb+3Dc+20d+01+C3+A9")
 
 
 class HandshakeTests(_Base):
@@ -118,7 +100,7 @@ class HandshakeTests(_Base):
         failure = self.handshake_failure(session, d)
         self.assertEqual(failure.phase, "greeting")
         self.assertFalse(failure.temporary)
-        self.assertEqual(failure.reply, Reply(554, "5.7.1 go away", "5.7.1"))
+        self.assertEqual(failure.reply, Reply(554, "5.7.1", "go away"))
         self.assertEqual(session.take(), b"QUIT\r\n")
         self.assertTrue(session.transport.disconnecting)
         self.assertFalse(session.conn.usable)
@@ -284,7 +266,7 @@ class TransactionTests(_Base):
         self.assertEqual(session.take(), encode_data(BODY))
         session.feed(b"250 2.0.0 queued as X\r\n")
         result = self.successResultOf(d)
-        reply = Reply(250, "2.0.0 queued as X", "2.0.0")
+        reply = Reply(250, "2.0.0", "queued as X")
         self.assertEqual(result, [RecipientReply(1, reply, "dot"), RecipientReply(2, reply, "dot")])
         self.assertTrue(all(r.delivered for r in result))
         self.assertTrue(session.conn.usable)
@@ -372,11 +354,11 @@ class TransactionTests(_Base):
         session.take()
         session.feed(b"250 2.0.0 ok\r\n")
         result = self.successResultOf(d)
-        self.assertEqual(result[0], RecipientReply(1, Reply(250, "2.0.0 ok", "2.0.0"), "dot"))
+        self.assertEqual(result[0], RecipientReply(1, Reply(250, "2.0.0", "ok"), "dot"))
         self.assertEqual(result[1],
-                         RecipientReply(2, Reply(550, "5.1.1 no such user", "5.1.1"), "rcpt"))
+                         RecipientReply(2, Reply(550, "5.1.1", "no such user"), "rcpt"))
         self.assertEqual(result[2],
-                         RecipientReply(3, Reply(451, "4.3.0 try\nlater", "4.3.0"), "rcpt"))
+                         RecipientReply(3, Reply(451, "4.3.0", "try\nlater"), "rcpt"))
         self.assertEqual([r.delivered for r in result], [True, False, False])
         self.assert_clean(session)
 

@@ -25,6 +25,7 @@ from hurricane.outbound.interface import (
     Reply,
     SessionInfo,
 )
+from hurricane.outcome import Phase
 
 Answer = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 
@@ -95,17 +96,20 @@ Responder = Callable[["FakeConnection", OutboundMessage], list[RecipientReply]]
 def accept_all(conn: FakeConnection, message: OutboundMessage) -> list[RecipientReply]:
     """Every recipient gets 250 after the dot."""
     return [
-        RecipientReply(r.delivery_id, Reply(250, "2.0.0 Ok: queued as X", "2.0.0"), "dot")
+        RecipientReply(r.delivery_id, Reply(250, "2.0.0", "Ok: queued as X"), Phase.dot)
         for r in message.recipients
     ]
 
 
-def reply_all(code: int, text: str, status: str | None = None, phase: str = "rcpt") -> Responder:
-    """A responder giving every recipient the same reply."""
+def reply_all(code: int, text: str, status: str | None = None,
+              phase: Phase = Phase.rcpt) -> Responder:
+    """A responder giving every recipient the same reply (``text`` as on the wire,
+    ``status`` the enhanced status it starts with)."""
+    reply = Reply.parse(code, text)
+    assert reply.status == status, (reply, status)
 
     def respond(conn: FakeConnection, message: OutboundMessage) -> list[RecipientReply]:
-        return [RecipientReply(r.delivery_id, Reply(code, text, status), phase)
-                for r in message.recipients]
+        return [RecipientReply(r.delivery_id, reply, phase) for r in message.recipients]
 
     return respond
 

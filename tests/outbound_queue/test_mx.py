@@ -10,7 +10,8 @@ from twisted.internet.task import Clock
 from twisted.names import error
 from twisted.trial.unittest import SynchronousTestCase
 
-from hurricane.outbound.mx import Destination, DestinationError, MXResolver, to_a_label
+from hurricane.address import to_a_label
+from hurricane.outbound.mx import Destination, DestinationError, MXResolver
 
 from .fakes import FakeResolver
 

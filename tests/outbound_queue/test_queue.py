@@ -332,7 +332,7 @@ class ConnectionFailureTests(SchedulerTestCase):
     def test_connection_failure_defers_all_with_cause(self) -> None:
         """When every MX fails, every recipient of the domain is deferred with the reply."""
         busy = ConnectionFailed("421 busy", "greeting",
-                                Reply(421, "4.7.0 Too many connections", "4.7.0"))
+                                Reply(421, "4.7.0", "Too many connections"))
         self.connector.failures["192.0.2.1"] = busy
         self.connector.failures["192.0.2.2"] = busy
         self.classifier = ReplyClassifier.load()
@@ -579,9 +579,9 @@ class VerpTests(SchedulerTestCase):
 
         def mixed(conn: FakeConnection, message: OutboundMessage) -> list[RecipientReply]:
             first, second = message.recipients
-            return [RecipientReply(first.delivery_id, Reply(250, "ok", "2.0.0"), "dot"),
-                    RecipientReply(second.delivery_id, Reply(550, "5.1.1 no such user",
-                                                             "5.1.1"), "rcpt")]
+            return [RecipientReply(first.delivery_id, Reply(250, "2.0.0", "ok"), "dot"),
+                    RecipientReply(second.delivery_id, Reply(550, "5.1.1", "no such user"),
+                                   "rcpt")]
 
         self.connector.responder = mixed
         self.start(verp="per-message")

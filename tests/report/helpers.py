@@ -61,21 +61,25 @@ def populate(store: MemoryStore, now: float = T0) -> dict[str, Any]:
         header_message_id="h1@sender.test"), at))
     ok, gone, later, bounce, angry = [x.delivery_id for x in r.recipients]
     run(store.record_attempts([
-        AttemptResult(ok, State.delivered, at + 5, code=250, text="ok", remote_host="mx.one.test",
+        AttemptResult(delivery_id=ok, state=State.delivered, at=at + 5, code=250, text="ok",
+                      remote_host="mx.one.test",
                       tls="TLSv1.3"),
-        AttemptResult(gone, State.failed, at + 5, code=550, status="5.1.1",
+        AttemptResult(delivery_id=gone, state=State.failed, at=at + 5, code=550, status="5.1.1",
                       text="no such user", reason="userunknown", hard=True, suppress=True),
-        AttemptResult(later, State.deferred, at + 5, code=451, text="try later",
+        AttemptResult(delivery_id=later, state=State.deferred, at=at + 5, code=451,
+                      text="try later",
                       next_attempt_at=at + 900),
-        AttemptResult(bounce, State.delivered, at + 5, code=250),
-        AttemptResult(angry, State.delivered, at + 5, code=250),
+        AttemptResult(delivery_id=bounce, state=State.delivered, at=at + 5, code=250),
+        AttemptResult(delivery_id=angry, state=State.delivered, at=at + 5, code=250),
     ]))
     bounce_id = run(store.store_bounce(ReturnedMessage(
         b"From: mailer-daemon\r\n\r\n<b>gone</b>", "", "verp@bounce.test", at + 60)))
     run(store.record_bounce(bounce_id, [
-        BounceEvent(bounce, EventKind.bounce, at + 60, bounce_id=bounce_id, reason="mailboxfull",
+        BounceEvent(delivery_id=bounce, kind=EventKind.bounce, at=at + 60, bounce_id=bounce_id,
+                    reason="mailboxfull",
                     status="5.2.2", text="mailbox full", rule="dsn-status", correlation="verp"),
-        BounceEvent(angry, EventKind.complaint, at + 70, reason="feedback", source="arf",
+        BounceEvent(delivery_id=angry, kind=EventKind.complaint, at=at + 70, reason="feedback",
+                    source="arf",
                     correlation="verp"),
     ], "bounce", "verp", "{}"))
     return {"result": r, "ids": (ok, gone, later, bounce, angry), "bounce_id": bounce_id}
@@ -156,7 +160,8 @@ async def store_hostile(store: Any, at: float = T0) -> None:
         recipients=tuple(NewRecipient(f"-r{i}@x.test") for i in range(len(HOSTILE_TEXTS))),
         body=b"Subject: hi\r\n\r\nhello\r\n"), at)
     await store.record_attempts([
-        AttemptResult(r.delivery_id, State.failed, at + 5, code=550, status="5.1.1",
+        AttemptResult(delivery_id=r.delivery_id, state=State.failed, at=at + 5, code=550,
+                      status="5.1.1",
                       text=text, reason="userunknown", hard=True, remote_host=text)
         for r, text in zip(result.recipients, HOSTILE_TEXTS, strict=True)])
 

@@ -169,13 +169,16 @@ async def _populate_async(store: Any, now: float) -> int:
         results = []
         for i, d in enumerate(ids):
             if i == 6:
-                results.append(AttemptResult(d, State.failed, at + 2, code=550, status="5.1.1",
+                results.append(AttemptResult(delivery_id=d, state=State.failed, at=at + 2,
+                                             code=550, status="5.1.1",
                                              reason="userunknown", text="no such user"))
             elif i == 7 and n % 3 == 0:
-                results.append(AttemptResult(d, State.deferred, at + 2, code=451,
+                results.append(AttemptResult(delivery_id=d, state=State.deferred, at=at + 2,
+                                             code=451,
                                              next_attempt_at=at + 600))
             else:
-                results.append(AttemptResult(d, State.delivered, at + 2, code=250,
+                results.append(AttemptResult(delivery_id=d, state=State.delivered, at=at + 2,
+                                             code=250,
                                              remote_host="mx.test", tls="TLSv1.3",
                                              duration=0.2))
         await store.record_attempts(results)
@@ -184,7 +187,7 @@ async def _populate_async(store: Any, now: float) -> int:
                 b"From: MAILER-DAEMON\r\nSubject: failure\r\n\r\nmailbox full", "",
                 "x@bounce.test", at + 100))
             await store.record_bounce(bounce_id, [BounceEvent(
-                ids[0], EventKind.bounce, at + 100, bounce_id=bounce_id,
+                delivery_id=ids[0], kind=EventKind.bounce, at=at + 100, bounce_id=bounce_id,
                 reason="mailboxfull" if n % 8 else "filtered", status="5.2.2",
                 text="552 mailbox full", rule="dsn")], "bounce", "verp", "{}")
             last_bounced = ids[0]

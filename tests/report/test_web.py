@@ -120,7 +120,8 @@ class PagesTests(SynchronousTestCase):
         bounce_id = run(self.f.store.store_bounce(ReturnedMessage(
             b"forged", "", "postmaster@bounce.test", T0 + 100)))
         run(self.f.store.record_bounce(bounce_id, [BounceEvent(
-            ok, EventKind.bounce, T0 + 100, bounce_id=bounce_id, reason="userunknown",
+            delivery_id=ok, kind=EventKind.bounce, at=T0 + 100, bounce_id=bounce_id,
+            reason="userunknown",
             correlation="recipient")], "bounce", "recipient", "{}"))
         code, page = self.get(f"/delivery/{ok}")
         self.assertIn("recipient \u2014 recorded, not applied: unverified correlation", page)

@@ -51,8 +51,8 @@ class WhyTests(SynchronousTestCase):
         bounce_id = run(self.f.store.store_bounce(ReturnedMessage(
             DSN, "", "verp@bounce.test", T0 + 100)))
         run(self.f.store.record_bounce(bounce_id, [BounceEvent(
-            self.delivery, EventKind.bounce, T0 + 100, bounce_id=bounce_id, reason="blocked",
-            correlation="verp")], "bounce", "verp", analysis))
+            delivery_id=self.delivery, kind=EventKind.bounce, at=T0 + 100, bounce_id=bounce_id,
+            reason="blocked", correlation="verp")], "bounce", "verp", analysis))
         return int(bounce_id)
 
     def page(self) -> str:

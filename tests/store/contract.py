@@ -94,7 +94,8 @@ class StoreContractMixin:
     async def deliver(self, delivery_id: int, at: float = T0 + 10) -> None:
         """Record a successful attempt."""
         await self.store.record_attempts(
-            [AttemptResult(delivery_id, State.delivered, at, code=250, text="ok")])
+            [AttemptResult(delivery_id=delivery_id, state=State.delivered, at=at, code=250,
+                           text="ok")])
 
     # -- interface and schema -----------------------------------------------
 
@@ -265,7 +266,8 @@ class StoreContractMixin:
         retry = (await self.enqueue_one("retry@x.test", now=T0)).recipients[0].delivery_id
         await self.store.claim_due(T0, "n1", 60, 10)
         await self.store.record_attempts([AttemptResult(
-            retry, State.deferred, T0 + 1, code=451, next_attempt_at=T0 + 5, owner="n1")])
+            delivery_id=retry, state=State.deferred, at=T0 + 1, code=451, next_attempt_at=T0 + 5,
+            owner="n1")])
         late = (await self.enqueue_one("late@x.test", now=T0 + 20)).recipients[0].delivery_id
         early = (await self.enqueue_one("early@x.test", now=T0 + 10)).recipients[0].delivery_id
         claimed = await self.store.claim_due(T0 + 30, "n1", 60, 10)
@@ -328,7 +330,8 @@ class StoreContractMixin:
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
         await self.store.claim_due(T0, "n1", 60, 10)
         [event_id] = await self.store.record_attempts([AttemptResult(
-            delivery_id, State.delivered, T0 + 3, code=250, status="2.0.0", text="queued as X",
+            delivery_id=delivery_id, state=State.delivered, at=T0 + 3, code=250, status="2.0.0",
+            text="queued as X",
             remote_host="mx.example.com", remote_ip="192.0.2.1", tls="TLSv1.3", duration=0.2,
             owner="n1")])
         d = await self.store.get_delivery(delivery_id)
@@ -348,7 +351,8 @@ class StoreContractMixin:
         for n in range(1, 3):
             [c] = await self.store.claim_due(T0 + 100 * n, "n1", 60, 10)
             await self.store.record_attempts([AttemptResult(
-                delivery_id, State.deferred, T0 + 100 * n + 1, code=451, status="4.7.1",
+                delivery_id=delivery_id, state=State.deferred, at=T0 + 100 * n + 1, code=451,
+                status="4.7.1",
                 reason="blocked", next_attempt_at=T0 + 100 * (n + 1), owner="n1")])
             d = await self.store.get_delivery(delivery_id)
             self.assertEqual((d.state, d.attempts, d.next_attempt_at, d.reason, d.lease_owner),
@@ -359,7 +363,8 @@ class StoreContractMixin:
         """A recipient-side hard failure moves to failed and suppresses the address."""
         delivery_id = (await self.enqueue_one("Nobody@Example.com")).recipients[0].delivery_id
         [event_id] = await self.store.record_attempts([AttemptResult(
-            delivery_id, State.failed, T0 + 1, code=550, status="5.1.1", reason="userunknown",
+            delivery_id=delivery_id, state=State.failed, at=T0 + 1, code=550, status="5.1.1",
+            reason="userunknown",
             hard=True, suppress=True, rule="smtp-5.1.1")])
         d = await self.store.get_delivery(delivery_id)
         self.assertEqual((d.state, d.reason, d.hard, d.next_attempt_at),
@@ -372,7 +377,8 @@ class StoreContractMixin:
         """Running out of retries gives state expired, an expired event, and no suppression."""
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
         await self.store.record_attempts([AttemptResult(
-            delivery_id, State.expired, T0 + 1, reason="expired", source=Source.local)])
+            delivery_id=delivery_id, state=State.expired, at=T0 + 1, reason="expired",
+            source=Source.local)])
         d = await self.store.get_delivery(delivery_id)
         self.assertEqual(d.state, State.expired)
         self.assertEqual((await self.store.events(delivery_id))[-1].kind, EventKind.expired)
@@ -382,7 +388,8 @@ class StoreContractMixin:
         """An attempt cannot end in queued or bounced: ValueError, nothing recorded."""
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
         with self.assertRaises(ValueError):
-            await self.store.record_attempts([AttemptResult(delivery_id, State.bounced, T0)])
+            await self.store.record_attempts([AttemptResult(delivery_id=delivery_id,
+                                                            state=State.bounced, at=T0)])
         self.assertEqual(len(await self.store.events(delivery_id)), 1)
 
     async def test_late_result_after_lost_lease(self) -> None:
@@ -391,12 +398,13 @@ class StoreContractMixin:
         await self.store.claim_due(T0, "n1", 60, 10)
         await self.store.claim_due(T0 + 61, "n2", 60, 10)
         ids = await self.store.record_attempts([AttemptResult(
-            delivery_id, State.delivered, T0 + 62, code=250, owner="n1")])
+            delivery_id=delivery_id, state=State.delivered, at=T0 + 62, code=250, owner="n1")])
         self.assertEqual(len(ids), 1)
         d = await self.store.get_delivery(delivery_id)
         self.assertEqual((d.state, d.attempts, d.lease_owner), (State.queued, 0, "n2"))
         await self.store.record_attempts([AttemptResult(
-            delivery_id, State.deferred, T0 + 63, code=421, next_attempt_at=T0 + 500,
+            delivery_id=delivery_id, state=State.deferred, at=T0 + 63, code=421,
+            next_attempt_at=T0 + 500,
             owner="n2")])
         d = await self.store.get_delivery(delivery_id)
         self.assertEqual((d.state, d.attempts, d.lease_owner), (State.deferred, 1, None))
@@ -420,21 +428,26 @@ class StoreContractMixin:
         self.assertEqual(taken, "n2")
         at = T0 + 70
         await self.store.record_attempts([
-            AttemptResult(ids[0], State.delivered, at, code=250, owner="n1"),  # lost lease
-            AttemptResult(ids[1], State.delivered, at, code=250, status="2.0.0",
+            AttemptResult(delivery_id=ids[0], state=State.delivered, at=at, code=250, owner="n1"),
+                           # lost lease
+            AttemptResult(delivery_id=ids[1], state=State.delivered, at=at, code=250,
+                          status="2.0.0",
                           text="ok", remote_host="mx.x.test", owner="n1"),
-            AttemptResult(ids[2], State.deferred, at, code=451, status="4.7.1",
+            AttemptResult(delivery_id=ids[2], state=State.deferred, at=at, code=451, status="4.7.1",
                           next_attempt_at=T0 + 900, owner="n1"),
-            AttemptResult(ids[3], State.failed, at, code=550, status="5.1.1",
+            AttemptResult(delivery_id=ids[3], state=State.failed, at=at, code=550, status="5.1.1",
                           reason="userunknown", hard=True, suppress=True, owner="n1"),
-            AttemptResult(ids[4], State.failed, at, code=550),  # final already
-            AttemptResult(ids[5], State.deferred, at, code=421, next_attempt_at=T0 + 800,
+            AttemptResult(delivery_id=ids[4], state=State.failed, at=at, code=550),  # final already
+            AttemptResult(delivery_id=ids[5], state=State.deferred, at=at, code=421,
+                          next_attempt_at=T0 + 800,
                           owner="n1"),
-            AttemptResult(ids[6], State.failed, at, code=554, status="5.7.1"),  # no owner
+            AttemptResult(delivery_id=ids[6], state=State.failed, at=at, code=554,
+                          status="5.7.1"),  # no owner
         ])
         await self.store.record_attempts([
-            AttemptResult(ids[5], State.deferred, at, code=421, next_attempt_at=T0 + 850),
-            AttemptResult(ids[5], State.delivered, at + 1, code=250),
+            AttemptResult(delivery_id=ids[5], state=State.deferred, at=at, code=421,
+                          next_attempt_at=T0 + 850),
+            AttemptResult(delivery_id=ids[5], state=State.delivered, at=at + 1, code=250),
         ])
         got = [await self.store.get_delivery(i) for i in ids]
         self.assertEqual([(d.state, d.attempts) for d in got], [
@@ -459,7 +472,8 @@ class StoreContractMixin:
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
         await self.deliver(delivery_id)
         await self.store.record_attempts([AttemptResult(
-            delivery_id, State.failed, T0 + 20, code=550, reason="userunknown")])
+            delivery_id=delivery_id, state=State.failed, at=T0 + 20, code=550,
+            reason="userunknown")])
         d = await self.store.get_delivery(delivery_id)
         self.assertEqual((d.state, d.attempts, d.code), (State.delivered, 1, 250))
         self.assertEqual(len(await self.store.events(delivery_id)), 3)
@@ -468,8 +482,8 @@ class StoreContractMixin:
         """Results for unknown delivery ids are ignored, the others recorded."""
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
         ids = await self.store.record_attempts([
-            AttemptResult(delivery_id + 1000, State.delivered, T0 + 1),
-            AttemptResult(delivery_id, State.delivered, T0 + 1)])
+            AttemptResult(delivery_id=delivery_id + 1000, state=State.delivered, at=T0 + 1),
+            AttemptResult(delivery_id=delivery_id, state=State.delivered, at=T0 + 1)])
         self.assertEqual(len(ids), 1)
         self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.delivered)
 
@@ -479,11 +493,12 @@ class StoreContractMixin:
         result's values; a delivery twice in the batch gets both events."""
         ids = [(await self.enqueue_one(f"r{i}@many.test")).recipients[0].delivery_id
                for i in range(60)]
-        results = [AttemptResult(d, State.deferred, T0 + 1, code=400 + i % 10,
+        results = [AttemptResult(delivery_id=d, state=State.deferred, at=T0 + 1, code=400 + i % 10,
                                  text=f"try {i}", next_attempt_at=T0 + 100)
                    for i, d in enumerate(ids)]
-        results.insert(7, AttemptResult(ids[0] + 100000, State.delivered, T0 + 1))
-        results.append(AttemptResult(ids[3], State.delivered, T0 + 2, code=250,
+        results.insert(7, AttemptResult(delivery_id=ids[0] + 100000, state=State.delivered,
+                                        at=T0 + 1))
+        results.append(AttemptResult(delivery_id=ids[3], state=State.delivered, at=T0 + 2, code=250,
                                      text="second"))
         event_ids = await self.store.record_attempts(results)
         known = [r for r in results if r.delivery_id != ids[0] + 100000]
@@ -503,7 +518,8 @@ class StoreContractMixin:
             rows.append((await self.enqueue_one(rcpt)).recipients[0].delivery_id)
         queued = (await self.enqueue_one("d@two.test")).recipients[0].delivery_id
         await self.store.record_attempts([
-            AttemptResult(i, State.deferred, T0 + 1, next_attempt_at=T0 + 1000) for i in rows])
+            AttemptResult(delivery_id=i, state=State.deferred, at=T0 + 1,
+                          next_attempt_at=T0 + 1000) for i in rows])
         self.assertEqual(await self.store.retry_now(T0 + 5, domain="TWO.test"), 2)
         self.assertEqual((await self.store.get_delivery(rows[1])).next_attempt_at, T0 + 5)
         self.assertEqual((await self.store.get_delivery(rows[0])).next_attempt_at, T0 + 1000)
@@ -526,7 +542,8 @@ class StoreContractMixin:
         fields.setdefault("reason", "userunknown")
         # as the envelope's verified token would have matched it
         fields.setdefault("correlation", "verp")
-        event = BounceEvent(delivery_id, kind, T0 + 60, bounce_id=bounce_id, **fields)
+        event = BounceEvent(delivery_id=delivery_id, kind=kind, at=T0 + 60, bounce_id=bounce_id,
+                            **fields)
         return await self.store.record_bounce(bounce_id, [event], "dsn",
                                               fields["correlation"], "{}")
 
@@ -554,7 +571,7 @@ class StoreContractMixin:
         """A permanent bounce for a deferred row moves it to bounced and stops retries."""
         delivery_id = (await self.enqueue_one()).recipients[0].delivery_id
         await self.store.record_attempts([AttemptResult(
-            delivery_id, State.deferred, T0 + 1, next_attempt_at=T0 + 100)])
+            delivery_id=delivery_id, state=State.deferred, at=T0 + 1, next_attempt_at=T0 + 100)])
         await self.bounce(delivery_id)
         d = await self.store.get_delivery(delivery_id)
         self.assertEqual((d.state, d.next_attempt_at), (State.bounced, None))
@@ -602,7 +619,8 @@ class StoreContractMixin:
         """A complaint for a failed delivery is an event only: that mail never arrived."""
         delivery_id = (await self.enqueue_one("f@x.test")).recipients[0].delivery_id
         await self.store.record_attempts([AttemptResult(
-            delivery_id, State.failed, T0 + 10, code=550, text="no", reason="filtered")])
+            delivery_id=delivery_id, state=State.failed, at=T0 + 10, code=550, text="no",
+            reason="filtered")])
         await self.bounce(delivery_id, EventKind.complaint, reason="feedback",
                           feedback_type="abuse", source=Source.arf)
         d = await self.store.get_delivery(delivery_id)
@@ -640,7 +658,8 @@ class StoreContractMixin:
         await self.deliver(delivered)
         deferred = (await self.enqueue_one("e@weak.test")).recipients[0].delivery_id
         await self.store.record_attempts([AttemptResult(
-            deferred, State.deferred, T0 + 1, code=451, text="later", next_attempt_at=T0 + 100)])
+            delivery_id=deferred, state=State.deferred, at=T0 + 1, code=451, text="later",
+            next_attempt_at=T0 + 100)])
         queued = (await self.enqueue_one("q@weak.test")).recipients[0].delivery_id
         before = {i: await self.store.get_delivery(i) for i in (delivered, deferred, queued)}
         for key in (None, "recipient", "orcpt", "message-id", "sibling", "message-token", "x"):
@@ -725,7 +744,8 @@ class StoreContractMixin:
             b"raw %d" % i, "", "b@bounce.test", T0 + i, delivery_id=d)) for i in range(5)]
         analyzed, failed, pending, recent, second = ids
         [event_id] = await self.store.record_bounce(analyzed, [BounceEvent(
-            d, EventKind.bounce, T0 + 60, bounce_id=analyzed, correlation="verp",
+            delivery_id=d, kind=EventKind.bounce, at=T0 + 60, bounce_id=analyzed,
+            correlation="verp",
             reason="userunknown")], "bounce", "verp", '{"kept": true}')
         await self.store.mark_bounce_failed(failed, "gave up")
         await self.store.record_bounce(recent, [], "other", None, "{}")
@@ -748,7 +768,8 @@ class StoreContractMixin:
         """A bounce event for an unknown delivery is skipped; the message is analyzed."""
         bounce_id = await self.store.store_bounce(ReturnedMessage(b"r", "", "b@x", T0))
         ids = await self.store.record_bounce(
-            bounce_id, [BounceEvent(99999, EventKind.bounce, T0)], "dsn", None, "{}")
+            bounce_id, [BounceEvent(delivery_id=99999, kind=EventKind.bounce, at=T0)], "dsn",
+                                    None, "{}")
         self.assertEqual(ids, [])
         self.assertEqual((await self.store.load_bounce(bounce_id)).status, "analyzed")
 
@@ -844,16 +865,19 @@ class StoreContractMixin:
             b"r%d" % i, "", "b@bounce.test", T0 + 50 + i)) for i in range(3)]
         records = [
             BounceRecord(bounce_ids[0], [BounceEvent(
-                a, EventKind.bounce, T0 + 60, reason="userunknown", hard=True, suppress=True,
+                delivery_id=a, kind=EventKind.bounce, at=T0 + 60, reason="userunknown", hard=True,
+                suppress=True,
                 bounce_id=bounce_ids[0], idem_key="ka", correlation="verp")], "bounce", "verp",
                 '{"n": 0}'),
             BounceRecord(bounce_ids[1], [BounceEvent(
-                b, EventKind.complaint, T0 + 61, reason="feedback", suppress=True,
+                delivery_id=b, kind=EventKind.complaint, at=T0 + 61, reason="feedback",
+                suppress=True,
                 bounce_id=bounce_ids[1], idem_key="kb", correlation="header-token")],
                 "feedback", "header-token", '{"n": 1}'),
             # the same event as the first record: skipped by its idem_key
             BounceRecord(bounce_ids[2], [BounceEvent(
-                a, EventKind.bounce, T0 + 62, reason="userunknown", bounce_id=bounce_ids[2],
+                delivery_id=a, kind=EventKind.bounce, at=T0 + 62, reason="userunknown",
+                bounce_id=bounce_ids[2],
                 idem_key="ka", correlation="verp")], "bounce", "verp", '{"n": 2}'),
         ]
         ids = await self.store.record_bounces(records)
@@ -879,7 +903,7 @@ class StoreContractMixin:
                    f"({sql.placeholders(len(sql.EVENT_INSERT_COLUMNS))})")
         await self.assertUnavailable(self.store.record_bounces([
             BounceRecord(first, [], "other", None, "{}"),
-            BounceRecord(second, [BounceEvent(a, EventKind.bounce, T0 + 60,
+            BounceRecord(second, [BounceEvent(delivery_id=a, kind=EventKind.bounce, at=T0 + 60,
                                               correlation="verp")], "bounce", "verp", "{}"),
         ]))
         self.patch(sql, "INSERT_EVENT_IDEMPOTENT", _original_insert_event_idempotent)
@@ -946,11 +970,14 @@ class StoreContractMixin:
         a, b, c = [x.delivery_id for x in r1.recipients]
         d, e = [x.delivery_id for x in r2.recipients]
         await self.store.record_attempts([
-            AttemptResult(a, State.delivered, T0 + 1, code=250),
-            AttemptResult(b, State.failed, T0 + 1, code=550, reason="userunknown"),
-            AttemptResult(c, State.delivered, T0 + 1, code=250),
-            AttemptResult(d, State.deferred, T0 + 3601, code=451, next_attempt_at=T0 + 4000),
-            AttemptResult(e, State.deferred, T0 + 3601, code=421, next_attempt_at=T0 + 5000),
+            AttemptResult(delivery_id=a, state=State.delivered, at=T0 + 1, code=250),
+            AttemptResult(delivery_id=b, state=State.failed, at=T0 + 1, code=550,
+                          reason="userunknown"),
+            AttemptResult(delivery_id=c, state=State.delivered, at=T0 + 1, code=250),
+            AttemptResult(delivery_id=d, state=State.deferred, at=T0 + 3601, code=451,
+                          next_attempt_at=T0 + 4000),
+            AttemptResult(delivery_id=e, state=State.deferred, at=T0 + 3601, code=421,
+                          next_attempt_at=T0 + 5000),
         ])
         await self.bounce(c, reason="userunknown")
         return r1, r2
@@ -1072,10 +1099,11 @@ class StoreContractMixin:
         await self.enqueue_one("late@x.test", now=T0 + 100)
         a, b, c, d, _ = [x.delivery_id for x in r.recipients]
         await self.store.record_attempts([
-            AttemptResult(a, State.delivered, T0 + 1, code=250),
-            AttemptResult(b, State.failed, T0 + 1, code=550, reason="userunknown", hard=True),
-            AttemptResult(c, State.delivered, T0 + 1, code=250),
-            AttemptResult(d, State.delivered, T0 + 1, code=250)])
+            AttemptResult(delivery_id=a, state=State.delivered, at=T0 + 1, code=250),
+            AttemptResult(delivery_id=b, state=State.failed, at=T0 + 1, code=550,
+                          reason="userunknown", hard=True),
+            AttemptResult(delivery_id=c, state=State.delivered, at=T0 + 1, code=250),
+            AttemptResult(delivery_id=d, state=State.delivered, at=T0 + 1, code=250)])
         await self.bounce(c, reason="mailboxfull")
         await self.bounce(d, EventKind.complaint, reason="feedback")
         s = await self.store.summary(since=T0, until=T0 + 50)
@@ -1092,7 +1120,8 @@ class StoreContractMixin:
         self.assertEqual(await self.store.queue_depth(), {"queued": 0, "deferred": 0})
         r = await self.enqueue_one("a@x.test", "b@x.test", "c@x.test")
         await self.store.record_attempts([AttemptResult(
-            r.recipients[0].delivery_id, State.deferred, T0 + 1, next_attempt_at=T0 + 9)])
+            delivery_id=r.recipients[0].delivery_id, state=State.deferred, at=T0 + 1,
+            next_attempt_at=T0 + 9)])
         self.assertEqual(await self.store.queue_depth(), {"queued": 2, "deferred": 1})
 
     # -- suppression --------------------------------------------------------
@@ -1125,7 +1154,7 @@ class StoreContractMixin:
         await self.assertUnavailable(self.store.enqueue(message(), T0))
         await self.assertUnavailable(self.store.claim_due(T0, "n1", 60, 10))
         await self.assertUnavailable(self.store.record_attempts(
-            [AttemptResult(1, State.delivered, T0)]))
+            [AttemptResult(delivery_id=1, state=State.delivered, at=T0)]))
 
     async def test_open_unreachable(self) -> None:
         """open() on unreachable storage raises StoreUnavailable naming the URL."""

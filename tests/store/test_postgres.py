@@ -181,7 +181,7 @@ class PostgresNodesTests(PostgresMixin, TestCase):
         # Writes work again, on both nodes.
         await self.node1.enqueue(message(), T0)
         await self.node2.record_attempts([AttemptResult(
-            outcomes[0].delivery_id, State.delivered, T0 + 1, code=250)])
+            delivery_id=outcomes[0].delivery_id, state=State.delivered, at=T0 + 1, code=250)])
         self.assertEqual(len(await self.node2.outcomes(state="delivered")), 1)
 
     async def test_kill_during_enqueue(self) -> None:
