@@ -969,7 +969,12 @@ class ReplyClassifier:
             if rule is not None:
                 reason = rule.reason
                 decided_by = rule.id
-            if dtype == "x-unix" and (rule is None or rule.text is None) and is_catch_all(s):
+            if dtype == "x-unix" and is_catch_all(s) and (
+                    rule is None or rule.text is None or rule.reason == "systemerror"):
+                # (a system error said by an x-unix diagnostic is the local program's
+                # own failure: Postfix words its exit status from sysexits.h,
+                # "internal software error" for EX_SOFTWARE, "local configuration
+                # error" for EX_CONFIG; the program is the mailer that failed)
                 # docs step 4: a local delivery program answered, and neither its words
                 # nor a specific status name a cause: the mailer failed
                 if rule is not None:
