@@ -6,6 +6,9 @@ set -eu
 dir=${1:?usage: unpack-exim.sh DIR}
 mkdir -p "$dir/debs" "$dir/root"
 cd "$dir/debs"
-apt-get download -q exim4-daemon-light exim4-base libidn12 >/dev/null
+# (the package lists may not be there yet on a fresh machine)
+apt-get download -q exim4-daemon-light exim4-base libidn12 >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null && apt-get download -q exim4-daemon-light exim4-base libidn12 >/dev/null
+}
 for deb in *.deb; do dpkg-deb -x "$deb" "$dir/root"; done
 echo "HURRICANE_EXIM=$dir/root/usr/sbin/exim4"
