@@ -177,6 +177,22 @@ def _addr(value: str | None) -> str:
     return m.group(0).lower().rstrip(".") if m else ""
 
 
+# A DSN field that is one address with a quoted local part (RFC 5321 4.1.2:
+# Quoted-string "@" domain), e.g. '"john doe"@example.com'; the unquoted form of
+# ADDR cannot read it. Anchored and bounded: linear.
+_QUOTED_ADDR = re.compile(r'<?("[^"\\\r\n]{1,62}"@' + _LABEL + r"(?:\." + _LABEL
+                          + r"){1,126})>?$")
+
+
+def _quoted_addr(value: str) -> str:
+    """The address of a DSN field value when its local part is quoted, lower-cased, or ''."""
+    v = value.strip()
+    if not v.startswith(('"', '<"')):
+        return ""
+    m = _QUOTED_ADDR.match(v)
+    return m.group(1).lower() if m else ""
+
+
 def _strip_type(value: str) -> str:
     """'rfc822; a@b' -> 'a@b'; 'smtp; 550 ...' -> '550 ...'."""
     i = value.find(";")
@@ -594,7 +610,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
             orig = _strip_type(d.get("original-recipient", ""))
-            rcpt = _addr(final) or _addr(d.get("x-actual-recipient", "")) or _addr(orig)
+            rcpt = (_quoted_addr(final) or _addr(final) or _addr(d.get("x-actual-recipient", ""))
+                    or _quoted_addr(orig) or _addr(orig))
             action = (d.get("action", "") or "").strip().lower().split()[0:1]
             act = action[0] if action else "failed"
             if act not in ("failed", "delayed", "delivered", "relayed", "expanded"):
@@ -888,8 +905,9 @@ _CUT_CACHE = threading.local()
 
 
 _NOT_RCPT_CONTEXT = re.compile(
-    r"(?i)(?:generated from|(?:a )?message (?:that you )?sent by|please contact|contact us at|"
-    r"send mail to|for (?:further )?assistance[^<\n]{0,40})[ \t:]*(?:\n[ \t]*){0,2}<?("
+    r"(?i)(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|please contact|"
+    r"contact us at|send mail to|for (?:further )?assistance[^<\n]{0,40})"
+    r"[ \t:]*(?:\n[ \t]*){0,2}<?("
     + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
@@ -922,6 +940,14 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     if ctx.envelope_rcpt:
         excluded.add(ctx.envelope_rcpt)
     excluded.update(ctx.tokens)
+    # the returned original's sender, when the original is quoted inline after the
+    # notification (no message/rfc822 part): the sender of the message we sent is
+    # never its failed recipient
+    tail = _nl(note)
+    for m in _INLINE_SENDER.finditer(tail, len(region), len(region) + 64 * 1024):
+        a = _addr(m.group(1))
+        if a:
+            excluded.add(a)
     # addresses the text names as something other than a failed recipient
     for a in _not_rcpt_context(scan):
         excluded.add(a.rstrip("."))
@@ -1163,6 +1189,7 @@ def _unsubscribe_request(text: str) -> bool:
         return "unsubscribe" in low and _UNSUBSCRIBE_REQUEST_LOW.search(low) is not None
     return _UNSUBSCRIBE_REQUEST.search(text) is not None
 _INLINE_TO = re.compile(r"(?i)\n[ \t>]*To:[ \t]*+([^\n]*)")
+_INLINE_SENDER = re.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t]*+([^\n]*)")
 _QUOTED_DSN = re.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
 _DSN_FIELD = re.compile(r"(?i)\n(?:final|original)-recipient:")
 _QUOTE_PREFIX = re.compile(r"(?m)^>[ \t]?")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tomllib
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,17 +70,52 @@ def extract_codes(text: str) -> tuple[str | None, str | None]:
     return code, status
 
 
+class LazyPattern:
+    """A packaged rule's regex, compiled the first time it is searched.
+
+    Compiling the ~100 packaged regexes costs ~25 ms, which every start of
+    ``hurricane analyze`` paid before reading a file, although the literal
+    prefilter lets only the rules whose words occur run at all: a run over a
+    few files compiles a few of them. The packaged patterns are checked
+    (syntax, linear shape, examples) by the test suite; an operator's rules
+    are compiled at load, so that a bad regex is refused there.
+    """
+
+    __slots__ = ("pattern", "flags", "_compiled")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.pattern = pattern
+        self.flags = flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def compiled(self) -> re.Pattern[str]:
+        """The compiled regex (compiled once)."""
+        c = self._compiled
+        if c is None:
+            c = self._compiled = re.compile(self.pattern, self.flags)
+        return c
+
+    def search(self, string: str, pos: int = 0,
+               endpos: int = sys.maxsize) -> re.Match[str] | None:
+        """``re.Pattern.search``."""
+        return self.compiled().search(string, pos, endpos)
+
+
+#: A rule's regex: compiled (an operator's rules) or compiled on first use (packaged).
+Pattern = re.Pattern[str] | LazyPattern
+
+
 @dataclass(frozen=True)
 class Rule:
     """One classification rule (see rules.toml for the fields)."""
 
     id: str
     reason: str
-    text: re.Pattern[str] | None
+    text: Pattern | None
     status: tuple[str, ...]
     code: tuple[str, ...]
-    unless: re.Pattern[str] | None
-    also: re.Pattern[str] | None
+    unless: Pattern | None
+    also: Pattern | None
     command: tuple[str, ...]
     disposition: str | None
     match: tuple[Any, ...]
@@ -120,7 +155,7 @@ class Rule:
 
 def _compile(patterns: Any, path: str, rid: str, key: str,
              named: dict[str, list[str]] | None = None,
-             check_linear: bool = True) -> re.Pattern[str] | None:
+             check_linear: bool = True) -> Pattern | None:
     if patterns is None:
         return None
     if isinstance(patterns, str):
@@ -138,8 +173,12 @@ def _compile(patterns: Any, path: str, rid: str, key: str,
     patterns = expanded
     if not patterns:
         return None
+    source = "|".join("(?:%s)" % p for p in patterns)
+    if not check_linear:
+        # the packaged rules (checked by the test suite): compiled when first needed
+        return LazyPattern(source)
     try:
-        compiled = re.compile("|".join("(?:%s)" % p for p in patterns))
+        compiled = re.compile(source)
     except re.error as e:
         raise ValueError("%s: rule %r: bad regex in %r: %s" % (path, rid, key, e)) from None
     for p in patterns if check_linear else ():
@@ -492,9 +531,16 @@ def _load_file(path: str, data: bytes | None = None, packaged: bool = False) -> 
         if data is None:
             with open(path, "rb") as fp:
                 data = fp.read()
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except OSError as e:
         raise ValueError("%s: cannot read rules: %s" % (path, e)) from None
+    doc = _packaged_doc(data) if packaged else None
+    if doc is None:
+        # (imported here: the packaged rules come parsed from rules_parsed.json)
+        import tomllib
+        try:
+            doc = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ValueError("%s: cannot read rules: %s" % (path, e)) from None
     rules = []
     named = doc.get("patterns", {})
     if not isinstance(named, dict) or not all(
@@ -571,7 +617,7 @@ _MIN_LITERAL = 3        # shorter literals are too common to be worth a check
 _MAX_EXACT = 32         # cap on the strings of a fully literal sub-pattern
 
 
-def _required_literals(pattern: re.Pattern[str] | None) -> frozenset[str] | None:
+def _required_literals(pattern: Pattern | None) -> frozenset[str] | None:
     """Literals one of which every match of ``pattern`` contains; None if unknown."""
     if pattern is None or _sre_parse is None:
         return None
@@ -746,13 +792,45 @@ def _cut(lits: frozenset[str] | None) -> frozenset[str] | None:
     return None if lits is None else frozenset(w[:_SCAN_PREFIX] for w in lits)
 
 
-def _literals_of(pattern: re.Pattern[str] | None,
+def _literals_of(pattern: Pattern | None,
                  table: dict[str, frozenset[str] | None]) -> frozenset[str] | None:
     if pattern is None:
         return None
     if pattern.pattern in table:
         return table[pattern.pattern]
     return _required_literals(pattern)
+
+
+_PARSED_FILE = "rules_parsed.json"
+
+
+def parsed_table(data: bytes) -> dict[str, Any]:
+    """The packaged rules_parsed.json for rules.toml's bytes: its hash and its parsed form.
+
+    Parsing the TOML (~6 ms, and ~3 ms to import tomllib) was the largest part
+    of loading the packaged rules after their compilation; JSON loads in C.
+    """
+    import hashlib
+    import tomllib
+
+    return {"sha256": hashlib.sha256(data).hexdigest(),
+            "doc": tomllib.loads(data.decode("utf-8"))}
+
+
+def _packaged_doc(data: bytes) -> dict[str, Any] | None:
+    """rules.toml parsed, from rules_parsed.json when that was made from these very bytes
+    (a stale or missing file costs the TOML parse, never a different rule)."""
+    import hashlib
+    import json
+    try:
+        with open(os.path.join(os.path.dirname(__file__), _PARSED_FILE), "rb") as fp:
+            raw = json.loads(fp.read())
+        if raw.get("sha256") != hashlib.sha256(data).hexdigest():
+            return None
+        doc = raw["doc"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 _LITERALS_FILE = "rules_literals.json"
@@ -969,7 +1047,12 @@ class ReplyClassifier:
             if rule is not None:
                 reason = rule.reason
                 decided_by = rule.id
-            if dtype == "x-unix" and (rule is None or rule.text is None) and is_catch_all(s):
+            if dtype == "x-unix" and is_catch_all(s) and (
+                    rule is None or rule.text is None or rule.reason == "systemerror"):
+                # (a system error said by an x-unix diagnostic is the local program's
+                # own failure: Postfix words its exit status from sysexits.h,
+                # "internal software error" for EX_SOFTWARE, "local configuration
+                # error" for EX_CONFIG; the program is the mailer that failed)
                 # docs step 4: a local delivery program answered, and neither its words
                 # nor a specific status name a cause: the mailer failed
                 if rule is not None:
@@ -1025,10 +1108,16 @@ def default_classifier() -> ReplyClassifier:
     return ReplyClassifier.load()
 
 
-if __name__ == "__main__":   # python -m hurricane.bounce.classify: regenerate the literal table
+if __name__ == "__main__":   # python -m hurricane.bounce.classify: regenerate the tables
     import json as _json
+    _here = os.path.dirname(__file__)
+    with open(os.path.join(_here, "rules.toml"), "rb") as _raw:
+        _parsed = parsed_table(_raw.read())
+    with open(os.path.join(_here, _PARSED_FILE), "w") as _fp:
+        _json.dump(_parsed, _fp, indent=0, sort_keys=True, ensure_ascii=False)
+        _fp.write("\n")
     _table = literal_table(ReplyClassifier.load().rules)
-    with open(os.path.join(os.path.dirname(__file__), _LITERALS_FILE), "w") as _fp:
+    with open(os.path.join(_here, _LITERALS_FILE), "w") as _fp:
         _json.dump(_table, _fp, indent=0, sort_keys=True)
         _fp.write("\n")
     print("wrote %d regexes, %d literals to %s" % (len(_table["literals"]), len(_table["words"]),

@@ -10,6 +10,7 @@ reason from an :class:`Evidence` alone.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -87,8 +88,13 @@ _PHRASES = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def find_stage(text: str) -> Stage | None:
     """The SMTP stage a diagnostic or notification text names, or None.
+
+    Remembered for the last texts asked about: one recipient's text is read
+    for its stage by the analyzer and again by the decision (about ten
+    regexes over up to 8 KiB each time).
 
     The last mention wins: a session transcript lists the commands that
     succeeded before the one that failed.

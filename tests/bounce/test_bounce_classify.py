@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -298,6 +299,29 @@ class LiteralTableTests(SynchronousTestCase):
             packaged = json.load(fp)
         self.assertEqual(packaged, classify.literal_table(ReplyClassifier.load().rules),
                          "run: python -m hurricane.bounce.classify")
+
+    def test_parsed_rules_are_current(self) -> None:
+        """rules_parsed.json is rules.toml parsed (else regenerate it); a stale one is not used."""
+        from hurricane.bounce import classify
+        here = os.path.dirname(classify.__file__)
+        with open(os.path.join(here, "rules.toml"), "rb") as fp:
+            data = fp.read()
+        with open(os.path.join(here, "rules_parsed.json")) as fp:
+            packaged = json.load(fp)
+        self.assertEqual(packaged, classify.parsed_table(data),
+                         "run: python -m hurricane.bounce.classify")
+        self.assertIsNotNone(classify._packaged_doc(data))
+        self.assertIsNone(classify._packaged_doc(data + b"\n# edited\n"))
+
+    def test_packaged_patterns_compile_lazily(self) -> None:
+        """The packaged rules load uncompiled; each compiles (and is valid) when searched."""
+        from hurricane.bounce.classify import LazyPattern
+        clf = ReplyClassifier.load()
+        pats = [p for r in clf.rules for p in (r.text, r.also, r.unless) if p is not None]
+        self.assertTrue(pats and all(isinstance(p, LazyPattern) for p in pats))
+        self.assertTrue(all(p._compiled is None for p in pats))  # type: ignore[union-attr]
+        for p in pats:
+            self.assertIsInstance(p.search("x"), (type(None), re.Match))
 
     def test_stale_table_gives_the_same_answers(self) -> None:
         """Without the table (or with a wrong one) every answer stays the same."""

@@ -23,7 +23,7 @@ from tests.peers import require_corpus, require_corpus2
 THRESHOLDS = {
     "recipients_exact": 0.987,
     "status~real": 0.987,
-    "reason": 0.965,
+    "reason": 0.963,
     "category": 0.995,
     "hard": 0.988,
 }

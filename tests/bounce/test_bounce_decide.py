@@ -82,9 +82,25 @@ PAIRS: list[tuple[str, Row, Row]] = [
      ("421", None, "421 4.7.0 too many connections from your host", "conn", None,
       "toomanyconn"),
      ("451", None, "451 4.7.1 you are sending too fast, slow down", "rcpt", None, "speeding")),
-    ("blocked / networkerror",
-     (None, None, "Deferred: Connection refused by mx.example.org", None, None, "blocked"),
-     (None, None, "No route to host", None, None, "networkerror")),
+    ("blocked / networkerror (an SMTP refusal vs a TCP connection refused)",
+     ("554", None, "554 Connection refused", "conn", None, "blocked"),
+     (None, None, "Deferred: Connection refused by mx.example.org", None, None,
+      "networkerror")),
+    ("expired / networkerror (a TCP refusal under a temporary status: the reporter gave up)",
+     (None, "4.4.1", "connect to 127.0.0.1[127.0.0.1]:51195: Connection refused", "conn",
+      "x-postfix", "expired"),
+     (None, None, "connect to mx.example.org[192.0.2.1]:25: Connection refused", "conn",
+      None, "networkerror")),
+    ("hostunknown / userunknown (Exim's Unrouteable address: in a report vs at RCPT)",
+     (None, "5.0.0", "someone@nxdomain.example.org\n    Unrouteable address", None, None,
+      "hostunknown"),
+     ("550", None, "SMTP error from remote mail server after RCPT TO:<a@b.example>: "
+      "550 Unrouteable address", None, None, "userunknown")),
+    ("mesgtoobig / mailboxfull (Postfix's client: the server's SIZE limit)",
+     (None, "5.3.4", "<a@b.example>: message size 2741 exceeds size limit 1024 of server "
+      "mx.b.example[192.0.2.1]", None, "x-postfix", "mesgtoobig"),
+     (None, "5.2.2", "<a@b.example>: mailbox size exceeds size limit", None, None,
+      "mailboxfull")),
     ("mailererror / userunknown (x-unix)",
      (None, "5.0.0", "procmail: Error while writing to /var/mail/x", None, "x-unix",
       "mailererror"),
@@ -98,6 +114,11 @@ X_UNIX: list[Row] = [
     (None, "5.7.1", "message rejected as spam", None, "x-unix", "spamdetected"),
     (None, "4.3.0", "temporary failure", None, "x-unix", "mailererror"),
     (None, "5.3.0", "Disk quota exceeded", None, "x-unix", "mailboxfull"),
+    # Postfix words a program's exit status from sysexits.h (EX_SOFTWARE, EX_CONFIG):
+    # the program failed, whatever the words say of "software" or "configuration"
+    (None, "5.3.0", "internal software error", None, "x-unix", "mailererror"),
+    (None, "5.3.5", "local configuration error", None, "x-unix", "systemerror"),
+    (None, "5.3.0", "local configuration error", None, "x-unix", "mailererror"),
 ]
 
 #: docs step 5: stage defaults only settle what the words cannot.
