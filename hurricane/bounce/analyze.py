@@ -887,10 +887,19 @@ def _cut_original(note: str) -> str:
 _CUT_CACHE = threading.local()
 
 
+# After "for assistance" the address may follow within 40 characters of the
+# line, or after any run of blanks: either a window of up to 39 characters
+# (shortest first: the first address), or exactly 40 and then the blanks. One
+# window of variable length next to a run of blanks (as before issue 23's
+# second review) read the run again for each length, ~41 times a character.
+# The blank runs are possessive (an address never starts with a blank), and
+# the look-behind keeps the window from ending inside an address's local
+# part ("contact bob@x" gave "b@x").
 _NOT_RCPT_CONTEXT = re.compile(
-    r"(?i)(?:generated from|(?:a )?message (?:that you )?sent by|please contact|contact us at|"
-    r"send mail to|for (?:further )?assistance[^<\n]{0,40})[ \t:]*(?:\n[ \t]*){0,2}<?("
-    + ADDR + r")")
+    r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?sent by|please contact|"
+    r"contact us at|send mail to)[ \t:]*+"
+    r"|for (?:further )?assistance(?:[^<\n]{0,39}?|[^<\n]{40}[ \t:]*+))"
+    r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?<?(?<!" + _LOCAL + r")(" + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
 _NOT_RCPT_CONTEXT_LOW = re.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])

@@ -326,6 +326,12 @@ def token_header_spaces(size: int) -> bytes:
     return _plain(b"X-Hurricane-Token: a@b" + _fill(b" ", _size_of_part(size)) + b"x")
 
 
+def assistance_blanks(size: int) -> bytes:
+    """"For assistance" and a line of blanks (issue 23's second review: a window of up
+    to 40 characters next to a run of blanks read the run 41 times, 0.45 s at 262 KB)."""
+    return _plain(b"For assistance" + _fill(b" ", _size_of_part(size)) + b"\r\n")
+
+
 def message_id_lines(size: int) -> bytes:
     """Many "Message-ID:" lines with long values."""
     return _plain(_fill(b"\r\n> Message-ID: <" + b"a" * 300, _size_of_part(size)))
@@ -605,6 +611,7 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "same-address": same_address,
     "token-spaces": token_header_spaces,
     "message-id-lines": message_id_lines,
+    "assistance-blanks": assistance_blanks,
     "deep-multipart": deep_multipart,
     "deep-rfc822": deep_rfc822,
     "deep-base64-rfc822": deep_base64_rfc822,
