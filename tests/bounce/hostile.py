@@ -364,6 +364,23 @@ def deep_base64_rfc822(size: int) -> bytes:
     return HEAD + inner
 
 
+def nested_qp_rfc822(size: int) -> bytes:
+    """Five chains of 49 message/rfc822 parts, each quoted-printable inside the last.
+
+    Decoding plain text as quoted-printable gives back the same bytes, so each
+    level is a fresh copy of everything below it (issue 23's second review:
+    5 MB held 275 MiB before decoded bodies were budgeted).
+    """
+    level = (b"Content-Type: message/rfc822\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+    fill = max(78, (_size_of_part(size) - 5 * 49 * len(level)) // 5)
+    chain = (level * 49 + b"Content-Type: text/plain\r\n\r\n"
+             + _fill(b"x" * 76 + b"\r\n", fill))
+    return (HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\n" + NOTE
+            + b"".join(b"\r\n--b\r\n" + chain for _ in range(5)) + b"\r\n--b--\r\n")
+
+
 def many_parts(size: int) -> bytes:
     """Many small parts, past the part limit."""
     part = b"--b\r\nContent-Type: text/plain\r\n\r\n550 x\r\n"
@@ -615,6 +632,7 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "deep-multipart": deep_multipart,
     "deep-rfc822": deep_rfc822,
     "deep-base64-rfc822": deep_base64_rfc822,
+    "nested-qp-rfc822": nested_qp_rfc822,
     "many-parts": many_parts,
     "many-dsn-recipients": many_dsn_recipients,
     "dsn-fields": dsn_fields,
