@@ -12,8 +12,9 @@ submission AUTH, the admin console's passwords):
   are cached under an HMAC of the secret with a per-process key, so a client
   that logs in again (or repeats a wrong secret) costs no hashing.
 - :class:`PasswordBook` checks ``name -> pbkdf2 hash``. An unknown name is
-  verified against a dummy hash of the same cost, so timing does not tell
-  which names exist.
+  verified against a dummy hash of the same cost, and answers are cached per
+  user name, known or not, so neither timing nor the cache tells which names
+  exist.
 - :class:`TokenBook` checks API tokens: a ``sha256$`` token is found by its
   digest in a dict on the calling thread (microseconds); tokens hashed with
   pbkdf2 by earlier versions are still accepted, verified in the pool.
@@ -138,24 +139,28 @@ class SecretVerifier:
         self.verifications = 0
         self.refused_busy = 0
 
-    def _cache_key(self, secret: str, hashes: Sequence[str]) -> bytes:
-        # JSON keeps the encoding of (hashes, secret) one-to-one.
-        text = json.dumps([list(hashes), secret])
+    def _cache_key(self, secret: str, hashes: Sequence[str], scope: str) -> bytes:
+        # JSON keeps the encoding of (scope, hashes, secret) one-to-one.
+        text = json.dumps([scope, list(hashes), secret])
         return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
-    def match(self, secret: str, hashes: Sequence[str]) -> Deferred[int | None]:
+    def match(self, secret: str, hashes: Sequence[str], *,
+              scope: str = "") -> Deferred[int | None]:
         """Which of ``hashes`` ``secret`` matches.
 
         Args:
             secret: the password or token presented.
             hashes: pbkdf2 hashes to try, in order.
+            scope: what else the answer is remembered under (the user name):
+                the same secret and hashes in another scope are verified
+                again.
 
         Returns:
             A Deferred firing with the index of the first matching hash, or
             None; it fails with :class:`VerifierBusy` when these hashes would
             bring the waiting ones over ``max_pending``.
         """
-        key = self._cache_key(secret, hashes)
+        key = self._cache_key(secret, hashes, scope)
         if key in self._matched:
             self._matched.move_to_end(key)
             return defer.succeed(self._matched[key])
@@ -220,13 +225,19 @@ class PasswordBook:
         """True when ``password`` is ``name``'s.
 
         An unknown name costs one pbkdf2 of the usual cost, like a known one.
+        The answer is remembered for this name only: every unknown name
+        shares the dummy hash, so remembered by (hash, password) alone, one
+        wrong password for an unknown name would answer every other unknown
+        name with that password at once, while a real name costs a hash (a
+        user-name oracle, issue 23's second review).
 
         Returns:
             A Deferred firing with the answer (or failing with :class:`VerifierBusy`).
         """
         encoded = self._hashes.get(name)
         known = encoded is not None
-        d = self.verifier.match(password, (encoded if encoded is not None else self._dummy,))
+        d = self.verifier.match(password, (encoded if encoded is not None else self._dummy,),
+                                scope="user:" + name)
         return d.addCallback(lambda index: known and index == 0)
 
 
