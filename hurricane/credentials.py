@@ -200,6 +200,18 @@ class SecretVerifier:
 
         return d.addCallbacks(done, failed)
 
+    def remembered(self, secret: str, hashes: Sequence[str], *, scope: str = "") -> int | None:
+        """The index a remembered success of ``secret`` matched, or None; never hashes.
+
+        For callers that must not start pbkdf2 work (an address blocked after
+        failures) but may still let in a secret already proven right.
+        """
+        key = self._cache_key(secret, hashes, scope)
+        index = self._matched.get(key)
+        if index is not None:
+            self._matched.move_to_end(key)
+        return index
+
 
 class PasswordBook:
     """User names and their pbkdf2 hashes.
@@ -240,6 +252,12 @@ class PasswordBook:
                                 scope="user:" + name)
         return d.addCallback(lambda index: known and index == 0)
 
+    def remembered(self, name: str, password: str) -> bool:
+        """True when ``password`` was already verified as ``name``'s; never hashes."""
+        encoded = self._hashes.get(name)
+        return encoded is not None and self.verifier.remembered(
+            password, (encoded,), scope="user:" + name) == 0
+
 
 class TokenBook:
     """API tokens: ``sha256$`` digests looked up directly, older pbkdf2 ones in the pool.
@@ -276,17 +294,32 @@ class TokenBook:
             A Deferred firing with the name (at once for ``sha256$`` tokens),
             or failing with :class:`VerifierBusy`.
         """
+        name = self._by_sha256(token)
+        if name is not None:
+            return defer.succeed(name)
+        if not self._legacy:
+            return defer.succeed(None)
+        d = self.verifier.match(token, [encoded for _, encoded in self._legacy])
+        return d.addCallback(lambda index: None if index is None else self._legacy[index][0])
+
+    def _by_sha256(self, token: str) -> str | None:
         digest = token_digest(token)
         # The dict lookup compares the digest of the guess, whose timing says
         # nothing usable about a token (that would take a SHA-256 preimage);
         # the final equality is constant-time all the same.
         entry = self._by_digest.get(digest)
         if entry is not None and hmac.compare_digest(entry[1], digest):
-            return defer.succeed(entry[0])
-        if not self._legacy:
-            return defer.succeed(None)
-        d = self.verifier.match(token, [encoded for _, encoded in self._legacy])
-        return d.addCallback(lambda index: None if index is None else self._legacy[index][0])
+            return entry[0]
+        return None
+
+    def remembered(self, token: str) -> str | None:
+        """The token's name when it costs no pbkdf2 to know: a ``sha256$`` token
+        (one digest), or an older pbkdf2 token already verified. None otherwise."""
+        name = self._by_sha256(token)
+        if name is not None or not self._legacy:
+            return name
+        index = self.verifier.remembered(token, [encoded for _, encoded in self._legacy])
+        return None if index is None else self._legacy[index][0]
 
 
 def address_key(host: str) -> str:
