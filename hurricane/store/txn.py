@@ -27,6 +27,7 @@ from hurricane.decisions import decide_bounce
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
+    CorrelationKey,
     DeferredDomain,
     Delivery,
     DomainStats,
@@ -49,7 +50,8 @@ from hurricane.model import (
 from hurricane.store import sql
 from hurricane.store.sql import Dialect
 
-__all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync"]
+__all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync",
+           "recorded_idem_key"]
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -675,6 +677,22 @@ async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
     return (await _load_bounces(txn, [bounce_id])).get(bounce_id)
 
 
+def recorded_idem_key(event: BounceEvent) -> str | None:
+    """The key an event is recorded once under, per delivery, in every engine.
+
+    An event matched by a weak key changes nothing; one matched by a verified
+    key may. Were both recorded under one key, whichever came first would make
+    the other a no-op, so a copy of a report sent to postmaster (or a forgery
+    with the same bytes) recorded first would silently cancel the real,
+    verified one (issue 23's second review). Unverified events get a key of
+    their own; verified ones keep the key as given, so a replay of a message
+    recorded before this change still counts once.
+    """
+    if event.idem_key is None or CorrelationKey.is_verified(event.correlation):
+        return event.idem_key
+    return event.idem_key + "/unverified"
+
+
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
                             category: str, correlation: str | None, analysis: str) -> list[int]:
     """Record the analysis of a returned message; see IOutcomeStore.record_bounce."""
@@ -696,7 +714,7 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
             ev.delivery_id, kind.value, ev.at, None if target is None else target.value,
             ev.reason, ev.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
             source_text(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
-            source_text(ev.correlation), ev.idem_key, decision.note,
+            source_text(ev.correlation), recorded_idem_key(ev), decision.note,
         ))
         event_row = txn.fetchone()
         if event_row is None:

@@ -51,6 +51,18 @@ class CorrelationKeyTests(SynchronousTestCase):
         self.assertEqual(self.last(self.d.delivery_id).correlation, "verp")
         self.assertEqual(self.w.bounce(bid).correlation, "verp")
 
+    def test_unverified_copy_first_cancels_nothing(self) -> None:
+        """The same report to postmaster (or forged with the same bytes) first, then to the
+        VERP address: the first is recorded, not applied; the verified one still applies."""
+        raw = dsn("alice@example.net")
+        self.process(raw)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.process(raw, self.token)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual([(e.correlation, e.note) for e in self.w.events(self.d.delivery_id)
+                          if e.kind is EventKind.bounce],
+                         [("recipient", NOT_APPLIED), ("verp", None)])
+
     def test_header_token(self) -> None:
         """A verified X-Hurricane-Token in the returned headers correlates mail to postmaster."""
         bid = self.process(dsn("alice@example.net", token=self.token))
