@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane import passwords
 from hurricane.config import Config, WebConfig
 from hurricane.credentials import SecretVerifier
-from hurricane.passwords import generate_token, hash_token
+from hurricane.passwords import generate_token, hash_password, hash_token
 from tests.pools import Pbkdf2Recorder, QueuedRunner
 
 from .helpers import TOKEN, WebFixture, body_of, json_of, make_config
@@ -72,6 +72,34 @@ class PoolTests(SynchronousTestCase):
         pool.run_all()
         f.treq.flush()
         self.assertEqual(first[0].code, 401)
+
+
+    def test_busy_spares_what_costs_no_hashing(self) -> None:
+        """With the pool's queue full (a spray of wrong passwords from many addresses),
+        a sha256 token and a password verified before still get in: only logins that
+        need a pbkdf2 wait."""
+        token = generate_token()
+        pool = QueuedRunner()
+        web = WebConfig(listen=PUBLIC, tokens={"app": hash_token(token)},
+                        users={"ops": hash_password("pw", iterations=1000)})
+        f = WebFixture(Config(web=web), populated=False,
+                       verifier=SecretVerifier(pool, max_pending=1))
+        first: list[Any] = []
+        f.treq.get(BASE + "/", headers=basic("ops", "pw")).addBoth(first.append)
+        f.treq.flush()
+        pool.run_all()
+        f.treq.flush()
+        self.assertEqual(first[0].code, 200)
+        f.treq.get(BASE + "/", headers=basic("ops", "spray")).addBoth(first.append)
+        f.treq.flush()
+        self.assertEqual(len(pool.jobs), 1)     # the queue is full
+        response, _ = body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "other")))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "pw")))[0].code,
+                         200)
+        response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=bearer(token)))
+        self.assertEqual(response.code, 200)
+        pool.run_all()
 
 
 class FailureLimitTests(SynchronousTestCase):
