@@ -12,8 +12,9 @@ submission AUTH, the admin console's passwords):
   are cached under an HMAC of the secret with a per-process key, so a client
   that logs in again (or repeats a wrong secret) costs no hashing.
 - :class:`PasswordBook` checks ``name -> pbkdf2 hash``. An unknown name is
-  verified against a dummy hash of the same cost, so timing does not tell
-  which names exist.
+  verified against a dummy hash of the same cost, and answers are cached per
+  user name, known or not, so neither timing nor the cache tells which names
+  exist.
 - :class:`TokenBook` checks API tokens: a ``sha256$`` token is found by its
   digest in a dict on the calling thread (microseconds); tokens hashed with
   pbkdf2 by earlier versions are still accepted, verified in the pool.
@@ -138,24 +139,28 @@ class SecretVerifier:
         self.verifications = 0
         self.refused_busy = 0
 
-    def _cache_key(self, secret: str, hashes: Sequence[str]) -> bytes:
-        # JSON keeps the encoding of (hashes, secret) one-to-one.
-        text = json.dumps([list(hashes), secret])
+    def _cache_key(self, secret: str, hashes: Sequence[str], scope: str) -> bytes:
+        # JSON keeps the encoding of (scope, hashes, secret) one-to-one.
+        text = json.dumps([scope, list(hashes), secret])
         return hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
-    def match(self, secret: str, hashes: Sequence[str]) -> Deferred[int | None]:
+    def match(self, secret: str, hashes: Sequence[str], *,
+              scope: str = "") -> Deferred[int | None]:
         """Which of ``hashes`` ``secret`` matches.
 
         Args:
             secret: the password or token presented.
             hashes: pbkdf2 hashes to try, in order.
+            scope: what else the answer is remembered under (the user name):
+                the same secret and hashes in another scope are verified
+                again.
 
         Returns:
             A Deferred firing with the index of the first matching hash, or
             None; it fails with :class:`VerifierBusy` when these hashes would
             bring the waiting ones over ``max_pending``.
         """
-        key = self._cache_key(secret, hashes)
+        key = self._cache_key(secret, hashes, scope)
         if key in self._matched:
             self._matched.move_to_end(key)
             return defer.succeed(self._matched[key])
@@ -195,6 +200,18 @@ class SecretVerifier:
 
         return d.addCallbacks(done, failed)
 
+    def remembered(self, secret: str, hashes: Sequence[str], *, scope: str = "") -> int | None:
+        """The index a remembered success of ``secret`` matched, or None; never hashes.
+
+        For callers that must not start pbkdf2 work (an address blocked after
+        failures) but may still let in a secret already proven right.
+        """
+        key = self._cache_key(secret, hashes, scope)
+        index = self._matched.get(key)
+        if index is not None:
+            self._matched.move_to_end(key)
+        return index
+
 
 class PasswordBook:
     """User names and their pbkdf2 hashes.
@@ -220,14 +237,26 @@ class PasswordBook:
         """True when ``password`` is ``name``'s.
 
         An unknown name costs one pbkdf2 of the usual cost, like a known one.
+        The answer is remembered for this name only: every unknown name
+        shares the dummy hash, so remembered by (hash, password) alone, one
+        wrong password for an unknown name would answer every other unknown
+        name with that password at once, while a real name costs a hash (a
+        user-name oracle, issue 23's second review).
 
         Returns:
             A Deferred firing with the answer (or failing with :class:`VerifierBusy`).
         """
         encoded = self._hashes.get(name)
         known = encoded is not None
-        d = self.verifier.match(password, (encoded if encoded is not None else self._dummy,))
+        d = self.verifier.match(password, (encoded if encoded is not None else self._dummy,),
+                                scope="user:" + name)
         return d.addCallback(lambda index: known and index == 0)
+
+    def remembered(self, name: str, password: str) -> bool:
+        """True when ``password`` was already verified as ``name``'s; never hashes."""
+        encoded = self._hashes.get(name)
+        return encoded is not None and self.verifier.remembered(
+            password, (encoded,), scope="user:" + name) == 0
 
 
 class TokenBook:
@@ -265,17 +294,32 @@ class TokenBook:
             A Deferred firing with the name (at once for ``sha256$`` tokens),
             or failing with :class:`VerifierBusy`.
         """
+        name = self._by_sha256(token)
+        if name is not None:
+            return defer.succeed(name)
+        if not self._legacy:
+            return defer.succeed(None)
+        d = self.verifier.match(token, [encoded for _, encoded in self._legacy])
+        return d.addCallback(lambda index: None if index is None else self._legacy[index][0])
+
+    def _by_sha256(self, token: str) -> str | None:
         digest = token_digest(token)
         # The dict lookup compares the digest of the guess, whose timing says
         # nothing usable about a token (that would take a SHA-256 preimage);
         # the final equality is constant-time all the same.
         entry = self._by_digest.get(digest)
         if entry is not None and hmac.compare_digest(entry[1], digest):
-            return defer.succeed(entry[0])
-        if not self._legacy:
-            return defer.succeed(None)
-        d = self.verifier.match(token, [encoded for _, encoded in self._legacy])
-        return d.addCallback(lambda index: None if index is None else self._legacy[index][0])
+            return entry[0]
+        return None
+
+    def remembered(self, token: str) -> str | None:
+        """The token's name when it costs no pbkdf2 to know: a ``sha256$`` token
+        (one digest), or an older pbkdf2 token already verified. None otherwise."""
+        name = self._by_sha256(token)
+        if name is not None or not self._legacy:
+            return name
+        index = self.verifier.remembered(token, [encoded for _, encoded in self._legacy])
+        return None if index is None else self._legacy[index][0]
 
 
 def address_key(host: str) -> str:

@@ -222,6 +222,13 @@ _ALPHABET = "".join(map(chr, [*range(0x3100), *range(0x4E00, 0x4F00), *range(0xF
 #: repeat costs at most that many steps per start: on MAX_TEXT characters,
 #: a few million steps in the very worst case.
 _LARGE_REPEAT = 1000
+#: A bounded repeat whose length may vary by this much or more is a *window*
+#: (``[^<\n]{0,40}``): next to an unbounded run of the same characters it
+#: gives the run's characters back one length at a time, so the run is read
+#: again for each length the window can take (~41 times a character for
+#: ``{0,40}``: issue 23's review, _NOT_RCPT_CONTEXT). Linear, but by a factor
+#: no rule needs; ``x?`` (two lengths) is let through.
+_WINDOW = 2
 _CATEGORIES = {
     "CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
     "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W",
@@ -239,9 +246,10 @@ def _word_sets() -> tuple[frozenset[str], frozenset[str]]:
 #: One way the text before a point can look, as the character sets of the
 #: characters consumed since a match started (the last 64).
 _Prefix = tuple[frozenset[str], ...]
-#: An unbounded one-character repeat seen so far in a sequence: its characters,
-#: and whether a mandatory character it cannot match has come since.
-_Run = tuple[frozenset[str], bool]
+#: A one-character repeat seen so far in a sequence: its characters, whether a
+#: mandatory character it cannot match has come since, and whether it is a
+#: window (bounded, see _WINDOW) rather than an unbounded run.
+_Run = tuple[frozenset[str], bool, bool]
 
 
 def _char_class(op: Any, av: Any, flags: int) -> frozenset[str] | None:
@@ -329,7 +337,7 @@ def _single(items: Any, flags: int) -> frozenset[str] | None:
 
 def _separate(runs: list[_Run], chars: frozenset[str]) -> list[_Run]:
     """The runs after a mandatory character of ``chars``."""
-    return [(p, s or not (p & chars)) for p, s in runs]
+    return [(p, s or not (p & chars), w) for p, s, w in runs]
 
 
 def _merge(base: int, paths: list[list[_Run]]) -> list[_Run]:
@@ -338,7 +346,8 @@ def _merge(base: int, paths: list[list[_Run]]) -> list[_Run]:
     A run is separated only if every path separated it; runs opened on any
     path stay open.
     """
-    merged = [(paths[0][i][0], all(p[i][1] for p in paths)) for i in range(base)]
+    merged = [(paths[0][i][0], all(p[i][1] for p in paths), paths[0][i][2])
+              for i in range(base)]
     for p in paths:
         merged.extend(p[base:])
     return merged
@@ -383,7 +392,7 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
         flags: the flags in force.
         prefixes: what may have been consumed since a match started (None:
             the match can only start at one place, the start of the text).
-        runs: the unbounded repeats open before the sequence.
+        runs: the unbounded repeats and windows open before the sequence.
         followed: whether something that can fail comes after the sequence
             (a run that nothing after it can fail never reads back).
 
@@ -396,7 +405,10 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
     then = [followed] * len(items)
     for i in range(len(items) - 2, -1, -1):
         then[i] = then[i + 1] or _can_fail(*items[i + 1])
+    # the characters of the item just read, when it was one mandatory character
+    last: frozenset[str] | None = None
     for i, (op, av) in enumerate(items):
+        preceding, last = last, None
         r = _repeat(op, av)
         if r is not None:
             lo, hi, sub = r
@@ -407,18 +419,29 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
                 if then[i] and _restarts_in(prefixes, chars):
                     return ("a match can start at any character of a run that an unbounded "
                             "repeat reads to its end"), prefixes, runs
-                if then[i] and any(not sep and prev & chars for prev, sep in runs):
+                if then[i] and any(not sep and prev & chars for prev, sep, w in runs if not w):
                     return ("two unbounded repeats that can match the same characters, with "
                             "nothing between them that tells where the first ends"), prefixes, runs
+                # After a character it cannot match, the run starts where a run of
+                # its characters starts: each length of a window before reaches
+                # another run, never the same one twice.
+                starts_run = preceding is not None and not preceding & chars
+                if then[i] and not starts_run and any(
+                        not sep and prev & chars for prev, sep, w in runs if w):
+                    return _WINDOW_HAZARD, prefixes, runs
                 if lo > 0:
                     runs = _separate(runs, chars)
                     prefixes = _extend(prefixes, chars)
                 if op is not c.POSSESSIVE_REPEAT:
                     # (a possessive run never gives characters back to a later one)
-                    runs = runs + [(chars, False)]
+                    runs = runs + [(chars, False, False)]
                 continue
             if hi > 1 and _has_unbounded(sub):
                 return "a repeat around an unbounded repeat", prefixes, runs
+            window = _single(sub, flags) if hi - lo >= _WINDOW else None
+            if window is not None and then[i] and any(
+                    not sep and prev & window for prev, sep, w in runs if not w):
+                return _WINDOW_HAZARD, prefixes, runs
             hazard, inner_prefixes, inner = _scan(sub, flags, prefixes, runs,
                                                   then[i] or hi > 1)
             if hazard is not None:
@@ -428,6 +451,8 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
             else:   # may be skipped
                 prefixes = _union([prefixes, inner_prefixes])
                 runs = _merge(len(runs), [runs, inner])
+            if window is not None and op is not c.POSSESSIVE_REPEAT:
+                runs = runs + [(window, False, True)]
         elif op is c.SUBPATTERN:
             hazard, prefixes, runs = _scan(av[3], (flags | av[1]) & ~av[2], prefixes, runs,
                                            then[i])
@@ -467,9 +492,14 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
             if chars is not None:
                 runs = _separate(runs, chars)
                 prefixes = _extend(prefixes, chars)
+                last = chars
             else:
                 prefixes = [()] if prefixes is not None else None   # unknown: assume the worst
     return None, prefixes, runs
+
+
+_WINDOW_HAZARD = ("a window of variable length next to an unbounded repeat that can match "
+                  "the same characters: the run is read again for each length of the window")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -485,7 +515,11 @@ def regex_hazard(pattern: str, flags: int = 0) -> str | None:
       character of the run, and each reads it again;
     - two repeats that can match the same characters with no character
       between them that the first cannot match (``x\\S+@\\S+ y`` tries every
-      "@" with every end).
+      "@" with every end);
+    - such a repeat next to a *window*, a bounded repeat of variable length
+      (``for help[^<\\n]{0,40}[ :]*<``): the run is read once per length
+      of the window, unless a character the run cannot match comes right
+      before it (then each length reaches a different run).
 
     A repeat that nothing after it can fail (the end of the pattern) never
     reads back; a possessive one (``*+``, ``++``) never gives characters to

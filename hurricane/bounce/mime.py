@@ -13,6 +13,13 @@ the memory of the reader are bounded before it starts (DESIGN.md, habit 24):
   50 nested multiparts of a 5 MiB message hold the message once, not 50
   times. Only transfer-decoded bodies (base64, quoted-printable) are new
   buffers, and each is cut to ``max_part_bytes`` of input first.
+- **Decoded message parts are budgeted**: the bodies of encoded
+  ``message/*`` parts decoded to read the message inside count against
+  ``decode_factor`` times the message's size. Quoted-printable decoding of
+  plain text gives back the same bytes, so without this each of 49 nested
+  levels held its own copy of everything below it (5 MB -> 275 MiB, issue
+  23's second review); past the budget a part is left undecoded and ``parse``
+  reports ``over-budget``.
 - **Headers are cut before they are parsed or decoded**: a header block to
   ``max_header_bytes``, each value to ``max_header_value`` characters, the
   fields of the whole tree to ``max_headers``; RFC 2047 decoding (the
@@ -56,6 +63,10 @@ SCAN_FACTOR = 4
 _SCAN_FLOOR = 8 * 1024 * 1024
 #: Lines that start like a delimiter ("--" and the boundary) but are not one.
 MAX_FALSE_DELIMITERS = 10_000
+#: Bytes of encoded message/* bodies decoded to parse the message inside, in
+#: all: this many times the message. Decoding never grows a body, so one
+#: encoded original of any size always fits, and a second nested inside it.
+DECODE_FACTOR = 2
 
 
 class LimitExceeded(Exception):
@@ -313,12 +324,13 @@ class _Budget:
     """What is left of one parse's limits (shared by the whole tree)."""
 
     __slots__ = ("parts", "headers", "scan", "false_delimiters", "max_header_bytes",
-                 "max_header_value", "max_body", "error")
+                 "max_header_value", "max_body", "decoded", "error")
 
     def __init__(self, size: int, max_parts: int, max_headers: int, max_header_bytes: int,
                  max_header_value: int, max_body: int, scan_factor: int,
-                 max_false_delimiters: int) -> None:
+                 max_false_delimiters: int, decode_factor: int = DECODE_FACTOR) -> None:
         self.parts = max_parts - 1
+        self.decoded = decode_factor * size
         self.headers = max_headers
         self.scan = scan_factor * size + _SCAN_FLOOR
         self.false_delimiters = max_false_delimiters
@@ -421,7 +433,8 @@ def parse(raw: bytes, *, max_depth: int = 50, max_parts: int = 2000,
           deadline: float | None = None, max_headers: int = MAX_HEADERS,
           max_header_bytes: int = MAX_HEADER_BYTES, max_header_value: int = MAX_HEADER_VALUE,
           max_part_bytes: int = MAX_PART_BYTES, scan_factor: int = SCAN_FACTOR,
-          max_false_delimiters: int = MAX_FALSE_DELIMITERS) -> tuple[Part, str | None]:
+          max_false_delimiters: int = MAX_FALSE_DELIMITERS,
+          decode_factor: int = DECODE_FACTOR) -> tuple[Part, str | None]:
     """Parse normalised message bytes into a Part tree.
 
     Args:
@@ -437,13 +450,15 @@ def parse(raw: bytes, *, max_depth: int = 50, max_parts: int = 2000,
             most this many times ``len(raw)`` plus 8 MiB.
         max_false_delimiters: lines that start like a delimiter without
             being one, in all.
+        decode_factor: bytes of encoded message/* bodies decoded, in all, at
+            most this many times ``len(raw)``.
 
     Returns:
         The root and an error word when a limit cut the tree short
         ("too-deep", "too-many-parts", "over-budget"); the tree is still usable.
     """
     budget = _Budget(len(raw), max_parts, max_headers, max_header_bytes, max_header_value,
-                     max_part_bytes, scan_factor, max_false_delimiters)
+                     max_part_bytes, scan_factor, max_false_delimiters, decode_factor)
     root = _make_part(raw, _skip_newlines(raw, 0, len(raw)), len(raw), 0, budget)
     stack = [root]
     while stack:
@@ -482,7 +497,13 @@ def parse(raw: bytes, *, max_depth: int = 50, max_parts: int = 2000,
             else:
                 cte = p.get("content-transfer-encoding").lower()
                 if "base64" in cte or "quoted-printable" in cte:
+                    # A new buffer that the parts inside keep alive: counted
+                    # before it is made (its size is at most the input's).
+                    if budget.decoded < min(bend - bstart, budget.max_body):
+                        budget.fail("over-budget")
+                        continue
                     buf = normalise(p.payload())
+                    budget.decoded -= len(buf)
                     bstart, bend = 0, len(buf)
                 if p.content_type == "text/rfc822-headers":
                     he = buf.find(b"\n\n", bstart, bend)

@@ -38,7 +38,12 @@ an event change anything; that is decided once, in
 :func:`hurricane.decisions.decide_bounce`, for every store engine.
 
 Everything here is read-only: it asks the store questions and returns a
-:class:`Correlation`, which the processor turns into events.
+:class:`Correlation`, which the processor turns into events. The questions
+are bounded per message (issue 23's second review: one DSN naming an address
+500 times cost one query per result, seconds of store time): each weak-key
+look-up (recent deliveries to a bare address or an ORCPT, the deliveries of
+an anchor's queue entry) is made once per run, and at most
+``_MAX_WEAK_LOOKUPS`` of them per message.
 """
 
 from __future__ import annotations
@@ -76,6 +81,21 @@ RECIPIENT_WINDOW = 30 * 86400.0
 #: Most deliveries read back for one lookup; a Message-ID shared by more
 #: recipients than this is matched per recipient instead.
 _LOOKUP_LIMIT = 100
+
+#: Store look-ups by a weak key (recent deliveries to a bare address or an
+#: ORCPT, the deliveries of an anchor's queue entry) for one returned message.
+#: What they match is recorded for the operator but changes nothing (only
+#: verified keys do), so results past this many distinct look-ups are left
+#: unmatched rather than costing a query each: a DSN may name 500 recipients
+#: (the analyzer's cap), anyone can send one, and real reports to postmaster
+#: name a handful. A look-up reads at most _LOOKUP_LIMIT rows through
+#: deliveries_recipient_recent (migration 0006), or _QUEUE_LIMIT of one entry.
+_MAX_WEAK_LOOKUPS = 50
+
+#: Deliveries of one queue entry read at once to find the recipients a report
+#: names in it (submission and the API take 100 recipients per message by
+#: default); a larger entry is asked address by address past these.
+_QUEUE_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -186,6 +206,20 @@ class _Correlator:
         self.window = window
         self.evidence: dict[str, Any] = {}
         self._by_id: dict[int, Delivery | None] = {}
+        # Weak-key answers of this run: each question is asked once.
+        self._recent_found: dict[str, Delivery | None] = {}
+        self._queues: dict[str, tuple[dict[str, Delivery], bool]] = {}
+        self._members: dict[tuple[str, str], Delivery | None] = {}
+        self._weak_lookups = 0
+
+    def _may_look_up(self) -> bool:
+        """Spend one weak-key look-up; False (and counted) once they are spent."""
+        if self._weak_lookups >= _MAX_WEAK_LOOKUPS:
+            self.evidence["weak_lookups_skipped"] = (
+                self.evidence.get("weak_lookups_skipped", 0) + 1)
+            return False
+        self._weak_lookups += 1
+        return True
 
     async def get(self, delivery_id: int) -> Delivery | None:
         if delivery_id not in self._by_id:
@@ -370,12 +404,46 @@ class _Correlator:
         return None
 
     async def _in_queue(self, queue_ids: Sequence[str], r: RecipientResult) -> Delivery | None:
+        """The delivery of one of ``queue_ids`` that ``r`` names, if any."""
         for qid in queue_ids:
+            loaded = await self._queue(qid)
+            if loaded is None:
+                return None
+            members, complete = loaded
             for addr in self._addresses(r):
-                rows = await self.store.find_deliveries(queue_id=qid, recipient=addr, limit=1)
-                if rows:
-                    return rows[0]
+                if addr in members:
+                    return members[addr]
+                if complete:
+                    continue
+                # a queue entry larger than _QUEUE_LIMIT: ask for this address
+                if (qid, addr) not in self._members:
+                    if not self._may_look_up():
+                        return None
+                    rows = await self.store.find_deliveries(queue_id=qid, recipient=addr,
+                                                            limit=1)
+                    self._members[qid, addr] = rows[0] if rows else None
+                member = self._members[qid, addr]
+                if member is not None:
+                    return member
         return None
+
+    async def _queue(self, qid: str) -> tuple[dict[str, Delivery], bool] | None:
+        """The deliveries of one queue entry by recipient, and whether that is all of
+        them; read once per run (one weak look-up), None when look-ups are spent.
+
+        One read of the entry rather than one per address named: asked for one
+        address, an engine may read every delivery ever made to it to find the
+        one of this entry (SQLite prefers the recipient index there).
+        """
+        if qid not in self._queues:
+            if not self._may_look_up():
+                return None
+            rows = await self.store.find_deliveries(queue_id=qid, limit=_QUEUE_LIMIT)
+            members: dict[str, Delivery] = {}
+            for d in rows:  # newest first: the first of an address wins
+                members.setdefault(d.recipient.lower(), d)
+            self._queues[qid] = (members, len(rows) < _QUEUE_LIMIT)
+        return self._queues[qid]
 
     @staticmethod
     def _addresses(r: RecipientResult) -> list[str]:
@@ -419,13 +487,17 @@ class _Correlator:
         return corr
 
     async def _recent(self, address: str, since: float) -> Delivery | None:
+        if address in self._recent_found:
+            return self._recent_found[address]
+        if not self._may_look_up():
+            return None
         rows = await self.store.find_deliveries(
             recipient=address, since=since, limit=_LOOKUP_LIMIT
         )
-        for d in rows:  # newest first
-            if _sent(d):
-                return d
-        return None
+        # newest first
+        found = next((d for d in rows if _sent(d)), None)
+        self._recent_found[address] = found
+        return found
 
 
 def _strongest(keys: Iterable[str]) -> str | None:

@@ -18,7 +18,11 @@ Rules (the web issue, and issue 23 items 4 and 5):
   cost a dummy hash, like known ones.
 - Failed logins are counted per client address (an IPv6 /64): past
   ``[web] max_auth_failures`` within ``auth_block_seconds`` the address gets
-  429 with Retry-After, and nothing is verified for it.
+  429 with Retry-After, and no pbkdf2 is run for it. What costs no pbkdf2
+  still lets its holder in: a ``sha256$`` token (one digest), or a password
+  or older token already verified since the start. Otherwise one client
+  guessing, or any client behind the same proxy, would lock every valid
+  user of that address out (issue 23's second review).
 - Forms that change state are POST only, carry a CSRF token (an HMAC of the
   user name under a per-process random secret) and, when the browser sends
   ``Origin`` or ``Referer``, must come from this site.
@@ -208,16 +212,27 @@ class AccessPolicy:
 
     # -- verification ----------------------------------------------------------
 
-    async def _verified(self, request: Request, check: Callable[[], Awaitable[_T]]) -> _T:
+    async def _verified(self, request: Request, check: Callable[[], Awaitable[_T]],
+                        free: Callable[[], _T]) -> _T:
         """Run one credential check under the per-address failure limit.
 
+        Args:
+            request: the request (its client address is what is limited).
+            check: the full check (it may wait for pbkdf2 in the pool).
+            free: the same check from what costs no hashing (a ``sha256$``
+                token, a remembered success); falsy when that cannot tell.
+
         Raises:
-            Denied: 429 when the address is over the limit (nothing is
-                verified then), 503 when the verifier is busy.
+            Denied: 429 when the address is over the limit and ``free`` does
+                not let the credentials in (no pbkdf2 is run then), 503 when
+                the verifier is busy.
         """
         client = client_host(request)
         attempt = self.limiter.attempt(client)
         if attempt is None:
+            result = free()
+            if result:
+                return result
             wait = self.limiter.retry_after(client)
             raise Denied(429, f"Too many failed logins from this address: try again in "
                               f"{math.ceil(wait)} s.", retry_after=wait)
@@ -236,7 +251,8 @@ class AccessPolicy:
 
     async def _token_name(self, request: Request, token: str) -> str | None:
         """The name of a bearer token (None: wrong), under the failure limit."""
-        return await self._verified(request, lambda: self.tokens.check(token))
+        return await self._verified(request, lambda: self.tokens.check(token),
+                                    lambda: self.tokens.remembered(token))
 
     def _login_free(self, request: Request, denied: Callable[[str], Denied]) -> None:
         """Allow a request without credentials only from this machine, directly.
@@ -266,7 +282,8 @@ class AccessPolicy:
             credentials = parse_basic(header(request, b"authorization") or "")
             if credentials is not None:
                 name, password = credentials
-                if await self._verified(request, lambda: self.users.check(name, password)):
+                if await self._verified(request, lambda: self.users.check(name, password),
+                                        lambda: self.users.remembered(name, password)):
                     return name
             raise Denied(401, "Log in with a user of [web.users].", BASIC_REALM)
         if not self.loopback_only:

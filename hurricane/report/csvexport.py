@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,8 +35,22 @@ log = Logger()
 
 #: Leading characters that make a spreadsheet read a cell as a formula
 #: (OWASP "CSV Injection": = + - @, tab and carriage return), with line feed
-#: and the fullwidth forms of the four signs, which cost nothing to escape.
-_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+#: and the fullwidth and small forms of the four signs (U+FE66 is a small
+#: "="), which cost nothing to escape.
+_FORMULA = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20",
+            "\ufe66", "\ufe62", "\ufe63", "\ufe6b")
+#: Unicode categories of the characters a spreadsheet may drop before it
+#: looks for a formula: blanks, controls (NUL) and invisible format
+#: characters (U+200B zero width space, U+FEFF byte order mark...).
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+
+
+def _first_visible(text: str) -> str:
+    """The first character of ``text`` that is not blank, a control or invisible."""
+    for ch in text:
+        if not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE:
+            return ch
+    return ""
 
 
 def csv_cell(value: Any) -> str:
@@ -43,10 +58,12 @@ def csv_cell(value: Any) -> str:
 
     None is empty, booleans are ``true``/``false`` (as in the JSON exports),
     other values are their ``str`` (a ``str`` enum its value). Text that
-    starts with a formula character, or whose first non-blank character is
-    one (``" =HYPERLINK(...)"``), gets a leading ``'``, which spreadsheets
-    take as "this is text" (OWASP). Numbers go through the same rule: no
-    exported number is negative, and a cell never starts with ``-``.
+    starts with a formula character, or whose first character that is not
+    blank, a control or invisible is one (``" =HYPERLINK(...)"``,
+    ``"\\u200b=1+1"``, ``"\\x00=1"``), gets a leading ``'``, which spreadsheets
+    take as "this is text" (OWASP: any leading character a spreadsheet may
+    strip). Numbers go through the same rule: no exported number is
+    negative, and a cell never starts with ``-``.
 
     Args:
         value: one field.
@@ -60,7 +77,7 @@ def csv_cell(value: Any) -> str:
         return "true" if value else "false"
     # str(value) of a (str, Enum) member is "Class.member"; its text is the value.
     text = str.__str__(value) if isinstance(value, str) else str(value)
-    if text.startswith(_FORMULA) or text.lstrip().startswith(_FORMULA):
+    if text.startswith(_FORMULA) or _first_visible(text) in _FORMULA:
         return "'" + text
     return text
 

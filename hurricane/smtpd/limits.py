@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from hurricane.credentials import address_key
+
 MIB = 1024 * 1024
 
 #: A DATA line longer than this is refused (discarded to end of data). RFC 5322
@@ -80,6 +82,12 @@ class ConnectionLimiter:
     global slot. Postfix does the same for ``$mynetworks``
     (``smtpd_client_connection_limit_exceptions``).
 
+    An address is counted as the web and AUTH failure limiters count it
+    (:func:`hurricane.credentials.address_key`): an IPv4 address, or an IPv6
+    /64. One IPv6 host usually holds a whole /64, so a limit on single
+    addresses let it open as many connections as the total allows (issue
+    23's second review).
+
     Args:
         per_ip: most counted connections one address may hold.
         total: most connections in all, counted or not.
@@ -104,9 +112,10 @@ class ConnectionLimiter:
         if self._count >= self.total:
             return False
         if per_ip:
-            if self._by_ip[ip] >= self.per_ip:
+            key = address_key(ip)
+            if self._by_ip[key] >= self.per_ip:
                 return False
-            self._by_ip[ip] += 1
+            self._by_ip[key] += 1
         self._count += 1
         return True
 
@@ -132,14 +141,16 @@ class ConnectionLimiter:
         self._count -= 1
 
     def _drop(self, ip: str) -> None:
-        if self._by_ip[ip] <= 1:
-            del self._by_ip[ip]
+        key = address_key(ip)
+        if self._by_ip[key] <= 1:
+            del self._by_ip[key]
         else:
-            self._by_ip[ip] -= 1
+            self._by_ip[key] -= 1
 
     def count(self, ip: str | None = None) -> int:
-        """Counted connections from ``ip``, or every open connection when None."""
-        return self._count if ip is None else self._by_ip.get(ip, 0)
+        """Counted connections from ``ip``'s address (its /64 for IPv6), or every
+        open connection when None."""
+        return self._count if ip is None else self._by_ip.get(address_key(ip), 0)
 
     def is_full(self) -> bool:
         """Whether the total is reached (no connection can be admitted)."""

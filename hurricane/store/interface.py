@@ -175,7 +175,9 @@ class IOutcomeStore(Interface):
 
         Marks the returned message ``analyzed`` with its category, correlation
         key and the analysis JSON, then applies each event: an event whose
-        ``idem_key`` was already recorded for that delivery is skipped; what
+        ``idem_key`` was already recorded for that delivery, by an event as
+        verified as itself, is skipped (an unverified event never makes a
+        verified one with its key a no-op); what
         the others change is :func:`hurricane.decisions.decide_bounce`'s to
         say, in every engine. Matched by a verified key, ``bounce`` with
         ``permanent`` or ``final`` moves a sent queued, deferred or delivered

@@ -343,10 +343,11 @@ class MemoryStore:
             d = self._deliveries.get(ev.delivery_id)
             if d is None:
                 continue
-            if ev.idem_key is not None:
-                if (ev.delivery_id, ev.idem_key) in self._idem:
+            idem_key = txn.recorded_idem_key(ev)   # verified apart from unverified
+            if idem_key is not None:
+                if (ev.delivery_id, idem_key) in self._idem:
                     continue
-                self._idem.add((ev.delivery_id, ev.idem_key))
+                self._idem.add((ev.delivery_id, idem_key))
             kind = EventKind(ev.kind)
             decision = decide_bounce(ev, d.state, d.attempts)
             target = decision.target

@@ -29,6 +29,7 @@ from hurricane.decisions import decide_bounce, suppression_source
 from hurricane.model import (
     AttemptResult,
     BounceEvent,
+    CorrelationKey,
     DeferredDomain,
     Delivery,
     DomainStats,
@@ -53,7 +54,8 @@ from hurricane.store import sql
 from hurricane.store.interface import BounceRecord
 from hurricane.store.sql import Dialect
 
-__all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync"]
+__all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync",
+           "recorded_idem_key"]
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -670,6 +672,22 @@ async def load_bounce_txn(txn: Txn, bounce_id: int) -> StoredBounce | None:
     return (await _load_bounces(txn, [bounce_id])).get(bounce_id)
 
 
+def recorded_idem_key(event: BounceEvent) -> str | None:
+    """The key an event is recorded once under, per delivery, in every engine.
+
+    An event matched by a weak key changes nothing; one matched by a verified
+    key may. Were both recorded under one key, whichever came first would make
+    the other a no-op, so a copy of a report sent to postmaster (or a forgery
+    with the same bytes) recorded first would silently cancel the real,
+    verified one (issue 23's second review). Unverified events get a key of
+    their own; verified ones keep the key as given, so a replay of a message
+    recorded before this change still counts once.
+    """
+    if event.idem_key is None or CorrelationKey.is_verified(event.correlation):
+        return event.idem_key
+    return event.idem_key + "/unverified"
+
+
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
                             category: str, correlation: str | None, analysis: str) -> list[int]:
     """Record the analysis of a returned message; see IOutcomeStore.record_bounce."""
@@ -691,7 +709,7 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
             ev.delivery_id, kind.value, ev.at, text_of(target), text_of(ev.reason),
             decision.hard, ev.code, ev.status, ev.text, ev.remote_host, None, None,
             text_of(ev.source), ev.rule, None, ev.bounce_id, ev.feedback_type,
-            text_of(ev.correlation), ev.idem_key, decision.note,
+            text_of(ev.correlation), recorded_idem_key(ev), decision.note,
         ))
         event_row = txn.fetchone()
         if event_row is None:

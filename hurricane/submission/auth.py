@@ -35,7 +35,7 @@ from hurricane.credentials import (
 from hurricane.passwords import is_password_hash
 
 __all__ = ["AuthThrottle", "ISubmissionUser", "PasswordHashChecker", "SubmissionRealm",
-           "SubmissionUser", "VerifierBusy", "build_portal", "load_users"]
+           "SubmissionUser", "VerifierBusy", "build_portal", "load_users", "remembered_login"]
 
 log = Logger()
 
@@ -96,6 +96,26 @@ class PasswordHashChecker:
             raise UnauthorizedLogin()
 
         return self.book.check(name, password).addCallback(decide)
+
+    def remembered(self, username: bytes, password: bytes) -> bool:
+        """True when these credentials were verified already (no hashing)."""
+        try:
+            return self.book.remembered(username.decode("utf-8"), password.decode("utf-8"))
+        except UnicodeDecodeError:
+            return False
+
+
+def remembered_login(portal: Portal | None, username: bytes, password: bytes) -> bool:
+    """True when ``portal``'s password checker verified these credentials already.
+
+    What an address blocked after failures may still do: log in with what
+    costs no pbkdf2 (issue 23's second review, as the web does).
+    """
+    if portal is None:
+        return False
+    return any(isinstance(checker, PasswordHashChecker)
+               and checker.remembered(username, password)
+               for checker in portal.checkers.values())
 
 
 def load_users(config: SubmissionConfig) -> dict[str, str]:

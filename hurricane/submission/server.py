@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hurricane.config import SubmissionConfig
-from hurricane.credentials import SecretVerifier
+from hurricane.credentials import Attempt, SecretVerifier
 from hurricane.model import NewMessage, NewRecipient, State
 from hurricane.smtpd.address import Path
 from hurricane.smtpd.limits import ServerLimits
@@ -38,6 +38,7 @@ from hurricane.submission.auth import (
     VerifierBusy,
     build_portal,
     load_users,
+    remembered_login,
 )
 from hurricane.submission.message import prepare_message
 from hurricane.submission.policy import AUTH_NEEDS_TLS, RELAY_DENIED, SubmissionPolicy
@@ -66,6 +67,8 @@ class SubmissionProtocol(HardenedESMTP):
         self.auth_failures = 0
         self._auth_mechanism: str | None = None
         self._auth_username: bytes | None = None
+        #: The verification in flight, counted as a failure until it succeeds.
+        self._auth_attempt: Attempt | None = None
 
     # -- AUTH -------------------------------------------------------------
 
@@ -104,10 +107,8 @@ class SubmissionProtocol(HardenedESMTP):
         if not self.auth_offered():
             self.send_reply(AUTH_NEEDS_TLS)
             return
-        if self.factory.throttle.is_blocked(self.session.peer):
-            self.send_reply(Reply(454, "4.7.0", "Error: too many authentication failures, "
-                                                "try again later"))
-            return
+        # (A blocked address is answered once its credentials are in, by
+        # auth_line: a password already verified still gets in.)
         mechanism, _, initial = rest.partition(" ")
         mechanism = mechanism.upper()
         initial = initial.strip()
@@ -162,6 +163,20 @@ class SubmissionProtocol(HardenedESMTP):
                 return
             username, password = parts[1], parts[2]
         self.auth_aborted()
+        # Counted as a failure from now until the answer, as the web counts
+        # its logins (credentials.Attempt): counted only on the answer,
+        # guesses sent on several connections at once were all verified
+        # before the first failure blocked the address (7 guesses with
+        # max_auth_failures = 3 on 5 connections, issue 23's second review).
+        # A blocked address is refused pbkdf2 work, not a password verified
+        # already. An attempt whose connection is lost before the answer
+        # stays a failure.
+        self._auth_attempt = self.factory.throttle.attempt(self.session.peer)
+        if self._auth_attempt is None and not remembered_login(
+                self.factory.portal, username, password):
+            self.send_reply(Reply(454, "4.7.0", "Error: too many authentication failures, "
+                                                "try again later"))
+            return
         portal = self.factory.portal
         assert portal is not None  # AUTH is not offered (or is refused) without one
         # The verdict becomes what to do about it, done from wait_for's
@@ -176,6 +191,7 @@ class SubmissionProtocol(HardenedESMTP):
 
     def _auth_ok(self, user: ISubmissionUser) -> None:
         self.session.user = user.name
+        self._settle_auth()
         # An application that proved who it is may hold as many connections
         # as it needs (its pool), within the global cap: the per-address
         # limit is for clients nobody knows. The greeting could not wait for
@@ -184,10 +200,17 @@ class SubmissionProtocol(HardenedESMTP):
         log.info("AUTH ok for {user} from {peer}", user=user.name, peer=self.session.peer)
         self.send_reply(Reply(235, "2.7.0", "Authentication successful"))
 
+    def _settle_auth(self) -> None:
+        """Withdraw the provisional failure of the attempt just answered (not a failure)."""
+        attempt, self._auth_attempt = self._auth_attempt, None
+        if attempt is not None:
+            attempt.succeeded()
+
     def _auth_error(self, failure: Failure) -> None:
         if failure.check(UnauthorizedLogin):
             self._auth_failed()
             return
+        self._settle_auth()     # nothing was found wrong with the credentials
         if failure.check(VerifierBusy):
             # Too many passwords are waiting for the pool: nothing was
             # checked, so it is not the client's failure.
@@ -201,7 +224,12 @@ class SubmissionProtocol(HardenedESMTP):
         """Answer 535 and count the failure; past the limits, 421 and close."""
         self.send_reply(Reply(535, "5.7.8", "Error: authentication credentials invalid"))
         self.auth_failures += 1
-        blocked = self.factory.throttle.record_failure(self.session.peer)
+        attempt, self._auth_attempt = self._auth_attempt, None
+        if attempt is not None:
+            attempt.failed()
+            blocked = self.factory.throttle.is_blocked(self.session.peer)
+        else:   # refused before any verification (a malformed PLAIN response)
+            blocked = self.factory.throttle.record_failure(self.session.peer)
         log.info("AUTH failed from {peer} ({count})", peer=self.session.peer,
                  count=self.auth_failures)
         if self.auth_failures >= self.factory.config.max_auth_failures or blocked:

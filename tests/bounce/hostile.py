@@ -326,6 +326,12 @@ def token_header_spaces(size: int) -> bytes:
     return _plain(b"X-Hurricane-Token: a@b" + _fill(b" ", _size_of_part(size)) + b"x")
 
 
+def assistance_blanks(size: int) -> bytes:
+    """"For assistance" and a line of blanks (issue 23's second review: a window of up
+    to 40 characters next to a run of blanks read the run 41 times, 0.45 s at 262 KB)."""
+    return _plain(b"For assistance" + _fill(b" ", _size_of_part(size)) + b"\r\n")
+
+
 def message_id_lines(size: int) -> bytes:
     """Many "Message-ID:" lines with long values."""
     return _plain(_fill(b"\r\n> Message-ID: <" + b"a" * 300, _size_of_part(size)))
@@ -356,6 +362,23 @@ def deep_base64_rfc822(size: int) -> bytes:
         inner = (b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
                  + enc)
     return HEAD + inner
+
+
+def nested_qp_rfc822(size: int) -> bytes:
+    """Five chains of 49 message/rfc822 parts, each quoted-printable inside the last.
+
+    Decoding plain text as quoted-printable gives back the same bytes, so each
+    level is a fresh copy of everything below it (issue 23's second review:
+    5 MB held 275 MiB before decoded bodies were budgeted).
+    """
+    level = (b"Content-Type: message/rfc822\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+    fill = max(78, (_size_of_part(size) - 5 * 49 * len(level)) // 5)
+    chain = (level * 49 + b"Content-Type: text/plain\r\n\r\n"
+             + _fill(b"x" * 76 + b"\r\n", fill))
+    return (HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\n" + NOTE
+            + b"".join(b"\r\n--b\r\n" + chain for _ in range(5)) + b"\r\n--b--\r\n")
 
 
 def many_parts(size: int) -> bytes:
@@ -517,6 +540,32 @@ def json_recipients(size: int) -> bytes:
     return HEAD + b"Content-Type: text/plain\r\n\r\n" + body + b"\r\n"
 
 
+#: Phrases of the classifier's rules (they make every rule with them search the text).
+_RULE_WORDS = (b"mailbox full", b"user unknown", b"quota exceeded", b"no such user",
+               b"account disabled", b"host not found", b"message too large", b"relay denied",
+               b"spam detected", b"blocked", b"rejected by policy", b"greylisted",
+               b"rate limit", b"blacklisted", b"authentication required", b"virus found",
+               b"content rejected", b"over quota", b"mailbox unavailable", b"dns error",
+               b"connection timed out", b"too many recipients", b"domain not found",
+               b"reverse dns", b"sender address rejected", b"suspended", b"inactive account")
+
+
+def freetext_recipients(size: int) -> bytes:
+    """Up to 500 recipients, each on a line of ~500 characters of rule phrases in its own
+    order and no reply code, so each block also takes the 800 characters before it
+    (issue 23's second review: 500 classifications of ~1.3K characters, 170 ms)."""
+    lines = []
+    total = 0
+    for i in range(500):
+        words = sorted(_RULE_WORDS, key=lambda w: hash((i, w)) & 0xFFFF)
+        line = b"<user%d@example%d.net>: " % (i, i) + b" | ".join(words * 2)[:500]
+        if total + len(line) > _size_of_part(size):
+            break
+        lines.append(line)
+        total += len(line) + 2
+    return _plain(b"\r\n".join(lines))
+
+
 def addresses_one_line(size: int) -> bytes:
     """Distinct addresses on one line of the whole notification (the per-address blocks)."""
     words = b"".join(b"failed u%d@example.net " % i for i in range(size // 20 + 1))
@@ -605,9 +654,11 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "same-address": same_address,
     "token-spaces": token_header_spaces,
     "message-id-lines": message_id_lines,
+    "assistance-blanks": assistance_blanks,
     "deep-multipart": deep_multipart,
     "deep-rfc822": deep_rfc822,
     "deep-base64-rfc822": deep_base64_rfc822,
+    "nested-qp-rfc822": nested_qp_rfc822,
     "many-parts": many_parts,
     "many-dsn-recipients": many_dsn_recipients,
     "dsn-fields": dsn_fields,
@@ -627,6 +678,7 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "json-notification": json_notification,
     "json-recipients": json_recipients,
     "addresses-one-line": addresses_one_line,
+    "freetext-recipients": freetext_recipients,
     "charset-bomb": charset_bomb,
     "charset-punycode": charset_punycode,
     "no-body-separator": no_body_separator,

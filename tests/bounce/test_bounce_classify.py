@@ -263,11 +263,17 @@ class RegexHazardTests(SynchronousTestCase):
     def test_shapes(self):
         """What the check refuses, and what it lets through."""
         refused = [r"\w+ is", r"\w+$", r"x\S+@\S+ y", r"a\w+b", r"x(a+)+", r"x(?:ab)*c",
-                   r"(?m)^\s+x", r"\b\S+x", r"x(?=\S*y)", r"x.*;.*y", r"(?:|x)\w+ y"]
+                   r"(?m)^\s+x", r"\b\S+x", r"x(?=\S*y)", r"x.*;.*y", r"(?:|x)\w+ y",
+                   # a window of variable length next to a run it overlaps (issue 23)
+                   r"help[^<\n]{0,40}[ \t:]*<", r"help[ \t:]*[^<\n]{0,40}<",
+                   r"help[^<\n]{0,40}[ \t:]*+<"]
         allowed = [r".*", r"\w+", r"a \w+b", r"(?m)^[ \t]+x", r"^\s+x", r"\b\w+x",
                    r"550 unknown user \S*docomo", r"internal (?:\w+ )?error",
                    r"\b5\d\d \S[^\s@]*+@\S++ y", r"a.{0,400}b", r"0[a-z]+[0-9]*[A-Z]+y",
-                   r"unknown (?:user|recipient)", r"(?i)x\s*/\s*y"]
+                   r"unknown (?:user|recipient)", r"(?i)x\s*/\s*y",
+                   r"help[^<\n]{0,40}+[ \t:]*<", r"help[ \t:]*+[^<\n]{0,40}<",
+                   r"help[^<\n]{40}[ \t:]*<", r"x\s?\s*y",
+                   r"error: .{0,80}lookup of \S+ (?:with|had)"]
         self.assertEqual([p for p in refused if regex_hazard(p) is None], [])
         self.assertEqual({p: regex_hazard(p) for p in allowed if regex_hazard(p)}, {})
 

@@ -180,9 +180,6 @@ ALLOWED = {
     "analyze._ANY_TAG_SPLIT": "every start matches one alternative or the other, which "
                               "consumes what it read",
     "analyze._STATUS_COMMENT": "matched (.match) on one header value",
-    "analyze._NOT_RCPT_CONTEXT": "each of the two repeated lines starts with a line break "
-                                 "that the blanks cannot match; after fixed phrases",
-    "analyze._NOT_RCPT_CONTEXT_LOW": "as _NOT_RCPT_CONTEXT",
     "mime._HEADER_NAME": "matched (.match) at the start of a header block, on 200 bytes",
     "mime._PARAM": "the quoted string's alternatives start with different characters; on "
                    "one header value, cut",

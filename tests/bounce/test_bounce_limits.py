@@ -156,6 +156,30 @@ class ReportLimitTests(SynchronousTestCase):
         analyze(head + b"it failed\n" * 5000, limits=limits)
         self.assertEqual(len(seen), 2)
 
+    def test_free_text_classification_bounded(self):
+        """500 recipients on lines of rule phrases with no reply code: every one is a
+        result, and the distinct texts classified come to a budget, not 500 blocks of
+        ~1.3K characters."""
+        from hurricane.bounce.classify import default_classifier
+        from tests.bounce import hostile
+
+        clf = default_classifier()
+        texts: set[str] = set()
+        real = clf.classify
+
+        def spy(code, status, text, *args, **kwargs):
+            texts.add(text)
+            return real(code, status, text, *args, **kwargs)
+
+        self.patch(clf, "classify", spy)
+        a = analyze(hostile.freetext_recipients(hostile.MAX_SIZE), classifier=clf)
+        # (the note names user@example.net first; the recipients cap is 500)
+        found = {r.recipient for r in a.results}
+        self.assertTrue({"user0@example0.net", "user497@example497.net"} <= found)
+        self.assertTrue(all(r.reason for r in a.results))
+        # the budget (64 KiB), the whole note's reading (4,000 characters) and change
+        self.assertLessEqual(sum(map(len, texts)), 72 * 1024)
+
     def test_repeated_diagnostic_bounded(self):
         """A Diagnostic-Code repeated 20,000 times is joined up to a header value's size."""
         raw = (b"Subject: x\nContent-Type: multipart/report; boundary=b\n\n"

@@ -277,3 +277,17 @@ class FreeTextTests(SynchronousTestCase):
                             "<erin@example.org>:\nsee h1kenv@bounce.example.com")
         a = analyze(raw.encode(), "h1kenv@bounce.example.com")
         self.assertEqual([r.recipient for r in a.results], ["erin@example.org"])
+
+    def test_help_address_not_a_recipient(self):
+        """The address after "for assistance" is the helpdesk's, however the line
+        goes on to it, never a failed recipient (nor a piece of it)."""
+        from hurricane.bounce.analyze import _not_rcpt_context
+        for line in ("For assistance, contact: helpdesk@isp.example",
+                     "For further assistance please write to helpdesk@isp.example",
+                     "For assistance:\n   <helpdesk@isp.example>",
+                     "For assistance" + " " * 60 + "helpdesk@isp.example"):
+            self.assertEqual(_not_rcpt_context(line.lower()), ["helpdesk@isp.example"], line)
+            raw = QMAIL.replace("Giving up on 192.0.2.3.\n", "Giving up on 192.0.2.3.\n"
+                                + line + "\n")
+            a = analyze(raw.encode())
+            self.assertEqual([r.recipient for r in a.results], ["erin@example.org"], line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -18,6 +19,7 @@ from hurricane.credentials import (
     TokenBook,
     VerifierBusy,
     address_key,
+    inline_runner,
     threadpool_runner,
 )
 from hurricane.passwords import (
@@ -141,6 +143,26 @@ class PasswordBookTests(SynchronousTestCase):
         pool.run_all()
         self.assertEqual([self.successResultOf(d) for d in results], [True, False, False])
         self.assertEqual([iterations for _, iterations in recorder.calls], [1500] * 3)
+
+    def test_names_cost_alike_in_every_order(self) -> None:
+        """Known and unknown names cost the same pbkdf2 runs whatever came before: one
+        for a (name, password) not tried yet, none for a repeat, so no priming failure
+        with one unknown name makes another one answer at once (issue 23's second
+        review: the failure cache was shared by every unknown name)."""
+        hashes = {"alice": hash_password("pw", iterations=1000),
+                  "bob": hash_password("other", iterations=1000)}
+        attempts = [("alice", "guess"), ("nobody-1", "guess"), ("nobody-2", "guess"),
+                    ("bob", "guess"), ("alice", "pw"), ("nobody-1", "pw")]
+        recorder = Pbkdf2Recorder()
+        self.patch(passwords, "hashlib", recorder)
+        for order in itertools.permutations(attempts, 4):
+            book = PasswordBook(hashes, SecretVerifier(inline_runner))
+            costs = []
+            for name, password in order + order[:2]:
+                before = len(recorder.calls)
+                self.successResultOf(book.check(name, password))
+                costs.append(len(recorder.calls) - before)
+            self.assertEqual(costs, [1, 1, 1, 1, 0, 0], order)
 
     def test_not_a_password_hash(self) -> None:
         """A fast token hash configured as a password admits nobody (and is hashed as a dummy)."""

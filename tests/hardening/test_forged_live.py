@@ -86,7 +86,10 @@ class ForgedReportLiveTests(TestCase):
             "routes": {"*": f"127.0.0.1:{sink.port}", "later.test": f"127.0.0.1:{free_port()}",
                        "slow.test": f"127.0.0.1:{stall.port}"},
             # the stalled transaction must stay in flight while the probes run
-            "delivery": {"timeouts": {"data_end": 150.0}},
+            "delivery": {"timeouts": {"data_end": 150.0},
+                         # the deferred row must not be retried while the probes run:
+                         # its attempts would change under the "nothing moved" check
+                         "first_retry": 600.0, "max_retry_interval": 600.0},
         })
         with open(server.config_path, "a") as fp:
             fp.write(f'[[webhooks]]\nurl = "http://127.0.0.1:{hook.port}/hook"\n'

@@ -51,6 +51,18 @@ class CorrelationKeyTests(SynchronousTestCase):
         self.assertEqual(self.last(self.d.delivery_id).correlation, "verp")
         self.assertEqual(self.w.bounce(bid).correlation, "verp")
 
+    def test_unverified_copy_first_cancels_nothing(self) -> None:
+        """The same report to postmaster (or forged with the same bytes) first, then to the
+        VERP address: the first is recorded, not applied; the verified one still applies."""
+        raw = dsn("alice@example.net")
+        self.process(raw)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
+        self.process(raw, self.token)
+        self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
+        self.assertEqual([(e.correlation, e.note) for e in self.w.events(self.d.delivery_id)
+                          if e.kind is EventKind.bounce],
+                         [("recipient", NOT_APPLIED), ("verp", None)])
+
     def test_header_token(self) -> None:
         """A verified X-Hurricane-Token in the returned headers correlates mail to postmaster."""
         bid = self.process(dsn("alice@example.net", token=self.token))
@@ -268,6 +280,59 @@ class CorrelateFunctionTests(SynchronousTestCase):
         self.assertEqual(data["matches"], [{"delivery_id": self.rows[0].delivery_id,
                                             "recipient": "alice@example.net", "key": "verp"}])
         json.dumps(data)
+
+
+class LookupBoundTests(SynchronousTestCase):
+    """The store questions one returned message may cost are bounded (issue 23's second
+    review: a DSN naming one address 500 times cost 500 queries, 7-16 s of store time)."""
+
+    def setUp(self) -> None:
+        self.w = World()
+        self.rows = self.w.send(["alice@example.net", "bob@example.net"])
+        self.asked: list[dict[str, Any]] = []
+        find = self.w.store.find_deliveries
+
+        async def counting(**kwargs: Any) -> Any:
+            self.asked.append(kwargs)
+            return await find(**kwargs)
+
+        self.patch(self.w.store, "find_deliveries", counting)
+
+    def correlate(self, names: list[str], delivery_id: int | None = None) -> Correlation:
+        bounce = StoredBounce(1, b"", "", POSTMASTER, NOW, delivery_id, "pending")
+        analysis = Analysis("bounce", tuple(result(n) for n in names))
+        corr: Correlation = run(correlate(self.w.store, self.w.codec, bounce, analysis,
+                                          self.w.clock.seconds()))
+        return corr
+
+    def test_same_address_asked_once(self) -> None:
+        """500 results naming one address: one look-up, and every result matched."""
+        corr = self.correlate(["Alice@example.net"] * 500)
+        self.assertEqual(len(self.asked), 1)
+        self.assertEqual({(m.delivery.delivery_id, m.key) for m in corr.matches},
+                         {(self.rows[0].delivery_id, "recipient")})
+        self.assertEqual(len(corr.matches), 500)
+
+    def test_distinct_addresses_capped(self) -> None:
+        """500 distinct unknown addresses: _MAX_WEAK_LOOKUPS look-ups, the rest unmatched
+        and counted in the evidence; a known address past the cap stays unmatched."""
+        from hurricane.inbound.correlate import _MAX_WEAK_LOOKUPS
+        names = [f"u{i}@example.com" for i in range(499)] + ["alice@example.net"]
+        corr = self.correlate(names)
+        self.assertEqual(len(self.asked), _MAX_WEAK_LOOKUPS)
+        self.assertEqual(corr.matches, [])
+        self.assertEqual(len(corr.unmatched), 500)
+        self.assertEqual(corr.evidence["weak_lookups_skipped"], 500 - _MAX_WEAK_LOOKUPS)
+
+    def test_siblings_read_the_queue_entry_once(self) -> None:
+        """Through a verified token, 500 results naming other addresses read the anchor's
+        queue entry once (before: two queries per result), and a sibling is found."""
+        names = [f"u{i}@example.com" for i in range(300)] + ["bob@example.net"] * 200
+        corr = self.correlate(names, self.rows[0].delivery_id)
+        self.assertEqual([sorted(k for k, v in q.items() if v is not None)
+                          for q in self.asked], [["limit", "queue_id"]])
+        siblings = {(m.delivery.delivery_id, m.key) for m in corr.matches}
+        self.assertIn((self.rows[1].delivery_id, "sibling"), siblings)
 
 
 class LegacyPerMessageTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane import passwords
 from hurricane.config import Config, WebConfig
 from hurricane.credentials import SecretVerifier
-from hurricane.passwords import generate_token, hash_token
+from hurricane.passwords import generate_token, hash_password, hash_token
 from tests.pools import Pbkdf2Recorder, QueuedRunner
 
 from .helpers import TOKEN, WebFixture, body_of, json_of, make_config
@@ -74,6 +74,34 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual(first[0].code, 401)
 
 
+    def test_busy_spares_what_costs_no_hashing(self) -> None:
+        """With the pool's queue full (a spray of wrong passwords from many addresses),
+        a sha256 token and a password verified before still get in: only logins that
+        need a pbkdf2 wait."""
+        token = generate_token()
+        pool = QueuedRunner()
+        web = WebConfig(listen=PUBLIC, tokens={"app": hash_token(token)},
+                        users={"ops": hash_password("pw", iterations=1000)})
+        f = WebFixture(Config(web=web), populated=False,
+                       verifier=SecretVerifier(pool, max_pending=1))
+        first: list[Any] = []
+        f.treq.get(BASE + "/", headers=basic("ops", "pw")).addBoth(first.append)
+        f.treq.flush()
+        pool.run_all()
+        f.treq.flush()
+        self.assertEqual(first[0].code, 200)
+        f.treq.get(BASE + "/", headers=basic("ops", "spray")).addBoth(first.append)
+        f.treq.flush()
+        self.assertEqual(len(pool.jobs), 1)     # the queue is full
+        response, _ = body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "other")))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "pw")))[0].code,
+                         200)
+        response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=bearer(token)))
+        self.assertEqual(response.code, 200)
+        pool.run_all()
+
+
 class FailureLimitTests(SynchronousTestCase):
     """Past max_auth_failures an address gets 429 without verification until the window passes."""
 
@@ -97,14 +125,17 @@ class FailureLimitTests(SynchronousTestCase):
 
     def test_pages_and_successes(self) -> None:
         """Wrong passwords count for pages too; right ones do not count at all."""
-        f = WebFixture(make_config(listen=PUBLIC, users={"ops": "pw"}), populated=False)
+        f = WebFixture(make_config(listen=PUBLIC, users={"ops": "pw", "dev": "pw2"}),
+                       populated=False)
         for _ in range(20):
             response, _ = body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "pw")))
             self.assertEqual(response.code, 200)
         for i in range(10):
             response, _ = body_of(f, f.treq.get(BASE + "/", headers=basic("ops", f"x{i}")))
             self.assertEqual(response.code, 401)
-        response, page = body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "pw")))
+        # blocked: a password not verified before waits (ops's, verified 20 times, is
+        # let in: BlockedAddressTests)
+        response, page = body_of(f, f.treq.get(BASE + "/", headers=basic("dev", "pw2")))
         self.assertEqual(response.code, 429)
         self.assertIn("Too many failed logins", page)
 
@@ -122,6 +153,51 @@ class FailureLimitTests(SynchronousTestCase):
         f.clock.advance(5)
         response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=bearer(TOKEN)))
         self.assertEqual(response.code, 200)
+
+
+class BlockedAddressTests(SynchronousTestCase):
+    """A blocked address is refused pbkdf2 work, not valid credentials that cost none."""
+
+    def _blocked(self, config: Config) -> WebFixture:
+        f = WebFixture(config, populated=False)
+        for i in range(f.config.web.max_auth_failures):
+            response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary",
+                                                 headers=bearer(f"wrong-{i}")))
+            self.assertEqual(response.code, 401)
+        self.assertTrue(f.site.access.limiter.is_blocked("127.0.0.1"))
+        return f
+
+    def test_sha256_token(self) -> None:
+        """After ten wrong tokens the right sha256 token still gets 200 (it costs one
+        digest); a wrong one gets 429."""
+        token = generate_token()
+        f = self._blocked(Config(web=WebConfig(listen=PUBLIC,
+                                               tokens={"app": hash_token(token)})))
+        response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=bearer(token)))
+        self.assertEqual(response.code, 200)
+        response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=bearer("x")))
+        self.assertEqual(response.code, 429)
+
+    def test_remembered_successes(self) -> None:
+        """A password or pbkdf2 token verified before the block gets in with no hashing;
+        one never verified, right or wrong, gets 429 and no pbkdf2."""
+        f = WebFixture(make_config(listen=PUBLIC, users={"ops": "pw", "dev": "pw2"}),
+                       populated=False)
+        for request in (f.treq.get(BASE + "/", headers=basic("ops", "pw")),
+                        f.treq.get(BASE + "/api/v1/summary", headers=bearer(TOKEN))):
+            self.assertEqual(body_of(f, request)[0].code, 200)
+        for i in range(10):
+            response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary",
+                                                 headers=bearer(f"wrong-{i}")))
+        recorder = Pbkdf2Recorder()
+        self.patch(passwords, "hashlib", recorder)
+        self.assertEqual(body_of(f, f.treq.get(BASE + "/", headers=basic("ops", "pw")))[0].code,
+                         200)
+        response, _ = json_of(f, f.treq.get(BASE + "/api/v1/summary", headers=bearer(TOKEN)))
+        self.assertEqual(response.code, 200)
+        for headers in (basic("dev", "pw2"), basic("ops", "guess"), basic("ghost", "pw")):
+            self.assertEqual(body_of(f, f.treq.get(BASE + "/", headers=headers))[0].code, 429)
+        self.assertEqual(recorder.calls, [])
 
 
 class UnknownUserTests(SynchronousTestCase):

@@ -46,6 +46,20 @@ class CsvCellTests(SynchronousTestCase):
         for value, cell in table:
             self.assertEqual(csv_cell(value), cell, repr(value))
 
+    def test_invisible_prefixes(self) -> None:
+        """A formula behind characters a spreadsheet may strip (zero width space, byte
+        order mark, NUL, other controls and format characters, odd blanks) is escaped, as
+        are the small forms of the signs; invisible characters before plain text are not."""
+        for prefix in ("\u200b", "\ufeff", "\x00", "\x01", "\u200d", "\u2060", "\u00a0",
+                       "\u3000", "\u2028", "\u200b \ufeff\x00"):
+            for sign in ("=", "+", "-", "@", "\uff1d"):
+                text = prefix + sign + "1+1"
+                self.assertEqual(csv_cell(text), "'" + text, repr(text))
+            self.assertEqual(csv_cell(prefix + "mailbox full"), prefix + "mailbox full")
+        for sign in ("\ufe66", "\ufe62", "\ufe63", "\ufe6b"):
+            self.assertEqual(csv_cell(sign + "1"), "'" + sign + "1", repr(sign))
+        self.assertEqual(csv_cell("\u200b"), "\u200b")
+
     def test_hostile_texts_escaped(self) -> None:
         """Every hostile test value except the plain one comes out quoted."""
         self.assertEqual([csv_cell(text) == "'" + text for text in HOSTILE_TEXTS],

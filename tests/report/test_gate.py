@@ -162,7 +162,8 @@ class RefusedBeforeBodyTests(SynchronousTestCase):
         self.assertIn(b"proxy", transport.value())
 
     def test_over_the_failure_limit(self) -> None:
-        """An address over the failure limit gets 429 with Retry-After and no verification."""
+        """An address over the failure limit gets 429 with Retry-After and no verification;
+        the right sha256 token, which costs no verification, still passes the gate."""
         gate = _Gate(self)
         gate.site.access.tokens._legacy.clear()
         for i in range(10):
@@ -171,10 +172,14 @@ class RefusedBeforeBodyTests(SynchronousTestCase):
                                       length=len(MESSAGE)))
             self.assertEqual(status(transport), b"HTTP/1.1 401 Unauthorized")
         channel, transport = gate.connect()
-        channel.dataReceived(head("POST", "/api/v1/messages", f"Authorization: Bearer {FAST_TOKEN}",
+        channel.dataReceived(head("POST", "/api/v1/messages", "Authorization: Bearer w10",
                                   length=len(MESSAGE)))
         self.assertEqual(status(transport), b"HTTP/1.1 429 Too Many Requests")
         self.assertIn(b"Retry-After: 60", transport.value())
+        channel, transport = gate.connect()
+        channel.dataReceived(head("POST", "/api/v1/messages", f"Authorization: Bearer {FAST_TOKEN}",
+                                  length=len(MESSAGE)))
+        self.assertEqual(transport.value(), b"")   # let in: the body is awaited
 
 
 class ChunkedTests(SynchronousTestCase):

@@ -180,6 +180,22 @@ class ConnectionLimiterTests(SynchronousTestCase):
         self.assertTrue(limiter.admit("b"))
         self.assertEqual((limiter.count(), limiter.count("a"), limiter.count("b")), (3, 1, 1))
 
+    def test_ipv6_counted_by_64(self) -> None:
+        """IPv6 clients count by /64 (one host's usual share), as the login limiters do;
+        IPv4-mapped addresses count as their IPv4 address."""
+        limiter = ConnectionLimiter(per_ip=2, total=200)
+        admitted = [limiter.admit(f"2001:db8:1:2::{i:x}") for i in range(1, 151)]
+        self.assertEqual(admitted.count(True), 2)
+        self.assertEqual(limiter.count("2001:db8:1:2:ffff::1"), 2)
+        self.assertTrue(limiter.admit("2001:db8:1:3::1"))  # the next /64 is someone else
+        self.assertTrue(limiter.admit("192.0.2.1"))
+        self.assertTrue(limiter.admit("::ffff:192.0.2.1"))
+        self.assertFalse(limiter.admit("192.0.2.1"))
+        limiter.release("2001:db8:1:2::99")
+        self.assertEqual(limiter.count("2001:db8:1:2::1"), 1)
+        limiter.leave_per_ip("2001:db8:1:2::98")
+        self.assertEqual(limiter.count("2001:db8:1:2::1"), 0)
+
     def test_leave_per_ip(self) -> None:
         """leave_per_ip() frees the address's slot; the total slot stays until release()."""
         limiter = ConnectionLimiter(per_ip=1, total=2)

@@ -652,6 +652,25 @@ class StoreContractMixin:
         kinds = [e.kind for e in await self.store.events(delivery_id)]
         self.assertEqual(kinds.count(EventKind.bounce), 1)
 
+    async def test_unverified_copy_never_cancels_a_verified_one(self) -> None:
+        """An unverified event recorded first under an idem_key does not make the verified
+        event with that key a no-op: it is recorded and applied; each is still recorded
+        once."""
+        delivery_id = (await self.enqueue_one("k@idem.test")).recipients[0].delivery_id
+        await self.deliver(delivery_id)
+        self.assertEqual(len(await self.bounce(delivery_id, idem_key="k", hard=True,
+                                               suppress=True, correlation="recipient")), 1)
+        self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.delivered)
+        self.assertEqual(len(await self.bounce(delivery_id, idem_key="k", hard=True,
+                                               suppress=True, correlation="verp")), 1)
+        self.assertEqual((await self.store.get_delivery(delivery_id)).state, State.bounced)
+        self.assertIsNotNone(await self.store.get_suppression("k@idem.test"))
+        for key in ("verp", "header-token", "recipient", "message-id"):
+            self.assertEqual(await self.bounce(delivery_id, idem_key="k", correlation=key), [])
+        events = [e for e in await self.store.events(delivery_id) if e.kind is EventKind.bounce]
+        self.assertEqual([(e.correlation, e.state) for e in events],
+                         [("recipient", None), ("verp", State.bounced)])
+
     async def test_weak_correlation_changes_nothing(self) -> None:
         """A bounce or complaint matched by a weak key is recorded, not applied, in every state."""
         delivered = (await self.enqueue_one("d@weak.test")).recipients[0].delivery_id

@@ -337,6 +337,70 @@ class AuthPoolTests(_Base):
         self.assertEqual(codes(replies(t1)), [b"235 2.7.0"])
 
 
+class ConcurrentAuthTests(_Base):
+    """AUTH guesses are counted while they wait for the pool, across connections."""
+
+    def pooled(self) -> tuple[SubmissionFactory, QueuedRunner]:
+        pool = QueuedRunner()
+        fact = self.factory(max_auth_failures=3, max_connections_per_ip=10)
+        fact.portal = build_portal(USERS, SecretVerifier(pool))
+        return fact, pool
+
+    def test_guesses_in_flight_count(self) -> None:
+        """Five connections guessing at once with max_auth_failures = 3: three guesses
+        reach the pool, the other two get 454 unverified (seven were verified before)."""
+        fact, pool = self.pooled()
+        conns = [self.start(ip="127.0.0.1", factory=fact) for _ in range(5)]
+        for i, (proto, _t) in enumerate(conns):
+            proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0wrong-%d" % i) + b"\r\n")
+        self.assertEqual(len(pool.jobs), 3)
+        self.assertEqual([codes(replies(t)) for _, t in conns[3:]], [[b"454 4.7.0"]] * 2)
+        pool.run_all()
+        for _proto, t in conns[:3]:
+            self.assertEqual(codes(replies(t)), [b"535 5.7.8", b"421 4.7.0"])
+        self.assertTrue(fact.throttle.is_blocked("127.0.0.1"))
+
+    def test_success_in_flight_not_a_failure(self) -> None:
+        """A right password waiting for the pool counts until answered, then not at all."""
+        fact, pool = self.pooled()
+        proto, t = self.start(ip="127.0.0.1", factory=fact)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
+        self.assertEqual(fact.throttle.retry_after("127.0.0.1"), 0.0)
+        pool.run_all()
+        self.assertEqual(codes(replies(t)), [b"235 2.7.0"])
+        for i in range(2):
+            other, t2 = self.start(ip="127.0.0.1", factory=fact)
+            other.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0x%d" % i) + b"\r\n")
+            pool.run_all()
+            self.assertEqual(codes(replies(t2)), [b"535 5.7.8"])
+        self.assertFalse(fact.throttle.is_blocked("127.0.0.1"))
+
+    def test_verified_password_while_blocked(self) -> None:
+        """A blocked address is refused pbkdf2 work, not a password verified before:
+        that one gets 235 with no hashing; others, right or wrong, get 454."""
+        users = {**USERS, "bob": hash_password("b0b", iterations=1000)}
+        pool = QueuedRunner()
+        fact = self.factory(max_auth_failures=3, max_connections_per_ip=10)
+        fact.portal = build_portal(users, SecretVerifier(pool))
+        proto, t = self.start(ip="127.0.0.1", factory=fact)
+        proto.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0s3cret") + b"\r\n")
+        pool.run_all()
+        self.assertEqual(codes(replies(t)), [b"235 2.7.0"])
+        for i in range(3):
+            other, t2 = self.start(ip="127.0.0.1", factory=fact)
+            other.dataReceived(b"AUTH PLAIN " + b64(b"\0alice\0x%d" % i) + b"\r\n")
+            pool.run_all()
+        self.assertTrue(fact.throttle.is_blocked("127.0.0.1"))
+        for credentials, expected in ((b"\0alice\0s3cret", b"235 2.7.0"),
+                                      (b"\0bob\0b0b", b"454 4.7.0"),
+                                      (b"\0alice\0guess", b"454 4.7.0"),
+                                      (b"\0ghost\0s3cret", b"454 4.7.0")):
+            proto, t = self.start(ip="127.0.0.1", factory=fact)
+            proto.dataReceived(b"AUTH PLAIN " + b64(credentials) + b"\r\n")
+            self.assertEqual(codes(replies(t)), [expected], credentials)
+        self.assertEqual(pool.jobs, [])
+
+
 class MessageTests(_Base):
     def send(self, message: bytes, proto=None, t=None) -> list[bytes]:
         if proto is None:
