@@ -124,6 +124,27 @@ class ConfigDefaultsTests(SynchronousTestCase):
             c = load_config(REPO / "etc" / name)
             self.assertEqual(c.source, str(REPO / "etc" / name))
 
+    def test_production_example_writes_where_the_unit_allows(self) -> None:
+        """Every file the production example has the server write (VERP keys, SSH host
+        key, JSON log, accounting log, data_dir) is under the systemd unit's
+        ReadWritePaths: ProtectSystem=strict makes everything else read-only."""
+        import os
+
+        c = load_config(REPO / "etc" / "hurricane-postgres.toml")
+        unit = (REPO / "etc" / "hurricane.service").read_text()
+        writable = [p for line in unit.splitlines() if line.startswith("ReadWritePaths=")
+                    for p in line.split("=", 1)[1].split()]
+        self.assertTrue(writable)
+        written = [c.data_dir, c.verp_keys_file,
+                   c.admin.host_key or os.path.join(c.data_dir, "admin_ssh_host_ed25519_key")]
+        if c.server.json_log:
+            written.append(c.server.json_log)
+        if c.accounting.enabled:
+            written.append(c.accounting.file or os.path.join(c.data_dir, "accounting.jsonl"))
+        for path in written:
+            self.assertTrue(any(path == d or path.startswith(d.rstrip("/") + "/")
+                                for d in writable), (path, writable))
+
     def test_example_documents_every_key(self) -> None:
         """Every key of every section appears in etc/hurricane.toml."""
         import dataclasses
