@@ -85,8 +85,12 @@ class ForgedReportLiveTests(TestCase):
             "store": store,
             "routes": {"*": f"127.0.0.1:{sink.port}", "later.test": f"127.0.0.1:{free_port()}",
                        "slow.test": f"127.0.0.1:{stall.port}"},
-            # the stalled transaction must stay in flight while the probes run
-            "delivery": {"timeouts": {"data_end": 150.0}},
+            # the stalled transaction must stay in flight while the probes run, and the
+            # deferred recipient must not be retried meanwhile (a retry is a change of
+            # its row, which the probes must not cause: with the harness's 1-2 s
+            # retries, the comparison below failed whenever the probes took longer)
+            "delivery": {"timeouts": {"data_end": 150.0}, "first_retry": 600.0,
+                         "max_retry_interval": 600.0},
         })
         with open(server.config_path, "a") as fp:
             fp.write(f'[[webhooks]]\nurl = "http://127.0.0.1:{hook.port}/hook"\n'
