@@ -9,6 +9,7 @@ configuration error, 1 for a failed operation.
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import os
@@ -54,16 +55,55 @@ def _config(args: argparse.Namespace) -> Config:
         raise CommandError(str(e), EXIT_USAGE) from None
 
 
+def _store_message(error: Exception, shown_url: str) -> str:
+    """One line for a store error, naming the URL once.
+
+    The store's own messages already start with "cannot open store URL:";
+    libpq's run over several lines ("Connection refused" then "Is the server
+    running..."): joined with "; " so that the error stays one line.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = "; ".join(lines) or type(error).__name__
+    return text if shown_url in text else f"store {shown_url}: {text}"
+
+
+def _missing_database(config: Config, path: str) -> CommandError:
+    """The error of a data command pointed at a SQLite database that does not exist."""
+    if config.store.url:
+        where = f"[store] url in {config.source}"
+    elif config.source:
+        where = f"[server] data_dir = {config.server.data_dir!r} in {config.source}"
+    else:
+        where = (f"no --config: the built-in data_dir {config.server.data_dir!r}, "
+                 "relative to the current directory")
+    return CommandError(
+        f"no database at {path} ({where}); run this where the server keeps its data, or "
+        "give the server's --config ('hurricane migrate' creates an empty database)",
+        EXIT_USAGE)
+
+
 def _run_store(config: Config,
-               work: Callable[[IOutcomeStore, IStoreReactor], Awaitable[int]]) -> int:
+               work: Callable[[IOutcomeStore, IStoreReactor], Awaitable[int]], *,
+               create: bool = False, migrate: bool = True) -> int:
     """Open the configured store, run ``work(store, reactor)`` in a reactor, close,
-    return its code."""
+    return its code.
+
+    Args:
+        config: names the store.
+        work: what to do with the open store.
+        create: a SQLite database that does not exist yet may be created
+            (``migrate``); otherwise its absence is an error naming the path,
+            so that a command run in the wrong directory (or without the
+            server's --config) does not answer from a new, empty database.
+        migrate: apply pending migrations when opening.
+    """
     from twisted.internet import defer, task
 
     from hurricane.app import store_from_config
     from hurricane.store.factory import redact_url
     from hurricane.store.interface import StoreError
 
+    shown = redact_url(config.store_url)
     result: dict[str, int] = {}
     errors: list[CommandError] = []
 
@@ -73,17 +113,21 @@ def _run_store(config: Config,
         except StoreError as e:
             errors.append(CommandError(str(e), EXIT_USAGE))
             return
+        path = _sqlite_path(store)
+        if path is not None and not create and not os.path.exists(path):
+            errors.append(_missing_database(config, path))
+            return
         try:
-            await store.open()
+            await store.open(migrate=migrate)
         except StoreError as e:
-            errors.append(CommandError(f"cannot open store {redact_url(config.store_url)}: {e}"))
+            errors.append(CommandError(_store_message(e, shown)))
             return
         try:
             result["code"] = await work(store, reactor)
         except CommandError as e:
             errors.append(e)
         except StoreError as e:
-            errors.append(CommandError(f"store {redact_url(config.store_url)}: {e}"))
+            errors.append(CommandError(_store_message(e, shown)))
         finally:
             await store.close()
 
@@ -96,14 +140,43 @@ def _run_store(config: Config,
     return result.get("code", EXIT_FAILED)
 
 
+def _sqlite_path(store: IOutcomeStore) -> str | None:
+    """The database file of a SQLite store, else None."""
+    from hurricane.store.sqlite import SqliteStore
+
+    return store.path if isinstance(store, SqliteStore) else None
+
+
+def _sqlite_path_of(config: Config) -> str | None:
+    """The database file of a SQLite store URL (None for others or a malformed URL,
+    which opening the store reports)."""
+    from hurricane.store.factory import sqlite_file
+    from hurricane.store.interface import StoreConfigError
+
+    try:
+        return sqlite_file(config.store_url, config.data_dir)
+    except StoreConfigError:
+        return None
+
+
 # -- check-config ----------------------------------------------------------------
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the configuration and print what it amounts to."""
+    """Validate the configuration and the files it names; print what it amounts to."""
     config = _config(args)
+    from hurricane.config import check_paths
     from hurricane.store.factory import redact_url
 
+    report = check_paths(config)
+    errors = [str(e) for e in report.errors]
+    if not errors:
+        # The files exist: now read them as the server will at start.
+        errors = _check_file_contents(config)
+    if errors:
+        for line in errors:
+            print(f"hurricane check-config: {line}", file=sys.stderr)
+        return EXIT_USAGE
     out = sys.stdout
     print(f"{config.source or '(built-in defaults)'}: OK", file=out)
     print(f"  hostname      {config.server.hostname}", file=out)
@@ -117,27 +190,117 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  listen        {'admin':<10} {config.admin.listen}", file=out)
     for dom, target in config.routes.items():
         print(f"  route         {dom} -> {target}", file=out)
+    for note in report.notes:
+        print(f"  note          {note}", file=out)
+    if args.connect:
+        return _check_store(config, out)
     return EXIT_OK
+
+
+def _check_file_contents(config: Config) -> list[str]:
+    """Load the files the server loads at start (TLS, users, DKIM, rules, webhook
+    secrets) with the server's own loaders; one line per problem, naming the key."""
+    from hurricane.config import ConfigError
+
+    problems: list[str] = []
+
+    def check(key: tuple[str, ...], load: Callable[[], object]) -> None:
+        try:
+            load()
+        except (OSError, ValueError) as e:
+            problems.append(str(ConfigError(str(e), key, config.source)))
+
+    for section in ("submission", "bounce"):
+        block = getattr(config, section)
+        if block.tls_certificate:
+            from hurricane.smtpd.tls import tls_context_from_files
+
+            check((section, "tls_certificate"), functools.partial(
+                tls_context_from_files, block.tls_certificate, block.tls_key))
+    if config.submission.users_file:
+        from hurricane.submission.auth import load_users
+
+        check(("submission", "users_file"), lambda: load_users(config.submission))
+    for i, rules in enumerate(config.bounce.rules_files):
+        from hurricane.bounce.classify import ReplyClassifier
+
+        check(("bounce", f"rules_files[{i}]"), functools.partial(ReplyClassifier.load, [rules]))
+    for i, entry in enumerate(config.delivery.dkim):
+        from hurricane.outbound.dkim import DkimKey
+
+        check(("delivery", f"dkim[{i}]", "key_file"), functools.partial(DkimKey.from_config,
+                                                                         entry))
+    for i, hook in enumerate(config.webhooks):
+        if hook.secret_file:
+            from hurricane.webhooks import load_secret
+
+            check((f"webhooks[{i}]", "secret_file"), functools.partial(load_secret, hook))
+    return problems
+
+
+def _check_store(config: Config, out: TextIO) -> int:
+    """``check-config --connect``: open the store without changing it; print its
+    schema version against the one this version of Hurricane needs."""
+    from hurricane.store.factory import redact_url
+    from hurricane.store.migrate import latest_version
+
+    shown = redact_url(config.store_url)
+    latest = latest_version()
+    path = _sqlite_path_of(config)
+    if path is not None and not os.path.exists(path):
+        print(f"  connect       {shown}: no database yet (made at the first start or by "
+              f"'hurricane migrate', at schema version {latest})", file=out)
+        return EXIT_OK
+
+    async def work(store: IOutcomeStore, reactor: IStoreReactor) -> int:
+        del reactor
+        version = await store.schema_version()
+        if version == latest:
+            state = "up to date"
+        elif version < latest:
+            state = (f"{latest - version} migration(s) to apply: run 'hurricane migrate' "
+                     "(start-up applies them too)")
+        else:
+            state = f"newer than this version of Hurricane ({latest}): upgrade it"
+        print(f"  connect       {shown}: OK, schema version {version} of {latest}, {state}",
+              file=out)
+        return EXIT_OK
+
+    # migrate=False: a check must not change the database it checks.
+    return _run_store(config, work, migrate=False)
 
 
 # -- migrate -----------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    """Apply pending schema migrations."""
+    """Apply pending schema migrations and say what was done."""
     config = _config(args)
+    from hurricane.store.factory import redact_url
+
+    shown = redact_url(config.store_url)
+    created: list[str] = []
 
     async def work(store: IOutcomeStore, reactor: IStoreReactor) -> int:
         del reactor
+        before = await store.schema_version()
         applied = await store.migrate()
-        version = await store.schema_version()
+        after = await store.schema_version()
+        for path in created:
+            print(f"created {path}")
+        for name in applied:
+            print(f"applied {name}")
         if applied:
-            for name in applied:
-                print(f"applied {name}")
-        print(f"schema version {version}")
+            print(f"{shown}: schema version {before} -> {after}")
+        else:
+            print(f"{shown}: already at schema version {after}, nothing to apply")
         return EXIT_OK
 
-    return _run_store(config, work)
+    path = _sqlite_path_of(config)
+    if path is not None and not os.path.exists(path):
+        created.append(path)
+    # Opened without migrating, so that the version before is the database's own.
+    return _run_store(config, work, create=True, migrate=False)
 
 
 # -- verp ------------------------------------------------------------------------------
@@ -146,6 +309,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def _codec(config: Config) -> VerpCodec:
     from hurricane.verp import codec_from_config
 
+    path = config.verp_keys_file
+    if not os.path.exists(path):
+        # A key made here would sign (or check) tokens the server knows nothing of.
+        where = f"--config {config.source}" if config.source else (
+            f"no --config: the built-in data_dir {config.server.data_dir!r}, relative to "
+            "the current directory")
+        raise CommandError(f"no VERP keys at {path} ({where}); the server makes them at its "
+                           "first start: run this where the server keeps its data, or give "
+                           "the server's --config", EXIT_USAGE)
     try:
         return codec_from_config(config)
     except (OSError, ValueError) as e:
@@ -388,8 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("check-config", help="validate a configuration file",
-                       description="Validate the configuration and print what it amounts to.")
+                       description="Validate the configuration and the files it names (TLS "
+                       "certificates and keys, users_file, DKIM keys, rule files, webhook "
+                       "secrets, authorized_keys, data_dir), as the user running it, and "
+                       "print what it amounts to. Run it as the server's user.")
     _add_config(p)
+    p.add_argument("--connect", action="store_true",
+                   help="also open the store (without changing it) and print its schema "
+                   "version")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("migrate", help="apply pending database migrations",

@@ -305,7 +305,10 @@ class Config:
         """The store URL, defaulting to SQLite in the data directory."""
         if self.store.url:
             return self.store.url
-        return "sqlite:///" + os.path.join(self.data_dir, "hurricane.db")
+        # data_dir is absolute: "sqlite://" + "/abs/..." is sqlite:///abs/...
+        # (one more slash would make the store's file "//abs/...", which
+        # POSIX keeps as written and every message then shows).
+        return "sqlite://" + os.path.join(self.data_dir, "hurricane.db")
 
     @property
     def verp_keys_file(self) -> str:
@@ -663,3 +666,172 @@ def _is_domain(name: str) -> bool:
         and all(ch.isalnum() or ch == "-" for ch in label)
         for label in labels
     )
+
+
+# -- the files a configuration names ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathReport:
+    """What :func:`check_paths` found.
+
+    Args:
+        errors: files or directories the server cannot use as configured, each
+            naming its key path and the path it looked at.
+        notes: paths that do not exist yet and that the server will create at
+            its first start (the data directory, the VERP keys...).
+    """
+
+    errors: tuple[ConfigError, ...]
+    notes: tuple[str, ...]
+
+
+def _absolute(path: str) -> str:
+    # As the server opens it: relative to the current directory, no "~".
+    return os.path.abspath(path)
+
+
+def _creatable(path: str) -> str | None:
+    """None when ``path`` (missing) can be created as a directory by this user,
+    else why not (naming the ancestor in the way)."""
+    parent = os.path.dirname(path)
+    while parent and not os.path.exists(parent):
+        if os.path.dirname(parent) == parent:
+            break
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"cannot be created: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {parent} is not writable by this user"
+    return None
+
+
+def _input_file(path: str) -> str | None:
+    """None when ``path`` is a readable regular file, else what is wrong with it."""
+    if not os.path.exists(path):
+        directory = os.path.dirname(path)
+        if directory and not os.path.isdir(directory):
+            return f"{path}: no such file (and no directory {directory})"
+        return f"{path}: no such file"
+    if os.path.isdir(path):
+        return f"{path}: is a directory, expected a file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: not readable by this user"
+    return None
+
+
+def _sqlite_file(config: Config) -> str | None:
+    """The SQLite database file of the store (None for other engines or a URL
+    the store factory refuses, which reports it itself)."""
+    from hurricane.store.factory import sqlite_file
+    from hurricane.store.interface import StoreConfigError
+
+    try:
+        return sqlite_file(config.store_url, config.data_dir)
+    except StoreConfigError:
+        return None
+
+
+def check_paths(config: Config) -> PathReport:
+    """Check every file and directory the configuration names, as the server
+    will use them, without creating or changing anything.
+
+    Files the server only reads (TLS certificates and keys, ``users_file``,
+    DKIM keys, rule files, webhook secrets, the admin console's
+    ``authorized_keys`` when the console is enabled) must exist and be
+    readable. Paths the server creates at its first start (``data_dir``, the
+    VERP keys, the admin host key, a SQLite database, the log files) may be
+    missing: that is a note, unless they could not be created (the directory
+    in the way is missing or not writable), which is an error. Everything is
+    checked as the user running this, so run it as the service's user.
+
+    Args:
+        config: a validated configuration (relative paths are relative to
+            the current directory, as for the server).
+
+    Returns:
+        The errors (each a :class:`ConfigError` naming the key path and the
+        path) and the notes.
+    """
+    errors: list[ConfigError] = []
+    notes: list[str] = []
+
+    def err(key: tuple[str, ...], msg: str) -> None:
+        errors.append(ConfigError(msg, key, config.source))
+
+    def read(key: tuple[str, ...], value: str) -> None:
+        if value:
+            problem = _input_file(_absolute(value))
+            if problem:
+                err(key, problem)
+
+    def created_file(key: tuple[str, ...], path: str, what: str, *,
+                     writable: bool = False) -> None:
+        path = _absolute(path)
+        if os.path.isdir(path):
+            err(key, f"{path}: is a directory, expected a file")
+        elif os.path.exists(path):
+            mode = os.R_OK | (os.W_OK if writable else 0)
+            if not os.access(path, mode):
+                err(key, f"{path}: not {'writable' if writable else 'readable'} by this user")
+        else:
+            problem = _creatable(path)
+            if problem:
+                err(key, f"{path}: does not exist and {problem}")
+            else:
+                notes.append(f"{_format_path(key)} {path}: does not exist yet; {what}")
+
+    for section in ("submission", "bounce"):
+        block = getattr(config, section)
+        read((section, "tls_certificate"), block.tls_certificate)
+        read((section, "tls_key"), block.tls_key)
+    read(("submission", "users_file"), config.submission.users_file)
+    for i, rules in enumerate(config.bounce.rules_files):
+        read(("bounce", f"rules_files[{i}]"), rules)
+    for i, dkim in enumerate(config.delivery.dkim):
+        read(("delivery", f"dkim[{i}]", "key_file"), dkim.key_file)
+    for i, hook in enumerate(config.webhooks):
+        read((f"webhooks[{i}]", "secret_file"), hook.secret_file)
+    if config.admin.enabled:
+        read(("admin", "authorized_keys"), config.admin.authorized_keys)
+
+    # The data directory may be missing: the server makes it (0700) at start,
+    # as systemd's StateDirectory or a first `twistd -n hurricane` expect.
+    data_dir = config.data_dir
+    data_dir_usable = True
+    if os.path.exists(data_dir):
+        if not os.path.isdir(data_dir):
+            err(("server", "data_dir"), f"{data_dir}: not a directory")
+            data_dir_usable = False
+        elif not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+            err(("server", "data_dir"), f"{data_dir}: not writable by this user")
+            data_dir_usable = False
+    else:
+        problem = _creatable(data_dir)
+        if problem:
+            err(("server", "data_dir"), f"{data_dir}: does not exist and {problem}")
+            data_dir_usable = False
+        else:
+            notes.append(f"[server] data_dir {data_dir}: does not exist yet; created "
+                         "(mode 0700) at the first start")
+    if data_dir_usable:
+        # Below a broken data_dir every one of these would repeat its error.
+        created_file(("bounce", "keys_file"), config.verp_keys_file,
+                     "a first key is made at the first start (nodes sharing a database "
+                     "need the same file: copy it to the others before they start)")
+        sqlite_path = _sqlite_file(config)
+        if sqlite_path is not None:
+            created_file(("store", "url") if config.store.url else ("server", "data_dir"),
+                         sqlite_path,
+                         "an empty database is made at the first start or by "
+                         "'hurricane migrate'", writable=True)
+        if config.admin.enabled:
+            created_file(("admin", "host_key"), config.admin.host_key or os.path.join(
+                data_dir, "admin_ssh_host_ed25519_key"), "made at the first start")
+        if config.accounting.enabled:
+            created_file(("accounting", "file"), config.accounting.file or os.path.join(
+                data_dir, "accounting.jsonl"), "made at the first start", writable=True)
+    if config.server.json_log:
+        created_file(("server", "json_log"), config.server.json_log,
+                     "made at the first start", writable=True)
+    return PathReport(tuple(errors), tuple(notes))

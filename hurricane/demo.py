@@ -28,12 +28,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -46,6 +48,7 @@ from hurricane.sink.scenario import Scenario, default_scenario, mix_rule
 
 if TYPE_CHECKING:
     from hurricane.config import Config
+    from hurricane.model import Delivery, Summary
     from hurricane.reactors import IServerReactor
     from hurricane.service import HurricaneService, ListenerService
     from hurricane.sink.server import ReturnSender, SinkFactory
@@ -115,6 +118,167 @@ class SubmitResult:
     accepted: int = 0
     refused: int = 0
     errors: int = 0
+
+
+@dataclass(frozen=True)
+class DeferredReason:
+    """Deferred recipients that share why they wait.
+
+    Args:
+        why: what the last attempt got, in words ("retried after a dropped
+            connection ('connection lost')").
+        count: how many (within the sample read).
+        next_retry: the soonest next attempt among them (epoch seconds).
+        expires: when the oldest of them expires if every retry fails.
+    """
+
+    why: str
+    count: int
+    next_retry: float | None
+    expires: float
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What keeps the demo from being settled."""
+
+    queued: int = 0
+    deferred: int = 0
+    reasons: tuple[DeferredReason, ...] = ()
+    #: Returns the sink has scheduled or is sending (late DSNs, NDRs, ARF...).
+    returns_pending: int = 0
+    #: Returned messages stored by the bounce listener, not analyzed yet.
+    bounces_pending: int = 0
+
+    @property
+    def nothing(self) -> bool:
+        """True when nothing is waited for."""
+        return not (self.queued or self.deferred or self.returns_pending
+                    or self.bounces_pending)
+
+
+_STATUS_AND_ADDRESS = re.compile(r"^\s*\d\.\d{1,3}\.\d{1,3}\s+|<[^<>]*>:?\s*")
+
+
+def _why(delivery: Delivery) -> str:
+    """Why a deferred delivery waits, in words, without the recipient's address
+    (so that recipients deferred for the same reason group together)."""
+    text = (delivery.text or "").strip()
+    if delivery.code is None:
+        head = text.split(":", 1)[0].strip() or (delivery.reason or "no answer")
+        kind = "dropped" if "lost" in head or "closed" in head else "failed"
+        return f"retried after a {kind} connection ('{head}')"
+    short = _STATUS_AND_ADDRESS.sub("", text).strip()
+    if len(short) > 60:
+        short = short[:57] + "..."
+    status = f" {delivery.status}" if delivery.status else ""
+    return f"retried after {delivery.code}{status} {short}".rstrip()
+
+
+def deferred_reasons(deferred: Sequence[Delivery], max_age: float
+                     ) -> tuple[DeferredReason, ...]:
+    """Group deferred deliveries by why they wait, largest group first."""
+    groups: dict[str, list[Delivery]] = {}
+    for d in deferred:
+        groups.setdefault(_why(d), []).append(d)
+    reasons = []
+    for why, members in groups.items():
+        retries = [d.next_attempt_at for d in members if d.next_attempt_at is not None]
+        reasons.append(DeferredReason(
+            why, len(members), min(retries) if retries else None,
+            min(d.created_at for d in members) + max_age))
+    return tuple(sorted(reasons, key=lambda r: (-r.count, r.why)))
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(when))
+
+
+def describe_waiting(waiting: Waiting, now: float, max_age: float | None = None) -> str:
+    """One line saying what the demo waits for, e.g. "13 deferred recipients: 13
+    retried after a dropped connection ('connection lost'), next retry 14:02:03
+    (in 1 s), given up after 14:02:09 (max_age 10 s)".
+
+    Args:
+        waiting: what :meth:`Rig.waiting` found.
+        now: the current time (epoch seconds), for "in N s".
+        max_age: ``[delivery] max_age``, named next to the time deferred
+            recipients are given up (expired) if their retries keep failing.
+    """
+    parts = []
+    if waiting.deferred:
+        groups = []
+        for r in waiting.reasons:
+            text = f"{r.count} {r.why}"
+            if r.next_retry is not None:
+                wait = r.next_retry - now
+                text += (f", next retry {_clock(r.next_retry)} "
+                         + (f"(in {wait:.0f} s)" if wait >= 1 else "(due now)"))
+            text += f", given up after {_clock(r.expires)}"
+            if max_age is not None:
+                text += f" (max_age {max_age:g} s)"
+            groups.append(text)
+        parts.append(f"{waiting.deferred} deferred recipient"
+                     f"{'' if waiting.deferred == 1 else 's'}"
+                     + (": " + "; ".join(groups) if groups else ""))
+    if waiting.queued:
+        parts.append(f"{waiting.queued} queued (not tried yet)")
+    if waiting.returns_pending:
+        parts.append(f"{waiting.returns_pending} return(s) the sink has yet to send "
+                     "(late DSNs, NDRs, auto-replies, complaints)")
+    if waiting.bounces_pending:
+        parts.append(f"{waiting.bounces_pending} returned message(s) being analyzed")
+    return "; ".join(parts) if parts else "nothing"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One line of the side-by-side count: Hurricane's figure and the sink's."""
+
+    label: str
+    hurricane: int
+    sink: int
+
+
+def compare_with_sink(summary: Summary, notices: Mapping[str, int],
+                      sink: Mapping[str, Any]) -> list[Comparison]:
+    """Hurricane's outcomes next to what the sink did, line by line.
+
+    The sink knows what it answered and what it sent back: every recipient
+    it accepted is delivered unless a DSN, NDR or complaint was sent for it;
+    every recipient it refused is a synchronous failure; every recipient it
+    only ever deferred or dropped is one Hurricane gives up on (expired, or
+    still deferred while retries are due). Auto-replies and delay notices
+    change no state: they are counted as events.
+
+    Args:
+        summary: Hurricane's summary of the mailing.
+        notices: Hurricane's auto-reply and delay-notice events
+            (:meth:`Rig.notices`).
+        sink: :meth:`SinkStats.as_dict` of the sink.
+    """
+    def total(outcome: str) -> int:
+        return sum(sink.get(outcome, {}).values())
+
+    sent = sink.get("returns_sent", {})
+    bounced = sent.get("dsn", 0) + sent.get("ndr", 0)
+    complained = sent.get("arf", 0)
+    by_state = summary.by_state
+    return [
+        Comparison("delivered (accepted, nothing came back)", by_state.get("delivered", 0),
+                   total("accepted") - bounced - complained),
+        Comparison("synchronous failures (refused during SMTP)", summary.sync_failures,
+                   total("rejected")),
+        Comparison("asynchronous bounces (DSN / NDR later)", summary.async_bounces, bounced),
+        Comparison("complaints (ARF)", summary.complaints, complained),
+        Comparison("expired or deferred (never accepted)",
+                   sum(by_state.get(k, 0) for k in ("expired", *PENDING_STATES)),
+                   sum(sink.get("unanswered", {}).values())),
+        Comparison("auto-replies (RFC 3834; stay delivered)", notices.get("autoreply", 0),
+                   sent.get("autoreply", 0)),
+        Comparison('delay notices (DSN "delayed"; stay delivered)',
+                   notices.get("delayed", 0), sent.get("delayed", 0)),
+    ]
 
 
 class Rig:
@@ -322,6 +486,36 @@ class Rig:
                 return False
             await self.sleep(interval)
 
+    async def waiting(self, sample: int = 500) -> Waiting:
+        """What :meth:`settled` still waits for (see :class:`Waiting`)."""
+        depth = await self.store.queue_depth()
+        deferred = (await self.store.search_deliveries(state="deferred", limit=sample)
+                    if depth.get("deferred", 0) else [])
+        return Waiting(
+            queued=depth.get("queued", 0), deferred=depth.get("deferred", 0),
+            reasons=deferred_reasons(deferred, float(self.delivery["max_age"])),
+            returns_pending=self.returns.pending if self.returns is not None else 0,
+            bounces_pending=len(await self.store.pending_bounces(sample)),
+        )
+
+    async def notices(self) -> Counter[str]:
+        """Events that record an answer without changing a delivered state, by kind:
+        ``autoreply`` (RFC 3834) and ``delayed`` ("delayed" DSNs)."""
+        from hurricane.model import EventKind
+
+        kinds = {EventKind.autoreply.value, EventKind.delayed.value}
+        found: Counter[str] = Counter()
+        after = 0
+        while True:
+            page = await self.store.events_after(after, 5000)
+            for record in page:
+                kind = str(getattr(record.event.kind, "value", record.event.kind))
+                if kind in kinds:
+                    found[kind] += 1
+            if len(page) < 5000:
+                return found
+            after = page[-1].event.event_id
+
     def sleep(self, seconds: float) -> Deferred[None]:
         """A Deferred firing after ``seconds`` on the rig's reactor."""
         d: Deferred[None] = Deferred()
@@ -368,13 +562,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 class Progress:
-    """A one-line progress bar (redrawn in place on a terminal)."""
+    """A one-line progress bar (redrawn in place on a terminal), and notes above it."""
 
     def __init__(self, out: TextIO, total: int) -> None:
         self.out = out
         self.total = total
         self.tty = out.isatty()
         self._last = 0.0
+        self._line = ""
         self.submitted = 0
 
     def draw(self, done: int, counts: Mapping[str, int], final: bool = False) -> None:
@@ -387,21 +582,75 @@ class Progress:
         frac = min(1.0, done / self.total) if self.total else 1.0
         bar = "#" * int(frac * width) + "." * (width - int(frac * width))
         parts = " ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-        line = (f"[{bar}] {done}/{self.total} settled, submitted {self.submitted}"
-                f"{'  ' + parts if parts else ''}")
+        line = self._line = (f"[{bar}] {done}/{self.total} settled, submitted "
+                             f"{self.submitted}{'  ' + parts if parts else ''}")
         if self.tty:
             self.out.write("\r\x1b[K" + line + ("\n" if final else ""))
         else:
             self.out.write(line + "\n")
         self.out.flush()
 
+    def note(self, text: str) -> None:
+        """Print a line of its own (above the bar on a terminal, which is redrawn)."""
+        if self.tty:
+            self.out.write("\r\x1b[K" + text + "\n" + self._line)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
 
-def summary_text(summary: Any, sink_stats: Any, submitted: Any, elapsed: float,
-                 settled: bool) -> str:
-    """The table printed at the end of the demo."""
+
+@dataclass
+class _WaitNotes:
+    """When to say what the demo waits for: after the count stood still a while,
+    then when the reason changes or every few seconds."""
+
+    done: int = -1
+    since: float = 0.0
+    said: str = ""
+    said_at: float = 0.0
+    quiet: float = 1.0
+    every: float = 4.0
+    #: Set once every message is submitted: before, the wait is the submission.
+    armed: bool = False
+    last: list[str] = field(default_factory=list)
+
+    def due(self, done: int, now: float) -> bool:
+        """Whether to describe the wait now (``done`` settled at ``now``)."""
+        if done != self.done:
+            self.done, self.since = done, now
+            return False
+        return self.armed and now - self.since >= self.quiet
+
+    def say(self, text: str, now: float) -> bool:
+        """Whether ``text`` is worth printing (new, or the last one is old)."""
+        key = re.sub(r"\((in \d+ s|due now)\)|next retry [\d:]+", "", text)
+        if key == self.said and now - self.said_at < self.every:
+            return False
+        self.said, self.said_at = key, now
+        self.last.append(text)
+        return True
+
+
+def summary_text(summary: Summary, sink_stats: Any, submitted: SubmitResult, elapsed: float,
+                 settled: bool, notices: Mapping[str, int] | None = None,
+                 waiting: str = "") -> str:
+    """The table printed at the end of the demo.
+
+    Args:
+        summary: Hurricane's summary of the mailing.
+        sink_stats: the sink's :class:`~hurricane.sink.server.SinkStats`.
+        submitted: what the submitting side saw.
+        elapsed: seconds since the mailing started.
+        settled: whether everything came to rest before the timeout.
+        notices: auto-reply and delay-notice events by kind.
+        waiting: what is still waited for when not settled.
+    """
+    notices = notices or {}
     lines = ["", f"Mailing of {summary.recipients} recipients "
              f"({submitted.accepted} accepted at submission) in {elapsed:.1f} s"
              + ("" if settled else "  (timed out waiting: some still pending)"), ""]
+    if not settled and waiting:
+        lines += [f"  still waiting for: {waiting}", ""]
     lines.append(f"  {'state':<14}{'recipients':>11}")
     for state in ("delivered", "deferred", "queued", "failed", "bounced", "complained",
                   "expired", "suppressed"):
@@ -409,16 +658,36 @@ def summary_text(summary: Any, sink_stats: Any, submitted: Any, elapsed: float,
         if n or state in ("delivered", "failed", "bounced", "complained", "expired"):
             lines.append(f"  {state:<14}{n:>11}")
     lines.append("")
-    lines.append(f"  {'reason':<16}{'recipients':>11}")
-    for reason, n in sorted(summary.by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+    # "delivered" is the reason of every delivered recipient: the states say it.
+    reasons = sorted(((r, n) for r, n in summary.by_reason.items() if r != "delivered"),
+                     key=lambda kv: (-kv[1], kv[0]))
+    lines.append(f"  {'reason':<16}{'recipients':>11}   (failed, bounced, complained, expired)")
+    for reason, n in reasons:
         lines.append(f"  {reason:<16}{n:>11}")
-    lines.append("")
-    lines.append(f"  synchronous failures (refused during SMTP)  {summary.sync_failures:>6}")
-    lines.append(f"  asynchronous bounces (DSN / NDR later)      {summary.async_bounces:>6}")
-    lines.append(f"  complaints (ARF)                            {summary.complaints:>6}")
     st = sink_stats.as_dict()
+    rows = compare_with_sink(summary, notices, st)
+    width = max(len(r.label) for r in rows)
     lines.append("")
-    lines.append("  the sink's own count (recipients per behaviour):")
+    lines.append(f"  {'':<{width}}  {'Hurricane':>9}  {'sink':>6}")
+    for r in rows:
+        mark = "" if r.hurricane == r.sink else "   <- differs"
+        lines.append(f"  {r.label:<{width}}  {r.hurricane:>9}  {r.sink:>6}{mark}")
+    lines.append("")
+    differ = [r for r in rows if r.hurricane != r.sink]
+    if not differ:
+        lines.append("  Hurricane's count matches the sink's on every line.")
+    else:
+        lines.append(f"  Hurricane's count differs from the sink's on {len(differ)} "
+                     f"line{'s' if len(differ) > 1 else ''}"
+                     + (" (still waiting: see above)." if not settled else
+                        ": see demo.log and the report."))
+    failed_returns = sum(st.get("returns_failed", {}).values())
+    if failed_returns:
+        lines.append(f"  The sink could not send {failed_returns} return(s) to the bounce "
+                     "listener (see demo.log).")
+    lines.append("")
+    lines.append("  the sink's own count (final answers per recipient, temporary ones per "
+                 "attempt):")
     for outcome in ("accepted", "rejected", "deferred", "dropped"):
         items = ", ".join(f"{k} {v}" for k, v in st[outcome].items())
         if items:
@@ -439,12 +708,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     temporary = args.data_dir is None
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="hurricane-demo-")
     data_dir = os.path.abspath(data_dir)
+    # A temporary directory is removed after a --no-wait run; any other run
+    # keeps its data and says where (also on Ctrl-C).
+    keep = not (temporary and args.no_wait)
     out = sys.stdout
     _log_to_file(os.path.join(data_dir, "demo.log"))
     codes: list[int] = []
 
     async def main(reactor: IServerReactor) -> None:
-        codes.append(await run_demo(reactor, args, data_dir, out))
+        codes.append(await run_demo(reactor, args, data_dir, out, keep=keep))
 
     try:
         task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
@@ -454,7 +726,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return int(e.code) if isinstance(e.code, int) else 1
     finally:
-        if temporary and args.no_wait:
+        if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     return codes[0] if codes else EXIT_OK
 
@@ -475,17 +747,49 @@ def _log_to_file(path: str) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
+def kept_data_text(data_dir: str, config_file: str) -> str:
+    """Where the demo left its data and how to look at it again."""
+    return (f"The demo's data is kept in {data_dir}:\n"
+            f"  hurricane outcomes --config {config_file}   # one JSON line per recipient\n"
+            f"  {os.path.join(data_dir, 'demo.log')}   # Hurricane's log\n"
+            f"Remove it with: rm -r {data_dir}\n")
+
+
 async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: str,
-                   out: TextIO) -> int:
-    """The demo on ``reactor``; returns the exit code."""
+                   out: TextIO, *, keep: bool = True) -> int:
+    """The demo on ``reactor``; returns the exit code.
+
+    Args:
+        reactor: the reactor it runs on (the global one in ``hurricane demo``).
+        args: the command's options.
+        data_dir: Hurricane's data directory.
+        out: where the progress and the summary go.
+        keep: the data stays after the demo (say where on Ctrl-C and at the end).
+    """
     rig = Rig(reactor, data_dir, demo_scenario(args.seed))
     out.write(f"Hurricane demo: data in {data_dir}\n")
+    stopping: list[bool] = []
+
+    async def on_shutdown() -> None:
+        # Ctrl-C (or SIGTERM) at any point: stop cleanly, then say where the
+        # data is, since a temporary directory is not removed on this path.
+        if stopping:
+            return
+        stopping.append(True)
+        await rig.stop()
+        if keep:
+            out.write("\n\nStopped. " + kept_data_text(data_dir, rig.config_file))
+            out.flush()
+
+    reactor.addSystemEventTrigger("before", "shutdown",
+                                  lambda: Deferred.fromCoroutine(on_shutdown()))
     await rig.start()
     out.write(f"  submission 127.0.0.1:{rig.port('submission')}, bounces "
               f"127.0.0.1:{rig.port('bounce')}, sink (every MX) "
               f"127.0.0.1:{rig.sink_port()}\n")
     recipients = demo_recipients(args.recipients)
     bar = Progress(out, len(recipients))
+    notes = _WaitNotes()
     started = reactor.seconds()
 
     def submitted_one() -> None:
@@ -494,7 +798,14 @@ async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: 
     async def tick() -> None:
         s = await rig.store.summary()
         pending = sum(s.by_state.get(k, 0) for k in PENDING_STATES)
-        bar.draw(max(0, s.recipients - pending), s.by_state)
+        done = max(0, s.recipients - pending)
+        bar.draw(done, s.by_state)
+        now = reactor.seconds()
+        if notes.due(done, now):
+            waiting = await rig.waiting()
+            text = describe_waiting(waiting, now, float(rig.delivery["max_age"]))
+            if not waiting.nothing and notes.say(text, now):
+                bar.note(f"  waiting for {text}")
 
     ticking = True
 
@@ -507,29 +818,32 @@ async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: 
     sub = await rig.submit(recipients, connections=args.connections, progress=submitted_one)
     ticking = False
     await ticker_d
+    notes.armed = True
     remaining = max(1.0, args.timeout - (reactor.seconds() - started))
     settled = await rig.wait_settled(remaining, interval=0.25, tick=tick)
     summary = await rig.store.summary()
     bar.draw(summary.recipients, summary.by_state, final=True)
     assert rig.sink is not None  # started
+    waiting_text = "" if settled else describe_waiting(
+        await rig.waiting(), reactor.seconds(), float(rig.delivery["max_age"]))
     out.write(summary_text(summary, rig.sink.stats, sub, reactor.seconds() - started,
-                           settled))
+                           settled, await rig.notices(), waiting_text))
     web = rig.listener("web")
     if args.no_wait:
-        if args.data_dir and not web:
-            out.write(f"\nInspect the records with: hurricane outcomes --config "
-                      f"{rig.config_file}\n")
+        stopping.append(True)  # stopped here, not by the shutdown trigger
         await rig.stop()
+        if keep:
+            out.write("\n" + kept_data_text(data_dir, rig.config_file))
         return 0
     if web is not None:
-        out.write(f"\nWeb report: http://127.0.0.1:{rig.port('web')}/  (Ctrl-C to stop)\n")
+        out.write(f"\nWeb report: http://127.0.0.1:{rig.port('web')}/  (mailing: "
+                  f"http://127.0.0.1:{rig.port('web')}/mailing/demo-1)\n"
+                  "Ctrl-C to stop; the data stays where it is.\n")
     else:
         out.write(f"\nNo web report in this build. Inspect the records with:\n"
                   f"  hurricane outcomes --config {rig.config_file}\n"
                   "(the demo keeps running until Ctrl-C)\n")
     out.flush()
     forever: Deferred[None] = Deferred()
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(
-        rig.stop()))
     await forever
     return 0

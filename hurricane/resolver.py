@@ -14,21 +14,45 @@ Upstream, the fix would be a public way to stop the re-read (a
 ``stopParsing()`` / ``IService``-like resolver, or a ``clock`` for the
 timer); the ticket to file: "twisted.names.client.Resolver: the resolv.conf
 re-read timer cannot be cancelled without touching _parseCall".
+
+Each UDP query opens a fresh ``DNSDatagramProtocol`` (a random source port
+per query, against spoofing), and a datagram protocol is ``noisy`` by
+default: "Starting protocol ..." and "Stopping protocol ..." in the log for
+every lookup, four lines per MX lookup and its address lookup, burying the
+lines that matter. Twisted quiets its own DNS TCP factories (``noisy = 0``)
+but builds the datagram protocol in a private method. The resolver gets
+its reactor through :class:`QuietDatagramReactor`, which turns ``noisy``
+off on each protocol handed to the public ``listenUDP`` and passes every
+other call through. The ticket to file: "twisted.names.client.Resolver:
+DNSDatagramProtocol logs Starting/Stopping protocol for every query; make it
+quiet like DNSClientFactory".
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.interfaces import (
+    IConnector,
+    IDelayedCall,
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+)
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.names import client, hosts, resolve
+from zope.interface import implementer
 
 from hurricane.reactors import IResolverReactor
 
-__all__ = ["REREAD_INTERVAL", "ResolvConfResolver", "ResolverService"]
+__all__ = ["REREAD_INTERVAL", "QuietDatagramReactor", "ResolvConfResolver",
+           "ResolverService"]
 
 log = Logger()
 
@@ -37,6 +61,48 @@ REREAD_INTERVAL = 60.0
 
 #: The modification time recorded for a missing file.
 _MISSING = -1.0
+
+
+@implementer(IReactorUDP, IReactorTCP, IReactorTime)
+class QuietDatagramReactor:
+    """The resolver's reactor: every datagram protocol it listens with is quiet.
+
+    Args:
+        reactor: the real reactor, which does all the work.
+    """
+
+    def __init__(self, reactor: IResolverReactor) -> None:
+        self.reactor = reactor
+
+    def listenUDP(self, port: int, protocol: DatagramProtocol,  # noqa: N802 - Twisted's
+                  interface: str = "", maxPacketSize: int = 8192) -> IListeningPort:  # noqa: N803
+        """Listen with ``protocol`` made quiet (no "Starting protocol" log line)."""
+        protocol.noisy = False
+        return self.reactor.listenUDP(port, protocol, interface, maxPacketSize)
+
+    def listenTCP(self, port: int, factory: ServerFactory,  # noqa: N802 - Twisted's
+                  backlog: int = 50, interface: str = "") -> IListeningPort:
+        """Passed through."""
+        return self.reactor.listenTCP(port, factory, backlog, interface)
+
+    def connectTCP(self, host: str, port: int, factory: ClientFactory[Any],  # noqa: N802
+                   timeout: float = 30.0,
+                   bindAddress: tuple[str, int] | None = None) -> IConnector:  # noqa: N803
+        """Passed through (TCP retries of truncated answers)."""
+        return self.reactor.connectTCP(host, port, factory, timeout, bindAddress)
+
+    def seconds(self) -> float:
+        """Passed through."""
+        return self.reactor.seconds()
+
+    def callLater(self, delay: float, callable: Callable[..., Any],  # noqa: N802,A002
+                  *args: object, **kwargs: object) -> IDelayedCall:
+        """Passed through (query timeouts)."""
+        return self.reactor.callLater(delay, callable, *args, **kwargs)
+
+    def getDelayedCalls(self) -> list[IDelayedCall]:  # noqa: N802 - Twisted's name
+        """Passed through."""
+        return list(self.reactor.getDelayedCalls())
 
 
 class ResolvConfResolver(client.Resolver):
@@ -58,7 +124,7 @@ class ResolvConfResolver(client.Resolver):
         self.resolv_mtime: float | None = None
         # Twisted's __init__ ends by calling maybeParseConfig (ours): the
         # servers are known before the first query.
-        super().__init__(resolv=path, reactor=reactor)
+        super().__init__(resolv=path, reactor=QuietDatagramReactor(reactor))
 
     def maybeParseConfig(self) -> None:  # noqa: N802 - Twisted's name
         """Parse the file if it changed since the last look; schedule nothing."""

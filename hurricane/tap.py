@@ -147,10 +147,11 @@ def _add_json_log(path: str, data_dir: str) -> None:
     data directory it is owner-only like everything there
     (:mod:`hurricane.filemodes`); elsewhere the operator's umask decides.
     """
-    from twisted.logger import globalLogPublisher, jsonFileLogObserver
+    from twisted.logger import globalLogPublisher
     from twisted.python.logfile import LogFile
 
     from hurricane.filemodes import PRIVATE_FILE_MODE, is_inside, make_dirs
+    from hurricane.textlog import json_observer
 
     directory = os.path.dirname(os.path.abspath(path))
     private = is_inside(path, data_dir)
@@ -165,7 +166,7 @@ def _add_json_log(path: str, data_dir: str) -> None:
     except OSError as e:
         sys.stderr.write(f"hurricane: [server] json_log: cannot open {path}: {e.strerror}\n")
         raise SystemExit(1) from None
-    # Plain JSON lines (no RFC 7464 record separator): what log shippers expect.
-    # A LogFile is file-like (write, flush): all jsonFileLogObserver uses.
-    globalLogPublisher.addObserver(jsonFileLogObserver(cast(IO[str], logfile),
-                                                       recordSeparator=""))
+    # Plain JSON lines (no RFC 7464 record separator): what log shippers
+    # expect, with the rendered message in log_text (textlog.json_observer).
+    # A LogFile is file-like (write, flush): all the observer uses.
+    globalLogPublisher.addObserver(json_observer(cast(IO[str], logfile)))

@@ -16,25 +16,44 @@ and leaves ``--syslog`` and ``--logger`` to twistd. twistd uses an
 ``ILogObserver`` component of the application instead of its own observer
 (``twisted.application.app.AppLogger.start``);
 :class:`hurricane.service.HurricaneService` sets it.
+
+Two more observers serve ``twistd --logger`` and ``[server] json_log``
+(:mod:`hurricane.admin.logs`):
+
+- :func:`utc_text_observer`: the same lines with an ISO 8601 UTC time stamp
+  to the millisecond (``2026-03-01T12:34:56.789Z``), one clock for every
+  node whatever its time zone, and sortable as text;
+- :func:`json_observer`: one JSON object per line, every format field kept
+  (``recipient``, ``queue_id``...) for queries, plus ``log_text``, the
+  message as rendered (a failure's traceback included). A JSON event keeps
+  its template (``log_format``: "delivered {queue_id} to {recipient}"); a
+  reader without Twisted's formatter (``jq``) would print the template
+  unfilled. Twisted's bridge for legacy ``log.msg`` events already puts
+  their text in ``log_text``: the same field now holds it for every event.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import time
 from datetime import datetime
-from typing import Any
+from typing import IO, Any, cast
 
 from twisted.application import app
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
+    eventAsText,
     formatEventAsClassicLogText,
+    jsonFileLogObserver,
     timeFormatRFC3339,
 )
 from twisted.python.logfile import LogFile
+from zope.interface import provider
 
-__all__ = ["format_event", "twistd_observer"]
+__all__ = ["format_event", "format_event_utc", "json_observer", "twistd_observer",
+           "utc_stamp", "utc_text_observer"]
 
 #: (second, its stamp): one tuple, so a thread logging meanwhile sees a pair.
 _stamp_cache: tuple[int, str] = (-1, "")
@@ -56,6 +75,27 @@ def _stamp(when: float) -> str:
     return text
 
 
+#: (second, its UTC stamp without the fraction), as _stamp_cache.
+_utc_cache: tuple[int, str] = (-1, "")
+
+
+def utc_stamp(when: float | None) -> str:
+    """``when`` as ISO 8601 in UTC to the millisecond: ``2026-03-01T12:34:56.789Z``.
+
+    Args:
+        when: epoch seconds (None, for an event without a time, gives "-",
+            as Twisted's own formatTime does).
+    """
+    global _utc_cache
+    if when is None:
+        return "-"
+    millis = int(when * 1000)
+    second, fraction = divmod(millis, 1000)
+    if second != _utc_cache[0]:
+        _utc_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_utc_cache[1]}.{fraction:03d}Z"
+
+
 def _system(event: dict[str, Any]) -> str:
     system = event.get("log_system")
     if system is None:
@@ -66,6 +106,17 @@ def _system(event: dict[str, Any]) -> str:
 
 def format_event(event: dict[str, Any]) -> str | None:
     """The line ``formatEventAsClassicLogText(event)`` gives, or None for an empty event."""
+    return _format(event, _stamp, None)
+
+
+def format_event_utc(event: dict[str, Any]) -> str | None:
+    """The same line with :func:`utc_stamp` as its time stamp."""
+    return _format(event, utc_stamp, utc_stamp)
+
+
+def _format(event: dict[str, Any], stamp: Any, twisted_stamp: Any) -> str | None:
+    """A classic log line with ``stamp(time)``; ``twisted_stamp`` is the formatTime
+    given to Twisted's own path (None: its default, the local RFC 3339 time)."""
     fmt = event.get("log_format")
     when = event.get("log_time")
     if (type(fmt) is not str or "log_failure" in event or "log_flattened" in event
@@ -73,17 +124,45 @@ def format_event(event: dict[str, Any]) -> str | None:
             or "__" in fmt):
         # Twisted wraps each field for its call syntax, so a dunder attribute
         # ("{e.__class__}") names the wrapper: only its own path says the same.
-        return formatEventAsClassicLogText(event)
+        return _classic(event, twisted_stamp)
     try:
         text = fmt.format_map(event)
     except BaseException:
         # "{f()}" call syntax, a missing key, a failing __format__: Twisted's
         # formatter says what it can (it catches BaseException too).
-        return formatEventAsClassicLogText(event)
+        return _classic(event, twisted_stamp)
     if not text:
         return None
-    line = f"{_stamp(when)} [{_system(event)}] {text}"
+    line = f"{stamp(when)} [{_system(event)}] {text}"
     return line.replace("\n", "\n\t") + "\n"
+
+
+def _classic(event: dict[str, Any], stamp: Any) -> str | None:
+    if stamp is None:
+        return formatEventAsClassicLogText(event)
+    return formatEventAsClassicLogText(event, formatTime=stamp)
+
+
+def utc_text_observer(out: IO[str]) -> ILogObserver:
+    """Classic text lines with ISO 8601 UTC time stamps to ``out``."""
+    return FileLogObserver(out, format_event_utc)
+
+
+def json_observer(out: IO[str]) -> ILogObserver:
+    """One JSON object per line (no RFC 7464 separator) to ``out``, each with its
+    rendered message in ``log_text`` (see the module docstring)."""
+    write = jsonFileLogObserver(out, recordSeparator="")
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if "log_text" in event:
+            write(event)  # a legacy event: Twisted's bridge put its text there
+            return
+        # A copy: other observers of the same event must not see our field.
+        write({**event, "log_text": eventAsText(event, includeTimestamp=False,
+                                                includeSystem=False)})
+
+    return cast(ILogObserver, observe)
 
 
 def twistd_observer(twistd_options: Any) -> ILogObserver | None:

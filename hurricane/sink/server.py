@@ -66,6 +66,8 @@ def sink_limits(**overrides: Any) -> ServerLimits:
 
 #: Outcomes counted per behaviour.
 OUTCOMES = ("accepted", "rejected", "deferred", "dropped", "stalled", "split")
+#: The outcomes that are final answers for a recipient.
+FINAL_OUTCOMES = frozenset({"accepted", "rejected"})
 
 
 @dataclass
@@ -75,8 +77,13 @@ class SinkStats:
     ``counts[outcome][behaviour]``: outcome is ``accepted`` (250 after the
     dot), ``rejected`` (5xx at RCPT or after the dot), ``deferred`` (4xx),
     ``dropped`` (connection closed mid-DATA), ``stalled`` or ``split``
-    (452 to keep transactions uniform). ``returns_sent`` / ``returns_failed``
-    count asynchronous returns by kind.
+    (452 to keep transactions uniform). ``accepted`` and ``rejected`` are
+    final answers, counted once per recipient; the others are temporary and
+    counted per attempt. ``unanswered`` holds the recipients that have had
+    only temporary answers so far (address -> behaviour): what a client
+    that gives up should report as expired. It shrinks as recipients get a
+    final answer, so it stays as small as the sink's backlog of retries.
+    ``returns_sent`` / ``returns_failed`` count asynchronous returns by kind.
     """
 
     counts: dict[str, Counter[str]] = field(
@@ -86,10 +93,20 @@ class SinkStats:
     returns_scheduled: Counter[str] = field(default_factory=Counter)
     messages: int = 0
     connections: int = 0
+    unanswered: dict[str, str] = field(default_factory=dict)
 
     def count(self, outcome: str, behaviour: str, n: int = 1) -> None:
         """Add ``n`` to ``counts[outcome][behaviour]``."""
         self.counts[outcome][behaviour] += n
+
+    def answer(self, outcome: str, behaviour: str, address: str) -> None:
+        """Count one answer to ``address`` and follow whether it has had a final one."""
+        self.counts[outcome][behaviour] += 1
+        key = address.lower()
+        if outcome in FINAL_OUTCOMES:
+            self.unanswered.pop(key, None)
+        else:
+            self.unanswered[key] = behaviour
 
     def total(self, outcome: str) -> int:
         """Recipients with this outcome, all behaviours together."""
@@ -102,6 +119,7 @@ class SinkStats:
             "returns_scheduled": dict(self.returns_scheduled),
             "returns_sent": dict(self.returns_sent),
             "returns_failed": dict(self.returns_failed),
+            "unanswered": dict(sorted(Counter(self.unanswered.values()).items())),
             "messages": self.messages,
             "connections": self.connections,
         }
@@ -139,7 +157,7 @@ class SinkESMTP(HardenedESMTP):
                 pass  # greylisting over: accept below
             else:
                 reply = Reply(b.code, b.status, b.text.replace("{rcpt}", address))
-                f.stats.count("rejected" if b.code >= 500 else "deferred", b.name)
+                f.stats.answer("rejected" if b.code >= 500 else "deferred", b.name, address)
                 if b.code == 421:
                     self.send_reply(reply)
                     self.close()
@@ -148,7 +166,7 @@ class SinkESMTP(HardenedESMTP):
         if tx.recipients:
             first = cast(_Decision, tx.recipients[0].info).behaviour
             if first.data_class != b.data_class:
-                f.stats.count("split", b.name)
+                f.stats.answer("split", b.name, address)
                 return Reply(452, "4.5.3", "Error: too many recipients, send this one again")
         return Recipient(recipient, params, _Decision(b, 0))
 
@@ -166,7 +184,8 @@ class SinkESMTP(HardenedESMTP):
             if b.action == "drop":
                 attempts = [self.factory.attempt(r.path.address) for r in tx.recipients]
                 if not b.times or min(attempts) <= b.times:
-                    self.factory.stats.count("dropped", b.name, len(tx.recipients))
+                    for r in tx.recipients:
+                        self.factory.stats.answer("dropped", b.name, r.path.address)
                     self._drop_in_data = True
         HardenedESMTP.do_DATA(self, rest)
 
@@ -203,15 +222,15 @@ class SinkESMTP(HardenedESMTP):
         b = decisions[0].behaviour
         names = [d.behaviour.name for d in decisions]
         if b.action == "stall":
-            for name in names:
-                f.stats.count("stalled", name)
+            for r, name in zip(envelope.recipients, names, strict=True):
+                f.stats.answer("stalled", name, r.path.address)
             return f.stall(b.stall)
         if b.action in ("reject", "defer") and b.at == "data":
             attempts = [f.attempt(r.path.address) for r in envelope.recipients]
             if not (b.action == "defer" and b.times and min(attempts) > b.times):
                 outcome = "rejected" if b.code >= 500 else "deferred"
-                for name in names:
-                    f.stats.count(outcome, name)
+                for r, name in zip(envelope.recipients, names, strict=True):
+                    f.stats.answer(outcome, name, r.path.address)
                 return Reply(b.code, b.status, b.text.replace(
                     "{rcpt}", envelope.recipients[0].path.address))
         return f.accept(envelope, data, decisions)
@@ -398,7 +417,7 @@ class SinkFactory(HardenedFactory):
         self.stats.messages += 1
         for r, d in zip(envelope.recipients, decisions, strict=True):
             b = d.behaviour
-            self.stats.count("accepted", b.name)
+            self.stats.answer("accepted", b.name, r.path.address)
             acc = Accepted(envelope.sender.address, r.path.address, data, now, queue_id)
             if self.keep:
                 self.accepted.append((acc, b))

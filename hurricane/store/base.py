@@ -218,12 +218,16 @@ class SqlStore:
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def open(self) -> None:
-        """Connect and apply pending migrations. Raises StoreUnavailable naming the URL."""
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect and, unless ``migrate`` is False, apply pending migrations.
+
+        Raises StoreUnavailable naming the URL.
+        """
         try:
             await self._connect()
             self._open = True
-            await self.migrate()
+            if migrate:
+                await self.migrate()
         except Exception as e:
             self._open = False
             try:

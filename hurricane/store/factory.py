@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from hurricane.store.interface import IOutcomeStore, StoreConfigError
 
-__all__ = ["create_store", "redact_url"]
+__all__ = ["create_store", "redact_url", "sqlite_file"]
 
 log = Logger()
 
@@ -61,6 +61,21 @@ def _sqlite_path(url: str, rest: str, data_dir: str | None) -> str:
     if not path or path.endswith("/"):
         raise StoreConfigError(f"{url}: no database file named")
     return os.path.abspath(path)
+
+
+def sqlite_file(url: str, data_dir: str | None = None) -> str | None:
+    """The database file a ``sqlite:`` URL names, resolved as :func:`create_store`
+    resolves it; None for any other URL.
+
+    Tools use it to look at the file without opening (and so creating) it.
+
+    Raises:
+        StoreConfigError: a malformed ``sqlite:`` URL.
+    """
+    scheme, sep, rest = url.partition(":")
+    if scheme.lower() != "sqlite" or not sep:
+        return None
+    return _sqlite_path(redact_url(url), rest, data_dir)
 
 
 def create_store(url: str, reactor: IReactorCore, *, data_dir: str | None = None,

@@ -68,8 +68,14 @@ class IOutcomeStore(Interface):
 
     url = Attribute("The store URL with any password removed, for messages and logs.")
 
-    async def open() -> None:
-        """Connect and apply pending migrations. Raises StoreUnavailable naming the URL."""
+    async def open(*, migrate: bool = True) -> None:
+        """Connect and, unless ``migrate`` is False, apply pending migrations.
+
+        ``migrate=False`` is for tools that must see the schema as it is
+        (``hurricane migrate`` reports "0 -> 5", ``check-config --connect``
+        reports the version without changing it). Raises StoreUnavailable
+        naming the URL.
+        """
 
     async def close() -> None:
         """Close every connection. Safe to call twice."""

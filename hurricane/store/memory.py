@@ -111,11 +111,13 @@ class MemoryStore:
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def open(self) -> None:
-        """Open the store (applies the migration names, for schema_version)."""
+    async def open(self, *, migrate: bool = True) -> None:
+        """Open the store (applies the migration names, for schema_version, unless
+        ``migrate`` is False)."""
         self._check(need_open=False)
         self._open = True
-        await self.migrate()
+        if migrate:
+            await self.migrate()
 
     async def close(self) -> None:
         """Close; the data stays in this object (reopen sees it)."""

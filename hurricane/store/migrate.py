@@ -30,8 +30,8 @@ from hurricane.store import sql
 from hurricane.store.sql import Dialect
 from hurricane.store.txn import Txn
 
-__all__ = ["Migration", "load_migrations", "applied_txn", "apply_migration_txn",
-           "schema_version_txn"]
+__all__ = ["Migration", "load_migrations", "latest_version", "applied_txn",
+           "apply_migration_txn", "schema_version_txn"]
 
 log = Logger()
 
@@ -91,6 +91,24 @@ def load_migrations(dialect: Dialect,
         script = specific.get(stem, common.get(stem, ""))
         migrations.append(Migration(number, stem, tuple(sql.split_statements(script))))
     return migrations
+
+
+def latest_version(package: str = "hurricane.store.migrations") -> int:
+    """The number of the newest migration this version of Hurricane ships.
+
+    Numbers are the same for every engine (another engine's file reserves its
+    name), so any dialect gives the same answer: what ``hurricane migrate``
+    brings a database to, and what ``check-config --connect`` compares with.
+
+    Args:
+        package: where the ``.sql`` files are.
+
+    Returns:
+        The highest number, 0 when there are no migrations.
+    """
+    from hurricane.store.sql import SQLITE
+
+    return max((m.number for m in load_migrations(SQLITE, package)), default=0)
 
 
 async def _ensure_bookkeeping(txn: Txn) -> None:

@@ -7,6 +7,12 @@ on the raw bytes: the ``X-Hurricane-*`` identifier fields are cut out and
 ``Message-ID`` / ``Date`` appended when missing, and every other byte stays
 as the application sent it (re-serialising with ``email`` would refold
 headers and re-encode parts, breaking signatures the application made).
+
+Only ``X-Hurricane-Mailing-Id`` and ``X-Hurricane-Message-Id`` are read (in
+any case, as every header name). A near miss (``X-Mailing-Id``,
+``X-Hurricane-MailingId``, ``X-Message-Id``...) would leave the mailing
+without its id, silently: :attr:`PreparedMessage.misnamed` lists such
+headers with the name meant, for the submission server to warn about.
 """
 
 from __future__ import annotations
@@ -28,6 +34,21 @@ MESSAGE_ID_HEADER = "X-Hurricane-Message-Id"
 _REMOVED = frozenset({MAILING_ID_HEADER.lower(), MESSAGE_ID_HEADER.lower()})
 _FIELD_NAME_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
+#: Header names (lower-cased, without "-", "_" and ".") that are near misses of
+#: ours, and the header meant. "messageid" alone is RFC 5322's Message-ID.
+_NEAR_MISSES = {
+    **{n: MAILING_ID_HEADER for n in (
+        "xhurricanemailingid", "xhurricanemailing", "hurricanemailingid", "xmailingid",
+        "xmailing", "mailingid", "xhurricanecampaignid", "xcampaignid")},
+    **{n: MESSAGE_ID_HEADER for n in (
+        "xhurricanemessageid", "xhurricanemessage", "hurricanemessageid", "xmessageid",
+        "xhurricanemsgid", "xmsgid")},
+}
+
+
+def _squeeze(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "").replace(".", "")
+
 
 @dataclass(frozen=True)
 class PreparedMessage:
@@ -38,12 +59,16 @@ class PreparedMessage:
         mailing_id: X-Hurricane-Mailing-Id as the application gave it.
         message_id: X-Hurricane-Message-Id as the application gave it.
         header_message_id: the RFC 5322 Message-ID without the angle brackets.
+        misnamed: (header as written, header meant) for each header that looks
+            like one of our identifier headers but is not, and so was
+            ignored (left in the message), when the header meant is absent.
     """
 
     body: bytes
     mailing_id: str | None
     message_id: str | None
     header_message_id: str | None
+    misnamed: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,7 +190,22 @@ def prepare_message(
             # A body line without a blank line before it: keep it out of our headers.
             out += b"\r\n"
     out += data[header_end:]
-    return PreparedMessage(bytes(out), mailing_id, message_id, header_message_id)
+    return PreparedMessage(bytes(out), mailing_id, message_id, header_message_id,
+                           _misnamed(data, fields))
+
+
+def _misnamed(data: bytes, fields: list[_Field]) -> tuple[tuple[str, str], ...]:
+    """The near misses of our identifier headers among ``fields`` (see PreparedMessage)."""
+    present = {f.name for f in fields}
+    found: list[tuple[str, str]] = []
+    for f in fields:
+        meant = _NEAR_MISSES.get(_squeeze(f.name))
+        if meant is None or f.name == meant.lower() or meant.lower() in present:
+            continue
+        written = data[f.start:f.start + len(f.name)].decode("ascii", "replace")
+        if (written, meant) not in found:
+            found.append((written, meant))
+    return tuple(found)
 
 
 class _AsciiHeader:

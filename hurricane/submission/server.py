@@ -291,6 +291,16 @@ class SubmissionProtocol(HardenedESMTP):
             return Reply(451, "4.3.0", "Error: queue temporarily unavailable, try again later")
         log.info("queued {queue_id} from {client} for {count} recipients",
                  queue_id=result.queue_id, client=client, count=len(recipients))
+        ignored = ""
+        if prepared.misnamed:
+            # Otherwise the mailing silently has no id: say it where the
+            # operator looks (the log) and where the developer does (the reply).
+            headers = ", ".join(written for written, _ in prepared.misnamed)
+            meant = ", ".join(right for _, right in prepared.misnamed)
+            log.warn("queued {queue_id} from {client} with header {header} ignored: "
+                     "Hurricane reads {expected}", queue_id=result.queue_id, client=client,
+                     header=headers, expected=meant)
+            ignored = f" (ignored {headers}: Hurricane reads {meant})"
         try:
             # the body goes along only when something here will be sent
             queued = any(r.state is State.queued for r in result.recipients)
@@ -298,7 +308,7 @@ class SubmissionProtocol(HardenedESMTP):
         except Exception:
             # The message is committed; a failing hook must not turn that into an error.
             log.failure("on_enqueued hook failed")
-        return Reply(250, "2.0.0", f"Ok: queued as {result.queue_id}")
+        return Reply(250, "2.0.0", f"Ok: queued as {result.queue_id}{ignored}")
 
 
 class SubmissionFactory(HardenedFactory):

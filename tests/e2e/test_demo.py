@@ -1,15 +1,18 @@
-"""``hurricane demo --recipients 200 --no-wait`` in a subprocess: it finishes and summarises."""
+"""``hurricane demo`` in a subprocess: it finishes, summarises, and says where its data is."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import time
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.helpers import HURRICANE
+from tests.e2e.helpers import HURRICANE, tmpdir
 
 
 class DemoCommandTests(TestCase):
@@ -18,9 +21,14 @@ class DemoCommandTests(TestCase):
     timeout = 120
 
     def test_demo_no_wait(self) -> Deferred[None]:
-        """The demo sends 200 recipients, drains, and prints states, reasons and sync/async."""
+        """The demo sends 200 recipients, drains, prints states, reasons (without
+        'delivered') and the side-by-side count that matches the sink's, and says where
+        its data is."""
+        data = os.path.join(tmpdir(self), "demo")
+
         def run() -> subprocess.CompletedProcess[str]:
-            return subprocess.run([HURRICANE, "demo", "--recipients", "200", "--no-wait"],
+            return subprocess.run([HURRICANE, "demo", "--recipients", "200", "--no-wait",
+                                   "--data-dir", data],
                                   capture_output=True, text=True, timeout=110)
 
         def check(proc: subprocess.CompletedProcess[str]) -> None:
@@ -35,8 +43,52 @@ class DemoCommandTests(TestCase):
             self.assertGreater(states["delivered"], 150)
             self.assertGreater(states["failed"], 0)
             self.assertEqual(states.get("deferred", 0) + states.get("queued", 0), 0)
-            self.assertIn("synchronous failures", out)
-            self.assertIn("asynchronous bounces", out)
+            self.assertRegex(out, r"synchronous failures \(refused during SMTP\)\s+\d+\s+\d+")
+            self.assertRegex(out, r"asynchronous bounces \(DSN / NDR later\)\s+\d+\s+\d+")
+            self.assertRegex(out, r"auto-replies \(RFC 3834; stay delivered\)\s+\d+\s+\d+")
+            self.assertIn("Hurricane's count matches the sink's on every line.", out)
+            reasons = out.split("  reason", 1)[1].split("\n\n", 1)[0]
+            self.assertNotIn("delivered", reasons)
             self.assertRegex(out, r"accepted\s+accept \d+")
+            self.assertIn(f"The demo's data is kept in {data}", out)
+            self.assertIn(f"hurricane outcomes --config {data}/hurricane.toml", out)
+            self.assertTrue(os.path.exists(os.path.join(data, "hurricane.db")))
+
+        return threads.deferToThread(run).addCallback(check)
+
+    def test_ctrl_c_says_where_the_data_is(self) -> Deferred[None]:
+        """Ctrl-C while the report is up stops the demo, which names the temporary data
+        directory it keeps and the command to read it."""
+        def run() -> str:
+            proc = subprocess.Popen([HURRICANE, "demo", "--recipients", "50"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
+            try:
+                assert proc.stdout is not None
+                lines = []
+                deadline = time.monotonic() + 100
+                while time.monotonic() < deadline:
+                    line = proc.stdout.readline()
+                    if not line:
+                        break
+                    lines.append(line)
+                    if "Ctrl-C to stop" in line:
+                        proc.send_signal(signal.SIGINT)
+                        break
+                rest, _ = proc.communicate(timeout=60)
+                return "".join(lines) + rest
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+        def check(out: str) -> None:
+            m = re.search(r"Stopped\. The demo's data is kept in (\S+):", out)
+            self.assertIsNotNone(m, out)
+            assert m is not None
+            data = m[1]
+            self.addCleanup(__import__("shutil").rmtree, data, True)
+            self.assertTrue(os.path.exists(os.path.join(data, "hurricane.db")), out)
+            self.assertIn(f"hurricane outcomes --config {data}/hurricane.toml", out)
 
         return threads.deferToThread(run).addCallback(check)

@@ -33,12 +33,23 @@ def make_config(extra: str = "") -> str:
     return path
 
 
+def first_start_keys(config: str) -> str:
+    """Make the VERP keys file as the server's first start does; return its path."""
+    from hurricane.config import load_config
+    from hurricane.verp import load_or_create_keys
+
+    path = load_config(config).verp_keys_file
+    load_or_create_keys(path)
+    return path
+
+
 class VerpCommandTests(SynchronousTestCase):
     """``hurricane verp encode|decode`` as DESIGN.md specifies them."""
 
     def test_round_trip(self) -> None:
         """encode prints an address that decode turns back into the same identifiers."""
         config = make_config()
+        first_start_keys(config)
         enc = run("verp", "encode", "--config", config, "--delivery-id", "12345",
                   "--mailing-id", "Spring-Sale-26", "--message-id", "ab12-cd34")
         self.assertEqual(enc.returncode, 0, enc.stderr)
@@ -52,13 +63,23 @@ class VerpCommandTests(SynchronousTestCase):
         self.assertEqual(data["message_id"], "ab12-cd34")
         self.assertEqual(data["key_id"], 0)
         self.assertRegex(data["issued"], r"^\d{4}-\d\d-\d\d$")
-        # the key file was created private on first use
+
+    def test_no_keys_refused(self) -> None:
+        """Without the server's keys file, encode and decode exit 2 naming the path and
+        create nothing: a key made there would sign tokens the server never checks."""
+        config = make_config()
         keys = os.path.join(os.path.dirname(config), "data", "verp-keys.json")
-        self.assertEqual(os.stat(keys).st_mode & 0o777, 0o600)
+        for args in (["encode", "--delivery-id", "5"], ["decode", "x@bounce.example.com"]):
+            r = run("verp", *args, "--config", config)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(f"no VERP keys at {keys}", r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+        self.assertFalse(os.path.exists(os.path.dirname(keys)))
 
     def test_tampered_refused(self) -> None:
         """A changed character or another server's key makes decode exit 1 with the reason."""
         config = make_config()
+        first_start_keys(config)
         address = run("verp", "encode", "--config", config, "--delivery-id", "7"
                       ).stdout.strip()
         i = 5
@@ -67,6 +88,7 @@ class VerpCommandTests(SynchronousTestCase):
         self.assertEqual(dec.returncode, 1)
         self.assertIn("rejected: bad signature", dec.stdout)
         other = make_config()  # different data dir, different key
+        first_start_keys(other)
         self.assertEqual(run("verp", "decode", "--config", other, address).returncode, 1)
         garbage = run("verp", "decode", "--config", config, "not-an-address")
         self.assertEqual(garbage.returncode, 1)
@@ -74,7 +96,9 @@ class VerpCommandTests(SynchronousTestCase):
 
     def test_bad_identifier(self) -> None:
         """Identifiers outside [0-9A-Za-z-] are a usage error, not a traceback."""
-        r = run("verp", "encode", "--config", make_config(), "--delivery-id", "1",
+        config = make_config()
+        first_start_keys(config)
+        r = run("verp", "encode", "--config", config, "--delivery-id", "1",
                 "--mailing-id", "no spaces")
         self.assertEqual(r.returncode, 2)
         self.assertNotIn("Traceback", r.stderr)
@@ -99,6 +123,75 @@ class CheckConfigTests(SynchronousTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("OK", r.stdout)
         self.assertIn("tcp:2525:interface=127.0.0.1", r.stdout)
+
+    def test_missing_files(self) -> None:
+        """TLS files that do not exist: exit 2, one line per key naming the key and the
+        path, nothing on stdout (no "OK")."""
+        d = tempfile.mkdtemp()
+        config = make_config(f'[submission]\ntls_certificate = "{d}/c.pem"\n'
+                             f'tls_key = "{d}/k.pem"\n')
+        r = run("check-config", "--config", config)
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertEqual(r.stdout, "")
+        lines = r.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 2, r.stderr)
+        self.assertIn(f"[submission] tls_certificate: {d}/c.pem: no such file", lines[0])
+        self.assertIn(f"[submission] tls_key: {d}/k.pem: no such file", lines[1])
+
+    def test_unusable_file_content(self) -> None:
+        """Files that exist but that the server could not load (a certificate that is
+        not PEM, a users_file line without a hash) are errors naming the key."""
+        d = tempfile.mkdtemp()
+        for name, text in (("c.pem", "not a certificate\n"), ("k.pem", "nor a key\n"),
+                           ("users", "alice\n")):
+            with open(os.path.join(d, name), "w") as fp:
+                fp.write(text)
+        config = make_config(f'[submission]\ntls_certificate = "{d}/c.pem"\n'
+                             f'tls_key = "{d}/k.pem"\nusers_file = "{d}/users"\n')
+        r = run("check-config", "--config", config)
+        self.assertEqual(r.returncode, 2, r.stdout)
+        lines = r.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 2, r.stderr)
+        self.assertIn("[submission] tls_certificate: ", lines[0])
+        self.assertIn(f"{d}/c.pem: no PEM certificate found", lines[0])
+        self.assertIn(f"[submission] users_file: {d}/users:1: expected name:hash", lines[1])
+
+    def test_notes_and_connect(self) -> None:
+        """A fresh data_dir is a note ("created at the first start"); --connect then
+        says the database does not exist yet, and after migrate gives its version;
+        neither creates anything."""
+        from hurricane.store.migrate import latest_version
+
+        config = make_config()
+        data = os.path.join(os.path.dirname(config), "data")
+        r = run("check-config", "--config", config, "--connect")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"note          [server] data_dir {data}: does not exist yet", r.stdout)
+        self.assertIn("no database yet", r.stdout)
+        self.assertFalse(os.path.exists(data))
+        self.assertEqual(run("migrate", "--config", config).returncode, 0)
+        r = run("check-config", "--config", config, "--connect")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        n = latest_version()
+        self.assertIn(f"OK, schema version {n} of {n}, up to date", r.stdout)
+
+    def test_connect_postgres_changes_nothing(self) -> None:
+        """--connect on an empty PostgreSQL database reports version 0 and the migrations
+        to apply, and applies none; migrate then says "0 -> N"."""
+        from hurricane.store.migrate import latest_version
+        from tests.e2e.helpers import postgres_url
+
+        url = postgres_url(self)
+        config = make_config(f'[store]\nurl = "{url}"\n')
+        n = latest_version()
+        for _ in range(2):
+            r = run("check-config", "--config", config, "--connect")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"{url}: OK, schema version 0 of {n}, {n} migration(s) to apply",
+                          r.stdout)
+        r = run("migrate", "--config", config)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.splitlines()[-1], f"{url}: schema version 0 -> {n}")
 
     def test_help(self) -> None:
         """Every subcommand documents --config."""
@@ -139,6 +232,7 @@ class StoreCommandTests(SynchronousTestCase):
         """suppression add checks the address as the form and the API do; retry needs a
         filter; both exit 2 with the operations' message and change nothing."""
         config = make_config()
+        self.assertEqual(run("migrate", "--config", config).returncode, 0)
         r = run("suppression", "add", "--config", config, "not an address")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("address: invalid address 'not an address'", r.stderr)
@@ -149,6 +243,46 @@ class StoreCommandTests(SynchronousTestCase):
         self.assertIn("give a domain, a queue id or a delivery id", r.stderr)
         r = run("retry", "--config", config, "--domain", "nowhere.test")
         self.assertEqual((r.returncode, r.stdout), (0, "0 deliveries are due now\n"), r.stderr)
+
+    def test_migrate_says_what_it_did(self) -> None:
+        """A new SQLite file: "created", each migration, "0 -> N"; again: "already at N"."""
+        from hurricane.store.migrate import latest_version
+
+        config = make_config()
+        path = os.path.join(os.path.dirname(config), "data", "hurricane.db")
+        n = latest_version()
+        r = run("migrate", "--config", config)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0], f"created {path}")
+        self.assertEqual(len([x for x in lines if x.startswith("applied 0")]), n)
+        self.assertEqual(lines[-1], f"sqlite://{path}: schema version 0 -> {n}")
+        r = run("migrate", "--config", config)
+        self.assertEqual(r.stdout, f"sqlite://{path}: already at schema version {n}, "
+                                   "nothing to apply\n")
+
+    def test_data_commands_refuse_a_missing_database(self) -> None:
+        """outcomes, suppression and retry in a directory without data exit 2 naming the
+        database path, and create no ./hurricane-data."""
+        cwd = tempfile.mkdtemp()
+        path = os.path.join(cwd, "hurricane-data", "hurricane.db")
+        for args in (["outcomes"], ["suppression", "list"], ["suppression", "add", "a@b.test"],
+                     ["retry", "--domain", "b.test"]):
+            r = run(*args, cwd=cwd)
+            self.assertEqual(r.returncode, 2, (args, r.stdout, r.stderr))
+            self.assertIn(f"no database at {path}", r.stderr)
+            self.assertIn("no --config", r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+        self.assertEqual(os.listdir(cwd), [])
+
+    def test_store_error_names_the_url_once(self) -> None:
+        """A store that cannot be opened: one line, "cannot open store URL" once."""
+        config = make_config('[store]\nurl = "postgresql://u@127.0.0.1:1/nodb"\n')
+        r = run("migrate", "--config", config)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertEqual(r.stderr.count("postgresql://u@127.0.0.1:1/nodb"), 1, r.stderr)
+        self.assertTrue(r.stderr.startswith("hurricane migrate: cannot open store "), r.stderr)
 
     def test_unreachable_store(self) -> None:
         """A PostgreSQL URL that cannot be reached names the URL without its password."""

@@ -144,6 +144,27 @@ class ConfigDefaultsTests(SynchronousTestCase):
             c = load_config(REPO / "etc" / name)
             self.assertEqual(c.source, str(REPO / "etc" / name))
 
+    def test_production_example_writes_where_the_unit_allows(self) -> None:
+        """Every file the production example has the server write (VERP keys, SSH host
+        key, JSON log, accounting log, data_dir) is under the systemd unit's
+        ReadWritePaths: ProtectSystem=strict makes everything else read-only."""
+        import os
+
+        c = load_config(REPO / "etc" / "hurricane-postgres.toml")
+        unit = (REPO / "etc" / "hurricane.service").read_text()
+        writable = [p for line in unit.splitlines() if line.startswith("ReadWritePaths=")
+                    for p in line.split("=", 1)[1].split()]
+        self.assertTrue(writable)
+        written = [c.data_dir, c.verp_keys_file,
+                   c.admin.host_key or os.path.join(c.data_dir, "admin_ssh_host_ed25519_key")]
+        if c.server.json_log:
+            written.append(c.server.json_log)
+        if c.accounting.enabled:
+            written.append(c.accounting.file or os.path.join(c.data_dir, "accounting.jsonl"))
+        for path in written:
+            self.assertTrue(any(path == d or path.startswith(d.rstrip("/") + "/")
+                                for d in writable), (path, writable))
+
     def test_example_documents_every_key(self) -> None:
         """Every key of every section appears in etc/hurricane.toml."""
         import dataclasses
@@ -172,3 +193,97 @@ class ConfigDefaultsTests(SynchronousTestCase):
         self.assertEqual(parse_host_port("[::1]:25"), ("::1", 25))
         self.assertEqual(parse_host_port("mx.example.com"), ("mx.example.com", 25))
         self.assertRaises(ValueError, parse_host_port, "::1:25")
+
+
+class CheckPathsTests(SynchronousTestCase):
+    """check_paths: every file the configuration names, checked without creating anything."""
+
+    def setUp(self) -> None:
+        self.top = tempfile.mkdtemp(prefix="hurricane-paths-")
+        self.addCleanup(__import__("shutil").rmtree, self.top, True)
+
+    def config(self, text: str) -> Config:
+        """A configuration whose data_dir is inside the test's directory."""
+        path = os.path.join(self.top, "h.toml")
+        with open(path, "w") as fp:
+            fp.write(f'[server]\ndata_dir = "{self.top}/data"\n' + text)
+        return load_config(path)
+
+    def test_missing_input_files(self) -> None:
+        """A TLS certificate, users_file, rule file, DKIM key, webhook secret or
+        authorized_keys that does not exist is an error naming the key and the path."""
+        from hurricane.config import check_paths
+
+        missing = os.path.join(self.top, "nope")
+        c = self.config(
+            f'[submission]\ntls_certificate = "{missing}/cert.pem"\n'
+            f'tls_key = "{missing}/key.pem"\nusers_file = "{missing}/users"\n'
+            f'[bounce]\nrules_files = ["{missing}/rules.toml"]\n'
+            f'[[delivery.dkim]]\ndomain = "example.com"\nselector = "s"\n'
+            f'key_file = "{missing}/dkim.pem"\n'
+            f'[admin]\nenabled = true\nauthorized_keys = "{missing}/keys"\n'
+            f'[[webhooks]]\nurl = "https://h.test/x"\nsecret_file = "{missing}/s"\n')
+        report = check_paths(c)
+        found = {e.path: e.msg for e in report.errors}
+        expected = {
+            ("submission", "tls_certificate"): "cert.pem",
+            ("submission", "tls_key"): "key.pem",
+            ("submission", "users_file"): "users",
+            ("bounce", "rules_files[0]"): "rules.toml",
+            ("delivery", "dkim[0]", "key_file"): "dkim.pem",
+            ("admin", "authorized_keys"): "keys",
+            ("webhooks[0]", "secret_file"): "s",
+        }
+        self.assertEqual(set(found), set(expected))
+        for key, name in expected.items():
+            self.assertIn(f"{missing}/{name}: no such file", found[key])
+        self.assertIn("[submission] tls_certificate", str(report.errors[0]))
+        self.assertIn(c.source or "?", str(report.errors[0]))
+
+    def test_directory_and_unreadable(self) -> None:
+        """A directory where a file is expected is an error; an existing readable file passes."""
+        from hurricane.config import check_paths
+
+        good = os.path.join(self.top, "users")
+        Path(good).write_text("")
+        c = self.config(f'[submission]\nusers_file = "{good}"\n'
+                        f'[bounce]\nrules_files = ["{self.top}"]\n')
+        report = check_paths(c)
+        self.assertEqual([(e.path, e.msg) for e in report.errors],
+                         [(("bounce", "rules_files[0]"),
+                           f"{self.top}: is a directory, expected a file")])
+
+    def test_missing_data_dir_is_a_note(self) -> None:
+        """A missing data_dir (and the keys and database in it) will be created: notes,
+        no error, and nothing is created by the check."""
+        from hurricane.config import check_paths
+
+        report = check_paths(self.config(""))
+        self.assertEqual(report.errors, ())
+        data = os.path.join(self.top, "data")
+        self.assertTrue(any(n.startswith(f"[server] data_dir {data}: does not exist yet")
+                            for n in report.notes), report.notes)
+        self.assertTrue(any("verp-keys.json" in n for n in report.notes), report.notes)
+        self.assertTrue(any(f"{data}/hurricane.db" in n for n in report.notes), report.notes)
+        self.assertFalse(os.path.exists(data))
+
+    def test_data_dir_cannot_be_made(self) -> None:
+        """A data_dir below a regular file cannot be created: one error, naming data_dir."""
+        from hurricane.config import check_paths
+
+        blocker = os.path.join(self.top, "file")
+        Path(blocker).write_text("")
+        path = os.path.join(self.top, "h.toml")
+        Path(path).write_text(f'[server]\ndata_dir = "{blocker}/data"\n')
+        report = check_paths(load_config(path))
+        self.assertEqual([e.path for e in report.errors], [("server", "data_dir")])
+        self.assertIn(f"{blocker} is not a directory", report.errors[0].msg)
+
+    def test_log_directory_cannot_be_made(self) -> None:
+        """A json_log below a regular file is an error naming [server] json_log."""
+        from hurricane.config import check_paths
+
+        blocker = os.path.join(self.top, "file")
+        Path(blocker).write_text("")
+        report = check_paths(self.config(f'json_log = "{blocker}/log/h.json"\n'))
+        self.assertEqual([e.path for e in report.errors], [("server", "json_log")])

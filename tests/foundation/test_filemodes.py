@@ -155,7 +155,7 @@ class DataDirectoryTests(SynchronousTestCase):
             self.build(data)
         self.assertEqual(mode(data), 0o700)
         self.assertEqual(mode(db), 0o600)
-        # (the store names its file "//tmp/..." when the URL is sqlite:////tmp/...)
+        # compared by inode: a URL written sqlite:////tmp/... names "//tmp/..."
         warned = {os.stat(e["path"]).st_ino for e in events if e["log_level"].name == "warn"}
         self.assertEqual(warned, {os.stat(data).st_ino, os.stat(db).st_ino})
 

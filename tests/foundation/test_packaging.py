@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,24 @@ class WheelTests(SynchronousTestCase):
                          and n.endswith(".sql")])
         self.assertIn("hurricane/cli.py", names)
         self.assertTrue([n for n in names if n.endswith("entry_points.txt")])
+
+    def test_unit_documentation_shipped(self) -> None:
+        """Every file:///opt/hurricane/... page the systemd unit's Documentation= names is
+        in the wheel's data, so a virtualenv at /opt/hurricane has it; and so are the
+        files docs/production.md installs from (etc/...)."""
+        unit = (REPO / "etc" / "hurricane.service").read_text()
+        docs = [line.split("=", 1)[1].strip() for line in unit.splitlines()
+                if line.startswith("Documentation=")]
+        self.assertTrue(docs)
+        data = {n.split(".data/data/", 1)[1] for n in self.names() if ".data/data/" in n}
+        for url in docs:
+            self.assertTrue(url.startswith("file:///opt/hurricane/"), url)
+            self.assertIn(url.removeprefix("file:///opt/hurricane/"), data)
+        guide = (REPO / "docs" / "production.md").read_text()
+        names = set(re.findall(r"(?<![/\w.])(etc/[\w-]+\.(?:toml|service))", guide))
+        self.assertIn("etc/hurricane.service", names)
+        for name in names:
+            self.assertIn(f"share/doc/hurricane/{name}", data, name)
 
     def test_installed_wheel_registers_plugin(self) -> None:
         """Installed from the wheel, twistd lists hurricane when run from another directory."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -84,3 +85,65 @@ class ResolverServiceTests(SynchronousTestCase):
         clock.advance(REREAD_INTERVAL)
         self.assertEqual(service.client.pickServer(), ("192.0.2.1", 53))
         self.assertEqual(len(clock.getDelayedCalls()), 1)  # still looking
+
+
+class _DatagramPort:
+    """A UDP port in memory: connects its protocol as a real port does, and stops it."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.written: list[tuple[bytes, Any]] = []
+        protocol.makeConnection(self)
+
+    def write(self, data: bytes, addr: Any = None) -> None:
+        self.written.append((data, addr))
+
+    def stopListening(self) -> None:  # noqa: N802 - Twisted's name
+        self.protocol.doStop()
+
+    def getHost(self) -> Any:  # noqa: N802 - Twisted's name
+        return None
+
+
+class _UDPMemoryReactor(MemoryReactorClock):
+    """MemoryReactorClock with a listenUDP that connects the protocol to a _DatagramPort."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datagram_ports: list[_DatagramPort] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "",  # noqa: N802
+                  maxPacketSize: int = 8192) -> Any:  # noqa: N803
+        p = _DatagramPort(protocol)
+        self.datagram_ports.append(p)
+        return p
+
+
+class QuietLookupTests(SynchronousTestCase):
+    """A lookup logs no "Starting protocol" / "Stopping protocol" lines."""
+
+    def test_lookup_is_quiet(self) -> None:
+        """A query (sent, timed out, its port closed) leaves no protocol start/stop event
+        in the log."""
+        from twisted.logger import capturedLogs
+
+        top = tempfile.mkdtemp(prefix="hurricane-resolver-")
+        self.addCleanup(shutil.rmtree, top, True)
+        resolv = os.path.join(top, "resolv.conf")
+        with open(resolv, "w") as fp:
+            fp.write("nameserver 192.0.2.1\n")
+        hosts_file = os.path.join(top, "hosts").encode()
+        with open(hosts_file, "wb"):
+            pass
+        reactor = _UDPMemoryReactor()
+        service = ResolverService(reactor, resolv_conf=resolv, hosts_file=hosts_file)
+        with capturedLogs() as events:
+            d = service.client.lookupMailExchange("example.com", timeout=[1])
+            self.assertEqual(len(reactor.datagram_ports), 1)
+            self.assertEqual(len(reactor.datagram_ports[0].written), 1)  # the query went out
+            reactor.advance(2)
+            self.failureResultOf(d)
+        texts = [" ".join(map(str, e.get("message", ()))) + str(e.get("log_format", ""))
+                 for e in events]
+        self.assertEqual([t for t in texts if "protocol" in t], [])
+        self.assertEqual(reactor.getDelayedCalls(), [])

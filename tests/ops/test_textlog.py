@@ -246,3 +246,17 @@ class TwistdObserverTests(SynchronousTestCase):
 
         format_event(dict(e))  # warm the time stamp cache
         self.assertLess(calls(format_event) * 3, calls(formatEventAsClassicLogText))
+
+
+class UtcStampTests(SynchronousTestCase):
+    """utc_stamp: ISO 8601 in UTC to the millisecond, whatever the local time zone."""
+
+    def test_values(self) -> None:
+        """The epoch, a fraction (cut, not rounded up past the second) and a later day."""
+        from hurricane.textlog import utc_stamp
+
+        self.assertEqual(utc_stamp(0.0), "1970-01-01T00:00:00.000Z")
+        self.assertEqual(utc_stamp(1.9996), "1970-01-01T00:00:01.999Z")
+        self.assertEqual(utc_stamp(1e9 + 0.25), "2001-09-09T01:46:40.250Z")
+        self.assertEqual(utc_stamp(1e9 + 1), "2001-09-09T01:46:41.000Z")
+        self.assertEqual(utc_stamp(None), "-")

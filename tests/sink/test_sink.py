@@ -104,6 +104,20 @@ class SinkBehaviourTests(TestCase):
         self.assertEqual(self.stats.counts["deferred"], Counter(grey=2))
         self.assertEqual(self.stats.counts["accepted"], Counter(grey=1))
 
+    def test_unanswered_recipients(self) -> None:
+        """Recipients with only temporary answers so far are 'unanswered' (per behaviour,
+        once each); a final answer, even after deferrals, takes them off."""
+        for _ in range(2):
+            session(self.factory, ["grey-1@x.test", "grey-2@x.test"])
+        session(self.factory, ["drop-1@x.test"])
+        session(self.factory, ["drop-1@x.test"])
+        session(self.factory, ["unknown-1@x.test"])
+        self.assertEqual(self.stats.as_dict()["unanswered"], {"drop": 1, "grey": 2})
+        session(self.factory, ["grey-1@x.test"])  # third attempt: accepted
+        session(self.factory, ["GREY-2@x.test"])  # addresses compare case-insensitively
+        self.assertEqual(self.stats.as_dict()["unanswered"], {"drop": 1})
+        self.assertEqual(self.stats.counts["dropped"], Counter(drop=2))
+
     def test_ratelimit_closes(self) -> None:
         """ratelimit-* gets 421 4.7.0 and the connection closes; the next try passes."""
         got, t = session(self.factory, ["ratelimit-1@x.test"])

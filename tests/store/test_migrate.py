@@ -54,6 +54,19 @@ class MigrateTests(TestCase):
             await store.close()
 
 
+    async def test_open_without_migrating(self) -> None:
+        """open(migrate=False) connects and leaves an empty database at version 0,
+        so a tool can report what migrate() then applies."""
+        path = os.path.join(os.path.join(tempfile.mkdtemp(), "t"), "m.db")
+        store = SqliteStore(path, reactor)
+        await store.open(migrate=False)
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        self.assertEqual(await store.schema_version(), 0)
+        names = [m.name for m in migrate.load_migrations(SQLITE)]
+        self.assertEqual(await store.migrate(), names)
+        self.assertEqual(await store.schema_version(), migrate.latest_version())
+
+
 class MigrationFilesTests(SynchronousTestCase):
     """The migration files and how they are found."""
 
@@ -65,6 +78,11 @@ class MigrationFilesTests(SynchronousTestCase):
         self.assertEqual([m.number for m in sqlite], sorted({m.number for m in sqlite}))
         self.assertIn("AUTOINCREMENT", " ".join(sqlite[0].statements))
         self.assertIn("IDENTITY", " ".join(postgres[0].statements))
+
+    def test_latest_version(self) -> None:
+        """latest_version is the highest migration number, the same for both engines."""
+        numbers = [m.number for m in migrate.load_migrations(POSTGRES)]
+        self.assertEqual(migrate.latest_version(), max(numbers))
 
     def test_split_statements(self) -> None:
         """Comments are dropped and statements split on semicolons."""

@@ -50,6 +50,43 @@ class PrepareMessageTests(SynchronousTestCase):
         self.assertIn("X-Hurricane-Mailing-Id", cm.exception.reply.text)
 
 
+class NearMissTests(SynchronousTestCase):
+    """Headers that look like ours but are not are reported with the name meant."""
+
+    def test_near_misses(self) -> None:
+        """Each near miss is named as written, with the header Hurricane reads; it stays
+        in the message and sets no identifier."""
+        cases = {
+            b"X-Mailing-Id": "X-Hurricane-Mailing-Id",
+            b"X-Mailing-ID": "X-Hurricane-Mailing-Id",
+            b"X-Hurricane-MailingId": "X-Hurricane-Mailing-Id",
+            b"X_Hurricane_Mailing_Id": "X-Hurricane-Mailing-Id",
+            b"X-Campaign-Id": "X-Hurricane-Mailing-Id",
+            b"X-Message-Id": "X-Hurricane-Message-Id",
+            b"X-Hurricane-MessageId": "X-Hurricane-Message-Id",
+        }
+        for name, meant in cases.items():
+            data = name + b": spring\r\nMessage-ID: <a@b>\r\nDate: d\r\n\r\nbody\r\n"
+            out = prep(data)
+            self.assertEqual(out.misnamed, ((name.decode(), meant),), name)
+            self.assertEqual((out.mailing_id, out.message_id), (None, None))
+            self.assertEqual(out.body, data)
+
+    def test_not_near_misses(self) -> None:
+        """Our headers in any case, Message-ID, and a near miss next to the header meant
+        are not reported."""
+        for data in (b"x-hurricane-mailing-id: a\r\nX-HURRICANE-MESSAGE-ID: b\r\n\r\n",
+                     b"Message-ID: <a@b>\r\nSubject: s\r\n\r\n",
+                     b"X-Mailing-Id: a\r\nX-Hurricane-Mailing-Id: a\r\n\r\n"):
+            self.assertEqual(prep(data).misnamed, (), data)
+
+    def test_both_reported_once_each(self) -> None:
+        """Two different near misses are both reported; a repeated one once."""
+        out = prep(b"X-Mailing-Id: a\r\nX-Message-Id: b\r\nX-Mailing-Id: a\r\n\r\n")
+        self.assertEqual(out.misnamed, (("X-Mailing-Id", "X-Hurricane-Mailing-Id"),
+                                        ("X-Message-Id", "X-Hurricane-Message-Id")))
+
+
 class HeaderReadingTests(SynchronousTestCase):
     """Our reading of plain header blocks equals the stdlib parser's (compat32)."""
 

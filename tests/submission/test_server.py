@@ -430,6 +430,23 @@ class MessageTests(_Base):
                       b"\r\n\r\nX-Hurricane-Mailing-Id: in body stays\r\n", body)
         self.assertTrue(body.startswith(b"Received: from app.example ([127.0.0.1])"))
 
+    def test_near_miss_header_warned(self) -> None:
+        """X-Mailing-Id is not read: the message is queued without a mailing id, and a
+        warning names the header and the one meant, in the log and in the 250 reply."""
+        from twisted.logger import LogLevel, capturedLogs
+
+        with capturedLogs() as events:
+            lines = self.send(b"X-Mailing-Id: spring\r\nSubject: s\r\n\r\nhi\r\n")
+        self.assertRegex(lines[-1], rb"^250 2\.0\.0 Ok: queued as \S+ \(ignored X-Mailing-Id: "
+                                    rb"Hurricane reads X-Hurricane-Mailing-Id\)$")
+        (delivery,) = self.deliveries()
+        self.assertIsNone(delivery.mailing_id)
+        warnings = [e for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual((warnings[0]["header"], warnings[0]["expected"],
+                          warnings[0]["queue_id"]),
+                         ("X-Mailing-Id", "X-Hurricane-Mailing-Id", delivery.queue_id))
+
     def test_message_id_and_date_added(self) -> None:
         """A message without Message-ID and Date gets both."""
         self.send(b"Subject: bare\r\n\r\nhi\r\n")
