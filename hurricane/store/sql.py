@@ -490,3 +490,173 @@ SELECT_SUPPRESSIONS = (
     "SELECT " + SUPPRESSION_COLUMNS + " FROM suppressions WHERE address > ?"
     " ORDER BY address LIMIT ?"
 )
+
+# -- mailings index, settling and the report's pages (issue 18) ---------------
+#
+# Additions only: each serves one new IOutcomeStore read; the statements
+# above are unchanged.
+
+#: States that no later event moves any more: a recipient in one of them has
+#: its final outcome. (delivered is final only once late bounces became
+#: improbable: the settling estimate, ``{delay}`` below.)
+FINAL_OUTCOME_STATES = ("failed", "expired", "suppressed", "bounced", "complained")
+
+SELECT_REPORT_MARK = "SELECT value FROM report_marks WHERE name = ?"
+
+UPSERT_REPORT_MARK = """
+INSERT INTO report_marks (name, value) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value"""
+
+# New messages with a mailing id, by primary key (the covering partial index
+# messages_mailing_discovery: no body is read).
+SELECT_NEW_MAILING_MESSAGES = """
+SELECT message_pk, mailing_id, created_at FROM messages
+WHERE mailing_id IS NOT NULL AND message_pk > ?
+ORDER BY message_pk LIMIT ?"""
+
+_REGISTER_MAILINGS = """
+INSERT INTO mailings (mailing_key, mailing_id, first_at) VALUES {}
+ON CONFLICT (mailing_key) DO NOTHING"""
+
+
+def register_mailings(n: int) -> str:
+    """A multi-row INSERT of ``n`` (mailing key, mailing id, first_at) rows, known ones kept."""
+    return _REGISTER_MAILINGS.format(", ".join(["(?, ?, ?)"] * n))
+
+MAILING_ENTRY_COLUMNS = """
+mailing_key, mailing_id, first_at, computed_at, last_at, messages, queued, deferred,
+delivered, failed, bounced, complained, expired, suppressed, settled, settles_at"""
+
+#: The rollup columns of a mailing, in :data:`MAILING_ENTRY_COLUMNS` order from
+#: ``computed_at`` on.
+MAILING_ROLLUP_COLUMNS = (
+    "computed_at", "last_at", "messages", "queued", "deferred", "delivered", "failed",
+    "bounced", "complained", "expired", "suppressed", "settled", "settles_at",
+)
+
+SELECT_MAILINGS = (
+    "SELECT" + MAILING_ENTRY_COLUMNS + "\nFROM mailings\nWHERE {where}"
+    "\nORDER BY first_at DESC, mailing_key DESC LIMIT ?"
+)
+
+# Saving a mailing's figures registers it too (its page may be opened before
+# the index has seen it); the first_at of a known mailing is kept.
+SAVE_MAILING_ROLLUP = (
+    "INSERT INTO mailings (mailing_key, mailing_id, first_at, "
+    + ", ".join(MAILING_ROLLUP_COLUMNS) + ")\nVALUES ("
+    + placeholders(3 + len(MAILING_ROLLUP_COLUMNS)) + ")\nON CONFLICT (mailing_key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in MAILING_ROLLUP_COLUMNS)
+)
+
+MAILING_MESSAGE_COUNT = """
+SELECT COUNT(*), MIN(mailing_id) FROM messages WHERE lower(mailing_id) = lower(?)"""
+
+
+def settle_delay(domains: int) -> str:
+    """The settling delay of a delivery row ``d`` as SQL: ``domains`` (domain,
+    seconds) parameter pairs, then the default for every other domain."""
+    whens = "".join(" WHEN ? THEN CAST(? AS DOUBLE PRECISION)" for _ in range(domains))
+    default = "CAST(? AS DOUBLE PRECISION)"
+    return f"CASE d.domain{whens} ELSE {default} END" if domains else default
+
+
+# One mailing's deliveries with each one's settling delay; {delay} is
+# settle_delay(n). The outer queries count per state (and per domain).
+_MAILING_ROWS = """
+SELECT d.domain, d.state, d.created_at, d.delivered_at, {delay} AS delay
+FROM messages m JOIN deliveries d ON d.message_pk = m.message_pk
+WHERE lower(m.mailing_id) = lower(?)"""
+
+_FINAL = ", ".join(f"'{s}'" for s in FINAL_OUTCOME_STATES)
+
+# Per state: count, first and last creation, last delivery, recipients
+# settled at the given time (a final state, or delivered longer ago than
+# the delay), and when the last delivered recipient settles.
+MAILING_STATE_COUNTS = (
+    "SELECT state, COUNT(*), MIN(created_at), MAX(created_at), MAX(delivered_at),\n"
+    f"  SUM(CASE WHEN state IN ({_FINAL}) THEN 1\n"
+    "           WHEN state = 'delivered' AND delivered_at + delay <= ? THEN 1 ELSE 0 END),\n"
+    "  MAX(CASE WHEN state = 'delivered' THEN delivered_at + delay END)\n"
+    "FROM (" + _MAILING_ROWS + ") x\nGROUP BY state"
+)
+
+# The same per (domain, state) for the mailing's largest domains.
+MAILING_DOMAIN_COUNTS = (
+    "WITH x AS (" + _MAILING_ROWS + "),\n"
+    "top AS (SELECT domain FROM x GROUP BY domain ORDER BY COUNT(*) DESC, domain LIMIT ?)\n"
+    "SELECT x.domain, x.state, COUNT(*), MAX(x.delivered_at),\n"
+    f"  SUM(CASE WHEN x.state IN ({_FINAL}) THEN 1\n"
+    "           WHEN x.state = 'delivered' AND x.delivered_at + x.delay <= ? THEN 1 ELSE 0 END),\n"
+    "  MAX(CASE WHEN x.state = 'delivered' THEN x.delivered_at + x.delay END)\n"
+    "FROM x JOIN top ON top.domain = x.domain\nGROUP BY x.domain, x.state"
+)
+
+# The most recent late outcomes (an NDR or a complaint after the remote
+# accepted), newest first: the partial index deliveries_late_outcomes.
+# A complained row's updated_at is when the complaint was recorded; a
+# bounced one's bounced_at when the NDR was (it stays when a complaint follows).
+LATE_OUTCOMES = """
+SELECT domain, state, COALESCE(bounced_at, updated_at) - delivered_at FROM deliveries
+WHERE state IN ('bounced', 'complained') AND delivered_at IS NOT NULL AND updated_at >= ?
+ORDER BY updated_at DESC LIMIT ?"""
+
+
+def latency_bucket(edges: int) -> str:
+    """The bucket number of a late outcome's delay among ``edges`` upper edges (parameters):
+    0 below the first edge, ``edges`` at or above the last."""
+    whens = "".join(f" WHEN lat < CAST(? AS DOUBLE PRECISION) THEN {i}" for i in range(edges))
+    return f"CASE{whens} ELSE {edges} END"
+
+
+# One mailing's late outcomes per delay bucket and state; {bucket} is
+# latency_bucket(n).
+MAILING_LATENCIES = """
+SELECT {bucket} AS bucket, state, COUNT(*) FROM (
+    SELECT d.state, COALESCE(d.bounced_at, d.updated_at) - d.delivered_at AS lat
+    FROM messages m JOIN deliveries d ON d.message_pk = m.message_pk
+    WHERE lower(m.mailing_id) = lower(?) AND d.state IN ('bounced', 'complained')
+      AND d.delivered_at IS NOT NULL) x
+GROUP BY 1, state ORDER BY 1"""
+
+# Deliveries created in [since, until) per bucket counted from an origin
+# and current state, for all mail ({join} empty) or one mailing.
+OUTCOME_SERIES = """
+SELECT {bucket} AS bucket, d.state, COUNT(*) FROM deliveries d{join}
+WHERE d.created_at >= ? AND d.created_at < ?{mailing}
+GROUP BY 1, d.state ORDER BY 1 LIMIT ?"""
+
+OUTCOME_SERIES_JOIN = " JOIN messages m ON m.message_pk = d.message_pk"
+OUTCOME_SERIES_MAILING = " AND lower(m.mailing_id) = lower(?)"
+
+# The first and last creation in a window: one end of deliveries_created
+# each ({order} ASC or DESC; MIN and MAX in one statement make SQLite read
+# the whole range).
+CREATED_END = """
+SELECT created_at FROM deliveries WHERE created_at >= ? AND created_at < ?
+ORDER BY created_at {order} LIMIT 1"""
+
+MAILING_BOUNCE_REASONS = """
+SELECT COALESCE(d.reason, 'undefined'), d.state, COUNT(*)
+FROM messages m JOIN deliveries d ON d.message_pk = m.message_pk
+WHERE lower(m.mailing_id) = lower(?) AND d.state IN ('failed', 'bounced')
+GROUP BY 1, d.state ORDER BY 3 DESC LIMIT ?"""
+
+# The deferred queue by domain with the last error of each: the reply of
+# its most recently updated deferred delivery (the partial index
+# deliveries_deferred_domain narrows each look-up to the domain's rows).
+DEFERRED_DOMAINS = """
+SELECT g.domain, g.n, g.oldest, g.next_at, g.last_update, d.code, d.status, d.text,
+       d.remote_host
+FROM (SELECT domain, COUNT(*) AS n, MIN(created_at) AS oldest,
+             MIN(next_attempt_at) AS next_at, MAX(updated_at) AS last_update
+      FROM deliveries WHERE state = 'deferred'
+      GROUP BY domain ORDER BY 2 DESC, domain LIMIT ?) g
+LEFT JOIN deliveries d ON d.delivery_id = (
+    SELECT d2.delivery_id FROM deliveries d2
+    WHERE d2.state = 'deferred' AND d2.domain = g.domain
+    ORDER BY d2.updated_at DESC, d2.delivery_id DESC LIMIT 1)
+ORDER BY g.n DESC, g.domain"""
+
+SELECT_EVENT_DELIVERIES = "SELECT event_id, delivery_id FROM events WHERE event_id IN ({})"
+
+COUNT_SUPPRESSIONS = "SELECT COUNT(*) FROM suppressions"

@@ -19,7 +19,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Container,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -47,6 +55,14 @@ from hurricane.model import (
     Suppression,
 )
 from hurricane.store import sql
+from hurricane.store.interface import (
+    DeferredQueueDomain,
+    LateOutcome,
+    MailingEntry,
+    MailingOutcomes,
+    MailingRollup,
+    SettleCounts,
+)
 from hurricane.store.sql import Dialect
 
 __all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync"]
@@ -1044,3 +1060,239 @@ async def search_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str |
                  + "\nORDER BY d.delivery_id DESC LIMIT ?")
     await txn.execute(statement, (*params, _limit(limit)))
     return [delivery_from_row(row) for row in txn.fetchall()]
+
+
+# -- the report's mailings, settling and queue pages (issue 18) ----------------
+
+#: Message keys re-read below the discovery mark: on PostgreSQL a message may
+#: commit after messages with larger keys (keys are drawn at INSERT, rows
+#: become visible at COMMIT), so the mark is never trusted to the last key.
+#: Group commit keeps a few hundred messages in flight per node; this covers
+#: far more than that, and re-reading a known mailing changes nothing.
+DISCOVERY_MARGIN = 5000
+_MAILINGS_MARK = "mailings"
+#: Mailings per multi-row INSERT (3 parameters each).
+_MAILING_CHUNK = 300
+
+
+async def discover_mailings_txn(txn: Txn, limit: int) -> int:
+    """Register new mailings from messages past the mark; see IOutcomeStore.discover_mailings."""
+    await txn.execute(sql.SELECT_REPORT_MARK, (_MAILINGS_MARK,))
+    row = txn.fetchone()
+    mark = int(row[0]) if row is not None else 0
+    await txn.execute(sql.SELECT_NEW_MAILING_MESSAGES,
+                      (max(0, mark - DISCOVERY_MARGIN), max(0, int(limit)) + DISCOVERY_MARGIN))
+    seen: dict[str, tuple[str, float]] = {}
+    last = mark
+    new = 0
+    for message_pk, mailing_id, created_at in txn.fetchall():
+        key = str(mailing_id).lower()
+        if key not in seen or float(created_at) < seen[key][1]:
+            seen[key] = (mailing_id, float(created_at))
+        if int(message_pk) > mark:
+            new += 1
+            last = max(last, int(message_pk))
+    found = sorted(seen.items())
+    for chunk in _chunks(found, _MAILING_CHUNK):
+        params: list[Any] = []
+        for key, (mailing_id, first_at) in chunk:
+            params += [key, mailing_id, first_at]
+        await txn.execute(sql.register_mailings(len(chunk)), params)
+    if last > mark:
+        await txn.execute(sql.UPSERT_REPORT_MARK, (_MAILINGS_MARK, last))
+    return new
+
+
+def _rollup_from_row(row: Row) -> MailingRollup | None:
+    """The stored figures of a ``sql.MAILING_ENTRY_COLUMNS`` row (None: never computed)."""
+    if row[3] is None:
+        return None
+    by_state = {state: int(n) for state, n in zip(
+        ("queued", "deferred", "delivered", "failed", "bounced", "complained", "expired",
+         "suppressed"), row[6:14], strict=True) if n}
+    return MailingRollup(
+        mailing_key=row[0], mailing_id=row[1], first_at=float(row[2]),
+        computed_at=float(row[3]), last_at=None if row[4] is None else float(row[4]),
+        messages=int(row[5] or 0), by_state=by_state, settled=int(row[14] or 0),
+        settles_at=None if row[15] is None else float(row[15]))
+
+
+async def mailings_txn(txn: Txn, before: tuple[float, str] | None,
+                       limit: int) -> list[MailingEntry]:
+    """One page of registered mailings, newest first (keyset on first_at, key)."""
+    where, params = "1 = 1", []
+    if before is not None:
+        # The first term lets both engines seek in mailings_newest.
+        where = "first_at <= ? AND (first_at < ? OR mailing_key < ?)"
+        params = [before[0], before[0], before[1]]
+    await txn.execute(sql.SELECT_MAILINGS.format(where=where), (*params, _limit(limit)))
+    return [MailingEntry(mailing_key=row[0], mailing_id=row[1], first_at=float(row[2]),
+                         rollup=_rollup_from_row(row)) for row in txn.fetchall()]
+
+
+def _delay_params(delays: Mapping[str, float], default_delay: float) -> tuple[str, list[Any]]:
+    """``sql.settle_delay`` for ``delays`` and its parameters."""
+    params: list[Any] = []
+    for domain, seconds in sorted(delays.items()):
+        params += [domain.lower(), float(seconds)]
+    params.append(float(default_delay))
+    return sql.settle_delay(len(delays)), params
+
+
+def _settle_counts(rows: Sequence[Row]) -> SettleCounts:
+    """Fold (state, count, last delivered, settled, settles at) rows into SettleCounts."""
+    by_state: dict[str, int] = {}
+    settled = 0
+    settles: list[float] = []
+    delivered: list[float] = []
+    for state, count, last_delivered, settled_n, settles_at in rows:
+        by_state[state] = by_state.get(state, 0) + int(count)
+        settled += int(settled_n or 0)
+        if settles_at is not None:
+            settles.append(float(settles_at))
+        if last_delivered is not None:
+            delivered.append(float(last_delivered))
+    return SettleCounts(by_state=by_state, settled=settled,
+                        settles_at=max(settles) if settles else None,
+                        last_delivered_at=max(delivered) if delivered else None)
+
+
+async def mailing_outcomes_txn(txn: Txn, mailing_id: str, delays: Mapping[str, float],
+                               default_delay: float, now: float,
+                               domains: int) -> MailingOutcomes | None:
+    """A mailing's recipients by state and settling; see IOutcomeStore.mailing_outcomes."""
+    await txn.execute(sql.MAILING_MESSAGE_COUNT, (mailing_id,))
+    row = txn.fetchone()
+    if row is None or not row[0]:
+        return None
+    messages, exact_id = int(row[0]), str(row[1])
+    delay, delay_params = _delay_params(delays, default_delay)
+    await txn.execute(sql.MAILING_STATE_COUNTS.format(delay=delay),
+                      (now, *delay_params, mailing_id))
+    rows = txn.fetchall()
+    first = [float(r[2]) for r in rows if r[2] is not None]
+    last = [float(r[3]) for r in rows if r[3] is not None]
+    total = _settle_counts([(r[0], r[1], r[4], r[5], r[6]) for r in rows])
+    by_domain: list[tuple[str, SettleCounts]] = []
+    if domains > 0:
+        await txn.execute(sql.MAILING_DOMAIN_COUNTS.format(delay=delay),
+                          (*delay_params, mailing_id, _limit(domains), now))
+        grouped: dict[str, list[Row]] = {}
+        for domain, state, count, last_delivered, settled, settles_at in txn.fetchall():
+            grouped.setdefault(domain, []).append(
+                (state, count, last_delivered, settled, settles_at))
+        by_domain = [(domain, _settle_counts(r)) for domain, r in grouped.items()]
+        by_domain.sort(key=lambda item: (-item[1].recipients, item[0]))
+    return MailingOutcomes(mailing_id=exact_id, messages=messages,
+                           first_at=min(first) if first else None,
+                           last_at=max(last) if last else None, total=total,
+                           domains=tuple(by_domain))
+
+
+async def save_mailing_rollups_txn(txn: Txn, rollups: Sequence[MailingRollup]) -> None:
+    """Store mailings' figures (upsert by mailing key)."""
+    for r in rollups:
+        n = r.by_state.get
+        await txn.execute(sql.SAVE_MAILING_ROLLUP, (
+            r.mailing_key, r.mailing_id, r.first_at, r.computed_at, r.last_at, r.messages,
+            n("queued", 0), n("deferred", 0), n("delivered", 0), n("failed", 0),
+            n("bounced", 0), n("complained", 0), n("expired", 0), n("suppressed", 0),
+            r.settled, r.settles_at))
+
+
+async def late_outcomes_txn(txn: Txn, since: float, limit: int) -> list[LateOutcome]:
+    """The most recent late outcomes, newest first."""
+    await txn.execute(sql.LATE_OUTCOMES, (since, _limit_sample(limit)))
+    return [LateOutcome(domain=row[0], state=row[1], seconds=float(row[2]))
+            for row in txn.fetchall()]
+
+
+#: Most late outcomes one sample reads: the settling estimate's sample size.
+MAX_LATE_SAMPLE = 50_000
+
+
+def _limit_sample(limit: int) -> int:
+    return max(0, min(int(limit), MAX_LATE_SAMPLE))
+
+
+async def mailing_latencies_txn(txn: Txn, mailing_id: str,
+                                edges: Sequence[float]) -> list[tuple[int, str, int]]:
+    """A mailing's late outcomes per delay bucket and state."""
+    statement = sql.MAILING_LATENCIES.format(bucket=sql.latency_bucket(len(edges)))
+    await txn.execute(statement, (*[float(e) for e in edges], mailing_id))
+    return [(int(b), state, int(n)) for b, state, n in txn.fetchall()]
+
+
+async def outcome_series_txn(txn: Txn, since: float, until: float, origin: float,
+                             bucket_seconds: float, mailing_id: str | None
+                             ) -> list[tuple[float, dict[str, int]]]:
+    """Deliveries created in [since, until) per bucket from ``origin`` and state."""
+    if bucket_seconds <= 0:
+        raise ValueError("bucket_seconds must be positive")
+    bucket = txn.dialect.floor.format("(d.created_at - ?) / ?")
+    statement = sql.OUTCOME_SERIES.format(
+        bucket=bucket, join=sql.OUTCOME_SERIES_JOIN if mailing_id is not None else "",
+        mailing=sql.OUTCOME_SERIES_MAILING if mailing_id is not None else "")
+    params: list[Any] = [origin, bucket_seconds, since, until]
+    if mailing_id is not None:
+        params.append(mailing_id)
+    await txn.execute(statement, (*params, MAX_REPORT_ROWS * len(sql.ALL_STATES)))
+    buckets: dict[int, dict[str, int]] = {}
+    for number, state, count in txn.fetchall():
+        counts = buckets.setdefault(int(number), {})
+        counts[state] = counts.get(state, 0) + int(count)
+    return [(origin + n * bucket_seconds, buckets[n]) for n in sorted(buckets)]
+
+
+async def created_span_txn(txn: Txn, since: float, until: float) -> tuple[float, float] | None:
+    """First and last creation time in [since, until)."""
+    ends = []
+    for order in ("ASC", "DESC"):
+        await txn.execute(sql.CREATED_END.format(order=order), (since, until))
+        row = txn.fetchone()
+        if row is None:
+            return None
+        ends.append(float(row[0]))
+    return ends[0], ends[1]
+
+
+async def mailing_bounce_reasons_txn(txn: Txn, mailing_id: str,
+                                     limit: int) -> list[ReasonCount]:
+    """A mailing's failed and bounced recipients by reason, most first."""
+    await txn.execute(sql.MAILING_BOUNCE_REASONS, (mailing_id, _limit(limit) * 2))
+    counts: dict[str, list[int]] = {}
+    for reason, state, count in txn.fetchall():
+        pair = counts.setdefault(reason, [0, 0])
+        pair[0 if state == State.failed.value else 1] += int(count)
+    found = [ReasonCount(reason, sync, async_) for reason, (sync, async_) in counts.items()]
+    found.sort(key=lambda r: (-r.total, r.reason))
+    return found[:_limit(limit)]
+
+
+async def deferred_domains_txn(txn: Txn, limit: int) -> list[DeferredQueueDomain]:
+    """The deferred queue by domain, largest first, each with its last error."""
+    await txn.execute(sql.DEFERRED_DOMAINS, (_limit(limit),))
+    return [
+        DeferredQueueDomain(domain=row[0], count=int(row[1]), oldest_created_at=float(row[2]),
+                            next_attempt_at=None if row[3] is None else float(row[3]),
+                            last_update=float(row[4]), code=_opt_int(row[5]), status=row[6],
+                            text=row[7], remote_host=row[8])
+        for row in txn.fetchall()
+    ]
+
+
+async def suppression_causes_txn(txn: Txn, event_ids: Sequence[int]) -> dict[int, int]:
+    """The delivery of each event id that exists."""
+    found: dict[int, int] = {}
+    for chunk in _chunks(sorted({int(e) for e in event_ids})):
+        await txn.execute(sql.SELECT_EVENT_DELIVERIES.format(sql.placeholders(len(chunk))),
+                          chunk)
+        found.update((int(e), int(d)) for e, d in txn.fetchall())
+    return found
+
+
+async def suppression_count_txn(txn: Txn) -> int:
+    """Addresses on the suppression list."""
+    await txn.execute(sql.COUNT_SUPPRESSIONS)
+    row = txn.fetchone()
+    return int(row[0]) if row is not None else 0
