@@ -30,6 +30,7 @@ from hurricane.model import (
     Outcome,
     ReasonCount,
     ReturnedMessage,
+    State,
     StoredBounce,
     StoredMessage,
     Summary,
@@ -78,7 +79,7 @@ class SettleCounts:
     @property
     def pending(self) -> int:
         """Recipients still queued or deferred."""
-        return self.by_state.get("queued", 0) + self.by_state.get("deferred", 0)
+        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class MailingRollup:
     @property
     def pending(self) -> int:
         """Recipients still queued or deferred."""
-        return self.by_state.get("queued", 0) + self.by_state.get("deferred", 0)
+        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
-from hurricane.store import migrate, sql, txn
+from hurricane.store import migrate, reports, txn
 from hurricane.store.interface import (
     BounceRecord,
     DeferredQueueDomain,
@@ -662,10 +662,10 @@ class MemoryStore:
         """Register the mailings of messages past the mark (see the interface)."""
         self._check()
         mark = self._marks.get("mailings", 0)
-        start = max(0, mark - txn.DISCOVERY_MARGIN)
+        start = max(0, mark - reports.DISCOVERY_MARGIN)
         rows = [m for pk, m in sorted(self._messages.items())
                 if pk > start and m.message.mailing_id is not None]
-        rows = rows[:max(0, limit) + txn.DISCOVERY_MARGIN]
+        rows = rows[:max(0, limit) + reports.DISCOVERY_MARGIN]
         new = 0
         for m in rows:
             mailing_id = m.message.mailing_id
@@ -701,7 +701,7 @@ class MemoryStore:
         settles: list[float] = []
         for d in rows:
             by_state[d.state.value] = by_state.get(d.state.value, 0) + 1
-            if d.state.value in sql.FINAL_OUTCOME_STATES:
+            if d.state in reports.FINAL_OUTCOME_STATES:
                 settled += 1
             elif d.state is State.delivered and d.delivered_at is not None:
                 at = d.delivered_at + delays.get(d.domain, default_delay)
@@ -764,7 +764,7 @@ class MemoryStore:
         found = sorted((d for d in self._late() if d.updated_at >= since),
                        key=lambda d: d.updated_at, reverse=True)
         return [LateOutcome(d.domain, d.state.value, self._latency(d))
-                for d in found[:max(0, min(limit, txn.MAX_LATE_SAMPLE))]]
+                for d in found[:max(0, min(limit, reports.MAX_LATE_SAMPLE))]]
 
     async def mailing_latencies(self, mailing_id: str,
                                 edges: Sequence[float]) -> list[tuple[int, str, int]]:

@@ -52,7 +52,8 @@ class ReportReadsMixin:
 
     async def attempt(self, delivery_id: int, state: State, at: float, **kw: Any) -> None:
         """Record one attempt."""
-        await self.store.record_attempts([AttemptResult(delivery_id, state, at, **kw)])
+        await self.store.record_attempts(
+            [AttemptResult(delivery_id=delivery_id, state=state, at=at, **kw)])
 
     async def bounce(self, delivery_id: int, at: float, kind: EventKind = EventKind.bounce,
                      reason: str = "userunknown") -> None:
@@ -60,8 +61,8 @@ class ReportReadsMixin:
         bounce_id = await self.store.store_bounce(ReturnedMessage(
             b"Subject: x\r\n\r\nx", "", "b@bounce.test", at))
         await self.store.record_bounce(bounce_id, [BounceEvent(
-            delivery_id, kind, at, bounce_id=bounce_id, reason=reason, status="5.1.1",
-            correlation="verp")], "bounce", "verp", "{}")
+            delivery_id=delivery_id, kind=kind, at=at, bounce_id=bounce_id, reason=reason,
+            status="5.1.1", correlation="verp")], "bounce", "verp", "{}")
 
     # -- mailings index -------------------------------------------------------
 
