@@ -720,7 +720,7 @@ class Suppressions(Page):
         notice = arg(request, "done")
         shown = (f"{len(page)} found for {find!r}" if find else
                  f"{len(page)} shown, from {page[0].address}" if page and after else
-                 f"{len(page)} shown")
+                 f"{len(page)} of {total} shown")
         content = ([tags.div(notice, class_="msg")] if notice else []) + [
             kpis([("Suppressed addresses", total, "on the whole list")]), add, look,
             tags.p(shown, class_="muted small"),
