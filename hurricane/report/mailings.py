@@ -176,7 +176,7 @@ class Mailings(Page):
                    tags.div(table(["Mailing", "Started", "Recipients", "Delivered", "Sync failed",
                                    "Async bounced", "Complaints", "In queue", "Settled",
                                    "Settles"], rows, (2, 3, 4, 5, 6, 7, 8),
-                                  classes={1: "nowrap"}), class_="card"),
+                                  classes={0: "nowrap", 1: "nowrap"}), class_="card"),
                    tags.div(*pager, class_="pager"),
                    tags.p("Sync failed: refused during our SMTP conversation; async bounced: "
                           "returned later by an NDR. In queue: queued or deferred (Hurricane "
@@ -254,7 +254,9 @@ class MailingPage(ItemPage):
         if outcomes is None:
             raise HttpError(404, f"No mailing {self.key}.")
         try:
-            await store.save_mailing_rollups([rollup_of(outcomes, self.key.lower(), now)])
+            # Keyed as the index registers it: the stored id, lower-cased.
+            await store.save_mailing_rollups([rollup_of(outcomes, outcomes.mailing_id.lower(),
+                                                        now)])
         except StoreError:
             log.failure("storing the figures of mailing {mailing} failed", mailing=self.key)
         mailing_id = outcomes.mailing_id
