@@ -375,10 +375,10 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
         del reactor
         writer = None
         if args.format == "csv":
-            # The web export's writer: the same cells, formula-safe, from
-            # either path (text in returned mail is the sender's to choose).
-            writer = CsvWriter(out)
-            writer.writerow(Outcome.FIELDS)
+            # The web export's writer: the same cells, formula-safe, times in
+            # ISO 8601 UTC, from either path (text in returned mail is the
+            # sender's to choose).
+            writer = CsvWriter(out, Outcome.FIELDS)
         after = 0
         while True:
             page = await store.outcomes(

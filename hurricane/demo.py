@@ -44,6 +44,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
+from hurricane.outcome import EventKind
 from hurricane.sink.scenario import Scenario, default_scenario, mix_rule
 
 if TYPE_CHECKING:
@@ -274,10 +275,13 @@ def compare_with_sink(summary: Summary, notices: Mapping[str, int],
         Comparison("expired or deferred (never accepted)",
                    sum(by_state.get(k, 0) for k in ("expired", *PENDING_STATES)),
                    sum(sink.get("unanswered", {}).values())),
-        Comparison("auto-replies (RFC 3834; stay delivered)", notices.get("autoreply", 0),
-                   sent.get("autoreply", 0)),
+        Comparison("auto-replies (RFC 3834; stay delivered)",
+                   notices.get(EventKind.autoreply.value, 0),
+                   # the sink's own count of the auto-replies it sent
+                   sent.get(EventKind.autoreply.value, 0)),
         Comparison('delay notices (DSN "delayed"; stay delivered)',
-                   notices.get("delayed", 0), sent.get("delayed", 0)),
+                   notices.get(EventKind.delayed.value, 0),
+                   sent.get(EventKind.delayed.value, 0)),
     ]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     # Only a type here: the CLI imports this module without twisted.web.
     from twisted.web.server import Request
 
-__all__ = ["CsvWriter", "FlowControl", "stream_csv", "csv_cell"]
+__all__ = ["CsvWriter", "FlowControl", "csv_cell", "is_time_column", "iso_time", "stream_csv"]
 
 log = Logger()
 
@@ -53,13 +54,29 @@ def _first_visible(text: str) -> str:
     return ""
 
 
-def csv_cell(value: Any) -> str:
+def iso_time(value: float) -> str:
+    """A timestamp as ISO 8601 UTC to the second: ``2026-12-06T01:02:03Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+
+
+def is_time_column(name: str) -> bool:
+    """True for a column that holds a timestamp: its name ends in ``_at``.
+
+    Every timestamp Hurricane exports is named so (``created_at``,
+    ``updated_at``, ``delivered_at``, ``bounced_at``, ``next_attempt_at``...)
+    and nothing else is, so the rule needs no list to keep up to date.
+    """
+    return name.endswith("_at")
+
+
+def csv_cell(value: Any, *, timestamp: bool = False) -> str:
     """The text of one CSV cell, made safe for spreadsheets.
 
     None is empty, booleans are ``true``/``false`` (as in the JSON exports),
-    other values are their ``str`` (a ``str`` enum its value). Text that
-    starts with a formula character, or whose first character that is not
-    blank, a control or invisible is one (``" =HYPERLINK(...)"``,
+    a timestamp (epoch seconds, in a column :func:`is_time_column` names)
+    is :func:`iso_time`, other values are their ``str`` (a ``str`` enum its value).
+    Text that starts with a formula character, or whose first character that
+    is not blank, a control or invisible is one (``" =HYPERLINK(...)"``,
     ``"\\u200b=1+1"``, ``"\\x00=1"``), gets a leading ``'``, which spreadsheets
     take as "this is text" (OWASP: any leading character a spreadsheet may
     strip). Numbers go through the same rule: no exported number is
@@ -75,6 +92,8 @@ def csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if timestamp and isinstance(value, int | float):
+        return iso_time(value)
     # str(value) of a (str, Enum) member is "Class.member"; its text is the value.
     text = str.__str__(value) if isinstance(value, str) else str(value)
     if text.startswith(_FORMULA) or _first_visible(text) in _FORMULA:
@@ -90,20 +109,33 @@ class CsvWriter:
     """``csv.writer`` (CRLF line ends, RFC 4180 quoting) with every cell through
     :func:`csv_cell`: the one CSV writer of the web exports and the CLI.
 
+    The header is written first, and names the timestamp columns
+    (:func:`is_time_column`): their cells are ISO 8601 UTC, whichever path
+    wrote the file (JSON keeps epoch seconds: its fields are the API's).
+
     Args:
         out: where the text goes (a file, ``sys.stdout``, a StringIO).
+        columns: the column names, written as the header row.
     """
 
-    def __init__(self, out: _TextOut) -> None:
+    def __init__(self, out: _TextOut, columns: Sequence[str]) -> None:
         self._writer = csv.writer(out, lineterminator="\r\n")
+        self._times = [is_time_column(c) for c in columns]
+        self._writer.writerow([csv_cell(c) for c in columns])
+
+    def _cells(self, row: Iterable[Any]) -> list[str]:
+        cells = list(row)
+        if len(cells) != len(self._times):
+            raise ValueError(f"a row of {len(cells)} cells under {len(self._times)} columns")
+        return [csv_cell(v, timestamp=t) for v, t in zip(cells, self._times, strict=True)]
 
     def writerow(self, row: Iterable[Any]) -> None:
-        """Write one row (header rows too: a column name is a cell like any other)."""
-        self._writer.writerow([csv_cell(v) for v in row])
+        """Write one row, a cell per column."""
+        self._writer.writerow(self._cells(row))
 
     def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
         """Write several rows."""
-        self._writer.writerows([[csv_cell(v) for v in row] for row in rows])
+        self._writer.writerows([self._cells(row) for row in rows])
 
 
 @implementer(IPushProducer)
@@ -164,8 +196,7 @@ async def stream_csv(request: Request, filename: str, header: Sequence[str],
     request.registerProducer(flow, True)
     request.notifyFinish().addErrback(lambda _: flow.stopProducing())
     buffer = io.StringIO()
-    writer = CsvWriter(buffer)
-    writer.writerow(header)
+    writer = CsvWriter(buffer, header)
     request.write(buffer.getvalue().encode("utf-8"))
     count = 0
     try:

@@ -20,8 +20,8 @@ from hurricane.model import Summary
 from hurricane.report import charts
 from hurricane.report.figures import STATES, percent, rates
 
-__all__ = ["CSS", "badge", "error_page", "finish", "fmt_time", "kpis", "layout", "link", "q",
-           "raw_mail", "redirect", "summary_block", "table", "text"]
+__all__ = ["CSS", "badge", "error_page", "finish", "fmt_duration", "fmt_time", "kpis", "layout",
+           "link", "q", "raw_mail", "redirect", "summary_block", "table", "text"]
 
 log = Logger()
 
@@ -33,13 +33,15 @@ header{background:#1f2933;color:#fff;padding:10px 24px;display:flex;align-items:
 header a{color:#cbd2d9;text-decoration:none;font-weight:500}header a:hover{color:#fff}
 header .brand{color:#fff;font-weight:700;font-size:17px;letter-spacing:.3px}
 main{padding:20px 24px;max-width:1240px;margin:0 auto}
+main h1{overflow-wrap:anywhere}
 h1{font-size:21px;margin:4px 0 14px}h2{font-size:16px;margin:22px 0 8px;color:#334}
-.card{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:14px 16px;margin:0 0 14px}
+.card{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:14px 16px;margin:0 0 14px;
+overflow-x:auto}
 .kpis{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:10px;
 margin-bottom:14px}
 .kpi{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:10px 12px}
 .kpi .v{font-size:22px;font-weight:650}.kpi .l{color:#667;font-size:12px;text-transform:uppercase;
-letter-spacing:.4px}
+letter-spacing:.4px}.kpi .s{color:#778;font-size:12px}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eceef1;vertical-align:top}
 th{font-size:12px;color:#556;text-transform:uppercase;letter-spacing:.3px;background:#fafbfc}
@@ -48,15 +50,22 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 form.inline{display:inline}
 input,select,button{font:inherit;padding:4px 8px;border:1px solid #c5cbd3;border-radius:5px;
 background:#fff}
-button{background:#1f6feb;color:#fff;border-color:#1f6feb;cursor:pointer}
+button{background:#1f6feb;color:#fff;border-color:#1f6feb;cursor:pointer;white-space:nowrap}
 button.danger{background:#c62828;border-color:#c62828}
 .muted{color:#778}.small{font-size:12px}.mono{font-family:ui-monospace,Menlo,monospace;
-font-size:12.5px;word-break:break-all}
+font-size:12.5px}
+td.nowrap,.nowrap{white-space:nowrap}
+td.text{width:40%;min-width:18em;overflow-wrap:anywhere;word-break:normal}
+td.wrap{overflow-wrap:anywhere}
+td .sub{display:block;color:#778;font-size:12px}
+td.lines{min-width:11em}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:14px}
+.status{font-size:15px;margin:0 0 6px}
 .pager{margin:10px 0}.pager a{margin-right:12px}
 .toolbar{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:12px}
 .msg{padding:10px 14px;border-radius:6px;background:#fff3cd;border:1px solid #ffe08a;
 margin-bottom:14px}
-svg.chart{max-width:100%;height:auto;display:block}
+svg.chart{width:100%;height:auto;display:block}
 """
 
 
@@ -65,6 +74,27 @@ def fmt_time(value: float | None) -> str:
     if value is None:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """A duration for people: ``0.4 s``, ``14 s``, ``3 min 5 s``, ``2 h 3 min``, ``1 d 4 h``."""
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{max(seconds, 0.0):.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+    # The largest unit that fits, and the next one down when it is not zero.
+    first = next(i for i, (_, size) in enumerate(units) if whole >= size)
+    name, size = units[first]
+    parts = [f"{whole // size} {name}"]
+    if first + 1 < len(units):
+        name, below = units[first + 1]
+        if (whole % size) // below:
+            parts.append(f"{(whole % size) // below} {name}")
+    return " ".join(parts)
 
 
 def text(value: Any) -> str:
@@ -80,12 +110,24 @@ def badge(state: str) -> Tag:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-          numeric: Sequence[int] = ()) -> Tag:
-    """A table of ``rows`` (each cell text or a Tag)."""
-    head = tags.tr(*[tags.th(h, class_="n" if i in numeric else "") for i, h in
-                     enumerate(headers)])
-    body = [tags.tr(*[tags.td(c if isinstance(c, Tag) else text(c),
-                              class_="n" if i in numeric else "") for i, c in enumerate(row)])
+          numeric: Sequence[int] = (), classes: dict[int, str] | None = None) -> Tag:
+    """A table of ``rows`` (each cell text or a Tag).
+
+    Args:
+        headers: the column names.
+        rows: the cells.
+        numeric: columns aligned right (numbers).
+        classes: more CSS classes per column (``text`` for the wide one that
+            wraps, ``nowrap`` for times).
+    """
+    classes = classes or {}
+
+    def cls(i: int) -> str:
+        return " ".join(c for c in ("n" if i in numeric else "", classes.get(i, "")) if c)
+
+    head = tags.tr(*[tags.th(h, class_=cls(i)) for i, h in enumerate(headers)])
+    body = [tags.tr(*[tags.td(c if isinstance(c, Tag) else text(c), class_=cls(i))
+                      for i, c in enumerate(row)])
             for row in rows]
     if not rows:
         body = [tags.tr(tags.td("Nothing to show.", colspan=str(len(headers)),
@@ -103,10 +145,15 @@ def q(value: str) -> str:
     return quote(value, safe="")
 
 
-def kpis(items: Sequence[tuple[str, Any]]) -> Tag:
-    """A row of key figures."""
-    return tags.div(*[tags.div(tags.div(text(v), class_="v"), tags.div(label, class_="l"),
-                               class_="kpi") for label, v in items], class_="kpis")
+def kpis(items: Sequence[tuple[str, Any] | tuple[str, Any, str]]) -> Tag:
+    """A row of key figures: (label, value) or (label, value, a note under it)."""
+    boxes = []
+    for label, value, *note in items:
+        parts = [tags.div(text(value), class_="v"), tags.div(label, class_="l")]
+        if note and note[0]:
+            parts.append(tags.div(note[0], class_="s"))
+        boxes.append(tags.div(*parts, class_="kpi"))
+    return tags.div(*boxes, class_="kpis")
 
 
 def summary_block(summary: Summary) -> list[Tag]:
@@ -132,9 +179,10 @@ TITLES = {400: "Bad request", 401: "Login required", 403: "Forbidden", 404: "Not
 
 def layout(title: str, content: list[Any]) -> Tag:
     """The page frame: head with inline CSS, navigation, content."""
+    # No site-wide export: each page's export link carries that page's filter.
     nav = [tags.a("Hurricane", href="/", class_="brand"), link("/", "Overview"),
-           link("/search", "Search"), link("/deferred", "Deferred queue"),
-           link("/suppressions", "Suppressions"), link("/export/outcomes.csv", "Export CSV")]
+           link("/mailings", "Mailings"), link("/search", "Search"),
+           link("/deferred", "Deferred queue"), link("/suppressions", "Suppressions")]
     return tags.html(
         tags.head(tags.meta(charset="utf-8"), tags.title(f"{title} \u2013 Hurricane"),
                   tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
@@ -163,9 +211,9 @@ def error_page(request: Request, code: int, message: str, field: str | None,
     finish(request, layout(TITLES.get(code, "Error"), [tags.div(message, class_="msg")]))
 
 
-def redirect(request: Request, location: str) -> None:
-    """303 See Other to ``location`` (after a form post)."""
-    request.setResponseCode(303)
+def redirect(request: Request, location: str, code: int = 303) -> None:
+    """Redirect to ``location``: 303 See Other after a form post, or ``code``."""
+    request.setResponseCode(code)
     request.setHeader(b"location", location.encode("ascii"))
     request.finish()
 

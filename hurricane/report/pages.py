@@ -1,12 +1,16 @@
 """The web report: server-rendered HTML pages (twisted.web.template), no JavaScript.
 
-The pages are a tree of resources, one per page (:func:`build_pages`):
+The pages are a tree of resources, one per page
+(:func:`hurricane.report.web.build_pages` puts them together):
 
-- ``/`` the overview, ``/search``, ``/deferred``, ``/suppressions``;
-- ``/mailing/<id>``, ``/message/<queue id>`` (and ``.../body``),
-  ``/delivery/<id>``, ``/bounce/<id>``;
+- ``/`` the overview, ``/search``, ``/deferred`` (and
+  ``/deferred/domain/<domain>``), ``/suppressions``;
+- ``/mailings`` and ``/mailing/<id>`` (:mod:`hurricane.report.mailings`),
+  ``/message/<queue id>`` (and ``.../body``), ``/delivery/<id>``,
+  ``/bounce/<id>``;
 - ``/export/outcomes.csv``, ``/export/deliveries.csv``,
-  ``/export/suppressions.csv`` (streaming CSV);
+  ``/export/suppressions.csv`` (streaming CSV); every page's export link
+  carries that page's filter (:func:`export_query`);
 - the forms ``/suppressions/add``, ``/suppressions/remove`` and
   ``/deferred/retry``: POST only and CSRF-protected; what they do is
   :class:`~hurricane.operations.Operations`' (the same checks and the same
@@ -32,7 +36,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.template import Tag, tags
 
-from hurricane.model import Delivery, Outcome
+from hurricane.model import Delivery, Event, Outcome, State, Suppression
 from hurricane.operations import InvalidRequest, Operations
 from hurricane.report import charts
 from hurricane.report.api import parse_time
@@ -43,6 +47,7 @@ from hurricane.report.html import (
     badge,
     error_page,
     finish,
+    fmt_duration,
     fmt_time,
     kpis,
     layout,
@@ -55,13 +60,15 @@ from hurricane.report.html import (
     text,
 )
 from hurricane.report.resource import HttpError, ReportResource, arg, query_args, run_async, segment
+from hurricane.report.settle import SettleModels
 from hurricane.store.interface import IOutcomeStore
 
-__all__ = ["FORM_BODY_LIMIT", "Page", "Pages", "WINDOWS", "build_pages", "fmt_time"]
+__all__ = ["DELIVERY_HEADERS", "FORM_BODY_LIMIT", "PAGE_SIZE", "Collection", "ItemPage", "NoPage",
+           "Page", "Pages", "WINDOWS", "export_query", "finish", "fmt_time", "outcome_chart"]
 
 log = Logger()
 
-#: Named windows: (label, seconds, chart bucket seconds).
+#: Named windows: (label, seconds, alignment seconds of their end).
 WINDOWS = {
     "hour": ("Last hour", 3600, 300),
     "day": ("Last day", 86400, 3600),
@@ -75,6 +82,21 @@ FORM_BODY_LIMIT = 16 * 1024
 
 DELIVERY_HEADERS = ["Recipient", "State", "Reason", "Code", "Attempts", "Queue id",
                     "Mailing", "Message id", "Updated"]
+#: The delivery filters an export link carries (``before`` pages, it filters nothing).
+EXPORT_FILTERS = ("recipient", "queue_id", "mailing_id", "message_id", "domain", "state",
+                  "since", "until")
+
+
+def export_query(filters: dict[str, Any]) -> str:
+    """``/export/deliveries.csv`` with a list's filters (:meth:`Pages.filters`).
+
+    The link of a page carries everything that selects the page's rows,
+    whether it came from the query string or from the path (a mailing id),
+    so the file holds the rows the page lists, every page of them.
+    """
+    params = {k: repr(v) if isinstance(v, float) else str(v)
+              for k in EXPORT_FILTERS if (v := filters.get(k)) is not None}
+    return "/export/deliveries.csv" + ("?" + urlencode(params) if params else "")
 
 
 def explain_result(analysis: str | None, recipient: str) -> dict[str, Any] | None:
@@ -141,13 +163,19 @@ class Pages:
         self.clock = clock
         self.access = access
         self.operations = operations
+        #: The settling model the mailing pages share (rebuilt every few minutes).
+        self.settle = SettleModels(store, clock)
 
     def csrf_field(self, user: str) -> Tag:
         """The hidden CSRF input of a form."""
         return tags.input(type="hidden", name="csrf", value=self.access.csrf_token(user))
 
-    def window(self, request: Request) -> tuple[str, float, float, float]:
-        """The selected window: (name, since, until, chart bucket)."""
+    def window(self, request: Request) -> tuple[str, float, float]:
+        """The selected window: (name, since, until).
+
+        A named window ends at the next multiple of its alignment after now
+        (so a page reloaded within minutes shows the same window).
+        """
         name = arg(request, "window", "day") or "day"
         now = self.clock.seconds()
         if name == "custom":
@@ -156,14 +184,12 @@ class Pages:
             if since is None or since >= until:
                 raise HttpError(400, "since: a custom window needs since before until",
                                 "since")
-            span = until - since
-            bucket = max(60.0, span / 48)
-            return name, since, until, bucket
+            return name, since, until
         if name not in WINDOWS:
             raise HttpError(400, f"window: one of {', '.join(WINDOWS)} or custom", "window")
-        _, span, bucket = WINDOWS[name]
-        until = (now // bucket + 1) * bucket
-        return name, until - span, until, float(bucket)
+        _, span, align = WINDOWS[name]
+        until = (now // align + 1) * align
+        return name, until - span, until
 
     @staticmethod
     def window_form(name: str, since: float, until: float, action: str = "/") -> Tag:
@@ -193,8 +219,10 @@ class Pages:
                  text(d.message_id), fmt_time(d.updated_at)) for d in found]
 
     @staticmethod
-    def pager(request: Request, found: Sequence[Delivery], limit: int, path: str) -> Tag:
-        """Links to the first and the next page (keyset on the delivery id)."""
+    def pager(request: Request, found: Sequence[Delivery], limit: int, path: str,
+              filters: dict[str, Any]) -> Tag:
+        """Links to the first and the next page (keyset on the delivery id), and the
+        CSV of every row ``filters`` selects (:func:`export_query`)."""
         params = {k.decode(): v[0].decode("utf-8", "replace")
                   for k, v in query_args(request).items() if k != b"before" and v}
         links = []
@@ -204,8 +232,8 @@ class Pages:
             links.append(link(path + "?" + urlencode({**params,
                                                       "before": found[-1].delivery_id}),
                               "Next page \u00bb"))
-        csv_link = "/export/deliveries.csv?" + urlencode(params)
-        return tags.div(*links, link(csv_link, "Export as CSV"), class_="pager")
+        return tags.div(*links, link(export_query(filters), "Export these recipients (CSV)"),
+                        class_="pager")
 
     @staticmethod
     def filters(request: Request) -> dict[str, Any]:
@@ -223,6 +251,8 @@ class Pages:
             "message_id": arg(request, "message_id") or None,
             "domain": arg(request, "domain") or None,
             "state": state,
+            "since": parse_time(arg(request, "since"), "since"),
+            "until": parse_time(arg(request, "until"), "until"),
             "before_delivery_id": int(before) if before else None,
         }
 
@@ -328,40 +358,61 @@ class ItemPage(Page):
 # -- overview --------------------------------------------------------------------
 
 
+async def outcome_chart(store: IOutcomeStore, first: float | None, last: float | None, *,
+                        since: float, until: float, mailing_id: str | None = None) -> list[Any]:
+    """The outcome chart of the recipients created from ``first`` to ``last``, and its caption.
+
+    The bars cover the data, not the window asked for: a 14-second run in
+    "last day" gets 1-second bars (:func:`~hurricane.report.charts.time_axis`);
+    only rows in [since, until) are counted.
+    """
+    if first is None or last is None:
+        return [tags.p("Nothing was submitted in this window.", class_="muted")]
+    axis = charts.time_axis(first, last)
+    series = await store.outcome_series(max(since, axis.start), min(until, axis.end),
+                                        axis.start, axis.bucket, mailing_id)
+    chart = charts.stacked_bars(series, axis, title="Outcomes over time")
+    caption = (f"Recipients by when they were submitted, coloured by their state now: "
+               f"{fmt_time(axis.start)} \u2013 {fmt_time(axis.end)}, "
+               f"{charts.duration_text(axis.bucket)} per bar.")
+    return [chart, tags.p(caption, class_="muted small")]
+
+
 class Overview(Page):
     """``/``: figures, the outcome time series, bounce reasons and top domains."""
 
     async def get(self, request: Request, user: str) -> None:
         """The overview of the selected window."""
         store = self.pages.store
-        name, since, until, bucket = self.pages.window(request)
+        name, since, until = self.pages.window(request)
         summary = await store.summary(since, until)
-        series = await store.timeseries(since, until, bucket)
+        span = await store.created_span(since, until)
+        chart = await outcome_chart(store, *(span or (None, None)), since=since, until=until)
         reasons = await store.bounce_reasons(since, until, 15)
         domains = await store.top_domains(since, until, 15)
         depth = await store.queue_depth()
-        fmt = "%H:%M" if until - since <= 2 * 86400 else "%m-%d %H:%M"
-        chart = charts.stacked_bars(series, since, until, bucket,
-                                    lambda t: time.strftime(fmt, time.gmtime(t)),
-                                    title="Outcomes over time")
         reason_chart = charts.horizontal_bars(
             [(r.reason, [(r.synchronous, charts.STATE_COLOURS["failed"], "synchronous"),
                          (r.asynchronous, charts.STATE_COLOURS["bounced"], "asynchronous")])
              for r in reasons], title="Bounce reasons")
+        window = {"since": since, "until": until}
         domain_rows = []
         for d in domains:
             r = rates(d.by_state)
-            domain_rows.append((link("/search?" + urlencode({"domain": d.domain}), d.domain),
+            found = export_query({"domain": d.domain, **window}).replace(
+                "/export/deliveries.csv", "/search", 1)
+            domain_rows.append((link(found, d.domain),
                                 d.total, d.by_state.get("delivered", 0),
                                 d.by_state.get("deferred", 0), percent(r.delivery),
                                 percent(r.bounce), percent(r.complaint)))
         content: list[Any] = [
             self.pages.window_form(name, since, until),
             tags.p(f"{fmt_time(since)} \u2013 {fmt_time(until)}; in the queue now: "
-                   f"{depth.get('queued', 0)} queued, {depth.get('deferred', 0)} deferred.",
+                   f"{depth.get('queued', 0)} queued, {depth.get('deferred', 0)} deferred. ",
+                   link(export_query(window), "Export this window's recipients (CSV)"),
                    class_="muted"),
             *summary_block(summary),
-            tags.h2("Outcomes over time"), tags.div(chart, class_="card"),
+            tags.h2("Outcomes over time"), tags.div(*chart, class_="card"),
             tags.h2("Bounce reasons ",
                     tags.span("(red: synchronous, pink: asynchronous)", class_="muted small")),
             tags.div(reason_chart, class_="card"),
@@ -409,40 +460,26 @@ class Search(Page):
                           for s in STATES], name="state"),
             tags.input(type="text", name="domain", value=filters["domain"] or "",
                        placeholder="domain"),
+            # A window (the overview's domain links carry one) stays with the form.
+            *[tags.input(type="hidden", name=k, value=repr(filters[k]))
+              for k in ("since", "until") if filters[k] is not None],
             tags.button("Search", type="submit"), method="get", action="/search",
             class_="toolbar")
-        content = [form, tags.div(table(DELIVERY_HEADERS, self.pages.delivery_rows(found),
-                                        (4,)), class_="card"),
-                   self.pages.pager(request, found, PAGE_SIZE, "/search")]
+        window: list[Any] = []
+        if filters["since"] is not None or filters["until"] is not None:
+            window = [tags.p("Submitted ", f"from {fmt_time(filters['since'])} "
+                             if filters["since"] is not None else "",
+                             f"before {fmt_time(filters['until'])}"
+                             if filters["until"] is not None else "", " \u00b7 ",
+                             link("/search", "search all times"), class_="muted")]
+        content = [form, *window,
+                   tags.div(table(DELIVERY_HEADERS, self.pages.delivery_rows(found), (4,)),
+                            class_="card"),
+                   self.pages.pager(request, found, PAGE_SIZE, "/search", filters)]
         finish(request, layout("Search", content))
 
 
 # -- mailing, message, delivery, returned mail ---------------------------------------
-
-
-class Mailing(ItemPage):
-    """``/mailing/<id>``: the mailing's figures and its recipients."""
-
-    async def get(self, request: Request, user: str) -> None:
-        """The mailing page."""
-        mailing_id = self.key
-        summary = await self.pages.store.mailing_summary(mailing_id)
-        if summary.recipients == 0:
-            raise HttpError(404, f"No mailing {mailing_id}.")
-        filters = self.pages.filters(request)
-        filters["mailing_id"] = mailing_id
-        found = await self.pages.store.search_deliveries(**filters, limit=PAGE_SIZE)
-        reasons = sorted(summary.by_reason.items(), key=lambda kv: -kv[1])
-        content = [
-            *summary_block(summary),
-            tags.h2("Reasons"),
-            tags.div(table(["Reason", "Recipients"], reasons, (1,)), class_="card"),
-            tags.h2("Recipients"),
-            tags.div(table(DELIVERY_HEADERS, self.pages.delivery_rows(found), (4,)),
-                     class_="card"),
-            self.pages.pager(request, found, PAGE_SIZE, f"/mailing/{q(mailing_id)}"),
-        ]
-        finish(request, layout(f"Mailing {mailing_id}", content))
 
 
 class Message(ItemPage):
@@ -490,6 +527,69 @@ class MessageBody(ItemPage):
         raw_mail(request, body, f"{message.queue_id}.eml", bool(arg(request, "download")))
 
 
+def outcome_times(d: Delivery) -> list[tuple[str, str]]:
+    """The times of a recipient's outcome, as the recipient page lists them.
+
+    The remote's 250 is "delivered" only while nothing came back: for a
+    bounced or complained recipient it is when the remote *accepted* the
+    message, shown next to the NDR (or complaint) with the time between them.
+    """
+    if d.state in (State.bounced, State.complained) and d.delivered_at is not None:
+        rows = [("Accepted by remote", fmt_time(d.delivered_at))]
+        later = [("Bounced", d.bounced_at)]
+        if d.state is State.complained:
+            # a complaint moves the row to complained and stamps updated_at
+            later.append(("Complained", d.updated_at))
+        for label, at in later:
+            if at is not None:
+                rows.append((label, f"{fmt_time(at)} ({fmt_duration(at - d.delivered_at)} "
+                                    "after the remote accepted it)"))
+        return rows
+    return [(label, fmt_time(at)) for label, at in (("Delivered", d.delivered_at),
+                                                    ("Bounced", d.bounced_at)) if at is not None]
+
+
+#: The columns of the attempts and events table.
+EVENT_HEADERS = ["When", "Event", "State, reason", "Reply", "Text", "Remote host (address)",
+                 "Details"]
+
+
+def remote_text(host: str | None, address: str | None) -> str:
+    """``mx.example.com (192.0.2.1)``, or the one of them that is known."""
+    if host and address and host != address:
+        return f"{host} ({address})"
+    return text(host or address)
+
+
+def event_row(e: Event) -> tuple[Any, ...]:
+    """One row of the attempts and events table.
+
+    The text gets the room (the ``text`` column wraps at word boundaries):
+    the returned message's links go under the event, the reason under the
+    state, and TLS, source, rule, duration, correlation and note share one
+    column, a line each, because most events have only one or two of them.
+    """
+    event: list[Any] = [text(getattr(e.kind, "value", e.kind))]
+    if e.bounce_id is not None:
+        event.append(tags.span(link(f"/bounce/{e.bounce_id}", "view"), " \u00b7 ",
+                               link(f"/bounce/{e.bounce_id}?download=1", "download"),
+                               class_="sub"))
+    state: list[Any] = [badge(e.state)] if e.state else []
+    if e.reason:
+        state.append(tags.span(e.reason, class_="sub"))
+    # The note says when a weak correlation changed nothing: it goes with it.
+    matched = " \u2014 ".join(text(x) for x in (e.correlation, e.note) if x)
+    details = [f"{label} {value}" for label, value in (
+        ("TLS", e.tls), ("source", e.source), ("rule", e.rule),
+        ("took", None if e.duration is None else f"{e.duration:.2f} s"),
+        ("feedback type", e.feedback_type), ("correlation" if e.correlation else "", matched))
+        if value]
+    return (fmt_time(e.at), tags.span(*event), tags.span(*state),
+            " ".join(text(x) for x in (e.code, e.status) if x),
+            tags.span(text(e.text), class_="mono"), remote_text(e.remote_host, e.remote_ip),
+            tags.span(*[tags.span(line, class_="sub") for line in details]))
+
+
 class DeliveryPage(ItemPage):
     """``/delivery/<id>``: one recipient, its state and every attempt and event in order."""
 
@@ -501,7 +601,7 @@ class DeliveryPage(ItemPage):
         if d is None:
             raise HttpError(404, f"No delivery {self.key}.")
         events = await self.pages.store.events(d.delivery_id)
-        info = [("Recipient", d.recipient), ("State", badge(d.state)),
+        info = [("Recipient", d.recipient), ("State", badge(d.state)), *outcome_times(d),
                 ("Reason", d.reason), ("Hard", "yes" if d.hard else "no"),
                 ("Last reply", " ".join(text(x) for x in (d.code, d.status) if x)),
                 ("Text", d.text), ("Remote host", d.remote_host), ("Attempts", d.attempts),
@@ -509,35 +609,20 @@ class DeliveryPage(ItemPage):
                 ("Queue id", link(f"/message/{q(d.queue_id)}", d.queue_id)),
                 ("Mailing id", link(f"/mailing/{q(d.mailing_id)}", d.mailing_id)
                  if d.mailing_id else ""), ("Message id", d.message_id),
-                ("Envelope sender", d.sender or "<>"), ("Created", fmt_time(d.created_at)),
-                ("Delivered", fmt_time(d.delivered_at)), ("Bounced", fmt_time(d.bounced_at))]
-        rows = []
-        for e in events:
-            raw: Any = ""
-            if e.bounce_id is not None:
-                raw = tags.span(link(f"/bounce/{e.bounce_id}", "view"), " ",
-                                link(f"/bounce/{e.bounce_id}?download=1", "download"))
-            rows.append((fmt_time(e.at), text(getattr(e.kind, "value", e.kind)),
-                         badge(e.state) if e.state else "", text(e.reason),
-                         " ".join(text(x) for x in (e.code, e.status) if x),
-                         tags.span(text(e.text), class_="mono"),
-                         " ".join(text(x) for x in (e.remote_host, e.remote_ip) if x),
-                         text(e.tls), text(e.source), text(e.rule),
-                         "" if e.duration is None else f"{e.duration:.2f} s",
-                         # the note says when a weak correlation changed nothing
-                         " \u2014 ".join(text(x) for x in (e.correlation or e.feedback_type,
-                                                           e.note) if x), raw))
-        content: list[Any] = [tags.div(table(["Field", "Value"], info), class_="card"),
+                ("Envelope sender", d.sender or "<>"), ("Created", fmt_time(d.created_at))]
+        rows = [event_row(e) for e in events]
+        content: list[Any] = [tags.div(table(["Field", "Value"], info,
+                                             classes={0: "nowrap", 1: "wrap"}), class_="card"),
                               tags.h2("Attempts and events")]
-        content.append(tags.div(table(["When", "Event", "State", "Reason", "Code", "Text",
-                                       "Remote", "TLS", "Source", "Rule", "Duration",
-                                       "Correlation", "Returned message"], rows),
+        content.append(tags.div(table(EVENT_HEADERS, rows, classes={0: "nowrap", 3: "nowrap",
+                                                                    4: "text", 6: "lines"}),
                                 class_="card"))
         why = await self._why(d.recipient, events)
         if why:
             content += [tags.h2("Why: the evidence and the decision"),
                         tags.div(table(["When", "Returned message", "Evidence", "Decision",
-                                        "Runner-up it beat"], why), class_="card")]
+                                        "Runner-up it beat"], why,
+                                       classes={0: "nowrap", 2: "text"}), class_="card")]
         if d.state.value == "deferred":
             content.append(tags.form(self.pages.csrf_field(user),
                                      tags.input(type="hidden", name="delivery_id",
@@ -593,7 +678,8 @@ def _invalid(e: InvalidRequest) -> HttpError:
 
 
 class Suppressions(Page):
-    """``/suppressions``: the list (paged by address) with add and remove forms."""
+    """``/suppressions``: the list (paged by address, with its total) and the add and
+    remove forms; each entry links to the delivery whose event put it there."""
 
     async def get(self, request: Request, user: str) -> None:
         """The list, or the entry of one address."""
@@ -604,8 +690,12 @@ class Suppressions(Page):
             page = [entry] if entry else []
         else:
             page = await self.pages.operations.suppressions(after=after, limit=PAGE_SIZE)
+        total = await self.pages.store.suppression_count()
+        causes = await self.pages.store.suppression_causes(
+            [s.event_id for s in page if s.event_id is not None])
         csrf = self.pages.csrf_field(user)
-        rows = [(s.address, s.reason, text(s.source), text(s.note), fmt_time(s.created_at),
+        rows = [(s.address, s.reason, text(s.source), cause_link(s, causes), text(s.note),
+                 fmt_time(s.created_at),
                  tags.form(csrf, tags.input(type="hidden", name="address", value=s.address),
                            tags.button("Remove", type="submit", class_="danger"),
                            method="post", action="/suppressions/remove", class_="inline"))
@@ -621,17 +711,34 @@ class Suppressions(Page):
                                     placeholder="find an address", size="32"),
                          tags.button("Find", type="submit"), method="get",
                          action="/suppressions", class_="toolbar")
-        pager = [link("/suppressions", "\u00ab First page")] if after else []
+        pager = [link("/suppressions", "\u00ab First page")] if after or find else []
         if len(page) == PAGE_SIZE:
             pager.append(link("/suppressions?" + urlencode({"after": page[-1].address}),
                               "Next page \u00bb"))
+        export = "/export/suppressions.csv" + (
+            "?" + urlencode({"address": find}) if find else "")
         notice = arg(request, "done")
+        shown = (f"{len(page)} found for {find!r}" if find else
+                 f"{len(page)} shown, from {page[0].address}" if page and after else
+                 f"{len(page)} of {total} shown")
         content = ([tags.div(notice, class_="msg")] if notice else []) + [
-            add, look, tags.div(table(["Address", "Reason", "Source", "Note", "Since", ""],
-                                      rows), class_="card"),
-            tags.div(*pager, link("/export/suppressions.csv", "Export as CSV"),
-                     class_="pager")]
+            kpis([("Suppressed addresses", total, "on the whole list")]), add, look,
+            tags.p(shown, class_="muted small"),
+            tags.div(table(["Address", "Reason", "Source", "Caused by", "Note", "Since", ""],
+                           rows, classes={5: "nowrap"}), class_="card"),
+            tags.div(*pager, link(export, "Export " + ("this entry" if find else "the list")
+                                  + " (CSV)"), class_="pager")]
         finish(request, layout("Suppression list", content))
+
+
+def cause_link(entry: Suppression, causes: dict[int, int]) -> Any:
+    """The delivery whose event put ``entry`` on the list, as a link (or what is known)."""
+    if entry.event_id is None:
+        return tags.span("added by hand" if entry.source == "operator" else "", class_="muted")
+    delivery_id = causes.get(entry.event_id)
+    if delivery_id is None:
+        return tags.span(f"event {entry.event_id} (purged)", class_="muted")
+    return link(f"/delivery/{delivery_id}", f"delivery {delivery_id}")
 
 
 class SuppressionAdd(Page):
@@ -671,28 +778,89 @@ class SuppressionRemove(Page):
 # -- deferred queue ----------------------------------------------------------------
 
 
+def last_error(code: int | None, status: str | None, reply: str | None) -> str:
+    """A deferred delivery's last reply: ``451 4.7.1 greylisted``.
+
+    The enhanced status is said once: most servers start their text with it.
+    """
+    if status and reply and reply.startswith(status):
+        status = None
+    return " ".join(text(x) for x in (code, status, reply) if x)
+
+
+def retry_form(pages: Pages, user: str, **fields: str) -> Tag:
+    """A "Retry now" button posting ``fields`` to ``/deferred/retry``."""
+    return tags.form(pages.csrf_field(user),
+                     *[tags.input(type="hidden", name=k, value=v) for k, v in fields.items()],
+                     tags.button("Retry now", type="submit"), method="post",
+                     action="/deferred/retry", class_="inline")
+
+
 class DeferredQueue(Page):
-    """``/deferred``: the deferred queue by destination domain, each with "retry now"."""
+    """``/deferred``: the deferred queue by destination domain with each one's last error;
+    a domain links to its deliveries (``/deferred/domain/<domain>``)."""
 
     async def get(self, request: Request, user: str) -> None:
         """The queue by domain."""
-        groups = await self.pages.store.deferred_by_domain(200)
+        groups = await self.pages.store.deferred_domains(200)
         depth = await self.pages.store.queue_depth()
-        rows = [(link("/search?" + urlencode({"domain": g.domain, "state": "deferred"}),
-                      g.domain), g.count, fmt_time(g.oldest_created_at),
-                 fmt_time(g.next_attempt_at), fmt_time(g.last_update),
-                 tags.form(self.pages.csrf_field(user),
-                           tags.input(type="hidden", name="domain", value=g.domain),
-                           tags.button("Retry now", type="submit"), method="post",
-                           action="/deferred/retry", class_="inline"))
+        rows = [(link(f"/deferred/domain/{q(g.domain)}", g.domain), g.count,
+                 fmt_time(g.oldest_created_at), fmt_time(g.next_attempt_at),
+                 tags.span(tags.span(last_error(g.code, g.status, g.text), class_="mono"),
+                           tags.span(f"from {g.remote_host}" if g.remote_host else "",
+                                     class_="sub")),
+                 fmt_time(g.last_update), retry_form(self.pages, user, domain=g.domain))
                 for g in groups]
         notice = arg(request, "done")
         content = ([tags.div(notice, class_="msg")] if notice else []) + [
             kpis([("Queued", depth.get("queued", 0)), ("Deferred", depth.get("deferred", 0)),
                   ("Domains", len(groups))]),
-            tags.div(table(["Domain", "Deferred", "Oldest", "Next attempt", "Last update", ""],
-                           rows, (1,)), class_="card")]
+            tags.div(table(["Domain", "Deferred", "Oldest", "Next attempt", "Last error",
+                            "Last update", ""], rows, (1,),
+                           classes={2: "nowrap", 3: "nowrap", 4: "text", 5: "nowrap"}),
+                     class_="card"),
+            tags.p("A domain's last error is the last reply of its most recently tried "
+                   "deferred delivery; open the domain for each delivery's.",
+                   class_="muted small")]
         finish(request, layout("Deferred queue", content))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:  # noqa: N802 - Twisted
+        """``domain``: the pages of the domains (``retry`` is put as a child)."""
+        if path == b"domain":
+            return Collection(self.pages, DeferredDomain)
+        return super().getChild(path, request)
+
+
+class DeferredDomain(ItemPage):
+    """``/deferred/domain/<domain>``: the deferred deliveries to one domain."""
+
+    async def get(self, request: Request, user: str) -> None:
+        """One page of the domain's deferred deliveries, each with its last error."""
+        domain = self.key.strip().lower()
+        filters = self.pages.filters(request)
+        filters.update(domain=domain, state=State.deferred.value)
+        found = await self.pages.store.search_deliveries(**filters, limit=PAGE_SIZE)
+        path = f"/deferred/domain/{q(domain)}"
+        rows = [(tags.span(link(f"/delivery/{d.delivery_id}", d.recipient),
+                           tags.span("queued ", fmt_time(d.created_at), " \u00b7 ",
+                                     link(f"/message/{q(d.queue_id)}", d.queue_id),
+                                     class_="sub")),
+                 d.attempts, tags.span(last_error(d.code, d.status, d.text), class_="mono"),
+                 text(d.remote_host), fmt_time(d.updated_at), fmt_time(d.next_attempt_at),
+                 retry_form(self.pages, user, domain=domain, delivery_id=str(d.delivery_id)))
+                for d in found]
+        notice = arg(request, "done")
+        content = ([tags.div(notice, class_="msg")] if notice else []) + [
+            tags.div(link("/deferred", "\u00ab Deferred queue"),
+                     retry_form(self.pages, user, domain=domain),
+                     tags.span("every deferred delivery to this domain", class_="muted"),
+                     class_="toolbar"),
+            tags.div(table(["Recipient", "Attempts", "Last error", "Remote host",
+                            "Last attempt", "Next attempt", ""], rows,
+                           (1,), classes={2: "text", 4: "nowrap", 5: "nowrap"}),
+                     class_="card"),
+            self.pages.pager(request, found, PAGE_SIZE, path, filters)]
+        finish(request, layout(f"Deferred to {domain}", content))
 
 
 class Retry(Page):
@@ -714,8 +882,14 @@ class Retry(Page):
         if delivery_id is not None and domain is None:
             redirect(request, f"/delivery/{delivery_id}")
             return
-        redirect(request, "/deferred?" + urlencode(
-            {"done": f"{count} deliveries to {domain} are due now."}))
+        assert domain is not None  # the operations refuse a retry without a filter
+        done = (f"{count} deliveries to {domain} are due now." if delivery_id is None else
+                f"Delivery {delivery_id} is due now." if count else
+                f"Delivery {delivery_id} was not deferred any more.")
+        # Back to where the form was: a domain's page posts its delivery ids.
+        back = (f"/deferred/domain/{q(domain.strip().lower())}" if delivery_id is not None
+                else "/deferred")
+        redirect(request, back + "?" + urlencode({"done": done}))
 
 
 # -- CSV ------------------------------------------------------------------------------
@@ -772,15 +946,21 @@ class ExportDeliveries(Page):
 
 
 class ExportSuppressions(Page):
-    """``/export/suppressions.csv``: the suppression list."""
+    """``/export/suppressions.csv``: the suppression list, or the entry of ``address``."""
 
     COLUMNS = ("address", "reason", "source", "note", "created_at", "event_id")
 
     async def get(self, request: Request, user: str) -> None:
-        """Stream the list page by page."""
+        """Stream the list page by page (the one entry the list page found)."""
         operations = self.pages.operations
+        find = arg(request, "address") or None
 
         async def suppression_pages() -> AsyncIterator[list[list[Any]]]:
+            if find is not None:
+                entry = await operations.suppression(find)
+                if entry is not None:
+                    yield [[getattr(entry, c) for c in self.COLUMNS]]
+                return
             after = None
             while True:
                 page = await operations.suppressions(after=after, limit=CSV_PAGE)
@@ -798,30 +978,3 @@ class Exports(Page):
     """``/export``: the CSV exports are its children."""
 
     not_found = "No such export."
-
-
-def build_pages(pages: Pages) -> Page:
-    """The tree of pages; its root is the overview, ``/``.
-
-    The API (``/api``) and ``/metrics`` are put on the same root by
-    :func:`hurricane.report.web.build_web_site`.
-    """
-    root = Overview(pages)
-    root.putChild(b"search", Search(pages))
-    deferred = DeferredQueue(pages)
-    deferred.putChild(b"retry", Retry(pages))
-    root.putChild(b"deferred", deferred)
-    suppressions = Suppressions(pages)
-    suppressions.putChild(b"add", SuppressionAdd(pages))
-    suppressions.putChild(b"remove", SuppressionRemove(pages))
-    root.putChild(b"suppressions", suppressions)
-    root.putChild(b"mailing", Collection(pages, Mailing))
-    root.putChild(b"message", Collection(pages, Message))
-    root.putChild(b"delivery", Collection(pages, DeliveryPage))
-    root.putChild(b"bounce", Collection(pages, RawBounce))
-    exports = Exports(pages)
-    exports.putChild(b"outcomes.csv", ExportOutcomes(pages))
-    exports.putChild(b"deliveries.csv", ExportDeliveries(pages))
-    exports.putChild(b"suppressions.csv", ExportSuppressions(pages))
-    root.putChild(b"export", exports)
-    return root

@@ -40,8 +40,27 @@ from hurricane.credentials import FailureLimiter, SecretVerifier, inline_runner
 from hurricane.operations import Operations
 from hurricane.report.api import Api, build_api
 from hurricane.report.auth import AccessPolicy, Denied
+from hurricane.report.mailings import MailingPage, Mailings, MailingsRedirect
 from hurricane.report.metrics import Metrics, MetricsResource
-from hurricane.report.pages import Pages, build_pages
+from hurricane.report.pages import (
+    Collection,
+    DeferredQueue,
+    DeliveryPage,
+    ExportDeliveries,
+    ExportOutcomes,
+    Exports,
+    ExportSuppressions,
+    Message,
+    Overview,
+    Page,
+    Pages,
+    RawBounce,
+    Retry,
+    Search,
+    SuppressionAdd,
+    SuppressionRemove,
+    Suppressions,
+)
 from hurricane.report.resource import (
     HttpError,
     ReportResource,
@@ -51,7 +70,7 @@ from hurricane.report.resource import (
 from hurricane.store.interface import IOutcomeStore
 
 __all__ = ["GuardedChannel", "GuardedRequest", "HurricaneSite", "MetricsPage", "RequestGate",
-           "build_web_site"]
+           "build_pages", "build_web_site"]
 
 log = Logger()
 
@@ -416,6 +435,34 @@ def build_web_site(config: Config, store: IOutcomeStore, clock: IReactorTime, *,
                  names=", ".join(access.tokens.pbkdf2_names),
                  count=len(access.tokens.pbkdf2_names))
     return site
+
+
+def build_pages(pages: Pages) -> Page:
+    """The tree of pages; its root is the overview, ``/``.
+
+    The API (``/api``) and ``/metrics`` are put on the same root by
+    :func:`build_web_site`.
+    """
+    root = Overview(pages)
+    root.putChild(b"search", Search(pages))
+    deferred = DeferredQueue(pages)
+    deferred.putChild(b"retry", Retry(pages))
+    root.putChild(b"deferred", deferred)
+    suppressions = Suppressions(pages)
+    suppressions.putChild(b"add", SuppressionAdd(pages))
+    suppressions.putChild(b"remove", SuppressionRemove(pages))
+    root.putChild(b"suppressions", suppressions)
+    root.putChild(b"mailings", Mailings(pages))
+    root.putChild(b"mailing", MailingsRedirect(pages, MailingPage))
+    root.putChild(b"message", Collection(pages, Message))
+    root.putChild(b"delivery", Collection(pages, DeliveryPage))
+    root.putChild(b"bounce", Collection(pages, RawBounce))
+    exports = Exports(pages)
+    exports.putChild(b"outcomes.csv", ExportOutcomes(pages))
+    exports.putChild(b"deliveries.csv", ExportDeliveries(pages))
+    exports.putChild(b"suppressions.csv", ExportSuppressions(pages))
+    root.putChild(b"export", exports)
+    return root
 
 
 class _Hook:

@@ -10,7 +10,7 @@ lives here once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
@@ -36,10 +36,15 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
-from hurricane.store import migrate, txn
+from hurricane.store import migrate, reports, txn
 from hurricane.store.interface import (
     BounceRecord,
+    DeferredQueueDomain,
     IOutcomeStore,
+    LateOutcome,
+    MailingEntry,
+    MailingOutcomes,
+    MailingRollup,
     StoreError,
     StoreUnavailable,
 )
@@ -502,3 +507,78 @@ class SqlStore:
         """One page of the suppression list ordered by address."""
         page: list[Suppression] = await self._run(txn.suppressions_txn, after, limit)
         return page
+
+    # -- the report's mailings, settling and queue pages (issue 18) ---------
+
+    async def discover_mailings(self, limit: int = 20000) -> int:
+        """Register the mailings of the messages stored since the last call."""
+        return int(await self._run(reports.discover_mailings_txn, limit))
+
+    async def mailings(self, before: tuple[float, str] | None = None,
+                       limit: int = 25) -> list[MailingEntry]:
+        """One page of the registered mailings, newest first, with their stored figures."""
+        page: list[MailingEntry] = await self._run(reports.mailings_txn, before, limit)
+        return page
+
+    async def mailing_outcomes(self, mailing_id: str, delays: Mapping[str, float],
+                               default_delay: float, now: float,
+                               domains: int = 0) -> MailingOutcomes | None:
+        """A mailing's recipients by state and how far they settled at ``now``."""
+        found: MailingOutcomes | None = await self._run(
+            reports.mailing_outcomes_txn, mailing_id, dict(delays), default_delay, now, domains)
+        return found
+
+    async def save_mailing_rollups(self, rollups: Sequence[MailingRollup]) -> None:
+        """Store mailings' figures for the index."""
+        if rollups:
+            await self._run(reports.save_mailing_rollups_txn, list(rollups))
+
+    async def late_outcomes(self, since: float, limit: int) -> list[LateOutcome]:
+        """The most recent late outcomes since ``since``, newest first."""
+        found: list[LateOutcome] = await self._run(reports.late_outcomes_txn, since, limit)
+        return found
+
+    async def mailing_latencies(self, mailing_id: str,
+                                edges: Sequence[float]) -> list[tuple[int, str, int]]:
+        """A mailing's late outcomes per delay bucket: (bucket, state, count)."""
+        found: list[tuple[int, str, int]] = await self._run(
+            reports.mailing_latencies_txn, mailing_id, list(edges))
+        return found
+
+    async def outcome_series(self, since: float, until: float, origin: float,
+                             bucket_seconds: float, mailing_id: str | None = None
+                             ) -> list[tuple[float, dict[str, int]]]:
+        """Deliveries created in [since, until) per bucket from ``origin`` and state."""
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        series: list[tuple[float, dict[str, int]]] = await self._run(
+            reports.outcome_series_txn, since, until, origin, bucket_seconds, mailing_id)
+        return series
+
+    async def created_span(self, since: float, until: float) -> tuple[float, float] | None:
+        """The first and last creation time of deliveries in [since, until)."""
+        span: tuple[float, float] | None = await self._run(reports.created_span_txn, since, until)
+        return span
+
+    async def mailing_bounce_reasons(self, mailing_id: str,
+                                     limit: int = 50) -> list[ReasonCount]:
+        """A mailing's failed and bounced recipients by reason, most first."""
+        found: list[ReasonCount] = await self._run(reports.mailing_bounce_reasons_txn, mailing_id,
+                                                   limit)
+        return found
+
+    async def deferred_domains(self, limit: int = 100) -> list[DeferredQueueDomain]:
+        """The deferred queue by domain, with each one's last error."""
+        found: list[DeferredQueueDomain] = await self._run(reports.deferred_domains_txn, limit)
+        return found
+
+    async def suppression_causes(self, event_ids: Sequence[int]) -> dict[int, int]:
+        """The delivery of each event id that still exists."""
+        if not event_ids:
+            return {}
+        found: dict[int, int] = await self._run(reports.suppression_causes_txn, list(event_ids))
+        return found
+
+    async def suppression_count(self) -> int:
+        """How many addresses are on the suppression list."""
+        return int(await self._run(reports.suppression_count_txn))

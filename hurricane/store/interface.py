@@ -12,7 +12,7 @@ Errors: any failure to reach or write the database raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface
@@ -30,6 +30,7 @@ from hurricane.model import (
     Outcome,
     ReasonCount,
     ReturnedMessage,
+    State,
     StoredBounce,
     StoredMessage,
     Summary,
@@ -49,6 +50,137 @@ class BounceRecord:
     category: str
     correlation: str | None
     analysis: str
+
+
+@dataclass(frozen=True)
+class SettleCounts:
+    """Recipients of a mailing (or of one of its domains) by state, and how far they settled.
+
+    Attributes:
+        by_state: recipients per state (states with none are absent).
+        settled: recipients with a final outcome at the time asked about: a
+            final state (failed, expired, suppressed, bounced, complained),
+            or delivered longer ago than their domain's settling delay.
+        settles_at: when the last delivered recipient settles (its
+            ``delivered_at`` plus its domain's delay); None when none is delivered.
+        last_delivered_at: the latest ``delivered_at`` (any state).
+    """
+
+    by_state: Mapping[str, int]
+    settled: int
+    settles_at: float | None
+    last_delivered_at: float | None
+
+    @property
+    def recipients(self) -> int:
+        """Every recipient counted."""
+        return sum(self.by_state.values())
+
+    @property
+    def pending(self) -> int:
+        """Recipients still queued or deferred."""
+        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
+
+
+@dataclass(frozen=True)
+class MailingOutcomes:
+    """What :meth:`IOutcomeStore.mailing_outcomes` computes for one mailing.
+
+    Attributes:
+        mailing_id: the mailing id as one of its messages carries it.
+        messages: messages of the mailing.
+        first_at: creation of its first delivery.
+        last_at: creation of its last delivery.
+        total: every recipient.
+        domains: the largest destination domains, most recipients first.
+    """
+
+    mailing_id: str
+    messages: int
+    first_at: float | None
+    last_at: float | None
+    total: SettleCounts
+    domains: tuple[tuple[str, SettleCounts], ...] = ()
+
+
+@dataclass(frozen=True)
+class MailingRollup:
+    """A mailing's figures as the mailings index keeps them (computed at ``computed_at``).
+
+    ``by_state``, ``settled`` and ``settles_at`` are those of
+    :attr:`MailingOutcomes.total` at that time.
+    """
+
+    mailing_key: str
+    mailing_id: str
+    first_at: float
+    computed_at: float
+    last_at: float | None
+    messages: int
+    by_state: Mapping[str, int]
+    settled: int
+    settles_at: float | None
+
+    @property
+    def recipients(self) -> int:
+        """Every recipient counted."""
+        return sum(self.by_state.values())
+
+    @property
+    def pending(self) -> int:
+        """Recipients still queued or deferred."""
+        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
+
+
+@dataclass(frozen=True)
+class MailingEntry:
+    """One mailing of the index: registered when its first message was seen.
+
+    Attributes:
+        mailing_key: the mailing id lower-cased (mailing ids compare so).
+        mailing_id: the id as a message carried it.
+        first_at: creation of its first message.
+        rollup: its figures as last computed (None: not yet).
+    """
+
+    mailing_key: str
+    mailing_id: str
+    first_at: float
+    rollup: MailingRollup | None = None
+
+
+@dataclass(frozen=True)
+class LateOutcome:
+    """One late outcome: the remote accepted, then an NDR or a complaint came.
+
+    Attributes:
+        domain: the recipient's domain.
+        state: ``bounced`` or ``complained``.
+        seconds: from ``delivered_at`` to the NDR (or the complaint).
+    """
+
+    domain: str
+    state: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DeferredQueueDomain:
+    """The deferred deliveries to one domain and the last error among them.
+
+    The last error is the last reply of the domain's most recently updated
+    deferred delivery (code, enhanced status, text, remote host).
+    """
+
+    domain: str
+    count: int
+    oldest_created_at: float
+    next_attempt_at: float | None
+    last_update: float
+    code: int | None = None
+    status: str | None = None
+    text: str | None = None
+    remote_host: str | None = None
 
 
 class StoreError(Exception):
@@ -330,3 +462,79 @@ class IOutcomeStore(Interface):
 
     async def suppressions(after: str | None = None, limit: int = 1000) -> list[Suppression]:
         """One page of the suppression list ordered by address."""
+
+    # -- the report's mailings, settling and queue pages (issue 18) ---------
+
+    async def discover_mailings(limit: int = 20000) -> int:
+        """Register the mailings of the messages stored since the last call.
+
+        Reads up to ``limit`` messages that carry a mailing id, past the mark
+        the previous call left (by ``message_pk``, from a margin below it: on
+        PostgreSQL a smaller key may commit after a larger one), registers
+        each mailing id not known yet (case-insensitively) with the creation
+        time of its first message, and moves the mark. Returns how many
+        messages past the old mark were read: call again while it returns
+        ``limit``.
+        """
+
+    async def mailings(before: tuple[float, str] | None = None,
+                       limit: int = 25) -> list[MailingEntry]:
+        """One page of the registered mailings, newest first, with their stored figures.
+
+        Keyset: pass the last entry's ``(first_at, mailing_key)`` as ``before``.
+        """
+
+    async def mailing_outcomes(mailing_id: str, delays: Mapping[str, float],
+                               default_delay: float, now: float,
+                               domains: int = 0) -> MailingOutcomes | None:
+        """A mailing's recipients by state and how far they settled at ``now``.
+
+        A delivered recipient has settled when its ``delivered_at`` plus the
+        settling delay of its domain (``delays``, else ``default_delay``) is
+        at or before ``now``. ``domains`` > 0 adds the same for the mailing's
+        largest domains. None when no message carries the mailing id.
+        """
+
+    async def save_mailing_rollups(rollups: Sequence[MailingRollup]) -> None:
+        """Store mailings' figures for the index (registering a mailing not yet known)."""
+
+    async def late_outcomes(since: float, limit: int) -> list[LateOutcome]:
+        """Up to ``limit`` of the most recent late outcomes updated since ``since``.
+
+        Bounced and complained deliveries that had been delivered, newest
+        first, with the time from acceptance to the NDR or complaint.
+        """
+
+    async def mailing_latencies(mailing_id: str, edges: Sequence[float]
+                                ) -> list[tuple[int, str, int]]:
+        """A mailing's late outcomes per delay bucket: (bucket, state, count).
+
+        Bucket ``i`` holds delays below ``edges[i]`` (and at or above the
+        edge before); bucket ``len(edges)`` those at or above the last edge.
+        """
+
+    async def outcome_series(since: float, until: float, origin: float, bucket_seconds: float,
+                             mailing_id: str | None = None
+                             ) -> list[tuple[float, dict[str, int]]]:
+        """Deliveries created in [since, until) per bucket and current state.
+
+        Buckets are counted from ``origin`` (``origin + n * bucket_seconds``),
+        so a chart can align them to round times; ``mailing_id`` keeps one
+        mailing's. Only the non-empty buckets, in time order. Raises
+        ValueError when ``bucket_seconds`` is not positive.
+        """
+
+    async def created_span(since: float, until: float) -> tuple[float, float] | None:
+        """The first and last creation time of deliveries in [since, until); None if none."""
+
+    async def mailing_bounce_reasons(mailing_id: str, limit: int = 50) -> list[ReasonCount]:
+        """A mailing's failed (synchronous) and bounced (asynchronous) recipients by reason."""
+
+    async def deferred_domains(limit: int = 100) -> list[DeferredQueueDomain]:
+        """The deferred queue by destination domain, largest first, with each one's last error."""
+
+    async def suppression_causes(event_ids: Sequence[int]) -> dict[int, int]:
+        """The delivery of each event id that still exists (suppressions cite their event)."""
+
+    async def suppression_count() -> int:
+        """How many addresses are on the suppression list."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.logger import Logger
@@ -42,8 +42,18 @@ from hurricane.model import (
     Suppression,
 )
 from hurricane.outcome import PENDING_STATES, BounceStatus, Reason, Source, SuppressionSource
-from hurricane.store import migrate, txn
-from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
+from hurricane.store import migrate, reports, txn
+from hurricane.store.interface import (
+    BounceRecord,
+    DeferredQueueDomain,
+    IOutcomeStore,
+    LateOutcome,
+    MailingEntry,
+    MailingOutcomes,
+    MailingRollup,
+    SettleCounts,
+    StoreUnavailable,
+)
 from hurricane.store.sql import SQLITE
 
 __all__ = ["MemoryStore"]
@@ -89,6 +99,8 @@ class MemoryStore:
         self._applied: list[str] = []
         self._event_ids = itertools.count(1)
         self._bounce_ids = itertools.count(1)
+        self._mailings: dict[str, MailingEntry] = {}
+        self._marks: dict[str, int] = {}
 
     # -- test hooks ---------------------------------------------------------
 
@@ -657,3 +669,189 @@ class MemoryStore:
         start = fold(after) if after else ""
         keys = sorted(k for k in self._suppressions if k > start)
         return [self._suppressions[k] for k in keys[:limit]]
+
+    # -- the report's mailings, settling and queue pages (issue 18) ---------
+
+    async def discover_mailings(self, limit: int = 20000) -> int:
+        """Register the mailings of messages past the mark (see the interface)."""
+        self._check()
+        mark = self._marks.get("mailings", 0)
+        start = max(0, mark - reports.DISCOVERY_MARGIN)
+        rows = [m for pk, m in sorted(self._messages.items())
+                if pk > start and m.message.mailing_id is not None]
+        rows = rows[:max(0, limit) + reports.DISCOVERY_MARGIN]
+        new = 0
+        for m in rows:
+            mailing_id = m.message.mailing_id
+            assert mailing_id is not None
+            key = mailing_id.lower()
+            if key not in self._mailings:
+                self._mailings[key] = MailingEntry(key, mailing_id, m.created_at)
+            if m.message_pk > mark:
+                new += 1
+                self._marks["mailings"] = max(self._marks.get("mailings", 0), m.message_pk)
+        return new
+
+    async def mailings(self, before: tuple[float, str] | None = None,
+                       limit: int = 25) -> list[MailingEntry]:
+        """One page of the registered mailings, newest first."""
+        self._check()
+        entries = sorted(self._mailings.values(), key=lambda e: (e.first_at, e.mailing_key),
+                         reverse=True)
+        if before is not None:
+            entries = [e for e in entries if (e.first_at, e.mailing_key) < before]
+        return entries[:max(0, min(limit, txn.MAX_REPORT_ROWS))]
+
+    def _mailing_deliveries(self, mailing_id: str) -> list[Delivery]:
+        wanted = mailing_id.lower()
+        return [d for d in self._deliveries.values()
+                if d.mailing_id is not None and d.mailing_id.lower() == wanted]
+
+    @staticmethod
+    def _settle_counts(rows: Sequence[Delivery], delays: Mapping[str, float],
+                       default_delay: float, now: float) -> SettleCounts:
+        by_state: dict[str, int] = {}
+        settled = 0
+        settles: list[float] = []
+        for d in rows:
+            by_state[d.state.value] = by_state.get(d.state.value, 0) + 1
+            if d.state in reports.FINAL_OUTCOME_STATES:
+                settled += 1
+            elif d.state is State.delivered and d.delivered_at is not None:
+                at = d.delivered_at + delays.get(d.domain, default_delay)
+                settles.append(at)
+                settled += at <= now
+        delivered = [d.delivered_at for d in rows if d.delivered_at is not None]
+        return SettleCounts(by_state, settled, max(settles) if settles else None,
+                            max(delivered) if delivered else None)
+
+    async def mailing_outcomes(self, mailing_id: str, delays: Mapping[str, float],
+                               default_delay: float, now: float,
+                               domains: int = 0) -> MailingOutcomes | None:
+        """A mailing's recipients by state and how far they settled at ``now``."""
+        self._check()
+        wanted = mailing_id.lower()
+        ids = sorted(m.message.mailing_id for m in self._messages.values()
+                     if m.message.mailing_id is not None
+                     and m.message.mailing_id.lower() == wanted)
+        if not ids:
+            return None
+        delays = {k.lower(): v for k, v in delays.items()}
+        rows = self._mailing_deliveries(mailing_id)
+        by_domain: dict[str, list[Delivery]] = {}
+        for d in rows:
+            by_domain.setdefault(d.domain, []).append(d)
+        top = sorted(by_domain, key=lambda name: (-len(by_domain[name]), name))
+        top = top[:max(0, min(domains, txn.MAX_REPORT_ROWS))]
+        return MailingOutcomes(
+            mailing_id=ids[0], messages=len(ids),
+            first_at=min((d.created_at for d in rows), default=None),
+            last_at=max((d.created_at for d in rows), default=None),
+            total=self._settle_counts(rows, delays, default_delay, now),
+            domains=tuple((name, self._settle_counts(by_domain[name], delays, default_delay,
+                                                     now)) for name in top))
+
+    async def save_mailing_rollups(self, rollups: Sequence[MailingRollup]) -> None:
+        """Store mailings' figures for the index."""
+        self._check()
+        for r in rollups:
+            known = self._mailings.get(r.mailing_key)
+            first_at = known.first_at if known is not None else r.first_at
+            mailing_id = known.mailing_id if known is not None else r.mailing_id
+            self._mailings[r.mailing_key] = MailingEntry(
+                r.mailing_key, mailing_id, first_at,
+                dataclasses.replace(r, mailing_id=mailing_id, first_at=first_at))
+
+    def _late(self) -> list[Delivery]:
+        return [d for d in self._deliveries.values()
+                if d.state in (State.bounced, State.complained) and d.delivered_at is not None]
+
+    @staticmethod
+    def _latency(d: Delivery) -> float:
+        assert d.delivered_at is not None
+        at = d.bounced_at if d.bounced_at is not None else d.updated_at
+        return at - d.delivered_at
+
+    async def late_outcomes(self, since: float, limit: int) -> list[LateOutcome]:
+        """The most recent late outcomes since ``since``, newest first."""
+        self._check()
+        found = sorted((d for d in self._late() if d.updated_at >= since),
+                       key=lambda d: d.updated_at, reverse=True)
+        return [LateOutcome(d.domain, d.state.value, self._latency(d))
+                for d in found[:max(0, min(limit, reports.MAX_LATE_SAMPLE))]]
+
+    async def mailing_latencies(self, mailing_id: str,
+                                edges: Sequence[float]) -> list[tuple[int, str, int]]:
+        """A mailing's late outcomes per delay bucket: (bucket, state, count)."""
+        self._check()
+        counts: dict[tuple[int, str], int] = {}
+        wanted = mailing_id.lower()
+        for d in self._late():
+            if d.mailing_id is None or d.mailing_id.lower() != wanted:
+                continue
+            latency = self._latency(d)
+            bucket = next((i for i, edge in enumerate(edges) if latency < edge), len(edges))
+            counts[(bucket, d.state.value)] = counts.get((bucket, d.state.value), 0) + 1
+        return [(b, s, n) for (b, s), n in sorted(counts.items())]
+
+    async def outcome_series(self, since: float, until: float, origin: float,
+                             bucket_seconds: float, mailing_id: str | None = None
+                             ) -> list[tuple[float, dict[str, int]]]:
+        """Deliveries created in [since, until) per bucket from ``origin`` and state."""
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        self._check()
+        rows = self._in_window(since, until)
+        if mailing_id is not None:
+            wanted = mailing_id.lower()
+            rows = [d for d in rows if d.mailing_id is not None
+                    and d.mailing_id.lower() == wanted]
+        buckets: dict[int, dict[str, int]] = {}
+        for d in rows:
+            counts = buckets.setdefault(int((d.created_at - origin) // bucket_seconds), {})
+            counts[d.state.value] = counts.get(d.state.value, 0) + 1
+        return [(origin + n * bucket_seconds, buckets[n]) for n in sorted(buckets)]
+
+    async def created_span(self, since: float, until: float) -> tuple[float, float] | None:
+        """The first and last creation time of deliveries in [since, until)."""
+        self._check()
+        times = [d.created_at for d in self._in_window(since, until)]
+        return (min(times), max(times)) if times else None
+
+    async def mailing_bounce_reasons(self, mailing_id: str,
+                                     limit: int = 50) -> list[ReasonCount]:
+        """A mailing's failed and bounced recipients by reason, most first."""
+        self._check()
+        counts: dict[str, list[int]] = {}
+        for d in self._mailing_deliveries(mailing_id):
+            if d.state in (State.failed, State.bounced):
+                pair = counts.setdefault(d.reason or Reason.undefined.value, [0, 0])
+                pair[0 if d.state is State.failed else 1] += 1
+        found = [ReasonCount(r, s, a) for r, (s, a) in counts.items()]
+        found.sort(key=lambda r: (-r.total, r.reason))
+        return found[:max(0, min(limit, txn.MAX_REPORT_ROWS))]
+
+    async def deferred_domains(self, limit: int = 100) -> list[DeferredQueueDomain]:
+        """The deferred queue by domain, with each one's last error."""
+        self._check()
+        found = []
+        for g in await self.deferred_by_domain(limit):
+            last = max((d for d in self._deliveries.values()
+                        if d.state is State.deferred and d.domain == g.domain),
+                       key=lambda d: (d.updated_at, d.delivery_id))
+            found.append(DeferredQueueDomain(
+                g.domain, g.count, g.oldest_created_at, g.next_attempt_at, g.last_update,
+                last.code, last.status, last.text, last.remote_host))
+        return found
+
+    async def suppression_causes(self, event_ids: Sequence[int]) -> dict[int, int]:
+        """The delivery of each event id that still exists."""
+        self._check()
+        wanted = set(event_ids)
+        return {e.event_id: e.delivery_id for events in self._events.values() for e in events
+                if e.event_id in wanted}
+
+    async def suppression_count(self) -> int:
+        """How many addresses are on the suppression list."""
+        self._check()
+        return len(self._suppressions)

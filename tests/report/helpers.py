@@ -169,11 +169,13 @@ async def store_hostile(store: Any, at: float = T0) -> None:
 def check_csv_cells(case: Any, text: str) -> list[dict[str, str]]:
     """Assert that no cell of a CSV text starts like a formula; return its rows as dicts.
 
-    Also checks the one cell format: booleans ``true``/``false``, hostile
-    reply texts present with a leading ``'``.
+    Also checks the one cell format: booleans ``true``/``false``, timestamps
+    (the ``*_at`` columns) ISO 8601 UTC to the second or empty, hostile reply
+    texts present with a leading ``'``.
     """
     import csv
     import io
+    import re
 
     rows = list(csv.reader(io.StringIO(text, newline="")))
     for row in rows:
@@ -188,4 +190,10 @@ def check_csv_cells(case: Any, text: str) -> list[dict[str, str]]:
                      sorted(["'" + t for t in HOSTILE_TEXTS[:-1]] + [HOSTILE_TEXTS[-1]]))
     case.assertEqual({r["hard"] for r in records} - {"true", "false"}, set())
     case.assertEqual({r["hard"] for r in hostile}, {"true"})
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    times = [name for name in header if name.endswith("_at")]
+    case.assertIn("created_at", times)
+    for r in records:
+        for name in times:
+            case.assertTrue(r[name] == "" or iso.fullmatch(r[name]), (name, r[name]))
     return records

@@ -33,6 +33,7 @@ class CsvCellTests(SynchronousTestCase):
             ("a=b", "a=b"),
             ("'already", "'already"),
             (_Colour.red, "red"),
+            (1796522501.703, "1796522501.703"),
             ("=1+1", "'=1+1"),
             ("+1", "'+1"),
             ("-1", "'-1"),
@@ -45,6 +46,9 @@ class CsvCellTests(SynchronousTestCase):
         ]
         for value, cell in table:
             self.assertEqual(csv_cell(value), cell, repr(value))
+        self.assertEqual(csv_cell(1796522501.703, timestamp=True), "2026-12-06T02:01:41Z")
+        self.assertEqual(csv_cell(0, timestamp=True), "1970-01-01T00:00:00Z")
+        self.assertEqual(csv_cell(None, timestamp=True), "")
 
     def test_invisible_prefixes(self) -> None:
         """A formula behind characters a spreadsheet may strip (zero width space, byte
@@ -73,10 +77,24 @@ class CsvWriterTests(SynchronousTestCase):
     def test_rows(self) -> None:
         """Rows end in CRLF, quote what needs quoting, and pass every cell through csv_cell."""
         out = io.StringIO()
-        writer = CsvWriter(out)
-        writer.writerow(("text", "hard", "code"))
+        writer = CsvWriter(out, ("text", "hard", "code"))
         writer.writerows([('=HYPERLINK("x")', True, None), ("a,b\r\nc", False, 550)])
         self.assertEqual(out.getvalue(),
                          'text,hard,code\r\n'
                          '"\'=HYPERLINK(""x"")",true,\r\n'
                          '"a,b\r\nc",false,550\r\n')
+
+    def test_timestamps_iso(self) -> None:
+        """Cells of the *_at columns are ISO 8601 UTC to the second (empty when None);
+        numbers in other columns stay numbers."""
+        out = io.StringIO()
+        writer = CsvWriter(out, ("delivery_id", "created_at", "bounced_at", "duration"))
+        writer.writerow((7, 1796522501.703, None, 1796522501.5))
+        self.assertEqual(out.getvalue(), "delivery_id,created_at,bounced_at,duration\r\n"
+                                         "7,2026-12-06T02:01:41Z,,1796522501.5\r\n")
+
+    def test_row_length_checked(self) -> None:
+        """A row whose cells do not match the columns is refused (a cell would land under
+        another column's name, and format)."""
+        writer = CsvWriter(io.StringIO(), ("a", "b_at"))
+        self.assertRaises(ValueError, writer.writerow, (1, 2, 3))

@@ -3,7 +3,9 @@
 The table was taken from the hand-routed site the tree replaced (the same
 answers; the one difference, POST /suppressions/remove without an address,
 is the operations' validation: 400 instead of a redirect) so that a change
-to the tree that moves a URL, a method or an auth check fails here.
+to the tree that moves a URL, a method or an auth check fails here. Issue 18
+changed one answer on purpose (``/mailing`` redirects to the new mailings
+index instead of 404) and added ``/mailings`` and ``/deferred/domain/<d>``.
 Columns: GET HEAD POST PUT DELETE, first with the API token, then without
 (the pages need no login here: a loopback listener without [web.users]).
 """
@@ -22,10 +24,18 @@ ROUTES = [
     ('/search/x', "404 404 405 405 405", "404 404 405 405 405"),
     ('/deferred', "200 200 405 405 405", "200 200 405 405 405"),
     ('/deferred/retry', "404 404 400 405 405", "404 404 400 405 405"),
+    ('/deferred/domain', "404 404 405 405 405", "404 404 405 405 405"),
+    ('/deferred/domain/two.test', "200 200 405 405 405", "200 200 405 405 405"),
+    ('/deferred/domain/two.test/x', "404 404 405 405 405", "404 404 405 405 405"),
+    ('/deferred/x', "404 404 405 405 405", "404 404 405 405 405"),
     ('/suppressions', "200 200 405 405 405", "200 200 405 405 405"),
     ('/suppressions/add', "404 404 400 405 405", "404 404 400 405 405"),
     ('/suppressions/remove', "404 404 400 405 405", "404 404 400 405 405"),
-    ('/mailing', "404 404 405 405 405", "404 404 405 405 405"),
+    ('/mailings', "200 200 405 405 405", "200 200 405 405 405"),
+    ('/mailings/', "200 200 405 405 405", "200 200 405 405 405"),
+    ('/mailings/x', "404 404 405 405 405", "404 404 405 405 405"),
+    ('/mailing', "301 301 405 405 405", "301 301 405 405 405"),
+    ('/mailing/', "301 301 405 405 405", "301 301 405 405 405"),
     ('/mailing/spring-26', "200 200 405 405 405", "200 200 405 405 405"),
     ('/mailing/spring-26/x', "404 404 405 405 405", "404 404 405 405 405"),
     ('/mailing/none', "404 404 405 405 405", "404 404 405 405 405"),
@@ -40,6 +50,8 @@ ROUTES = [
     ('/bounce/x', "404 404 405 405 405", "404 404 405 405 405"),
     ('/export', "404 404 405 405 405", "404 404 405 405 405"),
     ('/export/outcomes.csv', "200 200 405 405 405", "200 200 405 405 405"),
+    ('/export/deliveries.csv', "200 200 405 405 405", "200 200 405 405 405"),
+    ('/export/suppressions.csv', "200 200 405 405 405", "200 200 405 405 405"),
     ('/export/x', "404 404 405 405 405", "404 404 405 405 405"),
     ('/nothing', "404 404 405 405 405", "404 404 405 405 405"),
     ('/metrics', "200 200 405 405 405", "200 200 405 405 405"),
