@@ -179,10 +179,11 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.credentials import SecretVerifier
     from hurricane.inbound.server import build_bounce_factory
-    from hurricane.outbound.client import Connector
+    from hurricane.outbound.connector import Connector
+    from hurricane.outbound.dialer import Dialer
     from hurricane.outbound.dkim import DkimSigner, threadpool_runner
     from hurricane.outbound.mx import MXResolver
-    from hurricane.outbound.queue import RECORD_DELAY, WAKE_DELAY, OutboundService
+    from hurricane.outbound.queue import OutboundService, OutboundSettings
     from hurricane.resolver import ResolverService
     from hurricane.submission.server import build_submission_factory
 
@@ -229,9 +230,9 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     root.resolver = resolver
     connector = Connector(reactor, config.delivery.timeouts,
                           bind_address=config.delivery.bind_address)
+    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy)
     outbound = OutboundService(
-        store, connector, resolver, codec, classifier, config.delivery, hostname,
-        config.node_id, reactor, dkim, wake_delay=WAKE_DELAY, record_delay=RECORD_DELAY,
+        store, dialer, codec, classifier, OutboundSettings.for_server(config), reactor, dkim,
     )
     outbound.setServiceParent(root)
     root.outbound = outbound

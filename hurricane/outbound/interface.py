@@ -140,10 +140,15 @@ class IConnector(Protocol):
 
     async def connect(
         self, host: str, ip: str, port: int, *, tls_policy: TlsPolicy, helo: str,
+        source: str = "",
     ) -> ISMTPConnection:
         """Connect, read the greeting, EHLO (HELO fallback), STARTTLS per policy
         (:class:`~hurricane.outcome.TlsPolicy`; ``verify`` checks the
         certificate and ``host`` with service-identity), re-EHLO after TLS.
+
+        ``source`` is the local address to connect from ("" = the
+        connector's default): a sending pool (issue 21) picks one per
+        connection, and the connection keeps it.
 
         Raises:
             ConnectionFailed: with the phase, reply and reason.

@@ -19,7 +19,7 @@ import ipaddress
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IReactorTime, IResolver
@@ -110,10 +110,19 @@ class _NoAddress(Exception):
     """A host has no address records (NXDOMAIN or an empty answer)."""
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+#: A ``twisted.names`` lookup (IResolver's methods, called with the name
+#: alone so the resolver's own timeouts apply): it fires with (answers,
+#: authority, additional), which IResolver's annotations get wrong, so the
+#: result is checked, not trusted (:meth:`MXResolver._query`).
+_Lookup = Callable[..., Deferred[_V]]
+
+
 @dataclass
-class _CacheEntry:
+class _CacheEntry(Generic[_V]):
     expires: float
-    value: Any
+    value: _V
 
 
 class MXResolver:
@@ -155,8 +164,8 @@ class MXResolver:
         for key, target in routes.items():
             name = key if key == "*" else _a_label(key)
             self._routes[name] = parse_host_port(target)
-        self._mx_cache: dict[str, _CacheEntry] = {}
-        self._addr_cache: dict[tuple[str, int], _CacheEntry] = {}
+        self._mx_cache: dict[str, _CacheEntry[list[tuple[int, str]] | None]] = {}
+        self._addr_cache: dict[tuple[str, int], _CacheEntry[list[str]]] = {}
         # (host, ip) -> until when it counts as recently failed
         self._failed: dict[tuple[str, str], float] = {}
 
@@ -282,11 +291,10 @@ class MXResolver:
         now = self._clock.seconds()
         entry = self._mx_cache.get(domain)
         if entry is not None and entry.expires > now:
-            value: list[tuple[int, str]] | None = entry.value
-            return value
+            return entry.value
 
         try:
-            answers, _, _ = await self._query(self._resolver.lookupMailExchange, domain)
+            answers = await self._query(self._resolver.lookupMailExchange, domain)
         except error.DNSNameError:
             raise DestinationError(True, Reason.hostunknown, f"{domain}: no such domain") from None
 
@@ -295,7 +303,9 @@ class MXResolver:
         for rr in answers:
             if rr.type != dns.MX:
                 continue  # a CNAME on the way, for example
-            payload: Any = rr.payload  # dns.Record_MX
+            payload = rr.payload
+            if not isinstance(payload, dns.Record_MX):
+                continue
             host = payload.name.name.decode("ascii", "replace").rstrip(".").lower()
             records.append((int(payload.preference), host))
             ttls.append(int(rr.ttl))
@@ -343,13 +353,12 @@ class MXResolver:
         now = self._clock.seconds()
         entry = self._addr_cache.get(key)
         if entry is not None and entry.expires > now:
-            cached: list[str] = entry.value
-            return cached
+            return entry.value
         lookup = (
             self._resolver.lookupAddress if rtype == dns.A else self._resolver.lookupIPV6Address
         )
         try:
-            answers, _, _ = await self._query(lookup, host)
+            answers = await self._query(lookup, host)
         except error.DNSNameError:
             ips: list[str] = []
             self._store(self._addr_cache, key, ips, [])
@@ -357,20 +366,24 @@ class MXResolver:
         except DestinationError as e:
             return e
         ips = []
-        ttls = []
+        ttls: list[int] = []
         for rr in answers:
-            if rr.type == rtype:
-                record: Any = rr.payload  # dns.Record_A or dns.Record_AAAA
-                ips.append(record.dottedQuad() if rtype == dns.A else
-                           ipaddress.ip_address(record.address).compressed)
-                ttls.append(int(rr.ttl))
+            record = rr.payload
+            if rr.type == rtype and isinstance(record, dns.Record_A):
+                ips.append(record.dottedQuad())
+            elif rr.type == rtype and isinstance(record, dns.Record_AAAA):
+                ips.append(ipaddress.ip_address(record.address).compressed)
+            else:
+                continue
+            ttls.append(int(rr.ttl))
         self._store(self._addr_cache, key, ips, ttls)
         return ips
 
-    async def _query(
-        self, lookup: Callable[..., Deferred[Any]], name: str
-    ) -> tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]:
+    async def _query(self, lookup: _Lookup[_V], name: str) -> list[dns.RRHeader]:
         """Run one lookup with a timeout on our clock.
+
+        Returns:
+            the answer section's records.
 
         Raises:
             error.DNSNameError: NXDOMAIN (the caller decides what it means).
@@ -379,7 +392,7 @@ class MXResolver:
         d = lookup(name)
         d.addTimeout(self._lookup_timeout, self._clock)
         try:
-            result: tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]] = await d
+            result = await d
         except error.DNSNameError:
             raise
         except (error.DNSQueryTimeoutError, TimeoutError, CancelledError):
@@ -390,9 +403,13 @@ class MXResolver:
             raise DestinationError(
                 False, Reason.networkerror, f"DNS lookup for {name} failed: {e.__class__.__name__}"
             ) from None
-        return result
+        answers: object = result[0] if isinstance(result, tuple) and result else None
+        if not isinstance(answers, list):
+            raise DestinationError(False, Reason.networkerror,
+                                   f"DNS lookup for {name} gave no answer section")
+        return [rr for rr in answers if isinstance(rr, dns.RRHeader)]
 
-    def _store(self, cache: dict[Any, _CacheEntry], key: Any, value: Any,
+    def _store(self, cache: dict[_K, _CacheEntry[_V]], key: _K, value: _V,
                ttls: Sequence[int]) -> None:
         # Cache by the smallest TTL of the answer, capped by configuration;
         # an empty answer is kept for NEGATIVE_TTL.

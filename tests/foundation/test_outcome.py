@@ -147,7 +147,7 @@ ELSEWHERE = {
     # ProcessResult.status (what became of a returned message) and counters
     "hurricane/inbound/processor.py": {"failed", "queued"},
     # the per-destination count of deliveries waiting in memory
-    "hurricane/outbound/queue.py": {"queued"},
+    "hurricane/outbound/pool.py": {"queued"},
     # VerpRejection: a token too old
     "hurricane/verp.py": {"expired"},
     # the smart sink plays remote MTAs: its scenario words are its own

@@ -15,8 +15,14 @@ from twisted.mail.interfaces import IMessageDelivery
 from zope.interface import implementer
 
 from hurricane.config import TimeoutsConfig
-from hurricane.outbound.client import SMTPClientProtocol, SMTPConnection
-from hurricane.outbound.interface import OutboundMessage, OutboundRecipient, SessionInfo
+from hurricane.outbound.interface import (
+    OutboundMessage,
+    OutboundRecipient,
+    RecipientReply,
+    SessionInfo,
+)
+from hurricane.outbound.session import SMTPConnection
+from hurricane.outbound.wire import SMTPClientProtocol
 
 #: Distinct values, so a test can tell which timeout fired.
 TIMEOUTS = TimeoutsConfig(
@@ -118,6 +124,11 @@ def handshake(
         helo="client.example.org", tls_policy=tls_policy,
         tls_options=tls_options or (lambda: object()),
     ))
+
+
+def send(session: Session, msg: OutboundMessage) -> defer.Deferred[list[RecipientReply]]:
+    """Start one transaction."""
+    return defer.Deferred.fromCoroutine(session.conn.send(msg))
 
 
 def ready_session(ehlo: bytes = EHLO_ALL, transport: StringTransport | None = None) -> Session:

@@ -14,8 +14,10 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from hurricane.outbound.client import Connector, SMTPClientProtocol, SMTPConnection
+from hurricane.outbound.connector import Connector
 from hurricane.outbound.interface import ConnectionFailed, SessionInfo
+from hurricane.outbound.session import SMTPConnection
+from hurricane.outbound.wire import SMTPClientProtocol
 
 from .helpers import (
     TIMEOUTS,
@@ -54,6 +56,23 @@ class ConnectorTests(SynchronousTestCase):
             "mx.example.test", "192.0.2.7", 2525, greeting="mx ESMTP", extensions=("PIPELINING",),
         ))
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_source_address_per_connection(self) -> None:
+        """A connection naming its source binds to it instead of bind_address."""
+        reactor = MemoryReactorClock()
+        connector = Connector(reactor, TIMEOUTS, bind_address="192.0.2.1")
+        d = defer.Deferred.fromCoroutine(connector.connect(
+            "mx.example.test", "192.0.2.7", 25, tls_policy="none", helo="client.example.org",
+            source="192.0.2.9",
+        ))
+        self.assertEqual(reactor.tcpClients[0][4], ("192.0.2.9", 0))
+        reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.failureResultOf(d, ConnectionFailed)
+
+    def test_reactor_without_timers_refused(self) -> None:
+        """A reactor that cannot schedule timeouts is refused when the connector is built."""
+        with self.assertRaises(TypeError):
+            Connector(object(), TIMEOUTS)  # type: ignore[arg-type]
 
     def test_ipv6_address(self) -> None:
         """An IPv6 address is connected to as such."""

@@ -9,12 +9,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from hurricane.outbound.client import (
-    BODY_CHUNK,
-    MAX_REPLY_LINE,
-    QUIT_TIMEOUT,
-    SessionError,
-)
 from hurricane.outbound.dataenc import encode_data
 from hurricane.outbound.interface import (
     ConnectionFailed,
@@ -23,6 +17,8 @@ from hurricane.outbound.interface import (
     RecipientReply,
     Reply,
 )
+from hurricane.outbound.session import QUIT_TIMEOUT
+from hurricane.outbound.wire import BODY_CHUNK, MAX_REPLY_LINE, SessionError
 
 from .helpers import (
     BODY,
@@ -36,12 +32,8 @@ from .helpers import (
     message,
     new_session,
     ready_session,
+    send,
 )
-
-
-def send(session: Session, msg: OutboundMessage) -> defer.Deferred[list[RecipientReply]]:
-    """Start one transaction."""
-    return defer.Deferred.fromCoroutine(session.conn.send(msg))
 
 
 class _Base(SynchronousTestCase):

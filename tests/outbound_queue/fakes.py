@@ -165,7 +165,7 @@ class FakeConnector:
     peak_sends: int = 0
 
     async def connect(self, host: str, ip: str, port: int, *, tls_policy: str,
-                      helo: str) -> FakeConnection:
+                      helo: str, source: str = "") -> FakeConnection:
         self.attempts.append((host, ip, port, tls_policy))
         if ip in self.failures:
             raise self.failures[ip]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.names import error
 from twisted.trial.unittest import SynchronousTestCase
@@ -138,6 +138,23 @@ class MXAnswerTests(MXResolverTestMixin, SynchronousTestCase):
         e = self.resolve_error(resolver, "example.com")
         self.assertTrue(e.permanent)
         self.assertEqual(e.reason, "hostunknown")
+
+    def test_malformed_answer_is_temporary(self) -> None:
+        """A resolver firing with something other than (answers, authority,
+        additional) is a temporary networkerror, not a crash."""
+        resolver, dns, _ = self.make()
+        self.patch(dns, "lookupMailExchange", lambda name, timeout=None: succeed("garbage"))
+        e = self.resolve_error(resolver, "example.com")
+        self.assertEqual((e.permanent, e.reason), (False, "networkerror"))
+
+    def test_foreign_records_are_skipped(self) -> None:
+        """Items in the answer section that are not resource records are ignored."""
+        resolver, dns, _ = self.make()
+        dns.add_mx("example.com", (10, "mx.example.com"))
+        dns.mx["example.com"].insert(0, "not a record")
+        dns.add_host("mx.example.com", "192.0.2.9")
+        self.assertEqual(self.resolve(resolver, "example.com"),
+                         [Destination("mx.example.com", "192.0.2.9", 25, 10)])
 
     def test_null_mx(self) -> None:
         """RFC 7505 null MX is a permanent hostunknown with status 5.1.10, and no A lookup."""

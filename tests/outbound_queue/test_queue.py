@@ -16,12 +16,14 @@ from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import ReplyClass
 from hurricane.config import DeliveryConfig, DkimKeyConfig, TlsPolicyConfig
 from hurricane.model import AttemptResult, Delivery, NewMessage, NewRecipient, State
-from hurricane.outbound import queue
+from hurricane.outbound import bodies, results
+from hurricane.outbound.bodies import BodyCacheSettings
+from hurricane.outbound.dialer import Dialer
 from hurricane.outbound.dkim import DkimSigner
 from hurricane.outbound.interface import ConnectionFailed, OutboundMessage, Reply
 from hurricane.outbound.mx import MXResolver
 from hurricane.outbound.prepare import header_value
-from hurricane.outbound.queue import OutboundService
+from hurricane.outbound.queue import OutboundService, OutboundSettings
 from hurricane.store.interface import StoreUnavailable
 from hurricane.store.memory import MemoryStore
 from hurricane.verp import VerpCodec, VerpKey, VerpToken
@@ -95,20 +97,27 @@ class SchedulerTestCase(SynchronousTestCase):
 
     def start(self, dkim_signer: DkimSigner | None = None, routes: dict[str, str] | None = None,
               wake_delay: float = 0.0, record_delay: float = 0.0,
+              body_cache: BodyCacheSettings | None = None,
               **delivery: Any) -> OutboundService:
         settings: dict[str, Any] = {"first_retry": 300, "max_retry_interval": 3600,
                                     "retry_jitter": 0.0, "poll_interval": 5.0}
         settings.update(delivery)
         self.config = DeliveryConfig(**settings)
-        resolver = MXResolver(self.dns, self.clock, routes or {}, 3600, rng=random.Random(0))
-        self.service = OutboundService(
-            store=self.store, connector=self.connector, resolver=resolver, codec=self.codec,
-            classifier=self.classifier, config=self.config, helo="out.shop.example",
-            node_id="node-1", clock=self.clock, dkim=dkim_signer, rng=random.Random(0),
-            shutdown_grace=10.0, wake_delay=wake_delay, record_delay=record_delay,
-        )
+        self.service = self.build(OutboundSettings(
+            node_id="node-1", delivery=self.config, shutdown_grace=10.0, wake_delay=wake_delay,
+            record_delay=record_delay, bodies=body_cache or BodyCacheSettings(),
+        ), routes, dkim_signer)
         self.service.startService()
         return self.service
+
+    def build(self, settings: OutboundSettings, routes: dict[str, str] | None = None,
+              dkim_signer: DkimSigner | None = None) -> OutboundService:
+        """An OutboundService over the fakes, with ``settings``."""
+        resolver = MXResolver(self.dns, self.clock, routes or {}, 3600, rng=random.Random(0))
+        dialer = Dialer(resolver, self.connector, "out.shop.example",
+                        settings.delivery.tls_policy)
+        return OutboundService(self.store, dialer, self.codec, self.classifier, settings,
+                               self.clock, dkim=dkim_signer, rng=random.Random(0))
 
     def enqueue(self, *recipients: str, mailing_id: str | None = "spring-sale",
                 message_id: str | None = "AB12", at: float | None = None,
@@ -511,10 +520,10 @@ class ConnectionUseTests(SchedulerTestCase):
         loads = self.count_loads()
         self.start(poll_interval=5.0)
         self.service.wake(999, b"never claimed here")  # type: ignore[union-attr]
-        self.assertEqual(list(self.service._fresh), [999])  # type: ignore[union-attr]
-        self.turn(queue.FRESH_BODY_SECONDS + 1)  # claims ran meanwhile
-        self.assertEqual(list(self.service._fresh), [])  # type: ignore[union-attr]
-        self.assertEqual(self.service._fresh_bytes, 0)  # type: ignore[union-attr]
+        self.assertEqual(self.service.bodies.fresh, [999])  # type: ignore[union-attr]
+        self.turn(bodies.FRESH_BODY_SECONDS + 1)  # claims ran meanwhile
+        self.assertEqual(self.service.bodies.fresh, [])  # type: ignore[union-attr]
+        self.assertEqual(self.service.bodies.fresh_bytes, 0)  # type: ignore[union-attr]
         [did] = self.enqueue("a@example.com")
         self.turn(5.0)
         self.assertEqual(loads, [self.delivery(did).message_pk])
@@ -523,8 +532,7 @@ class ConnectionUseTests(SchedulerTestCase):
         """Bodies handed over are kept up to FRESH_BODY_BYTES in all, newest
         kept: the older ones are read from the store when their turn comes."""
         loads = self.count_loads()
-        self.patch(queue, "FRESH_BODY_BYTES", 4 * len(BODY) + 10)
-        self.start(wake_delay=1.0)
+        self.start(wake_delay=1.0, body_cache=BodyCacheSettings(fresh_bytes=4 * len(BODY) + 10))
         ids = [self.enqueue(f"u{i}@example.com", hand=True)[0] for i in range(6)]
         self.turn(1.0)
         self.assertEqual(sorted(loads), sorted(self.delivery(i).message_pk for i in ids[:2]))
@@ -677,12 +685,12 @@ class LoopTests(SchedulerTestCase):
         """A full batch of results (RECORD_BATCH) is written at once, whatever the delay."""
         self.start(record_delay=60.0, poll_interval=5.0, max_in_flight=1000,
                    max_connections_per_destination=1)
-        self.enqueue(*(f"u{i}@example.com" for i in range(queue.RECORD_BATCH + 5)))
+        self.enqueue(*(f"u{i}@example.com" for i in range(results.RECORD_BATCH + 5)))
         self.turn()
         self.turn()
         # the full batch went at once, and the write loop took the rest with it
         self.assertEqual([len(batch) for batch in self.store.recorded],
-                         [queue.RECORD_BATCH, 5])
+                         [results.RECORD_BATCH, 5])
 
     def test_stop_writes_results_held_by_the_record_delay(self) -> None:
         """Stopping writes the results still waiting for the record delay at once."""
@@ -961,14 +969,10 @@ class IdleGraceTests(SchedulerTestCase):
         self.assertEqual([len(c.sent) for c in self.connector.connections], [1, 1])
 
     def test_configurable_grace(self) -> None:
-        """idle_grace is a constructor argument; 0 closes at once as before."""
-        resolver = MXResolver(self.dns, self.clock, {}, 3600, rng=random.Random(0))
+        """idle_grace is a setting; 0 closes at once as before."""
         self.config = DeliveryConfig(poll_interval=5.0)
-        self.service = OutboundService(
-            store=self.store, connector=self.connector, resolver=resolver, codec=self.codec,
-            classifier=self.classifier, config=self.config, helo="out.shop.example",
-            node_id="node-1", clock=self.clock, rng=random.Random(0), idle_grace=0,
-        )
+        self.service = self.build(OutboundSettings(node_id="node-1", delivery=self.config,
+                                                   idle_grace=0))
         self.service.startService()
         self.enqueue("a@example.com")
         self.turn()
