@@ -49,6 +49,7 @@ from hurricane.store.interface import (
     StoreUnavailable,
 )
 from hurricane.store.sql import Dialect
+from hurricane.store.transport import TransportStoreMixin
 
 __all__ = ["GroupCommit", "SqlStore"]
 
@@ -144,7 +145,7 @@ class GroupCommit(Generic[T, R]):
 
 
 @implementer(IOutcomeStore)
-class SqlStore:
+class SqlStore(TransportStoreMixin):
     """IOutcomeStore over SQL; engines subclass it."""
 
     dialect: Dialect

@@ -188,7 +188,7 @@ class MemoryStore:
         remote_ip: str | None = None, tls: str | None = None, source: str | None = None,
         rule: str | None = None, duration: float | None = None, bounce_id: int | None = None,
         feedback_type: str | None = None, correlation: str | None = None,
-        note: str | None = None,
+        note: str | None = None, **transport: str | None,
     ) -> int:
         event_id = next(self._event_ids)
         self._events.setdefault(delivery_id, []).append(Event(
@@ -196,7 +196,7 @@ class MemoryStore:
             reason=reason, hard=hard, code=code, status=status, text=text,
             remote_host=remote_host, remote_ip=remote_ip, tls=tls, source=source, rule=rule,
             duration=duration, bounce_id=bounce_id, feedback_type=feedback_type,
-            correlation=correlation, note=note))
+            correlation=correlation, note=note, **transport))
         return event_id
 
     def _update(self, delivery_id: int, **changes: Any) -> None:
@@ -260,7 +260,8 @@ class MemoryStore:
                 r.delivery_id, r.event_kind, r.at, state=state, reason=reason, hard=r.hard,
                 code=r.code, status=r.status, text=r.text, remote_host=r.remote_host,
                 remote_ip=r.remote_ip, tls=r.tls, source=txn.text_of(r.source), rule=r.rule,
-                duration=r.duration)
+                duration=r.duration, source_ip=r.source_ip, tls_policy_type=r.tls_policy_type,
+                tls_policy_id=r.tls_policy_id, tls_result=r.tls_result)
             event_ids.append(event_id)
             if d.state in _PENDING and (r.owner is None or d.lease_owner == r.owner):
                 deferred = state is State.deferred
@@ -479,7 +480,9 @@ class MemoryStore:
                 status=d.status, text=d.text, attempts=d.attempts, mailing_id=d.mailing_id,
                 message_id=d.message_id, created_at=d.created_at, updated_at=d.updated_at,
                 remote_host=d.remote_host, delivered_at=d.delivered_at,
-                bounced_at=d.bounced_at))
+                bounced_at=d.bounced_at, source_ip=next(
+                    (e.source_ip for e in reversed(self._events.get(d.delivery_id, []))
+                     if e.source_ip is not None), None)))
             if len(page) >= limit:
                 break
         return page

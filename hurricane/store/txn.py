@@ -179,8 +179,16 @@ def event_from_row(row: Row) -> Event:
         code=_opt_int(row[7]), status=row[8], text=row[9], remote_host=row[10],
         remote_ip=row[11], tls=row[12], source=row[13], rule=row[14], duration=row[15],
         bounce_id=_opt_int(row[16]), feedback_type=row[17], correlation=row[18],
-        note=row[19],
+        note=row[19], **_transport_of(row[20:24]),
     )
+
+
+def _transport_of(row: Row) -> dict[str, str | None]:
+    """An attempt's transport columns (migration 0010), when the row has them."""
+    if len(row) < 4:
+        return {}
+    return {"source_ip": row[0], "tls_policy_type": row[1], "tls_policy_id": row[2],
+            "tls_result": row[3]}
 
 
 def outcome_from_row(row: Row) -> Outcome:
@@ -191,6 +199,7 @@ def outcome_from_row(row: Row) -> Outcome:
         text=row[8], attempts=int(row[9]), mailing_id=row[10], message_id=row[11],
         created_at=row[12], updated_at=row[13], remote_host=row[14],
         delivered_at=row[15], bounced_at=row[16],
+        source_ip=row[17] if len(row) > 17 else None,
     )
 
 
@@ -522,9 +531,9 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
                 r.delivery_id, r.event_kind.value, r.at, State(r.state).value,
                 text_of(r.reason), r.hard, r.code, r.status, r.text, r.remote_host,
                 r.remote_ip, r.tls, text_of(r.source), r.rule, r.duration, None, None, None,
-                None, None,
+                None, None, r.source_ip, r.tls_policy_type, r.tls_policy_id, r.tls_result,
             ]
-        await txn.execute(sql.insert_events_returning(len(result_chunk)), params)
+        await txn.execute(sql.insert_attempt_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
         if len(got) != len(result_chunk):
             raise RuntimeError(f"inserted {len(result_chunk)} events, got {len(got)} ids back")
@@ -816,7 +825,7 @@ async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[Ev
         return []
     await txn.execute(sql.SELECT_EVENTS_AFTER, (after_event_id, limit))
     return [
-        EventRecord(event=event_from_row(row[:20]), queue_id=row[20], recipient=row[21],
+        EventRecord(event=event_from_row((*row[:20], *row[28:32])), queue_id=row[20], recipient=row[21],
                     sender=row[22], mailing_id=row[23], message_id=row[24],
                     header_message_id=row[25], delivery_state=row[26],
                     delivery_created_at=row[27])
