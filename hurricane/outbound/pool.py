@@ -37,7 +37,7 @@ from hurricane.config import DeliveryConfig
 from hurricane.decisions import Attempt, LocalFailure, SessionFailure
 from hurricane.model import Delivery
 from hurricane.outbound.dialer import Dialer, DialFailed
-from hurricane.outbound.interface import ISMTPConnection
+from hurricane.outbound.interface import ISMTPConnection, TransportFacts
 from hurricane.outbound.mx import DestinationError
 from hurricane.outcome import Reason
 
@@ -138,7 +138,7 @@ class Dispatch(Protocol):
         """
 
     def fail(self, batch: Iterable[Delivery], attempt: Attempt, *, host: str | None = None,
-             ip: str | None = None) -> None:
+             ip: str | None = None, facts: TransportFacts | None = None) -> None:
         """Record deliveries that could not be sent (skipping any recorded already)."""
 
 
@@ -533,7 +533,7 @@ class DestinationPool:
             self._dispatch.fail(
                 self._take_all(dest),
                 SessionFailure(error.phase, error.reply, str(error), error.reason),
-                host=e.target.host, ip=e.target.ip,
+                host=e.target.host, ip=e.target.ip, facts=e.facts,
             )
             return None
         if conn is not None:

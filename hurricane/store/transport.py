@@ -20,8 +20,9 @@ from hurricane.model import EventKind, State
 from hurricane.store.txn import Txn
 
 __all__ = ["MAX_TRANSPORT_ROWS", "ITransportStore", "SourceCount", "StoredStsPolicy",
-           "TlsAttemptCount", "TransportStoreMixin", "first_uses_txn", "load_sts_policy_txn", "record_first_use_txn",
-           "save_sts_policy_txn", "source_outcomes_txn", "tls_attempts_txn"]
+           "TlsAttemptCount", "TransportStoreMixin", "first_uses_txn", "load_sts_policy_txn",
+           "record_first_use_txn", "save_sts_policy_txn", "source_outcomes_txn",
+           "tls_attempts_txn"]
 
 #: Rows one transport read returns at most.
 MAX_TRANSPORT_ROWS = 10_000

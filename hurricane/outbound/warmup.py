@@ -1,0 +1,126 @@
+"""Warm-up: how many messages a new sending address may send per day and provider.
+
+A schedule is ``[[day, limit], ...]``: from an address's first use for a
+provider (day 1), the day's limit is that of the last step whose day has
+come; after the last step there is no limit (the address is warm). Days are
+counted from the first use, 86,400 seconds each, on the injected clock.
+
+:class:`Warmup` keeps, per (address, provider), the count of the current
+day; :meth:`Warmup.take` grants at most what is left, so the limit holds
+exactly however many connections share the address. Providers are whatever
+:data:`ProviderOf` says (by default the MX host's parent domain: an MX-domain
+roll-up; issue 19's named providers replace the function).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+
+__all__ = ["CURVES", "DAY", "ProviderOf", "Warmup", "WarmupSchedule", "mx_provider"]
+
+DAY = 86400.0
+
+#: Named curves: each doubles from 50 a day until the address is warm.
+CURVES: Mapping[str, tuple[tuple[int, int], ...]] = {
+    "standard": tuple((d, 50 * 2 ** (d - 1)) for d in range(1, 13)),
+    "slow": tuple((d, 25 * 2 ** ((d - 1) // 2)) for d in range(1, 25)),
+}
+
+#: (recipient domain, MX host) -> provider name.
+ProviderOf = Callable[[str, str], str]
+
+
+def mx_provider(domain: str, mx_host: str) -> str:
+    """The provider of a destination: the MX host's last two labels (``google.com``
+    for ``alt1.gmail-smtp-in.l.google.com``), else the domain."""
+    labels = [part for part in (mx_host or domain).lower().rstrip(".").split(".") if part]
+    return ".".join(labels[-2:]) if labels else domain.lower()
+
+
+@dataclass(frozen=True)
+class WarmupSchedule:
+    """Daily limits by day of use."""
+
+    steps: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def of(cls, steps: Sequence[Sequence[int]], curve: str = "") -> WarmupSchedule | None:
+        """The schedule of a pool's settings (None: no warm-up)."""
+        if curve:
+            return cls(CURVES[curve])
+        if not steps:
+            return None
+        return cls(tuple((int(s[0]), int(s[1])) for s in steps))
+
+    def limit(self, day: int) -> int | None:
+        """The limit on ``day`` (1 = the day of first use); None = no limit."""
+        if day > self.steps[-1][0]:
+            return None
+        found = self.steps[0][1]
+        for step_day, limit in self.steps:
+            if step_day <= day:
+                found = limit
+        return found
+
+
+class Warmup:
+    """Counts what each address sent to each provider today, against its schedule.
+
+    Args:
+        clock: the time.
+        schedules: address -> its schedule (an address without one is not limited).
+        first_used: called with (address, provider, time) on a first use (the store keeps it).
+    """
+
+    def __init__(self, clock: IReactorTime, schedules: Mapping[str, WarmupSchedule],
+                 first_used: Callable[[str, str, float], None] | None = None) -> None:
+        self._clock = clock
+        self._schedules = dict(schedules)
+        self._first: dict[tuple[str, str], float] = {}
+        self._counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self._first_used = first_used
+
+    def load(self, first_uses: Sequence[tuple[str, str, float]]) -> None:
+        """Known first uses (from the store), so a restart keeps the day."""
+        for address, provider, at in first_uses:
+            key = (address, provider)
+            self._first[key] = min(at, self._first.get(key, at))
+
+    def day(self, address: str, provider: str) -> int:
+        """The day of use of (address, provider) now: 1 on the first day."""
+        first = self._first.get((address, provider))
+        if first is None:
+            return 1
+        return int((self._clock.seconds() - first) // DAY) + 1
+
+    def remaining(self, address: str, provider: str) -> int | None:
+        """Messages the address may still send to the provider today (None = no limit)."""
+        schedule = self._schedules.get(address)
+        if schedule is None:
+            return None
+        day = self.day(address, provider)
+        limit = schedule.limit(day)
+        if limit is None:
+            return None
+        counted_day, count = self._counts.get((address, provider), (day, 0))
+        return max(0, limit - (count if counted_day == day else 0))
+
+    def take(self, address: str, provider: str, wanted: int) -> int:
+        """Count up to ``wanted`` messages sent now; return how many are granted."""
+        left = self.remaining(address, provider)
+        granted = wanted if left is None else min(wanted, left)
+        if granted <= 0 or address not in self._schedules:
+            return max(0, granted)
+        key = (address, provider)
+        if key not in self._first:
+            now = self._clock.seconds()
+            self._first[key] = now
+            if self._first_used is not None:
+                self._first_used(address, provider, now)
+        day = self.day(address, provider)
+        counted_day, count = self._counts.get(key, (day, 0))
+        self._counts[key] = (day, (count if counted_day == day else 0) + granted)
+        return granted
