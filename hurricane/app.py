@@ -230,7 +230,14 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     root.resolver = resolver
     connector = Connector(reactor, config.delivery.timeouts,
                           bind_address=config.delivery.bind_address)
-    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy)
+    from hurricane.outbound.mtasts import txt_lookup
+    from hurricane.outbound.pools import transport_services
+    pools, sts, transport = transport_services(config.delivery, reactor,
+                                               txt_lookup(dns.resolver), store)
+    for service in transport:
+        service.setServiceParent(root)
+    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy, pools=pools,
+                    sts=sts)
     outbound = OutboundService(
         store, dialer, codec, classifier, OutboundSettings.for_server(config), reactor, dkim,
     )

@@ -20,12 +20,12 @@ which the TLS report (:mod:`hurricane.tlsrpt`) counts.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IResolver
 from twisted.logger import Logger
-from twisted.names import client, dns
+from twisted.names import dns, error
 
 from hurricane.outbound.interface import ConnectionFailed
 from hurricane.outcome import Phase, Reason
@@ -143,7 +143,7 @@ def tls_result_of(error: ConnectionFailed) -> str | None:
     if "not offered" in text or error.reply is not None:
         return "starttls-not-supported"
     if error.reason is Reason.securityerror:
-        if "expired" in text:
+        if "certificate has expired" in text:  # OpenSSL X509_V_ERR_CERT_HAS_EXPIRED
             return "certificate-expired"
         if "hostname" in text or "mismatch" in text or "match" in text:
             return "certificate-host-mismatch"
@@ -152,14 +152,15 @@ def tls_result_of(error: ConnectionFailed) -> str | None:
     return "validation-failure"
 
 
-def txt_lookup(resolver: client.Resolver) -> TxtLookup:
+def txt_lookup(resolver: IResolver, timeout: int = 10) -> TxtLookup:
     """A TXT look-up on a twisted.names resolver (no record: an empty list)."""
     async def lookup(name: str) -> list[str]:
         try:
-            answers, _, _ = await resolver.lookupText(name)
-        except (dns.DomainError, dns.AuthoritativeDomainError):
+            result = await resolver.lookupText(name, (timeout,))
+        except (error.DomainError, error.AuthoritativeDomainError):
             return []
-        found = []
+        answers: Sequence[dns.RRHeader] = result[0]  # type: ignore[assignment]
+        found: list[str] = []
         for rr in answers:
             if rr.type == dns.TXT and isinstance(rr.payload, dns.Record_TXT):
                 found.append(b"".join(rr.payload.data).decode("utf-8", "replace"))

@@ -15,19 +15,28 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from twisted.application.internet import TimerService
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
-from hurricane.config import SendingPoolConfig
+from hurricane.config import DeliveryConfig, SendingPoolConfig
 from hurricane.outbound.interface import (
     ISMTPConnection,
     OutboundMessage,
     RecipientReply,
     SessionInfo,
 )
+from hurricane.outbound.mtasts import MtaSts, TxtLookup
+from hurricane.outbound.stsfetch import fetcher, https_agent
 from hurricane.outbound.warmup import Warmup, WarmupSchedule
 from hurricane.outcome import Phase
+from hurricane.store.transport import ITransportStore
 
-__all__ = ["DialedConnection", "Pools", "SendingPool"]
+__all__ = ["DialedConnection", "Pools", "SendingPool", "transport_services"]
+
+log = Logger()
 
 
 class SendingPool:
@@ -153,3 +162,57 @@ class DialedConnection:
     async def close(self) -> None:
         """QUIT and close."""
         await self._inner.close()
+
+
+def transport_services(config: DeliveryConfig, reactor: IReactorTime, txt: TxtLookup,
+                       store: object) -> tuple[Pools | None, MtaSts | None, list[Service]]:
+    """The pools and MTA-STS of ``[delivery]``, with the services that keep them.
+
+    Args:
+        config: ``[delivery]``.
+        reactor: the reactor (timers, HTTPS).
+        txt: TXT look-up (the server's DNS resolver).
+        store: the outcome store (kept policies and first uses when it can).
+
+    Returns:
+        the pools (None without any), MTA-STS (None unless enabled), and
+        services to start: the warm-up's first uses loaded, policies refreshed.
+    """
+    keeper = store if isinstance(store, ITransportStore) else None
+    services: list[Service] = []
+    pools = None
+    if config.pools:
+        pools = Pools(config.pools, config.pool, reactor)
+        if keeper is not None:
+            services.append(_FirstUses(pools.warmup, keeper))
+    sts = None
+    if config.mta_sts.enabled:
+        sts = MtaSts(reactor, txt, fetcher(https_agent(reactor), reactor,
+                                           config.mta_sts.fetch_timeout), keeper)
+        refresh = TimerService(config.mta_sts.refresh_interval,
+                               lambda: Deferred.fromCoroutine(sts.refresh()))
+        refresh.clock = reactor
+        services.append(refresh)
+    return pools, sts, services
+
+
+class _FirstUses(Service):
+    """Loads the warm-up's first uses at start; records new ones as they come."""
+
+    def __init__(self, warmup: Warmup, store: ITransportStore) -> None:
+        self._warmup = warmup
+        self._store = store
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        """Load the kept first uses; keep new ones in the store."""
+        Service.startService(self)
+
+        def record(address: str, provider: str, at: float) -> None:
+            d = Deferred.fromCoroutine(self._store.record_first_use(address, provider, at))
+            d.addErrback(lambda f: log.failure("recording a first use failed", f))
+
+        async def load() -> None:
+            self._warmup.load(await self._store.first_uses())
+        d = Deferred.fromCoroutine(load())
+        d.addErrback(lambda f: log.failure("loading warm-up first uses failed", f))
+        self._warmup.first_used = record

@@ -81,7 +81,8 @@ class Warmup:
         self._schedules = dict(schedules)
         self._first: dict[tuple[str, str], float] = {}
         self._counts: dict[tuple[str, str], tuple[int, int]] = {}
-        self._first_used = first_used
+        #: Told of each first use (the store keeps it).
+        self.first_used = first_used
 
     def load(self, first_uses: Sequence[tuple[str, str, float]]) -> None:
         """Known first uses (from the store), so a restart keeps the day."""
@@ -118,8 +119,8 @@ class Warmup:
         if key not in self._first:
             now = self._clock.seconds()
             self._first[key] = now
-            if self._first_used is not None:
-                self._first_used(address, provider, now)
+            if self.first_used is not None:
+                self.first_used(address, provider, now)
         day = self.day(address, provider)
         counted_day, count = self._counts.get(key, (day, 0))
         self._counts[key] = (day, (count if counted_day == day else 0) + granted)
