@@ -51,6 +51,10 @@ class DialFailed(Exception):
         self.facts = facts or TransportFacts()
 
 
+class PolicyMismatch(DialFailed):
+    """An MX host the enforced MTA-STS policy does not name: not tried."""
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How one dial goes: the source address, the EHLO name, the MTA-STS policy."""
@@ -144,6 +148,10 @@ class Dialer:
                 return None
             try:
                 conn = await self._dial_one(domain, target, plan)
+            except PolicyMismatch as e:
+                # not the host's fault, and a real failure says more
+                last = last or e
+                continue
             except DialFailed as e:
                 log.info("connection to {domain} via {host} [{ip}]:{port} failed in "
                          "{phase}: {error}", domain=domain, host=target.host,
@@ -175,7 +183,7 @@ class Dialer:
                     f"MTA-STS {sts.label}: MX {target.host} does not match the policy",
                     Phase.connect, reason=Reason.securityerror)
                 if sts.enforce:
-                    raise DialFailed(target, error, plan.facts(failure))
+                    raise PolicyMismatch(target, error, plan.facts(failure))
         try:
             conn = await self._connect(target, tls_policy, plan)
         except ConnectionFailed as e:
