@@ -1,0 +1,249 @@
+"""Issue 21's store reads and the TLS report built from them (SQLite and PostgreSQL).
+
+The report's counts are checked against the attempts this test records,
+spread over domains, days, policies and results (including attempts that
+must not count: another day, another domain, no TLS result).
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import os
+import random
+import tempfile
+from collections import Counter
+from email import message_from_bytes
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from hurricane.model import AttemptResult, State
+from hurricane.store.sqlite import SqliteStore
+from hurricane.store.transport import StoredStsPolicy
+from hurricane.tlsrpt import ReportSender, build_report, day_range, report_message, rua_of
+
+from .contract import message
+from .test_postgres import PostgresMixin
+
+DAY = datetime.date(2026, 12, 5)
+START, END = day_range(DAY)
+RESULTS = ("success", "success", "success", "starttls-not-supported", "certificate-expired")
+
+
+async def new_delivery(store: Any, recipient: str) -> int:
+    """One message to ``recipient``, created before the day; its delivery id."""
+    result = await store.enqueue(message(recipient), START - 100)
+    return int(result.recipients[0].delivery_id)
+
+
+async def record_attempts(store: Any,
+                          rng: random.Random) -> Counter[tuple[str, str, str | None, str]]:
+    """Random attempts for two domains around the day; the counts expected in its reports."""
+    expected: Counter[tuple[str, str, str | None, str]] = Counter()
+    results = []
+    for i in range(120):
+        domain = rng.choice(("a.test", "b.test"))
+        did = await new_delivery(store, f"u{i}@{domain}")
+        at = rng.choice((START - 10, START, START + 40000, END - 0.5, END))
+        sts = rng.random() < 0.5
+        result = rng.choice((*RESULTS, None))
+        policy_type = "sts" if sts else "no-policy-found"
+        policy_id = "enforce 1" if sts else None
+        results.append(AttemptResult(
+            delivery_id=did, at=at, state=State.delivered if result == "success"
+            else State.deferred, remote_host=f"mx.{domain}", remote_ip="192.0.2.1",
+            source_ip=rng.choice(("127.0.0.2", "127.0.0.3")),
+            tls_policy_type=policy_type if result else None,
+            tls_policy_id=policy_id if result else None, tls_result=result))
+        if result is not None and START <= at < END:
+            expected[(domain, policy_type, policy_id, result)] += 1
+    await store.record_attempts(results)
+    return expected
+
+
+class TransportMixin:
+    """The reads against ``self.store``."""
+
+    store: Any
+    assertEqual: Any
+    assertIsNone: Any
+    assertIn: Any
+    assertNotIn: Any
+
+    async def make_store(self) -> Any:
+        raise NotImplementedError
+
+    async def setUp(self) -> None:  # noqa: D102 - trial hook
+        self.store = await self.make_store()
+
+    async def delivery(self, recipient: str) -> int:
+        return await new_delivery(self.store, recipient)
+
+    async def record(self, rng: random.Random) -> Counter[tuple[str, str, str | None, str]]:
+        return await record_attempts(self.store, rng)
+
+    async def test_report_counts_equal_the_recorded_attempts(self) -> None:
+        """Per domain and policy, successes and failures are the attempts of that day."""
+        expected = await self.record(random.Random(7))
+        counts = await self.store.tls_attempts(START, END)
+        for domain in ("a.test", "b.test"):
+            report = build_report(domain, DAY, counts, organization="Shop", contact="tls@shop")
+            self.assertEqual(report["date-range"], {"start-datetime": "2026-12-05T00:00:00Z",
+                                                    "end-datetime": "2026-12-05T23:59:59Z"})
+            got: Counter[tuple[str, str, str | None, str]] = Counter()
+            for p in report["policies"]:
+                ptype = p["policy"]["policy-type"]
+                pid = "enforce 1" if ptype == "sts" else None
+                got[(domain, ptype, pid, "success")] += p["summary"][
+                    "total-successful-session-count"]
+                failures = sum(d["failed-session-count"] for d in p.get("failure-details", []))
+                self.assertEqual(failures, p["summary"]["total-failure-session-count"])
+                for d in p.get("failure-details", []):
+                    got[(domain, ptype, pid, d["result-type"])] += d["failed-session-count"]
+            want = {k: v for k, v in expected.items() if k[0] == domain}
+            self.assertEqual(+got, want)
+        only_a = await self.store.tls_attempts(START, END, "A.test")
+        self.assertEqual({c.domain for c in only_a}, {"a.test"})
+
+    async def test_sts_policy_kept(self) -> None:
+        """A policy saved is loaded as saved; saving again replaces it."""
+        p = StoredStsPolicy("example.test", "1", "enforce", ("mx.example.test", "*.mx.test"),
+                            86400.0, "version: STSv1\nmode: enforce\n", 10.0, 86410.0)
+        await self.store.save_sts_policy(p)
+        self.assertEqual(await self.store.load_sts_policy("Example.TEST"), p)
+        newer = StoredStsPolicy("example.test", "2", "testing", ("mx.example.test",), 60.0,
+                                "x", 20.0, 80.0)
+        await self.store.save_sts_policy(newer)
+        self.assertEqual(await self.store.load_sts_policy("example.test"), newer)
+        self.assertIsNone(await self.store.load_sts_policy("other.test"))
+
+    async def test_first_use_kept_once(self) -> None:
+        """The first use of (address, provider) is kept; a later one does not move it."""
+        self.assertEqual(await self.store.record_first_use("127.0.0.2", "google.com", 5.0), 5.0)
+        self.assertEqual(await self.store.record_first_use("127.0.0.2", "google.com", 9.0), 5.0)
+        await self.store.record_first_use("127.0.0.3", "google.com", 7.0)
+        self.assertEqual(await self.store.first_uses(),
+                         [("127.0.0.2", "google.com", 5.0), ("127.0.0.3", "google.com", 7.0)])
+
+    async def test_source_outcomes(self) -> None:
+        """Attempts by state per source address, in the window."""
+        a = await self.delivery("x@a.test")
+        b = await self.delivery("y@a.test")
+        await self.store.record_attempts([
+            AttemptResult(delivery_id=a, at=START + 1, state=State.deferred, source_ip="127.0.0.2"),
+            AttemptResult(delivery_id=a, at=START + 2, state=State.delivered,
+                          source_ip="127.0.0.3"),
+            AttemptResult(delivery_id=b, at=END + 1, state=State.delivered, source_ip="127.0.0.2"),
+        ])
+        found = {(c.source_ip, c.what, c.count) for c in
+                 await self.store.source_outcomes(START, END)}
+        self.assertEqual(found, {("127.0.0.2", "deferred", 1), ("127.0.0.3", "delivered", 1)})
+        outcome = {o.delivery_id: o.source_ip for o in await self.store.outcomes()}
+        self.assertEqual(outcome, {a: "127.0.0.3", b: "127.0.0.2"})
+
+    async def test_sender_mails_and_posts(self) -> None:
+        """Domains with a rua get their report by mail (enqueued) or POST; others get none."""
+        await self.record(random.Random(3))
+        queued: list[Any] = []
+        posted: list[tuple[str, bytes]] = []
+        records = {"_smtp._tls.a.test": ["v=TLSRPTv1; rua=mailto:tls@a.test"],
+                   "_smtp._tls.b.test": ["v=TLSRPTv1;rua=https://rpt.b.test/x,ftp://no"]}
+
+        async def lookup(name: str) -> list[str]:
+            return records.get(name, [])
+
+        async def enqueue(m: Any) -> None:
+            queued.append(m)
+
+        async def post(url: str, data: bytes) -> None:
+            posted.append((url, data))
+
+        sender = ReportSender(self.store, enqueue, lookup, post, organization="Shop",
+                              contact="tlsrpt@shop.test", submitter="shop.test")
+        sent = await sender.send_day(DAY)
+        self.assertEqual(sent, [("a.test", "mailto:tls@a.test"),
+                                ("b.test", "https://rpt.b.test/x")])
+        report = json.loads(gzip.decompress(posted[0][1]))
+        self.assertEqual(report["report-id"], "2026-12-05T00:00:00Z_b.test")
+        mail = message_from_bytes(queued[0].body)
+        self.assertEqual(mail["TLS-Report-Domain"], "a.test")
+        attached = [p for p in mail.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
+        self.assertEqual(json.loads(gzip.decompress(attached[0].get_payload(decode=True)))[
+            "report-id"], "2026-12-05T00:00:00Z_a.test")
+
+
+class SqliteTransportTests(TransportMixin, TestCase):
+    """On SQLite."""
+
+    async def make_store(self) -> Any:
+        store = SqliteStore(os.path.join(tempfile.mkdtemp(), "h.db"), reactor)
+        await store.open()
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        return store
+
+
+class PostgresTransportTests(PostgresMixin, TransportMixin, TestCase):
+    """On PostgreSQL."""
+
+    async def make_store(self) -> Any:
+        self.make_schema()
+        return await self.open_store()
+
+
+class RuaTests(TestCase):
+    """The _smtp._tls record and the report message."""
+
+    def test_rua(self) -> None:
+        self.assertEqual(rua_of(["v=TLSRPTv1; rua=mailto:a@x.test, https://r.test/"]),
+                         ["mailto:a@x.test", "https://r.test/"])
+        self.assertEqual(rua_of(["v=TLSRPTv1; rua=mailto:a@x", "v=TLSRPTv1; rua=mailto:b@x"]),
+                         [])
+        self.assertEqual(rua_of(["v=spf1 -all"]), [])
+
+    def test_message_headers(self) -> None:
+        m = report_message({"report-id": "r1"}, "a.test", "t@shop.test", "mailto:tls@a.test",
+                           "shop.test")
+        mail = message_from_bytes(m.body)
+        self.assertEqual(mail["Subject"],
+                         "Report Domain: a.test Submitter: shop.test Report-ID: <r1>")
+        self.assertIn('report-type="tlsrpt"', mail["Content-Type"])
+        self.assertEqual([r.address for r in m.recipients], ["tls@a.test"])
+
+
+class TlsRptCommandTests(TestCase):
+    """``hurricane tlsrpt --config FILE --day D [--domain D]`` prints what was recorded."""
+
+    async def test_prints_the_days_reports(self) -> None:
+        from hurricane.config import load_config
+        from tests.foundation.test_cli import make_config, run
+
+        config = make_config('[delivery.tlsrpt]\norganization = "Shop"\n'
+                             'contact = "tlsrpt@shop.test"\n')
+        path = load_config(config).store_url.removeprefix("sqlite://")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        store = SqliteStore(path, reactor)
+        await store.open()
+        try:
+            expected = await record_attempts(store, random.Random(11))
+        finally:
+            await store.close()
+        r = run("tlsrpt", "--config", config, "--day", "2026-12-05")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        reports = [json.loads(line) for line in r.stdout.splitlines()]
+        self.assertEqual([x["report-id"] for x in reports],
+                         ["2026-12-05T00:00:00Z_a.test", "2026-12-05T00:00:00Z_b.test"])
+        total = sum(p["summary"]["total-successful-session-count"]
+                    + p["summary"]["total-failure-session-count"]
+                    for x in reports for p in x["policies"])
+        self.assertEqual(total, sum(expected.values()))
+        self.assertEqual(reports[0]["organization-name"], "Shop")
+        r = run("tlsrpt", "--config", config, "--day", "2026-12-05", "--domain", "b.test")
+        self.assertEqual([json.loads(line)["report-id"] for line in r.stdout.splitlines()],
+                         ["2026-12-05T00:00:00Z_b.test"])
+        r = run("tlsrpt", "--config", config, "--day", "5 Dec")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("YYYY-MM-DD", r.stderr)
