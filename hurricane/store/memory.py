@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ from hurricane.store.interface import (
     StoreUnavailable,
 )
 from hurricane.store.sql import SQLITE
+from hurricane.store.transport import SourceCount
 
 __all__ = ["MemoryStore"]
 
@@ -858,3 +860,19 @@ class MemoryStore:
         """How many addresses are on the suppression list."""
         self._check()
         return len(self._suppressions)
+
+    async def source_outcomes(self, since: float, until: float) -> list[SourceCount]:
+        """Outcomes per source address in [since, until) (issue 21; the SQL's rules)."""
+        self._check()
+        counts: Counter[tuple[str, str]] = Counter()
+        for events in self._events.values():
+            accepted = next((e.source_ip for e in events if e.kind is EventKind.attempt
+                             and e.state is State.delivered and e.source_ip), None)
+            for e in events:
+                if not since <= e.at < until:
+                    continue
+                if e.source_ip is not None and e.state is not None:
+                    counts[(e.source_ip, e.state.value)] += 1
+                elif e.kind in (EventKind.bounce, EventKind.complaint) and accepted:
+                    counts[(accepted, e.kind.value)] += 1
+        return [SourceCount(ip, what, n) for (ip, what), n in sorted(counts.items())]

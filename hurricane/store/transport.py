@@ -19,7 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 from hurricane.model import EventKind, State
 from hurricane.store.txn import Txn
 
-__all__ = ["MAX_TRANSPORT_ROWS", "ITransportStore", "SourceCount", "StoredStsPolicy",
+__all__ = ["MAX_TRANSPORT_ROWS", "ISourceOutcomes", "ITransportStore", "SourceCount",
+           "StoredStsPolicy",
            "TlsAttemptCount", "TransportStoreMixin", "first_uses_txn", "load_sts_policy_txn",
            "record_first_use_txn", "save_sts_policy_txn", "source_outcomes_txn",
            "tls_attempts_txn"]
@@ -89,6 +90,14 @@ class ITransportStore(Protocol):
 
     async def first_uses(self) -> list[tuple[str, str, float]]:
         """Every (address, provider, first use) known."""
+
+
+@runtime_checkable
+class ISourceOutcomes(Protocol):
+    """The report's read of outcomes per source address."""
+
+    async def source_outcomes(self, since: float, until: float) -> list[SourceCount]:
+        """Outcomes per source address in [since, until)."""
 
 
 # -- SQL ----------------------------------------------------------------------
