@@ -28,6 +28,14 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, TextIO
 
+import treq
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent
+
 from hurricane.model import NewMessage, NewRecipient
 from hurricane.store.transport import ITransportStore, StoredStsPolicy, TlsAttemptCount
 
@@ -36,8 +44,10 @@ if TYPE_CHECKING:
     from hurricane.reactors import IStoreReactor
     from hurricane.store.interface import IOutcomeStore
 
-__all__ = ["MAX_RUA", "ReportSender", "add_parser", "build_report", "day_range",
-           "report_message", "rua_of"]
+__all__ = ["MAX_RUA", "DailyReports", "ReportSender", "add_parser", "build_report",
+           "day_range", "https_poster", "report_message", "rua_of", "tlsrpt_service"]
+
+log = Logger()
 
 #: Report destinations used per domain at most.
 MAX_RUA = 5
@@ -244,3 +254,85 @@ def cmd_tlsrpt(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return EXIT_OK
 
     return _run_store(config, work)
+
+
+# -- the daily job -------------------------------------------------------------------
+
+
+def https_poster(agent: IAgent, clock: object,
+                 timeout: float = 60.0) -> Callable[[str, bytes], Awaitable[None]]:
+    """A POST of a gzipped report (RFC 8460 5.4) through a verifying agent."""
+    async def post(url: str, data: bytes) -> None:
+        if len(data) > MAX_REPORT_BYTES:
+            raise ValueError(f"report of {len(data)} bytes is too large")
+        headers = Headers({b"Content-Type": [b"application/tlsrpt+gzip"]})
+        response = await treq.post(url, data=data, agent=agent, timeout=timeout,
+                                   allow_redirects=False, headers=headers,
+                                   reactor=clock)  # type: ignore[arg-type]
+        if not 200 <= response.code < 300:
+            raise ValueError(f"{url} answered HTTP {response.code}")
+    return post
+
+
+class DailyReports:
+    """Sends yesterday's reports once (the store remembers the last day sent).
+
+    Args:
+        sender: builds and sends a day's reports.
+        store: the mark of the last day sent.
+        clock: today (UTC).
+    """
+
+    def __init__(self, sender: ReportSender, store: ITransportStore, clock: IReactorTime) -> None:
+        self._sender = sender
+        self._store = store
+        self._clock = clock
+
+    async def tick(self) -> datetime.date | None:
+        """Send yesterday's reports unless done; return the day sent, or None."""
+        today = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.UTC).date()
+        yesterday = today - datetime.timedelta(days=1)
+        if await self._store.tlsrpt_day() >= yesterday.toordinal():
+            return None
+        await self._sender.send_day(yesterday)
+        await self._store.set_tlsrpt_day(yesterday.toordinal())
+        return yesterday
+
+    def service(self, interval: float = 3600.0) -> TimerService:
+        """A TimerService running :meth:`tick` every ``interval`` seconds on the clock."""
+        def run() -> Deferred[datetime.date | None]:
+            d = Deferred.fromCoroutine(self.tick())
+            d.addErrback(lambda f: log.failure("sending TLS reports failed", f))
+            return d
+        timer = TimerService(interval, run)
+        timer.clock = self._clock
+        return timer
+
+
+def tlsrpt_service(config: Config, store: IOutcomeStore, reactor: IReactorTime,
+                   lookup: Callable[[str], Awaitable[list[str]]],
+                   wake: Callable[[], None]) -> list[TimerService]:
+    """The daily TLS report job of ``[delivery.tlsrpt]`` (none when off or without SQL).
+
+    Args:
+        config: the configuration.
+        store: the outcome store (its attempts; the mailto: reports are enqueued in it).
+        reactor: timers and HTTPS.
+        lookup: TXT look-up.
+        wake: tells the outbound queue a report was enqueued.
+    """
+    settings = config.delivery.tlsrpt
+    keeper = store
+    if not settings.enabled or not isinstance(keeper, ITransportStore):
+        return []
+    from hurricane.outbound.stsfetch import https_agent
+
+    async def enqueue(message: NewMessage) -> None:
+        await store.enqueue(message, reactor.seconds())
+        wake()
+
+    sender = ReportSender(keeper, enqueue, lookup, https_poster(https_agent(reactor), reactor),
+                          organization=settings.organization or config.server.hostname,
+                          contact=settings.contact or f"postmaster@{config.server.hostname}",
+                          submitter=config.server.hostname)
+    return [DailyReports(sender, keeper, reactor).service()]

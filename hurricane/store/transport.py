@@ -91,6 +91,12 @@ class ITransportStore(Protocol):
     async def first_uses(self) -> list[tuple[str, str, float]]:
         """Every (address, provider, first use) known."""
 
+    async def tlsrpt_day(self) -> int:
+        """The last day (a date ordinal) whose TLS reports were sent, 0 for none."""
+
+    async def set_tlsrpt_day(self, day: int) -> None:
+        """Remember that ``day``'s TLS reports were sent."""
+
 
 @runtime_checkable
 class ISourceOutcomes(Protocol):
@@ -145,6 +151,14 @@ SELECT_FIRST_USE = "SELECT first_at FROM source_first_use WHERE address = ? AND 
 
 SELECT_FIRST_USES = """
 SELECT address, provider, first_at FROM source_first_use ORDER BY 1, 2 LIMIT ?"""
+
+
+SELECT_MARK = "SELECT value FROM report_marks WHERE name = ?"
+UPSERT_MARK = """
+INSERT INTO report_marks (name, value) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value"""
+#: report_marks' name for the last day whose TLS reports were sent.
+TLSRPT_MARK = "tlsrpt"
 
 
 # -- transactions ---------------------------------------------------------------
@@ -203,6 +217,18 @@ async def first_uses_txn(txn: Txn) -> list[tuple[str, str, float]]:
     return [(r[0], r[1], float(r[2])) for r in txn.fetchall()]
 
 
+async def get_mark_txn(txn: Txn, name: str) -> int:
+    """A mark of report_marks (migration 0007), 0 when unset."""
+    await txn.execute(SELECT_MARK, (name,))
+    row = txn.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def set_mark_txn(txn: Txn, name: str, value: int) -> None:
+    """Set a mark of report_marks."""
+    await txn.execute(UPSERT_MARK, (name, value))
+
+
 class TransportStoreMixin:
     """:class:`ITransportStore` for :class:`~hurricane.store.base.SqlStore`
     (which provides ``_run``: one transaction, failures as StoreUnavailable)."""
@@ -237,3 +263,11 @@ class TransportStoreMixin:
         """Every (address, provider, first use) known."""
         found: list[tuple[str, str, float]] = await self._run(first_uses_txn)
         return found
+
+    async def tlsrpt_day(self) -> int:
+        """The last day (a date ordinal) whose TLS reports were sent, 0 for none."""
+        return int(await self._run(get_mark_txn, TLSRPT_MARK))
+
+    async def set_tlsrpt_day(self, day: int) -> None:
+        """Remember that ``day``'s TLS reports were sent."""
+        await self._run(set_mark_txn, TLSRPT_MARK, day)

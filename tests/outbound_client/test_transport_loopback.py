@@ -243,3 +243,56 @@ class MtaStsLoopbackTests(TransportLoopbackTestCase):
         self.assertIsNone(found)
         self.assertIn("example.test", sts.fetch_errors)
         self.assertEqual(self.site.requests, 0)  # refused at the handshake
+
+
+class ReportCollector(Resource):
+    """Accepts POSTed reports."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts: list[tuple[bytes, bytes]] = []
+
+    def render_POST(self, request: Any) -> bytes:  # noqa: N802
+        self.posts.append((request.getHeader(b"content-type"), request.content.read()))
+        return b""
+
+
+class ReportPostTests(TestCase):
+    """RFC 8460 5.4: the gzipped report POSTed over verified HTTPS."""
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("rpt.example.test")
+        self.collector = ReportCollector()
+        port = reactor.listenSSL(0, Site(self.collector), ssl.PrivateCertificate.loadPEM(
+            cert.private_key_and_cert_chain_pem.bytes()).options(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    def agent(self, ca: trustme.CA) -> Agent:
+        policy = BrowserLikePolicyForHTTPS(trustRoot=ssl.trustRootFromCertificates(
+            [ssl.Certificate.loadPEM(ca.cert_pem.bytes())]))
+        return Agent.usingEndpointFactory(self.reactor,
+                                          LoopbackEndpoints(self.reactor, self.port, policy))
+
+    @defer.inlineCallbacks
+    def test_post(self) -> Any:
+        from hurricane.tlsrpt import https_poster
+        post = https_poster(self.agent(self.ca), self.reactor, 10)
+        yield defer.Deferred.fromCoroutine(post("https://rpt.example.test/tlsrpt", b"\x1f\x8b"))
+        self.assertEqual(self.collector.posts, [(b"application/tlsrpt+gzip", b"\x1f\x8b")])
+
+    @defer.inlineCallbacks
+    def test_untrusted_receiver_gets_nothing(self) -> Any:
+        from hurricane.tlsrpt import https_poster
+        post = https_poster(self.agent(trustme.CA()), self.reactor, 10)
+        with self.assertRaises(Exception):
+            yield defer.Deferred.fromCoroutine(post("https://rpt.example.test/x", b"data"))
+        self.assertEqual(self.collector.posts, [])

@@ -19,12 +19,20 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from hurricane.model import AttemptResult, State
 from hurricane.store.sqlite import SqliteStore
 from hurricane.store.transport import StoredStsPolicy
-from hurricane.tlsrpt import ReportSender, build_report, day_range, report_message, rua_of
+from hurricane.tlsrpt import (
+    DailyReports,
+    ReportSender,
+    build_report,
+    day_range,
+    report_message,
+    rua_of,
+)
 
 from .contract import message
 from .test_postgres import PostgresMixin
@@ -174,6 +182,27 @@ class TransportMixin:
         attached = [p for p in mail.walk() if p.get_content_type() == "application/tlsrpt+gzip"]
         self.assertEqual(json.loads(gzip.decompress(attached[0].get_payload(decode=True)))[
             "report-id"], "2026-12-05T00:00:00Z_a.test")
+
+    async def test_daily_job_sends_yesterday_once(self) -> None:
+        """The job sends the previous UTC day once, remembered in the store; then the next."""
+        await self.record(random.Random(5))
+        days: list[datetime.date] = []
+
+        class Sender:
+            async def send_day(self, day: datetime.date) -> list[tuple[str, str]]:
+                days.append(day)
+                return []
+
+        clock = Clock()
+        clock.advance(END + 3600)  # 01:00 on the 6th
+        job = DailyReports(Sender(), self.store, clock)  # type: ignore[arg-type]
+        self.assertEqual(await job.tick(), DAY)
+        self.assertIsNone(await job.tick())
+        again = DailyReports(Sender(), self.store, clock)  # type: ignore[arg-type]
+        self.assertIsNone(await again.tick())  # a restart does not send twice
+        clock.advance(86400)
+        self.assertEqual(await job.tick(), DAY + datetime.timedelta(days=1))
+        self.assertEqual(days, [DAY, DAY + datetime.timedelta(days=1)])
 
 
 class SqliteTransportTests(TransportMixin, TestCase):
