@@ -19,7 +19,7 @@ from twisted.names import dns, error
 from twisted.names.client import Resolver
 from twisted.names.server import DNSServerFactory
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, RequestTransmissionFailed
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -293,6 +293,7 @@ class ReportPostTests(TestCase):
     def test_untrusted_receiver_gets_nothing(self) -> Any:
         from hurricane.tlsrpt import https_poster
         post = https_poster(self.agent(trustme.CA()), self.reactor, 10)
-        with self.assertRaises(Exception):
+        with self.assertRaises(RequestTransmissionFailed) as caught:
             yield defer.Deferred.fromCoroutine(post("https://rpt.example.test/x", b"data"))
+        self.assertIn("certificate verify failed", str(caught.exception.reasons[0].value))
         self.assertEqual(self.collector.posts, [])
