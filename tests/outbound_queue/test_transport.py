@@ -242,6 +242,18 @@ class MtaStsSchedulerTests(PoolSchedulerTestCase):
                          (State.delivered, "testing 20260101", "starttls-not-supported"))
         self.assertEqual([a[3] for a in self.connector.attempts], ["verify", "opportunistic"])
 
+    def test_fetch_error_recorded(self) -> None:
+        """A published policy that cannot be fetched: delivered as without one, recorded
+        as sts-policy-fetch-error (RFC 8460's name for it)."""
+        self.policy = b"not a policy"
+        self.start()
+        [did] = self.enqueue("a@example.com")
+        self.turn()
+        r = self.results()[did]
+        self.assertEqual((r.state, r.tls_policy_type, r.tls_result),
+                         (State.delivered, "no-policy-found", "sts-policy-fetch-error"))
+        self.assertEqual([a[3] for a in self.connector.attempts], ["opportunistic"])
+
     def test_domain_tls_policy_overrides(self) -> None:
         """A per-domain tls_policy wins: no policy look-up, no-policy-found recorded."""
         self.start(tls_policy=TlsPolicyConfig(domains={"example.com": "require"}))
