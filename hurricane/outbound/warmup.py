@@ -14,6 +14,7 @@ roll-up; issue 19's named providers replace the function).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,9 +36,17 @@ ProviderOf = Callable[[str, str], str]
 
 def mx_provider(domain: str, mx_host: str) -> str:
     """The provider of a destination: the MX host's last two labels (``google.com``
-    for ``alt1.gmail-smtp-in.l.google.com``), else the domain."""
-    labels = [part for part in (mx_host or domain).lower().rstrip(".").split(".") if part]
-    return ".".join(labels[-2:]) if labels else domain.lower()
+    for ``alt1.gmail-smtp-in.l.google.com``), else (no name: a route to an
+    address) the domain."""
+    host = mx_host.lower().rstrip(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        host = ""
+    labels = [part for part in host.split(".") if part]
+    return ".".join(labels[-2:]) if labels else domain.lower().rstrip(".")
 
 
 @dataclass(frozen=True)

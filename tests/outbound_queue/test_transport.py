@@ -99,6 +99,7 @@ class WarmupTests(SynchronousTestCase):
         self.assertEqual(mx_provider("gmail.com", "alt1.gmail-smtp-in.l.google.com."),
                          "google.com")
         self.assertEqual(mx_provider("example.com", ""), "example.com")
+        self.assertEqual(mx_provider("example.com", "127.0.0.1"), "example.com")  # a route
 
 
 class PoolSchedulerTestCase(SchedulerTestCase):
