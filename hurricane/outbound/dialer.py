@@ -4,8 +4,13 @@
 most :data:`MAX_ADDRESSES_PER_ROUND` of them through the connector with the
 domain's TLS policy, and tells the resolver which worked (so the next round
 starts with a good one). It is the seam where per-connection choices are
-made: the TLS policy today; the source address of a sending pool and an
-MTA-STS policy later (issue 21).
+made (issue 21): the source address of a sending pool and its EHLO name
+(:mod:`hurricane.outbound.pools`, with the warm-up of
+:mod:`hurricane.outbound.warmup`), and the MTA-STS policy
+(:mod:`hurricane.outbound.mtasts`: ``enforce`` dials only the policy's MX
+hosts with ``verify``; ``testing`` falls back and records). Each session's
+``info`` and each failure (:class:`DialFailed`) carry the attempt's transport
+facts: the source address, the TLS policy and the RFC 8460 result.
 """
 
 from __future__ import annotations
