@@ -1,8 +1,8 @@
 """Outcomes per source address (issue 21): the page ``/sources`` and ``GET /api/v1/sources``.
 
 Each attempt records the local address it was sent from (a sending pool's);
-a refusal, a deferral or a delivery counts for that address, and a later
-bounce or complaint for the address of the delivery's accepted attempt, so
+a refusal, a deferral or a delivery counts for that address, and a delivery
+bounced or complained about later for the address of its accepted attempt, so
 a blocklisting or a warm-up going wrong shows on the address that caused it.
 The window is the last day unless ``since``/``until`` say otherwise.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from twisted.web.server import Request
 from twisted.web.template import tags
 
-from hurricane.model import EventKind, State
+from hurricane.model import State
 from hurricane.report.api import Endpoint, Handler, parse_time
 from hurricane.report.html import finish, fmt_time, kpis, layout, table
 from hurricane.report.pages import Page
@@ -25,7 +25,7 @@ __all__ = ["COLUMNS", "SourcesEndpoint", "SourcesPage", "by_source"]
 
 #: The columns of a source's row, in order: attempt states, then late events.
 COLUMNS = (State.delivered.value, State.deferred.value, State.failed.value,
-           EventKind.bounce.value, EventKind.complaint.value)
+           State.bounced.value, State.complained.value)
 
 
 def by_source(counts: Sequence[SourceCount]) -> dict[str, dict[str, int]]:
@@ -69,9 +69,9 @@ class SourcesPage(Page):
             tags.div(table(["Source address", "Attempts", "Delivered", "Deferred", "Failed",
                             "Bounced later", "Complaints"], rows, (1, 2, 3, 4, 5, 6)),
                      class_="card"),
-            tags.p("A bounce or complaint counts for the address that sent the accepted "
-                   "attempt. ?since= and ?until= (epoch seconds or ISO 8601) change the "
-                   "window.", class_="muted small"),
+            tags.p("A delivery bounced or complained about later counts (when that came) "
+                   "for the address that sent its accepted attempt. ?since= and ?until= "
+                   "(epoch seconds or ISO 8601) change the window.", class_="muted small"),
         ]
         finish(request, layout("Outcomes by source address", content))
 

@@ -865,14 +865,14 @@ class MemoryStore:
         """Outcomes per source address in [since, until) (issue 21; the SQL's rules)."""
         self._check()
         counts: Counter[tuple[str, str]] = Counter()
-        for events in self._events.values():
-            accepted = next((e.source_ip for e in events if e.kind is EventKind.attempt
-                             and e.state is State.delivered and e.source_ip), None)
+        for delivery_id, events in self._events.items():
             for e in events:
-                if not since <= e.at < until:
-                    continue
-                if e.source_ip is not None and e.state is not None:
+                if e.source_ip is not None and e.state is not None and since <= e.at < until:
                     counts[(e.source_ip, e.state.value)] += 1
-                elif e.kind in (EventKind.bounce, EventKind.complaint) and accepted:
-                    counts[(accepted, e.kind.value)] += 1
+            d = self._deliveries[delivery_id]
+            if d.state in (State.bounced, State.complained) and d.delivered_at is not None \
+                    and since <= d.updated_at < until:
+                for e in events:
+                    if e.kind is EventKind.attempt and e.state is State.delivered and e.source_ip:
+                        counts[(e.source_ip, d.state.value)] += 1
         return [SourceCount(ip, what, n) for (ip, what), n in sorted(counts.items())]

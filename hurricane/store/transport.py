@@ -60,8 +60,9 @@ class TlsAttemptCount:
 @dataclass(frozen=True)
 class SourceCount:
     """What happened to mail sent from one source address: ``what`` is an
-    attempt's state (delivered, deferred, failed) or a later ``bounce`` or
-    ``complaint`` traced to the address of the delivery's accepted attempt."""
+    attempt's state (delivered, deferred, failed), or ``bounced`` or
+    ``complained`` for deliveries whose late outcome came in the window,
+    counted for the address of their accepted attempt."""
 
     source_ip: str
     what: str
@@ -134,14 +135,16 @@ SELECT source_ip, state, COUNT(*) FROM events
 WHERE source_ip IS NOT NULL AND at >= ? AND at < ?
 GROUP BY source_ip, state ORDER BY 1, 2 LIMIT ?"""
 
-# A bounce or complaint belongs to the address that sent the accepted attempt.
+# A bounced or complained delivery counts for the address that sent its
+# accepted attempt; read through migration 0007's deliveries_late_outcomes
+# (its predicate spelled as the migration does), so only late outcomes are read.
 SELECT_SOURCE_LATE = f"""
-SELECT a.source_ip, e.kind, COUNT(DISTINCT e.event_id) FROM events e
-JOIN events a ON a.delivery_id = e.delivery_id AND a.kind = '{EventKind.attempt.value}'
+SELECT a.source_ip, d.state, COUNT(*) FROM deliveries d
+JOIN events a ON a.delivery_id = d.delivery_id AND a.kind = '{EventKind.attempt.value}'
     AND a.state = '{State.delivered.value}' AND a.source_ip IS NOT NULL
-WHERE e.kind IN ('{EventKind.bounce.value}', '{EventKind.complaint.value}')
-    AND e.at >= ? AND e.at < ?
-GROUP BY a.source_ip, e.kind ORDER BY 1, 2 LIMIT ?"""
+WHERE d.state IN ('{State.bounced.value}', '{State.complained.value}')
+    AND d.delivered_at IS NOT NULL AND d.updated_at >= ? AND d.updated_at < ?
+GROUP BY a.source_ip, d.state ORDER BY 1, 2 LIMIT ?"""
 
 INSERT_FIRST_USE = """
 INSERT INTO source_first_use (address, provider, first_at) VALUES (?, ?, ?)

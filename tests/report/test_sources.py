@@ -46,10 +46,10 @@ class SourcesTests(SynchronousTestCase):
                                                          headers=self.f.auth()))
         self.assertEqual(response.code, 200)
         self.assertEqual(body["sources"], {
-            "192.0.2.10": {"delivered": 1, "deferred": 1, "failed": 1, "bounce": 1,
-                           "complaint": 0},
-            "192.0.2.11": {"delivered": 1, "deferred": 0, "failed": 0, "bounce": 0,
-                           "complaint": 0},
+            "192.0.2.10": {"delivered": 1, "deferred": 1, "failed": 1, "bounced": 1,
+                           "complained": 0},
+            "192.0.2.11": {"delivered": 1, "deferred": 0, "failed": 0, "bounced": 0,
+                           "complained": 0},
         })
         _, older = json_of(self.f, self.f.treq.get(
             BASE + f"/api/v1/sources?since={T0 - 3 * 86400}", headers=self.f.auth()))

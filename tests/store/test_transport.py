@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from hurricane.model import AttemptResult, State
+from hurricane.model import AttemptResult, BounceEvent, EventKind, ReturnedMessage, State
 from hurricane.store.sqlite import SqliteStore
 from hurricane.store.transport import StoredStsPolicy
 from hurricane.tlsrpt import (
@@ -147,9 +147,15 @@ class TransportMixin:
                           source_ip="127.0.0.3"),
             AttemptResult(delivery_id=b, at=END + 1, state=State.delivered, source_ip="127.0.0.2"),
         ])
+        bounce_id = await self.store.store_bounce(ReturnedMessage(
+            b"Subject: x\r\n\r\nx", "", "b@bounce.test", START + 5))
+        await self.store.record_bounce(bounce_id, [BounceEvent(
+            delivery_id=a, kind=EventKind.bounce, at=START + 5, bounce_id=bounce_id,
+            reason="userunknown", status="5.1.1", correlation="verp")], "bounce", "verp", "{}")
         found = {(c.source_ip, c.what, c.count) for c in
                  await self.store.source_outcomes(START, END)}
-        self.assertEqual(found, {("127.0.0.2", "deferred", 1), ("127.0.0.3", "delivered", 1)})
+        self.assertEqual(found, {("127.0.0.2", "deferred", 1), ("127.0.0.3", "delivered", 1),
+                                 ("127.0.0.3", "bounced", 1)})
         outcome = {o.delivery_id: o.source_ip for o in await self.store.outcomes()}
         self.assertEqual(outcome, {a: "127.0.0.3", b: "127.0.0.2"})
 

@@ -5,7 +5,8 @@
 -- (tls_policy_type 'sts' or 'no-policy-found', tls_policy_id the MTA-STS
 -- mode and id) and the TLS result ('success' or an RFC 8460 result type).
 -- Other events leave them NULL. The TLS report (hurricane/tlsrpt.py) reads
--- one day of attempts with a TLS result through events_tls_day.
+-- one day of attempts with a TLS result through events_tls_day, the report's
+-- outcomes per source address a window of attempts through events_source_at.
 --
 -- mta_sts_policies: the last MTA-STS policy fetched per domain, kept until
 -- expires_at (fetched_at + its max_age), refreshed in the background.
@@ -18,7 +19,7 @@ ALTER TABLE events ADD COLUMN tls_policy_type TEXT;
 ALTER TABLE events ADD COLUMN tls_policy_id TEXT;
 ALTER TABLE events ADD COLUMN tls_result TEXT;
 CREATE INDEX events_tls_day ON events (at) WHERE tls_result IS NOT NULL;
-CREATE INDEX events_source_ip ON events (source_ip, at) WHERE source_ip IS NOT NULL;
+CREATE INDEX events_source_at ON events (at) WHERE source_ip IS NOT NULL;
 
 CREATE TABLE mta_sts_policies (
     domain TEXT PRIMARY KEY,
