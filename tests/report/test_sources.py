@@ -22,6 +22,7 @@ class SourcesTests(SynchronousTestCase):
         for i in range(4):
             r = run(store.enqueue(_message(f"u{i}@example.org"), T0 - 3600))
             ids.append(r.recipients[0].delivery_id)
+        self.ids = ids
         run(store.record_attempts([
             AttemptResult(delivery_id=ids[0], at=T0 - 600, state=State.deferred,
                           source_ip="192.0.2.10"),
@@ -63,6 +64,12 @@ class SourcesTests(SynchronousTestCase):
         self.assertEqual(cells, {"192.0.2.10": [3, 1, 1, 1, 1, 0],
                                  "192.0.2.11": [1, 1, 0, 0, 0, 0]})
         self.assertIn('href="/sources"', text)
+
+    def test_delivery_page_names_the_source(self) -> None:
+        """A recipient's attempts say which address they were sent from."""
+        _, text = body_of(self.f, self.f.treq.get(BASE + f"/delivery/{self.ids[0]}"))
+        self.assertIn('<span class="sub">sent from 192.0.2.10</span>', text)
+        self.assertIn('<span class="sub">sent from 192.0.2.11</span>', text)
 
 
 def _message(recipient: str) -> object:
