@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hurricane.config import DeliveryConfig, SendingPoolConfig
 from hurricane.outbound.interface import (
@@ -37,6 +39,9 @@ from hurricane.store.transport import ITransportStore
 __all__ = ["DialedConnection", "Pools", "SendingPool", "transport_services"]
 
 log = Logger()
+
+#: Seconds between saves of the warm-up's day counts (a crash loses at most these).
+WARMUP_SAVE_INTERVAL = 2.0
 
 
 class SendingPool:
@@ -184,7 +189,7 @@ def transport_services(config: DeliveryConfig, reactor: IReactorTime, txt: TxtLo
     if config.pools:
         pools = Pools(config.pools, config.pool, reactor)
         if keeper is not None:
-            services.append(_FirstUses(pools.warmup, keeper))
+            services.append(_FirstUses(pools.warmup, keeper, reactor))
     sts = None
     if config.mta_sts.enabled:
         sts = MtaSts(reactor, txt, fetcher(https_agent(reactor), reactor,
@@ -197,22 +202,53 @@ def transport_services(config: DeliveryConfig, reactor: IReactorTime, txt: TxtLo
 
 
 class _FirstUses(Service):
-    """Loads the warm-up's first uses at start; records new ones as they come."""
+    """Loads the warm-up's first uses and day counts at start; saves what changed
+    every :data:`WARMUP_SAVE_INTERVAL` seconds and at stop."""
 
-    def __init__(self, warmup: Warmup, store: ITransportStore) -> None:
+    def __init__(self, warmup: Warmup, store: ITransportStore, clock: IReactorTime) -> None:
         self._warmup = warmup
         self._store = store
+        self._loop = LoopingCall(self._save)
+        self._loop.clock = clock
+        #: Fires when the kept counts are loaded (after :meth:`startService`).
+        self.loaded: Deferred[None] = Deferred()
+        self._saving: set[Deferred[None]] = set()
+
+    async def load(self) -> None:
+        """Read what the store kept (before mail goes: the service starts first)."""
+        self._warmup.load(await self._store.first_uses())
+
+    def _save(self) -> Deferred[None]:
+        rows = self._warmup.changed()
+        if not rows:
+            return succeed(None)
+        d = Deferred.fromCoroutine(self._store.save_warmup(rows))
+
+        def failed(f: Failure) -> None:
+            log.failure("saving warm-up counts failed; kept for the next save", f)
+            self._warmup.mark(rows)
+        d.addErrback(failed)
+        self._saving.add(d)
+        d.addBoth(lambda _: self._saving.discard(d))
+        return d
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
-        """Load the kept first uses; keep new ones in the store."""
+        """Load, then save periodically."""
         Service.startService(self)
 
-        def record(address: str, provider: str, at: float) -> None:
-            d = Deferred.fromCoroutine(self._store.record_first_use(address, provider, at))
-            d.addErrback(lambda f: log.failure("recording a first use failed", f))
-
-        async def load() -> None:
-            self._warmup.load(await self._store.first_uses())
-        d = Deferred.fromCoroutine(load())
+        def started(_: object) -> None:
+            if self.running and not self._loop.running:
+                self._loop.start(WARMUP_SAVE_INTERVAL, now=False)
+            self.loaded.callback(None)
+        d = Deferred.fromCoroutine(self.load())
         d.addErrback(lambda f: log.failure("loading warm-up first uses failed", f))
-        self._warmup.first_used = record
+        d.addCallback(started)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 (Twisted API)
+        """Stop the loop and save what changed (after any save under way)."""
+        Service.stopService(self)
+        if self._loop.running:
+            self._loop.stop()
+        self._save()
+        done: Deferred[None] = DeferredList(list(self._saving)).addCallback(lambda _: None)
+        return done

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
 
+from hurricane.store.transport import FirstUse
+
 __all__ = ["CURVES", "DAY", "ProviderOf", "Warmup", "WarmupSchedule", "mx_provider"]
 
 DAY = 86400.0
@@ -81,23 +83,38 @@ class Warmup:
     Args:
         clock: the time.
         schedules: address -> its schedule (an address without one is not limited).
-        first_used: called with (address, provider, time) on a first use (the store keeps it).
     """
 
-    def __init__(self, clock: IReactorTime, schedules: Mapping[str, WarmupSchedule],
-                 first_used: Callable[[str, str, float], None] | None = None) -> None:
+    def __init__(self, clock: IReactorTime, schedules: Mapping[str, WarmupSchedule]) -> None:
         self._clock = clock
         self._schedules = dict(schedules)
         self._first: dict[tuple[str, str], float] = {}
+        #: (address, provider) -> (day of use, sent that day)
         self._counts: dict[tuple[str, str], tuple[int, int]] = {}
-        #: Told of each first use (the store keeps it).
-        self.first_used = first_used
+        #: Keys changed since :meth:`changed` was last called.
+        self._dirty: set[tuple[str, str]] = set()
 
-    def load(self, first_uses: Sequence[tuple[str, str, float]]) -> None:
-        """Known first uses (from the store), so a restart keeps the day."""
-        for address, provider, at in first_uses:
-            key = (address, provider)
-            self._first[key] = min(at, self._first.get(key, at))
+    def load(self, rows: Sequence[FirstUse]) -> None:
+        """Known first uses and day counts (from the store): a restart keeps the day
+        and what was sent on it."""
+        for r in rows:
+            key = (r.address, r.provider)
+            self._first[key] = min(r.first_at, self._first.get(key, r.first_at))
+            if r.day > 0:
+                self._counts[key] = (r.day, r.sent)
+
+    def changed(self) -> list[FirstUse]:
+        """First uses and counts changed since the last call (the store keeps them)."""
+        rows = []
+        for key in sorted(self._dirty):
+            day, sent = self._counts.get(key, (0, 0))
+            rows.append(FirstUse(key[0], key[1], self._first[key], day, sent))
+        self._dirty.clear()
+        return rows
+
+    def mark(self, rows: Sequence[FirstUse]) -> None:
+        """Save these again at the next :meth:`changed` (a save failed)."""
+        self._dirty.update((r.address, r.provider) for r in rows)
 
     def day(self, address: str, provider: str) -> int:
         """The day of use of (address, provider) now: 1 on the first day."""
@@ -125,12 +142,9 @@ class Warmup:
         if granted <= 0 or address not in self._schedules:
             return max(0, granted)
         key = (address, provider)
-        if key not in self._first:
-            now = self._clock.seconds()
-            self._first[key] = now
-            if self.first_used is not None:
-                self.first_used(address, provider, now)
+        self._first.setdefault(key, self._clock.seconds())
         day = self.day(address, provider)
         counted_day, count = self._counts.get(key, (day, 0))
         self._counts[key] = (day, (count if counted_day == day else 0) + granted)
+        self._dirty.add(key)
         return granted

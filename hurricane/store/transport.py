@@ -12,18 +12,17 @@ functions).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hurricane.model import EventKind, State
 from hurricane.store.txn import Txn
 
-__all__ = ["MAX_TRANSPORT_ROWS", "ISourceOutcomes", "ITransportStore", "SourceCount",
-           "StoredStsPolicy",
-           "TlsAttemptCount", "TransportStoreMixin", "first_uses_txn", "load_sts_policy_txn",
-           "record_first_use_txn", "save_sts_policy_txn", "source_outcomes_txn",
-           "tls_attempts_txn"]
+__all__ = ["MAX_TRANSPORT_ROWS", "FirstUse", "ISourceOutcomes", "ITransportStore",
+           "SourceCount", "StoredStsPolicy", "TlsAttemptCount", "TransportStoreMixin",
+           "first_uses_txn", "load_sts_policy_txn",
+           "save_sts_policy_txn", "save_warmup_txn", "source_outcomes_txn", "tls_attempts_txn"]
 
 #: Rows one transport read returns at most.
 MAX_TRANSPORT_ROWS = 10_000
@@ -41,6 +40,18 @@ class StoredStsPolicy:
     policy: str
     fetched_at: float
     expires_at: float
+
+
+@dataclass(frozen=True)
+class FirstUse:
+    """An address's warm-up with a provider: its first use, and what it sent on
+    its day of use ``day`` (1 = the day of first use; 0 = nothing counted)."""
+
+    address: str
+    provider: str
+    first_at: float
+    day: int = 0
+    sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,11 +97,11 @@ class ITransportStore(Protocol):
     async def source_outcomes(self, since: float, until: float) -> list[SourceCount]:
         """Outcomes per source address in [since, until)."""
 
-    async def record_first_use(self, address: str, provider: str, at: float) -> float:
-        """Record an address's first use for a provider; return the first use kept."""
+    async def first_uses(self) -> list[FirstUse]:
+        """Every address's first use per provider, with its day's count."""
 
-    async def first_uses(self) -> list[tuple[str, str, float]]:
-        """Every (address, provider, first use) known."""
+    async def save_warmup(self, rows: Sequence[FirstUse]) -> None:
+        """Keep first uses and day counts (a first use already kept stays)."""
 
     async def tlsrpt_day(self) -> int:
         """The last day (a date ordinal) whose TLS reports were sent, 0 for none."""
@@ -146,14 +157,15 @@ WHERE d.state IN ('{State.bounced.value}', '{State.complained.value}')
     AND d.delivered_at IS NOT NULL AND d.updated_at >= ? AND d.updated_at < ?
 GROUP BY a.source_ip, d.state ORDER BY 1, 2 LIMIT ?"""
 
-INSERT_FIRST_USE = """
-INSERT INTO source_first_use (address, provider, first_at) VALUES (?, ?, ?)
-ON CONFLICT (address, provider) DO NOTHING"""
-
-SELECT_FIRST_USE = "SELECT first_at FROM source_first_use WHERE address = ? AND provider = ?"
-
 SELECT_FIRST_USES = """
-SELECT address, provider, first_at FROM source_first_use ORDER BY 1, 2 LIMIT ?"""
+SELECT address, provider, first_at, count_day, count_sent FROM source_first_use
+ORDER BY 1, 2 LIMIT ?"""
+
+UPSERT_WARMUP = """
+INSERT INTO source_first_use (address, provider, first_at, count_day, count_sent)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (address, provider) DO UPDATE SET count_day = excluded.count_day,
+    count_sent = excluded.count_sent"""
 
 
 SELECT_MARK = "SELECT value FROM report_marks WHERE name = ?"
@@ -206,18 +218,16 @@ async def source_outcomes_txn(txn: Txn, since: float, until: float) -> list[Sour
     return found
 
 
-async def record_first_use_txn(txn: Txn, address: str, provider: str, at: float) -> float:
-    """Keep the first use of (address, provider); return the one kept."""
-    await txn.execute(INSERT_FIRST_USE, (address, provider, at))
-    await txn.execute(SELECT_FIRST_USE, (address, provider))
-    row = txn.fetchone()
-    return at if row is None else float(row[0])
-
-
-async def first_uses_txn(txn: Txn) -> list[tuple[str, str, float]]:
-    """Every kept first use."""
+async def first_uses_txn(txn: Txn) -> list[FirstUse]:
+    """Every kept first use, with its day's count."""
     await txn.execute(SELECT_FIRST_USES, (MAX_TRANSPORT_ROWS,))
-    return [(r[0], r[1], float(r[2])) for r in txn.fetchall()]
+    return [FirstUse(r[0], r[1], float(r[2]), int(r[3]), int(r[4])) for r in txn.fetchall()]
+
+
+async def save_warmup_txn(txn: Txn, rows: Sequence[FirstUse]) -> None:
+    """Keep first uses (the first one stays) and day counts (the last one wins)."""
+    for r in rows:
+        await txn.execute(UPSERT_WARMUP, (r.address, r.provider, r.first_at, r.day, r.sent))
 
 
 async def get_mark_txn(txn: Txn, name: str) -> int:
@@ -258,14 +268,14 @@ class TransportStoreMixin:
         found: list[SourceCount] = await self._run(source_outcomes_txn, since, until)
         return found
 
-    async def record_first_use(self, address: str, provider: str, at: float) -> float:
-        """Record an address's first use for a provider; return the first use kept."""
-        return float(await self._run(record_first_use_txn, address, provider, at))
-
-    async def first_uses(self) -> list[tuple[str, str, float]]:
-        """Every (address, provider, first use) known."""
-        found: list[tuple[str, str, float]] = await self._run(first_uses_txn)
+    async def first_uses(self) -> list[FirstUse]:
+        """Every address's first use per provider, with its day's count."""
+        found: list[FirstUse] = await self._run(first_uses_txn)
         return found
+
+    async def save_warmup(self, rows: Sequence[FirstUse]) -> None:
+        """Keep first uses and day counts (a first use already kept stays)."""
+        await self._run(save_warmup_txn, list(rows))
 
     async def tlsrpt_day(self) -> int:
         """The last day (a date ordinal) whose TLS reports were sent, 0 for none."""

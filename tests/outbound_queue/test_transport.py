@@ -20,6 +20,7 @@ from hurricane.outbound.mx import MXResolver
 from hurricane.outbound.pools import Pools, SendingPool
 from hurricane.outbound.queue import OutboundSettings
 from hurricane.outbound.warmup import CURVES, DAY, Warmup, WarmupSchedule, mx_provider
+from hurricane.store.transport import FirstUse
 
 from .fakes import FakeConnection, FakeConnector
 from .test_queue import OutboundService, SchedulerTestCase
@@ -77,22 +78,28 @@ class WarmupTests(SynchronousTestCase):
         self.assertIsNone(WarmupSchedule.of(()))
 
     def test_days_count_from_first_use_and_survive_a_restart(self) -> None:
-        """Day 2 starts 86,400 s after the first use; a loaded first use keeps the day."""
+        """Day 2 starts 86,400 s after the first use; what changed is handed to the store
+        once, and a Warmup loaded from it keeps the day and the day's count."""
         clock = Clock()
         clock.advance(1000.0)
-        first: list[tuple[str, str, float]] = []
-        w = Warmup(clock, {"a": WarmupSchedule(((1, 3), (2, 5)))},
-                   lambda *args: first.append(args))
-        self.assertEqual(w.take("a", "p", 10), 3)
-        self.assertEqual(w.take("a", "p", 1), 0)
-        self.assertEqual(first, [("a", "p", 1000.0)])
+        schedule = {"a": WarmupSchedule(((1, 3), (2, 5)))}
+        w = Warmup(clock, schedule)
+        self.assertEqual(w.take("a", "p", 2), 2)
+        self.assertEqual(w.changed(), [FirstUse("a", "p", 1000.0, 1, 2)])
+        self.assertEqual(w.changed(), [])
+        restarted = Warmup(clock, schedule)
+        restarted.load([FirstUse("a", "p", 1000.0, 1, 2)])
+        self.assertEqual(restarted.take("a", "p", 10), 1)  # 3 a day, 2 sent before
+        self.assertEqual(restarted.take("a", "p", 1), 0)
         clock.advance(DAY - 1)
-        self.assertEqual(w.remaining("a", "p"), 0)
+        self.assertEqual(restarted.remaining("a", "p"), 0)
         clock.advance(1)
-        self.assertEqual(w.take("a", "p", 10), 5)
-        again = Warmup(clock, {"a": WarmupSchedule(((1, 3), (2, 5)))})
-        again.load(first)
-        self.assertEqual(again.day("a", "p"), 2)
+        self.assertEqual(restarted.day("a", "p"), 2)
+        self.assertEqual(restarted.take("a", "p", 10), 5)
+        self.assertEqual(restarted.changed(), [FirstUse("a", "p", 1000.0, 2, 5)])
+        unlimited = Warmup(clock, {})
+        self.assertEqual(unlimited.take("b", "p", 10), 10)
+        self.assertEqual(unlimited.changed(), [])
 
     def test_provider_roll_up(self) -> None:
         """The default provider is the MX host's parent domain."""

@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 
 from hurricane.model import AttemptResult, BounceEvent, EventKind, ReturnedMessage, State
 from hurricane.store.sqlite import SqliteStore
-from hurricane.store.transport import StoredStsPolicy
+from hurricane.store.transport import FirstUse, StoredStsPolicy
 from hurricane.tlsrpt import (
     DailyReports,
     ReportSender,
@@ -129,13 +129,45 @@ class TransportMixin:
         self.assertEqual(await self.store.load_sts_policy("example.test"), newer)
         self.assertIsNone(await self.store.load_sts_policy("other.test"))
 
-    async def test_first_use_kept_once(self) -> None:
-        """The first use of (address, provider) is kept; a later one does not move it."""
-        self.assertEqual(await self.store.record_first_use("127.0.0.2", "google.com", 5.0), 5.0)
-        self.assertEqual(await self.store.record_first_use("127.0.0.2", "google.com", 9.0), 5.0)
-        await self.store.record_first_use("127.0.0.3", "google.com", 7.0)
+    async def test_warmup_kept(self) -> None:
+        """A first use is kept once (a later one does not move it); day counts are replaced."""
+        await self.store.save_warmup([FirstUse("127.0.0.2", "google.com", 5.0, 1, 10),
+                                      FirstUse("127.0.0.3", "google.com", 7.0, 1, 3)])
+        await self.store.save_warmup([FirstUse("127.0.0.2", "google.com", 9.0, 2, 4)])
         self.assertEqual(await self.store.first_uses(),
-                         [("127.0.0.2", "google.com", 5.0), ("127.0.0.3", "google.com", 7.0)])
+                         [FirstUse("127.0.0.2", "google.com", 5.0, 2, 4),
+                          FirstUse("127.0.0.3", "google.com", 7.0, 1, 3)])
+
+    async def test_warmup_counts_survive_a_restart(self) -> None:
+        """The server's warm-up service saves the day's counts (every 2 s on its clock,
+        and at stop) and loads them at start: the limit holds across a restart."""
+        from hurricane.config import DeliveryConfig, SendingPoolConfig
+        from hurricane.outbound.pools import transport_services
+
+        config = DeliveryConfig(pool="p", pools=(SendingPoolConfig(
+            "p", ("192.0.2.10",), warmup=((1, 5),)),))
+        clock = Clock()
+        clock.advance(START)
+
+        async def no_txt(name: str) -> list[str]:
+            return []
+
+        async def start() -> tuple[Any, Any]:
+            pools, _, services = transport_services(config, clock, no_txt, self.store)
+            services[0].startService()
+            await services[0].loaded
+            return pools, services[0]
+
+        pools, service = await start()
+        self.assertEqual(pools.warmup.take("192.0.2.10", "google.com", 2), 2)
+        clock.advance(2)
+        await service.stopService()  # the periodic save ran; this saves what is left
+        self.assertEqual(await self.store.first_uses(),
+                         [FirstUse("192.0.2.10", "google.com", START, 1, 2)])
+        pools, service = await start()
+        self.assertEqual(pools.warmup.take("192.0.2.10", "google.com", 9), 3)
+        await service.stopService()
+        self.assertEqual((await self.store.first_uses())[0].sent, 5)
 
     async def test_source_outcomes(self) -> None:
         """Attempts by state per source address, in the window."""

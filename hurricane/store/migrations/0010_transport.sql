@@ -12,7 +12,8 @@
 -- expires_at (fetched_at + its max_age), refreshed in the background.
 --
 -- source_first_use: when an address of a pool first sent to a provider
--- (warm-up: its day 1).
+-- (warm-up: its day 1), and what it sent on its current day of use
+-- (count_day, count_sent), saved every few seconds: a restart keeps both.
 
 ALTER TABLE events ADD COLUMN source_ip TEXT;
 ALTER TABLE events ADD COLUMN tls_policy_type TEXT;
@@ -36,5 +37,7 @@ CREATE TABLE source_first_use (
     address TEXT NOT NULL,
     provider TEXT NOT NULL,
     first_at DOUBLE PRECISION NOT NULL,
+    count_day INTEGER NOT NULL DEFAULT 0,
+    count_sent BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (address, provider)
 );
