@@ -216,8 +216,8 @@ class MtaSts:
         found = await self.fetch(domain)
         return found if found is not None and found.mode != "none" else None
 
-    async def fetch(self, domain: str) -> StsPolicy | None:
-        """Look the record up and fetch the policy when its id is new.
+    async def fetch(self, domain: str, force: bool = False) -> StsPolicy | None:
+        """Look the record up and fetch the policy when its id is new (or ``force``).
 
         A failed fetch keeps the last policy until it expires (RFC 8461 5.1)
         and is remembered in :attr:`fetch_errors`.
@@ -233,7 +233,7 @@ class MtaSts:
             self._absent[domain] = now + NO_POLICY_SECONDS
             return self._valid(domain)
         kept = self._kept.get(domain)
-        if kept is not None and kept[0].policy_id == record_id and kept[1] > now:
+        if kept is not None and kept[0].policy_id == record_id and kept[1] > now and not force:
             return kept[0]
         try:
             policy = parse_policy(domain, await self._fetch(domain), record_id)
@@ -251,11 +251,18 @@ class MtaSts:
         return policy
 
     async def refresh(self) -> int:
-        """Look again at every kept policy's record (background); return how many."""
+        """Look again at every kept policy's record (background); return how many.
+
+        A policy past half its ``max_age`` is fetched again even when its id
+        did not change (RFC 8461 10.2, proactive refresh), so a domain in
+        use never finds its policy expired at send time.
+        """
         domains = list(self._kept)
+        now = self._clock.seconds()
         for domain in domains:
+            policy, expires = self._kept[domain]
             try:
-                await self.fetch(domain)
+                await self.fetch(domain, force=expires - now < policy.max_age / 2)
             except Exception:
                 log.failure("MTA-STS refresh of {domain} failed", domain=domain)
         return len(domains)

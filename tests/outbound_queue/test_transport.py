@@ -302,6 +302,30 @@ class PolicyParsingTests(SynchronousTestCase):
             with self.assertRaises(StsError):
                 parse_policy("example.com", body, "1")
 
+    def test_proactive_refresh(self) -> None:
+        """refresh() fetches a policy again past half its max_age, same id or not."""
+        clock = Clock()
+        fetched: list[str] = []
+
+        async def lookup(name: str) -> list[str]:
+            return ["v=STSv1; id=1"]
+
+        async def fetch(domain: str) -> bytes:
+            fetched.append(domain)
+            return POLICY
+
+        sts = MtaSts(clock, lookup, fetch)
+        self.successResultOf(Deferred.fromCoroutine(sts.policy("example.com")))
+        self.successResultOf(Deferred.fromCoroutine(sts.refresh()))
+        self.assertEqual(len(fetched), 1)  # fresh, same id: not fetched again
+        clock.advance(86400 / 2 + 1)
+        self.successResultOf(Deferred.fromCoroutine(sts.refresh()))
+        self.assertEqual(len(fetched), 2)
+        clock.advance(86400 / 2 + 1)  # the first copy would have expired by now
+        self.assertIsNotNone(self.successResultOf(Deferred.fromCoroutine(
+            sts.policy("example.com"))))
+        self.assertEqual(len(fetched), 2)
+
     def test_failed_fetch_keeps_the_last_policy(self) -> None:
         """A fetch failure after a new id keeps the valid policy and records the error."""
         clock = Clock()

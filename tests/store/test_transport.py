@@ -24,7 +24,7 @@ from twisted.trial.unittest import TestCase
 
 from hurricane.model import AttemptResult, BounceEvent, EventKind, ReturnedMessage, State
 from hurricane.store.sqlite import SqliteStore
-from hurricane.store.transport import FirstUse, StoredStsPolicy
+from hurricane.store.transport import FirstUse, StoredStsPolicy, TlsAttemptCount
 from hurricane.tlsrpt import (
     DailyReports,
     ReportSender,
@@ -263,6 +263,23 @@ class PostgresTransportTests(PostgresMixin, TransportMixin, TestCase):
 
 class RuaTests(TestCase):
     """The _smtp._tls record and the report message."""
+
+    def test_policy_string_of_the_kept_policy(self) -> None:
+        """An sts policy carries its text and MX patterns when it is the kept one."""
+        kept = StoredStsPolicy("a.test", "7", "enforce", ("mx.a.test",), 86400.0,
+                               "version: STSv1\nmode: enforce\nmx: mx.a.test\n", 0.0, 1.0)
+        counts = [TlsAttemptCount("a.test", "sts", "enforce 7", "success", "mx.a.test",
+                                  "192.0.2.1", "192.0.2.10", 4),
+                  TlsAttemptCount("a.test", "sts", "enforce 6", "success", "mx.a.test",
+                                  "192.0.2.1", "192.0.2.10", 1)]
+        report = build_report("a.test", DAY, counts, organization="o", contact="c",
+                              policies={"a.test": kept})
+        current, older = report["policies"]
+        self.assertEqual(current["policy"]["policy-string"],
+                         ["version: STSv1", "mode: enforce", "mx: mx.a.test"])
+        self.assertEqual(current["policy"]["mx-host"], ["mx.a.test"])
+        self.assertEqual(current["summary"]["total-successful-session-count"], 4)
+        self.assertNotIn("policy-string", older["policy"])  # an id we no longer have
 
     def test_rua(self) -> None:
         self.assertEqual(rua_of(["v=TLSRPTv1; rua=mailto:a@x.test, https://r.test/"]),
