@@ -15,7 +15,6 @@ the retry policy's next time and the facts of the session.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -47,6 +46,9 @@ from hurricane.verp import VerpCodec
 __all__ = ["AttemptJudge", "Dispatcher"]
 
 log = Logger()
+
+#: The transport facts of an attempt that had no session.
+NO_FACTS = TransportFacts()
 
 
 class AttemptJudge:
@@ -93,14 +95,12 @@ class AttemptJudge:
                                   expired=expired(delivery.created_at, now, self._max_age))
         next_attempt = (self._policy.next_attempt(delivery.attempts + 1, now, self._rng)
                         if decision.retry else None)
-        result = decision.result(delivery.delivery_id, now, remote_host=host, remote_ip=ip,
-                                 tls=tls, duration=duration, next_attempt_at=next_attempt,
-                                 owner=self._owner)
-        if facts is None:
-            return result
-        return dataclasses.replace(result, source_ip=facts.source_ip,
-                                   tls_policy_type=facts.tls_policy_type,
-                                   tls_policy_id=facts.tls_policy_id, tls_result=facts.tls_result)
+        facts = facts or NO_FACTS
+        return decision.result(delivery.delivery_id, now, remote_host=host, remote_ip=ip,
+                               tls=tls, duration=duration, next_attempt_at=next_attempt,
+                               owner=self._owner, source_ip=facts.source_ip,
+                               tls_policy_type=facts.tls_policy_type,
+                               tls_policy_id=facts.tls_policy_id, tls_result=facts.tls_result)
 
 
 class Dispatcher:
