@@ -1,6 +1,6 @@
 """Throughput of one client connection to Postfix's smtp-sink (not a test).
 
-Usage: /work/venv/bin/python -m tests.outbound_client.bench_sink [MESSAGES]
+Usage: /work/venv/bin/python -m tests.outbound.bench_sink [MESSAGES]
 
 Starts ``smtp-sink -u nobody 127.0.0.1:PORT 1024`` on a free loopback port,
 sends MESSAGES (default 5000) messages of about 5 KB, one recipient each, on
