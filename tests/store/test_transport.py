@@ -303,7 +303,7 @@ class TlsRptCommandTests(TestCase):
 
     async def test_prints_the_days_reports(self) -> None:
         from hurricane.config import load_config
-        from tests.foundation.test_cli import make_config, run
+        from tests.test_cli import make_config, run
 
         config = make_config('[delivery.tlsrpt]\norganization = "Shop"\n'
                              'contact = "tlsrpt@shop.test"\n')
