@@ -70,14 +70,16 @@ class _Plan:
     provider: str
     sts: StsPolicy | None
     tls_policy: TlsPolicy
-    #: The domain publishes MTA-STS but its policy could not be fetched.
-    fetch_error: bool = False
+    #: The domain publishes MTA-STS but its policy could not be had: the
+    #: RFC 8460 type (``sts-policy-fetch-error``, ``sts-policy-invalid``,
+    #: ``sts-webpki-invalid``).
+    fetch_error: str | None = None
 
     def facts(self, result: str | None) -> TransportFacts:
         """An attempt's transport facts under this plan (a session that succeeded
-        without the policy it should have had is an ``sts-policy-fetch-error``)."""
+        without the policy it should have had counts as the policy's failure)."""
         if self.fetch_error and result == "success":
-            result = "sts-policy-fetch-error"
+            result = self.fetch_error
         return TransportFacts(
             self.source or None, "sts" if self.sts is not None else "no-policy-found",
             self.sts.label if self.sts is not None else None, result)
@@ -128,11 +130,12 @@ class Dialer:
                     f"limit for {provider}"))
             source, helo = chosen, sending.helo_for(chosen, self._helo)
         sts = None
-        fetch_error = False
+        fetch_error = None
         if self._sts is not None and domain.lower() not in self._tls.domains:
             # a per-domain tls_policy overrides MTA-STS
             sts = await self._sts.policy(domain)
-            fetch_error = sts is None and domain.lower() in self._sts.fetch_errors
+            fetch_error = None if sts is not None else self._sts.fetch_results.get(
+                domain.lower())
         return _Plan(source, helo, sending, provider, sts, self.tls_policy(domain), fetch_error)
 
     async def dial(self, domain: str, stopping: Callable[[], bool],

@@ -31,7 +31,8 @@ from hurricane.outbound.interface import ConnectionFailed
 from hurricane.outcome import Phase, Reason
 from hurricane.store.transport import ITransportStore, StoredStsPolicy
 
-__all__ = ["MAX_AGE_LIMIT", "MAX_POLICY_BYTES", "MtaSts", "StsError", "StsPolicy",
+__all__ = ["MAX_AGE_LIMIT", "MAX_POLICY_BYTES", "MtaSts", "StsCertificateError", "StsError",
+           "StsInvalid", "StsPolicy",
            "parse_policy", "sts_record_id", "tls_result_of", "txt_lookup"]
 
 log = Logger()
@@ -50,7 +51,21 @@ PolicyFetch = Callable[[str], Awaitable[bytes]]
 
 
 class StsError(Exception):
-    """A policy or record that is not valid, or could not be fetched."""
+    """A policy that could not be fetched (RFC 8460 ``sts-policy-fetch-error``)."""
+
+    result = "sts-policy-fetch-error"
+
+
+class StsInvalid(StsError):
+    """A policy file that is not a valid policy (``sts-policy-invalid``)."""
+
+    result = "sts-policy-invalid"
+
+
+class StsCertificateError(StsError):
+    """The policy host's certificate did not verify (``sts-webpki-invalid``)."""
+
+    result = "sts-webpki-invalid"
 
 
 @dataclass(frozen=True)
@@ -104,14 +119,14 @@ def parse_policy(domain: str, body: bytes, policy_id: str) -> StsPolicy:
     """The policy of a fetched file (RFC 8461 3.2), line by line.
 
     Raises:
-        StsError: too long, not UTF-8, or a required field missing or wrong.
+        StsInvalid: too long, not UTF-8, or a required field missing or wrong.
     """
     if len(body) > MAX_POLICY_BYTES:
-        raise StsError("policy file too long")
+        raise StsInvalid("policy file too long")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise StsError("policy file is not UTF-8") from None
+        raise StsInvalid("policy file is not UTF-8") from None
     fields: dict[str, str] = {}
     mx: list[str] = []
     for line in text.splitlines():
@@ -125,12 +140,12 @@ def parse_policy(domain: str, body: bytes, policy_id: str) -> StsPolicy:
             fields.setdefault(key, value)
     mode = fields.get("mode", "")
     if fields.get("version") != "STSv1" or mode not in ("enforce", "testing", "none"):
-        raise StsError("policy needs version: STSv1 and mode: enforce, testing or none")
+        raise StsInvalid("policy needs version: STSv1 and mode: enforce, testing or none")
     age = fields.get("max_age", "")
     if not age.isdigit() or len(age) > 10:
-        raise StsError("policy needs max_age in seconds")
+        raise StsInvalid("policy needs max_age in seconds")
     if mode != "none" and not mx:
-        raise StsError("policy has no mx")
+        raise StsInvalid("policy has no mx")
     return StsPolicy(domain.lower(), policy_id, mode, tuple(mx),
                      float(min(int(age), MAX_AGE_LIMIT)), text)
 
@@ -189,6 +204,8 @@ class MtaSts:
         #: Domains whose last fetch failed, with the error (the TLS report's
         #: ``sts-policy-fetch-error``).
         self.fetch_errors: dict[str, str] = {}
+        #: The RFC 8460 result type of each of those failures.
+        self.fetch_results: dict[str, str] = {}
 
     def _valid(self, domain: str) -> StsPolicy | None:
         kept = self._kept.get(domain)
@@ -239,10 +256,13 @@ class MtaSts:
             policy = parse_policy(domain, await self._fetch(domain), record_id)
         except Exception as e:
             self.fetch_errors[domain] = str(e) or e.__class__.__name__
+            self.fetch_results[domain] = (e.result if isinstance(e, StsError)
+                                          else StsError.result)
             log.info("MTA-STS policy fetch for {domain} failed: {error}", domain=domain,
                      error=str(e))
             return self._valid(domain)
         self.fetch_errors.pop(domain, None)
+        self.fetch_results.pop(domain, None)
         self._kept[domain] = (policy, now + policy.max_age)
         if self._store is not None:
             await self._store.save_sts_policy(StoredStsPolicy(

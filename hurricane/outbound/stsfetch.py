@@ -12,12 +12,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import treq
+from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    RequestTransmissionFailed,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
 from twisted.web.iweb import IAgent, IResponse
 
-from hurricane.outbound.mtasts import MAX_POLICY_BYTES, StsError
+from hurricane.outbound.mtasts import MAX_POLICY_BYTES, StsCertificateError, StsError
 
 __all__ = ["fetcher", "https_agent", "policy_url"]
 
@@ -37,9 +44,15 @@ def fetcher(agent: IAgent, clock: object,
             timeout: float = 30.0) -> Callable[[str], Awaitable[bytes]]:
     """A policy fetch for :class:`~hurricane.outbound.mtasts.MtaSts`."""
     async def fetch(domain: str) -> bytes:
-        response: IResponse = await treq.get(policy_url(domain), agent=agent,
-                                             allow_redirects=False, timeout=timeout,
-                                             reactor=clock)  # type: ignore[arg-type]
+        try:
+            response: IResponse = await treq.get(policy_url(domain), agent=agent,
+                                                 allow_redirects=False, timeout=timeout,
+                                                 reactor=clock)  # type: ignore[arg-type]
+        except (RequestTransmissionFailed, ResponseNeverReceived, ResponseFailed) as e:
+            if any(f.check(SSL.Error) for f in e.reasons):
+                raise StsCertificateError(f"policy host certificate: {e.reasons[0].value}"
+                                          ) from e
+            raise
         if response.code != 200:
             raise StsError(f"policy fetch answered HTTP {response.code}")
         chunks: list[bytes] = []

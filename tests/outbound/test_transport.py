@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -251,16 +251,26 @@ class MtaStsSchedulerTests(PoolSchedulerTestCase):
         self.assertEqual([a[3] for a in self.connector.attempts], ["verify", "opportunistic"])
 
     def test_fetch_error_recorded(self) -> None:
-        """A published policy that cannot be fetched: delivered as without one, recorded
-        as sts-policy-fetch-error (RFC 8460's name for it)."""
+        """A published policy that cannot be had: delivered as without one, recorded with
+        RFC 8460's name for why (not a policy: sts-policy-invalid; no answer: fetch error)."""
         self.policy = b"not a policy"
         self.start()
         [did] = self.enqueue("a@example.com")
         self.turn()
         r = self.results()[did]
         self.assertEqual((r.state, r.tls_policy_type, r.tls_result),
-                         (State.delivered, "no-policy-found", "sts-policy-fetch-error"))
+                         (State.delivered, "no-policy-found", "sts-policy-invalid"))
         self.assertEqual([a[3] for a in self.connector.attempts], ["opportunistic"])
+
+        async def unreachable(domain: str) -> bytes:
+            raise ConnectionRefusedError("connection refused")
+
+        self.sts = MtaSts(self.clock, lambda name: succeed(["v=STSv1; id=9"]), unreachable)
+        self.service.stopService()
+        self.start()
+        [did] = self.enqueue("b@example.com")
+        self.turn()
+        self.assertEqual(self.results()[did].tls_result, "sts-policy-fetch-error")
 
     def test_domain_tls_policy_overrides(self) -> None:
         """A per-domain tls_policy wins: no policy look-up, no-policy-found recorded."""

@@ -241,7 +241,8 @@ class MtaStsLoopbackTests(TransportLoopbackTestCase):
         sts = self.serve("enforce", trusted=False)
         found = yield defer.Deferred.fromCoroutine(sts.policy("example.test"))
         self.assertIsNone(found)
-        self.assertIn("example.test", sts.fetch_errors)
+        self.assertEqual(sts.fetch_results, {"example.test": "sts-webpki-invalid"})
+        self.assertIn("certificate verify failed", sts.fetch_errors["example.test"])
         self.assertEqual(self.site.requests, 0)  # refused at the handshake
 
 
