@@ -396,3 +396,17 @@ class RetryCommandTests(TestCase):
     def test_retry_by_domain(self) -> Deferred[None]:
         """A deferred delivery of the domain (in any case) is due now after the command."""
         return Deferred.fromCoroutine(self._retry())
+
+
+class CheckConfigPoolTests(SynchronousTestCase):
+    """check-config refuses a sending pool address this host does not have."""
+
+    def test_pool_addresses(self) -> None:
+        pool = ('[delivery]\npool = "p"\n[[delivery.pools]]\nname = "p"\n'
+                'addresses = ["127.0.0.2", "{}"]\n')
+        r = run("check-config", "--config", make_config(pool.format("127.0.0.3")))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = run("check-config", "--config", make_config(pool.format("192.0.2.77")))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("[delivery] pools[0] addresses: 192.0.2.77 is not an address of this "
+                      "host", r.stderr)

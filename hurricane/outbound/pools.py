@@ -13,6 +13,7 @@ default) so a stream or a message can name its own later (F20's
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Mapping, Sequence
 
 from twisted.application.internet import TimerService
@@ -36,7 +37,7 @@ from hurricane.outbound.warmup import Warmup, WarmupSchedule
 from hurricane.outcome import Phase
 from hurricane.store.transport import ITransportStore
 
-__all__ = ["DialedConnection", "Pools", "SendingPool", "transport_services"]
+__all__ = ["DialedConnection", "Pools", "SendingPool", "transport_services", "unbindable"]
 
 log = Logger()
 
@@ -167,6 +168,26 @@ class DialedConnection:
     async def close(self) -> None:
         """QUIT and close."""
         await self._inner.close()
+
+
+def unbindable(configs: Sequence[SendingPoolConfig]) -> list[str]:
+    """One line per pool address this host cannot send from (not on an interface).
+
+    A connection from such an address fails with "Cannot assign requested
+    address", so every mail its pool carries would be deferred: ``hurricane
+    check-config`` says so before the server starts.
+    """
+    problems = []
+    for i, pool in enumerate(configs):
+        for address in pool.addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((address, 0))
+                except OSError as e:
+                    problems.append(f"[delivery] pools[{i}] addresses: {address} is not an "
+                                    f"address of this host ({e.strerror})")
+    return problems
 
 
 def transport_services(config: DeliveryConfig, reactor: IReactorTime, txt: TxtLookup,
