@@ -58,9 +58,15 @@ IDLE_GRACE = 2.0
 
 @dataclass(frozen=True)
 class DestinationKey:
-    """Which queue a delivery waits in, and whose limits apply: today its domain."""
+    """Which queue a delivery waits in, and whose limits apply: today its domain.
+
+    ``pool`` is the sending pool its connections come from ("" = the
+    default): a connection keeps its source address, so mail for one domain
+    from two pools waits in two queues (issue 21; streams, issue 20, set it).
+    """
 
     domain: str
+    pool: str = ""
 
     @classmethod
     def of(cls, delivery: Delivery) -> DestinationKey:
@@ -521,7 +527,7 @@ class DestinationPool:
         queued delivery of it (deferred, or failed for a permanent DNS answer)."""
         domain = dest.key.domain
         try:
-            conn = await self._dialer.dial(domain, lambda: self._stopping)
+            conn = await self._dialer.dial(domain, lambda: self._stopping, dest.key.pool)
         except DestinationError as e:
             log.info("no destination for {domain}: {reason} {error}",
                      domain=domain, reason=e.reason.value, error=e.message)

@@ -150,6 +150,22 @@ class PoolSchedulerTests(PoolSchedulerTestCase):
         recorded = Counter(r.source_ip for r in self.results().values())
         self.assertEqual(recorded, {"192.0.2.10": 3, "192.0.2.11": 3})
 
+    def test_dial_names_its_pool(self) -> None:
+        """dial(pool=...) takes that pool's addresses; "" the default's (the stream hook)."""
+        self.pools = Pools([SendingPoolConfig("bulk", ("192.0.2.10",)),
+                            SendingPoolConfig("transactional", ("192.0.2.20",),
+                                              helo={"192.0.2.20": "tx.shop.example"})],
+                           "bulk", self.clock)
+        dialer = Dialer(MXResolver(self.dns, self.clock, {}, 3600), self.connector,
+                        "out.shop.example", pools=self.pools)
+        for pool in ("transactional", ""):
+            conn = self.successResultOf(Deferred.fromCoroutine(
+                dialer.dial("example.com", lambda: False, pool)))
+            assert conn is not None
+            self.assertEqual(conn.info.source_ip, "192.0.2.20" if pool else "192.0.2.10")
+        self.assertEqual(self.connector.sources[-2:], [("192.0.2.20", "tx.shop.example"),
+                                                       ("192.0.2.10", "out.shop.example")])
+
     def test_warmup_limit_holds_exactly(self) -> None:
         """2 x LIMIT go on day 1 (LIMIT from each address), the rest waits for day 2."""
         self.start(first_retry=3600, max_retry_interval=3600)
