@@ -22,8 +22,8 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, TypeVar, cast
 
 import psycopg2
 from twisted.internet import main
@@ -36,9 +36,11 @@ from txpostgres.reconnection import ConnectionDead
 from hurricane.store.base import SqlStore
 from hurricane.store.factory import redact_url
 from hurricane.store.sql import POSTGRES
-from hurricane.store.txn import Row
+from hurricane.store.txn import Row, TxnCall
 
 __all__ = ["PostgresStore"]
+
+T = TypeVar("T")
 
 log = Logger()
 
@@ -303,7 +305,7 @@ class PostgresStore(SqlStore):
         if pool is not None:
             pool.close()
 
-    async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
+    async def _run_txn(self, call: TxnCall[T]) -> T:
         pool = self._pool
         if pool is None:
             raise ConnectionDead("store is closed")
@@ -313,7 +315,7 @@ class PostgresStore(SqlStore):
             cursor = conn.cursor()
             txn = _PgTxn(cursor, conn.prepared if self._prepare else None)
             try:
-                result = await func(txn, *args)
+                result = await call.run(txn)
                 if txn.begun:
                     await cursor.execute("COMMIT")
             except BaseException:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from twisted.enterprise import adbapi
 from twisted.internet.interfaces import IReactorCore, IReactorTime
@@ -32,7 +33,7 @@ from hurricane.filemodes import create_private_file, tighten
 from hurricane.outcome import SqliteSync
 from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
-from hurricane.store.txn import Row, run_sync
+from hurricane.store.txn import Row, Txn, TxnCall, run_sync
 
 __all__ = ["SqliteStore", "prepare_database_files"]
 
@@ -40,8 +41,23 @@ log = Logger()
 
 #: Most operations per coalesced transaction (bounds one commit's latency).
 _MAX_OPERATIONS = 64
-#: One operation's result: (True, value) or (False, the exception it raised).
-_Outcome = tuple[bool, Any]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One transaction function call in a coalesced transaction.
+
+    ``run`` stores its result where its caller will read it (a closure over
+    the caller's typed slot), so the batch carries no erased values.
+    """
+
+    run: Callable[[Txn], Coroutine[Any, Any, None]]
+    name: str
+
+
+#: What a coalesced operation ended with: None, or the exception it raised.
+_Outcome = BaseException | None
 
 
 def _check_open(conn: sqlite3.Connection) -> None:
@@ -90,7 +106,7 @@ class _SqliteTxn:
 
     dialect = SQLITE
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
         self._conn = cursor.connection
 
@@ -154,7 +170,7 @@ class SqliteStore(SqlStore):
         self._busy_ms = int(busy_timeout * 1000)
         self._pool: adbapi.ConnectionPool | None = None
         #: Every transaction function call, coalesced (see the module doc).
-        self._txns: GroupCommit[tuple[Callable[..., Any], tuple[Any, ...]], _Outcome] = \
+        self._txns: GroupCommit[_Operation, _Outcome] = \
             GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
 
     def _on_connect(self, conn: sqlite3.Connection) -> None:
@@ -184,14 +200,18 @@ class SqliteStore(SqlStore):
         if pool is not None:
             pool.close()
 
-    async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
-        ok, value = await self._txns.submit((func, args))
-        if not ok:
-            raise value
-        return value
+    async def _run_txn(self, call: TxnCall[T]) -> T:
+        slot: list[T] = []
 
-    async def _run_batch(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                         ) -> list[_Outcome]:
+        async def run(txn: Txn) -> None:
+            slot.append(await call.run(txn))
+
+        error = await self._txns.submit(_Operation(run, call.name))
+        if error is not None:
+            raise error
+        return slot[0]
+
+    async def _run_batch(self, calls: list[_Operation]) -> list[_Outcome]:
         pool = self._pool
         if pool is None:
             raise sqlite3.ProgrammingError("store is closed")
@@ -203,13 +223,12 @@ class SqliteStore(SqlStore):
             # StoreUnavailable); say once which operations it took down.
             log.warn("Store {url} failed a transaction of {count} operation(s) ({names}): "
                      "{error}", url=self.url, count=len(calls), error=repr(e),
-                     names=", ".join(sorted({getattr(f, "__name__", "?") for f, _ in calls})))
+                     names=", ".join(sorted({op.name for op in calls})))
             raise
         return outcomes
 
     @staticmethod
-    def _interaction_batch(cursor: Any, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                           ) -> list[_Outcome]:
+    def _interaction_batch(cursor: sqlite3.Cursor, calls: list[_Operation]) -> list[_Outcome]:
         """Run transaction functions in the pool thread, in one transaction.
 
         BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
@@ -222,23 +241,22 @@ class SqliteStore(SqlStore):
         cursor.execute("BEGIN IMMEDIATE")
         try:
             if len(calls) == 1:
-                func, args = calls[0]
                 try:
-                    value = run_sync(func(_SqliteTxn(cursor), *args))
+                    run_sync(calls[0].run(_SqliteTxn(cursor)))
                 except Exception as e:
                     # Alone in its transaction: roll all of it back (unless
                     # SQLite already did: disk full, I/O error...).
                     if conn.in_transaction:
                         cursor.execute("ROLLBACK")
-                    return [(False, e)]
+                    return [e]
                 _check_open(conn)
-                outcomes: list[_Outcome] = [(True, value)]
+                outcomes: list[_Outcome] = [None]
             else:
                 outcomes = []
-                for func, args in calls:
+                for op in calls:
                     cursor.execute("SAVEPOINT op")
                     try:
-                        value = run_sync(func(_SqliteTxn(cursor), *args))
+                        run_sync(op.run(_SqliteTxn(cursor)))
                     except Exception as e:
                         if not conn.in_transaction:
                             # SQLite rolled the whole transaction back: every
@@ -246,11 +264,11 @@ class SqliteStore(SqlStore):
                             raise
                         cursor.execute("ROLLBACK TO op")
                         cursor.execute("RELEASE op")
-                        outcomes.append((False, e))
+                        outcomes.append(e)
                     else:
                         _check_open(conn)
                         cursor.execute("RELEASE op")
-                        outcomes.append((True, value))
+                        outcomes.append(None)
         except BaseException:
             if conn.in_transaction:
                 try:

@@ -20,9 +20,9 @@ import enum
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Container, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from hurricane.address import domain_of, fold
 from hurricane.decisions import decide_bounce, suppression_source
@@ -104,7 +104,29 @@ class Txn(Protocol):
         """
 
 
-TxnFunction = Callable[..., Awaitable[T]]
+@dataclass(frozen=True)
+class TxnCall(Generic[T]):
+    """A transaction function with its arguments bound: what an engine runs."""
+
+    #: ``func(txn, *args)`` for the bound function and arguments.
+    run: Callable[[Txn], Awaitable[T]]
+    #: The transaction function's name (for logs).
+    name: str
+
+
+@dataclass(frozen=True)
+class ReadCall:
+    """A read-only transaction function call, batched with others by
+    :func:`read_batch_txn` (which may answer point reads together)."""
+
+    func: Callable[..., Awaitable[object]]
+    args: tuple[object, ...]
+    kwargs: Mapping[str, object]
+
+
+def name_of(func: Callable[..., object]) -> str:
+    """The name of a transaction function, for logs."""
+    return str(getattr(func, "__name__", "?"))
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -390,29 +412,29 @@ async def enqueue_txn(txn: Txn, prepared: PreparedMessage) -> EnqueueResult:
     return (await enqueue_batch_txn(txn, [prepared]))[0]
 
 
-async def read_batch_txn(txn: Txn, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]
-                         ) -> list[Any]:
+async def read_batch_txn(txn: Txn, calls: Sequence[ReadCall]) -> list[object]:
     """Run several read-only transaction functions in one transaction.
 
-    Each ``(func, args)`` is answered as ``func(txn, *args)`` would; their
-    results in order. Point reads of one kind (``load_bounce_txn``,
+    Each call is answered as ``func(txn, *args)`` would; their results in
+    order. Point reads of one kind (``load_bounce_txn``,
     ``get_delivery_txn``: the bounce processor issues dozens at once) are
     answered together by one ``IN (...)`` query each: on SQLite every
     statement costs a trip through the sqlite3 module with the GIL, on
     PostgreSQL a round trip. The calls are read-only and share one
     transaction, so answering them out of order changes nothing.
     """
-    results: list[Any] = [None] * len(calls)
-    grouped: dict[Callable[..., Any], list[int]] = {}
-    for i, (func, args) in enumerate(calls):
-        if func in _POINT_READS and len(args) == 1 and isinstance(args[0], int):
-            grouped.setdefault(func, []).append(i)
+    results: list[object] = [None] * len(calls)
+    grouped: dict[Callable[..., object], dict[int, int]] = {}
+    for i, call in enumerate(calls):
+        key = call.args[0] if len(call.args) == 1 and not call.kwargs else None
+        if call.func in _POINT_READS and isinstance(key, int):
+            grouped.setdefault(call.func, {})[i] = key
         else:
-            results[i] = await func(txn, *args)
-    for func, positions in grouped.items():
-        found = await _POINT_READS[func](txn, sorted({calls[i][1][0] for i in positions}))
-        for i in positions:
-            results[i] = found.get(calls[i][1][0])
+            results[i] = await call.func(txn, *call.args, **call.kwargs)
+    for func, keys in grouped.items():
+        found = await _POINT_READS[func](txn, sorted(set(keys.values())))
+        for i, key in keys.items():
+            results[i] = found.get(key)
     return results
 
 
@@ -768,8 +790,8 @@ async def get_delivery_txn(txn: Txn, delivery_id: int) -> Delivery | None:
 
 #: Point reads that ``read_batch_txn`` answers together: the single-key
 #: function -> the same read for many keys (a dict of the rows found).
-_ManyRead = Callable[[Txn, Sequence[int]], Awaitable[dict[int, Any]]]
-_POINT_READS: dict[Callable[..., Any], _ManyRead] = {
+_ManyRead = Callable[[Txn, Sequence[int]], Awaitable[Mapping[int, object]]]
+_POINT_READS: dict[Callable[..., object], _ManyRead] = {
     load_bounce_txn: _load_bounces,
     get_delivery_txn: _select_deliveries,
 }
