@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -37,6 +36,7 @@ from hurricane.model import (
     Suppression,
 )
 from hurricane.store import migrate, reports, txn
+from hurricane.store.faults import Faults, InjectedFault
 from hurricane.store.interface import (
     BounceRecord,
     DeferredQueueDomain,
@@ -153,15 +153,16 @@ class SqlStore:
     #: Group commit concurrency (see GroupCommit).
     enqueue_in_flight = 1
 
-    def __init__(self, url: str, reactor: IReactorTime) -> None:
+    def __init__(self, url: str) -> None:
         """
         Args:
             url: the store URL with any password removed (for messages).
-            reactor: provides the clock for bookkeeping timestamps.
         """
         self.url = url
-        self._reactor = reactor
         self._open = False
+        #: Faults armed by tests: the engines run every transaction function
+        #: on ``faults.wrap(txn)`` (see :mod:`hurricane.store.faults`).
+        self.faults = Faults()
         self._enqueuer: GroupCommit[txn.PreparedMessage, EnqueueResult] = GroupCommit(
             self._enqueue_batch, max_in_flight=self.enqueue_in_flight)
         # Returned messages are committed before their 250 like submissions:
@@ -207,7 +208,7 @@ class SqlStore:
         except (StoreError, CancelledError):
             raise
         except Exception as e:
-            if self._is_database_error(e):
+            if isinstance(e, InjectedFault) or self._is_database_error(e):
                 log.warn("Store {url} failed in {operation}: {error}", url=self.url,
                          operation=txn.name_of(func), error=repr(e))
             else:

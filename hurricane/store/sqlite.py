@@ -23,10 +23,10 @@ import os
 import sqlite3
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from hurricane.filemodes import create_private_file, tighten
@@ -35,7 +35,7 @@ from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
 from hurricane.store.txn import Row, Txn, TxnCall, run_sync
 
-__all__ = ["SqliteStore", "prepare_database_files"]
+__all__ = ["SqliteEngine", "SqliteStore", "prepare_database_files"]
 
 log = Logger()
 
@@ -45,7 +45,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class _Operation:
+class Operation:
     """One transaction function call in a coalesced transaction.
 
     ``run`` stores its result where its caller will read it (a closure over
@@ -57,7 +57,7 @@ class _Operation:
 
 
 #: What a coalesced operation ended with: None, or the exception it raised.
-_Outcome = BaseException | None
+OperationResult = BaseException | None
 
 
 def _check_open(conn: sqlite3.Connection) -> None:
@@ -140,11 +140,107 @@ class _SqliteTxn:
         return int(self._cursor.rowcount)
 
 
-class SqliteStore(SqlStore):
-    """IOutcomeStore in one SQLite file."""
+class SqliteEngine(SqlStore):
+    """What the SQLite stores share: the coalesced transactions over one connection.
+
+    Subclasses say where a batch runs (:meth:`_execute_batch`): the file
+    store in its adbapi pool thread, the memory store inline.
+    """
 
     dialect = SQLITE
     enqueue_in_flight = 1
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        #: Every transaction function call, coalesced (see the module doc).
+        self._txns: GroupCommit[Operation, OperationResult] = \
+            GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
+
+    async def _execute_batch(self, calls: list[Operation]) -> list[OperationResult]:
+        """Run :meth:`_interaction_batch` on the connection; its outcomes."""
+        raise NotImplementedError
+
+    async def _run_txn(self, call: TxnCall[T]) -> T:
+        slot: list[T] = []
+
+        async def run(txn: Txn) -> None:
+            slot.append(await call.run(txn))
+
+        error = await self._txns.submit(Operation(run, call.name))
+        if error is not None:
+            raise error
+        return slot[0]
+
+    async def _run_batch(self, calls: list[Operation]) -> list[OperationResult]:
+        try:
+            return await self._execute_batch(calls)
+        except Exception as e:
+            # The whole transaction failed (BEGIN, COMMIT or a broken
+            # savepoint): every caller gets the error (GroupCommit maps it to
+            # StoreUnavailable); say once which operations it took down.
+            log.warn("Store {url} failed a transaction of {count} operation(s) ({names}): "
+                     "{error}", url=self.url, count=len(calls), error=repr(e),
+                     names=", ".join(sorted({op.name for op in calls})))
+            raise
+
+    def _interaction_batch(self, cursor: sqlite3.Cursor,
+                           calls: list[Operation]) -> list[OperationResult]:
+        """Run transaction functions in the pool thread, in one transaction.
+
+        BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
+        that reads and then writes can fail with SQLITE_BUSY halfway when
+        another process (a CLI command) writes in between. With more than one
+        call each runs under a SAVEPOINT: a call that raises is rolled back
+        to it and gets its own error; the others commit.
+        """
+        conn = cursor.connection
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            if len(calls) == 1:
+                try:
+                    run_sync(calls[0].run(self.faults.wrap(_SqliteTxn(cursor))))
+                except Exception as e:
+                    # Alone in its transaction: roll all of it back (unless
+                    # SQLite already did: disk full, I/O error...).
+                    if conn.in_transaction:
+                        cursor.execute("ROLLBACK")
+                    return [e]
+                _check_open(conn)
+                outcomes: list[OperationResult] = [None]
+            else:
+                outcomes = []
+                for op in calls:
+                    cursor.execute("SAVEPOINT op")
+                    try:
+                        run_sync(op.run(self.faults.wrap(_SqliteTxn(cursor))))
+                    except Exception as e:
+                        if not conn.in_transaction:
+                            # SQLite rolled the whole transaction back: every
+                            # operation of the batch fails, with this error.
+                            raise
+                        cursor.execute("ROLLBACK TO op")
+                        cursor.execute("RELEASE op")
+                        outcomes.append(e)
+                    else:
+                        _check_open(conn)
+                        cursor.execute("RELEASE op")
+                        outcomes.append(None)
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    cursor.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the connection is gone; the original error says why
+            raise
+        cursor.execute("COMMIT")
+        return outcomes
+
+    def _is_database_error(self, error: BaseException) -> bool:
+        return isinstance(error, (sqlite3.Error, OSError))
+
+
+class SqliteStore(SqliteEngine):
+    """IOutcomeStore in one SQLite file."""
 
     def __init__(self, path: str, reactor: IReactorCore,
                  synchronous: SqliteSync | str = SqliteSync.full, *,
@@ -163,15 +259,11 @@ class SqliteStore(SqlStore):
         """
         level = SqliteSync.of(synchronous)
         self.path = os.path.abspath(path)
-        # a reactor is a clock too (IReactorCore does not say so)
-        super().__init__(url or f"sqlite://{self.path}", cast(IReactorTime, reactor))
+        super().__init__(url or f"sqlite://{self.path}")
         self._pool_reactor = reactor
         self._synchronous = level
         self._busy_ms = int(busy_timeout * 1000)
         self._pool: adbapi.ConnectionPool | None = None
-        #: Every transaction function call, coalesced (see the module doc).
-        self._txns: GroupCommit[_Operation, _Outcome] = \
-            GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
 
     def _on_connect(self, conn: sqlite3.Connection) -> None:
         # Runs in the pool thread for the (one) new connection.
@@ -200,84 +292,9 @@ class SqliteStore(SqlStore):
         if pool is not None:
             pool.close()
 
-    async def _run_txn(self, call: TxnCall[T]) -> T:
-        slot: list[T] = []
-
-        async def run(txn: Txn) -> None:
-            slot.append(await call.run(txn))
-
-        error = await self._txns.submit(_Operation(run, call.name))
-        if error is not None:
-            raise error
-        return slot[0]
-
-    async def _run_batch(self, calls: list[_Operation]) -> list[_Outcome]:
+    async def _execute_batch(self, calls: list[Operation]) -> list[OperationResult]:
         pool = self._pool
         if pool is None:
             raise sqlite3.ProgrammingError("store is closed")
-        try:
-            outcomes: list[_Outcome] = await pool.runInteraction(self._interaction_batch, calls)
-        except Exception as e:
-            # The whole transaction failed (BEGIN, COMMIT or a broken
-            # savepoint): every caller gets the error (GroupCommit maps it to
-            # StoreUnavailable); say once which operations it took down.
-            log.warn("Store {url} failed a transaction of {count} operation(s) ({names}): "
-                     "{error}", url=self.url, count=len(calls), error=repr(e),
-                     names=", ".join(sorted({op.name for op in calls})))
-            raise
+        outcomes: list[OperationResult] = await pool.runInteraction(self._interaction_batch, calls)
         return outcomes
-
-    @staticmethod
-    def _interaction_batch(cursor: sqlite3.Cursor, calls: list[_Operation]) -> list[_Outcome]:
-        """Run transaction functions in the pool thread, in one transaction.
-
-        BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
-        that reads and then writes can fail with SQLITE_BUSY halfway when
-        another process (a CLI command) writes in between. With more than one
-        call each runs under a SAVEPOINT: a call that raises is rolled back
-        to it and gets its own error; the others commit.
-        """
-        conn = cursor.connection
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            if len(calls) == 1:
-                try:
-                    run_sync(calls[0].run(_SqliteTxn(cursor)))
-                except Exception as e:
-                    # Alone in its transaction: roll all of it back (unless
-                    # SQLite already did: disk full, I/O error...).
-                    if conn.in_transaction:
-                        cursor.execute("ROLLBACK")
-                    return [e]
-                _check_open(conn)
-                outcomes: list[_Outcome] = [None]
-            else:
-                outcomes = []
-                for op in calls:
-                    cursor.execute("SAVEPOINT op")
-                    try:
-                        run_sync(op.run(_SqliteTxn(cursor)))
-                    except Exception as e:
-                        if not conn.in_transaction:
-                            # SQLite rolled the whole transaction back: every
-                            # operation of the batch fails, with this error.
-                            raise
-                        cursor.execute("ROLLBACK TO op")
-                        cursor.execute("RELEASE op")
-                        outcomes.append(e)
-                    else:
-                        _check_open(conn)
-                        cursor.execute("RELEASE op")
-                        outcomes.append(None)
-        except BaseException:
-            if conn.in_transaction:
-                try:
-                    cursor.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the connection is gone; the original error says why
-            raise
-        cursor.execute("COMMIT")
-        return outcomes
-
-    def _is_database_error(self, error: BaseException) -> bool:
-        return isinstance(error, (sqlite3.Error, OSError))

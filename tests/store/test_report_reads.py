@@ -323,7 +323,7 @@ class MemoryReportReadsTests(ReportReadsMixin, TestCase):
         return store
 
     async def forget_mailing(self, key: str) -> None:
-        del self.store._mailings[key]
+        self.store.query("DELETE FROM mailings WHERE mailing_key = ?", (key,))
 
 
 class SqliteReportReadsTests(ReportReadsMixin, TestCase):
