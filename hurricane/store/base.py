@@ -176,6 +176,11 @@ class SqlStore:
         self._reader: GroupCommit[txn.ReadCall, object] = \
             GroupCommit(self._read_batch, max_in_flight=1)
 
+    @property
+    def is_open(self) -> bool:
+        """True between a successful open() and close()."""
+        return self._open
+
     # -- engine hooks -------------------------------------------------------
 
     async def _connect(self) -> None:
