@@ -35,7 +35,7 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
-from hurricane.store import migrate, reports, txn
+from hurricane.store import migrate, reports
 from hurricane.store.faults import Faults, InjectedFault
 from hurricane.store.interface import (
     BounceRecord,
@@ -49,6 +49,15 @@ from hurricane.store.interface import (
     StoreUnavailable,
 )
 from hurricane.store.sql import Dialect
+from hurricane.store.txn import (
+    bounces,
+    core,
+    deliveries,
+    reads,
+    submission,
+    summaries,
+    suppressions,
+)
 
 __all__ = ["GroupCommit", "SqlStore"]
 
@@ -163,7 +172,7 @@ class SqlStore:
         #: Faults armed by tests: the engines run every transaction function
         #: on ``faults.wrap(txn)`` (see :mod:`hurricane.store.faults`).
         self.faults = Faults()
-        self._enqueuer: GroupCommit[txn.PreparedMessage, EnqueueResult] = GroupCommit(
+        self._enqueuer: GroupCommit[submission.PreparedMessage, EnqueueResult] = GroupCommit(
             self._enqueue_batch, max_in_flight=self.enqueue_in_flight)
         # Returned messages are committed before their 250 like submissions:
         # the same group commit, so concurrent bounce sessions share one fsync.
@@ -173,7 +182,7 @@ class SqlStore:
         # batch, outbound workers loading bodies) share one transaction: on
         # SQLite each transaction is a hand-off to the pool thread and back,
         # which costs more than the SELECT.
-        self._reader: GroupCommit[txn.ReadCall, object] = \
+        self._reader: GroupCommit[core.ReadCall, object] = \
             GroupCommit(self._read_batch, max_in_flight=1)
 
     @property
@@ -189,7 +198,7 @@ class SqlStore:
     async def _disconnect(self) -> None:
         raise NotImplementedError
 
-    async def _run_txn(self, call: txn.TxnCall[T]) -> T:
+    async def _run_txn(self, call: core.TxnCall[T]) -> T:
         """Run ``call(txn)`` in one transaction; return its result."""
         raise NotImplementedError
 
@@ -199,42 +208,42 @@ class SqlStore:
 
     # -- plumbing -----------------------------------------------------------
 
-    async def _run(self, func: Callable[Concatenate[txn.Txn, P], Awaitable[T]],
+    async def _run(self, func: Callable[Concatenate[core.Txn, P], Awaitable[T]],
                    *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``func(txn, *args, **kwargs)`` in a transaction, mapping every
         failure to StoreUnavailable; the result has ``func``'s type."""
         if not self._open:
             raise StoreUnavailable(f"store {self.url} is not open")
-        async def bound(t: txn.Txn) -> T:
+        async def bound(t: core.Txn) -> T:
             return await func(t, *args, **kwargs)
 
         try:
-            return await self._run_txn(txn.TxnCall(bound, txn.name_of(func)))
+            return await self._run_txn(core.TxnCall(bound, core.name_of(func)))
         except (StoreError, CancelledError):
             raise
         except Exception as e:
             if isinstance(e, InjectedFault) or self._is_database_error(e):
                 log.warn("Store {url} failed in {operation}: {error}", url=self.url,
-                         operation=txn.name_of(func), error=repr(e))
+                         operation=core.name_of(func), error=repr(e))
             else:
                 # Not the database: a bug. Still 451 for the client (a retry
                 # may succeed after a fix), but loudly.
                 log.failure("Unexpected error in store {url} ({operation})", url=self.url,
-                            operation=txn.name_of(func))
+                            operation=core.name_of(func))
             raise StoreUnavailable(f"store {self.url}: {e}") from e
 
-    async def _read(self, func: Callable[Concatenate[txn.Txn, P], Awaitable[T]],
+    async def _read(self, func: Callable[Concatenate[core.Txn, P], Awaitable[T]],
                     *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a read-only transaction function, batched with concurrent reads."""
         if not self._open:
             raise StoreUnavailable(f"store {self.url} is not open")
-        result = await self._reader.submit(txn.ReadCall(func, args, kwargs))
+        result = await self._reader.submit(core.ReadCall(func, args, kwargs))
         # The one place types are erased: reads of every kind share a batch
         # (read_batch_txn answers each call as ``func`` would).
         return cast(T, result)
 
-    async def _read_batch(self, calls: list[txn.ReadCall]) -> list[object]:
-        return await self._run(txn.read_batch_txn, calls)
+    async def _read_batch(self, calls: list[core.ReadCall]) -> list[object]:
+        return await self._run(reads.read_batch_txn, calls)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -288,14 +297,14 @@ class SqlStore:
 
     async def enqueue(self, message: NewMessage, now: float) -> EnqueueResult:
         """Durably store a message and its delivery rows (group commit)."""
-        prepared = txn.prepare_message(message, now)
+        prepared = submission.prepare_message(message, now)
         if not self._open:
             raise StoreUnavailable(f"store {self.url} is not open")
         result: EnqueueResult = await self._enqueuer.submit(prepared)
         return result
 
-    async def _enqueue_batch(self, batch: list[txn.PreparedMessage]) -> list[EnqueueResult]:
-        return await self._run(txn.enqueue_batch_txn, batch)
+    async def _enqueue_batch(self, batch: list[submission.PreparedMessage]) -> list[EnqueueResult]:
+        return await self._run(submission.enqueue_batch_txn, batch)
 
     # -- delivery -----------------------------------------------------------
 
@@ -303,16 +312,16 @@ class SqlStore:
                         exclude_domains: Sequence[str] = ()) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries for ``owner``."""
         return await self._run(
-            txn.claim_due_txn, now, owner, lease_seconds, limit, tuple(exclude_domains))
+            deliveries.claim_due_txn, now, owner, lease_seconds, limit, tuple(exclude_domains))
 
     async def release(self, delivery_ids: Sequence[int], owner: str) -> None:
         """Give back leases held by ``owner``."""
         if delivery_ids:
-            await self._run(txn.release_txn, list(delivery_ids), owner)
+            await self._run(deliveries.release_txn, list(delivery_ids), owner)
 
     async def release_owner(self, owner: str) -> int:
         """Give back every lease held by ``owner``."""
-        return await self._run(txn.release_owner_txn, owner)
+        return await self._run(deliveries.release_owner_txn, owner)
 
     async def load_body(self, message_pk: int) -> bytes:
         """The stored message bytes.
@@ -320,22 +329,22 @@ class SqlStore:
         Raises:
             KeyError: no such message.
         """
-        body = await self._read(txn.load_body_txn, message_pk)
+        body = await self._read(deliveries.load_body_txn, message_pk)
         if body is None:
             raise KeyError(message_pk)
         return body
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> list[int]:
         """Record attempt outcomes in one transaction; return the event ids."""
-        txn.check_attempts(results)
+        deliveries.check_attempts(results)
         if not results:
             return []
-        return await self._run(txn.record_attempts_txn, list(results))
+        return await self._run(deliveries.record_attempts_txn, list(results))
 
     async def retry_now(self, now: float, queue_id: str | None = None,
                         domain: str | None = None, delivery_id: int | None = None) -> int:
         """Make matching deferred deliveries due now; return how many."""
-        return int(await self._run(txn.retry_now_txn, now, queue_id, domain, delivery_id))
+        return int(await self._run(deliveries.retry_now_txn, now, queue_id, domain, delivery_id))
 
     # -- returned mail ------------------------------------------------------
 
@@ -352,45 +361,45 @@ class SqlStore:
         return bounce_id
 
     async def _store_bounce_batch(self, batch: list[ReturnedMessage]) -> list[int]:
-        return await self._run(txn.store_bounces_txn, batch)
+        return await self._run(bounces.store_bounces_txn, batch)
 
     async def pending_bounces(self, limit: int) -> list[int]:
         """Ids of stored returned messages not yet analyzed, oldest first."""
-        return await self._run(txn.pending_bounces_txn, limit)
+        return await self._run(bounces.pending_bounces_txn, limit)
 
     async def load_bounce(self, bounce_id: int) -> StoredBounce | None:
         """One stored returned message with its raw bytes."""
-        return await self._read(txn.load_bounce_txn, bounce_id)
+        return await self._read(bounces.load_bounce_txn, bounce_id)
 
     async def bounce_analysis(self, bounce_id: int) -> str | None:
         """The analysis JSON recorded for a returned message."""
-        return await self._read(txn.bounce_analysis_txn, bounce_id)
+        return await self._read(bounces.bounce_analysis_txn, bounce_id)
 
     async def record_bounce(self, bounce_id: int, events: Sequence[BounceEvent], category: str,
                             correlation: str | None, analysis: str) -> list[int]:
         """Record the analysis of a returned message in one transaction."""
-        return await self._run(txn.record_bounce_txn, bounce_id, list(events),
+        return await self._run(bounces.record_bounce_txn, bounce_id, list(events),
                                          category, correlation, analysis)
 
     async def record_bounces(self, records: Sequence[BounceRecord]) -> list[list[int]]:
         """Record several analyses in one transaction (one commit for the batch)."""
         if not records:
             return []
-        return await self._run(txn.record_bounces_txn, list(records))
+        return await self._run(bounces.record_bounces_txn, list(records))
 
     async def mark_bounce_failed(self, bounce_id: int, error: str) -> None:
         """Mark a returned message whose analysis failed (kept for replay)."""
-        await self._run(txn.mark_bounce_failed_txn, bounce_id, error)
+        await self._run(bounces.mark_bounce_failed_txn, bounce_id, error)
 
     async def purge_bounces(self, before: float, now: float, limit: int = 1000) -> int:
         """Drop the raw bytes of finished returned messages received before ``before``."""
-        return int(await self._run(txn.purge_bounces_txn, before, now, limit))
+        return int(await self._run(bounces.purge_bounces_txn, before, now, limit))
 
     # -- reading ------------------------------------------------------------
 
     async def get_delivery(self, delivery_id: int) -> Delivery | None:
         """One delivery row, or None."""
-        return await self._read(txn.get_delivery_txn, delivery_id)
+        return await self._read(deliveries.get_delivery_txn, delivery_id)
 
     async def find_deliveries(self, *, recipient: str | None = None,
                               queue_id: str | None = None, mailing_id: str | None = None,
@@ -399,32 +408,32 @@ class SqlStore:
                               since: float | None = None, limit: int = 100) -> list[Delivery]:
         """Deliveries matching every given filter, newest first."""
         return await self._read(
-            txn.find_deliveries_txn, recipient, queue_id, mailing_id, message_id,
+            reads.find_deliveries_txn, recipient, queue_id, mailing_id, message_id,
             header_message_id, since, limit)
 
     async def events(self, delivery_id: int) -> list[Event]:
         """Every event of a delivery, in order."""
-        return await self._run(txn.events_txn, delivery_id)
+        return await self._run(reads.events_txn, delivery_id)
 
     async def events_after(self, after_event_id: int, limit: int) -> list[EventRecord]:
         """Events with ``event_id > after_event_id`` in id order (at most ``limit``)."""
-        return await self._run(txn.events_after_txn, after_event_id,
+        return await self._run(reads.events_after_txn, after_event_id,
                                                      limit)
 
     async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
                        state: str | None = None,
                        mailing_id: str | None = None) -> list[Outcome]:
         """One page of outcome records ordered by delivery id (keyset paging)."""
-        return await self._run(txn.outcomes_txn, after_delivery_id, limit,
+        return await self._run(reads.outcomes_txn, after_delivery_id, limit,
                                               state, mailing_id)
 
     async def summary(self, since: float | None = None, until: float | None = None) -> Summary:
         """Counts by state and reason for deliveries created in the window."""
-        return await self._run(txn.summary_txn, since, until)
+        return await self._run(summaries.summary_txn, since, until)
 
     async def queue_depth(self) -> dict[str, int]:
         """Number of deliveries per pending state (queued, deferred)."""
-        return await self._run(txn.queue_depth_txn)
+        return await self._run(summaries.queue_depth_txn)
 
     # -- report reads -------------------------------------------------------
 
@@ -434,34 +443,34 @@ class SqlStore:
         if bucket_seconds <= 0:
             raise ValueError("bucket_seconds must be positive")
         return await self._run(
-            txn.timeseries_txn, since, until, bucket_seconds)
+            summaries.timeseries_txn, since, until, bucket_seconds)
 
     async def top_domains(self, since: float | None, until: float | None,
                           limit: int = 10) -> list[DomainStats]:
         """The destination domains with most deliveries created in the window."""
-        return await self._run(txn.top_domains_txn, since, until, limit)
+        return await self._run(summaries.top_domains_txn, since, until, limit)
 
     async def bounce_reasons(self, since: float | None, until: float | None,
                              limit: int = 50) -> list[ReasonCount]:
         """Failed and bounced deliveries by reason, most first."""
-        return await self._run(txn.bounce_reasons_txn, since, until,
+        return await self._run(summaries.bounce_reasons_txn, since, until,
                                                    limit)
 
     async def deferred_by_domain(self, limit: int = 100) -> list[DeferredDomain]:
         """The deferred queue grouped by destination domain, largest first."""
-        return await self._run(txn.deferred_by_domain_txn, limit)
+        return await self._run(summaries.deferred_by_domain_txn, limit)
 
     async def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest queued or deferred delivery."""
-        return await self._run(txn.oldest_pending_txn)
+        return await self._run(summaries.oldest_pending_txn)
 
     async def mailing_summary(self, mailing_id: str) -> Summary:
         """Counts for every delivery of a mailing."""
-        return await self._run(txn.mailing_summary_txn, mailing_id)
+        return await self._run(summaries.mailing_summary_txn, mailing_id)
 
     async def get_message(self, queue_id: str) -> StoredMessage | None:
         """A message's envelope and identifiers by queue id, or None."""
-        return await self._run(txn.get_message_txn, queue_id)
+        return await self._run(reads.get_message_txn, queue_id)
 
     async def search_deliveries(self, *, recipient: str | None = None,
                                 queue_id: str | None = None, mailing_id: str | None = None,
@@ -472,7 +481,7 @@ class SqlStore:
                                 limit: int = 50) -> list[Delivery]:
         """One page of deliveries matching every filter, newest first (keyset)."""
         return await self._run(
-            txn.search_deliveries_txn, recipient, queue_id, mailing_id, message_id, state,
+            reads.search_deliveries_txn, recipient, queue_id, mailing_id, message_id, state,
             domain, since, until, before_delivery_id, limit)
 
     # -- suppression --------------------------------------------------------
@@ -480,21 +489,21 @@ class SqlStore:
     async def suppress(self, address: str, reason: str, now: float, source: str | None = None,
                        note: str | None = None, event_id: int | None = None) -> bool:
         """Add an address (lower-cased); return False when it was already there."""
-        return bool(await self._run(txn.suppress_txn, address, reason, now, source, note,
+        return bool(await self._run(suppressions.suppress_txn, address, reason, now, source, note,
                                     event_id))
 
     async def unsuppress(self, address: str) -> bool:
         """Remove an address; return False when it was not there."""
-        return bool(await self._run(txn.unsuppress_txn, address))
+        return bool(await self._run(suppressions.unsuppress_txn, address))
 
     async def get_suppression(self, address: str) -> Suppression | None:
         """The suppression entry of an address, or None."""
-        return await self._run(txn.get_suppression_txn, address)
+        return await self._run(suppressions.get_suppression_txn, address)
 
     async def suppressions(self, after: str | None = None,
                            limit: int = 1000) -> list[Suppression]:
         """One page of the suppression list ordered by address."""
-        return await self._run(txn.suppressions_txn, after, limit)
+        return await self._run(suppressions.suppressions_txn, after, limit)
 
     # -- the report's mailings, settling and queue pages (issue 18) ---------
 

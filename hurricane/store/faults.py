@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hurricane.store.sql import Dialect
-from hurricane.store.txn import Row, Txn
+from hurricane.store.txn.core import Row, Txn
 
 __all__ = ["Fault", "Faults", "FailingTxn", "InjectedFault", "containing", "fail_statements",
            "fail_transactions"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from hurricane.store.faults import Fault, fail_transactions
 from hurricane.store.sqlite import Operation, OperationResult, SqliteEngine
-from hurricane.store.txn import Row
+from hurricane.store.txn.core import Row
 
 __all__ = ["MemoryStore"]
 

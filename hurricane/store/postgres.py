@@ -36,7 +36,7 @@ from txpostgres.reconnection import ConnectionDead
 from hurricane.store.base import SqlStore
 from hurricane.store.factory import redact_url
 from hurricane.store.sql import POSTGRES
-from hurricane.store.txn import Row, TxnCall
+from hurricane.store.txn.core import Row, TxnCall
 
 __all__ = ["PostgresStore"]
 

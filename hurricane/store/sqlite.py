@@ -33,7 +33,7 @@ from hurricane.filemodes import create_private_file, tighten
 from hurricane.outcome import SqliteSync
 from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
-from hurricane.store.txn import Row, Txn, TxnCall, run_sync
+from hurricane.store.txn.core import Row, Txn, TxnCall, run_sync
 
 __all__ = ["SqliteEngine", "SqliteStore", "prepare_database_files"]
 

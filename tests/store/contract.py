@@ -25,9 +25,10 @@ from hurricane.model import (
     Source,
     State,
 )
-from hurricane.store import migrate, sql, txn
+from hurricane.store import migrate, sql
 from hurricane.store.faults import fail_statements
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
+from hurricane.store.txn import submission
 
 T0 = 1_000_000.0
 
@@ -195,7 +196,7 @@ class StoreContractMixin:
         small ones enqueued together (one group commit), with a suppressed
         recipient among them."""
         await self.store.suppress("r7@x.test", "userunknown", T0 - 5, source="bounce")
-        sizes = (300, txn._CTE_RECIPIENTS + 1, 3, 9)
+        sizes = (300, submission.CTE_RECIPIENTS + 1, 3, 9)
         results = [await self.store.enqueue(message(*(f"r{i}@x.test" for i in range(n))), T0)
                    for n in sizes[:2]]
         results += await gatherResults([Deferred.fromCoroutine(self.store.enqueue(
@@ -217,7 +218,7 @@ class StoreContractMixin:
         """A queue id already taken is drawn again; the message and its
         deliveries end up under the new one, nothing under the old twice."""
         draws = iter(["QAAAAAAAAAAAAA", "QAAAAAAAAAAAAA", "QBBBBBBBBBBBBB"])
-        self.patch(txn, "new_queue_id", lambda now=None: next(draws))
+        self.patch(submission, "new_queue_id", lambda now=None: next(draws))
         first = await self.enqueue_one("a@x.test")
         second = await self.enqueue_one("b@x.test", "c@x.test")
         self.assertEqual((first.queue_id, second.queue_id),

@@ -350,9 +350,9 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
     async def test_a_batch_of_several_statements_keeps_its_block(self) -> None:
         """More messages than one statement takes: BEGIN ... COMMIT around the
         statements, so a failing chunk cannot leave earlier ones committed."""
-        from hurricane.store.txn import _MESSAGE_CHUNK, prepare_message
+        from hurricane.store.txn.submission import MESSAGE_CHUNK, prepare_message
 
-        count = _MESSAGE_CHUNK + 5
+        count = MESSAGE_CHUNK + 5
         batch = [prepare_message(message(f"m{i}@x.test"), T0) for i in range(count)]
         results = await self.store._enqueue_batch(batch)
         self.assertEqual(len({r.queue_id for r in results}), count)
@@ -366,13 +366,13 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
     async def test_a_failing_chunk_commits_nothing(self) -> None:
         """The second statement of a large batch fails: no message of the batch stays."""
         from hurricane.store.interface import StoreUnavailable
-        from hurricane.store.txn import _MESSAGE_CHUNK, prepare_message
+        from hurricane.store.txn.submission import MESSAGE_CHUNK, prepare_message
 
         # The first statement (BEGIN and the first chunk) reaches the server;
         # the second fails.
         fault = self.store.faults.add(fail_statements(skip=1))
         batch = [prepare_message(message(f"f{i}@x.test"), T0)
-                 for i in range(_MESSAGE_CHUNK + 5)]
+                 for i in range(MESSAGE_CHUNK + 5)]
         with self.assertRaises(StoreUnavailable):
             await self.store._enqueue_batch(batch)
         self.assertEqual(fault.fired, 1)
