@@ -34,9 +34,9 @@ from txpostgres import txpostgres
 from txpostgres.reconnection import ConnectionDead
 
 from hurricane.store.base import SqlStore
-from hurricane.store.factory import redact_url
 from hurricane.store.sql import POSTGRES
 from hurricane.store.txn.core import Row, TxnCall
+from hurricane.store.urls import redact_url
 
 __all__ = ["PostgresStore"]
 
