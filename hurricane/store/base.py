@@ -1,10 +1,13 @@
-"""What the SQL engines share: the IOutcomeStore methods and group commit.
+"""What every engine shares: the IOutcomeStore methods and group commit.
 
-An engine subclass provides :meth:`SqlStore._connect`, :meth:`SqlStore._disconnect`
-and :meth:`SqlStore._run_txn` (run one ``*_txn`` function of
-:mod:`hurricane.store.txn` in a transaction). Everything else (migrations at
-open, error mapping to :class:`StoreUnavailable`, group commit of enqueues)
-lives here once.
+Every store (SQLite file, SQLite in memory, PostgreSQL) is a :class:`SqlStore`:
+one implementation of the operations, each a ``*_txn`` function of the
+domain modules of :mod:`hurricane.store.txn`. An engine subclass provides
+:meth:`SqlStore._connect`, :meth:`SqlStore._disconnect` and
+:meth:`SqlStore._run_txn` (run one bound call in a transaction, on the
+transaction object ``self.faults.wrap`` gives it). Everything else
+(migrations at open, error mapping to :class:`StoreUnavailable`, group
+commit of enqueues) lives here once.
 """
 
 from __future__ import annotations

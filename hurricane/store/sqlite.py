@@ -1,6 +1,11 @@
-"""The SQLite engine: the zero-setup default.
+"""The SQLite engine: the zero-setup default, and the memory store's engine.
 
-One connection in an adbapi pool (``cp_min = cp_max = 1``, as Synapse does),
+:class:`SqliteEngine` is the code both SQLite stores run: the coalesced
+transactions below, over one connection. :class:`SqliteStore` puts it on a
+file, in an adbapi pool thread; :class:`hurricane.store.memory.MemoryStore`
+puts it on a ``:memory:`` database and runs each batch inline.
+
+The file store has one connection in an adbapi pool (``cp_min = cp_max = 1``, as Synapse does),
 so every transaction runs in that pool's single thread, one after the other;
 WAL so that readers (``hurricane outcomes`` in another process) do not block
 the server; foreign keys on; ``synchronous`` FULL by default so that a
@@ -8,7 +13,7 @@ committed enqueue survives a power cut, which is what "250 means committed"
 promises.
 
 Every transaction goes through one :class:`hurricane.store.base.GroupCommit`
-(:meth:`SqliteStore._run_txn`): operations of any kind that arrive while a
+(:meth:`SqliteEngine._run_txn`): operations of any kind that arrive while a
 transaction is in flight (an enqueue, the scheduler's claim, the results of
 the deliveries that just finished, the bounce processor's reads) run in the
 next transaction together, each under its own SAVEPOINT so that one that
@@ -185,7 +190,8 @@ class SqliteEngine(SqlStore):
 
     def _interaction_batch(self, cursor: sqlite3.Cursor,
                            calls: list[Operation]) -> list[OperationResult]:
-        """Run transaction functions in the pool thread, in one transaction.
+        """Run transaction functions on the connection (the pool thread, or
+        inline for the memory store), in one transaction.
 
         BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
         that reads and then writes can fail with SQLITE_BUSY halfway when
@@ -296,5 +302,6 @@ class SqliteStore(SqliteEngine):
         pool = self._pool
         if pool is None:
             raise sqlite3.ProgrammingError("store is closed")
-        outcomes: list[OperationResult] = await pool.runInteraction(self._interaction_batch, calls)
+        outcomes: list[OperationResult] = await pool.runInteraction(
+            self._interaction_batch, calls)
         return outcomes
