@@ -124,6 +124,8 @@ class Faults:
 
     def wrap(self, txn: Txn) -> Txn:
         """The transaction object to hand to a ``*_txn`` function."""
+        if not self._armed:
+            return txn  # the hot path: nothing armed, nothing allocated
         self._armed = [f for f in self._armed if not f.spent]
         return FailingTxn(txn, self) if self._armed else txn
 
