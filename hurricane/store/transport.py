@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from hurricane.model import EventKind, State
-from hurricane.store.txn import Txn
+from hurricane.store.txn.core import Txn
 
 __all__ = ["MAX_TRANSPORT_ROWS", "FirstUse", "ISourceOutcomes", "ITransportStore",
            "SourceCount", "StoredStsPolicy", "TlsAttemptCount", "TransportStoreMixin",
