@@ -1073,9 +1073,8 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
                             max_header_bytes=limits.max_header_bytes,
                             max_header_value=limits.max_header_value,
                             max_part_bytes=limits.max_part_bytes)
-    error = error or perr
     ctx = _Ctx(root, deadline, limits, classifier, envelope_rcpt)
-    ctx.error = error
+    ctx.error = error or perr
     subject = mime.decode_words(root.get("subject")) or None
     from_hdr = mime.decode_words(root.get("from"))
     from_addr = _addr(from_hdr) or None
@@ -1084,126 +1083,162 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         _collect_meta(ctx, norm)
         ctx.check()
         dsn, arf, texts = _find_parts(root)
-        rtype = root.params.get("report-type", "").lower()
-        note = _notification_text(texts, limits.max_text)
-        ctx.family = _family(root, from_hdr, note)
-        if not dsn and _QUOTED_DSN.search(_nl(note)):
-            # a bounce forwarded inline ("> Final-Recipient: ..."): read the quoted text
-            note = _QUOTE_PREFIX.sub("", note)
-        if ctx.msgid is None:
-            region_end = len(_cut_original(note))
-            m = _MSGID_RE.search(_nl(note), region_end)
-            if m is not None:
-                ctx.msgid = m.group(1).strip()
-        if arf or rtype == "feedback-report":
-            part = arf[0] if arf else root
-            a = _analyze_arf(ctx, part, root)
-            if a is not None:
-                return _finish(a, ctx, base)
-        ctx.check()
-        results: list[RecipientResult] = []
-        if dsn:
-            results = _analyze_dsn(ctx, dsn, note)
-        if not results and _DSN_FIELD.search(_nl(note), 0, limits.max_text + 1):
-            per = [mime.Part([("content-type", "message/delivery-status")],
-                             note.encode("utf-8", "replace"), 1)]
-            results = _analyze_dsn(ctx, per, note)
-        if results and not any(r.recipient for r in results):
-            alt = _free_text(ctx, note, root) if note else []
-            if len(alt) == len(results):
-                results = [replace(r, recipient=x.recipient)
-                           for r, x in zip(results, alt, strict=True)]
-        results = [r for r in results if r.recipient or len(results) == 1]
-        if results:
-            cat = "bounce"
-            if all(r.action in ("delivered", "relayed", "expanded") for r in results):
-                cat = "other"
-            return _finish(Analysis(category=cat, results=tuple(results)), ctx, base)
-        for orig in _original_parts(ctx):
-            hm = orig.get("x-hmxmroriginalrecipient")
-            if hm and _addr(hm):
-                rr = RecipientResult(recipient=_addr(hm), action="failed", code=None, status=None,
-                                     status_inferred=False, reason="feedback", hard=False,
-                                     suppress=True, diagnostic="", remote_mta=None, source="arf",
-                                     rule="feedback.jmrp", feedback_type="abuse")
-                return _finish(Analysis(category="feedback", results=(rr,)), ctx, base)
-        ctx.check()
-        js = _analyze_json(ctx, note)
-        if js is not None:
-            return _finish(js, ctx, base)
-        if from_addr and _unsubscribe_request(note[:4000]):
-            # a mail client's one-click unsubscribe (List-Unsubscribe mailto:): a complaint
-            rr = RecipientResult(recipient=from_addr, action="failed", code=None, status=None,
-                                 status_inferred=False, reason="feedback", hard=False,
-                                 suppress=True,
-                                 diagnostic=(subject or "")[:500], remote_mta=None, source="arf",
-                                 rule="feedback.unsubscribe", feedback_type="opt-out")
-            return _finish(Analysis(category="feedback", results=(rr,)), ctx, base)
-        # RFC 3834 auto-replies
-        auto = _autoreply_kind(root, subject or "", from_hdr)
-        bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
-                  or bool(_BOUNCE_SUBJECT.search(subject or ""))
-                  # "From: <>": written by a mail system, not by a person who is away
-                  # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
-                  or (not from_addr and "<>" in (from_hdr or "")))
-        if (not auto and not bouncy and from_addr and not _says_undelivered(note)
-                # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
-                and not root.get("auto-submitted").lower().startswith("no")):
-            auto = _autoreply_body(subject or "", note)
-        if auto and not bouncy:
-            who = from_addr or ""
-            rr = RecipientResult(recipient=who, action="delivered", code=None, status=None,
-                                 status_inferred=False, reason="vacation", hard=False,
-                                 suppress=False,
-                                 diagnostic=(subject or "")[:500], remote_mta=None,
-                                 source="autoreply",
-                                 rule=auto)
-            return _finish(Analysis(category="autoreply", results=(rr,)), ctx, base)
-        ctx.check()
-        if len(note) > limits.max_text:
-            note = note[:limits.max_text]
-        results = _mailing_list_error(ctx, root, note)
-        if not results:
-            results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
-        if not results and bouncy:
-            ctx.check()
-            addrs = [a.lower() for v in root.get_all("x-failed-recipients")
-                     for a in _find_addrs(v)][:_MAX_RECIPIENTS]
-            if not addrs:
-                addrs = _flufl(norm, ctx) if (
-                    len(norm) <= limits.flufl_max_bytes
-                    and norm.count(b"\n") <= limits.flufl_max_lines
-                    and perr is None) else []
-            region = _cut_original(note)
-            if not addrs:
-                # the original's recipient when the text names none
-                for orig in _original_parts(ctx):
-                    addrs = [a.lower() for a in _find_addrs(orig.get("to"))][:1]
-                    break
-            if not addrs:
-                # ... or its To: quoted inline after the notification
-                m = _INLINE_TO.search(_nl(note), len(region))
-                if m is not None and _addr(m.group(1)) and _addr(m.group(1)) not in ctx.excluded:
-                    addrs = [_addr(m.group(1))]
-            results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
-            if not _CODEISH.search(region):
-                # the report names no reply and no status (only its MTA's boilerplate):
-                # nothing says why, which is "undefined" rather than "onhold"
-                results = [replace(r, reason="undefined", rule="undefined.no-diagnostic")
-                           if r.reason == "onhold" else r for r in results]
-            if not results and region.strip():
-                results = [_result(ctx, "", region[:4000], source="heuristic")]
-        if results and _still_retrying(subject or "", _cut_original(note)):
-            # a free-text warning: the reporter has not given up (docs step 1, action)
-            results = [replace(r, action="delayed") if r.action == "failed" else r
-                       for r in results]
-        if results:
-            return _finish(Analysis(category="bounce", results=tuple(results)), ctx, base)
-        return _finish(Analysis(category="other"), ctx, base)
+        note = _notification(ctx, texts, from_hdr, bool(dsn))
+        a = _reported(ctx, dsn, arf, note)
+        if a is None:
+            a = _other_reports(ctx, note, subject, from_addr)
+        if a is None:
+            a = _written(ctx, norm, note, subject, from_hdr, from_addr, perr is None)
+        return _finish(a, ctx, base)
     except _OverBudget:
         return _finish(Analysis(category="other"), ctx, base, "over-budget")
     except RecursionError:
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
+
+
+def _notification(ctx: _Ctx, texts: list[mime.Part], from_hdr: str, has_dsn: bool) -> str:
+    """The human-readable notification; sets the reporter's family and the original's id."""
+    note = _notification_text(texts, ctx.limits.max_text)
+    ctx.family = _family(ctx.root, from_hdr, note)
+    if not has_dsn and _QUOTED_DSN.search(_nl(note)):
+        # a bounce forwarded inline ("> Final-Recipient: ..."): read the quoted text
+        note = _QUOTE_PREFIX.sub("", note)
+    if ctx.msgid is None:
+        region_end = len(_cut_original(note))
+        m = _MSGID_RE.search(_nl(note), region_end)
+        if m is not None:
+            ctx.msgid = m.group(1).strip()
+    return note
+
+
+def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
+              note: str) -> Analysis | None:
+    """A report in a machine-readable form: ARF (RFC 5965), or a DSN (RFC 3464), attached
+    or inline; None when there is none (or it names no recipient)."""
+    root = ctx.root
+    if arf or root.params.get("report-type", "").lower() == "feedback-report":
+        a = _analyze_arf(ctx, arf[0] if arf else root, root)
+        if a is not None:
+            return a
+    ctx.check()
+    results: list[RecipientResult] = []
+    if dsn:
+        results = _analyze_dsn(ctx, dsn, note)
+    if not results and _DSN_FIELD.search(_nl(note), 0, ctx.limits.max_text + 1):
+        per = [mime.Part([("content-type", "message/delivery-status")],
+                         note.encode("utf-8", "replace"), 1)]
+        results = _analyze_dsn(ctx, per, note)
+    if results and not any(r.recipient for r in results):
+        alt = _free_text(ctx, note, root) if note else []
+        if len(alt) == len(results):
+            results = [replace(r, recipient=x.recipient)
+                       for r, x in zip(results, alt, strict=True)]
+    results = [r for r in results if r.recipient or len(results) == 1]
+    if not results:
+        return None
+    cat = "bounce"
+    if all(r.action in ("delivered", "relayed", "expanded") for r in results):
+        cat = "other"
+    return Analysis(category=cat, results=tuple(results))
+
+
+def _other_reports(ctx: _Ctx, note: str, subject: str | None,
+                   from_addr: str | None) -> Analysis | None:
+    """Complaints without ARF (Microsoft's JMRP, a one-click unsubscribe) and JSON reports."""
+    for orig in _original_parts(ctx):
+        hm = orig.get("x-hmxmroriginalrecipient")
+        if hm and _addr(hm):
+            rr = RecipientResult(recipient=_addr(hm), action="failed", code=None, status=None,
+                                 status_inferred=False, reason="feedback", hard=False,
+                                 suppress=True, diagnostic="", remote_mta=None, source="arf",
+                                 rule="feedback.jmrp", feedback_type="abuse")
+            return Analysis(category="feedback", results=(rr,))
+    ctx.check()
+    js = _analyze_json(ctx, note)
+    if js is not None:
+        return js
+    if from_addr and _unsubscribe_request(note[:4000]):
+        # a mail client's one-click unsubscribe (List-Unsubscribe mailto:): a complaint
+        rr = RecipientResult(recipient=from_addr, action="failed", code=None, status=None,
+                             status_inferred=False, reason="feedback", hard=False,
+                             suppress=True,
+                             diagnostic=(subject or "")[:500], remote_mta=None, source="arf",
+                             rule="feedback.unsubscribe", feedback_type="opt-out")
+        return Analysis(category="feedback", results=(rr,))
+    return None
+
+
+def _written(ctx: _Ctx, norm: bytes, note: str, subject: str | None, from_hdr: str,
+             from_addr: str | None, parsed_whole: bool) -> Analysis:
+    """A report in words only: an auto-reply (RFC 3834 or its typical body), else a
+    free-text bounce read from its text, its headers and the original's."""
+    root, limits = ctx.root, ctx.limits
+    auto = _autoreply_kind(root, subject or "", from_hdr)
+    bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
+              or bool(_BOUNCE_SUBJECT.search(subject or ""))
+              # "From: <>": written by a mail system, not by a person who is away
+              # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
+              or (not from_addr and "<>" in (from_hdr or "")))
+    if (not auto and not bouncy and from_addr and not _says_undelivered(note)
+            # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
+            and not root.get("auto-submitted").lower().startswith("no")):
+        auto = _autoreply_body(subject or "", note)
+    if auto and not bouncy:
+        rr = RecipientResult(recipient=from_addr or "", action="delivered", code=None,
+                             status=None, status_inferred=False, reason="vacation", hard=False,
+                             suppress=False, diagnostic=(subject or "")[:500], remote_mta=None,
+                             source="autoreply", rule=auto)
+        return Analysis(category="autoreply", results=(rr,))
+    ctx.check()
+    if len(note) > limits.max_text:
+        note = note[:limits.max_text]
+    results = _mailing_list_error(ctx, root, note)
+    if not results:
+        results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
+    if not results and bouncy:
+        results = _last_resort(ctx, norm, note, parsed_whole)
+    if results and _still_retrying(subject or "", _cut_original(note)):
+        # a free-text warning: the reporter has not given up (docs step 1, action)
+        results = [replace(r, action="delayed") if r.action == "failed" else r
+                   for r in results]
+    if results:
+        return Analysis(category="bounce", results=tuple(results))
+    return Analysis(category="other")
+
+
+def _last_resort(ctx: _Ctx, norm: bytes, note: str,
+                 parsed_whole: bool) -> list[RecipientResult]:
+    """A bounce whose text names no recipient we could read: X-Failed-Recipients, then
+    flufl.bounce, then the original's To: (attached, or quoted inline)."""
+    ctx.check()
+    limits = ctx.limits
+    addrs = [a.lower() for v in ctx.root.get_all("x-failed-recipients")
+             for a in _find_addrs(v)][:_MAX_RECIPIENTS]
+    if not addrs:
+        addrs = _flufl(norm, ctx) if (
+            len(norm) <= limits.flufl_max_bytes
+            and norm.count(b"\n") <= limits.flufl_max_lines
+            and parsed_whole) else []
+    region = _cut_original(note)
+    if not addrs:
+        # the original's recipient when the text names none
+        for orig in _original_parts(ctx):
+            addrs = [a.lower() for a in _find_addrs(orig.get("to"))][:1]
+            break
+    if not addrs:
+        # ... or its To: quoted inline after the notification
+        m = _INLINE_TO.search(_nl(note), len(region))
+        if m is not None and _addr(m.group(1)) and _addr(m.group(1)) not in ctx.excluded:
+            addrs = [_addr(m.group(1))]
+    results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
+    if not _CODEISH.search(region):
+        # the report names no reply and no status (only its MTA's boilerplate):
+        # nothing says why, which is "undefined" rather than "onhold"
+        results = [replace(r, reason="undefined", rule="undefined.no-diagnostic")
+                   if r.reason == "onhold" else r for r in results]
+    if not results and region.strip():
+        results = [_result(ctx, "", region[:4000], source="heuristic")]
+    return results
 
 
 _UNSUBSCRIBE_REQUEST = re.compile(r"(?i)\bsent this (?:e-?mail|message) to unsubscribe\b")
