@@ -3,8 +3,8 @@
 ``analyze(raw, envelope_rcpt)`` is pure and thread-safe and never raises.  The
 order is cheapest and most exact first: RFC 5965 ARF feedback reports, RFC
 3464 delivery-status parts, RFC 3834 auto-reply headers, then free-text
-bounces of the usual MTAs and providers (with flufl.bounce as one more source
-of recipients), and finally "other".
+bounces of the usual MTAs and providers (with, last, the addresses a report
+lists one to a line), and finally "other".
 """
 
 from __future__ import annotations
@@ -52,11 +52,6 @@ class AnalysisLimits:
     max_headers: int = mime.MAX_HEADERS
     #: Bytes of one part's body transfer- and charset-decoded at most.
     max_part_bytes: int = mime.MAX_PART_BYTES
-    #: flufl.bounce (the last resort for a bounce naming no recipient) reads
-    #: messages up to this size and line count only: its detectors cost ~10 us
-    #: per line each, and the stdlib parser under it recurses per nesting level.
-    flufl_max_bytes: int = 32 * 1024
-    flufl_max_lines: int = 1000
 
 
 class _OverBudget(Exception):
@@ -1034,29 +1029,34 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     return out
 
 
-def _flufl(root_raw: bytes, ctx: _Ctx) -> list[str]:
-    # Imported here, as is stdlib logging: most messages never get this far,
-    # and ``hurricane analyze`` on a few files should not pay for the imports.
-    try:
-        import email
-        import logging
+def _listed_addrs(region: str, excluded: set[str]) -> list[str]:
+    """The addresses standing alone on their lines in a notification's own text.
 
-        # flufl.bounce logs a full traceback (stdlib logging) whenever one of its
-        # detectors trips over a hostile message; we already treat a failing
-        # detector as "no recipients", so those tracebacks are only noise in the
-        # server log (found by fuzz/fuzz_analyze.py).
-        logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
-        from flufl.bounce import all_failures
-        # (message_from_bytes parses with the compat32 policy by default)
-        msg = email.message_from_bytes(root_raw)
-        perm, temp = all_failures(msg)
-    except Exception:
-        return []
-    out = []
-    for a in list(perm) + list(temp):
-        s = a.decode("latin-1", "replace").lower() if isinstance(a, bytes) else str(a).lower()
-        if "@" in s and s not in out and s not in ctx.excluded:
-            out.append(s)
+    The last reading of a bounce whose recipients _free_text could not tell
+    from the senders and system addresses around them: a report lists the
+    recipients it failed one to a line ("The following addresses had delivery
+    problems:" then the address; Exim's "address:" over its indented reason;
+    qmail's "<address>:"), or copies the original's "To: address" line into
+    its text. Only whole lines count (a sentence naming an address is not a
+    list), each read once: linear in the region.
+    """
+    out: list[str] = []
+    for line in region.split("\n"):
+        if "@" not in line or len(line) > 400:
+            continue
+        s = line.strip()
+        if s[:3].lower() == "to:":
+            s = s[3:].strip()
+        s = s.rstrip(":").rstrip()
+        if s[:1] == "<" and s[-1:] == ">":
+            s = s[1:-1]
+        if _ADDR_RE.fullmatch(s) is None:
+            continue
+        a = s.lower()
+        if a not in excluded and a not in out:
+            out.append(a)
+            if len(out) >= _MAX_RECIPIENTS:
+                break
     return out
 
 
@@ -1088,7 +1088,7 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         if a is None:
             a = _other_reports(ctx, note, subject, from_addr)
         if a is None:
-            a = _written(ctx, norm, note, subject, from_hdr, from_addr, perr is None)
+            a = _written(ctx, note, subject, from_hdr, from_addr)
         return _finish(a, ctx, base)
     except _OverBudget:
         return _finish(Analysis(category="other"), ctx, base, "over-budget")
@@ -1168,8 +1168,8 @@ def _other_reports(ctx: _Ctx, note: str, subject: str | None,
     return None
 
 
-def _written(ctx: _Ctx, norm: bytes, note: str, subject: str | None, from_hdr: str,
-             from_addr: str | None, parsed_whole: bool) -> Analysis:
+def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
+             from_addr: str | None) -> Analysis:
     """A report in words only: an auto-reply (RFC 3834 or its typical body), else a
     free-text bounce read from its text, its headers and the original's."""
     root, limits = ctx.root, ctx.limits
@@ -1196,7 +1196,7 @@ def _written(ctx: _Ctx, norm: bytes, note: str, subject: str | None, from_hdr: s
     if not results:
         results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
     if not results and bouncy:
-        results = _last_resort(ctx, norm, note, parsed_whole)
+        results = _last_resort(ctx, note)
     if results and _still_retrying(subject or "", _cut_original(note)):
         # a free-text warning: the reporter has not given up (docs step 1, action)
         results = [replace(r, action="delayed") if r.action == "failed" else r
@@ -1206,20 +1206,16 @@ def _written(ctx: _Ctx, norm: bytes, note: str, subject: str | None, from_hdr: s
     return Analysis(category="other")
 
 
-def _last_resort(ctx: _Ctx, norm: bytes, note: str,
-                 parsed_whole: bool) -> list[RecipientResult]:
+def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
     """A bounce whose text names no recipient we could read: X-Failed-Recipients, then
-    flufl.bounce, then the original's To: (attached, or quoted inline)."""
+    the addresses its text lists one to a line, then the original's To: (attached, or
+    quoted inline)."""
     ctx.check()
-    limits = ctx.limits
     addrs = [a.lower() for v in ctx.root.get_all("x-failed-recipients")
              for a in _find_addrs(v)][:_MAX_RECIPIENTS]
-    if not addrs:
-        addrs = _flufl(norm, ctx) if (
-            len(norm) <= limits.flufl_max_bytes
-            and norm.count(b"\n") <= limits.flufl_max_lines
-            and parsed_whole) else []
     region = _cut_original(note)
+    if not addrs:
+        addrs = _listed_addrs(region, ctx.excluded)
     if not addrs:
         # the original's recipient when the text names none
         for orig in _original_parts(ctx):
