@@ -1304,7 +1304,7 @@ def _says_undelivered(note: str) -> bool:
 # continue", Sendmail's "Warning: could not send message for past 4 hours",
 # Exchange's "Delivery Status Notification (Delay)".
 _STILL_RETRYING = re.compile(
-    r"(?i)this is a warning message only|will be retried|delivery attempts will continue|"
+    r"this is a warning message only|will be retried|delivery attempts will continue|"
     r"(?:will|shall) (?:continue|keep) (?:to )?try(?:ing)?|still (?:be )?trying|"
     r"no action is required on your part|will try (?:again|to deliver)|has not yet been delivered|"
     r"not been delivered yet|is still in the queue|will retry")
@@ -1313,14 +1313,20 @@ _DELAY_SUBJECT = re.compile(r"(?i)\(delay\)|delayed mail|^warning: (?:message|co
                             r"still being retried")
 # ...unless the same text says it gave up after all.
 # ("will give up" is the warning's future, not a give-up)
-_GAVE_UP = re.compile(r"(?i)(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
+_GAVE_UP = re.compile(r"(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
                       r"will not (?:be )?retr|could not be delivered|has been rejected|"
                       r"not going to try again")
 
 
 def _still_retrying(subject: str, region: str) -> bool:
-    """Whether a free-text report is a delay warning (the reporter is still retrying)."""
-    head = region[:6000]
+    """Whether a free-text report is a delay warning (the reporter is still retrying).
+
+    The text is lower-cased once and searched case-sensitively: an
+    IGNORECASE alternation of phrases is tried character by character at
+    every position (~100 us on 6,000 characters, a fifth of a whole
+    analysis), the lower-case one is not.
+    """
+    head = region[:6000].lower()
     if _GAVE_UP.search(head) is not None:
         return False
     return (_DELAY_SUBJECT.search(subject) is not None
