@@ -544,9 +544,16 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
 
 
 def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
-    """(delivery-status parts, feedback-report parts, notification text parts)."""
+    """(delivery-status parts, feedback-report parts, notification text parts).
+
+    A report found inside a returned message (message/rfc822) is that message's
+    content (we mailed a bounce or a complaint back, and it bounced in turn):
+    it is read only when the report itself holds no report part of its own.
+    """
     dsn: list[mime.Part] = []
     arf: list[mime.Part] = []
+    nested_dsn: list[mime.Part] = []
+    nested_arf: list[mime.Part] = []
     texts: list[mime.Part] = []
     stack = [(root, False)]
     while stack:
@@ -554,9 +561,9 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         ct = p.content_type
         if ct in ("message/delivery-status", "message/global-delivery-status",
                   "text/delivery-status", "message/x-delivery-status"):
-            dsn.append(p)
+            (nested_dsn if inside else dsn).append(p)
         elif ct == "message/feedback-report":
-            arf.append(p)
+            (nested_arf if inside else arf).append(p)
         elif p.maintype == "text" and not inside and ct != "text/rfc822-headers":
             if p.get("content-disposition").lower().startswith("attachment") and texts:
                 pass
@@ -569,6 +576,8 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
             texts.append(mime.Part([("content-type", "text/plain")], p.raw_body, p.depth))
         for c in reversed(p.children):
             stack.append((c, inside))
+    if not dsn and not arf:
+        dsn, arf = nested_dsn, nested_arf
     return dsn, arf, texts
 
 
