@@ -408,9 +408,18 @@ def _errorish(text: str) -> bool:
     return _ERRORISH.search(text) is not None
 
 
+#: How often (wall-clock seconds) _Ctx.check() reads the CPU clock. Reading it
+#: (clock_gettime of the process CPU time) is a system call, ~2 us, ten times the
+#: monotonic clock: an analysis checks its budget ~7 times, which came to ~3 % of
+#: the whole work. Between two reads the monotonic clock says whether 2 ms can
+#: have passed; the process's CPU time grows by at most that much per core in
+#: 2 ms, so the budget is still enforced within a few milliseconds.
+_CHECK_EVERY = 0.002
+
+
 class _Ctx:
     __slots__ = ("root", "deadline", "limits", "classifier", "tokens", "msgid", "envid", "error",
-                 "excluded", "envelope_rcpt", "family")
+                 "excluded", "envelope_rcpt", "family", "next_check")
 
     def __init__(self, root: mime.Part, deadline: float, limits: AnalysisLimits,
                  classifier: ReplyClassifier, envelope_rcpt: str | None) -> None:
@@ -425,10 +434,15 @@ class _Ctx:
         self.excluded: set[str] = set()
         self.envelope_rcpt = (envelope_rcpt or "").strip().strip("<>").lower() or None
         self.family: str | None = None
+        self.next_check = 0.0       # (monotonic) the first check reads the CPU clock
 
     def check(self) -> None:
+        now = time.perf_counter()
+        if now < self.next_check:
+            return
         if time.process_time() > self.deadline:
             raise _OverBudget()
+        self.next_check = now + _CHECK_EVERY
 
 
 def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status: str | None = None,
