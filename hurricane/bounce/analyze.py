@@ -1309,7 +1309,9 @@ def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
 
 # A delivery failure said outright. Narrower than _looks_bounce: an out-of-office
 # note may well mention its "mailbox" ("limited access to my mailbox").
-_UNDELIVERED = re.compile(r"(?i)could not be delivered|undeliverable|undelivered|"
+# (searched in the lower-cased text: an IGNORECASE alternation is tried character by
+# character, ~0.5 ms on 20,000 characters; the lower-case one skips ahead)
+_UNDELIVERED = re.compile(r"could not be delivered|undeliverable|undelivered|"
                           r"delivery (?:to the following|has failed|failed)|"
                           r"permanent (?:error|failure)|not be delivered|returned to sender|"
                           r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d")
@@ -1317,7 +1319,7 @@ _UNDELIVERED = re.compile(r"(?i)could not be delivered|undeliverable|undelivered
 
 def _says_undelivered(note: str) -> bool:
     """Whether the text says a delivery failed (not merely that it mentions a mailbox)."""
-    return _UNDELIVERED.search(note, 0, 20000) is not None
+    return _UNDELIVERED.search(note[:20000].lower()) is not None
 
 
 # A free-text report that says the reporter is still trying: a delay warning,
@@ -1356,13 +1358,16 @@ def _still_retrying(subject: str, region: str) -> bool:
             or _STILL_RETRYING.search(head) is not None)
 
 
+_LOOKS_BOUNCE = re.compile(r"could not be delivered|undeliverable|"
+                           r"delivery (?:to the following|has failed|failed)|"
+                           r"permanent (?:error|failure)|following (?:address|recipient)|"
+                           r"not be delivered|"
+                           r"returned to sender|unable to deliver|user unknown|mailbox|550|554")
+
+
 def _looks_bounce(note: str) -> bool:
-    return bool(re.search(r"(?i)could not be delivered|undeliverable|"
-                          r"delivery (?:to the following|has failed|failed)|"
-                          r"permanent (?:error|failure)|following (?:address|recipient)|"
-                          r"not be delivered|"
-                          r"returned to sender|unable to deliver|user unknown|mailbox|550|554",
-                          note[:20000]))
+    """Whether a text reads like a bounce (searched lower-cased, as _says_undelivered)."""
+    return _LOOKS_BOUNCE.search(note[:20000].lower()) is not None
 
 
 # The typical bodies and subjects of auto-replies, by cause: the person is away
