@@ -214,10 +214,16 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
     _sre_c = _sre_parse = None
 
-#: The characters tested when comparing two character sets (Latin, Greek,
-#: Cyrillic, the punctuation blocks, kana, the first CJK ideographs, the
-#: full-width forms: what a reply text holds).
-_ALPHABET = "".join(map(chr, [*range(0x3100), *range(0x4E00, 0x4F00), *range(0xFF00, 0xFFF0)]))
+@functools.lru_cache(maxsize=1)
+def _alphabet() -> str:
+    """The characters tested when comparing two character sets (Latin, Greek,
+    Cyrillic, the punctuation blocks, kana, the first CJK ideographs, the
+    full-width forms: what a reply text holds). Built on first use: ~1 ms that
+    ``hurricane analyze``, which never checks a packaged pattern's shape, need
+    not pay at start-up."""
+    return "".join(map(chr, [*range(0x3100), *range(0x4E00, 0x4F00), *range(0xFF00, 0xFFF0)]))
+
+
 #: A repeat bounded above this many is treated as unbounded. Below it, a
 #: repeat costs at most that many steps per start: on MAX_TEXT characters,
 #: a few million steps in the very worst case.
@@ -237,11 +243,11 @@ _CATEGORIES = {
 
 @functools.lru_cache(maxsize=1)
 def _word_sets() -> tuple[frozenset[str], frozenset[str]]:
-    """The word and non-word characters of _ALPHABET (computed on first use: ~10 ms,
+    """The word and non-word characters of _alphabet() (computed on first use: ~10 ms,
     which ``hurricane analyze`` need not pay, since the packaged rules are checked by
     the test suite rather than at each start)."""
-    word = frozenset(re.findall(r"\w", _ALPHABET))
-    return word, frozenset(_ALPHABET) - word
+    word = frozenset(re.findall(r"\w", _alphabet()))
+    return word, frozenset(_alphabet()) - word
 
 #: One way the text before a point can look, as the character sets of the
 #: characters consumed since a match started (the last 64).
@@ -287,10 +293,10 @@ def _class_of(items: tuple[tuple[str, Any], ...], flags: int) -> frozenset[str]:
             elif iop == str(c.CATEGORY):
                 inner.append(_CATEGORIES.get(str(iav), r"\s\S"))
             else:
-                return frozenset(_ALPHABET)   # unknown: assume anything
+                return frozenset(_alphabet())   # unknown: assume anything
         source = "[" + "".join(inner) + "]"
     rx = re.compile(source, flags & (re.IGNORECASE | re.DOTALL | re.ASCII))
-    return frozenset(rx.findall(_ALPHABET))
+    return frozenset(rx.findall(_alphabet()))
 
 
 def _repeat(op: Any, av: Any) -> tuple[int, int, Any] | None:
