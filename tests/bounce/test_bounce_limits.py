@@ -154,6 +154,30 @@ class ReportLimitTests(SynchronousTestCase):
         self.assertEqual([r.recipient for r in analyze(head + sentence).results
                           if r.recipient], [])
 
+    def test_flufl_last_and_only_on_small_messages(self):
+        """flufl.bounce reads a bounce only when our own readings found no recipient, and
+        only up to flufl_max_bytes and flufl_max_lines; what it finds is the recipient."""
+        import flufl.bounce
+
+        seen = []
+
+        def spy(msg):
+            seen.append(msg)
+            return {b"z@w.example"}, set()
+
+        self.patch(flufl.bounce, "all_failures", spy)
+        head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
+        a = analyze(head + b"The following addresses had delivery problems:\nb@y.example\n")
+        self.assertEqual(([r.recipient for r in a.results], seen), (["b@y.example"], []))
+        a = analyze(head + b"it failed\n")
+        self.assertEqual(([r.recipient for r in a.results], len(seen)), (["z@w.example"], 1))
+        analyze(head + b"it failed\n" * 5000)          # 50 KB
+        analyze(head + b"\n" * 2000)                   # 2,000 lines
+        self.assertEqual(len(seen), 1)
+        limits = AnalysisLimits(flufl_max_bytes=100 * 1024, flufl_max_lines=10_000)
+        analyze(head + b"it failed\n" * 5000, limits=limits)
+        self.assertEqual(len(seen), 2)
+
     def test_listed_addresses_bounded(self):
         """The listed-address reading keeps at most _MAX_RECIPIENTS addresses, skips the
         excluded ones and lines too long to be a list entry."""
