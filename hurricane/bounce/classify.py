@@ -214,10 +214,16 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.11 has no tomllib anyway
     _sre_c = _sre_parse = None
 
-#: The characters tested when comparing two character sets (Latin, Greek,
-#: Cyrillic, the punctuation blocks, kana, the first CJK ideographs, the
-#: full-width forms: what a reply text holds).
-_ALPHABET = "".join(map(chr, [*range(0x3100), *range(0x4E00, 0x4F00), *range(0xFF00, 0xFFF0)]))
+@functools.lru_cache(maxsize=1)
+def _alphabet() -> str:
+    """The characters tested when comparing two character sets (Latin, Greek,
+    Cyrillic, the punctuation blocks, kana, the first CJK ideographs, the
+    full-width forms: what a reply text holds). Built on first use: ~1 ms that
+    ``hurricane analyze``, which never checks a packaged pattern's shape, need
+    not pay at start-up."""
+    return "".join(map(chr, [*range(0x3100), *range(0x4E00, 0x4F00), *range(0xFF00, 0xFFF0)]))
+
+
 #: A repeat bounded above this many is treated as unbounded. Below it, a
 #: repeat costs at most that many steps per start: on MAX_TEXT characters,
 #: a few million steps in the very worst case.
@@ -237,11 +243,11 @@ _CATEGORIES = {
 
 @functools.lru_cache(maxsize=1)
 def _word_sets() -> tuple[frozenset[str], frozenset[str]]:
-    """The word and non-word characters of _ALPHABET (computed on first use: ~10 ms,
+    """The word and non-word characters of _alphabet() (computed on first use: ~10 ms,
     which ``hurricane analyze`` need not pay, since the packaged rules are checked by
     the test suite rather than at each start)."""
-    word = frozenset(re.findall(r"\w", _ALPHABET))
-    return word, frozenset(_ALPHABET) - word
+    word = frozenset(re.findall(r"\w", _alphabet()))
+    return word, frozenset(_alphabet()) - word
 
 #: One way the text before a point can look, as the character sets of the
 #: characters consumed since a match started (the last 64).
@@ -287,10 +293,10 @@ def _class_of(items: tuple[tuple[str, Any], ...], flags: int) -> frozenset[str]:
             elif iop == str(c.CATEGORY):
                 inner.append(_CATEGORIES.get(str(iav), r"\s\S"))
             else:
-                return frozenset(_ALPHABET)   # unknown: assume anything
+                return frozenset(_alphabet())   # unknown: assume anything
         source = "[" + "".join(inner) + "]"
     rx = re.compile(source, flags & (re.IGNORECASE | re.DOTALL | re.ASCII))
-    return frozenset(rx.findall(_ALPHABET))
+    return frozenset(rx.findall(_alphabet()))
 
 
 def _repeat(op: Any, av: Any) -> tuple[int, int, Any] | None:
@@ -413,46 +419,14 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
         if r is not None:
             lo, hi, sub = r
             if hi > _LARGE_REPEAT:
-                chars = _single(sub, flags)
-                if chars is None:
-                    return "an unbounded repeat of more than one character", prefixes, runs
-                if then[i] and _restarts_in(prefixes, chars):
-                    return ("a match can start at any character of a run that an unbounded "
-                            "repeat reads to its end"), prefixes, runs
-                if then[i] and any(not sep and prev & chars for prev, sep, w in runs if not w):
-                    return ("two unbounded repeats that can match the same characters, with "
-                            "nothing between them that tells where the first ends"), prefixes, runs
-                # After a character it cannot match, the run starts where a run of
-                # its characters starts: each length of a window before reaches
-                # another run, never the same one twice.
-                starts_run = preceding is not None and not preceding & chars
-                if then[i] and not starts_run and any(
-                        not sep and prev & chars for prev, sep, w in runs if w):
-                    return _WINDOW_HAZARD, prefixes, runs
-                if lo > 0:
-                    runs = _separate(runs, chars)
-                    prefixes = _extend(prefixes, chars)
-                if op is not c.POSSESSIVE_REPEAT:
-                    # (a possessive run never gives characters back to a later one)
-                    runs = runs + [(chars, False, False)]
-                continue
-            if hi > 1 and _has_unbounded(sub):
-                return "a repeat around an unbounded repeat", prefixes, runs
-            window = _single(sub, flags) if hi - lo >= _WINDOW else None
-            if window is not None and then[i] and any(
-                    not sep and prev & window for prev, sep, w in runs if not w):
-                return _WINDOW_HAZARD, prefixes, runs
-            hazard, inner_prefixes, inner = _scan(sub, flags, prefixes, runs,
-                                                  then[i] or hi > 1)
+                hazard, prefixes, runs = _scan_unbounded(op is c.POSSESSIVE_REPEAT, lo, sub,
+                                                         flags, prefixes, runs, then[i],
+                                                         preceding)
+            else:
+                hazard, prefixes, runs = _scan_bounded(op is c.POSSESSIVE_REPEAT, lo, hi, sub,
+                                                       flags, prefixes, runs, then[i])
             if hazard is not None:
                 return hazard, prefixes, runs
-            if lo > 0:
-                prefixes, runs = inner_prefixes, inner
-            else:   # may be skipped
-                prefixes = _union([prefixes, inner_prefixes])
-                runs = _merge(len(runs), [runs, inner])
-            if window is not None and op is not c.POSSESSIVE_REPEAT:
-                runs = runs + [(window, False, True)]
         elif op is c.SUBPATTERN:
             hazard, prefixes, runs = _scan(av[3], (flags | av[1]) & ~av[2], prefixes, runs,
                                            then[i])
@@ -495,6 +469,62 @@ def _scan(items: Any, flags: int, prefixes: list[_Prefix] | None, runs: list[_Ru
                 last = chars
             else:
                 prefixes = [()] if prefixes is not None else None   # unknown: assume the worst
+    return None, prefixes, runs
+
+
+def _scan_unbounded(possessive: bool, lo: int, sub: Any, flags: int,
+                    prefixes: list[_Prefix] | None, runs: list[_Run], followed: bool,
+                    preceding: frozenset[str] | None
+                    ) -> tuple[str | None, list[_Prefix] | None, list[_Run]]:
+    """_scan for an unbounded repeat (``*``, ``+``, ``{n,}``) of ``sub``.
+
+    ``preceding``: the characters of the item just before, when it was one
+    mandatory character."""
+    chars = _single(sub, flags)
+    if chars is None:
+        return "an unbounded repeat of more than one character", prefixes, runs
+    if followed and _restarts_in(prefixes, chars):
+        return ("a match can start at any character of a run that an unbounded "
+                "repeat reads to its end"), prefixes, runs
+    if followed and any(not sep and prev & chars for prev, sep, w in runs if not w):
+        return ("two unbounded repeats that can match the same characters, with "
+                "nothing between them that tells where the first ends"), prefixes, runs
+    # After a character it cannot match, the run starts where a run of
+    # its characters starts: each length of a window before reaches
+    # another run, never the same one twice.
+    starts_run = preceding is not None and not preceding & chars
+    if followed and not starts_run and any(
+            not sep and prev & chars for prev, sep, w in runs if w):
+        return _WINDOW_HAZARD, prefixes, runs
+    if lo > 0:
+        runs = _separate(runs, chars)
+        prefixes = _extend(prefixes, chars)
+    if not possessive:
+        # (a possessive run never gives characters back to a later one)
+        runs = runs + [(chars, False, False)]
+    return None, prefixes, runs
+
+
+def _scan_bounded(possessive: bool, lo: int, hi: int, sub: Any, flags: int,
+                  prefixes: list[_Prefix] | None, runs: list[_Run], followed: bool
+                  ) -> tuple[str | None, list[_Prefix] | None, list[_Run]]:
+    """_scan for a bounded repeat (``?``, ``{m,n}``) of ``sub``."""
+    if hi > 1 and _has_unbounded(sub):
+        return "a repeat around an unbounded repeat", prefixes, runs
+    window = _single(sub, flags) if hi - lo >= _WINDOW else None
+    if window is not None and followed and any(
+            not sep and prev & window for prev, sep, w in runs if not w):
+        return _WINDOW_HAZARD, prefixes, runs
+    hazard, inner_prefixes, inner = _scan(sub, flags, prefixes, runs, followed or hi > 1)
+    if hazard is not None:
+        return hazard, prefixes, runs
+    if lo > 0:
+        prefixes, runs = inner_prefixes, inner
+    else:   # may be skipped
+        prefixes = _union([prefixes, inner_prefixes])
+        runs = _merge(len(runs), [runs, inner])
+    if window is not None and not possessive:
+        runs = runs + [(window, False, True)]
     return None, prefixes, runs
 
 

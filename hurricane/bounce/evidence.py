@@ -85,6 +85,36 @@ _PHRASES = (
     ("establish an smtp connection", Stage.conn), ("rejected at connect", Stage.conn),
     ("at connect time", Stage.conn), ("failed connect()", Stage.conn),
     ("requests to connect", Stage.conn), ("unable to connect successfully", Stage.conn),
+    # Postfix smtpd's restriction replies name what they refused, one per command
+    # (with smtpd_delay_reject they are all sent in reply to RCPT TO, but the
+    # stage is the step whose check failed): client, HELO, sender, recipient, DATA.
+    # Exchange and Office 365 write the same "Sender address rejected" at MAIL FROM.
+    # ("Recipient address rejected" is left out: the public corpus labels a Postfix
+    # "Recipient address rejected: User unknown" with no enhanced status `filtered`,
+    # as the no-stage rule of docs section 2 step 5 does, and its guard may not drop.)
+    ("client host rejected", Stage.conn), ("sender address rejected", Stage.mail),
+    ("relay access denied", Stage.rcpt), ("data command rejected", Stage.data),
+    # Session transcripts that name the command sent (hMailServer "sent: RCPT TO:<a>
+    # Remote server replied: 550 ...", and the like)
+    ("sent: rcpt to", Stage.rcpt), ("sent: mail from", Stage.mail), ("sent: data", Stage.data),
+    # The reporter could not reach a server at all: its own connection attempt
+    # failed (Postfix "connect to ...: Connection timed out", Sendmail "Connection
+    # refused by mx.example", Gmail "Could not initiate SMTP conversation", qmail
+    # "unable to connect to remote server") ...
+    ("connection timed out", Stage.conn), ("connection refused", Stage.conn),
+    ("could not initiate smtp conversation", Stage.conn), ("no route to host", Stage.conn),
+    ("unable to connect to remote server", Stage.conn), ("host not reachable", Stage.conn),
+    ("network is unreachable", Stage.conn),
+    # ... or its own DNS lookup of where to connect failed (Postfix "Host or domain
+    # name not found. Name service error for name=...", Sendmail "host name lookup
+    # failure" / "Host unknown (Name server: ...)", Gmail "DNS Error: ... DNS type
+    # 'mx' lookup of ...", qmail "couldn't find a mail exchanger or IP address",
+    # Yahoo "No mx record found for domain=", Mailgun "no MX or A for domain"):
+    # no SMTP session began, so the failure is at the connection step.
+    ("host or domain name not found", Stage.conn), ("name service error", Stage.conn),
+    ("host name lookup failure", Stage.conn), ("(name server:", Stage.conn),
+    ("dns type 'mx' lookup", Stage.conn), ("find a mail exchanger", Stage.conn),
+    ("no mx record", Stage.conn), ("no mx or a for domain", Stage.conn),
 )
 
 

@@ -218,8 +218,34 @@ class StageTests(SynchronousTestCase):
             ("lost connection with mx.example[192.0.2.1] while receiving the initial server "
              "greeting", Stage.conn),
             ("connect to mx.example[192.0.2.1]:25: Connection timed out", Stage.conn),
+            # Postfix smtpd's restriction replies name the step whose check failed
             ("550 5.1.1 <a@b.example>: Recipient address rejected: User unknown", None),
+            ("554 5.7.1 <a@b.example>: Relay access denied", Stage.rcpt),
+            ("554 5.7.1 <mx.example[192.0.2.1]>: Client host rejected: blocked using "
+             "zen.example", Stage.conn),
+            ("501 5.1.8 Sender address rejected", Stage.mail),
+            ("roland@b.example Error Type: SMTP Remote server (192.0.2.1) issued an error. "
+             "hMailServer sent: RCPT TO:<roland@b.example> Remote server replied: 550 5.1.1",
+             Stage.rcpt),
+            # no server answered: the connection attempt or the DNS lookup failed
+            ("Could not initiate SMTP conversation with any hosts: [b.example (1): "
+             "Connection timed out]", Stage.conn),
+            ("Deferred: Connection refused by mx.example.", Stage.conn),
+            ("unable to connect to remote server [192.0.2.1:25]: Operation timed out",
+             Stage.conn),
+            ("Host or domain name not found. Name service error for name=b.example type=A: "
+             "Host not found", Stage.conn),
+            ("550 5.1.2 <a@b.example>... Host unknown (Name server: b.example: host not found)",
+             Stage.conn),
+            ("DNS Error: 1 DNS type 'mx' lookup of b.example responded with code NXDOMAIN",
+             Stage.conn),
+            ("Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)", Stage.conn),
+            # the original's text naming a step later than the failure does not win over
+            # the last-named step of the failure itself
+            ("550 5.7.1 <a@b.example>: Relay access denied (in reply to end of DATA command)",
+             Stage.data),
             ("RCPT TO: a@b.example", None),
+            ("550 5.1.2 domain does not exist", None),
             ("", None),
         ]
         for text, want in table:

@@ -134,27 +134,62 @@ class ReportLimitTests(SynchronousTestCase):
         self.assertEqual(len(a.verp_tokens), 50)
         self.assertEqual(a.verp_tokens[0], "t0@bounce.example")
 
-    def test_flufl_only_on_small_messages(self):
-        """flufl.bounce (the last resort) reads messages up to flufl_max_bytes and
-        flufl_max_lines only."""
-        from hurricane.bounce import analyze as analyzer
+    def test_listed_addresses_last_resort(self):
+        """A bounce whose recipient _free_text cannot tell (it is also the original's
+        sender, or a system address) is read from the address its text lists alone on a
+        line; an address inside a sentence is not a listed one."""
+        head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
+        listed = (b"The following addresses had delivery problems:\n"
+                  b"postmaster@mx.example.org\n\n"
+                  b"The number of messages in recipient's mailbox exceeded the local limit.\n")
+        a = analyze(head + listed)
+        self.assertEqual([r.recipient for r in a.results], ["postmaster@mx.example.org"])
+        self.assertEqual(a.results[0].reason, "mailboxfull")
+        exim = (b"The following address(es) failed:\n\n  b@y.example:\n"
+                b"    SMTP error from remote server for TEXT command: 550 5.2.0 rejected\n"
+                b"\n--- The header of the original message is following. ---\n\n"
+                b"From: <b@y.example>\nTo: b@y.example\n")
+        self.assertEqual([r.recipient for r in analyze(head + exim).results], ["b@y.example"])
+        sentence = b"Your message to postmaster@mx.example.org could not be sent; see below.\n"
+        self.assertEqual([r.recipient for r in analyze(head + sentence).results
+                          if r.recipient], [])
+
+    def test_flufl_last_and_only_on_small_messages(self):
+        """flufl.bounce reads a bounce only when our own readings found no recipient, and
+        only up to flufl_max_bytes and flufl_max_lines; what it finds is the recipient."""
+        import flufl.bounce
 
         seen = []
-        real = analyzer._flufl
 
-        def spy(raw, ctx):
-            seen.append(len(raw))
-            return real(raw, ctx)
+        def spy(msg):
+            seen.append(msg)
+            return {b"z@w.example"}, set()
 
-        self.patch(analyzer, "_flufl", spy)
+        self.patch(flufl.bounce, "all_failures", spy)
         head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
-        analyze(head + b"it failed\n")
+        a = analyze(head + b"The following addresses had delivery problems:\nb@y.example\n")
+        self.assertEqual(([r.recipient for r in a.results], seen), (["b@y.example"], []))
+        a = analyze(head + b"it failed\n")
+        self.assertEqual(([r.recipient for r in a.results], len(seen)), (["z@w.example"], 1))
         analyze(head + b"it failed\n" * 5000)          # 50 KB
         analyze(head + b"\n" * 2000)                   # 2,000 lines
         self.assertEqual(len(seen), 1)
         limits = AnalysisLimits(flufl_max_bytes=100 * 1024, flufl_max_lines=10_000)
         analyze(head + b"it failed\n" * 5000, limits=limits)
         self.assertEqual(len(seen), 2)
+
+    def test_listed_addresses_bounded(self):
+        """The listed-address reading keeps at most _MAX_RECIPIENTS addresses, skips the
+        excluded ones and lines too long to be a list entry."""
+        from hurricane.bounce import analyze as analyzer
+
+        region = "".join("<%s@%d.example.org>:\n" % ("a" * 60, i) for i in range(2_000))
+        got = analyzer._listed_addrs(region, set())
+        self.assertEqual(len(got), analyzer._MAX_RECIPIENTS)
+        self.assertEqual(got[0], "a" * 60 + "@0.example.org")
+        self.assertEqual(analyzer._listed_addrs("x@y.example\nz@w.example\n", {"x@y.example"}),
+                         ["z@w.example"])
+        self.assertEqual(analyzer._listed_addrs(" " * 400 + "x@y.example\n", set()), [])
 
     def test_free_text_classification_bounded(self):
         """500 recipients on lines of rule phrases with no reply code: every one is a

@@ -154,3 +154,36 @@ class NotRecipientTests(SynchronousTestCase):
             if bad or got != ["a@b.example"]:
                 wrong.append(f"{name}: {got}")
         self.assertEqual(wrong, [])
+
+
+def _report(rcpt: str, original: bytes, boundary: str) -> bytes:
+    return ("From: MAILER-DAEMON@mx.example.net\r\nTo: news@example.com\r\n"
+            "Subject: Returned mail\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=%s\r\n\r\n"
+            "--%s\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+            "--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.example.net\r\n\r\nFinal-Recipient: rfc822; %s\r\n"
+            "Action: failed\r\nStatus: 5.1.1\r\n"
+            "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+            "--%s\r\nContent-Type: message/rfc822\r\n\r\n"
+            % (boundary, boundary, boundary, rcpt, boundary)).encode() + original + (
+        "\r\n--%s--\r\n" % boundary).encode()
+
+
+class NestedReportTests(SynchronousTestCase):
+    """A report inside the returned original is that original's content."""
+
+    def test_nested_dsn_is_not_ours(self) -> None:
+        """A bounce of a bounce: only the outer report's recipient failed."""
+        inner = _report("inner@b.example", b"Subject: hello\r\n\r\nhi\r\n", "in")
+        outer = _report("outer@a.example", inner, "out")
+        self.assertEqual([r.recipient for r in analyze(outer).results], ["outer@a.example"])
+
+    def test_nested_dsn_alone_is_read(self) -> None:
+        """A forward that holds the report only inside an attached message is still read."""
+        inner = _report("inner@b.example", b"Subject: hello\r\n\r\nhi\r\n", "in")
+        fwd = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: Returned mail\r\n"
+               b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=f\r\n\r\n"
+               b"--f\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+               b"--f\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--f--\r\n")
+        self.assertEqual([r.recipient for r in analyze(fwd).results], ["inner@b.example"])
