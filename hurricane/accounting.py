@@ -66,6 +66,11 @@ brackets):
 ``message_id``         X-Hurricane-Message-Id, the application's message id
 ``header_message_id``  the RFC 5322 Message-ID
 ``node_id``            the node that wrote the line [KumoMTA ``nodeid``]
+``source_ip``          our address the attempt was sent from (a sending pool's)
+                       [PowerMTA ``dlvSourceIp``; KumoMTA ``source_address``]
+``tls_policy_type``    ``sts`` or ``no-policy-found`` (MTA-STS, RFC 8460 terms)
+``tls_policy_id``      the MTA-STS policy's ``MODE ID``
+``tls_result``         ``success`` or the RFC 8460 failure type of the attempt
 =====================  ==========================================================
 
 Absent values are ``null``, never omitted, so every line has every key.
@@ -460,6 +465,10 @@ def accounting_record(record: EventRecord, node_id: str | None = None) -> dict[s
         "message_id": record.message_id,
         "header_message_id": record.header_message_id,
         "node_id": node_id,
+        "source_ip": e.source_ip,
+        "tls_policy_type": e.tls_policy_type,
+        "tls_policy_id": e.tls_policy_id,
+        "tls_result": e.tls_result,
     }
 
 

@@ -230,12 +230,23 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     root.resolver = resolver
     connector = Connector(reactor, config.delivery.timeouts,
                           bind_address=config.delivery.bind_address)
-    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy)
+    from hurricane.outbound.mtasts import txt_lookup
+    from hurricane.outbound.pools import transport_services
+    pools, sts, transport = transport_services(config.delivery, reactor,
+                                               txt_lookup(dns.resolver), store)
+    for service in transport:  # issue 21: warm-up first uses, MTA-STS refresh
+        service.setServiceParent(root)
+    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy, pools=pools,
+                    sts=sts)
     outbound = OutboundService(
         store, dialer, codec, classifier, OutboundSettings.for_server(config), reactor, dkim,
     )
     outbound.setServiceParent(root)
     root.outbound = outbound
+    from hurricane.tlsrpt import tlsrpt_service
+    for service in tlsrpt_service(config, store, reactor, txt_lookup(dns.resolver),
+                                  outbound.wake):
+        service.setServiceParent(root)
 
     try:
         submission = build_submission_factory(

@@ -173,6 +173,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if not errors:
         # The files exist: now read them as the server will at start.
         errors = _check_file_contents(config)
+    if not errors and config.delivery.pools:
+        from hurricane.outbound.pools import unbindable
+        errors = unbindable(config.delivery.pools)
     if errors:
         for line in errors:
             print(f"hurricane check-config: {line}", file=sys.stderr)
@@ -622,7 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "24 characters) with a fast sha256 hash")
     p.set_defaults(func=cmd_passwd)
 
-    for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo")):
+    for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo"),
+                          ("tlsrpt", "hurricane.tlsrpt")):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

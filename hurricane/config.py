@@ -198,6 +198,69 @@ class TlsPolicyConfig:
 
 
 @dataclass(frozen=True)
+class SendingPoolConfig:
+    """``[[delivery.pools]]``: local addresses mail is sent from (issue 21).
+
+    ``helo`` maps an address to the name it says in EHLO (its reverse DNS);
+    ``weights`` an address to its share (default 1: round robin);
+    ``warmup`` is a schedule of ``[day, limit]`` pairs (messages per day per
+    provider from the address's first use; after the last day, no limit),
+    or ``warmup_curve`` names one (:data:`hurricane.outbound.warmup.CURVES`).
+    """
+
+    name: str
+    addresses: tuple[str, ...]
+    helo: Mapping[str, str] = field(default_factory=dict)
+    weights: Mapping[str, int] = field(default_factory=dict)
+    warmup: tuple[tuple[int, ...], ...] = ()
+    warmup_curve: str = ""
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) for each invalid setting."""
+        found: list[tuple[str, str]] = []
+        if not self.addresses:
+            found.append(("addresses", "expected at least one address"))
+        for a in self.addresses:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                found.append(("addresses", f"expected an IP address, got {a!r}"))
+        for key, table in (("helo", self.helo), ("weights", self.weights)):
+            found += [(key, f"{a!r} is not one of the pool's addresses")
+                      for a in table if a not in self.addresses]
+        found += [("weights", f"expected an integer >= 1 for {a}")
+                  for a, w in self.weights.items() if w < 1]
+        days = [d[0] for d in self.warmup if len(d) == 2]
+        if len(days) != len(self.warmup) or days != sorted(set(days)) or any(
+                d < 1 or n < 0 for d, n in (p for p in self.warmup if len(p) == 2)):
+            found.append(("warmup", "expected [[day, limit], ...] with days >= 1 increasing"))
+        if self.warmup and self.warmup_curve:
+            found.append(("warmup_curve", "give warmup or warmup_curve, not both"))
+        return found
+
+
+@dataclass(frozen=True)
+class MtaStsConfig:
+    """``[delivery.mta_sts]``: RFC 8461 (off unless ``enabled``)."""
+
+    enabled: bool = False
+    #: Seconds a fetch of the policy file may take.
+    fetch_timeout: float = 30.0
+    #: Seconds between background refreshes of the kept policies.
+    refresh_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
+class TlsRptConfig:
+    """``[delivery.tlsrpt]``: RFC 8460 aggregate reports we send."""
+
+    enabled: bool = False
+    organization: str = ""
+    #: contact-info of the report, and the From of reports sent by mail.
+    contact: str = ""
+
+
+@dataclass(frozen=True)
 class TimeoutsConfig:
     """``[delivery.timeouts]``: RFC 5321 4.5.3.2 client timeouts, seconds."""
 
@@ -242,6 +305,11 @@ class DeliveryConfig:
     dkim: tuple[DkimKeyConfig, ...] = ()
     #: Source address for outgoing connections ("" = the system's choice).
     bind_address: str = ""
+    #: The sending pool used when a message names none ("" = ``bind_address``).
+    pool: str = ""
+    pools: tuple[SendingPoolConfig, ...] = ()
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
+    tlsrpt: TlsRptConfig = field(default_factory=TlsRptConfig)
 
 
 @dataclass(frozen=True)
@@ -635,10 +703,25 @@ def _check(c: Config) -> None:
         for key, msg in hook.problems():
             raise ConfigError(msg, (f"webhooks[{i}]", key))
     _check_secrets(c)
+    _check_pools(c)
     for i, dkim_key in enumerate(c.delivery.dkim):
         if dkim_key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
             raise ConfigError("expected rsa-sha256 or ed25519-sha256",
                               ("delivery", f"dkim[{i}]", "algorithm"))
+
+
+def _check_pools(c: Config) -> None:
+    """``[[delivery.pools]]`` and ``[delivery] pool`` (issue 21)."""
+    names = [p.name for p in c.delivery.pools]
+    for i, pool in enumerate(c.delivery.pools):
+        for key, msg in pool.problems():
+            raise ConfigError(msg, ("delivery", f"pools[{i}]", key))
+        if names.count(pool.name) > 1:
+            raise ConfigError(f"pool {pool.name!r} is defined twice",
+                              ("delivery", f"pools[{i}]", "name"))
+    if c.delivery.pool and c.delivery.pool not in names:
+        raise ConfigError(f"no [[delivery.pools]] named {c.delivery.pool!r}",
+                          ("delivery", "pool"))
 
 
 def _check_secrets(c: Config) -> None:

@@ -198,7 +198,9 @@ class AttemptDecision:
         self, delivery_id: int, at: float, *, remote_host: str | None = None,
         remote_ip: str | None = None, tls: str | None = None,
         duration: float | None = None, next_attempt_at: float | None = None,
-        owner: str | None = None,
+        owner: str | None = None, source_ip: str | None = None,
+        tls_policy_type: str | None = None, tls_policy_id: str | None = None,
+        tls_result: str | None = None,
     ) -> AttemptResult:
         """The result to record for one delivery.
 
@@ -208,6 +210,8 @@ class AttemptDecision:
             remote_host, remote_ip, tls, duration: the session's facts.
             next_attempt_at: when to try again (kept only when :attr:`retry`).
             owner: the lease holder writing the result.
+            source_ip, tls_policy_type, tls_policy_id, tls_result: the
+                transport facts (issue 21).
 
         Returns:
             The :class:`~hurricane.model.AttemptResult`.
@@ -218,6 +222,8 @@ class AttemptDecision:
             text=self.text, rule=self.rule, source=self.source, remote_host=remote_host,
             remote_ip=remote_ip, tls=tls, duration=duration,
             next_attempt_at=next_attempt_at if self.retry else None, owner=owner,
+            source_ip=source_ip, tls_policy_type=tls_policy_type, tls_policy_id=tls_policy_id,
+            tls_result=tls_result,
         )
 
 

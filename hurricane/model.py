@@ -198,6 +198,17 @@ class AttemptResult(Finding):
     #: Lease holder writing this result; a result from a node that lost its
     #: lease is still recorded as an event but does not move the state back.
     owner: str | None = None
+    #: Our local address the connection was made from (a sending pool's; issue 21).
+    source_ip: str | None = None
+    #: The TLS policy that applied (:mod:`hurricane.outbound.mtasts`):
+    #: ``sts`` (an MTA-STS policy, :attr:`tls_policy_id` its id) or
+    #: ``no-policy-found``; None when no session was tried (DNS failed).
+    tls_policy_type: str | None = None
+    #: ``mode id`` of the MTA-STS policy (``enforce 20240101``), or None.
+    tls_policy_id: str | None = None
+    #: ``success`` or an RFC 8460 result type (``starttls-not-supported``,
+    #: ``validation-failure``...); None when no session was tried.
+    tls_result: str | None = None
 
     @property
     def event_kind(self) -> EventKind:
@@ -330,6 +341,11 @@ class Event:
     #: Why an event changed nothing it could have, e.g. "recorded, not
     #: applied: unverified correlation".
     note: str | None = None
+    #: Transport facts of an attempt (issue 21; :class:`AttemptResult`).
+    source_ip: str | None = None
+    tls_policy_type: str | None = None
+    tls_policy_id: str | None = None
+    tls_result: str | None = None
 
 
 @dataclass(frozen=True)
@@ -365,12 +381,14 @@ class Outcome:
     remote_host: str | None = None
     delivered_at: float | None = None
     bounced_at: float | None = None
+    #: The source address of the delivery's last attempt (issue 21).
+    source_ip: str | None = None
 
     #: Field order of the CSV and JSON export.
     FIELDS = (
         "queue_id", "delivery_id", "recipient", "state", "reason", "hard", "code",
         "status", "text", "attempts", "mailing_id", "message_id", "created_at",
-        "updated_at", "remote_host", "delivered_at", "bounced_at",
+        "updated_at", "remote_host", "delivered_at", "bounced_at", "source_ip",
     )
 
     def as_dict(self) -> dict[str, object]:

@@ -28,7 +28,8 @@ The request::
       "header_message_id": "...", "state": "bounced", "delivery_state": "bounced",
       "reason": "userunknown", "hard": true, "code": 550, "status": "5.1.1",
       "text": "...", "remote_host": "...", "remote_ip": null, "tls": null,
-      "source": "dsn", "rule": "...", "bounce_id": 3, "feedback_type": null}, ...]
+      "source": "dsn", "rule": "...", "bounce_id": 3, "feedback_type": null,
+      "source_ip": "192.0.2.10", "tls_result": "success"}, ...]
 
 The timestamp is inside the MAC, so a captured request cannot be replayed
 later: a receiver recomputes the MAC (:func:`verify_signature`) and refuses a
@@ -232,6 +233,8 @@ def webhook_payload(record: EventRecord) -> dict[str, object]:
         "feedback_type": e.feedback_type,
         "correlation": e.correlation,
         "note": e.note,
+        "source_ip": e.source_ip,
+        "tls_result": e.tls_result,
     }
 
 

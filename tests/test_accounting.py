@@ -30,7 +30,8 @@ ALL_KEYS = {
     "domain", "code", "status", "response", "dsn_action", "remote_host", "remote_ip", "tls",
     "reason", "hard", "state", "delivery_state", "kind", "source", "rule", "duration",
     "bounce_id", "feedback_type", "correlation", "note", "mailing_id", "message_id",
-    "header_message_id", "node_id",
+    "header_message_id", "node_id", "source_ip", "tls_policy_type", "tls_policy_id",
+    "tls_result",
 }
 
 
@@ -81,6 +82,8 @@ class AccountingRecordTests(SynchronousTestCase):
         self.assertEqual(line["remote_host"], "mx.example.org")
         self.assertEqual(line["remote_ip"], "192.0.2.1")
         self.assertEqual(line["tls"], "TLSv1.3")
+        self.assertEqual((line["source_ip"], line["tls_policy_type"], line["tls_result"]),
+                         ("192.0.2.10", "no-policy-found", "success"))
         self.assertEqual(line["sender"], "app@example.com")
         self.assertEqual(line["domain"], "example.org")
         self.assertEqual(line["mailing_id"], "Spring-26")

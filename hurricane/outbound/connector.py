@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from twisted.internet import ssl
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IAddress, IReactorTCP, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Factory
@@ -132,7 +133,11 @@ class Connector:
             # DESIGN.md: without it, Nagle + delayed ACK stall every message
             # by ~40 ms (227 instead of 7,400 messages/s).
             tcp.setTcpNoDelay(True)
-        connection = SMTPConnection(protocol, self._timeouts, SessionInfo(host, ip, port))
+        # the address the receiver sees: a pool's, or the system's choice
+        local = tcp.getHost() if tcp is not None else None
+        source_ip = local.host if isinstance(local, IPv4Address | IPv6Address) else None
+        connection = SMTPConnection(protocol, self._timeouts, SessionInfo(
+            host, ip, port, source_ip=source_ip))
         trust = self._trust
         await connection.handshake(
             helo=helo, tls_policy=policy,

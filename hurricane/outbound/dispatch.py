@@ -36,6 +36,7 @@ from hurricane.outbound.interface import (
     OutboundMessage,
     OutboundRecipient,
     RecipientReply,
+    TransportFacts,
 )
 from hurricane.outbound.prepare import prepare_message, wire_address
 from hurricane.outbound.retry import RetryPolicy, expired
@@ -45,6 +46,9 @@ from hurricane.verp import VerpCodec
 __all__ = ["AttemptJudge", "Dispatcher"]
 
 log = Logger()
+
+#: The transport facts of an attempt that had no session.
+NO_FACTS = TransportFacts()
 
 
 class AttemptJudge:
@@ -70,6 +74,7 @@ class AttemptJudge:
     def judge(
         self, delivery: Delivery, attempt: Attempt, now: float, *, host: str | None = None,
         ip: str | None = None, tls: str | None = None, duration: float | None = None,
+        facts: TransportFacts | None = None,
     ) -> AttemptResult:
         """The result of one attempt.
 
@@ -81,6 +86,7 @@ class AttemptJudge:
             ip: its address.
             tls: the TLS version of the session.
             duration: seconds the transaction took.
+            facts: the source address and TLS policy and result (issue 21).
 
         Returns:
             the result to record.
@@ -89,9 +95,12 @@ class AttemptJudge:
                                   expired=expired(delivery.created_at, now, self._max_age))
         next_attempt = (self._policy.next_attempt(delivery.attempts + 1, now, self._rng)
                         if decision.retry else None)
+        facts = facts or NO_FACTS
         return decision.result(delivery.delivery_id, now, remote_host=host, remote_ip=ip,
                                tls=tls, duration=duration, next_attempt_at=next_attempt,
-                               owner=self._owner)
+                               owner=self._owner, source_ip=facts.source_ip,
+                               tls_policy_type=facts.tls_policy_type,
+                               tls_policy_id=facts.tls_policy_id, tls_result=facts.tls_result)
 
 
 class Dispatcher:
@@ -119,7 +128,7 @@ class Dispatcher:
         self._give_back = give_back
 
     def fail(self, batch: Iterable[Delivery], attempt: Attempt, *, host: str | None = None,
-             ip: str | None = None) -> None:
+             ip: str | None = None, facts: TransportFacts | None = None) -> None:
         """Record deliveries that could not be sent, each by the same attempt.
 
         Args:
@@ -127,10 +136,12 @@ class Dispatcher:
             attempt: what went wrong (DNS, connection, local error).
             host: the MX that failed, if any.
             ip: its address.
+            facts: the failed session's source and TLS facts.
         """
         now = self._clock.seconds()
         for delivery in batch:
-            self._finish(delivery, self._judge.judge(delivery, attempt, now, host=host, ip=ip))
+            self._finish(delivery, self._judge.judge(delivery, attempt, now, host=host, ip=ip,
+                                                     facts=facts))
 
     async def send(self, conn: ISMTPConnection, batch: list[Delivery]) -> bool:
         """Send one transaction for ``batch`` on ``conn`` and record every recipient.
@@ -178,7 +189,8 @@ class Dispatcher:
                       RecipientAnswer(Phase.data, None, "no reply for this recipient"))
             self._finish(delivery, self._judge.judge(
                 delivery, answer, now, host=info.host, ip=info.ip, tls=info.tls,
-                duration=now - started))
+                duration=now - started, facts=TransportFacts(
+                    info.source_ip, info.tls_policy_type, info.tls_policy_id, info.tls_result)))
         return usable
 
     def _message(self, batch: list[Delivery], body: bytes) -> OutboundMessage | None:

@@ -24,6 +24,7 @@ __all__ = [
     "RecipientReply",
     "Reply",
     "SessionInfo",
+    "TransportFacts",
 ]
 
 
@@ -87,6 +88,25 @@ class SessionInfo:
     tls_verified: bool = False
     greeting: str | None = None
     extensions: tuple[str, ...] = ()
+    #: Our local address the receiver saw (issue 21).
+    source_ip: str | None = None
+    #: The TLS policy that applied and its result (``tls_*`` of
+    #: :class:`~hurricane.model.AttemptResult`), set by the dialer.
+    tls_policy_type: str | None = None
+    tls_policy_id: str | None = None
+    tls_result: str | None = None
+
+
+@dataclass(frozen=True)
+class TransportFacts:
+    """What an attempt records about its transport (issue 21): the source
+    address, the TLS policy (``sts`` or ``no-policy-found``, the MTA-STS
+    ``MODE ID``) and the TLS result (``success`` or an RFC 8460 type)."""
+
+    source_ip: str | None = None
+    tls_policy_type: str | None = None
+    tls_policy_id: str | None = None
+    tls_result: str | None = None
 
 
 class ConnectionFailed(Exception):

@@ -37,7 +37,7 @@ from hurricane.config import DeliveryConfig
 from hurricane.decisions import Attempt, LocalFailure, SessionFailure
 from hurricane.model import Delivery
 from hurricane.outbound.dialer import Dialer, DialFailed
-from hurricane.outbound.interface import ISMTPConnection
+from hurricane.outbound.interface import ISMTPConnection, TransportFacts
 from hurricane.outbound.mx import DestinationError
 from hurricane.outcome import Reason
 
@@ -58,9 +58,15 @@ IDLE_GRACE = 2.0
 
 @dataclass(frozen=True)
 class DestinationKey:
-    """Which queue a delivery waits in, and whose limits apply: today its domain."""
+    """Which queue a delivery waits in, and whose limits apply: today its domain.
+
+    ``pool`` is the sending pool its connections come from ("" = the
+    default): a connection keeps its source address, so mail for one domain
+    from two pools waits in two queues (issue 21; streams, issue 20, set it).
+    """
 
     domain: str
+    pool: str = ""
 
     @classmethod
     def of(cls, delivery: Delivery) -> DestinationKey:
@@ -138,7 +144,7 @@ class Dispatch(Protocol):
         """
 
     def fail(self, batch: Iterable[Delivery], attempt: Attempt, *, host: str | None = None,
-             ip: str | None = None) -> None:
+             ip: str | None = None, facts: TransportFacts | None = None) -> None:
         """Record deliveries that could not be sent (skipping any recorded already)."""
 
 
@@ -521,7 +527,7 @@ class DestinationPool:
         queued delivery of it (deferred, or failed for a permanent DNS answer)."""
         domain = dest.key.domain
         try:
-            conn = await self._dialer.dial(domain, lambda: self._stopping)
+            conn = await self._dialer.dial(domain, lambda: self._stopping, dest.key.pool)
         except DestinationError as e:
             log.info("no destination for {domain}: {reason} {error}",
                      domain=domain, reason=e.reason.value, error=e.message)
@@ -533,7 +539,7 @@ class DestinationPool:
             self._dispatch.fail(
                 self._take_all(dest),
                 SessionFailure(error.phase, error.reply, str(error), error.reason),
-                host=e.target.host, ip=e.target.ip,
+                host=e.target.host, ip=e.target.ip, facts=e.facts,
             )
             return None
         if conn is not None:

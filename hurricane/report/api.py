@@ -701,6 +701,8 @@ def build_api(api: Api) -> Resource:
     v1.putChild(b"mailings", Items(api, MailingItem))
     v1.putChild(b"summary", SummaryEndpoint(api))
     v1.putChild(b"suppressions", Suppressions(api))
+    from hurricane.report.sources import SourcesEndpoint
+    v1.putChild(b"sources", SourcesEndpoint(api))
     root = Outside(api)
     root.putChild(b"v1", v1)
     return root

@@ -595,7 +595,9 @@ def event_row(e: Event) -> tuple[object, ...]:
     # The note says when a weak correlation changed nothing: it goes with it.
     matched = " \u2014 ".join(text(x) for x in (e.correlation, e.note) if x)
     details = [f"{label} {value}" for label, value in (
-        ("TLS", e.tls), ("source", e.source), ("rule", e.rule),
+        ("TLS", e.tls), ("source", e.source), ("sent from", e.source_ip),
+        ("TLS result", e.tls_result), ("TLS policy", e.tls_policy_id or e.tls_policy_type),
+        ("rule", e.rule),
         ("took", None if e.duration is None else f"{e.duration:.2f} s"),
         ("feedback type", e.feedback_type), ("correlation" if e.correlation else "", matched))
         if value]

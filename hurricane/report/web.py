@@ -461,6 +461,8 @@ def build_pages(pages: Pages) -> Page:
     exports.putChild(b"deliveries.csv", ExportDeliveries(pages))
     exports.putChild(b"suppressions.csv", ExportSuppressions(pages))
     root.putChild(b"export", exports)
+    from hurricane.report.sources import SourcesPage
+    root.putChild(b"sources", SourcesPage(pages))
     return root
 
 

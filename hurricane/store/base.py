@@ -52,6 +52,7 @@ from hurricane.store.interface import (
     StoreUnavailable,
 )
 from hurricane.store.sql import Dialect
+from hurricane.store.transport import TransportStoreMixin
 from hurricane.store.txn import (
     bounces,
     core,
@@ -158,7 +159,7 @@ class GroupCommit(Generic[T, R]):
 
 
 @implementer(IOutcomeStore)
-class SqlStore:
+class SqlStore(TransportStoreMixin):
     """IOutcomeStore over SQL; engines subclass it."""
 
     dialect: Dialect

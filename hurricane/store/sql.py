@@ -322,6 +322,18 @@ def insert_events_returning(n: int) -> str:
             + ", ".join([_EVENT_VALUES] * n) + "\nRETURNING event_id")
 
 
+#: An attempt's event also records its transport facts (migration 0010, issue 21).
+ATTEMPT_EVENT_COLUMNS = (*EVENT_INSERT_COLUMNS, "source_ip", "tls_policy_type", "tls_policy_id",
+                         "tls_result")
+_ATTEMPT_VALUES = "(" + placeholders(len(ATTEMPT_EVENT_COLUMNS)) + ")"
+
+
+def insert_attempt_events_returning(n: int) -> str:
+    """:func:`insert_events_returning` for attempts, with :data:`ATTEMPT_EVENT_COLUMNS`."""
+    return ("INSERT INTO events (" + ", ".join(ATTEMPT_EVENT_COLUMNS) + ")\nVALUES "
+            + ", ".join([_ATTEMPT_VALUES] * n) + "\nRETURNING event_id")
+
+
 # The recipients of deliveries about to be written, locked (PostgreSQL) in id
 # order so that two writers never wait on each other in a cycle.
 SELECT_DELIVERIES_FOR_WRITE = (
@@ -437,7 +449,7 @@ WHERE delivery_id = ? AND state = ?"""
 SELECT_EVENTS = """
 SELECT event_id, delivery_id, kind, at, state, reason, hard, code, status, text,
        remote_host, remote_ip, tls, source, rule, duration, bounce_id, feedback_type,
-       correlation, note
+       correlation, note, source_ip, tls_policy_type, tls_policy_id, tls_result
 FROM events WHERE delivery_id = ? ORDER BY event_id"""
 
 # Event feed (webhooks, accounting log): keyset on the events primary key.
@@ -446,7 +458,7 @@ SELECT e.event_id, e.delivery_id, e.kind, e.at, e.state, e.reason, e.hard, e.cod
        e.status, e.text, e.remote_host, e.remote_ip, e.tls, e.source, e.rule, e.duration,
        e.bounce_id, e.feedback_type, e.correlation, e.note,
        m.queue_id, d.recipient, m.sender, m.mailing_id, m.message_id, m.header_message_id,
-       d.state, d.created_at
+       d.state, d.created_at, e.source_ip, e.tls_policy_type, e.tls_policy_id, e.tls_result
 FROM events e
 JOIN deliveries d ON d.delivery_id = e.delivery_id
 JOIN messages m ON m.message_pk = d.message_pk
@@ -456,7 +468,9 @@ ORDER BY e.event_id LIMIT ?"""
 SELECT_OUTCOMES = """
 SELECT m.queue_id, d.delivery_id, d.recipient, d.state, d.reason, d.hard, d.code,
        d.status, d.text, d.attempts, m.mailing_id, m.message_id, d.created_at,
-       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at
+       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at,
+       (SELECT e.source_ip FROM events e WHERE e.delivery_id = d.delivery_id
+        AND e.source_ip IS NOT NULL ORDER BY e.event_id DESC LIMIT 1)
 FROM deliveries d JOIN messages m ON m.message_pk = d.message_pk
 WHERE d.delivery_id > ?{filters}
 ORDER BY d.delivery_id LIMIT ?"""

@@ -54,6 +54,7 @@ class ConnectorTests(SynchronousTestCase):
         conn = self.successResultOf(d)
         self.assertEqual(conn.info, SessionInfo(
             "mx.example.test", "192.0.2.7", 2525, greeting="mx ESMTP", extensions=("PIPELINING",),
+            source_ip=transport.getHost().host,  # what the receiver sees (issue 21)
         ))
         self.assertEqual(reactor.getDelayedCalls(), [])
 

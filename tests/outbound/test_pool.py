@@ -56,7 +56,7 @@ class FakeDispatch:
         return True
 
     def fail(self, batch: Iterable[Delivery], attempt: Attempt, *, host: str | None = None,
-             ip: str | None = None) -> None:
+             ip: str | None = None, facts: object = None) -> None:
         self.failed.append(([d.delivery_id for d in batch], attempt, host))
 
 

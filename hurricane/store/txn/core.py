@@ -153,8 +153,16 @@ def event_from_row(row: Row) -> Event:
         code=opt_int(row[7]), status=row[8], text=row[9], remote_host=row[10],
         remote_ip=row[11], tls=row[12], source=row[13], rule=row[14], duration=row[15],
         bounce_id=opt_int(row[16]), feedback_type=row[17], correlation=row[18],
-        note=row[19],
+        note=row[19], **_transport_of(row[20:24]),
     )
+
+
+def _transport_of(row: Row) -> dict[str, str | None]:
+    """An attempt's transport columns (migration 0010, issue 21), when the row has them."""
+    if len(row) < 4:
+        return {}
+    return {"source_ip": row[0], "tls_policy_type": row[1], "tls_policy_id": row[2],
+            "tls_result": row[3]}
 
 
 def outcome_from_row(row: Row) -> Outcome:
@@ -165,6 +173,7 @@ def outcome_from_row(row: Row) -> Outcome:
         text=row[8], attempts=int(row[9]), mailing_id=row[10], message_id=row[11],
         created_at=row[12], updated_at=row[13], remote_host=row[14],
         delivered_at=row[15], bounced_at=row[16],
+        source_ip=row[17] if len(row) > 17 else None,
     )
 
 

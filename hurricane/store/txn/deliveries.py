@@ -114,9 +114,9 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
                 r.delivery_id, r.event_kind.value, r.at, State(r.state).value,
                 text_of(r.reason), r.hard, r.code, r.status, r.text, r.remote_host,
                 r.remote_ip, r.tls, text_of(r.source), r.rule, r.duration, None, None, None,
-                None, None,
+                None, None, r.source_ip, r.tls_policy_type, r.tls_policy_id, r.tls_result,
             ]
-        await txn.execute(sql.insert_events_returning(len(result_chunk)), params)
+        await txn.execute(sql.insert_attempt_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
         if len(got) != len(result_chunk):
             raise RuntimeError(f"inserted {len(result_chunk)} events, got {len(got)} ids back")

@@ -102,8 +102,8 @@ async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[Ev
         return []
     await txn.execute(sql.SELECT_EVENTS_AFTER, (after_event_id, limit))
     return [
-        EventRecord(event=event_from_row(row[:20]), queue_id=row[20], recipient=row[21],
-                    sender=row[22], mailing_id=row[23], message_id=row[24],
+        EventRecord(event=event_from_row((*row[:20], *row[28:32])), queue_id=row[20],
+                    recipient=row[21], sender=row[22], mailing_id=row[23], message_id=row[24],
                     header_message_id=row[25], delivery_state=row[26],
                     delivery_created_at=row[27])
         for row in txn.fetchall()
