@@ -29,6 +29,7 @@ from hurricane.store.interface import IOutcomeStore
 
 if TYPE_CHECKING:
     from hurricane.inbound.processor import BounceProcessor
+    from hurricane.outbound.providers import ProviderGate
     from hurricane.outbound.queue import OutboundService
 
 log = Logger()
@@ -231,11 +232,14 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     connector = Connector(reactor, config.delivery.timeouts,
                           bind_address=config.delivery.bind_address)
     dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy)
+    gate = _build_gate(config, reactor)
     outbound = OutboundService(
         store, dialer, codec, classifier, OutboundSettings.for_server(config), reactor, dkim,
     )
+    outbound.use_gate(gate)
     outbound.setServiceParent(root)
     root.outbound = outbound
+    _build_policy(root, config, reactor, outbound, gate)
 
     try:
         submission = build_submission_factory(
@@ -252,6 +256,32 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     add_listeners(root, "submission", config.submission.listen, submission, reactor)
     add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
     _build_web_and_admin(root, config, reactor, outbound, operations)
+
+
+def _build_gate(config: Config, reactor: IServerReactor) -> ProviderGate:
+    """The provider budgets of the destination pool (issue 19)."""
+    from hurricane.outbound.providers import ProviderGate
+    from hurricane.policy.providers import ProviderLimiter, ProviderMap
+
+    return ProviderGate(ProviderLimiter(ProviderMap(config.delivery), config.delivery.adaptive),
+                        reactor)
+
+
+def _build_policy(root: HurricaneService, config: Config, reactor: IServerReactor,
+                  outbound: OutboundService, gate: ProviderGate) -> None:
+    """The policy loop (shared provider state, late outcomes, mailing breakers),
+    on an SQL store; with the memory store the budgets stay this process's own."""
+    from hurricane.policy.service import PolicyService, PolicySettings
+    from hurricane.store.policy import policy_store
+
+    pstore = policy_store(root.store)
+    if pstore is None:
+        return
+    policy = PolicyService(pstore, outbound, gate, PolicySettings(config.node_id,
+                                                                  config.delivery), reactor)
+    gate.on_action = policy.action
+    policy.setServiceParent(root)
+    root.policy = policy
 
 
 def _build_processor(root: HurricaneService, config: Config, reactor: IServerReactor,
