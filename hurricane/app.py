@@ -329,7 +329,8 @@ def _build_operations(root: HurricaneService, reactor: IServerReactor,
         counters["accounting"] = root.accounting
     if root.webhooks is not None:
         counters["webhooks"] = root.webhooks
-    return Operations(root.store, reactor, outbound, processor=processor, counters=counters)
+    return Operations(root.store, reactor, outbound, processor=processor, counters=counters,
+                      limiter=outbound.gate.limiter if outbound.gate is not None else None)
 
 
 def _build_feeds(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:

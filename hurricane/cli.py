@@ -618,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "24 characters) with a fast sha256 hash")
     p.set_defaults(func=cmd_passwd)
 
-    for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo")):
+    for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo"),
+                          ("providers", "hurricane.policy.cli")):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:
