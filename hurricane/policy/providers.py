@@ -453,8 +453,8 @@ class ProviderLimiter:
         state.suspended_until = now + self.settings.suspend_seconds
         state.cause = cause
         state.updated_at = now
-        return PolicyAction(now, "provider", state.provider, PolicyVerb.suspend.value, cause, before,
-                            "suspended", evidence, until=state.suspended_until)
+        return PolicyAction(now, "provider", state.provider, PolicyVerb.suspend.value, cause,
+                            before, "suspended", evidence, until=state.suspended_until)
 
     def _success(self, state: ProviderState, now: float) -> PolicyAction | None:
         state.streak += 1
