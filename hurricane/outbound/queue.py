@@ -158,6 +158,9 @@ class OutboundService(Service):
         self.gate: ProviderGate | None = None
         #: Called with every attempt's delivery and result (the policy service's breaker).
         self.observers: list[Callable[[Delivery, AttemptResult], None]] = []
+        #: Sees every claim first and returns what to send (the policy service
+        #: keeps the rows of held mailings, and holds them in the store).
+        self.intake: Callable[[Sequence[Delivery]], Sequence[Delivery]] | None = None
 
         self.bodies = BodyCache(store, clock, dkim, settings.bodies)
         self.writer = ResultWriter(store, clock, settings.writer,
@@ -455,6 +458,8 @@ class OutboundService(Service):
 
     def _accept(self, deliveries: Sequence[Delivery]) -> None:
         """Hold claimed deliveries (a slot and a body reference each) and queue them."""
+        if self.intake is not None:
+            deliveries = self.intake(deliveries)
         fresh = []
         for delivery in deliveries:
             if delivery.delivery_id in self._in_flight:
@@ -502,28 +507,15 @@ class OutboundService(Service):
             self.bodies.release(delivery.message_pk)
 
     def take_back_where(self, wanted: Callable[[Delivery], bool]) -> list[Delivery]:
-        """Take waiting deliveries out of the pool (not yet on a connection) and
-        out of flight; the caller releases their leases (or holds them).
-
-        Args:
-            wanted: which deliveries.
-
-        Returns:
-            the deliveries taken.
-        """
+        """The ``wanted`` deliveries waiting in the pool (not on a connection),
+        out of flight; the caller releases their leases (or holds them)."""
         taken = self.pool.take_back_where(wanted)
         for delivery in taken:
             self._forget(delivery)
-        if taken:
-            self._check_idle()
         return taken
 
     async def release_where(self, wanted: Callable[[Delivery], bool], why: str) -> int:
-        """Give back the leases of waiting deliveries (a suspended provider's).
-
-        Returns:
-            how many.
-        """
+        """Give back the leases of the ``wanted`` waiting deliveries; how many."""
         taken = self.take_back_where(wanted)
         await self._release(taken, why)
         return len(taken)

@@ -21,7 +21,7 @@ cross a threshold (:class:`~hurricane.policy.breaker.Tally`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twisted.application.service import Service
@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from hurricane.config import DeliveryConfig
 from hurricane.model import AttemptResult, Delivery
+from hurricane.outcome import State
 from hurricane.outbound.providers import ProviderGate
 from hurricane.outbound.queue import OutboundService
 from hurricane.policy.breaker import Evidence, Tally, judge
@@ -83,11 +84,14 @@ class PolicyService(Service):
         #: Mailings with results since the last round (keys lower-cased -> id).
         self._active: dict[str, str] = {}
         self._holding: set[str] = set()
+        #: Mailings held now (keys lower-cased): claimed rows of theirs are held too.
+        self.held: set[str] = set()
         self._event_mark: int | None = None
         self._call: IDelayedCall | None = None
         self._round: Deferred[None] | None = None
         self.rounds = 0
         outbound.observers.append(self.observe)
+        outbound.intake = self.intake
 
     # -- hooks ------------------------------------------------------------------
 
@@ -116,6 +120,31 @@ class PolicyService(Service):
             d = Deferred.fromCoroutine(self._check_mailing(mailing, evidence))
             d.addErrback(lambda f: log.failure("checking mailing {mailing} failed", f,
                                                mailing=mailing))
+
+    def intake(self, deliveries: Sequence[Delivery]) -> Sequence[Delivery]:
+        """Keep claimed rows of held mailings from being sent, and hold them."""
+        if not self.held:
+            return deliveries
+        keep: list[Delivery] = []
+        hold: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            key = d.mailing_id.lower() if d.mailing_id else None
+            if key is not None and key in self.held:
+                hold.setdefault(d.mailing_id or "", []).append(d)
+            else:
+                keep.append(d)
+        for mailing, rows in hold.items():
+            pending = Deferred.fromCoroutine(self._hold_rows(mailing,
+                                                             [r.delivery_id for r in rows]))
+            pending.addErrback(lambda f: log.failure("holding rows failed", f))
+        return keep
+
+    async def _hold_rows(self, mailing: str, ids: list[int]) -> None:
+        held = await self._store.hold_rows(mailing, ids, self._settings.node_id,
+                                           self._clock.seconds())
+        if held < 0:
+            self.held.discard(mailing.lower())  # released meanwhile: the rows come again
+            self._outbound.wake()
 
     # -- service ----------------------------------------------------------------
 
@@ -180,6 +209,8 @@ class PolicyService(Service):
         await self._flush()
         await self._release_suspended(now)
         self._outbound.pool.pump_all()
+        self.held = {b.mailing_id.lower() for b in await self._store.breakers(1000)
+                     if b.state == State.held.value}
         await self._check_mailings()
 
     async def _flush(self) -> None:
@@ -278,6 +309,8 @@ class PolicyService(Service):
                                               self._settings.node_id, ids, action)
         self._tripped.add(key)
         self._tally.forget(mailing)
+        if held >= 0:
+            self.held.add(key)
         if held < 0:
             return held  # the store released the rows taken: they come again
         log.warn("policy: mailing {mailing} held ({cause}): {held} recipients",

@@ -265,6 +265,40 @@ async def hold_mailing_txn(txn: Txn, mailing_id: str, now: float, owner: str,
     return held
 
 
+async def hold_rows_txn(txn: Txn, mailing_id: str, ids: Sequence[int], owner: str,
+                        now: float) -> int:
+    """Hold rows of a held mailing that ``owner`` claimed after the hold (mail
+    submitted since, rows another node gave back). When the mailing is not
+    held any more (released meanwhile), the rows' leases are given back instead.
+
+    Returns:
+        rows held, -1 when the mailing is not held.
+    """
+    await txn.execute("SELECT state FROM mailing_breakers WHERE mailing_key = lower(?)"
+                      + txn.dialect.for_update, (mailing_id,))
+    row = txn.fetchone()
+    held = row is not None and row[0] == State.held.value
+    count = 0
+    for start in range(0, len(ids), _CHUNK):
+        chunk = list(ids[start:start + _CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        if held:
+            await txn.execute(
+                f"UPDATE deliveries SET state = {_HELD}, lease_owner = NULL, lease_until = NULL,"
+                f" updated_at = ? WHERE delivery_id IN ({marks}) AND lease_owner = ?"
+                f" AND state IN ({_PENDING})", (now, *chunk, owner))
+            count += max(txn.rowcount, 0)
+        else:
+            await txn.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
+                              f" WHERE delivery_id IN ({marks}) AND lease_owner = ?",
+                              (*chunk, owner))
+    if not held:
+        return -1
+    await txn.execute("UPDATE mailing_breakers SET held = held + ? WHERE mailing_key = lower(?)",
+                      (count, mailing_id))
+    return count
+
+
 async def release_mailing_txn(txn: Txn, mailing_id: str, now: float,
                               action: PolicyAction) -> int:
     """Send a held mailing's recipients after all; its breaker stays off.
@@ -403,6 +437,12 @@ class PolicyStore:
         """Trip a mailing's breaker (see :func:`hold_mailing_txn`)."""
         held: int = await self._call(hold_mailing_txn, mailing_id, now, owner,
                                      list(given_back), action)
+        return held
+
+    async def hold_rows(self, mailing_id: str, ids: Sequence[int], owner: str,
+                        now: float) -> int:
+        """Hold rows claimed after the hold (see :func:`hold_rows_txn`)."""
+        held: int = await self._call(hold_rows_txn, mailing_id, list(ids), owner, now)
         return held
 
     async def release_mailing(self, mailing_id: str, now: float, action: PolicyAction) -> int:
