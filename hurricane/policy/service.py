@@ -31,9 +31,9 @@ from twisted.logger import Logger
 
 from hurricane.config import DeliveryConfig
 from hurricane.model import AttemptResult, Delivery
-from hurricane.outcome import State
 from hurricane.outbound.providers import ProviderGate
 from hurricane.outbound.queue import OutboundService
+from hurricane.outcome import State
 from hurricane.policy.breaker import Evidence, Tally, judge
 from hurricane.policy.providers import LateCounts, PolicyAction
 from hurricane.store.policy import PolicyStore
