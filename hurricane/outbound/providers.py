@@ -110,6 +110,8 @@ class ProviderGate:
             self.throttled[name] += 1
         elif signal is Signal.success:
             self.delivered[name] += 1
+        if not self.limiter.settings.enabled:
+            return None  # [delivery.adaptive] enabled = false: fixed limits
         action = self.limiter.observe(domain, result, self._clock.seconds())
         if action is not None:
             self.on_action(action)
@@ -118,6 +120,6 @@ class ProviderGate:
     def retry_delay(self, result: AttemptResult) -> float | None:
         """How soon a throttled delivery comes again (its own backoff untouched),
         or None for any other result."""
-        if signal_of(result) is not Signal.throttle:
+        if signal_of(result) is not Signal.throttle or not self.limiter.settings.enabled:
             return None
         return self.limiter.settings.throttle_pause
