@@ -61,6 +61,7 @@ from hurricane.report.pages import (
     SuppressionRemove,
     Suppressions,
 )
+from hurricane.report.providers import HoldForm, ProvidersPage
 from hurricane.report.resource import (
     HttpError,
     ReportResource,
@@ -462,6 +463,8 @@ def build_pages(pages: Pages) -> Page:
     exports.putChild(b"deliveries.csv", ExportDeliveries(pages))
     exports.putChild(b"suppressions.csv", ExportSuppressions(pages))
     root.putChild(b"export", exports)
+    root.putChild(b"providers", ProvidersPage(pages))
+    root.putChild(b"hold", HoldForm(pages))
     return root
 
 
