@@ -252,6 +252,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
     _build_feeds(root, config, reactor)
+    _build_policy_feeds(root, config, reactor)
     operations = root.operations = _build_operations(root, reactor, outbound, processor)
     add_listeners(root, "submission", config.submission.listen, submission, reactor)
     add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
@@ -282,6 +283,33 @@ def _build_policy(root: HurricaneService, config: Config, reactor: IServerReacto
     gate.on_action = policy.action
     policy.setServiceParent(root)
     root.policy = policy
+
+
+def _build_policy_feeds(root: HurricaneService, config: Config,
+                        reactor: IServerReactor) -> None:
+    """Policy events to the accounting log and to the webhooks that take them."""
+    from hurricane.accounting import CursorFile
+    from hurricane.policy.feeds import PolicyFeed, accounting_handler, webhook_handler
+    from hurricane.store.policy import policy_store
+
+    pstore = policy_store(root.store)
+    if pstore is None:
+        return
+    cursors = os.path.join(config.data_dir, "cursors")
+    try:
+        if root.accounting is not None:
+            PolicyFeed("policy-accounting", pstore, reactor,
+                       CursorFile(os.path.join(cursors, "policy-accounting.json")),
+                       accounting_handler(root.accounting)).setServiceParent(root)
+        for endpoint in root.webhooks.endpoints() if root.webhooks is not None else []:
+            handler = webhook_handler(endpoint)
+            if handler is not None:
+                name = str(endpoint.name).split(":", 1)[-1]
+                PolicyFeed(f"policy-{endpoint.name}", pstore, reactor,
+                           CursorFile(os.path.join(cursors, f"policy-webhook-{name}.json")),
+                           handler).setServiceParent(root)
+    except (OSError, ValueError) as e:
+        raise StartupError(str(e)) from None
 
 
 def _build_processor(root: HurricaneService, config: Config, reactor: IServerReactor,

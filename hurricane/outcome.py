@@ -297,6 +297,10 @@ class EventKind(str, enum.Enum):
     relayed = "relayed"  # a "relayed"/"delivered"/"expanded" DSN: information only
     retry = "retry"  # an operator asked for a retry now
     note = "note"  # anything else an operator or a tool wants to say
+    #: A provider's or a mailing's policy action (issue 19): kept in
+    #: ``policy_events``, not in a delivery's events; sent to the accounting
+    #: log and to webhooks under this type.
+    policy = "policy"
 
 
 class PolicyVerb(str, enum.Enum):

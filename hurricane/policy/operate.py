@@ -58,7 +58,7 @@ class MailingHold:
             "mailing_id": self.mailing_id,
             "breaker": None if b is None else {
                 "state": b.state, "cause": b.cause, "evidence": dict(b.evidence),
-                "held_at": b.held_at, "held": b.held, "changed_at": b.changed_at},
+                "held_at": b.held_at, State.held.value: b.held, "changed_at": b.changed_at},
             "counts": self.counts.as_json(),
         }
 

@@ -388,11 +388,11 @@ class ProviderState:
             self._window.popleft()
 
     def refusal(self, now: float) -> str | None:
-        """``blocked``, ``rate`` or None for one more RCPT now."""
+        """``block``, ``rate`` or None for one more RCPT now."""
         p = self.play
         if (p.complaint_rate > 0 and self.accepted_total >= p.complaint_min
                 and self.complaints / self.accepted_total > p.complaint_rate):
-            return "blocked"
+            return "block"
         if p.rate_limit > 0:
             self._trim(now)
             if len(self._window) >= p.rate_limit:
@@ -445,9 +445,9 @@ class SinkFactory(HardenedFactory):
         verdict = self.provider.refusal(self.clock.seconds())
         if verdict is None:
             return None
-        self.stats.answer("rejected" if verdict == "blocked" else "deferred",
+        self.stats.answer("rejected" if verdict == "block" else "deferred",
                           f"provider-{verdict}", address)
-        if verdict == "blocked":
+        if verdict == "block":
             return Reply(554, "5.7.1", "Service unavailable; sender blocked due to user "
                          "complaints (policy)")
         return Reply(421, "4.7.28", "Our system has detected an unusual rate of mail from "
