@@ -652,4 +652,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main: the subcommands added by other modules
+    # (providers, mailing) import hurricane.cli, and their CommandError must be
+    # the class main() catches, not a second copy under __main__.
+    from hurricane.cli import main as _main
+
+    sys.exit(_main())
