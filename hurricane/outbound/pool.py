@@ -459,7 +459,8 @@ class DestinationPool:
                 return
             try:
                 self._pump(dest)  # the destination works: more connections may help
-                await self._use(dest, conn)
+                if not await self._use(dest, conn):
+                    return  # the gate said stop: no new connection until it says go
             finally:
                 if conn in dest.connections:
                     self._close_quietly(dest, conn)
@@ -469,13 +470,17 @@ class DestinationPool:
         return (conn.usable and conn in dest.connections and not self._stopping
                 and sent < self._limits_for(dest.key).messages_per_connection)
 
-    async def _use(self, dest: _Destination, conn: ISMTPConnection) -> None:
-        """Send on ``conn`` while there is work, then keep it idle for a while."""
+    async def _use(self, dest: _Destination, conn: ISMTPConnection) -> bool:
+        """Send on ``conn`` while there is work, then keep it idle for a while.
+
+        Returns:
+            False when the gate said stop (the rows stay queued).
+        """
         sent = 0
         while True:
             while dest.queue and self._open(dest, conn, sent):
                 if not await self._rate_wait(dest):
-                    return  # the shared budget says stop (the rows stay queued)
+                    return False
                 batch = self._take(dest)
                 if not batch:
                     break
@@ -483,11 +488,11 @@ class DestinationPool:
                 sent += 1
             if not (self._settings.idle_grace > 0 and not dest.queue
                     and self._open(dest, conn, sent)):
-                return
+                return True
             # The queue ran dry: keep the session for the next claim
             # (_pump hands it work) rather than pay a new handshake.
             if not await self._wait_for_work(dest):
-                return
+                return True
 
     async def _transaction(self, dest: _Destination, conn: ISMTPConnection,
                            batch: list[Delivery]) -> None:

@@ -69,7 +69,7 @@ class ProviderGate:
 
     def reserve(self, domain: str) -> float | None:
         """Book a send slot; None when the wait is a suspension or too long."""
-        wait = self.limiter.reserve(domain, self._clock.seconds())
+        wait = self.limiter.reserve(domain, self._clock.seconds(), MAX_GATE_WAIT)
         if self.blocked(domain) or wait > MAX_GATE_WAIT:
             return None
         return wait

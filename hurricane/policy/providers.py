@@ -350,18 +350,25 @@ class ProviderLimiter:
         rate = self.state(name).rate
         return rate / max(1, self.nodes) if rate > 0 else 0.0
 
-    def reserve(self, domain: str, now: float) -> float:
+    def reserve(self, domain: str, now: float, max_wait: float | None = None) -> float:
         """Book the next send slot of the provider of ``domain``.
+
+        Args:
+            domain: the recipient domain.
+            now: the time.
+            max_wait: book nothing when the wait would be longer.
 
         Returns:
             seconds to wait before sending (a suspension's remaining time is
-            returned as it is; the caller decides not to wait that long).
+            returned as it is, and books nothing).
         """
         name = self.providers.budget(domain)
         state = self.state(name)
         if state.suspended(now):
             return state.suspended_until - now
         slot = max(now, state.paused_until, self._next_send.get(name, 0.0))
+        if max_wait is not None and slot - now > max_wait:
+            return slot - now
         rate = self.rate_share(name)
         if rate > 0:
             self._next_send[name] = slot + 60.0 / rate

@@ -238,6 +238,30 @@ class GateInPoolTests(SynchronousTestCase):
         taken = self.pool.take_back_where(lambda d: True)
         self.assertEqual([d.delivery_id for d in taken], [2])
 
+    def test_suspension_while_sending_stops_without_reconnecting(self) -> None:
+        """A block in the middle of a queue: the worker stops, and no new
+        connection is opened while the provider is suspended."""
+        self.dispatch.delay = 1.0
+        self.lim.state("google").rate = 0.0
+        self.pool.add([delivery(i, "gmail.com") for i in range(1, 6)])
+        sent = len(self.dispatch.sent)
+        self.gate.observe("gmail.com", result(State.failed, Reason.blocked, 550))
+        for _ in range(20):
+            self.clock.advance(1.0)
+        self.assertLessEqual(len(self.dispatch.sent), sent + GOOGLE.max_connections)
+        self.assertEqual(len(self.connector.connections), GOOGLE.max_connections)
+        self.assertGreater(self.pool.waiting(), 0)
+        self.assertEqual(self.gate.connections(), {})  # all closed
+
+    def test_long_waits_book_no_slot(self) -> None:
+        """A wait longer than the gate sits out books nothing (the slot is not lost)."""
+        self.lim.state("google").rate = 1.0  # one a minute
+        self.assertEqual(self.gate.reserve("gmail.com"), 0.0)
+        self.assertIsNone(self.gate.reserve("gmail.com"))  # 60 s away: not booked
+        self.assertIsNone(self.gate.reserve("gmail.com"))
+        self.clock.advance(60.0)
+        self.assertEqual(self.gate.reserve("gmail.com"), 0.0)
+
     def test_throttled_retry_delay(self) -> None:
         self.assertEqual(self.gate.retry_delay(result(State.deferred, Reason.speeding)), 5.0)
         self.assertIsNone(self.gate.retry_delay(result(State.deferred, Reason.mailboxfull)))
