@@ -44,6 +44,9 @@ log = Logger()
 
 #: Mailings whose store counts are read in one round at most.
 MAX_MAILINGS_PER_ROUND = 50
+#: Seconds between two reads of one mailing's store counts (a count reads all
+#: its rows; this node's own results trip the breaker between them).
+RECHECK = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class PolicyService(Service):
         #: Mailings with results since the last round (keys lower-cased -> id).
         self._active: dict[str, str] = {}
         self._holding: set[str] = set()
+        #: When each mailing's store counts may be read again.
+        self._next_check: dict[str, float] = {}
         #: Mailings held now (keys lower-cased): claimed rows of theirs are held too.
         self.held: set[str] = set()
         self._event_mark: int | None = None
@@ -271,10 +276,18 @@ class PolicyService(Service):
         self._active.clear()
         for mailing in late:
             candidates.setdefault(mailing.lower(), mailing)
-        for key, mailing in list(candidates.items())[:MAX_MAILINGS_PER_ROUND]:
-            if key not in self._tripped and key not in self._holding:
-                self._holding.add(key)
-                await self._check_mailing(mailing, Evidence(0, 0, 0))
+        now = self._clock.seconds()
+        due = [(k, m) for k, m in candidates.items()
+               if k not in self._tripped and k not in self._holding
+               and self._next_check.get(k, 0.0) <= now]
+        for key, mailing in due[:MAX_MAILINGS_PER_ROUND]:
+            self._next_check[key] = now + RECHECK
+            self._holding.add(key)
+            await self._check_mailing(mailing, Evidence(0, 0, 0))
+        for key, mailing in due[MAX_MAILINGS_PER_ROUND:]:
+            self._active[key] = mailing  # next round
+        if len(self._next_check) > 10_000:
+            self._next_check = {k: t for k, t in self._next_check.items() if t > now}
 
     async def _check_mailing(self, mailing: str, local: Evidence) -> None:
         """Trip the breaker of ``mailing`` if its counts (ours and the store's) say so."""
