@@ -78,9 +78,8 @@ class ProviderGate:
         """The known domains of suspended providers (left out of claims)."""
         now = self._clock.seconds()
         found: list[str] = []
-        for state in self.limiter.states():
-            if state.suspended(now):
-                found += self.limiter.providers.domains(state.provider)
+        for name in self.limiter.suspended_budgets(now):
+            found += self.limiter.providers.domains(name)
         return found
 
     def connected(self, domain: str, host: str | None) -> None:

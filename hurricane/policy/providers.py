@@ -329,6 +329,10 @@ class ProviderLimiter:
         return named + sorted((s for n, s in self._states.items() if n not in seen),
                               key=lambda s: s.provider)
 
+    def suspended_budgets(self, now: float) -> list[str]:
+        """The budgets suspended now (cheap: the scheduler asks at every claim)."""
+        return [name for name, s in self._states.items() if s.suspended(now)]
+
     def adopt(self, stored: ProviderState) -> bool:
         """Take a state another node (or a previous run) stored, when it is newer.
 
