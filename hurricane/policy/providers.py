@@ -69,7 +69,7 @@ _RATE_TEXT = re.compile(r"rate|too many|slow down|throttl", re.IGNORECASE)
 _MAX_LEARNED = 100_000
 #: Send times kept per provider to measure its rate.
 _RECENT_SENDS = 200
-#: Messages per minute assumed for an unlimited provider never seen sending.
+#: Messages per minute an unlimited budget is cut from at least.
 _FALLBACK_RATE = 600.0
 
 
@@ -89,16 +89,18 @@ def signal_of(result: AttemptResult) -> Signal:
         result: one recipient's result.
 
     Returns:
-        ``success`` for delivered, ``block`` for blocked/badreputation,
-        ``throttle`` for a rate refusal, else ``neutral`` (a user unknown
-        says nothing about the provider's patience).
+        ``success`` for delivered, ``block`` for a permanent blocked /
+        badreputation refusal, ``throttle`` for a rate refusal, else
+        ``neutral`` (a user unknown says nothing about the provider's
+        patience; nor does a temporary "blocked", which is how greylisting,
+        451 4.7.1, is classified).
     """
     state = State(result.state)
     if state is State.delivered:
         return Signal.success
     reason = Reason.of(result.reason.value if isinstance(result.reason, Reason)
                        else result.reason)
-    if reason in BLOCK_REASONS:
+    if reason in BLOCK_REASONS and state is State.failed:
         return Signal.block
     if state is State.deferred:
         if reason in THROTTLE_REASONS:
@@ -444,8 +446,10 @@ class ProviderLimiter:
              evidence: Mapping[str, int], *, pause: bool) -> PolicyAction:
         s = self.settings
         before = state.describe()
-        base = state.rate if state.rate > 0 else (self.observed_rate(state.provider) * self.nodes
-                                                  or _FALLBACK_RATE)
+        # An unlimited budget is cut from what it was taking (never from less
+        # than _FALLBACK_RATE: two sends a minute apart say nothing of a rate).
+        base = state.rate if state.rate > 0 else max(
+            self.observed_rate(state.provider) * self.nodes, _FALLBACK_RATE)
         if state.ceiling <= 0:
             state.ceiling = base  # an unlimited provider ramps back to what it took
         state.rate = max(float(s.min_rate_per_minute), base * s.throttle_factor)

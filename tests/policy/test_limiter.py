@@ -92,6 +92,9 @@ class SignalTests(SynchronousTestCase):
         self.assertIs(signal_of(result(State.deferred, Reason.undefined, 451, None,
                                        "Rate limit exceeded")), Signal.throttle)
         self.assertIs(signal_of(result(State.failed, Reason.blocked, 550)), Signal.block)
+        # greylisting (451 4.7.1) is classified blocked: temporary, it suspends nothing
+        self.assertIs(signal_of(result(State.deferred, Reason.blocked, 451, "4.7.1",
+                                       "Greylisted, try again later")), Signal.neutral)
         # recipient-side answers say nothing about the provider
         self.assertIs(signal_of(result(State.failed, Reason.userunknown, 550)), Signal.neutral)
         self.assertIs(signal_of(result(State.deferred, Reason.mailboxfull, 452)),
@@ -162,6 +165,13 @@ class LimiterTests(SynchronousTestCase):
         action = lim.observe("x.example", result(State.delivered), 5.0)
         assert action is not None
         self.assertEqual((action.action, lim.state("default:x.example").rate), ("restore", 0.0))
+
+    def test_unlimited_budget_seldom_used_is_not_cut_to_a_crawl(self) -> None:
+        lim = limiter(throttle_factor=0.5)
+        lim.reserve("quiet.example", 0.0)
+        lim.reserve("quiet.example", 60.0)  # one a minute
+        lim.observe("quiet.example", result(State.deferred, Reason.speeding, 421), 61.0)
+        self.assertEqual(lim.state("default:quiet.example").rate, 300.0)  # half of 600
 
     def test_late_windows(self) -> None:
         """Sender-side late bounces cut once per worsening; complaints suspend;
