@@ -29,6 +29,7 @@ from hurricane.store.interface import IOutcomeStore
 
 if TYPE_CHECKING:
     from hurricane.inbound.processor import BounceProcessor
+    from hurricane.outbound.providers import ProviderGate
     from hurricane.outbound.queue import OutboundService
 
 log = Logger()
@@ -238,15 +239,18 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
         service.setServiceParent(root)
     dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy, pools=pools,
                     sts=sts)
+    gate = _build_gate(config, reactor)
     outbound = OutboundService(
         store, dialer, codec, classifier, OutboundSettings.for_server(config), reactor, dkim,
     )
+    outbound.use_gate(gate)
     outbound.setServiceParent(root)
     root.outbound = outbound
     from hurricane.tlsrpt import tlsrpt_service
     for service in tlsrpt_service(config, store, reactor, txt_lookup(dns.resolver),
                                   outbound.wake):
         service.setServiceParent(root)
+    _build_policy(root, config, reactor, outbound, gate)
 
     try:
         submission = build_submission_factory(
@@ -259,10 +263,64 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
     _build_feeds(root, config, reactor)
+    _build_policy_feeds(root, config, reactor)
     operations = root.operations = _build_operations(root, reactor, outbound, processor)
     add_listeners(root, "submission", config.submission.listen, submission, reactor)
     add_listeners(root, "bounce", config.bounce.listen, bounce, reactor)
     _build_web_and_admin(root, config, reactor, outbound, operations)
+
+
+def _build_gate(config: Config, reactor: IServerReactor) -> ProviderGate:
+    """The provider budgets of the destination pool (issue 19)."""
+    from hurricane.outbound.providers import ProviderGate
+    from hurricane.policy.providers import ProviderLimiter, ProviderMap
+
+    return ProviderGate(ProviderLimiter(ProviderMap(config.delivery), config.delivery.adaptive),
+                        reactor)
+
+
+def _build_policy(root: HurricaneService, config: Config, reactor: IServerReactor,
+                  outbound: OutboundService, gate: ProviderGate) -> None:
+    """The policy loop (shared provider state, late outcomes, mailing breakers),
+    on an SQL store; with the memory store the budgets stay this process's own."""
+    from hurricane.policy.service import PolicyService, PolicySettings
+    from hurricane.store.policy import policy_store
+
+    pstore = policy_store(root.store)
+    if pstore is None:
+        return
+    policy = PolicyService(pstore, outbound, gate, PolicySettings(config.node_id,
+                                                                  config.delivery), reactor)
+    gate.on_action = policy.action
+    policy.setServiceParent(root)
+    root.policy = policy
+
+
+def _build_policy_feeds(root: HurricaneService, config: Config,
+                        reactor: IServerReactor) -> None:
+    """Policy events to the accounting log and to the webhooks that take them."""
+    from hurricane.accounting import CursorFile
+    from hurricane.policy.feeds import PolicyFeed, accounting_handler, webhook_handler
+    from hurricane.store.policy import policy_store
+
+    pstore = policy_store(root.store)
+    if pstore is None:
+        return
+    cursors = os.path.join(config.data_dir, "cursors")
+    try:
+        if root.accounting is not None:
+            PolicyFeed("policy-accounting", pstore, reactor,
+                       CursorFile(os.path.join(cursors, "policy-accounting.json")),
+                       accounting_handler(root.accounting)).setServiceParent(root)
+        for endpoint in root.webhooks.endpoints() if root.webhooks is not None else []:
+            handler = webhook_handler(endpoint)
+            if handler is not None:
+                name = str(endpoint.name).split(":", 1)[-1]
+                PolicyFeed(f"policy-{endpoint.name}", pstore, reactor,
+                           CursorFile(os.path.join(cursors, f"policy-webhook-{name}.json")),
+                           handler).setServiceParent(root)
+    except (OSError, ValueError) as e:
+        raise StartupError(str(e)) from None
 
 
 def _build_processor(root: HurricaneService, config: Config, reactor: IServerReactor,
@@ -310,7 +368,8 @@ def _build_operations(root: HurricaneService, reactor: IServerReactor,
         counters["accounting"] = root.accounting
     if root.webhooks is not None:
         counters["webhooks"] = root.webhooks
-    return Operations(root.store, reactor, outbound, processor=processor, counters=counters)
+    return Operations(root.store, reactor, outbound, processor=processor, counters=counters,
+                      limiter=outbound.gate.limiter if outbound.gate is not None else None)
 
 
 def _build_feeds(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:

@@ -626,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_passwd)
 
     for _name, module in (("sink", "hurricane.sink.cli"), ("demo", "hurricane.demo"),
-                          ("tlsrpt", "hurricane.tlsrpt")):
+                          ("tlsrpt", "hurricane.tlsrpt"),
+                          ("providers", "hurricane.policy.cli")):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:
@@ -659,4 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main: the subcommands added by other modules
+    # (providers, mailing) import hurricane.cli, and their CommandError must be
+    # the class main() catches, not a second copy under __main__.
+    from hurricane.cli import main as _main
+
+    sys.exit(_main())

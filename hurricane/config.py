@@ -274,6 +274,68 @@ class TimeoutsConfig:
 
 
 @dataclass(frozen=True)
+class ProviderConfig:
+    """``[[delivery.providers]]``: one budget for every domain a provider hosts (issue 19).
+
+    A recipient domain belongs to the first provider whose ``domains`` glob
+    matches it, or whose ``mx`` glob matches the MX host it was delivered
+    through (the MX roll-up: every domain hosted at ``*.google.com`` shares
+    one budget). 0 for a limit = the ``[delivery]`` value.
+    """
+
+    name: str
+    mx: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    max_connections: int = 0
+    messages_per_connection: int = 0
+    rate_per_minute: int = 0
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """``[delivery.adaptive]``: how provider limits follow the receivers' answers."""
+
+    enabled: bool = True
+    #: The rate is multiplied by this on a throttling refusal (421 4.7.28, speeding...).
+    throttle_factor: float = 0.7
+    #: Seconds a provider pauses after a throttling refusal (also the retry delay
+    #: of the throttled messages, which keep their own backoff).
+    throttle_pause: float = 1.0
+    #: Seconds a provider is suspended after a blocked/badreputation refusal.
+    suspend_seconds: float = 300.0
+    #: Successful transactions in a row before the rate grows again.
+    ramp_after: int = 20
+    #: The rate is multiplied by this on each ramp step, up to the configured rate.
+    ramp_factor: float = 1.25
+    #: The rate never falls below this (messages per minute).
+    min_rate_per_minute: int = 6
+    #: Seconds of the rolling window of late sender-side bounces and complaints.
+    window: float = 3600.0
+    #: Deliveries in the window before the late rates are judged.
+    window_min_deliveries: int = 100
+    #: Late sender-side bounces (blocked, badreputation, spamdetected,
+    #: policyviolation) per delivery above which the rate is cut.
+    late_block_rate: float = 0.02
+    #: Complaints per delivery above which the provider is suspended.
+    complaint_rate: float = 0.003
+    #: Seconds between looks at the store (shared state, late outcomes, breakers).
+    interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class CircuitBreakerConfig:
+    """``[delivery.circuit_breaker]``: a mailing's own outcomes hold it (issue 19)."""
+
+    enabled: bool = True
+    #: Recipients with an outcome before the rates are judged.
+    min_recipients: int = 50
+    #: Hard refusals and hard bounces per recipient with an outcome.
+    hard_bounce_rate: float = 0.05
+    #: Complaints per recipient with an outcome.
+    complaint_rate: float = 0.003
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """``[delivery]``: retries, limits and the return path."""
 
@@ -310,6 +372,9 @@ class DeliveryConfig:
     pools: tuple[SendingPoolConfig, ...] = ()
     mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     tlsrpt: TlsRptConfig = field(default_factory=TlsRptConfig)
+    providers: tuple[ProviderConfig, ...] = ()
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
 
 
 @dataclass(frozen=True)
@@ -708,6 +773,47 @@ def _check(c: Config) -> None:
         if dkim_key.algorithm not in ("", "rsa-sha256", "ed25519-sha256"):
             raise ConfigError("expected rsa-sha256 or ed25519-sha256",
                               ("delivery", f"dkim[{i}]", "algorithm"))
+    _check_providers(c.delivery)
+
+
+def _check_providers(d: DeliveryConfig) -> None:
+    """``[[delivery.providers]]``, ``[delivery.adaptive]``, ``[delivery.circuit_breaker]``."""
+    names: set[str] = set()
+    for i, p in enumerate(d.providers):
+        path = ("delivery", f"providers[{i}]")
+        if not p.name or not all(ch.isalnum() or ch in "-_." for ch in p.name) \
+                or p.name == "default" or p.name in names:
+            raise ConfigError("expected a unique name of letters, digits, - _ . "
+                              "(\"default\" is the [delivery] provider)", (*path, "name"))
+        names.add(p.name)
+        if not p.mx and not p.domains:
+            raise ConfigError("expected mx or domains globs", path)
+        for key in ("max_connections", "messages_per_connection", "rate_per_minute"):
+            if getattr(p, key) < 0:
+                raise ConfigError("expected an integer >= 0", (*path, key))
+    a = d.adaptive
+    for key in ("throttle_pause", "suspend_seconds", "window", "interval"):
+        _positive(getattr(a, key), ("delivery", "adaptive", key))
+    if not 0 < a.throttle_factor < 1:
+        raise ConfigError("expected a fraction between 0 and 1",
+                          ("delivery", "adaptive", "throttle_factor"))
+    if a.ramp_factor <= 1:
+        raise ConfigError("expected a number > 1", ("delivery", "adaptive", "ramp_factor"))
+    for key in ("ramp_after", "min_rate_per_minute", "window_min_deliveries"):
+        if getattr(a, key) < 1:
+            raise ConfigError("expected an integer >= 1", ("delivery", "adaptive", key))
+    b = d.circuit_breaker
+    if b.min_recipients < 1:
+        raise ConfigError("expected an integer >= 1",
+                          ("delivery", "circuit_breaker", "min_recipients"))
+    for key in ("hard_bounce_rate", "complaint_rate"):
+        if not 0 < getattr(b, key) <= 1:
+            raise ConfigError("expected a fraction between 0 and 1",
+                              ("delivery", "circuit_breaker", key))
+    for key in ("late_block_rate", "complaint_rate"):
+        if not 0 < getattr(a, key) <= 1:
+            raise ConfigError("expected a fraction between 0 and 1",
+                              ("delivery", "adaptive", key))
 
 
 def _check_pools(c: Config) -> None:

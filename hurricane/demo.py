@@ -87,6 +87,9 @@ def _toml_value(v: object) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):  # an inline table: [[delivery.providers]] as a list of them
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}"
+                               for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
@@ -792,7 +795,11 @@ async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: 
         out: where the progress and the summary go.
         keep: the data stays after the demo (say where on Ctrl-C and at the end).
     """
-    rig = Rig(reactor, data_dir, demo_scenario(args.seed))
+    # The demo's mix shows every outcome, so about 6 % of it bounces hard and 1 %
+    # complains: above the circuit breaker's defaults (5 %, 0.3 %), which would
+    # hold the demo's own mailing (issue 19). The breaker is off here.
+    rig = Rig(reactor, data_dir, demo_scenario(args.seed),
+              delivery={"circuit_breaker": {"enabled": False}})
     out.write(f"Hurricane demo: data in {data_dir}\n")
     stopping: list[bool] = []
 

@@ -27,9 +27,20 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from hurricane.model import Delivery, Event, Suppression
+from hurricane.outcome import PolicyVerb
+from hurricane.policy.operate import (
+    MailingHold,
+    NoPolicyStore,
+    check_mailing_id,
+    end_hold,
+    mailing_hold,
+    providers_view,
+)
+from hurricane.policy.providers import ProviderLimiter
 from hurricane.smtpd.address import parse_path
 from hurricane.smtpd.reply import ReplyError
 from hurricane.store.interface import IOutcomeStore
+from hurricane.store.policy import PolicyEvent, PolicyStore, policy_store
 
 __all__ = [
     "Counters",
@@ -189,12 +200,17 @@ class Operations:
         processor: the bounce processor, for :meth:`replay`; None where none
             runs.
         counters: components whose ``stats()`` :meth:`stats` gathers, by name.
+        limiter: the providers' adaptive limits (the live ones in the server; in
+            the command, made from the configuration and the stored state).
     """
 
     def __init__(self, store: IOutcomeStore, clock: IReactorTime,
                  outbound: Scheduler | None = None, *, processor: Replayer | None = None,
-                 counters: Mapping[str, Counters] | None = None) -> None:
+                 counters: Mapping[str, Counters] | None = None,
+                 limiter: ProviderLimiter | None = None) -> None:
         self.store = store
+        self.limiter = limiter
+        self.policy_store: PolicyStore | None = policy_store(store)
         self.clock = clock
         self.outbound = outbound
         self.processor = processor
@@ -341,3 +357,72 @@ class Operations:
                                     for name, source in self.counters.items()}
         found["queue_depth"] = await self.store.queue_depth()
         return found
+
+    # -- closed-loop delivery (issue 19) -----------------------------------------
+
+    def _policy(self) -> PolicyStore:
+        if self.policy_store is None:
+            raise NoPolicyStore("this store keeps no policy state (use SQLite or PostgreSQL)")
+        return self.policy_store
+
+    @staticmethod
+    def _mailing_id(value: object) -> str:
+        mailing = check_mailing_id(value)
+        if mailing is None:
+            raise InvalidRequest("mailing_id", "mailing_id: expected a mailing id")
+        return mailing
+
+    async def mailing_hold(self, mailing_id: object) -> MailingHold:
+        """A mailing's breaker (held, released, cancelled or never tripped) and counts.
+
+        Raises:
+            InvalidRequest: not a mailing id.
+        """
+        return await mailing_hold(self._policy(), self._mailing_id(mailing_id))
+
+    async def release_mailing(self, mailing_id: object, who: str = "operator") -> int:
+        """Send a held mailing's recipients; its breaker stays off. Wakes the scheduler.
+
+        Returns:
+            recipients released (0 when none was held).
+
+        Raises:
+            InvalidRequest: not a mailing id, or a mailing that was never held.
+        """
+        return await self._end_hold(mailing_id, PolicyVerb.release, who)
+
+    async def cancel_mailing(self, mailing_id: object, who: str = "operator") -> int:
+        """Move a held mailing's recipients to the final state ``cancelled``.
+
+        Returns:
+            recipients cancelled.
+
+        Raises:
+            InvalidRequest: not a mailing id, or a mailing that was never held.
+        """
+        return await self._end_hold(mailing_id, PolicyVerb.cancel, who)
+
+    async def _end_hold(self, mailing_id: object, verb: PolicyVerb, who: str) -> int:
+        mailing = self._mailing_id(mailing_id)
+        moved = await end_hold(self._policy(), mailing, verb, self.clock.seconds(), who)
+        if moved < 0:
+            raise InvalidRequest("mailing_id", f"mailing_id: {mailing} was never held")
+        log.info("mailing {mailing}: {verb} of {count} held recipients by {who}",
+                 mailing=mailing, verb=verb.value, count=moved, who=who)
+        if moved and verb is PolicyVerb.release:
+            self._wake()
+        return moved
+
+    async def providers(self) -> list[dict[str, object]]:
+        """Every provider budget: configured and current limits, recent actions."""
+        if self.limiter is None:
+            return []
+        return await providers_view(self.policy_store, self.limiter, self.clock.seconds())
+
+    async def policy_events(self, *, scope: str | None = None, subject: str | None = None,
+                            limit: int = 100) -> list[PolicyEvent]:
+        """The newest policy events, newest first."""
+        if self.policy_store is None:
+            return []
+        return await self.policy_store.policy_events(scope=scope, subject=subject,
+                                                     limit=limit)

@@ -53,6 +53,7 @@ WEBHOOK_EVENT_TYPES = (
     *WEBHOOK_FINAL_TYPES, State.deferred.value, State.queued.value,
     *(k.value for k in (EventKind.delayed, EventKind.autoreply, EventKind.relayed,
                         EventKind.retry, EventKind.note)),
+    EventKind.policy.value,  # issue 19: provider and mailing policy actions
 )
 
 WEBHOOK_MODES = ("final", "every")

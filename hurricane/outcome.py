@@ -32,6 +32,7 @@ __all__ = [
     "HARD_REASONS",
     "PENDING_STATES",
     "Phase",
+    "PolicyVerb",
     "Reason",
     "STATES",
     "SqliteSync",
@@ -64,6 +65,11 @@ class State(str, enum.Enum):
     suppressed = "suppressed"
     bounced = "bounced"
     complained = "complained"
+    #: Not sent yet: its mailing's circuit breaker tripped (issue 19); an
+    #: operator releases it (back to pending) or cancels it.
+    held = "held"
+    #: Never sent: an operator cancelled its held mailing. Final.
+    cancelled = "cancelled"
 
     @property
     def pending(self) -> bool:
@@ -77,8 +83,9 @@ STATES: tuple[State, ...] = tuple(State)
 #: indexes name them (``state IN ('queued', 'deferred')``: a query must
 #: spell the index's predicate the same way for the planner to use it).
 PENDING_STATES: tuple[State, ...] = (State.queued, State.deferred)
-#: States that no delivery attempt will move any more.
-FINAL_STATES = frozenset(STATES) - frozenset(PENDING_STATES)
+#: States that no delivery attempt will move any more (``held`` waits for an
+#: operator: neither pending nor final).
+FINAL_STATES = frozenset(STATES) - frozenset(PENDING_STATES) - {State.held}
 #: States one delivery attempt can end in.
 ATTEMPT_STATES = frozenset({State.delivered, State.deferred, State.failed, State.expired})
 
@@ -290,6 +297,23 @@ class EventKind(str, enum.Enum):
     relayed = "relayed"  # a "relayed"/"delivered"/"expanded" DSN: information only
     retry = "retry"  # an operator asked for a retry now
     note = "note"  # anything else an operator or a tool wants to say
+    #: A provider's or a mailing's policy action (issue 19): kept in
+    #: ``policy_events``, not in a delivery's events; sent to the accounting
+    #: log and to webhooks under this type.
+    policy = "policy"
+
+
+class PolicyVerb(str, enum.Enum):
+    """What an automatic (or operator) action did to a provider or a mailing
+    (issue 19: a ``policy`` event)."""
+
+    throttle = "throttle"  # the provider's rate was cut (and it paused)
+    suspend = "suspend"  # the provider sends nothing for a while
+    ramp = "ramp"  # the rate grew after sustained success
+    restore = "restore"  # the rate is back at its maximum
+    hold = "hold"  # a mailing's breaker tripped: its pending recipients are held
+    release = "release"  # an operator sent the held recipients after all
+    cancel = "cancel"  # an operator cancelled them
 
 
 class Source(str, enum.Enum):

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from hurricane.operations import Operations
     from hurricane.outbound.mx import MXResolver
     from hurricane.outbound.queue import OutboundService
+    from hurricane.policy.service import PolicyService
     from hurricane.reactors import IServerReactor
     from hurricane.report.web import HurricaneSite
     from hurricane.verp import VerpCodec
@@ -126,6 +127,8 @@ class HurricaneService(MultiService):
         self.retention: BounceRetention | None = None
         self.resolver: MXResolver | None = None
         self.outbound: OutboundService | None = None
+        #: Closed-loop delivery (issue 19): None on the memory store.
+        self.policy: PolicyService | None = None
         self.accounting: AccountingService | None = None
         self.webhooks: WebhooksService | None = None
         #: Every operator action (the console, the report's forms and the API use it).

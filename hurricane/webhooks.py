@@ -52,7 +52,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import MultiService
@@ -286,7 +286,13 @@ class WebhookService(EventFeed):
 
     async def handle(self, records: Sequence[EventRecord]) -> None:
         """POST the wanted events of a batch as one array; raise unless 2xx."""
-        items = [webhook_payload(r) for r in records if self.wants(r)]
+        await self.post_items([webhook_payload(r) for r in records if self.wants(r)])
+
+    async def post_items(self, items: Sequence[Mapping[str, object]]) -> None:
+        """POST items as one signed array; raise unless 2xx (nothing for none).
+
+        Also used for the policy events (:mod:`hurricane.policy.feeds`).
+        """
         if not items:
             return
         body = json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

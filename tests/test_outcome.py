@@ -47,12 +47,15 @@ class VocabularyTests(SynchronousTestCase):
         self.assertEqual({r.value for r in Reason}, words)
 
     def test_states(self) -> None:
-        """The eight states; pending, final and attempt-ending sets partition them as designed."""
+        """The ten states; pending, final and attempt-ending sets partition them as
+        designed, and ``held`` (issue 19) is neither pending nor final."""
         self.assertEqual([s.value for s in STATES],
                          ["queued", "deferred", "delivered", "failed", "expired", "suppressed",
-                          "bounced", "complained"])
+                          "bounced", "complained", "held", "cancelled"])
         self.assertEqual(PENDING_STATES, (State.queued, State.deferred))
-        self.assertEqual(FINAL_STATES | set(PENDING_STATES), set(STATES))
+        self.assertEqual(FINAL_STATES | set(PENDING_STATES) | {State.held}, set(STATES))
+        self.assertNotIn(State.held, FINAL_STATES)
+        self.assertIn(State.cancelled, FINAL_STATES)
         self.assertFalse(FINAL_STATES & set(PENDING_STATES))
         self.assertEqual(ATTEMPT_STATES,
                          {State.delivered, State.deferred, State.failed, State.expired})

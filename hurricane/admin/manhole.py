@@ -32,6 +32,9 @@ The console:
     ``suppress(address, reason="operator", note=None)``
     ``unsuppress(address)``
     ``replay(bounce_id)``         re-analyze a stored returned message (after a rule change)
+    ``providers()``               provider limits as they adapted, recent actions (issue 19)
+    ``release_mailing(mailing_id)``  send a held mailing's recipients (breaker stays off)
+    ``cancel_mailing(mailing_id)``   cancel a held mailing's recipients (final)
     ``help()``                    this list
 
 Two ways to use it:
@@ -278,6 +281,18 @@ def make_namespace(root: HurricaneService, operations: Operations) -> Namespace:
         """Analyze a stored returned message again (after a rule change)."""
         return later(operations.replay(bounce_id))
 
+    def providers() -> Deferred[list[dict[str, object]]]:
+        """Provider budgets: configured and current limits, recent actions."""
+        return later(operations.providers())
+
+    def release_mailing(mailing_id: str) -> Deferred[int]:
+        """Send a held mailing's recipients; return how many."""
+        return later(operations.release_mailing(mailing_id, "console"))
+
+    def cancel_mailing(mailing_id: str) -> Deferred[int]:
+        """Cancel a held mailing's recipients; return how many."""
+        return later(operations.cancel_mailing(mailing_id, "console"))
+
     def help() -> None:  # noqa: A001 - the console's own help
         """Print the helpers."""
         print(HELP.rstrip())
@@ -300,6 +315,9 @@ def make_namespace(root: HurricaneService, operations: Operations) -> Namespace:
         "suppress": suppress,
         "unsuppress": unsuppress,
         "replay": replay,
+        "providers": providers,
+        "release_mailing": release_mailing,
+        "cancel_mailing": cancel_mailing,
         "help": help,
     }
 

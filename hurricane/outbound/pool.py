@@ -47,6 +47,7 @@ __all__ = [
     "DestinationLimits",
     "DestinationPool",
     "Dispatch",
+    "Gate",
     "PoolSettings",
 ]
 
@@ -148,6 +149,33 @@ class Dispatch(Protocol):
         """Record deliveries that could not be sent (skipping any recorded already)."""
 
 
+class Gate(Protocol):
+    """Budgets shared by several destinations (issue 19's providers): their
+    connections, their send rate, their pauses and suspensions.
+
+    With a gate, a destination's rate slot is the gate's, not its own.
+    """
+
+    def limits(self, domain: str) -> DestinationLimits:
+        """The limits that apply to ``domain`` now."""
+
+    def room(self, domain: str) -> int:
+        """Connections the budget of ``domain`` may still open."""
+
+    def blocked(self, domain: str) -> bool:
+        """True while nothing may be sent to ``domain`` (a suspension)."""
+
+    def reserve(self, domain: str) -> float | None:
+        """Book the next send to ``domain``: seconds to wait, or None to stop
+        sending for now (a suspension; the rows stay queued)."""
+
+    def connected(self, domain: str, host: str | None) -> None:
+        """A connection to ``domain`` opened (through MX ``host``)."""
+
+    def disconnected(self, domain: str) -> None:
+        """A connection to ``domain`` closed."""
+
+
 @dataclass(eq=False)
 class _Destination:
     """Claimed deliveries waiting for one destination, and its connections."""
@@ -173,18 +201,24 @@ class DestinationPool:
         dispatch: sends transactions and records outcomes.
         clock: idle and rate timers.
         settings: the pool's settings.
-        limits_for: a destination's limits (default: ``settings.limits`` for all).
+        limits_for: a destination's limits (default: ``settings.limits`` for all,
+            or the gate's).
         on_settled: called when a worker ends (the service may be idle now).
+        gate: budgets shared by several destinations, if any.
     """
 
     def __init__(self, dialer: Dialer, dispatch: Dispatch, clock: IReactorTime,
                  settings: PoolSettings, *,
                  limits_for: Callable[[DestinationKey], DestinationLimits] | None = None,
-                 on_settled: Callable[[], None] = lambda: None) -> None:
+                 on_settled: Callable[[], None] = lambda: None,
+                 gate: Gate | None = None) -> None:
         self._dialer = dialer
         self._dispatch = dispatch
         self._clock = clock
         self._settings = settings
+        self._gate = gate
+        if limits_for is None and gate is not None:
+            limits_for = lambda key: gate.limits(key.domain)  # noqa: E731
         self._limits_for = limits_for or (lambda key: settings.limits)
         self._on_settled = on_settled
         self._destinations: dict[DestinationKey, _Destination] = {}
@@ -242,6 +276,27 @@ class DestinationPool:
             touched[key] = dest
         for dest in touched.values():
             self._pump(dest)
+
+    def take_back_where(self, wanted: Callable[[Delivery], bool]) -> list[Delivery]:
+        """Every waiting delivery ``wanted`` says yes to, out of its queue
+        (a held mailing, a suspended provider).
+
+        Returns:
+            the deliveries taken (none of them was on a connection yet).
+        """
+        taken: list[Delivery] = []
+        for dest in self._destinations.values():
+            keep: deque[Delivery] = deque()
+            for delivery in dest.queue:
+                (taken if wanted(delivery) else keep).append(delivery)
+            dest.queue = keep
+        return taken
+
+    def pump_all(self) -> None:
+        """Start workers for every queue with work and none (a budget has room again)."""
+        for dest in list(self._destinations.values()):
+            if dest.queue and dest.workers == 0:
+                self._pump(dest)
 
     def take_back(self, count: int) -> list[Delivery]:
         """Up to ``count`` waiting deliveries, newest first from the longest queues.
@@ -343,6 +398,10 @@ class DestinationPool:
             pending = self._pending_transactions(dest)
             if not pending:
                 return
+        gate = self._gate
+        if gate is not None and (gate.blocked(dest.key.domain)
+                                 or gate.room(dest.key.domain) <= 0):
+            return  # pump_all starts it when the shared budget allows
         if dest.workers == 0:
             self._start_worker(dest)
             return
@@ -351,6 +410,8 @@ class DestinationPool:
         limits = self._limits_for(dest.key)
         # Enough workers for the transactions waiting, within the limit.
         target = min(limits.max_connections, pending + dest.sending)
+        if gate is not None:
+            target = min(target, dest.workers + gate.room(dest.key.domain))
         if limits.rate_per_minute > 0:
             # a rate-limited destination gains nothing from parallel connections
             target = min(target, 1)
@@ -404,7 +465,8 @@ class DestinationPool:
                 return
             try:
                 self._pump(dest)  # the destination works: more connections may help
-                await self._use(dest, conn)
+                if not await self._use(dest, conn):
+                    return  # the gate said stop: no new connection until it says go
             finally:
                 if conn in dest.connections:
                     self._close_quietly(dest, conn)
@@ -414,12 +476,17 @@ class DestinationPool:
         return (conn.usable and conn in dest.connections and not self._stopping
                 and sent < self._limits_for(dest.key).messages_per_connection)
 
-    async def _use(self, dest: _Destination, conn: ISMTPConnection) -> None:
-        """Send on ``conn`` while there is work, then keep it idle for a while."""
+    async def _use(self, dest: _Destination, conn: ISMTPConnection) -> bool:
+        """Send on ``conn`` while there is work, then keep it idle for a while.
+
+        Returns:
+            False when the gate said stop (the rows stay queued).
+        """
         sent = 0
         while True:
             while dest.queue and self._open(dest, conn, sent):
-                await self._rate_wait(dest)
+                if not await self._rate_wait(dest):
+                    return False
                 batch = self._take(dest)
                 if not batch:
                     break
@@ -427,11 +494,11 @@ class DestinationPool:
                 sent += 1
             if not (self._settings.idle_grace > 0 and not dest.queue
                     and self._open(dest, conn, sent)):
-                return
+                return True
             # The queue ran dry: keep the session for the next claim
             # (_pump hands it work) rather than pay a new handshake.
             if not await self._wait_for_work(dest):
-                return
+                return True
 
     async def _transaction(self, dest: _Destination, conn: ISMTPConnection,
                            batch: list[Delivery]) -> None:
@@ -478,14 +545,21 @@ class DestinationPool:
             if not waiter.called:
                 waiter.callback(False)
 
-    async def _rate_wait(self, dest: _Destination) -> None:
-        """Wait for this destination's next send slot (``rate_per_minute``)."""
-        rate = self._limits_for(dest.key).rate_per_minute
-        if rate <= 0:
-            return
+    async def _rate_wait(self, dest: _Destination) -> bool:
+        """Wait for this destination's next send slot (``rate_per_minute``, or
+        the gate's); False when the gate says not to send now."""
         now = self._clock.seconds()
-        slot = max(now, dest.next_send_at)
-        dest.next_send_at = slot + 60.0 / rate
+        if self._gate is not None:
+            wait = self._gate.reserve(dest.key.domain)
+            if wait is None:
+                return False
+            slot = now + wait
+        else:
+            rate = self._limits_for(dest.key).rate_per_minute
+            if rate <= 0:
+                return True
+            slot = max(now, dest.next_send_at)
+            dest.next_send_at = slot + 60.0 / rate
         if slot > now:
             d: Deferred[None] = deferLater(self._clock, slot - now, lambda: None)
             self._sleeps.add(d)
@@ -493,6 +567,7 @@ class DestinationPool:
                 await d
             finally:
                 self._sleeps.discard(d)
+        return not self._stopping
 
     def _take(self, dest: _Destination) -> list[Delivery]:
         """The deliveries of the next transaction, in FIFO order."""
@@ -544,9 +619,16 @@ class DestinationPool:
             return None
         if conn is not None:
             dest.connections.add(conn)
+            if self._gate is not None:
+                self._gate.connected(domain, conn.info.host)
         return conn
 
     def _close_quietly(self, dest: _Destination, conn: ISMTPConnection) -> None:
+        if conn in dest.connections and self._gate is not None:
+            self._gate.disconnected(dest.key.domain)
+            if self._gate.room(dest.key.domain) == 1:
+                # a shared budget has room again: a queue without a worker may start
+                self._clock.callLater(0, self.pump_all)
         dest.connections.discard(conn)
         d = Deferred.fromCoroutine(conn.close())
         d.addErrback(lambda f: log.failure("closing connection to {host} failed", f,

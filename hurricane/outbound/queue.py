@@ -29,8 +29,8 @@ slow receiver does not hold up everyone else.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
@@ -44,6 +44,7 @@ from hurricane.outbound.bodies import BodyCache, BodyCacheSettings, Signer
 from hurricane.outbound.dialer import Dialer
 from hurricane.outbound.dispatch import AttemptJudge, Dispatcher
 from hurricane.outbound.pool import IDLE_GRACE, DestinationPool, PoolSettings
+from hurricane.outbound.providers import ProviderGate
 from hurricane.outbound.results import RECORD_DELAY, ResultWriter, WriterSettings
 from hurricane.outbound.retry import RetryPolicy
 from hurricane.store.interface import IOutcomeStore, StoreUnavailable
@@ -130,6 +131,8 @@ class OutboundService(Service):
         clock: the clock for timers, durations and record times.
         dkim: signs messages, or None for no signing.
         rng: jitter and shuffles; seed it in tests.
+
+    Provider budgets (issue 19) come with :meth:`use_gate`, before the start.
     """
 
     name = "outbound"
@@ -152,6 +155,12 @@ class OutboundService(Service):
         self._starved = False
         self._in_flight: dict[int, Delivery] = {}
         self._idle_waiters: list[Deferred[None]] = []
+        self.gate: ProviderGate | None = None
+        #: Called with every attempt's delivery and result (the policy service's breaker).
+        self.observers: list[Callable[[Delivery, AttemptResult], None]] = []
+        #: Sees every claim first and returns what to send (the policy service
+        #: keeps the rows of held mailings, and holds them in the store).
+        self.intake: Callable[[Sequence[Delivery]], Sequence[Delivery]] | None = None
 
         self.bodies = BodyCache(store, clock, dkim, settings.bodies)
         self.writer = ResultWriter(store, clock, settings.writer,
@@ -159,9 +168,23 @@ class OutboundService(Service):
         judge = AttemptJudge(classifier, RetryPolicy.from_config(self._config),
                              self._config.max_age, self._node_id,
                              rng if rng is not None else random.Random())
-        dispatcher = Dispatcher(self.bodies, codec, judge, clock, self._finish, self._give_back)
-        self.pool = DestinationPool(dialer, dispatcher, clock, settings.pool,
+        self._dialer = dialer
+        self._dispatcher = Dispatcher(self.bodies, codec, judge, clock, self._finish,
+                                      self._give_back)
+        self.pool = DestinationPool(dialer, self._dispatcher, clock, settings.pool,
                                     on_settled=self._check_idle)
+
+    def use_gate(self, gate: ProviderGate) -> None:
+        """Draw on provider budgets that adapt (issue 19); call before the start.
+
+        Args:
+            gate: the budgets; it hears every attempt's result.
+        """
+        if self.running:
+            raise RuntimeError("use_gate after the start")
+        self.gate = gate
+        self.pool = DestinationPool(self._dialer, self._dispatcher, self._clock,
+                                    self._settings.pool, on_settled=self._check_idle, gate=gate)
 
     # -- service ---------------------------------------------------------------
 
@@ -337,7 +360,7 @@ class OutboundService(Service):
             try:
                 deliveries = await self._store.claim_due(
                     self._clock.seconds(), self._node_id, self._config.lease_seconds,
-                    capacity, exclude_domains=self.pool.saturated(),
+                    capacity, exclude_domains=self._excluded(),
                 )
             except StoreUnavailable:
                 log.failure("claiming due deliveries failed; retrying in {delay}s",
@@ -373,6 +396,12 @@ class OutboundService(Service):
         else:
             self._schedule_claim(self._config.poll_interval)
         self._check_idle()
+
+    def _excluded(self) -> list[str]:
+        """Domains left out of the next claim: queues long enough already, and
+        the known domains of suspended providers."""
+        excluded = self.pool.saturated()
+        return excluded + self.gate.suspended_domains() if self.gate is not None else excluded
 
     def _room(self) -> int:
         """Deliveries this node may still claim.
@@ -429,6 +458,8 @@ class OutboundService(Service):
 
     def _accept(self, deliveries: Sequence[Delivery]) -> None:
         """Hold claimed deliveries (a slot and a body reference each) and queue them."""
+        if self.intake is not None:
+            deliveries = self.intake(deliveries)
         fresh = []
         for delivery in deliveries:
             if delivery.delivery_id in self._in_flight:
@@ -447,6 +478,16 @@ class OutboundService(Service):
         """
         if delivery.delivery_id not in self._in_flight:
             return
+        if self.gate is not None:
+            self.gate.observe(delivery.domain, result)
+            delay = self.gate.retry_delay(result)
+            if delay is not None and result.next_attempt_at is not None:
+                # throttled: due again after the provider's pause, not after
+                # the message's own backoff
+                result = replace(result, next_attempt_at=min(result.next_attempt_at,
+                                                              result.at + delay))
+        for observer in self.observers:
+            observer(delivery, result)
         log.info(
             "delivery {delivery_id} to {recipient} via {host}: {state} {code} {text}",
             delivery_id=delivery.delivery_id, recipient=delivery.recipient,
@@ -464,6 +505,20 @@ class OutboundService(Service):
     def _forget(self, delivery: Delivery) -> None:
         if self._in_flight.pop(delivery.delivery_id, None) is not None:
             self.bodies.release(delivery.message_pk)
+
+    def take_back_where(self, wanted: Callable[[Delivery], bool]) -> list[Delivery]:
+        """The ``wanted`` deliveries waiting in the pool (not on a connection),
+        out of flight; the caller releases their leases (or holds them)."""
+        taken = self.pool.take_back_where(wanted)
+        for delivery in taken:
+            self._forget(delivery)
+        return taken
+
+    async def release_where(self, wanted: Callable[[Delivery], bool], why: str) -> int:
+        """Give back the leases of the ``wanted`` waiting deliveries; how many."""
+        taken = self.take_back_where(wanted)
+        await self._release(taken, why)
+        return len(taken)
 
     async def _give_back(self, deliveries: Sequence[Delivery], why: str) -> None:
         """Return leases without an attempt (the rows come again)."""

@@ -40,6 +40,7 @@ from twisted.web.server import Request
 
 from hurricane.model import Delivery, Event, NewMessage, NewRecipient
 from hurricane.operations import InvalidRequest, Operations, parse_address
+from hurricane.policy.operate import NoPolicyStore
 from hurricane.report.auth import AccessPolicy, Denied
 from hurricane.report.figures import summary_json
 from hurricane.report.resource import (
@@ -566,6 +567,8 @@ class MailingItem(Item):
         """``recipients``: one page of the mailing's recipients."""
         if path == b"recipients":
             return MailingRecipients(self.api, self.key)
+        if path in (b"release", b"cancel", b"hold"):
+            return MailingHoldEndpoint(self.api, self.key, path.decode("ascii"))
         return super().getChild(path, request)
 
     async def get(self, request: Request) -> None:
@@ -595,6 +598,56 @@ class MailingRecipients(Item):
             "mailing_id": self.key, "deliveries": [delivery_json(d) for d in found],
             "next_before": found[-1].delivery_id if len(found) == limit else None,
         })
+
+
+class MailingHoldEndpoint(Item):
+    """``/api/v1/mailings/<id>/hold`` (GET: the breaker and counts),
+    ``.../release`` and ``.../cancel`` (POST: :meth:`Operations.release_mailing`,
+    :meth:`Operations.cancel_mailing`; issue 19)."""
+
+    def __init__(self, api: Api, key: str, verb: str) -> None:
+        super().__init__(api, key)
+        self.verb = verb
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET on hold, POST on release and cancel."""
+        return {"GET": self.get} if self.verb == "hold" else {"POST": self.post}
+
+    async def get(self, request: Request) -> None:
+        """The mailing's breaker and counts."""
+        try:
+            hold = await self.api.operations.mailing_hold(self.key)
+        except InvalidRequest as e:
+            raise invalid(e) from None
+        except NoPolicyStore as e:
+            raise HttpError(409, str(e)) from None
+        write_json(request, 200, hold.as_json())
+
+    async def post(self, request: Request) -> None:
+        """Release or cancel the held recipients: 200 with the count."""
+        ops = self.api.operations
+        try:
+            if self.verb == "release":
+                count = await ops.release_mailing(self.key, "api")
+            else:
+                count = await ops.cancel_mailing(self.key, "api")
+        except InvalidRequest as e:
+            raise invalid(e) from None
+        except NoPolicyStore as e:
+            raise HttpError(409, str(e)) from None
+        write_json(request, 200, {"mailing_id": self.key, "action": self.verb, "count": count})
+
+
+class ProvidersEndpoint(Endpoint):
+    """``GET /api/v1/providers``: every provider's limits as they adapted (issue 19)."""
+
+    def handlers(self) -> Mapping[str, Handler]:
+        """GET only."""
+        return {"GET": self.get}
+
+    async def get(self, request: Request) -> None:
+        """The providers and their recent actions."""
+        write_json(request, 200, {"providers": await self.api.operations.providers()})
 
 
 class SummaryEndpoint(Endpoint):
@@ -700,6 +753,7 @@ def build_api(api: Api) -> Resource:
     v1.putChild(b"recipients", Items(api, RecipientItem))
     v1.putChild(b"mailings", Items(api, MailingItem))
     v1.putChild(b"summary", SummaryEndpoint(api))
+    v1.putChild(b"providers", ProvidersEndpoint(api))
     v1.putChild(b"suppressions", Suppressions(api))
     from hurricane.report.sources import SourcesEndpoint
     v1.putChild(b"sources", SourcesEndpoint(api))

@@ -72,7 +72,7 @@ def percent(value: float | None) -> str:
 #: The states in the order the report and the API list them (texts).
 STATES = tuple(s.value for s in (
     State.queued, State.deferred, State.delivered, State.failed, State.bounced,
-    State.complained, State.expired, State.suppressed))
+    State.complained, State.expired, State.suppressed, State.held, State.cancelled))
 
 
 def summary_json(summary: Summary) -> dict[str, object]:

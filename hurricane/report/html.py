@@ -182,7 +182,8 @@ def layout(title: str, content: Sequence[Flattenable]) -> Tag:
     nav = [tags.a("Hurricane", href="/", class_="brand"), link("/", "Overview"),
            link("/mailings", "Mailings"), link("/search", "Search"),
            link("/deferred", "Deferred queue"), link("/suppressions", "Suppressions"),
-           link("/sources", "Sources")]
+           link("/sources", "Sources"),
+           link("/providers", "Providers")]
     return tags.html(
         tags.head(tags.meta(charset="utf-8"), tags.title(f"{title} \u2013 Hurricane"),
                   tags.meta(name="viewport", content="width=device-width, initial-scale=1"),

@@ -54,6 +54,7 @@ from hurricane.report.pages import (
     finish,
     outcome_chart,
 )
+from hurricane.report.providers import hold_card
 from hurricane.report.resource import HttpError, arg
 from hurricane.report.settle import Settlement, SettleModel, settlement
 from hurricane.store.interface import (
@@ -262,7 +263,10 @@ class MailingPage(ItemPage):
         filters = self.pages.filters(request)
         filters["mailing_id"] = mailing_id
         found = await store.search_deliveries(**filters, limit=PAGE_SIZE)
+        notice = arg(request, "done")
         content: list[Flattenable] = [
+            *([tags.div(notice, class_="msg")] if notice else []),
+            *await hold_card(self.pages, user, mailing_id),
             *self._figures(outcomes, now),
             tags.h2("Outcomes over time"),
             tags.div(*await outcome_chart(store, outcomes.first_at, outcomes.last_at,

@@ -35,6 +35,7 @@ from twisted.web.server import Request
 from hurricane.model import EventRecord
 from hurricane.outcome import PENDING_STATES, EventKind, Reason, State
 from hurricane.store.interface import IOutcomeStore, StoreError
+from hurricane.store.policy import policy_store
 
 __all__ = ["Metrics", "MetricsResource"]
 
@@ -118,6 +119,19 @@ class Metrics:
                                        buckets=_STORE_BUCKETS, registry=r)
         self.collect_errors = Counter("hurricane_metrics_collect_errors", "Collections that "
                                       "failed (store unavailable).", registry=r)
+        # issue 19: provider budgets as they adapted, mailings held (from the
+        # store, so every node shows the cluster's state)
+        self.provider_rate = Gauge("hurricane_provider_rate_per_minute", "A provider's "
+                                   "current rate (0: no limit), after its first policy "
+                                   "action.", ["provider"], registry=r)
+        self.provider_suspended = Gauge("hurricane_provider_suspended", "1 while a provider "
+                                        "is suspended.", ["provider"], registry=r)
+        self.provider_paused = Gauge("hurricane_provider_paused", "1 while a provider "
+                                     "pauses after a throttling refusal.", ["provider"],
+                                     registry=r)
+        self.mailings_held = Gauge("hurricane_mailings_held", "Mailings held by their "
+                                   "circuit breaker now.", registry=r)
+        self._policy = policy_store(store)
         for state in PENDING_STATES:
             self.queue_depth.labels(state.value)
         self._after = 0
@@ -193,9 +207,22 @@ class Metrics:
             oldest = await self._timed("oldest_pending", self.store.oldest_pending())
             self.oldest_queued_age.set(
                 0 if oldest is None else max(0.0, self.clock.seconds() - oldest))
+            await self._collect_policy()
         except StoreError as e:
             self.collect_errors.inc()
             log.warn("metrics collection failed: {error}", error=str(e))
+
+    async def _collect_policy(self) -> None:
+        """The provider and breaker gauges (issue 19)."""
+        if self._policy is None:
+            return
+        now = self.clock.seconds()
+        for state in await self._timed("provider_states", self._policy.provider_states()):
+            self.provider_rate.labels(state.provider).set(state.rate)
+            self.provider_suspended.labels(state.provider).set(int(state.suspended(now)))
+            self.provider_paused.labels(state.provider).set(int(state.paused_until > now))
+        breakers = await self._timed("breakers", self._policy.breakers(1000))
+        self.mailings_held.set(sum(1 for b in breakers if b.state == State.held.value))
 
     def _count(self, record: EventRecord) -> None:
         event = record.event

@@ -60,6 +60,7 @@ from hurricane.report.pages import (
     SuppressionRemove,
     Suppressions,
 )
+from hurricane.report.providers import HoldForm, ProvidersPage
 from hurricane.report.resource import (
     HttpError,
     ReportResource,
@@ -463,6 +464,8 @@ def build_pages(pages: Pages) -> Page:
     root.putChild(b"export", exports)
     from hurricane.report.sources import SourcesPage
     root.putChild(b"sources", SourcesPage(pages))
+    root.putChild(b"providers", ProvidersPage(pages))
+    root.putChild(b"hold", HoldForm(pages))
     return root
 
 

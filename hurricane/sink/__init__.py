@@ -43,6 +43,11 @@ Scenario file (TOML)::
     # style (ndr MTA), delay (s before the return), stall (s),
     # return_status, return_text
 
+    [provider]                # the whole sink plays one provider (issue 19)
+    rate_limit = 20           # recipients accepted per second; beyond: 421 4.7.28, close
+    complaint_rate = 0.01     # above this share of complaints (complain-*): 554 5.7.1
+    complaint_min = 100       # ... once this many recipients were accepted
+
     [[rules]]                 # first match wins; glob over lower-cased local@domain
     match = "*@full.test"
     behaviour = "soft-full"

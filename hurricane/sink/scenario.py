@@ -24,6 +24,7 @@ __all__ = [
     "BUILTIN_BEHAVIOURS",
     "Behaviour",
     "DEFAULT_RULES",
+    "ProviderPlay",
     "RETURNS",
     "Rule",
     "Scenario",
@@ -121,6 +122,31 @@ class Behaviour:
             raise ScenarioError(f"{where}: defer needs a 4xx code")
         if self.times < 0 or self.delay < 0 or self.stall < 0:
             raise ScenarioError(f"{where}: times, delay and stall must be >= 0")
+
+
+@dataclass(frozen=True)
+class ProviderPlay:
+    """How the sink plays a whole provider (issue 19), on top of the behaviours.
+
+    Args:
+        rate_limit: recipients accepted per second (a sliding one-second
+            window); beyond, every RCPT gets ``421 4.7.28`` and the connection
+            closes, as Gmail does. 0 = no limit.
+        complaint_rate: once more than this share of the accepted recipients
+            were ``complain`` ones (after ``complaint_min`` accepted), every
+            RCPT is refused ``554 5.7.1`` (blocked for complaints). 0 = never.
+        complaint_min: accepted recipients before the complaint rate counts.
+    """
+
+    rate_limit: float = 0.0
+    complaint_rate: float = 0.0
+    complaint_min: int = 100
+
+    def check(self) -> None:
+        """Raise :class:`ScenarioError` for a negative value."""
+        if self.rate_limit < 0 or self.complaint_rate < 0 or self.complaint_min < 1:
+            raise ScenarioError("provider: rate_limit and complaint_rate must be >= 0, "
+                                "complaint_min >= 1")
 
 
 def _b(name: str, **kw: Any) -> Behaviour:
@@ -222,6 +248,7 @@ class Scenario:
     seed: int | str = 0
     tls: str = "off"
     hostname: str = "mx.sink.test"
+    provider: ProviderPlay = field(default_factory=ProviderPlay)
 
     def decide(self, address: str) -> Behaviour:
         """The behaviour for ``address`` (always the same for the same address)."""
@@ -244,6 +271,7 @@ class Scenario:
         """Raise :class:`ScenarioError` when a rule names an unknown behaviour."""
         if self.tls not in TLS_MODES:
             raise ScenarioError(f"tls must be one of {', '.join(TLS_MODES)}")
+        self.provider.check()
         for b in self.behaviours.values():
             b.check()
         for i, rule in enumerate(self.rules):
@@ -293,7 +321,7 @@ def scenario_from_dict(data: Mapping[str, Any], *, seed: int | str | None = None
     Raises:
         ScenarioError: naming the wrong key.
     """
-    allowed = {"seed", "tls", "hostname", "behaviours", "rules"}
+    allowed = {"seed", "tls", "hostname", "behaviours", "rules", "provider"}
     unknown = set(data) - allowed
     if unknown:
         raise ScenarioError(f"unknown key {sorted(unknown)[0]!r}; expected "
@@ -325,9 +353,27 @@ def scenario_from_dict(data: Mapping[str, Any], *, seed: int | str | None = None
         rules=tuple(rules), behaviours=behaviours,
         seed=seed if seed is not None else data.get("seed", 0),
         tls=str(data.get("tls", "off")), hostname=str(data.get("hostname", "mx.sink.test")),
+        provider=_provider(data.get("provider", {})),
     )
     scenario.check()
     return scenario
+
+
+def _provider(table: Any) -> ProviderPlay:
+    if not isinstance(table, Mapping):
+        raise ScenarioError("provider: expected a table")
+    keys = set(ProviderPlay.__dataclass_fields__)
+    unknown = set(table) - keys
+    if unknown:
+        raise ScenarioError(f"provider: unknown key {sorted(unknown)[0]!r}; expected "
+                            f"{', '.join(sorted(keys))}")
+    try:
+        return ProviderPlay(
+            rate_limit=float(table.get("rate_limit", 0.0)),
+            complaint_rate=float(table.get("complaint_rate", 0.0)),
+            complaint_min=int(table.get("complaint_min", 100)))
+    except (TypeError, ValueError):
+        raise ScenarioError("provider: expected numbers") from None
 
 
 def load_scenario(path: str, *, seed: int | str | None = None) -> Scenario:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -39,7 +39,7 @@ from hurricane.config import TimeoutsConfig
 from hurricane.outcome import TlsPolicy
 from hurricane.reactors import IClientReactor
 from hurricane.sink.returns import Accepted, ReturnMessage, build_return
-from hurricane.sink.scenario import Behaviour, Scenario
+from hurricane.sink.scenario import Behaviour, ProviderPlay, Scenario
 from hurricane.smtp_reply import Reply
 from hurricane.smtpd.limits import ServerLimits
 from hurricane.smtpd.protocol import (
@@ -186,6 +186,13 @@ class SinkESMTP(HardenedESMTP):
         b = f.scenario.decide(address)
         tx = self.transaction
         assert tx is not None
+        refusal = f.provider_refusal(address)
+        if refusal is not None:
+            if refusal.code == 421:
+                self.send_reply(refusal)
+                self.close()
+                return _Silent()
+            return refusal
         if b.refuses_at_rcpt:
             attempt = f.attempt(address)
             if b.action == "defer" and b.times and attempt > b.times:
@@ -387,6 +394,47 @@ class ReturnSender:
         self._timers.clear()
 
 
+class ProviderState:
+    """The sink's provider-wide counters: accepted recipients in the last second,
+    and accepted and complaining recipients since the start (issue 19).
+
+    Args:
+        play: the scenario's provider settings.
+    """
+
+    def __init__(self, play: ProviderPlay) -> None:
+        self.play = play
+        self._window: deque[float] = deque()
+        self.accepted_total = 0
+        self.complaints = 0
+
+    def accepted(self, now: float, complaint: bool) -> None:
+        """One recipient accepted (a ``complain`` one when ``complaint``)."""
+        self.accepted_total += 1
+        self.complaints += complaint
+        if self.play.rate_limit > 0:
+            self._window.append(now)
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        # bounded: the window never holds more than rate_limit + one transaction
+        while self._window and (self._window[0] <= now - 1.0
+                                or len(self._window) > self.play.rate_limit + 1000):
+            self._window.popleft()
+
+    def refusal(self, now: float) -> str | None:
+        """``block``, ``rate`` or None for one more RCPT now."""
+        p = self.play
+        if (p.complaint_rate > 0 and self.accepted_total >= p.complaint_min
+                and self.complaints / self.accepted_total > p.complaint_rate):
+            return "block"
+        if p.rate_limit > 0:
+            self._trim(now)
+            if len(self._window) >= p.rate_limit:
+                return "rate"
+        return None
+
+
 class SinkFactory(HardenedFactory):
     """The smart sink: builds :class:`SinkESMTP` protocols sharing one scenario and state.
 
@@ -417,6 +465,7 @@ class SinkFactory(HardenedFactory):
         self.returns = returns
         self.dump_dir = dump_dir
         self._attempts: Counter[str] = Counter()
+        self.provider = ProviderState(scenario.provider)
         self._serial = 0
         self._stalls: set[IDelayedCall] = set()
         #: Every accepted (message, recipient), when ``keep`` is set (tests).
@@ -426,6 +475,19 @@ class SinkFactory(HardenedFactory):
         self.on_accept: Callable[[Accepted, Behaviour], None] | None = None
         if dump_dir:
             os.makedirs(dump_dir, exist_ok=True)
+
+    def provider_refusal(self, address: str) -> Reply | None:
+        """The provider's refusal of one more RCPT (rate or complaints), if any."""
+        verdict = self.provider.refusal(self.clock.seconds())
+        if verdict is None:
+            return None
+        self.stats.answer("rejected" if verdict == "block" else "deferred",
+                          f"provider-{verdict}", address)
+        if verdict == "block":
+            return Reply(554, "5.7.1", "Service unavailable; sender blocked due to user "
+                         "complaints (policy)")
+        return Reply(421, "4.7.28", "Our system has detected an unusual rate of mail from "
+                     "your IP address: rate limited, slow down")
 
     def attempt(self, address: str) -> int:
         """Count one more attempt at ``address``; return the count (1 for the first)."""
@@ -453,6 +515,7 @@ class SinkFactory(HardenedFactory):
         self.stats.messages += 1
         for r, d in zip(envelope.recipients, decisions, strict=True):
             b = d.behaviour
+            self.provider.accepted(now, b.then == "arf")
             self.stats.answer("accepted", b.name, r.path.address)
             acc = Accepted(envelope.sender.address, r.path.address, data, now, queue_id)
             if self.keep:

@@ -51,7 +51,7 @@ def _words(*states: State) -> str:
 #: outcome. (Delivered is final only once late bounces became improbable:
 #: the settling delay.)
 FINAL_OUTCOME_STATES = (State.failed, State.expired, State.suppressed, State.bounced,
-                        State.complained)
+                        State.complained, State.cancelled)
 #: The late outcomes: the remote accepted, then an NDR or a complaint came.
 LATE_STATES = (State.bounced, State.complained)
 #: The mailings table has a count column per state, named as the state.

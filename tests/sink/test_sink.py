@@ -294,3 +294,38 @@ class ReturnTemplateTests(TestCase):
         """A message with the null reverse-path never triggers a return (no loops)."""
         acc = Accepted("", "late-1@d.test", BODY, 1e9, "S1")
         self.assertIsNone(build_return(acc, BUILTIN_BEHAVIOURS["late"], "h", 1e9))
+
+
+class SinkProviderPlayTests(TestCase):
+    """The sink playing a provider (issue 19): a rate limit and a complaint block."""
+
+    def test_rate_limit_421_in_a_sliding_second(self) -> None:
+        clock = Clock()
+        clock.advance(100.0)
+        factory = SinkFactory(scenario_from_dict({"provider": {"rate_limit": 2}}), clock)
+        self.assertEqual(session(factory, ["a@x.test"])[0][-1], b"250 2.0.0")
+        self.assertEqual(session(factory, ["b@x.test"])[0][-1], b"250 2.0.0")
+        got, t = session(factory, ["c@x.test"])
+        self.assertEqual(got[-1], b"421 4.7.28")
+        self.assertTrue(t.disconnecting)
+        clock.advance(1.01)  # the window slid past both
+        self.assertEqual(session(factory, ["c@x.test"])[0][-1], b"250 2.0.0")
+        self.assertEqual(factory.stats.counts["deferred"], Counter({"provider-rate": 1}))
+
+    def test_complaint_rate_blocks(self) -> None:
+        clock = Clock()
+        factory = SinkFactory(scenario_from_dict(
+            {"provider": {"complaint_rate": 0.3, "complaint_min": 4}}), clock)
+        for rcpt in ("a@x.test", "b@x.test", "complain-1@x.test", "d@x.test"):
+            self.assertEqual(session(factory, [rcpt])[0][-1], b"250 2.0.0")
+        self.assertEqual(session(factory, ["e@x.test"])[0][-1], b"250 2.0.0")  # 1/4: not above
+        self.assertEqual(session(factory, ["complain-2@x.test"])[0][-1], b"250 2.0.0")
+        got, _ = session(factory, ["f@x.test"])  # 2/6 > 0.3
+        self.assertIn(b"554 5.7.1", got)
+        self.assertNotIn(b"250 2.0.0", got)
+
+    def test_provider_keys_checked(self) -> None:
+        with self.assertRaises(ScenarioError):
+            scenario_from_dict({"provider": {"rate": 2}})
+        with self.assertRaises(ScenarioError):
+            scenario_from_dict({"provider": {"rate_limit": -1}})
