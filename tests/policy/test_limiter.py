@@ -30,8 +30,8 @@ from hurricane.policy.providers import (
     Signal,
     signal_of,
 )
-from tests.outbound_queue.fakes import FakeConnector, FakeResolver
-from tests.outbound_queue.test_pool import FakeDispatch, delivery
+from tests.outbound.fakes import FakeConnector, FakeResolver
+from tests.outbound.test_pool import FakeDispatch, delivery
 
 GOOGLE = ProviderConfig(name="google", mx=("*.google.com",), domains=("gmail.com",),
                         max_connections=2, rate_per_minute=6000)
