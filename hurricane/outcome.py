@@ -38,6 +38,8 @@ __all__ = [
     "Source",
     "Stage",
     "State",
+    "StreamKind",
+    "SuppressionScopeKind",
     "SuppressionSource",
     "TlsPolicy",
     "is_hard",
@@ -290,6 +292,7 @@ class EventKind(str, enum.Enum):
     relayed = "relayed"  # a "relayed"/"delivered"/"expanded" DSN: information only
     retry = "retry"  # an operator asked for a retry now
     note = "note"  # anything else an operator or a tool wants to say
+    unsubscribed = "unsubscribed"  # a one-click (RFC 8058) or mailto unsubscribe
 
 
 class Source(str, enum.Enum):
@@ -319,6 +322,8 @@ class SuppressionSource(str, enum.Enum):
     bounce = "bounce"  # a hard asynchronous bounce
     complaint = "complaint"  # a feedback-loop complaint
     operator = "operator"  # an operator (CLI, console, web, API)
+    unsubscribe = "unsubscribe"  # a one-click or mailto unsubscribe (RFC 8058)
+    dns = "dns"  # a domain that did not resolve, confirmed over time
 
 
 class CorrelationKey(enum.StrEnum):
@@ -431,3 +436,25 @@ def sql_list(members: Sequence[enum.Enum]) -> str:
         The quoted values joined with ``", "``.
     """
     return ", ".join(f"'{m.value}'" for m in members)
+
+
+class StreamKind(str, enum.Enum):
+    """A message stream's kind: what the mail is, for the receivers' rules.
+
+    Bulk mail (newsletters, campaigns) carries the one-click unsubscribe
+    headers (RFC 8058) and its unsubscribes and complaints suppress only its
+    stream; transactional mail (password resets, receipts) never does.
+    """
+
+    transactional = "transactional"
+    bulk = "bulk"
+
+
+class SuppressionScopeKind(str, enum.Enum):
+    """How far a suppression entry reaches: every stream, one stream, one mailing,
+    or (``domain``) every address of a domain that did not resolve."""
+
+    global_ = "global"
+    stream = "stream"
+    mailing = "mailing"
+    domain = "domain"
