@@ -77,6 +77,9 @@ class NewMessage:
     source: str = "smtp"  # smtp | api
     client: str | None = None  # submitting client address / user, for the record
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The message stream (``X-Hurricane-Stream`` or the API's ``stream``);
+    #: None is the default transactional stream.
+    stream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ class Delivery:
     bounced_at: float | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    #: The message's stream (None: the default transactional stream).
+    stream: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

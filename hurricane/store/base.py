@@ -36,7 +36,7 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
-from hurricane.store import migrate, reports, txn
+from hurricane.store import migrate, reports, suppression, txn
 from hurricane.store.interface import (
     BounceRecord,
     DeferredQueueDomain,
@@ -49,6 +49,7 @@ from hurricane.store.interface import (
     StoreUnavailable,
 )
 from hurricane.store.sql import Dialect
+from hurricane.store.suppression import ScopedSuppression, UnsubscribeOutcome
 
 __all__ = ["GroupCommit", "SqlStore"]
 
@@ -160,6 +161,8 @@ class SqlStore:
         self.url = url
         self._reactor = reactor
         self._open = False
+        #: Streams whose complaints suppress globally (``complaint_global``).
+        self.complaint_global_streams: frozenset[str] = frozenset()
         self._enqueuer: GroupCommit[txn.PreparedMessage, EnqueueResult] = GroupCommit(
             self._enqueue_batch, max_in_flight=self.enqueue_in_flight)
         # Returned messages are committed before their 250 like submissions:
@@ -363,14 +366,16 @@ class SqlStore:
                             correlation: str | None, analysis: str) -> list[int]:
         """Record the analysis of a returned message in one transaction."""
         ids: list[int] = await self._run(txn.record_bounce_txn, bounce_id, list(events),
-                                         category, correlation, analysis)
+                                         category, correlation, analysis,
+                                         self.complaint_global_streams)
         return ids
 
     async def record_bounces(self, records: Sequence[BounceRecord]) -> list[list[int]]:
         """Record several analyses in one transaction (one commit for the batch)."""
         if not records:
             return []
-        ids: list[list[int]] = await self._run(txn.record_bounces_txn, list(records))
+        ids: list[list[int]] = await self._run(txn.record_bounces_txn, list(records),
+                                               self.complaint_global_streams)
         return ids
 
     async def mark_bounce_failed(self, bounce_id: int, error: str) -> None:
@@ -507,6 +512,46 @@ class SqlStore:
         """One page of the suppression list ordered by address."""
         page: list[Suppression] = await self._run(txn.suppressions_txn, after, limit)
         return page
+
+    # -- scoped suppression, unsubscribes (issue 20) ------------------------
+
+    async def add_suppression(self, scope: str, address: str, reason: str, now: float,
+                              source: str | None = None, note: str | None = None,
+                              event_id: int | None = None,
+                              expires_at: float | None = None) -> bool:
+        """Add an entry of any scope; False when it was already there."""
+        return bool(await self._run(suppression.add_suppression_txn, scope, address, reason,
+                                    now, source, note, event_id, expires_at))
+
+    async def remove_suppression(self, scope: str, address: str) -> bool:
+        """Remove an entry of any scope; False when there was none."""
+        return bool(await self._run(suppression.remove_suppression_txn, scope, address))
+
+    async def suppression_entries(self, address: str) -> list[ScopedSuppression]:
+        """Every entry naming an address or its domain, global first."""
+        found: list[ScopedSuppression] = await self._run(suppression.find_suppressions_txn,
+                                                         address)
+        return found
+
+    async def list_suppressions(self, scope: str | None = None,
+                                after: tuple[str, str] | None = None,
+                                limit: int = 1000) -> list[ScopedSuppression]:
+        """One page of entries of every scope (or of one), global first."""
+        page: list[ScopedSuppression] = await self._run(
+            suppression.list_suppressions_txn, scope, after, limit)
+        return page
+
+    async def record_unsubscribe(self, delivery_id: int, stream: str, recipient: str,
+                                 now: float, via: str) -> UnsubscribeOutcome:
+        """Record a verified unsubscribe (event and stream entry), idempotently."""
+        done: UnsubscribeOutcome = await self._run(
+            suppression.record_unsubscribe_txn, delivery_id, stream, recipient, now, via)
+        return done
+
+    async def message_stream(self, delivery_id: int) -> str | None:
+        """The stream of a delivery's message (None: the default one)."""
+        stream: str | None = await self._run(suppression.message_stream_txn, delivery_id)
+        return stream
 
     # -- the report's mailings, settling and queue pages (issue 18) ---------
 

@@ -36,6 +36,7 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
+from hurricane.store.suppression import ScopedSuppression, UnsubscribeOutcome
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,10 @@ class StoreConfigError(StoreError):
 
 class IOutcomeStore(Interface):
     """Durable queue, outcome records, returned messages and the suppression list."""
+
+    complaint_global_streams = Attribute(
+        "frozenset of stream names whose complaints suppress in every stream "
+        "([[streams]] complaint_global); other complaints suppress their stream only")
 
     url = Attribute("The store URL with any password removed, for messages and logs.")
 
@@ -462,6 +467,34 @@ class IOutcomeStore(Interface):
 
     async def suppressions(after: str | None = None, limit: int = 1000) -> list[Suppression]:
         """One page of the suppression list ordered by address."""
+
+    # -- scoped suppression, unsubscribes (issue 20) ------------------------
+
+    async def add_suppression(scope: str, address: str, reason: str, now: float,
+                              source: str | None = None, note: str | None = None,
+                              event_id: int | None = None,
+                              expires_at: float | None = None) -> bool:
+        """Add an entry: scope ``global``, ``stream:NAME``, ``mailing:ID`` or
+        ``domain`` (address = the domain); False when it was already there."""
+
+    async def remove_suppression(scope: str, address: str) -> bool:
+        """Remove an entry of any scope; False when there was none."""
+
+    async def suppression_entries(address: str) -> list[ScopedSuppression]:
+        """Every entry naming an address or its domain, global first."""
+
+    async def list_suppressions(scope: str | None = None, after: tuple[str, str] | None = None,
+                                limit: int = 1000) -> list[ScopedSuppression]:
+        """One page of entries of every scope (or one): global by address, then
+        the others by (scope, address); ``after`` is the last (scope, address)."""
+
+    async def record_unsubscribe(delivery_id: int, stream: str, recipient: str, now: float,
+                                 via: str) -> UnsubscribeOutcome:
+        """Record a verified unsubscribe: an ``unsubscribed`` event on the
+        delivery and a ``stream:NAME`` entry; a repeat records nothing."""
+
+    async def message_stream(delivery_id: int) -> str | None:
+        """The stream of a delivery's message (None: the default one)."""
 
     # -- the report's mailings, settling and queue pages (issue 18) ---------
 

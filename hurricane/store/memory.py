@@ -54,7 +54,14 @@ from hurricane.store.interface import (
     SettleCounts,
     StoreUnavailable,
 )
-from hurricane.store.sql import SQLITE
+from hurricane.store.sql import GLOBAL_ENTRY_TEXT, SQLITE
+from hurricane.store.suppression import (
+    GLOBAL,
+    ScopedSuppression,
+    UnsubscribeOutcome,
+    entry_text,
+)
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["MemoryStore"]
 
@@ -96,6 +103,9 @@ class MemoryStore:
         self._idem: set[tuple[int, str]] = set()
         self._bounces: dict[int, _Bounce] = {}
         self._suppressions: dict[str, Suppression] = {}
+        self._scoped: dict[tuple[str, str], ScopedSuppression] = {}
+        #: Streams whose complaints suppress globally (the SQL stores honour it).
+        self.complaint_global_streams: frozenset[str] = frozenset()
         self._applied: list[str] = []
         self._event_ids = itertools.count(1)
         self._bounce_ids = itertools.count(1)
@@ -162,21 +172,26 @@ class MemoryStore:
         recipients = []
         for rcpt in message.recipients:
             entry = self._suppressions.get(fold(rcpt.address))
-            state = State.queued if entry is None else State.suppressed
-            reason = None if entry is None else entry.reason
+            scoped = None if entry is not None else self._scoped_match(
+                rcpt.address, message.stream, message.mailing_id, now)
+            state = State.queued if entry is None and scoped is None else State.suppressed
+            reason = entry.reason if entry is not None else \
+                scoped.reason if scoped is not None else None
+            why = GLOBAL_ENTRY_TEXT if entry is not None else \
+                entry_text(scoped.scope, scoped.address) if scoped is not None else None
             delivery_id = next(self._ids)
             self._deliveries[delivery_id] = Delivery(
                 delivery_id=delivery_id, message_pk=message_pk, queue_id=queue_id,
                 sender=message.sender, recipient=rcpt.address,
                 domain=domain_of(rcpt.address), state=state, reason=reason, hard=False,
                 attempts=0, next_attempt_at=now if state is State.queued else None, code=None,
-                status=None, text=None, remote_host=None, mailing_id=message.mailing_id,
+                status=None, text=why, remote_host=None, mailing_id=message.mailing_id,
                 message_id=message.message_id, header_message_id=message.header_message_id,
-                orcpt=rcpt.orcpt, created_at=now, updated_at=now,
+                orcpt=rcpt.orcpt, created_at=now, updated_at=now, stream=message.stream,
             )
             self._priority[delivery_id] = 0
             kind = EventKind.queued if state is State.queued else EventKind.suppressed
-            self._add_event(delivery_id, kind, now, state=state, reason=reason,
+            self._add_event(delivery_id, kind, now, state=state, reason=reason, text=why,
                             source=Source.local.value)
             recipients.append(EnqueuedRecipient(delivery_id, rcpt.address, state, reason))
         return EnqueueResult(queue_id, message_pk, tuple(recipients))
@@ -383,7 +398,14 @@ class MemoryStore:
                 self._update(ev.delivery_id, state=target, reason=reason, hard=decision.hard,
                              updated_at=ev.at, next_attempt_at=None, lease_owner=None,
                              lease_until=None)
-            if decision.suppress:
+            stream = d.stream or DEFAULT_STREAM
+            if decision.suppress and kind is EventKind.complaint and \
+                    stream not in self.complaint_global_streams:
+                key = (f"stream:{stream}", fold(d.recipient))
+                self._scoped.setdefault(key, ScopedSuppression(
+                    key[0], key[1], reason or kind.value, ev.at,
+                    suppression_source(kind).value, event_id))
+            elif decision.suppress:
                 self._suppress(d.recipient, reason or kind.value, ev.at,
                                suppression_source(kind).value, None, event_id)
         return event_ids
@@ -669,6 +691,89 @@ class MemoryStore:
         start = fold(after) if after else ""
         keys = sorted(k for k in self._suppressions if k > start)
         return [self._suppressions[k] for k in keys[:limit]]
+
+    # -- scoped suppression, unsubscribes (issue 20) ------------------------
+
+    def _scoped_match(self, address: str, stream: str | None, mailing_id: str | None,
+                      now: float) -> ScopedSuppression | None:
+        key = fold(address)
+        for scope_key in ((f"stream:{stream or DEFAULT_STREAM}", key),
+                          (f"mailing:{mailing_id}" if mailing_id else "", key),
+                          ("domain", domain_of(key))):
+            entry = self._scoped.get(scope_key)
+            if entry is not None and (entry.expires_at is None or entry.expires_at > now):
+                return entry
+        return None
+
+    async def add_suppression(self, scope: str, address: str, reason: str, now: float,
+                              source: str | None = None, note: str | None = None,
+                              event_id: int | None = None,
+                              expires_at: float | None = None) -> bool:
+        """Add an entry of any scope; False when it was already there."""
+        self._check()
+        if scope == GLOBAL:
+            return self._suppress(address, reason, now, source, note, event_id)
+        key = fold(address).rpartition("@")[2] if scope == "domain" else fold(address)
+        if (scope, key) in self._scoped:
+            return False
+        self._scoped[(scope, key)] = ScopedSuppression(scope, key, reason, now, source,
+                                                       event_id, note, expires_at)
+        return True
+
+    async def remove_suppression(self, scope: str, address: str) -> bool:
+        """Remove an entry of any scope; False when there was none."""
+        self._check()
+        if scope == GLOBAL:
+            return self._suppressions.pop(fold(address), None) is not None
+        key = fold(address).rpartition("@")[2] if scope == "domain" else fold(address)
+        return self._scoped.pop((scope, key), None) is not None
+
+    def _as_scoped(self, s: Suppression) -> ScopedSuppression:
+        return ScopedSuppression(GLOBAL, s.address, s.reason, s.created_at, s.source,
+                                 s.event_id, s.note)
+
+    async def suppression_entries(self, address: str) -> list[ScopedSuppression]:
+        """Every entry naming an address or its domain, global first."""
+        self._check()
+        key = fold(address)
+        found = [self._as_scoped(e) for e in [self._suppressions.get(key)] if e is not None]
+        return found + sorted((e for (_, a), e in self._scoped.items()
+                               if a in (key, domain_of(key))), key=lambda e: e.scope)
+
+    async def list_suppressions(self, scope: str | None = None,
+                                after: tuple[str, str] | None = None,
+                                limit: int = 1000) -> list[ScopedSuppression]:
+        """One page of entries of every scope (or of one), global first."""
+        self._check()
+        rows = [(0, GLOBAL, k, self._as_scoped(e)) for k, e in self._suppressions.items()]
+        rows += [(1, sc, a, e) for (sc, a), e in self._scoped.items()]
+        rows = [r for r in sorted(rows, key=lambda r: r[:3])
+                if scope is None or r[1] == scope]
+        if after is not None:
+            mark = (0 if after[0] == GLOBAL else 1, *after)
+            rows = [r for r in rows if r[:3] > mark]
+        return [r[3] for r in rows[:limit]]
+
+    async def record_unsubscribe(self, delivery_id: int, stream: str, recipient: str,
+                                 now: float, via: str) -> UnsubscribeOutcome:
+        """Record a verified unsubscribe (event and stream entry), idempotently."""
+        self._check()
+        delivery = self._deliveries.get(delivery_id)
+        known = delivery is not None and fold(delivery.recipient) == fold(recipient)
+        if (f"stream:{stream}", fold(recipient)) in self._scoped:
+            return UnsubscribeOutcome(known, False)
+        event_id = self._add_event(
+            delivery_id, EventKind.unsubscribed, now, source=Source.local.value,
+            text=f"unsubscribed from stream {stream} ({via})") if known else None
+        added = await self.add_suppression(f"stream:{stream}", recipient, "unsubscribed", now,
+                                           SuppressionSource.unsubscribe.value, None, event_id)
+        return UnsubscribeOutcome(known, added, event_id)
+
+    async def message_stream(self, delivery_id: int) -> str | None:
+        """The stream of a delivery's message (None: the default one)."""
+        self._check()
+        delivery = self._deliveries.get(delivery_id)
+        return None if delivery is None else delivery.stream
 
     # -- the report's mailings, settling and queue pages (issue 18) ---------
 

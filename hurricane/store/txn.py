@@ -49,10 +49,18 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
-from hurricane.outcome import ATTEMPT_STATES, PENDING_STATES, Reason, SuppressionSource
+from hurricane.outcome import ATTEMPT_STATES, PENDING_STATES, Reason, Source, SuppressionSource
 from hurricane.store import sql
 from hurricane.store.interface import BounceRecord
 from hurricane.store.sql import Dialect
+from hurricane.store.suppression import (
+    GLOBAL,
+    add_suppression_txn,
+    dns_failure_txn,
+    match_scoped_txn,
+    message_stream_txn,
+)
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["Txn", "PreparedMessage", "prepare_message", "new_queue_id", "run_sync",
            "recorded_idem_key"]
@@ -167,7 +175,7 @@ def delivery_from_row(row: Row) -> Delivery:
         code=_opt_int(row[11]), status=row[12], text=row[13], remote_host=row[14],
         mailing_id=row[15], message_id=row[16], header_message_id=row[17], orcpt=row[18],
         created_at=row[19], updated_at=row[20], delivered_at=row[21], bounced_at=row[22],
-        lease_owner=row[23], lease_until=row[24],
+        lease_owner=row[23], lease_until=row[24], stream=row[25],
     )
 
 
@@ -238,7 +246,7 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> list[Sequence[T]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-#: Messages per multi-row INSERT (11 parameters each: under SQLite's old 999).
+#: Messages per multi-row INSERT (12 parameters each: under SQLite's old 999).
 _MESSAGE_CHUNK = 80
 
 
@@ -258,10 +266,11 @@ def _draws(batch: Sequence[PreparedMessage], stored: Container[int]
 
 
 def _message_params(queue_id: str, prepared: PreparedMessage) -> list[Any]:
-    """The 11 parameters of one message's row (``sql._MESSAGE_VALUES``)."""
+    """The 12 parameters of one message's row (``sql._MESSAGE_VALUES``)."""
     m = prepared.message
     return [queue_id, m.sender, m.mailing_id, m.message_id, m.header_message_id,
-            len(m.body), m.body, m.source, m.client, prepared.metadata_json, prepared.now]
+            len(m.body), m.body, m.source, m.client, prepared.metadata_json, prepared.now,
+            m.stream]
 
 
 async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[EnqueueResult]:
@@ -276,12 +285,26 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
     if txn.dialect.round_trips and \
             sum(len(p.message.recipients) for p in batch) <= _CTE_RECIPIENTS:
         return await _enqueue_batch_cte(txn, batch)
+    # Stream, mailing and domain entries (issue 20): one more look-up.
+    scoped = await match_scoped_txn(txn, [
+        (r.address, p.message.stream, p.message.mailing_id)
+        for p in batch for r in p.message.recipients], batch[0].now if batch else 0.0)
     keys = sorted({fold(r.address) for p in batch for r in p.message.recipients})
     suppressed: dict[str, str] = {}
     for key_chunk in _chunks(keys):
         await txn.execute(sql.SELECT_SUPPRESSED_IN.format(sql.placeholders(len(key_chunk))),
                           key_chunk)
         suppressed.update((row[0], row[1]) for row in txn.fetchall())
+    # What stops each recipient, in batch order: (reason, the event's text).
+    stops: list[tuple[str, str] | None] = []
+    position = 0
+    for p in batch:
+        for r in p.message.recipients:
+            reason = suppressed.get(fold(r.address))
+            match = scoped[position]
+            position += 1
+            stops.append((reason, sql.GLOBAL_ENTRY_TEXT) if reason is not None else
+                         (match.reason, match.text) if match is not None else None)
 
     # Messages, each under a queue id drawn until unique (see _draws).
     message_pks: dict[int, tuple[str, int]] = {}
@@ -296,14 +319,16 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
         raise RuntimeError("could not allocate unique queue ids")
 
     rows = []
+    stop_of = iter(stops)
     for i, prepared in enumerate(batch):
         message_pk, now = message_pks[i][1], prepared.now
         for recipient in prepared.message.recipients:
-            reason = suppressed.get(fold(recipient.address))
-            state = State.queued if reason is None else State.suppressed
+            stop = next(stop_of)
+            state = State.queued if stop is None else State.suppressed
             rows.append((
                 message_pk, recipient.address, domain_of(recipient.address), state.value,
-                reason, now if state is State.queued else None, recipient.orcpt, now, now,
+                None if stop is None else stop[0], now if state is State.queued else None,
+                recipient.orcpt, now, now, None if stop is None else stop[1],
             ))
     await txn.insert_rows("deliveries", sql.DELIVERY_INSERT_COLUMNS, rows)
     pks = [pk for _, pk in message_pks.values()]
@@ -318,14 +343,16 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
             ids[int(message_pk)].append(int(delivery_id))
 
     results = []
+    stop_of = iter(stops)
     for i, prepared in enumerate(batch):
         queue_id, message_pk = message_pks[i]
         recipients = []
         for delivery_id, recipient in zip(ids[message_pk], prepared.message.recipients,
                                           strict=True):
-            reason = suppressed.get(fold(recipient.address))
-            state = State.queued if reason is None else State.suppressed
-            recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state, reason))
+            stop = next(stop_of)
+            state = State.queued if stop is None else State.suppressed
+            recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state,
+                                                None if stop is None else stop[0]))
         results.append(EnqueueResult(queue_id, message_pk, tuple(recipients)))
     return results
 
@@ -354,22 +381,24 @@ async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
         txn.standalone()
     results: dict[int, EnqueueResult] = {}
     for drawn in _draws(batch, results):
-        keys = sorted({fold(r.address) for i in drawn.values()
-                       for r in batch[i].message.recipients})
+        keys = sorted({k for i in drawn.values() for r in batch[i].message.recipients
+                       for k in (fold(r.address), domain_of(fold(r.address)))})
         messages: list[Any] = []
         recipients: list[Any] = []
         for queue_id, i in drawn.items():
             m, now = batch[i].message, batch[i].now
             messages += _message_params(queue_id, batch[i])
+            stream_scope = f"stream:{m.stream or DEFAULT_STREAM}"
+            mailing_scope = f"mailing:{m.mailing_id}" if m.mailing_id else None
             for position, r in enumerate(m.recipients):
                 recipients += [queue_id, position, r.address, domain_of(r.address),
-                               fold(r.address), r.orcpt, now]
+                               fold(r.address), r.orcpt, now, stream_scope, mailing_scope]
         # Prepared: PostgreSQL parses and plans this CTE in ~0.6 ms,
         # longer than it takes to run it; each batch shape is parsed
         # once per connection (and, after five runs, planned once).
         await txn.execute(
-            sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 7),
-            [*keys, *messages, *recipients], prepare=True)
+            sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 9),
+            [*keys, *keys, batch[0].now, *messages, *recipients], prepare=True)
         rows: dict[str, list[Row]] = {}
         for row in txn.fetchall():  # in delivery id order: recipient order
             rows.setdefault(row[1], []).append(row)
@@ -556,7 +585,11 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
                 update.append(r.owner)
             await txn.execute(statement, update)
     for r, event_id in zip(known, event_ids, strict=True):
-        if r.suppress:
+        if r.suppress and r.reason is Reason.hostunknown and r.source is Source.local:
+            # A domain that did not resolve: never the address, and the
+            # domain only once confirmed over time (issue 18 item 9).
+            await dns_failure_txn(txn, domain_of(recipients[r.delivery_id]), r.at, event_id)
+        elif r.suppress:
             await _suppress(txn, recipients[r.delivery_id],
                             text_of(r.reason) or Reason.undefined.value, r.at,
                             SuppressionSource.smtp.value, None, event_id)
@@ -689,8 +722,13 @@ def recorded_idem_key(event: BounceEvent) -> str | None:
 
 
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
-                            category: str, correlation: str | None, analysis: str) -> list[int]:
-    """Record the analysis of a returned message; see IOutcomeStore.record_bounce."""
+                            category: str, correlation: str | None, analysis: str,
+                            complaint_global: Container[str] = frozenset()) -> list[int]:
+    """Record the analysis of a returned message; see IOutcomeStore.record_bounce.
+
+    A complaint suppresses the address for its message's stream only, unless
+    that stream is in ``complaint_global`` (issue 20); a hard bounce globally.
+    """
     await txn.execute(sql.MARK_BOUNCE_ANALYZED, (category, correlation, analysis, bounce_id))
     event_ids: list[int] = []
     for ev in events:
@@ -726,12 +764,17 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
                 text_of(ev.reason), decision.hard, ev.at, ev.delivery_id, state.value,
             ))
         if decision.suppress:
-            await _suppress(txn, recipient, text_of(ev.reason) or kind.value, ev.at,
-                            suppression_source(kind).value, None, event_id)
+            scope = GLOBAL
+            if kind is EventKind.complaint:
+                stream = await message_stream_txn(txn, ev.delivery_id) or DEFAULT_STREAM
+                scope = GLOBAL if stream in complaint_global else f"stream:{stream}"
+            await add_suppression_txn(txn, scope, recipient, text_of(ev.reason) or kind.value,
+                                      ev.at, suppression_source(kind).value, None, event_id)
     return event_ids
 
 
-async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord]) -> list[list[int]]:
+async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord],
+                             complaint_global: Container[str] = frozenset()) -> list[list[int]]:
     """Record several analyses in one transaction; see IOutcomeStore.record_bounces.
 
     Applied in order, so two reports about one delivery end as they would one
@@ -739,7 +782,7 @@ async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord]) -> list[
     """
     return [
         await record_bounce_txn(txn, r.bounce_id, list(r.events), r.category, r.correlation,
-                                r.analysis)
+                                r.analysis, complaint_global)
         for r in records
     ]
 
