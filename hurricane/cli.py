@@ -382,7 +382,8 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
         after = 0
         while True:
             page = await store.outcomes(
-                after, 1000, state=args.state, mailing_id=args.mailing_id
+                after, 1000, state=args.state, mailing_id=args.mailing_id,
+                stream=args.stream,
             )
             for record in page:
                 row = record.as_dict()
@@ -519,6 +520,7 @@ def _add_data_parsers(sub: _Subcommands) -> None:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--state", help="only this state (delivered, bounced, ...)")
     p.add_argument("--mailing-id", help="only this mailing")
+    p.add_argument("--stream", help="only this message stream (transactional, ...)")
     p.set_defaults(func=cmd_outcomes)
 
     supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",

@@ -370,12 +370,15 @@ class Outcome:
     remote_host: str | None = None
     delivered_at: float | None = None
     bounced_at: float | None = None
+    #: The message stream (issue 20); messages stored before streams existed
+    #: are in the default one.
+    stream: str = "transactional"
 
     #: Field order of the CSV and JSON export.
     FIELDS = (
         "queue_id", "delivery_id", "recipient", "state", "reason", "hard", "code",
         "status", "text", "attempts", "mailing_id", "message_id", "created_at",
-        "updated_at", "remote_host", "delivered_at", "bounced_at",
+        "updated_at", "remote_host", "delivered_at", "bounced_at", "stream",
     )
 
     def as_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from hurricane.model import Delivery, Event, Suppression
 from hurricane.smtpd.address import parse_path
 from hurricane.smtpd.reply import ReplyError
 from hurricane.store.interface import IOutcomeStore
-from hurricane.store.suppression import GLOBAL, ScopedSuppression, parse_scope
+from hurricane.store.suppression import GLOBAL, SCOPED, ScopedSuppression, parse_scope
 from hurricane.streams import Streams
 
 __all__ = [
@@ -402,7 +402,8 @@ class Operations:
     async def list_suppressions(self, scope: object = None, after: tuple[str, str] | None = None,
                                 limit: int = 1000) -> list[ScopedSuppression]:
         """One page of entries of every scope, or of one (``scope`` given)."""
-        where = None if scope in (None, "", "all") else self.scope(scope)
+        where = None if scope in (None, "", "all") else SCOPED if scope == SCOPED \
+            else self.scope(scope)
         if not 1 <= limit <= 10_000:
             raise InvalidRequest("limit", "limit: must be between 1 and 10000")
         return await self.store.list_suppressions(where, after, limit)

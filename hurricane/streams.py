@@ -39,14 +39,17 @@ DEFAULT_STREAM = "transactional"
 #: The header an application names a stream with (removed before delivery).
 STREAM_HEADER = "X-Hurricane-Stream"
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,29}\Z")
+_POOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _FEEDBACK_FIELDS = ("mailing", "stream", "sender")
 _FEEDBACK_FIELD = re.compile(r"\{([^{}]*)\}")
 
 
 def valid_stream_name(name: str) -> bool:
-    """True for a stream name: 1-64 of letters, digits, ``.``, ``_``, ``-``,
-    starting with a letter or digit (it goes into headers, URLs and scopes)."""
+    """True for a stream name: 1-30 of lower-case letters, digits, ``.``, ``_``,
+    ``-``, starting with a letter or digit. It goes into unsubscribe tokens,
+    which must survive mail systems that fold the case of an address and fit
+    a 64-octet local part (:mod:`hurricane.unsubscribe`)."""
     return bool(_NAME.match(name))
 
 
@@ -85,12 +88,12 @@ class StreamConfig:
         """Invalid values as ``(key, message)`` pairs; empty when valid."""
         found = []
         if not valid_stream_name(self.name):
-            found.append(("name", "expected 1-64 letters, digits, '.', '_' or '-', "
+            found.append(("name", "expected 1-30 lower-case letters, digits, '.', '_' or '-', "
                                   f"starting with a letter or digit, got {self.name!r}"))
         for key in ("rate_per_minute", "max_connections_per_destination"):
             if getattr(self, key) < 0:
                 found.append((key, "expected an integer >= 0"))
-        if self.pool and not valid_stream_name(self.pool):
+        if self.pool and not _POOL.match(self.pool):
             found.append(("pool", f"expected a pool name, got {self.pool!r}"))
         for fieldname in _FEEDBACK_FIELD.findall(self.feedback_id):
             if fieldname not in _FEEDBACK_FIELDS:

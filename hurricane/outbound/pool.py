@@ -106,6 +106,9 @@ class PoolSettings:
     per_message: bool = False
     max_recipients_per_transaction: int = 50
     lease_seconds: float = 600.0
+    #: Streams whose transactions carry one recipient whatever ``per_message``
+    #: (a bulk stream's unsubscribe link names its recipient).
+    single_streams: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: DeliveryConfig, idle_grace: float = IDLE_GRACE) -> PoolSettings:
@@ -493,7 +496,7 @@ class DestinationPool:
         if not dest.queue:
             return []
         first = dest.queue.popleft()
-        if not self._settings.per_message:
+        if not self._settings.per_message or first.stream in self._settings.single_streams:
             return [first]
         # One transaction for up to max_recipients_per_transaction recipients
         # of the same message; others keep their places in the queue.

@@ -28,6 +28,7 @@ slow receiver does not hold up everyone else.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from hurricane.decisions import Classifier
 from hurricane.model import AttemptResult, Delivery
 from hurricane.outbound.bodies import BodyCache, BodyCacheSettings, Signer
 from hurricane.outbound.dialer import Dialer
-from hurricane.outbound.dispatch import AttemptJudge, Dispatcher
+from hurricane.outbound.dispatch import AttemptJudge, Dispatcher, StreamHeaders
 from hurricane.outbound.pool import IDLE_GRACE, DestinationPool, PoolSettings
 from hurricane.outbound.results import RECORD_DELAY, ResultWriter, WriterSettings
 from hurricane.outbound.retry import RetryPolicy
@@ -83,6 +84,7 @@ class OutboundSettings:
             :data:`~hurricane.outbound.results.RECORD_DELAY`; 0 records in
             the next reactor turn.
         bodies: the bounds of the bodies kept after enqueue.
+        stream_headers: a stream's per-recipient headers (issue 20), or None.
     """
 
     node_id: str
@@ -92,6 +94,9 @@ class OutboundSettings:
     wake_delay: float = 0.0
     record_delay: float = 0.0
     bodies: BodyCacheSettings = field(default_factory=BodyCacheSettings)
+    #: Adds a stream's per-recipient headers (a bulk stream's List-Unsubscribe,
+    #: Feedback-ID) before signing; its streams go one recipient per transaction.
+    stream_headers: StreamHeaders | None = None
 
     @classmethod
     def for_server(cls, config: Config) -> OutboundSettings:
@@ -159,9 +164,14 @@ class OutboundService(Service):
         judge = AttemptJudge(classifier, RetryPolicy.from_config(self._config),
                              self._config.max_age, self._node_id,
                              rng if rng is not None else random.Random())
-        dispatcher = Dispatcher(self.bodies, codec, judge, clock, self._finish, self._give_back)
-        self.pool = DestinationPool(dialer, dispatcher, clock, settings.pool,
-                                    on_settled=self._check_idle)
+        headers = settings.stream_headers
+        dispatcher = Dispatcher(self.bodies, codec, judge, clock, self._finish, self._give_back,
+                                headers)
+        self.pool = DestinationPool(
+            dialer, dispatcher, clock,
+            dataclasses.replace(settings.pool, single_streams=headers.decorated
+                                if headers is not None else frozenset()),
+            on_settled=self._check_idle)
 
     # -- service ---------------------------------------------------------------
 

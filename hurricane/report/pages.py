@@ -705,6 +705,9 @@ class Suppressions(Page):
                                    placeholder="address@example.com", size="32"),
                         tags.input(type="text", name="reason", value="operator", size="12"),
                         tags.input(type="text", name="note", placeholder="note", size="24"),
+                        tags.input(type="text", name="scope", value="global", size="16",
+                                   title="global, stream:NAME, mailing:ID, or domain "
+                                         "(the address is then a domain)"),
                         tags.button("Add", type="submit"), method="post",
                         action="/suppressions/add", class_="toolbar")
         look = tags.form(tags.input(type="search", name="address", value=find or "",
@@ -728,7 +731,31 @@ class Suppressions(Page):
                            rows, classes={5: "nowrap"}), class_="card"),
             tags.div(*pager, link(export, "Export " + ("this entry" if find else "the list")
                                   + " (CSV)"), class_="pager")]
+        content += await scoped_entries(self.pages, csrf, find)
         finish(request, layout("Suppression list", content))
+
+
+async def scoped_entries(pages: Pages, csrf: Tag, find: str | None) -> list[Any]:
+    """The stream, mailing and domain entries (issue 20): those of the address
+    looked for, else the first page, each with its remove button."""
+    if find:
+        found = [e for e in await pages.operations.suppression_entries(find)
+                 if e.scope != "global"]
+    else:
+        found = await pages.operations.list_suppressions("scoped", None, PAGE_SIZE)
+    rows = [(e.scope, e.address, e.reason, text(e.source), text(e.event_id),
+             fmt_time(e.created_at), fmt_time(e.expires_at) if e.expires_at else "",
+             tags.form(csrf, tags.input(type="hidden", name="address", value=e.address),
+                       tags.input(type="hidden", name="scope", value=e.scope),
+                       tags.button("Remove", type="submit", class_="danger"),
+                       method="post", action="/suppressions/remove", class_="inline"))
+            for e in found]
+    return [tags.h2("Stream, mailing and domain entries"),
+            tags.p("An unsubscribe stops one stream; a domain that did not resolve twice, "
+                   "an hour apart, stops every address of the domain until removed here.",
+                   class_="muted small"),
+            tags.div(table(["Scope", "Address", "Reason", "Source", "Event", "Since",
+                            "Expires", ""], rows, classes={5: "nowrap"}), class_="card")]
 
 
 def cause_link(entry: Suppression, causes: dict[int, int]) -> Any:
@@ -748,14 +775,21 @@ class SuppressionAdd(Page):
 
     async def post(self, request: Request, user: str) -> None:
         """Add the address, then back to the list with a notice."""
+        scope = arg(request, "scope") or "global"
         try:
-            result = await self.pages.operations.suppress(
-                arg(request, "address") or "", arg(request, "reason") or "operator",
-                arg(request, "note") or None)
+            if scope != "global":  # a stream, mailing or domain entry (issue 20)
+                scoped = await self.pages.operations.suppress_scoped(
+                    arg(request, "address") or "", scope, arg(request, "reason") or "operator",
+                    arg(request, "note") or None)
+                added, address = scoped.changed, f"{scoped.address} ({scoped.scope})"
+            else:
+                result = await self.pages.operations.suppress(
+                    arg(request, "address") or "", arg(request, "reason") or "operator",
+                    arg(request, "note") or None)
+                added, address = result.added, result.address
         except InvalidRequest as e:
             raise _invalid(e) from None
-        done = (f"Added {result.address}." if result.added
-                else f"{result.address} was already suppressed.")
+        done = (f"Added {address}." if added else f"{address} was already suppressed.")
         redirect(request, "/suppressions?" + urlencode({"done": done}))
 
 
@@ -767,11 +801,12 @@ class SuppressionRemove(Page):
     async def post(self, request: Request, user: str) -> None:
         """Remove the address, then back to the list with a notice."""
         try:
-            result = await self.pages.operations.unsuppress(arg(request, "address") or "")
+            scoped = await self.pages.operations.unsuppress_scoped(
+                arg(request, "address") or "", arg(request, "scope") or None)
         except InvalidRequest as e:
             raise _invalid(e) from None
-        done = (f"Removed {result.address}." if result.removed
-                else f"{result.address} was not suppressed.")
+        what = scoped.address + ("" if scoped.scope == "global" else f" ({scoped.scope})")
+        done = f"Removed {what}." if scoped.changed else f"{what} was not suppressed."
         redirect(request, "/suppressions?" + urlencode({"done": done}))
 
 
@@ -902,13 +937,14 @@ class ExportOutcomes(Page):
         """Stream the records page by page."""
         state = arg(request, "state") or None
         mailing = arg(request, "mailing_id") or None
+        stream = arg(request, "stream") or None
         store = self.pages.store
 
         async def outcome_pages() -> AsyncIterator[list[list[Any]]]:
             after = 0
             while True:
                 page: list[Outcome] = await store.outcomes(after, CSV_PAGE, state=state,
-                                                           mailing_id=mailing)
+                                                           mailing_id=mailing, stream=stream)
                 if not page:
                     return
                 yield [[getattr(o, f) for f in Outcome.FIELDS] for o in page]

@@ -417,10 +417,11 @@ class SqlStore:
 
     async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
                        state: str | None = None,
-                       mailing_id: str | None = None) -> list[Outcome]:
+                       mailing_id: str | None = None,
+                       stream: str | None = None) -> list[Outcome]:
         """One page of outcome records ordered by delivery id (keyset paging)."""
         page: list[Outcome] = await self._run(txn.outcomes_txn, after_delivery_id, limit,
-                                              state, mailing_id)
+                                              state, mailing_id, stream)
         return page
 
     async def summary(self, since: float | None = None, until: float | None = None) -> Summary:
@@ -541,11 +542,11 @@ class SqlStore:
             suppression.list_suppressions_txn, scope, after, limit)
         return page
 
-    async def record_unsubscribe(self, delivery_id: int, stream: str, recipient: str,
-                                 now: float, via: str) -> UnsubscribeOutcome:
+    async def record_unsubscribe(self, delivery_id: int, stream: str, now: float,
+                                 via: str) -> UnsubscribeOutcome:
         """Record a verified unsubscribe (event and stream entry), idempotently."""
         done: UnsubscribeOutcome = await self._run(
-            suppression.record_unsubscribe_txn, delivery_id, stream, recipient, now, via)
+            suppression.record_unsubscribe_txn, delivery_id, stream, now, via)
         return done
 
     async def message_stream(self, delivery_id: int) -> str | None:

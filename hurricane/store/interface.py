@@ -393,6 +393,7 @@ class IOutcomeStore(Interface):
         *,
         state: str | None = None,
         mailing_id: str | None = None,
+        stream: str | None = None,
     ) -> list[Outcome]:
         """One page of outcome records ordered by delivery id (keyset paging)."""
 
@@ -488,10 +489,11 @@ class IOutcomeStore(Interface):
         """One page of entries of every scope (or one): global by address, then
         the others by (scope, address); ``after`` is the last (scope, address)."""
 
-    async def record_unsubscribe(delivery_id: int, stream: str, recipient: str, now: float,
+    async def record_unsubscribe(delivery_id: int, stream: str, now: float,
                                  via: str) -> UnsubscribeOutcome:
         """Record a verified unsubscribe: an ``unsubscribed`` event on the
-        delivery and a ``stream:NAME`` entry; a repeat records nothing."""
+        delivery and a ``stream:NAME`` entry for its recipient; a repeat
+        records nothing, an unknown delivery nothing at all."""
 
     async def message_stream(delivery_id: int) -> str | None:
         """The stream of a delivery's message (None: the default one)."""

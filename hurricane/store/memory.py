@@ -481,7 +481,8 @@ class MemoryStore:
 
     async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
                        state: str | None = None,
-                       mailing_id: str | None = None) -> list[Outcome]:
+                       mailing_id: str | None = None,
+                       stream: str | None = None) -> list[Outcome]:
         """One page of outcome records by delivery id."""
         self._check()
         wanted_state = None if state is None else str(getattr(state, "value", state))
@@ -495,13 +496,15 @@ class MemoryStore:
             if mailing_id is not None and (
                     d.mailing_id is None or d.mailing_id.lower() != mailing_id.lower()):
                 continue
+            if stream is not None and (d.stream or DEFAULT_STREAM) != stream:
+                continue
             page.append(Outcome(
                 queue_id=d.queue_id, delivery_id=d.delivery_id, recipient=d.recipient,
                 state=d.state.value, reason=d.reason, hard=d.hard, code=d.code,
                 status=d.status, text=d.text, attempts=d.attempts, mailing_id=d.mailing_id,
                 message_id=d.message_id, created_at=d.created_at, updated_at=d.updated_at,
                 remote_host=d.remote_host, delivered_at=d.delivered_at,
-                bounced_at=d.bounced_at))
+                bounced_at=d.bounced_at, stream=d.stream or DEFAULT_STREAM))
             if len(page) >= limit:
                 break
         return page
@@ -748,26 +751,28 @@ class MemoryStore:
         rows = [(0, GLOBAL, k, self._as_scoped(e)) for k, e in self._suppressions.items()]
         rows += [(1, sc, a, e) for (sc, a), e in self._scoped.items()]
         rows = [r for r in sorted(rows, key=lambda r: r[:3])
-                if scope is None or r[1] == scope]
+                if scope is None or r[1] == scope or (scope == "scoped" and r[0] == 1)]
         if after is not None:
             mark = (0 if after[0] == GLOBAL else 1, *after)
             rows = [r for r in rows if r[:3] > mark]
         return [r[3] for r in rows[:limit]]
 
-    async def record_unsubscribe(self, delivery_id: int, stream: str, recipient: str,
-                                 now: float, via: str) -> UnsubscribeOutcome:
+    async def record_unsubscribe(self, delivery_id: int, stream: str, now: float,
+                                 via: str) -> UnsubscribeOutcome:
         """Record a verified unsubscribe (event and stream entry), idempotently."""
         self._check()
         delivery = self._deliveries.get(delivery_id)
-        known = delivery is not None and fold(delivery.recipient) == fold(recipient)
-        if (f"stream:{stream}", fold(recipient)) in self._scoped:
-            return UnsubscribeOutcome(known, False)
+        if delivery is None:
+            return UnsubscribeOutcome(False, False)
+        if (f"stream:{stream}", fold(delivery.recipient)) in self._scoped:
+            return UnsubscribeOutcome(True, False)
         event_id = self._add_event(
             delivery_id, EventKind.unsubscribed, now, source=Source.local.value,
-            text=f"unsubscribed from stream {stream} ({via})") if known else None
-        added = await self.add_suppression(f"stream:{stream}", recipient, "unsubscribed", now,
+            text=f"unsubscribed from stream {stream} ({via})")
+        added = await self.add_suppression(f"stream:{stream}", delivery.recipient,
+                                           "unsubscribed", now,
                                            SuppressionSource.unsubscribe.value, None, event_id)
-        return UnsubscribeOutcome(known, added, event_id)
+        return UnsubscribeOutcome(True, added, event_id)
 
     async def message_stream(self, delivery_id: int) -> str | None:
         """The stream of a delivery's message (None: the default one)."""

@@ -477,7 +477,7 @@ ORDER BY e.event_id LIMIT ?"""
 SELECT_OUTCOMES = """
 SELECT m.queue_id, d.delivery_id, d.recipient, d.state, d.reason, d.hard, d.code,
        d.status, d.text, d.attempts, m.mailing_id, m.message_id, d.created_at,
-       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at
+       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at, m.stream
 FROM deliveries d JOIN messages m ON m.message_pk = d.message_pk
 WHERE d.delivery_id > ?{filters}
 ORDER BY d.delivery_id LIMIT ?"""

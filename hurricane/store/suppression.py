@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DNS_CONFIRM_SECONDS",
     "GLOBAL",
+    "SCOPED",
     "ScopedSuppression",
     "SuppressionMatch",
     "UnsubscribeOutcome",
@@ -53,6 +54,8 @@ __all__ = [
 
 #: The scope of the global list.
 GLOBAL = "global"
+#: Not a scope: lists every entry that is not global (the report's second table).
+SCOPED = "scoped"
 #: A second failure to resolve a domain at least this many seconds after the
 #: first confirms it (the domain is then suppressed, as one ``domain`` entry).
 DNS_CONFIRM_SECONDS = 3600.0
@@ -268,7 +271,7 @@ async def list_suppressions_txn(txn: Txn, scope: str | None, after: tuple[str, s
                 for row in txn.fetchall()]
     if scope == GLOBAL or len(out) >= limit:
         return out[:limit]
-    if scope is None:
+    if scope in (None, SCOPED):
         begin = (after_scope, after_address) if after_scope != GLOBAL else ("", "")
         await txn.execute(f"SELECT {_COLUMNS} FROM scoped_suppressions"
                           " WHERE scope > ? OR (scope = ? AND address > ?)"
@@ -306,41 +309,41 @@ class UnsubscribeOutcome:
     event_id: int | None = None
 
 
-async def record_unsubscribe_txn(txn: Txn, delivery_id: int, stream: str, recipient: str,
-                                 now: float, via: str) -> UnsubscribeOutcome:
+async def record_unsubscribe_txn(txn: Txn, delivery_id: int, stream: str, now: float,
+                                 via: str) -> UnsubscribeOutcome:
     """Record a verified unsubscribe: an ``unsubscribed`` event and a stream entry.
 
     Idempotent: a second unsubscribe for the same stream records nothing.
-    A delivery since purged (or another recipient's) still suppresses the
-    address for the stream the verified token names, without an event.
+    The recipient is the delivery's (the verified token names the delivery);
+    a delivery since purged can no longer say whom to suppress: nothing is
+    recorded (``known`` False).
 
     Args:
         delivery_id: from the verified token.
         stream: the stream the token names.
-        recipient: the recipient the token names.
         now: the time.
         via: ``one-click``, ``mailto`` or ``confirm`` (the event's text).
     """
     await txn.execute("SELECT recipient FROM deliveries WHERE delivery_id = ?", (delivery_id,))
     row = txn.fetchone()
-    known = row is not None and fold(row[0]) == fold(recipient)
+    if row is None:
+        return UnsubscribeOutcome(False, False)
+    recipient = str(row[0])
     scope = f"stream:{stream}"
     await txn.execute("SELECT 1 FROM scoped_suppressions WHERE address = ? AND scope = ?",
                       (fold(recipient), scope))
     if txn.fetchone() is not None:
-        return UnsubscribeOutcome(known, False)
-    event_id = None
-    if known:
-        await txn.execute(
-            "INSERT INTO events (delivery_id, kind, at, reason, text, source)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING event_id",
-            (delivery_id, EventKind.unsubscribed.value, now, None,
-             f"unsubscribed from stream {stream} ({via})", Source.local.value))
-        got = txn.fetchone()
-        event_id = None if got is None else int(got[0])
+        return UnsubscribeOutcome(True, False)
+    await txn.execute(
+        "INSERT INTO events (delivery_id, kind, at, reason, text, source)"
+        " VALUES (?, ?, ?, ?, ?, ?) RETURNING event_id",
+        (delivery_id, EventKind.unsubscribed.value, now, None,
+         f"unsubscribed from stream {stream} ({via})", Source.local.value))
+    got = txn.fetchone()
+    event_id = None if got is None else int(got[0])
     added = await add_suppression_txn(txn, scope, recipient, "unsubscribed", now,
                                       SuppressionSource.unsubscribe.value, None, event_id)
-    return UnsubscribeOutcome(known, added, event_id)
+    return UnsubscribeOutcome(True, added, event_id)
 
 
 async def dns_failure_txn(txn: Txn, domain: str, now: float, event_id: int | None) -> bool:

@@ -198,7 +198,7 @@ def outcome_from_row(row: Row) -> Outcome:
         reason=row[4], hard=_bool(row[5]), code=_opt_int(row[6]), status=row[7],
         text=row[8], attempts=int(row[9]), mailing_id=row[10], message_id=row[11],
         created_at=row[12], updated_at=row[13], remote_host=row[14],
-        delivered_at=row[15], bounced_at=row[16],
+        delivered_at=row[15], bounced_at=row[16], stream=row[17] or DEFAULT_STREAM,
     )
 
 
@@ -868,7 +868,7 @@ async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[Ev
 
 
 async def outcomes_txn(txn: Txn, after_delivery_id: int, limit: int, state: str | None,
-                       mailing_id: str | None) -> list[Outcome]:
+                       mailing_id: str | None, stream: str | None = None) -> list[Outcome]:
     """One page of outcome records by delivery id."""
     filters = ""
     params: list[Any] = [after_delivery_id]
@@ -878,6 +878,10 @@ async def outcomes_txn(txn: Txn, after_delivery_id: int, limit: int, state: str 
     if mailing_id is not None:
         filters += " AND lower(m.mailing_id) = lower(?)"
         params.append(mailing_id)
+    if stream is not None:
+        # Messages stored before streams existed are in the default stream.
+        filters += " AND COALESCE(m.stream, ?) = ?"
+        params += [DEFAULT_STREAM, stream]
     await txn.execute(sql.SELECT_OUTCOMES.format(filters=filters), (*params, limit))
     return [outcome_from_row(row) for row in txn.fetchall()]
 

@@ -246,7 +246,8 @@ class StoreCommandTests(SynchronousTestCase):
 
     def test_migrate_says_what_it_did(self) -> None:
         """A new SQLite file: "created", each migration, "0 -> N"; again: "already at N"."""
-        from hurricane.store.migrate import latest_version
+        from hurricane.store.migrate import latest_version, load_migrations
+        from hurricane.store.sql import SQLITE
 
         config = make_config()
         path = os.path.join(os.path.dirname(config), "data", "hurricane.db")
@@ -255,7 +256,9 @@ class StoreCommandTests(SynchronousTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
         self.assertEqual(lines[0], f"created {path}")
-        self.assertEqual(len([x for x in lines if x.startswith("applied 0")]), n)
+        # One line per migration file (numbers may have gaps between branches).
+        files = len(load_migrations(SQLITE))
+        self.assertEqual(len([x for x in lines if x.startswith("applied 0")]), files)
         self.assertEqual(lines[-1], f"sqlite://{path}: schema version 0 -> {n}")
         r = run("migrate", "--config", config)
         self.assertEqual(r.stdout, f"sqlite://{path}: already at schema version {n}, "

@@ -100,11 +100,12 @@ class ScopedSuppressionMixin:
         """An unsubscribe records one event and one stream entry, however often sent."""
         result = await self.store.enqueue(message("ann@x.test", stream="news"), T0)
         did = result.recipients[0].delivery_id
-        first = await self.store.record_unsubscribe(did, "news", "ann@x.test", T0 + 5,
-                                                    "one-click")
+        first = await self.store.record_unsubscribe(did, "news", T0 + 5, "one-click")
         self.assertTrue(first.known and first.added)
-        again = await self.store.record_unsubscribe(did, "news", "ann@x.test", T0 + 6, "mailto")
+        again = await self.store.record_unsubscribe(did, "news", T0 + 6, "mailto")
         self.assertFalse(again.added)
+        unknown = await self.store.record_unsubscribe(did + 1000, "news", T0 + 6, "mailto")
+        self.assertFalse(unknown.known or unknown.added)
         kinds = [e.kind for e in await self.store.events(did)]
         self.assertEqual(kinds.count(EventKind.unsubscribed), 1)
         entry = (await self.store.suppression_entries("ann@x.test"))[0]

@@ -25,7 +25,7 @@ def test_streams_parse_with_their_keys() -> None:
     ([{"name": "news", "kind": "bulky"}], "[streams[0]] kind: expected one of"),
     ([{"name": "news", "colour": "red"}], "[streams[0]] colour: unknown key; expected one of"),
     ([{"name": "a"}, {"name": "a"}], "[streams[1]] name: stream 'a' is defined twice"),
-    ([{"name": "a b"}], "[streams[0]] name: expected 1-64 letters"),
+    ([{"name": "a b"}], "[streams[0]] name: expected 1-30 lower-case letters"),
     ([{"name": "transactional", "kind": "bulk"}], "[streams[0]] kind: the default stream"),
     ([{"name": "n", "feedback_id": "{campaign}"}], "unknown field {campaign}"),
     ([{"name": "n", "rate_per_minute": -1}], "rate_per_minute: expected an integer >= 0"),
