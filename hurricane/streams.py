@@ -61,11 +61,6 @@ class StreamConfig:
     name: str
     #: ``transactional`` or ``bulk`` (bulk mail gets List-Unsubscribe headers).
     kind: StreamKind = StreamKind.transactional
-    #: Messages per minute per destination domain for this stream (0 = the
-    #: ``[delivery] rate_per_minute``).
-    rate_per_minute: int = 0
-    #: Connections per destination for this stream (0 = the delivery default).
-    max_connections_per_destination: int = 0
     #: The IP pool its mail leaves from ("" = the default pool; issue 21).
     pool: str = ""
     #: ``Feedback-ID`` template, fields ``{mailing}``, ``{stream}``, ``{sender}``
@@ -90,9 +85,6 @@ class StreamConfig:
         if not valid_stream_name(self.name):
             found.append(("name", "expected 1-30 lower-case letters, digits, '.', '_' or '-', "
                                   f"starting with a letter or digit, got {self.name!r}"))
-        for key in ("rate_per_minute", "max_connections_per_destination"):
-            if getattr(self, key) < 0:
-                found.append((key, "expected an integer >= 0"))
         if self.pool and not _POOL.match(self.pool):
             found.append(("pool", f"expected a pool name, got {self.pool!r}"))
         for fieldname in _FEEDBACK_FIELD.findall(self.feedback_id):
