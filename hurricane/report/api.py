@@ -8,9 +8,11 @@ in the tree :func:`build_api` makes:
 - ``GET /api/v1/deliveries/<delivery id>``: one recipient with every event;
 - ``GET /api/v1/recipients/<address>``: deliveries to an address (``before``, ``limit``);
 - ``GET /api/v1/mailings/<mailing id>``: the mailing's summary and rates;
-- ``GET /api/v1/mailings/<mailing id>/recipients``: one page of its recipients;
+- ``GET /api/v1/mailings/<mailing id>/recipients``: one page of its recipients
+  (``state``, ``stream`` filters; every delivery carries its ``stream``);
 - ``GET /api/v1/summary?since=&until=``: summary, rates and queue depth for a window;
-- ``GET|POST /api/v1/suppressions``, ``GET|DELETE /api/v1/suppressions/<address>``.
+- ``GET|POST /api/v1/suppressions``, ``GET|DELETE /api/v1/suppressions/<address>``
+  (a ``scope``: ``global`` by default, ``stream:NAME``, ``mailing:ID``, ``domain``).
 
 Under ``/api/v1`` the token is checked first; then an unknown endpoint is
 404, and an unknown method or sub-path of a known one 405. Outside
@@ -596,13 +598,14 @@ class MailingRecipients(Item):
         return {"GET": self.get}
 
     async def get(self, request: Request) -> None:
-        """One page of the mailing's recipients (``state``, ``before``, ``limit``)."""
+        """One page of the mailing's recipients (``state``, ``stream``, ``before``, ``limit``)."""
         limit = int_arg(request, "limit", 100, 1, 1000)
         before = int_arg(request, "before", None, 1)
         state = arg(request, "state") or None
         assert limit is not None  # it has a default
         found = await self.api.store.search_deliveries(
-            mailing_id=self.key, state=state, before_delivery_id=before, limit=limit)
+            mailing_id=self.key, state=state, before_delivery_id=before, limit=limit,
+            stream=arg(request, "stream") or None)
         write_json(request, 200, {
             "mailing_id": self.key, "deliveries": [delivery_json(d) for d in found],
             "next_before": found[-1].delivery_id if len(found) == limit else None,

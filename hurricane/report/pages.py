@@ -62,6 +62,7 @@ from hurricane.report.html import (
 from hurricane.report.resource import HttpError, ReportResource, arg, query_args, run_async, segment
 from hurricane.report.settle import SettleModels
 from hurricane.store.interface import IOutcomeStore
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["DELIVERY_HEADERS", "FORM_BODY_LIMIT", "PAGE_SIZE", "Collection", "ItemPage", "NoPage",
            "Page", "Pages", "WINDOWS", "export_query", "finish", "fmt_time", "outcome_chart"]
@@ -84,7 +85,7 @@ DELIVERY_HEADERS = ["Recipient", "State", "Reason", "Code", "Attempts", "Queue i
                     "Mailing", "Message id", "Updated"]
 #: The delivery filters an export link carries (``before`` pages, it filters nothing).
 EXPORT_FILTERS = ("recipient", "queue_id", "mailing_id", "message_id", "domain", "state",
-                  "since", "until")
+                  "since", "until", "stream")
 
 
 def export_query(filters: dict[str, Any]) -> str:
@@ -235,6 +236,11 @@ class Pages:
         return tags.div(*links, link(export_query(filters), "Export these recipients (CSV)"),
                         class_="pager")
 
+    def stream_names(self) -> list[str]:
+        """The configured streams (the default one when the site has no configuration)."""
+        streams = self.operations.streams
+        return streams.names() if streams is not None else [DEFAULT_STREAM]
+
     @staticmethod
     def filters(request: Request) -> dict[str, Any]:
         """The delivery filters of a list's query (search, mailing, CSV export)."""
@@ -254,6 +260,7 @@ class Pages:
             "since": parse_time(arg(request, "since"), "since"),
             "until": parse_time(arg(request, "until"), "until"),
             "before_delivery_id": int(before) if before else None,
+            "stream": arg(request, "stream") or None,
         }
 
 
@@ -460,6 +467,10 @@ class Search(Page):
                           for s in STATES], name="state"),
             tags.input(type="text", name="domain", value=filters["domain"] or "",
                        placeholder="domain"),
+            tags.select(tags.option("any stream", value=""),
+                        *[tags.option(s, value=s, **({"selected": "selected"}
+                                                     if s == filters["stream"] else {}))
+                          for s in self.pages.stream_names()], name="stream"),
             # A window (the overview's domain links carry one) stays with the form.
             *[tags.input(type="hidden", name=k, value=repr(filters[k]))
               for k in ("since", "until") if filters[k] is not None],
@@ -609,6 +620,8 @@ class DeliveryPage(ItemPage):
                 ("Queue id", link(f"/message/{q(d.queue_id)}", d.queue_id)),
                 ("Mailing id", link(f"/mailing/{q(d.mailing_id)}", d.mailing_id)
                  if d.mailing_id else ""), ("Message id", d.message_id),
+                ("Stream", link("/search?" + urlencode({"stream": d.stream or DEFAULT_STREAM}),
+                                d.stream or DEFAULT_STREAM)),
                 ("Envelope sender", d.sender or "<>"), ("Created", fmt_time(d.created_at))]
         rows = [event_row(e) for e in events]
         content: list[Any] = [tags.div(table(["Field", "Value"], info,
@@ -960,7 +973,7 @@ class ExportDeliveries(Page):
 
     COLUMNS = ("delivery_id", "queue_id", "recipient", "state", "reason", "hard", "code",
                "status", "text", "attempts", "remote_host", "mailing_id", "message_id",
-               "header_message_id", "created_at", "updated_at")
+               "header_message_id", "created_at", "updated_at", "stream")
 
     async def get(self, request: Request, user: str) -> None:
         """Stream the deliveries page by page."""
@@ -972,8 +985,8 @@ class ExportDeliveries(Page):
                 page = await store.search_deliveries(**filters, limit=CSV_PAGE)
                 if not page:
                     return
-                yield [[getattr(getattr(d, c), "value", getattr(d, c)) for c in self.COLUMNS]
-                       for d in page]
+                yield [[getattr(getattr(d, c), "value", getattr(d, c)) if c != "stream"
+                        else d.stream or DEFAULT_STREAM for c in self.COLUMNS] for d in page]
                 if len(page) < CSV_PAGE:
                     return
                 filters["before_delivery_id"] = page[-1].delivery_id

@@ -484,11 +484,11 @@ class SqlStore:
                                 domain: str | None = None, since: float | None = None,
                                 until: float | None = None,
                                 before_delivery_id: int | None = None,
-                                limit: int = 50) -> list[Delivery]:
+                                limit: int = 50, stream: str | None = None) -> list[Delivery]:
         """One page of deliveries matching every filter, newest first (keyset)."""
         found: list[Delivery] = await self._run(
             txn.search_deliveries_txn, recipient, queue_id, mailing_id, message_id, state,
-            domain, since, until, before_delivery_id, limit)
+            domain, since, until, before_delivery_id, limit, stream)
         return found
 
     # -- suppression --------------------------------------------------------

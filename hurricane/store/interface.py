@@ -445,6 +445,7 @@ class IOutcomeStore(Interface):
         until: float | None = None,
         before_delivery_id: int | None = None,
         limit: int = 50,
+        stream: str | None = None,
     ) -> list[Delivery]:
         """One page of deliveries matching every filter, newest (highest id) first.
 

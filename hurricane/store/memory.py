@@ -633,7 +633,7 @@ class MemoryStore:
                                 domain: str | None = None, since: float | None = None,
                                 until: float | None = None,
                                 before_delivery_id: int | None = None,
-                                limit: int = 50) -> list[Delivery]:
+                                limit: int = 50, stream: str | None = None) -> list[Delivery]:
         """One page of deliveries matching every filter, newest first (keyset)."""
         self._check()
 
@@ -654,7 +654,8 @@ class MemoryStore:
                     and same(d.domain, domain)
                     and (wanted_state is None or d.state.value == wanted_state)
                     and (since is None or d.created_at >= since)
-                    and (until is None or d.created_at < until)):
+                    and (until is None or d.created_at < until)
+                    and (stream is None or (d.stream or DEFAULT_STREAM) == stream)):
                 continue
             found.append(d)
             if len(found) >= min(limit, txn.MAX_REPORT_ROWS):

@@ -1072,7 +1072,7 @@ async def search_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str |
                                 mailing_id: str | None, message_id: str | None,
                                 state: str | None, domain: str | None, since: float | None,
                                 until: float | None, before_delivery_id: int | None,
-                                limit: int) -> list[Delivery]:
+                                limit: int, stream: str | None = None) -> list[Delivery]:
     """Deliveries matching every filter, by delivery id descending (keyset)."""
     where: list[str] = []
     params: list[Any] = []
@@ -1092,6 +1092,10 @@ async def search_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str |
     if domain is not None:
         where.append("d.domain = ?")
         params.append(domain.strip().lower())
+    if stream is not None:
+        # Messages stored before streams existed are in the default stream.
+        where.append("COALESCE(m.stream, ?) = ?")
+        params += [DEFAULT_STREAM, stream]
     window, window_params = _window(since, until, "d.created_at")
     where.append(window)
     params.extend(window_params)
