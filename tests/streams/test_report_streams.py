@@ -90,3 +90,43 @@ class StreamReportTests(SynchronousTestCase):
         result = run(self.store.enqueue(NewMessage("app@shop.test", (NewRecipient("a@x.test"),),
                                                    b"Subject: x\r\n\r\n", stream="news"), T0))
         self.assertEqual(result.recipients[0].state.value, "queued")
+
+
+class StreamInjectionTests(SynchronousTestCase):
+    """POST /api/v1/messages with ``stream``."""
+
+    def setUp(self) -> None:
+        from tests.report.helpers import WebFixture, make_config
+
+        config = make_config()
+        config = config_from_dict({
+            "web": {"listen": list(config.web.listen), "tokens": dict(config.web.tokens)},
+            "streams": [{"name": "news", "kind": "bulk"}]})
+        self.f = WebFixture(config, populated=False)
+
+    def inject(self, payload: Any) -> tuple[int, Any]:
+        from tests.report.helpers import json_of
+
+        response, body = json_of(self.f, self.f.treq.post(
+            "http://127.0.0.1:8025/api/v1/messages", json=payload, headers=self.f.auth()))
+        return response.code, body
+
+    def test_stream_field(self) -> None:
+        """The field picks the stream; the raw header too; the field wins; unknown is 400."""
+        base = {"recipients": ["a@x.test"], "sender": "app@s.test",
+                "raw": "From: app@s.test\nSubject: hi\n\nhello\n"}
+        code, body = self.inject({**base, "stream": "news"})
+        self.assertEqual((code, body["stream"]), (201, "news"))
+        code, body = self.inject(base)
+        self.assertEqual((code, body["stream"]), (201, "transactional"))
+        code, body = self.inject({**base, "raw": "X-Hurricane-Stream: news\n" + base["raw"]})
+        self.assertEqual((code, body["stream"]), (201, "news"))
+        code, body = self.inject({**base, "stream": "promo"})
+        self.assertEqual((code, body["field"]), (400, "stream"))
+        self.assertIn("unknown stream 'promo'", body["error"])
+        code, body = self.inject({**base, "raw": "X-Hurricane-Stream: promo\n" + base["raw"]})
+        self.assertEqual(code, 400)
+        got = run(self.f.store.search_deliveries(stream="news", limit=10))
+        self.assertEqual(len(got), 2)
+        stored = run(self.f.store.load_body(got[0].message_pk))
+        self.assertNotIn(b"X-Hurricane-Stream", stored)

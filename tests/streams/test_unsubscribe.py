@@ -183,3 +183,42 @@ class EndpointTests(SynchronousTestCase):
         self.assertEqual(unsubscriber.recorded, 2)
         checked = unsubscriber.verify(url.rsplit("/", 1)[1])
         self.assertIsInstance(checked, UnsubscribeToken)
+
+
+class UnsubscribeSiteTests(SynchronousTestCase):
+    """``[unsubscribe] listen``: /u/ alone, the report and the API not there at all."""
+
+    def test_only_u(self) -> None:
+        from hurricane.report.unsubscribe import build_unsubscribe_site
+
+        config = config_from_dict({"streams": [{"name": "news", "kind": "bulk"}]})
+        clock = Clock()
+        clock.advance(T0)
+        store = MemoryStore()
+        run(store.open())
+        unsubscriber = Unsubscriber(codec(), store, clock)
+        web = build_web_site(config, store, clock, on_enqueued=lambda: None,
+                             unsubscriber=unsubscriber)
+        treq = StubTreq(build_unsubscribe_site(web, unsubscriber, clock).resource)
+        token = codec().encode(1, "news")
+        for path, code in ((f"/u/{token}", 200), ("/", 404), ("/suppressions", 404),
+                           ("/api/v1/summary", 404), ("/metrics", 404), ("/u/", 404),
+                           (f"/u/{token}/x", 404)):
+            response = self.successResultOf(treq.get("http://127.0.0.1" + path))
+            self.assertEqual(response.code, code, path)
+
+
+class FeedbackIdTests(TestCase):
+    """A transactional stream with a template gets Feedback-ID, and no unsubscribe link."""
+
+    async def test_transactional_feedback_id(self) -> None:
+        config = config_from_dict({"streams": [
+            {"name": "receipts", "feedback_id": "{mailing}:{stream}:{sender}"}]})
+        headers = BulkHeaders(codec(), config.unsubscribe, config.stream_set, None)
+        d = Delivery(7, 1, "Q", "app@shop.test", "r@x.test", "x.test", State.queued, None,
+                     False, 0, None, None, None, None, None, "may", None, None, None,
+                     0.0, 0.0, stream="receipts")
+        self.assertTrue(headers.applies(d))
+        out = await headers.apply(d, b"Feedback-ID: theirs\r\nSubject: hi\r\n\r\nbody\r\n")
+        self.assertEqual(out, b"Feedback-ID: may:receipts:shop.test\r\nSubject: hi\r\n\r\n"
+                              b"body\r\n")
