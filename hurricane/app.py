@@ -310,6 +310,8 @@ def _build_operations(root: HurricaneService, reactor: IServerReactor,
         counters["accounting"] = root.accounting
     if root.webhooks is not None:
         counters["webhooks"] = root.webhooks
+    if root.unsubscriber is not None:
+        counters["unsubscribe"] = root.unsubscriber
     return Operations(root.store, reactor, outbound, processor=processor, counters=counters,
                       streams=root.config.stream_set)
 

@@ -313,6 +313,10 @@ class Unsubscriber:
         self.refused = 0
         self.recorded = 0
 
+    def stats(self) -> dict[str, int]:
+        """Unsubscribes recorded and tokens refused since the start (``stats()``)."""
+        return {"recorded": self.recorded, "refused": self.refused}
+
     def verify(self, token: str) -> UnsubscribeToken | UnsubscribeRejection:
         """Check a token without touching the store."""
         return self.codec.decode(token)
