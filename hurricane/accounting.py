@@ -80,7 +80,6 @@ import datetime
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -274,7 +273,7 @@ class EventFeed(Service):
                 and self.failures == 0:
             self._call.reset(0)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Position, counters and the last error, for the console and metrics."""
         return {
             "position": self.position,
@@ -419,11 +418,11 @@ def _response(code: int | None, status: str | None, text: str | None) -> str | N
     return " ".join(parts) if parts else None
 
 
-def _value(v: Any) -> Any:
+def _value(v: object) -> object:
     return getattr(v, "value", v)
 
 
-def accounting_record(record: EventRecord, node_id: str | None = None) -> dict[str, Any]:
+def accounting_record(record: EventRecord, node_id: str | None = None) -> dict[str, object]:
     """One accounting line as a dict, every key present (see the module docstring)."""
     e = record.event
     kind = accounting_type(record)

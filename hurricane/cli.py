@@ -512,6 +512,10 @@ class _Subcommands(Protocol):
         """A parser for subcommand ``name``."""
 
 
+#: The same, for the ``add_parser(subparsers)`` of the modules with commands of their own.
+Subcommands = _Subcommands
+
+
 def _add_data_parsers(sub: _Subcommands) -> None:
     """``outcomes``, ``suppression`` and ``retry``: the commands on the store's data."""
     p = sub.add_parser("outcomes", help="print one record per (message, recipient)",

@@ -20,12 +20,15 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hurricane.opsconfig import AccountingConfig, WebhookConfig
 from hurricane.outcome import SqliteSync, TlsPolicy
 from hurricane.passwords import is_password_hash, is_token_hash
 from hurricane.streams import DEFAULT_STREAM, StreamConfig, Streams, UnsubscribeConfig
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorCore
 
 #: Default listeners: loopback only, unprivileged ports.
 DEFAULT_SUBMISSION_LISTEN = ("tcp:2587:interface=127.0.0.1",)
@@ -379,8 +382,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     return dataclasses.replace(config, source=file)
 
 
-def config_from_dict(data: Mapping[str, Any]) -> Config:
+def config_from_dict(data: Mapping[str, object]) -> Config:
     """Build a :class:`Config` from parsed TOML, validating every key."""
+    # Values checked against the field types by _coerce (reflection mypy cannot follow).
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key == "routes":
@@ -402,12 +406,12 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     return config
 
 
-def _build(cls: type[Any], value: Any, path: tuple[str, ...]) -> Any:
+def _build(cls: type, value: object, path: tuple[str, ...]) -> object:
     if not isinstance(value, Mapping):
         raise ConfigError(f"expected a table, got {_tname(value)}", path)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, object] = {}
     for key, item in value.items():
         if key not in fields:
             raise ConfigError(
@@ -420,7 +424,7 @@ def _build(cls: type[Any], value: Any, path: tuple[str, ...]) -> Any:
         raise ConfigError(str(e).split("() ", 1)[-1], path) from None
 
 
-def _coerce(tp: Any, value: Any, path: tuple[str, ...]) -> Any:
+def _coerce(tp: object, value: object, path: tuple[str, ...]) -> object:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -474,7 +478,7 @@ def _coerce(tp: Any, value: Any, path: tuple[str, ...]) -> Any:
     raise ConfigError(f"unsupported type {tp!r}", path)  # pragma: no cover
 
 
-def _member(tp: type[enum.Enum], value: Any, path: tuple[str, ...]) -> enum.Enum:
+def _member(tp: type[enum.Enum], value: object, path: tuple[str, ...]) -> enum.Enum:
     """The member of a vocabulary (:mod:`hurricane.outcome`) a config word names.
 
     The words are the members' values; an upper-case vocabulary (SQLite's
@@ -489,7 +493,7 @@ def _member(tp: type[enum.Enum], value: Any, path: tuple[str, ...]) -> enum.Enum
     raise ConfigError(f"expected one of {words}, got {value!r}", path)
 
 
-def _routes(value: Any, path: tuple[str, ...]) -> Mapping[str, str]:
+def _routes(value: object, path: tuple[str, ...]) -> Mapping[str, str]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"expected a table, got {_tname(value)}", path)
     routes: dict[str, str] = {}
@@ -537,7 +541,7 @@ def parse_host_port(value: str, default_port: int = 25) -> tuple[str, int]:
     return host, default_port
 
 
-def _tname(value: Any) -> str:
+def _tname(value: object) -> str:
     return {
         bool: "a boolean",
         int: "an integer",
@@ -571,7 +575,7 @@ class _NoReactor:
     """Stands in for a reactor while an endpoint string is parsed."""
 
 
-_NO_REACTOR: Any = _NoReactor()
+_NO_REACTOR = cast("IReactorCore", _NoReactor())  # only stored by the endpoint parsers
 
 _VERP_MODES = ("per-recipient", "per-message")
 
@@ -784,85 +788,112 @@ def check_paths(config: Config) -> PathReport:
         The errors (each a :class:`ConfigError` naming the key path and the
         path) and the notes.
     """
-    errors: list[ConfigError] = []
-    notes: list[str] = []
+    checks = _PathChecks(config)
+    _check_read_files(checks)
+    if _check_data_dir(checks):
+        # Below a broken data_dir every one of these would repeat its error.
+        _check_state_files(checks)
+    if config.server.json_log:
+        checks.created_file(("server", "json_log"), config.server.json_log,
+                            "made at the first start", writable=True)
+    return PathReport(tuple(checks.errors), tuple(checks.notes))
 
-    def err(key: tuple[str, ...], msg: str) -> None:
-        errors.append(ConfigError(msg, key, config.source))
 
-    def read(key: tuple[str, ...], value: str) -> None:
+@dataclass
+class _PathChecks:
+    """What :func:`check_paths` found so far, and its two kinds of check."""
+
+    config: Config
+    errors: list[ConfigError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def err(self, key: tuple[str, ...], msg: str) -> None:
+        """An error about the path at ``key``."""
+        self.errors.append(ConfigError(msg, key, self.config.source))
+
+    def read(self, key: tuple[str, ...], value: str) -> None:
+        """A file the server only reads: it must exist and be readable ("" is unset)."""
         if value:
             problem = _input_file(_absolute(value))
             if problem:
-                err(key, problem)
+                self.err(key, problem)
 
-    def created_file(key: tuple[str, ...], path: str, what: str, *,
+    def created_file(self, key: tuple[str, ...], path: str, what: str, *,
                      writable: bool = False) -> None:
+        """A file the server makes at its first start: usable if present, else creatable
+        (a note saying ``what`` happens then)."""
         path = _absolute(path)
         if os.path.isdir(path):
-            err(key, f"{path}: is a directory, expected a file")
+            self.err(key, f"{path}: is a directory, expected a file")
         elif os.path.exists(path):
             mode = os.R_OK | (os.W_OK if writable else 0)
             if not os.access(path, mode):
-                err(key, f"{path}: not {'writable' if writable else 'readable'} by this user")
+                self.err(key, f"{path}: not {'writable' if writable else 'readable'} "
+                              "by this user")
         else:
             problem = _creatable(path)
             if problem:
-                err(key, f"{path}: does not exist and {problem}")
+                self.err(key, f"{path}: does not exist and {problem}")
             else:
-                notes.append(f"{_format_path(key)} {path}: does not exist yet; {what}")
+                self.notes.append(f"{_format_path(key)} {path}: does not exist yet; {what}")
 
+
+def _check_read_files(checks: _PathChecks) -> None:
+    """The files the server only reads: certificates, keys, users, rules, secrets."""
+    config = checks.config
     for section in ("submission", "bounce"):
         block = getattr(config, section)
-        read((section, "tls_certificate"), block.tls_certificate)
-        read((section, "tls_key"), block.tls_key)
-    read(("submission", "users_file"), config.submission.users_file)
+        checks.read((section, "tls_certificate"), block.tls_certificate)
+        checks.read((section, "tls_key"), block.tls_key)
+    checks.read(("submission", "users_file"), config.submission.users_file)
     for i, rules in enumerate(config.bounce.rules_files):
-        read(("bounce", f"rules_files[{i}]"), rules)
+        checks.read(("bounce", f"rules_files[{i}]"), rules)
     for i, dkim in enumerate(config.delivery.dkim):
-        read(("delivery", f"dkim[{i}]", "key_file"), dkim.key_file)
+        checks.read(("delivery", f"dkim[{i}]", "key_file"), dkim.key_file)
     for i, hook in enumerate(config.webhooks):
-        read((f"webhooks[{i}]", "secret_file"), hook.secret_file)
+        checks.read((f"webhooks[{i}]", "secret_file"), hook.secret_file)
     if config.admin.enabled:
-        read(("admin", "authorized_keys"), config.admin.authorized_keys)
+        checks.read(("admin", "authorized_keys"), config.admin.authorized_keys)
 
+
+def _check_data_dir(checks: _PathChecks) -> bool:
+    """The data directory: a usable directory, or one the server can make. True if usable."""
     # The data directory may be missing: the server makes it (0700) at start,
     # as systemd's StateDirectory or a first `twistd -n hurricane` expect.
-    data_dir = config.data_dir
-    data_dir_usable = True
+    data_dir = checks.config.data_dir
     if os.path.exists(data_dir):
         if not os.path.isdir(data_dir):
-            err(("server", "data_dir"), f"{data_dir}: not a directory")
-            data_dir_usable = False
-        elif not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
-            err(("server", "data_dir"), f"{data_dir}: not writable by this user")
-            data_dir_usable = False
-    else:
-        problem = _creatable(data_dir)
-        if problem:
-            err(("server", "data_dir"), f"{data_dir}: does not exist and {problem}")
-            data_dir_usable = False
-        else:
-            notes.append(f"[server] data_dir {data_dir}: does not exist yet; created "
-                         "(mode 0700) at the first start")
-    if data_dir_usable:
-        # Below a broken data_dir every one of these would repeat its error.
-        created_file(("bounce", "keys_file"), config.verp_keys_file,
-                     "a first key is made at the first start (nodes sharing a database "
-                     "need the same file: copy it to the others before they start)")
-        sqlite_path = _sqlite_file(config)
-        if sqlite_path is not None:
-            created_file(("store", "url") if config.store.url else ("server", "data_dir"),
-                         sqlite_path,
-                         "an empty database is made at the first start or by "
-                         "'hurricane migrate'", writable=True)
-        if config.admin.enabled:
-            created_file(("admin", "host_key"), config.admin.host_key or os.path.join(
-                data_dir, "admin_ssh_host_ed25519_key"), "made at the first start")
-        if config.accounting.enabled:
-            created_file(("accounting", "file"), config.accounting.file or os.path.join(
-                data_dir, "accounting.jsonl"), "made at the first start", writable=True)
-    if config.server.json_log:
-        created_file(("server", "json_log"), config.server.json_log,
-                     "made at the first start", writable=True)
-    return PathReport(tuple(errors), tuple(notes))
+            checks.err(("server", "data_dir"), f"{data_dir}: not a directory")
+            return False
+        if not os.access(data_dir, os.R_OK | os.W_OK | os.X_OK):
+            checks.err(("server", "data_dir"), f"{data_dir}: not writable by this user")
+            return False
+        return True
+    problem = _creatable(data_dir)
+    if problem:
+        checks.err(("server", "data_dir"), f"{data_dir}: does not exist and {problem}")
+        return False
+    checks.notes.append(f"[server] data_dir {data_dir}: does not exist yet; created "
+                        "(mode 0700) at the first start")
+    return True
+
+
+def _check_state_files(checks: _PathChecks) -> None:
+    """The files the server makes under (or beside) a usable data directory."""
+    config = checks.config
+    data_dir = config.data_dir
+    checks.created_file(("bounce", "keys_file"), config.verp_keys_file,
+                        "a first key is made at the first start (nodes sharing a database "
+                        "need the same file: copy it to the others before they start)")
+    sqlite_path = _sqlite_file(config)
+    if sqlite_path is not None:
+        checks.created_file(("store", "url") if config.store.url else ("server", "data_dir"),
+                            sqlite_path,
+                            "an empty database is made at the first start or by "
+                            "'hurricane migrate'", writable=True)
+    if config.admin.enabled:
+        checks.created_file(("admin", "host_key"), config.admin.host_key or os.path.join(
+            data_dir, "admin_ssh_host_ed25519_key"), "made at the first start")
+    if config.accounting.enabled:
+        checks.created_file(("accounting", "file"), config.accounting.file or os.path.join(
+            data_dir, "accounting.jsonl"), "made at the first start", writable=True)

@@ -35,9 +35,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList
@@ -49,11 +49,12 @@ from hurricane.outcome import EventKind
 from hurricane.sink.scenario import Scenario, default_scenario, mix_rule
 
 if TYPE_CHECKING:
+    from hurricane.cli import Subcommands
     from hurricane.config import Config
     from hurricane.model import Delivery, Summary
     from hurricane.reactors import IServerReactor
     from hurricane.service import HurricaneService, ListenerService
-    from hurricane.sink.server import ReturnSender, SinkFactory
+    from hurricane.sink.server import ReturnSender, SinkFactory, SinkSnapshot
     from hurricane.store.interface import IOutcomeStore
 
 log = Logger()
@@ -82,7 +83,7 @@ def demo_scenario(seed: int | str = 2026, mix: Mapping[str, float] = DEMO_MIX) -
     return dataclasses.replace(base, rules=rules, hostname="mx.sink.test")
 
 
-def _toml_value(v: Any) -> str:
+def _toml_value(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -94,12 +95,13 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
-def write_toml(data: Mapping[str, Any], path: str) -> None:
+def write_toml(data: Mapping[str, Mapping[str, object] | Sequence[Mapping[str, object]]],
+               path: str) -> None:
     """Write a configuration dict (sections of scalars and sub-tables; a top-level
     list of tables, such as ``streams``, as an array of tables ``[[streams]]``)."""
     lines: list[str] = []
 
-    def section(name: str, table: Mapping[str, Any], array: bool = False) -> None:
+    def section(name: str, table: Mapping[str, object], array: bool = False) -> None:
         lines.append(f"[[{name}]]" if array else f"[{name}]")
         subs = []
         for k, v in table.items():
@@ -113,11 +115,11 @@ def write_toml(data: Mapping[str, Any], path: str) -> None:
             section(f"{name}.{k}", v)
 
     for name, table in data.items():
-        if isinstance(table, (list, tuple)):
+        if isinstance(table, Mapping):
+            section(name, table)
+        else:
             for item in table:
                 section(name, item, array=True)
-        else:
-            section(name, table)
     with open(path, "w") as fp:
         fp.write("\n".join(lines))
 
@@ -252,7 +254,7 @@ class Comparison:
 
 
 def compare_with_sink(summary: Summary, notices: Mapping[str, int],
-                      sink: Mapping[str, Any]) -> list[Comparison]:
+                      sink: SinkSnapshot) -> list[Comparison]:
     """Hurricane's outcomes next to what the sink did, line by line.
 
     The sink knows what it answered and what it sent back: every recipient
@@ -268,10 +270,15 @@ def compare_with_sink(summary: Summary, notices: Mapping[str, int],
             (:meth:`Rig.notices`).
         sink: :meth:`SinkStats.as_dict` of the sink.
     """
-    def total(outcome: str) -> int:
-        return sum(sink.get(outcome, {}).values())
+    def counts(key: str) -> Mapping[str, int]:
+        # .get: a snapshot read back from a --stats-file may lack a table
+        value = sink.get(key, {})
+        return value if isinstance(value, Mapping) else {}
 
-    sent = sink.get("returns_sent", {})
+    def total(outcome: str) -> int:
+        return sum(counts(outcome).values())
+
+    sent = counts("returns_sent")
     bounced = sent.get("dsn", 0) + sent.get("ndr", 0)
     complained = sent.get("arf", 0)
     by_state = summary.by_state
@@ -284,7 +291,7 @@ def compare_with_sink(summary: Summary, notices: Mapping[str, int],
         Comparison("complaints (ARF)", summary.complaints, complained),
         Comparison("expired or deferred (never accepted)",
                    sum(by_state.get(k, 0) for k in ("expired", *PENDING_STATES)),
-                   sum(sink.get("unanswered", {}).values())),
+                   sum(counts("unanswered").values())),
         Comparison("auto-replies (RFC 3834; stay delivered)",
                    notices.get(EventKind.autoreply.value, 0),
                    # the sink's own count of the auto-replies it sent
@@ -312,13 +319,13 @@ class Rig:
     """
 
     def __init__(self, reactor: IServerReactor, data_dir: str, scenario: Scenario, *,
-                 store_url: str = "", delivery: Mapping[str, Any] | None = None,
+                 store_url: str = "", delivery: Mapping[str, object] | None = None,
                  web: bool = True, sqlite_synchronous: str = "NORMAL") -> None:
         self.reactor = reactor
         self.data_dir = data_dir
         self.scenario = scenario
         self.store_url = store_url
-        self.delivery = {
+        self.delivery: dict[str, object] = {
             "first_retry": 1.0, "max_retry_interval": 2.0, "max_age": 10.0,
             "retry_jitter": 0.0, "poll_interval": 0.2, "lease_seconds": 60.0,
             "max_connections_per_destination": 10,
@@ -339,9 +346,10 @@ class Rig:
 
     # -- start and stop ------------------------------------------------------
 
-    def config_dict(self, sink_port: int) -> dict[str, Any]:
+    def config_dict(self, sink_port: int
+                    ) -> dict[str, dict[str, object] | list[dict[str, object]]]:
         """The configuration of the Hurricane side, as TOML-ready data."""
-        data: dict[str, Any] = {
+        data: dict[str, dict[str, object]] = {
             "server": {"hostname": "demo.hurricane.test", "data_dir": self.data_dir,
                        "node_id": "demo"},
             "store": {"sqlite_synchronous": self.sqlite_synchronous},
@@ -353,16 +361,15 @@ class Rig:
             "routes": {"*": f"127.0.0.1:{sink_port}"},
             "web": {"listen": [f"tcp:{self.web_port}:interface=127.0.0.1"]
                     if self.web else []},
-            # The mailing is a newsletter: a bulk stream, with one-click
-            # unsubscribe links pointing at the web listener (issue 20).
-            "streams": [{"name": DEMO_STREAM, "kind": "bulk",
-                         "feedback_id": "{mailing}:{stream}:{sender}"}],
         }
         if self.web:
             data["unsubscribe"] = {"base_url": f"http://127.0.0.1:{self.web_port}"}
         if self.store_url:
             data["store"]["url"] = self.store_url
-        return data
+        # The mailing is a newsletter: a bulk stream, with one-click unsubscribe
+        # links pointing at the web listener (issue 20).
+        return {**data, "streams": [{"name": DEMO_STREAM, "kind": "bulk",
+                                     "feedback_id": "{mailing}:{stream}:{sender}"}]}
 
     async def start(self) -> None:
         """Start the sink, then Hurricane; point the sink's returns at the bounce port."""
@@ -440,7 +447,7 @@ class Rig:
 
     async def submit(self, recipients: Sequence[str], *, mailing_id: str = "demo-1",
                      connections: int = 8, size: int = 2000,
-                     progress: Any = None) -> SubmitResult:
+                     progress: Callable[[], None] | None = None) -> SubmitResult:
         """Submit one personalised message per recipient over ``connections`` sessions."""
         from hurricane.config import TimeoutsConfig
         from hurricane.outbound.client import Connector
@@ -502,7 +509,7 @@ class Rig:
         return not await self.store.pending_bounces(1)
 
     async def wait_settled(self, timeout: float, interval: float = 0.2,
-                           tick: Any = None) -> bool:
+                           tick: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Poll :meth:`settled` until true or ``timeout`` seconds; True if settled."""
         deadline = self.reactor.seconds() + timeout
         while True:
@@ -517,6 +524,13 @@ class Rig:
                 return False
             await self.sleep(interval)
 
+    def max_age(self) -> float:
+        """The ``[delivery] max_age`` the rig configures, in seconds."""
+        value = self.delivery["max_age"]
+        if not isinstance(value, int | float):
+            raise TypeError(f"delivery max_age: expected a number, got {value!r}")
+        return float(value)
+
     async def waiting(self, sample: int = 500) -> Waiting:
         """What :meth:`settled` still waits for (see :class:`Waiting`)."""
         depth = await self.store.queue_depth()
@@ -524,7 +538,7 @@ class Rig:
                     if depth.get("deferred", 0) else [])
         return Waiting(
             queued=depth.get("queued", 0), deferred=depth.get("deferred", 0),
-            reasons=deferred_reasons(deferred, float(self.delivery["max_age"])),
+            reasons=deferred_reasons(deferred, self.max_age()),
             returns_pending=self.returns.pending if self.returns is not None else 0,
             bounces_pending=len(await self.store.pending_bounces(sample)),
         )
@@ -572,7 +586,7 @@ def demo_recipients(n: int) -> list[str]:
 # -- the command ---------------------------------------------------------------------
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     """Register ``hurricane demo``."""
     p = subparsers.add_parser(
         "demo", help="send a mailing to the smart sink and show what happened",
@@ -664,7 +678,15 @@ class _WaitNotes:
         return True
 
 
-def summary_text(summary: Summary, sink_stats: Any, submitted: SubmitResult, elapsed: float,
+class SinkCounters(Protocol):
+    """What the summary reads of the sink (:class:`~hurricane.sink.server.SinkStats`)."""
+
+    def as_dict(self) -> SinkSnapshot:
+        """The counters as JSON."""
+
+
+def summary_text(summary: Summary, sink_stats: SinkCounters, submitted: SubmitResult,
+                 elapsed: float,
                  settled: bool, notices: Mapping[str, int] | None = None,
                  waiting: str = "") -> str:
     """The table printed at the end of the demo.
@@ -714,15 +736,16 @@ def summary_text(summary: Summary, sink_stats: Any, submitted: SubmitResult, ela
                      f"line{'s' if len(differ) > 1 else ''}"
                      + (" (still waiting: see above)." if not settled else
                         ": see demo.log and the report."))
-    failed_returns = sum(st.get("returns_failed", {}).values())
+    failed_returns = sum(st["returns_failed"].values())
     if failed_returns:
         lines.append(f"  The sink could not send {failed_returns} return(s) to the bounce "
                      "listener (see demo.log).")
     lines.append("")
     lines.append("  the sink's own count (final answers per recipient, temporary ones per "
                  "attempt):")
-    for outcome in ("accepted", "rejected", "deferred", "dropped"):
-        items = ", ".join(f"{k} {v}" for k, v in st[outcome].items())
+    for outcome, table in (("accepted", st["accepted"]), ("rejected", st["rejected"]),
+                           ("deferred", st["deferred"]), ("dropped", st["dropped"])):
+        items = ", ".join(f"{k} {v}" for k, v in table.items())
         if items:
             lines.append(f"    {outcome:<9} {items}")
     sent = ", ".join(f"{k} {v}" for k, v in st["returns_sent"].items())
@@ -836,7 +859,7 @@ async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: 
         now = reactor.seconds()
         if notes.due(done, now):
             waiting = await rig.waiting()
-            text = describe_waiting(waiting, now, float(rig.delivery["max_age"]))
+            text = describe_waiting(waiting, now, rig.max_age())
             if not waiting.nothing and notes.say(text, now):
                 bar.note(f"  waiting for {text}")
 
@@ -858,7 +881,7 @@ async def run_demo(reactor: IServerReactor, args: argparse.Namespace, data_dir: 
     bar.draw(summary.recipients, summary.by_state, final=True)
     assert rig.sink is not None  # started
     waiting_text = "" if settled else describe_waiting(
-        await rig.waiting(), reactor.seconds(), float(rig.delivery["max_age"]))
+        await rig.waiting(), reactor.seconds(), rig.max_age())
     out.write(summary_text(summary, rig.sink.stats, sub, reactor.seconds() - started,
                            settled, await rig.notices(), waiting_text))
     web = rig.listener("web")

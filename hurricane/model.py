@@ -14,7 +14,7 @@ working.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from hurricane.outcome import (
     FINAL_STATES,
@@ -76,7 +76,7 @@ class NewMessage:
     header_message_id: str | None = None  # RFC 5322 Message-ID, without <>
     source: str = "smtp"  # smtp | api
     client: str | None = None  # submitting client address / user, for the record
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
     #: The message stream (``X-Hurricane-Stream`` or the API's ``stream``);
     #: None is the default transactional stream.
     stream: str | None = None
@@ -381,7 +381,7 @@ class Outcome:
         "updated_at", "remote_host", "delivered_at", "bounced_at", "stream",
     )
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """The record as a plain dict in export field order."""
         return {name: getattr(self, name) for name in self.FIELDS}
 
@@ -434,7 +434,7 @@ class StoredMessage:
     size: int
     source: str
     client: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, object]
     created_at: float
 
 

@@ -24,7 +24,7 @@ Upstream ticket this would file (twisted/twisted): "ITransport/IConsumer:
 expose the write buffer size (asyncio's ``get_write_buffer_size``), or let
 ``FileDescriptor.write`` send at once when nothing is buffered, as asyncio's
 selector transports do". With either, this module reduces to a plain
-``transport.write``; ``tests/foundation/test_netio.py`` pins the behaviour it
+``transport.write``; ``tests/test_netio.py`` pins the behaviour it
 relies on, so an upgrade that changes it shows up there first.
 """
 

@@ -95,7 +95,7 @@ class QuietDatagramReactor:
         """Passed through."""
         return self.reactor.seconds()
 
-    def callLater(self, delay: float, callable: Callable[..., Any],  # noqa: N802,A002
+    def callLater(self, delay: float, callable: Callable[..., object],  # noqa: N802,A002
                   *args: object, **kwargs: object) -> IDelayedCall:
         """Passed through (query timeouts)."""
         return self.reactor.callLater(delay, callable, *args, **kwargs)

@@ -37,13 +37,16 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import IO, Any, cast
+from types import FrameType
+from typing import IO, cast
 
 from twisted.application import app
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
+    LogEvent,
     eventAsText,
     formatEventAsClassicLogText,
     jsonFileLogObserver,
@@ -96,7 +99,7 @@ def utc_stamp(when: float | None) -> str:
     return f"{_utc_cache[1]}.{fraction:03d}Z"
 
 
-def _system(event: dict[str, Any]) -> str:
+def _system(event: LogEvent) -> str:
     system = event.get("log_system")
     if system is None:
         level = event.get("log_level")
@@ -104,17 +107,18 @@ def _system(event: dict[str, Any]) -> str:
     return str(system)
 
 
-def format_event(event: dict[str, Any]) -> str | None:
+def format_event(event: LogEvent) -> str | None:
     """The line ``formatEventAsClassicLogText(event)`` gives, or None for an empty event."""
     return _format(event, _stamp, None)
 
 
-def format_event_utc(event: dict[str, Any]) -> str | None:
+def format_event_utc(event: LogEvent) -> str | None:
     """The same line with :func:`utc_stamp` as its time stamp."""
     return _format(event, utc_stamp, utc_stamp)
 
 
-def _format(event: dict[str, Any], stamp: Any, twisted_stamp: Any) -> str | None:
+def _format(event: LogEvent, stamp: Callable[[float], str],
+            twisted_stamp: Callable[[float | None], str] | None) -> str | None:
     """A classic log line with ``stamp(time)``; ``twisted_stamp`` is the formatTime
     given to Twisted's own path (None: its default, the local RFC 3339 time)."""
     fmt = event.get("log_format")
@@ -137,7 +141,7 @@ def _format(event: dict[str, Any], stamp: Any, twisted_stamp: Any) -> str | None
     return line.replace("\n", "\n\t") + "\n"
 
 
-def _classic(event: dict[str, Any], stamp: Any) -> str | None:
+def _classic(event: LogEvent, stamp: Callable[[float | None], str] | None) -> str | None:
     if stamp is None:
         return formatEventAsClassicLogText(event)
     return formatEventAsClassicLogText(event, formatTime=stamp)
@@ -154,7 +158,7 @@ def json_observer(out: IO[str]) -> ILogObserver:
     write = jsonFileLogObserver(out, recordSeparator="")
 
     @provider(ILogObserver)
-    def observe(event: dict[str, Any]) -> None:
+    def observe(event: LogEvent) -> None:
         if "log_text" in event:
             write(event)  # a legacy event: Twisted's bridge put its text there
             return
@@ -165,7 +169,7 @@ def json_observer(out: IO[str]) -> ILogObserver:
     return cast(ILogObserver, observe)
 
 
-def twistd_observer(twistd_options: Any) -> ILogObserver | None:
+def twistd_observer(twistd_options: object) -> ILogObserver | None:
     """A text observer writing where twistd's own would, or None to leave twistd's.
 
     Args:
@@ -183,18 +187,19 @@ def twistd_observer(twistd_options: Any) -> ILogObserver | None:
         nodaemon = twistd_options.get("nodaemon")
     except (AttributeError, TypeError):
         return None
-    out: Any
+    out: IO[str]
     if name == "-" or (nodaemon and not name):
         if not nodaemon:
             return None  # twistd refuses: "Daemons cannot log to stdout"
         out = sys.stdout
     else:
-        out = LogFile.fromFullPath(name or "twistd.log")
+        logfile = LogFile.fromFullPath(name or "twistd.log")  # writes like a text file
+        out = logfile
         if not signal.getsignal(signal.SIGUSR1):
-            def rotate(signum: int, frame: Any) -> None:
+            def rotate(signum: int, frame: FrameType | None) -> None:
                 from twisted.internet import reactor
 
-                reactor.callFromThread(out.rotate)  # type: ignore[attr-defined]
+                reactor.callFromThread(logfile.rotate)  # type: ignore[attr-defined]
 
             signal.signal(signal.SIGUSR1, rotate)
     return FileLogObserver(out, format_event)

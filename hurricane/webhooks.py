@@ -52,7 +52,7 @@ import hmac
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
@@ -67,6 +67,9 @@ from hurricane.opsconfig import WEBHOOK_FINAL_TYPES, WebhookConfig
 from hurricane.outcome import ATTEMPT_STATES, EventKind, State
 from hurricane.reactors import IClientReactor
 from hurricane.store.interface import IOutcomeStore
+
+if TYPE_CHECKING:
+    from twisted.web.client import HTTPConnectionPool
 
 __all__ = [
     "WebhookError",
@@ -196,7 +199,7 @@ def webhook_type(record: EventRecord) -> tuple[str, bool]:
     return kind_type, kind_type in WEBHOOK_FINAL_TYPES
 
 
-def webhook_payload(record: EventRecord) -> dict[str, Any]:
+def webhook_payload(record: EventRecord) -> dict[str, object]:
     """One element of the JSON array a webhook receives."""
     e = record.event
     kind_type, final = webhook_type(record)
@@ -331,7 +334,7 @@ class WebhookService(EventFeed):
             self._request.cancel()
         return result
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """The feed's stats plus posts made and events sent."""
         return {**super().stats(), "url": self.config.url, "posts": self.posts,
                 "sent": self.sent}
@@ -366,7 +369,7 @@ def load_secret(config: WebhookConfig) -> bytes:
 class WebhooksService(MultiService):
     """Every webhook endpoint, plus the HTTP connection pool they share."""
 
-    def __init__(self, pool: Any = None) -> None:
+    def __init__(self, pool: HTTPConnectionPool | None = None) -> None:
         super().__init__()
         self.setName("webhooks")
         self.pool = pool
@@ -375,18 +378,20 @@ class WebhooksService(MultiService):
         """The endpoint services."""
         return [s for s in self if isinstance(s, WebhookService)]
 
-    def stopService(self) -> Deferred[Any]:
+    def stopService(self) -> Deferred[object]:
         """Stop every endpoint, then close the pooled connections."""
-        stopped: Deferred[Any] = super().stopService()
-        if self.pool is None:
+        stopped: Deferred[object] = super().stopService()
+        pool = self.pool
+        if pool is None:
             return stopped
 
-        def close(result: Any) -> Any:
-            return self.pool.closeCachedConnections().addCallback(lambda _: result)
+        def close(result: object) -> Deferred[object]:
+            closing: Deferred[object] = pool.closeCachedConnections()  # untyped in Twisted
+            return closing.addCallback(lambda _: result)
 
         return stopped.addCallback(close)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Per endpoint stats, by name."""
         return {str(s.name): s.stats() for s in self.endpoints()}
 
@@ -414,6 +419,7 @@ def build_webhooks_service(
     if not webhooks:
         return None
     pool = None
+    # treq's HTTPClient.post takes headers through **kwargs only: not HTTPPoster's signature
     client: Any = http
     if client is None:
         from treq.client import HTTPClient

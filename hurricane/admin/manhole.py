@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import os
 import pprint
-from collections.abc import Callable, Collection, Coroutine, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from typing import Protocol, TypeVar, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -69,7 +69,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import components
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from hurricane.config import Config
 from hurricane.credentials import PasswordBook, SecretVerifier, VerifierBusy, threadpool_runner
@@ -196,20 +196,19 @@ class HashedPasswordChecker:
         self.users = dict(users)
         self.book = PasswordBook(users, verifier)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         """The user name when the password matches, else UnauthorizedLogin."""
         username = credentials.username
         name = username.decode("utf-8", "replace") if isinstance(username, bytes) else username
-        password = credentials.password
-        if isinstance(password, bytes):
-            password = password.decode("utf-8", "replace")
+        secret = credentials.password
+        password = secret.decode("utf-8", "replace") if isinstance(secret, bytes) else secret
 
-        def checked(ok: bool) -> bytes:
+        def checked(ok: bool) -> bytes | tuple[()]:
             if ok:
                 return name.encode("utf-8")
             raise cred_error.UnauthorizedLogin("bad user name or password")
 
-        def busy(failure: Failure) -> bytes:
+        def busy(failure: Failure) -> bytes | tuple[()]:
             failure.trap(VerifierBusy)
             raise cred_error.UnauthorizedLogin("too many logins being checked; try again")
 
@@ -412,11 +411,23 @@ class ColoredConsole(manhole.ColoredManhole):
     def connectionMade(self) -> None:
         """Set up the line editor, then replace the interpreter with ours."""
         super().connectionMade()
-        namespace: Any = self.namespace  # a dict, set by Manhole.__init__
+        namespace = cast(Namespace, self.namespace)  # a dict, set by Manhole.__init__
         self.interpreter = ConsoleInterpreter(self, namespace, self.user)
         self.terminal.write(b"Hurricane admin console; help() lists the helpers.")
         self.terminal.nextLine()
         self.terminal.write(self.ps[self.pn])
+
+
+class SessionProcess(Protocol):
+    """What the consoles ask of the SSH session's process protocol
+    (conch's ``SSHSessionProcessProtocol``): a connection to our console,
+    its output, and the exit status."""
+
+    def makeConnection(self, transport: LineConsole) -> None: ...  # noqa: N802
+
+    def outReceived(self, data: bytes) -> None: ...  # noqa: N802
+
+    def processEnded(self, reason: Failure) -> None: ...  # noqa: N802
 
 
 _BLOCK_CONTINUATIONS = (b"else", b"elif", b"except", b"finally", b"case")
@@ -435,7 +446,7 @@ class LineConsole:
         clock: bounds the wait for pending Deferreds at the end.
     """
 
-    def __init__(self, process: Any, namespace: Namespace, user: str,
+    def __init__(self, process: SessionProcess, namespace: Namespace, user: str,
                  clock: IReactorTime) -> None:
         self.process = process
         self.clock = clock
@@ -544,7 +555,8 @@ class _TerminalTransport(manhole_ssh.TerminalSessionTransport):
     Conch's own closes the channel without a status, and OpenSSH then exits 255.
     """
 
-    def __init__(self, proto: Any, chained: Any, avatar: Any, width: int,
+    def __init__(self, proto: SessionProcess, chained: insults.ServerProtocol,
+                 avatar: IConchUser, width: int,
                  height: int) -> None:
         super().__init__(proto, chained, avatar, width, height)
         ended: list[bool] = []
@@ -554,7 +566,7 @@ class _TerminalTransport(manhole_ssh.TerminalSessionTransport):
                 ended.append(True)
                 proto.processEnded(Failure(error.ProcessDone(0)))
 
-        chained.transport.loseConnection = lose_connection
+        chained.transport.loseConnection = lose_connection  # type: ignore[method-assign,union-attr]
 
 
 @implementer(ISession)
@@ -568,21 +580,22 @@ class ConsoleSession(components.Adapter):
         user: the authenticated name.
     """
 
-    def __init__(self, original: Any, namespace_factory: Callable[[], Namespace],
+    def __init__(self, original: components.Componentized,
+                 namespace_factory: Callable[[], Namespace],
                  clock: IReactorTime, user: str) -> None:
         super().__init__(original)
         self.namespace_factory = namespace_factory
         self.clock = clock
         self.user = user
         self.window: tuple[int, int] | None = None  # (rows, columns)
-        self.terminal: Any = None
+        self.terminal: insults.ServerProtocol | None = None
         self.console: LineConsole | None = None
 
-    def getPty(self, term: bytes, windowSize: Any, attrs: Any) -> None:
+    def getPty(self, term: bytes, windowSize: Sequence[int], attrs: object) -> None:
         """A terminal was requested: the shell will be the colored console."""
         self.window = (windowSize[0], windowSize[1])
 
-    def openShell(self, proto: Any) -> None:
+    def openShell(self, proto: SessionProcess) -> None:
         """Start the console on the session."""
         namespace = self.namespace_factory()
         if self.window is None:
@@ -592,18 +605,18 @@ class ConsoleSession(components.Adapter):
         self.terminal = insults.ServerProtocol(ColoredConsole, namespace, self.user)
         _TerminalTransport(proto, self.terminal, IConchUser(self.original), columns, rows)
 
-    def execCommand(self, proto: Any, command: bytes) -> None:
+    def execCommand(self, proto: SessionProcess, command: bytes) -> None:
         """``ssh host 'expression'``: run it in a line console, then exit."""
         console = self._line_console(proto, self.namespace_factory())
         console.write(command + b"\n")
         console.finish()
 
-    def _line_console(self, proto: Any, namespace: Namespace) -> LineConsole:
+    def _line_console(self, proto: SessionProcess, namespace: Namespace) -> LineConsole:
         self.console = LineConsole(proto, namespace, self.user, self.clock)
         proto.makeConnection(self.console)
         return self.console
 
-    def windowChanged(self, newWindowSize: Any) -> None:
+    def windowChanged(self, newWindowSize: Sequence[int]) -> None:
         """Resize the line editor."""
         if self.terminal is not None and self.terminal.terminalProtocol is not None:
             self.terminal.terminalProtocol.terminalSize(newWindowSize[1], newWindowSize[0])
@@ -633,7 +646,9 @@ class ConsoleRealm:
         self.namespace_factory = namespace_factory
         self.clock = clock
 
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+    def requestAvatar(self, avatarId: bytes | tuple[()], mind: object,
+                      *interfaces: type[Interface]) -> tuple[type[Interface], object,
+                                                             Callable[[], None]]:
         """An IConchUser with the console session."""
         if IConchUser not in interfaces:
             raise NotImplementedError("only SSH users")
@@ -661,11 +676,9 @@ class ManholeFactory(manhole_ssh.ConchFactory):
 
     def __init__(self, portal: Portal, host_key: keys.Key) -> None:
         super().__init__(portal)
-        # conch's annotations say bytes; SSHFactory takes Key objects too
-        private: Any = {host_key.sshType(): host_key}
-        public: Any = {host_key.sshType(): host_key.public()}
-        self.privateKeys = private
-        self.publicKeys = public
+        # conch annotates the private keys as bytes; SSHFactory takes Key objects too
+        self.privateKeys = {host_key.sshType(): host_key}  # type: ignore[dict-item]
+        self.publicKeys = {host_key.sshType(): host_key.public()}
 
 
 def build_manhole_factory(

@@ -33,7 +33,7 @@ from datetime import UTC
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import parseaddr
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -119,7 +119,7 @@ def int_arg(request: Request, name: str, default: int | None, low: int = 0,
     return number
 
 
-def delivery_json(d: Delivery) -> dict[str, Any]:
+def delivery_json(d: Delivery) -> dict[str, object]:
     """A delivery for the API (lease fields left out)."""
     out = dataclasses.asdict(d)
     out["state"] = d.state.value if hasattr(d.state, "value") else d.state
@@ -129,7 +129,7 @@ def delivery_json(d: Delivery) -> dict[str, Any]:
     return out
 
 
-def event_json(e: Event) -> dict[str, Any]:
+def event_json(e: Event) -> dict[str, object]:
     """An event for the API."""
     out = dataclasses.asdict(e)
     for key in ("kind", "state"):
@@ -143,7 +143,7 @@ def invalid(e: InvalidRequest) -> HttpError:
     return HttpError(400, e.message, e.field)
 
 
-def _address(value: Any, field: str) -> str:
+def _address(value: object, field: str) -> str:
     """An address of an injection (recipient or sender): the operations' one check."""
     try:
         return parse_address(value, field)
@@ -151,7 +151,7 @@ def _address(value: Any, field: str) -> str:
         raise invalid(e) from None
 
 
-def read_json(request: Request, limit: int) -> dict[str, Any]:
+def read_json(request: Request, limit: int) -> dict[str, object]:
     """The request body as a JSON object.
 
     Raises:
@@ -234,7 +234,7 @@ class Endpoint(ReportResource):
         """The handler of each method this resource answers."""
         return {}
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> int:
         """Every method goes through :meth:`handle`."""
         return run_async(request, self.handle, api_error)
 
@@ -337,7 +337,7 @@ class Messages(Items):
         return self.api.inject_body_limit if method == b"POST" else 0
 
     @staticmethod
-    def _build_message(data: Mapping[str, Any]) -> bytes:
+    def _build_message(data: Mapping[str, object]) -> bytes:
         """The RFC 5322 bytes of an injection request (raw, or built from parts)."""
         if "raw" in data or "raw_base64" in data:
             if "raw" in data and "raw_base64" in data:
@@ -348,7 +348,10 @@ class Messages(Items):
                 raw = data["raw"].encode("utf-8")
             else:
                 try:
-                    raw = base64.b64decode(data["raw_base64"], validate=True)
+                    encoded = data["raw_base64"]
+                    if not isinstance(encoded, str):  # a JSON number, list...: not base64
+                        raise TypeError(type(encoded).__name__)
+                    raw = base64.b64decode(encoded, validate=True)
                 except (ValueError, TypeError):
                     raise HttpError(400, "raw_base64: invalid base64", "raw_base64") from None
             for name in ("subject", "text", "html", "headers", "from"):

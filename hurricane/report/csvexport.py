@@ -19,7 +19,7 @@ import io
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -69,7 +69,7 @@ def is_time_column(name: str) -> bool:
     return name.endswith("_at")
 
 
-def csv_cell(value: Any, *, timestamp: bool = False) -> str:
+def csv_cell(value: object, *, timestamp: bool = False) -> str:
     """The text of one CSV cell, made safe for spreadsheets.
 
     None is empty, booleans are ``true``/``false`` (as in the JSON exports),
@@ -102,7 +102,7 @@ def csv_cell(value: Any, *, timestamp: bool = False) -> str:
 
 
 class _TextOut(Protocol):
-    def write(self, text: str, /) -> Any: ...
+    def write(self, text: str, /) -> object: ...
 
 
 class CsvWriter:
@@ -123,17 +123,17 @@ class CsvWriter:
         self._times = [is_time_column(c) for c in columns]
         self._writer.writerow([csv_cell(c) for c in columns])
 
-    def _cells(self, row: Iterable[Any]) -> list[str]:
+    def _cells(self, row: Iterable[object]) -> list[str]:
         cells = list(row)
         if len(cells) != len(self._times):
             raise ValueError(f"a row of {len(cells)} cells under {len(self._times)} columns")
         return [csv_cell(v, timestamp=t) for v, t in zip(cells, self._times, strict=True)]
 
-    def writerow(self, row: Iterable[Any]) -> None:
+    def writerow(self, row: Iterable[object]) -> None:
         """Write one row, a cell per column."""
         self._writer.writerow(self._cells(row))
 
-    def writerows(self, rows: Iterable[Iterable[Any]]) -> None:
+    def writerows(self, rows: Iterable[Iterable[object]]) -> None:
         """Write several rows."""
         self._writer.writerows([self._cells(row) for row in rows])
 
@@ -176,7 +176,7 @@ class FlowControl:
 
 
 async def stream_csv(request: Request, filename: str, header: Sequence[str],
-                     pages: AsyncIterator[Sequence[Sequence[Any]]]) -> int:
+                     pages: AsyncIterator[Sequence[Sequence[object]]]) -> int:
     """Answer ``request`` with a CSV attachment written page by page.
 
     Args:

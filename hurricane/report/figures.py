@@ -16,7 +16,6 @@ Definitions (shown under the overview too):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from hurricane.model import Summary
 from hurricane.outcome import State
@@ -76,7 +75,7 @@ STATES = tuple(s.value for s in (
     State.complained, State.expired, State.suppressed))
 
 
-def summary_json(summary: Summary) -> dict[str, Any]:
+def summary_json(summary: Summary) -> dict[str, object]:
     """A summary with every state present and its rates, for the API."""
     r = rates(summary.by_state)
     return {

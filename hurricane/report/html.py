@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import quote
 
 from twisted.logger import Logger
 from twisted.web.server import Request
-from twisted.web.template import Tag, flatten, tags
+from twisted.web.template import Flattenable, Tag, flatten, tags
 
 from hurricane.model import Summary
 from hurricane.report import charts
@@ -97,7 +96,7 @@ def fmt_duration(seconds: float | None) -> str:
     return " ".join(parts)
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     """A value as cell text ("" for None)."""
     return "" if value is None else str(value)
 
@@ -109,7 +108,7 @@ def badge(state: str) -> Tag:
                      style=f"background:{charts.STATE_COLOURS.get(state, '#607d8b')}")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
           numeric: Sequence[int] = (), classes: dict[int, str] | None = None) -> Tag:
     """A table of ``rows`` (each cell text or a Tag).
 
@@ -135,7 +134,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
     return tags.table(tags.thead(head), tags.tbody(*body))
 
 
-def link(href: str, label: Any) -> Tag:
+def link(href: str, label: object) -> Tag:
     """An ``<a>``."""
     return tags.a(text(label), href=href)
 
@@ -145,7 +144,7 @@ def q(value: str) -> str:
     return quote(value, safe="")
 
 
-def kpis(items: Sequence[tuple[str, Any] | tuple[str, Any, str]]) -> Tag:
+def kpis(items: Sequence[tuple[str, object] | tuple[str, object, str]]) -> Tag:
     """A row of key figures: (label, value) or (label, value, a note under it)."""
     boxes = []
     for label, value, *note in items:
@@ -177,7 +176,7 @@ TITLES = {400: "Bad request", 401: "Login required", 403: "Forbidden", 404: "Not
           405: "Method not allowed", 503: "Store unavailable"}
 
 
-def layout(title: str, content: list[Any]) -> Tag:
+def layout(title: str, content: Sequence[Flattenable]) -> Tag:
     """The page frame: head with inline CSS, navigation, content."""
     # No site-wide export: each page's export link carries that page's filter.
     nav = [tags.a("Hurricane", href="/", class_="brand"), link("/", "Overview"),

@@ -25,12 +25,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 from urllib.parse import urlencode
 
 from twisted.logger import Logger
 from twisted.web.server import Request
-from twisted.web.template import Tag, tags
+from twisted.web.template import Flattenable, Tag, tags
 
 from hurricane.model import State
 from hurricane.report import charts
@@ -152,7 +151,7 @@ class Mailings(Page):
         store = self.pages.store
         now = self.pages.clock.seconds()
         before = self._keyset(request)
-        notices: list[Any] = []
+        notices: list[Flattenable] = []
         try:
             for _ in range(DISCOVERY_ROUNDS):
                 if await store.discover_mailings(DISCOVERY_LIMIT) < DISCOVERY_LIMIT:
@@ -217,7 +216,7 @@ class Mailings(Page):
                 for e in entries]
 
     @staticmethod
-    def _row(e: MailingEntry, now: float) -> tuple[Any, ...]:
+    def _row(e: MailingEntry, now: float) -> tuple[object, ...]:
         name = link(f"/mailing/{q(e.mailing_id)}", e.mailing_id)
         r = e.rollup
         if r is None:
@@ -263,7 +262,7 @@ class MailingPage(ItemPage):
         filters = self.pages.filters(request)
         filters["mailing_id"] = mailing_id
         found = await store.search_deliveries(**filters, limit=PAGE_SIZE)
-        content: list[Any] = [
+        content: list[Flattenable] = [
             *self._figures(outcomes, now),
             tags.h2("Outcomes over time"),
             tags.div(*await outcome_chart(store, outcomes.first_at, outcomes.last_at,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -148,7 +148,7 @@ class Metrics:
 
     # -- collector ------------------------------------------------------------
 
-    def start(self) -> Deferred[Any]:
+    def start(self) -> Deferred[LoopingCall]:
         """Start collecting every ``interval`` seconds (the first run is now)."""
         if self._loop is None:
             self._loop = LoopingCall(self._tick)

@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import ClassVar, TypedDict
 from urllib.parse import urlencode
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from twisted.web.template import Tag, tags
+from twisted.web.template import Flattenable, Tag, tags
 
 from hurricane.model import Delivery, Event, Outcome, State, Suppression
 from hurricane.operations import InvalidRequest, Operations
@@ -88,7 +88,23 @@ EXPORT_FILTERS = ("recipient", "queue_id", "mailing_id", "message_id", "domain",
                   "since", "until", "stream")
 
 
-def export_query(filters: dict[str, Any]) -> str:
+class DeliveryFilters(TypedDict):
+    """The filters of a delivery list (:meth:`Pages.filters`), as
+    ``IOutcomeStore.search_deliveries`` takes them."""
+
+    recipient: str | None
+    queue_id: str | None
+    mailing_id: str | None
+    message_id: str | None
+    domain: str | None
+    state: str | None
+    since: float | None
+    until: float | None
+    before_delivery_id: int | None
+    stream: str | None
+
+
+def export_query(filters: Mapping[str, object]) -> str:
     """``/export/deliveries.csv`` with a list's filters (:meth:`Pages.filters`).
 
     The link of a page carries everything that selects the page's rows,
@@ -100,7 +116,7 @@ def export_query(filters: dict[str, Any]) -> str:
     return "/export/deliveries.csv" + ("?" + urlencode(params) if params else "")
 
 
-def explain_result(analysis: str | None, recipient: str) -> dict[str, Any] | None:
+def explain_result(analysis: str | None, recipient: str) -> dict[str, object] | None:
     """The recorded analysis's result for ``recipient`` (or its only result), if any."""
     if not analysis:
         return None
@@ -118,7 +134,7 @@ def explain_result(analysis: str | None, recipient: str) -> dict[str, Any] | Non
     return found[0] if found else None
 
 
-def evidence_text(r: dict[str, Any]) -> str:
+def evidence_text(r: Mapping[str, object]) -> str:
     """One line of a result's evidence: action, stage, codes, type, remote MTA, family."""
     stage = r.get("stage")
     status = r.get("status")
@@ -134,14 +150,14 @@ def evidence_text(r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def decision_text(r: dict[str, Any]) -> str:
+def decision_text(r: Mapping[str, object]) -> str:
     """The reason and the rule that decided it."""
     hard = " (hard)" if r.get("hard") else ""
     return (f"{text(r.get('reason'))}{hard}, by "
             f"{text(r.get('decided_by') or r.get('rule')) or '-'}")
 
 
-def runner_up_text(r: dict[str, Any]) -> str:
+def runner_up_text(r: Mapping[str, object]) -> str:
     """The answer the decision beat, and its rule."""
     if not r.get("runner_up"):
         return "none"
@@ -211,7 +227,7 @@ class Pages:
             tags.button("Show", type="submit"), method="get", action=action, class_="toolbar")
 
     @staticmethod
-    def delivery_rows(found: Sequence[Delivery]) -> list[tuple[Any, ...]]:
+    def delivery_rows(found: Sequence[Delivery]) -> list[tuple[object, ...]]:
         """Table rows for deliveries."""
         return [(link(f"/delivery/{d.delivery_id}", d.recipient), badge(d.state),
                  text(d.reason), text(d.code), d.attempts,
@@ -221,7 +237,7 @@ class Pages:
 
     @staticmethod
     def pager(request: Request, found: Sequence[Delivery], limit: int, path: str,
-              filters: dict[str, Any]) -> Tag:
+              filters: Mapping[str, object]) -> Tag:
         """Links to the first and the next page (keyset on the delivery id), and the
         CSV of every row ``filters`` selects (:func:`export_query`)."""
         params = {k.decode(): v[0].decode("utf-8", "replace")
@@ -242,7 +258,7 @@ class Pages:
         return streams.names() if streams is not None else [DEFAULT_STREAM]
 
     @staticmethod
-    def filters(request: Request) -> dict[str, Any]:
+    def filters(request: Request) -> DeliveryFilters:
         """The delivery filters of a list's query (search, mailing, CSV export)."""
         before = arg(request, "before")
         if before is not None and not before.isdigit():
@@ -282,7 +298,7 @@ class Page(ReportResource):
         super().__init__()
         self.pages = pages
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> int:
         """Every method goes through :meth:`handle`."""
         return run_async(request, self.handle, error_page)
 
@@ -366,7 +382,7 @@ class ItemPage(Page):
 
 
 async def outcome_chart(store: IOutcomeStore, first: float | None, last: float | None, *,
-                        since: float, until: float, mailing_id: str | None = None) -> list[Any]:
+                        since: float, until: float, mailing_id: str | None = None) -> list[Tag]:
     """The outcome chart of the recipients created from ``first`` to ``last``, and its caption.
 
     The bars cover the data, not the window asked for: a 14-second run in
@@ -412,7 +428,7 @@ class Overview(Page):
                                 d.total, d.by_state.get("delivered", 0),
                                 d.by_state.get("deferred", 0), percent(r.delivery),
                                 percent(r.bounce), percent(r.complaint)))
-        content: list[Any] = [
+        content: list[Flattenable] = [
             self.pages.window_form(name, since, until),
             tags.p(f"{fmt_time(since)} \u2013 {fmt_time(until)}; in the queue now: "
                    f"{depth.get('queued', 0)} queued, {depth.get('deferred', 0)} deferred. ",
@@ -476,7 +492,7 @@ class Search(Page):
               for k in ("since", "until") if filters[k] is not None],
             tags.button("Search", type="submit"), method="get", action="/search",
             class_="toolbar")
-        window: list[Any] = []
+        window: list[Flattenable] = []
         if filters["since"] is not None or filters["until"] is not None:
             window = [tags.p("Submitted ", f"from {fmt_time(filters['since'])} "
                              if filters["since"] is not None else "",
@@ -572,7 +588,7 @@ def remote_text(host: str | None, address: str | None) -> str:
     return text(host or address)
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
+def event_row(e: Event) -> tuple[object, ...]:
     """One row of the attempts and events table.
 
     The text gets the room (the ``text`` column wraps at word boundaries):
@@ -580,12 +596,12 @@ def event_row(e: Event) -> tuple[Any, ...]:
     state, and TLS, source, rule, duration, correlation and note share one
     column, a line each, because most events have only one or two of them.
     """
-    event: list[Any] = [text(getattr(e.kind, "value", e.kind))]
+    event: list[Flattenable] = [text(getattr(e.kind, "value", e.kind))]
     if e.bounce_id is not None:
         event.append(tags.span(link(f"/bounce/{e.bounce_id}", "view"), " \u00b7 ",
                                link(f"/bounce/{e.bounce_id}?download=1", "download"),
                                class_="sub"))
-    state: list[Any] = [badge(e.state)] if e.state else []
+    state: list[Flattenable] = [badge(e.state)] if e.state else []
     if e.reason:
         state.append(tags.span(e.reason, class_="sub"))
     # The note says when a weak correlation changed nothing: it goes with it.
@@ -624,7 +640,7 @@ class DeliveryPage(ItemPage):
                                 d.stream or DEFAULT_STREAM)),
                 ("Envelope sender", d.sender or "<>"), ("Created", fmt_time(d.created_at))]
         rows = [event_row(e) for e in events]
-        content: list[Any] = [tags.div(table(["Field", "Value"], info,
+        content: list[Flattenable] = [tags.div(table(["Field", "Value"], info,
                                              classes={0: "nowrap", 1: "wrap"}), class_="card"),
                               tags.h2("Attempts and events")]
         content.append(tags.div(table(EVENT_HEADERS, rows, classes={0: "nowrap", 3: "nowrap",
@@ -644,13 +660,13 @@ class DeliveryPage(ItemPage):
                                      method="post", action="/deferred/retry"))
         finish(request, layout(f"Recipient {d.recipient}", content))
 
-    async def _why(self, recipient: str, events: Sequence[Any]) -> list[tuple[Any, ...]]:
+    async def _why(self, recipient: str, events: Sequence[Event]) -> list[tuple[object, ...]]:
         """Per returned message of the recipient: its evidence, decision and runner-up.
 
         Read from the analysis recorded with the returned message (the same
         explanation as ``hurricane analyze --explain``; docs/bounce-reasons.md).
         """
-        rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[object, ...]] = []
         seen: set[int] = set()
         for e in events:
             if e.bounce_id is None or e.bounce_id in seen:
@@ -748,7 +764,7 @@ class Suppressions(Page):
         finish(request, layout("Suppression list", content))
 
 
-async def scoped_entries(pages: Pages, csrf: Tag, find: str | None) -> list[Any]:
+async def scoped_entries(pages: Pages, csrf: Tag, find: str | None) -> list[Tag]:
     """The stream, mailing and domain entries (issue 20): those of the address
     looked for, else the first page, each with its remove button."""
     if find:
@@ -771,7 +787,7 @@ async def scoped_entries(pages: Pages, csrf: Tag, find: str | None) -> list[Any]
                             "Expires", ""], rows, classes={5: "nowrap"}), class_="card")]
 
 
-def cause_link(entry: Suppression, causes: dict[int, int]) -> Any:
+def cause_link(entry: Suppression, causes: dict[int, int]) -> Tag:
     """The delivery whose event put ``entry`` on the list, as a link (or what is known)."""
     if entry.event_id is None:
         return tags.span("added by hand" if entry.source == "operator" else "", class_="muted")
@@ -886,7 +902,7 @@ class DeferredDomain(ItemPage):
         """One page of the domain's deferred deliveries, each with its last error."""
         domain = self.key.strip().lower()
         filters = self.pages.filters(request)
-        filters.update(domain=domain, state=State.deferred.value)
+        filters.update({"domain": domain, "state": State.deferred.value})
         found = await self.pages.store.search_deliveries(**filters, limit=PAGE_SIZE)
         path = f"/deferred/domain/{q(domain)}"
         rows = [(tags.span(link(f"/delivery/{d.delivery_id}", d.recipient),
@@ -953,7 +969,7 @@ class ExportOutcomes(Page):
         stream = arg(request, "stream") or None
         store = self.pages.store
 
-        async def outcome_pages() -> AsyncIterator[list[list[Any]]]:
+        async def outcome_pages() -> AsyncIterator[list[list[object]]]:
             after = 0
             while True:
                 page: list[Outcome] = await store.outcomes(after, CSV_PAGE, state=state,
@@ -980,7 +996,7 @@ class ExportDeliveries(Page):
         filters = self.pages.filters(request)
         store = self.pages.store
 
-        async def delivery_pages() -> AsyncIterator[list[list[Any]]]:
+        async def delivery_pages() -> AsyncIterator[list[list[object]]]:
             while True:
                 page = await store.search_deliveries(**filters, limit=CSV_PAGE)
                 if not page:
@@ -1004,7 +1020,7 @@ class ExportSuppressions(Page):
         operations = self.pages.operations
         find = arg(request, "address") or None
 
-        async def suppression_pages() -> AsyncIterator[list[list[Any]]]:
+        async def suppression_pages() -> AsyncIterator[list[list[object]]]:
             if find is not None:
                 entry = await operations.suppression(find)
                 if entry is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -46,7 +45,7 @@ class HttpError(Exception):
         self.field = field
 
 
-def json_default(value: Any) -> Any:
+def json_default(value: object) -> object:
     """JSON for enums (their value) and bytes (text)."""
     if hasattr(value, "value"):
         return value.value
@@ -55,7 +54,7 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_json(request: Request, code: int, body: Any) -> None:
+def write_json(request: Request, code: int, body: object) -> None:
     """Write a JSON answer and finish the request."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -94,7 +93,7 @@ def security_headers(request: Request) -> None:
 
 
 def run_async(request: Request, handler: Callable[[Request], Awaitable[None]],
-              on_error: Callable[[Request, int, str, str | None, bytes | None], None]) -> Any:
+              on_error: Callable[[Request, int, str, str | None, bytes | None], None]) -> int:
     """Run an async handler for a resource's ``render_*``, mapping errors to answers.
 
     Args:

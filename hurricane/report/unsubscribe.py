@@ -15,13 +15,13 @@ public side of a reverse proxy can reach it and nothing else
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from twisted.web.template import flatten, tags
+from twisted.web.template import Tag, flatten, tags
 
 from hurricane.report.resource import HttpError, ReportResource, arg, run_async, segment
 from hurricane.unsubscribe import MAX_TOKEN, Unsubscriber, UnsubscribeToken
@@ -41,7 +41,7 @@ _STYLE = ("body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;
           "padding:0 1em;color:#222}button{font-size:1.1em;padding:.5em 1.2em}")
 
 
-def _page(request: Request, code: int, title: str, *content: Any) -> None:
+def _page(request: Request, code: int, title: str, *content: Tag | str) -> None:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"text/html; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
@@ -80,7 +80,7 @@ class _Open(ReportResource):
 
 
 class _NotFound(_Open):
-    def render(self, request: Request) -> Any:  # noqa: D102 - Twisted
+    def render(self, request: Request) -> int:  # noqa: D102 - Twisted
         async def answer(req: Request) -> None:
             raise HttpError(404, "This unsubscribe link is not valid.")
 
@@ -110,15 +110,15 @@ class UnsubscribeTokenPage(_Open):
         """A form's worth for a POST, nothing otherwise."""
         return BODY_LIMIT if method == b"POST" else 0
 
-    def render_GET(self, request: Request) -> Any:  # noqa: N802 - Twisted
+    def render_GET(self, request: Request) -> int:  # noqa: N802 - Twisted
         """The confirm page: nothing is recorded (a scanner's GET changes nothing)."""
         return run_async(request, self._get, _error)
 
-    def render_HEAD(self, request: Request) -> Any:  # noqa: N802 - Twisted
+    def render_HEAD(self, request: Request) -> int:  # noqa: N802 - Twisted
         """As GET (Twisted drops the body)."""
         return run_async(request, self._get, _error)
 
-    def render_POST(self, request: Request) -> Any:  # noqa: N802 - Twisted
+    def render_POST(self, request: Request) -> int:  # noqa: N802 - Twisted
         """RFC 8058: ``List-Unsubscribe=One-Click`` unsubscribes."""
         return run_async(request, self._post, _error)
 

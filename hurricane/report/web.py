@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
@@ -90,7 +89,7 @@ class MetricsPage(ReportResource):
         self.access = access
         self.inner = MetricsResource(metrics)
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> int:
         """Check access, then render the metrics."""
         return run_async(request, self.handle, self._error)
 
@@ -184,7 +183,7 @@ class GuardedRequest(Request):
     closing; anything else is dropped).
     """
 
-    def __init__(self, channel: HTTPChannel, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, channel: HTTPChannel, *args: object, **kwargs: object) -> None:
         super().__init__(channel, *args, **kwargs)
         self._line: tuple[bytes, bytes, bytes] | None = None
         self._state = _OPEN
@@ -361,7 +360,7 @@ class HurricaneSite(Site):
     protocol = GuardedChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, metrics: Metrics, access: AccessPolicy,
-                 gate: RequestGate, api: Api, **kwargs: Any) -> None:
+                 gate: RequestGate, api: Api, **kwargs: object) -> None:
         super().__init__(resource, requestFactory=GuardedRequest, **kwargs)
         self.metrics = metrics
         self.access = access

@@ -5,21 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from hurricane import sink as sink_package
 
 if TYPE_CHECKING:
+    from hurricane.cli import Subcommands
     from hurricane.reactors import IServerReactor
+    from hurricane.sink.scenario import Scenario
 
 log = Logger()
 
 EPILOG = (sink_package.__doc__ or "").split("\n", 2)[-1]
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     """Register ``hurricane sink``."""
     p = subparsers.add_parser(
         "sink", help="run the smart sink (a scriptable remote MX for tests and demos)",
@@ -49,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_sink)
 
 
-def _scenario(args: argparse.Namespace) -> Any:
+def _scenario(args: argparse.Namespace) -> Scenario:
     import dataclasses
 
     from hurricane.cli import EXIT_USAGE, CommandError

@@ -204,105 +204,142 @@ def ndr(acc: Accepted, behaviour: Behaviour, host: str, now: float) -> bytes:
     if bare.startswith(status):
         bare = bare[len(status):].strip()
     date = _date(now)
-    head = [f"Date: {date}", f"To: {acc.mail_from}",
-            f"Message-ID: {_msgid(acc, 'ndr-' + style, host)}"]
-    if style == "exim":
-        body = [
-            f"From: Mail Delivery System <Mailer-Daemon@{host}>",
-            "Subject: Mail delivery failed: returning message to sender",
-            "Auto-Submitted: auto-replied", *head,
-            f"X-Failed-Recipients: {acc.rcpt}", "",
-            "This message was created automatically by mail delivery software.", "",
-            "A message that you sent could not be delivered to one or more of its",
-            "recipients. This is a permanent error. The following address(es) failed:", "",
-            f"  {acc.rcpt}",
-            f"    host {host} [127.0.0.1]",
-            "    SMTP error from remote mail server after end of data:",
-            f"    {code} {status} {bare}", "",
-            "------ This is a copy of the message, including all the headers. ------", "",
-            *_original_inline(acc),
-        ]
-    elif style == "sendmail":
-        body = [
-            f"From: Mail Delivery Subsystem <MAILER-DAEMON@{host}>",
-            "Subject: Returned mail: see transcript for details",
-            "Auto-Submitted: auto-generated (failure)", *head, "",
-            f"The original message was received at {_date(acc.received_at)}",
-            "from localhost [127.0.0.1]", "",
-            "   ----- The following addresses had permanent fatal errors -----",
-            f"<{acc.rcpt}>",
-            f"    (reason: {code} {status} {bare})", "",
-            "   ----- Transcript of session follows -----",
-            f"... while talking to {host}.:",
-            ">>> DATA",
-            f"<<< {code} {status} <{acc.rcpt}>... {bare}",
-            f"{code} {status} <{acc.rcpt}>... {bare}", "",
-            "   ----- Original message follows -----", "",
-            *_original_inline(acc),
-        ]
-    elif style == "qmail":
-        body = [
-            f"From: MAILER-DAEMON@{host}",
-            "Subject: failure notice", *head, "",
-            f"Hi. This is the qmail-send program at {host}.",
-            "I'm afraid I wasn't able to deliver your message to the following addresses.",
-            "This is a permanent error; I've given up. Sorry it didn't work out.", "",
-            f"<{acc.rcpt}>:",
-            "127.0.0.1 does not like recipient.",
-            f"Remote host said: {code} {status} {bare}",
-            "Giving up on 127.0.0.1.", "",
-            "--- Below this line is a copy of the message.", "",
-            *_original_inline(acc),
-        ]
-    elif style == "exchange":
-        body = [
-            f"From: Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@{host}>",
-            "Subject: Undeliverable: " + (_header(acc.data, "Subject") or "(no subject)"),
-            "Auto-Submitted: auto-replied",
-            "X-MS-Exchange-Message-Is-Ndr:", *head, "",
-            "Delivery has failed to these recipients or groups:", "",
-            f"{acc.rcpt}",
-            "The email address you entered couldn't be found. Please check the recipient's",
-            "email address and try to resend the message. If the problem continues, please",
-            "contact your helpdesk.", "",
-            "Diagnostic information for administrators:", "",
-            f"Generating server: {host}", "",
-            f"{acc.rcpt}",
-            f"Remote Server returned '{code} {status} RESOLVER.ADR.RecipNotFound; {bare}'", "",
-            "Original message headers:", "",
-            _headers(acc.data).rstrip(CRLF),
-        ]
-    elif style == "gmail":
-        body = [
-            "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
-            "Subject: Delivery Status Notification (Failure)",
-            "Auto-Submitted: auto-replied", *head, "",
-            "** Address not found **", "",
-            f"Your message wasn't delivered to {acc.rcpt} because the address couldn't be",
-            "found, or is unable to receive mail.", "",
-            "The response from the remote server was:",
-            f"{code} {status} {bare}", "",
-            "----- Original message -----", "",
-            *_original_inline(acc),
-        ]
-    else:  # postfix, free-text form (no delivery-status part)
-        body = [
-            f"From: MAILER-DAEMON@{host} (Mail Delivery System)",
-            "Subject: Undelivered Mail Returned to Sender",
-            "Auto-Submitted: auto-replied", *head, "",
-            f"This is the mail system at host {host}.", "",
-            "I'm sorry to have to inform you that your message could not",
-            "be delivered to one or more recipients. It's attached below.", "",
-            "For further assistance, please send mail to postmaster.", "",
-            "If you do so, please include this problem report. You can",
-            "delete your own text from the attached returned message.", "",
-            "                   The mail system", "",
-            f"<{acc.rcpt}>: host {host}[127.0.0.1] said: {code} {status} {bare}",
-            "    (in reply to end of DATA command)", "",
-            "--- Undelivered message follows ---", "",
-            *_original_inline(acc),
-        ]
-    return _finish(body)
+    head = (f"Date: {date}", f"To: {acc.mail_from}",
+            f"Message-ID: {_msgid(acc, 'ndr-' + style, host)}")
+    n = _Ndr(acc, host, code, status, bare, head)
+    return _finish(_NDR_STYLES.get(style, _ndr_postfix)(n))
+
+
+@dataclass(frozen=True)
+class _Ndr:
+    """What every style of free-text NDR says: the return, the reporting host, the
+    reply (code, enhanced status, the rest of the text) and the top header lines."""
+
+    acc: Accepted
+    host: str
+    code: str
+    status: str
+    bare: str
+    head: tuple[str, ...]
+
+
+def _ndr_exim(n: _Ndr) -> list[str]:
+    """Exim 4's "Mail delivery failed"."""
+    return [
+        f"From: Mail Delivery System <Mailer-Daemon@{n.host}>",
+        "Subject: Mail delivery failed: returning message to sender",
+        "Auto-Submitted: auto-replied", *n.head,
+        f"X-Failed-Recipients: {n.acc.rcpt}", "",
+        "This message was created automatically by mail delivery software.", "",
+        "A message that you sent could not be delivered to one or more of its",
+        "recipients. This is a permanent error. The following address(es) failed:", "",
+        f"  {n.acc.rcpt}",
+        f"    host {n.host} [127.0.0.1]",
+        "    SMTP error from remote mail server after end of data:",
+        f"    {n.code} {n.status} {n.bare}", "",
+        "------ This is a copy of the message, including all the headers. ------", "",
+        *_original_inline(n.acc),
+    ]
+
+
+def _ndr_sendmail(n: _Ndr) -> list[str]:
+    """Sendmail's "Returned mail" with its session transcript."""
+    return [
+        f"From: Mail Delivery Subsystem <MAILER-DAEMON@{n.host}>",
+        "Subject: Returned mail: see transcript for details",
+        "Auto-Submitted: auto-generated (failure)", *n.head, "",
+        f"The original message was received at {_date(n.acc.received_at)}",
+        "from localhost [127.0.0.1]", "",
+        "   ----- The following addresses had permanent fatal errors -----",
+        f"<{n.acc.rcpt}>",
+        f"    (reason: {n.code} {n.status} {n.bare})", "",
+        "   ----- Transcript of session follows -----",
+        f"... while talking to {n.host}.:",
+        ">>> DATA",
+        f"<<< {n.code} {n.status} <{n.acc.rcpt}>... {n.bare}",
+        f"{n.code} {n.status} <{n.acc.rcpt}>... {n.bare}", "",
+        "   ----- Original message follows -----", "",
+        *_original_inline(n.acc),
+    ]
+
+
+def _ndr_qmail(n: _Ndr) -> list[str]:
+    """qmail-send's "failure notice"."""
+    return [
+        f"From: MAILER-DAEMON@{n.host}",
+        "Subject: failure notice", *n.head, "",
+        f"Hi. This is the qmail-send program at {n.host}.",
+        "I'm afraid I wasn't able to deliver your message to the following addresses.",
+        "This is a permanent error; I've given up. Sorry it didn't work out.", "",
+        f"<{n.acc.rcpt}>:",
+        "127.0.0.1 does not like recipient.",
+        f"Remote host said: {n.code} {n.status} {n.bare}",
+        "Giving up on 127.0.0.1.", "",
+        "--- Below this line is a copy of the message.", "",
+        *_original_inline(n.acc),
+    ]
+
+
+def _ndr_exchange(n: _Ndr) -> list[str]:
+    """Exchange's "Undeliverable" with the original headers only."""
+    return [
+        f"From: Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@{n.host}>",
+        "Subject: Undeliverable: " + (_header(n.acc.data, "Subject") or "(no subject)"),
+        "Auto-Submitted: auto-replied",
+        "X-MS-Exchange-Message-Is-Ndr:", *n.head, "",
+        "Delivery has failed to these recipients or groups:", "",
+        f"{n.acc.rcpt}",
+        "The email address you entered couldn't be found. Please check the recipient's",
+        "email address and try to resend the message. If the problem continues, please",
+        "contact your helpdesk.", "",
+        "Diagnostic information for administrators:", "",
+        f"Generating server: {n.host}", "",
+        f"{n.acc.rcpt}",
+        f"Remote Server returned '{n.code} {n.status} RESOLVER.ADR.RecipNotFound; {n.bare}'", "",
+        "Original message headers:", "",
+        _headers(n.acc.data).rstrip(CRLF),
+    ]
+
+
+def _ndr_gmail(n: _Ndr) -> list[str]:
+    """Gmail's "Delivery Status Notification (Failure)"."""
+    return [
+        "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+        "Subject: Delivery Status Notification (Failure)",
+        "Auto-Submitted: auto-replied", *n.head, "",
+        "** Address not found **", "",
+        f"Your message wasn't delivered to {n.acc.rcpt} because the address couldn't be",
+        "found, or is unable to receive mail.", "",
+        "The response from the remote server was:",
+        f"{n.code} {n.status} {n.bare}", "",
+        "----- Original message -----", "",
+        *_original_inline(n.acc),
+    ]
+
+
+def _ndr_postfix(n: _Ndr) -> list[str]:
+    """Postfix's "Undelivered Mail Returned to Sender", free-text form (no delivery-status part)."""
+    return [
+        f"From: MAILER-DAEMON@{n.host} (Mail Delivery System)",
+        "Subject: Undelivered Mail Returned to Sender",
+        "Auto-Submitted: auto-replied", *n.head, "",
+        f"This is the mail system at host {n.host}.", "",
+        "I'm sorry to have to inform you that your message could not",
+        "be delivered to one or more recipients. It's attached below.", "",
+        "For further assistance, please send mail to postmaster.", "",
+        "If you do so, please include this problem report. You can",
+        "delete your own text from the attached returned message.", "",
+        "                   The mail system", "",
+        f"<{n.acc.rcpt}>: host {n.host}[127.0.0.1] said: {n.code} {n.status} {n.bare}",
+        "    (in reply to end of DATA command)", "",
+        "--- Undelivered message follows ---", "",
+        *_original_inline(n.acc),
+    ]
+
+
+#: The free-text NDR of each ``style``; any other style is Postfix's.
+_NDR_STYLES = {"exim": _ndr_exim, "sendmail": _ndr_sendmail, "qmail": _ndr_qmail,
+               "exchange": _ndr_exchange, "gmail": _ndr_gmail}
 
 
 def autoreply(acc: Accepted, behaviour: Behaviour, host: str, now: float) -> bytes:

@@ -271,7 +271,7 @@ def default_scenario(seed: int | str = 0) -> Scenario:
 _BEHAVIOUR_KEYS = {f for f in Behaviour.__dataclass_fields__ if f != "name"}
 
 
-def _behaviour(name: str, table: Any, base: Behaviour | None) -> Behaviour:
+def _behaviour(name: str, table: object, base: Behaviour | None) -> Behaviour:
     if not isinstance(table, Mapping):
         raise ScenarioError(f"behaviours.{name}: expected a table")
     unknown = set(table) - _BEHAVIOUR_KEYS - {"like"}

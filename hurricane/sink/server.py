@@ -25,11 +25,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IOpenSSLServerConnectionCreator,
+    IReactorTCP,
+    IReactorTime,
+)
 from twisted.logger import Logger
 
 from hurricane.address import Path
@@ -41,12 +46,16 @@ from hurricane.sink.scenario import Behaviour, Scenario
 from hurricane.smtp_reply import Reply
 from hurricane.smtpd.limits import ServerLimits
 from hurricane.smtpd.protocol import (
+    Decision,
     Envelope,
     HardenedESMTP,
     HardenedFactory,
     Recipient,
     ServerState,
 )
+
+if TYPE_CHECKING:
+    from twisted.internet.ssl import CertificateOptions
 
 __all__ = ["ReturnSender", "SinkESMTP", "SinkFactory", "SinkStats", "sink_limits",
            "tls_context_for"]
@@ -71,6 +80,28 @@ def sink_limits(**overrides: Any) -> ServerLimits:
 OUTCOMES = ("accepted", "rejected", "deferred", "dropped", "stalled", "split")
 #: The outcomes that are final answers for a recipient.
 FINAL_OUTCOMES = frozenset({"accepted", "rejected"})
+
+
+class SinkSnapshot(TypedDict):
+    """:meth:`SinkStats.as_dict`: the counters as JSON (``hurricane sink --stats-file``).
+
+    One table per outcome of :data:`OUTCOMES` (behaviour -> count), the
+    asynchronous returns by kind, the recipients with only temporary answers
+    per behaviour, and the message and connection totals.
+    """
+
+    accepted: dict[str, int]
+    rejected: dict[str, int]
+    deferred: dict[str, int]
+    dropped: dict[str, int]
+    stalled: dict[str, int]
+    split: dict[str, int]
+    returns_scheduled: dict[str, int]
+    returns_sent: dict[str, int]
+    returns_failed: dict[str, int]
+    unanswered: dict[str, int]
+    messages: int
+    connections: int
 
 
 @dataclass
@@ -115,10 +146,13 @@ class SinkStats:
         """Recipients with this outcome, all behaviours together."""
         return sum(self.counts[outcome].values())
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> SinkSnapshot:
         """A JSON-ready snapshot."""
+        counts = {o: dict(sorted(c.items())) for o, c in self.counts.items()}
         return {
-            **{o: dict(sorted(c.items())) for o, c in self.counts.items()},
+            "accepted": counts["accepted"], "rejected": counts["rejected"],
+            "deferred": counts["deferred"], "dropped": counts["dropped"],
+            "stalled": counts["stalled"], "split": counts["split"],
             "returns_scheduled": dict(self.returns_scheduled),
             "returns_sent": dict(self.returns_sent),
             "returns_failed": dict(self.returns_failed),
@@ -147,7 +181,8 @@ class SinkESMTP(HardenedESMTP):
         self._drop_in_data = False
         HardenedESMTP.connectionMade(self)
 
-    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]) -> Any:
+    def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]
+                           ) -> Decision[Recipient | Reply]:
         """Ask the scenario; refuse, defer, split or accept."""
         f = self.factory
         address = recipient.address
@@ -213,7 +248,7 @@ class SinkESMTP(HardenedESMTP):
             return
         HardenedESMTP.do_STARTTLS(self, rest)
 
-    def message_received(self, envelope: Envelope, data: bytes) -> Any:
+    def message_received(self, envelope: Envelope, data: bytes) -> Decision[Reply]:
         """Accept, refuse, defer or stall the whole transaction, as its recipients say."""
         f = self.factory
         if self._drop_in_data:
@@ -413,7 +448,8 @@ class SinkFactory(HardenedFactory):
 
     def __init__(self, scenario: Scenario, clock: IReactorTime, *,
                  returns: ReturnSender | None = None, dump_dir: str | None = None,
-                 tls_context: Any = None, limits: ServerLimits = SINK_LIMITS,
+                 tls_context: IOpenSSLServerConnectionCreator | None = None,
+                 limits: ServerLimits = SINK_LIMITS,
                  stats: SinkStats | None = None) -> None:
         if scenario.tls != "off" and tls_context is None:
             raise ValueError(f"tls = {scenario.tls!r} needs a certificate")
@@ -505,7 +541,7 @@ class SinkFactory(HardenedFactory):
         os.replace(tmp, path)
 
 
-def tls_context_for(hostname: str) -> Any:
+def tls_context_for(hostname: str) -> CertificateOptions:
     """A server TLS context with a certificate for ``hostname`` and 127.0.0.1 (trustme).
 
     Raises:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hurricane.credentials import address_key
+
+if TYPE_CHECKING:
+    from hurricane.config import BounceConfig, SubmissionConfig
 
 MIB = 1024 * 1024
 
@@ -51,7 +54,8 @@ class ServerLimits:
     reject_bare_line_endings: bool = True
 
     @classmethod
-    def from_config(cls, config: Any, *, reject_bare_line_endings: bool) -> ServerLimits:
+    def from_config(cls, config: SubmissionConfig | BounceConfig, *,
+                    reject_bare_line_endings: bool) -> ServerLimits:
         """The limits of a listener section (``[submission]`` or ``[bounce]``).
 
         Both sections name their limits alike; unterminated input may run to

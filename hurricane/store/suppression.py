@@ -24,14 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hurricane.address import domain_of, fold
 from hurricane.outcome import EventKind, Reason, Source, SuppressionSource
 from hurricane.streams import DEFAULT_STREAM
 
 if TYPE_CHECKING:
-    from hurricane.store.txn import Txn
+    from hurricane.store.txn import Row, Txn
 
 __all__ = [
     "DNS_CONFIRM_SECONDS",
@@ -89,7 +89,7 @@ class ScopedSuppression:
     note: str | None = None
     expires_at: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """The entry as JSON-ready values."""
         return {"scope": self.scope, "address": self.address, "reason": self.reason,
                 "created_at": self.created_at, "source": self.source,
@@ -141,7 +141,7 @@ def parse_scope(text: str | None) -> str:
                      f"got {value!r}")
 
 
-def _entry(row: Sequence[Any]) -> ScopedSuppression:
+def _entry(row: Row) -> ScopedSuppression:
     return ScopedSuppression(scope=row[0], address=row[1], reason=row[2], created_at=row[3],
                              source=row[4], event_id=None if row[5] is None else int(row[5]),
                              note=row[6], expires_at=row[7])

@@ -10,9 +10,8 @@ process's one verifier; without one, verification runs inline (tests).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
@@ -58,7 +57,9 @@ class SubmissionUser:
 class SubmissionRealm:
     """Hands out :class:`SubmissionUser` avatars."""
 
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+    def requestAvatar(self, avatarId: bytes | tuple[()], mind: object,
+                      *interfaces: type[Interface]) -> tuple[type[Interface], object,
+                                                             Callable[[], None]]:
         """Return ``(ISubmissionUser, user, logout)``."""
         if ISubmissionUser not in interfaces:
             raise NotImplementedError("only ISubmissionUser avatars")
@@ -81,7 +82,7 @@ class PasswordHashChecker:
         self.users = dict(users)
         self.book = PasswordBook(users, verifier)
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
+    def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes | tuple[()]]:
         """Fire with the user name (bytes), or fail with UnauthorizedLogin
         (or :class:`VerifierBusy` when the pool has too much waiting)."""
         try:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import compat32
-from typing import Any, Protocol
+from typing import Protocol
 
 from hurricane.maildate import rfc5322_date
 from hurricane.smtp_reply import Reply, ReplyError
@@ -113,9 +113,9 @@ def _scan_header(data: bytes) -> tuple[list[_Field], int, bool]:
 class _Header(Protocol):
     """What is read of a header block: :class:`_AsciiHeader` or a compat32 Message."""
 
-    def get(self, name: str) -> Any: ...
+    def get(self, name: str) -> str | None: ...
 
-    def get_all(self, name: str) -> list[Any] | None: ...
+    def get_all(self, name: str) -> list[str] | None: ...
 
 
 def _one_value(msg: _Header, name: str) -> str | None:

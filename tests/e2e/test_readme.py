@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.e2e.helpers import tmpdir
 from tests.peers import missing_peer
+from tests.process import free_port, wait_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_PORTS = ("2587", "2525", "8025", "2526")
@@ -45,26 +45,14 @@ def first_message_section() -> str:
     return text[start:end if end >= 0 else len(text)]
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_server(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
     """Wait until ``port`` accepts connections; fail if ``proc`` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if proc.poll() is not None:
             output = proc.stdout.read() if proc.stdout is not None else ""
             raise AssertionError(f"exited with {proc.returncode}: {output}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"nothing listens on {port} after {timeout} s")
+
+    wait_port(port, timeout, f"a listener on {port}", alive)
 
 
 class ReadmeFirstMessageTests(TestCase):
@@ -108,7 +96,7 @@ class ReadmeFirstMessageTests(TestCase):
                                             stderr=subprocess.STDOUT, text=True)
                     servers.append(proc)
                     for port in args:
-                        wait_port(int(ports[port]), proc)
+                        wait_server(int(ports[port]), proc)
                 elif kind in ("run", "python"):
                     cmd = ["bash", "-euo", "pipefail", "-c", body] if kind == "run" else \
                         [sys.executable, "-c", body]

@@ -4,66 +4,43 @@ to the sink, SIGTERM, exit 0."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
 import subprocess
-from typing import Any
 
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from hurricane.demo import write_toml
 from hurricane.sink.scenario import default_scenario
 from hurricane.sink.server import SinkFactory
-from tests.e2e.helpers import TWISTD, tmpdir
+from tests.e2e.helpers import tmpdir
+from tests.process import (
+    listeners,
+    read_log,
+    sleep,
+    start_twistd,
+    stop_process_async,
+    wait_started_async,
+)
 
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
-LISTENING = re.compile(r"(submission|bounce) listening on 127\.0\.0\.1:(\d+)")
-
-
-async def sleep(seconds: float) -> None:
-    """Wait ``seconds`` of real time on the trial reactor."""
-    await deferLater(reactor, seconds, lambda: None)
 
 
 async def terminate(proc: subprocess.Popen[bytes]) -> int | None:
     """SIGTERM ``proc`` and wait (at most 15 s) for its exit status."""
-    proc.send_signal(signal.SIGTERM)
-    for _ in range(150):
-        if proc.poll() is not None:
-            break
-        await sleep(0.1)
-    return proc.poll()
+    return await stop_process_async(proc, 15.0)
 
 
-async def start_twistd(test: TestCase, config: str, work: str) -> tuple[Any, dict[str, int],
-                                                                          str]:
-    """Start ``twistd -n hurricane --config FILE``; wait for its two listening lines."""
+async def run_twistd(test: TestCase, config: str,
+                     work: str) -> tuple[subprocess.Popen[bytes], dict[str, int], str]:
+    """Start ``twistd -n hurricane --config FILE`` (tests.process); wait until it has
+    started, and return it with its submission and bounce ports and its log."""
     log_path = os.path.join(work, "twistd.log")
-    log_fp = open(log_path, "wb")
-    test.addCleanup(log_fp.close)
-    proc = subprocess.Popen(
-        [TWISTD, "-n", "--pidfile=", "hurricane", "--config", config],
-        cwd=work, stdout=log_fp, stderr=subprocess.STDOUT)
-
-    def kill() -> None:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-    test.addCleanup(kill)
-    ports: dict[str, int] = {}
-    text = ""
-    for _ in range(300):  # at most ~30 s
-        with open(log_path, errors="replace") as fp:
-            text = fp.read()
-        ports = {k: int(v) for k, v in LISTENING.findall(text)}
-        if len(ports) == 2 or proc.poll() is not None:
-            break
-        await sleep(0.1)
+    proc = start_twistd(["--config", config], work, log_path, test)
+    text = await wait_started_async(proc, log_path, 30.0)
+    ports = {kind: port for kind, host, port in listeners(text)
+             if kind in ("submission", "bounce") and host == "127.0.0.1"}
     test.assertEqual(set(ports), {"submission", "bounce"}, text)
     return proc, ports, log_path
 
@@ -102,7 +79,7 @@ class TwistdProcessTests(TestCase):
         port = reactor.listenTCP(0, sink, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         config = write_config(work, port.getHost().port)
-        proc, ports, log_path = await start_twistd(self, config, work)
+        proc, ports, log_path = await run_twistd(self, config, work)
 
         def swaks() -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -124,8 +101,7 @@ class TwistdProcessTests(TestCase):
         self.assertIn(b"X-Hurricane-Token: " + acc.mail_from.encode(), acc.data)
         self.assertNotIn(b"X-Hurricane-Mailing-Id", acc.data)
         rc = await terminate(proc)
-        with open(log_path, errors="replace") as fp:
-            text = fp.read()
+        text = read_log(log_path)
         self.assertIn("hurricane stopped", text)
         self.assertIn("Server Shut Down.", text)
         self.assertEqual(rc, 0)
@@ -138,7 +114,7 @@ class TwistdProcessTests(TestCase):
         """SIGTERM ends twistd with status 0 (operators and systemd read it as success)."""
         async def scenario() -> None:
             work = tmpdir(self)
-            proc, _, _ = await start_twistd(self, write_config(work, 9), work)
+            proc, _, _ = await run_twistd(self, write_config(work, 9), work)
             self.assertEqual(await terminate(proc), 0)
 
         return Deferred.fromCoroutine(scenario())

@@ -3,59 +3,52 @@
 Everything here is blocking and thread-free except the sinks written in
 Python, which run in a daemon thread each. Every wait is a poll loop with a
 deadline (:func:`wait_until`); every process started here is killed in the
-cleanup the starter registers.
+cleanup the starter registers. Starting, waiting for and stopping processes is
+the shared harness of tests/process.py; this module adds the hardening
+configuration, the sinks and the raw clients (and re-exports the harness names
+its tests import from here).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import smtplib
 import socket
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.trial.unittest import SkipTest
 
+from tests.process import TWISTD as TWISTD
+from tests.process import (
+    exited,
+    kill_process,
+    listeners,
+    read_log,
+    smtp_sink_argv,
+    start_twistd,
+    stop_process,
+    wait_port,
+)
+from tests.process import free_port as free_port
+from tests.process import fresh_postgres_database as fresh_postgres_database
+from tests.process import postgres_dsn_or_skip as postgres_dsn_or_skip
+from tests.process import temp_dir as process_temp_dir
+from tests.process import wait_until as wait_until
+
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 BOUNCE_DOMAIN = "bounces.hx.test"
 SINK_DOMAIN = "sink.test"
-
-_LISTEN_RE = re.compile(r"\b(submission|bounce|web|admin) listening on ([0-9a-fA-F.:]+):(\d+)")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (bind port 0, read it, close)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_peer(path: str, package: str) -> str:
@@ -69,65 +62,8 @@ def require_peer(path: str, package: str) -> str:
 
 
 def temp_dir(test: Any) -> str:
-    """A fresh directory removed in the test's cleanups (not mktemp: it writes in the tree)."""
-    path = tempfile.mkdtemp(prefix="hurricane-hx-")
-    test.addCleanup(_rmtree, path)
-    return path
-
-
-def _rmtree(path: str) -> None:
-    subprocess.run(["chattr", "-R", "-i", path], capture_output=True, check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-# -- PostgreSQL ---------------------------------------------------------------------
-
-
-def postgres_dsn_or_skip() -> str:
-    """The ``HURRICANE_TEST_POSTGRES`` DSN; skip (or fail when required) without one."""
-    dsn = os.environ.get("HURRICANE_TEST_POSTGRES", "")
-    if dsn:
-        return dsn
-    if os.environ.get("HURRICANE_REQUIRE_POSTGRES") == "1":
-        raise AssertionError("HURRICANE_TEST_POSTGRES is unset and HURRICANE_REQUIRE_POSTGRES=1")
-    raise SkipTest("HURRICANE_TEST_POSTGRES is unset (a PostgreSQL DSN); the PostgreSQL "
-                   "variant of this test needs one")
-
-
-def fresh_postgres_database(test: Any) -> str:
-    """Create ``hx_<random>`` on the server of the test DSN; drop it in cleanup; its DSN."""
-    import psycopg2
-    from psycopg2.extensions import make_dsn, parse_dsn
-
-    base = postgres_dsn_or_skip()
-    name = "hx_" + uuid.uuid4().hex[:12]
-    params = parse_dsn(base)
-    admin = psycopg2.connect(base)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-
-    def drop() -> None:
-        conn = psycopg2.connect(base)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            # Only the backends of our own database.
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.close()
-
-    test.addCleanup(drop)
-    params["dbname"] = name
-    # make_dsn gives key=value form; Hurricane wants a URL.
-    user = params.get("user", "postgres")
-    host = params.get("host", "127.0.0.1")
-    port = params.get("port", "5432")
-    password = params.get("password")
-    auth = f"{user}:{password}" if password else user
-    assert make_dsn(**params)
-    return f"postgresql://{auth}@{host}:{port}/{name}"
+    """A fresh directory removed in the test's cleanups, immutable files included."""
+    return process_temp_dir(test, "hurricane-hx-")
 
 
 def terminate_backends(url: str) -> int:
@@ -273,12 +209,7 @@ class Hurricane:
 
     def log_text(self, start: int | None = None) -> str:
         """The log of one start (default: the current one)."""
-        path = os.path.join(self.workdir, f"twistd-{start or self.starts}.log")
-        try:
-            with open(path, encoding="utf-8", errors="replace") as fp:
-                return fp.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(os.path.join(self.workdir, f"twistd-{start or self.starts}.log"))
 
     def all_logs(self) -> str:
         """The logs of every start, in order."""
@@ -288,31 +219,23 @@ class Hurricane:
         """Start the process and wait for every listener's log line."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
-        log = open(self.log_path, "wb")
-        env = dict(os.environ)
-        env.pop("HURRICANE_CONFIG", None)
-        self.proc = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "hurricane", "--config", self.config_path],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env,
-            start_new_session=True)
-        log.close()
+        self.proc = start_twistd(["--config", self.config_path], self.workdir, self.log_path)
         if test is not None and self.starts == 1:
             test.addCleanup(self.kill)
         wanted = {"submission": len(self.sections["submission"]["listen"]),
                   "bounce": len(self.sections["bounce"]["listen"])}
 
         def listening() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"hurricane exited with {self.proc.returncode}:\n"
-                                     + self.log_text()[-3000:])
+            if self.proc is not None:
+                exited(self.proc, self.log_path)
             ports: dict[str, list[int]] = {}
-            found = _LISTEN_RE.findall(self.log_text())
+            found = listeners(self.log_text())
             for kind, _host, port in found:
-                ports.setdefault(kind, []).append(int(port))
+                ports.setdefault(kind, []).append(port)
             if all(len(ports.get(k, [])) >= n for k, n in wanted.items()) and \
                     "hurricane started" in self.log_text():
                 self.ports = ports
-                self.addresses = [(kind, host, int(port)) for kind, host, port in found]
+                self.addresses = found
                 return True
             return False
 
@@ -340,20 +263,12 @@ class Hurricane:
         """SIGTERM and wait; SIGKILL after ``timeout``. The exit status."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def kill(self) -> None:
         """Cleanup: make sure the process is gone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            kill_process(self.proc)
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -384,33 +299,16 @@ class SmtpSink:
 
     def start(self) -> SmtpSink:
         """Start listening on the port (the same one after a stop)."""
-        args = [self.path]
-        if os.geteuid() == 0:
-            args += ["-u", "nobody"]
         self.proc = subprocess.Popen(
-            [*args, *self.extra, "-d", os.path.join(self.directory, "%M."),
-             f"127.0.0.1:{self.port}", "1000"],
+            smtp_sink_argv(self.path, self.port, 1000, self.directory, self.extra),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(up, 10, "smtp-sink to listen")
+        wait_port(self.port, 10, "smtp-sink to listen")
         return self
 
     def stop(self) -> None:
         """Stop the sink (files stay)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 5)
         self.proc = None
 
     def messages(self) -> list[bytes]:

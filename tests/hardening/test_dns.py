@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.names import error
 
-import tests.outbound_queue.test_queue as queue_tests
+import tests.outbound.test_queue as queue_tests
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.model import State
 from hurricane.outbound.mx import DEFAULT_LOOKUP_TIMEOUT

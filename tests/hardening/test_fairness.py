@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import tests.outbound_queue.test_queue as queue_tests
+import tests.outbound.test_queue as queue_tests
 from hurricane.model import State
 
 

@@ -33,7 +33,7 @@ from tests.hardening.harness import (
     temp_dir,
     wait_until,
 )
-from tests.inbound_processor.helpers import arf, dsn
+from tests.inbound.helpers import arf, dsn
 
 POSTMASTER = f"postmaster@{BOUNCE_DOMAIN}"
 

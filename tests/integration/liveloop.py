@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from tests.process import free_port, wait_port
 
 #: The bounce domain of the Hurricane side (hurricane.demo.Rig's).
 BOUNCE_DOMAIN = "bounces.demo.test"
@@ -88,30 +88,13 @@ class Outcome:
                 and bool(self.hard) == self.case.hard)
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Whether something accepts connections on 127.0.0.1:port."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), 0.5):
-            return True
-    except OSError:
-        return False
-
-
 def wait_listening(port: int, timeout: float) -> bool:
-    """Poll until 127.0.0.1:port accepts or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if listening(port):
-            return True
-        time.sleep(0.05)
-    return False
+    """Whether 127.0.0.1:port accepts within ``timeout`` seconds (tests.process.wait_port)."""
+    try:
+        wait_port(port, timeout)
+    except AssertionError:
+        return False
+    return True
 
 
 def why_not_root() -> str | None:

@@ -3,43 +3,26 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.process import listeners, read_log, start_twistd, stop_process, wait_started
+
 REPO = Path(__file__).resolve().parents[2]
-TWISTD = [os.path.join(os.path.dirname(sys.executable), "twistd")]  # this venv's twistd
-LISTENING = re.compile(r"(\w+) listening on ([\d.]+):(\d+)")
 
 
-def start(args: list[str], cwd: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != "HURRICANE_CONFIG"}
-    return subprocess.Popen(
-        [*TWISTD, "-n", "--pidfile=", "hurricane", *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def wait_for(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -> list[str]:
-    """Read lines until ``pattern`` appears; return every line read."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if pattern in line:
-            return lines
-    raise AssertionError(f"{pattern!r} not seen; output:\n{''.join(lines)}")
+def run_to_exit(args: list[str], cwd: str, timeout: float = 60) -> tuple[int, str]:
+    """Run ``twistd -n hurricane ARGS`` expecting it to stop by itself: status, output."""
+    log_path = os.path.join(cwd, "twistd.log")
+    proc = start_twistd(args, cwd, log_path)
+    try:
+        proc.wait(timeout)
+    finally:
+        stop_process(proc, 5)
+    return proc.returncode, read_log(log_path)
 
 
 class TwistdTests(SynchronousTestCase):
@@ -47,21 +30,20 @@ class TwistdTests(SynchronousTestCase):
 
     def run_server(self, args: list[str], cwd: str,
                    while_running: Callable[[], None] = lambda: None) -> list[str]:
-        proc = start(args, cwd)
-        self.addCleanup(lambda: proc.poll() is None and proc.kill())
-        lines = wait_for(proc, "hurricane started")
+        log_path = os.path.join(cwd, "twistd.log")
+        proc = start_twistd(args, cwd, log_path, self)
+        text = wait_started(proc, log_path)
         while_running()
-        listeners = {(m[1], m[2]) for m in map(LISTENING.search, lines) if m}
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        lines += out.splitlines(keepends=True)
-        self.assertEqual(proc.returncode, 0, "".join(lines))
+        found = {(kind, host) for kind, host, _ in listeners(text)}
+        status = stop_process(proc, 60)
+        lines = read_log(log_path).splitlines(keepends=True)
+        self.assertEqual(status, 0, "".join(lines))
         self.assertIn("hurricane stopped", "".join(lines))
         self.assertNotIn("Traceback", "".join(lines))
         self.assertNotIn("Unhandled error", "".join(lines))
-        kinds = {k for k, _ in listeners}
+        kinds = {k for k, _ in found}
         self.assertTrue({"submission", "bounce"} <= kinds, lines)
-        self.assertEqual({host for _, host in listeners}, {"127.0.0.1"})
+        self.assertEqual({host for _, host in found}, {"127.0.0.1"})
         return lines
 
     def test_defaults(self) -> None:
@@ -114,9 +96,8 @@ class TwistdTests(SynchronousTestCase):
         """A misspelt key stops twistd with the key's name and no traceback."""
         cwd = tempfile.mkdtemp()
         Path(cwd, "bad.toml").write_text("[bounce]\ndomian = 'x.example'\n")
-        proc = start(["--config", "bad.toml"], cwd)
-        out, _ = proc.communicate(timeout=60)
-        self.assertNotEqual(proc.returncode, 0)
+        status, out = run_to_exit(["--config", "bad.toml"], cwd)
+        self.assertNotEqual(status, 0)
         self.assertIn("[bounce] domian", out)
         self.assertNotIn("Traceback", out)
 
@@ -125,9 +106,8 @@ class TwistdTests(SynchronousTestCase):
         cwd = tempfile.mkdtemp()
         Path(cwd, "pg.toml").write_text(
             '[store]\nurl = "postgresql://hurricane:sekrit@127.0.0.1:1/hurricane"\n')
-        proc = start(["--config", "pg.toml"], cwd)
-        out, _ = proc.communicate(timeout=60)
-        self.assertNotEqual(proc.returncode, 0)
+        status, out = run_to_exit(["--config", "pg.toml"], cwd)
+        self.assertNotEqual(status, 0)
         self.assertIn("127.0.0.1:1/hurricane", out)
         self.assertNotIn("sekrit", out)
         self.assertNotIn("Traceback", out)

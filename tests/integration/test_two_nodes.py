@@ -6,7 +6,6 @@ import glob
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -22,17 +21,10 @@ from hurricane.config import config_from_dict
 from hurricane.model import NewMessage, NewRecipient, State
 from tests.e2e.helpers import postgres_url
 from tests.peers import missing_peer
+from tests.process import free_port, start_smtp_sink
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 MESSAGES = 2000
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TwoNodesTests(TestCase):
@@ -50,12 +42,8 @@ class TwoNodesTests(TestCase):
         os.mkdir(self.dump)
         os.chmod(self.dump, 0o777)  # smtp-sink drops privileges to nobody
         self.sink_port = free_port()
-        self.sink = subprocess.Popen(
-            [SMTP_SINK, "-u", "nobody", "-d", self.dump + "/%M.", f"127.0.0.1:{self.sink_port}",
-             "256"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(self.sink.wait)
-        self.addCleanup(self.sink.terminate)
+        self.sink = start_smtp_sink(SMTP_SINK, self.sink_port, self, backlog=256,
+                                    dump_dir=self.dump)
 
     def node(self, name: str) -> Any:
         config = config_from_dict({

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.model import BounceEvent, EventKind, NewMessage, NewRecipient, ReturnedMessage
 from hurricane.report.figures import STATES
-from tests.ops.test_operations import MALFORMED
+from tests.test_operations import MALFORMED
 
 from .helpers import (
     CSRF_SECRET,

@@ -1,6 +1,6 @@
 """Throughput of one client connection to Postfix's smtp-sink (not a test).
 
-Usage: /work/venv/bin/python -m tests.outbound_client.bench_sink [MESSAGES]
+Usage: /work/venv/bin/python -m tests.outbound.bench_sink [MESSAGES]
 
 Starts ``smtp-sink -u nobody 127.0.0.1:PORT 1024`` on a free loopback port,
 sends MESSAGES (default 5000) messages of about 5 KB, one recipient each, on
@@ -18,8 +18,9 @@ from twisted.internet import defer
 from hurricane.config import TimeoutsConfig
 from hurricane.outbound.client import Connector
 from hurricane.outbound.interface import OutboundMessage, OutboundRecipient
+from tests.process import free_port, smtp_sink_argv, stop_process, wait_port
 
-from .test_smtp_sink import SMTP_SINK, _free_port, _wait_listening
+from .test_smtp_sink import SMTP_SINK
 
 
 async def _run(reactor: object, port: int, count: int) -> None:
@@ -48,17 +49,16 @@ def main() -> None:
     from twisted.internet import reactor
 
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    port = _free_port()
-    sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{port}", "1024"])
+    port = free_port()
+    sink = subprocess.Popen(smtp_sink_argv(SMTP_SINK, port, 1024))
     try:
-        _wait_listening(port, time.monotonic() + 5)
+        wait_port(port, 5)
         d = defer.Deferred.fromCoroutine(_run(reactor, port, count))
         d.addErrback(lambda f: f.printTraceback())
         d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
         reactor.run()  # type: ignore[attr-defined]
     finally:
-        sink.terminate()
-        sink.wait()
+        stop_process(sink, 5)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from hurricane.webhooks import (
     webhook_payload,
     webhook_type,
 )
-from tests.ops.helpers import T0, drain, populate, run, temp_path
+from tests.helpers import T0, drain, populate, run, temp_path
 
 SECRET = b"s3cret-for-tests"
 FINAL_IDS = [4, 7, 9, 10, 11, 13, 14, 15]

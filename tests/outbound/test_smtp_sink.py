@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from typing import Any
 
 from twisted.internet import defer
@@ -14,27 +11,11 @@ from twisted.trial.unittest import TestCase
 
 from hurricane.outbound.client import Connector
 from tests.peers import missing_peer
+from tests.process import free_port, start_smtp_sink
 
 from .helpers import TIMEOUTS, message
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, deadline: float) -> None:
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 class SmtpSinkTests(TestCase):
@@ -46,24 +27,8 @@ class SmtpSinkTests(TestCase):
         path = shutil.which("smtp-sink") or (SMTP_SINK if os.path.exists(SMTP_SINK) else None)
         if path is None:
             missing_peer(f"Postfix smtp-sink not installed ({SMTP_SINK}; Debian package postfix)")
-        self.port = _free_port()
-        args = [path]
-        if os.geteuid() == 0:
-            args += ["-u", "nobody"]
-        self.sink = subprocess.Popen(
-            [*args, f"127.0.0.1:{self.port}", "1024"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(self._stop_sink)
-        _wait_listening(self.port, time.monotonic() + 5)
-
-    def _stop_sink(self) -> None:
-        self.sink.terminate()
-        try:
-            self.sink.wait(5)
-        except subprocess.TimeoutExpired:
-            self.sink.kill()
-            self.sink.wait()
+        self.port = free_port()
+        self.sink = start_smtp_sink(path, self.port, self, backlog=1024, timeout=5)
 
     @defer.inlineCallbacks
     def test_200_messages_on_one_connection(self) -> Any:

@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from hurricane.config import BounceConfig
 from hurricane.inbound.server import build_bounce_factory
 from hurricane.store.memory import MemoryStore
-from tests.inbound_server.test_policy import CODEC, DOMAIN, GOOD
+from tests.inbound.test_policy import CODEC, DOMAIN, GOOD
 from tests.peers import missing_peer
 from tests.smtpd.helpers import SWAKS, wait_for_no_connections
 

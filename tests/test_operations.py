@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.model import AttemptResult, NewMessage, NewRecipient, State
 from hurricane.operations import InvalidRequest, Operations, address_key, parse_address
 from hurricane.store.memory import MemoryStore
-from tests.ops.helpers import T0, populate, run
+from tests.helpers import T0, populate, run
 
 #: Inputs every adapter must refuse as addresses, with the start of the message.
 MALFORMED = (

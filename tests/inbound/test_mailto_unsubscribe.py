@@ -15,7 +15,7 @@ from hurricane.model import NewMessage, NewRecipient
 from hurricane.store.memory import MemoryStore
 from hurricane.unsubscribe import UnsubscribeCodec, Unsubscriber
 from hurricane.verp import VerpKey
-from tests.inbound_server.test_policy import CODEC, DOMAIN, GOOD
+from tests.inbound.test_policy import CODEC, DOMAIN, GOOD
 from tests.smtpd.helpers import codes, connect, disconnect, replies
 
 T0 = 1_700_000_000.0

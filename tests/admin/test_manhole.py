@@ -29,7 +29,7 @@ from hurricane.model import AttemptResult, NewMessage, NewRecipient, State
 from hurricane.operations import InvalidRequest, Operations
 from hurricane.service import HurricaneService
 from hurricane.store.memory import MemoryStore
-from tests.ops.helpers import T0, populate, run, temp_path
+from tests.helpers import T0, populate, run, temp_path
 
 
 class FakeOutbound:

@@ -6,7 +6,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.foundation.test_cli import make_config, run
+from tests.test_cli import make_config, run
 
 STREAMS = '[[streams]]\nname = "news"\nkind = "bulk"\n'
 

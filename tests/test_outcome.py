@@ -35,7 +35,7 @@ speeding, expired, networkerror, systemerror, systemfull, mailererror, contenter
 syntaxerror, onhold, failedstarttls, suppressed, undefined, delivered, vacation, feedback
 """
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class VocabularyTests(SynchronousTestCase):

@@ -15,7 +15,7 @@ from hurricane.store.postgres import PostgresStore
 from hurricane.store.sqlite import SqliteStore
 from tests.store.test_postgres import DSN, PostgresMixin
 
-from .store_contract import DnsConfirmationMixin, ScopedSuppressionMixin
+from .suppression_contract import DnsConfirmationMixin, ScopedSuppressionMixin
 
 
 class SqliteScopedTests(DnsConfirmationMixin, TestCase):

@@ -23,7 +23,7 @@ from hurricane.accounting import (
 from hurricane.model import EventRecord, NewMessage, NewRecipient
 from hurricane.opsconfig import AccountingConfig
 from hurricane.store.memory import MemoryStore
-from tests.ops.helpers import T0, drain, populate, run, temp_path
+from tests.helpers import T0, drain, populate, run, temp_path
 
 ALL_KEYS = {
     "type", "timestamp", "time", "event_id", "delivery_id", "queue_id", "recipient", "sender",

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.config import Config, ConfigError, load_config, parse_host_port
 from hurricane.outcome import SqliteSync, TlsPolicy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write(text: str) -> str:

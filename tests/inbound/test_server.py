@@ -11,7 +11,7 @@ from hurricane.inbound.policy import RecipientKind
 from hurricane.inbound.server import BounceFactory
 from hurricane.model import ReturnedRecipient
 from hurricane.store.memory import MemoryStore
-from tests.inbound_server.test_policy import CODEC, DOMAIN, FORGED, GOOD, TABLE
+from tests.inbound.test_policy import CODEC, DOMAIN, FORGED, GOOD, TABLE
 from tests.smtpd.helpers import codes, connect, disconnect, keywords, replies
 
 DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered Mail\r\n"

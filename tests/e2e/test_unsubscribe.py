@@ -17,7 +17,6 @@ import json
 import os
 import re
 import smtplib
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -36,15 +35,8 @@ from hurricane.demo import write_toml
 from hurricane.sink.scenario import default_scenario
 from hurricane.sink.server import SinkFactory
 from tests.e2e.helpers import HURRICANE, outcomes, postgres_url, tmpdir
-from tests.e2e.test_twistd import sleep, start_twistd, terminate
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.e2e.test_twistd import run_twistd, terminate
+from tests.process import free_port, sleep
 
 
 def dkim_key(work: str) -> tuple[str, bytes]:
@@ -143,7 +135,7 @@ class UnsubscribeLiveMixin:
             fp.write(f'\n[[delivery.dkim]]\ndomain = "shop.test"\nselector = "s1"\n'
                      f'key_file = "{key_file}"\n\n[[streams]]\nname = "news"\n'
                      'kind = "bulk"\nfeedback_id = "{mailing}:{stream}:{sender}"\n')
-        proc, ports, _ = await start_twistd(self, config, work)
+        proc, ports, _ = await run_twistd(self, config, work)
 
         await threads.deferToThread(submit, ports["submission"], "reader@x.test", "Issue 1",
                                     "news")

@@ -1,4 +1,4 @@
-"""Shared fixtures of the ops tests: a MemoryStore holding one event of each kind."""
+"""Shared fixtures of the operations tests: a MemoryStore holding one event of each kind."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Tests of hurricane.admin: the SSH manhole and the twistd --logger observers."""

@@ -1,0 +1,1 @@
+"""Tests of hurricane.inbound: returns server, policy, processor, correlation, workers."""

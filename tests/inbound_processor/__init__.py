@@ -1,1 +1,0 @@
-"""Tests for hurricane.inbound.processor and hurricane.inbound.correlate."""

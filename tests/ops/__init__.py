@@ -1,1 +1,0 @@
-"""Tests of the operations features: accounting log, webhooks, SSH manhole."""

@@ -1,0 +1,1 @@
+"""Tests of hurricane.outbound: claim loop, pool, dialer, client, MX, retries, DKIM."""

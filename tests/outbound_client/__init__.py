@@ -1,1 +1,0 @@
-"""Tests for the outbound ESMTP client, its DATA encoder and TLS options."""

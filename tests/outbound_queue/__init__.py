@@ -1,1 +1,0 @@
-"""Tests of the delivery scheduler, MX resolution, retries, message preparation and DKIM."""
