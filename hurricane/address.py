@@ -259,12 +259,24 @@ def parse_path(text: str, kind: Kind) -> tuple[Path, str]:
     if len(inner) > MAX_PATH:
         raise _bad(kind, "path longer than 256 octets")
     if inner == "":
-        return Path("", None), rest.strip(" ")
+        return Path("", None), _parameter_text(rest)
     route: tuple[str, ...] = ()
     if inner.startswith("@"):
         route, inner = _split_route(inner, kind)
     local, domain, quoted = _parse_mailbox(inner, kind)
-    return Path(local, domain, route, quoted), rest.strip(" ")
+    return Path(local, domain, route, quoted), _parameter_text(rest)
+
+
+def _parameter_text(rest: str) -> str:
+    """What follows the path, stripped; a control character in it is a 501.
+
+    The parameters are printable ASCII (RFC 5321 4.1.2); refusing a control
+    character here means no caller ever sees one.
+    """
+    rest = rest.strip(" ")
+    if any(ch < " " or ch == "\x7f" for ch in rest):
+        raise ReplyError(Reply(501, "5.5.4", "Error: malformed ESMTP parameter"))
+    return rest
 
 
 def parse_params(text: str) -> dict[str, str | None]:

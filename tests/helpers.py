@@ -54,7 +54,7 @@ async def populate(store: MemoryStore, at: float = T0) -> dict[str, int]:
     (suppressed at enqueue), ``angry`` (queued, delivered, complaint),
     ``info`` (queued, delivered, delayed DSN and auto-reply).
     """
-    if not store._open:
+    if not store.is_open:
         await store.open()
     await store.suppress("blocked@example.org", "userunknown", at, source="operator")
     names = ["ok", "later", "refused", "blocked", "angry", "info"]

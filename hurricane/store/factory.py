@@ -4,48 +4,16 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from hurricane.store.interface import IOutcomeStore, StoreConfigError
+from hurricane.store.urls import redact_url
 
 __all__ = ["create_store", "redact_url", "sqlite_file"]
 
 log = Logger()
-
-_SECRET_PARAMS = frozenset({"password", "sslpassword"})
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages and logs).
-
-    Args:
-        url: a store URL; anything unparseable is returned as ``<unparseable>``
-            rather than risk printing a secret.
-
-    Returns:
-        The redacted URL.
-    """
-    try:
-        parts = urlsplit(url)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        secret_query = any(k.lower() in _SECRET_PARAMS for k, _ in pairs)
-        if parts.password is None and not secret_query:
-            return url  # nothing to hide: keep the URL exactly as written
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, hostinfo = netloc.rpartition("@")
-            user = userinfo.partition(":")[0]
-            netloc = f"{user}:***@{hostinfo}"
-        query = parts.query
-        if secret_query:
-            query = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v)
-                               for k, v in pairs], safe="*/")
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable store URL>"
 
 
 def _sqlite_path(url: str, rest: str, data_dir: str | None) -> str:

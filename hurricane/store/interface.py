@@ -1,9 +1,11 @@
 """The storage interface: Hurricane's domain operations, no SQL.
 
 Every method is a coroutine (``async def``); Twisted callers wrap it with
-``Deferred.fromCoroutine``. Engines: ``memory`` (tests), ``sqlite`` (the
-zero-setup default) and ``postgres`` (production; several nodes may share one
-database). All three pass ``tests/store/contract.py``.
+``Deferred.fromCoroutine``. Engines: ``memory`` (tests: the SQLite engine on
+an in-memory database, run inline), ``sqlite`` (the zero-setup default) and
+``postgres`` (production; several nodes may share one database). All three
+are :class:`hurricane.store.base.SqlStore`, one implementation of these
+operations, and pass ``tests/store/contract.py`` unchanged.
 
 Errors: any failure to reach or write the database raises
 :class:`StoreUnavailable` (a :class:`StoreError`); callers turn it into an SMTP

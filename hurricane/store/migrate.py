@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from hurricane.store import sql
 from hurricane.store.sql import Dialect
-from hurricane.store.txn import Txn
+from hurricane.store.txn.core import Txn
 
 __all__ = ["Migration", "load_migrations", "latest_version", "applied_txn",
            "apply_migration_txn", "schema_version_txn"]

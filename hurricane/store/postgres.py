@@ -22,23 +22,25 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import psycopg2
 from twisted.internet import main
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from txpostgres import txpostgres
 from txpostgres.reconnection import ConnectionDead
 
 from hurricane.store.base import SqlStore
-from hurricane.store.factory import redact_url
 from hurricane.store.sql import POSTGRES
-from hurricane.store.txn import Row
+from hurricane.store.txn.core import Row, TxnCall
+from hurricane.store.urls import redact_url
 
 __all__ = ["PostgresStore"]
+
+T = TypeVar("T")
 
 log = Logger()
 
@@ -283,8 +285,7 @@ class PostgresStore(SqlStore):
         if not 1 <= enqueue_concurrency <= pool_size:
             raise ValueError("enqueue_concurrency must be between 1 and pool_size")
         self.enqueue_in_flight = enqueue_concurrency
-        # a reactor is a clock too (IReactorCore does not say so)
-        super().__init__(url or redact_url(dsn), cast(IReactorTime, reactor))
+        super().__init__(url or redact_url(dsn))
         self._pg_reactor = reactor
         self._dsn = dsn
         self._connect_kwargs = dict(connect_kwargs or {})
@@ -303,7 +304,7 @@ class PostgresStore(SqlStore):
         if pool is not None:
             pool.close()
 
-    async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
+    async def _run_txn(self, call: TxnCall[T]) -> T:
         pool = self._pool
         if pool is None:
             raise ConnectionDead("store is closed")
@@ -313,7 +314,7 @@ class PostgresStore(SqlStore):
             cursor = conn.cursor()
             txn = _PgTxn(cursor, conn.prepared if self._prepare else None)
             try:
-                result = await func(txn, *args)
+                result = await call.run(self.faults.wrap(txn))
                 if txn.begun:
                     await cursor.execute("COMMIT")
             except BaseException:

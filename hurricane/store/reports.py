@@ -33,7 +33,7 @@ from hurricane.store.interface import (
     MailingRollup,
     SettleCounts,
 )
-from hurricane.store.txn import MAX_REPORT_ROWS, Row, Txn
+from hurricane.store.txn.core import MAX_REPORT_ROWS, Row, Txn
 
 __all__ = ["DISCOVERY_MARGIN", "FINAL_OUTCOME_STATES", "MAX_LATE_SAMPLE", "STATE_COLUMNS",
            "created_span_txn", "deferred_domains_txn", "discover_mailings_txn",

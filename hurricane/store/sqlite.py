@@ -1,6 +1,11 @@
-"""The SQLite engine: the zero-setup default.
+"""The SQLite engine: the zero-setup default, and the memory store's engine.
 
-One connection in an adbapi pool (``cp_min = cp_max = 1``, as Synapse does),
+:class:`SqliteEngine` is the code both SQLite stores run: the coalesced
+transactions below, over one connection. :class:`SqliteStore` puts it on a
+file, in an adbapi pool thread; :class:`hurricane.store.memory.MemoryStore`
+puts it on a ``:memory:`` database and runs each batch inline.
+
+The file store has one connection in an adbapi pool (``cp_min = cp_max = 1``, as Synapse does),
 so every transaction runs in that pool's single thread, one after the other;
 WAL so that readers (``hurricane outcomes`` in another process) do not block
 the server; foreign keys on; ``synchronous`` FULL by default so that a
@@ -8,7 +13,7 @@ committed enqueue survives a power cut, which is what "250 means committed"
 promises.
 
 Every transaction goes through one :class:`hurricane.store.base.GroupCommit`
-(:meth:`SqliteStore._run_txn`): operations of any kind that arrive while a
+(:meth:`SqliteEngine._run_txn`): operations of any kind that arrive while a
 transaction is in flight (an enqueue, the scheduler's claim, the results of
 the deliveries that just finished, the bounce processor's reads) run in the
 next transaction together, each under its own SAVEPOINT so that one that
@@ -21,27 +26,43 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
-from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from hurricane.filemodes import create_private_file, tighten
 from hurricane.outcome import SqliteSync
 from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
-from hurricane.store.txn import Row, run_sync
+from hurricane.store.txn.core import Row, Txn, TxnCall, run_sync
 
-__all__ = ["SqliteStore", "prepare_database_files"]
+__all__ = ["SqliteEngine", "SqliteStore", "prepare_database_files"]
 
 log = Logger()
 
 #: Most operations per coalesced transaction (bounds one commit's latency).
 _MAX_OPERATIONS = 64
-#: One operation's result: (True, value) or (False, the exception it raised).
-_Outcome = tuple[bool, Any]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One transaction function call in a coalesced transaction.
+
+    ``run`` stores its result where its caller will read it (a closure over
+    the caller's typed slot), so the batch carries no erased values.
+    """
+
+    run: Callable[[Txn], Coroutine[Any, Any, None]]
+    name: str
+
+
+#: What a coalesced operation ended with: None, or the exception it raised.
+OperationResult = BaseException | None
 
 
 def _check_open(conn: sqlite3.Connection) -> None:
@@ -90,7 +111,7 @@ class _SqliteTxn:
 
     dialect = SQLITE
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
         self._conn = cursor.connection
 
@@ -124,11 +145,108 @@ class _SqliteTxn:
         return int(self._cursor.rowcount)
 
 
-class SqliteStore(SqlStore):
-    """IOutcomeStore in one SQLite file."""
+class SqliteEngine(SqlStore):
+    """What the SQLite stores share: the coalesced transactions over one connection.
+
+    Subclasses say where a batch runs (:meth:`_execute_batch`): the file
+    store in its adbapi pool thread, the memory store inline.
+    """
 
     dialect = SQLITE
     enqueue_in_flight = 1
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        #: Every transaction function call, coalesced (see the module doc).
+        self._txns: GroupCommit[Operation, OperationResult] = \
+            GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
+
+    async def _execute_batch(self, calls: list[Operation]) -> list[OperationResult]:
+        """Run :meth:`_interaction_batch` on the connection; its outcomes."""
+        raise NotImplementedError
+
+    async def _run_txn(self, call: TxnCall[T]) -> T:
+        slot: list[T] = []
+
+        async def run(txn: Txn) -> None:
+            slot.append(await call.run(txn))
+
+        error = await self._txns.submit(Operation(run, call.name))
+        if error is not None:
+            raise error
+        return slot[0]
+
+    async def _run_batch(self, calls: list[Operation]) -> list[OperationResult]:
+        try:
+            return await self._execute_batch(calls)
+        except Exception as e:
+            # The whole transaction failed (BEGIN, COMMIT or a broken
+            # savepoint): every caller gets the error (GroupCommit maps it to
+            # StoreUnavailable); say once which operations it took down.
+            log.warn("Store {url} failed a transaction of {count} operation(s) ({names}): "
+                     "{error}", url=self.url, count=len(calls), error=repr(e),
+                     names=", ".join(sorted({op.name for op in calls})))
+            raise
+
+    def _interaction_batch(self, cursor: sqlite3.Cursor,
+                           calls: list[Operation]) -> list[OperationResult]:
+        """Run transaction functions on the connection (the pool thread, or
+        inline for the memory store), in one transaction.
+
+        BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
+        that reads and then writes can fail with SQLITE_BUSY halfway when
+        another process (a CLI command) writes in between. With more than one
+        call each runs under a SAVEPOINT: a call that raises is rolled back
+        to it and gets its own error; the others commit.
+        """
+        conn = cursor.connection
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            if len(calls) == 1:
+                try:
+                    run_sync(calls[0].run(self.faults.wrap(_SqliteTxn(cursor))))
+                except Exception as e:
+                    # Alone in its transaction: roll all of it back (unless
+                    # SQLite already did: disk full, I/O error...).
+                    if conn.in_transaction:
+                        cursor.execute("ROLLBACK")
+                    return [e]
+                _check_open(conn)
+                outcomes: list[OperationResult] = [None]
+            else:
+                outcomes = []
+                for op in calls:
+                    cursor.execute("SAVEPOINT op")
+                    try:
+                        run_sync(op.run(self.faults.wrap(_SqliteTxn(cursor))))
+                    except Exception as e:
+                        if not conn.in_transaction:
+                            # SQLite rolled the whole transaction back: every
+                            # operation of the batch fails, with this error.
+                            raise
+                        cursor.execute("ROLLBACK TO op")
+                        cursor.execute("RELEASE op")
+                        outcomes.append(e)
+                    else:
+                        _check_open(conn)
+                        cursor.execute("RELEASE op")
+                        outcomes.append(None)
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    cursor.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the connection is gone; the original error says why
+            raise
+        cursor.execute("COMMIT")
+        return outcomes
+
+    def _is_database_error(self, error: BaseException) -> bool:
+        return isinstance(error, (sqlite3.Error, OSError))
+
+
+class SqliteStore(SqliteEngine):
+    """IOutcomeStore in one SQLite file."""
 
     def __init__(self, path: str, reactor: IReactorCore,
                  synchronous: SqliteSync | str = SqliteSync.full, *,
@@ -147,15 +265,11 @@ class SqliteStore(SqlStore):
         """
         level = SqliteSync.of(synchronous)
         self.path = os.path.abspath(path)
-        # a reactor is a clock too (IReactorCore does not say so)
-        super().__init__(url or f"sqlite://{self.path}", cast(IReactorTime, reactor))
+        super().__init__(url or f"sqlite://{self.path}")
         self._pool_reactor = reactor
         self._synchronous = level
         self._busy_ms = int(busy_timeout * 1000)
         self._pool: adbapi.ConnectionPool | None = None
-        #: Every transaction function call, coalesced (see the module doc).
-        self._txns: GroupCommit[tuple[Callable[..., Any], tuple[Any, ...]], _Outcome] = \
-            GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
 
     def _on_connect(self, conn: sqlite3.Connection) -> None:
         # Runs in the pool thread for the (one) new connection.
@@ -184,82 +298,10 @@ class SqliteStore(SqlStore):
         if pool is not None:
             pool.close()
 
-    async def _run_txn(self, func: Callable[..., Any], *args: Any) -> Any:
-        ok, value = await self._txns.submit((func, args))
-        if not ok:
-            raise value
-        return value
-
-    async def _run_batch(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                         ) -> list[_Outcome]:
+    async def _execute_batch(self, calls: list[Operation]) -> list[OperationResult]:
         pool = self._pool
         if pool is None:
             raise sqlite3.ProgrammingError("store is closed")
-        try:
-            outcomes: list[_Outcome] = await pool.runInteraction(self._interaction_batch, calls)
-        except Exception as e:
-            # The whole transaction failed (BEGIN, COMMIT or a broken
-            # savepoint): every caller gets the error (GroupCommit maps it to
-            # StoreUnavailable); say once which operations it took down.
-            log.warn("Store {url} failed a transaction of {count} operation(s) ({names}): "
-                     "{error}", url=self.url, count=len(calls), error=repr(e),
-                     names=", ".join(sorted({getattr(f, "__name__", "?") for f, _ in calls})))
-            raise
+        outcomes: list[OperationResult] = await pool.runInteraction(
+            self._interaction_batch, calls)
         return outcomes
-
-    @staticmethod
-    def _interaction_batch(cursor: Any, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                           ) -> list[_Outcome]:
-        """Run transaction functions in the pool thread, in one transaction.
-
-        BEGIN IMMEDIATE takes the write lock up front: a deferred transaction
-        that reads and then writes can fail with SQLITE_BUSY halfway when
-        another process (a CLI command) writes in between. With more than one
-        call each runs under a SAVEPOINT: a call that raises is rolled back
-        to it and gets its own error; the others commit.
-        """
-        conn = cursor.connection
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            if len(calls) == 1:
-                func, args = calls[0]
-                try:
-                    value = run_sync(func(_SqliteTxn(cursor), *args))
-                except Exception as e:
-                    # Alone in its transaction: roll all of it back (unless
-                    # SQLite already did: disk full, I/O error...).
-                    if conn.in_transaction:
-                        cursor.execute("ROLLBACK")
-                    return [(False, e)]
-                _check_open(conn)
-                outcomes: list[_Outcome] = [(True, value)]
-            else:
-                outcomes = []
-                for func, args in calls:
-                    cursor.execute("SAVEPOINT op")
-                    try:
-                        value = run_sync(func(_SqliteTxn(cursor), *args))
-                    except Exception as e:
-                        if not conn.in_transaction:
-                            # SQLite rolled the whole transaction back: every
-                            # operation of the batch fails, with this error.
-                            raise
-                        cursor.execute("ROLLBACK TO op")
-                        cursor.execute("RELEASE op")
-                        outcomes.append((False, e))
-                    else:
-                        _check_open(conn)
-                        cursor.execute("RELEASE op")
-                        outcomes.append((True, value))
-        except BaseException:
-            if conn.in_transaction:
-                try:
-                    cursor.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the connection is gone; the original error says why
-            raise
-        cursor.execute("COMMIT")
-        return outcomes
-
-    def _is_database_error(self, error: BaseException) -> bool:
-        return isinstance(error, (sqlite3.Error, OSError))

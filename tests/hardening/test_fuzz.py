@@ -10,7 +10,7 @@ import json
 import re
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -62,6 +62,8 @@ class ParserFuzzTests(SynchronousTestCase):
 
     @SETTINGS
     @given(path_text, st.sampled_from(["sender", "recipient"]))
+    @example("0 \x1f", "sender")  # found by Hypothesis: a control character after a bare address
+    @example("<> \x1f", "recipient")
     def test_parse_path(self, text: str, kind: str) -> None:
         """Any text gives a Path whose parts are printable ASCII, or a 5xx ReplyError."""
         try:

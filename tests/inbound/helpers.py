@@ -128,6 +128,12 @@ class World:
         """The stored returned message."""
         return run(self.store.load_bounce(bounce_id))
 
+    def bounce_error(self, bounce_id: int) -> str | None:
+        """The error recorded for a returned message whose analysis failed (SQL:
+        no store operation returns it)."""
+        rows = self.store.query("SELECT error FROM bounces WHERE bounce_id = ?", (bounce_id,))
+        return None if not rows else rows[0][0]
+
 
 # -- fake analyses --------------------------------------------------------------
 

@@ -41,7 +41,7 @@ class CorrelationKeyTests(SynchronousTestCase):
         return self.w.events(delivery_id)[-1]
 
     def record(self, bid: int) -> dict[str, Any]:
-        analysis = self.w.store._bounces[bid].analysis
+        analysis = run(self.w.store.bounce_analysis(bid))
         assert analysis is not None
         return json.loads(analysis)  # type: ignore[no-any-return]
 

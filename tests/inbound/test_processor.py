@@ -204,7 +204,7 @@ class OutcomeTests(_Base):
         self.assertEqual((stored.status, stored.category, stored.correlation),
                          ("analyzed", "bounce", None))
         self.assertEqual(p.stats()["uncorrelated"], 1)
-        self.assertEqual(self.w.store._bounces[bid].stored.raw, stored.raw)
+        self.assertEqual(self.w.bounce(bid).raw, stored.raw)
 
     def test_limits_and_classifier_forwarded(self) -> None:
         """The configured analysis limits and classifier reach the analyzer."""
@@ -281,7 +281,7 @@ class FailureTests(_Base):
         stored = self.w.bounce(bid)
         self.assertEqual(stored.status, "failed")
         self.assertEqual(stored.raw, dsn("alice@example.net"))
-        self.assertIn("rule engine exploded", self.w.store._bounces[bid].error)
+        self.assertIn("rule engine exploded", self.w.bounce_error(bid))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(p.stats()["failed"], 1)
         self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.delivered)
@@ -292,7 +292,7 @@ class FailureTests(_Base):
         bid = self.w.receive(b"x", self.token)
         p.submit(bid)
         self.assertEqual(self.w.bounce(bid).status, "failed")
-        self.assertIn("over-budget", self.w.store._bounces[bid].error)
+        self.assertIn("over-budget", self.w.bounce_error(bid))
 
     def test_unexpected_store_error_marks_failed(self) -> None:
         """A bug-class exception while recording marks the bounce failed instead of retrying."""

@@ -89,7 +89,7 @@ class BounceServerTests(SynchronousTestCase):
                          + [b"354 End", b"250 2.0.0"])
         (bounce_id,) = self.stored
         self.assertEqual([r.address for r in self.bounce(bounce_id).recipients], ["postmaster"])
-        self.assertEqual(len(self.store._bounces), 1)
+        self.assertEqual(self.store.query("SELECT COUNT(*) FROM bounces"), [(1,)])
 
     def test_same_token_twice(self) -> None:
         """A VERP address named twice (in another case) is one recipient."""

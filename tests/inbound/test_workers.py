@@ -449,7 +449,7 @@ class ProcessorTests(_PoolCase):
         stored = self.w.bounce(poison)
         self.assertEqual(stored.status, "failed")
         self.assertEqual(os.path.getsize(deaths), 2)
-        self.assertIn("died on this message twice", self.w.store._bounces[poison].error)
+        self.assertIn("died on this message twice", self.w.bounce_error(poison))
         self.assertTrue(stored.raw.startswith(b"POISON"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -483,7 +483,7 @@ class ProcessorTests(_PoolCase):
         self.assertEqual(p.stats()["failed"], 0)
         self.assertEqual(len(errors), 1, errors)
         self.assertIn("operator-rules.toml", errors[0])
-        self.assertEqual(self.w.store._bounces[bids[0]].error, None)
+        self.assertEqual(self.w.bounce_error(bids[0]), None)
         open(rules, "w").close()
         self.reactor.advance(5.0)  # retry_initial
         self.pump_until(lambda: "pending" not in [self.status(b) for b in bids])
@@ -559,8 +559,8 @@ class ProcessorTests(_PoolCase):
         self.assertEqual(self.status(good), "analyzed")
         stored = self.w.bounce(hung)
         self.assertEqual(stored.status, "failed")
-        self.assertIn("died on this message twice", self.w.store._bounces[hung].error)
-        self.assertIn("did not finish within 12 s", self.w.store._bounces[hung].error)
+        self.assertIn("died on this message twice", self.w.bounce_error(hung))
+        self.assertIn("did not finish within 12 s", self.w.bounce_error(hung))
         self.assertTrue(stored.raw.startswith(b"HANG "))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 

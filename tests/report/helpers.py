@@ -153,7 +153,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 async def store_hostile(store: Any, at: float = T0) -> None:
     """One message whose recipients failed with each of :data:`HOSTILE_TEXTS` as the
     reply text (and a recipient address starting with ``-``)."""
-    if not store._open:
+    if not store.is_open:
         await store.open()
     result = await store.enqueue(NewMessage(
         sender="app@sender.test",

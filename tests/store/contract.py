@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.trial.unittest import SkipTest
 from zope.interface.verify import verifyObject
 
 from hurricane.model import (
@@ -26,8 +25,10 @@ from hurricane.model import (
     Source,
     State,
 )
-from hurricane.store import migrate, sql, txn
+from hurricane.store import migrate, sql
+from hurricane.store.faults import fail_statements
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
+from hurricane.store.txn import submission
 
 T0 = 1_000_000.0
 
@@ -43,10 +44,9 @@ def message(*recipients: str, **fields: Any) -> NewMessage:
 class StoreContractMixin:
     """Contract tests for any IOutcomeStore; see the module docstring."""
 
-    #: False for engines that keep nothing across reopen (memory).
-    durable = True
-    #: True where the store runs real transactions that can be made to fail.
-    transactional = True
+    #: False where a transaction runs inline and completes before the next
+    #: call is issued (memory): there is never one in flight to join.
+    coalesces = True
 
     # Provided by trial's TestCase.
     assertEqual: Any
@@ -169,7 +169,7 @@ class StoreContractMixin:
             self.assertEqual((d.recipient, d.created_at, d.queue_id),
                              (f"r{i}@x.test", T0 + i, r.queue_id))
         enqueuer = getattr(self.store, "_enqueuer", None)
-        if enqueuer is not None:
+        if enqueuer is not None and self.coalesces:
             # Calls arriving while a commit is in flight share the next one.
             self.assertGreater(max(enqueuer.batch_sizes), 1)
 
@@ -196,7 +196,7 @@ class StoreContractMixin:
         small ones enqueued together (one group commit), with a suppressed
         recipient among them."""
         await self.store.suppress("r7@x.test", "userunknown", T0 - 5, source="bounce")
-        sizes = (300, txn._CTE_RECIPIENTS + 1, 3, 9)
+        sizes = (300, submission.CTE_RECIPIENTS + 1, 3, 9)
         results = [await self.store.enqueue(message(*(f"r{i}@x.test" for i in range(n))), T0)
                    for n in sizes[:2]]
         results += await gatherResults([Deferred.fromCoroutine(self.store.enqueue(
@@ -218,7 +218,7 @@ class StoreContractMixin:
         """A queue id already taken is drawn again; the message and its
         deliveries end up under the new one, nothing under the old twice."""
         draws = iter(["QAAAAAAAAAAAAA", "QAAAAAAAAAAAAA", "QBBBBBBBBBBBBB"])
-        self.patch(txn, "new_queue_id", lambda now=None: next(draws))
+        self.patch(submission, "new_queue_id", lambda now=None: next(draws))
         first = await self.enqueue_one("a@x.test")
         second = await self.enqueue_one("b@x.test", "c@x.test")
         self.assertEqual((first.queue_id, second.queue_id),
@@ -236,17 +236,11 @@ class StoreContractMixin:
 
     async def test_enqueue_atomic(self) -> None:
         """An enqueue that fails halfway leaves nothing behind and raises StoreUnavailable."""
-        if not self.transactional:
-            raise SkipTest("this engine has no transaction that can fail halfway")
         # The events' insert fails, after the message's and the deliveries'
-        # (a later statement, or a later part of the one statement).
-        self.patch(sql, "INSERT_ENQUEUE_EVENTS",
-                   "INSERT INTO no_such_table SELECT * FROM deliveries WHERE message_pk IN ({})")
-        self.patch(sql, "_ENQUEUE_CTE",
-                   _original_enqueue_cte.replace("INSERT INTO events", "INSERT INTO no_such_table"))
+        # (a later statement; on PostgreSQL the one statement holding them all).
+        fault = self.store.faults.add(fail_statements("INSERT INTO events"))
         await self.assertUnavailable(self.store.enqueue(message("a@x.test", "b@x.test"), T0))
-        self.patch(sql, "INSERT_ENQUEUE_EVENTS", _original_enqueue_events)
-        self.patch(sql, "_ENQUEUE_CTE", _original_enqueue_cte)
+        self.assertEqual(fault.fired, 1)
         self.assertEqual(await self.store.outcomes(), [])
         self.assertEqual((await self.store.summary()).messages, 0)
         # And the store still works afterwards.
@@ -816,20 +810,19 @@ class StoreContractMixin:
                               (ReturnedRecipient(f"b{i}@bounce.test"),)))
         self.assertEqual(await self.store.pending_bounces(100), ids)
         bouncer = getattr(self.store, "_bouncer", None)
-        if bouncer is not None:
+        if bouncer is not None and self.coalesces:
             # Calls arriving while a commit is in flight share the next one.
             self.assertGreater(max(bouncer.batch_sizes), 1)
 
     async def test_store_bounce_batch_failure(self) -> None:
         """A failed group commit fails every store_bounce of its batch with StoreUnavailable."""
-        if not self.transactional:
-            raise SkipTest("this engine has no transaction that can fail halfway")
-        self.patch(sql, "INSERT_BOUNCE", "INSERT INTO no_such_table VALUES (?, ?, ?, ?, ?, ?)")
+        fault = self.store.faults.add(fail_statements("INSERT INTO bounces", times=None))
         calls = [Deferred.fromCoroutine(self.assertUnavailable(self.store.store_bounce(
             ReturnedMessage(b"raw %d" % i, "", "b@bounce.test", T0 + i)))) for i in range(5)]
         errors = await gatherResults(calls)
         self.assertEqual(len(errors), 5)
-        self.patch(sql, "INSERT_BOUNCE", _original_insert_bounce)
+        self.assertGreater(fault.fired, 0)
+        self.store.faults.remove(fault)
         self.assertEqual(await self.store.pending_bounces(10), [])
         # And the store still works afterwards.
         bounce_id = await self.store.store_bounce(ReturnedMessage(b"ok", "", "b@x", T0))
@@ -852,7 +845,7 @@ class StoreContractMixin:
         self.assertEqual(out[13].raw, b"raw")
         self.assertIsNone(out[14])
         reader = getattr(self.store, "_reader", None)
-        if reader is not None:
+        if reader is not None and self.coalesces:
             self.assertGreater(max(reader.batch_sizes), 1)
 
     async def test_concurrent_point_reads(self) -> None:
@@ -922,21 +915,18 @@ class StoreContractMixin:
 
     async def test_record_bounces_atomic(self) -> None:
         """A record_bounces that fails leaves every message pending and raises StoreUnavailable."""
-        if not self.transactional:
-            raise SkipTest("this engine has no transaction that can fail halfway")
         a = (await self.enqueue_one("a@x.test")).recipients[0].delivery_id
         await self.deliver(a)
         first = await self.store.store_bounce(ReturnedMessage(b"r1", "", "b@x", T0 + 50))
         second = await self.store.store_bounce(ReturnedMessage(b"r2", "", "b@x", T0 + 51))
         # The second record's event insert fails, after the first was applied.
-        self.patch(sql, "INSERT_EVENT_IDEMPOTENT", "INSERT INTO no_such_table VALUES "
-                   f"({sql.placeholders(len(sql.EVENT_INSERT_COLUMNS))})")
+        fault = self.store.faults.add(fail_statements(sql.INSERT_EVENT_IDEMPOTENT))
         await self.assertUnavailable(self.store.record_bounces([
             BounceRecord(first, [], "other", None, "{}"),
             BounceRecord(second, [BounceEvent(delivery_id=a, kind=EventKind.bounce, at=T0 + 60,
                                               correlation="verp")], "bounce", "verp", "{}"),
         ]))
-        self.patch(sql, "INSERT_EVENT_IDEMPOTENT", _original_insert_event_idempotent)
+        self.assertEqual(fault.fired, 1)
         self.assertEqual(await self.store.pending_bounces(10), [first, second])
         self.assertEqual((await self.store.get_delivery(a)).state, State.delivered)
 
@@ -1195,8 +1185,6 @@ class StoreContractMixin:
 
     async def test_reopen_keeps_everything(self) -> None:
         """A reopened store has every message, delivery, event, bounce and suppression."""
-        if not self.durable:
-            raise SkipTest("this engine keeps nothing across a reopen")
         r = await self.enqueue_one("a@x.test", "b@x.test", body=b"kept")
         a, b = [x.delivery_id for x in r.recipients]
         await self.deliver(a)
@@ -1214,9 +1202,3 @@ class StoreContractMixin:
                           await self.store.claim_due(T0 + 1, "n1", 60, 10)], [b])
         again = await self.enqueue_one()
         self.assertGreater(again.recipients[0].delivery_id, b)
-
-
-_original_enqueue_events = sql.INSERT_ENQUEUE_EVENTS
-_original_enqueue_cte = sql._ENQUEUE_CTE
-_original_insert_bounce = sql.INSERT_BOUNCE
-_original_insert_event_idempotent = sql.INSERT_EVENT_IDEMPOTENT

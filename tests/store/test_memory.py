@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from hurricane.model import ReturnedMessage
 from hurricane.store.interface import StoreUnavailable
 from hurricane.store.memory import MemoryStore
 
@@ -14,16 +15,9 @@ from .contract import StoreContractMixin, message
 
 
 class MemoryStoreContractTests(StoreContractMixin, TestCase):
-    """MemoryStore passes the IOutcomeStore contract."""
+    """MemoryStore passes the IOutcomeStore contract, atomicity and reopen included."""
 
-    durable = False
-    transactional = False
-    # Not applicable to an engine without transactions or files: removed
-    # rather than skipped, so a skip in this suite always means something.
-    test_enqueue_atomic = None  # type: ignore[assignment]
-    test_reopen_keeps_everything = None  # type: ignore[assignment]
-    test_store_bounce_batch_failure = None  # type: ignore[assignment]
-    test_record_bounces_atomic = None  # type: ignore[assignment]
+    coalesces = False
 
     async def make_store(self) -> Any:
         store = MemoryStore()
@@ -68,7 +62,8 @@ class MemoryStoreHookTests(SynchronousTestCase):
         self.failureResultOf(self.call(self.store.queue_depth()), StoreUnavailable)
         self.successResultOf(self.call(self.store.enqueue(message(), 1.0)))
         self.store.fail_next()
-        self.failureResultOf(self.call(self.store.store_bounce(None)), StoreUnavailable)
+        self.failureResultOf(self.call(self.store.store_bounce(
+            ReturnedMessage(b"raw", "", "b@x.test", 1.0))), StoreUnavailable)
         self.successResultOf(self.call(self.store.queue_depth()))
 
     def test_set_available(self) -> None:

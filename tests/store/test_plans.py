@@ -22,8 +22,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from hurricane.store import sql, txn
+from hurricane.store import sql
 from hurricane.store.sqlite import SqliteStore
+from hurricane.store.txn import reads
 
 from .test_postgres import PostgresMixin
 
@@ -46,7 +47,7 @@ class _Recorder:
 def recent_statement(dialect: sql.Dialect) -> tuple[str, list[Any]]:
     """What ``find_deliveries(recipient=, since=, limit=100)`` sends, in ``dialect``."""
     recorder = _Recorder(dialect)
-    coro = txn.find_deliveries_txn(recorder,  # type: ignore[arg-type]
+    coro = reads.find_deliveries_txn(recorder,  # type: ignore[arg-type]
                                    "Seed@x.test", None, None, None, None, 0.0, 100)
     Deferred.fromCoroutine(coro)
     [(statement, params)] = recorder.statements

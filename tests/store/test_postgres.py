@@ -21,6 +21,7 @@ from txpostgres import txpostgres
 
 from hurricane.model import AttemptResult, NewMessage, NewRecipient, State
 from hurricane.store.factory import create_store, redact_url
+from hurricane.store.faults import fail_statements
 from hurricane.store.postgres import PostgresStore
 
 from .contract import T0, StoreContractMixin, message
@@ -349,9 +350,9 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
     async def test_a_batch_of_several_statements_keeps_its_block(self) -> None:
         """More messages than one statement takes: BEGIN ... COMMIT around the
         statements, so a failing chunk cannot leave earlier ones committed."""
-        from hurricane.store.txn import _MESSAGE_CHUNK, prepare_message
+        from hurricane.store.txn.submission import MESSAGE_CHUNK, prepare_message
 
-        count = _MESSAGE_CHUNK + 5
+        count = MESSAGE_CHUNK + 5
         batch = [prepare_message(message(f"m{i}@x.test"), T0) for i in range(count)]
         results = await self.store._enqueue_batch(batch)
         self.assertEqual(len({r.queue_id for r in results}), count)
@@ -365,22 +366,18 @@ class PostgresRoundTripTests(PostgresMixin, TestCase):
     async def test_a_failing_chunk_commits_nothing(self) -> None:
         """The second statement of a large batch fails: no message of the batch stays."""
         from hurricane.store.interface import StoreUnavailable
-        from hurricane.store.txn import _MESSAGE_CHUNK, prepare_message
+        from hurricane.store.txn.submission import MESSAGE_CHUNK, prepare_message
 
-        execute = txpostgres.Cursor.execute
-        calls = {"n": 0}
-
-        def second_fails(cursor: Any, statement: str, params: Any = None) -> Any:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                statement = "SELECT 1/0"
-            return execute(cursor, statement, params)
-
-        self.patch(txpostgres.Cursor, "execute", second_fails)
+        # The first statement (BEGIN and the first chunk) reaches the server;
+        # the second fails.
+        fault = self.store.faults.add(fail_statements(skip=1))
         batch = [prepare_message(message(f"f{i}@x.test"), T0)
-                 for i in range(_MESSAGE_CHUNK + 5)]
+                 for i in range(MESSAGE_CHUNK + 5)]
         with self.assertRaises(StoreUnavailable):
             await self.store._enqueue_batch(batch)
+        self.assertEqual(fault.fired, 1)
+        self.assertTrue(self.sent[0].startswith("BEGIN; "), self.sent[0][:40])
+        self.assertEqual(self.sent[-1], "ROLLBACK")
         self.assertEqual(self.admin_sql("SELECT COUNT(*) FROM messages"), [(0,)])
 
     async def test_standalone_after_a_statement_keeps_the_block(self) -> None:

@@ -17,10 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from hurricane.model import AttemptResult, BounceEvent, EventKind, ReturnedMessage, State
-from hurricane.store import migrate, sql, txn
+from hurricane.store import migrate, sql
 from hurricane.store.interface import MailingRollup
 from hurricane.store.memory import MemoryStore
 from hurricane.store.sqlite import SqliteStore
+from hurricane.store.txn import submission
 
 from .contract import T0, message
 from .test_postgres import PostgresMixin
@@ -323,7 +324,7 @@ class MemoryReportReadsTests(ReportReadsMixin, TestCase):
         return store
 
     async def forget_mailing(self, key: str) -> None:
-        del self.store._mailings[key]
+        self.store.query("DELETE FROM mailings WHERE mailing_key = ?", (key,))
 
 
 class SqliteReportReadsTests(ReportReadsMixin, TestCase):
@@ -378,7 +379,7 @@ class MailingsMigrationTests(TestCase):
             conn.execute(
                 "INSERT INTO messages (queue_id, sender, mailing_id, size, body, source,"
                 " created_at) VALUES (?, '', ?, 1, x'00', 'smtp', ?)",
-                (txn.new_queue_id(T0) + str(n), mailing_id, T0 + n))
+                (submission.new_queue_id(T0) + str(n), mailing_id, T0 + n))
         conn.close()
         store = SqliteStore(path, reactor)
         await store.open()
