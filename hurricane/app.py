@@ -8,6 +8,7 @@ their own.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
@@ -187,6 +188,7 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     from hurricane.outbound.queue import OutboundService, OutboundSettings
     from hurricane.resolver import ResolverService
     from hurricane.submission.server import build_submission_factory
+    from hurricane.unsubscribe import Unsubscriber, bulk_headers_from_config, codec_from_config
 
     store = root.store
     codec = root.codec
@@ -240,10 +242,17 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy, pools=pools,
                     sts=sts)
     gate = _build_gate(config, reactor)
+    unsubscribe_codec = codec_from_config(config)
+    root.unsubscriber = Unsubscriber(unsubscribe_codec, store, reactor)
+    headers = bulk_headers_from_config(config, dkim, unsubscribe_codec)
     outbound = OutboundService(
-        store, dialer, codec, classifier, OutboundSettings.for_server(config), reactor, dkim,
+        store, dialer, codec, classifier,
+        dataclasses.replace(OutboundSettings.for_server(config), stream_headers=headers),
+        reactor, dkim,
     )
     outbound.use_gate(gate)
+    store.complaint_global_streams = frozenset(
+        s.name for s in config.stream_set if s.complaint_global)
     outbound.setServiceParent(root)
     root.outbound = outbound
     from hurricane.tlsrpt import tlsrpt_service
@@ -257,9 +266,11 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
             config.submission, store, hostname, reactor, on_enqueued=outbound.wake,
             verifier=verifier,
         )
+        submission.streams = frozenset(config.stream_set.names())
         bounce = build_bounce_factory(
             config.bounce, codec, store, hostname, reactor, on_stored=processor.submit,
         )
+        bounce.unsubscriber = root.unsubscriber
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
     _build_feeds(root, config, reactor)
@@ -368,8 +379,11 @@ def _build_operations(root: HurricaneService, reactor: IServerReactor,
         counters["accounting"] = root.accounting
     if root.webhooks is not None:
         counters["webhooks"] = root.webhooks
+    if root.unsubscriber is not None:
+        counters["unsubscribe"] = root.unsubscriber
     return Operations(root.store, reactor, outbound, processor=processor, counters=counters,
-                      limiter=outbound.gate.limiter if outbound.gate is not None else None)
+                      limiter=outbound.gate.limiter if outbound.gate is not None else None,
+                      streams=root.config.stream_set)
 
 
 def _build_feeds(root: HurricaneService, config: Config, reactor: IServerReactor) -> None:
@@ -400,12 +414,17 @@ def _build_web_and_admin(root: HurricaneService, config: Config, reactor: IServe
     try:
         site = build_web_site(config, root.store, reactor, on_enqueued=outbound.wake,
                               operations=operations, codec=root.codec,
-                              verifier=root.verifier)
+                              verifier=root.verifier, unsubscriber=root.unsubscriber)
         admin = build_manhole_service(config, root, reactor, operations=operations,
                                       verifier=root.verifier)
     except (OSError, ValueError) as e:
         raise StartupError(str(e)) from None
     root.site = site
     add_listeners(root, "web", config.web.listen, site, reactor)
+    if config.unsubscribe.listen and root.unsubscriber is not None:
+        from hurricane.report.unsubscribe import build_unsubscribe_site
+
+        add_listeners(root, "unsubscribe", config.unsubscribe.listen,
+                      build_unsubscribe_site(site, root.unsubscriber, reactor), reactor)
     if admin is not None:
         admin.setServiceParent(root)

@@ -385,7 +385,8 @@ def cmd_outcomes(args: argparse.Namespace) -> int:
         after = 0
         while True:
             page = await store.outcomes(
-                after, 1000, state=args.state, mailing_id=args.mailing_id
+                after, 1000, state=args.state, mailing_id=args.mailing_id,
+                stream=args.stream,
             )
             for record in page:
                 row = record.as_dict()
@@ -413,7 +414,7 @@ def _operations(config: Config, work: Callable[[Operations], Awaitable[int]]) ->
 
     async def with_operations(store: IOutcomeStore, reactor: IStoreReactor) -> int:
         try:
-            return await work(Operations(store, reactor))
+            return await work(Operations(store, reactor, streams=config.stream_set))
         except InvalidRequest as e:
             raise CommandError(e.message, EXIT_USAGE) from None
 
@@ -428,25 +429,32 @@ def cmd_suppression(args: argparse.Namespace) -> int:
         raise CommandError(f"suppression {args.action} needs an ADDRESS", EXIT_USAGE)
 
     async def work(operations: Operations) -> int:
+        scope = getattr(args, "scope", None)
         if args.action == "list":
-            after = None
+            after: tuple[str, str] | None = None
             while True:
-                page = await operations.suppressions(after, 1000)
+                page = await operations.list_suppressions(scope, after, 1000)
                 for s in page:
                     print(json.dumps({
-                        "address": s.address, "reason": s.reason, "source": s.source,
-                        "created_at": s.created_at, "note": s.note,
+                        "address": s.address, "scope": s.scope, "reason": s.reason,
+                        "source": s.source, "created_at": s.created_at, "note": s.note,
+                        "event_id": s.event_id, "expires_at": s.expires_at,
                     }))
                 if len(page) < 1000:
                     return EXIT_OK
-                after = page[-1].address
+                after = (page[-1].scope, page[-1].address)
         if args.action == "add":
-            added = await operations.suppress(args.address, args.reason, args.note)
-            print(("added " if added.added else "already suppressed ") + added.address)
+            expires = None if args.expires_days is None else \
+                operations.clock.seconds() + args.expires_days * 86400.0
+            added = await operations.suppress_scoped(args.address, scope, args.reason,
+                                                     args.note, expires)
+            print(("added " if added.changed else "already suppressed ")
+                  + f"{added.address} ({added.scope})")
             return EXIT_OK
-        removed = await operations.unsuppress(args.address)
-        print(("removed " if removed.removed else "not suppressed ") + removed.address)
-        return EXIT_OK if removed.removed else EXIT_FAILED
+        removed = await operations.unsuppress_scoped(args.address, scope)
+        print(("removed " if removed.changed else "not suppressed ")
+              + f"{removed.address} ({removed.scope})")
+        return EXIT_OK if removed.changed else EXIT_FAILED
 
     return _operations(config, work)
 
@@ -519,6 +527,7 @@ def _add_data_parsers(sub: _Subcommands) -> None:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("--state", help="only this state (delivered, bounced, ...)")
     p.add_argument("--mailing-id", help="only this mailing")
+    p.add_argument("--stream", help="only this message stream (transactional, ...)")
     p.set_defaults(func=cmd_outcomes)
 
     supp = sub.add_parser("suppression", help="list, add or remove suppressed addresses",
@@ -526,21 +535,32 @@ def _add_data_parsers(sub: _Subcommands) -> None:
                           "send to.")
     ssub = supp.add_subparsers(dest="action", metavar="ACTION")
     ssub.required = True
+    scope_help = ("global (default), stream:NAME (one stream), mailing:ID (one mailing) or "
+                  "domain (ADDRESS is then a domain: every address of it)")
     p = ssub.add_parser("list", help="print the list as JSON lines",
-                        description="Print every suppressed address as a JSON line.")
+                        description="Print every suppression entry as a JSON line, with "
+                        "its scope: the global list first, then stream, mailing and domain "
+                        "entries.")
     _add_config(p)
+    p.add_argument("--scope", help="only this scope: " + scope_help)
     p.set_defaults(func=cmd_suppression, address=None)
     p = ssub.add_parser("add", help="suppress an address",
-                        description="Add ADDRESS to the suppression list.")
+                        description="Add ADDRESS to the suppression list (of one scope).")
     _add_config(p)
     p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--scope", help=scope_help)
     p.add_argument("--reason", default="operator", help="reason recorded (default operator)")
     p.add_argument("--note", help="free text recorded with the entry")
+    p.add_argument("--expires-days", type=float, metavar="DAYS",
+                   help="the entry stops matching after DAYS (not for global)")
     p.set_defaults(func=cmd_suppression)
     p = ssub.add_parser("remove", help="stop suppressing an address",
-                        description="Remove ADDRESS from the suppression list.")
+                        description="Remove ADDRESS's entry of one scope (default global); "
+                        "'--scope domain example.com' lifts a domain suppressed after it "
+                        "failed to resolve.")
     _add_config(p)
     p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("--scope", help=scope_help)
     p.set_defaults(func=cmd_suppression)
 
     p = sub.add_parser("retry", help="make deferred deliveries due now",

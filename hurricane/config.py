@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hurricane.opsconfig import AccountingConfig, WebhookConfig
 from hurricane.outcome import SqliteSync, TlsPolicy
 from hurricane.passwords import is_password_hash, is_token_hash
+from hurricane.streams import DEFAULT_STREAM, StreamConfig, Streams, UnsubscribeConfig
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorCore
@@ -426,10 +427,19 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     webhooks: tuple[WebhookConfig, ...] = ()
+    #: ``[[streams]]``: message streams (a default transactional one always exists).
+    streams: tuple[StreamConfig, ...] = ()
+    #: ``[unsubscribe]``: the one-click unsubscribe endpoint of bulk streams.
+    unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     #: The file this came from (None for built-in defaults).
     source: str | None = None
 
     # -- derived values ---------------------------------------------------
+
+    @property
+    def stream_set(self) -> Streams:
+        """The configured streams by name, the default transactional one included."""
+        return Streams(self.streams)
 
     @property
     def data_dir(self) -> str:
@@ -476,6 +486,7 @@ _SECTIONS = {
     "web": WebConfig,
     "admin": AdminConfig,
     "accounting": AccountingConfig,
+    "unsubscribe": UnsubscribeConfig,
 }
 
 
@@ -513,12 +524,14 @@ def config_from_dict(data: Mapping[str, object]) -> Config:
             kwargs["routes"] = _routes(value, ("routes",))
         elif key == "webhooks":
             kwargs["webhooks"] = _coerce(tuple[WebhookConfig, ...], value, ("webhooks",))
+        elif key == "streams":
+            kwargs["streams"] = _coerce(tuple[StreamConfig, ...], value, ("streams",))
         elif key in _SECTIONS:
             kwargs[key] = _build(_SECTIONS[key], value, (key,))
         else:
             raise ConfigError(
                 "unknown section; expected one of "
-                f"{', '.join(sorted([*_SECTIONS, 'routes', 'webhooks']))}",
+                f"{', '.join(sorted([*_SECTIONS, 'routes', 'streams', 'webhooks']))}",
                 (key,),
             )
     config = Config(**kwargs)
@@ -767,6 +780,7 @@ def _check(c: Config) -> None:
     for i, hook in enumerate(c.webhooks):
         for key, msg in hook.problems():
             raise ConfigError(msg, (f"webhooks[{i}]", key))
+    _check_streams(c)
     _check_secrets(c)
     _check_pools(c)
     for i, dkim_key in enumerate(c.delivery.dkim):
@@ -828,6 +842,27 @@ def _check_pools(c: Config) -> None:
     if c.delivery.pool and c.delivery.pool not in names:
         raise ConfigError(f"no [[delivery.pools]] named {c.delivery.pool!r}",
                           ("delivery", "pool"))
+    for i, stream in enumerate(c.streams):
+        if stream.pool and stream.pool not in names:
+            raise ConfigError(f"no [[delivery.pools]] named {stream.pool!r}",
+                              (f"streams[{i}]", "pool"))
+
+
+def _check_streams(c: Config) -> None:
+    seen: set[str] = set()
+    for i, stream in enumerate(c.streams):
+        for key, msg in stream.problems():
+            raise ConfigError(msg, (f"streams[{i}]", key))
+        if stream.name in seen:
+            raise ConfigError(f"stream {stream.name!r} is defined twice", (f"streams[{i}]", "name"))
+        seen.add(stream.name)
+        if stream.name == DEFAULT_STREAM and stream.bulk:
+            raise ConfigError(f"the default stream {DEFAULT_STREAM!r} is transactional; "
+                              "give the bulk stream another name", (f"streams[{i}]", "kind"))
+    for key, msg in c.unsubscribe.problems():
+        raise ConfigError(msg, ("unsubscribe", key))
+    for i, ep in enumerate(c.unsubscribe.listen):
+        check_endpoint(ep, ("unsubscribe", f"listen[{i}]"))
 
 
 def _check_secrets(c: Config) -> None:

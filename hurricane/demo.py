@@ -30,6 +30,7 @@ import dataclasses
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -60,10 +61,14 @@ log = Logger()
 
 #: The demo's mix of behaviours, in percent.
 DEMO_MIX: Mapping[str, float] = {
-    "accept": 86.0, "unknown": 3.0, "full": 1.0, "spam": 1.5, "grey": 2.0,
+    "accept": 84.5, "unsubscribe": 1.0, "unsubscribe-mailto": 0.5,
+    "unknown": 3.0, "full": 1.0, "spam": 1.5, "grey": 2.0,
     "late": 1.5, "ndr-exim": 0.5, "ndr-exchange": 0.5, "ndr-gmail": 0.5,
     "delayed": 0.5, "complain": 1.0, "vacation": 1.5, "drop": 0.5,
 }
+
+#: The demo mailing's stream: a newsletter.
+DEMO_STREAM = "newsletter"
 
 DEMO_DOMAINS = ("gmail.test", "yahoo.test", "outlook.test", "gmx.test", "orange.test",
                 "example.org")
@@ -93,12 +98,14 @@ def _toml_value(v: object) -> str:
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
-def write_toml(data: Mapping[str, Mapping[str, object]], path: str) -> None:
-    """Write a configuration dict (sections of scalars and one level of sub-tables)."""
+def write_toml(data: Mapping[str, Mapping[str, object] | Sequence[Mapping[str, object]]],
+               path: str) -> None:
+    """Write a configuration dict (sections of scalars and sub-tables; a top-level
+    list of tables, such as ``streams``, as an array of tables ``[[streams]]``)."""
     lines: list[str] = []
 
-    def section(name: str, table: Mapping[str, object]) -> None:
-        lines.append(f"[{name}]")
+    def section(name: str, table: Mapping[str, object], array: bool = False) -> None:
+        lines.append(f"[[{name}]]" if array else f"[{name}]")
         subs = []
         for k, v in table.items():
             if isinstance(v, Mapping):
@@ -111,7 +118,11 @@ def write_toml(data: Mapping[str, Mapping[str, object]], path: str) -> None:
             section(f"{name}.{k}", v)
 
     for name, table in data.items():
-        section(name, table)
+        if isinstance(table, Mapping):
+            section(name, table)
+        else:
+            for item in table:
+                section(name, item, array=True)
     with open(path, "w") as fp:
         fp.write("\n".join(lines))
 
@@ -291,6 +302,9 @@ def compare_with_sink(summary: Summary, notices: Mapping[str, int],
         Comparison('delay notices (DSN "delayed"; stay delivered)',
                    notices.get(EventKind.delayed.value, 0),
                    sent.get(EventKind.delayed.value, 0)),
+        Comparison("unsubscribes (one-click POST or mailto)",
+                   notices.get(EventKind.unsubscribed.value, 0),
+                   sent.get("unsubscribe", 0) + sent.get("unsubscribe-mailto", 0)),
     ]
 
 
@@ -331,10 +345,12 @@ class Rig:
         self.config_file = os.path.join(data_dir, "hurricane.toml")
         self._sink_port: IListeningPort | None = None
         self.fatal: list[str] = []
+        self.web_port = 0
 
     # -- start and stop ------------------------------------------------------
 
-    def config_dict(self, sink_port: int) -> dict[str, dict[str, object]]:
+    def config_dict(self, sink_port: int
+                    ) -> dict[str, dict[str, object] | list[dict[str, object]]]:
         """The configuration of the Hurricane side, as TOML-ready data."""
         data: dict[str, dict[str, object]] = {
             "server": {"hostname": "demo.hurricane.test", "data_dir": self.data_dir,
@@ -346,11 +362,17 @@ class Rig:
                        "max_connections_per_ip": 100},
             "delivery": dict(self.delivery),
             "routes": {"*": f"127.0.0.1:{sink_port}"},
-            "web": {"listen": ["tcp:0:interface=127.0.0.1"] if self.web else []},
+            "web": {"listen": [f"tcp:{self.web_port}:interface=127.0.0.1"]
+                    if self.web else []},
         }
+        if self.web:
+            data["unsubscribe"] = {"base_url": f"http://127.0.0.1:{self.web_port}"}
         if self.store_url:
             data["store"]["url"] = self.store_url
-        return data
+        # The mailing is a newsletter: a bulk stream, with one-click unsubscribe
+        # links pointing at the web listener (issue 20).
+        return {**data, "streams": [{"name": DEMO_STREAM, "kind": "bulk",
+                                     "feedback_id": "{mailing}:{stream}:{sender}"}]}
 
     async def start(self) -> None:
         """Start the sink, then Hurricane; point the sink's returns at the bounce port."""
@@ -367,6 +389,11 @@ class Rig:
                                 tls_context=ctx)
         endpoint = TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1")
         self._sink_port = await endpoint.listen(self.sink)
+        if self.web:
+            # A port known before the start: the unsubscribe links name it.
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.web_port = int(s.getsockname()[1])
         data = self.config_dict(self.sink_port())
         write_toml(data, self.config_file)
         self.config = dataclasses.replace(config_from_dict(data), source=self.config_file)
@@ -450,6 +477,7 @@ class Rig:
                        f"Message-ID: <{mailing_id}.{n}.{i}@shop.demo.test>\r\n"
                        f"X-Hurricane-Mailing-Id: {mailing_id}\r\n"
                        f"X-Hurricane-Message-Id: m{n}-{i}\r\n"
+                       f"X-Hurricane-Stream: {DEMO_STREAM}\r\n"
                        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n"
                        f"\r\nHello {rcpt},\r\n\r\n{body_text}").encode()
                 (reply,) = await conn.send(OutboundMessage(
@@ -520,10 +548,12 @@ class Rig:
 
     async def notices(self) -> Counter[str]:
         """Events that record an answer without changing a delivered state, by kind:
-        ``autoreply`` (RFC 3834) and ``delayed`` ("delayed" DSNs)."""
+        ``autoreply`` (RFC 3834), ``delayed`` ("delayed" DSNs) and ``unsubscribed``
+        (one-click or mailto unsubscribes)."""
         from hurricane.model import EventKind
 
-        kinds = {EventKind.autoreply.value, EventKind.delayed.value}
+        kinds = {EventKind.autoreply.value, EventKind.delayed.value,
+                 EventKind.unsubscribed.value}
         found: Counter[str] = Counter()
         after = 0
         while True:

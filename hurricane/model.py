@@ -77,6 +77,9 @@ class NewMessage:
     source: str = "smtp"  # smtp | api
     client: str | None = None  # submitting client address / user, for the record
     metadata: dict[str, object] = field(default_factory=dict)
+    #: The message stream (``X-Hurricane-Stream`` or the API's ``stream``);
+    #: None is the default transactional stream.
+    stream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ class Delivery:
     bounced_at: float | None = None
     lease_owner: str | None = None
     lease_until: float | None = None
+    #: The message's stream (None: the default transactional stream).
+    stream: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -383,12 +388,15 @@ class Outcome:
     bounced_at: float | None = None
     #: The source address of the delivery's last attempt (issue 21).
     source_ip: str | None = None
+    #: The message stream (issue 20); messages stored before streams existed
+    #: are in the default one.
+    stream: str = "transactional"
 
     #: Field order of the CSV and JSON export.
     FIELDS = (
         "queue_id", "delivery_id", "recipient", "state", "reason", "hard", "code",
         "status", "text", "attempts", "mailing_id", "message_id", "created_at",
-        "updated_at", "remote_host", "delivered_at", "bounced_at", "source_ip",
+        "updated_at", "remote_host", "delivered_at", "bounced_at", "stream", "source_ip",
     )
 
     def as_dict(self) -> dict[str, object]:

@@ -41,6 +41,8 @@ from hurricane.smtpd.address import parse_path
 from hurricane.smtpd.reply import ReplyError
 from hurricane.store.interface import IOutcomeStore
 from hurricane.store.policy import PolicyEvent, PolicyStore, policy_store
+from hurricane.store.suppression import GLOBAL, SCOPED, ScopedSuppression, parse_scope
+from hurricane.streams import Streams
 
 __all__ = [
     "Counters",
@@ -50,6 +52,7 @@ __all__ = [
     "Operations",
     "Replayer",
     "Scheduler",
+    "ScopedResult",
     "SuppressResult",
     "UnsuppressResult",
     "address_key",
@@ -176,6 +179,24 @@ class SuppressResult:
 
 
 @dataclass(frozen=True)
+class ScopedResult:
+    """What :meth:`Operations.suppress_scoped` / :meth:`Operations.unsuppress_scoped` did.
+
+    Attributes:
+        changed: an entry was added (or removed); False when it was already
+            there (or was not).
+        scope: the scope as stored (``global``, ``stream:NAME``...).
+        address: the key (lower-cased address, or the domain for ``domain``).
+        entries: every entry naming the address afterwards.
+    """
+
+    changed: bool
+    scope: str
+    address: str
+    entries: tuple[ScopedSuppression, ...] = ()
+
+
+@dataclass(frozen=True)
 class UnsuppressResult:
     """What :meth:`Operations.unsuppress` did.
 
@@ -207,7 +228,9 @@ class Operations:
     def __init__(self, store: IOutcomeStore, clock: IReactorTime,
                  outbound: Scheduler | None = None, *, processor: Replayer | None = None,
                  counters: Mapping[str, Counters] | None = None,
-                 limiter: ProviderLimiter | None = None) -> None:
+                 limiter: ProviderLimiter | None = None,
+                 streams: Streams | None = None) -> None:
+        self.streams = streams
         self.store = store
         self.limiter = limiter
         self.policy_store: PolicyStore | None = policy_store(store)
@@ -315,6 +338,91 @@ class Operations:
                            limit: int = 1000) -> list[Suppression]:
         """One page of the list ordered by address (keyset on ``after``)."""
         return await self.store.suppressions(after=after, limit=limit)
+
+    # -- scoped suppression (issue 20) ---------------------------------------
+
+    def scope(self, value: object) -> str:
+        """A scope checked the one way every front end uses: ``global`` (None or
+        ""), ``stream:NAME`` of a configured stream, ``mailing:ID`` or ``domain``.
+
+        Raises:
+            InvalidRequest: anything else, or a stream not configured.
+        """
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest("scope", "scope: expected global, stream:NAME, "
+                                          "mailing:ID or domain")
+        try:
+            scope = parse_scope(value)
+        except ValueError as e:
+            raise InvalidRequest("scope", f"scope: {e}") from None
+        if scope.startswith("stream:") and self.streams is not None and \
+                self.streams.get(scope[7:]) is None:
+            raise InvalidRequest("scope", f"scope: no stream {scope[7:]!r} is configured; "
+                                          f"streams: {', '.join(self.streams.names())}")
+        return scope
+
+    def _scoped_key(self, scope: str, address: object) -> str:
+        if scope != "domain":
+            return parse_address(address).lower()
+        if not isinstance(address, str) or not address.strip():
+            raise InvalidRequest("address", "address: expected a domain")
+        domain = address.strip().lower().rpartition("@")[2].rstrip(".")
+        if not domain or "." not in domain or not all(
+                c.isalnum() or c in "-." for c in domain):
+            raise InvalidRequest("address", f"address: expected a domain, got {address!r}")
+        return domain
+
+    async def suppress_scoped(self, address: object, scope: object = None,
+                              reason: object = "operator", note: object = None,
+                              expires_at: float | None = None) -> ScopedResult:
+        """Add an entry of any scope (source ``operator``); global as :meth:`suppress`.
+
+        Raises:
+            InvalidRequest: a bad scope, address (a domain for ``domain``),
+                reason or note, or an expiry in the past.
+        """
+        where = self.scope(scope)
+        key = self._scoped_key(where, address)
+        why, text = _reason(reason), _note(note)
+        now = self.clock.seconds()
+        if expires_at is not None and (where == GLOBAL or expires_at <= now):
+            raise InvalidRequest("expires", "expires: only a stream, mailing or domain entry "
+                                            "expires, and in the future")
+        added = await self.store.add_suppression(where, key, why, now, "operator", text, None,
+                                                 expires_at)
+        log.info("suppression of {address} ({scope}) added by an operator ({added})",
+                 address=key, scope=where, added=added)
+        return ScopedResult(added, where, key,
+                            tuple(await self.store.suppression_entries(key)))
+
+    async def unsuppress_scoped(self, address: object, scope: object = None) -> ScopedResult:
+        """Remove the entry of one scope (global by default).
+
+        Raises:
+            InvalidRequest: a bad scope, or an empty address.
+        """
+        where = self.scope(scope)
+        key = address_key(address)
+        if where == "domain":
+            key = key.rpartition("@")[2].rstrip(".")
+        removed = await self.store.remove_suppression(where, key)
+        log.info("suppression of {address} ({scope}) removed by an operator ({removed})",
+                 address=key, scope=where, removed=removed)
+        return ScopedResult(removed, where, key,
+                            tuple(await self.store.suppression_entries(key)))
+
+    async def suppression_entries(self, address: object) -> list[ScopedSuppression]:
+        """Every entry naming an address (or its domain), global first."""
+        return await self.store.suppression_entries(address_key(address))
+
+    async def list_suppressions(self, scope: object = None, after: tuple[str, str] | None = None,
+                                limit: int = 1000) -> list[ScopedSuppression]:
+        """One page of entries of every scope, or of one (``scope`` given)."""
+        where = None if scope in (None, "", "all") else SCOPED if scope == SCOPED \
+            else self.scope(scope)
+        if not 1 <= limit <= 10_000:
+            raise InvalidRequest("limit", "limit: must be between 1 and 10000")
+        return await self.store.list_suppressions(where, after, limit)
 
     # -- reading -------------------------------------------------------------
 

@@ -39,6 +39,8 @@ __all__ = [
     "Source",
     "Stage",
     "State",
+    "StreamKind",
+    "SuppressionScopeKind",
     "SuppressionSource",
     "TlsPolicy",
     "is_hard",
@@ -301,6 +303,7 @@ class EventKind(str, enum.Enum):
     #: ``policy_events``, not in a delivery's events; sent to the accounting
     #: log and to webhooks under this type.
     policy = "policy"
+    unsubscribed = "unsubscribed"  # a one-click (RFC 8058) or mailto unsubscribe
 
 
 class PolicyVerb(str, enum.Enum):
@@ -343,6 +346,8 @@ class SuppressionSource(str, enum.Enum):
     bounce = "bounce"  # a hard asynchronous bounce
     complaint = "complaint"  # a feedback-loop complaint
     operator = "operator"  # an operator (CLI, console, web, API)
+    unsubscribe = "unsubscribe"  # a one-click or mailto unsubscribe (RFC 8058)
+    dns = "dns"  # a domain that did not resolve, confirmed over time
 
 
 class CorrelationKey(enum.StrEnum):
@@ -455,3 +460,25 @@ def sql_list(members: Sequence[enum.Enum]) -> str:
         The quoted values joined with ``", "``.
     """
     return ", ".join(f"'{m.value}'" for m in members)
+
+
+class StreamKind(str, enum.Enum):
+    """A message stream's kind: what the mail is, for the receivers' rules.
+
+    Bulk mail (newsletters, campaigns) carries the one-click unsubscribe
+    headers (RFC 8058) and its unsubscribes and complaints suppress only its
+    stream; transactional mail (password resets, receipts) never does.
+    """
+
+    transactional = "transactional"
+    bulk = "bulk"
+
+
+class SuppressionScopeKind(str, enum.Enum):
+    """How far a suppression entry reaches: every stream, one stream, one mailing,
+    or (``domain``) every address of a domain that did not resolve."""
+
+    global_ = "global"
+    stream = "stream"
+    mailing = "mailing"
+    domain = "domain"

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from hurricane.policy.service import PolicyService
     from hurricane.reactors import IServerReactor
     from hurricane.report.web import HurricaneSite
+    from hurricane.unsubscribe import Unsubscriber
     from hurricane.verp import VerpCodec
     from hurricane.webhooks import WebhooksService
 
@@ -124,6 +125,8 @@ class HurricaneService(MultiService):
         self.verifier: SecretVerifier | None = None
         self.classifier: ReplyClassifier | None = None
         self.processor: BounceProcessor | None = None
+        #: Records one-click and mailto unsubscribes (issue 20).
+        self.unsubscriber: Unsubscriber | None = None
         self.retention: BounceRetention | None = None
         self.resolver: MXResolver | None = None
         self.outbound: OutboundService | None = None

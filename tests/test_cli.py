@@ -258,7 +258,9 @@ class StoreCommandTests(SynchronousTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
         self.assertEqual(lines[0], f"created {path}")
-        self.assertEqual(len([x for x in lines if x.startswith("applied 0")]), count)
+        # One line per migration file (numbers may have gaps between branches).
+        files = len(load_migrations(SQLITE))
+        self.assertEqual(len([x for x in lines if x.startswith("applied 0")]), files)
         self.assertEqual(lines[-1], f"sqlite://{path}: schema version 0 -> {n}")
         r = run("migrate", "--config", config)
         self.assertEqual(r.stdout, f"sqlite://{path}: already at schema version {n}, "

@@ -29,8 +29,10 @@ The console:
     ``events(delivery_id)``       the events of one delivery
     ``retry(queue_id)``           make a message's deferred recipients due now
     ``release(node_id)``          give back the leases of a node that died
-    ``suppress(address, reason="operator", note=None)``
-    ``unsuppress(address)``
+    ``suppress(address, reason="operator", note=None, scope=None)``
+                                  scope: global (None), "stream:NAME", "mailing:ID", "domain"
+    ``unsuppress(address, scope=None)``
+    ``suppressions(address=None, scope=None)``  entries naming an address, or a page of all
     ``replay(bounce_id)``         re-analyze a stored returned message (after a rule change)
     ``providers()``               provider limits as they adapted, recent actions (issue 19)
     ``release_mailing(mailing_id)``  send a held mailing's recipients (breaker stays off)
@@ -265,17 +267,26 @@ def make_namespace(root: HurricaneService, operations: Operations) -> Namespace:
         return later(operations.release(node_id))
 
     def suppress(address: str, reason: str = "operator",
-                 note: str | None = None) -> Deferred[bool]:
-        """Add an address to the suppression list; False if it was there already."""
+                 note: str | None = None, scope: str | None = None) -> Deferred[bool]:
+        """Add an address to the suppression list (of one scope); False if it was there."""
         async def add() -> bool:
-            return (await operations.suppress(address, reason, note)).added
+            return (await operations.suppress_scoped(address, scope, reason, note)).changed
         return later(add())
 
-    def unsuppress(address: str) -> Deferred[bool]:
-        """Remove an address from the suppression list; False if it was not there."""
+    def unsuppress(address: str, scope: str | None = None) -> Deferred[bool]:
+        """Remove an address's entry of one scope; False if it was not there."""
         async def remove() -> bool:
-            return (await operations.unsuppress(address)).removed
+            return (await operations.unsuppress_scoped(address, scope)).changed
         return later(remove())
+
+    def suppressions(address: str | None = None,
+                     scope: str | None = None) -> Deferred[list[dict[str, object]]]:
+        """The entries naming an address (its domain's too), or the first 100 entries."""
+        async def entries() -> list[dict[str, object]]:
+            found = (await operations.suppression_entries(address) if address is not None
+                     else await operations.list_suppressions(scope, None, 100))
+            return [e.as_dict() for e in found]
+        return later(entries())
 
     def replay(bounce_id: int) -> Deferred[object]:
         """Analyze a stored returned message again (after a rule change)."""
@@ -314,6 +325,7 @@ def make_namespace(root: HurricaneService, operations: Operations) -> Namespace:
         "release": release,
         "suppress": suppress,
         "unsuppress": unsuppress,
+        "suppressions": suppressions,
         "replay": replay,
         "providers": providers,
         "release_mailing": release_mailing,

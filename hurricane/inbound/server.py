@@ -28,7 +28,8 @@ from hurricane.smtpd.protocol import Envelope, HardenedESMTP, HardenedFactory, R
 from hurricane.smtpd.reply import Reply
 from hurricane.smtpd.tls import tls_context_from_files
 from hurricane.store.interface import IOutcomeStore, StoreUnavailable
-from hurricane.verp import VerpCodec
+from hurricane.unsubscribe import MAILTO_PREFIX, Unsubscriber, UnsubscribeToken
+from hurricane.verp import VerpCodec, normalise_domain
 
 log = Logger()
 
@@ -57,23 +58,64 @@ class BounceProtocol(HardenedESMTP):
 
     def validate_recipient(self, recipient: Path, params: Mapping[str, str | None]
                            ) -> Recipient | Reply:
-        """VERP, postmaster or feedback addresses on the bounce domain only."""
+        """VERP, postmaster or feedback addresses on the bounce domain only, and
+        the mailto unsubscribe addresses (``u-TOKEN``) of bulk streams."""
         tx = self.transaction
-        accepted = [_token(r) for r in tx.recipients] if tx is not None else []
+        unsubscribe = self._unsubscribe(recipient)
+        if unsubscribe is not None:
+            return unsubscribe
+        accepted = [r.info for r in tx.recipients
+                    if isinstance(r.info, BounceRecipient)] if tx is not None else []
         verdict = self.factory.policy.check_recipient(recipient, accepted)
         if isinstance(verdict, BounceRecipient):
             return Recipient(recipient, params, verdict)
         return verdict
+
+    def _unsubscribe(self, recipient: Path) -> Recipient | Reply | None:
+        """A mailto unsubscribe address: accepted when its token verifies (the
+        store is not touched for a forged one); None for any other address."""
+        unsubscriber = self.factory.unsubscriber
+        if unsubscriber is None or recipient.domain is None or recipient.quoted or \
+                not recipient.local.lower().startswith(MAILTO_PREFIX) or \
+                normalise_domain(recipient.domain) != self.factory.policy.domain:
+            return None
+        checked = unsubscriber.codec.decode_mailto(recipient.local)
+        if not isinstance(checked, UnsubscribeToken):
+            log.info("refused unsubscribe address {rcpt}: {reason}", rcpt=recipient.address,
+                     reason=checked.reason)
+            return Reply(550, "5.1.1", "Error: no such unsubscribe address")
+        return Recipient(recipient, {}, MailtoUnsubscribe(recipient.local[len(MAILTO_PREFIX):]))
+
+    async def _record_unsubscribes(self, envelope: Envelope) -> Reply | None:
+        """Record the mailto unsubscribes of a transaction (as a one-click POST would)."""
+        unsubscriber = self.factory.unsubscriber
+        for rcpt in envelope.recipients:
+            if isinstance(rcpt.info, MailtoUnsubscribe) and unsubscriber is not None:
+                try:
+                    await unsubscriber.unsubscribe(rcpt.info.token, "mailto")
+                except StoreUnavailable as e:
+                    log.warn("store unavailable, answered 451 to {peer}: {error}",
+                             peer=envelope.session.peer, error=str(e))
+                    return Reply(451, "4.3.0", "Error: temporarily unable to accept the "
+                                               "message, try again later")
+        return None
 
     async def message_received(self, envelope: Envelope, data: bytes) -> Reply:
         """Store the message once for all its recipients, then answer 250."""
         factory = self.factory
         s = envelope.session
         client = f"[{s.peer}] helo={s.helo}"
+        refused = await self._record_unsubscribes(envelope)
+        if refused is not None:
+            return refused
+        returned = [rcpt for rcpt in envelope.recipients
+                    if isinstance(rcpt.info, BounceRecipient)]
+        if not returned:
+            return Reply(250, "2.0.0", "Ok: unsubscribed")
         recipients = tuple(
             ReturnedRecipient(rcpt.path.address, _token(rcpt).delivery_id,
                               _token(rcpt).per_message)
-            for rcpt in envelope.recipients
+            for rcpt in returned
         )
         message = ReturnedMessage(
             raw=data,
@@ -134,6 +176,18 @@ class BounceFactory(HardenedFactory):
         self.on_stored = on_stored
         self.policy = BouncePolicy(codec, config.domain, config.feedback_addresses,
                                    config.max_postmaster_recipients)
+        #: Records mailto unsubscribes (``u-TOKEN@``); None refuses them as
+        #: unknown addresses.
+        self.unsubscriber: Unsubscriber | None = None
+
+
+class MailtoUnsubscribe:
+    """A recipient's info: a verified mailto unsubscribe token."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
 
 
 def build_bounce_factory(

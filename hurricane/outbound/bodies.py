@@ -143,11 +143,14 @@ class BodyCache:
             del self._refs[message_pk]
             self._ready.pop(message_pk, None)
 
-    async def get(self, message_pk: int) -> bytes:
+    async def get(self, message_pk: int, sign: bool = True) -> bytes:
         """The normalised, signed bytes of a message, loaded and signed once.
 
         Args:
             message_pk: the message's key.
+            sign: False for a message whose transactions add headers of their
+                own and are signed then (a bulk stream's List-Unsubscribe):
+                every delivery of a message asks the same way.
 
         Returns:
             the bytes to send.
@@ -173,7 +176,7 @@ class BodyCache:
             if raw is None:
                 raw = await self._source.load_body(message_pk)
             message = normalise_message(raw)
-            if self._signer is not None:
+            if self._signer is not None and sign:
                 message = await self._signer.sign(message)
         except BaseException as e:
             for d in self._loading.pop(message_pk, []):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
@@ -43,7 +44,7 @@ from hurricane.outbound.retry import RetryPolicy, expired
 from hurricane.outcome import Phase, Reason
 from hurricane.verp import VerpCodec
 
-__all__ = ["AttemptJudge", "Dispatcher"]
+__all__ = ["AttemptJudge", "Dispatcher", "StreamHeaders"]
 
 log = Logger()
 
@@ -103,6 +104,23 @@ class AttemptJudge:
                                tls_policy_id=facts.tls_policy_id, tls_result=facts.tls_result)
 
 
+class StreamHeaders(Protocol):
+    """Adds a stream's per-recipient headers, then signs.
+
+    :class:`hurricane.unsubscribe.BulkHeaders` is the server's.
+    """
+
+    @property
+    def decorated(self) -> frozenset[str]:
+        """The streams whose messages get headers (one recipient per transaction)."""
+
+    def applies(self, delivery: Delivery) -> bool:
+        """True when the delivery's stream adds headers (its transactions are signed here)."""
+
+    async def apply(self, delivery: Delivery, body: bytes) -> bytes:
+        """The normalised, unsigned body with the headers added, signed."""
+
+
 class Dispatcher:
     """Sends one transaction per batch and hands each delivery's result on.
 
@@ -115,11 +133,15 @@ class Dispatcher:
             delivery that is not in flight any more.
         give_back: returns leases without an attempt (a body that cannot be
             loaded), with the reason for the log.
+        headers: adds a stream's per-recipient headers (List-Unsubscribe,
+            Feedback-ID) and signs; None adds none.
     """
 
     def __init__(self, bodies: BodyCache, codec: VerpCodec, judge: AttemptJudge,
                  clock: IReactorTime, finish: Callable[[Delivery, AttemptResult], None],
-                 give_back: Callable[[Sequence[Delivery], str], Awaitable[None]]) -> None:
+                 give_back: Callable[[Sequence[Delivery], str], Awaitable[None]],
+                 headers: StreamHeaders | None = None) -> None:
+        self._headers = headers
         self._bodies = bodies
         self._codec = codec
         self._judge = judge
@@ -154,8 +176,13 @@ class Dispatcher:
             False when the connection misbehaved and must be closed.
         """
         first = batch[0]
+        headers = self._headers if self._headers is not None and \
+            self._headers.applies(first) else None
         try:
-            body = await self._bodies.get(first.message_pk)
+            body = await self._bodies.get(first.message_pk, sign=headers is None)
+            if headers is not None:
+                # Per recipient (its own unsubscribe link), then signed.
+                body = await headers.apply(first, body)
         except CancelledError:
             raise
         except Exception:

@@ -45,6 +45,7 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to",
     b"mime-version", b"content-type", b"content-transfer-encoding",
     b"list-unsubscribe", b"list-unsubscribe-post", b"in-reply-to", b"references",
+    b"feedback-id",
 )
 
 

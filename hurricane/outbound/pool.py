@@ -23,7 +23,7 @@ connection.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +40,7 @@ from hurricane.outbound.dialer import Dialer, DialFailed
 from hurricane.outbound.interface import ISMTPConnection, TransportFacts
 from hurricane.outbound.mx import DestinationError
 from hurricane.outcome import Reason
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = [
     "IDLE_GRACE",
@@ -70,9 +71,13 @@ class DestinationKey:
     pool: str = ""
 
     @classmethod
-    def of(cls, delivery: Delivery) -> DestinationKey:
-        """The key of a delivery (its recipient domain)."""
-        return cls(delivery.domain)
+    def of(cls, delivery: Delivery, stream_pools: Mapping[str, str] | None = None
+           ) -> DestinationKey:
+        """The key of a delivery: its recipient domain, and the IP pool its stream
+        names in ``stream_pools`` (stream name -> pool; "" = the default pool)."""
+        if not stream_pools:
+            return cls(delivery.domain)
+        return cls(delivery.domain, stream_pools.get(delivery.stream or DEFAULT_STREAM, ""))
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,12 @@ class PoolSettings:
     per_message: bool = False
     max_recipients_per_transaction: int = 50
     lease_seconds: float = 600.0
+    #: Streams whose transactions carry one recipient whatever ``per_message``
+    #: (a bulk stream's unsubscribe link names its recipient).
+    single_streams: frozenset[str] = frozenset()
+    #: stream name -> the IP pool its mail leaves from (streams without one use
+    #: ``[delivery] pool``).
+    stream_pools: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: DeliveryConfig, idle_grace: float = IDLE_GRACE) -> PoolSettings:
@@ -268,7 +279,7 @@ class DestinationPool:
         """
         touched: dict[DestinationKey, _Destination] = {}
         for delivery in deliveries:
-            key = DestinationKey.of(delivery)
+            key = DestinationKey.of(delivery, self._settings.stream_pools)
             dest = self._destinations.get(key)
             if dest is None:
                 dest = self._destinations[key] = _Destination(key)
@@ -574,7 +585,7 @@ class DestinationPool:
         if not dest.queue:
             return []
         first = dest.queue.popleft()
-        if not self._settings.per_message:
+        if not self._settings.per_message or first.stream in self._settings.single_streams:
             return [first]
         # One transaction for up to max_recipients_per_transaction recipients
         # of the same message; others keep their places in the queue.

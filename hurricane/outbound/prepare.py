@@ -31,6 +31,7 @@ __all__ = [
     "normalise_message",
     "add_token_header",
     "prepare_message",
+    "remove_fields",
     "split_headers",
     "header_value",
     "wire_address",
@@ -128,6 +129,25 @@ def normalise_message(raw: bytes) -> bytes:
     if token not in headers.lower():
         return headers + body
     kept = [f for f in _header_lines(headers) if _field_name(f) != token]
+    return b"".join(kept) + body
+
+
+def remove_fields(message: bytes, names: Iterable[bytes]) -> bytes:
+    """A CRLF message without the header fields called ``names`` (lower-case).
+
+    Args:
+        message: a normalised message.
+        names: lower-case field names.
+
+    Returns:
+        The message, unchanged when none of them is there.
+    """
+    wanted = frozenset(names)
+    headers, body = split_headers(message)
+    lowered = headers.lower()
+    if not any(name in lowered for name in wanted):
+        return message
+    kept = [f for f in _header_lines(headers) if _field_name(f) not in wanted]
     return b"".join(kept) + body
 
 

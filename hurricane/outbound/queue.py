@@ -28,6 +28,7 @@ slow receiver does not hold up everyone else.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,7 @@ from hurricane.decisions import Classifier
 from hurricane.model import AttemptResult, Delivery
 from hurricane.outbound.bodies import BodyCache, BodyCacheSettings, Signer
 from hurricane.outbound.dialer import Dialer
-from hurricane.outbound.dispatch import AttemptJudge, Dispatcher
+from hurricane.outbound.dispatch import AttemptJudge, Dispatcher, StreamHeaders
 from hurricane.outbound.pool import IDLE_GRACE, DestinationPool, PoolSettings
 from hurricane.outbound.providers import ProviderGate
 from hurricane.outbound.results import RECORD_DELAY, ResultWriter, WriterSettings
@@ -84,6 +85,7 @@ class OutboundSettings:
             :data:`~hurricane.outbound.results.RECORD_DELAY`; 0 records in
             the next reactor turn.
         bodies: the bounds of the bodies kept after enqueue.
+        stream_headers: a stream's per-recipient headers (issue 20), or None.
     """
 
     node_id: str
@@ -93,6 +95,11 @@ class OutboundSettings:
     wake_delay: float = 0.0
     record_delay: float = 0.0
     bodies: BodyCacheSettings = field(default_factory=BodyCacheSettings)
+    #: Adds a stream's per-recipient headers (a bulk stream's List-Unsubscribe,
+    #: Feedback-ID) before signing; its streams go one recipient per transaction.
+    stream_headers: StreamHeaders | None = None
+    #: (stream, IP pool) for every stream that names its pool (issue 21 via issue 20).
+    stream_pools: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_server(cls, config: Config) -> OutboundSettings:
@@ -105,12 +112,14 @@ class OutboundSettings:
             the settings.
         """
         return cls(node_id=config.node_id, delivery=config.delivery, wake_delay=WAKE_DELAY,
-                   record_delay=RECORD_DELAY)
+                   record_delay=RECORD_DELAY,
+                   stream_pools=tuple((s.name, s.pool) for s in config.stream_set if s.pool))
 
     @property
     def pool(self) -> PoolSettings:
         """The destination pool's settings."""
-        return PoolSettings.from_config(self.delivery, self.idle_grace)
+        return dataclasses.replace(PoolSettings.from_config(self.delivery, self.idle_grace),
+                                   stream_pools=dict(self.stream_pools))
 
     @property
     def writer(self) -> WriterSettings:
@@ -168,10 +177,16 @@ class OutboundService(Service):
         judge = AttemptJudge(classifier, RetryPolicy.from_config(self._config),
                              self._config.max_age, self._node_id,
                              rng if rng is not None else random.Random())
+        headers = settings.stream_headers
         self._dialer = dialer
         self._dispatcher = Dispatcher(self.bodies, codec, judge, clock, self._finish,
-                                      self._give_back)
-        self.pool = DestinationPool(dialer, self._dispatcher, clock, settings.pool,
+                                      self._give_back, headers)
+        #: The pool's settings: a bulk stream's decorated messages go one recipient
+        #: per transaction (issue 20); use_gate builds the pool again with them.
+        self._pool_settings = dataclasses.replace(
+            settings.pool,
+            single_streams=headers.decorated if headers is not None else frozenset())
+        self.pool = DestinationPool(dialer, self._dispatcher, clock, self._pool_settings,
                                     on_settled=self._check_idle)
 
     def use_gate(self, gate: ProviderGate) -> None:
@@ -184,7 +199,7 @@ class OutboundService(Service):
             raise RuntimeError("use_gate after the start")
         self.gate = gate
         self.pool = DestinationPool(self._dialer, self._dispatcher, self._clock,
-                                    self._settings.pool, on_settled=self._check_idle, gate=gate)
+                                    self._pool_settings, on_settled=self._check_idle, gate=gate)
 
     # -- service ---------------------------------------------------------------
 

@@ -8,9 +8,11 @@ in the tree :func:`build_api` makes:
 - ``GET /api/v1/deliveries/<delivery id>``: one recipient with every event;
 - ``GET /api/v1/recipients/<address>``: deliveries to an address (``before``, ``limit``);
 - ``GET /api/v1/mailings/<mailing id>``: the mailing's summary and rates;
-- ``GET /api/v1/mailings/<mailing id>/recipients``: one page of its recipients;
+- ``GET /api/v1/mailings/<mailing id>/recipients``: one page of its recipients
+  (``state``, ``stream`` filters; every delivery carries its ``stream``);
 - ``GET /api/v1/summary?since=&until=``: summary, rates and queue depth for a window;
-- ``GET|POST /api/v1/suppressions``, ``GET|DELETE /api/v1/suppressions/<address>``.
+- ``GET|POST /api/v1/suppressions``, ``GET|DELETE /api/v1/suppressions/<address>``
+  (a ``scope``: ``global`` by default, ``stream:NAME``, ``mailing:ID``, ``domain``).
 
 Under ``/api/v1`` the token is checked first; then an unknown endpoint is
 404, and an unknown method or sub-path of a known one 405. Outside
@@ -53,10 +55,12 @@ from hurricane.report.resource import (
 )
 from hurricane.smtpd.reply import ReplyError
 from hurricane.store.interface import IOutcomeStore
+from hurricane.streams import DEFAULT_STREAM
 from hurricane.submission.message import (
     MAILING_ID_HEADER,
     MESSAGE_ID_HEADER,
     prepare_message,
+    stream_of,
 )
 from hurricane.verp import check_identifiers
 
@@ -68,7 +72,7 @@ MIB = 1024 * 1024
 #: The largest body of POST /api/v1/suppressions (an address, a reason, a note).
 SUPPRESSION_BODY_LIMIT = 64 * 1024
 #: JSON fields accepted by POST /api/v1/messages.
-INJECT_FIELDS = frozenset({"sender", "recipients", "raw", "raw_base64", "from", "subject",
+INJECT_FIELDS = frozenset({"stream", "sender", "recipients", "raw", "raw_base64", "from", "subject",
                            "text", "html", "headers", "mailing_id", "message_id", "metadata"})
 
 Handler = Callable[[Request], Awaitable[None]]
@@ -122,6 +126,7 @@ def delivery_json(d: Delivery) -> dict[str, object]:
     out["state"] = d.state.value if hasattr(d.state, "value") else d.state
     out.pop("lease_owner", None)
     out.pop("lease_until", None)
+    out["stream"] = d.stream or DEFAULT_STREAM
     return out
 
 
@@ -441,12 +446,21 @@ class Messages(Items):
             raise HttpError(400, "metadata: expected a JSON object", "metadata")
         if len(json.dumps(metadata)) > 64 * 1024:
             raise HttpError(400, "metadata: larger than 64 KiB", "metadata")
+        stream = data.get("stream")
+        if stream is not None and not isinstance(stream, str):
+            raise HttpError(400, "stream: expected a stream name", "stream")
+        known = api.operations.streams
+        try:
+            stream_name = stream_of(stream, None if known is None else known.names())
+        except ReplyError as e:
+            raise HttpError(400, f"stream: {e.reply.text.split(': ', 2)[-1]}", "stream") from None
         raw = self._build_message(data)
         raw = self._add_identifiers(raw, ids["mailing_id"], ids["message_id"])
         if len(raw) > api.max_message_size:
             raise HttpError(413, f"message larger than {api.max_message_size} bytes")
         try:
-            prepared = prepare_message(raw, hostname=api.hostname, now=now)
+            prepared = prepare_message(raw, hostname=api.hostname, now=now,
+                                       streams=None if known is None else known.names())
         except ReplyError as e:
             text = e.reply.text
             field = ("mailing_id" if "Mailing-Id" in text else "message_id"
@@ -468,7 +482,9 @@ class Messages(Items):
             sender=sender, recipients=tuple(rcpts), body=prepared.body,
             mailing_id=prepared.mailing_id, message_id=prepared.message_id,
             header_message_id=prepared.header_message_id, source="api", client=client,
-            metadata=metadata)
+            metadata=metadata,
+            # The field wins; without it the raw message's X-Hurricane-Stream.
+            stream=stream_name if stream is not None else prepared.stream)
         result = await api.store.enqueue(message, now)
         log.info("queued {queue_id} from {client} for {count} recipients",
                  queue_id=result.queue_id, client=client, count=len(rcpts))
@@ -483,6 +499,7 @@ class Messages(Items):
             "mailing_id": prepared.mailing_id,
             "message_id": prepared.message_id,
             "header_message_id": prepared.header_message_id,
+            "stream": message.stream,
             "recipients": [
                 {"address": r.address, "delivery_id": r.delivery_id,
                  "state": getattr(r.state, "value", r.state), "reason": r.reason}
@@ -587,13 +604,14 @@ class MailingRecipients(Item):
         return {"GET": self.get}
 
     async def get(self, request: Request) -> None:
-        """One page of the mailing's recipients (``state``, ``before``, ``limit``)."""
+        """One page of the mailing's recipients (``state``, ``stream``, ``before``, ``limit``)."""
         limit = int_arg(request, "limit", 100, 1, 1000)
         before = int_arg(request, "before", None, 1)
         state = arg(request, "state") or None
         assert limit is not None  # it has a default
         found = await self.api.store.search_deliveries(
-            mailing_id=self.key, state=state, before_delivery_id=before, limit=limit)
+            mailing_id=self.key, state=state, before_delivery_id=before, limit=limit,
+            stream=arg(request, "stream") or None)
         write_json(request, 200, {
             "mailing_id": self.key, "deliveries": [delivery_json(d) for d in found],
             "next_before": found[-1].delivery_id if len(found) == limit else None,
@@ -691,6 +709,20 @@ class Suppressions(Items):
         """One page of the list (``after``, ``limit``)."""
         limit = int_arg(request, "limit", 1000, 1, 10000)
         assert limit is not None  # it has a default
+        scope = arg(request, "scope") or None
+        if scope is not None and scope != "global":
+            # One scope's entries (issue 20), paged by address within it.
+            after = arg(request, "after") or None
+            try:
+                entries = await self.api.operations.list_suppressions(
+                    scope, (scope, after) if after else None, limit)
+            except InvalidRequest as e:
+                raise invalid(e) from None
+            write_json(request, 200, {
+                "suppressions": [e.as_dict() for e in entries],
+                "next_after": entries[-1].address if len(entries) == limit else None,
+            })
+            return
         page = await self.api.operations.suppressions(after=arg(request, "after") or None,
                                                       limit=limit)
         write_json(request, 200, {
@@ -701,6 +733,18 @@ class Suppressions(Items):
     async def add(self, request: Request) -> None:
         """Add an address (:meth:`Operations.suppress`): 201, or 200 when already there."""
         data = read_json(request, SUPPRESSION_BODY_LIMIT)
+        if data.get("scope") not in (None, "global"):
+            try:
+                scoped = await self.api.operations.suppress_scoped(
+                    data.get("address"), data.get("scope"), data.get("reason", "operator"),
+                    data.get("note"))
+            except InvalidRequest as e:
+                raise invalid(e) from None
+            entry = next((e for e in scoped.entries if e.scope == scoped.scope), None)
+            write_json(request, 201 if scoped.changed else 200,
+                       {"added": scoped.changed,
+                        "suppression": entry.as_dict() if entry else None})
+            return
         try:
             result = await self.api.operations.suppress(
                 data.get("address"), data.get("reason", "operator"), data.get("note"))
@@ -722,21 +766,26 @@ class SuppressionItem(Item):
         """The entry, or 404."""
         try:
             entry = await self.api.operations.suppression(self.key)
+            entries = await self.api.operations.suppression_entries(self.key)
         except InvalidRequest as e:
             raise invalid(e) from None
-        if entry is None:
+        if not entries:
             raise HttpError(404, f"{self.key} is not suppressed")
-        write_json(request, 200, dataclasses.asdict(entry))
+        # The global entry's fields as before, and every entry with its scope.
+        body = dataclasses.asdict(entry) if entry is not None else {"address": self.key}
+        write_json(request, 200, {**body, "entries": [e.as_dict() for e in entries]})
 
     async def delete(self, request: Request) -> None:
         """Remove the entry (:meth:`Operations.unsuppress`), or 404."""
+        scope = arg(request, "scope") or None
         try:
-            result = await self.api.operations.unsuppress(self.key)
+            result = await self.api.operations.unsuppress_scoped(self.key, scope)
         except InvalidRequest as e:
             raise invalid(e) from None
-        if not result.removed:
-            raise HttpError(404, f"{self.key} is not suppressed")
-        write_json(request, 200, {"removed": result.address})
+        if not result.changed:
+            raise HttpError(404, f"{self.key} is not suppressed"
+                            + ("" if result.scope == "global" else f" in {result.scope}"))
+        write_json(request, 200, {"removed": result.address, "scope": result.scope})
 
 
 class V1(Endpoint):

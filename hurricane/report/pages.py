@@ -62,6 +62,7 @@ from hurricane.report.html import (
 from hurricane.report.resource import HttpError, ReportResource, arg, query_args, run_async, segment
 from hurricane.report.settle import SettleModels
 from hurricane.store.interface import IOutcomeStore
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["DELIVERY_HEADERS", "FORM_BODY_LIMIT", "PAGE_SIZE", "Collection", "ItemPage", "NoPage",
            "Page", "Pages", "WINDOWS", "export_query", "finish", "fmt_time", "outcome_chart"]
@@ -84,7 +85,7 @@ DELIVERY_HEADERS = ["Recipient", "State", "Reason", "Code", "Attempts", "Queue i
                     "Mailing", "Message id", "Updated"]
 #: The delivery filters an export link carries (``before`` pages, it filters nothing).
 EXPORT_FILTERS = ("recipient", "queue_id", "mailing_id", "message_id", "domain", "state",
-                  "since", "until")
+                  "since", "until", "stream")
 
 
 class DeliveryFilters(TypedDict):
@@ -100,6 +101,7 @@ class DeliveryFilters(TypedDict):
     since: float | None
     until: float | None
     before_delivery_id: int | None
+    stream: str | None
 
 
 def export_query(filters: Mapping[str, object]) -> str:
@@ -250,6 +252,11 @@ class Pages:
         return tags.div(*links, link(export_query(filters), "Export these recipients (CSV)"),
                         class_="pager")
 
+    def stream_names(self) -> list[str]:
+        """The configured streams (the default one when the site has no configuration)."""
+        streams = self.operations.streams
+        return streams.names() if streams is not None else [DEFAULT_STREAM]
+
     @staticmethod
     def filters(request: Request) -> DeliveryFilters:
         """The delivery filters of a list's query (search, mailing, CSV export)."""
@@ -269,6 +276,7 @@ class Pages:
             "since": parse_time(arg(request, "since"), "since"),
             "until": parse_time(arg(request, "until"), "until"),
             "before_delivery_id": int(before) if before else None,
+            "stream": arg(request, "stream") or None,
         }
 
 
@@ -475,6 +483,10 @@ class Search(Page):
                           for s in STATES], name="state"),
             tags.input(type="text", name="domain", value=filters["domain"] or "",
                        placeholder="domain"),
+            tags.select(tags.option("any stream", value=""),
+                        *[tags.option(s, value=s, **({"selected": "selected"}
+                                                     if s == filters["stream"] else {}))
+                          for s in self.pages.stream_names()], name="stream"),
             # A window (the overview's domain links carry one) stays with the form.
             *[tags.input(type="hidden", name=k, value=repr(filters[k]))
               for k in ("since", "until") if filters[k] is not None],
@@ -626,6 +638,8 @@ class DeliveryPage(ItemPage):
                 ("Queue id", link(f"/message/{q(d.queue_id)}", d.queue_id)),
                 ("Mailing id", link(f"/mailing/{q(d.mailing_id)}", d.mailing_id)
                  if d.mailing_id else ""), ("Message id", d.message_id),
+                ("Stream", link("/search?" + urlencode({"stream": d.stream or DEFAULT_STREAM}),
+                                d.stream or DEFAULT_STREAM)),
                 ("Envelope sender", d.sender or "<>"), ("Created", fmt_time(d.created_at))]
         rows = [event_row(e) for e in events]
         content: list[Flattenable] = [tags.div(table(["Field", "Value"], info,
@@ -722,6 +736,9 @@ class Suppressions(Page):
                                    placeholder="address@example.com", size="32"),
                         tags.input(type="text", name="reason", value="operator", size="12"),
                         tags.input(type="text", name="note", placeholder="note", size="24"),
+                        tags.input(type="text", name="scope", value="global", size="16",
+                                   title="global, stream:NAME, mailing:ID, or domain "
+                                         "(the address is then a domain)"),
                         tags.button("Add", type="submit"), method="post",
                         action="/suppressions/add", class_="toolbar")
         look = tags.form(tags.input(type="search", name="address", value=find or "",
@@ -745,7 +762,31 @@ class Suppressions(Page):
                            rows, classes={5: "nowrap"}), class_="card"),
             tags.div(*pager, link(export, "Export " + ("this entry" if find else "the list")
                                   + " (CSV)"), class_="pager")]
+        content += await scoped_entries(self.pages, csrf, find)
         finish(request, layout("Suppression list", content))
+
+
+async def scoped_entries(pages: Pages, csrf: Tag, find: str | None) -> list[Tag]:
+    """The stream, mailing and domain entries (issue 20): those of the address
+    looked for, else the first page, each with its remove button."""
+    if find:
+        found = [e for e in await pages.operations.suppression_entries(find)
+                 if e.scope != "global"]
+    else:
+        found = await pages.operations.list_suppressions("scoped", None, PAGE_SIZE)
+    rows = [(e.scope, e.address, e.reason, text(e.source), text(e.event_id),
+             fmt_time(e.created_at), fmt_time(e.expires_at) if e.expires_at else "",
+             tags.form(csrf, tags.input(type="hidden", name="address", value=e.address),
+                       tags.input(type="hidden", name="scope", value=e.scope),
+                       tags.button("Remove", type="submit", class_="danger"),
+                       method="post", action="/suppressions/remove", class_="inline"))
+            for e in found]
+    return [tags.h2("Stream, mailing and domain entries"),
+            tags.p("An unsubscribe stops one stream; a domain that did not resolve twice, "
+                   "an hour apart, stops every address of the domain until removed here.",
+                   class_="muted small"),
+            tags.div(table(["Scope", "Address", "Reason", "Source", "Event", "Since",
+                            "Expires", ""], rows, classes={5: "nowrap"}), class_="card")]
 
 
 def cause_link(entry: Suppression, causes: dict[int, int]) -> Tag:
@@ -765,14 +806,21 @@ class SuppressionAdd(Page):
 
     async def post(self, request: Request, user: str) -> None:
         """Add the address, then back to the list with a notice."""
+        scope = arg(request, "scope") or "global"
         try:
-            result = await self.pages.operations.suppress(
-                arg(request, "address") or "", arg(request, "reason") or "operator",
-                arg(request, "note") or None)
+            if scope != "global":  # a stream, mailing or domain entry (issue 20)
+                scoped = await self.pages.operations.suppress_scoped(
+                    arg(request, "address") or "", scope, arg(request, "reason") or "operator",
+                    arg(request, "note") or None)
+                added, address = scoped.changed, f"{scoped.address} ({scoped.scope})"
+            else:
+                result = await self.pages.operations.suppress(
+                    arg(request, "address") or "", arg(request, "reason") or "operator",
+                    arg(request, "note") or None)
+                added, address = result.added, result.address
         except InvalidRequest as e:
             raise _invalid(e) from None
-        done = (f"Added {result.address}." if result.added
-                else f"{result.address} was already suppressed.")
+        done = (f"Added {address}." if added else f"{address} was already suppressed.")
         redirect(request, "/suppressions?" + urlencode({"done": done}))
 
 
@@ -784,11 +832,12 @@ class SuppressionRemove(Page):
     async def post(self, request: Request, user: str) -> None:
         """Remove the address, then back to the list with a notice."""
         try:
-            result = await self.pages.operations.unsuppress(arg(request, "address") or "")
+            scoped = await self.pages.operations.unsuppress_scoped(
+                arg(request, "address") or "", arg(request, "scope") or None)
         except InvalidRequest as e:
             raise _invalid(e) from None
-        done = (f"Removed {result.address}." if result.removed
-                else f"{result.address} was not suppressed.")
+        what = scoped.address + ("" if scoped.scope == "global" else f" ({scoped.scope})")
+        done = f"Removed {what}." if scoped.changed else f"{what} was not suppressed."
         redirect(request, "/suppressions?" + urlencode({"done": done}))
 
 
@@ -919,13 +968,14 @@ class ExportOutcomes(Page):
         """Stream the records page by page."""
         state = arg(request, "state") or None
         mailing = arg(request, "mailing_id") or None
+        stream = arg(request, "stream") or None
         store = self.pages.store
 
         async def outcome_pages() -> AsyncIterator[list[list[object]]]:
             after = 0
             while True:
                 page: list[Outcome] = await store.outcomes(after, CSV_PAGE, state=state,
-                                                           mailing_id=mailing)
+                                                           mailing_id=mailing, stream=stream)
                 if not page:
                     return
                 yield [[getattr(o, f) for f in Outcome.FIELDS] for o in page]
@@ -941,7 +991,7 @@ class ExportDeliveries(Page):
 
     COLUMNS = ("delivery_id", "queue_id", "recipient", "state", "reason", "hard", "code",
                "status", "text", "attempts", "remote_host", "mailing_id", "message_id",
-               "header_message_id", "created_at", "updated_at")
+               "header_message_id", "created_at", "updated_at", "stream")
 
     async def get(self, request: Request, user: str) -> None:
         """Stream the deliveries page by page."""
@@ -953,8 +1003,8 @@ class ExportDeliveries(Page):
                 page = await store.search_deliveries(**filters, limit=CSV_PAGE)
                 if not page:
                     return
-                yield [[getattr(getattr(d, c), "value", getattr(d, c)) for c in self.COLUMNS]
-                       for d in page]
+                yield [[getattr(getattr(d, c), "value", getattr(d, c)) if c != "stream"
+                        else d.stream or DEFAULT_STREAM for c in self.COLUMNS] for d in page]
                 if len(page) < CSV_PAGE:
                     return
                 filters["before_delivery_id"] = page[-1].delivery_id

@@ -67,7 +67,9 @@ from hurricane.report.resource import (
     retry_after_value,
     run_async,
 )
+from hurricane.report.unsubscribe import unsubscribe_tree
 from hurricane.store.interface import IOutcomeStore
+from hurricane.unsubscribe import Unsubscriber
 
 __all__ = ["GuardedChannel", "GuardedRequest", "HurricaneSite", "MetricsPage", "RequestGate",
            "build_pages", "build_web_site"]
@@ -377,11 +379,24 @@ class HurricaneSite(Site):
         super().stopFactory()
 
 
+class UnsubscribeSite(HurricaneSite):
+    """The ``[unsubscribe] listen`` site: the report site's guard, not its collector."""
+
+    def startFactory(self) -> None:  # noqa: N802 - Twisted
+        """Start listening (the report site runs the metrics collector)."""
+        Site.startFactory(self)
+
+    def stopFactory(self) -> None:  # noqa: N802 - Twisted
+        """Stop listening."""
+        Site.stopFactory(self)
+
+
 def build_web_site(config: Config, store: IOutcomeStore, clock: IReactorTime, *,
                    on_enqueued: Callable[[], None], operations: Operations | None = None,
                    codec: object = None, metrics: Metrics | None = None,
                    hostname: str | None = None, csrf_secret: bytes | None = None,
-                   verifier: SecretVerifier | None = None) -> HurricaneSite:
+                   verifier: SecretVerifier | None = None,
+                   unsubscriber: Unsubscriber | None = None) -> HurricaneSite:
     """Build the site serving the report, ``/api/v1`` and ``/metrics``.
 
     Args:
@@ -401,6 +416,8 @@ def build_web_site(config: Config, store: IOutcomeStore, clock: IReactorTime, *,
         verifier: verifies passwords and tokens; the server passes one on a
             thread pool. None verifies inline, on the caller's thread: for
             tests and tools only.
+        unsubscriber: serves ``/u/TOKEN`` (one-click unsubscribe, no login);
+            None: no ``/u/``.
 
     Returns:
         The Site; listen with it on each ``config.web.listen`` endpoint.
@@ -415,13 +432,15 @@ def build_web_site(config: Config, store: IOutcomeStore, clock: IReactorTime, *,
     if metrics is None:
         metrics = Metrics(store, clock)
     if operations is None:
-        operations = Operations(store, clock, _Hook(on_enqueued))
+        operations = Operations(store, clock, _Hook(on_enqueued), streams=config.stream_set)
     api = Api(store, clock, access, operations, hostname or config.server.hostname,
               on_enqueued, max_message_size=config.submission.max_message_size,
               max_recipients=config.submission.max_recipients)
     root = build_pages(Pages(store, clock, access, operations))
     root.putChild(b"api", build_api(api))
     root.putChild(b"metrics", MetricsPage(access, metrics))
+    if unsubscriber is not None:
+        root.putChild(b"u", unsubscribe_tree(unsubscriber))
     # The injected clock also runs the connections' idle timeouts.
     site = HurricaneSite(root, metrics, access, RequestGate(root), api, reactor=clock)
     site.displayTracebacks = False

@@ -19,6 +19,9 @@ Default scenario (no file): the local part's prefix decides.
 ``delayed-*@*``     accepted, then a "delayed" DSN (4.4.7): stays delivered
 ``complain-*@*``    accepted, then an ARF complaint (RFC 5965)
 ``vacation-*@*``    accepted, then an out-of-office auto-reply (RFC 3834)
+``unsub-*@*``       accepted, then the one-click unsubscribe POST (RFC 8058) to
+                    the message's List-Unsubscribe http link (loopback only)
+``unsubmail-*@*``   accepted, then a mail to the List-Unsubscribe mailto address
 ``drop-*@*``        connection dropped in the middle of DATA, every time
 ``stall-*@*``       no reply to the final dot for 600 s, then 451
 ``ndrSTYLE-*@*``    accepted, then a free-text NDR (5.1.1) in the style of
@@ -39,7 +42,8 @@ Scenario file (TOML)::
     text = "mailbox full, try later"
     # keys: action (accept|reject|defer|drop|stall), at (rcpt|data), code,
     # status, text ("{rcpt}" is replaced), times (defer/drop: failures before
-    # acceptance, 0 = always), then (none|dsn|delayed|ndr|autoreply|arf),
+    # acceptance, 0 = always), then (none|dsn|delayed|ndr|autoreply|arf|
+    # unsubscribe|unsubscribe-mailto),
     # style (ndr MTA), delay (s before the return), stall (s),
     # return_status, return_text
 
@@ -57,8 +61,9 @@ Scenario file (TOML)::
     mix = { accept = 90, unknown = 3, late = 2, spam = 2, grey = 2, complain = 1 }
 
 Built-in behaviour names: accept, unknown, full, spam, grey, ratelimit, late,
-delayed, complain, vacation, drop, stall, ndr-postfix, ndr-exim,
-ndr-sendmail, ndr-qmail, ndr-exchange, ndr-gmail, ndr-full. When a file has
+delayed, complain, vacation, unsubscribe, unsubscribe-mailto, drop, stall,
+ndr-postfix, ndr-exim, ndr-sendmail, ndr-qmail, ndr-exchange, ndr-gmail,
+ndr-full. When a file has
 ``[[rules]]``, those replace the default rules (a final ``"*"`` accepting rule
 is added if missing).
 

@@ -407,6 +407,33 @@ def arf(acc: Accepted, behaviour: Behaviour, host: str, now: float) -> bytes:
     ])
 
 
+def list_unsubscribe(data: bytes) -> tuple[str | None, str | None]:
+    """The https (or http) link and the mailto address of a List-Unsubscribe header."""
+    value = " ".join(_header(data, "List-Unsubscribe").split())
+    url = mailto = None
+    for link in value.split(","):
+        link = link.strip().strip("<>").strip()
+        if link.lower().startswith(("https://", "http://")) and url is None:
+            url = link
+        elif link.lower().startswith("mailto:") and mailto is None:
+            mailto = link[7:].split("?", 1)[0]
+    return url, mailto
+
+
+def unsubscribe(acc: Accepted, kind: str, now: float) -> ReturnMessage | None:
+    """What a reader's unsubscribe sends: the one-click POST (``rcpt`` is then the
+    URL, ``data`` the form) or a mail to the mailto address; None without one."""
+    url, mailto = list_unsubscribe(acc.data)
+    if kind == "unsubscribe":
+        return None if url is None else ReturnMessage(kind, acc.rcpt, url,
+                                                      b"List-Unsubscribe=One-Click")
+    if mailto is None:
+        return None
+    data = (f"From: <{acc.rcpt}>{CRLF}To: <{mailto}>{CRLF}Subject: unsubscribe{CRLF}"
+            f"Date: {email.utils.formatdate(now)}{CRLF}{CRLF}unsubscribe{CRLF}")
+    return ReturnMessage(kind, acc.rcpt, mailto, data.encode("utf-8", "replace"))
+
+
 def build_return(acc: Accepted, behaviour: Behaviour, host: str, now: float
                  ) -> ReturnMessage | None:
     """The return ``behaviour.then`` asks for, or None (``none``, null sender)."""
@@ -422,4 +449,6 @@ def build_return(acc: Accepted, behaviour: Behaviour, host: str, now: float
         return ReturnMessage(kind, "", acc.mail_from, autoreply(acc, behaviour, host, now))
     if kind == "arf":
         return ReturnMessage(kind, f"fbl@{host}", acc.mail_from, arf(acc, behaviour, host, now))
+    if kind in ("unsubscribe", "unsubscribe-mailto"):
+        return unsubscribe(acc, kind, now)
     raise ValueError(f"unknown return kind {kind!r}")

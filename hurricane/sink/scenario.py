@@ -39,7 +39,8 @@ ACTIONS = ("accept", "reject", "defer", "drop", "stall")
 #: Where a refusal happens.
 PHASES = ("rcpt", "data")
 #: What the sink mails back after accepting.
-RETURNS = ("none", "dsn", "delayed", "ndr", "autoreply", "arf")
+RETURNS = ("none", "dsn", "delayed", "ndr", "autoreply", "arf", "unsubscribe",
+           "unsubscribe-mailto")
 #: MTA styles of free-text NDRs (see :mod:`hurricane.sink.returns`).
 NDR_STYLES = ("postfix", "exim", "sendmail", "qmail", "exchange", "gmail")
 #: TLS modes of the listener.
@@ -69,7 +70,10 @@ class Behaviour:
             recipient is accepted (0 = forever).
         then: after accepting: ``none``, ``dsn`` (RFC 3464 failure),
             ``delayed`` (RFC 3464 "delayed"), ``ndr`` (free text in ``style``),
-            ``autoreply`` (RFC 3834) or ``arf`` (RFC 5965 complaint).
+            ``autoreply`` (RFC 3834), ``arf`` (RFC 5965 complaint),
+            ``unsubscribe`` (the RFC 8058 one-click POST to the message's
+            List-Unsubscribe https link, loopback only) or ``unsubscribe-mailto``
+            (a mail to its mailto address).
         style: the MTA whose NDR format ``ndr`` imitates.
         delay: seconds between accepting and sending the return.
         stall: seconds of silence for ``stall``.
@@ -174,6 +178,8 @@ BUILTIN_BEHAVIOURS: Mapping[str, Behaviour] = {
            return_text="Delivery delayed: connection timed out"),
         _b("complain", then="arf"),
         _b("vacation", then="autoreply"),
+        _b("unsubscribe", then="unsubscribe"),
+        _b("unsubscribe-mailto", then="unsubscribe-mailto"),
         _b("drop", action="drop"),
         _b("stall", action="stall", stall=600.0),
         *(
@@ -216,7 +222,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
             ("unknown", "unknown"), ("full", "full"), ("spam", "spam"), ("grey", "grey"),
             ("ratelimit", "ratelimit"), ("late", "late"), ("delayed", "delayed"),
             ("complain", "complain"), ("vacation", "vacation"), ("drop", "drop"),
-            ("stall", "stall"),
+            ("stall", "stall"), ("unsub", "unsubscribe"), ("unsubmail", "unsubscribe-mailto"),
         )
     ),
     *(Rule(f"ndr{style}-*@*", behaviour=f"ndr-{style}") for style in NDR_STYLES),

@@ -18,12 +18,15 @@ Clock and reactor are injected; nothing here imports the global reactor.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, TypedDict, cast
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.interfaces import (
@@ -357,6 +360,9 @@ class ReturnSender:
             OutboundRecipient,
         )
 
+        if message.kind == "unsubscribe":
+            await self._post(message)
+            return
         error = ""
         for attempt in range(1, self._attempts + 1):
             try:
@@ -385,6 +391,44 @@ class ReturnSender:
         self.stats.returns_failed[message.kind] += 1
         log.warn("could not send {kind} to {rcpt}: {error}", kind=message.kind,
                  rcpt=message.rcpt, error=error)
+
+    async def _post(self, message: ReturnMessage) -> None:
+        """The RFC 8058 one-click POST of an ``unsubscribe`` return (``rcpt`` is the URL).
+
+        Only to a loopback address: the URL comes from the received message,
+        and the sink is a test tool that talks to nothing else.
+        """
+        from twisted.web.client import Agent, FileBodyProducer, readBody
+        from twisted.web.http_headers import Headers
+
+        parts = urlsplit(message.rcpt)
+        try:
+            loopback = ipaddress.ip_address(parts.hostname or "").is_loopback
+        except ValueError:
+            loopback = parts.hostname == "localhost"
+        if parts.scheme != "http" or not loopback:
+            self.stats.returns_failed[message.kind] += 1
+            log.warn("not posting an unsubscribe to {url}: only http on loopback",
+                     url=message.rcpt[:200])
+            return
+        agent = Agent(cast(IReactorTCP, self._clock))
+        try:
+            response = await agent.request(
+                b"POST", message.rcpt.encode("ascii"),
+                Headers({b"content-type": [b"application/x-www-form-urlencoded"]}),
+                FileBodyProducer(BytesIO(message.data)))
+            await readBody(response)
+        except Exception as e:
+            self.stats.returns_failed[message.kind] += 1
+            log.warn("unsubscribe POST to {url} failed: {error}", url=message.rcpt[:200],
+                     error=str(e))
+            return
+        if response.code == 200:
+            self.stats.returns_sent[message.kind] += 1
+        else:
+            self.stats.returns_failed[message.kind] += 1
+            log.warn("unsubscribe POST to {url}: {code}", url=message.rcpt[:200],
+                     code=response.code)
 
     def cancel(self) -> None:
         """Forget returns not yet started (on shutdown)."""

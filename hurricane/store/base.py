@@ -51,6 +51,7 @@ from hurricane.store.interface import (
     StoreError,
     StoreUnavailable,
 )
+from hurricane.store.scoped import ScopedSuppressionMethods
 from hurricane.store.sql import Dialect
 from hurricane.store.transport import TransportStoreMixin
 from hurricane.store.txn import (
@@ -159,7 +160,7 @@ class GroupCommit(Generic[T, R]):
 
 
 @implementer(IOutcomeStore)
-class SqlStore(TransportStoreMixin):
+class SqlStore(TransportStoreMixin, ScopedSuppressionMethods):
     """IOutcomeStore over SQL; engines subclass it."""
 
     dialect: Dialect
@@ -173,6 +174,8 @@ class SqlStore(TransportStoreMixin):
         """
         self.url = url
         self._open = False
+        #: Streams whose complaints suppress globally (``complaint_global``).
+        self.complaint_global_streams: frozenset[str] = frozenset()
         #: Faults armed by tests: the engines run every transaction function
         #: on ``faults.wrap(txn)`` (see :mod:`hurricane.store.faults`).
         self.faults = Faults()
@@ -383,13 +386,15 @@ class SqlStore(TransportStoreMixin):
                             correlation: str | None, analysis: str) -> list[int]:
         """Record the analysis of a returned message in one transaction."""
         return await self._run(bounces.record_bounce_txn, bounce_id, list(events),
-                                         category, correlation, analysis)
+                               category, correlation, analysis,
+                               self.complaint_global_streams)
 
     async def record_bounces(self, records: Sequence[BounceRecord]) -> list[list[int]]:
         """Record several analyses in one transaction (one commit for the batch)."""
         if not records:
             return []
-        return await self._run(bounces.record_bounces_txn, list(records))
+        return await self._run(bounces.record_bounces_txn, list(records),
+                               self.complaint_global_streams)
 
     async def mark_bounce_failed(self, bounce_id: int, error: str) -> None:
         """Mark a returned message whose analysis failed (kept for replay)."""
@@ -426,10 +431,11 @@ class SqlStore(TransportStoreMixin):
 
     async def outcomes(self, after_delivery_id: int = 0, limit: int = 1000, *,
                        state: str | None = None,
-                       mailing_id: str | None = None) -> list[Outcome]:
+                       mailing_id: str | None = None,
+                       stream: str | None = None) -> list[Outcome]:
         """One page of outcome records ordered by delivery id (keyset paging)."""
         return await self._run(reads.outcomes_txn, after_delivery_id, limit,
-                                              state, mailing_id)
+                               state, mailing_id, stream)
 
     async def summary(self, since: float | None = None, until: float | None = None) -> Summary:
         """Counts by state and reason for deliveries created in the window."""
@@ -482,11 +488,11 @@ class SqlStore(TransportStoreMixin):
                                 domain: str | None = None, since: float | None = None,
                                 until: float | None = None,
                                 before_delivery_id: int | None = None,
-                                limit: int = 50) -> list[Delivery]:
+                                limit: int = 50, stream: str | None = None) -> list[Delivery]:
         """One page of deliveries matching every filter, newest first (keyset)."""
         return await self._run(
             reads.search_deliveries_txn, recipient, queue_id, mailing_id, message_id, state,
-            domain, since, until, before_delivery_id, limit)
+            domain, since, until, before_delivery_id, limit, stream)
 
     # -- suppression --------------------------------------------------------
 

@@ -38,6 +38,7 @@ from hurricane.model import (
     Summary,
     Suppression,
 )
+from hurricane.store.suppression import ScopedSuppression, UnsubscribeOutcome
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,10 @@ class StoreConfigError(StoreError):
 
 class IOutcomeStore(Interface):
     """Durable queue, outcome records, returned messages and the suppression list."""
+
+    complaint_global_streams = Attribute(
+        "frozenset of stream names whose complaints suppress in every stream "
+        "([[streams]] complaint_global); other complaints suppress their stream only")
 
     url = Attribute("The store URL with any password removed, for messages and logs.")
 
@@ -390,6 +395,7 @@ class IOutcomeStore(Interface):
         *,
         state: str | None = None,
         mailing_id: str | None = None,
+        stream: str | None = None,
     ) -> list[Outcome]:
         """One page of outcome records ordered by delivery id (keyset paging)."""
 
@@ -441,6 +447,7 @@ class IOutcomeStore(Interface):
         until: float | None = None,
         before_delivery_id: int | None = None,
         limit: int = 50,
+        stream: str | None = None,
     ) -> list[Delivery]:
         """One page of deliveries matching every filter, newest (highest id) first.
 
@@ -464,6 +471,35 @@ class IOutcomeStore(Interface):
 
     async def suppressions(after: str | None = None, limit: int = 1000) -> list[Suppression]:
         """One page of the suppression list ordered by address."""
+
+    # -- scoped suppression, unsubscribes (issue 20) ------------------------
+
+    async def add_suppression(scope: str, address: str, reason: str, now: float,
+                              source: str | None = None, note: str | None = None,
+                              event_id: int | None = None,
+                              expires_at: float | None = None) -> bool:
+        """Add an entry: scope ``global``, ``stream:NAME``, ``mailing:ID`` or
+        ``domain`` (address = the domain); False when it was already there."""
+
+    async def remove_suppression(scope: str, address: str) -> bool:
+        """Remove an entry of any scope; False when there was none."""
+
+    async def suppression_entries(address: str) -> list[ScopedSuppression]:
+        """Every entry naming an address or its domain, global first."""
+
+    async def list_suppressions(scope: str | None = None, after: tuple[str, str] | None = None,
+                                limit: int = 1000) -> list[ScopedSuppression]:
+        """One page of entries of every scope (or one): global by address, then
+        the others by (scope, address); ``after`` is the last (scope, address)."""
+
+    async def record_unsubscribe(delivery_id: int, stream: str, now: float,
+                                 via: str) -> UnsubscribeOutcome:
+        """Record a verified unsubscribe: an ``unsubscribed`` event on the
+        delivery and a ``stream:NAME`` entry for its recipient; a repeat
+        records nothing, an unknown delivery nothing at all."""
+
+    async def message_stream(delivery_id: int) -> str | None:
+        """The stream of a delivery's message (None: the default one)."""
 
     # -- the report's mailings, settling and queue pages (issue 18) ---------
 

@@ -161,10 +161,10 @@ SELECT_SUPPRESSED_IN = "SELECT address, reason FROM suppressions WHERE address I
 
 # ON CONFLICT DO NOTHING: a queue id collision returns no row and the caller
 # draws another id, without aborting the (PostgreSQL) transaction.
-_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_MESSAGES = """
 INSERT INTO messages (queue_id, sender, mailing_id, message_id, header_message_id,
-                      size, body, source, client, metadata, created_at)
+                      size, body, source, client, metadata, created_at, stream)
 VALUES {}
 ON CONFLICT (queue_id) DO NOTHING
 RETURNING message_pk, queue_id"""
@@ -177,8 +177,12 @@ def insert_messages(n: int) -> str:
 
 DELIVERY_INSERT_COLUMNS = (
     "message_pk", "recipient", "domain", "state", "reason", "next_attempt_at",
-    "orcpt", "created_at", "updated_at",
+    "orcpt", "created_at", "updated_at", "text",
 )
+
+#: The text of a recipient's ``suppressed`` event when the global list
+#: matched (scoped entries: :func:`hurricane.store.suppression.entry_text`).
+GLOBAL_ENTRY_TEXT = "suppression entry: global"
 
 # One statement writes the first event of every recipient of a message.
 _FIRST_EVENT_KIND = (
@@ -187,9 +191,9 @@ _FIRST_EVENT_KIND = (
 )
 
 INSERT_ENQUEUE_EVENTS = f"""
-INSERT INTO events (delivery_id, kind, at, state, reason, source)
+INSERT INTO events (delivery_id, kind, at, state, reason, text, source)
 SELECT delivery_id, {_FIRST_EVENT_KIND},
-       created_at, state, reason, {_lit(Source.local)}
+       created_at, state, reason, text, {_lit(Source.local)}
 FROM deliveries WHERE message_pk IN ({{}}) ORDER BY delivery_id"""
 
 # The whole of an enqueue in one statement where statements cost round trips
@@ -199,28 +203,42 @@ FROM deliveries WHERE message_pk IN ({{}}) ORDER BY delivery_id"""
 # with its recipients, and drawn again by the caller.
 _ENQUEUE_CTE = f"""
 WITH s AS (SELECT address, reason FROM suppressions WHERE address IN ({{keys}})),
+x AS (SELECT scope, address, reason FROM scoped_suppressions WHERE address IN ({{keys}})
+      AND (expires_at IS NULL OR expires_at > CAST(? AS DOUBLE PRECISION))),
 m AS (
     INSERT INTO messages (queue_id, sender, mailing_id, message_id, header_message_id,
-                          size, body, source, client, metadata, created_at)
+                          size, body, source, client, metadata, created_at, stream)
     VALUES {{messages}}
     ON CONFLICT (queue_id) DO NOTHING
     RETURNING message_pk, queue_id),
-r (queue_id, ord, recipient, domain, key, orcpt, now) AS (VALUES {{recipients}}),
+r (queue_id, ord, recipient, domain, key, orcpt, now, stream_scope, mailing_scope)
+    AS (VALUES {{recipients}}),
+t AS (
+    SELECT r.*, COALESCE(s.reason, y.reason) AS stop,
+           CASE WHEN s.reason IS NOT NULL THEN '{GLOBAL_ENTRY_TEXT}'
+                WHEN y.scope = 'domain' THEN 'suppression entry: domain ' || y.address
+                WHEN y.scope IS NOT NULL THEN 'suppression entry: ' || y.scope END AS why
+    FROM r LEFT JOIN s ON s.address = r.key
+    LEFT JOIN LATERAL (
+        SELECT x.scope, x.address, x.reason FROM x
+        WHERE (x.address = r.key AND x.scope IN (r.stream_scope, r.mailing_scope))
+           OR (x.scope = 'domain' AND x.address = r.domain)
+        ORDER BY CASE WHEN x.scope = 'domain' THEN 1 ELSE 0 END LIMIT 1) y ON TRUE),
 d AS (
     INSERT INTO deliveries (message_pk, recipient, domain, state, reason, next_attempt_at,
-                            orcpt, created_at, updated_at)
-    SELECT m.message_pk, r.recipient, r.domain,
-           CASE WHEN s.reason IS NULL THEN {_lit(State.queued)} ELSE {_lit(State.suppressed)} END,
-           s.reason,
-           CASE WHEN s.reason IS NULL THEN CAST(r.now AS DOUBLE PRECISION) END,
-           r.orcpt, CAST(r.now AS DOUBLE PRECISION), CAST(r.now AS DOUBLE PRECISION)
-    FROM r JOIN m ON m.queue_id = r.queue_id LEFT JOIN s ON s.address = r.key
-    ORDER BY m.message_pk, CAST(r.ord AS INTEGER)
-    RETURNING delivery_id, message_pk, state, reason, created_at),
+                            orcpt, created_at, updated_at, text)
+    SELECT m.message_pk, t.recipient, t.domain,
+           CASE WHEN t.stop IS NULL THEN {_lit(State.queued)} ELSE {_lit(State.suppressed)} END,
+           t.stop,
+           CASE WHEN t.stop IS NULL THEN CAST(t.now AS DOUBLE PRECISION) END,
+           t.orcpt, CAST(t.now AS DOUBLE PRECISION), CAST(t.now AS DOUBLE PRECISION), t.why
+    FROM t JOIN m ON m.queue_id = t.queue_id
+    ORDER BY m.message_pk, CAST(t.ord AS INTEGER)
+    RETURNING delivery_id, message_pk, state, reason, created_at, text),
 e AS (
-    INSERT INTO events (delivery_id, kind, at, state, reason, source)
+    INSERT INTO events (delivery_id, kind, at, state, reason, text, source)
     SELECT delivery_id, {_FIRST_EVENT_KIND},
-           created_at, state, reason, {_lit(Source.local)}
+           created_at, state, reason, text, {_lit(Source.local)}
     FROM d ORDER BY delivery_id)
 SELECT d.delivery_id, m.queue_id, d.message_pk, d.state, d.reason
 FROM d JOIN m ON m.message_pk = d.message_pk
@@ -228,13 +246,15 @@ ORDER BY d.delivery_id"""
 
 
 def enqueue_cte(keys: int, messages: int, recipients: int) -> str:
-    """:data:`_ENQUEUE_CTE` for ``keys`` suppression keys, ``messages`` messages
-    (11 parameters each) and ``recipients`` recipients (7 each: queue id,
-    position, address, domain, folded key, ORCPT, time)."""
+    """:data:`_ENQUEUE_CTE` for ``keys`` suppression keys (folded addresses and
+    their domains, twice: the global and the scoped look-up, then the time),
+    ``messages`` messages (12 parameters each) and ``recipients`` recipients
+    (9 each: queue id, position, address, domain, folded key, ORCPT, time,
+    the stream's scope, the mailing's scope or NULL)."""
     return _ENQUEUE_CTE.format(
         keys=placeholders(keys),
         messages=", ".join([_MESSAGE_VALUES] * messages),
-        recipients=", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * recipients),
+        recipients=", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * recipients),
     )
 
 
@@ -249,7 +269,8 @@ DELIVERY_COLUMNS = """
 d.delivery_id, d.message_pk, m.queue_id, m.sender, d.recipient, d.domain, d.state,
 d.reason, d.hard, d.attempts, d.next_attempt_at, d.code, d.status, d.text,
 d.remote_host, m.mailing_id, m.message_id, m.header_message_id, d.orcpt,
-d.created_at, d.updated_at, d.delivered_at, d.bounced_at, d.lease_owner, d.lease_until"""
+d.created_at, d.updated_at, d.delivered_at, d.bounced_at, d.lease_owner, d.lease_until,
+m.stream"""
 
 SELECT_DELIVERIES = (
     "SELECT" + DELIVERY_COLUMNS
@@ -468,7 +489,7 @@ ORDER BY e.event_id LIMIT ?"""
 SELECT_OUTCOMES = """
 SELECT m.queue_id, d.delivery_id, d.recipient, d.state, d.reason, d.hard, d.code,
        d.status, d.text, d.attempts, m.mailing_id, m.message_id, d.created_at,
-       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at,
+       d.updated_at, d.remote_host, d.delivered_at, d.bounced_at, m.stream,
        (SELECT e.source_ip FROM events e WHERE e.delivery_id = d.delivery_id
         AND e.source_ip IS NOT NULL ORDER BY e.event_id DESC LIMIT 1)
 FROM deliveries d JOIN messages m ON m.message_pk = d.message_pk

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import compat32
@@ -27,11 +27,13 @@ from typing import Protocol
 
 from hurricane.maildate import rfc5322_date
 from hurricane.smtp_reply import Reply, ReplyError
+from hurricane.streams import DEFAULT_STREAM, STREAM_HEADER, valid_stream_name
 from hurricane.verp import check_identifiers
 
 MAILING_ID_HEADER = "X-Hurricane-Mailing-Id"
 MESSAGE_ID_HEADER = "X-Hurricane-Message-Id"
-_REMOVED = frozenset({MAILING_ID_HEADER.lower(), MESSAGE_ID_HEADER.lower()})
+_REMOVED = frozenset({MAILING_ID_HEADER.lower(), MESSAGE_ID_HEADER.lower(),
+                      STREAM_HEADER.lower()})
 _FIELD_NAME_RE = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
 #: Header names (lower-cased, without "-", "_" and ".") that are near misses of
@@ -69,6 +71,8 @@ class PreparedMessage:
     message_id: str | None
     header_message_id: str | None
     misnamed: tuple[tuple[str, str], ...] = ()
+    #: The stream (``X-Hurricane-Stream``, removed), or the default one.
+    stream: str = DEFAULT_STREAM
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ def prepare_message(
     hostname: str,
     now: float,
     make_message_id: Callable[[str], str] = default_message_id,
+    streams: Collection[str] | None = None,
 ) -> PreparedMessage:
     """Validate and edit the header of a submitted message.
 
@@ -150,6 +155,8 @@ def prepare_message(
         hostname: domain of the Message-ID we add.
         now: time for the Date we add.
         make_message_id: makes the Message-ID value (tests inject one).
+        streams: the configured stream names; a message naming another is
+            refused (None: any valid name).
 
     Returns:
         The message to store.
@@ -164,6 +171,7 @@ def prepare_message(
     _check(MAILING_ID_HEADER, mailing_id, None)
     _check(MESSAGE_ID_HEADER, None, message_id)
     _check(f"{MAILING_ID_HEADER} and {MESSAGE_ID_HEADER}", mailing_id, message_id)
+    stream = stream_of(_one_value(msg, STREAM_HEADER), streams)
 
     added = []
     header_message_id = _one_value_or_none(msg, "Message-ID")
@@ -191,7 +199,24 @@ def prepare_message(
             out += b"\r\n"
     out += data[header_end:]
     return PreparedMessage(bytes(out), mailing_id, message_id, header_message_id,
-                           _misnamed(data, fields))
+                           _misnamed(data, fields), stream)
+
+
+def stream_of(value: str | None, streams: Collection[str] | None) -> str:
+    """The stream a message names (header or API field), or the default one.
+
+    Raises:
+        ReplyError: 550 5.6.0 for a name that is not a stream: a newsletter
+            sent as transactional mail would lack its unsubscribe headers.
+    """
+    if value is None or not value.strip():
+        return DEFAULT_STREAM
+    name = value.strip()
+    if not valid_stream_name(name) or (streams is not None and name not in streams):
+        known = f"; streams: {', '.join(sorted(streams))}" if streams is not None else ""
+        raise ReplyError(Reply(550, "5.6.0", f"Error: header {STREAM_HEADER}: "
+                                             f"unknown stream {name[:64]!r}{known}"))
+    return name
 
 
 def _misnamed(data: bytes, fields: list[_Field]) -> tuple[tuple[str, str], ...]:

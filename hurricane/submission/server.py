@@ -257,7 +257,7 @@ class SubmissionProtocol(HardenedESMTP):
         factory = self.factory
         try:
             prepared = prepare_message(data, hostname=factory.hostname,
-                                       now=envelope.received_at)
+                                       now=envelope.received_at, streams=factory.streams)
         except ReplyError as e:
             log.info("refused message from {peer}: {reply}", peer=envelope.session.peer,
                      reply=str(e.reply))
@@ -282,6 +282,7 @@ class SubmissionProtocol(HardenedESMTP):
             source="smtp",
             client=client,
             metadata={"helo": envelope.session.helo, "tls": envelope.session.tls},
+            stream=prepared.stream,
         )
         try:
             result = await factory.store.enqueue(message, envelope.received_at)
@@ -346,6 +347,9 @@ class SubmissionFactory(HardenedFactory):
         self.portal = portal
         self.policy = SubmissionPolicy(config.trusted_networks, config.require_auth)
         self.throttle = AuthThrottle(clock, config.max_auth_failures, config.auth_block_seconds)
+        #: The configured stream names (``X-Hurricane-Stream``); None accepts
+        #: any valid name (the server sets it from ``[[streams]]``).
+        self.streams: frozenset[str] | None = None
 
     def counts_per_ip(self, ip: str) -> bool:
         """Trusted networks are exempt from ``max_connections_per_ip``; others count.

@@ -227,6 +227,21 @@ class NamespaceTests(SynchronousTestCase):
         self.assertFalse(self.successResultOf(self.ns["unsuppress"]("z@example.org")))
         self.assertEqual(self.successResultOf(self.ns["replay"](4)), "replayed 4")
 
+    def test_scoped_suppression(self) -> None:
+        """suppress(..., scope=) adds a stream entry; suppressions() lists it; unsuppress
+        with the scope removes it, and a scope that is not one is refused."""
+        self.assertTrue(self.successResultOf(
+            self.ns["suppress"]("Z@example.org", scope="stream:transactional")))
+        self.assertIsNone(run(self, self.store.get_suppression("z@example.org")))
+        listed = self.successResultOf(self.ns["suppressions"]("z@example.org"))
+        self.assertEqual([(e["scope"], e["address"]) for e in listed],
+                         [("stream:transactional", "z@example.org")])
+        self.failureResultOf(self.ns["suppress"]("z@example.org", scope="stream"),
+                             InvalidRequest)
+        self.assertTrue(self.successResultOf(
+            self.ns["unsuppress"]("z@example.org", scope="stream:transactional")))
+        self.assertEqual(self.successResultOf(self.ns["suppressions"]("z@example.org")), [])
+
     def test_same_refusals_as_the_other_adapters(self) -> None:
         """A malformed address fails the helper with the operations' own error."""
         failure = self.failureResultOf(self.ns["suppress"]("not an address"), InvalidRequest)

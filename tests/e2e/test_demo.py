@@ -46,6 +46,7 @@ class DemoCommandTests(TestCase):
             self.assertRegex(out, r"synchronous failures \(refused during SMTP\)\s+\d+\s+\d+")
             self.assertRegex(out, r"asynchronous bounces \(DSN / NDR later\)\s+\d+\s+\d+")
             self.assertRegex(out, r"auto-replies \(RFC 3834; stay delivered\)\s+\d+\s+\d+")
+            self.assertRegex(out, r"unsubscribes \(one-click POST or mailto\)\s+\d+\s+\d+")
             self.assertIn("Hurricane's count matches the sink's on every line.", out)
             reasons = out.split("  reason", 1)[1].split("\n\n", 1)[0]
             self.assertNotIn("delivered", reasons)

@@ -41,7 +41,8 @@ def sink(**overrides: Any) -> dict[str, Any]:
         "accepted": {"accept": 90, "late": 3, "complain": 2, "vacation": 1, "delayed": 1},
         "rejected": {"unknown": 4}, "deferred": {"grey": 2}, "dropped": {"drop": 5},
         "stalled": {}, "split": {}, "unanswered": {"drop": 1},
-        "returns_sent": {"dsn": 3, "arf": 2, "autoreply": 1, "delayed": 1},
+        "returns_sent": {"dsn": 3, "arf": 2, "autoreply": 1, "delayed": 1, "unsubscribe": 2,
+                         "unsubscribe-mailto": 1},
         "returns_failed": {}, "returns_scheduled": {},
     }
     data.update(overrides)
@@ -57,7 +58,7 @@ class _Stats:
 
 
 AGREEING = summary(delivered=92, failed=4, bounced=3, complained=2, expired=1)
-NOTICES = {"autoreply": 1, "delayed": 1}
+NOTICES = {"autoreply": 1, "delayed": 1, "unsubscribed": 3}
 
 
 def delivery(i: int, *, code: int | None, status: str | None, text: str,
@@ -80,7 +81,7 @@ class CompareTests(SynchronousTestCase):
         complaints and notices; unanswered is expired: every line equal."""
         rows = compare_with_sink(AGREEING, NOTICES, sink())
         self.assertEqual([(r.hurricane, r.sink) for r in rows],
-                         [(92, 92), (4, 4), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1)])
+                         [(92, 92), (4, 4), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), (3, 3)])
 
     def test_missing_bounce(self) -> None:
         """A DSN the sink sent that Hurricane did not record shows on two lines."""
@@ -105,6 +106,7 @@ class SummaryTextTests(SynchronousTestCase):
         self.assertNotIn("differs", out)
         self.assertRegex(out, r"auto-replies \(RFC 3834; stay delivered\)\s+1\s+1\n")
         self.assertRegex(out, r'delay notices \(DSN "delayed"; stay delivered\)\s+1\s+1\n')
+        self.assertRegex(out, r"unsubscribes \(one-click POST or mailto\)\s+3\s+3\n")
 
     def test_mismatch_marked(self) -> None:
         """A differing line is marked and the summary says how many lines differ; a return

@@ -89,8 +89,11 @@ class ForgedReportTests(SynchronousTestCase):
         self.assertEqual((row.state, row.reason), (State.complained, "feedback"))
         [record] = self.records(self.delivered)
         self.assertEqual(webhook_type(record), ("complained", True))
-        self.assertEqual(run(self.w.store.get_suppression("victim@example.net")).source,
-                         "complaint")
+        # A complaint stops its stream (issue 20), not every stream.
+        self.assertIsNone(run(self.w.store.get_suppression("victim@example.net")))
+        entries = run(self.w.store.suppression_entries("victim@example.net"))
+        self.assertEqual([(e.scope, e.source) for e in entries],
+                         [("stream:transactional", "complaint")])
 
     def test_verified_complaint_to_verp(self) -> None:
         """A complaint sent to the delivery's own VERP address complains."""

@@ -113,8 +113,10 @@ class OutcomeTests(_Base):
         ev = self.w.events(self.d.delivery_id)[-1]
         self.assertEqual((ev.kind, ev.feedback_type, ev.correlation, ev.source),
                          (EventKind.complaint, "abuse", "header-token", "arf"))
-        sup = run(self.w.store.get_suppression("alice@example.net"))
-        self.assertEqual(sup.source, "complaint")
+        # A complaint stops its stream (issue 20), not every stream.
+        entries = run(self.w.store.suppression_entries("alice@example.net"))
+        self.assertEqual([(e.scope, e.source) for e in entries],
+                         [("stream:transactional", "complaint")])
         self.assertEqual(p.stats()["by_category"], {"feedback": 1})
 
     def test_autoreply_event_only(self) -> None:

@@ -607,7 +607,18 @@ class StoreContractMixin:
         event = (await self.store.events(delivery_id))[-1]
         self.assertEqual((event.kind, event.feedback_type, event.source),
                          (EventKind.complaint, "abuse", "arf"))
-        self.assertEqual((await self.store.get_suppression("c@x.test")).source, "complaint")
+        # A complaint suppresses its stream only (issue 20), unless the stream
+        # is configured complaint_global.
+        self.assertIsNone(await self.store.get_suppression("c@x.test"))
+        entries = await self.store.suppression_entries("C@x.test")
+        self.assertEqual([(e.scope, e.source, e.event_id) for e in entries],
+                         [("stream:transactional", "complaint", event.event_id)])
+        self.store.complaint_global_streams = frozenset({"transactional"})
+        other = (await self.enqueue_one("g@x.test")).recipients[0].delivery_id
+        await self.deliver(other)
+        await self.bounce(other, EventKind.complaint, reason="feedback",
+                          feedback_type="abuse", suppress=True, source=Source.arf)
+        self.assertEqual((await self.store.get_suppression("g@x.test")).source, "complaint")
 
     async def test_complaint_about_undelivered_mail(self) -> None:
         """A complaint for a failed delivery is an event only: that mail never arrived."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 from hurricane.decisions import decide_bounce, suppression_source
@@ -17,8 +17,9 @@ from hurricane.model import (
 )
 from hurricane.store import sql
 from hurricane.store.interface import BounceRecord
+from hurricane.store.suppression import GLOBAL, add_suppression_txn, message_stream_txn
 from hurricane.store.txn.core import Txn, chunks, opt_int, text_of
-from hurricane.store.txn.suppressions import insert_suppression
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["store_bounce_txn", "store_bounces_txn", "pending_bounces_txn", "load_bounces",
            "bounce_analysis_txn", "load_bounce_txn", "recorded_idem_key", "record_bounce_txn",
@@ -122,8 +123,13 @@ def recorded_idem_key(event: BounceEvent) -> str | None:
 
 
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
-                            category: str, correlation: str | None, analysis: str) -> list[int]:
-    """Record the analysis of a returned message; see IOutcomeStore.record_bounce."""
+                            category: str, correlation: str | None, analysis: str,
+                            complaint_global: Container[str] = frozenset()) -> list[int]:
+    """Record the analysis of a returned message; see IOutcomeStore.record_bounce.
+
+    A complaint suppresses the address for its message's stream only, unless
+    that stream is in ``complaint_global`` (issue 20); a hard bounce globally.
+    """
     await txn.execute(sql.MARK_BOUNCE_ANALYZED, (category, correlation, analysis, bounce_id))
     event_ids: list[int] = []
     for ev in events:
@@ -159,12 +165,17 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
                 text_of(ev.reason), decision.hard, ev.at, ev.delivery_id, state.value,
             ))
         if decision.suppress:
-            await insert_suppression(txn, recipient, text_of(ev.reason) or kind.value, ev.at,
-                            suppression_source(kind).value, None, event_id)
+            scope = GLOBAL
+            if kind is EventKind.complaint:
+                stream = await message_stream_txn(txn, ev.delivery_id) or DEFAULT_STREAM
+                scope = GLOBAL if stream in complaint_global else f"stream:{stream}"
+            await add_suppression_txn(txn, scope, recipient, text_of(ev.reason) or kind.value,
+                                      ev.at, suppression_source(kind).value, None, event_id)
     return event_ids
 
 
-async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord]) -> list[list[int]]:
+async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord],
+                             complaint_global: Container[str] = frozenset()) -> list[list[int]]:
     """Record several analyses in one transaction; see IOutcomeStore.record_bounces.
 
     Applied in order, so two reports about one delivery end as they would one
@@ -172,7 +183,7 @@ async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord]) -> list[
     """
     return [
         await record_bounce_txn(txn, r.bounce_id, list(r.events), r.category, r.correlation,
-                                r.analysis)
+                                r.analysis, complaint_global)
         for r in records
     ]
 

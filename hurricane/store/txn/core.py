@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from hurricane.model import Delivery, Event, EventKind, Outcome, State, Suppression
 from hurricane.store.sql import Dialect
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["Row", "Txn", "TxnCall", "ReadCall", "name_of", "run_sync", "as_bool", "opt_int",
            "delivery_from_row", "event_from_row", "outcome_from_row", "suppression_from_row",
@@ -141,7 +142,7 @@ def delivery_from_row(row: Row) -> Delivery:
         code=opt_int(row[11]), status=row[12], text=row[13], remote_host=row[14],
         mailing_id=row[15], message_id=row[16], header_message_id=row[17], orcpt=row[18],
         created_at=row[19], updated_at=row[20], delivered_at=row[21], bounced_at=row[22],
-        lease_owner=row[23], lease_until=row[24],
+        lease_owner=row[23], lease_until=row[24], stream=row[25],
     )
 
 
@@ -172,8 +173,8 @@ def outcome_from_row(row: Row) -> Outcome:
         reason=row[4], hard=as_bool(row[5]), code=opt_int(row[6]), status=row[7],
         text=row[8], attempts=int(row[9]), mailing_id=row[10], message_id=row[11],
         created_at=row[12], updated_at=row[13], remote_host=row[14],
-        delivered_at=row[15], bounced_at=row[16],
-        source_ip=row[17] if len(row) > 17 else None,
+        delivered_at=row[15], bounced_at=row[16], stream=row[17] or DEFAULT_STREAM,
+        source_ip=row[18],
     )
 
 

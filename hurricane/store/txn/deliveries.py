@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hurricane.address import domain_of
 from hurricane.model import AttemptResult, Delivery, State
-from hurricane.outcome import ATTEMPT_STATES, Reason, SuppressionSource
+from hurricane.outcome import ATTEMPT_STATES, Reason, Source, SuppressionSource
 from hurricane.store import sql
+from hurricane.store.suppression import dns_failure_txn
 from hurricane.store.txn.core import Txn, chunks, delivery_from_row, text_of
 from hurricane.store.txn.suppressions import insert_suppression
 
@@ -148,7 +150,11 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
                 update.append(r.owner)
             await txn.execute(statement, update)
     for r, event_id in zip(known, event_ids, strict=True):
-        if r.suppress:
+        if r.suppress and r.reason is Reason.hostunknown and r.source is Source.local:
+            # A domain that did not resolve: never the address, and the
+            # domain only once confirmed over time (issue 18 item 9).
+            await dns_failure_txn(txn, domain_of(recipients[r.delivery_id]), r.at, event_id)
+        elif r.suppress:
             await insert_suppression(txn, recipients[r.delivery_id],
                             text_of(r.reason) or Reason.undefined.value, r.at,
                             SuppressionSource.smtp.value, None, event_id)

@@ -19,6 +19,7 @@ from hurricane.store.txn.core import (
     report_limit,
 )
 from hurricane.store.txn.deliveries import get_delivery_txn, select_deliveries
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["read_batch_txn", "find_deliveries_txn", "events_txn", "events_after_txn",
            "outcomes_txn", "get_message_txn", "search_deliveries_txn"]
@@ -111,7 +112,7 @@ async def events_after_txn(txn: Txn, after_event_id: int, limit: int) -> list[Ev
 
 
 async def outcomes_txn(txn: Txn, after_delivery_id: int, limit: int, state: str | None,
-                       mailing_id: str | None) -> list[Outcome]:
+                       mailing_id: str | None, stream: str | None = None) -> list[Outcome]:
     """One page of outcome records by delivery id."""
     filters = ""
     params: list[Any] = [after_delivery_id]
@@ -121,6 +122,10 @@ async def outcomes_txn(txn: Txn, after_delivery_id: int, limit: int, state: str 
     if mailing_id is not None:
         filters += " AND lower(m.mailing_id) = lower(?)"
         params.append(mailing_id)
+    if stream is not None:
+        # Messages stored before streams existed are in the default stream.
+        filters += " AND COALESCE(m.stream, ?) = ?"
+        params += [DEFAULT_STREAM, stream]
     await txn.execute(sql.SELECT_OUTCOMES.format(filters=filters), (*params, limit))
     return [outcome_from_row(row) for row in txn.fetchall()]
 
@@ -146,7 +151,7 @@ async def search_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str |
                                 mailing_id: str | None, message_id: str | None,
                                 state: str | None, domain: str | None, since: float | None,
                                 until: float | None, before_delivery_id: int | None,
-                                limit: int) -> list[Delivery]:
+                                limit: int, stream: str | None = None) -> list[Delivery]:
     """Deliveries matching every filter, by delivery id descending (keyset)."""
     where: list[str] = []
     params: list[Any] = []
@@ -166,6 +171,10 @@ async def search_deliveries_txn(txn: Txn, recipient: str | None, queue_id: str |
     if domain is not None:
         where.append("d.domain = ?")
         params.append(domain.strip().lower())
+    if stream is not None:
+        # Messages stored before streams existed are in the default stream.
+        where.append("COALESCE(m.stream, ?) = ?")
+        params += [DEFAULT_STREAM, stream]
     window, window_params = created_window(since, until, "d.created_at")
     where.append(window)
     params.extend(window_params)

@@ -12,7 +12,9 @@ from typing import Any
 from hurricane.address import domain_of, fold
 from hurricane.model import EnqueuedRecipient, EnqueueResult, NewMessage, State
 from hurricane.store import sql
+from hurricane.store.suppression import match_scoped_txn
 from hurricane.store.txn.core import Row, Txn, chunks
+from hurricane.streams import DEFAULT_STREAM
 
 __all__ = ["QUEUE_ID_LENGTH", "new_queue_id", "PreparedMessage", "prepare_message",
            "MESSAGE_CHUNK", "enqueue_batch_txn", "CTE_RECIPIENTS", "enqueue_txn"]
@@ -69,7 +71,7 @@ def prepare_message(message: NewMessage, now: float) -> PreparedMessage:
     return PreparedMessage(message, metadata_json, now)
 
 
-#: Messages per multi-row INSERT (11 parameters each: under SQLite's old 999).
+#: Messages per multi-row INSERT (12 parameters each: under SQLite's old 999).
 MESSAGE_CHUNK = 80
 
 
@@ -89,10 +91,11 @@ def _draws(batch: Sequence[PreparedMessage], stored: Container[int]
 
 
 def _message_params(queue_id: str, prepared: PreparedMessage) -> list[Any]:
-    """The 11 parameters of one message's row (``sql._MESSAGE_VALUES``)."""
+    """The 12 parameters of one message's row (``sql._MESSAGE_VALUES``)."""
     m = prepared.message
     return [queue_id, m.sender, m.mailing_id, m.message_id, m.header_message_id,
-            len(m.body), m.body, m.source, m.client, prepared.metadata_json, prepared.now]
+            len(m.body), m.body, m.source, m.client, prepared.metadata_json, prepared.now,
+            m.stream]
 
 
 async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[EnqueueResult]:
@@ -107,12 +110,26 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
     if txn.dialect.round_trips and \
             sum(len(p.message.recipients) for p in batch) <= CTE_RECIPIENTS:
         return await _enqueue_batch_cte(txn, batch)
+    # Stream, mailing and domain entries (issue 20): one more look-up.
+    scoped = await match_scoped_txn(txn, [
+        (r.address, p.message.stream, p.message.mailing_id)
+        for p in batch for r in p.message.recipients], batch[0].now if batch else 0.0)
     keys = sorted({fold(r.address) for p in batch for r in p.message.recipients})
     suppressed: dict[str, str] = {}
     for key_chunk in chunks(keys):
         await txn.execute(sql.SELECT_SUPPRESSED_IN.format(sql.placeholders(len(key_chunk))),
                           key_chunk)
         suppressed.update((row[0], row[1]) for row in txn.fetchall())
+    # What stops each recipient, in batch order: (reason, the event's text).
+    stops: list[tuple[str, str] | None] = []
+    position = 0
+    for p in batch:
+        for r in p.message.recipients:
+            reason = suppressed.get(fold(r.address))
+            match = scoped[position]
+            position += 1
+            stops.append((reason, sql.GLOBAL_ENTRY_TEXT) if reason is not None else
+                         (match.reason, match.text) if match is not None else None)
 
     # Messages, each under a queue id drawn until unique (see _draws).
     message_pks: dict[int, tuple[str, int]] = {}
@@ -127,14 +144,16 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
         raise RuntimeError("could not allocate unique queue ids")
 
     rows = []
+    stop_of = iter(stops)
     for i, prepared in enumerate(batch):
         message_pk, now = message_pks[i][1], prepared.now
         for recipient in prepared.message.recipients:
-            reason = suppressed.get(fold(recipient.address))
-            state = State.queued if reason is None else State.suppressed
+            stop = next(stop_of)
+            state = State.queued if stop is None else State.suppressed
             rows.append((
                 message_pk, recipient.address, domain_of(recipient.address), state.value,
-                reason, now if state is State.queued else None, recipient.orcpt, now, now,
+                None if stop is None else stop[0], now if state is State.queued else None,
+                recipient.orcpt, now, now, None if stop is None else stop[1],
             ))
     await txn.insert_rows("deliveries", sql.DELIVERY_INSERT_COLUMNS, rows)
     pks = [pk for _, pk in message_pks.values()]
@@ -149,14 +168,16 @@ async def enqueue_batch_txn(txn: Txn, batch: Sequence[PreparedMessage]) -> list[
             ids[int(message_pk)].append(int(delivery_id))
 
     results = []
+    stop_of = iter(stops)
     for i, prepared in enumerate(batch):
         queue_id, message_pk = message_pks[i]
         recipients = []
         for delivery_id, recipient in zip(ids[message_pk], prepared.message.recipients,
                                           strict=True):
-            reason = suppressed.get(fold(recipient.address))
-            state = State.queued if reason is None else State.suppressed
-            recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state, reason))
+            stop = next(stop_of)
+            state = State.queued if stop is None else State.suppressed
+            recipients.append(EnqueuedRecipient(delivery_id, recipient.address, state,
+                                                None if stop is None else stop[0]))
         results.append(EnqueueResult(queue_id, message_pk, tuple(recipients)))
     return results
 
@@ -185,22 +206,24 @@ async def _enqueue_batch_cte(txn: Txn, batch: Sequence[PreparedMessage]
         txn.standalone()
     results: dict[int, EnqueueResult] = {}
     for drawn in _draws(batch, results):
-        keys = sorted({fold(r.address) for i in drawn.values()
-                       for r in batch[i].message.recipients})
+        keys = sorted({k for i in drawn.values() for r in batch[i].message.recipients
+                       for k in (fold(r.address), domain_of(fold(r.address)))})
         messages: list[Any] = []
         recipients: list[Any] = []
         for queue_id, i in drawn.items():
             m, now = batch[i].message, batch[i].now
             messages += _message_params(queue_id, batch[i])
+            stream_scope = f"stream:{m.stream or DEFAULT_STREAM}"
+            mailing_scope = f"mailing:{m.mailing_id}" if m.mailing_id else None
             for position, r in enumerate(m.recipients):
                 recipients += [queue_id, position, r.address, domain_of(r.address),
-                               fold(r.address), r.orcpt, now]
+                               fold(r.address), r.orcpt, now, stream_scope, mailing_scope]
         # Prepared: PostgreSQL parses and plans this CTE in ~0.6 ms,
         # longer than it takes to run it; each batch shape is parsed
         # once per connection (and, after five runs, planned once).
         await txn.execute(
-            sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 7),
-            [*keys, *messages, *recipients], prepare=True)
+            sql.enqueue_cte(len(keys), len(drawn), len(recipients) // 9),
+            [*keys, *keys, batch[0].now, *messages, *recipients], prepare=True)
         rows: dict[str, list[Row]] = {}
         for row in txn.fetchall():  # in delivery id order: recipient order
             rows.setdefault(row[1], []).append(row)
