@@ -235,13 +235,16 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
                           bind_address=config.delivery.bind_address)
     from hurricane.outbound.mtasts import txt_lookup
     from hurricane.outbound.pools import transport_services
+    from hurricane.outbound.warmup import mx_provider
     pools, sts, transport = transport_services(config.delivery, reactor,
                                                txt_lookup(dns.resolver), store)
     for service in transport:  # issue 21: warm-up first uses, MTA-STS refresh
         service.setServiceParent(root)
-    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy, pools=pools,
-                    sts=sts)
     gate = _build_gate(config, reactor)
+    providers = gate.limiter.providers
+    dialer = Dialer(resolver, connector, hostname, config.delivery.tls_policy, pools=pools,
+                    sts=sts, provider_of=lambda domain, mx: providers.warmup_name(
+                        domain, mx, mx_provider))
     unsubscribe_codec = codec_from_config(config)
     root.unsubscriber = Unsubscriber(unsubscribe_codec, store, reactor)
     headers = bulk_headers_from_config(config, dkim, unsubscribe_codec)

@@ -32,7 +32,7 @@ import enum
 import fnmatch
 import re
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from hurricane.config import AdaptiveConfig, DeliveryConfig
@@ -172,6 +172,15 @@ class ProviderMap:
             if provider.claims_domain(domain):
                 return provider
         return self.default
+
+    def warmup_name(self, domain: str, mx_host: str, fallback: Callable[[str, str], str]) -> str:
+        """The provider a source address warms up with (issue 21 with issue 19): a
+        configured provider's name when one claims the domain or its MX host (so
+        every domain hosted there shares one warm-up schedule), else ``fallback``'s
+        answer for the destination (the MX host's parent domain).
+        """
+        found = self.learn(domain, mx_host)
+        return found.name if found is not self.default else fallback(domain, mx_host)
 
     def learn(self, domain: str, mx_host: str | None) -> Provider:
         """Note the MX host ``domain`` was reached through (the MX roll-up).

@@ -68,6 +68,20 @@ class ProviderMapTests(SynchronousTestCase):
         self.assertEqual(m.named("google").rate_per_minute, 6000)
         self.assertEqual(m.default.rate_per_minute, 60)
 
+    def test_warmup_name(self) -> None:
+        """A source address warms up per configured provider when one claims the
+        destination (by domain or by MX: every domain hosted there shares one
+        schedule), else per the MX host's parent domain (issue 21 with issue 19)."""
+        from hurricane.outbound.warmup import mx_provider
+
+        m = ProviderMap(DeliveryConfig(providers=(GOOGLE,)))
+        self.assertEqual(m.warmup_name("gmail.com", "gmail-smtp-in.l.google.com", mx_provider),
+                         "google")
+        self.assertEqual(m.warmup_name("shop.example", "aspmx.l.google.com.", mx_provider),
+                         "google")
+        self.assertEqual(m.warmup_name("other.example", "mx1.mail.other.example", mx_provider),
+                         "other.example")
+
     def test_config_checks(self) -> None:
         """A provider needs a unique name and a glob; rates are fractions."""
         ok = {"delivery": {"providers": [{"name": "g", "mx": ["*.google.com"]}]}}
