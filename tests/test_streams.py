@@ -10,9 +10,11 @@ from hurricane.streams import DEFAULT_STREAM, feedback_id
 
 
 def test_streams_parse_with_their_keys() -> None:
-    c = config_from_dict({"streams": [
-        {"name": "news", "kind": "bulk", "pool": "p1", "feedback_id": "{mailing}:{stream}"},
-    ]})
+    c = config_from_dict({
+        "delivery": {"pools": [{"name": "p1", "addresses": ["127.0.0.2"]}]},
+        "streams": [
+            {"name": "news", "kind": "bulk", "pool": "p1", "feedback_id": "{mailing}:{stream}"},
+        ]})
     news = c.stream_set.get("news")
     assert news is not None and news.kind is StreamKind.bulk and news.pool == "p1"
     assert news.scope == "stream:news"

@@ -15,6 +15,10 @@ from twisted.trial.unittest import TestCase
 from tests.e2e.helpers import HURRICANE, tmpdir
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DemoCommandTests(TestCase):
     """The one-command demo, as a user runs it."""
 
@@ -61,9 +65,13 @@ class DemoCommandTests(TestCase):
         """Ctrl-C while the report is up stops the demo, which names the temporary data
         directory it keeps and the command to read it."""
         def run() -> str:
+            # A user's terminal delivers Ctrl-C to a process whose SIGINT is at
+            # its default; an ignored SIGINT is inherited across exec, so the
+            # child starts with the default whatever this test process has.
+            parent_sigint = signal.getsignal(signal.SIGINT)
             proc = subprocess.Popen([HURRICANE, "demo", "--recipients", "50"],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True)
+                                    text=True, preexec_fn=_default_sigint)
             # A blocking readline cannot check a deadline: a timer kills the demo
             # if it has not reached its report within 240 s (a loaded CI machine),
             # so the test fails with the output so far instead of hanging.
@@ -80,7 +88,13 @@ class DemoCommandTests(TestCase):
                     if "Ctrl-C to stop" in line:
                         proc.send_signal(signal.SIGINT)
                         break
-                rest, _ = proc.communicate(timeout=120)
+                try:
+                    rest, _ = proc.communicate(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rest, _ = proc.communicate()
+                    rest += ("\n[the demo did not stop within 120 s of Ctrl-C; killed; "
+                             f"SIGINT in the test process: {parent_sigint!r}]")
                 return "".join(lines) + rest
             finally:
                 watchdog.cancel()
