@@ -20,7 +20,7 @@ Why each choice:
   the whole ``ProcessPoolExecutor``. The calls in flight fail with
   :class:`WorkerLost`, the broken pool is dropped and the next call starts a
   new one. The messages are still pending in the store; the processor retries
-  them (see ``BounceProcessor._analyze_all``).
+  them (see :mod:`hurricane.inbound.analysis`).
 - **Workers exit when the server dies**, even by ``kill -9``: a thread in
   each worker waits on the parent's sentinel, which closes with the parent,
   and ends the worker. Nothing else would: an idle worker blocks reading a
@@ -90,8 +90,10 @@ __all__ = ["AnalysisProcessPool", "Analyzed", "PoolUnavailable", "WorkerLost"]
 log = Logger()
 
 #: Per message: its analysis (or the exception the analyzer raised) and its
-#: fingerprint (``message_fingerprint``).
-Analyzed = tuple[Analysis | BaseException, bytes]
+#: fingerprint (``message_fingerprint``; always computed by the workers, None
+#: in the type shared with the other executors of
+#: :mod:`hurricane.inbound.executor`).
+Analyzed = tuple[Analysis | BaseException, bytes | None]
 
 
 class WorkerLost(Exception):
