@@ -56,8 +56,9 @@ from hurricane.inbound.executor import (
 )
 from hurricane.inbound.fingerprint import message_fingerprint
 from hurricane.inbound.intake import Intake, Item
-from hurricane.inbound.recorder import Recorder
+from hurricane.inbound.recorder import Recorder, fresh_bounce
 from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
+from hurricane.model import ReturnedMessage, StoredBounce
 from hurricane.store.interface import IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
@@ -95,6 +96,10 @@ class ProcessorConfig:
         max_queued: ids kept in memory at most; beyond that they stay
             pending in the store and are picked up by a later sweep.
         sweep_batch: pending ids read from the store per sweep.
+        preload_bytes: raw bytes of just-stored messages kept in memory at
+            most, so that their analysis need not read them back from the
+            store (one store hop per batch fewer); beyond it, or after a
+            retry, they are loaded as usual.
     """
 
     concurrency: int = 2
@@ -105,6 +110,7 @@ class ProcessorConfig:
     window: float = RECIPIENT_WINDOW
     max_queued: int = 10_000
     sweep_batch: int = 1000
+    preload_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -156,10 +162,13 @@ class BounceProcessor(Service):
         self._sweep_again = False
         self._sweeping = False
         self._progress = 0  # messages whose status changed since the last sweep
+        #: Just-stored messages in hand (see ``ProcessorConfig.preload_bytes``).
+        self._preloaded: dict[int, StoredBounce] = {}
+        self._preload_bytes = 0
 
     # -- public API --------------------------------------------------------------
 
-    def submit(self, bounce_id: int) -> None:
+    def submit(self, bounce_id: int, message: ReturnedMessage | None = None) -> None:
         """Queue a stored returned message for analysis; never blocks or raises.
 
         Called by the bounce listener once the message is committed. A message
@@ -168,10 +177,17 @@ class BounceProcessor(Service):
 
         Args:
             bounce_id: the id ``store_bounce`` returned.
+            message: what was stored, when the caller has it in hand: kept
+                (up to ``ProcessorConfig.preload_bytes`` in all) so that it
+                is not read back from the store.
         """
         try:
             if self._enqueue(bounce_id, replay=False):
                 self._stats.received += 1
+                if message is not None and \
+                        self._preload_bytes + len(message.raw) <= self._config.preload_bytes:
+                    self._preloaded[bounce_id] = fresh_bounce(bounce_id, message)
+                    self._preload_bytes += len(message.raw)
             self._pump()
         except Exception:
             # The message is committed and pending: the next sweep finds it.
@@ -241,6 +257,8 @@ class BounceProcessor(Service):
             if timer is not None and timer.active():
                 timer.cancel()
         self._pause = self._sweep_timer = None
+        self._preloaded.clear()
+        self._preload_bytes = 0
         for bounce_id, _ in self._intake.clear():
             self._intake.resolve(bounce_id, ProcessResult(bounce_id, ProcessStatus.stopped))
 
@@ -306,8 +324,15 @@ class BounceProcessor(Service):
             self._pumping = False
 
     def _start(self, items: list[Item]) -> None:
+        preloaded: dict[int, StoredBounce] = {}
+        for bounce_id, replay in items:
+            bounce = self._preloaded.pop(bounce_id, None)
+            if bounce is not None:
+                self._preload_bytes -= len(bounce.raw)
+                if not replay:  # a replay reads the store's current row
+                    preloaded[bounce_id] = bounce
         d: Deferred[list[ProcessResult]] = Deferred.fromCoroutine(
-            self._recorder.process(items, self._analysis.analyze))
+            self._recorder.process(items, self._analysis.analyze, preloaded))
         if d.called:
             # finished synchronously (in-memory store, inline executor)
             d.addBoth(self._batch_finished, items)

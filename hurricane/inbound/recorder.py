@@ -25,12 +25,12 @@ from hurricane.inbound.events import build_events
 from hurricane.inbound.fingerprint import message_fingerprint
 from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
 from hurricane.inbound.workers import Analyzed, WorkerLost
-from hurricane.model import BounceEvent, StoredBounce
+from hurricane.model import BounceEvent, ReturnedMessage, StoredBounce
 from hurricane.outcome import BounceStatus, Category
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
-__all__ = ["Recorder", "gather"]
+__all__ = ["Prepared", "Recorder", "fresh_bounce", "gather"]
 
 log = Logger()
 
@@ -225,18 +225,32 @@ class Recorder:
     async def process(
         self, items: list[tuple[int, bool]],
         analyze: Callable[[list[StoredBounce]], Awaitable[list[Analyzed]]],
+        preloaded: dict[int, StoredBounce] | None = None,
     ) -> list[ProcessResult]:
-        """Load, analyze (one executor hop), correlate and record (one transaction) a batch."""
+        """Load, analyze (one executor hop), correlate and record (one transaction) a batch.
+
+        Args:
+            items: (id, replay) per message.
+            analyze: the analysis stage.
+            preloaded: messages already in hand (the listener's copy of one
+                it just stored, pending by construction): not read back.
+        """
+        preloaded = preloaded or {}
         # Loads, then correlations, run concurrently: the store batches reads
         # issued together into one transaction (one pool-thread hop on SQLite).
         results: dict[int, ProcessResult] = {}
+        to_load = [(bounce_id, replay) for bounce_id, replay in items
+                   if bounce_id not in preloaded]
+        got = dict(zip((bounce_id for bounce_id, _ in to_load), await gather(
+            [self.load(bounce_id, replay) for bounce_id, replay in to_load]), strict=True)
+        ) if to_load else {}
         loaded: list[StoredBounce] = []
-        for (bounce_id, _), got in zip(items, await gather(
-                [self.load(bounce_id, replay) for bounce_id, replay in items]), strict=True):
-            if isinstance(got, ProcessResult):
-                results[bounce_id] = got
+        for bounce_id, _ in items:
+            one = preloaded.get(bounce_id) or got[bounce_id]
+            if isinstance(one, ProcessResult):
+                results[bounce_id] = one
             else:
-                loaded.append(got)
+                loaded.append(one)
         analyses = await analyze(loaded)
         ready: list[Prepared] = []
         for bounce, prepared in zip(loaded, await gather(
@@ -249,3 +263,19 @@ class Recorder:
         for item, outcome in zip(ready, await self.record_all(ready), strict=True):
             results[item.bounce.bounce_id] = outcome
         return [results[bounce_id] for bounce_id, _ in items]
+
+
+def fresh_bounce(bounce_id: int, message: ReturnedMessage) -> StoredBounce:
+    """The stored message as ``load_bounce`` would read it back right after ``store_bounce``.
+
+    Same fields as the store writes them (``store_bounces_txn``): the first
+    envelope recipient's address, the first delivery any recipient names,
+    every recipient, status pending.
+    """
+    envelope = message.envelope()
+    return StoredBounce(
+        bounce_id=bounce_id, raw=message.raw, mail_from=message.mail_from,
+        rcpt_to=envelope[0].address, received_at=message.received_at,
+        delivery_id=next((r.delivery_id for r in envelope if r.delivery_id is not None), None),
+        status=BounceStatus.pending, recipients=envelope,
+    )
