@@ -51,8 +51,8 @@ class AnalysisStage:
         self._isolating = DeferredLock()
 
     async def analyze(self, bounces: list[StoredBounce]) -> list[Analyzed]:
-        """Per message, its analysis (or the exception) and its fingerprint
-        when the executor computed it (None: the caller does)."""
+        """Per message, its analysis (or the exception), with its fingerprint
+        and JSON when the executor computed them (None: the caller does)."""
         if not bounces:
             return []
         work = [(b.raw, b.rcpt_to or None) for b in bounces]
@@ -61,11 +61,11 @@ class AnalysisStage:
         except WorkerLost as e:
             if not self.executor.isolates or isinstance(e, PoolUnavailable) \
                     or self._stopping():
-                return [(e, None)] * len(bounces)
+                return [Analyzed(e)] * len(bounces)
             log.warn("{error} under {count} messages; analyzing each alone",
                      error=str(e), count=len(bounces))
         except Exception as e:
-            return [(e, None)] * len(bounces)
+            return [Analyzed(e)] * len(bounces)
         out: list[Analyzed] = []
         for bounce, item in zip(bounces, work, strict=True):
             one = await self._alone(bounce.bounce_id, item)
@@ -83,16 +83,16 @@ class AnalysisStage:
                 [one] = await self.executor.submit([item], alone=True)
                 return one
             except PoolUnavailable as e:
-                return e, None
+                return Analyzed(e)
             except WorkerLost as e:
                 if self._stopping():
-                    return e, None
+                    return Analyzed(e)
                 log.warn("bounce {bounce_id}: {error} (alone, after its batch)",
                          bounce_id=bounce_id, error=str(e))
-                return RuntimeError(
+                return Analyzed(RuntimeError(
                     f"the analysis worker died on this message twice, in its batch and"
-                    f" alone (last: {e})"), None
+                    f" alone (last: {e})"))
             except Exception as e:
-                return e, None
+                return Analyzed(e)
         finally:
             self._isolating.release()

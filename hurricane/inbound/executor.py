@@ -37,8 +37,8 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as default_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
-from hurricane.inbound.analysis_worker import Work
-from hurricane.inbound.workers import AnalysisProcessPool, Analyzed
+from hurricane.inbound.analysis_worker import Analyzed, Work
+from hurricane.inbound.workers import AnalysisProcessPool
 
 __all__ = [
     "AnalyzeFunction",
@@ -94,24 +94,28 @@ class Executor(Protocol):
 
 
 def _analyze_many(
-    analyze: AnalyzeFunction, work: Sequence[Work], kwargs: dict[str, Any]
+    analyze: AnalyzeFunction, work: Sequence[Work], kwargs: dict[str, Any],
+    yield_gil: bool = False,
 ) -> list[Analyzed]:
     """Analyze several messages in one call (in a worker thread, or inline).
 
     Exceptions are returned, not raised, so one hostile message fails only
-    itself; they are logged on the reactor thread.
+    itself; they are logged on the reactor thread. ``yield_gil``: in a
+    thread, hand the GIL over between messages (inline, on the reactor
+    thread, that would only wait on the other threads).
     """
     out: list[Analyzed] = []
     for raw, rcpt in work:
         try:
-            out.append((analyze(raw, rcpt, **kwargs), None))
+            out.append(Analyzed(analyze(raw, rcpt, **kwargs)))
         except Exception as e:
-            out.append((e, None))
-        # Hand the GIL to the reactor between messages. Otherwise this thread
-        # keeps it for up to the interpreter's switch interval (5 ms) each
-        # time the reactor blocks on a send or poll, which is what a busy
-        # SMTP listener does thousands of times a second.
-        time.sleep(0)
+            out.append(Analyzed(e))
+        if yield_gil:
+            # Hand the GIL to the reactor between messages. Otherwise this
+            # thread keeps it for up to the interpreter's switch interval
+            # (5 ms) each time the reactor blocks on a send or poll, which
+            # is what a busy SMTP listener does thousands of times a second.
+            time.sleep(0)
     return out
 
 
@@ -128,6 +132,8 @@ class CallExecutor:
     """
 
     isolates = False
+    #: Analyses run in another thread (see :func:`_analyze_many`).
+    in_thread = False
 
     def __init__(self, runner: Runner = run_inline, *, analyze: AnalyzeFunction | None = None,
                  limits: AnalysisLimits | None = None,
@@ -147,14 +153,15 @@ class CallExecutor:
             # alone: the analyzer itself, so a runner sees the usual call
             raw, rcpt = work[0]
             d: Deferred[Any] = self._runner(self._analyze, raw, rcpt, **self._kwargs)
-            d.addCallback(lambda one: [(one, None)])
+            d.addCallback(lambda one: [Analyzed(one)])
         else:
-            d = self._runner(_analyze_many, self._analyze, list(work), self._kwargs)
+            d = self._runner(_analyze_many, self._analyze, list(work), self._kwargs,
+                             self.in_thread)
 
         def failed(f: Failure) -> list[Analyzed]:
             e = f.value
             assert isinstance(e, BaseException)
-            return [(e, None)] * n
+            return [Analyzed(e)] * n
 
         d.addErrback(failed)
         return d
@@ -197,6 +204,7 @@ class ThreadExecutor(CallExecutor):
             return deferToThreadPool(from_threads, pool, f, *args, **kwargs)
 
         super().__init__(in_pool, analyze=analyze, limits=limits, classifier=classifier)
+        self.in_thread = True
 
     def start(self) -> None:
         """Start the pool this executor owns."""

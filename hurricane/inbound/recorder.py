@@ -20,11 +20,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hurricane.bounce.model import Analysis
+from hurricane.inbound.analysis_worker import Analyzed
 from hurricane.inbound.correlate import Correlation, correlate
 from hurricane.inbound.events import build_events
 from hurricane.inbound.fingerprint import message_fingerprint
 from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
-from hurricane.inbound.workers import Analyzed, WorkerLost
+from hurricane.inbound.workers import WorkerLost
 from hurricane.model import BounceEvent, ReturnedMessage, StoredBounce
 from hurricane.outcome import BounceStatus, Category
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
@@ -102,16 +103,14 @@ class Recorder:
             log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
             return await self.fail(bounce_id, f"{type(e).__name__}: {e}")
 
-    async def prepare(self, bounce: StoredBounce, analysis: Analysis | BaseException,
-                      fingerprint: bytes | None) -> Prepared | ProcessResult:
+    async def prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
         """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
-        return await self.settled(bounce.bounce_id,
-                                  self._prepare(bounce, analysis, fingerprint))
+        return await self.settled(bounce.bounce_id, self._prepare(bounce, analyzed))
 
-    async def _prepare(self, bounce: StoredBounce, analysis: Analysis | BaseException,
-                       fingerprint: bytes | None) -> Prepared | ProcessResult:
+    async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
         """Check an analysis, correlate it and build its events (nothing written yet)."""
         bounce_id = bounce.bounce_id
+        analysis, fingerprint, encoded = analyzed
         if isinstance(analysis, WorkerLost):
             # not analyzed (the service is stopping, or no worker can
             # start): still pending
@@ -136,9 +135,7 @@ class Recorder:
         if fingerprint is None:
             fingerprint = message_fingerprint(bounce.raw)
         events = build_events(bounce, analysis, corr, fingerprint)
-        record = analysis.to_json()
-        record["correlation"] = corr.to_json()
-        return Prepared(bounce, analysis, corr, events, json.dumps(record, default=str))
+        return Prepared(bounce, analysis, corr, events, _record(analysis, encoded, corr))
 
     async def record_all(self, ready: list[Prepared]) -> list[ProcessResult]:
         """Record the batch in one transaction; on a non-store error, one by one
@@ -254,7 +251,7 @@ class Recorder:
         analyses = await analyze(loaded)
         ready: list[Prepared] = []
         for bounce, prepared in zip(loaded, await gather(
-                [self.prepare(b, a, fp) for b, (a, fp) in zip(loaded, analyses, strict=True)]),
+                [self.prepare(b, a) for b, a in zip(loaded, analyses, strict=True)]),
                                     strict=True):
             if isinstance(prepared, ProcessResult):
                 results[bounce.bounce_id] = prepared
@@ -263,6 +260,20 @@ class Recorder:
         for item, outcome in zip(ready, await self.record_all(ready), strict=True):
             results[item.bounce.bounce_id] = outcome
         return [results[bounce_id] for bounce_id, _ in items]
+
+
+def _record(analysis: Analysis, encoded: str | None, corr: Correlation) -> str:
+    """What the store keeps of an analysis: its JSON object plus ``correlation``.
+
+    ``encoded`` is :func:`encode_analysis` of it when the executor computed
+    it (off the reactor): only the correlation is encoded here and spliced
+    in as the last member, which gives the very text of encoding the whole.
+    """
+    if encoded is None or not encoded.endswith("}") or encoded == "{}":
+        record = analysis.to_json()
+        record["correlation"] = corr.to_json()
+        return json.dumps(record, default=str)
+    return encoded[:-1] + ', "correlation": ' + json.dumps(corr.to_json(), default=str) + "}"
 
 
 def fresh_bounce(bounce_id: int, message: ReturnedMessage) -> StoredBounce:

@@ -76,8 +76,8 @@ from twisted.logger import Logger
 
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as default_analyze
-from hurricane.bounce.model import Analysis
 from hurricane.inbound.analysis_worker import (
+    Analyzed,
     Work,
     WorkerInitFailed,
     analyze_batch,
@@ -89,11 +89,6 @@ __all__ = ["AnalysisProcessPool", "Analyzed", "PoolUnavailable", "WorkerLost"]
 
 log = Logger()
 
-#: Per message: its analysis (or the exception the analyzer raised) and its
-#: fingerprint (``message_fingerprint``; always computed by the workers, None
-#: in the type shared with the other executors of
-#: :mod:`hurricane.inbound.executor`).
-Analyzed = tuple[Analysis | BaseException, bytes | None]
 
 
 class WorkerLost(Exception):

@@ -22,6 +22,7 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as real_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
+from hurricane.inbound.analysis_worker import encode_analysis
 from hurricane.inbound.executor import ProcessExecutor
 from hurricane.inbound.processor import BounceProcessor, message_fingerprint
 from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
@@ -226,8 +227,9 @@ class PoolTests(_PoolCase):
         got: list[Any] = []
         pool.analyze([(raw, None) for raw in raws]).addBoth(got.append)
         self.pump_until(lambda: got)
-        self.assertEqual([a for a, _ in got[0]], expected)
-        self.assertEqual([fp for _, fp in got[0]], [message_fingerprint(r) for r in raws])
+        self.assertEqual([a.result for a in got[0]], expected)
+        self.assertEqual([a.fingerprint for a in got[0]], [message_fingerprint(r) for r in raws])
+        self.assertEqual([a.record for a in got[0]], [encode_analysis(a) for a in expected])
 
     def test_lazy_start_and_stop(self) -> None:
         """No worker before the first analysis; stop() ends every worker."""
@@ -264,7 +266,7 @@ class PoolTests(_PoolCase):
         open(os.path.join(self.tmp, "release"), "w").close()
         self.pump_until(lambda: len(got) == 3)
         self.assertEqual([len(r) for r in got], [2, 1, 1])
-        self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
+        self.assertTrue(all(isinstance(a.result, Analysis) for r in got for a in r))
 
     def test_deadlines_with_two_workers(self) -> None:
         """With two workers, the first two calls start at once and count only
@@ -281,7 +283,7 @@ class PoolTests(_PoolCase):
                          [2.0 * 1 + 10.0, 2.0 * 1 + 10.0, 2.0 * 3 + 10.0])
         open(os.path.join(self.tmp, "release"), "w").close()
         self.pump_until(lambda: len(got) == 3)
-        self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
+        self.assertTrue(all(isinstance(a.result, Analysis) for r in got for a in r))
 
     def test_depth_one_hands_one_call_at_a_time(self) -> None:
         """depth=1: a call reaches the worker only when the one before came back."""
