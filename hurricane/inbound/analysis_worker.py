@@ -44,6 +44,7 @@ def encode_analysis(analysis: Analysis) -> str:
     """The analysis as the JSON object the store keeps (the correlation is added later)."""
     return json.dumps(analysis.to_json(), default=str)
 
+
 #: Set once per worker by :func:`init_worker`: (analyze, its keyword arguments).
 _WORKER: tuple[Any, dict[str, Any]] | None = None
 
