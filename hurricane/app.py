@@ -341,9 +341,9 @@ def _build_processor(root: HurricaneService, config: Config, reactor: IServerRea
                      pool: ThreadPool) -> BounceProcessor:
     """The bounce processor (and the retention of returned mail), children of ``root``."""
     from hurricane.bounce.analyze import AnalysisLimits
-    from hurricane.inbound.processor import BounceProcessor
+    from hurricane.inbound.executor import build_executor
+    from hurricane.inbound.processor import BounceProcessor, ProcessorConfig
     from hurricane.inbound.retention import BounceRetention
-    from hurricane.inbound.workers import AnalysisProcessPool
 
     store, codec, classifier = root.store, root.codec, root.classifier
     assert codec is not None and classifier is not None  # built before
@@ -354,17 +354,13 @@ def _build_processor(root: HurricaneService, config: Config, reactor: IServerRea
     )
     # Analysis in worker processes keeps it off the GIL of the reactor, which
     # serves SMTP and the store; started on the first analysis, stopped with
-    # the processor.
-    processes = (AnalysisProcessPool(reactor, b.analysis_processes,
-                                     rules_files=b.rules_files, limits=limits)
-                 if b.analysis_processes else None)
+    # the processor. analysis_processes = 0: in the shared thread pool.
+    executor = build_executor(reactor, processes=b.analysis_processes, threadpool=pool,
+                              limits=limits, classifier=classifier, rules_files=b.rules_files)
     # Four batches in flight keep every stage busy (load, analysis in the
     # worker, correlation, recording): bench/inbound.py, 3,000 returns,
     # recorded/s 1,475-1,521 with two, 1,600-1,621 with four.
-    processor = BounceProcessor(
-        store, codec, reactor, limits=limits, classifier=classifier,
-        threadpool=pool, processes=processes, concurrency=4,
-    )
+    processor = BounceProcessor(store, codec, reactor, executor, ProcessorConfig(concurrency=4))
     processor.setServiceParent(root)
     root.processor = processor
     if b.retention > 0:

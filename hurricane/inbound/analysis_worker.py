@@ -7,22 +7,43 @@ interpreter, and every import delays the first analysis.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
 import signal
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
 
-__all__ = ["Work", "WorkerInitFailed", "analyze_batch", "init_worker", "ping"]
+__all__ = ["Analyzed", "Work", "WorkerInitFailed", "analyze_batch", "encode_analysis",
+           "init_worker", "ping"]
 
 #: One unit of work: the raw returned message and its envelope recipient.
 Work = tuple[bytes, "str | None"]
+
+
+class Analyzed(NamedTuple):
+    """One message's analysis, as an executor hands it back."""
+
+    #: The analysis, or the exception the analyzer raised.
+    result: Analysis | BaseException
+    #: ``message_fingerprint`` of the message when the executor computed it
+    #: (None: the caller does).
+    fingerprint: bytes | None = None
+    #: :func:`encode_analysis` of the result when the executor computed it,
+    #: off the reactor (None: the caller does).
+    record: str | None = None
+
+
+def encode_analysis(analysis: Analysis) -> str:
+    """The analysis as the JSON object the store keeps (the correlation is added later)."""
+    return json.dumps(analysis.to_json(), default=str)
+
 
 #: Set once per worker by :func:`init_worker`: (analyze, its keyword arguments).
 _WORKER: tuple[Any, dict[str, Any]] | None = None
@@ -98,24 +119,28 @@ def ping() -> str | None:
     return None
 
 
-def analyze_batch(work: list[Work]) -> list[tuple[Analysis | BaseException, bytes]]:
+def analyze_batch(work: list[Work]) -> list[Analyzed]:
     """Analyze several messages; an exception fails only its own message.
 
     Returns:
-        Per message, the analysis (or the exception the analyzer raised) and
-        the message's fingerprint (``processor.message_fingerprint``),
-        computed here too so that the server process does not have to.
+        Per message, the analysis (or the exception the analyzer raised),
+        the message's fingerprint (``message_fingerprint``) and the
+        analysis's JSON, computed here too so that the server process (its
+        reactor thread) does not have to.
     """
     from hurricane.inbound.fingerprint import message_fingerprint
 
     if _WORKER is None:
         raise WorkerInitFailed(_INIT_ERROR or "the worker was not initialized")
     analyze, kwargs = _WORKER
-    out: list[tuple[Analysis | BaseException, bytes]] = []
+    out: list[Analyzed] = []
     for raw, rcpt in work:
+        record: str | None = None
         try:
             one: Analysis | BaseException = analyze(raw, rcpt, **kwargs)
+            if isinstance(one, Analysis):
+                record = encode_analysis(one)
         except Exception as e:
             one = _portable(e)
-        out.append((one, message_fingerprint(raw)))
+        out.append(Analyzed(one, message_fingerprint(raw), record))
     return out

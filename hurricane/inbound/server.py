@@ -8,7 +8,8 @@ once, every envelope recipient with the delivery its token names): a message
 to twenty recipients is stored and analyzed once, not twenty times. The 250
 goes out only once it is committed (group commit with the other sessions'
 messages), a store failure answers 451 4.3.0, and then ``on_stored`` gets
-the bounce id (the lead wires it to the analysis pipeline).
+the bounce id and the message (the lead wires it to the analysis pipeline,
+which then need not read it back).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class BounceProtocol(HardenedESMTP):
         log.info("stored returned message {bounce_id} for {count} recipient(s) from {client}",
                  bounce_id=bounce_id, count=len(recipients), client=client)
         try:
-            factory.on_stored(bounce_id)
+            factory.on_stored(bounce_id, message)
         except Exception:
             # Stored is stored: analysis can be replayed from the store.
             log.failure("on_stored hook failed for bounce {bounce_id}", bounce_id=bounce_id)
@@ -154,7 +155,8 @@ class BounceFactory(HardenedFactory):
         store: where returned messages are stored.
         hostname: our name (greeting, Received).
         clock: the injected reactor time.
-        on_stored: called with the bounce id after its commit.
+        on_stored: called with the bounce id and the stored message after
+            its commit.
         tls_context: server context factory for STARTTLS, or None.
     """
 
@@ -167,7 +169,7 @@ class BounceFactory(HardenedFactory):
         store: IOutcomeStore,
         hostname: str,
         clock: IReactorTime,
-        on_stored: Callable[[int], None] = lambda bounce_id: None,
+        on_stored: Callable[[int, ReturnedMessage], None] = lambda bounce_id, message: None,
         tls_context: IOpenSSLServerConnectionCreator | None = None,
     ) -> None:
         super().__init__(hostname, limits_from_config(config), clock, tls_context)
@@ -196,7 +198,7 @@ def build_bounce_factory(
     store: IOutcomeStore,
     hostname: str,
     clock: IReactorTime,
-    on_stored: Callable[[int], None] = lambda bounce_id: None,
+    on_stored: Callable[[int, ReturnedMessage], None] = lambda bounce_id, message: None,
 ) -> BounceFactory:
     """A :class:`BounceFactory` from configuration, with TLS when configured.
 

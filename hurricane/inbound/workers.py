@@ -20,7 +20,7 @@ Why each choice:
   the whole ``ProcessPoolExecutor``. The calls in flight fail with
   :class:`WorkerLost`, the broken pool is dropped and the next call starts a
   new one. The messages are still pending in the store; the processor retries
-  them (see ``BounceProcessor._analyze_all``).
+  them (see :mod:`hurricane.inbound.analysis`).
 - **Workers exit when the server dies**, even by ``kill -9``: a thread in
   each worker waits on the parent's sentinel, which closes with the parent,
   and ends the worker. Nothing else would: an idle worker blocks reading a
@@ -76,8 +76,8 @@ from twisted.logger import Logger
 
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as default_analyze
-from hurricane.bounce.model import Analysis
 from hurricane.inbound.analysis_worker import (
+    Analyzed,
     Work,
     WorkerInitFailed,
     analyze_batch,
@@ -89,9 +89,6 @@ __all__ = ["AnalysisProcessPool", "Analyzed", "PoolUnavailable", "WorkerLost"]
 
 log = Logger()
 
-#: Per message: its analysis (or the exception the analyzer raised) and its
-#: fingerprint (``message_fingerprint``).
-Analyzed = tuple[Analysis | BaseException, bytes]
 
 
 class WorkerLost(Exception):

@@ -10,7 +10,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from hurricane.bounce.model import Analysis, RecipientResult
-from hurricane.inbound.processor import BounceProcessor, run_inline
+from hurricane.inbound.executor import CallExecutor, Executor, ProcessExecutor, ThreadExecutor
+from hurricane.inbound.processor import BounceProcessor, ProcessorConfig, run_inline
+from hurricane.inbound.workers import AnalysisProcessPool
 from hurricane.model import (
     AttemptResult,
     Delivery,
@@ -111,7 +113,7 @@ class World:
     def processor(self, **kwargs: Any) -> BounceProcessor:
         """A processor on this world with an inline runner (not started)."""
         kwargs.setdefault("runner", run_inline)
-        return BounceProcessor(self.store, self.codec, self.clock, **kwargs)
+        return build_processor(self.store, self.codec, self.clock, **kwargs)
 
     def delivery(self, delivery_id: int) -> Delivery:
         """The current row."""
@@ -133,6 +135,32 @@ class World:
         no store operation returns it)."""
         rows = self.store.query("SELECT error FROM bounces WHERE bounce_id = ?", (bounce_id,))
         return None if not rows else rows[0][0]
+
+
+_EXECUTOR_ARGS = ("analyze", "limits", "classifier")
+
+
+def build_processor(store: Any, codec: VerpCodec, clock: Any, *,
+                    runner: Any = None, threadpool: Any = None,
+                    processes: AnalysisProcessPool | None = None,
+                    **kwargs: Any) -> BounceProcessor:
+    """A processor with its executor picked from test-friendly arguments.
+
+    ``processes`` (a pool) gives a ProcessExecutor; ``runner`` a
+    CallExecutor through it; otherwise a ThreadExecutor (``threadpool``, or
+    its own pool of ``concurrency`` threads). ``analyze``, ``limits`` and
+    ``classifier`` go to the executor, the rest to :class:`ProcessorConfig`.
+    """
+    analysis = {k: kwargs.pop(k) for k in _EXECUTOR_ARGS if k in kwargs}
+    config = ProcessorConfig(**kwargs)
+    executor: Executor
+    if processes is not None:
+        executor = ProcessExecutor(processes)
+    elif runner is not None:
+        executor = CallExecutor(runner, **analysis)
+    else:
+        executor = ThreadExecutor(clock, threadpool, threads=config.concurrency, **analysis)
+    return BounceProcessor(store, codec, clock, executor, config)
 
 
 # -- fake analyses --------------------------------------------------------------

@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from hurricane.config import BounceConfig
 from hurricane.inbound.server import build_bounce_factory
+from hurricane.model import ReturnedMessage
 from hurricane.store.memory import MemoryStore
 from tests.inbound.test_policy import CODEC, DOMAIN, GOOD
 from tests.peers import missing_peer
@@ -22,13 +23,19 @@ DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n\r\n"
 
 
 class BounceLoopbackTests(TestCase):
+    def keep(self, bounce_id: int, message: ReturnedMessage) -> None:
+        """on_stored: the id, and the message it was stored from."""
+        self.stored.append(bounce_id)
+        self.messages.append(message)
+
     def setUp(self) -> None:
         self.store = MemoryStore()
         self.successResultOf(Deferred.fromCoroutine(self.store.open()))
         self.stored: list[int] = []
+        self.messages: list[ReturnedMessage] = []
         self.factory = build_bounce_factory(BounceConfig(domain=DOMAIN), CODEC, self.store,
                                             "mx.bounces.example.com", reactor,
-                                            self.stored.append)
+                                            self.keep)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 

@@ -15,7 +15,13 @@ from zope.interface import implementer
 
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.model import Analysis
-from hurricane.inbound.processor import BounceProcessor, ProcessResult, run_inline
+from hurricane.inbound.executor import ThreadExecutor
+from hurricane.inbound.processor import (
+    BounceProcessor,
+    ProcessorConfig,
+    ProcessResult,
+    run_inline,
+)
 from hurricane.model import EventKind, State
 from hurricane.store.interface import StoreUnavailable
 
@@ -560,7 +566,7 @@ class ServiceTests(_Base):
 
     def test_needs_reactor_for_threads(self) -> None:
         """Without a runner, the clock must be a reactor that threads can report back to."""
-        self.assertRaises(TypeError, BounceProcessor, self.w.store, self.w.codec, Clock(),
+        self.assertRaises(TypeError, ThreadExecutor, Clock(),
                           analyze=fake_analyze(Analysis("other")))
 
     def test_run_inline(self) -> None:
@@ -613,8 +619,8 @@ class ThreadPoolTests(SynchronousTestCase):
         pool = ThreadPool(1, 1, name="test-bounce")
         pool.start()
         self.addCleanup(pool.stop)
-        p = BounceProcessor(self.w.store, self.w.codec, self.clock, analyze=self.analyze,
-                            threadpool=pool)
+        p = BounceProcessor(self.w.store, self.w.codec, self.clock,
+                            ThreadExecutor(self.clock, pool, analyze=self.analyze))
         p.startService()
         bid = self.w.receive(b"x", self.w.token(self.d))
         p.submit(bid)
@@ -625,8 +631,8 @@ class ThreadPoolTests(SynchronousTestCase):
 
     def test_own_pool(self) -> None:
         """Without a pool the processor runs its own, started and stopped with the service."""
-        p = BounceProcessor(self.w.store, self.w.codec, self.clock, analyze=self.analyze,
-                            concurrency=1)
+        executor = ThreadExecutor(self.clock, threads=1, analyze=self.analyze)
+        p = BounceProcessor(self.w.store, self.w.codec, self.clock, executor)
         p.startService()
         bid = self.w.receive(b"x", self.w.token(self.d))
         p.submit(bid)
@@ -635,7 +641,8 @@ class ThreadPoolTests(SynchronousTestCase):
         self.assertNotEqual(self.threads[0], threading.get_ident())
         self.assertEqual(self.w.delivery(self.d.delivery_id).state, State.bounced)
         self.successResultOf(p.stopService())
-        self.assertFalse(p._own_pool.started)  # type: ignore[union-attr]
+        assert executor.own_pool is not None
+        self.assertFalse(executor.own_pool.started)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stuck_analysis_does_not_block_stop(self) -> None:
@@ -646,8 +653,9 @@ class ThreadPoolTests(SynchronousTestCase):
             release.wait(10)
             return Analysis("other")
 
-        p = BounceProcessor(self.w.store, self.w.codec, self.clock, analyze=stuck,
-                            stop_timeout=5.0)
+        p = BounceProcessor(self.w.store, self.w.codec, self.clock,
+                            ThreadExecutor(self.clock, analyze=stuck),
+                            ProcessorConfig(stop_timeout=5.0))
         p.startService()
         bid = self.w.receive(b"x", self.w.token(self.d))
         p.submit(bid)

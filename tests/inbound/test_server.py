@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.config import BounceConfig
 from hurricane.inbound.policy import RecipientKind
 from hurricane.inbound.server import BounceFactory
-from hurricane.model import ReturnedRecipient
+from hurricane.model import ReturnedMessage, ReturnedRecipient
 from hurricane.store.memory import MemoryStore
 from tests.inbound.test_policy import CODEC, DOMAIN, FORGED, GOOD, TABLE
 from tests.smtpd.helpers import codes, connect, disconnect, keywords, replies
@@ -19,14 +19,20 @@ DSN = (b"From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered Mail\r\n"
 
 
 class BounceServerTests(SynchronousTestCase):
+    def keep(self, bounce_id: int, message: ReturnedMessage) -> None:
+        """on_stored: the id, and the message it was stored from."""
+        self.stored.append(bounce_id)
+        self.messages.append(message)
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.store = MemoryStore()
         self.successResultOf(Deferred.fromCoroutine(self.store.open()))
         self.stored: list[int] = []
+        self.messages: list[ReturnedMessage] = []
         self.factory = BounceFactory(BounceConfig(domain=DOMAIN), CODEC, self.store,
-                                     "mx.bounces.example.com", self.clock, self.stored.append)
+                                     "mx.bounces.example.com", self.clock, self.keep)
         self.proto, self.t = connect(self.factory, "198.51.100.7")
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
         self.addCleanup(lambda: None if self.proto.lost else disconnect(self.proto))
@@ -76,6 +82,10 @@ class BounceServerTests(SynchronousTestCase):
         self.assertTrue(bounce.raw.startswith(b"Received: from mx.example.net ([198.51.100.7])"))
         self.assertTrue(bounce.raw.endswith(DSN))
         self.assertEqual(bounce.received_at, 1_700_000_000)
+        # on_stored gets the very message stored: the processor analyzes it
+        # from that copy instead of reading it back
+        (message,) = self.messages
+        self.assertEqual((message.raw, message.envelope()), (bounce.raw, bounce.envelope()))
 
     def test_twenty_postmasters_one_copy(self) -> None:
         """Twenty RCPTs of postmaster (any spelling) with one message: one recipient, one copy."""
@@ -115,7 +125,7 @@ class BounceServerTests(SynchronousTestCase):
         factory = BounceFactory(
             BounceConfig(domain=DOMAIN, max_postmaster_recipients=3,
                          feedback_addresses=("abuse", "fbl", "spam", "junk")),
-            CODEC, self.store, "mx.bounces.example.com", self.clock, self.stored.append)
+            CODEC, self.store, "mx.bounces.example.com", self.clock, self.keep)
         proto, t = connect(factory, "198.51.100.8")
         self.addCleanup(lambda: None if proto.lost else disconnect(proto))
         replies(t)

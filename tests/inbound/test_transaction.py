@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.bounce.analyze import analyze
 from hurricane.config import BounceConfig
 from hurricane.inbound.server import BounceFactory
-from hurricane.model import State
+from hurricane.model import ReturnedMessage, State
 from tests.smtpd.helpers import codes, connect, disconnect, replies
 
 from .helpers import BOUNCE_DOMAIN, World, dsn, run
@@ -30,9 +30,9 @@ class TransactionTests(SynchronousTestCase):
         self.p.startService()
         self.stored: list[int] = []
 
-        def on_stored(bounce_id: int) -> None:
+        def on_stored(bounce_id: int, message: ReturnedMessage) -> None:
             self.stored.append(bounce_id)
-            self.p.submit(bounce_id)
+            self.p.submit(bounce_id, message)
 
         factory = BounceFactory(BounceConfig(domain=BOUNCE_DOMAIN), self.w.codec, self.w.store,
                                 "mx." + BOUNCE_DOMAIN, self.w.clock, on_stored)

@@ -22,13 +22,21 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as real_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
+from hurricane.inbound.analysis_worker import encode_analysis
+from hurricane.inbound.executor import ProcessExecutor
 from hurricane.inbound.processor import BounceProcessor, message_fingerprint
 from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
 from hurricane.model import State
 from tests.peers import require_corpus
 
-from .helpers import World, dsn
+from .helpers import World, build_processor, dsn
 from .test_processor import _ThreadClock
+
+
+def pool_of(p: BounceProcessor) -> AnalysisProcessPool:
+    """The worker pool of a processor built with ``processes=``."""
+    assert isinstance(p.executor, ProcessExecutor)
+    return p.executor.pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -219,8 +227,9 @@ class PoolTests(_PoolCase):
         got: list[Any] = []
         pool.analyze([(raw, None) for raw in raws]).addBoth(got.append)
         self.pump_until(lambda: got)
-        self.assertEqual([a for a, _ in got[0]], expected)
-        self.assertEqual([fp for _, fp in got[0]], [message_fingerprint(r) for r in raws])
+        self.assertEqual([a.result for a in got[0]], expected)
+        self.assertEqual([a.fingerprint for a in got[0]], [message_fingerprint(r) for r in raws])
+        self.assertEqual([a.record for a in got[0]], [encode_analysis(a) for a in expected])
 
     def test_lazy_start_and_stop(self) -> None:
         """No worker before the first analysis; stop() ends every worker."""
@@ -257,7 +266,7 @@ class PoolTests(_PoolCase):
         open(os.path.join(self.tmp, "release"), "w").close()
         self.pump_until(lambda: len(got) == 3)
         self.assertEqual([len(r) for r in got], [2, 1, 1])
-        self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
+        self.assertTrue(all(isinstance(a.result, Analysis) for r in got for a in r))
 
     def test_deadlines_with_two_workers(self) -> None:
         """With two workers, the first two calls start at once and count only
@@ -274,7 +283,7 @@ class PoolTests(_PoolCase):
                          [2.0 * 1 + 10.0, 2.0 * 1 + 10.0, 2.0 * 3 + 10.0])
         open(os.path.join(self.tmp, "release"), "w").close()
         self.pump_until(lambda: len(got) == 3)
-        self.assertTrue(all(isinstance(a, Analysis) for r in got for a, _ in r))
+        self.assertTrue(all(isinstance(a.result, Analysis) for r in got for a in r))
 
     def test_depth_one_hands_one_call_at_a_time(self) -> None:
         """depth=1: a call reaches the worker only when the one before came back."""
@@ -392,7 +401,7 @@ class ProcessorTests(_PoolCase):
     def processor(self, analyze: Any, pool_kw: dict[str, Any] | None = None,
                   **kw: Any) -> BounceProcessor:
         pool = self.pool(analyze=analyze, **(pool_kw or {}))
-        p = BounceProcessor(self.w.store, self.w.codec, self.reactor, processes=pool, **kw)
+        p = build_processor(self.w.store, self.w.codec, self.reactor, processes=pool, **kw)
         p.startService()
         self.addCleanup(self._stop, p)
         return p
@@ -427,13 +436,13 @@ class ProcessorTests(_PoolCase):
         p.submit(second)
         self.assertTrue(self.pump_while(lambda: os.path.exists(os.path.join(self.tmp, "hang"))))
         self.assertEqual(self.status(first), "pending")
-        [pid] = p._processes.pids()  # type: ignore[union-attr]
+        [pid] = pool_of(p).pids()
         os.kill(pid, signal.SIGKILL)
         self.pump_until(lambda: "pending" not in (self.status(first), self.status(second)))
         self.assertEqual((self.status(first), self.status(second)), ("analyzed", "analyzed"))
         for d in self.deliveries:
             self.assertEqual(self.w.delivery(d.delivery_id).state, State.bounced)
-        self.assertNotIn(pid, p._processes.pids())  # type: ignore[union-attr]
+        self.assertNotIn(pid, pool_of(p).pids())
 
     def test_message_that_always_kills_its_worker_is_failed_alone(self) -> None:
         """A message that kills every worker kills it twice (in its batch, then alone once)
@@ -514,7 +523,7 @@ class ProcessorTests(_PoolCase):
         """While a message is retried alone, no other batch runs beside it: a batch that
         kills the pool meanwhile costs the message in isolation no strike."""
         p = self.processor(gate, pool_kw={"processes": 2}, concurrency=2, batch_size=1)
-        pool = p._processes
+        pool = pool_of(p)
         assert pool is not None
         a = self.receive(self.deliveries[0], b"GATE " + self.tmp.encode() + b"\n")
         p.submit(a)
@@ -570,7 +579,7 @@ class ProcessorTests(_PoolCase):
         bid = self.receive(self.deliveries[0])
         p.submit(bid)
         self.pump_until(lambda: self.status(bid) != "pending")
-        pids = p._processes.pids()  # type: ignore[union-attr]
+        pids = pool_of(p).pids()
         self.assertTrue(pids)
         self.successResultOf(p.stopService())
         self.assertTrue(all(gone(pid) for pid in pids), pids)
@@ -587,20 +596,20 @@ class ProcessorTests(_PoolCase):
         bid = self.receive(self.deliveries[0], self.marker("stuck"))
         p.submit(bid)
         self.assertTrue(self.pump_while(lambda: os.path.exists(os.path.join(self.tmp, "stuck"))))
-        [pid] = p._processes.pids()  # type: ignore[union-attr]
+        [pid] = pool_of(p).pids()
         stopped = p.stopService()
         self.assertNoResult(stopped)
         self.reactor.advance(1.0)
         self.successResultOf(stopped)
         self.assertTrue(wait_until(lambda: gone(pid)))
-        self.pump_until(lambda: not p._inflight)
+        self.pump_until(lambda: not p.stats()["in_flight"])
         self.assertEqual(self.status(bid), "pending")
 
     def test_never_started_without_analysis(self) -> None:
         """A service started and stopped without any message spawns no process."""
         p = self.processor(real_analyze)
         self.successResultOf(p.stopService())
-        self.assertEqual(p._processes.generation, 0)  # type: ignore[union-attr]
+        self.assertEqual(pool_of(p).generation, 0)
 
 
 class ParentDeathTests(SynchronousTestCase):

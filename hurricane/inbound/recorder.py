@@ -1,0 +1,292 @@
+"""The store side of processing a batch: load, correlate, build events, record.
+
+Every message gets its own :class:`ProcessResult`, as if processed alone: a
+store outage makes it ``retry``, a bug or a broken analysis marks it
+``failed`` (raw kept); one bad message does not fail the others. Nothing is
+lost: a message that correlates to nothing is still recorded (no events) so
+the raw bytes stay for a replay after a rule change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hurricane.bounce.model import Analysis
+from hurricane.inbound.analysis_worker import Analyzed
+from hurricane.inbound.correlate import Correlation, correlate
+from hurricane.inbound.events import build_events
+from hurricane.inbound.fingerprint import message_fingerprint
+from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
+from hurricane.inbound.workers import WorkerLost
+from hurricane.model import BounceEvent, ReturnedMessage, StoredBounce
+from hurricane.outcome import BounceStatus, Category
+from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
+from hurricane.verp import VerpCodec
+
+__all__ = ["Prepared", "Recorder", "fresh_bounce", "gather"]
+
+log = Logger()
+
+T = TypeVar("T")
+
+
+async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run coroutines concurrently; their results in order (they must not raise)."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    results: list[T] = await gatherResults([Deferred.fromCoroutine(c) for c in coros])
+    return results
+
+
+@dataclass
+class Prepared:
+    """One analyzed, correlated message waiting to be recorded."""
+
+    bounce: StoredBounce
+    analysis: Analysis
+    corr: Correlation
+    events: list[BounceEvent]
+    record: str
+
+
+class Recorder:
+    """Loads, correlates and records returned messages in the store.
+
+    Args:
+        store: the outcome store.
+        codec: verifies header tokens and ENVIDs (correlation).
+        clock: the time of the correlation window.
+        window: how far back a bare recipient address is matched (seconds).
+        stats: the processor's counters, updated here.
+    """
+
+    def __init__(self, store: IOutcomeStore, codec: VerpCodec, clock: IReactorTime,
+                 window: float, stats: ProcessorStats) -> None:
+        self._store = store
+        self._codec = codec
+        self._clock = clock
+        self._window = window
+        self._stats = stats
+
+    async def load(self, bounce_id: int, replay: bool) -> StoredBounce | ProcessResult:
+        """The stored message to analyze, or the result that ends its processing."""
+        bounce = await self.settled(bounce_id, self._store.load_bounce(bounce_id))
+        if isinstance(bounce, ProcessResult):
+            return bounce
+        if bounce is None:
+            log.warn("bounce {bounce_id}: not in the store", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, ProcessStatus.missing)
+        if bounce.status != BounceStatus.pending and not replay:
+            return ProcessResult(bounce_id, ProcessStatus.skipped, category=bounce.category)
+        if bounce.purged_at is not None:
+            # past the retention period: its bytes are gone, its analysis stays
+            return ProcessResult(bounce_id, ProcessStatus.purged, category=bounce.category)
+        return bounce
+
+    async def settled(self, bounce_id: int, step: Awaitable[T]) -> T | ProcessResult:
+        """What ``step`` gives, or the result that ends this message's processing now:
+        ``retry`` on a store outage, ``failed`` (marked in the store) on a bug."""
+        try:
+            return await step
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, ProcessStatus.retry)
+        except Exception as e:
+            log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
+            return await self.fail(bounce_id, f"{type(e).__name__}: {e}")
+
+    async def prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
+        """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
+        return await self.settled(bounce.bounce_id, self._prepare(bounce, analyzed))
+
+    async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
+        """Check an analysis, correlate it and build its events (nothing written yet)."""
+        bounce_id = bounce.bounce_id
+        analysis, fingerprint, encoded = analyzed
+        if isinstance(analysis, WorkerLost):
+            # not analyzed (the service is stopping, or no worker can
+            # start): still pending
+            return ProcessResult(bounce_id, ProcessStatus.retry, error=str(analysis))
+        if isinstance(analysis, BaseException):
+            log.failure("bounce {bounce_id}: analysis raised",
+                        Failure(analysis, type(analysis), analysis.__traceback__),
+                        bounce_id=bounce_id)
+            return await self.fail(
+                bounce_id, f"analysis raised {type(analysis).__name__}: {analysis}")
+        if not isinstance(analysis, Analysis):
+            return await self.fail(
+                bounce_id, f"analysis returned {type(analysis).__name__}, not Analysis")
+        if analysis.error and not analysis.results:
+            log.warn("bounce {bounce_id}: analysis gave up: {error}",
+                     bounce_id=bounce_id, error=analysis.error)
+            return await self.fail(bounce_id, f"analysis gave up: {analysis.error}")
+
+        now = self._clock.seconds()
+        corr = await correlate(self._store, self._codec, bounce, analysis, now,
+                               window=self._window)
+        if fingerprint is None:
+            fingerprint = message_fingerprint(bounce.raw)
+        events = build_events(bounce, analysis, corr, fingerprint)
+        return Prepared(bounce, analysis, corr, events, _record(analysis, encoded, corr))
+
+    async def record_all(self, ready: list[Prepared]) -> list[ProcessResult]:
+        """Record the batch in one transaction; on a non-store error, one by one
+        so the message at fault is marked failed and the others still recorded."""
+        if not ready:
+            return []
+        if len(ready) > 1:
+            try:
+                ids = await self._store.record_bounces([
+                    BounceRecord(a.bounce.bounce_id, a.events, a.analysis.category,
+                                 a.corr.key, a.record) for a in ready
+                ])
+            except StoreUnavailable:
+                log.warn("{count} bounces: store unavailable, will retry", count=len(ready))
+                return [ProcessResult(a.bounce.bounce_id, ProcessStatus.retry) for a in ready]
+            except Exception as e:
+                log.warn("recording {count} bounces together failed ({error}); "
+                         "recording them one by one", count=len(ready), error=repr(e))
+            else:
+                return self._log_recorded([self._recorded(a, event_ids)
+                                           for a, event_ids in zip(ready, ids, strict=True)])
+        return self._log_recorded([await self._record_one(a) for a in ready])
+
+    def _log_recorded(self, results: list[ProcessResult]) -> list[ProcessResult]:
+        """One log line per recorded batch, every message's details in it.
+
+        One event per message cost as much reactor time as recording it.
+        The ``messages`` field keeps each message's details for JSON logs.
+        """
+        done = [r for r in results
+                if r.status in (ProcessStatus.analyzed, ProcessStatus.uncorrelated)]
+        if done:
+            log.info(
+                "{count} returned messages recorded: {summary}",
+                count=len(done),
+                summary=", ".join(
+                    f"{r.bounce_id} {r.category}/{r.correlation} {len(r.event_ids)}/{r.events}"
+                    for r in done),
+                messages=[{"bounce_id": r.bounce_id, "category": r.category,
+                           "correlation": r.correlation, "written": len(r.event_ids),
+                           "built": r.events} for r in done],
+            )
+        return results
+
+    async def _record_one(self, a: Prepared) -> ProcessResult:
+        bounce_id = a.bounce.bounce_id
+        event_ids = await self.settled(bounce_id, self._store.record_bounce(
+            bounce_id, a.events, a.analysis.category, a.corr.key, a.record))
+        if isinstance(event_ids, ProcessResult):
+            return event_ids
+        return self._recorded(a, event_ids)
+
+    def _recorded(self, a: Prepared, event_ids: list[int]) -> ProcessResult:
+        """Count and log one recorded analysis; its result."""
+        analysis, corr = a.analysis, a.corr
+        s = self._stats
+        s.analyzed += 1
+        s.by_category[analysis.category] += 1
+        s.events += len(event_ids)
+        status = ProcessStatus.analyzed if corr.correlated else ProcessStatus.uncorrelated
+        if not corr.correlated and analysis.category != Category.other:
+            # "other" (a reply, spam) is expected to match nothing
+            s.uncorrelated += 1
+        if corr.unmatched:
+            log.info("bounce {bounce_id}: {unmatched} results matched no delivery",
+                     bounce_id=a.bounce.bounce_id, unmatched=len(corr.unmatched))
+        return ProcessResult(
+            a.bounce.bounce_id, status, category=analysis.category, correlation=corr.key,
+            event_ids=tuple(event_ids), events=len(a.events),
+        )
+
+    async def fail(self, bounce_id: int, error: str) -> ProcessResult:
+        """Mark a message failed (raw kept for replay)."""
+        try:
+            await self._store.mark_bounce_failed(bounce_id, error[:1000])
+        except StoreUnavailable:
+            log.warn("bounce {bounce_id}: store unavailable, will retry", bounce_id=bounce_id)
+            return ProcessResult(bounce_id, ProcessStatus.retry)
+        except Exception:
+            log.failure("bounce {bounce_id}: could not mark it failed", bounce_id=bounce_id)
+        self._stats.failed += 1
+        return ProcessResult(bounce_id, ProcessStatus.failed, error=error)
+
+    async def process(
+        self, items: list[tuple[int, bool]],
+        analyze: Callable[[list[StoredBounce]], Awaitable[list[Analyzed]]],
+        preloaded: dict[int, StoredBounce] | None = None,
+    ) -> list[ProcessResult]:
+        """Load, analyze (one executor hop), correlate and record (one transaction) a batch.
+
+        Args:
+            items: (id, replay) per message.
+            analyze: the analysis stage.
+            preloaded: messages already in hand (the listener's copy of one
+                it just stored, pending by construction): not read back.
+        """
+        preloaded = preloaded or {}
+        # Loads, then correlations, run concurrently: the store batches reads
+        # issued together into one transaction (one pool-thread hop on SQLite).
+        results: dict[int, ProcessResult] = {}
+        to_load = [(bounce_id, replay) for bounce_id, replay in items
+                   if bounce_id not in preloaded]
+        got = dict(zip((bounce_id for bounce_id, _ in to_load), await gather(
+            [self.load(bounce_id, replay) for bounce_id, replay in to_load]), strict=True)
+        ) if to_load else {}
+        loaded: list[StoredBounce] = []
+        for bounce_id, _ in items:
+            one = preloaded.get(bounce_id) or got[bounce_id]
+            if isinstance(one, ProcessResult):
+                results[bounce_id] = one
+            else:
+                loaded.append(one)
+        analyses = await analyze(loaded)
+        ready: list[Prepared] = []
+        for bounce, prepared in zip(loaded, await gather(
+                [self.prepare(b, a) for b, a in zip(loaded, analyses, strict=True)]),
+                                    strict=True):
+            if isinstance(prepared, ProcessResult):
+                results[bounce.bounce_id] = prepared
+            else:
+                ready.append(prepared)
+        for item, outcome in zip(ready, await self.record_all(ready), strict=True):
+            results[item.bounce.bounce_id] = outcome
+        return [results[bounce_id] for bounce_id, _ in items]
+
+
+def _record(analysis: Analysis, encoded: str | None, corr: Correlation) -> str:
+    """What the store keeps of an analysis: its JSON object plus ``correlation``.
+
+    ``encoded`` is :func:`encode_analysis` of it when the executor computed
+    it (off the reactor): only the correlation is encoded here and spliced
+    in as the last member, which gives the very text of encoding the whole.
+    """
+    if encoded is None or not encoded.endswith("}") or encoded == "{}":
+        record = analysis.to_json()
+        record["correlation"] = corr.to_json()
+        return json.dumps(record, default=str)
+    return encoded[:-1] + ', "correlation": ' + json.dumps(corr.to_json(), default=str) + "}"
+
+
+def fresh_bounce(bounce_id: int, message: ReturnedMessage) -> StoredBounce:
+    """The stored message as ``load_bounce`` would read it back right after ``store_bounce``.
+
+    Same fields as the store writes them (``store_bounces_txn``): the first
+    envelope recipient's address, the first delivery any recipient names,
+    every recipient, status pending.
+    """
+    envelope = message.envelope()
+    return StoredBounce(
+        bounce_id=bounce_id, raw=message.raw, mail_from=message.mail_from,
+        rcpt_to=envelope[0].address, received_at=message.received_at,
+        delivery_id=next((r.delivery_id for r in envelope if r.delivery_id is not None), None),
+        status=BounceStatus.pending, recipients=envelope,
+    )
