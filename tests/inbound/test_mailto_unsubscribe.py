@@ -48,7 +48,8 @@ class MailtoTests(SynchronousTestCase):
         self.store = _Watch(self.memory)
         self.stored: list[int] = []
         self.factory = BounceFactory(BounceConfig(domain=DOMAIN), CODEC, self.store,  # type: ignore[arg-type]
-                                     "mx.bounces.example.com", self.clock, self.stored.append)
+                                     "mx.bounces.example.com", self.clock,
+                                     lambda bounce_id, message: self.stored.append(bounce_id))
         self.factory.unsubscriber = Unsubscriber(UNSUB, self.store, self.clock)  # type: ignore[arg-type]
         self.proto, self.t = connect(self.factory, "198.51.100.7")
         self.addCleanup(lambda: None if self.proto.lost else disconnect(self.proto))
