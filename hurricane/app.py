@@ -29,6 +29,7 @@ from hurricane.service import HurricaneService, ListenerService
 from hurricane.store.interface import IOutcomeStore
 
 if TYPE_CHECKING:
+    from hurricane.credentials import SecretVerifier
     from hurricane.inbound.processor import BounceProcessor
     from hurricane.outbound.providers import ProviderGate
     from hurricane.outbound.queue import OutboundService
@@ -180,14 +181,12 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
     """Workers first (they start after the store), listeners last."""
     from hurricane.bounce.classify import ReplyClassifier
     from hurricane.credentials import SecretVerifier
-    from hurricane.inbound.server import build_bounce_factory
     from hurricane.outbound.connector import Connector
     from hurricane.outbound.dialer import Dialer
     from hurricane.outbound.dkim import DkimSigner, threadpool_runner
     from hurricane.outbound.mx import MXResolver
     from hurricane.outbound.queue import OutboundService, OutboundSettings
     from hurricane.resolver import ResolverService
-    from hurricane.submission.server import build_submission_factory
     from hurricane.unsubscribe import Unsubscriber, bulk_headers_from_config, codec_from_config
 
     store = root.store
@@ -263,7 +262,20 @@ def _build_components(root: HurricaneService, config: Config, reactor: IServerRe
                                   outbound.wake):
         service.setServiceParent(root)
     _build_policy(root, config, reactor, outbound, gate)
+    _build_listeners(root, config, reactor, outbound, processor, verifier)
 
+
+def _build_listeners(root: HurricaneService, config: Config, reactor: IServerReactor,
+                     outbound: OutboundService, processor: BounceProcessor,
+                     verifier: SecretVerifier) -> None:
+    """Submission and bounce factories, feeds, operations, then the listeners."""
+    from hurricane.inbound.server import build_bounce_factory
+    from hurricane.submission.server import build_submission_factory
+
+    store = root.store
+    codec = root.codec
+    assert codec is not None  # build_service set it
+    hostname = config.server.hostname
     try:
         submission = build_submission_factory(
             config.submission, store, hostname, reactor, on_enqueued=outbound.wake,

@@ -834,7 +834,7 @@ def _near(note: str, rcpt: str, near_max: int = _NEAR_MAX) -> str:
 
 # -- SES / JSON notifications ------------------------------------------------
 
-def _first(items: Any) -> list[Any]:
+def _first(items: object) -> list[Any]:
     """The first _MAX_RECIPIENTS items of a JSON list (anything else: none)."""
     return items[:_MAX_RECIPIENTS] if isinstance(items, list) else []
 

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.model import ReplyClass, is_hard
@@ -118,8 +118,8 @@ class Rule:
     also: Pattern | None
     command: tuple[str, ...]
     disposition: str | None
-    match: tuple[Any, ...]
-    nomatch: tuple[Any, ...]
+    match: tuple[str | dict[str, object], ...]
+    nomatch: tuple[str | dict[str, object], ...]
     origin: str
     family: tuple[str, ...] = ()
 
@@ -153,7 +153,7 @@ class Rule:
         return True
 
 
-def _compile(patterns: Any, path: str, rid: str, key: str,
+def _compile(patterns: object, path: str, rid: str, key: str,
              named: dict[str, list[str]] | None = None,
              check_linear: bool = True) -> Pattern | None:
     if patterns is None:
@@ -189,7 +189,7 @@ def _compile(patterns: Any, path: str, rid: str, key: str,
     return compiled
 
 
-def _str_list(value: Any, path: str, rid: str, key: str) -> tuple[str, ...]:
+def _str_list(value: object, path: str, rid: str, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, (str, int)):
@@ -776,16 +776,20 @@ def _analyse(items: Any, flags: int) -> tuple[set[str] | None, set[str] | None]:
     return best, whole
 
 
+#: A character trie: each character leads to the rest; the key "" marks a word's end.
+_Trie = dict[str, "_Trie"]
+
+
 def _trie_regex(words: Sequence[str]) -> str:
     """A regex that matches, at one position, the longest of ``words`` found there."""
-    trie: dict[str, Any] = {}
+    trie: _Trie = {}
     for w in words:
         node = trie
         for ch in w:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def emit(node: dict[str, Any]) -> str:
+    def emit(node: _Trie) -> str:
         alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
         if not alts:
             return ""
@@ -868,7 +872,13 @@ def _literals_of(pattern: Pattern | None,
 _PARSED_FILE = "rules_parsed.json"
 
 
-def parsed_table(data: bytes) -> dict[str, Any]:
+class ParsedTable(TypedDict):
+    """rules_parsed.json: the sha256 of rules.toml's bytes and their parsed form."""
+    sha256: str
+    doc: dict[str, object]
+
+
+def parsed_table(data: bytes) -> ParsedTable:
     """The packaged rules_parsed.json for rules.toml's bytes: its hash and its parsed form.
 
     Parsing the TOML (~6 ms, and ~3 ms to import tomllib) was the largest part
@@ -900,7 +910,14 @@ def _packaged_doc(data: bytes) -> dict[str, Any] | None:
 _LITERALS_FILE = "rules_literals.json"
 
 
-def literal_table(rules: Sequence[Rule]) -> dict[str, Any]:
+class LiteralTable(TypedDict):
+    """rules_literals.json: each regex's literals, every literal, the trie scan regex."""
+    literals: dict[str, list[str] | None]
+    words: list[str]
+    scan: str
+
+
+def literal_table(rules: Sequence[Rule]) -> LiteralTable:
     """The packaged literal table for ``rules``: each regex's literals, and the scan regex.
 
     Returns:

@@ -256,10 +256,10 @@ class _Correlator:
 
         # 2. X-Hurricane-Token headers: hints until the MAC verifies
         found: list[_Anchor] = []
-        tokens: list[dict[str, Any]] = []
+        tokens: list[dict[str, object]] = []
         for value in self.analysis.verp_tokens:
             token = _decode_token(self.codec, value)
-            entry: dict[str, Any] = {"value": value[:200]}
+            entry: dict[str, object] = {"value": value[:200]}
             if isinstance(token, VerpToken):
                 entry["delivery_id"] = token.delivery_id
                 d = await self.get(token.delivery_id)

@@ -404,22 +404,16 @@ class Messages(Items):
                 added += f"{header}: {value}\r\n".encode("ascii")
         return added + raw
 
-    async def inject(self, request: Request) -> None:
-        """POST /api/v1/messages: validate, enqueue, answer with the queue id after commit."""
-        api = self.api
-        now = api.clock.seconds()
-        data = read_json(request, api.inject_body_limit)
-        unknown = sorted(set(data) - INJECT_FIELDS)
-        if unknown:
-            raise HttpError(400, f"{unknown[0]}: unknown field", unknown[0])
-        recipients = data.get("recipients")
+    @staticmethod
+    def _recipients(recipients: object, max_recipients: int) -> list[NewRecipient]:
+        """The ``recipients`` field: one address or a list, duplicates merged."""
         if isinstance(recipients, str):
             recipients = [recipients]
         if not isinstance(recipients, list) or not recipients:
             raise HttpError(400, "recipients: expected a non-empty list of addresses",
                             "recipients")
-        if len(recipients) > api.max_recipients:
-            raise HttpError(400, f"recipients: at most {api.max_recipients} per message",
+        if len(recipients) > max_recipients:
+            raise HttpError(400, f"recipients: at most {max_recipients} per message",
                             "recipients")
         seen: set[str] = set()
         rcpts = []
@@ -428,6 +422,11 @@ class Messages(Items):
             if address.lower() not in seen:  # the same address twice is one delivery
                 seen.add(address.lower())
                 rcpts.append(NewRecipient(address))
+        return rcpts
+
+    @staticmethod
+    def _identifiers(data: dict[str, object]) -> dict[str, str | None]:
+        """The ``mailing_id`` and ``message_id`` fields, checked alone and together."""
         ids: dict[str, str | None] = {}
         for field in ("mailing_id", "message_id"):
             value = data.get(field)
@@ -441,6 +440,18 @@ class Messages(Items):
         problem = check_identifiers(ids["mailing_id"], ids["message_id"])
         if problem:
             raise HttpError(400, f"mailing_id and message_id: {problem}", "message_id")
+        return ids
+
+    async def inject(self, request: Request) -> None:
+        """POST /api/v1/messages: validate, enqueue, answer with the queue id after commit."""
+        api = self.api
+        now = api.clock.seconds()
+        data = read_json(request, api.inject_body_limit)
+        unknown = sorted(set(data) - INJECT_FIELDS)
+        if unknown:
+            raise HttpError(400, f"{unknown[0]}: unknown field", unknown[0])
+        rcpts = self._recipients(data.get("recipients"), api.max_recipients)
+        ids = self._identifiers(data)
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             raise HttpError(400, "metadata: expected a JSON object", "metadata")

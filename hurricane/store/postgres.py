@@ -187,7 +187,7 @@ class _PgTxn:
         self._standalone = True
         return True
 
-    async def _send(self, statement: str, params: Sequence[Any]) -> None:
+    async def _send(self, statement: str, params: Sequence[object]) -> None:
         if not self.begun and not self._standalone:
             # One round trip less per transaction: psycopg2 sends both in one
             # simple-protocol Query; results and rowcount are the last
@@ -197,7 +197,7 @@ class _PgTxn:
             statement = "BEGIN; " + statement
         await self._cursor.execute(statement, params)
 
-    async def execute(self, statement: str, params: Sequence[Any] = (), *,
+    async def execute(self, statement: str, params: Sequence[object] = (), *,
                       prepare: bool = False) -> None:
         text = POSTGRES.convert(statement)
         cache = self._prepared
@@ -224,7 +224,7 @@ class _PgTxn:
                          values)
 
     async def insert_rows(self, table: str, columns: Sequence[str],
-                          rows: Sequence[Sequence[Any]]) -> None:
+                          rows: Sequence[Sequence[object]]) -> None:
         # psycopg2 has no executemany on asynchronous connections: one
         # multi-row VALUES per chunk, one round trip.
         group = "(" + ", ".join(["%s"] * len(columns)) + ")"

@@ -264,7 +264,7 @@ async def discover_mailings_txn(txn: Txn, limit: int) -> int:
             new += 1
             last = max(last, int(message_pk))
     for chunk in _chunks(sorted(seen.items()), _MAILING_CHUNK):
-        params: list[Any] = []
+        params: list[object] = []
         for key, (mailing_id, first_at) in chunk:
             params += [key, mailing_id, first_at]
         await txn.execute(register_mailings(len(chunk)), params)
@@ -302,9 +302,9 @@ async def mailings_txn(txn: Txn, before: tuple[float, str] | None,
                          rollup=_rollup_from_row(row)) for row in txn.fetchall()]
 
 
-def _delay_params(delays: Mapping[str, float], default_delay: float) -> tuple[str, list[Any]]:
+def _delay_params(delays: Mapping[str, float], default_delay: float) -> tuple[str, list[object]]:
     """``settle_delay`` for ``delays`` and its parameters."""
-    params: list[Any] = []
+    params: list[object] = []
     for domain, seconds in sorted(delays.items()):
         params += [domain.lower(), float(seconds)]
     params.append(float(default_delay))
@@ -395,7 +395,7 @@ async def outcome_series_txn(txn: Txn, since: float, until: float, origin: float
     statement = OUTCOME_SERIES.format(
         bucket=bucket, join=OUTCOME_SERIES_JOIN if mailing_id is not None else "",
         mailing=OUTCOME_SERIES_MAILING if mailing_id is not None else "")
-    params: list[Any] = [origin, bucket_seconds, since, until]
+    params: list[object] = [origin, bucket_seconds, since, until]
     if mailing_id is not None:
         params.append(mailing_id)
     await txn.execute(statement, (*params, MAX_REPORT_ROWS * len(STATE_COLUMNS)))

@@ -42,7 +42,7 @@ class Txn(Protocol):
 
     dialect: Dialect
 
-    async def execute(self, statement: str, params: Sequence[Any] = (), *,
+    async def execute(self, statement: str, params: Sequence[object] = (), *,
                       prepare: bool = False) -> None:
         """Run one statement written with ``?`` placeholders.
 
@@ -54,7 +54,7 @@ class Txn(Protocol):
         """
 
     async def insert_rows(self, table: str, columns: Sequence[str],
-                          rows: Sequence[Sequence[Any]]) -> None:
+                          rows: Sequence[Sequence[object]]) -> None:
         """Insert many rows at once (executemany or multi-row VALUES)."""
 
     def fetchone(self) -> Row | None:
@@ -125,7 +125,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a transaction function suspended on a synchronous connection")
 
 
-def as_bool(value: Any) -> bool:
+def as_bool(value: object) -> bool:
     return bool(value)
 
 
@@ -205,10 +205,10 @@ MAX_REPORT_ROWS = 10_000
 
 
 def created_window(since: float | None, until: float | None,
-                   column: str = "created_at") -> tuple[str, list[Any]]:
+                   column: str = "created_at") -> tuple[str, list[object]]:
     """A WHERE clause (never empty) and its parameters for [since, until)."""
     where = ["1 = 1"]
-    params: list[Any] = []
+    params: list[object] = []
     if since is not None:
         where.append(f"{column} >= ?")
         params.append(since)
