@@ -47,7 +47,15 @@ from hurricane.outbound.prepare import remove_fields
 from hurricane.store.interface import IOutcomeStore
 from hurricane.store.suppression import UnsubscribeOutcome
 from hurricane.streams import StreamConfig, Streams, UnsubscribeConfig, feedback_id
-from hurricane.verp import VerpKey, load_or_create_keys, normalise_domain
+from hurricane.verp import (
+    B32,
+    B32_INDEX,
+    VerpKey,
+    b32_int,
+    int_b32,
+    load_or_create_keys,
+    normalise_domain,
+)
 
 if TYPE_CHECKING:
     from hurricane.config import Config
@@ -68,29 +76,12 @@ log = Logger()
 
 #: The local part of a mailto unsubscribe starts with this.
 MAILTO_PREFIX = "u-"
-_B32 = "abcdefghijklmnopqrstuvwxyz234567"
-_B32_INDEX = {c: i for i, c in enumerate(_B32)}
 _DAYS = 32 * 32 * 32
 _TOKEN_RE = re.compile(
     r"(?P<key>[a-z2-7])(?P<id>[a-z2-7]{11})(?P<day>[a-z2-7]{3})(?P<mac>[a-z2-7]{16})"
     r"\.(?P<stream>[a-z0-9][a-z0-9._-]{0,29})\Z")
 #: The longest token text looked at (anything longer is refused unread).
 MAX_TOKEN = 64
-
-
-def _b32_int(value: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        out.append(_B32[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
-
-
-def _int_b32(text: str) -> int:
-    value = 0
-    for c in text:
-        value = value * 32 + _B32_INDEX[c]
-    return value
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ class UnsubscribeCodec:
         return self._today if self._today is not None else int(time.time() // 86400)
 
     def _mac(self, key_id: int, did: str, day: int, stream: str) -> str:
-        fields = ("u1", _B32[key_id], did, str(day), stream, self.domain)
+        fields = ("u1", B32[key_id], did, str(day), stream, self.domain)
         digest = hmac.new(self._secrets[key_id], "\0".join(fields).encode("ascii"),
                           hashlib.sha256).digest()[:10]
         return base64.b32encode(digest).decode("ascii").lower()
@@ -157,8 +148,8 @@ class UnsubscribeCodec:
         if not 0 <= delivery_id < 2 ** 55:
             raise ValueError(f"delivery id {delivery_id} out of range")
         issued = self.today() if day is None else day
-        did = _b32_int(delivery_id, 11)
-        token = (_B32[self._signing] + did + _b32_int(issued % _DAYS, 3)
+        did = b32_int(delivery_id, 11)
+        token = (B32[self._signing] + did + b32_int(issued % _DAYS, 3)
                  + self._mac(self._signing, did, issued, stream) + "." + stream)
         if not _TOKEN_RE.match(token):
             raise ValueError(f"stream name {stream!r} does not fit a token")
@@ -171,11 +162,11 @@ class UnsubscribeCodec:
         m = _TOKEN_RE.match(text.strip().lower())
         if m is None:
             return UnsubscribeRejection("not a token")
-        key_id = _B32_INDEX[m["key"]]
+        key_id = B32_INDEX[m["key"]]
         if key_id not in self._secrets:
             return UnsubscribeRejection("unknown key")
         today = self.today()
-        age = (today - _int_b32(m["day"])) % _DAYS
+        age = (today - int_b32(m["day"])) % _DAYS
         if age > _DAYS - 2:
             age -= _DAYS  # issued tomorrow: clock skew between nodes
         issued = today - age
@@ -183,7 +174,7 @@ class UnsubscribeCodec:
             return UnsubscribeRejection("bad signature")
         if age > self.max_age_days:
             return UnsubscribeRejection("too old")
-        return UnsubscribeToken(_int_b32(m["id"]), m["stream"], key_id, issued)
+        return UnsubscribeToken(int_b32(m["id"]), m["stream"], key_id, issued)
 
     def mailto(self, token: str) -> str:
         """The mailto address of a token."""

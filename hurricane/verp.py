@@ -76,8 +76,8 @@ CURRENT_VERSION = 2
 #: DAY_MODULUS - FUTURE_SKEW_DAYS days old, and its low bits cannot have wrapped.
 V1_MAX_KEY_AGE_DAYS = DAY_MODULUS - 1 - FUTURE_SKEW_DAYS
 
-_B32 = "abcdefghijklmnopqrstuvwxyz234567"
-_B32_INDEX = {c: i for i, c in enumerate(_B32)}
+B32 = "abcdefghijklmnopqrstuvwxyz234567"
+B32_INDEX = {c: i for i, c in enumerate(B32)}
 #: (version, per_message) -> the four format letters, by (mailing id, message id).
 _LETTERS = {(1, False): "abcd", (2, False): "efgh", (2, True): "ijkl"}
 #: format letter -> (version, per_message, has mailing id, has message id)
@@ -93,18 +93,20 @@ _TOKEN_RE = re.compile(
 )
 
 
-def _b32_int(value: int, width: int) -> str:
+def b32_int(value: int, width: int) -> str:
+    """``value`` as ``width`` letters of the token alphabet, most significant first."""
     out = []
     for _ in range(width):
-        out.append(_B32[value & 31])
+        out.append(B32[value & 31])
         value >>= 5
     return "".join(reversed(out))
 
 
-def _int_b32(text: str) -> int:
+def int_b32(text: str) -> int:
+    """The number ``text`` (letters of the token alphabet) stands for."""
     value = 0
     for ch in text:
-        value = (value << 5) | _B32_INDEX[ch]
+        value = (value << 5) | B32_INDEX[ch]
     return value
 
 
@@ -287,10 +289,10 @@ class VerpCodec:
         mailing = (mailing_id or "").lower()
         message = (message_id or "").lower()
         fmt = letters[(1 if mailing else 0) | (2 if message else 0)]
-        key = _B32[self._signing.key_id]
-        did = _b32_int(delivery_id, 11)
+        key = B32[self._signing.key_id]
+        did = b32_int(delivery_id, 11)
         issued = self.today() if day is None else day
-        d = _b32_int(issued % DAY_MODULUS, 2)
+        d = b32_int(issued % DAY_MODULUS, 2)
         mac = self._mac(self._signing.secret, version, fmt, key, did, d, issued, mailing,
                         message)
         local = "h" + fmt + key + did + d + mac
@@ -339,7 +341,7 @@ class VerpCodec:
         message = parts[-1] if want_message else ""
         if len(mailing) + len(message) > MAX_IDENTIFIERS:
             return VerpRejection("identifiers too long")
-        signer = self._verify.get(_B32_INDEX[key])
+        signer = self._verify.get(B32_INDEX[key])
         if signer is None:
             return VerpRejection("unknown key")
         today = self.today()
@@ -349,7 +351,7 @@ class VerpCodec:
             return VerpRejection("version 1 token under a key too old to date it")
         # The most recent day with these low bits, or tomorrow (clock skew
         # between nodes).
-        age = (today - _int_b32(day)) % DAY_MODULUS
+        age = (today - int_b32(day)) % DAY_MODULUS
         if age > DAY_MODULUS - 1 - FUTURE_SKEW_DAYS:
             age -= DAY_MODULUS
         issued = today - age
@@ -360,10 +362,10 @@ class VerpCodec:
         if age > self.max_age_days:
             return VerpRejection("expired")
         return VerpToken(
-            delivery_id=_int_b32(did),
+            delivery_id=int_b32(did),
             mailing_id=mailing or None,
             message_id=message or None,
-            key_id=_B32_INDEX[key],
+            key_id=B32_INDEX[key],
             issued=issued,
             version=version,
             per_message=per_message or (version == 1 and self.legacy_per_message),
