@@ -55,8 +55,25 @@ class BounceRecord:
     analysis: str
 
 
+class _StateCounts:
+    """Totals of a ``by_state`` count (recipients per state), shared by the reads
+    that return one."""
+
+    by_state: Mapping[str, int]
+
+    @property
+    def recipients(self) -> int:
+        """Every recipient counted."""
+        return sum(self.by_state.values())
+
+    @property
+    def pending(self) -> int:
+        """Recipients still queued or deferred."""
+        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
+
+
 @dataclass(frozen=True)
-class SettleCounts:
+class SettleCounts(_StateCounts):
     """Recipients of a mailing (or of one of its domains) by state, and how far they settled.
 
     Attributes:
@@ -73,16 +90,6 @@ class SettleCounts:
     settled: int
     settles_at: float | None
     last_delivered_at: float | None
-
-    @property
-    def recipients(self) -> int:
-        """Every recipient counted."""
-        return sum(self.by_state.values())
-
-    @property
-    def pending(self) -> int:
-        """Recipients still queued or deferred."""
-        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class MailingOutcomes:
 
 
 @dataclass(frozen=True)
-class MailingRollup:
+class MailingRollup(_StateCounts):
     """A mailing's figures as the mailings index keeps them (computed at ``computed_at``).
 
     ``by_state``, ``settled`` and ``settles_at`` are those of
@@ -123,16 +130,6 @@ class MailingRollup:
     by_state: Mapping[str, int]
     settled: int
     settles_at: float | None
-
-    @property
-    def recipients(self) -> int:
-        """Every recipient counted."""
-        return sum(self.by_state.values())
-
-    @property
-    def pending(self) -> int:
-        """Recipients still queued or deferred."""
-        return sum(self.by_state.get(s.value, 0) for s in (State.queued, State.deferred))
 
 
 @dataclass(frozen=True)
