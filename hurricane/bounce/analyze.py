@@ -239,8 +239,10 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         for k, v in block:
             d = ds[-1]
             if k in d:
-                if k in ("final-recipient", "original-recipient") and "final-recipient" in d:
-                    # the next recipient's fields with no blank line in between
+                if k in ("final-recipient", "original-recipient"):
+                    # the next recipient's fields with no blank line in between (a
+                    # recipient field repeated: the report may name a recipient by
+                    # either field alone)
                     ds.append({k: v})
                 elif k == "diagnostic-code" and len(d[k]) < mime.MAX_HEADER_VALUE:
                     # (bounded: each += copies the whole value)
@@ -564,6 +566,12 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
     return Analysis(category="feedback", results=results)
 
 
+# A text part that starts with delivery-status fields (RFC 3464 2.2): the per-message
+# fields, then the per-recipient ones.
+_DSN_HEAD = re.compile(rb"(?im)^(?:reporting-mta|final-recipient|original-recipient):")
+_DSN_HEAD_BYTES = 2048
+
+
 def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
     """(delivery-status parts, feedback-report parts, notification text parts).
 
@@ -587,7 +595,10 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
             (nested_arf if inside else arf).append(p)
         elif p.maintype == "text" and not inside and ct != "text/rfc822-headers":
             if p.get("content-disposition").lower().startswith("attachment") and texts:
-                pass
+                if _DSN_HEAD.search(p.raw_body[:_DSN_HEAD_BYTES]) is not None:
+                    # delivery-status fields sent as a text attachment ("details.txt"):
+                    # the report's own delivery-status part under another label
+                    dsn.append(p.with_type("message/delivery-status"))
             else:
                 texts.append(p)
         elif p.maintype == "message" or ct == "text/rfc822-headers":
@@ -635,8 +646,11 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
             orig = _strip_type(d.get("original-recipient", ""))
-            rcpt = (_quoted_addr(final) or _addr(final) or _addr(d.get("x-actual-recipient", ""))
-                    or _quoted_addr(orig) or _addr(orig))
+            # Original-Recipient is the address as we gave it (RFC 3461 ORCPT);
+            # X-Actual-Recipient is where the reporter's aliases led it (a local
+            # user, a pipe): the last resort
+            rcpt = (_quoted_addr(final) or _addr(final) or _quoted_addr(orig) or _addr(orig)
+                    or _addr(d.get("x-actual-recipient", "")))
             action = (d.get("action", "") or "").strip().lower().split()[0:1]
             act = action[0] if action else "failed"
             if act not in ("failed", "delayed", "delivered", "relayed", "expanded"):
@@ -1250,6 +1264,12 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
               # "From: <>": written by a mail system, not by a person who is away
               # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
               or (not from_addr and "<>" in (from_hdr or "")))
+    if auto == "autoreply.auto-submitted" and not bouncy and _notice_not_reply(root, note):
+        # RFC 3834 5: Auto-Submitted says a machine wrote it, not that it is an
+        # auto-reply; mail systems mark their failure notices with it too (Sendmail
+        # "auto-generated (failure)", Exim and Postfix "auto-replied"), whoever
+        # they name in From:
+        auto, bouncy = None, True
     if (not auto and not bouncy and from_addr and not _says_undelivered(note)
             # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
             and not root.get("auto-submitted").lower().startswith("no")):
@@ -1266,7 +1286,9 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     results = _mailing_list_error(ctx, root, note)
     if not results:
         results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
-    if not results and bouncy:
+    if not results and (bouncy or _says_undelivered(_cut_original(note))):
+        # (a text that says outright that delivery failed is a bounce whoever sent it
+        # and whatever its subject: a gateway's or a provider's own template)
         results = _last_resort(ctx, note)
     if results and _still_retrying(subject or "", _cut_original(note)):
         # a free-text warning: the reporter has not given up (docs step 1, action)
@@ -1275,6 +1297,16 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     if results:
         return Analysis(category="bounce", results=tuple(results))
     return Analysis(category="other")
+
+
+def _notice_not_reply(root: mime.Part, note: str) -> bool:
+    """Whether an Auto-Submitted message is a mail system's notice rather than an auto-reply:
+    "auto-generated" (RFC 3834 5.1: a responder to a message says "auto-replied"), or a
+    text that says a delivery failed or is still being retried."""
+    if root.get("auto-submitted").lower().startswith("auto-generated"):
+        return True
+    region = _cut_original(note)
+    return _says_undelivered(region) or _STILL_RETRYING.search(region[:6000].lower()) is not None
 
 
 def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
@@ -1367,7 +1399,11 @@ def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
 _UNDELIVERED = re.compile(r"could not be delivered|undeliverable|undelivered|"
                           r"delivery (?:to the following|has failed|failed)|"
                           r"permanent (?:error|failure)|not be delivered|returned to sender|"
-                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d")
+                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d|"
+                          # Exim's and qmail's fixed sentences, and "wasn't able to deliver"
+                          r"created automatically by mail delivery software|"
+                          r"(?:was not|wasn.t|were not|weren.t) able to deliver|"
+                          r"not yet been delivered")
 
 
 def _says_undelivered(note: str) -> bool:

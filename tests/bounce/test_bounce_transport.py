@@ -1,0 +1,169 @@
+"""Who bounced does not change with how the report travelled: transport property tests.
+
+Classes of recipient-extraction failure found by perturbing the public corpora
+the way other MTAs, gateways and transports change returned mail
+(bench/perturb.py; tests/bounce/transport.py holds the perturbations), each
+fixed from its cause and held here by a table test; then the property itself
+over the public corpus: under every perturbation that keeps the report's
+information, the recipient set stays the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.analyze import analyze, to_prediction
+from tests.bounce import transport
+from tests.bounce.test_bounce_recipients import dsn
+from tests.peers import require_corpus
+
+
+def recipients(raw: bytes) -> list[str]:
+    return sorted(to_prediction(analyze(raw), "x")["recipients"])
+
+
+class DeliveryStatusFieldTests(SynchronousTestCase):
+    """The per-recipient fields of a delivery-status part, however a reporter lays them out."""
+
+    def test_original_recipient_only_several_without_blank_lines(self) -> None:
+        # AOL's relay writes its recipients' fields with no blank line between them;
+        # with Original-Recipient as the only recipient field each one still counts
+        raw = dsn("Original-Recipient: rfc822; a@b.example\r\nAction: failed\r\n"
+                  "Status: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\r\n"
+                  "Original-Recipient: rfc822; c@b.example\r\nAction: failed\r\n"
+                  "Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("a@b.example", "mailboxfull"), ("c@b.example", "userunknown")])
+
+    def test_final_and_original_in_either_order_without_blank_lines(self) -> None:
+        raw = dsn("Original-Recipient: rfc822; a@b.example\r\n"
+                  "Final-Recipient: rfc822; a@b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n"
+                  "Original-Recipient: rfc822; c@b.example\r\n"
+                  "Final-Recipient: rfc822; c@b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
+
+    def test_original_recipient_before_x_actual_recipient(self) -> None:
+        # X-Actual-Recipient is where the reporter's aliases led the address (a
+        # local user, a pipe); Original-Recipient is the address as it was sent
+        raw = dsn("Original-Recipient: rfc822; info@b.example\r\n"
+                  "X-Actual-Recipient: rfc822; |/usr/bin/procmail #kijitora@mx.b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["info@b.example"])
+
+    def test_final_recipient_still_first(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; a@b.example\r\n"
+                  "Original-Recipient: rfc822; alias@b.example\r\n"
+                  "X-Actual-Recipient: rfc822; local@mx.b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_delivery_status_sent_as_a_text_attachment(self) -> None:
+        # Postfix-based gateways attach the fields as "details.txt"
+        raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+               b"To: <s@shop.example>\nSubject: Delayed Mail (still being retried)\n"
+               b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: text/plain\n\n"
+               b"<alias@b.example> (expanded from <a@b.example>): temporary failure.\n\n"
+               b"--B\nContent-Type: text/plain; name=\"details.txt\"\n"
+               b"Content-Disposition: attachment; filename=\"details.txt\"\n\n"
+               b"Reporting-MTA: dns; mx.b.example\n\n"
+               b"Final-Recipient: rfc822; a@b.example\nAction: delayed\nStatus: 4.2.2\n"
+               b"Diagnostic-Code: x-unix; Quota exceeded\n\n--B--\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.action, r.source) for r in a.results],
+                         [("a@b.example", "delayed", "dsn")])
+
+
+class QuotedPrintableTests(SynchronousTestCase):
+    """RFC 2045 6.7 (3): blanks a transport added after a soft line break are not text."""
+
+    def test_soft_break_followed_by_blanks(self) -> None:
+        body = (b"Reporting-MTA: dns; mx.b.example\n\nAction: failed\nFinal-Recipie=  \n"
+                b"nt: rfc822; a@b.example\nDiagnostic-Code: smtp; 550 5.1.1 <fil=\t\n"
+                b"tered@b.example>... User Unknown\nStatus: 5.1.1\n")
+        raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+               b"Subject: Delivery Status Notification (Failure)\nMIME-Version: 1.0\n"
+               b"Content-Type: multipart/mixed; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: text/plain; charset=iso-8859-15\n"
+               b"Content-Transfer-Encoding: quoted-printable\n\n"
+               b"An error occurred while trying to deliver the mail to the following recip=  \n"
+               b"ients:\na@b.example\n\nTechnical report:\n\n" + body + b"\n--B--\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class NoticeNotReplyTests(SynchronousTestCase):
+    """A mail system's notice is a bounce whoever its From: names (RFC 3834 5)."""
+
+    def _msg(self, headers: bytes, body: bytes) -> bytes:
+        return (b"From: Mail System <notify@gateway.example>\nTo: s@shop.example\n"
+                + headers + b"\n" + body)
+
+    def test_auto_generated_failure_from_a_plain_address(self) -> None:
+        raw = self._msg(b"Subject: Notification\nAuto-Submitted: auto-generated (failure)\n",
+                        b"The following address had permanent fatal errors:\n"
+                        b"<a@b.example>\n    (reason: 550 5.1.1 User unknown)\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+
+    def test_auto_replied_failure_text_is_a_bounce(self) -> None:
+        # Exim and Postfix mark their bounces "auto-replied"
+        raw = self._msg(b"Subject: Notification\nAuto-Submitted: auto-replied\n",
+                        b"This message was created automatically by mail delivery software.\n\n"
+                        b"A message that you sent could not be delivered to one or more of its\n"
+                        b"recipients. This is a permanent error. The following address(es) "
+                        b"failed:\n\n  a@b.example\n    Mailbox quota exceeded\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+
+    def test_auto_replied_out_of_office_stays_vacation(self) -> None:
+        raw = self._msg(b"Subject: Notification\nAuto-Submitted: auto-replied\n",
+                        b"I am out of the office until Monday and will reply when I return.\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, a.results[0].reason), ("autoreply", "vacation"))
+
+    def test_undelivered_text_with_neutral_from_and_subject(self) -> None:
+        raw = self._msg(b"Subject: Re: your message\n",
+                        b"I'm afraid I wasn't able to deliver the following message.\n"
+                        b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+                        b"Subject: [List] Hello\nTo: a@b.example\n\n"
+                        b"---Below this line is a copy of the message.\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+
+    def test_a_person_writing_is_not_a_bounce(self) -> None:
+        raw = self._msg(b"Subject: lunch\n", b"Shall we meet at noon? My mailbox is a mess.\n")
+        self.assertEqual(analyze(raw).category, "other")
+
+
+#: Perturbations that keep every piece of information a report gives (the others,
+#: which drop a part or forward the report, can lose the only place a recipient
+#: is named; bench/perturb.py reports them too).
+KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-type",
+           "folded-field", "upper-case", "original-only", "dsn-as-text", "report-as-mixed",
+           "headers-only", "base64-body", "trailing-space")
+
+
+class TransportPropertyTests(SynchronousTestCase):
+    """Over the public corpus: no information-keeping perturbation changes who bounced."""
+
+    def test_recipient_set_survives_transport(self) -> None:
+        corpus = require_corpus()
+        d = os.path.join(corpus, "emails")
+        fns = dict(transport.PERTURBATIONS)
+        changed = []
+        for name in sorted(os.listdir(d)):
+            if not name.endswith(".eml"):
+                continue
+            with open(os.path.join(d, name), "rb") as fp:
+                raw = fp.read()
+            base = recipients(raw)
+            for p in KEEPING:
+                new = fns[p](raw)
+                if new is not None and new != raw and recipients(new) != base:
+                    changed.append((name, p))
+        self.assertEqual(changed, [])

@@ -1,0 +1,279 @@
+"""What transports, gateways and other MTAs do to a returned message on its way.
+
+Each perturbation takes the raw bytes of a message and returns them changed
+(or None when it does not apply). None of them changes who bounced: an
+analyzer's recipient set must survive every one (bench/perturb.py measures
+it over the public corpora; tests/bounce/test_bounce_transport.py holds
+the classes found there).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable
+
+_DSN_RCPT = re.compile(rb"(?im)^(final-recipient|original-recipient):[ \t]*([^\r\n]*)$")
+_TYPED = re.compile(rb"(?i)^(rfc822|utf-8)[ \t]*;[ \t]*")
+
+
+def _lines(raw: bytes) -> list[bytes]:
+    return re.split(rb"\r\n|\r|\n", raw)
+
+
+def crlf(raw: bytes) -> bytes:
+    """The originals travelled with CRLF."""
+    return b"\r\n".join(_lines(raw))
+
+
+def mixed_endings(raw: bytes) -> bytes:
+    """Some gateways add CR to the lines they wrote and not to the ones they copied."""
+    ls = _lines(raw)
+    return b"".join(line + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(ls))[:-1]
+
+
+def cr_only(raw: bytes) -> bytes:
+    """Old Macintosh mailers: bare CR line ends."""
+    return b"\r".join(_lines(raw))
+
+
+def _dsn_value(raw: bytes, fn: Callable[[bytes, bytes], bytes | None]) -> bytes | None:
+    changed = False
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        nonlocal changed
+        out = fn(m.group(1), m.group(2))
+        if out is None:
+            return m.group(0)
+        changed = True
+        return out
+
+    new = _DSN_RCPT.sub(sub, raw)
+    return new if changed else None
+
+
+def _split_typed(value: bytes) -> tuple[bytes, bytes]:
+    m = _TYPED.match(value)
+    return (value[:m.end()], value[m.end():]) if m else (b"", value)
+
+
+def angle_brackets(raw: bytes) -> bytes | None:
+    """``Final-Recipient: rfc822; <a@b>`` (Exchange, Lotus, some appliances)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        if b"@" not in addr or addr.startswith(b"<"):
+            return None
+        return name + b": " + t + b"<" + addr + b">"
+    return _dsn_value(raw, fn)
+
+
+def no_address_type(raw: bytes) -> bytes | None:
+    """``Final-Recipient: a@b``: the address type left out (old Sendmail-alikes)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": " + addr if t and b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def folded_field(raw: bytes) -> bytes | None:
+    """``Final-Recipient: rfc822;`` folded before the address."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": " + t.rstrip() + b"\n\t" + addr if t and b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def upper_case(raw: bytes) -> bytes | None:
+    """Addresses written in upper case in the report's fields (their case carries no meaning
+    in the domain, and in practice none in the local part)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": " + t + addr.upper() if b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def original_only(raw: bytes) -> bytes | None:
+    """A report naming the recipient only in Original-Recipient (Final-Recipient missing)."""
+    if not re.search(rb"(?im)^final-recipient:", raw):
+        return None
+    # drop existing Original-Recipient lines, rename Final-Recipient
+    new = re.sub(rb"(?im)^original-recipient:[^\r\n]*(\r?\n)", b"", raw)
+    return re.sub(rb"(?im)^final-recipient:", b"Original-Recipient:", new)
+
+
+def dsn_as_text(raw: bytes) -> bytes | None:
+    """The delivery-status part labelled text/plain (some gateways, webmail re-sends)."""
+    new = re.sub(rb"(?i)content-type:[ \t]*message/delivery-status", b"Content-Type: text/plain",
+                 raw)
+    return new if new != raw else None
+
+
+def report_as_mixed(raw: bytes) -> bytes | None:
+    """multipart/report re-labelled multipart/mixed (forwarding, list software)."""
+    new = re.sub(rb"(?i)multipart/report", b"multipart/mixed", raw, count=1)
+    return new if new != raw else None
+
+
+def headers_only(raw: bytes) -> bytes | None:
+    """The returned original cut to its headers (RET=HDRS, text/rfc822-headers)."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/rfc822[^\n]*\n", raw)
+    if m is None:
+        return None
+    # the original's header block ends at its first blank line; drop the body up to the
+    # next boundary line
+    rest = raw[m.end():]
+    hb = re.search(rb"\r?\n\r?\n", rest)           # end of the part's own headers
+    if hb is None:
+        return None
+    inner = rest[hb.end():]
+    ob = re.search(rb"\r?\n\r?\n", inner)          # end of the original's headers
+    if ob is None:
+        return None
+    nb = re.search(rb"(?m)^--", inner[ob.end():])
+    tail = inner[ob.end() + nb.start():] if nb else b""
+    head = raw[:m.start()] + b"Content-Type: text/rfc822-headers\n" + rest[:hb.end()]
+    return head + inner[:ob.end()] + tail
+
+
+def no_original(raw: bytes) -> bytes | None:
+    """The returned original left out (RET=HDRS refused, size limits, privacy)."""
+    m = re.search(rb"(?i)content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)", raw)
+    if m is None:
+        return None
+    # back to the boundary line that opens this part, forward to the next boundary
+    start = raw.rfind(b"\n--", 0, m.start())
+    if start < 0:
+        return None
+    end = re.search(rb"\n--", raw[m.end():])
+    line_end = raw.find(b"\n", start + 1)
+    boundary = raw[start + 1:line_end].strip()
+    close = raw.find(b"\n" + boundary.rstrip(b"-"), m.end())
+    if close < 0 or end is None:
+        return None
+    return raw[:start] + raw[close:]
+
+
+def quoted_inline(raw: bytes) -> bytes | None:
+    """The whole report forwarded inline as quoted text by a person or a helpdesk."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    quoted = b"\n".join(b"> " + line for line in body.split(b"\n"))
+    hdr = re.sub(rb"(?im)^content-(?:type|transfer-encoding):[^\n]*\n(?:[ \t][^\n]*\n)*", b"",
+                 head + b"\n")
+    return hdr + b"Content-Type: text/plain\n\n---------- Forwarded message ----------\n" + quoted
+
+
+def base64_body(raw: bytes) -> bytes | None:
+    """A single-part text report sent base64-encoded (webmail, Exchange)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:", head):
+        return None
+    if not re.search(rb"(?im)^content-type:", head):
+        head += b"\nContent-Type: text/plain; charset=us-ascii"
+    enc = base64.encodebytes(body)
+    return head + b"\nContent-Transfer-Encoding: base64\n\n" + enc
+
+
+_FIELD_LINE = re.compile(rb"--|[A-Za-z][A-Za-z0-9-]{1,40}:")
+
+
+def rewrapped(raw: bytes) -> bytes | None:
+    """Body lines longer than 60 characters re-wrapped at a blank (format=flowed senders,
+    gateways with a line limit), headers and MIME structure untouched."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    out = []
+    changed = False
+    for line in body.split(b"\n"):
+        # (a field line is a header, not text: a gateway that re-wraps text folds a
+        # field with a blank, which folded_field covers)
+        while len(line) > 60 and not _FIELD_LINE.match(line):
+            cut = line.rfind(b" ", 20, 60)
+            if cut < 0:
+                break
+            out.append(line[:cut])
+            line = line[cut + 1:]
+            changed = True
+        out.append(line)
+    return head + sep + b"\n".join(out) if changed else None
+
+
+def trailing_space(raw: bytes) -> bytes | None:
+    """Blanks at the end of every body line (some MTAs pad; some strip)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    return head + sep + b"\n".join(line + b"  " if line.strip() else line
+                                   for line in body.split(b"\n"))
+
+
+PERTURBATIONS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
+    ("crlf", crlf),
+    ("mixed-endings", mixed_endings),
+    ("cr-only", cr_only),
+    ("angle-brackets", angle_brackets),
+    ("no-address-type", no_address_type),
+    ("folded-field", folded_field),
+    ("upper-case", upper_case),
+    ("original-only", original_only),
+    ("dsn-as-text", dsn_as_text),
+    ("report-as-mixed", report_as_mixed),
+    ("headers-only", headers_only),
+    ("no-original", no_original),
+    ("quoted-inline", quoted_inline),
+    ("base64-body", base64_body),
+    ("rewrapped", rewrapped),
+    ("trailing-space", trailing_space),
+)
+
+
+def no_report_part(raw: bytes) -> bytes | None:
+    """The delivery-status part left out: the text and the original only (old MTAs,
+    gateways that drop parts they do not know)."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
+    if m is None:
+        return None
+    start = raw.rfind(b"\n--", 0, m.start())
+    if start < 0:
+        return None
+    line_end = raw.find(b"\n", start + 1)
+    boundary = raw[start + 1:line_end].strip().rstrip(b"-")
+    close = raw.find(b"\n" + boundary, m.end())
+    if close < 0:
+        return None
+    return raw[:start] + raw[close:]
+
+
+def forwarded(raw: bytes) -> bytes | None:
+    """The whole report forwarded as an attachment (a person or a helpdesk passing it on)."""
+    return (b"From: Someone <someone@forwarder.example>\nTo: postmaster@forwarder.example\n"
+            b"Subject: Fwd: returned mail\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"fwd-boundary-1\"\n\n"
+            b"--fwd-boundary-1\nContent-Type: text/plain\n\nSee the attached message.\n\n"
+            b"--fwd-boundary-1\nContent-Type: message/rfc822\n\n"
+            + raw.replace(b"\r\n", b"\n") + b"\n--fwd-boundary-1--\n")
+
+
+def neutral_subject(raw: bytes) -> bytes | None:
+    """A Subject that says nothing of a failure (localised or custom templates)."""
+    new = re.sub(rb"(?im)^subject:[^\n]*(?:\n[ \t][^\n]*)*", b"Subject: Notification", raw,
+                 count=1)
+    return new if new != raw else None
+
+
+def neutral_from(raw: bytes) -> bytes | None:
+    """A From that is not a mailer-daemon name (appliances, hosted gateways)."""
+    new = re.sub(rb"(?im)^from:[^\n]*(?:\n[ \t][^\n]*)*",
+                 b"From: Mail System <notify@gateway.example>", raw, count=1)
+    return new if new != raw else None
+
+
+PERTURBATIONS = PERTURBATIONS + (
+    ("no-report-part", no_report_part),
+    ("forwarded", forwarded),
+    ("neutral-subject", neutral_subject),
+    ("neutral-from", neutral_from),
+)
