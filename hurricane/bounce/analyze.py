@@ -193,6 +193,33 @@ def _quoted_addr(value: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+# A DSN recipient field is one address (RFC 3464 2.3.2), so it is read whole: its
+# domain need not look like one in running text (a single label, a host's own name
+# "user@mailhub", or an address literal "user@[192.0.2.1]"), and its local part
+# may be UTF-8 (RFC 6533 "utf-8;" addresses), which the running-text pattern would
+# cut to its ASCII tail. Anchored, one attempt, bounded runs: linear.
+_FIELD_CHAR = r"[^\s<>@\"(),;:\\\[\]]"
+_FIELD_ADDR = re.compile(r"<?(" + _FIELD_CHAR + r"{1,64}+@(?:" + _FIELD_CHAR
+                         + r"{1,255}+|\[[0-9.]{7,15}\]))>?(?=[\s(;,]|$)")
+
+
+def _field_addr(value: str) -> tuple[str, bool]:
+    """The address of a DSN recipient field ('rfc822;' already stripped), lower-cased, or
+    '', and whether it is routable (a dotted domain, not one label or a literal)."""
+    if "@" not in value:
+        return "", False
+    q = _quoted_addr(value)
+    if q:
+        return q, True
+    m = _FIELD_ADDR.match(value.strip())
+    if m is not None:
+        a = m.group(1).lower().rstrip(".")
+        domain = a.rsplit("@", 1)[1]
+        return a, "." in domain and not domain.startswith("[")
+    a = _addr(value)    # "Name <a@b>", a comment before it, junk around it
+    return a, bool(a)
+
+
 def _strip_type(value: str) -> str:
     """'rfc822; a@b' -> 'a@b'; 'smtp; 550 ...' -> '550 ...'."""
     i = value.find(";")
@@ -649,7 +676,11 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             # Original-Recipient is the address as we gave it (RFC 3461 ORCPT);
             # X-Actual-Recipient is where the reporter's aliases led it (a local
             # user, a pipe): the last resort
-            rcpt = (_quoted_addr(final) or _addr(final) or _quoted_addr(orig) or _addr(orig)
+            # (an address whose domain is one label or a literal names a host inside the
+            # reporter's network, "user@sims-ms-daemon": a routable Original-Recipient
+            # says more)
+            (fa, f_routable), (oa, o_routable) = _field_addr(final), _field_addr(orig)
+            rcpt = ((fa if f_routable else "") or (oa if o_routable else "") or fa or oa
                     or _addr(d.get("x-actual-recipient", "")))
             action = (d.get("action", "") or "").strip().lower().split()[0:1]
             act = action[0] if action else "failed"

@@ -62,6 +62,25 @@ class DeliveryStatusFieldTests(SynchronousTestCase):
                   "Action: failed\r\nStatus: 5.1.1\r\n")
         self.assertEqual(recipients(raw), ["a@b.example"])
 
+    def test_field_read_whole(self) -> None:
+        # a recipient field holds one address: its domain may be one label or an
+        # address literal, its local part UTF-8 (RFC 6533), never cut to a tail
+        for value, want in (("rfc822; a@localhost", "a@localhost"),
+                            ("rfc822; <a@[192.0.2.1]>", "a@[192.0.2.1]"),
+                            ("utf-8; \u00fcser@b.example", "\u00fcser@b.example"),
+                            ("rfc822; a@b.example (Alice)", "a@b.example"),
+                            ('rfc822; "Alice A" <a@b.example>', "a@b.example"),
+                            ("rfc822;a@b.example.", "a@b.example")):
+            raw = dsn("Final-Recipient: %s\r\nAction: failed\r\nStatus: 5.1.1\r\n" % value)
+            self.assertEqual(recipients(raw), [want], value)
+
+    def test_routable_original_before_a_host_local_final(self) -> None:
+        # Sun Messaging Server: the final address names its internal store host
+        raw = dsn("Original-recipient: rfc822;a@b.example\r\n"
+                  "Final-recipient: rfc822;a@sims-ms-daemon\r\nAction: failed\r\n"
+                  "Status: 5.0.0 (recipient reached disk quota)\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
     def test_delivery_status_sent_as_a_text_attachment(self) -> None:
         # Postfix-based gateways attach the fields as "details.txt"
         raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"

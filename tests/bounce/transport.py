@@ -96,9 +96,10 @@ def original_only(raw: bytes) -> bytes | None:
     """A report naming the recipient only in Original-Recipient (Final-Recipient missing)."""
     if not re.search(rb"(?im)^final-recipient:", raw):
         return None
-    # drop existing Original-Recipient lines, rename Final-Recipient
-    new = re.sub(rb"(?im)^original-recipient:[^\r\n]*(\r?\n)", b"", raw)
-    return re.sub(rb"(?im)^final-recipient:", b"Original-Recipient:", new)
+    if re.search(rb"(?im)^original-recipient:", raw):
+        # (both named: dropping either loses what the other says)
+        return None
+    return re.sub(rb"(?im)^final-recipient:", b"Original-Recipient:", raw)
 
 
 def dsn_as_text(raw: bytes) -> bytes | None:
