@@ -1176,7 +1176,7 @@ def _listed_addrs(region: str, excluded: set[str]) -> list[str]:
 
 
 def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
-             limits: AnalysisLimits, start: float) -> Analysis:
+             limits: AnalysisLimits, start: float, depth: int = 0) -> Analysis:
     error = None
     if len(raw) > limits.max_bytes:
         raw = raw[:limits.max_bytes]
@@ -1200,6 +1200,10 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         ctx.check()
         dsn, arf, texts = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
+        if depth < _MAX_FORWARDS:
+            inner = _forwarded_report(ctx, note)
+            if inner is not None:
+                return _analyze(inner, envelope_rcpt, classifier, limits, start, depth + 1)
         a = _reported(ctx, dsn, arf, note)
         if a is None:
             a = _other_reports(ctx, note, subject, from_addr)
@@ -1210,6 +1214,36 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "over-budget")
     except RecursionError:
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
+
+
+#: Reports forwarded inside reports read at most (a person forwarding a forward).
+_MAX_FORWARDS = 2
+
+
+def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
+    """The attached message when this one only passes a report on, else None.
+
+    A person or a helpdesk forwarding a bounce as an attachment writes no failure
+    of their own; the attached message is the report (a mail system's From, a
+    multipart/report, a failure subject). A report whose own text says a delivery
+    failed is a bounce in its own right: the message it returns is its original,
+    even when that was a bounce too (docs section 1).
+    """
+    root = ctx.root
+    if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
+            or _says_undelivered(_cut_original(note))):
+        return None
+    for p in root.children:
+        if p.content_type in ("message/delivery-status", "message/feedback-report"):
+            return None     # a report of its own
+    for p in root.children:
+        if p.maintype == "message" and p.subtype == "rfc822" and p.children:
+            inner = p.children[0]
+            if (_BOUNCE_FROM.search(inner.get("from")) is not None
+                    or inner.content_type == "multipart/report"):
+                return p.payload()
+            return None     # (the first attached message only: the one passed on)
+    return None
 
 
 def _notification(ctx: _Ctx, texts: list[mime.Part], from_hdr: str, has_dsn: bool) -> str:

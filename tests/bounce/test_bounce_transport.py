@@ -159,6 +159,41 @@ class NoticeNotReplyTests(SynchronousTestCase):
         self.assertEqual(analyze(raw).category, "other")
 
 
+_INNER_BOUNCE = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+                 b"To: s@shop.example\nSubject: Mail delivery failed\n\n"
+                 b"This message was created automatically by mail delivery software.\n\n"
+                 b"A message that you sent could not be delivered to one or more of its\n"
+                 b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+                 b"  a@b.example\n    550 5.1.1 User unknown\n")
+
+
+def _with_attached(headers: bytes, text: bytes, inner: bytes) -> bytes:
+    return (headers + b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"F\"\n\n"
+            b"--F\nContent-Type: text/plain\n\n" + text + b"\n--F\n"
+            b"Content-Type: message/rfc822\n\n" + inner + b"\n--F--\n")
+
+
+class ForwardedReportTests(SynchronousTestCase):
+    """A report passed on as an attachment is read as that report (docs section 1)."""
+
+    def test_forwarded_bounce_names_its_own_recipient(self) -> None:
+        raw = _with_attached(b"From: Helpdesk <help@shop.example>\nTo: bounces@shop.example\n"
+                             b"Subject: Fwd: Mail delivery failed\n",
+                             b"Forwarding this one, see attached.\n", _INNER_BOUNCE)
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "userunknown"))
+
+    def test_bounce_of_a_bounce_is_about_its_own_recipient(self) -> None:
+        # the outer report's text says its own delivery failed: the attached
+        # bounce is its original, not the report
+        raw = _with_attached(b"From: MAILER-DAEMON@relay.example\nTo: s@shop.example\n"
+                             b"Subject: Undelivered Mail Returned to Sender\n",
+                             b"Your message could not be delivered to <helpdesk@c.example>.\n"
+                             b"550 5.1.1 <helpdesk@c.example>: User unknown\n", _INNER_BOUNCE)
+        self.assertEqual(recipients(raw), ["helpdesk@c.example"])
+
+
 #: Perturbations that keep every piece of information a report gives (the others,
 #: which drop a part or forward the report, can lose the only place a recipient
 #: is named; bench/perturb.py reports them too).

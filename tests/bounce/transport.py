@@ -278,3 +278,28 @@ PERTURBATIONS = PERTURBATIONS + (
     ("neutral-subject", neutral_subject),
     ("neutral-from", neutral_from),
 )
+
+
+_ANY_ADDR = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,10}")
+
+
+def upper_addresses(raw: bytes) -> bytes | None:
+    """Every address in the message in upper case (old mainframe and X.400 gateways)."""
+    new = _ANY_ADDR.sub(lambda m: m.group(0).upper(), raw)
+    return new if new != raw else None
+
+
+def bracket_addresses(raw: bytes) -> bytes | None:
+    """Bare addresses of the body put in angle brackets (and bracketed ones left alone)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    new = re.sub(rb"(?<![<\w.@%+=/:'\"-])(" + _ANY_ADDR.pattern + rb")(?![>\w@.-])",
+                 rb"<\1>", body)
+    return head + sep + new if new != body else None
+
+
+PERTURBATIONS = PERTURBATIONS + (
+    ("upper-addresses", upper_addresses),
+    ("bracket-addresses", bracket_addresses),
+)
