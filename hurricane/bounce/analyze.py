@@ -362,6 +362,8 @@ _SCRIPT_ENDS = {"script": re.compile(r"</script>", re.I), "style": re.compile(r"
 # consumes (and keeps, as the split's group) what a failing start reads, so
 # that no character is read twice; the first alternative, a tag, is dropped.
 _ANY_TAG = re.compile(r"<[^>@]*>")
+# An anchor's start and end tags (bounded: each start reads 1000 characters at most)
+_HTML_LINK = re.compile(r"<a\s[^<>]{0,1000}>|</a\s*>", re.I)
 _ANY_TAG_SPLIT = re.compile(r"<[^>@]*+>|(<[^>@]*+(?:@|\Z))")
 
 
@@ -397,6 +399,10 @@ def _html_to_text(html: str) -> str:
     """The text of an HTML part (tags out, line-breaking ones as line breaks), in linear
     time."""
     import html as _h
+    if "<a" in html or "<A" in html:
+        # links are text: "<a href="mailto:a@b">a@b</a>" is the address, and the
+        # tag itself would pass for an address in angle brackets below
+        html = _HTML_LINK.sub("", html)
     last = html.rfind(">") + 1
     t = _HTML_TAG.sub("\n", html[:last]) + html[last:] if last else html
     if "<" in t:

@@ -194,12 +194,30 @@ class ForwardedReportTests(SynchronousTestCase):
         self.assertEqual(recipients(raw), ["helpdesk@c.example"])
 
 
+class HtmlNotificationTests(SynchronousTestCase):
+    """An HTML-only notification names the same recipients as its text would."""
+
+    def test_mailto_links_are_their_text(self) -> None:
+        raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+               b"To: s@shop.example\nSubject: Mail delivery failed\n"
+               b"Content-Type: text/html; charset=utf-8\n\n"
+               b"<html><body><p>A message sent by<br>\n"
+               b"&lt;<a href=\"mailto:s@shop.example\">s@shop.example</a>&gt;<br>\n"
+               b"could not be delivered. The following address(es) failed:</p><p>"
+               b"<a href=\"mailto:a@b.example\">a@b.example</a><br>\n"
+               b"(ultimately generated from <a href=\"mailto:list@b.example\">"
+               b"list@b.example</a>)<br>\nall hosts have been failing for a long time"
+               b"</p></body></html>\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
 #: Perturbations that keep every piece of information a report gives (the others,
 #: which drop a part or forward the report, can lose the only place a recipient
 #: is named; bench/perturb.py reports them too).
 KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-type",
            "folded-field", "upper-case", "original-only", "dsn-as-text", "report-as-mixed",
-           "headers-only", "base64-body", "trailing-space")
+           "headers-only", "base64-body", "trailing-space", "upper-addresses",
+           "help-line", "html-only")
 
 
 class TransportPropertyTests(SynchronousTestCase):

@@ -303,3 +303,80 @@ PERTURBATIONS = PERTURBATIONS + (
     ("upper-addresses", upper_addresses),
     ("bracket-addresses", bracket_addresses),
 )
+
+
+def _insert_in_text(raw: bytes, line: bytes, at_end: bool = False) -> bytes | None:
+    """``line`` added to the first text/plain body (the notification), at its start."""
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain", raw)
+    if m is None:
+        if re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", raw.split(b"\n\n", 1)[0]):
+            return None
+        pos = raw.find(b"\n\n")
+    else:
+        if re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
+                     raw[m.start():raw.find(b"\n\n", m.start())]):
+            return None
+        pos = raw.find(b"\n\n", m.start())
+    if pos < 0:
+        return None
+    return raw[:pos + 2] + line + b"\n\n" + raw[pos + 2:]
+
+
+def help_line(raw: bytes) -> bytes | None:
+    """The reporter's own contact address in the notification (university and ISP templates)."""
+    return _insert_in_text(raw, b"For assistance, contact the help desk at "
+                                b"helpdesk@reporter-isp.example or call 555-0100.")
+
+
+def sender_line(raw: bytes) -> bytes | None:
+    """The notification naming who sent the failed message (many templates do)."""
+    return _insert_in_text(raw, b"This report concerns a message sent by "
+                                b"<newsletter@sender-shop.example>.")
+PERTURBATIONS = PERTURBATIONS + (
+    ("help-line", help_line),
+    ("sender-line", sender_line),
+)
+
+
+def html_only(raw: bytes) -> bytes | None:
+    """The notification sent as HTML only (webmail providers, Exchange's HTML NDRs): a
+    single-part text/plain report rewritten as text/html, lines as <br>, addresses as
+    mailto: links."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    head = re.sub(rb"(?im)^content-type:[^\n]*(?:\n[ \t][^\n]*)*\n?", b"", head + b"\n")
+    esc = body.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;")
+    esc = _ANY_ADDR.sub(lambda m: b'<a href="mailto:' + m.group(0) + b'">' + m.group(0)
+                        + b"</a>", esc)
+    html = (b"<html><body><p>" + esc.replace(b"\n\n", b"</p><p>").replace(b"\n", b"<br>\n")
+            + b"</p></body></html>\n")
+    return head + b"Content-Type: text/html; charset=utf-8\n\n" + html
+
+
+PERTURBATIONS = PERTURBATIONS + (("html-only", html_only),)
+
+
+def html_part(raw: bytes) -> bytes | None:
+    """The first text/plain part of a multipart report sent as text/html instead."""
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None:
+        return None
+    hb = raw.find(b"\n\n", m.end())
+    if hb < 0 or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
+                           raw[m.start():hb]):
+        return None
+    nb = re.search(rb"\n--", raw[hb + 2:])
+    if nb is None:
+        return None
+    body = raw[hb + 2:hb + 2 + nb.start()]
+    single = html_only(b"X: y\n\n" + body)
+    if single is None:
+        return None
+    html = single.split(b"\n\n", 1)[1]
+    return (raw[:m.start()] + b"Content-Type: text/html; charset=utf-8" + raw[m.end():hb + 2]
+            + html + raw[hb + 2 + nb.start():])
+
+
+PERTURBATIONS = PERTURBATIONS + (("html-part", html_part),)
