@@ -605,6 +605,18 @@ _DSN_HEAD = re.compile(rb"(?im)^(?:reporting-mta|final-recipient|original-recipi
 _DSN_HEAD_BYTES = 2048
 
 
+_FIELD_START = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}:|>|\Z")
+
+
+def _mislabelled_text(p: mime.Part) -> bool:
+    """Whether a delivery-status part holds prose, not fields: its first line is no
+    "Name: value" field (RFC 3464 2.1: the part is field blocks and nothing else)."""
+    if p.get("content-transfer-encoding").lower().strip() not in ("", "7bit", "8bit"):
+        return False    # (not read here: its fields are encoded)
+    head = p.raw_body[:4096].lstrip()
+    return _FIELD_START.match(head[:200]) is None
+
+
 def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
     """(delivery-status parts, feedback-report parts, notification text parts).
 
@@ -623,7 +635,11 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         ct = p.content_type
         if ct in ("message/delivery-status", "message/global-delivery-status",
                   "text/delivery-status", "message/x-delivery-status"):
-            (nested_dsn if inside else dsn).append(p)
+            if not inside and _mislabelled_text(p):
+                # InterMail: the notification sent as message/delivery-status
+                texts.append(p.with_type("text/plain"))
+            else:
+                (nested_dsn if inside else dsn).append(p)
         elif ct == "message/feedback-report":
             (nested_arf if inside else arf).append(p)
         elif p.maintype == "text" and not inside and ct != "text/rfc822-headers":

@@ -81,6 +81,22 @@ class DeliveryStatusFieldTests(SynchronousTestCase):
                   "Status: 5.0.0 (recipient reached disk quota)\r\n")
         self.assertEqual(recipients(raw), ["a@b.example"])
 
+    def test_prose_labelled_delivery_status_is_the_notification(self) -> None:
+        # InterMail labels its human-readable notice message/delivery-status too
+        raw = (b"From: MAILER-DAEMON@mta.b.example\nTo: s@shop.example\n"
+               b"Subject: Mail System Error - Returned Mail\nMIME-Version: 1.0\n"
+               b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: message/delivery-status;\n\n"
+               b"This Message was undeliverable due to the following reason:\n\n"
+               b"<a@b.example> has restricted SMS e-mail\n\n"
+               b"--B\nContent-Type: message/delivery-status\n\n"
+               b"Reporting-MTA: dns; mta.b.example\n\n"
+               b"Final-Recipient: RFC822; <a@b.example>\nAction: failed\nStatus: 5.3.0\n\n"
+               b"--B--\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("a@b.example", "filtered")])
+
     def test_delivery_status_sent_as_a_text_attachment(self) -> None:
         # Postfix-based gateways attach the fields as "details.txt"
         raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"

@@ -177,7 +177,7 @@ def base64_body(raw: bytes) -> bytes | None:
     return head + b"\nContent-Transfer-Encoding: base64\n\n" + enc
 
 
-_FIELD_LINE = re.compile(rb"--|[A-Za-z][A-Za-z0-9-]{1,40}:")
+_FIELD_LINE = re.compile(rb"(?:> ?)*(?:--|[A-Za-z][A-Za-z0-9-]{1,40}:)")
 
 
 def rewrapped(raw: bytes) -> bytes | None:
@@ -191,12 +191,14 @@ def rewrapped(raw: bytes) -> bytes | None:
     for line in body.split(b"\n"):
         # (a field line is a header, not text: a gateway that re-wraps text folds a
         # field with a blank, which folded_field covers)
+        # (a continuation keeps the line's indent: a folded field stays folded)
+        indent = line[:len(line) - len(line.lstrip(b" \t"))]
         while len(line) > 60 and not _FIELD_LINE.match(line):
             cut = line.rfind(b" ", 20, 60)
-            if cut < 0:
+            if cut < 0 or not line[:cut].strip():
                 break
             out.append(line[:cut])
-            line = line[cut + 1:]
+            line = indent + line[cut + 1:]
             changed = True
         out.append(line)
     return head + sep + b"\n".join(out) if changed else None
