@@ -1238,6 +1238,9 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
 
 
+# A subject that says the message passes another one on: a forward, or Mailman's
+# notice to the list owner of a bounce it could not read.
+_PASSED_ON = re.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i) ?:|uncaught bounce notification")
 #: Reports forwarded inside reports read at most (a person forwarding a forward).
 _MAX_FORWARDS = 2
 
@@ -1262,7 +1265,9 @@ def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
         if p.maintype == "message" and p.subtype == "rfc822" and p.children:
             inner = p.children[0]
             if (_BOUNCE_FROM.search(inner.get("from")) is not None
-                    or inner.content_type == "multipart/report"):
+                    or inner.content_type == "multipart/report"
+                    or _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip())
+                    is not None):
                 return p.payload()
             return None     # (the first attached message only: the one passed on)
     return None

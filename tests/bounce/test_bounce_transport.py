@@ -200,6 +200,28 @@ class ForwardedReportTests(SynchronousTestCase):
         self.assertEqual((a.category, recipients(raw), a.results[0].reason),
                          ("bounce", ["a@b.example"], "userunknown"))
 
+    def test_mailman_uncaught_bounce_notification(self) -> None:
+        # Mailman passes a bounce it could not read on to the list owner; the
+        # attached report is a provider's own template (no mail-system From)
+        inner = (b"From: Notifications <notify@provider.example>\nTo: s@shop.example\n"
+                 b"Subject: Message status\n\nYour message to <a@b.example> was rejected "
+                 b"because the mailbox is full.\n550 5.2.2 Mailbox full\n")
+        raw = _with_attached(b"From: mylist-bounces@lists.example\n"
+                             b"To: mylist-owner@lists.example\n"
+                             b"Subject: Uncaught bounce notification\n",
+                             b"The attached message was received as a bounce, but either the "
+                             b"bounce\nformat was not recognized, or no member addresses could "
+                             b"be extracted\nfrom it.\n", inner)
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "mailboxfull"))
+
+    def test_forwarded_non_bounce_is_not_a_bounce(self) -> None:
+        inner = b"From: Bob <bob@c.example>\nTo: s@shop.example\nSubject: hi\n\nSee you.\n"
+        raw = _with_attached(b"From: Ann <ann@shop.example>\nTo: s@shop.example\n"
+                             b"Subject: Fwd: hi\n", b"FYI\n", inner)
+        self.assertEqual(analyze(raw).category, "other")
+
     def test_bounce_of_a_bounce_is_about_its_own_recipient(self) -> None:
         # the outer report's text says its own delivery failed: the attached
         # bounce is its original, not the report

@@ -382,3 +382,23 @@ def html_part(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("html-part", html_part),)
+
+
+def mailman_uncaught(raw: bytes) -> bytes | None:
+    """Mailman's "Uncaught bounce notification": the list passes a bounce it could not
+    read on to the list owner, attached (2.1's template)."""
+    return (b"From: mylist-bounces@lists.example\nTo: mylist-owner@lists.example\n"
+            b"Subject: Uncaught bounce notification\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"===============mm1==\"\n"
+            b"Precedence: bulk\n\n"
+            b"--===============mm1==\nContent-Type: text/plain; charset=\"us-ascii\"\n\n"
+            b"The attached message was received as a bounce, but either the bounce\n"
+            b"format was not recognized, or no member addresses could be extracted\n"
+            b"from it.  This mailing list has been configured to send all\n"
+            b"unrecognized bounce messages to the list administrator(s).\n\n"
+            b"--===============mm1==\nContent-Type: message/rfc822\n"
+            b"MIME-Version: 1.0\n\n"
+            + raw.replace(b"\r\n", b"\n") + b"\n--===============mm1==--\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("mailman-uncaught", mailman_uncaught),)
