@@ -1006,29 +1006,50 @@ _CUT_CACHE = threading.local()
 # part ("contact bob@x" gave "b@x").
 _NOT_RCPT_CONTEXT = re.compile(
     r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|please contact|"
-    r"contact us at|send mail to)[ \t:]*+"
+    r"contact us at|send mail to|expanded from)[ \t:]*+"
     r"|for (?:further )?assistance(?:[^<\n]{0,39}?|[^<\n]{40}[ \t:]*+))"
     r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?<?(?<!" + _LOCAL + r")(" + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
 _NOT_RCPT_CONTEXT_LOW = re.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
 _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at", "send mail to",
-                   "assistance")
+                   "assistance", "expanded from", "received at")
 
 
 def _not_rcpt_context(text: str) -> list[str]:
     """Addresses the text names as something other than a failed recipient (lower-case)."""
+    # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
+    # contact a@b")
+    text = " ".join(text.split())
     if text.isascii():
         low = text.lower()
         if not any(w in low for w in _NOT_RCPT_WORDS):
             return []
-        return [m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
+        return ([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
+                + _received_from(low))
     # the same gate for other text (casefolded: see _unsubscribe_request), then the
     # IGNORECASE search, ~0.3 ms on a notification of a few KB
     folded = text.casefold()
     if not any(w in folded for w in _NOT_RCPT_WORDS):
         return []
-    return [m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
+    return ([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
+            + _received_from(folded))
+
+
+def _received_from(low: str) -> list[str]:
+    """Sendmail's "The original message was received at DATE from SENDER-OR-HOST" (white
+    space collapsed, lower-cased): the address there is the sender (found by string
+    search, each occurrence read once, 50 at most)."""
+    out: list[str] = []
+    i = low.find("was received at ")
+    while i >= 0 and len(out) < 50:
+        j = low.find(" from ", i, i + 120)
+        if j >= 0:
+            m = _ADDR_RE.match(low, j + 6 + (low[j + 6:j + 7] == "<"))
+            if m is not None:
+                out.append(m.group(0))
+        i = low.find("was received at ", i + 16)
+    return out
 
 
 #: Characters of per-recipient blocks that one free-text notification may have

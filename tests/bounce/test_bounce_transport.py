@@ -232,6 +232,34 @@ class ForwardedReportTests(SynchronousTestCase):
         self.assertEqual(recipients(raw), ["helpdesk@c.example"])
 
 
+class TextOnlyReportTests(SynchronousTestCase):
+    """A report without a delivery-status part names the same recipients in its text."""
+
+    def _text(self, body: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Undelivered Mail Returned to Sender\n\n" + body)
+
+    def test_postfix_alias_note_is_not_a_second_recipient(self) -> None:
+        raw = self._text(b"This is the mail system at host mx.b.example.\n\n"
+                         b"<r@mx.b.example> (expanded from <a@b.example>): user\n"
+                         b"    unknown. Command output: procmail: No such user\n")
+        self.assertEqual(recipients(raw), ["r@mx.b.example"])
+
+    def test_sendmail_received_from_line_names_the_sender(self) -> None:
+        raw = self._text(b"The original message was received at Thu, 9 Apr 1995 23:34:45\n"
+                         b"from sender@shop.example\n\n"
+                         b"   ----- The following addresses had delivery problems -----\n"
+                         b"<a@b.example>  (unrecoverable error)\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_contact_address_in_a_wrapped_reply(self) -> None:
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said:\n"
+                         b"    550-This message scored 8.4 spam points and has been rejected. "
+                         b"550 Please\n    contact help@b.example for help. (in reply to\n"
+                         b"    end of DATA command)\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
 class HtmlNotificationTests(SynchronousTestCase):
     """An HTML-only notification names the same recipients as its text would."""
 
