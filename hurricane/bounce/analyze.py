@@ -1516,7 +1516,11 @@ _UNDELIVERED = re.compile(r"could not be delivered|undeliverable|undelivered|"
                           # Exim's and qmail's fixed sentences, and "wasn't able to deliver"
                           r"created automatically by mail delivery software|"
                           r"(?:was not|wasn.t|were not|weren.t) able to deliver|"
-                          r"not yet been delivered")
+                          r"not yet been delivered|"
+                          r"error (?:has )?occurred while (?:attempting|trying) to deliver|"
+                          r"(?:could|can)(?:not|n.t) deliver|"
+                          # the reporters' own introductions (OpenSMTPD, Postfix)
+                          r"this is the mailer-daemon|this is the mail system at host")
 
 
 def _says_undelivered(note: str) -> bool:

@@ -170,6 +170,17 @@ class NoticeNotReplyTests(SynchronousTestCase):
         a = analyze(raw)
         self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
 
+    def test_reporter_introduction_says_bounce(self) -> None:
+        # OpenSMTPD's template under a From: that is no mail-system name
+        raw = self._msg(b"Subject: Notification\n",
+                        b"    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to "
+                        b"this e-mail.\n\n    An error has occurred while attempting to deliver "
+                        b"a message for\n    the following list of recipients:\n\n"
+                        b"a@b.example: Envelope expired\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "expired"))
+
     def test_a_person_writing_is_not_a_bounce(self) -> None:
         raw = self._msg(b"Subject: lunch\n", b"Shall we meet at noon? My mailbox is a mess.\n")
         self.assertEqual(analyze(raw).category, "other")
