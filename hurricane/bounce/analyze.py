@@ -1577,7 +1577,8 @@ _LOOKS_BOUNCE = re.compile(r"could not be delivered|undeliverable|"
 
 def _looks_bounce(note: str) -> bool:
     """Whether a text reads like a bounce (searched lower-cased, as _says_undelivered)."""
-    return _LOOKS_BOUNCE.search(note[:20000].lower()) is not None
+    low = note[:20000].lower()
+    return _LOOKS_BOUNCE.search(low) is not None or _UNDELIVERED.search(low) is not None
 
 
 # The typical bodies and subjects of auto-replies, by cause: the person is away
