@@ -345,7 +345,10 @@ _CODEISH = re.compile(r"[245](?<![\d.].)(?:\d\d(?![\d.])|\.\d{1,3}\.\d{1,3}(?![\
 # a start after the text's last ">" can never match, so the substitution runs
 # on the text up to that ">" only: otherwise each such start would read to the
 # end of the text again ("<p<p<p...": quadratic; 262 KB of "<" took 68 s).
-_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>", re.I)
+# (with the line break after it in the source, if any: HTML's own line breaks are
+# white space, and "line<br>\n" is one line break, not a blank line between lines)
+_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*+\n)?",
+                       re.I)
 # Script and style elements, removed whole: r"(?is)<(script|style)\b.*?</\1>" before,
 # which read to the end of the text from each start that has no end tag after
 # it; _strip_scripts finds the same matches with bounded reads.
@@ -399,11 +402,18 @@ def _html_to_text(html: str) -> str:
     """The text of an HTML part (tags out, line-breaking ones as line breaks), in linear
     time."""
     import html as _h
-    if "<a" in html or "<A" in html:
+    if "<" in html:
         # links are text: "<a href="mailto:a@b">a@b</a>" is the address, and the
         # tag itself would pass for an address in angle brackets below
         html = _HTML_LINK.sub("", html)
     last = html.rfind(">") + 1
+    if last:
+        # (and the blanks and line break after that ">", which a tag there takes with it)
+        j = last
+        while j < len(html) and html[j] in " \t":
+            j += 1
+        if j < len(html) and html[j] == "\n":
+            last = j + 1
     t = _HTML_TAG.sub("\n", html[:last]) + html[last:] if last else html
     if "<" in t:
         t = _strip_scripts(t)

@@ -402,3 +402,24 @@ def mailman_uncaught(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("mailman-uncaught", mailman_uncaught),)
+
+
+def xfr_only(raw: bytes) -> bytes | None:
+    """Exim's X-Failed-Recipients kept, the notification's words in a language or template
+    nothing reads (only where the header is there)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or not re.search(rb"(?im)^x-failed-recipients:", head):
+        return None
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None:
+        if re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+            return None
+        return head + sep + b"Zustellung fehlgeschlagen.\n"
+    hb = raw.find(b"\n\n", m.end())
+    nb = re.search(rb"\n--", raw[hb + 2:]) if hb >= 0 else None
+    if nb is None:
+        return None
+    return raw[:hb + 2] + b"Zustellung fehlgeschlagen.\n" + raw[hb + 2 + nb.start():]
+
+
+PERTURBATIONS = PERTURBATIONS + (("xfr-only", xfr_only),)
