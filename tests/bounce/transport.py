@@ -423,3 +423,34 @@ def xfr_only(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("xfr-only", xfr_only),)
+
+
+_MANY = (b"To: Team <team@list.example>, ann@c.example, \"Bob B\" <bob@d.example>,\n"
+         b"    carol@e.example\nCc: dave@f.example, <erin@g.example>\n")
+
+
+def quoted_original_many(raw: bytes) -> bytes | None:
+    """The original quoted inline after a single-part report's text, addressed to many
+    (a list, Cc:), its body naming more addresses."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    return (head + sep + body.rstrip(b"\n") + b"\n\n------ This is a copy of the message, "
+            b"including all the headers. ------\n\nReturn-path: <s@shop.example>\n"
+            b"From: Shop <s@shop.example>\n" + _MANY + b"Subject: Sale\n\n"
+            b"Write to frank@h.example or see grace@i.example.\n")
+
+
+def attached_original_many(raw: bytes) -> bytes | None:
+    """The returned original (message/rfc822) addressed to many, Cc: included."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/rfc822[^\n]*\n(?:[ \t][^\n]*\n)*"
+                  rb"(?:[^\n]+\n)*\n", raw)
+    if m is None:
+        return None
+    return raw[:m.end()] + b"From: Shop <s@shop.example>\n" + _MANY + b"Subject: Sale\n\n" \
+        + b"Write to frank@h.example.\n\n" + raw[m.end():]
+
+
+PERTURBATIONS = PERTURBATIONS + (("quoted-original-many", quoted_original_many),
+                                 ("attached-original-many", attached_original_many))
