@@ -454,3 +454,23 @@ def attached_original_many(raw: bytes) -> bytes | None:
 
 PERTURBATIONS = PERTURBATIONS + (("quoted-original-many", quoted_original_many),
                                  ("attached-original-many", attached_original_many))
+
+
+def header_case(raw: bytes) -> bytes | None:
+    """Header field names and MIME types in another case (field names and media types are
+    case-insensitive: RFC 5322 1.2.2, RFC 2045 5.1)."""
+    new = re.sub(rb"(?m)^([A-Za-z][A-Za-z0-9-]{0,60}):",
+                 lambda m: m.group(1).upper() + b":", raw)
+    new = re.sub(rb"(?i)(content-type:[ \t]*)([a-z0-9./+-]+)",
+                 lambda m: m.group(1) + m.group(2).upper(), new)
+    return new if new != raw else None
+
+
+def no_mime_version(raw: bytes) -> bytes | None:
+    """MIME-Version left out (old MTAs; readers go by Content-Type anyway)."""
+    new = re.sub(rb"(?im)^mime-version:[^\n]*\n", b"", raw, count=1)
+    return new if new != raw else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("header-case", header_case),
+                                 ("no-mime-version", no_mime_version))
