@@ -1254,7 +1254,9 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         dsn, arf, texts = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
         if depth < _MAX_FORWARDS:
-            inner = _forwarded_report(ctx, note)
+            inner = _forwarded_report(ctx, note) if not dsn else None
+            if inner is None and not dsn and not arf:
+                inner = _inline_forward(ctx, note, subject or "")
             if inner is not None:
                 return _analyze(inner, envelope_rcpt, classifier, limits, start, depth + 1)
         a = _reported(ctx, dsn, arf, note)
@@ -1302,6 +1304,40 @@ def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
                 return p.payload()
             return None     # (the first attached message only: the one passed on)
     return None
+
+
+# The line a mail client writes before a message it forwards inline (Gmail, Outlook,
+# Thunderbird, Apple Mail), quoted or not. Possessive runs on one line: linear.
+_FORWARD_MARK = re.compile(r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
+                           r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
+_FIELD_LINE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
+
+
+def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
+    """The message a person forwarded inline ("Fwd:", then the client's "Forwarded
+    message" line, the message's From/Date/Subject/To and its text), as a message of its
+    own; None unless this message is such a forward of a mail system's report."""
+    root = ctx.root
+    if (_PASSED_ON.match(subject.lstrip()) is None
+            or _BOUNCE_FROM.search(root.get("from")) is not None):
+        return None
+    m = _FORWARD_MARK.search(note, 0, 20000)
+    if m is None:
+        return None
+    lines = note[m.end():m.end() + ctx.limits.max_text].split("\n")
+    if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
+        lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    # the forwarded message's header fields, then its text
+    n = 0
+    while n < len(lines) and n < 30 and _FIELD_LINE.match(lines[n].strip()):
+        n += 1
+    fields = "\n".join(x.strip() for x in lines[:n])
+    subj = next((x[8:] for x in fields.split("\n") if x[:8].lower() == "subject:"), "")
+    if n == 0 or (_BOUNCE_FROM.search(fields) is None and _BOUNCE_SUBJECT.search(subj) is None):
+        return None     # (a forwarded message that is no mail system's report)
+    return (fields + "\n\n" + "\n".join(lines[n:])).encode("utf-8", "surrogateescape")
 
 
 def _notification(ctx: _Ctx, texts: list[mime.Part], from_hdr: str, has_dsn: bool) -> str:

@@ -227,6 +227,25 @@ class ForwardedReportTests(SynchronousTestCase):
         self.assertEqual((a.category, recipients(raw), a.results[0].reason),
                          ("bounce", ["a@b.example"], "mailboxfull"))
 
+    def test_bounce_forwarded_inline(self) -> None:
+        # webmail's inline forward: the report's own header lines, then its text; the
+        # forwarded To: is the sender the report went back to, never a recipient
+        raw = (b"From: Ann <ann@shop.example>\nTo: bounces@shop.example\n"
+               b"Subject: Fwd: Mail delivery failed\n\nFYI\n\n"
+               b"---------- Forwarded message ---------\n"
+               b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+               b"Date: Thu, 29 Apr 2010 23:34:45 +0900\nSubject: Mail delivery failed\n"
+               b"To: s@shop.example\n\n"
+               b"A message that you sent could not be delivered to one or more of its\n"
+               b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+               b"  a@b.example\n    550 5.1.1 User unknown\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+        quoted = raw.replace(b"\n---------- Forwarded", b"\n> ---------- Forwarded")
+        head, _, body = quoted.partition(b"> ----------")
+        quoted = head + b"> ----------" + body.replace(b"\n", b"\n> ")
+        self.assertEqual(recipients(quoted), ["a@b.example"])
+
     def test_forwarded_non_bounce_is_not_a_bounce(self) -> None:
         inner = b"From: Bob <bob@c.example>\nTo: s@shop.example\nSubject: hi\n\nSee you.\n"
         raw = _with_attached(b"From: Ann <ann@shop.example>\nTo: s@shop.example\n"

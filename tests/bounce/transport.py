@@ -474,3 +474,52 @@ def no_mime_version(raw: bytes) -> bytes | None:
 
 PERTURBATIONS = PERTURBATIONS + (("header-case", header_case),
                                  ("no-mime-version", no_mime_version))
+
+
+def _first_text(raw: bytes) -> bytes | None:
+    """The body of the first 7bit text/plain part (or of a single-part text message)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    if not re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+        if re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head) or \
+                re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", head):
+            return None
+        return body
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None:
+        return None
+    hb = raw.find(b"\n\n", m.end())
+    if hb < 0 or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
+                           raw[m.start():hb]):
+        return None
+    b = re.search(rb'(?i)boundary=[ \t]*"?([^";\n]+)"?', head)
+    if b is None:
+        return None
+    end = raw.find(b"\n--" + b.group(1).strip(), hb + 2)
+    return raw[hb + 2:end] if end >= 0 else None
+
+
+def inline_forward(raw: bytes) -> bytes | None:
+    """A person forwards the report inline, as webmail does ("---------- Forwarded message
+    ---------" and the report's From/Date/Subject/To, then its text): only text reports
+    whose text names their recipients, as the MIME parts do not survive."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head = raw.split(b"\n\n", 1)[0]
+    if re.search(rb"(?im)^content-type:[ \t]*multipart/report", head):
+        return None
+    text = _first_text(raw)
+    if text is None:
+        return None
+    fields = []
+    for name in (b"from", b"date", b"subject", b"to"):
+        m = re.search(rb"(?im)^" + name + rb":[ \t]*([^\n]*)", head)
+        if m is not None:
+            fields.append(name.capitalize() + b": " + m.group(1))
+    return (b"From: Ann <ann@shop.example>\nTo: bounces@shop.example\n"
+            b"Subject: Fwd: returned mail\nContent-Type: text/plain; charset=utf-8\n\n"
+            b"FYI, this came back.\n\n---------- Forwarded message ---------\n"
+            + b"\n".join(fields) + b"\n\n" + text)
+
+
+PERTURBATIONS = PERTURBATIONS + (("inline-forward", inline_forward),)
