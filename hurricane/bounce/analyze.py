@@ -67,7 +67,11 @@ _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # A domain has at most 127 labels (253 octets): the bound keeps the regex
 # engine's per-repetition state small on a "b.b.b.b..." run of megabytes.
-ADDR = _LOCAL + r"{1,64}@" + _LABEL + r"(?:\." + _LABEL + r"){1,126}"
+# A local part does not start with "." (RFC 5322 dot-atom) and, in practice, not with
+# an apostrophe: "'a@b.example'" is an address in single quotes (Exchange, Notes,
+# "550 'a@b' is not ..."), not the local part "'a".
+_LOCAL_FIRST = r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]"
+ADDR = _LOCAL_FIRST + _LOCAL + r"{0,63}@" + _LABEL + r"(?:\." + _LABEL + r"){1,126}"
 _ADDR_RE = re.compile(ADDR)
 # An "@" that some address uses: a local-part character before it and a domain
 # after it (a first label, a dot and the start of a second: exactly when the
@@ -211,7 +215,11 @@ def _field_addr(value: str) -> tuple[str, bool]:
     q = _quoted_addr(value)
     if q:
         return q, True
-    m = _FIELD_ADDR.match(value.strip())
+    # (an address in single quotes is the address: "'a@b.example'")
+    v = value.strip()
+    if v[:1] == "'" and v[-1:] == "'":
+        v = v[1:-1]
+    m = _FIELD_ADDR.match(v)
     if m is not None:
         a = m.group(1).lower().rstrip(".")
         domain = a.rsplit("@", 1)[1]
@@ -1018,7 +1026,7 @@ _NOT_RCPT_CONTEXT = re.compile(
     r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|please contact|"
     r"contact us at|send mail to|expanded from)[ \t:]*+"
     r"|for (?:further )?assistance(?:[^<\n]{0,39}?|[^<\n]{40}[ \t:]*+))"
-    r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?<?(?<!" + _LOCAL + r")(" + ADDR + r")")
+    r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
 _NOT_RCPT_CONTEXT_LOW = re.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])

@@ -290,6 +290,27 @@ class TextOnlyReportTests(SynchronousTestCase):
         self.assertEqual(recipients(raw), ["a@b.example"])
 
 
+class QuotedAddressTests(SynchronousTestCase):
+    """An address in single quotes is the address, not a local part starting with "'"."""
+
+    def test_single_quoted_in_text(self) -> None:
+        raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+               b"Subject: Undeliverable\n\nDelivery to the following recipient failed:\n\n"
+               b"    'a@b.example'\n\n550 'a@b.example' is not a registered gateway user\n"
+               b"For further assistance, please contact 'help@b.example'\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_single_quoted_field(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; 'a@b.example'\r\nAction: failed\r\n"
+                  "Status: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_apostrophe_inside_a_local_part_stays(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; o'brien@b.example\r\nAction: failed\r\n"
+                  "Status: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["o'brien@b.example"])
+
+
 class HtmlNotificationTests(SynchronousTestCase):
     """An HTML-only notification names the same recipients as its text would."""
 

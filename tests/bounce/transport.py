@@ -523,3 +523,22 @@ def inline_forward(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("inline-forward", inline_forward),)
+
+
+def quoted_addresses(raw: bytes) -> bytes | None:
+    """Body addresses in single or double quotes instead of angle brackets ("Delivery to
+    'a@b' failed", Exchange and Notes templates)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    n = [0]
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        n[0] += 1
+        q = b"'" if n[0] % 2 else b'"'
+        return q + m.group(1) + q
+    new = re.sub(rb"<(" + _ANY_ADDR.pattern + rb")>", sub, body)
+    return head + sep + new if new != body else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("quoted-addresses", quoted_addresses),)
