@@ -444,7 +444,7 @@ _ERRORISH = re.compile(
     r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|"
     r"too (?:big|large|many)|"
     r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|host|deferred|delay|giving up|bounce|mailbox|"
-    r"account|policy|"
+    r"account|policy|not recogni[sz]ed|not listed|no longer|exceed|inactive|incorrect|"
     r"[\u3040-\u30ff\u4e00-\u9fff]")
 # _ERRORISH for ASCII text, lower-cased: the same answer (no kana or kanji to find;
 # \b[45] written as [45] then a look-behind), but case-sensitive and starting with
@@ -455,7 +455,8 @@ _ERRORISH_ASCII = re.compile(
     r"suspended|said:|"
     r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|"
     r"too (?:big|large|many)|"
-    r"host|deferred|delay|giving up|bounce|mailbox|account|policy|"
+    r"host|deferred|delay|giving up|bounce|mailbox|account|policy|not recogni[sz]ed|not listed|"
+    r"no longer|exceed|inactive|incorrect|"
     r"4(?<!\w4)\d\d\b|5(?<!\w5)\d\d\b|4(?<!\w4)\.\d{1,3}\.\d{1,3}\b|5(?<!\w5)\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -1108,9 +1109,15 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         excluded.add(a.rstrip("."))
     found: list[tuple[int, str]] = []
     seen = set()
+    later: dict[str, list[int]] = {}      # where a recipient is named again
     for m in _iter_addrs(scan):
         a = m.group(0).lower().rstrip(".")
-        if a in seen or a in excluded:
+        if a in seen:
+            again = later.setdefault(a, [])
+            if len(again) < 5:
+                again.append(m.start())
+            continue
+        if a in excluded:
             continue
         local = a.split("@", 1)[0]
         if local[:1] in "/|":
@@ -1129,18 +1136,42 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     if not found:
         return []
     results = []
+    alone: set[int] = set()
+    listed: set[int] = set()
     for n, (pos, a) in enumerate(found):
         start = scan.rfind("\n", 0, pos) + 1
         nxt = found[n + 1][0] if n + 1 < len(found) else len(scan)
         nxt_line = scan.rfind("\n", 0, nxt) + 1 if n + 1 < len(found) else nxt
         end = max(nxt_line, scan.find("\n", pos) if scan.find("\n", pos) > 0 else len(scan))
         block = scan[start:min(end, start + 2000)]     # (no copy of a long line first)
+        if n + 1 < len(found):
+            own = block.strip("\n").split("\n")
+            if len(own) == 1:
+                alone.add(n)    # its address line only, the next recipient's line after it
+            if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
+                listed.add(n)   # its line and indented ones: one entry of a list
         if not _CODEISH.search(block) and len(found) > 1:
             # the error may be stated once for all recipients (before them)
             block = block + "\n" + scan[max(0, start - 800):start]
         results.append((a, block))
+    # recipients listed one to a line (blank lines between) share the words that follow
+    # the last of them ("a@x\nb@x\n\nNo such user"): a block that is its address line
+    # alone takes the next recipient's block
+    for n in sorted(alone, reverse=True):
+        a, b = results[n]
+        if not _errorish(b):
+            results[n] = (a, b.rstrip() + "\n" + results[n + 1][1][:2000])
     # keep only recipients whose block looks like an error, when some do
-    errorish = [(a, b) for a, b in results if _errorish(b)]
+    # (a recipient named again further on, as in a report written in two languages,
+    # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP
+    # service" in Russian, then the English text under the same address)
+    err = [False] * len(results)
+    for n in range(len(results) - 1, -1, -1):
+        a, b = results[n]
+        # (and an entry of a list whose next entry is a failure: the list is of failures)
+        err[n] = (_errorish(b) or any(_errorish(scan[p:p + 400]) for p in later.get(a, ()))
+                  or (n in listed and err[n + 1]))
+    errorish = [r for r, e in zip(results, err, strict=True) if e]
     if errorish:
         results = errorish
     out = []
@@ -1262,7 +1293,7 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         dsn, arf, texts = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
         if depth < _MAX_FORWARDS:
-            inner = _forwarded_report(ctx, note) if not dsn else None
+            inner = _forwarded_report(ctx, note)
             if inner is None and not dsn and not arf:
                 inner = _inline_forward(ctx, note, subject or "")
             if inner is not None:

@@ -290,6 +290,37 @@ class TextOnlyReportTests(SynchronousTestCase):
         self.assertEqual(recipients(raw), ["a@b.example"])
 
 
+class RecipientListTests(SynchronousTestCase):
+    """Recipients listed together are all failed recipients, whatever words each one has."""
+
+    def _text(self, body: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Mail delivery failed\n\n" + body)
+
+    def test_one_to_a_line_then_one_reason(self) -> None:
+        raw = self._text(b"The addresses to which the message has not yet been delivered are:\n\n"
+                         b"  a@b.example\n  c@d.example\n\nNo action is required on your part. "
+                         b"Delivery attempts will continue for some time.\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
+
+    def test_entries_with_their_own_reasons(self) -> None:
+        # the first entry's reason has no word of a failure family; it is one entry of
+        # the list the report calls failed
+        raw = self._text(b"A message that you sent could not be delivered to one or more of its\n"
+                         b"recipients. This is a permanent error. The following address(es) "
+                         b"failed:\n\n  a@b.example\n    an MX or SRV record indicated no SMTP "
+                         b"service\n  c@d.example\n    550 5.1.1 User unknown\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
+
+    def test_reason_not_recognised(self) -> None:
+        raw = self._text(b"did not reach the following recipient(s):\n\n"
+                         b"a@b.example on Thu, 29 Apr 2010 00:00:00 -0000\n"
+                         b"    The recipient name is not recognized\n"
+                         b"c@d.example on Thu, 29 Apr 2010 00:00:00 -0000\n"
+                         b"    The recipient name is not recognized\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
+
+
 class QuotedAddressTests(SynchronousTestCase):
     """An address in single quotes is the address, not a local part starting with "'"."""
 
