@@ -12,7 +12,9 @@ bodies, ...).  A change of transport does not change who bounced: the
 analyzer's recipient set (and, with --field reason, its reason) must be the
 same on the changed message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
-(file names listed with --show).  It finds classes of extraction failure
+(file names listed with --show). Then "second-recipient": each free-text report
+naming one recipient gets its recipient's entry written again for a second
+address, and both must come out.  It finds classes of extraction failure
 without the sealed data; tests/bounce/test_bounce_transport.py keeps the
 classes fixed here from coming back.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -39,6 +42,37 @@ def answer(raw: bytes, field: str) -> object:
     if field == "recipients":
         return tuple(sorted(p["recipients"]))
     return (p["category"], p["reason"])
+
+
+_SECOND = "second.rcpt@other.example"
+
+
+def second_recipient(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient, its recipient's entry (its line and the
+    indented lines under it) written again for a second address: both must come out."""
+    applied, bad = 0, []
+    for n, raw0 in raws.items():
+        raw = raw0.replace(b"\r\n", b"\n")
+        a = analyze(raw)
+        if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic":
+            continue
+        r = a.results[0].recipient.encode()
+        head, sep, body = raw.partition(b"\n\n")
+        m = re.search(rb"(?im)^[^\n]*" + re.escape(r) + rb"[^\n]*$", body) if r else None
+        if m is None:
+            continue
+        cont = re.match(rb"(?:\n[ \t]+[^\n]*)*", body[m.end():])
+        end = m.end() + (cont.end() if cont else 0)
+        entry = re.sub(re.escape(r), _SECOND.encode(), body[m.start():end], flags=re.I)
+        new = head + sep + body[:end] + b"\n" + entry + body[end:]
+        applied += 1
+        got = sorted(to_prediction(analyze(new), "x")["recipients"])
+        if got != sorted([r.decode(), _SECOND]):
+            bad.append((n, got))
+    print("%-22s applied %4d  changed %3d" % ("second-recipient", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s -> %s" % (n, got))
+    return len(bad)
 
 
 def main() -> int:
@@ -72,6 +106,8 @@ def main() -> int:
         print("%-22s applied %4d  changed %3d" % (name, applied, len(bad)))
         for n, was, got in bad[:a.show]:
             print("    %-45s %s -> %s" % (n, was, got))
+    if not a.only or "second-recipient" in a.only.split(","):
+        total_bad += second_recipient(raws, a.show)
     print("total changed:", total_bad)
     return 0
 
