@@ -542,3 +542,48 @@ def quoted_addresses(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("quoted-addresses", quoted_addresses),)
+
+
+def dsn_blank_lines(raw: bytes) -> bytes | None:
+    """Delivery-status blocks separated by lines of blanks instead of empty lines, and a
+    blank line added after each recipient field (sloppy report writers)."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status[^\n]*\n(?:[ \t][^\n]*\n)*",
+                  raw)
+    if m is None:
+        return None
+    hb = raw.find(b"\n\n", m.start())
+    nb = raw.find(b"\n--", hb + 2) if hb >= 0 else -1
+    if nb < 0:
+        return None
+    part = raw[hb + 2:nb]
+    new = re.sub(rb"\n\n", b"\n   \n", part)
+    return raw[:hb + 2] + new + raw[nb:]
+
+
+PERTURBATIONS = PERTURBATIONS + (("dsn-blank-lines", dsn_blank_lines),)
+
+
+def folded_diagnostic(raw: bytes) -> bytes | None:
+    """Diagnostic-Code fields folded at a blank near 50 characters (Postfix and others fold
+    long fields; readers unfold them, RFC 5322 2.2.3)."""
+    changed = False
+
+    def fold(m: re.Match[bytes]) -> bytes:
+        nonlocal changed
+        line = m.group(0)
+        out = []
+        while len(line) > 50:
+            cut = line.rfind(b" ", 25, 50)
+            if cut < 0:
+                break
+            out.append(line[:cut])
+            line = b"    " + line[cut + 1:]
+            changed = True
+        out.append(line)
+        return b"\n".join(out)
+
+    new = re.sub(rb"(?im)^diagnostic-code:[^\n]*", fold, raw)
+    return new if changed else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("folded-diagnostic", folded_diagnostic),)
