@@ -1135,6 +1135,38 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             break
     if not found:
         return []
+    results = _recipient_blocks(scan, found, later)
+    out = []
+    left = _FREE_TEXT_CLASSIFIED
+    shared: RecipientResult | None = None     # the whole notification's reading
+    for a, b in results:
+        ctx.check()
+        if len(b) > left:
+            left = 0
+            if shared is None:
+                shared = _result(ctx, a, region[:4000], source="heuristic")
+            out.append(replace(shared, recipient=a, diagnostic=b.strip()[:2000]))
+            continue
+        left -= len(b)
+        # The stage from the recipient's own block, else from its paragraph as the
+        # report wrote it: header-looking lines were taken out of the block, and
+        # qmail-ldap writes "From: <s> RCPT: <a> 192.0.2.1 does not like recipient."
+        stage, stage_source = _stage_for(b, region, a, only=len(results) == 1)
+        rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source)
+        if rr.reason in ("onhold", "undefined"):
+            whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
+            if whole.reason not in ("onhold", "undefined"):
+                rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
+                             stage_source=stage_source)
+                rr = replace(rr, diagnostic=b.strip()[:2000])
+        out.append(rr)
+    return out
+
+
+def _recipient_blocks(scan: str, found: list[tuple[int, str]],
+                      later: dict[str, list[int]]) -> list[tuple[str, str]]:
+    """Each found recipient with the text that states its failure (its block), keeping
+    only those whose block reads as a failure when some do."""
     results = []
     alone: set[int] = set()
     listed: set[int] = set()
@@ -1172,33 +1204,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         err[n] = (_errorish(b) or any(_errorish(scan[p:p + 400]) for p in later.get(a, ()))
                   or (n in listed and err[n + 1]))
     errorish = [r for r, e in zip(results, err, strict=True) if e]
-    if errorish:
-        results = errorish
-    out = []
-    left = _FREE_TEXT_CLASSIFIED
-    shared: RecipientResult | None = None     # the whole notification's reading
-    for a, b in results:
-        ctx.check()
-        if len(b) > left:
-            left = 0
-            if shared is None:
-                shared = _result(ctx, a, region[:4000], source="heuristic")
-            out.append(replace(shared, recipient=a, diagnostic=b.strip()[:2000]))
-            continue
-        left -= len(b)
-        # The stage from the recipient's own block, else from its paragraph as the
-        # report wrote it: header-looking lines were taken out of the block, and
-        # qmail-ldap writes "From: <s> RCPT: <a> 192.0.2.1 does not like recipient."
-        stage, stage_source = _stage_for(b, region, a, only=len(results) == 1)
-        rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source)
-        if rr.reason in ("onhold", "undefined"):
-            whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
-            if whole.reason not in ("onhold", "undefined"):
-                rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
-                             stage_source=stage_source)
-                rr = replace(rr, diagnostic=b.strip()[:2000])
-        out.append(rr)
-    return out
+    return errorish or results
 
 
 def _flufl(ctx: _Ctx) -> list[str]:
