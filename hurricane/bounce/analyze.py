@@ -67,7 +67,11 @@ _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # A domain has at most 127 labels (253 octets): the bound keeps the regex
 # engine's per-repetition state small on a "b.b.b.b..." run of megabytes.
-ADDR = _LOCAL + r"{1,64}@" + _LABEL + r"(?:\." + _LABEL + r"){1,126}"
+# A local part does not start with "." (RFC 5322 dot-atom) and, in practice, not with
+# an apostrophe: "'a@b.example'" is an address in single quotes (Exchange, Notes,
+# "550 'a@b' is not ..."), not the local part "'a".
+_LOCAL_FIRST = r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]"
+ADDR = _LOCAL_FIRST + _LOCAL + r"{0,63}@" + _LABEL + r"(?:\." + _LABEL + r"){1,126}"
 _ADDR_RE = re.compile(ADDR)
 # An "@" that some address uses: a local-part character before it and a domain
 # after it (a first label, a dot and the start of a second: exactly when the
@@ -193,6 +197,37 @@ def _quoted_addr(value: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+# A DSN recipient field is one address (RFC 3464 2.3.2), so it is read whole: its
+# domain need not look like one in running text (a single label, a host's own name
+# "user@mailhub", or an address literal "user@[192.0.2.1]"), and its local part
+# may be UTF-8 (RFC 6533 "utf-8;" addresses), which the running-text pattern would
+# cut to its ASCII tail. Anchored, one attempt, bounded runs: linear.
+_FIELD_CHAR = r"[^\s<>@\"(),;:\\\[\]]"
+_FIELD_ADDR = re.compile(r"<?(" + _FIELD_CHAR + r"{1,64}+@(?:" + _FIELD_CHAR
+                         + r"{1,255}+|\[[0-9.]{7,15}\]))>?(?=[\s(;,]|$)")
+
+
+def _field_addr(value: str) -> tuple[str, bool]:
+    """The address of a DSN recipient field ('rfc822;' already stripped), lower-cased, or
+    '', and whether it is routable (a dotted domain, not one label or a literal)."""
+    if "@" not in value:
+        return "", False
+    q = _quoted_addr(value)
+    if q:
+        return q, True
+    # (an address in single quotes is the address: "'a@b.example'")
+    v = value.strip()
+    if v[:1] == "'" and v[-1:] == "'":
+        v = v[1:-1]
+    m = _FIELD_ADDR.match(v)
+    if m is not None:
+        a = m.group(1).lower().rstrip(".")
+        domain = a.rsplit("@", 1)[1]
+        return a, "." in domain and not domain.startswith("[")
+    a = _addr(value)    # "Name <a@b>", a comment before it, junk around it
+    return a, bool(a)
+
+
 def _strip_type(value: str) -> str:
     """'rfc822; a@b' -> 'a@b'; 'smtp; 550 ...' -> '550 ...'."""
     i = value.find(";")
@@ -239,8 +274,10 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         for k, v in block:
             d = ds[-1]
             if k in d:
-                if k in ("final-recipient", "original-recipient") and "final-recipient" in d:
-                    # the next recipient's fields with no blank line in between
+                if k in ("final-recipient", "original-recipient"):
+                    # the next recipient's fields with no blank line in between (a
+                    # recipient field repeated: the report may name a recipient by
+                    # either field alone)
                     ds.append({k: v})
                 elif k == "diagnostic-code" and len(d[k]) < mime.MAX_HEADER_VALUE:
                     # (bounded: each += copies the whole value)
@@ -316,7 +353,10 @@ _CODEISH = re.compile(r"[245](?<![\d.].)(?:\d\d(?![\d.])|\.\d{1,3}\.\d{1,3}(?![\
 # a start after the text's last ">" can never match, so the substitution runs
 # on the text up to that ">" only: otherwise each such start would read to the
 # end of the text again ("<p<p<p...": quadratic; 262 KB of "<" took 68 s).
-_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>", re.I)
+# (with the line break after it in the source, if any: HTML's own line breaks are
+# white space, and "line<br>\n" is one line break, not a blank line between lines)
+_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*+\n)?",
+                       re.I)
 # Script and style elements, removed whole: r"(?is)<(script|style)\b.*?</\1>" before,
 # which read to the end of the text from each start that has no end tag after
 # it; _strip_scripts finds the same matches with bounded reads.
@@ -333,6 +373,8 @@ _SCRIPT_ENDS = {"script": re.compile(r"</script>", re.I), "style": re.compile(r"
 # consumes (and keeps, as the split's group) what a failing start reads, so
 # that no character is read twice; the first alternative, a tag, is dropped.
 _ANY_TAG = re.compile(r"<[^>@]*>")
+# An anchor's start and end tags (bounded: each start reads 1000 characters at most)
+_HTML_LINK = re.compile(r"<a\s[^<>]{0,1000}>|</a\s*>", re.I)
 _ANY_TAG_SPLIT = re.compile(r"<[^>@]*+>|(<[^>@]*+(?:@|\Z))")
 
 
@@ -368,7 +410,18 @@ def _html_to_text(html: str) -> str:
     """The text of an HTML part (tags out, line-breaking ones as line breaks), in linear
     time."""
     import html as _h
+    if "<" in html:
+        # links are text: "<a href="mailto:a@b">a@b</a>" is the address, and the
+        # tag itself would pass for an address in angle brackets below
+        html = _HTML_LINK.sub("", html)
     last = html.rfind(">") + 1
+    if last:
+        # (and the blanks and line break after that ">", which a tag there takes with it)
+        j = last
+        while j < len(html) and html[j] in " \t":
+            j += 1
+        if j < len(html) and html[j] == "\n":
+            last = j + 1
     t = _HTML_TAG.sub("\n", html[:last]) + html[last:] if last else html
     if "<" in t:
         t = _strip_scripts(t)
@@ -391,7 +444,7 @@ _ERRORISH = re.compile(
     r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|"
     r"too (?:big|large|many)|"
     r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|host|deferred|delay|giving up|bounce|mailbox|"
-    r"account|policy|"
+    r"account|policy|not recogni[sz]ed|not listed|no longer|exceed|inactive|incorrect|"
     r"[\u3040-\u30ff\u4e00-\u9fff]")
 # _ERRORISH for ASCII text, lower-cased: the same answer (no kana or kanji to find;
 # \b[45] written as [45] then a look-behind), but case-sensitive and starting with
@@ -402,7 +455,8 @@ _ERRORISH_ASCII = re.compile(
     r"suspended|said:|"
     r"permanent|temporar|not allowed|does not|doesn.t|unavailable|problem|loop|spam|relay|"
     r"too (?:big|large|many)|"
-    r"host|deferred|delay|giving up|bounce|mailbox|account|policy|"
+    r"host|deferred|delay|giving up|bounce|mailbox|account|policy|not recogni[sz]ed|not listed|"
+    r"no longer|exceed|inactive|incorrect|"
     r"4(?<!\w4)\d\d\b|5(?<!\w5)\d\d\b|4(?<!\w4)\.\d{1,3}\.\d{1,3}\b|5(?<!\w5)\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -564,6 +618,24 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
     return Analysis(category="feedback", results=results)
 
 
+# A text part that starts with delivery-status fields (RFC 3464 2.2): the per-message
+# fields, then the per-recipient ones.
+_DSN_HEAD = re.compile(rb"(?im)^(?:reporting-mta|final-recipient|original-recipient):")
+_DSN_HEAD_BYTES = 2048
+
+
+_FIELD_START = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}:|>|\Z")
+
+
+def _mislabelled_text(p: mime.Part) -> bool:
+    """Whether a delivery-status part holds prose, not fields: its first line is no
+    "Name: value" field (RFC 3464 2.1: the part is field blocks and nothing else)."""
+    if p.get("content-transfer-encoding").lower().strip() not in ("", "7bit", "8bit"):
+        return False    # (not read here: its fields are encoded)
+    head = p.raw_body[:4096].lstrip()
+    return _FIELD_START.match(head[:200]) is None
+
+
 def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
     """(delivery-status parts, feedback-report parts, notification text parts).
 
@@ -582,12 +654,19 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         ct = p.content_type
         if ct in ("message/delivery-status", "message/global-delivery-status",
                   "text/delivery-status", "message/x-delivery-status"):
-            (nested_dsn if inside else dsn).append(p)
+            if not inside and _mislabelled_text(p):
+                # InterMail: the notification sent as message/delivery-status
+                texts.append(p.with_type("text/plain"))
+            else:
+                (nested_dsn if inside else dsn).append(p)
         elif ct == "message/feedback-report":
             (nested_arf if inside else arf).append(p)
         elif p.maintype == "text" and not inside and ct != "text/rfc822-headers":
             if p.get("content-disposition").lower().startswith("attachment") and texts:
-                pass
+                if _DSN_HEAD.search(p.raw_body[:_DSN_HEAD_BYTES]) is not None:
+                    # delivery-status fields sent as a text attachment ("details.txt"):
+                    # the report's own delivery-status part under another label
+                    dsn.append(p.with_type("message/delivery-status"))
             else:
                 texts.append(p)
         elif p.maintype == "message" or ct == "text/rfc822-headers":
@@ -635,8 +714,15 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
             orig = _strip_type(d.get("original-recipient", ""))
-            rcpt = (_quoted_addr(final) or _addr(final) or _addr(d.get("x-actual-recipient", ""))
-                    or _quoted_addr(orig) or _addr(orig))
+            # Original-Recipient is the address as we gave it (RFC 3461 ORCPT);
+            # X-Actual-Recipient is where the reporter's aliases led it (a local
+            # user, a pipe): the last resort
+            # (an address whose domain is one label or a literal names a host inside the
+            # reporter's network, "user@sims-ms-daemon": a routable Original-Recipient
+            # says more)
+            (fa, f_routable), (oa, o_routable) = _field_addr(final), _field_addr(orig)
+            rcpt = ((fa if f_routable else "") or (oa if o_routable else "") or fa or oa
+                    or _addr(d.get("x-actual-recipient", "")))
             action = (d.get("action", "") or "").strip().lower().split()[0:1]
             act = action[0] if action else "failed"
             if act not in ("failed", "delayed", "delivered", "relayed", "expanded"):
@@ -939,29 +1025,50 @@ _CUT_CACHE = threading.local()
 # part ("contact bob@x" gave "b@x").
 _NOT_RCPT_CONTEXT = re.compile(
     r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|please contact|"
-    r"contact us at|send mail to)[ \t:]*+"
+    r"contact us at|send mail to|expanded from)[ \t:]*+"
     r"|for (?:further )?assistance(?:[^<\n]{0,39}?|[^<\n]{40}[ \t:]*+))"
-    r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?<?(?<!" + _LOCAL + r")(" + ADDR + r")")
+    r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
 _NOT_RCPT_CONTEXT_LOW = re.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
 _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at", "send mail to",
-                   "assistance")
+                   "assistance", "expanded from", "received at")
 
 
 def _not_rcpt_context(text: str) -> list[str]:
     """Addresses the text names as something other than a failed recipient (lower-case)."""
+    # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
+    # contact a@b")
+    text = " ".join(text.split())
     if text.isascii():
         low = text.lower()
         if not any(w in low for w in _NOT_RCPT_WORDS):
             return []
-        return [m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
+        return ([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
+                + _received_from(low))
     # the same gate for other text (casefolded: see _unsubscribe_request), then the
     # IGNORECASE search, ~0.3 ms on a notification of a few KB
     folded = text.casefold()
     if not any(w in folded for w in _NOT_RCPT_WORDS):
         return []
-    return [m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
+    return ([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
+            + _received_from(folded))
+
+
+def _received_from(low: str) -> list[str]:
+    """Sendmail's "The original message was received at DATE from SENDER-OR-HOST" (white
+    space collapsed, lower-cased): the address there is the sender (found by string
+    search, each occurrence read once, 50 at most)."""
+    out: list[str] = []
+    i = low.find("was received at ")
+    while i >= 0 and len(out) < 50:
+        j = low.find(" from ", i, i + 120)
+        if j >= 0:
+            m = _ADDR_RE.match(low, j + 6 + (low[j + 6:j + 7] == "<"))
+            if m is not None:
+                out.append(m.group(0))
+        i = low.find("was received at ", i + 16)
+    return out
 
 
 #: Characters of per-recipient blocks that one free-text notification may have
@@ -1002,9 +1109,15 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         excluded.add(a.rstrip("."))
     found: list[tuple[int, str]] = []
     seen = set()
+    later: dict[str, list[int]] = {}      # where a recipient is named again
     for m in _iter_addrs(scan):
         a = m.group(0).lower().rstrip(".")
-        if a in seen or a in excluded:
+        if a in seen:
+            again = later.setdefault(a, [])
+            if len(again) < 5:
+                again.append(m.start())
+            continue
+        if a in excluded:
             continue
         local = a.split("@", 1)[0]
         if local[:1] in "/|":
@@ -1022,21 +1135,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             break
     if not found:
         return []
-    results = []
-    for n, (pos, a) in enumerate(found):
-        start = scan.rfind("\n", 0, pos) + 1
-        nxt = found[n + 1][0] if n + 1 < len(found) else len(scan)
-        nxt_line = scan.rfind("\n", 0, nxt) + 1 if n + 1 < len(found) else nxt
-        end = max(nxt_line, scan.find("\n", pos) if scan.find("\n", pos) > 0 else len(scan))
-        block = scan[start:min(end, start + 2000)]     # (no copy of a long line first)
-        if not _CODEISH.search(block) and len(found) > 1:
-            # the error may be stated once for all recipients (before them)
-            block = block + "\n" + scan[max(0, start - 800):start]
-        results.append((a, block))
-    # keep only recipients whose block looks like an error, when some do
-    errorish = [(a, b) for a, b in results if _errorish(b)]
-    if errorish:
-        results = errorish
+    results = _recipient_blocks(scan, found, later)
     out = []
     left = _FREE_TEXT_CLASSIFIED
     shared: RecipientResult | None = None     # the whole notification's reading
@@ -1062,6 +1161,50 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
+
+
+def _recipient_blocks(scan: str, found: list[tuple[int, str]],
+                      later: dict[str, list[int]]) -> list[tuple[str, str]]:
+    """Each found recipient with the text that states its failure (its block), keeping
+    only those whose block reads as a failure when some do."""
+    results = []
+    alone: set[int] = set()
+    listed: set[int] = set()
+    for n, (pos, a) in enumerate(found):
+        start = scan.rfind("\n", 0, pos) + 1
+        nxt = found[n + 1][0] if n + 1 < len(found) else len(scan)
+        nxt_line = scan.rfind("\n", 0, nxt) + 1 if n + 1 < len(found) else nxt
+        end = max(nxt_line, scan.find("\n", pos) if scan.find("\n", pos) > 0 else len(scan))
+        block = scan[start:min(end, start + 2000)]     # (no copy of a long line first)
+        if n + 1 < len(found):
+            own = block.strip("\n").split("\n")
+            if len(own) == 1:
+                alone.add(n)    # its address line only, the next recipient's line after it
+            if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
+                listed.add(n)   # its line and indented ones: one entry of a list
+        if not _CODEISH.search(block) and len(found) > 1:
+            # the error may be stated once for all recipients (before them)
+            block = block + "\n" + scan[max(0, start - 800):start]
+        results.append((a, block))
+    # recipients listed one to a line (blank lines between) share the words that follow
+    # the last of them ("a@x\nb@x\n\nNo such user"): a block that is its address line
+    # alone takes the next recipient's block
+    for n in sorted(alone, reverse=True):
+        a, b = results[n]
+        if not _errorish(b):
+            results[n] = (a, b.rstrip() + "\n" + results[n + 1][1][:2000])
+    # keep only recipients whose block looks like an error, when some do
+    # (a recipient named again further on, as in a report written in two languages,
+    # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP
+    # service" in Russian, then the English text under the same address)
+    err = [False] * len(results)
+    for n in range(len(results) - 1, -1, -1):
+        a, b = results[n]
+        # (and an entry of a list whose next entry is a failure: the list is of failures)
+        err[n] = (_errorish(b) or any(_errorish(scan[p:p + 400]) for p in later.get(a, ()))
+                  or (n in listed and err[n + 1]))
+    errorish = [r for r, e in zip(results, err, strict=True) if e]
+    return errorish or results
 
 
 def _flufl(ctx: _Ctx) -> list[str]:
@@ -1131,7 +1274,7 @@ def _listed_addrs(region: str, excluded: set[str]) -> list[str]:
 
 
 def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
-             limits: AnalysisLimits, start: float) -> Analysis:
+             limits: AnalysisLimits, start: float, depth: int = 0) -> Analysis:
     error = None
     if len(raw) > limits.max_bytes:
         raw = raw[:limits.max_bytes]
@@ -1155,6 +1298,12 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         ctx.check()
         dsn, arf, texts = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
+        if depth < _MAX_FORWARDS:
+            inner = _forwarded_report(ctx, note)
+            if inner is None and not dsn and not arf:
+                inner = _inline_forward(ctx, note, subject or "")
+            if inner is not None:
+                return _analyze(inner, envelope_rcpt, classifier, limits, start, depth + 1)
         a = _reported(ctx, dsn, arf, note)
         if a is None:
             a = _other_reports(ctx, note, subject, from_addr)
@@ -1165,6 +1314,75 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "over-budget")
     except RecursionError:
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
+
+
+# A subject that says the message passes another one on: a forward, or Mailman's
+# notice to the list owner of a bounce it could not read.
+_PASSED_ON = re.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i) ?:|uncaught bounce notification")
+#: Reports forwarded inside reports read at most (a person forwarding a forward).
+_MAX_FORWARDS = 2
+
+
+def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
+    """The attached message when this one only passes a report on, else None.
+
+    A person or a helpdesk forwarding a bounce as an attachment writes no failure
+    of their own; the attached message is the report (a mail system's From, a
+    multipart/report, a failure subject). A report whose own text says a delivery
+    failed is a bounce in its own right: the message it returns is its original,
+    even when that was a bounce too (docs section 1).
+    """
+    root = ctx.root
+    if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
+            or _says_undelivered(_cut_original(note))):
+        return None
+    for p in root.children:
+        if p.content_type in ("message/delivery-status", "message/feedback-report"):
+            return None     # a report of its own
+    for p in root.children:
+        if p.maintype == "message" and p.subtype == "rfc822" and p.children:
+            inner = p.children[0]
+            if (_BOUNCE_FROM.search(inner.get("from")) is not None
+                    or inner.content_type == "multipart/report"
+                    or _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip())
+                    is not None):
+                return p.payload()
+            return None     # (the first attached message only: the one passed on)
+    return None
+
+
+# The line a mail client writes before a message it forwards inline (Gmail, Outlook,
+# Thunderbird, Apple Mail), quoted or not. Possessive runs on one line: linear.
+_FORWARD_MARK = re.compile(r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
+                           r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
+_FIELD_LINE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
+
+
+def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
+    """The message a person forwarded inline ("Fwd:", then the client's "Forwarded
+    message" line, the message's From/Date/Subject/To and its text), as a message of its
+    own; None unless this message is such a forward of a mail system's report."""
+    root = ctx.root
+    if (_PASSED_ON.match(subject.lstrip()) is None
+            or _BOUNCE_FROM.search(root.get("from")) is not None):
+        return None
+    m = _FORWARD_MARK.search(note, 0, 20000)
+    if m is None:
+        return None
+    lines = note[m.end():m.end() + ctx.limits.max_text].split("\n")
+    if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
+        lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    # the forwarded message's header fields, then its text
+    n = 0
+    while n < len(lines) and n < 30 and _FIELD_LINE.match(lines[n].strip()):
+        n += 1
+    fields = "\n".join(x.strip() for x in lines[:n])
+    subj = next((x[8:] for x in fields.split("\n") if x[:8].lower() == "subject:"), "")
+    if n == 0 or (_BOUNCE_FROM.search(fields) is None and _BOUNCE_SUBJECT.search(subj) is None):
+        return None     # (a forwarded message that is no mail system's report)
+    return (fields + "\n\n" + "\n".join(lines[n:])).encode("utf-8", "surrogateescape")
 
 
 def _notification(ctx: _Ctx, texts: list[mime.Part], from_hdr: str, has_dsn: bool) -> str:
@@ -1250,6 +1468,12 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
               # "From: <>": written by a mail system, not by a person who is away
               # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
               or (not from_addr and "<>" in (from_hdr or "")))
+    if auto == "autoreply.auto-submitted" and not bouncy and _notice_not_reply(root, note):
+        # RFC 3834 5: Auto-Submitted says a machine wrote it, not that it is an
+        # auto-reply; mail systems mark their failure notices with it too (Sendmail
+        # "auto-generated (failure)", Exim and Postfix "auto-replied"), whoever
+        # they name in From:
+        auto, bouncy = None, True
     if (not auto and not bouncy and from_addr and not _says_undelivered(note)
             # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
             and not root.get("auto-submitted").lower().startswith("no")):
@@ -1266,7 +1490,9 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     results = _mailing_list_error(ctx, root, note)
     if not results:
         results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
-    if not results and bouncy:
+    if not results and (bouncy or _says_undelivered(_cut_original(note))):
+        # (a text that says outright that delivery failed is a bounce whoever sent it
+        # and whatever its subject: a gateway's or a provider's own template)
         results = _last_resort(ctx, note)
     if results and _still_retrying(subject or "", _cut_original(note)):
         # a free-text warning: the reporter has not given up (docs step 1, action)
@@ -1275,6 +1501,16 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     if results:
         return Analysis(category="bounce", results=tuple(results))
     return Analysis(category="other")
+
+
+def _notice_not_reply(root: mime.Part, note: str) -> bool:
+    """Whether an Auto-Submitted message is a mail system's notice rather than an auto-reply:
+    "auto-generated" (RFC 3834 5.1: a responder to a message says "auto-replied"), or a
+    text that says a delivery failed or is still being retried."""
+    if root.get("auto-submitted").lower().startswith("auto-generated"):
+        return True
+    region = _cut_original(note)
+    return _says_undelivered(region) or _STILL_RETRYING.search(region[:6000].lower()) is not None
 
 
 def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
@@ -1367,7 +1603,15 @@ def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
 _UNDELIVERED = re.compile(r"could not be delivered|undeliverable|undelivered|"
                           r"delivery (?:to the following|has failed|failed)|"
                           r"permanent (?:error|failure)|not be delivered|returned to sender|"
-                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d")
+                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d|"
+                          # Exim's and qmail's fixed sentences, and "wasn't able to deliver"
+                          r"created automatically by mail delivery software|"
+                          r"(?:was not|wasn.t|were not|weren.t) able to deliver|"
+                          r"not yet been delivered|"
+                          r"error (?:has )?occurred while (?:attempting|trying) to deliver|"
+                          r"(?:could|can)(?:not|n.t) deliver|"
+                          # the reporters' own introductions (OpenSMTPD, Postfix)
+                          r"this is the mailer-daemon|this is the mail system at host")
 
 
 def _says_undelivered(note: str) -> bool:
@@ -1424,7 +1668,8 @@ _LOOKS_BOUNCE = re.compile(r"could not be delivered|undeliverable|"
 
 def _looks_bounce(note: str) -> bool:
     """Whether a text reads like a bounce (searched lower-cased, as _says_undelivered)."""
-    return _LOOKS_BOUNCE.search(note[:20000].lower()) is not None
+    low = note[:20000].lower()
+    return _LOOKS_BOUNCE.search(low) is not None or _UNDELIVERED.search(low) is not None
 
 
 # The typical bodies and subjects of auto-replies, by cause: the person is away
@@ -1433,10 +1678,11 @@ def _looks_bounce(note: str) -> bool:
 _AUTO_BODY = re.compile(
     r"out of (?:the )?office|on (?:annual |parental |sick )?(?:leave|vacation|holiday)|"
     r"away from (?:the|my) (?:office|desk)|i(?: am|.m) (?:currently )?(?:away|out|travell?ing)|"
-    r"i will be (?:back|out|away)|i will return|i.ll be back|back in the office|"
-    r"limited access to (?:my )?e-?mail|"
-    r"thank you for (?:your )?(?:e-?mail|message|enquiry|inquiry|contacting)|"
-    r"i will (?:reply|respond|answer|get back to you)[^.\n]{0,40}as soon as|"
+    r"i will be (?:back|out|away|travell?ing)|i will return|i.ll be back|back in the office|"
+    r"(?:limited|intermittent|no) access to (?:my )?e-?mail|"
+    r"thank you for (?:your |you )?(?:e-?mail|message|enquiry|inquiry|contacting)|"
+    r"i will (?:(?:try|endeavou?r|do my best) to )?(?:reply|respond|answer|get back to you)"
+    r"[^.\n]{0,40}as soon as|"
     r"this is an? auto(?:mated|matic|matically generated)? ?(?:reply|response|message)|"
     r"auto-?reply|abwesen|nicht im b(?:ü|ue)ro|au(?:ß|ss)er haus|im urlaub|"
     r"absente? du bureau|je suis absent|en cong[ée]|fuera de la oficina|estar[ée] ausente|"

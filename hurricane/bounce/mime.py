@@ -289,6 +289,10 @@ class Part:
                 except (binascii.Error, ValueError):
                     return body
         if "quoted-printable" in cte:
+            if b"= " in body or b"=\t" in body:
+                # RFC 2045 6.7 (3): blanks at a line's end were added in transport and
+                # are deleted, so that "=" before them is still a soft line break
+                body = b"\n".join(line.rstrip(b" \t") for line in body.split(b"\n"))
             try:
                 return binascii.a2b_qp(body)
             except (binascii.Error, ValueError):

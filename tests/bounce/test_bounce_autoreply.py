@@ -36,6 +36,15 @@ class AutoReplyBodyTests(SynchronousTestCase):
                             "as possible.\r\n", subject="Thank you for your e-mail"))
         self.assertEqual(a.category, "autoreply")
 
+    def test_phrasings_of_the_same_causes(self) -> None:
+        """Away and will-answer notes in other words, under a subject that says nothing."""
+        for body in ("I will be traveling for work on July 10-31 with intermittent access "
+                     "to email.\r\n",
+                     "Thank you for you e-mail.\r\nI will try to respond as soon as I can.\r\n",
+                     "I have no access to email this week.\r\n"):
+            self.assertEqual(analyze(message(body, subject="Re: Spring sale")).category,
+                             "autoreply", body)
+
     def test_other_languages(self) -> None:
         """German and French away notes are auto-replies."""
         for body in ("Ich bin bis zum 3. März nicht im Büro.\r\n",

@@ -23,7 +23,7 @@ from tests.peers import require_corpus, require_corpus2
 THRESHOLDS = {
     "recipients_exact": 0.995,
     "status~real": 0.987,
-    "reason": 0.963,
+    "reason": 0.964,
     "category": 0.995,
     "hard": 0.988,
 }
@@ -84,9 +84,9 @@ def sealed(name: str) -> bool:
 #: sealed third, each a little below what the analyzer reaches (one message of
 #: the sealed third is ~2.5 points). Raise them when the analyzer improves.
 THRESHOLDS_2 = {
-    "unsealed": {"recipients_exact": 0.99, "status~real": 0.99, "reason": 0.905,
+    "unsealed": {"recipients_exact": 0.99, "status~real": 0.99, "reason": 0.915,
                  "category": 0.99, "hard": 0.97},
-    "sealed": {"recipients_exact": 0.90, "status~real": 0.96, "reason": 0.865,
+    "sealed": {"recipients_exact": 0.92, "status~real": 0.96, "reason": 0.865,
                "category": 0.99, "hard": 0.94},
 }
 

@@ -132,6 +132,11 @@ STAGE_DEFAULTS: list[Row] = [
 
 #: docs step 6: onhold only without evidence.
 FALLBACKS: list[Row] = [
+    # a gateway that relays only for the addresses registered to use it (section 3,
+    # rejected): the words name the cause whatever the catch-all status,
+    # never onhold
+    ("550", "5.0.0", "550 'a@b.example' is not a registered gateway user", None, None,
+     "rejected"),
     ("550", "5.2.2", "550 something odd", None, None, "mailboxfull"),
     ("550", None, "550 the moon is made of cheese", None, None, "onhold"),
     (None, None, "", None, None, "undefined"),

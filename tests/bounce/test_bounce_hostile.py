@@ -112,13 +112,18 @@ class LinearityTests(SynchronousTestCase):
 # -- the rewritten scanners answer as the patterns they replace ------------------------
 
 _OLD_TOKEN = re.compile(rb"(?im)^[ \t>]*X-Hurricane-Token:[ \t]*<?([^\s<>]+@[^\s<>]+?)>?[ \t]*$")
-_OLD_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>", re.I)
+# (a line-breaking tag takes the source line break after it: HTML's own line breaks
+# are white space; an anchor's tags are dropped, their text kept)
+_OLD_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*\n)?",
+                           re.I)
+_OLD_HTML_LINK = re.compile(r"<a\s[^<>]*>|</a\s*>", re.I)
 _OLD_ANY_TAG = re.compile(r"<[^>@]*>")
 
 
 def _old_html_to_text(html: str) -> str:
     import html as _h
-    t = _OLD_HTML_TAG.sub("\n", html)
+    t = _OLD_HTML_LINK.sub("", html)
+    t = _OLD_HTML_TAG.sub("\n", t)
     t = re.sub(r"(?is)<(script|style)\b.*?</\1>", "", t)
     t = _OLD_ANY_TAG.sub("", t)
     return _h.unescape(t)
@@ -152,7 +157,8 @@ class EquivalenceTests(SynchronousTestCase):
     @SETTINGS
     @given(_pieces("<", ">", "@", "a", " ", "<p", "<P ", "</p>", "<br>", "<script>",
                    "</script>", "<STYLE", "</style>", "</STYLE>", "<scriptx", "&amp;", "\n",
-                   "<h1>", "</SCRIPT>", "<style>", "x@y"))
+                   "<h1>", "</SCRIPT>", "<style>", "x@y", "\t", '<a href="mailto:x@y">',
+                   "</a>", "<A "))
     def test_html(self, html: str) -> None:
         """_html_to_text gives the old three substitutions' text, with few "@" (tags
         stripped between them) and with many (the split)."""

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Transport perturbations: does a message's recipient set survive what MTAs do to it?
+
+    python bench/perturb.py [--only NAME,...] [--show N] [--field recipients|reason]
+
+Each public message (the public corpus and the UNSEALED part of bounce-corpus-2;
+the sealed third is never read) is changed the way other MTAs, gateways and
+transports change returned mail (line endings, folded or re-wrapped lines,
+angle brackets, upper case, Original-Recipient only, a delivery-status part
+sent as text/plain, the original cut to its headers or dropped, base64
+bodies, ...).  A change of transport does not change who bounced: the
+analyzer's recipient set (and, with --field reason, its reason) must be the
+same on the changed message as on the original.  The script prints, per
+perturbation, how many messages it applied to and how many changed answer
+(file names listed with --show). Then "second-recipient": each free-text report
+naming one recipient gets its recipient's entry written again for a second
+address, and both must come out.  It finds classes of extraction failure
+without the sealed data; tests/bounce/test_bounce_transport.py keeps the
+classes fixed here from coming back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from _seal import corpus1, corpus2, emails, sealed  # noqa: E402
+
+from hurricane.bounce.analyze import analyze, to_prediction  # noqa: E402
+from tests.bounce.transport import PERTURBATIONS  # noqa: E402
+
+
+def answer(raw: bytes, field: str) -> object:
+    p = to_prediction(analyze(raw), "x")
+    if field == "recipients":
+        return tuple(sorted(p["recipients"]))
+    return (p["category"], p["reason"])
+
+
+_SECOND = "second.rcpt@other.example"
+
+
+def second_recipient(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient, its recipient's entry (its line and the
+    indented lines under it) written again for a second address: both must come out."""
+    applied, bad = 0, []
+    for n, raw0 in raws.items():
+        raw = raw0.replace(b"\r\n", b"\n")
+        a = analyze(raw)
+        if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic":
+            continue
+        r = a.results[0].recipient.encode()
+        head, sep, body = raw.partition(b"\n\n")
+        m = re.search(rb"(?im)^[^\n]*" + re.escape(r) + rb"[^\n]*$", body) if r else None
+        if m is None:
+            continue
+        cont = re.match(rb"(?:\n[ \t]+[^\n]*)*", body[m.end():])
+        end = m.end() + (cont.end() if cont else 0)
+        entry = re.sub(re.escape(r), _SECOND.encode(), body[m.start():end], flags=re.I)
+        new = head + sep + body[:end] + b"\n" + entry + body[end:]
+        applied += 1
+        got = sorted(to_prediction(analyze(new), "x")["recipients"])
+        if got != sorted([r.decode(), _SECOND]):
+            bad.append((n, got))
+    print("%-22s applied %4d  changed %3d" % ("second-recipient", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s -> %s" % (n, got))
+    return len(bad)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--show", type=int, default=5)
+    ap.add_argument("--field", choices=("recipients", "reason"), default="recipients")
+    a = ap.parse_args()
+    files = emails(corpus1()) + [f for f in emails(corpus2()) if not sealed(f)]
+    raws = {}
+    for f in files:
+        with open(f, "rb") as fp:
+            raws[os.path.basename(f)] = fp.read()
+    base = {n: answer(r, a.field) for n, r in raws.items()}
+    chosen: dict[str, Callable[[bytes], bytes | None]] = dict(PERTURBATIONS)
+    if a.only:
+        chosen = {k: v for k, v in chosen.items() if k in a.only.split(",")}
+    total_bad = 0
+    for name, fn in chosen.items():
+        applied, bad = 0, []
+        for n, raw in raws.items():
+            new = fn(raw)
+            if new is None or new == raw:
+                continue
+            applied += 1
+            got = answer(new, a.field)
+            if got != base[n]:
+                bad.append((n, base[n], got))
+        total_bad += len(bad)
+        print("%-22s applied %4d  changed %3d" % (name, applied, len(bad)))
+        for n, was, got in bad[:a.show]:
+            print("    %-45s %s -> %s" % (n, was, got))
+    if not a.only or "second-recipient" in a.only.split(","):
+        total_bad += second_recipient(raws, a.show)
+    print("total changed:", total_bad)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

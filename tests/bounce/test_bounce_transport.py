@@ -1,0 +1,389 @@
+"""Who bounced does not change with how the report travelled: transport property tests.
+
+Classes of recipient-extraction failure found by perturbing the public corpora
+the way other MTAs, gateways and transports change returned mail
+(bench/perturb.py; tests/bounce/transport.py holds the perturbations), each
+fixed from its cause and held here by a table test; then the property itself
+over the public corpus: under every perturbation that keeps the report's
+information, the recipient set stays the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from hurricane.bounce.analyze import analyze, to_prediction
+from tests.bounce import transport
+from tests.bounce.test_bounce_recipients import dsn
+from tests.peers import require_corpus
+
+
+def recipients(raw: bytes) -> list[str]:
+    return sorted(to_prediction(analyze(raw), "x")["recipients"])
+
+
+class DeliveryStatusFieldTests(SynchronousTestCase):
+    """The per-recipient fields of a delivery-status part, however a reporter lays them out."""
+
+    def test_original_recipient_only_several_without_blank_lines(self) -> None:
+        # AOL's relay writes its recipients' fields with no blank line between them;
+        # with Original-Recipient as the only recipient field each one still counts
+        raw = dsn("Original-Recipient: rfc822; a@b.example\r\nAction: failed\r\n"
+                  "Status: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\r\n"
+                  "Original-Recipient: rfc822; c@b.example\r\nAction: failed\r\n"
+                  "Status: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("a@b.example", "mailboxfull"), ("c@b.example", "userunknown")])
+
+    def test_final_and_original_in_either_order_without_blank_lines(self) -> None:
+        raw = dsn("Original-Recipient: rfc822; a@b.example\r\n"
+                  "Final-Recipient: rfc822; a@b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n"
+                  "Original-Recipient: rfc822; c@b.example\r\n"
+                  "Final-Recipient: rfc822; c@b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
+
+    def test_original_recipient_before_x_actual_recipient(self) -> None:
+        # X-Actual-Recipient is where the reporter's aliases led the address (a
+        # local user, a pipe); Original-Recipient is the address as it was sent
+        raw = dsn("Original-Recipient: rfc822; info@b.example\r\n"
+                  "X-Actual-Recipient: rfc822; |/usr/bin/procmail #kijitora@mx.b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["info@b.example"])
+
+    def test_final_recipient_still_first(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; a@b.example\r\n"
+                  "Original-Recipient: rfc822; alias@b.example\r\n"
+                  "X-Actual-Recipient: rfc822; local@mx.b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_field_read_whole(self) -> None:
+        # a recipient field holds one address: its domain may be one label or an
+        # address literal, its local part UTF-8 (RFC 6533), never cut to a tail
+        for value, want in (("rfc822; a@localhost", "a@localhost"),
+                            ("rfc822; <a@[192.0.2.1]>", "a@[192.0.2.1]"),
+                            ("utf-8; \u00fcser@b.example", "\u00fcser@b.example"),
+                            ("rfc822; a@b.example (Alice)", "a@b.example"),
+                            ('rfc822; "Alice A" <a@b.example>', "a@b.example"),
+                            ("rfc822;a@b.example.", "a@b.example")):
+            raw = dsn("Final-Recipient: %s\r\nAction: failed\r\nStatus: 5.1.1\r\n" % value)
+            self.assertEqual(recipients(raw), [want], value)
+
+    def test_routable_original_before_a_host_local_final(self) -> None:
+        # Sun Messaging Server: the final address names its internal store host
+        raw = dsn("Original-recipient: rfc822;a@b.example\r\n"
+                  "Final-recipient: rfc822;a@sims-ms-daemon\r\nAction: failed\r\n"
+                  "Status: 5.0.0 (recipient reached disk quota)\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_prose_labelled_delivery_status_is_the_notification(self) -> None:
+        # InterMail labels its human-readable notice message/delivery-status too
+        raw = (b"From: MAILER-DAEMON@mta.b.example\nTo: s@shop.example\n"
+               b"Subject: Mail System Error - Returned Mail\nMIME-Version: 1.0\n"
+               b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: message/delivery-status;\n\n"
+               b"This Message was undeliverable due to the following reason:\n\n"
+               b"<a@b.example> has restricted SMS e-mail\n\n"
+               b"--B\nContent-Type: message/delivery-status\n\n"
+               b"Reporting-MTA: dns; mta.b.example\n\n"
+               b"Final-Recipient: RFC822; <a@b.example>\nAction: failed\nStatus: 5.3.0\n\n"
+               b"--B--\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("a@b.example", "filtered")])
+
+    def test_delivery_status_sent_as_a_text_attachment(self) -> None:
+        # Postfix-based gateways attach the fields as "details.txt"
+        raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+               b"To: <s@shop.example>\nSubject: Delayed Mail (still being retried)\n"
+               b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: text/plain\n\n"
+               b"<alias@b.example> (expanded from <a@b.example>): temporary failure.\n\n"
+               b"--B\nContent-Type: text/plain; name=\"details.txt\"\n"
+               b"Content-Disposition: attachment; filename=\"details.txt\"\n\n"
+               b"Reporting-MTA: dns; mx.b.example\n\n"
+               b"Final-Recipient: rfc822; a@b.example\nAction: delayed\nStatus: 4.2.2\n"
+               b"Diagnostic-Code: x-unix; Quota exceeded\n\n--B--\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.action, r.source) for r in a.results],
+                         [("a@b.example", "delayed", "dsn")])
+
+
+class QuotedPrintableTests(SynchronousTestCase):
+    """RFC 2045 6.7 (3): blanks a transport added after a soft line break are not text."""
+
+    def test_soft_break_followed_by_blanks(self) -> None:
+        body = (b"Reporting-MTA: dns; mx.b.example\n\nAction: failed\nFinal-Recipie=  \n"
+                b"nt: rfc822; a@b.example\nDiagnostic-Code: smtp; 550 5.1.1 <fil=\t\n"
+                b"tered@b.example>... User Unknown\nStatus: 5.1.1\n")
+        raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+               b"Subject: Delivery Status Notification (Failure)\nMIME-Version: 1.0\n"
+               b"Content-Type: multipart/mixed; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: text/plain; charset=iso-8859-15\n"
+               b"Content-Transfer-Encoding: quoted-printable\n\n"
+               b"An error occurred while trying to deliver the mail to the following recip=  \n"
+               b"ients:\na@b.example\n\nTechnical report:\n\n" + body + b"\n--B--\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class NoticeNotReplyTests(SynchronousTestCase):
+    """A mail system's notice is a bounce whoever its From: names (RFC 3834 5)."""
+
+    def _msg(self, headers: bytes, body: bytes) -> bytes:
+        return (b"From: Mail System <notify@gateway.example>\nTo: s@shop.example\n"
+                + headers + b"\n" + body)
+
+    def test_auto_generated_failure_from_a_plain_address(self) -> None:
+        raw = self._msg(b"Subject: Notification\nAuto-Submitted: auto-generated (failure)\n",
+                        b"The following address had permanent fatal errors:\n"
+                        b"<a@b.example>\n    (reason: 550 5.1.1 User unknown)\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+
+    def test_auto_replied_failure_text_is_a_bounce(self) -> None:
+        # Exim and Postfix mark their bounces "auto-replied"
+        raw = self._msg(b"Subject: Notification\nAuto-Submitted: auto-replied\n",
+                        b"This message was created automatically by mail delivery software.\n\n"
+                        b"A message that you sent could not be delivered to one or more of its\n"
+                        b"recipients. This is a permanent error. The following address(es) "
+                        b"failed:\n\n  a@b.example\n    Mailbox quota exceeded\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+
+    def test_auto_replied_out_of_office_stays_vacation(self) -> None:
+        raw = self._msg(b"Subject: Notification\nAuto-Submitted: auto-replied\n",
+                        b"I am out of the office until Monday and will reply when I return.\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, a.results[0].reason), ("autoreply", "vacation"))
+
+    def test_undelivered_text_with_neutral_from_and_subject(self) -> None:
+        raw = self._msg(b"Subject: Re: your message\n",
+                        b"I'm afraid I wasn't able to deliver the following message.\n"
+                        b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+                        b"Subject: [List] Hello\nTo: a@b.example\n\n"
+                        b"---Below this line is a copy of the message.\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+
+    def test_reporter_introduction_says_bounce(self) -> None:
+        # OpenSMTPD's template under a From: that is no mail-system name
+        raw = self._msg(b"Subject: Notification\n",
+                        b"    Hi!\n\n    This is the MAILER-DAEMON, please DO NOT REPLY to "
+                        b"this e-mail.\n\n    An error has occurred while attempting to deliver "
+                        b"a message for\n    the following list of recipients:\n\n"
+                        b"a@b.example: Envelope expired\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "expired"))
+
+    def test_a_person_writing_is_not_a_bounce(self) -> None:
+        raw = self._msg(b"Subject: lunch\n", b"Shall we meet at noon? My mailbox is a mess.\n")
+        self.assertEqual(analyze(raw).category, "other")
+
+
+_INNER_BOUNCE = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+                 b"To: s@shop.example\nSubject: Mail delivery failed\n\n"
+                 b"This message was created automatically by mail delivery software.\n\n"
+                 b"A message that you sent could not be delivered to one or more of its\n"
+                 b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+                 b"  a@b.example\n    550 5.1.1 User unknown\n")
+
+
+def _with_attached(headers: bytes, text: bytes, inner: bytes) -> bytes:
+    return (headers + b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"F\"\n\n"
+            b"--F\nContent-Type: text/plain\n\n" + text + b"\n--F\n"
+            b"Content-Type: message/rfc822\n\n" + inner + b"\n--F--\n")
+
+
+class ForwardedReportTests(SynchronousTestCase):
+    """A report passed on as an attachment is read as that report (docs section 1)."""
+
+    def test_forwarded_bounce_names_its_own_recipient(self) -> None:
+        raw = _with_attached(b"From: Helpdesk <help@shop.example>\nTo: bounces@shop.example\n"
+                             b"Subject: Fwd: Mail delivery failed\n",
+                             b"Forwarding this one, see attached.\n", _INNER_BOUNCE)
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "userunknown"))
+
+    def test_mailman_uncaught_bounce_notification(self) -> None:
+        # Mailman passes a bounce it could not read on to the list owner; the
+        # attached report is a provider's own template (no mail-system From)
+        inner = (b"From: Notifications <notify@provider.example>\nTo: s@shop.example\n"
+                 b"Subject: Message status\n\nYour message to <a@b.example> was rejected "
+                 b"because the mailbox is full.\n550 5.2.2 Mailbox full\n")
+        raw = _with_attached(b"From: mylist-bounces@lists.example\n"
+                             b"To: mylist-owner@lists.example\n"
+                             b"Subject: Uncaught bounce notification\n",
+                             b"The attached message was received as a bounce, but either the "
+                             b"bounce\nformat was not recognized, or no member addresses could "
+                             b"be extracted\nfrom it.\n", inner)
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "mailboxfull"))
+
+    def test_bounce_forwarded_inline(self) -> None:
+        # webmail's inline forward: the report's own header lines, then its text; the
+        # forwarded To: is the sender the report went back to, never a recipient
+        raw = (b"From: Ann <ann@shop.example>\nTo: bounces@shop.example\n"
+               b"Subject: Fwd: Mail delivery failed\n\nFYI\n\n"
+               b"---------- Forwarded message ---------\n"
+               b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+               b"Date: Thu, 29 Apr 2010 23:34:45 +0900\nSubject: Mail delivery failed\n"
+               b"To: s@shop.example\n\n"
+               b"A message that you sent could not be delivered to one or more of its\n"
+               b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+               b"  a@b.example\n    550 5.1.1 User unknown\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
+        quoted = raw.replace(b"\n---------- Forwarded", b"\n> ---------- Forwarded")
+        head, _, body = quoted.partition(b"> ----------")
+        quoted = head + b"> ----------" + body.replace(b"\n", b"\n> ")
+        self.assertEqual(recipients(quoted), ["a@b.example"])
+
+    def test_forwarded_non_bounce_is_not_a_bounce(self) -> None:
+        inner = b"From: Bob <bob@c.example>\nTo: s@shop.example\nSubject: hi\n\nSee you.\n"
+        raw = _with_attached(b"From: Ann <ann@shop.example>\nTo: s@shop.example\n"
+                             b"Subject: Fwd: hi\n", b"FYI\n", inner)
+        self.assertEqual(analyze(raw).category, "other")
+
+    def test_bounce_of_a_bounce_is_about_its_own_recipient(self) -> None:
+        # the outer report's text says its own delivery failed: the attached
+        # bounce is its original, not the report
+        raw = _with_attached(b"From: MAILER-DAEMON@relay.example\nTo: s@shop.example\n"
+                             b"Subject: Undelivered Mail Returned to Sender\n",
+                             b"Your message could not be delivered to <helpdesk@c.example>.\n"
+                             b"550 5.1.1 <helpdesk@c.example>: User unknown\n", _INNER_BOUNCE)
+        self.assertEqual(recipients(raw), ["helpdesk@c.example"])
+
+
+class TextOnlyReportTests(SynchronousTestCase):
+    """A report without a delivery-status part names the same recipients in its text."""
+
+    def _text(self, body: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Undelivered Mail Returned to Sender\n\n" + body)
+
+    def test_postfix_alias_note_is_not_a_second_recipient(self) -> None:
+        raw = self._text(b"This is the mail system at host mx.b.example.\n\n"
+                         b"<r@mx.b.example> (expanded from <a@b.example>): user\n"
+                         b"    unknown. Command output: procmail: No such user\n")
+        self.assertEqual(recipients(raw), ["r@mx.b.example"])
+
+    def test_sendmail_received_from_line_names_the_sender(self) -> None:
+        raw = self._text(b"The original message was received at Thu, 9 Apr 1995 23:34:45\n"
+                         b"from sender@shop.example\n\n"
+                         b"   ----- The following addresses had delivery problems -----\n"
+                         b"<a@b.example>  (unrecoverable error)\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_contact_address_in_a_wrapped_reply(self) -> None:
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said:\n"
+                         b"    550-This message scored 8.4 spam points and has been rejected. "
+                         b"550 Please\n    contact help@b.example for help. (in reply to\n"
+                         b"    end of DATA command)\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class RecipientListTests(SynchronousTestCase):
+    """Recipients listed together are all failed recipients, whatever words each one has."""
+
+    def _text(self, body: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Mail delivery failed\n\n" + body)
+
+    def test_one_to_a_line_then_one_reason(self) -> None:
+        raw = self._text(b"The addresses to which the message has not yet been delivered are:\n\n"
+                         b"  a@b.example\n  c@d.example\n\nNo action is required on your part. "
+                         b"Delivery attempts will continue for some time.\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
+
+    def test_entries_with_their_own_reasons(self) -> None:
+        # the first entry's reason has no word of a failure family; it is one entry of
+        # the list the report calls failed
+        raw = self._text(b"A message that you sent could not be delivered to one or more of its\n"
+                         b"recipients. This is a permanent error. The following address(es) "
+                         b"failed:\n\n  a@b.example\n    an MX or SRV record indicated no SMTP "
+                         b"service\n  c@d.example\n    550 5.1.1 User unknown\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
+
+    def test_reason_not_recognised(self) -> None:
+        raw = self._text(b"did not reach the following recipient(s):\n\n"
+                         b"a@b.example on Thu, 29 Apr 2010 00:00:00 -0000\n"
+                         b"    The recipient name is not recognized\n"
+                         b"c@d.example on Thu, 29 Apr 2010 00:00:00 -0000\n"
+                         b"    The recipient name is not recognized\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
+
+
+class QuotedAddressTests(SynchronousTestCase):
+    """An address in single quotes is the address, not a local part starting with "'"."""
+
+    def test_single_quoted_in_text(self) -> None:
+        raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+               b"Subject: Undeliverable\n\nDelivery to the following recipient failed:\n\n"
+               b"    'a@b.example'\n\n550 'a@b.example' is not a registered gateway user\n"
+               b"For further assistance, please contact 'help@b.example'\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_single_quoted_field(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; 'a@b.example'\r\nAction: failed\r\n"
+                  "Status: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_apostrophe_inside_a_local_part_stays(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; o'brien@b.example\r\nAction: failed\r\n"
+                  "Status: 5.1.1\r\n")
+        self.assertEqual(recipients(raw), ["o'brien@b.example"])
+
+
+class HtmlNotificationTests(SynchronousTestCase):
+    """An HTML-only notification names the same recipients as its text would."""
+
+    def test_mailto_links_are_their_text(self) -> None:
+        raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+               b"To: s@shop.example\nSubject: Mail delivery failed\n"
+               b"Content-Type: text/html; charset=utf-8\n\n"
+               b"<html><body><p>A message sent by<br>\n"
+               b"&lt;<a href=\"mailto:s@shop.example\">s@shop.example</a>&gt;<br>\n"
+               b"could not be delivered. The following address(es) failed:</p><p>"
+               b"<a href=\"mailto:a@b.example\">a@b.example</a><br>\n"
+               b"(ultimately generated from <a href=\"mailto:list@b.example\">"
+               b"list@b.example</a>)<br>\nall hosts have been failing for a long time"
+               b"</p></body></html>\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+#: Perturbations that keep every piece of information a report gives (the others,
+#: which drop a part or forward the report, can lose the only place a recipient
+#: is named; bench/perturb.py reports them too).
+KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-type",
+           "folded-field", "upper-case", "original-only", "dsn-as-text", "report-as-mixed",
+           "headers-only", "base64-body", "trailing-space", "upper-addresses",
+           "help-line", "html-only")
+
+
+class TransportPropertyTests(SynchronousTestCase):
+    """Over the public corpus: no information-keeping perturbation changes who bounced."""
+
+    def test_recipient_set_survives_transport(self) -> None:
+        corpus = require_corpus()
+        d = os.path.join(corpus, "emails")
+        fns = dict(transport.PERTURBATIONS)
+        changed = []
+        for name in sorted(os.listdir(d)):
+            if not name.endswith(".eml"):
+                continue
+            with open(os.path.join(d, name), "rb") as fp:
+                raw = fp.read()
+            base = recipients(raw)
+            for p in KEEPING:
+                new = fns[p](raw)
+                if new is not None and new != raw and recipients(new) != base:
+                    changed.append((name, p))
+        self.assertEqual(changed, [])

@@ -1,0 +1,589 @@
+"""What transports, gateways and other MTAs do to a returned message on its way.
+
+Each perturbation takes the raw bytes of a message and returns them changed
+(or None when it does not apply). None of them changes who bounced: an
+analyzer's recipient set must survive every one (bench/perturb.py measures
+it over the public corpora; tests/bounce/test_bounce_transport.py holds
+the classes found there).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable
+
+_DSN_RCPT = re.compile(rb"(?im)^(final-recipient|original-recipient):[ \t]*([^\r\n]*)$")
+_TYPED = re.compile(rb"(?i)^(rfc822|utf-8)[ \t]*;[ \t]*")
+
+
+def _lines(raw: bytes) -> list[bytes]:
+    return re.split(rb"\r\n|\r|\n", raw)
+
+
+def crlf(raw: bytes) -> bytes:
+    """The originals travelled with CRLF."""
+    return b"\r\n".join(_lines(raw))
+
+
+def mixed_endings(raw: bytes) -> bytes:
+    """Some gateways add CR to the lines they wrote and not to the ones they copied."""
+    ls = _lines(raw)
+    return b"".join(line + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(ls))[:-1]
+
+
+def cr_only(raw: bytes) -> bytes:
+    """Old Macintosh mailers: bare CR line ends."""
+    return b"\r".join(_lines(raw))
+
+
+def _dsn_value(raw: bytes, fn: Callable[[bytes, bytes], bytes | None]) -> bytes | None:
+    changed = False
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        nonlocal changed
+        out = fn(m.group(1), m.group(2))
+        if out is None:
+            return m.group(0)
+        changed = True
+        return out
+
+    new = _DSN_RCPT.sub(sub, raw)
+    return new if changed else None
+
+
+def _split_typed(value: bytes) -> tuple[bytes, bytes]:
+    m = _TYPED.match(value)
+    return (value[:m.end()], value[m.end():]) if m else (b"", value)
+
+
+def angle_brackets(raw: bytes) -> bytes | None:
+    """``Final-Recipient: rfc822; <a@b>`` (Exchange, Lotus, some appliances)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        if b"@" not in addr or addr.startswith(b"<"):
+            return None
+        return name + b": " + t + b"<" + addr + b">"
+    return _dsn_value(raw, fn)
+
+
+def no_address_type(raw: bytes) -> bytes | None:
+    """``Final-Recipient: a@b``: the address type left out (old Sendmail-alikes)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": " + addr if t and b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def folded_field(raw: bytes) -> bytes | None:
+    """``Final-Recipient: rfc822;`` folded before the address."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": " + t.rstrip() + b"\n\t" + addr if t and b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def upper_case(raw: bytes) -> bytes | None:
+    """Addresses written in upper case in the report's fields (their case carries no meaning
+    in the domain, and in practice none in the local part)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": " + t + addr.upper() if b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def original_only(raw: bytes) -> bytes | None:
+    """A report naming the recipient only in Original-Recipient (Final-Recipient missing)."""
+    if not re.search(rb"(?im)^final-recipient:", raw):
+        return None
+    if re.search(rb"(?im)^original-recipient:", raw):
+        # (both named: dropping either loses what the other says)
+        return None
+    return re.sub(rb"(?im)^final-recipient:", b"Original-Recipient:", raw)
+
+
+def dsn_as_text(raw: bytes) -> bytes | None:
+    """The delivery-status part labelled text/plain (some gateways, webmail re-sends)."""
+    new = re.sub(rb"(?i)content-type:[ \t]*message/delivery-status", b"Content-Type: text/plain",
+                 raw)
+    return new if new != raw else None
+
+
+def report_as_mixed(raw: bytes) -> bytes | None:
+    """multipart/report re-labelled multipart/mixed (forwarding, list software)."""
+    new = re.sub(rb"(?i)multipart/report", b"multipart/mixed", raw, count=1)
+    return new if new != raw else None
+
+
+def headers_only(raw: bytes) -> bytes | None:
+    """The returned original cut to its headers (RET=HDRS, text/rfc822-headers)."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/rfc822[^\n]*\n", raw)
+    if m is None:
+        return None
+    # the original's header block ends at its first blank line; drop the body up to the
+    # next boundary line
+    rest = raw[m.end():]
+    hb = re.search(rb"\r?\n\r?\n", rest)           # end of the part's own headers
+    if hb is None:
+        return None
+    inner = rest[hb.end():]
+    ob = re.search(rb"\r?\n\r?\n", inner)          # end of the original's headers
+    if ob is None:
+        return None
+    nb = re.search(rb"(?m)^--", inner[ob.end():])
+    tail = inner[ob.end() + nb.start():] if nb else b""
+    head = raw[:m.start()] + b"Content-Type: text/rfc822-headers\n" + rest[:hb.end()]
+    return head + inner[:ob.end()] + tail
+
+
+def no_original(raw: bytes) -> bytes | None:
+    """The returned original left out (RET=HDRS refused, size limits, privacy)."""
+    m = re.search(rb"(?i)content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)", raw)
+    if m is None:
+        return None
+    # back to the boundary line that opens this part, forward to the next boundary
+    start = raw.rfind(b"\n--", 0, m.start())
+    if start < 0:
+        return None
+    end = re.search(rb"\n--", raw[m.end():])
+    line_end = raw.find(b"\n", start + 1)
+    boundary = raw[start + 1:line_end].strip()
+    close = raw.find(b"\n" + boundary.rstrip(b"-"), m.end())
+    if close < 0 or end is None:
+        return None
+    return raw[:start] + raw[close:]
+
+
+def quoted_inline(raw: bytes) -> bytes | None:
+    """The whole report forwarded inline as quoted text by a person or a helpdesk."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    quoted = b"\n".join(b"> " + line for line in body.split(b"\n"))
+    hdr = re.sub(rb"(?im)^content-(?:type|transfer-encoding):[^\n]*\n(?:[ \t][^\n]*\n)*", b"",
+                 head + b"\n")
+    return hdr + b"Content-Type: text/plain\n\n---------- Forwarded message ----------\n" + quoted
+
+
+def base64_body(raw: bytes) -> bytes | None:
+    """A single-part text report sent base64-encoded (webmail, Exchange)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:", head):
+        return None
+    if not re.search(rb"(?im)^content-type:", head):
+        head += b"\nContent-Type: text/plain; charset=us-ascii"
+    enc = base64.encodebytes(body)
+    return head + b"\nContent-Transfer-Encoding: base64\n\n" + enc
+
+
+_FIELD_LINE = re.compile(rb"(?:> ?)*(?:--|[A-Za-z][A-Za-z0-9-]{1,40}:)")
+
+
+def rewrapped(raw: bytes) -> bytes | None:
+    """Body lines longer than 60 characters re-wrapped at a blank (format=flowed senders,
+    gateways with a line limit), headers and MIME structure untouched."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    out = []
+    changed = False
+    for line in body.split(b"\n"):
+        # (a field line is a header, not text: a gateway that re-wraps text folds a
+        # field with a blank, which folded_field covers)
+        # (a continuation keeps the line's indent: a folded field stays folded)
+        indent = line[:len(line) - len(line.lstrip(b" \t"))]
+        while len(line) > 60 and not _FIELD_LINE.match(line):
+            cut = line.rfind(b" ", 20, 60)
+            if cut < 0 or not line[:cut].strip():
+                break
+            out.append(line[:cut])
+            line = indent + line[cut + 1:]
+            changed = True
+        out.append(line)
+    return head + sep + b"\n".join(out) if changed else None
+
+
+def trailing_space(raw: bytes) -> bytes | None:
+    """Blanks at the end of every body line (some MTAs pad; some strip)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    return head + sep + b"\n".join(line + b"  " if line.strip() else line
+                                   for line in body.split(b"\n"))
+
+
+PERTURBATIONS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
+    ("crlf", crlf),
+    ("mixed-endings", mixed_endings),
+    ("cr-only", cr_only),
+    ("angle-brackets", angle_brackets),
+    ("no-address-type", no_address_type),
+    ("folded-field", folded_field),
+    ("upper-case", upper_case),
+    ("original-only", original_only),
+    ("dsn-as-text", dsn_as_text),
+    ("report-as-mixed", report_as_mixed),
+    ("headers-only", headers_only),
+    ("no-original", no_original),
+    ("quoted-inline", quoted_inline),
+    ("base64-body", base64_body),
+    ("rewrapped", rewrapped),
+    ("trailing-space", trailing_space),
+)
+
+
+def no_report_part(raw: bytes) -> bytes | None:
+    """The delivery-status part left out: the text and the original only (old MTAs,
+    gateways that drop parts they do not know)."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
+    if m is None:
+        return None
+    start = raw.rfind(b"\n--", 0, m.start())
+    if start < 0:
+        return None
+    line_end = raw.find(b"\n", start + 1)
+    boundary = raw[start + 1:line_end].strip().rstrip(b"-")
+    close = raw.find(b"\n" + boundary, m.end())
+    if close < 0:
+        return None
+    return raw[:start] + raw[close:]
+
+
+def forwarded(raw: bytes) -> bytes | None:
+    """The whole report forwarded as an attachment (a person or a helpdesk passing it on)."""
+    return (b"From: Someone <someone@forwarder.example>\nTo: postmaster@forwarder.example\n"
+            b"Subject: Fwd: returned mail\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"fwd-boundary-1\"\n\n"
+            b"--fwd-boundary-1\nContent-Type: text/plain\n\nSee the attached message.\n\n"
+            b"--fwd-boundary-1\nContent-Type: message/rfc822\n\n"
+            + raw.replace(b"\r\n", b"\n") + b"\n--fwd-boundary-1--\n")
+
+
+def neutral_subject(raw: bytes) -> bytes | None:
+    """A Subject that says nothing of a failure (localised or custom templates)."""
+    new = re.sub(rb"(?im)^subject:[^\n]*(?:\n[ \t][^\n]*)*", b"Subject: Notification", raw,
+                 count=1)
+    return new if new != raw else None
+
+
+def neutral_from(raw: bytes) -> bytes | None:
+    """A From that is not a mailer-daemon name (appliances, hosted gateways)."""
+    new = re.sub(rb"(?im)^from:[^\n]*(?:\n[ \t][^\n]*)*",
+                 b"From: Mail System <notify@gateway.example>", raw, count=1)
+    return new if new != raw else None
+
+
+PERTURBATIONS = PERTURBATIONS + (
+    ("no-report-part", no_report_part),
+    ("forwarded", forwarded),
+    ("neutral-subject", neutral_subject),
+    ("neutral-from", neutral_from),
+)
+
+
+_ANY_ADDR = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,10}")
+
+
+def upper_addresses(raw: bytes) -> bytes | None:
+    """Every address in the message in upper case (old mainframe and X.400 gateways)."""
+    new = _ANY_ADDR.sub(lambda m: m.group(0).upper(), raw)
+    return new if new != raw else None
+
+
+def bracket_addresses(raw: bytes) -> bytes | None:
+    """Bare addresses of the body put in angle brackets (and bracketed ones left alone)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    new = re.sub(rb"(?<![<\w.@%+=/:'\"-])(" + _ANY_ADDR.pattern + rb")(?![>\w@.-])",
+                 rb"<\1>", body)
+    return head + sep + new if new != body else None
+
+
+PERTURBATIONS = PERTURBATIONS + (
+    ("upper-addresses", upper_addresses),
+    ("bracket-addresses", bracket_addresses),
+)
+
+
+def _insert_in_text(raw: bytes, line: bytes, at_end: bool = False) -> bytes | None:
+    """``line`` added to the first text/plain body (the notification), at its start."""
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain", raw)
+    if m is None:
+        if re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", raw.split(b"\n\n", 1)[0]):
+            return None
+        pos = raw.find(b"\n\n")
+    else:
+        if re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
+                     raw[m.start():raw.find(b"\n\n", m.start())]):
+            return None
+        pos = raw.find(b"\n\n", m.start())
+    if pos < 0:
+        return None
+    return raw[:pos + 2] + line + b"\n\n" + raw[pos + 2:]
+
+
+def help_line(raw: bytes) -> bytes | None:
+    """The reporter's own contact address in the notification (university and ISP templates)."""
+    return _insert_in_text(raw, b"For assistance, contact the help desk at "
+                                b"helpdesk@reporter-isp.example or call 555-0100.")
+
+
+def sender_line(raw: bytes) -> bytes | None:
+    """The notification naming who sent the failed message (many templates do)."""
+    return _insert_in_text(raw, b"This report concerns a message sent by "
+                                b"<newsletter@sender-shop.example>.")
+PERTURBATIONS = PERTURBATIONS + (
+    ("help-line", help_line),
+    ("sender-line", sender_line),
+)
+
+
+def html_only(raw: bytes) -> bytes | None:
+    """The notification sent as HTML only (webmail providers, Exchange's HTML NDRs): a
+    single-part text/plain report rewritten as text/html, lines as <br>, addresses as
+    mailto: links."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    head = re.sub(rb"(?im)^content-type:[^\n]*(?:\n[ \t][^\n]*)*\n?", b"", head + b"\n")
+    esc = body.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;")
+    esc = _ANY_ADDR.sub(lambda m: b'<a href="mailto:' + m.group(0) + b'">' + m.group(0)
+                        + b"</a>", esc)
+    html = (b"<html><body><p>" + esc.replace(b"\n\n", b"</p><p>").replace(b"\n", b"<br>\n")
+            + b"</p></body></html>\n")
+    return head + b"Content-Type: text/html; charset=utf-8\n\n" + html
+
+
+PERTURBATIONS = PERTURBATIONS + (("html-only", html_only),)
+
+
+def html_part(raw: bytes) -> bytes | None:
+    """The first text/plain part of a multipart report sent as text/html instead."""
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None:
+        return None
+    hb = raw.find(b"\n\n", m.end())
+    if hb < 0 or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
+                           raw[m.start():hb]):
+        return None
+    nb = re.search(rb"\n--", raw[hb + 2:])
+    if nb is None:
+        return None
+    body = raw[hb + 2:hb + 2 + nb.start()]
+    single = html_only(b"X: y\n\n" + body)
+    if single is None:
+        return None
+    html = single.split(b"\n\n", 1)[1]
+    return (raw[:m.start()] + b"Content-Type: text/html; charset=utf-8" + raw[m.end():hb + 2]
+            + html + raw[hb + 2 + nb.start():])
+
+
+PERTURBATIONS = PERTURBATIONS + (("html-part", html_part),)
+
+
+def mailman_uncaught(raw: bytes) -> bytes | None:
+    """Mailman's "Uncaught bounce notification": the list passes a bounce it could not
+    read on to the list owner, attached (2.1's template)."""
+    return (b"From: mylist-bounces@lists.example\nTo: mylist-owner@lists.example\n"
+            b"Subject: Uncaught bounce notification\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"===============mm1==\"\n"
+            b"Precedence: bulk\n\n"
+            b"--===============mm1==\nContent-Type: text/plain; charset=\"us-ascii\"\n\n"
+            b"The attached message was received as a bounce, but either the bounce\n"
+            b"format was not recognized, or no member addresses could be extracted\n"
+            b"from it.  This mailing list has been configured to send all\n"
+            b"unrecognized bounce messages to the list administrator(s).\n\n"
+            b"--===============mm1==\nContent-Type: message/rfc822\n"
+            b"MIME-Version: 1.0\n\n"
+            + raw.replace(b"\r\n", b"\n") + b"\n--===============mm1==--\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("mailman-uncaught", mailman_uncaught),)
+
+
+def xfr_only(raw: bytes) -> bytes | None:
+    """Exim's X-Failed-Recipients kept, the notification's words in a language or template
+    nothing reads (only where the header is there)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or not re.search(rb"(?im)^x-failed-recipients:", head):
+        return None
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None:
+        if re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+            return None
+        return head + sep + b"Zustellung fehlgeschlagen.\n"
+    hb = raw.find(b"\n\n", m.end())
+    nb = re.search(rb"\n--", raw[hb + 2:]) if hb >= 0 else None
+    if nb is None:
+        return None
+    return raw[:hb + 2] + b"Zustellung fehlgeschlagen.\n" + raw[hb + 2 + nb.start():]
+
+
+PERTURBATIONS = PERTURBATIONS + (("xfr-only", xfr_only),)
+
+
+_MANY = (b"To: Team <team@list.example>, ann@c.example, \"Bob B\" <bob@d.example>,\n"
+         b"    carol@e.example\nCc: dave@f.example, <erin@g.example>\n")
+
+
+def quoted_original_many(raw: bytes) -> bytes | None:
+    """The original quoted inline after a single-part report's text, addressed to many
+    (a list, Cc:), its body naming more addresses."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    return (head + sep + body.rstrip(b"\n") + b"\n\n------ This is a copy of the message, "
+            b"including all the headers. ------\n\nReturn-path: <s@shop.example>\n"
+            b"From: Shop <s@shop.example>\n" + _MANY + b"Subject: Sale\n\n"
+            b"Write to frank@h.example or see grace@i.example.\n")
+
+
+def attached_original_many(raw: bytes) -> bytes | None:
+    """The returned original (message/rfc822) addressed to many, Cc: included."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/rfc822[^\n]*\n(?:[ \t][^\n]*\n)*"
+                  rb"(?:[^\n]+\n)*\n", raw)
+    if m is None:
+        return None
+    return raw[:m.end()] + b"From: Shop <s@shop.example>\n" + _MANY + b"Subject: Sale\n\n" \
+        + b"Write to frank@h.example.\n\n" + raw[m.end():]
+
+
+PERTURBATIONS = PERTURBATIONS + (("quoted-original-many", quoted_original_many),
+                                 ("attached-original-many", attached_original_many))
+
+
+def header_case(raw: bytes) -> bytes | None:
+    """Header field names and MIME types in another case (field names and media types are
+    case-insensitive: RFC 5322 1.2.2, RFC 2045 5.1)."""
+    new = re.sub(rb"(?m)^([A-Za-z][A-Za-z0-9-]{0,60}):",
+                 lambda m: m.group(1).upper() + b":", raw)
+    new = re.sub(rb"(?i)(content-type:[ \t]*)([a-z0-9./+-]+)",
+                 lambda m: m.group(1) + m.group(2).upper(), new)
+    return new if new != raw else None
+
+
+def no_mime_version(raw: bytes) -> bytes | None:
+    """MIME-Version left out (old MTAs; readers go by Content-Type anyway)."""
+    new = re.sub(rb"(?im)^mime-version:[^\n]*\n", b"", raw, count=1)
+    return new if new != raw else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("header-case", header_case),
+                                 ("no-mime-version", no_mime_version))
+
+
+def _first_text(raw: bytes) -> bytes | None:
+    """The body of the first 7bit text/plain part (or of a single-part text message)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    if not re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+        if re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head) or \
+                re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", head):
+            return None
+        return body
+    m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None:
+        return None
+    hb = raw.find(b"\n\n", m.end())
+    if hb < 0 or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
+                           raw[m.start():hb]):
+        return None
+    b = re.search(rb'(?i)boundary=[ \t]*"?([^";\n]+)"?', head)
+    if b is None:
+        return None
+    end = raw.find(b"\n--" + b.group(1).strip(), hb + 2)
+    return raw[hb + 2:end] if end >= 0 else None
+
+
+def inline_forward(raw: bytes) -> bytes | None:
+    """A person forwards the report inline, as webmail does ("---------- Forwarded message
+    ---------" and the report's From/Date/Subject/To, then its text): only text reports
+    whose text names their recipients, as the MIME parts do not survive."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head = raw.split(b"\n\n", 1)[0]
+    if re.search(rb"(?im)^content-type:[ \t]*multipart/report", head):
+        return None
+    text = _first_text(raw)
+    if text is None:
+        return None
+    fields = []
+    for name in (b"from", b"date", b"subject", b"to"):
+        m = re.search(rb"(?im)^" + name + rb":[ \t]*([^\n]*)", head)
+        if m is not None:
+            fields.append(name.capitalize() + b": " + m.group(1))
+    return (b"From: Ann <ann@shop.example>\nTo: bounces@shop.example\n"
+            b"Subject: Fwd: returned mail\nContent-Type: text/plain; charset=utf-8\n\n"
+            b"FYI, this came back.\n\n---------- Forwarded message ---------\n"
+            + b"\n".join(fields) + b"\n\n" + text)
+
+
+PERTURBATIONS = PERTURBATIONS + (("inline-forward", inline_forward),)
+
+
+def quoted_addresses(raw: bytes) -> bytes | None:
+    """Body addresses in single or double quotes instead of angle brackets ("Delivery to
+    'a@b' failed", Exchange and Notes templates)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    n = [0]
+
+    def sub(m: re.Match[bytes]) -> bytes:
+        n[0] += 1
+        q = b"'" if n[0] % 2 else b'"'
+        return q + m.group(1) + q
+    new = re.sub(rb"<(" + _ANY_ADDR.pattern + rb")>", sub, body)
+    return head + sep + new if new != body else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("quoted-addresses", quoted_addresses),)
+
+
+def dsn_blank_lines(raw: bytes) -> bytes | None:
+    """Delivery-status blocks separated by lines of blanks instead of empty lines, and a
+    blank line added after each recipient field (sloppy report writers)."""
+    m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status[^\n]*\n(?:[ \t][^\n]*\n)*",
+                  raw)
+    if m is None:
+        return None
+    hb = raw.find(b"\n\n", m.start())
+    nb = raw.find(b"\n--", hb + 2) if hb >= 0 else -1
+    if nb < 0:
+        return None
+    part = raw[hb + 2:nb]
+    new = re.sub(rb"\n\n", b"\n   \n", part)
+    return raw[:hb + 2] + new + raw[nb:]
+
+
+PERTURBATIONS = PERTURBATIONS + (("dsn-blank-lines", dsn_blank_lines),)
+
+
+def folded_diagnostic(raw: bytes) -> bytes | None:
+    """Diagnostic-Code fields folded at a blank near 50 characters (Postfix and others fold
+    long fields; readers unfold them, RFC 5322 2.2.3)."""
+    changed = False
+
+    def fold(m: re.Match[bytes]) -> bytes:
+        nonlocal changed
+        line = m.group(0)
+        out = []
+        while len(line) > 50:
+            cut = line.rfind(b" ", 25, 50)
+            if cut < 0:
+                break
+            out.append(line[:cut])
+            line = b"    " + line[cut + 1:]
+            changed = True
+        out.append(line)
+        return b"\n".join(out)
+
+    new = re.sub(rb"(?im)^diagnostic-code:[^\n]*", fold, raw)
+    return new if changed else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("folded-diagnostic", folded_diagnostic),)
