@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from hurricane.bounce import rxcache
 from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.model import ReplyClass, is_hard
 
@@ -38,9 +39,15 @@ MAX_TEXT = 8 * 1024
 # (?<![\d.#-])([245][0-5]\d)(?:[ -]|$)(?![\d.]*%),
 # each written to start with the [245] class (the look-behind just after it) so
 # that searches skip ahead to the digits fast; the same matches.
-_STATUS_RE = re.compile(r"([245])(?<![\d.].)\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_CODE_RE = re.compile(r"([245](?<![\d.#-].)[0-5]\d)(?:[ -]|$)(?![\d.]*%)")
-_STATUS_OK = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+_STATUS_RE = rxcache.compile(r"([245])(?<![\d.].)\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
+_CODE_RE = rxcache.compile(r"([245](?<![\d.#-].)[0-5]\d)(?:[ -]|$)(?![\d.]*%)")
+_STATUS_OK = rxcache.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+
+
+@functools.lru_cache(maxsize=128)
+def _code_repeat(code: str) -> re.Pattern[str]:
+    """A reply code repeated at the start of a reply's next line (with its status)."""
+    return rxcache.compile(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % code)
 
 
 def normalise_text(text: str) -> str:
@@ -92,7 +99,7 @@ class LazyPattern:
         """The compiled regex (compiled once)."""
         c = self._compiled
         if c is None:
-            c = self._compiled = re.compile(self.pattern, self.flags)
+            c = self._compiled = rxcache.compile(self.pattern, self.flags)
         return c
 
     def search(self, string: str, pos: int = 0,
@@ -826,7 +833,7 @@ class _Prefilter:
         ordered = sorted(words)
         if trie is None or trie[0] != ordered:
             trie = (ordered, _trie_regex(ordered))
-        self.scan = re.compile(trie[1]) if ordered else None
+        self.scan = rxcache.compile(trie[1]) if ordered else None
         # the scan reports the longest literal at a position: the shorter ones
         # that are prefixes of it occur there too
         self.found = {w: frozenset(w[:i] for i in range(1, len(w) + 1) if w[:i] in words)
@@ -1104,7 +1111,7 @@ class ReplyClassifier:
             # a multi-line reply repeats "550-5.7.1" on every line: drop the repeats
             # so that phrases broken across lines read whole
             i = low.find(c) + 3
-            low = low[:i] + re.sub(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % c, " ", low[i:])
+            low = low[:i] + _code_repeat(c).sub(" ", low[i:])
         stage = ev.stage
         if stage is None and ev.stage_source != "none":
             # ("none": the caller already looked in this text and found no stage)

@@ -11,10 +11,11 @@ reason from an :class:`Evidence` alone.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from hurricane.bounce import rxcache
 
 __all__ = ["Stage", "Evidence", "find_stage", "is_catch_all", "STAGE_TEXT_LIMIT"]
 
@@ -48,26 +49,27 @@ STAGE_TEXT_LIMIT = 8192
 # differently costs ~300 us on a 2 KB text; these cost a few); the fixed
 # phrases are plain substring searches. All are linear in the text.
 _PREFIXED = (
-    re.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data)\b|"
-               r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b|"
-               r"(?P<conn>initial))"),
-    re.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined data\b|"
-               r"(?:sending )?(?:the )?message\b)|(?P<rcpt>(?:pipelined )?rcpt)\b|"
-               r"(?P<mail>(?:pipelined )?mail from)\b|(?P<helo>ehlo|helo)\b|"
-               r"(?P<conn>initial connection))"),
-    re.compile(r">>> (?:(?P<data>data\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
-               r"(?P<helo>ehlo|helo)\b)"),
-    re.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
-               r"(?P<data>(?:final )?data))"),
-    re.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
-    re.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
-    re.compile(r"smtp command:? (?P<data>data)\b"),
-    re.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
-    re.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
-               r"(?P<conn>connecting|receiving the initial server greeting)|"
-               r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|(?P<helo>sending [eh][eh]lo))"),
+    rxcache.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data)\b|"
+                    r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b|"
+                    r"(?P<conn>initial))"),
+    rxcache.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined data\b|"
+                    r"(?:sending )?(?:the )?message\b)|(?P<rcpt>(?:pipelined )?rcpt)\b|"
+                    r"(?P<mail>(?:pipelined )?mail from)\b|(?P<helo>ehlo|helo)\b|"
+                    r"(?P<conn>initial connection))"),
+    rxcache.compile(r">>> (?:(?P<data>data\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
+                    r"(?P<helo>ehlo|helo)\b)"),
+    rxcache.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
+                    r"(?P<data>(?:final )?data))"),
+    rxcache.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
+    rxcache.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
+    rxcache.compile(r"smtp command:? (?P<data>data)\b"),
+    rxcache.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
+    rxcache.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
+                    r"(?P<conn>connecting|receiving the initial server greeting)|"
+                    r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|"
+                    r"(?P<helo>sending [eh][eh]lo))"),
     # Postfix's "connect to mx.example[192.0.2.1]:25: Connection timed out"
-    re.compile(r"(?P<conn>connect to [^\s\[\]]{1,255}\[)"),
+    rxcache.compile(r"(?P<conn>connect to [^\s\[\]]{1,255}\[)"),
 )
 _PHRASES = (
     ("data command", Stage.data), ("[data]", Stage.data), ("failed after i sent the message",
@@ -163,9 +165,9 @@ _SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "rcpt": Stage.rcpt, "mail"
                  "ehlo": Stage.helo, "helo": Stage.helo, "lhlo": Stage.helo}
 # DATA refused because no recipient had been accepted: the failure that came
 # first answered a RCPT sent in the same pipelined batch (RFC 2920).
-_NO_RECIPIENTS = re.compile(r"need rcpt|no valid recipients|no recipients|"
-                            r"rcpt commands were rejected|start afresh|"
-                            r"need (?:a )?recipient|no recipient")
+_NO_RECIPIENTS = rxcache.compile(r"need rcpt|no valid recipients|no recipients|"
+                                 r"rcpt commands were rejected|start afresh|"
+                                 r"need (?:a )?recipient|no recipient")
 
 
 def _transcript_stage(text: str) -> Stage | None:
