@@ -1364,10 +1364,27 @@ _FAMILIES = (
 )
 
 
+#: Words without which a family's notification pattern cannot match ASCII text (its
+#: lower-case form): a substring test skips the case-insensitive search, which is
+#: tried at every character.
+_FAMILY_NOTE_WORDS = {"messagelabs": "mail delivery agent at "}
+
+
 def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
+    head_low: str | None = None
     for name, from_rx, note_rx in _FAMILIES:
-        if from_rx.search(from_hdr or "") or (
-                note_rx is not None and note_rx.search(note, 0, 2000)):
+        if from_rx.search(from_hdr or ""):
+            return name
+        if note_rx is None:
+            continue
+        word = _FAMILY_NOTE_WORDS.get(name)
+        if word is not None:
+            if head_low is None:
+                head = note[:2000]
+                head_low = head.lower() if head.isascii() else ""   # "": search anyway
+            if head_low and word not in head_low:
+                continue
+        if note_rx.search(note, 0, 2000):
             return name
     return None
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from hurricane.bounce import rxcache
+from hurricane.bounce.alternation import merge_alternatives
 from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
+from hurricane.bounce.evidence import trie_regex as _trie_regex
 from hurricane.bounce.model import ReplyClass, is_hard
 
 __all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text",
@@ -86,25 +88,35 @@ class LazyPattern:
     few files compiles a few of them. The packaged patterns are checked
     (syntax, linear shape, examples) by the test suite; an operator's rules
     are compiled at load, so that a bad regex is refused there.
+
+    A rule's list of alternatives (``parts``, which ``pattern`` joins) is
+    searched as one trie of their literal prefixes (alternation.py): it
+    finds a match exactly where ``pattern`` does, in a fraction of the time
+    for the long lists, though not always the same match (a rule reads only
+    whether there is one).
     """
 
-    __slots__ = ("pattern", "flags", "_compiled")
+    __slots__ = ("pattern", "flags", "parts", "_compiled")
 
-    def __init__(self, pattern: str, flags: int = 0) -> None:
+    def __init__(self, pattern: str, flags: int = 0, parts: tuple[str, ...] = ()) -> None:
         self.pattern = pattern
         self.flags = flags
+        self.parts = parts
         self._compiled: re.Pattern[str] | None = None
 
     def compiled(self) -> re.Pattern[str]:
-        """The compiled regex (compiled once)."""
+        """The compiled regex (compiled once): ``pattern``'s, or its alternatives merged."""
         c = self._compiled
         if c is None:
-            c = self._compiled = rxcache.compile(self.pattern, self.flags)
+            source = merge_alternatives(self.parts) if self.parts and not self.flags \
+                else self.pattern
+            c = self._compiled = rxcache.compile(source, self.flags)
         return c
 
     def search(self, string: str, pos: int = 0,
                endpos: int = sys.maxsize) -> re.Match[str] | None:
-        """``re.Pattern.search``."""
+        """A match of ``pattern`` in ``string`` when there is one, else None (``re.Pattern.search``
+        when ``parts`` is empty)."""
         return self.compiled().search(string, pos, endpos)
 
 
@@ -183,7 +195,7 @@ def _compile(patterns: object, path: str, rid: str, key: str,
     source = "|".join("(?:%s)" % p for p in patterns)
     if not check_linear:
         # the packaged rules (checked by the test suite): compiled when first needed
-        return LazyPattern(source)
+        return LazyPattern(source, parts=tuple(patterns))
     try:
         compiled = re.compile(source)
     except re.error as e:
@@ -781,32 +793,6 @@ def _analyse(items: Any, flags: int) -> tuple[set[str] | None, set[str] | None]:
             whole = _product(whole, exact)
     best = _better(best, run)
     return best, whole
-
-
-#: A character trie: each character leads to the rest; the key "" marks a word's end.
-_Trie = dict[str, "_Trie"]
-
-
-def _trie_regex(words: Sequence[str]) -> str:
-    """A regex that matches, at one position, the longest of ``words`` found there."""
-    trie: _Trie = {}
-    for w in words:
-        node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def emit(node: _Trie) -> str:
-        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        end = "" in node
-        if len(alts) == 1 and not end:
-            return alts[0]
-        # the longer continuations first; the empty one (a word ends here) last
-        return "(?:" + "|".join(alts) + ("|)" if end else ")")
-
-    return "|".join(re.escape(ch) + emit(sub) for ch, sub in sorted(trie.items()))
 
 
 #: A rule and the literals its text, also and unless patterns need (None: no check).

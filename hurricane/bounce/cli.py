@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -106,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     status = 0
     out = sys.stdout
+    # What is loaded now (modules, rules) lives as long as the process: the
+    # collector need not walk it again at each full collection, nor at exit.
+    gc.freeze()
+    # (one encoder for every line: json.dumps builds one per call; no circular
+    # reference check, which a prediction, plain dicts and lists, cannot need)
+    encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
     for path in _expand(args.files):
         try:
             with open(path, "rb") as fp:
@@ -120,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         pred = to_prediction(analysis, path)
         if args.json:
-            out.write(json.dumps(pred, ensure_ascii=False) + "\n")
+            out.write(encode(pred) + "\n")
         else:
             out.write(_summary(path, pred) + "\n")
     out.flush()
