@@ -21,12 +21,14 @@ else (a class, an escape, a look-around, a top-level "|") stays whole.
 
 from __future__ import annotations
 
+import binascii
 import functools
+import marshal
 import os
 import re
 from collections.abc import Sequence
 
-__all__ = ["merge_alternatives", "top_level_bar"]
+__all__ = ["merge_alternatives", "top_level_bar", "MERGE_TAG"]
 
 _QUANTIFIERS = ("?", "*", "+", "{")
 #: Escapes and character classes: what may hide "(", ")" or "|" that are not syntax.
@@ -146,3 +148,11 @@ def merge_alternatives(patterns: Sequence[str]) -> str:
         else:
             items.extend(_cut(p))
     return _trie(items)
+
+
+#: A fingerprint of the merge (its code and constants): the compiled-regex cache
+#: keeps merged sources under it, so that a changed merge is never read back.
+MERGE_TAG = binascii.crc32(marshal.dumps((
+    tuple(f.__code__ for f in (top_level_bar, _self_contained, _plain_words, _cut.__wrapped__,
+                               _trie, merge_alternatives.__wrapped__)),
+    _QUANTIFIERS, _MAX_EXPANSION, _OPAQUE.pattern, _INNER_GROUP.pattern, _UNSAFE.pattern)))

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 from hurricane.bounce import mime, rxcache
 from hurricane.bounce.classify import (
@@ -25,6 +24,10 @@ from hurricane.bounce.classify import (
 )
 from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_stage
 from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
 

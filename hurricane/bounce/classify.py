@@ -16,13 +16,16 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
 
 from hurricane.bounce import rxcache
-from hurricane.bounce.alternation import merge_alternatives
+from hurricane.bounce.alternation import MERGE_TAG, merge_alternatives
 from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.evidence import trie_regex as _trie_regex
 from hurricane.bounce.model import ReplyClass, is_hard
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import Any, TypedDict
 
 __all__ = ["Rule", "ReplyClassifier", "default_classifier", "extract_codes", "normalise_text",
            "detect_command", "regex_hazard", "REASONS", "MAX_TEXT"]
@@ -108,9 +111,13 @@ class LazyPattern:
         """The compiled regex (compiled once): ``pattern``'s, or its alternatives merged."""
         c = self._compiled
         if c is None:
-            source = merge_alternatives(self.parts) if self.parts and not self.flags \
-                else self.pattern
-            c = self._compiled = rxcache.compile(source, self.flags)
+            parts = self.parts
+            if parts and not self.flags:
+                c = rxcache.compile(self.pattern, derive=lambda: merge_alternatives(parts),
+                                    tag=MERGE_TAG)
+            else:
+                c = rxcache.compile(self.pattern, self.flags)
+            self._compiled = c
         return c
 
     def search(self, string: str, pos: int = 0,
@@ -799,6 +806,22 @@ def _analyse(items: Any, flags: int) -> tuple[set[str] | None, set[str] | None]:
 _Entry = tuple["Rule", "frozenset[str] | None", "frozenset[str] | None", "frozenset[str] | None"]
 
 
+class _PrefixSets(dict[str, frozenset[str]]):
+    """Each literal -> the literals that are prefixes of it (itself included), made on
+    first use: a run over a few messages meets a few of the ~1,000."""
+
+    __slots__ = ("words",)
+
+    def __init__(self, words: set[str]) -> None:
+        super().__init__()
+        self.words = words
+
+    def __missing__(self, w: str) -> frozenset[str]:
+        words = self.words
+        found = self[w] = frozenset(w[:i] for i in range(1, len(w) + 1) if w[:i] in words)
+        return found
+
+
 class _Prefilter:
     """The literal prefilter for one tuple of rules (see above)."""
 
@@ -822,8 +845,8 @@ class _Prefilter:
         self.scan = rxcache.compile(trie[1]) if ordered else None
         # the scan reports the longest literal at a position: the shorter ones
         # that are prefixes of it occur there too
-        self.found = {w: frozenset(w[:i] for i in range(1, len(w) + 1) if w[:i] in words)
-                      for w in ordered}
+        # (made for each literal the first time the scan reports it)
+        self.found = _PrefixSets(words)
 
     def present(self, low: str) -> set[str]:
         """Every literal of the rules that occurs in ``low``."""
@@ -865,10 +888,11 @@ def _literals_of(pattern: Pattern | None,
 _PARSED_FILE = "rules_parsed.json"
 
 
-class ParsedTable(TypedDict):
-    """rules_parsed.json: the sha256 of rules.toml's bytes and their parsed form."""
-    sha256: str
-    doc: dict[str, object]
+if TYPE_CHECKING:
+    class ParsedTable(TypedDict):
+        """rules_parsed.json: the sha256 of rules.toml's bytes and their parsed form."""
+        sha256: str
+        doc: dict[str, object]
 
 
 def parsed_table(data: bytes) -> ParsedTable:
@@ -903,11 +927,12 @@ def _packaged_doc(data: bytes) -> dict[str, Any] | None:
 _LITERALS_FILE = "rules_literals.json"
 
 
-class LiteralTable(TypedDict):
-    """rules_literals.json: each regex's literals, every literal, the trie scan regex."""
-    literals: dict[str, list[str] | None]
-    words: list[str]
-    scan: str
+if TYPE_CHECKING:
+    class LiteralTable(TypedDict):
+        """rules_literals.json: each regex's literals, every literal, the trie scan regex."""
+        literals: dict[str, list[str] | None]
+        words: list[str]
+        scan: str
 
 
 def literal_table(rules: Sequence[Rule]) -> LiteralTable:

@@ -8,12 +8,15 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from hurricane.bounce.analyze import analyze, to_prediction
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.evidence import is_catch_all
 from hurricane.bounce.model import Analysis
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["add_parser", "run", "main"]
 

@@ -29,7 +29,11 @@ import os
 import re
 import sys
 import threading
-from typing import AnyStr
+from collections.abc import Callable
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import AnyStr
 
 __all__ = ["compile", "save", "cache_path"]
 
@@ -49,12 +53,15 @@ except (ImportError, AttributeError):  # pragma: no cover - another Python
 MAX_ENTRIES = 4096
 
 #: (pattern, flags) -> the marshalled program; unmarshalled on first use only.
-_Table = dict[tuple[str | bytes, int], bytes]
+#: (pattern, flags, tag) -> the marshalled (source, program) of a source derived
+#: from the pattern (see compile()).
+_Key = tuple[str | bytes, int] | tuple[str | bytes, int, int]
+_Table = dict[_Key, bytes]
 
 _lock = threading.Lock()
 _table: _Table | None = None
 _new: _Table = {}
-_used: set[tuple[str | bytes, int]] = set()
+_used: set[_Key] = set()
 _atexit = False
 
 
@@ -78,7 +85,7 @@ def _read(path: str) -> _Table:
         return {}
 
 
-def _build(pattern: AnyStr, flags: int) -> tuple[re.Pattern[AnyStr], bytes | None]:
+def _build(pattern: AnyStr, flags: int) -> tuple[re.Pattern[AnyStr], tuple[object, ...] | None]:
     """Compile as ``re._compiler.compile`` does, returning the program's arguments too."""
     try:
         p = _rp.parse(pattern, flags)
@@ -91,16 +98,24 @@ def _build(pattern: AnyStr, flags: int) -> tuple[re.Pattern[AnyStr], bytes | Non
         args = (int(flags | p.state.flags), list(map(int, code)), p.state.groups - 1,
                 dict(groupindex), tuple(indexgroup))
         compiled: re.Pattern[AnyStr] = _sre.compile(pattern, *args)
-        blob = marshal.dumps(args)
+        marshal.dumps(args)     # (fails here, not at exit, on anything marshal refuses)
     except re.error:
         raise
     except Exception:  # pragma: no cover - re internals differ: no caching
         return re.compile(pattern, flags), None
-    return compiled, blob
+    return compiled, args
 
 
-def compile(pattern: AnyStr, flags: int = 0) -> re.Pattern[AnyStr]:  # noqa: A001
-    """``re.compile(pattern, flags)``, from the cached program when there is one."""
+def compile(pattern: AnyStr, flags: int = 0, *,  # noqa: A001
+            derive: Callable[[], AnyStr] | None = None, tag: int = 0) -> re.Pattern[AnyStr]:
+    """``re.compile(pattern, flags)``, from the cached program when there is one.
+
+    With ``derive``: ``re.compile(derive(), flags)``, where ``derive()`` is a
+    source computed from ``pattern`` alone by code that ``tag`` fingerprints
+    (alternation.py's merge of a rule's alternatives, ~50 us a rule): a cached
+    entry holds the derived source too, so a run that finds it skips the
+    derivation; a changed derivation has another tag, hence another entry.
+    """
     global _table, _atexit
     flags = int(flags)
     if _KEY is None or flags & re.DEBUG:
@@ -111,16 +126,23 @@ def compile(pattern: AnyStr, flags: int = 0) -> re.Pattern[AnyStr]:  # noqa: A00
             if _table is None:
                 _table = _read(cache_path())
             table = _table
-    key = (pattern, flags)
+    key: _Key = (pattern, flags) if derive is None else (pattern, flags, tag)
     blob = table.get(key)
     if blob is not None:
         _used.add(key)
         try:
-            return _sre.compile(pattern, *marshal.loads(blob))  # type: ignore[no-any-return]
+            if derive is None:
+                return _sre.compile(pattern, *marshal.loads(blob))  # type: ignore[no-any-return]
+            source, args = marshal.loads(blob)
+            if type(source) is type(pattern):
+                return _sre.compile(source, *args)  # type: ignore[no-any-return]
         except Exception:
-            table.pop(key, None)   # damaged or not this engine's: compile it again
-    compiled, blob = _build(pattern, flags)
-    if blob is not None:
+            pass
+        table.pop(key, None)   # damaged or not this engine's: compile it again
+    source = pattern if derive is None else derive()
+    compiled, args = _build(source, flags)
+    if args is not None:
+        blob = marshal.dumps(args if derive is None else (source, args))  # type: ignore[arg-type]
         table[key] = blob
         _new[key] = blob
         if not _atexit:

@@ -64,6 +64,27 @@ class CacheTests(SynchronousTestCase):
         assert m is not None
         self.assertEqual(m.lastgroup, "data")
 
+    def test_derived(self) -> None:
+        """A derived source is cached under its tag: not derived again; another tag derives."""
+        calls: list[int] = []
+
+        def derive(n: int) -> str:
+            calls.append(n)
+            return "ab+c"
+
+        got = rxcache.compile("(?:ab+c)", derive=lambda: derive(1), tag=7)
+        self.assertEqual(got, re.compile("ab+c"))
+        self.assertTrue(rxcache.save())
+        self.fresh()
+        self.assertEqual(rxcache.compile("(?:ab+c)", derive=lambda: derive(2), tag=7),
+                         re.compile("ab+c"))
+        self.assertEqual(calls, [1])
+        self.assertEqual(rxcache.compile("(?:ab+c)", derive=lambda: derive(3), tag=8),
+                         re.compile("ab+c"))
+        self.assertEqual(calls, [1, 3])
+        # the plain pattern is another entry
+        self.assertEqual(rxcache.compile("(?:ab+c)"), re.compile("(?:ab+c)"))
+
     def test_bad_pattern(self) -> None:
         """A bad regex raises re.error, as re.compile does."""
         self.assertRaises(re.error, rxcache.compile, "(unclosed")
