@@ -665,6 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The analyzer alone needs no configuration, store, reactor or web modules,
         # and is often run on a few files, where start-up is most of the time:
         # go straight to it, without building every subcommand's parser.
+        if argv is None:
+            # a process of its own: every regex it compiles comes from the cache
+            from hurricane.bounce import rxcache
+            rxcache.install()
         from hurricane.bounce import cli as bounce_cli
         return bounce_cli.main(args_list)
     parser = build_parser()
