@@ -28,7 +28,9 @@ import os
 import re
 from collections.abc import Sequence
 
-__all__ = ["merge_alternatives", "top_level_bar", "MERGE_TAG"]
+from hurricane.bounce import rxcache
+
+__all__ = ["merge_alternatives", "top_level_bar", "split_alternatives", "any_of", "MERGE_TAG"]
 
 _QUANTIFIERS = ("?", "*", "+", "{")
 #: Escapes and character classes: what may hide "(", ")" or "|" that are not syntax.
@@ -156,3 +158,66 @@ MERGE_TAG = binascii.crc32(marshal.dumps((
     tuple(f.__code__ for f in (top_level_bar, _self_contained, _plain_words, _cut.__wrapped__,
                                _trie, merge_alternatives.__wrapped__)),
     _QUANTIFIERS, _MAX_EXPANSION, _OPAQUE.pattern, _INNER_GROUP.pattern, _UNSAFE.pattern)))
+
+
+def split_alternatives(source: str) -> tuple[str, ...]:
+    """A regex source cut at its top-level "|" (escapes, classes and groups kept whole)."""
+    parts = []
+    depth = 0
+    start = i = 0
+    n = len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            i += 1
+            if source[i:i + 1] == "^":
+                i += 1
+            if source[i:i + 1] == "]":
+                i += 1      # (a "]" first in a class is one of its characters)
+            while i < n and source[i] != "]":
+                i += 2 if source[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(source[start:i])
+            start = i + 1
+        i += 1
+    parts.append(source[start:])
+    return tuple(parts)
+
+
+#: Flags written at the start of a pattern, "(?i)".
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+
+
+def _flags_of(letters: str) -> int:
+    flags = 0
+    for letter in letters:
+        flags |= {"a": re.A, "i": re.I, "L": re.L, "m": re.M, "s": re.S, "u": re.U,
+                  "x": re.X}[letter]
+    return flags
+
+
+#: Merged source -> (the source it was merged from, flags): what any_of() made.
+MERGED: dict[str, tuple[str, int]] = {}
+
+
+def any_of(source: str, flags: int = 0) -> re.Pattern[str]:
+    """A pattern that finds a match exactly where ``re.compile(source, flags)`` does, its
+    top-level alternatives merged (for patterns whose callers read only whether there is
+    a match). From the compiled-regex cache, merged source included, when it is there."""
+    m = _GLOBAL_FLAGS.match(source)
+    body, flags = (source[m.end():], flags | _flags_of(m.group(1))) if m else (source, flags)
+    if flags & re.VERBOSE:
+        return rxcache.compile(source, flags)   # (blanks are not literal: not merged)
+
+    def derive() -> str:
+        return merge_alternatives(split_alternatives(body))
+    compiled = rxcache.compile(source, flags, derive=derive, tag=MERGE_TAG)
+    MERGED[compiled.pattern] = (source, flags)
+    return compiled

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce import analyze, evidence
-from hurricane.bounce.alternation import _cut, merge_alternatives, top_level_bar
+from hurricane.bounce.alternation import (
+    MERGED,
+    _cut,
+    merge_alternatives,
+    split_alternatives,
+    top_level_bar,
+)
 from hurricane.bounce.classify import default_classifier, normalise_text
 from hurricane.bounce.evidence import _PHRASES, _PREFIXED, STAGE_TEXT_LIMIT, Stage
 
@@ -92,6 +98,24 @@ class MergeTests(SynchronousTestCase):
             got = re.compile(merge_alternatives(tuple(parts)))
         for t in texts + ["".join(texts)]:
             self.assertEqual(got.search(t) is None, want.search(t) is None, (parts, t))
+
+    def test_module_patterns(self) -> None:
+        """The analyzer's merged module patterns (any_of) against their sources."""
+        self.assertGreaterEqual(len(MERGED), 8)
+        texts = _examples()
+        for merged, (source, flags) in MERGED.items():
+            parts = split_alternatives(source.removeprefix("(?i)"))
+            words = [lit for part in parts for lit, _rest in _cut(part) if lit]
+            want, got = re.compile(source, flags), re.compile(merged, flags)
+            for t in texts + words + [w.upper() + " x" for w in words] + \
+                    ["x " + w[:-1] for w in words] + ["Warning: message delayed", "(DELAY)"]:
+                self.assertEqual(got.search(t) is None, want.search(t) is None, (source, t))
+
+    def test_split(self) -> None:
+        self.assertEqual(split_alternatives(r"a|b(c|d)|[|]|\||e"),
+                         ("a", "b(c|d)", "[|]", r"\|", "e"))
+        self.assertEqual(split_alternatives("[]|]|x"), ("[]|]", "x"))
+        self.assertEqual(split_alternatives("abc"), ("abc",))
 
     def test_top_level_bar(self) -> None:
         for source, bar in (("a|b", True), ("(a|b)", False), (r"a\|b", False), ("[|]", False),
