@@ -46,3 +46,44 @@ class AnalyzeImportsTests(SynchronousTestCase):
                                   "hurricane.inbound", "hurricane.outbound", "hurricane.app"))]
         self.assertEqual(heavy, [])
         self.assertIn("hurricane.bounce.analyze", modules)
+
+
+CONSOLE_PROBE = """
+import contextlib, io, json, sys
+import hurricane.cli
+sys.argv = ["hurricane", "analyze", "--json", sys.argv[1]]
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = hurricane.cli.main()
+print(json.dumps([code, sorted(sys.modules), type(sys.modules["inspect"]).__name__,
+                  json.loads(out.getvalue())["category"]]))
+"""
+
+
+class ConsoleStartTests(SynchronousTestCase):
+    """``hurricane analyze`` run as a command: typing and inspect are not imported."""
+
+    def test_deferred(self) -> None:
+        with tempfile.NamedTemporaryFile(suffix=".eml", delete=False) as fp:
+            fp.write(DSN)
+        self.addCleanup(os.unlink, fp.name)
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        out = subprocess.run([sys.executable, "-c", CONSOLE_PROBE, fp.name], capture_output=True,
+                             text=True, timeout=120, check=True, env=env).stdout
+        code, modules, inspect_type, category = json.loads(out)
+        self.assertEqual((code, category), (0, "bounce"))
+        self.assertNotIn("typing", modules)
+        self.assertNotIn("ast", modules)
+        self.assertEqual(inspect_type, "_DeferredModule")
+
+    def test_deferred_module_loads_on_use(self) -> None:
+        """A deferred module is the real one as soon as anything reads from it."""
+        from hurricane import cli
+        import json.tool  # noqa: F401  (a module to defer again)
+        saved = sys.modules.pop("json.tool")
+        self.addCleanup(sys.modules.__setitem__, "json.tool", saved)
+        cli._defer_import("json.tool")
+        stub = sys.modules["json.tool"]
+        self.assertIsInstance(stub, cli._DeferredModule)
+        self.assertTrue(callable(stub.main))     # loads it
+        self.assertIsNot(sys.modules["json.tool"], stub)
+        self.assertTrue(callable(stub.main))     # and keeps answering
