@@ -77,8 +77,9 @@ class ConsoleStartTests(SynchronousTestCase):
 
     def test_deferred_module_loads_on_use(self) -> None:
         """A deferred module is the real one as soon as anything reads from it."""
-        from hurricane import cli
         import json.tool  # noqa: F401  (a module to defer again)
+
+        from hurricane import cli
         saved = sys.modules.pop("json.tool")
         self.addCleanup(sys.modules.__setitem__, "json.tool", saved)
         cli._defer_import("json.tool")
