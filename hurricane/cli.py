@@ -671,14 +671,18 @@ class _DeferredModule(types.ModuleType):
         return getattr(real, name)
 
 
-def _defer_import(name: str) -> None:
-    """Import module ``name`` only when something reads one of its attributes.
+#: Modules that ``hurricane analyze`` imports without using them, imported when
+#: something reads from them (see _defer_import): dataclasses imports inspect
+#: (and with it ast, dis, tokenize, linecache: ~7 ms, a tenth of the command's
+#: start-up) for one call the analyzer's classes never make (a signature for a
+#: class without a docstring); email.utils, which flufl.bounce's reading
+#: imports, imports socket, random, datetime and calendar (~5 ms) for writing
+#: messages (Message-IDs, dates), never for parsing them.
+_ANALYZE_DEFERS = ("inspect", "socket", "random", "datetime", "calendar")
 
-    ``hurricane analyze`` imports dataclasses, which imports inspect (and with it
-    ast, dis, tokenize, linecache: ~7 ms, a tenth of the command's start-up)
-    for one call the analyzer's classes never make (a signature for a class
-    without a docstring): the analyze command's process defers it.
-    """
+
+def _defer_import(name: str) -> None:
+    """Import module ``name`` only when something reads one of its attributes."""
     if name not in sys.modules:
         sys.modules[name] = _DeferredModule(name)
 
@@ -694,7 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # a process of its own: every regex it compiles comes from the cache
             from hurricane.bounce import rxcache
             rxcache.install()
-            _defer_import("inspect")
+            for name in _ANALYZE_DEFERS:
+                _defer_import(name)
         from hurricane.bounce import cli as bounce_cli
         return bounce_cli.main(args_list)
     parser = build_parser()
