@@ -51,6 +51,7 @@ class AnalyzeImportsTests(SynchronousTestCase):
 CONSOLE_PROBE = """
 import contextlib, io, json, sys
 import hurricane.cli
+hurricane.cli._exit_now = lambda code: None     # (this probe prints after main())
 sys.argv = ["hurricane", "analyze", "--json", sys.argv[1]]
 with contextlib.redirect_stdout(io.StringIO()) as out:
     code = hurricane.cli.main()
@@ -89,3 +90,20 @@ class ConsoleStartTests(SynchronousTestCase):
         self.assertTrue(callable(stub.main))     # loads it
         self.assertIsNot(sys.modules["json.tool"], stub)
         self.assertTrue(callable(stub.main))     # and keeps answering
+
+    def test_command_output_and_status(self) -> None:
+        """Run as a command (python -m hurricane.cli), which ends without Python's
+        finalization: every line is out, and the exit status is the command's."""
+        with tempfile.NamedTemporaryFile(suffix=".eml", delete=False) as fp:
+            fp.write(DSN)
+        self.addCleanup(os.unlink, fp.name)
+        cmd = [sys.executable, "-m", "hurricane.cli", "analyze", "--json"]
+        p = subprocess.run(cmd + [fp.name] * 300, capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertEqual(len(lines), 300)
+        self.assertEqual({json.loads(line)["category"] for line in lines}, {"bounce"})
+        p = subprocess.run(cmd + [fp.name, fp.name + ".missing"], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual((p.returncode, len(p.stdout.splitlines())), (1, 1))
+        self.assertIn("No such file", p.stderr)
