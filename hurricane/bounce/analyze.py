@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from hurricane.bounce import mime, rxcache
 from hurricane.bounce.alternation import any_of
 from hurricane.bounce.classify import (
+    MAX_TEXT,
     ReplyClassifier,
     default_classifier,
     extract_codes,
@@ -471,7 +472,10 @@ def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status:
                                              stage_searched=stage_source == "none")
     c = code
     if c is None:
-        c, _ = extract_codes(text)
+        if len(text) <= MAX_TEXT and type(ctx.classifier) is ReplyClassifier:
+            c = rc.code     # (what the classifier read from this very text: the same)
+        else:
+            c, _ = extract_codes(text)
     st, inferred, rsn, hard, rule = rc.status, rc.status_inferred, rc.reason, rc.hard, rc.rule
     decided_by, runner, runner_rule = rc.decided_by, rc.runner_up, rc.runner_up_rule
     if reason is not None:

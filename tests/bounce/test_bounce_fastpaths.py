@@ -193,3 +193,21 @@ class FamilyTests(SynchronousTestCase):
                      "x" * 1990 + "mail delivery agent at messagelabs.com", ""):
             want = "messagelabs" if analyze._FAMILIES[0][2].search(note, 0, 2000) else None
             self.assertEqual(analyze._family(None, "", note), want, note)  # type: ignore[arg-type]
+
+
+class ResultCodeTests(SynchronousTestCase):
+    """A result's reply code, taken from the classifier's reading, is the text's first."""
+
+    @SETTINGS
+    @given(st.lists(st.sampled_from(["550", "250", "5.1.1", "4.2.2", "452-", "2.0.0", " ",
+                                     "x", "user unknown", "#550", "550%", "1.550", "\n",
+                                     "554 ", "5.7.1 "]), max_size=10))
+    def test_same_code(self, pieces: list[str]) -> None:
+        from hurricane.bounce import mime
+        from hurricane.bounce.classify import extract_codes
+        ctx = analyze._Ctx(mime.Part([], b"", 0), 1e9, analyze.AnalysisLimits(),
+                           default_classifier(), None)
+        t = "".join(pieces)
+        for text in (t, "x" * 9000 + t):
+            self.assertEqual(analyze._result(ctx, "a@b.example", text, source="heuristic").code,
+                             extract_codes(text)[0], text)
