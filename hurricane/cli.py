@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import getpass
 import importlib
 import json
 import os
@@ -500,6 +499,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     if args.stdin:
         secret = sys.stdin.readline().rstrip("\n")
     else:
+        import getpass  # (here: termios and the rest are of no use to other commands)
         secret = getpass.getpass("password: ")
         if getpass.getpass("again: ") != secret:
             raise CommandError("the two entries differ", EXIT_USAGE)
