@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -135,12 +134,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     status = 0
     out = sys.stdout
-    # What is loaded now (modules, rules) lives as long as the process: the
-    # collector need not walk it again at each full collection, nor at exit.
-    # An analysis leaves few reference cycles behind: a young collection every
-    # 50,000 allocations rather than 700 keeps the memory bounded all the same.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
     # (one encoder for every line: json.dumps builds one per call; no circular
     # reference check, which a prediction, plain dicts and lists, cannot need)
     encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
