@@ -10,13 +10,16 @@ character, and goes deeper only where the text follows a prefix.
 
 The merged regex matches at a position exactly where one of the alternatives
 does (a union of the same regexes, each cut at a literal prefix: ``ab(?:X)``
-for ``abX``; no capture group is added and none of the rule patterns uses a
-back reference), so *whether* it finds a match is the same; *which* match it
-returns may differ (the classifier never reads it). An alternative is cut
-only where that is plainly safe: its leading letters, digits and blanks,
-stopping before a character a quantifier applies to, then a leading group of
-plain words (``(?:user|mailbox) ...``) written out once per word; anything
-else (a class, an escape, a look-around, a top-level "|") stays whole.
+for ``abX``; no capture group is added), so *whether* it finds a match is
+the same; *which* match it returns may differ (the callers never read it).
+An alternative is cut only where that is plainly safe: its leading letters,
+digits and blanks, stopping before a character a quantifier applies to, then
+a leading group of plain words (``(?:user|mailbox) ...``) written out once
+per word; anything else (a class, an escape, a look-around, a top-level "|")
+stays whole. A list is left joined, unmerged, when the merge could change
+what it means: a back reference, a named group or a conditional (the merge
+reorders and copies groups), or a group or class that one alternative opens
+and another closes.
 """
 
 from __future__ import annotations
