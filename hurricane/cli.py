@@ -688,21 +688,6 @@ def _defer_import(name: str) -> None:
         sys.modules[name] = _DeferredModule(name)
 
 
-def _exit_now(code: int) -> None:
-    """End the ``hurricane analyze`` process once its output is out, without Python's
-    finalization (~3 ms of module teardown and a last collection, of no use to a
-    command that has written everything): the compiled-regex cache is saved and the
-    streams flushed first. Returns (normal exit) if a stream cannot be flushed."""
-    from hurricane.bounce import rxcache
-    rxcache.save()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return
-    os._exit(code)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hurricane`` command."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -711,9 +696,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and is often run on a few files, where start-up is most of the time:
         # go straight to it, without building every subcommand's parser.
         if argv is None:
-            # a process of its own: every regex it compiles comes from the cache
-            from hurricane.bounce import rxcache
-            rxcache.install()
             for name in _ANALYZE_DEFERS:
                 _defer_import(name)
         from hurricane.bounce import cli as bounce_cli
@@ -725,8 +707,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.freeze()
             gc.set_threshold(50_000, 20, 20)
         status = bounce_cli.main(args_list)
-        if argv is None:
-            _exit_now(status)
         return status
     parser = build_parser()
     args = parser.parse_args(args_list)

@@ -912,11 +912,7 @@ def _packaged_doc(data: bytes) -> dict[str, Any] | None:
     """rules.toml parsed, from rules_parsed.json when that was made from these very bytes
     (a stale or missing file costs the TOML parse, never a different rule)."""
     import json
-    try:
-        # (CPython's own sha256, without the ~2 ms of loading OpenSSL that hashlib costs)
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:     # pragma: no cover - another Python
-        from hashlib import sha256
+    from hashlib import sha256
     try:
         with open(os.path.join(os.path.dirname(__file__), _PARSED_FILE), "rb") as fp:
             raw = json.loads(fp.read())

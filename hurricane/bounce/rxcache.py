@@ -19,6 +19,10 @@ unexpected (a missing, unreadable, stale or damaged file, a Python whose
 at exit, like bytecode: never when ``sys.dont_write_bytecode`` is set
 (``PYTHONDONTWRITEBYTECODE``), silently not when the directory is not
 writable.
+
+It uses the internals of CPython's ``re`` (``re._parser``, ``re._compiler``
+and ``_sre.compile``, as in CPython 3.11): only for the analyzer's own
+patterns, and a Python whose internals differ simply compiles as usual.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from collections.abc import Callable
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
-    from typing import Any, AnyStr
+    from typing import AnyStr
 
-__all__ = ["compile", "save", "cache_path", "install"]
+__all__ = ["compile", "save", "cache_path"]
 
 try:
     import _sre  # type: ignore[import-not-found]
@@ -45,8 +49,6 @@ try:
     #: The build whose programs the file holds: a program is valid for this engine only.
     _KEY: tuple[object, ...] | None = (sys.version, sys.implementation.cache_tag,
                                        _sre.MAGIC, _sre.CODESIZE)
-    #: re's own compiler (install() puts compile_any in its place).
-    _re_compile: Callable[[Any, int], re.Pattern[Any]] = _rc.compile
 except (ImportError, AttributeError):  # pragma: no cover - another Python
     _KEY = None
 
@@ -104,7 +106,7 @@ def _build(pattern: AnyStr, flags: int) -> tuple[re.Pattern[AnyStr], tuple[objec
     except re.error:
         raise
     except Exception:  # pragma: no cover - re internals differ: no caching
-        return _re_compile(pattern, flags), None
+        return re.compile(pattern, flags), None
     return compiled, args
 
 
@@ -123,7 +125,7 @@ def compile(pattern: AnyStr, flags: int = 0, *,  # noqa: A001
     if _KEY is None:
         return re.compile(pattern, flags)  # pragma: no cover - another Python
     if flags & re.DEBUG:
-        return _re_compile(pattern, flags)   # (prints the program: nothing to cache)
+        return re.compile(pattern, flags)   # (prints the program: nothing to cache)
     table = _table
     if table is None:
         with _lock:
@@ -153,27 +155,6 @@ def compile(pattern: AnyStr, flags: int = 0, *,  # noqa: A001
             _atexit = True
             atexit.register(save)
     return compiled
-
-
-def _compile_any(p: Any, flags: int = 0) -> re.Pattern[Any]:
-    """``re._compiler.compile`` through the cache (a parsed pattern goes to re's own)."""
-    if isinstance(p, (str, bytes)):
-        return compile(p, flags)
-    return _re_compile(p, flags)
-
-
-def install() -> None:
-    """Let every pattern this process compiles, not only the analyzer's, come from the
-    cache: the standard library's and flufl.bounce's modules compile ~190 at import
-    (email, argparse, json...), ~5 % of a ``hurricane analyze`` run over the corpora.
-
-    For a short-lived command only (``hurricane analyze``): it replaces the
-    compiler behind ``re.compile`` (re's private ``_compiler.compile``, which
-    re calls once per pattern, behind its own cache) for the whole process.
-    The patterns are the same ones (equal to what re would make).
-    """
-    if _KEY is not None and _rc.compile is _re_compile:
-        _rc.compile = _compile_any
 
 
 def save(path: str | None = None) -> bool:

@@ -85,21 +85,6 @@ class CacheTests(SynchronousTestCase):
         # the plain pattern is another entry
         self.assertEqual(rxcache.compile("(?:ab+c)"), re.compile("(?:ab+c)"))
 
-    def test_install(self) -> None:
-        """Installed, re.compile's new patterns go through the cache, and are the same."""
-        from re import _compiler  # type: ignore[attr-defined]
-        self.patch(_compiler, "compile", rxcache._re_compile)
-        rxcache.install()
-        self.assertIsNot(_compiler.compile, rxcache._re_compile)
-        for pattern, flags in SAMPLES + [("x(?P<n>y)z+ unique to test_install", re.I)]:
-            re.purge()
-            got = re.compile(pattern, flags)
-            self.assertEqual(got, rxcache._re_compile(pattern, int(flags)))
-        self.assertIn(("x(?P<n>y)z+ unique to test_install", int(re.I)), rxcache._new)
-        re.purge()
-        self.assertEqual(re.compile(r"a+b"), rxcache._re_compile(r"a+b", 0))
-        self.assertRaises(re.error, re.compile, "(unclosed")
-
     def test_bad_pattern(self) -> None:
         """A bad regex raises re.error, as re.compile does."""
         self.assertRaises(re.error, rxcache.compile, "(unclosed")
