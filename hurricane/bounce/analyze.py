@@ -15,16 +15,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
-from hurricane.bounce import mime
+from hurricane.bounce import mime, rxcache
+from hurricane.bounce.alternation import any_of
 from hurricane.bounce.classify import (
+    MAX_TEXT,
     ReplyClassifier,
     default_classifier,
     extract_codes,
 )
 from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_stage
 from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
 
@@ -72,12 +77,12 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # "550 'a@b' is not ..."), not the local part "'a".
 _LOCAL_FIRST = r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]"
 ADDR = _LOCAL_FIRST + _LOCAL + r"{0,63}@" + _LABEL + r"(?:\." + _LABEL + r"){1,126}"
-_ADDR_RE = re.compile(ADDR)
+_ADDR_RE = rxcache.compile(ADDR)
 # An "@" that some address uses: a local-part character before it and a domain
 # after it (a first label, a dot and the start of a second: exactly when the
 # domain part of ADDR can match). One attempt per "@", each bounded by the
 # label length (61), so a search over any text is linear.
-_ADDR_AT = re.compile(_LOCAL + "@(?=" + _LABEL + r"\.[A-Za-z0-9])")
+_ADDR_AT = rxcache.compile(_LOCAL + "@(?=" + _LABEL + r"\.[A-Za-z0-9])")
 
 
 def _iter_addrs(text: str) -> Iterator[re.Match[str]]:
@@ -126,7 +131,7 @@ def _find_addrs(text: str) -> list[str]:
 # only end where the run of token characters ends (nothing after it may be a
 # token character), so the group is that whole run; it must hold an "@" with a
 # character on each side, which _tokens() checks. Possessive runs: linear.
-_TOKEN_LINE = re.compile(rb"[ \t>]*+X-Hurricane-Token:[ \t]*+<?([^\s<>]++)>?[ \t]*+$", re.I)
+_TOKEN_LINE = rxcache.compile(rb"[ \t>]*+X-Hurricane-Token:[ \t]*+<?([^\s<>]++)>?[ \t]*+$", re.I)
 #: A VERP address is a local part (64) and a domain (255): longer is not a token.
 _MAX_TOKEN = 320
 #: Distinct tokens kept per message (each is verified later: bounded work).
@@ -160,11 +165,12 @@ def _tokens(data: bytes, low: bytes | None = None) -> Iterator[str]:
 # Patterns that start with "\n" instead of "(?m)^" run on _nl(text), the text with a
 # newline in front: the same matches at the same offsets, but the regex engine
 # skips to each newline quickly instead of trying the pattern at every character.
-_MSGID_RE = re.compile(r"(?i)\n[ \t>]*Message-I[dD]:[ \t]*<?([^\s<>]+)>?")
+_MSGID_RE = rxcache.compile(r"(?i)\n[ \t>]*Message-I[dD]:[ \t]*<?([^\s<>]+)>?")
 
-_SYSTEM_LOCAL = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|"
-                           r"root|daemon|"
-                           r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
+_SYSTEM_LOCAL = rxcache.compile(
+    r"^(?:mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|"
+    r"root|daemon|"
+    r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
 
 
 def _addr(value: str | None) -> str:
@@ -184,8 +190,8 @@ def _addr(value: str | None) -> str:
 # A DSN field that is one address with a quoted local part (RFC 5321 4.1.2:
 # Quoted-string "@" domain), e.g. '"john doe"@example.com'; the unquoted form of
 # ADDR cannot read it. Anchored and bounded: linear.
-_QUOTED_ADDR = re.compile(r'<?("[^"\\\r\n]{1,62}"@' + _LABEL + r"(?:\." + _LABEL
-                          + r"){1,126})>?$")
+_QUOTED_ADDR = rxcache.compile(r'<?("[^"\\\r\n]{1,62}"@' + _LABEL + r"(?:\." + _LABEL
+                               + r"){1,126})>?$")
 
 
 def _quoted_addr(value: str) -> str:
@@ -203,7 +209,7 @@ def _quoted_addr(value: str) -> str:
 # may be UTF-8 (RFC 6533 "utf-8;" addresses), which the running-text pattern would
 # cut to its ASCII tail. Anchored, one attempt, bounded runs: linear.
 _FIELD_CHAR = r"[^\s<>@\"(),;:\\\[\]]"
-_FIELD_ADDR = re.compile(r"<?(" + _FIELD_CHAR + r"{1,64}+@(?:" + _FIELD_CHAR
+_FIELD_ADDR = rxcache.compile(r"<?(" + _FIELD_CHAR + r"{1,64}+@(?:" + _FIELD_CHAR
                          + r"{1,255}+|\[[0-9.]{7,15}\]))>?(?=[\s(;,]|$)")
 
 
@@ -250,11 +256,14 @@ _MAX_RECIPIENTS = 500
 _MAX_FIELDS = 20_000
 
 
+_BLANK_LINE = rxcache.compile(r"\n[ \t]*\n")
+
+
 def _field_blocks(text: str) -> list[list[tuple[str, str]]]:
     """The blank-line separated field blocks of a report part (``_MAX_FIELDS`` in all)."""
     blocks = []
     left = _MAX_FIELDS
-    for chunk in re.split(r"\n[ \t]*\n", text.replace("\r", "")):
+    for chunk in _BLANK_LINE.split(text.replace("\r", "")):
         if chunk.strip():
             h = mime.parse_headers(chunk.strip("\n"), max_fields=left)
             if h:
@@ -296,20 +305,20 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
 # ---------------------------------------------------------------------------
 # Auto-replies (RFC 3834)
 
-_AUTO_SUBJECT = re.compile(
+_AUTO_SUBJECT = rxcache.compile(
     r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|out of (?:the )?office|away from|"
     r"abwesenheit|absence|on vacation|vacation|autoreply|auto:|r[ée]ponse automatique|away until|"
     r"respuesta autom|risposta automatica|自動応答|自動返信|不在)", re.I)
-_BOUNCE_SUBJECT = re.compile(
+_BOUNCE_SUBJECT = any_of(
     r"(?:undeliver|undelivered|deliver(?:y|ed) (?:status|fail|notif|report|problem)|returned mail|"
     r"mail delivery|failure notice|delivery failure|non[- ]?deliver|could not be delivered|"
     r"mail system error|returned to sender|nicht zustellbar|unzustellbar|rejected|bounce|"
     r"warning: could not|delayed mail|delivery (?:has )?failed|error sending|message not delivered|"
     r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable)",
     re.I)
-_BOUNCE_FROM = re.compile(r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
-                          r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange",
-                          re.I)
+_BOUNCE_FROM = any_of(
+    r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
+    r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange", re.I)
 
 
 # ---------------------------------------------------------------------------
@@ -320,7 +329,7 @@ _BOUNCE_FROM = re.compile(r"mailer-daemon|postmaster|mail delivery|mail-daemon|m
 # quote mark or a dash can never let a phrase start, as each starts with a
 # letter), without the backtracking that made this regex cost ~80 us per note.
 # The first look-ahead lets a line that can start none of it go after one test.
-_ORIGINAL_MARK = re.compile(
+_ORIGINAL_MARK = rxcache.compile(
     r"(?im)\n(?=[ \t>|=_*otcburhmsi-])"
     r"[ \t>|]*+(?>-{2,}|={2,}|_{2,}|\*{2,})?+[ \t]*+(?=[otcburhmsi])(?:"
     r"original message|(?:this is a )?copy of (?:the|your) (?:original )?message|"
@@ -337,45 +346,46 @@ _ORIGINAL_MARK = re.compile(
     r"message text follows|the first \d+ lines|received message follows|original text follows|"
     r"content-type: message/rfc822|begin forwarded message)"
 )
-_HEADER_START = re.compile(r"\n(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |"
-                           r"X-Hurricane-Token: )")
+_HEADER_START = rxcache.compile(r"\n(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |"
+                                r"X-Hurricane-Token: )")
 # (?=...): the names' first letters, so that a line that cannot start one is
 # left after one test (a text of blank lines costs one step per line).
-_QUOTED_HEADER = re.compile(r"(?im)\n[ \t>]*+(?=[ftcrsmixdoe])"
-                            r"(?:from|to|cc|reply-to|sender|return-path|message-id|"
-                            r"in-reply-to|references|"
-                            r"x-original-to|delivered-to|date|subject|x-hurricane-token|received|dkim-signature|"
-                            r"x-postfix-sender|original-mail-from|errors-to):.*$")
+_QUOTED_HEADER = rxcache.compile(r"(?im)\n[ \t>]*+(?=[ftcrsmixdoe])"
+                                 r"(?:from|to|cc|reply-to|sender|return-path|message-id|"
+                                 r"in-reply-to|references|"
+                                 r"x-original-to|delivered-to|date|subject|x-hurricane-token|received|dkim-signature|"
+                                 r"x-postfix-sender|original-mail-from|errors-to):.*$")
 # (?<![\d.])[245]\d\d(?![\d.]) or (?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.]), written to start
 # with a character class (the look-behind after it) so that searches skip ahead fast
-_CODEISH = re.compile(r"[245](?<![\d.].)(?:\d\d(?![\d.])|\.\d{1,3}\.\d{1,3}(?![\d.]))")
+_CODEISH = rxcache.compile(r"[245](?<![\d.].)(?:\d\d(?![\d.])|\.\d{1,3}\.\d{1,3}(?![\d.]))")
 # Line-breaking tags become line breaks. A tag runs to the first ">" after it;
 # a start after the text's last ">" can never match, so the substitution runs
 # on the text up to that ">" only: otherwise each such start would read to the
 # end of the text again ("<p<p<p...": quadratic; 262 KB of "<" took 68 s).
 # (with the line break after it in the source, if any: HTML's own line breaks are
 # white space, and "line<br>\n" is one line break, not a blank line between lines)
-_HTML_TAG = re.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*+\n)?",
+_HTML_TAG = rxcache.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*+\n)?",
                        re.I)
 # Script and style elements, removed whole: r"(?is)<(script|style)\b.*?</\1>" before,
 # which read to the end of the text from each start that has no end tag after
 # it; _strip_scripts finds the same matches with bounded reads.
 _SCRIPT_STARTS = {
-    frozenset(): re.compile(r"<(script|style)\b", re.I),
-    frozenset({"script"}): re.compile(r"<(style)\b", re.I),
-    frozenset({"style"}): re.compile(r"<(script)\b", re.I),
+    frozenset(): rxcache.compile(r"<(script|style)\b", re.I),
+    frozenset({"script"}): rxcache.compile(r"<(style)\b", re.I),
+    frozenset({"style"}): rxcache.compile(r"<(script)\b", re.I),
 }
-_SCRIPT_ENDS = {"script": re.compile(r"</script>", re.I), "style": re.compile(r"</style>", re.I)}
+_SCRIPT_ENDS = {"script": rxcache.compile(r"</script>", re.I),
+                "style": rxcache.compile(r"</style>", re.I)}
 # Any other tag: "<" up to the first ">", unless an "@" comes first (an
 # address in angle brackets is text). Its failing starts each read to the next
 # "@" or the end; _html_to_text runs it only where every start succeeds, or,
 # in a text of many "@", uses _ANY_TAG_SPLIT, whose second alternative
 # consumes (and keeps, as the split's group) what a failing start reads, so
 # that no character is read twice; the first alternative, a tag, is dropped.
-_ANY_TAG = re.compile(r"<[^>@]*>")
+_ANY_TAG = rxcache.compile(r"<[^>@]*>")
 # An anchor's start and end tags (bounded: each start reads 1000 characters at most)
-_HTML_LINK = re.compile(r"<a\s[^<>]{0,1000}>|</a\s*>", re.I)
-_ANY_TAG_SPLIT = re.compile(r"<[^>@]*+>|(<[^>@]*+(?:@|\Z))")
+_HTML_LINK = rxcache.compile(r"<a\s[^<>]{0,1000}>|</a\s*>", re.I)
+_ANY_TAG_SPLIT = rxcache.compile(r"<[^>@]*+>|(<[^>@]*+(?:@|\Z))")
 
 
 def _strip_scripts(t: str) -> str:
@@ -436,7 +446,7 @@ def _html_to_text(html: str) -> str:
     return _h.unescape(t)
 
 
-_ERRORISH = re.compile(
+_ERRORISH = any_of(
     r"(?i)unknown|no such|not exist|invalid|rejected|refused|denied|full|quota|fail|error|"
     r"undeliver|"
     r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|"
@@ -449,7 +459,7 @@ _ERRORISH = re.compile(
 # _ERRORISH for ASCII text, lower-cased: the same answer (no kana or kanji to find;
 # \b[45] written as [45] then a look-behind), but case-sensitive and starting with
 # literals, which the regex engine searches for much faster.
-_ERRORISH_ASCII = re.compile(
+_ERRORISH_ASCII = any_of(
     r"unknown|no such|not exist|invalid|rejected|refused|denied|full|quota|fail|error|undeliver|"
     r"unable|could not|couldn.t|cannot|can.t|not found|blocked|expired|timed? ?out|disabled|"
     r"suspended|said:|"
@@ -516,7 +526,10 @@ def _result(ctx: _Ctx, rcpt: str, text: str, *, code: str | None = None, status:
                                              stage_searched=stage_source == "none")
     c = code
     if c is None:
-        c, _ = extract_codes(text)
+        if len(text) <= MAX_TEXT and type(ctx.classifier) is ReplyClassifier:
+            c = rc.code     # (what the classifier read from this very text: the same)
+        else:
+            c, _ = extract_codes(text)
     st, inferred, rsn, hard, rule = rc.status, rc.status_inferred, rc.reason, rc.hard, rc.rule
     decided_by, runner, runner_rule = rc.decided_by, rc.runner_up, rc.runner_up_rule
     if reason is not None:
@@ -620,11 +633,11 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
 
 # A text part that starts with delivery-status fields (RFC 3464 2.2): the per-message
 # fields, then the per-recipient ones.
-_DSN_HEAD = re.compile(rb"(?im)^(?:reporting-mta|final-recipient|original-recipient):")
+_DSN_HEAD = rxcache.compile(rb"(?im)^(?:reporting-mta|final-recipient|original-recipient):")
 _DSN_HEAD_BYTES = 2048
 
 
-_FIELD_START = re.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}:|>|\Z")
+_FIELD_START = rxcache.compile(rb"[A-Za-z][A-Za-z0-9-]{0,60}:|>|\Z")
 
 
 def _mislabelled_text(p: mime.Part) -> bool:
@@ -729,7 +742,7 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 act = ("failed" if act in ("failure", "fail", "")
                        else "delayed" if "delay" in act else "failed")
             raw_status = d.get("status", "").strip()
-            m = re.match(r"([245])\.(\d{1,3})\.(\d{1,3})", raw_status)
+            m = _DSN_STATUS.match(raw_status)
             status = "%s.%d.%d" % (m.group(1), int(m.group(2)), int(m.group(3))) if m else None
             diag = _strip_type(d.get("diagnostic-code", ""))
             code, dstatus = extract_codes(diag)
@@ -773,9 +786,10 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
     return results
 
 
-_STATUS_COMMENT = re.compile(r"\s*[245]\.\d{1,3}\.\d{1,3}\s*\(([^()]{3,120})\)")
-_SUSPEND_COMMENT = re.compile(r"(?i)mailbox disabled")
-_EZWEB_HEADLINE = re.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
+_DSN_STATUS = rxcache.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+_STATUS_COMMENT = rxcache.compile(r"\s*[245]\.\d{1,3}\.\d{1,3}\s*\(([^()]{3,120})\)")
+_SUSPEND_COMMENT = rxcache.compile(r"(?i)mailbox disabled")
+_EZWEB_HEADLINE = rxcache.compile(r"(?im)^the user\(s\) account is [^\n]{1,80}$")
 
 
 def _stage_for(text: str, note: str, rcpt: str, near_max: int = 1500,
@@ -807,9 +821,9 @@ def _diag_type(value: str) -> str | None:
     return None
 
 
-_RELAYED_STATUS = re.compile(
+_RELAYED_STATUS = rxcache.compile(
     r"[245]\.\d{1,3}\.\d{1,3} - [^'\n]{0,60}?([245]\d\d[ -]'?[245]\.\d{1,3}\.\d{1,3}.*)", re.S)
-_OTHER_RCPT_LINE = re.compile(r"(?m)^[ \t]*<?" + ADDR + r">?:[ \t]")
+_OTHER_RCPT_LINE = rxcache.compile(r"(?m)^[ \t]*<?" + ADDR + r">?:[ \t]")
 
 
 #: Characters of notification text that _NoteIndex.first reads with str.find, per
@@ -925,6 +939,9 @@ def _first(items: object) -> list[Any]:
     return items[:_MAX_RECIPIENTS] if isinstance(items, list) else []
 
 
+_SNS_WRAPS = (rxcache.compile(r"\n(?! )"), rxcache.compile(r"\n ?"))
+
+
 def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
     i = text.find('{"notificationType"')
     if i < 0:
@@ -934,9 +951,9 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
     blob = text[i:i + 256 * 1024]
     data = None
     # SNS mail wraps the one-line JSON; continuation lines may start with a space
-    for pat in (r"\n(?! )", r"\n ?"):
+    for pat in _SNS_WRAPS:
         try:
-            data, _ = json.JSONDecoder().raw_decode(re.sub(pat, "", blob))
+            data, _ = json.JSONDecoder().raw_decode(pat.sub("", blob))
             break
         except ValueError:
             continue
@@ -1023,14 +1040,14 @@ _CUT_CACHE = threading.local()
 # The blank runs are possessive (an address never starts with a blank), and
 # the look-behind keeps the window from ending inside an address's local
 # part ("contact bob@x" gave "b@x").
-_NOT_RCPT_CONTEXT = re.compile(
+_NOT_RCPT_CONTEXT = rxcache.compile(
     r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|please contact|"
     r"contact us at|send mail to|expanded from)[ \t:]*+"
     r"|for (?:further )?assistance(?:[^<\n]{0,39}?|[^<\n]{40}[ \t:]*+))"
     r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
-_NOT_RCPT_CONTEXT_LOW = re.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
+_NOT_RCPT_CONTEXT_LOW = rxcache.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
 _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at", "send mail to",
                    "assistance", "expanded from", "received at")
 
@@ -1082,6 +1099,9 @@ def _received_from(low: str) -> list[str]:
 _FREE_TEXT_CLASSIFIED = 64 * 1024
 
 
+_MSGID_LOCAL = rxcache.compile(r"[0-9a-f.$-]{16,}$")
+
+
 def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     region = _cut_original(note)
     ctx.check()
@@ -1127,7 +1147,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         # skip message-id-like tokens
         before = scan[max(0, m.start() - 1):m.start()]
         if (before == "<" and scan[m.end():m.end() + 1] == ">"
-                and re.match(r"[0-9a-f.$-]{16,}$", local)):
+                and _MSGID_LOCAL.match(local)):
             continue
         seen.add(a)
         found.append((m.start(), a))
@@ -1318,7 +1338,7 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
 
 # A subject that says the message passes another one on: a forward, or Mailman's
 # notice to the list owner of a bounce it could not read.
-_PASSED_ON = re.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i) ?:|uncaught bounce notification")
+_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i) ?:|uncaught bounce notification")
 #: Reports forwarded inside reports read at most (a person forwarding a forward).
 _MAX_FORWARDS = 2
 
@@ -1353,9 +1373,9 @@ def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
 
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,
 # Thunderbird, Apple Mail), quoted or not. Possessive runs on one line: linear.
-_FORWARD_MARK = re.compile(r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
+_FORWARD_MARK = rxcache.compile(r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
                            r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
-_FIELD_LINE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
+_FIELD_LINE = rxcache.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
 
 
 def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
@@ -1546,8 +1566,8 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
     return results
 
 
-_UNSUBSCRIBE_REQUEST = re.compile(r"(?i)\bsent this (?:e-?mail|message) to unsubscribe\b")
-_UNSUBSCRIBE_REQUEST_LOW = re.compile(_UNSUBSCRIBE_REQUEST.pattern[len("(?i)"):])
+_UNSUBSCRIBE_REQUEST = rxcache.compile(r"(?i)\bsent this (?:e-?mail|message) to unsubscribe\b")
+_UNSUBSCRIBE_REQUEST_LOW = rxcache.compile(_UNSUBSCRIBE_REQUEST.pattern[len("(?i)"):])
 
 
 def _unsubscribe_request(text: str) -> bool:
@@ -1559,12 +1579,12 @@ def _unsubscribe_request(text: str) -> bool:
     # word, the long s and the Kelvin sign too, folds to that letter)
     return ("unsubscribe" in text.casefold()
             and _UNSUBSCRIBE_REQUEST.search(text) is not None)
-_INLINE_TO = re.compile(r"(?i)\n[ \t>]*To:[ \t]*+([^\n]*)")
-_INLINE_SENDER = re.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t]*+([^\n]*)")
-_QUOTED_DSN = re.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
-_DSN_FIELD = re.compile(r"(?i)\n(?:final|original)-recipient:")
-_QUOTE_PREFIX = re.compile(r"(?m)^>[ \t]?")
-_FML_RCPT = re.compile(r"<(" + ADDR + r")>")
+_INLINE_TO = rxcache.compile(r"(?i)\n[ \t>]*To:[ \t]*+([^\n]*)")
+_INLINE_SENDER = rxcache.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t]*+([^\n]*)")
+_QUOTED_DSN = rxcache.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
+_DSN_FIELD = rxcache.compile(r"(?i)\n(?:final|original)-recipient:")
+_QUOTE_PREFIX = rxcache.compile(r"(?m)^>[ \t]?")
+_FML_RCPT = rxcache.compile(r"<(" + ADDR + r")>")
 
 
 def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[RecipientResult]:
@@ -1582,16 +1602,33 @@ def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[Recipient
 # (rules.toml: `family = [...]`), recognised by the sender or the report's words.
 # (name, From: header pattern, notification pattern)
 _FAMILIES = (
-    ("messagelabs", re.compile(r"(?i)@messagelabs\.com"),
-     re.compile(r"(?i)mail delivery agent at (?:messagelabs\.com|symantec email security)")),
-    ("ezweb", re.compile(r"(?i)@ezweb\.ne\.jp\b"), None),
+    ("messagelabs", rxcache.compile(r"(?i)@messagelabs\.com"),
+     rxcache.compile(r"(?i)mail delivery agent at (?:messagelabs\.com|symantec email security)")),
+    ("ezweb", rxcache.compile(r"(?i)@ezweb\.ne\.jp\b"), None),
 )
 
 
+#: Words without which a family's notification pattern cannot match ASCII text (its
+#: lower-case form): a substring test skips the case-insensitive search, which is
+#: tried at every character.
+_FAMILY_NOTE_WORDS = {"messagelabs": "mail delivery agent at "}
+
+
 def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
+    head_low: str | None = None
     for name, from_rx, note_rx in _FAMILIES:
-        if from_rx.search(from_hdr or "") or (
-                note_rx is not None and note_rx.search(note, 0, 2000)):
+        if from_rx.search(from_hdr or ""):
+            return name
+        if note_rx is None:
+            continue
+        word = _FAMILY_NOTE_WORDS.get(name)
+        if word is not None:
+            if head_low is None:
+                head = note[:2000]
+                head_low = head.lower() if head.isascii() else ""   # "": search anyway
+            if head_low and word not in head_low:
+                continue
+        if note_rx.search(note, 0, 2000):
             return name
     return None
 
@@ -1600,18 +1637,18 @@ def _family(root: mime.Part, from_hdr: str, note: str) -> str | None:
 # note may well mention its "mailbox" ("limited access to my mailbox").
 # (searched in the lower-cased text: an IGNORECASE alternation is tried character by
 # character, ~0.5 ms on 20,000 characters; the lower-case one skips ahead)
-_UNDELIVERED = re.compile(r"could not be delivered|undeliverable|undelivered|"
-                          r"delivery (?:to the following|has failed|failed)|"
-                          r"permanent (?:error|failure)|not be delivered|returned to sender|"
-                          r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d|"
-                          # Exim's and qmail's fixed sentences, and "wasn't able to deliver"
-                          r"created automatically by mail delivery software|"
-                          r"(?:was not|wasn.t|were not|weren.t) able to deliver|"
-                          r"not yet been delivered|"
-                          r"error (?:has )?occurred while (?:attempting|trying) to deliver|"
-                          r"(?:could|can)(?:not|n.t) deliver|"
-                          # the reporters' own introductions (OpenSMTPD, Postfix)
-                          r"this is the mailer-daemon|this is the mail system at host")
+_UNDELIVERED = any_of(r"could not be delivered|undeliverable|undelivered|"
+                      r"delivery (?:to the following|has failed|failed)|"
+                      r"permanent (?:error|failure)|not be delivered|returned to sender|"
+                      r"unable to deliver|user unknown|\b[45]\d\d[ -][245]\.\d|"
+                      # Exim's and qmail's fixed sentences, and "wasn't able to deliver"
+                      r"created automatically by mail delivery software|"
+                      r"(?:was not|wasn.t|were not|weren.t) able to deliver|"
+                      r"not yet been delivered|"
+                      r"error (?:has )?occurred while (?:attempting|trying) to deliver|"
+                      r"(?:could|can)(?:not|n.t) deliver|"
+                      # the reporters' own introductions (OpenSMTPD, Postfix)
+                      r"this is the mailer-daemon|this is the mail system at host")
 
 
 def _says_undelivered(note: str) -> bool:
@@ -1625,19 +1662,19 @@ def _says_undelivered(note: str) -> bool:
 # Exim's "Warning: message X delayed 24 hours ... Delivery attempts will
 # continue", Sendmail's "Warning: could not send message for past 4 hours",
 # Exchange's "Delivery Status Notification (Delay)".
-_STILL_RETRYING = re.compile(
+_STILL_RETRYING = any_of(
     r"this is a warning message only|will be retried|delivery attempts will continue|"
     r"(?:will|shall) (?:continue|keep) (?:to )?try(?:ing)?|still (?:be )?trying|"
     r"no action is required on your part|will try (?:again|to deliver)|has not yet been delivered|"
     r"not been delivered yet|is still in the queue|will retry")
-_DELAY_SUBJECT = re.compile(r"(?i)\(delay\)|delayed mail|^warning: (?:message|could not send)|"
-                            r"delivery delayed|delay(?:ed)? (?:notification|warning)|"
-                            r"still being retried")
+_DELAY_SUBJECT = any_of(r"(?i)\(delay\)|delayed mail|^warning: (?:message|could not send)|"
+                        r"delivery delayed|delay(?:ed)? (?:notification|warning)|"
+                        r"still being retried")
 # ...unless the same text says it gave up after all.
 # ("will give up" is the warning's future, not a give-up)
-_GAVE_UP = re.compile(r"(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
-                      r"will not (?:be )?retr|could not be delivered|has been rejected|"
-                      r"not going to try again")
+_GAVE_UP = any_of(r"(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
+                  r"will not (?:be )?retr|could not be delivered|has been rejected|"
+                  r"not going to try again")
 _GAVE_UP_WORDS = (" up", "permanent", "will not", "could not be delivered", "has been rejected",
                   "not going to try again")
 
@@ -1659,11 +1696,12 @@ def _still_retrying(subject: str, region: str) -> bool:
             or _STILL_RETRYING.search(head) is not None)
 
 
-_LOOKS_BOUNCE = re.compile(r"could not be delivered|undeliverable|"
-                           r"delivery (?:to the following|has failed|failed)|"
-                           r"permanent (?:error|failure)|following (?:address|recipient)|"
-                           r"not be delivered|"
-                           r"returned to sender|unable to deliver|user unknown|mailbox|550|554")
+_LOOKS_BOUNCE = any_of(
+    r"could not be delivered|undeliverable|"
+    r"delivery (?:to the following|has failed|failed)|"
+    r"permanent (?:error|failure)|following (?:address|recipient)|"
+    r"not be delivered|"
+    r"returned to sender|unable to deliver|user unknown|mailbox|550|554")
 
 
 def _looks_bounce(note: str) -> bool:
@@ -1675,7 +1713,7 @@ def _looks_bounce(note: str) -> bool:
 # The typical bodies and subjects of auto-replies, by cause: the person is away
 # (out of office, on leave, back on a date), or the message was received and will
 # be answered (a helpdesk's acknowledgement), in the languages seen in returns.
-_AUTO_BODY = re.compile(
+_AUTO_BODY = any_of(
     r"out of (?:the )?office|on (?:annual |parental |sick )?(?:leave|vacation|holiday)|"
     r"away from (?:the|my) (?:office|desk)|i(?: am|.m) (?:currently )?(?:away|out|travell?ing)|"
     r"i will be (?:back|out|away|travell?ing)|i will return|i.ll be back|back in the office|"
@@ -1699,6 +1737,9 @@ def _autoreply_body(subject: str, note: str) -> str | None:
     return None
 
 
+_AUTO_PREFIX = rxcache.compile(r"(?i)auto")
+
+
 def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
     v = root.get("auto-submitted").lower()
     if v and not v.startswith("no"):
@@ -1711,7 +1752,7 @@ def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
         return "autoreply.precedence"
     if _AUTO_SUBJECT.search(subject.strip()):
         return "autoreply.subject"
-    if root.get("x-auto-response-suppress") and re.match(r"(?i)auto", subject):
+    if root.get("x-auto-response-suppress") and _AUTO_PREFIX.match(subject):
         return "autoreply.subject"
     return None
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-__all__ = ["Stage", "Evidence", "find_stage", "is_catch_all", "STAGE_TEXT_LIMIT"]
+from hurricane.bounce import rxcache
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["Stage", "Evidence", "find_stage", "is_catch_all", "STAGE_TEXT_LIMIT", "trie_regex"]
 
 
 class Stage(StrEnum):
@@ -48,27 +54,74 @@ STAGE_TEXT_LIMIT = 8192
 # differently costs ~300 us on a 2 KB text; these cost a few); the fixed
 # phrases are plain substring searches. All are linear in the text.
 _PREFIXED = (
-    re.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data)\b|"
-               r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b|"
-               r"(?P<conn>initial))"),
-    re.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined data\b|"
-               r"(?:sending )?(?:the )?message\b)|(?P<rcpt>(?:pipelined )?rcpt)\b|"
-               r"(?P<mail>(?:pipelined )?mail from)\b|(?P<helo>ehlo|helo)\b|"
-               r"(?P<conn>initial connection))"),
-    re.compile(r">>> (?:(?P<data>data\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
-               r"(?P<helo>ehlo|helo)\b)"),
-    re.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
-               r"(?P<data>(?:final )?data))"),
-    re.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
-    re.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
-    re.compile(r"smtp command:? (?P<data>data)\b"),
-    re.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
-    re.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
-               r"(?P<conn>connecting|receiving the initial server greeting)|"
-               r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|(?P<helo>sending [eh][eh]lo))"),
+    rxcache.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data)\b|"
+                    r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b|"
+                    r"(?P<conn>initial))"),
+    rxcache.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined data\b|"
+                    r"(?:sending )?(?:the )?message\b)|(?P<rcpt>(?:pipelined )?rcpt)\b|"
+                    r"(?P<mail>(?:pipelined )?mail from)\b|(?P<helo>ehlo|helo)\b|"
+                    r"(?P<conn>initial connection))"),
+    rxcache.compile(r">>> (?:(?P<data>data\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
+                    r"(?P<helo>ehlo|helo)\b)"),
+    rxcache.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
+                    r"(?P<data>(?:final )?data))"),
+    rxcache.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
+    rxcache.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
+    rxcache.compile(r"smtp command:? (?P<data>data)\b"),
+    rxcache.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
+    rxcache.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
+                    r"(?P<conn>connecting|receiving the initial server greeting)|"
+                    r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|"
+                    r"(?P<helo>sending [eh][eh]lo))"),
     # Postfix's "connect to mx.example[192.0.2.1]:25: Connection timed out"
-    re.compile(r"(?P<conn>connect to [^\s\[\]]{1,255}\[)"),
+    rxcache.compile(r"(?P<conn>connect to [^\s\[\]]{1,255}\[)"),
 )
+
+
+def _lead(rx: re.Pattern[str]) -> str:
+    """The literal text every match of ``rx`` starts with ("" when none is known): its
+    leading letters, digits, blanks and ">", unless the pattern is an alternation."""
+    if rx.flags & (re.IGNORECASE | re.VERBOSE) or _top_level_bar(rx.pattern):
+        return ""
+    source = rx.pattern
+    n = 0
+    while n < len(source) and (source[n].isalnum() or source[n] in " >"):
+        n += 1
+    if source[n:n + 1] in ("?", "*", "+", "{"):
+        n -= 1      # (a quantifier makes the character before it optional)
+    return source[:max(n, 0)]
+
+
+def _top_level_bar(source: str) -> bool:
+    """Whether a regex source has a "|" outside every group (escapes and classes skipped)."""
+    depth = 0
+    i = 0
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "[":
+            i += 1
+            if source[i:i + 1] == "^":
+                i += 1
+            if source[i:i + 1] == "]":
+                i += 1
+            while i < len(source) and source[i] != "]":
+                i += 2 if source[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+#: Each of _PREFIXED with the text its matches start with.
+_PREFIXED_LEADS = tuple((rx, _lead(rx)) for rx in _PREFIXED)
+
+
 _PHRASES = (
     ("data command", Stage.data), ("[data]", Stage.data), ("failed after i sent the message",
                                                              Stage.data),
@@ -144,28 +197,88 @@ def find_stage(text: str) -> Stage | None:
             return stage
     low = " ".join(tail.split()).lower()
     best, stage = -1, None
-    for rx in _PREFIXED:
+    for rx, lead in _PREFIXED_LEADS:
+        if lead not in low:
+            continue    # (a substring test: no match can start without its lead)
         last = None
         for last in rx.finditer(low):  # noqa: B007 (the last match counts)
             pass
         if last is not None and last.start() > best and last.lastgroup is not None:
             best, stage = last.start(), Stage(last.lastgroup)
-    for phrase, st in _PHRASES:
-        i = low.rfind(phrase)
-        # (a phrase found inside a regex's match, "end of data" in "in reply to
-        # end of data command", names the same stage)
-        if i > best:
-            best, stage = i, st
+    # The phrase that occurs last; of several starting there, the first listed.
+    # (a phrase found inside a regex's match, "end of data" in "in reply to
+    # end of data command", names the same stage)
+    i, st = _last_phrase(low)
+    if i > best:
+        stage = st
     return stage
+
+
+#: A character trie: each character leads to the rest; the key "" marks a word's end.
+_Trie = dict[str, "_Trie"]
+
+
+def trie_regex(words: Sequence[str]) -> str:
+    """A regex that matches, at one position, the longest of ``words`` found there."""
+    trie: _Trie = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: _Trie) -> str:
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        end = "" in node
+        if len(alts) == 1 and not end:
+            return alts[0]
+        # the longer continuations first; the empty one (a word ends here) last
+        return "(?:" + "|".join(alts) + ("|)" if end else ")")
+
+    return "|".join(re.escape(ch) + emit(sub) for ch, sub in sorted(trie.items()))
+
+
+#: Each phrase: its place in _PHRASES (the first, if listed twice) and its stage.
+_PHRASE_ORDER: dict[str, tuple[int, Stage]] = {}
+for _n, (_phrase, _st) in enumerate(_PHRASES):
+    _PHRASE_ORDER.setdefault(_phrase, (_n, _st))
+del _n, _phrase, _st
+#: One scan finds, at each position, the longest phrase that starts there ...
+_PHRASE_SCAN = rxcache.compile(trie_regex(sorted(_PHRASE_ORDER)))
+#: ... and the phrases that are prefixes of it start there too: (place, stage) of each.
+_PHRASES_AT = {w: tuple(_PHRASE_ORDER[w[:k]] for k in range(1, len(w) + 1)
+                        if w[:k] in _PHRASE_ORDER) for w in _PHRASE_ORDER}
+
+
+def _last_phrase(low: str) -> tuple[int, Stage | None]:
+    """(where, stage) of the phrase of _PHRASES that starts last in ``low``, the first
+    listed of those that start there; (-1, None) when none occurs.
+
+    The same answer as ``low.rfind(phrase)`` for each phrase in turn, keeping the
+    greatest (the first on a tie), in one scan of the text: the scan restarts one
+    character after each hit, so it stops at every position where a phrase starts.
+    """
+    search = _PHRASE_SCAN.search
+    m = search(low)
+    if m is None:
+        return -1, None
+    while True:
+        at = m.start()
+        nxt = search(low, at + 1)
+        if nxt is None:
+            return at, min(_PHRASES_AT[m.group()])[1]
+        m = nxt
 
 
 _SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "rcpt": Stage.rcpt, "mail": Stage.mail,
                  "ehlo": Stage.helo, "helo": Stage.helo, "lhlo": Stage.helo}
 # DATA refused because no recipient had been accepted: the failure that came
 # first answered a RCPT sent in the same pipelined batch (RFC 2920).
-_NO_RECIPIENTS = re.compile(r"need rcpt|no valid recipients|no recipients|"
-                            r"rcpt commands were rejected|start afresh|"
-                            r"need (?:a )?recipient|no recipient")
+_NO_RECIPIENTS = rxcache.compile(r"need rcpt|no valid recipients|no recipients|"
+                                 r"rcpt commands were rejected|start afresh|"
+                                 r"need (?:a )?recipient|no recipient")
 
 
 def _transcript_stage(text: str) -> Stage | None:

@@ -45,6 +45,8 @@ import time
 from collections.abc import Iterator
 from email.header import decode_header
 
+from hurricane.bounce import rxcache
+
 __all__ = ["Part", "LimitExceeded", "parse", "parse_headers", "decode_words", "to_text",
            "normalise", "split_head", "MAX_HEADER_BYTES", "MAX_HEADER_VALUE", "MAX_HEADERS",
            "MAX_PART_BYTES"]
@@ -78,34 +80,34 @@ class LimitExceeded(Exception):
 
 
 # Linear: a literal newline, then one run of blanks.
-_UNFOLD = re.compile(r"\n[ \t]+")
+_UNFOLD = rxcache.compile(r"\n[ \t]+")
 # Does a line start like a header field? Used with .match on the first line
 # of a block, cut to 200 bytes. The name class excludes ":" and the blanks, so
 # the runs cannot trade characters. (The old str pattern went on with
 # "[ \t]*(.*)$", which the rest of a line always matches: the same answer,
 # without decoding the line first.)
-_HEADER_NAME = re.compile(rb"[!-9;-~]+[ \t]*:")
+_HEADER_NAME = rxcache.compile(rb"[!-9;-~]+[ \t]*:")
 # _HEADER_LINE for every line of a block at once: run on "\n" + block, the
 # leading newline is a literal prefix that the regex engine skips to quickly.
 # Each attempt reads at most one line (no class contains "\n").
-_HEADER_LINES = re.compile(r"\n([!-9;-~]+)[ \t]*:[ \t]*+(.*)")
+_HEADER_LINES = rxcache.compile(r"\n([!-9;-~]+)[ \t]*:[ \t]*+(.*)")
 # Anchored (.match) on a header value cut to MAX_HEADER_VALUE; \s and the
 # token class are disjoint.
-_CT = re.compile(r"^\s*([a-z0-9!#$&.+^_`{|}~-]+)\s*/\s*([a-z0-9!#$&.+^_`{|}~-]+)", re.I)
+_CT = rxcache.compile(r"^\s*([a-z0-9!#$&.+^_`{|}~-]+)\s*/\s*([a-z0-9!#$&.+^_`{|}~-]+)", re.I)
 # One attempt per ";"; a quoted string's two alternatives start with disjoint
 # characters, so a string that never closes costs one scan to the end of the
 # (cut) value, and the match then falls back to the bare value.
-_PARAM = re.compile(r';\s*([a-z0-9*_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.I)
+_PARAM = rxcache.compile(r';\s*([a-z0-9*_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))', re.I)
 # Searched in a part's first 64 KiB only; the boundary run is bounded (200)
 # and the blank run cannot match what the boundary class matches.
-_GUESS_BOUNDARY = re.compile(rb"(?m)^--([0-9A-Za-z'()+_,./:=?-]{8,200})[ \t]*$")
+_GUESS_BOUNDARY = rxcache.compile(rb"(?m)^--([0-9A-Za-z'()+_,./:=?-]{8,200})[ \t]*$")
 # What follows "--boundary" on a delimiter line that does not close: blanks
 # and dashes to the end of the line (possessive: no backtracking).
-_DELIMITER_TAIL = re.compile(rb"[ \t-]*+(\n|\Z)")
+_DELIMITER_TAIL = rxcache.compile(rb"[ \t-]*+(\n|\Z)")
 # Leading line breaks (always matches).
-_NEWLINES = re.compile(rb"\n*")
+_NEWLINES = rxcache.compile(rb"\n*")
 # Any byte that bytes.strip() would not remove: a body that is not blank.
-_NOT_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")
+_NOT_BLANK = rxcache.compile(rb"[^ \t\n\r\x0b\x0c]")
 # Bytes outside the base64 alphabet (with and without the padding "="),
 # deleted with bytes.translate: one C pass, no regex over the body.
 _BASE64_JUNK = bytes(set(range(256)) - set(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ReplyClass", "RecipientResult", "Analysis", "HARD_REASONS", "is_hard"]
 

@@ -46,3 +46,63 @@ class AnalyzeImportsTests(SynchronousTestCase):
                                   "hurricane.inbound", "hurricane.outbound", "hurricane.app"))]
         self.assertEqual(heavy, [])
         self.assertIn("hurricane.bounce.analyze", modules)
+
+
+CONSOLE_PROBE = """
+import contextlib, io, json, sys
+import hurricane.cli
+sys.argv = ["hurricane", "analyze", "--json", sys.argv[1]]
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = hurricane.cli.main()
+print(json.dumps([code, sorted(sys.modules),
+                  sorted({type(sys.modules[m]).__name__ for m in hurricane.cli._ANALYZE_DEFERS}),
+                  json.loads(out.getvalue())["category"]]))
+"""
+
+
+class ConsoleStartTests(SynchronousTestCase):
+    """``hurricane analyze`` run as a command: typing, inspect, socket... are not imported."""
+
+    def test_deferred(self) -> None:
+        with tempfile.NamedTemporaryFile(suffix=".eml", delete=False) as fp:
+            fp.write(DSN)
+        self.addCleanup(os.unlink, fp.name)
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        out = subprocess.run([sys.executable, "-c", CONSOLE_PROBE, fp.name], capture_output=True,
+                             text=True, timeout=120, check=True, env=env).stdout
+        code, modules, deferred_types, category = json.loads(out)
+        self.assertEqual((code, category), (0, "bounce"))
+        self.assertNotIn("typing", modules)
+        self.assertNotIn("ast", modules)
+        self.assertEqual(deferred_types, ["_DeferredModule"])
+
+    def test_deferred_module_loads_on_use(self) -> None:
+        """A deferred module is the real one as soon as anything reads from it."""
+        import json.tool  # noqa: F401  (a module to defer again)
+
+        from hurricane import cli
+        saved = sys.modules.pop("json.tool")
+        self.addCleanup(sys.modules.__setitem__, "json.tool", saved)
+        cli._defer_import("json.tool")
+        stub = sys.modules["json.tool"]
+        self.assertIsInstance(stub, cli._DeferredModule)
+        self.assertTrue(callable(stub.main))     # loads it
+        self.assertIsNot(sys.modules["json.tool"], stub)
+        self.assertTrue(callable(stub.main))     # and keeps answering
+
+    def test_command_output_and_status(self) -> None:
+        """Run as a command (python -m hurricane.cli): every line is out, and the
+        exit status is the command's."""
+        with tempfile.NamedTemporaryFile(suffix=".eml", delete=False) as fp:
+            fp.write(DSN)
+        self.addCleanup(os.unlink, fp.name)
+        cmd = [sys.executable, "-m", "hurricane.cli", "analyze", "--json"]
+        p = subprocess.run(cmd + [fp.name] * 300, capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertEqual(len(lines), 300)
+        self.assertEqual({json.loads(line)["category"] for line in lines}, {"bounce"})
+        p = subprocess.run(cmd + [fp.name, fp.name + ".missing"], capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual((p.returncode, len(p.stdout.splitlines())), (1, 1))
+        self.assertIn("No such file", p.stderr)

@@ -186,6 +186,7 @@ ALLOWED = {
     "analyze._ANY_TAG_SPLIT": "every start matches one alternative or the other, which "
                               "consumes what it read",
     "analyze._STATUS_COMMENT": "matched (.match) on one header value",
+    "analyze._MSGID_LOCAL": "matched (.match) on one address's local part (64 characters)",
     "mime._HEADER_NAME": "matched (.match) at the start of a header block, on 200 bytes",
     "mime._PARAM": "the quoted string's alternatives start with different characters; on "
                    "one header value, cut",
