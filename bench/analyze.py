@@ -13,8 +13,8 @@ same files in the same run:
 
 Columns (score.py, strict): recipients exact, reason, hard (Sisimai's
 hardbounce), status over real codes (not Sisimai's x.0.9xx pseudo codes) and
-category.  Then the stage coverage (the share of bounces, over both corpora,
-whose analysis names the SMTP stage at which the recipient failed), and speed:
+category.  Then the stage coverage (the share of bounces whose analysis names
+the SMTP stage at which the recipient failed), over all sets and per set, and speed:
 
 * whole process: ``hurricane analyze --json FILES`` against ``perl`` running
   Sisimai over the same files (start-up, reading and printing included), CPU
@@ -207,6 +207,7 @@ def main() -> int:
         rows = []
         cov_known = cov_total = 0
         cov_reported = True
+        cov_sets: list[str] = []
         for label, corpus, files, _sealed in scored:
             score = _score_module(corpus1())
             exp_all = load_expected(corpus)
@@ -224,9 +225,12 @@ def main() -> int:
             else:
                 cov_known += cov[0]
                 cov_total += cov[1]
+                if cov[1]:
+                    cov_sets.append(f"{label} {100 * cov[0] / cov[1]:.1f} % of {cov[1]}")
         if cov_reported and cov_total:
             print(f"stage coverage: {cov_known}/{cov_total} bounce results "
                   f"({100 * cov_known / cov_total:.1f} %) name the SMTP stage (all three sets)")
+            print("  per set: " + "; ".join(cov_sets))
         else:
             print("stage coverage: not reported by this analyzer (no 'stage' in its results)")
 
@@ -284,7 +288,8 @@ def main() -> int:
             notes = [f"Whole process: {ratio_whole:.2f}x Sisimai's messages per CPU second"
                      if ratio_whole else "Whole process: Sisimai not run",
                      f"in process: {ratio_in:.2f}x" if ratio_in else "in process: -",
-                     f"stage coverage {100 * cov_known / cov_total:.1f} %"
+                     f"stage coverage {100 * cov_known / cov_total:.1f} % "
+                     f"({'; '.join(cov_sets)})"
                      if cov_reported and cov_total else "stage coverage not reported"]
             print(append_results("Analyzer accuracy on three sets, and speed against Sisimai",
                                  ["set", "n", "engine", *FIELDS], table, notes))

@@ -210,7 +210,7 @@ def _quoted_addr(value: str) -> str:
 # cut to its ASCII tail. Anchored, one attempt, bounded runs: linear.
 _FIELD_CHAR = r"[^\s<>@\"(),;:\\\[\]]"
 _FIELD_ADDR = rxcache.compile(r"<?(" + _FIELD_CHAR + r"{1,64}+@(?:" + _FIELD_CHAR
-                         + r"{1,255}+|\[[0-9.]{7,15}\]))>?(?=[\s(;,]|$)")
+                              + r"{1,255}+|\[[0-9.]{7,15}\]))>?(?=[\s(;,]|$)")
 
 
 def _field_addr(value: str) -> tuple[str, bool]:
@@ -364,8 +364,8 @@ _CODEISH = rxcache.compile(r"[245](?<![\d.].)(?:\d\d(?![\d.])|\.\d{1,3}\.\d{1,3}
 # end of the text again ("<p<p<p...": quadratic; 262 KB of "<" took 68 s).
 # (with the line break after it in the source, if any: HTML's own line breaks are
 # white space, and "line<br>\n" is one line break, not a blank line between lines)
-_HTML_TAG = rxcache.compile(r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*+\n)?",
-                       re.I)
+_HTML_TAG = rxcache.compile(
+    r"<(?:br|p|div|tr|li|/p|/div|/tr|/li|/h\d|h\d)\b[^>]*>(?:[ \t]*+\n)?", re.I)
 # Script and style elements, removed whole: r"(?is)<(script|style)\b.*?</\1>" before,
 # which read to the end of the text from each start that has no end tag after
 # it; _strip_scripts finds the same matches with bounded reads.
@@ -1373,8 +1373,9 @@ def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
 
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,
 # Thunderbird, Apple Mail), quoted or not. Possessive runs on one line: linear.
-_FORWARD_MARK = rxcache.compile(r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
-                           r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
+_FORWARD_MARK = rxcache.compile(
+    r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
+    r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
 _FIELD_LINE = rxcache.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
 
 
