@@ -1689,7 +1689,8 @@ def _looks_bounce(note: str) -> bool:
 # (out of office, on leave, back on a date), or the message was received and will
 # be answered (a helpdesk's acknowledgement), in the languages seen in returns.
 _AUTO_BODY = re.compile(
-    r"out of (?:the )?office|on (?:annual |parental |maternity |paternity |sick )?(?:leave|vacation|holiday)|"
+    r"out of (?:the )?office|"
+    r"on (?:annual |parental |maternity |paternity |sick )?(?:leave|vacation|holiday)|"
     r"(?:maternity|paternity|parental) leave|"
     r"away from (?:the|my) (?:office|desk)|i(?: am|.m) (?:currently )?(?:away|out|travell?ing)|"
     r"i will be (?:back|out|away|travell?ing)|i will return|i.ll be back|back in the office|"

@@ -233,7 +233,8 @@ def find_remote_mta(text: str) -> str | None:
         The host name ("mx.example.jp") of the first host the text names as
         the one it talked to.
     """
-    m = _REMOTE_MTA.search(text[:STAGE_TEXT_LIMIT].lower())
+    # (white space collapsed: a report wraps its lines anywhere)
+    m = _REMOTE_MTA.search(" ".join(text[:STAGE_TEXT_LIMIT].lower().split()))
     if m is None:
         return None
     return next(g for g in m.groups() if g)
