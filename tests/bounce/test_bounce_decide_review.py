@@ -45,6 +45,29 @@ The error that the other server returned was:
 """
 
 
+#: The fixed sentences of common reporters (Exim, Postfix, qmail, Sendmail, Yahoo,
+#: Gmail, Outlook.com) around one recipient's reply (%s).
+TEMPLATES = [
+    "This message was created automatically by mail delivery software.\n\nA message that "
+    "you sent could not be delivered to one or more of its\nrecipients. This is a permanent "
+    "error. The following address(es) failed:\n\n  kijitora@example.jp\n    %s\n",
+    "This is the mail system at host mx.example.org.\n\nI'm sorry to have to inform you "
+    "that your message could not\nbe delivered to one or more recipients. It's attached "
+    "below.\n\n                   The mail system\n\n<kijitora@example.jp>: %s\n",
+    "Hi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't able to "
+    "deliver your message to the following addresses.\nThis is a permanent error; I've "
+    "given up. Sorry it didn't work out.\n\n<kijitora@example.jp>:\n%s\n",
+    "The original message was received at Sun, 6 Dec 2026 from localhost\n\n   ----- The "
+    "following addresses had permanent fatal errors -----\n<kijitora@example.jp>\n"
+    "    (reason: %s)\n",
+    "Sorry, we were unable to deliver your message to the following address.\n\n"
+    "<kijitora@example.jp>:\n%s\n",
+    GMAIL,
+    "This is an automatically generated Delivery Status Notification.\n\nDelivery to the "
+    "following recipients failed.\n\n       kijitora@example.jp\n\n%s\n",
+]
+
+
 class ReporterBoilerplateTests(SynchronousTestCase):
     """Item 1: the reporter's fixed sentences are not the recipient's cause."""
 
@@ -67,6 +90,14 @@ class ReporterBoilerplateTests(SynchronousTestCase):
                               "(in reply to RCPT TO command)")
         [r] = analyze(raw).results
         self.assertEqual((r.reason, r.hard), ("userunknown", True))
+
+    def test_reporter_templates_never_decide(self) -> None:
+        """Each common reporter's fixed sentences around an unplaceable reply: onhold."""
+        for body in TEMPLATES:
+            raw = _report("Mail Delivery System <MAILER-DAEMON@mx.example.org>",
+                          "Undelivered Mail Returned to Sender", body % ("550 " + UNPLACEABLE))
+            [r] = analyze(raw).results
+            self.assertEqual((r.reason, r.hard), ("onhold", False), body[:40])
 
     def test_sentence_alone_decides_nothing(self) -> None:
         rc = default_classifier().classify(
