@@ -183,6 +183,16 @@ class PrecedenceReviewTests(SynchronousTestCase):
         rc = default_classifier().decide(Evidence(text="550 Recipient domain unknown"))
         self.assertEqual(rc.reason, "hostunknown")
 
+    def test_unknown_user_words_beat_x_2_1(self) -> None:
+        """A mailbox's stated condition beats the status's (docs section 2 step 3)."""
+        clf = default_classifier()
+        rc = clf.decide(Evidence(text="550 5.2.1 <a@b.example>... User Unknown "
+                                      "(in reply to RCPT TO command)"))
+        self.assertEqual(rc.reason, "userunknown")
+        rc = clf.decide(Evidence(text="550 5.2.1 <a@b.example>... User Unknown"))
+        self.assertEqual(rc.reason, "filtered")
+        self.assertEqual(_status_reason("5.2.1"), "suspend")
+
     def test_sender_unknown_is_rejected(self) -> None:
         """Section 4, userunknown / rejected: whose address the words are about."""
         for text in ("550 sender unknown", "553 5.1.0 Sender address unknown"):
