@@ -24,7 +24,7 @@ from hurricane.bounce.classify import (
     default_classifier,
     extract_codes,
 )
-from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_stage
+from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_remote_mta, find_stage
 from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
@@ -980,7 +980,8 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
                                    status="2.6.0", status_inferred=False, reason="delivered",
                                    hard=False,
                                    suppress=False, diagnostic=str(d.get("smtpResponse", "")),
-                                   remote_mta=d.get("reportingMTA"), source="dsn", rule=None)
+                                   remote_mta=_strip_type(str(d["reportingMTA"]))
+                                   if d.get("reportingMTA") else None, source="dsn", rule=None)
                    for a in _first(d.get("recipients")))
         return Analysis(category="other", results=rs)
     if kind == "bounce":
@@ -992,18 +993,26 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
             diag = _strip_type(str(r.get("diagnosticCode", "")))
             st = r.get("status")
             code, ds = extract_codes(diag)
+            sub = str(b.get("bounceSubType", "")).lower()
+            # without a diagnostic, SES's bounce subtype is the evidence that names
+            # the cause: it decides (and so hard, the status and --explain follow it)
+            m = None if diag else {
+                "suppressed": "suppressed", "mailboxfull": "mailboxfull",
+                "messagetoolarge": "mesgtoobig",
+                "contentrejected": "contenterror", "attachmentrejected": "policyviolation",
+                "noemail": "userunknown", "general": None}.get(sub)
+            remote = b.get("reportingMTA")
             res = _result(ctx, str(r.get("emailAddress", "")).lower(),
                           diag or str(b.get("bounceSubType", "")),
                           code=code, status=str(st) if st else ds, source="dsn",
-                          remote=b.get("reportingMTA"))
-            if not diag:
-                sub = str(b.get("bounceSubType", "")).lower()
-                m = {"suppressed": "suppressed", "mailboxfull": "mailboxfull",
-                     "messagetoolarge": "mesgtoobig",
-                     "contentrejected": "contenterror", "attachmentrejected": "policyviolation",
-                     "noemail": "userunknown", "general": None}.get(sub)
-                if m:
-                    res = replace(res, reason=m)
+                          remote=_strip_type(str(remote)) if remote else None, reason=m)
+            if m:
+                guess = ctx.classifier.infer.get(m) if res.status is None else None
+                if guess:
+                    cls = "4" if str(b.get("bounceType", "")).lower() == "transient" else "5"
+                    res = replace(res, status=cls + guess[1:], status_inferred=True)
+                hard = is_hard(m, res.status)
+                res = replace(res, hard=hard, suppress=hard, decided_by="ses.subtype." + sub)
             out.append(res)
         return Analysis(category="bounce", results=tuple(out))
     return None
@@ -1172,12 +1181,16 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         # report wrote it: header-looking lines were taken out of the block, and
         # qmail-ldap writes "From: <s> RCPT: <a> 192.0.2.1 does not like recipient."
         stage, stage_source = _stage_for(b, region, a, only=len(results) == 1)
-        rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source)
+        # the host that refused: named in the recipient's block, else (one recipient)
+        # in the notification
+        remote = find_remote_mta(b) or (find_remote_mta(region) if len(results) == 1 else None)
+        rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source,
+                     remote=remote)
         if rr.reason in ("onhold", "undefined"):
             whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
             if whole.reason not in ("onhold", "undefined"):
                 rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
-                             stage_source=stage_source)
+                             stage_source=stage_source, remote=remote)
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
@@ -1715,7 +1728,9 @@ def _looks_bounce(note: str) -> bool:
 # (out of office, on leave, back on a date), or the message was received and will
 # be answered (a helpdesk's acknowledgement), in the languages seen in returns.
 _AUTO_BODY = any_of(
-    r"out of (?:the )?office|on (?:annual |parental |sick )?(?:leave|vacation|holiday)|"
+    r"out of (?:the )?office|"
+    r"on (?:annual |parental |maternity |paternity |sick )?(?:leave|vacation|holiday)|"
+    r"(?:maternity|paternity|parental) leave|"
     r"away from (?:the|my) (?:office|desk)|i(?: am|.m) (?:currently )?(?:away|out|travell?ing)|"
     r"i will be (?:back|out|away|travell?ing)|i will return|i.ll be back|back in the office|"
     r"(?:limited|intermittent|no) access to (?:my )?e-?mail|"

@@ -22,7 +22,8 @@ TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typi
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["Stage", "Evidence", "find_stage", "is_catch_all", "STAGE_TEXT_LIMIT", "trie_regex"]
+__all__ = ["Stage", "Evidence", "find_stage", "find_remote_mta", "is_catch_all", "STAGE_TEXT_LIMIT",
+           "trie_regex"]
 
 
 class Stage(StrEnum):
@@ -314,6 +315,45 @@ def _transcript_stage(text: str) -> Stage | None:
 
 #: Enhanced status codes that only name an area (RFC 3463's "other or
 #: undefined" details), plus x.7.1, which every filter uses for every reason.
+# The host that refused, as a report's text names it (section 1, "remote MTA"):
+#   Exim       "host mx.example.jp [192.0.2.153]: 550 ..." (or the line before "SMTP error")
+#   Postfix    "host mx.example.jp[192.0.2.1] said: 550 ...", "refused to talk to me",
+#              "connect to mx.example.jp[192.0.2.1]:25: Connection refused"
+#   Sendmail   "... while talking to mx.example.jp.:"
+#   Gmail      "rejected by the server for the recipient domain x by mx.example.jp. [192.0.2.25].",
+#              "[(0) mx.example.jp. [192.0.2.135]:25: socket error]"
+#   GMX        "SMTP error from remote server for TEXT command, host: mx.example.fr (192.0.2.1)"
+#   MailFoundry "Server mx.example.org[192.0.2.222] failed with: 550 ..."
+# Each starts with a literal and reads a bounded host name: linear in the text.
+_HOST = r"([a-z0-9][a-z0-9-]{0,62}(?:\.[a-z0-9-]{1,63}){1,10})\.?"
+_IP = r"\[(?:ipv6:)?[0-9a-f.:]{2,45}\]"
+_REMOTE_MTA = rxcache.compile(
+    r"\b(?:host|server) " + _HOST + r" ?" + _IP + r"|"
+    r"\bhost: " + _HOST + r" \(|"
+    r"\(0\) " + _HOST + r" ?" + _IP + r"|"
+    r"\bconnect to " + _HOST + _IP + r"|"
+    r"\bwhile talking to " + _HOST + r":|"
+    r"\bfor the recipient domain \S{1,253} by " + _HOST + r" " + _IP)
+
+
+def find_remote_mta(text: str) -> str | None:
+    """The remote MTA a report's text names, lower-cased, or None.
+
+    Args:
+        text: a recipient's block or the notification (read up to
+            :data:`STAGE_TEXT_LIMIT` characters).
+
+    Returns:
+        The host name ("mx.example.jp") of the first host the text names as
+        the one it talked to.
+    """
+    # (white space collapsed: a report wraps its lines anywhere)
+    m = _REMOTE_MTA.search(" ".join(text[:STAGE_TEXT_LIMIT].lower().split()))
+    if m is None:
+        return None
+    return next(g for g in m.groups() if g)
+
+
 _CATCH_ALL_DETAIL = {"0"}
 
 
