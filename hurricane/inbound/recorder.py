@@ -31,11 +31,19 @@ from hurricane.outcome import BounceStatus, Category
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
-__all__ = ["Prepared", "Recorder", "fresh_bounce", "gather"]
+__all__ = ["RECORD_CHUNK", "Prepared", "Recorder", "fresh_bounce", "gather"]
 
 log = Logger()
 
 T = TypeVar("T")
+
+#: Most messages recorded in one transaction. The store commits every write
+#: of the server in one queue (SQLite: one connection), so a returned
+#: message's 250 waits for the transaction in flight: recording a whole batch
+#: (32 messages, ~12 ms on the bench machine) at once held the bounce
+#: listener's commits that long. Eight keep that wait to a few milliseconds;
+#: the commits the listener makes meanwhile carry the chunks that follow.
+RECORD_CHUNK = 8
 
 
 async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
@@ -138,8 +146,16 @@ class Recorder:
         return Prepared(bounce, analysis, corr, events, _record(analysis, encoded, corr))
 
     async def record_all(self, ready: list[Prepared]) -> list[ProcessResult]:
-        """Record the batch in one transaction; on a non-store error, one by one
-        so the message at fault is marked failed and the others still recorded."""
+        """Record the batch, :data:`RECORD_CHUNK` messages per transaction; on a
+        non-store error, one by one so the message at fault is marked failed
+        and the others still recorded. One log line for the batch."""
+        results: list[ProcessResult] = []
+        for start in range(0, len(ready), RECORD_CHUNK):
+            results += await self._record_chunk(ready[start:start + RECORD_CHUNK])
+        return self._log_recorded(results)
+
+    async def _record_chunk(self, ready: list[Prepared]) -> list[ProcessResult]:
+        """Record messages in one transaction (see :meth:`record_all`)."""
         if not ready:
             return []
         if len(ready) > 1:
@@ -155,9 +171,9 @@ class Recorder:
                 log.warn("recording {count} bounces together failed ({error}); "
                          "recording them one by one", count=len(ready), error=repr(e))
             else:
-                return self._log_recorded([self._recorded(a, event_ids)
-                                           for a, event_ids in zip(ready, ids, strict=True)])
-        return self._log_recorded([await self._record_one(a) for a in ready])
+                return [self._recorded(a, event_ids)
+                        for a, event_ids in zip(ready, ids, strict=True)]
+        return [await self._record_one(a) for a in ready]
 
     def _log_recorded(self, results: list[ProcessResult]) -> list[ProcessResult]:
         """One log line per recorded batch, every message's details in it.

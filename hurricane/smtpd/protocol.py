@@ -11,8 +11,9 @@ of the stock class was left but its internal mode. What it guarantees:
   limit is refused (500 5.5.2), input with no line ending beyond
   ``max_unterminated`` is answered 500 5.5.6 and the connection closed.
 - Safe PIPELINING. While a validation or the final store write is pending,
-  the connection is WAITING: reading is paused (``pauseProducing``) and the
-  rest stays buffered, so pipelined transactions see every answer in order.
+  the connection is WAITING: input already read stays buffered, and reading
+  is paused (``pauseProducing``) as soon as more arrives, so pipelined
+  transactions see every answer in order.
 - STARTTLS. Bytes that arrived after the STARTTLS line were sent in clear
   text before the handshake (CVE-2011-0411): they are dropped, and the
   session (HELO, transaction, authentication) is forgotten (RFC 3207 4.2).
