@@ -45,6 +45,7 @@ class TransactionTests(SynchronousTestCase):
         if not self.proto.lost:
             disconnect(self.proto)
         self.successResultOf(self.p.stopService())
+        self.w.clock.advance(0)  # the "stored" log line of the last turn
         self.assertEqual(self.w.clock.getDelayedCalls(), [])
 
     def send(self, rcpts: list[str], data: bytes) -> list[bytes]:
