@@ -10,7 +10,7 @@ the raw bytes stay for a replay after a rule change.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from hurricane.inbound.events import build_events
 from hurricane.inbound.fingerprint import message_fingerprint
 from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
 from hurricane.inbound.workers import WorkerLost
-from hurricane.model import BounceEvent, ReturnedMessage, StoredBounce
+from hurricane.model import BounceEvent, Delivery, ReturnedMessage, StoredBounce
 from hurricane.outcome import BounceStatus, Category
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
@@ -111,11 +111,38 @@ class Recorder:
             log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
             return await self.fail(bounce_id, f"{type(e).__name__}: {e}")
 
-    async def prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
+    async def prepare(self, bounce: StoredBounce, analyzed: Analyzed,
+                      known: Mapping[int, Delivery | None] | None = None
+                      ) -> Prepared | ProcessResult:
         """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
-        return await self.settled(bounce.bounce_id, self._prepare(bounce, analyzed))
+        return await self.settled(bounce.bounce_id, self._prepare(bounce, analyzed, known))
 
-    async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
+    async def known_deliveries(self, bounces: list[StoredBounce]
+                               ) -> dict[int, Delivery | None]:
+        """The deliveries the envelopes of ``bounces`` name, read together.
+
+        ``bounces``: those whose analysis is to be correlated. Correlation
+        starts from them (the verified envelope); read for the
+        whole batch before it, each message's correlation runs to its end
+        without waiting on the store, instead of every message suspending
+        on its own read and resuming from it. Empty when the store cannot
+        answer: correlation then asks, and meets the outage, itself.
+        """
+        ids = sorted({r.delivery_id for b in bounces for r in b.envelope()
+                      if r.delivery_id is not None})
+        if not ids:
+            return {}
+        try:
+            rows: list[Delivery | None] = await gatherResults(
+                [Deferred.fromCoroutine(self._store.get_delivery(i)) for i in ids],
+                consumeErrors=True)
+        except Exception:
+            return {}
+        return dict(zip(ids, rows, strict=True))
+
+    async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed,
+                       known: Mapping[int, Delivery | None] | None = None
+                       ) -> Prepared | ProcessResult:
         """Check an analysis, correlate it and build its events (nothing written yet)."""
         bounce_id = bounce.bounce_id
         analysis, fingerprint, encoded = analyzed
@@ -139,7 +166,7 @@ class Recorder:
 
         now = self._clock.seconds()
         corr = await correlate(self._store, self._codec, bounce, analysis, now,
-                               window=self._window)
+                               window=self._window, known=known)
         if fingerprint is None:
             fingerprint = message_fingerprint(bounce.raw)
         events = build_events(bounce, analysis, corr, fingerprint)
@@ -265,9 +292,12 @@ class Recorder:
             else:
                 loaded.append(one)
         analyses = await analyze(loaded)
+        known = await self.known_deliveries([
+            b for b, a in zip(loaded, analyses, strict=True)
+            if isinstance(a.result, Analysis) and (a.result.results or not a.result.error)])
         ready: list[Prepared] = []
         for bounce, prepared in zip(loaded, await gather(
-                [self.prepare(b, a) for b, a in zip(loaded, analyses, strict=True)]),
+                [self.prepare(b, a, known) for b, a in zip(loaded, analyses, strict=True)]),
                                     strict=True):
             if isinstance(prepared, ProcessResult):
                 results[bounce.bounce_id] = prepared
