@@ -19,8 +19,8 @@ One part per job:
   once more, alone).
 - :mod:`hurricane.inbound.events`: the analysis as events (what they change
   is :func:`hurricane.decisions.decide_bounce`'s to say, in the store).
-- :mod:`hurricane.inbound.recorder`: load, correlate and record a batch in
-  one transaction.
+- :mod:`hurricane.inbound.recorder`: load, correlate and record a batch
+  (``RECORD_CHUNK`` messages per transaction).
 - This module: the service that pumps batches (at most ``concurrency`` at a
   time), pauses with backoff while the store (or the analysis workers) is
   unavailable, and sweeps the store for messages left pending.
@@ -108,7 +108,8 @@ class ProcessorConfig:
     Attributes:
         concurrency: batches in flight at most.
         batch_size: queued messages taken together at most: analyzed in one
-            executor hop and recorded in one transaction (``record_bounces``).
+            executor hop and recorded in transactions of up to
+            ``RECORD_CHUNK`` (``record_bounces``).
             Under load this turns one commit (fsync) and one hand-off per
             message into one per batch; when idle a message still goes
             alone, at once.
@@ -339,7 +340,7 @@ class BounceProcessor(Service):
                     and self._batches < self._config.concurrency
                 ):
                     # Whatever is waiting goes together (up to batch_size):
-                    # one executor hop and one commit for all of it.
+                    # one executor hop for all of it, few commits.
                     self._start(self._intake.take(self._config.batch_size))
                 # a sweep that completes at once refills the queue: go round again
                 if not self._maybe_sweep_again():

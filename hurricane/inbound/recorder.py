@@ -267,7 +267,8 @@ class Recorder:
         analyze: Callable[[list[StoredBounce]], Awaitable[list[Analyzed]]],
         preloaded: dict[int, StoredBounce] | None = None,
     ) -> list[ProcessResult]:
-        """Load, analyze (one executor hop), correlate and record (one transaction) a batch.
+        """Load, analyze (one executor hop), correlate and record a batch
+        (``RECORD_CHUNK`` messages per transaction).
 
         Args:
             items: (id, replay) per message.
