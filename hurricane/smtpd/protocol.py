@@ -235,7 +235,7 @@ class HardenedESMTP(SMTPChannel):
             self.send_reply(reader.failure)
             return
         now = self.factory.clock.seconds()
-        envelope = Envelope(tx.sender, tuple(tx.recipients), replace(self.session), now,
+        envelope = Envelope(tx.sender, tuple(tx.recipients), self.session.snapshot(), now,
                             tx.params)
         data = self.received_header(envelope) + reader.message()
         self.wait_for(as_deferred(self.message_received, envelope, data), self.send_reply)
