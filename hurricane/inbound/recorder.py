@@ -43,6 +43,7 @@ T = TypeVar("T")
 #: (32 messages, ~12 ms on the bench machine) at once held the bounce
 #: listener's commits that long. Eight keep that wait to a few milliseconds;
 #: the commits the listener makes meanwhile carry the chunks that follow.
+#: Only while returns keep arriving: otherwise the batch goes in one.
 RECORD_CHUNK = 8
 
 
@@ -172,13 +173,16 @@ class Recorder:
         events = build_events(bounce, analysis, corr, fingerprint)
         return Prepared(bounce, analysis, corr, events, _record(analysis, encoded, corr))
 
-    async def record_all(self, ready: list[Prepared]) -> list[ProcessResult]:
-        """Record the batch, :data:`RECORD_CHUNK` messages per transaction; on a
-        non-store error, one by one so the message at fault is marked failed
-        and the others still recorded. One log line for the batch."""
+    async def record_all(self, ready: list[Prepared], chunked: bool = True
+                         ) -> list[ProcessResult]:
+        """Record the batch, :data:`RECORD_CHUNK` messages per transaction
+        (``chunked``; else in one); on a non-store error, one by one so the
+        message at fault is marked failed and the others still recorded. One
+        log line for the batch."""
+        size = RECORD_CHUNK if chunked else max(len(ready), 1)
         results: list[ProcessResult] = []
-        for start in range(0, len(ready), RECORD_CHUNK):
-            results += await self._record_chunk(ready[start:start + RECORD_CHUNK])
+        for start in range(0, len(ready), size):
+            results += await self._record_chunk(ready[start:start + size])
         return self._log_recorded(results)
 
     async def _record_chunk(self, ready: list[Prepared]) -> list[ProcessResult]:
@@ -277,6 +281,7 @@ class Recorder:
                 it just stored, pending by construction): not read back.
         """
         preloaded = preloaded or {}
+        arrived = self._stats.received
         # Loads, then correlations, run concurrently: the store batches reads
         # issued together into one transaction (one pool-thread hop on SQLite).
         results: dict[int, ProcessResult] = {}
@@ -304,7 +309,11 @@ class Recorder:
                 results[bounce.bounce_id] = prepared
             else:
                 ready.append(prepared)
-        for item, outcome in zip(ready, await self.record_all(ready), strict=True):
+        # In chunks while returns keep arriving (their 250s wait for the
+        # transaction in flight); the last batch of a flood, or one alone,
+        # in one transaction: nobody waits, and one commit ends it sooner.
+        chunked = self._stats.received != arrived
+        for item, outcome in zip(ready, await self.record_all(ready, chunked), strict=True):
             results[item.bounce.bounce_id] = outcome
         return [results[bounce_id] for bounce_id, _ in items]
 
