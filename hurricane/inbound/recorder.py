@@ -41,10 +41,11 @@ T = TypeVar("T")
 #: of the server in one queue (SQLite: one connection), so a returned
 #: message's 250 waits for the transaction in flight: recording a whole batch
 #: (32 messages, ~12 ms on the bench machine) at once held the bounce
-#: listener's commits that long. Eight keep that wait to a few milliseconds;
-#: the commits the listener makes meanwhile carry the chunks that follow.
-#: Only while returns keep arriving: otherwise the batch goes in one.
-RECORD_CHUNK = 8
+#: listener's commits that long. Sixteen halve that wait; fewer would make
+#: a batch's recording a longer row of commits, which fell behind the
+#: listener under load in bench/inbound.py runs (with 4 clearly, with 8 by a
+#: few percent). Only while returns keep arriving: otherwise in one.
+RECORD_CHUNK = 16
 
 
 async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
