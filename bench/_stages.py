@@ -8,8 +8,8 @@ Stages, each the previous one plus one piece of the real path:
 - ``twisted``: stock ``twisted.mail.smtp.ESMTP``, every message accepted
   and thrown away (what the SMTP library alone costs).
 - ``listener``: Hurricane's bounce listener (``BounceFactory``: hardened
-  framing, policy, VERP signature check, Received line, one log line per
-  message) over the in-memory store: everything before the durable write.
+  framing, policy, VERP signature check, Received line, the "stored" log
+  lines) over the in-memory store: everything before the durable write.
 - ``listener-sqlite``: the same over the SQLite store with Hurricane's
   settings (WAL, synchronous FULL, group commit): a 250 only after the
   commit, as the real server; no analysis, no correlation, no recording.

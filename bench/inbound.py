@@ -659,9 +659,10 @@ def main() -> int:
                  "rounds' own ratios to Sisimai.",
                  "twisted: stock twisted.mail ESMTP throwing every message away. "
                  "listener: Hurricane's bounce listener (framing, policy, VERP check, "
-                 "Received line, log line) over the memory store. listener-sqlite: the "
-                 "same, 250 after the SQLite commit. whole server: plus analysis (worker "
-                 "process), correlation and recording, until recorded.",
+                 "Received line, \"stored\" log lines) over the memory store. "
+                 "listener-sqlite: the same, 250 after the SQLite commit. whole server: "
+                 "plus analysis (worker process), correlation and recording, until "
+                 "recorded.",
                  "analysis alone: Hurricane's analyzer on the same returns in one process "
                  "(no SMTP, no store); the whole server runs it in a worker process, on "
                  "the other core."] + ([budget] if budget else [])))

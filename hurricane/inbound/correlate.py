@@ -48,7 +48,7 @@ an anchor's queue entry) is made once per run, and at most
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +197,7 @@ class _Correlator:
         analysis: Analysis,
         now: float,
         window: float,
+        known: Mapping[int, Delivery | None] | None = None,
     ) -> None:
         self.store = store
         self.codec = codec
@@ -205,7 +206,7 @@ class _Correlator:
         self.now = now
         self.window = window
         self.evidence: dict[str, Any] = {}
-        self._by_id: dict[int, Delivery | None] = {}
+        self._by_id: dict[int, Delivery | None] = dict(known) if known else {}
         # Weak-key answers of this run: each question is asked once.
         self._recent_found: dict[str, Delivery | None] = {}
         self._queues: dict[str, tuple[dict[str, Delivery], bool]] = {}
@@ -513,6 +514,7 @@ async def correlate(
     now: float,
     *,
     window: float = RECIPIENT_WINDOW,
+    known: Mapping[int, Delivery | None] | None = None,
 ) -> Correlation:
     """Pair each result of an analysis with the delivery it refers to.
 
@@ -525,6 +527,9 @@ async def correlate(
         analysis: what the analyzer found in the message.
         now: the current time, for the recipient look-up window.
         window: how far back a bare recipient address is matched (seconds).
+        known: deliveries already read by id (None: no such delivery), as
+            ``get_delivery`` gave them just before: not asked again (the
+            processor reads a whole batch's envelope deliveries at once).
 
     Returns:
         The pairs found, the results left unpaired, the strongest key used
@@ -533,4 +538,4 @@ async def correlate(
     Raises:
         StoreUnavailable: when the store cannot answer; nothing was written.
     """
-    return await _Correlator(store, codec, bounce, analysis, now, window).run()
+    return await _Correlator(store, codec, bounce, analysis, now, window, known).run()

@@ -10,7 +10,7 @@ the raw bytes stay for a replay after a rule change.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,16 +26,26 @@ from hurricane.inbound.events import build_events
 from hurricane.inbound.fingerprint import message_fingerprint
 from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
 from hurricane.inbound.workers import WorkerLost
-from hurricane.model import BounceEvent, ReturnedMessage, StoredBounce
+from hurricane.model import BounceEvent, Delivery, ReturnedMessage, StoredBounce
 from hurricane.outcome import BounceStatus, Category
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
 
-__all__ = ["Prepared", "Recorder", "fresh_bounce", "gather"]
+__all__ = ["RECORD_CHUNK", "Prepared", "Recorder", "fresh_bounce", "gather"]
 
 log = Logger()
 
 T = TypeVar("T")
+
+#: Most messages recorded in one transaction. The store commits every write
+#: of the server in one queue (SQLite: one connection), so a returned
+#: message's 250 waits for the transaction in flight: recording a whole batch
+#: (32 messages, ~12 ms on the bench machine) at once held the bounce
+#: listener's commits that long. Sixteen halve that wait; fewer would make
+#: a batch's recording a longer row of commits, which fell behind the
+#: listener under load in bench/inbound.py runs (with 4 clearly, with 8 by a
+#: few percent). Only while returns keep arriving: otherwise in one.
+RECORD_CHUNK = 16
 
 
 async def gather(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
@@ -103,11 +113,38 @@ class Recorder:
             log.failure("bounce {bounce_id}: processing failed", bounce_id=bounce_id)
             return await self.fail(bounce_id, f"{type(e).__name__}: {e}")
 
-    async def prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
+    async def prepare(self, bounce: StoredBounce, analyzed: Analyzed,
+                      known: Mapping[int, Delivery | None] | None = None
+                      ) -> Prepared | ProcessResult:
         """:meth:`_prepare`, with a store outage or a bug turned into this message's result."""
-        return await self.settled(bounce.bounce_id, self._prepare(bounce, analyzed))
+        return await self.settled(bounce.bounce_id, self._prepare(bounce, analyzed, known))
 
-    async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed) -> Prepared | ProcessResult:
+    async def known_deliveries(self, bounces: list[StoredBounce]
+                               ) -> dict[int, Delivery | None]:
+        """The deliveries the envelopes of ``bounces`` name, read together.
+
+        ``bounces``: those whose analysis is to be correlated. Correlation
+        starts from them (the verified envelope); read for the
+        whole batch before it, each message's correlation runs to its end
+        without waiting on the store, instead of every message suspending
+        on its own read and resuming from it. Empty when the store cannot
+        answer: correlation then asks, and meets the outage, itself.
+        """
+        ids = sorted({r.delivery_id for b in bounces for r in b.envelope()
+                      if r.delivery_id is not None})
+        if not ids:
+            return {}
+        try:
+            rows: list[Delivery | None] = await gatherResults(
+                [Deferred.fromCoroutine(self._store.get_delivery(i)) for i in ids],
+                consumeErrors=True)
+        except Exception:
+            return {}
+        return dict(zip(ids, rows, strict=True))
+
+    async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed,
+                       known: Mapping[int, Delivery | None] | None = None
+                       ) -> Prepared | ProcessResult:
         """Check an analysis, correlate it and build its events (nothing written yet)."""
         bounce_id = bounce.bounce_id
         analysis, fingerprint, encoded = analyzed
@@ -131,15 +168,26 @@ class Recorder:
 
         now = self._clock.seconds()
         corr = await correlate(self._store, self._codec, bounce, analysis, now,
-                               window=self._window)
+                               window=self._window, known=known)
         if fingerprint is None:
             fingerprint = message_fingerprint(bounce.raw)
         events = build_events(bounce, analysis, corr, fingerprint)
         return Prepared(bounce, analysis, corr, events, _record(analysis, encoded, corr))
 
-    async def record_all(self, ready: list[Prepared]) -> list[ProcessResult]:
-        """Record the batch in one transaction; on a non-store error, one by one
-        so the message at fault is marked failed and the others still recorded."""
+    async def record_all(self, ready: list[Prepared], chunked: bool = True
+                         ) -> list[ProcessResult]:
+        """Record the batch, :data:`RECORD_CHUNK` messages per transaction
+        (``chunked``; else in one); on a non-store error, one by one so the
+        message at fault is marked failed and the others still recorded. One
+        log line for the batch."""
+        size = RECORD_CHUNK if chunked else max(len(ready), 1)
+        results: list[ProcessResult] = []
+        for start in range(0, len(ready), size):
+            results += await self._record_chunk(ready[start:start + size])
+        return self._log_recorded(results)
+
+    async def _record_chunk(self, ready: list[Prepared]) -> list[ProcessResult]:
+        """Record messages in one transaction (see :meth:`record_all`)."""
         if not ready:
             return []
         if len(ready) > 1:
@@ -155,9 +203,9 @@ class Recorder:
                 log.warn("recording {count} bounces together failed ({error}); "
                          "recording them one by one", count=len(ready), error=repr(e))
             else:
-                return self._log_recorded([self._recorded(a, event_ids)
-                                           for a, event_ids in zip(ready, ids, strict=True)])
-        return self._log_recorded([await self._record_one(a) for a in ready])
+                return [self._recorded(a, event_ids)
+                        for a, event_ids in zip(ready, ids, strict=True)]
+        return [await self._record_one(a) for a in ready]
 
     def _log_recorded(self, results: list[ProcessResult]) -> list[ProcessResult]:
         """One log line per recorded batch, every message's details in it.
@@ -224,7 +272,8 @@ class Recorder:
         analyze: Callable[[list[StoredBounce]], Awaitable[list[Analyzed]]],
         preloaded: dict[int, StoredBounce] | None = None,
     ) -> list[ProcessResult]:
-        """Load, analyze (one executor hop), correlate and record (one transaction) a batch.
+        """Load, analyze (one executor hop), correlate and record a batch
+        (``RECORD_CHUNK`` messages per transaction).
 
         Args:
             items: (id, replay) per message.
@@ -233,6 +282,7 @@ class Recorder:
                 it just stored, pending by construction): not read back.
         """
         preloaded = preloaded or {}
+        arrived = self._stats.received
         # Loads, then correlations, run concurrently: the store batches reads
         # issued together into one transaction (one pool-thread hop on SQLite).
         results: dict[int, ProcessResult] = {}
@@ -249,15 +299,22 @@ class Recorder:
             else:
                 loaded.append(one)
         analyses = await analyze(loaded)
+        known = await self.known_deliveries([
+            b for b, a in zip(loaded, analyses, strict=True)
+            if isinstance(a.result, Analysis) and (a.result.results or not a.result.error)])
         ready: list[Prepared] = []
         for bounce, prepared in zip(loaded, await gather(
-                [self.prepare(b, a) for b, a in zip(loaded, analyses, strict=True)]),
+                [self.prepare(b, a, known) for b, a in zip(loaded, analyses, strict=True)]),
                                     strict=True):
             if isinstance(prepared, ProcessResult):
                 results[bounce.bounce_id] = prepared
             else:
                 ready.append(prepared)
-        for item, outcome in zip(ready, await self.record_all(ready), strict=True):
+        # In chunks while returns keep arriving (their 250s wait for the
+        # transaction in flight); the last batch of a flood, or one alone,
+        # in one transaction: nobody waits, and one commit ends it sooner.
+        chunked = self._stats.received != arrived
+        for item, outcome in zip(ready, await self.record_all(ready, chunked), strict=True):
             results[item.bounce.bounce_id] = outcome
         return [results[bounce_id] for bounce_id, _ in items]
 

@@ -17,7 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import cast
 
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IOpenSSLServerConnectionCreator,
+    IReactorTime,
+)
 from twisted.logger import Logger
 
 from hurricane.config import BounceConfig
@@ -41,6 +45,10 @@ def limits_from_config(config: BounceConfig) -> ServerLimits:
     # analysing, and nothing received here is ever relayed: normalise.
     # End of data stays CRLF.CRLF only either way.
     return ServerLimits.from_config(config, reject_bare_line_endings=False)
+
+
+#: How long "stored" log lines are gathered into one (seconds).
+STORED_LOG_DELAY = 0.1
 
 
 def _token(recipient: Recipient) -> BounceRecipient:
@@ -136,8 +144,7 @@ class BounceProtocol(HardenedESMTP):
                      error=str(e))
             return Reply(451, "4.3.0", "Error: temporarily unable to accept the message, "
                                        "try again later")
-        log.info("stored returned message {bounce_id} for {count} recipient(s) from {client}",
-                 bounce_id=bounce_id, count=len(recipients), client=client)
+        factory.stored(bounce_id, len(recipients), client)
         try:
             factory.on_stored(bounce_id, message)
         except Exception:
@@ -181,6 +188,44 @@ class BounceFactory(HardenedFactory):
         #: Records mailto unsubscribes (``u-TOKEN@``); None refuses them as
         #: unknown addresses.
         self.unsubscriber: Unsubscriber | None = None
+        #: Messages stored since the last "stored" log line (see :meth:`stored`).
+        self._stored: list[tuple[int, int, str]] = []
+        self._stored_log: IDelayedCall | None = None
+
+    def stored(self, bounce_id: int, recipients: int, client: str) -> None:
+        """Log a stored message, in one line with those stored within
+        :data:`STORED_LOG_DELAY` of it.
+
+        One log event per message cost the reactor thread ~20 µs of CPU and,
+        for each line written, a wait of ~250 µs for the GIL after the write
+        (measured under a bounce flood, where the SQLite and analysis
+        threads want it too); one line for the messages of a tenth of a
+        second costs that once. The ``messages`` field keeps each message's
+        details for JSON logs.
+        """
+        self._stored.append((bounce_id, recipients, client))
+        if self._stored_log is None:
+            self._stored_log = self.clock.callLater(STORED_LOG_DELAY, self._log_stored)
+
+    def _log_stored(self) -> None:
+        self._stored_log = None
+        done, self._stored = self._stored, []
+        if not done:
+            return
+        log.info(
+            "{count} returned message(s) stored: {summary}", count=len(done),
+            summary=", ".join(f"{bounce_id} for {n} recipient(s) from {client}"
+                              for bounce_id, n, client in done),
+            messages=[{"bounce_id": bounce_id, "recipients": n, "client": client}
+                      for bounce_id, n, client in done],
+        )
+
+    def stopFactory(self) -> None:
+        """Write the last "stored" line now (the reactor may not turn again)."""
+        if self._stored_log is not None and self._stored_log.active():
+            self._stored_log.cancel()
+        self._log_stored()
+        super().stopFactory()  # type: ignore[no-untyped-call]
 
 
 class MailtoUnsubscribe:

@@ -102,6 +102,8 @@ class SMTPChannel(Protocol):
         self._processing = False
         #: Where WAITING goes back to once the hook has answered.
         self._resume_state = COMMAND
+        #: Reading is paused (input came while WAITING; see _pause).
+        self._paused = False
 
     # -- connection ---------------------------------------------------------
 
@@ -217,8 +219,15 @@ class SMTPChannel(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Buffer input and process as much of it as the current state allows."""
-        if self.state is CLOSING or self.state is CLOSED:
+        state = self.state
+        if state is CLOSING or state is CLOSED:
             return
+        if state is WAITING and not self._paused:
+            # Input while a hook works (pipelined commands, or a client
+            # that does not wait): keep this read, read no more until the
+            # answer (see _pause).
+            self._paused = True
+            self.transport.pauseProducing()
         self.input_buffer.feed(data)
         self._process()
 
@@ -384,14 +393,19 @@ class SMTPChannel(Protocol):
     def _pause(self) -> None:
         self._resume_state = self.state
         self.state = WAITING
-        # While we work, the client waits on us: no idle timeout.
+        # While we work, the client waits on us: no idle timeout. Reading
+        # stops only once input comes meanwhile (dataReceived): a client
+        # waiting for its reply sends nothing, and pausing and resuming the
+        # transport for every message cost two epoll_ctl calls on the
+        # reactor thread (each a moment the GIL changes hands).
         self.timer.stop()
-        self.transport.pauseProducing()
 
     def _resume(self) -> None:
         state = self.state
         if not (state is COMMAND or state is AUTH or state is DATA):
             return  # closed meanwhile, or waiting on the next hook already
-        self.transport.resumeProducing()
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
         self.timer.start()
         self._process()

@@ -112,7 +112,9 @@ def parse_command(line: bytes) -> Command | Reply:
     A bare CR or LF could smuggle a second command (or a header line into
     Received): refused, as are non-ASCII lines and unknown verbs.
     """
-    if b"\r" in line or b"\n" in line:
+    # find, not "in": on Python 3.11 ``bytes in bytes`` first tries the
+    # operand as an integer and raises and clears a TypeError each time.
+    if line.find(b"\r") >= 0 or line.find(b"\n") >= 0:
         return Reply(500, "5.5.2", "Error: bare CR or LF in command")
     try:
         text = line.decode("ascii")

@@ -11,8 +11,9 @@ of the stock class was left but its internal mode. What it guarantees:
   limit is refused (500 5.5.2), input with no line ending beyond
   ``max_unterminated`` is answered 500 5.5.6 and the connection closed.
 - Safe PIPELINING. While a validation or the final store write is pending,
-  the connection is WAITING: reading is paused (``pauseProducing``) and the
-  rest stays buffered, so pipelined transactions see every answer in order.
+  the connection is WAITING: input already read stays buffered, and reading
+  is paused (``pauseProducing``) as soon as more arrives, so pipelined
+  transactions see every answer in order.
 - STARTTLS. Bytes that arrived after the STARTTLS line were sent in clear
   text before the handshake (CVE-2011-0411): they are dropped, and the
   session (HELO, transaction, authentication) is forgotten (RFC 3207 4.2).
@@ -177,7 +178,7 @@ class HardenedESMTP(SMTPChannel):
                 self.transaction = Transaction(path, params)
             self.send_reply(reply)
 
-        self.wait_for(as_deferred(self.validate_sender, path, params), done)
+        self.hook(done, self.validate_sender, path, params)
 
     def do_RCPT(self, rest: str) -> None:
         """RCPT TO:<path>."""
@@ -201,8 +202,7 @@ class HardenedESMTP(SMTPChannel):
             else:
                 self.send_reply(result)
 
-        verdict: Deferred[Recipient | Reply] = as_deferred(self.validate_recipient, path, params)
-        self.wait_for(verdict, done)
+        self.hook(done, self.validate_recipient, path, params)
 
     def do_DATA(self, rest: str) -> None:
         """DATA: switch to the DATA reader."""
@@ -235,7 +235,7 @@ class HardenedESMTP(SMTPChannel):
             self.send_reply(reader.failure)
             return
         now = self.factory.clock.seconds()
-        envelope = Envelope(tx.sender, tuple(tx.recipients), replace(self.session), now,
+        envelope = Envelope(tx.sender, tuple(tx.recipients), self.session.snapshot(), now,
                             tx.params)
         data = self.received_header(envelope) + reader.message()
         self.wait_for(as_deferred(self.message_received, envelope, data), self.send_reply)
@@ -297,6 +297,25 @@ class HardenedESMTP(SMTPChannel):
         self.send_reply(Reply(503, "5.5.1", "Error: authentication not enabled"))
 
     # -- the Received header and the owner's hooks ----------------------------
+
+    def hook(self, on_result: Callable[[T], None], fn: Callable[..., object],
+             *args: object) -> None:
+        """Call an owner's hook and hand its answer to ``on_result``.
+
+        An answer given at once (the usual case for MAIL and RCPT) is handed
+        over at once, as :meth:`wait_for` would, without a Deferred; one
+        still to come (a Deferred or coroutine) goes through :meth:`wait_for`.
+        """
+        try:
+            result = fn(*args)
+        except BaseException:
+            self.wait_for(defer.fail(), on_result)
+            return
+        if isinstance(result, Deferred) or inspect.iscoroutine(result):
+            later: Deferred[T] = as_deferred(lambda: cast(Decision[T], result))
+            self.wait_for(later, on_result)
+        else:
+            self._answer(cast(T, result), on_result)
 
     def received_header(self, envelope: Envelope) -> bytes:
         """The Received header prepended to each message (RFC 5321 4.4, RFC 3848)."""

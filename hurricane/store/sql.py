@@ -306,8 +306,12 @@ WHERE lease_owner = ?"""
 
 SELECT_BODY = "SELECT body FROM messages WHERE message_pk = ?"
 
-SELECT_DELIVERY_FOR_WRITE = (
-    "SELECT recipient, state, attempts FROM deliveries WHERE delivery_id = ?{for_update}"
+#: The deliveries a batch of returned messages' events name, read (and, on
+#: PostgreSQL, locked, in id order) once for the batch: ``{marks}`` is an
+#: ``IN`` list.
+SELECT_BOUNCE_TARGETS_FOR_WRITE = (
+    "SELECT delivery_id, recipient, state, attempts FROM deliveries"
+    " WHERE delivery_id IN ({marks}) ORDER BY delivery_id{for_update}"
 )
 
 EVENT_INSERT_COLUMNS = (

@@ -253,6 +253,26 @@ class CorrelateFunctionTests(SynchronousTestCase):
                          [(self.rows[0].delivery_id, None)])
         self.assertEqual(corr.key, "verp")
 
+    def test_known_deliveries_are_not_read_again(self) -> None:
+        """Deliveries the caller read already (a batch's envelopes) are taken as given:
+        the same correlation, no store read."""
+        delivery_id = self.rows[0].delivery_id
+        a = Analysis("bounce", (result("alice@example.net"),))
+        expected = self.correlate(a, delivery_id).to_json()
+        known = {delivery_id: run(self.w.store.get_delivery(delivery_id))}
+        reads: list[int] = []
+        real = self.w.store.get_delivery
+
+        async def counted(i: int) -> Any:
+            reads.append(i)
+            return await real(i)
+
+        self.w.store.get_delivery = counted  # type: ignore[method-assign]
+        corr = run(correlate(self.w.store, self.w.codec, self.bounce(delivery_id), a,
+                             self.w.clock.seconds(), known=known))
+        self.assertEqual(corr.to_json(), expected)
+        self.assertEqual(reads, [])
+
     def test_unmatched_results_kept(self) -> None:
         """Results no key pairs are listed as unmatched and the correlation key is None."""
         corr = self.correlate(Analysis("bounce", (result("nobody@example.com"),)))

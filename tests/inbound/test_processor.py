@@ -9,6 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -741,6 +742,64 @@ class BatchTests(_Base):
         self.assertEqual({self.w.delivery(x.delivery_id).state for x in senders},
                          {State.bounced})
         self.assertEqual(p.stats()["analyzed"], 6)
+
+    def test_start_freezes_the_objects_of_start_up(self) -> None:
+        """After the first start, what start-up made is out of full collections."""
+        import gc
+
+        self.start()
+        self.assertGreater(gc.get_freeze_count(), 0)
+
+    def large_batch(self, arrive: bool) -> tuple[list[int], list[Any], list[Any]]:
+        """RECORD_CHUNK + 3 returns in one hop (one more arriving meanwhile when
+        ``arrive``); the record_bounces batch sizes, the deliveries, the log events."""
+        from hurricane.inbound.recorder import RECORD_CHUNK
+
+        runner, held = self.held_runner()
+        singles, batches = self.count_record_calls()
+        count = RECORD_CHUNK + 3
+        senders = self.w.send([f"r{i}@example.net" for i in range(count + 1)])
+        p = self.start(runner=runner, concurrency=1)
+        first = self.w.receive(dsn("alice@example.net"), self.token)
+        p.submit(first)
+        others = [self.w.receive(dsn(f"r{i}@example.net"), self.w.token(d))
+                  for i, d in enumerate(senders[:count])]
+        for b in others:
+            p.submit(b)
+        d, f, a, kw = held.pop()
+        d.callback(f(*a, **kw))
+        self.assertEqual(singles, [first])
+        self.assertEqual(len(held), 1)  # the others in one hop
+        if arrive:
+            p.submit(self.w.receive(dsn(f"r{count}@example.net"), self.w.token(senders[-1])))
+        d, f, a, kw = held.pop()
+        with capturedLogs() as events:
+            d.callback(f(*a, **kw))
+        recorded = [e for e in events if "returned messages recorded" in
+                    e.get("log_format", "")]
+        self.assertEqual([e["count"] for e in recorded], [count])  # one line for the batch
+        release_held(held)
+        return batches, senders, recorded
+
+    def test_a_large_batch_is_recorded_in_chunks_while_returns_arrive(self) -> None:
+        """One hop for the batch, but at most RECORD_CHUNK messages per recording
+        transaction while returns keep arriving (a long one would hold the
+        listener's commits)."""
+        from hurricane.inbound.recorder import RECORD_CHUNK
+
+        batches, senders, _ = self.large_batch(arrive=True)
+        self.assertEqual(batches[:2], [RECORD_CHUNK, 3])
+        self.assertEqual({self.w.delivery(x.delivery_id).state for x in senders},
+                         {State.bounced})
+
+    def test_a_large_batch_with_nothing_arriving_goes_in_one_transaction(self) -> None:
+        """No return arrived meanwhile (the end of a flood): one transaction, one commit."""
+        from hurricane.inbound.recorder import RECORD_CHUNK
+
+        batches, senders, _ = self.large_batch(arrive=False)
+        self.assertEqual(batches, [RECORD_CHUNK + 3])
+        self.assertEqual({self.w.delivery(x.delivery_id).state for x in senders[:-1]},
+                         {State.bounced})
 
     def test_batch_size_bounds_a_batch(self) -> None:
         """No batch is larger than batch_size."""

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.config import BounceConfig
 from hurricane.inbound.policy import RecipientKind
-from hurricane.inbound.server import BounceFactory
+from hurricane.inbound.server import STORED_LOG_DELAY, BounceFactory
 from hurricane.model import ReturnedMessage, ReturnedRecipient
 from hurricane.store.memory import MemoryStore
 from tests.inbound.test_policy import CODEC, DOMAIN, FORGED, GOOD, TABLE
@@ -35,6 +35,8 @@ class BounceServerTests(SynchronousTestCase):
                                      "mx.bounces.example.com", self.clock, self.keep)
         self.proto, self.t = connect(self.factory, "198.51.100.7")
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
+        # the last "stored" log line
+        self.addCleanup(self.clock.advance, STORED_LOG_DELAY)
         self.addCleanup(lambda: None if self.proto.lost else disconnect(self.proto))
         replies(self.t)
         self.proto.dataReceived(b"EHLO mx.example.net\r\n")
@@ -86,6 +88,31 @@ class BounceServerTests(SynchronousTestCase):
         # from that copy instead of reading it back
         (message,) = self.messages
         self.assertEqual((message.raw, message.envelope()), (bounce.raw, bounce.envelope()))
+
+    def test_messages_stored_together_log_one_line(self) -> None:
+        """Messages stored within STORED_LOG_DELAY are logged in one line, each with
+        its id, recipients and client."""
+        from twisted.logger import capturedLogs
+
+        other, other_t = connect(self.factory, "198.51.100.8")
+        self.addCleanup(lambda: None if other.lost else disconnect(other))
+        replies(other_t)
+        other.dataReceived(b"EHLO mx.example.org\r\n")
+        with capturedLogs() as events:
+            for proto in (self.proto, other):
+                proto.dataReceived(b"MAIL FROM:<>\r\nRCPT TO:<" + GOOD.encode()
+                                   + b">\r\nDATA\r\n" + DSN + b".\r\n")
+            self.assertEqual(len(self.stored), 2)
+            self.assertFalse([e for e in events if "stored" in e.get("log_format", "")])
+            self.clock.advance(STORED_LOG_DELAY)
+        (line,) = [e for e in events if "stored" in e.get("log_format", "")]
+        self.assertEqual(line["count"], 2)
+        self.assertEqual([m["bounce_id"] for m in line["messages"]], self.stored)
+        self.assertEqual([m["client"] for m in line["messages"]],
+                         ["[198.51.100.7] helo=mx.example.net",
+                          "[198.51.100.8] helo=mx.example.org"])
+        self.assertIn(f"{self.stored[0]} for 1 recipient(s) from [198.51.100.7]",
+                      line["summary"])
 
     def test_twenty_postmasters_one_copy(self) -> None:
         """Twenty RCPTs of postmaster (any spelling) with one message: one recipient, one copy."""

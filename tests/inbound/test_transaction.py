@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.analyze import analyze
 from hurricane.config import BounceConfig
-from hurricane.inbound.server import BounceFactory
+from hurricane.inbound.server import STORED_LOG_DELAY, BounceFactory
 from hurricane.model import ReturnedMessage, State
 from tests.smtpd.helpers import codes, connect, disconnect, replies
 
@@ -45,6 +45,7 @@ class TransactionTests(SynchronousTestCase):
         if not self.proto.lost:
             disconnect(self.proto)
         self.successResultOf(self.p.stopService())
+        self.w.clock.advance(STORED_LOG_DELAY)  # the last "stored" log line
         self.assertEqual(self.w.clock.getDelayedCalls(), [])
 
     def send(self, rcpts: list[str], data: bytes) -> list[bytes]:

@@ -335,13 +335,19 @@ class EnhancedStatusTests(_Base):
 
 class PipeliningTests(_Base):
     def test_pipelined_transaction_with_async_validation(self) -> None:
-        """Input pauses while MAIL validation is pending, so pipelined RCPT/DATA still work."""
+        """Input pauses while MAIL validation is pending, so pipelined RCPT/DATA still work.
+
+        What was read with the command waits in the buffer; reading itself
+        stops once more input comes while the answer is pending.
+        """
         proto, t = self.start()
         self.ehlo(proto, t)
         pending: defer.Deferred[Reply] = defer.Deferred()
         self.factory.on_sender = lambda p: pending
-        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
-                           b"RCPT TO:<c@example.com>\r\nDATA\r\n")
+        proto.dataReceived(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n")
+        self.assertEqual(replies(t), [])
+        self.assertEqual(t.producerState, "producing")  # nothing more came yet
+        proto.dataReceived(b"RCPT TO:<c@example.com>\r\nDATA\r\n")
         self.assertEqual(replies(t), [])
         self.assertEqual(t.producerState, "paused")
         pending.callback(Reply(250, "2.1.0", "Ok"))
@@ -552,6 +558,7 @@ class StateTests(_Base):
         self.factory.on_message = lambda e, d: pending
         proto.dataReceived(b"body\r\n.\r\nQUIT\r\n")
         self.assertIs(proto.state, ServerState.WAITING)
+        proto.dataReceived(b"NOOP\r\n")  # more input while waiting: reading stops
         self.assertEqual(t.producerState, "paused")
         pending.callback(Reply(250, "2.0.0", "Ok"))
         self.assertEqual(codes(replies(t))[-2:], [b"250 2.0.0", b"221 2.0.0"])
@@ -581,8 +588,9 @@ class StateTests(_Base):
                 second, lambda _: proto.send_reply(Reply(250, "2.0.0", "two steps"))))
 
         proto.do_HELP = two_steps  # type: ignore[method-assign]
-        proto.dataReceived(b"HELP\r\nNOOP\r\n")
+        proto.dataReceived(b"HELP\r\n")
         first.callback("one")
+        proto.dataReceived(b"NOOP\r\n")
         self.assertEqual(replies(t), [])
         self.assertIs(proto.state, ServerState.WAITING)
         self.assertEqual(t.producerState, "paused")

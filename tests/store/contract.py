@@ -913,6 +913,43 @@ class StoreContractMixin:
         self.assertEqual((await self.store.get_suppression("a@x.test")).event_id, ids[0][0])
         self.assertEqual(await self.store.record_bounces([]), [])
 
+    async def test_record_bounces_same_delivery_as_one_by_one(self) -> None:
+        """Several reports about one delivery in one batch end as recorded one by one:
+        each meets the state the one before left (the batch reads its deliveries once)."""
+
+        async def run(batch: bool) -> list[Any]:
+            # another address each time: the first run suppresses its own
+            a = (await self.enqueue_one(f"a{batch}@x.test")).recipients[0].delivery_id
+            await self.deliver(a)
+            bounce_ids = [await self.store.store_bounce(ReturnedMessage(
+                b"s%d" % i, "", "b@bounce.test", T0 + 50 + i)) for i in range(3)]
+            events = [
+                BounceEvent(delivery_id=a, kind=EventKind.delayed, at=T0 + 60,
+                            bounce_id=bounce_ids[0], idem_key=f"d{batch}",
+                            correlation="verp"),
+                BounceEvent(delivery_id=a, kind=EventKind.bounce, at=T0 + 61,
+                            reason="userunknown", hard=True, suppress=True, final=True,
+                            permanent=True, bounce_id=bounce_ids[1], idem_key=f"b{batch}",
+                            correlation="verp"),
+                BounceEvent(delivery_id=a, kind=EventKind.complaint, at=T0 + 62,
+                            reason="feedback", suppress=True, bounce_id=bounce_ids[2],
+                            idem_key=f"c{batch}", correlation="verp"),
+            ]
+            records = [BounceRecord(b, [ev], "bounce", "verp", "{}")
+                       for b, ev in zip(bounce_ids, events, strict=True)]
+            if batch:
+                await self.store.record_bounces(records)
+            else:
+                for r in records:
+                    await self.store.record_bounce(r.bounce_id, list(r.events), r.category,
+                                                   r.correlation, r.analysis)
+            d = await self.store.get_delivery(a)
+            return [d.state, d.reason, d.hard] + [
+                (e.kind, e.state, e.reason, e.hard, e.note)
+                for e in await self.store.events(a) if e.bounce_id is not None]
+
+        self.assertEqual(await run(True), await run(False))
+
     async def test_record_bounces_atomic(self) -> None:
         """A record_bounces that fails leaves every message pending and raises StoreUnavailable."""
         a = (await self.enqueue_one("a@x.test")).recipients[0].delivery_id

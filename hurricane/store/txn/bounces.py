@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from hurricane.decisions import decide_bounce, suppression_source
@@ -122,26 +122,45 @@ def recorded_idem_key(event: BounceEvent) -> str | None:
     return event.idem_key + "/unverified"
 
 
+#: What recording reads of a delivery: its recipient, state and attempts.
+_Target = tuple[str, State, int]
+
+
+async def _deliveries_for_write(txn: Txn, ids: Iterable[int]) -> dict[int, _Target]:
+    """The deliveries of ``ids`` that exist, read (locked on PostgreSQL) at once."""
+    found: dict[int, _Target] = {}
+    for chunk in chunks(sorted(set(ids))):
+        await txn.execute(sql.SELECT_BOUNCE_TARGETS_FOR_WRITE.format(
+            marks=sql.placeholders(len(chunk)), for_update=txn.dialect.for_update), chunk)
+        for delivery_id, recipient, state, attempts in txn.fetchall():
+            found[int(delivery_id)] = (recipient, State(state), int(attempts))
+    return found
+
+
 async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEvent],
                             category: str, correlation: str | None, analysis: str,
-                            complaint_global: Container[str] = frozenset()) -> list[int]:
+                            complaint_global: Container[str] = frozenset(),
+                            targets: dict[int, _Target] | None = None) -> list[int]:
     """Record the analysis of a returned message; see IOutcomeStore.record_bounce.
 
     A complaint suppresses the address for its message's stream only, unless
     that stream is in ``complaint_global`` (issue 20); a hard bounce globally.
+
+    ``targets``: the deliveries the events name, as :func:`_deliveries_for_write`
+    read them for a whole batch (one statement, not one per event); kept up
+    to date here as events move them, so that each event meets its
+    delivery's state as if read just before it.
     """
     await txn.execute(sql.MARK_BOUNCE_ANALYZED, (category, correlation, analysis, bounce_id))
+    if targets is None:
+        targets = await _deliveries_for_write(txn, (ev.delivery_id for ev in events))
     event_ids: list[int] = []
     for ev in events:
         kind = EventKind(ev.kind)
-        await txn.execute(
-            sql.SELECT_DELIVERY_FOR_WRITE.format(for_update=txn.dialect.for_update),
-            (ev.delivery_id,),
-        )
-        row = txn.fetchone()
-        if row is None:
+        target_row = targets.get(ev.delivery_id)
+        if target_row is None:
             continue
-        recipient, state, attempts = row[0], State(row[1]), int(row[2])
+        recipient, state, attempts = target_row
         decision = decide_bounce(ev, state, attempts)
         target = decision.target
         await txn.execute(sql.INSERT_EVENT_IDEMPOTENT, (
@@ -160,10 +179,12 @@ async def record_bounce_txn(txn: Txn, bounce_id: int, events: Sequence[BounceEve
                 text_of(ev.reason), decision.hard, ev.code, ev.status, ev.text, ev.remote_host,
                 ev.at, ev.at, ev.delivery_id, state.value,
             ))
+            targets[ev.delivery_id] = (recipient, target, attempts)
         elif target is State.complained:
             await txn.execute(sql.MOVE_TO_COMPLAINED, (
                 text_of(ev.reason), decision.hard, ev.at, ev.delivery_id, state.value,
             ))
+            targets[ev.delivery_id] = (recipient, target, attempts)
         if decision.suppress:
             scope = GLOBAL
             if kind is EventKind.complaint:
@@ -181,9 +202,11 @@ async def record_bounces_txn(txn: Txn, records: Sequence[BounceRecord],
     Applied in order, so two reports about one delivery end as they would one
     by one.
     """
+    targets = await _deliveries_for_write(
+        txn, (ev.delivery_id for r in records for ev in r.events))
     return [
         await record_bounce_txn(txn, r.bounce_id, list(r.events), r.category, r.correlation,
-                                r.analysis, complaint_global)
+                                r.analysis, complaint_global, targets)
         for r in records
     ]
 
