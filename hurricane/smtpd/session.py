@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from twisted.internet.interfaces import ITransport
 
+from hurricane.maildate import rfc5322_date
 from hurricane.smtpd.address import Path
 
 __all__ = ["Envelope", "Recipient", "ServerState", "Session", "Transaction",
@@ -160,6 +160,5 @@ def received_header(envelope: Envelope, hostname: str, ident: int) -> bytes:
         lines.append(f"\tfor {envelope.recipients[0].path};")
     else:
         lines[-1] += ";"
-    lines.append("\t" + time.strftime("%a, %d %b %Y %H:%M:%S +0000",
-                                      time.gmtime(envelope.received_at)))
+    lines.append("\t" + rfc5322_date(envelope.received_at))
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
