@@ -35,9 +35,10 @@ class ReceivedHeaderTests(SynchronousTestCase):
             except locale.Error:
                 continue
         header = received_header(_envelope(1_780_000_000.0), "mx.example.org", 0xABC).decode()
-        self.assertTrue(header.startswith("Received: from client.example ([192.0.2.7])\r\n"
-                                          "\tby mx.example.org (Hurricane) with ESMTP id 000000000abc\r\n"
-                                          "\tfor <b@example.net>;\r\n\t"), header)
+        self.assertTrue(header.startswith(
+            "Received: from client.example ([192.0.2.7])\r\n"
+            "\tby mx.example.org (Hurricane) with ESMTP id 000000000abc\r\n"
+            "\tfor <b@example.net>;\r\n\t"), header)
         date = header.rsplit("\t", 1)[1].strip()
         self.assertEqual(date, "Thu, 28 May 2026 20:26:40 +0000")
         self.assertEqual(email.utils.parsedate_to_datetime(date).timestamp(), 1_780_000_000.0)
