@@ -32,7 +32,9 @@ up on bounces the delivery, but is never hard and never suppresses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hurricane.model import AttemptResult, BounceEvent
@@ -63,6 +65,7 @@ __all__ = [
     "decide_attempt",
     "decide_bounce",
     "delivered",
+    "explain_reply",
     "suppression_source",
 ]
 
@@ -93,6 +96,19 @@ class Verdict(Protocol):
     @property
     def permanent(self) -> bool | None:
         """The rule's disposition (None: the reply code's class decides)."""
+
+    @property
+    def decided_by(self) -> str | None:
+        """What decided the reason: the rule id, or the status table's entry
+        ("status.5.7.1") when no rule did (``rule`` is None then)."""
+
+    @property
+    def runner_up(self) -> str | None:
+        """The answer the decision beat, if another one applied."""
+
+    @property
+    def runner_up_rule(self) -> str | None:
+        """What would have decided the runner-up."""
 
     @property
     def suppress(self) -> bool:
@@ -177,6 +193,11 @@ class AttemptDecision:
             the classifier's rule).
         rule: the classifier rule that decided the reason.
         source: ``smtp`` for a reply, ``local`` for a failure decided here.
+        explanation: for a refusal or a deferral by a server during our
+            session, the classifier's evidence and decision (the same keys
+            as a returned message's result in its analysis, so the recipient
+            page shows both alike; :func:`explain_reply`); None otherwise.
+            Not compared: it explains the decision, it is not part of it.
     """
 
     state: State
@@ -188,6 +209,7 @@ class AttemptDecision:
     text: str | None = None
     rule: str | None = None
     source: Source = Source.smtp
+    explanation: Mapping[str, object] | None = field(default=None, compare=False)
 
     @property
     def retry(self) -> bool:
@@ -224,6 +246,8 @@ class AttemptDecision:
             next_attempt_at=next_attempt_at if self.retry else None, owner=owner,
             source_ip=source_ip, tls_policy_type=tls_policy_type, tls_policy_id=tls_policy_id,
             tls_result=tls_result,
+            explanation=None if self.explanation is None else json.dumps(
+                {**self.explanation, "remote_mta": remote_host}, sort_keys=True),
         )
 
 
@@ -280,16 +304,17 @@ def decide_attempt(attempt: Attempt, classifier: Classifier, *, expired: bool) -
     phase = Phase(attempt.phase)
     reply = attempt.reply
     if isinstance(attempt, SessionFailure):
-        reason, rule, status = attempt.reason, None, None
+        reason, rule, status, why = attempt.reason, None, None, None
         if reply is not None:
             verdict = classifier.classify(reply.code, reply.status, reply.render())
             reason = reason or Reason.of(verdict.reason)
             rule = verdict.rule
             status = reply.status or verdict.status
+            why = explain_reply(phase, reply, verdict, status)
         text = f"{phase.value}: {reply.render() if reply is not None else attempt.error}"
         return _retry(expired, reason or Reason.networkerror,
                       reply.code if reply is not None else None, status, text, rule,
-                      Source.smtp if reply is not None else Source.local)
+                      Source.smtp if reply is not None else Source.local, why)
     if reply is None:
         # the session broke before this recipient got an answer
         return _retry(expired, Reason.networkerror, None, None,
@@ -315,21 +340,67 @@ def decide_attempt(attempt: Attempt, classifier: Classifier, *, expired: bool) -
     # the rule's disposition wins: a 5xx "rate limited" is retried, a 4xx
     # "over quota for months" is final
     permanent = reply.permanent if verdict.permanent is None else verdict.permanent
+    why = explain_reply(phase, reply, verdict, status, permanent=permanent)
     if permanent:
         return AttemptDecision(State.failed, reason, hard=verdict.hard,
                                suppress=verdict.suppress, code=reply.code, status=status,
-                               text=wire, rule=verdict.rule)
-    return _retry(expired, reason, reply.code, status, wire, verdict.rule, Source.smtp)
+                               text=wire, rule=verdict.rule, explanation=why)
+    return _retry(expired, reason, reply.code, status, wire, verdict.rule, Source.smtp, why)
+
+
+def explain_reply(phase: Phase, reply: Reply, verdict: Verdict, status: str | None, *,
+                  permanent: bool = False) -> dict[str, object]:
+    """The classifier's explanation of a server's refusal during our own session.
+
+    The evidence (the stage and the command our client was sending, the
+    reply code, the enhanced status and whether the rule inferred it, the
+    text) and the decision (the reason, what decided it, the runner-up it
+    beat), under the keys of a returned message's result
+    (``hurricane.bounce.model.RecipientResult.to_json``), so the recipient
+    page explains a refusal we saw and one returned to us alike
+    (docs/bounce-reasons.md). :meth:`AttemptDecision.result` adds the remote
+    MTA and records it with the attempt's event.
+
+    Args:
+        phase: the phase of the reply (its command: RCPT TO, end of DATA...).
+        reply: the server's reply.
+        verdict: the classifier's verdict on it.
+        status: the enhanced status recorded (the reply's, else the rule's).
+        permanent: the refusal fails the delivery (else it defers it).
+
+    Returns:
+        The explanation, JSON-ready.
+    """
+    stage = phase.stage
+    return {
+        "action": "failed" if permanent else "delayed",
+        "stage": stage.value if stage is not None else phase.value,
+        "stage_source": "session",
+        "command": phase.command or phase.value,
+        "code": str(reply.code),
+        "status": status,
+        "status_inferred": reply.status is None and status is not None,
+        "diagnostic_type": "smtp",
+        "diagnostic": reply.render(),
+        "source": "smtp",
+        "reason": verdict.reason,
+        "hard": bool(verdict.hard) and permanent,
+        "rule": verdict.rule,
+        "decided_by": verdict.decided_by or verdict.rule,
+        "runner_up": verdict.runner_up,
+        "runner_up_rule": verdict.runner_up_rule,
+    }
 
 
 def _retry(expired: bool, reason: Reason, code: int | None, status: str | None,
-           text: str | None, rule: str | None, source: Source) -> AttemptDecision:
+           text: str | None, rule: str | None, source: Source,
+           explanation: Mapping[str, object] | None = None) -> AttemptDecision:
     """Deferred, or expired when retries ran out (the last error kept, never suppressed)."""
     if expired:
         return AttemptDecision(State.expired, Reason.expired, code=code, status=status,
-                               text=text, rule=rule, source=source)
+                               text=text, rule=rule, source=source, explanation=explanation)
     return AttemptDecision(State.deferred, reason, code=code, status=status, text=text,
-                           rule=rule, source=source)
+                           rule=rule, source=source, explanation=explanation)
 
 
 # -- returned messages ------------------------------------------------------------

@@ -214,6 +214,11 @@ class AttemptResult(Finding):
     #: ``success`` or an RFC 8460 result type (``starttls-not-supported``,
     #: ``validation-failure``...); None when no session was tried.
     tls_result: str | None = None
+    #: The classifier's evidence and decision for a server's refusal or
+    #: deferral during our session, as JSON (an object with the keys of a
+    #: returned message's result; :func:`hurricane.decisions.explain_reply`);
+    #: None for a delivery, a local failure or a broken session.
+    explanation: str | None = None
 
     @property
     def event_kind(self) -> EventKind:
@@ -351,6 +356,9 @@ class Event:
     tls_policy_type: str | None = None
     tls_policy_id: str | None = None
     tls_result: str | None = None
+    #: An attempt's explanation of a refusal or deferral by the server
+    #: (:attr:`AttemptResult.explanation`; migration 0011), JSON text.
+    explanation: str | None = None
 
 
 @dataclass(frozen=True)

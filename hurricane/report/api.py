@@ -136,6 +136,12 @@ def event_json(e: Event) -> dict[str, object]:
     for key in ("kind", "state"):
         value = out[key]
         out[key] = getattr(value, "value", value)
+    # the classifier's explanation of a refusal in our session, as an object
+    # (the recipient page's "Why"; hurricane.decisions.explain_reply)
+    try:
+        out["explanation"] = json.loads(e.explanation) if e.explanation else None
+    except ValueError:
+        out["explanation"] = None
     return out
 
 
