@@ -194,10 +194,9 @@ class AttemptDecision:
         rule: the classifier rule that decided the reason.
         source: ``smtp`` for a reply, ``local`` for a failure decided here.
         explanation: for a refusal or a deferral by a server during our
-            session, the classifier's evidence and decision (the same keys
-            as a returned message's result in its analysis, so the recipient
-            page shows both alike; :func:`explain_reply`); None otherwise.
-            Not compared: it explains the decision, it is not part of it.
+            session, the classifier's evidence and decision that the other
+            fields do not hold (:func:`explain_reply`); None otherwise. Not
+            compared: it explains the decision, it is not part of it.
     """
 
     state: State
@@ -247,7 +246,7 @@ class AttemptDecision:
             source_ip=source_ip, tls_policy_type=tls_policy_type, tls_policy_id=tls_policy_id,
             tls_result=tls_result,
             explanation=None if self.explanation is None else json.dumps(
-                {**self.explanation, "remote_mta": remote_host}, sort_keys=True),
+                self.explanation, separators=(",", ":")),
         )
 
 
@@ -352,14 +351,18 @@ def explain_reply(phase: Phase, reply: Reply, verdict: Verdict, status: str | No
                   permanent: bool = False) -> dict[str, object]:
     """The classifier's explanation of a server's refusal during our own session.
 
-    The evidence (the stage and the command our client was sending, the
-    reply code, the enhanced status and whether the rule inferred it, the
-    text) and the decision (the reason, what decided it, the runner-up it
-    beat), under the keys of a returned message's result
-    (``hurricane.bounce.model.RecipientResult.to_json``), so the recipient
-    page explains a refusal we saw and one returned to us alike
-    (docs/bounce-reasons.md). :meth:`AttemptDecision.result` adds the remote
-    MTA and records it with the attempt's event.
+    What the attempt's event does not already hold (its code, status, text,
+    remote host, rule, state and ``hard`` are columns of its own): the
+    evidence our session adds (the phase: the command our client was
+    sending, and its stage; whether the rule inferred the enhanced status)
+    and the classifier's decision (its reason, which the event's may not be:
+    ``expired``, a session's local reason; what decided it, the rule or the
+    status table's entry; the runner-up it beat).
+    ``hurricane.report.api.event_explanation`` puts the two halves together
+    under the keys of a returned message's result, so the recipient page
+    explains a refusal we saw and one returned to us alike
+    (docs/bounce-reasons.md). Kept small (about 100 bytes of JSON): a
+    deferral writes an event per attempt.
 
     Args:
         phase: the phase of the reply (its command: RCPT TO, end of DATA...).
@@ -369,27 +372,18 @@ def explain_reply(phase: Phase, reply: Reply, verdict: Verdict, status: str | No
         permanent: the refusal fails the delivery (else it defers it).
 
     Returns:
-        The explanation, JSON-ready.
+        The explanation, JSON-ready: ``phase``, ``reason``, ``decided_by``;
+        ``status_inferred`` only when true, ``runner_up`` and
+        ``runner_up_rule`` only when another answer applied.
     """
-    stage = phase.stage
-    return {
-        "action": "failed" if permanent else "delayed",
-        "stage": stage.value if stage is not None else phase.value,
-        "stage_source": "session",
-        "command": phase.command or phase.value,
-        "code": str(reply.code),
-        "status": status,
-        "status_inferred": reply.status is None and status is not None,
-        "diagnostic_type": "smtp",
-        "diagnostic": reply.render(),
-        "source": "smtp",
-        "reason": verdict.reason,
-        "hard": bool(verdict.hard) and permanent,
-        "rule": verdict.rule,
-        "decided_by": verdict.decided_by or verdict.rule,
-        "runner_up": verdict.runner_up,
-        "runner_up_rule": verdict.runner_up_rule,
-    }
+    why: dict[str, object] = {"phase": phase.value, "reason": verdict.reason,
+                              "decided_by": verdict.decided_by or verdict.rule}
+    if reply.status is None and status is not None:
+        why["status_inferred"] = True
+    if verdict.runner_up:
+        why["runner_up"] = verdict.runner_up
+        why["runner_up_rule"] = verdict.runner_up_rule
+    return why
 
 
 def _retry(expired: bool, reason: Reason, code: int | None, status: str | None,

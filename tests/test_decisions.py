@@ -360,19 +360,27 @@ class ExplanationTests(SynchronousTestCase):
         self.assertEqual((decision.state, decision.reason), (State.failed, Reason.blocked))
         why = decision.explanation
         assert why is not None
-        self.assertEqual(
-            {k: why[k] for k in ("action", "stage", "stage_source", "command", "code", "status",
-                                 "status_inferred", "diagnostic", "reason", "decided_by")},
-            {"action": "failed", "stage": "rcpt", "stage_source": "session",
-             "command": "RCPT TO", "code": "550", "status": "5.7.1", "status_inferred": False,
-             "diagnostic": wire, "reason": "blocked", "decided_by": decision.rule})
+        self.assertEqual({k: why[k] for k in ("phase", "reason", "decided_by")},
+                         {"phase": "rcpt", "reason": "blocked", "decided_by": decision.rule})
+        self.assertNotIn("status_inferred", why)
         self.assertTrue(why["runner_up"])
         self.assertTrue(why["runner_up_rule"])
-        # recorded as JSON text with the MTA that answered
+        # what the event's own columns hold is not repeated
+        self.assertFalse({"code", "status", "diagnostic", "remote_mta", "rule"} & set(why))
         result = decision.result(1, 10.0, remote_host="mx.two.test")
         assert result.explanation is not None
-        self.assertEqual(json.loads(result.explanation),
-                         {**why, "remote_mta": "mx.two.test"})
+        self.assertEqual(json.loads(result.explanation), why)
+        self.assertEqual((result.code, result.status, result.text, result.remote_host),
+                         (550, "5.7.1", wire, "mx.two.test"))
+
+    def test_inferred_status(self) -> None:
+        """A reply without an enhanced status gets the rule's, and says it was inferred."""
+        decision = self.decide(RecipientAnswer(Phase.rcpt, R(550, "Access denied")))
+        assert decision.explanation is not None
+        self.assertEqual((decision.status, decision.explanation["status_inferred"]),
+                         ("5.7.1", True))
+        self.assertEqual(decision.explanation["decided_by"], "blocked.text")
+        self.assertNotIn("runner_up", decision.explanation)
 
     def test_status_table_decided(self) -> None:
         """When the status table decides, the rule is None but the explanation names the
@@ -391,16 +399,18 @@ class ExplanationTests(SynchronousTestCase):
             decision = self.decide(answer, expired)
             self.assertEqual(decision.state, state)
             assert decision.explanation is not None
-            self.assertEqual((decision.explanation["action"], decision.explanation["reason"],
-                              decision.explanation["hard"]), ("delayed", "requireptr", False))
+            self.assertEqual((decision.explanation["phase"], decision.explanation["reason"]),
+                             ("rcpt", "requireptr"))
+            self.assertFalse(decision.hard)
 
     def test_session_refusal(self) -> None:
         """A server that refuses the session (a 421 greeting) is explained at its stage."""
         decision = self.decide(SessionFailure(Phase.greeting, R(421, "4.3.2 shutting down"),
                                               "refused"))
         assert decision.explanation is not None
-        self.assertEqual((decision.explanation["stage"], decision.explanation["command"],
-                          decision.explanation["action"]), ("conn", "greeting", "delayed"))
+        self.assertEqual((decision.state, decision.explanation["phase"],
+                          decision.explanation["decided_by"]),
+                         (State.deferred, "greeting", "notaccept.status"))
 
     def test_nothing_to_explain(self) -> None:
         """A delivery, a local failure and a broken session record no explanation."""

@@ -40,7 +40,7 @@ from hurricane.bounce.evidence import is_catch_all
 from hurricane.model import Delivery, Event, Outcome, State, Suppression
 from hurricane.operations import InvalidRequest, Operations
 from hurricane.report import charts
-from hurricane.report.api import parse_time
+from hurricane.report.api import event_explanation, parse_time
 from hurricane.report.auth import AccessPolicy
 from hurricane.report.csvexport import stream_csv
 from hurricane.report.figures import STATES, percent, rates
@@ -133,17 +133,6 @@ def explain_result(analysis: str | None, recipient: str) -> dict[str, object] | 
     if not found and len(results) == 1 and isinstance(results[0], dict):
         found = results
     return found[0] if found else None
-
-
-def explanation_of(e: Event) -> dict[str, object] | None:
-    """The explanation recorded with an attempt's event, if it has one that reads."""
-    if not e.explanation:
-        return None
-    try:
-        record = json.loads(e.explanation)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def evidence_text(r: Mapping[str, object]) -> str:
@@ -704,7 +693,7 @@ class DeliveryPage(ItemPage):
         rows: list[tuple[object, ...]] = []
         seen: set[int] = set()
         for e in events:
-            own = explanation_of(e) if e.bounce_id is None else None
+            own = event_explanation(e) if e.bounce_id is None else None
             if own is not None:
                 rows.append((fmt_time(e.at), "none: our own SMTP session", evidence_text(own),
                              decision_text(own), runner_up_text(own)))

@@ -155,6 +155,11 @@ class SessionWhyTests(SynchronousTestCase):
         self.attempt(550, "5.7.1 nope")
         self.assertIn("blocked, by status.5.7.1", self.page())
 
+    def test_inferred_status(self) -> None:
+        """A reply with no enhanced status shows the rule's, marked inferred."""
+        self.attempt(550, "Access denied")
+        self.assertIn("code 550; status 5.7.1 (catch-all, inferred)", self.page())
+
     def test_deferral(self) -> None:
         """A 4xx during our session is explained too, as delayed, one row per attempt."""
         wire = "4.7.1 Client host rejected: cannot find your reverse hostname, [192.0.2.1]"
@@ -171,8 +176,14 @@ class SessionWhyTests(SynchronousTestCase):
             BASE + f"/api/v1/deliveries/{self.delivery}", headers=self.f.auth()))
         self.assertEqual(response.code, 200)
         [attempt] = [e for e in body["events"] if e["kind"] == "attempt"]
-        self.assertEqual((attempt["explanation"]["decided_by"],
-                          attempt["explanation"]["remote_mta"]), ("status.5.7.1", "mx.two.test"))
+        why = attempt["explanation"]
+        self.assertEqual(
+            {k: why[k] for k in ("action", "stage", "command", "code", "status", "diagnostic",
+                                 "remote_mta", "reason", "decided_by", "rule", "runner_up")},
+            {"action": "failed", "stage": "rcpt", "command": "RCPT TO", "code": "550",
+             "status": "5.7.1", "diagnostic": "5.7.1 nope", "remote_mta": "mx.two.test",
+             "reason": "blocked", "decided_by": "status.5.7.1", "rule": None,
+             "runner_up": None})
         [queued] = [e for e in body["events"] if e["kind"] == "queued"]
         self.assertIsNone(queued["explanation"])
 
