@@ -72,6 +72,10 @@ __all__ = [
 
 # -- delivery attempts ------------------------------------------------------------
 
+#: Encodes an attempt's explanation (one encoder: ``json.dumps`` with any
+#: option builds a new one per call, a third of an attempt's decision).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 
 class Verdict(Protocol):
     """What the reply classifier says about one reply
@@ -245,8 +249,7 @@ class AttemptDecision:
             next_attempt_at=next_attempt_at if self.retry else None, owner=owner,
             source_ip=source_ip, tls_policy_type=tls_policy_type, tls_policy_id=tls_policy_id,
             tls_result=tls_result,
-            explanation=None if self.explanation is None else json.dumps(
-                self.explanation, separators=(",", ":")),
+            explanation=None if self.explanation is None else _COMPACT.encode(self.explanation),
         )
 
 
