@@ -73,7 +73,7 @@ __all__ = [
 # -- delivery attempts ------------------------------------------------------------
 
 #: Encodes an attempt's explanation (one encoder: ``json.dumps`` with any
-#: option builds a new one per call, a third of an attempt's decision).
+#: option builds a new one per call).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 

@@ -215,9 +215,10 @@ class AttemptResult(Finding):
     #: ``validation-failure``...); None when no session was tried.
     tls_result: str | None = None
     #: The classifier's evidence and decision for a server's refusal or
-    #: deferral during our session, as JSON (an object with the keys of a
-    #: returned message's result; :func:`hurricane.decisions.explain_reply`);
-    #: None for a delivery, a local failure or a broken session.
+    #: deferral during our session that the other fields do not hold (the
+    #: phase, its reason, what decided it, the runner-up), as JSON
+    #: (:func:`hurricane.decisions.explain_reply`); None for a delivery, a
+    #: local failure or a broken session.
     explanation: str | None = None
 
     @property

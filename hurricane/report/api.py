@@ -42,7 +42,7 @@ from twisted.web.server import Request
 
 from hurricane.model import Delivery, Event, NewMessage, NewRecipient, State
 from hurricane.operations import InvalidRequest, Operations, parse_address
-from hurricane.outcome import Phase
+from hurricane.outcome import Action, Phase
 from hurricane.policy.operate import NoPolicyStore
 from hurricane.report.auth import AccessPolicy, Denied
 from hurricane.report.figures import summary_json
@@ -170,7 +170,8 @@ def event_explanation(e: Event) -> dict[str, object] | None:
         stage, command = Phase(phase).stage, Phase(phase).command
     except ValueError:
         stage, command = None, None
-    return {"action": "failed" if e.state is State.failed else "delayed",
+    action = Action.failed if e.state is State.failed else Action.delayed
+    return {"action": action.value,
             "stage": stage.value if stage is not None else phase or None,
             "stage_source": "session", "command": command or phase or None,
             "code": None if e.code is None else str(e.code), "status": e.status,
