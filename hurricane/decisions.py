@@ -32,7 +32,9 @@ up on bounces the delivery, but is never hard and never suppresses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hurricane.model import AttemptResult, BounceEvent
@@ -63,11 +65,16 @@ __all__ = [
     "decide_attempt",
     "decide_bounce",
     "delivered",
+    "explain_reply",
     "suppression_source",
 ]
 
 
 # -- delivery attempts ------------------------------------------------------------
+
+#: Encodes an attempt's explanation (one encoder: ``json.dumps`` with any
+#: option builds a new one per call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 class Verdict(Protocol):
@@ -93,6 +100,19 @@ class Verdict(Protocol):
     @property
     def permanent(self) -> bool | None:
         """The rule's disposition (None: the reply code's class decides)."""
+
+    @property
+    def decided_by(self) -> str | None:
+        """What decided the reason: the rule id, or the status table's entry
+        ("status.5.7.1") when no rule did (``rule`` is None then)."""
+
+    @property
+    def runner_up(self) -> str | None:
+        """The answer the decision beat, if another one applied."""
+
+    @property
+    def runner_up_rule(self) -> str | None:
+        """What would have decided the runner-up."""
 
     @property
     def suppress(self) -> bool:
@@ -177,6 +197,10 @@ class AttemptDecision:
             the classifier's rule).
         rule: the classifier rule that decided the reason.
         source: ``smtp`` for a reply, ``local`` for a failure decided here.
+        explanation: for a refusal or a deferral by a server during our
+            session, the classifier's evidence and decision that the other
+            fields do not hold (:func:`explain_reply`); None otherwise. Not
+            compared: it explains the decision, it is not part of it.
     """
 
     state: State
@@ -188,6 +212,7 @@ class AttemptDecision:
     text: str | None = None
     rule: str | None = None
     source: Source = Source.smtp
+    explanation: Mapping[str, object] | None = field(default=None, compare=False)
 
     @property
     def retry(self) -> bool:
@@ -224,6 +249,7 @@ class AttemptDecision:
             next_attempt_at=next_attempt_at if self.retry else None, owner=owner,
             source_ip=source_ip, tls_policy_type=tls_policy_type, tls_policy_id=tls_policy_id,
             tls_result=tls_result,
+            explanation=None if self.explanation is None else _COMPACT.encode(self.explanation),
         )
 
 
@@ -280,16 +306,17 @@ def decide_attempt(attempt: Attempt, classifier: Classifier, *, expired: bool) -
     phase = Phase(attempt.phase)
     reply = attempt.reply
     if isinstance(attempt, SessionFailure):
-        reason, rule, status = attempt.reason, None, None
+        reason, rule, status, why = attempt.reason, None, None, None
         if reply is not None:
             verdict = classifier.classify(reply.code, reply.status, reply.render())
             reason = reason or Reason.of(verdict.reason)
             rule = verdict.rule
             status = reply.status or verdict.status
+            why = explain_reply(phase, reply, verdict, status)
         text = f"{phase.value}: {reply.render() if reply is not None else attempt.error}"
         return _retry(expired, reason or Reason.networkerror,
                       reply.code if reply is not None else None, status, text, rule,
-                      Source.smtp if reply is not None else Source.local)
+                      Source.smtp if reply is not None else Source.local, why)
     if reply is None:
         # the session broke before this recipient got an answer
         return _retry(expired, Reason.networkerror, None, None,
@@ -315,21 +342,62 @@ def decide_attempt(attempt: Attempt, classifier: Classifier, *, expired: bool) -
     # the rule's disposition wins: a 5xx "rate limited" is retried, a 4xx
     # "over quota for months" is final
     permanent = reply.permanent if verdict.permanent is None else verdict.permanent
+    why = explain_reply(phase, reply, verdict, status, permanent=permanent)
     if permanent:
         return AttemptDecision(State.failed, reason, hard=verdict.hard,
                                suppress=verdict.suppress, code=reply.code, status=status,
-                               text=wire, rule=verdict.rule)
-    return _retry(expired, reason, reply.code, status, wire, verdict.rule, Source.smtp)
+                               text=wire, rule=verdict.rule, explanation=why)
+    return _retry(expired, reason, reply.code, status, wire, verdict.rule, Source.smtp, why)
+
+
+def explain_reply(phase: Phase, reply: Reply, verdict: Verdict, status: str | None, *,
+                  permanent: bool = False) -> dict[str, object]:
+    """The classifier's explanation of a server's refusal during our own session.
+
+    What the attempt's event does not already hold (its code, status, text,
+    remote host, rule, state and ``hard`` are columns of its own): the
+    evidence our session adds (the phase: the command our client was
+    sending, and its stage; whether the rule inferred the enhanced status)
+    and the classifier's decision (its reason, which the event's may not be:
+    ``expired``, a session's local reason; what decided it, the rule or the
+    status table's entry; the runner-up it beat).
+    ``hurricane.report.api.event_explanation`` puts the two halves together
+    under the keys of a returned message's result, so the recipient page
+    explains a refusal we saw and one returned to us alike
+    (docs/bounce-reasons.md). Kept small (about 100 bytes of JSON): a
+    deferral writes an event per attempt.
+
+    Args:
+        phase: the phase of the reply (its command: RCPT TO, end of DATA...).
+        reply: the server's reply.
+        verdict: the classifier's verdict on it.
+        status: the enhanced status recorded (the reply's, else the rule's).
+        permanent: the refusal fails the delivery (else it defers it).
+
+    Returns:
+        The explanation, JSON-ready: ``phase``, ``reason``, ``decided_by``;
+        ``status_inferred`` only when true, ``runner_up`` and
+        ``runner_up_rule`` only when another answer applied.
+    """
+    why: dict[str, object] = {"phase": phase.value, "reason": verdict.reason,
+                              "decided_by": verdict.decided_by or verdict.rule}
+    if reply.status is None and status is not None:
+        why["status_inferred"] = True
+    if verdict.runner_up:
+        why["runner_up"] = verdict.runner_up
+        why["runner_up_rule"] = verdict.runner_up_rule
+    return why
 
 
 def _retry(expired: bool, reason: Reason, code: int | None, status: str | None,
-           text: str | None, rule: str | None, source: Source) -> AttemptDecision:
+           text: str | None, rule: str | None, source: Source,
+           explanation: Mapping[str, object] | None = None) -> AttemptDecision:
     """Deferred, or expired when retries ran out (the last error kept, never suppressed)."""
     if expired:
         return AttemptDecision(State.expired, Reason.expired, code=code, status=status,
-                               text=text, rule=rule, source=source)
+                               text=text, rule=rule, source=source, explanation=explanation)
     return AttemptDecision(State.deferred, reason, code=code, status=status, text=text,
-                           rule=rule, source=source)
+                           rule=rule, source=source, explanation=explanation)
 
 
 # -- returned messages ------------------------------------------------------------

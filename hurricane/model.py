@@ -214,6 +214,12 @@ class AttemptResult(Finding):
     #: ``success`` or an RFC 8460 result type (``starttls-not-supported``,
     #: ``validation-failure``...); None when no session was tried.
     tls_result: str | None = None
+    #: The classifier's evidence and decision for a server's refusal or
+    #: deferral during our session that the other fields do not hold (the
+    #: phase, its reason, what decided it, the runner-up), as JSON
+    #: (:func:`hurricane.decisions.explain_reply`); None for a delivery, a
+    #: local failure or a broken session.
+    explanation: str | None = None
 
     @property
     def event_kind(self) -> EventKind:
@@ -351,6 +357,9 @@ class Event:
     tls_policy_type: str | None = None
     tls_policy_id: str | None = None
     tls_result: str | None = None
+    #: An attempt's explanation of a refusal or deferral by the server
+    #: (:attr:`AttemptResult.explanation`; migration 0011), JSON text.
+    explanation: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@ returned-message event (decide_bounce) do to a delivery."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from hurricane.bounce.classify import ReplyClassifier
 from hurricane.decisions import (
     NOT_APPLIED,
     Attempt,
@@ -170,6 +172,9 @@ class Said:
     rule: str | None = "rule.x"
     permanent: bool | None = None
     suppress: bool = True
+    decided_by: str | None = "rule.x"
+    runner_up: str | None = None
+    runner_up_rule: str | None = None
 
 
 class Classifier:
@@ -339,3 +344,80 @@ class DecideAttemptTests(SynchronousTestCase):
         self.assertFalse(delivered(Phase.rcpt, R(250, "ok")))
         self.assertFalse(delivered(Phase.dot, R(354, "go on")))
         self.assertFalse(delivered(Phase.dot, None))
+
+
+class ExplanationTests(SynchronousTestCase):
+    """A refusal or deferral by a server in our session keeps the classifier's explanation
+    (issue 22 item 6: the recipient page shows why it was called ``blocked``)."""
+
+    def decide(self, attempt: Attempt, expired: bool = False) -> AttemptDecision:
+        return decide_attempt(attempt, ReplyClassifier.load(), expired=expired)
+
+    def test_blocked_refusal(self) -> None:
+        """The evidence (stage, command, codes, text) and the decision with its runner-up."""
+        wire = "5.7.1 Service unavailable; client host [192.0.2.1] blocked using zen.spamhaus.org"
+        decision = self.decide(RecipientAnswer(Phase.rcpt, R(550, wire)))
+        self.assertEqual((decision.state, decision.reason), (State.failed, Reason.blocked))
+        why = decision.explanation
+        assert why is not None
+        self.assertEqual({k: why[k] for k in ("phase", "reason", "decided_by")},
+                         {"phase": "rcpt", "reason": "blocked", "decided_by": decision.rule})
+        self.assertNotIn("status_inferred", why)
+        self.assertTrue(why["runner_up"])
+        self.assertTrue(why["runner_up_rule"])
+        # what the event's own columns hold is not repeated
+        self.assertFalse({"code", "status", "diagnostic", "remote_mta", "rule"} & set(why))
+        result = decision.result(1, 10.0, remote_host="mx.two.test")
+        assert result.explanation is not None
+        self.assertEqual(json.loads(result.explanation), why)
+        self.assertEqual((result.code, result.status, result.text, result.remote_host),
+                         (550, "5.7.1", wire, "mx.two.test"))
+
+    def test_inferred_status(self) -> None:
+        """A reply without an enhanced status gets the rule's, and says it was inferred."""
+        decision = self.decide(RecipientAnswer(Phase.rcpt, R(550, "Access denied")))
+        assert decision.explanation is not None
+        self.assertEqual((decision.status, decision.explanation["status_inferred"]),
+                         ("5.7.1", True))
+        self.assertEqual(decision.explanation["decided_by"], "blocked.text")
+        self.assertNotIn("runner_up", decision.explanation)
+
+    def test_status_table_decided(self) -> None:
+        """When the status table decides, the rule is None but the explanation names the
+        entry (the gap the review found: only the rule used to be kept)."""
+        decision = self.decide(RecipientAnswer(Phase.rcpt, R(550, "5.7.1 nope")))
+        self.assertEqual((decision.reason, decision.rule), (Reason.blocked, None))
+        assert decision.explanation is not None
+        self.assertEqual(decision.explanation["decided_by"], "status.5.7.1")
+
+    def test_deferral_and_expiry(self) -> None:
+        """A 4xx during our session is explained as delayed; so is the last one that
+        expired the delivery (its explanation is the classifier's, not ``expired``)."""
+        answer = RecipientAnswer(Phase.rcpt, R(450, "4.7.1 Client host rejected: cannot find "
+                                                    "your reverse hostname, [192.0.2.1]"))
+        for expired, state in ((False, State.deferred), (True, State.expired)):
+            decision = self.decide(answer, expired)
+            self.assertEqual(decision.state, state)
+            assert decision.explanation is not None
+            self.assertEqual((decision.explanation["phase"], decision.explanation["reason"]),
+                             ("rcpt", "requireptr"))
+            self.assertFalse(decision.hard)
+
+    def test_session_refusal(self) -> None:
+        """A server that refuses the session (a 421 greeting) is explained at its stage."""
+        decision = self.decide(SessionFailure(Phase.greeting, R(421, "4.3.2 shutting down"),
+                                              "refused"))
+        assert decision.explanation is not None
+        self.assertEqual((decision.state, decision.explanation["phase"],
+                          decision.explanation["decided_by"]),
+                         (State.deferred, "greeting", "notaccept.status"))
+
+    def test_nothing_to_explain(self) -> None:
+        """A delivery, a local failure and a broken session record no explanation."""
+        for attempt in (RecipientAnswer(Phase.dot, R(250, "2.0.0 ok")),
+                        LocalFailure(Reason.hostunknown, "NXDOMAIN", permanent=True),
+                        RecipientAnswer(Phase.dot, None, "connection lost"),
+                        SessionFailure(Phase.connect, None, "refused")):
+            decision = self.decide(attempt)
+            self.assertIsNone(decision.explanation, attempt)
+            self.assertIsNone(decision.result(1, 10.0).explanation)

@@ -40,8 +40,9 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from hurricane.model import Delivery, Event, NewMessage, NewRecipient
+from hurricane.model import Delivery, Event, NewMessage, NewRecipient, State
 from hurricane.operations import InvalidRequest, Operations, parse_address
+from hurricane.outcome import Action, Phase
 from hurricane.policy.operate import NoPolicyStore
 from hurricane.report.auth import AccessPolicy, Denied
 from hurricane.report.figures import summary_json
@@ -64,7 +65,8 @@ from hurricane.submission.message import (
 )
 from hurricane.verp import check_identifiers
 
-__all__ = ["Api", "Endpoint", "build_api", "parse_time", "delivery_json", "event_json"]
+__all__ = ["Api", "Endpoint", "build_api", "parse_time", "delivery_json", "event_explanation",
+           "event_json"]
 
 log = Logger()
 
@@ -136,7 +138,46 @@ def event_json(e: Event) -> dict[str, object]:
     for key in ("kind", "state"):
         value = out[key]
         out[key] = getattr(value, "value", value)
+    # the classifier's explanation of a refusal in our session, as an object
+    # (the recipient page's "Why")
+    out["explanation"] = event_explanation(e)
     return out
+
+
+def event_explanation(e: Event) -> dict[str, object] | None:
+    """The explanation of a refusal or deferral a server gave in our own session.
+
+    The part recorded with the attempt (:func:`hurricane.decisions.explain_reply`)
+    completed by the event's own columns (code, status, text, remote host,
+    rule, state, ``hard``) and by its phase (the command our client was
+    sending and its stage), under the keys of a returned message's result
+    (``hurricane.bounce.model.RecipientResult``), so the recipient page
+    shows both alike.
+
+    Returns:
+        The explanation; None for an event without one, or one that does not read.
+    """
+    if not e.explanation:
+        return None
+    try:
+        recorded = json.loads(e.explanation)
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    phase = str(recorded.get("phase") or "")
+    try:
+        stage, command = Phase(phase).stage, Phase(phase).command
+    except ValueError:
+        stage, command = None, None
+    action = Action.failed if e.state is State.failed else Action.delayed
+    return {"action": action.value,
+            "stage": stage.value if stage is not None else phase or None,
+            "stage_source": "session", "command": command or phase or None,
+            "code": None if e.code is None else str(e.code), "status": e.status,
+            "status_inferred": False, "diagnostic_type": "smtp", "diagnostic": e.text,
+            "remote_mta": e.remote_host, "source": "smtp", "rule": e.rule, "hard": e.hard,
+            "reason": e.reason, "runner_up": None, "runner_up_rule": None, **recorded}
 
 
 def invalid(e: InvalidRequest) -> HttpError:

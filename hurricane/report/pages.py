@@ -36,10 +36,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.template import Flattenable, Tag, tags
 
+from hurricane.bounce.evidence import is_catch_all
 from hurricane.model import Delivery, Event, Outcome, State, Suppression
 from hurricane.operations import InvalidRequest, Operations
 from hurricane.report import charts
-from hurricane.report.api import parse_time
+from hurricane.report.api import event_explanation, parse_time
 from hurricane.report.auth import AccessPolicy
 from hurricane.report.csvexport import stream_csv
 from hurricane.report.figures import STATES, percent, rates
@@ -135,18 +136,36 @@ def explain_result(analysis: str | None, recipient: str) -> dict[str, object] | 
 
 
 def evidence_text(r: Mapping[str, object]) -> str:
-    """One line of a result's evidence: action, stage, codes, type, remote MTA, family."""
+    """One line of a result's evidence: action, stage, codes, type, remote MTA, family, text.
+
+    The stage says where it was read: the notification or the text of a
+    returned message, or, for a refusal during our own session, the
+    command our client was sending. The enhanced status is ``specific`` or
+    ``catch-all`` (x.Y.0, x.7.1: it names an area, the text decides),
+    as ``hurricane analyze --explain`` prints it.
+    """
     stage = r.get("stage")
     status = r.get("status")
+    command = r.get("command")
+    session = r.get("stage_source") == "session"
+    where = (f"reply to our {text(command)}" if session and command
+             else f"from the {text(r.get('stage_source'))}")
+    kind = ""
+    if status:
+        kind = " (" + ("catch-all" if is_catch_all(str(status)) else "specific") + \
+            (", inferred" if r.get("status_inferred") else "") + ")"
+    diagnostic = " ".join(text(r.get("diagnostic")).split())[:300]
     parts = [f"action {text(r.get('action'))}",
-             f"stage {stage} (from the {text(r.get('stage_source'))})" if stage
-             else "stage unknown",
+             f"stage {stage} ({where})" if stage else "stage unknown",
              f"code {text(r.get('code')) or '-'}",
-             f"status {text(status) or '-'}"
-             + (" (inferred)" if status and r.get("status_inferred") else ""),
+             f"status {text(status) or '-'}{kind}",
              f"diagnostic type {text(r.get('diagnostic_type')) or '-'}",
-             f"remote MTA {text(r.get('remote_mta')) or '-'}",
-             f"reporter {text(r.get('family')) or '-'}"]
+             f"remote MTA {text(r.get('remote_mta')) or '-'}"]
+    if not session:
+        # who wrote the returned message (our own session has no reporter)
+        parts.append(f"reporter {text(r.get('family')) or '-'}")
+    if diagnostic:
+        parts.append(f"text {diagnostic}")
     return "; ".join(parts)
 
 
@@ -663,14 +682,21 @@ class DeliveryPage(ItemPage):
         finish(request, layout(f"Recipient {d.recipient}", content))
 
     async def _why(self, recipient: str, events: Sequence[Event]) -> list[tuple[object, ...]]:
-        """Per returned message of the recipient: its evidence, decision and runner-up.
+        """Per returned message of the recipient, and per refusal or deferral a
+        server gave during our own session: the evidence, decision and runner-up.
 
         Read from the analysis recorded with the returned message (the same
-        explanation as ``hurricane analyze --explain``; docs/bounce-reasons.md).
+        explanation as ``hurricane analyze --explain``; docs/bounce-reasons.md),
+        or from the classifier's explanation recorded with the attempt
+        (:func:`hurricane.decisions.explain_reply`).
         """
         rows: list[tuple[object, ...]] = []
         seen: set[int] = set()
         for e in events:
+            own = event_explanation(e) if e.bounce_id is None else None
+            if own is not None:
+                rows.append((fmt_time(e.at), "none: our own SMTP session", evidence_text(own),
+                             decision_text(own), runner_up_text(own)))
             if e.bounce_id is None or e.bounce_id in seen:
                 continue
             seen.add(e.bounce_id)

@@ -347,9 +347,10 @@ def insert_events_returning(n: int) -> str:
             + ", ".join([_EVENT_VALUES] * n) + "\nRETURNING event_id")
 
 
-#: An attempt's event also records its transport facts (migration 0010, issue 21).
+#: An attempt's event also records its transport facts (migration 0010, issue 21)
+#: and the classifier's explanation of a server's refusal (migration 0011).
 ATTEMPT_EVENT_COLUMNS = (*EVENT_INSERT_COLUMNS, "source_ip", "tls_policy_type", "tls_policy_id",
-                         "tls_result")
+                         "tls_result", "explanation")
 _ATTEMPT_VALUES = "(" + placeholders(len(ATTEMPT_EVENT_COLUMNS)) + ")"
 
 
@@ -474,7 +475,7 @@ WHERE delivery_id = ? AND state = ?"""
 SELECT_EVENTS = """
 SELECT event_id, delivery_id, kind, at, state, reason, hard, code, status, text,
        remote_host, remote_ip, tls, source, rule, duration, bounce_id, feedback_type,
-       correlation, note, source_ip, tls_policy_type, tls_policy_id, tls_result
+       correlation, note, source_ip, tls_policy_type, tls_policy_id, tls_result, explanation
 FROM events WHERE delivery_id = ? ORDER BY event_id"""
 
 # Event feed (webhooks, accounting log): keyset on the events primary key.

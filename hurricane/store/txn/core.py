@@ -155,6 +155,7 @@ def event_from_row(row: Row) -> Event:
         remote_ip=row[11], tls=row[12], source=row[13], rule=row[14], duration=row[15],
         bounce_id=opt_int(row[16]), feedback_type=row[17], correlation=row[18],
         note=row[19], **_transport_of(row[20:24]),
+        explanation=row[24] if len(row) > 24 else None,
     )
 
 

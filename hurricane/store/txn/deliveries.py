@@ -117,6 +117,7 @@ async def record_attempts_txn(txn: Txn, results: Sequence[AttemptResult]) -> lis
                 text_of(r.reason), r.hard, r.code, r.status, r.text, r.remote_host,
                 r.remote_ip, r.tls, text_of(r.source), r.rule, r.duration, None, None, None,
                 None, None, r.source_ip, r.tls_policy_type, r.tls_policy_id, r.tls_result,
+                r.explanation,
             ]
         await txn.execute(sql.insert_attempt_events_returning(len(result_chunk)), params)
         got = sorted(int(row[0]) for row in txn.fetchall())
