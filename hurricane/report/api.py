@@ -167,7 +167,8 @@ def event_explanation(e: Event) -> dict[str, object] | None:
         return None
     phase = str(recorded.get("phase") or "")
     try:
-        stage, command = Phase(phase).stage, Phase(phase).command
+        known = Phase(phase)
+        stage, command = known.stage, known.command
     except ValueError:
         stage, command = None, None
     action = Action.failed if e.state is State.failed else Action.delayed
