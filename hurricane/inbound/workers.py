@@ -181,6 +181,8 @@ class AnalysisProcessPool:
         self._executor: ProcessPoolExecutor | None = None
         #: The current executor answered its ping: calls may go to it.
         self._ready = False
+        #: Pings of the current executor not answered yet.
+        self._pings_left = 0
         self._ping_timer: IDelayedCall | None = None
         self._queue: collections.deque[_Call] = collections.deque()
         self._alone: collections.deque[_Call] = collections.deque()
@@ -264,7 +266,10 @@ class AnalysisProcessPool:
                 initializer=init_worker, initargs=self._initargs,
             )
             self.generation += 1
-            future = executor.submit(ping)
+            # One ping per process: the executor spawns a worker per call while
+            # none is idle, so every worker starts (and loads the analyzer) now,
+            # not cold in the middle of the first burst of returns.
+            futures = [executor.submit(ping) for _ in range(self._processes)]
         except Exception as e:
             # no process or descriptor left (OSError), no thread (RuntimeError)...
             if executor is not None:
@@ -273,16 +278,17 @@ class AnalysisProcessPool:
             return
         self._executor = executor
         self._ready = False
+        self._pings_left = len(futures)
         self._ping_timer = self._clock.callLater(
             self._start_timeout, self._ping_timed_out, executor)
-        future.add_done_callback(
-            lambda f: self._reactor.callFromThread(self._pinged, executor, f))
+        for future in futures:
+            future.add_done_callback(
+                lambda f: self._reactor.callFromThread(self._pinged, executor, f))
 
     def _pinged(self, executor: ProcessPoolExecutor, f: Future[str | None]) -> None:
-        """The first answer of new workers (reactor thread)."""
-        if executor is not self._executor or self._stopped:
+        """An answer to one of new workers' pings (reactor thread); ready after all."""
+        if executor is not self._executor or self._stopped or self._ready:
             return
-        self._cancel_ping_timer()
         try:
             error = f.result()
         except BaseException as e:
@@ -291,9 +297,14 @@ class AnalysisProcessPool:
                      + (f", exit code {codes[0]}" if codes else "")
                      + "; their traceback is on the server's stderr)")
         if error is not None:
+            self._cancel_ping_timer()
             self._kill(executor, error)
             self._unavailable(error)
             return
+        self._pings_left -= 1
+        if self._pings_left > 0:
+            return
+        self._cancel_ping_timer()
         self._ready = True
         if self._start_error is not None:
             log.info("analysis workers started again")
