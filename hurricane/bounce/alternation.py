@@ -38,9 +38,9 @@ __all__ = ["merge_alternatives", "top_level_bar", "split_alternatives", "any_of"
 _QUANTIFIERS = ("?", "*", "+", "{")
 #: Escapes and character classes: what may hide "(", ")" or "|" that are not syntax.
 #: (A "]" first in a class is one of its characters: "[]" does not close.)
-_OPAQUE = re.compile(r"\\.|\[\^?+\]?+(?:\\.|[^\]\\])*+\]", re.S)
+_OPAQUE = rxcache.compile(r"\\.|\[\^?+\]?+(?:\\.|[^\]\\])*+\]", re.S)
 #: A group with no group inside (removed innermost first).
-_INNER_GROUP = re.compile(r"\([^()]*\)")
+_INNER_GROUP = rxcache.compile(r"\([^()]*\)")
 #: Words of a group written out at most this many times per alternative.
 _MAX_EXPANSION = 64
 
@@ -61,7 +61,7 @@ def top_level_bar(source: str) -> bool:
 #: What makes a list of alternatives unsafe to merge: a back reference or a named
 #: group (the merge reorders and copies groups, which renumbers them), a
 #: conditional, or a trailing backslash.
-_UNSAFE = re.compile(r"\\[1-9]|\(\?P[<=]|\(\?\(|(?<!\\)(?:\\\\)*\\$")
+_UNSAFE = rxcache.compile(r"\\[1-9]|\(\?P[<=]|\(\?\(|(?<!\\)(?:\\\\)*\\$")
 
 
 def _self_contained(source: str) -> bool:
@@ -195,7 +195,7 @@ def split_alternatives(source: str) -> tuple[str, ...]:
 
 
 #: Flags written at the start of a pattern, "(?i)".
-_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_GLOBAL_FLAGS = rxcache.compile(r"\(\?([aiLmsux]+)\)")
 
 
 def _flags_of(letters: str) -> int:

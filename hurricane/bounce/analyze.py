@@ -1251,6 +1251,9 @@ def _flufl(ctx: _Ctx) -> list[str]:
     if (not ctx.parsed_whole or len(raw) > limits.flufl_max_bytes
             or raw.count(b"\n") > limits.flufl_max_lines):
         return []
+    from hurricane.bounce.fluflgate import cannot_find
+    if cannot_find(raw):
+        return []   # (none of its detectors can answer: not worth its ~35 ms import)
     # Imported here, as is stdlib logging: almost no message gets this far, and
     # ``hurricane analyze`` should not pay ~45 ms of imports for the others.
     try:

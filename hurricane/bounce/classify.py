@@ -890,33 +890,35 @@ _PARSED_FILE = "rules_parsed.json"
 
 if TYPE_CHECKING:
     class ParsedTable(TypedDict):
-        """rules_parsed.json: the sha256 of rules.toml's bytes and their parsed form."""
-        sha256: str
+        """rules_parsed.json: rules.toml's text and its parsed form."""
+        source: str
         doc: dict[str, object]
 
 
 def parsed_table(data: bytes) -> ParsedTable:
-    """The packaged rules_parsed.json for rules.toml's bytes: its hash and its parsed form.
+    """The packaged rules_parsed.json for rules.toml's bytes: their text and parsed form.
 
     Parsing the TOML (~6 ms, and ~3 ms to import tomllib) was the largest part
-    of loading the packaged rules after their compilation; JSON loads in C.
+    of loading the packaged rules after their compilation; JSON loads in C. The
+    file holds the very text it was made from, compared whole at load: a hash
+    would need hashlib, whose import (OpenSSL) was ~11 M instructions of every
+    start-up.
     """
-    import hashlib
     import tomllib
 
-    return {"sha256": hashlib.sha256(data).hexdigest(),
-            "doc": tomllib.loads(data.decode("utf-8"))}
+    text = data.decode("utf-8")
+    return {"source": text, "doc": tomllib.loads(text)}
 
 
 def _packaged_doc(data: bytes) -> dict[str, Any] | None:
     """rules.toml parsed, from rules_parsed.json when that was made from these very bytes
     (a stale or missing file costs the TOML parse, never a different rule)."""
     import json
-    from hashlib import sha256
     try:
         with open(os.path.join(os.path.dirname(__file__), _PARSED_FILE), "rb") as fp:
             raw = json.loads(fp.read())
-        if raw.get("sha256") != sha256(data).hexdigest():
+        source = raw.get("source")
+        if not isinstance(source, str) or source.encode("utf-8") != data:
             return None
         doc = raw["doc"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

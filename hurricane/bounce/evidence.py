@@ -10,7 +10,9 @@ reason from an :class:`Evidence` alone.
 
 from __future__ import annotations
 
+import binascii
 import functools
+import marshal
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,7 +249,13 @@ for _n, (_phrase, _st) in enumerate(_PHRASES):
     _PHRASE_ORDER.setdefault(_phrase, (_n, _st))
 del _n, _phrase, _st
 #: One scan finds, at each position, the longest phrase that starts there ...
-_PHRASE_SCAN = rxcache.compile(trie_regex(sorted(_PHRASE_ORDER)))
+#: (the trie's source is derived from the sorted phrases, ~800 calls of emit(): the
+#: compiled-regex cache keeps it with the program, under the phrases and a
+#: fingerprint of trie_regex's code)
+_TRIE_TAG = binascii.crc32(marshal.dumps(trie_regex.__code__))
+_PHRASE_WORDS = sorted(_PHRASE_ORDER)
+_PHRASE_SCAN = rxcache.compile("\n".join(_PHRASE_WORDS), derive=lambda: trie_regex(_PHRASE_WORDS),
+                               tag=_TRIE_TAG)
 #: ... and the phrases that are prefixes of it start there too: (place, stage) of each.
 _PHRASES_AT = {w: tuple(_PHRASE_ORDER[w[:k]] for k in range(1, len(w) + 1)
                         if w[:k] in _PHRASE_ORDER) for w in _PHRASE_ORDER}
