@@ -25,7 +25,7 @@ from hurricane.bounce.classify import (
     extract_codes,
 )
 from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_remote_mta, find_stage
-from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
+from hurricane.bounce.model import Analysis, RecipientResult, Record, ReplyClass, is_hard
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
 
+_set = object.__setattr__   # (the frozen records' __init__)
 
-@dataclass(frozen=True)
-class AnalysisLimits:
+
+@dataclass(init=False, repr=False, eq=False)
+class AnalysisLimits(Record):
     """Bounds on the work spent on one message.
 
     ``cpu_seconds`` is checked between steps; every step is bounded by the
@@ -63,6 +65,28 @@ class AnalysisLimits:
     flufl_max_bytes: int = 32 * 1024
     flufl_max_lines: int = 1000
 
+    def __init__(self, max_bytes: int = 5 * 1024 * 1024,
+                 max_depth: int = 50,
+                 max_parts: int = 2000,
+                 cpu_seconds: float = 2.0,
+                 max_text: int = 256 * 1024,
+                 max_header_bytes: int = mime.MAX_HEADER_BYTES,
+                 max_header_value: int = mime.MAX_HEADER_VALUE,
+                 max_headers: int = mime.MAX_HEADERS,
+                 max_part_bytes: int = mime.MAX_PART_BYTES,
+                 flufl_max_bytes: int = 32 * 1024,
+                 flufl_max_lines: int = 1000) -> None:
+        _set(self, "max_bytes", max_bytes)
+        _set(self, "max_depth", max_depth)
+        _set(self, "max_parts", max_parts)
+        _set(self, "cpu_seconds", cpu_seconds)
+        _set(self, "max_text", max_text)
+        _set(self, "max_header_bytes", max_header_bytes)
+        _set(self, "max_header_value", max_header_value)
+        _set(self, "max_headers", max_headers)
+        _set(self, "max_part_bytes", max_part_bytes)
+        _set(self, "flufl_max_bytes", flufl_max_bytes)
+        _set(self, "flufl_max_lines", flufl_max_lines)
 
 class _OverBudget(Exception):
     pass
@@ -1785,7 +1809,7 @@ def _finish(a: Analysis, ctx: _Ctx, base: dict[str, Any], error: str | None = No
 
 def analyze(raw: bytes, envelope_rcpt: str | None = None, *,
             classifier: ReplyClassifier | None = None,
-            limits: AnalysisLimits = AnalysisLimits()) -> Analysis:
+            limits: AnalysisLimits = AnalysisLimits()) -> Analysis:  # noqa: B008 (frozen)
     """Analyze the raw bytes of a returned message; never raises."""
     start = time.process_time()
     clf = classifier or default_classifier()

@@ -21,7 +21,7 @@ from hurricane.bounce import rxcache
 from hurricane.bounce.alternation import MERGE_TAG, merge_alternatives
 from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.evidence import trie_regex as _trie_regex
-from hurricane.bounce.model import ReplyClass, is_hard
+from hurricane.bounce.model import Record, ReplyClass, is_hard
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
@@ -131,8 +131,11 @@ class LazyPattern:
 Pattern = re.Pattern[str] | LazyPattern
 
 
-@dataclass(frozen=True)
-class Rule:
+_set = object.__setattr__   # (the frozen record's __init__)
+
+
+@dataclass(init=False, repr=False, eq=False)
+class Rule(Record):
     """One classification rule (see rules.toml for the fields)."""
 
     id: str
@@ -148,6 +151,33 @@ class Rule:
     nomatch: tuple[str | dict[str, object], ...]
     origin: str
     family: tuple[str, ...] = ()
+
+    def __init__(self, id: str,
+                 reason: str,
+                 text: Pattern | None,
+                 status: tuple[str, ...],
+                 code: tuple[str, ...],
+                 unless: Pattern | None,
+                 also: Pattern | None,
+                 command: tuple[str, ...],
+                 disposition: str | None,
+                 match: tuple[str | dict[str, object], ...],
+                 nomatch: tuple[str | dict[str, object], ...],
+                 origin: str,
+                 family: tuple[str, ...] = ()) -> None:
+        _set(self, "id", id)
+        _set(self, "reason", reason)
+        _set(self, "text", text)
+        _set(self, "status", status)
+        _set(self, "code", code)
+        _set(self, "unless", unless)
+        _set(self, "also", also)
+        _set(self, "command", command)
+        _set(self, "disposition", disposition)
+        _set(self, "match", match)
+        _set(self, "nomatch", nomatch)
+        _set(self, "origin", origin)
+        _set(self, "family", family)
 
     def applies(self, code: str | None, status: str | None, low: str, cmd: str,
                 family: str | None = None) -> bool:
