@@ -27,20 +27,25 @@ import re
 
 from hurricane.bounce import rxcache
 
-__all__ = ["cannot_find", "PHRASES", "DETECTORS"]
+__all__ = ["cannot_find", "PHRASES", "HEADER_PHRASES", "DETECTORS"]
 
 #: The detectors, in flufl.bounce 6.0's order, whose triggers are covered here.
 DETECTORS = ("DSN", "Exim", "Sina", "Yahoo", "Yale", "SMTP32", "Postfix", "Qmail", "GroupWise",
              "Microsoft", "Caiwireless", "Exchange", "Netscape", "AOL", "SimpleMatch",
              "SimpleWarning", "LLNL")
 
-#: A phrase (lower case) that is in the message whenever the detector's trigger
-#: matched: one is enough for the detector to run its course.
-PHRASES: tuple[bytes, ...] = (
+#: A phrase (lower case) in the message's top header block whenever the
+#: detector's trigger (a header of the message) is there.
+HEADER_PHRASES: tuple[bytes, ...] = (
     b"x-failed-recipients",             # Exim: the header
     b"mailer-daemon@sina.com",          # Sina: the From address, compared whole
-    b"message not delivered to the following",    # Yale (and SimpleMatch's uci.edu)
     b"<smtp32 v",                       # SMTP32: X-Mailer starts with it
+)
+
+#: A phrase (lower case) in the message's body whenever the detector's trigger
+#: (a line of a part's text) matched: one is enough for the detector to run its course.
+PHRASES: tuple[bytes, ...] = (
+    b"message not delivered to the following",    # Yale (and SimpleMatch's uci.edu)
     # Qmail: a line starting with one of its introductions
     b"we're sorry. there's a problem", b"check your send e-mail address.",
     b"hi. the mta program at", b"hi. this is the", b"this is the mail delivery agent at",
@@ -86,8 +91,32 @@ _YAHOO_SORRY = b"sorry, we were unable to deliver your message to the following 
 _ENCODINGS = (b"base64", b"quoted-printable", b"uue")
 
 
+#: email.feedparser's header line (its headerRE): the message's header block is
+#: the lines that match it, from the first; the body starts at the first that does not.
+_FEED_HEADER = rxcache.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
+
+
+def _body_start(raw: bytes) -> int:
+    """Where the stdlib parser starts the body of ``raw`` (line ends normalised to LF):
+    no detector reads a line before it as text."""
+    if b"\r" in raw:
+        return 0    # (the stdlib breaks lines at CR too: not worth following)
+    pos, n = 0, len(raw)
+    while pos < n:
+        nl = raw.find(b"\n", pos)
+        end = n if nl < 0 else nl + 1
+        if _FEED_HEADER.match(raw, pos, end) is None:
+            return pos
+        pos = end
+    return n
+
+
 def cannot_find(raw: bytes) -> bool:
     """True when no detector of flufl.bounce can return an address for ``raw``.
+
+    Args:
+        raw: the message, line ends normalised to LF (mime.normalise), as
+            flufl.bounce is given it.
 
     Linear in the size of ``raw`` but for LLNL's expression, which flufl.bounce
     would run on the same text anyway (it runs last, when every other detector
@@ -96,23 +125,26 @@ def cannot_find(raw: bytes) -> bool:
     if not raw.isascii():
         return False
     low = raw.lower()
-    if any(e in low for e in _ENCODINGS) or any(p in low for p in PHRASES):
+    if any(e in low for e in _ENCODINGS) or any(p in low for p in HEADER_PHRASES):
         return False
-    if b"notification" in low and any(p in low for p in _POSTFIX):
+    body = low[_body_start(low):]
+    if any(p in body for p in PHRASES):
+        return False
+    if b"notification" in low and any(p in body for p in _POSTFIX):
         return False
     # DSN: a message/delivery-status part, a failed or delayed action, a recipient field
-    if (b"delivery-status" in low and b"action" in low
-            and (b"original-recipient" in low or b"final-recipient" in low)):
+    if (b"message/delivery-status" in low and b"action" in body
+            and (b"original-recipient" in body or b"final-recipient" in body)):
         return False
     # Yahoo: From mailer-daemon@yahoo..., and "message from yahoo.X" or its apology
-    if b"mailer-daemon" in low and (b"yahoo." in low or _YAHOO_SORRY in low):
+    if b"mailer-daemon" in low and (b"yahoo." in body or _YAHOO_SORRY in body):
         return False
     # GroupWise: an X-Mailer whose value starts with nov, ntm or int (any case)
     if rxcache.compile(rb"x-mailer:[ \t]*(?:nov|ntm|int)").search(low) is not None:
         return False
     # SimpleMatch's hartford.com: a line that is "Your message" and blanks
-    if rxcache.compile(rb"your message\s*(?:[\r\n]|\Z)").search(low) is not None:
+    if rxcache.compile(rb"your message\s*(?:[\r\n]|\Z)").search(body) is not None:
         return False
-    # LLNL: its own expression (str, as it reads the lines), over the whole text
-    text = raw.decode("ascii")
+    # LLNL: its own expression (str, as it reads the lines), over the body
+    text = body.decode("ascii")
     return rxcache.compile(r",\s*(?P<addr>\S+@[^,]+),", re.IGNORECASE).search(text) is None

@@ -109,7 +109,7 @@ _LINES = [
 def _messages(draw: st.DrawFn) -> bytes:
     head = draw(st.lists(st.sampled_from(_LINES), max_size=4))
     body = draw(st.lists(st.sampled_from(_LINES), min_size=1, max_size=12))
-    nl = draw(st.sampled_from([b"\n", b"\r\n"]))
+    nl = draw(st.sampled_from([b"\n", b"\r\n", b"\r"]))
     return nl.join([b"From: MAILER-DAEMON@x.example", *head, b"", *body, b""])
 
 
