@@ -18,16 +18,17 @@ a leading group of plain words (``(?:user|mailbox) ...``) written out once
 per word. One that starts with no literal is written so that it does, when it
 can be: a leading group (``(?:A|B)X`` as AX and BX, ``(?:A)?X`` as AX and X)
 or small class (``[45]X``) written out, and word boundaries and look-behinds
-moved after the literal character that follows them (``\bspam`` as
-``s(?<!\ws)pam``, ``(?<!not )found`` as ``f(?<!(?:not )f)ound``: at the
+moved after the literal character that follows them (``\\bspam`` as
+``s(?<!\\ws)pam``, ``(?<!not )found`` as ``f(?<!(?:not )f)ound``: at the
 position after the character, the look-behind with the character appended
 says what the original said before it). When every alternative starts with a
 literal, the regex engine skips to the characters they start with instead of
 trying the alternation at every position (``@userunknown``: 5.0 -> 1.9 ms over
-the corpora). Anything else (an anchor, a top-level "|"...) stays whole. A list is left joined, unmerged, when the merge could change
-what it means: a back reference, a named group or a conditional (the merge
-reorders and copies groups), or a group or class that one alternative opens
-and another closes.
+the corpora). Anything else (an anchor, a top-level "|"...) stays whole.
+A list is left joined, unmerged, when the merge could change what it means:
+a back reference, a named group or a conditional (the merge reorders and
+copies groups), or a group or class that one alternative opens and another
+closes.
 """
 
 from __future__ import annotations
