@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from hurricane.bounce import mime, rxcache
 from hurricane.bounce.alternation import any_of
@@ -25,7 +25,14 @@ from hurricane.bounce.classify import (
     extract_codes,
 )
 from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_remote_mta, find_stage
-from hurricane.bounce.model import Analysis, RecipientResult, Record, ReplyClass, is_hard
+from hurricane.bounce.model import (
+    Analysis,
+    RecipientResult,
+    Record,
+    ReplyClass,
+    is_hard,
+    replace,
+)
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:

@@ -6,9 +6,12 @@ from dataclasses import FrozenInstanceError, dataclass
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
-    from typing import Any, ClassVar
+    from typing import Any, ClassVar, TypeVar
 
-__all__ = ["ReplyClass", "RecipientResult", "Analysis", "HARD_REASONS", "is_hard", "Record"]
+    _R = TypeVar("_R", bound="Record")
+
+__all__ = ["ReplyClass", "RecipientResult", "Analysis", "HARD_REASONS", "is_hard", "Record",
+           "replace"]
 
 #: Reasons that say the address itself is bad (Sisimai's notion of "hard").
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
@@ -53,6 +56,22 @@ class Record:
 
 
 _set = object.__setattr__
+
+
+def replace(record: _R, /, **changes: Any) -> _R:
+    """``dataclasses.replace(record, **changes)`` for a Record, without its pass over the
+    fields and through ``__init__`` (a third of the time): the same fields, in the
+    same order, with the changes."""
+    fields = record.__dataclass_fields__
+    for name in changes:
+        if name not in fields:
+            raise TypeError("%s.__init__() got an unexpected keyword argument %r"
+                            % (type(record).__name__, name))
+    new = object.__new__(type(record))
+    d = new.__dict__
+    d.update(record.__dict__)
+    d.update(changes)
+    return new
 
 
 def is_hard(reason: str, status: str | None) -> bool:

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.classify import Rule
 from hurricane.bounce.evidence import Evidence
-from hurricane.bounce.model import Analysis, RecipientResult, Record, ReplyClass
+from hurricane.bounce.model import Analysis, RecipientResult, Record, ReplyClass, replace
 
 RECORDS: tuple[type[Record], ...] = (ReplyClass, RecipientResult, Analysis, AnalysisLimits,
                                      Evidence, Rule)
@@ -56,6 +56,13 @@ class RecordTests(SynchronousTestCase):
             self.assertEqual(pickle.loads(pickle.dumps(a)), a)
             name = dataclasses.fields(cls)[-1].name
             self.assertEqual(dataclasses.replace(a, **{name: "x"}), cls(**{**vals, name: "x"}))
+            got = replace(a, **{name: "x"})
+            self.assertEqual((type(got), got, list(vars(got).items())),
+                             (cls, cls(**{**vals, name: "x"}),
+                              list(vars(cls(**{**vals, name: "x"})).items())))
+            self.assertEqual(a, cls(**vals))    # (unchanged)
+            with self.assertRaises(TypeError):
+                replace(a, no_such_field="x")
 
     def test_frozen(self) -> None:
         for cls in RECORDS:
