@@ -8,7 +8,6 @@ configuration error, 1 for a failed operation.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import importlib
@@ -22,6 +21,7 @@ from hurricane import __version__
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, Protocol, TextIO
 
     from hurricane.config import Config
@@ -582,6 +582,9 @@ def _add_data_parsers(sub: _Subcommands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``hurricane`` argument parser with every subcommand."""
+    # (imported here: ``hurricane analyze`` reads its arguments without argparse)
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="hurricane",
         description="Hurricane mail server tools. Run the server with: twistd -n hurricane "

@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from hurricane.bounce import mime, rxcache
 from hurricane.bounce.alternation import any_of
@@ -25,7 +25,14 @@ from hurricane.bounce.classify import (
     extract_codes,
 )
 from hurricane.bounce.evidence import STAGE_TEXT_LIMIT, Stage, find_remote_mta, find_stage
-from hurricane.bounce.model import Analysis, RecipientResult, ReplyClass, is_hard
+from hurricane.bounce.model import (
+    Analysis,
+    RecipientResult,
+    Record,
+    ReplyClass,
+    is_hard,
+    replace,
+)
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
@@ -33,9 +40,11 @@ if TYPE_CHECKING:
 
 __all__ = ["AnalysisLimits", "analyze", "to_prediction"]
 
+_set = object.__setattr__   # (the frozen records' __init__)
 
-@dataclass(frozen=True)
-class AnalysisLimits:
+
+@dataclass(init=False, repr=False, eq=False)
+class AnalysisLimits(Record):
     """Bounds on the work spent on one message.
 
     ``cpu_seconds`` is checked between steps; every step is bounded by the
@@ -63,6 +72,28 @@ class AnalysisLimits:
     flufl_max_bytes: int = 32 * 1024
     flufl_max_lines: int = 1000
 
+    def __init__(self, max_bytes: int = 5 * 1024 * 1024,
+                 max_depth: int = 50,
+                 max_parts: int = 2000,
+                 cpu_seconds: float = 2.0,
+                 max_text: int = 256 * 1024,
+                 max_header_bytes: int = mime.MAX_HEADER_BYTES,
+                 max_header_value: int = mime.MAX_HEADER_VALUE,
+                 max_headers: int = mime.MAX_HEADERS,
+                 max_part_bytes: int = mime.MAX_PART_BYTES,
+                 flufl_max_bytes: int = 32 * 1024,
+                 flufl_max_lines: int = 1000) -> None:
+        _set(self, "max_bytes", max_bytes)
+        _set(self, "max_depth", max_depth)
+        _set(self, "max_parts", max_parts)
+        _set(self, "cpu_seconds", cpu_seconds)
+        _set(self, "max_text", max_text)
+        _set(self, "max_header_bytes", max_header_bytes)
+        _set(self, "max_header_value", max_header_value)
+        _set(self, "max_headers", max_headers)
+        _set(self, "max_part_bytes", max_part_bytes)
+        _set(self, "flufl_max_bytes", flufl_max_bytes)
+        _set(self, "flufl_max_lines", flufl_max_lines)
 
 class _OverBudget(Exception):
     pass
@@ -1251,6 +1282,9 @@ def _flufl(ctx: _Ctx) -> list[str]:
     if (not ctx.parsed_whole or len(raw) > limits.flufl_max_bytes
             or raw.count(b"\n") > limits.flufl_max_lines):
         return []
+    from hurricane.bounce.fluflgate import cannot_find
+    if cannot_find(raw):
+        return []   # (none of its detectors can answer: not worth its ~35 ms import)
     # Imported here, as is stdlib logging: almost no message gets this far, and
     # ``hurricane analyze`` should not pay ~45 ms of imports for the others.
     try:
@@ -1782,7 +1816,7 @@ def _finish(a: Analysis, ctx: _Ctx, base: dict[str, Any], error: str | None = No
 
 def analyze(raw: bytes, envelope_rcpt: str | None = None, *,
             classifier: ReplyClassifier | None = None,
-            limits: AnalysisLimits = AnalysisLimits()) -> Analysis:
+            limits: AnalysisLimits = AnalysisLimits()) -> Analysis:  # noqa: B008 (frozen)
     """Analyze the raw bytes of a returned message; never raises."""
     start = time.process_time()
     clf = classifier or default_classifier()

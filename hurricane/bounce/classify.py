@@ -21,7 +21,7 @@ from hurricane.bounce import rxcache
 from hurricane.bounce.alternation import MERGE_TAG, merge_alternatives
 from hurricane.bounce.evidence import Evidence, Stage, find_stage, is_catch_all
 from hurricane.bounce.evidence import trie_regex as _trie_regex
-from hurricane.bounce.model import ReplyClass, is_hard
+from hurricane.bounce.model import Record, ReplyClass, is_hard
 
 TYPE_CHECKING = False   # (typing costs ~4 ms to import; mypy reads this as typing's)
 if TYPE_CHECKING:
@@ -131,8 +131,11 @@ class LazyPattern:
 Pattern = re.Pattern[str] | LazyPattern
 
 
-@dataclass(frozen=True)
-class Rule:
+_set = object.__setattr__   # (the frozen record's __init__)
+
+
+@dataclass(init=False, repr=False, eq=False)
+class Rule(Record):
     """One classification rule (see rules.toml for the fields)."""
 
     id: str
@@ -148,6 +151,33 @@ class Rule:
     nomatch: tuple[str | dict[str, object], ...]
     origin: str
     family: tuple[str, ...] = ()
+
+    def __init__(self, id: str,
+                 reason: str,
+                 text: Pattern | None,
+                 status: tuple[str, ...],
+                 code: tuple[str, ...],
+                 unless: Pattern | None,
+                 also: Pattern | None,
+                 command: tuple[str, ...],
+                 disposition: str | None,
+                 match: tuple[str | dict[str, object], ...],
+                 nomatch: tuple[str | dict[str, object], ...],
+                 origin: str,
+                 family: tuple[str, ...] = ()) -> None:
+        _set(self, "id", id)
+        _set(self, "reason", reason)
+        _set(self, "text", text)
+        _set(self, "status", status)
+        _set(self, "code", code)
+        _set(self, "unless", unless)
+        _set(self, "also", also)
+        _set(self, "command", command)
+        _set(self, "disposition", disposition)
+        _set(self, "match", match)
+        _set(self, "nomatch", nomatch)
+        _set(self, "origin", origin)
+        _set(self, "family", family)
 
     def applies(self, code: str | None, status: str | None, low: str, cmd: str,
                 family: str | None = None) -> bool:
@@ -890,33 +920,35 @@ _PARSED_FILE = "rules_parsed.json"
 
 if TYPE_CHECKING:
     class ParsedTable(TypedDict):
-        """rules_parsed.json: the sha256 of rules.toml's bytes and their parsed form."""
-        sha256: str
+        """rules_parsed.json: rules.toml's text and its parsed form."""
+        source: str
         doc: dict[str, object]
 
 
 def parsed_table(data: bytes) -> ParsedTable:
-    """The packaged rules_parsed.json for rules.toml's bytes: its hash and its parsed form.
+    """The packaged rules_parsed.json for rules.toml's bytes: their text and parsed form.
 
     Parsing the TOML (~6 ms, and ~3 ms to import tomllib) was the largest part
-    of loading the packaged rules after their compilation; JSON loads in C.
+    of loading the packaged rules after their compilation; JSON loads in C. The
+    file holds the very text it was made from, compared whole at load: a hash
+    would need hashlib, whose import (OpenSSL) was ~11 M instructions of every
+    start-up.
     """
-    import hashlib
     import tomllib
 
-    return {"sha256": hashlib.sha256(data).hexdigest(),
-            "doc": tomllib.loads(data.decode("utf-8"))}
+    text = data.decode("utf-8")
+    return {"source": text, "doc": tomllib.loads(text)}
 
 
 def _packaged_doc(data: bytes) -> dict[str, Any] | None:
     """rules.toml parsed, from rules_parsed.json when that was made from these very bytes
     (a stale or missing file costs the TOML parse, never a different rule)."""
     import json
-    from hashlib import sha256
     try:
         with open(os.path.join(os.path.dirname(__file__), _PARSED_FILE), "rb") as fp:
             raw = json.loads(fp.read())
-        if raw.get("sha256") != sha256(data).hexdigest():
+        source = raw.get("source")
+        if not isinstance(source, str) or source.encode("utf-8") != data:
             return None
         doc = raw["doc"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

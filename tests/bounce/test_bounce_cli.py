@@ -69,3 +69,39 @@ class CLITests(SynchronousTestCase):
         self.assertIs(args.func, cli.run)
         self.assertEqual((args.rcpt, args.files, args.json),
                          ("h1k@bounce.example.com", ["x"], False))
+
+
+class PlainArgsTests(SynchronousTestCase):
+    """``analyze [--json|--explain]... FILE...`` is read without argparse, as argparse reads it."""
+
+    def parsed(self, args: list[str]) -> dict[str, object]:
+        parser = argparse.ArgumentParser(prog="hurricane")
+        cli.add_parser(parser.add_subparsers(dest="command", required=True))
+        return vars(parser.parse_args(args))
+
+    def test_same_namespace_as_argparse(self) -> None:
+        for args in (["analyze", "a.eml"], ["analyze", "--json", "a", "b"],
+                     ["analyze", "--explain", "--json", "--json", "a"],
+                     ["analyze", "analyze", "x y", ""]):
+            plain = cli._plain_args(args)
+            assert plain is not None
+            self.assertEqual(vars(plain), self.parsed(args), args)
+
+    def test_anything_else_left_to_argparse(self) -> None:
+        for args in (["analyze"], ["analyze", "--json"], ["analyze", "a", "--json"],
+                     ["analyze", "--rcpt", "x@y", "a"], ["analyze", "--js", "a"],
+                     ["analyze", "--", "a"], ["analyze", "-"], ["analyze", "-h"],
+                     ["analyze", "a", "-x"], ["other", "a"]):
+            self.assertIsNone(cli._plain_args(args), args)
+
+    def test_main_reads_options_after_files_with_argparse(self) -> None:
+        """(argparse refuses a file after an option that follows files: so does main)"""
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        with tempfile.NamedTemporaryFile(suffix=".eml", delete=False) as fp:
+            fp.write(BOUNCE)
+        self.addCleanup(os.unlink, fp.name)
+        self.assertEqual(cli.main(["analyze", fp.name, "--json"]), 0)
+        self.assertEqual(json.loads(out.getvalue())["recipients"], ["erin@example.org"])
+        self.assertRaises(SystemExit, cli.main, ["analyze", fp.name, "--json", fp.name])

@@ -231,3 +231,24 @@ class DecodingTests(SynchronousTestCase):
             part = mime.Part([], b"abc" + body + b"def", 0, 3, 3 + len(body))
             self.assertEqual(part.body_is_blank(), not body.strip())
             self.assertEqual(part.raw_body, body)
+
+
+_WORD_PIECES = ["=?", "?=", "?q?", "?Q?", "?b?", "?B?", "utf-8", "ISO-8859-1", "_", "=41", "=4",
+                "=zz", " ", "\t", "\n", "\r\n", "abc", "SGVsbG8", "=", "?", "\u00e9", "\u20ac",
+                "\x00", "=?utf-8?b?w6k=?=", "=?utf-8?q?caf=C3=A9?="]
+
+
+class DecodeHeaderTests(SynchronousTestCase):
+    """mime.decode_header is the stdlib's email.header.decode_header, without its imports."""
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.lists(st.sampled_from(_WORD_PIECES), max_size=16).map("".join))
+    def test_same_as_stdlib(self, value: str) -> None:
+        import email.header
+
+        def outcome(f: object) -> object:
+            try:
+                return f(value)  # type: ignore[operator]
+            except Exception:
+                return "error"
+        self.assertEqual(outcome(mime.decode_header), outcome(email.header.decode_header))
