@@ -278,6 +278,7 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     """Per-message fields and per-recipient field dicts of a delivery-status body."""
     per_msg: dict[str, str] = {}
     rcpts: list[dict[str, str]] = []
+    unnamed: list[dict[str, str]] = []
     for block in _field_blocks(text):
         ds: list[dict[str, str]] = [{}]
         for k, v in block:
@@ -297,9 +298,13 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
             if "final-recipient" in d or "original-recipient" in d or "x-actual-recipient" in d:
                 rcpts.append(d)
             else:
+                if "action" in d or "status" in d:
+                    unnamed.append(d)
                 for k, v in d.items():
                     per_msg.setdefault(k, v)
-    return per_msg, rcpts
+    # per-recipient blocks that name no recipient (a gateway that leaves the recipient
+    # fields out): the recipients are those the notification names, in order
+    return per_msg, rcpts or unnamed[:_MAX_RECIPIENTS]
 
 
 # ---------------------------------------------------------------------------
@@ -1453,9 +1458,20 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
         results = _analyze_dsn(ctx, per, note)
     if results and not any(r.recipient for r in results):
         alt = _free_text(ctx, note, root) if note else []
+        if not alt and note:
+            alt = [x for x in _last_resort(ctx, note) if x.recipient]
         if len(alt) == len(results):
-            results = [replace(r, recipient=x.recipient)
+            # (a block with no diagnostic of its own: its status with the words the text
+            # states for that recipient)
+            results = [replace(r, recipient=x.recipient) if r.diagnostic else
+                       _result(ctx, x.recipient, x.diagnostic, code=r.code or x.code,
+                               status=r.status or x.status, action=r.action, source="dsn",
+                               remote=r.remote_mta or x.remote_mta,
+                               stage=Stage(x.stage) if x.stage else None,
+                               stage_source=x.stage_source)
                        for r, x in zip(results, alt, strict=True)]
+        else:
+            results = []    # the fields cannot be paired with the recipients the text names
     results = [r for r in results if r.recipient or len(results) == 1]
     if not results:
         return None

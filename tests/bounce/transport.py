@@ -587,3 +587,82 @@ def folded_diagnostic(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("folded-diagnostic", folded_diagnostic),)
+
+
+def lower_fields(raw: bytes) -> bytes | None:
+    """Delivery-status field names in lower case (``final-recipient:``, ``status:``: field
+    names are case-insensitive, RFC 3464 2.1; some gateways re-write them so)."""
+    new = re.sub(rb"(?im)^(final-recipient|original-recipient|action|status|diagnostic-code|"
+                 rb"remote-mta|reporting-mta|arrival-date|last-attempt-date|"
+                 rb"x-actual-recipient):",
+                 lambda m: m.group(1).lower() + b":", raw)
+    return new if new != raw else None
+
+
+def utf8_address_type(raw: bytes) -> bytes | None:
+    """``Final-Recipient: utf-8; a@b`` (RFC 6533: an internationalised report types its
+    addresses utf-8 whether or not they hold non-ASCII characters)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": utf-8; " + addr if t and b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def no_dates(raw: bytes) -> bytes | None:
+    """Arrival-Date and Last-Attempt-Date left out, Will-Retry-Until added where a reporter
+    retries (the optional per-message and per-recipient fields vary by MTA)."""
+    new = re.sub(rb"(?im)^(?:arrival-date|last-attempt-date):[^\n]*\n(?:[ \t][^\n]*\n)*", b"",
+                 raw)
+    return new if new != raw else None
+
+
+def windows_1252(raw: bytes) -> bytes | None:
+    """A single-part UTF-8 or ASCII text report converted to windows-1252 (a gateway that
+    re-encodes text to its own charset; only where every character fits)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    try:
+        text = body.decode("utf-8")
+        new = text.encode("cp1252")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+    head = re.sub(rb"(?im)^content-type:[^\n]*(?:\n[ \t][^\n]*)*\n?", b"", head + b"\n")
+    return head + b"Content-Type: text/plain; charset=windows-1252\n\n" + new
+
+
+def qp_body(raw: bytes) -> bytes | None:
+    """A single-part text report re-encoded quoted-printable (Exchange, webmail)."""
+    import quopri
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:", head):
+        return None
+    if not re.search(rb"(?im)^content-type:", head):
+        head += b"\nContent-Type: text/plain; charset=us-ascii"
+    return head + b"\nContent-Transfer-Encoding: quoted-printable\n\n" + quopri.encodestring(body)
+
+
+def no_final_recipient(raw: bytes) -> bytes | None:
+    """Final-Recipient and Original-Recipient left out: only the notification's text names
+    the recipient (gateways that write a DSN without recipient fields); only where the
+    notification names each of them."""
+    names = [m.group(2) for m in _DSN_RCPT.finditer(raw)]
+    if not names:
+        return None
+    m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
+    text = raw[:m.start()] if m else b""
+    for v in names:
+        addr = _split_typed(v.strip())[1].strip(b"<> ").lower()
+        if not addr or addr not in text.lower():
+            return None
+    return _DSN_RCPT.sub(b"X-Removed: 1", raw)
+
+
+PERTURBATIONS = PERTURBATIONS + (("lower-fields", lower_fields),
+                                 ("utf8-address-type", utf8_address_type),
+                                 ("no-dates", no_dates),
+                                 ("windows-1252", windows_1252),
+                                 ("qp-body", qp_body),
+                                 ("no-final-recipient", no_final_recipient))
