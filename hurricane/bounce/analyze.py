@@ -1055,14 +1055,16 @@ _CUT_CACHE = threading.local()
 # the look-behind keeps the window from ending inside an address's local
 # part ("contact bob@x" gave "b@x").
 _NOT_RCPT_CONTEXT = rxcache.compile(
-    r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|please contact|"
-    r"contact us at|send mail to|expanded from)[ \t:]*+"
+    r"(?i)(?:(?:generated from|(?:a )?message (?:that you )?(?:was )?sent by|"
+    # whom to ask, in a reply or a report: "please contact", "or to contact X to
+    # clarify", "contact: X", "e-mail us at", "write to" (never a failed recipient)
+    r"contact(?:ing)?(?: us)?(?: at)?|e-?mail us at|write to|send mail to|expanded from)[ \t:]*+"
     r"|for (?:further )?assistance(?:[^<\n]{0,39}?|[^<\n]{40}[ \t:]*+))"
     r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")")
 # For ASCII text: run case-sensitively on the lower-cased text (same matches), and
 # only when one of the phrases' words is there at all.
 _NOT_RCPT_CONTEXT_LOW = rxcache.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
-_NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at", "send mail to",
+_NOT_RCPT_WORDS = ("generated from", "sent by", "contact", "us at", "write to", "send mail to",
                    "assistance", "expanded from", "received at")
 
 

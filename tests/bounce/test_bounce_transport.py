@@ -289,6 +289,16 @@ class TextOnlyReportTests(SynchronousTestCase):
                          b"    end of DATA command)\n")
         self.assertEqual(recipients(raw), ["a@b.example"])
 
+    def test_whom_to_ask_however_it_is_said(self) -> None:
+        # (Sendmail transcripts of a remote's block-list reply; a contact line of a gateway)
+        for words in (b"(Ask your postmaster for help or to contact help@b.example to clarify.)",
+                      b"Contact: help@b.example", b"or e-mail us at help@b.example",
+                      b"Contacting help@b.example may help.", b"write to help@b.example"):
+            raw = self._text(b"   ----- The following addresses had permanent fatal errors -----\n"
+                             b"<a@b.example>\n    (reason: 554 IP=192.0.2.254 - refused. "
+                             + words + b")\n")
+            self.assertEqual(recipients(raw), ["a@b.example"], words)
+
 
 class RecipientListTests(SynchronousTestCase):
     """Recipients listed together are all failed recipients, whatever words each one has."""
