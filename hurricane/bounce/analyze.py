@@ -319,7 +319,11 @@ _BOUNCE_SUBJECT = any_of(
     r"mail delivery|failure notice|delivery failure|non[- ]?deliver|could not be delivered|"
     r"mail system error|returned to sender|nicht zustellbar|unzustellbar|rejected|bounce|"
     r"warning: could not|delayed mail|delivery (?:has )?failed|error sending|message not delivered|"
-    r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable)",
+    r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable|"
+    # (the same in the languages seen in returns)
+    r"non remis|non distribu|[ée]chec de (?:la )?(?:remise|livraison)|no entregad|"
+    r"non recapit|mancato recapito|não entregue|onbestelbaar|недоставл|"
+    r"发送失败|投递失败|退信|無法傳送|傳送失敗|配信エラー|配送エラー|不達|未配達)",
     re.I)
 _BOUNCE_FROM = any_of(
     r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
@@ -1680,7 +1684,23 @@ _UNDELIVERED = any_of(r"could not be delivered|undeliverable|undelivered|"
                       r"error (?:has )?occurred while (?:attempting|trying) to deliver|"
                       r"(?:could|can)(?:not|n.t) deliver|"
                       # the reporters' own introductions (OpenSMTPD, Postfix)
-                      r"this is the mailer-daemon|this is the mail system at host")
+                      r"this is the mailer-daemon|this is the mail system at host|"
+                      # the same said in the languages seen in returns (German, French,
+                      # Spanish, Italian, Portuguese, Dutch, Russian, Chinese, Japanese)
+                      r"nicht zugestellt werden|konnte nicht (?:zugestellt|ausgeliefert)|"
+                      r"unzustellbar|zustellung (?:ist )?fehlgeschlagen|"
+                      r"n.a pas (?:pu )?(?:être|ete|été) (?:remis|d[ée]livr|distribu|livr|achemin)|"
+                      r"impossible de (?:remettre|d[ée]livrer|distribuer|livrer)|"
+                      r"[ée]chec de (?:la )?(?:remise|livraison|distribution)|"
+                      r"no (?:se )?(?:ha )?(?:pudo|podido) (?:ser )?entrega|imposible entregar|"
+                      r"non (?:è|e.) stato possibile (?:consegnare|recapitare)|"
+                      r"non recapitabile|impossibile (?:consegnare|recapitare)|mancato recapito|"
+                      r"não (?:foi possível entregar|pôde ser entregue)|falha na entrega|"
+                      r"kon niet (?:worden )?(?:afgeleverd|bezorgd)|onbestelbaar|"
+                      r"не (?:может быть|удалось|было) доставл|недоставл|"
+                      r"无法(?:发送|送达|投递|递送)|投递失败|发送失败|退信|"
+                      r"無法(?:傳送|送達|投遞|遞送)|傳送失敗|"
+                      r"(?:配信|配送|送信)(?:できません|に失敗|エラー)|届けられませんでした|不達")
 
 
 def _says_undelivered(note: str) -> bool:

@@ -170,6 +170,33 @@ class NoticeNotReplyTests(SynchronousTestCase):
         a = analyze(raw)
         self.assertEqual((a.category, recipients(raw)), ("bounce", ["a@b.example"]))
 
+    def test_undelivered_said_in_other_languages(self) -> None:
+        # a delivery failure said in the languages seen in returns, under a From: and a
+        # Subject: that name no mail system (SinaMail's Chinese notice, and the like)
+        for words in ("邮件无法发送到您指定的地址中。", "無法傳送郵件到下列地址。",
+                      "以下のアドレスへの配信に失敗しました。",
+                      "Die Nachricht konnte nicht zugestellt werden.",
+                      "Le message n'a pas pu être remis aux destinataires suivants.",
+                      "El mensaje no se pudo entregar a los destinatarios.",
+                      "Non è stato possibile consegnare il messaggio.",
+                      "Não foi possível entregar a mensagem.",
+                      "Het bericht kon niet worden afgeleverd.",
+                      "Сообщение не может быть доставлено."):
+            raw = self._msg(b"Subject: Notice\nContent-Type: text/plain; charset=utf-8\n",
+                            words.encode() + b"\n\n<a@b.example>:\n\n<c@d.example>:\n")
+            a = analyze(raw)
+            self.assertEqual((a.category, recipients(raw)),
+                             ("bounce", ["a@b.example", "c@d.example"]), words)
+
+    def test_bounce_subject_in_other_languages(self) -> None:
+        for subject in ("邮件发送失败", "Non recapitabile: Sale", "Non remis : Sale",
+                        "Onbestelbaar: Sale", "No entregado: Sale"):
+            raw = self._msg(b"Subject: " + subject.encode() +
+                            b"\nContent-Type: text/plain; charset=utf-8\n",
+                            b"<a@b.example>:\n")
+            self.assertEqual((analyze(raw).category, recipients(raw)),
+                             ("bounce", ["a@b.example"]), subject)
+
     def test_reporter_introduction_says_bounce(self) -> None:
         # OpenSMTPD's template under a From: that is no mail-system name
         raw = self._msg(b"Subject: Notification\n",
