@@ -1620,7 +1620,8 @@ _INLINE_SENDER = rxcache.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t
 _QUOTED_DSN = rxcache.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
 _DSN_FIELD = rxcache.compile(r"(?i)\n(?:final|original)-recipient:")
 _QUOTE_PREFIX = rxcache.compile(r"(?m)^>[ \t]?")
-_FML_RCPT = rxcache.compile(r"<(" + ADDR + r")>")
+# (the list address in angle brackets or quotes: a gateway may re-render either)
+_FML_RCPT = rxcache.compile(r"[<'\"](" + ADDR + r")[>'\"]")
 
 
 def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[RecipientResult]:
@@ -1628,10 +1629,12 @@ def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[Recipient
     if "fml" not in root.get("x-mlserver").lower():
         return []
     region = _cut_original(note)
-    m = _FML_RCPT.search(region)
-    if m is None:
-        return []
-    return [_result(ctx, m.group(1).lower(), region[:2000], source="heuristic")]
+    other = set(_not_rcpt_context(region))     # (who sent the post, whom to ask)
+    for m in _FML_RCPT.finditer(region):
+        a = m.group(1).lower()
+        if a not in other:
+            return [_result(ctx, a, region[:2000], source="heuristic")]
+    return []
 
 
 # MTAs and providers whose reports need their own reading of the reply text

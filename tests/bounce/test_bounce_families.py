@@ -284,6 +284,19 @@ X-MLServer: fml [fml 4.0.3 release]
         self.assertEqual([(r.recipient, r.reason) for r in a.results],
                          [("cats@example.org", "rejected")])
 
+    def test_mailing_list_manager_refusal_quoted_and_with_the_sender(self):
+        # the list address in quotes (a gateway's re-rendering), after the sender's address
+        raw = _msg("""
+From: list-admin@example.org
+To: poster@example.com
+Subject: You poster@example.com are not member (cats ML)
+X-MLServer: fml [fml 4.0.3 release]
+""", "This concerns a message sent by <poster@example.com>.\n"
+            "You are not a member of this mailing list 'cats@example.org'.\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("cats@example.org", "rejected")])
+
 
 class ProviderDeferralTests(SynchronousTestCase):
     """A provider's volume/complaint deferral: reputation, or a refused sender at MAIL."""
