@@ -732,6 +732,10 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             ctx.envid = per_msg["original-envelope-id"].strip()
         # many recipients: look at less text around each (bounded work per message)
         near_max = _NEAR_MAX if len(rcpts) <= 50 else 300
+        # (the notification's words are about the recipients that were not delivered: one
+        # failed among successes is the only one they can be about)
+        failing = sum(1 for d in rcpts
+                      if (d.get("action", "").lower().split() or [""])[0] not in _SUCCESS_ACTIONS)
         for d in rcpts[:_MAX_RECIPIENTS - len(results)]:
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
@@ -786,7 +790,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
                     status = s2
             remote = _strip_type(d.get("remote-mta", "")) or None
-            stage, stage_source = _stage_for(text, note, rcpt, near_max, len(rcpts) == 1)
+            stage, stage_source = _stage_for(text, note, rcpt, near_max,
+                                             len(rcpts) == 1 or failing == 1)
             dtype = _diag_type(d.get("diagnostic-code", ""))
             r = _result(ctx, rcpt, text, code=code, status=status, action=act,
                         source="dsn", remote=remote, orcpt=_addr(orig) or None, stage=stage,
@@ -1462,21 +1467,28 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
         per = [mime.Part([("content-type", "message/delivery-status")],
                          note.encode("utf-8", "replace"), 1)]
         results = _analyze_dsn(ctx, per, note)
-    if results and not any(r.recipient for r in results):
-        alt = _free_text(ctx, note, root) if note else []
-        if not alt and note:
+    if results and not any(r.recipient for r in results if r.action not in _SUCCESS_ACTIONS):
+        # the failed recipients' blocks name no address we can read: the recipients the
+        # text names (other than the delivered ones), in order
+        named = {r.recipient for r in results if r.recipient}
+        unnamed = [n for n, r in enumerate(results) if not r.recipient]
+        alt = _free_text(ctx, note, root) if note and unnamed else []
+        if not alt and note and unnamed:
             alt = [x for x in _last_resort(ctx, note) if x.recipient]
-        if len(alt) == len(results):
+        alt = [x for x in alt if x.recipient not in named]
+        if unnamed and len(alt) == len(unnamed):
             # (a block with no diagnostic of its own: its status with the words the text
             # states for that recipient)
-            results = [replace(r, recipient=x.recipient) if r.diagnostic else
-                       _result(ctx, x.recipient, x.diagnostic, code=r.code or x.code,
-                               status=r.status or x.status, action=r.action, source="dsn",
-                               remote=r.remote_mta or x.remote_mta,
-                               stage=Stage(x.stage) if x.stage else None,
-                               stage_source=x.stage_source)
-                       for r, x in zip(results, alt, strict=True)]
-        else:
+            results = list(results)
+            for n, x in zip(unnamed, alt, strict=True):
+                r = results[n]
+                results[n] = (replace(r, recipient=x.recipient) if r.diagnostic else
+                              _result(ctx, x.recipient, x.diagnostic, code=r.code or x.code,
+                                      status=r.status or x.status, action=r.action,
+                                      source="dsn", remote=r.remote_mta or x.remote_mta,
+                                      stage=Stage(x.stage) if x.stage else None,
+                                      stage_source=x.stage_source))
+        elif not named:
             results = []    # the fields cannot be paired with the recipients the text names
     results = [r for r in results if r.recipient or len(results) == 1]
     if not results:
@@ -1837,11 +1849,19 @@ def analyze(raw: bytes, envelope_rcpt: str | None = None, *,
         return Analysis(category="other", error="unparseable: %s" % type(e).__name__)
 
 
+_SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+
+
 def to_prediction(analysis: Analysis, file: str) -> dict[str, Any]:
     """The score.py / CLI JSON line for one analyzed file."""
-    rs = [r for r in analysis.results if r.recipient]
-    first = analysis.results[0] if analysis.results else None
     cat = analysis.category
+    named = analysis.results
+    if cat == "bounce":
+        # a report of several recipients with different outcomes: the ones delivered,
+        # relayed or expanded did not bounce (their results stay below, with their action)
+        named = tuple(r for r in named if r.action not in _SUCCESS_ACTIONS) or named
+    rs = [r for r in named if r.recipient]
+    first = named[0] if named else None
     reason = first.reason if first else ""
     return {
         "file": file,

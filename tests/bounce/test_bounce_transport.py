@@ -440,6 +440,45 @@ class UnnamedRecipientFieldsTests(SynchronousTestCase):
         self.assertEqual((p["recipients"], p["reason"]), (["ann@b.example"], "mailboxfull"))
 
 
+class MixedOutcomeTests(SynchronousTestCase):
+    """A report of several recipients with different outcomes (RFC 3464 2.3.3): the ones
+    delivered, relayed or expanded did not bounce; the failed ones keep their reason, and
+    the notification's words (its stage) are about them (perturb mixed-outcomes: 36
+    recipient sets and 39 reasons changed, 0 now)."""
+
+    _FAILED = ("Final-Recipient: rfc822; bad@b.example\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+               "Diagnostic-Code: smtp; 550 user unknown\r\n")
+
+    def test_delivered_first_is_not_a_bounced_recipient(self) -> None:
+        for action in ("delivered", "relayed", "expanded"):
+            raw = dsn("Final-Recipient: rfc822; ok@b.example\r\nAction: " + action +
+                      "\r\nStatus: 2.0.0\r\n\r\n" + self._FAILED,
+                      note="... while talking to mx.b.example.:\r\n>>> RCPT To:<bad@b.example>\r\n"
+                           "<<< 550 user unknown\r\n")
+            p = to_prediction(analyze(raw), "x")
+            self.assertEqual((p["category"], p["recipients"], p["reason"], p["hard"]),
+                             ("bounce", ["bad@b.example"], "userunknown", True), action)
+            self.assertEqual([r.action for r in analyze(raw).results], [action, "failed"])
+
+    def test_a_delayed_recipient_still_counts(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; later@b.example\r\nAction: delayed\r\n"
+                  "Status: 4.2.2\r\nDiagnostic-Code: smtp; 452 4.2.2 mailbox full\r\n\r\n"
+                  + self._FAILED)
+        p = to_prediction(analyze(raw), "x")
+        self.assertEqual((p["recipients"], p["reason"]),
+                         (["later@b.example", "bad@b.example"], "mailboxfull"))
+
+    def test_failed_block_with_an_unreadable_address_beside_a_delivered_one(self) -> None:
+        raw = dsn("Final-Recipient: rfc822; ok@b.example\r\nAction: relayed\r\n"
+                  "Status: 2.0.0\r\n\r\nFinal-Recipient: rfc822; @mx.b.example\r\n"
+                  "Action: failed\r\nStatus: 5.1.2\r\n",
+                  note="   ----- The following addresses had permanent fatal errors -----\r\n"
+                       "<bad@nx.example>\r\n    (reason: 550 Host unknown)\r\n")
+        p = to_prediction(analyze(raw), "x")
+        self.assertEqual((p["category"], p["recipients"], p["reason"]),
+                         ("bounce", ["bad@nx.example"], "hostunknown"))
+
+
 #: Perturbations that keep every piece of information a report gives (the others,
 #: which drop a part or forward the report, can lose the only place a recipient
 #: is named; bench/perturb.py reports them too).

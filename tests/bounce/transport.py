@@ -666,3 +666,25 @@ PERTURBATIONS = PERTURBATIONS + (("lower-fields", lower_fields),
                                  ("windows-1252", windows_1252),
                                  ("qp-body", qp_body),
                                  ("no-final-recipient", no_final_recipient))
+
+
+def mixed_outcomes(raw: bytes) -> bytes | None:
+    """One more recipient in the report, delivered (or relayed to a system that sends no
+    DSNs), its block first: a report of several recipients with different outcomes
+    (RFC 3464 2.3.3); who bounced, and why, stays the same."""
+    m = re.search(rb"(?im)^(?:final-recipient|original-recipient):", raw)
+    if m is None:
+        return None
+    nl = b"\r\n" if b"\r\n" in raw[:m.start()] else b"\n"
+    # (before the block that holds the first recipient field, whatever its order)
+    at = raw.rfind(nl + nl, 0, m.start())
+    if at < 0:
+        return None
+    at += 2 * len(nl)
+    extra = nl.join((b"Final-Recipient: rfc822; delivered.rcpt@other.example",
+                     b"Action: relayed" if len(raw) % 2 else b"Action: delivered",
+                     b"Status: 2.0.0", b"", b""))
+    return raw[:at] + extra + raw[at:]
+
+
+PERTURBATIONS = PERTURBATIONS + (("mixed-outcomes", mixed_outcomes),)
