@@ -688,3 +688,43 @@ def mixed_outcomes(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("mixed-outcomes", mixed_outcomes),)
+
+
+_DIAG = re.compile(rb"(?im)^diagnostic-code:[ \t]*(?:smtp|x-[a-z-]+)?[ \t]*;?[ \t]*([^\n]*(?:\n[ \t]+[^\n]*)*)")
+_STATUS = re.compile(rb"(?im)^status:[ \t]*([245]\.\d{1,3}\.\d{1,3})")
+
+
+def exchange_rerendered(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered by an Exchange gateway as its own text notice
+    ("Undeliverable:", "Delivery has failed to these recipients or groups", the remote's
+    reply in "Remote Server returned '...'" (2010 and later) or "#< #5.x.x smtp;... >"
+    (2007)), the original attached; the DSN fields are gone, the reply and status kept."""
+    raw = raw.replace(b"\r\n", b"\n")
+    rcpts = [_split_typed(m.group(2).strip())[1].strip(b"<> ")
+             for m in _DSN_RCPT.finditer(raw) if m.group(1).lower() == b"final-recipient"]
+    d, st = _DIAG.search(raw), _STATUS.search(raw)
+    if len(rcpts) != 1 or b"@" not in rcpts[0] or d is None or st is None:
+        return None
+    diag = b" ".join(d.group(1).split())
+    if not diag:
+        return None
+    a = rcpts[0]
+    if len(raw) % 2:
+        tech = b"Remote Server returned '" + diag + b"'"
+    else:
+        tech = b"#< #" + st.group(1) + b" smtp;" + diag + b"> #SMTP#"
+    subj = re.search(rb"(?im)^subject:[ \t]*([^\n]*)", raw)
+    return (b"From: Microsoft Outlook <postmaster@gateway.example>\n"
+            b"To: <bounces@shop.example>\nSubject: Undeliverable: "
+            + (subj.group(1) if subj else b"Sale") + b"\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"exch-1\"\n\n"
+            b"--exch-1\nContent-Type: text/plain; charset=us-ascii\n\n"
+            b"Delivery has failed to these recipients or groups:\n\n"
+            + a + b" (" + a + b")\nYour message wasn't delivered. The remote server returned "
+            b"an error.\n\n\n\n\nDiagnostic information for administrators:\n\n"
+            b"Generating server: gateway.example\n\n" + a + b"\n" + tech + b"\n\n"
+            b"--exch-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--exch-1--\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("exchange-rerendered", exchange_rerendered),)
