@@ -1088,10 +1088,14 @@ _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at
 # a remote's reply names ("Mail from X rejected", "relay mail from <X> to <Y>", "The
 # message from (<X>)", "Domain of sender address X").
 _ADDR_AFTER = r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")"
-_SENDER_CONTEXT = (
+_ASK_CONTEXT = (
     ("contact", rxcache.compile(r"contact(?:ing)?(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("write to", rxcache.compile(r"write to[ \t:]*+" + _ADDR_AFTER)),
     ("mail us at", rxcache.compile(r"mail us at[ \t:]*+" + _ADDR_AFTER)),
+)
+# (the sender on the same line as its words, read in the text as written: an address
+# on the next line is the next recipient, "550 Unroutable sender address\n  b@c")
+_SENDER_CONTEXT = (
     ("from", rxcache.compile(r"from(?:(?<=mail from)|(?<=message from)|(?<=envelope from)"
                              r"|(?=[ \t(]*+<))[ \t:(]*+<?(" + ADDR + r")")),
     ("sender", rxcache.compile(r"sender(?: address)?[ \t:(]*+<?(" + ADDR + r")")),
@@ -1102,10 +1106,11 @@ def _not_rcpt_context(text: str) -> list[str]:
     """Addresses the text names as something other than a failed recipient (lower-case)."""
     # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
     # contact a@b")
+    out = _senders_named(text.lower(), _SENDER_CONTEXT)
     text = " ".join(text.split())
     if text.isascii():
         low = text.lower()
-        out = _senders_named(low)
+        out += _senders_named(low, _ASK_CONTEXT)
         if not any(w in low for w in _NOT_RCPT_WORDS):
             return out
         return ([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
@@ -1113,18 +1118,19 @@ def _not_rcpt_context(text: str) -> list[str]:
     # the same gate for other text (casefolded: see _unsubscribe_request), then the
     # IGNORECASE search, ~0.3 ms on a notification of a few KB
     folded = text.casefold()
-    out = _senders_named(folded) if len(folded) == len(text) else []
+    if len(folded) == len(text):
+        out += _senders_named(folded, _ASK_CONTEXT)
     if not any(w in folded for w in _NOT_RCPT_WORDS):
         return out
     return ([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
             + _received_from(folded) + out)
 
 
-def _senders_named(low: str) -> list[str]:
+def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -> list[str]:
     """The addresses a lower-cased text names as whom to ask or as the envelope sender
-    (_SENDER_CONTEXT; 50 of each at most)."""
+    (_ASK_CONTEXT, _SENDER_CONTEXT; 50 of each at most)."""
     out: list[str] = []
-    for word, rx in _SENDER_CONTEXT:
+    for word, rx in context:
         if word in low:
             out += [m.group(1) for m in itertools.islice(rx.finditer(low), 50)]
     return out

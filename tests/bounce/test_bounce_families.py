@@ -102,6 +102,19 @@ class ClassifierFamilyTests(SynchronousTestCase):
                          ("451", "4.3.0"))
 
 
+    def test_reporter_summary_then_the_remote_code(self):
+        """A reporter's x.0.0 summary before the remote's own code of the same class: the
+        remote's, as in a DSN (docs section 1); never a code of the other class."""
+        self.assertEqual(extract_codes("#< #5.0.0 smtp;550 #5.1.0 Address rejected.> #SMTP#"),
+                         ("550", "5.1.0"))
+        self.assertEqual(extract_codes("554 5.0.0 Service unavailable; 550 5.7.1 blocked"),
+                         ("554", "5.7.1"))
+        self.assertEqual(extract_codes("550 5.0.0 refused (earlier: 451 4.3.0 busy)"),
+                         ("550", "5.0.0"))
+        self.assertEqual(extract_codes("550 5.1.1 user unknown; 554 5.0.0 failed"),
+                         ("550", "5.1.1"))
+
+
 class AnalyzerFamilyTests(SynchronousTestCase):
     """Layouts: where recipients and codes are found."""
 

@@ -332,6 +332,15 @@ class TextOnlyReportTests(SynchronousTestCase):
                              + reply + b"'\n")
             self.assertEqual(recipients(raw), ["a@b.example"], reply)
 
+    def test_sender_words_end_their_line(self) -> None:
+        # the next recipient of a list after a reply that ends in "sender address"
+        raw = self._text(b"The following address(es) failed:\n\n"
+                         b"  a@b.example\n    SMTP error from remote mail server after MAIL "
+                         b"FROM:<news@shop.example> SIZE=1024:\n    550 Unroutable sender address\n"
+                         b"  c@b.example\n    SMTP error from remote mail server after MAIL "
+                         b"FROM:<news@shop.example> SIZE=1024:\n    550 Unroutable sender address\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
+
     def test_whom_to_ask_however_it_is_said(self) -> None:
         # (Sendmail transcripts of a remote's block-list reply; a contact line of a gateway)
         for words in (b"(Ask your postmaster for help or to contact help@b.example to clarify.)",
