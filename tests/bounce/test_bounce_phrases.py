@@ -44,6 +44,9 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('550 5.1.1 Adresse inconnue', None, 'userunknown'),
     ('550 5.1.1 This mailbox does not exist', None, 'userunknown'),
     ('550 5.1.1 Requested action not taken: mailbox unavailable', None, 'userunknown'),
+    # Exim's router for a local part no user has (any Exim version's wording)
+    ('unknown local-part "x" in domain "y.example"', 'rcpt', 'userunknown'),
+    ('550 5.1.1 The address is unknown.', None, 'userunknown'),
     ('550 5.2.1 The email account that you tried to reach is disabled.', None, 'suspend'),
     ('550 5.2.1 Mailbox disabled, not accepting messages', None, 'suspend'),
     ('554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. '
