@@ -192,7 +192,7 @@ def find_stage(text: str) -> Stage | None:
     if not text:
         return None
     tail = text[-STAGE_TEXT_LIMIT:]
-    if ">>> " in tail or "In:" in tail:
+    if ">>> " in tail or "In:" in tail or "--> " in tail or "<-- " in tail:
         stage = _transcript_stage(tail)
         if stage is not None:
             return stage
@@ -301,6 +301,15 @@ def _transcript_stage(text: str) -> Stage | None:
             line = ">>> " + line[4:].lstrip()
         elif line.startswith("Out: "):
             line = "<<< " + line[5:].lstrip()
+        elif "--> " in line or "<-- " in line:
+            # MDaemon and others write arrows after a time stamp ("Mon 2005-01-03
+            # 10:00:01: --> RCPT To:<a>", "<-- 550 ..."): the same shape
+            i = line.find("--> ")
+            j = line.find("<-- ")
+            if i >= 0 and (j < 0 or i < j):
+                line = ">>> " + line[i + 4:].lstrip()
+            elif j >= 0:
+                line = "<<< " + line[j + 4:].lstrip()
         if line.startswith(">>> "):
             word = line[4:].split(" ", 1)[0].split(":", 1)[0].lower()
             if word in _SENT_COMMAND:

@@ -278,6 +278,18 @@ class StageTests(SynchronousTestCase):
                                     " Out: 451 4.3.0 Error: queue file write error\n"
                                     " In:  QUIT\n Out: 221 2.0.0 Bye\n"), Stage.data)
 
+    def test_arrow_transcript_after_time_stamps(self) -> None:
+        """MDaemon-style "--> RCPT To:" / "<-- 550" lines after a time stamp read like
+        ">>>"/"<<<"."""
+        head = (" Mon 2005-01-03 10:00:01: --> MAIL From:<a@b.example>\n"
+                " Mon 2005-01-03 10:00:01: <-- 250 2.1.0 Sender OK\n")
+        self.assertEqual(find_stage(head + " Mon 2005-01-03 10:00:01: --> RCPT To:<c@d.example>\n"
+                                    " Mon 2005-01-03 10:00:01: <-- 550 5.1.1 unknown\n"),
+                         Stage.rcpt)
+        self.assertEqual(find_stage(head + " Mon 2005-01-03 10:00:02: --> DATA\n"
+                                    " Mon 2005-01-03 10:00:02: <-- 554 5.7.1 refused\n"),
+                         Stage.data)
+
     def test_pipelined_transcript(self) -> None:
         """With pipelining, a later '503 need RCPT' shows the refusal answered RCPT."""
         self.assertEqual(find_stage(">>> DATA\n<<< 550 5.1.1 <c@d.example>... User Unknown\n"
