@@ -73,12 +73,13 @@ def extract_codes(text: str) -> tuple[str | None, str | None]:
     m = _STATUS_RE.search(text)
     if m is not None and m.group(1) == "2":
         m = next((x for x in _STATUS_RE.finditer(text) if x.group(1) != "2"), m)
-    if m is not None and int(m.group(2)) == 0 and int(m.group(3)) == 0:
-        # a reporter's summary ("#< #5.0.0 smtp;550 #5.1.0 Address rejected.>", Exchange;
-        # "554 5.0.0" before the remote's reply) and the remote's own code after it: the
-        # more precise one, of the same class (as in a DSN, docs section 1)
+    if m is not None and int(m.group(2)) == 0:
+        # a reporter's summary in the "other or undefined" area x.0.y ("#< #5.0.0
+        # smtp;550 #5.1.0 Address rejected.>", Exchange 2007; "550 5.0.350 Remote server
+        # returned an error -> 550 5.7.1 ...", Exchange Online) and the remote's own code
+        # after it: the more precise one, of the same class (as in a DSN, docs section 1)
         m = next((x for x in _STATUS_RE.finditer(text, m.end())
-                  if x.group(1) == m.group(1) and (int(x.group(2)) or int(x.group(3)))), m)
+                  if x.group(1) == m.group(1) and int(x.group(2))), m)
     if m is not None:
         status = "%s.%s.%s" % (m.group(1), int(m.group(2)), int(m.group(3)))
     if code and status and code[0] != status[0]:

@@ -113,6 +113,9 @@ class ClassifierFamilyTests(SynchronousTestCase):
                          ("550", "5.0.0"))
         self.assertEqual(extract_codes("550 5.1.1 user unknown; 554 5.0.0 failed"),
                          ("550", "5.1.1"))
+        self.assertEqual(extract_codes("550 5.0.350 Remote server returned an error -> 550 "
+                                       "5.7.1 Delivery not authorized, message refused"),
+                         ("550", "5.7.1"))
 
 
 class AnalyzerFamilyTests(SynchronousTestCase):
