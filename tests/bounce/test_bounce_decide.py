@@ -186,6 +186,16 @@ class PrecedenceTests(SynchronousTestCase):
         for row in FALLBACKS:
             self.assertEqual(_decide(row)[0], row[-1], repr(row))
 
+    def test_consequences_are_not_causes(self) -> None:
+        """DATA's "no valid recipients" (every RCPT was refused) says that the recipients
+        failed, not why: the refusal before it decides, and alone it names no cause."""
+        self.assertEqual(_decide(("450", "4.7.1", "<<< 450 4.7.1 <c.example[192.0.2.56]>: "
+                                  "Client host rejected: may not be mail exchanger\n"
+                                  "<<< 554 5.5.1 Error: no valid recipients", "rcpt", None,
+                                  ""))[0], "blocked")
+        self.assertEqual(_decide(("554", None, "554 Error: no valid recipients", "rcpt", None,
+                                  ""))[0], "onhold")
+
     def test_explanation(self) -> None:
         """A decision names the deciding rule and the runner-up it beat."""
         reason, by, runner = _decide(("550", None, "550 access denied", "mail", None, "rejected"))
