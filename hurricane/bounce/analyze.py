@@ -1459,9 +1459,14 @@ def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
     if m is None:
         return None
     lines = note[m.end():m.end() + ctx.limits.max_text].split("\n")
-    if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
-        lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
-    while lines and not lines[0].strip():
+    for _ in range(_MAX_FORWARDS):
+        if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
+            lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        if not lines or _FORWARD_MARK.match(lines[0]) is None:
+            break
+        # a forward of a forward: the inner client's line, then its (quoted) message
         lines.pop(0)
     # the forwarded message's header fields, then its text
     n = 0

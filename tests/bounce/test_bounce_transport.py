@@ -273,6 +273,23 @@ class ForwardedReportTests(SynchronousTestCase):
         quoted = head + b"> ----------" + body.replace(b"\n", b"\n> ")
         self.assertEqual(recipients(quoted), ["a@b.example"])
 
+    def test_forward_of_a_forward(self) -> None:
+        # a person forwards (quoting) what a colleague forwarded to them: two client lines,
+        # two levels of quotes, then the report (bench/perturb.py quoted-inline make-test-36)
+        raw = (b"From: Bob <bob@shop.example>\nTo: it@shop.example\n"
+               b"Subject: Fwd: Fwd: Returned mail\nContent-Type: text/plain\n\n"
+               b"---------- Forwarded message ----------\n> \n> Begin forwarded message:\n> \n"
+               b"> > From: Mail Delivery Subsystem <MAILER-DAEMON@mx.b.example>\n"
+               b"> > Subject: Returned mail: see transcript for details\n"
+               b"> > To: <s@shop.example>\n> >\n"
+               b"> > The original message was received at Thu, 16 Apr 2009 17:26:31 +0900\n"
+               b"> > from smtp.shop.example [192.0.2.1]\n> >\n"
+               b"> >    ----- The following addresses had permanent fatal errors -----\n"
+               b"> > <a@b.example>\n> >     (reason: 550 5.1.1 User unknown)\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw), a.results[0].reason),
+                         ("bounce", ["a@b.example"], "userunknown"))
+
     def test_forwarded_non_bounce_is_not_a_bounce(self) -> None:
         inner = b"From: Bob <bob@c.example>\nTo: s@shop.example\nSubject: hi\n\nSee you.\n"
         raw = _with_attached(b"From: Ann <ann@shop.example>\nTo: s@shop.example\n"
