@@ -1112,18 +1112,18 @@ def _not_rcpt_context(text: str) -> list[str]:
         low = text.lower()
         out += _senders_named(low, _ASK_CONTEXT)
         if not any(w in low for w in _NOT_RCPT_WORDS):
-            return out
-        return ([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
-                + _received_from(low) + out)
+            return list(dict.fromkeys(out))
+        return list(dict.fromkeys([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
+                                  + _received_from(low) + out))
     # the same gate for other text (casefolded: see _unsubscribe_request), then the
     # IGNORECASE search, ~0.3 ms on a notification of a few KB
     folded = text.casefold()
     if len(folded) == len(text):
         out += _senders_named(folded, _ASK_CONTEXT)
     if not any(w in folded for w in _NOT_RCPT_WORDS):
-        return out
-    return ([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
-            + _received_from(folded) + out)
+        return list(dict.fromkeys(out))
+    return list(dict.fromkeys([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
+                              + _received_from(folded) + out))
 
 
 def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -> list[str]:
