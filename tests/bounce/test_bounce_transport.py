@@ -527,7 +527,8 @@ class MixedOutcomeTests(SynchronousTestCase):
 KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-type",
            "folded-field", "upper-case", "original-only", "dsn-as-text", "report-as-mixed",
            "headers-only", "base64-body", "trailing-space", "upper-addresses",
-           "help-line", "html-only")
+           "help-line", "html-only", "lower-fields", "utf8-address-type", "no-dates",
+           "windows-1252", "qp-body", "iso-2022-jp", "mixed-outcomes")
 
 
 class TransportPropertyTests(SynchronousTestCase):

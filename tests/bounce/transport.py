@@ -728,3 +728,24 @@ def exchange_rerendered(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("exchange-rerendered", exchange_rerendered),)
+
+
+def iso_2022_jp(raw: bytes) -> bytes | None:
+    """A single-part UTF-8 text report with Japanese in it converted to ISO-2022-JP (a
+    Japanese gateway or mail client re-encoding it; only where every character fits)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    try:
+        text = body.decode("utf-8")
+        if text.isascii():
+            return None
+        new = text.encode("iso-2022-jp")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+    head = re.sub(rb"(?im)^content-type:[^\n]*(?:\n[ \t][^\n]*)*\n?", b"", head + b"\n")
+    return head + b"Content-Type: text/plain; charset=iso-2022-jp\n\n" + new
+
+
+PERTURBATIONS = PERTURBATIONS + (("iso-2022-jp", iso_2022_jp),)
