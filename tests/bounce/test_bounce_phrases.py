@@ -47,6 +47,15 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     # Exim's router for a local part no user has (any Exim version's wording)
     ('unknown local-part "x" in domain "y.example"', 'rcpt', 'userunknown'),
     ('550 5.1.1 The address is unknown.', None, 'userunknown'),
+    # Polish, Czech and Russian servers (the commonest causes in their words)
+    ('550 Użytkownik nie istnieje', 'rcpt', 'userunknown'),
+    ('550 Nie ma takiego konta', 'rcpt', 'userunknown'),
+    ('550 Adresát neexistuje', 'rcpt', 'userunknown'),
+    ('550 Пользователь не найден', 'rcpt', 'userunknown'),
+    ('550 Нет такого пользователя', 'rcpt', 'userunknown'),
+    ('552 Skrzynka odbiorcy jest pełna', None, 'mailboxfull'),
+    ('552 Schránka je plná', None, 'mailboxfull'),
+    ('552 Почтовый ящик переполнен', None, 'mailboxfull'),
     ('550 5.2.1 The email account that you tried to reach is disabled.', None, 'suspend'),
     ('550 5.2.1 Mailbox disabled, not accepting messages', None, 'suspend'),
     ('554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. '
