@@ -364,8 +364,10 @@ _ORIGINAL_MARK = rxcache.compile(
     r"message text follows|the first \d+ lines|received message follows|original text follows|"
     r"content-type: message/rfc822|begin forwarded message)"
 )
-_HEADER_START = rxcache.compile(r"\n(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |"
-                                r"X-Hurricane-Token: )")
+# (field names in any case, RFC 5322 1.2.2: a gateway may write them upper-cased)
+# (and quoted: a report forwarded inline by a person)
+_HEADER_START = rxcache.compile(r"\n(?:> ?)*+(?i:received: (?:from|by) |return-path: ?<|dkim-signature: |"
+                                r"x-hurricane-token: )")
 # (?=...): the names' first letters, so that a line that cannot start one is
 # left after one test (a text of blank lines costs one step per line).
 _QUOTED_HEADER = rxcache.compile(r"(?im)\n[ \t>]*+(?=[ftcrsmixdoe])"

@@ -358,6 +358,22 @@ class TextOnlyReportTests(SynchronousTestCase):
                          b"FROM:<news@shop.example> SIZE=1024:\n    550 Unroutable sender address\n")
         self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
 
+    def test_original_headers_in_any_case_or_quoted(self) -> None:
+        # the returned original's header block starts the original, whatever the case
+        # of its field names (RFC 5322 1.2.2) and when a person quoted the report
+        body = (b"A message that you have sent could not be delivered to one or more\n"
+                b"recipients.  This is a permanent error.  The following address failed:\n\n"
+                b"<a@b.example>: 550 unknown user\n\n"
+                b"Included is a copy of the message header:\n"
+                b"-----------------------------------------\n"
+                b"Received: from mx.shop.example (mx.shop.example [192.0.2.9])\n"
+                b"    by mx.b.example with ESMTP id 12345\n"
+                b"    for <other@b.example>; Thu, 29 Apr 2009 23:34:45 +0900\n"
+                b"From: news@shop.example\nTo: a@b.example\n")
+        for variant in (body, body.replace(b"Received:", b"RECEIVED:"),
+                        b"\n".join(b"> " + x for x in body.split(b"\n"))):
+            self.assertEqual(recipients(self._text(variant)), ["a@b.example"], variant[-200:])
+
     def test_whom_to_ask_however_it_is_said(self) -> None:
         # (Sendmail transcripts of a remote's block-list reply; a contact line of a gateway)
         for words in (b"(Ask your postmaster for help or to contact help@b.example to clarify.)",
