@@ -1509,9 +1509,14 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
     results: list[RecipientResult] = []
     if dsn:
         results = _analyze_dsn(ctx, dsn, note)
-    if not results and _DSN_FIELD.search(_nl(note), 0, ctx.limits.max_text + 1):
+    m = _DSN_FIELD.search(_nl(note), 0, ctx.limits.max_text + 1) if not results else None
+    if m is not None:
+        # (the fields up to the returned original: a report inside it, a bounce that was
+        # itself mailed back, is the original's content, docs section 1)
+        end = _EMBEDDED_ORIGINAL.search(_nl(note), m.end())
+        text = note[:end.start()] if end is not None else note
         per = [mime.Part([("content-type", "message/delivery-status")],
-                         note.encode("utf-8", "replace"), 1)]
+                         text.encode("utf-8", "replace"), 1)]
         results = _analyze_dsn(ctx, per, note)
     if results and not any(r.recipient for r in results if r.action not in _SUCCESS_ACTIONS):
         # the failed recipients' blocks name no address we can read: the recipients the
@@ -1677,6 +1682,8 @@ _INLINE_TO = rxcache.compile(r"(?i)\n[ \t>]*To:[ \t]*+([^\n]*)")
 _INLINE_SENDER = rxcache.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t]*+([^\n]*)")
 _QUOTED_DSN = rxcache.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
 _DSN_FIELD = rxcache.compile(r"(?i)\n(?:final|original)-recipient:")
+_EMBEDDED_ORIGINAL = rxcache.compile(r"\n(?i:content-type:[ \t]*(?:message/rfc822|"
+                                     r"text/rfc822-headers))")
 _QUOTE_PREFIX = rxcache.compile(r"(?m)^>[ \t]?")
 # (the list address in angle brackets or quotes: a gateway may re-render either)
 _FML_RCPT = rxcache.compile(r"[<'\"](" + ADDR + r")[>'\"]")

@@ -306,6 +306,29 @@ class ForwardedReportTests(SynchronousTestCase):
         self.assertEqual(recipients(raw), ["helpdesk@c.example"])
 
 
+    def test_quoted_bounce_of_a_bounce(self) -> None:
+        # a person forwards, quoted, a DSN whose returned original was itself a DSN: the
+        # fields up to the quoted original are the report's (perturb quoted-inline)
+        dsn_fields = (b"Reporting-MTA: dns; relay.example\n\n"
+                      b"Final-Recipient: rfc822; helpdesk@c.example\nAction: failed\n"
+                      b"Status: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\n")
+        inner_fields = (b"Reporting-MTA: dns; mx.b.example\n\n"
+                        b"Final-Recipient: rfc822; a@b.example\nAction: failed\n"
+                        b"Status: 5.3.5\nDiagnostic-Code: smtp; 553 5.3.5 system config error\n")
+        body = (b"--A\nContent-Type: text/plain\n\nYour message could not be delivered.\n\n"
+                b"--A\nContent-Type: message/delivery-status\n\n" + dsn_fields +
+                b"\n--A\nContent-Type: message/rfc822\n\nFrom: MAILER-DAEMON@mx.b.example\n"
+                b"Content-Type: multipart/report; report-type=delivery-status; boundary=B\n\n"
+                b"--B\nContent-Type: message/delivery-status\n\n" + inner_fields +
+                b"\n--B--\n\n--A--\n")
+        raw = (b"From: Ann <ann@shop.example>\nTo: it@shop.example\nSubject: Fwd: bounce\n"
+               b"Content-Type: text/plain\n\n---------- Forwarded message ----------\n"
+               + b"\n".join(b"> " + x for x in body.split(b"\n")))
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("helpdesk@c.example", "userunknown")])
+
+
 class TextOnlyReportTests(SynchronousTestCase):
     """A report without a delivery-status part names the same recipients in its text."""
 
