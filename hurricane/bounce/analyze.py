@@ -1643,7 +1643,10 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
     if not addrs:
         addrs = _listed_addrs(region, ctx.excluded)
     if not addrs:
-        addrs = _flufl(ctx)
+        # (those the notification names: flufl's looser detectors also read the returned
+        # original, its Message-Id and the addresses in its headers)
+        low = region.lower()
+        addrs = [a for a in _flufl(ctx) if a in low and _ADDR_RE.fullmatch(a) is not None]
     if not addrs:
         # the original's recipient when the text names none
         for orig in _original_parts(ctx):
