@@ -314,7 +314,15 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
 _AUTO_SUBJECT = rxcache.compile(
     r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|out of (?:the )?office|away from|"
     r"abwesenheit|absence|on vacation|vacation|autoreply|auto:|r[ée]ponse automatique|away until|"
-    r"respuesta autom|risposta automatica|自動応答|自動返信|不在)", re.I)
+    r"respuesta autom|risposta automatica|自動応答|自動返信|不在|"
+    # the mail clients' auto-reply prefix in the other languages seen in returns (Outlook
+    # writes "Automatic reply:" in the user's language)
+    r"automatische antwort|automatisch antwoord|resposta autom|autosvar|automatisk svar|"
+    r"automaattinen vastaus|automatyczna odpowied|odpowied(?:ź|z) automatyczna|"
+    r"automatick(?:á|a) odpov|automatikus v(?:á|a)lasz|otomatik yan(?:ı|i)t|"
+    r"αυτόματη απάντηση|автоматический ответ|автоответ|自动回复|自動回覆|자동 회신|"
+    r"poza biurem|fuera de la oficina|fora do escrit(?:ó|o)rio|fuori ufficio|afwezig|"
+    r"frånvaro|fravær|poissa)", re.I)
 _BOUNCE_SUBJECT = any_of(
     r"(?:undeliver|undelivered|deliver(?:y|ed) (?:status|fail|notif|report|problem)|returned mail|"
     r"mail delivery|failure notice|delivery failure|non[- ]?deliver|could not be delivered|"
@@ -1855,7 +1863,12 @@ _AUTO_BODY = any_of(
     r"this is an? auto(?:mated|matic|matically generated)? ?(?:reply|response|message)|"
     r"auto-?reply|abwesen|nicht im b(?:ü|ue)ro|au(?:ß|ss)er haus|im urlaub|"
     r"absente? du bureau|je suis absent|en cong[ée]|fuera de la oficina|estar[ée] ausente|"
-    r"fuori ufficio|sar[òo] assente|niet op kantoor|afwezig|不在|休暇")
+    r"fuori ufficio|sar[òo] assente|niet op kantoor|afwezig|不在|休暇|"
+    # (Portuguese, Polish, Czech, Russian, Finnish, the Scandinavian languages, Chinese)
+    r"estou de f[ée]rias|fora do escrit[óo]rio|estarei ausente|jestem na urlopie|"
+    r"poza biurem|jsem na dovolen|mimo kancel|в отпуске|вне офиса|olen lomalla|"
+    r"poissa toimistolta|jeg er p[åa] ferie|jag [äa]r p[åa] semester|ikke p[åa] kontoret|"
+    r"inte p[åa] kontoret|休假|不在办公室")
 
 
 def _autoreply_body(subject: str, note: str) -> str | None:

@@ -51,6 +51,25 @@ class AutoReplyBodyTests(SynchronousTestCase):
                      "Je suis absente du bureau jusqu'au 3 mars.\r\n"):
             self.assertEqual(analyze(message(body)).category, "autoreply", body)
 
+    def test_more_languages(self) -> None:
+        """Away notes in Portuguese, Polish, Czech, Russian, Finnish and the Scandinavian
+        languages, and the mail clients' auto-reply subjects in the users' languages."""
+        for body in ("Estou de férias até segunda-feira.\r\n",
+                     "Jestem na urlopie do poniedziałku.\r\n",
+                     "Jsem na dovolené do pondělí.\r\n",
+                     "Я в отпуске до понедельника.\r\n",
+                     "Olen lomalla maanantaihin asti.\r\n",
+                     "Jeg er på ferie til mandag.\r\n",
+                     "Jag är på semester till måndag.\r\n"):
+            self.assertEqual(analyze(message(body)).category, "autoreply", body)
+        for subject in ("Automatische Antwort: Spring sale", "Automatisch antwoord: Spring sale",
+                        "Resposta automática: Spring sale", "Autosvar: Spring sale",
+                        "Automaattinen vastaus: Spring sale", "Automatyczna odpowiedź: Spring sale",
+                        "Automatická odpověď: Spring sale", "Αυτόματη απάντηση: Spring sale",
+                        "Автоматический ответ: Spring sale", "自动回复: Spring sale"):
+            self.assertEqual(analyze(message("Thanks.\r\n", subject=subject)).category,
+                             "autoreply", subject)
+
     def test_person_says_so(self) -> None:
         """Auto-Submitted: no means a person wrote it, whatever it says (RFC 3834)."""
         a = analyze(message("I am away until Monday.\r\n", extra="Auto-Submitted: no\r\n"))
