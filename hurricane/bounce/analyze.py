@@ -1800,7 +1800,8 @@ def _says_undelivered(note: str) -> bool:
 # continue", Sendmail's "Warning: could not send message for past 4 hours",
 # Exchange's "Delivery Status Notification (Delay)".
 _STILL_RETRYING = any_of(
-    r"this is a warning message only|will be retried|delivery attempts will continue|"
+    r"this is a warning message only|this is a warning only|will be retried|"
+    r"delivery attempts will continue|"
     r"(?:will|shall) (?:continue|keep) (?:to )?try(?:ing)?|still (?:be )?trying|"
     r"no action is required on your part|will try (?:again|to deliver)|has not yet been delivered|"
     r"not been delivered yet|is still in the queue|will retry")
@@ -1810,8 +1811,9 @@ _DELAY_SUBJECT = any_of(r"(?i)\(delay\)|delayed mail|^warning: (?:message|could 
 # ...unless the same text says it gave up after all.
 # ("will give up" is the warning's future, not a give-up)
 _GAVE_UP = any_of(r"(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
-                  r"will not (?:be )?retr|could not be delivered|has been rejected|"
-                  r"not going to try again")
+                  # (Postfix's delay warning: "could not be delivered for more than 4 hour(s)")
+                  r"will not (?:be )?retr|could not be delivered(?! for (?:more than|the past|\d))|"
+                  r"has been rejected|not going to try again")
 _GAVE_UP_WORDS = (" up", "permanent", "will not", "could not be delivered", "has been rejected",
                   "not going to try again")
 

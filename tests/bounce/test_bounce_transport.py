@@ -114,6 +114,21 @@ class DeliveryStatusFieldTests(SynchronousTestCase):
                          [("a@b.example", "delayed", "dsn")])
 
 
+    def test_postfix_delay_warning_as_text(self) -> None:
+        # the delivery-status part lost (a gateway dropped it): Postfix's own words say it
+        # is a warning; "could not be delivered for more than 4 hour(s)" is not giving up
+        raw = (b"From: MAILER-DAEMON@mx.shop.example (Mail Delivery System)\n"
+               b"To: <s@shop.example>\nSubject: Delayed Mail (still being retried)\n\n"
+               b"This is the mail system at host mx.shop.example.\n\n"
+               b"# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n\n"
+               b"Your message could not be delivered for more than 4 hour(s).\n"
+               b"It will be retried until it is 5 day(s) old.\n\n"
+               b"<a@b.example>: connect to mx.b.example[192.0.2.1]:25: Connection timed out\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.action, r.hard) for r in a.results],
+                         [("a@b.example", "delayed", False)])
+
+
 class QuotedPrintableTests(SynchronousTestCase):
     """RFC 2045 6.7 (3): blanks a transport added after a soft line break are not text."""
 
