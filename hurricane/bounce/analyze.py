@@ -374,7 +374,7 @@ _ORIGINAL_MARK = rxcache.compile(
 )
 # (field names in any case, RFC 5322 1.2.2: a gateway may write them upper-cased)
 # (and quoted: a report forwarded inline by a person)
-_HEADER_START = rxcache.compile(r"\n(?:> ?)*+(?i:received: (?:from|by) |return-path: ?<|dkim-signature: |"
+_HEADER_START = rxcache.compile(r"\n[> ]{0,16}+(?i:received: (?:from|by) |return-path: ?<|dkim-signature: |"
                                 r"x-hurricane-token: )")
 # (?=...): the names' first letters, so that a line that cannot start one is
 # left after one test (a text of blank lines costs one step per line).
@@ -1416,7 +1416,10 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
 
 # A subject that says the message passes another one on: a forward, or Mailman's
 # notice to the list owner of a bounce it could not read.
-_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i) ?:|uncaught bounce notification")
+# (the forward prefix as mail clients write it in other languages: TR, WG, RV, I, Doorst,
+# ENC, VB, VS, PD, Пересл, 転送, 转发)
+_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i|doorst|enc|vb|vs|pd|пересл|転送|转发) ?[:：]|"
+                             r"uncaught bounce notification")
 #: Reports forwarded inside reports read at most (a person forwarding a forward).
 _MAX_FORWARDS = 2
 
@@ -1452,9 +1455,38 @@ def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,
 # Thunderbird, Apple Mail), quoted or not. Possessive runs on one line: linear.
 _FORWARD_MARK = rxcache.compile(
-    r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
-    r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
-_FIELD_LINE = rxcache.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
+    r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message|"
+    # (the same lines in the mail clients' other languages)
+    r"weitergeleitete nachricht|urspr(?:ü|ue)ngliche nachricht|message transf(?:é|e)r(?:é|e)|"
+    r"message d.origine|message original|mensaje reenviado|mensaje original|"
+    r"messaggio inoltrato|messaggio originale|doorgestuurd bericht|oorspronkelijk bericht|"
+    r"mensagem encaminhada|mensagem original|vidarebefordrat meddelande|"
+    r"ursprungligt meddelande|videresendt meddelelse|oprindelig meddelelse|"
+    r"przekazana wiadomo(?:ść|sc)|oryginalna wiadomo(?:ść|sc)|пересылаемое сообщение|"
+    r"исходное сообщение|転送されたメッセージ|元のメッセージ|转发的邮件|原始邮件)"
+    r"[ \t]*+-*+|begin forwarded message:|anfang der weitergeleiteten nachricht:)[ \t]*+$")
+# A header field line of the forwarded message: its name (in the client's language,
+# "De :" and "Enviado el:" too), then a colon.
+_FIELD_LINE = rxcache.compile(r"[^\W\d_][\w-]{0,30}(?: [\w-]{1,10})? ?:")
+# The field names mail clients write in other languages, as RFC 5322 names them.
+_FIELD_NAMES = {
+    "von": "from", "de": "from", "da": "from", "van": "from", "från": "from", "fra": "from",
+    "od": "from", "от": "from", "an": "to", "à": "to", "a": "to", "para": "to", "aan": "to",
+    "pour": "to", "till": "to", "til": "to", "do": "to", "кому": "to", "betreff": "subject",
+    "objet": "subject", "sujet": "subject", "asunto": "subject", "oggetto": "subject",
+    "onderwerp": "subject", "assunto": "subject", "ämne": "subject", "emne": "subject",
+    "temat": "subject", "тема": "subject", "件名": "subject", "主题": "subject",
+    "gesendet": "date", "datum": "date", "envoyé": "date", "enviado": "date", "fecha": "date",
+    "data": "date", "inviato": "date", "verzonden": "date", "sent": "date", "skickat": "date",
+    "sendt": "date", "wysłano": "date", "отправлено": "date", "дата": "date",
+}
+
+
+def _english_field(line: str) -> str:
+    """A forwarded header line with its field name as RFC 5322 names it."""
+    name, sep, value = line.partition(":")
+    key = name.strip().split(" ", 1)[0].lower()
+    return _FIELD_NAMES.get(key, name.strip()) + sep + value
 
 
 def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
@@ -1482,7 +1514,7 @@ def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
     n = 0
     while n < len(lines) and n < 30 and _FIELD_LINE.match(lines[n].strip()):
         n += 1
-    fields = "\n".join(x.strip() for x in lines[:n])
+    fields = "\n".join(_english_field(x.strip()) for x in lines[:n])
     subj = next((x[8:] for x in fields.split("\n") if x[:8].lower() == "subject:"), "")
     if n == 0 or (_BOUNCE_FROM.search(fields) is None and not _bounce_subject(subj)):
         return None     # (a forwarded message that is no mail system's report)
@@ -1651,10 +1683,9 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
     if not addrs:
         addrs = _listed_addrs(region, ctx.excluded)
     if not addrs:
-        # (those the notification names: flufl's looser detectors also read the returned
-        # original, its Message-Id and the addresses in its headers)
-        low = region.lower()
-        addrs = [a for a in _flufl(ctx) if a in low and _ADDR_RE.fullmatch(a) is not None]
+        # (only what can be an address: flufl's looser detectors also read Message-Ids)
+        addrs = [a for a in _flufl(ctx) if _ADDR_RE.fullmatch(a) is not None
+                 and not a.split("@", 1)[0].endswith(".")]
     if not addrs:
         # the original's recipient when the text names none
         for orig in _original_parts(ctx):

@@ -412,25 +412,6 @@ class TextOnlyReportTests(SynchronousTestCase):
                         b"\n".join(b"> " + x for x in body.split(b"\n"))):
             self.assertEqual(recipients(self._text(variant)), ["a@b.example"], variant[-200:])
 
-    def test_last_resort_never_reads_the_original_headers(self) -> None:
-        # a quoted report whose recipient our readings cannot take (it is the report's own
-        # To:): flufl.bounce's looser detectors would answer the original's Message-Id,
-        # sender, Received "for" and Reply-To; only what the notification names counts
-        raw = (b"From: Mail Delivery System <mailer-daemon@relay.example>\nTo: a@b.example\n"
-               b"Subject: Mail delivery failed: returning message to sender\n"
-               b"Content-Type: text/plain\n\n"
-               b"> This message was created automatically by mail delivery software.\n>\n"
-               b"> A message that you sent could not be delivered to one or more of\n"
-               b"> its recipients. This is a permanent error. The following address(es)\n"
-               b"> failed:\n>\n> a@b.example:\n> SMTP error from remote server for TEXT command, "
-               b"host: mx.b.example (192.0.2.1) reason: 550 5.7.1 Mail rejected as spam\n>\n"
-               b"> --- The header of the original message is following. ---\n>\n"
-               b"> Received: from relay.example ([192.0.2.2]) by mx.b.example with ESMTP\n"
-               b">  for <c@d.example>; Mon, 16 Dec 2019 14:22:07 +0100\n"
-               b"> Message-Id: <1576497267.@shop.example>\n> From: <news@shop.example>\n"
-               b"> To: a@b.example\n> Reply-To: <g@shop.example>\n> Subject: Sale\n")
-        self.assertEqual(recipients(raw), ["a@b.example"])
-
     def test_whom_to_ask_however_it_is_said(self) -> None:
         # (Sendmail transcripts of a remote's block-list reply; a contact line of a gateway)
         for words in (b"(Ask your postmaster for help or to contact help@b.example to clarify.)",
