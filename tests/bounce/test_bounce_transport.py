@@ -288,6 +288,32 @@ class ForwardedReportTests(SynchronousTestCase):
         quoted = head + b"> ----------" + body.replace(b"\n", b"\n> ")
         self.assertEqual(recipients(quoted), ["a@b.example"])
 
+    def test_forwarded_inline_in_other_languages(self) -> None:
+        # Outlook's and webmail's forward line, subject prefix and field names as their
+        # users' languages write them; the forwarded To: is the sender, never a recipient
+        report = (b"A message that you sent could not be delivered to one or more of its\n"
+                  b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+                  b"  a@b.example\n    550 5.1.1 User unknown\n")
+        for subject, fwd in (
+                ("WG: Mail delivery failed", "-----Ursprüngliche Nachricht-----\nVon: Mail Delivery "
+                 "System [mailto:MAILER-DAEMON@mx.b.example]\nGesendet: Montag, 3. Januar 2005\n"
+                 "An: s@shop.example\nBetreff: Mail delivery failed\n"),
+                ("TR: Mail delivery failed", "-----Message d'origine-----\nDe : Mail Delivery System "
+                 "[mailto:MAILER-DAEMON@mx.b.example]\nEnvoyé : lundi 3 janvier 2005\n"
+                 "À : s@shop.example\nObjet : Mail delivery failed\n"),
+                ("RV: Mail delivery failed", "---------- Mensaje reenviado ---------\nDe: Mail "
+                 "Delivery System <MAILER-DAEMON@mx.b.example>\nFecha: lun, 3 ene 2005\n"
+                 "Asunto: Mail delivery failed\nPara: <s@shop.example>\n"),
+                ("Doorst: Mail delivery failed", "-----Oorspronkelijk bericht-----\nVan: Mail "
+                 "Delivery System [mailto:MAILER-DAEMON@mx.b.example]\nAan: s@shop.example\n"
+                 "Onderwerp: Mail delivery failed\n")):
+            raw = ("From: Ann <ann@shop.example>\nTo: it@shop.example\nSubject: " + subject +
+                   "\nContent-Type: text/plain; charset=utf-8\n\nFYI\n\n" + fwd + "\n").encode()
+            raw += report
+            a = analyze(raw)
+            self.assertEqual((recipients(raw), a.results[0].reason),
+                             (["a@b.example"], "userunknown"), subject)
+
     def test_forward_of_a_forward(self) -> None:
         # a person forwards (quoting) what a colleague forwarded to them: two client lines,
         # two levels of quotes, then the report (bench/perturb.py quoted-inline make-test-36)
