@@ -374,8 +374,8 @@ _ORIGINAL_MARK = rxcache.compile(
 )
 # (field names in any case, RFC 5322 1.2.2: a gateway may write them upper-cased)
 # (and quoted: a report forwarded inline by a person)
-_HEADER_START = rxcache.compile(r"\n[> ]{0,16}+(?i:received: (?:from|by) |return-path: ?<|dkim-signature: |"
-                                r"x-hurricane-token: )")
+_HEADER_START = rxcache.compile(r"\n[> ]{0,16}+(?i:received: (?:from|by) |return-path: ?<|"
+                                r"dkim-signature: |x-hurricane-token: )")
 # (?=...): the names' first letters, so that a line that cannot start one is
 # left after one test (a text of blank lines costs one step per line).
 _QUOTED_HEADER = rxcache.compile(r"(?im)\n[ \t>]*+(?=[ftcrsmixdoe])"
@@ -1418,8 +1418,8 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
 # notice to the list owner of a bounce it could not read.
 # (the forward prefix as mail clients write it in other languages: TR, WG, RV, I, Doorst,
 # ENC, VB, VS, PD, Пересл, 転送, 转发)
-_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i|doorst|enc|vb|vs|pd|пересл|転送|转发) ?[:：]|"
-                             r"uncaught bounce notification")
+_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i|doorst|enc|vb|vs|pd|пересл|転送|转发)"
+                             r" ?[:：]|uncaught bounce notification")
 #: Reports forwarded inside reports read at most (a person forwarding a forward).
 _MAX_FORWARDS = 2
 

@@ -295,11 +295,11 @@ class ForwardedReportTests(SynchronousTestCase):
                   b"recipients. This is a permanent error. The following address(es) failed:\n\n"
                   b"  a@b.example\n    550 5.1.1 User unknown\n")
         for subject, fwd in (
-                ("WG: Mail delivery failed", "-----Ursprüngliche Nachricht-----\nVon: Mail Delivery "
-                 "System [mailto:MAILER-DAEMON@mx.b.example]\nGesendet: Montag, 3. Januar 2005\n"
+                ("WG: Mail delivery failed", "-----Ursprüngliche Nachricht-----\nVon: Mail "
+                 "Delivery System [mailto:MAILER-DAEMON@mx.b.example]\nGesendet: Montag\n"
                  "An: s@shop.example\nBetreff: Mail delivery failed\n"),
-                ("TR: Mail delivery failed", "-----Message d'origine-----\nDe : Mail Delivery System "
-                 "[mailto:MAILER-DAEMON@mx.b.example]\nEnvoyé : lundi 3 janvier 2005\n"
+                ("TR: Mail delivery failed", "-----Message d'origine-----\nDe : Mail Delivery "
+                 "System [mailto:MAILER-DAEMON@mx.b.example]\nEnvoyé : lundi 3 janvier 2005\n"
                  "À : s@shop.example\nObjet : Mail delivery failed\n"),
                 ("RV: Mail delivery failed", "---------- Mensaje reenviado ---------\nDe: Mail "
                  "Delivery System <MAILER-DAEMON@mx.b.example>\nFecha: lun, 3 ene 2005\n"
@@ -419,7 +419,8 @@ class TextOnlyReportTests(SynchronousTestCase):
                          b"  a@b.example\n    SMTP error from remote mail server after MAIL "
                          b"FROM:<news@shop.example> SIZE=1024:\n    550 Unroutable sender address\n"
                          b"  c@b.example\n    SMTP error from remote mail server after MAIL "
-                         b"FROM:<news@shop.example> SIZE=1024:\n    550 Unroutable sender address\n")
+                         b"FROM:<news@shop.example> SIZE=1024:\n"
+                         b"    550 Unroutable sender address\n")
         self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
 
     def test_original_headers_in_any_case_or_quoted(self) -> None:

@@ -690,7 +690,8 @@ def mixed_outcomes(raw: bytes) -> bytes | None:
 PERTURBATIONS = PERTURBATIONS + (("mixed-outcomes", mixed_outcomes),)
 
 
-_DIAG = re.compile(rb"(?im)^diagnostic-code:[ \t]*(?:smtp|x-[a-z-]+)?[ \t]*;?[ \t]*([^\n]*(?:\n[ \t]+[^\n]*)*)")
+_DIAG = re.compile(rb"(?im)^diagnostic-code:[ \t]*(?:smtp|x-[a-z-]+)?[ \t]*;?[ \t]*"
+                   rb"([^\n]*(?:\n[ \t]+[^\n]*)*)")
 _STATUS = re.compile(rb"(?im)^status:[ \t]*([245]\.\d{1,3}\.\d{1,3})")
 
 
