@@ -753,8 +753,10 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
         near_max = _NEAR_MAX if len(rcpts) <= 50 else 300
         # (the notification's words are about the recipients that were not delivered: one
         # failed among successes is the only one they can be about)
-        failing = sum(1 for d in rcpts
-                      if (d.get("action", "").lower().split() or [""])[0] not in _SUCCESS_ACTIONS)
+        failing = len(rcpts)
+        if failing > 1:
+            failing = sum(1 for d in rcpts if (d.get("action", "").lower().split() or [""])[0]
+                          not in _SUCCESS_ACTIONS)
         for d in rcpts[:_MAX_RECIPIENTS - len(results)]:
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
@@ -1116,10 +1118,11 @@ def _not_rcpt_context(text: str) -> list[str]:
     """Addresses the text names as something other than a failed recipient (lower-case)."""
     # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
     # contact a@b")
-    out = _senders_named(text.lower(), _SENDER_CONTEXT)
+    lowered = text.lower()
+    out = _senders_named(lowered, _SENDER_CONTEXT)
     text = " ".join(text.split())
     if text.isascii():
-        low = text.lower()
+        low = " ".join(lowered.split())     # (the same as text.lower(): ASCII)
         out += _senders_named(low, _ASK_CONTEXT)
         if not any(w in low for w in _NOT_RCPT_WORDS):
             return list(dict.fromkeys(out))

@@ -192,7 +192,7 @@ def find_stage(text: str) -> Stage | None:
     if not text:
         return None
     tail = text[-STAGE_TEXT_LIMIT:]
-    if ">>> " in tail or "In:" in tail or "--> " in tail or "<-- " in tail:
+    if ">>> " in tail or "In:" in tail or "<-- " in tail:
         stage = _transcript_stage(tail)
         if stage is not None:
             return stage
