@@ -672,8 +672,11 @@ def _mislabelled_text(p: mime.Part) -> bool:
     """Whether a delivery-status part holds prose, not fields: its first line is no
     "Name: value" field (RFC 3464 2.1: the part is field blocks and nothing else)."""
     if p.get("content-transfer-encoding").lower().strip() not in ("", "7bit", "8bit"):
-        return False    # (not read here: its fields are encoded)
-    head = p.raw_body[:4096].lstrip()
+        # (a gateway re-encoded it: read decoded, as its fields will be; the text is
+        # cached for them)
+        head = p.text()[:4096].lstrip().encode("utf-8", "replace")
+    else:
+        head = p.raw_body[:4096].lstrip()
     return _FIELD_START.match(head[:200]) is None
 
 

@@ -10,6 +10,7 @@ information, the recipient set stays the same.
 
 from __future__ import annotations
 
+import base64
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -95,6 +96,15 @@ class DeliveryStatusFieldTests(SynchronousTestCase):
                b"--B--\n")
         a = analyze(raw)
         self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("a@b.example", "filtered")])
+        # ... and the same re-encoded base64 by a gateway: read decoded
+        prose = (b"This Message was undeliverable due to the following reason:\n\n"
+                 b"<a@b.example> has restricted SMS e-mail\n")
+        enc = raw.replace(b"Content-Type: message/delivery-status;\n\n" + prose,
+                          b"Content-Type: message/delivery-status;\n"
+                          b"Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(prose))
+        self.assertNotEqual(enc, raw)
+        self.assertEqual([(r.recipient, r.reason) for r in analyze(enc).results],
                          [("a@b.example", "filtered")])
 
     def test_delivery_status_sent_as_a_text_attachment(self) -> None:
@@ -609,7 +619,7 @@ KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-typ
            "folded-field", "upper-case", "original-only", "dsn-as-text", "report-as-mixed",
            "headers-only", "base64-body", "trailing-space", "upper-addresses",
            "help-line", "html-only", "lower-fields", "utf8-address-type", "no-dates",
-           "windows-1252", "qp-body", "iso-2022-jp", "mixed-outcomes")
+           "windows-1252", "qp-body", "iso-2022-jp", "mixed-outcomes", "parts-base64")
 
 
 class TransportPropertyTests(SynchronousTestCase):

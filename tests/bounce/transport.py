@@ -750,3 +750,32 @@ def iso_2022_jp(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("iso-2022-jp", iso_2022_jp),)
+
+
+def parts_base64(raw: bytes) -> bytes | None:
+    """Each text part and the delivery-status part of a multipart report re-encoded base64
+    (Exchange and webmail gateways re-encode every part they pass on; RFC 3464 allows any
+    encoding for message/delivery-status, it is not message/*-restricted like rfc822)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head = raw.split(b"\n\n", 1)[0]
+    b = re.search(rb'(?i)boundary=[ \t]*"?([^";\n]+)"?', head)
+    if b is None or not re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+        return None
+    delim = b"\n--" + b.group(1).strip()
+    pieces = raw.split(delim)
+    changed = False
+    for i in range(1, len(pieces)):
+        part = pieces[i]
+        if part.startswith(b"--"):
+            break
+        ph, sep, body = part.partition(b"\n\n")
+        if not sep or not re.search(rb"(?i)content-type:[ \t]*(?:text/plain|message/delivery-status)",
+                                    ph) or re.search(rb"(?i)content-transfer-encoding:", ph):
+            continue
+        pieces[i] = (ph + b"\nContent-Transfer-Encoding: base64" + sep
+                     + base64.encodebytes(body.rstrip(b"\n") + b"\n"))
+        changed = True
+    return delim.join(pieces) if changed else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("parts-base64", parts_base64),)
