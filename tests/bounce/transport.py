@@ -752,6 +752,9 @@ def iso_2022_jp(raw: bytes) -> bytes | None:
 PERTURBATIONS = PERTURBATIONS + (("iso-2022-jp", iso_2022_jp),)
 
 
+_RE_ENCODABLE = re.compile(rb"(?i)content-type:[ \t]*(?:text/plain|message/delivery-status)")
+
+
 def parts_base64(raw: bytes) -> bytes | None:
     """Each text part and the delivery-status part of a multipart report re-encoded base64
     (Exchange and webmail gateways re-encode every part they pass on; RFC 3464 allows any
@@ -769,8 +772,7 @@ def parts_base64(raw: bytes) -> bytes | None:
         if part.startswith(b"--"):
             break
         ph, sep, body = part.partition(b"\n\n")
-        if not sep or not re.search(rb"(?i)content-type:[ \t]*(?:text/plain|message/delivery-status)",
-                                    ph) or re.search(rb"(?i)content-transfer-encoding:", ph):
+        if not sep or not _RE_ENCODABLE.search(ph) or re.search(rb"(?i)content-transfer-encoding:", ph):
             continue
         pieces[i] = (ph + b"\nContent-Transfer-Encoding: base64" + sep
                      + base64.encodebytes(body.rstrip(b"\n") + b"\n"))
