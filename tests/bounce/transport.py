@@ -772,7 +772,7 @@ def parts_base64(raw: bytes) -> bytes | None:
         if part.startswith(b"--"):
             break
         ph, sep, body = part.partition(b"\n\n")
-        if not sep or not _RE_ENCODABLE.search(ph) or re.search(rb"(?i)content-transfer-encoding:", ph):
+        if not sep or not _RE_ENCODABLE.search(ph) or b"ransfer-encoding:" in ph.lower():
             continue
         pieces[i] = (ph + b"\nContent-Transfer-Encoding: base64" + sep
                      + base64.encodebytes(body.rstrip(b"\n") + b"\n"))
