@@ -1164,6 +1164,13 @@ class ReplyClassifier:
                 if rule is not None:
                     runner = (rule.reason, rule.id)
                 reason, rule, decided_by = "mailererror", None, "mailererror.x-unix"
+            elif (dtype == "x-unix" and stage is None and rule is not None
+                    and rule.id == "filtered.userunknown-text"):
+                # docs step 4: the local delivery program looked the mailbox up and found
+                # none; no SMTP step was left to refuse it after ("filtered" is a refusal
+                # after the recipient was accepted, for its content or settings)
+                runner = (rule.reason, rule.id)
+                reason, rule, decided_by = "userunknown", None, "userunknown.x-unix"
         if reason is None and s:
             reason = self.status_map.get(s)
             if reason is not None:

@@ -117,6 +117,10 @@ PAIRS: list[tuple[str, Row, Row]] = [
 #: docs step 4: the diagnostic type is not a cause.
 X_UNIX: list[Row] = [
     (None, "5.1.1", "<a@b.example>: user unknown", None, "x-unix", "userunknown"),
+    # the local delivery program found no such mailbox: no SMTP step after it
+    (None, "5.0.0", "<a@b.example>: user unknown", None, "x-unix", "userunknown"),
+    (None, None, "unknown user: \"a\"", None, "x-unix", "userunknown"),
+    (None, None, "unknown user: \"a\"", None, None, "filtered"),
     (None, "5.1.6", "the mailbox has moved to c@d.example", None, "x-unix", "hasmoved"),
     (None, "5.7.1", "message rejected as spam", None, "x-unix", "spamdetected"),
     (None, "4.3.0", "temporary failure", None, "x-unix", "mailererror"),
