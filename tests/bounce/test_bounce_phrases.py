@@ -56,6 +56,17 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('552 Skrzynka odbiorcy jest pełna', None, 'mailboxfull'),
     ('552 Schránka je plná', None, 'mailboxfull'),
     ('552 Почтовый ящик переполнен', None, 'mailboxfull'),
+    # Exchange 2007 and Office 365 templates of a directory lookup that found no one
+    ("The e-mail address you entered couldn't be found. Please check the recipient's e-mail "
+     "address and try to resend the message.", None, 'userunknown'),
+    ("Your message to a@b.example couldn't be delivered. a wasn't found at b.example.", None,
+     'userunknown'),
+    ('554 delivery error: dd Not a valid recipient - atlas-a.mail.bf1.yahoo.com', None,
+     'userunknown'),
+    # a host that does not exist is not a user who does not
+    ('all relevant MX records point to non-existent hosts', None, 'hostunknown'),
+    ("Router: Recipient's mail file is full", None, 'mailboxfull'),
+    ('421 4.4.2 Connection dropped due to timeout', None, 'networkerror'),
     ('550 5.2.1 The email account that you tried to reach is disabled.', None, 'suspend'),
     ('550 5.2.1 Mailbox disabled, not accepting messages', None, 'suspend'),
     ('554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. '
