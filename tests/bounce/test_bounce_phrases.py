@@ -67,6 +67,11 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('all relevant MX records point to non-existent hosts', None, 'hostunknown'),
     ("Router: Recipient's mail file is full", None, 'mailboxfull'),
     ('421 4.4.2 Connection dropped due to timeout', None, 'networkerror'),
+    # a per-mailbox limit that is not its storage; a refusal that names a policy, not spam
+    ("550 5.2.3 User's mailbox has exceeded its daily receiving limit", None, 'exceedlimit'),
+    ('550 Daily receiving limit reached for this mailbox', None, 'exceedlimit'),
+    ('550 5.7.1 Message rejected due to local policy', None, 'policyviolation'),
+    ('554 5.7.1 Message rejected: spam', None, 'spamdetected'),
     ('550 5.2.1 The email account that you tried to reach is disabled.', None, 'suspend'),
     ('550 5.2.1 Mailbox disabled, not accepting messages', None, 'suspend'),
     ('554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. '
