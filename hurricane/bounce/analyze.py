@@ -1633,7 +1633,8 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
               # "From: <>": written by a mail system, not by a person who is away
               # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
               or (not from_addr and "<>" in (from_hdr or "")))
-    if auto == "autoreply.auto-submitted" and not bouncy and _notice_not_reply(root, note):
+    if (auto == "autoreply.auto-submitted" and not bouncy
+            and _notice_not_reply(root, note, subject or "")):
         # RFC 3834 5: Auto-Submitted says a machine wrote it, not that it is an
         # auto-reply; mail systems mark their failure notices with it too (Sendmail
         # "auto-generated (failure)", Exim and Postfix "auto-replied"), whoever
@@ -1668,14 +1669,19 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     return Analysis(category="other")
 
 
-def _notice_not_reply(root: mime.Part, note: str) -> bool:
+def _notice_not_reply(root: mime.Part, note: str, subject: str) -> bool:
     """Whether an Auto-Submitted message is a mail system's notice rather than an auto-reply:
-    "auto-generated" (RFC 3834 5.1: a responder to a message says "auto-replied"), or a
-    text that says a delivery failed or is still being retried."""
-    if root.get("auto-submitted").lower().startswith("auto-generated"):
-        return True
+    a text that says a delivery failed or is still being retried, or "auto-generated"
+    (RFC 3834 5.1: a responder to a message says "auto-replied") unless its subject or
+    its text is an out-of-office reply's (mail servers' vacation responders mark their
+    replies auto-generated too)."""
     region = _cut_original(note)
-    return _says_undelivered(region) or _STILL_RETRYING.search(region[:6000].lower()) is not None
+    if _says_undelivered(region) or _STILL_RETRYING.search(region[:6000].lower()) is not None:
+        return True
+    if root.get("auto-submitted").lower().startswith("auto-generated"):
+        return (_AUTO_SUBJECT.search(subject.strip()) is None
+                and _autoreply_body(subject, note) is None)
+    return False
 
 
 def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:

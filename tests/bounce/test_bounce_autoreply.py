@@ -95,3 +95,18 @@ class MailSystemNoteTests(SynchronousTestCase):
                             extra="Auto-Submitted: auto-replied\r\n"))
         self.assertEqual(a.category, "bounce")
         self.assertEqual([r.recipient for r in a.results], ["erin@example.net"])
+
+    def test_auto_generated_out_of_office(self) -> None:
+        """A server's vacation responder marks its reply auto-generated: an out-of-office
+        subject or text makes it an auto-reply; a failure text under the same header is
+        still a notice about delivery."""
+        a = analyze(message("I'm out of the office until Monday with no access to email.\r\n",
+                            subject="Automatic reply: Spring sale",
+                            extra="Auto-Submitted: auto-generated\r\n"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("autoreply", ["carol@example.org"]))
+        a = analyze(message("Delivery to the following recipient failed permanently:\r\n\r\n"
+                            "     erin@example.net\r\n", subject="Automatic reply: Spring sale",
+                            extra="Auto-Submitted: auto-generated\r\n"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("bounce", ["erin@example.net"]))
