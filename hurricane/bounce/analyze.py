@@ -1644,6 +1644,10 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
             # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
             and not root.get("auto-submitted").lower().startswith("no")):
         auto = _autoreply_body(subject or "", note)
+    if auto and not bouncy and _CHALLENGE.search(note[:4000].lower()) is not None:
+        # a challenge-response system asks the sender to prove it is a person: not an
+        # auto-reply about the recipient's absence (docs section 4, vacation / other)
+        return Analysis(category="other")
     if auto and not bouncy:
         rr = RecipientResult(recipient=from_addr or "", action="delivered", code=None,
                              status=None, status_inferred=False, reason="vacation", hard=False,
@@ -1927,6 +1931,15 @@ def _autoreply_body(subject: str, note: str) -> str | None:
 
 
 _AUTO_PREFIX = rxcache.compile(r"(?i)auto")
+# Challenge-response systems (TMDA, SpamArrest, Boxbe, Mailblocks and the like): the reply
+# asks the sender to confirm it is a person before the message is delivered.
+_CHALLENGE = any_of(
+    r"challenge[ -]response|(?:confirm|verify|prove) (?:that )?you are (?:a )?(?:human|real|person)|"
+    r"(?:confirm|verify) (?:that )?you (?:sent|are the sender)|"
+    r"add yourself to (?:my|the|their) (?:approved|guest|allowed|trusted)|spam ?arrest|boxbe|"
+    r"mailblocks|tmda|(?:is|has been) (?:being )?held (?:pending|until) (?:your )?(?:verification|"
+    r"confirmation)|(?:is|has been) (?:being )?held\. please (?:verify|confirm)|"
+    r"please (?:verify|confirm) that you are")
 
 
 def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:

@@ -110,3 +110,21 @@ class MailSystemNoteTests(SynchronousTestCase):
                             extra="Auto-Submitted: auto-generated\r\n"))
         self.assertEqual((a.category, [r.recipient for r in a.results]),
                          ("bounce", ["erin@example.net"]))
+
+    def test_challenge_response_is_other(self) -> None:
+        """A challenge-response system's request to prove the sender is a person is not
+        an auto-reply about the recipient (docs section 4, vacation / other), whatever
+        headers mark it automatic."""
+        for extra, body in (
+                ("Auto-Submitted: auto-replied\r\n",
+                 "I use a challenge-response system to fight spam. To have your message "
+                 "delivered, please click the link below to confirm that you are a human.\r\n"),
+                ("", "Your message has been held. Please verify that you are a real person by "
+                     "replying to this message. This is an automated message.\r\n"),
+                ("Precedence: bulk\r\n", "Carol has asked us to verify you. Please click to add "
+                                         "yourself to the guest list.\r\n")):
+            self.assertEqual(analyze(message(body, extra=extra)).category, "other", body)
+        # an out-of-office note that merely asks to confirm a meeting stays an auto-reply
+        self.assertEqual(analyze(message("I am out of the office until Monday. Please confirm "
+                                         "the meeting time with Dave.\r\n")).category,
+                         "autoreply")
