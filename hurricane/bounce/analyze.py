@@ -625,7 +625,8 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None:
+def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part,
+                 inline_original: str = "") -> Analysis | None:
     fields: dict[str, list[str]] = {}
     for block in _field_blocks(part.text()[:ctx.limits.max_text]):
         for k, v in block:
@@ -644,6 +645,11 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
                 for a in _find_addrs(v):
                     found.setdefault(a.lower())
             break
+    if not found and inline_original:
+        # (a report quoted inline: the original's To: as the text quotes it)
+        m = _INLINE_TO.search(inline_original)
+        for a in _find_addrs(m.group(1)) if m is not None else ():
+            found.setdefault(a.lower())
     rcpts = list(found)[:_MAX_RECIPIENTS]
     results = tuple(
         RecipientResult(recipient=a, action="failed", code=None, status=None, status_inferred=False,
@@ -1552,6 +1558,23 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
         if a is not None:
             return a
     ctx.check()
+    if not arf and not dsn and note:
+        # a complaint forwarded inline by a person or a helpdesk: its feedback-report
+        # fields quoted in the text, then the original (docs section 1)
+        m = _ARF_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1)
+        if m is not None:
+            # (from the start of the field block that holds Feedback-Type)
+            begin = max(0, m.start() - 4096)
+            text = _QUOTE_PREFIX.sub("", _nl(note)[begin:m.start() + ctx.limits.max_text])
+            at = _ARF_INLINE.search(text)
+            text = text[_block_start(text, at.start() if at is not None else 0):]
+            end = _EMBEDDED_ORIGINAL.search(text, 1)
+            fields = text[:end.start()] if end is not None else text
+            part = mime.Part([("content-type", "message/feedback-report")],
+                             fields.encode("utf-8", "replace"), 1)
+            a = _analyze_arf(ctx, part, root, text[end.start():] if end is not None else "")
+            if a is not None:
+                return a
     results: list[RecipientResult] = []
     if dsn:
         results = _analyze_dsn(ctx, dsn, note)
@@ -1739,6 +1762,14 @@ def _unsubscribe_request(text: str) -> bool:
 _INLINE_TO = rxcache.compile(r"(?i)\n[ \t>]*To:[ \t]*+([^\n]*)")
 _INLINE_SENDER = rxcache.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t]*+([^\n]*)")
 _QUOTED_DSN = rxcache.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
+def _block_start(text: str, at: int) -> int:
+    """Where the field block holding position ``at`` starts (after the blank line before)."""
+    i = text.rfind("\n\n", 0, at)
+    return i + 1 if i >= 0 else 0
+
+
+# A feedback report's first field in the text (quoted or not) with its type
+_ARF_INLINE = rxcache.compile(r"(?i)\n[ \t>]*+feedback-type:[ \t]*+[a-z]")
 _DSN_FIELD = rxcache.compile(r"(?i)\n(?:final|original)-recipient:")
 _EMBEDDED_ORIGINAL = rxcache.compile(r"\n(?i:content-type:[ \t]*(?:message/rfc822|"
                                      r"text/rfc822-headers))")
@@ -1934,7 +1965,8 @@ _AUTO_PREFIX = rxcache.compile(r"(?i)auto")
 # Challenge-response systems (TMDA, SpamArrest, Boxbe, Mailblocks and the like): the reply
 # asks the sender to confirm it is a person before the message is delivered.
 _CHALLENGE = any_of(
-    r"challenge[ -]response|(?:confirm|verify|prove) (?:that )?you are (?:a )?(?:human|real|person)|"
+    r"challenge[ -]response|"
+    r"(?:confirm|verify|prove) (?:that )?you are (?:a )?(?:human|real|person)|"
     r"(?:confirm|verify) (?:that )?you (?:sent|are the sender)|"
     r"add yourself to (?:my|the|their) (?:approved|guest|allowed|trusted)|spam ?arrest|boxbe|"
     r"mailblocks|tmda|(?:is|has been) (?:being )?held (?:pending|until) (?:your )?(?:verification|"

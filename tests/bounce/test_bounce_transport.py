@@ -324,6 +324,25 @@ class ForwardedReportTests(SynchronousTestCase):
             self.assertEqual((recipients(raw), a.results[0].reason),
                              (["a@b.example"], "userunknown"), subject)
 
+    def test_complaint_quoted_inline(self) -> None:
+        # a helpdesk forwards a feedback report quoted: its fields (Feedback-Type not first)
+        # and the original as text; the complaint's recipient is Original-Rcpt-To, else
+        # the quoted original's To:
+        arf = (b"This is an email abuse report.\n\n"
+               b"--B\nContent-Type: message/feedback-report\n\n"
+               b"Original-Rcpt-To: a@b.example\nFeedback-Type: abuse\nUser-Agent: FBL/1.0\n"
+               b"Version: 1\n\n--B\nContent-Type: message/rfc822\n\n"
+               b"From: news@shop.example\nTo: c@d.example\nSubject: Sale\n\nHello\n--B--\n")
+        for body, want in ((arf, ["a@b.example"]),
+                           (arf.replace(b"Original-Rcpt-To: a@b.example\n", b""),
+                            ["c@d.example"])):
+            raw = (b"From: FBL <fbl@isp.example>\nTo: abuse@shop.example\nSubject: Fw: report\n"
+                   b"Content-Type: text/plain\n\n---------- Forwarded message ----------\n"
+                   + b"\n".join(b"> " + x for x in body.split(b"\n")))
+            a = analyze(raw)
+            self.assertEqual((a.category, recipients(raw), a.results[0].feedback_type),
+                             ("feedback", want, "abuse"))
+
     def test_forward_of_a_forward(self) -> None:
         # a person forwards (quoting) what a colleague forwarded to them: two client lines,
         # two levels of quotes, then the report (bench/perturb.py quoted-inline make-test-36)
