@@ -1562,8 +1562,9 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
         # a complaint forwarded inline by a person or a helpdesk: its feedback-report
         # fields quoted in the text, then the original (docs section 1)
         m = _ARF_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1)
-        if m is not None:
-            # (from the start of the field block that holds Feedback-Type)
+        if m is not None and not _says_undelivered(note[:m.start()]):
+            # (a bounce of a complaint, text first, is a bounce; the fields are read from
+            # the start of the field block that holds Feedback-Type)
             begin = max(0, m.start() - 4096)
             text = _QUOTE_PREFIX.sub("", _nl(note)[begin:m.start() + ctx.limits.max_text])
             at = _ARF_INLINE.search(text)

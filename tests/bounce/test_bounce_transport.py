@@ -342,6 +342,13 @@ class ForwardedReportTests(SynchronousTestCase):
             a = analyze(raw)
             self.assertEqual((a.category, recipients(raw), a.results[0].feedback_type),
                              ("feedback", want, "abuse"))
+        # a free-text bounce whose returned original (quoted) was a complaint is a bounce
+        raw = (b"From: MAILER-DAEMON@mx.isp.example\nTo: abuse@shop.example\n"
+               b"Subject: failure notice\n\nSorry, we were unable to deliver your message to "
+               b"the following address.\n\n<fbl@isp.example>:\n550 5.1.1 user unknown\n\n"
+               b"--- Below this line is a copy of the message.\n\n" + arf)
+        self.assertEqual((analyze(raw).category, recipients(raw)),
+                         ("bounce", ["fbl@isp.example"]))
 
     def test_forward_of_a_forward(self) -> None:
         # a person forwards (quoting) what a colleague forwarded to them: two client lines,
