@@ -1527,9 +1527,11 @@ def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
     while n < len(lines) and n < 30 and _FIELD_LINE.match(lines[n].strip()):
         n += 1
     fields = "\n".join(_english_field(x.strip()) for x in lines[:n])
-    subj = next((x[8:] for x in fields.split("\n") if x[:8].lower() == "subject:"), "")
-    if n == 0 or (_BOUNCE_FROM.search(fields) is None and not _bounce_subject(subj)):
-        return None     # (a forwarded message that is no mail system's report)
+    if n == 0 or not any(x[:5].lower() == "from:" for x in fields.split("\n")):
+        return None     # (no forwarded header: the person's own text)
+    # the forwarded message as a message of its own, report or not: who wrote it decides
+    # (a person forwarding an ordinary message or an auto-reply "Fwd: returned mail" has
+    # not forwarded a bounce)
     return (fields + "\n\n" + "\n".join(lines[n:])).encode("utf-8", "surrogateescape")
 
 

@@ -350,6 +350,20 @@ class ForwardedReportTests(SynchronousTestCase):
         self.assertEqual((analyze(raw).category, recipients(raw)),
                          ("bounce", ["fbl@isp.example"]))
 
+    def test_forwarded_inline_non_report_is_what_it_is(self) -> None:
+        # "Fwd: returned mail" over a forwarded ordinary message or auto-reply: the
+        # forwarded message decides, not the forwarder's subject (perturb inline-forward)
+        head = (b"From: Ann <ann@shop.example>\nTo: bounces@shop.example\n"
+                b"Subject: Fwd: returned mail\nContent-Type: text/plain\n\nFYI, this came back."
+                b"\n\n---------- Forwarded message ---------\n")
+        raw = head + (b"From: Joe <joe@c.example>\nDate: Thu, 4 Jun 2009 11:40:01 -0700\n"
+                      b"Subject: I like turtles\nTo: fred@c.example\n\nHi\n")
+        self.assertEqual((analyze(raw).category, recipients(raw)), ("other", []))
+        raw = head + (b"From: Joe <joe@c.example>\nSubject: Out of office: Sale\n"
+                      b"To: news@shop.example\n\nI am out of the office until Monday.\n")
+        self.assertEqual((analyze(raw).category, recipients(raw)),
+                         ("autoreply", ["joe@c.example"]))
+
     def test_forward_of_a_forward(self) -> None:
         # a person forwards (quoting) what a colleague forwarded to them: two client lines,
         # two levels of quotes, then the report (bench/perturb.py quoted-inline make-test-36)
