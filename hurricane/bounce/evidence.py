@@ -69,7 +69,10 @@ _PREFIXED = (
     rxcache.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
     rxcache.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
     rxcache.compile(r"smtp command:? (?P<data>data)\b"),
-    rxcache.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
+    rxcache.compile(r"during (?:the )?(?:(?P<data>data)\b|(?P<conn>initial connection)|"
+                    r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b)"),
+    # "reply to RCPT TO: 550 ...", "response to RCPT" without Postfix's "in"
+    rxcache.compile(r"re(?:ply|sponse) to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
     rxcache.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
                     r"(?P<conn>connecting|receiving the initial server greeting)|"
                     r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|"
@@ -131,6 +134,7 @@ _PHRASES = (
     ("following rcpt command", Stage.rcpt), ("following the rcpt command", Stage.rcpt),
     ("to the rcpt command", Stage.rcpt), ("to rcpt command", Stage.rcpt),
     ("rcpt command", Stage.rcpt), ("unknown recipient or mailbox unavailable", Stage.rcpt),
+    ("rcpt to command", Stage.rcpt), ("[rcpt to]", Stage.rcpt), ("rejected at rcpt", Stage.rcpt),
     ("[mail_from]", Stage.mail), ("sender was rejected", Stage.mail),
     ("mail from command", Stage.mail),
     ("my name was rejected", Stage.helo), ("helo command", Stage.helo),

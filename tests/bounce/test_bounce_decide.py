@@ -277,6 +277,18 @@ class StageTests(SynchronousTestCase):
         for text, want in table:
             self.assertEqual(find_stage(text), want, text)
 
+    def test_more_phrasings_of_the_command(self) -> None:
+        """The command named without Postfix's or Exim's exact words."""
+        for text, want in (("550 5.1.1 user unknown (RCPT TO command failed)", Stage.rcpt),
+                           ("Rejected at RCPT TO: 550 user unknown", Stage.rcpt),
+                           ("Error during RCPT TO: 550 no such user", Stage.rcpt),
+                           ("550 user unknown [RCPT TO]", Stage.rcpt),
+                           ("reply to RCPT TO: 550 no such user", Stage.rcpt),
+                           ("response to MAIL FROM: 553 sender rejected", Stage.mail),
+                           ("Please reply to the data team", None),
+                           ("Reply-To: a@b.example", None)):
+            self.assertEqual(find_stage(text), want, text)
+
     def test_transcript(self) -> None:
         """A session transcript: the command that got the first refusal."""
         self.assertEqual(find_stage(">>> MAIL From:<a@b.example>\n<<< 250 ok\n"
