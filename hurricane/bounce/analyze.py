@@ -724,7 +724,12 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         elif p.maintype == "multipart" and not p.children and not inside and p.raw_body.strip():
             # a multipart whose body has no boundary lines at all: read it as text
             texts.append(mime.Part([("content-type", "text/plain")], p.raw_body, p.depth))
-        for c in reversed(p.children):
+        children = p.children
+        if p.content_type == "multipart/alternative" and any(
+                c.content_type == "text/plain" for c in children):
+            # the plain alternative is the text; its HTML twin says the same
+            children = [c for c in children if c.content_type != "text/html"]
+        for c in reversed(children):
             stack.append((c, inside))
     if not dsn and not arf:
         dsn, arf = nested_dsn, nested_arf
@@ -732,8 +737,9 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
 
 
 def _notification_text(texts: list[mime.Part], limit: int) -> str:
-    plain = [p for p in texts if p.subtype == "plain"]
-    chosen = plain or texts
+    # (an HTML part that is the alternative of a plain one was left out by _find_parts;
+    # an HTML part on its own is the notification, whatever plain parts follow it)
+    chosen = texts
     out = []
     n = 0
     for p in chosen:

@@ -107,6 +107,20 @@ class DeliveryStatusFieldTests(SynchronousTestCase):
         self.assertEqual([(r.recipient, r.reason) for r in analyze(enc).results],
                          [("a@b.example", "filtered")])
 
+    def test_html_notification_beside_a_plain_original(self) -> None:
+        # the notification in HTML, the returned original as a text/plain part after it:
+        # the HTML is the notification (a plain part is preferred only as its alternative)
+        raw = (b"From: MAILER-DAEMON@mta.b.example\nTo: s@shop.example\n"
+               b"Subject: Delivery report\nMIME-Version: 1.0\n"
+               b"Content-Type: multipart/mixed; boundary=\"B\"\n\n"
+               b"--B\nContent-Type: text/html\n\n<p>Your message to a@b.example could not be "
+               b"delivered.</p><p>Error: 552 5.2.2 Mailbox full</p>\n"
+               b"--B\nContent-Type: text/plain\n\nFrom: s@shop.example\nTo: a@b.example\n"
+               b"Subject: virus scan report\n\nOur virus scanner found nothing.\n--B--\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("a@b.example", "mailboxfull")])
+
     def test_delivery_status_sent_as_a_text_attachment(self) -> None:
         # Postfix-based gateways attach the fields as "details.txt"
         raw = (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
