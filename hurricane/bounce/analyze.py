@@ -725,10 +725,10 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
             # a multipart whose body has no boundary lines at all: read it as text
             texts.append(mime.Part([("content-type", "text/plain")], p.raw_body, p.depth))
         children = p.children
-        if p.content_type == "multipart/alternative" and any(
-                c.content_type == "text/plain" for c in children):
+        if p.subtype == "alternative" and p.maintype == "multipart" and any(
+                c.subtype == "plain" and c.maintype == "text" for c in children):
             # the plain alternative is the text; its HTML twin says the same
-            children = [c for c in children if c.content_type != "text/html"]
+            children = [c for c in children if c.subtype != "html" or c.maintype != "text"]
         for c in reversed(children):
             stack.append((c, inside))
     if not dsn and not arf:
@@ -1566,7 +1566,7 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
         if a is not None:
             return a
     ctx.check()
-    if not arf and not dsn and note:
+    if not arf and not dsn and ("eedback-" in note or "EEDBACK-" in note):
         # a complaint forwarded inline by a person or a helpdesk: its feedback-report
         # fields quoted in the text, then the original (docs section 1)
         m = _ARF_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1)

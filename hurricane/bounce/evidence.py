@@ -72,7 +72,8 @@ _PREFIXED = (
     rxcache.compile(r"during (?:the )?(?:(?P<data>data)\b|(?P<conn>initial connection)|"
                     r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b)"),
     # "reply to RCPT TO: 550 ...", "response to RCPT" without Postfix's "in"
-    rxcache.compile(r"re(?:ply|sponse) to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
+    rxcache.compile(r"reply to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
+    rxcache.compile(r"response to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
     rxcache.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
                     r"(?P<conn>connecting|receiving the initial server greeting)|"
                     r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|"
