@@ -72,6 +72,8 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('550 Daily receiving limit reached for this mailbox', None, 'exceedlimit'),
     ('550 5.7.1 Message rejected due to local policy', None, 'policyviolation'),
     ('554 5.7.1 Message rejected: spam', None, 'spamdetected'),
+    ('550 Unable to find host b.example', None, 'hostunknown'),
+    ('Host b.example not found', None, 'hostunknown'),
     ('550 5.2.1 The email account that you tried to reach is disabled.', None, 'suspend'),
     ('550 5.2.1 Mailbox disabled, not accepting messages', None, 'suspend'),
     ('554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. '
