@@ -8,9 +8,12 @@ the sealed third is never read) is changed the way other MTAs, gateways and
 transports change returned mail (line endings, folded or re-wrapped lines,
 angle brackets, upper case, Original-Recipient only, a delivery-status part
 sent as text/plain, the original cut to its headers or dropped, base64
-bodies, ...).  A change of transport does not change who bounced: the
-analyzer's recipient set (and, with --field reason, its reason) must be the
-same on the changed message as on the original.  The script prints, per
+bodies, lower-case field names, utf-8 address types, charset conversion
+(windows-1252, ISO-2022-JP), re-encoded parts, no recipient fields, several
+recipients with different outcomes, an Exchange gateway's own notice, ...).
+A change of transport does not change who bounced: the analyzer's recipient
+set (and, with --field reason, its reason) must be the same on the changed
+message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
 (file names listed with --show). Then "second-recipient": each free-text report
 naming one recipient gets its recipient's entry written again for a second

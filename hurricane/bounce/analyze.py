@@ -9,6 +9,7 @@ lists one to a line and flufl.bounce's detectors), and finally "other".
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
@@ -309,6 +310,7 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     """Per-message fields and per-recipient field dicts of a delivery-status body."""
     per_msg: dict[str, str] = {}
     rcpts: list[dict[str, str]] = []
+    unnamed: list[dict[str, str]] = []
     for block in _field_blocks(text):
         ds: list[dict[str, str]] = [{}]
         for k, v in block:
@@ -328,9 +330,13 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
             if "final-recipient" in d or "original-recipient" in d or "x-actual-recipient" in d:
                 rcpts.append(d)
             else:
+                if "action" in d or "status" in d:
+                    unnamed.append(d)
                 for k, v in d.items():
                     per_msg.setdefault(k, v)
-    return per_msg, rcpts
+    # per-recipient blocks that name no recipient (a gateway that leaves the recipient
+    # fields out): the recipients are those the notification names, in order
+    return per_msg, rcpts or unnamed[:_MAX_RECIPIENTS]
 
 
 # ---------------------------------------------------------------------------
@@ -339,7 +345,15 @@ def _parse_dsn_fields(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
 _AUTO_SUBJECT = rxcache.compile(
     r"^(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|out of (?:the )?office|away from|"
     r"abwesenheit|absence|on vacation|vacation|autoreply|auto:|r[ée]ponse automatique|away until|"
-    r"respuesta autom|risposta automatica|自動応答|自動返信|不在)", re.I)
+    r"respuesta autom|risposta automatica|自動応答|自動返信|不在|"
+    # the mail clients' auto-reply prefix in the other languages seen in returns (Outlook
+    # writes "Automatic reply:" in the user's language)
+    r"automatische antwort|automatisch antwoord|resposta autom|autosvar|automatisk svar|"
+    r"automaattinen vastaus|automatyczna odpowied|odpowied(?:ź|z) automatyczna|"
+    r"automatick(?:á|a) odpov|automatikus v(?:á|a)lasz|otomatik yan(?:ı|i)t|"
+    r"αυτόματη απάντηση|автоматический ответ|автоответ|自动回复|自動回覆|자동 회신|"
+    r"poza biurem|fuera de la oficina|fora do escrit(?:ó|o)rio|fuori ufficio|afwezig|"
+    r"frånvaro|fravær|poissa)", re.I)
 _BOUNCE_SUBJECT = any_of(
     r"(?:undeliver|undelivered|deliver(?:y|ed) (?:status|fail|notif|report|problem)|returned mail|"
     r"mail delivery|failure notice|delivery failure|non[- ]?deliver|could not be delivered|"
@@ -347,6 +361,18 @@ _BOUNCE_SUBJECT = any_of(
     r"warning: could not|delayed mail|delivery (?:has )?failed|error sending|message not delivered|"
     r"permanent error|fatal error|delivery report|mailer[- ]daemon|unable to deliver|unroutable)",
     re.I)
+# (the same in the languages seen in returns; tried when the English words are not there)
+_BOUNCE_SUBJECT_OTHER = any_of(
+    r"non remis|non distribu|[ée]chec de (?:la )?(?:remise|livraison)|no entregad|"
+    r"non recapit|mancato recapito|não entregue|onbestelbaar|недоставл|"
+    r"发送失败|投递失败|退信|無法傳送|傳送失敗|配信エラー|配送エラー|不達|未配達", re.I)
+
+
+def _bounce_subject(subject: str) -> bool:
+    """Whether a subject says it is a notice about a delivery (in English or another
+    language)."""
+    return (_BOUNCE_SUBJECT.search(subject) is not None
+            or _BOUNCE_SUBJECT_OTHER.search(subject) is not None)
 _BOUNCE_FROM = any_of(
     r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
     r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange", re.I)
@@ -377,8 +403,10 @@ _ORIGINAL_MARK = rxcache.compile(
     r"message text follows|the first \d+ lines|received message follows|original text follows|"
     r"content-type: message/rfc822|begin forwarded message)"
 )
-_HEADER_START = rxcache.compile(r"\n(?:Received: (?:from|by) |Return-Path: ?<|DKIM-Signature: |"
-                                r"X-Hurricane-Token: )")
+# (field names in any case, RFC 5322 1.2.2: a gateway may write them upper-cased)
+# (and quoted: a report forwarded inline by a person)
+_HEADER_START = rxcache.compile(r"\n[> ]{0,16}+(?i:received: (?:from|by) |return-path: ?<|"
+                                r"dkim-signature: |x-hurricane-token: )")
 # (?=...): the names' first letters, so that a line that cannot start one is
 # left after one test (a text of blank lines costs one step per line).
 _QUOTED_HEADER = rxcache.compile(r"(?im)\n[ \t>]*+(?=[ftcrsmixdoe])"
@@ -628,7 +656,8 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None:
+def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part,
+                 inline_original: str = "") -> Analysis | None:
     fields: dict[str, list[str]] = {}
     for block in _field_blocks(part.text()[:ctx.limits.max_text]):
         for k, v in block:
@@ -647,6 +676,11 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part) -> Analysis | None
                 for a in _find_addrs(v):
                     found.setdefault(a.lower())
             break
+    if not found and inline_original:
+        # (a report quoted inline: the original's To: as the text quotes it)
+        m = _INLINE_TO.search(inline_original)
+        for a in _find_addrs(m.group(1)) if m is not None else ():
+            found.setdefault(a.lower())
     rcpts = list(found)[:_MAX_RECIPIENTS]
     results = tuple(
         RecipientResult(recipient=a, action="failed", code=None, status=None, status_inferred=False,
@@ -675,8 +709,11 @@ def _mislabelled_text(p: mime.Part) -> bool:
     """Whether a delivery-status part holds prose, not fields: its first line is no
     "Name: value" field (RFC 3464 2.1: the part is field blocks and nothing else)."""
     if p.get("content-transfer-encoding").lower().strip() not in ("", "7bit", "8bit"):
-        return False    # (not read here: its fields are encoded)
-    head = p.raw_body[:4096].lstrip()
+        # (a gateway re-encoded it: read decoded, as its fields will be; the text is
+        # cached for them)
+        head = p.text()[:4096].lstrip().encode("utf-8", "replace")
+    else:
+        head = p.raw_body[:4096].lstrip()
     return _FIELD_START.match(head[:200]) is None
 
 
@@ -718,7 +755,12 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         elif p.maintype == "multipart" and not p.children and not inside and p.raw_body.strip():
             # a multipart whose body has no boundary lines at all: read it as text
             texts.append(mime.Part([("content-type", "text/plain")], p.raw_body, p.depth))
-        for c in reversed(p.children):
+        children = p.children
+        if p.subtype == "alternative" and p.maintype == "multipart" and any(
+                c.subtype == "plain" and c.maintype == "text" for c in children):
+            # the plain alternative is the text; its HTML twin says the same
+            children = [c for c in children if c.subtype != "html" or c.maintype != "text"]
+        for c in reversed(children):
             stack.append((c, inside))
     if not dsn and not arf:
         dsn, arf = nested_dsn, nested_arf
@@ -726,8 +768,9 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
 
 
 def _notification_text(texts: list[mime.Part], limit: int) -> str:
-    plain = [p for p in texts if p.subtype == "plain"]
-    chosen = plain or texts
+    # (an HTML part that is the alternative of a plain one was left out by _find_parts;
+    # an HTML part on its own is the notification, whatever plain parts follow it)
+    chosen = texts
     out = []
     n = 0
     for p in chosen:
@@ -754,6 +797,12 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
             ctx.envid = per_msg["original-envelope-id"].strip()
         # many recipients: look at less text around each (bounded work per message)
         near_max = _NEAR_MAX if len(rcpts) <= 50 else 300
+        # (the notification's words are about the recipients that were not delivered: one
+        # failed among successes is the only one they can be about)
+        failing = len(rcpts)
+        if failing > 1:
+            failing = sum(1 for d in rcpts if (d.get("action", "").lower().split() or [""])[0]
+                          not in _SUCCESS_ACTIONS)
         for d in rcpts[:_MAX_RECIPIENTS - len(results)]:
             ctx.check()
             final = _strip_type(d.get("final-recipient", ""))
@@ -808,7 +857,8 @@ def _analyze_dsn(ctx: _Ctx, parts: list[mime.Part], note: str) -> list[Recipient
                 if s2 and (status is None or (status.endswith(".0.0") and s2[0] == status[0])):
                     status = s2
             remote = _strip_type(d.get("remote-mta", "")) or None
-            stage, stage_source = _stage_for(text, note, rcpt, near_max, len(rcpts) == 1)
+            stage, stage_source = _stage_for(text, note, rcpt, near_max,
+                                             len(rcpts) == 1 or failing == 1)
             dtype = _diag_type(d.get("diagnostic-code", ""))
             r = _result(ctx, rcpt, text, code=code, status=status, action=act,
                         source="dsn", remote=remote, orcpt=_addr(orig) or None, stage=stage,
@@ -1090,26 +1140,59 @@ _NOT_RCPT_CONTEXT = rxcache.compile(
 _NOT_RCPT_CONTEXT_LOW = rxcache.compile(_NOT_RCPT_CONTEXT.pattern[len("(?i)"):])
 _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at", "send mail to",
                    "assistance", "expanded from", "received at")
+# More of them, each starting with its literal word (lower-cased text), which the regex
+# engine finds by a fast scan: whom to ask, however a reply or a report says it ("or to
+# contact X to clarify", "Contact: X", "e-mail us at", "write to"); the envelope sender
+# a remote's reply names ("Mail from X rejected", "relay mail from <X> to <Y>", "The
+# message from (<X>)", "Domain of sender address X").
+_ADDR_AFTER = r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")"
+_ASK_CONTEXT = (
+    ("contact", rxcache.compile(r"contact(?:ing)?(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("write to", rxcache.compile(r"write to[ \t:]*+" + _ADDR_AFTER)),
+    ("mail us at", rxcache.compile(r"mail us at[ \t:]*+" + _ADDR_AFTER)),
+)
+# (the sender on the same line as its words, read in the text as written: an address
+# on the next line is the next recipient, "550 Unroutable sender address\n  b@c")
+_SENDER_CONTEXT = (
+    ("from", rxcache.compile(r"from(?:(?<=mail from)|(?<=message from)|(?<=envelope from)"
+                             r"|(?=[ \t(]*+<))[ \t:(]*+<?(" + ADDR + r")")),
+    ("sender", rxcache.compile(r"sender(?: address)?[ \t:(]*+<?(" + ADDR + r")")),
+)
 
 
 def _not_rcpt_context(text: str) -> list[str]:
     """Addresses the text names as something other than a failed recipient (lower-case)."""
     # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
     # contact a@b")
+    lowered = text.lower()
+    out = _senders_named(lowered, _SENDER_CONTEXT)
     text = " ".join(text.split())
     if text.isascii():
-        low = text.lower()
+        low = " ".join(lowered.split())     # (the same as text.lower(): ASCII)
+        out += _senders_named(low, _ASK_CONTEXT)
         if not any(w in low for w in _NOT_RCPT_WORDS):
-            return []
-        return ([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
-                + _received_from(low))
+            return list(dict.fromkeys(out))
+        return list(dict.fromkeys([m.group(1) for m in _NOT_RCPT_CONTEXT_LOW.finditer(low)]
+                                  + _received_from(low) + out))
     # the same gate for other text (casefolded: see _unsubscribe_request), then the
     # IGNORECASE search, ~0.3 ms on a notification of a few KB
     folded = text.casefold()
+    if len(folded) == len(text):
+        out += _senders_named(folded, _ASK_CONTEXT)
     if not any(w in folded for w in _NOT_RCPT_WORDS):
-        return []
-    return ([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
-            + _received_from(folded))
+        return list(dict.fromkeys(out))
+    return list(dict.fromkeys([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
+                              + _received_from(folded) + out))
+
+
+def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -> list[str]:
+    """The addresses a lower-cased text names as whom to ask or as the envelope sender
+    (_ASK_CONTEXT, _SENDER_CONTEXT; 50 of each at most)."""
+    out: list[str] = []
+    for word, rx in context:
+        if word in low:
+            out += [m.group(1) for m in itertools.islice(rx.finditer(low), 50)]
+    return out
 
 
 def _received_from(low: str) -> list[str]:
@@ -1385,7 +1468,10 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
 
 # A subject that says the message passes another one on: a forward, or Mailman's
 # notice to the list owner of a bounce it could not read.
-_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i) ?:|uncaught bounce notification")
+# (the forward prefix as mail clients write it in other languages: TR, WG, RV, I, Doorst,
+# ENC, VB, VS, PD, Пересл, 転送, 转发)
+_PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i|doorst|enc|vb|vs|pd|пересл|転送|转发)"
+                             r" ?[:：]|uncaught bounce notification")
 #: Reports forwarded inside reports read at most (a person forwarding a forward).
 _MAX_FORWARDS = 2
 
@@ -1421,9 +1507,38 @@ def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,
 # Thunderbird, Apple Mail), quoted or not. Possessive runs on one line: linear.
 _FORWARD_MARK = rxcache.compile(
-    r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message)"
-    r"[ \t]*+-*+|begin forwarded message:)[ \t]*+$")
-_FIELD_LINE = rxcache.compile(r"[A-Za-z][A-Za-z0-9-]{0,40}:")
+    r"(?im)^[ \t>]*+(?:-{2,}+[ \t]*+(?:forwarded message|original message|"
+    # (the same lines in the mail clients' other languages)
+    r"weitergeleitete nachricht|urspr(?:ü|ue)ngliche nachricht|message transf(?:é|e)r(?:é|e)|"
+    r"message d.origine|message original|mensaje reenviado|mensaje original|"
+    r"messaggio inoltrato|messaggio originale|doorgestuurd bericht|oorspronkelijk bericht|"
+    r"mensagem encaminhada|mensagem original|vidarebefordrat meddelande|"
+    r"ursprungligt meddelande|videresendt meddelelse|oprindelig meddelelse|"
+    r"przekazana wiadomo(?:ść|sc)|oryginalna wiadomo(?:ść|sc)|пересылаемое сообщение|"
+    r"исходное сообщение|転送されたメッセージ|元のメッセージ|转发的邮件|原始邮件)"
+    r"[ \t]*+-*+|begin forwarded message:|anfang der weitergeleiteten nachricht:)[ \t]*+$")
+# A header field line of the forwarded message: its name (in the client's language,
+# "De :" and "Enviado el:" too), then a colon.
+_FIELD_LINE = rxcache.compile(r"[^\W\d_][\w-]{0,30}(?: [\w-]{1,10})? ?:")
+# The field names mail clients write in other languages, as RFC 5322 names them.
+_FIELD_NAMES = {
+    "von": "from", "de": "from", "da": "from", "van": "from", "från": "from", "fra": "from",
+    "od": "from", "от": "from", "an": "to", "à": "to", "a": "to", "para": "to", "aan": "to",
+    "pour": "to", "till": "to", "til": "to", "do": "to", "кому": "to", "betreff": "subject",
+    "objet": "subject", "sujet": "subject", "asunto": "subject", "oggetto": "subject",
+    "onderwerp": "subject", "assunto": "subject", "ämne": "subject", "emne": "subject",
+    "temat": "subject", "тема": "subject", "件名": "subject", "主题": "subject",
+    "gesendet": "date", "datum": "date", "envoyé": "date", "enviado": "date", "fecha": "date",
+    "data": "date", "inviato": "date", "verzonden": "date", "sent": "date", "skickat": "date",
+    "sendt": "date", "wysłano": "date", "отправлено": "date", "дата": "date",
+}
+
+
+def _english_field(line: str) -> str:
+    """A forwarded header line with its field name as RFC 5322 names it."""
+    name, sep, value = line.partition(":")
+    key = name.strip().split(" ", 1)[0].lower()
+    return _FIELD_NAMES.get(key, name.strip()) + sep + value
 
 
 def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
@@ -1438,18 +1553,25 @@ def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
     if m is None:
         return None
     lines = note[m.end():m.end() + ctx.limits.max_text].split("\n")
-    if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
-        lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
-    while lines and not lines[0].strip():
+    for _ in range(_MAX_FORWARDS):
+        if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
+            lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        if not lines or _FORWARD_MARK.match(lines[0]) is None:
+            break
+        # a forward of a forward: the inner client's line, then its (quoted) message
         lines.pop(0)
     # the forwarded message's header fields, then its text
     n = 0
     while n < len(lines) and n < 30 and _FIELD_LINE.match(lines[n].strip()):
         n += 1
-    fields = "\n".join(x.strip() for x in lines[:n])
-    subj = next((x[8:] for x in fields.split("\n") if x[:8].lower() == "subject:"), "")
-    if n == 0 or (_BOUNCE_FROM.search(fields) is None and _BOUNCE_SUBJECT.search(subj) is None):
-        return None     # (a forwarded message that is no mail system's report)
+    fields = "\n".join(_english_field(x.strip()) for x in lines[:n])
+    if n == 0 or not any(x[:5].lower() == "from:" for x in fields.split("\n")):
+        return None     # (no forwarded header: the person's own text)
+    # the forwarded message as a message of its own, report or not: who wrote it decides
+    # (a person forwarding an ordinary message or an auto-reply "Fwd: returned mail" has
+    # not forwarded a bounce)
     return (fields + "\n\n" + "\n".join(lines[n:])).encode("utf-8", "surrogateescape")
 
 
@@ -1478,18 +1600,59 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
         if a is not None:
             return a
     ctx.check()
+    if not arf and not dsn and ("eedback-" in note or "EEDBACK-" in note):
+        # a complaint forwarded inline by a person or a helpdesk: its feedback-report
+        # fields quoted in the text, then the original (docs section 1)
+        m = _ARF_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1)
+        if m is not None and not _says_undelivered(note[:m.start()]):
+            # (a bounce of a complaint, text first, is a bounce; the fields are read from
+            # the start of the field block that holds Feedback-Type)
+            begin = max(0, m.start() - 4096)
+            text = _QUOTE_PREFIX.sub("", _nl(note)[begin:m.start() + ctx.limits.max_text])
+            at = _ARF_INLINE.search(text)
+            text = text[_block_start(text, at.start() if at is not None else 0):]
+            end = _EMBEDDED_ORIGINAL.search(text, 1)
+            fields = text[:end.start()] if end is not None else text
+            part = mime.Part([("content-type", "message/feedback-report")],
+                             fields.encode("utf-8", "replace"), 1)
+            a = _analyze_arf(ctx, part, root, text[end.start():] if end is not None else "")
+            if a is not None:
+                return a
     results: list[RecipientResult] = []
     if dsn:
         results = _analyze_dsn(ctx, dsn, note)
-    if not results and _DSN_FIELD.search(_nl(note), 0, ctx.limits.max_text + 1):
+    m = _DSN_FIELD.search(_nl(note), 0, ctx.limits.max_text + 1) if not results else None
+    if m is not None:
+        # (the fields up to the returned original: a report inside it, a bounce that was
+        # itself mailed back, is the original's content, docs section 1)
+        end = _EMBEDDED_ORIGINAL.search(_nl(note), m.end())
+        text = note[:end.start()] if end is not None else note
         per = [mime.Part([("content-type", "message/delivery-status")],
-                         note.encode("utf-8", "replace"), 1)]
+                         text.encode("utf-8", "replace"), 1)]
         results = _analyze_dsn(ctx, per, note)
-    if results and not any(r.recipient for r in results):
-        alt = _free_text(ctx, note, root) if note else []
-        if len(alt) == len(results):
-            results = [replace(r, recipient=x.recipient)
-                       for r, x in zip(results, alt, strict=True)]
+    if results and not any(r.recipient for r in results if r.action not in _SUCCESS_ACTIONS):
+        # the failed recipients' blocks name no address we can read: the recipients the
+        # text names (other than the delivered ones), in order
+        named = {r.recipient for r in results if r.recipient}
+        unnamed = [n for n, r in enumerate(results) if not r.recipient]
+        alt = _free_text(ctx, note, root) if note and unnamed else []
+        if not alt and note and unnamed:
+            alt = [x for x in _last_resort(ctx, note) if x.recipient]
+        alt = [x for x in alt if x.recipient not in named]
+        if unnamed and len(alt) == len(unnamed):
+            # (a block with no diagnostic of its own: its status with the words the text
+            # states for that recipient)
+            results = list(results)
+            for n, x in zip(unnamed, alt, strict=True):
+                r = results[n]
+                results[n] = (replace(r, recipient=x.recipient) if r.diagnostic else
+                              _result(ctx, x.recipient, x.diagnostic, code=r.code or x.code,
+                                      status=r.status or x.status, action=r.action,
+                                      source="dsn", remote=r.remote_mta or x.remote_mta,
+                                      stage=Stage(x.stage) if x.stage else None,
+                                      stage_source=x.stage_source))
+        elif not named:
+            results = []    # the fields cannot be paired with the recipients the text names
     results = [r for r in results if r.recipient or len(results) == 1]
     if not results:
         return None
@@ -1532,11 +1695,12 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     root, limits = ctx.root, ctx.limits
     auto = _autoreply_kind(root, subject or "", from_hdr)
     bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
-              or bool(_BOUNCE_SUBJECT.search(subject or ""))
+              or _bounce_subject(subject or "")
               # "From: <>": written by a mail system, not by a person who is away
               # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
               or (not from_addr and "<>" in (from_hdr or "")))
-    if auto == "autoreply.auto-submitted" and not bouncy and _notice_not_reply(root, note):
+    if (auto == "autoreply.auto-submitted" and not bouncy
+            and _notice_not_reply(root, note, subject or "")):
         # RFC 3834 5: Auto-Submitted says a machine wrote it, not that it is an
         # auto-reply; mail systems mark their failure notices with it too (Sendmail
         # "auto-generated (failure)", Exim and Postfix "auto-replied"), whoever
@@ -1546,6 +1710,10 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
             # RFC 3834: "Auto-Submitted: no" says a person wrote it, whatever it says
             and not root.get("auto-submitted").lower().startswith("no")):
         auto = _autoreply_body(subject or "", note)
+    if auto and not bouncy and _CHALLENGE.search(note[:4000].lower()) is not None:
+        # a challenge-response system asks the sender to prove it is a person: not an
+        # auto-reply about the recipient's absence (docs section 4, vacation / other)
+        return Analysis(category="other")
     if auto and not bouncy:
         rr = RecipientResult(recipient=from_addr or "", action="delivered", code=None,
                              status=None, status_inferred=False, reason="vacation", hard=False,
@@ -1571,14 +1739,19 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     return Analysis(category="other")
 
 
-def _notice_not_reply(root: mime.Part, note: str) -> bool:
+def _notice_not_reply(root: mime.Part, note: str, subject: str) -> bool:
     """Whether an Auto-Submitted message is a mail system's notice rather than an auto-reply:
-    "auto-generated" (RFC 3834 5.1: a responder to a message says "auto-replied"), or a
-    text that says a delivery failed or is still being retried."""
-    if root.get("auto-submitted").lower().startswith("auto-generated"):
-        return True
+    a text that says a delivery failed or is still being retried, or "auto-generated"
+    (RFC 3834 5.1: a responder to a message says "auto-replied") unless its subject or
+    its text is an out-of-office reply's (mail servers' vacation responders mark their
+    replies auto-generated too)."""
     region = _cut_original(note)
-    return _says_undelivered(region) or _STILL_RETRYING.search(region[:6000].lower()) is not None
+    if _says_undelivered(region) or _STILL_RETRYING.search(region[:6000].lower()) is not None:
+        return True
+    if root.get("auto-submitted").lower().startswith("auto-generated"):
+        return (_AUTO_SUBJECT.search(subject.strip()) is None
+                and _autoreply_body(subject, note) is None)
+    return False
 
 
 def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
@@ -1592,7 +1765,9 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
     if not addrs:
         addrs = _listed_addrs(region, ctx.excluded)
     if not addrs:
-        addrs = _flufl(ctx)
+        # (only what can be an address: flufl's looser detectors also read Message-Ids)
+        addrs = [a for a in _flufl(ctx) if _ADDR_RE.fullmatch(a) is not None
+                 and not a.split("@", 1)[0].endswith(".")]
     if not addrs:
         # the original's recipient when the text names none
         for orig in _original_parts(ctx):
@@ -1630,9 +1805,20 @@ def _unsubscribe_request(text: str) -> bool:
 _INLINE_TO = rxcache.compile(r"(?i)\n[ \t>]*To:[ \t]*+([^\n]*)")
 _INLINE_SENDER = rxcache.compile(r"(?i)\n[ \t>]*(?:From|Sender|Return-Path):[ \t]*+([^\n]*)")
 _QUOTED_DSN = rxcache.compile(r"(?i)\n>[ \t]*(?:final-recipient|diagnostic-code):")
+def _block_start(text: str, at: int) -> int:
+    """Where the field block holding position ``at`` starts (after the blank line before)."""
+    i = text.rfind("\n\n", 0, at)
+    return i + 1 if i >= 0 else 0
+
+
+# A feedback report's first field in the text (quoted or not) with its type
+_ARF_INLINE = rxcache.compile(r"(?i)\n[ \t>]*+feedback-type:[ \t]*+[a-z]")
 _DSN_FIELD = rxcache.compile(r"(?i)\n(?:final|original)-recipient:")
+_EMBEDDED_ORIGINAL = rxcache.compile(r"\n(?i:content-type:[ \t]*(?:message/rfc822|"
+                                     r"text/rfc822-headers))")
 _QUOTE_PREFIX = rxcache.compile(r"(?m)^>[ \t]?")
-_FML_RCPT = rxcache.compile(r"<(" + ADDR + r")>")
+# (the list address in angle brackets or quotes: a gateway may re-render either)
+_FML_RCPT = rxcache.compile(r"[<'\"](" + ADDR + r")[>'\"]")
 
 
 def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[RecipientResult]:
@@ -1640,10 +1826,12 @@ def _mailing_list_error(ctx: _Ctx, root: mime.Part, note: str) -> list[Recipient
     if "fml" not in root.get("x-mlserver").lower():
         return []
     region = _cut_original(note)
-    m = _FML_RCPT.search(region)
-    if m is None:
-        return []
-    return [_result(ctx, m.group(1).lower(), region[:2000], source="heuristic")]
+    other = set(_not_rcpt_context(region))     # (who sent the post, whom to ask)
+    for m in _FML_RCPT.finditer(region):
+        a = m.group(1).lower()
+        if a not in other:
+            return [_result(ctx, a, region[:2000], source="heuristic")]
+    return []
 
 
 # MTAs and providers whose reports need their own reading of the reply text
@@ -1697,11 +1885,33 @@ _UNDELIVERED = any_of(r"could not be delivered|undeliverable|undelivered|"
                       r"(?:could|can)(?:not|n.t) deliver|"
                       # the reporters' own introductions (OpenSMTPD, Postfix)
                       r"this is the mailer-daemon|this is the mail system at host")
+# The same said in the languages seen in returns (German, French, Spanish, Italian,
+# Portuguese, Dutch, Russian, Chinese, Japanese), each written from a word whose first
+# letter is rare in English text; searched only where the English sentences are not
+# there (one regex for both tried ~40 % more alternatives at every position).
+_UNDELIVERED_OTHER = any_of(r"zugestellt werden|zustellbar|zustellung (?:ist )?fehlgeschlagen|"
+                      r"être (?:remis|d[ée]livr|distribu|livr|achemin)|"
+                      r"été (?:remis|d[ée]livr|distribu|livr|achemin)|"
+                      r"échec de (?:la )?(?:remise|livraison|distribution)|"
+                      r"pudo (?:ser )?entrega|podido (?:ser )?entrega|"
+                      r"possibile (?:consegnare|recapitare)|possível entregar|"
+                      r"pôde ser entregue|"
+                      r"kon niet (?:worden )?(?:afgeleverd|bezorgd)|bestelbaar|доставл|доставить|"
+                      r"无法(?:发送|送达|投递|递送)|投递失败|发送失败|退信|"
+                      r"無法(?:傳送|送達|投遞|遞送)|傳送失敗|"
+                      r"(?:配信|配送|送信)(?:できません|に失敗|エラー)|届けられませんでした|不達")
+
+
+def _undelivered(low: str) -> bool:
+    """Whether a lower-cased text says a delivery failed, in English or another language."""
+    return _UNDELIVERED.search(low) is not None or (
+        not low.isascii() or "zu" in low or "kon niet" in low or "bestelbaar" in low
+        or "entrega" in low or "possibile" in low) and _UNDELIVERED_OTHER.search(low) is not None
 
 
 def _says_undelivered(note: str) -> bool:
     """Whether the text says a delivery failed (not merely that it mentions a mailbox)."""
-    return _UNDELIVERED.search(note[:20000].lower()) is not None
+    return _undelivered(note[:20000].lower())
 
 
 # A free-text report that says the reporter is still trying: a delay warning,
@@ -1711,7 +1921,8 @@ def _says_undelivered(note: str) -> bool:
 # continue", Sendmail's "Warning: could not send message for past 4 hours",
 # Exchange's "Delivery Status Notification (Delay)".
 _STILL_RETRYING = any_of(
-    r"this is a warning message only|will be retried|delivery attempts will continue|"
+    r"this is a warning message only|this is a warning only|will be retried|"
+    r"delivery attempts will continue|"
     r"(?:will|shall) (?:continue|keep) (?:to )?try(?:ing)?|still (?:be )?trying|"
     r"no action is required on your part|will try (?:again|to deliver)|has not yet been delivered|"
     r"not been delivered yet|is still in the queue|will retry")
@@ -1721,8 +1932,9 @@ _DELAY_SUBJECT = any_of(r"(?i)\(delay\)|delayed mail|^warning: (?:message|could 
 # ...unless the same text says it gave up after all.
 # ("will give up" is the warning's future, not a give-up)
 _GAVE_UP = any_of(r"(?:given|gave|giving) up|permanent(?:ly)? (?:error|fail)|"
-                  r"will not (?:be )?retr|could not be delivered|has been rejected|"
-                  r"not going to try again")
+                  # (Postfix's delay warning: "could not be delivered for more than 4 hour(s)")
+                  r"will not (?:be )?retr|could not be delivered(?! for (?:more than|the past|\d))|"
+                  r"has been rejected|not going to try again")
 _GAVE_UP_WORDS = (" up", "permanent", "will not", "could not be delivered", "has been rejected",
                   "not going to try again")
 
@@ -1755,7 +1967,7 @@ _LOOKS_BOUNCE = any_of(
 def _looks_bounce(note: str) -> bool:
     """Whether a text reads like a bounce (searched lower-cased, as _says_undelivered)."""
     low = note[:20000].lower()
-    return _LOOKS_BOUNCE.search(low) is not None or _UNDELIVERED.search(low) is not None
+    return _LOOKS_BOUNCE.search(low) is not None or _undelivered(low)
 
 
 # The typical bodies and subjects of auto-replies, by cause: the person is away
@@ -1774,7 +1986,12 @@ _AUTO_BODY = any_of(
     r"this is an? auto(?:mated|matic|matically generated)? ?(?:reply|response|message)|"
     r"auto-?reply|abwesen|nicht im b(?:ü|ue)ro|au(?:ß|ss)er haus|im urlaub|"
     r"absente? du bureau|je suis absent|en cong[ée]|fuera de la oficina|estar[ée] ausente|"
-    r"fuori ufficio|sar[òo] assente|niet op kantoor|afwezig|不在|休暇")
+    r"fuori ufficio|sar[òo] assente|niet op kantoor|afwezig|不在|休暇|"
+    # (Portuguese, Polish, Czech, Russian, Finnish, the Scandinavian languages, Chinese)
+    r"estou de f[ée]rias|fora do escrit[óo]rio|estarei ausente|jestem na urlopie|"
+    r"poza biurem|jsem na dovolen|mimo kancel|в отпуске|вне офиса|olen lomalla|"
+    r"poissa toimistolta|jeg er p[åa] ferie|jag [äa]r p[åa] semester|ikke p[åa] kontoret|"
+    r"inte p[åa] kontoret|休假|不在办公室")
 
 
 def _autoreply_body(subject: str, note: str) -> str | None:
@@ -1788,6 +2005,16 @@ def _autoreply_body(subject: str, note: str) -> str | None:
 
 
 _AUTO_PREFIX = rxcache.compile(r"(?i)auto")
+# Challenge-response systems (TMDA, SpamArrest, Boxbe, Mailblocks and the like): the reply
+# asks the sender to confirm it is a person before the message is delivered.
+_CHALLENGE = any_of(
+    r"challenge[ -]response|"
+    r"(?:confirm|verify|prove) (?:that )?you are (?:a )?(?:human|real|person)|"
+    r"(?:confirm|verify) (?:that )?you (?:sent|are the sender)|"
+    r"add yourself to (?:my|the|their) (?:approved|guest|allowed|trusted)|spam ?arrest|boxbe|"
+    r"mailblocks|tmda|(?:is|has been) (?:being )?held (?:pending|until) (?:your )?(?:verification|"
+    r"confirmation)|(?:is|has been) (?:being )?held\. please (?:verify|confirm)|"
+    r"please (?:verify|confirm) that you are")
 
 
 def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
@@ -1830,11 +2057,19 @@ def analyze(raw: bytes, envelope_rcpt: str | None = None, *,
         return Analysis(category="other", error="unparseable: %s" % type(e).__name__)
 
 
+_SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+
+
 def to_prediction(analysis: Analysis, file: str) -> dict[str, Any]:
     """The score.py / CLI JSON line for one analyzed file."""
-    rs = [r for r in analysis.results if r.recipient]
-    first = analysis.results[0] if analysis.results else None
     cat = analysis.category
+    named = analysis.results
+    if cat == "bounce":
+        # a report of several recipients with different outcomes: the ones delivered,
+        # relayed or expanded did not bounce (their results stay below, with their action)
+        named = tuple(r for r in named if r.action not in _SUCCESS_ACTIONS) or named
+    rs = [r for r in named if r.recipient]
+    first = named[0] if named else None
     reason = first.reason if first else ""
     return {
         "file": file,

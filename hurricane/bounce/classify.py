@@ -73,6 +73,13 @@ def extract_codes(text: str) -> tuple[str | None, str | None]:
     m = _STATUS_RE.search(text)
     if m is not None and m.group(1) == "2":
         m = next((x for x in _STATUS_RE.finditer(text) if x.group(1) != "2"), m)
+    if m is not None and int(m.group(2)) == 0:
+        # a reporter's summary in the "other or undefined" area x.0.y ("#< #5.0.0
+        # smtp;550 #5.1.0 Address rejected.>", Exchange 2007; "550 5.0.350 Remote server
+        # returned an error -> 550 5.7.1 ...", Exchange Online) and the remote's own code
+        # after it: the more precise one, of the same class (as in a DSN, docs section 1)
+        m = next((x for x in _STATUS_RE.finditer(text, m.end())
+                  if x.group(1) == m.group(1) and int(x.group(2))), m)
     if m is not None:
         status = "%s.%s.%s" % (m.group(1), int(m.group(2)), int(m.group(3)))
     if code and status and code[0] != status[0]:
@@ -1189,6 +1196,13 @@ class ReplyClassifier:
                 if rule is not None:
                     runner = (rule.reason, rule.id)
                 reason, rule, decided_by = "mailererror", None, "mailererror.x-unix"
+            elif (dtype == "x-unix" and stage is None and rule is not None
+                    and rule.id == "filtered.userunknown-text"):
+                # docs step 4: the local delivery program looked the mailbox up and found
+                # none; no SMTP step was left to refuse it after ("filtered" is a refusal
+                # after the recipient was accepted, for its content or settings)
+                runner = (rule.reason, rule.id)
+                reason, rule, decided_by = "userunknown", None, "userunknown.x-unix"
         if reason is None and s:
             reason = self.status_map.get(s)
             if reason is not None:

@@ -72,7 +72,11 @@ _PREFIXED = (
     rxcache.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
     rxcache.compile(r"performing the (?P<helo>helo|ehlo) handshake"),
     rxcache.compile(r"smtp command:? (?P<data>data)\b"),
-    rxcache.compile(r"during (?:(?P<data>data)\b|(?P<conn>initial connection))"),
+    rxcache.compile(r"during (?:the )?(?:(?P<data>data)\b|(?P<conn>initial connection)|"
+                    r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b)"),
+    # "reply to RCPT TO: 550 ...", "response to RCPT" without Postfix's "in"
+    rxcache.compile(r"reply to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
+    rxcache.compile(r"response to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
     rxcache.compile(r"while (?:(?P<data>sending (?:the )?message|sending (?:end of )?data\b)|"
                     r"(?P<conn>connecting|receiving the initial server greeting)|"
                     r"(?P<rcpt>sending rcpt)|(?P<mail>sending mail from)|"
@@ -134,6 +138,7 @@ _PHRASES = (
     ("following rcpt command", Stage.rcpt), ("following the rcpt command", Stage.rcpt),
     ("to the rcpt command", Stage.rcpt), ("to rcpt command", Stage.rcpt),
     ("rcpt command", Stage.rcpt), ("unknown recipient or mailbox unavailable", Stage.rcpt),
+    ("rcpt to command", Stage.rcpt), ("[rcpt to]", Stage.rcpt), ("rejected at rcpt", Stage.rcpt),
     ("[mail_from]", Stage.mail), ("sender was rejected", Stage.mail),
     ("mail from command", Stage.mail),
     ("my name was rejected", Stage.helo), ("helo command", Stage.helo),
@@ -195,7 +200,7 @@ def find_stage(text: str) -> Stage | None:
     if not text:
         return None
     tail = text[-STAGE_TEXT_LIMIT:]
-    if ">>> " in tail or "In:" in tail:
+    if ">>> " in tail or "In:" in tail or "<-- " in tail:
         stage = _transcript_stage(tail)
         if stage is not None:
             return stage
@@ -310,6 +315,15 @@ def _transcript_stage(text: str) -> Stage | None:
             line = ">>> " + line[4:].lstrip()
         elif line.startswith("Out: "):
             line = "<<< " + line[5:].lstrip()
+        elif "--> " in line or "<-- " in line:
+            # MDaemon and others write arrows after a time stamp ("Mon 2005-01-03
+            # 10:00:01: --> RCPT To:<a>", "<-- 550 ..."): the same shape
+            i = line.find("--> ")
+            j = line.find("<-- ")
+            if i >= 0 and (j < 0 or i < j):
+                line = ">>> " + line[i + 4:].lstrip()
+            elif j >= 0:
+                line = "<<< " + line[j + 4:].lstrip()
         if line.startswith(">>> "):
             word = line[4:].split(" ", 1)[0].split(":", 1)[0].lower()
             if word in _SENT_COMMAND:

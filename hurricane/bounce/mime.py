@@ -340,9 +340,14 @@ class Part:
         return _NOT_BLANK.search(self._buf, self._start, self._end) is None
 
     def with_type(self, content_type: str) -> Part:
-        """A part of another content type over the same body (no copy)."""
-        return Part([("content-type", content_type)], self._buf, self.depth, self._start,
-                    self._end, max_body=self._max_body)
+        """A part of another content type over the same body (no copy), its
+        content-transfer-encoding kept."""
+        headers = [("content-type", content_type)]
+        cte = self.get("content-transfer-encoding")
+        if cte:
+            headers.append(("content-transfer-encoding", cte))
+        return Part(headers, self._buf, self.depth, self._start, self._end,
+                    max_body=self._max_body)
 
     def get(self, name: str, default: str = "") -> str:
         """The first value of a header (lower-case name), or default."""

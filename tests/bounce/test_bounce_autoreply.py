@@ -51,6 +51,25 @@ class AutoReplyBodyTests(SynchronousTestCase):
                      "Je suis absente du bureau jusqu'au 3 mars.\r\n"):
             self.assertEqual(analyze(message(body)).category, "autoreply", body)
 
+    def test_more_languages(self) -> None:
+        """Away notes in Portuguese, Polish, Czech, Russian, Finnish and the Scandinavian
+        languages, and the mail clients' auto-reply subjects in the users' languages."""
+        for body in ("Estou de férias até segunda-feira.\r\n",
+                     "Jestem na urlopie do poniedziałku.\r\n",
+                     "Jsem na dovolené do pondělí.\r\n",
+                     "Я в отпуске до понедельника.\r\n",
+                     "Olen lomalla maanantaihin asti.\r\n",
+                     "Jeg er på ferie til mandag.\r\n",
+                     "Jag är på semester till måndag.\r\n"):
+            self.assertEqual(analyze(message(body)).category, "autoreply", body)
+        for subject in ("Automatische Antwort: Spring sale", "Automatisch antwoord: Spring sale",
+                        "Resposta automática: Spring sale", "Autosvar: Spring sale",
+                        "Automaattinen vastaus: Spring sale", "Automatyczna odpowiedź: Spring sale",
+                        "Automatická odpověď: Spring sale", "Αυτόματη απάντηση: Spring sale",
+                        "Автоматический ответ: Spring sale", "自动回复: Spring sale"):
+            self.assertEqual(analyze(message("Thanks.\r\n", subject=subject)).category,
+                             "autoreply", subject)
+
     def test_person_says_so(self) -> None:
         """Auto-Submitted: no means a person wrote it, whatever it says (RFC 3834)."""
         a = analyze(message("I am away until Monday.\r\n", extra="Auto-Submitted: no\r\n"))
@@ -76,3 +95,36 @@ class MailSystemNoteTests(SynchronousTestCase):
                             extra="Auto-Submitted: auto-replied\r\n"))
         self.assertEqual(a.category, "bounce")
         self.assertEqual([r.recipient for r in a.results], ["erin@example.net"])
+
+    def test_auto_generated_out_of_office(self) -> None:
+        """A server's vacation responder marks its reply auto-generated: an out-of-office
+        subject or text makes it an auto-reply; a failure text under the same header is
+        still a notice about delivery."""
+        a = analyze(message("I'm out of the office until Monday with no access to email.\r\n",
+                            subject="Automatic reply: Spring sale",
+                            extra="Auto-Submitted: auto-generated\r\n"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("autoreply", ["carol@example.org"]))
+        a = analyze(message("Delivery to the following recipient failed permanently:\r\n\r\n"
+                            "     erin@example.net\r\n", subject="Automatic reply: Spring sale",
+                            extra="Auto-Submitted: auto-generated\r\n"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("bounce", ["erin@example.net"]))
+
+    def test_challenge_response_is_other(self) -> None:
+        """A challenge-response system's request to prove the sender is a person is not
+        an auto-reply about the recipient (docs section 4, vacation / other), whatever
+        headers mark it automatic."""
+        for extra, body in (
+                ("Auto-Submitted: auto-replied\r\n",
+                 "I use a challenge-response system to fight spam. To have your message "
+                 "delivered, please click the link below to confirm that you are a human.\r\n"),
+                ("", "Your message has been held. Please verify that you are a real person by "
+                     "replying to this message. This is an automated message.\r\n"),
+                ("Precedence: bulk\r\n", "Carol has asked us to verify you. Please click to add "
+                                         "yourself to the guest list.\r\n")):
+            self.assertEqual(analyze(message(body, extra=extra)).category, "other", body)
+        # an out-of-office note that merely asks to confirm a meeting stays an auto-reply
+        self.assertEqual(analyze(message("I am out of the office until Monday. Please confirm "
+                                         "the meeting time with Dave.\r\n")).category,
+                         "autoreply")

@@ -117,6 +117,10 @@ PAIRS: list[tuple[str, Row, Row]] = [
 #: docs step 4: the diagnostic type is not a cause.
 X_UNIX: list[Row] = [
     (None, "5.1.1", "<a@b.example>: user unknown", None, "x-unix", "userunknown"),
+    # the local delivery program found no such mailbox: no SMTP step after it
+    (None, "5.0.0", "<a@b.example>: user unknown", None, "x-unix", "userunknown"),
+    (None, None, "unknown user: \"a\"", None, "x-unix", "userunknown"),
+    (None, None, "unknown user: \"a\"", None, None, "filtered"),
     (None, "5.1.6", "the mailbox has moved to c@d.example", None, "x-unix", "hasmoved"),
     (None, "5.7.1", "message rejected as spam", None, "x-unix", "spamdetected"),
     (None, "4.3.0", "temporary failure", None, "x-unix", "mailererror"),
@@ -185,6 +189,16 @@ class PrecedenceTests(SynchronousTestCase):
         """onhold only when nothing names a cause; undefined when there is nothing at all."""
         for row in FALLBACKS:
             self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_consequences_are_not_causes(self) -> None:
+        """DATA's "no valid recipients" (every RCPT was refused) says that the recipients
+        failed, not why: the refusal before it decides, and alone it names no cause."""
+        self.assertEqual(_decide(("450", "4.7.1", "<<< 450 4.7.1 <c.example[192.0.2.56]>: "
+                                  "Client host rejected: may not be mail exchanger\n"
+                                  "<<< 554 5.5.1 Error: no valid recipients", "rcpt", None,
+                                  ""))[0], "blocked")
+        self.assertEqual(_decide(("554", None, "554 Error: no valid recipients", "rcpt", None,
+                                  ""))[0], "onhold")
 
     def test_explanation(self) -> None:
         """A decision names the deciding rule and the runner-up it beat."""
@@ -263,6 +277,18 @@ class StageTests(SynchronousTestCase):
         for text, want in table:
             self.assertEqual(find_stage(text), want, text)
 
+    def test_more_phrasings_of_the_command(self) -> None:
+        """The command named without Postfix's or Exim's exact words."""
+        for text, want in (("550 5.1.1 user unknown (RCPT TO command failed)", Stage.rcpt),
+                           ("Rejected at RCPT TO: 550 user unknown", Stage.rcpt),
+                           ("Error during RCPT TO: 550 no such user", Stage.rcpt),
+                           ("550 user unknown [RCPT TO]", Stage.rcpt),
+                           ("reply to RCPT TO: 550 no such user", Stage.rcpt),
+                           ("response to MAIL FROM: 553 sender rejected", Stage.mail),
+                           ("Please reply to the data team", None),
+                           ("Reply-To: a@b.example", None)):
+            self.assertEqual(find_stage(text), want, text)
+
     def test_transcript(self) -> None:
         """A session transcript: the command that got the first refusal."""
         self.assertEqual(find_stage(">>> MAIL From:<a@b.example>\n<<< 250 ok\n"
@@ -277,6 +303,18 @@ class StageTests(SynchronousTestCase):
                                     " In:  DATA\n Out: 354 End data\n"
                                     " Out: 451 4.3.0 Error: queue file write error\n"
                                     " In:  QUIT\n Out: 221 2.0.0 Bye\n"), Stage.data)
+
+    def test_arrow_transcript_after_time_stamps(self) -> None:
+        """MDaemon-style "--> RCPT To:" / "<-- 550" lines after a time stamp read like
+        ">>>"/"<<<"."""
+        head = (" Mon 2005-01-03 10:00:01: --> MAIL From:<a@b.example>\n"
+                " Mon 2005-01-03 10:00:01: <-- 250 2.1.0 Sender OK\n")
+        self.assertEqual(find_stage(head + " Mon 2005-01-03 10:00:01: --> RCPT To:<c@d.example>\n"
+                                    " Mon 2005-01-03 10:00:01: <-- 550 5.1.1 unknown\n"),
+                         Stage.rcpt)
+        self.assertEqual(find_stage(head + " Mon 2005-01-03 10:00:02: --> DATA\n"
+                                    " Mon 2005-01-03 10:00:02: <-- 554 5.7.1 refused\n"),
+                         Stage.data)
 
     def test_pipelined_transcript(self) -> None:
         """With pipelining, a later '503 need RCPT' shows the refusal answered RCPT."""

@@ -102,6 +102,22 @@ class ClassifierFamilyTests(SynchronousTestCase):
                          ("451", "4.3.0"))
 
 
+    def test_reporter_summary_then_the_remote_code(self):
+        """A reporter's x.0.0 summary before the remote's own code of the same class: the
+        remote's, as in a DSN (docs section 1); never a code of the other class."""
+        self.assertEqual(extract_codes("#< #5.0.0 smtp;550 #5.1.0 Address rejected.> #SMTP#"),
+                         ("550", "5.1.0"))
+        self.assertEqual(extract_codes("554 5.0.0 Service unavailable; 550 5.7.1 blocked"),
+                         ("554", "5.7.1"))
+        self.assertEqual(extract_codes("550 5.0.0 refused (earlier: 451 4.3.0 busy)"),
+                         ("550", "5.0.0"))
+        self.assertEqual(extract_codes("550 5.1.1 user unknown; 554 5.0.0 failed"),
+                         ("550", "5.1.1"))
+        self.assertEqual(extract_codes("550 5.0.350 Remote server returned an error -> 550 "
+                                       "5.7.1 Delivery not authorized, message refused"),
+                         ("550", "5.7.1"))
+
+
 class AnalyzerFamilyTests(SynchronousTestCase):
     """Layouts: where recipients and codes are found."""
 
@@ -280,6 +296,19 @@ To: poster@example.com
 Subject: You poster@example.com are not member (cats ML)
 X-MLServer: fml [fml 4.0.3 release]
 """, "You are not a member of this mailing list <cats@example.org>.\n")
+        a = analyze(raw)
+        self.assertEqual([(r.recipient, r.reason) for r in a.results],
+                         [("cats@example.org", "rejected")])
+
+    def test_mailing_list_manager_refusal_quoted_and_with_the_sender(self):
+        # the list address in quotes (a gateway's re-rendering), after the sender's address
+        raw = _msg("""
+From: list-admin@example.org
+To: poster@example.com
+Subject: You poster@example.com are not member (cats ML)
+X-MLServer: fml [fml 4.0.3 release]
+""", "This concerns a message sent by <poster@example.com>.\n"
+            "You are not a member of this mailing list 'cats@example.org'.\n")
         a = analyze(raw)
         self.assertEqual([(r.recipient, r.reason) for r in a.results],
                          [("cats@example.org", "rejected")])

@@ -182,6 +182,17 @@ class ReportLimitTests(SynchronousTestCase):
         analyze(head + failed * 2600, limits=limits)
         self.assertEqual(len(seen), 2)
 
+    def test_flufl_answers_only_addresses(self):
+        """What flufl.bounce's looser detectors take from a Message-Id is not a recipient."""
+        import flufl.bounce
+
+        self.patch(flufl.bounce, "all_failures",
+                   lambda msg: ({b"1576497267.@w.example", b"z@w.example"}, set()))
+        head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
+        # (a text its detectors can answer: main's fluflgate passes only those to it)
+        self.assertEqual([r.recipient for r in analyze(head + b"Delivery has failed\n").results],
+                         ["z@w.example"])
+
     def test_listed_addresses_bounded(self):
         """The listed-address reading keeps at most _MAX_RECIPIENTS addresses, skips the
         excluded ones and lines too long to be a list entry."""

@@ -44,6 +44,36 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('550 5.1.1 Adresse inconnue', None, 'userunknown'),
     ('550 5.1.1 This mailbox does not exist', None, 'userunknown'),
     ('550 5.1.1 Requested action not taken: mailbox unavailable', None, 'userunknown'),
+    # Exim's router for a local part no user has (any Exim version's wording)
+    ('unknown local-part "x" in domain "y.example"', 'rcpt', 'userunknown'),
+    ('550 5.1.1 The address is unknown.', None, 'userunknown'),
+    # Polish, Czech and Russian servers (the commonest causes in their words)
+    ('550 Użytkownik nie istnieje', 'rcpt', 'userunknown'),
+    ('550 Nie ma takiego konta', 'rcpt', 'userunknown'),
+    ('550 Adresát neexistuje', 'rcpt', 'userunknown'),
+    ('550 Пользователь не найден', 'rcpt', 'userunknown'),
+    ('550 Нет такого пользователя', 'rcpt', 'userunknown'),
+    ('552 Skrzynka odbiorcy jest pełna', None, 'mailboxfull'),
+    ('552 Schránka je plná', None, 'mailboxfull'),
+    ('552 Почтовый ящик переполнен', None, 'mailboxfull'),
+    # Exchange 2007 and Office 365 templates of a directory lookup that found no one
+    ("The e-mail address you entered couldn't be found. Please check the recipient's e-mail "
+     "address and try to resend the message.", None, 'userunknown'),
+    ("Your message to a@b.example couldn't be delivered. a wasn't found at b.example.", None,
+     'userunknown'),
+    ('554 delivery error: dd Not a valid recipient - atlas-a.mail.bf1.yahoo.com', None,
+     'userunknown'),
+    # a host that does not exist is not a user who does not
+    ('all relevant MX records point to non-existent hosts', None, 'hostunknown'),
+    ("Router: Recipient's mail file is full", None, 'mailboxfull'),
+    ('421 4.4.2 Connection dropped due to timeout', None, 'networkerror'),
+    # a per-mailbox limit that is not its storage; a refusal that names a policy, not spam
+    ("550 5.2.3 User's mailbox has exceeded its daily receiving limit", None, 'exceedlimit'),
+    ('550 Daily receiving limit reached for this mailbox', None, 'exceedlimit'),
+    ('550 5.7.1 Message rejected due to local policy', None, 'policyviolation'),
+    ('554 5.7.1 Message rejected: spam', None, 'spamdetected'),
+    ('550 Unable to find host b.example', None, 'hostunknown'),
+    ('Host b.example not found', None, 'hostunknown'),
     ('550 5.2.1 The email account that you tried to reach is disabled.', None, 'suspend'),
     ('550 5.2.1 Mailbox disabled, not accepting messages', None, 'suspend'),
     ('554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. '

@@ -587,3 +587,197 @@ def folded_diagnostic(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("folded-diagnostic", folded_diagnostic),)
+
+
+def lower_fields(raw: bytes) -> bytes | None:
+    """Delivery-status field names in lower case (``final-recipient:``, ``status:``: field
+    names are case-insensitive, RFC 3464 2.1; some gateways re-write them so)."""
+    new = re.sub(rb"(?im)^(final-recipient|original-recipient|action|status|diagnostic-code|"
+                 rb"remote-mta|reporting-mta|arrival-date|last-attempt-date|"
+                 rb"x-actual-recipient):",
+                 lambda m: m.group(1).lower() + b":", raw)
+    return new if new != raw else None
+
+
+def utf8_address_type(raw: bytes) -> bytes | None:
+    """``Final-Recipient: utf-8; a@b`` (RFC 6533: an internationalised report types its
+    addresses utf-8 whether or not they hold non-ASCII characters)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        return name + b": utf-8; " + addr if t and b"@" in addr else None
+    return _dsn_value(raw, fn)
+
+
+def no_dates(raw: bytes) -> bytes | None:
+    """Arrival-Date and Last-Attempt-Date left out, Will-Retry-Until added where a reporter
+    retries (the optional per-message and per-recipient fields vary by MTA)."""
+    new = re.sub(rb"(?im)^(?:arrival-date|last-attempt-date):[^\n]*\n(?:[ \t][^\n]*\n)*", b"",
+                 raw)
+    return new if new != raw else None
+
+
+def windows_1252(raw: bytes) -> bytes | None:
+    """A single-part UTF-8 or ASCII text report converted to windows-1252 (a gateway that
+    re-encodes text to its own charset; only where every character fits)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    try:
+        text = body.decode("utf-8")
+        new = text.encode("cp1252")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+    head = re.sub(rb"(?im)^content-type:[^\n]*(?:\n[ \t][^\n]*)*\n?", b"", head + b"\n")
+    return head + b"Content-Type: text/plain; charset=windows-1252\n\n" + new
+
+
+def qp_body(raw: bytes) -> bytes | None:
+    """A single-part text report re-encoded quoted-printable (Exchange, webmail)."""
+    import quopri
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:", head):
+        return None
+    if not re.search(rb"(?im)^content-type:", head):
+        head += b"\nContent-Type: text/plain; charset=us-ascii"
+    return head + b"\nContent-Transfer-Encoding: quoted-printable\n\n" + quopri.encodestring(body)
+
+
+def no_final_recipient(raw: bytes) -> bytes | None:
+    """Final-Recipient and Original-Recipient left out: only the notification's text names
+    the recipient (gateways that write a DSN without recipient fields); only where the
+    notification names each of them."""
+    names = [m.group(2) for m in _DSN_RCPT.finditer(raw)]
+    if not names:
+        return None
+    m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
+    text = raw[:m.start()] if m else b""
+    for v in names:
+        addr = _split_typed(v.strip())[1].strip(b"<> ").lower()
+        if not addr or addr not in text.lower():
+            return None
+    return _DSN_RCPT.sub(b"X-Removed: 1", raw)
+
+
+PERTURBATIONS = PERTURBATIONS + (("lower-fields", lower_fields),
+                                 ("utf8-address-type", utf8_address_type),
+                                 ("no-dates", no_dates),
+                                 ("windows-1252", windows_1252),
+                                 ("qp-body", qp_body),
+                                 ("no-final-recipient", no_final_recipient))
+
+
+def mixed_outcomes(raw: bytes) -> bytes | None:
+    """One more recipient in the report, delivered (or relayed to a system that sends no
+    DSNs), its block first: a report of several recipients with different outcomes
+    (RFC 3464 2.3.3); who bounced, and why, stays the same."""
+    m = re.search(rb"(?im)^(?:final-recipient|original-recipient):", raw)
+    if m is None:
+        return None
+    nl = b"\r\n" if b"\r\n" in raw[:m.start()] else b"\n"
+    # (before the block that holds the first recipient field, whatever its order)
+    at = raw.rfind(nl + nl, 0, m.start())
+    if at < 0:
+        return None
+    at += 2 * len(nl)
+    extra = nl.join((b"Final-Recipient: rfc822; delivered.rcpt@other.example",
+                     b"Action: relayed" if len(raw) % 2 else b"Action: delivered",
+                     b"Status: 2.0.0", b"", b""))
+    return raw[:at] + extra + raw[at:]
+
+
+PERTURBATIONS = PERTURBATIONS + (("mixed-outcomes", mixed_outcomes),)
+
+
+_DIAG = re.compile(rb"(?im)^diagnostic-code:[ \t]*(?:smtp|x-[a-z-]+)?[ \t]*;?[ \t]*"
+                   rb"([^\n]*(?:\n[ \t]+[^\n]*)*)")
+_STATUS = re.compile(rb"(?im)^status:[ \t]*([245]\.\d{1,3}\.\d{1,3})")
+
+
+def exchange_rerendered(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered by an Exchange gateway as its own text notice
+    ("Undeliverable:", "Delivery has failed to these recipients or groups", the remote's
+    reply in "Remote Server returned '...'" (2010 and later) or "#< #5.x.x smtp;... >"
+    (2007)), the original attached; the DSN fields are gone, the reply and status kept."""
+    raw = raw.replace(b"\r\n", b"\n")
+    rcpts = [_split_typed(m.group(2).strip())[1].strip(b"<> ")
+             for m in _DSN_RCPT.finditer(raw) if m.group(1).lower() == b"final-recipient"]
+    d, st = _DIAG.search(raw), _STATUS.search(raw)
+    if len(rcpts) != 1 or b"@" not in rcpts[0] or d is None or st is None:
+        return None
+    diag = b" ".join(d.group(1).split())
+    if not diag:
+        return None
+    a = rcpts[0]
+    if len(raw) % 2:
+        tech = b"Remote Server returned '" + diag + b"'"
+    else:
+        tech = b"#< #" + st.group(1) + b" smtp;" + diag + b"> #SMTP#"
+    subj = re.search(rb"(?im)^subject:[ \t]*([^\n]*)", raw)
+    return (b"From: Microsoft Outlook <postmaster@gateway.example>\n"
+            b"To: <bounces@shop.example>\nSubject: Undeliverable: "
+            + (subj.group(1) if subj else b"Sale") + b"\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"exch-1\"\n\n"
+            b"--exch-1\nContent-Type: text/plain; charset=us-ascii\n\n"
+            b"Delivery has failed to these recipients or groups:\n\n"
+            + a + b" (" + a + b")\nYour message wasn't delivered. The remote server returned "
+            b"an error.\n\n\n\n\nDiagnostic information for administrators:\n\n"
+            b"Generating server: gateway.example\n\n" + a + b"\n" + tech + b"\n\n"
+            b"--exch-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--exch-1--\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("exchange-rerendered", exchange_rerendered),)
+
+
+def iso_2022_jp(raw: bytes) -> bytes | None:
+    """A single-part UTF-8 text report with Japanese in it converted to ISO-2022-JP (a
+    Japanese gateway or mail client re-encoding it; only where every character fits)."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
+            re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head):
+        return None
+    try:
+        text = body.decode("utf-8")
+        if text.isascii():
+            return None
+        new = text.encode("iso-2022-jp")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+    head = re.sub(rb"(?im)^content-type:[^\n]*(?:\n[ \t][^\n]*)*\n?", b"", head + b"\n")
+    return head + b"Content-Type: text/plain; charset=iso-2022-jp\n\n" + new
+
+
+PERTURBATIONS = PERTURBATIONS + (("iso-2022-jp", iso_2022_jp),)
+
+
+_RE_ENCODABLE = re.compile(rb"(?i)content-type:[ \t]*(?:text/plain|message/delivery-status)")
+
+
+def parts_base64(raw: bytes) -> bytes | None:
+    """Each text part and the delivery-status part of a multipart report re-encoded base64
+    (Exchange and webmail gateways re-encode every part they pass on; RFC 3464 allows any
+    encoding for message/delivery-status, it is not message/*-restricted like rfc822)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head = raw.split(b"\n\n", 1)[0]
+    b = re.search(rb'(?i)boundary=[ \t]*"?([^";\n]+)"?', head)
+    if b is None or not re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+        return None
+    delim = b"\n--" + b.group(1).strip()
+    pieces = raw.split(delim)
+    changed = False
+    for i in range(1, len(pieces)):
+        part = pieces[i]
+        if part.startswith(b"--"):
+            break
+        ph, sep, body = part.partition(b"\n\n")
+        if not sep or not _RE_ENCODABLE.search(ph) or b"ransfer-encoding:" in ph.lower():
+            continue
+        pieces[i] = (ph + b"\nContent-Transfer-Encoding: base64" + sep
+                     + base64.encodebytes(body.rstrip(b"\n") + b"\n"))
+        changed = True
+    return delim.join(pieces) if changed else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("parts-base64", parts_base64),)
