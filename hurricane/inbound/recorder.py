@@ -133,12 +133,10 @@ class Recorder:
         if not ids:
             return {}
         try:
-            rows: list[Delivery | None] = await gatherResults(
-                [Deferred.fromCoroutine(self._store.get_delivery(i)) for i in ids],
-                consumeErrors=True)
+            found = await self._store.get_deliveries(ids)
         except Exception:
             return {}
-        return dict(zip(ids, rows, strict=True))
+        return {i: found.get(i) for i in ids}
 
     async def _prepare(self, bounce: StoredBounce, analyzed: Analyzed,
                        known: Mapping[int, Delivery | None] | None = None
