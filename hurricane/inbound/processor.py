@@ -293,6 +293,7 @@ class BounceProcessor(Service):
             if timer is not None and timer.active():
                 timer.cancel()
         self._pause = self._sweep_timer = None
+        self._recorder.flush_log()
         self._preloaded.clear()
         self._preload_bytes = 0
         for bounce_id, _ in self._intake.clear():
@@ -408,6 +409,8 @@ class BounceProcessor(Service):
             for bounce_id, replay in again.items():
                 self._enqueue(bounce_id, replay)  # upgrades the queued entry
             self._back_off(causes[0] if causes else "store unavailable")
+        if self._stopping:
+            self._recorder.flush_log()  # no timer left behind a stopped service
         if not self._intake.in_flight:
             for w in self._drain_waiters:
                 if not w.called:

@@ -23,6 +23,7 @@ from hurricane.inbound.processor import (
     ProcessResult,
     run_inline,
 )
+from hurricane.inbound.recorder import RECORDED_LOG_DELAY
 from hurricane.model import EventKind, State
 from hurricane.store.interface import StoreUnavailable
 
@@ -260,6 +261,7 @@ class FailureTests(_Base):
         self.w.store.set_available(True)
         self.w.clock.advance(4.0)
         self.assertEqual(self.w.bounce(bid).status, "analyzed")
+        self.w.clock.advance(RECORDED_LOG_DELAY)  # the "recorded" line is written
         self.assertEqual(self.w.clock.getDelayedCalls(), [])
 
     def test_outage_pauses_every_message(self) -> None:
@@ -773,8 +775,10 @@ class BatchTests(_Base):
         if arrive:
             p.submit(self.w.receive(dsn(f"r{count}@example.net"), self.w.token(senders[-1])))
         d, f, a, kw = held.pop()
+        self.w.clock.advance(RECORDED_LOG_DELAY)  # the first message's line
         with capturedLogs() as events:
             d.callback(f(*a, **kw))
+            self.w.clock.advance(RECORDED_LOG_DELAY)
         recorded = [e for e in events if "returned messages recorded" in
                     e.get("log_format", "")]
         self.assertEqual([e["count"] for e in recorded], [count])  # one line for the batch
