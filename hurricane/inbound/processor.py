@@ -3,11 +3,8 @@
 The bounce listener commits every returned message to the store before it
 answers 250, then calls :meth:`BounceProcessor.submit`. From there:
 
-    intake queue -> load_bounce -> envelope deliveries -> analyze (executor)
-                 -> correlate -> events -> record_bounces
-
-(correlation and events next to the analysis, in the executor, when the
-envelope's deliveries suffice: :mod:`hurricane.inbound.prepared`).
+    intake queue -> load_bounce -> analyze (executor) -> correlate
+                 -> events -> record_bounces
 
 One part per job:
 
@@ -22,8 +19,6 @@ One part per job:
   once more, alone).
 - :mod:`hurricane.inbound.events`: the analysis as events (what they change
   is :func:`hurricane.decisions.decide_bounce`'s to say, in the store).
-- :mod:`hurricane.inbound.prepared`: an analysis correlated, its events and
-  stored record built, in the executor or in the recorder, by the same code.
 - :mod:`hurricane.inbound.recorder`: load, correlate and record a batch
   (``RECORD_CHUNK`` messages per transaction).
 - This module: the service that pumps batches (at most ``concurrency`` at a
