@@ -42,10 +42,8 @@ class Work(NamedTuple):
 class Analyzed(NamedTuple):
     """One message's analysis, as an executor hands it back."""
 
-    #: The analysis, or the exception the analyzer raised; None from a worker
-    #: process once ``prepared`` holds all the server needs of it (not
-    #: pickled back for nothing).
-    result: Analysis | BaseException | None
+    #: The analysis, or the exception the analyzer raised.
+    result: Analysis | BaseException
     #: ``message_fingerprint`` of the message when the executor computed it
     #: (None: the caller does).
     fingerprint: bytes | None = None
@@ -141,8 +139,7 @@ def analyze_batch(work: list[Work]) -> list[Analyzed]:
 
     Returns:
         Per message, :func:`analyze_one`'s answer, its exception made
-        portable (it crosses a process boundary), without the analysis and
-        its JSON once prepared (the server records the prepared form only).
+        portable (it crosses a process boundary).
     """
     if _WORKER is None:
         raise WorkerInitFailed(_INIT_ERROR or "the worker was not initialized")
@@ -152,8 +149,6 @@ def analyze_batch(work: list[Work]) -> list[Analyzed]:
         got = analyze_one(analyze, kwargs, one)
         if isinstance(got.result, BaseException):
             got = got._replace(result=_portable(got.result))
-        elif got.prepared is not None:
-            got = got._replace(result=None, record=None)
         out.append(got)
     return out
 

@@ -4,21 +4,13 @@ codec is left to the server."""
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.analyze import analyze
 from hurricane.bounce.model import Analysis
-from hurricane.inbound import analysis_worker
-from hurricane.inbound.analysis_worker import (
-    Analyzed,
-    Work,
-    analyze_batch,
-    analyze_one,
-    init_worker,
-)
+from hurricane.inbound.analysis_worker import Analyzed, Work, analyze_one
 from hurricane.inbound.prepared import Correlating, NeedsServer, correlate_offline
 from hurricane.inbound.recorder import Prepared, Recorder
 from hurricane.inbound.results import ProcessorStats
@@ -95,26 +87,6 @@ class PreparedTests(SynchronousTestCase):
             context = Correlating(bounce, known, 0.0, 1.0)
             got = analyze_one(analyze_, {}, Work(bounce.raw, None, context))
             self.assertIsNone(got.prepared)
-
-    def test_a_worker_sends_back_the_prepared_form_only(self) -> None:
-        """From a worker process (analyze_batch), a prepared message comes back
-        without its analysis and analysis JSON: the server records the prepared
-        form alone; one left to the server keeps them."""
-        sigint = signal.getsignal(signal.SIGINT)
-        self.addCleanup(signal.signal, signal.SIGINT, sigint)
-        self.patch(analysis_worker, "_WORKER", None)
-        init_worker(analyze, (), None)
-        verp = self.bounce(dsn("alice@example.net"), self.token)
-        sibling = self.bounce(dsn("bob@example.net"), self.token)
-        known = run(self.recorder.known_deliveries([verp, sibling]))
-        prepared, left = analyze_batch([
-            Work(b.raw, b.rcpt_to, Correlating(b, known, self.w.clock.seconds(), 1e6))
-            for b in (verp, sibling)])
-        self.assertIsNotNone(prepared.prepared)
-        self.assertEqual((prepared.result, prepared.record), (None, None))
-        self.assertIsNone(left.prepared)
-        self.assertIsInstance(left.result, Analysis)
-        self.assertIsNotNone(left.record)
 
     def test_offline_correlation_asks_nothing(self) -> None:
         """Without the envelope's delivery in hand, correlation would ask the store."""
