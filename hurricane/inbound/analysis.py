@@ -21,14 +21,12 @@ fails with :class:`WorkerLost`. Then the rule is **retry once, alone**:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
-from hurricane.inbound.analysis_worker import Work
 from hurricane.inbound.executor import Analyzed, Executor
-from hurricane.inbound.prepared import Correlating
 from hurricane.inbound.workers import PoolUnavailable, WorkerLost
 from hurricane.model import StoredBounce
 
@@ -52,20 +50,12 @@ class AnalysisStage:
         #: One message analyzed alone at a time after a worker died.
         self._isolating = DeferredLock()
 
-    async def analyze(self, bounces: list[StoredBounce],
-                      contexts: Sequence[Correlating | None] | None = None) -> list[Analyzed]:
+    async def analyze(self, bounces: list[StoredBounce]) -> list[Analyzed]:
         """Per message, its analysis (or the exception), with its fingerprint
-        and JSON when the executor computed them (None: the caller does).
-
-        ``contexts``: per message, what the executor needs to correlate it
-        too (:class:`~hurricane.inbound.prepared.Correlating`; None: the
-        caller correlates)."""
+        and JSON when the executor computed them (None: the caller does)."""
         if not bounces:
             return []
-        if contexts is None:
-            contexts = [None] * len(bounces)
-        work = [Work(b.raw, b.rcpt_to or None, c)
-                for b, c in zip(bounces, contexts, strict=True)]
+        work = [(b.raw, b.rcpt_to or None) for b in bounces]
         try:
             return list(await self.executor.submit(work))
         except WorkerLost as e:
@@ -85,7 +75,7 @@ class AnalysisStage:
             out.append(one)
         return out
 
-    async def _alone(self, bounce_id: int, item: Work) -> Analyzed:
+    async def _alone(self, bounce_id: int, item: tuple[bytes, str | None]) -> Analyzed:
         """One message, alone in the pool, once (its batch lost its worker)."""
         await self._isolating.acquire()
         try:

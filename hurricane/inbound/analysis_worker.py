@@ -2,9 +2,7 @@
 
 Kept apart from :mod:`hurricane.inbound.workers` so that a spawned worker
 imports only the analyzer, not Twisted: a worker starts in a fresh
-interpreter, and every import delays the first analysis. Correlating a
-message here (:mod:`hurricane.inbound.prepared`) imports more, once, with
-the first batch that asks for it.
+interpreter, and every import delays the first analysis.
 """
 
 from __future__ import annotations
@@ -16,27 +14,17 @@ import pickle
 import signal
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
 
-if TYPE_CHECKING:
-    from hurricane.inbound.prepared import Correlating, Recordable
+__all__ = ["Analyzed", "Work", "WorkerInitFailed", "analyze_batch", "encode_analysis",
+           "init_worker", "ping"]
 
-__all__ = ["Analyzed", "Work", "WorkerInitFailed", "analyze_batch", "analyze_one",
-           "encode_analysis", "init_worker", "ping"]
-
-
-class Work(NamedTuple):
-    """One unit of work: the raw returned message and its envelope recipient."""
-
-    raw: bytes
-    rcpt: str | None
-    #: What correlating the message needs, when the executor may do it
-    #: (None: the server correlates).
-    context: Correlating | None = None
+#: One unit of work: the raw returned message and its envelope recipient.
+Work = tuple[bytes, "str | None"]
 
 
 class Analyzed(NamedTuple):
@@ -50,9 +38,6 @@ class Analyzed(NamedTuple):
     #: :func:`encode_analysis` of the result when the executor computed it,
     #: off the reactor (None: the caller does).
     record: str | None = None
-    #: The analysis correlated and made ready to record, when the work's
-    #: context sufficed (None: the server correlates).
-    prepared: Recordable | None = None
 
 
 def encode_analysis(analysis: Analysis) -> str:
@@ -138,63 +123,24 @@ def analyze_batch(work: list[Work]) -> list[Analyzed]:
     """Analyze several messages; an exception fails only its own message.
 
     Returns:
-        Per message, :func:`analyze_one`'s answer, its exception made
-        portable (it crosses a process boundary).
+        Per message, the analysis (or the exception the analyzer raised),
+        the message's fingerprint (``message_fingerprint``) and the
+        analysis's JSON, computed here too so that the server process (its
+        reactor thread) does not have to.
     """
+    from hurricane.inbound.fingerprint import message_fingerprint
+
     if _WORKER is None:
         raise WorkerInitFailed(_INIT_ERROR or "the worker was not initialized")
     analyze, kwargs = _WORKER
     out: list[Analyzed] = []
-    for one in work:
-        got = analyze_one(analyze, kwargs, one)
-        if isinstance(got.result, BaseException):
-            got = got._replace(result=_portable(got.result))
-        out.append(got)
+    for raw, rcpt in work:
+        record: str | None = None
+        try:
+            one: Analysis | BaseException = analyze(raw, rcpt, **kwargs)
+            if isinstance(one, Analysis):
+                record = encode_analysis(one)
+        except Exception as e:
+            one = _portable(e)
+        out.append(Analyzed(one, message_fingerprint(raw), record))
     return out
-
-
-def analyze_one(analyze: Any, kwargs: dict[str, Any], work: Work) -> Analyzed:
-    """Analyze one message, and make it ready to record when the work allows.
-
-    Besides the analysis (or the exception the analyzer raised): the
-    message's fingerprint (``message_fingerprint``) and the analysis's JSON;
-    with a context, the analysis correlated and its events built
-    (:mod:`hurricane.inbound.prepared`), unless correlation needs the store
-    or the analysis failed (the server then does as without one). All of it
-    computed here so that the server process (its reactor thread) does not
-    have to.
-    """
-    from hurricane.inbound.fingerprint import message_fingerprint
-
-    record: str | None = None
-    try:
-        one: Analysis | BaseException = analyze(work.raw, work.rcpt, **kwargs)
-        if isinstance(one, Analysis):
-            record = encode_analysis(one)
-    except Exception as e:
-        one = e
-    fingerprint = message_fingerprint(work.raw)
-    prepared: Recordable | None = None
-    # an analysis that gave up is marked failed by the server, not recorded
-    if work.context is not None and isinstance(one, Analysis) \
-            and (one.results or not one.error):
-        prepared = _prepare(one, fingerprint, record, work)
-    return Analyzed(one, fingerprint, record, prepared)
-
-
-def _prepare(analysis: Analysis, fingerprint: bytes, record: str | None, work: Work
-             ) -> Recordable | None:
-    """The analysis ready to record, or None: the server correlates it."""
-    from hurricane.inbound.prepared import NeedsServer, correlate_offline, recordable
-
-    context = work.context
-    assert context is not None
-    bounce = context.bounce
-    try:
-        corr = correlate_offline(bounce, analysis, context)
-        return recordable(bounce, analysis, corr, fingerprint, record)
-    except NeedsServer:
-        return None
-    except Exception:
-        # not this process's to report: the server meets it again and does
-        return None

@@ -37,7 +37,7 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as default_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
-from hurricane.inbound.analysis_worker import Analyzed, Work, analyze_one
+from hurricane.inbound.analysis_worker import Analyzed, Work
 from hurricane.inbound.workers import AnalysisProcessPool
 
 __all__ = [
@@ -97,8 +97,7 @@ def _analyze_many(
     analyze: AnalyzeFunction, work: Sequence[Work], kwargs: dict[str, Any],
     yield_gil: bool = False,
 ) -> list[Analyzed]:
-    """Analyze several messages in one call (in a worker thread, or inline), as
-    a worker process does (:func:`~hurricane.inbound.analysis_worker.analyze_one`).
+    """Analyze several messages in one call (in a worker thread, or inline).
 
     Exceptions are returned, not raised, so one hostile message fails only
     itself; they are logged on the reactor thread. ``yield_gil``: in a
@@ -106,8 +105,11 @@ def _analyze_many(
     thread, that would only wait on the other threads).
     """
     out: list[Analyzed] = []
-    for one in work:
-        out.append(analyze_one(analyze, kwargs, one))
+    for raw, rcpt in work:
+        try:
+            out.append(Analyzed(analyze(raw, rcpt, **kwargs)))
+        except Exception as e:
+            out.append(Analyzed(e))
         if yield_gil:
             # Hand the GIL to the reactor between messages. Otherwise this
             # thread keeps it for up to the interpreter's switch interval
@@ -149,7 +151,7 @@ class CallExecutor:
         n = len(work)
         if n == 1:
             # alone: the analyzer itself, so a runner sees the usual call
-            raw, rcpt, _ = work[0]
+            raw, rcpt = work[0]
             d: Deferred[Any] = self._runner(self._analyze, raw, rcpt, **self._kwargs)
             d.addCallback(lambda one: [Analyzed(one)])
         else:

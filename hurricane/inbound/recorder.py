@@ -9,7 +9,8 @@ the raw bytes stay for a replay after a rule change.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+import json
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,12 +21,12 @@ from twisted.python.failure import Failure
 
 from hurricane.bounce.model import Analysis
 from hurricane.inbound.analysis_worker import Analyzed
-from hurricane.inbound.correlate import correlate
+from hurricane.inbound.correlate import Correlation, correlate
+from hurricane.inbound.events import build_events
 from hurricane.inbound.fingerprint import message_fingerprint
-from hurricane.inbound.prepared import Correlating, Recordable, recordable
 from hurricane.inbound.results import ProcessorStats, ProcessResult, ProcessStatus
 from hurricane.inbound.workers import WorkerLost
-from hurricane.model import Delivery, ReturnedMessage, StoredBounce
+from hurricane.model import BounceEvent, Delivery, ReturnedMessage, StoredBounce
 from hurricane.outcome import BounceStatus, Category
 from hurricane.store.interface import BounceRecord, IOutcomeStore, StoreUnavailable
 from hurricane.verp import VerpCodec
@@ -64,8 +65,10 @@ class Prepared:
     """One analyzed, correlated message waiting to be recorded."""
 
     bounce: StoredBounce
-    #: Its events and record, built here or by the analysis worker.
-    parts: Recordable
+    analysis: Analysis
+    corr: Correlation
+    events: list[BounceEvent]
+    record: str
 
 
 class Recorder:
@@ -127,11 +130,10 @@ class Recorder:
                                ) -> dict[int, Delivery | None]:
         """The deliveries the envelopes of ``bounces`` name, read together.
 
-        ``bounces``: those to be analyzed and correlated. Correlation starts
-        from them (the verified envelope); read for the whole batch before
-        the analysis, they go with it to the executor, which correlates a
-        message itself when they suffice, and each message correlated here
-        runs to its end without waiting on the store, instead of suspending
+        ``bounces``: those whose analysis is to be correlated. Correlation
+        starts from them (the verified envelope); read for the
+        whole batch before it, each message's correlation runs to its end
+        without waiting on the store, instead of every message suspending
         on its own read and resuming from it. Empty when the store cannot
         answer: correlation then asks, and meets the outage, itself.
         """
@@ -150,7 +152,7 @@ class Recorder:
                        ) -> Prepared | ProcessResult:
         """Check an analysis, correlate it and build its events (nothing written yet)."""
         bounce_id = bounce.bounce_id
-        analysis, fingerprint, encoded, _ = analyzed
+        analysis, fingerprint, encoded = analyzed
         if isinstance(analysis, WorkerLost):
             # not analyzed (the service is stopping, or no worker can
             # start): still pending
@@ -174,7 +176,8 @@ class Recorder:
                                window=self._window, known=known)
         if fingerprint is None:
             fingerprint = message_fingerprint(bounce.raw)
-        return Prepared(bounce, recordable(bounce, analysis, corr, fingerprint, encoded))
+        events = build_events(bounce, analysis, corr, fingerprint)
+        return Prepared(bounce, analysis, corr, events, _record(analysis, encoded, corr))
 
     async def record_all(self, ready: list[Prepared], chunked: bool = True
                          ) -> list[ProcessResult]:
@@ -195,8 +198,8 @@ class Recorder:
         if len(ready) > 1:
             try:
                 ids = await self._store.record_bounces([
-                    BounceRecord(a.bounce.bounce_id, a.parts.events, a.parts.category,
-                                 a.parts.key, a.parts.record) for a in ready
+                    BounceRecord(a.bounce.bounce_id, a.events, a.analysis.category,
+                                 a.corr.key, a.record) for a in ready
                 ])
             except StoreUnavailable:
                 log.warn("{count} bounces: store unavailable, will retry", count=len(ready))
@@ -245,30 +248,29 @@ class Recorder:
 
     async def _record_one(self, a: Prepared) -> ProcessResult:
         bounce_id = a.bounce.bounce_id
-        parts = a.parts
         event_ids = await self.settled(bounce_id, self._store.record_bounce(
-            bounce_id, parts.events, parts.category, parts.key, parts.record))
+            bounce_id, a.events, a.analysis.category, a.corr.key, a.record))
         if isinstance(event_ids, ProcessResult):
             return event_ids
         return self._recorded(a, event_ids)
 
     def _recorded(self, a: Prepared, event_ids: list[int]) -> ProcessResult:
         """Count and log one recorded analysis; its result."""
-        parts = a.parts
+        analysis, corr = a.analysis, a.corr
         s = self._stats
         s.analyzed += 1
-        s.by_category[parts.category] += 1
+        s.by_category[analysis.category] += 1
         s.events += len(event_ids)
-        status = ProcessStatus.analyzed if parts.correlated else ProcessStatus.uncorrelated
-        if not parts.correlated and parts.category != Category.other:
+        status = ProcessStatus.analyzed if corr.correlated else ProcessStatus.uncorrelated
+        if not corr.correlated and analysis.category != Category.other:
             # "other" (a reply, spam) is expected to match nothing
             s.uncorrelated += 1
-        if parts.unmatched:
+        if corr.unmatched:
             log.info("bounce {bounce_id}: {unmatched} results matched no delivery",
-                     bounce_id=a.bounce.bounce_id, unmatched=parts.unmatched)
+                     bounce_id=a.bounce.bounce_id, unmatched=len(corr.unmatched))
         return ProcessResult(
-            a.bounce.bounce_id, status, category=parts.category, correlation=parts.key,
-            event_ids=tuple(event_ids), events=len(parts.events),
+            a.bounce.bounce_id, status, category=analysis.category, correlation=corr.key,
+            event_ids=tuple(event_ids), events=len(a.events),
         )
 
     async def fail(self, bounce_id: int, error: str) -> ProcessResult:
@@ -285,17 +287,11 @@ class Recorder:
 
     async def process(
         self, items: list[tuple[int, bool]],
-        analyze: Callable[[list[StoredBounce], Sequence[Correlating | None]],
-                          Awaitable[list[Analyzed]]],
+        analyze: Callable[[list[StoredBounce]], Awaitable[list[Analyzed]]],
         preloaded: dict[int, StoredBounce] | None = None,
     ) -> list[ProcessResult]:
         """Load, analyze (one executor hop), correlate and record a batch
         (``RECORD_CHUNK`` messages per transaction).
-
-        The deliveries the envelopes name are read before the analysis and
-        go with it: the executor correlates and builds the events of a
-        message next to its analysis when nothing more is needed (a verified
-        VERP envelope); the others are correlated here.
 
         Args:
             items: (id, replay) per message.
@@ -320,17 +316,14 @@ class Recorder:
                 results[bounce_id] = one
             else:
                 loaded.append(one)
-        known = await self.known_deliveries(loaded)
-        now = self._clock.seconds()
-        analyses = await analyze(loaded, [Correlating(b, known, now, self._window)
-                                          for b in loaded])
-        # correlated here: those the executor left (or could not analyze)
-        left = [(b, a) for b, a in zip(loaded, analyses, strict=True) if a.prepared is None]
-        here = iter(await gather([self.prepare(b, a, known) for b, a in left]) if left else [])
+        analyses = await analyze(loaded)
+        known = await self.known_deliveries([
+            b for b, a in zip(loaded, analyses, strict=True)
+            if isinstance(a.result, Analysis) and (a.result.results or not a.result.error)])
         ready: list[Prepared] = []
-        for bounce, analyzed in zip(loaded, analyses, strict=True):
-            prepared = Prepared(bounce, analyzed.prepared) \
-                if analyzed.prepared is not None else next(here)
+        for bounce, prepared in zip(loaded, await gather(
+                [self.prepare(b, a, known) for b, a in zip(loaded, analyses, strict=True)]),
+                                    strict=True):
             if isinstance(prepared, ProcessResult):
                 results[bounce.bounce_id] = prepared
             else:
@@ -342,6 +335,20 @@ class Recorder:
         for item, outcome in zip(ready, await self.record_all(ready, chunked), strict=True):
             results[item.bounce.bounce_id] = outcome
         return [results[bounce_id] for bounce_id, _ in items]
+
+
+def _record(analysis: Analysis, encoded: str | None, corr: Correlation) -> str:
+    """What the store keeps of an analysis: its JSON object plus ``correlation``.
+
+    ``encoded`` is :func:`encode_analysis` of it when the executor computed
+    it (off the reactor): only the correlation is encoded here and spliced
+    in as the last member, which gives the very text of encoding the whole.
+    """
+    if encoded is None or not encoded.endswith("}") or encoded == "{}":
+        record = analysis.to_json()
+        record["correlation"] = corr.to_json()
+        return json.dumps(record, default=str)
+    return encoded[:-1] + ', "correlation": ' + json.dumps(corr.to_json(), default=str) + "}"
 
 
 def fresh_bounce(bounce_id: int, message: ReturnedMessage) -> StoredBounce:

@@ -10,15 +10,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce.analyze import analyze
 from hurricane.inbound import analysis_worker
-from hurricane.inbound.analysis_worker import (
-    Analyzed,
-    Work,
-    analyze_batch,
-    encode_analysis,
-    init_worker,
-)
+from hurricane.inbound.analysis_worker import Analyzed, analyze_batch, encode_analysis, init_worker
 from hurricane.inbound.correlate import correlate
-from hurricane.inbound.prepared import record_json as _record
+from hurricane.inbound.recorder import _record
 
 from .helpers import World, arf, autoreply, dsn, free_text, run
 
@@ -60,7 +54,7 @@ class RecordJsonTests(SynchronousTestCase):
         init_worker(analyze, (), None)
 
         raws = [dsn("alice@example.net"), b"Subject: x\r\n\r\ny\r\n"]
-        out = analyze_batch([Work(raw, None) for raw in raws])
+        out = analyze_batch([(raw, None) for raw in raws])
         for got in out:
             self.assertIsInstance(got, Analyzed)
             assert not isinstance(got.result, BaseException)

@@ -22,7 +22,7 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.analyze import analyze as real_analyze
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
-from hurricane.inbound.analysis_worker import Work, encode_analysis
+from hurricane.inbound.analysis_worker import encode_analysis
 from hurricane.inbound.executor import ProcessExecutor
 from hurricane.inbound.processor import BounceProcessor, message_fingerprint
 from hurricane.inbound.workers import AnalysisProcessPool, PoolUnavailable, WorkerLost
@@ -225,7 +225,7 @@ class PoolTests(_PoolCase):
                     for raw in raws]
         pool = self.pool(limits=limits)
         got: list[Any] = []
-        pool.analyze([Work(raw, None) for raw in raws]).addBoth(got.append)
+        pool.analyze([(raw, None) for raw in raws]).addBoth(got.append)
         self.pump_until(lambda: got)
         self.assertEqual([a.result for a in got[0]], expected)
         self.assertEqual([a.fingerprint for a in got[0]], [message_fingerprint(r) for r in raws])
@@ -237,14 +237,14 @@ class PoolTests(_PoolCase):
         pool = self.pool(processes=2)
         self.assertEqual((pool.pids(), pool.generation), ([], 0))
         got: list[Any] = []
-        pool.analyze([Work(b"Subject: hi\r\n\r\nhello\r\n", None)]).addBoth(got.append)
+        pool.analyze([(b"Subject: hi\r\n\r\nhello\r\n", None)]).addBoth(got.append)
         self.pump_until(lambda: got)
         pids = pool.pids()
         self.assertEqual(len(pids), 2, pids)
         pool.stop()
         self.assertTrue(all(gone(pid) for pid in pids), pids)
         failed: list[Any] = []
-        pool.analyze([Work(b"x", None)]).addErrback(failed.append)
+        pool.analyze([(b"x", None)]).addErrback(failed.append)
         self.assertTrue(failed[0].check(WorkerLost))
 
     def test_two_calls_per_worker_with_deadlines_covering_the_first(self) -> None:
@@ -255,9 +255,9 @@ class PoolTests(_PoolCase):
         pool = self.pool(analyze=hold, limits=AnalysisLimits(cpu_seconds=2.0),
                          call_margin=10.0)
         held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
-        plain = Work(b"Subject: b\r\n\r\ny\r\n", None)
+        plain = (b"Subject: b\r\n\r\ny\r\n", None)
         got: list[Any] = []
-        for work in ([Work(held, None), plain], [plain], [plain]):
+        for work in ([(held, None), plain], [plain], [plain]):
             pool.analyze(work).addBoth(got.append)
         self.assertTrue(self.pump_while(
             lambda: os.path.exists(os.path.join(self.tmp, "started"))))
@@ -277,8 +277,7 @@ class PoolTests(_PoolCase):
                          call_margin=10.0)
         held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
         got: list[Any] = []
-        for work in ([Work(held, None)], [Work(held, None)],
-                     [Work(b"Subject: b\r\n\r\ny\r\n", None)]):
+        for work in ([(held, None)], [(held, None)], [(b"Subject: b\r\n\r\ny\r\n", None)]):
             pool.analyze(work).addBoth(got.append)
         self.assertTrue(self.pump_while(lambda: len(pool._running) == 3))
         self.assertEqual(sorted(c.deadline for c in pool._running),
@@ -292,7 +291,7 @@ class PoolTests(_PoolCase):
         pool = self.pool(analyze=hold, depth=1)
         held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
         got: list[Any] = []
-        for work in ([Work(held, None)], [Work(b"Subject: b\r\n\r\ny\r\n", None)]):
+        for work in ([(held, None)], [(b"Subject: b\r\n\r\ny\r\n", None)]):
             pool.analyze(work).addBoth(got.append)
         self.assertTrue(self.pump_while(
             lambda: os.path.exists(os.path.join(self.tmp, "started"))))
@@ -306,8 +305,7 @@ class PoolTests(_PoolCase):
         """An analyzer exception comes back as that message's result, the others analyzed."""
         pool = self.pool(analyze=raises)
         got: list[Any] = []
-        pool.analyze([Work(b"BUG", None), Work(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(
-            got.append)
+        pool.analyze([(b"BUG", None), (b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
         self.pump_until(lambda: got)
         first, second = got[0]
         self.assertIsInstance(first[0], ValueError)
@@ -317,12 +315,11 @@ class PoolTests(_PoolCase):
         """A worker that dies fails its call with WorkerLost; the next call gets new workers."""
         pool = self.pool(analyze=die_once)
         got: list[Any] = []
-        pool.analyze([Work(self.marker("m") + b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(
-            got.append)
+        pool.analyze([(self.marker("m") + b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
         self.pump_until(lambda: got)
         self.assertTrue(got[0].check(WorkerLost))
         again: list[Any] = []
-        pool.analyze([Work(self.marker("m") + b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(
+        pool.analyze([(self.marker("m") + b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(
             again.append)
         self.pump_until(lambda: again)
         self.assertIsInstance(again[0][0][0], Analysis)
@@ -338,7 +335,7 @@ class PoolTests(_PoolCase):
         pool = self.pool(rules_files=["local-rules.toml"])
         os.chdir(cwd)  # the server changed directory after start-up
         got: list[Any] = []
-        pool.analyze([Work(b"Subject: hi\r\n\r\nhello\r\n", None)]).addBoth(got.append)
+        pool.analyze([(b"Subject: hi\r\n\r\nhello\r\n", None)]).addBoth(got.append)
         self.pump_until(lambda: got)
         self.assertIsInstance(got[0], list, got[0])
         self.assertIsInstance(got[0][0][0], Analysis)
@@ -366,7 +363,7 @@ class PoolTests(_PoolCase):
             self.patch(workers, "ProcessPoolExecutor", fake)
             pool = self.pool()
             got: list[Any] = []
-            pool.analyze([Work(b"x", None)]).addErrback(got.append)
+            pool.analyze([(b"x", None)]).addErrback(got.append)
             self.assertTrue(got[0].check(PoolUnavailable), got[0])
             self.assertIn(text, str(got[0].value))
             self.assertIsNone(pool._executor)
@@ -375,14 +372,14 @@ class PoolTests(_PoolCase):
         """A worker that died idle: the next call goes to a fresh pool instead of failing."""
         pool = self.pool()
         got: list[Any] = []
-        pool.analyze([Work(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
+        pool.analyze([(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
         self.pump_until(lambda: got)
         executor = pool._executor
         [pid] = pool.pids()
         os.kill(pid, signal.SIGKILL)
         self.assertTrue(wait_until(lambda: getattr(executor, "_broken", False)))
         again: list[Any] = []
-        pool.analyze([Work(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(again.append)
+        pool.analyze([(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(again.append)
         self.pump_until(lambda: again)
         self.assertIsInstance(again[0], list, again[0])
         self.assertIsInstance(again[0][0][0], Analysis)
@@ -624,7 +621,6 @@ class ParentDeathTests(SynchronousTestCase):
         script = textwrap.dedent("""
             import os, queue, signal, sys, time
             from twisted.internet.task import Clock
-            from hurricane.inbound.analysis_worker import Work
             from hurricane.inbound.workers import AnalysisProcessPool
 
             class R(Clock):
@@ -635,8 +631,8 @@ class ParentDeathTests(SynchronousTestCase):
 
             r = R()
             pool = AnalysisProcessPool(r, 2)
-            pool.analyze([Work(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
-            pool.analyze([Work(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
+            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
+            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
             deadline = time.monotonic() + 30
             while len(pool.pids()) < 2 and time.monotonic() < deadline:
                 try:
