@@ -312,6 +312,20 @@ def send_work(port: int, work: list[tuple[bytes, bytes, bytes]], connections: in
     return elapsed, len(work) - accepted, sum(c["cpu"] for c in counts)
 
 
+def reactor_thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (the server's reactor), user + system.
+
+    The rest of the server's CPU is its other threads': the SQLite pool
+    thread, the analysis pool's feeder and result threads.
+    """
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as fp:
+            fields = fp.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Recorded:
     """Counts recipients in state bounced or complained, reading SQLite directly.
 
@@ -547,6 +561,7 @@ def main() -> int:
                     continue
                 base = poll()
                 cpu0 = cpu_seconds(h.proc.pid)
+                reactor0 = reactor_thread_cpu(h.proc.pid)
                 accept_s, refused, load_cpu = send_all(h.ports["bounce"], files,
                                                        args.connections, args.sender_processes)
                 # the sender's clock started after its processes were ready
@@ -554,17 +569,21 @@ def main() -> int:
                 ok = wait_for(lambda b=base, e=expected: poll() - b >= e, 600, 0.01)
                 total_s = time.monotonic() - t0
                 server_cpu, worker_cpu = cpu_between(cpu0, cpu_seconds(h.proc.pid), h.proc.pid)
+                reactor_cpu = reactor_thread_cpu(h.proc.pid) - reactor0
                 got = poll() - base
                 one.update(accepted=len(files) / accept_s, recorded=len(files) / total_s,
                            server=server_cpu / len(files) * 1e6,
                            worker=worker_cpu / len(files) * 1e6,
+                           reactor=reactor_cpu / len(files) * 1e6,
                            loadgen=load_cpu / len(files) * 1e6, ok=ok, refused=refused)
                 print(f"hurricane: {len(files)} returns ({kinds}), refused {refused}; accepted "
                       f"{one['accepted']:.0f}/s, accepted+analyzed+recorded "
                       f"{one['recorded']:.0f}/s ({got}/{expected} bounced+complained"
                       f"{'' if ok else ', INCOMPLETE'}); CPU per return: server "
                       f"{one['server']:.0f} µs, analysis workers {one['worker']:.0f} µs, "
-                      f"load generator {one['loadgen']:.0f} µs", flush=True)
+                      f"load generator {one['loadgen']:.0f} µs (server's reactor thread "
+                      f"{one['reactor']:.0f} µs, its other threads: SQLite, analysis pool "
+                      f"{one['server'] - one['reactor']:.0f} µs)", flush=True)
             if "sisimai" in one:
                 one["ratio"] = one["recorded"] / one["sisimai"]
                 print(f"round ratio hurricane/sisimai {one['ratio']:.2f}", flush=True)
@@ -606,6 +625,7 @@ def main() -> int:
           f"{'' if complete else ' (INCOMPLETE)'}, peak RSS {rss:.0f} MiB, CPU per return: "
           f"server {med('server'):.0f} µs, analysis workers {med('worker'):.0f} µs, "
           f"load generator {med('loadgen'):.0f} µs; "
+          f"server's reactor thread {med('reactor'):.0f} µs; "
           f"sisimai {med('sisimai'):.0f}/s; ratio hurricane/sisimai {ratio}")
     shutil.rmtree(work, ignore_errors=True)
     ladder = stage_ladder(rounds, med) if not args.no_stages else []

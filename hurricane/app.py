@@ -371,8 +371,11 @@ def _build_processor(root: HurricaneService, config: Config, reactor: IServerRea
                               limits=limits, classifier=classifier, rules_files=b.rules_files)
     # Four batches in flight keep every stage busy (load, analysis in the
     # worker, correlation, recording): bench/inbound.py, 3,000 returns,
-    # recorded/s 1,475-1,521 with two, 1,600-1,621 with four.
-    processor = BounceProcessor(store, codec, reactor, executor, ProcessorConfig(concurrency=4))
+    # recorded/s 1,475-1,521 with two, 1,600-1,621 with four. A batch beside
+    # others in flight waits for eight messages: batches of one or two, as
+    # returns arrive, cost ~1 ms of CPU each (see ProcessorConfig.min_batch).
+    processor = BounceProcessor(store, codec, reactor, executor,
+                                ProcessorConfig(concurrency=4, min_batch=8))
     processor.setServiceParent(root)
     root.processor = processor
     if b.retention > 0:

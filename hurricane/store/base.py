@@ -410,6 +410,10 @@ class SqlStore(TransportStoreMixin, ScopedSuppressionMethods):
         """One delivery row, or None."""
         return await self._read(deliveries.get_delivery_txn, delivery_id)
 
+    async def get_deliveries(self, delivery_ids: Sequence[int]) -> dict[int, Delivery]:
+        """The delivery rows of ``delivery_ids`` that exist, by id (one read)."""
+        return await self._read(deliveries.select_deliveries, list(delivery_ids))
+
     async def find_deliveries(self, *, recipient: str | None = None,
                               queue_id: str | None = None, mailing_id: str | None = None,
                               message_id: str | None = None,

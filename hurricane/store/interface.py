@@ -362,6 +362,9 @@ class IOutcomeStore(Interface):
     async def get_delivery(delivery_id: int) -> Delivery | None:
         """One delivery row, or None."""
 
+    async def get_deliveries(delivery_ids: Sequence[int]) -> dict[int, Delivery]:
+        """The delivery rows of ``delivery_ids`` that exist, by id (one read)."""
+
     async def find_deliveries(
         *,
         recipient: str | None = None,

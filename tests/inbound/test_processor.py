@@ -23,6 +23,7 @@ from hurricane.inbound.processor import (
     ProcessResult,
     run_inline,
 )
+from hurricane.inbound.recorder import RECORDED_LOG_DELAY
 from hurricane.model import EventKind, State
 from hurricane.store.interface import StoreUnavailable
 
@@ -260,6 +261,7 @@ class FailureTests(_Base):
         self.w.store.set_available(True)
         self.w.clock.advance(4.0)
         self.assertEqual(self.w.bounce(bid).status, "analyzed")
+        self.w.clock.advance(RECORDED_LOG_DELAY)  # the "recorded" line is written
         self.assertEqual(self.w.clock.getDelayedCalls(), [])
 
     def test_outage_pauses_every_message(self) -> None:
@@ -773,8 +775,10 @@ class BatchTests(_Base):
         if arrive:
             p.submit(self.w.receive(dsn(f"r{count}@example.net"), self.w.token(senders[-1])))
         d, f, a, kw = held.pop()
+        self.w.clock.advance(RECORDED_LOG_DELAY)  # the first message's line
         with capturedLogs() as events:
             d.callback(f(*a, **kw))
+            self.w.clock.advance(RECORDED_LOG_DELAY)
         recorded = [e for e in events if "returned messages recorded" in
                     e.get("log_format", "")]
         self.assertEqual([e["count"] for e in recorded], [count])  # one line for the batch
@@ -816,6 +820,43 @@ class BatchTests(_Base):
             d.callback(f(*a, **kw))
         self.assertEqual(sizes, [1, 2, 2])
         self.assertEqual({self.w.bounce(b).status for b in ids}, {"analyzed"})
+
+    def test_min_batch_beside_a_batch_in_flight(self) -> None:
+        """Beside a batch in flight, another starts only with min_batch messages
+        queued; alone, a message starts at once; what is left goes when a
+        batch finishes."""
+        runner, held = self.held_runner()
+        p = self.start(runner=runner, concurrency=4, min_batch=3,
+                       analyze=fake_analyze(Analysis("other")))
+        ids = [self.w.receive(b"x%d" % i, self.token) for i in range(6)]
+        p.submit(ids[0])
+        self.assertEqual(len(held), 1)  # nothing in flight: at once
+        p.submit(ids[1])
+        p.submit(ids[2])
+        self.assertEqual((len(held), p.stats()["queued"]), (1, 2))
+        p.submit(ids[3])  # three queued: a second batch
+        self.assertEqual((len(held), p.stats()["queued"]), (2, 0))
+        p.submit(ids[4])
+        p.submit(ids[5])
+        self.assertEqual((len(held), p.stats()["queued"]), (2, 2))
+        sizes = []
+        while held:
+            d, f, a, kw = held.pop(0)
+            sizes.append(len(a[1]) if len(a) > 1 and isinstance(a[1], list) else 1)
+            d.callback(f(*a, **kw))
+        # the two left went with the next batch to finish, not stranded
+        self.assertEqual(sizes, [1, 3, 2])
+        self.assertEqual({self.w.bounce(b).status for b in ids}, {"analyzed"})
+        self.assertEqual(p.stats()["queued"], 0)
+
+    def test_min_batch_is_checked(self) -> None:
+        """min_batch outside 1..batch_size is refused."""
+        from hurricane.inbound.processor import ProcessorConfig
+
+        with self.assertRaises(ValueError):
+            ProcessorConfig(min_batch=0)
+        with self.assertRaises(ValueError):
+            ProcessorConfig(batch_size=4, min_batch=5)
 
     def test_one_bad_message_fails_alone(self) -> None:
         """An analysis that raises inside a batch marks that message failed only."""

@@ -973,6 +973,14 @@ class StoreContractMixin:
         """get_delivery returns None for an unknown id."""
         self.assertIsNone(await self.store.get_delivery(424242))
 
+    async def test_get_deliveries(self) -> None:
+        """get_deliveries gives the rows get_delivery would, by id; unknown ids are left out."""
+        result = await self.enqueue_one("a@example.com", "b@example.com")
+        ids = [r.delivery_id for r in result.recipients]
+        found = await self.store.get_deliveries([*ids, 424242])
+        self.assertEqual(found, {i: await self.store.get_delivery(i) for i in ids})
+        self.assertEqual(await self.store.get_deliveries([]), {})
+
     async def test_find_deliveries(self) -> None:
         """find_deliveries matches every filter case-insensitively, newest first."""
         a = await self.enqueue_one("Pat@Example.com", now=T0, mailing_id="Spring-26",

@@ -12,9 +12,15 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
+from hurricane.model import ReturnedMessage
 from hurricane.store.sqlite import SqliteStore
 
 from .contract import T0, StoreContractMixin, message
+
+
+def _returned() -> ReturnedMessage:
+    return ReturnedMessage(raw=b"Subject: x\r\n\r\ny\r\n", mail_from="",
+                           rcpt_to="b+x@bounces.example", received_at=T0)
 
 
 class SqliteStoreContractTests(StoreContractMixin, TestCase):
@@ -70,6 +76,51 @@ class SqliteSpecificTests(TestCase):
         self.assertEqual(rows[0][0], 1)
         rows = await pool.runQuery("PRAGMA synchronous")
         self.assertEqual(rows[0][0], 1)  # NORMAL
+
+    async def _traced(self, synchronous: str) -> tuple[SqliteStore, list[str], int]:
+        """A store whose connection reports every statement; a returned message in it."""
+        path = os.path.join(tempfile.mkdtemp(), "h.db")
+        store = SqliteStore(path, reactor, synchronous=synchronous)
+        await store.open()
+        self.addCleanup(lambda: Deferred.fromCoroutine(store.close()))
+        seen: list[str] = []
+        pool = store._pool
+        assert pool is not None
+        await pool.runInteraction(lambda cursor: cursor.connection.set_trace_callback(
+            lambda statement: seen.append(" ".join(statement.split()))))
+        bounce_id = await store.store_bounce(_returned())
+        return store, seen, bounce_id
+
+    async def test_recording_commits_without_fsync(self) -> None:
+        """A transaction of bounce recording alone commits at NORMAL (no fsync; made
+        again from the pending message after a power cut), then FULL again; storing
+        a returned message (its 250) and anything beside it commits at FULL."""
+        store, seen, bounce_id = await self._traced("FULL")
+        self.assertNotIn("PRAGMA synchronous = NORMAL", seen)  # the store_bounce
+        seen.clear()
+        await store.record_bounce(bounce_id, [], "other", None, "{}")
+        self.assertEqual(seen[0], "PRAGMA synchronous = NORMAL")
+        self.assertEqual(seen[1], "BEGIN IMMEDIATE")
+        self.assertEqual(seen[-2:], ["COMMIT", "PRAGMA synchronous = FULL"])
+        seen.clear()
+        # in flight, then a recording and a stored message together: one durable commit
+        await gatherResults([
+            Deferred.fromCoroutine(store.store_bounce(_returned())),
+            Deferred.fromCoroutine(store.mark_bounce_failed(bounce_id, "x")),
+            Deferred.fromCoroutine(store.store_bounce(_returned())),
+        ])
+        self.assertEqual(seen.count("COMMIT"), 2)
+        self.assertNotIn("PRAGMA synchronous = NORMAL", seen)
+        pool = store._pool
+        assert pool is not None
+        self.assertEqual((await pool.runQuery("PRAGMA synchronous"))[0][0], 2)  # FULL
+
+    async def test_recording_never_raises_the_level(self) -> None:
+        """A store run at NORMAL or OFF commits recording at its own level."""
+        for level in ("NORMAL", "OFF"):
+            store, seen, bounce_id = await self._traced(level)
+            await store.record_bounce(bounce_id, [], "other", None, "{}")
+            self.assertFalse([s for s in seen if s.startswith("PRAGMA synchronous")])
 
     async def test_files_private(self) -> None:
         """A new store's directory is 0700 and the database, -wal and -shm are 0600."""
