@@ -1888,15 +1888,24 @@ _UNDELIVERED = any_of(r"could not be delivered|undeliverable|undelivered|"
 # The same said in the languages seen in returns (German, French, Spanish, Italian,
 # Portuguese, Dutch, Russian, Chinese, Japanese), each written from a word whose first
 # letter is rare in English text; searched only where the English sentences are not
-# there (one regex for both tried ~40 % more alternatives at every position).
-_UNDELIVERED_OTHER = any_of(r"zugestellt werden|zustellbar|zustellung (?:ist )?fehlgeschlagen|"
+# there (one regex for both tried ~40 % more alternatives at every position). Each says
+# the delivery could not be made, as the English ones do: the bare verbs ("a été livrée",
+# "доставлен", "zugestellt werden", "è possibile consegnare") are also what a delivery
+# that was made, or a person's reply about an order, says.
+_UNDELIVERED_OTHER = any_of(r"nicht zugestellt werden|unzustellbar|nicht zustellbar|"
+                      r"zustellung (?:ist )?fehlgeschlagen|"
+                      r"(?:n.a|n.ont|ne (?:peut|peuvent|pourra|pourront)) (?:pas )?(?:pu )?"
                       r"être (?:remis|d[ée]livr|distribu|livr|achemin)|"
-                      r"été (?:remis|d[ée]livr|distribu|livr|achemin)|"
+                      r"impossible de (?:remettre|livrer|distribuer|d[ée]livrer|acheminer)|"
                       r"échec de (?:la )?(?:remise|livraison|distribution)|"
-                      r"pudo (?:ser )?entrega|podido (?:ser )?entrega|"
-                      r"possibile (?:consegnare|recapitare)|possível entregar|"
-                      r"pôde ser entregue|"
-                      r"kon niet (?:worden )?(?:afgeleverd|bezorgd)|bestelbaar|доставл|доставить|"
+                      r"no (?:se )?(?:pudo|ha podido|han podido|puede) (?:ser )?entrega|"
+                      r"non (?:è|e) (?:stato )?possibile (?:consegnare|recapitare)|"
+                      r"impossibile (?:consegnare|recapitare)|"
+                      r"não (?:foi|é) possível entregar|impossível entregar|"
+                      r"não pôde ser entregue|"
+                      r"kon niet (?:worden )?(?:afgeleverd|bezorgd)|onbestelbaar|"
+                      r"недоставл|не (?:может|могло|могут) быть доставлен|"
+                      r"не удалось доставить|невозможно доставить|"
                       r"无法(?:发送|送达|投递|递送)|投递失败|发送失败|退信|"
                       r"無法(?:傳送|送達|投遞|遞送)|傳送失敗|"
                       r"(?:配信|配送|送信)(?:できません|に失敗|エラー)|届けられませんでした|不達")
@@ -1906,7 +1915,7 @@ def _undelivered(low: str) -> bool:
     """Whether a lower-cased text says a delivery failed, in English or another language."""
     return _UNDELIVERED.search(low) is not None or (
         not low.isascii() or "zu" in low or "kon niet" in low or "bestelbaar" in low
-        or "entrega" in low or "possibile" in low) and _UNDELIVERED_OTHER.search(low) is not None
+        or "entrega" in low or "possibile" in low or "impossible de" in low) and _UNDELIVERED_OTHER.search(low) is not None
 
 
 def _says_undelivered(note: str) -> bool:
