@@ -1915,7 +1915,8 @@ def _undelivered(low: str) -> bool:
     """Whether a lower-cased text says a delivery failed, in English or another language."""
     return _UNDELIVERED.search(low) is not None or (
         not low.isascii() or "zu" in low or "kon niet" in low or "bestelbaar" in low
-        or "entrega" in low or "possibile" in low or "impossible de" in low) and _UNDELIVERED_OTHER.search(low) is not None
+        or "entrega" in low or "possibile" in low or "impossible de" in low
+    ) and _UNDELIVERED_OTHER.search(low) is not None
 
 
 def _says_undelivered(note: str) -> bool:
