@@ -1354,16 +1354,24 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     return errorish or results
 
 
+#: RFC 5322's limit on the length of a line, CRLF excluded (2.1.1).
+_MAX_LINE = 998
+
+
 def _flufl(ctx: _Ctx) -> list[str]:
     """flufl.bounce's reading, after ours found no recipient: its detectors know
     formats our own readings may not (none of either corpus reaches it today).
 
     Only small messages the MIME parser read whole: its detectors cost ~10 us per
-    line each and the stdlib parser under it recurses per nesting level.
+    line each and the stdlib parser under it recurses per nesting level. And only
+    messages whose lines keep RFC 5322's limit (998 characters, 2.1.1; a mail
+    system's notice wraps its lines): its LLNL detector's expression takes time
+    quadratic in the length of a line (30 KB of "a@" after a comma: 1.4 s).
     """
     limits, raw = ctx.limits, ctx.raw
     if (not ctx.parsed_whole or len(raw) > limits.flufl_max_bytes
-            or raw.count(b"\n") > limits.flufl_max_lines):
+            or raw.count(b"\n") > limits.flufl_max_lines
+            or max(map(len, raw.split(b"\n"))) > _MAX_LINE):
         return []
     from hurricane.bounce.fluflgate import cannot_find
     if cannot_find(raw):
