@@ -1354,16 +1354,24 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     return errorish or results
 
 
+#: RFC 5322's limit on the length of a line, CRLF excluded (2.1.1).
+_MAX_LINE = 998
+
+
 def _flufl(ctx: _Ctx) -> list[str]:
     """flufl.bounce's reading, after ours found no recipient: its detectors know
     formats our own readings may not (none of either corpus reaches it today).
 
     Only small messages the MIME parser read whole: its detectors cost ~10 us per
-    line each and the stdlib parser under it recurses per nesting level.
+    line each and the stdlib parser under it recurses per nesting level. And only
+    messages whose lines keep RFC 5322's limit (998 characters, 2.1.1; a mail
+    system's notice wraps its lines): its LLNL detector's expression takes time
+    quadratic in the length of a line (30 KB of "a@" after a comma: 1.4 s).
     """
     limits, raw = ctx.limits, ctx.raw
     if (not ctx.parsed_whole or len(raw) > limits.flufl_max_bytes
-            or raw.count(b"\n") > limits.flufl_max_lines):
+            or raw.count(b"\n") > limits.flufl_max_lines
+            or max(map(len, raw.split(b"\n"))) > _MAX_LINE):
         return []
     from hurricane.bounce.fluflgate import cannot_find
     if cannot_find(raw):
@@ -1556,12 +1564,12 @@ def _inline_forward(ctx: _Ctx, note: str, subject: str) -> bytes | None:
     for _ in range(_MAX_FORWARDS):
         if sum(1 for x in lines[:200] if x.startswith(">")) * 2 > len(lines[:200]):
             lines = [_QUOTE_PREFIX.sub("", x, count=1) for x in lines]
-        while lines and not lines[0].strip():
-            lines.pop(0)
+        # (the blank lines before it cut at once: one pop(0) each was quadratic)
+        del lines[:next((i for i, x in enumerate(lines) if x.strip()), len(lines))]
         if not lines or _FORWARD_MARK.match(lines[0]) is None:
             break
         # a forward of a forward: the inner client's line, then its (quoted) message
-        lines.pop(0)
+        del lines[0]
     # the forwarded message's header fields, then its text
     n = 0
     while n < len(lines) and n < 30 and _FIELD_LINE.match(lines[n].strip()):
@@ -1888,15 +1896,24 @@ _UNDELIVERED = any_of(r"could not be delivered|undeliverable|undelivered|"
 # The same said in the languages seen in returns (German, French, Spanish, Italian,
 # Portuguese, Dutch, Russian, Chinese, Japanese), each written from a word whose first
 # letter is rare in English text; searched only where the English sentences are not
-# there (one regex for both tried ~40 % more alternatives at every position).
-_UNDELIVERED_OTHER = any_of(r"zugestellt werden|zustellbar|zustellung (?:ist )?fehlgeschlagen|"
+# there (one regex for both tried ~40 % more alternatives at every position). Each says
+# the delivery could not be made, as the English ones do: the bare verbs ("a été livrée",
+# "доставлен", "zugestellt werden", "è possibile consegnare") are also what a delivery
+# that was made, or a person's reply about an order, says.
+_UNDELIVERED_OTHER = any_of(r"nicht zugestellt werden|unzustellbar|nicht zustellbar|"
+                      r"zustellung (?:ist )?fehlgeschlagen|"
+                      r"(?:n.a|n.ont|ne (?:peut|peuvent|pourra|pourront)) (?:pas )?(?:pu )?"
                       r"être (?:remis|d[ée]livr|distribu|livr|achemin)|"
-                      r"été (?:remis|d[ée]livr|distribu|livr|achemin)|"
+                      r"impossible de (?:remettre|livrer|distribuer|d[ée]livrer|acheminer)|"
                       r"échec de (?:la )?(?:remise|livraison|distribution)|"
-                      r"pudo (?:ser )?entrega|podido (?:ser )?entrega|"
-                      r"possibile (?:consegnare|recapitare)|possível entregar|"
-                      r"pôde ser entregue|"
-                      r"kon niet (?:worden )?(?:afgeleverd|bezorgd)|bestelbaar|доставл|доставить|"
+                      r"no (?:se )?(?:pudo|ha podido|han podido|puede) (?:ser )?entrega|"
+                      r"non (?:è|e) (?:stato )?possibile (?:consegnare|recapitare)|"
+                      r"impossibile (?:consegnare|recapitare)|"
+                      r"não (?:foi|é) possível entregar|impossível entregar|"
+                      r"não pôde ser entregue|"
+                      r"kon niet (?:worden )?(?:afgeleverd|bezorgd)|onbestelbaar|"
+                      r"недоставл|не (?:может|могло|могут) быть доставлен|"
+                      r"не удалось доставить|невозможно доставить|"
                       r"无法(?:发送|送达|投递|递送)|投递失败|发送失败|退信|"
                       r"無法(?:傳送|送達|投遞|遞送)|傳送失敗|"
                       r"(?:配信|配送|送信)(?:できません|に失敗|エラー)|届けられませんでした|不達")
@@ -1906,7 +1923,8 @@ def _undelivered(low: str) -> bool:
     """Whether a lower-cased text says a delivery failed, in English or another language."""
     return _UNDELIVERED.search(low) is not None or (
         not low.isascii() or "zu" in low or "kon niet" in low or "bestelbaar" in low
-        or "entrega" in low or "possibile" in low) and _UNDELIVERED_OTHER.search(low) is not None
+        or "entrega" in low or "possibile" in low or "impossible de" in low
+    ) and _UNDELIVERED_OTHER.search(low) is not None
 
 
 def _says_undelivered(note: str) -> bool:

@@ -197,6 +197,17 @@ def blank_lines(size: int) -> bytes:
     return _plain(_fill(b"\r\n", _size_of_part(size)))
 
 
+def forward_blank_lines(size: int) -> bytes:
+    """A person's inline forward ("Fwd:" and the client's forward line) whose forwarded
+    message is preceded by nothing but line breaks (the forward reader skips them)."""
+    head = (b"From: A Person <p@client.example>\r\nTo: bounces@bounces.example\r\n"
+            b"Subject: Fwd: Undelivered Mail Returned to Sender\r\n"
+            b"Content-Type: text/plain\r\n\r\n"
+            b"---------- Forwarded message ---------\r\n")
+    tail = b"From: MAILER-DAEMON@mx.example\r\n\r\n" + NOTE
+    return head + _fill(b"\r\n", max(2, size - len(head) - len(tail))) + tail
+
+
 def space_lines(size: int) -> bytes:
     """Lines of spaces and tabs with no end ("\\n" then 1,000 blanks, many times)."""
     return _plain(_fill(b"\r\n" + b" \t" * 500, _size_of_part(size)))
@@ -684,6 +695,7 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "no-body-separator": no_body_separator,
     "cr-only": cr_only,
     "non-ascii": non_ascii,
+    "forward-blank-lines": forward_blank_lines,
 }
 
 

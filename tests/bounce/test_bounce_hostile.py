@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from hurricane.bounce import analyze as analyzer
-from hurricane.bounce import classify, mime
+from hurricane.bounce import classify, evidence, fluflgate, mime
 from hurricane.bounce.analyze import analyze
 from hurricane.bounce.classify import default_classifier, regex_hazard
 from hurricane.bounce.model import Analysis
@@ -195,6 +195,8 @@ ALLOWED = {
                           "decoder is written out in mime.py), on values cut to "
                           "MAX_HEADER_VALUE characters first: quadratic in the encoded-word "
                           "starts of 8 KiB at most, as before",
+    "fluflgate._FEED_HEADER": "matched (.match) at the start of each line, up to its end, "
+                              "until the first line that is no header (the body's start)",
     "classify._STATUS_RE": "the look-behind lets only the first digit of a run start a match",
     "classify._CODE_RE": "the look-behind lets only the first digit of a run start a match",
 }
@@ -202,11 +204,12 @@ ALLOWED = {
 
 def _module_patterns() -> dict[str, re.Pattern[Any]]:
     found: dict[str, re.Pattern[Any]] = {}
-    for mod in (analyzer, mime, classify):
+    for mod in (analyzer, mime, classify, evidence, fluflgate):
         short = mod.__name__.rsplit(".", 1)[1]
         for name, value in vars(mod).items():
-            values = value.values() if isinstance(value, dict) else \
-                [x for t in value if isinstance(t, tuple) for x in t] \
+            # (a tuple's patterns, and those of the tuples in it: _PREFIXED, _ASK_CONTEXT)
+            values = list(value.values()) if isinstance(value, dict) else \
+                [x for t in value for x in (t if isinstance(t, tuple) else (t,))] \
                 if isinstance(value, tuple) else [value]
             for i, v in enumerate(values):
                 if isinstance(v, re.Pattern):

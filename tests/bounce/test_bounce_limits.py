@@ -182,6 +182,25 @@ class ReportLimitTests(SynchronousTestCase):
         analyze(head + failed * 2600, limits=limits)
         self.assertEqual(len(seen), 2)
 
+    def test_flufl_not_given_lines_over_the_rfc_limit(self):
+        """A line over RFC 5322's 998 characters is no mail system's notice: flufl.bounce
+        (whose LLNL expression is quadratic in a line's length) is not given it."""
+        import flufl.bounce
+
+        seen = []
+
+        def spy(msg):
+            seen.append(msg)
+            return {b"z@w.example"}, set()
+
+        self.patch(flufl.bounce, "all_failures", spy)
+        head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
+        failed = b"Delivery has failed\n"
+        analyze(head + failed + b"," + b"a@" * 499 + b"\n")        # a line of 999
+        self.assertEqual(seen, [])
+        a = analyze(head + failed + b"," + b"a@" * 498 + b"a\r\n")  # 998, then CRLF
+        self.assertEqual(([r.recipient for r in a.results], len(seen)), (["z@w.example"], 1))
+
     def test_flufl_answers_only_addresses(self):
         """What flufl.bounce's looser detectors take from a Message-Id is not a recipient."""
         import flufl.bounce

@@ -51,6 +51,11 @@ FAMILIES: list[tuple[str, str | None, str]] = [
     ('550 Użytkownik nie istnieje', 'rcpt', 'userunknown'),
     ('550 Nie ma takiego konta', 'rcpt', 'userunknown'),
     ('550 Adresát neexistuje', 'rcpt', 'userunknown'),
+    ('550 Uživatel neexistuje', 'rcpt', 'userunknown'),
+    ('550 Schránka příjemce neexistuje', 'rcpt', 'userunknown'),
+    # ("neexistuje" alone is any "does not exist": a domain is a host, not a user)
+    ('550 Doména neexistuje', 'rcpt', 'hostunknown'),
+    ('550 Doména example.cz neexistuje', None, 'hostunknown'),
     ('550 Пользователь не найден', 'rcpt', 'userunknown'),
     ('550 Нет такого пользователя', 'rcpt', 'userunknown'),
     ('552 Skrzynka odbiorcy jest pełna', None, 'mailboxfull'),

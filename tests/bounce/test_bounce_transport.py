@@ -227,6 +227,27 @@ class NoticeNotReplyTests(SynchronousTestCase):
             self.assertEqual((a.category, recipients(raw)),
                              ("bounce", ["a@b.example", "c@d.example"]), words)
 
+    def test_delivered_or_ordinary_words_in_other_languages(self) -> None:
+        # the other languages' words for delivering, said without "could not": a
+        # person's reply or an acknowledgement names other addresses, and is no bounce
+        # ("a été livrée" is "has been delivered", "доставлен" "delivered", "bestelbaar"
+        # "orderable", "è possibile consegnare" "can be delivered")
+        for words in ("Ma commande a été livrée hier, merci.",
+                      "Votre message a été remis à notre équipe.",
+                      "Votre colis va être livré demain.",
+                      "Заказ доставлен, спасибо.",
+                      "Мы готовы доставить заказ завтра.",
+                      "Is dit product weer bestelbaar?",
+                      "Das Paket soll morgen zugestellt werden.",
+                      "È possibile consegnare domani?",
+                      "É possível entregar amanhã?",
+                      "Se pudo entregar el paquete ayer."):
+            raw = (b"From: A Person <p@client.example>\nTo: s@shop.example\n"
+                   b"Subject: Re: order\nContent-Type: text/plain; charset=utf-8\n\n"
+                   + words.encode() + b"\nMy colleague q@client.example asks too.\n")
+            a = analyze(raw)
+            self.assertEqual((a.category, recipients(raw)), ("other", []), words)
+
     def test_bounce_subject_in_other_languages(self) -> None:
         for subject in ("邮件发送失败", "Non recapitabile: Sale", "Non remis : Sale",
                         "Onbestelbaar: Sale", "No entregado: Sale"):

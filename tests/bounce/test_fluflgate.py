@@ -121,3 +121,29 @@ class GateSoundnessTests(unittest.TestCase):
         """Whenever the gate says no detector can answer, none does."""
         if fluflgate.cannot_find(raw):
             self.assertIn(_flufl(raw), ((frozenset(), frozenset()), None), raw)
+
+
+class LlnlTests(unittest.TestCase):
+    """The gate's reading of LLNL's expression is the expression's, in linear time."""
+
+    def test_same_as_the_installed_expression(self) -> None:
+        from flufl.bounce._detectors import llnl
+        self.assertEqual(llnl.acre.pattern, fluflgate.LLNL)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.lists(st.sampled_from([",", "@", "a", "b@", ",@", "@,", " ", "\t", "\x1c", "\r",
+                                     ", ", "a@b", ",a@b,"]), max_size=14).map("".join))
+    def test_matches_where_the_expression_does(self, line: str) -> None:
+        import re
+        want = re.search(fluflgate.LLNL, line, re.IGNORECASE) is not None
+        self.assertEqual(fluflgate._llnl_matches(line), want, repr(line))
+
+    def test_long_run_of_at_signs(self) -> None:
+        """A comma then 15,000 "a@" (1.4 s in the expression): no match, and one with a
+        closing comma is found."""
+        line = "," + "a@" * 15_000
+        self.assertFalse(fluflgate._llnl_matches(line))
+        self.assertTrue(fluflgate._llnl_matches(line + "x,"))
+        self.assertTrue(fluflgate._llnl_matches(line + ","))
+        self.assertFalse(fluflgate._llnl_matches(", a@, a@,"))
+        self.assertTrue(fluflgate.cannot_find(b"From: a@b.example\n\n" + line.encode() + b"\n"))
