@@ -162,6 +162,20 @@ def _assertion_head(source: str) -> tuple[str, str] | None:
     return c, "".join(out) + source[i + w:]
 
 
+def _class_end(source: str, i: int) -> int:
+    """The index of the "]" closing the character class that opens at ``source[i]``
+    (len(source) or past it when unclosed): a "^" and a "]" first in a class are its own."""
+    n = len(source)
+    i += 1
+    if source[i:i + 1] == "^":
+        i += 1
+    if source[i:i + 1] == "]":
+        i += 1      # (a "]" first in a class is one of its characters)
+    while i < n and source[i] != "]":
+        i += 2 if source[i] == "\\" else 1
+    return i
+
+
 def _group_end(source: str) -> int:
     """Where the group that opens ``source`` closes (the index after its ")"), or -1."""
     depth, i, n = 0, 0, len(source)
@@ -171,13 +185,7 @@ def _group_end(source: str) -> int:
             i += 2
             continue
         if ch == "[":
-            i += 1
-            if source[i:i + 1] == "^":
-                i += 1
-            if source[i:i + 1] == "]":
-                i += 1
-            while i < n and source[i] != "]":
-                i += 2 if source[i] == "\\" else 1
+            i = _class_end(source, i)
         elif ch == "(":
             depth += 1
         elif ch == ")":
@@ -311,13 +319,7 @@ def split_alternatives(source: str) -> tuple[str, ...]:
             i += 2
             continue
         if ch == "[":
-            i += 1
-            if source[i:i + 1] == "^":
-                i += 1
-            if source[i:i + 1] == "]":
-                i += 1      # (a "]" first in a class is one of its characters)
-            while i < n and source[i] != "]":
-                i += 2 if source[i] == "\\" else 1
+            i = _class_end(source, i)
         elif ch == "(":
             depth += 1
         elif ch == ")":
@@ -335,7 +337,7 @@ def split_alternatives(source: str) -> tuple[str, ...]:
 MERGE_TAG = binascii.crc32(marshal.dumps((
     tuple(f.__code__ for f in (top_level_bar, _self_contained, _plain_words, _cut.__wrapped__,
                                _trie, merge_alternatives.__wrapped__, _first_char,
-                               _assertions, _assertion_head, _group_end, _heads,
+                               _assertions, _assertion_head, _class_end, _group_end, _heads,
                                split_alternatives)),
     _QUANTIFIERS, _MAX_EXPANSION, _OPAQUE.pattern, _INNER_GROUP.pattern, _UNSAFE.pattern,
     _LOOKBEHIND.pattern, sorted(_PLAIN_PUNCT), sorted(_ESCAPED_PUNCT))))

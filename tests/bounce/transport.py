@@ -165,16 +165,25 @@ def quoted_inline(raw: bytes) -> bytes | None:
     return hdr + b"Content-Type: text/plain\n\n---------- Forwarded message ----------\n" + quoted
 
 
-def base64_body(raw: bytes) -> bytes | None:
-    """A single-part text report sent base64-encoded (webmail, Exchange)."""
+def _single_part_text(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(header block with a Content-Type, body) of a message that is one part sent
+    without a transfer encoding; None for multipart or already encoded messages."""
     head, sep, body = raw.partition(b"\n\n")
     if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
             re.search(rb"(?im)^content-transfer-encoding:", head):
         return None
     if not re.search(rb"(?im)^content-type:", head):
         head += b"\nContent-Type: text/plain; charset=us-ascii"
-    enc = base64.encodebytes(body)
-    return head + b"\nContent-Transfer-Encoding: base64\n\n" + enc
+    return head, body
+
+
+def base64_body(raw: bytes) -> bytes | None:
+    """A single-part text report sent base64-encoded (webmail, Exchange)."""
+    part = _single_part_text(raw)
+    if part is None:
+        return None
+    head, body = part
+    return head + b"\nContent-Transfer-Encoding: base64\n\n" + base64.encodebytes(body)
 
 
 _FIELD_LINE = re.compile(rb"(?:> ?)*(?:--|[A-Za-z][A-Za-z0-9-]{1,40}:)")
@@ -635,12 +644,10 @@ def windows_1252(raw: bytes) -> bytes | None:
 def qp_body(raw: bytes) -> bytes | None:
     """A single-part text report re-encoded quoted-printable (Exchange, webmail)."""
     import quopri
-    head, sep, body = raw.partition(b"\n\n")
-    if not sep or re.search(rb"(?im)^content-type:[ \t]*multipart/", head) or \
-            re.search(rb"(?im)^content-transfer-encoding:", head):
+    part = _single_part_text(raw)
+    if part is None:
         return None
-    if not re.search(rb"(?im)^content-type:", head):
-        head += b"\nContent-Type: text/plain; charset=us-ascii"
+    head, body = part
     return head + b"\nContent-Transfer-Encoding: quoted-printable\n\n" + quopri.encodestring(body)
 
 
