@@ -61,13 +61,13 @@ _PREFIXED = (
     rxcache.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data|bdat)\b|"
                     r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b|"
                     r"(?P<conn>initial))"),
-    rxcache.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined (?:data|bdat)\b|bdat\b|"
-                    r"sending data block|"
+    rxcache.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined (?:data|bdat)\b|"
+                    r"bdat\b|sending data block|"
                     r"(?:sending )?(?:the )?message\b)|(?P<rcpt>(?:pipelined )?rcpt)\b|"
                     r"(?P<mail>(?:pipelined )?mail from)\b|(?P<helo>ehlo|helo)\b|"
                     r"(?P<conn>initial connection))"),
-    rxcache.compile(r">>> (?:(?P<data>data\b|bdat\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
-                    r"(?P<helo>ehlo|helo)\b)"),
+    rxcache.compile(r">>> (?:(?P<data>data\b|bdat\b|\.(?!\S))|(?P<rcpt>rcpt)\b|"
+                    r"(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b)"),
     rxcache.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
                     r"(?P<data>(?:final )?data))"),
     rxcache.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
@@ -302,7 +302,8 @@ def _last_phrase(low: str) -> tuple[int, Stage | None]:
         m = nxt
 
 
-_SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "bdat": Stage.data, "rcpt": Stage.rcpt, "mail": Stage.mail,
+_SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "bdat": Stage.data, "rcpt": Stage.rcpt,
+                 "mail": Stage.mail,
                  "ehlo": Stage.helo, "helo": Stage.helo, "lhlo": Stage.helo}
 # DATA refused because no recipient had been accepted: the failure that came
 # first answered a RCPT sent in the same pipelined batch (RFC 2920).
