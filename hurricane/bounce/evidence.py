@@ -58,15 +58,16 @@ STAGE_TEXT_LIMIT = 8192
 # differently costs ~300 us on a 2 KB text; these cost a few); the fixed
 # phrases are plain substring searches. All are linear in the text.
 _PREFIXED = (
-    rxcache.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data)\b|"
+    rxcache.compile(r"in (?:reply|response) to (?:the )?(?:(?P<data>(?:end of )?data|bdat)\b|"
                     r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b|"
                     r"(?P<conn>initial))"),
-    rxcache.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined data\b|"
+    rxcache.compile(r"after (?:(?P<data>(?:the )?(?:end of )?data\b|pipelined (?:data|bdat)\b|"
+                    r"bdat\b|sending data block|"
                     r"(?:sending )?(?:the )?message\b)|(?P<rcpt>(?:pipelined )?rcpt)\b|"
                     r"(?P<mail>(?:pipelined )?mail from)\b|(?P<helo>ehlo|helo)\b|"
                     r"(?P<conn>initial connection))"),
-    rxcache.compile(r">>> (?:(?P<data>data\b|\.(?!\S))|(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|"
-                    r"(?P<helo>ehlo|helo)\b)"),
+    rxcache.compile(r">>> (?:(?P<data>data\b|bdat\b|\.(?!\S))|(?P<rcpt>rcpt)\b|"
+                    r"(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b)"),
     rxcache.compile(r"did(?: not|n.t) like our (?:(?P<rcpt>rcpt)|(?P<mail>mail from)|"
                     r"(?P<data>(?:final )?data))"),
     rxcache.compile(r"for (?:(?P<data>text|data)|(?P<rcpt>rcpt)|(?P<mail>mail)) command"),
@@ -74,6 +75,16 @@ _PREFIXED = (
     rxcache.compile(r"smtp command:? (?P<data>data)\b"),
     rxcache.compile(r"during (?:the )?(?:(?P<data>data)\b|(?P<conn>initial connection)|"
                     r"(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b|(?P<helo>ehlo|helo)\b)"),
+    # Sendmail names the phase it was in when the reply was bad or never came
+    # ("timeout waiting for input from mx.example. during client RCPT", "... during
+    # client greeting", "client DATA status")
+    rxcache.compile(r"during client (?:(?P<conn>greeting)|(?P<helo>ehlo|helo)\b|(?P<mail>mail)\b|"
+                    r"(?P<rcpt>rcpt)\b|(?P<data>data)\b)"),
+    # Google (Gmail, Workspace) tags the reply with the step its session had reached:
+    # "(SENT_HELO)", "(SENT_SECOND_EHLO)" (the EHLO after STARTTLS), "(SENT_MAIL)",
+    # "(SENT_RCPT)", "(SENT_DATA)", "(SENT_MESSAGE)" (the message had been sent)
+    rxcache.compile(r"sent_(?<=\(sent_)(?:(?P<helo>(?:second_)?(?:ehlo|helo))|(?P<mail>mail(?:_from)?)|"
+                    r"(?P<rcpt>rcpt(?:_to)?)|(?P<data>data|message|body))\)"),
     # "reply to RCPT TO: 550 ...", "response to RCPT" without Postfix's "in"
     rxcache.compile(r"reply to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
     rxcache.compile(r"response to (?:the )?(?:(?P<rcpt>rcpt)\b|(?P<mail>mail from)\b)"),
@@ -159,6 +170,10 @@ _PHRASES = (
     # Session transcripts that name the command sent (hMailServer "sent: RCPT TO:<a>
     # Remote server replied: 550 ...", and the like)
     ("sent: rcpt to", Stage.rcpt), ("sent: mail from", Stage.mail), ("sent: data", Stage.data),
+    ("sent: bdat", Stage.data), ("sent: ehlo", Stage.helo), ("sent: helo", Stage.helo),
+    # Yahoo's tag after the remote reply ("Remote host said: 554 ... [BODY]"), as its
+    # "[RCPT_TO]" and "[MAIL_FROM]": the reply to the message body
+    ("[body]", Stage.data),
     # The reporter could not reach a server at all: its own connection attempt
     # failed (Postfix "connect to ...: Connection timed out", Sendmail "Connection
     # refused by mx.example", Gmail "Could not initiate SMTP conversation", qmail
@@ -287,7 +302,8 @@ def _last_phrase(low: str) -> tuple[int, Stage | None]:
         m = nxt
 
 
-_SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "rcpt": Stage.rcpt, "mail": Stage.mail,
+_SENT_COMMAND = {"data": Stage.data, ".": Stage.data, "bdat": Stage.data, "rcpt": Stage.rcpt,
+                 "mail": Stage.mail,
                  "ehlo": Stage.helo, "helo": Stage.helo, "lhlo": Stage.helo}
 # DATA refused because no recipient had been accepted: the failure that came
 # first answered a RCPT sent in the same pipelined batch (RFC 2920).

@@ -289,6 +289,62 @@ class StageTests(SynchronousTestCase):
                            ("Reply-To: a@b.example", None)):
             self.assertEqual(find_stage(text), want, text)
 
+    def test_step_tags_and_phase_names(self) -> None:
+        """Families that name the step by a tag or a phase name, not by "in reply to"."""
+        table: list[tuple[str, Stage | None]] = [
+            # Google (Gmail, Workspace): the step its session had reached
+            ("Technical details of temporary failure: Connection was dropped by remote host "
+             "(SENT_HELO)", Stage.helo),
+            ("The response was: Unspecified Error (SENT_SECOND_EHLO): Smtp server does not "
+             "advertise AUTH capability", Stage.helo),
+            ("The response from the remote server was: 550 5.1.1 no such user (SENT_RCPT)",
+             Stage.rcpt),
+            ("The response was: 421 4.4.2 Timeout (SENT_MAIL)", Stage.mail),
+            ("The response was: 554 5.7.1 rejected as spam (SENT_MESSAGE)", Stage.data),
+            ("The response was: 451 try again (SENT_DATA)", Stage.data),
+            ("SENT_RCPT without its parentheses", None),
+            ("(sent_rcpts)", None),
+            # Sendmail's phase names ("timeout waiting for input from H during client X")
+            ("451 4.4.1 timeout waiting for input from mx.b.example. during client RCPT",
+             Stage.rcpt),
+            ("timeout waiting for input from mx.b.example. during client greeting", Stage.conn),
+            ("timeout waiting for input from mx.b.example. during client EHLO", Stage.helo),
+            ("timeout waiting for input from mx.b.example. during client MAIL", Stage.mail),
+            ("timeout waiting for input from mx.b.example. during client DATA status",
+             Stage.data),
+            ("the client mailbox is full", None),
+            # BDAT (RFC 3030 CHUNKING) carries the message as DATA does
+            ("550 5.7.1 rejected (in reply to BDAT command)", Stage.data),
+            ("SMTP error from remote mail server after pipelined BDAT 2048 LAST: 554 spam",
+             Stage.data),
+            (">>> BDAT 2048 LAST\n<<< 554 5.7.1 rejected\n", Stage.data),
+            ("hMailServer sent: BDAT 2048 LAST Remote server replied: 554 rejected", Stage.data),
+            # Exim's timeout while writing the message
+            ("SMTP timeout after sending data block (65536 bytes written)", Stage.data),
+            # hMailServer naming the greeting it sent
+            ("hMailServer sent: EHLO mail.a.example Remote server replied: 554 go away",
+             Stage.helo),
+            ("hMailServer sent: HELO mail.a.example Remote server replied: 554 go away",
+             Stage.helo),
+            # Yahoo tags the reply with the step: "[RCPT_TO]", "[MAIL_FROM]", "[BODY]"
+            ("Remote host said: 554 delivery error: dd This user doesn't have a yahoo.com "
+             "account (a@yahoo.example) [0] - mta1.mail.yahoo.example [BODY]", Stage.data),
+            ("Remote host said: 550 5.1.1 <a@b.example>... User Unknown [RCPT_TO]", Stage.rcpt),
+            ("the body of the message [bodies]", None),
+        ]
+        for text, want in table:
+            self.assertEqual(find_stage(text), want, text)
+
+    def test_step_tags_decide_userunknown_against_filtered(self) -> None:
+        """The recovered step settles unknown-user words (docs section 4, both ways)."""
+        classify = default_classifier().classify
+        words = "550 no such user here"
+        self.assertEqual(classify("550", None, words + " (SENT_RCPT)").reason, "userunknown")
+        self.assertEqual(classify("550", None, words + " (SENT_MESSAGE)").reason, "filtered")
+        self.assertEqual(classify("550", None, words + " during client RCPT").reason,
+                         "userunknown")
+        self.assertEqual(classify("550", None, words + " [BODY]").reason, "filtered")
+
     def test_transcript(self) -> None:
         """A session transcript: the command that got the first refusal."""
         self.assertEqual(find_stage(">>> MAIL From:<a@b.example>\n<<< 250 ok\n"
