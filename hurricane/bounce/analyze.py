@@ -1331,7 +1331,8 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
             if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
                 listed.add(n)   # its line and indented ones: one entry of a list
         own_blocks.append(block)
-        if not _CODEISH.search(block) and len(found) > 1:
+        if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
+                block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
             block = block + "\n" + scan[max(0, start - 800):start]
         results.append((a, block))

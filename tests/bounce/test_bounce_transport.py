@@ -571,6 +571,17 @@ class RecipientListTests(SynchronousTestCase):
         two = one.replace(b"<a@b.example>:\n", b"<a@b.example>:\n<c@d.example>:\n")
         got = {r.recipient: r.reason for r in analyze(two).results}
         self.assertEqual(got, {"a@b.example": want, "c@d.example": want})
+        # the words after the list state the failure: the opening line's "delayed" is
+        # not added to them for two recipients when it is not for one
+        one = self._text(b"Delivery to the following recipient has been delayed:\n\n"
+                         b"     a@b.example\n\nMessage will be retried for 2 more day(s)\n\n"
+                         b"Technical details of temporary failure:\nConnection was dropped by "
+                         b"remote host (SENT_HELO)\n")
+        want = analyze(one).results[0].reason
+        self.assertEqual(want, "blocked")   # (the server greeted us, then closed at HELO)
+        two = one.replace(b"a@b.example\n", b"a@b.example\n     c@d.example\n")
+        got = {r.recipient: r.reason for r in analyze(two).results}
+        self.assertEqual(got, {"a@b.example": want, "c@d.example": want})
 
     def test_entries_with_their_own_reasons(self) -> None:
         # the first entry's reason has no word of a failure family; it is one entry of
