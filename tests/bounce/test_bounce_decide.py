@@ -238,6 +238,17 @@ REPORTER_WORDS: list[Row] = [
      "userunknown"),
 ]
 
+#: docs section 3: a reporter's own sentence that names the cause, read when its
+#: delivery-status part is missing.
+TEMPLATES: list[Row] = [
+    (None, None, "Based on the email preferences of the person you're trying to email, this "
+     "message could not be delivered.", None, None, "filtered"),
+    ("550", "5.1.1", "550 5.1.1 RCP-P1 Recipient address does not exist", None, None,
+     "userunknown"),
+    (None, None, "Recipient address: a@b.example\nReason: Illegal host/domain name found", None,
+     None, "hostunknown"),
+]
+
 #: docs section 1: a report a person quoted reads as the report.
 QUOTED: list[Row] = [
     (None, None, "> <a@b.example>: Name service error for domain b.example: Host not\n"
@@ -271,6 +282,11 @@ class PrecedenceTests(SynchronousTestCase):
     def test_reporter_words_are_not_causes(self) -> None:
         """The reporter's own summary lines yield to the remote's reply (step 3)."""
         for row in REPORTER_WORDS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_reporter_templates(self) -> None:
+        """A reporter's fixed sentence that names a cause decides without its DSN part."""
+        for row in TEMPLATES:
             self.assertEqual(_decide(row)[0], row[-1], repr(row))
 
     def test_quoted_report(self) -> None:
