@@ -85,7 +85,7 @@ class GroupCommit(Generic[T, R]):
     """
 
     def __init__(self, commit: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 256,
-                 max_in_flight: int = 1, apart: Callable[[T], bool] | None = None) -> None:
+                 max_in_flight: int = 1) -> None:
         """
         Args:
             commit: coroutine function committing a batch, returning one
@@ -93,17 +93,10 @@ class GroupCommit(Generic[T, R]):
             max_batch: most items per transaction (bounds latency).
             max_in_flight: batches committed concurrently (1 for SQLite's
                 single connection; more for PostgreSQL's pool).
-            apart: items for which it is True never share a batch with the
-                others (two lanes, each in the order given); when both
-                lanes wait, they take turns, so neither starves. None: one
-                lane.
         """
         self._commit = commit
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._apart = apart
-        #: The lane of the last batch started (see ``apart``).
-        self._last_apart = False
         self._pending: list[tuple[T, Deferred[R]]] = []
         self._in_flight: set[Deferred[None]] = set()
         #: Sizes of committed batches, for tests and the manhole.
@@ -118,30 +111,13 @@ class GroupCommit(Generic[T, R]):
 
     def _kick(self) -> None:
         while self._pending and len(self._in_flight) < self._max_in_flight:
-            batch = self._next_batch()
+            batch = self._pending[:self._max_batch]
+            del self._pending[:self._max_batch]
             running = Deferred.fromCoroutine(self._run(batch))
             # The coroutine may already be done (a synchronous failure).
             if not running.called:
                 self._in_flight.add(running)
                 running.addBoth(self._finished, running)
-
-    def _next_batch(self) -> list[tuple[T, Deferred[R]]]:
-        """Take the next batch off the queue: up to ``max_batch`` items of one lane."""
-        apart = self._apart
-        if apart is None:
-            first = self._pending[:self._max_batch]
-            del self._pending[:self._max_batch]
-            return first
-        lanes = [apart(item) for item, _ in self._pending]
-        # Both lanes waiting: the other one than last time.
-        lane = lanes[0] if all(lanes) or not any(lanes) else not self._last_apart
-        self._last_apart = lane
-        batch: list[tuple[T, Deferred[R]]] = []
-        rest: list[tuple[T, Deferred[R]]] = []
-        for entry, in_lane in zip(self._pending, lanes, strict=True):
-            (batch if in_lane == lane and len(batch) < self._max_batch else rest).append(entry)
-        self._pending = rest
-        return batch
 
     def _finished(self, result: object, running: Deferred[None]) -> None:
         self._in_flight.discard(running)

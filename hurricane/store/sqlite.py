@@ -21,9 +21,6 @@ next transaction together, each under its own SAVEPOINT so that one that
 fails is rolled back and reported alone. With a single connection every
 transaction costs a hand-off to the pool thread and back plus a commit; an
 idle store still runs an operation at once, so nothing waits for a timer.
-The one exception: the bounce processor's recording (:data:`DEFERRABLE`)
-goes in transactions of its own, taking turns with the others, so that a
-returned message's 250 never waits for the recording of earlier ones.
 """
 
 from __future__ import annotations
@@ -44,8 +41,7 @@ from hurricane.store.base import GroupCommit, SqlStore
 from hurricane.store.sql import SQLITE
 from hurricane.store.txn.core import Row, Txn, TxnCall, run_sync
 
-__all__ = ["DEFERRABLE", "REDERIVABLE", "SqliteEngine", "SqliteStore",
-           "prepare_database_files"]
+__all__ = ["REDERIVABLE", "SqliteEngine", "SqliteStore", "prepare_database_files"]
 
 log = Logger()
 
@@ -65,15 +61,6 @@ _MAX_OPERATIONS = 64
 REDERIVABLE = frozenset({
     "record_bounces_txn", "record_bounce_txn", "mark_bounce_failed_txn", "read_batch_txn",
 })
-
-#: The bounce processor's recording (:data:`REDERIVABLE` writes): never in
-#: one transaction with other operations, which take turns with it instead.
-#: Coalesced with the bounce listener's stored messages, a batch's recording
-#: (16 returns, ~1-2 ms of SQLite work) held their commit, so every 250 of
-#: that group waited for it, and it paid their fsync. Apart, the 250s wait
-#: for the stored messages' own commit (and at most one recording
-#: transaction in flight before it), and the recording commits at NORMAL.
-DEFERRABLE = REDERIVABLE - {"read_batch_txn"}
 T = TypeVar("T")
 
 
@@ -186,9 +173,8 @@ class SqliteEngine(SqlStore):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         #: Every transaction function call, coalesced (see the module doc).
-        self._txns: GroupCommit[Operation, OperationResult] = GroupCommit(
-            self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1,
-            apart=lambda op: op.name in DEFERRABLE)
+        self._txns: GroupCommit[Operation, OperationResult] = \
+            GroupCommit(self._run_batch, max_batch=_MAX_OPERATIONS, max_in_flight=1)
 
     async def _execute_batch(self, calls: list[Operation]) -> list[OperationResult]:
         """Run :meth:`_interaction_batch` on the connection; its outcomes."""
