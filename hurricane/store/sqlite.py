@@ -217,7 +217,7 @@ class SqliteEngine(SqlStore):
         conn = cursor.connection
         # A cursor of the connection itself: the file store is handed adbapi's
         # Transaction, which forwards every attribute by __getattr__ (~1 us
-        # per statement, fetch and check, on the thread that holds the lock).
+        # per statement, fetch and check, in the SQLite thread, holding the GIL).
         cursor = conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
