@@ -215,6 +215,10 @@ class SqliteEngine(SqlStore):
         to it and gets its own error; the others commit.
         """
         conn = cursor.connection
+        # A cursor of the connection itself: the file store is handed adbapi's
+        # Transaction, which forwards every attribute by __getattr__ (~1 us
+        # per statement, fetch and check, in the SQLite thread, holding the GIL).
+        cursor = conn.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
             if len(calls) == 1:
