@@ -1265,7 +1265,9 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         local = a.split("@", 1)[0]
         if local[:1] in "/|":
             continue  # a file or program path that ends in an address
-        if _SYSTEM_LOCAL.match(local):
+        if _SYSTEM_LOCAL.match(local) and not _starts_entry(scan, m.start(), m.end()):
+            # (a system address is whom to ask, unless it starts an entry of the list
+            # of failed recipients: "postmaster@x: Domain does not exist")
             continue
         # skip message-id-like tokens
         before = scan[max(0, m.start() - 1):m.start()]
@@ -1308,6 +1310,17 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
+
+
+def _starts_entry(text: str, start: int, end: int) -> bool:
+    """Whether the address at text[start:end] starts its line, as an entry of a list of
+    failed recipients does (blanks, "<" or a quote mark before it; after it the end of
+    the line, or a ":" then the reason)."""
+    line = text.rfind("\n", 0, start) + 1
+    if text[line:start].strip(" \t<'\"") != "":
+        return False
+    rest = text[end:end + 3].lstrip(">'\"")
+    return rest[:1] in ("", "\n", ":", "\r") or rest[:1] in " \t" and rest.strip() == ""
 
 
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],

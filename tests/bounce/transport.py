@@ -276,10 +276,20 @@ def neutral_subject(raw: bytes) -> bytes | None:
     return new if new != raw else None
 
 
+#: A From that names a mail system (or none: "From: <>")
+_SYSTEM_FROM = re.compile(rb"(?i)mailer-daemon|postmaster|mail delivery|mail-daemon|"
+                          rb"maildaemon|mail administrator|mailer_daemon|delivery subsystem|"
+                          rb"microsoftexchange|<>")
+
+
 def neutral_from(raw: bytes) -> bytes | None:
-    """A From that is not a mailer-daemon name (appliances, hosted gateways)."""
-    new = re.sub(rb"(?im)^from:[^\n]*(?:\n[ \t][^\n]*)*",
-                 b"From: Mail System <notify@gateway.example>", raw, count=1)
+    """A From that is not a mailer-daemon name (appliances, hosted gateways): only where the
+    From names a mail system, which a gateway may rename; an auto-reply's or a complaint's
+    From is the person it is about, the only place that names them."""
+    m = re.search(rb"(?im)^from:[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None or not _SYSTEM_FROM.search(m.group(0)):
+        return None
+    new = raw[:m.start()] + b"From: Mail System <notify@gateway.example>" + raw[m.end():]
     return new if new != raw else None
 
 
@@ -498,6 +508,9 @@ def _first_text(raw: bytes) -> bytes | None:
     m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
     if m is None:
         return None
+    orig = re.search(rb"(?im)^content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)", raw)
+    if orig is not None and orig.start() < m.start():
+        return None     # (the only text is the returned original's own body)
     hb = raw.find(b"\n\n", m.end())
     if hb < 0 or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
                            raw[m.start():hb]):
