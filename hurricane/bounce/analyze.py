@@ -670,17 +670,20 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part,
             found.setdefault(a)
             if len(found) >= _MAX_RECIPIENTS:
                 break
+    # Else the original's To: (attached, or as the text quotes it inline), when it names
+    # one address: a complaint is one person's, and a To: naming several (a list, a
+    # shared send) cannot say whose; suppressing them all would punish the others.
     if not found:
         for orig in _original_parts(ctx):
-            for v in orig.get_all("to"):
-                for a in _find_addrs(v):
-                    found.setdefault(a.lower())
+            to = {a.lower(): None for v in orig.get_all("to") for a in _find_addrs(v)}
+            if len(to) == 1:
+                found.update(to)
             break
     if not found and inline_original:
-        # (a report quoted inline: the original's To: as the text quotes it)
         m = _INLINE_TO.search(inline_original)
-        for a in _find_addrs(m.group(1)) if m is not None else ():
-            found.setdefault(a.lower())
+        to = {a.lower(): None for a in _find_addrs(m.group(1))} if m is not None else {}
+        if len(to) == 1:
+            found.update(to)
     rcpts = list(found)[:_MAX_RECIPIENTS]
     results = tuple(
         RecipientResult(recipient=a, action="failed", code=None, status=None, status_inferred=False,
@@ -1683,6 +1686,12 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
     return Analysis(category=cat, results=tuple(results))
 
 
+# Microsoft's JMRP field in an original quoted in the text (a line of its own, after
+# quote marks)
+_JMRP_INLINE = rxcache.compile(r"(?i)\n[ \t>]*+x-hmxmroriginalrecipient:[ \t]*+<?(" + ADDR
+                               + r")")
+
+
 def _other_reports(ctx: _Ctx, note: str, subject: str | None,
                    from_addr: str | None) -> Analysis | None:
     """Complaints without ARF (Microsoft's JMRP, a one-click unsubscribe) and JSON reports."""
@@ -1694,6 +1703,16 @@ def _other_reports(ctx: _Ctx, note: str, subject: str | None,
                                  suppress=True, diagnostic="", remote_mta=None, source="arf",
                                  rule="feedback.jmrp", feedback_type="abuse")
             return Analysis(category="feedback", results=(rr,))
+    # ... or forwarded inline by a person or a helpdesk (the original quoted in the
+    # text, "> X-HmXmrOriginalRecipient: a@b"): the same field, read in the text
+    m = _JMRP_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1) if "mr" in note or \
+        "MR" in note else None
+    if m is not None:
+        rr = RecipientResult(recipient=m.group(1).lower(), action="failed", code=None,
+                             status=None, status_inferred=False, reason="feedback", hard=False,
+                             suppress=True, diagnostic="", remote_mta=None, source="arf",
+                             rule="feedback.jmrp", feedback_type="abuse")
+        return Analysis(category="feedback", results=(rr,))
     ctx.check()
     js = _analyze_json(ctx, note)
     if js is not None:

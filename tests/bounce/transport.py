@@ -136,8 +136,20 @@ def headers_only(raw: bytes) -> bytes | None:
     return head + inner[:ob.end()] + tail
 
 
+_COMPLAINT = re.compile(rb"(?i)feedback-report|x-hmxmroriginalrecipient:")
+
+
+def _complaint(raw: bytes) -> bool:
+    """A complaint (ARF, RFC 5965; Microsoft's JMRP): the returned original is part of the
+    report (RFC 5965 2 (d)), and its To: or JMRP field the only place naming whose it is."""
+    return _COMPLAINT.search(raw) is not None
+
+
 def no_original(raw: bytes) -> bytes | None:
-    """The returned original left out (RET=HDRS refused, size limits, privacy)."""
+    """The returned original left out (RET=HDRS refused, size limits, privacy); not from a
+    complaint, whose original is the report (RFC 5965 2: the third part is required)."""
+    if _complaint(raw):
+        return None
     m = re.search(rb"(?i)content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)", raw)
     if m is None:
         return None
@@ -462,7 +474,10 @@ def quoted_original_many(raw: bytes) -> bytes | None:
 
 
 def attached_original_many(raw: bytes) -> bytes | None:
-    """The returned original (message/rfc822) addressed to many, Cc: included."""
+    """The returned original (message/rfc822) addressed to many, Cc: included (its own
+    header block first); not a complaint's, whose original's To: is its recipient."""
+    if _complaint(raw):
+        return None
     m = re.search(rb"(?i)content-type:[ \t]*message/rfc822[^\n]*\n(?:[ \t][^\n]*\n)*"
                   rb"(?:[^\n]+\n)*\n", raw)
     if m is None:
@@ -532,6 +547,11 @@ def inline_forward(raw: bytes) -> bytes | None:
         return None
     text = _first_text(raw)
     if text is None:
+        return None
+    # (Exim's X-Failed-Recipients does not survive a forward: only where the text names them)
+    xfr = re.search(rb"(?im)^x-failed-recipients:[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", head)
+    if xfr is not None and any(a.lower() not in text.lower()
+                               for a in _ANY_ADDR.findall(xfr.group(1))):
         return None
     fields = []
     for name in (b"from", b"date", b"subject", b"to"):
