@@ -630,7 +630,15 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
         if len(toks) >= _MAX_TOKENS:
             break
         toks.setdefault(t)
+    # (the senders of the returned original we sent, not of a message inside it: when a
+    # bounce we sent bounced in turn, the original it returns is someone else's, and its
+    # sender is the failed recipient of the report, Sendmail's double-bounce notice)
+    inner: set[int] = set()
     for orig in _original_parts(ctx):
+        for p in orig.walk():
+            if p is not orig and (p.maintype == "message"
+                                  or p.content_type == "text/rfc822-headers"):
+                inner.update(id(c) for c in p.children)
         if ctx.msgid is None:
             mid = orig.get("message-id")
             if mid:
@@ -639,7 +647,7 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
             t = v.strip().strip("<>").lower()
             if t and len(t) <= _MAX_TOKEN and len(toks) < _MAX_TOKENS:
                 toks.setdefault(t)
-        for h in ("from", "return-path", "sender", "reply-to"):
+        for h in ("from", "return-path", "sender", "reply-to") if id(orig) not in inner else ():
             a = _addr(orig.get(h))
             if a:
                 ctx.excluded.add(a)
@@ -768,6 +776,18 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
     if not dsn and not arf:
         dsn, arf = nested_dsn, nested_arf
     return dsn, arf, texts
+
+
+def _nested(root: mime.Part, part: mime.Part) -> bool:
+    """Whether ``part`` is inside a returned message (a message/* part) of ``root``."""
+    stack = [(root, False)]
+    while stack:
+        p, inside = stack.pop()
+        if p is part:
+            return inside
+        inside = inside or p.maintype == "message" or p.content_type == "text/rfc822-headers"
+        stack.extend((c, inside) for c in p.children)
+    return False
 
 
 def _notification_text(texts: list[mime.Part], limit: int) -> str:
@@ -1283,6 +1303,12 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             break
     if not found:
         return []
+    # an address named only in a remote's replies quoted in a transcript ("<<< 550 ...
+    # Address rejected b@x" after ">>> RCPT To:<a@x>") is the remote's own rendering
+    # of the recipient it refused, when the text names others as the recipients
+    reply = {a for p, a in found if all(_reply_line(scan, q) for q in [p] + later.get(a, []))}
+    if reply and len(reply) < len(found):
+        found = [(p, a) for p, a in found if a not in reply]
     results = _recipient_blocks(scan, found, later)
     out = []
     left = _FREE_TEXT_CLASSIFIED
@@ -1313,6 +1339,12 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
+
+
+def _reply_line(text: str, pos: int) -> bool:
+    """Whether position ``pos`` is on a transcript's reply line ("<<< 550 ...")."""
+    line = text.rfind("\n", 0, pos) + 1
+    return text[line:pos].lstrip(" \t>").startswith("<<<")     # (quoted: "> <<< 550")
 
 
 def _starts_entry(text: str, start: int, end: int) -> bool:
@@ -1472,6 +1504,14 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         ctx.check()
         dsn, arf, texts = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
+        if dsn and not arf and _nested(root, dsn[0]) and any(
+                r.recipient for r in _free_text(ctx, note, root)):
+            # the report's own text names whom it failed, and the only delivery-status
+            # part is inside the returned original: a report we had mailed, bounced in
+            # turn (Sendmail's postmaster notice of a double bounce), is the original's
+            # content (docs section 1); it stands for the report only when the report
+            # names no one itself (a forward of a report, a gateway's empty notice)
+            dsn = []
         if depth < _MAX_FORWARDS:
             inner = _forwarded_report(ctx, note)
             if inner is None and not dsn and not arf:
