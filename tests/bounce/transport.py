@@ -256,10 +256,17 @@ PERTURBATIONS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
 
 def no_report_part(raw: bytes) -> bytes | None:
     """The delivery-status part left out: the text and the original only (old MTAs,
-    gateways that drop parts they do not know)."""
+    gateways that drop parts they do not know); only where the notification names each
+    recipient the part named (else the part was the only place naming it)."""
     m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
     if m is None:
         return None
+    body = re.search(rb"\r?\n\r?\n", raw)      # (the report's text, not its To:)
+    text = raw[body.end() if body else 0:m.start()].lower()
+    for v in (m2.group(2) for m2 in _DSN_RCPT.finditer(raw[m.start():].replace(b"\r", b""))):
+        addr = _split_typed(v.strip())[1].strip(b"<> ").lower()
+        if addr and addr not in text:
+            return None
     start = raw.rfind(b"\n--", 0, m.start())
     if start < 0:
         return None
