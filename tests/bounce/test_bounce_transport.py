@@ -716,3 +716,118 @@ class TransportPropertyTests(SynchronousTestCase):
                 if new is not None and new != raw and recipients(new) != base:
                     changed.append((name, p))
         self.assertEqual(changed, [])
+
+
+class PerturbationFoundClassesTests(SynchronousTestCase):
+    """Classes bench/perturb.py found (issue 22, recipients on unseen mail), each held
+    both ways: the reading that was fixed, and the confusable case beside it."""
+
+    def _text(self, body: bytes, original: bytes = b"") -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Undelivered Mail Returned to Sender\n\n" + body + original)
+
+    # -- a system address (postmaster@, root@) that starts an entry of the failed list
+    def test_system_address_starting_an_entry_is_a_recipient(self) -> None:
+        # OpenSMTPD ("postmaster@x: Domain does not exist") and Biglobe (the address
+        # alone on its line, under "The following addresses had delivery problems")
+        raw = self._text(b"An error has occurred while attempting to deliver a message for\n"
+                         b"the following list of recipients:\n\n"
+                         b"postmaster@nx.example: Domain does not exist\n"
+                         b"a@b.example: Domain does not exist\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "postmaster@nx.example"])
+        raw = self._text(b"   ----- The following addresses had delivery problems -----\n"
+                         b"postmaster@b.example\na@b.example\n\n"
+                         b"   ----- Non-delivered information -----\n"
+                         b"The number of messages in recipient's mailbox exceeded the local "
+                         b"limit.\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "postmaster@b.example"])
+
+    def test_system_address_named_in_a_sentence_is_whom_to_ask(self) -> None:
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\n"
+                         b"Questions go to postmaster@b.example, not to this address.\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    # -- a complaint whose original is addressed to several
+    def _arf(self, to: bytes) -> bytes:
+        return (b"From: fbl@isp.example\nTo: fbl@shop.example\nSubject: complaint\n"
+                b"MIME-Version: 1.0\nContent-Type: multipart/report; "
+                b"report-type=feedback-report; boundary=\"B\"\n\n"
+                b"--B\nContent-Type: text/plain\n\nA complaint.\n\n"
+                b"--B\nContent-Type: message/feedback-report\n\n"
+                b"Feedback-Type: abuse\nVersion: 1\nUser-Agent: FBL/1.0\n\n"
+                b"--B\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+                b"To: " + to + b"\nSubject: Sale\n\nHello\n\n--B--\n")
+
+    def test_complaint_about_an_original_to_one_names_it(self) -> None:
+        self.assertEqual(recipients(self._arf(b"<a@b.example>")), ["a@b.example"])
+
+    def test_complaint_about_an_original_to_several_names_no_one(self) -> None:
+        # (whose complaint it is, the To: cannot say: suppressing all would punish the
+        # others)
+        a = analyze(self._arf(b"Team <team@list.example>, a@b.example, c@d.example"))
+        self.assertEqual((a.category, recipients(self._arf(
+            b"Team <team@list.example>, a@b.example, c@d.example"))), ("feedback", []))
+
+    # -- Microsoft JMRP forwarded inline
+    def test_jmrp_quoted_inline_names_its_recipient(self) -> None:
+        raw = (b"From: Helpdesk <help@isp.example>\nTo: abuse@shop.example\n"
+               b"Subject: Fwd: complaint about message from 192.0.2.1\n"
+               b"Content-Type: text/plain\n\n---------- Forwarded message ----------\n"
+               b"> From: staff@hotmail.example\n> Subject: complaint about message\n>\n"
+               b"> --F0\n> Content-Type: message/rfc822\n>\n"
+               b"> X-HmXmrOriginalRecipient: a@b.example\n> To: a@b.example\n"
+               b"> From: News <news@shop.example>\n> Subject: Sale\n>\n> Hello\n")
+        a = analyze(raw)
+        self.assertEqual((a.category, recipients(raw)), ("feedback", ["a@b.example"]))
+
+    def test_jmrp_field_name_in_prose_is_not_a_complaint(self) -> None:
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown; the X-HmXmrOriginalRecipient: field is unknown here\n")
+        self.assertEqual(analyze(raw).category, "bounce")
+
+    # -- a bounce of a bounce (Sendmail's postmaster notice of a double bounce)
+    _INNER = (b"--B\nContent-Type: message/rfc822\n\n"
+              b"From: Mail Delivery Subsystem <MAILER-DAEMON>\n"
+              b"To: <forged@yahoo.example>\nSubject: Returned mail\nMIME-Version: 1.0\n"
+              b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"I\"\n\n"
+              b"--I\nContent-Type: text/plain\n\n...\n\n"
+              b"--I\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx2\n\n"
+              b"Final-Recipient: RFC822; inner@neko.example\nAction: failed\n"
+              b"Status: 5.3.5\nDiagnostic-Code: SMTP; 553 5.3.5 system config error\n\n"
+              b"--I\nContent-Type: message/rfc822\n\nFrom: \"X\" <forged@yahoo.example>\n"
+              b"To: inner@neko.example\nSubject: Hi\n\nHi\n\n--I--\n\n--B--\n")
+
+    def _double(self, text: bytes) -> bytes:
+        return (b"From: Mail Delivery Subsystem <MAILER-DAEMON@mx2.example>\n"
+                b"To: postmaster@mx2.example\nSubject: Postmaster notify: see transcript\n"
+                b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n"
+                b"--B\nContent-Type: text/plain\n\n" + text + b"\n" + self._INNER)
+
+    def test_double_bounce_names_the_bounce_recipient(self) -> None:
+        raw = self._double(b"<forged@yahoo.example>\n\n... while talking to mx.yahoo.example.:\n"
+                           b">>> DATA\n<<< 554 delivery error: dd This user doesn't have a "
+                           b"yahoo.example account (forged@yahoo.example)\n"
+                           b"554 5.0.0 Service unavailable\n")
+        self.assertEqual(recipients(raw), ["forged@yahoo.example"])
+
+    def test_forwarded_report_with_empty_text_reads_the_inner_report(self) -> None:
+        raw = self._double(b"The original message was received at Thu Oct 13 15:22:22 2015\n\n"
+                           b"----- The following addresses had permanent delivery errors -----\n")
+        self.assertEqual(recipients(raw), ["inner@neko.example"])
+
+    # -- an address only in a remote's quoted reply
+    def test_address_only_in_a_quoted_reply_is_not_a_second_recipient(self) -> None:
+        raw = self._text(b"   ----- The following addresses had permanent fatal errors -----\n"
+                         b"<a@b.example>\n    (reason: 550 #5.1.0 Address rejected)\n\n"
+                         b"   ----- Transcript of session follows -----\n"
+                         b"... while talking to mx.b.example.:\n>>> RCPT To:<a@b.example>\n"
+                         b"<<< 550 #5.1.0 Address rejected other@b.example\n"
+                         b"550 5.1.1 <a@b.example>... User unknown\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_address_only_in_a_reply_when_nothing_else_names_one(self) -> None:
+        raw = self._text(b"   ----- Transcript of session follows -----\n"
+                         b"... while talking to mx.b.example.:\n>>> DATA\n"
+                         b"<<< 550 5.1.1 <a@b.example>... User unknown\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
