@@ -1253,7 +1253,17 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     ctx.check()
     # quoted headers in the notification are not recipients
     scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
-    excluded = set(ctx.excluded)
+    # The returned original's senders (attached, or quoted inline after the notification):
+    # the sender of the message we sent is not its failed recipient, unless the text
+    # lists it as one, an entry with its reason ("<a> (expanded from <b>): ..."; an
+    # alias that led back to the sender, as Postfix's and Exim's reports show it).
+    senders = set(ctx.excluded)
+    tail = _nl(note)
+    for m in _INLINE_SENDER.finditer(tail, len(region), len(region) + 64 * 1024):
+        a = _addr(m.group(1))
+        if a:
+            senders.add(a)
+    excluded: set[str] = set()
     for h in ("from", "to", "return-path", "reply-to", "sender"):
         for v in root.get_all(h):
             a = _addr(v)
@@ -1262,17 +1272,10 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     if ctx.envelope_rcpt:
         excluded.add(ctx.envelope_rcpt)
     excluded.update(ctx.tokens)
-    # the returned original's sender, when the original is quoted inline after the
-    # notification (no message/rfc822 part): the sender of the message we sent is
-    # never its failed recipient
-    tail = _nl(note)
-    for m in _INLINE_SENDER.finditer(tail, len(region), len(region) + 64 * 1024):
-        a = _addr(m.group(1))
-        if a:
-            excluded.add(a)
     # addresses the text names as something other than a failed recipient
     for a in _not_rcpt_context(scan):
         excluded.add(a.rstrip("."))
+    senders -= excluded
     found: list[tuple[int, str]] = []
     seen = set()
     later: dict[str, list[int]] = {}      # where a recipient is named again
@@ -1283,7 +1286,8 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             if len(again) < 5:
                 again.append(m.start())
             continue
-        if a in excluded:
+        if a in excluded or a in senders and not _starts_entry(scan, m.start(), m.end(),
+                                                                  reason=True):
             continue
         local = a.split("@", 1)[0]
         if local[:1] in "/|":
@@ -1347,15 +1351,23 @@ def _reply_line(text: str, pos: int) -> bool:
     return text[line:pos].lstrip(" \t>").startswith("<<<")     # (quoted: "> <<< 550")
 
 
-def _starts_entry(text: str, start: int, end: int) -> bool:
+def _starts_entry(text: str, start: int, end: int, reason: bool = False) -> bool:
     """Whether the address at text[start:end] starts its line, as an entry of a list of
     failed recipients does (blanks, "<" or a quote mark before it; after it the end of
-    the line, or a ":" then the reason)."""
+    the line, or a ":" then the reason; with ``reason``, only the latter); Postfix's
+    "(expanded from <b>)" may come between."""
     line = text.rfind("\n", 0, start) + 1
     if text[line:start].strip(" \t<'\"") != "":
         return False
-    rest = text[end:end + 3].lstrip(">'\"")
-    return rest[:1] in ("", "\n", ":", "\r") or rest[:1] in " \t" and rest.strip() == ""
+    eol = text.find("\n", end)
+    m = _ENTRY_END.match(text, end, eol if eol >= 0 else len(text))
+    return m is not None and (not reason or m.group(1) == ":")
+
+
+# After an address that starts an entry: its closing mark, Postfix's alias note, then a
+# ":" (its reason follows) or the end of the line (its reason on the lines below).
+_ENTRY_END = rxcache.compile(r"[>'\"]?(?:[ \t]*+\(expanded from [^()\n]{1,300}\))?[ \t]*+"
+                             r"(:|\r?\Z)")
 
 
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],
@@ -1463,7 +1475,7 @@ def _listed_addrs(region: str, excluded: set[str]) -> list[str]:
     for line in region.split("\n"):
         if "@" not in line or len(line) > 400:
             continue
-        s = line.strip()
+        s = line.strip().lstrip("> \t")     # (quoted: a report forwarded inline)
         if s[:3].lower() == "to:":
             s = s[3:].strip()
         s = s.rstrip(":").rstrip()

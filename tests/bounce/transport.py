@@ -167,9 +167,11 @@ def no_original(raw: bytes) -> bytes | None:
 
 
 def quoted_inline(raw: bytes) -> bytes | None:
-    """The whole report forwarded inline as quoted text by a person or a helpdesk."""
+    """The whole report forwarded inline as quoted text by a person or a helpdesk (only
+    a report with no base64 or quoted-printable part: a person quotes the decoded text a
+    mail client shows, which this probe does not write)."""
     head, sep, body = raw.partition(b"\n\n")
-    if not sep:
+    if not sep or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)", raw):
         return None
     quoted = b"\n".join(b"> " + line for line in body.split(b"\n"))
     hdr = re.sub(rb"(?im)^content-(?:type|transfer-encoding):[^\n]*\n(?:[ \t][^\n]*\n)*", b"",
@@ -699,7 +701,8 @@ def no_final_recipient(raw: bytes) -> bytes | None:
     if not names:
         return None
     m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
-    text = raw[:m.start()] if m else b""
+    body = re.search(rb"\r?\n\r?\n", raw)      # (the report's text, not its To:)
+    text = raw[body.end() if body else 0:m.start()] if m else b""
     for v in names:
         addr = _split_typed(v.strip())[1].strip(b"<> ").lower()
         if not addr or addr not in text.lower():
@@ -752,6 +755,10 @@ def exchange_rerendered(raw: bytes) -> bytes | None:
              for m in _DSN_RCPT.finditer(raw) if m.group(1).lower() == b"final-recipient"]
     d, st = _DIAG.search(raw), _STATUS.search(raw)
     if len(rcpts) != 1 or b"@" not in rcpts[0] or d is None or st is None:
+        return None
+    if b"." not in rcpts[0].rsplit(b"@", 1)[1]:
+        # (a host-local final address, "a@mailhub0", "@relay:a@server": the report's
+        # routable Original-Recipient names the recipient, which this notice would drop)
         return None
     diag = b" ".join(d.group(1).split())
     if not diag:
