@@ -1861,14 +1861,18 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
         addrs = [a for a in _flufl(ctx) if _ADDR_RE.fullmatch(a) is not None
                  and not a.split("@", 1)[0].endswith(".")]
     if not addrs:
-        # the original's recipient when the text names none
+        # the original's recipient when the text names none (when its To: names one
+        # address: of several, which one failed the text does not say)
         for orig in _original_parts(ctx):
-            addrs = [a.lower() for a in _find_addrs(orig.get("to"))][:1]
+            to = list(dict.fromkeys(a.lower() for v in orig.get_all("to")
+                                    for a in _find_addrs(v)))
+            addrs = to if len(to) == 1 else []
             break
     if not addrs:
         # ... or its To: quoted inline after the notification
         m = _INLINE_TO.search(_nl(note), len(region))
-        if m is not None and _addr(m.group(1)) and _addr(m.group(1)) not in ctx.excluded:
+        to = {a.lower() for a in _find_addrs(m.group(1))} if m is not None else set()
+        if m is not None and len(to) == 1 and _addr(m.group(1)) not in ctx.excluded:
             addrs = [_addr(m.group(1))]
     results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
     if not _CODEISH.search(region):

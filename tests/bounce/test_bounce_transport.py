@@ -831,3 +831,47 @@ class PerturbationFoundClassesTests(SynchronousTestCase):
                          b"... while talking to mx.b.example.:\n>>> DATA\n"
                          b"<<< 550 5.1.1 <a@b.example>... User unknown\n")
         self.assertEqual(recipients(raw), ["a@b.example"])
+
+    # -- the original's sender, named by the text as a failed entry
+    def test_alias_back_to_the_sender_is_the_failed_recipient(self) -> None:
+        # Postfix: the original was sent by a@g.example to an alias that led back to it
+        raw = self._text(b"This is the mail system at host mx.b.example.\n\n"
+                         b"<a@g.example> (expanded from <alias@b.example>): host "
+                         b"mx.g.example[192.0.2.2] said: 550 5.7.1 unauthenticated mail "
+                         b"(in reply to end of DATA command)\n",
+                         b"\n--- Original message follows ---\n\nFrom: a@g.example\n"
+                         b"To: alias@b.example\nSubject: Hi\n\nHi\n")
+        self.assertEqual(recipients(raw), ["a@g.example"])
+
+    def test_sender_named_in_a_sentence_is_not_a_recipient(self) -> None:
+        raw = self._text(b"Your message from a@g.example could not be delivered.\n\n"
+                         b"<r@b.example>: host mx.b.example[192.0.2.2] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n",
+                         b"\n--- Original message follows ---\n\nFrom: a@g.example\n"
+                         b"To: r@b.example\nSubject: Hi\n\nHi\n")
+        self.assertEqual(recipients(raw), ["r@b.example"])
+
+    # -- a report forwarded inline, quoted: its list of failed addresses still read
+    def test_quoted_failed_list_is_read(self) -> None:
+        raw = (b"From: Ann <ann@shop.example>\nTo: bounces@shop.example\n"
+               b"Subject: Fwd: Mail delivery failed\nContent-Type: text/plain\n\n"
+               b"---------- Forwarded message ----------\n"
+               b"> This message was created automatically by mail delivery software.\n>\n"
+               b"> A message that you sent could not be delivered to one or more of\n"
+               b"> its recipients. This is a permanent error. The following address(es)\n"
+               b"> failed:\n>\n> a@b.example:\n"
+               b"> SMTP error from remote server for TEXT command, host: mx.b.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    # -- a text naming no one, its original addressed to several
+    def test_original_to_one_names_the_recipient(self) -> None:
+        raw = self._text(b"Your message could not be delivered. This is a permanent error.\n",
+                         b"\n--- Original message follows ---\n\nFrom: s@shop.example\n"
+                         b"To: a@b.example\nSubject: Hi\n\nHi\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_original_to_several_names_no_one(self) -> None:
+        raw = self._text(b"Your message could not be delivered. This is a permanent error.\n",
+                         b"\n--- Original message follows ---\n\nFrom: s@shop.example\n"
+                         b"To: team@list.example, a@b.example\nSubject: Hi\n\nHi\n")
+        self.assertEqual(recipients(raw), [])
