@@ -232,7 +232,21 @@ def _quoted_addr(value: str) -> str:
     if not v.startswith(('"', '<"')):
         return ""
     m = _QUOTED_ADDR.match(v)
-    return m.group(1).lower() if m else ""
+    if m is None:
+        return ""
+    a = m.group(1).lower()
+    local, _, domain = a.rpartition("@")
+    # a quoted local part that needs no quotes ('"a.b"@c') is the dot-atom one
+    # (RFC 5321 4.1.2, RFC 5322 3.4.1: the same mailbox; a gateway may quote it)
+    inner = local[1:-1]
+    if _DOT_ATOM.fullmatch(inner) is not None:
+        return inner + "@" + domain
+    return a
+
+
+# A local part that needs no quoting (RFC 5322 dot-atom: atext runs joined by dots)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rxcache.compile(_ATEXT + r"{1,64}(?:\." + _ATEXT + r"{1,64}){0,63}")
 
 
 # A DSN recipient field is one address (RFC 3464 2.3.2), so it is read whole: its
@@ -444,6 +458,8 @@ _SCRIPT_ENDS = {"script": rxcache.compile(r"</script>", re.I),
 _ANY_TAG = rxcache.compile(r"<[^>@]*>")
 # An anchor's start and end tags (bounded: each start reads 1000 characters at most)
 _HTML_LINK = rxcache.compile(r"<a\s[^<>]{0,1000}>|</a\s*>", re.I)
+# A table cell's start or end tag (bounded: each start reads 1000 characters at most)
+_HTML_CELL = rxcache.compile(r"</?t[dh](?:\s[^<>]{0,1000})?>", re.I)
 _ANY_TAG_SPLIT = rxcache.compile(r"<[^>@]*+>|(<[^>@]*+(?:@|\Z))")
 
 
@@ -483,6 +499,8 @@ def _html_to_text(html: str) -> str:
         # links are text: "<a href="mailto:a@b">a@b</a>" is the address, and the
         # tag itself would pass for an address in angle brackets below
         html = _HTML_LINK.sub("", html)
+        # a table's cells are apart: "<td>a@b</td><td>550 ...</td>" is "a@b 550 ..."
+        html = _HTML_CELL.sub(" ", html)
     last = html.rfind(">") + 1
     if last:
         # (and the blanks and line break after that ">", which a tag there takes with it)

@@ -835,3 +835,82 @@ def parts_base64(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("parts-base64", parts_base64),)
+
+
+def quoted_local_part(raw: bytes) -> bytes | None:
+    """``Final-Recipient: RFC822; "local"@DOMAIN``: the address type and the domain in
+    upper case and a local part that needs no quotes quoted (some X.400 and Notes
+    gateways write recipient fields so; RFC 5321 4.1.2: the same mailbox)."""
+    def fn(name: bytes, value: bytes) -> bytes | None:
+        t, addr = _split_typed(value.strip())
+        local, at, domain = addr.strip(b"<>").rpartition(b"@")
+        if not t or not at or not re.fullmatch(rb"[A-Za-z0-9._+-]{1,64}", local) or \
+                local.startswith(b".") or b".." in local or local.endswith(b"."):
+            return None
+        return name + b": " + t.upper() + b'"' + local + b'"@' + domain.upper()
+    return _dsn_value(raw, fn)
+
+
+def _one_failure(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(address, diagnostic, status) of a one-recipient DSN with a routable final address;
+    None for any other message."""
+    rcpts = [_split_typed(m.group(2).strip())[1].strip(b"<> ")
+             for m in _DSN_RCPT.finditer(raw) if m.group(1).lower() == b"final-recipient"]
+    d, st = _DIAG.search(raw), _STATUS.search(raw)
+    if len(rcpts) != 1 or b"@" not in rcpts[0] or d is None or st is None or \
+            b"." not in rcpts[0].rsplit(b"@", 1)[1]:
+        return None
+    diag = b" ".join(d.group(1).split())
+    return (rcpts[0], diag, st.group(1)) if diag else None
+
+
+def german_notice(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered by a German-language gateway as its own notice: the
+    recipient named only in the German text ("Ihre Nachricht konnte an folgende
+    Empfänger nicht zugestellt werden:"), with the remote's reply; the original
+    attached, the DSN fields gone."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is None:
+        return None
+    a, diag, st = one
+    text = ("Diese Nachricht wurde automatisch vom Mailsystem erzeugt.\n\n"
+            "Ihre Nachricht konnte an folgende Empfänger nicht zugestellt werden:\n\n"
+            "    ").encode("utf-8") + a + ("\n    Grund: Dauerhafter Fehler (Status " ).encode(
+                "utf-8") + st + b")\n    Antwort des Servers: " + diag + b"\n"
+    return (b"From: Mail-System <mailer-daemon@gw.example.de>\n"
+            b"To: <bounces@shop.example>\nSubject: Unzustellbar: Sale\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"de-1\"\n\n"
+            b"--de-1\nContent-Type: text/plain; charset=utf-8\n"
+            b"Content-Transfer-Encoding: 8bit\n\n" + text + b"\n"
+            b"--de-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--de-1--\n")
+
+
+def html_table_notice(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered as an HTML-only notice whose recipient and reply sit
+    in the cells of a table (Office 365's and hosted gateways' NDRs): the address a
+    mailto: link, the reply in the next cell; the original attached, the DSN gone."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is None:
+        return None
+    a, diag, st = one
+    esc = diag.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;")
+    html = (b"<html><body><table style=\"width:100%\"><tr><td><b>Your message to "
+            b"</b></td></tr><tr><td><a href=\"mailto:" + a + b"\">" + a + b"</a></td>"
+            b"<td>couldn't be delivered.</td></tr></table>\n"
+            b"<table><tr><th>Recipient</th><th>Status</th><th>Reply</th></tr>\n"
+            b"<tr><td>" + a + b"</td><td>" + st + b"</td><td>" + esc + b"</td></tr>"
+            b"</table></body></html>\n")
+    return (b"From: Postmaster <postmaster@gw.example>\n"
+            b"To: <bounces@shop.example>\nSubject: Undeliverable: Sale\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"ht-1\"\n\n"
+            b"--ht-1\nContent-Type: text/html; charset=utf-8\n\n" + html + b"\n"
+            b"--ht-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--ht-1--\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("quoted-local-part", quoted_local_part),
+                                 ("german-notice", german_notice),
+                                 ("html-table-notice", html_table_notice))
