@@ -1889,8 +1889,8 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
     if not addrs:
         # ... or its To: quoted inline after the notification
         m = _INLINE_TO.search(_nl(note), len(region))
-        to = {a.lower() for a in _find_addrs(m.group(1))} if m is not None else set()
-        if m is not None and len(to) == 1 and _addr(m.group(1)) not in ctx.excluded:
+        named = {a.lower() for a in _find_addrs(m.group(1))} if m is not None else set()
+        if m is not None and len(named) == 1 and _addr(m.group(1)) not in ctx.excluded:
             addrs = [_addr(m.group(1))]
     results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
     if not _CODEISH.search(region):

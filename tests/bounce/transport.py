@@ -876,8 +876,8 @@ def german_notice(raw: bytes) -> bytes | None:
     a, diag, st = one
     text = ("Diese Nachricht wurde automatisch vom Mailsystem erzeugt.\n\n"
             "Ihre Nachricht konnte an folgende Empfänger nicht zugestellt werden:\n\n"
-            "    ").encode("utf-8") + a + ("\n    Grund: Dauerhafter Fehler (Status " ).encode(
-                "utf-8") + st + b")\n    Antwort des Servers: " + diag + b"\n"
+            "    ").encode() + a + b"\n    Grund: Dauerhafter Fehler (Status " + st \
+        + b")\n    Antwort des Servers: " + diag + b"\n"
     return (b"From: Mail-System <mailer-daemon@gw.example.de>\n"
             b"To: <bounces@shop.example>\nSubject: Unzustellbar: Sale\nMIME-Version: 1.0\n"
             b"Content-Type: multipart/mixed; boundary=\"de-1\"\n\n"
