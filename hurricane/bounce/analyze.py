@@ -232,21 +232,7 @@ def _quoted_addr(value: str) -> str:
     if not v.startswith(('"', '<"')):
         return ""
     m = _QUOTED_ADDR.match(v)
-    if m is None:
-        return ""
-    a = m.group(1).lower()
-    local, _, domain = a.rpartition("@")
-    # a quoted local part that needs no quotes ('"a.b"@c') is the dot-atom one
-    # (RFC 5321 4.1.2, RFC 5322 3.4.1: the same mailbox; a gateway may quote it)
-    inner = local[1:-1]
-    if _DOT_ATOM.fullmatch(inner) is not None:
-        return inner + "@" + domain
-    return a
-
-
-# A local part that needs no quoting (RFC 5322 dot-atom: atext runs joined by dots)
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_DOT_ATOM = rxcache.compile(_ATEXT + r"{1,64}(?:\." + _ATEXT + r"{1,64}){0,63}")
+    return m.group(1).lower() if m else ""
 
 
 # A DSN recipient field is one address (RFC 3464 2.3.2), so it is read whole: its

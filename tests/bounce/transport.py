@@ -837,20 +837,6 @@ def parts_base64(raw: bytes) -> bytes | None:
 PERTURBATIONS = PERTURBATIONS + (("parts-base64", parts_base64),)
 
 
-def quoted_local_part(raw: bytes) -> bytes | None:
-    """``Final-Recipient: RFC822; "local"@DOMAIN``: the address type and the domain in
-    upper case and a local part that needs no quotes quoted (some X.400 and Notes
-    gateways write recipient fields so; RFC 5321 4.1.2: the same mailbox)."""
-    def fn(name: bytes, value: bytes) -> bytes | None:
-        t, addr = _split_typed(value.strip())
-        local, at, domain = addr.strip(b"<>").rpartition(b"@")
-        if not t or not at or not re.fullmatch(rb"[A-Za-z0-9._+-]{1,64}", local) or \
-                local.startswith(b".") or b".." in local or local.endswith(b"."):
-            return None
-        return name + b": " + t.upper() + b'"' + local + b'"@' + domain.upper()
-    return _dsn_value(raw, fn)
-
-
 def _one_failure(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
     """(address, diagnostic, status) of a one-recipient DSN with a routable final address;
     None for any other message."""
@@ -911,6 +897,5 @@ def html_table_notice(raw: bytes) -> bytes | None:
             b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--ht-1--\n")
 
 
-PERTURBATIONS = PERTURBATIONS + (("quoted-local-part", quoted_local_part),
-                                 ("german-notice", german_notice),
+PERTURBATIONS = PERTURBATIONS + (("german-notice", german_notice),
                                  ("html-table-notice", html_table_notice))
