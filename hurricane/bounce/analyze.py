@@ -637,12 +637,14 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
     # (the senders of the returned original we sent, not of a message inside it: when a
     # bounce we sent bounced in turn, the original it returns is someone else's, and its
     # sender is the failed recipient of the report, Sendmail's double-bounce notice)
+    origs = list(_original_parts(ctx))
     inner: set[int] = set()
-    for orig in _original_parts(ctx):
+    for orig in origs if len(origs) > 1 else ():
         for p in orig.walk():
             if p is not orig and (p.maintype == "message"
                                   or p.content_type == "text/rfc822-headers"):
                 inner.update(id(c) for c in p.children)
+    for orig in origs:
         if ctx.msgid is None:
             mid = orig.get("message-id")
             if mid:
@@ -732,8 +734,10 @@ def _mislabelled_text(p: mime.Part) -> bool:
     return _FIELD_START.match(head[:200]) is None
 
 
-def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
-    """(delivery-status parts, feedback-report parts, notification text parts).
+def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part],
+                                          bool]:
+    """(delivery-status parts, feedback-report parts, notification text parts, whether the
+    report parts are inside a returned message).
 
     A report found inside a returned message (message/rfc822) is that message's
     content (we mailed a bounce or a complaint back, and it bounced in turn):
@@ -778,20 +782,8 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         for c in reversed(children):
             stack.append((c, inside))
     if not dsn and not arf:
-        dsn, arf = nested_dsn, nested_arf
-    return dsn, arf, texts
-
-
-def _nested(root: mime.Part, part: mime.Part) -> bool:
-    """Whether ``part`` is inside a returned message (a message/* part) of ``root``."""
-    stack = [(root, False)]
-    while stack:
-        p, inside = stack.pop()
-        if p is part:
-            return inside
-        inside = inside or p.maintype == "message" or p.content_type == "text/rfc822-headers"
-        stack.extend((c, inside) for c in p.children)
-    return False
+        return nested_dsn, nested_arf, texts, bool(nested_dsn or nested_arf)
+    return dsn, arf, texts, False
 
 
 def _notification_text(texts: list[mime.Part], limit: int) -> str:
@@ -1314,7 +1306,8 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     # an address named only in a remote's replies quoted in a transcript ("<<< 550 ...
     # Address rejected b@x" after ">>> RCPT To:<a@x>") is the remote's own rendering
     # of the recipient it refused, when the text names others as the recipients
-    reply = {a for p, a in found if all(_reply_line(scan, q) for q in [p] + later.get(a, []))}
+    reply = {a for p, a in found if all(_reply_line(scan, q) for q in [p] + later.get(a, []))
+             } if "<<<" in scan else set()
     if reply and len(reply) < len(found):
         found = [(p, a) for p, a in found if a not in reply]
     results = _recipient_blocks(scan, found, later)
@@ -1518,9 +1511,9 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
     try:
         _collect_meta(ctx, norm)
         ctx.check()
-        dsn, arf, texts = _find_parts(root)
+        dsn, arf, texts, nested = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
-        if dsn and not arf and _nested(root, dsn[0]) and any(
+        if nested and dsn and not arf and any(
                 r.recipient for r in _free_text(ctx, note, root)):
             # the report's own text names whom it failed, and the only delivery-status
             # part is inside the returned original: a report we had mailed, bounced in
@@ -1761,8 +1754,8 @@ def _other_reports(ctx: _Ctx, note: str, subject: str | None,
             return Analysis(category="feedback", results=(rr,))
     # ... or forwarded inline by a person or a helpdesk (the original quoted in the
     # text, "> X-HmXmrOriginalRecipient: a@b"): the same field, read in the text
-    m = _JMRP_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1) if "mr" in note or \
-        "MR" in note else None
+    m = _JMRP_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1) if any(
+        w in note for w in ("Xmr", "xmr", "XMR")) else None
     if m is not None:
         rr = RecipientResult(recipient=m.group(1).lower(), action="failed", code=None,
                              status=None, status_inferred=False, reason="feedback", hard=False,
