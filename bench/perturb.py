@@ -17,9 +17,11 @@ message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
 (file names listed with --show). Then "second-recipient": each free-text report
 naming one recipient gets its recipient's entry written again for a second
-address, and both must come out.  It finds classes of extraction failure
-without the sealed data; tests/bounce/test_bounce_transport.py keeps the
-classes fixed here from coming back.
+address, and both must come out; and "forwarded-pair": each bounce forwarded as
+an attachment with another report, in either order, and the recipients of both
+must come out.  It finds classes of extraction failure without the sealed data;
+tests/bounce/test_bounce_transport.py keeps the classes fixed here from coming
+back.
 """
 
 from __future__ import annotations
@@ -111,6 +113,42 @@ def second_recipient(raws: dict[str, bytes], show: int) -> int:
     return len(bad)
 
 
+_PAIR = (b"From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\n"
+         b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
+         b"This is the mail system at host mx.other.example.\n\n"
+         b"<" + _SECOND.encode() + b">: host mx.other.example[192.0.2.9] said: 550 5.1.1 "
+         b"<" + _SECOND.encode() + b">: Recipient address rejected: User unknown (in reply "
+         b"to RCPT TO command)\n")
+
+
+def forwarded_pair(raws: dict[str, bytes], show: int) -> int:
+    """Each bounce forwarded as an attachment together with another report (a helpdesk's
+    "forward as attachments", a digest), in either order: the recipients of both come
+    out."""
+    applied, bad = 0, []
+    for n, raw0 in raws.items():
+        raw = raw0.replace(b"\r\n", b"\n")
+        p = to_prediction(analyze(raw), "x")
+        if p["category"] != "bounce" or not p["recipients"] or _SECOND in p["recipients"]:
+            continue
+        want = sorted(p["recipients"] + [_SECOND])
+        for pair in ((raw, _PAIR), (_PAIR, raw)):
+            new = (b"From: Help Desk <help@shop.example>\nTo: bounces@shop.example\n"
+                   b"Subject: Fw: two returned messages\nMIME-Version: 1.0\n"
+                   b"Content-Type: multipart/mixed; boundary=\"pair-1\"\n\n"
+                   b"--pair-1\nContent-Type: text/plain\n\nThese two came back.\n\n"
+                   + b"".join(b"--pair-1\nContent-Type: message/rfc822\n\n" + m + b"\n"
+                              for m in pair) + b"--pair-1--\n")
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if got != want:
+                bad.append((n, got))
+    print("%-22s applied %4d  changed %3d" % ("forwarded-pair", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s -> %s" % (n, got))
+    return len(bad)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,6 +182,8 @@ def main() -> int:
             print("    %-45s %s -> %s" % (n, was, got))
     if not a.only or "second-recipient" in a.only.split(","):
         total_bad += second_recipient(raws, a.show)
+    if not a.only or "forwarded-pair" in a.only.split(","):
+        total_bad += forwarded_pair(raws, a.show)
     print("total changed:", total_bad)
     return 0
 

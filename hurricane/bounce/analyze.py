@@ -1522,9 +1522,11 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
             # names no one itself (a forward of a report, a gateway's empty notice)
             dsn = []
         if depth < _MAX_FORWARDS:
-            inner = _forwarded_report(ctx, note)
-            if inner is None and not dsn and not arf:
-                inner = _inline_forward(ctx, note, subject or "")
+            passed = _forwarded_report(ctx, note)
+            if passed:
+                return _passed_on([_analyze(r, envelope_rcpt, classifier, limits, start,
+                                            depth + 1) for r in passed])
+            inner = _inline_forward(ctx, note, subject or "") if not dsn and not arf else None
             if inner is not None:
                 return _analyze(inner, envelope_rcpt, classifier, limits, start, depth + 1)
         a = _reported(ctx, dsn, arf, note)
@@ -1539,6 +1541,28 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
 
 
+def _passed_on(analyses: list[Analysis]) -> Analysis:
+    """The analysis of messages passed on together: the first one's, with the recipients of
+    the others of its category (a bounce, a complaint; not a person's note) after its
+    own, each recipient once, and their tokens."""
+    first = analyses[0]
+    if len(analyses) == 1:
+        return first
+    results = list(first.results)
+    named = {r.recipient for r in results if r.recipient}
+    tokens = dict.fromkeys(first.verp_tokens)
+    for a in analyses[1:]:
+        if a.category != first.category:
+            continue
+        for r in a.results:
+            if r.recipient and r.recipient not in named and len(results) < _MAX_RECIPIENTS:
+                named.add(r.recipient)
+                results.append(r)
+        tokens.update(dict.fromkeys(a.verp_tokens))
+    results = [r for r in results if r.recipient] or results[:1]
+    return replace(first, results=tuple(results), verp_tokens=tuple(tokens)[:_MAX_TOKENS])
+
+
 # A subject that says the message passes another one on: a forward, or Mailman's
 # notice to the list owner of a bounce it could not read.
 # (the forward prefix as mail clients write it in other languages: TR, WG, RV, I, Doorst,
@@ -1549,32 +1573,40 @@ _PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i|doorst|enc|vb|vs|pd|Ð¿Ð
 _MAX_FORWARDS = 2
 
 
-def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
-    """The attached message when this one only passes a report on, else None.
+#: Reports passed on together in one message (forwarded as attachments, a digest) read
+#: at most.
+_MAX_PASSED_ON = 20
+
+
+def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
+    """The attached reports when this message only passes reports on, else [].
 
     A person or a helpdesk forwarding a bounce as an attachment writes no failure
     of their own; the attached message is the report (a mail system's From, a
     multipart/report, a failure subject). A report whose own text says a delivery
     failed is a bounce in its own right: the message it returns is its original,
-    even when that was a bounce too (docs section 1).
+    even when that was a bounce too (docs section 1). Several messages forwarded
+    together (a mail client's "forward as attachments", a digest): each is read, and
+    those that are reports of the first one's kind count (_passed_on).
     """
     root = ctx.root
     if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
             or _says_undelivered(_cut_original(note))):
-        return None
+        return []
     for p in root.children:
         if p.content_type in ("message/delivery-status", "message/feedback-report"):
-            return None     # a report of its own
-    for p in root.children:
-        if p.maintype == "message" and p.subtype == "rfc822" and p.children:
-            inner = p.children[0]
-            if (_BOUNCE_FROM.search(inner.get("from")) is not None
-                    or inner.content_type == "multipart/report"
-                    or _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip())
-                    is not None):
-                return p.payload()
-            return None     # (the first attached message only: the one passed on)
-    return None
+            return []       # a report of its own
+    attached = [p for c in root.children
+                for p in (c.children if c.content_type == "multipart/digest" else (c,))
+                if p.maintype == "message" and p.subtype == "rfc822" and p.children]
+    if not attached:
+        return []
+    inner = attached[0].children[0]
+    if (_BOUNCE_FROM.search(inner.get("from")) is None
+            and inner.content_type != "multipart/report"
+            and _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None):
+        return []       # (the first attached message decides: the one passed on)
+    return [p.payload() for p in attached[:_MAX_PASSED_ON]]
 
 
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,

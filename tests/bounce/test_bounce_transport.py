@@ -908,3 +908,39 @@ class GatewayNoticeTests(SynchronousTestCase):
                "Ihre Nachricht konnte an folgende Empfänger nicht zugestellt werden:\n\n"
                "    a@b.example\n    Antwort des Servers: 550 5.1.1 user unknown\n").encode()
         self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class PassedOnTogetherTests(SynchronousTestCase):
+    """Several reports forwarded as attachments in one message (a helpdesk's "forward as
+    attachments", a digest): the recipients of each (bench/perturb.py forwarded-pair:
+    1084 of 1084 lost one report's recipients, 0 now)."""
+
+    def _report(self, rcpt: bytes) -> bytes:
+        return (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+                b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
+                b"<" + rcpt + b">: host mx.b.example[192.0.2.1] said: 550 5.1.1 user "
+                b"unknown (in reply to RCPT TO command)\n")
+
+    def _forward(self, *msgs: bytes, digest: bool = False) -> bytes:
+        parts = b"".join(b"--D\nContent-Type: message/rfc822\n\n" + m + b"\n" for m in msgs)
+        if digest:
+            parts = (b"--M\nContent-Type: multipart/digest; boundary=\"D\"\n\n" + parts
+                     + b"--D--\n")
+        else:
+            parts = parts.replace(b"--D\n", b"--M\n")
+        return (b"From: Help Desk <help@shop.example>\nTo: bounces@shop.example\n"
+                b"Subject: Fw: returned mail\nMIME-Version: 1.0\n"
+                b"Content-Type: multipart/mixed; boundary=\"M\"\n\n"
+                b"--M\nContent-Type: text/plain\n\nThese came back.\n\n" + parts + b"--M--\n")
+
+    def test_each_forwarded_report_counts(self) -> None:
+        for digest in (False, True):
+            raw = self._forward(self._report(b"a@b.example"), self._report(b"c@b.example"),
+                                digest=digest)
+            self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"], digest)
+
+    def test_a_persons_message_beside_a_report_is_not_one(self) -> None:
+        note = (b"From: Ann <ann@shop.example>\nTo: help@shop.example\nSubject: this one\n\n"
+                b"Please look at the bounce from bob@d.example too.\n")
+        raw = self._forward(self._report(b"a@b.example"), note)
+        self.assertEqual(recipients(raw), ["a@b.example"])
