@@ -695,7 +695,7 @@ KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-typ
            "headers-only", "base64-body", "trailing-space", "upper-addresses",
            "help-line", "html-only", "lower-fields", "utf8-address-type", "no-dates",
            "windows-1252", "qp-body", "iso-2022-jp", "mixed-outcomes", "parts-base64",
-           "exchange-rerendered", "german-notice", "html-table-notice")
+           "exchange-rerendered", "exchange2003-notice", "german-notice", "html-table-notice")
 
 
 class TransportPropertyTests(SynchronousTestCase):

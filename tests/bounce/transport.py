@@ -897,5 +897,26 @@ def html_table_notice(raw: bytes) -> bytes | None:
             b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--ht-1--\n")
 
 
-PERTURBATIONS = PERTURBATIONS + (("german-notice", german_notice),
+def exchange2003_notice(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered as Exchange 2003's notice, which quotes the original's
+    To: (here a list's address, not the recipient: mail to a list reaches its members)
+    before the recipient it failed ("Your message / To: ... / did not reach the following
+    recipient(s): a@b on DATE")."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is None:
+        return None
+    a, diag, st = one
+    return (b"From: System Administrator <postmaster@corp.example>\n"
+            b"To: <bounces@shop.example>\nSubject: Undeliverable: Sale\nMIME-Version: 1.0\n"
+            b"Content-Type: text/plain; charset=us-ascii\n\n"
+            b"Your message\n\n  To:      Members <members@list.example>\n  Subject: Sale\n"
+            b"  Sent:    Thu, 9 Apr 2020 10:00:00 +0200\n\n"
+            b"did not reach the following recipient(s):\n\n"
+            + a + b" on Thu, 9 Apr 2020 10:00:05 +0200\n    <gw.corp.example #" + st
+            + b" smtp;" + diag + b">\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("exchange2003-notice", exchange2003_notice),
+                                 ("german-notice", german_notice),
                                  ("html-table-notice", html_table_notice))
