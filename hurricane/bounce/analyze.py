@@ -1133,12 +1133,18 @@ def _cut_original(note: str) -> str:
     m2 = _HEADER_START.search(nl, 0, cut + 1)
     if m2 is not None and m2.start() > 0:
         cut = m2.start()
+    # a signature (RFC 3676 4.3: "-- " alone on its line, or "--" where a gateway took the
+    # blank off) is the reporter's contacts, not the report
+    sig = _SIGNATURE.search(nl, 0, cut + 1)
+    if sig is not None and sig.start() > 0:
+        cut = sig.start()
     region = note[:cut]
     _CUT_CACHE.last = (note, region)
     return region
 
 
 _CUT_CACHE = threading.local()
+_SIGNATURE = rxcache.compile(r"\n-- ?\r?\n")
 
 
 # After "for assistance" the address may follow within 40 characters of the
@@ -1288,9 +1294,14 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         local = a.split("@", 1)[0]
         if local[:1] in "/|":
             continue  # a file or program path that ends in an address
-        if _SYSTEM_LOCAL.match(local) and not _starts_entry(scan, m.start(), m.end()):
+        if _SYSTEM_LOCAL.match(local) and not (
+                _starts_entry(scan, m.start(), m.end(), reason=True)
+                or _starts_entry(scan, m.start(), m.end())
+                and _errorish(scan[m.end():m.end() + 400])):
             # (a system address is whom to ask, unless it starts an entry of the list
-            # of failed recipients: "postmaster@x: Domain does not exist")
+            # of failed recipients: "postmaster@x: Domain does not exist", or the
+            # address alone on its line with the failure stated after it; not a
+            # contact line at the end of the text, "Questions?\npostmaster@x")
             continue
         # skip message-id-like tokens
         before = scan[max(0, m.start() - 1):m.start()]
@@ -1310,6 +1321,10 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
              } if "<<<" in scan else set()
     if reply and len(reply) < len(found):
         found = [(p, a) for p, a in found if a not in reply]
+    if len(found) > 1 and _contact_line(scan, found[-1][0]):
+        # (not the only address: a report in a language whose heading words nothing
+        # reads may list its one recipient so)
+        found.pop()
     results = _recipient_blocks(scan, found, later)
     out = []
     left = _FREE_TEXT_CLASSIFIED
@@ -1340,6 +1355,26 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
+
+
+def _contact_line(text: str, pos: int) -> bool:
+    """Whether the address at ``pos`` (the last one the text names) signs it off: alone on
+    its line, under a line that is neither another address nor a heading ("... the
+    following recipients:"), with no failure stated after it ("The Mail Team\n
+    help@isp.example" at the end of a notice)."""
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    end = len(text) if end < 0 else end
+    m = _ADDR_RE.match(text, pos)
+    if m is None or text[start:end].strip(" \t<>'\"") != m.group(0):
+        return False
+    after = text[end:end + 400]
+    if after.strip() and (_errorish(after) or _CODEISH.search(after)):
+        return False
+    prev = text[:start].rstrip()
+    prev = prev[prev.rfind("\n") + 1:].strip()
+    return (bool(prev) and "@" not in prev and not prev.endswith(":")
+            and not _errorish(prev) and _CODEISH.search(prev) is None)
 
 
 def _reply_line(text: str, pos: int) -> bool:
@@ -1847,6 +1882,11 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     results = _mailing_list_error(ctx, root, note)
     if not results:
         results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
+        xfr = {a.lower() for v in root.get_all("x-failed-recipients") for a in _find_addrs(v)}
+        if xfr and results and not any(r.recipient in xfr for r in results):
+            # Exim's X-Failed-Recipients names the failed ones: a text naming none of them
+            # names someone else (its team, a contact), and the header answers
+            results = []
     if not results and (bouncy or _says_undelivered(_cut_original(note))):
         # (a text that says outright that delivery failed is a bounce whoever sent it
         # and whatever its subject: a gateway's or a provider's own template)

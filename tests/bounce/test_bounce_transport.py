@@ -695,7 +695,8 @@ KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-typ
            "headers-only", "base64-body", "trailing-space", "upper-addresses",
            "help-line", "html-only", "lower-fields", "utf8-address-type", "no-dates",
            "windows-1252", "qp-body", "iso-2022-jp", "mixed-outcomes", "parts-base64",
-           "exchange-rerendered", "exchange2003-notice", "german-notice", "html-table-notice")
+           "exchange-rerendered", "exchange2003-notice", "german-notice", "html-table-notice",
+           "signature")
 
 
 class TransportPropertyTests(SynchronousTestCase):
@@ -943,4 +944,50 @@ class PassedOnTogetherTests(SynchronousTestCase):
         note = (b"From: Ann <ann@shop.example>\nTo: help@shop.example\nSubject: this one\n\n"
                 b"Please look at the bounce from bob@d.example too.\n")
         raw = self._forward(self._report(b"a@b.example"), note)
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class SignOffTests(SynchronousTestCase):
+    """A notice signed by the reporter's team, its address on a line of its own (probes
+    signature and signed-off: 93 and 94 of 358 recipient sets changed, 0 and 2 now)."""
+
+    def _text(self, body: bytes, headers: bytes = b"") -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n" + headers +
+                b"Subject: Undelivered Mail Returned to Sender\n\n" + body)
+
+    def test_signature_after_the_separator_is_not_a_recipient(self) -> None:
+        for sep in (b"-- ", b"--"):
+            raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                             b"user unknown (in reply to RCPT TO command)\n\n" + sep +
+                             b"\nThe Mail Team\nhelp@isp.example\n")
+            self.assertEqual(recipients(raw), ["a@b.example"], sep)
+
+    def test_team_address_signing_off_is_not_a_recipient(self) -> None:
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\n"
+                         b"Regards,\nThe Mail Team\nhelp@isp.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_last_entry_of_a_list_is_a_recipient(self) -> None:
+        # (under another address, or a heading, or with its failure after it)
+        for body in (b"Delivery to these recipients failed: 550 5.1.1 user unknown\n\n"
+                     b"a@b.example\nc@d.example\n",
+                     b"<a@b.example>: 550 5.1.1 user unknown\n\nAlso failed:\nc@d.example\n",
+                     b"<a@b.example>: 550 5.1.1 user unknown\n\nThe mailbox of\nc@d.example\n"
+                     b"is full: 552 5.2.2\n"):
+            self.assertEqual(recipients(self._text(body)), ["a@b.example", "c@d.example"],
+                             body)
+
+    def test_system_address_signing_off_is_not_a_recipient(self) -> None:
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\nQuestions?\n"
+                         b"postmaster@isp.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_x_failed_recipients_over_a_text_naming_none_of_them(self) -> None:
+        raw = self._text(b"A message that you sent could not be delivered to one or more of "
+                         b"its recipients. This is a permanent error.\n\n  save to xxxx\n"
+                         b"    mailbox is full: retry timeout exceeded\n\n"
+                         b"Regards,\nThe Mail Team\nhelp@isp.example\n",
+                         b"X-Failed-Recipients: a@b.example\n")
         self.assertEqual(recipients(raw), ["a@b.example"])

@@ -917,6 +917,43 @@ def exchange2003_notice(raw: bytes) -> bytes | None:
             + b" smtp;" + diag + b">\n")
 
 
-PERTURBATIONS = PERTURBATIONS + (("exchange2003-notice", exchange2003_notice),
+def _sign(raw: bytes, sig: bytes) -> bytes | None:
+    """``sig`` added at the end of the notification's text: the first unencoded
+    text/plain part, or a single-part text (before the original quoted after it)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    if not re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+        if re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head) or \
+                re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", head):
+            return None
+        m = re.search(rb"(?im)^[ \t>|-]*(?:-{2,}|={2,})[^\n]*(?:original|copy of|returned|"
+                      rb"undelivered|message follows)[^\n]*$|^received: from ", body)
+        at = m.start() if m else len(body)
+        return head + sep + body[:at].rstrip(b"\n") + b"\n" + sig + b"\n" + body[at:]
+    text = _first_text(raw)
+    if text is None or not text.strip():
+        return None
+    at = raw.find(text, len(head))
+    if at < 0:
+        return None
+    return raw[:at] + text.rstrip(b"\n") + b"\n" + sig + raw[at + len(text):]
+
+
+def signature(raw: bytes) -> bytes | None:
+    """The notification signed by the reporter's team, its contact address alone on a line
+    after the signature separator (RFC 3676 4.3 "-- "; ISP and university templates)."""
+    return _sign(raw, b"\n-- \nThe Mail Team, Reporter ISP\nhelp@reporter-isp.example\n")
+
+
+def signed_off(raw: bytes) -> bytes | None:
+    """The same without a separator: a closing line, the team, its address alone on the
+    last line ("Regards,\nThe Mail Team\nhelp@..."; templates that sign off so)."""
+    return _sign(raw, b"\nRegards,\nThe Mail Team, Reporter ISP\nhelp@reporter-isp.example\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("signature", signature), ("signed-off", signed_off),
+                                 ("exchange2003-notice", exchange2003_notice),
                                  ("german-notice", german_notice),
                                  ("html-table-notice", html_table_notice))
