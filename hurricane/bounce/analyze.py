@@ -1250,15 +1250,15 @@ _FREE_TEXT_CLASSIFIED = 64 * 1024
 _MSGID_LOCAL = rxcache.compile(r"[0-9a-f.$-]{16,}$")
 
 
-def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
-    region = _cut_original(note)
-    ctx.check()
-    # quoted headers in the notification are not recipients
-    scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
-    # The returned original's senders (attached, or quoted inline after the notification):
-    # the sender of the message we sent is not its failed recipient, unless the text
-    # lists it as one, an entry with its reason ("<a> (expanded from <b>): ..."; an
-    # alias that led back to the sender, as Postfix's and Exim's reports show it).
+def _not_recipients(ctx: _Ctx, note: str, region: str, scan: str,
+                    root: mime.Part) -> tuple[set[str], set[str]]:
+    """(the addresses a text's reading never takes, the returned original's senders).
+
+    The senders (attached, or quoted inline after the notification): the sender of the
+    message we sent is not its failed recipient, unless the text lists it as one, an
+    entry with its reason ("<a> (expanded from <b>): ..."; an alias that led back to
+    the sender, as Postfix's and Exim's reports show it).
+    """
     senders = set(ctx.excluded)
     tail = _nl(note)
     for m in _INLINE_SENDER.finditer(tail, len(region), len(region) + 64 * 1024):
@@ -1277,10 +1277,15 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     # addresses the text names as something other than a failed recipient
     for a in _not_rcpt_context(scan):
         excluded.add(a.rstrip("."))
-    senders -= excluded
+    return excluded, senders - excluded
+
+
+def _named(scan: str, excluded: set[str], senders: set[str],
+           later: dict[str, list[int]]) -> list[tuple[int, str]]:
+    """The addresses a text names that can be failed recipients, (position, address) in
+    order, each once (``later`` gets where each is named again)."""
     found: list[tuple[int, str]] = []
     seen = set()
-    later: dict[str, list[int]] = {}      # where a recipient is named again
     for m in _iter_addrs(scan):
         a = m.group(0).lower().rstrip(".")
         if a in seen:
@@ -1313,7 +1318,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         if len(found) >= 500:
             break
     if not found:
-        return []
+        return found
     # an address named only in a remote's replies quoted in a transcript ("<<< 550 ...
     # Address rejected b@x" after ">>> RCPT To:<a@x>") is the remote's own rendering
     # of the recipient it refused, when the text names others as the recipients
@@ -1325,6 +1330,19 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         # (not the only address: a report in a language whose heading words nothing
         # reads may list its one recipient so)
         found.pop()
+    return found
+
+
+def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
+    region = _cut_original(note)
+    ctx.check()
+    # quoted headers in the notification are not recipients
+    scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
+    excluded, senders = _not_recipients(ctx, note, region, scan, root)
+    later: dict[str, list[int]] = {}      # where a recipient is named again
+    found = _named(scan, excluded, senders, later)
+    if not found:
+        return []
     results = _recipient_blocks(scan, found, later)
     out = []
     left = _FREE_TEXT_CLASSIFIED
