@@ -1134,17 +1134,25 @@ def _cut_original(note: str) -> str:
     if m2 is not None and m2.start() > 0:
         cut = m2.start()
     # a signature (RFC 3676 4.3: "-- " alone on its line, or "--" where a gateway took the
-    # blank off) is the reporter's contacts, not the report
-    sig = _SIGNATURE.search(nl, 0, cut + 1)
-    if sig is not None and sig.start() > 0:
-        cut = sig.start()
+    # blank off) is the reporter's contacts, not the report: the last such line, when a
+    # few lines at most follow it and no failure (a separator in a report is not one)
+    if "\n--" in nl:
+        last = None
+        for sm in _SIGNATURE.finditer(nl, 0, cut + 1):
+            last = sm
+        if last is not None and last.start() > 0 and \
+                nl.count("\n", last.end(), cut) < _SIGNATURE_LINES and \
+                not _errorish(nl[last.end():cut]) and not _CODEISH.search(nl, last.end(), cut):
+            cut = last.start()
     region = note[:cut]
     _CUT_CACHE.last = (note, region)
     return region
 
 
 _CUT_CACHE = threading.local()
-_SIGNATURE = rxcache.compile(r"\n-- ?\r?\n")
+_SIGNATURE = rxcache.compile(r"\n-- ?\r?(?:\n|\Z)")
+#: Lines a signature holds at most (RFC 3676 4.3 suggests 4; room for blank ones).
+_SIGNATURE_LINES = 8
 
 
 # After "for assistance" the address may follow within 40 characters of the

@@ -962,6 +962,11 @@ class SignOffTests(SynchronousTestCase):
                              b"\nThe Mail Team\nhelp@isp.example\n")
             self.assertEqual(recipients(raw), ["a@b.example"], sep)
 
+    def test_a_separator_before_the_failure_is_not_a_signature(self) -> None:
+        raw = self._text(b"This is an automatically generated notice.\n--\n"
+                         b"Delivery to a@b.example failed: 550 5.1.1 user unknown\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
     def test_team_address_signing_off_is_not_a_recipient(self) -> None:
         raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
                          b"user unknown (in reply to RCPT TO command)\n\n"
