@@ -1435,6 +1435,7 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     results = []
     alone: set[int] = set()
     listed: set[int] = set()
+    own_blocks: list[str] = []      # each block before the words before it were added
     for n, (pos, a) in enumerate(found):
         start = scan.rfind("\n", 0, pos) + 1
         nxt = found[n + 1][0] if n + 1 < len(found) else len(scan)
@@ -1447,17 +1448,22 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
                 alone.add(n)    # its address line only, the next recipient's line after it
             if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
                 listed.add(n)   # its line and indented ones: one entry of a list
-        if not _CODEISH.search(block) and len(found) > 1:
+        own_blocks.append(block)
+        if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
+                block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
             block = block + "\n" + scan[max(0, start - 800):start]
         results.append((a, block))
     # recipients listed one to a line (blank lines between) share the words that follow
     # the last of them ("a@x\nb@x\n\nNo such user"): a block that is its address line
     # alone takes the next recipient's block
+    # (judged by its own line: the notice's opening words before the list, "Delivery
+    # to the following recipients failed", say that it failed, never why, and the next
+    # recipient's words are the reason stated for both: docs section 1)
     for n in sorted(alone, reverse=True):
         a, b = results[n]
-        if not _errorish(b):
-            results[n] = (a, b.rstrip() + "\n" + results[n + 1][1][:2000])
+        if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
+            results[n] = (a, own_blocks[n].rstrip() + "\n" + results[n + 1][1][:2000])
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP

@@ -55,6 +55,28 @@ def _code_repeat(code: str) -> re.Pattern[str]:
     return rxcache.compile(r"(?<=\S) %s[- ](?:[245]\.\d{1,3}\.\d{1,3} )?" % code)
 
 
+def unquote(text: str) -> str:
+    """A text a person quoted ("> " before every line, a level or a few) read as the text.
+
+    A report forwarded inline under quote marks says what the report said: the marks
+    would otherwise break its phrases at every line end ("Host not > found"). Only
+    when every non-blank line starts with the mark and a blank (or is the mark
+    alone): a session transcript's ">>> DATA" is not a quote (docs section 1).
+    """
+    if text[:1] != ">" and "\n>" not in text and not text.lstrip()[:1] == ">":
+        return text
+    lines = text.split("\n")
+    for _ in range(4):          # (nested quotes: a few levels, bounded)
+        if not all(_QUOTED.match(line) for line in lines if line.strip()):
+            break
+        lines = [_QUOTED.sub("", line, count=1) if line.strip() else line for line in lines]
+    return "\n".join(lines)
+
+
+#: A quoted line: its mark, then a blank or the end of the line.
+_QUOTED = rxcache.compile(r"^[ \t]*>(?:[ \t]|$)")
+
+
 def normalise_text(text: str) -> str:
     """Lower-case and collapse white space, as the rules expect."""
     # str.split() splits on the same white space as \s (Py_UNICODE_ISSPACE)
@@ -1148,7 +1170,7 @@ class ReplyClassifier:
             The reason, hard, the status (inferred when the evidence had
             none), the deciding rule and the runner-up it beat.
         """
-        text = (ev.text or "")[:MAX_TEXT]     # bounded work, as in classify()
+        text = unquote((ev.text or "")[:MAX_TEXT])     # bounded work, as in classify()
         c, s = ev.code, ev.status
         if c is None or s is None:
             ec, es = extract_codes(text)

@@ -192,6 +192,13 @@ _PHRASES = (
     ("host name lookup failure", Stage.conn), ("(name server:", Stage.conn),
     ("dns type 'mx' lookup", Stage.conn), ("find a mail exchanger", Stage.conn),
     ("no mx record", Stage.conn), ("no mx or a for domain", Stage.conn),
+    # Exchange's own words for the same two failures ("451 4.4.0 DNS query failed",
+    # "Failed to connect. Winsock error code: 10060") and Exim's for a null MX (RFC
+    # 7505: "an MX or SRV record indicated no SMTP service"): the reply code there is
+    # the reporter's, not a server's refusal, so they are never the stage default
+    # `blocked` (blocked.connection-phase's `unless`)
+    ("dns query failed", Stage.conn), ("winsock error", Stage.conn),
+    ("indicated no smtp service", Stage.conn),
 )
 
 

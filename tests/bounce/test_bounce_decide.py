@@ -108,6 +108,45 @@ PAIRS: list[tuple[str, Row, Row]] = [
       "mx.b.example[192.0.2.1]", None, "x-postfix", "mesgtoobig"),
      (None, "5.2.2", "<a@b.example>: mailbox size exceeds size limit", None, None,
       "mailboxfull")),
+    ("blocked / networkerror (network-failure words at the connection: the code is the "
+     "reporter's, not a server's refusal)",
+     ("550", None, "SMTP error from remote mail server after initial connection: 550 Rejected",
+      None, None, "blocked"),
+     ("451", None, "SMTP error from remote mail server after initial connection: 451 4.4.0 "
+      "Failed to connect. Winsock error code: 10060", None, None, "networkerror")),
+    ("blocked / notaccept (Exim's null-MX words at the connection)",
+     ("554", None, "host mx.b.example [192.0.2.1]: SMTP error from remote mail server after "
+      "initial connection: 554 go away", None, None, "blocked"),
+     (None, None, "a@b.example: an MX or SRV record indicated no SMTP service", None, None,
+      "notaccept")),
+    ("expired / networkerror (Sendmail's queue return after a TCP refusal)",
+     (None, None, "<a@b.example>... Deferred: Connection refused by mx.b.example.\n"
+      "Message could not be delivered for 8 hours\nMessage will be deleted from queue",
+      None, None, "expired"),
+     (None, None, "<a@b.example>... Deferred: Connection refused by mx.b.example.", None, None,
+      "networkerror")),
+    ("expired / a remote's cause (Sendmail's queue return names the reply it kept getting)",
+     (None, None, "<<< 421\n<a@b.example>... Deferred: 421\nMessage could not be delivered "
+      "for 8 hours\nMessage will be deleted from queue", None, None, "expired"),
+     (None, None, "<<< 452 4.4.5 Insufficient disk space; try again later\nMessage could not "
+      "be delivered for 8 hours\nMessage will be deleted from queue", None, None,
+      "systemfull")),
+    ("networkerror / systemerror (a hop count exceeded vs a loop in a system's own "
+     "configuration)",
+     (None, None, "Unable to deliver message to the following recipients, because the message "
+      "was forwarded more than the maximum allowed times. This could indicate a mail loop.",
+      None, None, "networkerror"),
+     (None, None, "aliasing/forwarding loop broken", None, None, "systemerror")),
+    ("securityerror / norelaying (a relay refused until the client authenticates)",
+     ("550", None, "550-Please turn on SMTP Authentication in your mail client. 550-mx.b.example "
+      "[192.0.2.1]:2222 is not permitted to 550 relay through this server without "
+      "authentication.", None, None, "securityerror"),
+     ("554", None, "554 5.7.1 <a@b.example>: Relay access denied", None, None, "norelaying")),
+    ("virusdetected / spamdetected (a product name or a scan banner is not a verdict)",
+     ("554", None, "554 5.7.1 Virus detected: Eicar-Test-Signature", "data", None,
+      "virusdetected"),
+     (None, None, "Your message to: a@b.example was blocked by our Spam & Virus Firewall. "
+      "Reason: unsolicited bulk e-mail", None, None, "spamdetected")),
     ("mailererror / userunknown (x-unix)",
      (None, "5.0.0", "procmail: Error while writing to /var/mail/x", None, "x-unix",
       "mailererror"),
@@ -172,6 +211,56 @@ class ConfusablePairTests(SynchronousTestCase):
                 self.assertEqual(_decide(row)[0], row[-1], "%s: %r" % (pair, row))
 
 
+#: docs section 2 step 3: the reporter's own sentences are not the remote's words.
+REPORTER_WORDS: list[Row] = [
+    # Sendmail ends the transcript of a refused DATA with its own "554 5.0.0 Service
+    # unavailable": the remote's reply before it decides
+    ("554", None, "(reason: 554 5.7.9 Header error)\n... while talking to mx.b.example.:\n"
+     ">>> DATA\n<<< 554 5.7.9 Header error\n554 5.0.0 Service unavailable", None, None,
+     "policyviolation"),
+    ("552", None, ">>> DATA\n<<< 552 5.6.0 Headers too large (3 max)\n554 5.0.0 Service "
+     "unavailable", None, None, "contenterror"),
+    # a remote's own "service unavailable" is still its words
+    ("554", None, "554 Service currently unavailable", None, None, "systemerror"),
+    # Exchange quoting the remote: the reply inside its quotes reads as the reply
+    ("554", None, "Remote Server returned '554 5.7.9 Header error'", None, None,
+     "policyviolation"),
+    # delay notices and expiry notices in the reporters' words
+    (None, None, "This is only a notification about a delay in the delivery of your message. "
+     "The server will continue trying for up to 21 hours.", None, None, "expired"),
+    (None, None, "Unable to deliver message to the following recipients, due to being unable "
+     "to connect successfully to the destination mail server.", None, None, "expired"),
+    # amavis's boilerplate and scan banners name no virus
+    (None, None, "was considered unsolicited bulk e-mail (UBE). We do try to minimize "
+     "backscatter for more prominent cases of UBE and for infected mail", None, None,
+     "spamdetected"),
+    (None, None, "550 user unknown. This email has been scanned for all viruses", "rcpt", None,
+     "userunknown"),
+]
+
+#: docs section 3: a reporter's own sentence that names the cause, read when its
+#: delivery-status part is missing.
+TEMPLATES: list[Row] = [
+    (None, None, "Based on the email preferences of the person you're trying to email, this "
+     "message could not be delivered.", None, None, "filtered"),
+    ("550", "5.1.1", "550 5.1.1 RCP-P1 Recipient address does not exist", None, None,
+     "userunknown"),
+    (None, None, "Recipient address: a@b.example\nReason: Illegal host/domain name found", None,
+     None, "hostunknown"),
+]
+
+#: docs section 1: a report a person quoted reads as the report.
+QUOTED: list[Row] = [
+    (None, None, "> <a@b.example>: Name service error for domain b.example: Host not\n"
+     "> found, try again", None, None, "networkerror"),
+    ("550", None, "> a@b.example\n> SMTP error from remote mail server after end of data:\n"
+     "> 550 5.2.0 <s@c.example> From:\n> Domain is invalid.", None, None, "rejected"),
+    # a transcript's ">>>" is not a quote mark
+    ("550", None, ">>> RCPT To:<a@b.example>\n<<< 550 No such user here", None, None,
+     "userunknown"),
+]
+
+
 class PrecedenceTests(SynchronousTestCase):
     """The precedence steps of section 2."""
 
@@ -188,6 +277,21 @@ class PrecedenceTests(SynchronousTestCase):
     def test_fallbacks(self) -> None:
         """onhold only when nothing names a cause; undefined when there is nothing at all."""
         for row in FALLBACKS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_reporter_words_are_not_causes(self) -> None:
+        """The reporter's own summary lines yield to the remote's reply (step 3)."""
+        for row in REPORTER_WORDS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_reporter_templates(self) -> None:
+        """A reporter's fixed sentence that names a cause decides without its DSN part."""
+        for row in TEMPLATES:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_quoted_report(self) -> None:
+        """Quote marks before every line do not break the report's phrases (section 1)."""
+        for row in QUOTED:
             self.assertEqual(_decide(row)[0], row[-1], repr(row))
 
     def test_consequences_are_not_causes(self) -> None:
@@ -266,6 +370,12 @@ class StageTests(SynchronousTestCase):
             ("DNS Error: 1 DNS type 'mx' lookup of b.example responded with code NXDOMAIN",
              Stage.conn),
             ("Sorry, I couldn't find a mail exchanger or IP address. (#5.4.4)", Stage.conn),
+            # Exchange's DNS and Winsock failures, Exim's null MX: no server refused us
+            ("451 4.4.0 DNS query failed. The error was: DNS query failed with error: "
+             "ErrorRetry", Stage.conn),
+            ("451 4.4.0 Failed to connect. Winsock error code: 10060, Win32 error code: 10060",
+             Stage.conn),
+            ("a@b.example: an MX or SRV record indicated no SMTP service", Stage.conn),
             # the original's text naming a step later than the failure does not win over
             # the last-named step of the failure itself
             ("550 5.7.1 <a@b.example>: Relay access denied (in reply to end of DATA command)",

@@ -548,6 +548,41 @@ class RecipientListTests(SynchronousTestCase):
                          b"Delivery attempts will continue for some time.\n")
         self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"])
 
+    def test_listed_recipients_share_the_reason_that_follows(self) -> None:
+        # the notice's opening words before the list ("failed permanently", "I've given
+        # up") say that the delivery failed, not why: the words after the list are the
+        # reason of every recipient in it, whatever the first one's address says
+        raw = self._text(b"Delivery to the following recipient failed permanently:\n\n"
+                         b"     userunknown@b.example\n     c@d.example\n\n"
+                         b"Technical details of permanent failure:\nThe error that the other "
+                         b"server returned was:\n550 5.1.1 <userunknown@b.example>... User "
+                         b"Unknown\n")
+        got = {r.recipient: r.reason for r in analyze(raw).results}
+        self.assertEqual(got, {"userunknown@b.example": "userunknown",
+                               "c@d.example": "userunknown"})
+        # (the second address added to a one-recipient report: the first keeps its reason)
+        one = self._text(b"Hi. This is the qmail-send program at mx.b.example.\nI'm afraid I "
+                         b"wasn't able to deliver your message to the following addresses.\n"
+                         b"This is a permanent error; I've given up. Sorry it didn't work "
+                         b"out.\n\n<a@b.example>:\nConnected to 192.0.2.1 but my name was "
+                         b"rejected.\nRemote host said: 501 5.0.0 Rejected\n")
+        want = analyze(one).results[0].reason
+        self.assertEqual(want, "blocked")
+        two = one.replace(b"<a@b.example>:\n", b"<a@b.example>:\n<c@d.example>:\n")
+        got = {r.recipient: r.reason for r in analyze(two).results}
+        self.assertEqual(got, {"a@b.example": want, "c@d.example": want})
+        # the words after the list state the failure: the opening line's "delayed" is
+        # not added to them for two recipients when it is not for one
+        one = self._text(b"Delivery to the following recipient has been delayed:\n\n"
+                         b"     a@b.example\n\nMessage will be retried for 2 more day(s)\n\n"
+                         b"Technical details of temporary failure:\nConnection was dropped by "
+                         b"remote host (SENT_HELO)\n")
+        want = analyze(one).results[0].reason
+        self.assertEqual(want, "blocked")   # (the server greeted us, then closed at HELO)
+        two = one.replace(b"a@b.example\n", b"a@b.example\n     c@d.example\n")
+        got = {r.recipient: r.reason for r in analyze(two).results}
+        self.assertEqual(got, {"a@b.example": want, "c@d.example": want})
+
     def test_entries_with_their_own_reasons(self) -> None:
         # the first entry's reason has no word of a failure family; it is one entry of
         # the list the report calls failed
