@@ -1183,6 +1183,13 @@ _ASK_CONTEXT = (
     ("contact", rxcache.compile(r"contact(?:ing)?(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("write to", rxcache.compile(r"write to[ \t:]*+" + _ADDR_AFTER)),
     ("mail us at", rxcache.compile(r"mail us at[ \t:]*+" + _ADDR_AFTER)),
+    # (a gateway's disclaimer or abuse footer: "please notify X", "notify us at X",
+    # "notify the sender immediately at X", "inform X", "report abuse to X"; not "mail
+    # to X", which says where the failed mail went)
+    ("notify", rxcache.compile(r"notify(?: us| the sender| the postmaster)?(?: immediately)?"
+                               r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("inform", rxcache.compile(r"inform(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("report", rxcache.compile(r"report(?: it| this| abuse| spam) to[ \t:]*+" + _ADDR_AFTER)),
 )
 # (the sender on the same line as its words, read in the text as written: an address
 # on the next line is the next recipient, "550 Unroutable sender address\n  b@c")

@@ -1031,3 +1031,31 @@ class SignOffTests(SynchronousTestCase):
                          b"Regards,\nThe Mail Team\nhelp@isp.example\n",
                          b"X-Failed-Recipients: a@b.example\n")
         self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class DisclaimerTests(SynchronousTestCase):
+    """A gateway's disclaimer or abuse footer under the notice names whom to write to (probe
+    disclaimer: 93 of 358 recipient sets changed, 0 now)."""
+
+    def _text(self, body: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Undelivered Mail Returned to Sender\n\n<a@b.example>: host "
+                b"mx.b.example[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO "
+                b"command)\n\n" + body)
+
+    def test_addresses_to_notify_or_report_to_are_not_recipients(self) -> None:
+        for footer in (b"If you received it in error, please notify privacy@corp.example.",
+                       b"Please notify us immediately at privacy@corp.example",
+                       b"notify the sender immediately at\n  privacy@corp.example",
+                       b"Please inform privacy@corp.example and delete it.",
+                       b"Report abuse to abuse-desk@corp.example"):
+            self.assertEqual(recipients(self._text(footer + b"\n")), ["a@b.example"], footer)
+
+    def test_mail_to_an_address_names_the_recipient(self) -> None:
+        # ("There was an error delivering your mail to <x>", "You sent mail to x": where
+        # the failed mail went; a delivery report to x is x's)
+        for text in (b"There was an error delivering your mail to <c@d.example>.\n",
+                     b"You sent mail to c@d.example. That's not a valid user here.\n",
+                     b"Delivery report to c@d.example: 550 5.1.1 user unknown\n"):
+            self.assertEqual(recipients(self._text(text)), ["a@b.example", "c@d.example"],
+                             text)

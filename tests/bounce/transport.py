@@ -953,7 +953,19 @@ def signed_off(raw: bytes) -> bytes | None:
     return _sign(raw, b"\nRegards,\nThe Mail Team, Reporter ISP\nhelp@reporter-isp.example\n")
 
 
-PERTURBATIONS = PERTURBATIONS + (("signature", signature), ("signed-off", signed_off),
+def disclaimer(raw: bytes) -> bytes | None:
+    """A corporate gateway's disclaimer appended to the notification's text (gateways add
+    it to every message leaving the organisation, notices included), naming an address
+    to write to."""
+    return _sign(raw, b"\n______________________________________________________________\n"
+                      b"CONFIDENTIALITY NOTICE: This e-mail is intended only for its "
+                      b"addressee. If you received it in error, please notify "
+                      b"privacy@reporter-corp.example and delete it. Scanned for viruses by "
+                      b"MailGuard.\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("disclaimer", disclaimer),
+                                 ("signature", signature), ("signed-off", signed_off),
                                  ("exchange2003-notice", exchange2003_notice),
                                  ("german-notice", german_notice),
                                  ("html-table-notice", html_table_notice))
