@@ -1341,6 +1341,12 @@ def _named(scan: str, excluded: set[str], senders: set[str],
              } if "<<<" in scan else set()
     if reply and len(reply) < len(found):
         found = [(p, a) for p, a in found if a not in reply]
+    if len(found) > 1:
+        # a recipient listed under a heading that says its delivery succeeded (a report
+        # of several outcomes, RFC 3464 2.3.3, in its text) did not bounce
+        failed = [(p, a) for p, a in found if not _delivered_entry(scan, p)]
+        if failed and len(failed) < len(found):
+            found = failed
     if len(found) > 1 and _contact_line(scan, found[-1][0]):
         # (not the only address: a report in a language whose heading words nothing
         # reads may list its one recipient so)
@@ -1388,6 +1394,45 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
+
+
+def _delivered_entry(text: str, pos: int) -> bool:
+    """Whether the address at ``pos`` is listed under a heading that says its delivery
+    succeeded (Exchange's "Delivery to the following recipients succeeded:", Sendmail's
+    "----- The following addresses had successful delivery notifications -----"): an
+    entry that states no failure on its line or the next, under the closest line above
+    it that ends with ":" or is set off by dashes, with only entries (addresses, their
+    indented words) and blank lines between them."""
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    nxt = text.find("\n", end + 1) if end >= 0 else -1
+    own = text[start:nxt if nxt >= 0 else len(text)].lower()
+    m = _ADDR_RE.match(text, pos)
+    if _errorish(own.replace(m.group(0).lower(), " ") if m else own):
+        return False
+    entry_line = text[start:end if end >= 0 else len(text)]
+    indent = entry_line[:len(entry_line) - len(entry_line.lstrip(" \t"))]
+    end = start - 1
+    for _ in range(12):
+        if end <= 0:
+            return False
+        start = text.rfind("\n", 0, end) + 1
+        raw_line = text[start:end]
+        line = raw_line.strip()
+        end = start - 1
+        if line.startswith(("---", "===")) or line.endswith(("---", ":")) and "@" not in line:
+            return _SUCCEEDED.search(line.lower()) is not None and not _errorish(line)
+        if line and "@" not in line and raw_line[:1] not in " \t":
+            return False    # (prose between: the entry is not in that list)
+        if "@" in line and (not raw_line.startswith(indent)
+                            or raw_line[len(indent):len(indent) + 1] in (" ", "\t")):
+            return False    # (another list's entry: the entries of one list line up)
+    return False
+
+
+# A heading's words for delivered recipients (lower-cased)
+_SUCCEEDED = any_of(r"succeeded|successful|(?:was|were|has been|have been) delivered|"
+                    r"delivery (?:to these recipients or groups )?is complete")
 
 
 def _contact_line(text: str, pos: int) -> bool:

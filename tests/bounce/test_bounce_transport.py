@@ -1059,3 +1059,33 @@ class DisclaimerTests(SynchronousTestCase):
                      b"Delivery report to c@d.example: 550 5.1.1 user unknown\n"):
             self.assertEqual(recipients(self._text(text)), ["a@b.example", "c@d.example"],
                              text)
+
+
+class DeliveredListedTests(SynchronousTestCase):
+    """A report's text listing recipients it delivered beside those it failed (RFC 3464
+    2.3.3 outcomes in words; probe delivered-listed: 105 of 169 recipient sets changed,
+    3 now, whose texts name no failed recipient we can take)."""
+
+    def _text(self, body: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Delivery Status Notification (Failure)\n\n" + body)
+
+    def test_recipients_under_a_success_heading_did_not_bounce(self) -> None:
+        for body in (b"Delivery to the following recipients succeeded:\n\n   c@d.example\n"
+                     b"   e@f.example\n\nDelivery to the following recipients failed:\n\n"
+                     b"   a@b.example\n   550 5.1.1 user unknown\n",
+                     b"   ----- The following addresses had successful delivery "
+                     b"notifications -----\n<c@d.example>\n\n   ----- The following addresses "
+                     b"had permanent fatal errors -----\n<a@b.example>\n"
+                     b"    (reason: 550 5.1.1 User unknown)\n"):
+            self.assertEqual(recipients(self._text(body)), ["a@b.example"], body)
+
+    def test_a_failure_after_a_success_list_still_counts(self) -> None:
+        # (its own line states the failure; a list under another heading, or none, whose
+        # entries do not line up with the delivered ones)
+        for body in (b"Delivery to the following recipients succeeded:\n\n   c@d.example\n\n\n"
+                     b"User mailbox exceeds allowed size: a@b.example\n",
+                     b"Delivery to the following recipients succeeded:\n\n   c@d.example\n\n\n"
+                     b"<a@b.example>\n\nEach of the following recipients was rejected by a "
+                     b"remote mail server.\n"):
+            self.assertEqual(recipients(self._text(body)), ["a@b.example"], body)

@@ -964,7 +964,25 @@ def disclaimer(raw: bytes) -> bytes | None:
                       b"MailGuard.\n")
 
 
-PERTURBATIONS = PERTURBATIONS + (("disclaimer", disclaimer),
+def delivered_listed(raw: bytes) -> bytes | None:
+    """A report's text that also lists a recipient it delivered, under its own heading
+    before the failed ones (Exchange's "Delivery to the following recipients succeeded:";
+    Sendmail's "The following addresses had successful delivery notifications"): only
+    where a text names a failed recipient (a report without a delivery-status part, or
+    one whose text does), as the delivered one is then named in the text alone."""
+    raw = raw.replace(b"\r\n", b"\n")
+    if re.search(rb"(?i)content-type:[ \t]*message/(?:delivery-status|feedback-report)", raw) \
+            or not re.search(rb"(?i)fail|could not|undeliver|unable|rejected|unknown|"
+                             rb"not be delivered|error", raw):
+        return None
+    heading = (b"Delivery to the following recipients succeeded:"
+               if len(raw) % 2 else
+               b"   ----- The following addresses had successful delivery notifications -----")
+    return _insert_in_text(raw, heading + b"\n\n   delivered.rcpt@other.example\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("delivered-listed", delivered_listed),
+                                 ("disclaimer", disclaimer),
                                  ("signature", signature), ("signed-off", signed_off),
                                  ("exchange2003-notice", exchange2003_notice),
                                  ("german-notice", german_notice),
