@@ -17,9 +17,11 @@ message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
 (file names listed with --show). Then "second-recipient": each free-text report
 naming one recipient gets its recipient's entry written again for a second
-address, and both must come out.  It finds classes of extraction failure
-without the sealed data; tests/bounce/test_bounce_transport.py keeps the
-classes fixed here from coming back.
+address, and both must come out; and "forwarded-pair": each bounce forwarded as
+an attachment with another report, in either order, and the recipients of both
+must come out.  It finds classes of extraction failure without the sealed data;
+tests/bounce/test_bounce_transport.py keeps the classes fixed here from coming
+back.
 """
 
 from __future__ import annotations
@@ -48,31 +50,100 @@ def answer(raw: bytes, field: str) -> object:
 
 
 _SECOND = "second.rcpt@other.example"
+_FIELD = re.compile(rb"[ \t>]*[A-Za-z][A-Za-z0-9-]{0,60}:[ \t]")
+_ORIGINAL_PART = re.compile(rb"(?im)^content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)")
+
+
+def _entry(body: bytes, r: bytes, qp: bool) -> tuple[int, int] | None:
+    """Where the notification's own text names ``r``: the first line naming it that is
+    not a header field or its folded continuation (the returned original's headers,
+    attached or quoted inline, are the original's, not the report's entry), before
+    the attached original; with the indented lines under it, and in a quoted-printable
+    text the lines its soft line breaks join to it."""
+    o = _ORIGINAL_PART.search(body)
+    region = body[:o.start()] if o else body
+    pos, in_field = 0, False
+    low_r = r.lower()
+    for line in region.split(b"\n"):
+        start, pos = pos, pos + len(line) + 1
+        if _FIELD.match(line):
+            in_field = True
+            continue
+        if in_field and line[:1] in (b" ", b"\t"):
+            continue
+        in_field = False
+        if low_r not in line.lower():
+            continue
+        end = start + len(line)
+        while qp and body[start:end].endswith(b"=") and end < len(body):
+            nxt = body.find(b"\n", end + 1)
+            end = nxt if nxt >= 0 else len(body)
+        cont = re.match(rb"(?:\n[ \t]+[^\n]*)*", body[end:])
+        return start, end + (cont.end() if cont else 0)
+    return None
 
 
 def second_recipient(raws: dict[str, bytes], show: int) -> int:
     """Each free-text report naming one recipient, its recipient's entry (its line and the
-    indented lines under it) written again for a second address: both must come out."""
+    indented lines under it) written again for a second address: both must come out.
+    Not where the text names the recipient only in the returned original's headers, nor
+    a mailing list manager's answer (it names its list, once: mailinglist.* rules)."""
     applied, bad = 0, []
     for n, raw0 in raws.items():
         raw = raw0.replace(b"\r\n", b"\n")
         a = analyze(raw)
-        if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic":
+        if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic" \
+                or (a.results[0].rule or "").startswith("mailinglist."):
             continue
         r = a.results[0].recipient.encode()
         head, sep, body = raw.partition(b"\n\n")
-        m = re.search(rb"(?im)^[^\n]*" + re.escape(r) + rb"[^\n]*$", body) if r else None
-        if m is None:
+        qp = b"quoted-printable" in raw.lower()
+        at = _entry(body, r, qp) if r else None
+        if at is None:
             continue
-        cont = re.match(rb"(?:\n[ \t]+[^\n]*)*", body[m.end():])
-        end = m.end() + (cont.end() if cont else 0)
-        entry = re.sub(re.escape(r), _SECOND.encode(), body[m.start():end], flags=re.I)
-        new = head + sep + body[:end] + b"\n" + entry + body[end:]
+        entry = re.sub(re.escape(r), _SECOND.encode(), body[at[0]:at[1]], flags=re.I)
+        new = head + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
         applied += 1
         got = sorted(to_prediction(analyze(new), "x")["recipients"])
         if got != sorted([r.decode(), _SECOND]):
             bad.append((n, got))
     print("%-22s applied %4d  changed %3d" % ("second-recipient", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s -> %s" % (n, got))
+    return len(bad)
+
+
+_PAIR = (b"From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\n"
+         b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
+         b"This is the mail system at host mx.other.example.\n\n"
+         b"<" + _SECOND.encode() + b">: host mx.other.example[192.0.2.9] said: 550 5.1.1 "
+         b"<" + _SECOND.encode() + b">: Recipient address rejected: User unknown (in reply "
+         b"to RCPT TO command)\n")
+
+
+def forwarded_pair(raws: dict[str, bytes], show: int) -> int:
+    """Each bounce forwarded as an attachment together with another report (a helpdesk's
+    "forward as attachments", a digest), in either order: the recipients of both come
+    out."""
+    applied, bad = 0, []
+    for n, raw0 in raws.items():
+        raw = raw0.replace(b"\r\n", b"\n")
+        p = to_prediction(analyze(raw), "x")
+        if p["category"] != "bounce" or not p["recipients"] or _SECOND in p["recipients"]:
+            continue
+        want = sorted(p["recipients"] + [_SECOND])
+        for pair in ((raw, _PAIR), (_PAIR, raw)):
+            new = (b"From: Help Desk <help@shop.example>\nTo: bounces@shop.example\n"
+                   b"Subject: Fw: two returned messages\nMIME-Version: 1.0\n"
+                   b"Content-Type: multipart/mixed; boundary=\"pair-1\"\n\n"
+                   b"--pair-1\nContent-Type: text/plain\n\nThese two came back.\n\n"
+                   + b"".join(b"--pair-1\nContent-Type: message/rfc822\n\n" + m + b"\n"
+                              for m in pair) + b"--pair-1--\n")
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if got != want:
+                bad.append((n, got))
+    print("%-22s applied %4d  changed %3d" % ("forwarded-pair", applied, len(bad)))
     for n, got in bad[:show]:
         print("    %-45s -> %s" % (n, got))
     return len(bad)
@@ -111,6 +182,8 @@ def main() -> int:
             print("    %-45s %s -> %s" % (n, was, got))
     if not a.only or "second-recipient" in a.only.split(","):
         total_bad += second_recipient(raws, a.show)
+    if not a.only or "forwarded-pair" in a.only.split(","):
+        total_bad += forwarded_pair(raws, a.show)
     print("total changed:", total_bad)
     return 0
 

@@ -444,6 +444,8 @@ _SCRIPT_ENDS = {"script": rxcache.compile(r"</script>", re.I),
 _ANY_TAG = rxcache.compile(r"<[^>@]*>")
 # An anchor's start and end tags (bounded: each start reads 1000 characters at most)
 _HTML_LINK = rxcache.compile(r"<a\s[^<>]{0,1000}>|</a\s*>", re.I)
+# A table cell's start or end tag (bounded: each start reads 1000 characters at most)
+_HTML_CELL = rxcache.compile(r"</?t[dh](?:\s[^<>]{0,1000})?>", re.I)
 _ANY_TAG_SPLIT = rxcache.compile(r"<[^>@]*+>|(<[^>@]*+(?:@|\Z))")
 
 
@@ -483,6 +485,8 @@ def _html_to_text(html: str) -> str:
         # links are text: "<a href="mailto:a@b">a@b</a>" is the address, and the
         # tag itself would pass for an address in angle brackets below
         html = _HTML_LINK.sub("", html)
+        # a table's cells are apart: "<td>a@b</td><td>550 ...</td>" is "a@b 550 ..."
+        html = _HTML_CELL.sub(" ", html)
     last = html.rfind(">") + 1
     if last:
         # (and the blanks and line break after that ">", which a tag there takes with it)
@@ -630,7 +634,17 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
         if len(toks) >= _MAX_TOKENS:
             break
         toks.setdefault(t)
-    for orig in _original_parts(ctx):
+    # (the senders of the returned original we sent, not of a message inside it: when a
+    # bounce we sent bounced in turn, the original it returns is someone else's, and its
+    # sender is the failed recipient of the report, Sendmail's double-bounce notice)
+    origs = list(_original_parts(ctx))
+    inner: set[int] = set()
+    for orig in origs if len(origs) > 1 else ():
+        for p in orig.walk():
+            if p is not orig and (p.maintype == "message"
+                                  or p.content_type == "text/rfc822-headers"):
+                inner.update(id(c) for c in p.children)
+    for orig in origs:
         if ctx.msgid is None:
             mid = orig.get("message-id")
             if mid:
@@ -639,7 +653,7 @@ def _collect_meta(ctx: _Ctx, norm: bytes) -> None:
             t = v.strip().strip("<>").lower()
             if t and len(t) <= _MAX_TOKEN and len(toks) < _MAX_TOKENS:
                 toks.setdefault(t)
-        for h in ("from", "return-path", "sender", "reply-to"):
+        for h in ("from", "return-path", "sender", "reply-to") if id(orig) not in inner else ():
             a = _addr(orig.get(h))
             if a:
                 ctx.excluded.add(a)
@@ -670,17 +684,20 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part,
             found.setdefault(a)
             if len(found) >= _MAX_RECIPIENTS:
                 break
+    # Else the original's To: (attached, or as the text quotes it inline), when it names
+    # one address: a complaint is one person's, and a To: naming several (a list, a
+    # shared send) cannot say whose; suppressing them all would punish the others.
     if not found:
         for orig in _original_parts(ctx):
-            for v in orig.get_all("to"):
-                for a in _find_addrs(v):
-                    found.setdefault(a.lower())
+            to = {a.lower(): None for v in orig.get_all("to") for a in _find_addrs(v)}
+            if len(to) == 1:
+                found.update(to)
             break
     if not found and inline_original:
-        # (a report quoted inline: the original's To: as the text quotes it)
         m = _INLINE_TO.search(inline_original)
-        for a in _find_addrs(m.group(1)) if m is not None else ():
-            found.setdefault(a.lower())
+        to = {a.lower(): None for a in _find_addrs(m.group(1))} if m is not None else {}
+        if len(to) == 1:
+            found.update(to)
     rcpts = list(found)[:_MAX_RECIPIENTS]
     results = tuple(
         RecipientResult(recipient=a, action="failed", code=None, status=None, status_inferred=False,
@@ -717,8 +734,10 @@ def _mislabelled_text(p: mime.Part) -> bool:
     return _FIELD_START.match(head[:200]) is None
 
 
-def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part]]:
-    """(delivery-status parts, feedback-report parts, notification text parts).
+def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list[mime.Part],
+                                          bool]:
+    """(delivery-status parts, feedback-report parts, notification text parts, whether the
+    report parts are inside a returned message).
 
     A report found inside a returned message (message/rfc822) is that message's
     content (we mailed a bounce or a complaint back, and it bounced in turn):
@@ -763,8 +782,8 @@ def _find_parts(root: mime.Part) -> tuple[list[mime.Part], list[mime.Part], list
         for c in reversed(children):
             stack.append((c, inside))
     if not dsn and not arf:
-        dsn, arf = nested_dsn, nested_arf
-    return dsn, arf, texts
+        return nested_dsn, nested_arf, texts, bool(nested_dsn or nested_arf)
+    return dsn, arf, texts, False
 
 
 def _notification_text(texts: list[mime.Part], limit: int) -> str:
@@ -1114,12 +1133,26 @@ def _cut_original(note: str) -> str:
     m2 = _HEADER_START.search(nl, 0, cut + 1)
     if m2 is not None and m2.start() > 0:
         cut = m2.start()
+    # a signature (RFC 3676 4.3: "-- " alone on its line, or "--" where a gateway took the
+    # blank off) is the reporter's contacts, not the report: the last such line, when a
+    # few lines at most follow it and no failure (a separator in a report is not one)
+    if "\n--" in nl:
+        last = None
+        for sm in _SIGNATURE.finditer(nl, 0, cut + 1):
+            last = sm
+        if last is not None and last.start() > 0 and \
+                nl.count("\n", last.end(), cut) < _SIGNATURE_LINES and \
+                not _errorish(nl[last.end():cut]) and not _CODEISH.search(nl, last.end(), cut):
+            cut = last.start()
     region = note[:cut]
     _CUT_CACHE.last = (note, region)
     return region
 
 
 _CUT_CACHE = threading.local()
+_SIGNATURE = rxcache.compile(r"\n-- ?\r?(?:\n|\Z)")
+#: Lines a signature holds at most (RFC 3676 4.3 suggests 4; room for blank ones).
+_SIGNATURE_LINES = 8
 
 
 # After "for assistance" the address may follow within 40 characters of the
@@ -1150,6 +1183,13 @@ _ASK_CONTEXT = (
     ("contact", rxcache.compile(r"contact(?:ing)?(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("write to", rxcache.compile(r"write to[ \t:]*+" + _ADDR_AFTER)),
     ("mail us at", rxcache.compile(r"mail us at[ \t:]*+" + _ADDR_AFTER)),
+    # (a gateway's disclaimer or abuse footer: "please notify X", "notify us at X",
+    # "notify the sender immediately at X", "inform X", "report abuse to X"; not "mail
+    # to X", which says where the failed mail went)
+    ("notify", rxcache.compile(r"notify(?: us| the sender| the postmaster)?(?: immediately)?"
+                               r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("inform", rxcache.compile(r"inform(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("report", rxcache.compile(r"report(?: it| this| abuse| spam) to[ \t:]*+" + _ADDR_AFTER)),
 )
 # (the sender on the same line as its words, read in the text as written: an address
 # on the next line is the next recipient, "550 Unroutable sender address\n  b@c")
@@ -1225,12 +1265,22 @@ _FREE_TEXT_CLASSIFIED = 64 * 1024
 _MSGID_LOCAL = rxcache.compile(r"[0-9a-f.$-]{16,}$")
 
 
-def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
-    region = _cut_original(note)
-    ctx.check()
-    # quoted headers in the notification are not recipients
-    scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
-    excluded = set(ctx.excluded)
+def _not_recipients(ctx: _Ctx, note: str, region: str, scan: str,
+                    root: mime.Part) -> tuple[set[str], set[str]]:
+    """(the addresses a text's reading never takes, the returned original's senders).
+
+    The senders (attached, or quoted inline after the notification): the sender of the
+    message we sent is not its failed recipient, unless the text lists it as one, an
+    entry with its reason ("<a> (expanded from <b>): ..."; an alias that led back to
+    the sender, as Postfix's and Exim's reports show it).
+    """
+    senders = set(ctx.excluded)
+    tail = _nl(note)
+    for m in _INLINE_SENDER.finditer(tail, len(region), len(region) + 64 * 1024):
+        a = _addr(m.group(1))
+        if a:
+            senders.add(a)
+    excluded: set[str] = set()
     for h in ("from", "to", "return-path", "reply-to", "sender"):
         for v in root.get_all(h):
             a = _addr(v)
@@ -1239,20 +1289,18 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     if ctx.envelope_rcpt:
         excluded.add(ctx.envelope_rcpt)
     excluded.update(ctx.tokens)
-    # the returned original's sender, when the original is quoted inline after the
-    # notification (no message/rfc822 part): the sender of the message we sent is
-    # never its failed recipient
-    tail = _nl(note)
-    for m in _INLINE_SENDER.finditer(tail, len(region), len(region) + 64 * 1024):
-        a = _addr(m.group(1))
-        if a:
-            excluded.add(a)
     # addresses the text names as something other than a failed recipient
     for a in _not_rcpt_context(scan):
         excluded.add(a.rstrip("."))
+    return excluded, senders - excluded
+
+
+def _named(scan: str, excluded: set[str], senders: set[str],
+           later: dict[str, list[int]]) -> list[tuple[int, str]]:
+    """The addresses a text names that can be failed recipients, (position, address) in
+    order, each once (``later`` gets where each is named again)."""
     found: list[tuple[int, str]] = []
     seen = set()
-    later: dict[str, list[int]] = {}      # where a recipient is named again
     for m in _iter_addrs(scan):
         a = m.group(0).lower().rstrip(".")
         if a in seen:
@@ -1260,12 +1308,20 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             if len(again) < 5:
                 again.append(m.start())
             continue
-        if a in excluded:
+        if a in excluded or a in senders and not _starts_entry(scan, m.start(), m.end(),
+                                                                  reason=True):
             continue
         local = a.split("@", 1)[0]
         if local[:1] in "/|":
             continue  # a file or program path that ends in an address
-        if _SYSTEM_LOCAL.match(local):
+        if _SYSTEM_LOCAL.match(local) and not (
+                _starts_entry(scan, m.start(), m.end(), reason=True)
+                or _starts_entry(scan, m.start(), m.end())
+                and _errorish(scan[m.end():m.end() + 400])):
+            # (a system address is whom to ask, unless it starts an entry of the list
+            # of failed recipients: "postmaster@x: Domain does not exist", or the
+            # address alone on its line with the failure stated after it; not a
+            # contact line at the end of the text, "Questions?\npostmaster@x")
             continue
         # skip message-id-like tokens
         before = scan[max(0, m.start() - 1):m.start()]
@@ -1276,6 +1332,36 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         found.append((m.start(), a))
         if len(found) >= 500:
             break
+    if not found:
+        return found
+    # an address named only in a remote's replies quoted in a transcript ("<<< 550 ...
+    # Address rejected b@x" after ">>> RCPT To:<a@x>") is the remote's own rendering
+    # of the recipient it refused, when the text names others as the recipients
+    reply = {a for p, a in found if all(_reply_line(scan, q) for q in [p] + later.get(a, []))
+             } if "<<<" in scan else set()
+    if reply and len(reply) < len(found):
+        found = [(p, a) for p, a in found if a not in reply]
+    if len(found) > 1:
+        # a recipient listed under a heading that says its delivery succeeded (a report
+        # of several outcomes, RFC 3464 2.3.3, in its text) did not bounce
+        failed = [(p, a) for p, a in found if not _delivered_entry(scan, p)]
+        if failed and len(failed) < len(found):
+            found = failed
+    if len(found) > 1 and _contact_line(scan, found[-1][0]):
+        # (not the only address: a report in a language whose heading words nothing
+        # reads may list its one recipient so)
+        found.pop()
+    return found
+
+
+def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
+    region = _cut_original(note)
+    ctx.check()
+    # quoted headers in the notification are not recipients
+    scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
+    excluded, senders = _not_recipients(ctx, note, region, scan, root)
+    later: dict[str, list[int]] = {}      # where a recipient is named again
+    found = _named(scan, excluded, senders, later)
     if not found:
         return []
     results = _recipient_blocks(scan, found, later)
@@ -1308,6 +1394,90 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
     return out
+
+
+def _delivered_entry(text: str, pos: int) -> bool:
+    """Whether the address at ``pos`` is listed under a heading that says its delivery
+    succeeded (Exchange's "Delivery to the following recipients succeeded:", Sendmail's
+    "----- The following addresses had successful delivery notifications -----"): an
+    entry that states no failure on its line or the next, under the closest line above
+    it that ends with ":" or is set off by dashes, with only entries (addresses, their
+    indented words) and blank lines between them."""
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    nxt = text.find("\n", end + 1) if end >= 0 else -1
+    own = text[start:nxt if nxt >= 0 else len(text)].lower()
+    m = _ADDR_RE.match(text, pos)
+    if _errorish(own.replace(m.group(0).lower(), " ") if m else own):
+        return False
+    entry_line = text[start:end if end >= 0 else len(text)]
+    indent = entry_line[:len(entry_line) - len(entry_line.lstrip(" \t"))]
+    end = start - 1
+    for _ in range(12):
+        if end <= 0:
+            return False
+        start = text.rfind("\n", 0, end) + 1
+        raw_line = text[start:end]
+        line = raw_line.strip()
+        end = start - 1
+        if line.startswith(("---", "===")) or line.endswith(("---", ":")) and "@" not in line:
+            return _SUCCEEDED.search(line.lower()) is not None and not _errorish(line)
+        if line and "@" not in line and raw_line[:1] not in " \t":
+            return False    # (prose between: the entry is not in that list)
+        if "@" in line and (not raw_line.startswith(indent)
+                            or raw_line[len(indent):len(indent) + 1] in (" ", "\t")):
+            return False    # (another list's entry: the entries of one list line up)
+    return False
+
+
+# A heading's words for delivered recipients (lower-cased)
+_SUCCEEDED = any_of(r"succeeded|successful|(?:was|were|has been|have been) delivered|"
+                    r"delivery (?:to these recipients or groups )?is complete")
+
+
+def _contact_line(text: str, pos: int) -> bool:
+    """Whether the address at ``pos`` (the last one the text names) signs it off: alone on
+    its line, under a line that is neither another address nor a heading ("... the
+    following recipients:"), with no failure stated after it ("The Mail Team\n
+    help@isp.example" at the end of a notice)."""
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    end = len(text) if end < 0 else end
+    m = _ADDR_RE.match(text, pos)
+    if m is None or text[start:end].strip(" \t<>'\"") != m.group(0):
+        return False
+    after = text[end:end + 400]
+    if after.strip() and (_errorish(after) or _CODEISH.search(after)):
+        return False
+    prev = text[:start].rstrip()
+    prev = prev[prev.rfind("\n") + 1:].strip()
+    return (bool(prev) and "@" not in prev and not prev.endswith(":")
+            and not _errorish(prev) and _CODEISH.search(prev) is None)
+
+
+def _reply_line(text: str, pos: int) -> bool:
+    """Whether position ``pos`` is on a transcript's reply line ("<<< 550 ...")."""
+    line = text.rfind("\n", 0, pos) + 1
+    return text[line:pos].lstrip(" \t>").startswith("<<<")     # (quoted: "> <<< 550")
+
+
+def _starts_entry(text: str, start: int, end: int, reason: bool = False) -> bool:
+    """Whether the address at text[start:end] starts its line, as an entry of a list of
+    failed recipients does (blanks, "<" or a quote mark before it; after it the end of
+    the line, or a ":" then the reason; with ``reason``, only the latter); Postfix's
+    "(expanded from <b>)" may come between."""
+    line = text.rfind("\n", 0, start) + 1
+    if text[line:start].strip(" \t<'\"") != "":
+        return False
+    eol = text.find("\n", end)
+    m = _ENTRY_END.match(text, end, eol if eol >= 0 else len(text))
+    return m is not None and (not reason or m.group(1) == ":")
+
+
+# After an address that starts an entry: its closing mark, Postfix's alias note, then a
+# ":" (its reason follows) or the end of the line (its reason on the lines below).
+_ENTRY_END = rxcache.compile(r"[>'\"]?(?:[ \t]*+\(expanded from [^()\n]{1,300}\))?[ \t]*+"
+                             r"(:|\r?\Z)")
 
 
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],
@@ -1421,7 +1591,7 @@ def _listed_addrs(region: str, excluded: set[str]) -> list[str]:
     for line in region.split("\n"):
         if "@" not in line or len(line) > 400:
             continue
-        s = line.strip()
+        s = line.strip().lstrip("> \t")     # (quoted: a report forwarded inline)
         if s[:3].lower() == "to:":
             s = s[3:].strip()
         s = s.rstrip(":").rstrip()
@@ -1460,12 +1630,22 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
     try:
         _collect_meta(ctx, norm)
         ctx.check()
-        dsn, arf, texts = _find_parts(root)
+        dsn, arf, texts, nested = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
+        if nested and dsn and not arf and any(
+                r.recipient for r in _free_text(ctx, note, root)):
+            # the report's own text names whom it failed, and the only delivery-status
+            # part is inside the returned original: a report we had mailed, bounced in
+            # turn (Sendmail's postmaster notice of a double bounce), is the original's
+            # content (docs section 1); it stands for the report only when the report
+            # names no one itself (a forward of a report, a gateway's empty notice)
+            dsn = []
         if depth < _MAX_FORWARDS:
-            inner = _forwarded_report(ctx, note)
-            if inner is None and not dsn and not arf:
-                inner = _inline_forward(ctx, note, subject or "")
+            passed = _forwarded_report(ctx, note)
+            if passed:
+                return _passed_on([_analyze(r, envelope_rcpt, classifier, limits, start,
+                                            depth + 1) for r in passed])
+            inner = _inline_forward(ctx, note, subject or "") if not dsn and not arf else None
             if inner is not None:
                 return _analyze(inner, envelope_rcpt, classifier, limits, start, depth + 1)
         a = _reported(ctx, dsn, arf, note)
@@ -1480,6 +1660,28 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
 
 
+def _passed_on(analyses: list[Analysis]) -> Analysis:
+    """The analysis of messages passed on together: the first one's, with the recipients of
+    the others of its category (a bounce, a complaint; not a person's note) after its
+    own, each recipient once, and their tokens."""
+    first = analyses[0]
+    if len(analyses) == 1:
+        return first
+    results = list(first.results)
+    named = {r.recipient for r in results if r.recipient}
+    tokens = dict.fromkeys(first.verp_tokens)
+    for a in analyses[1:]:
+        if a.category != first.category:
+            continue
+        for r in a.results:
+            if r.recipient and r.recipient not in named and len(results) < _MAX_RECIPIENTS:
+                named.add(r.recipient)
+                results.append(r)
+        tokens.update(dict.fromkeys(a.verp_tokens))
+    results = [r for r in results if r.recipient] or results[:1]
+    return replace(first, results=tuple(results), verp_tokens=tuple(tokens)[:_MAX_TOKENS])
+
+
 # A subject that says the message passes another one on: a forward, or Mailman's
 # notice to the list owner of a bounce it could not read.
 # (the forward prefix as mail clients write it in other languages: TR, WG, RV, I, Doorst,
@@ -1490,32 +1692,40 @@ _PASSED_ON = rxcache.compile(r"(?i)(?:fwd?|fw|tr|wg|rv|i|doorst|enc|vb|vs|pd|Ð¿Ð
 _MAX_FORWARDS = 2
 
 
-def _forwarded_report(ctx: _Ctx, note: str) -> bytes | None:
-    """The attached message when this one only passes a report on, else None.
+#: Reports passed on together in one message (forwarded as attachments, a digest) read
+#: at most.
+_MAX_PASSED_ON = 20
+
+
+def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
+    """The attached reports when this message only passes reports on, else [].
 
     A person or a helpdesk forwarding a bounce as an attachment writes no failure
     of their own; the attached message is the report (a mail system's From, a
     multipart/report, a failure subject). A report whose own text says a delivery
     failed is a bounce in its own right: the message it returns is its original,
-    even when that was a bounce too (docs section 1).
+    even when that was a bounce too (docs section 1). Several messages forwarded
+    together (a mail client's "forward as attachments", a digest): each is read, and
+    those that are reports of the first one's kind count (_passed_on).
     """
     root = ctx.root
     if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
             or _says_undelivered(_cut_original(note))):
-        return None
+        return []
     for p in root.children:
         if p.content_type in ("message/delivery-status", "message/feedback-report"):
-            return None     # a report of its own
-    for p in root.children:
-        if p.maintype == "message" and p.subtype == "rfc822" and p.children:
-            inner = p.children[0]
-            if (_BOUNCE_FROM.search(inner.get("from")) is not None
-                    or inner.content_type == "multipart/report"
-                    or _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip())
-                    is not None):
-                return p.payload()
-            return None     # (the first attached message only: the one passed on)
-    return None
+            return []       # a report of its own
+    attached = [p for c in root.children
+                for p in (c.children if c.content_type == "multipart/digest" else (c,))
+                if p.maintype == "message" and p.subtype == "rfc822" and p.children]
+    if not attached:
+        return []
+    inner = attached[0].children[0]
+    if (_BOUNCE_FROM.search(inner.get("from")) is None
+            and inner.content_type != "multipart/report"
+            and _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None):
+        return []       # (the first attached message decides: the one passed on)
+    return [p.payload() for p in attached[:_MAX_PASSED_ON]]
 
 
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,
@@ -1676,6 +1886,12 @@ def _reported(ctx: _Ctx, dsn: list[mime.Part], arf: list[mime.Part],
     return Analysis(category=cat, results=tuple(results))
 
 
+# Microsoft's JMRP field in an original quoted in the text (a line of its own, after
+# quote marks)
+_JMRP_INLINE = rxcache.compile(r"(?i)\n[ \t>]*+x-hmxmroriginalrecipient:[ \t]*+<?(" + ADDR
+                               + r")")
+
+
 def _other_reports(ctx: _Ctx, note: str, subject: str | None,
                    from_addr: str | None) -> Analysis | None:
     """Complaints without ARF (Microsoft's JMRP, a one-click unsubscribe) and JSON reports."""
@@ -1687,6 +1903,16 @@ def _other_reports(ctx: _Ctx, note: str, subject: str | None,
                                  suppress=True, diagnostic="", remote_mta=None, source="arf",
                                  rule="feedback.jmrp", feedback_type="abuse")
             return Analysis(category="feedback", results=(rr,))
+    # ... or forwarded inline by a person or a helpdesk (the original quoted in the
+    # text, "> X-HmXmrOriginalRecipient: a@b"): the same field, read in the text
+    m = _JMRP_INLINE.search(_nl(note), 0, ctx.limits.max_text + 1) if any(
+        w in note for w in ("Xmr", "xmr", "XMR")) else None
+    if m is not None:
+        rr = RecipientResult(recipient=m.group(1).lower(), action="failed", code=None,
+                             status=None, status_inferred=False, reason="feedback", hard=False,
+                             suppress=True, diagnostic="", remote_mta=None, source="arf",
+                             rule="feedback.jmrp", feedback_type="abuse")
+        return Analysis(category="feedback", results=(rr,))
     ctx.check()
     js = _analyze_json(ctx, note)
     if js is not None:
@@ -1740,6 +1966,11 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     results = _mailing_list_error(ctx, root, note)
     if not results:
         results = _free_text(ctx, note, root) if (bouncy or _looks_bounce(note)) else []
+        xfr = {a.lower() for v in root.get_all("x-failed-recipients") for a in _find_addrs(v)}
+        if xfr and results and not any(r.recipient in xfr for r in results):
+            # Exim's X-Failed-Recipients names the failed ones: a text naming none of them
+            # names someone else (its team, a contact), and the header answers
+            results = []
     if not results and (bouncy or _says_undelivered(_cut_original(note))):
         # (a text that says outright that delivery failed is a bounce whoever sent it
         # and whatever its subject: a gateway's or a provider's own template)
@@ -1783,14 +2014,18 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
         addrs = [a for a in _flufl(ctx) if _ADDR_RE.fullmatch(a) is not None
                  and not a.split("@", 1)[0].endswith(".")]
     if not addrs:
-        # the original's recipient when the text names none
+        # the original's recipient when the text names none (when its To: names one
+        # address: of several, which one failed the text does not say)
         for orig in _original_parts(ctx):
-            addrs = [a.lower() for a in _find_addrs(orig.get("to"))][:1]
+            to = list(dict.fromkeys(a.lower() for v in orig.get_all("to")
+                                    for a in _find_addrs(v)))
+            addrs = to if len(to) == 1 else []
             break
     if not addrs:
         # ... or its To: quoted inline after the notification
         m = _INLINE_TO.search(_nl(note), len(region))
-        if m is not None and _addr(m.group(1)) and _addr(m.group(1)) not in ctx.excluded:
+        named = {a.lower() for a in _find_addrs(m.group(1))} if m is not None else set()
+        if m is not None and len(named) == 1 and _addr(m.group(1)) not in ctx.excluded:
             addrs = [_addr(m.group(1))]
     results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
     if not _CODEISH.search(region):

@@ -187,6 +187,8 @@ ALLOWED = {
                               "consumes what it read",
     "analyze._STATUS_COMMENT": "matched (.match) on one header value",
     "analyze._MSGID_LOCAL": "matched (.match) on one address's local part (64 characters)",
+    "analyze._ENTRY_END": "matched (.match) once after an address found in the text, up to "
+                          "the end of its line",
     "mime._HEADER_NAME": "matched (.match) at the start of a header block, on 200 bytes",
     "mime._PARAM": "the quoted string's alternatives start with different characters; on "
                    "one header value, cut",

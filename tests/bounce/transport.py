@@ -136,8 +136,20 @@ def headers_only(raw: bytes) -> bytes | None:
     return head + inner[:ob.end()] + tail
 
 
+_COMPLAINT = re.compile(rb"(?i)feedback-report|x-hmxmroriginalrecipient:")
+
+
+def _complaint(raw: bytes) -> bool:
+    """A complaint (ARF, RFC 5965; Microsoft's JMRP): the returned original is part of the
+    report (RFC 5965 2 (d)), and its To: or JMRP field the only place naming whose it is."""
+    return _COMPLAINT.search(raw) is not None
+
+
 def no_original(raw: bytes) -> bytes | None:
-    """The returned original left out (RET=HDRS refused, size limits, privacy)."""
+    """The returned original left out (RET=HDRS refused, size limits, privacy); not from a
+    complaint, whose original is the report (RFC 5965 2: the third part is required)."""
+    if _complaint(raw):
+        return None
     m = re.search(rb"(?i)content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)", raw)
     if m is None:
         return None
@@ -155,9 +167,11 @@ def no_original(raw: bytes) -> bytes | None:
 
 
 def quoted_inline(raw: bytes) -> bytes | None:
-    """The whole report forwarded inline as quoted text by a person or a helpdesk."""
+    """The whole report forwarded inline as quoted text by a person or a helpdesk (only
+    a report with no base64 or quoted-printable part: a person quotes the decoded text a
+    mail client shows, which this probe does not write)."""
     head, sep, body = raw.partition(b"\n\n")
-    if not sep:
+    if not sep or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)", raw):
         return None
     quoted = b"\n".join(b"> " + line for line in body.split(b"\n"))
     hdr = re.sub(rb"(?im)^content-(?:type|transfer-encoding):[^\n]*\n(?:[ \t][^\n]*\n)*", b"",
@@ -244,10 +258,17 @@ PERTURBATIONS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
 
 def no_report_part(raw: bytes) -> bytes | None:
     """The delivery-status part left out: the text and the original only (old MTAs,
-    gateways that drop parts they do not know)."""
+    gateways that drop parts they do not know); only where the notification names each
+    recipient the part named (else the part was the only place naming it)."""
     m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
     if m is None:
         return None
+    body = re.search(rb"\r?\n\r?\n", raw)      # (the report's text, not its To:)
+    text = raw[body.end() if body else 0:m.start()].lower()
+    for v in (m2.group(2) for m2 in _DSN_RCPT.finditer(raw[m.start():].replace(b"\r", b""))):
+        addr = _split_typed(v.strip())[1].strip(b"<> ").lower()
+        if addr and addr not in text:
+            return None
     start = raw.rfind(b"\n--", 0, m.start())
     if start < 0:
         return None
@@ -276,10 +297,20 @@ def neutral_subject(raw: bytes) -> bytes | None:
     return new if new != raw else None
 
 
+#: A From that names a mail system (or none: "From: <>")
+_SYSTEM_FROM = re.compile(rb"(?i)mailer-daemon|postmaster|mail delivery|mail-daemon|"
+                          rb"maildaemon|mail administrator|mailer_daemon|delivery subsystem|"
+                          rb"microsoftexchange|<>")
+
+
 def neutral_from(raw: bytes) -> bytes | None:
-    """A From that is not a mailer-daemon name (appliances, hosted gateways)."""
-    new = re.sub(rb"(?im)^from:[^\n]*(?:\n[ \t][^\n]*)*",
-                 b"From: Mail System <notify@gateway.example>", raw, count=1)
+    """A From that is not a mailer-daemon name (appliances, hosted gateways): only where the
+    From names a mail system, which a gateway may rename; an auto-reply's or a complaint's
+    From is the person it is about, the only place that names them."""
+    m = re.search(rb"(?im)^from:[^\n]*(?:\n[ \t][^\n]*)*", raw)
+    if m is None or not _SYSTEM_FROM.search(m.group(0)):
+        return None
+    new = raw[:m.start()] + b"From: Mail System <notify@gateway.example>" + raw[m.end():]
     return new if new != raw else None
 
 
@@ -452,7 +483,10 @@ def quoted_original_many(raw: bytes) -> bytes | None:
 
 
 def attached_original_many(raw: bytes) -> bytes | None:
-    """The returned original (message/rfc822) addressed to many, Cc: included."""
+    """The returned original (message/rfc822) addressed to many, Cc: included (its own
+    header block first); not a complaint's, whose original's To: is its recipient."""
+    if _complaint(raw):
+        return None
     m = re.search(rb"(?i)content-type:[ \t]*message/rfc822[^\n]*\n(?:[ \t][^\n]*\n)*"
                   rb"(?:[^\n]+\n)*\n", raw)
     if m is None:
@@ -498,6 +532,9 @@ def _first_text(raw: bytes) -> bytes | None:
     m = re.search(rb"(?im)^content-type:[ \t]*text/plain[^\n]*(?:\n[ \t][^\n]*)*", raw)
     if m is None:
         return None
+    orig = re.search(rb"(?im)^content-type:[ \t]*(?:message/rfc822|text/rfc822-headers)", raw)
+    if orig is not None and orig.start() < m.start():
+        return None     # (the only text is the returned original's own body)
     hb = raw.find(b"\n\n", m.end())
     if hb < 0 or re.search(rb"(?i)content-transfer-encoding:[ \t]*(?:base64|quoted)",
                            raw[m.start():hb]):
@@ -519,6 +556,11 @@ def inline_forward(raw: bytes) -> bytes | None:
         return None
     text = _first_text(raw)
     if text is None:
+        return None
+    # (Exim's X-Failed-Recipients does not survive a forward: only where the text names them)
+    xfr = re.search(rb"(?im)^x-failed-recipients:[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", head)
+    if xfr is not None and any(a.lower() not in text.lower()
+                               for a in _ANY_ADDR.findall(xfr.group(1))):
         return None
     fields = []
     for name in (b"from", b"date", b"subject", b"to"):
@@ -659,7 +701,8 @@ def no_final_recipient(raw: bytes) -> bytes | None:
     if not names:
         return None
     m = re.search(rb"(?i)content-type:[ \t]*message/delivery-status", raw)
-    text = raw[:m.start()] if m else b""
+    body = re.search(rb"\r?\n\r?\n", raw)      # (the report's text, not its To:)
+    text = raw[body.end() if body else 0:m.start()] if m else b""
     for v in names:
         addr = _split_typed(v.strip())[1].strip(b"<> ").lower()
         if not addr or addr not in text.lower():
@@ -712,6 +755,10 @@ def exchange_rerendered(raw: bytes) -> bytes | None:
              for m in _DSN_RCPT.finditer(raw) if m.group(1).lower() == b"final-recipient"]
     d, st = _DIAG.search(raw), _STATUS.search(raw)
     if len(rcpts) != 1 or b"@" not in rcpts[0] or d is None or st is None:
+        return None
+    if b"." not in rcpts[0].rsplit(b"@", 1)[1]:
+        # (a host-local final address, "a@mailhub0", "@relay:a@server": the report's
+        # routable Original-Recipient names the recipient, which this notice would drop)
         return None
     diag = b" ".join(d.group(1).split())
     if not diag:
@@ -788,3 +835,155 @@ def parts_base64(raw: bytes) -> bytes | None:
 
 
 PERTURBATIONS = PERTURBATIONS + (("parts-base64", parts_base64),)
+
+
+def _one_failure(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(address, diagnostic, status) of a one-recipient DSN with a routable final address;
+    None for any other message."""
+    rcpts = [_split_typed(m.group(2).strip())[1].strip(b"<> ")
+             for m in _DSN_RCPT.finditer(raw) if m.group(1).lower() == b"final-recipient"]
+    d, st = _DIAG.search(raw), _STATUS.search(raw)
+    if len(rcpts) != 1 or b"@" not in rcpts[0] or d is None or st is None or \
+            b"." not in rcpts[0].rsplit(b"@", 1)[1]:
+        return None
+    diag = b" ".join(d.group(1).split())
+    return (rcpts[0], diag, st.group(1)) if diag else None
+
+
+def german_notice(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered by a German-language gateway as its own notice: the
+    recipient named only in the German text ("Ihre Nachricht konnte an folgende
+    Empfänger nicht zugestellt werden:"), with the remote's reply; the original
+    attached, the DSN fields gone."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is None:
+        return None
+    a, diag, st = one
+    text = ("Diese Nachricht wurde automatisch vom Mailsystem erzeugt.\n\n"
+            "Ihre Nachricht konnte an folgende Empfänger nicht zugestellt werden:\n\n"
+            "    ").encode() + a + b"\n    Grund: Dauerhafter Fehler (Status " + st \
+        + b")\n    Antwort des Servers: " + diag + b"\n"
+    return (b"From: Mail-System <mailer-daemon@gw.example.de>\n"
+            b"To: <bounces@shop.example>\nSubject: Unzustellbar: Sale\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"de-1\"\n\n"
+            b"--de-1\nContent-Type: text/plain; charset=utf-8\n"
+            b"Content-Transfer-Encoding: 8bit\n\n" + text + b"\n"
+            b"--de-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--de-1--\n")
+
+
+def html_table_notice(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered as an HTML-only notice whose recipient and reply sit
+    in the cells of a table (Office 365's and hosted gateways' NDRs): the address a
+    mailto: link, the reply in the next cell; the original attached, the DSN gone."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is None:
+        return None
+    a, diag, st = one
+    esc = diag.replace(b"&", b"&amp;").replace(b"<", b"&lt;").replace(b">", b"&gt;")
+    html = (b"<html><body><table style=\"width:100%\"><tr><td><b>Your message to "
+            b"</b></td></tr><tr><td><a href=\"mailto:" + a + b"\">" + a + b"</a></td>"
+            b"<td>couldn't be delivered.</td></tr></table>\n"
+            b"<table><tr><th>Recipient</th><th>Status</th><th>Reply</th></tr>\n"
+            b"<tr><td>" + a + b"</td><td>" + st + b"</td><td>" + esc + b"</td></tr>"
+            b"</table></body></html>\n")
+    return (b"From: Postmaster <postmaster@gw.example>\n"
+            b"To: <bounces@shop.example>\nSubject: Undeliverable: Sale\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"ht-1\"\n\n"
+            b"--ht-1\nContent-Type: text/html; charset=utf-8\n\n" + html + b"\n"
+            b"--ht-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
+            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--ht-1--\n")
+
+
+def exchange2003_notice(raw: bytes) -> bytes | None:
+    """A one-recipient DSN re-rendered as Exchange 2003's notice, which quotes the original's
+    To: (here a list's address, not the recipient: mail to a list reaches its members)
+    before the recipient it failed ("Your message / To: ... / did not reach the following
+    recipient(s): a@b on DATE")."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is None:
+        return None
+    a, diag, st = one
+    return (b"From: System Administrator <postmaster@corp.example>\n"
+            b"To: <bounces@shop.example>\nSubject: Undeliverable: Sale\nMIME-Version: 1.0\n"
+            b"Content-Type: text/plain; charset=us-ascii\n\n"
+            b"Your message\n\n  To:      Members <members@list.example>\n  Subject: Sale\n"
+            b"  Sent:    Thu, 9 Apr 2020 10:00:00 +0200\n\n"
+            b"did not reach the following recipient(s):\n\n"
+            + a + b" on Thu, 9 Apr 2020 10:00:05 +0200\n    <gw.corp.example #" + st
+            + b" smtp;" + diag + b">\n")
+
+
+def _sign(raw: bytes, sig: bytes) -> bytes | None:
+    """``sig`` added at the end of the notification's text: the first unencoded
+    text/plain part, or a single-part text (before the original quoted after it)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return None
+    if not re.search(rb"(?im)^content-type:[ \t]*multipart/", head):
+        if re.search(rb"(?im)^content-transfer-encoding:[ \t]*(?:base64|quoted)", head) or \
+                re.search(rb"(?im)^content-type:[ \t]*(?!text/plain)", head):
+            return None
+        m = re.search(rb"(?im)^[ \t>|-]*(?:-{2,}|={2,})[^\n]*(?:original|copy of|returned|"
+                      rb"undelivered|message follows)[^\n]*$|^received: from ", body)
+        at = m.start() if m else len(body)
+        return head + sep + body[:at].rstrip(b"\n") + b"\n" + sig + b"\n" + body[at:]
+    text = _first_text(raw)
+    if text is None or not text.strip():
+        return None
+    at = raw.find(text, len(head))
+    if at < 0:
+        return None
+    return raw[:at] + text.rstrip(b"\n") + b"\n" + sig + raw[at + len(text):]
+
+
+def signature(raw: bytes) -> bytes | None:
+    """The notification signed by the reporter's team, its contact address alone on a line
+    after the signature separator (RFC 3676 4.3 "-- "; ISP and university templates)."""
+    return _sign(raw, b"\n-- \nThe Mail Team, Reporter ISP\nhelp@reporter-isp.example\n")
+
+
+def signed_off(raw: bytes) -> bytes | None:
+    """The same without a separator: a closing line, the team, its address alone on the
+    last line ("Regards,\nThe Mail Team\nhelp@..."; templates that sign off so)."""
+    return _sign(raw, b"\nRegards,\nThe Mail Team, Reporter ISP\nhelp@reporter-isp.example\n")
+
+
+def disclaimer(raw: bytes) -> bytes | None:
+    """A corporate gateway's disclaimer appended to the notification's text (gateways add
+    it to every message leaving the organisation, notices included), naming an address
+    to write to."""
+    return _sign(raw, b"\n______________________________________________________________\n"
+                      b"CONFIDENTIALITY NOTICE: This e-mail is intended only for its "
+                      b"addressee. If you received it in error, please notify "
+                      b"privacy@reporter-corp.example and delete it. Scanned for viruses by "
+                      b"MailGuard.\n")
+
+
+def delivered_listed(raw: bytes) -> bytes | None:
+    """A report's text that also lists a recipient it delivered, under its own heading
+    before the failed ones (Exchange's "Delivery to the following recipients succeeded:";
+    Sendmail's "The following addresses had successful delivery notifications"): only
+    where a text names a failed recipient (a report without a delivery-status part, or
+    one whose text does), as the delivered one is then named in the text alone."""
+    raw = raw.replace(b"\r\n", b"\n")
+    if re.search(rb"(?i)content-type:[ \t]*message/(?:delivery-status|feedback-report)", raw) \
+            or not re.search(rb"(?i)fail|could not|undeliver|unable|rejected|unknown|"
+                             rb"not be delivered|error", raw):
+        return None
+    heading = (b"Delivery to the following recipients succeeded:"
+               if len(raw) % 2 else
+               b"   ----- The following addresses had successful delivery notifications -----")
+    return _insert_in_text(raw, heading + b"\n\n   delivered.rcpt@other.example\n")
+
+
+PERTURBATIONS = PERTURBATIONS + (("delivered-listed", delivered_listed),
+                                 ("disclaimer", disclaimer),
+                                 ("signature", signature), ("signed-off", signed_off),
+                                 ("exchange2003-notice", exchange2003_notice),
+                                 ("german-notice", german_notice),
+                                 ("html-table-notice", html_table_notice))
