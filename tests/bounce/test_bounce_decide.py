@@ -147,6 +147,22 @@ PAIRS: list[tuple[str, Row, Row]] = [
       "virusdetected"),
      (None, None, "Your message to: a@b.example was blocked by our Spam & Virus Firewall. "
       "Reason: unsolicited bulk e-mail", None, None, "spamdetected")),
+    ("virusdetected / a scan banner (a verdict's 'rejected for virus', 'because of virus' vs "
+     "a banner's 'checked for viruses', 'free of viruses')",
+     ("554", None, "554 5.7.1 Message rejected for virus: Eicar-Test-Signature", "data", None,
+      "virusdetected"),
+     ("550", None, "550 5.7.1 Message rejected. This message was checked for viruses by ClamAV",
+      "data", None, "spamdetected")),
+    ("virusdetected / userunknown (a verdict after 'of' vs a banner after the reply)",
+     ("550", None, "550 Message rejected because of virus", "data", None, "virusdetected"),
+     ("550", None, "550 5.1.1 user unknown. This message is free of viruses", "rcpt", None,
+      "userunknown")),
+    ("blocked / onhold (a reply code at the connection vs the port of the address connected "
+     "to, '[192.0.2.1]:465', which no server said)",
+     (None, None, "mx.b.example[192.0.2.1] answered the initial greeting with 554 and nothing "
+      "more", "conn", None, "blocked"),
+     (None, None, "Cannot start TLS: handshake failure with mx.b.example[192.0.2.1]:465 (in "
+      "reply to initial greeting)", "conn", None, "onhold")),
     ("mailererror / userunknown (x-unix)",
      (None, "5.0.0", "procmail: Error while writing to /var/mail/x", None, "x-unix",
       "mailererror"),
