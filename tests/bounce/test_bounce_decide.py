@@ -157,6 +157,17 @@ PAIRS: list[tuple[str, Row, Row]] = [
      ("550", None, "550 Message rejected because of virus", "data", None, "virusdetected"),
      ("550", None, "550 5.1.1 user unknown. This message is free of viruses", "rcpt", None,
       "userunknown")),
+    ("expired / onhold (a retry period vs a count of recipients or a promise that names none)",
+     (None, None, "Your message could not be delivered for 3 days, 20 hours, 0 minutes. It will "
+      "be retried until it is 5 days old", None, None, "expired"),
+     (None, None, "Your message could not be delivered for 2 recipients:\na@b.example\n"
+      "c@d.example", None, None, "onhold")),
+    ("expired / onhold (a delay notice's 'will continue trying for' vs any 'will continue to "
+     "try')",
+     (None, None, "The mail system will continue to try to deliver your message for an "
+      "additional 3 days.", None, None, "expired"),
+     ("550", None, "550 rejected. We will continue to try to improve our service.", None, None,
+      "onhold")),
     ("blocked / onhold (a reply code at the connection vs the port of the address connected "
      "to, '[192.0.2.1]:465', which no server said)",
      (None, None, "mx.b.example[192.0.2.1] answered the initial greeting with 554 and nothing "
