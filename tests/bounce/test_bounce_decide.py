@@ -265,6 +265,25 @@ REPORTER_WORDS: list[Row] = [
      "userunknown"),
 ]
 
+#: docs section 3 (virusdetected): a scan banner after the reply names no virus, not even as
+#: the runner-up; a verdict in the same words does.
+BANNERS: list[Row] = [
+    ("452", None, "452 4.2.2 Mailbox full. This email has been scanned for viruses and malware",
+     None, None, "mailboxfull"),
+    ("552", None, "552 Message size exceeds fixed maximum message size. Checked for viruses by "
+     "ClamAV", None, None, "mesgtoobig"),
+    ("550", "5.2.1", "550 5.2.1 Mailbox disabled. Scanned for spam and viruses by Proofpoint "
+     "Essentials", None, None, "suspend"),
+]
+VERDICTS: list[Row] = [
+    ("554", None, "554 5.7.1 Message contains viruses and malware", "data", None,
+     "virusdetected"),
+    ("554", None, "554 5.7.1 Message rejected for virus: Eicar-Test-Signature", "data", None,
+     "virusdetected"),
+    ("554", None, "554 rejected for infected attachment", "data", None, "virusdetected"),
+]
+
+
 #: docs section 3: a reporter's own sentence that names the cause, read when its
 #: delivery-status part is missing.
 TEMPLATES: list[Row] = [
@@ -309,6 +328,15 @@ class PrecedenceTests(SynchronousTestCase):
     def test_reporter_words_are_not_causes(self) -> None:
         """The reporter's own summary lines yield to the remote's reply (step 3)."""
         for row in REPORTER_WORDS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_scan_banners_are_not_verdicts(self) -> None:
+        """A banner's "scanned for viruses and malware" is no candidate; a verdict decides."""
+        for row in BANNERS:
+            reason, _rule, runner_up = _decide(row)
+            self.assertEqual(reason, row[-1], repr(row))
+            self.assertNotEqual(runner_up, "virusdetected", repr(row))
+        for row in VERDICTS:
             self.assertEqual(_decide(row)[0], row[-1], repr(row))
 
     def test_reporter_templates(self) -> None:
