@@ -168,6 +168,15 @@ PAIRS: list[tuple[str, Row, Row]] = [
       "additional 3 days.", None, None, "expired"),
      ("550", None, "550 rejected. We will continue to try to improve our service.", None, None,
       "onhold")),
+    ("networkerror / blocked (a TCP refusal for an address whose local part starts with "
+     "three digits and a dash, '<550-555-1234@...>', vs a server's reply code)",
+     (None, None, "<550-555-1234@txt.b.example>: connect to mx.b.example[192.0.2.1]:25: "
+      "Connection refused", None, None, "networkerror"),
+     ("554", None, "554 Connection refused", "conn", None, "blocked")),
+    ("blocked / onhold (at HELO: a reply code vs an address starting with one, '550-12@...')",
+     (None, None, "SMTP error from remote mail server after EHLO a.example: 550-Go away", "helo",
+      None, "blocked"),
+     (None, None, "550-12@sms.b.example", "helo", None, "onhold")),
     ("blocked / onhold (a reply code at the connection vs the port of the address connected "
      "to, '[192.0.2.1]:465', which no server said)",
      (None, None, "mx.b.example[192.0.2.1] answered the initial greeting with 554 and nothing "
