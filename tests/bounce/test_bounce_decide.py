@@ -440,6 +440,16 @@ class StageTests(SynchronousTestCase):
             ("451 4.4.0 Failed to connect. Winsock error code: 10060, Win32 error code: 10060",
              Stage.conn),
             ("a@b.example: an MX or SRV record indicated no SMTP service", Stage.conn),
+            # ... but quoted in a server's reply after the command it answered, the
+            # command names the step
+            ("SMTP error from remote mail server after MAIL FROM:<s@a.example> SIZE=1234: 550 "
+             "5.7.1 Sender domain DNS query failed", Stage.mail),
+            ("SMTP error from remote mail server after RCPT TO:<a@b.example>: 550 5.1.1 User "
+             "unknown (callout failed: Winsock error 10060)", Stage.rcpt),
+            ("SMTP error from remote mail server after end of data: 550 5.7.1 the sender "
+             "domain indicated no SMTP service", Stage.data),
+            ("451 4.7.1 Sender domain DNS query failed (in reply to RCPT TO command)",
+             Stage.rcpt),
             # the original's text naming a step later than the failure does not win over
             # the last-named step of the failure itself
             ("550 5.7.1 <a@b.example>: Relay access denied (in reply to end of DATA command)",
