@@ -177,6 +177,13 @@ PAIRS: list[tuple[str, Row, Row]] = [
      (None, None, "SMTP error from remote mail server after EHLO a.example: 550-Go away", "helo",
       None, "blocked"),
      (None, None, "550-12@sms.b.example", "helo", None, "onhold")),
+    ("blocked / onhold ('Unable to connect' in a server's reply at the connection vs in "
+     "Exchange's own report of its failed attempt)",
+     (None, None, "SMTP error from remote mail server after initial connection: 554 Unable to "
+      "connect", "conn", None, "blocked"),
+     ("451", None, "451 4.4.0 Primary target IP address responded with: \"421 4.4.0 Unable to "
+      "connect.\" Attempted failover to alternate host, but that did not succeed.", "conn", None,
+      "onhold")),
     ("blocked / onhold (a reply code at the connection vs the port of the address connected "
      "to, '[192.0.2.1]:465', which no server said)",
      (None, None, "mx.b.example[192.0.2.1] answered the initial greeting with 554 and nothing "
