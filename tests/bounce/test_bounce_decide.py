@@ -117,7 +117,9 @@ PAIRS: list[tuple[str, Row, Row]] = [
     ("blocked / notaccept (Exim's null-MX words at the connection)",
      ("554", None, "host mx.b.example [192.0.2.1]: SMTP error from remote mail server after "
       "initial connection: 554 go away", None, None, "blocked"),
-     (None, None, "a@b.example: an MX or SRV record indicated no SMTP service", None, None,
+     # (at `conn`, the stage its words give: notaccept.text decides before the stage
+     # default would)
+     (None, None, "a@b.example: an MX or SRV record indicated no SMTP service", "conn", None,
       "notaccept")),
     ("expired / networkerror (Sendmail's queue return after a TCP refusal)",
      (None, None, "<a@b.example>... Deferred: Connection refused by mx.b.example.\n"
