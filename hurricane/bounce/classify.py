@@ -45,7 +45,8 @@ MAX_TEXT = 8 * 1024
 # each written to start with the [245] class (the look-behind just after it) so
 # that searches skip ahead to the digits fast; the same matches.
 _STATUS_RE = rxcache.compile(r"([245])(?<![\d.].)\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_CODE_RE = rxcache.compile(r"([245](?<![\d.#-].)[0-5]\d)(?:[ -]|$)(?![\d.]*%)")
+#: (a reply code is not the start of an address's local part: "<550-555-1234@sms.example>")
+_CODE_RE = rxcache.compile(r"([245](?<![\d.#-].)[0-5]\d)(?!-[\w.+-]{0,64}@)(?:[ -]|$)(?![\d.]*%)")
 _STATUS_OK = rxcache.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 

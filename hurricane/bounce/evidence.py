@@ -201,6 +201,10 @@ _PHRASES = (
     ("indicated no smtp service", Stage.conn),
 )
 
+#: The phrases of _PHRASES above that a reporter writes when no server answered:
+#: they name the connection step only when nothing else in the text names a step.
+_REPORTER_ONLY = ("dns query failed", "winsock error", "indicated no smtp service")
+
 
 @functools.lru_cache(maxsize=256)
 def find_stage(text: str) -> Stage | None:
@@ -240,6 +244,18 @@ def find_stage(text: str) -> Stage | None:
     # (a phrase found inside a regex's match, "end of data" in "in reply to
     # end of data command", names the same stage)
     i, st = _last_phrase(low)
+    if i > best and low.startswith(_REPORTER_ONLY, i):
+        # words only a reporter writes when no server answered (Exchange's "DNS query
+        # failed", "Winsock error", Exim's null-MX words) name the connection only
+        # when nothing else names a step: quoted in a server's reply after the
+        # command it answered ("after MAIL FROM:<s@a>: 550 ... DNS query failed")
+        # the step is that command's (docs/bounce-reasons.md, stage)
+        for w in _REPORTER_ONLY:
+            low = low.replace(w, " " * len(w))
+        j, st2 = _last_phrase(low)
+        if j > best:
+            best, stage = j, st2
+        return stage if best >= 0 else st
     if i > best:
         stage = st
     return stage

@@ -117,7 +117,9 @@ PAIRS: list[tuple[str, Row, Row]] = [
     ("blocked / notaccept (Exim's null-MX words at the connection)",
      ("554", None, "host mx.b.example [192.0.2.1]: SMTP error from remote mail server after "
       "initial connection: 554 go away", None, None, "blocked"),
-     (None, None, "a@b.example: an MX or SRV record indicated no SMTP service", None, None,
+     # (at `conn`, the stage its words give: notaccept.text decides before the stage
+     # default would)
+     (None, None, "a@b.example: an MX or SRV record indicated no SMTP service", "conn", None,
       "notaccept")),
     ("expired / networkerror (Sendmail's queue return after a TCP refusal)",
      (None, None, "<a@b.example>... Deferred: Connection refused by mx.b.example.\n"
@@ -147,6 +149,49 @@ PAIRS: list[tuple[str, Row, Row]] = [
       "virusdetected"),
      (None, None, "Your message to: a@b.example was blocked by our Spam & Virus Firewall. "
       "Reason: unsolicited bulk e-mail", None, None, "spamdetected")),
+    ("virusdetected / a scan banner (a verdict's 'rejected for virus', 'because of virus' vs "
+     "a banner's 'checked for viruses', 'free of viruses')",
+     ("554", None, "554 5.7.1 Message rejected for virus: Eicar-Test-Signature", "data", None,
+      "virusdetected"),
+     ("550", None, "550 5.7.1 Message rejected. This message was checked for viruses by ClamAV",
+      "data", None, "spamdetected")),
+    ("virusdetected / userunknown (a verdict after 'of' vs a banner after the reply)",
+     ("550", None, "550 Message rejected because of virus", "data", None, "virusdetected"),
+     ("550", None, "550 5.1.1 user unknown. This message is free of viruses", "rcpt", None,
+      "userunknown")),
+    ("expired / onhold (a retry period vs a count of recipients or a promise that names none)",
+     (None, None, "Your message could not be delivered for 3 days, 20 hours, 0 minutes. It will "
+      "be retried until it is 5 days old", None, None, "expired"),
+     (None, None, "Your message could not be delivered for 2 recipients:\na@b.example\n"
+      "c@d.example", None, None, "onhold")),
+    ("expired / onhold (a delay notice's 'will continue trying for' vs any 'will continue to "
+     "try')",
+     (None, None, "The mail system will continue to try to deliver your message for an "
+      "additional 3 days.", None, None, "expired"),
+     ("550", None, "550 rejected. We will continue to try to improve our service.", None, None,
+      "onhold")),
+    ("networkerror / blocked (a TCP refusal for an address whose local part starts with "
+     "three digits and a dash, '<550-555-1234@...>', vs a server's reply code)",
+     (None, None, "<550-555-1234@txt.b.example>: connect to mx.b.example[192.0.2.1]:25: "
+      "Connection refused", None, None, "networkerror"),
+     ("554", None, "554 Connection refused", "conn", None, "blocked")),
+    ("blocked / onhold (at HELO: a reply code vs an address starting with one, '550-12@...')",
+     (None, None, "SMTP error from remote mail server after EHLO a.example: 550-Go away", "helo",
+      None, "blocked"),
+     (None, None, "550-12@sms.b.example", "helo", None, "onhold")),
+    ("blocked / onhold ('Unable to connect' in a server's reply at the connection vs in "
+     "Exchange's own report of its failed attempt)",
+     (None, None, "SMTP error from remote mail server after initial connection: 554 Unable to "
+      "connect", "conn", None, "blocked"),
+     ("451", None, "451 4.4.0 Primary target IP address responded with: \"421 4.4.0 Unable to "
+      "connect.\" Attempted failover to alternate host, but that did not succeed.", "conn", None,
+      "onhold")),
+    ("blocked / onhold (a reply code at the connection vs the port of the address connected "
+     "to, '[192.0.2.1]:465', which no server said)",
+     (None, None, "mx.b.example[192.0.2.1] answered the initial greeting with 554 and nothing "
+      "more", "conn", None, "blocked"),
+     (None, None, "Cannot start TLS: handshake failure with mx.b.example[192.0.2.1]:465 (in "
+      "reply to initial greeting)", "conn", None, "onhold")),
     ("mailererror / userunknown (x-unix)",
      (None, "5.0.0", "procmail: Error while writing to /var/mail/x", None, "x-unix",
       "mailererror"),
@@ -238,6 +283,25 @@ REPORTER_WORDS: list[Row] = [
      "userunknown"),
 ]
 
+#: docs section 3 (virusdetected): a scan banner after the reply names no virus, not even as
+#: the runner-up; a verdict in the same words does.
+BANNERS: list[Row] = [
+    ("452", None, "452 4.2.2 Mailbox full. This email has been scanned for viruses and malware",
+     None, None, "mailboxfull"),
+    ("552", None, "552 Message size exceeds fixed maximum message size. Checked for viruses by "
+     "ClamAV", None, None, "mesgtoobig"),
+    ("550", "5.2.1", "550 5.2.1 Mailbox disabled. Scanned for spam and viruses by Proofpoint "
+     "Essentials", None, None, "suspend"),
+]
+VERDICTS: list[Row] = [
+    ("554", None, "554 5.7.1 Message contains viruses and malware", "data", None,
+     "virusdetected"),
+    ("554", None, "554 5.7.1 Message rejected for virus: Eicar-Test-Signature", "data", None,
+     "virusdetected"),
+    ("554", None, "554 rejected for infected attachment", "data", None, "virusdetected"),
+]
+
+
 #: docs section 3: a reporter's own sentence that names the cause, read when its
 #: delivery-status part is missing.
 TEMPLATES: list[Row] = [
@@ -282,6 +346,15 @@ class PrecedenceTests(SynchronousTestCase):
     def test_reporter_words_are_not_causes(self) -> None:
         """The reporter's own summary lines yield to the remote's reply (step 3)."""
         for row in REPORTER_WORDS:
+            self.assertEqual(_decide(row)[0], row[-1], repr(row))
+
+    def test_scan_banners_are_not_verdicts(self) -> None:
+        """A banner's "scanned for viruses and malware" is no candidate; a verdict decides."""
+        for row in BANNERS:
+            reason, _rule, runner_up = _decide(row)
+            self.assertEqual(reason, row[-1], repr(row))
+            self.assertNotEqual(runner_up, "virusdetected", repr(row))
+        for row in VERDICTS:
             self.assertEqual(_decide(row)[0], row[-1], repr(row))
 
     def test_reporter_templates(self) -> None:
@@ -376,6 +449,16 @@ class StageTests(SynchronousTestCase):
             ("451 4.4.0 Failed to connect. Winsock error code: 10060, Win32 error code: 10060",
              Stage.conn),
             ("a@b.example: an MX or SRV record indicated no SMTP service", Stage.conn),
+            # ... but quoted in a server's reply after the command it answered, the
+            # command names the step
+            ("SMTP error from remote mail server after MAIL FROM:<s@a.example> SIZE=1234: 550 "
+             "5.7.1 Sender domain DNS query failed", Stage.mail),
+            ("SMTP error from remote mail server after RCPT TO:<a@b.example>: 550 5.1.1 User "
+             "unknown (callout failed: Winsock error 10060)", Stage.rcpt),
+            ("SMTP error from remote mail server after end of data: 550 5.7.1 the sender "
+             "domain indicated no SMTP service", Stage.data),
+            ("451 4.7.1 Sender domain DNS query failed (in reply to RCPT TO command)",
+             Stage.rcpt),
             # the original's text naming a step later than the failure does not win over
             # the last-named step of the failure itself
             ("550 5.7.1 <a@b.example>: Relay access denied (in reply to end of DATA command)",

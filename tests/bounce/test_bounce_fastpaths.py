@@ -151,11 +151,16 @@ def _find_stage_plain(text: str) -> Stage | None:
             pass
         if last is not None and last.start() > best and last.lastgroup is not None:
             best, stage = last.start(), Stage(last.lastgroup)
+    weak = None
     for phrase, st_ in _PHRASES:
         i = low.rfind(phrase)
-        if i > best:
+        if phrase in evidence._REPORTER_ONLY:
+            # (a reporter's words when no server answered: only when nothing else names
+            # a step)
+            weak = st_ if i >= 0 else weak
+        elif i > best:
             best, stage = i, st_
-    return stage
+    return stage if best >= 0 else weak
 
 
 #: Pieces that make up generated diagnostics: every phrase, the regexes' words, fillers.
