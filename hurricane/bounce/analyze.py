@@ -374,7 +374,7 @@ def _bounce_subject(subject: str) -> bool:
     return (_BOUNCE_SUBJECT.search(subject) is not None
             or _BOUNCE_SUBJECT_OTHER.search(subject) is not None)
 _BOUNCE_FROM = any_of(
-    r"mailer-daemon|postmaster|mail delivery|mail-daemon|maildaemon|"
+    r"mailer-daemon|post[_-]?master|mail delivery|mail-daemon|maildaemon|"
     r"mail administrator|mailer_daemon|delivery subsystem|microsoftexchange", re.I)
 
 
@@ -1119,6 +1119,45 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
 
 
 # -- free text ---------------------------------------------------------------
+
+# A reply's subject prefix, in the mail clients' languages (Re, AW, SV, VS, Antw, Odp, YNT,
+# Res, RIF, 回复/答复), with a counter some add ("Re[2]:").
+_REPLY_SUBJECT = re.compile(
+    r"[ \t]{0,16}(?:re|aw|sv|vs|antw|odp|ynt|res|rif|回复|答复)[ \t]{0,4}(?:\[\d{1,4}\])?"
+    r"[ \t]{0,4}[:：]", re.I)
+# The line a mail client writes above the text it quotes ("On DATE, NAME wrote:", "Am ...
+# schrieb", ...), or its divider ("-----Original Message-----").
+_ATTRIBUTION_ENDS = ("wrote:", "schrieb:", "a écrit :", "a écrit:", "escribió:", "ha scritto:",
+                     "schreef:", "skrev:", "napsal:", "napisał:", "kirjoitti:", "escreveu:")
+
+
+def _person_reply(subject: str, from_hdr: str, from_addr: str | None) -> bool:
+    """Whether the message is a person's reply: a reply's subject from an address that does
+    not name a mail system. (A reporter that titles its notice "Re: <subject>", as Verizon's
+    SMS gateway does, states the failure in its own words, which still make a bounce.)"""
+    return (bool(from_addr) and _REPLY_SUBJECT.match(subject) is not None
+            and _BOUNCE_FROM.search(from_hdr or "") is None)
+
+
+def _own_words(note: str) -> str:
+    """A reply's own words: its lines before the attribution of the text it quotes, without
+    the quoted ('>') lines; the first 20,000 characters read, line by line."""
+    own: list[str] = []
+    for line in note[:20000].splitlines():
+        s = line.strip()
+        if s.startswith(">"):
+            continue
+        low = s.lower()
+        if low.endswith(_ATTRIBUTION_ENDS) or "original message" in low[:40]:
+            break
+        own.append(line)
+    return "\n".join(own)
+
+
+def _reports_failure(own: str) -> bool:
+    """Whether a reply's own words read as a failure report naming an address."""
+    return _looks_bounce(own) and bool(_find_addrs(own))
+
 
 def _cut_original(note: str) -> str:
     """The notification without the returned original (remembered for the last note)."""
@@ -1934,8 +1973,10 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
     free-text bounce read from its text, its headers and the original's."""
     root, limits = ctx.root, ctx.limits
     auto = _autoreply_kind(root, subject or "", from_hdr)
+    reply = _person_reply(subject or "", from_hdr, from_addr)
     bouncy = (bool(_BOUNCE_FROM.search(from_hdr or ""))
-              or _bounce_subject(subject or "")
+              # ("Re: Undelivered Mail Returned to Sender" is a person answering one)
+              or (not reply and _bounce_subject(subject or ""))
               # "From: <>": written by a mail system, not by a person who is away
               # (Exim's autoreply transport sets Auto-Submitted on its :fail: notes)
               or (not from_addr and "<>" in (from_hdr or "")))
@@ -1960,6 +2001,11 @@ def _written(ctx: _Ctx, note: str, subject: str | None, from_hdr: str,
                              suppress=False, diagnostic=(subject or "")[:500], remote_mta=None,
                              source="autoreply", rule=auto)
         return Analysis(category="autoreply", results=(rr,))
+    if reply and not bouncy and not _reports_failure(_own_words(note)):
+        # a person's reply whose own words report no failed address: the failure words
+        # are in what it quotes (a bounce the person got, a thread) or about something
+        # else ("the parcel could not be delivered") (docs/bounce-reasons.md section 1)
+        return Analysis(category="other")
     ctx.check()
     if len(note) > limits.max_text:
         note = note[:limits.max_text]

@@ -152,3 +152,47 @@ class VendorHeaderTests(SynchronousTestCase):
                       "X-FC-MachineGenerated: false\r\n"):
             a = analyze(message("I'm only sleeping.\r\n", subject="Re: Spring sale", extra=extra))
             self.assertEqual(a.category, "other", extra)
+
+
+class PersonReplyTests(SynchronousTestCase):
+    """A person's reply is not a bounce because of what it quotes (docs/bounce-reasons.md
+    section 1, a person's reply); a reporter titling its notice "Re:" still bounces."""
+
+    QUOTED = ("Hi, I got this when I wrote to Carol. Is your server down?\r\n\r\nBob\r\n\r\n"
+              "On Sun, 6 Dec 2026, Mail Delivery System wrote:\r\n"
+              "> This is the mail system at host mx.a.example.\r\n>\r\n"
+              "> <c@d.example>: host mx.d.example[192.0.2.1] said: 550 5.1.1\r\n"
+              ">     User unknown (in reply to RCPT TO command)\r\n")
+
+    def test_reply_quoting_a_bounce_is_other(self) -> None:
+        """Bob's reply quoting a Postfix bounce he got, under the bounce's own subject."""
+        for subject in ("Re: Undelivered Mail Returned to Sender", "AW: Spring sale",
+                        "RE[2]: Spring sale"):
+            a = analyze(message(self.QUOTED, sender="Bob <bob@b.example>", subject=subject))
+            self.assertEqual((a.category, a.results), ("other", ()), subject)
+
+    def test_reply_about_something_else_is_other(self) -> None:
+        """Failure words about something else, naming no address, in a person's reply."""
+        a = analyze(message("Hi Sam,\r\n\r\nthe parcel could not be delivered yesterday, the "
+                            "courier said the address was not found.\r\n\r\nBob\r\n",
+                            sender="Bob <bob@b.example>", subject="Re: your order 4512"))
+        self.assertEqual(a.category, "other")
+
+    def test_the_same_quote_forwarded_or_from_a_mail_system_bounces(self) -> None:
+        """The same text from a mail system, or a reply whose own words report a failed
+        address (a reporter titling its notice 'Re:', a helpdesk), is a bounce."""
+        a = analyze(message(self.QUOTED.replace("> ", ""), sender="MAILER-DAEMON@mx.a.example",
+                            subject="Re: Spring sale"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("bounce", ["c@d.example"]))
+        a = analyze(message("Error: Invalid user address\r\n\r\nError message below:\r\n"
+                            "550 - Requested action not taken: no such user here\r\n\r\n"
+                            "  RCPT TO: 5550100@vtext.example.com\r\n",
+                            sender="post_master@vtext.example.com", subject="Re:Test message"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("bounce", ["5550100@vtext.example.com"]))
+        a = analyze(message("Hi Sam,\r\n\r\nyour message to carol@d.example could not be "
+                            "delivered, the server said 550 5.1.1 user unknown.\r\n\r\nBob\r\n",
+                            sender="Bob <bob@b.example>", subject="Re: mail problem"))
+        self.assertEqual((a.category, [r.recipient for r in a.results]),
+                         ("bounce", ["carol@d.example"]))
