@@ -78,6 +78,16 @@ class ClassifierFamilyTests(SynchronousTestCase):
                                      status="5.4.312"),
                          "networkerror")
 
+    def test_dns_failure_of_the_sender_domain_is_not_ours(self):
+        """'DNS query failed' is the reporter's lookup of the recipient domain
+        (networkerror); a server refusing our MAIL FROM because the sender domain's DNS
+        query failed refuses the envelope sender (rejected)."""
+        self.assertEqual(self.reason("451 4.4.0 DNS query failed. The error was: DNS query "
+                                     "failed with error: ErrorRetry"), "networkerror")
+        self.assertEqual(self.reason("SMTP error from remote mail server after MAIL "
+                                     "FROM:<s@a.example> SIZE=1234: 550 Sender domain DNS "
+                                     "query failed"), "rejected")
+
     def test_greeting_or_helo_refusal_is_blocked(self):
         """A refusal at connection or EHLO with no better wording blocks the sender."""
         r = self.clf.classify(None, None, "SMTP error from remote mail server after EHLO "
