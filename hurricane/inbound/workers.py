@@ -378,11 +378,13 @@ class AnalysisProcessPool:
         """One answer from a worker: its ping's, else its oldest call's."""
         try:
             ok, value = pickle.loads(body)
-        except Exception as e:  # an answer that does not unpickle here
+        except Exception as e:  # an answer that does not unpickle in the server
             ok, value = False, e
         if not worker.ready:
             self._pinged(worker, value if ok else f"{type(value).__name__}: {value}")
             return
+        if not worker.calls:
+            return  # an answer to a call already failed and forgotten (stop)
         call = worker.calls.popleft()
         if call not in self._running:
             return  # already failed (deadline, stop)

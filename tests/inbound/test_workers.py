@@ -370,7 +370,8 @@ class PoolTests(_PoolCase):
                              (1, OSError(11, "Resource temporarily unavailable"))):
             spawned: list[int] = []
 
-            def spawn(*a: Any, fail_at: int = fail_at, err: OSError = err, **kw: Any) -> Any:
+            def spawn(*a: Any, fail_at: int = fail_at, err: OSError = err,
+                      spawned: list[int] = spawned, **kw: Any) -> Any:
                 if len(spawned) == fail_at:
                     raise err
                 proc = real(*a, **kw)
@@ -384,7 +385,7 @@ class PoolTests(_PoolCase):
             self.assertTrue(got[0].check(PoolUnavailable), got[0])
             self.assertIn(err.strerror, str(got[0].value))
             self.assertEqual((pool.pids(), pool.generation), ([], 0))
-            self.assertTrue(wait_until(lambda: all(gone(pid) for pid in spawned)), spawned)
+            self.assertTrue(wait_until(lambda s=spawned: all(gone(pid) for pid in s)), spawned)
 
     def test_worker_dead_while_idle_costs_nothing(self) -> None:
         """A worker that died idle: the next call goes to a new worker instead of failing."""
