@@ -56,6 +56,8 @@ JOBS: dict[str, tuple[list[str], dict[str, str]]] = {
         {
             "recorded/s": r"-- medians.*accepted\+analyzed\+recorded (\d+)/s",
             "server us/return": r"-- medians.*CPU per return: server (\d+) µs",
+            "reactor us/return": r"-- medians.*server's reactor thread (\d+) µs",
+            "workers us/return": r"-- medians.*analysis workers (\d+) µs",
         },
     ),
     "submission c=1": (

@@ -16,6 +16,8 @@ one (STYLE habit 22), never ``Any``:
 - :class:`IClientReactor`: outgoing HTTP and SMTP (webhooks, the sink's
   returns): TCP and TLS connections, timeouts;
 - :class:`IResolverReactor`: the DNS client (UDP and TCP queries, timeouts);
+- :class:`IAnalysisReactor`: the bounce analysis executors (worker processes
+  under deadlines, or a thread pool that calls back);
 - :class:`IServerReactor`: the whole server, all of the above plus UNIX
   sockets (a listener may be ``unix:``).
 
@@ -35,6 +37,7 @@ from typing import cast
 from twisted.internet.interfaces import (
     IReactorCore,
     IReactorFromThreads,
+    IReactorProcess,
     IReactorSSL,
     IReactorTCP,
     IReactorThreads,
@@ -44,8 +47,9 @@ from twisted.internet.interfaces import (
 )
 from zope.interface.interface import InterfaceClass
 
-__all__ = ["IClientReactor", "IConsoleReactor", "IResolverReactor", "IRunningReactor",
-           "IServerReactor", "IStoreReactor", "missing_interfaces", "server_reactor"]
+__all__ = ["IAnalysisReactor", "IClientReactor", "IConsoleReactor", "IResolverReactor",
+           "IRunningReactor", "IServerReactor", "IStoreReactor", "missing_interfaces",
+           "server_reactor"]
 
 
 class IRunningReactor(IReactorCore, IReactorFromThreads):
@@ -69,8 +73,13 @@ class IResolverReactor(IReactorUDP, IReactorTCP, IReactorTime):
     """What ``twisted.names.client.Resolver`` needs."""
 
 
+class IAnalysisReactor(IReactorProcess, IReactorTime, IReactorFromThreads):
+    """What the bounce analysis executors need: worker processes and their deadlines,
+    or results called back from a thread pool."""
+
+
 class IServerReactor(IStoreReactor, IConsoleReactor, IClientReactor, IResolverReactor,
-                     IReactorUNIX):
+                     IAnalysisReactor, IReactorUNIX):
     """Everything the server asks of its one reactor."""
 
 

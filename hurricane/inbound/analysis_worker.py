@@ -3,16 +3,24 @@
 Kept apart from :mod:`hurricane.inbound.workers` so that a spawned worker
 imports only the analyzer, not Twisted: a worker starts in a fresh
 interpreter, and every import delays the first analysis.
+
+The server starts it as ``python -m hurricane.inbound.analysis_worker``
+(:func:`serve`) and talks to it over its stdin and stdout in frames: a
+4-byte big-endian length, then a pickle. The first frame holds the server's
+``sys.path`` and the pickled arguments of :func:`init_worker`; every later
+one is a request ``(PING, None)`` or ``(BATCH, work)``, answered in order
+with ``(True, result)`` or ``(False, exception)``. End of file on stdin
+(the server closed it, or died, even by ``kill -9``) ends the worker.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import pickle
 import signal
-import threading
+import struct
+import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -20,8 +28,8 @@ from hurricane.bounce.analyze import AnalysisLimits
 from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
 
-__all__ = ["Analyzed", "Work", "WorkerInitFailed", "analyze_batch", "encode_analysis",
-           "init_worker", "ping"]
+__all__ = ["BATCH", "PING", "Analyzed", "Work", "WorkerInitFailed", "analyze_batch",
+           "encode_analysis", "frame", "init_worker", "ping", "serve"]
 
 #: One unit of work: the raw returned message and its envelope recipient.
 Work = tuple[bytes, "str | None"]
@@ -61,7 +69,7 @@ class WorkerInitFailed(Exception):
 
 
 def init_worker(analyze: Any, rules_files: Sequence[str], limits: AnalysisLimits | None) -> None:
-    """Load the classifier once for this worker; exit when the parent does.
+    """Load the classifier once for this worker.
 
     Args:
         analyze: the analysis function (``hurricane.bounce.analyze.analyze``).
@@ -82,22 +90,6 @@ def init_worker(analyze: Any, rules_files: Sequence[str], limits: AnalysisLimits
         # pool would only see "a worker died", as if a message had killed it.
         # Reported by ping() and analyze_batch() instead.
         _INIT_ERROR = f"{type(e).__name__}: {e}"
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True,
-                         name="hurricane-parent-watch").start()
-
-
-def _exit_with(sentinel: int) -> None:
-    """Wait until the parent process is gone, then end this worker at once.
-
-    An idle worker would otherwise wait forever: it blocks reading the
-    pool's call queue, whose write end its own copy of the queue keeps open.
-    """
-    from multiprocessing.connection import wait
-
-    wait([sentinel])
-    os._exit(0)
 
 
 def _portable(e: BaseException) -> BaseException:
@@ -144,3 +136,70 @@ def analyze_batch(work: list[Work]) -> list[Analyzed]:
             one = _portable(e)
         out.append(Analyzed(one, message_fingerprint(raw), record))
     return out
+
+
+# -- the process: frames on stdin and stdout ---------------------------------------
+
+#: Requests (the first element of a request frame).
+PING = 0
+BATCH = 1
+
+_LENGTH = struct.Struct(">I")
+
+
+def frame(obj: Any) -> bytes:
+    """``obj`` pickled, behind its 4-byte big-endian length."""
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _read_frame(stream: Any) -> bytes | None:
+    """The next frame's body; None at end of file (the server is gone)."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    body: bytes = stream.read(size)
+    return body if len(body) == size else None
+
+
+def serve() -> None:
+    """Answer the server's frames until stdin ends (see the module docstring)."""
+    # Ctrl-C in a terminal reaches the whole process group; the server
+    # decides when its workers stop (it closes their stdin).
+    global _INIT_ERROR
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # stdout carries frames only: a stray print() (in an operator's analyze
+    # function, a library's warning) goes to stderr instead of corrupting them.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    stream = sys.stdin.buffer
+    first = _read_frame(stream)
+    if first is None:
+        return
+    path, initargs = pickle.loads(first)
+    sys.path[:] = path  # where the server imports from (an injected analyze, too)
+    try:
+        init_worker(*pickle.loads(initargs))
+    except Exception as e:  # an analyze function that does not unpickle here
+        _INIT_ERROR = f"{type(e).__name__}: {e}"
+    while True:
+        body = _read_frame(stream)
+        if body is None:
+            return
+        kind, work = pickle.loads(body)
+        try:
+            answer: Any = (True, ping() if kind == PING else analyze_batch(work))
+            data = frame(answer)
+        except Exception as e:
+            data = frame((False, _portable(e)))
+        out.write(data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    # Run through the module's own name: objects pickled from ``__main__``
+    # would not unpickle in the server.
+    from hurricane.inbound import analysis_worker
+
+    analysis_worker.serve()

@@ -39,6 +39,7 @@ from hurricane.bounce.classify import ReplyClassifier
 from hurricane.bounce.model import Analysis
 from hurricane.inbound.analysis_worker import Analyzed, Work
 from hurricane.inbound.workers import AnalysisProcessPool
+from hurricane.reactors import IAnalysisReactor
 
 __all__ = [
     "AnalyzeFunction",
@@ -248,7 +249,7 @@ class ProcessExecutor:
 
 
 def build_executor(
-    reactor: IReactorFromThreads, *, processes: int, threadpool: ThreadPool | None,
+    reactor: IAnalysisReactor, *, processes: int, threadpool: ThreadPool | None,
     limits: AnalysisLimits | None, classifier: ReplyClassifier | None,
     rules_files: Sequence[str] = (),
 ) -> Executor:

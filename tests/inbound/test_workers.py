@@ -1,7 +1,9 @@
 """Tests for hurricane.inbound.workers: analyses in spawned worker processes.
 
-These start real processes (spawn), so they take a second or two; every wait
-is bounded.
+These start real processes, so they take a second or two; every wait is
+bounded. The workers' pipes are carried by a reactor of their own (never the
+global one, never run: the tests iterate it), while deadlines and the
+processor run on a fake clock that the tests advance.
 """
 
 from __future__ import annotations
@@ -164,31 +166,55 @@ def wait_until(predicate: Any, timeout: float = 15.0) -> bool:
     return bool(predicate())
 
 
+_PROCESS_REACTOR: Any = None
+
+
+def process_reactor() -> Any:
+    """A real reactor for the workers' pipes, shared by these tests, never run or installed."""
+    global _PROCESS_REACTOR
+    if _PROCESS_REACTOR is None:
+        from twisted.internet.pollreactor import PollReactor
+
+        _PROCESS_REACTOR = PollReactor()
+    return _PROCESS_REACTOR
+
+
 class _PoolCase(SynchronousTestCase):
-    """A fake reactor that worker results are reported to, pumped by the test."""
+    """Workers on a reactor of their own and a fake clock, both pumped by the test."""
 
     def setUp(self) -> None:
         self.reactor = _ThreadClock()
+        self.procs = process_reactor()
         self.tmp = tempfile.mkdtemp(prefix="hurricane-workers-")
 
     def pool(self, processes: int = 1, **kw: Any) -> AnalysisProcessPool:
-        pool = AnalysisProcessPool(self.reactor, processes, **kw)
-        self.addCleanup(pool.stop, False)
+        pool = AnalysisProcessPool(self.procs, processes, clock=self.reactor, **kw)
+        self.addCleanup(self._kill, pool)
         return pool
 
+    def _kill(self, pool: AnalysisProcessPool) -> None:
+        """Kill the workers and let the reactor see their pipes close."""
+        pids = pool.pids()
+        pool.stop(False)
+        wait_until(lambda: all(gone(pid) for pid in pids), timeout=10)
+        self.procs.iterate(0)
+
+    def pump_once(self, wait: float = 0.02) -> None:
+        """Run one report from a thread, else the workers' pipes for up to ``wait``."""
+        try:
+            f, args, kwargs = self.reactor.from_threads.get_nowait()
+        except queue.Empty:
+            self.procs.iterate(wait)
+            return
+        f(*args, **kwargs)
+
     def pump_until(self, predicate: Any, timeout: float = 30.0) -> None:
-        """Run the calls that threads report back until ``predicate()`` holds."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail("timed out waiting for the workers")
-            try:
-                self.reactor.run_one()
-            except Exception as e:  # queue.Empty after 10 s
-                self.fail(f"no report from the workers: {e!r}")
+        """Run the workers' answers (and reports from threads) until ``predicate()`` holds."""
+        if not self.pump_while(predicate, timeout):
+            self.fail("timed out waiting for the workers")
 
     def pump_while(self, predicate: Any, timeout: float = 15.0) -> bool:
-        """Run reports from threads as they come until ``predicate()`` holds.
+        """Run the workers' answers as they come until ``predicate()`` holds.
 
         Like :func:`wait_until`, but new workers' first answer (their ping)
         reaches the pool, which sends no message before it.
@@ -197,11 +223,7 @@ class _PoolCase(SynchronousTestCase):
         while not predicate():
             if time.monotonic() > deadline:
                 return False
-            try:
-                f, args, kwargs = self.reactor.from_threads.get(timeout=0.02)
-            except queue.Empty:
-                continue
-            f(*args, **kwargs)
+            self.pump_once()
         return True
 
     def marker(self, name: str) -> bytes:
@@ -242,7 +264,7 @@ class PoolTests(_PoolCase):
         pids = pool.pids()
         self.assertEqual(len(pids), 2, pids)
         pool.stop()
-        self.assertTrue(all(gone(pid) for pid in pids), pids)
+        self.assertTrue(self.pump_while(lambda: all(gone(pid) for pid in pids)), pids)
         failed: list[Any] = []
         pool.analyze([(b"x", None)]).addErrback(failed.append)
         self.assertTrue(failed[0].check(WorkerLost))
@@ -272,7 +294,7 @@ class PoolTests(_PoolCase):
     def test_deadlines_with_two_workers(self) -> None:
         """With two workers, the first two calls start at once and count only
         their own messages; the third, handed over while both are busy,
-        counts the messages of both calls before it."""
+        counts the messages of the call before it on its worker too."""
         pool = self.pool(processes=2, analyze=hold, limits=AnalysisLimits(cpu_seconds=2.0),
                          call_margin=10.0)
         held = b"HOLD " + self.tmp.encode() + b"\nSubject: a\r\n\r\nx\r\n"
@@ -281,7 +303,7 @@ class PoolTests(_PoolCase):
             pool.analyze(work).addBoth(got.append)
         self.assertTrue(self.pump_while(lambda: len(pool._running) == 3))
         self.assertEqual(sorted(c.deadline for c in pool._running),
-                         [2.0 * 1 + 10.0, 2.0 * 1 + 10.0, 2.0 * 3 + 10.0])
+                         [2.0 * 1 + 10.0, 2.0 * 1 + 10.0, 2.0 * 2 + 10.0])
         open(os.path.join(self.tmp, "release"), "w").close()
         self.pump_until(lambda: len(got) == 3)
         self.assertTrue(all(isinstance(a.result, Analysis) for r in got for a in r))
@@ -341,43 +363,39 @@ class PoolTests(_PoolCase):
         self.assertIsInstance(got[0][0][0], Analysis)
 
     def test_pool_that_cannot_be_created_is_unavailable(self) -> None:
-        """OSError creating the executor or submitting to it fails with PoolUnavailable, not
-        raised."""
-        from hurricane.inbound import workers
+        """OSError spawning a worker (the first, or a later one) fails with PoolUnavailable,
+        not raised; the workers already spawned for it are killed."""
+        real = self.procs.spawnProcess
+        for fail_at, err in ((0, OSError(24, "Too many open files")),
+                             (1, OSError(11, "Resource temporarily unavailable"))):
+            spawned: list[int] = []
 
-        def no_executor(*a: Any, **kw: Any) -> Any:
-            raise OSError(24, "Too many open files")
+            def spawn(*a: Any, fail_at: int = fail_at, err: OSError = err,
+                      spawned: list[int] = spawned, **kw: Any) -> Any:
+                if len(spawned) == fail_at:
+                    raise err
+                proc = real(*a, **kw)
+                spawned.append(proc.pid)
+                return proc
 
-        class NoSpawn:
-            def __init__(self, *a: Any, **kw: Any) -> None:
-                pass
-
-            def submit(self, *a: Any, **kw: Any) -> Any:
-                raise OSError(11, "Resource temporarily unavailable")
-
-            def shutdown(self, *a: Any, **kw: Any) -> None:
-                pass
-
-        for fake, text in ((no_executor, "Too many open files"),
-                           (NoSpawn, "Resource temporarily unavailable")):
-            self.patch(workers, "ProcessPoolExecutor", fake)
-            pool = self.pool()
+            self.patch(self.procs, "spawnProcess", spawn)
+            pool = self.pool(processes=2)
             got: list[Any] = []
             pool.analyze([(b"x", None)]).addErrback(got.append)
             self.assertTrue(got[0].check(PoolUnavailable), got[0])
-            self.assertIn(text, str(got[0].value))
-            self.assertIsNone(pool._executor)
+            self.assertIn(err.strerror, str(got[0].value))
+            self.assertEqual((pool.pids(), pool.generation), ([], 0))
+            self.assertTrue(wait_until(lambda s=spawned: all(gone(pid) for pid in s)), spawned)
 
     def test_worker_dead_while_idle_costs_nothing(self) -> None:
-        """A worker that died idle: the next call goes to a fresh pool instead of failing."""
+        """A worker that died idle: the next call goes to a new worker instead of failing."""
         pool = self.pool()
         got: list[Any] = []
         pool.analyze([(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(got.append)
         self.pump_until(lambda: got)
-        executor = pool._executor
         [pid] = pool.pids()
         os.kill(pid, signal.SIGKILL)
-        self.assertTrue(wait_until(lambda: getattr(executor, "_broken", False)))
+        self.pump_until(lambda: not pool.pids())  # the reactor saw its pipes close
         again: list[Any] = []
         pool.analyze([(b"Subject: x\r\n\r\ny\r\n", None)]).addBoth(again.append)
         self.pump_until(lambda: again)
@@ -501,13 +519,12 @@ class ProcessorTests(_PoolCase):
 
     def test_pool_that_cannot_spawn_leaves_messages_pending(self) -> None:
         """OSError starting workers: messages stay pending (backoff), then go through."""
-        from hurricane.inbound import workers
 
-        def no_executor(*a: Any, **kw: Any) -> Any:
+        def no_spawn(*a: Any, **kw: Any) -> Any:
             raise OSError(24, "Too many open files")
 
-        real = workers.ProcessPoolExecutor
-        self.patch(workers, "ProcessPoolExecutor", no_executor)
+        real = self.procs.spawnProcess
+        self.patch(self.procs, "spawnProcess", no_spawn)
         p = self.processor(real_analyze)
         bids = [self.receive(d) for d in self.deliveries]
         for bid in bids:
@@ -515,7 +532,7 @@ class ProcessorTests(_PoolCase):
         self.assertIsNotNone(p._pause)
         self.assertEqual([self.status(b) for b in bids], ["pending", "pending"])
         self.assertEqual(p.stats()["failed"], 0)
-        self.patch(workers, "ProcessPoolExecutor", real)
+        self.patch(self.procs, "spawnProcess", real)
         self.reactor.advance(5.0)
         self.pump_until(lambda: "pending" not in [self.status(b) for b in bids])
         self.assertEqual([self.status(b) for b in bids], ["analyzed", "analyzed"])
@@ -583,7 +600,7 @@ class ProcessorTests(_PoolCase):
         pids = pool_of(p).pids()
         self.assertTrue(pids)
         self.successResultOf(p.stopService())
-        self.assertTrue(all(gone(pid) for pid in pids), pids)
+        self.assertTrue(self.pump_while(lambda: all(gone(pid) for pid in pids)), pids)
         p.startService()
         other = self.receive(self.deliveries[1])
         p.submit(other)
@@ -619,27 +636,18 @@ class ParentDeathTests(SynchronousTestCase):
     def test_workers_exit_when_parent_is_killed(self) -> None:
         """After kill -9 of the parent, its idle workers exit on their own."""
         script = textwrap.dedent("""
-            import os, queue, signal, sys, time
-            from twisted.internet.task import Clock
+            import os, signal, sys, time
+            from twisted.internet.pollreactor import PollReactor
             from hurricane.inbound.workers import AnalysisProcessPool
 
-            class R(Clock):
-                reports = queue.Queue()
-
-                def callFromThread(self, f, *a, **kw):
-                    self.reports.put((f, a, kw))
-
-            r = R()
+            r = PollReactor()  # never run: iterated below
             pool = AnalysisProcessPool(r, 2)
-            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
-            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)])
+            got = []
+            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)]).addBoth(got.append)
+            pool.analyze([(b"Subject: x\\r\\n\\r\\ny\\r\\n", None)]).addBoth(got.append)
             deadline = time.monotonic() + 30
-            while len(pool.pids()) < 2 and time.monotonic() < deadline:
-                try:
-                    f, a, kw = r.reports.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                f(*a, **kw)
+            while len(got) < 2 and time.monotonic() < deadline:
+                r.iterate(0.05)
             time.sleep(0.5)
             print(" ".join(map(str, pool.pids())), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
