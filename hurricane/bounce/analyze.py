@@ -1181,7 +1181,8 @@ def _cut_original(note: str) -> str:
             last = sm
         if last is not None and last.start() > 0 and \
                 nl.count("\n", last.end(), cut) < _SIGNATURE_LINES and \
-                not _errorish(nl[last.end():cut]) and not _CODEISH.search(nl, last.end(), cut):
+                not _errorish(nl[last.end():cut]) and not _CODEISH.search(nl, last.end(), cut) \
+                and not _address_list(nl[last.end():cut]):
             cut = last.start()
     region = note[:cut]
     _CUT_CACHE.last = (note, region)
@@ -1189,6 +1190,16 @@ def _cut_original(note: str) -> str:
 
 
 _CUT_CACHE = threading.local()
+
+
+def _address_list(text: str) -> bool:
+    """Whether a few lines hold addresses and nothing else: after a "--" line, the list of
+    failed recipients a report set off so ("could not be delivered (550 ...)\n--\n a@b\n
+    c@d"), not a signature, which has a name or words besides its addresses."""
+    lines = [ln.strip(" \t\r<>'\"") for ln in text.split("\n")]
+    return any(lines) and all(_ADDR_RE.fullmatch(ln) is not None for ln in lines if ln)
+
+
 _SIGNATURE = rxcache.compile(r"\n-- ?\r?(?:\n|\Z)")
 #: Lines a signature holds at most (RFC 3676 4.3 suggests 4; room for blank ones).
 _SIGNATURE_LINES = 8
@@ -1460,7 +1471,9 @@ def _delivered_entry(text: str, pos: int) -> bool:
         line = raw_line.strip()
         end = start - 1
         if line.startswith(("---", "===")) or line.endswith(("---", ":")) and "@" not in line:
-            return _SUCCEEDED.search(line.lower()) is not None and not _errorish(line)
+            low = line.lower()
+            return (_SUCCEEDED.search(low) is not None and not _errorish(line)
+                    and not any(w in f" {low} " for w in _NEGATED))
         if line and "@" not in line and raw_line[:1] not in " \t":
             return False    # (prose between: the entry is not in that list)
         if "@" in line and (not raw_line.startswith(indent)
@@ -1472,6 +1485,8 @@ def _delivered_entry(text: str, pos: int) -> bool:
 # A heading's words for delivered recipients (lower-cased)
 _SUCCEEDED = any_of(r"succeeded|successful|(?:was|were|has been|have been) delivered|"
                     r"delivery (?:to these recipients or groups )?is complete")
+# ... and the words that turn it round ("has not succeeded:", "was unsuccessful:")
+_NEGATED = (" not ", "n't ", "unsuccessful", " never ", " failed", " nicht ")
 
 
 def _contact_line(text: str, pos: int) -> bool:

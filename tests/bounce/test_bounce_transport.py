@@ -1089,3 +1089,38 @@ class DeliveredListedTests(SynchronousTestCase):
                      b"<a@b.example>\n\nEach of the following recipients was rejected by a "
                      b"remote mail server.\n"):
             self.assertEqual(recipients(self._text(body)), ["a@b.example"], body)
+
+
+class ReviewRev3Tests(SynchronousTestCase):
+    """rev3's review of the recipient paths: true recipients the rcp rules took away."""
+
+    def _text(self, body: bytes, subject: bytes = b"Undelivered Mail Returned to Sender"
+              ) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: " + subject
+                + b"\n\n" + body)
+
+    def test_a_list_after_a_separator_is_not_a_signature(self) -> None:
+        # the addresses alone after "--" are the failed ones; words there sign it off
+        raw = self._text(b"The following message could not be delivered (550 5.1.1 user "
+                         b"unknown).\n--\n a@b.example\n c@b.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\n--\nThe Mail Team\n"
+                         b"help@isp.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\n--\nhelp@isp.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_a_heading_that_says_delivery_did_not_succeed_lists_failures(self) -> None:
+        for heading in (b"Delivery to the following recipients has not succeeded:",
+                        b"Delivery was not successful for these recipients:",
+                        b"Delivery to these recipients was unsuccessful:"):
+            raw = self._text(heading + b"\n\n  a@b.example\n\nDelivery to the following "
+                             b"recipients failed:\n\n  c@d.example\n",
+                             b"Delivery Status Notification (Failure)")
+            self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"], heading)
+        raw = self._text(b"Delivery to the following recipients succeeded:\n\n  a@b.example\n\n"
+                         b"Delivery to the following recipients failed:\n\n  c@d.example\n",
+                         b"Delivery Status Notification (Failure)")
+        self.assertEqual(recipients(raw), ["c@d.example"])
