@@ -1715,17 +1715,17 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
 
 
 def _passed_on(analyses: list[Analysis]) -> Analysis:
-    """The analysis of messages passed on together: the first one's, with the recipients of
-    the others of its category (a bounce, a complaint; not a person's note) after its
-    own, each recipient once, and their tokens."""
-    first = analyses[0]
+    """The analysis of messages passed on together: the first report's (a bounce, a
+    complaint; a person's note before it in a digest is not one), with the recipients of
+    the others of its category after its own, each recipient once, and their tokens."""
+    first = next((a for a in analyses if a.category in ("bounce", "feedback")), analyses[0])
     if len(analyses) == 1:
         return first
     results = list(first.results)
     named = {r.recipient for r in results if r.recipient}
     tokens = dict.fromkeys(first.verp_tokens)
-    for a in analyses[1:]:
-        if a.category != first.category:
+    for a in analyses:
+        if a is first or a.category != first.category:
             continue
         for r in a.results:
             if r.recipient and r.recipient not in named and len(results) < _MAX_RECIPIENTS:
@@ -1760,7 +1760,7 @@ def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
     failed is a bounce in its own right: the message it returns is its original,
     even when that was a bounce too (docs section 1). Several messages forwarded
     together (a mail client's "forward as attachments", a digest): each is read, and
-    those that are reports of the first one's kind count (_passed_on).
+    those that are reports of the first report's kind count (_passed_on).
     """
     root = ctx.root
     if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
@@ -1774,12 +1774,12 @@ def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
                 if p.maintype == "message" and p.subtype == "rfc822" and p.children]
     if not attached:
         return []
-    inner = attached[0].children[0]
-    if (_BOUNCE_FROM.search(inner.get("from")) is None
-            and inner.content_type != "multipart/report"
+    attached = attached[:_MAX_PASSED_ON]
+    if (not any(_BOUNCE_FROM.search(p.children[0].get("from")) is not None
+                or p.children[0].content_type == "multipart/report" for p in attached)
             and _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None):
-        return []       # (the first attached message decides: the one passed on)
-    return [p.payload() for p in attached[:_MAX_PASSED_ON]]
+        return []       # (no report among them: a person's message and its attachments)
+    return [p.payload() for p in attached]
 
 
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,

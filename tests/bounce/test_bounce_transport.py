@@ -1124,3 +1124,39 @@ class ReviewRev3Tests(SynchronousTestCase):
                          b"Delivery to the following recipients failed:\n\n  c@d.example\n",
                          b"Delivery Status Notification (Failure)")
         self.assertEqual(recipients(raw), ["c@d.example"])
+
+    def _report(self, rcpt: bytes) -> bytes:
+        return (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+                b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
+                b"<" + rcpt + b">: host mx.b.example[192.0.2.1] said: 550 5.1.1 user "
+                b"unknown (in reply to RCPT TO command)\n")
+
+    _NOTE = (b"From: Ann <ann@shop.example>\nTo: help@shop.example\nSubject: this one\n\n"
+             b"Please stop, write to me at ann.private@home.example\n")
+
+    def _digest(self, *msgs: bytes, typed: bool = True,
+                subject: bytes = b"Fw: returned mail") -> bytes:
+        head = b"--D\nContent-Type: message/rfc822\n\n" if typed else b"--D\n\n"
+        return (b"From: List Owner <owner@lists.shop.example>\nTo: bounces@shop.example\n"
+                b"Subject: " + subject + b"\nMIME-Version: 1.0\n"
+                b"Content-Type: multipart/mixed; boundary=\"M\"\n\n"
+                b"--M\nContent-Type: text/plain\n\nThese came in.\n\n"
+                b"--M\nContent-Type: multipart/digest; boundary=\"D\"\n\n"
+                + b"".join(head + m + b"\n" for m in msgs) + b"--D--\n--M--\n")
+
+    def test_a_report_after_a_persons_note_in_a_digest_counts(self) -> None:
+        # (the note first: its writer is no recipient, and the bounce after it is read;
+        # a digest's parts without a Content-Type are messages, RFC 2046 5.1.5)
+        for typed in (True, False):
+            for subject in (b"Fw: returned mail", b"Digest"):
+                for msgs in ((self._NOTE, self._report(b"a@b.example")),
+                             (self._report(b"a@b.example"), self._NOTE)):
+                    raw = self._digest(*msgs, typed=typed, subject=subject)
+                    self.assertEqual(recipients(raw), ["a@b.example"], (typed, subject))
+                    self.assertEqual(analyze(raw).category, "bounce")
+
+    def test_a_digest_of_persons_notes_is_no_bounce(self) -> None:
+        other = self._NOTE.replace(b"Ann <ann@", b"Bob <bob@")
+        for typed in (True, False):
+            raw = self._digest(self._NOTE, other, typed=typed, subject=b"Digest")
+            self.assertEqual(analyze(raw).category, "other", typed)
