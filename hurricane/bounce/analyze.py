@@ -1492,8 +1492,10 @@ _NEGATED = (" not ", "n't ", "unsuccessful", " never ", " failed", " nicht ")
 def _contact_line(text: str, pos: int) -> bool:
     """Whether the address at ``pos`` (the last one the text names) signs it off: alone on
     its line, under a line that is neither another address nor a heading ("... the
-    following recipients:"), with no failure stated after it ("The Mail Team\n
-    help@isp.example" at the end of a notice)."""
+    following recipients:"), with no failure stated after it, and a closing or a team's
+    name in the two lines above it ("Regards,\nThe Mail Team\nhelp@isp.example" at the end
+    of a notice; not "Empfänger\nb@c", "... for the other recipient\nb@c", a list's last
+    entry under words nothing reads)."""
     start = text.rfind("\n", 0, pos) + 1
     end = text.find("\n", pos)
     end = len(text) if end < 0 else end
@@ -1503,10 +1505,21 @@ def _contact_line(text: str, pos: int) -> bool:
     after = text[end:end + 400]
     if after.strip() and (_errorish(after) or _CODEISH.search(after)):
         return False
-    prev = text[:start].rstrip()
-    prev = prev[prev.rfind("\n") + 1:].strip()
-    return (bool(prev) and "@" not in prev and not prev.endswith(":")
-            and not _errorish(prev) and _CODEISH.search(prev) is None)
+    above = text[max(0, start - 400):start].rstrip()
+    prev = above[above.rfind("\n") + 1:].strip()
+    if not (prev and "@" not in prev and not prev.endswith(":")
+            and not _errorish(prev) and _CODEISH.search(prev) is None):
+        return False
+    # (the two non-blank lines above: "Regards," then the team's name; or a signature
+    # separator, "--\nhelp@isp.example")
+    lines = [ln for ln in above.split("\n") if ln.strip()][-2:]
+    return prev == "--" or _SIGN_OFF.search("\n".join(lines).lower()) is not None
+
+
+# A closing or a team's name signing a notice off (lower-cased)
+_SIGN_OFF = any_of(r"regards|thanks|thank you|sincerely|cheers|team\b|support|administrat|"
+                   r"postmaster|help ?desk|service|department|grüße|gruesse|cordialement|"
+                   r"saludos|atentamente|saluti|groeten|met vriendelijke")
 
 
 def _reply_line(text: str, pos: int) -> bool:

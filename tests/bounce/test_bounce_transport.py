@@ -1160,3 +1160,21 @@ class ReviewRev3Tests(SynchronousTestCase):
         for typed in (True, False):
             raw = self._digest(self._NOTE, other, typed=typed, subject=b"Digest")
             self.assertEqual(analyze(raw).category, "other", typed)
+
+    def test_a_lists_last_entry_under_unread_words_is_no_sign_off(self) -> None:
+        # the last recipient alone on its line under a heading word or prose that names
+        # no failure we read stays; under a closing or a team's name it signs off
+        for body in ("Ihre Nachricht konnte nicht an alle Empfänger zugestellt werden.\n\n"
+                     "Empfänger\na@b.example\nGrund: Postfach voll\n\nEmpfänger\nc@d.example\n",
+                     "Votre message n'a pas pu être remis aux destinataires suivants\n\n"
+                     "Destinataire\na@b.example\nDestinataire\nc@d.example\n",
+                     "Your message was rejected by a@b.example because the mailbox is full.\n"
+                     "The same happened for the other recipient\nc@d.example\n"):
+            raw = self._text(body.encode(), b"Undeliverable: news")
+            self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"], body)
+        for sign in ("Regards,\nThe Mail Team\n", "Mit freundlichen Grüßen\nIhr IT-Team\n",
+                     "Thank you,\nReporter ISP\n", "--\n"):
+            raw = self._text(("Your message was rejected by a@b.example because the mailbox "
+                              "is full.\n\n" + sign + "help@isp.example\n").encode(),
+                             b"Undeliverable: news")
+            self.assertEqual(recipients(raw), ["a@b.example"], sign)
