@@ -205,6 +205,45 @@ _SYSTEM_LOCAL = rxcache.compile(
     r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
 
 
+def _mailbox_addrs(values: list[str]) -> dict[str, None]:
+    """The addresses of an address header's mailboxes (lower-cased, each once, in order):
+    an address in a display name's quoted string or a comment is not one of them
+    ('"Bob (bob@old.example)" <bob@new.example>' names one mailbox, bob@new.example);
+    a value whose only addresses are there keeps them."""
+    out: dict[str, None] = {}
+    for v in values:
+        v = v[:mime.MAX_HEADER_VALUE]     # (a line quoted inline may be longer)
+        if "@" not in v:
+            continue
+        kept: list[str] = []
+        quoted = False
+        depth = 0
+        i = 0
+        for j, ch in enumerate(v):
+            if ch == "\\":
+                continue
+            if quoted:
+                if ch == '"' and v[j - 1:j] != "\\":
+                    quoted = False
+                    i = j + 1
+            elif ch == '"' and depth == 0:
+                kept.append(v[i:j])
+                quoted = True
+            elif ch == "(":
+                if depth == 0:
+                    kept.append(v[i:j])
+                depth += 1
+            elif ch == ")" and depth:
+                depth -= 1
+                if depth == 0:
+                    i = j + 1
+        if not quoted and depth == 0:
+            kept.append(v[i:])
+        found = _find_addrs(" ".join(kept)) or _find_addrs(v)
+        out.update(dict.fromkeys(a.lower().rstrip(".") for a in found))
+    return out
+
+
 def _addr(value: str | None) -> str:
     """The first address in a header-ish value, lower-cased, or ''."""
     if not value or "@" not in value:
@@ -689,13 +728,13 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part,
     # shared send) cannot say whose; suppressing them all would punish the others.
     if not found:
         for orig in _original_parts(ctx):
-            to = {a.lower(): None for v in orig.get_all("to") for a in _find_addrs(v)}
+            to = _mailbox_addrs(orig.get_all("to"))
             if len(to) == 1:
                 found.update(to)
             break
     if not found and inline_original:
         m = _INLINE_TO.search(inline_original)
-        to = {a.lower(): None for a in _find_addrs(m.group(1))} if m is not None else {}
+        to = _mailbox_addrs([m.group(1)]) if m is not None else {}
         if len(to) == 1:
             found.update(to)
     rcpts = list(found)[:_MAX_RECIPIENTS]
@@ -2091,16 +2130,15 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
         # the original's recipient when the text names none (when its To: names one
         # address: of several, which one failed the text does not say)
         for orig in _original_parts(ctx):
-            to = list(dict.fromkeys(a.lower() for v in orig.get_all("to")
-                                    for a in _find_addrs(v)))
+            to = list(_mailbox_addrs(orig.get_all("to")))
             addrs = to if len(to) == 1 else []
             break
     if not addrs:
         # ... or its To: quoted inline after the notification
         m = _INLINE_TO.search(_nl(note), len(region))
-        named = {a.lower() for a in _find_addrs(m.group(1))} if m is not None else set()
-        if m is not None and len(named) == 1 and _addr(m.group(1)) not in ctx.excluded:
-            addrs = [_addr(m.group(1))]
+        named = list(_mailbox_addrs([m.group(1)])) if m is not None else []
+        if len(named) == 1 and named[0] not in ctx.excluded:
+            addrs = named
     results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
     if not _CODEISH.search(region):
         # the report names no reply and no status (only its MTA's boilerplate):

@@ -1178,3 +1178,31 @@ class ReviewRev3Tests(SynchronousTestCase):
                               "is full.\n\n" + sign + "help@isp.example\n").encode(),
                              b"Undeliverable: news")
             self.assertEqual(recipients(raw), ["a@b.example"], sign)
+
+    def test_an_address_in_the_display_name_is_not_a_second_mailbox(self) -> None:
+        # the original's To: names one mailbox though its display name holds an address
+        # (a complaint's complainer, a bounce whose text names no one); two mailboxes
+        # name no one
+        def bounce(to: bytes) -> bytes:
+            return (b"From: postmaster@mx.b.example\nTo: s@shop.example\nSubject: Undeliverable"
+                    b"\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n"
+                    b"--B\nContent-Type: text/plain\n\nYour message could not be delivered: "
+                    b"the mailbox is disabled.\n\n--B\nContent-Type: message/rfc822\n\n"
+                    b"From: s@shop.example\nTo: " + to + b"\nSubject: news\n\nhi\n--B--\n")
+
+        def complaint(to: bytes) -> bytes:
+            return (b"From: staff@isp.example\nTo: fbl@shop.example\nSubject: complaint\n"
+                    b"MIME-Version: 1.0\nContent-Type: multipart/report; "
+                    b"report-type=feedback-report; boundary=\"B\"\n\n--B\nContent-Type: "
+                    b"text/plain\n\nAn abuse report.\n\n--B\nContent-Type: "
+                    b"message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\n"
+                    b"Version: 1\n\n--B\nContent-Type: message/rfc822\n\nFrom: s@shop.example\n"
+                    b"To: " + to + b"\nSubject: news\n\nhi\n--B--\n")
+
+        for to in (b"\"Bob Smith (bob@old.example)\" <a@b.example>",
+                   b"\"a@b.example\" <a@b.example>", b"a@b.example (Bob, bob@old.example)"):
+            self.assertEqual(recipients(bounce(to)), ["a@b.example"], to)
+            self.assertEqual(recipients(complaint(to)), ["a@b.example"], to)
+        for to in (b"a@b.example, c@d.example", b"\"Bob\" <a@b.example>, <c@d.example>"):
+            self.assertEqual(recipients(bounce(to)), [], to)
+            self.assertEqual(recipients(complaint(to)), [], to)
