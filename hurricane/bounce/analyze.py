@@ -1198,10 +1198,11 @@ def _reports_failure(own: str) -> bool:
     return _looks_bounce(own) and bool(_find_addrs(own))
 
 
-def _cut_original(note: str) -> str:
-    """The notification without the returned original (remembered for the last note)."""
+def _cut_original(note: str, signature: bool = True) -> str:
+    """The notification without the returned original (remembered for the last note), and
+    without its signature unless ``signature`` is false."""
     c: tuple[str, str] | None = getattr(_CUT_CACHE, "last", None)
-    if c is not None and c[0] is note:
+    if signature and c is not None and c[0] is note:
         return c[1]
     nl = _nl(note)
     m = _ORIGINAL_MARK.search(nl)
@@ -1214,7 +1215,7 @@ def _cut_original(note: str) -> str:
     # a signature (RFC 3676 4.3: "-- " alone on its line, or "--" where a gateway took the
     # blank off) is the reporter's contacts, not the report: the last such line, when a
     # few lines at most follow it and no failure (a separator in a report is not one)
-    if "\n--" in nl:
+    if signature and "\n--" in nl:
         last = None
         for sm in _SIGNATURE.finditer(nl, 0, cut + 1):
             last = sm
@@ -1224,11 +1225,17 @@ def _cut_original(note: str) -> str:
                 and not _address_list(nl[last.end():cut]):
             cut = last.start()
     region = note[:cut]
-    _CUT_CACHE.last = (note, region)
+    if signature:
+        _CUT_CACHE.last = (note, region)
     return region
 
 
 _CUT_CACHE = threading.local()
+# A recipient's label before its address on the line (lower-cased): "Recipient:",
+# "Empfänger:", "Destinatario:", ...
+_RECIPIENT_LABEL = any_of(r"recipient|rcpt|empf(?:ä|ae)nger|destinat|odbiorc|ontvanger|"
+                          r"mottagare|modtager|mottaker|vastaanottaja|получател|c(?:í|i)mzett|"
+                          r"al(?:ı|i)c(?:ı|i)|受信者|宛先|收件人|收件者|수신")
 
 
 def _address_list(text: str) -> bool:
@@ -1275,9 +1282,14 @@ _ASK_CONTEXT = (
     # (a gateway's disclaimer or abuse footer: "please notify X", "notify us at X",
     # "notify the sender immediately at X", "inform X", "report abuse to X"; not "mail
     # to X", which says where the failed mail went)
-    ("notify", rxcache.compile(r"notify(?: us| the sender| the postmaster)?(?: immediately)?"
+    # (asked: "please notify X", "notify us"; a failure's "unable to notify X", "could
+    # not inform X" names the recipient)
+    ("notify", rxcache.compile(r"notify(?:(?<=please notify|kindly notify)"
+                               r"(?: us| the sender| the postmaster)?"
+                               r"| us| the sender| the postmaster)(?: immediately)?"
                                r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
-    ("inform", rxcache.compile(r"inform(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("inform", rxcache.compile(r"inform(?:(?<=please inform|kindly inform)(?: us)?| us)"
+                               r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("report", rxcache.compile(r"report(?: it| this| abuse| spam) to[ \t:]*+" + _ADDR_AFTER)),
 )
 # (the sender on the same line as its words, read in the text as written: an address
@@ -1451,6 +1463,18 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     excluded, senders = _not_recipients(ctx, note, region, scan, root)
     later: dict[str, list[int]] = {}      # where a recipient is named again
     found = _named(scan, excluded, senders, later)
+    if not found and "\n--" in note:
+        uncut = _cut_original(note, signature=False)
+        if len(uncut) > len(region):
+            # the "--" line that ended the text took every address it names: the report
+            # set its entries off so, each under its label ("--\nEmpfänger: b@c"); any
+            # other address after it is the signature's ("E-mail: x@y", a sign-off)
+            region = uncut
+            scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
+            excluded, senders = _not_recipients(ctx, note, region, scan, root)
+            found = [(p, a) for p, a in _named(scan, excluded, senders, later)
+                     if _RECIPIENT_LABEL.search(
+                         scan[max(scan.rfind("\n", 0, p) + 1, p - 200):p].lower())]
     if not found:
         return []
     results = _recipient_blocks(scan, found, later)

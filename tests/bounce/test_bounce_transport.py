@@ -1206,3 +1206,29 @@ class ReviewRev3Tests(SynchronousTestCase):
         for to in (b"a@b.example, c@d.example", b"\"Bob\" <a@b.example>, <c@d.example>"):
             self.assertEqual(recipients(bounce(to)), [], to)
             self.assertEqual(recipients(complaint(to)), [], to)
+
+    def test_a_labelled_entry_after_a_separator_is_a_recipient(self) -> None:
+        # a report naming no one before its "--" line, then the recipient under its label;
+        # a signature's labelled contact address there is not one
+        for body in ("Die folgende Nachricht konnte nicht zugestellt werden.\n--\n"
+                     "Empfänger: a@b.example\nGrund: Benutzer unbekannt\n",
+                     "Il messaggio non è stato consegnato.\n--\nDestinatario: a@b.example\n"):
+            self.assertEqual(recipients(self._text(body.encode(), b"Unzustellbar")),
+                             ["a@b.example"], body)
+        raw = self._text(b"Your message could not be delivered.\n--\nJohn Smith, IT\n"
+                         b"E-mail: john@isp.example\n", b"Undeliverable")
+        self.assertEqual(recipients(raw), [])
+
+    def test_a_failure_to_notify_names_the_recipient(self) -> None:
+        # "unable to notify X" / "could not inform X" is the failure; "please notify X"
+        # and "notify us at X" ask the reader to write to X (a disclaimer)
+        for text in (b"The server was unable to inform c@d.example of your message: "
+                     b"mailbox unavailable (550).\n",
+                     b"Delivery failed: could not notify c@d.example (552 mailbox full).\n"):
+            raw = self._text(text, b"Undeliverable")
+            self.assertEqual(recipients(raw), ["c@d.example"], text)
+        for footer in (b"please notify c@d.example.", b"Kindly inform c@d.example.",
+                       b"Notify us at c@d.example", b"inform us at c@d.example"):
+            raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                             b"user unknown (in reply to RCPT TO command)\n\n" + footer + b"\n")
+            self.assertEqual(recipients(raw), ["a@b.example"], footer)
