@@ -1524,6 +1524,11 @@ def _delivered_entry(text: str, pos: int) -> bool:
     if _errorish(own.replace(m.group(0).lower(), " ") if m else own):
         return False
     entry_line = text[start:end if end >= 0 else len(text)]
+    if m is not None:
+        # (or whose own line says so after it: a table's status column, "a@b Delivered")
+        status = entry_line[m.end() - start:].lower()
+        if _DELIVERED_STATUS.search(status) and not any(w in f" {status} " for w in _NEGATED):
+            return True
     indent = entry_line[:len(entry_line) - len(entry_line.lstrip(" \t"))]
     end = start - 1
     for _ in range(12):
@@ -1548,6 +1553,8 @@ def _delivered_entry(text: str, pos: int) -> bool:
 # A heading's words for delivered recipients (lower-cased)
 _SUCCEEDED = any_of(r"succeeded|successful|(?:was|were|has been|have been) delivered|"
                     r"delivery (?:to these recipients or groups )?is complete")
+# An entry's own status saying it was delivered (lower-cased; not "undelivered")
+_DELIVERED_STATUS = any_of(r"\bdelivered\b(?!-)|\bsucceeded\b|\bsuccessful\b")
 # ... and the words that turn it round ("has not succeeded:", "was unsuccessful:")
 _NEGATED = (" not ", "n't ", "unsuccessful", " never ", " failed", " nicht ")
 

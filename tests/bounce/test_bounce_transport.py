@@ -1232,3 +1232,18 @@ class ReviewRev3Tests(SynchronousTestCase):
             raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
                              b"user unknown (in reply to RCPT TO command)\n\n" + footer + b"\n")
             self.assertEqual(recipients(raw), ["a@b.example"], footer)
+
+    def test_an_entry_whose_status_says_delivered_did_not_bounce(self) -> None:
+        # a table's status column (HTML cells read apart): "a@b Delivered" beside
+        # "c@d Failed: 550 ..."; "Not delivered" / "Undelivered" there are failures
+        def html(status: bytes) -> bytes:
+            return (b"From: Mail Delivery System <postmaster@gw.example>\nTo: s@shop.example\n"
+                    b"Subject: Delivery Status Notification (Failure)\nMIME-Version: 1.0\n"
+                    b"Content-Type: text/html\n\n<html><body><p>Your message could not be "
+                    b"delivered to some recipients.</p><table><tr><th>Recipient</th><th>"
+                    b"Status</th></tr><tr><td>a@b.example</td><td>" + status + b"</td></tr>"
+                    b"<tr><td>c@d.example</td><td>Failed: 550 5.1.1 User unknown</td></tr>"
+                    b"</table></body></html>\n")
+        self.assertEqual(recipients(html(b"Delivered")), ["c@d.example"])
+        for status in (b"Not delivered", b"Undelivered", b"Failed"):
+            self.assertEqual(recipients(html(status)), ["a@b.example", "c@d.example"], status)
