@@ -1769,14 +1769,19 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         ctx.check()
         dsn, arf, texts, nested = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
-        if nested and dsn and not arf and any(
-                r.recipient for r in _free_text(ctx, note, root)):
-            # the report's own text names whom it failed, and the only delivery-status
-            # part is inside the returned original: a report we had mailed, bounced in
-            # turn (Sendmail's postmaster notice of a double bounce), is the original's
-            # content (docs section 1); it stands for the report only when the report
-            # names no one itself (a forward of a report, a gateway's empty notice)
-            dsn = []
+        if nested and dsn and not arf:
+            named = {r.recipient for r in _free_text(ctx, note, root) if r.recipient}
+            if named and named.isdisjoint(
+                    a.lower() for p in dsn for a in _find_addrs(p.text()[:64 * 1024])):
+                # the report's own text names whom it failed, and the only
+                # delivery-status part is inside the returned original, about others: a
+                # report we had mailed, bounced in turn (Sendmail's postmaster notice of
+                # a double bounce), is the original's content (docs section 1); it
+                # stands for the report when the report names no one itself (a forward
+                # of a report, a gateway's empty notice) or the same recipients (a
+                # gateway passing on the receiving system's report, "Your message to
+                # b@c could not be delivered. The report is attached.")
+                dsn = []
         if depth < _MAX_FORWARDS:
             passed = _forwarded_report(ctx, note)
             if passed:

@@ -1247,3 +1247,25 @@ class ReviewRev3Tests(SynchronousTestCase):
         self.assertEqual(recipients(html(b"Delivered")), ["c@d.example"])
         for status in (b"Not delivered", b"Undelivered", b"Failed"):
             self.assertEqual(recipients(html(status)), ["a@b.example", "c@d.example"], status)
+
+    def test_a_gateway_passing_on_the_report_of_the_same_recipient_keeps_it(self) -> None:
+        # the wrapper's text names a recipient the attached report names too: that report
+        # is the one passed on (its other recipients and its codes count); a report about
+        # someone else inside is the original of a double bounce (rcp's test)
+        def wrapped(text_rcpt: bytes) -> bytes:
+            return (b"From: Gateway <notify@gw.example>\nTo: s@shop.example\nSubject: "
+                    b"Undeliverable message\nMIME-Version: 1.0\nContent-Type: multipart/mixed;"
+                    b" boundary=\"A\"\n\n--A\nContent-Type: text/plain\n\nYour message to "
+                    + text_rcpt + b" could not be delivered.\nThe report is attached.\n\n"
+                    b"--A\nContent-Type: message/rfc822\n\nFrom: MAILER-DAEMON@mx.b.example\n"
+                    b"To: s@shop.example\nSubject: Undelivered Mail Returned to Sender\n"
+                    b"MIME-Version: 1.0\nContent-Type: multipart/report; "
+                    b"report-type=delivery-status; boundary=\"R\"\n\n--R\nContent-Type: "
+                    b"text/plain\n\nThe mail system.\n\n--R\nContent-Type: "
+                    b"message/delivery-status\n\nReporting-MTA: dns; mx.b.example\n\n"
+                    b"Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: 5.2.2\n"
+                    b"Diagnostic-Code: smtp; 552 5.2.2 Mailbox full\n\n"
+                    b"Final-Recipient: rfc822; c@b.example\nAction: failed\nStatus: 5.1.1\n"
+                    b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n--R--\n\n--A--\n")
+        self.assertEqual(recipients(wrapped(b"a@b.example")), ["a@b.example", "c@b.example"])
+        self.assertEqual(recipients(wrapped(b"e@f.example")), ["e@f.example"])
