@@ -1803,10 +1803,10 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
 
 
 def _passed_on(analyses: list[Analysis]) -> Analysis:
-    """The analysis of messages passed on together: the first report's (a bounce, a
-    complaint; a person's note before it in a digest is not one), with the recipients of
-    the others of its category after its own, each recipient once, and their tokens."""
-    first = next((a for a in analyses if a.category in ("bounce", "feedback")), analyses[0])
+    """The analysis of messages passed on together: the first one's, with the recipients of
+    the others of its category (a bounce, a complaint; not a person's note) after its
+    own, each recipient once, and their tokens."""
+    first = analyses[0]
     if len(analyses) == 1:
         return first
     results = list(first.results)
@@ -1848,7 +1848,8 @@ def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
     failed is a bounce in its own right: the message it returns is its original,
     even when that was a bounce too (docs section 1). Several messages forwarded
     together (a mail client's "forward as attachments", a digest): each is read, and
-    those that are reports of the first report's kind count (_passed_on).
+    those that are reports of the first one's kind count (_passed_on); a digest's
+    reports, when a message that is not one comes first in it.
     """
     root = ctx.root
     if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
@@ -1863,10 +1864,16 @@ def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
     if not attached:
         return []
     attached = attached[:_MAX_PASSED_ON]
-    if (not any(_BOUNCE_FROM.search(p.children[0].get("from")) is not None
-                or p.children[0].content_type == "multipart/report" for p in attached)
-            and _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None):
-        return []       # (no report among them: a person's message and its attachments)
+    reports = [p for p in attached if _BOUNCE_FROM.search(p.children[0].get("from")) is not None
+               or p.children[0].content_type == "multipart/report"]
+    if reports and reports[0] is not attached[0] and any(
+            c.content_type == "multipart/digest" for c in root.children):
+        # (a digest passes on every message in it: its reports are read, a person's note
+        # before them is not one; a person's own message attaching theirs is read whole)
+        return [p.payload() for p in reports]
+    if (not reports or reports[0] is not attached[0]) and \
+            _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None:
+        return []       # (the first attached message decides: the one passed on)
     return [p.payload() for p in attached]
 
 

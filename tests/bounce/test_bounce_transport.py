@@ -1269,3 +1269,16 @@ class ReviewRev3Tests(SynchronousTestCase):
                     b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n--R--\n\n--A--\n")
         self.assertEqual(recipients(wrapped(b"a@b.example")), ["a@b.example", "c@b.example"])
         self.assertEqual(recipients(wrapped(b"e@f.example")), ["e@f.example"])
+
+    def test_a_persons_message_attaching_their_mail_and_its_bounce_is_no_bounce(self) -> None:
+        # (not a digest: the first attached message decides, as before; here the person's
+        # own newsletter copy, then a bounce of their mail)
+        raw = (b"From: Jane <jane@d.example>\nTo: s@shop.example\nSubject: why?\n"
+               b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"X\"\n\n"
+               b"--X\nContent-Type: text/plain\n\nWhy did I get this?\n\n"
+               b"--X\nContent-Type: message/rfc822\n\nFrom: s@shop.example\n"
+               b"To: jane@d.example\nSubject: news\n\nhello\n"
+               b"--X\nContent-Type: message/rfc822\n\n" + self._report(b"bob@d.example")
+               + b"--X--\n")
+        self.assertEqual(analyze(raw).category, "other")
+        self.assertEqual(recipients(raw), [])
