@@ -1275,6 +1275,10 @@ _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at
 # a remote's reply names ("Mail from X rejected", "relay mail from <X> to <Y>", "The
 # message from (<X>)", "Domain of sender address X").
 _ADDR_AFTER = r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")"
+# The words before "notify"/"inform" that ask the reader to ("please notify X", "you
+# should immediately inform X"), each a fixed-width look-behind
+_ASKED = "(?:" + "|".join(f"(?<={w} {{0}})" for w in (
+    "please", "kindly", "immediately", "should", "must")) + ")"
 _ASK_CONTEXT = (
     ("contact", rxcache.compile(r"contact(?:ing)?(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("write to", rxcache.compile(r"write to[ \t:]*+" + _ADDR_AFTER)),
@@ -1284,11 +1288,11 @@ _ASK_CONTEXT = (
     # to X", which says where the failed mail went)
     # (asked: "please notify X", "notify us"; a failure's "unable to notify X", "could
     # not inform X" names the recipient)
-    ("notify", rxcache.compile(r"notify(?:(?<=please notify|kindly notify)"
-                               r"(?: us| the sender| the postmaster)?"
+    ("notify", rxcache.compile(r"notify(?:" + _ASKED.format("notify")
+                               + r"(?: us| the sender| the postmaster)?"
                                r"| us| the sender| the postmaster)(?: immediately)?"
                                r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
-    ("inform", rxcache.compile(r"inform(?:(?<=please inform|kindly inform)(?: us)?| us)"
+    ("inform", rxcache.compile(r"inform(?:" + _ASKED.format("inform") + r"(?: us)?| us)"
                                r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("report", rxcache.compile(r"report(?: it| this| abuse| spam) to[ \t:]*+" + _ADDR_AFTER)),
 )

@@ -1228,6 +1228,7 @@ class ReviewRev3Tests(SynchronousTestCase):
             raw = self._text(text, b"Undeliverable")
             self.assertEqual(recipients(raw), ["c@d.example"], text)
         for footer in (b"please notify c@d.example.", b"Kindly inform c@d.example.",
+                       b"please immediately notify c@d.example",
                        b"Notify us at c@d.example", b"inform us at c@d.example"):
             raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
                              b"user unknown (in reply to RCPT TO command)\n\n" + footer + b"\n")
