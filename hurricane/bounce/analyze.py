@@ -205,6 +205,45 @@ _SYSTEM_LOCAL = rxcache.compile(
     r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
 
 
+def _mailbox_addrs(values: list[str]) -> dict[str, None]:
+    """The addresses of an address header's mailboxes (lower-cased, each once, in order):
+    an address in a display name's quoted string or a comment is not one of them
+    ('"Bob (bob@old.example)" <bob@new.example>' names one mailbox, bob@new.example);
+    a value whose only addresses are there keeps them."""
+    out: dict[str, None] = {}
+    for v in values:
+        v = v[:mime.MAX_HEADER_VALUE]     # (a line quoted inline may be longer)
+        if "@" not in v:
+            continue
+        kept: list[str] = []
+        quoted = False
+        depth = 0
+        i = 0
+        for j, ch in enumerate(v):
+            if ch == "\\":
+                continue
+            if quoted:
+                if ch == '"' and v[j - 1:j] != "\\":
+                    quoted = False
+                    i = j + 1
+            elif ch == '"' and depth == 0:
+                kept.append(v[i:j])
+                quoted = True
+            elif ch == "(":
+                if depth == 0:
+                    kept.append(v[i:j])
+                depth += 1
+            elif ch == ")" and depth:
+                depth -= 1
+                if depth == 0:
+                    i = j + 1
+        if not quoted and depth == 0:
+            kept.append(v[i:])
+        found = _find_addrs(" ".join(kept)) or _find_addrs(v)
+        out.update(dict.fromkeys(a.lower().rstrip(".") for a in found))
+    return out
+
+
 def _addr(value: str | None) -> str:
     """The first address in a header-ish value, lower-cased, or ''."""
     if not value or "@" not in value:
@@ -689,13 +728,13 @@ def _analyze_arf(ctx: _Ctx, part: mime.Part, root: mime.Part,
     # shared send) cannot say whose; suppressing them all would punish the others.
     if not found:
         for orig in _original_parts(ctx):
-            to = {a.lower(): None for v in orig.get_all("to") for a in _find_addrs(v)}
+            to = _mailbox_addrs(orig.get_all("to"))
             if len(to) == 1:
                 found.update(to)
             break
     if not found and inline_original:
         m = _INLINE_TO.search(inline_original)
-        to = {a.lower(): None for a in _find_addrs(m.group(1))} if m is not None else {}
+        to = _mailbox_addrs([m.group(1)]) if m is not None else {}
         if len(to) == 1:
             found.update(to)
     rcpts = list(found)[:_MAX_RECIPIENTS]
@@ -1159,10 +1198,11 @@ def _reports_failure(own: str) -> bool:
     return _looks_bounce(own) and bool(_find_addrs(own))
 
 
-def _cut_original(note: str) -> str:
-    """The notification without the returned original (remembered for the last note)."""
+def _cut_original(note: str, signature: bool = True) -> str:
+    """The notification without the returned original (remembered for the last note), and
+    without its signature unless ``signature`` is false."""
     c: tuple[str, str] | None = getattr(_CUT_CACHE, "last", None)
-    if c is not None and c[0] is note:
+    if signature and c is not None and c[0] is note:
         return c[1]
     nl = _nl(note)
     m = _ORIGINAL_MARK.search(nl)
@@ -1175,20 +1215,37 @@ def _cut_original(note: str) -> str:
     # a signature (RFC 3676 4.3: "-- " alone on its line, or "--" where a gateway took the
     # blank off) is the reporter's contacts, not the report: the last such line, when a
     # few lines at most follow it and no failure (a separator in a report is not one)
-    if "\n--" in nl:
+    if signature and "\n--" in nl:
         last = None
         for sm in _SIGNATURE.finditer(nl, 0, cut + 1):
             last = sm
         if last is not None and last.start() > 0 and \
                 nl.count("\n", last.end(), cut) < _SIGNATURE_LINES and \
-                not _errorish(nl[last.end():cut]) and not _CODEISH.search(nl, last.end(), cut):
+                not _errorish(nl[last.end():cut]) and not _CODEISH.search(nl, last.end(), cut) \
+                and not _address_list(nl[last.end():cut]):
             cut = last.start()
     region = note[:cut]
-    _CUT_CACHE.last = (note, region)
+    if signature:
+        _CUT_CACHE.last = (note, region)
     return region
 
 
 _CUT_CACHE = threading.local()
+# A recipient's label before its address on the line (lower-cased): "Recipient:",
+# "Empfänger:", "Destinatario:", ...
+_RECIPIENT_LABEL = any_of(r"recipient|rcpt|empf(?:ä|ae)nger|destinat|odbiorc|ontvanger|"
+                          r"mottagare|modtager|mottaker|vastaanottaja|получател|c(?:í|i)mzett|"
+                          r"al(?:ı|i)c(?:ı|i)|受信者|宛先|收件人|收件者|수신")
+
+
+def _address_list(text: str) -> bool:
+    """Whether a few lines hold addresses and nothing else: after a "--" line, the list of
+    failed recipients a report set off so ("could not be delivered (550 ...)\n--\n a@b\n
+    c@d"), not a signature, which has a name or words besides its addresses."""
+    lines = [ln.strip(" \t\r<>'\"") for ln in text.split("\n")]
+    return any(lines) and all(_ADDR_RE.fullmatch(ln) is not None for ln in lines if ln)
+
+
 _SIGNATURE = rxcache.compile(r"\n-- ?\r?(?:\n|\Z)")
 #: Lines a signature holds at most (RFC 3676 4.3 suggests 4; room for blank ones).
 _SIGNATURE_LINES = 8
@@ -1218,6 +1275,10 @@ _NOT_RCPT_WORDS = ("generated from", "sent by", "please contact", "contact us at
 # a remote's reply names ("Mail from X rejected", "relay mail from <X> to <Y>", "The
 # message from (<X>)", "Domain of sender address X").
 _ADDR_AFTER = r"(?:\n[ \t]*+)?(?:\n[ \t]*+)?[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")"
+# The words before "notify"/"inform" that ask the reader to ("please notify X", "you
+# should immediately inform X"), each a fixed-width look-behind
+_ASKED = "(?:" + "|".join(f"(?<={w} {{0}})" for w in (
+    "please", "kindly", "immediately", "should", "must")) + ")"
 _ASK_CONTEXT = (
     ("contact", rxcache.compile(r"contact(?:ing)?(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("write to", rxcache.compile(r"write to[ \t:]*+" + _ADDR_AFTER)),
@@ -1225,9 +1286,14 @@ _ASK_CONTEXT = (
     # (a gateway's disclaimer or abuse footer: "please notify X", "notify us at X",
     # "notify the sender immediately at X", "inform X", "report abuse to X"; not "mail
     # to X", which says where the failed mail went)
-    ("notify", rxcache.compile(r"notify(?: us| the sender| the postmaster)?(?: immediately)?"
+    # (asked: "please notify X", "notify us"; a failure's "unable to notify X", "could
+    # not inform X" names the recipient)
+    ("notify", rxcache.compile(r"notify(?:" + _ASKED.format("notify")
+                               + r"(?: us| the sender| the postmaster)?"
+                               r"| us| the sender| the postmaster)(?: immediately)?"
                                r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
-    ("inform", rxcache.compile(r"inform(?: us)?(?: at)?[ \t:]*+" + _ADDR_AFTER)),
+    ("inform", rxcache.compile(r"inform(?:" + _ASKED.format("inform") + r"(?: us)?| us)"
+                               r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("report", rxcache.compile(r"report(?: it| this| abuse| spam) to[ \t:]*+" + _ADDR_AFTER)),
 )
 # (the sender on the same line as its words, read in the text as written: an address
@@ -1401,6 +1467,18 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     excluded, senders = _not_recipients(ctx, note, region, scan, root)
     later: dict[str, list[int]] = {}      # where a recipient is named again
     found = _named(scan, excluded, senders, later)
+    if not found and "\n--" in note:
+        uncut = _cut_original(note, signature=False)
+        if len(uncut) > len(region):
+            # the "--" line that ended the text took every address it names: the report
+            # set its entries off so, each under its label ("--\nEmpfänger: b@c"); any
+            # other address after it is the signature's ("E-mail: x@y", a sign-off)
+            region = uncut
+            scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
+            excluded, senders = _not_recipients(ctx, note, region, scan, root)
+            found = [(p, a) for p, a in _named(scan, excluded, senders, later)
+                     if _RECIPIENT_LABEL.search(
+                         scan[max(scan.rfind("\n", 0, p) + 1, p - 200):p].lower())]
     if not found:
         return []
     results = _recipient_blocks(scan, found, later)
@@ -1450,6 +1528,11 @@ def _delivered_entry(text: str, pos: int) -> bool:
     if _errorish(own.replace(m.group(0).lower(), " ") if m else own):
         return False
     entry_line = text[start:end if end >= 0 else len(text)]
+    if m is not None:
+        # (or whose own line says so after it: a table's status column, "a@b Delivered")
+        status = entry_line[m.end() - start:].lower()
+        if _DELIVERED_STATUS.search(status) and not any(w in f" {status} " for w in _NEGATED):
+            return True
     indent = entry_line[:len(entry_line) - len(entry_line.lstrip(" \t"))]
     end = start - 1
     for _ in range(12):
@@ -1460,7 +1543,9 @@ def _delivered_entry(text: str, pos: int) -> bool:
         line = raw_line.strip()
         end = start - 1
         if line.startswith(("---", "===")) or line.endswith(("---", ":")) and "@" not in line:
-            return _SUCCEEDED.search(line.lower()) is not None and not _errorish(line)
+            low = line.lower()
+            return (_SUCCEEDED.search(low) is not None and not _errorish(line)
+                    and not any(w in f" {low} " for w in _NEGATED))
         if line and "@" not in line and raw_line[:1] not in " \t":
             return False    # (prose between: the entry is not in that list)
         if "@" in line and (not raw_line.startswith(indent)
@@ -1472,13 +1557,19 @@ def _delivered_entry(text: str, pos: int) -> bool:
 # A heading's words for delivered recipients (lower-cased)
 _SUCCEEDED = any_of(r"succeeded|successful|(?:was|were|has been|have been) delivered|"
                     r"delivery (?:to these recipients or groups )?is complete")
+# An entry's own status saying it was delivered (lower-cased; not "undelivered")
+_DELIVERED_STATUS = any_of(r"\bdelivered\b(?!-)|\bsucceeded\b|\bsuccessful\b")
+# ... and the words that turn it round ("has not succeeded:", "was unsuccessful:")
+_NEGATED = (" not ", "n't ", "unsuccessful", " never ", " failed", " nicht ")
 
 
 def _contact_line(text: str, pos: int) -> bool:
     """Whether the address at ``pos`` (the last one the text names) signs it off: alone on
     its line, under a line that is neither another address nor a heading ("... the
-    following recipients:"), with no failure stated after it ("The Mail Team\n
-    help@isp.example" at the end of a notice)."""
+    following recipients:"), with no failure stated after it, and a closing or a team's
+    name in the two lines above it ("Regards,\nThe Mail Team\nhelp@isp.example" at the end
+    of a notice; not "Empfänger\nb@c", "... for the other recipient\nb@c", a list's last
+    entry under words nothing reads)."""
     start = text.rfind("\n", 0, pos) + 1
     end = text.find("\n", pos)
     end = len(text) if end < 0 else end
@@ -1488,10 +1579,21 @@ def _contact_line(text: str, pos: int) -> bool:
     after = text[end:end + 400]
     if after.strip() and (_errorish(after) or _CODEISH.search(after)):
         return False
-    prev = text[:start].rstrip()
-    prev = prev[prev.rfind("\n") + 1:].strip()
-    return (bool(prev) and "@" not in prev and not prev.endswith(":")
-            and not _errorish(prev) and _CODEISH.search(prev) is None)
+    above = text[max(0, start - 400):start].rstrip()
+    prev = above[above.rfind("\n") + 1:].strip()
+    if not (prev and "@" not in prev and not prev.endswith(":")
+            and not _errorish(prev) and _CODEISH.search(prev) is None):
+        return False
+    # (the two non-blank lines above: "Regards," then the team's name; or a signature
+    # separator, "--\nhelp@isp.example")
+    lines = [ln for ln in above.split("\n") if ln.strip()][-2:]
+    return prev == "--" or _SIGN_OFF.search("\n".join(lines).lower()) is not None
+
+
+# A closing or a team's name signing a notice off (lower-cased)
+_SIGN_OFF = any_of(r"regards|thanks|thank you|sincerely|cheers|team\b|support|administrat|"
+                   r"postmaster|help ?desk|service|department|grüße|gruesse|cordialement|"
+                   r"saludos|atentamente|saluti|groeten|met vriendelijke")
 
 
 def _reply_line(text: str, pos: int) -> bool:
@@ -1671,14 +1773,19 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         ctx.check()
         dsn, arf, texts, nested = _find_parts(root)
         note = _notification(ctx, texts, from_hdr, bool(dsn))
-        if nested and dsn and not arf and any(
-                r.recipient for r in _free_text(ctx, note, root)):
-            # the report's own text names whom it failed, and the only delivery-status
-            # part is inside the returned original: a report we had mailed, bounced in
-            # turn (Sendmail's postmaster notice of a double bounce), is the original's
-            # content (docs section 1); it stands for the report only when the report
-            # names no one itself (a forward of a report, a gateway's empty notice)
-            dsn = []
+        if nested and dsn and not arf:
+            named = {r.recipient for r in _free_text(ctx, note, root) if r.recipient}
+            if named and named.isdisjoint(
+                    a.lower() for p in dsn for a in _find_addrs(p.text()[:64 * 1024])):
+                # the report's own text names whom it failed, and the only
+                # delivery-status part is inside the returned original, about others: a
+                # report we had mailed, bounced in turn (Sendmail's postmaster notice of
+                # a double bounce), is the original's content (docs section 1); it
+                # stands for the report when the report names no one itself (a forward
+                # of a report, a gateway's empty notice) or the same recipients (a
+                # gateway passing on the receiving system's report, "Your message to
+                # b@c could not be delivered. The report is attached.")
+                dsn = []
         if depth < _MAX_FORWARDS:
             passed = _forwarded_report(ctx, note)
             if passed:
@@ -1709,8 +1816,8 @@ def _passed_on(analyses: list[Analysis]) -> Analysis:
     results = list(first.results)
     named = {r.recipient for r in results if r.recipient}
     tokens = dict.fromkeys(first.verp_tokens)
-    for a in analyses[1:]:
-        if a.category != first.category:
+    for a in analyses:
+        if a is first or a.category != first.category:
             continue
         for r in a.results:
             if r.recipient and r.recipient not in named and len(results) < _MAX_RECIPIENTS:
@@ -1745,7 +1852,8 @@ def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
     failed is a bounce in its own right: the message it returns is its original,
     even when that was a bounce too (docs section 1). Several messages forwarded
     together (a mail client's "forward as attachments", a digest): each is read, and
-    those that are reports of the first one's kind count (_passed_on).
+    those that are reports of the first one's kind count (_passed_on); a digest's
+    reports, when a message that is not one comes first in it.
     """
     root = ctx.root
     if (root.content_type == "multipart/report" or _BOUNCE_FROM.search(root.get("from"))
@@ -1759,12 +1867,18 @@ def _forwarded_report(ctx: _Ctx, note: str) -> list[bytes]:
                 if p.maintype == "message" and p.subtype == "rfc822" and p.children]
     if not attached:
         return []
-    inner = attached[0].children[0]
-    if (_BOUNCE_FROM.search(inner.get("from")) is None
-            and inner.content_type != "multipart/report"
-            and _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None):
+    attached = attached[:_MAX_PASSED_ON]
+    reports = [p for p in attached if _BOUNCE_FROM.search(p.children[0].get("from")) is not None
+               or p.children[0].content_type == "multipart/report"]
+    if reports and reports[0] is not attached[0] and any(
+            c.content_type == "multipart/digest" for c in root.children):
+        # (a digest passes on every message in it: its reports are read, a person's note
+        # before them is not one; a person's own message attaching theirs is read whole)
+        return [p.payload() for p in reports]
+    if (not reports or reports[0] is not attached[0]) and \
+            _PASSED_ON.match(mime.decode_words(root.get("subject")).lstrip()) is None:
         return []       # (the first attached message decides: the one passed on)
-    return [p.payload() for p in attached[:_MAX_PASSED_ON]]
+    return [p.payload() for p in attached]
 
 
 # The line a mail client writes before a message it forwards inline (Gmail, Outlook,
@@ -2063,16 +2177,15 @@ def _last_resort(ctx: _Ctx, note: str) -> list[RecipientResult]:
         # the original's recipient when the text names none (when its To: names one
         # address: of several, which one failed the text does not say)
         for orig in _original_parts(ctx):
-            to = list(dict.fromkeys(a.lower() for v in orig.get_all("to")
-                                    for a in _find_addrs(v)))
+            to = list(_mailbox_addrs(orig.get_all("to")))
             addrs = to if len(to) == 1 else []
             break
     if not addrs:
         # ... or its To: quoted inline after the notification
         m = _INLINE_TO.search(_nl(note), len(region))
-        named = {a.lower() for a in _find_addrs(m.group(1))} if m is not None else set()
-        if m is not None and len(named) == 1 and _addr(m.group(1)) not in ctx.excluded:
-            addrs = [_addr(m.group(1))]
+        named = list(_mailbox_addrs([m.group(1)])) if m is not None else []
+        if len(named) == 1 and named[0] not in ctx.excluded:
+            addrs = named
     results = [_result(ctx, a, region[:4000], source="heuristic") for a in addrs]
     if not _CODEISH.search(region):
         # the report names no reply and no status (only its MTA's boilerplate):

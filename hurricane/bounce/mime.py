@@ -585,7 +585,12 @@ def parse(raw: bytes, *, max_depth: int = 50, max_parts: int = 2000,
                     if budget.parts <= 0:
                         budget.fail("too-many-parts")
                         break
-                    p.children.append(_make_part(buf, s, e, p.depth + 1, budget))
+                    child = _make_part(buf, s, e, p.depth + 1, budget)
+                    if p.subtype == "digest" and not child.get("content-type"):
+                        # (a digest's part is a message unless it says otherwise, RFC
+                        # 2046 5.1.5: Mailman's and a mail client's digests say nothing)
+                        child = child.with_type("message/rfc822")
+                    p.children.append(child)
                     budget.parts -= 1
                 stack.extend(reversed(p.children))
             else:

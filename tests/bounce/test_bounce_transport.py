@@ -1089,3 +1089,197 @@ class DeliveredListedTests(SynchronousTestCase):
                      b"<a@b.example>\n\nEach of the following recipients was rejected by a "
                      b"remote mail server.\n"):
             self.assertEqual(recipients(self._text(body)), ["a@b.example"], body)
+
+
+class ReviewRev3Tests(SynchronousTestCase):
+    """rev3's review of the recipient paths: true recipients the rcp rules took away."""
+
+    def _text(self, body: bytes, subject: bytes = b"Undelivered Mail Returned to Sender"
+              ) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: " + subject
+                + b"\n\n" + body)
+
+    def test_a_list_after_a_separator_is_not_a_signature(self) -> None:
+        # the addresses alone after "--" are the failed ones; words there sign it off
+        raw = self._text(b"The following message could not be delivered (550 5.1.1 user "
+                         b"unknown).\n--\n a@b.example\n c@b.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example", "c@b.example"])
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\n--\nThe Mail Team\n"
+                         b"help@isp.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+        raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                         b"user unknown (in reply to RCPT TO command)\n\n--\nhelp@isp.example\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_a_heading_that_says_delivery_did_not_succeed_lists_failures(self) -> None:
+        for heading in (b"Delivery to the following recipients has not succeeded:",
+                        b"Delivery was not successful for these recipients:",
+                        b"Delivery to these recipients was unsuccessful:"):
+            raw = self._text(heading + b"\n\n  a@b.example\n\nDelivery to the following "
+                             b"recipients failed:\n\n  c@d.example\n",
+                             b"Delivery Status Notification (Failure)")
+            self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"], heading)
+        raw = self._text(b"Delivery to the following recipients succeeded:\n\n  a@b.example\n\n"
+                         b"Delivery to the following recipients failed:\n\n  c@d.example\n",
+                         b"Delivery Status Notification (Failure)")
+        self.assertEqual(recipients(raw), ["c@d.example"])
+
+    def _report(self, rcpt: bytes) -> bytes:
+        return (b"From: Mail Delivery System <MAILER-DAEMON@mx.b.example>\n"
+                b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
+                b"<" + rcpt + b">: host mx.b.example[192.0.2.1] said: 550 5.1.1 user "
+                b"unknown (in reply to RCPT TO command)\n")
+
+    _NOTE = (b"From: Ann <ann@shop.example>\nTo: help@shop.example\nSubject: this one\n\n"
+             b"Please stop, write to me at ann.private@home.example\n")
+
+    def _digest(self, *msgs: bytes, typed: bool = True,
+                subject: bytes = b"Fw: returned mail") -> bytes:
+        head = b"--D\nContent-Type: message/rfc822\n\n" if typed else b"--D\n\n"
+        return (b"From: List Owner <owner@lists.shop.example>\nTo: bounces@shop.example\n"
+                b"Subject: " + subject + b"\nMIME-Version: 1.0\n"
+                b"Content-Type: multipart/mixed; boundary=\"M\"\n\n"
+                b"--M\nContent-Type: text/plain\n\nThese came in.\n\n"
+                b"--M\nContent-Type: multipart/digest; boundary=\"D\"\n\n"
+                + b"".join(head + m + b"\n" for m in msgs) + b"--D--\n--M--\n")
+
+    def test_a_report_after_a_persons_note_in_a_digest_counts(self) -> None:
+        # (the note first: its writer is no recipient, and the bounce after it is read;
+        # a digest's parts without a Content-Type are messages, RFC 2046 5.1.5)
+        for typed in (True, False):
+            for subject in (b"Fw: returned mail", b"Digest"):
+                for msgs in ((self._NOTE, self._report(b"a@b.example")),
+                             (self._report(b"a@b.example"), self._NOTE)):
+                    raw = self._digest(*msgs, typed=typed, subject=subject)
+                    self.assertEqual(recipients(raw), ["a@b.example"], (typed, subject))
+                    self.assertEqual(analyze(raw).category, "bounce")
+
+    def test_a_digest_of_persons_notes_is_no_bounce(self) -> None:
+        other = self._NOTE.replace(b"Ann <ann@", b"Bob <bob@")
+        for typed in (True, False):
+            raw = self._digest(self._NOTE, other, typed=typed, subject=b"Digest")
+            self.assertEqual(analyze(raw).category, "other", typed)
+
+    def test_a_lists_last_entry_under_unread_words_is_no_sign_off(self) -> None:
+        # the last recipient alone on its line under a heading word or prose that names
+        # no failure we read stays; under a closing or a team's name it signs off
+        for body in ("Ihre Nachricht konnte nicht an alle Empfänger zugestellt werden.\n\n"
+                     "Empfänger\na@b.example\nGrund: Postfach voll\n\nEmpfänger\nc@d.example\n",
+                     "Votre message n'a pas pu être remis aux destinataires suivants\n\n"
+                     "Destinataire\na@b.example\nDestinataire\nc@d.example\n",
+                     "Your message was rejected by a@b.example because the mailbox is full.\n"
+                     "The same happened for the other recipient\nc@d.example\n"):
+            raw = self._text(body.encode(), b"Undeliverable: news")
+            self.assertEqual(recipients(raw), ["a@b.example", "c@d.example"], body)
+        for sign in ("Regards,\nThe Mail Team\n", "Mit freundlichen Grüßen\nIhr IT-Team\n",
+                     "Thank you,\nReporter ISP\n", "--\n"):
+            raw = self._text(("Your message was rejected by a@b.example because the mailbox "
+                              "is full.\n\n" + sign + "help@isp.example\n").encode(),
+                             b"Undeliverable: news")
+            self.assertEqual(recipients(raw), ["a@b.example"], sign)
+
+    def test_an_address_in_the_display_name_is_not_a_second_mailbox(self) -> None:
+        # the original's To: names one mailbox though its display name holds an address
+        # (a complaint's complainer, a bounce whose text names no one); two mailboxes
+        # name no one
+        def bounce(to: bytes) -> bytes:
+            return (b"From: postmaster@mx.b.example\nTo: s@shop.example\nSubject: Undeliverable"
+                    b"\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n"
+                    b"--B\nContent-Type: text/plain\n\nYour message could not be delivered: "
+                    b"the mailbox is disabled.\n\n--B\nContent-Type: message/rfc822\n\n"
+                    b"From: s@shop.example\nTo: " + to + b"\nSubject: news\n\nhi\n--B--\n")
+
+        def complaint(to: bytes) -> bytes:
+            return (b"From: staff@isp.example\nTo: fbl@shop.example\nSubject: complaint\n"
+                    b"MIME-Version: 1.0\nContent-Type: multipart/report; "
+                    b"report-type=feedback-report; boundary=\"B\"\n\n--B\nContent-Type: "
+                    b"text/plain\n\nAn abuse report.\n\n--B\nContent-Type: "
+                    b"message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\n"
+                    b"Version: 1\n\n--B\nContent-Type: message/rfc822\n\nFrom: s@shop.example\n"
+                    b"To: " + to + b"\nSubject: news\n\nhi\n--B--\n")
+
+        for to in (b"\"Bob Smith (bob@old.example)\" <a@b.example>",
+                   b"\"a@b.example\" <a@b.example>", b"a@b.example (Bob, bob@old.example)"):
+            self.assertEqual(recipients(bounce(to)), ["a@b.example"], to)
+            self.assertEqual(recipients(complaint(to)), ["a@b.example"], to)
+        for to in (b"a@b.example, c@d.example", b"\"Bob\" <a@b.example>, <c@d.example>"):
+            self.assertEqual(recipients(bounce(to)), [], to)
+            self.assertEqual(recipients(complaint(to)), [], to)
+
+    def test_a_labelled_entry_after_a_separator_is_a_recipient(self) -> None:
+        # a report naming no one before its "--" line, then the recipient under its label;
+        # a signature's labelled contact address there is not one
+        for body in ("Die folgende Nachricht konnte nicht zugestellt werden.\n--\n"
+                     "Empfänger: a@b.example\nGrund: Benutzer unbekannt\n",
+                     "Il messaggio non è stato consegnato.\n--\nDestinatario: a@b.example\n"):
+            self.assertEqual(recipients(self._text(body.encode(), b"Unzustellbar")),
+                             ["a@b.example"], body)
+        raw = self._text(b"Your message could not be delivered.\n--\nJohn Smith, IT\n"
+                         b"E-mail: john@isp.example\n", b"Undeliverable")
+        self.assertEqual(recipients(raw), [])
+
+    def test_a_failure_to_notify_names_the_recipient(self) -> None:
+        # "unable to notify X" / "could not inform X" is the failure; "please notify X"
+        # and "notify us at X" ask the reader to write to X (a disclaimer)
+        for text in (b"The server was unable to inform c@d.example of your message: "
+                     b"mailbox unavailable (550).\n",
+                     b"Delivery failed: could not notify c@d.example (552 mailbox full).\n"):
+            raw = self._text(text, b"Undeliverable")
+            self.assertEqual(recipients(raw), ["c@d.example"], text)
+        for footer in (b"please notify c@d.example.", b"Kindly inform c@d.example.",
+                       b"please immediately notify c@d.example",
+                       b"Notify us at c@d.example", b"inform us at c@d.example"):
+            raw = self._text(b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                             b"user unknown (in reply to RCPT TO command)\n\n" + footer + b"\n")
+            self.assertEqual(recipients(raw), ["a@b.example"], footer)
+
+    def test_an_entry_whose_status_says_delivered_did_not_bounce(self) -> None:
+        # a table's status column (HTML cells read apart): "a@b Delivered" beside
+        # "c@d Failed: 550 ..."; "Not delivered" / "Undelivered" there are failures
+        def html(status: bytes) -> bytes:
+            return (b"From: Mail Delivery System <postmaster@gw.example>\nTo: s@shop.example\n"
+                    b"Subject: Delivery Status Notification (Failure)\nMIME-Version: 1.0\n"
+                    b"Content-Type: text/html\n\n<html><body><p>Your message could not be "
+                    b"delivered to some recipients.</p><table><tr><th>Recipient</th><th>"
+                    b"Status</th></tr><tr><td>a@b.example</td><td>" + status + b"</td></tr>"
+                    b"<tr><td>c@d.example</td><td>Failed: 550 5.1.1 User unknown</td></tr>"
+                    b"</table></body></html>\n")
+        self.assertEqual(recipients(html(b"Delivered")), ["c@d.example"])
+        for status in (b"Not delivered", b"Undelivered", b"Failed"):
+            self.assertEqual(recipients(html(status)), ["a@b.example", "c@d.example"], status)
+
+    def test_a_gateway_passing_on_the_report_of_the_same_recipient_keeps_it(self) -> None:
+        # the wrapper's text names a recipient the attached report names too: that report
+        # is the one passed on (its other recipients and its codes count); a report about
+        # someone else inside is the original of a double bounce (rcp's test)
+        def wrapped(text_rcpt: bytes) -> bytes:
+            return (b"From: Gateway <notify@gw.example>\nTo: s@shop.example\nSubject: "
+                    b"Undeliverable message\nMIME-Version: 1.0\nContent-Type: multipart/mixed;"
+                    b" boundary=\"A\"\n\n--A\nContent-Type: text/plain\n\nYour message to "
+                    + text_rcpt + b" could not be delivered.\nThe report is attached.\n\n"
+                    b"--A\nContent-Type: message/rfc822\n\nFrom: MAILER-DAEMON@mx.b.example\n"
+                    b"To: s@shop.example\nSubject: Undelivered Mail Returned to Sender\n"
+                    b"MIME-Version: 1.0\nContent-Type: multipart/report; "
+                    b"report-type=delivery-status; boundary=\"R\"\n\n--R\nContent-Type: "
+                    b"text/plain\n\nThe mail system.\n\n--R\nContent-Type: "
+                    b"message/delivery-status\n\nReporting-MTA: dns; mx.b.example\n\n"
+                    b"Final-Recipient: rfc822; a@b.example\nAction: failed\nStatus: 5.2.2\n"
+                    b"Diagnostic-Code: smtp; 552 5.2.2 Mailbox full\n\n"
+                    b"Final-Recipient: rfc822; c@b.example\nAction: failed\nStatus: 5.1.1\n"
+                    b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n--R--\n\n--A--\n")
+        self.assertEqual(recipients(wrapped(b"a@b.example")), ["a@b.example", "c@b.example"])
+        self.assertEqual(recipients(wrapped(b"e@f.example")), ["e@f.example"])
+
+    def test_a_persons_message_attaching_their_mail_and_its_bounce_is_no_bounce(self) -> None:
+        # (not a digest: the first attached message decides, as before; here the person's
+        # own newsletter copy, then a bounce of their mail)
+        raw = (b"From: Jane <jane@d.example>\nTo: s@shop.example\nSubject: why?\n"
+               b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"X\"\n\n"
+               b"--X\nContent-Type: text/plain\n\nWhy did I get this?\n\n"
+               b"--X\nContent-Type: message/rfc822\n\nFrom: s@shop.example\n"
+               b"To: jane@d.example\nSubject: news\n\nhello\n"
+               b"--X\nContent-Type: message/rfc822\n\n" + self._report(b"bob@d.example")
+               + b"--X--\n")
+        self.assertEqual(analyze(raw).category, "other")
+        self.assertEqual(recipients(raw), [])
