@@ -90,8 +90,12 @@ class Executor(Protocol):
     def start(self) -> None:
         """Accept work (again, after :meth:`stop`)."""
 
-    def stop(self, wait: bool) -> None:
-        """Stop; ``wait`` False: do not block on an analysis that is stuck."""
+    def stop(self, wait: bool) -> Deferred[None] | None:
+        """Stop; ``wait`` False: do not block on an analysis that is stuck.
+
+        Returns None, or a Deferred that fires once the executor's processes
+        are gone.
+        """
 
 
 def _analyze_many(
@@ -243,9 +247,9 @@ class ProcessExecutor:
         """Allow analyses again after a stop."""
         self.pool.restart()
 
-    def stop(self, wait: bool) -> None:
-        """Stop the workers (killed at once unless ``wait``)."""
-        self.pool.stop(wait=wait)
+    def stop(self, wait: bool) -> Deferred[None]:
+        """Stop the workers (killed at once unless ``wait``); fires when they are reaped."""
+        return self.pool.stop(wait=wait)
 
 
 def build_executor(

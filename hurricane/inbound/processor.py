@@ -79,6 +79,11 @@ __all__ = [
 log = Logger()
 
 
+def _stopped(d: Deferred[None] | None) -> Deferred[None]:
+    """An executor's stop as a Deferred (None: it had nothing left to wait for)."""
+    return succeed(None) if d is None else d
+
+
 def _freeze_startup_objects() -> None:
     """Keep the objects of start-up out of every later full garbage collection.
 
@@ -300,25 +305,26 @@ class BounceProcessor(Service):
             self._intake.resolve(bounce_id, ProcessResult(bounce_id, ProcessStatus.stopped))
 
         if not self._intake.in_flight:
-            self.executor.stop(wait=True)
-            return succeed(None)
+            return _stopped(self.executor.stop(wait=True))
         waiting: Deferred[None] = Deferred()
         self._drain_waiters.append(waiting)
         waiting.addTimeout(self._config.stop_timeout, self._clock)
 
+        stopped: Deferred[None] = Deferred()
+
         def drained(_: None) -> None:
-            self.executor.stop(wait=True)
+            _stopped(self.executor.stop(wait=True)).chainDeferred(stopped)
 
         def timed_out(failure: Failure) -> None:
             log.warn(
                 "stopping with {count} analyses still running; their messages stay pending",
                 count=self._intake.in_flight, failure=failure,
             )
-            # Joining a stuck worker here would make the stop unbounded.
-            self.executor.stop(wait=False)
+            # Joining a stuck worker here would make the stop unbounded: killed.
+            _stopped(self.executor.stop(wait=False)).chainDeferred(stopped)
 
         waiting.addCallbacks(drained, timed_out)
-        return waiting
+        return stopped
 
     # -- queue -------------------------------------------------------------------
 

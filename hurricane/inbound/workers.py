@@ -78,7 +78,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -153,6 +153,10 @@ class _Worker(ProcessProtocol):
         self.calls: collections.deque[_Call] = collections.deque()
         self._buffer = bytearray()
         self._proc: IProcessTransport | None = None
+        #: Fires once both its pipes are closed (the reactor holds nothing of it but
+        #: the process to reap, which it does on SIGCHLD) or it was reaped.
+        self.ended: Deferred[None] = Deferred()
+        self._open_pipes = {0, 1}
 
     def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
         self._proc = self.transport
@@ -179,9 +183,18 @@ class _Worker(ProcessProtocol):
     def childConnectionLost(self, childFD: int) -> None:  # noqa: N802
         if childFD == 1:  # no more answers can come
             self.pool._lost(self)
+        self._open_pipes.discard(childFD)
+        if not self._open_pipes:
+            self._ended()
 
     def processEnded(self, reason: Failure) -> None:  # noqa: N802
         self.pool._lost(self)
+        self._ended()
+
+    def _ended(self) -> None:
+        self.pool._alive.discard(self)
+        if not self.ended.called:
+            self.ended.callback(None)
 
     def close(self) -> None:
         """End of file on its stdin: it exits after the calls it was handed."""
@@ -272,6 +285,10 @@ class AnalysisProcessPool:
         self._start_timeout = start_timeout
         #: Live workers, ready or still answering their ping.
         self._workers: list[_Worker] = []
+        #: Every worker process not reaped yet (live, lost, closed or killed).
+        self._alive: set[_Worker] = set()
+        #: How long a stop waits for closed workers to exit before killing them.
+        self.stop_grace = 10.0
         self._ping_timer: IDelayedCall | None = None
         self._queue: collections.deque[_Call] = collections.deque()
         self._alone: collections.deque[_Call] = collections.deque()
@@ -363,6 +380,7 @@ class AnalysisProcessPool:
                     env=dict(os.environ), childFDs={0: "w", 1: "r", 2: 2})
                 started.append(worker)
                 self._workers.append(worker)
+                self._alive.add(worker)
                 worker.send((list(sys.path), self._initargs))
                 worker.send((PING, None))
         except Exception as e:
@@ -525,15 +543,21 @@ class AnalysisProcessPool:
             worker.kill()
             self._fail_calls(worker, why)
 
-    def stop(self, wait: bool = True) -> None:
+    def stop(self, wait: bool = True) -> Deferred[None]:
         """Stop the workers; calls queued or in flight fail with :class:`WorkerLost`.
 
         Args:
             wait: let the workers end on their own (end of file on their
-                stdin, after the call they are analyzing); otherwise they
+                stdin, after the call they are analyzing; killed if they
+                have not exited ``stop_grace`` seconds later); otherwise they
                 are killed at once (an analysis is stuck past the stop
-                timeout). Either way the reactor reaps them; this does not
-                block.
+                timeout).
+
+        Returns:
+            Fires when the reactor holds no pipe of any worker any more (a
+            service stops with no selectable of its own left in the
+            reactor; the processes, at end of file or killed, are reaped on
+            SIGCHLD); it never blocks the reactor.
         """
         self._stopped = True
         self._cancel_ping_timer()
@@ -551,6 +575,30 @@ class AnalysisProcessPool:
                 worker.kill()
         for call in calls:
             call.d.errback(WorkerLost("the analysis pool is stopped"))
+        return self._reaped()
+
+    def _reaped(self) -> Deferred[None]:
+        """Fires when no worker started so far has a pipe open in the reactor."""
+        alive = [w for w in self._alive if not w.ended.called]
+        if not alive:
+            return succeed(None)
+        grace = self._clock.callLater(self.stop_grace, self._kill_alive)
+        done: Deferred[None] = Deferred()
+
+        def one_ended(_: None) -> None:
+            if all(w.ended.called for w in alive) and not done.called:
+                if grace.active():
+                    grace.cancel()
+                done.callback(None)
+
+        for w in alive:
+            w.ended.addCallback(one_ended)
+        return done
+
+    def _kill_alive(self) -> None:
+        for w in list(self._alive):
+            if not w.ended.called:
+                w.kill()
 
     def restart(self) -> None:
         """Allow analyses again after :meth:`stop` (a service started again)."""

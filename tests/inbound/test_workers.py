@@ -427,7 +427,15 @@ class ProcessorTests(_PoolCase):
 
     def _stop(self, p: BounceProcessor) -> None:
         if p.running:
-            self.successResultOf(p.stopService())
+            self.stop_service(p)
+
+    def stop_service(self, p: BounceProcessor) -> None:
+        """Stop the service and run the workers' pipes until its stop has fired (the
+        stop waits until the reactor has reaped every worker)."""
+        done: list[Any] = []
+        p.stopService().addBoth(done.append)
+        self.pump_until(lambda: done)
+        self.assertIsNone(done[0])
 
     def receive(self, delivery: Any, prefix: bytes = b"") -> int:
         token = self.w.token(delivery)
@@ -599,7 +607,14 @@ class ProcessorTests(_PoolCase):
         self.pump_until(lambda: self.status(bid) != "pending")
         pids = pool_of(p).pids()
         self.assertTrue(pids)
-        self.successResultOf(p.stopService())
+        stopped = p.stopService()
+        self.assertNoResult(stopped)  # the workers are still running
+        done: list[Any] = []
+        stopped.addBoth(done.append)
+        self.pump_until(lambda: done)
+        # fired once the reactor holds no pipe of theirs (trial's clean-reactor check);
+        # the processes end on the end of file and are reaped on SIGCHLD
+        self.assertEqual(done, [None])
         self.assertTrue(self.pump_while(lambda: all(gone(pid) for pid in pids)), pids)
         p.startService()
         other = self.receive(self.deliveries[1])
@@ -618,7 +633,10 @@ class ProcessorTests(_PoolCase):
         stopped = p.stopService()
         self.assertNoResult(stopped)
         self.reactor.advance(1.0)
-        self.successResultOf(stopped)
+        done: list[Any] = []
+        stopped.addBoth(done.append)
+        self.pump_until(lambda: done)  # killed, then reaped
+        self.assertEqual(done, [None])
         self.assertTrue(wait_until(lambda: gone(pid)))
         self.pump_until(lambda: not p.stats()["in_flight"])
         self.assertEqual(self.status(bid), "pending")
