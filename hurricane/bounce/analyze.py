@@ -1519,11 +1519,45 @@ _ENTRY_END = rxcache.compile(r"[>'\"]?(?:[ \t]*+\(expanded from [^()\n]{1,300}\)
                              r"(:|\r?\Z)")
 
 
+# A line that ties the words after it to one recipient, as reports of several write
+# them: Sendmail's "<a@x>... User unknown" and a transcript's ">>> RCPT To:<a@x>"
+# (Exim's "after RCPT TO:<a@x>:"), an entry "<a@x>:" or "a@x:" that starts its line
+# (qmail's paragraphs, Postfix's "<a@x>: host ... said:", Courier's).
+_TIE = rxcache.compile(r"(?im)rcpt to:[ \t]*+<(" + ADDR + r")>|<(" + ADDR + r")>(?:\.\.\.|:)"
+                       r"|^[ \t]*+(" + ADDR + r"):")
+
+
+def _own_text(text: str, rcpt: str, rcpts: frozenset[str]) -> str:
+    """The text without the lines that belong to another of the report's recipients:
+    from a line tied to another one (_TIE) to the next line that names ``rcpt`` (a
+    transcript's ">>> RCPT To:<b@x>", "<<< 550 ...", "b@x... User unknown" are b's
+    evidence, never its neighbour's: docs section 1)."""
+    if len(rcpts) < 2 or "@" not in text:
+        return text
+    out = []
+    skipping = False
+    for line in text.split("\n"):
+        if "@" in line:
+            if any(m.group(0).lower().rstrip(".") == rcpt for m in _iter_addrs(line)):
+                skipping = False
+            else:
+                for m in _TIE.finditer(line):
+                    tied = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+                    if tied in rcpts:
+                        skipping = True
+                        break
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],
                       later: dict[str, list[int]]) -> list[tuple[str, str]]:
     """Each found recipient with the text that states its failure (its block), keeping
     only those whose block reads as a failure when some do."""
     results = []
+    rcpts = frozenset(a for _, a in found)
+    raw_blocks: list[str] = []      # each block as the text has it (not yet its own lines)
     alone: set[int] = set()
     listed: set[int] = set()
     own_blocks: list[str] = []      # each block before the words before it were added
@@ -1533,6 +1567,8 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
         nxt_line = scan.rfind("\n", 0, nxt) + 1 if n + 1 < len(found) else nxt
         end = max(nxt_line, scan.find("\n", pos) if scan.find("\n", pos) > 0 else len(scan))
         block = scan[start:min(end, start + 2000)]     # (no copy of a long line first)
+        raw_blocks.append(block)
+        block = _own_text(block, a, rcpts)
         if n + 1 < len(found):
             own = block.strip("\n").split("\n")
             if len(own) == 1:
@@ -1543,7 +1579,7 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
         if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
                 block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
-            block = block + "\n" + scan[max(0, start - 800):start]
+            block = block + "\n" + _own_text(scan[max(0, start - 800):start], a, rcpts)
         results.append((a, block))
     # recipients listed one to a line (blank lines between) share the words that follow
     # the last of them ("a@x\nb@x\n\nNo such user"): a block that is its address line
@@ -1554,7 +1590,8 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     for n in sorted(alone, reverse=True):
         a, b = results[n]
         if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
-            results[n] = (a, own_blocks[n].rstrip() + "\n" + results[n + 1][1][:2000])
+            results[n] = (a, own_blocks[n].rstrip() + "\n"
+                          + _own_text(raw_blocks[n + 1], a, rcpts)[:2000])
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP
