@@ -1404,6 +1404,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     if not found:
         return []
     results = _recipient_blocks(scan, found, later)
+    rcpts = frozenset(a for _, a in found)
     out = []
     left = _FREE_TEXT_CLASSIFIED
     shared: RecipientResult | None = None     # the whole notification's reading
@@ -1426,9 +1427,11 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source,
                      remote=remote)
         if rr.reason in ("onhold", "undefined"):
-            whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
+            # (the whole text but the lines tied to another recipient: docs section 1)
+            text = _own_text(region[:4000], a, rcpts)
+            whole = ctx.classifier.classify(None, None, text, ctx.family)
             if whole.reason not in ("onhold", "undefined"):
-                rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
+                rr = _result(ctx, a, text, source="heuristic", stage=stage,
                              stage_source=stage_source, remote=remote)
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
@@ -1554,10 +1557,14 @@ def _own_text(text: str, rcpt: str, rcpts: frozenset[str]) -> str:
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],
                       later: dict[str, list[int]]) -> list[tuple[str, str]]:
     """Each found recipient with the text that states its failure (its block), keeping
-    only those whose block reads as a failure when some do."""
+    only those whose block reads as a failure when some do.
+
+    Which recipients failed is judged on the blocks as the text has them; the block
+    each one gets is its own text (_own_text: without the lines tied to another)."""
     results = []
+    judged = []                     # the blocks as the text has them: who failed
     rcpts = frozenset(a for _, a in found)
-    raw_blocks: list[str] = []      # each block as the text has it (not yet its own lines)
+    raw_blocks: list[str] = []      # each block as the text has it
     alone: set[int] = set()
     listed: set[int] = set()
     own_blocks: list[str] = []      # each block before the words before it were added
@@ -1567,20 +1574,23 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
         nxt_line = scan.rfind("\n", 0, nxt) + 1 if n + 1 < len(found) else nxt
         end = max(nxt_line, scan.find("\n", pos) if scan.find("\n", pos) > 0 else len(scan))
         block = scan[start:min(end, start + 2000)]     # (no copy of a long line first)
-        raw_blocks.append(block)
-        block = _own_text(block, a, rcpts)
         if n + 1 < len(found):
             own = block.strip("\n").split("\n")
             if len(own) == 1:
                 alone.add(n)    # its address line only, the next recipient's line after it
             if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
                 listed.add(n)   # its line and indented ones: one entry of a list
+        raw_blocks.append(block)
         own_blocks.append(block)
+        mine = _own_text(block, a, rcpts)
         if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
                 block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
-            block = block + "\n" + _own_text(scan[max(0, start - 800):start], a, rcpts)
-        results.append((a, block))
+            before = scan[max(0, start - 800):start]
+            block = block + "\n" + before
+            mine = mine + "\n" + _own_text(before, a, rcpts)
+        judged.append((a, block))
+        results.append((a, mine))
     # recipients listed one to a line (blank lines between) share the words that follow
     # the last of them ("a@x\nb@x\n\nNo such user"): a block that is its address line
     # alone takes the next recipient's block
@@ -1588,17 +1598,18 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     # to the following recipients failed", say that it failed, never why, and the next
     # recipient's words are the reason stated for both: docs section 1)
     for n in sorted(alone, reverse=True):
-        a, b = results[n]
+        a, b = judged[n]
         if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
-            results[n] = (a, own_blocks[n].rstrip() + "\n"
-                          + _own_text(raw_blocks[n + 1], a, rcpts)[:2000])
+            judged[n] = (a, own_blocks[n].rstrip() + "\n" + judged[n + 1][1][:2000])
+            results[n] = (a, _own_text(own_blocks[n].rstrip() + "\n"
+                                       + raw_blocks[n + 1][:2000], a, rcpts))
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP
     # service" in Russian, then the English text under the same address)
-    err = [False] * len(results)
-    for n in range(len(results) - 1, -1, -1):
-        a, b = results[n]
+    err = [False] * len(judged)
+    for n in range(len(judged) - 1, -1, -1):
+        a, b = judged[n]
         # (and an entry of a list whose next entry is a failure: the list is of failures)
         err[n] = (_errorish(b) or any(_errorish(scan[p:p + 400]) for p in later.get(a, ()))
                   or (n in listed and err[n + 1]))
