@@ -1405,6 +1405,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         return []
     results = _recipient_blocks(scan, found, later)
     rcpts = frozenset(a for _, a in found)
+    tied = _tied(scan, rcpts) if len(results) > 1 else frozenset()
     out = []
     left = _FREE_TEXT_CLASSIFIED
     shared: RecipientResult | None = None     # the whole notification's reading
@@ -1427,8 +1428,10 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source,
                      remote=remote)
         if rr.reason in ("onhold", "undefined"):
-            # (the whole text but the lines tied to another recipient: docs section 1)
-            text = _own_text(region[:4000], a, rcpts)
+            # (the whole text but the lines tied to another recipient, and the quoted
+            # header lines, which name recipients and are no one's evidence: docs
+            # section 1)
+            text = _own_text(scan[:4000], a, rcpts, tied) if len(rcpts) > 1 else region[:4000]
             whole = ctx.classifier.classify(None, None, text, ctx.family)
             if whole.reason not in ("onhold", "undefined"):
                 rr = _result(ctx, a, text, source="heuristic", stage=stage,
@@ -1530,27 +1533,60 @@ _TIE = rxcache.compile(r"(?im)rcpt to:[ \t]*+<(" + ADDR + r")>|<(" + ADDR + r")>
                        r"|^[ \t]*+(" + ADDR + r"):")
 
 
-def _own_text(text: str, rcpt: str, rcpts: frozenset[str]) -> str:
+def _tied(text: str, rcpts: frozenset[str]) -> frozenset[str]:
+    """The recipients among ``rcpts`` that a line of the text ties its words to (_TIE)."""
+    if "@" not in text:
+        return frozenset()
+    found = set()
+    for m in _TIE.finditer(text):
+        a = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+        if a in rcpts:
+            found.add(a)
+    return frozenset(found)
+
+
+def _own_text(text: str, rcpt: str, rcpts: frozenset[str], tied: frozenset[str]) -> str:
     """The text without the lines that belong to another of the report's recipients:
     from a line tied to another one (_TIE) to the next line that names ``rcpt`` (a
-    transcript's ">>> RCPT To:<b@x>", "<<< 550 ...", "b@x... User unknown" are b's
-    evidence, never its neighbour's: docs section 1)."""
+    transcript's ">>> RCPT To:<b@x>", "<<< 550 ...", "<b@x>... User unknown" are b's
+    evidence, never its neighbour's: docs section 1). After the line that names a
+    recipient the report ties no line to (not in ``tied``) the text is kept whole: its
+    words are there or shared (a remote's reply after a list can name the first
+    address, "a@x\nb@x\n\n550 5.1.1 <a@x>... User Unknown", for both). An entry of
+    another recipient with no words of its own right after the recipient's
+    ("<a@x>:\n<b@x>:\nRemote host said: ...") is one list with it: the words after
+    the list are both recipients'."""
     if len(rcpts) < 2 or "@" not in text:
         return text
     out = []
     skipping = False
-    for line in text.split("\n"):
+    words = True        # (words of the recipient's own since the line naming it)
+    pos = 0
+    while pos <= len(text):
+        eol = text.find("\n", pos)
+        eol = len(text) if eol < 0 else eol
+        line, start, pos = text[pos:eol], pos, eol + 1
         if "@" in line:
-            if any(m.group(0).lower().rstrip(".") == rcpt for m in _iter_addrs(line)):
-                skipping = False
-            else:
-                for m in _TIE.finditer(line):
-                    tied = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
-                    if tied in rcpts:
+            named = [m.group(0) for m in _iter_addrs(line)]
+            if any(x.lower().rstrip(".") == rcpt for x in named):
+                if rcpt not in tied:
+                    out.append(text[start:])
+                    break
+                skipping, words = False, False
+                out.append(line)
+                continue
+            for m in _TIE.finditer(line):
+                other = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+                if other in rcpts:
+                    bare = line
+                    for x in named:
+                        bare = bare.replace(x, " ")
+                    if words or bare.strip(" \t<>:.'\"") != "":
                         skipping = True
-                        break
+                    break
         if not skipping:
             out.append(line)
+            words = words or line.strip() != ""
     return "\n".join(out)
 
 
@@ -1564,6 +1600,7 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     results = []
     judged = []                     # the blocks as the text has them: who failed
     rcpts = frozenset(a for _, a in found)
+    tied = _tied(scan, rcpts) if len(found) > 1 else frozenset()
     raw_blocks: list[str] = []      # each block as the text has it
     alone: set[int] = set()
     listed: set[int] = set()
@@ -1582,13 +1619,13 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
                 listed.add(n)   # its line and indented ones: one entry of a list
         raw_blocks.append(block)
         own_blocks.append(block)
-        mine = _own_text(block, a, rcpts)
+        mine = _own_text(block, a, rcpts, tied)
         if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
                 block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
             before = scan[max(0, start - 800):start]
             block = block + "\n" + before
-            mine = mine + "\n" + _own_text(before, a, rcpts)
+            mine = mine + "\n" + _own_text(before, a, rcpts, tied)
         judged.append((a, block))
         results.append((a, mine))
     # recipients listed one to a line (blank lines between) share the words that follow
@@ -1602,7 +1639,7 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
         if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
             judged[n] = (a, own_blocks[n].rstrip() + "\n" + judged[n + 1][1][:2000])
             results[n] = (a, _own_text(own_blocks[n].rstrip() + "\n"
-                                       + raw_blocks[n + 1][:2000], a, rcpts))
+                                       + raw_blocks[n + 1][:2000], a, rcpts, tied))
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP

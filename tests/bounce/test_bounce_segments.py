@@ -129,6 +129,59 @@ TABLE: list[tuple[str, bytes, dict[str, tuple[str, str]]]] = [
      {A: ("userunknown", "5.1.1"), C: ("mailboxfull", "5.2.2")}),
 ]
 
+_EXIM_ENTRIES = (f"  {A}\n    SMTP error from remote mail server after RCPT TO:<{A}>:\n"
+                 f"    host mx.b.example [192.0.2.12]: 550 5.2.2 <{A}>... Mailbox Full\n"
+                 f"  {C}\n    SMTP error from remote mail server after RCPT TO:<{C}>:\n"
+                 f"    host mx.b.example [192.0.2.12]: 550 5.2.1 <{C}>... User Unknown\n")
+TABLE.append(
+    # Mail.Ru's Exim report in Russian, then the same in English (public corpus
+    # lhost-mailru-03): the last recipient's block runs on into the English copy,
+    # whose first entry is its neighbour's
+    ("exim report in two languages", notice(
+        "\u042d\u0442\u043e \u043f\u0438\u0441\u044c\u043c\u043e "
+        "\u0441\u043e\u0437\u0434\u0430\u043d\u043e "
+        "\u0430\u0432\u0442\u043e\u043c\u0430\u0442\u0438\u0447\u0435\u0441\u043a\u0438.\n\n"
+        + _EXIM_ENTRIES + "\n**********************\n\n"
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        + _EXIM_ENTRIES, "Mail delivery failed: returning message to sender"),
+     {A: ("mailboxfull", "5.2.2"), C: ("userunknown", "5.2.1")}))
+
+TABLE.extend([
+    # a recipient whose words carry no code takes the words before it only where they
+    # are not its neighbour's entry
+    ("exim, the second entry without a code", notice(
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        f"  {C}\n    host mx.d.example [192.0.2.2]\n"
+        f"    SMTP error from remote mail server after RCPT TO:<{C}>:\n"
+        "    552 5.2.2 Mailbox full, quota exceeded\n"
+        f"  {A}\n    Unrouteable address\n",
+        "Mail delivery failed: returning message to sender"),
+     {C: ("mailboxfull", "5.2.2"), A: ("hostunknown", "5.1.2")}),
+    ("courier, the second entry expired", notice(
+        "This is a delivery status notification from mx.a.example,\n"
+        "running the Courier mail server, version 1.0.\n\n"
+        "Your message to the following recipients cannot be delivered:\n\n"
+        f"<{A}>:\n    mx.b.example [192.0.2.1]:\n>>> RCPT TO:<{A}>\n<<< 550 5.1.1 User unknown\n\n"
+        f"<{C}>:\n    This message has been in the queue too long.\n",
+        "NOTICE: mail delivery status."),
+     {A: ("userunknown", "5.1.1"), C: ("expired", "4.4.7")}),
+    ("sendmail, three recipients listed, a transcript for each", notice(
+        SM_HEAD + f"<{A}>\n<{C}>\n<{E}>\n\n"
+        "   ----- Transcript of session follows -----\n... while talking to mx.b.example.:\n"
+        f">>> RCPT To:<{A}>\n<<< 550 5.1.1 <{A}>... User unknown\n"
+        f"550 5.1.1 <{A}>... User unknown\n"
+        f">>> RCPT To:<{C}>\n<<< 552 5.2.2 <{C}>... Mailbox full\n"
+        f"552 5.2.2 <{C}>... Mailbox full\n"
+        f"<{E}>... Deferred: Connection timed out with mx.f.example.\n"
+        "Message could not be delivered for 5 days\nMessage will be deleted from queue\n",
+        SM_SUBJ),
+     {A: ("userunknown", "5.1.1"), C: ("mailboxfull", "5.2.2"), E: ("expired", "4.4.7")}),
+])
+
 #: the other side: words stated once for all the recipients are each one's
 SHARED: list[tuple[str, bytes, dict[str, tuple[str, str]]]] = [
     ("addresses one to a line, the reason after the list", notice(
@@ -140,6 +193,18 @@ SHARED: list[tuple[str, bytes, dict[str, tuple[str, str]]]] = [
         SM_HEAD + f"<{A}>\n<{C}>\n\n"
         "   ----- Transcript of session follows -----\n"
         "552 5.2.2 Mailbox full\n", SM_SUBJ),
+     {A: ("mailboxfull", "5.2.2"), C: ("mailboxfull", "5.2.2")}),
+    ("the reason after the list names the first address", notice(
+        f"Delivery to the following recipients failed permanently:\n\n     {A}\n     {C}\n\n"
+        "Technical details of permanent failure:\nThe error that the other server "
+        f"returned was:\n550 5.1.1 <{A}>... User Unknown\n",
+        "Delivery Status Notification (Failure)"),
+     {A: ("userunknown", "5.1.1"), C: ("userunknown", "5.1.1")}),
+    ("qmail entries with no words of their own, then the reason", notice(
+        "Hi. This is the qmail-send program at mx.a.example.\n"
+        "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+        "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+        f"<{A}>:\n<{C}>:\nRemote host said: 552 5.2.2 Mailbox full\n", "failure notice"),
      {A: ("mailboxfull", "5.2.2"), C: ("mailboxfull", "5.2.2")}),
     ("the reason before the list", notice(
         "550 5.1.1 No such user here. The following addresses failed:\n\n"

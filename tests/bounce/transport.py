@@ -1003,5 +1003,6 @@ def mixed_causes_entry(body: bytes, at: int, second: bytes, cause: bytes) -> byt
     another recipient with another cause. The report's recipient keeps its own reason,
     and ``second`` reads as ``cause``."""
     line = body.rfind(b"\n", 0, at) + 1
-    lead = re.match(rb"[ \t>]*", body[line:]).group(0)     # type: ignore[union-attr]
+    rest = body[line:]
+    lead = rest[:len(rest) - len(rest.lstrip(b" \t>"))]
     return body[:line] + lead + b"<" + second + b">: " + cause + b"\n\n" + body[line:]
