@@ -1403,9 +1403,8 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     found = _named(scan, excluded, senders, later)
     if not found:
         return []
-    results = _recipient_blocks(scan, found, later)
-    rcpts = frozenset(a for _, a in found)
-    tied = _tied(scan, rcpts) if len(results) > 1 else frozenset()
+    owners = _Owners(scan, frozenset(a for _, a in found))
+    results = _recipient_blocks(scan, found, later, owners)
     out = []
     left = _FREE_TEXT_CLASSIFIED
     shared: RecipientResult | None = None     # the whole notification's reading
@@ -1431,7 +1430,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             # (the whole text but the lines tied to another recipient, and the quoted
             # header lines, which name recipients and are no one's evidence: docs
             # section 1)
-            text = _own_text(scan[:4000], a, rcpts, tied) if len(rcpts) > 1 else region[:4000]
+            text = owners.own(scan[:4000], a) if len(found) > 1 else region[:4000]
             whole = ctx.classifier.classify(None, None, text, ctx.family)
             if whole.reason not in ("onhold", "undefined"):
                 rr = _result(ctx, a, text, source="heuristic", stage=stage,
@@ -1533,74 +1532,96 @@ _TIE = rxcache.compile(r"(?im)rcpt to:[ \t]*+<(" + ADDR + r")>|<(" + ADDR + r")>
                        r"|^[ \t]*+(" + ADDR + r"):")
 
 
-def _tied(text: str, rcpts: frozenset[str]) -> frozenset[str]:
-    """The recipients among ``rcpts`` that a line of the text ties its words to (_TIE)."""
-    if "@" not in text:
-        return frozenset()
-    found = set()
-    for m in _TIE.finditer(text):
-        a = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
-        if a in rcpts:
-            found.add(a)
-    return frozenset(found)
+#: A line of a report's text: itself, the addresses it names (lower-cased), the
+#: recipients it ties (_TIE), whether it is addresses alone.
+_Line = tuple[str, frozenset[str], frozenset[str], bool]
 
 
-def _own_text(text: str, rcpt: str, rcpts: frozenset[str], tied: frozenset[str]) -> str:
-    """The text without the lines that belong to another of the report's recipients:
-    from a line tied to another one (_TIE) to the next line that names ``rcpt`` (a
-    transcript's ">>> RCPT To:<b@x>", "<<< 550 ...", "<b@x>... User unknown" are b's
-    evidence, never its neighbour's: docs section 1). After the line that names a
-    recipient the report ties no line to (not in ``tied``) the text is kept whole: its
-    words are there or shared (a remote's reply after a list can name the first
-    address, "a@x\nb@x\n\n550 5.1.1 <a@x>... User Unknown", for both). An entry of
-    another recipient with no words of its own right after the recipient's
-    ("<a@x>:\n<b@x>:\nRemote host said: ...") is one list with it: the words after
-    the list are both recipients'."""
-    if len(rcpts) < 2 or "@" not in text:
-        return text
-    out = []
-    skipping = False
-    words = True        # (words of the recipient's own since the line naming it)
-    pos = 0
-    while pos <= len(text):
-        eol = text.find("\n", pos)
-        eol = len(text) if eol < 0 else eol
-        line, start, pos = text[pos:eol], pos, eol + 1
-        if "@" in line:
-            named = [m.group(0) for m in _iter_addrs(line)]
-            if any(x.lower().rstrip(".") == rcpt for x in named):
-                if rcpt not in tied:
-                    out.append(text[start:])
+class _Owners:
+    """Whose lines a free-text report's lines are, for its recipients ``rcpts``: each
+    text's lines are read once (a report of many recipients asks about the same text
+    for each of them)."""
+
+    def __init__(self, scan: str, rcpts: frozenset[str]) -> None:
+        self.rcpts = rcpts
+        # the recipients a line of the text ties its words to (_TIE)
+        tied = set()
+        if len(rcpts) > 1 and "@" in scan:
+            for m in _TIE.finditer(scan):
+                a = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+                if a in rcpts:
+                    tied.add(a)
+        self.tied = frozenset(tied)
+        self._lines: dict[str, _Line] = {}      # (the lines read, by their text)
+
+    def _read(self, text: str) -> list[_Line]:
+        """Each line with the addresses it names, the recipients it ties, and whether it
+        is addresses alone (an entry with no words of its own)."""
+        lines: list[_Line] = []
+        none: frozenset[str] = frozenset()
+        for line in text.split("\n"):
+            if "@" not in line:
+                lines.append((line, none, none, False))
+                continue
+            info = self._lines.get(line)
+            if info is None:
+                named = [m.group(0) for m in _iter_addrs(line)]
+                ties = frozenset(
+                    x for x in ((m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+                                for m in _TIE.finditer(line)) if x in self.rcpts)
+                bare = line
+                if ties:
+                    for x in named:
+                        bare = bare.replace(x, " ")
+                info = (line, frozenset(x.lower().rstrip(".") for x in named), ties,
+                        bare.strip(" \t<>:.'\"") == "")
+                if len(self._lines) < 4096:
+                    self._lines[line] = info
+            lines.append(info)
+        return lines
+
+    def own(self, text: str, rcpt: str) -> str:
+        """The text without the lines that belong to another of the report's recipients:
+        from a line tied to another one (_TIE) to the next line that names ``rcpt`` (a
+        transcript's ">>> RCPT To:<b@x>", "<<< 550 ...", "<b@x>... User unknown" are
+        b's evidence, never its neighbour's: docs section 1). After the line that names
+        a recipient the report ties no line to the text is kept whole: its words are
+        there or shared (a remote's reply after a list can name the first address,
+        "a@x\nb@x\n\n550 5.1.1 <a@x>... User Unknown", for both). An entry of another
+        recipient with no words of its own right after the recipient's
+        ("<a@x>:\n<b@x>:\nRemote host said: ...") is one list with it: the words after
+        the list are both recipients'."""
+        if len(self.rcpts) < 2 or "@" not in text:
+            return text
+        out: list[str] = []
+        skipping = False
+        words = True        # (words of the recipient's own since the line naming it)
+        lines = self._read(text)
+        for n, (line, named, ties, bare) in enumerate(lines):
+            if rcpt in named:
+                if rcpt not in self.tied:
+                    out.extend(x[0] for x in lines[n:])
                     break
                 skipping, words = False, False
                 out.append(line)
                 continue
-            for m in _TIE.finditer(line):
-                other = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
-                if other in rcpts:
-                    bare = line
-                    for x in named:
-                        bare = bare.replace(x, " ")
-                    if words or bare.strip(" \t<>:.'\"") != "":
-                        skipping = True
-                    break
-        if not skipping:
-            out.append(line)
-            words = words or line.strip() != ""
-    return "\n".join(out)
+            if ties - {rcpt} and (words or not bare):
+                skipping = True
+            if not skipping:
+                out.append(line)
+                words = words or line.strip() != ""
+        return "\n".join(out)
 
 
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],
-                      later: dict[str, list[int]]) -> list[tuple[str, str]]:
+                      later: dict[str, list[int]], owners: _Owners) -> list[tuple[str, str]]:
     """Each found recipient with the text that states its failure (its block), keeping
     only those whose block reads as a failure when some do.
 
     Which recipients failed is judged on the blocks as the text has them; the block
-    each one gets is its own text (_own_text: without the lines tied to another)."""
+    each one gets is its own text (_Owners.own: without the lines tied to another)."""
     results = []
     judged = []                     # the blocks as the text has them: who failed
-    rcpts = frozenset(a for _, a in found)
-    tied = _tied(scan, rcpts) if len(found) > 1 else frozenset()
     raw_blocks: list[str] = []      # each block as the text has it
     alone: set[int] = set()
     listed: set[int] = set()
@@ -1619,13 +1640,13 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
                 listed.add(n)   # its line and indented ones: one entry of a list
         raw_blocks.append(block)
         own_blocks.append(block)
-        mine = _own_text(block, a, rcpts, tied)
+        mine = owners.own(block, a)
         if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
                 block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
             before = scan[max(0, start - 800):start]
             block = block + "\n" + before
-            mine = mine + "\n" + _own_text(before, a, rcpts, tied)
+            mine = mine + "\n" + owners.own(before, a)
         judged.append((a, block))
         results.append((a, mine))
     # recipients listed one to a line (blank lines between) share the words that follow
@@ -1638,8 +1659,8 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
         a, b = judged[n]
         if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
             judged[n] = (a, own_blocks[n].rstrip() + "\n" + judged[n + 1][1][:2000])
-            results[n] = (a, _own_text(own_blocks[n].rstrip() + "\n"
-                                       + raw_blocks[n + 1][:2000], a, rcpts, tied))
+            results[n] = (a, owners.own(own_blocks[n].rstrip() + "\n"
+                                        + raw_blocks[n + 1][:2000], a))
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP
