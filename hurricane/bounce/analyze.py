@@ -1622,7 +1622,6 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     each one gets is its own text (_Owners.own: without the lines tied to another)."""
     results = []
     judged = []                     # the blocks as the text has them: who failed
-    raw_blocks: list[str] = []      # each block as the text has it
     alone: set[int] = set()
     listed: set[int] = set()
     own_blocks: list[str] = []      # each block before the words before it were added
@@ -1638,7 +1637,6 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
                 alone.add(n)    # its address line only, the next recipient's line after it
             if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
                 listed.add(n)   # its line and indented ones: one entry of a list
-        raw_blocks.append(block)
         own_blocks.append(block)
         mine = owners.own(block, a)
         if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
@@ -1659,8 +1657,7 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
         a, b = judged[n]
         if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
             judged[n] = (a, own_blocks[n].rstrip() + "\n" + judged[n + 1][1][:2000])
-            results[n] = (a, owners.own(own_blocks[n].rstrip() + "\n"
-                                        + raw_blocks[n + 1][:2000], a))
+            results[n] = (a, owners.own(judged[n][1], a))
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP

@@ -194,6 +194,16 @@ SHARED: list[tuple[str, bytes, dict[str, tuple[str, str]]]] = [
         "   ----- Transcript of session follows -----\n"
         "552 5.2.2 Mailbox full\n", SM_SUBJ),
      {A: ("mailboxfull", "5.2.2"), C: ("mailboxfull", "5.2.2")}),
+    ("three addresses one to a line, the reason after the list", notice(
+        f"Delivery to the following recipients failed permanently:\n\n     {A}\n     {C}\n"
+        f"     {E}\n\nTechnical details of permanent failure:\n552 5.2.2 Mailbox full\n",
+        "Delivery Status Notification (Failure)"),
+     {A: ("mailboxfull", "5.2.2"), C: ("mailboxfull", "5.2.2"), E: ("mailboxfull", "5.2.2")}),
+    ("three sendmail entries, the transcript naming the first", notice(
+        SM_HEAD + f"<{A}>\n<{C}>\n<{E}>\n\n"
+        "   ----- Transcript of session follows -----\n"
+        f"550 5.1.1 <{A}>... User unknown\n", SM_SUBJ),
+     {A: ("userunknown", "5.1.1"), C: ("userunknown", "5.1.1"), E: ("userunknown", "5.1.1")}),
     ("the reason after the list names the first address", notice(
         f"Delivery to the following recipients failed permanently:\n\n     {A}\n     {C}\n\n"
         "Technical details of permanent failure:\nThe error that the other server "
