@@ -17,7 +17,9 @@ message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
 (file names listed with --show). Then "second-recipient": each free-text report
 naming one recipient gets its recipient's entry written again for a second
-address, and both must come out; and "forwarded-pair": each bounce forwarded as
+address, and both must come out; "mixed-causes": the same reports get an entry
+of a second address with another cause before their recipient's, and each must
+keep its own reason; and "forwarded-pair": each bounce forwarded as
 an attachment with another report, in either order, and the recipients of both
 must come out.  It finds classes of extraction failure without the sealed data;
 tests/bounce/test_bounce_transport.py keeps the classes fixed here from coming
@@ -39,7 +41,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from _seal import corpus1, corpus2, emails, sealed  # noqa: E402
 
 from hurricane.bounce.analyze import analyze, to_prediction  # noqa: E402
-from tests.bounce.transport import PERTURBATIONS  # noqa: E402
+from tests.bounce.transport import MIXED_CAUSES, PERTURBATIONS, mixed_causes_entry  # noqa: E402
 
 
 def answer(raw: bytes, field: str) -> object:
@@ -113,6 +115,37 @@ def second_recipient(raws: dict[str, bytes], show: int) -> int:
     return len(bad)
 
 
+def mixed_causes(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient gets, before its recipient's entry, an
+    entry of a second address with another cause ("<b@x>: 552 5.2.2 Mailbox full", or
+    "550 5.1.1 User unknown" when the recipient's own reason is mailboxfull): both come
+    out, each with its own reason (the first keeps the one it had alone). The same
+    reports as second-recipient."""
+    applied, bad = 0, []
+    for n, raw0 in raws.items():
+        raw = raw0.replace(b"\r\n", b"\n")
+        a = analyze(raw)
+        if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic" \
+                or (a.results[0].rule or "").startswith("mailinglist."):
+            continue
+        first = a.results[0]
+        r = first.recipient.encode()
+        head, sep, body = raw.partition(b"\n\n")
+        at = _entry(body, r, b"quoted-printable" in raw.lower()) if r else None
+        if at is None:
+            continue
+        cause, want = MIXED_CAUSES[first.reason == MIXED_CAUSES[0][1]]
+        new = head + sep + mixed_causes_entry(body, at[0], _SECOND.encode(), cause)
+        applied += 1
+        got = {x.recipient: x.reason for x in analyze(new).results}
+        if got != {first.recipient: first.reason, _SECOND: want}:
+            bad.append((n, "%s -> %s" % (first.reason, got)))
+    print("%-22s applied %4d  changed %3d" % ("mixed-causes", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s %s" % (n, got))
+    return len(bad)
+
+
 _PAIR = (b"From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\n"
          b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
          b"This is the mail system at host mx.other.example.\n\n"
@@ -182,6 +215,8 @@ def main() -> int:
             print("    %-45s %s -> %s" % (n, was, got))
     if not a.only or "second-recipient" in a.only.split(","):
         total_bad += second_recipient(raws, a.show)
+    if not a.only or "mixed-causes" in a.only.split(","):
+        total_bad += mixed_causes(raws, a.show)
     if not a.only or "forwarded-pair" in a.only.split(","):
         total_bad += forwarded_pair(raws, a.show)
     print("total changed:", total_bad)

@@ -1481,7 +1481,8 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
                          scan[max(scan.rfind("\n", 0, p) + 1, p - 200):p].lower())]
     if not found:
         return []
-    results = _recipient_blocks(scan, found, later)
+    owners = _Owners(scan, frozenset(a for _, a in found))
+    results = _recipient_blocks(scan, found, later, owners)
     out = []
     left = _FREE_TEXT_CLASSIFIED
     shared: RecipientResult | None = None     # the whole notification's reading
@@ -1504,9 +1505,13 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
         rr = _result(ctx, a, b, source="heuristic", stage=stage, stage_source=stage_source,
                      remote=remote)
         if rr.reason in ("onhold", "undefined"):
-            whole = ctx.classifier.classify(None, None, region[:4000], ctx.family)
+            # (the whole text but the lines tied to another recipient, and the quoted
+            # header lines, which name recipients and are no one's evidence: docs
+            # section 1)
+            text = owners.own(scan[:4000], a) if len(found) > 1 else region[:4000]
+            whole = ctx.classifier.classify(None, None, text, ctx.family)
             if whole.reason not in ("onhold", "undefined"):
-                rr = _result(ctx, a, region[:4000], source="heuristic", stage=stage,
+                rr = _result(ctx, a, text, source="heuristic", stage=stage,
                              stage_source=stage_source, remote=remote)
                 rr = replace(rr, diagnostic=b.strip()[:2000])
         out.append(rr)
@@ -1621,11 +1626,104 @@ _ENTRY_END = rxcache.compile(r"[>'\"]?(?:[ \t]*+\(expanded from [^()\n]{1,300}\)
                              r"(:|\r?\Z)")
 
 
+# A line that ties the words after it to one recipient, as reports of several write
+# them: Sendmail's "<a@x>... User unknown" and a transcript's ">>> RCPT To:<a@x>"
+# (Exim's "after RCPT TO:<a@x>:"), an entry "<a@x>:" or "a@x:" that starts its line
+# (qmail's paragraphs, Postfix's "<a@x>: host ... said:", Courier's).
+_TIE = rxcache.compile(r"(?im)rcpt to:[ \t]*+<(" + ADDR + r")>|<(" + ADDR + r")>(?:\.\.\.|:)"
+                       r"|^[ \t]*+(" + ADDR + r"):")
+
+
+#: A line of a report's text: itself, the addresses it names (lower-cased), the
+#: recipients it ties (_TIE), whether it is addresses alone.
+_Line = tuple[str, frozenset[str], frozenset[str], bool]
+
+
+class _Owners:
+    """Whose lines a free-text report's lines are, for its recipients ``rcpts``: each
+    text's lines are read once (a report of many recipients asks about the same text
+    for each of them)."""
+
+    def __init__(self, scan: str, rcpts: frozenset[str]) -> None:
+        self.rcpts = rcpts
+        # the recipients a line of the text ties its words to (_TIE)
+        tied = set()
+        if len(rcpts) > 1 and "@" in scan:
+            for m in _TIE.finditer(scan):
+                a = (m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+                if a in rcpts:
+                    tied.add(a)
+        self.tied = frozenset(tied)
+        self._lines: dict[str, _Line] = {}      # (the lines read, by their text)
+
+    def _read(self, text: str) -> list[_Line]:
+        """Each line with the addresses it names, the recipients it ties, and whether it
+        is addresses alone (an entry with no words of its own)."""
+        lines: list[_Line] = []
+        none: frozenset[str] = frozenset()
+        for line in text.split("\n"):
+            if "@" not in line:
+                lines.append((line, none, none, False))
+                continue
+            info = self._lines.get(line)
+            if info is None:
+                named = [m.group(0) for m in _iter_addrs(line)]
+                ties = frozenset(
+                    x for x in ((m.group(1) or m.group(2) or m.group(3) or "").lower().rstrip(".")
+                                for m in _TIE.finditer(line)) if x in self.rcpts)
+                bare = line
+                if ties:
+                    for x in named:
+                        bare = bare.replace(x, " ")
+                info = (line, frozenset(x.lower().rstrip(".") for x in named), ties,
+                        bare.strip(" \t<>:.'\"") == "")
+                if len(self._lines) < 4096:
+                    self._lines[line] = info
+            lines.append(info)
+        return lines
+
+    def own(self, text: str, rcpt: str) -> str:
+        """The text without the lines that belong to another of the report's recipients:
+        from a line tied to another one (_TIE) to the next line that names ``rcpt`` (a
+        transcript's ">>> RCPT To:<b@x>", "<<< 550 ...", "<b@x>... User unknown" are
+        b's evidence, never its neighbour's: docs section 1). After the line that names
+        a recipient the report ties no line to the text is kept whole: its words are
+        there or shared (a remote's reply after a list can name the first address,
+        "a@x\nb@x\n\n550 5.1.1 <a@x>... User Unknown", for both). An entry of another
+        recipient with no words of its own right after the recipient's
+        ("<a@x>:\n<b@x>:\nRemote host said: ...") is one list with it: the words after
+        the list are both recipients'."""
+        if len(self.rcpts) < 2 or "@" not in text:
+            return text
+        out: list[str] = []
+        skipping = False
+        words = True        # (words of the recipient's own since the line naming it)
+        lines = self._read(text)
+        for n, (line, named, ties, bare) in enumerate(lines):
+            if rcpt in named:
+                if rcpt not in self.tied:
+                    out.extend(x[0] for x in lines[n:])
+                    break
+                skipping, words = False, False
+                out.append(line)
+                continue
+            if ties - {rcpt} and (words or not bare):
+                skipping = True
+            if not skipping:
+                out.append(line)
+                words = words or line.strip() != ""
+        return "\n".join(out)
+
+
 def _recipient_blocks(scan: str, found: list[tuple[int, str]],
-                      later: dict[str, list[int]]) -> list[tuple[str, str]]:
+                      later: dict[str, list[int]], owners: _Owners) -> list[tuple[str, str]]:
     """Each found recipient with the text that states its failure (its block), keeping
-    only those whose block reads as a failure when some do."""
+    only those whose block reads as a failure when some do.
+
+    Which recipients failed is judged on the blocks as the text has them; the block
+    each one gets is its own text (_Owners.own: without the lines tied to another)."""
     results = []
+    judged = []                     # the blocks as the text has them: who failed
     alone: set[int] = set()
     listed: set[int] = set()
     own_blocks: list[str] = []      # each block before the words before it were added
@@ -1642,11 +1740,15 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
             if all(not x.strip() or x[:1] in " \t" for x in own[1:]):
                 listed.add(n)   # its line and indented ones: one entry of a list
         own_blocks.append(block)
+        mine = owners.own(block, a)
         if not _CODEISH.search(block) and len(found) > 1 and not _errorish(
                 block.lower().replace(a, " ")):
             # the error may be stated once for all recipients (before them)
-            block = block + "\n" + scan[max(0, start - 800):start]
-        results.append((a, block))
+            before = scan[max(0, start - 800):start]
+            block = block + "\n" + before
+            mine = mine + "\n" + owners.own(before, a)
+        judged.append((a, block))
+        results.append((a, mine))
     # recipients listed one to a line (blank lines between) share the words that follow
     # the last of them ("a@x\nb@x\n\nNo such user"): a block that is its address line
     # alone takes the next recipient's block
@@ -1654,16 +1756,17 @@ def _recipient_blocks(scan: str, found: list[tuple[int, str]],
     # to the following recipients failed", say that it failed, never why, and the next
     # recipient's words are the reason stated for both: docs section 1)
     for n in sorted(alone, reverse=True):
-        a, b = results[n]
+        a, b = judged[n]
         if not _errorish(own_blocks[n].lower().replace(a, " ")):   # (not its address's words)
-            results[n] = (a, own_blocks[n].rstrip() + "\n" + results[n + 1][1][:2000])
+            judged[n] = (a, own_blocks[n].rstrip() + "\n" + judged[n + 1][1][:2000])
+            results[n] = (a, owners.own(judged[n][1], a))
     # keep only recipients whose block looks like an error, when some do
     # (a recipient named again further on, as in a report written in two languages,
     # may have its reason stated there: "neko@x" then "an MX record indicated no SMTP
     # service" in Russian, then the English text under the same address)
-    err = [False] * len(results)
-    for n in range(len(results) - 1, -1, -1):
-        a, b = results[n]
+    err = [False] * len(judged)
+    for n in range(len(judged) - 1, -1, -1):
+        a, b = judged[n]
         # (and an entry of a list whose next entry is a failure: the list is of failures)
         err[n] = (_errorish(b) or any(_errorish(scan[p:p + 400]) for p in later.get(a, ()))
                   or (n in listed and err[n + 1]))

@@ -987,3 +987,22 @@ PERTURBATIONS = PERTURBATIONS + (("delivered-listed", delivered_listed),
                                  ("exchange2003-notice", exchange2003_notice),
                                  ("german-notice", german_notice),
                                  ("html-table-notice", html_table_notice))
+
+
+#: The second recipient's entry of the mixed-causes probe (bench/perturb.py): its
+#: cause, and the reason it must read as; the other cause when the report's own
+#: recipient has this one.
+MIXED_CAUSES = ((b"552 5.2.2 Mailbox full, quota exceeded", "mailboxfull"),
+                (b"550 5.1.1 User unknown", "userunknown"))
+
+
+def mixed_causes_entry(body: bytes, at: int, second: bytes, cause: bytes) -> bytes:
+    """A free-text report's body with an entry for ``second`` written before the line
+    at ``at`` (its recipient's entry): "<second>: cause" as its own paragraph, indented
+    (and quoted) as that line is, as qmail, Postfix and Courier write an entry of
+    another recipient with another cause. The report's recipient keeps its own reason,
+    and ``second`` reads as ``cause``."""
+    line = body.rfind(b"\n", 0, at) + 1
+    rest = body[line:]
+    lead = rest[:len(rest) - len(rest.lstrip(b" \t>"))]
+    return body[:line] + lead + b"<" + second + b">: " + cause + b"\n\n" + body[line:]
