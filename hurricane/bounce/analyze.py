@@ -1161,7 +1161,7 @@ def _analyze_json(ctx: _Ctx, text: str) -> Analysis | None:
 
 # A reply's subject prefix, in the mail clients' languages (Re, AW, SV, VS, Antw, Odp, YNT,
 # Res, RIF, 回复/答复), with a counter some add ("Re[2]:").
-_REPLY_SUBJECT = re.compile(
+_REPLY_SUBJECT = rxcache.compile(
     r"[ \t]{0,16}(?:re|aw|sv|vs|antw|odp|ynt|res|rif|回复|答复)[ \t]{0,4}(?:\[\d{1,4}\])?"
     r"[ \t]{0,4}[:：]", re.I)
 # The line a mail client writes above the text it quotes ("On DATE, NAME wrote:", "Am ...
