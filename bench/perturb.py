@@ -32,7 +32,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from _seal import corpus1, corpus2, emails, sealed  # noqa: E402
 
 from hurricane.bounce.analyze import analyze, to_prediction  # noqa: E402
+from hurricane.bounce.model import RecipientResult  # noqa: E402
 from tests.bounce.transport import MIXED_CAUSES, PERTURBATIONS, mixed_causes_entry  # noqa: E402
 
 
@@ -85,24 +86,33 @@ def _entry(body: bytes, r: bytes, qp: bool) -> tuple[int, int] | None:
     return None
 
 
-def second_recipient(raws: dict[str, bytes], show: int) -> int:
-    """Each free-text report naming one recipient, its recipient's entry (its line and the
-    indented lines under it) written again for a second address: both must come out.
-    Not where the text names the recipient only in the returned original's headers, nor
-    a mailing list manager's answer (it names its list, once: mailinglist.* rules)."""
-    applied, bad = 0, []
+def _one_recipient_reports(raws: dict[str, bytes]) -> Iterator[
+        tuple[str, RecipientResult, bytes, bytes, bytes, tuple[int, int]]]:
+    """The free-text reports naming one recipient whose entry the text holds (not a mailing
+    list manager's answer: it names its list, once: mailinglist.* rules): (name, its one
+    result, head, separator, body (LF line ends), the entry's span in body)."""
     for n, raw0 in raws.items():
         raw = raw0.replace(b"\r\n", b"\n")
         a = analyze(raw)
         if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic" \
                 or (a.results[0].rule or "").startswith("mailinglist."):
             continue
-        r = a.results[0].recipient.encode()
+        one = a.results[0]
+        r = one.recipient.encode()
         head, sep, body = raw.partition(b"\n\n")
-        qp = b"quoted-printable" in raw.lower()
-        at = _entry(body, r, qp) if r else None
-        if at is None:
-            continue
+        at = _entry(body, r, b"quoted-printable" in raw.lower()) if r else None
+        if at is not None:
+            yield n, one, head, sep, body, at
+
+
+def second_recipient(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient, its recipient's entry (its line and the
+    indented lines under it) written again for a second address: both must come out.
+    Not where the text names the recipient only in the returned original's headers, nor
+    a mailing list manager's answer (it names its list, once: mailinglist.* rules)."""
+    applied, bad = 0, []
+    for n, one, head, sep, body, at in _one_recipient_reports(raws):
+        r = one.recipient.encode()
         entry = re.sub(re.escape(r), _SECOND.encode(), body[at[0]:at[1]], flags=re.I)
         new = head + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
         applied += 1
@@ -122,18 +132,7 @@ def mixed_causes(raws: dict[str, bytes], show: int) -> int:
     out, each with its own reason (the first keeps the one it had alone). The same
     reports as second-recipient."""
     applied, bad = 0, []
-    for n, raw0 in raws.items():
-        raw = raw0.replace(b"\r\n", b"\n")
-        a = analyze(raw)
-        if a.category != "bounce" or len(a.results) != 1 or a.results[0].source != "heuristic" \
-                or (a.results[0].rule or "").startswith("mailinglist."):
-            continue
-        first = a.results[0]
-        r = first.recipient.encode()
-        head, sep, body = raw.partition(b"\n\n")
-        at = _entry(body, r, b"quoted-printable" in raw.lower()) if r else None
-        if at is None:
-            continue
+    for n, first, head, sep, body, at in _one_recipient_reports(raws):
         cause, want = MIXED_CAUSES[first.reason == MIXED_CAUSES[0][1]]
         new = head + sep + mixed_causes_entry(body, at[0], _SECOND.encode(), cause)
         applied += 1
