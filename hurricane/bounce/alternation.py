@@ -38,7 +38,7 @@ import functools
 import marshal
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from hurricane.bounce import rxcache
 
@@ -176,8 +176,9 @@ def _class_end(source: str, i: int) -> int:
     return i
 
 
-def _group_end(source: str) -> int:
-    """Where the group that opens ``source`` closes (the index after its ")"), or -1."""
+def _structure(source: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, group depth after it) of each "(", ")" and "|" of a regex
+    source that is not escaped or inside a character class, left to right."""
     depth, i, n = 0, 0, len(source)
     while i < n:
         ch = source[i]
@@ -186,13 +187,17 @@ def _group_end(source: str) -> int:
             continue
         if ch == "[":
             i = _class_end(source, i)
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+        elif ch in "()|":
+            depth += 1 if ch == "(" else -1 if ch == ")" else 0
+            yield i, ch, depth
         i += 1
+
+
+def _group_end(source: str) -> int:
+    """Where the group that opens ``source`` closes (the index after its ")"), or -1."""
+    for i, ch, depth in _structure(source):
+        if ch == ")" and depth == 0:
+            return i + 1
     return -1
 
 
@@ -310,24 +315,11 @@ def merge_alternatives(patterns: Sequence[str]) -> str:
 def split_alternatives(source: str) -> tuple[str, ...]:
     """A regex source cut at its top-level "|" (escapes, classes and groups kept whole)."""
     parts = []
-    depth = 0
-    start = i = 0
-    n = len(source)
-    while i < n:
-        ch = source[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "[":
-            i = _class_end(source, i)
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
+    start = 0
+    for i, ch, depth in _structure(source):
+        if ch == "|" and depth == 0:
             parts.append(source[start:i])
             start = i + 1
-        i += 1
     parts.append(source[start:])
     return tuple(parts)
 
@@ -337,8 +329,8 @@ def split_alternatives(source: str) -> tuple[str, ...]:
 MERGE_TAG = binascii.crc32(marshal.dumps((
     tuple(f.__code__ for f in (top_level_bar, _self_contained, _plain_words, _cut.__wrapped__,
                                _trie, merge_alternatives.__wrapped__, _first_char,
-                               _assertions, _assertion_head, _class_end, _group_end, _heads,
-                               split_alternatives)),
+                               _assertions, _assertion_head, _class_end, _structure, _group_end,
+                               _heads, split_alternatives)),
     _QUANTIFIERS, _MAX_EXPANSION, _OPAQUE.pattern, _INNER_GROUP.pattern, _UNSAFE.pattern,
     _LOOKBEHIND.pattern, sorted(_PLAIN_PUNCT), sorted(_ESCAPED_PUNCT))))
 
