@@ -154,18 +154,24 @@ class ReportLimitTests(SynchronousTestCase):
         self.assertEqual([r.recipient for r in analyze(head + sentence).results
                           if r.recipient], [])
 
-    def test_flufl_last_and_only_on_small_messages(self):
-        """flufl.bounce reads a bounce only when our own readings found no recipient, and
-        only up to flufl_max_bytes and flufl_max_lines; what it finds is the recipient."""
+    def spy_flufl(self) -> list[object]:
+        """flufl.bounce's all_failures replaced by a spy answering z@w.example: the
+        messages it was given."""
         import flufl.bounce
 
-        seen = []
+        seen: list[object] = []
 
-        def spy(msg):
+        def spy(msg: object) -> tuple[set[bytes], set[bytes]]:
             seen.append(msg)
             return {b"z@w.example"}, set()
 
         self.patch(flufl.bounce, "all_failures", spy)
+        return seen
+
+    def test_flufl_last_and_only_on_small_messages(self):
+        """flufl.bounce reads a bounce only when our own readings found no recipient, and
+        only up to flufl_max_bytes and flufl_max_lines; what it finds is the recipient."""
+        seen = self.spy_flufl()
         head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
         a = analyze(head + b"The following addresses had delivery problems:\nb@y.example\n")
         self.assertEqual(([r.recipient for r in a.results], seen), (["b@y.example"], []))
@@ -185,15 +191,7 @@ class ReportLimitTests(SynchronousTestCase):
     def test_flufl_not_given_lines_over_the_rfc_limit(self):
         """A line over RFC 5322's 998 characters is no mail system's notice: flufl.bounce
         (whose LLNL expression is quadratic in a line's length) is not given it."""
-        import flufl.bounce
-
-        seen = []
-
-        def spy(msg):
-            seen.append(msg)
-            return {b"z@w.example"}, set()
-
-        self.patch(flufl.bounce, "all_failures", spy)
+        seen = self.spy_flufl()
         head = b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n\n"
         failed = b"Delivery has failed\n"
         analyze(head + failed + b"," + b"a@" * 499 + b"\n")        # a line of 999
