@@ -12,16 +12,32 @@ something only after a line of the text it reads matched its trigger (its
 contains a fixed phrase listed below; when none of them is in the message, no
 detector can return anything.
 
-The test holds on the raw bytes only when what the detectors read *is* those
-bytes: the message is ASCII (the stdlib decodes a non-ASCII payload with its
-declared charset, UTF-7 or UTF-16 included, before a detector reads it) and no
-part is encoded (a "base64", "quoted-printable" or uuencode transfer encoding
-would be decoded first). Otherwise it answers False and flufl.bounce runs as
-before. tests/bounce/test_fluflgate.py checks the phrases against the installed
-flufl.bounce's own patterns and messages built to hit each detector.
+The test reads the raw bytes, and holds as long as what the detectors read
+shows a phrase only where the bytes do:
+
+- A part's text is read as it was sent, but for a non-ASCII payload, which the
+  stdlib first decodes with the part's declared charset (``get_payload``). That
+  keeps every ASCII byte in place when the charset is UTF-8 or one of the
+  single-byte ASCII-compatible ones (a non-ASCII byte becomes a non-ASCII
+  character, U+FFFD at worst), except for four characters that a detector's
+  case-blind expression takes for an ASCII letter (U+0130 and U+0131 for "i",
+  U+017F for "s", U+212A for "k"). Any other charset (UTF-16, UTF-7, Shift_JIS,
+  ISO-2022-JP, Turkish ISO-8859-9...) or one of those four characters answers False.
+- Five detectors (AOL, Microsoft, Netscape, Postfix, Yale) read a part's payload
+  with its transfer encoding undone: quoted-printable is undone in place over the
+  whole body (binascii.a2b_qp, as the stdlib does; it is local, so each part's
+  decoded text is a substring of the whole's) and their phrases are looked for
+  there too. A base64 or uuencoded payload cannot be undone that way: answers False.
+
+Otherwise it answers False and flufl.bounce runs as before.
+tests/bounce/test_fluflgate.py checks the phrases against the installed
+flufl.bounce's own patterns, and messages built to hit each detector.
 """
 
 from __future__ import annotations
+
+import binascii
+import codecs
 
 from hurricane.bounce import rxcache
 
@@ -80,13 +96,32 @@ PHRASES: tuple[bytes, ...] = (
     b"delivery to the following recipient has been delayed", b"this is an advisory-only email",
 )
 
-#: Postfix: a part described as "notification" and, in it, a line naming one of these.
-_POSTFIX = (b"postfix", b"keftamail", b"smtp_gateway", b"failure reason:")
+#: Postfix: a part described as "notification" and, in it, a line that starts
+#: with what one of its two expressions (pcre, rcre) matches at a line's start.
+_POSTFIX = rxcache.compile(rb"(?m)^(?:[ \t]*the\s*(?:bns\s*)?(?:postfix|keftamail|smtp_gateway)"
+                           rb"|failure reason:)")
 
 _YAHOO_SORRY = b"sorry, we were unable to deliver your message to the following address"
 
-#: Decoded before any detector reads the part (email.message.Message.get_payload).
-_ENCODINGS = (b"base64", b"quoted-printable", b"uue")
+#: Transfer encodings that cannot be undone in place over the whole body
+#: (email.message.Message.get_payload(decode=True)).
+_ENCODINGS = (b"base64", b"uue")
+
+#: A charset parameter (compat32's _parseparam: the value runs to ";", or to the
+#: line's end here: a value continued on the next line is not judged), or an
+#: RFC 2231 one ("charset*"), which get_param returns as a tuple.
+_CHARSET = rxcache.compile(rb"charset[ \t]*(?:\n[ \t]+)?(\*|=([^;\n]*))")
+
+#: Codecs (codecs.lookup(...).name) that leave every ASCII byte in place: a
+#: non-ASCII byte never takes an ASCII one with it.
+_IN_PLACE = frozenset(["ascii", "utf-8", "latin-1", "koi8-r", "koi8-u"]
+                      + [f"iso8859-{n}" for n in (1, 2, 4, 5, 6, 7, 8, 10, 11, 13, 14, 15, 16)]
+                      + [f"cp{n}" for n in (1250, 1251, 1252, 1253, 1255, 1256, 1257, 1258)])
+
+#: The non-ASCII characters that match an ASCII letter in a case-blind str
+#: expression, as UTF-8: İ ı ſ K (the charsets above give none of them but UTF-8;
+#: ISO-8859-3 and -9 and cp1254 do, and are left out of _IN_PLACE).
+_FOLDS = tuple(c.encode() for c in "\u0130\u0131\u017f\u212a")
 
 
 #: email.feedparser's header line (its headerRE): the message's header block is
@@ -120,16 +155,24 @@ def cannot_find(raw: bytes) -> bool:
     would run on the same text anyway (it runs last, when every other detector
     found nothing, which is what the phrases above already say).
     """
-    if not raw.isascii():
-        return False
     low = raw.lower()
     if any(e in low for e in _ENCODINGS) or any(p in low for p in HEADER_PHRASES):
         return False
-    body = low[_body_start(low):]
+    ascii_only = raw.isascii()
+    if not ascii_only and not _decoded_in_place(raw, low):
+        return False
+    start = _body_start(low)
+    body = low[start:]
     if any(p in body for p in PHRASES):
         return False
-    if b"notification" in low and any(p in body for p in _POSTFIX):
+    notification = b"notification" in low
+    if notification and _POSTFIX.search(body) is not None:
         return False
+    if b"quoted-printable" in low:
+        decoded = binascii.a2b_qp(raw[start:]).lower()
+        if (any(p in decoded for p in PHRASES)
+                or (notification and _POSTFIX.search(decoded) is not None)):
+            return False
     # DSN: a message/delivery-status part, a failed or delayed action, a recipient field
     if (b"message/delivery-status" in low and b"action" in body
             and (b"original-recipient" in body or b"final-recipient" in body)):
@@ -140,11 +183,39 @@ def cannot_find(raw: bytes) -> bool:
     # GroupWise: an X-Mailer whose value starts with nov, ntm or int (any case)
     if rxcache.compile(rb"x-mailer:[ \t]*(?:nov|ntm|int)").search(low) is not None:
         return False
-    # SimpleMatch's hartford.com: a line that is "Your message" and blanks
-    if rxcache.compile(rb"your message\s*(?:[\r\n]|\Z)").search(body) is not None:
+    # SimpleMatch's hartford.com: a line that is "Your message" and blanks (a
+    # non-ASCII byte may be part of a white space character once decoded)
+    if rxcache.compile(rb"your message(?:\s|[\x80-\xff])*(?:[\r\n]|\Z)").search(body) is not None:
         return False
     # LLNL: its own expression, read line by line as it reads the text
-    return not any(_llnl_matches(line) for line in body.decode("ascii").split("\n"))
+    if ascii_only:
+        return not any(_llnl_matches(line) for line in body.decode("ascii").split("\n"))
+    return not any(_llnl_matches(line) if line.isascii() else _llnl_may_match(line)
+                   for line in body.decode("latin-1").split("\n"))
+
+
+def _decoded_in_place(raw: bytes, low: bytes) -> bool:
+    """Whether each part's text, decoded with its declared charset, keeps every
+    ASCII byte of ``raw`` where it was and adds no character a case-blind
+    expression reads as an ASCII letter."""
+    if any(f in raw for f in _FOLDS):
+        return False
+    for m in _CHARSET.finditer(low):
+        end = m.end()
+        if m.group(1) == b"*" or (low[end:end + 1] == b"\n" and low[end + 1:end + 2] in (b" ", b"\t")):
+            return False
+        value = m.group(2).strip()
+        if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1:
+            value = value[1:-1]
+        if b'"' in value or b"\\" in value:
+            return False
+        try:
+            name = codecs.lookup(value.decode("latin-1")).name
+        except LookupError:
+            continue    # (get_payload falls back to ASCII, each byte in place)
+        if name not in _IN_PLACE:
+            return False
+    return True
 
 
 #: LLNL's expression (flufl.bounce._detectors.llnl), searched in each line of the text.
@@ -185,3 +256,35 @@ def _llnl_matches(line: str) -> bool:
 
 #: A run of non-space characters, as ``\S`` reads them in a str.
 _RUN = rxcache.compile(r"\S+")
+
+
+#: White space to a str expression's ``\s``, among ASCII characters.
+_ASCII_SPACE = frozenset(" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")
+
+
+def _llnl_may_match(line: str) -> bool:
+    """Whether LLNL's expression could match ``line`` once its non-ASCII characters
+    (here one per byte, read as latin-1) are decoded: each may turn out white space
+    or not, so each is taken as both. True whenever the expression matches some
+    decoding of the line; one pass, two states.
+
+    The states after a prefix: ``w``, a comma then only white space (``,\\s*``);
+    ``n``, a comma, white space, then at least one non-space character (``,\\s*\\S+``).
+    An "@" in state ``n`` matches when a character other than a comma follows it
+    and a comma comes later (``@[^,]+,``).
+    """
+    last = line.rfind(",")
+    w = n = False
+    for i, c in enumerate(line):
+        if c == "@" and n and i + 1 < last and line[i + 1] != ",":
+            return True
+        if c >= "\x80":
+            n = w or n
+        elif c in _ASCII_SPACE:
+            n = False
+        else:
+            n = w or n
+            w = c == ","
+            continue
+        # (white space keeps a comma's w; a non-ASCII character may be white space too)
+    return False

@@ -24,6 +24,9 @@ def _flufl(raw: bytes) -> tuple[frozenset[bytes], frozenset[bytes]] | None:
 
 
 HEAD = b"From: MAILER-DAEMON@x.example\nSubject: failure\n\n"
+#: A report's header, its parts separated by "--b".
+REPORT = b"From: MAILER-DAEMON@x.example\nContent-Type: multipart/report; boundary=b\n\n"
+NOTIFICATION = b"--b\nContent-Description: Notification\nContent-Type: text/plain\n"
 
 #: One message per detector (or trigger) that flufl.bounce answers.
 ANSWERED = {
@@ -75,11 +78,60 @@ class KnownDetectorsTests(unittest.TestCase):
             self.assertTrue(fluflgate.cannot_find(raw), raw)
             self.assertEqual(_flufl(raw), (frozenset(), frozenset()))
 
-    def test_non_ascii_or_encoded_never_skipped(self) -> None:
-        """What the stdlib decodes before a detector reads it is not judged on its bytes."""
-        qp = HEAD.replace(b"\n\n", b"\nContent-Transfer-Encoding: QUOTED-PRINTABLE\n\n")
-        for raw in (HEAD + "caf\u00e9\n".encode(), qp + b"x\n"):
-            self.assertFalse(fluflgate.cannot_find(raw))
+    def test_undecodable_in_place_never_skipped(self) -> None:
+        """What the stdlib cannot decode with each ASCII byte kept in place is not
+        judged on its bytes: base64, a charset that moves ASCII bytes (UTF-16,
+        Shift_JIS, RFC 2231's charset*) or a character a case-blind expression
+        reads as an ASCII letter."""
+        b64 = HEAD.replace(b"\n\n", b"\nContent-Transfer-Encoding: BASE64\n\n")
+        ct = b"From: MAILER-DAEMON@x.example\nContent-Type: text/plain; charset="
+        for raw in (b64 + b"eA==\n",
+                    ct + b"utf-16\n\n" + "caf\u00e9\n".encode("utf-8"),
+                    ct + b'"Shift_JIS"\n\n' + "\u30e1\u30fc\u30eb\n".encode("shift_jis"),
+                    ct + b"iso-8859-9\n\n" + "\u0130\n".encode("iso-8859-9"),
+                    b"From: a@x.example\nContent-Type: text/plain;\n charset*=utf-16''x\n\n\xe9\n",
+                    HEAD + "caf\u00e9 \u212a\n".encode("utf-8")):
+            self.assertFalse(fluflgate.cannot_find(raw), raw)
+
+    def test_in_place_charsets_and_quoted_printable_are_judged(self) -> None:
+        """A UTF-8 or Latin-1 notice, or one whose attached original is
+        quoted-printable, that none of the detectors can read is skipped: the
+        stdlib keeps each ASCII byte where it was."""
+        ct = b"From: MAILER-DAEMON@x.example\nContent-Type: text/plain; charset="
+        qp_original = (REPORT + b"--b\nContent-Type: text/plain\n\nIt failed.\n"
+                       b"--b\nContent-Type: message/rfc822\n\nTo: a@y.example\n"
+                       b"Content-Transfer-Encoding: quoted-printable\n\n"
+                       b"Caf=C3=A9 =3D x=\ny\n--b--\n")
+        # Postfix's notification part without its salutation; "Postfix" only in a
+        # Received line of the attached original
+        postfix_name = (REPORT + NOTIFICATION + b"\nThis is the mail system at host x.\n\n"
+                        b"--- Delivery report unavailable ---\n"
+                        b"--b\nContent-Type: message/rfc822\n\n"
+                        b"Received: by x.example (Postfix) id 1\nTo: a@y.example\n\nhi\n--b--\n")
+        for raw in (ct + b"utf-8\n\n" + "Mail an a@y.example: caf\u00e9\n".encode("utf-8"),
+                    ct + b'"ISO-8859-1"\n\n' + "caf\u00e9\n".encode("latin-1"),
+                    ct + b"x-unknown\n\n\xe9\xff\n", qp_original, postfix_name):
+            self.assertTrue(fluflgate.cannot_find(raw), raw)
+            self.assertEqual(_flufl(raw), (frozenset(), frozenset()), raw)
+
+    def test_decoded_triggers_are_found(self) -> None:
+        """A trigger only the decoded text shows (a quoted-printable escape or soft
+        line break inside it, a case-blind match on a dotted I or a long s, a
+        no-break space where the expression takes white space) is given to flufl.bounce."""
+        ms = (b"From: postmaster@x.example\nContent-Type: multipart/mixed; boundary=b\n\n"
+              b"--b\nContent-Transfer-Encoding: quoted-printable\n\n%s\n\na@y.example\n--b--\n")
+        utf8 = b"From: MAILER-DAEMON@x.example\nContent-Type: text/plain; charset=utf-8\n\n"
+        postfix = (REPORT + NOTIFICATION + b"Content-Transfer-Encoding: quoted-printable\n\n"
+                   b"The=20Postfix program at host x.\n\n<a@y.example>: unknown user\n--b--\n")
+        for raw in (ms % b"Transcript=20of session follows.",
+                    ms % b"Transcript of ses=\nsion follows.", postfix,
+                    utf8 + "DEL\u0130VERY HAS FAILED to\n[a@y.example]\n".encode(),
+                    utf8 + "Delivery ha\u017f failed to\n[a@y.example]\n".encode(),
+                    utf8 + ",\u00a0a@y.example, x\n".encode(),
+                    utf8 + "Your message\u00a0\n\n  a@y.example\n\nbecause:\n".encode()):
+            got = _flufl(raw)
+            self.assertTrue(got and (got[0] or got[1]), raw)
+            self.assertFalse(fluflgate.cannot_find(raw), raw)
 
 
 #: Lines messages are made of: each detector's trigger and address shapes, MIME and
@@ -102,6 +154,14 @@ _LINES = [
     b"From: MAILER-DAEMON@yahoo.com",
     b"From: mailer-daemon@sina.com", b"X-Failed-Recipients: a@y.example", b"it failed",
     b"Unable to deliver message to", b"user mailbox: a@y.example", b"Error Detail",
+    # decoded before a detector reads them: charsets, quoted-printable, non-ASCII text
+    b"Content-Type: text/plain; charset=utf-8", b"Content-Type: text/plain; charset=latin-1",
+    b"Content-Type: text/plain; charset=iso-8859-9", b'Content-Type: text/plain; charset="utf-16"',
+    b"Content-Type: text/plain; charset=", b" utf-16", b"\tutf-16",
+    b"Content-Transfer-Encoding: quoted-printable", b"Transcript=20of session follows",
+    b"Delivery has fail=", b"ed", b"=44elivery has failed", "caf\u00e9".encode(), b"\xe9\xfd",
+    "DEL\u0130VERY HAS FAILED".encode(), "\u0131".encode(), "Your message\u00a0".encode(),
+    ",\u00a0a@y.example, x".encode(), "x,\u2003a@y\u00e9, y".encode(), b", \xa0a@y.example,",
 ]
 
 
@@ -147,3 +207,19 @@ class LlnlTests(unittest.TestCase):
         self.assertTrue(fluflgate._llnl_matches(line + ","))
         self.assertFalse(fluflgate._llnl_matches(", a@, a@,"))
         self.assertTrue(fluflgate.cannot_find(b"From: a@b.example\n\n" + line.encode() + b"\n"))
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.lists(st.sampled_from([",", "@", "a", "b@", ",@", " ", "\t", "\x1c", ", ", "a@b",
+                                     "\u00a0", "\u2003", "\u00e9", "\ufffd", "\u00e9@"]),
+                    max_size=14).map("".join))
+    def test_non_ascii_lines_never_missed(self, line: str) -> None:
+        """On a line with non-ASCII characters, read one per byte of its UTF-8, the
+        reading matches whenever the expression matches the decoded line; on an
+        ASCII line it is the expression."""
+        import re
+        want = re.search(fluflgate.LLNL, line, re.IGNORECASE) is not None
+        got = fluflgate._llnl_may_match(line.encode("utf-8").decode("latin-1"))
+        if line.isascii():
+            self.assertEqual(got, want, repr(line))
+        elif want:
+            self.assertTrue(got, repr(line))
