@@ -202,7 +202,8 @@ def _decoded_in_place(raw: bytes, low: bytes) -> bool:
         return False
     for m in _CHARSET.finditer(low):
         end = m.end()
-        if m.group(1) == b"*" or (low[end:end + 1] == b"\n" and low[end + 1:end + 2] in (b" ", b"\t")):
+        continued = low[end:end + 1] == b"\n" and low[end + 1:end + 2] in (b" ", b"\t")
+        if m.group(1) == b"*" or continued:
             return False
         value = m.group(2).strip()
         if value[:1] == b'"' and value[-1:] == b'"' and len(value) > 1:
