@@ -17,7 +17,9 @@ message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
 (file names listed with --show). Then "second-recipient": each free-text report
 naming one recipient gets its recipient's entry written again for a second
-address, and both must come out; "mixed-causes": the same reports get an entry
+address, and both must come out; "other-roles": the same reports get a line naming another address
+as something else (a new address, the sender, whom to ask) and keep their one
+recipient; "mixed-causes": the same reports get an entry
 of a second address with another cause before their recipient's, and each must
 keep its own reason; and "forwarded-pair": each bounce forwarded as
 an attachment with another report, in either order, and the recipients of both
@@ -145,6 +147,36 @@ def mixed_causes(raws: dict[str, bytes], show: int) -> int:
     return len(bad)
 
 
+#: Lines naming an address in another role than a failed recipient, as reports and
+#: remote replies write them (docs/bounce-reasons.md, recipients).
+_OTHER_ROLES = (
+    b"    The user has moved; the new address is new.home@other.example",
+    b"    550 5.7.1 <b-12=x=y@return.shop.example>: Sender address rejected: Access denied",
+    b"Sent on behalf of: newsletter@shop.example",
+    b"A copy of this report was sent to hostmaster@other.example.",
+    b"For further assistance, please contact help@other.example",
+)
+
+
+def other_roles(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient gets, after its recipient's entry, a line
+    naming another address in another role (where the recipient moved to, the sender a
+    reply names, on whose behalf, whom the report was copied to, whom to ask): the
+    recipient set stays the one recipient. The same reports as second-recipient."""
+    applied, bad = 0, []
+    for n, one, head, sep, body, at in _one_recipient_reports(raws):
+        for line in _OTHER_ROLES:
+            new = head + sep + body[:at[1]] + b"\n" + line + body[at[1]:]
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if got != [one.recipient]:
+                bad.append((n, got))
+    print("%-22s applied %4d  changed %3d" % ("other-roles", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s -> %s" % (n, got))
+    return len(bad)
+
+
 _PAIR = (b"From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\n"
          b"To: <bounces@shop.example>\nSubject: Undelivered Mail Returned to Sender\n\n"
          b"This is the mail system at host mx.other.example.\n\n"
@@ -216,6 +248,8 @@ def main() -> int:
         total_bad += second_recipient(raws, a.show)
     if not a.only or "mixed-causes" in a.only.split(","):
         total_bad += mixed_causes(raws, a.show)
+    if not a.only or "other-roles" in a.only.split(","):
+        total_bad += other_roles(raws, a.show)
     if not a.only or "forwarded-pair" in a.only.split(","):
         total_bad += forwarded_pair(raws, a.show)
     print("total changed:", total_bad)

@@ -1295,6 +1295,29 @@ _ASK_CONTEXT = (
     ("inform", rxcache.compile(r"inform(?:" + _ASKED.format("inform") + r"(?: us)?| us)"
                                r"(?: at)?[ \t:]*+" + _ADDR_AFTER)),
     ("report", rxcache.compile(r"report(?: it| this| abuse| spam) to[ \t:]*+" + _ADDR_AFTER)),
+    # an address the recipient moved to, or the one it asks to be written to instead (a
+    # 5.1.6 reply, an auto-notice of a changed address: "550 5.1.6 <a@x>: user has moved;
+    # new address b@y", "has moved to b@y", "changed her address to b@y", "please use
+    # b@y", "alternate address: b@y"): the mail failed at a@x, never at b@y
+    ("new", rxcache.compile(r"new (?:e-?mail |mail )?address(?:es)?(?: is| are)?[ \t:]*+"
+                            + _ADDR_AFTER)),
+    ("moved to", rxcache.compile(r"moved to[ \t:]*+" + _ADDR_AFTER)),
+    ("address to", rxcache.compile(r"(?:changed|updated) (?:(?:his|her|their|the|its|my|our) )?"
+                                   r"(?:e-?mail |mail )?address to[ \t:]*+" + _ADDR_AFTER)),
+    ("please use", rxcache.compile(r"please use(?: the address)?[ \t:]*+" + _ADDR_AFTER)),
+    # (two: the audit cannot tell that an optional word after "alternat(e|ive)" lets no
+    # match start inside a run, tests/bounce/test_bounce_hostile.py)
+    ("alternat", rxcache.compile(r"alternat(?:e|ive) address(?:es)?(?: is| are)?[ \t:]*+"
+                                 + _ADDR_AFTER)),
+    ("alternat", rxcache.compile(r"alternat(?:e|ive) e-?mail address(?:es)?(?: is| are)?"
+                                 r"[ \t:]*+" + _ADDR_AFTER)),
+    # whom the report was copied to ("A copy of this report has been sent to X",
+    # "copied to X"), and on whose behalf the original was sent ("on behalf of X")
+    ("cop", rxcache.compile(r"(?:cop(?:y|ies)(?: of (?:this|the|your) (?:report|message|notice|"
+                            r"notification|error|e-?mail|mail))?(?: (?:has been|have been|was|"
+                            r"were|is|are))? (?:sent|forwarded|delivered)|copied) to[ \t:]*+"
+                            + _ADDR_AFTER)),
+    ("behalf of", rxcache.compile(r"(?:on|in) behalf of[ \t:]*+" + _ADDR_AFTER)),
 )
 # (the sender on the same line as its words, read in the text as written: an address
 # on the next line is the next recipient, "550 Unroutable sender address\n  b@c")
@@ -1310,7 +1333,7 @@ def _not_rcpt_context(text: str) -> list[str]:
     # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
     # contact a@b")
     lowered = text.lower()
-    out = _senders_named(lowered, _SENDER_CONTEXT)
+    out = _senders_named(lowered, _SENDER_CONTEXT) + _sender_replies(lowered)
     text = " ".join(text.split())
     if text.isascii():
         low = " ".join(lowered.split())     # (the same as text.lower(): ASCII)
@@ -1322,8 +1345,10 @@ def _not_rcpt_context(text: str) -> list[str]:
     # the same gate for other text (casefolded: see _unsubscribe_request), then the
     # IGNORECASE search, ~0.3 ms on a notification of a few KB
     folded = text.casefold()
-    if len(folded) == len(text):
-        out += _senders_named(folded, _ASK_CONTEXT)
+    # (a text whose case folding changes its length, "ß" to "ss", reads lower-cased:
+    # only the addresses the phrases name are taken, not their places)
+    out += _senders_named(folded if len(folded) == len(text) else " ".join(lowered.split()),
+                          _ASK_CONTEXT)
     if not any(w in folded for w in _NOT_RCPT_WORDS):
         return list(dict.fromkeys(out))
     return list(dict.fromkeys([m.group(1).lower() for m in _NOT_RCPT_CONTEXT.finditer(text)]
@@ -1337,6 +1362,48 @@ def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -
     for word, rx in context:
         if word in low:
             out += [m.group(1) for m in itertools.islice(rx.finditer(low), 50)]
+    return out
+
+
+#: The words of a reply to MAIL FROM that follow the sender's address: Postfix's
+#: "<s@x>: Sender address rejected: ...", Sendmail's "<s@x>... Sender ok".
+_SENDER_REPLY_WORDS = ("sender address", "sender ok")
+#: Characters an address (and the "<" before it) is written with, read backwards.
+_ADDR_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.@-")
+
+
+def _sender_replies(low: str) -> list[str]:
+    """The addresses a remote's reply to MAIL FROM names as the sender, its words after
+    the address ("<s@x>: Sender address rejected: Domain not found", "<s@x>... Sender
+    ok"; lower-cased text). Each occurrence of the words is read backwards over the
+    address before it only (50 at most): linear in the text."""
+    out: list[str] = []
+    for words in _SENDER_REPLY_WORDS:
+        i = low.find(words)
+        while i >= 0 and len(out) < 50:
+            j = i
+            while j > 0 and low[j - 1] in " \t":
+                j -= 1
+            for mark in (":", "..."):
+                if low.endswith(mark, 0, j):
+                    j -= len(mark)
+                    break
+            else:
+                j = -1
+            if j > 0 and low[j - 1] == ">":
+                j -= 1
+            k = j
+            while k > 0 and j - k < 320 and low[k - 1] in _ADDR_CHARS:
+                k -= 1
+            while k < j and low[k] in "'.":
+                k += 1      # (a quote mark before it: a local part starts with neither)
+            m = _ADDR_RE.fullmatch(low, k, j) if j > 0 else None
+            line = low.rfind("\n", 0, k) + 1
+            if m is not None and low[line:k].strip(" \t<") != "":
+                # (not where the address starts its line: an entry of a failed recipient
+                # whose reason is about the sender, "<a@x>: Sender address rejected")
+                out.append(m.group(0))
+            i = low.find(words, i + len(words))
     return out
 
 

@@ -1283,3 +1283,55 @@ class ReviewRev3Tests(SynchronousTestCase):
                + b"--X--\n")
         self.assertEqual(analyze(raw).category, "other")
         self.assertEqual(recipients(raw), [])
+
+
+class OtherRoleAddressTests(SynchronousTestCase):
+    """An address a report's text names in another role than a failed recipient (where
+    the recipient moved to, whom the report was copied to, on whose behalf the original
+    went, the sender a reply to MAIL FROM names) is not one; the same words about the
+    recipient's own address keep it (bench/perturb.py other-roles)."""
+
+    def _text(self, entry: bytes) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\n"
+                b"Subject: Undelivered Mail Returned to Sender\n\n"
+                b"I'm sorry to have to inform you that your message could not be delivered "
+                b"to one or more recipients.\n\n" + entry + b"\n")
+
+    def test_another_role_is_not_a_recipient(self) -> None:
+        entry = (b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.6 user unknown "
+                 b"(in reply to RCPT TO command)\n")
+        for words in (b"    The user has moved; the new address is c@d.example",
+                      b"    New e-mail address: c@d.example",
+                      b"    The recipient has moved to <c@d.example>.",
+                      b"    She changed her e-mail address to c@d.example, please update.",
+                      b"    Please use c@d.example from now on.",
+                      b"    Alternate address: c@d.example",
+                      b"A copy of this report has been sent to hostmaster@d.example.",
+                      b"Copies were sent to c@d.example",
+                      b"Sent on behalf of: news@d.example",
+                      b"    550 5.7.1 <b-12=x=y@ret.d.example>: Sender address rejected: "
+                      b"Access denied",
+                      b"    <<< 250 2.1.0 <b-12=x=y@ret.d.example>... Sender ok"):
+            self.assertEqual(recipients(self._text(entry + words)), ["a@b.example"], words)
+
+    def test_the_same_words_about_failed_recipients_keep_them(self) -> None:
+        # (the confusable side: a failed entry's own reply says "recipient address",
+        # a list's heading says "address", a forwarding that failed names where it went)
+        for entry, want in (
+                (b"<c@d.example>: host mx.d.example[192.0.2.2] said: 550 5.1.1 "
+                 b"<c@d.example>: Recipient address rejected: User unknown", ["c@d.example"]),
+                (b"Invalid address: c@d.example\n    550 5.1.1 user unknown", ["c@d.example"]),
+                (b"<c@d.example>: Sender address rejected: Access denied", ["c@d.example"]),
+                (b"The message was forwarded to c@d.example, which failed:\n    550 5.1.1 "
+                 b"user unknown", ["c@d.example"]),
+                (b"<a@b.example>: 550 5.1.1 user unknown\n<c@d.example>: 552 5.2.2 "
+                 b"mailbox full, sender ok", ["a@b.example", "c@d.example"])):
+            self.assertEqual(recipients(self._text(entry)), want, entry)
+
+    def test_any_text_reads_the_roles(self) -> None:
+        # a text whose case folding changes its length ("ß" to "ss") reads the same
+        entry = ("<a@b.example>: 550 5.1.1 Empfänger unbekannt, Straße\n"
+                 "    Or write to help@d.example").encode()
+        raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: "
+               b"Undelivered Mail\nContent-Type: text/plain; charset=utf-8\n\n" + entry + b"\n")
+        self.assertEqual(recipients(raw), ["a@b.example"])
