@@ -18,7 +18,8 @@ perturbation, how many messages it applied to and how many changed answer
 (file names listed with --show). Then "second-recipient": each free-text report
 naming one recipient gets its recipient's entry written again for a second
 address, and both must come out; "other-roles": the same reports get a line naming another address
-as something else (a new address, the sender, whom to ask) and keep their one
+as something else (a new address, the sender, whom to ask, a message's
+identifier) and keep their one
 recipient; "mixed-causes": the same reports get an entry
 of a second address with another cause before their recipient's, and each must
 keep its own reason; and "forwarded-pair": each bounce forwarded as
@@ -155,6 +156,7 @@ _OTHER_ROLES = (
     b"Sent on behalf of: newsletter@shop.example",
     b"A copy of this report was sent to hostmaster@other.example.",
     b"For further assistance, please contact help@other.example",
+    b"Original message ID: <DM6PR04MB6556E0A5C0B83DB5F1A2@DM6PR04MB6556.namprd04.prod.outlook.com>",
 )
 
 

@@ -1319,6 +1319,18 @@ _ASK_CONTEXT = (
                             + _ADDR_AFTER)),
     ("behalf of", rxcache.compile(r"(?:on|in) behalf of[ \t:]*+" + _ADDR_AFTER)),
 )
+# A message's identifier (RFC 5322 3.6.4: "<id-left@id-right>", an address's shape)
+# that a report names by its label ("Message ID: <...>", "Original message ID",
+# "Internet message id", "msg-id", "In-Reply-To") or as "your message <...>", on the
+# label's own line (read in the text as written: "Your Message\n\n<a@x>: 552 ..."
+# starts a recipient's entry)
+_ID_AFTER = r"[<'\"]?(?<!" + _LOCAL_FIRST + r")(" + ADDR + r")"
+_ID_CONTEXT = (
+    ("message", rxcache.compile(r"message[- ]?id(?:entifier)?[ \t:=#]*+" + _ID_AFTER)),
+    ("msg", rxcache.compile(r"msg[- ]?id[ \t:=#]*+" + _ID_AFTER)),
+    ("in-reply-to", rxcache.compile(r"in-reply-to[ \t:]*+" + _ID_AFTER)),
+    ("your message <", rxcache.compile(r"your message <(" + ADDR + r")>")),
+)
 # (the sender on the same line as its words, read in the text as written: an address
 # on the next line is the next recipient, "550 Unroutable sender address\n  b@c")
 _SENDER_CONTEXT = (
@@ -1333,7 +1345,7 @@ def _not_rcpt_context(text: str) -> list[str]:
     # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
     # contact a@b")
     lowered = text.lower()
-    out = _senders_named(lowered, _SENDER_CONTEXT) + _sender_replies(lowered)
+    out = _senders_named(lowered, _SENDER_CONTEXT + _ID_CONTEXT) + _sender_replies(lowered)
     text = " ".join(text.split())
     if text.isascii():
         low = " ".join(lowered.split())     # (the same as text.lower(): ASCII)
@@ -1357,7 +1369,7 @@ def _not_rcpt_context(text: str) -> list[str]:
 
 def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -> list[str]:
     """The addresses a lower-cased text names as whom to ask or as the envelope sender
-    (_ASK_CONTEXT, _SENDER_CONTEXT; 50 of each at most)."""
+    (_ASK_CONTEXT, _SENDER_CONTEXT, _ID_CONTEXT; 50 of each at most)."""
     out: list[str] = []
     for word, rx in context:
         if word in low:

@@ -1314,6 +1314,27 @@ class OtherRoleAddressTests(SynchronousTestCase):
                       b"    <<< 250 2.1.0 <b-12=x=y@ret.d.example>... Sender ok"):
             self.assertEqual(recipients(self._text(entry + words)), ["a@b.example"], words)
 
+    def test_a_message_identifier_is_not_a_recipient(self) -> None:
+        # (RFC 5322 3.6.4: "<id-left@id-right>" has an address's shape; a report names
+        # it by its label, or as "your message <...>")
+        entry = (b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 user unknown "
+                 b"(in reply to RCPT TO command)\n")
+        for words in (b"Message ID: <DM6PR04MB6556E0A5C0B83DB5F1A2@DM6PR04MB6556.namprd04.prod."
+                      b"outlook.com>",
+                      b"Original message ID: <CAKx7abcDEF123-xyz+Q@mail.gmail.com>",
+                      b"Internet message id: E1qXyZa-0001Ab-Cd@mx.shop.example",
+                      b"msg-id=<news.2024-05.1234@shop.example>",
+                      b"In-Reply-To: <1a2b3c4d5e6f@EXCH01.corp.local>",
+                      b"Your message <news.2024-05.1234@shop.example> was returned."):
+            self.assertEqual(recipients(self._text(entry + words)), ["a@b.example"], words)
+        # (the confusable side: "your message to <a>", and a list under "Your message"
+        # with no angle brackets, flufl.bounce's hartford.com notice)
+        for entry, want in ((b"Your message to <c@d.example> could not be delivered: 550 5.1.1 "
+                             b"user unknown", ["c@d.example"]),
+                            (b"Your message\n\n  c@d.example\n\nbecause: 550 5.1.1 user "
+                             b"unknown", ["c@d.example"])):
+            self.assertEqual(recipients(self._text(entry)), want, entry)
+
     def test_the_same_words_about_failed_recipients_keep_them(self) -> None:
         # (the confusable side: a failed entry's own reply says "recipient address",
         # a list's heading says "address", a forwarding that failed names where it went)
