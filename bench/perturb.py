@@ -19,7 +19,7 @@ perturbation, how many messages it applied to and how many changed answer
 naming one recipient gets its recipient's entry written again for a second
 address, and both must come out; "other-roles": the same reports get a line naming another address
 as something else (a new address, the sender, whom to ask, a message's
-identifier) and keep their one
+identifier, the remote's own rendering of the recipient in its reply) and keep their one
 recipient; "mixed-causes": the same reports get an entry
 of a second address with another cause before their recipient's, and each must
 keep its own reason; and "forwarded-pair": each bounce forwarded as
@@ -157,6 +157,8 @@ _OTHER_ROLES = (
     b"A copy of this report was sent to hostmaster@other.example.",
     b"For further assistance, please contact help@other.example",
     b"Original message ID: <DM6PR04MB6556E0A5C0B83DB5F1A2@DM6PR04MB6556.namprd04.prod.outlook.com>",
+    b"    host mx.other.example[192.0.2.9] said: 550 5.1.1 <other.alias@other.example>: "
+    b"Recipient address rejected: User unknown",
 )
 
 

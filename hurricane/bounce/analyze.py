@@ -1526,6 +1526,19 @@ def _named(scan: str, excluded: set[str], senders: set[str],
     if reply and len(reply) < len(found):
         found = [(p, a) for p, a in found if a not in reply]
     if len(found) > 1:
+        # an address named only in a remote's reply (after a 4xx/5xx reply code on its
+        # line: "said: 550 5.1.1 <b@x>: Recipient address rejected", "Remote Server
+        # returned '550 <b@x>...'") after a failed recipient's entry (an address that
+        # starts its line, or on a line that states the failure: "There was an error
+        # delivering your mail to <a@x>.") is the remote's rendering of that recipient
+        # (an alias, a canonical or tag-stripped form), not a second one
+        kept = found[:1]
+        for (p0, a0), (p, a) in zip(found, found[1:], strict=False):
+            if not (_renders(scan, p0, a0)
+                    and all(_after_reply_code(scan, q) for q in [p] + later.get(a, []))):
+                kept.append((p, a))
+        found = kept
+    if len(found) > 1:
         # a recipient listed under a heading that says its delivery succeeded (a report
         # of several outcomes, RFC 3464 2.3.3, in its text) did not bounce
         failed = [(p, a) for p, a in found if not _delivered_entry(scan, p)]
@@ -1678,6 +1691,43 @@ def _contact_line(text: str, pos: int) -> bool:
 _SIGN_OFF = any_of(r"regards|thanks|thank you|sincerely|cheers|team\b|support|administrat|"
                    r"postmaster|help ?desk|service|department|grüße|gruesse|cordialement|"
                    r"saludos|atentamente|saluti|groeten|met vriendelijke")
+
+
+#: A 4xx or 5xx reply code (and its enhanced status) starting a remote's reply.
+_REPLY_CODE = rxcache.compile(r"(?<![\w.])[45]\d\d[ -]")
+
+
+def _renders(text: str, pos: int, addr: str) -> bool:
+    """Whether the address at ``pos`` is a failed recipient's entry whose remote reply may
+    follow it: not itself inside a reply, and starting its line or on a line that states
+    the failure."""
+    return not _after_reply_code(text, pos) and (
+        _starts_entry(text, pos, pos + len(addr)) or _errorish(_line_at(text, pos)))
+
+
+def _line_at(text: str, pos: int) -> str:
+    """The line of ``text`` that holds position ``pos``."""
+    end = text.find("\n", pos)
+    return text[text.rfind("\n", 0, pos) + 1:end if end >= 0 else len(text)]
+
+
+def _after_reply_code(text: str, pos: int) -> bool:
+    """Whether position ``pos`` follows a 4xx/5xx reply code on its line, or is on a
+    transcript's reply line: inside the remote's own words. Not Sendmail's own line
+    for a recipient, which starts with the code, then "<address>..." ("554
+    <a@x>... Remote protocol error" in its transcript)."""
+    line = text.rfind("\n", 0, pos) + 1
+    if _reply_line(text, pos):
+        return True
+    if _REPLY_CODE.search(text, line, pos) is None:
+        return False
+    return not (_SENDMAIL_LINE.fullmatch(text, line, pos) is not None
+                and text.startswith(">...", text.find(">", pos)))
+
+
+#: The start of Sendmail's own line for a recipient, up to the address: its code (and
+#: enhanced status), then "<".
+_SENDMAIL_LINE = rxcache.compile(r"(?m)^[ \t]*+[45]\d\d(?:[ -][245]\.\d{1,3}\.\d{1,3})?[ \t]*+<")
 
 
 def _reply_line(text: str, pos: int) -> bool:

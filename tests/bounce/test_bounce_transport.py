@@ -1335,6 +1335,32 @@ class OtherRoleAddressTests(SynchronousTestCase):
                              b"unknown", ["c@d.example"])):
             self.assertEqual(recipients(self._text(entry)), want, entry)
 
+    def test_a_remotes_rendering_of_the_recipient_is_not_another(self) -> None:
+        # (an address only in the remote's reply after a failed recipient's entry: the
+        # remote's alias, canonical or tag-stripped form of that recipient)
+        for text in (b"<a@b.example>: host mx.b.example[192.0.2.1] said: 550 5.1.1 "
+                     b"<a.alias@b.example>: Recipient address rejected: User unknown",
+                     b"a@b.example\nRemote Server returned '550 5.1.1 <A.Alias@b.example>... "
+                     b"User unknown'",
+                     b"There was an error delivering your mail to <a@b.example>.\n"
+                     b"    host mx.b.example said: 550 <a.alias@b.example> no such user"):
+            self.assertEqual(recipients(self._text(text)), ["a@b.example"], text)
+
+    def test_recipients_named_in_replies_that_are_their_own_entries(self) -> None:
+        # the confusable side: Sendmail's own line for a recipient starts with the code
+        # ("554 <a@x>... Remote protocol error"), after another recipient's entry; each
+        # entry with its own reply; a notice whose only recipient is in the reply
+        transcript = (b"<c@d.example>: 552 5.2.2 Mailbox full\n\n"
+                      b"   ----- Transcript of session follows -----\n"
+                      b"554 <a@b.example>... Remote protocol error\n")
+        self.assertEqual(recipients(self._text(transcript)), ["a@b.example", "c@d.example"])
+        each = (b"<a@b.example>: host mx.b.example said: 550 <a@b.example> unknown\n"
+                b"<c@d.example>: host mx.d.example said: 550 <c@d.example> unknown")
+        self.assertEqual(recipients(self._text(each)), ["a@b.example", "c@d.example"])
+        only = (b"This is the mail server at mx.d.example (admin: admin@mx.d.example).\n"
+                b"Your message failed: 550 5.1.1 <a@b.example>: user unknown")
+        self.assertIn("a@b.example", recipients(self._text(only)))
+
     def test_the_same_words_about_failed_recipients_keep_them(self) -> None:
         # (the confusable side: a failed entry's own reply says "recipient address",
         # a list's heading says "address", a forwarding that failed names where it went)
