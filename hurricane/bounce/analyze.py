@@ -1318,6 +1318,7 @@ _ASK_CONTEXT = (
                             r"were|is|are))? (?:sent|forwarded|delivered)|copied) to[ \t:]*+"
                             + _ADDR_AFTER)),
     ("behalf of", rxcache.compile(r"(?:on|in) behalf of[ \t:]*+" + _ADDR_AFTER)),
+    ("sent by", rxcache.compile(r"sent by[ \t:]*+" + _ADDR_AFTER)),
 )
 # A message's identifier (RFC 5322 3.6.4: "<id-left@id-right>", an address's shape)
 # that a report names by its label ("Message ID: <...>", "Original message ID",
@@ -1345,7 +1346,8 @@ def _not_rcpt_context(text: str) -> list[str]:
     # (the phrases read across line breaks: a reply wrapped by the reporter, "Please\n
     # contact a@b")
     lowered = text.lower()
-    out = _senders_named(lowered, _SENDER_CONTEXT + _ID_CONTEXT) + _sender_replies(lowered)
+    out = (_senders_named(lowered, _SENDER_CONTEXT + _ID_CONTEXT) + _sender_replies(lowered)
+           + _labelled_senders(lowered))
     text = " ".join(text.split())
     if text.isascii():
         low = " ".join(lowered.split())     # (the same as text.lower(): ASCII)
@@ -1374,6 +1376,37 @@ def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -
     for word, rx in context:
         if word in low:
             out += [m.group(1) for m in itertools.islice(rx.finditer(low), 50)]
+    return out
+
+
+#: Labels a report writes before the original's sender, in the languages reports come
+#: in (lower-cased; a colon follows): the envelope's ("Envelope-From", "Return path",
+#: X.400's "Originator"), and "Sender"/"From" as localised notices say it (French,
+#: Spanish, Italian, Portuguese, Dutch, Scandinavian, Polish, Czech, Finnish, Hungarian,
+#: Turkish, Greek, Russian, Japanese, Chinese, Korean). German's "Absender" and the
+#: English "From:"/"Sender:" lines are quoted header lines (_QUOTED_HEADER).
+_SENDER_LABELS = (
+    "originator", "envelope-from", "envelope from", "return path", "return-path",
+    "expéditeur", "expediteur", "remitente", "mittente", "remetente", "afzender",
+    "avsändare", "avsandare", "avsender", "afsender", "nadawca", "odesílatel",
+    "lähettäjä", "feladó", "gönderen", "αποστολέας", "отправитель", "送信者", "送信元",
+    "差出人", "发件人", "發件人", "寄件人", "보낸 사람", "발신자", "absender",
+)
+#: After a sender's label: its colon (or a full-width one), then the address.
+_AFTER_LABEL = rxcache.compile(r"[ \t]*+[:\uff1a][ \t]*+[<'\"]?(" + ADDR + r")")
+
+
+def _labelled_senders(low: str) -> list[str]:
+    """The addresses a (lower-cased) text labels as the original's sender (_SENDER_LABELS),
+    each label's occurrences read once, 50 at most in all."""
+    out: list[str] = []
+    for label in _SENDER_LABELS:
+        i = low.find(label)
+        while i >= 0 and len(out) < 50:
+            m = _AFTER_LABEL.match(low, i + len(label))
+            if m is not None:
+                out.append(m.group(1))
+            i = low.find(label, i + len(label))
     return out
 
 

@@ -197,6 +197,8 @@ ALLOWED = {
                           "decoder is written out in mime.py), on values cut to "
                           "MAX_HEADER_VALUE characters first: quadratic in the encoded-word "
                           "starts of 8 KiB at most, as before",
+    "analyze._AFTER_LABEL": "matched (.match) right after each occurrence of a sender's "
+                            "label found by string search (50 at most), to the address",
     "fluflgate._FEED_HEADER": "matched (.match) at the start of each line, up to its end, "
                               "until the first line that is no header (the body's start)",
     "classify._STATUS_RE": "the look-behind lets only the first digit of a run start a match",

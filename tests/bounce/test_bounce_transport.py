@@ -1361,6 +1361,27 @@ class OtherRoleAddressTests(SynchronousTestCase):
                 b"Your message failed: 550 5.1.1 <a@b.example>: user unknown")
         self.assertIn("a@b.example", recipients(self._text(only)))
 
+    def test_the_senders_label_in_any_language(self) -> None:
+        # (localised notices list the original's sender and recipient, each labelled)
+        entry = "<a@b.example>: 550 5.1.1 user unknown\n"
+        for label in ("Expéditeur : ", "Remitente: ", "Mittente: ", "Afzender: ", "送信者：",
+                      "差出人: ", "发件人: ", "Отправитель: ", "Originator: ", "Envelope-From: <",
+                      "Return path: "):
+            raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: x\n"
+                   b"Content-Type: text/plain; charset=utf-8\n\n"
+                   + (label + "news@mail.shop.example\n" + entry).encode())
+            self.assertEqual(recipients(raw), ["a@b.example"], label)
+        # the recipient's own labels keep it; "sent by" names the sender, "sent to" not
+        for label in ("Destinataire : ", "Destinatario: ", "Empfänger: ", "宛先: ", "收件人: ",
+                      "Получатель: "):
+            raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: x\n"
+                   b"Content-Type: text/plain; charset=utf-8\n\n"
+                   + (label + "c@d.example\n550 5.1.1 user unknown\n").encode())
+            self.assertEqual(recipients(raw), ["c@d.example"], label)
+        self.assertEqual(recipients(self._text(b"Your message sent by news@mail.shop.example "
+                                               b"could not be sent to c@d.example: 550 5.1.1 "
+                                               b"user unknown")), ["c@d.example"])
+
     def test_the_same_words_about_failed_recipients_keep_them(self) -> None:
         # (the confusable side: a failed entry's own reply says "recipient address",
         # a list's heading says "address", a forwarding that failed names where it went)
