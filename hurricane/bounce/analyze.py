@@ -442,6 +442,22 @@ _ORIGINAL_MARK = rxcache.compile(
     r"message text follows|the first \d+ lines|received message follows|original text follows|"
     r"content-type: message/rfc822|begin forwarded message)"
 )
+# The same line in the languages mail clients and gateways write it ("-----Ursprüngliche
+# Nachricht-----", Outlook's separator above a quoted original; "Message d'origine",
+# "Mensaje original", "元のメッセージ", ...): the phrase alone on its line, between its
+# dashes, underscores or stars.
+_ORIGINAL_MARK_LOCAL = rxcache.compile(
+    r"(?im)^[ \t>|=_*-]*+(?:"
+    r"ursprüngliche nachricht|originalnachricht|weitergeleitete nachricht|"
+    r"message d'origine|message original|message transféré|"
+    r"mensaje original|mensaje reenviado|messaggio originale|messaggio inoltrato|"
+    r"mensagem original|mensagem encaminhada|oorspronkelijk bericht|origineel bericht|"
+    r"doorgestuurd bericht|originalmeddelande|ursprungligt meddelande|"
+    r"oprindelig meddelelse|opprinnelig melding|alkuperäinen viesti|"
+    r"wiadomość oryginalna|oryginalna wiadomość|původní zpráva|eredeti üzenet|"
+    r"orijinal ileti|özgün ileti|αρχικό μήνυμα|исходное сообщение|"
+    r"пересылаемое сообщение|元のメッセージ|転送されたメッセージ|原始邮件|原始郵件|"
+    r"转发的邮件|원본 메시지|원래 메시지)[ \t:=_*-]*+$")
 # (field names in any case, RFC 5322 1.2.2: a gateway may write them upper-cased)
 # (and quoted: a report forwarded inline by a person)
 _HEADER_START = rxcache.compile(r"\n[> ]{0,16}+(?i:received: (?:from|by) |return-path: ?<|"
@@ -1209,6 +1225,9 @@ def _cut_original(note: str, signature: bool = True) -> str:
     cut = len(note)
     if m is not None and m.start() > 0:
         cut = m.start()
+    m = _ORIGINAL_MARK_LOCAL.search(nl, 0, cut)
+    if m is not None and m.start() > 0:
+        cut = m.start()
     m2 = _HEADER_START.search(nl, 0, cut + 1)
     if m2 is not None and m2.start() > 0:
         cut = m2.start()
@@ -1383,14 +1402,17 @@ def _senders_named(low: str, context: tuple[tuple[str, re.Pattern[str]], ...]) -
 #: in (lower-cased; a colon follows): the envelope's ("Envelope-From", "Return path",
 #: X.400's "Originator"), and "Sender"/"From" as localised notices say it (French,
 #: Spanish, Italian, Portuguese, Dutch, Scandinavian, Polish, Czech, Finnish, Hungarian,
-#: Turkish, Greek, Russian, Japanese, Chinese, Korean). German's "Absender" and the
-#: English "From:"/"Sender:" lines are quoted header lines (_QUOTED_HEADER).
+#: Turkish, Greek, Russian, Japanese, Chinese, Korean), and the From field's name in
+#: them ("Von:", "De :", "差出人:"); the English "From:"/"Sender:" lines are quoted
+#: header lines (_QUOTED_HEADER). A label starts a word.
 _SENDER_LABELS = (
     "originator", "envelope-from", "envelope from", "return path", "return-path",
     "expéditeur", "expediteur", "remitente", "mittente", "remetente", "afzender",
     "avsändare", "avsandare", "avsender", "afsender", "nadawca", "odesílatel",
     "lähettäjä", "feladó", "gönderen", "αποστολέας", "отправитель", "送信者", "送信元",
     "差出人", "发件人", "發件人", "寄件人", "보낸 사람", "발신자", "absender",
+    # the "From" field's own name in those languages (a quoted original's, a notice's)
+    "von", "de", "da", "van", "fra", "från", "od", "kimden", "от", "寄件者",
 )
 #: After a sender's label: its colon (or a full-width one), then the address.
 _AFTER_LABEL = rxcache.compile(r"[ \t]*+[:\uff1a][ \t]*+[<'\"]?(" + ADDR + r")")
@@ -1403,7 +1425,11 @@ def _labelled_senders(low: str) -> list[str]:
     for label in _SENDER_LABELS:
         i = low.find(label)
         while i >= 0 and len(out) < 50:
-            m = _AFTER_LABEL.match(low, i + len(label))
+            # (a label is a word of its own, "de:" ends "code:"; not in Japanese or Chinese,
+            # written without spaces)
+            prev = low[i - 1] if i else " "
+            m = None if prev.isalnum() and (prev.isascii() or label.isascii()) else \
+                _AFTER_LABEL.match(low, i + len(label))
             if m is not None:
                 out.append(m.group(1))
             i = low.find(label, i + len(label))
@@ -1584,11 +1610,71 @@ def _named(scan: str, excluded: set[str], senders: set[str],
     return found
 
 
+#: The labels of a quoted original's header block as mail clients write it in their
+#: languages (Outlook's, Gmail's, Thunderbird's forward and reply headers; lower-cased):
+#: the sender's, and the date's and subject's, which only a header block has.
+_BLOCK_FROM = frozenset((
+    "from", "von", "de", "da", "van", "差出人", "送信者", "发件人", "寄件者", "寄件人", "от",
+    "från", "fra", "od", "lähettäjä", "kimden", "feladó", "αποστολέας", "afzender",
+    "expéditeur", "remitente", "mittente", "remetente", "absender", "보낸 사람"))
+_BLOCK_DATE_SUBJECT = frozenset((
+    "date", "sent", "subject", "datum", "gesendet", "betreff", "envoyé", "objet",
+    "enviado", "enviado el", "asunto", "fecha", "inviato", "oggetto", "data",
+    "enviada em", "assunto", "verzonden", "onderwerp", "送信日時", "日付", "件名", "发送时间",
+    "时间", "日期", "主题", "主旨", "寄件日期", "отправлено", "дата", "тема", "skickat",
+    "ämne", "sendt", "emne", "wysłano", "temat", "odesláno", "předmět", "lähetetty",
+    "aihe", "tarih", "konu", "elküldve", "tárgy", "ημερομηνία", "θέμα", "보낸 날짜", "제목"))
+#: A header-like line: a short label and its colon (or a full-width one).
+_BLOCK_LABEL = rxcache.compile(r"[ \t>]*+([^\n:\uff1a]{1,24}?)[ \t]*+[:\uff1a]")
+
+
+def _blank_header_blocks(text: str) -> str:
+    """``text`` with the header blocks of quoted originals blanked out, whatever language
+    the client wrote their labels in: a run of header-like lines ("Label: value") with a
+    sender's label and a date's or subject's ("Von: ... Gesendet: ... An: ...
+    Betreff: ...", "差出人: ... 宛先: ... 件名: ..."). Its To and Cc lines name the
+    original's recipients, not failed ones (the English names are quoted header lines
+    already). Line by line, each read once."""
+    if ":" not in text and "\uff1a" not in text:
+        return text
+    lines = text.split("\n")
+    out = list(lines)
+    run: list[int] = []
+    changed = False
+
+    def close() -> None:
+        nonlocal changed
+        labels = [_block_label(lines[i]) for i in run]
+        if any(x in _BLOCK_FROM for x in labels) and any(x in _BLOCK_DATE_SUBJECT
+                                                         for x in labels):
+            for i in run:
+                out[i] = ""
+            changed = True
+
+    for n, line in enumerate(lines):
+        if _BLOCK_LABEL.match(line) is not None:
+            run.append(n)
+            continue
+        if run and line[:1] in (" ", "\t") and line.strip():
+            continue    # (a folded value: the run goes on)
+        if len(run) >= 2:
+            close()
+        run = []
+    if len(run) >= 2:
+        close()
+    return "\n".join(out) if changed else text
+
+
+def _block_label(line: str) -> str:
+    m = _BLOCK_LABEL.match(line)
+    return m.group(1).strip().lower() if m is not None else ""
+
+
 def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
     region = _cut_original(note)
     ctx.check()
     # quoted headers in the notification are not recipients
-    scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
+    scan = _blank_header_blocks(_QUOTED_HEADER.sub("\n", "\n" + region)[1:])
     excluded, senders = _not_recipients(ctx, note, region, scan, root)
     later: dict[str, list[int]] = {}      # where a recipient is named again
     found = _named(scan, excluded, senders, later)
@@ -1599,7 +1685,7 @@ def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
             # set its entries off so, each under its label ("--\nEmpfänger: b@c"); any
             # other address after it is the signature's ("E-mail: x@y", a sign-off)
             region = uncut
-            scan = _QUOTED_HEADER.sub("\n", "\n" + region)[1:]
+            scan = _blank_header_blocks(_QUOTED_HEADER.sub("\n", "\n" + region)[1:])
             excluded, senders = _not_recipients(ctx, note, region, scan, root)
             found = [(p, a) for p, a in _named(scan, excluded, senders, later)
                      if _RECIPIENT_LABEL.search(

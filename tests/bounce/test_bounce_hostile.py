@@ -199,6 +199,10 @@ ALLOWED = {
                           "starts of 8 KiB at most, as before",
     "analyze._AFTER_LABEL": "matched (.match) right after each occurrence of a sender's "
                             "label found by string search (50 at most), to the address",
+    "analyze._ORIGINAL_MARK_LOCAL": "anchored at a line's start ((?m)^), its runs "
+                                    "possessive: each line is read once, to its end at most",
+    "analyze._BLOCK_LABEL": "matched (.match) at the start of each line: a label of 24 "
+                            "characters at most, then its colon",
     "fluflgate._FEED_HEADER": "matched (.match) at the start of each line, up to its end, "
                               "until the first line that is no header (the body's start)",
     "classify._STATUS_RE": "the look-behind lets only the first digit of a run start a match",

@@ -1403,3 +1403,41 @@ class OtherRoleAddressTests(SynchronousTestCase):
         raw = (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: "
                b"Undelivered Mail\nContent-Type: text/plain; charset=utf-8\n\n" + entry + b"\n")
         self.assertEqual(recipients(raw), ["a@b.example"])
+
+
+class LocalisedOriginalTests(SynchronousTestCase):
+    """An original quoted inline under a header block in another language: its To and Cc
+    lines name the original's recipients, not failed ones (bench/perturb.py
+    local-original)."""
+
+    def _text(self, body: str) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: Undeliverable\n"
+                b"Content-Type: text/plain; charset=utf-8\n\n" + body.encode() + b"\n")
+
+    ENTRY = "<a@b.example>: 550 5.1.1 user unknown\n\n"
+
+    def test_header_blocks_in_other_languages(self) -> None:
+        for block in ("-----Ursprüngliche Nachricht-----\nVon: news@shop.example\nGesendet: "
+                      "Montag\nAn: a@b.example; c@d.example\nCc: e@d.example\nBetreff: News",
+                      "________________________________\nDe : news@shop.example\nEnvoyé : lundi"
+                      "\nÀ : a@b.example; c@d.example\nCc : e@d.example\nObjet : News",
+                      "De: news@shop.example\nEnviado el: lunes\nPara: a@b.example, c@d.example"
+                      "\nCC: e@d.example\nAsunto: News",
+                      "差出人: news@shop.example\n送信日時: 2024年1月1日\n宛先: a@b.example; "
+                      "c@d.example\nCC: e@d.example\n件名: News",
+                      "-----Messaggio originale-----\nhello c@d.example, write to e@d.example"):
+            self.assertEqual(recipients(self._text(self.ENTRY + block + "\n\nhello\n")),
+                             ["a@b.example"], block)
+
+    def test_a_notices_own_labels_keep_its_recipients(self) -> None:
+        # (the confusable side: a notice labelling the failed recipient, with no date or
+        # subject line beside it, is no quoted header block; a phrase in a sentence is
+        # no separator)
+        for body in ("Ihre Nachricht konnte nicht zugestellt werden.\nEmpfänger: c@d.example\n"
+                     "Grund: 550 5.1.1 user unknown",
+                     "配信できませんでした。\n宛先: c@d.example\n理由: 550 5.1.1 user unknown",
+                     "Von: news@shop.example\nAn: c@d.example\n550 5.1.1 user unknown",
+                     "The mensaje original could not be delivered to c@d.example: 550 5.1.1 "
+                     "user unknown",
+                     "Failed address (error code: c@d.example) 550 5.1.1 user unknown"):
+            self.assertEqual(recipients(self._text(body)), ["c@d.example"], body)
