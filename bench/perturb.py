@@ -160,6 +160,7 @@ _OTHER_ROLES = (
     b"For further assistance, please contact help@other.example",
     b"Original message ID: <DM6PR04MB6556E0A5C0B83DB5F1A2@DM6PR04MB6556.namprd04.prod.outlook.com>",
     b"Originator: newsletter@shop.example",
+    b"The list owner is owner@lists.other.example.",
     b"    host mx.other.example[192.0.2.9] said: 550 5.1.1 <other.alias@other.example>: "
     b"Recipient address rejected: User unknown",
 )

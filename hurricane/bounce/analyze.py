@@ -202,7 +202,11 @@ _MSGID_RE = rxcache.compile(r"(?i)\n[ \t>]*Message-I[dD]:[ \t]*<?([^\s<>]+)>?")
 _SYSTEM_LOCAL = rxcache.compile(
     r"^(?:mailer-daemon|postmaster|mail-daemon|maildaemon|mailerdaemon|"
     r"root|daemon|"
-    r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon)$", re.I)
+    r"mail|noreply|no-reply|bounce[s]?|nobody|abuse|fbl|mdaemon|"
+    # RFC 2142's role mailboxes for mail and web service, and a list's administrative
+    # addresses (owner-LIST, LIST-owner, LIST-request: RFC 2369, Mailman, Majordomo)
+    r"hostmaster|webmaster|listmaster|noc|owner-[a-z0-9._-]{1,64}|"
+    r"[a-z0-9._-]{1,64}-(?:owner|request))$", re.I)
 
 
 def _mailbox_addrs(values: list[str]) -> dict[str, None]:
@@ -1338,6 +1342,23 @@ _ASK_CONTEXT = (
                             + _ADDR_AFTER)),
     ("behalf of", rxcache.compile(r"(?:on|in) behalf of[ \t:]*+" + _ADDR_AFTER)),
     ("sent by", rxcache.compile(r"sent by[ \t:]*+" + _ADDR_AFTER)),
+    # who runs the list or the system ("The list owner is X", "Administrator: X"), where
+    # replies go ("Reply-To address: X"), and the address the mail came through to the
+    # recipient ("forwarded from X", "alias of X", "via list X": the alias, never the
+    # mailbox that failed; not "originally addressed to X", which a report writes of the
+    # failed address after naming its local user, "to local user userx. (Originally
+    # addressed to userx@x)"), whom else to write ("or mail X")
+    ("owner", rxcache.compile(r"owner(?: of the list| address)?(?: is)?[ \t:]*+"
+                              + _ADDR_AFTER)),
+    ("administrator", rxcache.compile(r"administrator(?: address)?(?: is)?[ \t:]*+"
+                                      + _ADDR_AFTER)),
+    ("repl", rxcache.compile(r"(?:reply-to|replies (?:go |should go )?to)(?: address)?"
+                             r"(?: is)?[ \t:]*+" + _ADDR_AFTER)),
+    ("forwarded from", rxcache.compile(r"forwarded from[ \t:]*+" + _ADDR_AFTER)),
+    ("alias of", rxcache.compile(r"alias of[ \t:]*+" + _ADDR_AFTER)),
+    ("via ", rxcache.compile(r"via (?:the )?(?:mailing list |list |alias |group )?"
+                             + _ADDR_AFTER)),
+    ("mail ", rxcache.compile(r"(?:or|please) e?-?mail[ \t:]*+" + _ADDR_AFTER)),
 )
 # A message's identifier (RFC 5322 3.6.4: "<id-left@id-right>", an address's shape)
 # that a report names by its label ("Message ID: <...>", "Original message ID",

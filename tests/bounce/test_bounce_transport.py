@@ -1311,7 +1311,15 @@ class OtherRoleAddressTests(SynchronousTestCase):
                       b"Sent on behalf of: news@d.example",
                       b"    550 5.7.1 <b-12=x=y@ret.d.example>: Sender address rejected: "
                       b"Access denied",
-                      b"    <<< 250 2.1.0 <b-12=x=y@ret.d.example>... Sender ok"):
+                      b"    <<< 250 2.1.0 <b-12=x=y@ret.d.example>... Sender ok",
+                      b"The list owner is owner@lists.d.example.",
+                      b"Administrator: admin@d.example",
+                      b"Questions? webmaster@d.example",
+                      b"Reply-To address: replies@shop.example",
+                      b"    (forwarded from fwd@d.example)",
+                      b"    (alias of team@d.example)",
+                      b"    via list team@lists.d.example",
+                      b"Visit http://help.d.example/ or mail helpdesk@d.example"):
             self.assertEqual(recipients(self._text(entry + words)), ["a@b.example"], words)
 
     def test_a_message_identifier_is_not_a_recipient(self) -> None:
@@ -1390,6 +1398,13 @@ class OtherRoleAddressTests(SynchronousTestCase):
                  b"<c@d.example>: Recipient address rejected: User unknown", ["c@d.example"]),
                 (b"Invalid address: c@d.example\n    550 5.1.1 user unknown", ["c@d.example"]),
                 (b"<c@d.example>: Sender address rejected: Access denied", ["c@d.example"]),
+                # (a role mailbox or a list's address that starts a failed entry)
+                (b"<webmaster@d.example>: 550 5.1.1 user unknown", ["webmaster@d.example"]),
+                (b"team-request@lists.d.example:\n    550 5.1.1 user unknown",
+                 ["team-request@lists.d.example"]),
+                (b"Mail to <c@d.example> failed: 550 5.1.1 user unknown", ["c@d.example"]),
+                (b"Your message has encountered delivery problems\nto local user c.\n"
+                 b"(Originally addressed to c@d.example)\n\nUser not known", ["c@d.example"]),
                 (b"The message was forwarded to c@d.example, which failed:\n    550 5.1.1 "
                  b"user unknown", ["c@d.example"]),
                 (b"<a@b.example>: 550 5.1.1 user unknown\n<c@d.example>: 552 5.2.2 "
