@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from hurricane.bounce import fluflgate
+from hurricane.bounce import fluflgate, mime
 
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
@@ -132,6 +132,87 @@ class KnownDetectorsTests(unittest.TestCase):
             got = _flufl(raw)
             self.assertTrue(got and (got[0] or got[1]), raw)
             self.assertFalse(fluflgate.cannot_find(raw), raw)
+
+
+#: A UTF-16 notice flufl.bounce reads once it decodes it (a non-ASCII byte makes
+#: get_payload decode the part with its declared charset).
+_UTF16 = "Delivery has failed\n[a@y.example]\n".encode("utf-16-le") + b"\xff\xfe\n"
+
+
+def _charset(separator: bytes, name: bytes) -> bytes:
+    return (b"From: MAILER-DAEMON@x.example\nContent-Type: text/plain; charset" + separator
+            + b"=" + name + b"\n\n" + _UTF16)
+
+
+_POSTFIX_QP = (REPORT + NOTIFICATION + b"Content-Transfer-Encoding: quoted-printable\n"
+               b"X-Note: x=\n%s program at host x.\n\n<a@y.example>: unknown user\n--b--\n")
+_YAHOO = b"From: %s\nSubject: failure\n\nMessage from yahoo.com.\n<a@y.example>:\nno\n"
+_CR_POSTFIX = (b"From: MAILER-DAEMON@x.example\rContent-Type: multipart/report; boundary=b\r\r"
+               b"--b\rContent-Description: Notification\rContent-Type: text/plain\r\r"
+               b"%s program at host x.\n\n<a@y.example>: unknown user\n--b--\r")
+_CR_QP = (b"From: postmaster@x.example\nContent-Type: multipart/mixed; boundary=b\n\nx=\r--b\r"
+          b"Content-Transfer-Encoding: quoted-printable\r\r%s=20of session follows\n"
+          b"a@y.example\n--b--\n")
+
+#: (cause, a message the gate skipped and flufl.bounce answers, its twin that none
+#: answers and the gate still skips). Found by reading flufl.bounce and the stdlib
+#: (the charset separators by tests/bounce/fluflmail.py too).
+COUNTEREXAMPLES = [
+    # get_param strips the parameter's name with str.strip(): \x0b, \x0c, \x1c-\x1f
+    # and folded lines, any number, may stand between "charset" and "="
+    ("charset\\x0c=", _charset(b"\x0c", b"utf-16-le"), _charset(b"\x0c", b"utf-8")),
+    ("charset\\x1c=", _charset(b"\x1c", b"utf-16-le"), _charset(b"\x1c", b"latin-1")),
+    ("charset folded twice", _charset(b"\n \n ", b"utf-16-le"), _charset(b"\n \n ", b"utf-8")),
+    # hartford's "^Your message\s*$" is a str expression: \x1c-\x1f are white space to it
+    ("hartford's blanks", HEAD + b"Your message\x1c\n\n  a@y.example\n\nbecause:\n",
+     HEAD + b"Your message\x1c x\n\n  a@y.example\n\nbecause:\n"),
+    # Yahoo's sender is parseaddr's, which drops comments
+    ("Yahoo's From with a comment", _YAHOO % b"MAILER(x)-DAEMON@yahoo.com",
+     _YAHOO % b"Mailer Daemon <postmaster@yahoo.com>"),
+    ("Yahoo's From, a folded comment", _YAHOO % b"mailer(\n x)-daemon@yahoo.com",
+     _YAHOO % b"mailer\n -daemon@yahoo.com"),
+    # a part with no blank line after its headers, the last ending in "=": decoded
+    # whole, its first line is joined to that header line, no line's start
+    ("Postfix's trigger after a soft break", _POSTFIX_QP % b"The=20Postfix",
+     _POSTFIX_QP % b"This is the=20Postfix"),
+    ("... and one inside it", _POSTFIX_QP % b"The Post=\nfix", _POSTFIX_QP % b"Then Post=\nfix"),
+    # CR ends a line to the stdlib's parser: a part starts after it, a parameter's
+    # name ends at it, and quoted-printable's "=\r" drops all to the next LF
+    ("CR: Postfix's trigger starts a part", _CR_POSTFIX % b"The Postfix",
+     mime.normalise(_CR_POSTFIX % b"This is the Postfix")),
+    ("CR: a soft break across parts", _CR_QP % b"Transcript",
+     mime.normalise(_CR_QP % b"Transcripts")),
+    ("CR: charset\\r =", _charset(b"\r ", b"utf-16-le"), _charset(b"\n ", b"utf-8")),
+]
+
+
+class CounterexampleTests(unittest.TestCase):
+
+    def test_answered_ones_pass_the_gate(self) -> None:
+        """Each message flufl.bounce answers is given to it."""
+        for cause, answered, _ in COUNTEREXAMPLES:
+            got = _flufl(answered)
+            self.assertTrue(got and (got[0] or got[1]), cause)
+            self.assertFalse(fluflgate.cannot_find(answered), cause)
+
+    def test_twins_are_still_skipped(self) -> None:
+        """Its twin, which none answers, is still skipped: the gate is no weaker than that."""
+        for cause, _, twin in COUNTEREXAMPLES:
+            self.assertEqual(_flufl(twin), (frozenset(), frozenset()), cause)
+            self.assertTrue(fluflgate.cannot_find(twin), cause)
+
+    def test_charset_names_looked_up(self) -> None:
+        """A NUL in a charset's name (codecs.lookup raises ValueError) is given to
+        flufl.bounce, not raised; so is a message naming more than _MAX_CHARSETS
+        charsets (each unknown one costs an import attempt); an unknown name alone
+        is read as ASCII, as get_payload does."""
+        nul = b"From: a@x.example\nContent-Type: text/plain; charset=utf\x00x\n\ncaf\xe9\n"
+        self.assertFalse(fluflgate.cannot_find(nul))
+        self.assertTrue(fluflgate.cannot_find(nul.replace(b"\x00", b"")))
+        names = b"".join(b"; charset=x-%d" % i for i in range(fluflgate._MAX_CHARSETS + 1))
+        many = b"From: a@x.example\nContent-Type: text/plain" + names + b"\n\ncaf\xe9\n"
+        self.assertFalse(fluflgate.cannot_find(many))
+        self.assertTrue(fluflgate.cannot_find(many.replace(b"; charset=x-0;", b";")))
 
 
 #: Lines messages are made of: each detector's trigger and address shapes, MIME and
