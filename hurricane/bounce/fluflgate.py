@@ -184,7 +184,9 @@ _FEED_HEADER = rxcache.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 
 def _body_start(raw: bytes) -> int:
     """Where the stdlib parser starts the body of ``raw`` (line ends LF only):
-    no detector reads a line before it as text."""
+    no detector reads a line before it as text. (Given the lowered bytes, it
+    ends the header block at a line starting "From ", which the stdlib takes
+    for a header, but for the body's first line when it is the block's last.)"""
     pos, n = 0, len(raw)
     while pos < n:
         nl = raw.find(b"\n", pos)
@@ -237,7 +239,9 @@ def cannot_find(raw: bytes) -> bool:
         return False
     # Yahoo: From mailer-daemon@yahoo... (to parseaddr, which drops comments:
     # "mailer(x)-daemon@yahoo.com" is one), and "message from yahoo.X" or its apology
-    if ((b"mailer-daemon" in low or _FROM_COMMENT.search(low, 0, start) is not None)
+    # (the header block as the stdlib reads it: _body_start(low) ends it early at
+    # a "From " line, which may be the unix From line before the headers)
+    if ((b"mailer-daemon" in low or _FROM_COMMENT.search(low, 0, _body_start(raw)) is not None)
             and (b"yahoo." in body or _YAHOO_SORRY in body)):
         return False
     # GroupWise: an X-Mailer whose value starts with nov, ntm or int (any case)

@@ -202,6 +202,10 @@ COUNTEREXAMPLES = [
      _YAHOO % b"Mailer Daemon <postmaster@yahoo.com>"),
     ("Yahoo's From, a folded comment", _YAHOO % b"mailer(\n x)-daemon@yahoo.com",
      _YAHOO % b"mailer\n -daemon@yahoo.com"),
+    # ... after a unix From line, which the stdlib reads before the header block
+    ("Yahoo's From after a unix From line", b"From x@y Mon Jan  1 00:00:00 2024\n"
+     + _YAHOO % b"MAILER(x)-DAEMON@yahoo.com", b"From x@y Mon Jan  1 00:00:00 2024\n"
+     + _YAHOO % b"Mailer Daemon <postmaster@yahoo.com>"),
     # a part with no blank line after its headers, the last ending in "=": decoded
     # whole, its first line is joined to that header line, no line's start
     ("Postfix's trigger after a soft break", _POSTFIX_QP % b"The=20Postfix",
