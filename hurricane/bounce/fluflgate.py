@@ -241,8 +241,8 @@ def cannot_find(raw: bytes) -> bool:
     # "mailer(x)-daemon@yahoo.com" is one), and "message from yahoo.X" or its apology
     # (the header block as the stdlib reads it: _body_start(low) ends it early at
     # a "From " line, which may be the unix From line before the headers)
-    if ((b"mailer-daemon" in low or _FROM_COMMENT.search(low, 0, _body_start(raw)) is not None)
-            and (b"yahoo." in body or _YAHOO_SORRY in body)):
+    if ((b"yahoo." in body or _YAHOO_SORRY in body)
+            and (b"mailer-daemon" in low or _FROM_COMMENT.search(low, 0, _body_start(raw)))):
         return False
     # GroupWise: an X-Mailer whose value starts with nov, ntm or int (any case)
     if rxcache.compile(rb"x-mailer:[ \t]*(?:nov|ntm|int)").search(low) is not None:

@@ -229,6 +229,8 @@ def _message(pick: Pick, depth: int, top: bool) -> bytes:
 def build(pick: Pick) -> bytes:
     """A message made of ``pick``'s choices, with line ends of one kind or mixed."""
     raw = _message(pick, 0, True)
+    if pick([0] * 5 + [1]):
+        raw = b"From x@y.example Mon Jan  1 00:00:00 2024\n" + raw
     ending = pick(ENDINGS)
     if ending == "\n":
         return raw
