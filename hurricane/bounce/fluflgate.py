@@ -23,11 +23,32 @@ shows a phrase only where the bytes do:
   case-blind expression takes for an ASCII letter (U+0130 and U+0131 for "i",
   U+017F for "s", U+212A for "k"). Any other charset (UTF-16, UTF-7, Shift_JIS,
   ISO-2022-JP, Turkish ISO-8859-9...) or one of those four characters answers False.
+  The declared charset is read as get_param reads it (whatever str.strip()
+  takes off the name may stand before its "="; a non-ASCII byte of the name is
+  U+FFFD), and every "charset" anywhere counts.
 - Five detectors (AOL, Microsoft, Netscape, Postfix, Yale) read a part's payload
   with its transfer encoding undone: quoted-printable is undone in place over the
-  whole body (binascii.a2b_qp, as the stdlib does; it is local, so each part's
-  decoded text is a substring of the whole's) and their phrases are looked for
-  there too. A base64 or uuencoded payload cannot be undone that way: answers False.
+  whole body (binascii.a2b_qp, as the stdlib does; on LF-only bytes it is local
+  and starts afresh at each line, so each part's decoded text is a substring of
+  the whole's) and their phrases are looked for there too. A line of a part's
+  decoded text starts where a line of the bytes does, but not always where a
+  line of the whole's decoded text does (a soft line break before the part's
+  start joins them): Postfix's trigger, read at a line's start, is looked for
+  at each place a line of the bytes starts (_POSTFIX_QP). A base64 or
+  uuencoded payload cannot be undone that way: answers False.
+- The senders some detectors require are read as they read them: Yahoo's
+  through parseaddr, which drops comments ("mailer(x)-daemon@yahoo.com").
+- The str expressions' white space (``\\s``, str.strip()) is Unicode's:
+  \\x1c-\\x1f are white space to them, not to a bytes expression.
+
+- A message with a CR byte is not judged (False). The stdlib's parser ends a
+  line at a CR as at an LF, so a part may start right after a CR, where no
+  line of ours starts (Postfix's trigger is read at a line's start), a
+  parameter's name may end in a CR (``charset\\r =utf-16``), and
+  quoted-printable's ``=\\r`` (binascii.a2b_qp) drops everything up to the
+  next LF, across parts: decoding the whole body at once could drop a
+  trigger that one part's decoding keeps. The analyzer gives LF-only bytes
+  (mime.normalise), so this costs it nothing.
 
 Otherwise it answers False and flufl.bounce runs as before.
 tests/bounce/test_fluflgate.py checks the phrases against the installed
@@ -38,6 +59,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import re
 
 from hurricane.bounce import rxcache
 
@@ -101,7 +123,30 @@ PHRASES: tuple[bytes, ...] = (
 _POSTFIX = rxcache.compile(rb"(?m)^(?:[ \t]*the\s*(?:bns\s*)?(?:postfix|keftamail|smtp_gateway)"
                            rb"|failure reason:)")
 
+
+def _nul_spread(word: bytes) -> bytes:
+    """``word`` as a pattern that lets NULs in between its characters."""
+    return rb"\x00*".join(re.escape(word[i:i + 1]) for i in range(len(word)))
+
+
+#: Postfix's trigger in quoted-printable text decoded whole with a NUL put after
+#: each LF of the bytes first, so a NUL (or the start) marks each place a line
+#: of the bytes starts (a part's text may start at any): past the blanks there,
+#: the trigger, NULs anywhere in it (soft line breaks). A part's line may start
+#: where the whole's decoding has no line start: after a header line ending in
+#: "=" (a part with no blank line before its body), whose LF the whole's
+#: decoding takes for a soft line break. Linear: a run of blanks and NULs is
+#: read from its first character only (the look-behind).
+_POSTFIX_QP = rxcache.compile(
+    rb"(?<![ \t\x00])(?:\A|[ \t]*+\x00)[ \t\x00]*+(?:" + _nul_spread(b"the") + rb"[\s\x00]*+(?:"
+    + _nul_spread(b"bns") + rb"[\s\x00]*+)?(?:"
+    + b"|".join(_nul_spread(w) for w in (b"postfix", b"keftamail", b"smtp_gateway"))
+    + rb")|" + _nul_spread(b"failure reason:") + rb")")
+
 _YAHOO_SORRY = b"sorry, we were unable to deliver your message to the following address"
+
+#: A From field of the header block (its folded lines too) with a comment in it.
+_FROM_COMMENT = rxcache.compile(rb"(?m)^from:[^\n(]*+(?:\n[ \t][^\n(]*+)*+\(")
 
 #: Transfer encodings that cannot be undone in place over the whole body
 #: (email.message.Message.get_payload(decode=True)).
@@ -109,8 +154,16 @@ _ENCODINGS = (b"base64", b"uue")
 
 #: A charset parameter (compat32's _parseparam: the value runs to ";", or to the
 #: line's end here: a value continued on the next line is not judged), or an
-#: RFC 2231 one ("charset*"), which get_param returns as a tuple.
-_CHARSET = rxcache.compile(rb"charset[ \t]*(?:\n[ \t]+)?(\*|=([^;\n]*))")
+#: RFC 2231 one ("charset*"), which get_param returns as a tuple. Between the
+#: name and "=" or "*", whatever str.strip() takes off the name: ASCII white
+#: space, \x1c-\x1f among it, and any number of folded lines
+#: ("charset\x0c=utf-16", "charset\n \n =utf-16" are UTF-16 to get_param).
+_CHARSET = rxcache.compile(rb"charset[\s\x1c-\x1f]*(\*|=([^;\n]*))")
+
+#: Distinct charset names looked up at most: each unknown name costs
+#: codecs.lookup an import attempt (~14 us, and an entry in encodings' cache);
+#: a message naming more is given to flufl.bounce.
+_MAX_CHARSETS = 16
 
 #: Codecs (codecs.lookup(...).name) that leave every ASCII byte in place: a
 #: non-ASCII byte never takes an ASCII one with it.
@@ -130,10 +183,10 @@ _FEED_HEADER = rxcache.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 
 
 def _body_start(raw: bytes) -> int:
-    """Where the stdlib parser starts the body of ``raw`` (line ends normalised to LF):
-    no detector reads a line before it as text."""
-    if b"\r" in raw:
-        return 0    # (the stdlib breaks lines at CR too: not worth following)
+    """Where the stdlib parser starts the body of ``raw`` (line ends LF only):
+    no detector reads a line before it as text. (Given the lowered bytes, it
+    ends the header block at a line starting "From ", which the stdlib takes
+    for a header, but for the body's first line when it is the block's last.)"""
     pos, n = 0, len(raw)
     while pos < n:
         nl = raw.find(b"\n", pos)
@@ -151,10 +204,13 @@ def cannot_find(raw: bytes) -> bool:
         raw: the message, line ends normalised to LF (mime.normalise), as
             flufl.bounce is given it.
 
-    Linear in the size of ``raw`` but for LLNL's expression, which flufl.bounce
-    would run on the same text anyway (it runs last, when every other detector
-    found nothing, which is what the phrases above already say).
+    Linear in the size of ``raw``: each expression here reads a run of bytes from
+    one start only (tests/bounce/test_bounce_hostile.py audits them), LLNL's is
+    read by :func:`_llnl_matches`, and at most _MAX_CHARSETS charset names are
+    looked up.
     """
+    if b"\r" in raw:
+        return False    # (see the module's docstring: CR ends a line to the stdlib only)
     low = raw.lower()
     if any(e in low for e in _ENCODINGS) or any(p in low for p in HEADER_PHRASES):
         return False
@@ -169,23 +225,32 @@ def cannot_find(raw: bytes) -> bool:
     if notification and _POSTFIX.search(body) is not None:
         return False
     if b"quoted-printable" in low:
-        decoded = binascii.a2b_qp(raw[start:]).lower()
-        if (any(p in decoded for p in PHRASES)
-                or (notification and _POSTFIX.search(decoded) is not None)):
+        text = raw[start:]
+        decoded = binascii.a2b_qp(text).lower()
+        if any(p in decoded for p in PHRASES):
             return False
+        if notification:
+            marked = binascii.a2b_qp(text.replace(b"\x00", b"\x01").replace(b"\n", b"\n\x00"))
+            if _POSTFIX_QP.search(marked.lower()) is not None:
+                return False
     # DSN: a message/delivery-status part, a failed or delayed action, a recipient field
     if (b"message/delivery-status" in low and b"action" in body
             and (b"original-recipient" in body or b"final-recipient" in body)):
         return False
-    # Yahoo: From mailer-daemon@yahoo..., and "message from yahoo.X" or its apology
-    if b"mailer-daemon" in low and (b"yahoo." in body or _YAHOO_SORRY in body):
+    # Yahoo: From mailer-daemon@yahoo... (to parseaddr, which drops comments:
+    # "mailer(x)-daemon@yahoo.com" is one), and "message from yahoo.X" or its apology
+    # (the header block as the stdlib reads it: _body_start(low) ends it early at
+    # a "From " line, which may be the unix From line before the headers)
+    if ((b"yahoo." in body or _YAHOO_SORRY in body)
+            and (b"mailer-daemon" in low or _FROM_COMMENT.search(low, 0, _body_start(raw)))):
         return False
     # GroupWise: an X-Mailer whose value starts with nov, ntm or int (any case)
     if rxcache.compile(rb"x-mailer:[ \t]*(?:nov|ntm|int)").search(low) is not None:
         return False
-    # SimpleMatch's hartford.com: a line that is "Your message" and blanks (a
-    # non-ASCII byte may be part of a white space character once decoded)
-    if rxcache.compile(rb"your message(?:\s|[\x80-\xff])*(?:[\r\n]|\Z)").search(body) is not None:
+    # SimpleMatch's hartford.com: a line that is "Your message" and blanks, as its
+    # str expression reads them (\s: \x1c-\x1f too; a non-ASCII byte may be part
+    # of a white space character once decoded)
+    if rxcache.compile(rb"your message[\s\x1c-\x1f\x80-\xff]*(?:\n|\Z)").search(body) is not None:
         return False
     # LLNL: its own expression, read line by line as it reads the text
     if ascii_only:
@@ -200,6 +265,7 @@ def _decoded_in_place(raw: bytes, low: bytes) -> bool:
     expression reads as an ASCII letter."""
     if any(f in raw for f in _FOLDS):
         return False
+    values: set[bytes] = set()
     for m in _CHARSET.finditer(low):
         end = m.end()
         continued = low[end:end + 1] == b"\n" and low[end + 1:end + 2] in (b" ", b"\t")
@@ -210,10 +276,18 @@ def _decoded_in_place(raw: bytes, low: bytes) -> bool:
             value = value[1:-1]
         if b'"' in value or b"\\" in value:
             return False
+        values.add(value)
+        if len(values) > _MAX_CHARSETS:
+            return False
+    for value in values:
         try:
-            name = codecs.lookup(value.decode("latin-1")).name
+            # (a header with a non-ASCII byte is an email.header.Header, whose str()
+            # get_param reads has U+FFFD for each: the name codecs.lookup is given)
+            name = codecs.lookup(value.decode("ascii", "replace")).name
         except LookupError:
             continue    # (get_payload falls back to ASCII, each byte in place)
+        except ValueError:
+            return False    # (a NUL in the name: get_payload raises, as flufl.bounce will)
         if name not in _IN_PLACE:
             return False
     return True

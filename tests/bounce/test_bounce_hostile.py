@@ -205,6 +205,11 @@ ALLOWED = {
                             "characters at most, then its colon",
     "fluflgate._FEED_HEADER": "matched (.match) at the start of each line, up to its end, "
                               "until the first line that is no header (the body's start)",
+    "fluflgate._FROM_COMMENT": "a match starts only at a line's start ('^from:') and reads "
+                               "that field's lines (possessively) to its first '(': the "
+                               "fields of different starts do not overlap",
+    "fluflgate._POSTFIX_QP": "the look-behind lets only the first character of a run of "
+                             "blanks and NULs start a match; the trigger's words are literal",
     "classify._STATUS_RE": "the look-behind lets only the first digit of a run start a match",
     "classify._CODE_RE": "the look-behind lets only the first digit of a run start a match",
 }
