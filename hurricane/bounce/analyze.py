@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from hurricane.bounce import mime, rxcache
+from hurricane.bounce import mailbox, mime, rxcache
 from hurricane.bounce.alternation import any_of
 from hurricane.bounce.classify import (
     MAX_TEXT,
@@ -1559,23 +1559,78 @@ def _not_recipients(ctx: _Ctx, note: str, region: str, scan: str,
     return excluded, senders - excluded
 
 
+#: The characters of a local part (_LOCAL), for reading one back past ADDR's 64.
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                         "!#$%&'*+/=?^_`{|}~.-")
+#: How far back an encapsulated address's local part is read (an X.500 DN of
+#: Exchange's is ~150 characters; the runs read back never overlap: linear).
+_MAX_ENCAPSULATED = 1024
+
+
+def _spelled(scan: str, m: re.Match[str]) -> str:
+    """The address at match ``m`` of _iter_addrs, lower-cased, as the text spells it where
+    ADDR reads only part of it: an Exchange-encapsulated address whose local part runs
+    past ADDR's 64 characters ("IMCEAEX-_O=ORG_OU=..._CN=a@org.example", read whole),
+    or a domain with a Unicode label in the middle ("a@mail.bücher.example": ADDR reads
+    "a@mail.b"), whose last label is ASCII (an address running into the words of a
+    language written without blanks, "a@x.example宛", ends at its ASCII domain)."""
+    a = m.group(0).lower()
+    start, end = m.start(), m.end()
+    if start and scan[start - 1] in _LOCAL_CHARS:
+        i, low = start - 1, max(0, start - _MAX_ENCAPSULATED)
+        while i > low and scan[i - 1] in _LOCAL_CHARS:
+            i -= 1
+        if scan[i:i + 5].lower() == "imcea":
+            return scan[i:start].lower() + a.rstrip(".")
+    if end < len(scan) and scan[end].isalnum() and not scan[end].isascii():
+        j, high = end, min(len(scan), end + 255)
+        while j < high and (scan[j].isalnum() or scan[j] in "-."):
+            j += 1
+        full = (a + scan[end:j].lower()).rstrip(".")
+        last = full.rpartition(".")[2]
+        if last.isascii() and last.isalpha() and "." in scan[end:j]:
+            dom = full.rpartition("@")[2]
+            if mailbox.key("x@" + dom) != "x@" + dom:     # (a valid IDNA name)
+                return full
+    return a.rstrip(".")
+
+
 def _named(scan: str, excluded: set[str], senders: set[str],
            later: dict[str, list[int]]) -> list[tuple[int, str]]:
     """The addresses a text names that can be failed recipients, (position, address) in
-    order, each once (``later`` gets where each is named again)."""
+    order, each mailbox once (``later`` gets where each is named again).
+
+    Two spellings of one mailbox are one (mailbox.key: "IMCEASMTP-a+40x+2Eexample@org"
+    is a@x.example, "a@mail.bücher.example" a@mail.xn--bcher-kva.example), and so is an
+    Exchange X.500 address the text ties to another address it names (mailbox.x500_candidates):
+    each is judged as its mailbox (excluded, a sender's, a system address) and shown in
+    the plainest spelling the text gives it anywhere."""
+    spelled = [(m, _spelled(scan, m)) for m in _iter_addrs(scan)]
+    keys = {a: mailbox.key(a) for _, a in spelled}
+    plain = {k for a, k in keys.items() if a[:8] != "imceaex-"}
+    for x in [a for a in keys if a[:8] == "imceaex-"]:
+        tied = [c for c in mailbox.x500_candidates(x) if c in plain]
+        if len(tied) == 1:
+            keys[x] = tied[0]
+    best: dict[str, str] = {}       # each mailbox's plainest spelling
+    for a, k in keys.items():
+        if k not in best or (mailbox.preference(a), a) < (mailbox.preference(best[k]), best[k]):
+            best[k] = a
+    ex_keys = {mailbox.key(x) for x in excluded}
+    sender_keys = {mailbox.key(x) for x in senders}
     found: list[tuple[int, str]] = []
-    seen = set()
-    for m in _iter_addrs(scan):
-        a = m.group(0).lower().rstrip(".")
-        if a in seen:
-            again = later.setdefault(a, [])
+    seen: set[str] = set()
+    for m, a in spelled:
+        k = keys[a]
+        if k in seen:
+            again = later.setdefault(best[k], [])
             if len(again) < 5:
                 again.append(m.start())
             continue
-        if a in excluded or a in senders and not _starts_entry(scan, m.start(), m.end(),
-                                                                  reason=True):
+        if k in ex_keys or k in sender_keys and not _starts_entry(scan, m.start(), m.end(),
+                                                                    reason=True):
             continue
-        local = a.split("@", 1)[0]
+        local = k.split("@", 1)[0]
         if local[:1] in "/|":
             continue  # a file or program path that ends in an address
         if _SYSTEM_LOCAL.match(local) and not (
@@ -1592,8 +1647,8 @@ def _named(scan: str, excluded: set[str], senders: set[str],
         if (before == "<" and scan[m.end():m.end() + 1] == ">"
                 and _MSGID_LOCAL.match(local)):
             continue
-        seen.add(a)
-        found.append((m.start(), a))
+        seen.add(k)
+        found.append((m.start(), best[k]))
         if len(found) >= 500:
             break
     if not found:
@@ -2147,8 +2202,8 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         note = _notification(ctx, texts, from_hdr, bool(dsn))
         if nested and dsn and not arf:
             named = {r.recipient for r in _free_text(ctx, note, root) if r.recipient}
-            if named and named.isdisjoint(
-                    a.lower() for p in dsn for a in _find_addrs(p.text()[:64 * 1024])):
+            if named and not _same_mailboxes(
+                    named, {a for p in dsn for a in _find_addrs(p.text()[:64 * 1024])}):
                 # the report's own text names whom it failed, and the only
                 # delivery-status part is inside the returned original, about others: a
                 # report we had mailed, bounced in turn (Sendmail's postmaster notice of
@@ -2176,6 +2231,14 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "over-budget")
     except RecursionError:
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
+
+
+def _same_mailboxes(named: set[str], others: set[str]) -> bool:
+    """Whether an address of ``named`` and one of ``others`` are one mailbox, however each
+    is spelled (mailbox.key, mailbox.x500_candidates)."""
+    keys = {mailbox.key(a) for a in others}
+    return any(mailbox.key(a) in keys or any(c in keys for c in mailbox.x500_candidates(a))
+               for a in named)
 
 
 def _passed_on(analyses: list[Analysis]) -> Analysis:
@@ -2835,7 +2898,47 @@ def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
     return None
 
 
+def _one_per_mailbox(results: tuple[RecipientResult, ...]) -> tuple[RecipientResult, ...]:
+    """The results with one per mailbox named in two spellings (mailbox.key; an Exchange
+    X.500 address tied to another's, mailbox.x500_candidates), whichever reading named them
+    (the delivery-status blocks, the text's entries, its list of addresses, X-Failed-
+    Recipients): the first result of each, in the plainest spelling of its mailbox.
+    Results with the same address, or of different actions, are left as they are."""
+    if len(results) < 2:
+        return results
+    keys = [(mailbox.key(r.recipient), r.action) if r.recipient else None for r in results]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for n, k in enumerate(keys):
+        if k is not None:
+            groups.setdefault(k, []).append(n)
+    drop: set[int] = set()
+    spelling: dict[int, str] = {}
+    for ns in groups.values():
+        names = {results[n].recipient for n in ns}
+        if len(names) < 2:
+            continue
+        best = min(names, key=lambda x: (mailbox.preference(x), x))
+        for n in ns:
+            if results[n].recipient == results[ns[0]].recipient:
+                spelling[n] = best
+            else:
+                drop.add(n)
+    if any(r.recipient[:8] == "imceaex-" for r in results):
+        kept = {k for n, k in enumerate(keys) if k is not None and n not in drop
+                and results[n].recipient[:8] != "imceaex-"}
+        for n, r in enumerate(results):
+            if r.recipient[:8] == "imceaex-" and any(
+                    (c, r.action) in kept for c in mailbox.x500_candidates(r.recipient)):
+                drop.add(n)
+    if not drop and not spelling:
+        return results
+    return tuple(replace(r, recipient=spelling[n]) if n in spelling else r
+                 for n, r in enumerate(results) if n not in drop)
+
+
 def _finish(a: Analysis, ctx: _Ctx, base: dict[str, Any], error: str | None = None) -> Analysis:
+    if len(a.results) > 1:
+        a = replace(a, results=_one_per_mailbox(a.results))
     return replace(a, original_message_id=a.original_message_id or ctx.msgid,
                    verp_tokens=tuple(ctx.tokens), envid=a.envid or ctx.envid,
                    subject=base.get("subject"), from_address=base.get("from_address"),
