@@ -293,6 +293,8 @@ def _field_addr(value: str) -> tuple[str, bool]:
     '', and whether it is routable (a dotted domain, not one label or a literal)."""
     if "@" not in value:
         return "", False
+    if "\\x{" in value:
+        value = mailbox.embedded_unicode(value)   # (RFC 6533 "utf-8" addresses, 7-bit)
     q = _quoted_addr(value)
     if q:
         return q, True

@@ -3,6 +3,8 @@
 Reports name their recipient again in other spellings of the same address; each
 spelling below is one mailbox by a rule that says so, never by resemblance:
 
+- RFC 6533's escapes in a "utf-8" address ("j\\x{FC}rgen@x" is jürgen@x:
+  :func:`embedded_unicode`, undone where a delivery-status field is read);
 - case and the root's "." ("A@X.EXAMPLE." is a@x.example): the analyzer lower-cases
   every address and drops a domain's trailing dots before it gets here;
 - a quoted local part that need not be quoted ('"a"@x' is a@x: RFC 5321 4.1.2, a
@@ -57,6 +59,31 @@ def imcea_decode(text: str) -> str:
         out.append("/" if c == "_" else c)
         i += 1
     return "".join(out)
+
+
+def embedded_unicode(value: str) -> str:
+    """RFC 6533's escapes undone: "\\x{HEX}" (EmbeddedUnicodeChar, 1 to 6 hex digits) is
+    the character of that code point, as a "utf-8" address in a 7-bit delivery-status
+    part writes "+", "=", a blank or a non-ASCII character ("j\\x{FC}rgen@x.example" is
+    jürgen@x.example); a malformed escape stays as written."""
+    out = []
+    i = 0
+    while True:
+        j = value.find("\\x{", i)
+        if j < 0:
+            out.append(value[i:])
+            return "".join(out)
+        k = value.find("}", j + 3, j + 10)
+        digits = value[j + 3:k] if k > 0 else ""
+        if digits and all(c in _HEX for c in digits) and len(digits) <= 6:
+            cp = int(digits, 16)
+            if cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF:
+                out.append(value[i:j])
+                out.append(chr(cp))
+                i = k + 1
+                continue
+        out.append(value[i:j + 3])
+        i = j + 3
 
 
 def _encapsulated_smtp(addr: str) -> str | None:

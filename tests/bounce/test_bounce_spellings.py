@@ -72,6 +72,18 @@ class MailboxKeyTests(SynchronousTestCase):
                      ("IMCEASMTP-b+40x+2Eexample@corp.example", "a@x.example")):
             self.assertNotEqual(mailbox.key(a), mailbox.key(b), (a, b))
 
+    def test_rfc6533_escapes(self) -> None:
+        for value, want in (("j\\x{FC}rgen@b\\x{00FC}cher.example",
+                             "j\u00fcrgen@b\u00fccher.example"),
+                            ("a\\x{2B}b\\x{3D}c@x.example", "a+b=c@x.example"),
+                            # malformed: not hex, past U+10FFFF, a surrogate, unclosed
+                            ("a\\x{zz}@x.example", "a\\x{zz}@x.example"),
+                            ("a\\x{110000}@x.example", "a\\x{110000}@x.example"),
+                            ("a\\x{D800}@x.example", "a\\x{D800}@x.example"),
+                            ("a\\x{2B@x.example", "a\\x{2B@x.example"),
+                            ("ax{2B}@x.example", "ax{2B}@x.example")):
+            self.assertEqual(mailbox.embedded_unicode(value), want, value)
+
     def test_x500_tied_by_alias_and_domain(self) -> None:
         x = (_X500 + "a@x.example").lower()
         self.assertEqual(mailbox.x500_candidates(x)[0], "a@x.example")
@@ -96,6 +108,16 @@ class SpellingsInTextTests(SynchronousTestCase):
                              second)
             self.assertEqual(recipients(exchange(second, "a@x.example")), ["a@x.example"],
                              second)
+
+    def test_display_names_once(self) -> None:
+        # the address as its own display name, in capitals or an undecoded encoded word
+        for second in ('"A@X.EXAMPLE" <a@x.example>', "=?utf-8?B?YUB4LmV4YW1wbGU=?= "
+                       "<a@x.example>", "a@x.example (A@X.EXAMPLE)"):
+            self.assertEqual(recipients(exchange("a@x.example", second)), ["a@x.example"],
+                             second)
+        # ... and a display name naming another mailbox is another entry's
+        self.assertEqual(recipients(exchange("a@x.example", '"B@X.EXAMPLE" <b@x.example>')),
+                         ["a@x.example", "b@x.example"])
 
     def test_idn_spellings_once(self) -> None:
         raw = postfix("a@mail.xn--bcher-kva.example", "a@mail.b\u00fccher.example")
@@ -146,6 +168,20 @@ class SpellingsInFieldsTests(SynchronousTestCase):
                  "a@x.example")):
             self.assertEqual(recipients(self._two(a, b)), [want], (a, b))
             self.assertEqual(len(analyze(self._two(a, b)).results), 1, (a, b))
+
+    def test_rfc6533_escapes(self) -> None:
+        # a "utf-8" address in a 7-bit delivery-status part: "\\x{HEX}" for "+", "=", a
+        # blank and non-ASCII characters (RFC 6533 3, utf-8-addr-xtext)
+        for value, want in (("utf-8; j\\x{FC}rgen@b\\x{FC}cher.example",
+                             "j\u00fcrgen@b\u00fccher.example"),
+                            ("utf-8; a\\x{2B}tag@x.example", "a+tag@x.example")):
+            raw = dsn("Final-Recipient: %s\r\nAction: failed\r\nStatus: 5.1.1\r\n" % value)
+            self.assertEqual(recipients(raw), [want], value)
+        self.assertEqual(recipients(self._two("utf-8; j\\x{FC}rgen@x.example",
+                                              "utf-8; j\u00fcrgen@x.example")),
+                         ["j\u00fcrgen@x.example"])
+        self.assertEqual(len(recipients(self._two("utf-8; a\\x{2B}b@x.example",
+                                                  "rfc822; a2Bb@x.example"))), 2)
 
     def test_other_mailboxes_kept_apart(self) -> None:
         for a, b in (("utf-8; a@b\u00fccher.example", "rfc822; a@bucher.example"),

@@ -733,7 +733,8 @@ KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-typ
            "exchange-rerendered", "exchange2003-notice", "german-notice", "html-table-notice",
            "signature", "disclaimer", "spelled-upper-dot", "spelled-mailto",
            "spelled-quoted-local", "spelled-spaced-brackets", "spelled-imceasmtp",
-           "spelled-imceaex", "spelled-idn")
+           "spelled-imceaex", "spelled-idn", "spelled-display-name", "spelled-encoded-word",
+           "original-to-encoded")
 
 
 class TransportPropertyTests(SynchronousTestCase):

@@ -1100,6 +1100,18 @@ def spelled_idn(r: bytes) -> bytes | None:
     return s[0] + b"@" + other if s and other else None
 
 
+def spelled_display_name(r: bytes) -> bytes | None:
+    """The address as its own display name, in capitals ('"A@X.EXAMPLE" <a@x.example>':
+    Outlook and gateways name a recipient with no name so, a mainframe in capitals)."""
+    return b'"' + r.upper() + b'" <' + r + b">"
+
+
+def spelled_encoded_word(r: bytes) -> bytes | None:
+    """The address as an RFC 2047 encoded word of itself before it, undecoded
+    ("=?utf-8?B?...?= <a@x>": a gateway copying a header into the text as it came)."""
+    return b"=?utf-8?B?" + base64.b64encode(r) + b"?= <" + r + b">"
+
+
 #: The spellings, by the name of their probe.
 SPELLINGS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
     ("upper-dot", spelled_upper_dot),
@@ -1109,6 +1121,8 @@ SPELLINGS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
     ("imceasmtp", spelled_imceasmtp),
     ("imceaex", spelled_imceaex),
     ("idn", spelled_idn),
+    ("display-name", spelled_display_name),
+    ("encoded-word", spelled_encoded_word),
 )
 
 
@@ -1143,3 +1157,21 @@ def _spelling_probe(spell: Callable[[bytes], bytes | None]) -> Callable[[bytes],
 
 
 PERTURBATIONS = PERTURBATIONS + tuple(("spelled-" + n, _spelling_probe(f)) for n, f in SPELLINGS)
+
+
+def original_to_encoded(raw: bytes) -> bytes | None:
+    """The returned original's To: naming the report's one recipient (named in its fields)
+    with an RFC 2047 encoded word of the address as its display name
+    ("To: =?utf-8?Q?a=40x=2Eexample?= <a@x.example>", mail clients that write a
+    name-less recipient so)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    r = _named_recipient(raw)
+    if r is None:
+        return None
+    q = b"".join(b"=%02X" % c if bytes([c]) in b"@.=?_" else bytes([c]) for c in r)
+    new = re.sub(rb"(?im)^to:[ \t]*<?" + re.escape(r) + rb">?[ \t]*$",
+                 lambda _m: b"To: =?utf-8?Q?" + q + b"?= <" + r + b">", raw)
+    return new if new != raw else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("original-to-encoded", original_to_encoded),)
