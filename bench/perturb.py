@@ -51,6 +51,7 @@ from tests.bounce.transport import (  # noqa: E402
     MIXED_CAUSES,
     PERTURBATIONS,
     SPELLINGS,
+    host_reply,
     mixed_causes_entry,
 )
 
@@ -139,8 +140,9 @@ def spellings(raws: dict[str, bytes], show: int, only: list[str]) -> int:
     """Each free-text report naming one recipient, its recipient's entry written again
     after it with the recipient in another spelling of the same address
     (tests/bounce/transport.py's SPELLINGS: upper case and the root's ".", quoted local
-    part, IMCEA encapsulation, IDNA...): the one recipient must come out, once. The
-    same reports as second-recipient; one line per spelling."""
+    part, IMCEA encapsulation, IDNA...): the one recipient must come out, once; and
+    the remote's reply naming the recipient at its mail host added under the entry
+    ("host-reply"). The same reports as second-recipient; one line per spelling."""
     total = 0
     reports = list(_one_recipient_reports(raws))
     for name, spell in SPELLINGS:
@@ -160,6 +162,22 @@ def spellings(raws: dict[str, bytes], show: int, only: list[str]) -> int:
             if got != [one.recipient]:
                 bad.append((n, got))
         print("%-22s applied %4d  changed %3d" % ("spelled-text-" + name, applied, len(bad)))
+        for n, got in bad[:show]:
+            print("    %-45s -> %s" % (n, got))
+        total += len(bad)
+    if not only or "spelled-text-host-reply" in only:
+        # (the remote's reply under the entry naming the recipient at its mail host)
+        applied, bad = 0, []
+        for n, one, head, sep, body, at in reports:
+            line = host_reply(one.recipient.encode().lower())
+            if line is None:
+                continue
+            new = head + sep + body[:at[1]] + b"\n" + line + body[at[1]:]
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if got != [one.recipient]:
+                bad.append((n, got))
+        print("%-22s applied %4d  changed %3d" % ("spelled-text-host-reply", applied, len(bad)))
         for n, got in bad[:show]:
             print("    %-45s -> %s" % (n, got))
         total += len(bad)

@@ -9,6 +9,7 @@ lists one to a line and flufl.bounce's detectors), and finally "other".
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -1622,6 +1623,7 @@ def _named(scan: str, excluded: set[str], senders: set[str],
     sender_keys = {mailbox.key(x) for x in senders}
     found: list[tuple[int, str]] = []
     seen: set[str] = set()
+    named = [(m.start(), best[keys[a]]) for m, a in spelled]
     for m, a in spelled:
         k = keys[a]
         if k in seen:
@@ -1662,6 +1664,7 @@ def _named(scan: str, excluded: set[str], senders: set[str],
              } if "<<<" in scan else set()
     if reply and len(reply) < len(found):
         found = [(p, a) for p, a in found if a not in reply]
+    found = _host_renderings(scan, found, later, named)
     if len(found) > 1:
         # an address named only in a remote's reply (after a 4xx/5xx reply code on its
         # line: "said: 550 5.1.1 <b@x>: Recipient address rejected", "Remote Server
@@ -1746,6 +1749,49 @@ def _blank_header_blocks(text: str) -> str:
 def _block_label(line: str) -> str:
     m = _BLOCK_LABEL.match(line)
     return m.group(1).strip().lower() if m is not None else ""
+
+
+#: Addresses read back from another's first naming for the one it renders (its entry's
+#: other addresses: "(generated from b@x)", a host's name in a reply).
+_RENDERED_BACK = 8
+
+
+def _host_renderings(scan: str, found: list[tuple[int, str]], later: dict[str, list[int]],
+                     named: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """``found`` without the addresses that are an address's own as a host rendered it
+    inside its entry: the remote's reply, or the relay's RCPT, naming its local part at a
+    host of its domain or at the domain of its host ("<a@x>: host mx.x said: 550 5.1.1
+    <a@mail.x>: Recipient address rejected", qmail's "Remote host said: 550
+    <a@mail.x>... User unknown" under "<a@x>:", Exim's "after RCPT TO:<a@mail.x>" under
+    "  a@x"). The report ties the two: the address is named before the other's first
+    naming, in the same paragraph, with no other recipient named between (``named``:
+    every address the text names, in order, excluded ones too: the rendering of an
+    address that is no recipient is none either), and the other never starts an entry
+    of its own (two such addresses listed as the failed ones, "a@x\na@mail.x", are
+    two)."""
+    if not found or len(named) < 2:
+        return found
+    starts = [p for p, _ in named]
+    recipients = {a for _, a in found}
+    # (the blank lines, each where it starts and ends: one read of the text)
+    blanks = [(m.start(), m.end()) for m in _BLANK_LINE.finditer(scan)]
+    blank_starts = [b for b, _ in blanks]
+    drop: set[int] = set()
+    for n, (p, b) in enumerate(found):
+        lb, _, db = b.rpartition("@")
+        i = bisect.bisect_left(starts, p)
+        for q, a in reversed(named[max(0, i - _RENDERED_BACK):i]):
+            k = bisect.bisect_left(blank_starts, q)
+            if k < len(blanks) and blanks[k][1] <= p:
+                break       # (a blank line between: another paragraph)
+            la, _, da = a.rpartition("@")
+            if la == lb and a != b and (db.endswith("." + da) or da.endswith("." + db)):
+                if not any(_starts_entry(scan, x, x + len(b)) for x in [p] + later.get(b, [])):
+                    drop.add(n)
+                break
+            if a in recipients and a != b:
+                break       # (another recipient's entry)
+    return [f for n, f in enumerate(found) if n not in drop] if drop else found
 
 
 def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:

@@ -151,6 +151,54 @@ class SpellingsInTextTests(SynchronousTestCase):
             self.assertEqual(len(recipients(exchange("a@x.example", x))), 2, x)
 
 
+class HostRenderingTests(SynchronousTestCase):
+    """A remote's reply (or the relay's RCPT) inside a recipient's entry naming its local
+    part at a host of its domain, or at its host's domain, is the recipient; an address
+    the report lists as an entry of its own, or another local part or domain, is not."""
+
+    def _text(self, body: str) -> bytes:
+        return ("From: MAILER-DAEMON@mx.reporter.example\nTo: s@shop.example\n"
+                "Subject: failure notice\n\n" + body).encode()
+
+    def test_rendering_inside_the_entry(self) -> None:
+        for body in (
+                # Postfix: the remote's reply on the entry's line
+                "<a@x.example>: host mx.x.example[192.0.2.1] said: 550 5.1.1 "
+                "<a@mail.x.example>: Recipient address rejected: User unknown\n",
+                # qmail: the reply under "<a@x>:"
+                "I wasn't able to deliver your message to the following addresses.\n\n"
+                "<a@x.example>:\n192.0.2.1 does not like recipient.\nRemote host said: "
+                "550 5.1.1 <a@mail.x.example>... User unknown\nGiving up on 192.0.2.1.\n",
+                # Exim: the relay's RCPT under the entry, after its alias note
+                "The following address(es) failed:\n\n  a@x.example\n    (generated from "
+                "b@y.example)\n    SMTP error from remote mail server after RCPT "
+                "TO:<a@mail.x.example>:\n    550 5.1.1 User unknown\n"):
+            self.assertEqual(recipients(self._text(body)), ["a@x.example"], body)
+        # (the entry at the host, the reply at the domain)
+        body = ("<a@mail.x.example>: host mx.x.example[192.0.2.1] said: 550 5.1.1 "
+                "<a@x.example>: Recipient address rejected: User unknown\n")
+        self.assertEqual(recipients(self._text(body)), ["a@mail.x.example"])
+
+    def test_other_mailboxes_kept_apart(self) -> None:
+        reply = ("<a@x.example>: host mx.x.example[192.0.2.1] said: 550 5.1.1 <%s>: "
+                 "Recipient address rejected: User unknown\n")
+        for other in ("b@mail.x.example", "a@y.example", "a@x.example.net", "a@mail.y.example"):
+            self.assertEqual(recipients(self._text(reply % other)),
+                             sorted(["a@x.example", other]), other)
+        for body in (
+                # two entries of their own: listed, or each with its reason
+                "The following addresses failed:\n\na@x.example\na@mail.x.example\n\n"
+                "550 5.1.1 User unknown\n",
+                "<a@x.example>: host mx.x.example[192.0.2.1] said: 550 5.1.1 User "
+                "unknown\n\n<a@mail.x.example>: host mail.x.example[192.0.2.2] said: 550 "
+                "5.1.1 User unknown\n",
+                # named in the next paragraph, not inside the entry
+                "<a@x.example>: host mx.x.example[192.0.2.1] said: 550 5.1.1 User "
+                "unknown\n\nAlso failed, a@mail.x.example: 550 5.1.1 User unknown\n"):
+            self.assertEqual(recipients(self._text(body)),
+                             ["a@mail.x.example", "a@x.example"], body)
+
+
 class SpellingsInFieldsTests(SynchronousTestCase):
     """Delivery-status blocks naming one mailbox in two spellings (RFC 6533 "utf-8;" and
     "rfc822;" in punycode, a quoted local part) are one recipient; two are two."""

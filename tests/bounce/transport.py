@@ -1112,6 +1112,19 @@ def spelled_encoded_word(r: bytes) -> bytes | None:
     return b"=?utf-8?B?" + base64.b64encode(r) + b"?= <" + r + b">"
 
 
+def host_reply(r: bytes) -> bytes | None:
+    """A line of the recipient's entry in which the remote's reply names the recipient at a
+    host of its domain ("Remote host said: 550 5.1.1 <a@mail.x.example>... User
+    unknown": a remote that canonicalises its domain to its mail host's name, qmail's
+    and Sendmail's entries quote its reply so); for bench/perturb.py, which adds it
+    under the recipient's entry line."""
+    s = _split_rcpt(r)
+    if s is None:
+        return None
+    return (b"    Remote host said: 550 5.1.1 <" + s[0] + b"@mail." + s[1]
+            + b">... User unknown")
+
+
 #: The spellings, by the name of their probe.
 SPELLINGS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
     ("upper-dot", spelled_upper_dot),
