@@ -2297,14 +2297,16 @@ def _passed_on(analyses: list[Analysis]) -> Analysis:
     if len(analyses) == 1:
         return first
     results = list(first.results)
-    named = {r.recipient for r in results if r.recipient}
+    # (each mailbox once, however each report spells it: mailbox.key)
+    named = {mailbox.key(r.recipient) for r in results if r.recipient}
     tokens = dict.fromkeys(first.verp_tokens)
     for a in analyses:
         if a is first or a.category != first.category:
             continue
         for r in a.results:
-            if r.recipient and r.recipient not in named and len(results) < _MAX_RECIPIENTS:
-                named.add(r.recipient)
+            k = mailbox.key(r.recipient) if r.recipient else ""
+            if k and k not in named and len(results) < _MAX_RECIPIENTS:
+                named.add(k)
                 results.append(r)
         tokens.update(dict.fromkeys(a.verp_tokens))
     results = [r for r in results if r.recipient] or results[:1]

@@ -119,6 +119,23 @@ class SpellingsInTextTests(SynchronousTestCase):
         self.assertEqual(recipients(exchange("a@x.example", '"B@X.EXAMPLE" <b@x.example>')),
                          ["a@x.example", "b@x.example"])
 
+    def test_reports_passed_on_together(self) -> None:
+        # two reports forwarded as attachments (a helpdesk's "forward as attachments"),
+        # each naming the mailbox in its own spelling: one recipient; two mailboxes: two
+        def pair(first: bytes, second: bytes) -> bytes:
+            return (b"From: Help Desk <help@shop.example>\nTo: bounces@shop.example\n"
+                    b"Subject: Fw: two returned messages\nMIME-Version: 1.0\n"
+                    b"Content-Type: multipart/mixed; boundary=\"p-1\"\n\n"
+                    b"--p-1\nContent-Type: text/plain\n\nThese came back.\n\n"
+                    + b"".join(b"--p-1\nContent-Type: message/rfc822\n\n" + m + b"\n"
+                               for m in (first, second)) + b"--p-1--\n")
+        one = postfix("a@x.example")
+        for other, want in ((exchange("IMCEASMTP-a+40x+2Eexample@corp.example"),
+                             ["a@x.example"]),
+                            (exchange("IMCEASMTP-b+40x+2Eexample@corp.example"),
+                             ["a@x.example", "imceasmtp-b+40x+2eexample@corp.example"])):
+            self.assertEqual(recipients(pair(one, other)), want)
+
     def test_idn_spellings_once(self) -> None:
         raw = postfix("a@mail.xn--bcher-kva.example", "a@mail.b\u00fccher.example")
         self.assertEqual(recipients(raw), ["a@mail.xn--bcher-kva.example"])
