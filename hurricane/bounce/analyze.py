@@ -308,7 +308,10 @@ def _field_addr(value: str) -> tuple[str, bool]:
         a = m.group(1).lower().rstrip(".")
         domain = a.rsplit("@", 1)[1]
         return a, "." in domain and not domain.startswith("[")
-    a = _addr(value)    # "Name <a@b>", a comment before it, junk around it
+    # "Name <a@b>", a comment before it, junk around it: the mailbox's address, not one
+    # its display name or a comment holds ('"IMCEASMTP-a+40b@org" <a@b>', '"old@x" <a@b>')
+    a = next(iter(_mailbox_addrs([value])), "") if '"' in value or "(" in value else ""
+    a = a or _addr(value)
     return a, bool(a)
 
 

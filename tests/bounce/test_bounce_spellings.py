@@ -248,6 +248,16 @@ class SpellingsInFieldsTests(SynchronousTestCase):
         self.assertEqual(len(recipients(self._two("utf-8; a\\x{2B}b@x.example",
                                                   "rfc822; a2Bb@x.example"))), 2)
 
+    def test_display_name_is_not_the_address(self) -> None:
+        # a field naming the mailbox with a display name (or a comment) holding another
+        # spelling or another address: the mailbox's own address is the recipient
+        for value in ('rfc822; "IMCEASMTP-b+40x+2Eexample@corp.example" <a@x.example>',
+                      'rfc822; "b@x.example" <a@x.example>', "rfc822; (b@x.example) a@x.example",
+                      "rfc822; a@x.example (b@x.example)", 'rfc822; "A@X.EXAMPLE" <a@x.example>',
+                      "rfc822; a@x.example"):
+            raw = dsn("Final-Recipient: %s\r\nAction: failed\r\nStatus: 5.1.1\r\n" % value)
+            self.assertEqual(recipients(raw), ["a@x.example"], value)
+
     def test_other_mailboxes_kept_apart(self) -> None:
         for a, b in (("utf-8; a@b\u00fccher.example", "rfc822; a@bucher.example"),
                      ('rfc822; "a b"@x.example', "rfc822; a.b@x.example"),

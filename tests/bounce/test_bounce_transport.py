@@ -734,6 +734,7 @@ KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-typ
            "signature", "disclaimer", "spelled-upper-dot", "spelled-mailto",
            "spelled-quoted-local", "spelled-spaced-brackets", "spelled-imceasmtp",
            "spelled-imceaex", "spelled-idn", "spelled-display-name", "spelled-encoded-word",
+           "spelled-percent",
            "original-to-encoded")
 
 

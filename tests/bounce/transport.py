@@ -1100,6 +1100,12 @@ def spelled_idn(r: bytes) -> bytes | None:
     return s[0] + b"@" + other if s and other else None
 
 
+def spelled_percent(r: bytes) -> bytes | None:
+    """The address as a link's text rendering writes it, its "@" percent-encoded
+    ("a@x.example <mailto:a%40x.example>": HTML notices turned to text)."""
+    return r + b" <mailto:" + r.replace(b"@", b"%40") + b">"
+
+
 def spelled_display_name(r: bytes) -> bytes | None:
     """The address as its own display name, in capitals ('"A@X.EXAMPLE" <a@x.example>':
     Outlook and gateways name a recipient with no name so, a mainframe in capitals)."""
@@ -1134,6 +1140,7 @@ SPELLINGS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
     ("imceasmtp", spelled_imceasmtp),
     ("imceaex", spelled_imceaex),
     ("idn", spelled_idn),
+    ("percent", spelled_percent),
     ("display-name", spelled_display_name),
     ("encoded-word", spelled_encoded_word),
 )
