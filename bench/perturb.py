@@ -141,8 +141,8 @@ def spellings(raws: dict[str, bytes], show: int, only: list[str]) -> int:
     after it with the recipient in another spelling of the same address
     (tests/bounce/transport.py's SPELLINGS: upper case and the root's ".", quoted local
     part, IMCEA encapsulation, IDNA...): the one recipient must come out, once; and
-    the remote's reply naming the recipient at its mail host added under the entry
-    ("host-reply"). The same reports as second-recipient; one line per spelling."""
+    the remote's reply, or the relay's RCPT, naming the recipient at its mail host added
+    under the entry ("host-reply"). The same reports as second-recipient; one line per spelling."""
     total = 0
     reports = list(_one_recipient_reports(raws))
     for name, spell in SPELLINGS:
@@ -169,7 +169,7 @@ def spellings(raws: dict[str, bytes], show: int, only: list[str]) -> int:
         # (the remote's reply under the entry naming the recipient at its mail host)
         applied, bad = 0, []
         for n, one, head, sep, body, at in reports:
-            line = host_reply(one.recipient.encode().lower())
+            line = host_reply(one.recipient.encode().lower(), relay=len(body) % 2 == 1)
             if line is None:
                 continue
             new = head + sep + body[:at[1]] + b"\n" + line + body[at[1]:]

@@ -1771,7 +1771,8 @@ def _host_renderings(scan: str, found: list[tuple[int, str]], later: dict[str, l
     every address the text names, in order, excluded ones too: the rendering of an
     address that is no recipient is none either), and the other never starts an entry
     of its own (two such addresses listed as the failed ones, "a@x\na@mail.x", are
-    two)."""
+    two). (The rule after it takes any address after a reply code in a remote's reply
+    for the entry's; this one reads the relay's own lines, which have no reply code.)"""
     if not found or len(named) < 2:
         return found
     starts = [p for p, _ in named]

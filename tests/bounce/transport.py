@@ -1118,17 +1118,20 @@ def spelled_encoded_word(r: bytes) -> bytes | None:
     return b"=?utf-8?B?" + base64.b64encode(r) + b"?= <" + r + b">"
 
 
-def host_reply(r: bytes) -> bytes | None:
-    """A line of the recipient's entry in which the remote's reply names the recipient at a
-    host of its domain ("Remote host said: 550 5.1.1 <a@mail.x.example>... User
-    unknown": a remote that canonicalises its domain to its mail host's name, qmail's
-    and Sendmail's entries quote its reply so); for bench/perturb.py, which adds it
-    under the recipient's entry line."""
+def host_reply(r: bytes, relay: bool) -> bytes | None:
+    """A line of the recipient's entry naming the recipient at a host of its domain: the
+    remote's reply ("Remote host said: 550 5.1.1 <a@mail.x.example>... User unknown",
+    qmail's and Sendmail's entries quote a remote that canonicalises its domain to its
+    mail host's name so), or with ``relay`` the reporting relay's RCPT after it rewrote
+    the address ("SMTP error from remote mail server after RCPT TO:<a@mail.x.example>:",
+    Exim's); for bench/perturb.py, which adds it under the recipient's entry line."""
     s = _split_rcpt(r)
     if s is None:
         return None
-    return (b"    Remote host said: 550 5.1.1 <" + s[0] + b"@mail." + s[1]
-            + b">... User unknown")
+    a = s[0] + b"@mail." + s[1]
+    if relay:
+        return b"    SMTP error from remote mail server after RCPT TO:<" + a + b">:"
+    return b"    Remote host said: 550 5.1.1 <" + a + b">... User unknown"
 
 
 #: The spellings, by the name of their probe.
