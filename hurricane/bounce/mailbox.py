@@ -19,7 +19,7 @@ spelling below is one mailbox by a rule that says so, never by resemblance:
 Exchange's encapsulated X.500 DN ("IMCEAEX-_O=ORG_..._CN=RECIPIENTS_CN=a@org.example")
 names a mailbox by its directory name, not its address: it is the same mailbox as an
 address the report names only where the report ties them, the DN's last CN the
-address's local part (Exchange's alias, or "<id>-<alias>" since Exchange 2010) at the
+address's local part (Exchange's alias, or "<hex id>-<alias>" since Exchange 2010) at the
 organisation's domain the encapsulation carries (:func:`x500_candidates`).
 
 Addresses that look alike are kept apart: another host ("a@mail.x.example" and
@@ -149,16 +149,15 @@ def x500_alias(addr: str) -> tuple[str, str] | None:
 
 def x500_candidates(x500: str) -> list[str]:
     """The keys of the addresses the X.500 address ``x500`` is, where a report names one of
-    them: the DN's last CN, and each part of it after a "-", at the domain of the
-    encapsulation ([] for any other address)."""
+    them: the DN's last CN at the domain of the encapsulation, and, where the CN is
+    Exchange 2010's "<hex id>-<alias>", the alias there ([] for any other address; a CN
+    "john-smith" is not smith's)."""
     xa = x500_alias(x500)
     if xa is None:
         return []
     cn, domain = xa
     out = [cn + "@" + domain]
-    i = cn.find("-")
-    while i >= 0:
-        if cn[i + 1:]:
-            out.append(cn[i + 1:] + "@" + domain)
-        i = cn.find("-", i + 1)
+    ident, dash, alias = cn.partition("-")
+    if dash and alias and len(ident) >= 8 and all(c in _HEX for c in ident):
+        out.append(alias + "@" + domain)
     return out

@@ -92,6 +92,9 @@ class MailboxKeyTests(SynchronousTestCase):
         self.assertEqual(mailbox.x500_candidates("a@x.example"), [])
         for other in ("b@x.example", "a@y.example", "xa@x.example"):
             self.assertNotIn(other, mailbox.x500_candidates(x))
+        # (a CN with a "-" of its own is that alias, not the part after it)
+        named = (_X500 + "john-smith@x.example").lower()
+        self.assertEqual(mailbox.x500_candidates(named), ["john-smith@x.example"])
 
 
 class SpellingsInTextTests(SynchronousTestCase):
