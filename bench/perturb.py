@@ -47,7 +47,13 @@ from _seal import corpus1, corpus2, emails, sealed  # noqa: E402
 
 from hurricane.bounce.analyze import analyze, to_prediction  # noqa: E402
 from hurricane.bounce.model import RecipientResult  # noqa: E402
-from tests.bounce.transport import MIXED_CAUSES, PERTURBATIONS, mixed_causes_entry  # noqa: E402
+from tests.bounce.transport import (  # noqa: E402
+    MIXED_CAUSES,
+    PERTURBATIONS,
+    SPELLINGS,
+    host_reply,
+    mixed_causes_entry,
+)
 
 
 def answer(raw: bytes, field: str) -> object:
@@ -128,6 +134,54 @@ def second_recipient(raws: dict[str, bytes], show: int) -> int:
     for n, got in bad[:show]:
         print("    %-45s -> %s" % (n, got))
     return len(bad)
+
+
+def spellings(raws: dict[str, bytes], show: int, only: list[str]) -> int:
+    """Each free-text report naming one recipient, its recipient's entry written again
+    after it with the recipient in another spelling of the same address
+    (tests/bounce/transport.py's SPELLINGS: upper case and the root's ".", quoted local
+    part, IMCEA encapsulation, IDNA...): the one recipient must come out, once; and
+    the remote's reply, or the relay's RCPT, naming the recipient at its mail host added
+    under the entry ("host-reply"). The same reports as second-recipient; one line per spelling."""
+    total = 0
+    reports = list(_one_recipient_reports(raws))
+    for name, spell in SPELLINGS:
+        if only and "spelled-text-" + name not in only:
+            continue
+        applied, bad = 0, []
+        for n, one, head, sep, body, at in reports:
+            r = one.recipient.encode()
+            other = spell(r.lower()) if r.isascii() else None
+            if other is None:
+                continue
+            entry = re.sub(re.escape(r), other.replace(b"\\", b"\\\\"), body[at[0]:at[1]],
+                           flags=re.I)
+            new = head + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if got != [one.recipient]:
+                bad.append((n, got))
+        print("%-22s applied %4d  changed %3d" % ("spelled-text-" + name, applied, len(bad)))
+        for n, got in bad[:show]:
+            print("    %-45s -> %s" % (n, got))
+        total += len(bad)
+    if not only or "spelled-text-host-reply" in only:
+        # (the remote's reply under the entry naming the recipient at its mail host)
+        applied, bad = 0, []
+        for n, one, head, sep, body, at in reports:
+            line = host_reply(one.recipient.encode().lower(), relay=len(body) % 2 == 1)
+            if line is None:
+                continue
+            new = head + sep + body[:at[1]] + b"\n" + line + body[at[1]:]
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if got != [one.recipient]:
+                bad.append((n, got))
+        print("%-22s applied %4d  changed %3d" % ("spelled-text-host-reply", applied, len(bad)))
+        for n, got in bad[:show]:
+            print("    %-45s -> %s" % (n, got))
+        total += len(bad)
+    return total
 
 
 def mixed_causes(raws: dict[str, bytes], show: int) -> int:
@@ -297,6 +351,9 @@ def main() -> int:
         total_bad += other_roles(raws, a.show)
     if not a.only or "local-original" in a.only.split(","):
         total_bad += local_original(raws, a.show)
+    only = a.only.split(",") if a.only else []
+    if not only or any(o.startswith("spelled-text-") for o in only):
+        total_bad += spellings(raws, a.show, [o for o in only if o.startswith("spelled-text-")])
     if not a.only or "forwarded-pair" in a.only.split(","):
         total_bad += forwarded_pair(raws, a.show)
     print("total changed:", total_bad)

@@ -9,6 +9,7 @@ lists one to a line and flufl.bounce's detectors), and finally "other".
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from hurricane.bounce import mime, rxcache
+from hurricane.bounce import mailbox, mime, rxcache
 from hurricane.bounce.alternation import any_of
 from hurricane.bounce.classify import (
     MAX_TEXT,
@@ -293,6 +294,8 @@ def _field_addr(value: str) -> tuple[str, bool]:
     '', and whether it is routable (a dotted domain, not one label or a literal)."""
     if "@" not in value:
         return "", False
+    if "\\x{" in value:
+        value = mailbox.embedded_unicode(value)   # (RFC 6533 "utf-8" addresses, 7-bit)
     q = _quoted_addr(value)
     if q:
         return q, True
@@ -305,7 +308,10 @@ def _field_addr(value: str) -> tuple[str, bool]:
         a = m.group(1).lower().rstrip(".")
         domain = a.rsplit("@", 1)[1]
         return a, "." in domain and not domain.startswith("[")
-    a = _addr(value)    # "Name <a@b>", a comment before it, junk around it
+    # "Name <a@b>", a comment before it, junk around it: the mailbox's address, not one
+    # its display name or a comment holds ('"IMCEASMTP-a+40b@org" <a@b>', '"old@x" <a@b>')
+    a = next(iter(_mailbox_addrs([value])), "") if '"' in value or "(" in value else ""
+    a = a or _addr(value)
     return a, bool(a)
 
 
@@ -1559,23 +1565,79 @@ def _not_recipients(ctx: _Ctx, note: str, region: str, scan: str,
     return excluded, senders - excluded
 
 
+#: The characters of a local part (_LOCAL), for reading one back past ADDR's 64.
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                         "!#$%&'*+/=?^_`{|}~.-")
+#: How far back an encapsulated address's local part is read (an X.500 DN of
+#: Exchange's is ~150 characters; the runs read back never overlap: linear).
+_MAX_ENCAPSULATED = 1024
+
+
+def _spelled(scan: str, m: re.Match[str]) -> str:
+    """The address at match ``m`` of _iter_addrs, lower-cased, as the text spells it where
+    ADDR reads only part of it: an Exchange-encapsulated address whose local part runs
+    past ADDR's 64 characters ("IMCEAEX-_O=ORG_OU=..._CN=a@org.example", read whole),
+    or a domain with a Unicode label in the middle ("a@mail.bücher.example": ADDR reads
+    "a@mail.b"), whose last label is ASCII (an address running into the words of a
+    language written without blanks, "a@x.example宛", ends at its ASCII domain)."""
+    a = m.group(0).lower()
+    start, end = m.start(), m.end()
+    if start and scan[start - 1] in _LOCAL_CHARS:
+        i, low = start - 1, max(0, start - _MAX_ENCAPSULATED)
+        while i > low and scan[i - 1] in _LOCAL_CHARS:
+            i -= 1
+        if scan[i:i + 5].lower() == "imcea":
+            return scan[i:start].lower() + a.rstrip(".")
+    if end < len(scan) and scan[end].isalnum() and not scan[end].isascii():
+        j, high = end, min(len(scan), end + 255)
+        while j < high and (scan[j].isalnum() or scan[j] in "-."):
+            j += 1
+        full = (a + scan[end:j].lower()).rstrip(".")
+        last = full.rpartition(".")[2]
+        if last.isascii() and last.isalpha() and "." in scan[end:j]:
+            dom = full.rpartition("@")[2]
+            if mailbox.key("x@" + dom) != "x@" + dom:     # (a valid IDNA name)
+                return full
+    return a.rstrip(".")
+
+
 def _named(scan: str, excluded: set[str], senders: set[str],
            later: dict[str, list[int]]) -> list[tuple[int, str]]:
     """The addresses a text names that can be failed recipients, (position, address) in
-    order, each once (``later`` gets where each is named again)."""
+    order, each mailbox once (``later`` gets where each is named again).
+
+    Two spellings of one mailbox are one (mailbox.key: "IMCEASMTP-a+40x+2Eexample@org"
+    is a@x.example, "a@mail.bücher.example" a@mail.xn--bcher-kva.example), and so is an
+    Exchange X.500 address the text ties to another address it names (mailbox.x500_candidates):
+    each is judged as its mailbox (excluded, a sender's, a system address) and shown in
+    the plainest spelling the text gives it anywhere."""
+    spelled = [(m, _spelled(scan, m)) for m in _iter_addrs(scan)]
+    keys = {a: mailbox.key(a) for _, a in spelled}
+    plain = {k for a, k in keys.items() if a[:8] != "imceaex-"}
+    for x in [a for a in keys if a[:8] == "imceaex-"]:
+        tied = [c for c in mailbox.x500_candidates(x) if c in plain]
+        if len(tied) == 1:
+            keys[x] = tied[0]
+    best: dict[str, str] = {}       # each mailbox's plainest spelling
+    for a, k in keys.items():
+        if k not in best or (mailbox.preference(a), a) < (mailbox.preference(best[k]), best[k]):
+            best[k] = a
+    ex_keys = {mailbox.key(x) for x in excluded}
+    sender_keys = {mailbox.key(x) for x in senders}
     found: list[tuple[int, str]] = []
-    seen = set()
-    for m in _iter_addrs(scan):
-        a = m.group(0).lower().rstrip(".")
-        if a in seen:
-            again = later.setdefault(a, [])
+    seen: set[str] = set()
+    named = [(m.start(), best[keys[a]]) for m, a in spelled]
+    for m, a in spelled:
+        k = keys[a]
+        if k in seen:
+            again = later.setdefault(best[k], [])
             if len(again) < 5:
                 again.append(m.start())
             continue
-        if a in excluded or a in senders and not _starts_entry(scan, m.start(), m.end(),
-                                                                  reason=True):
+        if k in ex_keys or k in sender_keys and not _starts_entry(scan, m.start(), m.end(),
+                                                                    reason=True):
             continue
-        local = a.split("@", 1)[0]
+        local = k.split("@", 1)[0]
         if local[:1] in "/|":
             continue  # a file or program path that ends in an address
         if _SYSTEM_LOCAL.match(local) and not (
@@ -1592,8 +1654,8 @@ def _named(scan: str, excluded: set[str], senders: set[str],
         if (before == "<" and scan[m.end():m.end() + 1] == ">"
                 and _MSGID_LOCAL.match(local)):
             continue
-        seen.add(a)
-        found.append((m.start(), a))
+        seen.add(k)
+        found.append((m.start(), best[k]))
         if len(found) >= 500:
             break
     if not found:
@@ -1605,6 +1667,7 @@ def _named(scan: str, excluded: set[str], senders: set[str],
              } if "<<<" in scan else set()
     if reply and len(reply) < len(found):
         found = [(p, a) for p, a in found if a not in reply]
+    found = _host_renderings(scan, found, later, named)
     if len(found) > 1:
         # an address named only in a remote's reply (after a 4xx/5xx reply code on its
         # line: "said: 550 5.1.1 <b@x>: Recipient address rejected", "Remote Server
@@ -1689,6 +1752,50 @@ def _blank_header_blocks(text: str) -> str:
 def _block_label(line: str) -> str:
     m = _BLOCK_LABEL.match(line)
     return m.group(1).strip().lower() if m is not None else ""
+
+
+#: Addresses read back from another's first naming for the one it renders (its entry's
+#: other addresses: "(generated from b@x)", a host's name in a reply).
+_RENDERED_BACK = 8
+
+
+def _host_renderings(scan: str, found: list[tuple[int, str]], later: dict[str, list[int]],
+                     named: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """``found`` without the addresses that are an address's own as a host rendered it
+    inside its entry: the remote's reply, or the relay's RCPT, naming its local part at a
+    host of its domain or at the domain of its host ("<a@x>: host mx.x said: 550 5.1.1
+    <a@mail.x>: Recipient address rejected", qmail's "Remote host said: 550
+    <a@mail.x>... User unknown" under "<a@x>:", Exim's "after RCPT TO:<a@mail.x>" under
+    "  a@x"). The report ties the two: the address is named before the other's first
+    naming, in the same paragraph, with no other recipient named between (``named``:
+    every address the text names, in order, excluded ones too: the rendering of an
+    address that is no recipient is none either), and the other never starts an entry
+    of its own (two such addresses listed as the failed ones, "a@x\na@mail.x", are
+    two). (The rule after it takes any address after a reply code in a remote's reply
+    for the entry's; this one reads the relay's own lines, which have no reply code.)"""
+    if not found or len(named) < 2:
+        return found
+    starts = [p for p, _ in named]
+    recipients = {a for _, a in found}
+    # (the blank lines, each where it starts and ends: one read of the text)
+    blanks = [(m.start(), m.end()) for m in _BLANK_LINE.finditer(scan)]
+    blank_starts = [b for b, _ in blanks]
+    drop: set[int] = set()
+    for n, (p, b) in enumerate(found):
+        lb, _, db = b.rpartition("@")
+        i = bisect.bisect_left(starts, p)
+        for q, a in reversed(named[max(0, i - _RENDERED_BACK):i]):
+            k = bisect.bisect_left(blank_starts, q)
+            if k < len(blanks) and blanks[k][1] <= p:
+                break       # (a blank line between: another paragraph)
+            la, _, da = a.rpartition("@")
+            if la == lb and a != b and (db.endswith("." + da) or da.endswith("." + db)):
+                if not any(_starts_entry(scan, x, x + len(b)) for x in [p] + later.get(b, [])):
+                    drop.add(n)
+                break
+            if a in recipients and a != b:
+                break       # (another recipient's entry)
+    return [f for n, f in enumerate(found) if n not in drop] if drop else found
 
 
 def _free_text(ctx: _Ctx, note: str, root: mime.Part) -> list[RecipientResult]:
@@ -2147,8 +2254,8 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         note = _notification(ctx, texts, from_hdr, bool(dsn))
         if nested and dsn and not arf:
             named = {r.recipient for r in _free_text(ctx, note, root) if r.recipient}
-            if named and named.isdisjoint(
-                    a.lower() for p in dsn for a in _find_addrs(p.text()[:64 * 1024])):
+            if named and not _same_mailboxes(
+                    named, {a for p in dsn for a in _find_addrs(p.text()[:64 * 1024])}):
                 # the report's own text names whom it failed, and the only
                 # delivery-status part is inside the returned original, about others: a
                 # report we had mailed, bounced in turn (Sendmail's postmaster notice of
@@ -2178,6 +2285,14 @@ def _analyze(raw: bytes, envelope_rcpt: str | None, classifier: ReplyClassifier,
         return _finish(Analysis(category="other"), ctx, base, "too-deep")
 
 
+def _same_mailboxes(named: set[str], others: set[str]) -> bool:
+    """Whether an address of ``named`` and one of ``others`` are one mailbox, however each
+    is spelled (mailbox.key, mailbox.x500_candidates)."""
+    keys = {mailbox.key(a) for a in others}
+    return any(mailbox.key(a) in keys or any(c in keys for c in mailbox.x500_candidates(a))
+               for a in named)
+
+
 def _passed_on(analyses: list[Analysis]) -> Analysis:
     """The analysis of messages passed on together: the first one's, with the recipients of
     the others of its category (a bounce, a complaint; not a person's note) after its
@@ -2186,14 +2301,16 @@ def _passed_on(analyses: list[Analysis]) -> Analysis:
     if len(analyses) == 1:
         return first
     results = list(first.results)
-    named = {r.recipient for r in results if r.recipient}
+    # (each mailbox once, however each report spells it: mailbox.key)
+    named = {mailbox.key(r.recipient) for r in results if r.recipient}
     tokens = dict.fromkeys(first.verp_tokens)
     for a in analyses:
         if a is first or a.category != first.category:
             continue
         for r in a.results:
-            if r.recipient and r.recipient not in named and len(results) < _MAX_RECIPIENTS:
-                named.add(r.recipient)
+            k = mailbox.key(r.recipient) if r.recipient else ""
+            if k and k not in named and len(results) < _MAX_RECIPIENTS:
+                named.add(k)
                 results.append(r)
         tokens.update(dict.fromkeys(a.verp_tokens))
     results = [r for r in results if r.recipient] or results[:1]
@@ -2835,7 +2952,47 @@ def _autoreply_kind(root: mime.Part, subject: str, from_hdr: str) -> str | None:
     return None
 
 
+def _one_per_mailbox(results: tuple[RecipientResult, ...]) -> tuple[RecipientResult, ...]:
+    """The results with one per mailbox named in two spellings (mailbox.key; an Exchange
+    X.500 address tied to another's, mailbox.x500_candidates), whichever reading named them
+    (the delivery-status blocks, the text's entries, its list of addresses, X-Failed-
+    Recipients): the first result of each, in the plainest spelling of its mailbox.
+    Results with the same address, or of different actions, are left as they are."""
+    if len(results) < 2:
+        return results
+    keys = [(mailbox.key(r.recipient), r.action) if r.recipient else None for r in results]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for n, k in enumerate(keys):
+        if k is not None:
+            groups.setdefault(k, []).append(n)
+    drop: set[int] = set()
+    spelling: dict[int, str] = {}
+    for ns in groups.values():
+        names = {results[n].recipient for n in ns}
+        if len(names) < 2:
+            continue
+        best = min(names, key=lambda x: (mailbox.preference(x), x))
+        for n in ns:
+            if results[n].recipient == results[ns[0]].recipient:
+                spelling[n] = best
+            else:
+                drop.add(n)
+    if any(r.recipient[:8] == "imceaex-" for r in results):
+        kept = {k for n, k in enumerate(keys) if k is not None and n not in drop
+                and results[n].recipient[:8] != "imceaex-"}
+        for n, r in enumerate(results):
+            if r.recipient[:8] == "imceaex-" and any(
+                    (c, r.action) in kept for c in mailbox.x500_candidates(r.recipient)):
+                drop.add(n)
+    if not drop and not spelling:
+        return results
+    return tuple(replace(r, recipient=spelling[n]) if n in spelling else r
+                 for n, r in enumerate(results) if n not in drop)
+
+
 def _finish(a: Analysis, ctx: _Ctx, base: dict[str, Any], error: str | None = None) -> Analysis:
+    if len(a.results) > 1:
+        a = replace(a, results=_one_per_mailbox(a.results))
     return replace(a, original_message_id=a.original_message_id or ctx.msgid,
                    verp_tokens=tuple(ctx.tokens), envid=a.envid or ctx.envid,
                    subject=base.get("subject"), from_address=base.get("from_address"),

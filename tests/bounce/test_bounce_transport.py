@@ -731,7 +731,11 @@ KEEPING = ("crlf", "mixed-endings", "cr-only", "angle-brackets", "no-address-typ
            "help-line", "html-only", "lower-fields", "utf8-address-type", "no-dates",
            "windows-1252", "qp-body", "iso-2022-jp", "mixed-outcomes", "parts-base64",
            "exchange-rerendered", "exchange2003-notice", "german-notice", "html-table-notice",
-           "signature", "disclaimer")
+           "signature", "disclaimer", "spelled-upper-dot", "spelled-mailto",
+           "spelled-quoted-local", "spelled-spaced-brackets", "spelled-imceasmtp",
+           "spelled-imceaex", "spelled-idn", "spelled-display-name", "spelled-encoded-word",
+           "spelled-percent",
+           "original-to-encoded")
 
 
 class TransportPropertyTests(SynchronousTestCase):

@@ -1006,3 +1006,195 @@ def mixed_causes_entry(body: bytes, at: int, second: bytes, cause: bytes) -> byt
     rest = body[line:]
     lead = rest[:len(rest) - len(rest.lstrip(b" \t>"))]
     return body[:line] + lead + b"<" + second + b">: " + cause + b"\n\n" + body[line:]
+
+
+# ---------------------------------------------------------------------------
+# One mailbox, two spellings: a report naming its recipient again in another
+# spelling of the same address, where real MTAs write one. Each spelling takes the
+# recipient (lower-case ASCII bytes, "local@domain") and returns the other
+# spelling, or None where it has none; the probes add it to reports whose
+# fields name their one recipient, bench/perturb.py's "spellings" to free-text
+# reports' entries. The recipient set must stay the same.
+
+
+def _imcea(text: bytes) -> bytes:
+    """Exchange's IMCEA encapsulation of ``text``: every character outside letters, digits
+    and "-" written "+XX" (hex), "/" written "_" ("+40" for "@", "+2E" for ".")."""
+    out = []
+    for c in text:
+        ch = bytes([c])
+        if ch.isalnum() or ch in b"-=":
+            out.append(ch)
+        elif ch == b"/":
+            out.append(b"_")
+        else:
+            out.append(b"+%02X" % c)
+    return b"".join(out)
+
+
+def _idna_other(domain: bytes) -> bytes | None:
+    """The domain in its other IDNA form (A-labels <-> U-labels), None for a domain with
+    none (all-ASCII labels that are not A-labels)."""
+    import idna
+    try:
+        text = domain.decode("utf-8")
+        if text.isascii():
+            if "xn--" not in text:
+                return None
+            return idna.decode(text).encode("utf-8")
+        return idna.encode(text, uts46=True)
+    except (UnicodeError, idna.IDNAError):
+        return None
+
+
+def _split_rcpt(r: bytes) -> tuple[bytes, bytes] | None:
+    local, at, domain = r.rpartition(b"@")
+    return (local, domain) if at and local and b"." in domain else None
+
+
+def spelled_upper_dot(r: bytes) -> bytes | None:
+    """Sendmail's canonical name: upper case (a mainframe gateway) and the domain ending
+    in the root's "." ("<A@X.EXAMPLE.>")."""
+    return b"<" + r.upper() + b".>"
+
+
+def spelled_mailto(r: bytes) -> bytes | None:
+    """Office 365's text rendering of a link: "a@x<mailto:a@x>"."""
+    return r + b"<mailto:" + r + b">"
+
+
+def spelled_quoted_local(r: bytes) -> bytes | None:
+    """The local part quoted though it need not be ('"a"@x', RFC 5321 4.1.2: the same
+    mailbox as a@x), as some gateways write every local part."""
+    s = _split_rcpt(r)
+    return b'"' + s[0] + b'"@' + s[1] if s and b'"' not in s[0] else None
+
+
+def spelled_spaced_brackets(r: bytes) -> bytes | None:
+    """Angle brackets with blanks inside ("< a@x >", Lotus Notes and old gateways)."""
+    return b"< " + r + b" >"
+
+
+def spelled_imceasmtp(r: bytes) -> bytes | None:
+    """Exchange's encapsulated SMTP address, at the reporting organisation's domain
+    ("IMCEASMTP-a+40x+2Eexample@corp.example")."""
+    return b"IMCEASMTP-" + _imcea(r) + b"@corp.example"
+
+
+def spelled_imceaex(r: bytes) -> bytes | None:
+    """Exchange's encapsulated X.500 DN of the recipient's mailbox in its own organisation:
+    the DN's last CN its alias, at its organisation's domain
+    ("IMCEAEX-_O=ORG_OU=..._CN=RECIPIENTS_CN=a@x.example")."""
+    s = _split_rcpt(r)
+    if s is None or b"+" in s[0] or b"_" in s[0]:
+        return None
+    return (b"IMCEAEX-_O=CORP_OU=EXCHANGE+20ADMINISTRATIVE+20GROUP+20+28FYDIBOHF23SPDLT+29"
+            b"_CN=RECIPIENTS_CN=" + _imcea(s[0]) + b"@" + s[1])
+
+
+def spelled_idn(r: bytes) -> bytes | None:
+    """The domain in its other IDNA form: Unicode in the text where the fields have
+    punycode (Postfix with SMTPUTF8, Exim), or the reverse (RFC 6533 "utf-8;" fields)."""
+    s = _split_rcpt(r)
+    other = _idna_other(s[1]) if s else None
+    return s[0] + b"@" + other if s and other else None
+
+
+def spelled_percent(r: bytes) -> bytes | None:
+    """The address as a link's text rendering writes it, its "@" percent-encoded
+    ("a@x.example <mailto:a%40x.example>": HTML notices turned to text)."""
+    return r + b" <mailto:" + r.replace(b"@", b"%40") + b">"
+
+
+def spelled_display_name(r: bytes) -> bytes | None:
+    """The address as its own display name, in capitals ('"A@X.EXAMPLE" <a@x.example>':
+    Outlook and gateways name a recipient with no name so, a mainframe in capitals)."""
+    return b'"' + r.upper() + b'" <' + r + b">"
+
+
+def spelled_encoded_word(r: bytes) -> bytes | None:
+    """The address as an RFC 2047 encoded word of itself before it, undecoded
+    ("=?utf-8?B?...?= <a@x>": a gateway copying a header into the text as it came)."""
+    return b"=?utf-8?B?" + base64.b64encode(r) + b"?= <" + r + b">"
+
+
+def host_reply(r: bytes, relay: bool) -> bytes | None:
+    """A line of the recipient's entry naming the recipient at a host of its domain: the
+    remote's reply ("Remote host said: 550 5.1.1 <a@mail.x.example>... User unknown",
+    qmail's and Sendmail's entries quote a remote that canonicalises its domain to its
+    mail host's name so), or with ``relay`` the reporting relay's RCPT after it rewrote
+    the address ("SMTP error from remote mail server after RCPT TO:<a@mail.x.example>:",
+    Exim's); for bench/perturb.py, which adds it under the recipient's entry line."""
+    s = _split_rcpt(r)
+    if s is None:
+        return None
+    a = s[0] + b"@mail." + s[1]
+    if relay:
+        return b"    SMTP error from remote mail server after RCPT TO:<" + a + b">:"
+    return b"    Remote host said: 550 5.1.1 <" + a + b">... User unknown"
+
+
+#: The spellings, by the name of their probe.
+SPELLINGS: tuple[tuple[str, Callable[[bytes], bytes | None]], ...] = (
+    ("upper-dot", spelled_upper_dot),
+    ("mailto", spelled_mailto),
+    ("quoted-local", spelled_quoted_local),
+    ("spaced-brackets", spelled_spaced_brackets),
+    ("imceasmtp", spelled_imceasmtp),
+    ("imceaex", spelled_imceaex),
+    ("idn", spelled_idn),
+    ("percent", spelled_percent),
+    ("display-name", spelled_display_name),
+    ("encoded-word", spelled_encoded_word),
+)
+
+
+def _named_recipient(raw: bytes) -> bytes | None:
+    """The one recipient a report names in its fields (lower-case): one Final-Recipient
+    with a routable address, else the one address of X-Failed-Recipients."""
+    raw = raw.replace(b"\r\n", b"\n")
+    one = _one_failure(raw)
+    if one is not None:
+        return one[0].lower()
+    head = raw.split(b"\n\n", 1)[0]
+    xfr = re.search(rb"(?im)^x-failed-recipients:[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)", head)
+    addrs = _ANY_ADDR.findall(xfr.group(1)) if xfr else []
+    return addrs[0].lower() if len(addrs) == 1 else None
+
+
+def _spelling_probe(spell: Callable[[bytes], bytes | None]) -> Callable[[bytes], bytes | None]:
+    """A probe adding, at the start of the notification's text, the report's one recipient
+    (named in its fields) in the spelling ``spell`` gives, as an entry with the failure
+    stated under it (Exchange's "Delivery has failed to these recipients or groups:"
+    list, Exim's and qmail's entries)."""
+    def probe(raw: bytes) -> bytes | None:
+        r = _named_recipient(raw)
+        other = spell(r) if r is not None else None
+        if other is None:
+            return None
+        return _insert_in_text(raw.replace(b"\r\n", b"\n"),
+                               b"Delivery has failed to these recipients or groups:\n\n"
+                               + other + b"\n    550 5.1.1 The email account does not exist.")
+    probe.__doc__ = spell.__doc__
+    return probe
+
+
+PERTURBATIONS = PERTURBATIONS + tuple(("spelled-" + n, _spelling_probe(f)) for n, f in SPELLINGS)
+
+
+def original_to_encoded(raw: bytes) -> bytes | None:
+    """The returned original's To: naming the report's one recipient (named in its fields)
+    with an RFC 2047 encoded word of the address as its display name
+    ("To: =?utf-8?Q?a=40x=2Eexample?= <a@x.example>", mail clients that write a
+    name-less recipient so)."""
+    raw = raw.replace(b"\r\n", b"\n")
+    r = _named_recipient(raw)
+    if r is None:
+        return None
+    q = b"".join(b"=%02X" % c if bytes([c]) in b"@.=?_" else bytes([c]) for c in r)
+    new = re.sub(rb"(?im)^to:[ \t]*<?" + re.escape(r) + rb">?[ \t]*$",
+                 lambda _m: b"To: =?utf-8?Q?" + q + b"?= <" + r + b">", raw)
+    return new if new != raw else None
+
+
+PERTURBATIONS = PERTURBATIONS + (("original-to-encoded", original_to_encoded),)
