@@ -454,10 +454,11 @@ _ORIGINAL_MARK = rxcache.compile(
 )
 # The same line in the languages mail clients and gateways write it ("-----Ursprüngliche
 # Nachricht-----", Outlook's separator above a quoted original; "Message d'origine",
-# "Mensaje original", "元のメッセージ", ...): the phrase alone on its line, between its
-# dashes, underscores or stars.
+# "Mensaje original", "元のメッセージ", ...): the phrase after a run of dashes, equals
+# signs, underscores or stars, alone on its line with them (_local_mark finds the runs
+# by string search, matches each once and checks the rest of the line).
 _ORIGINAL_MARK_LOCAL = rxcache.compile(
-    r"(?im)^[ \t>|=_*-]*+(?:"
+    r"(?i)(?:-{2,}+|={2,}+|_{2,}+|\*{2,}+)[ \t]*+(?:"
     r"ursprüngliche nachricht|originalnachricht|weitergeleitete nachricht|"
     r"message d'origine|message original|message transféré|"
     r"mensaje original|mensaje reenviado|messaggio originale|messaggio inoltrato|"
@@ -467,7 +468,37 @@ _ORIGINAL_MARK_LOCAL = rxcache.compile(
     r"wiadomość oryginalna|oryginalna wiadomość|původní zpráva|eredeti üzenet|"
     r"orijinal ileti|özgün ileti|αρχικό μήνυμα|исходное сообщение|"
     r"пересылаемое сообщение|元のメッセージ|転送されたメッセージ|原始邮件|原始郵件|"
-    r"转发的邮件|원본 메시지|원래 메시지)[ \t:=_*-]*+$")
+    r"转发的邮件|원본 메시지|원래 메시지)")
+#: What may stand on the separator's line around it: quote marks, blanks, its runs.
+_MARK_EDGE = " \t>|"
+_MARK_TAIL = " \t:-=_*\r"
+
+
+def _local_mark(nl: str, end: int) -> int:
+    """Where the first of _ORIGINAL_MARK_LOCAL's separators alone on their line starts
+    its line in ``nl`` before ``end``; -1 when there is none. Each run of a separator's
+    character is found by string search and matched once, from its first character."""
+    best = -1
+    for sep in ("--", "==", "__", "**"):
+        i = nl.find(sep, 0, end)
+        while i >= 0 and (best < 0 or i < best):
+            if i == 0 or nl[i - 1] != sep[0]:
+                m = _ORIGINAL_MARK_LOCAL.match(nl, i, end)
+                if m is not None:
+                    line = nl.rfind("\n", 0, i) + 1
+                    eol = nl.find("\n", m.end())
+                    eol = len(nl) if eol < 0 else eol
+                    if nl[line:i].strip(_MARK_EDGE) == "" and \
+                            nl[m.end():eol].strip(_MARK_TAIL) == "":
+                        best = line if best < 0 else min(best, line)
+                        break
+            j = i + 2
+            while j < end and nl[j] == sep[0]:
+                j += 1
+            i = nl.find(sep, j, end)
+    return best
+
+
 # (field names in any case, RFC 5322 1.2.2: a gateway may write them upper-cased)
 # (and quoted: a report forwarded inline by a person)
 _HEADER_START = rxcache.compile(r"\n[> ]{0,16}+(?i:received: (?:from|by) |return-path: ?<|"
@@ -1235,9 +1266,9 @@ def _cut_original(note: str, signature: bool = True) -> str:
     cut = len(note)
     if m is not None and m.start() > 0:
         cut = m.start()
-    m = _ORIGINAL_MARK_LOCAL.search(nl, 0, cut)
-    if m is not None and m.start() > 0:
-        cut = m.start()
+    local = _local_mark(nl, cut)
+    if local > 0:
+        cut = local
     m2 = _HEADER_START.search(nl, 0, cut + 1)
     if m2 is not None and m2.start() > 0:
         cut = m2.start()
@@ -1328,7 +1359,7 @@ _ASK_CONTEXT = (
     # 5.1.6 reply, an auto-notice of a changed address: "550 5.1.6 <a@x>: user has moved;
     # new address b@y", "has moved to b@y", "changed her address to b@y", "please use
     # b@y", "alternate address: b@y"): the mail failed at a@x, never at b@y
-    ("new", rxcache.compile(r"new (?:e-?mail |mail )?address(?:es)?(?: is| are)?[ \t:]*+"
+    ("new ", rxcache.compile(r"new (?:e-?mail |mail )?address(?:es)?(?: is| are)?[ \t:]*+"
                             + _ADDR_AFTER)),
     ("moved to", rxcache.compile(r"moved to[ \t:]*+" + _ADDR_AFTER)),
     ("address to", rxcache.compile(r"(?:changed|updated) (?:(?:his|her|their|the|its|my|our) )?"
@@ -1346,7 +1377,7 @@ _ASK_CONTEXT = (
                             r"notification|error|e-?mail|mail))?(?: (?:has been|have been|was|"
                             r"were|is|are))? (?:sent|forwarded|delivered)|copied) to[ \t:]*+"
                             + _ADDR_AFTER)),
-    ("behalf of", rxcache.compile(r"(?:on|in) behalf of[ \t:]*+" + _ADDR_AFTER)),
+    ("behalf of", rxcache.compile(r"behalf of[ \t:]*+" + _ADDR_AFTER)),
     ("sent by", rxcache.compile(r"sent by[ \t:]*+" + _ADDR_AFTER)),
     # who runs the list or the system ("The list owner is X", "Administrator: X"), where
     # replies go ("Reply-To address: X"), and the address the mail came through to the
@@ -1358,13 +1389,15 @@ _ASK_CONTEXT = (
                               + _ADDR_AFTER)),
     ("administrator", rxcache.compile(r"administrator(?: address)?(?: is)?[ \t:]*+"
                                       + _ADDR_AFTER)),
-    ("repl", rxcache.compile(r"(?:reply-to|replies (?:go |should go )?to)(?: address)?"
+    ("repl", rxcache.compile(r"repl(?:y-to|ies (?:go |should go )?to)(?: address)?"
                              r"(?: is)?[ \t:]*+" + _ADDR_AFTER)),
     ("forwarded from", rxcache.compile(r"forwarded from[ \t:]*+" + _ADDR_AFTER)),
     ("alias of", rxcache.compile(r"alias of[ \t:]*+" + _ADDR_AFTER)),
     ("via ", rxcache.compile(r"via (?:the )?(?:mailing list |list |alias |group )?"
                              + _ADDR_AFTER)),
-    ("mail ", rxcache.compile(r"(?:or|please) e?-?mail[ \t:]*+" + _ADDR_AFTER)),
+    # (each starting with its literal words: the regex engine finds those by a fast scan)
+    ("or ", rxcache.compile(r"or e?-?mail[ \t:]*+" + _ADDR_AFTER)),
+    ("please ", rxcache.compile(r"please e?-?mail[ \t:]*+" + _ADDR_AFTER)),
 )
 # A message's identifier (RFC 5322 3.6.4: "<id-left@id-right>", an address's shape)
 # that a report names by its label ("Message ID: <...>", "Original message ID",
@@ -1447,20 +1480,43 @@ _AFTER_LABEL = rxcache.compile(r"[ \t]*+[:\uff1a][ \t]*+[<'\"]?(" + ADDR + r")")
 
 def _labelled_senders(low: str) -> list[str]:
     """The addresses a (lower-cased) text labels as the original's sender (_SENDER_LABELS),
-    each label's occurrences read once, 50 at most in all."""
+    50 at most: each "@" is read once, back over its address's local part to the colon
+    (or full-width one) and the label before it."""
     out: list[str] = []
-    for label in _SENDER_LABELS:
-        i = low.find(label)
-        while i >= 0 and len(out) < 50:
-            # (a label is a word of its own, "de:" ends "code:"; not in Japanese or Chinese,
-            # written without spaces)
-            prev = low[i - 1] if i else " "
-            m = None if prev.isalnum() and (prev.isascii() or label.isascii()) else \
-                _AFTER_LABEL.match(low, i + len(label))
-            if m is not None:
-                out.append(m.group(1))
-            i = low.find(label, i + len(label))
+    at = low.find("@")
+    while at >= 0 and len(out) < 50:
+        k = at
+        while k > 0 and at - k < 64 and low[k - 1] in _ADDR_CHARS:
+            k -= 1
+        j = k
+        while j > 0 and low[j - 1] in " \t<'\"":
+            j -= 1
+        if j > 0 and low[j - 1] in ":\uff1a":
+            i = j - 1
+            while i > 0 and low[i - 1] in " \t":
+                i -= 1
+            if _sender_label_ends(low, i):
+                m = _AFTER_LABEL.match(low, i)
+                if m is not None:
+                    out.append(m.group(1))
+        at = low.find("@", at + 1)
     return out
+
+
+def _sender_label_ends(low: str, j: int) -> bool:
+    """Whether a sender's label (_SENDER_LABELS) ends at ``j``, starting a word (not in
+    Japanese or Chinese, written without spaces: "de:" ends "code:")."""
+    head = low[max(0, j - _LABEL_MAX):j]
+    for label in _SENDER_LABELS:
+        if head.endswith(label):
+            i = j - len(label)
+            prev = low[i - 1] if i else " "
+            if not (prev.isalnum() and (prev.isascii() or label.isascii())):
+                return True
+    return False
+
+
+_LABEL_MAX = max(map(len, _SENDER_LABELS))
 
 
 #: The words of a reply to MAIL FROM that follow the sender's address: Postfix's
@@ -1719,7 +1775,7 @@ def _blank_header_blocks(text: str) -> str:
     Betreff: ...", "差出人: ... 宛先: ... 件名: ..."). Its To and Cc lines name the
     original's recipients, not failed ones (the English names are quoted header lines
     already). Line by line, each read once."""
-    if ":" not in text and "\uff1a" not in text:
+    if not _labelled_address_line(text):
         return text
     lines = text.split("\n")
     out = list(lines)
@@ -1747,6 +1803,22 @@ def _blank_header_blocks(text: str) -> str:
     if len(run) >= 2:
         close()
     return "\n".join(out) if changed else text
+
+
+def _labelled_address_line(text: str) -> bool:
+    """Whether a line of ``text`` that names an address starts with a label and its
+    colon (a header block's first test, whose sender line may name no address, "Von:
+    John Smith": each "@" read once, 200 at most)."""
+    at = text.find("@")
+    n = 0
+    while at >= 0 and n < 200:
+        line = text.rfind("\n", 0, at) + 1
+        if _block_label(text[line:at]):
+            return True
+        n += 1
+        nxt = text.find("\n", at)      # (one test a line)
+        at = text.find("@", nxt) if nxt >= 0 else -1
+    return False
 
 
 def _block_label(line: str) -> str:

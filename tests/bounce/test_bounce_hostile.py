@@ -199,8 +199,8 @@ ALLOWED = {
                           "starts of 8 KiB at most, as before",
     "analyze._AFTER_LABEL": "matched (.match) right after each occurrence of a sender's "
                             "label found by string search (50 at most), to the address",
-    "analyze._ORIGINAL_MARK_LOCAL": "anchored at a line's start ((?m)^), its runs "
-                                    "possessive: each line is read once, to its end at most",
+    "analyze._ORIGINAL_MARK_LOCAL": "matched (.match) once at the first character of each "
+                                    "run of separators, found by string search; possessive",
     "analyze._BLOCK_LABEL": "matched (.match) at the start of each line: a label of 24 "
                             "characters at most, then its colon",
     "fluflgate._FEED_HEADER": "matched (.match) at the start of each line, up to its end, "

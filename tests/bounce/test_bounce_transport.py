@@ -1460,3 +1460,10 @@ class LocalisedOriginalTests(SynchronousTestCase):
                      "user unknown",
                      "Failed address (error code: c@d.example) 550 5.1.1 user unknown"):
             self.assertEqual(recipients(self._text(body)), ["c@d.example"], body)
+
+    def test_a_sender_line_with_a_name_only(self) -> None:
+        # (Outlook inside one organisation writes the sender's name alone: "Von: John Smith")
+        block = ("Von: John Smith\nGesendet: Montag\nAn: a@b.example; c@d.example\n"
+                 "Betreff: News")
+        self.assertEqual(recipients(self._text(self.ENTRY + block + "\n\nhello\n")),
+                         ["a@b.example"])
