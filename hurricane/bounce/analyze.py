@@ -1398,8 +1398,10 @@ _ASK_CONTEXT = (
     ("alias of", rxcache.compile(r"alias of[ \t:]*+" + _ADDR_AFTER)),
     ("via ", rxcache.compile(r"via (?:the )?(?:mailing list |list |alias |group )?"
                              + _ADDR_AFTER)),
-    # (each starting with its literal words: the regex engine finds those by a fast scan)
-    ("or ", rxcache.compile(r"or e?-?mail[ \t:]*+" + _ADDR_AFTER)),
+    # (each starting with its literal words: the regex engine finds those by a fast scan;
+    # "or" a word of its own, checked after it: "for e-mail X", "error mail X" name the
+    # failed address, "Quota exceeded for email c@d")
+    ("or ", rxcache.compile(r"or(?<!\wor) e?-?mail[ \t:]*+" + _ADDR_AFTER)),
     ("please ", rxcache.compile(r"please e?-?mail[ \t:]*+" + _ADDR_AFTER)),
 )
 # A message's identifier (RFC 5322 3.6.4: "<id-left@id-right>", an address's shape)

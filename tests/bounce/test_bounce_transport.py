@@ -1514,6 +1514,20 @@ class ReviewRev5Tests(SynchronousTestCase):
             self.assertEqual(recipients(self._text(self.ENTRY + words)), ["a@b.example"],
                              words)
 
+    def test_or_mail_is_a_phrase_of_its_own_words(self) -> None:
+        # "or mail X" (whom else to write, 30c4f81) matched inside "for mail X" and
+        # "error mail X", which name the failed address; the phrase itself still reads
+        for words, want in (
+                ("Message delivery failed for email c@d.example: mailbox full",
+                 ["a@b.example", "c@d.example"]),
+                ("Quota exceeded for e-mail c@d.example (552 5.2.2)",
+                 ["a@b.example", "c@d.example"]),
+                ("Delivery failed for mail: c@d.example\n    550 5.1.1 user unknown",
+                 ["a@b.example", "c@d.example"]),
+                ("Visit http://help.d.example/ or mail helpdesk@d.example", ["a@b.example"]),
+                ("Call us, or e-mail: help@d.example", ["a@b.example"])):
+            self.assertEqual(recipients(self._text(self.ENTRY + words)), want, words)
+
     def test_a_notices_summary_in_another_language(self) -> None:
         # a gateway's or an ISP's notice summarises the failure under labels, its
         # recipient's own and the sender's, subject's and date's beside it (948440e
