@@ -22,8 +22,8 @@ as something else (a new address, the sender, whom to ask, a message's
 identifier, the remote's own rendering of the recipient in its reply) and keep their one
 recipient; "role-recipients": the same reports get a second failed recipient named
 in those rules' words (a role mailbox the mail failed to reach, "for email X", a German
-summary under labels) and it must come out; "local-original": the same reports get the original quoted inline
-under a header block in German, French, Spanish or Japanese naming two more of
+summary under labels) and it must come out; "local-original": the same reports get
+the original quoted inline under a header block in German, French, Spanish or Japanese naming two more of
 its recipients, who did not bounce; "mixed-causes": the same reports get an entry
 of a second address with another cause before their recipient's, and each must
 keep its own reason; and "forwarded-pair": each bounce forwarded as
