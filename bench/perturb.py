@@ -15,22 +15,21 @@ A change of transport does not change who bounced: the analyzer's recipient
 set (and, with --field reason, its reason) must be the same on the changed
 message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
-(file names listed with --show). Then "second-recipient": each free-text report
-naming one recipient gets its recipient's entry written again for a second
-address, and both must come out; "other-roles": the same reports get a line naming another address
-as something else (a new address, the sender, whom to ask, a message's
-identifier, the remote's own rendering of the recipient in its reply) and keep their one
-recipient; "role-recipients": the same reports get a second failed recipient named
-in those rules' words (a role mailbox the mail failed to reach, "for email X", a German
-summary under labels) and it must come out; "local-original": the same reports get
-the original quoted inline under a header block in German, French, Spanish or Japanese naming two more of
-its recipients, who did not bounce; "mixed-causes": the same reports get an entry
-of a second address with another cause before their recipient's, and each must
-keep its own reason; and "forwarded-pair": each bounce forwarded as
-an attachment with another report, in either order, and the recipients of both
-must come out.  It finds classes of extraction failure without the sealed data;
-tests/bounce/test_bounce_transport.py keeps the classes fixed here from coming
-back.
+(file names listed with --show). Then "second-recipient": each free-text report naming
+one recipient gets its recipient's entry written again for a second address, and both
+must come out; "other-roles": the same reports get a line naming another address as
+something else (a new address, the sender, whom to ask, a message's identifier, the
+remote's own rendering of the recipient in its reply) and keep their one recipient;
+"role-recipients": the same reports get a second failed recipient named in those rules'
+words (a role mailbox the mail failed to reach, "for email X", a German summary under
+labels) and it must come out; "local-original": the same reports get the original quoted
+inline under a header block in German, French, Spanish or Japanese naming two more of
+its recipients, who did not bounce; "mixed-causes": the same reports get an entry of a
+second address with another cause before their recipient's, and each must keep its own
+reason; and "forwarded-pair": each bounce forwarded as an attachment with another
+report, in either order, and the recipients of both must come out. It finds classes of
+extraction failure without the sealed data; tests/bounce/test_bounce_transport.py keeps
+the classes fixed here from coming back.
 """
 
 from __future__ import annotations
