@@ -1705,7 +1705,7 @@ def _named(scan: str, excluded: set[str], senders: set[str],
                 _starts_entry(scan, m.start(), m.end(), reason=True)
                 or _starts_entry(scan, m.start(), m.end())
                 and _errorish(scan[m.end():m.end() + 400])
-                or _ROLE_LOCAL.match(local) and _failed_to(scan, m.start())):
+                or _ROLE_LOCAL.match(local) and _failed_to(scan, m.start(), m.end())):
             # (a system address is whom to ask, unless it starts an entry of the list
             # of failed recipients: "postmaster@x: Domain does not exist", or the
             # address alone on its line with the failure stated after it; not a
@@ -1763,17 +1763,22 @@ def _named(scan: str, excluded: set[str], senders: set[str],
 # message to X" or "send questions to X" (lower-cased; run on the line up to the address)
 _FAILED_TO = rxcache.compile(
     r"(?:deliver(?:ed|y|ing)?(?: of)?(?: (?:your|the|this) (?:message|e-?mail|mail))?"
-    r"|(?:your|the) (?:message|e-?mail|mail)) to[ \t]*+[<'\"]?\Z")
+    r"|(?:your|the) (?:message|e-?mail|mail)) to[ \t]*+(?:the recipient[ \t]*+)?[<'\"]?\Z")
 
 
-def _failed_to(scan: str, pos: int) -> bool:
-    """Whether the address at ``pos`` is the one its line says the mail failed to reach
-    (_FAILED_TO before it, a failure stated on the line, not in a remote's reply): a
-    role mailbox that was the recipient, named only in prose (a message to webmaster@x
-    or L-request@x that bounced), is the failed recipient, not whom to ask."""
+def _failed_to(scan: str, pos: int, end_addr: int) -> bool:
+    """Whether the address at ``pos`` (to ``end_addr``) is the one its line says the mail
+    failed to reach (_FAILED_TO before it, a failure stated on the line, not in a
+    remote's reply), or starts its line with a failure stated under it whatever follows
+    it on the line (Exchange 2003's "      webmaster@x on 12/6/2026 2:00 PM" under
+    "The following recipient(s) cannot be reached:"): a role mailbox that was the
+    recipient (a message to webmaster@x or L-request@x that bounced) is the failed
+    recipient, not whom to ask."""
     # (the sentence around it only, 200 characters each way: each address's own read,
     # whatever the length of its line)
     line = scan.rfind("\n", max(0, pos - 200), pos) + 1 or max(0, pos - 200)
+    if scan[line:pos].strip(" \t<'\"") == "" and (line == 0 or scan[line - 1] == "\n"):
+        return _errorish(scan[end_addr:end_addr + 400])
     end = scan.find("\n", pos, pos + 200)
     return (_FAILED_TO.search(scan[max(line, pos - 80):pos].lower()) is not None
             and _errorish(scan[line:end if end >= 0 else pos + 200])

@@ -1499,13 +1499,22 @@ class ReviewRev5Tests(SynchronousTestCase):
                 (self.ENTRY + "Delivery to hostmaster@d.example failed: 550 5.1.1 user "
                  "unknown", ["a@b.example", "hostmaster@d.example"]),
                 (self.ENTRY + "Could not deliver your message to team-owner@lists.d.example"
-                 ", mailbox unavailable", ["a@b.example", "team-owner@lists.d.example"])):
+                 ", mailbox unavailable", ["a@b.example", "team-owner@lists.d.example"]),
+                ("Your message couldn't be delivered to the recipient webmaster@d.example.\n"
+                 "550 5.1.1 user unknown", ["webmaster@d.example"]),
+                # (Exchange 2003: the entry, then the date on its line, the failure under it)
+                ("Your message did not reach some or all of the intended recipients.\n\n"
+                 "The following recipient(s) cannot be reached:\n\n      news-request@d."
+                 "example on 12/6/2026 2:00 PM\n            The e-mail account does not exist"
+                 " at the organization this message was sent to.\n            <mx.d.example "
+                 "#5.1.1 smtp;550 5.1.1 User unknown>", ["news-request@d.example"])):
             self.assertEqual(recipients(self._text(body)), want, body)
 
     def test_a_role_mailbox_named_as_whom_to_ask_stays_out(self) -> None:
         # (the confusable side: the same mailboxes after words that are no failed
         # delivery, on a line that states none, or inside a remote's reply)
         for words in ("Questions? webmaster@d.example",
+                      "Questions?\nThe Mail Team\nwebmaster@d.example",
                       "If this error persists, forward this message to webmaster@d.example",
                       "Please send questions about this error to webmaster@d.example",
                       "The report was delivered to postmaster@d.example as well.",
