@@ -488,11 +488,17 @@ def _local_mark(nl: str, end: int) -> int:
             if i == 0 or nl[i - 1] != sep[0]:
                 m = _ORIGINAL_MARK_LOCAL.match(nl, i, end)
                 if m is not None:
-                    line = nl.rfind("\n", 0, i) + 1
-                    eol = nl.find("\n", m.end())
-                    eol = len(nl) if eol < 0 else eol
-                    if nl[line:i].strip(_MARK_EDGE) == "" and \
-                            nl[m.end():eol].strip(_MARK_TAIL) == "":
+                    # (alone on its line: only edge characters back to the line's start and
+                    # tail characters on to its end, each run read from the mark, not the
+                    # whole line: a line of many such phrases in words was quadratic)
+                    line = i
+                    while line > 0 and nl[line - 1] in _MARK_EDGE:
+                        line -= 1
+                    eol = m.end()
+                    while eol < len(nl) and nl[eol] in _MARK_TAIL:
+                        eol += 1
+                    if (line == 0 or nl[line - 1] == "\n") and \
+                            (eol == len(nl) or nl[eol] == "\n"):
                         best = line if best < 0 else min(best, line)
                         break
             j = i + 2
