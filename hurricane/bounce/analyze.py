@@ -2126,8 +2126,13 @@ def _starts_entry(text: str, start: int, end: int, reason: bool = False) -> bool
     failed recipients does (blanks, "<" or a quote mark before it; after it the end of
     the line, or a ":" then the reason; with ``reason``, only the latter); Postfix's
     "(expanded from <b>)" may come between."""
-    line = text.rfind("\n", 0, start) + 1
-    if text[line:start].strip(" \t<'\"") != "":
+    # (back over the marks before it to the line's start: not the line read from its
+    # start, for each address a long line names; only an address that starts its line
+    # reads on to the line's end, one a line)
+    k = start
+    while k > 0 and text[k - 1] in " \t<'\"":
+        k -= 1
+    if k > 0 and text[k - 1] != "\n":
         return False
     eol = text.find("\n", end)
     m = _ENTRY_END.match(text, end, eol if eol >= 0 else len(text))
