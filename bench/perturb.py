@@ -264,23 +264,34 @@ def role_recipients(raws: dict[str, bytes], show: int) -> int:
     return len(bad)
 
 
-def other_roles(raws: dict[str, bytes], show: int) -> int:
-    """Each free-text report naming one recipient gets, after its recipient's entry, a line
-    naming another address in another role (where the recipient moved to, the sender a
-    reply names, on whose behalf, whom the report was copied to, whom to ask): the
-    recipient set stays the one recipient. The same reports as second-recipient."""
+def _after_entry(name: str, raws: dict[str, bytes], show: int,
+                 lines: Callable[[str], list[bytes]], skip: bytes = b"") -> int:
+    """Each free-text report naming one recipient (_one_recipient_reports; not one whose
+    lower-cased text holds ``skip``), once for each of ``lines(recipient)``, with that
+    line written after its recipient's entry: the recipient set stays the one recipient.
+    Prints and returns how many changed."""
     applied, bad = 0, []
     for n, one, head, sep, body, at in _one_recipient_reports(raws):
-        for line in _OTHER_ROLES:
+        if skip and skip in (head + body).lower():
+            continue
+        for line in lines(one.recipient):
             new = head + sep + body[:at[1]] + b"\n" + line + body[at[1]:]
             applied += 1
             got = sorted(to_prediction(analyze(new), "x")["recipients"])
             if got != [one.recipient]:
                 bad.append((n, got))
-    print("%-22s applied %4d  changed %3d" % ("other-roles", applied, len(bad)))
+    print("%-22s applied %4d  changed %3d" % (name, applied, len(bad)))
     for n, got in bad[:show]:
         print("    %-45s -> %s" % (n, got))
     return len(bad)
+
+
+def other_roles(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient gets, after its recipient's entry, a line
+    naming another address in another role (where the recipient moved to, the sender a
+    reply names, on whose behalf, whom the report was copied to, whom to ask): the
+    recipient set stays the one recipient. The same reports as second-recipient."""
+    return _after_entry("other-roles", raws, show, lambda r: list(_OTHER_ROLES))
 
 
 #: A quoted original's header block as mail clients write it in other languages
@@ -299,25 +310,14 @@ _LOCAL_BLOCKS = (
 
 
 def local_original(raws: dict[str, bytes], show: int) -> int:
-    """Each free-text report naming one recipient (not ISO-2022-JP: the probe writes UTF-8)
-    gets, after its recipient's entry, the original quoted inline under a header block in
-    German, French, Spanish or Japanese naming two more recipients of the original: the
-    recipient set stays the one recipient. The same reports as second-recipient."""
-    applied, bad = 0, []
-    for n, one, head, sep, body, at in _one_recipient_reports(raws):
-        if b"iso-2022" in (head + body).lower() or b"iso-8859" in (head + body).lower():
-            continue
-        for block in _LOCAL_BLOCKS:
-            ins = ("\n" + block.format(r=one.recipient) + "\nhello\n").encode()
-            new = head + sep + body[:at[1]] + b"\n" + ins + body[at[1]:]
-            applied += 1
-            got = sorted(to_prediction(analyze(new), "x")["recipients"])
-            if got != [one.recipient]:
-                bad.append((n, got))
-    print("%-22s applied %4d  changed %3d" % ("local-original", applied, len(bad)))
-    for n, got in bad[:show]:
-        print("    %-45s -> %s" % (n, got))
-    return len(bad)
+    """Each free-text report naming one recipient (not ISO-8859 or ISO-2022-JP ones: the
+    probe writes UTF-8) gets, after its recipient's entry, the original quoted inline
+    under a header block in German, French, Spanish or Japanese naming two more
+    recipients of the original: the recipient set stays the one recipient. The same
+    reports as second-recipient."""
+    def blocks(r: str) -> list[bytes]:
+        return [("\n" + b.format(r=r) + "\nhello\n").encode() for b in _LOCAL_BLOCKS]
+    return _after_entry("local-original", raws, show, blocks, skip=b"iso-")
 
 
 _PAIR = (b"From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\n"
