@@ -15,20 +15,21 @@ A change of transport does not change who bounced: the analyzer's recipient
 set (and, with --field reason, its reason) must be the same on the changed
 message as on the original.  The script prints, per
 perturbation, how many messages it applied to and how many changed answer
-(file names listed with --show). Then "second-recipient": each free-text report
-naming one recipient gets its recipient's entry written again for a second
-address, and both must come out; "other-roles": the same reports get a line naming another address
-as something else (a new address, the sender, whom to ask, a message's
-identifier, the remote's own rendering of the recipient in its reply) and keep their one
-recipient; "local-original": the same reports get the original quoted inline
-under a header block in German, French, Spanish or Japanese naming two more of
-its recipients, who did not bounce; "mixed-causes": the same reports get an entry
-of a second address with another cause before their recipient's, and each must
-keep its own reason; and "forwarded-pair": each bounce forwarded as
-an attachment with another report, in either order, and the recipients of both
-must come out.  It finds classes of extraction failure without the sealed data;
-tests/bounce/test_bounce_transport.py keeps the classes fixed here from coming
-back.
+(file names listed with --show). Then "second-recipient": each free-text report naming
+one recipient gets its recipient's entry written again for a second address, and both
+must come out; "other-roles": the same reports get a line naming another address as
+something else (a new address, the sender, whom to ask, a message's identifier, the
+remote's own rendering of the recipient in its reply) and keep their one recipient;
+"role-recipients": the same reports get a second failed recipient named in those rules'
+words (a role mailbox the mail failed to reach, "for email X", a German summary under
+labels) and it must come out; "local-original": the same reports get the original quoted
+inline under a header block in German, French, Spanish or Japanese naming two more of
+its recipients, who did not bounce; "mixed-causes": the same reports get an entry of a
+second address with another cause before their recipient's, and each must keep its own
+reason; and "forwarded-pair": each bounce forwarded as an attachment with another
+report, in either order, and the recipients of both must come out. It finds classes of
+extraction failure without the sealed data; tests/bounce/test_bounce_transport.py keeps
+the classes fixed here from coming back.
 """
 
 from __future__ import annotations
@@ -220,6 +221,49 @@ _OTHER_ROLES = (
 )
 
 
+#: Lines naming a second failed recipient as reports write it in prose or in a localised
+#: summary, in the words the other-role rules read: a role or list mailbox the mail failed
+#: to reach (Gmail's, Exchange Online's wording), "for email X", a gateway's German
+#: summary under labels beside the sender's and the subject's ({s}: its address).
+_ROLE_RECIPIENTS = (
+    (b"Your message to webmaster@other.example couldn't be delivered: 550 5.1.1 user "
+     b"unknown", b"webmaster@other.example"),
+    (b"Delivery to news-request@lists.other.example failed: 550 5.1.1 user unknown",
+     b"news-request@lists.other.example"),
+    (b"Message delivery failed for email " + _SECOND.encode() + b": 552 5.2.2 mailbox full",
+     _SECOND.encode()),
+    (f"Empfänger: {_SECOND}\nAbsender: news@shop.example\nBetreff: News\nGrund: 550 "
+     "5.1.1 Benutzer unbekannt".encode(), _SECOND.encode()),
+)
+
+
+def role_recipients(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient gets, after its recipient's entry, a
+    second failed recipient named so (_ROLE_RECIPIENTS): it must come out (the other
+    side of other-roles: its rules must not take a failed recipient for another role),
+    and so must the report's own, unless a second recipient's entry costs it that
+    already (second-recipient's class, counted there). The same reports as
+    second-recipient."""
+    applied, bad = 0, []
+    lost = set()    # (the reports whose own recipient a plain second entry loses)
+    for n, one, head, sep, body, at in _one_recipient_reports(raws):
+        r = one.recipient.encode()
+        entry = re.sub(re.escape(r), _SECOND.encode(), body[at[0]:at[1]], flags=re.I)
+        plain = head + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
+        if one.recipient not in to_prediction(analyze(plain), "x")["recipients"]:
+            lost.add(n)
+        for line, second in _ROLE_RECIPIENTS:
+            new = head + sep + body[:at[1]] + b"\n" + line + b"\n" + body[at[1]:]
+            applied += 1
+            got = sorted(to_prediction(analyze(new), "x")["recipients"])
+            if second.decode() not in got or one.recipient not in got and n not in lost:
+                bad.append((n, got))
+    print("%-22s applied %4d  changed %3d" % ("role-recipients", applied, len(bad)))
+    for n, got in bad[:show]:
+        print("    %-45s -> %s" % (n, got))
+    return len(bad)
+
+
 def _after_entry(name: str, raws: dict[str, bytes], show: int,
                  lines: Callable[[str], list[bytes]], skip: bytes = b"") -> int:
     """Each free-text report naming one recipient (_one_recipient_reports; not one whose
@@ -349,6 +393,8 @@ def main() -> int:
         total_bad += mixed_causes(raws, a.show)
     if not a.only or "other-roles" in a.only.split(","):
         total_bad += other_roles(raws, a.show)
+    if not a.only or "role-recipients" in a.only.split(","):
+        total_bad += role_recipients(raws, a.show)
     if not a.only or "local-original" in a.only.split(","):
         total_bad += local_original(raws, a.show)
     only = a.only.split(",") if a.only else []

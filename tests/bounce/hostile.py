@@ -583,6 +583,18 @@ def addresses_one_line(size: int) -> bytes:
     return _plain(words[:_size_of_part(size)])
 
 
+def original_marks_one_line(size: int) -> bytes:
+    """Inline originals' separator phrases in other languages, in words on one line (none
+    alone on its line: each was read back to the line's start)."""
+    return _plain(_fill("x --Ursprüngliche Nachricht y ".encode(), _size_of_part(size)))
+
+
+def role_mailboxes_one_line(size: int) -> bytes:
+    """A role mailbox named as the mail's recipient, over and over on one line that states
+    no failure (43 s at 256 KB in rev5's first cut: the line read for each)."""
+    return _plain(_fill(b"Your message to webmaster@example.net. ", _size_of_part(size)))
+
+
 def charset_bomb(size: int) -> bytes:
     """A text part in a multi-byte charset (UTF-16) of odd bytes."""
     return _report(_fill(b"\xff\xfe\xd8\x00", _size_of_part(size)), size,
@@ -696,6 +708,8 @@ BUILDERS: dict[str, Callable[[int], bytes]] = {
     "cr-only": cr_only,
     "non-ascii": non_ascii,
     "forward-blank-lines": forward_blank_lines,
+    "original-marks-one-line": original_marks_one_line,
+    "role-mailboxes-one-line": role_mailboxes_one_line,
 }
 
 

@@ -15,6 +15,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from hurricane.bounce import analyze as analyzer
 from hurricane.bounce.analyze import analyze, to_prediction
 from tests.bounce import transport
 from tests.bounce.test_bounce_recipients import dsn
@@ -1467,3 +1468,113 @@ class LocalisedOriginalTests(SynchronousTestCase):
                  "Betreff: News")
         self.assertEqual(recipients(self._text(self.ENTRY + block + "\n\nhello\n")),
                          ["a@b.example"])
+
+
+class ReviewRev5Tests(SynchronousTestCase):
+    """Review rev5 of the recipient rules of the other roles: a role mailbox or a list's
+    address that the report says the mail failed to reach, and a notice's own summary in
+    another language, are failed recipients; their look-alikes stay out."""
+
+    def _text(self, body: str) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.b.example\nTo: s@shop.example\nSubject: Undeliverable\n"
+                b"Content-Type: text/plain; charset=utf-8\n\n" + body.encode() + b"\n")
+
+    ENTRY = ("I'm sorry to have to inform you that your message could not be delivered to one "
+             "or more recipients.\n\n<a@b.example>: host mx.b.example[192.0.2.1] said: 550 "
+             "5.1.1 user unknown (in reply to RCPT TO command)\n\n")
+
+    def test_a_role_mailbox_the_mail_failed_to_reach_in_prose(self) -> None:
+        # Gmail's and Exchange Online's notices name their one recipient only in prose:
+        # RFC 2142's mailboxes and a list's addresses (30c4f81) were dropped as whom to
+        # ask ("quote-request@", "product-owner@" are also plain business mailboxes)
+        for body, want in (
+                ("** Address not found **\n\nYour message wasn't delivered to webmaster@d."
+                 "example because the address couldn't be found, or is unable to receive "
+                 "mail.\n\nThe response from the remote server was:\n550 5.1.1 The email "
+                 "account that you tried to reach does not exist.", ["webmaster@d.example"]),
+                ("Your message to quote-request@d.example couldn't be delivered.\nquote-"
+                 "request wasn't found at d.example.\n\nRemote Server returned '550 5.1.10 "
+                 "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address "
+                 "lookup'", ["quote-request@d.example"]),
+                (self.ENTRY + "Delivery to hostmaster@d.example failed: 550 5.1.1 user "
+                 "unknown", ["a@b.example", "hostmaster@d.example"]),
+                (self.ENTRY + "Could not deliver your message to team-owner@lists.d.example"
+                 ", mailbox unavailable", ["a@b.example", "team-owner@lists.d.example"]),
+                ("Your message couldn't be delivered to the recipient webmaster@d.example.\n"
+                 "550 5.1.1 user unknown", ["webmaster@d.example"]),
+                # (Exchange 2003: the entry, then the date on its line, the failure under it)
+                ("Your message did not reach some or all of the intended recipients.\n\n"
+                 "The following recipient(s) cannot be reached:\n\n      news-request@d."
+                 "example on 12/6/2026 2:00 PM\n            The e-mail account does not exist"
+                 " at the organization this message was sent to.\n            <mx.d.example "
+                 "#5.1.1 smtp;550 5.1.1 User unknown>", ["news-request@d.example"])):
+            self.assertEqual(recipients(self._text(body)), want, body)
+
+    def test_a_role_mailbox_named_as_whom_to_ask_stays_out(self) -> None:
+        # (the confusable side: the same mailboxes after words that are no failed
+        # delivery, on a line that states none, or inside a remote's reply)
+        for words in ("Questions? webmaster@d.example",
+                      "Questions?\nThe Mail Team\nwebmaster@d.example",
+                      "If this error persists, forward this message to webmaster@d.example",
+                      "Please send questions about this error to webmaster@d.example",
+                      "The report was delivered to postmaster@d.example as well.",
+                      "    host mx.d.example said: 550 5.7.1 your message to "
+                      "hostmaster@d.example was rejected"):
+            self.assertEqual(recipients(self._text(self.ENTRY + words)), ["a@b.example"],
+                             words)
+
+    def test_or_mail_is_a_phrase_of_its_own_words(self) -> None:
+        # "or mail X" (whom else to write, 30c4f81) matched inside "for mail X" and
+        # "error mail X", which name the failed address; the phrase itself still reads
+        for words, want in (
+                ("Message delivery failed for email c@d.example: mailbox full",
+                 ["a@b.example", "c@d.example"]),
+                ("Quota exceeded for e-mail c@d.example (552 5.2.2)",
+                 ["a@b.example", "c@d.example"]),
+                ("Delivery failed for mail: c@d.example\n    550 5.1.1 user unknown",
+                 ["a@b.example", "c@d.example"]),
+                ("Visit http://help.d.example/ or mail helpdesk@d.example", ["a@b.example"]),
+                ("Call us, or e-mail: help@d.example", ["a@b.example"])):
+            self.assertEqual(recipients(self._text(self.ENTRY + words)), want, words)
+
+    def test_a_notices_summary_in_another_language(self) -> None:
+        # a gateway's or an ISP's notice summarises the failure under labels, its
+        # recipient's own and the sender's, subject's and date's beside it (948440e
+        # blanked the whole run as a quoted header block, its reason too)
+        for body, want in (
+                ("Die Nachricht konnte nicht zugestellt werden.\n\nEmpfänger: c@d.example\n"
+                 "Absender: s@shop.example\nBetreff: Test\nDatum: 6.12.2026\nGrund: 550 "
+                 "5.1.1 Benutzer unbekannt", ["c@d.example"]),
+                ("Le message n'a pas pu être remis.\n\nDestinataire : c@d.example\n"
+                 "Expéditeur : s@shop.example\nObjet : Test\nDate : 6/12/2026\nRaison : 550 "
+                 "5.1.1 utilisateur inconnu", ["c@d.example"]),
+                ("メールを配信できませんでした。\n\n送信者: s@shop.example\n宛先: c@d.example\n"
+                 "件名: Test\n日付: 2026/12/06\n理由: 550 5.1.1 User unknown", ["c@d.example"]),
+                (self.ENTRY + "Empfänger: c@d.example\nAbsender: s@shop.example\nBetreff: "
+                 "Test\nGrund: 552 5.2.2 Postfach voll", ["a@b.example", "c@d.example"])):
+            self.assertEqual(recipients(self._text(body)), want, body)
+
+    def test_a_clients_header_block_in_another_language_stays_out(self) -> None:
+        # (the confusable side: a client's block names the To field, and a reply code
+        # in its subject is no reason)
+        for block in ("Von: s@shop.example\nGesendet: Sonntag\nAn: c@d.example\nBetreff: Test",
+                      "De : s@shop.example\nEnvoyé : dimanche\nÀ : c@d.example\nObjet : Test",
+                      "差出人: s@shop.example\n送信日時: 2026年12月6日 14:05\n宛先: c@d.example\n"
+                      "件名: 550 test"):
+            self.assertEqual(recipients(self._text(self.ENTRY + block + "\n\nhello")),
+                             ["a@b.example"], block)
+
+    def test_a_line_naming_many_addresses_is_read_once(self) -> None:
+        # the reply-code rule (c6bc16c) read a failed entry's whole line for each of the
+        # addresses it names: 500 on one 256 KB line took 2.4 s
+        calls = []
+        line_at = analyzer._line_at
+
+        def counting(text: str, pos: int) -> str:
+            calls.append(pos)
+            return line_at(text, pos)
+
+        body = " ".join(f"u{i}@x{i}.example" for i in range(300))
+        self.patch(analyzer, "_line_at", counting)
+        self.assertEqual(len(recipients(self._text(body))), 300)
+        self.assertLessEqual(len(calls), 2)
