@@ -117,6 +117,16 @@ def _one_recipient_reports(raws: dict[str, bytes]) -> Iterator[
             yield n, one, head, sep, body, at
 
 
+_XFR = re.compile(rb"(?im)^x-failed-recipients:[^\n]*")
+
+
+def _failed_also(head: bytes, addr: str) -> bytes:
+    """``head`` with ``addr`` added to its X-Failed-Recipients field, if it has one: a
+    report that lists its failed recipients there lists a second one there too (the
+    analyzer takes the field's list as the failed recipients)."""
+    return _XFR.sub(lambda m: m.group(0) + b", " + addr.encode(), head, count=1)
+
+
 def second_recipient(raws: dict[str, bytes], show: int) -> int:
     """Each free-text report naming one recipient, its recipient's entry (its line and the
     indented lines under it) written again for a second address: both must come out.
@@ -126,7 +136,7 @@ def second_recipient(raws: dict[str, bytes], show: int) -> int:
     for n, one, head, sep, body, at in _one_recipient_reports(raws):
         r = one.recipient.encode()
         entry = re.sub(re.escape(r), _SECOND.encode(), body[at[0]:at[1]], flags=re.I)
-        new = head + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
+        new = _failed_also(head, _SECOND) + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
         applied += 1
         got = sorted(to_prediction(analyze(new), "x")["recipients"])
         if got != sorted([r.decode(), _SECOND]):
@@ -194,7 +204,8 @@ def mixed_causes(raws: dict[str, bytes], show: int) -> int:
     applied, bad = 0, []
     for n, first, head, sep, body, at in _one_recipient_reports(raws):
         cause, want = MIXED_CAUSES[first.reason == MIXED_CAUSES[0][1]]
-        new = head + sep + mixed_causes_entry(body, at[0], _SECOND.encode(), cause)
+        new = _failed_also(head, _SECOND) + sep + mixed_causes_entry(body, at[0],
+                                                                      _SECOND.encode(), cause)
         applied += 1
         got = {x.recipient: x.reason for x in analyze(new).results}
         if got != {first.recipient: first.reason, _SECOND: want}:
@@ -249,11 +260,12 @@ def role_recipients(raws: dict[str, bytes], show: int) -> int:
     for n, one, head, sep, body, at in _one_recipient_reports(raws):
         r = one.recipient.encode()
         entry = re.sub(re.escape(r), _SECOND.encode(), body[at[0]:at[1]], flags=re.I)
-        plain = head + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
+        plain = _failed_also(head, _SECOND) + sep + body[:at[1]] + b"\n" + entry + body[at[1]:]
         if one.recipient not in to_prediction(analyze(plain), "x")["recipients"]:
             lost.add(n)
         for line, second in _ROLE_RECIPIENTS:
-            new = head + sep + body[:at[1]] + b"\n" + line + b"\n" + body[at[1]:]
+            new = (_failed_also(head, second.decode()) + sep + body[:at[1]] + b"\n" + line
+                   + b"\n" + body[at[1]:])
             applied += 1
             got = sorted(to_prediction(analyze(new), "x")["recipients"])
             if second.decode() not in got or one.recipient not in got and n not in lost:
@@ -307,6 +319,17 @@ _LOCAL_BLOCKS = (
     "________________________________\n差出人: news@shop.example\n送信日時: 2024年1月1日 10:00\n"
     "宛先: {r}; c2@other.example\nCC: d2@other.example\n件名: News\n",
 )
+
+
+def xfr_others(raws: dict[str, bytes], show: int) -> int:
+    """Each free-text report naming one recipient that lists it in X-Failed-Recipients
+    (Exim's, Gmail's) gets, after its entry, a line naming the original's other
+    recipients beside it, who did not fail ("The message was addressed to: r, c2, d2"):
+    the recipient set stays the header's one."""
+    one_failed = {n: raw for n, raw in raws.items()
+                  if _XFR.search(raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0])}
+    return _after_entry("xfr-others", one_failed, show, lambda r: [
+        b"The message was addressed to: " + r.encode() + b", c2@other.example, d2@other.example"])
 
 
 def local_original(raws: dict[str, bytes], show: int) -> int:
@@ -395,6 +418,8 @@ def main() -> int:
         total_bad += other_roles(raws, a.show)
     if not a.only or "role-recipients" in a.only.split(","):
         total_bad += role_recipients(raws, a.show)
+    if not a.only or "xfr-others" in a.only.split(","):
+        total_bad += xfr_others(raws, a.show)
     if not a.only or "local-original" in a.only.split(","):
         total_bad += local_original(raws, a.show)
     only = a.only.split(",") if a.only else []

@@ -1578,3 +1578,34 @@ class ReviewRev5Tests(SynchronousTestCase):
         self.patch(analyzer, "_line_at", counting)
         self.assertEqual(len(recipients(self._text(body))), 300)
         self.assertLessEqual(len(calls), 2)
+
+
+class FailedRecipientsHeaderTests(SynchronousTestCase):
+    """Exim's (and Gmail's) X-Failed-Recipients lists the failed recipients: the text's
+    other addresses beside them did not fail (bench/perturb.py xfr-others)."""
+
+    def _exim(self, xfr: bytes, text: bytes) -> bytes:
+        return (b"From: Mail Delivery System <Mailer-Daemon@mx.b.example>\nTo: s@shop.example\n"
+                b"Subject: Mail delivery failed: returning message to sender\n"
+                b"X-Failed-Recipients: " + xfr + b"\n\n"
+                b"A message that you sent could not be delivered to one or more of its\n"
+                b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+                + text + b"\n")
+
+    ENTRY = (b"  a@b.example\n    SMTP error from remote mail server after RCPT TO:<a@b.example>:"
+             b"\n    550 5.1.1 user unknown\n")
+
+    def test_the_originals_other_recipients_did_not_fail(self) -> None:
+        raw = self._exim(b"a@b.example", self.ENTRY + b"\nThe message was addressed to: "
+                         b"a@b.example, c@d.example, e@f.example")
+        self.assertEqual(recipients(raw), ["a@b.example"])
+
+    def test_every_listed_one_and_the_header_spelling(self) -> None:
+        # (the confusable side: the header lists both, the text names both)
+        both = self.ENTRY + b"  c@d.example\n    550 5.2.2 mailbox full\n"
+        self.assertEqual(recipients(self._exim(b"a@b.example, c@d.example", both)),
+                         ["a@b.example", "c@d.example"])
+        # a text spelling the one in the header as Exchange encapsulates it keeps the
+        # header's plain spelling
+        enc = self.ENTRY.replace(b"  a@b.example\n", b"  IMCEASMTP-a+40b+2Eexample@corp.example\n")
+        self.assertEqual(recipients(self._exim(b"a@b.example", enc)), ["a@b.example"])
