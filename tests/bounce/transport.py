@@ -769,17 +769,26 @@ def exchange_rerendered(raw: bytes) -> bytes | None:
     else:
         tech = b"#< #" + st.group(1) + b" smtp;" + diag + b"> #SMTP#"
     subj = re.search(rb"(?im)^subject:[ \t]*([^\n]*)", raw)
-    return (b"From: Microsoft Outlook <postmaster@gateway.example>\n"
-            b"To: <bounces@shop.example>\nSubject: Undeliverable: "
-            + (subj.group(1) if subj else b"Sale") + b"\nMIME-Version: 1.0\n"
-            b"Content-Type: multipart/mixed; boundary=\"exch-1\"\n\n"
-            b"--exch-1\nContent-Type: text/plain; charset=us-ascii\n\n"
-            b"Delivery has failed to these recipients or groups:\n\n"
-            + a + b" (" + a + b")\nYour message wasn't delivered. The remote server returned "
-            b"an error.\n\n\n\n\nDiagnostic information for administrators:\n\n"
-            b"Generating server: gateway.example\n\n" + a + b"\n" + tech + b"\n\n"
-            b"--exch-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
-            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--exch-1--\n")
+    return _notice_with_original(
+        b"Microsoft Outlook <postmaster@gateway.example>",
+        b"Undeliverable: " + (subj.group(1) if subj else b"Sale"), b"exch-1",
+        b"text/plain; charset=us-ascii",
+        b"Delivery has failed to these recipients or groups:\n\n"
+        + a + b" (" + a + b")\nYour message wasn't delivered. The remote server returned "
+        b"an error.\n\n\n\n\nDiagnostic information for administrators:\n\n"
+        b"Generating server: gateway.example\n\n" + a + b"\n" + tech + b"\n", a)
+
+
+def _notice_with_original(sender: bytes, subject: bytes, boundary: bytes, ctype: bytes,
+                          text: bytes, a: bytes, head: bytes = b"") -> bytes:
+    """A gateway's notice to the shop: its own text (``ctype``, with ``head``'s fields) and
+    the original sent to ``a`` attached, in a multipart/mixed of ``boundary``."""
+    return (b"From: " + sender + b"\nTo: <bounces@shop.example>\nSubject: " + subject
+            + b"\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"" + boundary
+            + b"\"\n\n--" + boundary + b"\nContent-Type: " + ctype + b"\n" + head + b"\n"
+            + text + b"\n--" + boundary + b"\nContent-Type: message/rfc822\n\n"
+            b"From: Shop <news@shop.example>\nTo: <" + a + b">\nSubject: Sale\n\nHello\n\n--"
+            + boundary + b"--\n")
 
 
 PERTURBATIONS = PERTURBATIONS + (("exchange-rerendered", exchange_rerendered),)
@@ -864,13 +873,9 @@ def german_notice(raw: bytes) -> bytes | None:
             "Ihre Nachricht konnte an folgende Empfänger nicht zugestellt werden:\n\n"
             "    ").encode() + a + b"\n    Grund: Dauerhafter Fehler (Status " + st \
         + b")\n    Antwort des Servers: " + diag + b"\n"
-    return (b"From: Mail-System <mailer-daemon@gw.example.de>\n"
-            b"To: <bounces@shop.example>\nSubject: Unzustellbar: Sale\nMIME-Version: 1.0\n"
-            b"Content-Type: multipart/mixed; boundary=\"de-1\"\n\n"
-            b"--de-1\nContent-Type: text/plain; charset=utf-8\n"
-            b"Content-Transfer-Encoding: 8bit\n\n" + text + b"\n"
-            b"--de-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
-            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--de-1--\n")
+    return _notice_with_original(b"Mail-System <mailer-daemon@gw.example.de>",
+                                 b"Unzustellbar: Sale", b"de-1", b"text/plain; charset=utf-8",
+                                 text, a, head=b"Content-Transfer-Encoding: 8bit\n")
 
 
 def html_table_notice(raw: bytes) -> bytes | None:
@@ -889,12 +894,8 @@ def html_table_notice(raw: bytes) -> bytes | None:
             b"<table><tr><th>Recipient</th><th>Status</th><th>Reply</th></tr>\n"
             b"<tr><td>" + a + b"</td><td>" + st + b"</td><td>" + esc + b"</td></tr>"
             b"</table></body></html>\n")
-    return (b"From: Postmaster <postmaster@gw.example>\n"
-            b"To: <bounces@shop.example>\nSubject: Undeliverable: Sale\nMIME-Version: 1.0\n"
-            b"Content-Type: multipart/mixed; boundary=\"ht-1\"\n\n"
-            b"--ht-1\nContent-Type: text/html; charset=utf-8\n\n" + html + b"\n"
-            b"--ht-1\nContent-Type: message/rfc822\n\nFrom: Shop <news@shop.example>\n"
-            b"To: <" + a + b">\nSubject: Sale\n\nHello\n\n--ht-1--\n")
+    return _notice_with_original(b"Postmaster <postmaster@gw.example>", b"Undeliverable: Sale",
+                                 b"ht-1", b"text/html; charset=utf-8", html, a)
 
 
 def exchange2003_notice(raw: bytes) -> bytes | None:
