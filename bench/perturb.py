@@ -379,6 +379,14 @@ def forwarded_pair(raws: dict[str, bytes], show: int) -> int:
     return len(bad)
 
 
+#: The probes that build their own reports, by name, in the order they print (then the
+#: spelled-text-* family and forwarded-pair).
+_REPORT_PROBES: tuple[tuple[str, Callable[[dict[str, bytes], int], int]], ...] = (
+    ("second-recipient", second_recipient), ("mixed-causes", mixed_causes),
+    ("other-roles", other_roles), ("role-recipients", role_recipients),
+    ("xfr-others", xfr_others), ("local-original", local_original))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,22 +418,13 @@ def main() -> int:
         print("%-22s applied %4d  changed %3d" % (name, applied, len(bad)))
         for n, was, got in bad[:a.show]:
             print("    %-45s %s -> %s" % (n, was, got))
-    if not a.only or "second-recipient" in a.only.split(","):
-        total_bad += second_recipient(raws, a.show)
-    if not a.only or "mixed-causes" in a.only.split(","):
-        total_bad += mixed_causes(raws, a.show)
-    if not a.only or "other-roles" in a.only.split(","):
-        total_bad += other_roles(raws, a.show)
-    if not a.only or "role-recipients" in a.only.split(","):
-        total_bad += role_recipients(raws, a.show)
-    if not a.only or "xfr-others" in a.only.split(","):
-        total_bad += xfr_others(raws, a.show)
-    if not a.only or "local-original" in a.only.split(","):
-        total_bad += local_original(raws, a.show)
     only = a.only.split(",") if a.only else []
+    for name, probe in _REPORT_PROBES:
+        if not only or name in only:
+            total_bad += probe(raws, a.show)
     if not only or any(o.startswith("spelled-text-") for o in only):
         total_bad += spellings(raws, a.show, [o for o in only if o.startswith("spelled-text-")])
-    if not a.only or "forwarded-pair" in a.only.split(","):
+    if not only or "forwarded-pair" in only:
         total_bad += forwarded_pair(raws, a.show)
     print("total changed:", total_bad)
     return 0
